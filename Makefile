@@ -1,0 +1,69 @@
+# lina -- build, test, benchmark, install.
+#   make            liblina.a, liblina.so and the lina CLI (build/)
+#   make test       build and run the whole test suite
+#   make asan       the suite under AddressSanitizer + UBSan (build-asan/)
+#   make bench      the benchmark table (results/bench.md)
+#   make install PREFIX=/usr/local
+CC      ?= cc
+ARCH    ?= -march=native
+OPT     ?= -O2
+BUILD   ?= build
+PREFIX  ?= /usr/local
+BLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
+BLAS_LIB ?= -lopenblas
+
+CFLAGS_BASE = -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -fopenmp -fPIC -Iinclude -I$(BLAS_INC)
+CFLAGS  ?= $(OPT) $(ARCH) -g
+ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS  = $(BLAS_LIB) -fopenmp -lm
+
+SRC     = $(wildcard src/*/*.c)
+OBJ     = $(SRC:%.c=$(BUILD)/%.o)
+TESTSRC = $(wildcard tests/test_*.c)
+TESTBIN = $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
+REFSRC  = $(wildcard tests/ref/*.c)
+REFOBJ  = $(REFSRC:%.c=$(BUILD)/%.o)
+HDRS    = include/lina.h $(wildcard src/*/*.h) $(wildcard tests/*.h) $(wildcard tests/ref/*.h)
+
+.PHONY: all test asan bench install clean
+all: $(BUILD)/liblina.a $(BUILD)/liblina.so $(BUILD)/lina
+
+$(BUILD)/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/liblina.a: $(OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/liblina.so: $(OBJ)
+	$(CC) -shared -o $@ $^ $(LDLIBS) $(EXTRA_LDFLAGS)
+
+$(BUILD)/lina: $(BUILD)/tools/lina.o $(BUILD)/liblina.a
+	$(CC) -o $@ $^ $(LDLIBS) $(EXTRA_LDFLAGS)
+
+$(BUILD)/tests/%: tests/%.c $(REFOBJ) $(BUILD)/liblina.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(REFOBJ) $(BUILD)/liblina.a $(LDLIBS) $(EXTRA_LDFLAGS)
+
+test: all $(TESTBIN)
+	@LINA_BIN=$(BUILD)/lina sh tests/run.sh $(TESTBIN)
+
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test
+
+bench: all
+	sh bench/run.sh $(BUILD)/lina results/bench.md
+
+install: all
+	mkdir -p $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
+	cp include/lina.h $(DESTDIR)$(PREFIX)/include/
+	cp $(BUILD)/liblina.a $(BUILD)/liblina.so $(DESTDIR)$(PREFIX)/lib/
+	cp $(BUILD)/lina $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/#define LINA_VERSION "\(.*\)"/\1/p' include/lina.h)|' \
+	  lina.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lina.pc
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,231 @@
+/*
+ * lina.h -- the public API of lina, a C engine for linear transformers.
+ *
+ * Conventions (see README.md and DESIGN.md):
+ *   - activations are [B, T, H, D] row-major float32 (B batch, T time, H heads,
+ *     K key dim, V value dim); recurrent state is [B, H, K, V];
+ *   - gates are in log space (decay = exp(g)), default scale is K^-1/2;
+ *   - functions return 0 on success and a negative code on error; the message
+ *     of the last error on the calling thread is lina_last_error(). The library
+ *     never exits the process.
+ */
+#ifndef LINA_H
+#define LINA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LINA_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------ errors */
+
+enum {
+    LINA_OK = 0,
+    LINA_EINVAL = -1,   /* bad argument, shape or option */
+    LINA_EIO = -2,      /* file could not be read or written */
+    LINA_EFORMAT = -3,  /* malformed file */
+    LINA_ENOMEM = -4,   /* allocation failed */
+    LINA_ENONFINITE = -5 /* NaN or Inf where finite values are required */
+};
+
+/* Message of the last error raised on this thread ("" if none). */
+const char *lina_last_error(void);
+/* Record an error message (printf-style) and return `code`. */
+int lina_set_error(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void lina_clear_error(void);
+
+/* ----------------------------------------------------------------- threads */
+
+/* Number of threads lina's kernels use (OpenMP); n <= 0 restores the default. */
+void lina_set_threads(int n);
+int lina_get_threads(void);
+
+/* --------------------------------------------------------------- workspace */
+
+/* A growable scratch arena owned by the caller. Kernels take what they need
+ * from it; once it has grown to a call's needs, repeating that call allocates
+ * nothing. Passing NULL where a lina_ws* is expected makes the kernel use a
+ * private arena that is freed before it returns. */
+typedef struct lina_ws {
+    void **blocks;     /* per-thread blocks */
+    size_t *sizes;     /* their sizes in bytes */
+    int nblocks;
+} lina_ws;
+
+void lina_ws_init(lina_ws *ws);
+void lina_ws_free(lina_ws *ws);
+/* Scratch of at least `bytes` for thread slot `slot` (64-byte aligned); NULL
+ * with an error set when the allocation fails. Valid until the next call for
+ * the same slot. Not thread safe across the same slot. */
+void *lina_ws_get(lina_ws *ws, int slot, size_t bytes);
+/* Make sure `nslots` slots exist (call outside parallel regions). */
+int lina_ws_reserve(lina_ws *ws, int nslots);
+
+/* -------------------------------------------------------------------- GEMM */
+
+/* Row-major C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C, with leading
+ * dimensions in elements (OpenBLAS underneath). Safe to call inside OpenMP
+ * parallel regions (runs single-threaded there). */
+void lina_sgemm(int transA, int transB, int M, int N, int K, float alpha,
+                const float *A, int lda, const float *B, int ldb, float beta,
+                float *C, int ldc);
+
+/* ---------------------------------------------------------------- vmath */
+
+float lina_logsigmoidf(float x);
+float lina_softplusf(float x);
+/* y[i] = exp(x[i]) for n elements (vectorised; y may alias x). */
+void lina_vexp(float *y, const float *x, size_t n);
+
+/* -------------------------------------------------------------- .npy I/O */
+
+#define LINA_MAX_DIMS 8
+
+typedef struct lina_tensor {
+    int ndim;
+    int64_t shape[LINA_MAX_DIMS];
+    float *data;              /* owned, 64-byte aligned */
+} lina_tensor;
+
+int64_t lina_tensor_numel(const lina_tensor *t);
+/* Allocate a zero-filled tensor. */
+int lina_tensor_alloc(lina_tensor *t, int ndim, const int64_t *shape);
+void lina_tensor_free(lina_tensor *t);
+
+/* Read a .npy file (little-endian float32 '<f4', or '<f8' converted; C order).
+ * Malformed, truncated, Fortran-order, big-endian or other-dtype files fail
+ * with LINA_EFORMAT and a message naming the file and the problem. */
+int lina_npy_read(const char *path, lina_tensor *out);
+/* Write '<f4' C-order .npy atomically (temporary file, fsync, rename). */
+int lina_npy_write(const char *path, const lina_tensor *t);
+/* Parse an in-memory .npy image; `name` is used in messages. */
+int lina_npy_parse(const void *buf, size_t len, const char *name, lina_tensor *out);
+
+/* ------------------------------------------------------ mixer kernels */
+
+typedef enum lina_form {
+    LINA_FORM_RECURRENT = 0, /* one token at a time: the reference and decode path */
+    LINA_FORM_CHUNK = 1      /* chunkwise: intra-chunk dense products + state passing */
+} lina_form;
+
+/* Shape of one mixer call. */
+typedef struct lina_mix_dims {
+    int B, T, H, K, V;
+    int chunk;      /* chunk size for LINA_FORM_CHUNK; <= 0 means 64 */
+    float scale;    /* query scale; 0 means K^-1/2 */
+} lina_mix_dims;
+
+/*
+ * Diagonal-decay linear attention: one engine for linear_attn, retention,
+ * simple_gla and gla.
+ *
+ *   h_t = diag(exp(g_t)) h_{t-1} + k_t v_t^T,   o_t = scale * h_t^T q_t
+ *
+ * q, k [B,T,H,K]; v [B,T,H,V]; o [B,T,H,V]; h0, ht [B,H,K,V].
+ * The gate is one of: none (g = 0), per head constant (g_head [H]),
+ * scalar per step ([B,T,H]) or a vector per step ([B,T,H,K]).
+ */
+typedef enum lina_gate_kind {
+    LINA_GATE_NONE = 0,
+    LINA_GATE_HEAD = 1,    /* g_head[H], constant over time (retention) */
+    LINA_GATE_SCALAR = 2,  /* g[B,T,H] (simple_gla) */
+    LINA_GATE_VECTOR = 3   /* g[B,T,H,K] (gla) */
+} lina_gate_kind;
+
+typedef struct lina_dd_in {
+    const float *q, *k, *v;   /* [B,T,H,K], [B,T,H,K], [B,T,H,V] */
+    lina_gate_kind gate;
+    const float *g;           /* per gate kind; NULL for LINA_GATE_NONE */
+    const float *h0;          /* [B,H,K,V] or NULL (zero state) */
+} lina_dd_in;
+
+typedef struct lina_dd_out {
+    float *o;                 /* [B,T,H,V] (required) */
+    float *ht;                /* [B,H,K,V] or NULL */
+} lina_dd_out;
+
+typedef struct lina_dd_grad_in {
+    const float *do_;         /* [B,T,H,V] or NULL (zero) */
+    const float *dht;         /* [B,H,K,V] or NULL (zero) */
+} lina_dd_grad_in;
+
+typedef struct lina_dd_grad_out {
+    float *dq, *dk, *dv;      /* required */
+    float *dg;                /* same shape as g; NULL to skip (HEAD: [H], accumulated over B,T) */
+    float *dh0;               /* [B,H,K,V] or NULL */
+} lina_dd_grad_out;
+
+int lina_dd_fwd(const lina_mix_dims *d, const lina_dd_in *in, lina_dd_out *out,
+                lina_form form, lina_ws *ws);
+int lina_dd_bwd(const lina_mix_dims *d, const lina_dd_in *in, const lina_dd_grad_in *gin,
+                lina_dd_grad_out *gout, lina_form form, lina_ws *ws);
+
+/* RetNet decay of head h out of H: log(1 - 2^(-5-h)). Fills g_head[H]. */
+void lina_retention_gates(int H, float *g_head);
+
+/* ------------------------------------------------------------ op registry */
+
+/* A named set of tensors: the exchange form used by `lina op` and `lina bench`. */
+#define LINA_TSET_MAX 32
+typedef struct lina_tset {
+    int n;
+    char names[LINA_TSET_MAX][16];
+    lina_tensor t[LINA_TSET_MAX];
+} lina_tset;
+
+lina_tensor *lina_tset_find(lina_tset *s, const char *name);
+const lina_tensor *lina_tset_cfind(const lina_tset *s, const char *name);
+/* Add a tensor (takes ownership of t->data). */
+int lina_tset_add(lina_tset *s, const char *name, lina_tensor *t);
+/* Output slot: reuse `name` if present with the same shape, else (re)allocate
+ * it zero-filled. Returns its data or NULL with an error set. */
+float *lina_tset_out(lina_tset *s, const char *name, int ndim, const int64_t *shape);
+void lina_tset_free(lina_tset *s);
+
+typedef struct lina_op_opts {
+    lina_form form;
+    int backward;     /* also compute d<X> for every input X */
+    int normalize;    /* linear_attn, lion */
+    int qk_l2norm;    /* delta family */
+    int window;       /* softmax_attn; 0 = none */
+    int non_causal;   /* softmax_attn */
+    int chunk;        /* <= 0: 64 */
+    int trusted;      /* skip the finiteness scan of inputs (benchmarks) */
+} lina_op_opts;
+
+typedef struct lina_op_info {
+    const char *name;
+    const char *summary;
+    /* option flags this op accepts, e.g. "--normalize" (NULL-terminated) */
+    const char *flags[4];
+    /* Run forward (and backward when o->backward) on named inputs; writes the
+     * named outputs into *out (lina_tset_out). Validates names, shapes and
+     * finiteness of the inputs it uses. */
+    int (*run)(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws);
+    /* Fill *in with random inputs in the op's domain for the given dims
+     * (for benchmarks); with `backward` also the cotangents. */
+    int (*make_inputs)(const lina_mix_dims *d, int backward, uint64_t seed, lina_tset *in);
+    /* FLOPs of one forward call by the README's counting rule. */
+    double (*flops)(const lina_mix_dims *d, const lina_op_opts *o);
+} lina_op_info;
+
+/* Run an op: validates, then info->run (honours opts->trusted). */
+int lina_op_run(const lina_op_info *info, const lina_tset *in, lina_tset *out,
+                const lina_op_opts *opts, lina_ws *ws);
+
+/* NULL-terminated list of every op. */
+const lina_op_info *const *lina_ops(void);
+const lina_op_info *lina_op_find(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LINA_H */

@@ -1,0 +1,1188 @@
+/*
+ * linear_attn.c -- the diagonal-decay engine behind linear_attn, retention,
+ * simple_gla and gla:
+ *
+ *   h_t = diag(exp(g_t)) h_{t-1} + k_t v_t^T,      o_t = scale * h_t^T q_t
+ *
+ * q, k [B,T,H,K]; v, o [B,T,H,V]; h0, ht [B,H,K,V]; g per lina_gate_kind.
+ *
+ * Forms
+ *   recurrent: one token at a time, tiled over 32 value columns so the state
+ *              tile (K x 32) stays in L1; the decode path.
+ *   chunk:     chunks of C rows (default 64). Per chunk, with b the cumulative
+ *              log gate restarted at the chunk start (double precision):
+ *                O   = (s Q * exp(b)) S_in + A V,  A_rc = s sum_i q_r k_c exp(b_r - b_c), c <= r
+ *                S_out = diag(exp(b_L)) S_in + (K * exp(b_L - b))^T V
+ *              Vector gates split the chunk into 16-row sub-chunks: off-diagonal
+ *              blocks are GEMMs of q*exp(b_r - b_n) and k*exp(b_n - b_c) against the
+ *              first row n of the query sub-chunk (both exponents <= 0), diagonal
+ *              blocks are formed pairwise with running products of exp(g).
+ * Backward
+ *   Both forms recompute instead of storing per-step states: the recurrent form
+ *   keeps a checkpoint every 32 steps, the chunk form the state at each chunk
+ *   start. The gate gradient uses the identity
+ *     dg_t = sum_{u >= t} (q_u * dq_u - k_u * dk_u) + rowsum(h_T * dh_T)
+ *   accumulated in double.
+ */
+#include "ops_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VB 32     /* value columns per recurrent tile */
+#define SEG 32    /* recurrent backward: checkpoint interval */
+#define SUB 16    /* vector-gate sub-chunk */
+
+typedef struct dd_ctx {
+    int B, T, H, K, V, C;
+    float s;
+    lina_gate_kind gk;
+    const float *g;
+} dd_ctx;
+
+static int dd_setup(dd_ctx *c, const lina_mix_dims *d, const lina_dd_in *in)
+{
+    if (!d || !in || !in->q || !in->k || !in->v) {
+        return lina_set_error(LINA_EINVAL, "dd: missing q, k or v");
+    }
+    if (d->B <= 0 || d->T < 0 || d->H <= 0 || d->K <= 0 || d->V <= 0) {
+        return lina_set_error(LINA_EINVAL, "dd: bad dims B=%d T=%d H=%d K=%d V=%d", d->B, d->T,
+                              d->H, d->K, d->V);
+    }
+    if (in->gate != LINA_GATE_NONE && !in->g) {
+        return lina_set_error(LINA_EINVAL, "dd: gate kind set but g is NULL");
+    }
+    c->B = d->B;
+    c->T = d->T;
+    c->H = d->H;
+    c->K = d->K;
+    c->V = d->V;
+    c->C = d->chunk > 0 ? d->chunk : 64;
+    c->s = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)d->K);
+    c->gk = in->gate;
+    c->g = in->g;
+    return LINA_OK;
+}
+
+/* decay factors of token t for (b,h): a[K] (vector) or *as (scalar kinds) */
+static inline float dd_gate_scalar(const dd_ctx *c, int b, int t, int h)
+{
+    if (c->gk == LINA_GATE_SCALAR) {
+        return c->g[((size_t)b * c->T + (size_t)t) * c->H + h];
+    }
+    if (c->gk == LINA_GATE_HEAD) {
+        return c->g[h];
+    }
+    return 0.0f;
+}
+
+static inline void dd_decay(const dd_ctx *c, int b, int t, int h, float *a)
+{
+    if (c->gk == LINA_GATE_VECTOR) {
+        lina_vexp(a, LINA_ROW(c->g, b, t, h, c->T, c->H, c->K), (size_t)c->K);
+    } else {
+        float e = c->gk == LINA_GATE_NONE ? 1.0f : expf(dd_gate_scalar(c, b, t, h));
+        for (int i = 0; i < c->K; i++) {
+            a[i] = e;
+        }
+    }
+}
+
+/* ===================================================== recurrent forward */
+
+/* one token on a K x W state tile: S = a*S + k v^T, o = sum_i qs_i S_i */
+static inline void rec_step_tile(int K, int W, float *restrict S, const float *restrict a,
+                                 const float *restrict k, const float *restrict v,
+                                 const float *restrict q, float s, float *restrict o)
+{
+    float acc[VB];
+    for (int j = 0; j < W; j++) {
+        acc[j] = 0.0f;
+    }
+    if (W == VB) {
+        for (int i = 0; i < K; i++) {
+            float *restrict Si = S + (size_t)i * VB;
+            const float ai = a[i], ki = k[i], qi = s * q[i];
+#pragma omp simd
+            for (int j = 0; j < VB; j++) {
+                float x = ai * Si[j] + ki * v[j];
+                Si[j] = x;
+                acc[j] += qi * x;
+            }
+        }
+    } else {
+        for (int i = 0; i < K; i++) {
+            float *restrict Si = S + (size_t)i * W;
+            const float ai = a[i], ki = k[i], qi = s * q[i];
+            for (int j = 0; j < W; j++) {
+                float x = ai * Si[j] + ki * v[j];
+                Si[j] = x;
+                acc[j] += qi * x;
+            }
+        }
+    }
+    for (int j = 0; j < W; j++) {
+        o[j] = acc[j];
+    }
+}
+
+static void tile_load(float *S, const float *h0, int K, int V, int j0, int W)
+{
+    for (int i = 0; i < K; i++) {
+        if (h0) {
+            memcpy(S + (size_t)i * W, h0 + (size_t)i * V + j0, (size_t)W * sizeof(float));
+        } else {
+            memset(S + (size_t)i * W, 0, (size_t)W * sizeof(float));
+        }
+    }
+}
+
+static void tile_store(float *dst, const float *S, int K, int V, int j0, int W)
+{
+    for (int i = 0; i < K; i++) {
+        memcpy(dst + (size_t)i * V + j0, S + (size_t)i * W, (size_t)W * sizeof(float));
+    }
+}
+
+static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *out, lina_ws *ws)
+{
+    const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V;
+    const int nvb = (V + VB - 1) / VB;
+    const int ntask = B * H * nvb;
+    int rc = LINA_OK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < ntask; task++) {
+        int vb = task % nvb, bh = task / nvb, b = bh / H, h = bh % H;
+        int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
+        float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + K) * sizeof(float));
+        if (!S) {
+            rc = LINA_ENOMEM;
+            continue;
+        }
+        float *a = S + (size_t)K * VB;
+        tile_load(S, in->h0 ? LINA_STATE(in->h0, b, h, H, (size_t)K * V) : NULL, K, V, j0, W);
+        for (int t = 0; t < T; t++) {
+            dd_decay(c, b, t, h, a);
+            rec_step_tile(K, W, S, a, LINA_ROW(in->k, b, t, h, T, H, K),
+                          LINA_ROW(in->v, b, t, h, T, H, V) + j0, LINA_ROW(in->q, b, t, h, T, H, K),
+                          c->s, LINA_ROW(out->o, b, t, h, T, H, V) + j0);
+        }
+        if (out->ht) {
+            tile_store(LINA_STATE(out->ht, b, h, H, (size_t)K * V), S, K, V, j0, W);
+        }
+    }
+    return rc;
+}
+
+/* ========================================================= chunk machinery */
+
+/* per-thread chunk buffers */
+typedef struct chunk_buf {
+    double *bd;      /* [C*K] cumulative gates (or [C]) */
+    double *xd;      /* [C*K + 2C] scratch exponents */
+    float *Qd;       /* [C*K] s*q*exp(b) */
+    float *Kd;       /* [C*K] k*exp(bL-b) */
+    float *E;        /* [C*K] exp(g) per row (vector gate) */
+    float *T1, *T2, *T3, *F1, *F2; /* [C*K + 2C] scratch */
+    float *dQ, *dK;  /* [C*K] */
+    float *w;        /* [K] */
+    float *dec;      /* [K] exp(b_L) */
+    float *A, *dA;   /* [C*C] */
+} chunk_buf;
+
+#define CB_NCK 10
+static size_t chunk_buf_bytes(int C, int K)
+{
+    size_t CK = (size_t)C * K + 2 * (size_t)C, CC = (size_t)C * C;
+    return CB_NCK * (CK * sizeof(double) + 64) + 2 * (CC * sizeof(float) + 64) +
+           2 * ((size_t)K * sizeof(float) + 64);
+}
+
+static void chunk_buf_carve(chunk_buf *cb, void *mem, int C, int K)
+{
+    size_t CK = (size_t)C * K + 2 * (size_t)C, CC = (size_t)C * C;
+    char *p = mem;
+#define CARVE(ptr, type, n)                                   \
+    do {                                                      \
+        cb->ptr = (type *)p;                                  \
+        p += (((n) * sizeof(type)) + 63) & ~(size_t)63;       \
+    } while (0)
+    CARVE(bd, double, CK);
+    CARVE(xd, double, CK);
+    CARVE(Qd, float, CK);
+    CARVE(Kd, float, CK);
+    CARVE(E, float, CK);
+    CARVE(T1, float, CK);
+    CARVE(T2, float, CK);
+    CARVE(T3, float, CK);
+    CARVE(F1, float, CK);
+    CARVE(F2, float, CK);
+    CARVE(dQ, float, CK);
+    CARVE(dK, float, CK);
+    CARVE(A, float, CC);
+    CARVE(dA, float, CC);
+    CARVE(w, float, (size_t)K);
+    CARVE(dec, float, (size_t)K);
+#undef CARVE
+}
+
+/* Prepare one chunk [t0, t0+L) of (b,h): cumulative gates, Qd = s q exp(b),
+ * Kd = k exp(b_L - b), dec = exp(b_L), E = exp(g) rows (vector gate). */
+static void chunk_prepare(const dd_ctx *c, const lina_dd_in *in, int b, int h, int t0, int L,
+                          chunk_buf *cb)
+{
+    const int T = c->T, H = c->H, K = c->K;
+    lina_chunk_cumgate(c->gk, c->g, b, h, t0, L, T, H, K, cb->bd);
+    if (c->gk == LINA_GATE_VECTOR) {
+        const double *bL = cb->bd + (size_t)(L - 1) * K;
+        for (int r = 0; r < L; r++) {
+            const float *q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
+            const float *k = LINA_ROW(in->k, b, t0 + r, h, T, H, K);
+            const double *br = cb->bd + (size_t)r * K;
+            float *Qr = cb->Qd + (size_t)r * K, *Kr = cb->Kd + (size_t)r * K;
+            lina_vexp_d(Qr, br, (size_t)K);
+            for (int i = 0; i < K; i++) {
+                cb->xd[i] = bL[i] - br[i];
+            }
+            lina_vexp_d(Kr, cb->xd, (size_t)K);
+            for (int i = 0; i < K; i++) {
+                Qr[i] *= c->s * q[i];
+                Kr[i] *= k[i];
+            }
+            lina_vexp(cb->E + (size_t)r * K, LINA_ROW(c->g, b, t0 + r, h, T, H, K), (size_t)K);
+        }
+        lina_vexp_d(cb->dec, bL, (size_t)K);
+    } else {
+        const double bL = cb->bd[L - 1];
+        for (int r = 0; r < L; r++) {
+            cb->xd[r] = cb->bd[r];
+            cb->xd[L + r] = bL - cb->bd[r];
+        }
+        float *eq = cb->T1, *ek = cb->T1 + L;
+        lina_vexp_d(eq, cb->xd, (size_t)L);
+        lina_vexp_d(ek, cb->xd + L, (size_t)L);
+        for (int r = 0; r < L; r++) {
+            const float *q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
+            const float *k = LINA_ROW(in->k, b, t0 + r, h, T, H, K);
+            float *Qr = cb->Qd + (size_t)r * K, *Kr = cb->Kd + (size_t)r * K;
+            const float fq = c->s * eq[r], fk = ek[r];
+            for (int i = 0; i < K; i++) {
+                Qr[i] = fq * q[i];
+                Kr[i] = fk * k[i];
+            }
+        }
+        float e = c->gk == LINA_GATE_NONE ? 1.0f : (float)exp(bL);
+        for (int i = 0; i < K; i++) {
+            cb->dec[i] = e;
+        }
+    }
+}
+
+/* Vector gate, sub-chunk [r0, r1) against all earlier rows [0, r0), n = r0:
+ * F1 = exp(b_r - b_n) (rows r0..r1), F2 = exp(b_n - b_c) (rows 0..r0),
+ * T1 = q * F1, T2 = k * F2. */
+static void vec_offdiag_factors(const dd_ctx *c, const lina_dd_in *in, int b, int h, int t0,
+                                int r0, int r1, chunk_buf *cb)
+{
+    const int T = c->T, H = c->H, K = c->K;
+    const double *bn = cb->bd + (size_t)r0 * K;
+    for (int r = r0; r < r1; r++) {
+        const double *br = cb->bd + (size_t)r * K;
+        double *x = cb->xd + (size_t)(r - r0) * K;
+        for (int i = 0; i < K; i++) {
+            x[i] = br[i] - bn[i];
+        }
+    }
+    lina_vexp_d(cb->F1, cb->xd, (size_t)(r1 - r0) * K);
+    for (int r = 0; r < r0; r++) {
+        const double *br = cb->bd + (size_t)r * K;
+        double *x = cb->xd + (size_t)r * K;
+        for (int i = 0; i < K; i++) {
+            x[i] = bn[i] - br[i];
+        }
+    }
+    lina_vexp_d(cb->F2, cb->xd, (size_t)r0 * K);
+    for (int r = r0; r < r1; r++) {
+        const float *q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
+        const float *f = cb->F1 + (size_t)(r - r0) * K;
+        float *o = cb->T1 + (size_t)(r - r0) * K;
+        for (int i = 0; i < K; i++) {
+            o[i] = q[i] * f[i];
+        }
+    }
+    for (int r = 0; r < r0; r++) {
+        const float *k = LINA_ROW(in->k, b, t0 + r, h, T, H, K);
+        const float *f = cb->F2 + (size_t)r * K;
+        float *o = cb->T2 + (size_t)r * K;
+        for (int i = 0; i < K; i++) {
+            o[i] = k[i] * f[i];
+        }
+    }
+}
+
+/* Intra-chunk scores A[L x L] (lower triangle incl. diagonal, scaled by s). */
+static void chunk_intra(const dd_ctx *c, const lina_dd_in *in, int b, int h, int t0, int L,
+                        chunk_buf *cb)
+{
+    const int T = c->T, H = c->H, K = c->K;
+    const size_t ld = (size_t)H * K;
+    float *A = cb->A;
+    if (c->gk != LINA_GATE_VECTOR) {
+        lina_sgemm(0, 1, L, L, K, c->s, LINA_ROW(in->q, b, t0, h, T, H, K), (int)ld,
+                   LINA_ROW(in->k, b, t0, h, T, H, K), (int)ld, 0.0f, A, L);
+        for (int r = 0; r < L; r++) {
+            float *Ar = A + (size_t)r * L;
+            if (c->gk != LINA_GATE_NONE) {
+                for (int cc = 0; cc <= r; cc++) {
+                    cb->xd[cc] = cb->bd[r] - cb->bd[cc];
+                }
+                lina_vexp_d(cb->T3, cb->xd, (size_t)r + 1);
+                for (int cc = 0; cc <= r; cc++) {
+                    Ar[cc] *= cb->T3[cc];
+                }
+            }
+            for (int cc = r + 1; cc < L; cc++) {
+                Ar[cc] = 0.0f;
+            }
+        }
+        return;
+    }
+    memset(A, 0, (size_t)L * L * sizeof(float));
+    for (int r0 = 0; r0 < L; r0 += SUB) {
+        int r1 = r0 + SUB < L ? r0 + SUB : L;
+        if (r0 > 0) {
+            vec_offdiag_factors(c, in, b, h, t0, r0, r1, cb);
+            lina_sgemm(0, 1, r1 - r0, r0, K, c->s, cb->T1, K, cb->T2, K, 0.0f,
+                       A + (size_t)r0 * L, L);
+        }
+        /* diagonal block, pairwise with running products of exp(g) */
+        for (int cc = r0; cc < r1; cc++) {
+            const float *kc = LINA_ROW(in->k, b, t0 + cc, h, T, H, K);
+            float *w = cb->w;
+            for (int i = 0; i < K; i++) {
+                w[i] = kc[i];
+            }
+            for (int r = cc; r < r1; r++) {
+                const float *qr = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
+                if (r > cc) {
+                    const float *e = cb->E + (size_t)r * K;
+                    for (int i = 0; i < K; i++) {
+                        float x = w[i] * e[i];
+                        w[i] = fabsf(x) < 1e-30f ? 0.0f : x;
+                    }
+                }
+                float acc = 0.0f;
+                for (int i = 0; i < K; i++) {
+                    acc += qr[i] * w[i];
+                }
+                A[(size_t)r * L + cc] = c->s * acc;
+            }
+        }
+    }
+}
+
+/* Backward of chunk_intra: given dA (masked), accumulate dq into cb->dQ and
+ * dk into cb->dK (rows of the chunk, ld K). */
+static void chunk_intra_bwd(const dd_ctx *c, const lina_dd_in *in, int b, int h, int t0, int L,
+                            chunk_buf *cb)
+{
+    const int T = c->T, H = c->H, K = c->K;
+    const size_t ld = (size_t)H * K;
+    float *dA = cb->dA;
+    if (c->gk != LINA_GATE_VECTOR) {
+        if (c->gk != LINA_GATE_NONE) {
+            for (int r = 0; r < L; r++) {
+                for (int cc = 0; cc <= r; cc++) {
+                    cb->xd[cc] = cb->bd[r] - cb->bd[cc];
+                }
+                lina_vexp_d(cb->T3, cb->xd, (size_t)r + 1);
+                float *dr = dA + (size_t)r * L;
+                for (int cc = 0; cc <= r; cc++) {
+                    dr[cc] *= cb->T3[cc];
+                }
+            }
+        }
+        lina_sgemm(0, 0, L, K, L, c->s, dA, L, LINA_ROW(in->k, b, t0, h, T, H, K), (int)ld, 1.0f,
+                   cb->dQ, K);
+        lina_sgemm(1, 0, L, K, L, c->s, dA, L, LINA_ROW(in->q, b, t0, h, T, H, K), (int)ld, 1.0f,
+                   cb->dK, K);
+        return;
+    }
+    for (int r0 = 0; r0 < L; r0 += SUB) {
+        int r1 = r0 + SUB < L ? r0 + SUB : L;
+        if (r0 > 0) {
+            vec_offdiag_factors(c, in, b, h, t0, r0, r1, cb);
+            /* dQ rows r0..r1 += s * (dA_blk T2) * F1 */
+            lina_sgemm(0, 0, r1 - r0, K, r0, 1.0f, dA + (size_t)r0 * L, L, cb->T2, K, 0.0f,
+                       cb->T3, K);
+            for (int r = r0; r < r1; r++) {
+                float *dq = cb->dQ + (size_t)r * K;
+                const float *x = cb->T3 + (size_t)(r - r0) * K, *f = cb->F1 + (size_t)(r - r0) * K;
+                for (int i = 0; i < K; i++) {
+                    dq[i] += c->s * x[i] * f[i];
+                }
+            }
+            /* dK rows 0..r0 += s * (dA_blk^T T1) * F2 */
+            lina_sgemm(1, 0, r0, K, r1 - r0, 1.0f, dA + (size_t)r0 * L, L, cb->T1, K, 0.0f,
+                       cb->T3, K);
+            for (int r = 0; r < r0; r++) {
+                float *dk = cb->dK + (size_t)r * K;
+                const float *x = cb->T3 + (size_t)r * K, *f = cb->F2 + (size_t)r * K;
+                for (int i = 0; i < K; i++) {
+                    dk[i] += c->s * x[i] * f[i];
+                }
+            }
+        }
+        for (int cc = r0; cc < r1; cc++) {
+            const float *kc = LINA_ROW(in->k, b, t0 + cc, h, T, H, K);
+            float *dkc = cb->dK + (size_t)cc * K;
+            float *w = cb->w;
+            for (int i = 0; i < K; i++) {
+                w[i] = 1.0f;
+            }
+            for (int r = cc; r < r1; r++) {
+                const float *qr = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
+                float *dqr = cb->dQ + (size_t)r * K;
+                if (r > cc) {
+                    const float *e = cb->E + (size_t)r * K;
+                    for (int i = 0; i < K; i++) {
+                        float x = w[i] * e[i];
+                        w[i] = x < 1e-30f ? 0.0f : x;
+                    }
+                }
+                const float da = c->s * dA[(size_t)r * L + cc];
+                if (da == 0.0f) {
+                    continue;
+                }
+                for (int i = 0; i < K; i++) {
+                    dqr[i] += da * kc[i] * w[i];
+                    dkc[i] += da * qr[i] * w[i];
+                }
+            }
+        }
+    }
+}
+
+/* ============================================================ chunk forward */
+
+static int dd_fwd_chunk(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *out, lina_ws *ws)
+{
+    const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V, C = c->C;
+    const size_t KV = (size_t)K * V;
+    int rc = LINA_OK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        char *mem = lina_ws_get(ws, lina_thread_id(), chunk_buf_bytes(C, K) + KV * sizeof(float) + 64);
+        if (!mem) {
+            rc = LINA_ENOMEM;
+            continue;
+        }
+        chunk_buf cb;
+        chunk_buf_carve(&cb, mem, C, K);
+        float *S = (float *)(mem + ((chunk_buf_bytes(C, K) + 63) & ~(size_t)63));
+        if (in->h0) {
+            memcpy(S, LINA_STATE(in->h0, b, h, H, KV), KV * sizeof(float));
+        } else {
+            memset(S, 0, KV * sizeof(float));
+        }
+        for (int t0 = 0; t0 < T; t0 += C) {
+            int L = T - t0 < C ? T - t0 : C;
+            chunk_prepare(c, in, b, h, t0, L, &cb);
+            chunk_intra(c, in, b, h, t0, L, &cb);
+            float *o = LINA_ROW(out->o, b, t0, h, T, H, V);
+            const float *v = LINA_ROW(in->v, b, t0, h, T, H, V);
+            lina_sgemm(0, 0, L, V, K, 1.0f, cb.Qd, K, S, V, 0.0f, o, H * V);
+            lina_sgemm(0, 0, L, V, L, 1.0f, cb.A, L, v, H * V, 1.0f, o, H * V);
+            if (c->gk != LINA_GATE_NONE) {
+                for (int i = 0; i < K; i++) {
+                    float *Si = S + (size_t)i * V;
+                    const float e = cb.dec[i];
+                    for (int j = 0; j < V; j++) {
+                        Si[j] *= e;
+                    }
+                }
+            }
+            lina_sgemm(1, 0, K, V, L, 1.0f, cb.Kd, K, v, H * V, 1.0f, S, V);
+        }
+        if (out->ht) {
+            memcpy(LINA_STATE(out->ht, b, h, H, KV), S, KV * sizeof(float));
+        }
+    }
+    return rc;
+}
+
+/* ======================================================= gate gradient */
+
+/* dg from the identity dg_t = sum_{u>=t}(q_u dq_u - k_u dk_u) + fin, fin[i] =
+ * rowsum(h_T * dh_T). Vector: dg[B,T,H,K]; scalar: [B,T,H]; head: adds into
+ * hacc (double, one value for this (b,h)). */
+static void dd_dgate(const dd_ctx *c, const lina_dd_in *in, const lina_dd_grad_out *go, int b,
+                     int h, const double *fin, double *run, double *hacc)
+{
+    const int T = c->T, H = c->H, K = c->K;
+    for (int i = 0; i < K; i++) {
+        run[i] = fin ? fin[i] : 0.0;
+    }
+    double tot = 0.0;
+    for (int t = T - 1; t >= 0; t--) {
+        const float *q = LINA_ROW(in->q, b, t, h, T, H, K), *k = LINA_ROW(in->k, b, t, h, T, H, K);
+        const float *dq = LINA_ROW(go->dq, b, t, h, T, H, K), *dk = LINA_ROW(go->dk, b, t, h, T, H, K);
+        double sum = 0.0;
+        for (int i = 0; i < K; i++) {
+            run[i] += (double)q[i] * dq[i] - (double)k[i] * dk[i];
+            sum += run[i];
+        }
+        if (c->gk == LINA_GATE_VECTOR) {
+            float *dg = LINA_ROW(go->dg, b, t, h, T, H, K);
+            for (int i = 0; i < K; i++) {
+                dg[i] = (float)run[i];
+            }
+        } else if (c->gk == LINA_GATE_SCALAR) {
+            go->dg[((size_t)b * T + t) * H + h] = (float)sum;
+        } else {
+            tot += sum;
+        }
+    }
+    if (hacc) {
+        *hacc = tot;
+    }
+}
+
+/* ============================================================ chunk backward */
+
+static int dd_bwd_chunk(const dd_ctx *c, const lina_dd_in *in, const lina_dd_grad_in *gi,
+                        lina_dd_grad_out *go, double *hacc, lina_ws *ws)
+{
+    const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V, C = c->C;
+    const size_t KV = (size_t)K * V;
+    const int nC = (T + C - 1) / C;
+    int rc = LINA_OK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        size_t cbb = (chunk_buf_bytes(C, K) + 63) & ~(size_t)63;
+        size_t need = cbb + ((size_t)nC + 2) * KV * sizeof(float) + (size_t)3 * K * sizeof(double) + 256;
+        char *mem = lina_ws_get(ws, lina_thread_id(), need);
+        if (!mem) {
+            rc = LINA_ENOMEM;
+            continue;
+        }
+        chunk_buf cb;
+        chunk_buf_carve(&cb, mem, C, K);
+        float *St = (float *)(mem + cbb);          /* [nC+1][K*V] chunk-start states, then h_T */
+        float *dS = St + ((size_t)nC + 1) * KV;    /* [K*V] */
+        double *fin = (double *)(dS + KV);         /* [K] */
+        double *run = fin + K;                     /* [K] */
+        /* 1. states at chunk starts */
+        if (in->h0) {
+            memcpy(St, LINA_STATE(in->h0, b, h, H, KV), KV * sizeof(float));
+        } else {
+            memset(St, 0, KV * sizeof(float));
+        }
+        for (int ci = 0; ci < nC; ci++) {
+            int t0 = ci * C, L = T - t0 < C ? T - t0 : C;
+            float *S0 = St + (size_t)ci * KV, *S1 = S0 + KV;
+            chunk_prepare(c, in, b, h, t0, L, &cb);
+            for (int i = 0; i < K; i++) {
+                const float e = cb.dec[i];
+                for (int j = 0; j < V; j++) {
+                    S1[(size_t)i * V + j] = e * S0[(size_t)i * V + j];
+                }
+            }
+            lina_sgemm(1, 0, K, V, L, 1.0f, cb.Kd, K, LINA_ROW(in->v, b, t0, h, T, H, V), H * V,
+                       1.0f, S1, V);
+        }
+        /* 2. backward over chunks */
+        const float *dht = gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL;
+        if (dht) {
+            memcpy(dS, dht, KV * sizeof(float));
+        } else {
+            memset(dS, 0, KV * sizeof(float));
+        }
+        for (int i = 0; i < K; i++) {
+            double a = 0.0;
+            if (dht) {
+                const float *Si = St + (size_t)nC * KV + (size_t)i * V;
+                for (int j = 0; j < V; j++) {
+                    a += (double)Si[j] * dht[(size_t)i * V + j];
+                }
+            }
+            fin[i] = a;
+        }
+        for (int ci = nC - 1; ci >= 0; ci--) {
+            int t0 = ci * C, L = T - t0 < C ? T - t0 : C;
+            const float *Sin = St + (size_t)ci * KV;
+            const float *v = LINA_ROW(in->v, b, t0, h, T, H, V);
+            float *dv = LINA_ROW(go->dv, b, t0, h, T, H, V);
+            chunk_prepare(c, in, b, h, t0, L, &cb);
+            chunk_intra(c, in, b, h, t0, L, &cb);
+            const float *dO = gi->do_ ? LINA_ROW(gi->do_, b, t0, h, T, H, V) : NULL;
+            /* dv = A^T dO + Kd dS_out */
+            lina_sgemm(0, 0, L, V, K, 1.0f, cb.Kd, K, dS, V, 0.0f, dv, H * V);
+            memset(cb.dQ, 0, (size_t)L * K * sizeof(float));
+            if (dO) {
+                lina_sgemm(1, 0, L, V, L, 1.0f, cb.A, L, dO, H * V, 1.0f, dv, H * V);
+                /* dA = dO V^T masked */
+                lina_sgemm(0, 1, L, L, V, 1.0f, dO, H * V, v, H * V, 0.0f, cb.dA, L);
+                for (int r = 0; r < L; r++) {
+                    for (int cc = r + 1; cc < L; cc++) {
+                        cb.dA[(size_t)r * L + cc] = 0.0f;
+                    }
+                }
+                /* dQd = dO S_in^T */
+                lina_sgemm(0, 1, L, K, V, 1.0f, dO, H * V, Sin, V, 0.0f, cb.dQ, K);
+            } else {
+                memset(cb.dA, 0, (size_t)L * L * sizeof(float));
+            }
+            /* dKd = V dS^T */
+            lina_sgemm(0, 1, L, K, V, 1.0f, v, H * V, dS, V, 0.0f, cb.dK, K);
+            /* scale by the gate factors: dq = s exp(b) dQd ; dk = exp(bL - b) dKd */
+            if (c->gk == LINA_GATE_VECTOR) {
+                const double *bL = cb.bd + (size_t)(L - 1) * K;
+                for (int r = 0; r < L; r++) {
+                    const double *br = cb.bd + (size_t)r * K;
+                    lina_vexp_d(cb.T1, br, (size_t)K);
+                    for (int i = 0; i < K; i++) {
+                        cb.xd[i] = bL[i] - br[i];
+                    }
+                    lina_vexp_d(cb.T2, cb.xd, (size_t)K);
+                    float *dq = cb.dQ + (size_t)r * K, *dk = cb.dK + (size_t)r * K;
+                    for (int i = 0; i < K; i++) {
+                        dq[i] *= c->s * cb.T1[i];
+                        dk[i] *= cb.T2[i];
+                    }
+                }
+            } else {
+                const double bL = cb.bd[L - 1];
+                for (int r = 0; r < L; r++) {
+                    cb.xd[r] = cb.bd[r];
+                    cb.xd[L + r] = bL - cb.bd[r];
+                }
+                lina_vexp_d(cb.T1, cb.xd, (size_t)2 * L);
+                for (int r = 0; r < L; r++) {
+                    float fq = c->s * cb.T1[r], fk = cb.T1[L + r];
+                    float *dq = cb.dQ + (size_t)r * K, *dk = cb.dK + (size_t)r * K;
+                    for (int i = 0; i < K; i++) {
+                        dq[i] *= fq;
+                        dk[i] *= fk;
+                    }
+                }
+            }
+            if (dO) {
+                chunk_intra_bwd(c, in, b, h, t0, L, &cb);
+            }
+            for (int r = 0; r < L; r++) {
+                memcpy(LINA_ROW(go->dq, b, t0 + r, h, T, H, K), cb.dQ + (size_t)r * K, (size_t)K * sizeof(float));
+                memcpy(LINA_ROW(go->dk, b, t0 + r, h, T, H, K), cb.dK + (size_t)r * K, (size_t)K * sizeof(float));
+            }
+            /* dS_in = diag(exp(b_L)) dS_out + Qd^T dO */
+            if (c->gk != LINA_GATE_NONE) {
+                for (int i = 0; i < K; i++) {
+                    const float e = cb.dec[i];
+                    float *Di = dS + (size_t)i * V;
+                    for (int j = 0; j < V; j++) {
+                        Di[j] *= e;
+                    }
+                }
+            }
+            if (dO) {
+                lina_sgemm(1, 0, K, V, L, 1.0f, cb.Qd, K, dO, H * V, 1.0f, dS, V);
+            }
+        }
+        if (go->dh0) {
+            memcpy(LINA_STATE(go->dh0, b, h, H, KV), dS, KV * sizeof(float));
+        }
+        if (c->gk != LINA_GATE_NONE && go->dg) {
+            dd_dgate(c, in, go, b, h, fin, run, hacc ? hacc + bh : NULL);
+        }
+    }
+    return rc;
+}
+
+/* ======================================================== recurrent backward */
+
+static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd_grad_in *gi,
+                            lina_dd_grad_out *go, double *hacc, lina_ws *ws)
+{
+    const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V;
+    const size_t KV = (size_t)K * V;
+    const int nvb = (V + VB - 1) / VB;
+    const int nseg = (T + SEG - 1) / SEG;
+    int rc = LINA_OK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        const size_t tile = (size_t)K * VB;
+        size_t need = (tile * ((size_t)nseg + SEG + 2) + 2 * (size_t)K) * sizeof(float) +
+                      2 * (size_t)K * sizeof(double) + 256;
+        float *mem = lina_ws_get(ws, lina_thread_id(), need);
+        if (!mem) {
+            rc = LINA_ENOMEM;
+            continue;
+        }
+        float *ck = mem;                                  /* [nseg][tile] */
+        float *Sx = ck + (size_t)nseg * tile;             /* [SEG+1][tile] */
+        float *R = Sx + (size_t)(SEG + 1) * tile;         /* [tile] */
+        float *a = R + tile;                              /* [K] */
+        float *tmp = a + K;                               /* [K] */
+        double *fin = (double *)(tmp + K + 8);
+        double *run = fin + K;
+        for (int t = 0; t < T; t++) {
+            memset(LINA_ROW(go->dq, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
+            memset(LINA_ROW(go->dk, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
+        }
+        for (int i = 0; i < K; i++) {
+            fin[i] = 0.0;
+        }
+        const float *h0 = in->h0 ? LINA_STATE(in->h0, b, h, H, KV) : NULL;
+        const float *dht = gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL;
+        for (int vb = 0; vb < nvb; vb++) {
+            const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
+            /* forward with checkpoints; Sx[0] is the running state */
+            float *S = Sx;
+            tile_load(S, h0, K, V, j0, W);
+            for (int t = 0; t < T; t++) {
+                if (t % SEG == 0) {
+                    memcpy(ck + (size_t)(t / SEG) * tile, S, (size_t)K * W * sizeof(float));
+                }
+                dd_decay(c, b, t, h, a);
+                const float *k = LINA_ROW(in->k, b, t, h, T, H, K);
+                const float *v = LINA_ROW(in->v, b, t, h, T, H, V) + j0;
+                for (int i = 0; i < K; i++) {
+                    float *Si = S + (size_t)i * W;
+                    for (int j = 0; j < W; j++) {
+                        Si[j] = a[i] * Si[j] + k[i] * v[j];
+                    }
+                }
+            }
+            /* rowsum(h_T * dh_T) for the gate gradient */
+            tile_load(R, dht, K, V, j0, W);
+            for (int i = 0; i < K; i++) {
+                double acc = 0.0;
+                for (int j = 0; j < W; j++) {
+                    acc += (double)S[(size_t)i * W + j] * R[(size_t)i * W + j];
+                }
+                fin[i] += acc;
+            }
+            for (int sg = nseg - 1; sg >= 0; sg--) {
+                int ts = sg * SEG, te = ts + SEG < T ? ts + SEG : T;
+                memcpy(Sx, ck + (size_t)sg * tile, (size_t)K * W * sizeof(float));
+                for (int t = ts; t < te; t++) {
+                    const float *Sp = Sx + (size_t)(t - ts) * tile;
+                    float *Sn = Sx + (size_t)(t - ts + 1) * tile;
+                    dd_decay(c, b, t, h, a);
+                    const float *k = LINA_ROW(in->k, b, t, h, T, H, K);
+                    const float *v = LINA_ROW(in->v, b, t, h, T, H, V) + j0;
+                    for (int i = 0; i < K; i++) {
+                        for (int j = 0; j < W; j++) {
+                            Sn[(size_t)i * W + j] = a[i] * Sp[(size_t)i * W + j] + k[i] * v[j];
+                        }
+                    }
+                }
+                for (int t = te - 1; t >= ts; t--) {
+                    const float *Sn = Sx + (size_t)(t - ts + 1) * tile;
+                    const float *q = LINA_ROW(in->q, b, t, h, T, H, K);
+                    const float *k = LINA_ROW(in->k, b, t, h, T, H, K);
+                    const float *v = LINA_ROW(in->v, b, t, h, T, H, V) + j0;
+                    const float *dO = gi->do_ ? LINA_ROW(gi->do_, b, t, h, T, H, V) + j0 : NULL;
+                    float *dq = LINA_ROW(go->dq, b, t, h, T, H, K);
+                    float *dk = LINA_ROW(go->dk, b, t, h, T, H, K);
+                    float *dv = LINA_ROW(go->dv, b, t, h, T, H, V) + j0;
+                    float dvacc[VB];
+                    for (int j = 0; j < W; j++) {
+                        dvacc[j] = 0.0f;
+                    }
+                    for (int i = 0; i < K; i++) {
+                        float *Ri = R + (size_t)i * W;
+                        const float *Si = Sn + (size_t)i * W;
+                        float qs = c->s * q[i], sdq = 0.0f, sdk = 0.0f;
+                        if (dO) {
+                            for (int j = 0; j < W; j++) {
+                                Ri[j] += qs * dO[j];
+                                sdq += Si[j] * dO[j];
+                            }
+                        }
+                        for (int j = 0; j < W; j++) {
+                            sdk += Ri[j] * v[j];
+                            dvacc[j] += Ri[j] * k[i];
+                        }
+                        dq[i] += c->s * sdq;
+                        dk[i] += sdk;
+                    }
+                    for (int j = 0; j < W; j++) {
+                        dv[j] = dvacc[j];
+                    }
+                    dd_decay(c, b, t, h, a);
+                    if (c->gk != LINA_GATE_NONE) {
+                        for (int i = 0; i < K; i++) {
+                            float *Ri = R + (size_t)i * W;
+                            for (int j = 0; j < W; j++) {
+                                Ri[j] *= a[i];
+                            }
+                        }
+                    }
+                }
+            }
+            if (go->dh0) {
+                tile_store(LINA_STATE(go->dh0, b, h, H, KV), R, K, V, j0, W);
+            }
+        }
+        (void)tmp;
+        if (c->gk != LINA_GATE_NONE && go->dg) {
+            dd_dgate(c, in, go, b, h, fin, run, hacc ? hacc + bh : NULL);
+        }
+    }
+    return rc;
+}
+
+/* ================================================================ public */
+
+int lina_dd_fwd(const lina_mix_dims *d, const lina_dd_in *in, lina_dd_out *out, lina_form form,
+                lina_ws *ws)
+{
+    dd_ctx c;
+    int rc = dd_setup(&c, d, in);
+    if (rc) {
+        return rc;
+    }
+    if (!out || !out->o) {
+        return lina_set_error(LINA_EINVAL, "dd: output o is NULL");
+    }
+    lina_ws_scope sc;
+    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
+        return rc;
+    }
+    if (c.T == 0) {
+        if (out->ht) {
+            size_t n = (size_t)c.B * c.H * c.K * c.V;
+            if (in->h0) {
+                memcpy(out->ht, in->h0, n * sizeof(float));
+            } else {
+                memset(out->ht, 0, n * sizeof(float));
+            }
+        }
+    } else if (form == LINA_FORM_RECURRENT) {
+        rc = dd_fwd_recurrent(&c, in, out, sc.ws);
+    } else {
+        rc = dd_fwd_chunk(&c, in, out, sc.ws);
+    }
+    lina_ws_scope_close(&sc);
+    if (rc) {
+        return lina_set_error(rc, "dd: out of memory");
+    }
+    return LINA_OK;
+}
+
+int lina_dd_bwd(const lina_mix_dims *d, const lina_dd_in *in, const lina_dd_grad_in *gin,
+                lina_dd_grad_out *gout, lina_form form, lina_ws *ws)
+{
+    dd_ctx c;
+    int rc = dd_setup(&c, d, in);
+    if (rc) {
+        return rc;
+    }
+    if (!gin || !gout || !gout->dq || !gout->dk || !gout->dv) {
+        return lina_set_error(LINA_EINVAL, "dd: gradient outputs dq, dk, dv are required");
+    }
+    if (c.T == 0) {
+        size_t n = (size_t)c.B * c.H * c.K * c.V;
+        if (gout->dh0) {
+            if (gin->dht) {
+                memcpy(gout->dh0, gin->dht, n * sizeof(float));
+            } else {
+                memset(gout->dh0, 0, n * sizeof(float));
+            }
+        }
+        if (gout->dg && c.gk == LINA_GATE_HEAD) {
+            memset(gout->dg, 0, (size_t)c.H * sizeof(float));
+        }
+        return LINA_OK;
+    }
+    lina_ws_scope sc;
+    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
+        return rc;
+    }
+    double *hacc = NULL;
+    if (c.gk == LINA_GATE_HEAD && gout->dg) {
+        hacc = calloc((size_t)c.B * c.H, sizeof(double));
+        if (!hacc) {
+            lina_ws_scope_close(&sc);
+            return lina_set_error(LINA_ENOMEM, "dd: out of memory");
+        }
+    }
+    if (form == LINA_FORM_RECURRENT) {
+        rc = dd_bwd_recurrent(&c, in, gin, gout, hacc, sc.ws);
+    } else {
+        rc = dd_bwd_chunk(&c, in, gin, gout, hacc, sc.ws);
+    }
+    if (hacc) {
+        for (int h = 0; h < c.H; h++) {
+            double s = 0.0;
+            for (int b = 0; b < c.B; b++) {
+                s += hacc[b * c.H + h];
+            }
+            gout->dg[h] = (float)s;
+        }
+        free(hacc);
+    }
+    lina_ws_scope_close(&sc);
+    if (rc) {
+        return lina_set_error(rc, "dd: out of memory");
+    }
+    return LINA_OK;
+}
+
+void lina_retention_gates(int H, float *g_head)
+{
+    for (int h = 0; h < H; h++) {
+        g_head[h] = (float)log(1.0 - pow(2.0, -5.0 - h));
+    }
+}
+
+/* ================================================ ops for `lina op` / bench */
+
+enum { DD_LINEAR = 0, DD_RETENTION, DD_SIMPLE_GLA, DD_GLA };
+
+static int dd_op_run(int variant, const lina_tset *in, lina_tset *out, const lina_op_opts *o,
+                     lina_ws *ws)
+{
+    lina_binds bd;
+    lina_binds_init(&bd);
+    int err = 0;
+    const lina_tensor *q = lina_op_input(in, "q", "BTHK", &bd, 0, &err);
+    const lina_tensor *k = err ? NULL : lina_op_input(in, "k", "BTHK", &bd, 0, &err);
+    const lina_tensor *v = err ? NULL : lina_op_input(in, "v", "BTHV", &bd, 0, &err);
+    const lina_tensor *g = NULL, *z0 = NULL, *dz = NULL, *dO = NULL, *dht = NULL;
+    if (!err && variant == DD_SIMPLE_GLA) {
+        g = lina_op_input(in, "g", "BTH", &bd, 0, &err);
+    } else if (!err && variant == DD_GLA) {
+        g = lina_op_input(in, "g", "BTHK", &bd, 0, &err);
+    }
+    const lina_tensor *h0 = err ? NULL : lina_op_input(in, "h0", "BHKV", &bd, 1, &err);
+    const int norm = variant == DD_LINEAR && o->normalize;
+    if (!err && norm) {
+        z0 = lina_op_input(in, "z0", "BHK", &bd, 1, &err);
+    } else if (!err && lina_tset_cfind(in, "z0")) {
+        return lina_set_error(LINA_EINVAL, "z0.npy is only used by linear_attn --normalize");
+    }
+    if (!err && g) {
+        int64_t n = lina_op_trusted() ? 0 : lina_tensor_numel(g);
+        for (int64_t i = 0; i < n; i++) {
+            if (g->data[i] > 0.0f) {
+                return lina_set_error(LINA_EINVAL, "g.npy must hold log decays <= 0 (found %g at index %lld)",
+                                      (double)g->data[i], (long long)i);
+            }
+        }
+    }
+    if (!err && o->backward) {
+        dO = lina_op_input(in, "do", "BTHV", &bd, 0, &err);
+        dht = err ? NULL : lina_op_input(in, "dht", "BHKV", &bd, 1, &err);
+        if (!err && norm) {
+            dz = lina_op_input(in, "dzt", "BHK", &bd, 1, &err);
+        }
+    }
+    if (err) {
+        return err;
+    }
+    lina_mix_dims d = {(int)bd.v['B' - 'A'], (int)bd.v['T' - 'A'], (int)bd.v['H' - 'A'],
+                       (int)bd.v['K' - 'A'], (int)bd.v['V' - 'A'], o->chunk, 0.0f};
+    float ghead[1024];
+    lina_dd_in din = {q->data, k->data, v->data, LINA_GATE_NONE, NULL, h0 ? h0->data : NULL};
+    if (variant == DD_RETENTION) {
+        if (d.H > 1024) {
+            return lina_set_error(LINA_EINVAL, "retention: at most 1024 heads");
+        }
+        lina_retention_gates(d.H, ghead);
+        din.gate = LINA_GATE_HEAD;
+        din.g = ghead;
+    } else if (g) {
+        din.gate = variant == DD_GLA ? LINA_GATE_VECTOR : LINA_GATE_SCALAR;
+        din.g = g->data;
+    }
+    float *po = lina_op_output(out, "o", "BTHV", &bd);
+    float *pht = lina_op_output(out, "ht", "BHKV", &bd);
+    if (!po || !pht) {
+        return LINA_ENOMEM;
+    }
+    lina_dd_out dout = {po, pht};
+    int rc;
+    /* normaliser: the same engine on v = 1 (V = 1), state z */
+    lina_tensor ones = {0}, num = {0}, den = {0};
+    lina_dd_in zin = din;
+    lina_mix_dims zd = d;
+    zd.V = 1;
+    if (norm) {
+        int64_t sh1[4] = {d.B, d.T, d.H, 1};
+        int64_t shv[4] = {d.B, d.T, d.H, d.V};
+        if ((rc = lina_tensor_alloc(&ones, 4, sh1)) || (rc = lina_tensor_alloc(&den, 4, sh1)) ||
+            (rc = lina_tensor_alloc(&num, 4, shv))) {
+            goto done;
+        }
+        for (int64_t i = 0; i < lina_tensor_numel(&ones); i++) {
+            ones.data[i] = 1.0f;
+        }
+        zin.v = ones.data;
+        zin.h0 = z0 ? z0->data : NULL;
+        float *pzt = lina_op_output(out, "zt", "BHK", &bd);
+        if (!pzt) {
+            rc = LINA_ENOMEM;
+            goto done;
+        }
+        lina_dd_out zout = {den.data, pzt};
+        dout.o = num.data;
+        if ((rc = lina_dd_fwd(&d, &din, &dout, o->form, ws)) ||
+            (rc = lina_dd_fwd(&zd, &zin, &zout, o->form, ws))) {
+            goto done;
+        }
+        for (int64_t r = 0; r < (int64_t)d.B * d.T * d.H; r++) {
+            float dn = den.data[r] + 1e-10f;
+            for (int j = 0; j < d.V; j++) {
+                po[r * d.V + j] = num.data[r * d.V + j] / dn;
+            }
+        }
+    } else if ((rc = lina_dd_fwd(&d, &din, &dout, o->form, ws))) {
+        goto done;
+    }
+    if (o->backward) {
+        float *pdq = lina_op_output(out, "dq", "BTHK", &bd);
+        float *pdk = lina_op_output(out, "dk", "BTHK", &bd);
+        float *pdv = lina_op_output(out, "dv", "BTHV", &bd);
+        float *pdg = NULL, *pdh0 = NULL;
+        if (g) {
+            pdg = lina_op_output(out, "dg", variant == DD_GLA ? "BTHK" : "BTH", &bd);
+        }
+        if (h0) {
+            pdh0 = lina_op_output(out, "dh0", "BHKV", &bd);
+        }
+        if (!pdq || !pdk || !pdv || (g && !pdg) || (h0 && !pdh0)) {
+            rc = LINA_ENOMEM;
+            goto done;
+        }
+        lina_dd_grad_in gin = {dO->data, dht ? dht->data : NULL};
+        lina_dd_grad_out gout = {pdq, pdk, pdv, pdg, pdh0};
+        if (!norm) {
+            rc = lina_dd_bwd(&d, &din, &gin, &gout, o->form, ws);
+            goto done;
+        }
+        /* o = num / (den + eps): dnum = do / (den + eps), dden = -sum(do * o) / (den + eps) */
+        lina_tensor dnum = {0}, dden = {0}, zdq = {0}, zdk = {0}, zdv = {0};
+        int64_t shk[4] = {d.B, d.T, d.H, d.K}, sh1[4] = {d.B, d.T, d.H, 1}, shv[4] = {d.B, d.T, d.H, d.V};
+        if ((rc = lina_tensor_alloc(&dnum, 4, shv)) || (rc = lina_tensor_alloc(&dden, 4, sh1)) ||
+            (rc = lina_tensor_alloc(&zdq, 4, shk)) || (rc = lina_tensor_alloc(&zdk, 4, shk)) ||
+            (rc = lina_tensor_alloc(&zdv, 4, sh1))) {
+            goto nfree;
+        }
+        for (int64_t r = 0; r < (int64_t)d.B * d.T * d.H; r++) {
+            double dn = (double)den.data[r] + 1e-10, acc = 0.0;
+            for (int j = 0; j < d.V; j++) {
+                dnum.data[r * d.V + j] = (float)(dO->data[r * d.V + j] / dn);
+                acc += (double)dO->data[r * d.V + j] * po[r * d.V + j];
+            }
+            dden.data[r] = (float)(-acc / dn);
+        }
+        gin.do_ = dnum.data;
+        if ((rc = lina_dd_bwd(&d, &din, &gin, &gout, o->form, ws))) {
+            goto nfree;
+        }
+        float *pdz0 = z0 ? lina_op_output(out, "dz0", "BHK", &bd) : NULL;
+        if (z0 && !pdz0) {
+            rc = LINA_ENOMEM;
+            goto nfree;
+        }
+        lina_dd_grad_in zgin = {dden.data, dz ? dz->data : NULL};
+        lina_dd_grad_out zgout = {zdq.data, zdk.data, zdv.data, NULL, pdz0};
+        if ((rc = lina_dd_bwd(&zd, &zin, &zgin, &zgout, o->form, ws))) {
+            goto nfree;
+        }
+        for (int64_t i = 0; i < lina_tensor_numel(&zdq); i++) {
+            pdq[i] += zdq.data[i];
+            pdk[i] += zdk.data[i];
+        }
+    nfree:
+        lina_tensor_free(&dnum);
+        lina_tensor_free(&dden);
+        lina_tensor_free(&zdq);
+        lina_tensor_free(&zdk);
+        lina_tensor_free(&zdv);
+    }
+done:
+    lina_tensor_free(&ones);
+    lina_tensor_free(&num);
+    lina_tensor_free(&den);
+    return rc;
+}
+
+static int run_linear_attn(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
+{
+    return dd_op_run(DD_LINEAR, in, out, o, ws);
+}
+static int run_retention(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
+{
+    return dd_op_run(DD_RETENTION, in, out, o, ws);
+}
+static int run_simple_gla(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
+{
+    return dd_op_run(DD_SIMPLE_GLA, in, out, o, ws);
+}
+static int run_gla(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
+{
+    return dd_op_run(DD_GLA, in, out, o, ws);
+}
+
+static int dd_make_inputs(int variant, const lina_mix_dims *d, int backward, uint64_t seed,
+                          lina_tset *in)
+{
+    uint64_t rng = seed;
+    int64_t sk[4] = {d->B, d->T, d->H, d->K}, sv[4] = {d->B, d->T, d->H, d->V};
+    int rc = lina_bench_tensor(in, "q", 4, sk, &rng, 0, 1, 1);
+    rc = rc ? rc : lina_bench_tensor(in, "k", 4, sk, &rng, 0, 1, 1);
+    rc = rc ? rc : lina_bench_tensor(in, "v", 4, sv, &rng, 0, 1, 1);
+    if (!rc && variant == DD_SIMPLE_GLA) {
+        rc = lina_bench_tensor(in, "g", 3, sk, &rng, -0.5f, -0.01f, 0);
+    } else if (!rc && variant == DD_GLA) {
+        rc = lina_bench_tensor(in, "g", 4, sk, &rng, -0.5f, -0.01f, 0);
+    }
+    if (!rc && backward) {
+        rc = lina_bench_tensor(in, "do", 4, sv, &rng, 0, 1, 1);
+    }
+    return rc;
+}
+
+static int mk_linear_attn(const lina_mix_dims *d, int bw, uint64_t s, lina_tset *in)
+{
+    return dd_make_inputs(DD_LINEAR, d, bw, s, in);
+}
+static int mk_retention(const lina_mix_dims *d, int bw, uint64_t s, lina_tset *in)
+{
+    return dd_make_inputs(DD_RETENTION, d, bw, s, in);
+}
+static int mk_simple_gla(const lina_mix_dims *d, int bw, uint64_t s, lina_tset *in)
+{
+    return dd_make_inputs(DD_SIMPLE_GLA, d, bw, s, in);
+}
+static int mk_gla(const lina_mix_dims *d, int bw, uint64_t s, lina_tset *in)
+{
+    return dd_make_inputs(DD_GLA, d, bw, s, in);
+}
+
+/* B*H*T*(2CK + 2CV + 4KV) */
+static double dd_flops(const lina_mix_dims *d, const lina_op_opts *o)
+{
+    double C = o->chunk > 0 ? o->chunk : 64;
+    return (double)d->B * d->H * d->T * (2 * C * d->K + 2 * C * d->V + 4.0 * d->K * d->V);
+}
+
+const lina_op_info lina_op_linear_attn = {
+    "linear_attn", "linear attention h_t = h_{t-1} + k v^T", {"--normalize", NULL},
+    run_linear_attn, mk_linear_attn, dd_flops};
+const lina_op_info lina_op_retention = {
+    "retention", "RetNet retention, fixed decay 1 - 2^(-5-h) per head", {NULL},
+    run_retention, mk_retention, dd_flops};
+const lina_op_info lina_op_simple_gla = {
+    "simple_gla", "linear attention with a scalar log gate per head and step", {NULL},
+    run_simple_gla, mk_simple_gla, dd_flops};
+const lina_op_info lina_op_gla = {
+    "gla", "gated linear attention with a per-key-channel log gate", {NULL},
+    run_gla, mk_gla, dd_flops};

@@ -1,0 +1,62 @@
+/* ops_internal.h -- helpers shared by the op files (not part of the public API). */
+#ifndef LINA_OPS_INTERNAL_H
+#define LINA_OPS_INTERNAL_H
+
+#include "lina.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Row t of head h in a [B,T,H,D] tensor. */
+#define LINA_ROW(p, b, t, h, T, H, D) \
+    ((p) + ((((size_t)(b) * (size_t)(T) + (size_t)(t)) * (size_t)(H) + (size_t)(h)) * (size_t)(D)))
+/* Head (b,h) block of a [B,H,X,Y] state with XY = X*Y elements. */
+#define LINA_STATE(p, b, h, H, XY) ((p) + (((size_t)(b) * (size_t)(H) + (size_t)(h)) * (size_t)(XY)))
+
+/* ---- workspace plumbing: a kernel may be called with ws == NULL ---- */
+typedef struct lina_ws_scope {
+    lina_ws local;
+    lina_ws *ws;
+} lina_ws_scope;
+int lina_ws_scope_open(lina_ws_scope *sc, lina_ws *ws, int nslots);
+void lina_ws_scope_close(lina_ws_scope *sc);
+
+int lina_thread_id(void);
+
+/* ---- chunk machinery (chunk.c) ---- */
+
+/* Inclusive cumulative log gate of rows [t0, t0+L) for one (b,h), in double,
+ * restarted at t0. Vector gates: bd[L*K]; scalar or head gates: bd[L];
+ * LINA_GATE_NONE: zeros (bd[L]). `g` is the gate tensor as in lina_dd_in. */
+void lina_chunk_cumgate(lina_gate_kind gk, const float *g, int b, int h, int t0, int L,
+                        int T, int H, int K, double *bd);
+/* exp(x) for x <= 0 given in double, to float (vectorised). */
+void lina_vexp_d(float *y, const double *x, size_t n);
+
+/* ---- op helpers (registry.c) ---- */
+
+/* Dimension bindings: one slot per capital letter. */
+typedef struct lina_binds {
+    int64_t v[26];
+    const char *from[26];
+} lina_binds;
+void lina_binds_init(lina_binds *bd);
+/* Fetch input `name` and check that its shape matches `spec` (letters
+ * 'A'..'Z', one per dim, e.g. "BTHK"); unbound letters are bound now. With
+ * `optional`, a missing input returns NULL without error; *err is set
+ * non-zero on any error (message via lina_set_error). Checks finiteness. */
+const lina_tensor *lina_op_input(const lina_tset *in, const char *name, const char *spec,
+                                 lina_binds *bd, int optional, int *err);
+/* Non-zero while lina_op_run runs with opts->trusted: skip value scans. */
+int lina_op_trusted(void);
+/* Output with shape from spec letters (all bound). */
+float *lina_op_output(lina_tset *out, const char *name, const char *spec, const lina_binds *bd);
+/* Random numbers for benchmark inputs. */
+uint64_t lina_rng_next(uint64_t *s);
+float lina_rng_uniform(uint64_t *s, float lo, float hi);
+float lina_rng_normal(uint64_t *s);
+/* Add a random tensor with the given shape, values U(lo, hi) or N(0,1)*hi when normal. */
+int lina_bench_tensor(lina_tset *in, const char *name, int ndim, const int64_t *shape,
+                      uint64_t *rng, float lo, float hi, int normal);
+
+#endif
