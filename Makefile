@@ -6,7 +6,7 @@
 #   make install PREFIX=/usr/local
 CC      ?= cc
 ARCH    ?= -march=native
-OPT     ?= -O2
+OPT     ?= -O3
 BUILD   ?= build
 PREFIX  ?= /usr/local
 BLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
@@ -26,6 +26,7 @@ REFOBJ  = $(REFSRC:%.c=$(BUILD)/%.o)
 HDRS    = include/lina.h $(wildcard src/*/*.h) $(wildcard tests/*.h) $(wildcard tests/ref/*.h)
 
 .PHONY: all test asan bench install clean
+.SECONDARY:
 all: $(BUILD)/liblina.a $(BUILD)/liblina.so $(BUILD)/lina
 
 $(BUILD)/%.o: %.c $(HDRS)

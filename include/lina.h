@@ -171,6 +171,63 @@ int lina_dd_bwd(const lina_mix_dims *d, const lina_dd_in *in, const lina_dd_grad
 /* RetNet decay of head h out of H: log(1 - 2^(-5-h)). Fills g_head[H]. */
 void lina_retention_gates(int H, float *g_head);
 
+/* ------------------------------------------------------ delta-rule family */
+
+/*
+ * One engine for delta_rule, gated_delta_rule and delta_product. Each token t
+ * has n Householder-like sub-steps (n >= 1); k, v and beta hold T*n rows,
+ * row t*n + j being sub-step j of token t (FLA's [B,T,n,H,*] layout):
+ *
+ *   h <- exp(g_t) h                                   (once per token; only if g)
+ *   for j = 0..n-1:  u = v_tj - h^T k_tj,  h <- h + beta_tj k_tj u^T
+ *   o_t = scale * h^T q_t                             (after the last sub-step)
+ *
+ * delta_rule = (n = 1, no g); gated_delta_rule = (n = 1, g); delta_product =
+ * (n >= 1, g optional). Callers pass L2-normalised k (beta in (0, 2) keeps the
+ * transition non-expansive). d->T counts tokens.
+ *
+ *   q [B,T,H,K]; k [B,T*n,H,K]; v [B,T*n,H,V]; beta [B,T*n,H]; g [B,T,H];
+ *   o [B,T,H,V]; h0, ht [B,H,K,V].
+ *
+ * Forms: RECURRENT (row by row, state tiled over value columns; the decode
+ * path) and CHUNK (WY/UT transform over chunks of d->chunk interleaved rows,
+ * then one pass over chunks carrying the state). The backward passes
+ * recompute: the chunk form keeps only chunk-start states (plus per-chunk
+ * O(T*(V+C)) intermediates), the recurrent one a checkpoint every 32 rows.
+ */
+typedef struct lina_delta_in {
+    const float *q;           /* [B,T,H,K] */
+    const float *k;           /* [B,T*n,H,K] */
+    const float *v;           /* [B,T*n,H,V] */
+    const float *beta;        /* [B,T*n,H] */
+    const float *g;           /* [B,T,H] log decay, or NULL (no decay) */
+    const float *h0;          /* [B,H,K,V] or NULL (zero state) */
+    int n;                    /* sub-steps per token; <= 0 means 1 */
+} lina_delta_in;
+
+typedef struct lina_delta_out {
+    float *o;                 /* [B,T,H,V] (required) */
+    float *ht;                /* [B,H,K,V] or NULL */
+} lina_delta_out;
+
+typedef struct lina_delta_grad_in {
+    const float *do_;         /* [B,T,H,V] or NULL (zero) */
+    const float *dht;         /* [B,H,K,V] or NULL (zero) */
+} lina_delta_grad_in;
+
+typedef struct lina_delta_grad_out {
+    float *dq, *dk, *dv, *dbeta; /* shapes of q, k, v, beta (required) */
+    float *dg;                /* [B,T,H]; NULL to skip (ignored when g is NULL) */
+    float *dh0;               /* [B,H,K,V] or NULL */
+} lina_delta_grad_out;
+
+int lina_delta_fwd(const lina_mix_dims *d, const lina_delta_in *in, lina_delta_out *out,
+                   lina_form form, lina_ws *ws);
+/* Gradients of sum(o * do) + sum(ht * dht) w.r.t. every input. */
+int lina_delta_bwd(const lina_mix_dims *d, const lina_delta_in *in,
+                   const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form,
+                   lina_ws *ws);
+
 /* ------------------------------------------------------------ op registry */
 
 /* A named set of tensors: the exchange form used by `lina op` and `lina bench`. */

@@ -186,12 +186,13 @@ typedef struct chunk_buf {
     float *E;        /* [C*K] exp(g) per row (vector gate) */
     float *T1, *T2, *T3, *F1, *F2; /* [C*K + 2C] scratch */
     float *dQ, *dK;  /* [C*K] */
+    float *eQ, *eK;  /* [C*K] (vector gate) or [C]: exp(b_r), exp(b_L - b_r) */
     float *w;        /* [K] */
     float *dec;      /* [K] exp(b_L) */
     float *A, *dA;   /* [C*C] */
 } chunk_buf;
 
-#define CB_NCK 10
+#define CB_NCK 12
 static size_t chunk_buf_bytes(int C, int K)
 {
     size_t CK = (size_t)C * K + 2 * (size_t)C, CC = (size_t)C * C;
@@ -220,6 +221,8 @@ static void chunk_buf_carve(chunk_buf *cb, void *mem, int C, int K)
     CARVE(F2, float, CK);
     CARVE(dQ, float, CK);
     CARVE(dK, float, CK);
+    CARVE(eQ, float, CK);
+    CARVE(eK, float, CK);
     CARVE(A, float, CC);
     CARVE(dA, float, CC);
     CARVE(w, float, (size_t)K);
@@ -227,82 +230,116 @@ static void chunk_buf_carve(chunk_buf *cb, void *mem, int C, int K)
 #undef CARVE
 }
 
-/* Prepare one chunk [t0, t0+L) of (b,h): cumulative gates, Qd = s q exp(b),
- * Kd = k exp(b_L - b), dec = exp(b_L), E = exp(g) rows (vector gate). */
+/* Prepare one chunk [t0, t0+L) of (b,h): eQ = exp(b_r), eK = exp(b_L - b_r),
+ * dec = exp(b_L), Qd = s q eQ, Kd = k eK, and for vector gates E = exp(g).
+ * Vector gates: every exponent is a float sum accumulated outward from its own
+ * reference row (prefix sums from the chunk start, suffix sums to its end), so
+ * its rounding error is relative to its own size and the factor it feeds is
+ * accurate; no difference of two long cumulative sums is ever taken.
+ * Scalar gates: cumulative sums in double (L values). */
 static void chunk_prepare(const dd_ctx *c, const lina_dd_in *in, int b, int h, int t0, int L,
                           chunk_buf *cb)
 {
     const int T = c->T, H = c->H, K = c->K;
-    lina_chunk_cumgate(c->gk, c->g, b, h, t0, L, T, H, K, cb->bd);
     if (c->gk == LINA_GATE_VECTOR) {
-        const double *bL = cb->bd + (size_t)(L - 1) * K;
+        float *w = cb->w;
+        for (int i = 0; i < K; i++) {
+            w[i] = 0.0f;
+        }
+        for (int r = 0; r < L; r++) { /* prefix sums b_r */
+            const float *gr = LINA_ROW(c->g, b, t0 + r, h, T, H, K);
+            float *x = cb->eQ + (size_t)r * K;
+            for (int i = 0; i < K; i++) {
+                w[i] += gr[i];
+                x[i] = w[i];
+            }
+        }
+        for (int i = 0; i < K; i++) {
+            w[i] = 0.0f;
+        }
+        for (int r = L - 1; r >= 0; r--) { /* suffix sums b_L - b_r */
+            const float *gr = LINA_ROW(c->g, b, t0 + r, h, T, H, K);
+            float *x = cb->eK + (size_t)r * K;
+            for (int i = 0; i < K; i++) {
+                x[i] = w[i];
+                w[i] += gr[i];
+            }
+        }
+        lina_vexp(cb->dec, cb->eQ + (size_t)(L - 1) * K, (size_t)K);
+        lina_vexp(cb->eQ, cb->eQ, (size_t)L * K);
+        lina_vexp(cb->eK, cb->eK, (size_t)L * K);
         for (int r = 0; r < L; r++) {
             const float *q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
             const float *k = LINA_ROW(in->k, b, t0 + r, h, T, H, K);
-            const double *br = cb->bd + (size_t)r * K;
-            float *Qr = cb->Qd + (size_t)r * K, *Kr = cb->Kd + (size_t)r * K;
-            lina_vexp_d(Qr, br, (size_t)K);
+            const float *restrict eq = cb->eQ + (size_t)r * K, *restrict ek = cb->eK + (size_t)r * K;
+            float *restrict Qr = cb->Qd + (size_t)r * K, *restrict Kr = cb->Kd + (size_t)r * K;
             for (int i = 0; i < K; i++) {
-                cb->xd[i] = bL[i] - br[i];
-            }
-            lina_vexp_d(Kr, cb->xd, (size_t)K);
-            for (int i = 0; i < K; i++) {
-                Qr[i] *= c->s * q[i];
-                Kr[i] *= k[i];
+                Qr[i] = c->s * q[i] * eq[i];
+                Kr[i] = k[i] * ek[i];
             }
             lina_vexp(cb->E + (size_t)r * K, LINA_ROW(c->g, b, t0 + r, h, T, H, K), (size_t)K);
         }
-        lina_vexp_d(cb->dec, bL, (size_t)K);
-    } else {
-        const double bL = cb->bd[L - 1];
-        for (int r = 0; r < L; r++) {
-            cb->xd[r] = cb->bd[r];
-            cb->xd[L + r] = bL - cb->bd[r];
-        }
-        float *eq = cb->T1, *ek = cb->T1 + L;
-        lina_vexp_d(eq, cb->xd, (size_t)L);
-        lina_vexp_d(ek, cb->xd + L, (size_t)L);
-        for (int r = 0; r < L; r++) {
-            const float *q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
-            const float *k = LINA_ROW(in->k, b, t0 + r, h, T, H, K);
-            float *Qr = cb->Qd + (size_t)r * K, *Kr = cb->Kd + (size_t)r * K;
-            const float fq = c->s * eq[r], fk = ek[r];
-            for (int i = 0; i < K; i++) {
-                Qr[i] = fq * q[i];
-                Kr[i] = fk * k[i];
-            }
-        }
-        float e = c->gk == LINA_GATE_NONE ? 1.0f : (float)exp(bL);
+        return;
+    }
+    lina_chunk_cumgate(c->gk, c->g, b, h, t0, L, T, H, K, cb->bd);
+    const double bL = cb->bd[L - 1];
+    for (int r = 0; r < L; r++) {
+        cb->xd[r] = cb->bd[r];
+        cb->xd[L + r] = bL - cb->bd[r];
+    }
+    lina_vexp_d(cb->eQ, cb->xd, (size_t)L);
+    lina_vexp_d(cb->eK, cb->xd + L, (size_t)L);
+    for (int r = 0; r < L; r++) {
+        const float *q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
+        const float *k = LINA_ROW(in->k, b, t0 + r, h, T, H, K);
+        float *Qr = cb->Qd + (size_t)r * K, *Kr = cb->Kd + (size_t)r * K;
+        const float fq = c->s * cb->eQ[r], fk = cb->eK[r];
         for (int i = 0; i < K; i++) {
-            cb->dec[i] = e;
+            Qr[i] = fq * q[i];
+            Kr[i] = fk * k[i];
         }
+    }
+    float e = c->gk == LINA_GATE_NONE ? 1.0f : (float)exp(bL);
+    for (int i = 0; i < K; i++) {
+        cb->dec[i] = e;
     }
 }
 
 /* Vector gate, sub-chunk [r0, r1) against all earlier rows [0, r0), n = r0:
- * F1 = exp(b_r - b_n) (rows r0..r1), F2 = exp(b_n - b_c) (rows 0..r0),
+ * F1 = exp(b_r - b_n) (rows r0..r1, sums of g over (n, r]), F2 = exp(b_n - b_c)
+ * (rows 0..r0, sums of g over (c, n]), both accumulated outward from n;
  * T1 = q * F1, T2 = k * F2. */
 static void vec_offdiag_factors(const dd_ctx *c, const lina_dd_in *in, int b, int h, int t0,
                                 int r0, int r1, chunk_buf *cb)
 {
     const int T = c->T, H = c->H, K = c->K;
-    const double *bn = cb->bd + (size_t)r0 * K;
+    float *w = cb->w;
+    for (int i = 0; i < K; i++) {
+        w[i] = 0.0f;
+    }
     for (int r = r0; r < r1; r++) {
-        const double *br = cb->bd + (size_t)r * K;
-        double *x = cb->xd + (size_t)(r - r0) * K;
+        float *x = cb->F1 + (size_t)(r - r0) * K;
+        if (r > r0) {
+            const float *gr = LINA_ROW(c->g, b, t0 + r, h, T, H, K);
+            for (int i = 0; i < K; i++) {
+                w[i] += gr[i];
+            }
+        }
+        memcpy(x, w, (size_t)K * sizeof(float));
+    }
+    for (int i = 0; i < K; i++) {
+        w[i] = 0.0f;
+    }
+    for (int r = r0 - 1; r >= 0; r--) {
+        const float *gr = LINA_ROW(c->g, b, t0 + r + 1, h, T, H, K);
+        float *x = cb->F2 + (size_t)r * K;
         for (int i = 0; i < K; i++) {
-            x[i] = br[i] - bn[i];
+            w[i] += gr[i];
+            x[i] = w[i];
         }
     }
-    lina_vexp_d(cb->F1, cb->xd, (size_t)(r1 - r0) * K);
-    for (int r = 0; r < r0; r++) {
-        const double *br = cb->bd + (size_t)r * K;
-        double *x = cb->xd + (size_t)r * K;
-        for (int i = 0; i < K; i++) {
-            x[i] = bn[i] - br[i];
-        }
-    }
-    lina_vexp_d(cb->F2, cb->xd, (size_t)r0 * K);
+    lina_vexp(cb->F1, cb->F1, (size_t)(r1 - r0) * K);
+    lina_vexp(cb->F2, cb->F2, (size_t)r0 * K);
     for (int r = r0; r < r1; r++) {
         const float *q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
         const float *f = cb->F1 + (size_t)(r - r0) * K;
@@ -320,6 +357,86 @@ static void vec_offdiag_factors(const dd_ctx *c, const lina_dd_in *in, int b, in
         }
     }
 }
+
+/* w = flush(w * e) (values below 1e-30 in magnitude become 0, avoiding
+ * denormals); returns sum_i q_i w_i. With first != 0 the multiply is skipped. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline float decay_dot(float *restrict w, const float *restrict e,
+                              const float *restrict q, int K, int first)
+{
+    __m512 acc = _mm512_setzero_ps();
+    const __m512 tiny = _mm512_set1_ps(1e-30f);
+    int i = 0;
+    for (; i < K; i += 16) {
+        __mmask16 m = K - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - i)) - 1u);
+        __m512 x = _mm512_maskz_loadu_ps(m, w + i);
+        if (!first) {
+            x = _mm512_mul_ps(x, _mm512_maskz_loadu_ps(m, e + i));
+            __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(x), tiny, _CMP_GE_OQ);
+            x = _mm512_maskz_mov_ps(big, x);
+            _mm512_mask_storeu_ps(w + i, m, x);
+        }
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), x, acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* w = flush(w * e) unless first; dq += da * k * w; dk += da * q * w */
+static inline void decay_axpy2(float *restrict w, const float *restrict e, const float *restrict k,
+                               const float *restrict q, float *restrict dq, float *restrict dk,
+                               float da, int K, int first)
+{
+    const __m512 tiny = _mm512_set1_ps(1e-30f), vda = _mm512_set1_ps(da);
+    for (int i = 0; i < K; i += 16) {
+        __mmask16 m = K - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - i)) - 1u);
+        __m512 x = _mm512_maskz_loadu_ps(m, w + i);
+        if (!first) {
+            x = _mm512_mul_ps(x, _mm512_maskz_loadu_ps(m, e + i));
+            __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(x), tiny, _CMP_GE_OQ);
+            x = _mm512_maskz_mov_ps(big, x);
+            _mm512_mask_storeu_ps(w + i, m, x);
+        }
+        __m512 dx = _mm512_mul_ps(vda, x);
+        _mm512_mask_storeu_ps(dq + i, m, _mm512_fmadd_ps(dx, _mm512_maskz_loadu_ps(m, k + i),
+                                                         _mm512_maskz_loadu_ps(m, dq + i)));
+        _mm512_mask_storeu_ps(dk + i, m, _mm512_fmadd_ps(dx, _mm512_maskz_loadu_ps(m, q + i),
+                                                         _mm512_maskz_loadu_ps(m, dk + i)));
+    }
+}
+#else
+static inline float decay_dot(float *restrict w, const float *restrict e,
+                              const float *restrict q, int K, int first)
+{
+    float acc = 0.0f;
+    for (int i = 0; i < K; i++) {
+        float x = w[i];
+        if (!first) {
+            x *= e[i];
+            x = fabsf(x) < 1e-30f ? 0.0f : x;
+            w[i] = x;
+        }
+        acc += q[i] * x;
+    }
+    return acc;
+}
+
+static inline void decay_axpy2(float *restrict w, const float *restrict e, const float *restrict k,
+                               const float *restrict q, float *restrict dq, float *restrict dk,
+                               float da, int K, int first)
+{
+    for (int i = 0; i < K; i++) {
+        float x = w[i];
+        if (!first) {
+            x *= e[i];
+            x = fabsf(x) < 1e-30f ? 0.0f : x;
+            w[i] = x;
+        }
+        dq[i] += da * k[i] * x;
+        dk[i] += da * q[i] * x;
+    }
+}
+#endif
 
 /* Intra-chunk scores A[L x L] (lower triangle incl. diagonal, scaled by s). */
 static void chunk_intra(const dd_ctx *c, const lina_dd_in *in, int b, int h, int t0, int L,
@@ -358,24 +475,14 @@ static void chunk_intra(const dd_ctx *c, const lina_dd_in *in, int b, int h, int
         }
         /* diagonal block, pairwise with running products of exp(g) */
         for (int cc = r0; cc < r1; cc++) {
-            const float *kc = LINA_ROW(in->k, b, t0 + cc, h, T, H, K);
-            float *w = cb->w;
+            const float *restrict kc = LINA_ROW(in->k, b, t0 + cc, h, T, H, K);
+            float *restrict w = cb->w;
             for (int i = 0; i < K; i++) {
                 w[i] = kc[i];
             }
             for (int r = cc; r < r1; r++) {
-                const float *qr = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
-                if (r > cc) {
-                    const float *e = cb->E + (size_t)r * K;
-                    for (int i = 0; i < K; i++) {
-                        float x = w[i] * e[i];
-                        w[i] = fabsf(x) < 1e-30f ? 0.0f : x;
-                    }
-                }
-                float acc = 0.0f;
-                for (int i = 0; i < K; i++) {
-                    acc += qr[i] * w[i];
-                }
+                const float *restrict qr = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
+                float acc = decay_dot(w, cb->E + (size_t)r * K, qr, K, r == cc);
                 A[(size_t)r * L + cc] = c->s * acc;
             }
         }
@@ -435,30 +542,17 @@ static void chunk_intra_bwd(const dd_ctx *c, const lina_dd_in *in, int b, int h,
             }
         }
         for (int cc = r0; cc < r1; cc++) {
-            const float *kc = LINA_ROW(in->k, b, t0 + cc, h, T, H, K);
-            float *dkc = cb->dK + (size_t)cc * K;
-            float *w = cb->w;
+            const float *restrict kc = LINA_ROW(in->k, b, t0 + cc, h, T, H, K);
+            float *restrict dkc = cb->dK + (size_t)cc * K;
+            float *restrict w = cb->w;
             for (int i = 0; i < K; i++) {
                 w[i] = 1.0f;
             }
             for (int r = cc; r < r1; r++) {
-                const float *qr = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
-                float *dqr = cb->dQ + (size_t)r * K;
-                if (r > cc) {
-                    const float *e = cb->E + (size_t)r * K;
-                    for (int i = 0; i < K; i++) {
-                        float x = w[i] * e[i];
-                        w[i] = x < 1e-30f ? 0.0f : x;
-                    }
-                }
-                const float da = c->s * dA[(size_t)r * L + cc];
-                if (da == 0.0f) {
-                    continue;
-                }
-                for (int i = 0; i < K; i++) {
-                    dqr[i] += da * kc[i] * w[i];
-                    dkc[i] += da * qr[i] * w[i];
-                }
+                const float *restrict qr = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
+                float *restrict dqr = cb->dQ + (size_t)r * K;
+                decay_axpy2(w, cb->E + (size_t)r * K, kc, qr, dqr, dkc, c->s * dA[(size_t)r * L + cc],
+                            K, r == cc);
             }
         }
     }
@@ -639,31 +733,16 @@ static int dd_bwd_chunk(const dd_ctx *c, const lina_dd_in *in, const lina_dd_gra
             /* dKd = V dS^T */
             lina_sgemm(0, 1, L, K, V, 1.0f, v, H * V, dS, V, 0.0f, cb.dK, K);
             /* scale by the gate factors: dq = s exp(b) dQd ; dk = exp(bL - b) dKd */
-            if (c->gk == LINA_GATE_VECTOR) {
-                const double *bL = cb.bd + (size_t)(L - 1) * K;
-                for (int r = 0; r < L; r++) {
-                    const double *br = cb.bd + (size_t)r * K;
-                    lina_vexp_d(cb.T1, br, (size_t)K);
+            for (int r = 0; r < L; r++) {
+                float *dq = cb.dQ + (size_t)r * K, *dk = cb.dK + (size_t)r * K;
+                if (c->gk == LINA_GATE_VECTOR) {
+                    const float *eq = cb.eQ + (size_t)r * K, *ek = cb.eK + (size_t)r * K;
                     for (int i = 0; i < K; i++) {
-                        cb.xd[i] = bL[i] - br[i];
+                        dq[i] *= c->s * eq[i];
+                        dk[i] *= ek[i];
                     }
-                    lina_vexp_d(cb.T2, cb.xd, (size_t)K);
-                    float *dq = cb.dQ + (size_t)r * K, *dk = cb.dK + (size_t)r * K;
-                    for (int i = 0; i < K; i++) {
-                        dq[i] *= c->s * cb.T1[i];
-                        dk[i] *= cb.T2[i];
-                    }
-                }
-            } else {
-                const double bL = cb.bd[L - 1];
-                for (int r = 0; r < L; r++) {
-                    cb.xd[r] = cb.bd[r];
-                    cb.xd[L + r] = bL - cb.bd[r];
-                }
-                lina_vexp_d(cb.T1, cb.xd, (size_t)2 * L);
-                for (int r = 0; r < L; r++) {
-                    float fq = c->s * cb.T1[r], fk = cb.T1[L + r];
-                    float *dq = cb.dQ + (size_t)r * K, *dk = cb.dK + (size_t)r * K;
+                } else {
+                    const float fq = c->s * cb.eQ[r], fk = cb.eK[r];
                     for (int i = 0; i < K; i++) {
                         dq[i] *= fq;
                         dk[i] *= fk;
