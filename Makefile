@@ -12,7 +12,7 @@ PREFIX  ?= /usr/local
 BLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_LIB ?= -lopenblas
 
-CFLAGS_BASE = -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -fopenmp -fPIC -Iinclude -I$(BLAS_INC)
+CFLAGS_BASE = -std=c11 -ffp-contract=fast -D_DEFAULT_SOURCE -Wall -Wextra -fopenmp -fPIC -Iinclude -I$(BLAS_INC)
 CFLAGS  ?= $(OPT) $(ARCH) -g
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  = $(BLAS_LIB) -fopenmp -lm

@@ -150,12 +150,19 @@ typedef struct lina_dd_in {
 typedef struct lina_dd_out {
     float *o;                 /* [B,T,H,V] (required) */
     float *ht;                /* [B,H,K,V] or NULL */
+    float *states;            /* chunk form only, optional: [B,H,nC+1,K,V] states at the
+                                 chunk starts (nC = ceil(T/chunk)), for lina_dd_bwd */
 } lina_dd_out;
 
 typedef struct lina_dd_grad_in {
     const float *do_;         /* [B,T,H,V] or NULL (zero) */
     const float *dht;         /* [B,H,K,V] or NULL (zero) */
+    const float *states;      /* optional: the states written by lina_dd_fwd (same dims and
+                                 chunk size); the chunk backward then skips recomputing them */
 } lina_dd_grad_in;
+
+/* Number of floats of lina_dd_out.states for these dims. */
+size_t lina_dd_states_size(const lina_mix_dims *d);
 
 typedef struct lina_dd_grad_out {
     float *dq, *dk, *dv;      /* required */
@@ -228,6 +235,123 @@ int lina_delta_bwd(const lina_mix_dims *d, const lina_delta_in *in,
                    const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form,
                    lina_ws *ws);
 
+/* ------------------------------------ mLSTM, softmax attention and LION */
+
+/*
+ * mLSTM (xLSTM, stabilised; ../shared/spec/OPS.md):
+ *
+ *   lf_t = logsigmoid(f_t),  m_t = max(lf_t + m_{t-1}, i_t)
+ *   f'_t = exp(lf_t + m_{t-1} - m_t),  i'_t = exp(i_t - m_t),  k~_t = scale * k_t
+ *   C_t = f'_t C_{t-1} + i'_t k~_t v_t^T,  n_t = f'_t n_{t-1} + i'_t k~_t
+ *   o_t = (q_t^T C_t) / (max(|q_t . n_t|, exp(-m_t)) + 1e-6)
+ *
+ * q, k [B,T,H,K]; v, o [B,T,H,V]; i, f [B,T,H] (gate pre-activations);
+ * h0, ht [B,H,K,V] (C); n0, nt [B,H,K]; m0, mt [B,H]. h0, n0, m0 are given
+ * all three or none (none: C0 = 0, n0 = 0, m0 = 0). d->scale is the KEY
+ * scale (0: K^-1/2); q is not scaled. Both forms compute the same stabiliser
+ * sequence m_t. Gradients are exact autograd of the recurrence including
+ * through the max; a tie lf_t + m_{t-1} == i_t takes the carry branch
+ * (m_t = lf_t + m_{t-1}), a tie |q.n| == exp(-m_t) the |q.n| branch.
+ */
+typedef struct lina_mlstm_in {
+    const float *q, *k, *v;   /* [B,T,H,K], [B,T,H,K], [B,T,H,V] */
+    const float *i, *f;       /* [B,T,H] each */
+    const float *h0, *n0, *m0; /* [B,H,K,V], [B,H,K], [B,H], or all NULL */
+} lina_mlstm_in;
+
+typedef struct lina_mlstm_out {
+    float *o;                 /* [B,T,H,V] (required) */
+    float *ht, *nt, *mt;      /* [B,H,K,V], [B,H,K], [B,H]; each may be NULL */
+} lina_mlstm_out;
+
+typedef struct lina_mlstm_grad_in {
+    const float *do_;         /* [B,T,H,V] or NULL (zero) */
+    const float *dht, *dnt, *dmt; /* cotangents of ht, nt, mt; each may be NULL (zero) */
+} lina_mlstm_grad_in;
+
+typedef struct lina_mlstm_grad_out {
+    float *dq, *dk, *dv;      /* required */
+    float *di, *df;           /* [B,T,H], required */
+    float *dh0, *dn0, *dm0;   /* used only with initial states; each may be NULL */
+} lina_mlstm_grad_out;
+
+int lina_mlstm_fwd(const lina_mix_dims *d, const lina_mlstm_in *in, lina_mlstm_out *out,
+                   lina_form form, lina_ws *ws);
+int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
+                   const lina_mlstm_grad_in *gin, lina_mlstm_grad_out *gout, lina_form form,
+                   lina_ws *ws);
+
+/*
+ * Softmax attention, tiled with an online (running-max) softmax; memory
+ * O(T*(K+V)), never O(T^2):
+ *
+ *   o_i = sum_j softmax_j(scale q_i.k_j) v_j
+ *
+ * over j <= i (causal), i - window < j <= i (causal with window > 0) or all j
+ * (non_causal; window must be 0). q, k [B,T,H,K]; v, o [B,T,H,V];
+ * lse [B,T,H] the per-row log-sum-exp of the scaled logits (what backward
+ * needs). d->scale 0 means K^-1/2; d->chunk is ignored.
+ */
+typedef struct lina_softmax_in {
+    const float *q, *k, *v;   /* [B,T,H,K], [B,T,H,K], [B,T,H,V] */
+    int window;               /* 0 = no window; >= 1 keys i-window < j <= i */
+    int non_causal;           /* attend to every key */
+} lina_softmax_in;
+
+typedef struct lina_softmax_out {
+    float *o;                 /* [B,T,H,V] (required) */
+    float *lse;               /* [B,T,H] or NULL */
+} lina_softmax_out;
+
+typedef struct lina_softmax_grad_in {
+    const float *do_;         /* [B,T,H,V] (required) */
+    const float *o, *lse;     /* forward results; both NULL: recomputed */
+} lina_softmax_grad_in;
+
+typedef struct lina_softmax_grad_out {
+    float *dq, *dk, *dv;      /* required */
+} lina_softmax_grad_out;
+
+int lina_softmax_attn_fwd(const lina_mix_dims *d, const lina_softmax_in *in,
+                          lina_softmax_out *out, lina_ws *ws);
+int lina_softmax_attn_bwd(const lina_mix_dims *d, const lina_softmax_in *in,
+                          const lina_softmax_grad_in *gin, lina_softmax_grad_out *gout,
+                          lina_ws *ws);
+
+/*
+ * LION-S bidirectional linear attention (OPS.md): lambda_t = exp(g_t),
+ *   M_ij = prod_{k=j}^{i-1} lambda_k (i > j),  1 (i = j),  prod_{k=i+1}^{j} lambda_k (i < j)
+ *   unnormalised: o_i = scale sum_j M_ij (q_i.k_j) v_j
+ *   normalize:    o_i = sum_j M_ij (q_i.k_j) v_j / sum_j M_ij (q_i.k_j)   (no eps)
+ * computed in O(T) as two causal scans of the diagonal-decay engine (forward,
+ * and on the time-reversed sequence) minus the doubly counted diagonal.
+ * q, k [B,T,H,K]; v, o [B,T,H,V]; g [B,T,H] log decays (<= 0). `form`
+ * selects the engine form of the two scans. d->scale 0 means K^-1/2.
+ */
+typedef struct lina_lion_in {
+    const float *q, *k, *v;   /* [B,T,H,K], [B,T,H,K], [B,T,H,V] */
+    const float *g;           /* [B,T,H] */
+    int normalize;
+} lina_lion_in;
+
+typedef struct lina_lion_out {
+    float *o;                 /* [B,T,H,V] */
+} lina_lion_out;
+
+typedef struct lina_lion_grad_in {
+    const float *do_;         /* [B,T,H,V] (required) */
+} lina_lion_grad_in;
+
+typedef struct lina_lion_grad_out {
+    float *dq, *dk, *dv;      /* required */
+    float *dg;                /* [B,T,H] or NULL */
+} lina_lion_grad_out;
+
+int lina_lion_fwd(const lina_mix_dims *d, const lina_lion_in *in, lina_lion_out *out,
+                  lina_form form, lina_ws *ws);
+int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lion_grad_in *gin,
+                  lina_lion_grad_out *gout, lina_form form, lina_ws *ws);
+
 /* ------------------------------------------------------------ op registry */
 
 /* A named set of tensors: the exchange form used by `lina op` and `lina bench`. */
@@ -265,7 +389,8 @@ typedef struct lina_op_info {
     const char *flags[4];
     /* Run forward (and backward when o->backward) on named inputs; writes the
      * named outputs into *out (lina_tset_out). Validates names, shapes and
-     * finiteness of the inputs it uses. */
+     * finiteness of the inputs it uses. Entries of *out whose names start
+     * with '_' are scratch (kept for reuse across calls), not outputs. */
     int (*run)(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws);
     /* Fill *in with random inputs in the op's domain for the given dims
      * (for benchmarks); with `backward` also the cotangents. */

@@ -191,6 +191,9 @@ static int cmd_op(int argc, char **argv)
         rc = 1;
     }
     for (int i = 0; rc == 0 && i < out.n; i++) {
+        if (out.names[i][0] == '_') {
+            continue; /* scratch kept between calls, not an output */
+        }
         size_t plen = strlen(dout) + strlen(out.names[i]) + 8;
         char *path = malloc(plen);
         if (!path) {
@@ -230,7 +233,8 @@ static double median(double *x, int n)
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
-/* GFLOP/s of a 1024^3 SGEMM, median of 5 after a warm-up */
+/* GFLOP/s of a 1024^3 SGEMM: the best of 7 runs after a warm-up (the rate
+ * the machine can reach; kernel ratios against it are conservative) */
 static double sgemm_gflops(void)
 {
     const int n = 1024;
@@ -246,17 +250,18 @@ static double sgemm_gflops(void)
         A[i] = (float)((i * 7) % 13) * 0.1f - 0.6f;
         B[i] = (float)((i * 5) % 11) * 0.1f - 0.5f;
     }
-    double t[5];
+    double best = 1e30;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-    for (int r = 0; r < 5; r++) {
+    for (int r = 0; r < 7; r++) {
         double t0 = now_s();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-        t[r] = now_s() - t0;
+        double dt = now_s() - t0;
+        best = dt < best ? dt : best;
     }
     free(A);
     free(B);
     free(C);
-    return 2.0 * n * n * (double)n / median(t, 5) / 1e9;
+    return 2.0 * n * n * (double)n / best / 1e9;
 }
 
 static int cmd_bench(int argc, char **argv)
@@ -359,7 +364,7 @@ static int cmd_bench(int argc, char **argv)
         return 1;
     }
     double ms = median(t, repeat) * 1e3;
-    double fl = op->flops(&d, &o) * (o.backward ? 1.0 : 1.0);
+    double fl = op->flops(&d, &o);
     double gf = fl / (ms * 1e-3) / 1e9;
     double tps = (double)d.B * d.T / (ms * 1e-3);
     const char *form = o.form == LINA_FORM_CHUNK ? "chunk" : "recurrent";
@@ -372,7 +377,7 @@ static int cmd_bench(int argc, char **argv)
     } else {
         printf("%s %s %s  B=%d T=%d H=%d K=%d V=%d threads=%d\n", op->name, form, pass, d.B, d.T,
                d.H, d.K, d.V, threads);
-        printf("  median %.3f ms over %d runs, %.0f tokens/s, %.2f GFLOP/s (forward count)\n", ms,
+        printf("  median %.3f ms over %d runs, %.0f tokens/s, %.2f GFLOP/s (forward FLOP count)\n", ms,
                repeat, tps, gf);
         printf("  SGEMM n=1024: %.2f GFLOP/s; kernel at %.1f%% of SGEMM\n", sg, 100.0 * gf / sg);
     }

@@ -238,46 +238,52 @@ static void chunk_buf_carve(chunk_buf *cb, void *mem, int C, int K)
  * accurate; no difference of two long cumulative sums is ever taken.
  * Scalar gates: cumulative sums in double (L values). */
 static void chunk_prepare(const dd_ctx *c, const lina_dd_in *in, int b, int h, int t0, int L,
-                          chunk_buf *cb)
+                          chunk_buf *cb, int full)
 {
     const int T = c->T, H = c->H, K = c->K;
     if (c->gk == LINA_GATE_VECTOR) {
-        float *w = cb->w;
-        for (int i = 0; i < K; i++) {
-            w[i] = 0.0f;
-        }
-        for (int r = 0; r < L; r++) { /* prefix sums b_r */
-            const float *gr = LINA_ROW(c->g, b, t0 + r, h, T, H, K);
-            float *x = cb->eQ + (size_t)r * K;
-            for (int i = 0; i < K; i++) {
-                w[i] += gr[i];
-                x[i] = w[i];
-            }
-        }
+        float *restrict w = cb->w;
         for (int i = 0; i < K; i++) {
             w[i] = 0.0f;
         }
         for (int r = L - 1; r >= 0; r--) { /* suffix sums b_L - b_r */
-            const float *gr = LINA_ROW(c->g, b, t0 + r, h, T, H, K);
-            float *x = cb->eK + (size_t)r * K;
+            const float *restrict gr = LINA_ROW(c->g, b, t0 + r, h, T, H, K);
+            float *restrict x = cb->eK + (size_t)r * K;
             for (int i = 0; i < K; i++) {
                 x[i] = w[i];
                 w[i] += gr[i];
             }
         }
-        lina_vexp(cb->dec, cb->eQ + (size_t)(L - 1) * K, (size_t)K);
-        lina_vexp(cb->eQ, cb->eQ, (size_t)L * K);
+        lina_vexp(cb->dec, w, (size_t)K);
         lina_vexp(cb->eK, cb->eK, (size_t)L * K);
+        if (full) {
+            for (int i = 0; i < K; i++) {
+                w[i] = 0.0f;
+            }
+            for (int r = 0; r < L; r++) { /* prefix sums b_r */
+                const float *restrict gr = LINA_ROW(c->g, b, t0 + r, h, T, H, K);
+                float *restrict x = cb->eQ + (size_t)r * K;
+                for (int i = 0; i < K; i++) {
+                    w[i] += gr[i];
+                    x[i] = w[i];
+                }
+            }
+            lina_vexp(cb->eQ, cb->eQ, (size_t)L * K);
+        }
         for (int r = 0; r < L; r++) {
-            const float *q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
-            const float *k = LINA_ROW(in->k, b, t0 + r, h, T, H, K);
+            const float *restrict q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
+            const float *restrict k = LINA_ROW(in->k, b, t0 + r, h, T, H, K);
             const float *restrict eq = cb->eQ + (size_t)r * K, *restrict ek = cb->eK + (size_t)r * K;
             float *restrict Qr = cb->Qd + (size_t)r * K, *restrict Kr = cb->Kd + (size_t)r * K;
             for (int i = 0; i < K; i++) {
-                Qr[i] = c->s * q[i] * eq[i];
                 Kr[i] = k[i] * ek[i];
             }
-            lina_vexp(cb->E + (size_t)r * K, LINA_ROW(c->g, b, t0 + r, h, T, H, K), (size_t)K);
+            if (full) {
+                for (int i = 0; i < K; i++) {
+                    Qr[i] = c->s * q[i] * eq[i];
+                }
+                lina_vexp(cb->E + (size_t)r * K, LINA_ROW(c->g, b, t0 + r, h, T, H, K), (size_t)K);
+            }
         }
         return;
     }
@@ -290,9 +296,9 @@ static void chunk_prepare(const dd_ctx *c, const lina_dd_in *in, int b, int h, i
     lina_vexp_d(cb->eQ, cb->xd, (size_t)L);
     lina_vexp_d(cb->eK, cb->xd + L, (size_t)L);
     for (int r = 0; r < L; r++) {
-        const float *q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
-        const float *k = LINA_ROW(in->k, b, t0 + r, h, T, H, K);
-        float *Qr = cb->Qd + (size_t)r * K, *Kr = cb->Kd + (size_t)r * K;
+        const float *restrict q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
+        const float *restrict k = LINA_ROW(in->k, b, t0 + r, h, T, H, K);
+        float *restrict Qr = cb->Qd + (size_t)r * K, *restrict Kr = cb->Kd + (size_t)r * K;
         const float fq = c->s * cb->eQ[r], fk = cb->eK[r];
         for (int i = 0; i < K; i++) {
             Qr[i] = fq * q[i];
@@ -581,9 +587,13 @@ static int dd_fwd_chunk(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *out,
         } else {
             memset(S, 0, KV * sizeof(float));
         }
+        float *saved = out->states ? out->states + (size_t)bh * ((size_t)(T + C - 1) / C + 1) * KV : NULL;
         for (int t0 = 0; t0 < T; t0 += C) {
             int L = T - t0 < C ? T - t0 : C;
-            chunk_prepare(c, in, b, h, t0, L, &cb);
+            if (saved) {
+                memcpy(saved + (size_t)(t0 / C) * KV, S, KV * sizeof(float));
+            }
+            chunk_prepare(c, in, b, h, t0, L, &cb, 1);
             chunk_intra(c, in, b, h, t0, L, &cb);
             float *o = LINA_ROW(out->o, b, t0, h, T, H, V);
             const float *v = LINA_ROW(in->v, b, t0, h, T, H, V);
@@ -600,11 +610,20 @@ static int dd_fwd_chunk(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *out,
             }
             lina_sgemm(1, 0, K, V, L, 1.0f, cb.Kd, K, v, H * V, 1.0f, S, V);
         }
+        if (saved) {
+            memcpy(saved + (size_t)((T + C - 1) / C) * KV, S, KV * sizeof(float));
+        }
         if (out->ht) {
             memcpy(LINA_STATE(out->ht, b, h, H, KV), S, KV * sizeof(float));
         }
     }
     return rc;
+}
+
+size_t lina_dd_states_size(const lina_mix_dims *d)
+{
+    int C = d->chunk > 0 ? d->chunk : 64;
+    return (size_t)d->B * d->H * ((size_t)(d->T + C - 1) / C + 1) * d->K * d->V;
 }
 
 /* ======================================================= gate gradient */
@@ -613,30 +632,42 @@ static int dd_fwd_chunk(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *out,
  * rowsum(h_T * dh_T). Vector: dg[B,T,H,K]; scalar: [B,T,H]; head: adds into
  * hacc (double, one value for this (b,h)). */
 static void dd_dgate(const dd_ctx *c, const lina_dd_in *in, const lina_dd_grad_out *go, int b,
-                     int h, const double *fin, double *run, double *hacc)
+                     int h, const double *fin, double *restrict run, double *hacc)
 {
     const int T = c->T, H = c->H, K = c->K;
+    double tot = 0.0, rs = 0.0;
     for (int i = 0; i < K; i++) {
         run[i] = fin ? fin[i] : 0.0;
+        rs += run[i];
     }
-    double tot = 0.0;
     for (int t = T - 1; t >= 0; t--) {
-        const float *q = LINA_ROW(in->q, b, t, h, T, H, K), *k = LINA_ROW(in->k, b, t, h, T, H, K);
-        const float *dq = LINA_ROW(go->dq, b, t, h, T, H, K), *dk = LINA_ROW(go->dk, b, t, h, T, H, K);
-        double sum = 0.0;
-        for (int i = 0; i < K; i++) {
-            run[i] += (double)q[i] * dq[i] - (double)k[i] * dk[i];
-            sum += run[i];
-        }
+        const float *restrict q = LINA_ROW(in->q, b, t, h, T, H, K);
+        const float *restrict k = LINA_ROW(in->k, b, t, h, T, H, K);
+        const float *restrict dq = LINA_ROW(go->dq, b, t, h, T, H, K);
+        const float *restrict dk = LINA_ROW(go->dk, b, t, h, T, H, K);
         if (c->gk == LINA_GATE_VECTOR) {
-            float *dg = LINA_ROW(go->dg, b, t, h, T, H, K);
+            float *restrict dg = LINA_ROW(go->dg, b, t, h, T, H, K);
             for (int i = 0; i < K; i++) {
+                run[i] += (double)q[i] * dq[i] - (double)k[i] * dk[i];
                 dg[i] = (float)run[i];
             }
-        } else if (c->gk == LINA_GATE_SCALAR) {
-            go->dg[((size_t)b * T + t) * H + h] = (float)sum;
+            continue;
+        }
+        double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int i = 0;
+        for (; i + 8 <= K; i += 8) {
+            for (int j = 0; j < 8; j++) {
+                part[j] += (double)q[i + j] * dq[i + j] - (double)k[i + j] * dk[i + j];
+            }
+        }
+        for (; i < K; i++) {
+            part[0] += (double)q[i] * dq[i] - (double)k[i] * dk[i];
+        }
+        rs += ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+        if (c->gk == LINA_GATE_SCALAR) {
+            go->dg[((size_t)b * T + t) * H + h] = (float)rs;
         } else {
-            tot += sum;
+            tot += rs;
         }
     }
     if (hacc) {
@@ -667,18 +698,23 @@ static int dd_bwd_chunk(const dd_ctx *c, const lina_dd_in *in, const lina_dd_gra
         chunk_buf_carve(&cb, mem, C, K);
         float *St = (float *)(mem + cbb);          /* [nC+1][K*V] chunk-start states, then h_T */
         float *dS = St + ((size_t)nC + 1) * KV;    /* [K*V] */
+        if (gi->states) {
+            St = (float *)gi->states + (size_t)bh * ((size_t)nC + 1) * KV;
+        }
         double *fin = (double *)(dS + KV);         /* [K] */
         double *run = fin + K;                     /* [K] */
-        /* 1. states at chunk starts */
-        if (in->h0) {
+        /* 1. states at chunk starts (unless saved by the forward) */
+        if (gi->states) {
+            /* nothing to do */
+        } else if (in->h0) {
             memcpy(St, LINA_STATE(in->h0, b, h, H, KV), KV * sizeof(float));
         } else {
             memset(St, 0, KV * sizeof(float));
         }
-        for (int ci = 0; ci < nC; ci++) {
+        for (int ci = 0; !gi->states && ci < nC; ci++) {
             int t0 = ci * C, L = T - t0 < C ? T - t0 : C;
             float *S0 = St + (size_t)ci * KV, *S1 = S0 + KV;
-            chunk_prepare(c, in, b, h, t0, L, &cb);
+            chunk_prepare(c, in, b, h, t0, L, &cb, 0);
             for (int i = 0; i < K; i++) {
                 const float e = cb.dec[i];
                 for (int j = 0; j < V; j++) {
@@ -710,7 +746,7 @@ static int dd_bwd_chunk(const dd_ctx *c, const lina_dd_in *in, const lina_dd_gra
             const float *Sin = St + (size_t)ci * KV;
             const float *v = LINA_ROW(in->v, b, t0, h, T, H, V);
             float *dv = LINA_ROW(go->dv, b, t0, h, T, H, V);
-            chunk_prepare(c, in, b, h, t0, L, &cb);
+            chunk_prepare(c, in, b, h, t0, L, &cb, 1);
             chunk_intra(c, in, b, h, t0, L, &cb);
             const float *dO = gi->do_ ? LINA_ROW(gi->do_, b, t0, h, T, H, V) : NULL;
             /* dv = A^T dO + Kd dS_out */
@@ -782,6 +818,83 @@ static int dd_bwd_chunk(const dd_ctx *c, const lina_dd_in *in, const lina_dd_gra
 
 /* ======================================================== recurrent backward */
 
+/* Sn = diag(a) Sp + k v^T on a K x W tile */
+static inline void rec_recompute(int K, int W, const float *restrict Sp, float *restrict Sn,
+                                 const float *restrict a, const float *restrict k,
+                                 const float *restrict v)
+{
+    for (int i = 0; i < K; i++) {
+        const float ai = a[i], ki = k[i];
+        const float *restrict p = Sp + (size_t)i * W;
+        float *restrict n = Sn + (size_t)i * W;
+        for (int j = 0; j < W; j++) {
+            n[j] = ai * p[j] + ki * v[j];
+        }
+    }
+}
+
+/* One step back on a K x W tile: R += s q do^T (R is now dL/dS_t);
+ * dq += s S_t do, dk += R v, dv = R^T k; then R = diag(a) R. */
+static inline void rec_bwd_step(int K, int W, float s, const float *restrict S, float *restrict R,
+                                const float *restrict a, const float *restrict q,
+                                const float *restrict k, const float *restrict v,
+                                const float *restrict dO, float *restrict dq, float *restrict dk,
+                                float *restrict dv)
+{
+#if defined(__AVX512F__)
+    if (W == VB) {
+        const __m512 z = _mm512_setzero_ps();
+        const __m512 d0 = dO ? _mm512_loadu_ps(dO) : z, d1 = dO ? _mm512_loadu_ps(dO + 16) : z;
+        const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
+        __m512 a0 = z, a1 = z;
+        for (int i = 0; i < K; i++) {
+            float *Ri = R + (size_t)i * VB;
+            const float *Si = S + (size_t)i * VB;
+            const __m512 qs = _mm512_set1_ps(s * q[i]), ki = _mm512_set1_ps(k[i]);
+            __m512 r0 = _mm512_fmadd_ps(qs, d0, _mm512_loadu_ps(Ri));
+            __m512 r1 = _mm512_fmadd_ps(qs, d1, _mm512_loadu_ps(Ri + 16));
+            __m512 sq = _mm512_fmadd_ps(_mm512_loadu_ps(Si), d0, _mm512_mul_ps(_mm512_loadu_ps(Si + 16), d1));
+            __m512 sk = _mm512_fmadd_ps(r0, v0, _mm512_mul_ps(r1, v1));
+            a0 = _mm512_fmadd_ps(r0, ki, a0);
+            a1 = _mm512_fmadd_ps(r1, ki, a1);
+            const __m512 ai = _mm512_set1_ps(a[i]);
+            _mm512_storeu_ps(Ri, _mm512_mul_ps(r0, ai));
+            _mm512_storeu_ps(Ri + 16, _mm512_mul_ps(r1, ai));
+            dq[i] += s * _mm512_reduce_add_ps(sq);
+            dk[i] += _mm512_reduce_add_ps(sk);
+        }
+        _mm512_storeu_ps(dv, a0);
+        _mm512_storeu_ps(dv + 16, a1);
+        return;
+    }
+#endif
+    float dvacc[VB];
+    for (int j = 0; j < W; j++) {
+        dvacc[j] = 0.0f;
+    }
+    for (int i = 0; i < K; i++) {
+        float *Ri = R + (size_t)i * W;
+        const float *Si = S + (size_t)i * W;
+        float qs = s * q[i], sdq = 0.0f, sdk = 0.0f;
+        for (int j = 0; j < W; j++) {
+            if (dO) {
+                Ri[j] += qs * dO[j];
+                sdq += Si[j] * dO[j];
+            }
+            sdk += Ri[j] * v[j];
+            dvacc[j] += Ri[j] * k[i];
+            Ri[j] *= a[i];
+        }
+        dq[i] += s * sdq;
+        dk[i] += sdk;
+    }
+    for (int j = 0; j < W; j++) {
+        dv[j] = dvacc[j];
+    }
+}
+
+
+
 static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd_grad_in *gi,
                             lina_dd_grad_out *go, double *hacc, lina_ws *ws)
 {
@@ -849,59 +962,19 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
                 int ts = sg * SEG, te = ts + SEG < T ? ts + SEG : T;
                 memcpy(Sx, ck + (size_t)sg * tile, (size_t)K * W * sizeof(float));
                 for (int t = ts; t < te; t++) {
-                    const float *Sp = Sx + (size_t)(t - ts) * tile;
-                    float *Sn = Sx + (size_t)(t - ts + 1) * tile;
                     dd_decay(c, b, t, h, a);
-                    const float *k = LINA_ROW(in->k, b, t, h, T, H, K);
-                    const float *v = LINA_ROW(in->v, b, t, h, T, H, V) + j0;
-                    for (int i = 0; i < K; i++) {
-                        for (int j = 0; j < W; j++) {
-                            Sn[(size_t)i * W + j] = a[i] * Sp[(size_t)i * W + j] + k[i] * v[j];
-                        }
-                    }
+                    rec_recompute(K, W, Sx + (size_t)(t - ts) * tile, Sx + (size_t)(t - ts + 1) * tile,
+                                  a, LINA_ROW(in->k, b, t, h, T, H, K),
+                                  LINA_ROW(in->v, b, t, h, T, H, V) + j0);
                 }
                 for (int t = te - 1; t >= ts; t--) {
-                    const float *Sn = Sx + (size_t)(t - ts + 1) * tile;
-                    const float *q = LINA_ROW(in->q, b, t, h, T, H, K);
-                    const float *k = LINA_ROW(in->k, b, t, h, T, H, K);
-                    const float *v = LINA_ROW(in->v, b, t, h, T, H, V) + j0;
-                    const float *dO = gi->do_ ? LINA_ROW(gi->do_, b, t, h, T, H, V) + j0 : NULL;
-                    float *dq = LINA_ROW(go->dq, b, t, h, T, H, K);
-                    float *dk = LINA_ROW(go->dk, b, t, h, T, H, K);
-                    float *dv = LINA_ROW(go->dv, b, t, h, T, H, V) + j0;
-                    float dvacc[VB];
-                    for (int j = 0; j < W; j++) {
-                        dvacc[j] = 0.0f;
-                    }
-                    for (int i = 0; i < K; i++) {
-                        float *Ri = R + (size_t)i * W;
-                        const float *Si = Sn + (size_t)i * W;
-                        float qs = c->s * q[i], sdq = 0.0f, sdk = 0.0f;
-                        if (dO) {
-                            for (int j = 0; j < W; j++) {
-                                Ri[j] += qs * dO[j];
-                                sdq += Si[j] * dO[j];
-                            }
-                        }
-                        for (int j = 0; j < W; j++) {
-                            sdk += Ri[j] * v[j];
-                            dvacc[j] += Ri[j] * k[i];
-                        }
-                        dq[i] += c->s * sdq;
-                        dk[i] += sdk;
-                    }
-                    for (int j = 0; j < W; j++) {
-                        dv[j] = dvacc[j];
-                    }
                     dd_decay(c, b, t, h, a);
-                    if (c->gk != LINA_GATE_NONE) {
-                        for (int i = 0; i < K; i++) {
-                            float *Ri = R + (size_t)i * W;
-                            for (int j = 0; j < W; j++) {
-                                Ri[j] *= a[i];
-                            }
-                        }
-                    }
+                    rec_bwd_step(K, W, c->s, Sx + (size_t)(t - ts + 1) * tile, R, a,
+                                 LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K),
+                                 LINA_ROW(in->v, b, t, h, T, H, V) + j0,
+                                 gi->do_ ? LINA_ROW(gi->do_, b, t, h, T, H, V) + j0 : NULL,
+                                 LINA_ROW(go->dq, b, t, h, T, H, K), LINA_ROW(go->dk, b, t, h, T, H, K),
+                                 LINA_ROW(go->dv, b, t, h, T, H, V) + j0);
                 }
             }
             if (go->dh0) {
@@ -1085,8 +1158,18 @@ static int dd_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
     if (!po || !pht) {
         return LINA_ENOMEM;
     }
-    lina_dd_out dout = {po, pht};
+    lina_dd_out dout = {po, pht, NULL};
     int rc;
+    /* the backward reuses the chunk-start states of the forward */
+    float *states = NULL;
+    if (o->backward && o->form == LINA_FORM_CHUNK) {
+        int64_t nst = (int64_t)lina_dd_states_size(&d);
+        states = lina_tset_out(out, "_states", 1, &nst);
+        if (!states) {
+            return LINA_ENOMEM;
+        }
+        dout.states = states;
+    }
     /* normaliser: the same engine on v = 1 (V = 1), state z */
     lina_tensor ones = {0}, num = {0}, den = {0};
     lina_dd_in zin = din;
@@ -1109,7 +1192,7 @@ static int dd_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
             rc = LINA_ENOMEM;
             goto done;
         }
-        lina_dd_out zout = {den.data, pzt};
+        lina_dd_out zout = {den.data, pzt, NULL};
         dout.o = num.data;
         if ((rc = lina_dd_fwd(&d, &din, &dout, o->form, ws)) ||
             (rc = lina_dd_fwd(&zd, &zin, &zout, o->form, ws))) {
@@ -1139,7 +1222,7 @@ static int dd_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
             rc = LINA_ENOMEM;
             goto done;
         }
-        lina_dd_grad_in gin = {dO->data, dht ? dht->data : NULL};
+        lina_dd_grad_in gin = {dO->data, dht ? dht->data : NULL, states};
         lina_dd_grad_out gout = {pdq, pdk, pdv, pdg, pdh0};
         if (!norm) {
             rc = lina_dd_bwd(&d, &din, &gin, &gout, o->form, ws);
@@ -1170,7 +1253,7 @@ static int dd_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
             rc = LINA_ENOMEM;
             goto nfree;
         }
-        lina_dd_grad_in zgin = {dden.data, dz ? dz->data : NULL};
+        lina_dd_grad_in zgin = {dden.data, dz ? dz->data : NULL, NULL};
         lina_dd_grad_out zgout = {zdq.data, zdk.data, zdv.data, NULL, pdz0};
         if ((rc = lina_dd_bwd(&zd, &zin, &zgin, &zgout, o->form, ws))) {
             goto nfree;
@@ -1246,10 +1329,15 @@ static int mk_gla(const lina_mix_dims *d, int bw, uint64_t s, lina_tset *in)
     return dd_make_inputs(DD_GLA, d, bw, s, in);
 }
 
-/* B*H*T*(2CK + 2CV + 4KV) */
+/* FLOPs of one forward call: chunk form B*H*T*(2CK + 2CV + 4KV), recurrent
+ * form 4*B*H*T*K*V (decay, update and readout of the state per token). The
+ * normaliser of linear_attn --normalize is not counted. */
 static double dd_flops(const lina_mix_dims *d, const lina_op_opts *o)
 {
     double C = o->chunk > 0 ? o->chunk : 64;
+    if (o->form == LINA_FORM_RECURRENT) {
+        return 4.0 * d->B * d->H * d->T * d->K * d->V;
+    }
     return (double)d->B * d->H * d->T * (2 * C * d->K + 2 * C * d->V + 4.0 * d->K * d->V);
 }
 
