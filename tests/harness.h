@@ -9,7 +9,7 @@
 
 static int th_failed;
 
-static void th_result(int ok, const char *fmt, ...)
+__attribute__((unused)) static void th_result(int ok, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -32,28 +32,28 @@ static void th_result(int ok, const char *fmt, ...)
         }                                                \
     } while (0)
 
-static int th_exit(void)
+__attribute__((unused)) static int th_exit(void)
 {
     return th_failed ? 1 : 0;
 }
 
 /* deterministic random numbers */
 static unsigned long long th_rng = 88172645463325252ull;
-static double th_uniform(double lo, double hi)
+__attribute__((unused)) static double th_uniform(double lo, double hi)
 {
     th_rng ^= th_rng << 13;
     th_rng ^= th_rng >> 7;
     th_rng ^= th_rng << 17;
     return lo + (hi - lo) * (double)(th_rng >> 11) * (1.0 / 9007199254740992.0);
 }
-static double th_normal(void)
+__attribute__((unused)) static double th_normal(void)
 {
     double u1 = th_uniform(1e-12, 1.0), u2 = th_uniform(0.0, 1.0);
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 /* max |a - b| / max(1, max |b|): the accuracy measure of OPS.md */
-static double th_relerr_fd(const float *a, const double *b, size_t n)
+__attribute__((unused)) static double th_relerr_fd(const float *a, const double *b, size_t n)
 {
     double m = 1.0, e = 0.0;
     for (size_t i = 0; i < n; i++) {

@@ -421,7 +421,6 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "lina: unknown command '%s'\n", cmd);
-    usage(stderr);
+    fprintf(stderr, "lina: unknown command '%s' (try 'lina help')\n", cmd);
     return 2;
 }

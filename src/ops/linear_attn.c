@@ -27,6 +27,7 @@
 #include "ops_internal.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -701,7 +702,7 @@ static int dd_bwd_chunk(const dd_ctx *c, const lina_dd_in *in, const lina_dd_gra
         if (gi->states) {
             St = (float *)gi->states + (size_t)bh * ((size_t)nC + 1) * KV;
         }
-        double *fin = (double *)(dS + KV);         /* [K] */
+        double *fin = (double *)(((uintptr_t)(dS + KV) + 63) & ~(uintptr_t)63); /* [K] */
         double *run = fin + K;                     /* [K] */
         /* 1. states at chunk starts (unless saved by the forward) */
         if (gi->states) {
@@ -919,7 +920,7 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         float *R = Sx + (size_t)(SEG + 1) * tile;         /* [tile] */
         float *a = R + tile;                              /* [K] */
         float *tmp = a + K;                               /* [K] */
-        double *fin = (double *)(tmp + K + 8);
+        double *fin = (double *)(((uintptr_t)(tmp + K) + 63) & ~(uintptr_t)63);
         double *run = fin + K;
         for (int t = 0; t < T; t++) {
             memset(LINA_ROW(go->dq, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
