@@ -150,8 +150,9 @@ typedef struct lina_dd_in {
 typedef struct lina_dd_out {
     float *o;                 /* [B,T,H,V] (required) */
     float *ht;                /* [B,H,K,V] or NULL */
-    float *states;            /* chunk form only, optional: [B,H,nC+1,K,V] states at the
-                                 chunk starts (nC = ceil(T/chunk)), for lina_dd_bwd */
+    float *states;            /* optional: [B,H,nC+1,K,V] states at the chunk starts
+                                 (t = 0, C, 2C, ...; nC = ceil(T/chunk)) and the final
+                                 state, written by either form, for lina_dd_bwd */
 } lina_dd_out;
 
 typedef struct lina_dd_grad_in {

@@ -176,13 +176,37 @@ static void compare(prob *p, lina_form form, int chunk, const char *tag)
     float *fdg = tof(NULL, p->ng), *fdh0 = tof(NULL, p->ns);
     lina_mix_dims d = {p->B, p->T, p->H, p->K, p->V, chunk, 0.0f};
     lina_dd_in in = {fq, fk, fv, (lina_gate_kind)gk, gk ? fg : NULL, fh0};
-    lina_dd_out out = {fo, fht};
+    lina_dd_out out = {fo, fht, NULL};
     lina_ws ws;
     lina_ws_init(&ws);
     int rc = lina_dd_fwd(&d, &in, &out, form, &ws);
-    lina_dd_grad_in gin = {fdo, fdht};
+    lina_dd_grad_in gin = {fdo, fdht, NULL};
     lina_dd_grad_out gout = {fdq, fdk, fdv, gk ? fdg : NULL, fh0 ? fdh0 : NULL};
     rc = rc ? rc : lina_dd_bwd(&d, &in, &gin, &gout, form, &ws);
+    /* again with the states saved by the forward: the same gradients */
+    size_t nst = lina_dd_states_size(&d);
+    float *st = tof(NULL, nst), *o2 = tof(NULL, p->nv);
+    float *g2[5] = {tof(NULL, p->nq), tof(NULL, p->nq), tof(NULL, p->nv), tof(NULL, p->ng), tof(NULL, p->ns)};
+    lina_dd_out out2 = {o2, NULL, st};
+    lina_dd_grad_in gin2 = {fdo, fdht, st};
+    lina_dd_grad_out gout2 = {g2[0], g2[1], g2[2], gk ? g2[3] : NULL, fh0 ? g2[4] : NULL};
+    rc = rc ? rc : lina_dd_fwd(&d, &in, &out2, form, &ws);
+    rc = rc ? rc : lina_dd_bwd(&d, &in, &gin2, &gout2, form, &ws);
+    double es = 0.0;
+    const float *g1[5] = {fdq, fdk, fdv, fdg, fdh0};
+    size_t gn[5] = {p->nq, p->nq, p->nv, gk ? p->ng : 0, fh0 ? p->ns : 0};
+    for (int x = 0; x < 5; x++) {
+        for (size_t i = 0; i < gn[x]; i++) {
+            es = fmax(es, fabs(g1[x][i] - g2[x][i]) / fmax(1.0, fabs(g1[x][i])));
+        }
+    }
+    for (size_t i = 0; i < p->nv; i++) {
+        es = fmax(es, fabs(fo[i] - o2[i]));
+    }
+    free(st); free(o2);
+    for (int x = 0; x < 5; x++) {
+        free(g2[x]);
+    }
     double ef = fmax(th_relerr_fd(fo, o, p->nv), th_relerr_fd(fht, ht, p->ns));
     double eg = fmax(th_relerr_fd(fdq, dq, p->nq), th_relerr_fd(fdk, dk, p->nq));
     eg = fmax(eg, th_relerr_fd(fdv, dv, p->nv));
@@ -192,10 +216,10 @@ static void compare(prob *p, lina_form form, int chunk, const char *tag)
     if (fh0) {
         eg = fmax(eg, th_relerr_fd(fdh0, dh0, p->ns));
     }
-    CHECK(rc == 0 && ef <= FWD_TOL && eg <= GRAD_TOL,
-          "%s %s gate=%s T=%d h0=%d C=%d: fwd err %.2e, grad err %.2e", tag,
+    CHECK(rc == 0 && ef <= FWD_TOL && eg <= GRAD_TOL && es <= 1e-5,
+          "%s %s gate=%s T=%d h0=%d C=%d: fwd err %.2e, grad err %.2e, saved-states diff %.1e", tag,
           form == LINA_FORM_CHUNK ? "chunk" : "recurrent", GK_NAME[gk], p->T, p->h0 != NULL,
-          chunk, ef, eg);
+          chunk, ef, eg, es);
     lina_ws_free(&ws);
     free(o); free(ht); free(dq); free(dk); free(dv); free(dg); free(dh0);
     free(fq); free(fk); free(fv); free(fg); free(fh0); free(fdo); free(fdht); free(fo); free(fht);
@@ -229,6 +253,7 @@ static void test_matrix(void)
             prob p;
             prob_init(&p, 1, 150, 2, 19, 37, gk, 3, 1);
             compare(&p, LINA_FORM_CHUNK, Cs[ci], "chunk-size");
+            compare(&p, LINA_FORM_RECURRENT, Cs[ci], "checkpoint-interval");
             prob_free(&p);
         }
     }
@@ -247,7 +272,7 @@ static void test_continue(void)
             float *o = tof(NULL, p.nv), *ht = tof(NULL, p.ns);
             lina_mix_dims d = {B, T, H, K, V, 0, 0.0f};
             lina_dd_in in = {fq, fk, fv, (lina_gate_kind)gk, gk ? fg : NULL, fh0};
-            lina_dd_out out = {o, ht};
+            lina_dd_out out = {o, ht, NULL};
             int rc = lina_dd_fwd(&d, &in, &out, (lina_form)form, NULL);
             /* split copies: [B,T1,...] and [B,T-T1,...] */
             int T2 = T - T1;
@@ -273,7 +298,7 @@ static void test_continue(void)
             lina_mix_dims d1 = {B, T1, H, K, V, 0, 0.0f}, d2 = {B, T2, H, K, V, 0, 0.0f};
             lina_dd_in in1 = {q1, k1, v1, (lina_gate_kind)gk, gk == 1 ? fg : gk ? g1 : NULL, fh0};
             lina_dd_in in2 = {q2, k2, v2, (lina_gate_kind)gk, gk == 1 ? fg : gk ? g2 : NULL, hm};
-            lina_dd_out out1 = {o1, hm}, out2 = {o2, he};
+            lina_dd_out out1 = {o1, hm, NULL}, out2 = {o2, he, NULL};
             rc = rc ? rc : lina_dd_fwd(&d1, &in1, &out1, (lina_form)form, NULL);
             rc = rc ? rc : lina_dd_fwd(&d2, &in2, &out2, (lina_form)form, NULL);
             double e = 0.0, m = 1.0;

@@ -32,7 +32,6 @@
 #include <string.h>
 
 #define VB 32     /* value columns per recurrent tile */
-#define SEG 32    /* recurrent backward: checkpoint interval */
 #define SUB 16    /* vector-gate sub-chunk */
 
 typedef struct dd_ctx {
@@ -163,11 +162,19 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
         }
         float *a = S + (size_t)K * VB;
         tile_load(S, in->h0 ? LINA_STATE(in->h0, b, h, H, (size_t)K * V) : NULL, K, V, j0, W);
+        const int C = c->C, nC = (T + C - 1) / C;
+        float *saved = out->states ? out->states + (size_t)bh * (nC + 1) * K * V : NULL;
         for (int t = 0; t < T; t++) {
+            if (saved && t % C == 0) {
+                tile_store(saved + (size_t)(t / C) * K * V, S, K, V, j0, W);
+            }
             dd_decay(c, b, t, h, a);
             rec_step_tile(K, W, S, a, LINA_ROW(in->k, b, t, h, T, H, K),
                           LINA_ROW(in->v, b, t, h, T, H, V) + j0, LINA_ROW(in->q, b, t, h, T, H, K),
                           c->s, LINA_ROW(out->o, b, t, h, T, H, V) + j0);
+        }
+        if (saved) {
+            tile_store(saved + (size_t)nC * K * V, S, K, V, j0, W);
         }
         if (out->ht) {
             tile_store(LINA_STATE(out->ht, b, h, H, (size_t)K * V), S, K, V, j0, W);
@@ -902,21 +909,24 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
     const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V;
     const size_t KV = (size_t)K * V;
     const int nvb = (V + VB - 1) / VB;
+    const int SEG = c->C; /* checkpoint interval = chunk size, as lina_dd_out.states */
     const int nseg = (T + SEG - 1) / SEG;
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
         const size_t tile = (size_t)K * VB;
-        size_t need = (tile * ((size_t)nseg + SEG + 2) + 2 * (size_t)K) * sizeof(float) +
+        const size_t nck = gi->states ? 0 : (size_t)nseg;
+        size_t need = (tile * (nck + SEG + 2) + 2 * (size_t)K) * sizeof(float) +
                       2 * (size_t)K * sizeof(double) + 256;
         float *mem = lina_ws_get(ws, lina_thread_id(), need);
         if (!mem) {
             rc = LINA_ENOMEM;
             continue;
         }
-        float *ck = mem;                                  /* [nseg][tile] */
-        float *Sx = ck + (size_t)nseg * tile;             /* [SEG+1][tile] */
+        float *ck = mem;                                  /* [nseg][tile] unless saved */
+        float *Sx = ck + nck * tile;                      /* [SEG+1][tile] */
+        const float *saved = gi->states ? gi->states + (size_t)bh * (nseg + 1) * KV : NULL;
         float *R = Sx + (size_t)(SEG + 1) * tile;         /* [tile] */
         float *a = R + tile;                              /* [K] */
         float *tmp = a + K;                               /* [K] */
@@ -935,8 +945,8 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
             const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
             /* forward with checkpoints; Sx[0] is the running state */
             float *S = Sx;
-            tile_load(S, h0, K, V, j0, W);
-            for (int t = 0; t < T; t++) {
+            tile_load(S, saved ? saved + (size_t)nseg * KV : h0, K, V, j0, W);
+            for (int t = 0; !saved && t < T; t++) {
                 if (t % SEG == 0) {
                     memcpy(ck + (size_t)(t / SEG) * tile, S, (size_t)K * W * sizeof(float));
                 }
@@ -961,7 +971,11 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
             }
             for (int sg = nseg - 1; sg >= 0; sg--) {
                 int ts = sg * SEG, te = ts + SEG < T ? ts + SEG : T;
-                memcpy(Sx, ck + (size_t)sg * tile, (size_t)K * W * sizeof(float));
+                if (saved) {
+                    tile_load(Sx, saved + (size_t)sg * KV, K, V, j0, W);
+                } else {
+                    memcpy(Sx, ck + (size_t)sg * tile, (size_t)K * W * sizeof(float));
+                }
                 for (int t = ts; t < te; t++) {
                     dd_decay(c, b, t, h, a);
                     rec_recompute(K, W, Sx + (size_t)(t - ts) * tile, Sx + (size_t)(t - ts + 1) * tile,
@@ -1163,7 +1177,7 @@ static int dd_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
     int rc;
     /* the backward reuses the chunk-start states of the forward */
     float *states = NULL;
-    if (o->backward && o->form == LINA_FORM_CHUNK) {
+    if (o->backward) {
         int64_t nst = (int64_t)lina_dd_states_size(&d);
         states = lina_tset_out(out, "_states", 1, &nst);
         if (!states) {
