@@ -15,7 +15,7 @@ BLAS_LIB ?= -lopenblas
 CFLAGS_BASE = -std=c11 -ffp-contract=fast -D_DEFAULT_SOURCE -Wall -Wextra -fopenmp -fPIC -Iinclude -I$(BLAS_INC)
 CFLAGS  ?= $(OPT) $(ARCH) -g
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
-LDLIBS  = $(BLAS_LIB) -fopenmp -lm
+LDLIBS  = $(BLAS_LIB) -lcjson -fopenmp -lm
 
 SRC     = $(wildcard src/*/*.c)
 OBJ     = $(SRC:%.c=$(BUILD)/%.o)

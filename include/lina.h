@@ -109,6 +109,214 @@ int lina_npy_write(const char *path, const lina_tensor *t);
 /* Parse an in-memory .npy image; `name` is used in messages. */
 int lina_npy_parse(const void *buf, size_t len, const char *name, lina_tensor *out);
 
+/* ------------------------------------------------------------ safetensors */
+
+/*
+ * Named tensors with names of any length ("model.layers.11.attn.q_proj.weight")
+ * plus string metadata: the in-memory form of a safetensors file. Entries keep
+ * their insertion (file) order; names are unique. Initialise with
+ * lina_tdict_init (or zero it) and release with lina_tdict_free. (lina_tset,
+ * with its 16-character names, stays the exchange form of `lina op`.)
+ */
+typedef struct lina_tdict {
+    int n, cap;
+    char **names;             /* [n], owned */
+    lina_tensor *t;           /* [n], owned */
+    int nmeta, meta_cap;
+    char **meta_keys;         /* [nmeta], owned */
+    char **meta_vals;         /* [nmeta], owned */
+} lina_tdict;
+
+void lina_tdict_init(lina_tdict *d);
+void lina_tdict_free(lina_tdict *d);
+/* Append a tensor. On success the dict owns t->data and *t is zeroed; on
+ * failure (empty or duplicate name, no memory) the caller still owns it. */
+int lina_tdict_add(lina_tdict *d, const char *name, lina_tensor *t);
+/* Index of `name`, or -1. */
+int lina_tdict_index(const lina_tdict *d, const char *name);
+lina_tensor *lina_tdict_find(lina_tdict *d, const char *name);
+const lina_tensor *lina_tdict_cfind(const lina_tdict *d, const char *name);
+/* Metadata value of `key`, or NULL. */
+const char *lina_tdict_meta(const lina_tdict *d, const char *key);
+/* Set (or replace) a metadata entry; both strings are copied. */
+int lina_tdict_set_meta(lina_tdict *d, const char *key, const char *value);
+
+/*
+ * safetensors files: u64 little-endian header length N, an N-byte JSON header
+ * {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__":
+ * {string: string}}, then the data buffer.
+ *
+ * Reading converts F32, BF16, F16 and F64 tensors to float32. Opening
+ * validates the whole header first: header length against the file size,
+ * well-formed JSON, field types, non-negative integral shapes whose byte size
+ * does not overflow, every known safetensors dtype (other dtypes such as I64
+ * can be listed but not loaded), offsets inside the data buffer,
+ * end - begin == numel * dtype size, unique names, no two tensors sharing a
+ * byte (gaps are allowed). Any violation fails with LINA_EFORMAT and a
+ * message naming the file, the tensor and the problem; nothing is ever read
+ * outside the validated ranges.
+ */
+typedef enum lina_st_dtype {
+    LINA_ST_F32 = 0,
+    LINA_ST_BF16 = 1          /* written with round-to-nearest-even */
+} lina_st_dtype;
+
+/* lina_st_read flags */
+#define LINA_ST_SKIP_UNSUPPORTED 1u /* skip tensors whose dtype cannot be read as float32 */
+
+/* Read a whole file into *out (initialised here; freed on failure). A tensor
+ * of an unsupported dtype fails the read unless LINA_ST_SKIP_UNSUPPORTED. */
+int lina_st_read(const char *path, lina_tdict *out, unsigned flags);
+
+/* An open, validated file: list the tensors, then load the ones you want
+ * straight into your own buffers (a model's parameter views) without a copy
+ * of the whole file in memory. */
+typedef struct lina_st_file lina_st_file;
+int lina_st_open(const char *path, lina_st_file **out);
+/* The same for an in-memory image of a file; `buf` must outlive the handle;
+ * `name` is used in messages. */
+int lina_st_open_mem(const void *buf, size_t len, const char *name, lina_st_file **out);
+void lina_st_close(lina_st_file *f);
+int lina_st_count(const lina_st_file *f);
+/* Index of the tensor called `name`, or -1. Tensors are in header order. */
+int lina_st_find(const lina_st_file *f, const char *name);
+const char *lina_st_name(const lina_st_file *f, int i);
+/* The dtype string as in the file ("F32", "BF16", "I64", ...). */
+const char *lina_st_dtype_name(const lina_st_file *f, int i);
+/* Writes the shape, returns the rank (negative on a bad index). */
+int lina_st_shape(const lina_st_file *f, int i, int64_t shape[LINA_MAX_DIMS]);
+int64_t lina_st_numel(const lina_st_file *f, int i);
+/* Load tensor i converted to float32 into dst, which holds exactly n floats
+ * (n must equal the tensor's element count). */
+int lina_st_load(const lina_st_file *f, int i, float *dst, int64_t n);
+int lina_st_meta_count(const lina_st_file *f);
+const char *lina_st_meta_key(const lina_st_file *f, int i);
+/* Metadata value of `key`, or NULL. */
+const char *lina_st_meta(const lina_st_file *f, const char *key);
+
+/* A tensor to write: borrowed name, shape and data. */
+typedef struct lina_st_view {
+    const char *name;
+    int ndim;
+    int64_t shape[LINA_MAX_DIMS];
+    const float *data;
+} lina_st_view;
+
+/* Write n tensors in the order given (data laid out back to back in that
+ * order), all as `dtype`, with nmeta metadata pairs meta[2i] = key,
+ * meta[2i+1] = value (meta may be NULL when nmeta is 0). The header is padded
+ * with spaces to a multiple of 8 bytes. Written atomically: temporary file,
+ * fsync, rename (then the directory is fsynced). Names must be unique,
+ * non-empty and not "__metadata__". */
+int lina_st_write(const char *path, const lina_st_view *v, int n, const char *const *meta, int nmeta,
+                  lina_st_dtype dtype);
+/* Write every tensor and metadata entry of d, in d's order. */
+int lina_st_write_dict(const char *path, const lina_tdict *d, lina_st_dtype dtype);
+
+/* ----------------------------------------------------------- model config */
+
+/*
+ * An HF-style config.json as flash-linear-attention writes it (model_type
+ * selects the class; ../shared/spec/MIXERS.md section 15.1). Keys missing from
+ * the file take FLA's class defaults for that model_type; keys that the class
+ * does not have are ignored (as are HF's own: architectures, torch_dtype, ...).
+ * "null" in the file is kept as the sentinel noted on each field.
+ */
+typedef enum lina_model_type {
+    LINA_MODEL_GLA = 0,            /* "gla" */
+    LINA_MODEL_DELTA_NET = 1,      /* "delta_net" */
+    LINA_MODEL_GATED_DELTANET = 2, /* "gated_deltanet" */
+    LINA_MODEL_RETNET = 3,         /* "retnet" */
+    LINA_MODEL_LINEAR_ATTN = 4,    /* "linear_attn" */
+    LINA_MODEL_TRANSFORMER = 5,    /* "transformer" */
+    LINA_MODEL_HGRN2 = 6,          /* "hgrn2" */
+    LINA_MODEL_COUNT = 7
+} lina_model_type;
+
+#define LINA_CONFIG_MAX_LAYERS 1024
+
+typedef struct lina_config {
+    lina_model_type model_type;
+    /* every model */
+    int hidden_size;               /* D */
+    int num_hidden_layers;         /* L (<= LINA_CONFIG_MAX_LAYERS) */
+    int num_heads;                 /* H; hgrn2: null -> hidden_size / expand_ratio */
+    int vocab_size;
+    double hidden_ratio;           /* 0 = null (the MLP then uses 4) */
+    int intermediate_size;         /* 0 = null: FLA's rule, lina_config_mlp_size() */
+    double norm_eps;
+    char hidden_act[16];           /* "swish" */
+    int max_position_embeddings;
+    int elementwise_affine;        /* null reads as 0 (not for delta_net / gated_deltanet) */
+    int tie_word_embeddings;
+    double initializer_range;
+    int use_cache;
+    int pad_token_id, bos_token_id, eos_token_id; /* -1 = null */
+    int fuse_norm, fuse_swiglu, fuse_cross_entropy, fuse_linear_cross_entropy, use_l2warp;
+    int attnres_block_size;        /* 0 = null; a non-null value is rejected (unsupported) */
+    /* linear-attention family (not transformer) */
+    char attn_mode[24];            /* "chunk", "fused_chunk", "fused_recurrent", ... */
+    double expand_k;               /* gla, delta_net, retnet, linear_attn */
+    double expand_v;               /* gla, delta_net, gated_deltanet, retnet, linear_attn */
+    int num_kv_heads;              /* gla, retnet, linear_attn, transformer; 0 = null (= num_heads) */
+    int head_dim;                  /* gated_deltanet: key dim per head */
+    int num_v_heads;               /* gated_deltanet: 0 = null (= num_heads) */
+    int use_short_conv, conv_size; /* gla, delta_net, gated_deltanet, retnet, hgrn2 */
+    int use_output_gate;           /* gla, retnet */
+    int use_gate;                  /* delta_net, gated_deltanet */
+    int use_beta, use_output_norm; /* delta_net */
+    int allow_neg_eigval;          /* delta_net, gated_deltanet */
+    char qk_norm[8];               /* delta_net: "l2" | "sum"; transformer: "rms" (true) or "" (false) */
+    char qk_activation[16];        /* delta_net: "silu" | "relu" | "elu" | "identity" */
+    char feature_map[32];          /* gla, retnet, linear_attn; "" = null */
+    int has_clamp_min;             /* gla: clamp_min given (not null) */
+    double clamp_min;
+    int use_gk, use_gv;            /* gla (ignored by FLA's current layer) */
+    int tie_feature_map_qk, norm_q, norm_k, norm_feature_map; /* linear_attn */
+    int expand_ratio, use_lower_bound; /* hgrn2 */
+    /* transformer attention */
+    int qkv_bias;
+    int window_size;               /* 0 = null (no window) */
+    double rope_theta;             /* 0 = null */
+    /* hybrid softmax-attention layers: key "attn" (not for transformer) */
+    struct {
+        int enabled;               /* "attn" present and not null */
+        int n_layers;
+        int layers[LINA_CONFIG_MAX_LAYERS]; /* layer indices, ascending, unique */
+        int num_heads;
+        int num_kv_heads;          /* defaults to num_heads */
+        int qkv_bias;
+        int window_size;           /* 0 = null */
+        double rope_theta;         /* default 10000 */
+    } attn;
+} lina_config;
+
+/* "gla", ...; NULL for an invalid value. */
+const char *lina_model_type_name(lina_model_type t);
+/* Fill *c with FLA's class defaults for model type t. */
+int lina_config_default(lina_config *c, lina_model_type t);
+/* Parse config.json text (len bytes); `name` is used in messages. Unknown
+ * model_type, wrong JSON types (e.g. "hidden_size": "2048"), out-of-range or
+ * inconsistent values fail with LINA_EFORMAT and a message naming the key. */
+int lina_config_parse(const char *json, size_t len, const char *name, lina_config *c);
+int lina_config_read(const char *path, lina_config *c);
+/* Check ranges and divisibility (head dims, kv groups, attn layers). */
+int lina_config_validate(const lina_config *c, const char *name);
+/* The config as JSON text: model_type, architectures and every key of the
+ * class (malloc'd; NULL with an error set on failure). */
+char *lina_config_json(const lina_config *c);
+/* Write config.json atomically (temporary file, fsync, rename). */
+int lina_config_write(const char *path, const lina_config *c);
+/* GatedMLP width (FLA's rule): intermediate_size if > 0, else
+ * 256 * ceil(floor(D * hidden_ratio * 2/3) / 256), hidden_ratio <= 0 (null)
+ * meaning 4. D=2048 ratio 4 -> 5632; D=1024 -> 2816. -1 if it overflows. */
+int lina_mlp_width(int hidden_size, double hidden_ratio, int intermediate_size);
+/* lina_mlp_width of the config's hidden_size, hidden_ratio, intermediate_size. */
+int lina_config_mlp_size(const lina_config *c);
+/* Non-zero when layer i is a softmax-attention layer of a hybrid (always
+ * for transformer). */
+int lina_config_is_attn_layer(const lina_config *c, int i);
+
 /* ------------------------------------------------------ mixer kernels */
 
 typedef enum lina_form {
@@ -200,8 +408,10 @@ void lina_retention_gates(int H, float *g_head);
  * Forms: RECURRENT (row by row, state tiled over value columns; the decode
  * path) and CHUNK (WY/UT transform over chunks of d->chunk interleaved rows,
  * then one pass over chunks carrying the state). The backward passes
- * recompute: the chunk form keeps only chunk-start states (plus per-chunk
- * O(T*(V+C)) intermediates), the recurrent one a checkpoint every 32 rows.
+ * recompute: the chunk form keeps only chunk-start states plus O(T*n*(V+C))
+ * per-row values (or takes them from the forward's optional cache), the
+ * recurrent one a checkpoint every 32 rows. The two forms agree to float32
+ * round-off for beta in (0, 2) and log gates down to -20 per step.
  */
 typedef struct lina_delta_in {
     const float *q;           /* [B,T,H,K] */
@@ -216,11 +426,16 @@ typedef struct lina_delta_in {
 typedef struct lina_delta_out {
     float *o;                 /* [B,T,H,V] (required) */
     float *ht;                /* [B,H,K,V] or NULL */
+    float *cache;             /* CHUNK form, optional: lina_delta_cache_floats() floats that
+                                 lina_delta_fwd fills for lina_delta_bwd (NULL: none) */
 } lina_delta_out;
 
 typedef struct lina_delta_grad_in {
     const float *do_;         /* [B,T,H,V] or NULL (zero) */
     const float *dht;         /* [B,H,K,V] or NULL (zero) */
+    const float *cache;       /* CHUNK form, optional: the cache lina_delta_fwd filled for the
+                                 same dims, chunk size and inputs; the backward then skips
+                                 its recompute pass over the chunks. NULL: recompute. */
 } lina_delta_grad_in;
 
 typedef struct lina_delta_grad_out {
@@ -235,6 +450,10 @@ int lina_delta_fwd(const lina_mix_dims *d, const lina_delta_in *in, lina_delta_o
 int lina_delta_bwd(const lina_mix_dims *d, const lina_delta_in *in,
                    const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form,
                    lina_ws *ws);
+/* Size in floats of the chunk-form cache (chunk-start states, the rows' WY
+ * values U and the chunks' (I + A)^{-1}): B*H*((nc+1)*K*V + T*n*V + nc*C*C),
+ * nc = ceil(T*n / C), C = d->chunk (64 when <= 0); 0 for bad dims. */
+size_t lina_delta_cache_floats(const lina_mix_dims *d, int n);
 
 /* ------------------------------------ mLSTM, softmax attention and LION */
 

@@ -1,0 +1,968 @@
+/* config.c -- HF-style config.json (flash-linear-attention classes) <-> lina_config.
+ *
+ * One table lists every key, the lina_config field it fills, its JSON type and
+ * the model types whose class has it; the reader and the writer both walk the
+ * table, so whatever is written reads back identically. Defaults are FLA's
+ * class defaults (../shared/spec/MIXERS.md section 15.1).
+ */
+#include "lina.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CFG_MAX_FILE (16u * 1024u * 1024u)
+
+/* model-type masks */
+#define M_GLA (1u << LINA_MODEL_GLA)
+#define M_DN (1u << LINA_MODEL_DELTA_NET)
+#define M_GDN (1u << LINA_MODEL_GATED_DELTANET)
+#define M_RET (1u << LINA_MODEL_RETNET)
+#define M_LA (1u << LINA_MODEL_LINEAR_ATTN)
+#define M_TR (1u << LINA_MODEL_TRANSFORMER)
+#define M_HG (1u << LINA_MODEL_HGRN2)
+#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG)
+#define M_LIN (M_ALL & ~M_TR)
+
+static const char *const type_names[LINA_MODEL_COUNT] = {
+    "gla", "delta_net", "gated_deltanet", "retnet", "linear_attn", "transformer", "hgrn2",
+};
+static const char *const arch_names[LINA_MODEL_COUNT] = {
+    "GLAForCausalLM",         "DeltaNetForCausalLM",    "GatedDeltaNetForCausalLM", "RetNetForCausalLM",
+    "LinearAttentionForCausalLM", "TransformerForCausalLM", "HGRN2ForCausalLM",
+};
+
+const char *lina_model_type_name(lina_model_type t)
+{
+    return ((int)t >= 0 && t < LINA_MODEL_COUNT) ? type_names[t] : NULL;
+}
+
+/* ------------------------------------------------------------ key table */
+
+enum {
+    K_INT,    /* integer */
+    K_NINT,   /* integer or null (null -> nullv) */
+    K_DBL,    /* number */
+    K_NDBL,   /* number or null (null -> 0) */
+    K_OPTDBL, /* number or null, with a has-flag int at off2 */
+    K_BOOL,   /* true/false */
+    K_NBOOL,  /* true/false/null (null -> 0) */
+    K_STR,    /* string */
+    K_NSTR,   /* string or null (null -> "") */
+    K_QKBOOL  /* transformer qk_norm: bool stored as "rms" / "" */
+};
+
+#define W_SKIPNULL 1 /* do not write the key when it is null */
+
+typedef struct keydesc {
+    const char *key;
+    int kind;
+    size_t off, size;
+    unsigned types;
+    int nullv;
+    size_t off2;
+    int flags;
+} keydesc;
+
+#define FLD(f) offsetof(lina_config, f), sizeof(((lina_config *)0)->f)
+
+static const keydesc keys[] = {
+    {"attn_mode", K_STR, FLD(attn_mode), M_LIN, 0, 0, 0},
+    {"hidden_size", K_INT, FLD(hidden_size), M_ALL, 0, 0, 0},
+    {"expand_k", K_DBL, FLD(expand_k), M_GLA | M_DN | M_RET | M_LA, 0, 0, 0},
+    {"expand_v", K_DBL, FLD(expand_v), M_GLA | M_DN | M_GDN | M_RET | M_LA, 0, 0, 0},
+    {"head_dim", K_INT, FLD(head_dim), M_GDN, 0, 0, 0},
+    {"num_heads", K_NINT, FLD(num_heads), M_ALL, 0, 0, 0},
+    {"num_v_heads", K_NINT, FLD(num_v_heads), M_GDN, 0, 0, 0},
+    {"num_kv_heads", K_NINT, FLD(num_kv_heads), M_GLA | M_RET | M_LA | M_TR, 0, 0, 0},
+    {"expand_ratio", K_NINT, FLD(expand_ratio), M_HG, 0, 0, 0},
+    {"hidden_ratio", K_NDBL, FLD(hidden_ratio), M_ALL, 0, 0, 0},
+    {"intermediate_size", K_NINT, FLD(intermediate_size), M_ALL, 0, 0, 0},
+    {"num_hidden_layers", K_INT, FLD(num_hidden_layers), M_ALL, 0, 0, 0},
+    {"feature_map", K_NSTR, FLD(feature_map), M_GLA | M_RET | M_LA, 0, 0, 0},
+    {"tie_feature_map_qk", K_BOOL, FLD(tie_feature_map_qk), M_LA, 0, 0, 0},
+    {"norm_q", K_BOOL, FLD(norm_q), M_LA, 0, 0, 0},
+    {"norm_k", K_BOOL, FLD(norm_k), M_LA, 0, 0, 0},
+    {"norm_feature_map", K_BOOL, FLD(norm_feature_map), M_LA, 0, 0, 0},
+    {"use_short_conv", K_BOOL, FLD(use_short_conv), M_GLA | M_DN | M_GDN | M_RET | M_HG, 0, 0, 0},
+    {"conv_size", K_INT, FLD(conv_size), M_GLA | M_DN | M_GDN | M_RET | M_HG, 0, 0, 0},
+    {"use_output_gate", K_BOOL, FLD(use_output_gate), M_GLA | M_RET, 0, 0, 0},
+    {"use_gate", K_BOOL, FLD(use_gate), M_DN | M_GDN, 0, 0, 0},
+    {"use_beta", K_BOOL, FLD(use_beta), M_DN, 0, 0, 0},
+    {"use_output_norm", K_BOOL, FLD(use_output_norm), M_DN, 0, 0, 0},
+    {"allow_neg_eigval", K_BOOL, FLD(allow_neg_eigval), M_DN | M_GDN, 0, 0, 0},
+    {"qk_norm", K_STR, FLD(qk_norm), M_DN, 0, 0, 0},
+    {"qk_norm", K_QKBOOL, FLD(qk_norm), M_TR, 0, 0, 0},
+    {"qk_activation", K_STR, FLD(qk_activation), M_DN, 0, 0, 0},
+    {"clamp_min", K_OPTDBL, FLD(clamp_min), M_GLA, 0, offsetof(lina_config, has_clamp_min), 0},
+    {"use_gk", K_BOOL, FLD(use_gk), M_GLA, 0, 0, 0},
+    {"use_gv", K_BOOL, FLD(use_gv), M_GLA, 0, 0, 0},
+    {"use_lower_bound", K_BOOL, FLD(use_lower_bound), M_HG, 0, 0, 0},
+    {"qkv_bias", K_BOOL, FLD(qkv_bias), M_TR, 0, 0, 0},
+    {"window_size", K_NINT, FLD(window_size), M_TR, 0, 0, 0},
+    {"rope_theta", K_NDBL, FLD(rope_theta), M_TR, 0, 0, 0},
+    {"hidden_act", K_STR, FLD(hidden_act), M_ALL, 0, 0, 0},
+    {"max_position_embeddings", K_INT, FLD(max_position_embeddings), M_ALL, 0, 0, 0},
+    {"elementwise_affine", K_NBOOL, FLD(elementwise_affine), M_GLA | M_RET | M_LA | M_TR | M_HG, 0, 0, 0},
+    {"norm_eps", K_DBL, FLD(norm_eps), M_ALL, 0, 0, 0},
+    {"use_cache", K_BOOL, FLD(use_cache), M_ALL, 0, 0, 0},
+    {"pad_token_id", K_NINT, FLD(pad_token_id), M_ALL, -1, 0, 0},
+    {"bos_token_id", K_NINT, FLD(bos_token_id), M_ALL, -1, 0, 0},
+    {"eos_token_id", K_NINT, FLD(eos_token_id), M_ALL, -1, 0, 0},
+    {"tie_word_embeddings", K_BOOL, FLD(tie_word_embeddings), M_ALL, 0, 0, 0},
+    {"initializer_range", K_DBL, FLD(initializer_range), M_ALL, 0, 0, 0},
+    {"fuse_norm", K_BOOL, FLD(fuse_norm), M_ALL, 0, 0, 0},
+    {"fuse_swiglu", K_BOOL, FLD(fuse_swiglu), M_ALL, 0, 0, 0},
+    {"fuse_cross_entropy", K_BOOL, FLD(fuse_cross_entropy), M_ALL, 0, 0, 0},
+    {"fuse_linear_cross_entropy", K_BOOL, FLD(fuse_linear_cross_entropy), M_ALL, 0, 0, 0},
+    {"use_l2warp", K_BOOL, FLD(use_l2warp), M_ALL, 0, 0, 0},
+    {"vocab_size", K_INT, FLD(vocab_size), M_ALL, 0, 0, 0},
+    {"attnres_block_size", K_NINT, FLD(attnres_block_size), M_ALL, 0, 0, W_SKIPNULL},
+};
+#define NKEYS ((int)(sizeof keys / sizeof keys[0]))
+
+/* ------------------------------------------------------------ defaults */
+
+static void set_str(char *dst, size_t cap, const char *s)
+{
+    snprintf(dst, cap, "%s", s);
+}
+
+int lina_config_default(lina_config *c, lina_model_type t)
+{
+    if ((int)t < 0 || t >= LINA_MODEL_COUNT) {
+        return lina_set_error(LINA_EINVAL, "unknown model type %d", (int)t);
+    }
+    memset(c, 0, sizeof *c);
+    c->model_type = t;
+    c->hidden_size = 2048;
+    c->num_hidden_layers = 24;
+    c->num_heads = 4;
+    c->vocab_size = 32000;
+    c->hidden_ratio = 4;
+    c->intermediate_size = 0;
+    c->norm_eps = 1e-6;
+    set_str(c->hidden_act, sizeof c->hidden_act, "swish");
+    c->max_position_embeddings = 2048;
+    c->elementwise_affine = 1;
+    c->tie_word_embeddings = 0;
+    c->initializer_range = 0.02;
+    c->use_cache = 1;
+    c->pad_token_id = -1;
+    c->bos_token_id = 1;
+    c->eos_token_id = 2;
+    c->fuse_norm = 1;
+    c->fuse_swiglu = 1;
+    c->fuse_cross_entropy = 1;
+    c->fuse_linear_cross_entropy = 0;
+    c->use_l2warp = 0;
+    set_str(c->attn_mode, sizeof c->attn_mode, "chunk");
+    c->expand_k = 1.0;
+    c->expand_v = 1.0;
+    c->conv_size = 4;
+    c->attn.rope_theta = 10000.0;
+    switch (t) {
+    case LINA_MODEL_GLA:
+        c->expand_k = 0.5;
+        c->use_output_gate = 1;
+        c->use_gk = 1;
+        break;
+    case LINA_MODEL_DELTA_NET:
+        c->num_heads = 16;
+        c->use_short_conv = 1;
+        c->use_beta = 1;
+        c->use_output_norm = 1;
+        set_str(c->qk_norm, sizeof c->qk_norm, "l2");
+        set_str(c->qk_activation, sizeof c->qk_activation, "silu");
+        break;
+    case LINA_MODEL_GATED_DELTANET:
+        c->num_hidden_layers = 21;
+        c->num_heads = 6;
+        c->head_dim = 256;
+        c->expand_v = 2.0;
+        c->use_gate = 1;
+        c->use_short_conv = 1;
+        break;
+    case LINA_MODEL_RETNET:
+        c->num_heads = 8;
+        c->expand_v = 2.0;
+        c->hidden_ratio = 2;
+        c->use_output_gate = 1;
+        break;
+    case LINA_MODEL_LINEAR_ATTN:
+        set_str(c->attn_mode, sizeof c->attn_mode, "fused_chunk");
+        set_str(c->feature_map, sizeof c->feature_map, "elementwise_product");
+        break;
+    case LINA_MODEL_TRANSFORMER:
+        c->num_heads = 32;
+        c->attn_mode[0] = '\0';
+        c->rope_theta = 10000.0;
+        break;
+    case LINA_MODEL_HGRN2:
+        c->num_heads = 0; /* derived from expand_ratio */
+        c->expand_ratio = 128;
+        c->use_lower_bound = 1;
+        break;
+    default:
+        break;
+    }
+    return LINA_OK;
+}
+
+/* ------------------------------------------------------------- reading */
+
+static const char *json_type(const cJSON *it)
+{
+    if (cJSON_IsNull(it)) {
+        return "null";
+    }
+    if (cJSON_IsBool(it)) {
+        return "a boolean";
+    }
+    if (cJSON_IsNumber(it)) {
+        return "a number";
+    }
+    if (cJSON_IsString(it)) {
+        return "a string";
+    }
+    if (cJSON_IsArray(it)) {
+        return "an array";
+    }
+    if (cJSON_IsObject(it)) {
+        return "an object";
+    }
+    return "invalid";
+}
+
+/* integral JSON number that fits in int */
+static int get_int(const cJSON *it, int *v)
+{
+    if (!cJSON_IsNumber(it)) {
+        return 0;
+    }
+    double x = it->valuedouble;
+    if (!(x >= (double)INT_MIN && x <= (double)INT_MAX) || x != floor(x)) {
+        return 0;
+    }
+    *v = (int)x;
+    return 1;
+}
+
+static int read_key(const keydesc *k, const cJSON *it, lina_config *c, const char *name, const char *where)
+{
+    char *base = (char *)c;
+    void *p = base + k->off;
+    int isnull = cJSON_IsNull(it);
+    switch (k->kind) {
+    case K_INT:
+    case K_NINT:
+        if (isnull && k->kind == K_NINT) {
+            *(int *)p = k->nullv;
+            return LINA_OK;
+        }
+        if (!get_int(it, (int *)p)) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"%s%s\" must be an integer%s (got %s)", name, where,
+                                  k->key, k->kind == K_NINT ? " or null" : "",
+                                  cJSON_IsNumber(it) ? "a non-integral or out-of-range number" : json_type(it));
+        }
+        if (k->kind == K_NINT && *(int *)p < 0) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"%s%s\" must not be negative (got %d)", name, where,
+                                  k->key, *(int *)p);
+        }
+        return LINA_OK;
+    case K_DBL:
+    case K_NDBL:
+    case K_OPTDBL:
+        if (isnull && k->kind != K_DBL) {
+            *(double *)p = 0.0;
+            if (k->kind == K_OPTDBL) {
+                *(int *)(base + k->off2) = 0;
+            }
+            return LINA_OK;
+        }
+        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"%s%s\" must be a number%s (got %s)", name, where, k->key,
+                                  k->kind == K_DBL ? "" : " or null", json_type(it));
+        }
+        *(double *)p = it->valuedouble;
+        if (k->kind == K_OPTDBL) {
+            *(int *)(base + k->off2) = 1;
+        }
+        return LINA_OK;
+    case K_BOOL:
+    case K_NBOOL:
+    case K_QKBOOL:
+        if (isnull && k->kind == K_NBOOL) {
+            *(int *)p = 0;
+            return LINA_OK;
+        }
+        if (!cJSON_IsBool(it)) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"%s%s\" must be true or false (got %s)", name, where,
+                                  k->key, json_type(it));
+        }
+        if (k->kind == K_QKBOOL) {
+            snprintf((char *)p, k->size, "%s", cJSON_IsTrue(it) ? "rms" : "");
+        } else {
+            *(int *)p = cJSON_IsTrue(it) ? 1 : 0;
+        }
+        return LINA_OK;
+    case K_STR:
+    case K_NSTR:
+        if (isnull && k->kind == K_NSTR) {
+            ((char *)p)[0] = '\0';
+            return LINA_OK;
+        }
+        if (!cJSON_IsString(it)) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"%s%s\" must be a string%s (got %s)", name, where, k->key,
+                                  k->kind == K_NSTR ? " or null" : "", json_type(it));
+        }
+        if (strlen(it->valuestring) >= k->size) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"%s%s\" is too long (\"%.40s\")", name, where, k->key,
+                                  it->valuestring);
+        }
+        snprintf((char *)p, k->size, "%s", it->valuestring);
+        return LINA_OK;
+    default:
+        return lina_set_error(LINA_EINVAL, "internal: bad key kind");
+    }
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+static int read_attn(const cJSON *a, lina_config *c, const char *name)
+{
+    if (cJSON_IsNull(a)) {
+        c->attn.enabled = 0;
+        return LINA_OK;
+    }
+    if (!cJSON_IsObject(a)) {
+        return lina_set_error(LINA_EFORMAT, "%s: \"attn\" must be an object or null (got %s)", name, json_type(a));
+    }
+    c->attn.enabled = 1;
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(a, "layers");
+    const cJSON *nh = cJSON_GetObjectItemCaseSensitive(a, "num_heads");
+    if (!layers) {
+        return lina_set_error(LINA_EFORMAT, "%s: \"attn\" needs \"layers\" (the softmax-attention layer indices)",
+                              name);
+    }
+    if (!nh) {
+        return lina_set_error(LINA_EFORMAT, "%s: \"attn\" needs \"num_heads\"", name);
+    }
+    if (!cJSON_IsArray(layers)) {
+        return lina_set_error(LINA_EFORMAT, "%s: \"attn.layers\" must be an array of integers (got %s)", name,
+                              json_type(layers));
+    }
+    if (cJSON_GetArraySize(layers) > LINA_CONFIG_MAX_LAYERS) {
+        return lina_set_error(LINA_EFORMAT, "%s: \"attn.layers\" has more than %d entries", name,
+                              LINA_CONFIG_MAX_LAYERS);
+    }
+    c->attn.n_layers = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, layers)
+    {
+        int v;
+        if (!get_int(it, &v)) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"attn.layers\" entries must be integers (got %s)", name,
+                                  json_type(it));
+        }
+        c->attn.layers[c->attn.n_layers++] = v;
+    }
+    qsort(c->attn.layers, (size_t)c->attn.n_layers, sizeof(int), cmp_int);
+    static const keydesc ak[] = {
+        {"num_heads", K_INT, offsetof(lina_config, attn.num_heads), sizeof(int), M_ALL, 0, 0, 0},
+        {"num_kv_heads", K_NINT, offsetof(lina_config, attn.num_kv_heads), sizeof(int), M_ALL, 0, 0, 0},
+        {"qkv_bias", K_BOOL, offsetof(lina_config, attn.qkv_bias), sizeof(int), M_ALL, 0, 0, 0},
+        {"window_size", K_NINT, offsetof(lina_config, attn.window_size), sizeof(int), M_ALL, 0, 0, 0},
+        {"rope_theta", K_NDBL, offsetof(lina_config, attn.rope_theta), sizeof(double), M_ALL, 0, 0, 0},
+    };
+    c->attn.num_kv_heads = 0;
+    c->attn.qkv_bias = 0;
+    c->attn.window_size = 0;
+    c->attn.rope_theta = 10000.0;
+    for (size_t i = 0; i < sizeof ak / sizeof ak[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(a, ak[i].key);
+        if (v) {
+            int rc = read_key(&ak[i], v, c, name, "attn.");
+            if (rc) {
+                return rc;
+            }
+        }
+    }
+    if (c->attn.num_kv_heads == 0) {
+        c->attn.num_kv_heads = c->attn.num_heads;
+    }
+    return LINA_OK;
+}
+
+int lina_config_parse(const char *json, size_t len, const char *name, lina_config *c)
+{
+    memset(c, 0, sizeof *c);
+    if (!name) {
+        name = "config.json";
+    }
+    const char *end = NULL;
+    cJSON *root = json ? cJSON_ParseWithLengthOpts(json, len, &end, 0) : NULL;
+    if (!root) {
+        size_t pos = (json && end && end >= json && end <= json + len) ? (size_t)(end - json) : 0;
+        return lina_set_error(LINA_EFORMAT, "%s: not valid JSON (error near byte %zu)", name, pos);
+    }
+    for (const char *p = end; p && p < json + len; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '\0') {
+            cJSON_Delete(root);
+            return lina_set_error(LINA_EFORMAT, "%s: unexpected text after the JSON object", name);
+        }
+    }
+    int rc = LINA_OK;
+    if (!cJSON_IsObject(root)) {
+        rc = lina_set_error(LINA_EFORMAT, "%s: must be a JSON object", name);
+        goto done;
+    }
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (!mt) {
+        rc = lina_set_error(LINA_EFORMAT, "%s: missing \"model_type\"", name);
+        goto done;
+    }
+    if (!cJSON_IsString(mt)) {
+        rc = lina_set_error(LINA_EFORMAT, "%s: \"model_type\" must be a string (got %s)", name, json_type(mt));
+        goto done;
+    }
+    int t = -1;
+    for (int i = 0; i < LINA_MODEL_COUNT; i++) {
+        if (strcmp(mt->valuestring, type_names[i]) == 0) {
+            t = i;
+        }
+    }
+    if (t < 0) {
+        rc = lina_set_error(LINA_EFORMAT,
+                            "%s: unknown model_type \"%.40s\" (supported: gla, delta_net, gated_deltanet, "
+                            "retnet, linear_attn, transformer, hgrn2)",
+                            name, mt->valuestring);
+        goto done;
+    }
+    lina_config_default(c, (lina_model_type)t);
+    unsigned mask = 1u << t;
+    for (int i = 0; i < NKEYS && !rc; i++) {
+        if (!(keys[i].types & mask)) {
+            continue;
+        }
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, keys[i].key);
+        if (it) {
+            rc = read_key(&keys[i], it, c, name, "");
+        }
+    }
+    if (!rc && (mask & M_LIN)) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "attn");
+        if (a) {
+            rc = read_attn(a, c, name);
+        }
+    }
+    if (!rc && t == LINA_MODEL_HGRN2) {
+        /* FLA: one of expand_ratio / num_heads given; the other is derived */
+        if (c->num_heads == 0 && c->expand_ratio == 0) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: hgrn2 needs \"num_heads\" or \"expand_ratio\"", name);
+        } else if (c->num_heads == 0) {
+            c->num_heads = c->hidden_size / c->expand_ratio;
+        } else if (c->expand_ratio == 0) {
+            c->expand_ratio = c->hidden_size / c->num_heads;
+        }
+    }
+    if (!rc) {
+        rc = lina_config_validate(c, name);
+    }
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
+int lina_config_read(const char *path, lina_config *c)
+{
+    memset(c, 0, sizeof *c);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        return lina_set_error(LINA_EIO, "%s: cannot open (%s)", path, strerror(errno));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return lina_set_error(LINA_EIO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > CFG_MAX_FILE) {
+        close(fd);
+        return lina_set_error(LINA_EFORMAT, "%s: too large for a config file (%lld bytes)", path,
+                              (long long)st.st_size);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        return lina_set_error(LINA_ENOMEM, "%s: out of memory", path);
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != n) {
+        free(buf);
+        return lina_set_error(LINA_EIO, "%s: read error", path);
+    }
+    buf[n] = '\0';
+    int rc = lina_config_parse(buf, n, path, c);
+    free(buf);
+    return rc;
+}
+
+/* ----------------------------------------------------------- validation */
+
+static int head_split(const char *name, const char *what, int total, int heads)
+{
+    if (total < 1 || heads < 1 || total % heads != 0) {
+        return lina_set_error(LINA_EFORMAT, "%s: %s (%d) is not a positive multiple of the number of heads (%d)",
+                              name, what, total, heads);
+    }
+    return LINA_OK;
+}
+
+int lina_config_validate(const lina_config *c, const char *name)
+{
+    if (!name) {
+        name = "config";
+    }
+    if ((int)c->model_type < 0 || c->model_type >= LINA_MODEL_COUNT) {
+        return lina_set_error(LINA_EFORMAT, "%s: invalid model type %d", name, (int)c->model_type);
+    }
+    if (c->hidden_size < 1) {
+        return lina_set_error(LINA_EFORMAT, "%s: hidden_size must be >= 1 (got %d)", name, c->hidden_size);
+    }
+    if (c->num_hidden_layers < 1 || c->num_hidden_layers > LINA_CONFIG_MAX_LAYERS) {
+        return lina_set_error(LINA_EFORMAT, "%s: num_hidden_layers must be in [1, %d] (got %d)", name,
+                              LINA_CONFIG_MAX_LAYERS, c->num_hidden_layers);
+    }
+    if (c->num_heads < 1) {
+        return lina_set_error(LINA_EFORMAT, "%s: num_heads must be >= 1 (got %d)", name, c->num_heads);
+    }
+    if (c->vocab_size < 1) {
+        return lina_set_error(LINA_EFORMAT, "%s: vocab_size must be >= 1 (got %d)", name, c->vocab_size);
+    }
+    if (!(c->norm_eps > 0.0) || !isfinite(c->norm_eps)) {
+        return lina_set_error(LINA_EFORMAT, "%s: norm_eps must be positive (got %g)", name, c->norm_eps);
+    }
+    if (!(c->hidden_ratio >= 0.0) || c->intermediate_size < 0 || lina_config_mlp_size(c) < 1) {
+        return lina_set_error(LINA_EFORMAT, "%s: hidden_ratio / intermediate_size give no MLP width", name);
+    }
+    if (strcmp(c->hidden_act, "swish") != 0 && strcmp(c->hidden_act, "silu") != 0) {
+        return lina_set_error(LINA_EFORMAT, "%s: hidden_act \"%s\" is not supported (swish)", name, c->hidden_act);
+    }
+    if (c->attnres_block_size != 0) {
+        return lina_set_error(LINA_EFORMAT, "%s: attnres_block_size is not supported (must be null)", name);
+    }
+    if (c->conv_size < 1) {
+        return lina_set_error(LINA_EFORMAT, "%s: conv_size must be >= 1 (got %d)", name, c->conv_size);
+    }
+    if (c->pad_token_id < -1 || c->bos_token_id < -1 || c->eos_token_id < -1) {
+        return lina_set_error(LINA_EFORMAT, "%s: token ids must be >= 0 or null", name);
+    }
+    int H = c->num_heads, D = c->hidden_size;
+    int nkv = c->num_kv_heads ? c->num_kv_heads : H;
+    int rc = LINA_OK;
+    switch (c->model_type) {
+    case LINA_MODEL_GLA:
+    case LINA_MODEL_DELTA_NET:
+    case LINA_MODEL_RETNET:
+    case LINA_MODEL_LINEAR_ATTN: {
+        if (!(c->expand_k > 0.0) || !(c->expand_v > 0.0)) {
+            return lina_set_error(LINA_EFORMAT, "%s: expand_k and expand_v must be positive", name);
+        }
+        int kd = (int)(D * c->expand_k), vd = (int)(D * c->expand_v);
+        rc = head_split(name, "key dim hidden_size*expand_k", kd, H);
+        rc = rc ? rc : head_split(name, "value dim hidden_size*expand_v", vd, H);
+        if (!rc && (nkv < 1 || H % nkv != 0)) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: num_heads (%d) is not a multiple of num_kv_heads (%d)", name, H,
+                                nkv);
+        }
+        if (!rc && c->model_type == LINA_MODEL_DELTA_NET) {
+            if (strcmp(c->qk_norm, "l2") != 0 && strcmp(c->qk_norm, "sum") != 0) {
+                rc = lina_set_error(LINA_EFORMAT, "%s: qk_norm \"%s\" is not one of l2, sum", name, c->qk_norm);
+            } else if (strcmp(c->qk_activation, "silu") != 0 && strcmp(c->qk_activation, "relu") != 0 &&
+                       strcmp(c->qk_activation, "elu") != 0 && strcmp(c->qk_activation, "identity") != 0) {
+                rc = lina_set_error(LINA_EFORMAT, "%s: qk_activation \"%s\" is not one of silu, relu, elu, identity",
+                                    name, c->qk_activation);
+            }
+        }
+        break;
+    }
+    case LINA_MODEL_GATED_DELTANET: {
+        if (c->head_dim < 1 || !(c->expand_v > 0.0)) {
+            return lina_set_error(LINA_EFORMAT, "%s: head_dim and expand_v must be positive", name);
+        }
+        double hv = c->head_dim * c->expand_v;
+        if (hv != floor(hv) || hv < 1) {
+            return lina_set_error(LINA_EFORMAT, "%s: head_dim * expand_v (%g) is not an integer", name, hv);
+        }
+        int nv = c->num_v_heads ? c->num_v_heads : H;
+        if (nv % H != 0) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: num_v_heads (%d) is not a multiple of num_heads (%d)", name, nv,
+                                H);
+        }
+        break;
+    }
+    case LINA_MODEL_TRANSFORMER:
+        rc = head_split(name, "hidden_size", D, H);
+        if (!rc && (nkv < 1 || H % nkv != 0)) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: num_heads (%d) is not a multiple of num_kv_heads (%d)", name, H,
+                                nkv);
+        }
+        if (!rc && c->window_size < 0) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: window_size must be positive or null", name);
+        }
+        break;
+    case LINA_MODEL_HGRN2:
+        rc = head_split(name, "hidden_size", D, H);
+        if (!rc && c->expand_ratio < 1) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: expand_ratio must be >= 1", name);
+        }
+        break;
+    default:
+        break;
+    }
+    if (rc) {
+        return rc;
+    }
+    if (c->attn.enabled) {
+        if (c->model_type == LINA_MODEL_TRANSFORMER) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"attn\" (hybrid layers) does not apply to transformer", name);
+        }
+        if (c->attn.n_layers < 0 || c->attn.n_layers > LINA_CONFIG_MAX_LAYERS) {
+            return lina_set_error(LINA_EFORMAT, "%s: bad attn layer count", name);
+        }
+        for (int i = 0; i < c->attn.n_layers; i++) {
+            int l = c->attn.layers[i];
+            if (l < 0 || l >= c->num_hidden_layers) {
+                return lina_set_error(LINA_EFORMAT, "%s: attn layer %d is out of range [0, %d)", name, l,
+                                      c->num_hidden_layers);
+            }
+            if (i && c->attn.layers[i - 1] >= l) {
+                return lina_set_error(LINA_EFORMAT, "%s: attn layer %d is listed twice (or unsorted)", name, l);
+            }
+        }
+        int ah = c->attn.num_heads, akv = c->attn.num_kv_heads ? c->attn.num_kv_heads : ah;
+        rc = head_split(name, "hidden_size (attn layers)", D, ah);
+        if (!rc && (akv < 1 || ah % akv != 0)) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: attn.num_heads (%d) is not a multiple of attn.num_kv_heads (%d)",
+                                name, ah, akv);
+        }
+        if (!rc && (c->attn.window_size < 0 || !(c->attn.rope_theta >= 0.0))) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: attn.window_size / attn.rope_theta out of range", name);
+        }
+    }
+    return rc;
+}
+
+int lina_mlp_width(int hidden_size, double hidden_ratio, int intermediate_size)
+{
+    if (intermediate_size > 0) {
+        return intermediate_size;
+    }
+    double ratio = hidden_ratio > 0.0 ? hidden_ratio : 4.0;
+    double w = floor((double)hidden_size * ratio * 2.0 / 3.0);
+    if (!(w >= 0.0) || w > (double)INT_MAX - 256.0) {
+        return -1;
+    }
+    long long iw = (long long)w;
+    return (int)(256 * ((iw + 255) / 256));
+}
+
+int lina_config_mlp_size(const lina_config *c)
+{
+    return lina_mlp_width(c->hidden_size, c->hidden_ratio, c->intermediate_size);
+}
+
+int lina_config_is_attn_layer(const lina_config *c, int i)
+{
+    if (c->model_type == LINA_MODEL_TRANSFORMER) {
+        return 1;
+    }
+    if (!c->attn.enabled) {
+        return 0;
+    }
+    for (int j = 0; j < c->attn.n_layers; j++) {
+        if (c->attn.layers[j] == i) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* -------------------------------------------------------------- writing */
+
+typedef struct sbuf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (b->oom) {
+        return;
+    }
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 2048;
+        while (cap < b->n + n + 1) {
+            cap *= 2;
+        }
+        char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n + 1);
+    b->n += n;
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+    char esc[8];
+    sb_add(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            esc[2] = '\0';
+        } else if (*p < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", *p);
+        } else {
+            esc[0] = (char)*p;
+            esc[1] = '\0';
+        }
+        sb_add(b, esc);
+    }
+    sb_add(b, "\"");
+}
+
+static void sb_int(sbuf *b, int v)
+{
+    char t[24];
+    snprintf(t, sizeof t, "%d", v);
+    sb_add(b, t);
+}
+
+/* shortest representation that reads back exactly; always with a '.' or exponent */
+static void sb_dbl(sbuf *b, double v)
+{
+    char t[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(t, sizeof t, "%.*g", prec, v);
+        if (strtod(t, NULL) == v) {
+            break;
+        }
+    }
+    if (!strpbrk(t, ".eEn")) {
+        strcat(t, ".0");
+    }
+    sb_add(b, t);
+}
+
+static void write_key(sbuf *b, const keydesc *k, const lina_config *c, const char *indent)
+{
+    const char *base = (const char *)c;
+    const void *p = base + k->off;
+    sb_add(b, indent);
+    sb_str(b, k->key);
+    sb_add(b, ": ");
+    switch (k->kind) {
+    case K_INT:
+        sb_int(b, *(const int *)p);
+        break;
+    case K_NINT:
+        if (*(const int *)p == k->nullv) {
+            sb_add(b, "null");
+        } else {
+            sb_int(b, *(const int *)p);
+        }
+        break;
+    case K_DBL:
+        sb_dbl(b, *(const double *)p);
+        break;
+    case K_NDBL:
+        if (*(const double *)p == 0.0) {
+            sb_add(b, "null");
+        } else {
+            sb_dbl(b, *(const double *)p);
+        }
+        break;
+    case K_OPTDBL:
+        if (!*(const int *)(base + k->off2)) {
+            sb_add(b, "null");
+        } else {
+            sb_dbl(b, *(const double *)p);
+        }
+        break;
+    case K_BOOL:
+    case K_NBOOL:
+        sb_add(b, *(const int *)p ? "true" : "false");
+        break;
+    case K_QKBOOL:
+        sb_add(b, ((const char *)p)[0] ? "true" : "false");
+        break;
+    case K_STR:
+        sb_str(b, (const char *)p);
+        break;
+    case K_NSTR:
+        if (((const char *)p)[0]) {
+            sb_str(b, (const char *)p);
+        } else {
+            sb_add(b, "null");
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+char *lina_config_json(const lina_config *c)
+{
+    if ((int)c->model_type < 0 || c->model_type >= LINA_MODEL_COUNT) {
+        lina_set_error(LINA_EINVAL, "invalid model type %d", (int)c->model_type);
+        return NULL;
+    }
+    sbuf b = {0};
+    unsigned mask = 1u << c->model_type;
+    sb_add(&b, "{\n  \"model_type\": ");
+    sb_str(&b, type_names[c->model_type]);
+    sb_add(&b, ",\n  \"architectures\": [");
+    sb_str(&b, arch_names[c->model_type]);
+    sb_add(&b, "]");
+    for (int i = 0; i < NKEYS; i++) {
+        if (!(keys[i].types & mask)) {
+            continue;
+        }
+        if ((keys[i].flags & W_SKIPNULL) && *(const int *)((const char *)c + keys[i].off) == keys[i].nullv) {
+            continue;
+        }
+        sb_add(&b, ",\n");
+        write_key(&b, &keys[i], c, "  ");
+    }
+    if (mask & M_LIN) {
+        sb_add(&b, ",\n  \"attn\": ");
+        if (!c->attn.enabled) {
+            sb_add(&b, "null");
+        } else {
+            sb_add(&b, "{\n    \"layers\": [");
+            for (int i = 0; i < c->attn.n_layers; i++) {
+                if (i) {
+                    sb_add(&b, ", ");
+                }
+                sb_int(&b, c->attn.layers[i]);
+            }
+            sb_add(&b, "],\n    \"num_heads\": ");
+            sb_int(&b, c->attn.num_heads);
+            sb_add(&b, ",\n    \"num_kv_heads\": ");
+            sb_int(&b, c->attn.num_kv_heads ? c->attn.num_kv_heads : c->attn.num_heads);
+            sb_add(&b, ",\n    \"qkv_bias\": ");
+            sb_add(&b, c->attn.qkv_bias ? "true" : "false");
+            sb_add(&b, ",\n    \"window_size\": ");
+            if (c->attn.window_size) {
+                sb_int(&b, c->attn.window_size);
+            } else {
+                sb_add(&b, "null");
+            }
+            sb_add(&b, ",\n    \"rope_theta\": ");
+            if (c->attn.rope_theta != 0.0) {
+                sb_dbl(&b, c->attn.rope_theta);
+            } else {
+                sb_add(&b, "null");
+            }
+            sb_add(&b, "\n  }");
+        }
+    }
+    sb_add(&b, "\n}\n");
+    if (b.oom) {
+        free(b.p);
+        lina_set_error(LINA_ENOMEM, "out of memory (config JSON)");
+        return NULL;
+    }
+    return b.p;
+}
+
+int lina_config_write(const char *path, const lina_config *c)
+{
+    int rc = lina_config_validate(c, path);
+    if (rc) {
+        return rc;
+    }
+    char *js = lina_config_json(c);
+    if (!js) {
+        return LINA_ENOMEM;
+    }
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 32);
+    if (!tmp) {
+        free(js);
+        return lina_set_error(LINA_ENOMEM, "out of memory");
+    }
+    snprintf(tmp, plen + 32, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        int e = errno;
+        free(js);
+        free(tmp);
+        return lina_set_error(LINA_EIO, "%s: cannot create (%s)", path, strerror(e));
+    }
+    size_t n = strlen(js), off = 0;
+    int ok = 1;
+    while (off < n) {
+        ssize_t w = write(fd, js + off, n - off);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            ok = 0;
+            break;
+        }
+        off += (size_t)w;
+    }
+    int e = ok ? 0 : errno;
+    if (ok && fsync(fd) != 0) {
+        ok = 0;
+        e = errno;
+    }
+    if (close(fd) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        unlink(tmp);
+        rc = lina_set_error(LINA_EIO, "%s: write failed (%s)", path, e ? strerror(e) : "short write");
+    }
+    free(js);
+    free(tmp);
+    return rc;
+}

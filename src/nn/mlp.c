@@ -1,0 +1,105 @@
+/* mlp.c -- SiLU, SwiGLU and FLA's GatedMLP (y = W_down(silu(W_gate x) * W_up x)),
+ * forward and backward. */
+#include "nn.h"
+
+#include "../ops/ops_internal.h"
+
+#include <math.h>
+
+static inline float sigmoidf_(float x)
+{
+    return 1.0f / (1.0f + expf(-x));
+}
+
+/* --------------------------------------------------------------- SiLU */
+
+/* y, x [n] */
+void lina_silu_forward(float *y, const float *x, size_t n)
+{
+#pragma omp parallel for if (n >= 65536)
+    for (size_t i = 0; i < n; i++) {
+        y[i] = x[i] * sigmoidf_(x[i]);
+    }
+}
+
+/* dx [n] += dy * s (1 + x (1 - s)), s = sigmoid(x) */
+void lina_silu_backward(float *dx, const float *dy, const float *x, size_t n)
+{
+#pragma omp parallel for if (n >= 65536)
+    for (size_t i = 0; i < n; i++) {
+        float s = sigmoidf_(x[i]);
+        dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
+    }
+}
+
+/* ------------------------------------------------------------- SwiGLU */
+
+/* h, gate, up [n] */
+void lina_swiglu_forward(float *h, const float *gate, const float *up, size_t n)
+{
+#pragma omp parallel for if (n >= 65536)
+    for (size_t i = 0; i < n; i++) {
+        h[i] = gate[i] * sigmoidf_(gate[i]) * up[i];
+    }
+}
+
+/* dgate, dup [n] accumulate (either may be NULL) */
+void lina_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n)
+{
+#pragma omp parallel for if (n >= 65536)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], s = sigmoidf_(g);
+        if (dgate) {
+            dgate[i] += dh[i] * up[i] * s * (1.0f + g * (1.0f - s));
+        }
+        if (dup) {
+            dup[i] += dh[i] * g * s;
+        }
+    }
+}
+
+/* ---------------------------------------------------------- GatedMLP */
+
+/* y [N,D]; gate, up, h [N,I]; x [N,D]; Wg, Wu [I,D]; Wd [D,I] */
+void lina_gated_mlp_forward(float *y, float *gate, float *up, float *h, const float *x, const float *Wg,
+                            const float *Wu, const float *Wd, int N, int D, int I)
+{
+    lina_linear_forward(gate, x, Wg, NULL, N, D, I);
+    lina_linear_forward(up, x, Wu, NULL, N, D, I);
+    lina_swiglu_forward(h, gate, up, (size_t)N * I);
+    lina_linear_forward(y, h, Wd, NULL, N, I, D);
+}
+
+int lina_gated_mlp_backward(float *dx, float *dWg, float *dWu, float *dWd, const float *dy, const float *x,
+                            const float *gate, const float *up, const float *h, const float *Wg, const float *Wu,
+                            const float *Wd, int N, int D, int I, lina_ws *ws)
+{
+    /* dWd [D,I] += dy^T h */
+    if (dWd) {
+        lina_sgemm(1, 0, D, I, N, 1.0f, dy, D, h, I, 1.0f, dWd, I);
+    }
+    if (!dx && !dWg && !dWu) {
+        return LINA_OK;
+    }
+    lina_ws_scope sc;
+    int rc = lina_ws_scope_open(&sc, ws, 1);
+    float *dg = rc ? NULL : lina_ws_get(sc.ws, 0, 2 * (size_t)N * (size_t)I * sizeof(float));
+    if (!dg) {
+        lina_ws_scope_close(&sc);
+        return rc ? rc : LINA_ENOMEM;
+    }
+    float *du = dg + (size_t)N * I; /* [N,I] each */
+    /* dh [N,I] = dy Wd, into dg; then dgate in place and dup */
+    lina_sgemm(0, 0, N, I, D, 1.0f, dy, D, Wd, I, 0.0f, dg, I);
+    size_t n = (size_t)N * I;
+#pragma omp parallel for if (n >= 65536)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], s = sigmoidf_(g), dh = dg[i];
+        du[i] = dh * g * s;
+        dg[i] = dh * up[i] * s * (1.0f + g * (1.0f - s));
+    }
+    lina_linear_backward(dx, dWg, NULL, dg, x, Wg, N, D, I);
+    lina_linear_backward(dx, dWu, NULL, du, x, Wu, N, D, I);
+    lina_ws_scope_close(&sc);
+    return LINA_OK;
+}

@@ -1,0 +1,177 @@
+/* norm.c -- RMSNorm, FusedRMSNormGated (norm * w * silu(g)) and L2Norm,
+ * forward and backward. Row statistics in double. */
+#include "nn.h"
+
+#include <math.h>
+
+#define COLS 64
+
+static inline float sigmoidf_(float x)
+{
+    return 1.0f / (1.0f + expf(-x));
+}
+
+/* ---------------------------------------------------------------- RMSNorm
+ * shared by the plain and the gated form: g == NULL means no gate */
+
+/* y [N,D] = x * rstd * w (+ b) (* silu(g));  rstd [N] */
+static void rms_fwd(float *y, float *rstd, const float *x, const float *g, const float *w, const float *b, int N,
+                    int D, float eps)
+{
+#pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * D;
+        float *yr = y + (size_t)n * D;
+        double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < D; i++) {
+            ss += (double)xr[i] * xr[i];
+        }
+        float r = (float)(1.0 / sqrt(ss / D + (double)eps));
+        if (rstd) {
+            rstd[n] = r;
+        }
+        const float *gr = g ? g + (size_t)n * D : NULL;
+        for (int i = 0; i < D; i++) {
+            float v = xr[i] * r;
+            v = w ? v * w[i] : v;
+            v = b ? v + b[i] : v;
+            if (gr) {
+                v *= gr[i] * sigmoidf_(gr[i]);
+            }
+            yr[i] = v;
+        }
+    }
+}
+
+/* cotangent of the normalised-and-scaled value n = x*rstd*w: dy, or dy*silu(g) */
+static inline float rms_dn(const float *dy, const float *g, size_t k)
+{
+    return g ? dy[k] * g[k] * sigmoidf_(g[k]) : dy[k];
+}
+
+static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy, const float *x, const float *g,
+                    const float *w, const float *rstd, int N, int D)
+{
+    if (dx || dg) {
+#pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
+        for (int n = 0; n < N; n++) {
+            size_t o = (size_t)n * D;
+            float r = rstd[n];
+            if (dg) {
+                for (int i = 0; i < D; i++) {
+                    float gv = g[o + i], s = sigmoidf_(gv);
+                    float nv = x[o + i] * r * (w ? w[i] : 1.0f);
+                    dg[o + i] += dy[o + i] * nv * s * (1.0f + gv * (1.0f - s));
+                }
+            }
+            if (dx) {
+                double m = 0.0;
+#pragma omp simd reduction(+ : m)
+                for (int i = 0; i < D; i++) {
+                    float gi = rms_dn(dy, g, o + i) * (w ? w[i] : 1.0f);
+                    m += (double)gi * x[o + i];
+                }
+                float mm = (float)(m * r / D); /* mean(g * xhat) */
+                for (int i = 0; i < D; i++) {
+                    float gi = rms_dn(dy, g, o + i) * (w ? w[i] : 1.0f);
+                    dx[o + i] += r * (gi - x[o + i] * r * mm);
+                }
+            }
+        }
+    }
+    if (dw || db) {
+        int nb = (D + COLS - 1) / COLS;
+#pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
+        for (int cb = 0; cb < nb; cb++) {
+            int c0 = cb * COLS, c1 = c0 + COLS < D ? c0 + COLS : D;
+            float aw[COLS] = {0}, ab[COLS] = {0};
+            for (int n = 0; n < N; n++) {
+                size_t o = (size_t)n * D;
+                for (int c = c0; c < c1; c++) {
+                    float dn = rms_dn(dy, g, o + c);
+                    aw[c - c0] += dn * x[o + c] * rstd[n];
+                    ab[c - c0] += dn;
+                }
+            }
+            for (int c = c0; c < c1; c++) {
+                if (dw) {
+                    dw[c] += aw[c - c0];
+                }
+                if (db) {
+                    db[c] += ab[c - c0];
+                }
+            }
+        }
+    }
+}
+
+/* y, x [N,D]; w, b [D] or NULL; rstd [N] */
+void lina_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, const float *b, int N, int D,
+                          float eps)
+{
+    rms_fwd(y, rstd, x, NULL, w, b, N, D, eps);
+}
+
+/* dx [N,D], dw [D], db [D] accumulate */
+void lina_rmsnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                           const float *rstd, int N, int D)
+{
+    rms_bwd(dx, NULL, w ? dw : NULL, db, dy, x, NULL, w, rstd, N, D);
+}
+
+/* y, x, g [N,D]; w [D] or NULL; rstd [N] */
+void lina_rmsnorm_gated_forward(float *y, float *rstd, const float *x, const float *g, const float *w, int N,
+                                int D, float eps)
+{
+    rms_fwd(y, rstd, x, g, w, NULL, N, D, eps);
+}
+
+/* dx, dg [N,D], dw [D] accumulate */
+void lina_rmsnorm_gated_backward(float *dx, float *dg, float *dw, const float *dy, const float *x, const float *g,
+                                 const float *w, const float *rstd, int N, int D)
+{
+    rms_bwd(dx, dg, w ? dw : NULL, NULL, dy, x, g, w, rstd, N, D);
+}
+
+/* ---------------------------------------------------------------- L2Norm */
+
+/* y, x [N,D]; rnorm [N] */
+void lina_l2norm_forward(float *y, float *rnorm, const float *x, int N, int D, float eps)
+{
+#pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * D;
+        float *yr = y + (size_t)n * D;
+        double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < D; i++) {
+            ss += (double)xr[i] * xr[i];
+        }
+        float r = (float)(1.0 / sqrt(ss + (double)eps));
+        if (rnorm) {
+            rnorm[n] = r;
+        }
+        for (int i = 0; i < D; i++) {
+            yr[i] = xr[i] * r;
+        }
+    }
+}
+
+/* dx [N,D] += (dy - y (y.dy)) * rnorm */
+void lina_l2norm_backward(float *dx, const float *dy, const float *y, const float *rnorm, int N, int D)
+{
+#pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * D;
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (int i = 0; i < D; i++) {
+            s += (double)y[o + i] * dy[o + i];
+        }
+        float sf = (float)s, r = rnorm[n];
+        for (int i = 0; i < D; i++) {
+            dx[o + i] += (dy[o + i] - y[o + i] * sf) * r;
+        }
+    }
+}

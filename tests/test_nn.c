@@ -1,0 +1,848 @@
+/* test_nn.c -- the shared layer blocks (src/nn): every forward against a
+ * double-precision reference written here, every backward against central
+ * finite differences of that reference; ShortConvolution decode steps and
+ * prefill + continue against one full forward; RoPE position offsets;
+ * cross-entropy stability and ignored targets; gradient accumulation; and
+ * bit-identical parameter gradients for 1 and 2 threads. */
+#include "harness.h"
+#include "lina.h"
+#include "../src/nn/nn.h"
+
+#include <string.h>
+
+#define FWD_TOL 1e-5
+#define GRAD_TOL 2e-5
+#define FD_H 1e-6
+
+/* ------------------------------------------------ finite-difference rig */
+
+#define MAXIN 6
+
+typedef struct prob prob;
+typedef void (*ref_fn)(const prob *p, double *out);
+
+struct prob {
+    int nin;
+    const char *names[MAXIN];
+    double *in[MAXIN];
+    size_t n[MAXIN];
+    size_t nout;
+    double *dy;     /* cotangent of the output */
+    ref_fn ref;
+    int dims[8];    /* block-specific sizes */
+    double eps;     /* block-specific constant */
+    int act;
+    const int32_t *ids;
+};
+
+static double *dalloc(size_t n)
+{
+    return calloc(n ? n : 1, sizeof(double));
+}
+
+static float *falloc(size_t n)
+{
+    return calloc(n ? n : 1, sizeof(float));
+}
+
+static double *drand(size_t n, double lo, double hi)
+{
+    double *p = dalloc(n);
+    for (size_t i = 0; i < n; i++) {
+        p[i] = th_uniform(lo, hi);
+    }
+    return p;
+}
+
+static float *tof(const double *d, size_t n)
+{
+    float *f = falloc(n);
+    for (size_t i = 0; i < n; i++) {
+        f[i] = (float)d[i];
+    }
+    return f;
+}
+
+/* round the double inputs to float so the reference sees what the float code sees */
+static void round_inputs(prob *p)
+{
+    for (int k = 0; k < p->nin; k++) {
+        for (size_t i = 0; i < p->n[k]; i++) {
+            p->in[k][i] = (double)(float)p->in[k][i];
+        }
+    }
+}
+
+static double objective(const prob *p, double *out)
+{
+    p->ref(p, out);
+    double s = 0.0;
+    for (size_t i = 0; i < p->nout; i++) {
+        s += out[i] * p->dy[i];
+    }
+    return s;
+}
+
+/* central differences of sum(ref(in) * dy) w.r.t. input k */
+static double *fd_grad(prob *p, int k)
+{
+    double *g = dalloc(p->n[k]);
+    double *out = dalloc(p->nout);
+    for (size_t i = 0; i < p->n[k]; i++) {
+        double save = p->in[k][i];
+        p->in[k][i] = save + FD_H;
+        double lp = objective(p, out);
+        p->in[k][i] = save - FD_H;
+        double lm = objective(p, out);
+        p->in[k][i] = save;
+        g[i] = (lp - lm) / (2 * FD_H);
+    }
+    free(out);
+    return g;
+}
+
+static void check_fwd(const prob *p, const float *y, const char *what)
+{
+    double *out = dalloc(p->nout);
+    p->ref(p, out);
+    double e = th_relerr_fd(y, out, p->nout);
+    CHECK(e <= FWD_TOL, "%s forward vs double reference (err %.2e)", what, e);
+    free(out);
+}
+
+/* compare float gradient g (of input k) against finite differences */
+static void check_grad(prob *p, int k, const float *g, const char *what)
+{
+    double *fd = fd_grad(p, k);
+    double e = th_relerr_fd(g, fd, p->n[k]);
+    CHECK(e <= GRAD_TOL, "%s d%s vs finite differences (err %.2e)", what, p->names[k], e);
+    free(fd);
+}
+
+static void prob_free(prob *p)
+{
+    for (int k = 0; k < p->nin; k++) {
+        free(p->in[k]);
+    }
+    free(p->dy);
+}
+
+/* ------------------------------------------------------------ Linear */
+
+static void ref_linear(const prob *p, double *y)
+{
+    int N = p->dims[0], in = p->dims[1], out = p->dims[2], hasb = p->dims[3];
+    const double *x = p->in[0], *W = p->in[1], *b = p->in[2];
+    for (int n = 0; n < N; n++) {
+        for (int o = 0; o < out; o++) {
+            double s = hasb ? b[o] : 0.0;
+            for (int i = 0; i < in; i++) {
+                s += x[n * in + i] * W[o * in + i];
+            }
+            y[n * out + o] = s;
+        }
+    }
+}
+
+static void test_linear(int hasb)
+{
+    int N = 5, in = 7, out = 3;
+    prob p = {0};
+    p.nin = 3;
+    p.names[0] = "x", p.names[1] = "W", p.names[2] = "b";
+    p.n[0] = (size_t)N * in, p.n[1] = (size_t)out * in, p.n[2] = (size_t)out;
+    for (int k = 0; k < 3; k++) {
+        p.in[k] = drand(p.n[k], -1, 1);
+    }
+    p.nout = (size_t)N * out;
+    p.dy = drand(p.nout, -1, 1);
+    p.ref = ref_linear;
+    p.dims[0] = N, p.dims[1] = in, p.dims[2] = out, p.dims[3] = hasb;
+    round_inputs(&p);
+    float *x = tof(p.in[0], p.n[0]), *W = tof(p.in[1], p.n[1]), *b = tof(p.in[2], p.n[2]);
+    float *dy = tof(p.dy, p.nout), *y = falloc(p.nout);
+    float *dx = falloc(p.n[0]), *dW = falloc(p.n[1]), *db = falloc(p.n[2]);
+    lina_linear_forward(y, x, W, hasb ? b : NULL, N, in, out);
+    const char *what = hasb ? "linear+bias" : "linear";
+    check_fwd(&p, y, what);
+    lina_linear_backward(dx, dW, hasb ? db : NULL, dy, x, W, N, in, out);
+    check_grad(&p, 0, dx, what);
+    check_grad(&p, 1, dW, what);
+    if (hasb) {
+        check_grad(&p, 2, db, what);
+        /* a second backward adds */
+        float db1[3];
+        memcpy(db1, db, sizeof db1);
+        lina_linear_backward(NULL, NULL, db, dy, x, W, N, in, out);
+        CHECK(fabsf(db[0] - 2 * db1[0]) <= 1e-6f * fabsf(db1[0]) + 1e-7f &&
+                  fabsf(db[2] - 2 * db1[2]) <= 1e-6f * fabsf(db1[2]) + 1e-7f,
+              "linear backward accumulates into its gradients");
+    }
+    free(x), free(W), free(b), free(dy), free(y), free(dx), free(dW), free(db);
+    prob_free(&p);
+}
+
+/* --------------------------------------------------------- Embedding */
+
+static void ref_embedding(const prob *p, double *y)
+{
+    int N = p->dims[0], D = p->dims[1];
+    for (int n = 0; n < N; n++) {
+        for (int d = 0; d < D; d++) {
+            y[n * D + d] = p->in[0][p->ids[n] * D + d];
+        }
+    }
+}
+
+static void test_embedding(void)
+{
+    int N = 7, D = 4, V = 5;
+    int32_t ids[7] = {3, 0, 3, 4, 1, 3, 0};
+    prob p = {0};
+    p.nin = 1;
+    p.names[0] = "W";
+    p.n[0] = (size_t)V * D;
+    p.in[0] = drand(p.n[0], -1, 1);
+    p.nout = (size_t)N * D;
+    p.dy = drand(p.nout, -1, 1);
+    p.ref = ref_embedding;
+    p.dims[0] = N, p.dims[1] = D;
+    p.ids = ids;
+    round_inputs(&p);
+    float *W = tof(p.in[0], p.n[0]), *dy = tof(p.dy, p.nout), *y = falloc(p.nout), *dW = falloc(p.n[0]);
+    int rc = lina_embedding_forward(y, ids, W, N, D, V);
+    CHECK(rc == 0, "embedding forward");
+    check_fwd(&p, y, "embedding");
+    lina_embedding_backward(dW, dy, ids, N, D);
+    check_grad(&p, 0, dW, "embedding (repeated ids)");
+    int32_t bad[2] = {1, 5};
+    rc = lina_embedding_forward(y, bad, W, 2, D, V);
+    CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "token id 5"), "embedding rejects an id outside the vocabulary (\"%s\")",
+          lina_last_error());
+    bad[1] = -1;
+    rc = lina_embedding_forward(y, bad, W, 2, D, V);
+    CHECK(rc == LINA_EINVAL, "embedding rejects a negative id");
+    free(W), free(dy), free(y), free(dW);
+    prob_free(&p);
+}
+
+/* ------------------------------------------------------------ RMSNorm */
+
+/* dims: N, D, has_w, has_b, gated */
+static void ref_rmsnorm(const prob *p, double *y)
+{
+    int N = p->dims[0], D = p->dims[1], hw = p->dims[2], hb = p->dims[3], gated = p->dims[4];
+    const double *x = p->in[0], *w = p->in[1], *b = p->in[2], *g = p->in[3];
+    for (int n = 0; n < N; n++) {
+        double ss = 0;
+        for (int i = 0; i < D; i++) {
+            ss += x[n * D + i] * x[n * D + i];
+        }
+        double r = 1.0 / sqrt(ss / D + p->eps);
+        for (int i = 0; i < D; i++) {
+            double v = x[n * D + i] * r * (hw ? w[i] : 1.0) + (hb ? b[i] : 0.0);
+            if (gated) {
+                double gv = g[n * D + i];
+                v *= gv / (1.0 + exp(-gv));
+            }
+            y[n * D + i] = v;
+        }
+    }
+}
+
+static void test_rmsnorm(int hw, int hb, int gated)
+{
+    int N = 4, D = 8;
+    prob p = {0};
+    p.nin = 4;
+    p.names[0] = "x", p.names[1] = "w", p.names[2] = "b", p.names[3] = "g";
+    p.n[0] = (size_t)N * D, p.n[1] = (size_t)D, p.n[2] = (size_t)D, p.n[3] = (size_t)N * D;
+    p.in[0] = drand(p.n[0], -2, 2);
+    p.in[1] = drand(p.n[1], 0.5, 1.5);
+    p.in[2] = drand(p.n[2], -0.5, 0.5);
+    p.in[3] = drand(p.n[3], -3, 3);
+    p.nout = (size_t)N * D;
+    p.dy = drand(p.nout, -1, 1);
+    p.ref = ref_rmsnorm;
+    p.dims[0] = N, p.dims[1] = D, p.dims[2] = hw, p.dims[3] = hb, p.dims[4] = gated;
+    p.eps = 1e-6;
+    round_inputs(&p);
+    float *x = tof(p.in[0], p.n[0]), *w = tof(p.in[1], p.n[1]), *b = tof(p.in[2], p.n[2]);
+    float *g = tof(p.in[3], p.n[3]), *dy = tof(p.dy, p.nout), *y = falloc(p.nout), *rstd = falloc((size_t)N);
+    float *dx = falloc(p.n[0]), *dw = falloc(p.n[1]), *db = falloc(p.n[2]), *dg = falloc(p.n[3]);
+    char what[64];
+    snprintf(what, sizeof what, "%s%s%s", gated ? "rmsnorm_gated" : "rmsnorm", hw ? "" : " (no weight)",
+             hb ? " +bias" : "");
+    if (gated) {
+        lina_rmsnorm_gated_forward(y, rstd, x, g, hw ? w : NULL, N, D, (float)p.eps);
+    } else {
+        lina_rmsnorm_forward(y, rstd, x, hw ? w : NULL, hb ? b : NULL, N, D, (float)p.eps);
+    }
+    check_fwd(&p, y, what);
+    if (gated) {
+        lina_rmsnorm_gated_backward(dx, dg, dw, dy, x, g, hw ? w : NULL, rstd, N, D);
+    } else {
+        lina_rmsnorm_backward(dx, dw, hb ? db : NULL, dy, x, hw ? w : NULL, rstd, N, D);
+    }
+    check_grad(&p, 0, dx, what);
+    if (hw) {
+        check_grad(&p, 1, dw, what);
+    }
+    if (hb) {
+        check_grad(&p, 2, db, what);
+    }
+    if (gated) {
+        check_grad(&p, 3, dg, what);
+    }
+    /* in place: y aliases x */
+    if (!gated) {
+        float *xx = tof(p.in[0], p.n[0]);
+        lina_rmsnorm_forward(xx, NULL, xx, hw ? w : NULL, hb ? b : NULL, N, D, (float)p.eps);
+        CHECK(memcmp(xx, y, p.nout * sizeof(float)) == 0, "%s in place equals out of place", what);
+        free(xx);
+    }
+    free(x), free(w), free(b), free(g), free(dy), free(y), free(rstd), free(dx), free(dw), free(db), free(dg);
+    prob_free(&p);
+}
+
+/* ------------------------------------------------------------- L2Norm */
+
+static void ref_l2norm(const prob *p, double *y)
+{
+    int N = p->dims[0], D = p->dims[1];
+    const double *x = p->in[0];
+    for (int n = 0; n < N; n++) {
+        double ss = 0;
+        for (int i = 0; i < D; i++) {
+            ss += x[n * D + i] * x[n * D + i];
+        }
+        for (int i = 0; i < D; i++) {
+            y[n * D + i] = x[n * D + i] / sqrt(ss + p->eps);
+        }
+    }
+}
+
+static void test_l2norm(void)
+{
+    int N = 5, D = 6;
+    prob p = {0};
+    p.nin = 1;
+    p.names[0] = "x";
+    p.n[0] = (size_t)N * D;
+    p.in[0] = drand(p.n[0], -2, 2);
+    p.nout = p.n[0];
+    p.dy = drand(p.nout, -1, 1);
+    p.ref = ref_l2norm;
+    p.dims[0] = N, p.dims[1] = D;
+    p.eps = 1e-6;
+    round_inputs(&p);
+    float *x = tof(p.in[0], p.n[0]), *dy = tof(p.dy, p.nout), *y = falloc(p.nout), *r = falloc((size_t)N);
+    float *dx = falloc(p.n[0]);
+    lina_l2norm_forward(y, r, x, N, D, 1e-6f);
+    check_fwd(&p, y, "l2norm");
+    lina_l2norm_backward(dx, dy, y, r, N, D);
+    check_grad(&p, 0, dx, "l2norm");
+    free(x), free(dy), free(y), free(r), free(dx);
+    prob_free(&p);
+}
+
+/* ------------------------------------------------------ SiLU, SwiGLU */
+
+static void ref_swiglu(const prob *p, double *y)
+{
+    size_t n = p->n[0];
+    for (size_t i = 0; i < n; i++) {
+        double g = p->in[0][i];
+        y[i] = g / (1.0 + exp(-g)) * (p->dims[0] ? p->in[1][i] : 1.0);
+    }
+}
+
+static void test_silu_swiglu(void)
+{
+    size_t n = 40;
+    for (int glu = 0; glu < 2; glu++) {
+        prob p = {0};
+        p.nin = 2; /* up is unused by silu */
+        p.names[0] = "gate", p.names[1] = "up";
+        p.n[0] = p.n[1] = n;
+        p.in[0] = drand(n, -8, 8);
+        p.in[1] = drand(n, -2, 2);
+        p.nout = n;
+        p.dy = drand(n, -1, 1);
+        p.ref = ref_swiglu;
+        p.dims[0] = glu;
+        round_inputs(&p);
+        float *g = tof(p.in[0], n), *u = tof(p.in[1], n), *dy = tof(p.dy, n), *y = falloc(n);
+        float *dg = falloc(n), *du = falloc(n);
+        if (glu) {
+            lina_swiglu_forward(y, g, u, n);
+            check_fwd(&p, y, "swiglu");
+            lina_swiglu_backward(dg, du, dy, g, u, n);
+            check_grad(&p, 0, dg, "swiglu");
+            check_grad(&p, 1, du, "swiglu");
+        } else {
+            lina_silu_forward(y, g, n);
+            check_fwd(&p, y, "silu");
+            lina_silu_backward(dg, dy, g, n);
+            check_grad(&p, 0, dg, "silu");
+        }
+        free(g), free(u), free(dy), free(y), free(dg), free(du);
+        prob_free(&p);
+    }
+}
+
+/* ---------------------------------------------------------- GatedMLP */
+
+static void ref_mlp(const prob *p, double *y)
+{
+    int N = p->dims[0], D = p->dims[1], I = p->dims[2];
+    const double *x = p->in[0], *Wg = p->in[1], *Wu = p->in[2], *Wd = p->in[3];
+    double *h = dalloc((size_t)I);
+    for (int n = 0; n < N; n++) {
+        for (int i = 0; i < I; i++) {
+            double g = 0, u = 0;
+            for (int d = 0; d < D; d++) {
+                g += Wg[i * D + d] * x[n * D + d];
+                u += Wu[i * D + d] * x[n * D + d];
+            }
+            h[i] = g / (1.0 + exp(-g)) * u;
+        }
+        for (int d = 0; d < D; d++) {
+            double s = 0;
+            for (int i = 0; i < I; i++) {
+                s += Wd[d * I + i] * h[i];
+            }
+            y[n * D + d] = s;
+        }
+    }
+    free(h);
+}
+
+static void test_mlp(void)
+{
+    int N = 3, D = 5, I = 7;
+    prob p = {0};
+    p.nin = 4;
+    p.names[0] = "x", p.names[1] = "Wg", p.names[2] = "Wu", p.names[3] = "Wd";
+    p.n[0] = (size_t)N * D, p.n[1] = p.n[2] = (size_t)I * D, p.n[3] = (size_t)D * I;
+    for (int k = 0; k < 4; k++) {
+        p.in[k] = drand(p.n[k], -1, 1);
+    }
+    p.nout = (size_t)N * D;
+    p.dy = drand(p.nout, -1, 1);
+    p.ref = ref_mlp;
+    p.dims[0] = N, p.dims[1] = D, p.dims[2] = I;
+    round_inputs(&p);
+    float *x = tof(p.in[0], p.n[0]), *Wg = tof(p.in[1], p.n[1]), *Wu = tof(p.in[2], p.n[2]);
+    float *Wd = tof(p.in[3], p.n[3]), *dy = tof(p.dy, p.nout), *y = falloc(p.nout);
+    size_t ni = (size_t)N * I;
+    float *gate = falloc(ni), *up = falloc(ni), *h = falloc(ni);
+    float *dx = falloc(p.n[0]), *dWg = falloc(p.n[1]), *dWu = falloc(p.n[2]), *dWd = falloc(p.n[3]);
+    lina_gated_mlp_forward(y, gate, up, h, x, Wg, Wu, Wd, N, D, I);
+    check_fwd(&p, y, "gated_mlp");
+    lina_ws ws;
+    lina_ws_init(&ws);
+    int rc = lina_gated_mlp_backward(dx, dWg, dWu, dWd, dy, x, gate, up, h, Wg, Wu, Wd, N, D, I, &ws);
+    CHECK(rc == 0, "gated_mlp backward");
+    check_grad(&p, 0, dx, "gated_mlp");
+    check_grad(&p, 1, dWg, "gated_mlp");
+    check_grad(&p, 2, dWu, "gated_mlp");
+    check_grad(&p, 3, dWd, "gated_mlp");
+    /* without a workspace, only some gradients */
+    float *dx2 = falloc(p.n[0]);
+    rc = lina_gated_mlp_backward(dx2, NULL, NULL, NULL, dy, x, gate, up, h, Wg, Wu, Wd, N, D, I, NULL);
+    CHECK(rc == 0 && memcmp(dx, dx2, p.n[0] * sizeof(float)) == 0, "gated_mlp backward with ws NULL, dx only");
+    lina_ws_free(&ws);
+    CHECK(lina_mlp_width(2048, 4, 0) == 5632 && lina_mlp_width(1024, 4, 0) == 2816 &&
+              lina_mlp_width(2048, 2, 0) == 2816 && lina_mlp_width(2048, 0, 0) == 5632 &&
+              lina_mlp_width(2048, 4, 1000) == 1000,
+          "FLA intermediate-size rule (5632, 2816, 2816; null ratio = 4; explicit size wins)");
+    free(x), free(Wg), free(Wu), free(Wd), free(dy), free(y), free(gate), free(up), free(h);
+    free(dx), free(dWg), free(dWu), free(dWd), free(dx2);
+    prob_free(&p);
+}
+
+/* ---------------------------------------------------- ShortConvolution */
+
+/* dims: B, T, C, W, has_bias, has_cache; act */
+static void ref_conv(const prob *p, double *y)
+{
+    int B = p->dims[0], T = p->dims[1], C = p->dims[2], W = p->dims[3], hb = p->dims[4], hc = p->dims[5];
+    const double *x = p->in[0], *w = p->in[1], *bias = p->in[2], *cache = p->in[3];
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            for (int c = 0; c < C; c++) {
+                double s = hb ? bias[c] : 0.0;
+                for (int j = 0; j < W; j++) {
+                    int tau = t - W + 1 + j; /* 0-based input time; < 0 reads the cache */
+                    double v;
+                    if (tau >= 0) {
+                        v = x[((size_t)b * T + tau) * C + c];
+                    } else {
+                        v = hc ? cache[((size_t)b * C + c) * W + (W + tau)] : 0.0;
+                    }
+                    s += w[c * W + j] * v;
+                }
+                y[((size_t)b * T + t) * C + c] = p->act ? s / (1.0 + exp(-s)) : s;
+            }
+        }
+    }
+}
+
+static void test_conv_grad(int T, int hb, int hc, int act)
+{
+    int B = 2, C = 5, W = 4;
+    prob p = {0};
+    p.nin = 4;
+    p.names[0] = "x", p.names[1] = "w", p.names[2] = "bias", p.names[3] = "cache";
+    p.n[0] = (size_t)B * T * C, p.n[1] = (size_t)C * W, p.n[2] = (size_t)C, p.n[3] = (size_t)B * C * W;
+    p.in[0] = drand(p.n[0], -2, 2);
+    p.in[1] = drand(p.n[1], -1, 1);
+    p.in[2] = drand(p.n[2], -0.5, 0.5);
+    p.in[3] = drand(p.n[3], -2, 2);
+    p.nout = p.n[0];
+    p.dy = drand(p.nout, -1, 1);
+    p.ref = ref_conv;
+    p.dims[0] = B, p.dims[1] = T, p.dims[2] = C, p.dims[3] = W, p.dims[4] = hb, p.dims[5] = hc;
+    p.act = act;
+    round_inputs(&p);
+    float *x = tof(p.in[0], p.n[0]), *w = tof(p.in[1], p.n[1]), *bias = tof(p.in[2], p.n[2]);
+    float *cache = tof(p.in[3], p.n[3]), *dy = tof(p.dy, p.nout), *y = falloc(p.nout);
+    float *dx = falloc(p.n[0]), *dw = falloc(p.n[1]), *db = falloc(p.n[2]), *dc = falloc(p.n[3]);
+    lina_act a = act ? LINA_ACT_SILU : LINA_ACT_NONE;
+    char what[96];
+    snprintf(what, sizeof what, "shortconv T=%d%s%s%s", T, hb ? " bias" : "", hc ? " cache" : "", act ? " silu" : "");
+    lina_shortconv_forward(y, x, w, hb ? bias : NULL, hc ? cache : NULL, NULL, B, T, C, W, a);
+    check_fwd(&p, y, what);
+    lina_shortconv_backward(dx, dw, hb ? db : NULL, hc ? dc : NULL, dy, x, w, hb ? bias : NULL, hc ? cache : NULL,
+                            B, T, C, W, a);
+    check_grad(&p, 0, dx, what);
+    check_grad(&p, 1, dw, what);
+    if (hb) {
+        check_grad(&p, 2, db, what);
+    }
+    if (hc) {
+        check_grad(&p, 3, dc, what);
+    }
+    free(x), free(w), free(bias), free(cache), free(dy), free(y), free(dx), free(dw), free(db), free(dc);
+    prob_free(&p);
+}
+
+/* decode steps and prefill + continue equal one full forward */
+static void test_conv_decode(void)
+{
+    int B = 2, T = 11, C = 6, W = 4;
+    size_t n = (size_t)B * T * C;
+    float *x = falloc(n), *w = falloc((size_t)C * W), *bias = falloc((size_t)C);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = (float)th_uniform(-2, 2);
+    }
+    for (int i = 0; i < C * W; i++) {
+        w[i] = (float)th_uniform(-1, 1);
+    }
+    for (int i = 0; i < C; i++) {
+        bias[i] = (float)th_uniform(-0.5, 0.5);
+    }
+    float *yfull = falloc(n), *ystep = falloc(n), *ypre = falloc(n);
+    float *cache = falloc((size_t)B * C * W), *cfull = falloc((size_t)B * C * W);
+    lina_shortconv_forward(yfull, x, w, bias, NULL, cfull, B, T, C, W, LINA_ACT_SILU);
+    /* one token at a time from an empty cache */
+    float *xt = falloc((size_t)B * C), *yt = falloc((size_t)B * C);
+    for (int t = 0; t < T; t++) {
+        for (int b = 0; b < B; b++) {
+            memcpy(xt + (size_t)b * C, x + ((size_t)b * T + t) * C, (size_t)C * sizeof(float));
+        }
+        lina_shortconv_step(yt, xt, w, bias, cache, B, C, W, LINA_ACT_SILU);
+        for (int b = 0; b < B; b++) {
+            memcpy(ystep + ((size_t)b * T + t) * C, yt + (size_t)b * C, (size_t)C * sizeof(float));
+        }
+    }
+    double e = 0;
+    for (size_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)ystep[i] - yfull[i]));
+    }
+    CHECK(e <= 1e-6, "shortconv: %d decode steps equal the full forward (max diff %.1e)", T, e);
+    CHECK(memcmp(cache, cfull, (size_t)B * C * W * sizeof(float)) == 0, "shortconv: step cache equals cache_out of the full forward");
+    /* the cache holds the last W inputs, oldest first */
+    int last_ok = 1;
+    for (int b = 0; b < B; b++) {
+        for (int c = 0; c < C; c++) {
+            for (int j = 0; j < W; j++) {
+                last_ok &= cfull[((size_t)b * C + c) * W + j] == x[((size_t)b * T + (T - W + j)) * C + c];
+            }
+        }
+    }
+    CHECK(last_ok, "shortconv: cache_out = last W inputs, oldest first");
+    /* prefill T1 tokens (T1 < W and T1 >= W), then continue with the cache,
+     * updated in place (cache_out aliasing cache) */
+    int splits[3] = {2, 5, 1};
+    for (int si = 0; si < 3; si++) {
+        int T1 = splits[si], T2 = T - T1;
+        float *x1 = falloc((size_t)B * T1 * C), *x2 = falloc((size_t)B * T2 * C);
+        float *y1 = falloc((size_t)B * T1 * C), *y2 = falloc((size_t)B * T2 * C);
+        for (int b = 0; b < B; b++) {
+            memcpy(x1 + (size_t)b * T1 * C, x + (size_t)b * T * C, (size_t)T1 * C * sizeof(float));
+            memcpy(x2 + (size_t)b * T2 * C, x + ((size_t)b * T + T1) * C, (size_t)T2 * C * sizeof(float));
+        }
+        memset(cache, 0, (size_t)B * C * W * sizeof(float));
+        lina_shortconv_forward(y1, x1, w, bias, NULL, cache, B, T1, C, W, LINA_ACT_SILU);
+        lina_shortconv_forward(y2, x2, w, bias, cache, cache, B, T2, C, W, LINA_ACT_SILU);
+        for (int b = 0; b < B; b++) {
+            memcpy(ypre + (size_t)b * T * C, y1 + (size_t)b * T1 * C, (size_t)T1 * C * sizeof(float));
+            memcpy(ypre + ((size_t)b * T + T1) * C, y2 + (size_t)b * T2 * C, (size_t)T2 * C * sizeof(float));
+        }
+        e = 0;
+        for (size_t i = 0; i < n; i++) {
+            e = fmax(e, fabs((double)ypre[i] - yfull[i]));
+        }
+        CHECK(e <= 1e-6 && memcmp(cache, cfull, (size_t)B * C * W * sizeof(float)) == 0,
+              "shortconv: prefill %d + continue %d (in-place cache) equals the full forward (max diff %.1e)", T1, T2,
+              e);
+        free(x1), free(x2), free(y1), free(y2);
+    }
+    free(x), free(w), free(bias), free(yfull), free(ystep), free(ypre), free(cache), free(cfull), free(xt), free(yt);
+}
+
+/* --------------------------------------------------------------- RoPE */
+
+/* dims: B, T, H, d, pos0 */
+static void ref_rope(const prob *p, double *y)
+{
+    int B = p->dims[0], T = p->dims[1], H = p->dims[2], d = p->dims[3], pos0 = p->dims[4];
+    const double *x = p->in[0];
+    int h2 = d / 2;
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            for (int h = 0; h < H; h++) {
+                size_t o = (((size_t)b * T + t) * H + h) * d;
+                for (int i = 0; i < h2; i++) {
+                    double th = pow(p->eps, -2.0 * i / d), a = (pos0 + t) * th;
+                    y[o + i] = x[o + i] * cos(a) - x[o + i + h2] * sin(a);
+                    y[o + i + h2] = x[o + i + h2] * cos(a) + x[o + i] * sin(a);
+                }
+            }
+        }
+    }
+}
+
+static void test_rope(void)
+{
+    int B = 2, T = 5, H = 3, d = 8, pos0 = 3;
+    prob p = {0};
+    p.nin = 1;
+    p.names[0] = "x";
+    p.n[0] = (size_t)B * T * H * d;
+    p.in[0] = drand(p.n[0], -1, 1);
+    p.nout = p.n[0];
+    p.dy = drand(p.nout, -1, 1);
+    p.ref = ref_rope;
+    p.dims[0] = B, p.dims[1] = T, p.dims[2] = H, p.dims[3] = d, p.dims[4] = pos0;
+    p.eps = 10000.0; /* base */
+    round_inputs(&p);
+    size_t n = p.n[0];
+    float *x = tof(p.in[0], n), *dy = tof(p.dy, n), *y = falloc(n), *dx = falloc(n);
+    int rc = lina_rope_forward(y, x, B, T, H, d, pos0, 10000.0);
+    CHECK(rc == 0, "rope forward");
+    check_fwd(&p, y, "rope (offset 3)");
+    rc = lina_rope_backward(dx, dy, B, T, H, d, pos0, 10000.0);
+    check_grad(&p, 0, dx, "rope (offset 3)");
+    /* in place, and backward undoes forward */
+    float *z = tof(p.in[0], n);
+    lina_rope_forward(z, z, B, T, H, d, pos0, 10000.0);
+    int inplace = memcmp(z, y, n * sizeof(float)) == 0;
+    lina_rope_backward(z, z, B, T, H, d, pos0, 10000.0);
+    double e = 0;
+    for (size_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)z[i] - x[i]));
+    }
+    CHECK(inplace && e <= 1e-6, "rope in place; backward inverts forward (%.1e)", e);
+    /* decode: token t alone at offset pos0 + t equals the full-sequence forward */
+    int same = 1;
+    float *one = falloc((size_t)H * d);
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            size_t o = (((size_t)b * T + t) * H) * d;
+            lina_rope_forward(one, x + o, 1, 1, H, d, pos0 + t, 10000.0);
+            same &= memcmp(one, y + o, (size_t)H * d * sizeof(float)) == 0;
+        }
+    }
+    CHECK(same, "rope: one token at offset pos0+t equals the full-sequence forward");
+    /* relative positions: <R_m q, R_n k> depends on m - n only */
+    int dd = 64;
+    float *q = falloc((size_t)dd), *k = falloc((size_t)dd), *qa = falloc((size_t)dd), *ka = falloc((size_t)dd);
+    for (int i = 0; i < dd; i++) {
+        q[i] = (float)th_uniform(-1, 1);
+        k[i] = (float)th_uniform(-1, 1);
+    }
+    double dots[2];
+    int64_t shifts[2] = {0, 1000};
+    for (int s = 0; s < 2; s++) {
+        lina_rope_forward(qa, q, 1, 1, 1, dd, 17 + shifts[s], 10000.0);
+        lina_rope_forward(ka, k, 1, 1, 1, dd, 5 + shifts[s], 10000.0);
+        dots[s] = 0;
+        for (int i = 0; i < dd; i++) {
+            dots[s] += (double)qa[i] * ka[i];
+        }
+    }
+    CHECK(fabs(dots[0] - dots[1]) <= 1e-4, "rope: q.k depends on the relative position only (%.2e)",
+          fabs(dots[0] - dots[1]));
+    rc = lina_rope_forward(y, x, 1, 1, 1, 7, 0, 10000.0);
+    CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "even"), "rope rejects an odd head dim");
+    free(x), free(dy), free(y), free(dx), free(z), free(one), free(q), free(k), free(qa), free(ka);
+    prob_free(&p);
+}
+
+/* ------------------------------------------------------ cross-entropy */
+
+static void ref_ce(const prob *p, double *loss)
+{
+    int N = p->dims[0], V = p->dims[1];
+    const double *x = p->in[0];
+    double tot = 0;
+    int cnt = 0;
+    for (int n = 0; n < N; n++) {
+        if (p->ids[n] == LINA_IGNORE_INDEX) {
+            continue;
+        }
+        double m = x[n * V];
+        for (int v = 1; v < V; v++) {
+            m = fmax(m, x[n * V + v]);
+        }
+        double s = 0;
+        for (int v = 0; v < V; v++) {
+            s += exp(x[n * V + v] - m);
+        }
+        tot += m + log(s) - x[n * V + p->ids[n]];
+        cnt++;
+    }
+    loss[0] = cnt ? tot / cnt : 0.0;
+}
+
+static void test_cross_entropy(void)
+{
+    int N = 6, V = 9;
+    int32_t tg[6] = {2, 0, LINA_IGNORE_INDEX, 8, 8, 5};
+    prob p = {0};
+    p.nin = 1;
+    p.names[0] = "logits";
+    p.n[0] = (size_t)N * V;
+    p.in[0] = drand(p.n[0], -4, 4);
+    p.nout = 1;
+    p.dy = dalloc(1);
+    p.dy[0] = 0.75; /* dloss */
+    p.ref = ref_ce;
+    p.dims[0] = N, p.dims[1] = V;
+    p.ids = tg;
+    round_inputs(&p);
+    float *x = tof(p.in[0], p.n[0]), *lse = falloc((size_t)N), *dl = falloc(p.n[0]);
+    double loss, ref;
+    int64_t cnt;
+    int rc = lina_cross_entropy_forward(&loss, &cnt, lse, x, tg, N, V);
+    ref_ce(&p, &ref);
+    CHECK(rc == 0 && cnt == 5 && fabs(loss - ref) <= 1e-6 * fabs(ref), "cross-entropy loss %.9f vs reference %.9f (5 of 6 counted)",
+          loss, ref);
+    lina_cross_entropy_backward(dl, x, lse, tg, N, V, 0.75f, cnt);
+    check_grad(&p, 0, dl, "cross-entropy");
+    int zero_row = 1;
+    for (int v = 0; v < V; v++) {
+        zero_row &= dl[2 * V + v] == 0.0f;
+    }
+    CHECK(zero_row, "cross-entropy: ignored row has zero gradient");
+    /* in place */
+    float *xx = tof(p.in[0], p.n[0]);
+    lina_cross_entropy_backward(xx, xx, lse, tg, N, V, 0.75f, cnt);
+    CHECK(memcmp(xx, dl, p.n[0] * sizeof(float)) == 0, "cross-entropy backward in place");
+    /* large logits: shift invariance, no overflow */
+    float *big = falloc(p.n[0]);
+    for (size_t i = 0; i < p.n[0]; i++) {
+        big[i] = x[i] + 3.0e4f;
+    }
+    double lb;
+    rc = lina_cross_entropy_forward(&lb, &cnt, lse, big, tg, N, V);
+    CHECK(rc == 0 && isfinite(lb) && fabs(lb - ref) <= 2e-2, "cross-entropy stable for logits near 3e4 (%.6f vs %.6f)", lb, ref);
+    /* everything ignored */
+    int32_t ign[2] = {LINA_IGNORE_INDEX, LINA_IGNORE_INDEX};
+    rc = lina_cross_entropy_forward(&lb, &cnt, lse, x, ign, 2, V);
+    lina_cross_entropy_backward(dl, x, lse, ign, 2, V, 1.0f, cnt);
+    CHECK(rc == 0 && lb == 0.0 && cnt == 0 && dl[0] == 0.0f && dl[V + 1] == 0.0f, "cross-entropy with no counted token: 0, zero gradient");
+    int32_t bad[1] = {9};
+    rc = lina_cross_entropy_forward(&lb, &cnt, lse, x, bad, 1, V);
+    CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "target 9"), "cross-entropy rejects target 9 of V=9");
+    free(x), free(lse), free(dl), free(xx), free(big);
+    prob_free(&p);
+}
+
+/* ------------------------------- bigger shapes: threads and parallel paths */
+
+static void test_threads(void)
+{
+    int N = 600, D = 200, C = 96, T = 300, B = 2, W = 4;
+    size_t nd = (size_t)N * D;
+    float *x = falloc(nd), *w = falloc((size_t)D), *dy = falloc(nd), *rstd = falloc((size_t)N), *y = falloc(nd);
+    for (size_t i = 0; i < nd; i++) {
+        x[i] = (float)th_uniform(-2, 2);
+        dy[i] = (float)th_uniform(-1, 1);
+    }
+    for (int i = 0; i < D; i++) {
+        w[i] = (float)th_uniform(0.5, 1.5);
+    }
+    size_t nc = (size_t)B * T * C;
+    float *cx = falloc(nc), *cw = falloc((size_t)C * W), *cy = falloc(nc), *cdy = falloc(nc);
+    for (size_t i = 0; i < nc; i++) {
+        cx[i] = (float)th_uniform(-2, 2);
+        cdy[i] = (float)th_uniform(-1, 1);
+    }
+    for (int i = 0; i < C * W; i++) {
+        cw[i] = (float)th_uniform(-1, 1);
+    }
+    float *dw[2], *dx[2], *cdw[2], *cdx[2], *dE[2];
+    int32_t *ids = malloc((size_t)N * sizeof(int32_t));
+    for (int i = 0; i < N; i++) {
+        ids[i] = (int32_t)(i * 7 % 50);
+    }
+    for (int r = 0; r < 2; r++) {
+        lina_set_threads(r == 0 ? 1 : 2);
+        dw[r] = falloc((size_t)D), dx[r] = falloc(nd), cdw[r] = falloc((size_t)C * W), cdx[r] = falloc(nc);
+        dE[r] = falloc((size_t)50 * D);
+        lina_rmsnorm_forward(y, rstd, x, w, NULL, N, D, 1e-6f);
+        lina_rmsnorm_backward(dx[r], dw[r], NULL, dy, x, w, rstd, N, D);
+        lina_shortconv_forward(cy, cx, cw, NULL, NULL, NULL, B, T, C, W, LINA_ACT_SILU);
+        lina_shortconv_backward(cdx[r], cdw[r], NULL, NULL, cdy, cx, cw, NULL, NULL, B, T, C, W, LINA_ACT_SILU);
+        lina_embedding_backward(dE[r], dy, ids, N, D);
+    }
+    lina_set_threads(0);
+    CHECK(memcmp(dw[0], dw[1], (size_t)D * sizeof(float)) == 0 && memcmp(dx[0], dx[1], nd * sizeof(float)) == 0,
+          "rmsnorm gradients bit-identical on 1 and 2 threads (N=%d, D=%d)", N, D);
+    CHECK(memcmp(cdw[0], cdw[1], (size_t)C * W * sizeof(float)) == 0 && memcmp(cdx[0], cdx[1], nc * sizeof(float)) == 0,
+          "shortconv gradients bit-identical on 1 and 2 threads (B=%d, T=%d, C=%d)", B, T, C);
+    CHECK(memcmp(dE[0], dE[1], (size_t)50 * D * sizeof(float)) == 0, "embedding gradient bit-identical on 1 and 2 threads");
+    for (int r = 0; r < 2; r++) {
+        free(dw[r]), free(dx[r]), free(cdw[r]), free(cdx[r]), free(dE[r]);
+    }
+    free(x), free(w), free(dy), free(rstd), free(y), free(cx), free(cw), free(cy), free(cdy), free(ids);
+}
+
+int main(void)
+{
+    test_linear(0);
+    test_linear(1);
+    test_embedding();
+    test_rmsnorm(1, 0, 0);
+    test_rmsnorm(1, 1, 0);
+    test_rmsnorm(0, 0, 0);
+    test_rmsnorm(1, 0, 1);
+    test_rmsnorm(0, 0, 1);
+    test_l2norm();
+    test_silu_swiglu();
+    test_mlp();
+    test_conv_grad(7, 1, 1, 1);
+    test_conv_grad(7, 0, 0, 1);
+    test_conv_grad(7, 1, 0, 0);
+    test_conv_grad(2, 1, 1, 1); /* T < W: most taps read the cache */
+    test_conv_grad(1, 0, 1, 0);
+    test_conv_decode();
+    test_rope();
+    test_cross_entropy();
+    test_threads();
+    return th_exit();
+}
