@@ -1,0 +1,1482 @@
+/*
+ * delta.c -- the delta-rule engine behind delta_rule, gated_delta_rule and
+ * delta_product (MIXERS.md sections 6-8).
+ *
+ * The engine runs over N = T*n "rows" (n Householder sub-steps per token;
+ * row r = t*n + j). Row r carries k_r, v_r, beta_r and a log gate gamma_r
+ * (g_t on the first sub-step of token t, 0 elsewhere or without g):
+ *
+ *   S' = exp(gamma_r) S,   u_r = v_r - S'^T k_r,   S = S' + beta_r k_r u_r^T
+ *   o_t = s S^T q_t        read after the last sub-step of token t
+ *
+ * Recurrent form: row by row on K x 32 tiles of the state (value columns are
+ * independent: u_j only needs column j), with the next row's S^T k fused into
+ * the update so every row touches the tile once.
+ *
+ * Chunk form (WY / UT transform): per chunk of L <= C rows, b the cumulative
+ * log gate restarted at the chunk start (double), Gam_rc = exp(b_r - b_c) for
+ * c <= r (masked before exp), e = exp(b), ed = exp(b_{L-1} - b):
+ *   A   = strictly-lower(diag(beta) (K K^T * Gam)),    Tm = (I + A)^{-1}
+ *   Kb  = diag(beta e) K,   Y = diag(beta) V - Kb S_in,   U = Tm Y  (= beta * u)
+ *   O   = s diag(e) Q S_in + P U,   P_oc = s q_o.k_c Gam_{rho(o),c}, c <= rho(o)
+ *   S_out = exp(b_{L-1}) S_in + (diag(ed) K)^T U
+ * where rho(o) is the row of output o (the last sub-step of its token).
+ *
+ * Backward: the chunk form takes the chunk-start states, U and Tm from the
+ * forward's cache when the caller kept one, else recomputes them in one pass
+ * over the chunks, then walks the chunks backwards (see dl_bwd_chunk for the
+ * formulas); the recurrent form recomputes from a checkpoint every SEG rows.
+ * Both parallelise over B*H (the recurrent forward over B*H*ceil(V/32) tiles).
+ */
+#include "ops_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define VB 32  /* value columns per recurrent tile */
+#define SEG 32 /* recurrent backward: checkpoint interval (rows) */
+
+#if defined(__GNUC__)
+#define DL_INLINE static inline __attribute__((always_inline))
+#else
+#define DL_INLINE static inline
+#endif
+
+typedef struct dl_ctx {
+    int B, T, H, K, V;
+    int n;          /* sub-steps per token */
+    int N;          /* rows = T * n */
+    int C;          /* chunk size (rows) */
+    float s;        /* query scale */
+    const float *q, *k, *v, *beta, *g, *h0;
+} dl_ctx;
+
+static int dl_setup(dl_ctx *c, const lina_mix_dims *d, const lina_delta_in *in)
+{
+    if (!d || !in || !in->q || !in->k || !in->v || !in->beta) {
+        return lina_set_error(LINA_EINVAL, "delta: missing q, k, v or beta");
+    }
+    if (d->B <= 0 || d->T < 0 || d->H <= 0 || d->K <= 0 || d->V <= 0) {
+        return lina_set_error(LINA_EINVAL, "delta: bad dims B=%d T=%d H=%d K=%d V=%d", d->B, d->T,
+                              d->H, d->K, d->V);
+    }
+    int n = in->n > 0 ? in->n : 1;
+    if ((long long)d->T * n > 0x7fffffffLL) {
+        return lina_set_error(LINA_EINVAL, "delta: T*n = %lld rows is too many",
+                              (long long)d->T * n);
+    }
+    c->B = d->B;
+    c->T = d->T;
+    c->H = d->H;
+    c->K = d->K;
+    c->V = d->V;
+    c->n = n;
+    c->N = d->T * n;
+    c->C = d->chunk > 0 ? d->chunk : 64;
+    c->s = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)d->K);
+    c->q = in->q;
+    c->k = in->k;
+    c->v = in->v;
+    c->beta = in->beta;
+    c->g = in->g;
+    c->h0 = in->h0;
+    return LINA_OK;
+}
+
+/* row accessors: k, v, beta by row r of N; q, o by token t of T */
+static inline const float *dl_k(const dl_ctx *c, int b, int r, int h)
+{
+    return LINA_ROW(c->k, b, r, h, c->N, c->H, c->K);
+}
+static inline const float *dl_v(const dl_ctx *c, int b, int r, int h)
+{
+    return LINA_ROW(c->v, b, r, h, c->N, c->H, c->V);
+}
+static inline const float *dl_q(const dl_ctx *c, int b, int t, int h)
+{
+    return LINA_ROW(c->q, b, t, h, c->T, c->H, c->K);
+}
+static inline size_t dl_bix(const dl_ctx *c, int b, int r, int h)
+{
+    return ((size_t)b * c->N + (size_t)r) * c->H + h;
+}
+static inline size_t dl_gix(const dl_ctx *c, int b, int t, int h)
+{
+    return ((size_t)b * c->T + (size_t)t) * c->H + h;
+}
+/* log gate of row r (0 unless r is the first sub-step of a token and g is set) */
+static inline float dl_gate(const dl_ctx *c, int b, int r, int h)
+{
+    if (!c->g || r % c->n != 0) {
+        return 0.0f;
+    }
+    return c->g[dl_gix(c, b, r / c->n, h)];
+}
+
+/* Load columns [j0, j0+W) of a [K,V] state into a K x VB tile (zero padded;
+ * src NULL: zeros). */
+static void tile_load(float *S, const float *src, int K, int V, int j0, int W)
+{
+    for (int i = 0; i < K; i++) {
+        float *Si = S + (size_t)i * VB;
+        if (src) {
+            memcpy(Si, src + (size_t)i * V + j0, (size_t)W * sizeof(float));
+        } else {
+            memset(Si, 0, (size_t)W * sizeof(float));
+        }
+        memset(Si + W, 0, (size_t)(VB - W) * sizeof(float));
+    }
+}
+
+static void tile_store(float *dst, const float *S, int K, int V, int j0, int W)
+{
+    for (int i = 0; i < K; i++) {
+        memcpy(dst + (size_t)i * V + j0, S + (size_t)i * VB, (size_t)W * sizeof(float));
+    }
+}
+
+/* w[VB] = S^T k over a K x VB tile */
+static void tile_dot(int K, const float *restrict S, const float *restrict k, float *restrict w)
+{
+    float acc[VB];
+    for (int j = 0; j < VB; j++) {
+        acc[j] = 0.0f;
+    }
+    for (int i = 0; i < K; i++) {
+        const float *restrict Si = S + (size_t)i * VB;
+        const float ki = k[i];
+#pragma omp simd
+        for (int j = 0; j < VB; j++) {
+            acc[j] = fmaf(ki, Si[j], acc[j]);
+        }
+    }
+    for (int j = 0; j < VB; j++) {
+        w[j] = acc[j];
+    }
+}
+
+/* =================================================== recurrent forward */
+
+/* One row on a K x VB tile: S <- a S + kb u^T (decay only when dec), then
+ * o = S^T qs (when out) and w = S^T kn (the next row's key, when nxt). The
+ * flags are literals at every call so each variant is its own loop. */
+DL_INLINE void rec_row(int K, float *restrict S, float a, const float *restrict kb,
+                       const float *restrict u, const float *restrict qs, float *restrict o,
+                       const float *restrict kn, float *restrict w, const int dec, const int out,
+                       const int nxt)
+{
+    float oa[VB], wa[VB], uu[VB];
+    for (int j = 0; j < VB; j++) {
+        oa[j] = 0.0f;
+        wa[j] = 0.0f;
+        uu[j] = u[j];
+    }
+    for (int i = 0; i < K; i++) {
+        float *restrict Si = S + (size_t)i * VB;
+        const float kbi = kb[i];
+        const float qi = out ? qs[i] : 0.0f;
+        const float ki = nxt ? kn[i] : 0.0f;
+#pragma omp simd
+        for (int j = 0; j < VB; j++) {
+            float x = dec ? a * Si[j] : Si[j];
+            x = fmaf(kbi, uu[j], x);
+            Si[j] = x;
+            if (out) {
+                oa[j] = fmaf(qi, x, oa[j]);
+            }
+            if (nxt) {
+                wa[j] = fmaf(ki, x, wa[j]);
+            }
+        }
+    }
+    for (int j = 0; j < VB; j++) {
+        if (out) {
+            o[j] = oa[j];
+        }
+        if (nxt) {
+            w[j] = wa[j];
+        }
+    }
+}
+
+static void rec_row_dispatch(int K, float *S, float a, const float *kb, const float *u,
+                             const float *qs, float *o, const float *kn, float *w, int mode)
+{
+    switch (mode) {
+    case 0: rec_row(K, S, a, kb, u, qs, o, kn, w, 0, 0, 0); break;
+    case 1: rec_row(K, S, a, kb, u, qs, o, kn, w, 1, 0, 0); break;
+    case 2: rec_row(K, S, a, kb, u, qs, o, kn, w, 0, 1, 0); break;
+    case 3: rec_row(K, S, a, kb, u, qs, o, kn, w, 1, 1, 0); break;
+    case 4: rec_row(K, S, a, kb, u, qs, o, kn, w, 0, 0, 1); break;
+    case 5: rec_row(K, S, a, kb, u, qs, o, kn, w, 1, 0, 1); break;
+    case 6: rec_row(K, S, a, kb, u, qs, o, kn, w, 0, 1, 1); break;
+    default: rec_row(K, S, a, kb, u, qs, o, kn, w, 1, 1, 1); break;
+    }
+}
+
+static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
+{
+    const int B = c->B, H = c->H, K = c->K, V = c->V, N = c->N, n = c->n;
+    const size_t KV = (size_t)K * V;
+    const int nvb = (V + VB - 1) / VB;
+    const int ntask = B * H * nvb;
+    int rc = LINA_OK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < ntask; task++) {
+        const int vb = task % nvb, bh = task / nvb, b = bh / H, h = bh % H;
+        const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
+        float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + 2 * (size_t)K + 3 * VB) * sizeof(float));
+        if (!S) {
+#pragma omp atomic write
+            rc = LINA_ENOMEM;
+            continue;
+        }
+        float *kb = S + (size_t)K * VB; /* [K] beta k */
+        float *qs = kb + K;             /* [K] s q */
+        float *u = qs + K;              /* [VB] */
+        float *w = u + VB;              /* [VB] S^T k of the current row */
+        float *ob = w + VB;             /* [VB] */
+        tile_load(S, c->h0 ? LINA_STATE(c->h0, b, h, H, KV) : NULL, K, V, j0, W);
+        if (N > 0) {
+            tile_dot(K, S, dl_k(c, b, 0, h), w);
+        }
+        for (int r = 0; r < N; r++) {
+            const int t = r / n, jn = r % n;
+            const int dec = c->g && jn == 0;
+            const float a = dec ? expf(c->g[dl_gix(c, b, t, h)]) : 1.0f;
+            const float be = c->beta[dl_bix(c, b, r, h)];
+            const float *kr = dl_k(c, b, r, h), *vr = dl_v(c, b, r, h) + j0;
+            for (int i = 0; i < K; i++) {
+                kb[i] = be * kr[i];
+            }
+            for (int j = 0; j < W; j++) {
+                u[j] = vr[j] - a * w[j];
+            }
+            for (int j = W; j < VB; j++) {
+                u[j] = 0.0f;
+            }
+            const int out = jn == n - 1, nxt = r + 1 < N;
+            if (out) {
+                const float *qt = dl_q(c, b, t, h);
+                for (int i = 0; i < K; i++) {
+                    qs[i] = c->s * qt[i];
+                }
+            }
+            rec_row_dispatch(K, S, a, kb, u, qs, ob, nxt ? dl_k(c, b, r + 1, h) : NULL, w,
+                             dec | (out << 1) | (nxt << 2));
+            if (out) {
+                memcpy(LINA_ROW(o, b, t, h, c->T, H, V) + j0, ob, (size_t)W * sizeof(float));
+            }
+        }
+        if (ht) {
+            tile_store(LINA_STATE(ht, b, h, H, KV), S, K, V, j0, W);
+        }
+    }
+    return rc;
+}
+
+/* ================================================== recurrent backward */
+
+/* One row into a new tile: u = v - a w (w = Sp^T k given; u stored, zero
+ * padded), Sn = a Sp + kb u^T, and w <- Sn^T kn when kn is set (one pass). */
+static void rec_step_fused(int K, const float *restrict Sp, float *restrict Sn, float a,
+                           const float *restrict kb, const float *restrict v, int W,
+                           float *restrict u, const float *restrict kn, float *restrict w)
+{
+    float wa[VB];
+    for (int j = 0; j < W; j++) {
+        u[j] = v[j] - a * w[j];
+    }
+    for (int j = W; j < VB; j++) {
+        u[j] = 0.0f;
+    }
+    for (int j = 0; j < VB; j++) {
+        wa[j] = 0.0f;
+    }
+    if (!kn) {
+        for (int i = 0; i < K; i++) {
+            const float *restrict Pi = Sp + (size_t)i * VB;
+            float *restrict Ni = Sn + (size_t)i * VB;
+            const float kbi = kb[i];
+#pragma omp simd
+            for (int j = 0; j < VB; j++) {
+                Ni[j] = fmaf(kbi, u[j], a * Pi[j]);
+            }
+        }
+        return;
+    }
+    for (int i = 0; i < K; i++) {
+        const float *restrict Pi = Sp + (size_t)i * VB;
+        float *restrict Ni = Sn + (size_t)i * VB;
+        const float kbi = kb[i], ki = kn[i];
+#pragma omp simd
+        for (int j = 0; j < VB; j++) {
+            const float x = fmaf(kbi, u[j], a * Pi[j]);
+            Ni[j] = x;
+            wa[j] = fmaf(ki, x, wa[j]);
+        }
+    }
+    for (int j = 0; j < VB; j++) {
+        w[j] = wa[j];
+    }
+}
+
+static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
+                            lina_delta_grad_out *go, lina_ws *ws)
+{
+    const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V, N = c->N, n = c->n;
+    const size_t KV = (size_t)K * V, tile = (size_t)K * VB;
+    const int nvb = (V + VB - 1) / VB;
+    const int nseg = (N + SEG - 1) / SEG;
+    const float s = c->s;
+    int rc = LINA_OK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        const int b = bh / H, h = bh % H;
+        size_t need = (tile * ((size_t)nseg + SEG + 2) + 3 * (size_t)K + (SEG + 4) * (size_t)VB) *
+                      sizeof(float);
+        float *mem = lina_ws_get(ws, lina_thread_id(), need);
+        if (!mem) {
+#pragma omp atomic write
+            rc = LINA_ENOMEM;
+            continue;
+        }
+        float *ck = mem;                          /* [nseg][K*VB] checkpoints */
+        float *Sx = ck + (size_t)nseg * tile;     /* [SEG+1][K*VB] states before each row */
+        float *R = Sx + (size_t)(SEG + 1) * tile; /* [K*VB] gradient of the state */
+        float *kb = R + tile;                     /* [K] */
+        float *qs = kb + K;                       /* [K] */
+        float *dkl = qs + K;                      /* [K] */
+        float *Us = dkl + K;                      /* [SEG][VB] u per row */
+        float *w = Us + (size_t)SEG * VB;         /* [VB] */
+        float *dO = w + VB;                       /* [VB] */
+        float *dvb = dO + VB;                     /* [VB] */
+        for (int t = 0; t < T; t++) {
+            memset(LINA_ROW(go->dq, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
+            if (c->g && go->dg) {
+                go->dg[dl_gix(c, b, t, h)] = 0.0f;
+            }
+        }
+        for (int r = 0; r < N; r++) {
+            memset(LINA_ROW(go->dk, b, r, h, N, H, K), 0, (size_t)K * sizeof(float));
+            go->dbeta[dl_bix(c, b, r, h)] = 0.0f;
+        }
+        for (int vb = 0; vb < nvb; vb++) {
+            const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
+            /* forward with checkpoints (in place, the fused row update) */
+            tile_load(Sx, c->h0 ? LINA_STATE(c->h0, b, h, H, KV) : NULL, K, V, j0, W);
+            tile_dot(K, Sx, dl_k(c, b, 0, h), w);
+            for (int r = 0; r < N; r++) {
+                if (r % SEG == 0) {
+                    memcpy(ck + (size_t)(r / SEG) * tile, Sx, tile * sizeof(float));
+                }
+                const int dec = c->g && r % n == 0;
+                const float a = dec ? expf(c->g[dl_gix(c, b, r / n, h)]) : 1.0f;
+                const float be = c->beta[dl_bix(c, b, r, h)];
+                const float *kr = dl_k(c, b, r, h), *vr = dl_v(c, b, r, h) + j0;
+                for (int i = 0; i < K; i++) {
+                    kb[i] = be * kr[i];
+                }
+                for (int j = 0; j < W; j++) {
+                    Us[j] = vr[j] - a * w[j];
+                }
+                for (int j = W; j < VB; j++) {
+                    Us[j] = 0.0f;
+                }
+                const int nxt = r + 1 < N;
+                rec_row_dispatch(K, Sx, a, kb, Us, NULL, NULL, nxt ? dl_k(c, b, r + 1, h) : NULL, w,
+                                 dec | (nxt << 2));
+            }
+            tile_load(R, gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL, K, V, j0, W);
+            for (int sg = nseg - 1; sg >= 0; sg--) {
+                const int ts = sg * SEG, te = ts + SEG < N ? ts + SEG : N;
+                memcpy(Sx, ck + (size_t)sg * tile, tile * sizeof(float));
+                tile_dot(K, Sx, dl_k(c, b, ts, h), w);
+                for (int r = ts; r < te; r++) {
+                    const float a = expf(dl_gate(c, b, r, h));
+                    const float be = c->beta[dl_bix(c, b, r, h)];
+                    const float *kr = dl_k(c, b, r, h);
+                    for (int i = 0; i < K; i++) {
+                        kb[i] = be * kr[i];
+                    }
+                    rec_step_fused(K, Sx + (size_t)(r - ts) * tile, Sx + (size_t)(r - ts + 1) * tile,
+                                   a, kb, dl_v(c, b, r, h) + j0, W, Us + (size_t)(r - ts) * VB,
+                                   r + 1 < te ? dl_k(c, b, r + 1, h) : NULL, w);
+                }
+                for (int r = te - 1; r >= ts; r--) {
+                    const int t = r / n, jn = r % n;
+                    const int dec = c->g && jn == 0;
+                    const float a = dec ? expf(c->g[dl_gix(c, b, t, h)]) : 1.0f;
+                    const float be = c->beta[dl_bix(c, b, r, h)];
+                    const float *kr = dl_k(c, b, r, h);
+                    const float *Sb = Sx + (size_t)(r - ts) * tile;     /* before the row */
+                    const float *Sa = Sb + tile;                        /* after the row */
+                    const float *u = Us + (size_t)(r - ts) * VB;
+                    float wa[VB];
+                    for (int j = 0; j < VB; j++) {
+                        wa[j] = 0.0f;
+                    }
+                    if (jn == n - 1 && gi->do_) {
+                        /* R += s q do^T; dq += s Sa do; w = R^T k */
+                        const float *qt = dl_q(c, b, t, h);
+                        const float *dot = LINA_ROW(gi->do_, b, t, h, T, H, V) + j0;
+                        float *dq = LINA_ROW(go->dq, b, t, h, T, H, K);
+                        for (int j = 0; j < W; j++) {
+                            dO[j] = dot[j];
+                        }
+                        for (int j = W; j < VB; j++) {
+                            dO[j] = 0.0f;
+                        }
+                        for (int i = 0; i < K; i++) {
+                            qs[i] = s * qt[i];
+                        }
+                        for (int i = 0; i < K; i++) {
+                            float *restrict Ri = R + (size_t)i * VB;
+                            const float *restrict Ai = Sa + (size_t)i * VB;
+                            const float qi = qs[i], ki = kr[i];
+                            float sdq = 0.0f;
+#pragma omp simd reduction(+ : sdq)
+                            for (int j = 0; j < VB; j++) {
+                                float x = fmaf(qi, dO[j], Ri[j]);
+                                Ri[j] = x;
+                                sdq += Ai[j] * dO[j];
+                                wa[j] = fmaf(ki, x, wa[j]);
+                            }
+                            dq[i] += s * sdq;
+                        }
+                    } else {
+                        for (int i = 0; i < K; i++) {
+                            const float *restrict Ri = R + (size_t)i * VB;
+                            const float ki = kr[i];
+#pragma omp simd
+                            for (int j = 0; j < VB; j++) {
+                                wa[j] = fmaf(ki, Ri[j], wa[j]);
+                            }
+                        }
+                    }
+                    /* dv = beta w, dbeta = w . u */
+                    float *dv = LINA_ROW(go->dv, b, r, h, N, H, V) + j0;
+                    double dbe = 0.0;
+                    for (int j = 0; j < W; j++) {
+                        dvb[j] = be * wa[j];
+                        dbe += (double)wa[j] * u[j];
+                        w[j] = wa[j];
+                    }
+                    for (int j = W; j < VB; j++) {
+                        w[j] = 0.0f;
+                    }
+                    memcpy(dv, dvb, (size_t)W * sizeof(float));
+                    go->dbeta[dl_bix(c, b, r, h)] += (float)dbe;
+                    /* dk = beta (R u - S' w) (one reduction per key row);
+                     * dS' = R - beta k w^T; dg = sum(dS' S'); R = a dS' */
+                    float *dk = LINA_ROW(go->dk, b, r, h, N, H, K);
+                    float aw[VB], dgv[VB];
+                    for (int j = 0; j < VB; j++) {
+                        aw[j] = a * w[j];
+                        dgv[j] = 0.0f;
+                    }
+                    for (int i = 0; i < K; i++) {
+                        float *restrict Ri = R + (size_t)i * VB;
+                        const float *restrict Bi = Sb + (size_t)i * VB;
+                        const float bki = be * kr[i];
+                        float dd = 0.0f;
+#pragma omp simd reduction(+ : dd)
+                        for (int j = 0; j < VB; j++) {
+                            dd += fmaf(Ri[j], u[j], -aw[j] * Bi[j]);
+                            const float x = fmaf(-bki, w[j], Ri[j]);
+                            dgv[j] = fmaf(x, Bi[j], dgv[j]);
+                            Ri[j] = a * x;
+                        }
+                        dkl[i] = dd;
+                    }
+                    for (int i = 0; i < K; i++) {
+                        dk[i] += be * dkl[i];
+                    }
+                    double dga = 0.0;
+                    for (int j = 0; j < VB; j++) {
+                        dga += dgv[j];
+                    }
+                    if (dec && go->dg) {
+                        go->dg[dl_gix(c, b, t, h)] += (float)(a * dga);
+                    }
+                }
+            }
+            if (go->dh0) {
+                tile_store(LINA_STATE(go->dh0, b, h, H, KV), R, K, V, j0, W);
+            }
+        }
+    }
+    return rc;
+}
+
+/* ======================================================== chunk machinery */
+
+/* per-thread chunk buffers; L x L matrices are stored compactly (ld L) */
+typedef struct ck_buf {
+    double *bd;  /* [C] cumulative log gate from the chunk start */
+    double *db;  /* [C] gradient w.r.t. bd */
+    double *xd;  /* [C] exponent scratch */
+    double *Ad;  /* [C] one row of A (strictly lower) */
+    double *Td;  /* [C*(C+8)] (I + A)^{-1}, rows padded to a multiple of 8 */
+    float *bt;   /* [C] beta of the rows */
+    float *e;    /* [C] exp(b_r) */
+    float *ed;   /* [C] exp(b_{L-1} - b_r) */
+    float *Gam;  /* [C*C] exp(b_r - b_c) for c <= r, 0 above */
+    float *Xk;   /* [2C*K] rows 0..L-1: k of the chunk; rows L..L+Lo-1: q of its outputs */
+    float *G;    /* [2C*C] Xk K^T: K K^T, then Q K^T (becomes P) */
+    float *Tm;   /* [C*C] (forward) */
+    float *Xb;   /* [2C*K] rows: beta e k (or -beta e k), then s e q */
+    float *Y;    /* [2C*V] Xb S_in; rows 0..L-1 become Y (bwd: dY, then dO rows) */
+    float *U;    /* [C*V] (forward) */
+    float *Kd;   /* [C*K] exp(b_{L-1} - b) k */
+    /* backward only */
+    float *DB;   /* [(2C+K)*V] rows [2C-Lo-L, 2C-Lo): dY, [2C-Lo, 2C): dO, [2C, 2C+K): dS */
+    float *PK;   /* [C*(C+K)] [P^T | diag(ed) K] (ld Lo+K) */
+    float *dU;   /* [C*V] */
+    float *Z;    /* [2C*K] [dY; dO] S_in^T */
+    float *AP;   /* [2C*C] [dY; dO] U^T: rows 0..L-1 = -dA, then dP (becomes M) */
+    float *W2;   /* [C*2C] [dGm + dGm^T | s M^T] (ld L+Lo) */
+    float *dKd;  /* [C*K] */
+    float *dK;   /* [C*K] */
+    float *dQ;   /* [C*K] */
+} ck_buf;
+
+/* Lay the buffers out from `base` (NULL: only compute the size in bytes). */
+static size_t ck_carve(ck_buf *cb, char *base, int C, int K, int V, int bwd)
+{
+    size_t off = 0;
+    const size_t CC = (size_t)C * C, CK = (size_t)C * K, CV = (size_t)C * V;
+#define CARVE(ptr, type, cnt)                                             \
+    do {                                                                  \
+        cb->ptr = base ? (type *)(void *)(base + off) : NULL;             \
+        off += (((cnt) * sizeof(type)) + 63) & ~(size_t)63;               \
+    } while (0)
+    CARVE(bd, double, (size_t)C);
+    CARVE(db, double, (size_t)C);
+    CARVE(xd, double, (size_t)C);
+    CARVE(Ad, double, (size_t)C);
+    CARVE(Td, double, (size_t)C * (C + 8));
+    CARVE(bt, float, (size_t)C);
+    CARVE(e, float, (size_t)C);
+    CARVE(ed, float, (size_t)C);
+    CARVE(Gam, float, CC);
+    CARVE(Xk, float, 2 * CK);
+    CARVE(G, float, 2 * CC);
+    CARVE(Tm, float, CC);
+    CARVE(Xb, float, 2 * CK);
+    CARVE(Y, float, 2 * CV);
+    CARVE(U, float, CV);
+    CARVE(Kd, float, CK);
+    if (bwd) {
+        CARVE(DB, float, (2 * (size_t)C + K) * V);
+        CARVE(PK, float, (size_t)C * (C + K));
+        CARVE(dU, float, CV);
+        CARVE(Z, float, 2 * CK);
+        CARVE(AP, float, 2 * CC);
+        CARVE(W2, float, 2 * CC);
+        CARVE(dKd, float, CK);
+        CARVE(dK, float, CK);
+        CARVE(dQ, float, CK);
+    }
+#undef CARVE
+    return off;
+}
+
+static size_t ck_bytes(int C, int K, int V, int bwd)
+{
+    ck_buf cb;
+    return ck_carve(&cb, NULL, C, K, V, bwd) + 64;
+}
+
+/* Chunk [r0, r0+L) of (b,h): beta, cumulative gates b, e = exp(b),
+ * ed = exp(b_{L-1} - b), Gam; returns exp(b_{L-1}). */
+static float ck_gates(const dl_ctx *c, int b, int h, int r0, int L, ck_buf *cb)
+{
+    for (int r = 0; r < L; r++) {
+        cb->bt[r] = c->beta[dl_bix(c, b, r0 + r, h)];
+    }
+    if (!c->g) {
+        for (int r = 0; r < L; r++) {
+            cb->bd[r] = 0.0;
+            cb->e[r] = 1.0f;
+            cb->ed[r] = 1.0f;
+            float *Gr = cb->Gam + (size_t)r * L;
+            for (int cc = 0; cc <= r; cc++) {
+                Gr[cc] = 1.0f;
+            }
+            for (int cc = r + 1; cc < L; cc++) {
+                Gr[cc] = 0.0f;
+            }
+        }
+        return 1.0f;
+    }
+    if (c->n == 1) {
+        lina_chunk_cumgate(LINA_GATE_SCALAR, c->g, b, h, r0, L, c->T, c->H, c->K, cb->bd);
+    } else {
+        /* the gate sits on the first sub-step of each token only */
+        double acc = 0.0;
+        for (int r = 0; r < L; r++) {
+            acc += dl_gate(c, b, r0 + r, h);
+            cb->bd[r] = acc;
+        }
+    }
+    lina_vexp_d(cb->e, cb->bd, (size_t)L);
+    const double bL = cb->bd[L - 1];
+    for (int r = 0; r < L; r++) {
+        cb->xd[r] = bL - cb->bd[r];
+    }
+    lina_vexp_d(cb->ed, cb->xd, (size_t)L);
+    for (int r = 0; r < L; r++) {
+        float *Gr = cb->Gam + (size_t)r * L;
+        for (int cc = 0; cc <= r; cc++) {
+            cb->xd[cc] = cb->bd[r] - cb->bd[cc]; /* <= 0: only the causal half is exponentiated */
+        }
+        lina_vexp_d(Gr, cb->xd, (size_t)r + 1);
+        for (int cc = r + 1; cc < L; cc++) {
+            Gr[cc] = 0.0f;
+        }
+    }
+    return cb->e[L - 1];
+}
+
+/* Copy the chunk's keys (rows 0..L-1) and its outputs' queries (rows L..L+Lo-1,
+ * tokens ta..ta+Lo-1) into Xk, then G = Xk K^T ((L+Lo) x L). */
+static void ck_gram(const dl_ctx *c, int b, int h, int r0, int L, int ta, int Lo, ck_buf *cb)
+{
+    const int K = c->K;
+    for (int r = 0; r < L; r++) {
+        memcpy(cb->Xk + (size_t)r * K, dl_k(c, b, r0 + r, h), (size_t)K * sizeof(float));
+    }
+    for (int o = 0; o < Lo; o++) {
+        memcpy(cb->Xk + (size_t)(L + o) * K, dl_q(c, b, ta + o, h), (size_t)K * sizeof(float));
+    }
+    lina_sgemm(0, 1, L + Lo, L, K, 1.0f, cb->Xk, K, cb->Xk, K, 0.0f, cb->G, L);
+}
+
+/* Tm = (I + A)^{-1}, A = strictly-lower(diag(beta) (K K^T * Gam)), by forward
+ * substitution in double: row r of Tm is e_r - sum_{c<r} A_rc Tm_c. Rows of
+ * Td are zero past the diagonal and padded to a multiple of 8, so each update
+ * runs over whole vectors. */
+static void ck_solve(int L, ck_buf *cb, float *Tm)
+{
+    const int ldt = (L + 7) & ~7;
+    double *Td = cb->Td;
+    for (int r = 0; r < L; r++) {
+        const float *Gr = cb->G + (size_t)r * L, *Rr = cb->Gam + (size_t)r * L;
+        const double br = cb->bt[r];
+        double *Ar = cb->Ad, *Tr = Td + (size_t)r * ldt;
+        for (int cc = 0; cc < r; cc++) {
+            Ar[cc] = br * (double)Gr[cc] * (double)Rr[cc];
+        }
+        for (int x = 0; x < ldt; x++) {
+            Tr[x] = 0.0;
+        }
+        int cc = 0;
+        /* four source rows per pass: fewer round trips of Tr through memory */
+        for (; cc + 4 <= r; cc += 4) {
+            const double a0 = Ar[cc], a1 = Ar[cc + 1], a2 = Ar[cc + 2], a3 = Ar[cc + 3];
+            const double *T0 = Td + (size_t)cc * ldt, *T1 = T0 + ldt, *T2 = T1 + ldt, *T3 = T2 + ldt;
+            const int xe = (cc + 11) & ~7; /* rows cc..cc+3 are zero from cc+4 on */
+            for (int x = 0; x < xe; x++) {
+                Tr[x] -= fma(a0, T0[x], fma(a1, T1[x], fma(a2, T2[x], a3 * T3[x])));
+            }
+        }
+        for (; cc < r; cc++) {
+            const double a = Ar[cc];
+            const double *Tc = Td + (size_t)cc * ldt;
+            const int xe = (cc + 8) & ~7; /* Tc is zero from cc+1 on */
+            for (int x = 0; x < xe; x++) {
+                Tr[x] -= a * Tc[x];
+            }
+        }
+        Tr[r] = 1.0;
+        float *Tf = Tm + (size_t)r * L;
+        for (int x = 0; x < L; x++) {
+            Tf[x] = (float)Tr[x];
+        }
+    }
+}
+
+/* Y = diag(beta) V - Kb S_in (rows 0..L-1; rows L.. = s e q S_in when Lo > 0),
+ * U = Tm Y. Xb rows: beta e k, then s e_rho q. */
+static void ck_u(const dl_ctx *c, int b, int h, int r0, int L, int ta, int Lo, const float *S,
+                 const float *Tm, ck_buf *cb, float *U)
+{
+    const int K = c->K, V = c->V, n = c->n;
+    for (int r = 0; r < L; r++) {
+        const float f = cb->bt[r] * cb->e[r];
+        const float *x = cb->Xk + (size_t)r * K;
+        float *y = cb->Xb + (size_t)r * K;
+        for (int i = 0; i < K; i++) {
+            y[i] = f * x[i];
+        }
+    }
+    for (int o = 0; o < Lo; o++) {
+        const int rho = (ta + o) * n + n - 1 - r0;
+        const float f = c->s * cb->e[rho];
+        const float *x = cb->Xk + (size_t)(L + o) * K;
+        float *y = cb->Xb + (size_t)(L + o) * K;
+        for (int i = 0; i < K; i++) {
+            y[i] = f * x[i];
+        }
+    }
+    lina_sgemm(0, 0, L + Lo, V, K, 1.0f, cb->Xb, K, S, V, 0.0f, cb->Y, V);
+    for (int r = 0; r < L; r++) {
+        const float bt = cb->bt[r];
+        const float *v = dl_v(c, b, r0 + r, h);
+        float *y = cb->Y + (size_t)r * V;
+        for (int j = 0; j < V; j++) {
+            y[j] = bt * v[j] - y[j];
+        }
+    }
+    lina_sgemm(0, 0, L, V, L, 1.0f, Tm, L, cb->Y, V, 0.0f, U, V);
+}
+
+/* Sout = exp(b_{L-1}) Sin + (diag(ed) K)^T U (Sout may be Sin) */
+static void ck_state(const dl_ctx *c, int L, float eL, const float *U, ck_buf *cb,
+                     const float *Sin, float *Sout)
+{
+    const int K = c->K, V = c->V;
+    const size_t KV = (size_t)K * V;
+    const float *Kd = cb->Xk;
+    if (c->g) {
+        for (size_t x = 0; x < KV; x++) {
+            Sout[x] = eL * Sin[x];
+        }
+        for (int r = 0; r < L; r++) {
+            const float f = cb->ed[r];
+            const float *x = cb->Xk + (size_t)r * K;
+            float *y = cb->Kd + (size_t)r * K;
+            for (int i = 0; i < K; i++) {
+                y[i] = f * x[i];
+            }
+        }
+        Kd = cb->Kd;
+    } else if (Sout != Sin) {
+        memcpy(Sout, Sin, KV * sizeof(float));
+    }
+    lina_sgemm(1, 0, K, V, L, 1.0f, Kd, K, U, V, 1.0f, Sout, V);
+}
+
+/* output tokens of chunk [r0, r0+L): [*ta, *ta + return) */
+static inline int ck_outputs(int r0, int L, int n, int *ta)
+{
+    *ta = r0 / n;
+    return (r0 + L) / n - *ta;
+}
+
+/* ========================================================== chunk forward */
+
+/* floats of the cache per (b,h): [nC+1][K,V] chunk-start states, [N,V] U,
+ * [nC][C*C] Tm */
+static size_t ck_cache_per_bh(const dl_ctx *c)
+{
+    const size_t nC = ((size_t)c->N + c->C - 1) / c->C;
+    return (nC + 1) * c->K * c->V + (size_t)c->N * c->V + nC * c->C * c->C;
+}
+
+/* One chunk [r0, r0+L) of (b,h) forward: Tm [L,L], U [L,V] from S_in, the
+ * outputs of the chunk's tokens (when o is set) and S_out (may be S_in). */
+static void ck_forward(const dl_ctx *c, int b, int h, int r0, int L, const float *Sin,
+                       float *Sout, float *U, float *Tm, float *o, ck_buf *cb)
+{
+    const int T = c->T, H = c->H, V = c->V, n = c->n;
+    int ta = 0;
+    const int Lo = o ? ck_outputs(r0, L, n, &ta) : 0;
+    const float eL = ck_gates(c, b, h, r0, L, cb);
+    ck_gram(c, b, h, r0, L, ta, Lo, cb);
+    ck_solve(L, cb, Tm);
+    ck_u(c, b, h, r0, L, ta, Lo, Sin, Tm, cb, U);
+    if (Lo > 0) {
+        /* P = s (Q K^T) * Gam[rho] (masked); O = s e Q S_in + P U (rows L.. of Y) */
+        float *P = cb->G + (size_t)L * L, *Oc = cb->Y + (size_t)L * V;
+        for (int oo = 0; oo < Lo; oo++) {
+            const int rho = (ta + oo) * n + n - 1 - r0;
+            const float *Gr = cb->Gam + (size_t)rho * L;
+            float *Pr = P + (size_t)oo * L;
+            for (int cc = 0; cc < L; cc++) {
+                Pr[cc] = c->s * Pr[cc] * Gr[cc];
+            }
+        }
+        lina_sgemm(0, 0, Lo, V, L, 1.0f, P, L, U, V, 1.0f, Oc, V);
+        for (int oo = 0; oo < Lo; oo++) {
+            memcpy(LINA_ROW(o, b, ta + oo, h, T, H, V), Oc + (size_t)oo * V, (size_t)V * sizeof(float));
+        }
+    }
+    ck_state(c, L, eL, U, cb, Sin, Sout);
+}
+
+static int dl_fwd_chunk(const dl_ctx *c, float *o, float *ht, float *cache, lina_ws *ws)
+{
+    const int B = c->B, H = c->H, K = c->K, V = c->V, N = c->N, C = c->C;
+    const size_t KV = (size_t)K * V, per = ck_cache_per_bh(c);
+    const int nC = (N + C - 1) / C;
+    int rc = LINA_OK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        const int b = bh / H, h = bh % H;
+        const size_t cbb = ck_bytes(C, K, V, 0);
+        char *mem = lina_ws_get(ws, lina_thread_id(), cbb + KV * sizeof(float));
+        if (!mem) {
+#pragma omp atomic write
+            rc = LINA_ENOMEM;
+            continue;
+        }
+        ck_buf cb;
+        ck_carve(&cb, mem, C, K, V, 0);
+        float *S = (float *)(void *)(mem + cbb); /* [K,V] running state (no cache) */
+        float *St = cache ? cache + (size_t)bh * per : NULL; /* [nC+1][K,V] */
+        float *Ua = St ? St + ((size_t)nC + 1) * KV : NULL;  /* [N,V] */
+        float *Ta = Ua ? Ua + (size_t)N * V : NULL;          /* [nC][C*C] */
+        if (St) {
+            S = St;
+        }
+        if (c->h0) {
+            memcpy(S, LINA_STATE(c->h0, b, h, H, KV), KV * sizeof(float));
+        } else {
+            memset(S, 0, KV * sizeof(float));
+        }
+        for (int ci = 0; ci < nC; ci++) {
+            const int r0 = ci * C, L = N - r0 < C ? N - r0 : C;
+            if (St) {
+                ck_forward(c, b, h, r0, L, St + (size_t)ci * KV, St + (size_t)(ci + 1) * KV,
+                           Ua + (size_t)r0 * V, Ta + (size_t)ci * C * C, o, &cb);
+            } else {
+                ck_forward(c, b, h, r0, L, S, S, cb.U, cb.Tm, o, &cb);
+            }
+        }
+        if (ht) {
+            memcpy(LINA_STATE(ht, b, h, H, KV), St ? St + (size_t)nC * KV : S, KV * sizeof(float));
+        }
+    }
+    return rc;
+}
+
+/* ========================================================= chunk backward */
+
+/*
+ * Per chunk, going backwards with dS = gradient of S_out (starting at dht):
+ *   dU  = P^T dO + diag(ed) K dS            dY = Tm^T dU
+ *   dA  = -dY U^T (strictly lower)          [dKb; X] = [dY; dO] S_in^T  (dKb = -(...))
+ *   dP  = dO U^T (masked), M = dP * Gam     dKd = U dS^T
+ *   dv  = beta dY;  dbeta = v.dY + e k.dKb + sum_c dA_rc (K K^T * Gam)_rc
+ *   dk  = beta e dKb + ed dKd + (dGm + dGm^T) K + s M^T Q,  dGm = dA beta Gam
+ *   dq  = s e X + s M K
+ *   dS_in = exp(b_{L-1}) dS + (s e Q)^T dO - (beta e K)^T dY
+ * and the gradient of the cumulative gate b (in double):
+ *   db_r += beta_r e_r k_r.dKb_r + rowsum(dA*A)_r - colsum(dA*A)_r
+ *         + rowsum(dP*P)_rho - colsum(dP*P)_r + s e_rho q.X (at output rows)
+ *         - ed_r k_r.dKd_r (+ their sum and exp(b_{L-1}) sum(S_in dS) at r = L-1),
+ * then dgamma_r = sum_{r' >= r} db_r' and dg_t = dgamma at the token's first row.
+ * dY, dO and dS sit back to back in one buffer so that [P^T | Kd][dO; dS],
+ * [dY; dO] U^T, [dY; dO] S_in^T and [-Kb; s e Q]^T [dY; dO] are single GEMMs.
+ */
+static int dl_bwd_chunk(const dl_ctx *c, const lina_delta_grad_in *gi, lina_delta_grad_out *go,
+                        lina_ws *ws)
+{
+    const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V, N = c->N, C = c->C, n = c->n;
+    const size_t KV = (size_t)K * V;
+    const int nC = (N + C - 1) / C;
+    const float s = c->s;
+    int rc = LINA_OK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        const int b = bh / H, h = bh % H;
+        const size_t cbb = ck_bytes(C, K, V, 1);
+        const size_t per = ck_cache_per_bh(c);
+        char *mem = lina_ws_get(ws, lina_thread_id(), cbb + (gi->cache ? 0 : per * sizeof(float)) + 256);
+        if (!mem) {
+#pragma omp atomic write
+            rc = LINA_ENOMEM;
+            continue;
+        }
+        ck_buf cb;
+        ck_carve(&cb, mem, C, K, V, 1);
+        float *own = (float *)(void *)(mem + cbb);
+        const float *St = gi->cache ? gi->cache + (size_t)bh * per : own; /* [nC+1][K,V] chunk starts */
+        const float *Ua = St + ((size_t)nC + 1) * KV;                      /* [N,V] U of every row */
+        const float *Ta = Ua + (size_t)N * V;                              /* [nC][C*C] Tm per chunk */
+        float *dS = cb.DB + (size_t)2 * C * V;    /* [K,V] gradient of the state */
+        if (!gi->cache) {
+            /* 1. forward over chunks: states, U, Tm */
+            float *Sw = own, *Uw = own + ((size_t)nC + 1) * KV, *Tw = Uw + (size_t)N * V;
+            if (c->h0) {
+                memcpy(Sw, LINA_STATE(c->h0, b, h, H, KV), KV * sizeof(float));
+            } else {
+                memset(Sw, 0, KV * sizeof(float));
+            }
+            for (int ci = 0; ci < nC; ci++) {
+                const int r0 = ci * C, L = N - r0 < C ? N - r0 : C;
+                ck_forward(c, b, h, r0, L, Sw + (size_t)ci * KV, Sw + (size_t)(ci + 1) * KV,
+                           Uw + (size_t)r0 * V, Tw + (size_t)ci * C * C, NULL, &cb);
+            }
+        }
+        /* 2. backward over chunks */
+        if (gi->dht) {
+            memcpy(dS, LINA_STATE(gi->dht, b, h, H, KV), KV * sizeof(float));
+        } else {
+            memset(dS, 0, KV * sizeof(float));
+        }
+        for (int ci = nC - 1; ci >= 0; ci--) {
+            const int r0 = ci * C, L = N - r0 < C ? N - r0 : C;
+            const float *Tm = Ta + (size_t)ci * C * C, *U = Ua + (size_t)r0 * V;
+            const float *Sin = St + (size_t)ci * KV;
+            int ta;
+            const int Lo = ck_outputs(r0, L, n, &ta);
+            const float eL = ck_gates(c, b, h, r0, L, &cb);
+            ck_gram(c, b, h, r0, L, ta, Lo, &cb);
+            const float *Kc = cb.Xk, *Qc = cb.Xk + (size_t)L * K;
+            float *P = cb.G + (size_t)L * L;                      /* [Lo,L] */
+            float *dOc = cb.DB + (size_t)(2 * C - Lo) * V;        /* [Lo,V] */
+            float *dY = dOc - (size_t)L * V;                      /* [L,V] */
+            const int ldp = Lo + K, ldw = L + Lo;
+            float *PK = cb.PK, *W2 = cb.W2;
+            float *dA = cb.AP, *M = cb.AP + (size_t)L * L;        /* [L,L] (negated), [Lo,L] */
+            for (int oo = 0; oo < Lo; oo++) {
+                const int rho = (ta + oo) * n + n - 1 - r0;
+                const float *Gr = cb.Gam + (size_t)rho * L;
+                float *Pr = P + (size_t)oo * L;
+                for (int cc = 0; cc < L; cc++) {
+                    const float p = s * Pr[cc] * Gr[cc];
+                    Pr[cc] = p;
+                    PK[(size_t)cc * ldp + oo] = p;
+                }
+                if (gi->do_) {
+                    memcpy(dOc + (size_t)oo * V, LINA_ROW(gi->do_, b, ta + oo, h, T, H, V),
+                           (size_t)V * sizeof(float));
+                } else {
+                    memset(dOc + (size_t)oo * V, 0, (size_t)V * sizeof(float));
+                }
+            }
+            for (int r = 0; r < L; r++) {
+                const float f = cb.ed[r];
+                const float *x = Kc + (size_t)r * K;
+                float *y = PK + (size_t)r * ldp + Lo;
+                for (int i = 0; i < K; i++) {
+                    y[i] = f * x[i];
+                }
+            }
+            /* dU = [P^T | Kd] [dO; dS]; dY = Tm^T dU */
+            lina_sgemm(0, 0, L, V, Lo + K, 1.0f, PK, ldp, dOc, V, 0.0f, cb.dU, V);
+            lina_sgemm(1, 0, L, V, L, 1.0f, Tm, L, cb.dU, V, 0.0f, dY, V);
+            /* [-dA; dP] = [dY; dO] U^T; [dY; dO] S_in^T; dKd = U dS^T */
+            lina_sgemm(0, 1, L + Lo, L, V, 1.0f, dY, V, U, V, 0.0f, cb.AP, L);
+            lina_sgemm(0, 1, L + Lo, K, V, 1.0f, dY, V, Sin, V, 0.0f, cb.Z, K);
+            lina_sgemm(0, 1, L, K, V, 1.0f, U, V, dS, V, 0.0f, cb.dKd, K);
+            double *db = cb.db;
+            for (int r = 0; r < L; r++) {
+                db[r] = 0.0;
+            }
+            if (c->g) {
+                double fin = 0.0;
+                for (int i = 0; i < K; i++) {
+                    const float *Si = Sin + (size_t)i * V, *Di = dS + (size_t)i * V;
+                    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+                    for (int j = 0; j < V; j++) {
+                        acc += Si[j] * Di[j];
+                    }
+                    fin += acc;
+                }
+                db[L - 1] += (double)eL * fin;
+            }
+            /* per row: dv, dbeta, dk (dKb and dKd parts), db */
+            for (int r = 0; r < L; r++) {
+                const float bt = cb.bt[r], er = cb.e[r], edr = cb.ed[r];
+                const float *v = dl_v(c, b, r0 + r, h), *k = Kc + (size_t)r * K;
+                const float *dy = dY + (size_t)r * V, *z = cb.Z + (size_t)r * K;
+                const float *dkd = cb.dKd + (size_t)r * K;
+                float *dv = LINA_ROW(go->dv, b, r0 + r, h, N, H, V);
+                float *dk = cb.dK + (size_t)r * K;
+                float vdy = 0.0f, kz = 0.0f, kdk = 0.0f;
+#pragma omp simd reduction(+ : vdy)
+                for (int j = 0; j < V; j++) {
+                    dv[j] = bt * dy[j];
+                    vdy += v[j] * dy[j];
+                }
+                const float fb = -bt * er;
+#pragma omp simd reduction(+ : kz, kdk)
+                for (int i = 0; i < K; i++) {
+                    kz += k[i] * z[i];
+                    kdk += k[i] * dkd[i];
+                    dk[i] = fb * z[i] + edr * dkd[i];
+                }
+                /* dKb = -Z: dbeta += e k.dKb, db += beta e k.dKb */
+                go->dbeta[dl_bix(c, b, r0 + r, h)] = vdy - er * kz;
+                if (c->g) {
+                    db[r] -= (double)bt * er * kz;
+                    const double zc = (double)edr * kdk;
+                    db[L - 1] += zc;
+                    db[r] -= zc;
+                }
+            }
+            /* dA (stored negated): dbeta, db, symmetric dGm into W2[:, 0..L) */
+            for (int r = 0; r < L; r++) {
+                const float bt = cb.bt[r];
+                const float *Gr = cb.G + (size_t)r * L, *Rr = cb.Gam + (size_t)r * L;
+                const float *dAr = dA + (size_t)r * L;
+                float *Wr = W2 + (size_t)r * ldw;
+                float dbe = 0.0f, zr = 0.0f;
+                for (int cc = 0; cc < r; cc++) {
+                    const float ga = Gr[cc] * Rr[cc], da = -dAr[cc];
+                    dbe += da * ga;
+                    if (c->g) {
+                        const float zz = da * bt * ga;
+                        zr += zz;
+                        db[cc] -= zz;
+                    }
+                    Wr[cc] = da * bt * Rr[cc];
+                }
+                Wr[r] = 0.0f;
+                db[r] += zr;
+                go->dbeta[dl_bix(c, b, r0 + r, h)] += dbe;
+            }
+            for (int r = 0; r < L; r++) {
+                float *Wr = W2 + (size_t)r * ldw;
+                for (int cc = r + 1; cc < L; cc++) {
+                    Wr[cc] = W2[(size_t)cc * ldw + r];
+                }
+            }
+            /* dP: M = dP * Gam (masked), db; s M^T into W2[:, L..L+Lo) */
+            for (int oo = 0; oo < Lo; oo++) {
+                const int rho = (ta + oo) * n + n - 1 - r0;
+                const float *Gr = cb.Gam + (size_t)rho * L, *Pr = P + (size_t)oo * L;
+                float *Mr = M + (size_t)oo * L;
+                if (c->g) {
+                    float zr = 0.0f;
+                    for (int cc = 0; cc <= rho; cc++) {
+                        const float zz = Mr[cc] * Pr[cc];
+                        zr += zz;
+                        db[cc] -= zz;
+                    }
+                    db[rho] += zr;
+                }
+                for (int cc = 0; cc < L; cc++) {
+                    const float m = Mr[cc] * Gr[cc];
+                    Mr[cc] = m;
+                    W2[(size_t)cc * ldw + L + oo] = s * m;
+                }
+            }
+            /* dK += [dGm + dGm^T | s M^T] [K; Q]; dQ = s M K + s e X */
+            lina_sgemm(0, 0, L, K, L + Lo, 1.0f, W2, ldw, cb.Xk, K, 1.0f, cb.dK, K);
+            lina_sgemm(0, 0, Lo, K, L, s, M, L, Kc, K, 0.0f, cb.dQ, K);
+            for (int oo = 0; oo < Lo; oo++) {
+                const int rho = (ta + oo) * n + n - 1 - r0;
+                const float f = s * cb.e[rho];
+                const float *x = cb.Z + (size_t)(L + oo) * K, *q = Qc + (size_t)oo * K;
+                float *dq = LINA_ROW(go->dq, b, ta + oo, h, T, H, K);
+                const float *dqm = cb.dQ + (size_t)oo * K;
+                float qx = 0.0f;
+#pragma omp simd reduction(+ : qx)
+                for (int i = 0; i < K; i++) {
+                    dq[i] = dqm[i] + f * x[i];
+                    qx += q[i] * x[i];
+                }
+                if (c->g) {
+                    db[rho] += (double)f * qx;
+                }
+            }
+            for (int r = 0; r < L; r++) {
+                memcpy(LINA_ROW(go->dk, b, r0 + r, h, N, H, K), cb.dK + (size_t)r * K,
+                       (size_t)K * sizeof(float));
+            }
+            /* dS_in = eL dS + [-beta e K; s e Q]^T [dY; dO] */
+            for (int r = 0; r < L; r++) {
+                const float f = -cb.bt[r] * cb.e[r];
+                const float *x = Kc + (size_t)r * K;
+                float *y = cb.Xb + (size_t)r * K;
+                for (int i = 0; i < K; i++) {
+                    y[i] = f * x[i];
+                }
+            }
+            for (int oo = 0; oo < Lo; oo++) {
+                const int rho = (ta + oo) * n + n - 1 - r0;
+                const float f = s * cb.e[rho];
+                const float *x = Qc + (size_t)oo * K;
+                float *y = cb.Xb + (size_t)(L + oo) * K;
+                for (int i = 0; i < K; i++) {
+                    y[i] = f * x[i];
+                }
+            }
+            lina_sgemm(1, 0, K, V, L + Lo, 1.0f, cb.Xb, K, dY, V, eL, dS, V);
+            /* gate gradient: reverse cumulative sum of db inside the chunk */
+            if (c->g && go->dg) {
+                double acc = 0.0;
+                for (int r = L - 1; r >= 0; r--) {
+                    acc += db[r];
+                    if ((r0 + r) % n == 0) {
+                        go->dg[dl_gix(c, b, (r0 + r) / n, h)] = (float)acc;
+                    }
+                }
+            }
+        }
+        if (go->dh0) {
+            memcpy(LINA_STATE(go->dh0, b, h, H, KV), dS, KV * sizeof(float));
+        }
+    }
+    return rc;
+}
+
+/* ================================================================ public */
+
+int lina_delta_fwd(const lina_mix_dims *d, const lina_delta_in *in, lina_delta_out *out,
+                   lina_form form, lina_ws *ws)
+{
+    dl_ctx c;
+    int rc = dl_setup(&c, d, in);
+    if (rc) {
+        return rc;
+    }
+    if (!out || !out->o) {
+        return lina_set_error(LINA_EINVAL, "delta: output o is NULL");
+    }
+    if (c.N == 0) {
+        if (out->ht) {
+            size_t nb = (size_t)c.B * c.H * c.K * c.V * sizeof(float);
+            if (c.h0) {
+                memcpy(out->ht, c.h0, nb);
+            } else {
+                memset(out->ht, 0, nb);
+            }
+        }
+        return LINA_OK;
+    }
+    lina_ws_scope sc;
+    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
+        return rc;
+    }
+    if (form == LINA_FORM_RECURRENT) {
+        rc = dl_fwd_recurrent(&c, out->o, out->ht, sc.ws);
+    } else {
+        rc = dl_fwd_chunk(&c, out->o, out->ht, out->cache, sc.ws);
+    }
+    lina_ws_scope_close(&sc);
+    if (rc) {
+        return lina_set_error(rc, "delta: out of memory");
+    }
+    return LINA_OK;
+}
+
+size_t lina_delta_cache_floats(const lina_mix_dims *d, int n)
+{
+    if (!d || d->B <= 0 || d->T < 0 || d->H <= 0 || d->K <= 0 || d->V <= 0) {
+        return 0;
+    }
+    dl_ctx c = {0};
+    c.K = d->K;
+    c.V = d->V;
+    c.N = d->T * (n > 0 ? n : 1);
+    c.C = d->chunk > 0 ? d->chunk : 64;
+    return (size_t)d->B * d->H * ck_cache_per_bh(&c);
+}
+
+int lina_delta_bwd(const lina_mix_dims *d, const lina_delta_in *in,
+                   const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form,
+                   lina_ws *ws)
+{
+    dl_ctx c;
+    int rc = dl_setup(&c, d, in);
+    if (rc) {
+        return rc;
+    }
+    if (!gin || !gout || !gout->dq || !gout->dk || !gout->dv || !gout->dbeta) {
+        return lina_set_error(LINA_EINVAL, "delta: gradient outputs dq, dk, dv, dbeta are required");
+    }
+    if (c.N == 0) {
+        if (gout->dh0) {
+            size_t nb = (size_t)c.B * c.H * c.K * c.V * sizeof(float);
+            if (gin->dht) {
+                memcpy(gout->dh0, gin->dht, nb);
+            } else {
+                memset(gout->dh0, 0, nb);
+            }
+        }
+        return LINA_OK;
+    }
+    lina_ws_scope sc;
+    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
+        return rc;
+    }
+    if (form == LINA_FORM_RECURRENT) {
+        rc = dl_bwd_recurrent(&c, gin, gout, sc.ws);
+    } else {
+        rc = dl_bwd_chunk(&c, gin, gout, sc.ws);
+    }
+    lina_ws_scope_close(&sc);
+    if (rc) {
+        return lina_set_error(rc, "delta: out of memory");
+    }
+    return LINA_OK;
+}
+
+/* ================================================ ops for `lina op` / bench */
+
+enum { DL_DELTA = 0, DL_GATED, DL_PRODUCT };
+
+#define DL_BENCH_N 2 /* delta_product sub-steps in benchmark inputs (FLA layer default) */
+
+/* y = x / sqrt(sum x^2 + 1e-6) per row of D (y may alias x) */
+static void l2n_fwd(size_t rows, int D, const float *x, float *y)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * D;
+        double ss = 0.0;
+        for (int i = 0; i < D; i++) {
+            ss += (double)xr[i] * xr[i];
+        }
+        const double inv = 1.0 / sqrt(ss + 1e-6);
+        float *yr = y + r * D;
+        for (int i = 0; i < D; i++) {
+            yr[i] = (float)(xr[i] * inv);
+        }
+    }
+}
+
+/* in place: d (= dy on entry) <- (dy - y (y . dy)) / sqrt(sum x^2 + 1e-6) */
+static void l2n_bwd(size_t rows, int D, const float *x, float *d)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * D;
+        float *dr = d + r * D;
+        double ss = 0.0;
+        for (int i = 0; i < D; i++) {
+            ss += (double)xr[i] * xr[i];
+        }
+        const double inv = 1.0 / sqrt(ss + 1e-6);
+        double yd = 0.0;
+        for (int i = 0; i < D; i++) {
+            yd += xr[i] * inv * dr[i];
+        }
+        for (int i = 0; i < D; i++) {
+            dr[i] = (float)((dr[i] - xr[i] * inv * yd) * inv);
+        }
+    }
+}
+
+/* First workspace slot the kernels never use as a per-thread slot. */
+static int dl_extra_slot(void)
+{
+    int m = lina_get_threads();
+#ifdef _OPENMP
+    if (omp_get_max_threads() > m) {
+        m = omp_get_max_threads();
+    }
+#endif
+    return m;
+}
+
+static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lina_op_opts *o,
+                     lina_ws *ws)
+{
+    const int prod = variant == DL_PRODUCT;
+    lina_binds bd;
+    lina_binds_init(&bd);
+    int err = 0;
+    /* N: rows of k, v, beta (T*n for delta_product, T otherwise) */
+    const lina_tensor *q = lina_op_input(in, "q", "BTHK", &bd, 0, &err);
+    const lina_tensor *k = err ? NULL : lina_op_input(in, "k", prod ? "BNHK" : "BTHK", &bd, 0, &err);
+    const lina_tensor *v = err ? NULL : lina_op_input(in, "v", prod ? "BNHV" : "BTHV", &bd, 0, &err);
+    const lina_tensor *beta = err ? NULL : lina_op_input(in, "beta", prod ? "BNH" : "BTH", &bd, 0, &err);
+    const lina_tensor *g = NULL, *h0 = NULL, *dO = NULL, *dht = NULL;
+    if (!err && variant != DL_DELTA) {
+        g = lina_op_input(in, "g", "BTH", &bd, prod, &err);
+    } else if (!err && lina_tset_cfind(in, "g")) {
+        return lina_set_error(LINA_EINVAL, "g.npy is not an input of delta_rule (use gated_delta_rule)");
+    }
+    if (!err) {
+        h0 = lina_op_input(in, "h0", "BHKV", &bd, 1, &err);
+    }
+    if (!err && o->backward) {
+        dO = lina_op_input(in, "do", "BTHV", &bd, 0, &err);
+        dht = err ? NULL : lina_op_input(in, "dht", "BHKV", &bd, 1, &err);
+    }
+    if (err) {
+        return err;
+    }
+    if (g) {
+        int64_t ng = lina_op_trusted() ? 0 : lina_tensor_numel(g);
+        for (int64_t i = 0; i < ng; i++) {
+            if (g->data[i] > 0.0f) {
+                return lina_set_error(LINA_EINVAL,
+                                      "g.npy must hold log decays <= 0 (found %g at index %lld)",
+                                      (double)g->data[i], (long long)i);
+            }
+        }
+    }
+    const int64_t T = bd.v['T' - 'A'];
+    int64_t n = 1;
+    if (prod) {
+        const int64_t N = bd.v['N' - 'A'];
+        if (T == 0 ? N != 0 : (N % T != 0 || N == 0)) {
+            return lina_set_error(LINA_EINVAL,
+                                  "k.npy has %lld rows per sequence, which is not n*T for an "
+                                  "integer n >= 1 (q.npy gives T=%lld)",
+                                  (long long)N, (long long)T);
+        }
+        n = T == 0 ? 1 : N / T;
+    }
+    if (T * n > 0x7fffffffLL || bd.v['B' - 'A'] > 0x7fffffffLL || bd.v['H' - 'A'] > 0x7fffffffLL ||
+        bd.v['K' - 'A'] > 0x7fffffffLL || bd.v['V' - 'A'] > 0x7fffffffLL) {
+        return lina_set_error(LINA_EINVAL, "dimensions too large (T*n, B, H, K or V above 2^31)");
+    }
+    if (bd.v['B' - 'A'] == 0 || bd.v['H' - 'A'] == 0 || bd.v['K' - 'A'] == 0 || bd.v['V' - 'A'] == 0) {
+        return lina_set_error(LINA_EINVAL, "B, H, K and V must be positive");
+    }
+    lina_mix_dims d = {(int)bd.v['B' - 'A'], (int)T, (int)bd.v['H' - 'A'], (int)bd.v['K' - 'A'],
+                       (int)bd.v['V' - 'A'], o->chunk, 0.0f};
+    lina_delta_in din = {q->data, k->data, v->data, beta->data, g ? g->data : NULL,
+                         h0 ? h0->data : NULL, (int)n};
+    /* The wrapper's own scratch (the chunk cache for --backward, the
+     * normalised q and k for --qk-l2norm) lives in one workspace slot past
+     * the per-thread slots the kernels use, so repeated calls reuse it. */
+    const size_t nqe = (size_t)lina_tensor_numel(q), nke = (size_t)lina_tensor_numel(k);
+    const size_t ncache = o->backward && o->form == LINA_FORM_CHUNK ? lina_delta_cache_floats(&d, (int)n) : 0;
+    const size_t nqk = o->qk_l2norm ? nqe + nke : 0;
+    const int slot = dl_extra_slot();
+    lina_ws_scope sc;
+    int rc = lina_ws_scope_open(&sc, ws, slot + 1);
+    if (rc) {
+        return rc;
+    }
+    float *extra = NULL;
+    if (ncache + nqk > 0) {
+        extra = lina_ws_get(sc.ws, slot, (ncache + nqk) * sizeof(float));
+        if (!extra) {
+            rc = LINA_ENOMEM;
+            goto done;
+        }
+    }
+    float *cache = ncache ? extra : NULL;          /* [lina_delta_cache_floats] */
+    if (o->qk_l2norm) {
+        float *qn = extra + ncache, *kn = qn + nqe; /* shapes of q, k */
+        l2n_fwd(nqe / (size_t)d.K, d.K, q->data, qn);
+        l2n_fwd(nke / (size_t)d.K, d.K, k->data, kn);
+        din.q = qn;
+        din.k = kn;
+    }
+    float *po = lina_op_output(out, "o", "BTHV", &bd);
+    float *pht = lina_op_output(out, "ht", "BHKV", &bd);
+    if (!po || !pht) {
+        rc = LINA_ENOMEM;
+        goto done;
+    }
+    lina_delta_out dout = {po, pht, cache};
+    if ((rc = lina_delta_fwd(&d, &din, &dout, o->form, sc.ws))) {
+        goto done;
+    }
+    if (o->backward) {
+        const char *ks = prod ? "BNHK" : "BTHK", *vs = prod ? "BNHV" : "BTHV";
+        float *pdq = lina_op_output(out, "dq", "BTHK", &bd);
+        float *pdk = lina_op_output(out, "dk", ks, &bd);
+        float *pdv = lina_op_output(out, "dv", vs, &bd);
+        float *pdb = lina_op_output(out, "dbeta", prod ? "BNH" : "BTH", &bd);
+        float *pdg = g ? lina_op_output(out, "dg", "BTH", &bd) : NULL;
+        float *pdh0 = h0 ? lina_op_output(out, "dh0", "BHKV", &bd) : NULL;
+        if (!pdq || !pdk || !pdv || !pdb || (g && !pdg) || (h0 && !pdh0)) {
+            rc = LINA_ENOMEM;
+            goto done;
+        }
+        lina_delta_grad_in gin = {dO->data, dht ? dht->data : NULL, cache};
+        lina_delta_grad_out gout = {pdq, pdk, pdv, pdb, pdg, pdh0};
+        if ((rc = lina_delta_bwd(&d, &din, &gin, &gout, o->form, sc.ws))) {
+            goto done;
+        }
+        if (o->qk_l2norm) {
+            l2n_bwd(nqe / (size_t)d.K, d.K, q->data, pdq);
+            l2n_bwd(nke / (size_t)d.K, d.K, k->data, pdk);
+        }
+    }
+done:
+    lina_ws_scope_close(&sc);
+    if (rc && !lina_last_error()[0]) {
+        lina_set_error(rc, "out of memory");
+    }
+    return rc;
+}
+
+static int run_delta_rule(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
+{
+    return dl_op_run(DL_DELTA, in, out, o, ws);
+}
+static int run_gated_delta_rule(const lina_tset *in, lina_tset *out, const lina_op_opts *o,
+                                lina_ws *ws)
+{
+    return dl_op_run(DL_GATED, in, out, o, ws);
+}
+static int run_delta_product(const lina_tset *in, lina_tset *out, const lina_op_opts *o,
+                             lina_ws *ws)
+{
+    return dl_op_run(DL_PRODUCT, in, out, o, ws);
+}
+
+/* Benchmark inputs: L2-normalised q, k; v ~ N(0,1); beta ~ U(0,1) (delta_product:
+ * U(0,2), n = DL_BENCH_N, with the gate); g ~ U(-0.5, -0.01). */
+static int dl_make_inputs(int variant, const lina_mix_dims *d, int backward, uint64_t seed,
+                          lina_tset *in)
+{
+    uint64_t rng = seed;
+    const int n = variant == DL_PRODUCT ? DL_BENCH_N : 1;
+    const int64_t N = (int64_t)d->T * n;
+    int64_t sq[4] = {d->B, d->T, d->H, d->K}, sk[4] = {d->B, N, d->H, d->K};
+    int64_t sv[4] = {d->B, N, d->H, d->V}, sb[3] = {d->B, N, d->H}, sg[3] = {d->B, d->T, d->H};
+    int64_t so[4] = {d->B, d->T, d->H, d->V};
+    int rc = lina_bench_tensor(in, "q", 4, sq, &rng, 0, 1, 1);
+    rc = rc ? rc : lina_bench_tensor(in, "k", 4, sk, &rng, 0, 1, 1);
+    rc = rc ? rc : lina_bench_tensor(in, "v", 4, sv, &rng, 0, 1, 1);
+    rc = rc ? rc : lina_bench_tensor(in, "beta", 3, sb, &rng, 0.0f, variant == DL_PRODUCT ? 2.0f : 1.0f, 0);
+    if (!rc && variant != DL_DELTA) {
+        rc = lina_bench_tensor(in, "g", 3, sg, &rng, -0.5f, -0.01f, 0);
+    }
+    if (!rc && backward) {
+        rc = lina_bench_tensor(in, "do", 4, so, &rng, 0, 1, 1);
+    }
+    if (!rc) {
+        lina_tensor *tq = lina_tset_find(in, "q"), *tk = lina_tset_find(in, "k");
+        l2n_fwd((size_t)(lina_tensor_numel(tq) / d->K), d->K, tq->data, tq->data);
+        l2n_fwd((size_t)(lina_tensor_numel(tk) / d->K), d->K, tk->data, tk->data);
+    }
+    return rc;
+}
+
+static int mk_delta_rule(const lina_mix_dims *d, int bw, uint64_t s, lina_tset *in)
+{
+    return dl_make_inputs(DL_DELTA, d, bw, s, in);
+}
+static int mk_gated_delta_rule(const lina_mix_dims *d, int bw, uint64_t s, lina_tset *in)
+{
+    return dl_make_inputs(DL_GATED, d, bw, s, in);
+}
+static int mk_delta_product(const lina_mix_dims *d, int bw, uint64_t s, lina_tset *in)
+{
+    return dl_make_inputs(DL_PRODUCT, d, bw, s, in);
+}
+
+/* B*H*rows*(5CK + 3CV + 6KV), rows = T (T*n for delta_product; the benchmark
+ * inputs have n = DL_BENCH_N) */
+static double dl_flops_rows(const lina_mix_dims *d, const lina_op_opts *o, int n)
+{
+    const double C = o->chunk > 0 ? o->chunk : 64, K = d->K, V = d->V;
+    return (double)d->B * d->H * d->T * n * (5 * C * K + 3 * C * V + 6 * K * V);
+}
+static double dl_flops(const lina_mix_dims *d, const lina_op_opts *o)
+{
+    return dl_flops_rows(d, o, 1);
+}
+static double dl_flops_product(const lina_mix_dims *d, const lina_op_opts *o)
+{
+    return dl_flops_rows(d, o, DL_BENCH_N);
+}
+
+const lina_op_info lina_op_delta_rule = {
+    "delta_rule", "DeltaNet: h_t = (I - beta k k^T) h_{t-1} + beta k v^T", {"--qk-l2norm", NULL},
+    run_delta_rule, mk_delta_rule, dl_flops};
+const lina_op_info lina_op_gated_delta_rule = {
+    "gated_delta_rule", "Gated DeltaNet: h_t = exp(g) (I - beta k k^T) h_{t-1} + beta k v^T",
+    {"--qk-l2norm", NULL}, run_gated_delta_rule, mk_gated_delta_rule, dl_flops};
+const lina_op_info lina_op_delta_product = {
+    "delta_product", "DeltaProduct: n Householder steps per token (k rows = n*T), optional gate",
+    {"--qk-l2norm", NULL}, run_delta_product, mk_delta_product, dl_flops_product};

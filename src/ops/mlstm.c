@@ -1,0 +1,596 @@
+/*
+ * mlstm.c -- the stabilised mLSTM of xLSTM (OPS.md), forward and backward,
+ * recurrent and chunkwise:
+ *
+ *   lf_t = logsigmoid(f_t),   m_t = max(lf_t + m_{t-1}, i_t)        (m_0 = m0 or 0)
+ *   C_t = exp(lf_t + m_{t-1} - m_t) C_{t-1} + exp(i_t - m_t) k~_t v_t^T,   k~ = scale k
+ *   n_t = exp(lf_t + m_{t-1} - m_t) n_{t-1} + exp(i_t - m_t) k~_t
+ *   o_t = q_t^T C_t / (max(|q_t . n_t|, exp(-m_t)) + 1e-6)
+ *
+ * Method. The stabiliser is a scalar recurrence, computed first for every
+ * (b,h) in double (O(T)). With it the matrix part is a scalar-gated linear
+ * attention in the stabilised variables:
+ *
+ *   g'_t = lf_t + m_{t-1} - m_t  (<= 0),   k'_t = exp(i_t - m_t) k~_t  (|.| <= |k~|),
+ *   [C_t | n_t] = exp(g'_t) [C_{t-1} | n_{t-1}] + k'_t [v_t | 1]^T
+ *
+ * i.e. the diagonal-decay engine (lina_dd_*, LINA_GATE_SCALAR, scale 1) on
+ * values augmented with a ones column, whose last output column is q.n. Its
+ * recurrent form is the step-by-step recurrence; its chunk form is exactly
+ * the per-chunk stabilised form of MIXERS.md section 9: inside a chunk the
+ * weight of key c for query r is exp(b_r - b_c) exp(i_c - m_c) =
+ * exp(lf-sum + i_c - m_r) = exp(logD_rc - mu_r), with mu_r = m_r the running
+ * max of that sketch, every exponent <= 0; between chunks the state carries
+ * its own stabiliser.
+ *
+ * Backward. Write L as a function of the inputs and of the stabilisers
+ * m_1..m_T as free variables. Then
+ *   - the partials with m held fixed come from lina_dd_bwd on the augmented
+ *     problem: dlf_t = dg'_t, di_t = k'_t . dk'_t, dk = exp(i - m) scale dk',
+ *     dm0 = <dh0, h0> + dn0 . n0;
+ *   - the explicit partial of L in m_t is, in closed form (C_t, n_t scale as
+ *     exp(-m_t); den - 1e-6 scales likewise in both branches of the max):
+ *         gm_t = -(do_t . o_t) 1e-6 / den_t
+ *              + [t = T] (dmt - <dht, ht> - dnt . nt);
+ *   - m_t = max(lf_t + m_{t-1}, i_t) routes gm back along the argmax path:
+ *     acc = 0; for t = T..1: acc += gm_t; if m_t = i_t: di_t += acc, acc = 0;
+ *     else dlf_t += acc (and acc flows on to m_{t-1}); finally dm0 += acc.
+ * df = dlf sigmoid(-f). Ties: lf_t + m_{t-1} == i_t takes the carry branch,
+ * |q.n| == exp(-m) the |q.n| branch (documented in lina.h; the test
+ * reference uses the same rules).
+ */
+#include "ops_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define ML_EPS 1e-6
+
+/* ---------------------------------------------------------------- scratch */
+
+/* Workspace slot above every per-thread slot, so that buffers taken from it
+ * stay valid across the lina_dd_* calls (which use slots 0..threads-1). */
+static int ml_big_slot(void)
+{
+    int n = lina_get_threads();
+#ifdef _OPENMP
+    if (omp_get_max_threads() > n) {
+        n = omp_get_max_threads();
+    }
+#endif
+    return n;
+}
+
+typedef struct ml_ctx {
+    int B, T, H, K, V, Va; /* Va = V + 1: value columns plus the normaliser column */
+    float ks;              /* key scale */
+    size_t nr;             /* B*T*H rows */
+} ml_ctx;
+
+/* buffers carved from the big slot */
+typedef struct ml_buf {
+    float *kp;         /* [B,T,H,K]  k' = exp(i - m) ks k */
+    float *va;         /* [B,T,H,Va] [v | 1] */
+    float *gp;         /* [B,T,H]    g' = lf + m_{t-1} - m_t */
+    float *oa;         /* [B,T,H,Va] [q^T C | q.n] */
+    float *h0a;        /* [B,H,K,Va] [h0 | n0] (initial states only) */
+    float *hta;        /* [B,H,K,Va] [C_T | n_T] */
+    double *m;         /* [B,T,H]    m_t */
+    unsigned char *rs; /* [B,T,H]    1 where m_t = i_t */
+    /* backward only */
+    float *doa;        /* [B,T,H,Va] */
+    float *dhta;       /* [B,H,K,Va] */
+    float *dkp;        /* [B,T,H,K] */
+    float *dva;        /* [B,T,H,Va] */
+    float *dgp;        /* [B,T,H] */
+    float *dh0a;       /* [B,H,K,Va] */
+    double *gm;        /* [B,T,H] explicit dL/dm_t */
+    float *st;         /* [B,H,nC+1,K,Va] chunk-start states of the recomputed forward */
+} ml_buf;
+
+static size_t al64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+/* engine dims: the augmented problem, scale 1 */
+static lina_mix_dims ml_engine_dims(const ml_ctx *c, const lina_mix_dims *d)
+{
+    lina_mix_dims dd = {c->B, c->T, c->H, c->K, c->Va, d->chunk, 1.0f};
+    return dd;
+}
+
+static size_t ml_buf_bytes(const ml_ctx *c, const lina_mix_dims *d, int bwd, int init)
+{
+    const size_t rows = c->nr, BH = (size_t)c->B * c->H;
+    const size_t sa = BH * (size_t)c->K * c->Va;
+    size_t n = al64(rows * c->K * sizeof(float)) + 2 * al64(rows * c->Va * sizeof(float)) +
+               al64(rows * sizeof(float)) + al64(sa * sizeof(float)) * (init ? 2 : 1) +
+               al64(rows * sizeof(double)) + al64(rows);
+    if (bwd) {
+        n += 2 * al64(rows * c->Va * sizeof(float)) + al64(sa * sizeof(float)) * (init ? 2 : 1) +
+             al64(rows * c->K * sizeof(float)) + al64(rows * sizeof(float)) +
+             al64(rows * sizeof(double));
+        lina_mix_dims dd = ml_engine_dims(c, d);
+        n += al64(lina_dd_states_size(&dd) * sizeof(float));
+    }
+    return n + 64;
+}
+
+static void ml_buf_carve(const ml_ctx *c, const lina_mix_dims *d, void *mem, int bwd, int init,
+                         ml_buf *b)
+{
+    const size_t rows = c->nr, BH = (size_t)c->B * c->H;
+    const size_t sa = BH * (size_t)c->K * c->Va;
+    char *p = mem;
+    memset(b, 0, sizeof *b);
+#define ML_TAKE(ptr, type, cnt)                \
+    do {                                       \
+        b->ptr = (type *)p;                    \
+        p += al64((cnt) * sizeof(type));       \
+    } while (0)
+    ML_TAKE(kp, float, rows * c->K);
+    ML_TAKE(va, float, rows * c->Va);
+    ML_TAKE(gp, float, rows);
+    ML_TAKE(oa, float, rows * c->Va);
+    if (init) {
+        ML_TAKE(h0a, float, sa);
+    }
+    ML_TAKE(hta, float, sa);
+    ML_TAKE(m, double, rows);
+    ML_TAKE(rs, unsigned char, rows);
+    if (bwd) {
+        ML_TAKE(doa, float, rows * c->Va);
+        ML_TAKE(dhta, float, sa);
+        ML_TAKE(dkp, float, rows * c->K);
+        ML_TAKE(dva, float, rows * c->Va);
+        ML_TAKE(dgp, float, rows);
+        if (init) {
+            ML_TAKE(dh0a, float, sa);
+        }
+        ML_TAKE(gm, double, rows);
+        lina_mix_dims dd = ml_engine_dims(c, d);
+        ML_TAKE(st, float, lina_dd_states_size(&dd));
+    }
+#undef ML_TAKE
+}
+
+/* ------------------------------------------------------------------ math */
+
+static double ml_logsig(double x)
+{
+    return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x));
+}
+
+static double ml_sigmoid(double x)
+{
+    return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+}
+
+/* den_t = max(|qn|, exp(-m)) + eps; *qbr = 1 when the |qn| branch is taken */
+static double ml_den(double qn, double m, int *qbr)
+{
+    double lo = exp(-m), a = fabs(qn);
+    *qbr = a >= lo;
+    return (*qbr ? a : lo) + ML_EPS;
+}
+
+static int ml_setup(ml_ctx *c, const lina_mix_dims *d, const lina_mlstm_in *in)
+{
+    if (!d || !in || !in->q || !in->k || !in->v || !in->i || !in->f) {
+        return lina_set_error(LINA_EINVAL, "mlstm: missing q, k, v, i or f");
+    }
+    if (d->B <= 0 || d->T < 0 || d->H <= 0 || d->K <= 0 || d->V <= 0) {
+        return lina_set_error(LINA_EINVAL, "mlstm: bad dims B=%d T=%d H=%d K=%d V=%d", d->B,
+                              d->T, d->H, d->K, d->V);
+    }
+    int ninit = !!in->h0 + !!in->n0 + !!in->m0;
+    if (ninit != 0 && ninit != 3) {
+        return lina_set_error(LINA_EINVAL, "mlstm: h0, n0 and m0 must be given together or not at all");
+    }
+    c->B = d->B;
+    c->T = d->T;
+    c->H = d->H;
+    c->K = d->K;
+    c->V = d->V;
+    c->Va = d->V + 1;
+    c->ks = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)d->K);
+    c->nr = (size_t)d->B * d->T * d->H;
+    return LINA_OK;
+}
+
+/* Stabiliser chain and the engine's inputs: m, rs, g', k', [v | 1], [h0 | n0]. */
+static void ml_prepare(const ml_ctx *c, const lina_mlstm_in *in, ml_buf *bf)
+{
+    const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V, Va = c->Va;
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        const int b = bh / H, h = bh % H;
+        double mprev = in->m0 ? (double)in->m0[bh] : 0.0;
+        for (int t = 0; t < T; t++) {
+            const size_t r = ((size_t)b * T + t) * H + h;
+            const double it = in->i[r];
+            const double a = ml_logsig((double)in->f[r]) + mprev;
+            const int reset = it > a; /* tie: carry branch */
+            const double m = reset ? it : a;
+            bf->m[r] = m;
+            bf->rs[r] = (unsigned char)reset;
+            bf->gp[r] = (float)(a - m);
+            const float w = (float)(exp(it - m) * (double)c->ks);
+            const float *k = in->k + r * K;
+            float *kp = bf->kp + r * K;
+            for (int x = 0; x < K; x++) {
+                kp[x] = w * k[x];
+            }
+            memcpy(bf->va + r * Va, in->v + r * V, (size_t)V * sizeof(float));
+            bf->va[r * Va + V] = 1.0f;
+            mprev = m;
+        }
+        if (in->h0) {
+            const float *h0 = LINA_STATE(in->h0, b, h, H, (size_t)K * V);
+            const float *n0 = in->n0 + (size_t)bh * K;
+            float *h0a = LINA_STATE(bf->h0a, b, h, H, (size_t)K * Va);
+            for (int x = 0; x < K; x++) {
+                memcpy(h0a + (size_t)x * Va, h0 + (size_t)x * V, (size_t)V * sizeof(float));
+                h0a[(size_t)x * Va + V] = n0[x];
+            }
+        }
+    }
+}
+
+/* Engine forward on the augmented problem: oa, hta (and the chunk-start
+ * states when bf->st is set, for the backward). */
+static int ml_engine_fwd(const ml_ctx *c, const lina_mix_dims *d, const lina_mlstm_in *in,
+                         ml_buf *bf, lina_form form, lina_ws *ws)
+{
+    lina_mix_dims dd = ml_engine_dims(c, d);
+    lina_dd_in din = {.q = in->q, .k = bf->kp, .v = bf->va, .gate = LINA_GATE_SCALAR,
+                      .g = bf->gp, .h0 = bf->h0a};
+    lina_dd_out dout = {.o = bf->oa, .ht = bf->hta, .states = bf->st};
+    return lina_dd_fwd(&dd, &din, &dout, form, ws);
+}
+
+/* T = 0: the states pass through. */
+static void ml_empty(const ml_ctx *c, const lina_mlstm_in *in, float *ht, float *nt, float *mt)
+{
+    const size_t BH = (size_t)c->B * c->H, KV = (size_t)c->K * c->V;
+    if (ht) {
+        if (in->h0) {
+            memcpy(ht, in->h0, BH * KV * sizeof(float));
+        } else {
+            memset(ht, 0, BH * KV * sizeof(float));
+        }
+    }
+    if (nt) {
+        if (in->n0) {
+            memcpy(nt, in->n0, BH * c->K * sizeof(float));
+        } else {
+            memset(nt, 0, BH * c->K * sizeof(float));
+        }
+    }
+    if (mt) {
+        if (in->m0) {
+            memcpy(mt, in->m0, BH * sizeof(float));
+        } else {
+            memset(mt, 0, BH * sizeof(float));
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- forward */
+
+int lina_mlstm_fwd(const lina_mix_dims *d, const lina_mlstm_in *in, lina_mlstm_out *out,
+                   lina_form form, lina_ws *ws)
+{
+    ml_ctx c;
+    int rc = ml_setup(&c, d, in);
+    if (rc) {
+        return rc;
+    }
+    if (!out || !out->o) {
+        return lina_set_error(LINA_EINVAL, "mlstm: output o is NULL");
+    }
+    if (c.T == 0) {
+        ml_empty(&c, in, out->ht, out->nt, out->mt);
+        return LINA_OK;
+    }
+    const int init = in->h0 != NULL, slot = ml_big_slot();
+    lina_ws_scope sc;
+    if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
+        return rc;
+    }
+    void *mem = lina_ws_get(sc.ws, slot, ml_buf_bytes(&c, d, 0, init));
+    if (!mem) {
+        lina_ws_scope_close(&sc);
+        return lina_set_error(LINA_ENOMEM, "mlstm: out of memory");
+    }
+    ml_buf bf;
+    ml_buf_carve(&c, d, mem, 0, init, &bf);
+    ml_prepare(&c, in, &bf);
+    rc = ml_engine_fwd(&c, d, in, &bf, form, sc.ws);
+    if (rc == LINA_OK) {
+        const int B = c.B, T = c.T, H = c.H, K = c.K, V = c.V, Va = c.Va;
+#pragma omp parallel for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            const int b = bh / H, h = bh % H;
+            for (int t = 0; t < T; t++) {
+                const size_t r = ((size_t)b * T + t) * H + h;
+                const float *oa = bf.oa + r * Va;
+                int qbr;
+                const double inv = 1.0 / ml_den(oa[V], bf.m[r], &qbr);
+                float *o = out->o + r * V;
+                for (int j = 0; j < V; j++) {
+                    o[j] = (float)(oa[j] * inv);
+                }
+            }
+            const float *hta = LINA_STATE(bf.hta, b, h, H, (size_t)K * Va);
+            if (out->ht) {
+                float *ht = LINA_STATE(out->ht, b, h, H, (size_t)K * V);
+                for (int x = 0; x < K; x++) {
+                    memcpy(ht + (size_t)x * V, hta + (size_t)x * Va, (size_t)V * sizeof(float));
+                }
+            }
+            if (out->nt) {
+                for (int x = 0; x < K; x++) {
+                    out->nt[(size_t)bh * K + x] = hta[(size_t)x * Va + V];
+                }
+            }
+            if (out->mt) {
+                out->mt[bh] = (float)bf.m[((size_t)b * T + (T - 1)) * H + h];
+            }
+        }
+    }
+    lina_ws_scope_close(&sc);
+    return rc;
+}
+
+/* --------------------------------------------------------------- backward */
+
+int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
+                   const lina_mlstm_grad_in *gin, lina_mlstm_grad_out *gout, lina_form form,
+                   lina_ws *ws)
+{
+    ml_ctx c;
+    int rc = ml_setup(&c, d, in);
+    if (rc) {
+        return rc;
+    }
+    if (!gin || !gout || !gout->dq || !gout->dk || !gout->dv || !gout->di || !gout->df) {
+        return lina_set_error(LINA_EINVAL, "mlstm: gradient outputs dq, dk, dv, di, df are required");
+    }
+    const int B = c.B, T = c.T, H = c.H, K = c.K, V = c.V, Va = c.Va;
+    const size_t KV = (size_t)K * V, KVa = (size_t)K * Va;
+    const int init = in->h0 != NULL;
+    if (T == 0) {
+        if (init) {
+            lina_mlstm_grad_in z = *gin;
+            ml_empty(&c, &(lina_mlstm_in){.h0 = z.dht, .n0 = z.dnt, .m0 = z.dmt}, gout->dh0,
+                     gout->dn0, gout->dm0);
+        }
+        return LINA_OK;
+    }
+    const int slot = ml_big_slot();
+    lina_ws_scope sc;
+    if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
+        return rc;
+    }
+    void *mem = lina_ws_get(sc.ws, slot, ml_buf_bytes(&c, d, 1, init));
+    if (!mem) {
+        lina_ws_scope_close(&sc);
+        return lina_set_error(LINA_ENOMEM, "mlstm: out of memory");
+    }
+    ml_buf bf;
+    ml_buf_carve(&c, d, mem, 1, init, &bf);
+    ml_prepare(&c, in, &bf);
+    if ((rc = ml_engine_fwd(&c, d, in, &bf, form, sc.ws))) {
+        lina_ws_scope_close(&sc);
+        return rc;
+    }
+    /* cotangents of the augmented outputs and the explicit dL/dm_t */
+    const int have_dht = gin->dht || gin->dnt;
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        const int b = bh / H, h = bh % H;
+        for (int t = 0; t < T; t++) {
+            const size_t r = ((size_t)b * T + t) * H + h;
+            const float *oa = bf.oa + r * Va;
+            float *doa = bf.doa + r * Va;
+            if (!gin->do_) {
+                memset(doa, 0, (size_t)Va * sizeof(float));
+                bf.gm[r] = 0.0;
+                continue;
+            }
+            const float *dO = gin->do_ + r * V;
+            int qbr;
+            const double qn = oa[V], den = ml_den(qn, bf.m[r], &qbr);
+            double dod = 0.0; /* do . o */
+            for (int j = 0; j < V; j++) {
+                dod += (double)dO[j] * (oa[j] / den);
+                doa[j] = (float)(dO[j] / den);
+            }
+            const double dden = -dod / den;
+            doa[V] = qbr ? (float)(qn > 0 ? dden : (qn < 0 ? -dden : 0.0)) : 0.0f;
+            bf.gm[r] = -dod * ML_EPS / den;
+        }
+        const float *hta = LINA_STATE(bf.hta, b, h, H, KVa);
+        float *dhta = LINA_STATE(bf.dhta, b, h, H, KVa);
+        double fin = 0.0; /* <dht, ht> + dnt . nt */
+        for (int x = 0; x < K; x++) {
+            for (int j = 0; j < V; j++) {
+                float g = gin->dht ? LINA_STATE(gin->dht, b, h, H, KV)[(size_t)x * V + j] : 0.0f;
+                dhta[(size_t)x * Va + j] = g;
+                fin += (double)g * hta[(size_t)x * Va + j];
+            }
+            float g = gin->dnt ? gin->dnt[(size_t)bh * K + x] : 0.0f;
+            dhta[(size_t)x * Va + V] = g;
+            fin += (double)g * hta[(size_t)x * Va + V];
+        }
+        const size_t rT = ((size_t)b * T + (T - 1)) * H + h;
+        bf.gm[rT] += (gin->dmt ? (double)gin->dmt[bh] : 0.0) - fin;
+    }
+    {
+        lina_mix_dims dd = ml_engine_dims(&c, d);
+        lina_dd_in din = {.q = in->q, .k = bf.kp, .v = bf.va, .gate = LINA_GATE_SCALAR,
+                          .g = bf.gp, .h0 = bf.h0a};
+        lina_dd_grad_in dgi = {.do_ = bf.doa, .dht = have_dht ? bf.dhta : NULL, .states = bf.st};
+        lina_dd_grad_out dgo = {.dq = gout->dq, .dk = bf.dkp, .dv = bf.dva, .dg = bf.dgp,
+                                .dh0 = bf.dh0a};
+        if ((rc = lina_dd_bwd(&dd, &din, &dgi, &dgo, form, sc.ws))) {
+            lina_ws_scope_close(&sc);
+            return rc;
+        }
+    }
+    /* chain rule back to k, v, i, f, states; route dL/dm along the argmax path */
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        const int b = bh / H, h = bh % H;
+        double acc = 0.0;
+        for (int t = T - 1; t >= 0; t--) {
+            const size_t r = ((size_t)b * T + t) * H + h;
+            const float *kp = bf.kp + r * K, *dkp = bf.dkp + r * K;
+            const float w = (float)(exp((double)in->i[r] - bf.m[r]) * (double)c.ks);
+            float *dk = gout->dk + r * K;
+            double di = 0.0;
+            for (int x = 0; x < K; x++) {
+                di += (double)kp[x] * dkp[x];
+                dk[x] = w * dkp[x];
+            }
+            memcpy(gout->dv + r * V, bf.dva + r * Va, (size_t)V * sizeof(float));
+            double dlf = bf.dgp[r];
+            acc += bf.gm[r];
+            if (bf.rs[r]) {
+                di += acc;
+                acc = 0.0;
+            } else {
+                dlf += acc;
+            }
+            gout->di[r] = (float)di;
+            gout->df[r] = (float)(dlf * ml_sigmoid(-(double)in->f[r]));
+        }
+        if (init) {
+            const float *dh0a = LINA_STATE(bf.dh0a, b, h, H, KVa);
+            const float *h0a = LINA_STATE(bf.h0a, b, h, H, KVa);
+            double dm0 = acc;
+            for (size_t x = 0; x < KVa; x++) {
+                dm0 += (double)dh0a[x] * h0a[x];
+            }
+            if (gout->dh0) {
+                float *dh0 = LINA_STATE(gout->dh0, b, h, H, KV);
+                for (int x = 0; x < K; x++) {
+                    memcpy(dh0 + (size_t)x * V, dh0a + (size_t)x * Va, (size_t)V * sizeof(float));
+                }
+            }
+            if (gout->dn0) {
+                for (int x = 0; x < K; x++) {
+                    gout->dn0[(size_t)bh * K + x] = dh0a[(size_t)x * Va + V];
+                }
+            }
+            if (gout->dm0) {
+                gout->dm0[bh] = (float)dm0;
+            }
+        }
+    }
+    lina_ws_scope_close(&sc);
+    return LINA_OK;
+}
+
+/* ================================================ op for `lina op` / bench */
+
+static int run_mlstm(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
+{
+    lina_binds bd;
+    lina_binds_init(&bd);
+    int err = 0;
+    const lina_tensor *q = lina_op_input(in, "q", "BTHK", &bd, 0, &err);
+    const lina_tensor *k = err ? NULL : lina_op_input(in, "k", "BTHK", &bd, 0, &err);
+    const lina_tensor *v = err ? NULL : lina_op_input(in, "v", "BTHV", &bd, 0, &err);
+    const lina_tensor *ig = err ? NULL : lina_op_input(in, "i", "BTH", &bd, 0, &err);
+    const lina_tensor *fg = err ? NULL : lina_op_input(in, "f", "BTH", &bd, 0, &err);
+    const lina_tensor *h0 = err ? NULL : lina_op_input(in, "h0", "BHKV", &bd, 1, &err);
+    const lina_tensor *n0 = err ? NULL : lina_op_input(in, "n0", "BHK", &bd, 1, &err);
+    const lina_tensor *m0 = err ? NULL : lina_op_input(in, "m0", "BH", &bd, 1, &err);
+    if (err) {
+        return err;
+    }
+    if ((h0 || n0 || m0) && !(h0 && n0 && m0)) {
+        return lina_set_error(LINA_EINVAL,
+                              "h0.npy, n0.npy and m0.npy must be given together (%s missing)",
+                              !h0 ? "h0.npy" : (!n0 ? "n0.npy" : "m0.npy"));
+    }
+    const lina_tensor *dO = NULL, *dht = NULL, *dnt = NULL, *dmt = NULL;
+    if (o->backward) {
+        dO = lina_op_input(in, "do", "BTHV", &bd, 0, &err);
+        dht = err ? NULL : lina_op_input(in, "dht", "BHKV", &bd, 1, &err);
+        dnt = err ? NULL : lina_op_input(in, "dnt", "BHK", &bd, 1, &err);
+        dmt = err ? NULL : lina_op_input(in, "dmt", "BH", &bd, 1, &err);
+        if (err) {
+            return err;
+        }
+    }
+    lina_mix_dims d = {(int)bd.v['B' - 'A'], (int)bd.v['T' - 'A'], (int)bd.v['H' - 'A'],
+                       (int)bd.v['K' - 'A'], (int)bd.v['V' - 'A'], o->chunk, 0.0f};
+    lina_mlstm_in min = {q->data, k->data, v->data, ig->data, fg->data,
+                         h0 ? h0->data : NULL, n0 ? n0->data : NULL, m0 ? m0->data : NULL};
+    lina_mlstm_out mout = {lina_op_output(out, "o", "BTHV", &bd),
+                           lina_op_output(out, "ht", "BHKV", &bd),
+                           lina_op_output(out, "nt", "BHK", &bd),
+                           lina_op_output(out, "mt", "BH", &bd)};
+    if (!mout.o || !mout.ht || !mout.nt || !mout.mt) {
+        return LINA_ENOMEM;
+    }
+    int rc = lina_mlstm_fwd(&d, &min, &mout, o->form, ws);
+    if (rc || !o->backward) {
+        return rc;
+    }
+    lina_mlstm_grad_out g = {lina_op_output(out, "dq", "BTHK", &bd),
+                             lina_op_output(out, "dk", "BTHK", &bd),
+                             lina_op_output(out, "dv", "BTHV", &bd),
+                             lina_op_output(out, "di", "BTH", &bd),
+                             lina_op_output(out, "df", "BTH", &bd),
+                             NULL, NULL, NULL};
+    if (h0) {
+        g.dh0 = lina_op_output(out, "dh0", "BHKV", &bd);
+        g.dn0 = lina_op_output(out, "dn0", "BHK", &bd);
+        g.dm0 = lina_op_output(out, "dm0", "BH", &bd);
+    }
+    if (!g.dq || !g.dk || !g.dv || !g.di || !g.df || (h0 && (!g.dh0 || !g.dn0 || !g.dm0))) {
+        return LINA_ENOMEM;
+    }
+    lina_mlstm_grad_in gi = {dO->data, dht ? dht->data : NULL, dnt ? dnt->data : NULL,
+                             dmt ? dmt->data : NULL};
+    return lina_mlstm_bwd(&d, &min, &gi, &g, o->form, ws);
+}
+
+static int mk_mlstm(const lina_mix_dims *d, int backward, uint64_t seed, lina_tset *in)
+{
+    uint64_t rng = seed;
+    int64_t sk[4] = {d->B, d->T, d->H, d->K}, sv[4] = {d->B, d->T, d->H, d->V};
+    int rc = lina_bench_tensor(in, "q", 4, sk, &rng, 0, 1, 1);
+    rc = rc ? rc : lina_bench_tensor(in, "k", 4, sk, &rng, 0, 1, 1);
+    rc = rc ? rc : lina_bench_tensor(in, "v", 4, sv, &rng, 0, 1, 1);
+    rc = rc ? rc : lina_bench_tensor(in, "i", 3, sk, &rng, -3.0f, 3.0f, 0);
+    rc = rc ? rc : lina_bench_tensor(in, "f", 3, sk, &rng, 0.0f, 6.0f, 0);
+    if (!rc && backward) {
+        rc = lina_bench_tensor(in, "do", 4, sv, &rng, 0, 1, 1);
+    }
+    return rc;
+}
+
+/* FLOPs (README rule): the matrix work is simple_gla's chunk form with V+1
+ * value columns (the normaliser n rides along as one more column):
+ *   B*H*T*(2*C*K + 2*C*(V+1) + 4*K*(V+1)),  C the chunk size (64);
+ * the O(B*T*H) scalar stabiliser work and the O(B*T*H*(K+V)) scalings are
+ * not counted. */
+static double mlstm_flops(const lina_mix_dims *d, const lina_op_opts *o)
+{
+    double C = o->chunk > 0 ? o->chunk : 64, Va = d->V + 1.0;
+    return (double)d->B * d->H * d->T * (2 * C * d->K + 2 * C * Va + 4.0 * d->K * Va);
+}
+
+const lina_op_info lina_op_mlstm = {
+    "mlstm", "xLSTM mLSTM cell (exponential gating, max stabiliser, normaliser state)", {NULL},
+    run_mlstm, mk_mlstm, mlstm_flops};
