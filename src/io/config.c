@@ -5,6 +5,7 @@
  * table, so whatever is written reads back identically. Defaults are FLA's
  * class defaults (../shared/spec/MIXERS.md section 15.1).
  */
+#include "io_internal.h"
 #include "lina.h"
 
 #include <cjson/cJSON.h>
@@ -918,51 +919,12 @@ int lina_config_write(const char *path, const lina_config *c)
     if (!js) {
         return LINA_ENOMEM;
     }
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 32);
-    if (!tmp) {
-        free(js);
-        return lina_set_error(LINA_ENOMEM, "out of memory");
-    }
-    snprintf(tmp, plen + 32, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        int e = errno;
-        free(js);
-        free(tmp);
-        return lina_set_error(LINA_EIO, "%s: cannot create (%s)", path, strerror(e));
-    }
-    size_t n = strlen(js), off = 0;
-    int ok = 1;
-    while (off < n) {
-        ssize_t w = write(fd, js + off, n - off);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            ok = 0;
-            break;
-        }
-        off += (size_t)w;
-    }
-    int e = ok ? 0 : errno;
-    if (ok && fsync(fd) != 0) {
-        ok = 0;
-        e = errno;
-    }
-    if (close(fd) != 0 && ok) {
-        ok = 0;
-        e = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = 0;
-        e = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        rc = lina_set_error(LINA_EIO, "%s: write failed (%s)", path, e ? strerror(e) : "short write");
+    lina_afile f;
+    rc = lina_afile_open(&f, path);
+    if (rc == LINA_OK) {
+        lina_afile_write(&f, js, strlen(js));
+        rc = lina_afile_commit(&f);
     }
     free(js);
-    free(tmp);
     return rc;
 }

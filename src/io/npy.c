@@ -1,4 +1,5 @@
 /* npy.c -- NumPy .npy reader and writer (float32 C order; '<f8' read and converted). */
+#include "io_internal.h"
 #include "lina.h"
 
 #include <errno.h>
@@ -280,40 +281,15 @@ int lina_npy_write(const char *path, const lina_tensor *t)
     p += pad;
     hdr[p++] = '\n';
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 32);
-    if (!tmp) {
-        return lina_set_error(LINA_ENOMEM, "out of memory");
-    }
-    snprintf(tmp, plen + 32, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return lina_set_error(LINA_EIO, "%s: cannot create (%s)", path, strerror(e));
-    }
     unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(p & 0xff),
                              (unsigned char)(p >> 8)};
-    int ok = write(fd, pre, 10) == 10 && write(fd, hdr, (size_t)p) == (ssize_t)p;
-    size_t bytes = (size_t)lina_tensor_numel(t) * 4;
-    const char *src = (const char *)t->data;
-    while (ok && bytes) {
-        ssize_t w = write(fd, src, bytes > (1u << 30) ? (1u << 30) : bytes);
-        if (w <= 0) {
-            ok = 0;
-            break;
-        }
-        src += w;
-        bytes -= (size_t)w;
+    lina_afile f;
+    int rc = lina_afile_open(&f, path);
+    if (rc) {
+        return rc;
     }
-    ok = ok && fsync(fd) == 0;
-    ok = (close(fd) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        free(tmp);
-        return lina_set_error(LINA_EIO, "%s: write failed (%s)", path, strerror(e));
-    }
-    free(tmp);
-    return LINA_OK;
+    lina_afile_write(&f, pre, 10);
+    lina_afile_write(&f, hdr, (size_t)p);
+    lina_afile_write(&f, t->data, (size_t)lina_tensor_numel(t) * 4);
+    return lina_afile_commit(&f);
 }

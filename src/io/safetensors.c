@@ -14,6 +14,7 @@
  * Tensor data is then read with pread (files) or memcpy (memory images),
  * never beyond the validated ranges.
  */
+#include "io_internal.h"
 #include "lina.h"
 
 #include <cjson/cJSON.h>
@@ -918,48 +919,6 @@ static int st_cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* write all of buf, retrying short writes */
-static int st_write_all(int fd, const void *buf, size_t n)
-{
-    const unsigned char *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* fsync the directory holding `path` so the rename is durable (best effort) */
-static void st_sync_dir(const char *path)
-{
-    size_t n = strlen(path);
-    char *dir = malloc(n + 2);
-    if (!dir) {
-        return;
-    }
-    memcpy(dir, path, n + 1);
-    char *slash = strrchr(dir, '/');
-    if (!slash) {
-        strcpy(dir, ".");
-    } else if (slash == dir) {
-        dir[1] = '\0';
-    } else {
-        *slash = '\0';
-    }
-    int fd = open(dir, O_RDONLY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
 
 int lina_st_write(const char *path, const lina_st_view *v, int n, const char *const *meta, int nmeta,
                   lina_st_dtype dtype)
@@ -1095,63 +1054,39 @@ int lina_st_write(const char *path, const lina_st_view *v, int n, const char *co
         pre[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
     }
     /* temporary file, fsync, rename */
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 32);
     uint16_t *cv = dtype == LINA_ST_BF16 ? malloc(ST_CHUNK * sizeof *cv) : NULL;
-    if (!tmp || (dtype == LINA_ST_BF16 && !cv)) {
+    if (dtype == LINA_ST_BF16 && !cv) {
         free(h.p);
         free(off);
-        free(tmp);
-        free(cv);
         return lina_set_error(LINA_ENOMEM, "%s: out of memory", path);
     }
-    snprintf(tmp, plen + 32, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        int e = errno;
+    lina_afile f;
+    rc = lina_afile_open(&f, path);
+    if (rc) {
         free(h.p);
         free(off);
-        free(tmp);
         free(cv);
-        return lina_set_error(LINA_EIO, "%s: cannot create (%s)", path, strerror(e));
+        return rc;
     }
-    int ok = st_write_all(fd, pre, 8) == 0 && st_write_all(fd, h.p, h.n) == 0;
-    for (int i = 0; i < n && ok; i++) {
+    lina_afile_write(&f, pre, 8);
+    lina_afile_write(&f, h.p, h.n);
+    for (int i = 0; i < n && f.ok; i++) {
         uint64_t numel = (off[i + 1] - off[i]) / (uint64_t)es;
         if (dtype == LINA_ST_F32) {
-            ok = st_write_all(fd, v[i].data, (size_t)numel * 4) == 0;
+            lina_afile_write(&f, v[i].data, (size_t)numel * 4);
             continue;
         }
-        for (uint64_t s = 0; s < numel && ok; s += ST_CHUNK) {
+        for (uint64_t s = 0; s < numel && f.ok; s += ST_CHUNK) {
             uint64_t m = numel - s < ST_CHUNK ? numel - s : ST_CHUNK;
             for (uint64_t j = 0; j < m; j++) {
                 cv[j] = f32_to_bf16(v[i].data[s + j]);
             }
-            ok = st_write_all(fd, cv, (size_t)m * 2) == 0;
+            lina_afile_write(&f, cv, (size_t)m * 2);
         }
     }
-    int e = ok ? 0 : errno;
-    if (ok && fsync(fd) != 0) {
-        ok = 0;
-        e = errno;
-    }
-    if (close(fd) != 0 && ok) {
-        ok = 0;
-        e = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = 0;
-        e = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        rc = lina_set_error(LINA_EIO, "%s: write failed (%s)", path, e ? strerror(e) : "short write");
-    } else {
-        st_sync_dir(path);
-    }
+    rc = lina_afile_commit(&f);
     free(h.p);
     free(off);
-    free(tmp);
     free(cv);
     return rc;
 }

@@ -124,6 +124,17 @@ int lina_thread_id(void)
 #endif
 }
 
+int lina_ws_extra_slot(void)
+{
+    int n = lina_get_threads();
+#ifdef _OPENMP
+    if (omp_get_max_threads() > n) {
+        n = omp_get_max_threads();
+    }
+#endif
+    return n;
+}
+
 int lina_ws_scope_open(lina_ws_scope *sc, lina_ws *ws, int nslots)
 {
     lina_ws_init(&sc->local);

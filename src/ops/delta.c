@@ -1257,18 +1257,6 @@ static void l2n_bwd(size_t rows, int D, const float *x, float *d)
     }
 }
 
-/* First workspace slot the kernels never use as a per-thread slot. */
-static int dl_extra_slot(void)
-{
-    int m = lina_get_threads();
-#ifdef _OPENMP
-    if (omp_get_max_threads() > m) {
-        m = omp_get_max_threads();
-    }
-#endif
-    return m;
-}
-
 static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lina_op_opts *o,
                      lina_ws *ws)
 {
@@ -1336,7 +1324,7 @@ static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
     const size_t nqe = (size_t)lina_tensor_numel(q), nke = (size_t)lina_tensor_numel(k);
     const size_t ncache = o->backward && o->form == LINA_FORM_CHUNK ? lina_delta_cache_floats(&d, (int)n) : 0;
     const size_t nqk = o->qk_l2norm ? nqe + nke : 0;
-    const int slot = dl_extra_slot();
+    const int slot = lina_ws_extra_slot();
     lina_ws_scope sc;
     int rc = lina_ws_scope_open(&sc, ws, slot + 1);
     if (rc) {

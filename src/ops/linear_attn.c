@@ -1116,11 +1116,8 @@ static int dd_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
                      lina_ws *ws)
 {
     lina_binds bd;
-    lina_binds_init(&bd);
-    int err = 0;
-    const lina_tensor *q = lina_op_input(in, "q", "BTHK", &bd, 0, &err);
-    const lina_tensor *k = err ? NULL : lina_op_input(in, "k", "BTHK", &bd, 0, &err);
-    const lina_tensor *v = err ? NULL : lina_op_input(in, "v", "BTHV", &bd, 0, &err);
+    const lina_tensor *q, *k, *v;
+    int err = lina_op_qkv(in, &bd, &q, &k, &v);
     const lina_tensor *g = NULL, *z0 = NULL, *dz = NULL, *dO = NULL, *dht = NULL;
     if (!err && variant == DD_SIMPLE_GLA) {
         g = lina_op_input(in, "g", "BTH", &bd, 0, &err);

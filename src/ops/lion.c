@@ -111,18 +111,6 @@ static void li_carve(const li_ctx *c, const lina_mix_dims *d, void *mem, int bwd
 #undef LI_TAKE
 }
 
-/* Workspace slot above the per-thread ones: survives the lina_dd_* calls. */
-static int li_big_slot(void)
-{
-    int n = lina_get_threads();
-#ifdef _OPENMP
-    if (omp_get_max_threads() > n) {
-        n = omp_get_max_threads();
-    }
-#endif
-    return n;
-}
-
 static int li_setup(li_ctx *c, const lina_mix_dims *d, const lina_lion_in *in)
 {
     if (!d || !in || !in->q || !in->k || !in->v || !in->g) {
@@ -248,7 +236,7 @@ int lina_lion_fwd(const lina_mix_dims *d, const lina_lion_in *in, lina_lion_out 
     if (c.T == 0) {
         return LINA_OK;
     }
-    const int slot = li_big_slot();
+    const int slot = lina_ws_extra_slot();
     lina_ws_scope sc;
     if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
         return rc;
@@ -284,7 +272,7 @@ int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lio
         return LINA_OK;
     }
     const int B = c.B, T = c.T, H = c.H, K = c.K, V = c.V, Va = c.Va;
-    const int slot = li_big_slot();
+    const int slot = lina_ws_extra_slot();
     lina_ws_scope sc;
     if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
         return rc;
@@ -385,11 +373,8 @@ int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lio
 static int run_lion(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
 {
     lina_binds bd;
-    lina_binds_init(&bd);
-    int err = 0;
-    const lina_tensor *q = lina_op_input(in, "q", "BTHK", &bd, 0, &err);
-    const lina_tensor *k = err ? NULL : lina_op_input(in, "k", "BTHK", &bd, 0, &err);
-    const lina_tensor *v = err ? NULL : lina_op_input(in, "v", "BTHV", &bd, 0, &err);
+    const lina_tensor *q, *k, *v;
+    int err = lina_op_qkv(in, &bd, &q, &k, &v);
     const lina_tensor *g = err ? NULL : lina_op_input(in, "g", "BTH", &bd, 0, &err);
     if (err) {
         return err;

@@ -52,19 +52,6 @@
 
 /* ---------------------------------------------------------------- scratch */
 
-/* Workspace slot above every per-thread slot, so that buffers taken from it
- * stay valid across the lina_dd_* calls (which use slots 0..threads-1). */
-static int ml_big_slot(void)
-{
-    int n = lina_get_threads();
-#ifdef _OPENMP
-    if (omp_get_max_threads() > n) {
-        n = omp_get_max_threads();
-    }
-#endif
-    return n;
-}
-
 typedef struct ml_ctx {
     int B, T, H, K, V, Va; /* Va = V + 1: value columns plus the normaliser column */
     float ks;              /* key scale */
@@ -298,7 +285,7 @@ int lina_mlstm_fwd(const lina_mix_dims *d, const lina_mlstm_in *in, lina_mlstm_o
         ml_empty(&c, in, out->ht, out->nt, out->mt);
         return LINA_OK;
     }
-    const int init = in->h0 != NULL, slot = ml_big_slot();
+    const int init = in->h0 != NULL, slot = lina_ws_extra_slot();
     lina_ws_scope sc;
     if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
         return rc;
@@ -373,7 +360,7 @@ int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
         }
         return LINA_OK;
     }
-    const int slot = ml_big_slot();
+    const int slot = lina_ws_extra_slot();
     lina_ws_scope sc;
     if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
         return rc;
@@ -503,11 +490,8 @@ int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
 static int run_mlstm(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
 {
     lina_binds bd;
-    lina_binds_init(&bd);
-    int err = 0;
-    const lina_tensor *q = lina_op_input(in, "q", "BTHK", &bd, 0, &err);
-    const lina_tensor *k = err ? NULL : lina_op_input(in, "k", "BTHK", &bd, 0, &err);
-    const lina_tensor *v = err ? NULL : lina_op_input(in, "v", "BTHV", &bd, 0, &err);
+    const lina_tensor *q, *k, *v;
+    int err = lina_op_qkv(in, &bd, &q, &k, &v);
     const lina_tensor *ig = err ? NULL : lina_op_input(in, "i", "BTH", &bd, 0, &err);
     const lina_tensor *fg = err ? NULL : lina_op_input(in, "f", "BTH", &bd, 0, &err);
     const lina_tensor *h0 = err ? NULL : lina_op_input(in, "h0", "BHKV", &bd, 1, &err);

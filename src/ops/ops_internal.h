@@ -22,6 +22,9 @@ int lina_ws_scope_open(lina_ws_scope *sc, lina_ws *ws, int nslots);
 void lina_ws_scope_close(lina_ws_scope *sc);
 
 int lina_thread_id(void);
+/* The first workspace slot no kernel uses as a per-thread slot: an op wrapper
+ * keeps buffers there that must survive the kernels it calls. */
+int lina_ws_extra_slot(void);
 
 /* ---- chunk machinery (chunk.c) ---- */
 
@@ -49,6 +52,10 @@ const lina_tensor *lina_op_input(const lina_tset *in, const char *name, const ch
                                  lina_binds *bd, int optional, int *err);
 /* Non-zero while lina_op_run runs with opts->trusted: skip value scans. */
 int lina_op_trusted(void);
+/* Initialise bd and fetch q, k [B,T,H,K] and v [B,T,H,V], the inputs every
+ * mixer op starts with; returns the first error (0 if none). */
+int lina_op_qkv(const lina_tset *in, lina_binds *bd, const lina_tensor **q,
+                const lina_tensor **k, const lina_tensor **v);
 /* Output with shape from spec letters (all bound). */
 float *lina_op_output(lina_tset *out, const char *name, const char *spec, const lina_binds *bd);
 /* Random numbers for benchmark inputs. */

@@ -151,6 +151,17 @@ const lina_tensor *lina_op_input(const lina_tset *in, const char *name, const ch
     return t;
 }
 
+int lina_op_qkv(const lina_tset *in, lina_binds *bd, const lina_tensor **q,
+                const lina_tensor **k, const lina_tensor **v)
+{
+    int err = 0;
+    lina_binds_init(bd);
+    *q = lina_op_input(in, "q", "BTHK", bd, 0, &err);
+    *k = err ? NULL : lina_op_input(in, "k", "BTHK", bd, 0, &err);
+    *v = err ? NULL : lina_op_input(in, "v", "BTHV", bd, 0, &err);
+    return err;
+}
+
 float *lina_op_output(lina_tset *out, const char *name, const char *spec, const lina_binds *bd)
 {
     int64_t shape[LINA_MAX_DIMS];

@@ -186,18 +186,6 @@ static int sa_fwd(const sa_ctx *c, const lina_softmax_in *in, float *o, float *l
     return rc;
 }
 
-/* Workspace slot above the per-thread ones (survives sa_fwd). */
-static int sa_big_slot(void)
-{
-    int n = lina_get_threads();
-#ifdef _OPENMP
-    if (omp_get_max_threads() > n) {
-        n = omp_get_max_threads();
-    }
-#endif
-    return n;
-}
-
 int lina_softmax_attn_fwd(const lina_mix_dims *d, const lina_softmax_in *in,
                           lina_softmax_out *out, lina_ws *ws)
 {
@@ -338,7 +326,7 @@ int lina_softmax_attn_bwd(const lina_mix_dims *d, const lina_softmax_in *in,
     if (c.T == 0) {
         return LINA_OK;
     }
-    const int slot = sa_big_slot();
+    const int slot = lina_ws_extra_slot();
     lina_ws_scope sc;
     if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
         return rc;
@@ -382,11 +370,8 @@ static int run_softmax_attn(const lina_tset *in, lina_tset *out, const lina_op_o
                             lina_ws *ws)
 {
     lina_binds bd;
-    lina_binds_init(&bd);
-    int err = 0;
-    const lina_tensor *q = lina_op_input(in, "q", "BTHK", &bd, 0, &err);
-    const lina_tensor *k = err ? NULL : lina_op_input(in, "k", "BTHK", &bd, 0, &err);
-    const lina_tensor *v = err ? NULL : lina_op_input(in, "v", "BTHV", &bd, 0, &err);
+    const lina_tensor *q, *k, *v;
+    int err = lina_op_qkv(in, &bd, &q, &k, &v);
     if (err) {
         return err;
     }
