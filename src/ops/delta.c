@@ -1448,6 +1448,9 @@ static int mk_delta_product(const lina_mix_dims *d, int bw, uint64_t s, lina_tse
 static double dl_flops_rows(const lina_mix_dims *d, const lina_op_opts *o, int n)
 {
     const double C = o->chunk > 0 ? o->chunk : 64, K = d->K, V = d->V;
+    if (o->form == LINA_FORM_RECURRENT) {
+        return 7.0 * d->B * d->H * d->T * n * K * V; /* recurrent: 7*B*H*(T*n)*K*V */
+    }
     return (double)d->B * d->H * d->T * n * (5 * C * K + 3 * C * V + 6 * K * V);
 }
 static double dl_flops(const lina_mix_dims *d, const lina_op_opts *o)

@@ -440,6 +440,9 @@ static double lion_flops(const lina_mix_dims *d, const lina_op_opts *o)
 {
     const double C = o->chunk > 0 ? o->chunk : 64, Va = d->V + (o->normalize ? 1.0 : 0.0);
     const double bht = (double)d->B * d->H * d->T;
+    if (o->form == LINA_FORM_RECURRENT) {
+        return 2.0 * bht * 4.0 * d->K * Va + 2.0 * bht * (d->K + Va); /* two 4*K*Va scans */
+    }
     return 2.0 * bht * (2 * C * d->K + 2 * C * Va + 4.0 * d->K * Va) + 2.0 * bht * (d->K + Va);
 }
 

@@ -572,6 +572,9 @@ static int mk_mlstm(const lina_mix_dims *d, int backward, uint64_t seed, lina_ts
 static double mlstm_flops(const lina_mix_dims *d, const lina_op_opts *o)
 {
     double C = o->chunk > 0 ? o->chunk : 64, Va = d->V + 1.0;
+    if (o->form == LINA_FORM_RECURRENT) {
+        return 4.0 * d->B * d->H * d->T * d->K * Va; /* recurrent: 4*B*H*T*K*(V+1) */
+    }
     return (double)d->B * d->H * d->T * (2 * C * d->K + 2 * C * Va + 4.0 * d->K * Va);
 }
 
