@@ -145,39 +145,64 @@ static void tile_store(float *dst, const float *S, int K, int V, int j0, int W)
     }
 }
 
+/* Vector gates: exp(g) of every step of (b,h), computed once and shared by
+ * all value-column tiles (E[T*K]). */
+static void dd_exp_gates(const dd_ctx *c, int b, int h, float *E)
+{
+    for (int t = 0; t < c->T; t++) {
+        lina_vexp(E + (size_t)t * c->K, LINA_ROW(c->g, b, t, h, c->T, c->H, c->K), (size_t)c->K);
+    }
+}
+
 static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *out, lina_ws *ws)
 {
     const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V;
     const int nvb = (V + VB - 1) / VB;
-    const int ntask = B * H * nvb;
+    /* vector gates with enough (b,h) pairs for the threads: one task per (b,h)
+     * so that exp(g) is computed once for all of its column tiles */
+    const int per_bh = c->gk == LINA_GATE_VECTOR && B * H >= lina_get_threads() && nvb > 1;
+    const int ntask = per_bh ? B * H : B * H * nvb;
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < ntask; task++) {
-        int vb = task % nvb, bh = task / nvb, b = bh / H, h = bh % H;
-        int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
-        float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + K) * sizeof(float));
+        int bh = per_bh ? task : task / nvb, b = bh / H, h = bh % H;
+        int vb0 = per_bh ? 0 : task % nvb, vb1 = per_bh ? nvb : vb0 + 1;
+        size_t extra = per_bh ? (size_t)T * K : 0;
+        float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + K + extra) * sizeof(float));
         if (!S) {
             rc = LINA_ENOMEM;
             continue;
         }
         float *a = S + (size_t)K * VB;
-        tile_load(S, in->h0 ? LINA_STATE(in->h0, b, h, H, (size_t)K * V) : NULL, K, V, j0, W);
+        float *E = a + K;
+        if (per_bh) {
+            dd_exp_gates(c, b, h, E);
+        }
         const int C = c->C, nC = (T + C - 1) / C;
         float *saved = out->states ? out->states + (size_t)bh * (nC + 1) * K * V : NULL;
-        for (int t = 0; t < T; t++) {
-            if (saved && t % C == 0) {
-                tile_store(saved + (size_t)(t / C) * K * V, S, K, V, j0, W);
+        for (int vb = vb0; vb < vb1; vb++) {
+            int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
+            tile_load(S, in->h0 ? LINA_STATE(in->h0, b, h, H, (size_t)K * V) : NULL, K, V, j0, W);
+            for (int t = 0; t < T; t++) {
+                if (saved && t % C == 0) {
+                    tile_store(saved + (size_t)(t / C) * K * V, S, K, V, j0, W);
+                }
+                const float *at = a;
+                if (per_bh) {
+                    at = E + (size_t)t * K;
+                } else {
+                    dd_decay(c, b, t, h, a);
+                }
+                rec_step_tile(K, W, S, at, LINA_ROW(in->k, b, t, h, T, H, K),
+                              LINA_ROW(in->v, b, t, h, T, H, V) + j0, LINA_ROW(in->q, b, t, h, T, H, K),
+                              c->s, LINA_ROW(out->o, b, t, h, T, H, V) + j0);
             }
-            dd_decay(c, b, t, h, a);
-            rec_step_tile(K, W, S, a, LINA_ROW(in->k, b, t, h, T, H, K),
-                          LINA_ROW(in->v, b, t, h, T, H, V) + j0, LINA_ROW(in->q, b, t, h, T, H, K),
-                          c->s, LINA_ROW(out->o, b, t, h, T, H, V) + j0);
-        }
-        if (saved) {
-            tile_store(saved + (size_t)nC * K * V, S, K, V, j0, W);
-        }
-        if (out->ht) {
-            tile_store(LINA_STATE(out->ht, b, h, H, (size_t)K * V), S, K, V, j0, W);
+            if (saved) {
+                tile_store(saved + (size_t)nC * K * V, S, K, V, j0, W);
+            }
+            if (out->ht) {
+                tile_store(LINA_STATE(out->ht, b, h, H, (size_t)K * V), S, K, V, j0, W);
+            }
         }
     }
     return rc;
@@ -826,15 +851,15 @@ static int dd_bwd_chunk(const dd_ctx *c, const lina_dd_in *in, const lina_dd_gra
 
 /* ======================================================== recurrent backward */
 
-/* Sn = diag(a) Sp + k v^T on a K x W tile */
-static inline void rec_recompute(int K, int W, const float *restrict Sp, float *restrict Sn,
+/* Sn = diag(a) Sp + k v^T on a K x W tile (Sn may be Sp: element-wise) */
+static inline void rec_recompute(int K, int W, const float *Sp, float *Sn,
                                  const float *restrict a, const float *restrict k,
                                  const float *restrict v)
 {
     for (int i = 0; i < K; i++) {
         const float ai = a[i], ki = k[i];
-        const float *restrict p = Sp + (size_t)i * W;
-        float *restrict n = Sn + (size_t)i * W;
+        const float *p = Sp + (size_t)i * W;
+        float *n = Sn + (size_t)i * W;
         for (int j = 0; j < W; j++) {
             n[j] = ai * p[j] + ki * v[j];
         }
@@ -917,7 +942,8 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         int b = bh / H, h = bh % H;
         const size_t tile = (size_t)K * VB;
         const size_t nck = gi->states ? 0 : (size_t)nseg;
-        size_t need = (tile * (nck + SEG + 2) + 2 * (size_t)K) * sizeof(float) +
+        const int vec = c->gk == LINA_GATE_VECTOR;
+        size_t need = (tile * (nck + SEG + 2) + 2 * (size_t)K + (vec ? (size_t)T * K : 0)) * sizeof(float) +
                       2 * (size_t)K * sizeof(double) + 256;
         float *mem = lina_ws_get(ws, lina_thread_id(), need);
         if (!mem) {
@@ -932,6 +958,10 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         float *tmp = a + K;                               /* [K] */
         double *fin = (double *)(((uintptr_t)(tmp + K) + 63) & ~(uintptr_t)63);
         double *run = fin + K;
+        float *E = (float *)(run + K); /* [T*K] exp(g) for vector gates */
+        if (vec) {
+            dd_exp_gates(c, b, h, E);
+        }
         for (int t = 0; t < T; t++) {
             memset(LINA_ROW(go->dq, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
             memset(LINA_ROW(go->dk, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
@@ -950,15 +980,12 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
                 if (t % SEG == 0) {
                     memcpy(ck + (size_t)(t / SEG) * tile, S, (size_t)K * W * sizeof(float));
                 }
-                dd_decay(c, b, t, h, a);
-                const float *k = LINA_ROW(in->k, b, t, h, T, H, K);
-                const float *v = LINA_ROW(in->v, b, t, h, T, H, V) + j0;
-                for (int i = 0; i < K; i++) {
-                    float *Si = S + (size_t)i * W;
-                    for (int j = 0; j < W; j++) {
-                        Si[j] = a[i] * Si[j] + k[i] * v[j];
-                    }
+                const float *at = vec ? E + (size_t)t * K : a;
+                if (!vec) {
+                    dd_decay(c, b, t, h, a);
                 }
+                rec_recompute(K, W, S, S, at, LINA_ROW(in->k, b, t, h, T, H, K),
+                              LINA_ROW(in->v, b, t, h, T, H, V) + j0);
             }
             /* rowsum(h_T * dh_T) for the gate gradient */
             tile_load(R, dht, K, V, j0, W);
@@ -977,14 +1004,20 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
                     memcpy(Sx, ck + (size_t)sg * tile, (size_t)K * W * sizeof(float));
                 }
                 for (int t = ts; t < te; t++) {
-                    dd_decay(c, b, t, h, a);
+                    const float *at = vec ? E + (size_t)t * K : a;
+                    if (!vec) {
+                        dd_decay(c, b, t, h, a);
+                    }
                     rec_recompute(K, W, Sx + (size_t)(t - ts) * tile, Sx + (size_t)(t - ts + 1) * tile,
-                                  a, LINA_ROW(in->k, b, t, h, T, H, K),
+                                  at, LINA_ROW(in->k, b, t, h, T, H, K),
                                   LINA_ROW(in->v, b, t, h, T, H, V) + j0);
                 }
                 for (int t = te - 1; t >= ts; t--) {
-                    dd_decay(c, b, t, h, a);
-                    rec_bwd_step(K, W, c->s, Sx + (size_t)(t - ts + 1) * tile, R, a,
+                    const float *at = vec ? E + (size_t)t * K : a;
+                    if (!vec) {
+                        dd_decay(c, b, t, h, a);
+                    }
+                    rec_bwd_step(K, W, c->s, Sx + (size_t)(t - ts + 1) * tile, R, at,
                                  LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K),
                                  LINA_ROW(in->v, b, t, h, T, H, V) + j0,
                                  gi->do_ ? LINA_ROW(gi->do_, b, t, h, T, H, V) + j0 : NULL,
