@@ -3,6 +3,7 @@
 #   make test       build and run the whole test suite
 #   make asan       the suite under AddressSanitizer + UBSan (build-asan/)
 #   make bench      the benchmark table (results/bench.md)
+#   make data       the KJV corpus, tokenizer and token files (data/)
 #   make install PREFIX=/usr/local
 CC      ?= cc
 ARCH    ?= -march=native
@@ -57,6 +58,11 @@ asan:
 
 bench: all
 	sh bench/run.sh $(BUILD)/lina results/bench.md
+
+# The default corpus (Debian's bible-kjv), tokenizer and token files in data/.
+.PHONY: data
+data: $(BUILD)/lina
+	LINA=$(BUILD)/lina sh data/make_corpus.sh
 
 install: all
 	mkdir -p $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin

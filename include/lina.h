@@ -572,6 +572,224 @@ int lina_lion_fwd(const lina_mix_dims *d, const lina_lion_in *in, lina_lion_out 
 int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lion_grad_in *gin,
                   lina_lion_grad_out *gout, lina_form form, lina_ws *ws);
 
+/* ------------------------------------------------------------------ models */
+
+/*
+ * A causal language model built from a lina_config (flash-linear-attention's
+ * LMs, ../shared/spec/MIXERS.md sections 1.4 and 15): embedding, L pre-norm
+ * blocks h = x + Mixer(RMSNorm(x)), y = h + GatedMLP(RMSNorm(h)), a final
+ * RMSNorm and lm_head (tied to the embedding when tie_word_embeddings).
+ * Parameters live in ONE contiguous float buffer with named views whose names
+ * and shapes are FLA's state-dict names ("model.embeddings.weight",
+ * "model.layers.0.attn.q_proj.weight", ..., "model.norm.weight",
+ * "lm_head.weight"); the gradient buffer has the same layout. Initialisation
+ * as FLA: Linear and embedding weights N(0, initializer_range), norm weights
+ * 1, biases 0 (plus each mixer's own parameter init).
+ */
+typedef struct lina_model lina_model;
+
+/* Validates cfg (lina_config_validate) and allocates parameters and
+ * gradients (gradients zeroed), initialised from `seed`. */
+int lina_model_create(const lina_config *cfg, uint64_t seed, lina_model **out);
+void lina_model_free(lina_model *m);
+const lina_config *lina_model_config(const lina_model *m);
+/* Number of floats in the parameter buffer (a tied lm_head is not counted twice). */
+size_t lina_model_num_params(const lina_model *m);
+float *lina_model_params(lina_model *m);   /* one contiguous buffer */
+float *lina_model_grads(lina_model *m);    /* same layout */
+void lina_model_zero_grad(lina_model *m);
+int lina_model_num_tensors(const lina_model *m);
+/* i-th view: FLA name, rank, shape, offset (floats) into the buffer, decay = 1
+ * unless norm weight, bias or embedding (AdamW applies no weight decay to
+ * those). Any output pointer may be NULL. */
+int lina_model_tensor(const lina_model *m, int i, const char **name, int *ndim,
+                      const int64_t **shape, size_t *offset, int *decay);
+/* Forward + backward on tokens [B,T] int32, targets [B,T] int32 (-100 =
+ * ignore): *loss = mean cross-entropy over the counted targets; gradients are
+ * ACCUMULATED into the grads buffer. ws may be NULL. */
+int lina_model_train_step(lina_model *m, const int32_t *tokens, const int32_t *targets,
+                          int B, int T, double *loss, lina_ws *ws);
+/* Forward only: *loss = mean cross-entropy. */
+int lina_model_eval_loss(lina_model *m, const int32_t *tokens, const int32_t *targets,
+                         int B, int T, double *loss, lina_ws *ws);
+/* logits [B,T,vocab] of a forward pass (prefill, chunk form). */
+int lina_model_forward_logits(lina_model *m, const int32_t *tokens, int B, int T, float *logits,
+                              lina_ws *ws);
+/* config.json + model.safetensors in directory `dir` (created if missing),
+ * each written atomically. */
+int lina_model_save(const lina_model *m, const char *dir);
+/* Read dir/config.json and dir/model.safetensors (F32 or BF16); every
+ * tensor of the model must be present with its shape. */
+int lina_model_load(const char *dir, lina_model **out);
+
+/*
+ * Incremental inference (prefill, then decode). A lina_model_state holds, per
+ * layer, what the next token needs: the recurrent state [B,H,K,V] (and the
+ * short-conv tails) of a linear-attention layer -- constant in the context
+ * length -- and a key/value cache of `max_len` positions for softmax-attention
+ * layers. lina_model_decode feeds tokens [B,T] at the state's current position
+ * (T > 1: chunk form, T == 1: recurrent form) and writes logits [B,T,vocab];
+ * a prefill followed by single-token calls gives the logits of one forward
+ * pass over the whole sequence (to float round-off).
+ */
+typedef struct lina_model_state lina_model_state;
+/* max_len: capacity of the attention KV caches (ignored without attention layers). */
+int lina_model_state_create(const lina_model *m, int B, int max_len, lina_model_state **out);
+void lina_model_state_free(lina_model_state *s);
+/* Back to position 0 with empty states. */
+void lina_model_state_reset(lina_model_state *s);
+/* Tokens consumed so far. */
+int64_t lina_model_state_pos(const lina_model_state *s);
+int lina_model_decode(lina_model *m, lina_model_state *s, const int32_t *tokens, int B, int T, float *logits,
+                      lina_ws *ws);
+
+/* ---------------------------------------------------------------- training */
+
+/*
+ * AdamW over one flat parameter buffer (torch.optim.AdamW semantics: weight
+ * decay decoupled, applied as p *= 1 - lr*wd before the Adam update, bias
+ * correction on both moments):
+ *
+ *   g = grad * grad_scale;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+ *   p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+ *
+ * t = step after the increment. Decay is per element (set per tensor with
+ * lina_adamw_set_decay; default on). Defaults (torchtitan / flame): betas
+ * 0.9 / 0.95, eps 1e-8, weight_decay 0.1.
+ */
+typedef struct lina_adamw {
+    size_t n;
+    float *m, *v;              /* [n] moments (owned, zeroed at init) */
+    uint8_t *decay;            /* [n] 1 = weight decay applies (owned) */
+    int64_t step;              /* updates done so far */
+    double beta1, beta2, eps, weight_decay;
+} lina_adamw;
+
+int lina_adamw_init(lina_adamw *o, size_t n);
+void lina_adamw_free(lina_adamw *o);
+int lina_adamw_set_decay(lina_adamw *o, size_t offset, size_t count, int decay);
+/* One update of params[n] with grads[n] * grad_scale at learning rate lr.
+ * Elementwise (OpenMP), so the result does not depend on the thread count. */
+int lina_adamw_step(lina_adamw *o, float *params, const float *grads, double lr,
+                    double grad_scale);
+/* sqrt(sum g^2) accumulated in double in fixed blocks: deterministic for any
+ * thread count. NaN/Inf in g gives a non-finite result. */
+double lina_grad_norm(const float *g, size_t n);
+/* Global-norm clipping factor: min(1, max_norm / (norm + 1e-6)); 1 when
+ * max_norm <= 0. */
+double lina_clip_factor(double norm, double max_norm);
+
+/* Learning rate of update `step` (0-based) of `total`: linear warmup
+ * lr * (step+1) / warmup for step < warmup, then cosine from lr down to
+ * lr * min_lr_ratio at step total-1 (held there after). */
+typedef struct lina_lr_sched {
+    double lr;
+    double min_lr_ratio;       /* default 0.1 */
+    int64_t warmup;
+    int64_t total;
+} lina_lr_sched;
+double lina_lr_at(const lina_lr_sched *s, int64_t step);
+
+/*
+ * Token files (src/train/README.md): a 32-byte little-endian header
+ *   0  char[8] magic "LINATOK1"     8  u32 version (1)    12 u32 width (2 or 4)
+ *   16 u32 vocab_size (>= 1)        20 u32 reserved (0)   24 u64 count
+ * then count tokens of `width` bytes, little-endian, each < vocab_size; the
+ * file size must be exactly 32 + count * width. Opening validates all of it
+ * (bad magic, version, width, size, an out-of-vocabulary token) and fails with
+ * LINA_EFORMAT and a message naming the file and the problem.
+ */
+typedef struct lina_tokfile lina_tokfile;
+int lina_tok_open(const char *path, lina_tokfile **out);
+void lina_tok_close(lina_tokfile *f);
+uint64_t lina_tok_count(const lina_tokfile *f);
+uint32_t lina_tok_vocab(const lina_tokfile *f);
+int lina_tok_width(const lina_tokfile *f);
+/* Copy tokens [start, start+n) as int32. */
+int lina_tok_read(const lina_tokfile *f, uint64_t start, size_t n, int32_t *dst);
+/* Write a token file atomically; width 0 picks 2 when vocab <= 65536, else 4.
+ * Every token must be < vocab (vocab <= 2^31). */
+int lina_tok_write(const char *path, const uint32_t *tokens, uint64_t n, uint32_t vocab,
+                   int width);
+
+/* splitmix64: advances *state and returns the next value. */
+uint64_t lina_splitmix64(uint64_t *state);
+/* B random windows of T+1 consecutive tokens (starts drawn with splitmix64
+ * from *rng, which advances by B draws): tokens[b,t] = w[t],
+ * targets[b,t] = w[t+1]. Needs count >= T+1. */
+int lina_tok_sample(const lina_tokfile *f, uint64_t *rng, int B, int T, int32_t *tokens,
+                    int32_t *targets);
+/* Deterministic evaluation batch `i`: window b starts at ((i*B + b) * T) mod
+ * (count - T). */
+int lina_tok_eval_batch(const lina_tokfile *f, int64_t i, int B, int T, int32_t *tokens,
+                        int32_t *targets);
+
+/*
+ * What the trainer needs from a model: a table of callbacks, so that the loop,
+ * the optimizer and the checkpoints work with lina_model (lina_trainable_from_model)
+ * or any other model. Tensor views name slices of the one parameter buffer.
+ */
+typedef struct lina_trainable {
+    void *self;
+    size_t (*num_params)(const void *self);
+    float *(*params)(void *self);
+    float *(*grads)(void *self);
+    void (*zero_grad)(void *self);
+    int (*num_tensors)(const void *self);
+    int (*tensor)(const void *self, int i, const char **name, int *ndim, const int64_t **shape,
+                  size_t *offset, int *decay);
+    /* gradients accumulate; loss is the batch mean */
+    int (*train_step)(void *self, const int32_t *tokens, const int32_t *targets, int B, int T,
+                      double *loss, lina_ws *ws);
+    int (*eval_loss)(void *self, const int32_t *tokens, const int32_t *targets, int B, int T,
+                     double *loss, lina_ws *ws);
+    /* write config.json + model.safetensors into dir (an existing directory) */
+    int (*save)(const void *self, const char *dir);
+    int vocab_size;
+} lina_trainable;
+
+/* Fill *out with callbacks onto the model m (which must outlive it). */
+int lina_trainable_from_model(lina_model *m, lina_trainable *out);
+
+/* model.safetensors of every tensor view (F32) / load them back into the
+ * parameter buffer (every view must be present with its shape). */
+int lina_ckpt_save_params(const lina_trainable *m, const char *path);
+int lina_ckpt_load_params(const lina_trainable *m, const char *path);
+/* optimizer.safetensors: "exp_avg.<name>" and "exp_avg_sq.<name>" for every
+ * view, metadata step, beta1, beta2, eps, weight_decay. */
+int lina_ckpt_save_optim(const lina_trainable *m, const lina_adamw *o, const char *path);
+int lina_ckpt_load_optim(const lina_trainable *m, lina_adamw *o, const char *path);
+
+typedef struct lina_train_opts {
+    const char *data_path;     /* token file (required) */
+    const char *val_path;      /* validation token file or NULL */
+    const char *out_dir;       /* created if missing (required) */
+    int64_t steps;             /* total optimizer updates (default 100) */
+    int batch, seq_len, accum; /* per micro-batch B, T; micro-batches per update (8, 256, 1) */
+    double lr, min_lr_ratio;   /* 3e-4, 0.1 */
+    int64_t warmup;            /* -1 (default): min(100, steps / 10) */
+    double beta1, beta2, eps, weight_decay, clip; /* 0.9, 0.95, 1e-8, 0.1, 1.0 (<= 0: off) */
+    uint64_t seed;             /* data sampling seed (default 0) */
+    int eval_every;            /* 0: only at the end (when val_path) */
+    int eval_batches;          /* default 4 */
+    int save_every;            /* 0: only at the end */
+    int resume;                /* continue from out_dir/checkpoint */
+    int64_t stop_after;        /* > 0: stop (with a checkpoint) after this many updates in
+                                  this run, as if killed; for tests */
+    int progress;              /* 1: progress on stderr (\r only on a tty); 0: quiet */
+    double *losses;            /* optional [steps]: training loss of every update */
+    double *val_losses;        /* optional [steps]: val loss after update i or NaN */
+} lina_train_opts;
+
+void lina_train_opts_default(lina_train_opts *o);
+/* Train m (whose parameters are the starting point unless resuming). Writes
+ * out_dir/log.jsonl (one JSON object per update: step, loss, lr, grad_norm,
+ * tokens_per_s, and val_loss when evaluated) and out_dir/checkpoint/
+ * (config.json, model.safetensors, optimizer.safetensors, trainer.json),
+ * replaced atomically as a whole. A NaN/Inf loss or gradient stops training
+ * with LINA_ENONFINITE; the last checkpoint is kept. */
+int lina_train(lina_trainable *m, const lina_train_opts *o);
+
 /* ------------------------------------------------------------ op registry */
 
 /* A named set of tensors: the exchange form used by `lina op` and `lina bench`. */
@@ -626,6 +844,58 @@ int lina_op_run(const lina_op_info *info, const lina_tset *in, lina_tset *out,
 /* NULL-terminated list of every op. */
 const lina_op_info *const *lina_ops(void);
 const lina_op_info *lina_op_find(const char *name);
+
+/* --------------------------------------------------------------- tokenizer */
+
+/*
+ * Byte-level BPE (GPT-2 style) trained in C, and BPE tokenizers loaded from a
+ * Hugging Face tokenizer.json: lina's own (ByteLevel pre-tokenizer/decoder)
+ * and the SentencePiece-style files of Llama/Mistral (Metaspace or
+ * Prepend/Replace normalizers with U+2581, byte_fallback with <0xXX> tokens).
+ * Texts are byte strings; a byte-level tokenizer encodes ANY bytes (invalid
+ * UTF-8, NUL) and decode(encode(x)) == x. Added tokens (e.g. "<|endoftext|>")
+ * found in a text are encoded as their own id. A file's post_processor (BOS/EOS
+ * templates) is not applied: encode returns the text's tokens only. Supported
+ * pipelines: ByteLevel pre-tokenizer (GPT-2 split) + ByteLevel decoder; or
+ * Prepend/Replace normalizers or a Metaspace pre-tokenizer with Metaspace or
+ * Replace/ByteFallback/Fuse/Strip decoders; others fail with a message naming
+ * the component. Not thread safe for concurrent calls on the same object
+ * (encoding keeps a cache).
+ */
+typedef struct lina_tokenizer lina_tokenizer;
+
+/* Train on text[0..len) to vocab_size entries: 256 byte tokens (id = byte
+ * value), merges (most frequent pair first; ties: the smaller (left, right) id
+ * pair), then the nspecial special tokens (the last ids). The text is split
+ * with GPT-2's pre-tokenisation rule; occurrences of the special tokens are
+ * cut out first. Training stops early (smaller vocabulary) when no pair
+ * occurs twice. */
+int lina_tokenizer_train(const char *text, size_t len, int vocab_size,
+                         const char *const *special, int nspecial, lina_tokenizer **out);
+/* Load a tokenizer.json file, or parse an in-memory one (`name` is used in
+ * messages). Malformed or unsupported files fail with LINA_EFORMAT and a
+ * message naming the file and the problem. */
+int lina_tokenizer_load(const char *path, lina_tokenizer **out);
+int lina_tokenizer_parse(const char *json, size_t len, const char *name, lina_tokenizer **out);
+/* Write a tokenizer.json that HF `tokenizers` loads (atomic write). */
+int lina_tokenizer_save(const lina_tokenizer *t, const char *path);
+void lina_tokenizer_free(lina_tokenizer *t);
+
+/* Number of ids (1 + the largest id). */
+int lina_tokenizer_vocab_size(const lina_tokenizer *t);
+/* Id of a token given by its tokenizer.json string (UTF-8: "<|endoftext|>",
+ * "</s>", or a byte-level piece such as "\xc4\xa0the" for " the"), or -1. */
+int lina_tokenizer_token_id(const lina_tokenizer *t, const char *piece);
+/* The tokenizer.json string of id (NULL when out of range). */
+const char *lina_tokenizer_piece(const lina_tokenizer *t, int id);
+
+/* Encode text[0..len): *ids (malloc'd, caller frees) and *n. */
+int lina_tokenizer_encode(lina_tokenizer *t, const char *text, size_t len, int32_t **ids,
+                          size_t *n);
+/* Decode ids: *text (malloc'd, NUL-terminated for convenience; may contain
+ * NULs) and *len. Out-of-range ids fail with LINA_EINVAL. */
+int lina_tokenizer_decode(const lina_tokenizer *t, const int32_t *ids, size_t n, char **text,
+                          size_t *len);
 
 #ifdef __cplusplus
 }

@@ -3,10 +3,14 @@
  *   lina op NAME --in DIR --out DIR --form chunk|recurrent [--backward] [op flags]
  *   lina bench OP [--B n --T n --H n --K n --V n --form f --backward --threads n
  *                  --repeat r --chunk c] [--json]
+ *   lina train --config FILE --data FILE --out DIR [--val FILE] [--steps N ...] [--resume]
+ *   lina data pack --vocab V --in FILE --out FILE | lina data info FILE
+ *   lina tokenizer train|encode|decode ...   (byte-level BPE, HF tokenizer.json)
  *   lina ops        list the ops
  *   lina version
  */
 #include "lina.h"
+#include "../src/io/io_internal.h" /* lina_afile_*: atomic file output */
 
 #include <cblas.h>
 #include <dirent.h>
@@ -60,6 +64,12 @@ static void usage(FILE *f)
             "  bench OP [--B n] [--T n] [--H n] [--K n] [--V n] [--form chunk|recurrent]\n"
             "      [--backward] [--threads n] [--repeat r] [--chunk c] [--json]\n"
             "      time one mixer kernel and OpenBLAS SGEMM (n=1024) in the same process\n"
+            "  train --config FILE --data FILE --out DIR [--val FILE] [--steps N] [--batch B]\n"
+            "      [--seq-len T] [--lr X] [--threads N] [--seed S] [--resume] ... (lina train --help)\n"
+            "      train a model on a token file with AdamW; checkpoints in DIR/checkpoint\n"
+            "  data pack --vocab V --in FILE|- --out FILE [--format text|u16|u32]   make a token file\n"
+            "  data info FILE   print a token file's header\n"
+            "  tokenizer train|encode|decode ...   byte-level BPE, HF tokenizer.json (lina tokenizer --help)\n"
             "  ops       list the ops and their flags\n"
             "  version   print the version\n");
 }
@@ -388,6 +398,581 @@ static int cmd_bench(int argc, char **argv)
     return 0;
 }
 
+/* ----------------------------------------------------------- train, data */
+
+static int parse_i64(const char *flag, const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = s ? strtoll(s, &end, 10) : 0;
+    if (!s || errno || *end || end == s || v < lo || v > hi) {
+        fprintf(stderr, "lina: %s needs an integer in [%lld, %lld], got '%s'\n", flag, lo, hi,
+                s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_num(const char *flag, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0.0;
+    if (!s || errno || *end || end == s || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "lina: %s needs a number in [%g, %g], got '%s'\n", flag, lo, hi,
+                s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void train_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: lina train --config FILE --data FILE --out DIR [--val FILE]\n"
+            "        [--steps N] [--batch B] [--seq-len T] [--accum N] [--lr X] [--warmup N]\n"
+            "        [--min-lr-ratio X] [--wd X] [--clip X] [--eps X] [--threads N] [--seed S]\n"
+            "        [--eval-every N] [--eval-batches N] [--save-every N] [--resume] [--quiet]\n"
+            "  defaults: steps 100, batch 8, seq-len 256, accum 1, lr 3e-4, warmup min(100, steps/10),\n"
+            "  min-lr-ratio 0.1, wd 0.1, clip 1.0, betas 0.9/0.95, eps 1e-8, seed 0, eval at the end.\n"
+            "  Writes DIR/log.jsonl and DIR/checkpoint/; --resume continues DIR/checkpoint (same\n"
+            "  --steps/--batch/--seq-len/--accum/--seed; --config may then be omitted).\n");
+}
+
+static int cmd_train(int argc, char **argv)
+{
+    lina_train_opts o;
+    lina_train_opts_default(&o);
+    const char *config = NULL;
+    long long threads = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long long iv = 0;
+        int bad = 0;
+        if (!strcmp(a, "--resume")) {
+            o.resume = 1;
+            continue;
+        }
+        if (!strcmp(a, "--quiet")) {
+            o.progress = 0;
+            continue;
+        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            train_usage(stdout);
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "lina: train: %s needs a value (or is unknown)\n", a);
+            train_usage(stderr);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--config")) {
+            config = v;
+        } else if (!strcmp(a, "--data")) {
+            o.data_path = v;
+        } else if (!strcmp(a, "--val")) {
+            o.val_path = v;
+        } else if (!strcmp(a, "--out")) {
+            o.out_dir = v;
+        } else if (!strcmp(a, "--steps")) {
+            bad = parse_i64(a, v, 1, 1000000000LL, &iv);
+            o.steps = iv;
+        } else if (!strcmp(a, "--batch")) {
+            bad = parse_i64(a, v, 1, 1 << 20, &iv);
+            o.batch = (int)iv;
+        } else if (!strcmp(a, "--seq-len")) {
+            bad = parse_i64(a, v, 1, 1 << 24, &iv);
+            o.seq_len = (int)iv;
+        } else if (!strcmp(a, "--accum")) {
+            bad = parse_i64(a, v, 1, 1 << 20, &iv);
+            o.accum = (int)iv;
+        } else if (!strcmp(a, "--warmup")) {
+            bad = parse_i64(a, v, 0, 1000000000LL, &iv);
+            o.warmup = iv;
+        } else if (!strcmp(a, "--threads")) {
+            bad = parse_i64(a, v, 1, 1024, &threads);
+        } else if (!strcmp(a, "--seed")) {
+            bad = parse_i64(a, v, 0, 0x7fffffffffffffffLL, &iv);
+            o.seed = (uint64_t)iv;
+        } else if (!strcmp(a, "--eval-every")) {
+            bad = parse_i64(a, v, 0, 1000000000LL, &iv);
+            o.eval_every = (int)iv;
+        } else if (!strcmp(a, "--eval-batches")) {
+            bad = parse_i64(a, v, 1, 1000000, &iv);
+            o.eval_batches = (int)iv;
+        } else if (!strcmp(a, "--save-every")) {
+            bad = parse_i64(a, v, 0, 1000000000LL, &iv);
+            o.save_every = (int)iv;
+        } else if (!strcmp(a, "--lr")) {
+            bad = parse_num(a, v, 1e-12, 1e3, &o.lr);
+        } else if (!strcmp(a, "--min-lr-ratio")) {
+            bad = parse_num(a, v, 0.0, 1.0, &o.min_lr_ratio);
+        } else if (!strcmp(a, "--wd")) {
+            bad = parse_num(a, v, 0.0, 1e3, &o.weight_decay);
+        } else if (!strcmp(a, "--clip")) {
+            bad = parse_num(a, v, 0.0, 1e30, &o.clip);
+        } else if (!strcmp(a, "--eps")) {
+            bad = parse_num(a, v, 0.0, 1.0, &o.eps);
+        } else {
+            fprintf(stderr, "lina: train: unknown option '%s'\n", a);
+            train_usage(stderr);
+            return 2;
+        }
+        if (bad) {
+            return 2;
+        }
+    }
+    if (!o.data_path || !o.out_dir || (!config && !o.resume)) {
+        fprintf(stderr, "lina: train: --data, --out and --config (or --resume) are required\n");
+        train_usage(stderr);
+        return 2;
+    }
+    if (threads > 0) {
+        lina_set_threads((int)threads);
+        openblas_set_num_threads((int)threads);
+    }
+    lina_config cfg;
+    char ckcfg[4096];
+    if (!config) {
+        snprintf(ckcfg, sizeof ckcfg, "%s/checkpoint/config.json", o.out_dir);
+        config = ckcfg;
+    }
+    int rc = lina_config_read(config, &cfg);
+    lina_model *m = NULL;
+    if (rc == LINA_OK) {
+        rc = lina_model_create(&cfg, o.seed, &m);
+    }
+    lina_trainable t;
+    if (rc == LINA_OK) {
+        rc = lina_trainable_from_model(m, &t);
+    }
+    if (rc == LINA_OK && o.progress) {
+        fprintf(stderr, "lina train: %s, %zu parameters, %d threads, %lld steps of %d x %d x %d tokens\n",
+                lina_model_type_name(cfg.model_type), lina_model_num_params(m), lina_get_threads(),
+                (long long)o.steps, o.accum, o.batch, o.seq_len);
+    }
+    double *losses = NULL, *vals = NULL;
+    if (rc == LINA_OK) {
+        losses = malloc((size_t)o.steps * sizeof(double));
+        vals = malloc((size_t)o.steps * sizeof(double));
+        o.losses = losses;
+        o.val_losses = vals;
+        rc = lina_train(&t, &o);
+    }
+    lina_model_free(m);
+    if (rc != LINA_OK) {
+        fprintf(stderr, "lina: train: %s\n", lina_last_error());
+        free(losses);
+        free(vals);
+        return rc == LINA_ENONFINITE ? 3 : 1;
+    }
+    if (o.progress && losses) {
+        long long last = (long long)o.steps - 1;
+        fprintf(stderr, "done: %lld steps, loss %.4f", last + 1, losses[last]);
+        if (vals && vals[last] == vals[last]) {
+            fprintf(stderr, ", val loss %.4f", vals[last]);
+        }
+        fprintf(stderr, "; checkpoint in %s/checkpoint, log in %s/log.jsonl\n", o.out_dir,
+                o.out_dir);
+    }
+    free(losses);
+    free(vals);
+    return 0;
+}
+
+/* lina data pack: whitespace-separated decimal token ids (text) or raw
+ * little-endian u16/u32 -> a token file; lina data info FILE. */
+static int data_pack(int argc, char **argv)
+{
+    const char *in = NULL, *out = NULL, *format = "text";
+    long long vocab = 0, width = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            return die("data pack: %s needs a value", a);
+        }
+        i++;
+        if (!strcmp(a, "--in")) {
+            in = v;
+        } else if (!strcmp(a, "--out")) {
+            out = v;
+        } else if (!strcmp(a, "--format")) {
+            format = v;
+        } else if (!strcmp(a, "--vocab")) {
+            if (parse_i64(a, v, 1, 0x80000000LL, &vocab)) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--width")) {
+            if (parse_i64(a, v, 0, 4, &width)) {
+                return 2;
+            }
+        } else {
+            return die("data pack: unknown option '%s'", a);
+        }
+    }
+    if (!in || !out || !vocab) {
+        return die("data pack: --vocab V --in FILE|- --out FILE are required%s", "");
+    }
+    int fmt = !strcmp(format, "text") ? 0 : !strcmp(format, "u16") ? 2 : !strcmp(format, "u32") ? 4 : -1;
+    if (fmt < 0) {
+        return die("data pack: --format must be text, u16 or u32, not '%s'", format);
+    }
+    FILE *f = strcmp(in, "-") ? fopen(in, "rb") : stdin;
+    if (!f) {
+        fprintf(stderr, "lina: data pack: %s: %s\n", in, strerror(errno));
+        return 1;
+    }
+    size_t n = 0, cap = 1 << 16;
+    uint32_t *tok = malloc(cap * sizeof *tok);
+    int rc = tok ? 0 : 1;
+    while (!rc) {
+        unsigned long long v = 0;
+        if (fmt == 0) {
+            int c;
+            while ((c = fgetc(f)) != EOF && (c == ' ' || c == '\n' || c == '\t' || c == '\r')) {
+            }
+            if (c == EOF) {
+                break;
+            }
+            ungetc(c, f);
+            if (fscanf(f, "%20llu", &v) != 1 || c == '-') {
+                fprintf(stderr, "lina: data pack: %s: token %zu is not a non-negative integer\n", in, n);
+                rc = 1;
+                break;
+            }
+        } else {
+            unsigned char b[4] = {0};
+            size_t r = fread(b, 1, (size_t)fmt, f);
+            if (r == 0) {
+                break;
+            }
+            if (r != (size_t)fmt) {
+                fprintf(stderr, "lina: data pack: %s: ends inside a token\n", in);
+                rc = 1;
+                break;
+            }
+            v = b[0] | (unsigned)b[1] << 8 | (unsigned long long)b[2] << 16 | (unsigned long long)b[3] << 24;
+        }
+        if (v >= (unsigned long long)vocab) {
+            fprintf(stderr, "lina: data pack: %s: token %zu is %llu, not below --vocab %lld\n", in, n,
+                    v, vocab);
+            rc = 1;
+            break;
+        }
+        if (n == cap) {
+            uint32_t *nt = realloc(tok, 2 * cap * sizeof *tok);
+            if (!nt) {
+                rc = 1;
+                break;
+            }
+            tok = nt;
+            cap *= 2;
+        }
+        tok[n++] = (uint32_t)v;
+    }
+    if (f != stdin) {
+        fclose(f);
+    }
+    if (!rc && lina_tok_write(out, tok, n, (uint32_t)vocab, (int)width) != LINA_OK) {
+        fprintf(stderr, "lina: data pack: %s\n", lina_last_error());
+        rc = 1;
+    }
+    free(tok);
+    if (!rc) {
+        printf("%s: %zu tokens, vocab %lld\n", out, n, vocab);
+    }
+    return rc;
+}
+
+static int cmd_data(int argc, char **argv)
+{
+    if (argc >= 1 && !strcmp(argv[0], "pack")) {
+        return data_pack(argc - 1, argv + 1);
+    }
+    if (argc == 2 && !strcmp(argv[0], "info")) {
+        lina_tokfile *f;
+        if (lina_tok_open(argv[1], &f) != LINA_OK) {
+            fprintf(stderr, "lina: data info: %s\n", lina_last_error());
+            return 1;
+        }
+        printf("%s: %llu tokens, vocab %u, %d-byte tokens\n", argv[1],
+               (unsigned long long)lina_tok_count(f), lina_tok_vocab(f), lina_tok_width(f));
+        lina_tok_close(f);
+        return 0;
+    }
+    fprintf(stderr, "usage: lina data pack --vocab V --in FILE|- --out FILE [--format text|u16|u32] "
+                    "[--width 2|4]\n       lina data info FILE\n");
+    return 2;
+}
+
+/* ------------------------------------------------------------ tokenizer */
+
+/* Whole file (or stdin for NULL / "-") into memory. */
+static char *tok_read_all(const char *path, size_t *len)
+{
+    FILE *f = (path && strcmp(path, "-")) ? fopen(path, "rb") : stdin;
+    if (!f) {
+        fprintf(stderr, "lina: tokenizer: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t n = 0, cap = 1 << 20;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (n < cap) {
+            break;
+        }
+        char *nb = realloc(buf, 2 * cap + 1);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = nb;
+        cap *= 2;
+    }
+    if (buf && ferror(f)) {
+        fprintf(stderr, "lina: tokenizer: %s: read error\n", path ? path : "stdin");
+        free(buf);
+        buf = NULL;
+    } else if (!buf) {
+        fprintf(stderr, "lina: tokenizer: out of memory\n");
+    }
+    if (f != stdin) {
+        fclose(f);
+    }
+    if (buf) {
+        buf[n] = 0;
+        *len = n;
+    }
+    return buf;
+}
+
+/* bytes to a file (atomically) or to stdout (NULL / "-") */
+static int tok_write_out(const char *path, const void *p, size_t n)
+{
+    if (!path || !strcmp(path, "-")) {
+        if (fwrite(p, 1, n, stdout) != n || fflush(stdout) != 0) {
+            fprintf(stderr, "lina: tokenizer: write error on stdout\n");
+            return 1;
+        }
+        return 0;
+    }
+    lina_afile f;
+    if (lina_afile_open(&f, path) != LINA_OK) {
+        fprintf(stderr, "lina: tokenizer: %s\n", lina_last_error());
+        return 1;
+    }
+    lina_afile_write(&f, p, n);
+    if (lina_afile_commit(&f) != LINA_OK) {
+        fprintf(stderr, "lina: tokenizer: %s\n", lina_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+/* lina tokenizer train|encode|decode: byte-level BPE and HF tokenizer.json. */
+static int cmd_tokenizer(int argc, char **argv)
+{
+    static const char *const help =
+        "usage: lina tokenizer train --in TEXT --vocab N --out tokenizer.json [--special TOK]... [--no-special]\n"
+        "       lina tokenizer encode --tokenizer FILE [--in FILE] [--out FILE] [--format text|tok]\n"
+        "       lina tokenizer decode --tokenizer FILE [--in FILE] [--out FILE]\n"
+        "  train: byte-level BPE (GPT-2 style) with special token <|endoftext|> unless --special/--no-special\n"
+        "  encode: ids as one line of space-separated integers (text), or a token file (tok; the\n"
+        "          default when --out ends in .tok); decode reads whitespace-separated ids or a token file\n"
+        "  --in/--out default to stdin/stdout\n";
+    if (argc < 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h") || !strcmp(argv[0], "help")) {
+        fputs(help, argc < 1 ? stderr : stdout);
+        return argc < 1 ? 2 : 0;
+    }
+    const char *sub = argv[0], *in = NULL, *out = NULL, *tokpath = NULL, *format = NULL;
+    const char *special[64];
+    int nspecial = 0, no_special = 0, vocab = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--no-special")) {
+            no_special = 1;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "lina: tokenizer %s: %s needs a value (or unknown option)\n", sub, a);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--in")) {
+            in = v;
+        } else if (!strcmp(a, "--out")) {
+            out = v;
+        } else if (!strcmp(a, "--tokenizer")) {
+            tokpath = v;
+        } else if (!strcmp(a, "--format")) {
+            format = v;
+        } else if (!strcmp(a, "--vocab")) {
+            if (parse_int(a, v, 256, 1 << 24, &vocab)) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--special")) {
+            if (nspecial == 64) {
+                return die("tokenizer train: at most %s special tokens", "64");
+            }
+            special[nspecial++] = v;
+        } else {
+            fprintf(stderr, "lina: tokenizer %s: unknown option '%s'\n%s", sub, a, help);
+            return 2;
+        }
+    }
+    if (!strcmp(sub, "train")) {
+        if (!in || !out || !vocab) {
+            fprintf(stderr, "lina: tokenizer train: --in, --vocab and --out are required\n%s", help);
+            return 2;
+        }
+        if (!nspecial && !no_special) {
+            special[nspecial++] = "<|endoftext|>";
+        }
+        if (no_special) {
+            nspecial = 0;
+        }
+        size_t len;
+        char *text = tok_read_all(in, &len);
+        if (!text) {
+            return 1;
+        }
+        double t0 = now_s();
+        lina_tokenizer *t;
+        int rc = lina_tokenizer_train(text, len, vocab, special, nspecial, &t);
+        double dt = now_s() - t0;
+        free(text);
+        if (rc == LINA_OK) {
+            rc = lina_tokenizer_save(t, out);
+            if (rc == LINA_OK) {
+                fprintf(stderr, "%s: vocab %d (%s%d requested) from %.2f MB in %.2f s (%.1f MB/s)\n", out,
+                        lina_tokenizer_vocab_size(t), lina_tokenizer_vocab_size(t) < vocab ? "fewer pairs than " : "",
+                        vocab, (double)len / 1e6, dt, (double)len / 1e6 / (dt > 1e-9 ? dt : 1e-9));
+            }
+            lina_tokenizer_free(t);
+        }
+        if (rc != LINA_OK) {
+            fprintf(stderr, "lina: tokenizer train: %s\n", lina_last_error());
+            return 1;
+        }
+        return 0;
+    }
+    if (strcmp(sub, "encode") && strcmp(sub, "decode")) {
+        fprintf(stderr, "lina: tokenizer: unknown subcommand '%s'\n%s", sub, help);
+        return 2;
+    }
+    if (!tokpath) {
+        fprintf(stderr, "lina: tokenizer %s: --tokenizer FILE is required\n", sub);
+        return 2;
+    }
+    int tokfmt = 0;
+    if (format) {
+        if (strcmp(format, "text") && strcmp(format, "tok")) {
+            return die("tokenizer: --format must be text or tok, not '%s'", format);
+        }
+        tokfmt = !strcmp(format, "tok");
+    } else if (out && strlen(out) > 4 && !strcmp(out + strlen(out) - 4, ".tok")) {
+        tokfmt = 1;
+    }
+    lina_tokenizer *t;
+    if (lina_tokenizer_load(tokpath, &t) != LINA_OK) {
+        fprintf(stderr, "lina: tokenizer: %s\n", lina_last_error());
+        return 1;
+    }
+    int ret = 1;
+    if (!strcmp(sub, "encode")) {
+        size_t len, n = 0;
+        char *text = tok_read_all(in, &len);
+        int32_t *ids = NULL;
+        if (text && lina_tokenizer_encode(t, text, len, &ids, &n) != LINA_OK) {
+            fprintf(stderr, "lina: tokenizer encode: %s\n", lina_last_error());
+        } else if (text && tokfmt) {
+            if (!out || !strcmp(out, "-")) {
+                fprintf(stderr, "lina: tokenizer encode: a token file needs --out FILE\n");
+            } else if (lina_tok_write(out, (const uint32_t *)ids, n, (uint32_t)lina_tokenizer_vocab_size(t), 0) !=
+                       LINA_OK) {
+                fprintf(stderr, "lina: tokenizer encode: %s\n", lina_last_error());
+            } else {
+                fprintf(stderr, "%s: %zu tokens from %zu bytes\n", out, n, len);
+                ret = 0;
+            }
+        } else if (text) {
+            char *s = malloc(n * 12 + 2);
+            if (s) {
+                size_t k = 0;
+                for (size_t i = 0; i < n; i++) {
+                    k += (size_t)sprintf(s + k, i ? " %d" : "%d", (int)ids[i]);
+                }
+                s[k++] = '\n';
+                ret = tok_write_out(out, s, k);
+                free(s);
+            }
+        }
+        free(ids);
+        free(text);
+    } else {
+        int32_t *ids = NULL;
+        size_t n = 0, cap = 0;
+        int ok = 1;
+        lina_tokfile *tf = NULL;
+        if (in && strcmp(in, "-") && lina_tok_open(in, &tf) == LINA_OK) {
+            n = (size_t)lina_tok_count(tf);
+            ids = malloc((n ? n : 1) * sizeof *ids);
+            ok = ids && lina_tok_read(tf, 0, n, ids) == LINA_OK;
+            lina_tok_close(tf);
+        } else {
+            size_t len;
+            char *text = tok_read_all(in, &len);
+            ok = text != NULL;
+            char *p = text;
+            while (ok) {
+                while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') {
+                    p++;
+                }
+                if (!*p) {
+                    break;
+                }
+                char *end;
+                errno = 0;
+                long v = strtol(p, &end, 10);
+                if (end == p || errno || v < 0 || v > INT32_MAX || (*end && !strchr(" \n\t\r", *end))) {
+                    fprintf(stderr, "lina: tokenizer decode: id %zu is not a non-negative integer\n", n);
+                    ok = 0;
+                    break;
+                }
+                if (n == cap) {
+                    cap = cap ? 2 * cap : 4096;
+                    int32_t *q = realloc(ids, cap * sizeof *q);
+                    if (!q) {
+                        ok = 0;
+                        break;
+                    }
+                    ids = q;
+                }
+                ids[n++] = (int32_t)v;
+                p = end;
+            }
+            free(text);
+        }
+        char *s = NULL;
+        size_t sl = 0;
+        if (ok && lina_tokenizer_decode(t, ids, n, &s, &sl) != LINA_OK) {
+            fprintf(stderr, "lina: tokenizer decode: %s\n", lina_last_error());
+        } else if (ok) {
+            ret = tok_write_out(out, s, sl);
+        }
+        free(s);
+        free(ids);
+    }
+    lina_tokenizer_free(t);
+    return ret;
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -402,6 +987,15 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "bench")) {
         return cmd_bench(argc - 2, argv + 2);
+    }
+    if (!strcmp(cmd, "train")) {
+        return cmd_train(argc - 2, argv + 2);
+    }
+    if (!strcmp(cmd, "data")) {
+        return cmd_data(argc - 2, argv + 2);
+    }
+    if (!strcmp(cmd, "tokenizer")) {
+        return cmd_tokenizer(argc - 2, argv + 2);
     }
     if (!strcmp(cmd, "ops")) {
         for (const lina_op_info *const *p = lina_ops(); *p; p++) {

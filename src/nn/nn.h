@@ -170,4 +170,223 @@ int lina_cross_entropy_forward(double *loss, int64_t *count, float *lse, const f
 void lina_cross_entropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
                                  int N, int V, float dloss, int64_t count);
 
+/* ------------------------------------------------------------ GLA layer */
+
+/*
+ * FLA's GatedLinearAttention layer (MIXERS.md section 4), gla_layer.c:
+ *
+ *   q = x Wq^T,  k = x Wk^T,  v = x Wv^T
+ *   gk = (x W0^T) W1^T + b1,  g = logsigmoid(gk) / 16   (optionally max(g, clamp_min))
+ *   o = GLA(q, k, v, g)               (lina_dd_fwd, vector gate, scale K^-1/2)
+ *   y = FusedRMSNormGated(o, x Wg^T) per head   (RMSNorm(o) * w without output gate)
+ *   out = y Wo^T
+ *
+ * N = B*T rows; HK = H*K, HV = H*V (K, V per head); R = 16 (gate rank).
+ * Only num_kv_heads == num_heads, no short convs and no feature map.
+ * With retention = 1 the same layer is RetNet's (no gk_proj tensors).
+ */
+#define LINA_GLA_GATE_RANK 16
+#define LINA_GLA_GATE_NORMALIZER 16.0f
+
+typedef struct lina_gla_dims {
+    int D;              /* model width */
+    int H, K, V;        /* heads, key and value dims per head */
+    int output_gate;    /* use_output_gate: g_proj + FusedRMSNormGated */
+    float norm_eps;
+    int has_clamp_min;
+    float clamp_min;
+    int retention;      /* RetNet MultiScaleRetention (MIXERS.md 3): constant decay
+                           g_h = ln(1 - 2^(-5-h)) instead of gk_proj, RoPE (base 10000)
+                           on q and k */
+} lina_gla_dims;
+
+/* Parameter (or gradient) views; FLA names under model.layers.{i}.attn. */
+typedef struct lina_gla_params {
+    float *q_proj;      /* [HK, D]  q_proj.weight */
+    float *k_proj;      /* [HK, D]  k_proj.weight */
+    float *v_proj;      /* [HV, D]  v_proj.weight */
+    float *g_proj;      /* [HV, D]  g_proj.weight (output gate only, else NULL) */
+    float *gk0;         /* [R, D]   gk_proj.0.weight */
+    float *gk1;         /* [HK, R]  gk_proj.1.weight */
+    float *gk1_b;       /* [HK]     gk_proj.1.bias */
+    float *norm_w;      /* [V]      g_norm_swish_gate.weight (g_norm.weight without gate) */
+    float *o_proj;      /* [D, HV]  o_proj.weight */
+} lina_gla_params;
+
+/* What the forward keeps for backward (views into one caller buffer). */
+typedef struct lina_gla_acts {
+    float *q, *k;       /* [N, HK] */
+    float *v;           /* [N, HV] */
+    float *gr;          /* [N, R]  low-rank gate */
+    float *gk;          /* [N, HK] gate logits */
+    float *g;           /* [N, HK] log gate */
+    float *gate;        /* [N, HV] output gate x Wg^T (unused without output gate) */
+    float *o;           /* [N, HV] kernel output */
+    float *rstd;        /* [N*H]   per-head norm statistics */
+    float *y;           /* [N, HV] input of o_proj */
+} lina_gla_acts;
+
+int lina_gla_check_dims(const lina_gla_dims *d);
+/* Floats of the activations for N rows, and carving them out of buf. */
+size_t lina_gla_acts_floats(const lina_gla_dims *d, int N);
+void lina_gla_acts_carve(lina_gla_acts *a, float *buf, const lina_gla_dims *d, int N);
+/* Floats of scratch lina_gla_backward needs for N rows. */
+size_t lina_gla_scratch_floats(const lina_gla_dims *d, int N);
+
+/* out [B*T, D] = layer(x [B*T, D]); h0 [B,H,K,V] or NULL; ht [B,H,K,V] or NULL.
+ * form: LINA_FORM_CHUNK (training, prefill) or LINA_FORM_RECURRENT. */
+int lina_gla_forward(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
+                     const lina_gla_params *p, int B, int T, const float *h0, float *ht,
+                     lina_form form, lina_ws *ws);
+/* The same at token positions pos0.. (only RoPE, i.e. retention, depends on it). */
+int lina_gla_forward_at(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
+                        const lina_gla_params *p, int B, int T, const float *h0, float *ht, int64_t pos0,
+                        lina_form form, lina_ws *ws);
+/* dx [B*T, D] and every non-NULL gradient in *gp accumulate; dout [B*T, D];
+ * x, a, h0 as given to the forward; scratch lina_gla_scratch_floats floats. */
+int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const float *x,
+                      const lina_gla_acts *a, const lina_gla_dims *d, const lina_gla_params *p,
+                      int B, int T, const float *h0, float *scratch, lina_form form, lina_ws *ws);
+/* Floats of scratch for lina_gla_step with batch B. */
+size_t lina_gla_step_floats(const lina_gla_dims *d, int B);
+/* One decode token: out [B, D] from x [B, D]; state [B,H,K,V] is updated in
+ * place (recurrent form). Equals the forward with T = 1 and h0 = state. */
+int lina_gla_step(float *out, const float *x, const lina_gla_dims *d, const lina_gla_params *p, int B,
+                  float *state, float *scratch, lina_ws *ws);
+
+/* ------------------------------------------ Gated DeltaNet / DeltaNet layer */
+
+/*
+ * FLA's GatedDeltaNet layer (MIXERS.md section 7), delta_layer.c:
+ *
+ *   q, k = L2Norm(SiLU(conv(x Wq^T))), L2Norm(SiLU(conv(x Wk^T)))   [N, H*K]
+ *   v = SiLU(conv(x Wv^T))                                           [N, H*V]
+ *   (without short convs: SiLU on the projections)
+ *   g = -exp(A_log) * softplus(x Wa^T + dt_bias),  beta = sigmoid(x Wb^T) (x2 with allow_neg_eigval)
+ *   o = gated delta rule(q, k, v, g, beta)   (lina_delta_fwd, scale K^-1/2)
+ *   y = FusedRMSNormGated(o, x Wg^T) per head (RMSNorm(o) * w without use_gate)
+ *   out = y Wo^T
+ *
+ * N = B*T; HK = H*K, HV = H*V (K = head_dim, V = head_dim * expand_v);
+ * only num_v_heads == num_heads; conv weights [C, W] (FLA [C, 1, W]), no bias.
+ * With gated = 0 the same layer is FLA's DeltaNet (MIXERS.md section 6) with
+ * qk_activation "silu" and qk_norm "l2": no decay (no a_proj, A_log,
+ * dt_bias), K = D*expand_k/H, V = D*expand_v/H, beta = sigmoid(b) or 1.
+ */
+typedef struct lina_gdn_dims {
+    int D, H, K, V;
+    int use_gate;        /* g_proj + FusedRMSNormGated */
+    int use_short_conv;
+    int conv_size;       /* W */
+    int allow_neg_eigval;
+    float norm_eps;
+    int gated;           /* 1: Gated DeltaNet (a_proj, A_log, dt_bias); 0: DeltaNet (no decay) */
+    int use_beta;        /* b_proj; 0: beta = 1 (DeltaNet use_beta = false) */
+} lina_gdn_dims;
+
+/* Parameter (or gradient) views; FLA names under model.layers.{i}.attn. */
+typedef struct lina_gdn_params {
+    float *q_proj;       /* [HK, D] */
+    float *k_proj;       /* [HK, D] */
+    float *v_proj;       /* [HV, D] */
+    float *a_proj;       /* [H, D] */
+    float *b_proj;       /* [H, D] */
+    float *A_log;        /* [H] */
+    float *dt_bias;      /* [H] */
+    float *q_conv;       /* [HK, W]  q_conv1d.weight (short conv only) */
+    float *k_conv;       /* [HK, W] */
+    float *v_conv;       /* [HV, W] */
+    float *g_proj;       /* [HV, D]  (use_gate only) */
+    float *o_norm;       /* [V] */
+    float *o_proj;       /* [D, HV] */
+} lina_gdn_params;
+
+typedef struct lina_gdn_acts {
+    float *qp, *kp;      /* [N, HK] projections (conv inputs) */
+    float *vp;           /* [N, HV] */
+    float *qc, *kc;      /* [N, HK] after conv + SiLU */
+    float *qn, *kn;      /* [N, HK] L2-normalised */
+    float *rq, *rk;      /* [N*H] 1 / norms */
+    float *v;            /* [N, HV] after conv + SiLU */
+    float *a, *g;        /* [N, H] gate input and log gate */
+    float *bl, *beta;    /* [N, H] beta logits and beta */
+    float *gate;         /* [N, HV] output gate */
+    float *o;            /* [N, HV] kernel output */
+    float *rstd;         /* [N*H] */
+    float *y;            /* [N, HV] */
+} lina_gdn_acts;
+
+/* Decode / prefill cache: conv tails [B, C, W] for q, k, v and state [B,H,K,V]. */
+size_t lina_gdn_cache_floats(const lina_gdn_dims *d, int B);
+
+int lina_gdn_check_dims(const lina_gdn_dims *d);
+size_t lina_gdn_acts_floats(const lina_gdn_dims *d, int N);
+void lina_gdn_acts_carve(lina_gdn_acts *a, float *buf, const lina_gdn_dims *d, int N);
+size_t lina_gdn_scratch_floats(const lina_gdn_dims *d, int N);
+
+/* out [B*T, D] = layer(x [B*T, D]). cache (lina_gdn_cache_floats, or NULL =
+ * zeros and not kept): read as the initial conv tails and state, then
+ * overwritten with the final ones. Training passes NULL. */
+int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
+                     const lina_gdn_params *p, int B, int T, float *cache, lina_form form, lina_ws *ws);
+/* dx and every non-NULL gradient in *gp accumulate (forward run without cache). */
+int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const float *x, const lina_gdn_acts *a,
+                      const lina_gdn_dims *d, const lina_gdn_params *p, int B, int T, float *scratch,
+                      lina_form form, lina_ws *ws);
+
+/* ------------------------------------------------- softmax attention layer */
+
+/*
+ * FLA's Attention layer (MIXERS.md section 14), attn_layer.c:
+ *
+ *   q = x Wq^T (+ bq), k = x Wk^T (+ bk), v = x Wv^T (+ bv)
+ *   (qk_norm: RMSNorm(d, eps 1e-5) on q and k per head), RoPE on q and k
+ *   o = softmax attention (causal, optional window; kv head j/G for query head j)
+ *   out = o Wo^T
+ *
+ * N = B*T; d = head dim (even); HQ = H*d, HKV = Hkv*d. Positions start at 0.
+ */
+#define LINA_ATTN_QK_NORM_EPS 1e-5f
+
+typedef struct lina_attn_dims {
+    int D, H, Hkv, d;
+    int qkv_bias;
+    int qk_norm;
+    int window;          /* 0 = none */
+    double rope_theta;   /* base, > 0 */
+} lina_attn_dims;
+
+typedef struct lina_attn_params {
+    float *q_proj, *q_bias;  /* [HQ, D], [HQ] (bias only with qkv_bias) */
+    float *k_proj, *k_bias;  /* [HKV, D], [HKV] */
+    float *v_proj, *v_bias;  /* [HKV, D], [HKV] */
+    float *q_norm, *k_norm;  /* [d] (qk_norm only) */
+    float *o_proj;           /* [D, HQ] */
+} lina_attn_params;
+
+typedef struct lina_attn_acts {
+    float *qp;           /* [N, HQ] projection */
+    float *kp, *vp;      /* [N, HKV] */
+    float *qn, *kn;      /* [N, HQ], [N, HKV] after qk_norm (== qp, kp without) */
+    float *rq, *rk;      /* [N*H], [N*Hkv] */
+    float *q, *k, *v;    /* [N, HQ] after RoPE, kv heads repeated */
+    float *o;            /* [N, HQ] */
+    float *lse;          /* [N*H] */
+} lina_attn_acts;
+
+int lina_attn_check_dims(const lina_attn_dims *d);
+size_t lina_attn_acts_floats(const lina_attn_dims *d, int N);
+void lina_attn_acts_carve(lina_attn_acts *a, float *buf, const lina_attn_dims *d, int N);
+size_t lina_attn_scratch_floats(const lina_attn_dims *d, int N);
+int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
+                      const lina_attn_params *p, int B, int T, lina_ws *ws);
+/* Inference with a KV cache: kc, vc [B, Hkv, cap, d] hold the rotated keys and
+ * the values of positions [0, pos); this call appends positions [pos, pos+T)
+ * and attends from them (causal, window). pos + T <= cap. */
+int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
+                             const lina_attn_params *p, int B, int T, float *kc, float *vc, int pos, int cap);
+int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const float *x,
+                       const lina_attn_acts *a, const lina_attn_dims *d, const lina_attn_params *p, int B, int T,
+                       float *scratch, lina_ws *ws);
+
 #endif

@@ -1,0 +1,247 @@
+/* attn_layer.c -- FLA's softmax Attention layer (MIXERS.md section 14): q/k/v
+ * projections (optional biases), optional per-head RMSNorm on q and k, RoPE,
+ * grouped-query softmax attention (lina_softmax_attn_fwd, causal, optional
+ * window) and o_proj. Forward and backward; shapes in nn.h. N = B*T rows,
+ * HQ = H*d, HKV = Hkv*d, G = H / Hkv. */
+#include "nn.h"
+
+#include <math.h>
+#include <string.h>
+
+int lina_attn_check_dims(const lina_attn_dims *d)
+{
+    if (!d || d->D <= 0 || d->H <= 0 || d->Hkv <= 0 || d->H % d->Hkv != 0 || d->d <= 0 || d->d % 2 != 0 ||
+        d->window < 0 || !(d->rope_theta > 0.0)) {
+        return lina_set_error(LINA_EINVAL, "attention layer: bad dims (head dim must be even)");
+    }
+    return LINA_OK;
+}
+
+size_t lina_attn_acts_floats(const lina_attn_dims *d, int N)
+{
+    size_t HQ = (size_t)d->H * d->d, HKV = (size_t)d->Hkv * d->d;
+    return (size_t)N * (6 * HQ + 3 * HKV + 2 * (size_t)d->H + (size_t)d->Hkv);
+}
+
+void lina_attn_acts_carve(lina_attn_acts *a, float *buf, const lina_attn_dims *d, int N)
+{
+    size_t n = (size_t)N, HQ = (size_t)d->H * d->d, HKV = (size_t)d->Hkv * d->d;
+    float *p = buf;
+    a->qp = p;  p += n * HQ;
+    a->kp = p;  p += n * HKV;
+    a->vp = p;  p += n * HKV;
+    a->qn = p;  p += n * HQ;
+    a->kn = p;  p += n * HKV;
+    a->rq = p;  p += n * (size_t)d->H;
+    a->rk = p;  p += n * (size_t)d->Hkv;
+    a->q = p;   p += n * HQ;
+    a->k = p;   p += n * HQ;
+    a->v = p;   p += n * HQ;
+    a->o = p;   p += n * HQ;
+    a->lse = p;
+}
+
+size_t lina_attn_scratch_floats(const lina_attn_dims *d, int N)
+{
+    size_t HQ = (size_t)d->H * d->d, HKV = (size_t)d->Hkv * d->d;
+    return (size_t)N * (4 * HQ + 2 * HKV);
+}
+
+/* dst [N, H*d] = src [N, Hkv*d] with kv head j/G for head j */
+static void repeat_heads(float *dst, const float *src, const lina_attn_dims *d, int N)
+{
+    int G = d->H / d->Hkv;
+    for (int n = 0; n < N; n++) {
+        for (int h = 0; h < d->H; h++) {
+            memcpy(dst + ((size_t)n * d->H + h) * d->d, src + ((size_t)n * d->Hkv + h / G) * d->d,
+                   (size_t)d->d * sizeof(float));
+        }
+    }
+}
+
+/* dst [N, Hkv*d] = sum over the group of src [N, H*d] (written) */
+static void reduce_heads(float *dst, const float *src, const lina_attn_dims *d, int N)
+{
+    int G = d->H / d->Hkv;
+    memset(dst, 0, (size_t)N * d->Hkv * d->d * sizeof(float));
+    for (int n = 0; n < N; n++) {
+        for (int h = 0; h < d->H; h++) {
+            float *o = dst + ((size_t)n * d->Hkv + h / G) * d->d;
+            const float *s = src + ((size_t)n * d->H + h) * d->d;
+            for (int i = 0; i < d->d; i++) {
+                o[i] += s[i];
+            }
+        }
+    }
+}
+
+static lina_mix_dims attn_mix(const lina_attn_dims *d, int B, int T)
+{
+    lina_mix_dims md = {0};
+    md.B = B;
+    md.T = T;
+    md.H = d->H;
+    md.K = d->d;
+    md.V = d->d;
+    md.scale = 0.0f;
+    return md;
+}
+
+int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
+                      const lina_attn_params *p, int B, int T, lina_ws *ws)
+{
+    int rc = lina_attn_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    int N = B * T, D = d->D, HQ = d->H * d->d, HKV = d->Hkv * d->d;
+    lina_linear_forward(a->qp, x, p->q_proj, d->qkv_bias ? p->q_bias : NULL, N, D, HQ);
+    lina_linear_forward(a->kp, x, p->k_proj, d->qkv_bias ? p->k_bias : NULL, N, D, HKV);
+    lina_linear_forward(a->vp, x, p->v_proj, d->qkv_bias ? p->v_bias : NULL, N, D, HKV);
+    const float *qs = a->qp, *ks = a->kp;
+    if (d->qk_norm) {
+        lina_rmsnorm_forward(a->qn, a->rq, a->qp, p->q_norm, NULL, N * d->H, d->d, LINA_ATTN_QK_NORM_EPS);
+        lina_rmsnorm_forward(a->kn, a->rk, a->kp, p->k_norm, NULL, N * d->Hkv, d->d, LINA_ATTN_QK_NORM_EPS);
+        qs = a->qn;
+        ks = a->kn;
+    }
+    /* RoPE: q [B,T,H,d]; k rotated into o (scratch), then repeated */
+    if ((rc = lina_rope_forward(a->q, qs, B, T, d->H, d->d, 0, d->rope_theta)) ||
+        (rc = lina_rope_forward(a->o, ks, B, T, d->Hkv, d->d, 0, d->rope_theta))) {
+        return rc;
+    }
+    repeat_heads(a->k, a->o, d, N);
+    repeat_heads(a->v, a->vp, d, N);
+    lina_mix_dims md = attn_mix(d, B, T);
+    lina_softmax_in in = {a->q, a->k, a->v, d->window, 0};
+    lina_softmax_out o = {a->o, a->lse};
+    if ((rc = lina_softmax_attn_fwd(&md, &in, &o, ws))) {
+        return rc;
+    }
+    lina_linear_forward(out, a->o, p->o_proj, NULL, N, HQ, D);
+    return LINA_OK;
+}
+
+int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const float *x,
+                       const lina_attn_acts *a, const lina_attn_dims *d, const lina_attn_params *p, int B, int T,
+                       float *scratch, lina_ws *ws)
+{
+    int rc = lina_attn_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    int N = B * T, D = d->D, HQ = d->H * d->d, HKV = d->Hkv * d->d;
+    size_t nq = (size_t)N * HQ, nkv = (size_t)N * HKV;
+    float *dO = scratch;        /* [N,HQ], later dqp */
+    float *dq = dO + nq;        /* [N,HQ] */
+    float *dk = dq + nq;        /* [N,HQ], later dkp */
+    float *dv = dk + nq;        /* [N,HQ] */
+    float *dkr = dv + nq;       /* [N,HKV] */
+    float *dvr = dkr + nkv;     /* [N,HKV] */
+    memset(scratch, 0, lina_attn_scratch_floats(d, N) * sizeof(float));
+
+    lina_linear_backward(dO, gp->o_proj, NULL, dout, a->o, p->o_proj, N, HQ, D);
+    lina_mix_dims md = attn_mix(d, B, T);
+    lina_softmax_in in = {a->q, a->k, a->v, d->window, 0};
+    lina_softmax_grad_in gin = {dO, a->o, a->lse};
+    lina_softmax_grad_out gout = {dq, dk, dv};
+    if ((rc = lina_softmax_attn_bwd(&md, &in, &gin, &gout, ws))) {
+        return rc;
+    }
+    reduce_heads(dkr, dk, d, N);
+    reduce_heads(dvr, dv, d, N);
+    /* RoPE transposed, in place */
+    if ((rc = lina_rope_backward(dq, dq, B, T, d->H, d->d, 0, d->rope_theta)) ||
+        (rc = lina_rope_backward(dkr, dkr, B, T, d->Hkv, d->d, 0, d->rope_theta))) {
+        return rc;
+    }
+    float *dqp = dq, *dkp = dkr;
+    if (d->qk_norm) {
+        dqp = dO;
+        dkp = dk;
+        memset(dqp, 0, nq * sizeof(float));
+        memset(dkp, 0, nkv * sizeof(float));
+        lina_rmsnorm_backward(dqp, gp->q_norm, NULL, dq, a->qp, p->q_norm, a->rq, N * d->H, d->d);
+        lina_rmsnorm_backward(dkp, gp->k_norm, NULL, dkr, a->kp, p->k_norm, a->rk, N * d->Hkv, d->d);
+    }
+    lina_linear_backward(dx, gp->q_proj, d->qkv_bias ? gp->q_bias : NULL, dqp, x, p->q_proj, N, D, HQ);
+    lina_linear_backward(dx, gp->k_proj, d->qkv_bias ? gp->k_bias : NULL, dkp, x, p->k_proj, N, D, HKV);
+    lina_linear_backward(dx, gp->v_proj, d->qkv_bias ? gp->v_bias : NULL, dvr, x, p->v_proj, N, D, HKV);
+    return LINA_OK;
+}
+
+int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
+                             const lina_attn_params *p, int B, int T, float *kc, float *vc, int pos, int cap)
+{
+    int rc = lina_attn_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    if (pos < 0 || T < 1 || pos + T > cap) {
+        return lina_set_error(LINA_EINVAL, "attention layer: KV cache full (%d + %d > %d positions)", pos, T, cap);
+    }
+    int N = B * T, D = d->D, HQ = d->H * d->d, HKV = d->Hkv * d->d, dh = d->d, G = d->H / d->Hkv;
+    lina_linear_forward(a->qp, x, p->q_proj, d->qkv_bias ? p->q_bias : NULL, N, D, HQ);
+    lina_linear_forward(a->kp, x, p->k_proj, d->qkv_bias ? p->k_bias : NULL, N, D, HKV);
+    lina_linear_forward(a->vp, x, p->v_proj, d->qkv_bias ? p->v_bias : NULL, N, D, HKV);
+    const float *qs = a->qp, *ks = a->kp;
+    if (d->qk_norm) {
+        lina_rmsnorm_forward(a->qn, a->rq, a->qp, p->q_norm, NULL, N * d->H, dh, LINA_ATTN_QK_NORM_EPS);
+        lina_rmsnorm_forward(a->kn, a->rk, a->kp, p->k_norm, NULL, N * d->Hkv, dh, LINA_ATTN_QK_NORM_EPS);
+        qs = a->qn;
+        ks = a->kn;
+    }
+    /* q [B,T,H,d] and rotated k [B,T,Hkv,d] (in a->k) at positions pos.. */
+    if ((rc = lina_rope_forward(a->q, qs, B, T, d->H, dh, pos, d->rope_theta)) ||
+        (rc = lina_rope_forward(a->k, ks, B, T, d->Hkv, dh, pos, d->rope_theta))) {
+        return rc;
+    }
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            for (int g = 0; g < d->Hkv; g++) {
+                size_t src = (((size_t)b * T + t) * d->Hkv + g) * dh;
+                size_t dst = (((size_t)b * d->Hkv + g) * cap + (size_t)(pos + t)) * dh;
+                memcpy(kc + dst, a->k + src, (size_t)dh * sizeof(float));
+                memcpy(vc + dst, a->vp + src, (size_t)dh * sizeof(float));
+            }
+        }
+    }
+    double scale = 1.0 / sqrt((double)dh);
+#pragma omp parallel for if ((size_t)B * T * d->H * (size_t)(pos + T) * dh >= 65536)
+    for (int bth = 0; bth < B * T * d->H; bth++) {
+        int h = bth % d->H, t = (bth / d->H) % T, b = bth / (d->H * T), g = h / G, pt = pos + t;
+        int j0 = d->window > 0 && pt - d->window + 1 > 0 ? pt - d->window + 1 : 0;
+        const float *q = a->q + (size_t)bth * dh;
+        const float *K = kc + ((size_t)b * d->Hkv + g) * cap * dh, *Vv = vc + ((size_t)b * d->Hkv + g) * cap * dh;
+        float *o = a->o + (size_t)bth * dh;
+        double mx = -INFINITY, se = 0.0, acc[LINA_ROPE_MAX_DIM];
+        for (int i = 0; i < dh; i++) {
+            acc[i] = 0.0;
+        }
+        for (int j = j0; j <= pt; j++) {
+            double s = 0.0;
+            for (int i = 0; i < dh; i++) {
+                s += (double)q[i] * K[(size_t)j * dh + i];
+            }
+            s *= scale;
+            if (s > mx) {
+                double f = exp(mx - s);
+                se *= f;
+                for (int i = 0; i < dh; i++) {
+                    acc[i] *= f;
+                }
+                mx = s;
+            }
+            double w = exp(s - mx);
+            se += w;
+            for (int i = 0; i < dh; i++) {
+                acc[i] += w * Vv[(size_t)j * dh + i];
+            }
+        }
+        for (int i = 0; i < dh; i++) {
+            o[i] = (float)(acc[i] / se);
+        }
+    }
+    lina_linear_forward(out, a->o, p->o_proj, NULL, N, HQ, D);
+    return LINA_OK;
+}

@@ -1,0 +1,240 @@
+/* gla_layer.c -- FLA's GatedLinearAttention layer (MIXERS.md section 4):
+ * projections, the low-rank forget gate g = logsigmoid(gk)/16, the GLA kernel
+ * (lina_dd_fwd with a vector gate), the per-head FusedRMSNormGated output and
+ * o_proj. Forward, backward and a one-token decode step. Shapes are in nn.h;
+ * N = B*T rows, HK = H*K, HV = H*V, R = 16. */
+#include "nn.h"
+
+#include <math.h>
+#include <string.h>
+
+#define GLA_ROPE_BASE 10000.0
+#define GLA_MAX_HEADS 4096
+
+int lina_gla_check_dims(const lina_gla_dims *d)
+{
+    if (!d || d->D <= 0 || d->H <= 0 || d->K <= 0 || d->V <= 0) {
+        return lina_set_error(LINA_EINVAL, "gla layer: bad dims");
+    }
+    if (!(d->norm_eps > 0.0f)) {
+        return lina_set_error(LINA_EINVAL, "gla layer: norm_eps must be > 0");
+    }
+    if (d->retention && (d->K % 2 != 0 || d->K > LINA_ROPE_MAX_DIM || d->H > GLA_MAX_HEADS)) {
+        return lina_set_error(LINA_EINVAL, "retention layer: key head dim must be even (RoPE), heads <= %d",
+                              GLA_MAX_HEADS);
+    }
+    return LINA_OK;
+}
+
+size_t lina_gla_acts_floats(const lina_gla_dims *d, int N)
+{
+    size_t n = (size_t)N, HK = (size_t)d->H * d->K, HV = (size_t)d->H * d->V;
+    return n * (3 * HK + 4 * HV + LINA_GLA_GATE_RANK + (size_t)d->H) + n * HK;
+}
+
+void lina_gla_acts_carve(lina_gla_acts *a, float *buf, const lina_gla_dims *d, int N)
+{
+    size_t n = (size_t)N, HK = (size_t)d->H * d->K, HV = (size_t)d->H * d->V;
+    float *p = buf;
+    a->q = p;     p += n * HK;
+    a->k = p;     p += n * HK;
+    a->v = p;     p += n * HV;
+    a->gr = p;    p += n * LINA_GLA_GATE_RANK;
+    a->gk = p;    p += n * HK;
+    a->g = p;     p += n * HK;
+    a->gate = p;  p += n * HV;
+    a->o = p;     p += n * HV;
+    a->rstd = p;  p += n * (size_t)d->H;
+    a->y = p;
+}
+
+size_t lina_gla_scratch_floats(const lina_gla_dims *d, int N)
+{
+    size_t n = (size_t)N, HK = (size_t)d->H * d->K, HV = (size_t)d->H * d->V;
+    return n * (3 * HV + 3 * HK + LINA_GLA_GATE_RANK);
+}
+
+/* g [N,HK] = max(logsigmoid(gk) / 16, clamp_min) */
+static void gla_gate_forward(float *g, const float *gk, size_t n, const lina_gla_dims *d)
+{
+    for (size_t i = 0; i < n; i++) {
+        float x = lina_logsigmoidf(gk[i]) / LINA_GLA_GATE_NORMALIZER;
+        if (d->has_clamp_min && x < d->clamp_min) {
+            x = d->clamp_min;
+        }
+        g[i] = x;
+    }
+}
+
+/* dgk [N,HK] = dg * sigmoid(-gk) / 16 (0 where clamped); in place on dg */
+static void gla_gate_backward(float *dg, const float *gk, const float *g, size_t n, const lina_gla_dims *d)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (d->has_clamp_min && g[i] == d->clamp_min
+            && lina_logsigmoidf(gk[i]) / LINA_GLA_GATE_NORMALIZER < d->clamp_min) {
+            dg[i] = 0.0f;
+            continue;
+        }
+        float s = 1.0f / (1.0f + expf(gk[i])); /* sigmoid(-gk) */
+        dg[i] = dg[i] * s / LINA_GLA_GATE_NORMALIZER;
+    }
+}
+
+static lina_mix_dims gla_mix(const lina_gla_dims *d, int B, int T)
+{
+    lina_mix_dims md = {0};
+    md.B = B;
+    md.T = T;
+    md.H = d->H;
+    md.K = d->K;
+    md.V = d->V;
+    md.chunk = 64;
+    md.scale = 0.0f;
+    return md;
+}
+
+int lina_gla_forward(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
+                     const lina_gla_params *p, int B, int T, const float *h0, float *ht,
+                     lina_form form, lina_ws *ws)
+{
+    return lina_gla_forward_at(out, a, x, d, p, B, T, h0, ht, 0, form, ws);
+}
+
+int lina_gla_forward_at(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
+                        const lina_gla_params *p, int B, int T, const float *h0, float *ht, int64_t pos0,
+                        lina_form form, lina_ws *ws)
+{
+    int rc = lina_gla_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    int N = B * T, D = d->D, H = d->H, HK = d->H * d->K, HV = d->H * d->V, R = LINA_GLA_GATE_RANK;
+    /* projections: q, k [N,HK]; v [N,HV]; gr [N,R]; gk [N,HK]; gate [N,HV] */
+    lina_linear_forward(a->q, x, p->q_proj, NULL, N, D, HK);
+    lina_linear_forward(a->k, x, p->k_proj, NULL, N, D, HK);
+    lina_linear_forward(a->v, x, p->v_proj, NULL, N, D, HV);
+    float g_head[GLA_MAX_HEADS];
+    if (d->retention) {
+        lina_retention_gates(H, g_head);
+        if ((rc = lina_rope_forward(a->q, a->q, B, T, H, d->K, pos0, GLA_ROPE_BASE)) ||
+            (rc = lina_rope_forward(a->k, a->k, B, T, H, d->K, pos0, GLA_ROPE_BASE))) {
+            return rc;
+        }
+    } else {
+        lina_linear_forward(a->gr, x, p->gk0, NULL, N, D, R);
+        lina_linear_forward(a->gk, a->gr, p->gk1, p->gk1_b, N, R, HK);
+        gla_gate_forward(a->g, a->gk, (size_t)N * HK, d);
+    }
+    if (d->output_gate) {
+        lina_linear_forward(a->gate, x, p->g_proj, NULL, N, D, HV);
+    }
+    /* kernel: o [B,T,H,V] */
+    lina_mix_dims md = gla_mix(d, B, T);
+    lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_VECTOR, a->g, h0};
+    if (d->retention) {
+        in.gate = LINA_GATE_HEAD;
+        in.g = g_head;
+    }
+    lina_dd_out o = {a->o, ht, NULL};
+    if ((rc = lina_dd_fwd(&md, &in, &o, form, ws))) {
+        return rc;
+    }
+    /* per-head output norm: y [N*H, V] */
+    if (d->output_gate) {
+        lina_rmsnorm_gated_forward(a->y, a->rstd, a->o, a->gate, p->norm_w, N * H, d->V, d->norm_eps);
+    } else {
+        lina_rmsnorm_forward(a->y, a->rstd, a->o, p->norm_w, NULL, N * H, d->V, d->norm_eps);
+    }
+    /* out [N,D] = y Wo^T */
+    lina_linear_forward(out, a->y, p->o_proj, NULL, N, HV, D);
+    return LINA_OK;
+}
+
+int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const float *x,
+                      const lina_gla_acts *a, const lina_gla_dims *d, const lina_gla_params *p,
+                      int B, int T, const float *h0, float *scratch, lina_form form, lina_ws *ws)
+{
+    int rc = lina_gla_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    int N = B * T, D = d->D, H = d->H, HK = d->H * d->K, HV = d->H * d->V, R = LINA_GLA_GATE_RANK;
+    float g_head[GLA_MAX_HEADS];
+    size_t nk = (size_t)N * HK, nv = (size_t)N * HV;
+    float *dy = scratch;          /* [N,HV], later dv */
+    float *dO = dy + nv;          /* [N,HV] */
+    float *dgate = dO + nv;       /* [N,HV] */
+    float *dq = dgate + nv;       /* [N,HK] */
+    float *dk = dq + nk;          /* [N,HK] */
+    float *dg = dk + nk;          /* [N,HK], later dgk */
+    float *dgr = dg + nk;         /* [N,R] */
+    memset(scratch, 0, lina_gla_scratch_floats(d, N) * sizeof(float));
+
+    /* o_proj: dy = dout Wo, dWo += dout^T y */
+    lina_linear_backward(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, HV, D);
+    /* output norm (per head) */
+    if (d->output_gate) {
+        lina_rmsnorm_gated_backward(dO, dgate, gp->norm_w, dy, a->o, a->gate, p->norm_w, a->rstd, N * H, d->V);
+    } else {
+        lina_rmsnorm_backward(dO, gp->norm_w, NULL, dy, a->o, p->norm_w, a->rstd, N * H, d->V);
+    }
+    /* kernel: dq, dk, dv (into dy), dg */
+    float *dv = dy;
+    memset(dv, 0, nv * sizeof(float));
+    lina_mix_dims md = gla_mix(d, B, T);
+    lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_VECTOR, a->g, h0};
+    lina_dd_grad_in gin = {dO, NULL, NULL};
+    lina_dd_grad_out gout = {dq, dk, dv, dg, NULL};
+    if (d->retention) {
+        lina_retention_gates(H, g_head);
+        in.gate = LINA_GATE_HEAD;
+        in.g = g_head;
+        gout.dg = NULL;
+    }
+    if ((rc = lina_dd_bwd(&md, &in, &gin, &gout, form, ws))) {
+        return rc;
+    }
+    if (d->retention) {
+        /* RoPE transposed (training starts at position 0) */
+        if ((rc = lina_rope_backward(dq, dq, B, T, H, d->K, 0, GLA_ROPE_BASE)) ||
+            (rc = lina_rope_backward(dk, dk, B, T, H, d->K, 0, GLA_ROPE_BASE))) {
+            return rc;
+        }
+    } else {
+        /* gate: dgk (in place), then the low-rank projections */
+        gla_gate_backward(dg, a->gk, a->g, nk, d);
+        lina_linear_backward(dgr, gp->gk1, gp->gk1_b, dg, a->gr, p->gk1, N, R, HK);
+        lina_linear_backward(dx, gp->gk0, NULL, dgr, x, p->gk0, N, D, R);
+    }
+    /* input projections */
+    lina_linear_backward(dx, gp->q_proj, NULL, dq, x, p->q_proj, N, D, HK);
+    lina_linear_backward(dx, gp->k_proj, NULL, dk, x, p->k_proj, N, D, HK);
+    lina_linear_backward(dx, gp->v_proj, NULL, dv, x, p->v_proj, N, D, HV);
+    if (d->output_gate) {
+        lina_linear_backward(dx, gp->g_proj, NULL, dgate, x, p->g_proj, N, D, HV);
+    }
+    return LINA_OK;
+}
+
+size_t lina_gla_step_floats(const lina_gla_dims *d, int B)
+{
+    return lina_gla_acts_floats(d, B) + (size_t)B * d->H * d->K * d->V;
+}
+
+int lina_gla_step(float *out, const float *x, const lina_gla_dims *d, const lina_gla_params *p, int B,
+                  float *state, float *scratch, lina_ws *ws)
+{
+    int rc = lina_gla_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    lina_gla_acts a;
+    lina_gla_acts_carve(&a, scratch, d, B);
+    float *ht = scratch + lina_gla_acts_floats(d, B); /* [B,H,K,V] */
+    rc = lina_gla_forward(out, &a, x, d, p, B, 1, state, ht, LINA_FORM_RECURRENT, ws);
+    if (rc) {
+        return rc;
+    }
+    memcpy(state, ht, (size_t)B * d->H * d->K * d->V * sizeof(float));
+    return LINA_OK;
+}

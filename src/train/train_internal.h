@@ -1,0 +1,40 @@
+/* train_internal.h -- shared between train.c and checkpoint.c (not public API). */
+#ifndef LINA_TRAIN_INTERNAL_H
+#define LINA_TRAIN_INTERNAL_H
+
+#include "lina.h"
+
+/* What trainer.json holds. */
+typedef struct lina_train_state {
+    int64_t step;              /* updates completed */
+    int64_t total_steps;
+    uint64_t seed, rng;        /* sampling seed and the sampler state after `step` updates */
+    int batch, seq_len, accum;
+    uint64_t tokens_seen;
+    double *losses;            /* [cap] training loss of update i (i < step) */
+    double *val_losses;        /* [cap] val loss after update i, NaN if not evaluated */
+    int64_t cap;
+} lina_train_state;
+
+int lina_train_state_alloc(lina_train_state *s, int64_t cap);
+void lina_train_state_free(lina_train_state *s);
+
+/* Write the whole checkpoint into a fresh out_dir/checkpoint.tmp-<pid>/ and
+ * switch it in place of out_dir/checkpoint atomically. */
+int lina_ckpt_write(const char *out_dir, const lina_trainable *m, const lina_adamw *o,
+                    const lina_train_state *s);
+/* Find the last complete checkpoint of out_dir (checkpoint/, or a
+ * checkpoint.old-* left by a crash in the middle of a switch) and restore
+ * parameters, optimizer and trainer state. s must be allocated for the run's
+ * total steps. */
+int lina_ckpt_read(const char *out_dir, const lina_trainable *m, lina_adamw *o,
+                   lina_train_state *s);
+/* 1 if out_dir holds a complete checkpoint (checkpoint/ or a crash's .old). */
+int lina_ckpt_exists(const char *out_dir);
+/* mkdir -p (one level of parents is enough for our use, but any depth works). */
+int lina_mkdirs(const char *path);
+/* Remove stale checkpoint.tmp-* / checkpoint.old-* directories of out_dir
+ * (called when a run starts, after any resume has read what it needs). */
+void lina_ckpt_cleanup(const char *out_dir);
+
+#endif

@@ -1,0 +1,1363 @@
+/* test_model.c -- the causal LM of src/model (GLA): a double-precision
+ * reference model written here (token-by-token recurrence, straight from
+ * MIXERS.md sections 1.4 and 4) checks the float model's logits and loss, and
+ * central finite differences of that reference (in double) check EVERY
+ * parameter gradient of lina_model_train_step. Also: tensor names, shapes,
+ * offsets and decay flags against FLA's state dict (MIXERS.md 15.2),
+ * gradient accumulation, chunk-form (prefill) logits against recurrent-form
+ * logits across chunk boundaries, the GLA layer's decode step against its
+ * forward, save/load round trips and error paths. */
+#include "harness.h"
+#include "lina.h"
+#include "../src/model/model.h"
+#include "../src/nn/nn.h"
+
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FD_H 1e-5
+#define FWD_TOL 1e-4  /* logits, float model vs double reference (typically ~1e-6; the
+                         L2Norm of a q/k vector whose squared norm is near its 1e-6 eps
+                         amplifies float rounding: one delta_net draw reaches 8e-5) */
+#define GRAD_TOL 1e-3 /* per tensor: max |analytic - FD| / max |FD| */
+
+/* ------------------------------------------------------------ configs */
+
+static lina_config tiny_gla(int tie, int output_gate)
+{
+    lina_config c;
+    lina_config_default(&c, LINA_MODEL_GLA);
+    c.hidden_size = 16;
+    c.num_hidden_layers = 2;
+    c.num_heads = 2;
+    c.vocab_size = 11;
+    c.intermediate_size = 32;
+    c.tie_word_embeddings = tie;
+    c.use_output_gate = output_gate;
+    return c;
+}
+
+static lina_config tiny_gdn(int short_conv, int use_gate, int neg)
+{
+    lina_config c;
+    lina_config_default(&c, LINA_MODEL_GATED_DELTANET);
+    c.hidden_size = 16;
+    c.num_hidden_layers = 2;
+    c.num_heads = 2;
+    c.head_dim = 4;
+    c.expand_v = 2.0;
+    c.vocab_size = 11;
+    c.intermediate_size = 32;
+    c.use_short_conv = short_conv;
+    c.use_gate = use_gate;
+    c.allow_neg_eigval = neg;
+    return c;
+}
+
+static lina_config tiny_deltanet(int use_beta, int use_gate, int short_conv)
+{
+    lina_config c;
+    lina_config_default(&c, LINA_MODEL_DELTA_NET);
+    c.hidden_size = 16;
+    c.num_hidden_layers = 2;
+    c.num_heads = 2;
+    c.vocab_size = 11;
+    c.intermediate_size = 32;
+    c.use_beta = use_beta;
+    c.use_gate = use_gate;
+    c.use_short_conv = short_conv;
+    return c;
+}
+
+static lina_config tiny_retnet(int output_gate)
+{
+    lina_config c;
+    lina_config_default(&c, LINA_MODEL_RETNET);
+    c.hidden_size = 16;
+    c.num_hidden_layers = 2;
+    c.num_heads = 2;
+    c.vocab_size = 11;
+    c.intermediate_size = 32;
+    c.use_output_gate = output_gate;
+    return c;
+}
+
+static lina_config tiny_transformer(int Hkv, int bias, int qk_norm, int window)
+{
+    lina_config c;
+    lina_config_default(&c, LINA_MODEL_TRANSFORMER);
+    c.hidden_size = 16;
+    c.num_hidden_layers = 2;
+    c.num_heads = 2;
+    c.num_kv_heads = Hkv;
+    c.qkv_bias = bias;
+    snprintf(c.qk_norm, sizeof(c.qk_norm), "%s", qk_norm ? "rms" : "");
+    c.window_size = window;
+    c.vocab_size = 11;
+    c.intermediate_size = 32;
+    return c;
+}
+
+/* a hybrid: softmax attention on layer `al` (4 heads, 2 kv heads, window 3, biases) */
+static lina_config hybrid(lina_config c, int al)
+{
+    c.attn.enabled = 1;
+    c.attn.n_layers = 1;
+    c.attn.layers[0] = al;
+    c.attn.num_heads = 4;
+    c.attn.num_kv_heads = 2;
+    c.attn.qkv_bias = 1;
+    c.attn.window_size = 3;
+    c.attn.rope_theta = 500.0;
+    return c;
+}
+
+/* --------------------------------------------- double reference model */
+
+typedef struct ref_model {
+    const lina_model *m; /* for the tensor table */
+    const lina_config *c;
+    int L, D, H, K, V, I, vocab, gate;
+    double eps;
+} ref_model;
+
+static size_t toff(const lina_model *m, const char *fmt, int l)
+{
+    char nm[128];
+    snprintf(nm, sizeof(nm), fmt, l);
+    int i = lina_model_find_tensor(m, nm);
+    size_t off = 0;
+    if (i < 0 || lina_model_tensor(m, i, NULL, NULL, NULL, &off, NULL)) {
+        printf("FAIL reference: no tensor %s\n", nm);
+        exit(1);
+    }
+    return off;
+}
+
+/* y [out] = W [out, in] x [in] (+ b) */
+static void rlin(double *y, const double *W, const double *b, const double *x, int in, int out)
+{
+    for (int o = 0; o < out; o++) {
+        double s = b ? b[o] : 0.0;
+        for (int i = 0; i < in; i++) {
+            s += W[(size_t)o * in + i] * x[i];
+        }
+        y[o] = s;
+    }
+}
+
+static void rrms(double *y, const double *x, const double *w, int D, double eps)
+{
+    double ss = 0.0;
+    for (int i = 0; i < D; i++) {
+        ss += x[i] * x[i];
+    }
+    double r = 1.0 / sqrt(ss / D + eps);
+    for (int i = 0; i < D; i++) {
+        y[i] = x[i] * r * w[i];
+    }
+}
+
+static double rsig(double x)
+{
+    return 1.0 / (1.0 + exp(-x));
+}
+
+static double rlogsig(double x)
+{
+    return x < 0 ? x - log1p(exp(x)) : -log1p(exp(-x));
+}
+
+/* GLA mixer over one sequence: out [T, D] from xn [T, D] (recurrent form) */
+static void ref_gla(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
+{
+    const lina_model *m = r->m;
+    int D = r->D, H = r->H, K = r->K, V = r->V, HK = H * K, HV = H * V, R = LINA_GLA_GATE_RANK;
+    const double *Wq = P + toff(m, "model.layers.%d.attn.q_proj.weight", l);
+    const double *Wk = P + toff(m, "model.layers.%d.attn.k_proj.weight", l);
+    const double *Wv = P + toff(m, "model.layers.%d.attn.v_proj.weight", l);
+    const double *Wg = r->gate ? P + toff(m, "model.layers.%d.attn.g_proj.weight", l) : NULL;
+    int ret = r->c->model_type == LINA_MODEL_RETNET;
+    const double *W0 = ret ? NULL : P + toff(m, "model.layers.%d.attn.gk_proj.0.weight", l);
+    const double *W1 = ret ? NULL : P + toff(m, "model.layers.%d.attn.gk_proj.1.weight", l);
+    const double *b1 = ret ? NULL : P + toff(m, "model.layers.%d.attn.gk_proj.1.bias", l);
+    const double *gw = P + toff(m, r->gate ? "model.layers.%d.attn.g_norm_swish_gate.weight"
+                                           : "model.layers.%d.attn.g_norm.weight", l);
+    const double *Wo = P + toff(m, "model.layers.%d.attn.o_proj.weight", l);
+    double q[64], k[64], v[64], gr[16], gk[64], gt[64], o[64], y[64];
+    double *S = calloc((size_t)HK * V, sizeof(double));
+    for (int t = 0; t < T; t++) {
+        const double *x = xn + (size_t)t * D;
+        rlin(q, Wq, NULL, x, D, HK);
+        rlin(k, Wk, NULL, x, D, HK);
+        rlin(v, Wv, NULL, x, D, HV);
+        if (ret) {
+            /* RoPE (base 10000) on q and k at position t */
+            for (int h = 0; h < 2 * H; h++) {
+                double *z = h < H ? q + h * K : k + (h - H) * K;
+                for (int i = 0; i < K / 2; i++) {
+                    double ang = t * pow(10000.0, -2.0 * i / K), x1 = z[i], x2 = z[i + K / 2];
+                    z[i] = x1 * cos(ang) - x2 * sin(ang);
+                    z[i + K / 2] = x2 * cos(ang) + x1 * sin(ang);
+                }
+            }
+        } else {
+            rlin(gr, W0, NULL, x, D, R);
+            rlin(gk, W1, b1, gr, R, HK);
+        }
+        if (Wg) {
+            rlin(gt, Wg, NULL, x, D, HV);
+        }
+        for (int h = 0; h < H; h++) {
+            double *Sh = S + (size_t)h * K * V;
+            for (int i = 0; i < K; i++) {
+                double al = ret ? 1.0 - pow(2.0, -5.0 - h) : exp(rlogsig(gk[h * K + i]) / 16.0);
+                for (int j = 0; j < V; j++) {
+                    Sh[i * V + j] = al * Sh[i * V + j] + k[h * K + i] * v[h * V + j];
+                }
+            }
+            double s = 1.0 / sqrt((double)K);
+            for (int j = 0; j < V; j++) {
+                double acc = 0.0;
+                for (int i = 0; i < K; i++) {
+                    acc += s * q[h * K + i] * Sh[i * V + j];
+                }
+                o[h * V + j] = acc;
+            }
+            rrms(y + h * V, o + h * V, gw, V, r->eps);
+            for (int j = 0; j < V && Wg; j++) {
+                double g = gt[h * V + j];
+                y[h * V + j] *= g * rsig(g);
+            }
+        }
+        rlin(out + (size_t)t * D, Wo, NULL, y, HV, D);
+    }
+    free(S);
+}
+
+static double rsoftplus(double x)
+{
+    return x > 20 ? x : log1p(exp(x));
+}
+
+/* y [T, C] = silu(causal depthwise conv of x [T, C] with w [C, W]), or silu(x) */
+static void rconv(double *y, const double *x, const double *w, int T, int C, int W)
+{
+    for (int t = 0; t < T; t++) {
+        for (int c = 0; c < C; c++) {
+            double p = 0.0;
+            if (!w) {
+                p = x[(size_t)t * C + c];
+            } else {
+                for (int j = 0; j < W; j++) {
+                    int tau = t - W + 1 + j;
+                    p += tau >= 0 ? w[(size_t)c * W + j] * x[(size_t)tau * C + c] : 0.0;
+                }
+            }
+            y[(size_t)t * C + c] = p * rsig(p);
+        }
+    }
+}
+
+static void rl2(double *x, int n)
+{
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) {
+        ss += x[i] * x[i];
+    }
+    double r = 1.0 / sqrt(ss + 1e-6);
+    for (int i = 0; i < n; i++) {
+        x[i] *= r;
+    }
+}
+
+/* Gated DeltaNet mixer over one sequence (MIXERS.md 7, recurrent form) */
+static void ref_gdn(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
+{
+    const lina_model *m = r->m;
+    const lina_config *c = r->c;
+    int D = r->D, H = r->H, K = r->K, V = r->V, HK = H * K, HV = H * V, W = c->conv_size;
+    const double *Wq = P + toff(m, "model.layers.%d.attn.q_proj.weight", l);
+    const double *Wk = P + toff(m, "model.layers.%d.attn.k_proj.weight", l);
+    const double *Wv = P + toff(m, "model.layers.%d.attn.v_proj.weight", l);
+    int gated = c->model_type == LINA_MODEL_GATED_DELTANET, use_beta = gated || c->use_beta;
+    const double *Wa = gated ? P + toff(m, "model.layers.%d.attn.a_proj.weight", l) : NULL;
+    const double *Wb = use_beta ? P + toff(m, "model.layers.%d.attn.b_proj.weight", l) : NULL;
+    const double *Alog = gated ? P + toff(m, "model.layers.%d.attn.A_log", l) : NULL;
+    const double *dtb = gated ? P + toff(m, "model.layers.%d.attn.dt_bias", l) : NULL;
+    const double *cq = c->use_short_conv ? P + toff(m, "model.layers.%d.attn.q_conv1d.weight", l) : NULL;
+    const double *ck = c->use_short_conv ? P + toff(m, "model.layers.%d.attn.k_conv1d.weight", l) : NULL;
+    const double *cv = c->use_short_conv ? P + toff(m, "model.layers.%d.attn.v_conv1d.weight", l) : NULL;
+    const double *Wg = c->use_gate ? P + toff(m, "model.layers.%d.attn.g_proj.weight", l) : NULL;
+    const double *gw = P + toff(m, "model.layers.%d.attn.o_norm.weight", l);
+    const double *Wo = P + toff(m, "model.layers.%d.attn.o_proj.weight", l);
+    size_t tk = (size_t)T * HK, tv = (size_t)T * HV;
+    double *qp = calloc(tk, 8), *kp = calloc(tk, 8), *vp = calloc(tv, 8);
+    double *q = calloc(tk, 8), *k = calloc(tk, 8), *v = calloc(tv, 8);
+    double *S = calloc((size_t)HK * V, sizeof(double));
+    double a[16], b[16], gt[256], o[256], y[256], u[64];
+    for (int t = 0; t < T; t++) {
+        rlin(qp + (size_t)t * HK, Wq, NULL, xn + (size_t)t * D, D, HK);
+        rlin(kp + (size_t)t * HK, Wk, NULL, xn + (size_t)t * D, D, HK);
+        rlin(vp + (size_t)t * HV, Wv, NULL, xn + (size_t)t * D, D, HV);
+    }
+    rconv(q, qp, cq, T, HK, W);
+    rconv(k, kp, ck, T, HK, W);
+    rconv(v, vp, cv, T, HV, W);
+    for (int t = 0; t < T; t++) {
+        const double *x = xn + (size_t)t * D;
+        if (Wa) {
+            rlin(a, Wa, NULL, x, D, H);
+        }
+        if (Wb) {
+            rlin(b, Wb, NULL, x, D, H);
+        }
+        if (Wg) {
+            rlin(gt, Wg, NULL, x, D, HV);
+        }
+        for (int h = 0; h < H; h++) {
+            double *qt = q + (size_t)t * HK + h * K, *kt = k + (size_t)t * HK + h * K;
+            double *vt = v + (size_t)t * HV + h * V;
+            rl2(qt, K);
+            rl2(kt, K);
+            double g = gated ? -exp(Alog[h]) * rsoftplus(a[h] + dtb[h]) : 0.0;
+            double beta = (c->allow_neg_eigval ? 2.0 : 1.0) * (Wb ? rsig(b[h]) : 1.0);
+            double *Sh = S + (size_t)h * K * V;
+            for (int i = 0; i < K * V; i++) {
+                Sh[i] *= exp(g);
+            }
+            for (int j = 0; j < V; j++) {
+                double acc = 0.0;
+                for (int i = 0; i < K; i++) {
+                    acc += Sh[i * V + j] * kt[i];
+                }
+                u[j] = vt[j] - acc;
+            }
+            for (int i = 0; i < K; i++) {
+                for (int j = 0; j < V; j++) {
+                    Sh[i * V + j] += beta * kt[i] * u[j];
+                }
+            }
+            double s = 1.0 / sqrt((double)K);
+            for (int j = 0; j < V; j++) {
+                double acc = 0.0;
+                for (int i = 0; i < K; i++) {
+                    acc += s * qt[i] * Sh[i * V + j];
+                }
+                o[h * V + j] = acc;
+            }
+            rrms(y + h * V, o + h * V, gw, V, r->eps);
+            for (int j = 0; j < V && Wg; j++) {
+                double gg = gt[h * V + j];
+                y[h * V + j] *= gg * rsig(gg);
+            }
+        }
+        rlin(out + (size_t)t * D, Wo, NULL, y, HV, D);
+    }
+    free(qp);
+    free(kp);
+    free(vp);
+    free(q);
+    free(k);
+    free(v);
+    free(S);
+}
+
+/* softmax attention over one sequence (MIXERS.md 14): RoPE, GQA, window */
+static void ref_attn(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
+{
+    const lina_model *m = r->m;
+    const lina_config *c = r->c;
+    int tr = c->model_type == LINA_MODEL_TRANSFORMER;
+    int D = r->D, H = tr ? c->num_heads : c->attn.num_heads;
+    int Hkv = tr ? (c->num_kv_heads ? c->num_kv_heads : H) : (c->attn.num_kv_heads ? c->attn.num_kv_heads : H);
+    int bias = tr ? c->qkv_bias : c->attn.qkv_bias, qkn = tr && c->qk_norm[0];
+    int win = tr ? c->window_size : c->attn.window_size;
+    double base = tr ? (c->rope_theta > 0 ? c->rope_theta : 10000.0) : c->attn.rope_theta;
+    int d = D / H, HQ = H * d, HKV = Hkv * d, G = H / Hkv;
+    const double *Wq = P + toff(m, "model.layers.%d.attn.q_proj.weight", l);
+    const double *Wk = P + toff(m, "model.layers.%d.attn.k_proj.weight", l);
+    const double *Wv = P + toff(m, "model.layers.%d.attn.v_proj.weight", l);
+    const double *Wo = P + toff(m, "model.layers.%d.attn.o_proj.weight", l);
+    const double *bq = bias ? P + toff(m, "model.layers.%d.attn.q_proj.bias", l) : NULL;
+    const double *bk = bias ? P + toff(m, "model.layers.%d.attn.k_proj.bias", l) : NULL;
+    const double *bv = bias ? P + toff(m, "model.layers.%d.attn.v_proj.bias", l) : NULL;
+    const double *wqn = qkn ? P + toff(m, "model.layers.%d.attn.q_norm.weight", l) : NULL;
+    const double *wkn = qkn ? P + toff(m, "model.layers.%d.attn.k_norm.weight", l) : NULL;
+    double *q = calloc((size_t)T * HQ, 8), *k = calloc((size_t)T * HKV, 8), *v = calloc((size_t)T * HKV, 8);
+    double o[256], sc[512], tmp[64];
+    for (int t = 0; t < T; t++) {
+        double *qt = q + (size_t)t * HQ, *kt = k + (size_t)t * HKV;
+        rlin(qt, Wq, bq, xn + (size_t)t * D, D, HQ);
+        rlin(kt, Wk, bk, xn + (size_t)t * D, D, HKV);
+        rlin(v + (size_t)t * HKV, Wv, bv, xn + (size_t)t * D, D, HKV);
+        for (int h = 0; h < H + Hkv; h++) {
+            double *x = h < H ? qt + h * d : kt + (h - H) * d;
+            if (qkn) {
+                rrms(tmp, x, h < H ? wqn : wkn, d, 1e-5);
+                memcpy(x, tmp, (size_t)d * sizeof(double));
+            }
+            for (int i = 0; i < d / 2; i++) {
+                double ang = t * pow(base, -2.0 * i / d), x1 = x[i], x2 = x[i + d / 2];
+                x[i] = x1 * cos(ang) - x2 * sin(ang);
+                x[i + d / 2] = x2 * cos(ang) + x1 * sin(ang);
+            }
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < H; h++) {
+            int g = h / G, j0 = win > 0 && t - win + 1 > 0 ? t - win + 1 : 0;
+            double mx = -1e300, se = 0.0;
+            for (int j = j0; j <= t; j++) {
+                double dot = 0.0;
+                for (int i = 0; i < d; i++) {
+                    dot += q[(size_t)t * HQ + h * d + i] * k[(size_t)j * HKV + g * d + i];
+                }
+                sc[j] = dot / sqrt((double)d);
+                mx = sc[j] > mx ? sc[j] : mx;
+            }
+            for (int j = j0; j <= t; j++) {
+                se += exp(sc[j] - mx);
+            }
+            for (int i = 0; i < d; i++) {
+                double acc = 0.0;
+                for (int j = j0; j <= t; j++) {
+                    acc += exp(sc[j] - mx) / se * v[(size_t)j * HKV + g * d + i];
+                }
+                o[h * d + i] = acc;
+            }
+        }
+        rlin(out + (size_t)t * D, Wo, NULL, o, HQ, D);
+    }
+    free(q);
+    free(k);
+    free(v);
+}
+
+/* loss (mean CE over counted targets) and optionally logits [B*T, vocab] */
+static double ref_forward(const ref_model *r, const double *P, const int32_t *tok, const int32_t *tgt, int B,
+                          int T, double *logits_out)
+{
+    const lina_model *m = r->m;
+    int D = r->D, I = r->I;
+    int N = B * T;
+    double *x = calloc((size_t)N * D, sizeof(double));
+    double *xn = calloc((size_t)T * D, sizeof(double)), *out = calloc((size_t)T * D, sizeof(double));
+    double *a = calloc((size_t)I, sizeof(double)), *u = calloc((size_t)I, sizeof(double));
+    double o2[256];
+    const double *emb = P + toff(m, "model.embeddings.weight", 0);
+    for (int n = 0; n < N; n++) {
+        for (int i = 0; i < D; i++) {
+            x[(size_t)n * D + i] = emb[(size_t)tok[n] * D + i];
+        }
+    }
+    for (int l = 0; l < r->L; l++) {
+        const double *wan = P + toff(m, "model.layers.%d.attn_norm.weight", l);
+        const double *wmn = P + toff(m, "model.layers.%d.mlp_norm.weight", l);
+        const double *Wgp = P + toff(m, "model.layers.%d.mlp.gate_proj.weight", l);
+        const double *Wup = P + toff(m, "model.layers.%d.mlp.up_proj.weight", l);
+        const double *Wdn = P + toff(m, "model.layers.%d.mlp.down_proj.weight", l);
+        for (int b = 0; b < B; b++) {
+            double *xb = x + (size_t)b * T * D;
+            for (int t = 0; t < T; t++) {
+                rrms(xn + (size_t)t * D, xb + (size_t)t * D, wan, D, r->eps);
+            }
+            if (lina_config_is_attn_layer(r->c, l)) {
+                ref_attn(r, P, l, xn, out, T);
+            } else if (r->c->model_type == LINA_MODEL_GATED_DELTANET || r->c->model_type == LINA_MODEL_DELTA_NET) {
+                ref_gdn(r, P, l, xn, out, T);
+            } else {
+                ref_gla(r, P, l, xn, out, T);
+            }
+            for (int t = 0; t < T; t++) {
+                double *xt = xb + (size_t)t * D;
+                for (int i = 0; i < D; i++) {
+                    xt[i] += out[(size_t)t * D + i];
+                }
+                rrms(o2, xt, wmn, D, r->eps);
+                rlin(a, Wgp, NULL, o2, D, I);
+                rlin(u, Wup, NULL, o2, D, I);
+                for (int j = 0; j < I; j++) {
+                    a[j] = a[j] * rsig(a[j]) * u[j];
+                }
+                rlin(o2, Wdn, NULL, a, I, D);
+                for (int i = 0; i < D; i++) {
+                    xt[i] += o2[i];
+                }
+            }
+        }
+    }
+    const double *wf = P + toff(m, "model.norm.weight", 0);
+    const double *Wlm = P + toff(m, r->c->tie_word_embeddings ? "model.embeddings.weight" : "lm_head.weight", 0);
+    double loss = 0.0;
+    int cnt = 0;
+    double *lg = calloc((size_t)r->vocab, sizeof(double));
+    for (int n = 0; n < N; n++) {
+        rrms(o2, x + (size_t)n * D, wf, D, r->eps);
+        rlin(lg, Wlm, NULL, o2, D, r->vocab);
+        if (logits_out) {
+            memcpy(logits_out + (size_t)n * r->vocab, lg, (size_t)r->vocab * sizeof(double));
+        }
+        if (tgt && tgt[n] != LINA_IGNORE_INDEX) {
+            double mx = lg[0], se = 0.0;
+            for (int j = 1; j < r->vocab; j++) {
+                mx = lg[j] > mx ? lg[j] : mx;
+            }
+            for (int j = 0; j < r->vocab; j++) {
+                se += exp(lg[j] - mx);
+            }
+            loss += mx + log(se) - lg[tgt[n]];
+            cnt++;
+        }
+    }
+    free(lg);
+    free(x);
+    free(xn);
+    free(out);
+    free(a);
+    free(u);
+    return cnt ? loss / cnt : 0.0;
+}
+
+static ref_model ref_of(const lina_model *m)
+{
+    const lina_config *c = lina_model_config(m);
+    ref_model r;
+    r.m = m;
+    r.c = c;
+    r.L = c->num_hidden_layers;
+    r.D = c->hidden_size;
+    r.H = c->num_heads;
+    if (c->model_type == LINA_MODEL_GATED_DELTANET) {
+        r.K = c->head_dim;
+        r.V = (int)(c->head_dim * c->expand_v);
+    } else {
+        r.K = (int)(r.D * c->expand_k) / r.H;
+        r.V = (int)(r.D * c->expand_v) / r.H;
+    }
+    r.I = lina_config_mlp_size(c);
+    r.vocab = c->vocab_size;
+    r.gate = c->use_output_gate;
+    r.eps = c->norm_eps;
+    return r;
+}
+
+/* ---------------------------------------------------------- utilities */
+
+/* parameters of a "trained-looking" model: larger weights than the init so
+ * that every path carries gradient; norms around 1, gate biases around 0 */
+static void randomize(lina_model *m)
+{
+    float *P = lina_model_params(m);
+    for (int i = 0; i < lina_model_num_tensors(m); i++) {
+        const char *name;
+        int nd, decay;
+        const int64_t *sh;
+        size_t off;
+        lina_model_tensor(m, i, &name, &nd, &sh, &off, &decay);
+        size_t n = 1;
+        for (int j = 0; j < nd; j++) {
+            n *= (size_t)sh[j];
+        }
+        int is_norm = strstr(name, "norm") != NULL;
+        for (size_t j = 0; j < n; j++) {
+            double z = th_normal();
+            P[off + j] = (float)(is_norm ? 1.0 + 0.2 * z : nd == 1 ? 0.5 * z : 0.35 * z);
+        }
+    }
+}
+
+static void rand_tokens(int32_t *tok, int32_t *tgt, int n, int vocab)
+{
+    for (int i = 0; i < n; i++) {
+        tok[i] = (int32_t)th_uniform(0, vocab);
+        if (tgt) {
+            tgt[i] = th_uniform(0, 1) < 0.15 ? LINA_IGNORE_INDEX : (int32_t)th_uniform(0, vocab);
+        }
+    }
+}
+
+/* max over tensors of max|a - fd| / max(max|fd|, 1e-6) over the checked
+ * entries (fd not NaN); names the worst */
+static double grad_error(const lina_model *m, const float *a, const double *fd, const char **worst)
+{
+    double e = 0.0;
+    for (int i = 0; i < lina_model_num_tensors(m); i++) {
+        const char *name;
+        int nd;
+        const int64_t *sh;
+        size_t off;
+        lina_model_tensor(m, i, &name, &nd, &sh, &off, NULL);
+        size_t n = 1;
+        for (int j = 0; j < nd; j++) {
+            n *= (size_t)sh[j];
+        }
+        double mx = 1e-6, d = 0.0;
+        for (size_t j = 0; j < n; j++) {
+            if (isnan(fd[off + j])) {
+                continue;
+            }
+            mx = fabs(fd[off + j]) > mx ? fabs(fd[off + j]) : mx;
+            double x = fabs((double)a[off + j] - fd[off + j]);
+            if (!(x <= d)) {
+                d = x;
+            }
+        }
+        if (!(d / mx <= e)) {
+            e = d / mx;
+            *worst = name;
+        }
+    }
+    return e;
+}
+
+/* ----------------------------------------------------------- the tests */
+
+/* frac: the share of parameters checked by FD (1: all; the others are a
+ * random subset that always includes every tensor's first element and all of
+ * the small tensors: numel <= 256, or <= 16 when frac < 0.1) */
+static void test_fd(const char *label, lina_config c, int B, int T, double frac)
+{
+    lina_model *m = NULL;
+    int rc = lina_model_create(&c, 7, &m);
+    CHECK(rc == 0, "%s: create (%s)", label, rc ? lina_last_error() : "ok");
+    if (rc) {
+        return;
+    }
+    randomize(m);
+    ref_model r = ref_of(m);
+    int N = B * T, vocab = c.vocab_size;
+    int32_t *tok = malloc((size_t)N * sizeof(int32_t)), *tgt = malloc((size_t)N * sizeof(int32_t));
+    rand_tokens(tok, tgt, N, vocab);
+    size_t np = lina_model_num_params(m);
+    double *P = malloc(np * sizeof(double)), *fd = calloc(np, sizeof(double));
+    double *rlog = malloc((size_t)N * vocab * sizeof(double));
+    float *logits = malloc((size_t)N * vocab * sizeof(float));
+    const float *Pf = lina_model_params(m);
+    for (size_t i = 0; i < np; i++) {
+        P[i] = Pf[i];
+    }
+    /* forward: logits and loss */
+    double rloss = ref_forward(&r, P, tok, tgt, B, T, rlog);
+    lina_ws ws;
+    lina_ws_init(&ws);
+    rc = lina_model_forward_logits(m, tok, B, T, logits, &ws);
+    double e = rc ? 1e30 : th_relerr_fd(logits, rlog, (size_t)N * vocab);
+    CHECK(rc == 0 && e < FWD_TOL, "%s: logits vs double reference (B=%d T=%d) err %.2e", label, B, T, e);
+    double loss = 0.0;
+    lina_model_zero_grad(m);
+    rc = lina_model_train_step(m, tok, tgt, B, T, &loss, &ws);
+    CHECK(rc == 0 && fabs(loss - rloss) < 1e-5 * (1 + fabs(rloss)), "%s: loss %.8f vs reference %.8f", label, loss,
+          rloss);
+    /* central differences of the double reference, every parameter */
+    size_t nchk = 0;
+    for (size_t i = 0; i < np; i++) {
+        int first = 0; /* first element of a tensor, or in a small tensor (<= 256) */
+        for (int t = 0; t < lina_model_num_tensors(m); t++) {
+            size_t off;
+            int nd;
+            const int64_t *sh;
+            lina_model_tensor(m, t, NULL, &nd, &sh, &off, NULL);
+            size_t n = 1;
+            for (int q = 0; q < nd; q++) {
+                n *= (size_t)sh[q];
+            }
+            first |= off == i || (i >= off && i < off + n && n <= (frac >= 0.1 ? 256u : 16u));
+        }
+        if (frac < 1.0 && !first && th_uniform(0, 1) >= frac) {
+            fd[i] = NAN;
+            continue;
+        }
+        nchk++;
+        double p0 = P[i];
+        P[i] = p0 + FD_H;
+        double lp = ref_forward(&r, P, tok, tgt, B, T, NULL);
+        P[i] = p0 - FD_H;
+        double lm = ref_forward(&r, P, tok, tgt, B, T, NULL);
+        P[i] = p0;
+        fd[i] = (lp - lm) / (2 * FD_H);
+    }
+    const float *G = lina_model_grads(m);
+    const char *worst = "";
+    e = grad_error(m, G, fd, &worst);
+    CHECK(rc == 0 && e < GRAD_TOL, "%s: %zu of %zu gradients vs FD of the double reference: worst %.2e (%s)", label,
+          nchk, np, e, worst);
+    /* the check can fail: a gradient off by 1% of its tensor's scale is caught */
+    float *bad = malloc(np * sizeof(float));
+    memcpy(bad, G, np * sizeof(float));
+    size_t j = np / 2;
+    double fmax = 0.0;
+    for (size_t i = 0; i < np; i++) {
+        fmax = fabs(fd[i]) > fmax ? fabs(fd[i]) : fmax;
+    }
+    while (isnan(fd[j])) {
+        j++;
+    }
+    bad[j] += (float)(0.01 * fmax);
+    const char *w2 = "";
+    double e2 = grad_error(m, bad, fd, &w2);
+    CHECK(e2 > GRAD_TOL, "%s: the FD check flags a planted gradient error (err %.2e)", label, e2);
+    /* accumulation: a second step doubles the gradients */
+    memcpy(bad, G, np * sizeof(float));
+    rc = lina_model_train_step(m, tok, tgt, B, T, &loss, &ws);
+    double acc = 0.0;
+    for (size_t i = 0; i < np; i++) {
+        double x = fabs((double)G[i] - 2.0 * bad[i]);
+        acc = x > acc ? x : acc;
+    }
+    CHECK(rc == 0 && acc < 1e-5, "%s: gradients accumulate over two steps (err %.2e)", label, acc);
+    /* repeatable: the same step from zero gradients gives bit-identical gradients */
+    lina_model_zero_grad(m);
+    rc = lina_model_train_step(m, tok, tgt, B, T, &loss, &ws);
+    memcpy(bad, G, np * sizeof(float));
+    lina_model_zero_grad(m);
+    rc = rc ? rc : lina_model_train_step(m, tok, tgt, B, T, &loss, &ws);
+    CHECK(rc == 0 && memcmp(bad, G, np * sizeof(float)) == 0, "%s: repeated steps give bit-identical gradients",
+          label);
+    /* eval_loss equals the train loss and leaves the gradients alone */
+    double el = 0.0;
+    memcpy(bad, G, np * sizeof(float));
+    rc = lina_model_eval_loss(m, tok, tgt, B, T, &el, &ws);
+    CHECK(rc == 0 && el == loss && memcmp(bad, G, np * sizeof(float)) == 0, "%s: eval_loss %.8f", label, el);
+    free(bad);
+    lina_ws_free(&ws);
+    free(tok);
+    free(tgt);
+    free(P);
+    free(fd);
+    free(rlog);
+    free(logits);
+    lina_model_free(m);
+}
+
+/* names and shapes of FLA's GLA state dict (MIXERS.md 15.2) */
+static void test_names(void)
+{
+    lina_config c = tiny_gla(0, 1);
+    c.hidden_size = 64;
+    c.num_heads = 4;
+    c.intermediate_size = 0; /* FLA's rule: 256 * ceil(floor(64*4*2/3)/256) = 256 */
+    c.vocab_size = 50;
+    lina_model *m = NULL;
+    int rc = lina_model_create(&c, 1, &m);
+    CHECK(rc == 0, "names: create (%s)", rc ? lina_last_error() : "ok");
+    if (rc) {
+        return;
+    }
+    int D = 64, kd = 32, vd = 64, V = 16, I = 256, vocab = 50;
+    struct {
+        const char *name;
+        int nd;
+        int64_t s0, s1;
+        int decay;
+    } want[64];
+    int nw = 0;
+#define W(nm, n, a, b, dec)                \
+    do {                                   \
+        want[nw].name = nm;                \
+        want[nw].nd = n;                   \
+        want[nw].s0 = a;                   \
+        want[nw].s1 = b;                   \
+        want[nw].decay = dec;              \
+        nw++;                              \
+    } while (0)
+    static char buf[64][96];
+    W("model.embeddings.weight", 2, vocab, D, 0);
+    const char *per[][2] = {{"attn_norm.weight", ""}, {"attn.q_proj.weight", ""}, {"attn.k_proj.weight", ""},
+                            {"attn.v_proj.weight", ""}, {"attn.g_proj.weight", ""}, {"attn.gk_proj.0.weight", ""},
+                            {"attn.gk_proj.1.weight", ""}, {"attn.gk_proj.1.bias", ""},
+                            {"attn.g_norm_swish_gate.weight", ""}, {"attn.o_proj.weight", ""},
+                            {"mlp_norm.weight", ""}, {"mlp.gate_proj.weight", ""}, {"mlp.up_proj.weight", ""},
+                            {"mlp.down_proj.weight", ""}};
+    int64_t shp[][3] = {{1, D, 0}, {2, kd, D}, {2, kd, D}, {2, vd, D}, {2, vd, D}, {2, 16, D}, {2, kd, 16},
+                        {1, kd, 0}, {1, V, 0}, {2, D, vd}, {1, D, 0}, {2, I, D}, {2, I, D}, {2, D, I}};
+    int nb = 0;
+    for (int l = 0; l < 2; l++) {
+        for (int j = 0; j < 14; j++) {
+            snprintf(buf[nb], sizeof(buf[nb]), "model.layers.%d.%s", l, per[j][0]);
+            W(buf[nb], (int)shp[j][0], shp[j][1], shp[j][2], shp[j][0] == 2 ? 1 : 0);
+            nb++;
+        }
+    }
+    W("model.norm.weight", 1, D, 0, 0);
+    W("lm_head.weight", 2, vocab, D, 1);
+#undef W
+    int ok = lina_model_num_tensors(m) == nw;
+    size_t expect_off = 0;
+    for (int i = 0; ok && i < nw; i++) {
+        const char *name;
+        int nd, decay;
+        const int64_t *sh;
+        size_t off;
+        lina_model_tensor(m, i, &name, &nd, &sh, &off, &decay);
+        int same = strcmp(name, want[i].name) == 0 && nd == want[i].nd && sh[0] == want[i].s0 &&
+                   (nd == 1 || sh[1] == want[i].s1) && decay == want[i].decay && off == expect_off;
+        if (!same) {
+            printf("    mismatch at %d: %s (want %s)\n", i, name, want[i].name);
+            ok = 0;
+        }
+        expect_off += (size_t)sh[0] * (nd == 2 ? (size_t)sh[1] : 1);
+    }
+    CHECK(ok && expect_off == lina_model_num_params(m), "names: %d GLA tensors named and shaped as FLA, contiguous",
+          nw);
+    /* initialisation: norms 1, biases 0, weights N(0, 0.02) */
+    const float *P = lina_model_params(m);
+    size_t o1 = 0, o2 = 0, o3 = 0;
+    lina_model_tensor(m, lina_model_find_tensor(m, "model.layers.1.mlp_norm.weight"), NULL, NULL, NULL, &o1, NULL);
+    lina_model_tensor(m, lina_model_find_tensor(m, "model.layers.0.attn.gk_proj.1.bias"), NULL, NULL, NULL, &o2,
+                      NULL);
+    lina_model_tensor(m, lina_model_find_tensor(m, "model.layers.0.mlp.gate_proj.weight"), NULL, NULL, NULL, &o3,
+                      NULL);
+    double ss = 0.0;
+    for (int i = 0; i < I * D; i++) {
+        ss += (double)P[o3 + i] * P[o3 + i];
+    }
+    double sd = sqrt(ss / (I * D));
+    CHECK(P[o1] == 1.0f && P[o1 + D - 1] == 1.0f && P[o2] == 0.0f && fabs(sd - 0.02) < 0.002,
+          "names: init norms 1, biases 0, weights std %.4f (0.02)", sd);
+    lina_model_free(m);
+    /* tied: no lm_head */
+    c.tie_word_embeddings = 1;
+    rc = lina_model_create(&c, 1, &m);
+    CHECK(rc == 0 && lina_model_num_tensors(m) == nw - 1 && lina_model_find_tensor(m, "lm_head.weight") < 0,
+          "names: tied embeddings have no lm_head.weight");
+    lina_model_free(m);
+    /* without the output gate: g_norm.weight, no g_proj */
+    c.use_output_gate = 0;
+    rc = lina_model_create(&c, 1, &m);
+    CHECK(rc == 0 && lina_model_find_tensor(m, "model.layers.0.attn.g_norm.weight") >= 0 &&
+              lina_model_find_tensor(m, "model.layers.0.attn.g_proj.weight") < 0,
+          "names: use_output_gate = false gives g_norm.weight and no g_proj");
+    lina_model_free(m);
+}
+
+/* chunk form (prefill) against the recurrent form, across chunk boundaries */
+static void test_forms(const char *label, lina_config c)
+{
+    lina_model *m = NULL;
+    if (lina_model_create(&c, 3, &m)) {
+        CHECK(0, "forms: create (%s)", lina_last_error());
+        return;
+    }
+    randomize(m);
+    int B = 2, T = 150, N = B * T, vocab = c.vocab_size;
+    int32_t *tok = malloc((size_t)N * sizeof(int32_t));
+    rand_tokens(tok, NULL, N, vocab);
+    float *a = malloc((size_t)N * vocab * sizeof(float)), *b = malloc((size_t)N * vocab * sizeof(float));
+    int rc = lina_model_forward_logits_form(m, tok, B, T, a, LINA_FORM_CHUNK, NULL);
+    rc = rc ? rc : lina_model_forward_logits_form(m, tok, B, T, b, LINA_FORM_RECURRENT, NULL);
+    double e = 0.0, mx = 1.0;
+    for (size_t i = 0; i < (size_t)N * vocab; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        e = d > e || d != d ? d : e;
+        mx = fabs(b[i]) > mx ? fabs(b[i]) : mx;
+    }
+    CHECK(rc == 0 && e / mx < 1e-4, "%s: prefill (chunk) logits = recurrent logits, B=%d T=%d, err %.2e", label, B,
+          T, e / mx);
+    free(tok);
+    free(a);
+    free(b);
+    lina_model_free(m);
+}
+
+/* GLA layer: T decode steps equal one forward (and prefill + continue) */
+static void test_gla_step(void)
+{
+    lina_gla_dims d = {.D = 24, .H = 3, .K = 4, .V = 8, .output_gate = 1, .norm_eps = 1e-6f};
+    int B = 2, T = 11, N = B * T, D = d.D, HK = d.H * d.K, HV = d.H * d.V, R = LINA_GLA_GATE_RANK;
+    size_t sizes[9] = {(size_t)HK * D, (size_t)HK * D, (size_t)HV * D, (size_t)HV * D, (size_t)R * D,
+                       (size_t)HK * R, (size_t)HK, (size_t)d.V, (size_t)D * HV};
+    size_t tot = 0;
+    for (int i = 0; i < 9; i++) {
+        tot += sizes[i];
+    }
+    float *pb = malloc(tot * sizeof(float));
+    for (size_t i = 0; i < tot; i++) {
+        pb[i] = (float)(0.3 * th_normal());
+    }
+    float *ptrs[9];
+    size_t o = 0;
+    for (int i = 0; i < 9; i++) {
+        ptrs[i] = pb + o;
+        o += sizes[i];
+    }
+    lina_gla_params p = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8]};
+    float *x = malloc((size_t)N * D * sizeof(float));
+    for (int i = 0; i < N * D; i++) {
+        x[i] = (float)th_normal();
+    }
+    float *acts = malloc(lina_gla_acts_floats(&d, N) * sizeof(float));
+    lina_gla_acts a;
+    lina_gla_acts_carve(&a, acts, &d, N);
+    float *y = malloc((size_t)N * D * sizeof(float));
+    size_t sz = (size_t)B * HK * d.V;
+    float *ht = malloc(sz * sizeof(float)), *st = calloc(sz, sizeof(float));
+    int rc = lina_gla_forward(y, &a, x, &d, &p, B, T, NULL, ht, LINA_FORM_CHUNK, NULL);
+    float *scr = malloc(lina_gla_step_floats(&d, B) * sizeof(float));
+    float *xs = malloc((size_t)B * D * sizeof(float)), *ys = malloc((size_t)B * D * sizeof(float));
+    double e = 0.0;
+    for (int t = 0; !rc && t < T; t++) {
+        for (int b = 0; b < B; b++) {
+            memcpy(xs + (size_t)b * D, x + ((size_t)b * T + t) * D, (size_t)D * sizeof(float));
+        }
+        rc = lina_gla_step(ys, xs, &d, &p, B, st, scr, NULL);
+        for (int b = 0; b < B; b++) {
+            for (int i = 0; i < D; i++) {
+                double dd = fabs((double)ys[b * D + i] - y[((size_t)b * T + t) * D + i]);
+                e = dd > e ? dd : e;
+            }
+        }
+    }
+    double es = 0.0;
+    for (size_t i = 0; i < sz; i++) {
+        double dd = fabs((double)st[i] - ht[i]);
+        es = dd > es ? dd : es;
+    }
+    CHECK(rc == 0 && e < 1e-4 && es < 1e-4, "gla layer: %d decode steps = forward (out err %.2e, state err %.2e)", T,
+          e, es);
+    free(pb);
+    free(x);
+    free(acts);
+    free(y);
+    free(ht);
+    free(st);
+    free(scr);
+    free(xs);
+    free(ys);
+}
+
+/* Gated DeltaNet names and shapes (MIXERS.md 15.2; 1.3B pattern scaled down) */
+static void test_gdn_names(void)
+{
+    lina_config c = tiny_gdn(1, 1, 0);
+    c.hidden_size = 32;
+    c.num_heads = 3;
+    c.head_dim = 8;
+    c.expand_v = 2.0;
+    lina_model *m = NULL;
+    int rc = lina_model_create(&c, 1, &m);
+    CHECK(rc == 0, "gdn names: create (%s)", rc ? lina_last_error() : "ok");
+    if (rc) {
+        return;
+    }
+    int D = 32, HK = 24, HV = 48, H = 3, V = 16;
+    struct {
+        const char *suffix;
+        int nd;
+        int64_t s0, s1, s2;
+        int decay;
+    } want[] = {
+        {"q_proj.weight", 2, HK, D, 0, 1},   {"k_proj.weight", 2, HK, D, 0, 1}, {"v_proj.weight", 2, HV, D, 0, 1},
+        {"a_proj.weight", 2, H, D, 0, 1},    {"b_proj.weight", 2, H, D, 0, 1},  {"A_log", 1, H, 0, 0, 0},
+        {"dt_bias", 1, H, 0, 0, 0},          {"q_conv1d.weight", 3, HK, 1, 4, 1},
+        {"k_conv1d.weight", 3, HK, 1, 4, 1}, {"v_conv1d.weight", 3, HV, 1, 4, 1},
+        {"g_proj.weight", 2, HV, D, 0, 1},   {"o_norm.weight", 1, V, 0, 0, 0},  {"o_proj.weight", 2, D, HV, 0, 1},
+    };
+    int ok = 1, nw = (int)(sizeof(want) / sizeof(want[0]));
+    for (int l = 0; l < 2; l++) {
+        for (int j = 0; j < nw; j++) {
+            char nm[96];
+            snprintf(nm, sizeof(nm), "model.layers.%d.attn.%s", l, want[j].suffix);
+            int i = lina_model_find_tensor(m, nm);
+            int nd = 0, decay = -1;
+            const int64_t *sh = NULL;
+            if (i < 0 || lina_model_tensor(m, i, NULL, &nd, &sh, NULL, &decay) || nd != want[j].nd ||
+                sh[0] != want[j].s0 || (nd > 1 && sh[1] != want[j].s1) || (nd > 2 && sh[2] != want[j].s2) ||
+                decay != want[j].decay) {
+                printf("    mismatch: %s\n", nm);
+                ok = 0;
+            }
+        }
+    }
+    /* 2 * (13 mixer + 2 norms + 3 MLP) + embeddings + norm + lm_head */
+    CHECK(ok && lina_model_num_tensors(m) == 2 * (nw + 5) + 3, "gdn names: %d tensors named and shaped as FLA",
+          lina_model_num_tensors(m));
+    /* A_log = ln U(0,16], dt_bias = softplus^-1(dt), dt in [1e-3, 0.1] */
+    const float *P = lina_model_params(m);
+    size_t oa = 0, od = 0;
+    lina_model_tensor(m, lina_model_find_tensor(m, "model.layers.0.attn.A_log"), NULL, NULL, NULL, &oa, NULL);
+    lina_model_tensor(m, lina_model_find_tensor(m, "model.layers.0.attn.dt_bias"), NULL, NULL, NULL, &od, NULL);
+    int iok = 1;
+    for (int h = 0; h < H; h++) {
+        double A = exp(P[oa + h]), dt = log1p(exp(P[od + h]));
+        iok &= A > 0 && A <= 16.0001 && dt >= 0.999e-3 && dt <= 0.1001;
+    }
+    CHECK(iok, "gdn names: A_log and dt_bias initialised as FLA");
+    lina_model_free(m);
+    c.use_short_conv = 0;
+    c.use_gate = 0;
+    rc = lina_model_create(&c, 1, &m);
+    CHECK(rc == 0 && lina_model_find_tensor(m, "model.layers.0.attn.q_conv1d.weight") < 0 &&
+              lina_model_find_tensor(m, "model.layers.0.attn.g_proj.weight") < 0 &&
+              lina_model_num_tensors(m) == 2 * (nw - 4 + 5) + 3,
+          "gdn names: no convs / no gate drop q,k,v_conv1d and g_proj");
+    lina_model_free(m);
+}
+
+/* Gated DeltaNet layer: prefill (chunk, with cache) + one-token steps = one forward */
+static void test_gdn_cache(void)
+{
+    lina_gdn_dims d = {.D = 20, .H = 2, .K = 8, .V = 12, .use_gate = 1, .use_short_conv = 1, .conv_size = 4,
+                       .allow_neg_eigval = 0, .norm_eps = 1e-6f, .gated = 1, .use_beta = 1};
+    int B = 2, T = 13, T0 = 5, N = B * T, D = d.D, H = d.H, HK = H * d.K, HV = H * d.V, W = d.conv_size;
+    size_t sizes[13] = {(size_t)HK * D, (size_t)HK * D, (size_t)HV * D, (size_t)H * D, (size_t)H * D, (size_t)H,
+                        (size_t)H, (size_t)HK * W, (size_t)HK * W, (size_t)HV * W, (size_t)HV * D, (size_t)d.V,
+                        (size_t)D * HV};
+    size_t tot = 0;
+    for (int i = 0; i < 13; i++) {
+        tot += sizes[i];
+    }
+    float *pb = malloc(tot * sizeof(float)), *ptr[13];
+    for (size_t i = 0; i < tot; i++) {
+        pb[i] = (float)(0.3 * th_normal());
+    }
+    size_t o = 0;
+    for (int i = 0; i < 13; i++) {
+        ptr[i] = pb + o;
+        o += sizes[i];
+    }
+    lina_gdn_params p = {ptr[0], ptr[1], ptr[2], ptr[3], ptr[4], ptr[5], ptr[6], ptr[7], ptr[8], ptr[9], ptr[10],
+                         ptr[11], ptr[12]};
+    float *x = malloc((size_t)N * D * sizeof(float)), *y = malloc((size_t)N * D * sizeof(float));
+    for (int i = 0; i < N * D; i++) {
+        x[i] = (float)th_normal();
+    }
+    float *acts = malloc(lina_gdn_acts_floats(&d, N) * sizeof(float));
+    lina_gdn_acts a;
+    lina_gdn_acts_carve(&a, acts, &d, N);
+    size_t cs = lina_gdn_cache_floats(&d, B);
+    float *full = calloc(cs, sizeof(float)), *cache = calloc(cs, sizeof(float));
+    int rc = lina_gdn_forward(y, &a, x, &d, &p, B, T, full, LINA_FORM_CHUNK, NULL);
+    /* prefill T0 tokens (chunk form), then single steps (recurrent) */
+    float *xs = malloc((size_t)B * T * D * sizeof(float)), *ys = malloc((size_t)B * T * D * sizeof(float));
+    double e = 0.0;
+    for (int t0 = 0; !rc && t0 < T;) {
+        int len = t0 == 0 ? T0 : 1;
+        for (int b = 0; b < B; b++) {
+            memcpy(xs + (size_t)b * len * D, x + ((size_t)b * T + t0) * D, (size_t)len * D * sizeof(float));
+        }
+        rc = lina_gdn_forward(ys, &a, xs, &d, &p, B, len, cache, len == 1 ? LINA_FORM_RECURRENT : LINA_FORM_CHUNK,
+                              NULL);
+        for (int b = 0; b < B; b++) {
+            for (int t = 0; t < len; t++) {
+                for (int i = 0; i < D; i++) {
+                    double dd = fabs((double)ys[((size_t)b * len + t) * D + i] - y[((size_t)b * T + t0 + t) * D + i]);
+                    e = dd > e ? dd : e;
+                }
+            }
+        }
+        t0 += len;
+    }
+    double es = 0.0;
+    for (size_t i = 0; i < cs; i++) {
+        double dd = fabs((double)cache[i] - full[i]);
+        es = dd > es ? dd : es;
+    }
+    CHECK(rc == 0 && e < 1e-4 && es < 1e-4,
+          "gdn layer: prefill %d + %d decode steps = one forward (out err %.2e, cache err %.2e)", T0, T - T0, e, es);
+    free(pb);
+    free(x);
+    free(y);
+    free(acts);
+    free(full);
+    free(cache);
+    free(xs);
+    free(ys);
+}
+
+/* one tensor's rank and shape */
+static int has_shape(const lina_model *m, const char *name, int nd, int64_t s0, int64_t s1)
+{
+    int i = lina_model_find_tensor(m, name), n = 0;
+    const int64_t *sh = NULL;
+    if (i < 0 || lina_model_tensor(m, i, NULL, &n, &sh, NULL, NULL) || n != nd) {
+        printf("    missing or wrong rank: %s\n", name);
+        return 0;
+    }
+    if (sh[0] != s0 || (nd > 1 && sh[1] != s1)) {
+        printf("    wrong shape: %s\n", name);
+        return 0;
+    }
+    return 1;
+}
+
+/* transformer and hybrid attention names (MIXERS.md 15.2: attn.{q,k,v,o}_proj,
+ * biases with qkv_bias, q_norm/k_norm [d] with qk_norm) */
+static void test_attn_names(void)
+{
+    lina_config c = tiny_transformer(1, 1, 1, 0); /* D 16, H 2, Hkv 1, d 8 */
+    lina_model *m = NULL;
+    int rc = lina_model_create(&c, 1, &m);
+    int ok = rc == 0;
+    for (int l = 0; ok && l < 2; l++) {
+        char nm[96];
+        const char *sfx[] = {"q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias", "v_proj.weight",
+                             "v_proj.bias", "q_norm.weight", "k_norm.weight", "o_proj.weight"};
+        int64_t sh[][3] = {{2, 16, 16}, {1, 16, 0}, {2, 8, 16}, {1, 8, 0}, {2, 8, 16},
+                           {1, 8, 0},   {1, 8, 0},  {1, 8, 0},  {2, 16, 16}};
+        for (int j = 0; j < 9; j++) {
+            snprintf(nm, sizeof(nm), "model.layers.%d.attn.%s", l, sfx[j]);
+            ok &= has_shape(m, nm, (int)sh[j][0], sh[j][1], sh[j][2]);
+        }
+    }
+    CHECK(ok && lina_model_num_tensors(m) == 2 * (9 + 5) + 3, "attn names: transformer (GQA, qkv_bias, qk_norm)");
+    int i = lina_model_find_tensor(m, "model.layers.0.attn.q_proj.bias"), decay = -1;
+    lina_model_tensor(m, i, NULL, NULL, NULL, NULL, &decay);
+    CHECK(decay == 0, "attn names: biases are not decayed");
+    lina_model_free(m);
+    c = hybrid(tiny_gla(0, 1), 1);
+    rc = lina_model_create(&c, 1, &m);
+    ok = rc == 0 && has_shape(m, "model.layers.0.attn.gk_proj.0.weight", 2, 16, 16) &&
+         has_shape(m, "model.layers.1.attn.q_proj.weight", 2, 16, 16) &&
+         has_shape(m, "model.layers.1.attn.k_proj.weight", 2, 8, 16) &&
+         has_shape(m, "model.layers.1.attn.k_proj.bias", 1, 8, 0) &&
+         has_shape(m, "model.layers.1.attn.o_proj.weight", 2, 16, 16) &&
+         lina_model_find_tensor(m, "model.layers.1.attn.gk_proj.0.weight") < 0;
+    CHECK(ok, "attn names: GLA hybrid with attention on layer 1");
+    lina_model_free(m);
+}
+
+/* prefill + one-token decode steps = one forward pass (lina_model_decode) */
+static void test_decode(const char *label, lina_config c)
+{
+    lina_model *m = NULL;
+    if (lina_model_create(&c, 9, &m)) {
+        CHECK(0, "%s: create (%s)", label, lina_last_error());
+        return;
+    }
+    randomize(m);
+    int B = 2, T = 20, T0 = 7, N = B * T, vocab = c.vocab_size;
+    int32_t *tok = malloc((size_t)N * sizeof(int32_t)), *part = malloc((size_t)N * sizeof(int32_t));
+    rand_tokens(tok, NULL, N, vocab);
+    float *full = malloc((size_t)N * vocab * sizeof(float)), *lg = malloc((size_t)N * vocab * sizeof(float));
+    lina_model_state *st = NULL;
+    int rc = lina_model_forward_logits(m, tok, B, T, full, NULL);
+    rc = rc ? rc : lina_model_state_create(m, B, T, &st);
+    double e = 0.0, mx = 1.0;
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        lina_model_state_reset(st);
+        for (int t0 = 0; !rc && t0 < T;) {
+            int len = t0 == 0 ? T0 : 1;
+            for (int b = 0; b < B; b++) {
+                memcpy(part + b * len, tok + b * T + t0, (size_t)len * sizeof(int32_t));
+            }
+            rc = lina_model_decode(m, st, part, B, len, lg, NULL);
+            for (int b = 0; !rc && b < B; b++) {
+                for (int t = 0; t < len; t++) {
+                    for (int v = 0; v < vocab; v++) {
+                        double x = full[((size_t)b * T + t0 + t) * vocab + v];
+                        double dd = fabs((double)lg[((size_t)b * len + t) * vocab + v] - x);
+                        e = dd > e || dd != dd ? dd : e;
+                        mx = fabs(x) > mx ? fabs(x) : mx;
+                    }
+                }
+            }
+            t0 += len;
+        }
+    }
+    CHECK(rc == 0 && e / mx < 1e-4 && lina_model_state_pos(st) == T,
+          "%s: prefill %d + %d decode steps = one forward, twice with reset (err %.2e)", label, T0, T - T0, e / mx);
+    if (!rc) {
+        rc = lina_model_decode(m, st, part, B, 1, lg, NULL);
+        int has_attn = 0;
+        for (int l = 0; l < c.num_hidden_layers; l++) {
+            has_attn |= lina_config_is_attn_layer(&c, l);
+        }
+        CHECK(has_attn ? rc == LINA_EINVAL : rc == 0, "%s: decoding past max_len %s", label,
+              has_attn ? "fails (KV cache full)" : "is fine (no KV cache)");
+    }
+    lina_model_state_free(st);
+    free(tok);
+    free(part);
+    free(full);
+    free(lg);
+    lina_model_free(m);
+}
+
+/* DeltaNet (MIXERS.md 15.2): q,k,v_proj, b_proj [H, D], q,k,v_conv1d, o_norm [V], o_proj */
+static void test_deltanet_names(void)
+{
+    lina_config c = tiny_deltanet(1, 0, 1); /* D 16, H 2, K = V = 8 */
+    lina_model *m = NULL;
+    int rc = lina_model_create(&c, 1, &m);
+    int ok = rc == 0 && has_shape(m, "model.layers.0.attn.q_proj.weight", 2, 16, 16) &&
+             has_shape(m, "model.layers.0.attn.b_proj.weight", 2, 2, 16) &&
+             has_shape(m, "model.layers.1.attn.q_conv1d.weight", 3, 16, 1) &&
+             has_shape(m, "model.layers.1.attn.v_conv1d.weight", 3, 16, 1) &&
+             has_shape(m, "model.layers.1.attn.o_norm.weight", 1, 8, 0) &&
+             has_shape(m, "model.layers.1.attn.o_proj.weight", 2, 16, 16) &&
+             lina_model_find_tensor(m, "model.layers.0.attn.A_log") < 0 &&
+             lina_model_find_tensor(m, "model.layers.0.attn.a_proj.weight") < 0 &&
+             lina_model_find_tensor(m, "model.layers.0.attn.g_proj.weight") < 0 &&
+             lina_model_num_tensors(m) == 2 * (9 + 5) + 3;
+    CHECK(ok, "delta_net names: %d tensors named and shaped as FLA", lina_model_num_tensors(m));
+    lina_model_free(m);
+    snprintf(c.qk_activation, sizeof(c.qk_activation), "relu");
+    rc = lina_model_create(&c, 1, &m);
+    CHECK(rc == LINA_EINVAL && m == NULL, "delta_net: qk_activation relu is reported as not implemented: %s",
+          lina_last_error());
+}
+
+/* RetNet (MIXERS.md 15.2): q_proj [Kd, D], k_proj, v_proj [Vd, D], g_proj,
+ * g_norm_swish_gate [V], o_proj [D, Vd]; no gate projections */
+static void test_retnet_names(void)
+{
+    lina_config c = tiny_retnet(1); /* D 16, H 2, Kd 16, Vd 32, V 16 */
+    lina_model *m = NULL;
+    int rc = lina_model_create(&c, 1, &m);
+    int ok = rc == 0 && has_shape(m, "model.layers.0.attn.q_proj.weight", 2, 16, 16) &&
+             has_shape(m, "model.layers.0.attn.k_proj.weight", 2, 16, 16) &&
+             has_shape(m, "model.layers.0.attn.v_proj.weight", 2, 32, 16) &&
+             has_shape(m, "model.layers.1.attn.g_proj.weight", 2, 32, 16) &&
+             has_shape(m, "model.layers.1.attn.g_norm_swish_gate.weight", 1, 16, 0) &&
+             has_shape(m, "model.layers.1.attn.o_proj.weight", 2, 16, 32) &&
+             lina_model_find_tensor(m, "model.layers.0.attn.gk_proj.0.weight") < 0 &&
+             lina_model_num_tensors(m) == 2 * (6 + 5) + 3;
+    CHECK(ok, "retnet names: %d tensors named and shaped as FLA", lina_model_num_tensors(m));
+    lina_model_free(m);
+}
+
+static void test_save_load(int tie)
+{
+    lina_config c = tie ? tiny_gla(1, 1) : hybrid(tiny_gdn(1, 1, 0), 1);
+    lina_model *m = NULL, *m2 = NULL;
+    if (lina_model_create(&c, 5, &m)) {
+        CHECK(0, "save/load: create (%s)", lina_last_error());
+        return;
+    }
+    randomize(m);
+    char dir[] = "/tmp/lina_model_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "save/load: mkdtemp");
+        lina_model_free(m);
+        return;
+    }
+    char sub[64];
+    snprintf(sub, sizeof(sub), "%s/ckpt", dir);
+    int rc = lina_model_save(m, sub);
+    CHECK(rc == 0, "save/load (tie=%d): save (%s)", tie, rc ? lina_last_error() : "");
+    rc = rc ? rc : lina_model_load(sub, &m2);
+    CHECK(rc == 0, "save/load (tie=%d): load (%s)", tie, rc ? lina_last_error() : "");
+    if (!rc) {
+        int B = 2, T = 9, N = B * T, vocab = c.vocab_size;
+        int32_t tok[18];
+        rand_tokens(tok, NULL, N, vocab);
+        float a[18 * 11], b[18 * 11];
+        rc = lina_model_forward_logits(m, tok, B, T, a, NULL);
+        rc = rc ? rc : lina_model_forward_logits(m2, tok, B, T, b, NULL);
+        CHECK(rc == 0 && memcmp(a, b, sizeof(a)) == 0 && lina_model_num_params(m) == lina_model_num_params(m2) &&
+                  memcmp(lina_model_params(m), lina_model_params(m2),
+                         lina_model_num_params(m) * sizeof(float)) == 0 &&
+                  lina_model_config(m2)->tie_word_embeddings == tie,
+              "save/load (%s): identical parameters and logits", tie ? "gla tied" : "gated_deltanet hybrid");
+        /* the file holds FLA's names */
+        lina_st_file *f = NULL;
+        char stp[96];
+        snprintf(stp, sizeof(stp), "%s/model.safetensors", sub);
+        rc = lina_st_open(stp, &f);
+        CHECK(rc == 0 && lina_st_count(f) == lina_model_num_tensors(m) &&
+                  lina_st_find(f, tie ? "model.layers.1.attn.gk_proj.1.bias" : "model.layers.1.attn.k_proj.bias") >= 0 &&
+                  (lina_st_find(f, "lm_head.weight") >= 0) == !tie,
+              "save/load (tie=%d): model.safetensors has %d FLA-named tensors", tie, lina_model_num_tensors(m));
+        lina_st_close(f);
+        /* a missing tensor is an error, not a silent default */
+        lina_tdict td;
+        rc = lina_st_read(stp, &td, 0);
+        if (!rc) {
+            lina_tdict d2;
+            lina_tdict_init(&d2);
+            for (int i = 0; i < td.n; i++) {
+                if (strcmp(td.names[i], "model.layers.0.mlp.up_proj.weight") != 0) {
+                    lina_tdict_add(&d2, td.names[i], &td.t[i]);
+                }
+            }
+            lina_st_write_dict(stp, &d2, LINA_ST_F32);
+            lina_tdict_free(&d2);
+            lina_tdict_free(&td);
+            lina_model *m3 = NULL;
+            rc = lina_model_load(sub, &m3);
+            CHECK(rc == LINA_EFORMAT && m3 == NULL && strstr(lina_last_error(), "up_proj"),
+                  "save/load (tie=%d): a missing tensor fails: %s", tie, lina_last_error());
+        }
+        char p[96];
+        snprintf(p, sizeof(p), "%s/config.json", sub);
+        unlink(p);
+        unlink(stp);
+        rmdir(sub);
+    }
+    rmdir(dir);
+    lina_model_free(m);
+    lina_model_free(m2);
+}
+
+static void test_errors(void)
+{
+    lina_config c = tiny_gla(0, 1);
+    lina_model *m = NULL;
+    lina_model_create(&c, 1, &m);
+    int32_t tok[4] = {1, 2, 11, 0}, tgt[4] = {1, 2, 3, 4};
+    double loss;
+    int rc = lina_model_train_step(m, tok, tgt, 1, 4, &loss, NULL);
+    CHECK(rc == LINA_EINVAL, "errors: token id out of range fails: %s", lina_last_error());
+    tok[2] = 3;
+    tgt[1] = 11;
+    rc = lina_model_train_step(m, tok, tgt, 1, 4, &loss, NULL);
+    CHECK(rc == LINA_EINVAL, "errors: target out of range fails: %s", lina_last_error());
+    for (int i = 0; i < 4; i++) {
+        tgt[i] = LINA_IGNORE_INDEX;
+    }
+    lina_model_zero_grad(m);
+    rc = lina_model_train_step(m, tok, tgt, 1, 4, &loss, NULL);
+    int zero = 1;
+    for (size_t i = 0; i < lina_model_num_params(m); i++) {
+        zero &= lina_model_grads(m)[i] == 0.0f;
+    }
+    CHECK(rc == 0 && loss == 0.0 && zero, "errors: all targets ignored: loss 0, no gradient");
+    rc = lina_model_train_step(m, tok, tgt, 0, 4, &loss, NULL);
+    CHECK(rc == LINA_EINVAL, "errors: B = 0 fails");
+    lina_model_free(m);
+    lina_model *m2 = NULL;
+    rc = lina_model_load("/nonexistent/lina", &m2);
+    CHECK(rc != 0 && m2 == NULL, "errors: load from a missing directory fails: %s", lina_last_error());
+}
+
+int main(void)
+{
+    test_names();
+    test_fd("gla", tiny_gla(0, 1), 2, 9, 1.0);
+    test_fd("gla across chunks", tiny_gla(0, 1), 1, 67, 0.03);
+    test_fd("gated_deltanet across chunks", tiny_gdn(1, 1, 0), 1, 67, 0.03);
+    test_fd("gla tied", tiny_gla(1, 1), 2, 9, 0.3);
+    test_fd("gla no output gate", tiny_gla(0, 0), 1, 7, 0.3);
+    test_fd("gated_deltanet", tiny_gdn(1, 1, 0), 2, 9, 1.0);
+    test_fd("gated_deltanet no conv, no gate, neg eigval", tiny_gdn(0, 0, 1), 2, 7, 0.3);
+    test_fd("retnet", tiny_retnet(1), 2, 9, 0.5);
+    test_fd("retnet no output gate", tiny_retnet(0), 1, 7, 0.3);
+    test_fd("delta_net", tiny_deltanet(1, 0, 1), 2, 9, 0.3);
+    test_fd("delta_net no beta, gate, no conv", tiny_deltanet(0, 1, 0), 2, 7, 0.3);
+    test_fd("transformer gqa bias qk_norm", tiny_transformer(1, 1, 1, 0), 2, 9, 1.0);
+    test_fd("transformer window", tiny_transformer(2, 0, 0, 4), 2, 9, 0.3);
+    test_fd("gla + attn hybrid", hybrid(tiny_gla(0, 1), 1), 2, 9, 0.3);
+    test_fd("gated_deltanet + attn hybrid", hybrid(tiny_gdn(1, 1, 0), 0), 2, 9, 0.3);
+    test_forms("gla forms", tiny_gla(0, 1));
+    test_forms("gated_deltanet forms", tiny_gdn(1, 1, 0));
+    test_forms("retnet forms", tiny_retnet(1));
+    test_decode("gla decode", tiny_gla(0, 1));
+    test_decode("gated_deltanet decode", tiny_gdn(1, 1, 0));
+    test_decode("delta_net decode", tiny_deltanet(1, 0, 1));
+    test_decode("retnet decode", tiny_retnet(1));
+    test_decode("transformer decode", tiny_transformer(1, 1, 1, 0));
+    test_decode("transformer window decode", tiny_transformer(2, 0, 0, 4));
+    test_decode("gla hybrid decode", hybrid(tiny_gla(0, 1), 1));
+    test_gdn_names();
+    test_attn_names();
+    test_deltanet_names();
+    test_retnet_names();
+    test_gdn_cache();
+    test_gla_step();
+    test_save_load(0);
+    test_save_load(1);
+    test_errors();
+    return th_exit();
+}
