@@ -585,6 +585,14 @@ int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lio
  * "lm_head.weight"); the gradient buffer has the same layout. Initialisation
  * as FLA: Linear and embedding weights N(0, initializer_range), norm weights
  * 1, biases 0 (plus each mixer's own parameter init).
+ *
+ * Model types: gla, retnet, delta_net, gated_deltanet, hgrn2, transformer,
+ * and hybrids of the linear ones with softmax-attention layers (config key
+ * "attn"). linear_attn and a few options (HGRN2 short convs, GLA and RetNet
+ * feature maps; DeltaNet qk_activation other than silu, qk_norm "sum") fail in
+ * lina_model_create with LINA_EINVAL "... not implemented yet".
+ * A model is not thread safe: one call at a time (each call is parallel
+ * inside).
  */
 typedef struct lina_model lina_model;
 
@@ -600,8 +608,10 @@ float *lina_model_grads(lina_model *m);    /* same layout */
 void lina_model_zero_grad(lina_model *m);
 int lina_model_num_tensors(const lina_model *m);
 /* i-th view: FLA name, rank, shape, offset (floats) into the buffer, decay = 1
- * unless norm weight, bias or embedding (AdamW applies no weight decay to
- * those). Any output pointer may be NULL. */
+ * unless norm weight, bias or embedding, or Gated DeltaNet's A_log / dt_bias
+ * or HGRN2's model.lower_bounds (AdamW applies no weight decay to those).
+ * Any output pointer may be NULL. Views are in parameter-buffer order and tile
+ * it without gaps. */
 int lina_model_tensor(const lina_model *m, int i, const char **name, int *ndim,
                       const int64_t **shape, size_t *offset, int *decay);
 /* Forward + backward on tokens [B,T] int32, targets [B,T] int32 (-100 =

@@ -1,12 +1,16 @@
-/* test_model.c -- the causal LM of src/model (GLA): a double-precision
- * reference model written here (token-by-token recurrence, straight from
- * MIXERS.md sections 1.4 and 4) checks the float model's logits and loss, and
- * central finite differences of that reference (in double) check EVERY
- * parameter gradient of lina_model_train_step. Also: tensor names, shapes,
- * offsets and decay flags against FLA's state dict (MIXERS.md 15.2),
- * gradient accumulation, chunk-form (prefill) logits against recurrent-form
- * logits across chunk boundaries, the GLA layer's decode step against its
- * forward, save/load round trips and error paths. */
+/* test_model.c -- the causal LMs of src/model (gla, retnet, delta_net,
+ * gated_deltanet, hgrn2, transformer, hybrids with softmax attention): a
+ * double-precision reference model written here (token-by-token recurrences,
+ * straight from MIXERS.md sections 1.4, 3 to 7 and 14) checks the float
+ * model's logits and loss, and central finite differences of that reference
+ * (in double) check the parameter gradients of lina_model_train_step (every
+ * parameter for the main configs, a random subset for the variants); a
+ * planted gradient error shows that the check can fail. Also: tensor names,
+ * shapes, offsets, decay flags and initialisation against FLA's state dict
+ * (MIXERS.md 15.2), gradient accumulation and repeatability, chunk-form
+ * (prefill) logits against recurrent-form logits across chunk boundaries,
+ * prefill + decode steps (lina_model_decode) against one forward, the layers'
+ * decode paths, save/load round trips and error paths. */
 #include "harness.h"
 #include "lina.h"
 #include "../src/model/model.h"
@@ -80,6 +84,20 @@ static lina_config tiny_retnet(int output_gate)
     c.vocab_size = 11;
     c.intermediate_size = 32;
     c.use_output_gate = output_gate;
+    return c;
+}
+
+static lina_config tiny_hgrn2(int lower_bound)
+{
+    lina_config c;
+    lina_config_default(&c, LINA_MODEL_HGRN2);
+    c.hidden_size = 16;
+    c.num_hidden_layers = 3;
+    c.num_heads = 2;
+    c.expand_ratio = 8;
+    c.vocab_size = 11;
+    c.intermediate_size = 32;
+    c.use_lower_bound = lower_bound;
     return c;
 }
 
@@ -169,11 +187,14 @@ static double rlogsig(double x)
     return x < 0 ? x - log1p(exp(x)) : -log1p(exp(-x));
 }
 
+static void rconv(double *y, const double *x, const double *w, int T, int C, int W);
+
 /* GLA mixer over one sequence: out [T, D] from xn [T, D] (recurrent form) */
 static void ref_gla(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
 {
     const lina_model *m = r->m;
     int D = r->D, H = r->H, K = r->K, V = r->V, HK = H * K, HV = H * V, R = LINA_GLA_GATE_RANK;
+    int Hkv = r->c->num_kv_heads ? r->c->num_kv_heads : H, G = H / Hkv; /* kv groups */
     const double *Wq = P + toff(m, "model.layers.%d.attn.q_proj.weight", l);
     const double *Wk = P + toff(m, "model.layers.%d.attn.k_proj.weight", l);
     const double *Wv = P + toff(m, "model.layers.%d.attn.v_proj.weight", l);
@@ -187,14 +208,40 @@ static void ref_gla(const ref_model *r, const double *P, int l, const double *xn
     const double *Wo = P + toff(m, "model.layers.%d.attn.o_proj.weight", l);
     double q[64], k[64], v[64], gr[16], gk[64], gt[64], o[64], y[64];
     double *S = calloc((size_t)HK * V, sizeof(double));
+    /* short convs (SiLU) over the whole sequence of projections */
+    int conv = r->c->use_short_conv, W = r->c->conv_size;
+    double *qs = NULL, *ks = NULL, *vs = NULL;
+    if (conv) {
+        const double *cw[3] = {P + toff(m, "model.layers.%d.attn.q_conv1d.weight", l),
+                               P + toff(m, "model.layers.%d.attn.k_conv1d.weight", l),
+                               P + toff(m, "model.layers.%d.attn.v_conv1d.weight", l)};
+        const double *Ws[3] = {Wq, Wk, Wv};
+        int C[3] = {HK, Hkv * K, Hkv * V};
+        double **dst[3] = {&qs, &ks, &vs};
+        for (int j = 0; j < 3; j++) {
+            double *pre = calloc((size_t)T * C[j], sizeof(double));
+            *dst[j] = calloc((size_t)T * C[j], sizeof(double));
+            for (int t = 0; t < T; t++) {
+                rlin(pre + (size_t)t * C[j], Ws[j], NULL, xn + (size_t)t * D, D, C[j]);
+            }
+            rconv(*dst[j], pre, cw[j], T, C[j], W);
+            free(pre);
+        }
+    }
     for (int t = 0; t < T; t++) {
         const double *x = xn + (size_t)t * D;
-        rlin(q, Wq, NULL, x, D, HK);
-        rlin(k, Wk, NULL, x, D, HK);
-        rlin(v, Wv, NULL, x, D, HV);
+        if (conv) {
+            memcpy(q, qs + (size_t)t * HK, (size_t)HK * sizeof(double));
+            memcpy(k, ks + (size_t)t * Hkv * K, (size_t)Hkv * K * sizeof(double));
+            memcpy(v, vs + (size_t)t * Hkv * V, (size_t)Hkv * V * sizeof(double));
+        } else {
+            rlin(q, Wq, NULL, x, D, HK);
+            rlin(k, Wk, NULL, x, D, Hkv * K);
+            rlin(v, Wv, NULL, x, D, Hkv * V);
+        }
         if (ret) {
             /* RoPE (base 10000) on q and k at position t */
-            for (int h = 0; h < 2 * H; h++) {
+            for (int h = 0; h < H + Hkv; h++) {
                 double *z = h < H ? q + h * K : k + (h - H) * K;
                 for (int i = 0; i < K / 2; i++) {
                     double ang = t * pow(10000.0, -2.0 * i / K), x1 = z[i], x2 = z[i + K / 2];
@@ -204,7 +251,7 @@ static void ref_gla(const ref_model *r, const double *P, int l, const double *xn
             }
         } else {
             rlin(gr, W0, NULL, x, D, R);
-            rlin(gk, W1, b1, gr, R, HK);
+            rlin(gk, W1, b1, gr, R, Hkv * K);
         }
         if (Wg) {
             rlin(gt, Wg, NULL, x, D, HV);
@@ -212,9 +259,10 @@ static void ref_gla(const ref_model *r, const double *P, int l, const double *xn
         for (int h = 0; h < H; h++) {
             double *Sh = S + (size_t)h * K * V;
             for (int i = 0; i < K; i++) {
-                double al = ret ? 1.0 - pow(2.0, -5.0 - h) : exp(rlogsig(gk[h * K + i]) / 16.0);
+                int g = h / G;
+                double al = ret ? 1.0 - pow(2.0, -5.0 - h) : exp(rlogsig(gk[g * K + i]) / 16.0);
                 for (int j = 0; j < V; j++) {
-                    Sh[i * V + j] = al * Sh[i * V + j] + k[h * K + i] * v[h * V + j];
+                    Sh[i * V + j] = al * Sh[i * V + j] + k[g * K + i] * v[g * V + j];
                 }
             }
             double s = 1.0 / sqrt((double)K);
@@ -234,6 +282,9 @@ static void ref_gla(const ref_model *r, const double *P, int l, const double *xn
         rlin(out + (size_t)t * D, Wo, NULL, y, HV, D);
     }
     free(S);
+    free(qs);
+    free(ks);
+    free(vs);
 }
 
 static double rsoftplus(double x)
@@ -277,11 +328,12 @@ static void ref_gdn(const ref_model *r, const double *P, int l, const double *xn
 {
     const lina_model *m = r->m;
     const lina_config *c = r->c;
-    int D = r->D, H = r->H, K = r->K, V = r->V, HK = H * K, HV = H * V, W = c->conv_size;
+    int gated = c->model_type == LINA_MODEL_GATED_DELTANET, use_beta = gated || c->use_beta;
+    int H = r->H, NV = gated && c->num_v_heads ? c->num_v_heads : H, G = NV / H; /* GVA */
+    int D = r->D, K = r->K, V = r->V, HK = H * K, HV = NV * V, W = c->conv_size;
     const double *Wq = P + toff(m, "model.layers.%d.attn.q_proj.weight", l);
     const double *Wk = P + toff(m, "model.layers.%d.attn.k_proj.weight", l);
     const double *Wv = P + toff(m, "model.layers.%d.attn.v_proj.weight", l);
-    int gated = c->model_type == LINA_MODEL_GATED_DELTANET, use_beta = gated || c->use_beta;
     const double *Wa = gated ? P + toff(m, "model.layers.%d.attn.a_proj.weight", l) : NULL;
     const double *Wb = use_beta ? P + toff(m, "model.layers.%d.attn.b_proj.weight", l) : NULL;
     const double *Alog = gated ? P + toff(m, "model.layers.%d.attn.A_log", l) : NULL;
@@ -295,7 +347,7 @@ static void ref_gdn(const ref_model *r, const double *P, int l, const double *xn
     size_t tk = (size_t)T * HK, tv = (size_t)T * HV;
     double *qp = calloc(tk, 8), *kp = calloc(tk, 8), *vp = calloc(tv, 8);
     double *q = calloc(tk, 8), *k = calloc(tk, 8), *v = calloc(tv, 8);
-    double *S = calloc((size_t)HK * V, sizeof(double));
+    double *S = calloc((size_t)NV * K * V, sizeof(double));
     double a[16], b[16], gt[256], o[256], y[256], u[64];
     for (int t = 0; t < T; t++) {
         rlin(qp + (size_t)t * HK, Wq, NULL, xn + (size_t)t * D, D, HK);
@@ -308,19 +360,21 @@ static void ref_gdn(const ref_model *r, const double *P, int l, const double *xn
     for (int t = 0; t < T; t++) {
         const double *x = xn + (size_t)t * D;
         if (Wa) {
-            rlin(a, Wa, NULL, x, D, H);
+            rlin(a, Wa, NULL, x, D, NV);
         }
         if (Wb) {
-            rlin(b, Wb, NULL, x, D, H);
+            rlin(b, Wb, NULL, x, D, NV);
         }
         if (Wg) {
             rlin(gt, Wg, NULL, x, D, HV);
         }
         for (int h = 0; h < H; h++) {
-            double *qt = q + (size_t)t * HK + h * K, *kt = k + (size_t)t * HK + h * K;
+            rl2(q + (size_t)t * HK + h * K, K);
+            rl2(k + (size_t)t * HK + h * K, K);
+        }
+        for (int h = 0; h < NV; h++) {
+            double *qt = q + (size_t)t * HK + (h / G) * K, *kt = k + (size_t)t * HK + (h / G) * K;
             double *vt = v + (size_t)t * HV + h * V;
-            rl2(qt, K);
-            rl2(kt, K);
             double g = gated ? -exp(Alog[h]) * rsoftplus(a[h] + dtb[h]) : 0.0;
             double beta = (c->allow_neg_eigval ? 2.0 : 1.0) * (Wb ? rsig(b[h]) : 1.0);
             double *Sh = S + (size_t)h * K * V;
@@ -361,6 +415,63 @@ static void ref_gdn(const ref_model *r, const double *P, int l, const double *xn
     free(q);
     free(k);
     free(v);
+    free(S);
+}
+
+/* HGRN2 over one sequence (MIXERS.md 5), lower bounds from model.lower_bounds */
+static void ref_hgrn2(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
+{
+    const lina_model *m = r->m;
+    const lina_config *c = r->c;
+    int D = r->D, H = r->H, K = r->K, V = r->V, HK = H * K, HV = H * V, L = r->L;
+    const double *Wq = P + toff(m, "model.layers.%d.attn.q_proj.weight", l);
+    const double *Wf = P + toff(m, "model.layers.%d.attn.f_proj.weight", l);
+    const double *Wi = P + toff(m, "model.layers.%d.attn.i_proj.weight", l);
+    const double *gw = P + toff(m, "model.layers.%d.attn.g_norm.weight", l);
+    const double *Wo = P + toff(m, "model.layers.%d.attn.o_proj.weight", l);
+    double lam[64] = {0};
+    if (c->use_lower_bound && l > 0) {
+        const double *Lb = P + toff(m, "model.lower_bounds", 0);
+        for (int i = 0; i < HK; i++) {
+            double se = 0.0, cum = 0.0;
+            for (int j = 0; j < L; j++) {
+                se += exp(Lb[(size_t)j * D + i]);
+            }
+            for (int j = 1; j <= l; j++) {
+                cum += exp(Lb[(size_t)j * D + i]) / se;
+            }
+            lam[i] = cum;
+        }
+    }
+    double q[64], f[64], v[64], o[64], y[64];
+    double *S = calloc((size_t)HK * V, sizeof(double));
+    for (int t = 0; t < T; t++) {
+        const double *x = xn + (size_t)t * D;
+        rlin(q, Wq, NULL, x, D, HK);
+        rlin(f, Wf, NULL, x, D, HK);
+        rlin(v, Wi, NULL, x, D, HV);
+        for (int h = 0; h < H; h++) {
+            double *Sh = S + (size_t)h * K * V;
+            for (int i = 0; i < K; i++) {
+                int ii = h * K + i;
+                double g = log(lam[ii] + (1.0 - lam[ii]) * rsig(f[ii]));
+                double kk = 1.0 - exp(g);
+                for (int j = 0; j < V; j++) {
+                    Sh[i * V + j] = exp(g) * Sh[i * V + j] + kk * v[h * V + j];
+                }
+            }
+            for (int j = 0; j < V; j++) {
+                double acc = 0.0;
+                for (int i = 0; i < K; i++) {
+                    double qq = q[h * K + i];
+                    acc += qq * rsig(qq) / sqrt((double)K) * Sh[i * V + j];
+                }
+                o[h * V + j] = acc;
+            }
+        }
+        rrms(y, o, gw, HV, r->eps);
+        rlin(out + (size_t)t * D, Wo, NULL, y, HV, D);
+    }
     free(S);
 }
 
@@ -465,6 +576,8 @@ static double ref_forward(const ref_model *r, const double *P, const int32_t *to
             }
             if (lina_config_is_attn_layer(r->c, l)) {
                 ref_attn(r, P, l, xn, out, T);
+            } else if (r->c->model_type == LINA_MODEL_HGRN2) {
+                ref_hgrn2(r, P, l, xn, out, T);
             } else if (r->c->model_type == LINA_MODEL_GATED_DELTANET || r->c->model_type == LINA_MODEL_DELTA_NET) {
                 ref_gdn(r, P, l, xn, out, T);
             } else {
@@ -529,7 +642,10 @@ static ref_model ref_of(const lina_model *m)
     r.L = c->num_hidden_layers;
     r.D = c->hidden_size;
     r.H = c->num_heads;
-    if (c->model_type == LINA_MODEL_GATED_DELTANET) {
+    if (c->model_type == LINA_MODEL_HGRN2) {
+        r.K = c->expand_ratio;
+        r.V = r.D / r.H;
+    } else if (c->model_type == LINA_MODEL_GATED_DELTANET) {
         r.K = c->head_dim;
         r.V = (int)(c->head_dim * c->expand_v);
     } else {
@@ -882,7 +998,7 @@ static void test_gla_step(void)
         ptrs[i] = pb + o;
         o += sizes[i];
     }
-    lina_gla_params p = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8]};
+    lina_gla_params p = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8], NULL, NULL, NULL};
     float *x = malloc((size_t)N * D * sizeof(float));
     for (int i = 0; i < N * D; i++) {
         x[i] = (float)th_normal();
@@ -1322,24 +1438,120 @@ static void test_errors(void)
     CHECK(rc != 0 && m2 == NULL, "errors: load from a missing directory fails: %s", lina_last_error());
 }
 
+/* GVA (MIXERS.md 7, 1.2): q/k per q/k head, everything else per value head */
+static void test_gva_names(lina_config c)
+{
+    lina_model *m = NULL;
+    int rc = lina_model_create(&c, 1, &m); /* D 16, H 2, HV 4, K 4, V 8 */
+    int ok = rc == 0 && has_shape(m, "model.layers.0.attn.q_proj.weight", 2, 8, 16) &&
+             has_shape(m, "model.layers.0.attn.k_conv1d.weight", 3, 8, 1) &&
+             has_shape(m, "model.layers.0.attn.v_proj.weight", 2, 32, 16) &&
+             has_shape(m, "model.layers.0.attn.v_conv1d.weight", 3, 32, 1) &&
+             has_shape(m, "model.layers.0.attn.a_proj.weight", 2, 4, 16) &&
+             has_shape(m, "model.layers.0.attn.b_proj.weight", 2, 4, 16) &&
+             has_shape(m, "model.layers.0.attn.A_log", 1, 4, 0) &&
+             has_shape(m, "model.layers.0.attn.dt_bias", 1, 4, 0) &&
+             has_shape(m, "model.layers.0.attn.g_proj.weight", 2, 32, 16) &&
+             has_shape(m, "model.layers.0.attn.o_norm.weight", 1, 8, 0) &&
+             has_shape(m, "model.layers.0.attn.o_proj.weight", 2, 16, 32);
+    CHECK(ok, "gdn GVA names: value-head tensors sized by num_v_heads");
+    lina_model_free(m);
+}
+
+/* GLA kv groups: k_proj, v_proj, gk_proj.1 sized key_dim / G, value_dim / G */
+static void test_group_names(lina_config c)
+{
+    lina_model *m = NULL;
+    int rc = lina_model_create(&c, 1, &m); /* D 16, H 4, Hkv 2: key 8, value 16 */
+    int ok = rc == 0 && has_shape(m, "model.layers.0.attn.q_proj.weight", 2, 8, 16) &&
+             has_shape(m, "model.layers.0.attn.k_proj.weight", 2, 4, 16) &&
+             has_shape(m, "model.layers.0.attn.v_proj.weight", 2, 8, 16) &&
+             has_shape(m, "model.layers.0.attn.g_proj.weight", 2, 16, 16) &&
+             has_shape(m, "model.layers.0.attn.gk_proj.1.weight", 2, 4, 16) &&
+             has_shape(m, "model.layers.0.attn.gk_proj.1.bias", 1, 4, 0) &&
+             has_shape(m, "model.layers.0.attn.g_norm_swish_gate.weight", 1, 4, 0) &&
+             has_shape(m, "model.layers.0.attn.o_proj.weight", 2, 16, 16);
+    CHECK(ok, "gla kv-group names: k_proj, v_proj, gk_proj.1 sized by num_kv_heads");
+    lina_model_free(m);
+}
+
+/* HGRN2 (MIXERS.md 15.2): q_proj, f_proj, i_proj [D, D], g_norm.weight [D],
+ * o_proj [D, D]; model.lower_bounds [layers, D] */
+static void test_hgrn2_names(void)
+{
+    lina_config c = tiny_hgrn2(1);
+    lina_model *m = NULL;
+    int rc = lina_model_create(&c, 1, &m);
+    int ok = rc == 0 && has_shape(m, "model.lower_bounds", 2, 3, 16) &&
+             has_shape(m, "model.layers.2.attn.q_proj.weight", 2, 16, 16) &&
+             has_shape(m, "model.layers.2.attn.f_proj.weight", 2, 16, 16) &&
+             has_shape(m, "model.layers.2.attn.i_proj.weight", 2, 16, 16) &&
+             has_shape(m, "model.layers.2.attn.g_norm.weight", 1, 16, 0) &&
+             has_shape(m, "model.layers.2.attn.o_proj.weight", 2, 16, 16) &&
+             lina_model_num_tensors(m) == 3 * (5 + 5) + 4;
+    CHECK(ok, "hgrn2 names: %d tensors named and shaped as FLA", lina_model_num_tensors(m));
+    lina_model_free(m);
+}
+
 int main(void)
 {
     test_names();
     test_fd("gla", tiny_gla(0, 1), 2, 9, 1.0);
     test_fd("gla across chunks", tiny_gla(0, 1), 1, 67, 0.03);
     test_fd("gated_deltanet across chunks", tiny_gdn(1, 1, 0), 1, 67, 0.03);
-    test_fd("gla tied", tiny_gla(1, 1), 2, 9, 0.3);
-    test_fd("gla no output gate", tiny_gla(0, 0), 1, 7, 0.3);
+    test_fd("gla tied", tiny_gla(1, 1), 2, 9, 0.12);
+    test_fd("gla no output gate", tiny_gla(0, 0), 1, 7, 0.12);
     test_fd("gated_deltanet", tiny_gdn(1, 1, 0), 2, 9, 1.0);
-    test_fd("gated_deltanet no conv, no gate, neg eigval", tiny_gdn(0, 0, 1), 2, 7, 0.3);
-    test_fd("retnet", tiny_retnet(1), 2, 9, 0.5);
-    test_fd("retnet no output gate", tiny_retnet(0), 1, 7, 0.3);
-    test_fd("delta_net", tiny_deltanet(1, 0, 1), 2, 9, 0.3);
-    test_fd("delta_net no beta, gate, no conv", tiny_deltanet(0, 1, 0), 2, 7, 0.3);
+    test_fd("gated_deltanet no conv, no gate, neg eigval", tiny_gdn(0, 0, 1), 2, 7, 0.12);
+    lina_config gva = tiny_gdn(1, 1, 0);
+    gva.num_v_heads = 4;
+    test_fd("gated_deltanet GVA (4 value heads, 2 q/k heads)", gva, 2, 9, 0.12);
+    test_decode("gated_deltanet GVA decode", gva);
+    test_gva_names(gva);
+    lina_config grp = tiny_gla(0, 1);
+    grp.num_heads = 4;
+    grp.num_kv_heads = 2;
+    test_fd("gla kv groups (4 heads, 2 kv heads)", grp, 2, 9, 0.12);
+    test_decode("gla kv groups decode", grp);
+    lina_config rgrp = tiny_retnet(1);
+    rgrp.num_heads = 4;
+    rgrp.num_kv_heads = 2;
+    test_fd("retnet kv groups (4 heads, 2 kv heads)", rgrp, 2, 9, 0.12);
+    test_decode("retnet kv groups decode", rgrp);
+    test_group_names(grp);
+    test_fd("hgrn2 (lower bounds)", tiny_hgrn2(1), 2, 9, 0.12);
+    test_fd("hgrn2 no lower bound", tiny_hgrn2(0), 1, 7, 0.12);
+    test_fd("hgrn2 across chunks", tiny_hgrn2(1), 1, 67, 0.02);
+    test_decode("hgrn2 decode", tiny_hgrn2(1));
+    test_forms("hgrn2 forms", tiny_hgrn2(1));
+    test_hgrn2_names();
+    lina_config gconv = tiny_gla(0, 1);
+    gconv.use_short_conv = 1;
+    gconv.num_heads = 4;
+    gconv.num_kv_heads = 2;
+    test_fd("gla short conv + kv groups", gconv, 2, 9, 0.12);
+    test_decode("gla short conv + kv groups decode", gconv);
+    lina_config rconvc = tiny_retnet(1);
+    rconvc.use_short_conv = 1;
+    test_fd("retnet short conv", rconvc, 1, 9, 0.12);
+    test_decode("retnet short conv decode", rconvc);
+    {
+        lina_model *mc = NULL;
+        int rcc = lina_model_create(&gconv, 1, &mc);
+        CHECK(rcc == 0 && has_shape(mc, "model.layers.1.attn.q_conv1d.weight", 3, 8, 1) &&
+                  has_shape(mc, "model.layers.1.attn.k_conv1d.weight", 3, 4, 1) &&
+                  has_shape(mc, "model.layers.1.attn.v_conv1d.weight", 3, 8, 1),
+              "gla short conv names: q/k/v_conv1d.weight [C, 1, 4]");
+        lina_model_free(mc);
+    }
+    test_fd("retnet", tiny_retnet(1), 2, 9, 0.12);
+    test_fd("retnet no output gate", tiny_retnet(0), 1, 7, 0.12);
+    test_fd("delta_net", tiny_deltanet(1, 0, 1), 2, 9, 0.12);
+    test_fd("delta_net no beta, gate, no conv", tiny_deltanet(0, 1, 0), 2, 7, 0.12);
     test_fd("transformer gqa bias qk_norm", tiny_transformer(1, 1, 1, 0), 2, 9, 1.0);
-    test_fd("transformer window", tiny_transformer(2, 0, 0, 4), 2, 9, 0.3);
-    test_fd("gla + attn hybrid", hybrid(tiny_gla(0, 1), 1), 2, 9, 0.3);
-    test_fd("gated_deltanet + attn hybrid", hybrid(tiny_gdn(1, 1, 0), 0), 2, 9, 0.3);
+    test_fd("transformer window", tiny_transformer(2, 0, 0, 4), 2, 9, 0.12);
+    test_fd("gla + attn hybrid", hybrid(tiny_gla(0, 1), 1), 2, 9, 0.12);
+    test_fd("gated_deltanet + attn hybrid", hybrid(tiny_gdn(1, 1, 0), 0), 2, 9, 0.12);
     test_forms("gla forms", tiny_gla(0, 1));
     test_forms("gated_deltanet forms", tiny_gdn(1, 1, 0));
     test_forms("retnet forms", tiny_retnet(1));

@@ -47,16 +47,19 @@ typedef struct model_tensor {
 typedef enum mixer_kind {
     MIX_GLA = 0,
     MIX_GDN = 1,
-    MIX_ATTN = 2
+    MIX_ATTN = 2,
+    MIX_HGRN2 = 3
 } mixer_kind;
 
 /* GLA tensor slots in model_layer.mix */
-enum { GLA_Q, GLA_K, GLA_V, GLA_G, GLA_GK0, GLA_GK1, GLA_GK1B, GLA_NORM, GLA_O, GLA_NSLOTS };
+enum { GLA_Q, GLA_K, GLA_V, GLA_G, GLA_GK0, GLA_GK1, GLA_GK1B, GLA_NORM, GLA_O, GLA_QC, GLA_KC, GLA_VC, GLA_NSLOTS };
 /* Gated DeltaNet tensor slots */
 enum { GDN_Q, GDN_K, GDN_V, GDN_A, GDN_B, GDN_ALOG, GDN_DT, GDN_QC, GDN_KC, GDN_VC, GDN_G, GDN_NORM, GDN_O,
        GDN_NSLOTS };
 /* softmax attention tensor slots */
 enum { ATT_Q, ATT_QB, ATT_K, ATT_KB, ATT_V, ATT_VB, ATT_QN, ATT_KN, ATT_O, ATT_NSLOTS };
+/* HGRN2 tensor slots */
+enum { HG_Q, HG_F, HG_I, HG_NORM, HG_O, HG_NSLOTS };
 
 typedef struct model_layer {
     mixer_kind kind;
@@ -65,6 +68,7 @@ typedef struct model_layer {
     lina_gla_dims gla;
     lina_gdn_dims gdn;
     lina_attn_dims att;
+    lina_hgrn2_dims hg;
     size_t mix_acts;                                  /* floats of mixer activations per row set */
 } model_layer;
 
@@ -87,6 +91,10 @@ struct lina_model {
     model_tensor *tensors;
     model_layer *layers;  /* [L] */
     int t_emb, t_norm, t_lm; /* t_lm == t_emb when tied */
+    int t_lb;             /* hgrn2 model.lower_bounds [L, D], or -1 */
+    float *lb_P;          /* [L, D] softmax over layers of lower_bounds */
+    float *lb_lambda;     /* [L, D] per-layer lower bound: cumsum(P) - P[0] */
+    float *lb_dlambda;    /* [L, D] its gradient (backward scratch) */
     size_t nparams;
     float *params;        /* [nparams] */
     float *grads;         /* [nparams] */
@@ -192,6 +200,9 @@ static void gla_views(const lina_model *m, const model_layer *ly, float *base, l
     p->gk1_b = tp(m, base, ly->mix[GLA_GK1B]);
     p->norm_w = tp(m, base, ly->mix[GLA_NORM]);
     p->o_proj = tp(m, base, ly->mix[GLA_O]);
+    p->q_conv = tp(m, base, ly->mix[GLA_QC]);
+    p->k_conv = tp(m, base, ly->mix[GLA_KC]);
+    p->v_conv = tp(m, base, ly->mix[GLA_VC]);
 }
 
 /* the Gated DeltaNet views of a layer over `base` */
@@ -226,6 +237,15 @@ static void attn_views(const lina_model *m, const model_layer *ly, float *base, 
     p->o_proj = tp(m, base, ly->mix[ATT_O]);
 }
 
+static void hgrn2_views(const lina_model *m, const model_layer *ly, float *base, lina_hgrn2_params *p)
+{
+    p->q_proj = tp(m, base, ly->mix[HG_Q]);
+    p->f_proj = tp(m, base, ly->mix[HG_F]);
+    p->i_proj = tp(m, base, ly->mix[HG_I]);
+    p->g_norm = tp(m, base, ly->mix[HG_NORM]);
+    p->o_proj = tp(m, base, ly->mix[HG_O]);
+}
+
 /* ================================================================ build */
 
 static int build_gla_layer(lina_model *m, int l, model_layer *ly)
@@ -235,12 +255,7 @@ static int build_gla_layer(lina_model *m, int l, model_layer *ly)
     int kd = (int)(D * c->expand_k), vd = (int)(D * c->expand_v);
     int ret = c->model_type == LINA_MODEL_RETNET;
     const char *mt = lina_model_type_name(c->model_type);
-    if (c->num_kv_heads != 0 && c->num_kv_heads != H) {
-        return lina_set_error(LINA_EINVAL, "%s: num_kv_heads != num_heads is not implemented yet", mt);
-    }
-    if (c->use_short_conv) {
-        return lina_set_error(LINA_EINVAL, "%s: use_short_conv is not implemented yet", mt);
-    }
+    int G = H / (c->num_kv_heads > 0 ? c->num_kv_heads : H); /* kv groups (validated by the config) */
     if (c->feature_map[0]) {
         return lina_set_error(LINA_EINVAL, "%s: feature_map \"%s\" is not implemented yet", mt, c->feature_map);
     }
@@ -257,6 +272,9 @@ static int build_gla_layer(lina_model *m, int l, model_layer *ly)
     ly->gla.has_clamp_min = c->has_clamp_min;
     ly->gla.clamp_min = (float)c->clamp_min;
     ly->gla.retention = ret;
+    ly->gla.num_kv_heads = H / G;
+    ly->gla.use_short_conv = c->use_short_conv ? 1 : 0;
+    ly->gla.conv_size = c->conv_size;
     if ((kd / H) % 2 != 0 && ret) {
         return lina_set_error(LINA_EINVAL, "retnet: the key head dim %d must be even (RoPE)", kd / H);
     }
@@ -277,15 +295,26 @@ static int build_gla_layer(lina_model *m, int l, model_layer *ly)
         }                                                                      \
     } while (0)
     T2(GLA_Q, "q_proj.weight", kd, D, 1, INIT_NORMAL);
-    T2(GLA_K, "k_proj.weight", kd, D, 1, INIT_NORMAL);
-    T2(GLA_V, "v_proj.weight", vd, D, 1, INIT_NORMAL);
+    T2(GLA_K, "k_proj.weight", kd / G, D, 1, INIT_NORMAL);
+    T2(GLA_V, "v_proj.weight", vd / G, D, 1, INIT_NORMAL);
     if (ly->gla.output_gate) {
         T2(GLA_G, "g_proj.weight", vd, D, 1, INIT_NORMAL);
     }
+    if (ly->gla.use_short_conv) {
+        int64_t W = c->conv_size;
+        const char *cn[3] = {"q_conv1d.weight", "k_conv1d.weight", "v_conv1d.weight"};
+        int64_t ch[3] = {kd, kd / G, vd / G};
+        for (int j = 0; j < 3; j++) {
+            snprintf(nm, sizeof(nm), "%s.%d.attn.%s", pre, l, cn[j]);
+            if ((ly->mix[GLA_QC + j] = add_tensor(m, nm, 3, ch[j], 1, W, 1, INIT_NORMAL)) < 0) {
+                return LINA_ENOMEM;
+            }
+        }
+    }
     if (!ret) {
         T2(GLA_GK0, "gk_proj.0.weight", LINA_GLA_GATE_RANK, D, 1, INIT_NORMAL);
-        T2(GLA_GK1, "gk_proj.1.weight", kd, LINA_GLA_GATE_RANK, 1, INIT_NORMAL);
-        T1(GLA_GK1B, "gk_proj.1.bias", kd, 0, INIT_ZEROS);
+        T2(GLA_GK1, "gk_proj.1.weight", kd / G, LINA_GLA_GATE_RANK, 1, INIT_NORMAL);
+        T1(GLA_GK1B, "gk_proj.1.bias", kd / G, 0, INIT_ZEROS);
     }
     T1(GLA_NORM, ly->gla.output_gate ? "g_norm_swish_gate.weight" : "g_norm.weight", vd / H, 0, INIT_ONES);
     T2(GLA_O, "o_proj.weight", D, vd, 1, INIT_NORMAL);
@@ -302,9 +331,7 @@ static int build_gdn_layer(lina_model *m, int l, model_layer *ly)
     int D = m->D, H = c->num_heads, W = c->conv_size;
     int K = gated ? c->head_dim : (int)(D * c->expand_k) / H;
     int V = gated ? (int)(c->head_dim * c->expand_v) : (int)(D * c->expand_v) / H;
-    if (gated && c->num_v_heads != 0 && c->num_v_heads != H) {
-        return lina_set_error(LINA_EINVAL, "gated_deltanet: num_v_heads != num_heads is not implemented yet");
-    }
+    int NV = gated && c->num_v_heads > 0 ? c->num_v_heads : H; /* value heads (GVA) */
     if (!gated && (strcmp(c->qk_activation, "silu") != 0 || strcmp(c->qk_norm, "l2") != 0)) {
         return lina_set_error(LINA_EINVAL, "delta_net: qk_activation \"%s\" / qk_norm \"%s\" is not implemented yet "
                               "(silu / l2 are)", c->qk_activation, c->qk_norm);
@@ -321,7 +348,8 @@ static int build_gdn_layer(lina_model *m, int l, model_layer *ly)
     ly->gdn.norm_eps = (float)c->norm_eps;
     ly->gdn.gated = gated;
     ly->gdn.use_beta = gated || c->use_beta ? 1 : 0;
-    int HK = H * K, HV = H * V;
+    ly->gdn.num_v_heads = NV;
+    int HK = H * K, HV = NV * V;
     struct {
         int slot;
         const char *suffix;
@@ -334,10 +362,10 @@ static int build_gdn_layer(lina_model *m, int l, model_layer *ly)
         {GDN_Q, "q_proj.weight", 2, HK, D, 0, 1, INIT_NORMAL, 1},
         {GDN_K, "k_proj.weight", 2, HK, D, 0, 1, INIT_NORMAL, 1},
         {GDN_V, "v_proj.weight", 2, HV, D, 0, 1, INIT_NORMAL, 1},
-        {GDN_A, "a_proj.weight", 2, H, D, 0, 1, INIT_NORMAL, gated},
-        {GDN_B, "b_proj.weight", 2, H, D, 0, 1, INIT_NORMAL, ly->gdn.use_beta},
-        {GDN_ALOG, "A_log", 1, H, 0, 0, 0, INIT_A_LOG, gated},
-        {GDN_DT, "dt_bias", 1, H, 0, 0, 0, INIT_DT_BIAS, gated},
+        {GDN_A, "a_proj.weight", 2, NV, D, 0, 1, INIT_NORMAL, gated},
+        {GDN_B, "b_proj.weight", 2, NV, D, 0, 1, INIT_NORMAL, ly->gdn.use_beta},
+        {GDN_ALOG, "A_log", 1, NV, 0, 0, 0, INIT_A_LOG, gated},
+        {GDN_DT, "dt_bias", 1, NV, 0, 0, 0, INIT_DT_BIAS, gated},
         {GDN_QC, "q_conv1d.weight", 3, HK, 1, W, 1, INIT_NORMAL, ly->gdn.use_short_conv},
         {GDN_KC, "k_conv1d.weight", 3, HK, 1, W, 1, INIT_NORMAL, ly->gdn.use_short_conv},
         {GDN_VC, "v_conv1d.weight", 3, HV, 1, W, 1, INIT_NORMAL, ly->gdn.use_short_conv},
@@ -421,6 +449,48 @@ static int build_attn_layer(lina_model *m, int l, model_layer *ly)
     return LINA_OK;
 }
 
+static int build_hgrn2_layer(lina_model *m, int l, model_layer *ly)
+{
+    const lina_config *c = &m->cfg;
+    int D = m->D, H = c->num_heads, K = c->expand_ratio;
+    if (c->use_short_conv || !c->elementwise_affine) {
+        return lina_set_error(LINA_EINVAL, "hgrn2: use_short_conv / elementwise_affine = false are not implemented yet");
+    }
+    if (H < 1 || K < 1 || D % H != 0 || (c->use_lower_bound && H * K != D)) {
+        return lina_set_error(LINA_EINVAL, "hgrn2: num_heads (%d) * expand_ratio (%d) must equal hidden_size (%d)", H,
+                              K, D);
+    }
+    ly->kind = MIX_HGRN2;
+    ly->hg.D = D;
+    ly->hg.H = H;
+    ly->hg.K = K;
+    ly->hg.V = D / H;
+    ly->hg.norm_eps = (float)c->norm_eps;
+    struct {
+        int slot;
+        const char *suffix;
+        int nd;
+        int64_t s0, s1;
+        int decay;
+        tensor_init init;
+    } t[] = {
+        {HG_Q, "q_proj.weight", 2, H * K, D, 1, INIT_NORMAL},
+        {HG_F, "f_proj.weight", 2, H * K, D, 1, INIT_NORMAL},
+        {HG_I, "i_proj.weight", 2, D, D, 1, INIT_NORMAL},
+        {HG_NORM, "g_norm.weight", 1, D, 0, 0, INIT_ONES},
+        {HG_O, "o_proj.weight", 2, D, D, 1, INIT_NORMAL},
+    };
+    char nm[MODEL_NAME_MAX];
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        snprintf(nm, sizeof(nm), "model.layers.%d.attn.%s", l, t[i].suffix);
+        ly->mix[t[i].slot] = add_tensor(m, nm, t[i].nd, t[i].s0, t[i].s1, 0, t[i].decay, t[i].init);
+        if (ly->mix[t[i].slot] < 0) {
+            return LINA_ENOMEM;
+        }
+    }
+    return LINA_OK;
+}
+
 static int build(lina_model *m)
 {
     const lina_config *c = &m->cfg;
@@ -428,6 +498,19 @@ static int build(lina_model *m)
     int D = m->D, I = m->I;
     if ((m->t_emb = add_tensor(m, "model.embeddings.weight", 2, m->vocab, D, 0, 0, INIT_NORMAL)) < 0) {
         return LINA_ENOMEM;
+    }
+    m->t_lb = -1;
+    if (c->model_type == LINA_MODEL_HGRN2 && c->use_lower_bound) {
+        /* no weight decay (a bias-like table); FLA initialises it to zeros */
+        if ((m->t_lb = add_tensor(m, "model.lower_bounds", 2, m->L, D, 0, 0, INIT_ZEROS)) < 0) {
+            return LINA_ENOMEM;
+        }
+        m->lb_P = xcalloc_aligned((size_t)m->L * D);
+        m->lb_lambda = xcalloc_aligned((size_t)m->L * D);
+        m->lb_dlambda = xcalloc_aligned((size_t)m->L * D);
+        if (!m->lb_P || !m->lb_lambda || !m->lb_dlambda) {
+            return LINA_ENOMEM;
+        }
     }
     for (int l = 0; l < m->L; l++) {
         model_layer *ly = &m->layers[l];
@@ -450,6 +533,9 @@ static int build(lina_model *m)
         case LINA_MODEL_GATED_DELTANET:
         case LINA_MODEL_DELTA_NET:
             rc = build_gdn_layer(m, l, ly);
+            break;
+        case LINA_MODEL_HGRN2:
+            rc = build_hgrn2_layer(m, l, ly);
             break;
         default:
             rc = lina_set_error(LINA_EINVAL, "model: model_type \"%s\" is not implemented yet",
@@ -553,8 +639,9 @@ int lina_model_create(const lina_config *cfg, uint64_t seed, lina_model **out)
     m->params = xcalloc_aligned(m->nparams);
     m->grads = xcalloc_aligned(m->nparams);
     if (!m->params || !m->grads) {
+        size_t np = m->nparams;
         lina_model_free(m);
-        return lina_set_error(LINA_ENOMEM, "model: out of memory (%zu parameters)", m->nparams);
+        return lina_set_error(LINA_ENOMEM, "model: out of memory (%zu parameters)", np);
     }
     init_params(m, seed);
     *out = m;
@@ -572,6 +659,9 @@ void lina_model_free(lina_model *m)
     free(m->params);
     free(m->grads);
     free(m->arena);
+    free(m->lb_P);
+    free(m->lb_lambda);
+    free(m->lb_dlambda);
     free(m);
 }
 
@@ -653,6 +743,8 @@ static size_t layer_mix_floats(const model_layer *ly, int N)
         return lina_gdn_acts_floats(&ly->gdn, N);
     case MIX_ATTN:
         return lina_attn_acts_floats(&ly->att, N);
+    case MIX_HGRN2:
+        return lina_hgrn2_acts_floats(&ly->hg, N);
     }
     return 0;
 }
@@ -666,6 +758,8 @@ static size_t layer_scratch_floats(const model_layer *ly, int N)
         return lina_gdn_scratch_floats(&ly->gdn, N);
     case MIX_ATTN:
         return lina_attn_scratch_floats(&ly->att, N);
+    case MIX_HGRN2:
+        return lina_hgrn2_scratch_floats(&ly->hg, N);
     }
     return 0;
 }
@@ -743,11 +837,13 @@ static size_t state_floats(const model_layer *ly, int B, int cap)
 {
     switch (ly->kind) {
     case MIX_GLA:
-        return (size_t)B * ly->gla.H * ly->gla.K * ly->gla.V;
+        return (size_t)B * ly->gla.H * ly->gla.K * ly->gla.V + lina_gla_conv_cache_floats(&ly->gla, B);
     case MIX_GDN:
         return lina_gdn_cache_floats(&ly->gdn, B);
     case MIX_ATTN:
         return 2 * (size_t)B * ly->att.Hkv * (size_t)cap * ly->att.d;
+    case MIX_HGRN2:
+        return (size_t)B * ly->hg.H * ly->hg.K * ly->hg.V;
     }
     return 0;
 }
@@ -767,7 +863,7 @@ int lina_model_state_create(const lina_model *m, int B, int max_len, lina_model_
     size_t tmax = 0;
     for (int l = 0; !rc && l < m->L; l++) {
         s->floats[l] = state_floats(&m->layers[l], B, max_len);
-        if (m->layers[l].kind == MIX_GLA && s->floats[l] > tmax) {
+        if ((m->layers[l].kind == MIX_GLA || m->layers[l].kind == MIX_HGRN2) && s->floats[l] > tmax) {
             tmax = s->floats[l];
         }
         if (!(s->layer[l] = xcalloc_aligned(s->floats[l]))) {
@@ -834,6 +930,25 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
     float eps = (float)m->cfg.norm_eps;
     float *P = m->params;
     size_t nd = (size_t)N * D;
+    /* hgrn2 lower bounds: P = softmax over layers of Lambda [L,D]; lambda_l = sum_{j=1..l} P_j */
+    if (m->t_lb >= 0) {
+        const float *Lb = tp(m, P, m->t_lb);
+        for (int i = 0; i < D; i++) {
+            double mx = -INFINITY, se = 0.0, cum = 0.0;
+            for (int l = 0; l < m->L; l++) {
+                mx = Lb[(size_t)l * D + i] > mx ? Lb[(size_t)l * D + i] : mx;
+            }
+            for (int l = 0; l < m->L; l++) {
+                se += exp(Lb[(size_t)l * D + i] - mx);
+            }
+            for (int l = 0; l < m->L; l++) {
+                double pl = exp(Lb[(size_t)l * D + i] - mx) / se;
+                m->lb_P[(size_t)l * D + i] = (float)pl;
+                cum += l > 0 ? pl : 0.0;
+                m->lb_lambda[(size_t)l * D + i] = (float)cum;
+            }
+        }
+    }
     /* x_0 [N,D] */
     float *x0 = m->L > 0 ? m->acts[0].x : m->xL;
     if ((rc = lina_embedding_forward(x0, tokens, tp(m, P, m->t_emb), N, D, m->vocab))) {
@@ -850,10 +965,13 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
             lina_gla_acts a;
             gla_views(m, ly, P, &p);
             lina_gla_acts_carve(&a, la->mix, &ly->gla, N);
-            rc = lina_gla_forward_at(m->tmp, &a, la->xn1, &ly->gla, &p, B, T, st ? st->layer[l] : NULL,
-                                     st ? st->tmp : NULL, st ? st->pos : 0, form, ws);
+            /* state [B,H,K,V], then the conv tails */
+            size_t ns = (size_t)B * ly->gla.H * ly->gla.K * ly->gla.V;
+            rc = lina_gla_forward_cached(m->tmp, &a, la->xn1, &ly->gla, &p, B, T, st ? st->layer[l] : NULL,
+                                         st ? st->tmp : NULL, st && ly->gla.use_short_conv ? st->layer[l] + ns : NULL,
+                                         st ? st->pos : 0, form, ws);
             if (!rc && st) {
-                memcpy(st->layer[l], st->tmp, st->floats[l] * sizeof(float));
+                memcpy(st->layer[l], st->tmp, ns * sizeof(float));
             }
             break;
         }
@@ -863,6 +981,19 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
             gdn_views(m, ly, P, &p);
             lina_gdn_acts_carve(&a, la->mix, &ly->gdn, N);
             rc = lina_gdn_forward(m->tmp, &a, la->xn1, &ly->gdn, &p, B, T, st ? st->layer[l] : NULL, form, ws);
+            break;
+        }
+        case MIX_HGRN2: {
+            lina_hgrn2_params p;
+            lina_hgrn2_acts a;
+            hgrn2_views(m, ly, P, &p);
+            lina_hgrn2_acts_carve(&a, la->mix, &ly->hg, N);
+            const float *lam = m->t_lb >= 0 && l > 0 ? m->lb_lambda + (size_t)l * D : NULL;
+            rc = lina_hgrn2_forward(m->tmp, &a, la->xn1, &ly->hg, &p, lam, B, T, st ? st->layer[l] : NULL,
+                                    st ? st->tmp : NULL, form, ws);
+            if (!rc && st) {
+                memcpy(st->layer[l], st->tmp, st->floats[l] * sizeof(float));
+            }
             break;
         }
         case MIX_ATTN: {
@@ -903,6 +1034,9 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
     int N = B * T, D = m->D, I = m->I, rc = LINA_OK;
     float *P = m->params, *G = m->grads;
     size_t nd = (size_t)N * D;
+    if (m->t_lb >= 0) {
+        memset(m->lb_dlambda, 0, (size_t)m->L * D * sizeof(float));
+    }
     /* lm_head: dxnf [N,D] (in tmp) */
     memset(m->tmp, 0, nd * sizeof(float));
     lina_linear_backward(m->tmp, tp(m, G, m->t_lm), NULL, m->logits, m->xnf, tp(m, P, m->t_lm), N, D, m->vocab);
@@ -944,6 +1078,18 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
             rc = lina_gdn_backward(m->tmp, &gp, m->dres, la->xn1, &a, &ly->gdn, &p, B, T, m->scratch, form, ws);
             break;
         }
+        case MIX_HGRN2: {
+            lina_hgrn2_params p, gp;
+            lina_hgrn2_acts a;
+            hgrn2_views(m, ly, P, &p);
+            hgrn2_views(m, ly, G, &gp);
+            lina_hgrn2_acts_carve(&a, la->mix, &ly->hg, N);
+            int lb = m->t_lb >= 0 && l > 0;
+            rc = lina_hgrn2_backward(m->tmp, &gp, lb ? m->lb_dlambda + (size_t)l * D : NULL, m->dres, la->xn1, &a,
+                                     &ly->hg, &p, lb ? m->lb_lambda + (size_t)l * D : NULL, B, T, m->scratch, form,
+                                     ws);
+            break;
+        }
         case MIX_ATTN: {
             lina_attn_params p, gp;
             lina_attn_acts a;
@@ -961,6 +1107,24 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
                               la->rstd1, N, D);
     }
     lina_embedding_backward(tp(m, G, m->t_emb), m->dres, tokens, N, D);
+    if (m->t_lb >= 0) {
+        /* lambda_l = sum_{j=1..l} P_j: dP_j = sum_{l>=j} dlambda_l (j >= 1), dP_0 = 0;
+         * softmax over layers: dLambda_j = P_j (dP_j - sum_i P_i dP_i) */
+        float *dLb = tp(m, G, m->t_lb);
+        for (int i = 0; i < D; i++) {
+            double suf = 0.0, dot = 0.0;
+            for (int l = m->L - 1; l >= 0; l--) {
+                suf += l > 0 ? m->lb_dlambda[(size_t)l * D + i] : 0.0;
+                double dP = l > 0 ? suf : 0.0;
+                m->lb_dlambda[(size_t)l * D + i] = (float)dP; /* now dP */
+                dot += (double)m->lb_P[(size_t)l * D + i] * dP;
+            }
+            for (int l = 0; l < m->L; l++) {
+                size_t j = (size_t)l * D + i;
+                dLb[j] += (float)(m->lb_P[j] * (m->lb_dlambda[j] - dot));
+            }
+        }
+    }
     return LINA_OK;
 }
 

@@ -11,9 +11,14 @@
 #define GLA_ROPE_BASE 10000.0
 #define GLA_MAX_HEADS 4096
 
+static int hkv_of(const lina_gla_dims *d)
+{
+    return d->num_kv_heads > 0 ? d->num_kv_heads : d->H;
+}
+
 int lina_gla_check_dims(const lina_gla_dims *d)
 {
-    if (!d || d->D <= 0 || d->H <= 0 || d->K <= 0 || d->V <= 0) {
+    if (!d || d->D <= 0 || d->H <= 0 || d->K <= 0 || d->V <= 0 || d->num_kv_heads < 0 || d->H % hkv_of(d) != 0) {
         return lina_set_error(LINA_EINVAL, "gla layer: bad dims");
     }
     if (!(d->norm_eps > 0.0f)) {
@@ -29,32 +34,90 @@ int lina_gla_check_dims(const lina_gla_dims *d)
 size_t lina_gla_acts_floats(const lina_gla_dims *d, int N)
 {
     size_t n = (size_t)N, HK = (size_t)d->H * d->K, HV = (size_t)d->H * d->V;
-    return n * (3 * HK + 4 * HV + LINA_GLA_GATE_RANK + (size_t)d->H) + n * HK;
+    size_t GK = (size_t)hkv_of(d) * d->K, GV = (size_t)hkv_of(d) * d->V;
+    size_t grp = hkv_of(d) != d->H ? 2 * GK + GV : 0;
+    size_t conv = d->use_short_conv ? HK + GK + GV : 0;
+    return n * (3 * HK + GK + 4 * HV + LINA_GLA_GATE_RANK + (size_t)d->H + grp + conv);
+}
+
+size_t lina_gla_conv_cache_floats(const lina_gla_dims *d, int B)
+{
+    size_t HK = (size_t)d->H * d->K, GK = (size_t)hkv_of(d) * d->K, GV = (size_t)hkv_of(d) * d->V;
+    return d->use_short_conv ? (size_t)B * (HK + GK + GV) * (size_t)d->conv_size : 0;
 }
 
 void lina_gla_acts_carve(lina_gla_acts *a, float *buf, const lina_gla_dims *d, int N)
 {
     size_t n = (size_t)N, HK = (size_t)d->H * d->K, HV = (size_t)d->H * d->V;
+    size_t GK = (size_t)hkv_of(d) * d->K, GV = (size_t)hkv_of(d) * d->V;
     float *p = buf;
     a->q = p;     p += n * HK;
     a->k = p;     p += n * HK;
     a->v = p;     p += n * HV;
     a->gr = p;    p += n * LINA_GLA_GATE_RANK;
-    a->gk = p;    p += n * HK;
+    a->gk = p;    p += n * GK;
     a->g = p;     p += n * HK;
     a->gate = p;  p += n * HV;
     a->o = p;     p += n * HV;
     a->rstd = p;  p += n * (size_t)d->H;
-    a->y = p;
+    a->y = p;     p += n * HV;
+    if (hkv_of(d) != d->H) {
+        a->kk = p; p += n * GK;
+        a->vv = p; p += n * GV;
+        a->gg = p; p += n * GK;
+    } else {
+        a->kk = a->k;
+        a->vv = a->v;
+        a->gg = a->g;
+    }
+    if (d->use_short_conv) {
+        a->qc = p; p += n * HK;
+        a->kc = p; p += n * GK;
+        a->vc = p;
+    } else {
+        a->qc = a->q;
+        a->kc = a->kk;
+        a->vc = a->vv;
+    }
 }
 
 size_t lina_gla_scratch_floats(const lina_gla_dims *d, int N)
 {
     size_t n = (size_t)N, HK = (size_t)d->H * d->K, HV = (size_t)d->H * d->V;
-    return n * (3 * HV + 3 * HK + LINA_GLA_GATE_RANK);
+    size_t GK = (size_t)hkv_of(d) * d->K, GV = (size_t)hkv_of(d) * d->V;
+    size_t grp = hkv_of(d) != d->H ? 2 * GK + GV : 0;
+    size_t conv = d->use_short_conv ? HK + GK + GV : 0;
+    return n * (3 * HV + 3 * HK + LINA_GLA_GATE_RANK + grp + conv);
 }
 
-/* g [N,HK] = max(logsigmoid(gk) / 16, clamp_min) */
+/* dst [N, H*E] = src [N, Hkv*E], kv head j / G for head j */
+static void repeat_groups(float *dst, const float *src, int N, int H, int Hkv, int E)
+{
+    int G = H / Hkv;
+    for (int n = 0; n < N; n++) {
+        for (int h = 0; h < H; h++) {
+            memcpy(dst + ((size_t)n * H + h) * E, src + ((size_t)n * Hkv + h / G) * E, (size_t)E * sizeof(float));
+        }
+    }
+}
+
+/* dst [N, Hkv*E] = group sums of src [N, H*E] (written) */
+static void reduce_groups(float *dst, const float *src, int N, int H, int Hkv, int E)
+{
+    int G = H / Hkv;
+    memset(dst, 0, (size_t)N * Hkv * E * sizeof(float));
+    for (int n = 0; n < N; n++) {
+        for (int h = 0; h < H; h++) {
+            float *o = dst + ((size_t)n * Hkv + h / G) * E;
+            const float *x = src + ((size_t)n * H + h) * E;
+            for (int i = 0; i < E; i++) {
+                o[i] += x[i];
+            }
+        }
+    }
+}
+
+/* g = max(logsigmoid(gk) / 16, clamp_min), n elements */
 static void gla_gate_forward(float *g, const float *gk, size_t n, const lina_gla_dims *d)
 {
     for (size_t i = 0; i < n; i++) {
@@ -66,12 +129,11 @@ static void gla_gate_forward(float *g, const float *gk, size_t n, const lina_gla
     }
 }
 
-/* dgk [N,HK] = dg * sigmoid(-gk) / 16 (0 where clamped); in place on dg */
-static void gla_gate_backward(float *dg, const float *gk, const float *g, size_t n, const lina_gla_dims *d)
+/* dgk = dg * sigmoid(-gk) / 16 (0 where clamped); in place on dg */
+static void gla_gate_backward(float *dg, const float *gk, size_t n, const lina_gla_dims *d)
 {
     for (size_t i = 0; i < n; i++) {
-        if (d->has_clamp_min && g[i] == d->clamp_min
-            && lina_logsigmoidf(gk[i]) / LINA_GLA_GATE_NORMALIZER < d->clamp_min) {
+        if (d->has_clamp_min && lina_logsigmoidf(gk[i]) / LINA_GLA_GATE_NORMALIZER < d->clamp_min) {
             dg[i] = 0.0f;
             continue;
         }
@@ -104,26 +166,48 @@ int lina_gla_forward_at(float *out, lina_gla_acts *a, const float *x, const lina
                         const lina_gla_params *p, int B, int T, const float *h0, float *ht, int64_t pos0,
                         lina_form form, lina_ws *ws)
 {
+    return lina_gla_forward_cached(out, a, x, d, p, B, T, h0, ht, NULL, pos0, form, ws);
+}
+
+int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
+                            const lina_gla_params *p, int B, int T, const float *h0, float *ht,
+                            float *conv_cache, int64_t pos0, lina_form form, lina_ws *ws)
+{
     int rc = lina_gla_check_dims(d);
     if (rc) {
         return rc;
     }
-    int N = B * T, D = d->D, H = d->H, HK = d->H * d->K, HV = d->H * d->V, R = LINA_GLA_GATE_RANK;
-    /* projections: q, k [N,HK]; v [N,HV]; gr [N,R]; gk [N,HK]; gate [N,HV] */
-    lina_linear_forward(a->q, x, p->q_proj, NULL, N, D, HK);
-    lina_linear_forward(a->k, x, p->k_proj, NULL, N, D, HK);
-    lina_linear_forward(a->v, x, p->v_proj, NULL, N, D, HV);
+    int N = B * T, D = d->D, H = d->H, Hkv = hkv_of(d), HK = d->H * d->K, HV = d->H * d->V;
+    int GK = Hkv * d->K, GV = Hkv * d->V, R = LINA_GLA_GATE_RANK;
+    /* projections: q [N,HK]; kk [N,GK]; vv [N,GV]; gr [N,R]; gk, gg [N,GK]; gate [N,HV] */
+    lina_linear_forward(a->qc, x, p->q_proj, NULL, N, D, HK);
+    lina_linear_forward(a->kc, x, p->k_proj, NULL, N, D, GK);
+    lina_linear_forward(a->vc, x, p->v_proj, NULL, N, D, GV);
+    if (d->use_short_conv) {
+        int W = d->conv_size;
+        float *cq = conv_cache, *ck = cq ? cq + (size_t)B * HK * W : NULL, *cv = ck ? ck + (size_t)B * GK * W : NULL;
+        lina_shortconv_forward(a->q, a->qc, p->q_conv, NULL, cq, cq, B, T, HK, W, LINA_ACT_SILU);
+        lina_shortconv_forward(a->kk, a->kc, p->k_conv, NULL, ck, ck, B, T, GK, W, LINA_ACT_SILU);
+        lina_shortconv_forward(a->vv, a->vc, p->v_conv, NULL, cv, cv, B, T, GV, W, LINA_ACT_SILU);
+    }
     float g_head[GLA_MAX_HEADS];
     if (d->retention) {
         lina_retention_gates(H, g_head);
         if ((rc = lina_rope_forward(a->q, a->q, B, T, H, d->K, pos0, GLA_ROPE_BASE)) ||
-            (rc = lina_rope_forward(a->k, a->k, B, T, H, d->K, pos0, GLA_ROPE_BASE))) {
+            (rc = lina_rope_forward(a->kk, a->kk, B, T, Hkv, d->K, pos0, GLA_ROPE_BASE))) {
             return rc;
         }
     } else {
         lina_linear_forward(a->gr, x, p->gk0, NULL, N, D, R);
-        lina_linear_forward(a->gk, a->gr, p->gk1, p->gk1_b, N, R, HK);
-        gla_gate_forward(a->g, a->gk, (size_t)N * HK, d);
+        lina_linear_forward(a->gk, a->gr, p->gk1, p->gk1_b, N, R, GK);
+        gla_gate_forward(a->gg, a->gk, (size_t)N * GK, d);
+    }
+    if (Hkv != H) {
+        repeat_groups(a->k, a->kk, N, H, Hkv, d->K);
+        repeat_groups(a->v, a->vv, N, H, Hkv, d->V);
+        if (!d->retention) {
+            repeat_groups(a->g, a->gg, N, H, Hkv, d->K);
+        }
     }
     if (d->output_gate) {
         lina_linear_forward(a->gate, x, p->g_proj, NULL, N, D, HV);
@@ -158,7 +242,8 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
     if (rc) {
         return rc;
     }
-    int N = B * T, D = d->D, H = d->H, HK = d->H * d->K, HV = d->H * d->V, R = LINA_GLA_GATE_RANK;
+    int N = B * T, D = d->D, H = d->H, Hkv = hkv_of(d), HK = d->H * d->K, HV = d->H * d->V;
+    int GK = Hkv * d->K, GV = Hkv * d->V, R = LINA_GLA_GATE_RANK;
     float g_head[GLA_MAX_HEADS];
     size_t nk = (size_t)N * HK, nv = (size_t)N * HV;
     float *dy = scratch;          /* [N,HV], later dv */
@@ -166,8 +251,14 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
     float *dgate = dO + nv;       /* [N,HV] */
     float *dq = dgate + nv;       /* [N,HK] */
     float *dk = dq + nk;          /* [N,HK] */
-    float *dg = dk + nk;          /* [N,HK], later dgk */
+    float *dg = dk + nk;          /* [N,HK] */
     float *dgr = dg + nk;         /* [N,R] */
+    float *dkk = dk, *dvv = dy, *dgg = dg; /* per kv head: [N,GK], [N,GV], [N,GK] (own buffers with groups) */
+    if (Hkv != H) {
+        dkk = dgr + (size_t)N * R;
+        dvv = dkk + (size_t)N * GK;
+        dgg = dvv + (size_t)N * GV;
+    }
     memset(scratch, 0, lina_gla_scratch_floats(d, N) * sizeof(float));
 
     /* o_proj: dy = dout Wo, dWo += dout^T y */
@@ -194,22 +285,42 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
     if ((rc = lina_dd_bwd(&md, &in, &gin, &gout, form, ws))) {
         return rc;
     }
+    if (Hkv != H) {
+        reduce_groups(dkk, dk, N, H, Hkv, d->K);
+        reduce_groups(dvv, dv, N, H, Hkv, d->V);
+        if (!d->retention) {
+            reduce_groups(dgg, dg, N, H, Hkv, d->K);
+        }
+    }
     if (d->retention) {
         /* RoPE transposed (training starts at position 0) */
         if ((rc = lina_rope_backward(dq, dq, B, T, H, d->K, 0, GLA_ROPE_BASE)) ||
-            (rc = lina_rope_backward(dk, dk, B, T, H, d->K, 0, GLA_ROPE_BASE))) {
+            (rc = lina_rope_backward(dkk, dkk, B, T, Hkv, d->K, 0, GLA_ROPE_BASE))) {
             return rc;
         }
     } else {
         /* gate: dgk (in place), then the low-rank projections */
-        gla_gate_backward(dg, a->gk, a->g, nk, d);
-        lina_linear_backward(dgr, gp->gk1, gp->gk1_b, dg, a->gr, p->gk1, N, R, HK);
+        gla_gate_backward(dgg, a->gk, (size_t)N * GK, d);
+        lina_linear_backward(dgr, gp->gk1, gp->gk1_b, dgg, a->gr, p->gk1, N, R, GK);
         lina_linear_backward(dx, gp->gk0, NULL, dgr, x, p->gk0, N, D, R);
     }
-    /* input projections */
-    lina_linear_backward(dx, gp->q_proj, NULL, dq, x, p->q_proj, N, D, HK);
-    lina_linear_backward(dx, gp->k_proj, NULL, dk, x, p->k_proj, N, D, HK);
-    lina_linear_backward(dx, gp->v_proj, NULL, dv, x, p->v_proj, N, D, HV);
+    /* short convs (SiLU), then the input projections */
+    float *dqc = dq, *dkc = dkk, *dvc = dvv;
+    if (d->use_short_conv) {
+        int W = d->conv_size;
+        dqc = dgr + (size_t)N * R + (Hkv != H ? (size_t)N * (2 * GK + GV) : 0);
+        dkc = dqc + (size_t)N * HK;
+        dvc = dkc + (size_t)N * GK;
+        lina_shortconv_backward(dqc, gp->q_conv, NULL, NULL, dq, a->qc, p->q_conv, NULL, NULL, B, T, HK, W,
+                                LINA_ACT_SILU);
+        lina_shortconv_backward(dkc, gp->k_conv, NULL, NULL, dkk, a->kc, p->k_conv, NULL, NULL, B, T, GK, W,
+                                LINA_ACT_SILU);
+        lina_shortconv_backward(dvc, gp->v_conv, NULL, NULL, dvv, a->vc, p->v_conv, NULL, NULL, B, T, GV, W,
+                                LINA_ACT_SILU);
+    }
+    lina_linear_backward(dx, gp->q_proj, NULL, dqc, x, p->q_proj, N, D, HK);
+    lina_linear_backward(dx, gp->k_proj, NULL, dkc, x, p->k_proj, N, D, GK);
+    lina_linear_backward(dx, gp->v_proj, NULL, dvc, x, p->v_proj, N, D, GV);
     if (d->output_gate) {
         lina_linear_backward(dx, gp->g_proj, NULL, dgate, x, p->g_proj, N, D, HV);
     }

@@ -182,7 +182,8 @@ void lina_cross_entropy_backward(float *dlogits, const float *logits, const floa
  *   out = y Wo^T
  *
  * N = B*T rows; HK = H*K, HV = H*V (K, V per head); R = 16 (gate rank).
- * Only num_kv_heads == num_heads, no short convs and no feature map.
+ * With kv groups (num_kv_heads = Hkv < H): k_proj, v_proj, gk_proj.1 have Hkv
+ * heads (HKVK = Hkv*K, HKVV = Hkv*V rows). Optional short convs; no feature map.
  * With retention = 1 the same layer is RetNet's (no gk_proj tensors).
  */
 #define LINA_GLA_GATE_RANK 16
@@ -198,32 +199,42 @@ typedef struct lina_gla_dims {
     int retention;      /* RetNet MultiScaleRetention (MIXERS.md 3): constant decay
                            g_h = ln(1 - 2^(-5-h)) instead of gk_proj, RoPE (base 10000)
                            on q and k */
+    int num_kv_heads;   /* Hkv (num_kv_heads), H a multiple of it; 0 = H. k, v and the
+                           gate have Hkv heads; query head j reads kv head j / (H/Hkv) */
+    int use_short_conv; /* SiLU short convs on the q, k, v projections (before RoPE) */
+    int conv_size;      /* W */
 } lina_gla_dims;
 
 /* Parameter (or gradient) views; FLA names under model.layers.{i}.attn. */
 typedef struct lina_gla_params {
     float *q_proj;      /* [HK, D]  q_proj.weight */
-    float *k_proj;      /* [HK, D]  k_proj.weight */
-    float *v_proj;      /* [HV, D]  v_proj.weight */
+    float *k_proj;      /* [HKVK, D] k_proj.weight */
+    float *v_proj;      /* [HKVV, D] v_proj.weight */
     float *g_proj;      /* [HV, D]  g_proj.weight (output gate only, else NULL) */
     float *gk0;         /* [R, D]   gk_proj.0.weight */
-    float *gk1;         /* [HK, R]  gk_proj.1.weight */
-    float *gk1_b;       /* [HK]     gk_proj.1.bias */
+    float *gk1;         /* [HKVK, R] gk_proj.1.weight */
+    float *gk1_b;       /* [HKVK]   gk_proj.1.bias */
     float *norm_w;      /* [V]      g_norm_swish_gate.weight (g_norm.weight without gate) */
     float *o_proj;      /* [D, HV]  o_proj.weight */
+    float *q_conv;      /* [HK, W]  q_conv1d.weight (use_short_conv only) */
+    float *k_conv;      /* [HKVK, W] */
+    float *v_conv;      /* [HKVV, W] */
 } lina_gla_params;
 
 /* What the forward keeps for backward (views into one caller buffer). */
 typedef struct lina_gla_acts {
-    float *q, *k;       /* [N, HK] */
+    float *q, *k;       /* [N, HK] kernel inputs (k, v, g repeated over the kv groups) */
     float *v;           /* [N, HV] */
     float *gr;          /* [N, R]  low-rank gate */
-    float *gk;          /* [N, HK] gate logits */
+    float *gk;          /* [N, HKVK] gate logits */
     float *g;           /* [N, HK] log gate */
+    float *kk, *vv, *gg; /* [N, HKVK], [N, HKVV], [N, HKVK] per kv head (== k, v, g without groups) */
     float *gate;        /* [N, HV] output gate x Wg^T (unused without output gate) */
     float *o;           /* [N, HV] kernel output */
     float *rstd;        /* [N*H]   per-head norm statistics */
     float *y;           /* [N, HV] input of o_proj */
+    float *qc, *kc, *vc; /* [N, HK], [N, HKVK], [N, HKVV] projections before the short convs
+                            (== q, kk, vv without convs) */
 } lina_gla_acts;
 
 int lina_gla_check_dims(const lina_gla_dims *d);
@@ -242,6 +253,13 @@ int lina_gla_forward(float *out, lina_gla_acts *a, const float *x, const lina_gl
 int lina_gla_forward_at(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
                         const lina_gla_params *p, int B, int T, const float *h0, float *ht, int64_t pos0,
                         lina_form form, lina_ws *ws);
+/* Floats of the short-conv decode cache (q, k, v tails [B, C, W]); 0 without convs. */
+size_t lina_gla_conv_cache_floats(const lina_gla_dims *d, int B);
+/* The same with conv_cache (lina_gla_conv_cache_floats, or NULL = zeros and
+ * not kept): read as the conv tails before the call, overwritten after it. */
+int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
+                            const lina_gla_params *p, int B, int T, const float *h0, float *ht,
+                            float *conv_cache, int64_t pos0, lina_form form, lina_ws *ws);
 /* dx [B*T, D] and every non-NULL gradient in *gp accumulate; dout [B*T, D];
  * x, a, h0 as given to the forward; scratch lina_gla_scratch_floats floats. */
 int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const float *x,
@@ -267,8 +285,9 @@ int lina_gla_step(float *out, const float *x, const lina_gla_dims *d, const lina
  *   y = FusedRMSNormGated(o, x Wg^T) per head (RMSNorm(o) * w without use_gate)
  *   out = y Wo^T
  *
- * N = B*T; HK = H*K, HV = H*V (K = head_dim, V = head_dim * expand_v);
- * only num_v_heads == num_heads; conv weights [C, W] (FLA [C, 1, W]), no bias.
+ * N = B*T; HK = H*K, HV = HV*V (K = head_dim, V = head_dim * expand_v; HV
+ * value heads, see num_v_heads); a, b, g, beta, A_log, dt_bias per value head;
+ * conv weights [C, W] (FLA [C, 1, W]), no bias.
  * With gated = 0 the same layer is FLA's DeltaNet (MIXERS.md section 6) with
  * qk_activation "silu" and qk_norm "l2": no decay (no a_proj, A_log,
  * dt_bias), K = D*expand_k/H, V = D*expand_v/H, beta = sigmoid(b) or 1.
@@ -282,6 +301,8 @@ typedef struct lina_gdn_dims {
     float norm_eps;
     int gated;           /* 1: Gated DeltaNet (a_proj, A_log, dt_bias); 0: DeltaNet (no decay) */
     int use_beta;        /* b_proj; 0: beta = 1 (DeltaNet use_beta = false) */
+    int num_v_heads;     /* HV value heads (GVA), a multiple of H; 0 = H. Value head j
+                            reads q/k head j / (HV/H) */
 } lina_gdn_dims;
 
 /* Parameter (or gradient) views; FLA names under model.layers.{i}.attn. */
@@ -289,10 +310,10 @@ typedef struct lina_gdn_params {
     float *q_proj;       /* [HK, D] */
     float *k_proj;       /* [HK, D] */
     float *v_proj;       /* [HV, D] */
-    float *a_proj;       /* [H, D] */
-    float *b_proj;       /* [H, D] */
-    float *A_log;        /* [H] */
-    float *dt_bias;      /* [H] */
+    float *a_proj;       /* [HV, D] (HV = number of value heads here and below) */
+    float *b_proj;       /* [HV, D] */
+    float *A_log;        /* [HV] */
+    float *dt_bias;      /* [HV] */
     float *q_conv;       /* [HK, W]  q_conv1d.weight (short conv only) */
     float *k_conv;       /* [HK, W] */
     float *v_conv;       /* [HV, W] */
@@ -307,16 +328,17 @@ typedef struct lina_gdn_acts {
     float *qc, *kc;      /* [N, HK] after conv + SiLU */
     float *qn, *kn;      /* [N, HK] L2-normalised */
     float *rq, *rk;      /* [N*H] 1 / norms */
-    float *v;            /* [N, HV] after conv + SiLU */
-    float *a, *g;        /* [N, H] gate input and log gate */
-    float *bl, *beta;    /* [N, H] beta logits and beta */
-    float *gate;         /* [N, HV] output gate */
-    float *o;            /* [N, HV] kernel output */
-    float *rstd;         /* [N*H] */
-    float *y;            /* [N, HV] */
+    float *qe, *ke;      /* [N, HV*K] q, k repeated to the value heads (== qn, kn without GVA) */
+    float *v;            /* [N, HV*V] after conv + SiLU */
+    float *a, *g;        /* [N, HV] gate input and log gate */
+    float *bl, *beta;    /* [N, HV] beta logits and beta */
+    float *gate;         /* [N, HV*V] output gate */
+    float *o;            /* [N, HV*V] kernel output */
+    float *rstd;         /* [N*HV] */
+    float *y;            /* [N, HV*V] */
 } lina_gdn_acts;
 
-/* Decode / prefill cache: conv tails [B, C, W] for q, k, v and state [B,H,K,V]. */
+/* Decode / prefill cache: conv tails [B, C, W] for q, k, v and state [B,HV,K,V]. */
 size_t lina_gdn_cache_floats(const lina_gdn_dims *d, int B);
 
 int lina_gdn_check_dims(const lina_gdn_dims *d);
@@ -388,5 +410,52 @@ int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, cons
 int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const float *x,
                        const lina_attn_acts *a, const lina_attn_dims *d, const lina_attn_params *p, int B, int T,
                        float *scratch, lina_ws *ws);
+
+/* ------------------------------------------------------------ HGRN2 layer */
+
+/*
+ * FLA's HGRN2Attention (MIXERS.md section 5), hgrn2_layer.c, on the GLA kernel:
+ *
+ *   q = SiLU(x Wq^T),  f = x Wf^T,  v = x Wi^T                 [N, HK], [N, HK], [N, HV]
+ *   g = logsigmoid(f)                    (lambda NULL: layer 0 or no lower bound)
+ *   g = log(lambda + (1 - lambda) sigmoid(f))   (lambda [HK]: the layer's lower bound)
+ *   k = 1 - exp(g);  o = GLA(q, k, v, g);  y = RMSNorm(o) over the full width HV;  out = y Wo^T
+ *
+ * H heads, K = expand_ratio, V = HV / H; N = B*T, HK = H*K, HV = H*V (= D in FLA).
+ */
+typedef struct lina_hgrn2_dims {
+    int D, H, K, V;
+    float norm_eps;
+} lina_hgrn2_dims;
+
+typedef struct lina_hgrn2_params {
+    float *q_proj;      /* [HK, D] */
+    float *f_proj;      /* [HK, D] */
+    float *i_proj;      /* [HV, D] */
+    float *g_norm;      /* [HV] */
+    float *o_proj;      /* [D, HV] */
+} lina_hgrn2_params;
+
+typedef struct lina_hgrn2_acts {
+    float *qp, *q;      /* [N, HK] pre- and post-SiLU */
+    float *f, *g, *k;   /* [N, HK] */
+    float *v;           /* [N, HV] */
+    float *o;           /* [N, HV] */
+    float *rstd;        /* [N] */
+    float *y;           /* [N, HV] */
+} lina_hgrn2_acts;
+
+int lina_hgrn2_check_dims(const lina_hgrn2_dims *d);
+size_t lina_hgrn2_acts_floats(const lina_hgrn2_dims *d, int N);
+void lina_hgrn2_acts_carve(lina_hgrn2_acts *a, float *buf, const lina_hgrn2_dims *d, int N);
+size_t lina_hgrn2_scratch_floats(const lina_hgrn2_dims *d, int N);
+/* lambda [HK] or NULL; h0, ht [B,H,K,V] or NULL */
+int lina_hgrn2_forward(float *out, lina_hgrn2_acts *a, const float *x, const lina_hgrn2_dims *d,
+                       const lina_hgrn2_params *p, const float *lambda, int B, int T, const float *h0, float *ht,
+                       lina_form form, lina_ws *ws);
+/* dx, *gp and dlambda [HK] (if lambda and dlambda are non-NULL) accumulate. */
+int lina_hgrn2_backward(float *dx, lina_hgrn2_params *gp, float *dlambda, const float *dout, const float *x,
+                        const lina_hgrn2_acts *a, const lina_hgrn2_dims *d, const lina_hgrn2_params *p,
+                        const float *lambda, int B, int T, float *scratch, lina_form form, lina_ws *ws);
 
 #endif
