@@ -223,13 +223,14 @@ typedef struct chunk_buf {
     float *w;        /* [K] */
     float *dec;      /* [K] exp(b_L) */
     float *A, *dA;   /* [C*C] */
+    float *Gm;       /* [C*C] scalar gates: exp(b_r - b_c), c <= r (set by chunk_intra) */
 } chunk_buf;
 
 #define CB_NCK 12
 static size_t chunk_buf_bytes(int C, int K)
 {
     size_t CK = (size_t)C * K + 2 * (size_t)C, CC = (size_t)C * C;
-    return CB_NCK * (CK * sizeof(double) + 64) + 2 * (CC * sizeof(float) + 64) +
+    return CB_NCK * (CK * sizeof(double) + 64) + 3 * (CC * sizeof(float) + 64) +
            2 * ((size_t)K * sizeof(float) + 64);
 }
 
@@ -258,6 +259,7 @@ static void chunk_buf_carve(chunk_buf *cb, void *mem, int C, int K)
     CARVE(eK, float, CK);
     CARVE(A, float, CC);
     CARVE(dA, float, CC);
+    CARVE(Gm, float, CC);
     CARVE(w, float, (size_t)K);
     CARVE(dec, float, (size_t)K);
 #undef CARVE
@@ -490,12 +492,13 @@ static void chunk_intra(const dd_ctx *c, const lina_dd_in *in, int b, int h, int
         for (int r = 0; r < L; r++) {
             float *Ar = A + (size_t)r * L;
             if (c->gk != LINA_GATE_NONE) {
+                float *Gr = cb->Gm + (size_t)r * L;
                 for (int cc = 0; cc <= r; cc++) {
                     cb->xd[cc] = cb->bd[r] - cb->bd[cc];
                 }
-                lina_vexp_d(cb->T3, cb->xd, (size_t)r + 1);
+                lina_vexp_d(Gr, cb->xd, (size_t)r + 1);
                 for (int cc = 0; cc <= r; cc++) {
-                    Ar[cc] *= cb->T3[cc];
+                    Ar[cc] *= Gr[cc];
                 }
             }
             for (int cc = r + 1; cc < L; cc++) {
@@ -538,14 +541,12 @@ static void chunk_intra_bwd(const dd_ctx *c, const lina_dd_in *in, int b, int h,
     float *dA = cb->dA;
     if (c->gk != LINA_GATE_VECTOR) {
         if (c->gk != LINA_GATE_NONE) {
+            /* the decay factors chunk_intra left in Gm for this chunk */
             for (int r = 0; r < L; r++) {
-                for (int cc = 0; cc <= r; cc++) {
-                    cb->xd[cc] = cb->bd[r] - cb->bd[cc];
-                }
-                lina_vexp_d(cb->T3, cb->xd, (size_t)r + 1);
+                const float *Gr = cb->Gm + (size_t)r * L;
                 float *dr = dA + (size_t)r * L;
                 for (int cc = 0; cc <= r; cc++) {
-                    dr[cc] *= cb->T3[cc];
+                    dr[cc] *= Gr[cc];
                 }
             }
         }
