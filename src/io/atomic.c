@@ -3,10 +3,12 @@
 #include "lina.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int lina_afile_open(lina_afile *f, const char *path)
@@ -115,4 +117,50 @@ void lina_afile_abort(lina_afile *f)
         free(f->tmp);
         f->tmp = NULL;
     }
+}
+
+int lina_read_file(const char *path, size_t max_bytes, const char *what, char **buf, size_t *len)
+{
+    *buf = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        return lina_set_error(LINA_EIO, "%s: cannot open (%s)", path, strerror(errno));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return lina_set_error(LINA_EIO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > (uint64_t)max_bytes) {
+        close(fd);
+        return lina_set_error(LINA_EFORMAT, "%s: too large for a %s (%lld bytes)", path, what,
+                              (long long)st.st_size);
+    }
+    size_t n = (size_t)st.st_size;
+    char *b = malloc(n + 1);
+    if (!b) {
+        close(fd);
+        return lina_set_error(LINA_ENOMEM, "%s: out of memory", path);
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, b + got, n - got);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != n) {
+        free(b);
+        return lina_set_error(LINA_EIO, "%s: read error", path);
+    }
+    b[n] = '\0';
+    *buf = b;
+    *len = n;
+    return LINA_OK;
 }

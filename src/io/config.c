@@ -490,44 +490,13 @@ done:
 int lina_config_read(const char *path, lina_config *c)
 {
     memset(c, 0, sizeof *c);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        return lina_set_error(LINA_EIO, "%s: cannot open (%s)", path, strerror(errno));
+    char *buf;
+    size_t n;
+    int rc = lina_read_file(path, CFG_MAX_FILE, "config file", &buf, &n);
+    if (rc) {
+        return rc;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return lina_set_error(LINA_EIO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > CFG_MAX_FILE) {
-        close(fd);
-        return lina_set_error(LINA_EFORMAT, "%s: too large for a config file (%lld bytes)", path,
-                              (long long)st.st_size);
-    }
-    size_t n = (size_t)st.st_size;
-    char *buf = malloc(n + 1);
-    if (!buf) {
-        close(fd);
-        return lina_set_error(LINA_ENOMEM, "%s: out of memory", path);
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r <= 0) {
-            break;
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got != n) {
-        free(buf);
-        return lina_set_error(LINA_EIO, "%s: read error", path);
-    }
-    buf[n] = '\0';
-    int rc = lina_config_parse(buf, n, path, c);
+    rc = lina_config_parse(buf, n, path, c);
     free(buf);
     return rc;
 }

@@ -25,4 +25,9 @@ int lina_afile_commit(lina_afile *f);
 /* Give up: close and remove the temporary file. */
 void lina_afile_abort(lina_afile *f);
 
+/* Read a whole regular file into a NUL-terminated buffer (caller frees).
+ * Files larger than max_bytes are rejected with LINA_EFORMAT naming `what`
+ * ("config file", ...); every failure sets an error naming `path`. */
+int lina_read_file(const char *path, size_t max_bytes, const char *what, char **buf, size_t *len);
+
 #endif

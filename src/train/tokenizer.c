@@ -2498,43 +2498,12 @@ int lina_tokenizer_load(const char *path, lina_tokenizer **out)
         return lina_set_error(LINA_EINVAL, "lina_tokenizer_load: NULL argument");
     }
     *out = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        return lina_set_error(LINA_EIO, "%s: cannot open (%s)", path, strerror(errno));
+    char *buf;
+    size_t n;
+    int rc0 = lina_read_file(path, TOK_MAX_FILE, "tokenizer.json", &buf, &n);
+    if (rc0) {
+        return rc0;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return lina_set_error(LINA_EIO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > TOK_MAX_FILE) {
-        close(fd);
-        return lina_set_error(LINA_EFORMAT, "%s: too large for a tokenizer.json (%lld bytes)", path,
-                              (long long)st.st_size);
-    }
-    size_t n = (size_t)st.st_size;
-    char *buf = malloc(n + 1);
-    if (!buf) {
-        close(fd);
-        return lina_set_error(LINA_ENOMEM, "%s: out of memory", path);
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r <= 0) {
-            break;
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got != n) {
-        free(buf);
-        return lina_set_error(LINA_EIO, "%s: read error", path);
-    }
-    buf[n] = '\0';
     int rc = lina_tokenizer_parse(buf, n, path, out);
     free(buf);
     return rc;
