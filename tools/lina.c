@@ -15,6 +15,7 @@
 #include <cblas.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,9 @@ static void usage(FILE *f)
             "  data pack --vocab V --in FILE|- --out FILE [--format text|u16|u32]   make a token file\n"
             "  data info FILE   print a token file's header\n"
             "  tokenizer train|encode|decode ...   byte-level BPE, HF tokenizer.json (lina tokenizer --help)\n"
+            "  generate --model DIR --prompt TEXT [--tokenizer FILE] [--max-tokens N]\n"
+            "      [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]\n"
+            "      stream text from a checkpoint (chunk prefill, recurrent decode)\n"
             "  ops       list the ops and their flags\n"
             "  version   print the version\n");
 }
@@ -973,6 +977,233 @@ static int cmd_tokenizer(int argc, char **argv)
     return ret;
 }
 
+/* ------------------------------------------------------------ generate */
+
+typedef struct gen_cand {
+    float logit;
+    int id;
+} gen_cand;
+
+static int gen_cmp(const void *a, const void *b)
+{
+    const gen_cand *x = a, *y = b;
+    return (x->logit < y->logit) - (x->logit > y->logit); /* descending */
+}
+
+/* Sample a token from logits[V]: temperature 0 = greedy; else top-k (0 = all),
+ * then top-p (1 = all) over the softmax, drawn with the given rng state. */
+static int gen_sample(const float *logits, int V, float temperature, int top_k, float top_p,
+                      gen_cand *cand, uint64_t *rng)
+{
+    int best = 0;
+    for (int i = 1; i < V; i++) {
+        best = logits[i] > logits[best] ? i : best;
+    }
+    if (temperature <= 0.0f) {
+        return best;
+    }
+    for (int i = 0; i < V; i++) {
+        cand[i].logit = logits[i] / temperature;
+        cand[i].id = i;
+    }
+    qsort(cand, (size_t)V, sizeof *cand, gen_cmp);
+    int n = top_k > 0 && top_k < V ? top_k : V;
+    double z = 0.0;
+    for (int i = 0; i < n; i++) {
+        z += exp((double)cand[i].logit - cand[0].logit);
+    }
+    double cum = 0.0;
+    int m = n;
+    for (int i = 0; i < n; i++) {
+        cum += exp((double)cand[i].logit - cand[0].logit) / z;
+        if (cum >= top_p) {
+            m = i + 1;
+            break;
+        }
+    }
+    double zm = 0.0;
+    for (int i = 0; i < m; i++) {
+        zm += exp((double)cand[i].logit - cand[0].logit);
+    }
+    /* splitmix64 */
+    uint64_t x = (*rng += 0x9E3779B97F4A7C15ull);
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    double u = (double)(x >> 11) * (1.0 / 9007199254740992.0) * zm, acc = 0.0;
+    for (int i = 0; i < m; i++) {
+        acc += exp((double)cand[i].logit - cand[0].logit);
+        if (u < acc) {
+            return cand[i].id;
+        }
+    }
+    return cand[m - 1].id;
+}
+
+static int parse_float(const char *flag, const char *s, double lo, double hi, float *out)
+{
+    char *end;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0.0;
+    if (!s || errno || *end || end == s || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "lina: %s needs a number in [%g, %g], got '%s'\n", flag, lo, hi, s ? s : "");
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+/* lina generate --model DIR --prompt TEXT [--tokenizer FILE] [--max-tokens N]
+ *   [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]
+ * Prefill with the chunk form, then one token at a time with the recurrent
+ * form (constant-size state per linear layer); streams the text to stdout. */
+static int cmd_generate(int argc, char **argv)
+{
+    const char *model_dir = NULL, *prompt = NULL, *tok_path = NULL;
+    int max_tokens = 100, top_k = 40, threads = 0, seed = 1;
+    float temperature = 0.8f, top_p = 0.95f;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strncmp(a, "--", 2) != 0) {
+            return die("generate: unexpected argument '%s'", a);
+        }
+        if (!val) {
+            return die("option %s needs a value", a);
+        }
+        i++;
+        if (!strcmp(a, "--model")) {
+            model_dir = val;
+        } else if (!strcmp(a, "--prompt")) {
+            prompt = val;
+        } else if (!strcmp(a, "--tokenizer")) {
+            tok_path = val;
+        } else if (!strcmp(a, "--max-tokens")) {
+            if (parse_int(a, val, 0, 1 << 24, &max_tokens)) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--top-k")) {
+            if (parse_int(a, val, 0, 1 << 30, &top_k)) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--seed")) {
+            if (parse_int(a, val, 0, 2147483647, &seed)) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_int(a, val, 1, 1024, &threads)) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--temperature")) {
+            if (parse_float(a, val, 0.0, 100.0, &temperature)) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--top-p")) {
+            if (parse_float(a, val, 1e-6, 1.0, &top_p)) {
+                return 2;
+            }
+        } else {
+            return die("unknown option '%s'", a);
+        }
+    }
+    if (!model_dir) {
+        return die("generate: --model DIR is required%s", "");
+    }
+    if (!prompt || !prompt[0]) {
+        return die("generate: --prompt TEXT is required%s", "");
+    }
+    if (threads > 0) {
+        lina_set_threads(threads);
+        openblas_set_num_threads(threads);
+    }
+    char tp[4096];
+    if (!tok_path) {
+        snprintf(tp, sizeof tp, "%s/tokenizer.json", model_dir);
+        tok_path = tp;
+    }
+    lina_model *m = NULL;
+    lina_tokenizer *tk = NULL;
+    lina_model_state *st = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    float *logits = NULL;
+    gen_cand *cand = NULL;
+    char *piece = NULL;
+    int rc = 1;
+    if (lina_model_load(model_dir, &m) || lina_tokenizer_load(tok_path, &tk) ||
+        lina_tokenizer_encode(tk, prompt, strlen(prompt), &ids, &n)) {
+        fprintf(stderr, "lina: generate: %s\n", lina_last_error());
+        goto done;
+    }
+    const int V = lina_model_config(m)->vocab_size;
+    if (lina_tokenizer_vocab_size(tk) > V) {
+        fprintf(stderr, "lina: generate: tokenizer has %d tokens but the model's vocab_size is %d\n",
+                lina_tokenizer_vocab_size(tk), V);
+        goto done;
+    }
+    const int eos = lina_tokenizer_token_id(tk, "<|endoftext|>");
+    logits = malloc((n > 0 ? n : 1) * (size_t)V * sizeof(float));
+    cand = malloc((size_t)V * sizeof *cand);
+    if (!logits || !cand || n == 0 ||
+        lina_model_state_create(m, 1, (int)n + max_tokens + 1, &st)) {
+        fprintf(stderr, "lina: generate: %s\n", n == 0 ? "empty prompt" : "out of memory");
+        goto done;
+    }
+    lina_ws ws;
+    lina_ws_init(&ws);
+    fwrite(prompt, 1, strlen(prompt), stdout);
+    fflush(stdout);
+    double t0 = now_s();
+    if (lina_model_decode(m, st, ids, 1, (int)n, logits, &ws)) {
+        fprintf(stderr, "\nlina: generate: %s\n", lina_last_error());
+        lina_ws_free(&ws);
+        goto done;
+    }
+    double t_prefill = now_s() - t0;
+    uint64_t rng = (uint64_t)seed;
+    const float *last = logits + (n - 1) * (size_t)V;
+    int produced = 0;
+    t0 = now_s();
+    rc = 0;
+    for (int s = 0; s < max_tokens; s++) {
+        int32_t tok = gen_sample(last, V, temperature, top_k, top_p, cand, &rng);
+        if (tok == eos) {
+            break;
+        }
+        size_t plen = 0;
+        if (lina_tokenizer_decode(tk, &tok, 1, &piece, &plen) == 0) {
+            fwrite(piece, 1, plen, stdout);
+            fflush(stdout);
+        }
+        free(piece);
+        piece = NULL;
+        produced++;
+        if (s + 1 == max_tokens) {
+            break;
+        }
+        if (lina_model_decode(m, st, &tok, 1, 1, logits, &ws)) {
+            fprintf(stderr, "\nlina: generate: %s\n", lina_last_error());
+            rc = 1;
+            break;
+        }
+        last = logits;
+    }
+    double t_dec = now_s() - t0;
+    lina_ws_free(&ws);
+    printf("\n");
+    fprintf(stderr, "prompt: %zu tokens, %.1f tokens/s; generated: %d tokens, %.1f tokens/s\n", n,
+            (double)n / (t_prefill > 0 ? t_prefill : 1e-9), produced,
+            (double)produced / (t_dec > 0 ? t_dec : 1e-9));
+done:
+    free(piece);
+    free(cand);
+    free(logits);
+    free(ids);
+    lina_model_state_free(st);
+    lina_tokenizer_free(tk);
+    lina_model_free(m);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -996,6 +1227,9 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "tokenizer")) {
         return cmd_tokenizer(argc - 2, argv + 2);
+    }
+    if (!strcmp(cmd, "generate")) {
+        return cmd_generate(argc - 2, argv + 2);
     }
     if (!strcmp(cmd, "ops")) {
         for (const lina_op_info *const *p = lina_ops(); *p; p++) {
