@@ -1190,6 +1190,7 @@ static int cmd_generate(int argc, char **argv)
     double t_dec = now_s() - t0;
     lina_ws_free(&ws);
     printf("\n");
+    fflush(stdout);
     fprintf(stderr, "prompt: %zu tokens, %.1f tokens/s; generated: %d tokens, %.1f tokens/s\n", n,
             (double)n / (t_prefill > 0 ? t_prefill : 1e-9), produced,
             (double)produced / (t_dec > 0 ? t_dec : 1e-9));
