@@ -31,7 +31,6 @@ int lina_cross_entropy_forward(double *loss, int64_t *count, float *lse, const f
             }
             const float *r = logits + (size_t)n * V;
             float m = r[0];
-#pragma omp simd reduction(max : m)
             for (int v = 1; v < V; v++) {
                 m = r[v] > m ? r[v] : m;
             }

@@ -67,7 +67,6 @@ static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy,
             }
             if (dx) {
                 double m = 0.0;
-#pragma omp simd reduction(+ : m)
                 for (int i = 0; i < D; i++) {
                     float gi = rms_dn(dy, g, o + i) * (w ? w[i] : 1.0f);
                     m += (double)gi * x[o + i];
