@@ -1,4 +1,4 @@
-/* test_generate.c -- `lina generate` end to end on a small random model with a
+/* test_generate.c -- `lina generate` and `lina eval` end to end on a small random model with a
  * freshly trained tokenizer: it streams the prompt and new text, the same seed
  * gives the same text, greedy decoding is deterministic, and bad inputs give
  * one error line and a non-zero exit. */
@@ -106,6 +106,34 @@ int main(void)
         CHECK(st != 0 && st < 128 && strncmp(err, "lina: ", 6) == 0 && nl && nl[1] == '\0' &&
                   strstr(err, bad[i].needle),
               "generate rejects %s (exit %d: %.*s)", bad[i].what, st, (int)strcspn(err, "\n"), err);
+    }
+    /* lina eval on a token file of random tokens: loss near ln(vocab) for a random model */
+    {
+        uint32_t toks[2001];
+        unsigned long long r = 12345;
+        for (int i = 0; i < 2001; i++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            toks[i] = (uint32_t)((r >> 33) % (unsigned)vocab);
+        }
+        char tp[256];
+        snprintf(tp, sizeof tp, "%s/rand.tok", root);
+        int wrc = lina_tok_write(tp, toks, 2001, (uint32_t)vocab, 0);
+        snprintf(args, sizeof args, "eval --model %s --data %s --seq-len 50 --batch 3 --json", root, tp);
+        int st = run(args, out1, sizeof out1, err, sizeof err);
+        const char *lp = strstr(out1, "\"loss\":");
+        double loss = lp ? atof(lp + 7) : -1.0;
+        CHECK(wrc == 0 && st == 0 && strstr(out1, "\"tokens\":2000") && fabs(loss - log((double)vocab)) < 1.0,
+              "eval: 40 windows of 50 tokens, loss %.3f near ln(vocab) = %.3f", loss, log((double)vocab));
+        snprintf(tp, sizeof tp, "%s/big.tok", root);
+        toks[5] = (uint32_t)vocab + 10;
+        wrc = lina_tok_write(tp, toks, 2001, (uint32_t)vocab + 100, 0);
+        snprintf(args, sizeof args, "eval --model %s --data %s", root, tp);
+        st = run(args, out1, sizeof out1, err, sizeof err);
+        CHECK(wrc == 0 && st != 0 && strncmp(err, "lina: eval:", 11) == 0 && strstr(err, "vocab"),
+              "eval rejects a token file with a larger vocabulary (%.*s)", (int)strcspn(err, "\n"), err);
+        snprintf(args, sizeof args, "eval --model %s --data %s/none.tok", root, root);
+        st = run(args, out1, sizeof out1, err, sizeof err);
+        CHECK(st != 0 && strncmp(err, "lina: eval:", 11) == 0, "eval rejects a missing token file");
     }
     lina_tokenizer_free(tk);
     char cmd[128];

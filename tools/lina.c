@@ -74,6 +74,8 @@ static void usage(FILE *f)
             "  generate --model DIR --prompt TEXT [--tokenizer FILE] [--max-tokens N]\n"
             "      [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]\n"
             "      stream text from a checkpoint (chunk prefill, recurrent decode)\n"
+            "  eval --model DIR --data FILE [--seq-len T] [--batch B] [--max-tokens N] [--json]\n"
+            "      mean next-token loss and perplexity of a checkpoint on a token file\n"
             "  ops       list the ops and their flags\n"
             "  version   print the version\n");
 }
@@ -1205,6 +1207,134 @@ done:
     return rc;
 }
 
+/* lina eval --model DIR --data FILE [--seq-len T] [--batch B] [--max-tokens N]
+ *   [--threads N] [--json]: mean next-token loss and perplexity over
+ * consecutive, non-overlapping windows of T tokens from the start of FILE. */
+static int cmd_eval(int argc, char **argv)
+{
+    const char *model_dir = NULL, *data = NULL;
+    int T = 256, B = 8, threads = 0, json = 0, max_tokens = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            return die("eval: unexpected argument '%s'", a);
+        }
+        if (!val) {
+            return die("option %s needs a value", a);
+        }
+        i++;
+        if (!strcmp(a, "--model")) {
+            model_dir = val;
+        } else if (!strcmp(a, "--data")) {
+            data = val;
+        } else if (!strcmp(a, "--seq-len")) {
+            if (parse_int(a, val, 1, 1 << 20, &T)) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--batch")) {
+            if (parse_int(a, val, 1, 4096, &B)) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--max-tokens")) {
+            if (parse_int(a, val, 0, 2147483647, &max_tokens)) {
+                return 2;
+            }
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_int(a, val, 1, 1024, &threads)) {
+                return 2;
+            }
+        } else {
+            return die("unknown option '%s'", a);
+        }
+    }
+    if (!model_dir) {
+        return die("eval: --model DIR is required%s", "");
+    }
+    if (!data) {
+        return die("eval: --data FILE is required%s", "");
+    }
+    if (threads > 0) {
+        lina_set_threads(threads);
+        openblas_set_num_threads(threads);
+    }
+    lina_model *m = NULL;
+    lina_tokfile *f = NULL;
+    int32_t *tok = NULL, *tgt = NULL, *win = NULL;
+    int rc = 1;
+    if (lina_model_load(model_dir, &m) || lina_tok_open(data, &f)) {
+        fprintf(stderr, "lina: eval: %s\n", lina_last_error());
+        goto done;
+    }
+    if ((int64_t)lina_tok_vocab(f) > (int64_t)lina_model_config(m)->vocab_size) {
+        fprintf(stderr, "lina: eval: %s has vocab %u but the model's vocab_size is %d\n", data,
+                lina_tok_vocab(f), lina_model_config(m)->vocab_size);
+        goto done;
+    }
+    uint64_t count = lina_tok_count(f);
+    if (max_tokens > 0 && (uint64_t)max_tokens + 1 < count) {
+        count = (uint64_t)max_tokens + 1;
+    }
+    if (count < (uint64_t)T + 1) {
+        fprintf(stderr, "lina: eval: %s has %llu tokens, fewer than --seq-len + 1 = %d\n", data,
+                (unsigned long long)count, T + 1);
+        goto done;
+    }
+    const uint64_t nwin = (count - 1) / (uint64_t)T;
+    tok = malloc((size_t)B * T * sizeof *tok);
+    tgt = malloc((size_t)B * T * sizeof *tgt);
+    win = malloc(((size_t)T + 1) * sizeof *win);
+    if (!tok || !tgt || !win) {
+        fprintf(stderr, "lina: eval: out of memory\n");
+        goto done;
+    }
+    lina_ws ws;
+    lina_ws_init(&ws);
+    double sum = 0.0, t0 = now_s();
+    uint64_t done_w = 0;
+    rc = 0;
+    while (done_w < nwin) {
+        int nb = nwin - done_w < (uint64_t)B ? (int)(nwin - done_w) : B;
+        for (int b = 0; b < nb && rc == 0; b++) {
+            if (lina_tok_read(f, (done_w + (uint64_t)b) * (uint64_t)T, (size_t)T + 1, win)) {
+                rc = 1;
+            }
+            memcpy(tok + (size_t)b * T, win, (size_t)T * sizeof *win);
+            memcpy(tgt + (size_t)b * T, win + 1, (size_t)T * sizeof *win);
+        }
+        double loss = 0.0;
+        if (rc || lina_model_eval_loss(m, tok, tgt, nb, T, &loss, &ws)) {
+            fprintf(stderr, "lina: eval: %s\n", lina_last_error());
+            rc = 1;
+            break;
+        }
+        sum += loss * nb;
+        done_w += (uint64_t)nb;
+    }
+    lina_ws_free(&ws);
+    if (rc == 0) {
+        double loss = sum / (double)nwin, dt = now_s() - t0;
+        double ntok = (double)nwin * T;
+        if (json) {
+            printf("{\"tokens\":%.0f,\"loss\":%.6f,\"perplexity\":%.4f,\"tokens_per_s\":%.1f}\n", ntok,
+                   loss, exp(loss), ntok / (dt > 0 ? dt : 1e-9));
+        } else {
+            printf("%.0f tokens in %llu windows of %d: loss %.4f, perplexity %.3f (%.0f tokens/s)\n",
+                   ntok, (unsigned long long)nwin, T, loss, exp(loss), ntok / (dt > 0 ? dt : 1e-9));
+        }
+    }
+done:
+    free(tok);
+    free(tgt);
+    free(win);
+    lina_tok_close(f);
+    lina_model_free(m);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -1231,6 +1361,9 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "generate")) {
         return cmd_generate(argc - 2, argv + 2);
+    }
+    if (!strcmp(cmd, "eval")) {
+        return cmd_eval(argc - 2, argv + 2);
     }
     if (!strcmp(cmd, "ops")) {
         for (const lina_op_info *const *p = lina_ops(); *p; p++) {
