@@ -48,6 +48,11 @@ void lina_clear_error(void);
 void lina_set_threads(int n);
 int lina_get_threads(void);
 
+/* ------------------------------------------------------------------ random */
+
+/* splitmix64: advances *state and returns the next value. */
+uint64_t lina_splitmix64(uint64_t *state);
+
 /* --------------------------------------------------------------- workspace */
 
 /* A growable scratch arena owned by the caller. Kernels take what they need
@@ -722,8 +727,6 @@ int lina_tok_read(const lina_tokfile *f, uint64_t start, size_t n, int32_t *dst)
 int lina_tok_write(const char *path, const uint32_t *tokens, uint64_t n, uint32_t vocab,
                    int width);
 
-/* splitmix64: advances *state and returns the next value. */
-uint64_t lina_splitmix64(uint64_t *state);
 /* B random windows of T+1 consecutive tokens (starts drawn with splitmix64
  * from *rng, which advances by B draws): tokens[b,t] = w[t],
  * targets[b,t] = w[t+1]. Needs count >= T+1. */

@@ -1027,11 +1027,7 @@ static int gen_sample(const float *logits, int V, float temperature, int top_k, 
     for (int i = 0; i < m; i++) {
         zm += exp((double)cand[i].logit - cand[0].logit);
     }
-    /* splitmix64 */
-    uint64_t x = (*rng += 0x9E3779B97F4A7C15ull);
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    x ^= x >> 31;
+    uint64_t x = lina_splitmix64(rng);
     double u = (double)(x >> 11) * (1.0 / 9007199254740992.0) * zm, acc = 0.0;
     for (int i = 0; i < m; i++) {
         acc += exp((double)cand[i].logit - cand[0].logit);

@@ -47,6 +47,16 @@ int lina_get_threads(void)
 #endif
 }
 
+/* ------------------------------------------------------------------ random */
+
+uint64_t lina_splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 /* -------------------------------------------------------------- workspace */
 
 void lina_ws_init(lina_ws *ws)

@@ -59,7 +59,6 @@ int lina_op_qkv(const lina_tset *in, lina_binds *bd, const lina_tensor **q,
 /* Output with shape from spec letters (all bound). */
 float *lina_op_output(lina_tset *out, const char *name, const char *spec, const lina_binds *bd);
 /* Random numbers for benchmark inputs. */
-uint64_t lina_rng_next(uint64_t *s);
 float lina_rng_uniform(uint64_t *s, float lo, float hi);
 float lina_rng_normal(uint64_t *s);
 /* Add a random tensor with the given shape, values U(lo, hi) or N(0,1)*hi when normal. */

@@ -174,25 +174,16 @@ float *lina_op_output(lina_tset *out, const char *name, const char *spec, const 
 
 /* -------------------------------------------------------------- random */
 
-uint64_t lina_rng_next(uint64_t *s)
-{
-    /* splitmix64 */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 float lina_rng_uniform(uint64_t *s, float lo, float hi)
 {
-    double u = (double)(lina_rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+    double u = (double)(lina_splitmix64(s) >> 11) * (1.0 / 9007199254740992.0);
     return (float)(lo + (hi - lo) * u);
 }
 
 float lina_rng_normal(uint64_t *s)
 {
-    double u1 = ((double)(lina_rng_next(s) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
-    double u2 = (double)(lina_rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+    double u1 = ((double)(lina_splitmix64(s) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+    double u2 = (double)(lina_splitmix64(s) >> 11) * (1.0 / 9007199254740992.0);
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 

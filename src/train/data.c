@@ -251,14 +251,6 @@ int lina_tok_write(const char *path, const uint32_t *tokens, uint64_t n, uint32_
     return lina_afile_commit(&af);
 }
 
-uint64_t lina_splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static int window(const lina_tokfile *f, uint64_t start, int T, int32_t *tok, int32_t *tgt)
 {
     int32_t buf[1024];
