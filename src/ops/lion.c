@@ -222,6 +222,27 @@ static void li_combine(const li_ctx *c, const lina_lion_in *in, li_buf *bf, floa
     }
 }
 
+/* Open the workspace (the extra slot, which survives the engine calls), carve
+ * the buffers of a forward (bwd = 0) or backward (bwd = 1) call and prepare
+ * the scans' inputs. On success the caller closes *sc. */
+static int li_begin(const li_ctx *c, const lina_mix_dims *d, const lina_lion_in *in, int bwd,
+                    lina_ws *ws, lina_ws_scope *sc, li_buf *bf)
+{
+    const int slot = lina_ws_extra_slot();
+    int rc = lina_ws_scope_open(sc, ws, slot + 1);
+    if (rc) {
+        return rc;
+    }
+    void *mem = lina_ws_get(sc->ws, slot, li_bytes(c, d, bwd));
+    if (!mem) {
+        lina_ws_scope_close(sc);
+        return lina_set_error(LINA_ENOMEM, "lion: out of memory");
+    }
+    li_carve(c, d, mem, bwd, bf);
+    li_prepare(c, in, bf);
+    return LINA_OK;
+}
+
 int lina_lion_fwd(const lina_mix_dims *d, const lina_lion_in *in, lina_lion_out *out,
                   lina_form form, lina_ws *ws)
 {
@@ -236,19 +257,11 @@ int lina_lion_fwd(const lina_mix_dims *d, const lina_lion_in *in, lina_lion_out 
     if (c.T == 0) {
         return LINA_OK;
     }
-    const int slot = lina_ws_extra_slot();
     lina_ws_scope sc;
-    if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
+    li_buf bf;
+    if ((rc = li_begin(&c, d, in, 0, ws, &sc, &bf))) {
         return rc;
     }
-    void *mem = lina_ws_get(sc.ws, slot, li_bytes(&c, d, 0));
-    if (!mem) {
-        lina_ws_scope_close(&sc);
-        return lina_set_error(LINA_ENOMEM, "lion: out of memory");
-    }
-    li_buf bf;
-    li_carve(&c, d, mem, 0, &bf);
-    li_prepare(&c, in, &bf);
     rc = li_scans_fwd(&c, d, in, &bf, form, sc.ws);
     if (!rc) {
         li_combine(&c, in, &bf, out->o);
@@ -272,19 +285,11 @@ int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lio
         return LINA_OK;
     }
     const int B = c.B, T = c.T, H = c.H, K = c.K, V = c.V, Va = c.Va;
-    const int slot = lina_ws_extra_slot();
     lina_ws_scope sc;
-    if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
+    li_buf bf;
+    if ((rc = li_begin(&c, d, in, 1, ws, &sc, &bf))) {
         return rc;
     }
-    void *mem = lina_ws_get(sc.ws, slot, li_bytes(&c, d, 1));
-    if (!mem) {
-        lina_ws_scope_close(&sc);
-        return lina_set_error(LINA_ENOMEM, "lion: out of memory");
-    }
-    li_buf bf;
-    li_carve(&c, d, mem, 1, &bf);
-    li_prepare(&c, in, &bf);
     /* cotangent of the numerator (and of the denominator column) */
     if (c.norm) {
         if ((rc = li_scans_fwd(&c, d, in, &bf, form, sc.ws))) {
