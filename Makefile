@@ -13,7 +13,7 @@ PREFIX  ?= /usr/local
 BLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_LIB ?= -lopenblas
 
-CFLAGS_BASE = -std=c11 -ffp-contract=fast -D_DEFAULT_SOURCE -Wall -Wextra -fopenmp -fPIC -Iinclude -I$(BLAS_INC)
+CFLAGS_BASE = -std=c11 -ffp-contract=fast -D_DEFAULT_SOURCE -Wall -Wextra -fopenmp -fPIC -MMD -MP -Iinclude -I$(BLAS_INC)
 CFLAGS  ?= $(OPT) $(ARCH) -g
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  = $(BLAS_LIB) -lcjson -fopenmp -lm
@@ -30,7 +30,7 @@ HDRS    = include/lina.h $(wildcard src/*/*.h) $(wildcard tests/*.h) $(wildcard 
 .SECONDARY:
 all: $(BUILD)/liblina.a $(BUILD)/liblina.so $(BUILD)/lina
 
-$(BUILD)/%.o: %.c $(HDRS)
+$(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -44,7 +44,7 @@ $(BUILD)/liblina.so: $(OBJ)
 $(BUILD)/lina: $(BUILD)/tools/lina.o $(BUILD)/liblina.a
 	$(CC) -o $@ $^ $(LDLIBS) $(EXTRA_LDFLAGS)
 
-$(BUILD)/tests/%: tests/%.c $(REFOBJ) $(BUILD)/liblina.a $(HDRS)
+$(BUILD)/tests/%: tests/%.c $(REFOBJ) $(BUILD)/liblina.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(REFOBJ) $(BUILD)/liblina.a $(LDLIBS) $(EXTRA_LDFLAGS)
 
@@ -74,3 +74,6 @@ install: all
 
 clean:
 	rm -rf build build-asan
+
+# header dependencies (-MMD)
+-include $(OBJ:.o=.d) $(REFOBJ:.o=.d) $(TESTBIN:=.d) $(BUILD)/tools/lina.d
