@@ -235,7 +235,11 @@ typedef enum lina_model_type {
     LINA_MODEL_LINEAR_ATTN = 4,    /* "linear_attn" */
     LINA_MODEL_TRANSFORMER = 5,    /* "transformer" */
     LINA_MODEL_HGRN2 = 6,          /* "hgrn2" */
-    LINA_MODEL_COUNT = 7
+    LINA_MODEL_GATED_DELTAPRODUCT = 7, /* "gated_deltaproduct" */
+    LINA_MODEL_MAMBA2 = 8,         /* "mamba2" */
+    LINA_MODEL_MOM = 9,            /* "mom" */
+    LINA_MODEL_MLSTM = 10,         /* "mlstm" (lina's own: xLSTM's mLSTM block in FLA's LM frame) */
+    LINA_MODEL_COUNT = 11
 } lina_model_type;
 
 #define LINA_CONFIG_MAX_LAYERS 1024
@@ -279,6 +283,18 @@ typedef struct lina_config {
     int use_gk, use_gv;            /* gla (ignored by FLA's current layer) */
     int tie_feature_map_qk, norm_q, norm_k, norm_feature_map; /* linear_attn */
     int expand_ratio, use_lower_bound; /* hgrn2 */
+    int num_householder, use_forget_gate; /* gated_deltaproduct */
+    /* mamba2 (head_dim is the head size P; allow_neg_eigval: decay in [-1, 1]) */
+    int state_size, expand, n_groups, conv_kernel, use_conv_bias, use_bias;
+    int rmsnorm, norm_before_gate, chunk_size, D_has_hdim, residual_in_fp32;
+    double dt_min, dt_max, dt_init_floor;
+    /* mom (memories are Gated DeltaNets: head_dim, expand_v, use_short_conv, conv_size, use_gate) */
+    int num_memories, topk, shared_mem, single_kv_proj, use_layer_wise_balance;
+    double capacity, aux_loss_scale;
+    char mom_backend[24];
+    /* mixture-of-experts MLP (every model type; num_experts 0 = null = dense GatedMLP) */
+    int num_experts, num_experts_per_tok, moe_intermediate_size;
+    double router_aux_loss_coef;
     /* transformer attention */
     int qkv_bias;
     int window_size;               /* 0 = null (no window) */

@@ -30,15 +30,21 @@
 #define M_LA (1u << LINA_MODEL_LINEAR_ATTN)
 #define M_TR (1u << LINA_MODEL_TRANSFORMER)
 #define M_HG (1u << LINA_MODEL_HGRN2)
-#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG)
+#define M_GDP (1u << LINA_MODEL_GATED_DELTAPRODUCT)
+#define M_M2 (1u << LINA_MODEL_MAMBA2)
+#define M_MOM (1u << LINA_MODEL_MOM)
+#define M_ML (1u << LINA_MODEL_MLSTM)
+#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML)
 #define M_LIN (M_ALL & ~M_TR)
 
 static const char *const type_names[LINA_MODEL_COUNT] = {
     "gla", "delta_net", "gated_deltanet", "retnet", "linear_attn", "transformer", "hgrn2",
+    "gated_deltaproduct", "mamba2", "mom", "mlstm",
 };
 static const char *const arch_names[LINA_MODEL_COUNT] = {
     "GLAForCausalLM",         "DeltaNetForCausalLM",    "GatedDeltaNetForCausalLM", "RetNetForCausalLM",
     "LinearAttentionForCausalLM", "TransformerForCausalLM", "HGRN2ForCausalLM",
+    "GatedDeltaProductForCausalLM", "Mamba2ForCausalLM", "MomForCausalLM", "MLSTMForCausalLM",
 };
 
 const char *lina_model_type_name(lina_model_type t)
@@ -78,11 +84,11 @@ typedef struct keydesc {
 static const keydesc keys[] = {
     {"attn_mode", K_STR, FLD(attn_mode), M_LIN, 0, 0, 0},
     {"hidden_size", K_INT, FLD(hidden_size), M_ALL, 0, 0, 0},
-    {"expand_k", K_DBL, FLD(expand_k), M_GLA | M_DN | M_RET | M_LA, 0, 0, 0},
-    {"expand_v", K_DBL, FLD(expand_v), M_GLA | M_DN | M_GDN | M_RET | M_LA, 0, 0, 0},
-    {"head_dim", K_INT, FLD(head_dim), M_GDN, 0, 0, 0},
+    {"expand_k", K_DBL, FLD(expand_k), M_GLA | M_DN | M_RET | M_LA | M_ML, 0, 0, 0},
+    {"expand_v", K_DBL, FLD(expand_v), M_GLA | M_DN | M_GDN | M_RET | M_LA | M_GDP | M_MOM | M_ML, 0, 0, 0},
+    {"head_dim", K_INT, FLD(head_dim), M_GDN | M_GDP | M_M2 | M_MOM, 0, 0, 0},
     {"num_heads", K_NINT, FLD(num_heads), M_ALL, 0, 0, 0},
-    {"num_v_heads", K_NINT, FLD(num_v_heads), M_GDN, 0, 0, 0},
+    {"num_v_heads", K_NINT, FLD(num_v_heads), M_GDN | M_GDP, 0, 0, 0},
     {"num_kv_heads", K_NINT, FLD(num_kv_heads), M_GLA | M_RET | M_LA | M_TR, 0, 0, 0},
     {"expand_ratio", K_NINT, FLD(expand_ratio), M_HG, 0, 0, 0},
     {"hidden_ratio", K_NDBL, FLD(hidden_ratio), M_ALL, 0, 0, 0},
@@ -93,13 +99,13 @@ static const keydesc keys[] = {
     {"norm_q", K_BOOL, FLD(norm_q), M_LA, 0, 0, 0},
     {"norm_k", K_BOOL, FLD(norm_k), M_LA, 0, 0, 0},
     {"norm_feature_map", K_BOOL, FLD(norm_feature_map), M_LA, 0, 0, 0},
-    {"use_short_conv", K_BOOL, FLD(use_short_conv), M_GLA | M_DN | M_GDN | M_RET | M_HG, 0, 0, 0},
-    {"conv_size", K_INT, FLD(conv_size), M_GLA | M_DN | M_GDN | M_RET | M_HG, 0, 0, 0},
-    {"use_output_gate", K_BOOL, FLD(use_output_gate), M_GLA | M_RET, 0, 0, 0},
-    {"use_gate", K_BOOL, FLD(use_gate), M_DN | M_GDN, 0, 0, 0},
+    {"use_short_conv", K_BOOL, FLD(use_short_conv), M_GLA | M_DN | M_GDN | M_RET | M_HG | M_GDP | M_MOM | M_ML, 0, 0, 0},
+    {"conv_size", K_INT, FLD(conv_size), M_GLA | M_DN | M_GDN | M_RET | M_HG | M_GDP | M_MOM | M_ML, 0, 0, 0},
+    {"use_output_gate", K_BOOL, FLD(use_output_gate), M_GLA | M_RET | M_ML, 0, 0, 0},
+    {"use_gate", K_BOOL, FLD(use_gate), M_DN | M_GDN | M_GDP | M_MOM, 0, 0, 0},
     {"use_beta", K_BOOL, FLD(use_beta), M_DN, 0, 0, 0},
     {"use_output_norm", K_BOOL, FLD(use_output_norm), M_DN, 0, 0, 0},
-    {"allow_neg_eigval", K_BOOL, FLD(allow_neg_eigval), M_DN | M_GDN, 0, 0, 0},
+    {"allow_neg_eigval", K_BOOL, FLD(allow_neg_eigval), M_DN | M_GDN | M_GDP | M_M2 | M_MOM, 0, 0, 0},
     {"qk_norm", K_STR, FLD(qk_norm), M_DN, 0, 0, 0},
     {"qk_norm", K_QKBOOL, FLD(qk_norm), M_TR, 0, 0, 0},
     {"qk_activation", K_STR, FLD(qk_activation), M_DN, 0, 0, 0},
@@ -107,6 +113,34 @@ static const keydesc keys[] = {
     {"use_gk", K_BOOL, FLD(use_gk), M_GLA, 0, 0, 0},
     {"use_gv", K_BOOL, FLD(use_gv), M_GLA, 0, 0, 0},
     {"use_lower_bound", K_BOOL, FLD(use_lower_bound), M_HG, 0, 0, 0},
+    {"num_householder", K_INT, FLD(num_householder), M_GDP, 0, 0, 0},
+    {"use_forget_gate", K_BOOL, FLD(use_forget_gate), M_GDP, 0, 0, 0},
+    {"state_size", K_INT, FLD(state_size), M_M2, 0, 0, 0},
+    {"expand", K_INT, FLD(expand), M_M2, 0, 0, 0},
+    {"n_groups", K_INT, FLD(n_groups), M_M2, 0, 0, 0},
+    {"conv_kernel", K_INT, FLD(conv_kernel), M_M2, 0, 0, 0},
+    {"use_conv_bias", K_BOOL, FLD(use_conv_bias), M_M2, 0, 0, 0},
+    {"use_bias", K_BOOL, FLD(use_bias), M_M2, 0, 0, 0},
+    {"rmsnorm", K_BOOL, FLD(rmsnorm), M_M2, 0, 0, 0},
+    {"norm_before_gate", K_BOOL, FLD(norm_before_gate), M_M2, 0, 0, 0},
+    {"chunk_size", K_INT, FLD(chunk_size), M_M2, 0, 0, 0},
+    {"D_has_hdim", K_BOOL, FLD(D_has_hdim), M_M2, 0, 0, 0},
+    {"residual_in_fp32", K_BOOL, FLD(residual_in_fp32), M_M2, 0, 0, 0},
+    {"dt_min", K_DBL, FLD(dt_min), M_M2, 0, 0, 0},
+    {"dt_max", K_DBL, FLD(dt_max), M_M2, 0, 0, 0},
+    {"dt_init_floor", K_DBL, FLD(dt_init_floor), M_M2, 0, 0, 0},
+    {"num_memories", K_INT, FLD(num_memories), M_MOM, 0, 0, 0},
+    {"topk", K_INT, FLD(topk), M_MOM, 0, 0, 0},
+    {"capacity", K_DBL, FLD(capacity), M_MOM, 0, 0, 0},
+    {"shared_mem", K_BOOL, FLD(shared_mem), M_MOM, 0, 0, 0},
+    {"single_kv_proj", K_BOOL, FLD(single_kv_proj), M_MOM, 0, 0, 0},
+    {"use_layer_wise_balance", K_BOOL, FLD(use_layer_wise_balance), M_MOM, 0, 0, 0},
+    {"aux_loss_scale", K_DBL, FLD(aux_loss_scale), M_MOM, 0, 0, 0},
+    {"mom_backend", K_STR, FLD(mom_backend), M_MOM, 0, 0, 0},
+    {"num_experts", K_NINT, FLD(num_experts), M_ALL, 0, 0, W_SKIPNULL},
+    {"num_experts_per_tok", K_INT, FLD(num_experts_per_tok), M_ALL, 0, 0, 0},
+    {"moe_intermediate_size", K_NINT, FLD(moe_intermediate_size), M_ALL, 0, 0, W_SKIPNULL},
+    {"router_aux_loss_coef", K_DBL, FLD(router_aux_loss_coef), M_ALL, 0, 0, 0},
     {"qkv_bias", K_BOOL, FLD(qkv_bias), M_TR, 0, 0, 0},
     {"window_size", K_NINT, FLD(window_size), M_TR, 0, 0, 0},
     {"rope_theta", K_NDBL, FLD(rope_theta), M_TR, 0, 0, 0},
@@ -170,6 +204,8 @@ int lina_config_default(lina_config *c, lina_model_type t)
     c->expand_v = 1.0;
     c->conv_size = 4;
     c->attn.rope_theta = 10000.0;
+    c->num_experts_per_tok = 2;
+    c->router_aux_loss_coef = 0.01;
     switch (t) {
     case LINA_MODEL_GLA:
         c->expand_k = 0.5;
@@ -211,6 +247,57 @@ int lina_config_default(lina_config *c, lina_model_type t)
         c->num_heads = 0; /* derived from expand_ratio */
         c->expand_ratio = 128;
         c->use_lower_bound = 1;
+        break;
+    case LINA_MODEL_GATED_DELTAPRODUCT: /* the config class's defaults (MIXERS.md 8) */
+        c->num_hidden_layers = 21;
+        c->num_heads = 6;
+        c->head_dim = 256;
+        c->expand_v = 2.0;
+        c->use_gate = 1;
+        c->use_short_conv = 1;
+        c->num_householder = 1;
+        c->use_forget_gate = 0;
+        break;
+    case LINA_MODEL_MAMBA2:
+        c->num_hidden_layers = 48;
+        c->num_heads = 0; /* derived: expand * hidden_size / head_dim */
+        c->head_dim = 64;
+        c->state_size = 128;
+        c->expand = 2;
+        c->n_groups = 1;
+        c->conv_kernel = 4;
+        c->use_conv_bias = 1;
+        c->use_bias = 0;
+        c->rmsnorm = 1;
+        c->norm_before_gate = 0;
+        c->chunk_size = 256;
+        c->residual_in_fp32 = 1;
+        c->dt_min = 1e-3;
+        c->dt_max = 0.1;
+        c->dt_init_floor = 1e-4;
+        c->norm_eps = 1e-5;
+        c->pad_token_id = 0;
+        c->attn_mode[0] = '\0';
+        break;
+    case LINA_MODEL_MOM:
+        c->num_heads = 4;
+        c->head_dim = 256;
+        c->expand_v = 1.0;
+        c->use_gate = 1;
+        c->use_short_conv = 1;
+        c->num_memories = 4;
+        c->topk = 2;
+        c->capacity = 1.0;
+        c->shared_mem = 1;
+        c->single_kv_proj = 0;
+        c->use_layer_wise_balance = 1;
+        c->aux_loss_scale = 0.01;
+        set_str(c->mom_backend, sizeof c->mom_backend, "gated_deltanet");
+        break;
+    case LINA_MODEL_MLSTM:
+        c->expand_k = 0.5;
+        c->expand_v = 1.0;
+        c->use_output_gate = 1;
         break;
     default:
         break;
@@ -448,7 +535,7 @@ int lina_config_parse(const char *json, size_t len, const char *name, lina_confi
     if (t < 0) {
         rc = lina_set_error(LINA_EFORMAT,
                             "%s: unknown model_type \"%.40s\" (supported: gla, delta_net, gated_deltanet, "
-                            "retnet, linear_attn, transformer, hgrn2)",
+                            "retnet, linear_attn, transformer, hgrn2, gated_deltaproduct, mamba2, mom, mlstm)",
                             name, mt->valuestring);
         goto done;
     }
@@ -478,6 +565,9 @@ int lina_config_parse(const char *json, size_t len, const char *name, lina_confi
         } else if (c->expand_ratio == 0) {
             c->expand_ratio = c->hidden_size / c->num_heads;
         }
+    }
+    if (!rc && t == LINA_MODEL_MAMBA2 && c->num_heads == 0 && c->head_dim > 0) {
+        c->num_heads = c->expand * c->hidden_size / c->head_dim; /* FLA: num_heads = E / head_dim */
     }
     if (!rc) {
         rc = lina_config_validate(c, name);
@@ -611,11 +701,60 @@ int lina_config_validate(const lina_config *c, const char *name)
             rc = lina_set_error(LINA_EFORMAT, "%s: expand_ratio must be >= 1", name);
         }
         break;
+    case LINA_MODEL_GATED_DELTAPRODUCT:
+    case LINA_MODEL_MOM:
+        if (c->head_dim < 1 || !(c->expand_v > 0.0) || c->head_dim * c->expand_v != floor(c->head_dim * c->expand_v)) {
+            return lina_set_error(LINA_EFORMAT, "%s: head_dim and head_dim * expand_v must be positive integers", name);
+        }
+        if (c->model_type == LINA_MODEL_GATED_DELTAPRODUCT && (c->num_householder < 1 || c->num_householder > 16)) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: num_householder must be in [1, 16] (got %d)", name,
+                                c->num_householder);
+        }
+        if (!rc && (c->num_v_heads ? c->num_v_heads : H) % H != 0) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: num_v_heads (%d) is not a multiple of num_heads (%d)", name,
+                                c->num_v_heads, H);
+        }
+        if (!rc && c->model_type == LINA_MODEL_MOM &&
+            (c->num_memories < 1 || c->topk < 1 || c->topk > c->num_memories || !(c->aux_loss_scale >= 0.0))) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: need 1 <= topk (%d) <= num_memories (%d), aux_loss_scale >= 0",
+                                name, c->topk, c->num_memories);
+        }
+        break;
+    case LINA_MODEL_MAMBA2:
+        if (c->head_dim < 1 || c->state_size < 1 || c->expand < 1 || c->n_groups < 1 || c->conv_kernel < 1) {
+            return lina_set_error(LINA_EFORMAT, "%s: head_dim, state_size, expand, n_groups, conv_kernel must be >= 1",
+                                  name);
+        }
+        if ((c->expand * D) % c->head_dim != 0 || H * c->head_dim != c->expand * D || H % c->n_groups != 0) {
+            rc = lina_set_error(LINA_EFORMAT,
+                                "%s: mamba2 needs num_heads * head_dim == expand * hidden_size (%d * %d vs %d) and "
+                                "num_heads a multiple of n_groups (%d)",
+                                name, H, c->head_dim, c->expand * D, c->n_groups);
+        }
+        if (!rc && !(c->dt_min > 0.0 && c->dt_max >= c->dt_min && c->dt_init_floor > 0.0)) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: need 0 < dt_min <= dt_max and dt_init_floor > 0", name);
+        }
+        break;
+    case LINA_MODEL_MLSTM:
+        if (!(c->expand_k > 0.0) || !(c->expand_v > 0.0)) {
+            return lina_set_error(LINA_EFORMAT, "%s: expand_k and expand_v must be positive", name);
+        }
+        rc = head_split(name, "key dim hidden_size*expand_k", (int)(D * c->expand_k), H);
+        rc = rc ? rc : head_split(name, "value dim hidden_size*expand_v", (int)(D * c->expand_v), H);
+        break;
     default:
         break;
     }
     if (rc) {
         return rc;
+    }
+    if (c->num_experts < 0 || (c->num_experts > 0 && (c->num_experts_per_tok < 1 ||
+                                                      c->num_experts_per_tok > c->num_experts)) ||
+        c->moe_intermediate_size < 0 || !(c->router_aux_loss_coef >= 0.0)) {
+        return lina_set_error(LINA_EFORMAT,
+                              "%s: MoE needs 1 <= num_experts_per_tok (%d) <= num_experts (%d), "
+                              "moe_intermediate_size >= 0, router_aux_loss_coef >= 0",
+                              name, c->num_experts_per_tok, c->num_experts);
     }
     if (c->attn.enabled) {
         if (c->model_type == LINA_MODEL_TRANSFORMER) {

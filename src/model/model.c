@@ -11,6 +11,7 @@
  * for backward live in one arena owned by the model, sized for the largest
  * B*T seen so far. */
 #include "model.h"
+#include "mixer.h"
 #include "../io/io_internal.h"
 #include "../nn/nn.h"
 
@@ -26,13 +27,12 @@
 #define MODEL_NAME_MAX 96
 #define MODEL_MAX_MIX 16
 
-typedef enum tensor_init {
-    INIT_NORMAL = 0, /* N(0, initializer_range) */
-    INIT_ONES = 1,
-    INIT_ZEROS = 2,
-    INIT_A_LOG = 3,  /* ln U(0, 16) (Gated DeltaNet) */
-    INIT_DT_BIAS = 4 /* softplus^-1 of dt = exp(U(ln 1e-3, ln 0.1)), dt >= 1e-4 */
-} tensor_init;
+typedef lina_init tensor_init; /* mixer.h */
+#define INIT_NORMAL LINA_INIT_NORMAL
+#define INIT_ONES LINA_INIT_ONES
+#define INIT_ZEROS LINA_INIT_ZEROS
+#define INIT_A_LOG LINA_INIT_A_LOG
+#define INIT_DT_BIAS LINA_INIT_DT_BIAS
 
 typedef struct model_tensor {
     char name[MODEL_NAME_MAX];
@@ -48,8 +48,16 @@ typedef enum mixer_kind {
     MIX_GLA = 0,
     MIX_GDN = 1,
     MIX_ATTN = 2,
-    MIX_HGRN2 = 3
+    MIX_HGRN2 = 3,
+    MIX_EXT = 4 /* a plug-in kind (mixer.h) */
 } mixer_kind;
+
+/* a plug-in block: its table, tensor slots and private dims */
+typedef struct ext_block {
+    const lina_mixer_vt *vt;
+    int slot[LINA_MIXER_MAX_SLOTS]; /* tensor indices, -1: absent */
+    _Alignas(16) unsigned char dims[LINA_MIXER_DIMS_BYTES];
+} ext_block;
 
 /* GLA tensor slots in model_layer.mix */
 enum { GLA_Q, GLA_K, GLA_V, GLA_G, GLA_GK0, GLA_GK1, GLA_GK1B, GLA_NORM, GLA_O, GLA_QC, GLA_KC, GLA_VC, GLA_NSLOTS };
@@ -70,6 +78,9 @@ typedef struct model_layer {
     lina_attn_dims att;
     lina_hgrn2_dims hg;
     size_t mix_acts;                                  /* floats of mixer activations per row set */
+    ext_block *ext;                                   /* MIX_EXT: the mixer */
+    ext_block *ffn;                                   /* plug-in feed-forward block, or NULL (GatedMLP) */
+    int has_mlp;                                      /* 0: no feed-forward sub-block (mamba2) */
 } model_layer;
 
 /* Per-layer activations (views into the arena) for N rows. */
@@ -82,6 +93,7 @@ typedef struct layer_acts {
     float *rstd2;    /* [N] */
     float *gate, *up, *hh; /* [N, I] MLP */
     float *mix;      /* mixer activations */
+    float *ffn;      /* plug-in feed-forward activations */
 } layer_acts;
 
 struct lina_model {
@@ -111,6 +123,7 @@ struct lina_model {
     float *tmp;           /* [N, D] mixer / MLP outputs, input grads */
     float *dres;          /* [N, D] residual gradient */
     float *scratch;       /* layer backward scratch */
+    double aux;           /* auxiliary losses of the last forward (MoM, MoE) */
 };
 
 /* ================================================================ helpers */
@@ -152,6 +165,59 @@ static int add_tensor(lina_model *m, const char *name, int ndim, int64_t d0, int
     t->init = init;
     m->nparams += t->numel;
     return m->ntensors++;
+}
+
+/* ---------------------------------------------------------- plug-in kinds */
+
+struct lina_mixer_builder {
+    lina_model *m;
+    int *slot;
+    char prefix[64];
+};
+
+int lina_mixer_add(lina_mixer_builder *b, int slot, const char *suffix, int ndim, int64_t d0, int64_t d1,
+                   int64_t d2, int decay, lina_init init)
+{
+    if (!b || !suffix || slot < 0 || slot >= LINA_MIXER_MAX_SLOTS || ndim < 1 || ndim > 3 || d0 < 1 ||
+        (ndim > 1 && d1 < 1) || (ndim > 2 && d2 < 1)) {
+        return lina_set_error(LINA_EINVAL, "model: bad tensor declaration (%s)", suffix ? suffix : "NULL");
+    }
+    char nm[MODEL_NAME_MAX];
+    if ((size_t)snprintf(nm, sizeof(nm), "%s%s", b->prefix, suffix) >= sizeof(nm)) {
+        return lina_set_error(LINA_EINVAL, "model: tensor name too long (%s%s)", b->prefix, suffix);
+    }
+    int t = add_tensor(b->m, nm, ndim, d0, ndim > 1 ? d1 : 0, ndim > 2 ? d2 : 0, decay, init);
+    if (t < 0) {
+        return lina_set_error(LINA_ENOMEM, "model: out of memory");
+    }
+    b->slot[slot] = t;
+    return LINA_OK;
+}
+
+static int build_ext(lina_model *m, int l, const lina_mixer_vt *vt, const char *prefix_fmt, ext_block **out)
+{
+    ext_block *e = calloc(1, sizeof(*e));
+    if (!e) {
+        return lina_set_error(LINA_ENOMEM, "model: out of memory");
+    }
+    *out = e;
+    e->vt = vt;
+    for (int i = 0; i < LINA_MIXER_MAX_SLOTS; i++) {
+        e->slot[i] = -1;
+    }
+    lina_mixer_builder b;
+    b.m = m;
+    b.slot = e->slot;
+    snprintf(b.prefix, sizeof(b.prefix), prefix_fmt, l);
+    return vt->build(&b, &m->cfg, l, e->dims);
+}
+
+/* P[slot] / G[slot] views of a plug-in block over `base` */
+static void ext_views(const lina_model *m, const ext_block *e, float *base, float **v)
+{
+    for (int i = 0; i < LINA_MIXER_MAX_SLOTS; i++) {
+        v[i] = e->slot[i] < 0 ? NULL : base + m->tensors[e->slot[i]].off;
+    }
 }
 
 /* splitmix64 + Box-Muller: deterministic N(0,1) from a seed */
@@ -493,7 +559,9 @@ static int build(lina_model *m)
     const lina_config *c = &m->cfg;
     char nm[MODEL_NAME_MAX];
     int D = m->D, I = m->I;
-    if ((m->t_emb = add_tensor(m, "model.embeddings.weight", 2, m->vocab, D, 0, 0, INIT_NORMAL)) < 0) {
+    int bb = c->model_type == LINA_MODEL_MAMBA2; /* Mamba2's "backbone." names, no MLP */
+    if ((m->t_emb = add_tensor(m, bb ? "backbone.embeddings.weight" : "model.embeddings.weight", 2, m->vocab, D, 0,
+                               0, INIT_NORMAL)) < 0) {
         return LINA_ENOMEM;
     }
     m->t_lb = -1;
@@ -514,12 +582,25 @@ static int build(lina_model *m)
         for (int s = 0; s < MODEL_MAX_MIX; s++) {
             ly->mix[s] = -1;
         }
-        snprintf(nm, sizeof(nm), "model.layers.%d.attn_norm.weight", l);
+        snprintf(nm, sizeof(nm), bb ? "backbone.layers.%d.norm.weight" : "model.layers.%d.attn_norm.weight", l);
         if ((ly->t_attn_norm = add_tensor(m, nm, 1, D, 0, 0, 0, INIT_ONES)) < 0) {
             return LINA_ENOMEM;
         }
         int rc;
-        switch (lina_config_is_attn_layer(c, l) ? LINA_MODEL_TRANSFORMER : c->model_type) {
+        ly->has_mlp = !bb;
+        ly->t_mlp_norm = ly->t_gate = ly->t_up = ly->t_down = -1;
+        const lina_mixer_vt *vt = lina_mixer_vt_for(c, l);
+        if (vt) {
+            ly->kind = MIX_EXT;
+            if ((rc = build_ext(m, l, vt, bb ? "backbone.layers.%d.mixer." : "model.layers.%d.attn.", &ly->ext))) {
+                return rc;
+            }
+            ly->mix_acts = 0;
+        }
+        switch (vt ? LINA_MODEL_COUNT : lina_config_is_attn_layer(c, l) ? LINA_MODEL_TRANSFORMER : c->model_type) {
+        case LINA_MODEL_COUNT:
+            rc = LINA_OK;
+            break;
         case LINA_MODEL_TRANSFORMER:
             rc = build_attn_layer(m, l, ly);
             break;
@@ -542,9 +623,19 @@ static int build(lina_model *m)
         if (rc) {
             return rc;
         }
+        if (!ly->has_mlp) {
+            continue;
+        }
         snprintf(nm, sizeof(nm), "model.layers.%d.mlp_norm.weight", l);
         if ((ly->t_mlp_norm = add_tensor(m, nm, 1, D, 0, 0, 0, INIT_ONES)) < 0) {
             return LINA_ENOMEM;
+        }
+        const lina_mixer_vt *fvt = lina_ffn_vt_for(c);
+        if (fvt) {
+            if ((rc = build_ext(m, l, fvt, "model.layers.%d.mlp.", &ly->ffn))) {
+                return rc;
+            }
+            continue;
         }
         snprintf(nm, sizeof(nm), "model.layers.%d.mlp.gate_proj.weight", l);
         if ((ly->t_gate = add_tensor(m, nm, 2, I, D, 0, 1, INIT_NORMAL)) < 0) {
@@ -559,7 +650,8 @@ static int build(lina_model *m)
             return LINA_ENOMEM;
         }
     }
-    if ((m->t_norm = add_tensor(m, "model.norm.weight", 1, D, 0, 0, 0, INIT_ONES)) < 0) {
+    if ((m->t_norm = add_tensor(m, bb ? "backbone.norm_f.weight" : "model.norm.weight", 1, D, 0, 0, 0, INIT_ONES)) <
+        0) {
         return LINA_ENOMEM;
     }
     if (c->tie_word_embeddings) {
@@ -593,9 +685,21 @@ static void init_params(lina_model *m, uint64_t seed)
                 p[j] = (float)log(16.0 * (1.0 - u)); /* A in (0, 16] */
                 break;
             case INIT_DT_BIAS: {
-                double dt = exp(log(1e-3) + u * (log(0.1) - log(1e-3)));
-                dt = dt < 1e-4 ? 1e-4 : dt;
+                int m2 = m->cfg.model_type == LINA_MODEL_MAMBA2;
+                double lo = m2 ? m->cfg.dt_min : 1e-3, hi = m2 ? m->cfg.dt_max : 0.1;
+                double fl = m2 ? m->cfg.dt_init_floor : 1e-4;
+                double dt = exp(log(lo) + u * (log(hi) - log(lo)));
+                dt = dt < fl ? fl : dt;
                 p[j] = (float)(dt + log(-expm1(-dt)));
+                break;
+            }
+            case LINA_INIT_A_LOG_1_16:
+                p[j] = (float)log(1.0 + 15.0 * u); /* A in [1, 16) */
+                break;
+            case LINA_INIT_EYE: {
+                int64_t d = t->ndim >= 2 ? t->shape[t->ndim - 1] : 1;
+                size_t col = j % (size_t)d, row = (j / (size_t)d) % (size_t)d;
+                p[j] = row == col ? 1.0f : 0.0f;
                 break;
             }
             }
@@ -651,6 +755,10 @@ void lina_model_free(lina_model *m)
         return;
     }
     free(m->tensors);
+    for (int l = 0; m->layers && l < m->L; l++) {
+        free(m->layers[l].ext);
+        free(m->layers[l].ffn);
+    }
     free(m->layers);
     free(m->acts);
     free(m->params);
@@ -742,8 +850,18 @@ static size_t layer_mix_floats(const model_layer *ly, int N)
         return lina_attn_acts_floats(&ly->att, N);
     case MIX_HGRN2:
         return lina_hgrn2_acts_floats(&ly->hg, N);
+    case MIX_EXT:
+        return ly->ext->vt->acts_floats(ly->ext->dims, N);
     }
     return 0;
+}
+
+static size_t layer_ffn_floats(const model_layer *ly, int N, int I)
+{
+    if (!ly->has_mlp) {
+        return 0;
+    }
+    return ly->ffn ? ly->ffn->vt->acts_floats(ly->ffn->dims, N) : 3 * (size_t)N * I;
 }
 
 static size_t layer_scratch_floats(const model_layer *ly, int N)
@@ -757,6 +875,11 @@ static size_t layer_scratch_floats(const model_layer *ly, int N)
         return lina_attn_scratch_floats(&ly->att, N);
     case MIX_HGRN2:
         return lina_hgrn2_scratch_floats(&ly->hg, N);
+    case MIX_EXT: {
+        size_t s = ly->ext->vt->scratch_floats(ly->ext->dims, N);
+        size_t f = ly->ffn ? ly->ffn->vt->scratch_floats(ly->ffn->dims, N) : 0;
+        return s > f ? s : f;
+    }
     }
     return 0;
 }
@@ -768,11 +891,14 @@ static int ensure_acts(lina_model *m, int N)
         return LINA_OK;
     }
     size_t n = (size_t)N, D = (size_t)m->D, I = (size_t)m->I, V = (size_t)m->vocab;
-    size_t per_layer_fixed = 4 * n * D + 2 * n + 3 * n * I;
+    size_t per_layer_fixed = 4 * n * D + 2 * n;
     size_t total = 0, scr = 0;
     for (int l = 0; l < m->L; l++) {
-        total += per_layer_fixed + layer_mix_floats(&m->layers[l], N);
-        size_t s = layer_scratch_floats(&m->layers[l], N);
+        const model_layer *ly = &m->layers[l];
+        total += per_layer_fixed + layer_mix_floats(ly, N) + layer_ffn_floats(ly, N, (int)I);
+        size_t s = layer_scratch_floats(ly, N);
+        scr = s > scr ? s : scr;
+        s = ly->ffn ? ly->ffn->vt->scratch_floats(ly->ffn->dims, N) : 0;
         scr = s > scr ? s : scr;
     }
     total += 2 * n * D + n + n * V + n + 2 * n * D + scr;
@@ -793,10 +919,16 @@ static int ensure_acts(lina_model *m, int N)
         la->h = p;     p += n * D;
         la->xn2 = p;   p += n * D;
         la->rstd2 = p; p += n;
-        la->gate = p;  p += n * I;
-        la->up = p;    p += n * I;
-        la->hh = p;    p += n * I;
-        la->mix = p;   p += layer_mix_floats(&m->layers[l], N);
+        const model_layer *ly = &m->layers[l];
+        la->gate = la->up = la->hh = la->ffn = NULL;
+        if (ly->has_mlp && !ly->ffn) {
+            la->gate = p;  p += n * I;
+            la->up = p;    p += n * I;
+            la->hh = p;    p += n * I;
+        } else if (ly->ffn) {
+            la->ffn = p;   p += layer_ffn_floats(ly, N, (int)I);
+        }
+        la->mix = p;   p += layer_mix_floats(ly, N);
     }
     m->xL = p;      p += n * D;
     m->xnf = p;     p += n * D;
@@ -841,6 +973,8 @@ static size_t state_floats(const model_layer *ly, int B, int cap)
         return 2 * (size_t)B * ly->att.Hkv * (size_t)cap * ly->att.d;
     case MIX_HGRN2:
         return (size_t)B * ly->hg.H * ly->hg.K * ly->hg.V;
+    case MIX_EXT:
+        return ly->ext->vt->state_floats(ly->ext->dims, B);
     }
     return 0;
 }
@@ -946,6 +1080,7 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
             }
         }
     }
+    m->aux = 0.0;
     /* x_0 [N,D] */
     float *x0 = m->L > 0 ? m->acts[0].x : m->xL;
     if ((rc = lina_embedding_forward(x0, tokens, tp(m, P, m->t_emb), N, D, m->vocab))) {
@@ -993,6 +1128,25 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
             }
             break;
         }
+        case MIX_EXT: {
+            float *Pv[LINA_MIXER_MAX_SLOTS];
+            ext_views(m, ly->ext, P, Pv);
+            lina_mixer_call cl = {0};
+            cl.dims = ly->ext->dims;
+            cl.P = Pv;
+            cl.B = B;
+            cl.T = T;
+            cl.x = la->xn1;
+            cl.out = m->tmp;
+            cl.acts = la->mix;
+            cl.state = st ? st->layer[l] : NULL;
+            cl.pos = st ? st->pos : 0;
+            cl.aux = &m->aux;
+            cl.form = form;
+            cl.ws = ws;
+            rc = ly->ext->vt->forward(&cl);
+            break;
+        }
         case MIX_ATTN: {
             lina_attn_params p;
             lina_attn_acts a;
@@ -1013,9 +1167,32 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
         for (size_t i = 0; i < nd; i++) {
             la->h[i] = la->x[i] + m->tmp[i];
         }
+        if (!ly->has_mlp) {
+            memcpy(xnext, la->h, nd * sizeof(float));
+            continue;
+        }
         lina_rmsnorm_forward(la->xn2, la->rstd2, la->h, tp(m, P, ly->t_mlp_norm), NULL, N, D, eps);
-        lina_gated_mlp_forward(m->tmp, la->gate, la->up, la->hh, la->xn2, tp(m, P, ly->t_gate), tp(m, P, ly->t_up),
-                               tp(m, P, ly->t_down), N, D, I);
+        if (ly->ffn) {
+            float *Pv[LINA_MIXER_MAX_SLOTS];
+            ext_views(m, ly->ffn, P, Pv);
+            lina_mixer_call cl = {0};
+            cl.dims = ly->ffn->dims;
+            cl.P = Pv;
+            cl.B = B;
+            cl.T = T;
+            cl.x = la->xn2;
+            cl.out = m->tmp;
+            cl.acts = la->ffn;
+            cl.aux = &m->aux;
+            cl.form = form;
+            cl.ws = ws;
+            if ((rc = ly->ffn->vt->forward(&cl))) {
+                return rc;
+            }
+        } else {
+            lina_gated_mlp_forward(m->tmp, la->gate, la->up, la->hh, la->xn2, tp(m, P, ly->t_gate),
+                                   tp(m, P, ly->t_up), tp(m, P, ly->t_down), N, D, I);
+        }
         for (size_t i = 0; i < nd; i++) {
             xnext[i] = la->h[i] + m->tmp[i];
         }
@@ -1044,15 +1221,38 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
         const model_layer *ly = &m->layers[l];
         layer_acts *la = &m->acts[l];
         /* MLP branch: dres is d x_{l+1}; afterwards d h_l */
-        memset(m->tmp, 0, nd * sizeof(float));
-        rc = lina_gated_mlp_backward(m->tmp, tp(m, G, ly->t_gate), tp(m, G, ly->t_up), tp(m, G, ly->t_down), m->dres,
-                                     la->xn2, la->gate, la->up, la->hh, tp(m, P, ly->t_gate), tp(m, P, ly->t_up),
-                                     tp(m, P, ly->t_down), N, D, I, ws);
-        if (rc) {
-            return rc;
+        if (ly->has_mlp) {
+            memset(m->tmp, 0, nd * sizeof(float));
+            if (ly->ffn) {
+                float *Pv[LINA_MIXER_MAX_SLOTS], *Gv[LINA_MIXER_MAX_SLOTS];
+                ext_views(m, ly->ffn, P, Pv);
+                ext_views(m, ly->ffn, G, Gv);
+                lina_mixer_call cl = {0};
+                cl.dims = ly->ffn->dims;
+                cl.P = Pv;
+                cl.G = Gv;
+                cl.B = B;
+                cl.T = T;
+                cl.x = la->xn2;
+                cl.dout = m->dres;
+                cl.dx = m->tmp;
+                cl.acts = la->ffn;
+                cl.scratch = m->scratch;
+                cl.aux_grad = 1.0;
+                cl.form = form;
+                cl.ws = ws;
+                rc = ly->ffn->vt->backward(&cl);
+            } else {
+                rc = lina_gated_mlp_backward(m->tmp, tp(m, G, ly->t_gate), tp(m, G, ly->t_up), tp(m, G, ly->t_down),
+                                             m->dres, la->xn2, la->gate, la->up, la->hh, tp(m, P, ly->t_gate),
+                                             tp(m, P, ly->t_up), tp(m, P, ly->t_down), N, D, I, ws);
+            }
+            if (rc) {
+                return rc;
+            }
+            lina_rmsnorm_backward(m->dres, tp(m, G, ly->t_mlp_norm), NULL, m->tmp, la->h, tp(m, P, ly->t_mlp_norm),
+                                  la->rstd2, N, D);
         }
-        lina_rmsnorm_backward(m->dres, tp(m, G, ly->t_mlp_norm), NULL, m->tmp, la->h, tp(m, P, ly->t_mlp_norm),
-                              la->rstd2, N, D);
         /* mixer branch: afterwards d x_l */
         memset(m->tmp, 0, nd * sizeof(float));
         switch (ly->kind) {
@@ -1085,6 +1285,27 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
             rc = lina_hgrn2_backward(m->tmp, &gp, lb ? m->lb_dlambda + (size_t)l * D : NULL, m->dres, la->xn1, &a,
                                      &ly->hg, &p, lb ? m->lb_lambda + (size_t)l * D : NULL, B, T, m->scratch, form,
                                      ws);
+            break;
+        }
+        case MIX_EXT: {
+            float *Pv[LINA_MIXER_MAX_SLOTS], *Gv[LINA_MIXER_MAX_SLOTS];
+            ext_views(m, ly->ext, P, Pv);
+            ext_views(m, ly->ext, G, Gv);
+            lina_mixer_call cl = {0};
+            cl.dims = ly->ext->dims;
+            cl.P = Pv;
+            cl.G = Gv;
+            cl.B = B;
+            cl.T = T;
+            cl.x = la->xn1;
+            cl.dout = m->dres;
+            cl.dx = m->tmp;
+            cl.acts = la->mix;
+            cl.scratch = m->scratch;
+            cl.aux_grad = 1.0;
+            cl.form = form;
+            cl.ws = ws;
+            rc = ly->ext->vt->backward(&cl);
             break;
         }
         case MIX_ATTN: {
@@ -1142,6 +1363,7 @@ int lina_model_train_step(lina_model *m, const int32_t *tokens, const int32_t *t
     if (rc || (rc = loss_of(m, targets, B * T, &l, &count))) {
         return rc;
     }
+    l += m->aux; /* auxiliary (load-balancing) losses of MoM / MoE layers */
     if (loss) {
         *loss = l;
     }
