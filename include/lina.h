@@ -808,6 +808,8 @@ typedef struct lina_train_opts {
     int progress;              /* 1: progress on stderr (\r only on a tty); 0: quiet */
     double *losses;            /* optional [steps]: training loss of every update */
     double *val_losses;        /* optional [steps]: val loss after update i or NaN */
+    const char *tokenizer_path; /* optional: copied into every checkpoint as tokenizer.json,
+                                   so that the checkpoint directory is self-contained */
 } lina_train_opts;
 
 void lina_train_opts_default(lina_train_opts *o);

@@ -1028,7 +1028,28 @@ static void test_cli(void)
           rc, lines, err);
     snprintf(args, sizeof args, "train --data %s --out %s", tok, run);
     rc = cli(args, err, sizeof err);
-    CHECK(rc == 2 && strstr(err, "required"), "lina train without --config -> 2");
+    CHECK(rc == 1 && strstr(err, "--resume"), "lina train into a directory with a checkpoint, no --resume -> 1: %s",
+          err);
+    {
+        char run2[600], cj[700];
+        snprintf(run2, sizeof run2, "%s_builtin", run);
+        snprintf(args, sizeof args, "train --data %s --out %s --steps 1 --batch 1 --seq-len 8 --threads 1 --quiet",
+                 tok, run2);
+        rc = cli(args, err, sizeof err);
+        snprintf(cj, sizeof cj, "%s/checkpoint/config.json", run2);
+        lina_config bc;
+        int crc = lina_config_read(cj, &bc);
+        CHECK(rc == 0 && crc == 0 && bc.model_type == LINA_MODEL_GLA && bc.hidden_size == 256 &&
+                  bc.num_hidden_layers == 4 && bc.vocab_size == 4096,
+              "lina train without --config trains the built-in GLA model (rc %d): %s", rc, err);
+        snprintf(args, sizeof args, "train --data %s --out %s --tokenizer /nonexistent/tok.json --steps 1", tok,
+                 run2);
+        rc = cli(args, err, sizeof err);
+        CHECK(rc == 2 && strstr(err, "tokenizer"), "lina train --tokenizer MISSING -> 2: %s", err);
+        char rmc[700];
+        snprintf(rmc, sizeof rmc, "rm -rf '%s'", run2);
+        CHECK(system(rmc) == 0, "cleanup");
+    }
     snprintf(args, sizeof args, "train --config %s --data %s --out %s --steps 0", cfg, tok, run);
     rc = cli(args, err, sizeof err);
     CHECK(rc == 2 && strstr(err, "--steps"), "lina train --steps 0 -> 2: %s", err);

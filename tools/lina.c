@@ -11,6 +11,8 @@
  */
 #include "lina.h"
 #include "../src/io/io_internal.h" /* lina_afile_*: atomic file output */
+#include "../src/io/plot.h"        /* lina_plot_main: lina plot */
+#include "../src/train/model_bench.h" /* lina bench --model */
 
 #include <cblas.h>
 #include <dirent.h>
@@ -65,6 +67,8 @@ static void usage(FILE *f)
             "  bench OP [--B n] [--T n] [--H n] [--K n] [--V n] [--form chunk|recurrent]\n"
             "      [--backward] [--threads n] [--repeat r] [--chunk c] [--json]\n"
             "      time one mixer kernel and OpenBLAS SGEMM (n=1024) in the same process\n"
+            "  bench --model CONFIG [--seq-len T] [--batch B] [--threads N] [--steps N] [--context N]\n"
+            "      [--decode-steps N] [--only train|prefill|decode] [--json]   model train/prefill/decode tokens/s\n"
             "  train --config FILE --data FILE --out DIR [--val FILE] [--steps N] [--batch B]\n"
             "      [--seq-len T] [--lr X] [--threads N] [--seed S] [--resume] ... (lina train --help)\n"
             "      train a model on a token file with AdamW; checkpoints in DIR/checkpoint\n"
@@ -76,6 +80,8 @@ static void usage(FILE *f)
             "      stream text from a checkpoint (chunk prefill, recurrent decode)\n"
             "  eval --model DIR --data FILE [--seq-len T] [--batch B] [--max-tokens N] [--json]\n"
             "      mean next-token loss and perplexity of a checkpoint on a token file\n"
+            "  plot --log RUN/log.jsonl --out loss.png [--title T]\n"
+            "      plot train and validation loss against step (PNG)\n"
             "  ops       list the ops and their flags\n"
             "  version   print the version\n");
 }
@@ -434,17 +440,35 @@ static int parse_num(const char *flag, const char *s, double lo, double hi, doub
     return 0;
 }
 
+/* The default model of `lina train` without --config: a 4-layer GLA LM
+ * (hidden 256, vocab 4096, tied embeddings; 5.6M parameters) that learns
+ * English-like text from the KJV corpus of `make data` in a few minutes on
+ * 2 cores. Same as configs/gla-small.json. */
+static const char default_config_json[] =
+    "{\"model_type\": \"gla\", \"hidden_size\": 256, \"num_hidden_layers\": 4, \"num_heads\": 4,"
+    " \"vocab_size\": 4096, \"intermediate_size\": 704, \"tie_word_embeddings\": true}";
+
+static int file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
 static void train_usage(FILE *f)
 {
     fprintf(f,
-            "usage: lina train --config FILE --data FILE --out DIR [--val FILE]\n"
+            "usage: lina train [--config FILE] [--data FILE] [--out DIR] [--val FILE] [--tokenizer FILE]\n"
             "        [--steps N] [--batch B] [--seq-len T] [--accum N] [--lr X] [--warmup N]\n"
             "        [--min-lr-ratio X] [--wd X] [--clip X] [--eps X] [--threads N] [--seed S]\n"
             "        [--eval-every N] [--eval-batches N] [--save-every N] [--resume] [--quiet]\n"
             "  defaults: steps 100, batch 8, seq-len 256, accum 1, lr 3e-4, warmup min(100, steps/10),\n"
             "  min-lr-ratio 0.1, wd 0.1, clip 1.0, betas 0.9/0.95, eps 1e-8, seed 0, eval at the end.\n"
             "  Writes DIR/log.jsonl and DIR/checkpoint/; --resume continues DIR/checkpoint (same\n"
-            "  --steps/--batch/--seq-len/--accum/--seed; --config may then be omitted).\n");
+            "  --steps/--batch/--seq-len/--accum/--seed; --config may then be omitted).\n"
+            "  --tokenizer FILE is copied into the checkpoint (default: tokenizer.json next to --data).\n"
+            "  Without --config: the built-in GLA model (configs/gla-small.json) with --data\n"
+            "  data/train.tok --val data/val.tok --out runs/gla-small (from `make data`), and unless\n"
+            "  given --steps 600 --batch 8 --seq-len 128 --lr 2e-3 --eval-every 100.\n");
 }
 
 static int cmd_train(int argc, char **argv)
@@ -453,10 +477,17 @@ static int cmd_train(int argc, char **argv)
     lina_train_opts_default(&o);
     const char *config = NULL;
     long long threads = 0;
+    int given_steps = 0, given_batch = 0, given_seq = 0, given_lr = 0, given_eval = 0, given_val = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long iv = 0;
         int bad = 0;
+        given_steps |= !strcmp(a, "--steps");
+        given_batch |= !strcmp(a, "--batch");
+        given_seq |= !strcmp(a, "--seq-len");
+        given_lr |= !strcmp(a, "--lr");
+        given_eval |= !strcmp(a, "--eval-every");
+        given_val |= !strcmp(a, "--val");
         if (!strcmp(a, "--resume")) {
             o.resume = 1;
             continue;
@@ -481,6 +512,8 @@ static int cmd_train(int argc, char **argv)
             o.data_path = v;
         } else if (!strcmp(a, "--val")) {
             o.val_path = v;
+        } else if (!strcmp(a, "--tokenizer")) {
+            o.tokenizer_path = v;
         } else if (!strcmp(a, "--out")) {
             o.out_dir = v;
         } else if (!strcmp(a, "--steps")) {
@@ -531,9 +564,41 @@ static int cmd_train(int argc, char **argv)
             return 2;
         }
     }
-    if (!o.data_path || !o.out_dir || (!config && !o.resume)) {
-        fprintf(stderr, "lina: train: --data, --out and --config (or --resume) are required\n");
+    int builtin = !config && !o.resume;
+    if (!config) {
+        /* the main job: the built-in model on the corpus of `make data` */
+        o.data_path = o.data_path ? o.data_path : "data/train.tok";
+        if (!given_val && file_exists("data/val.tok") && !strcmp(o.data_path, "data/train.tok")) {
+            o.val_path = "data/val.tok";
+        }
+        o.out_dir = o.out_dir ? o.out_dir : "runs/gla-small";
+        o.steps = given_steps ? o.steps : 600;
+        o.batch = given_batch ? o.batch : 8;
+        o.seq_len = given_seq ? o.seq_len : 128;
+        o.lr = given_lr ? o.lr : 2e-3;
+        o.eval_every = given_eval ? o.eval_every : 100;
+        if (!file_exists(o.data_path)) {
+            fprintf(stderr, "lina: train: %s not found: run `make data` first (or pass --data FILE)\n",
+                    o.data_path);
+            return 2;
+        }
+    }
+    if (!o.data_path || !o.out_dir) {
+        fprintf(stderr, "lina: train: --data and --out are required with --config or --resume\n");
         train_usage(stderr);
+        return 2;
+    }
+    char tokdef[4096];
+    if (!o.tokenizer_path) {
+        /* tokenizer.json next to the token file, if there is one */
+        const char *sl = strrchr(o.data_path, '/');
+        int dl = sl ? (int)(sl - o.data_path) : 1;
+        snprintf(tokdef, sizeof tokdef, "%.*s/tokenizer.json", dl, sl ? o.data_path : ".");
+        if (file_exists(tokdef)) {
+            o.tokenizer_path = tokdef;
+        }
+    } else if (!file_exists(o.tokenizer_path)) {
+        fprintf(stderr, "lina: train: tokenizer %s not found\n", o.tokenizer_path);
         return 2;
     }
     if (threads > 0) {
@@ -546,7 +611,17 @@ static int cmd_train(int argc, char **argv)
         snprintf(ckcfg, sizeof ckcfg, "%s/checkpoint/config.json", o.out_dir);
         config = ckcfg;
     }
-    int rc = lina_config_read(config, &cfg);
+    int rc = builtin ? lina_config_parse(default_config_json, sizeof default_config_json - 1, "built-in config", &cfg)
+                     : lina_config_read(config, &cfg);
+    if (rc == LINA_OK && o.tokenizer_path) {
+        lina_tokenizer *tk = NULL;
+        rc = lina_tokenizer_load(o.tokenizer_path, &tk);
+        if (rc == LINA_OK && lina_tokenizer_vocab_size(tk) > cfg.vocab_size) {
+            rc = lina_set_error(LINA_EINVAL, "tokenizer %s has %d tokens, more than the model's vocab_size %d",
+                                o.tokenizer_path, lina_tokenizer_vocab_size(tk), cfg.vocab_size);
+        }
+        lina_tokenizer_free(tk);
+    }
     lina_model *m = NULL;
     if (rc == LINA_OK) {
         rc = lina_model_create(&cfg, o.seed, &m);
@@ -1344,6 +1419,11 @@ int main(int argc, char **argv)
         return cmd_op(argc - 2, argv + 2);
     }
     if (!strcmp(cmd, "bench")) {
+        for (int i = 2; i < argc; i++) {
+            if (!strcmp(argv[i], "--model")) {
+                return lina_model_bench_main(argc - 2, argv + 2); /* src/train/model_bench.c */
+            }
+        }
         return cmd_bench(argc - 2, argv + 2);
     }
     if (!strcmp(cmd, "train")) {
@@ -1360,6 +1440,9 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "eval")) {
         return cmd_eval(argc - 2, argv + 2);
+    }
+    if (!strcmp(cmd, "plot")) {
+        return lina_plot_main(argc - 1, argv + 1);
     }
     if (!strcmp(cmd, "ops")) {
         for (const lina_op_info *const *p = lina_ops(); *p; p++) {

@@ -644,8 +644,26 @@ static int exchange(const char *a, const char *b)
 #endif
 }
 
+/* copy src to path with the atomic writer */
+static int copy_file(const char *src, const char *path)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = lina_read_file(src, 256u << 20, "tokenizer", &buf, &n);
+    lina_afile f;
+    if (rc == LINA_OK) {
+        rc = lina_afile_open(&f, path);
+    }
+    if (rc == LINA_OK) {
+        lina_afile_write(&f, buf, n);
+        rc = lina_afile_commit(&f);
+    }
+    free(buf);
+    return rc;
+}
+
 int lina_ckpt_write(const char *out_dir, const lina_trainable *m, const lina_adamw *o,
-                    const lina_train_state *s)
+                    const lina_train_state *s, const char *tokenizer_path)
 {
     char tmp[PATH_CAP], fin[PATH_CAP], old[PATH_CAP], file[PATH_CAP], name[64];
     snprintf(name, sizeof name, "checkpoint.tmp-%d", (int)getpid());
@@ -665,6 +683,10 @@ int lina_ckpt_write(const char *out_dir, const lina_trainable *m, const lina_ada
         return lina_set_error(LINA_EIO, "%s: cannot create directory (%s)", tmp, strerror(errno));
     }
     rc = m->save(m->self, tmp); /* config.json + model.safetensors */
+    if (rc == LINA_OK && tokenizer_path) {
+        rc = join(file, tmp, "tokenizer.json");
+        rc = rc ? rc : copy_file(tokenizer_path, file);
+    }
     if (rc == LINA_OK) {
         rc = join(file, tmp, "optimizer.safetensors");
     }

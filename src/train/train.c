@@ -367,7 +367,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
         }
         int stop = o->stop_after > 0 && st.step - first >= o->stop_after;
         if ((o->save_every > 0 && st.step % o->save_every == 0) || st.step == o->steps || stop) {
-            rc = lina_ckpt_write(o->out_dir, m, &opt, &st);
+            rc = lina_ckpt_write(o->out_dir, m, &opt, &st, o->tokenizer_path);
             if (rc == LINA_OK) {
                 saved = st.step;
                 have_ckpt = 1;

@@ -22,7 +22,7 @@ void lina_train_state_free(lina_train_state *s);
 /* Write the whole checkpoint into a fresh out_dir/checkpoint.tmp-<pid>/ and
  * switch it in place of out_dir/checkpoint atomically. */
 int lina_ckpt_write(const char *out_dir, const lina_trainable *m, const lina_adamw *o,
-                    const lina_train_state *s);
+                    const lina_train_state *s, const char *tokenizer_path);
 /* Find the last complete checkpoint of out_dir (checkpoint/, or a
  * checkpoint.old-* left by a crash in the middle of a switch) and restore
  * parameters, optimizer and trainer state. s must be allocated for the run's
