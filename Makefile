@@ -4,6 +4,7 @@
 #   make asan       the suite under AddressSanitizer + UBSan (build-asan/)
 #   make bench      the benchmark table (results/bench.md)
 #   make data       the KJV corpus, tokenizer and token files (data/)
+#   make demo       the main job: corpus, train the default model, samples
 #   make install PREFIX=/usr/local
 CC      ?= cc
 ARCH    ?= -march=native
@@ -58,6 +59,12 @@ asan:
 
 bench: all
 	sh bench/run.sh $(BUILD)/lina results/bench.md
+
+# The main job: corpus, the built-in GLA model trained with a progress line,
+# checkpoint + loss plot in runs/gla-small/, generated samples (tools/demo.sh).
+.PHONY: demo
+demo:
+	sh tools/demo.sh
 
 # The default corpus (Debian's bible-kjv), tokenizer and token files in data/.
 .PHONY: data

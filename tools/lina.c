@@ -12,6 +12,7 @@
 #include "lina.h"
 #include "../src/io/io_internal.h" /* lina_afile_*: atomic file output */
 #include "../src/io/plot.h"        /* lina_plot_main: lina plot */
+#include "../src/tasks/tasks.h"    /* lina_task_main, lina_paper_main: lina task, lina paper */
 #include "../src/train/model_bench.h" /* lina bench --model */
 
 #include <cblas.h>
@@ -82,6 +83,11 @@ static void usage(FILE *f)
             "      mean next-token loss and perplexity of a checkpoint on a token file\n"
             "  plot --log RUN/log.jsonl --out loss.png [--title T]\n"
             "      plot train and validation loss against step (PNG)\n"
+            "  task mqar|parity|modarith|s3|s5|icl-regression [--mixer M] [--d-model D] [--layers L]\n"
+            "      [--heads H] [--steps N] [--lr X] [--batch B] [--seed S] [--threads N] [--json] ...\n"
+            "      train and score a model on a synthetic task (lina task --help)\n"
+            "  paper [--out DIR] [--threads N] [--only LIST] [--quick]\n"
+            "      the reduced reproduction of the papers' task findings: DIR/PAPER.md and plots\n"
             "  ops       list the ops and their flags\n"
             "  version   print the version\n");
 }
@@ -650,14 +656,23 @@ static int cmd_train(int argc, char **argv)
         free(vals);
         return rc == LINA_ENONFINITE ? 3 : 1;
     }
+    {
+        /* the loss plot next to the checkpoint */
+        char lp[4096], pp[4096];
+        snprintf(lp, sizeof lp, "%s/log.jsonl", o.out_dir);
+        snprintf(pp, sizeof pp, "%s/loss.png", o.out_dir);
+        if (lina_plot_train_log(lp, pp, lina_model_type_name(cfg.model_type)) != LINA_OK) {
+            fprintf(stderr, "lina: train: note: no loss plot (%s)\n", lina_last_error());
+        }
+    }
     if (o.progress && losses) {
         long long last = (long long)o.steps - 1;
         fprintf(stderr, "done: %lld steps, loss %.4f", last + 1, losses[last]);
         if (vals && vals[last] == vals[last]) {
             fprintf(stderr, ", val loss %.4f", vals[last]);
         }
-        fprintf(stderr, "; checkpoint in %s/checkpoint, log in %s/log.jsonl\n", o.out_dir,
-                o.out_dir);
+        fprintf(stderr, "; checkpoint in %s/checkpoint, log in %s/log.jsonl, plot in %s/loss.png\n",
+                o.out_dir, o.out_dir, o.out_dir);
     }
     free(losses);
     free(vals);
@@ -1443,6 +1458,12 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "plot")) {
         return lina_plot_main(argc - 1, argv + 1);
+    }
+    if (!strcmp(cmd, "task")) {
+        return lina_task_main(argc - 1, argv + 1); /* src/tasks/task_cli.c */
+    }
+    if (!strcmp(cmd, "paper")) {
+        return lina_paper_main(argc - 1, argv + 1); /* src/tasks/task_paper.c */
     }
     if (!strcmp(cmd, "ops")) {
         for (const lina_op_info *const *p = lina_ops(); *p; p++) {

@@ -1,0 +1,63 @@
+#!/bin/sh
+# demo.sh -- lina's main job from a fresh clone (what `make demo` runs):
+#   1. install the build dependencies and Debian's bible-kjv if missing,
+#   2. build lina,
+#   3. prepare the corpus: the King James Bible, a 4096-token BPE tokenizer,
+#      train / validation token files (data/, `make data`),
+#   4. train the built-in GLA language model (4 layers, hidden 256, 5.6M
+#      parameters) with a progress line; checkpoint, tokenizer and loss plot in
+#      runs/gla-small/ (an existing complete run there is kept, not retrained),
+#   5. print a few generated samples.
+# Environment: THREADS (default: all cores), STEPS (default 600).
+set -eu
+cd "$(dirname "$0")/.."
+THREADS=${THREADS:-$(nproc 2>/dev/null || echo 2)}
+STEPS=${STEPS:-600}
+RUN=runs/gla-small
+
+need=""
+for p in make gcc libc6-dev libopenblas-openmp-dev libcjson-dev; do
+    dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
+done
+if [ -n "$need" ]; then
+    echo "demo: installing$need" >&2
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -qq --no-install-recommends $need
+fi
+
+echo "== build" >&2
+make -j"$THREADS" all >/dev/null
+
+if [ ! -f data/train.tok ] || [ ! -f data/val.tok ] || [ ! -f data/tokenizer.json ]; then
+    echo "== corpus (make data)" >&2
+    make data
+fi
+
+if [ -f "$RUN/checkpoint/trainer.json" ] && [ -f "$RUN/loss.png" ] &&
+   grep -Eq "\"step\":[[:space:]]*$STEPS," "$RUN/checkpoint/trainer.json" 2>/dev/null; then
+    echo "== $RUN already holds a trained model (remove it to train again)" >&2
+else
+    if [ -e "$RUN" ]; then
+        echo "demo: $RUN exists but is not a finished $STEPS-step run; continuing it with --resume" >&2
+        resume=--resume
+    else
+        resume=
+    fi
+    echo "== train the built-in GLA model on data/train.tok ($STEPS steps, $THREADS threads)" >&2
+    ./build/lina train --out "$RUN" --steps "$STEPS" --threads "$THREADS" $resume
+fi
+
+echo "== samples (lina generate --model $RUN/checkpoint)" >&2
+seed=1
+for prompt in "In the beginning" "And the LORD said unto Moses," "Blessed are"; do
+    echo
+    ./build/lina generate --model "$RUN/checkpoint" --prompt "$prompt" --max-tokens 60 \
+        --temperature 0.8 --top-k 40 --seed "$seed" --threads "$THREADS"
+    seed=$((seed + 1))
+done
+echo
+echo "demo: model, tokenizer and loss plot in $RUN/ (checkpoint/, loss.png, log.jsonl)" >&2
