@@ -18,7 +18,7 @@
 /* ------------------------------------------------------------- bitmap font */
 
 /* 5x7 glyphs for printable ASCII (32..126): 7 rows, bit 4 = leftmost column.
- * g, p, q, y are drawn 2 rows lower and j 1 row lower (descenders). */
+ * g, p, q and y are drawn 2 rows lower (descenders). */
 static const uint8_t font5x7[95][7] = {
     {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00}, /* ' ' */
     {0x04, 0x04, 0x04, 0x04, 0x04, 0x00, 0x04}, /* ! */
@@ -209,7 +209,7 @@ static int text_width(const char *s, int scale)
 
 static int glyph_drop(char ch)
 {
-    return (ch == 'g' || ch == 'p' || ch == 'q' || ch == 'y') ? 2 : ch == 'j' ? 1 : 0;
+    return (ch == 'g' || ch == 'p' || ch == 'q' || ch == 'y') ? 2 : 0;
 }
 
 static const uint8_t *glyph(char ch)
@@ -358,8 +358,8 @@ static void linear_ticks(axis *a, double lo, double hi, int target, int in_log)
     double k0 = ceil(lo / step - 1e-9), k1 = floor(hi / step + 1e-9);
     double big = fmax(fabs(lo), fabs(hi));
     int dec = -(int)floor(log10(step) + 1e-9);
-    for (double k = k0; k <= k1 && a->nt < MAX_TICKS; k++) {
-        double v = k * step;
+    for (int i = 0; i < 4 * MAX_TICKS && k0 + i <= k1 && a->nt < MAX_TICKS; i++) {
+        double v = (k0 + i) * step;
         if (fabs(v) < step * 1e-6) {
             v = 0.0;
         }
@@ -584,7 +584,8 @@ static int render(canvas *c, const lina_plot_opts *o, const lina_plot_series *s,
         draw_text_up(c, pad, by > Hh - 2 ? Hh - 2 : by, ylabel, 1, BLACK);
     }
 
-    /* legend (top right, inside the plot area) */
+    /* legend: the corner of the plot area where it hides the fewest drawn
+     * pixels (top right first on ties) */
     int nl = 0, lw = 0;
     for (int k = 0; k < ns; k++) {
         if (s[k].label && *s[k].label) {
@@ -596,7 +597,26 @@ static int render(canvas *c, const lina_plot_opts *o, const lina_plot_series *s,
     if (nl > 0) {
         const int row = 14, sample = 22;
         int bw = 8 + sample + 6 + lw + 8, bh = 6 + nl * row;
-        int bx = x1 - 8 - bw, by = y0 + 8;
+        const int cx[4] = {x1 - 8 - bw, x0 + 8, x1 - 8 - bw, x0 + 8};
+        const int cy[4] = {y0 + 8, y0 + 8, y1 - 8 - bh, y1 - 8 - bh};
+        long best_ink = -1;
+        int bx = cx[0], by = cy[0];
+        for (int q = 0; q < 4; q++) {
+            long ink = 0;
+            for (int y = cy[q]; y < cy[q] + bh; y++) {
+                for (int x = cx[q]; x < cx[q] + bw; x++) {
+                    if (x >= 0 && y >= 0 && x < W && y < Hh) {
+                        const uint8_t *p = c->px + ((size_t)y * W + x) * 3;
+                        ink += !(p[0] == p[1] && p[1] == p[2] && (p[0] == 255 || p[0] == GRID.r));
+                    }
+                }
+            }
+            if (best_ink < 0 || ink < best_ink) {
+                best_ink = ink;
+                bx = cx[q];
+                by = cy[q];
+            }
+        }
         if (bx < x0 + 2) {
             bx = x0 + 2;
         }
@@ -879,8 +899,8 @@ int lina_plot_png(const char *path, const lina_plot_opts *o, const lina_plot_ser
         }
     }
     const int W = o->width ? o->width : 800, H = o->height ? o->height : 500;
-    if (W < 64 || H < 64 || W > 8192 || H > 8192) {
-        return lina_set_error(LINA_EINVAL, "%s: image size %dx%d out of range [64, 8192]", path,
+    if (W < 64 || H < 64 || W > 4096 || H > 4096) {
+        return lina_set_error(LINA_EINVAL, "%s: image size %dx%d out of range [64, 4096]", path,
                               W, H);
     }
     canvas c = {W, H, malloc((size_t)W * H * 3)};
@@ -938,6 +958,9 @@ static int cmp_logpt(const void *a, const void *b)
  * keeps its last value. */
 static void lv_finish(logvec *v)
 {
+    if (v->n < 2) {
+        return;
+    }
     qsort(v->p, v->n, sizeof *v->p, cmp_logpt);
     size_t m = 0;
     for (size_t i = 0; i < v->n; i++) {
