@@ -1,0 +1,438 @@
+/* mamba2_layer.c -- FLA's Mamba2 mixer (MIXERS.md section 10): in_proj, the
+ * causal conv on xBC, softplus time steps, the SSD recurrence on the
+ * diagonal-decay engine (optionally with negative decays, TASKS.md 2.2), the
+ * D skip, the grouped gated RMSNorm and out_proj. Forward and backward; the
+ * math and the symbols are in mamba2_layer.h. */
+#include "mamba2_layer.h"
+
+#include "nn.h"
+
+#include <math.h>
+#include <string.h>
+
+#define M2_MAX_DIM (1 << 24)
+
+/* derived sizes */
+static int m2_E(const lina_mamba2_dims *d)
+{
+    return d->H * d->P;
+}
+
+static int m2_Cc(const lina_mamba2_dims *d)
+{
+    return d->H * d->P + 2 * d->G * d->N;
+}
+
+int lina_mamba2_check_dims(const lina_mamba2_dims *d)
+{
+    if (!d || d->D < 1 || d->H < 1 || d->P < 1 || d->N < 1 || d->G < 1 || d->W < 1) {
+        return lina_set_error(LINA_EINVAL, "mamba2 layer: hidden_size, heads, head_dim, state_size, n_groups and "
+                                           "conv_kernel must be >= 1");
+    }
+    if (d->H % d->G != 0) {
+        return lina_set_error(LINA_EINVAL, "mamba2 layer: num_heads (%d) is not a multiple of n_groups (%d)", d->H,
+                              d->G);
+    }
+    if ((double)d->H * d->P + 2.0 * d->G * d->N + (double)d->H * d->P + d->H > M2_MAX_DIM ||
+        (double)d->H * d->N > M2_MAX_DIM || d->D > M2_MAX_DIM || d->W > 1024) {
+        return lina_set_error(LINA_EINVAL, "mamba2 layer: dims too large (E=%d, N=%d, G=%d, W=%d)", d->H * d->P,
+                              d->N, d->G, d->W);
+    }
+    if (d->chunk < 1) {
+        return lina_set_error(LINA_EINVAL, "mamba2 layer: chunk_size must be >= 1 (got %d)", d->chunk);
+    }
+    if (d->rmsnorm && !(d->norm_eps > 0.0f)) {
+        return lina_set_error(LINA_EINVAL, "mamba2 layer: norm_eps must be > 0");
+    }
+    return LINA_OK;
+}
+
+size_t lina_mamba2_acts_floats(const lina_mamba2_dims *d, int R)
+{
+    size_t r = (size_t)R, E = (size_t)m2_E(d), Cc = (size_t)m2_Cc(d), H = (size_t)d->H;
+    size_t HN = H * (size_t)d->N;
+    return r * (E + Cc + H + Cc + H + H + (d->allow_neg_eigval ? H : 0) + 2 * HN + E + E + (size_t)d->G + E);
+}
+
+void lina_mamba2_acts_carve(lina_mamba2_acts *a, float *buf, const lina_mamba2_dims *d, int R)
+{
+    size_t r = (size_t)R, E = (size_t)m2_E(d), Cc = (size_t)m2_Cc(d), H = (size_t)d->H;
+    size_t HN = H * (size_t)d->N;
+    float *p = buf;
+    a->z = p;      p += r * E;
+    a->xpre = p;   p += r * Cc;
+    a->dtr = p;    p += r * H;
+    a->xbc = p;    p += r * Cc;
+    a->delta = p;  p += r * H;
+    a->g = p;      p += r * H;
+    a->sg = NULL;
+    if (d->allow_neg_eigval) {
+        a->sg = p; p += r * H;
+    }
+    a->q = p;      p += r * HN;
+    a->k = p;      p += r * HN;
+    a->v = p;      p += r * E;
+    a->y = p;      p += r * E;
+    a->rstd = p;   p += r * (size_t)d->G;
+    a->yn = p;
+}
+
+size_t lina_mamba2_scratch_floats(const lina_mamba2_dims *d, int R)
+{
+    size_t r = (size_t)R, E = (size_t)m2_E(d), Cc = (size_t)m2_Cc(d), H = (size_t)d->H;
+    size_t HN = H * (size_t)d->N;
+    /* dyn, dy, dz, dv [E]; dxbc, dxpre [Cc]; dq, dk [HN]; dg, ddt [H] */
+    return r * (4 * E + 2 * Cc + 2 * HN + 2 * H);
+}
+
+size_t lina_mamba2_state_floats(const lina_mamba2_dims *d, int B)
+{
+    return (size_t)B * ((size_t)m2_Cc(d) * d->W + (size_t)d->H * d->N * d->P);
+}
+
+static double m2_sigmoid(double x)
+{
+    return 1.0 / (1.0 + exp(-x));
+}
+
+static double m2_softplus(double x)
+{
+    return x > 20.0 ? x : log1p(exp(x));
+}
+
+static lina_mix_dims m2_mix(const lina_mamba2_dims *d, int B, int T)
+{
+    lina_mix_dims md;
+    memset(&md, 0, sizeof(md));
+    md.B = B;
+    md.T = T;
+    md.H = d->H;
+    md.K = d->N;
+    md.V = d->P;
+    md.chunk = d->chunk;
+    md.scale = 1.0f; /* Mamba2 has no query scale */
+    return md;
+}
+
+/* ------------------------------------------------------------- forward */
+
+/* time steps, log gates, signs and the engine inputs q, k, v of the rows of
+ * sequence b, head h (sigma runs over the sequence) */
+static void m2_prepare_seq(lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p, int b,
+                           int h, int T)
+{
+    const int H = d->H, P = d->P, N = d->N, E = m2_E(d), Cc = m2_Cc(d);
+    const int grp = h / (d->H / d->G);
+    const double A = -exp((double)p->A_log[h]);
+    float sigma = 1.0f;
+    for (int t = 0; t < T; t++) {
+        const size_t n = (size_t)b * T + t, nh = n * H + h;
+        const float *xbc = a->xbc + n * Cc;
+        const float *xs = xbc + (size_t)h * P;
+        const float *Bm = xbc + E + (size_t)grp * N, *Cm = xbc + E + (size_t)(d->G + grp) * N;
+        const double dl = m2_softplus((double)a->dtr[nh] + p->dt_bias[h]);
+        const double ga = dl * A;
+        float gl = (float)ga;
+        if (d->allow_neg_eigval) {
+            const double av = 2.0 * exp(ga) - 1.0;
+            const double la = log(fabs(av));
+            gl = la > LINA_MAMBA2_LOG_DECAY_MIN ? (float)la : LINA_MAMBA2_LOG_DECAY_MIN;
+            sigma = av < 0.0 ? -sigma : sigma;
+            a->sg[nh] = sigma;
+        }
+        a->delta[nh] = (float)dl;
+        a->g[nh] = gl;
+        float *q = a->q + nh * N, *k = a->k + nh * N;
+        for (int i = 0; i < N; i++) {
+            q[i] = sigma * Cm[i];
+            k[i] = sigma * Bm[i];
+        }
+        float *v = a->v + n * E + (size_t)h * P;
+        const float df = (float)dl;
+        for (int j = 0; j < P; j++) {
+            v[j] = df * xs[j];
+        }
+    }
+}
+
+/* silu(z) and silu'(z) */
+static inline float m2_silu(float z)
+{
+    return z / (1.0f + expf(-z));
+}
+
+static inline float m2_dsilu(float z)
+{
+    float s = 1.0f / (1.0f + expf(-z));
+    return s * (1.0f + z * (1.0f - s));
+}
+
+/* yn = gated grouped RMSNorm of y with gate z, one row */
+static void m2_norm_row(float *yn, float *rstd, const float *y, const float *z, const float *w,
+                        const lina_mamba2_dims *d)
+{
+    const int E = m2_E(d), gs = E / d->G;
+    if (!d->rmsnorm) {
+        for (int i = 0; i < E; i++) {
+            yn[i] = y[i] * m2_silu(z[i]);
+        }
+        return;
+    }
+    for (int gi = 0; gi < d->G; gi++) {
+        const int o = gi * gs;
+        double ss = 0.0;
+        for (int i = o; i < o + gs; i++) {
+            double u = d->norm_before_gate ? y[i] : (double)y[i] * m2_silu(z[i]);
+            ss += u * u;
+        }
+        float r = (float)(1.0 / sqrt(ss / gs + d->norm_eps));
+        rstd[gi] = r;
+        for (int i = o; i < o + gs; i++) {
+            float sz = m2_silu(z[i]);
+            yn[i] = d->norm_before_gate ? y[i] * r * w[i] * sz : y[i] * sz * r * w[i];
+        }
+    }
+}
+
+int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const lina_mamba2_dims *d,
+                        const lina_mamba2_params *p, int B, int T, float *state, lina_form form, lina_ws *ws)
+{
+    int rc = lina_mamba2_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    if (!out || !a || !x || !p || B < 1 || T < 0) {
+        return lina_set_error(LINA_EINVAL, "mamba2 layer: NULL argument or bad B=%d T=%d", B, T);
+    }
+    if (T == 0) {
+        return LINA_OK;
+    }
+    const int D = d->D, H = d->H, E = m2_E(d), Cc = m2_Cc(d), R = B * T;
+    const float *Win = p->in_proj;
+    const float *bin = p->in_bias;
+    /* in_proj as three row blocks: z [R,E], xBC [R,Cc], dt [R,H] */
+    lina_linear_forward(a->z, x, Win, bin, R, D, E);
+    lina_linear_forward(a->xpre, x, Win + (size_t)E * D, bin ? bin + E : NULL, R, D, Cc);
+    lina_linear_forward(a->dtr, x, Win + (size_t)(E + Cc) * D, bin ? bin + E + Cc : NULL, R, D, H);
+    /* conv + SiLU (the conv tail leads the state) */
+    float *cache = state;
+    float *S = state ? state + (size_t)B * Cc * d->W : NULL; /* [B,H,N,P] */
+    lina_shortconv_forward(a->xbc, a->xpre, p->conv_w, d->use_conv_bias ? p->conv_b : NULL, cache, cache, B, T, Cc,
+                           d->W, LINA_ACT_SILU);
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        m2_prepare_seq(a, d, p, bh / H, bh % H, T);
+    }
+    /* the recurrence; the engine reads h0 and writes ht per (b, h) block, so
+     * the state is updated in place */
+    lina_mix_dims md = m2_mix(d, B, T);
+    lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_SCALAR, a->g, S};
+    lina_dd_out o = {a->y, S, NULL};
+    if ((rc = lina_dd_fwd(&md, &in, &o, form, ws))) {
+        return rc;
+    }
+    if (S && d->allow_neg_eigval) {
+        /* S'_T = sigma_T S_T: back to the true state */
+        const size_t NP = (size_t)d->N * d->P;
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < H; h++) {
+                if (a->sg[((size_t)b * T + T - 1) * H + h] < 0.0f) {
+                    float *s = S + ((size_t)b * H + h) * NP;
+                    for (size_t i = 0; i < NP; i++) {
+                        s[i] = -s[i];
+                    }
+                }
+            }
+        }
+    }
+    /* D skip, gated norm */
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < R; n++) {
+        float *y = a->y + (size_t)n * E;
+        const float *xs = a->xbc + (size_t)n * Cc;
+        for (int i = 0; i < E; i++) {
+            y[i] += (d->D_has_hdim ? p->Dskip[i] : p->Dskip[i / d->P]) * xs[i];
+        }
+        m2_norm_row(a->yn + (size_t)n * E, a->rstd + (size_t)n * d->G, y, a->z + (size_t)n * E, p->norm_w, d);
+    }
+    lina_linear_forward(out, a->yn, p->out_proj, p->out_bias, R, E, D);
+    return LINA_OK;
+}
+
+/* ------------------------------------------------------------ backward */
+
+/* one row of the gated norm backward: dy, dz written; dw accumulated */
+static void m2_norm_row_bwd(float *dy, float *dz, float *dw, const float *dyn, const float *y, const float *z,
+                            const float *w, const float *rstd, const lina_mamba2_dims *d)
+{
+    const int E = m2_E(d), gs = E / d->G;
+    if (!d->rmsnorm) {
+        for (int i = 0; i < E; i++) {
+            dy[i] = dyn[i] * m2_silu(z[i]);
+            dz[i] = dyn[i] * y[i] * m2_dsilu(z[i]);
+        }
+        return;
+    }
+    for (int gi = 0; gi < d->G; gi++) {
+        const int o = gi * gs;
+        const float r = rstd[gi];
+        double m = 0.0;
+        for (int i = o; i < o + gs; i++) {
+            float u = d->norm_before_gate ? y[i] : y[i] * m2_silu(z[i]);
+            float gg = d->norm_before_gate ? dyn[i] * w[i] * m2_silu(z[i]) : dyn[i] * w[i];
+            m += (double)gg * u * r;
+        }
+        const float mm = (float)(m / gs);
+        for (int i = o; i < o + gs; i++) {
+            const float sz = m2_silu(z[i]);
+            const float u = d->norm_before_gate ? y[i] : y[i] * sz;
+            const float uh = u * r;
+            const float gg = d->norm_before_gate ? dyn[i] * w[i] * sz : dyn[i] * w[i];
+            const float du = r * (gg - uh * mm);
+            if (d->norm_before_gate) {
+                dy[i] = du;
+                dz[i] = dyn[i] * uh * w[i] * m2_dsilu(z[i]);
+                if (dw) {
+                    dw[i] += dyn[i] * uh * sz;
+                }
+            } else {
+                dy[i] = du * sz;
+                dz[i] = du * y[i] * m2_dsilu(z[i]);
+                if (dw) {
+                    dw[i] += dyn[i] * uh;
+                }
+            }
+        }
+    }
+}
+
+int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, const float *x,
+                         const lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p, int B,
+                         int T, float *scratch, lina_form form, lina_ws *ws)
+{
+    int rc = lina_mamba2_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    if (!dout || !x || !a || !p || !gp || !scratch || B < 1 || T < 0) {
+        return lina_set_error(LINA_EINVAL, "mamba2 layer: NULL argument or bad B=%d T=%d", B, T);
+    }
+    if (T == 0) {
+        return LINA_OK;
+    }
+    const int D = d->D, H = d->H, P = d->P, N = d->N, G = d->G, E = m2_E(d), Cc = m2_Cc(d), R = B * T;
+    const int hpg = H / G;
+    const size_t r = (size_t)R, HN = (size_t)H * N;
+    float *dyn = scratch;           /* [R,E] */
+    float *dy = dyn + r * E;        /* [R,E] */
+    float *dz = dy + r * E;         /* [R,E] */
+    float *dv = dz + r * E;         /* [R,E] */
+    float *dxbc = dv + r * E;       /* [R,Cc] */
+    float *dxpre = dxbc + r * Cc;   /* [R,Cc] */
+    float *dq = dxpre + r * Cc;     /* [R,H,N] */
+    float *dk = dq + r * HN;        /* [R,H,N] */
+    float *dg = dk + r * HN;        /* [R,H] */
+    float *ddt = dg + r * H;        /* [R,H] */
+    memset(scratch, 0, lina_mamba2_scratch_floats(d, R) * sizeof(float));
+
+    /* out_proj */
+    lina_linear_backward(dyn, gp->out_proj, gp->out_bias, dout, a->yn, p->out_proj, R, E, D);
+    /* gated norm (rows in order: dw accumulates deterministically) */
+    for (int n = 0; n < R; n++) {
+        m2_norm_row_bwd(dy + (size_t)n * E, dz + (size_t)n * E, gp->norm_w, dyn + (size_t)n * E, a->y + (size_t)n * E,
+                        a->z + (size_t)n * E, p->norm_w, a->rstd + (size_t)n * G, d);
+    }
+    /* D skip: y += D x (x the post-conv head inputs) */
+    if (gp->Dskip) {
+        const int nd = d->D_has_hdim ? E : H;
+        for (int i = 0; i < nd; i++) {
+            double s = 0.0;
+            for (int n = 0; n < R; n++) {
+                const float *dyr = dy + (size_t)n * E, *xs = a->xbc + (size_t)n * Cc;
+                if (d->D_has_hdim) {
+                    s += (double)dyr[i] * xs[i];
+                } else {
+                    for (int j = 0; j < P; j++) {
+                        s += (double)dyr[i * P + j] * xs[i * P + j];
+                    }
+                }
+            }
+            gp->Dskip[i] += (float)s;
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < R; n++) {
+        const float *dyr = dy + (size_t)n * E;
+        float *dxs = dxbc + (size_t)n * Cc;
+        for (int i = 0; i < E; i++) {
+            dxs[i] += (d->D_has_hdim ? p->Dskip[i] : p->Dskip[i / P]) * dyr[i];
+        }
+    }
+    /* the recurrence */
+    lina_mix_dims md = m2_mix(d, B, T);
+    lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_SCALAR, a->g, NULL};
+    lina_dd_grad_in gin = {dy, NULL, NULL};
+    lina_dd_grad_out go = {dq, dk, dv, dg, NULL};
+    if ((rc = lina_dd_bwd(&md, &in, &gin, &go, form, ws))) {
+        return rc;
+    }
+    /* engine inputs back to xBC, delta and the gate parameters; per row */
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < R; n++) {
+        const float *xbc = a->xbc + (size_t)n * Cc;
+        float *dxs = dxbc + (size_t)n * Cc, *dB = dxs + E, *dC = dxs + E + (size_t)G * N;
+        for (int h = 0; h < H; h++) {
+            const size_t nh = (size_t)n * H + h;
+            const float s = a->sg ? a->sg[nh] : 1.0f;
+            const float *dqh = dq + nh * N, *dkh = dk + nh * N;
+            const int grp = h / hpg;
+            for (int i = 0; i < N; i++) {
+                dC[(size_t)grp * N + i] += s * dqh[i];
+                dB[(size_t)grp * N + i] += s * dkh[i];
+            }
+            const float dl = a->delta[nh];
+            const float *dvh = dv + (size_t)n * E + (size_t)h * P;
+            const float *xh = xbc + (size_t)h * P;
+            double ddl = 0.0;
+            for (int j = 0; j < P; j++) {
+                ddl += (double)dvh[j] * xh[j];
+                dxs[(size_t)h * P + j] += dl * dvh[j];
+            }
+            /* d(delta A) from d(log gate) */
+            const double A = -exp((double)p->A_log[h]);
+            double dga = dg[nh];
+            if (d->allow_neg_eigval) {
+                double e = exp((double)dl * A), av = 2.0 * e - 1.0;
+                dga = a->g[nh] > LINA_MAMBA2_LOG_DECAY_MIN ? dga * 2.0 * e / av : 0.0;
+            }
+            dg[nh] = (float)dga; /* kept for dA_log below */
+            ddl += A * dga;
+            ddt[nh] = (float)(ddl * m2_sigmoid((double)a->dtr[nh] + p->dt_bias[h]));
+        }
+    }
+    /* A_log, dt_bias: reductions over rows in order */
+    for (int h = 0; h < H; h++) {
+        double sa = 0.0, sb = 0.0;
+        for (int n = 0; n < R; n++) {
+            const size_t nh = (size_t)n * H + h;
+            sa += (double)a->delta[nh] * dg[nh];
+            sb += ddt[nh];
+        }
+        if (gp->A_log) {
+            gp->A_log[h] += (float)(sa * -exp((double)p->A_log[h])); /* dA_log = dA * A */
+        }
+        if (gp->dt_bias) {
+            gp->dt_bias[h] += (float)sb;
+        }
+    }
+    /* conv + SiLU, then in_proj */
+    lina_shortconv_backward(dxpre, gp->conv_w, d->use_conv_bias ? gp->conv_b : NULL, NULL, dxbc, a->xpre, p->conv_w,
+                            d->use_conv_bias ? p->conv_b : NULL, NULL, B, T, Cc, d->W, LINA_ACT_SILU);
+    float *gW = gp->in_proj, *gb = gp->in_bias;
+    lina_linear_backward(dx, gW, gb, dz, x, p->in_proj, R, D, E);
+    lina_linear_backward(dx, gW ? gW + (size_t)E * D : NULL, gb ? gb + E : NULL, dxpre, x, p->in_proj + (size_t)E * D,
+                         R, D, Cc);
+    lina_linear_backward(dx, gW ? gW + (size_t)(E + Cc) * D : NULL, gb ? gb + E + Cc : NULL, ddt, x,
+                         p->in_proj + (size_t)(E + Cc) * D, R, D, H);
+    return LINA_OK;
+}
