@@ -288,7 +288,8 @@ typedef struct lina_config {
     int state_size, expand, n_groups, conv_kernel, use_conv_bias, use_bias;
     int rmsnorm, norm_before_gate, chunk_size, D_has_hdim, residual_in_fp32;
     double dt_min, dt_max, dt_init_floor;
-    /* mom (memories are Gated DeltaNets: head_dim, expand_v, use_short_conv, conv_size, use_gate) */
+    /* mom (memories are Gated DeltaNets: head_dim, expand_v, use_short_conv, conv_size,
+       use_output_gate) */
     int num_memories, topk, shared_mem, single_kv_proj, use_layer_wise_balance;
     double capacity, aux_loss_scale;
     char mom_backend[24];

@@ -52,7 +52,7 @@ typedef struct ref_model {
     double eps;
 } ref_model;
 
-static size_t toff(const lina_model *m, const char *fmt, int l)
+static __attribute__((unused)) size_t toff(const lina_model *m, const char *fmt, int l)
 {
     char nm[128];
     snprintf(nm, sizeof(nm), fmt, l);
@@ -66,7 +66,7 @@ static size_t toff(const lina_model *m, const char *fmt, int l)
 }
 
 /* y [out] = W [out, in] x [in] (+ b) */
-static void rlin(double *y, const double *W, const double *b, const double *x, int in, int out)
+static __attribute__((unused)) void rlin(double *y, const double *W, const double *b, const double *x, int in, int out)
 {
     for (int o = 0; o < out; o++) {
         double s = b ? b[o] : 0.0;
@@ -77,7 +77,7 @@ static void rlin(double *y, const double *W, const double *b, const double *x, i
     }
 }
 
-static void rrms(double *y, const double *x, const double *w, int D, double eps)
+static __attribute__((unused)) void rrms(double *y, const double *x, const double *w, int D, double eps)
 {
     double ss = 0.0;
     for (int i = 0; i < D; i++) {
@@ -89,24 +89,24 @@ static void rrms(double *y, const double *x, const double *w, int D, double eps)
     }
 }
 
-static double rsig(double x)
+static __attribute__((unused)) double rsig(double x)
 {
     return 1.0 / (1.0 + exp(-x));
 }
 
-static double rlogsig(double x)
+static __attribute__((unused)) double rlogsig(double x)
 {
     return x < 0 ? x - log1p(exp(x)) : -log1p(exp(-x));
 }
 
 
-static double rsoftplus(double x)
+static __attribute__((unused)) double rsoftplus(double x)
 {
     return x > 20 ? x : log1p(exp(x));
 }
 
 /* y [T, C] = silu(causal depthwise conv of x [T, C] with w [C, W]), or silu(x) */
-static void rconv(double *y, const double *x, const double *w, int T, int C, int W)
+static __attribute__((unused)) void rconv(double *y, const double *x, const double *w, int T, int C, int W)
 {
     for (int t = 0; t < T; t++) {
         for (int c = 0; c < C; c++) {
@@ -124,7 +124,7 @@ static void rconv(double *y, const double *x, const double *w, int T, int C, int
     }
 }
 
-static void rl2(double *x, int n)
+static __attribute__((unused)) void rl2(double *x, int n)
 {
     double ss = 0.0;
     for (int i = 0; i < n; i++) {
@@ -137,7 +137,7 @@ static void rl2(double *x, int n)
 }
 
 /* softmax attention over one sequence (MIXERS.md 14): RoPE, GQA, window */
-static void ref_attn(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
+static __attribute__((unused)) void ref_attn(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
 {
     const lina_model *m = r->m;
     const lina_config *c = r->c;
@@ -208,7 +208,7 @@ static void ref_attn(const ref_model *r, const double *P, int l, const double *x
 }
 
 /* loss (mean CE over counted targets) and optionally logits [B*T, vocab] */
-static double ref_forward(const ref_model *r, const double *P, const int32_t *tok, const int32_t *tgt, int B,
+static __attribute__((unused)) double ref_forward(const ref_model *r, const double *P, const int32_t *tok, const int32_t *tgt, int B,
                           int T, double *logits_out)
 {
     const lina_model *m = r->m;
@@ -311,7 +311,7 @@ static double ref_forward(const ref_model *r, const double *P, const int32_t *to
     return (cnt ? loss / cnt : 0.0) + aux;
 }
 
-static ref_model ref_of(const lina_model *m)
+static __attribute__((unused)) ref_model ref_of(const lina_model *m)
 {
     const lina_config *c = lina_model_config(m);
     ref_model r;
@@ -341,7 +341,7 @@ static ref_model ref_of(const lina_model *m)
 
 /* parameters of a "trained-looking" model: larger weights than the init so
  * that every path carries gradient; norms around 1, gate biases around 0 */
-static void randomize(lina_model *m)
+static __attribute__((unused)) void randomize(lina_model *m)
 {
     float *P = lina_model_params(m);
     for (int i = 0; i < lina_model_num_tensors(m); i++) {
@@ -362,7 +362,7 @@ static void randomize(lina_model *m)
     }
 }
 
-static void rand_tokens(int32_t *tok, int32_t *tgt, int n, int vocab)
+static __attribute__((unused)) void rand_tokens(int32_t *tok, int32_t *tgt, int n, int vocab)
 {
     for (int i = 0; i < n; i++) {
         tok[i] = (int32_t)th_uniform(0, vocab);
@@ -374,7 +374,7 @@ static void rand_tokens(int32_t *tok, int32_t *tgt, int n, int vocab)
 
 /* max over tensors of max|a - fd| / max(max|fd|, 1e-6) over the checked
  * entries (fd not NaN); names the worst */
-static double grad_error(const lina_model *m, const float *a, const double *fd, const char **worst)
+static __attribute__((unused)) double grad_error(const lina_model *m, const float *a, const double *fd, const char **worst)
 {
     double e = 0.0;
     for (int i = 0; i < lina_model_num_tensors(m); i++) {
@@ -412,7 +412,7 @@ static double grad_error(const lina_model *m, const float *a, const double *fd, 
  * random subset that always includes every tensor's first element and all of
  * the small tensors: numel <= 256, or <= 16 when frac < 0.1) */
 
-static void test_fd(const char *label, lina_config c, int B, int T, double frac)
+static __attribute__((unused)) void test_fd(const char *label, lina_config c, int B, int T, double frac)
 {
     lina_model *m = NULL;
     int rc = lina_model_create(&c, 7, &m);
@@ -530,7 +530,7 @@ static void test_fd(const char *label, lina_config c, int B, int T, double frac)
 }
 
 /* chunk form (prefill) against the recurrent form, across chunk boundaries */
-static void test_forms(const char *label, lina_config c)
+static __attribute__((unused)) void test_forms(const char *label, lina_config c)
 {
     lina_model *m = NULL;
     if (lina_model_create(&c, 3, &m)) {
@@ -559,7 +559,7 @@ static void test_forms(const char *label, lina_config c)
 }
 
 /* prefill + one-token decode steps = one forward pass (lina_model_decode) */
-static void test_decode(const char *label, lina_config c)
+static __attribute__((unused)) void test_decode(const char *label, lina_config c)
 {
     lina_model *m = NULL;
     if (lina_model_create(&c, 9, &m)) {

@@ -101,8 +101,8 @@ static const keydesc keys[] = {
     {"norm_feature_map", K_BOOL, FLD(norm_feature_map), M_LA, 0, 0, 0},
     {"use_short_conv", K_BOOL, FLD(use_short_conv), M_GLA | M_DN | M_GDN | M_RET | M_HG | M_GDP | M_MOM | M_ML, 0, 0, 0},
     {"conv_size", K_INT, FLD(conv_size), M_GLA | M_DN | M_GDN | M_RET | M_HG | M_GDP | M_MOM | M_ML, 0, 0, 0},
-    {"use_output_gate", K_BOOL, FLD(use_output_gate), M_GLA | M_RET | M_ML, 0, 0, 0},
-    {"use_gate", K_BOOL, FLD(use_gate), M_DN | M_GDN | M_GDP | M_MOM, 0, 0, 0},
+    {"use_output_gate", K_BOOL, FLD(use_output_gate), M_GLA | M_RET | M_ML | M_GDP | M_MOM, 0, 0, 0},
+    {"use_gate", K_BOOL, FLD(use_gate), M_DN | M_GDN, 0, 0, 0},
     {"use_beta", K_BOOL, FLD(use_beta), M_DN, 0, 0, 0},
     {"use_output_norm", K_BOOL, FLD(use_output_norm), M_DN, 0, 0, 0},
     {"allow_neg_eigval", K_BOOL, FLD(allow_neg_eigval), M_DN | M_GDN | M_GDP | M_M2 | M_MOM, 0, 0, 0},
@@ -253,7 +253,7 @@ int lina_config_default(lina_config *c, lina_model_type t)
         c->num_heads = 6;
         c->head_dim = 256;
         c->expand_v = 2.0;
-        c->use_gate = 1;
+        c->use_output_gate = 1;
         c->use_short_conv = 1;
         c->num_householder = 1;
         c->use_forget_gate = 0;
@@ -283,7 +283,7 @@ int lina_config_default(lina_config *c, lina_model_type t)
         c->num_heads = 4;
         c->head_dim = 256;
         c->expand_v = 1.0;
-        c->use_gate = 1;
+        c->use_output_gate = 1;
         c->use_short_conv = 1;
         c->num_memories = 4;
         c->topk = 2;

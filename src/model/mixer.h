@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LINA_MIXER_MAX_SLOTS 64
+#define LINA_MIXER_MAX_SLOTS 256
 #define LINA_MIXER_DIMS_BYTES 512
 
 /* initial values of a declared tensor (with the model seed) */
@@ -34,7 +34,9 @@ typedef enum lina_init {
     LINA_INIT_A_LOG = 3,   /* ln U(0, 16)  (Gated DeltaNet A_log) */
     LINA_INIT_DT_BIAS = 4, /* softplus^-1(dt), dt = exp(U(ln 1e-3, ln 0.1)) floored at 1e-4 */
     LINA_INIT_A_LOG_1_16 = 5, /* ln U(1, 16)  (Mamba2 A_log, A_init_range [1, 16]) */
-    LINA_INIT_EYE = 6      /* identity for a square [d, d] block repeated along dim 0 (hedgehog) */
+    LINA_INIT_EYE = 6,     /* identity for a square [d, d] block repeated along dim 0 (hedgehog) */
+    LINA_INIT_LINSPACE_3_6 = 7, /* linspace(3, 6) over the elements (xLSTM forget-gate bias) */
+    LINA_INIT_MINUS_10 = 8 /* -10 (xLSTM input-gate bias) */
 } lina_init;
 
 typedef struct lina_mixer_builder lina_mixer_builder;

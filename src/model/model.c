@@ -693,6 +693,12 @@ static void init_params(lina_model *m, uint64_t seed)
                 p[j] = (float)(dt + log(-expm1(-dt)));
                 break;
             }
+            case LINA_INIT_LINSPACE_3_6:
+                p[j] = t->numel > 1 ? (float)(3.0 + 3.0 * (double)j / (double)(t->numel - 1)) : 3.0f;
+                break;
+            case LINA_INIT_MINUS_10:
+                p[j] = -10.0f;
+                break;
             case LINA_INIT_A_LOG_1_16:
                 p[j] = (float)log(1.0 + 15.0 * u); /* A in [1, 16) */
                 break;

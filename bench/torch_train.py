@@ -1,0 +1,158 @@
+#!/usr/bin/python3
+"""torch_train.py -- PyTorch baseline for `lina bench --model`: training tokens/s.
+
+The same causal LMs as lina (the functional model of dev/torch_ref.py, built
+from ../shared/spec/MIXERS.md), float32, with the token mixers in chunkwise
+form written with plain torch ops (below): GLA as intra-chunk dense products
+plus an inter-chunk state, (Gated) DeltaNet through the WY / UT transform
+(a unit-lower-triangular solve per chunk). Timed: forward + backward +
+torch.optim.AdamW step on B x T random tokens, after one warm-up step.
+
+  /usr/bin/python3 bench/torch_train.py --model configs/gla-10m.json --seq-len 512 --batch 1 \
+      --threads 2 --steps 3 [--json]
+
+Prints one JSON object (with --json) or a line of text.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dev"))
+import torch_ref  # noqa: E402  (the model definition)
+
+
+def _chunks(x, C):
+    """[B,T,H,D] -> [B,H,n,C,D] (zero padded to a multiple of C)."""
+    B, T, H = x.shape[:3]
+    n = (T + C - 1) // C
+    pad = n * C - T
+    if pad:
+        x = torch.cat([x, x.new_zeros((B, pad) + tuple(x.shape[2:]))], dim=1)
+    return x.view((B, n, C, H) + tuple(x.shape[3:])).transpose(1, 3).transpose(2, 3)
+
+
+def _unchunk(o, T):
+    """[B,H,n,C,D] -> [B,T,H,D]."""
+    B, H, n, C, D = o.shape
+    return o.permute(0, 2, 3, 1, 4).reshape(B, n * C, H, D)[:, :T]
+
+
+def gla_chunk(q, k, v, g, scale, C=64):
+    """GLA (vector log-gate g [B,T,H,K]) in chunk form (MIXERS.md 1.5). The
+    intra-chunk weights factor exp(b_r - b_c) = exp(b_r) exp(-b_c) against the
+    chunk start, which is fine for GLA's mild gates (logsigmoid / 16) but would
+    overflow float32 for decays beyond ~ -88 per chunk."""
+    T = q.shape[1]
+    q, k, v, g = (_chunks(t, C) for t in (q, k, v, g))  # [B,H,n,C,*]
+    b = g.cumsum(dim=3)
+    bl = b[:, :, :, -1:, :]  # [B,H,n,1,K]
+    qe = q * scale * torch.exp(b)
+    ke = k * torch.exp(-b)
+    kd = k * torch.exp(bl - b)
+    mask = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    A = (qe @ ke.transpose(-1, -2)).masked_fill(~mask, 0.0)
+    o_intra = A @ v
+    S = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1])
+    outs = []
+    for i in range(q.shape[2]):
+        outs.append(qe[:, :, i] @ S)
+        S = torch.exp(bl[:, :, i, 0])[..., None] * S + kd[:, :, i].transpose(-1, -2) @ v[:, :, i]
+    o = o_intra + torch.stack(outs, dim=2)
+    return _unchunk(o, T)
+
+
+def delta_chunk(q, k, v, beta, g, scale, C=64):
+    """(Gated) delta rule in chunk form, WY / UT transform (MIXERS.md 6, 7).
+    q, k [B,T,H,K] (L2-normalised), v [B,T,H,V], beta [B,T,H], g [B,T,H] or None."""
+    T = q.shape[1]
+    q, k, v = (_chunks(t, C) for t in (q, k, v))  # [B,H,n,C,*]
+    beta = _chunks(beta[..., None], C)[..., 0]  # [B,H,n,C]
+    if g is None:
+        b = torch.zeros_like(beta)
+    else:
+        b = _chunks(g[..., None], C)[..., 0].cumsum(dim=-1)
+    incl = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    strict = incl.clone().fill_diagonal_(False)
+    diff = b[..., :, None] - b[..., None, :]
+    gam = torch.exp(diff.masked_fill(~incl, float("-inf")))  # exp(b_r - b_c), 0 above the diagonal
+    kk = k @ k.transpose(-1, -2)
+    A = (beta[..., :, None] * kk * gam).masked_fill(~strict, 0.0)
+    eye = torch.eye(C, dtype=q.dtype, device=q.device)
+    Tm = torch.linalg.solve_triangular(eye + A, eye.expand_as(A), upper=False, unitriangular=True)
+    W = Tm @ ((beta * torch.exp(b))[..., None] * k)
+    U = Tm @ (beta[..., None] * v)
+    qs = q * scale
+    P = (qs @ k.transpose(-1, -2)) * gam  # gam is 0 above the diagonal
+    qe = qs * torch.exp(b)[..., None]
+    bl = b[..., -1:]  # [B,H,n,1]
+    kd = k * torch.exp(bl - b)[..., None]
+    S = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1])
+    outs = []
+    for i in range(q.shape[2]):
+        Ut = U[:, :, i] - W[:, :, i] @ S
+        outs.append(qe[:, :, i] @ S + P[:, :, i] @ Ut)
+        S = torch.exp(bl[:, :, i])[..., None] * S + kd[:, :, i].transpose(-1, -2) @ Ut
+    return _unchunk(torch.stack(outs, dim=2), T)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    with open(a.model) as f:
+        c = json.load(f)
+    if not c.get("intermediate_size"):
+        D, r = c["hidden_size"], c.get("hidden_ratio") or 4
+        c["intermediate_size"] = 256 * ((int(D * r * 2 / 3) + 255) // 256)
+    gen = torch.Generator().manual_seed(1)
+    params = torch_ref.init_params(torch_ref.param_shapes(c), gen)
+    for t in params.values():
+        t.requires_grad_(True)
+    n_params = sum(t.numel() for t in params.values())
+    decay = [t for n, t in params.items() if t.dim() >= 2 and "embeddings" not in n]
+    no_decay = [t for n, t in params.items() if not (t.dim() >= 2 and "embeddings" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
+    mixers = {"gla": lambda *x: gla_chunk(*x, C=a.chunk), "delta": lambda *x: delta_chunk(*x, C=a.chunk)}
+    tok = torch.randint(0, c["vocab_size"], (a.batch, a.seq_len), generator=gen)
+    tgt = torch.randint(0, c["vocab_size"], (a.batch, a.seq_len), generator=gen)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch_ref.lm_loss(torch_ref.model_logits(params, c, tok, mixers), tgt)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        step()
+    dt = time.perf_counter() - t0
+    tps = a.batch * a.seq_len * a.steps / dt
+    r = {"framework": "torch", "torch": torch.__version__, "model_type": c["model_type"], "params": n_params,
+         "seq_len": a.seq_len, "batch": a.batch, "threads": a.threads, "train_tokens_per_s": round(tps, 1)}
+    if a.json:
+        print(json.dumps(r))
+    else:
+        print("torch %s: %s, %d parameters, B %d x T %d, %d threads: %.1f train tokens/s" %
+              (torch.__version__, c["model_type"], n_params, a.batch, a.seq_len, a.threads, tps))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,504 @@
+#!/usr/bin/python3
+"""torch_ref.py -- independent PyTorch reference for lina's causal LMs.
+
+Written from ../shared/spec/MIXERS.md (sections 1.4, 4, 6, 7, 14, 15), not from
+lina's C sources. For each test case it writes, under tests/ref/torch/<case>/:
+
+  config.json        the FLA-style config (model_type, sizes, options)
+  model.safetensors  random float32 weights under FLA's state-dict names
+  tokens.npy         [B, T] input ids (stored as float32; exact integers)
+  targets.npy        [B, T] next-token targets, -100 = ignored (float32)
+  logits.npy         [B, T, vocab] reference logits (float32 of a float64 run)
+  loss.npy           [1] mean cross-entropy over the counted targets (float64)
+  grads.safetensors  d loss / d parameter for every parameter (float32 of float64),
+                     same names as model.safetensors (a tied lm_head is folded
+                     into model.embeddings.weight, as lina keeps it)
+
+The forward pass is computed in float64 from the float32 weights with the
+mixers in their per-token recurrent form; gradients come from torch autograd.
+tests/test_torch_ref.c compares lina against these files (no python needed at
+test time).
+
+Regenerate:   /usr/bin/python3 dev/torch_ref.py [--out tests/ref/torch] [--check]
+  --check additionally compares every recurrent mixer here against a chunkwise
+  torch form (bench/torch_train.py) in float64.
+"""
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+
+F64 = torch.float64
+
+
+# ------------------------------------------------------------------ blocks (MIXERS.md 1.4)
+
+def softplus(x):
+    # log(1 + e^x), x itself above 20
+    return torch.where(x > 20, x, torch.log1p(torch.exp(torch.clamp(x, max=20.0))))
+
+
+def logsigmoid(x):
+    return -softplus(-x)
+
+
+def silu(x):
+    return x * torch.sigmoid(x)
+
+
+def rmsnorm(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def l2norm(x):
+    return x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-6)
+
+
+def linear(x, w, b=None):
+    y = x @ w.t()
+    return y + b if b is not None else y
+
+
+def short_conv(x, w, act):
+    """Depthwise causal conv. x [B,T,C], w [C,1,W]; w[:,0,W-1] multiplies the current token."""
+    Bsz, T, C = x.shape
+    W = w.shape[2]
+    xp = torch.cat([x.new_zeros(Bsz, W - 1, C), x], dim=1)
+    y = sum(w[:, 0, j] * xp[:, j:j + T, :] for j in range(W))
+    return silu(y) if act else y
+
+
+def gated_rmsnorm(o, w, gate, eps):
+    """FusedRMSNormGated: RMSNorm(o) * w * SiLU(gate), per head over the last axis."""
+    return rmsnorm(o, w, eps) * silu(gate)
+
+
+def mlp(x, p, pre):
+    return linear(silu(linear(x, p[pre + "gate_proj.weight"])) * linear(x, p[pre + "up_proj.weight"]),
+                  p[pre + "down_proj.weight"])
+
+
+def heads(x, h):
+    Bsz, T, F = x.shape
+    return x.view(Bsz, T, h, F // h)
+
+
+# ---------------------------------------------------------------- recurrent mixers
+
+def gla_recurrent(q, k, v, g, scale):
+    """q,k,g [B,T,H,K], v [B,T,H,V]: S_t = diag(exp g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T (s q_t)."""
+    Bsz, T, H, K = q.shape
+    S = q.new_zeros(Bsz, H, K, v.shape[-1])
+    out = []
+    for t in range(T):
+        S = torch.exp(g[:, t])[..., None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        out.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
+    return torch.stack(out, dim=1)
+
+
+def delta_recurrent(q, k, v, beta, g, scale):
+    """Gated delta rule (g None: plain DeltaNet). q,k [B,T,H,K], v [B,T,H,V], beta,g [B,T,H].
+    S' = exp(g_t) S_{t-1}; u_t = v_t - S'^T k_t; S_t = S' + beta_t k_t u_t^T; o_t = S_t^T (s q_t)."""
+    Bsz, T, H, K = q.shape
+    S = q.new_zeros(Bsz, H, K, v.shape[-1])
+    out = []
+    for t in range(T):
+        if g is not None:
+            S = torch.exp(g[:, t])[..., None, None] * S
+        kt = k[:, t]
+        u = v[:, t] - torch.einsum("bhk,bhkv->bhv", kt, S)
+        S = S + beta[:, t, :, None, None] * kt[..., None] * u[..., None, :]
+        out.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
+    return torch.stack(out, dim=1)
+
+
+def rope(x, theta):
+    """Rotate-half RoPE over the head axis of x [B,T,H,d], positions 0..T-1."""
+    T, d = x.shape[1], x.shape[-1]
+    half = d // 2
+    inv = theta ** (-torch.arange(0, half, dtype=x.dtype) * 2.0 / d)
+    ang = torch.arange(T, dtype=x.dtype)[:, None] * inv[None, :]  # [T, half]
+    cos = torch.cat([torch.cos(ang), torch.cos(ang)], dim=-1)[None, :, None, :]
+    sin = torch.cat([torch.sin(ang), torch.sin(ang)], dim=-1)[None, :, None, :]
+    rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rot * sin
+
+
+def softmax_attention(q, k, v, scale, window=0):
+    """q [B,T,Hq,d], k,v [B,T,Hkv,d]; query head j reads kv head j // (Hq/Hkv); causal."""
+    Hq, Hkv = q.shape[2], k.shape[2]
+    G = Hq // Hkv
+    k = k.repeat_interleave(G, dim=2)
+    v = v.repeat_interleave(G, dim=2)
+    T = q.shape[1]
+    logits = torch.einsum("bihd,bjhd->bhij", q, k) * scale
+    i = torch.arange(T)[:, None]
+    j = torch.arange(T)[None, :]
+    allowed = j <= i
+    if window:
+        allowed = allowed & (j >= i - window + 1)
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    p = torch.softmax(logits, dim=-1)
+    return torch.einsum("bhij,bjhd->bihd", p, v)
+
+
+# -------------------------------------------------------------------- layers
+
+def gla_layer(x, p, pre, c, mix=gla_recurrent):
+    D, H = c["hidden_size"], c["num_heads"]
+    Hkv = c.get("num_kv_heads") or H
+    G = H // Hkv
+    q = linear(x, p[pre + "q_proj.weight"])
+    k = linear(x, p[pre + "k_proj.weight"])
+    v = linear(x, p[pre + "v_proj.weight"])
+    if c.get("use_short_conv", False):
+        q = short_conv(q, p[pre + "q_conv1d.weight"], True)
+        k = short_conv(k, p[pre + "k_conv1d.weight"], True)
+        v = short_conv(v, p[pre + "v_conv1d.weight"], True)
+    gk = linear(linear(x, p[pre + "gk_proj.0.weight"]), p[pre + "gk_proj.1.weight"], p[pre + "gk_proj.1.bias"])
+    g = logsigmoid(gk) / 16.0
+    if c.get("clamp_min") is not None:
+        g = torch.clamp(g, min=c["clamp_min"])
+    q, k, v, g = heads(q, H), heads(k, Hkv), heads(v, Hkv), heads(g, Hkv)
+    if G > 1:
+        k, v, g = (t.repeat_interleave(G, dim=2) for t in (k, v, g))
+    K = q.shape[-1]
+    o = mix(q, k, v, g, K ** -0.5)
+    eps = c.get("norm_eps", 1e-6)
+    if c.get("use_output_gate", True):
+        o = gated_rmsnorm(o, p[pre + "g_norm_swish_gate.weight"], heads(linear(x, p[pre + "g_proj.weight"]), H), eps)
+    else:
+        o = rmsnorm(o, p[pre + "g_norm.weight"], eps)
+    return linear(o.reshape(x.shape[0], x.shape[1], -1), p[pre + "o_proj.weight"])
+
+
+def delta_layer(x, p, pre, c, gated, mix=delta_recurrent):
+    H = c["num_heads"]
+    q = linear(x, p[pre + "q_proj.weight"])
+    k = linear(x, p[pre + "k_proj.weight"])
+    v = linear(x, p[pre + "v_proj.weight"])
+    qk_act = gated or c.get("qk_activation", "silu") == "silu"
+    if c.get("use_short_conv", True):
+        q = short_conv(q, p[pre + "q_conv1d.weight"], qk_act)
+        k = short_conv(k, p[pre + "k_conv1d.weight"], qk_act)
+        v = short_conv(v, p[pre + "v_conv1d.weight"], True)
+    else:
+        if qk_act:
+            q, k = silu(q), silu(k)
+        v = silu(v)
+    HV = (c.get("num_v_heads") or H) if gated else H
+    q, k, v = heads(q, H), heads(k, H), heads(v, HV)
+    q, k = l2norm(q), l2norm(k)
+    if HV > H:
+        q = q.repeat_interleave(HV // H, dim=2)
+        k = k.repeat_interleave(HV // H, dim=2)
+    if gated or c.get("use_beta", True):
+        beta = torch.sigmoid(linear(x, p[pre + "b_proj.weight"]))
+    else:
+        beta = x.new_ones(x.shape[0], x.shape[1], HV)
+    if c.get("allow_neg_eigval", False):
+        beta = beta * 2.0
+    g = None
+    if gated:
+        a = linear(x, p[pre + "a_proj.weight"])
+        g = -torch.exp(p[pre + "A_log"]) * softplus(a + p[pre + "dt_bias"])
+    K = q.shape[-1]
+    o = mix(q, k, v, beta, g, K ** -0.5)
+    eps = c.get("norm_eps", 1e-6)
+    if c.get("use_gate", gated):
+        o = gated_rmsnorm(o, p[pre + "o_norm.weight"], heads(linear(x, p[pre + "g_proj.weight"]), HV), eps)
+    else:
+        o = rmsnorm(o, p[pre + "o_norm.weight"], eps)
+    return linear(o.reshape(x.shape[0], x.shape[1], -1), p[pre + "o_proj.weight"])
+
+
+def attn_layer(x, p, pre, a):
+    H = a["num_heads"]
+    Hkv = a.get("num_kv_heads") or H
+    bias = a.get("qkv_bias", False)
+    q = linear(x, p[pre + "q_proj.weight"], p[pre + "q_proj.bias"] if bias else None)
+    k = linear(x, p[pre + "k_proj.weight"], p[pre + "k_proj.bias"] if bias else None)
+    v = linear(x, p[pre + "v_proj.weight"], p[pre + "v_proj.bias"] if bias else None)
+    q, k, v = heads(q, H), heads(k, Hkv), heads(v, Hkv)
+    theta = a.get("rope_theta") or 10000.0
+    q, k = rope(q, theta), rope(k, theta)
+    d = q.shape[-1]
+    o = softmax_attention(q, k, v, d ** -0.5, a.get("window_size") or 0)
+    return linear(o.reshape(x.shape[0], x.shape[1], -1), p[pre + "o_proj.weight"])
+
+
+def attn_cfg(c):
+    """The softmax-attention settings of layer kinds: transformer or the hybrid 'attn' key."""
+    if c["model_type"] == "transformer":
+        return {k: c.get(k) for k in ("num_heads", "num_kv_heads", "qkv_bias", "window_size", "rope_theta")}
+    return c["attn"]
+
+
+def is_attn_layer(c, i):
+    if c["model_type"] == "transformer":
+        return True
+    return c.get("attn") is not None and i in c["attn"]["layers"]
+
+
+def mixer(x, p, pre, c, i, mixers):
+    if is_attn_layer(c, i):
+        return attn_layer(x, p, pre, attn_cfg(c))
+    t = c["model_type"]
+    if t == "gla":
+        return gla_layer(x, p, pre, c, mixers["gla"])
+    if t == "delta_net":
+        return delta_layer(x, p, pre, c, False, mixers["delta"])
+    if t == "gated_deltanet":
+        return delta_layer(x, p, pre, c, True, mixers["delta"])
+    raise ValueError("model_type " + t)
+
+
+def model_logits(p, c, tokens, mixers=None):
+    mixers = mixers or {"gla": gla_recurrent, "delta": delta_recurrent}
+    eps = c.get("norm_eps", 1e-6)
+    x = p["model.embeddings.weight"][tokens]
+    for i in range(c["num_hidden_layers"]):
+        pre = "model.layers.%d." % i
+        h = x + mixer(rmsnorm(x, p[pre + "attn_norm.weight"], eps), p, pre + "attn.", c, i, mixers)
+        x = h + mlp(rmsnorm(h, p[pre + "mlp_norm.weight"], eps), p, pre + "mlp.")
+    x = rmsnorm(x, p["model.norm.weight"], eps)
+    w = p["model.embeddings.weight"] if c.get("tie_word_embeddings", False) else p["lm_head.weight"]
+    return x @ w.t()
+
+
+def lm_loss(logits, targets):
+    V = logits.shape[-1]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-100,
+                                             reduction="mean")
+
+
+# ------------------------------------------------------- parameter names and shapes (15.2)
+
+def param_shapes(c):
+    """Ordered {name: shape} of the model's parameters, from MIXERS.md 15.2."""
+    D, L, Vv = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
+    I = c["intermediate_size"]
+    W = c.get("conv_size", 4)
+    s = {"model.embeddings.weight": (Vv, D)}
+    for i in range(L):
+        pre = "model.layers.%d." % i
+        s[pre + "attn_norm.weight"] = (D,)
+        a = pre + "attn."
+        t = c["model_type"]
+        if is_attn_layer(c, i):
+            ac = attn_cfg(c)
+            H = ac["num_heads"]
+            Hkv = ac.get("num_kv_heads") or H
+            d = D // H
+            s[a + "q_proj.weight"] = (H * d, D)
+            if ac.get("qkv_bias"):
+                s[a + "q_proj.bias"] = (H * d,)
+            s[a + "k_proj.weight"] = (Hkv * d, D)
+            if ac.get("qkv_bias"):
+                s[a + "k_proj.bias"] = (Hkv * d,)
+            s[a + "v_proj.weight"] = (Hkv * d, D)
+            if ac.get("qkv_bias"):
+                s[a + "v_proj.bias"] = (Hkv * d,)
+            s[a + "o_proj.weight"] = (D, H * d)
+        elif t == "gla":
+            H = c["num_heads"]
+            G = H // (c.get("num_kv_heads") or H)
+            kd, vd = int(D * c.get("expand_k", 0.5)), int(D * c.get("expand_v", 1.0))
+            s[a + "q_proj.weight"] = (kd, D)
+            s[a + "k_proj.weight"] = (kd // G, D)
+            s[a + "v_proj.weight"] = (vd // G, D)
+            if c.get("use_output_gate", True):
+                s[a + "g_proj.weight"] = (vd, D)
+            if c.get("use_short_conv", False):
+                s[a + "q_conv1d.weight"] = (kd, 1, W)
+                s[a + "k_conv1d.weight"] = (kd // G, 1, W)
+                s[a + "v_conv1d.weight"] = (vd // G, 1, W)
+            s[a + "gk_proj.0.weight"] = (16, D)
+            s[a + "gk_proj.1.weight"] = (kd // G, 16)
+            s[a + "gk_proj.1.bias"] = (kd // G,)
+            s[a + ("g_norm_swish_gate.weight" if c.get("use_output_gate", True) else "g_norm.weight")] = (vd // H,)
+            s[a + "o_proj.weight"] = (D, vd)
+        elif t in ("delta_net", "gated_deltanet"):
+            H = c["num_heads"]
+            if t == "delta_net":
+                HK = int(D * c.get("expand_k", 1.0))
+                HVd = int(D * c.get("expand_v", 1.0))
+                NV = H
+                Vh = HVd // H
+                gated = False
+            else:
+                K = c["head_dim"]
+                NV = c.get("num_v_heads") or H
+                Vh = int(K * c.get("expand_v", 2.0))
+                HK, HVd = H * K, NV * Vh
+                gated = True
+            s[a + "q_proj.weight"] = (HK, D)
+            s[a + "k_proj.weight"] = (HK, D)
+            s[a + "v_proj.weight"] = (HVd, D)
+            if gated:
+                s[a + "a_proj.weight"] = (NV, D)
+            if gated or c.get("use_beta", True):
+                s[a + "b_proj.weight"] = (NV, D)
+            if gated:
+                s[a + "A_log"] = (NV,)
+                s[a + "dt_bias"] = (NV,)
+            if c.get("use_short_conv", True):
+                s[a + "q_conv1d.weight"] = (HK, 1, W)
+                s[a + "k_conv1d.weight"] = (HK, 1, W)
+                s[a + "v_conv1d.weight"] = (HVd, 1, W)
+            if c.get("use_gate", gated):
+                s[a + "g_proj.weight"] = (HVd, D)
+            s[a + "o_norm.weight"] = (Vh,)
+            s[a + "o_proj.weight"] = (D, HVd)
+        else:
+            raise ValueError(t)
+        s[pre + "mlp_norm.weight"] = (D,)
+        s[pre + "mlp.gate_proj.weight"] = (I, D)
+        s[pre + "mlp.up_proj.weight"] = (I, D)
+        s[pre + "mlp.down_proj.weight"] = (D, I)
+    s["model.norm.weight"] = (D,)
+    if not c.get("tie_word_embeddings", False):
+        s["lm_head.weight"] = (Vv, D)
+    return s
+
+
+def init_params(shapes, gen):
+    """Random float32 weights scaled so that every path carries signal (not FLA's init)."""
+    p = {}
+    for name, shp in shapes.items():
+        z = torch.randn(shp, generator=gen, dtype=F64)
+        if name.endswith("norm.weight") or name.endswith("norm_swish_gate.weight"):
+            w = 1.0 + 0.2 * z
+        elif name.endswith("embeddings.weight"):
+            w = 0.25 * z
+        elif name.endswith(".bias"):
+            w = 0.3 * z
+        elif name.endswith("A_log"):
+            w = torch.log(1.0 + 15.0 * torch.rand(shp, generator=gen, dtype=F64))
+        elif name.endswith("dt_bias"):
+            dt = torch.exp(math.log(1e-3) + (math.log(0.1) - math.log(1e-3)) * torch.rand(shp, generator=gen, dtype=F64))
+            w = dt + torch.log(-torch.expm1(-dt))
+        elif name.endswith("conv1d.weight"):
+            w = 0.4 * z
+        else:  # Linear [out, in]
+            w = z / math.sqrt(shp[-1])
+        p[name] = w.to(torch.float32)
+    return p
+
+
+# --------------------------------------------------------------------- file writers
+
+def write_safetensors(path, tensors):
+    """safetensors: u64 LE header length, JSON header, then F32 data back to back."""
+    header, blobs, off = {}, [], 0
+    for name, t in tensors.items():
+        a = np.ascontiguousarray(t.detach().cpu().numpy().astype("<f4"))
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
+        blobs.append(a.tobytes())
+        off += a.nbytes
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+# ------------------------------------------------------------------------- cases
+
+BASE = {"hidden_size": 32, "num_hidden_layers": 2, "num_heads": 2, "vocab_size": 64,
+        "intermediate_size": 24, "norm_eps": 1e-6, "hidden_act": "swish"}
+
+CASES = {
+    "gla": dict(BASE, model_type="gla", expand_k=0.5, expand_v=1.0, use_short_conv=False,
+                use_output_gate=True, tie_word_embeddings=True),
+    "gated_deltanet": dict(BASE, model_type="gated_deltanet", head_dim=8, expand_v=2.0, use_short_conv=True,
+                           conv_size=4, use_gate=True, allow_neg_eigval=False, tie_word_embeddings=False),
+    "delta_net": dict(BASE, model_type="delta_net", expand_k=1.0, expand_v=1.0, use_short_conv=True, conv_size=4,
+                      use_gate=False, use_beta=True, qk_activation="silu", qk_norm="l2",
+                      tie_word_embeddings=False),
+    "transformer": dict(BASE, model_type="transformer", num_kv_heads=1, qkv_bias=True, rope_theta=10000.0,
+                        tie_word_embeddings=True),
+    "hybrid_gla_attn": dict(BASE, model_type="gla", expand_k=0.5, expand_v=1.0, use_short_conv=True, conv_size=4,
+                            use_output_gate=True, tie_word_embeddings=False,
+                            attn={"layers": [1], "num_heads": 2, "num_kv_heads": 2, "qkv_bias": False,
+                                  "window_size": None, "rope_theta": 10000.0}),
+    # option variants: grouped value heads (GVA) with negative eigenvalues; GLA with
+    # grouped k/v heads, no output gate and a gate floor; DeltaNet with the output gate
+    "gated_deltanet_gva": dict(BASE, model_type="gated_deltanet", head_dim=8, expand_v=1.0, num_v_heads=4,
+                               use_short_conv=True, conv_size=3, use_gate=True, allow_neg_eigval=True,
+                               tie_word_embeddings=True),
+    "gla_gqa_nogate": dict(BASE, model_type="gla", num_heads=4, num_kv_heads=2, expand_k=0.5, expand_v=1.0,
+                           use_short_conv=False, use_output_gate=False, clamp_min=-0.05,
+                           tie_word_embeddings=False),
+    "delta_net_gate": dict(BASE, model_type="delta_net", expand_k=0.5, expand_v=1.0, use_short_conv=True,
+                           conv_size=4, use_gate=True, use_beta=True, allow_neg_eigval=True,
+                           qk_activation="silu", qk_norm="l2", tie_word_embeddings=True),
+}
+
+B, T = 2, 70  # T > 64 crosses lina's chunk boundary (chunk 64) and is not a multiple of it
+
+
+def make_case(name, c, outdir, seed):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = param_shapes(c)
+    p32 = init_params(shapes, gen)
+    tokens = torch.randint(0, c["vocab_size"], (B, T + 1), generator=gen)
+    inp = tokens[:, :T].contiguous()
+    tgt = tokens[:, 1:].clone()
+    tgt[0, 3] = -100
+    tgt[1, 0] = -100
+    tgt[1, T - 1] = -100
+    p = {k: v.to(F64).requires_grad_(True) for k, v in p32.items()}
+    logits = model_logits(p, c, inp)
+    loss = lm_loss(logits, tgt)
+    loss.backward()
+    d = os.path.join(outdir, name)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(c, f, indent=1)
+        f.write("\n")
+    write_safetensors(os.path.join(d, "model.safetensors"), p32)
+    write_safetensors(os.path.join(d, "grads.safetensors"), {k: v.grad for k, v in p.items()})
+    np.save(os.path.join(d, "tokens.npy"), inp.numpy().astype("<f4"))
+    np.save(os.path.join(d, "targets.npy"), tgt.numpy().astype("<f4"))
+    np.save(os.path.join(d, "logits.npy"), logits.detach().numpy().astype("<f4"))
+    np.save(os.path.join(d, "loss.npy"), np.array([loss.item()], dtype="<f8"))
+    size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+    print("%-18s params %6d  loss %.6f  max|logit| %.3f  %d bytes" %
+          (name, sum(v.numel() for v in p32.values()), loss.item(), logits.abs().max().item(), size))
+    return p, c, inp
+
+
+def check_chunk_forms(p, c, inp):
+    """The chunkwise torch mixers of bench/torch_train.py against the recurrent ones here."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+    import torch_train
+    with torch.no_grad():
+        ref = model_logits(p, c, inp)
+        chk = model_logits(p, c, inp, {"gla": lambda *a: torch_train.gla_chunk(*a, C=16),
+                                       "delta": lambda *a: torch_train.delta_chunk(*a, C=16)})
+    return (chk - ref).abs().max().item() / max(1.0, ref.abs().max().item())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                                  "ref", "torch"))
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    for i, (name, c) in enumerate(CASES.items()):
+        p, c, inp = make_case(name, c, args.out, 1234 + i)
+        if args.check:
+            print("  chunk form vs recurrent form (float64): rel err %.3e" % check_chunk_forms(p, c, inp))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+/* dp_layer.c -- FLA's GatedDeltaProduct layer (MIXERS.md section 8): q and
+ * n_h keys / values / betas per token through short convolutions (SiLU),
+ * L2-normalised q and keys, the optional forget gate
+ * g = -exp(A_log) softplus(a + dt_bias), the delta product on the delta-rule
+ * engine (lina_delta_fwd with n = num_householder sub-steps), the per-head
+ * output norm (gated or plain) and o_proj. Forward (with an optional decode
+ * state) and backward. Shapes in dp_layer.h. */
+#include "dp_layer.h"
+
+#include "nn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DP_L2_EPS 1e-6f
+
+int lina_dp_check_dims(const lina_dp_dims *d)
+{
+    if (!d || d->D <= 0 || d->H <= 0 || d->HV <= 0 || d->HV % d->H != 0 || d->K <= 0 || d->V <= 0 || d->n < 1 ||
+        (d->use_short_conv && d->conv_size <= 0)) {
+        return lina_set_error(LINA_EINVAL, "gated_deltaproduct layer: bad dims");
+    }
+    if (!(d->norm_eps > 0.0f)) {
+        return lina_set_error(LINA_EINVAL, "gated_deltaproduct layer: norm_eps must be > 0");
+    }
+    return LINA_OK;
+}
+
+size_t lina_dp_acts_floats(const lina_dp_dims *d, int N)
+{
+    size_t m = (size_t)d->n, H = (size_t)d->H, HV = (size_t)d->HV, HK = H * d->K, VK = HV * d->K,
+           VV = HV * d->V;
+    size_t s = 3 * (HK + m * HK) + m * VV;  /* qp, kp, qc, kc, qn, kn; vp */
+    s += H + m * H;                          /* rq, rk */
+    s += HV != H ? VK + m * VK : 0;          /* qe, ke */
+    s += m * VV;                             /* v */
+    s += 2 * HV + 2 * m * HV;                /* a, g, bl, beta */
+    s += 3 * VV + HV;                        /* gate, o, y, rstd */
+    return (size_t)N * s;
+}
+
+void lina_dp_acts_carve(lina_dp_acts *a, float *buf, const lina_dp_dims *d, int N)
+{
+    size_t n = (size_t)N, m = (size_t)d->n, H = (size_t)d->H, HV = (size_t)d->HV, HK = H * d->K,
+           VK = HV * d->K, VV = HV * d->V;
+    float *p = buf;
+    a->qp = p;   p += n * HK;
+    a->kp = p;   p += n * m * HK;
+    a->vp = p;   p += n * m * VV;
+    a->qc = p;   p += n * HK;
+    a->kc = p;   p += n * m * HK;
+    a->qn = p;   p += n * HK;
+    a->kn = p;   p += n * m * HK;
+    a->rq = p;   p += n * H;
+    a->rk = p;   p += n * m * H;
+    a->qe = a->qn;
+    a->ke = a->kn;
+    if (HV != H) {
+        a->qe = p; p += n * VK;
+        a->ke = p; p += n * m * VK;
+    }
+    a->v = p;    p += n * m * VV;
+    a->a = p;    p += n * HV;
+    a->g = p;    p += n * HV;
+    a->bl = p;   p += n * m * HV;
+    a->beta = p; p += n * m * HV;
+    a->gate = p; p += n * VV;
+    a->o = p;    p += n * VV;
+    a->rstd = p; p += n * HV;
+    a->y = p;
+}
+
+size_t lina_dp_scratch_floats(const lina_dp_dims *d, int N)
+{
+    size_t m = (size_t)d->n, H = (size_t)d->H, HV = (size_t)d->HV, HK = H * d->K, VK = HV * d->K,
+           VV = HV * d->V;
+    size_t s = 3 * VV + 2 * m * VV;          /* dy, dO, dgate, dv, dvp */
+    s += 3 * (HK + m * HK);                  /* dqn, dkn, dqc, dkc, dqp, dkp */
+    s += m * HV + HV;                        /* dbeta, dg */
+    s += HV != H ? VK + m * VK : 0;          /* dqe, dke */
+    return (size_t)N * s;
+}
+
+size_t lina_dp_state_floats(const lina_dp_dims *d, int B)
+{
+    size_t m = (size_t)d->n, HK = (size_t)d->H * d->K, VV = (size_t)d->HV * d->V;
+    size_t conv = d->use_short_conv ? (HK + m * HK + m * VV) * (size_t)d->conv_size : 0;
+    return (size_t)B * (conv + (size_t)d->HV * d->K * (size_t)d->V);
+}
+
+static lina_mix_dims dp_mix(const lina_dp_dims *d, int B, int T)
+{
+    lina_mix_dims md = {0};
+    md.B = B;
+    md.T = T;
+    md.H = d->HV;
+    md.K = d->K;
+    md.V = d->V;
+    md.chunk = 64;
+    md.scale = 0.0f; /* K^-1/2 */
+    return md;
+}
+
+static float sigm(float x)
+{
+    return 1.0f / (1.0f + expf(-x));
+}
+
+/* y [B,T,C] = SiLU(conv(x)) (cache [B,C,W] or NULL) or SiLU(x) */
+static void conv_or_silu(float *y, const float *x, const float *w, float *cache, const lina_dp_dims *d, int B, int T,
+                         int C)
+{
+    if (d->use_short_conv) {
+        lina_shortconv_forward(y, x, w, NULL, cache, cache, B, T, C, d->conv_size, LINA_ACT_SILU);
+    } else {
+        lina_silu_forward(y, x, (size_t)B * T * C);
+    }
+}
+
+static void conv_or_silu_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                                  const lina_dp_dims *d, int B, int T, int C)
+{
+    if (d->use_short_conv) {
+        lina_shortconv_backward(dx, dw, NULL, NULL, dy, x, w, NULL, NULL, B, T, C, d->conv_size, LINA_ACT_SILU);
+    } else {
+        lina_silu_backward(dx, dy, x, (size_t)B * T * C);
+    }
+}
+
+/* dst [R, HV*K] = src [R, H*K], q/k head h / (HV/H) for value head h */
+static void repeat_heads(float *dst, const float *src, size_t R, int H, int HV, int K)
+{
+    int G = HV / H;
+    for (size_t r = 0; r < R; r++) {
+        for (int h = 0; h < HV; h++) {
+            memcpy(dst + (r * HV + h) * K, src + (r * H + h / G) * K, (size_t)K * sizeof(float));
+        }
+    }
+}
+
+/* dst [R, H*K] += group sums of src [R, HV*K] */
+static void reduce_heads(float *dst, const float *src, size_t R, int H, int HV, int K)
+{
+    int G = HV / H;
+    for (size_t r = 0; r < R; r++) {
+        for (int h = 0; h < HV; h++) {
+            float *o = dst + (r * H + h / G) * K;
+            const float *x = src + (r * HV + h) * K;
+            for (int i = 0; i < K; i++) {
+                o[i] += x[i];
+            }
+        }
+    }
+}
+
+int lina_dp_forward(float *out, lina_dp_acts *a, const float *x, const lina_dp_dims *d, const lina_dp_params *p,
+                    int B, int T, float *state, lina_form form, lina_ws *ws)
+{
+    int rc = lina_dp_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    int N = B * T, D = d->D, H = d->H, HV = d->HV, m = d->n, HK = H * d->K, VV = HV * d->V, W = d->conv_size;
+    size_t SZ = (size_t)B * HV * d->K * d->V;
+    /* state views: conv tails [B,HK,W], [B,m*HK,W], [B,m*VV,W]; recurrent state [B,HV,K,V] */
+    float *cq = NULL, *ck = NULL, *cv = NULL, *st = NULL;
+    if (state) {
+        size_t ct = d->use_short_conv ? (size_t)B * W : 0;
+        cq = d->use_short_conv ? state : NULL;
+        ck = d->use_short_conv ? state + ct * HK : NULL;
+        cv = d->use_short_conv ? state + ct * (HK + (size_t)m * HK) : NULL;
+        st = state + ct * (HK + (size_t)m * HK + (size_t)m * VV);
+    }
+    /* projections, short convs, L2Norms */
+    lina_linear_forward(a->qp, x, p->q_proj, NULL, N, D, HK);
+    lina_linear_forward(a->kp, x, p->k_proj, NULL, N, D, m * HK);
+    lina_linear_forward(a->vp, x, p->v_proj, NULL, N, D, m * VV);
+    conv_or_silu(a->qc, a->qp, p->q_conv, cq, d, B, T, HK);
+    conv_or_silu(a->kc, a->kp, p->k_conv, ck, d, B, T, m * HK);
+    conv_or_silu(a->v, a->vp, p->v_conv, cv, d, B, T, m * VV);
+    lina_l2norm_forward(a->qn, a->rq, a->qc, N * H, d->K, DP_L2_EPS);
+    lina_l2norm_forward(a->kn, a->rk, a->kc, N * m * H, d->K, DP_L2_EPS);
+    if (HV != H) {
+        repeat_heads(a->qe, a->qn, (size_t)N, H, HV, d->K);
+        repeat_heads(a->ke, a->kn, (size_t)N * m, H, HV, d->K);
+    }
+    /* beta [N*m, HV], forget gate [N, HV] */
+    lina_linear_forward(a->bl, x, p->b_proj, NULL, N, D, m * HV);
+    float bs = d->allow_neg_eigval ? 2.0f : 1.0f;
+    for (size_t i = 0; i < (size_t)N * m * HV; i++) {
+        a->beta[i] = bs * sigm(a->bl[i]);
+    }
+    if (d->use_forget_gate) {
+        lina_linear_forward(a->a, x, p->a_proj, NULL, N, D, HV);
+        for (int r = 0; r < N; r++) {
+            for (int h = 0; h < HV; h++) {
+                size_t i = (size_t)r * HV + h;
+                a->g[i] = -expf(p->A_log[h]) * lina_softplusf(a->a[i] + p->dt_bias[h]);
+            }
+        }
+    }
+    if (d->use_gate) {
+        lina_linear_forward(a->gate, x, p->g_proj, NULL, N, D, VV);
+    }
+    /* the delta product over the value heads */
+    lina_mix_dims md = dp_mix(d, B, T);
+    float *ht = NULL;
+    if (st) {
+        ht = malloc(SZ * sizeof(float));
+        if (!ht) {
+            return lina_set_error(LINA_ENOMEM, "gated_deltaproduct layer: out of memory");
+        }
+    }
+    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->use_forget_gate ? a->g : NULL, st, m};
+    lina_delta_out o = {a->o, ht, NULL};
+    rc = lina_delta_fwd(&md, &in, &o, form, ws);
+    if (ht) {
+        if (!rc) {
+            memcpy(st, ht, SZ * sizeof(float));
+        }
+        free(ht);
+    }
+    if (rc) {
+        return rc;
+    }
+    /* output norm per value head, o_proj */
+    if (d->use_gate) {
+        lina_rmsnorm_gated_forward(a->y, a->rstd, a->o, a->gate, p->o_norm, N * HV, d->V, d->norm_eps);
+    } else {
+        lina_rmsnorm_forward(a->y, a->rstd, a->o, p->o_norm, NULL, N * HV, d->V, d->norm_eps);
+    }
+    lina_linear_forward(out, a->y, p->o_proj, NULL, N, VV, D);
+    return LINA_OK;
+}
+
+int lina_dp_backward(float *dx, lina_dp_params *gp, const float *dout, const float *x, const lina_dp_acts *a,
+                     const lina_dp_dims *d, const lina_dp_params *p, int B, int T, float *scratch, lina_form form,
+                     lina_ws *ws)
+{
+    int rc = lina_dp_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    int N = B * T, D = d->D, H = d->H, HV = d->HV, m = d->n, HK = H * d->K, VK = HV * d->K, VV = HV * d->V;
+    size_t n = (size_t)N, nm = n * m;
+    memset(scratch, 0, lina_dp_scratch_floats(d, N) * sizeof(float));
+    float *s = scratch;
+    float *dy = s;    s += n * VV;
+    float *dO = s;    s += n * VV;
+    float *dgate = s; s += n * VV;
+    float *dv = s;    s += nm * VV;
+    float *dvp = s;   s += nm * VV;
+    float *dqn = s;   s += n * HK;
+    float *dkn = s;   s += nm * HK;
+    float *dqc = s;   s += n * HK;
+    float *dkc = s;   s += nm * HK;
+    float *dqp = s;   s += n * HK;
+    float *dkp = s;   s += nm * HK;
+    float *dbeta = s; s += nm * HV;
+    float *dg = s;    s += n * HV;
+    float *dqe = dqn, *dke = dkn;
+    if (HV != H) {
+        dqe = s; s += n * VK;
+        dke = s;
+    }
+
+    lina_linear_backward(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, VV, D);
+    if (d->use_gate) {
+        lina_rmsnorm_gated_backward(dO, dgate, gp->o_norm, dy, a->o, a->gate, p->o_norm, a->rstd, N * HV, d->V);
+    } else {
+        lina_rmsnorm_backward(dO, gp->o_norm, NULL, dy, a->o, p->o_norm, a->rstd, N * HV, d->V);
+    }
+    lina_mix_dims md = dp_mix(d, B, T);
+    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->use_forget_gate ? a->g : NULL, NULL, m};
+    lina_delta_grad_in gin = {dO, NULL, NULL};
+    lina_delta_grad_out gout = {dqe, dke, dv, dbeta, d->use_forget_gate ? dg : NULL, NULL};
+    if ((rc = lina_delta_bwd(&md, &in, &gin, &gout, form, ws))) {
+        return rc;
+    }
+    if (HV != H) {
+        reduce_heads(dqn, dqe, n, H, HV, d->K);
+        reduce_heads(dkn, dke, nm, H, HV, d->K);
+    }
+    lina_l2norm_backward(dqc, dqn, a->qn, a->rq, N * H, d->K);
+    lina_l2norm_backward(dkc, dkn, a->kn, a->rk, N * m * H, d->K);
+    conv_or_silu_backward(dqp, gp->q_conv, dqc, a->qp, p->q_conv, d, B, T, HK);
+    conv_or_silu_backward(dkp, gp->k_conv, dkc, a->kp, p->k_conv, d, B, T, m * HK);
+    conv_or_silu_backward(dvp, gp->v_conv, dv, a->vp, p->v_conv, d, B, T, m * VV);
+    /* beta = c sigmoid(bl): d bl = d beta c s (1 - s) (in place) */
+    float bs = d->allow_neg_eigval ? 2.0f : 1.0f;
+    for (size_t i = 0; i < nm * HV; i++) {
+        float sg = sigm(a->bl[i]);
+        dbeta[i] *= bs * sg * (1.0f - sg);
+    }
+    /* g = -exp(A_log) softplus(z), z = a + dt_bias: da = dg (-exp(A_log)) sigmoid(z) (in place) */
+    if (d->use_forget_gate) {
+        for (int h = 0; h < HV; h++) {
+            double sA = 0.0, sdt = 0.0;
+            float eA = expf(p->A_log[h]);
+            for (int r = 0; r < N; r++) {
+                size_t i = (size_t)r * HV + h;
+                float dz = dg[i] * -eA * sigm(a->a[i] + p->dt_bias[h]);
+                sA += (double)dg[i] * a->g[i];
+                sdt += dz;
+                dg[i] = dz;
+            }
+            if (gp->A_log) {
+                gp->A_log[h] += (float)sA;
+            }
+            if (gp->dt_bias) {
+                gp->dt_bias[h] += (float)sdt;
+            }
+        }
+        lina_linear_backward(dx, gp->a_proj, NULL, dg, x, p->a_proj, N, D, HV);
+    }
+    lina_linear_backward(dx, gp->b_proj, NULL, dbeta, x, p->b_proj, N, D, m * HV);
+    lina_linear_backward(dx, gp->q_proj, NULL, dqp, x, p->q_proj, N, D, HK);
+    lina_linear_backward(dx, gp->k_proj, NULL, dkp, x, p->k_proj, N, D, m * HK);
+    lina_linear_backward(dx, gp->v_proj, NULL, dvp, x, p->v_proj, N, D, m * VV);
+    if (d->use_gate) {
+        lina_linear_backward(dx, gp->g_proj, NULL, dgate, x, p->g_proj, N, D, VV);
+    }
+    return LINA_OK;
+}

@@ -1,0 +1,594 @@
+/* la_layer.c -- FLA's LinearAttention layer (MIXERS.md section 2): q/k/v
+ * projections, the per-head feature maps (identity, elu, relu,
+ * elementwise_product, hedgehog, t2r, dpfp), optional sum normalisation of q
+ * and k, grouped kv heads, linear attention on the diagonal-decay engine
+ * (lina_dd_fwd with no gate), the optional running normaliser
+ * (norm_feature_map), the per-head output RMSNorm and o_proj. Forward (with
+ * an optional decode state) and backward. Shapes in la_layer.h. */
+#include "la_layer.h"
+
+#include "nn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LA_SUM_EPS 1e-4  /* norm_q / norm_k: x / (sum x + 1e-4) */
+#define LA_DEN_EPS 1e-10 /* normaliser: o / (scale q.z + 1e-10) */
+
+static const char *const fmap_names[] = {"identity", "elu", "relu", "elementwise_product", "hedgehog", "t2r", "dpfp"};
+#define N_FMAPS ((int)(sizeof(fmap_names) / sizeof(fmap_names[0])))
+
+int lina_la_fmap_parse(const char *name, int *fmap)
+{
+    for (int i = 0; name && i < N_FMAPS; i++) {
+        if (strcmp(name, fmap_names[i]) == 0) {
+            *fmap = i;
+            return LINA_OK;
+        }
+    }
+    return lina_set_error(LINA_EINVAL,
+                          "linear_attn: unknown feature_map \"%s\" (expected one of identity, elu, relu, "
+                          "elementwise_product, hedgehog, t2r, dpfp)",
+                          name && name[0] ? name : "null");
+}
+
+int lina_la_fmap_dim(int fmap, int K)
+{
+    switch (fmap) {
+    case LINA_LA_FM_HEDGEHOG:
+        return 2 * K;
+    case LINA_LA_FM_DPFP:
+        return 2 * LINA_LA_DPFP_NU * K;
+    default:
+        return K;
+    }
+}
+
+int lina_la_fmap_linears(int fmap)
+{
+    return fmap == LINA_LA_FM_HADAMARD ? 2 : fmap == LINA_LA_FM_HEDGEHOG || fmap == LINA_LA_FM_T2R ? 1 : 0;
+}
+
+int lina_la_check_dims(const lina_la_dims *d)
+{
+    if (!d || d->D <= 0 || d->H <= 0 || d->Hkv <= 0 || d->H % d->Hkv != 0 || d->K <= 0 || d->V <= 0 ||
+        d->fmap < 0 || d->fmap >= N_FMAPS || d->F != lina_la_fmap_dim(d->fmap, d->K)) {
+        return lina_set_error(LINA_EINVAL, "linear_attn layer: bad dims");
+    }
+    if (!(d->norm_eps > 0.0f)) {
+        return lina_set_error(LINA_EINVAL, "linear_attn layer: norm_eps must be > 0");
+    }
+    return LINA_OK;
+}
+
+/* map internals per row: floats of s1 and s2 ([R, K] each or absent) */
+static int n_internal(const lina_la_dims *d)
+{
+    return lina_la_fmap_linears(d->fmap);
+}
+
+size_t lina_la_acts_floats(const lina_la_dims *d, int N)
+{
+    size_t n = (size_t)N, H = (size_t)d->H, G = (size_t)d->Hkv, K = (size_t)d->K, V = (size_t)d->V,
+           F = (size_t)d->F;
+    size_t s = H * K + G * K + G * V;           /* qp, kp, vv */
+    s += (size_t)n_internal(d) * (H * K + G * K); /* q1, q2, k1, k2 */
+    s += H * F + G * F;                          /* qf, kf */
+    s += d->norm_q ? H * F : 0;                  /* q */
+    s += d->norm_k ? G * F : 0;                  /* kn */
+    s += G != H ? H * F + H * V : 0;             /* k, v */
+    s += H * V;                                  /* num */
+    s += d->normalize ? H + H * V : 0;           /* den, o */
+    s += H + H * V;                              /* rstd, y */
+    return n * s;
+}
+
+void lina_la_acts_carve(lina_la_acts *a, float *buf, const lina_la_dims *d, int N)
+{
+    size_t n = (size_t)N, H = (size_t)d->H, G = (size_t)d->Hkv, K = (size_t)d->K, V = (size_t)d->V,
+           F = (size_t)d->F;
+    int ni = n_internal(d);
+    float *p = buf;
+    a->qp = p;  p += n * H * K;
+    a->kp = p;  p += n * G * K;
+    a->vv = p;  p += n * G * V;
+    a->q1 = a->q2 = a->k1 = a->k2 = NULL;
+    if (ni >= 1) {
+        a->q1 = p; p += n * H * K;
+        a->k1 = p; p += n * G * K;
+    }
+    if (ni >= 2) {
+        a->q2 = p; p += n * H * K;
+        a->k2 = p; p += n * G * K;
+    }
+    a->qf = p;  p += n * H * F;
+    a->kf = p;  p += n * G * F;
+    a->q = a->qf;
+    a->kn = a->kf;
+    if (d->norm_q) {
+        a->q = p; p += n * H * F;
+    }
+    if (d->norm_k) {
+        a->kn = p; p += n * G * F;
+    }
+    a->k = a->kn;
+    a->v = a->vv;
+    if (G != H) {
+        a->k = p; p += n * H * F;
+        a->v = p; p += n * H * V;
+    }
+    a->num = p; p += n * H * V;
+    a->den = NULL;
+    a->o = a->num;
+    if (d->normalize) {
+        a->den = p; p += n * H;
+        a->o = p;   p += n * H * V;
+    }
+    a->rstd = p; p += n * H;
+    a->y = p;
+}
+
+size_t lina_la_scratch_floats(const lina_la_dims *d, int N)
+{
+    size_t n = (size_t)N, H = (size_t)d->H, G = (size_t)d->Hkv, K = (size_t)d->K, V = (size_t)d->V,
+           F = (size_t)d->F;
+    size_t s = 3 * H * V + 2 * H * F;           /* dy, dO, dv, dq, dk */
+    s += d->normalize ? H : 0;                  /* dden */
+    s += G != H ? G * F + G * V : 0;            /* dkn, dvv */
+    s += d->norm_q ? H * F : 0;                 /* dqf */
+    s += d->norm_k ? G * F : 0;                 /* dkf */
+    s += H * K + G * K;                         /* dqp, dkp */
+    s += 3 * H * K;                             /* map temporaries t1 [R, 2K], t2 [R, K] */
+    return n * s;
+}
+
+size_t lina_la_state_floats(const lina_la_dims *d, int B)
+{
+    size_t hf = (size_t)B * d->H * d->F;
+    return hf * (size_t)d->V + (d->normalize ? hf : 0);
+}
+
+/* ------------------------------------------------------------ feature maps */
+
+/* r[i] of dpfp: [relu(x), -relu(x)] over 2K */
+static inline float dpfp_r(const float *x, int i, int K)
+{
+    float v = i < K ? x[i] : x[i - K];
+    v = v > 0.0f ? v : 0.0f;
+    return i < K ? v : -v;
+}
+
+/* phi [R, F] = map(x [R, K]); s1, s2 [R, K] the Linear outputs kept for backward */
+static void fmap_forward(const lina_la_dims *d, const float *w1, const float *b1, const float *w2, const float *b2,
+                         const float *x, float *phi, float *s1, float *s2, int R)
+{
+    int K = d->K, F = d->F;
+    size_t nk = (size_t)R * K;
+    switch (d->fmap) {
+    case LINA_LA_FM_IDENTITY:
+        memcpy(phi, x, nk * sizeof(float));
+        break;
+    case LINA_LA_FM_ELU:
+        for (size_t i = 0; i < nk; i++) {
+            phi[i] = x[i] > 0.0f ? x[i] + 1.0f : expf(x[i]);
+        }
+        break;
+    case LINA_LA_FM_RELU:
+        for (size_t i = 0; i < nk; i++) {
+            phi[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        }
+        break;
+    case LINA_LA_FM_HADAMARD:
+        lina_linear_forward(s1, x, w1, b1, R, K, K);
+        lina_linear_forward(s2, x, w2, b2, R, K, K);
+        for (size_t i = 0; i < nk; i++) {
+            phi[i] = s1[i] * s2[i];
+        }
+        break;
+    case LINA_LA_FM_HEDGEHOG:
+        lina_linear_forward(s1, x, w1, b1, R, K, K);
+#pragma omp parallel for if (nk >= 32768)
+        for (int r = 0; r < R; r++) {
+            const float *u = s1 + (size_t)r * K;
+            float *y = phi + (size_t)r * F;
+            float m = 0.0f;
+            for (int i = 0; i < K; i++) {
+                float a = fabsf(2.0f * u[i]);
+                m = a > m ? a : m;
+            }
+            double s = 0.0;
+            for (int i = 0; i < K; i++) {
+                y[i] = expf(2.0f * u[i] - m);
+                y[K + i] = expf(-2.0f * u[i] - m);
+                s += (double)y[i] + y[K + i];
+            }
+            float inv = (float)(1.0 / s);
+            for (int i = 0; i < F; i++) {
+                y[i] *= inv;
+            }
+        }
+        break;
+    case LINA_LA_FM_T2R:
+        lina_linear_forward(s1, x, w1, NULL, R, K, K);
+        for (size_t i = 0; i < nk; i++) {
+            phi[i] = s1[i] > 0.0f ? s1[i] : 0.0f;
+        }
+        break;
+    case LINA_LA_FM_DPFP: {
+        int K2 = 2 * K;
+#pragma omp parallel for if ((size_t)R * F >= 32768)
+        for (int r = 0; r < R; r++) {
+            const float *xr = x + (size_t)r * K;
+            float *y = phi + (size_t)r * F;
+            for (int j = 1; j <= LINA_LA_DPFP_NU; j++) {
+                for (int i = 0; i < K2; i++) {
+                    int p = ((i - j) % K2 + K2) % K2;
+                    y[(size_t)(j - 1) * K2 + i] = dpfp_r(xr, i, K) * dpfp_r(xr, p, K);
+                }
+            }
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* dx [R, K] += d map / dx^T dphi [R, F]; parameter gradients accumulate (NULL:
+ * skipped). t1 [R, 2K], t2 [R, K] temporaries. */
+static void fmap_backward(const lina_la_dims *d, const float *w1, const float *w2, float *gw1, float *gb1,
+                          float *gw2, float *gb2, const float *x, const float *phi, const float *s1, const float *s2,
+                          const float *dphi, float *dx, float *t1, float *t2, int R)
+{
+    int K = d->K, F = d->F;
+    size_t nk = (size_t)R * K;
+    switch (d->fmap) {
+    case LINA_LA_FM_IDENTITY:
+        for (size_t i = 0; i < nk; i++) {
+            dx[i] += dphi[i];
+        }
+        break;
+    case LINA_LA_FM_ELU:
+        for (size_t i = 0; i < nk; i++) {
+            dx[i] += x[i] > 0.0f ? dphi[i] : dphi[i] * phi[i];
+        }
+        break;
+    case LINA_LA_FM_RELU:
+        for (size_t i = 0; i < nk; i++) {
+            dx[i] += x[i] > 0.0f ? dphi[i] : 0.0f;
+        }
+        break;
+    case LINA_LA_FM_HADAMARD:
+        for (size_t i = 0; i < nk; i++) {
+            t1[i] = dphi[i] * s2[i];
+            t2[i] = dphi[i] * s1[i];
+        }
+        lina_linear_backward(dx, gw1, gb1, t1, x, w1, R, K, K);
+        lina_linear_backward(dx, gw2, gb2, t2, x, w2, R, K, K);
+        break;
+    case LINA_LA_FM_HEDGEHOG:
+        /* softmax over y = [2u, -2u]: dy = phi (dphi - phi.dphi); du = 2 (dy_i - dy_{K+i}) */
+#pragma omp parallel for if (nk >= 32768)
+        for (int r = 0; r < R; r++) {
+            const float *ph = phi + (size_t)r * F, *g = dphi + (size_t)r * F;
+            double c = 0.0;
+            for (int i = 0; i < F; i++) {
+                c += (double)ph[i] * g[i];
+            }
+            float cf = (float)c;
+            float *du = t1 + (size_t)r * K;
+            for (int i = 0; i < K; i++) {
+                du[i] = 2.0f * (ph[i] * (g[i] - cf) - ph[K + i] * (g[K + i] - cf));
+            }
+        }
+        lina_linear_backward(dx, gw1, gb1, t1, x, w1, R, K, K);
+        break;
+    case LINA_LA_FM_T2R:
+        for (size_t i = 0; i < nk; i++) {
+            t1[i] = s1[i] > 0.0f ? dphi[i] : 0.0f;
+        }
+        lina_linear_backward(dx, gw1, NULL, t1, x, w1, R, K, K);
+        break;
+    case LINA_LA_FM_DPFP: {
+        int K2 = 2 * K;
+#pragma omp parallel for if ((size_t)R * F >= 32768)
+        for (int r = 0; r < R; r++) {
+            const float *xr = x + (size_t)r * K, *g = dphi + (size_t)r * F;
+            float *dr = t1 + (size_t)r * K2;
+            memset(dr, 0, (size_t)K2 * sizeof(float));
+            for (int j = 1; j <= LINA_LA_DPFP_NU; j++) {
+                for (int i = 0; i < K2; i++) {
+                    int p = ((i - j) % K2 + K2) % K2;
+                    float gi = g[(size_t)(j - 1) * K2 + i];
+                    dr[i] += gi * dpfp_r(xr, p, K);
+                    dr[p] += gi * dpfp_r(xr, i, K);
+                }
+            }
+            float *dxr = dx + (size_t)r * K;
+            for (int i = 0; i < K; i++) {
+                dxr[i] += xr[i] > 0.0f ? dr[i] - dr[K + i] : 0.0f;
+            }
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    (void)t2;
+}
+
+/* y = x / (sum x + 1e-4) per row of F */
+static void sum_norm_forward(float *y, const float *x, int R, int F)
+{
+    for (int r = 0; r < R; r++) {
+        const float *xr = x + (size_t)r * F;
+        double s = LA_SUM_EPS;
+        for (int i = 0; i < F; i++) {
+            s += xr[i];
+        }
+        float inv = (float)(1.0 / s);
+        for (int i = 0; i < F; i++) {
+            y[(size_t)r * F + i] = xr[i] * inv;
+        }
+    }
+}
+
+/* dx += (dy - (dy . y)) / (sum x + 1e-4) */
+static void sum_norm_backward(float *dx, const float *dy, const float *x, const float *y, int R, int F)
+{
+    for (int r = 0; r < R; r++) {
+        const float *xr = x + (size_t)r * F, *yr = y + (size_t)r * F, *g = dy + (size_t)r * F;
+        double s = LA_SUM_EPS, c = 0.0;
+        for (int i = 0; i < F; i++) {
+            s += xr[i];
+            c += (double)g[i] * yr[i];
+        }
+        for (int i = 0; i < F; i++) {
+            dx[(size_t)r * F + i] += (float)((g[i] - c) / s);
+        }
+    }
+}
+
+/* dst [N, H*E] = src [N, Hkv*E], kv head h / (H/Hkv) for head h */
+static void repeat_groups(float *dst, const float *src, int N, int H, int Hkv, int E)
+{
+    int G = H / Hkv;
+    for (int n = 0; n < N; n++) {
+        for (int h = 0; h < H; h++) {
+            memcpy(dst + ((size_t)n * H + h) * E, src + ((size_t)n * Hkv + h / G) * E, (size_t)E * sizeof(float));
+        }
+    }
+}
+
+/* dst [N, Hkv*E] += group sums of src [N, H*E] */
+static void reduce_groups(float *dst, const float *src, int N, int H, int Hkv, int E)
+{
+    int G = H / Hkv;
+    for (int n = 0; n < N; n++) {
+        for (int h = 0; h < H; h++) {
+            float *o = dst + ((size_t)n * Hkv + h / G) * E;
+            const float *x = src + ((size_t)n * H + h) * E;
+            for (int i = 0; i < E; i++) {
+                o[i] += x[i];
+            }
+        }
+    }
+}
+
+static lina_mix_dims la_mix(const lina_la_dims *d, int B, int T)
+{
+    lina_mix_dims md = {0};
+    md.B = B;
+    md.T = T;
+    md.H = d->H;
+    md.K = d->F;
+    md.V = d->V;
+    md.chunk = 64;
+    md.scale = 0.0f; /* F^-1/2 */
+    return md;
+}
+
+/* ------------------------------------------------------------ the layer */
+
+int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_dims *d, const lina_la_params *p,
+                    int B, int T, float *state, lina_form form, lina_ws *ws)
+{
+    int rc = lina_la_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    int N = B * T, D = d->D, H = d->H, G = d->Hkv, K = d->K, V = d->V, F = d->F;
+    size_t SZ = (size_t)B * H * F * V;
+    /* projections */
+    lina_linear_forward(a->qp, x, p->q_proj, NULL, N, D, H * K);
+    lina_linear_forward(a->kp, x, p->k_proj, NULL, N, D, G * K);
+    lina_linear_forward(a->vv, x, p->v_proj, NULL, N, D, G * V);
+    /* feature maps (per kv head before the repeat: the map is shared by heads) */
+    fmap_forward(d, p->fq_w1, p->fq_b1, p->fq_w2, p->fq_b2, a->qp, a->qf, a->q1, a->q2, N * H);
+    fmap_forward(d, p->fk_w1, p->fk_b1, p->fk_w2, p->fk_b2, a->kp, a->kf, a->k1, a->k2, N * G);
+    if (d->norm_q) {
+        sum_norm_forward(a->q, a->qf, N * H, F);
+    }
+    if (d->norm_k) {
+        sum_norm_forward(a->kn, a->kf, N * G, F);
+    }
+    if (G != H) {
+        repeat_groups(a->k, a->kn, N, H, G, F);
+        repeat_groups(a->v, a->vv, N, H, G, V);
+    }
+    /* linear attention; the state [B,H,F,V] (+ z [B,H,F]) */
+    lina_mix_dims md = la_mix(d, B, T);
+    float *ht = NULL;
+    if (state) {
+        ht = malloc(SZ * sizeof(float));
+        if (!ht) {
+            return lina_set_error(LINA_ENOMEM, "linear_attn layer: out of memory");
+        }
+    }
+    lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_NONE, NULL, state};
+    lina_dd_out o = {a->num, ht, NULL};
+    rc = lina_dd_fwd(&md, &in, &o, form, ws);
+    if (ht) {
+        if (!rc) {
+            memcpy(state, ht, SZ * sizeof(float));
+        }
+        free(ht);
+    }
+    if (rc) {
+        return rc;
+    }
+    if (d->normalize) {
+        /* z_t = z_0 + sum_{s<=t} k_s; den_t = scale q_t.z_t + 1e-10; o_t = num_t / den_t */
+        double scale = 1.0 / sqrt((double)F);
+        double *z = malloc((size_t)F * sizeof(double));
+        if (!z) {
+            return lina_set_error(LINA_ENOMEM, "linear_attn layer: out of memory");
+        }
+        float *zs = state ? state + SZ : NULL; /* [B,H,F] */
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < H; h++) {
+                float *zbh = zs ? zs + ((size_t)b * H + h) * F : NULL;
+                for (int i = 0; i < F; i++) {
+                    z[i] = zbh ? zbh[i] : 0.0;
+                }
+                for (int t = 0; t < T; t++) {
+                    size_t r = ((size_t)b * T + t) * H + h;
+                    const float *kr = a->k + r * F, *qr = a->q + r * F;
+                    double s = 0.0;
+                    for (int i = 0; i < F; i++) {
+                        z[i] += kr[i];
+                        s += (double)qr[i] * z[i];
+                    }
+                    float den = (float)(scale * s + LA_DEN_EPS);
+                    a->den[r] = den;
+                    for (int j = 0; j < V; j++) {
+                        a->o[r * V + j] = a->num[r * V + j] / den;
+                    }
+                }
+                for (int i = 0; zbh && i < F; i++) {
+                    zbh[i] = (float)z[i];
+                }
+            }
+        }
+        free(z);
+    }
+    /* output RMSNorm per head, o_proj */
+    lina_rmsnorm_forward(a->y, a->rstd, a->o, d->affine ? p->norm_w : NULL, NULL, N * H, V, d->norm_eps);
+    lina_linear_forward(out, a->y, p->o_proj, NULL, N, H * V, D);
+    return LINA_OK;
+}
+
+int lina_la_backward(float *dx, lina_la_params *gp, const float *dout, const float *x, const lina_la_acts *a,
+                     const lina_la_dims *d, const lina_la_params *p, int B, int T, float *scratch, lina_form form,
+                     lina_ws *ws)
+{
+    int rc = lina_la_check_dims(d);
+    if (rc) {
+        return rc;
+    }
+    int N = B * T, D = d->D, H = d->H, G = d->Hkv, K = d->K, V = d->V, F = d->F;
+    size_t n = (size_t)N;
+    memset(scratch, 0, lina_la_scratch_floats(d, N) * sizeof(float));
+    float *s = scratch;
+    float *dy = s;   s += n * H * V; /* [N,HV], later d num */
+    float *dO = s;   s += n * H * V; /* [N,HV] d o */
+    float *dv = s;   s += n * H * V; /* [N,HV] kernel dv */
+    float *dq = s;   s += n * H * F; /* [N,HF] kernel dq (+ normaliser) */
+    float *dk = s;   s += n * H * F; /* [N,HF] kernel dk (+ normaliser) */
+    float *dden = NULL, *dkn = dk, *dvv = dv, *dqf = dq, *dkf;
+    if (d->normalize) {
+        dden = s; s += n * H;
+    }
+    if (G != H) {
+        dkn = s; s += n * G * F;
+        dvv = s; s += n * G * V;
+    }
+    if (d->norm_q) {
+        dqf = s; s += n * H * F;
+    }
+    dkf = dkn;
+    if (d->norm_k) {
+        dkf = s; s += n * G * F;
+    }
+    float *dqp = s;  s += n * H * K;
+    float *dkp = s;  s += n * G * K;
+    float *t1 = s;   s += n * H * 2 * K;
+    float *t2 = s;
+
+    lina_linear_backward(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, H * V, D);
+    lina_rmsnorm_backward(dO, d->affine ? gp->norm_w : NULL, NULL, dy, a->o, d->affine ? p->norm_w : NULL, a->rstd,
+                          N * H, V);
+    const float *dkern = dO;
+    if (d->normalize) {
+        /* o = num / den: d num = dO / den, d den = -(dO . o) / den */
+        for (size_t r = 0; r < n * H; r++) {
+            double c = 0.0;
+            for (int j = 0; j < V; j++) {
+                dy[r * V + j] = dO[r * V + j] / a->den[r];
+                c += (double)dO[r * V + j] * a->o[r * V + j];
+            }
+            dden[r] = (float)(-c / a->den[r]);
+        }
+        dkern = dy;
+    }
+    lina_mix_dims md = la_mix(d, B, T);
+    lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_NONE, NULL, NULL};
+    lina_dd_grad_in gin = {dkern, NULL, NULL};
+    lina_dd_grad_out gout = {dq, dk, dv, NULL, NULL};
+    if ((rc = lina_dd_bwd(&md, &in, &gin, &gout, form, ws))) {
+        return rc;
+    }
+    if (d->normalize) {
+        /* den_t = scale q_t.z_t: dq_t += dden_t scale z_t; dk_s += scale sum_{t>=s} dden_t q_t */
+        double scale = 1.0 / sqrt((double)F);
+        double *z = malloc(2 * (size_t)F * sizeof(double));
+        if (!z) {
+            return lina_set_error(LINA_ENOMEM, "linear_attn layer: out of memory");
+        }
+        double *acc = z + F;
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < H; h++) {
+                for (int i = 0; i < F; i++) {
+                    z[i] = 0.0;
+                    acc[i] = 0.0;
+                }
+                for (int t = 0; t < T; t++) {
+                    size_t r = ((size_t)b * T + t) * H + h;
+                    double c = scale * dden[r];
+                    for (int i = 0; i < F; i++) {
+                        z[i] += a->k[r * F + i];
+                        dq[r * F + i] += (float)(c * z[i]);
+                    }
+                }
+                for (int t = T - 1; t >= 0; t--) {
+                    size_t r = ((size_t)b * T + t) * H + h;
+                    double c = scale * dden[r];
+                    for (int i = 0; i < F; i++) {
+                        acc[i] += c * a->q[r * F + i];
+                        dk[r * F + i] += (float)acc[i];
+                    }
+                }
+            }
+        }
+        free(z);
+    }
+    if (G != H) {
+        reduce_groups(dkn, dk, N, H, G, F);
+        reduce_groups(dvv, dv, N, H, G, V);
+    }
+    if (d->norm_q) {
+        sum_norm_backward(dqf, dq, a->qf, a->q, N * H, F);
+    }
+    if (d->norm_k) {
+        sum_norm_backward(dkf, dkn, a->kf, a->kn, N * G, F);
+    }
+    fmap_backward(d, p->fq_w1, p->fq_w2, gp->fq_w1, gp->fq_b1, gp->fq_w2, gp->fq_b2, a->qp, a->qf, a->q1, a->q2,
+                  dqf, dqp, t1, t2, N * H);
+    fmap_backward(d, p->fk_w1, p->fk_w2, gp->fk_w1, gp->fk_b1, gp->fk_w2, gp->fk_b2, a->kp, a->kf, a->k1, a->k2,
+                  dkf, dkp, t1, t2, N * G);
+    lina_linear_backward(dx, gp->q_proj, NULL, dqp, x, p->q_proj, N, D, H * K);
+    lina_linear_backward(dx, gp->k_proj, NULL, dkp, x, p->k_proj, N, D, G * K);
+    lina_linear_backward(dx, gp->v_proj, NULL, dvv, x, p->v_proj, N, D, G * V);
+    return LINA_OK;
+}
