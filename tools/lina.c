@@ -1070,10 +1070,50 @@ typedef struct gen_cand {
     int id;
 } gen_cand;
 
+/* descending logit, then ascending id: a total order, so the result does not
+ * depend on the sort algorithm */
+static int gen_before(const gen_cand *x, const gen_cand *y)
+{
+    return x->logit > y->logit || (x->logit == y->logit && x->id < y->id);
+}
+
 static int gen_cmp(const void *a, const void *b)
 {
     const gen_cand *x = a, *y = b;
-    return (x->logit < y->logit) - (x->logit > y->logit); /* descending */
+    return gen_before(x, y) ? -1 : gen_before(y, x) ? 1 : 0;
+}
+
+/* Move the n first candidates (in gen_before order) to cand[0..n) (unsorted):
+ * quickselect, O(V) on average, instead of sorting the whole vocabulary. */
+static void gen_select(gen_cand *c, int V, int n)
+{
+    int lo = 0, hi = V - 1;
+    while (lo < hi) {
+        gen_cand pv = c[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (gen_before(&c[i], &pv)) {
+                i++;
+            }
+            while (gen_before(&pv, &c[j])) {
+                j--;
+            }
+            if (i <= j) {
+                gen_cand t = c[i];
+                c[i] = c[j];
+                c[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (n - 1 <= j) {
+            hi = j;
+        } else if (n - 1 >= i) {
+            lo = i;
+        } else {
+            break;
+        }
+    }
 }
 
 /* Sample a token from logits[V]: temperature 0 = greedy; else top-k (0 = all),
@@ -1092,8 +1132,11 @@ static int gen_sample(const float *logits, int V, float temperature, int top_k, 
         cand[i].logit = logits[i] / temperature;
         cand[i].id = i;
     }
-    qsort(cand, (size_t)V, sizeof *cand, gen_cmp);
     int n = top_k > 0 && top_k < V ? top_k : V;
+    if (n < V) {
+        gen_select(cand, V, n);
+    }
+    qsort(cand, (size_t)n, sizeof *cand, gen_cmp);
     double z = 0.0;
     for (int i = 0; i < n; i++) {
         z += exp((double)cand[i].logit - cand[0].logit);
