@@ -616,6 +616,9 @@ int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lio
  * A model is not thread safe: one call at a time (each call is parallel
  * inside).
  */
+/* Targets equal to this are skipped by the loss (PyTorch's default). */
+#define LINA_IGNORE_INDEX (-100)
+
 typedef struct lina_model lina_model;
 
 /* Validates cfg (lina_config_validate) and allocates parameters and

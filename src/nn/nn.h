@@ -152,7 +152,7 @@ int lina_gated_mlp_backward(float *dx, float *dWg, float *dWu, float *dWd, const
 
 /* ---------------------------------------------------- cross-entropy loss */
 
-#define LINA_IGNORE_INDEX (-100) /* targets equal to this are skipped (PyTorch's default) */
+/* LINA_IGNORE_INDEX (-100, include/lina.h): targets equal to it are skipped */
 
 /*
  * Softmax cross-entropy, mean over the counted tokens:
