@@ -5,6 +5,7 @@
 #   make bench      the benchmark table (results/bench.md)
 #   make data       the KJV corpus, tokenizer and token files (data/)
 #   make demo       the main job: corpus, train the default model, samples
+#   make paper      the papers' synthetic experiments (results/PAPER.md, ~30-40 min)
 #   make install PREFIX=/usr/local
 CC      ?= cc
 ARCH    ?= -march=native
@@ -65,6 +66,15 @@ bench: all
 .PHONY: demo
 demo:
 	sh tools/demo.sh
+
+# The papers' synthetic experiments, reduced (src/tasks): results/PAPER.md and
+# results/*.png. Two single-thread streams side by side (2 cores), then the
+# report is assembled from results/paper_parts/.
+.PHONY: paper
+paper: $(BUILD)/lina
+	$(BUILD)/lina paper --out results --threads 1 --only mqar,mom & \
+	$(BUILD)/lina paper --out results --threads 1 --only parity,modarith,s3,icl; \
+	wait; $(BUILD)/lina paper --out results --assemble
 
 # The default corpus (Debian's bible-kjv), tokenizer and token files in data/.
 .PHONY: data

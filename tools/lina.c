@@ -12,6 +12,7 @@
 #include "lina.h"
 #include "../src/io/io_internal.h" /* lina_afile_*: atomic file output */
 #include "../src/io/plot.h"        /* lina_plot_main: lina plot */
+#include "../src/tasks/tasks.h"    /* lina_task_main, lina_paper_main: lina task, lina paper */
 #include "../src/train/model_bench.h" /* lina bench --model */
 
 #include <cblas.h>
@@ -82,6 +83,11 @@ static void usage(FILE *f)
             "      mean next-token loss and perplexity of a checkpoint on a token file\n"
             "  plot --log RUN/log.jsonl --out loss.png [--title T]\n"
             "      plot train and validation loss against step (PNG)\n"
+            "  task mqar|parity|modarith|s3|s5|icl-regression [--mixer M] [--d-model D] [--layers L]\n"
+            "      [--heads H] [--steps N] [--lr X] [--batch B] [--seed S] [--threads N] [--json] ...\n"
+            "      train and score a model on a synthetic task (lina task --help)\n"
+            "  paper [--out DIR] [--threads N] [--only LIST] [--quick] [--assemble]\n"
+            "      the reduced reproduction of the papers' task findings: DIR/PAPER.md and plots\n"
             "  ops       list the ops and their flags\n"
             "  version   print the version\n");
 }
@@ -1495,6 +1501,12 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "plot")) {
         return lina_plot_main(argc - 1, argv + 1);
+    }
+    if (!strcmp(cmd, "task")) {
+        return lina_task_main(argc - 1, argv + 1); /* src/tasks/task_cli.c */
+    }
+    if (!strcmp(cmd, "paper")) {
+        return lina_paper_main(argc - 1, argv + 1); /* src/tasks/task_paper.c */
     }
     if (!strcmp(cmd, "ops")) {
         for (const lina_op_info *const *p = lina_ops(); *p; p++) {

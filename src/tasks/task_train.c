@@ -1,0 +1,626 @@
+/* task_train.c -- the shared train/evaluate loop of the synthetic tasks: builds the
+ * model config for a mixer, trains with AdamW (warmup + cosine, global-norm clipping)
+ * on fresh random batches and scores the trained model on held-out sequences. */
+#include "tasks.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+const char *lina_task_name(lina_task_kind k)
+{
+    switch (k) {
+    case LINA_TASK_MQAR:
+        return "mqar";
+    case LINA_TASK_PARITY:
+        return "parity";
+    case LINA_TASK_MODARITH:
+        return "modarith";
+    case LINA_TASK_S3:
+        return "s3";
+    case LINA_TASK_S5:
+        return "s5";
+    }
+    return "?";
+}
+
+void lina_task_opts_default(lina_task_opts *o, lina_task_kind k)
+{
+    memset(o, 0, sizeof *o);
+    o->kind = k;
+    o->mixer = LINA_MODEL_DELTA_NET;
+    o->d_model = 64;
+    o->layers = 2;
+    o->heads = 2;
+    o->vocab = 256;
+    o->seq_len = 64;
+    o->num_kv = 8;
+    o->power_a = 0.01;
+    o->train_min = 3;
+    o->train_max = 40;
+    o->test_min = 40;
+    o->test_max = 256;
+    o->steps = 400;
+    o->batch = 32;
+    o->lr = 3e-3;
+    o->weight_decay = 0.1;
+    o->clip = 1.0;
+    o->warmup = -1;
+    o->seed = 0;
+    o->householder = 1;
+    o->mom_memories = 4;
+    o->mom_topk = 2;
+    o->mom_shared = 1;
+    o->eval_n = 256;
+    o->progress = 1;
+    switch (k) {
+    case LINA_TASK_MQAR:
+        break;
+    case LINA_TASK_PARITY:
+    case LINA_TASK_MODARITH:
+        o->heads = 4;
+        o->steps = 1000;
+        o->batch = 32;
+        o->lr = 1e-3;
+        o->weight_decay = k == LINA_TASK_PARITY ? 0.0 : 0.1;
+        o->eval_n = 64;
+        break;
+    case LINA_TASK_S3:
+    case LINA_TASK_S5:
+        o->mixer = LINA_MODEL_GATED_DELTAPRODUCT;
+        o->householder = 2;
+        o->neg_eigval = 1;
+        o->layers = 1;
+        o->heads = 4;
+        o->seq_len = 32;
+        o->test_max = 128;
+        o->steps = 1000;
+        o->batch = 32;
+        o->lr = 1e-3;
+        o->weight_decay = 1e-6;
+        o->eval_n = 128;
+        break;
+    }
+}
+
+static int task_vocab(const lina_task_opts *o)
+{
+    switch (o->kind) {
+    case LINA_TASK_MQAR:
+        return o->vocab;
+    case LINA_TASK_PARITY:
+        return LINA_PARITY_VOCAB;
+    case LINA_TASK_MODARITH:
+        return LINA_MODARITH_VOCAB;
+    case LINA_TASK_S3:
+        return 6;
+    case LINA_TASK_S5:
+        return 120;
+    }
+    return 0;
+}
+
+/* the longest sequence the task feeds the model */
+static int task_max_len(const lina_task_opts *o)
+{
+    switch (o->kind) {
+    case LINA_TASK_MQAR:
+        return o->seq_len;
+    case LINA_TASK_PARITY:
+    case LINA_TASK_MODARITH:
+        return o->test_max > o->train_max ? o->test_max : o->train_max;
+    case LINA_TASK_S3:
+    case LINA_TASK_S5:
+        return o->test_max > o->seq_len ? o->test_max : o->seq_len;
+    }
+    return 0;
+}
+
+int lina_task_config(const lina_task_opts *o, lina_config *c)
+{
+    const char *mt = lina_model_type_name(o->mixer);
+    int rc = lina_config_default(c, o->mixer);
+    if (rc) {
+        return rc;
+    }
+    const int D = o->d_model, H = o->heads;
+    if (D < 1 || H < 1 || o->layers < 1 || D % H) {
+        return lina_set_error(LINA_EINVAL, "%s: --d-model %d must be a positive multiple of --heads %d", mt, D, H);
+    }
+    const int hd = o->head_dim > 0 ? o->head_dim : D / H;
+    const int neg_ok = o->mixer == LINA_MODEL_DELTA_NET || o->mixer == LINA_MODEL_GATED_DELTANET ||
+                       o->mixer == LINA_MODEL_GATED_DELTAPRODUCT || o->mixer == LINA_MODEL_MAMBA2 ||
+                       o->mixer == LINA_MODEL_MOM;
+    if (o->neg_eigval && !neg_ok) {
+        return lina_set_error(LINA_EINVAL,
+                              "%s: --neg-eigval applies to delta_net, gated_deltanet, gated_deltaproduct, "
+                              "mamba2 and mom only",
+                              mt);
+    }
+    if (o->householder != 1 && o->mixer != LINA_MODEL_GATED_DELTAPRODUCT) {
+        return lina_set_error(LINA_EINVAL, "%s: --householder applies to gated_deltaproduct only", mt);
+    }
+    c->hidden_size = D;
+    c->num_hidden_layers = o->layers;
+    c->num_heads = H;
+    c->vocab_size = task_vocab(o);
+    c->intermediate_size = 2 * D; /* a small MLP; FLA's rounding to 256 would dwarf the mixer */
+    int maxlen = task_max_len(o);
+    c->max_position_embeddings = maxlen > 2048 ? maxlen : 2048;
+    c->use_short_conv = 1; /* TASKS.md 11: without it no model learns MQAR at this scale */
+    c->conv_size = 4;
+    c->allow_neg_eigval = o->neg_eigval ? 1 : 0;
+    switch (o->mixer) {
+    case LINA_MODEL_GATED_DELTANET:
+        c->head_dim = hd;
+        c->expand_v = 1.0;
+        break;
+    case LINA_MODEL_GATED_DELTAPRODUCT:
+        c->head_dim = hd;
+        c->expand_v = 1.0;
+        c->num_householder = o->householder;
+        break;
+    case LINA_MODEL_MOM:
+        c->head_dim = hd;
+        c->expand_v = 1.0;
+        c->num_memories = o->mom_memories;
+        c->topk = o->mom_topk;
+        c->shared_mem = o->mom_shared;
+        break;
+    case LINA_MODEL_MAMBA2:
+        c->use_short_conv = 0; /* mamba2 has its own conv (conv_kernel 4) */
+        c->head_dim = 2 * D / H > 0 ? 2 * D / H : 1;
+        c->expand = 2;
+        c->state_size = hd;
+        c->chunk_size = 64;
+        if ((2 * D) % H) {
+            return lina_set_error(LINA_EINVAL, "mamba2: 2 * --d-model must be a multiple of --heads");
+        }
+        break;
+    case LINA_MODEL_HGRN2:
+        c->use_short_conv = 0;
+        c->expand_ratio = D / H;
+        break;
+    case LINA_MODEL_TRANSFORMER:
+        c->use_short_conv = 0;
+        break;
+    default:
+        break;
+    }
+    return lina_config_validate(c, mt);
+}
+
+/* floats of recurrent state per layer; 0 when it is not a fixed-size state */
+static int64_t state_floats(const lina_config *c)
+{
+    const int64_t D = c->hidden_size, H = c->num_heads;
+    switch (c->model_type) {
+    case LINA_MODEL_GLA:
+    case LINA_MODEL_RETNET:
+    case LINA_MODEL_DELTA_NET:
+    case LINA_MODEL_LINEAR_ATTN:
+    case LINA_MODEL_MLSTM:
+        return (int64_t)(D * c->expand_k) * (int64_t)(D * c->expand_v) / H;
+    case LINA_MODEL_GATED_DELTANET:
+    case LINA_MODEL_GATED_DELTAPRODUCT:
+        return H * c->head_dim * (int64_t)(c->head_dim * c->expand_v);
+    case LINA_MODEL_MOM:
+        return (c->num_memories + (c->shared_mem ? 1 : 0)) * H * c->head_dim *
+               (int64_t)(c->head_dim * c->expand_v);
+    case LINA_MODEL_MAMBA2:
+        return H * c->head_dim * (int64_t)c->state_size;
+    case LINA_MODEL_HGRN2:
+        return D * (int64_t)c->expand_ratio;
+    default:
+        return 0;
+    }
+}
+
+/* length of a training sequence for parity / modarith */
+static int draw_len(const lina_task_opts *o, uint64_t *rng, int lo, int hi)
+{
+    int len = lo + lina_task_randint(rng, hi - lo + 1);
+    if (o->kind == LINA_TASK_MODARITH) {
+        len -= len % 2; /* digits and operators alternate: even with '=' */
+        if (len < 4) {
+            len = 4;
+        }
+    }
+    return len;
+}
+
+static int check_opts(const lina_task_opts *o)
+{
+    if (o->steps < 1 || o->batch < 1 || o->batch > 4096 || !(o->lr > 0.0) || !isfinite(o->lr) || o->eval_n < 1) {
+        return lina_set_error(LINA_EINVAL, "task: --steps, --batch, --lr and --eval must be positive");
+    }
+    if (!(o->weight_decay >= 0.0) || !isfinite(o->clip)) {
+        return lina_set_error(LINA_EINVAL, "task: --wd must be >= 0");
+    }
+    if (o->kind == LINA_TASK_MQAR) {
+        lina_mqar_spec s = {o->vocab, o->seq_len, o->num_kv, o->power_a, o->random_non_queries};
+        return lina_mqar_check(&s);
+    }
+    if (o->kind == LINA_TASK_PARITY || o->kind == LINA_TASK_MODARITH) {
+        const int lo = 1; /* modarith clamps lengths to >= 4 */
+        if (o->train_min < lo || o->train_max < o->train_min || o->test_min < lo || o->test_max < o->test_min ||
+            o->test_max > 100000 || o->train_max > 100000) {
+            return lina_set_error(LINA_EINVAL, "%s: lengths must satisfy %d <= min <= max <= 100000",
+                                  lina_task_name(o->kind), lo);
+        }
+        return LINA_OK;
+    }
+    if (o->seq_len < 1 || o->test_max < 1 || o->seq_len > 100000 || o->test_max > 100000) {
+        return lina_set_error(LINA_EINVAL, "%s: --seq-len and --test-len must be in [1, 100000]",
+                              lina_task_name(o->kind));
+    }
+    return LINA_OK;
+}
+
+int lina_task_batch(const lina_task_opts *o, const lina_group *g, uint64_t *rng, int B, int Tmax,
+                    int32_t *tokens, int32_t *targets, int *T)
+{
+    int rc = LINA_OK;
+    int need = o->kind == LINA_TASK_PARITY || o->kind == LINA_TASK_MODARITH ? o->train_max : o->seq_len;
+    if (need > Tmax || B < 1 || B > 4096) {
+        return lina_set_error(LINA_EINVAL, "%s: batch of %d x %d does not fit the buffer (%d positions)",
+                              lina_task_name(o->kind), B, need, Tmax);
+    }
+    switch (o->kind) {
+    case LINA_TASK_MQAR: {
+        lina_mqar_spec s = {o->vocab, o->seq_len, o->num_kv, o->power_a, o->random_non_queries};
+        *T = o->seq_len;
+        for (int b = 0; b < B && !rc; b++) {
+            rc = lina_mqar_example(&s, rng, tokens + (size_t)b * *T, targets + (size_t)b * *T);
+        }
+        break;
+    }
+    case LINA_TASK_PARITY:
+    case LINA_TASK_MODARITH: {
+        int lens[4096], Tb = 0;
+        for (int b = 0; b < B; b++) {
+            lens[b % 4096] = draw_len(o, rng, o->train_min, o->train_max);
+            Tb = lens[b % 4096] > Tb ? lens[b % 4096] : Tb;
+        }
+        *T = Tb;
+        for (int b = 0; b < B; b++) {
+            if (o->kind == LINA_TASK_PARITY) {
+                lina_parity_example(rng, lens[b % 4096], Tb, tokens + (size_t)b * Tb, targets + (size_t)b * Tb);
+            } else {
+                lina_modarith_example(rng, lens[b % 4096], Tb, tokens + (size_t)b * Tb,
+                                      targets + (size_t)b * Tb);
+            }
+        }
+        break;
+    }
+    case LINA_TASK_S3:
+    case LINA_TASK_S5:
+        *T = o->seq_len;
+        for (int b = 0; b < B; b++) {
+            lina_group_example(g, rng, *T, tokens + (size_t)b * *T, targets + (size_t)b * *T);
+        }
+        break;
+    }
+    return rc;
+}
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++) {
+        if (x[i] > x[best]) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+#define EVAL_B 32
+
+typedef struct eval_ctx {
+    lina_model *m;
+    lina_ws *ws;
+    int V;
+    int32_t *tok, *tgt; /* [EVAL_B, Tmax] */
+    float *logits;      /* [EVAL_B, Tmax, V] */
+} eval_ctx;
+
+/* parity / modarith: accuracy at length len over n sequences (the target is at len-1);
+ * len < 0: lengths drawn from the training range */
+static int eval_len(eval_ctx *e, const lina_task_opts *o, uint64_t *rng, int len, int n, double *acc)
+{
+    int correct = 0, done = 0;
+    while (done < n) {
+        int B = n - done < EVAL_B ? n - done : EVAL_B;
+        int lens[EVAL_B], T = 0;
+        for (int b = 0; b < B; b++) {
+            lens[b] = len > 0 ? len : draw_len(o, rng, o->train_min, o->train_max);
+            T = lens[b] > T ? lens[b] : T;
+        }
+        for (int b = 0; b < B; b++) {
+            if (o->kind == LINA_TASK_PARITY) {
+                lina_parity_example(rng, lens[b], T, e->tok + (size_t)b * T, e->tgt + (size_t)b * T);
+            } else {
+                lina_modarith_example(rng, lens[b], T, e->tok + (size_t)b * T, e->tgt + (size_t)b * T);
+            }
+        }
+        int rc = lina_model_forward_logits(e->m, e->tok, B, T, e->logits, e->ws);
+        if (rc) {
+            return rc;
+        }
+        for (int b = 0; b < B; b++) {
+            size_t p = (size_t)b * T + lens[b] - 1;
+            correct += argmax(e->logits + p * e->V, e->V) == e->tgt[p];
+        }
+        done += B;
+    }
+    *acc = (double)correct / n;
+    return LINA_OK;
+}
+
+static int evaluate(eval_ctx *e, const lina_task_opts *o, const lina_group *g, lina_task_result *r)
+{
+    uint64_t rng = o->seed * 0x9E3779B97F4A7C15ull ^ 0x7E57DA7A5EEDull; /* the test stream */
+    lina_splitmix64(&rng);
+    int rc = LINA_OK;
+    if (o->kind == LINA_TASK_MQAR) {
+        double sum = 0.0;
+        int done = 0;
+        while (done < o->eval_n && !rc) {
+            int B = o->eval_n - done < EVAL_B ? o->eval_n - done : EVAL_B, T = 0;
+            rc = lina_task_batch(o, g, &rng, B, o->seq_len, e->tok, e->tgt, &T);
+            rc = rc ? rc : lina_model_forward_logits(e->m, e->tok, B, T, e->logits, e->ws);
+            for (int b = 0; b < B && !rc; b++) {
+                int q = 0, ok = 0;
+                for (int t = 0; t < T; t++) {
+                    size_t p = (size_t)b * T + t;
+                    if (e->tgt[p] != LINA_TASK_IGNORE) {
+                        q++;
+                        ok += argmax(e->logits + p * e->V, e->V) == e->tgt[p];
+                    }
+                }
+                sum += q ? (double)ok / q : 0.0;
+            }
+            done += B;
+        }
+        r->test_acc = r->test_scaled = sum / o->eval_n;
+        r->train_acc = NAN;
+        return rc;
+    }
+    if (o->kind == LINA_TASK_PARITY || o->kind == LINA_TASK_MODARITH) {
+        const double C = o->kind == LINA_TASK_PARITY ? 2.0 : (double)LINA_MODARITH_MOD;
+        r->nlens = 12;
+        for (int i = 0; i < 4; i++) {
+            r->lens[i] = o->train_min + (o->train_max - o->train_min) * (i + 1) / 4;
+        }
+        for (int i = 0; i < 8; i++) {
+            r->lens[4 + i] = o->test_min + (o->test_max - o->test_min) * i / 7;
+        }
+        for (int i = 0; i < 12; i++) {
+            if (o->kind == LINA_TASK_MODARITH) {
+                r->lens[i] -= r->lens[i] % 2;
+                r->lens[i] = r->lens[i] < 4 ? 4 : r->lens[i];
+            }
+        }
+        double sum = 0.0;
+        for (int i = 0; i < 12 && !rc; i++) {
+            rc = eval_len(e, o, &rng, r->lens[i], o->eval_n, &r->acc_at[i]);
+            sum += i >= 4 ? r->acc_at[i] : 0.0;
+        }
+        rc = rc ? rc : eval_len(e, o, &rng, -1, o->eval_n, &r->train_acc);
+        r->test_acc = sum / 8.0;
+        r->test_scaled = (r->test_acc - 1.0 / C) / (1.0 - 1.0 / C);
+        return rc;
+    }
+    /* s3 / s5: token accuracy and sequence accuracy by length over test_max positions */
+    const int T = o->test_max;
+    int *first_wrong = malloc(sizeof(int) * (size_t)o->eval_n);
+    r->seq_acc = calloc((size_t)T, sizeof(double));
+    if (!first_wrong || !r->seq_acc) {
+        free(first_wrong);
+        return lina_set_error(LINA_ENOMEM, "task: out of memory");
+    }
+    r->seq_acc_n = T;
+    int64_t tok_ok = 0;
+    int done = 0;
+    while (done < o->eval_n && !rc) {
+        int B = o->eval_n - done < EVAL_B ? o->eval_n - done : EVAL_B;
+        for (int b = 0; b < B; b++) {
+            lina_group_example(g, &rng, T, e->tok + (size_t)b * T, e->tgt + (size_t)b * T);
+        }
+        rc = lina_model_forward_logits(e->m, e->tok, B, T, e->logits, e->ws);
+        for (int b = 0; b < B && !rc; b++) {
+            int fw = T;
+            for (int t = 0; t < T; t++) {
+                size_t p = (size_t)b * T + t;
+                int ok = argmax(e->logits + p * e->V, e->V) == e->tgt[p];
+                tok_ok += ok;
+                if (!ok && fw == T) {
+                    fw = t;
+                }
+            }
+            first_wrong[done + b] = fw;
+        }
+        done += B;
+    }
+    if (!rc) {
+        for (int l = 0; l < T; l++) {
+            int n = 0;
+            for (int i = 0; i < o->eval_n; i++) {
+                n += first_wrong[i] > l;
+            }
+            r->seq_acc[l] = (double)n / o->eval_n;
+        }
+        r->test_acc = r->test_scaled = (double)tok_ok / ((double)o->eval_n * T);
+        int lt = o->seq_len < T ? o->seq_len : T;
+        r->train_acc = r->seq_acc[lt - 1];
+        r->nlens = 0;
+        for (int l = 8; l <= T && r->nlens < LINA_TASK_MAX_LENS; l *= 2) {
+            r->lens[r->nlens] = l;
+            r->acc_at[r->nlens++] = r->seq_acc[l - 1];
+        }
+        if (r->nlens == 0 || r->lens[r->nlens - 1] != T) {
+            if (r->nlens == LINA_TASK_MAX_LENS) {
+                r->nlens--;
+            }
+            r->lens[r->nlens] = T;
+            r->acc_at[r->nlens++] = r->seq_acc[T - 1];
+        }
+    }
+    free(first_wrong);
+    return rc;
+}
+
+void lina_task_result_free(lina_task_result *r)
+{
+    if (r) {
+        free(r->seq_acc);
+        r->seq_acc = NULL;
+        r->seq_acc_n = 0;
+    }
+}
+
+static void progress(const lina_task_opts *o, int tty, int step, double loss, double t0, int done)
+{
+    double el = now_s() - t0;
+    double eta = step > 0 ? el / step * (o->steps - step) : 0.0;
+    const char *tag = o->tag ? o->tag : lina_task_name(o->kind);
+    if (tty) {
+        fprintf(stderr, "\r%s: step %d/%d  loss %.4f  %.1f s  eta %.0f s   %s", tag, step, o->steps, loss, el, eta,
+                done ? "\n" : "");
+    } else {
+        fprintf(stderr, "%s: step %d/%d  loss %.4f  %.1f s  eta %.0f s\n", tag, step, o->steps, loss, el, eta);
+    }
+    fflush(stderr);
+}
+
+int lina_task_run(const lina_task_opts *o, lina_task_result *r)
+{
+    memset(r, 0, sizeof *r);
+    int rc = check_opts(o);
+    lina_config cfg;
+    rc = rc ? rc : lina_task_config(o, &cfg);
+    if (rc) {
+        return rc;
+    }
+    if (o->threads > 0) {
+        lina_set_threads(o->threads);
+    }
+    const double t0 = now_s();
+    lina_group grp;
+    memset(&grp, 0, sizeof grp);
+    if (o->kind == LINA_TASK_S3 || o->kind == LINA_TASK_S5) {
+        if ((rc = lina_group_init_sym(&grp, o->kind == LINA_TASK_S3 ? 3 : 5))) {
+            return rc;
+        }
+    }
+    lina_model *m = NULL;
+    lina_adamw opt;
+    memset(&opt, 0, sizeof opt);
+    lina_ws ws;
+    lina_ws_init(&ws);
+    const int Tmax = task_max_len(o), V = cfg.vocab_size;
+    const int BT = o->batch > EVAL_B ? o->batch : EVAL_B;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)BT * Tmax);
+    int32_t *tgt = malloc(sizeof(int32_t) * (size_t)BT * Tmax);
+    float *logits = malloc(sizeof(float) * (size_t)EVAL_B * Tmax * V);
+    double *losses = malloc(sizeof(double) * (size_t)o->steps);
+    if (!tok || !tgt || !logits || !losses) {
+        rc = lina_set_error(LINA_ENOMEM, "task: out of memory");
+        goto done;
+    }
+    if ((rc = lina_model_create(&cfg, o->seed, &m))) {
+        goto done;
+    }
+    r->num_params = lina_model_num_params(m);
+    r->state_floats = state_floats(&cfg);
+    if ((rc = lina_adamw_init(&opt, r->num_params))) {
+        goto done;
+    }
+    opt.beta1 = 0.9;
+    opt.beta2 = 0.999;
+    opt.weight_decay = o->weight_decay;
+    for (int i = 0; i < lina_model_num_tensors(m); i++) {
+        const int64_t *shape;
+        int ndim, decay;
+        size_t off;
+        if ((rc = lina_model_tensor(m, i, NULL, &ndim, &shape, &off, &decay))) {
+            goto done;
+        }
+        size_t cnt = 1;
+        for (int k = 0; k < ndim; k++) {
+            cnt *= (size_t)shape[k];
+        }
+        if ((rc = lina_adamw_set_decay(&opt, off, cnt, decay))) {
+            goto done;
+        }
+    }
+    lina_lr_sched sched = {o->lr, 0.0, o->warmup >= 0 ? o->warmup : o->steps / 10, o->steps};
+    uint64_t rng = o->seed * 0xD1B54A32D192ED03ull + 0x5EED0001ull; /* the training stream */
+    lina_splitmix64(&rng);
+    const int tty = o->progress && isatty(fileno(stderr));
+    const int every = tty ? (o->steps >= 50 ? o->steps / 50 : 1) : (o->steps >= 10 ? o->steps / 10 : 1);
+    double ema = NAN;
+    float *params = lina_model_params(m), *grads = lina_model_grads(m);
+    for (int step = 0; step < o->steps; step++) {
+        int T = 0;
+        if ((rc = lina_task_batch(o, &grp, &rng, o->batch, Tmax, tok, tgt, &T))) {
+            goto done;
+        }
+        double loss = 0.0;
+        lina_model_zero_grad(m);
+        if ((rc = lina_model_train_step(m, tok, tgt, o->batch, T, &loss, &ws))) {
+            goto done;
+        }
+        double gn = lina_grad_norm(grads, r->num_params);
+        if (!isfinite(loss) || !isfinite(gn)) {
+            rc = lina_set_error(LINA_ENONFINITE, "%s: non-finite loss or gradient at step %d",
+                                lina_task_name(o->kind), step + 1);
+            goto done;
+        }
+        rc = lina_adamw_step(&opt, params, grads, lina_lr_at(&sched, step), lina_clip_factor(gn, o->clip));
+        if (rc) {
+            goto done;
+        }
+        losses[step] = loss;
+        if (o->curve) {
+            o->curve[step] = loss;
+        }
+        ema = isnan(ema) ? loss : 0.9 * ema + 0.1 * loss;
+        r->steps_done = step + 1;
+        if (o->progress && ((step + 1) % every == 0 || step + 1 == o->steps)) {
+            progress(o, tty, step + 1, ema, t0, step + 1 == o->steps);
+        }
+    }
+    int tail = o->steps / 10 > 0 ? o->steps / 10 : 1;
+    double s = 0.0;
+    for (int i = o->steps - tail; i < o->steps; i++) {
+        s += losses[i];
+    }
+    r->final_loss = s / tail;
+    eval_ctx e = {m, &ws, V, tok, tgt, logits};
+    rc = evaluate(&e, o, &grp, r);
+done:
+    r->wall_s = now_s() - t0;
+    if (rc) {
+        lina_task_result_free(r);
+    }
+    lina_model_free(m);
+    lina_adamw_free(&opt);
+    lina_ws_free(&ws);
+    lina_group_free(&grp);
+    free(tok);
+    free(tgt);
+    free(logits);
+    free(losses);
+    return rc;
+}

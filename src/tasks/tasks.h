@@ -1,0 +1,165 @@
+/* tasks.h -- the papers' synthetic tasks (../shared/spec/TASKS.md sections 1, 2, 7):
+ * generators, evaluators, the shared train/eval loop, `lina task` and `lina paper`.
+ *
+ * Not part of the public API (include/lina.h); used by tools/lina.c and
+ * tests/test_tasks.c. Every generator draws from a splitmix64 state (uint64_t *rng)
+ * only, so a seed fixes the data. Sequences are [T] int32 tokens with [T] int32
+ * targets; a target LINA_TASK_IGNORE (-100, the cross-entropy ignore index) is not
+ * scored and not trained on.
+ */
+#ifndef LINA_TASKS_H
+#define LINA_TASKS_H
+
+#include "lina.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define LINA_TASK_IGNORE (-100)
+
+/* --------------------------------------------------------------- random */
+
+/* uniform integer in [0, n) (n >= 1) */
+int lina_task_randint(uint64_t *rng, int n);
+/* uniform double in [0, 1) */
+double lina_task_uniform(uint64_t *rng);
+
+/* ------------------------------------------------------------------ MQAR */
+
+/* Multi-query associative recall, generated as Zoology's multiquery_ar (TASKS.md 1.1):
+ * keys are N distinct ids from 1 .. V/2-1, values N distinct ids from V/2 .. V-1;
+ * positions 0 .. 2N-1 hold k1 v1 ... kN vN; the query region (positions 2N .. L-1)
+ * has S = (L-2N)/2 slots; N distinct slots g_j are drawn without replacement with
+ * p(g) ~ a (g+1)^(a-1) and key k_j is written at position 2N + 2 g_j, whose target is
+ * v_j (every other target LINA_TASK_IGNORE). The other query-region positions are 0,
+ * or uniform ids from the whole vocabulary with random_non_queries. */
+typedef struct lina_mqar_spec {
+    int vocab;              /* V > L */
+    int seq_len;            /* L, even */
+    int num_kv;             /* N, 4N <= L */
+    double power_a;         /* a (Zoology: 0.01) */
+    int random_non_queries; /* 0 in Zoology's figure-2 configs */
+} lina_mqar_spec;
+
+/* LINA_OK, or LINA_EINVAL with a message naming the violated constraint. */
+int lina_mqar_check(const lina_mqar_spec *s);
+/* One example: tokens[L], targets[L]. Needs a valid spec (lina_mqar_check). */
+int lina_mqar_example(const lina_mqar_spec *s, uint64_t *rng, int32_t *tokens, int32_t *targets);
+
+/* ------------------------------------------- parity, modular arithmetic */
+
+/* Parity (Grazzi et al., TASKS.md 2.2): vocabulary {0 pad, 1, 2}; len random bits
+ * (tokens 1/2), then pad 0 up to T; the only target is at position len-1: token 1
+ * if the count of 2s is even, 2 if odd. Returns the target. */
+#define LINA_PARITY_VOCAB 3
+int lina_parity_example(uint64_t *rng, int len, int T, int32_t *tokens, int32_t *targets);
+
+/* Modular arithmetic without brackets, mod 5 (TASKS.md 2.2): vocabulary
+ * {0 pad, 1 '+', 2 '-', 3 '*', 4 '=', 5..9 digits 0..4}; len is the whole length
+ * including '=' (even, >= 4): digits and operators alternate over the first len-1
+ * positions (starting and ending with a digit), '=' at len-1, pad 0 up to T; the only
+ * target is at the '=' position: the digit token of the value mod 5, with '*' binding
+ * tighter than '+' and '-'. Returns the target. */
+#define LINA_MODARITH_VOCAB 10
+#define LINA_MODARITH_MOD 5
+int lina_modarith_example(uint64_t *rng, int len, int T, int32_t *tokens, int32_t *targets);
+/* Value mod 5 of an expression of tokens (digits 5..9, operators 1..3), n tokens. */
+int lina_modarith_value(const int32_t *tokens, int n);
+
+/* -------------------------------------------------- group word problems */
+
+/* The symmetric group S_n (n = 3 or 5 for the tasks; 2..6 allowed): elements are the
+ * permutations of {0..n-1} in lexicographic order (element 0 is the identity);
+ * mul[a * order + b] = a.b with (a.b)(i) = a(b(i)). */
+typedef struct lina_group {
+    int n, order;
+    int *perm;  /* [order, n] */
+    int *mul;   /* [order, order] */
+} lina_group;
+
+int lina_group_init_sym(lina_group *g, int n);
+void lina_group_free(lina_group *g);
+/* T uniform random elements; targets[t] = x_0 . x_1 . ... . x_t (the running product). */
+void lina_group_example(const lina_group *g, uint64_t *rng, int T, int32_t *tokens, int32_t *targets);
+
+/* ----------------------------------------------------- train / evaluate */
+
+typedef enum lina_task_kind {
+    LINA_TASK_MQAR = 0,
+    LINA_TASK_PARITY = 1,
+    LINA_TASK_MODARITH = 2,
+    LINA_TASK_S3 = 3,
+    LINA_TASK_S5 = 4
+} lina_task_kind;
+
+const char *lina_task_name(lina_task_kind k);
+
+#define LINA_TASK_MAX_LENS 16
+
+typedef struct lina_task_opts {
+    lina_task_kind kind;
+    lina_model_type mixer;
+    int d_model, layers, heads;
+    int head_dim;            /* 0: d_model / heads (or the mixer's rule) */
+    int vocab;               /* mqar only (the other tasks fix it) */
+    int seq_len;             /* mqar: L; s3/s5: training length */
+    int num_kv;              /* mqar: N */
+    double power_a;
+    int random_non_queries;
+    int train_min, train_max; /* parity/modarith training lengths (3, 40) */
+    int test_min, test_max;   /* parity/modarith test lengths (40, 256); s3/s5: test_max */
+    int steps, batch;
+    double lr, weight_decay, clip;
+    int warmup;              /* -1: steps / 10 */
+    uint64_t seed;
+    int threads;             /* 0: leave lina's setting */
+    int neg_eigval;          /* allow_neg_eigval */
+    int householder;         /* gated_deltaproduct n_h */
+    int mom_memories, mom_topk, mom_shared;
+    int eval_n;              /* test sequences (per length for parity/modarith) */
+    int progress;            /* progress line on stderr */
+    const char *tag;         /* label of the progress line (NULL: task and mixer) */
+    double *curve;           /* optional [steps]: the training loss of every step */
+} lina_task_opts;
+
+typedef struct lina_task_result {
+    double final_loss;       /* mean training loss of the last 10 % of steps */
+    double test_acc;         /* mqar: query accuracy; parity/modarith: accuracy over the test
+                                lengths; s3/s5: token accuracy at every test position */
+    double test_scaled;      /* parity/modarith: (acc - 1/C) / (1 - 1/C); else = test_acc */
+    double train_acc;        /* parity/modarith: accuracy on fresh training-length sequences;
+                                s3/s5: sequence accuracy at the training length */
+    int nlens;               /* parity/modarith: accuracy at lens[i]; s3/s5: sequence accuracy */
+    int lens[LINA_TASK_MAX_LENS];
+    double acc_at[LINA_TASK_MAX_LENS];
+    double *seq_acc;         /* s3/s5: [test_max] sequence accuracy at length l+1 (malloc'd) */
+    int seq_acc_n;
+    size_t num_params;
+    int64_t state_floats;    /* recurrent state per layer (floats), 0 when not known */
+    int steps_done;
+    double wall_s;
+} lina_task_result;
+
+/* Defaults for task k (mixer, widths, steps, lr, lengths). */
+void lina_task_opts_default(lina_task_opts *o, lina_task_kind k);
+/* The model config the task trains (validated); LINA_EINVAL with a message when
+ * the options do not fit the mixer. */
+int lina_task_config(const lina_task_opts *o, lina_config *c);
+/* Train a fresh model on fresh random batches and evaluate it on held-out sequences
+ * (another stream of the same seed). Deterministic for a seed. */
+int lina_task_run(const lina_task_opts *o, lina_task_result *r);
+void lina_task_result_free(lina_task_result *r);
+
+/* One batch of training data for the task: tokens/targets [B, *T]; *T is the
+ * padded length (<= capacity Tmax). */
+int lina_task_batch(const lina_task_opts *o, const lina_group *g, uint64_t *rng, int B, int Tmax,
+                    int32_t *tokens, int32_t *targets, int *T);
+
+/* ---------------------------------------------------------------- drivers */
+
+/* `lina task NAME [options]`; argv[0] is "task". Returns the exit status. */
+int lina_task_main(int argc, char **argv);
+/* `lina paper [--out DIR] [--threads N] [--only LIST] [--quick]`; argv[0] is "paper". */
+int lina_paper_main(int argc, char **argv);
+
+#endif

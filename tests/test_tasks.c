@@ -1,0 +1,389 @@
+/* test_tasks.c -- the synthetic tasks (src/tasks/): MQAR placement and labels exactly as
+ * TASKS.md 1.1, parity and modular-arithmetic labels, S3/S5 multiplication tables and
+ * running products, determinism for a seed, and a seconds-long training run of each
+ * task in which the loss falls. */
+#include "harness.h"
+#include "../src/tasks/tasks.h"
+
+#include <string.h>
+
+/* ------------------------------------------------------------------ MQAR */
+
+static void test_mqar_layout(void)
+{
+    lina_mqar_spec s = {64, 32, 4, 0.01, 0};
+    const int V = 64, L = 32, N = 4, half = V / 2;
+    int32_t tok[32], tgt[32];
+    uint64_t rng = 42;
+    int ok_ctx = 1, ok_keys = 1, ok_query = 1, ok_fill = 1, ok_pre = 1, ok_distinct = 1;
+    for (int ex = 0; ex < 500; ex++) {
+        if (lina_mqar_example(&s, &rng, tok, tgt)) {
+            CHECK(0, "mqar: example generated");
+            return;
+        }
+        for (int j = 0; j < N; j++) {
+            int k = tok[2 * j], v = tok[2 * j + 1];
+            ok_ctx &= k >= 1 && k <= half - 1 && v >= half && v <= V - 1;
+            for (int i = 0; i < j; i++) {
+                ok_distinct &= tok[2 * i] != k && tok[2 * i + 1] != v;
+            }
+        }
+        for (int t = 0; t < 2 * N; t++) {
+            ok_pre &= tgt[t] == LINA_TASK_IGNORE;
+        }
+        int nq = 0, asked[4] = {0, 0, 0, 0};
+        for (int t = 2 * N; t < L; t++) {
+            if (tgt[t] == LINA_TASK_IGNORE) {
+                ok_fill &= tok[t] == 0;
+                continue;
+            }
+            nq++;
+            ok_query &= (t - 2 * N) % 2 == 0;
+            int found = -1;
+            for (int j = 0; j < N; j++) {
+                if (tok[2 * j] == tok[t]) {
+                    found = j;
+                }
+            }
+            ok_keys &= found >= 0 && tgt[t] == tok[2 * found + 1];
+            if (found >= 0) {
+                asked[found]++;
+            }
+        }
+        ok_keys &= nq == N;
+        for (int j = 0; j < N; j++) {
+            ok_keys &= asked[j] == 1;
+        }
+    }
+    CHECK(ok_ctx, "mqar: context k1 v1 .. kN vN, keys in [1, V/2-1], values in [V/2, V-1]");
+    CHECK(ok_distinct, "mqar: keys distinct and values distinct within an example");
+    CHECK(ok_pre, "mqar: no labels in the context block");
+    CHECK(ok_query, "mqar: queries at even offsets 2g of the query region");
+    CHECK(ok_keys, "mqar: every key queried exactly once, labelled with its value");
+    CHECK(ok_fill, "mqar: non-query positions are token 0 (random_non_queries off)");
+
+    s.random_non_queries = 1;
+    int nonzero = 0, inrange = 1;
+    for (int ex = 0; ex < 50; ex++) {
+        lina_mqar_example(&s, &rng, tok, tgt);
+        for (int t = 2 * N; t < L; t++) {
+            if (tgt[t] == LINA_TASK_IGNORE) {
+                nonzero += tok[t] != 0;
+                inrange &= tok[t] >= 0 && tok[t] < V;
+            }
+        }
+    }
+    CHECK(inrange && nonzero > 50 * 8, "mqar: random_non_queries fills with ids from the whole vocab (%d)",
+          nonzero);
+
+    lina_mqar_spec bad[4] = {{64, 31, 4, 0.01, 0}, {32, 32, 4, 0.01, 0}, {64, 32, 9, 0.01, 0}, {64, 32, 4, 0.0, 0}};
+    int rej = 0;
+    for (int i = 0; i < 4; i++) {
+        rej += lina_mqar_check(&bad[i]) == LINA_EINVAL;
+    }
+    CHECK(rej == 4, "mqar: odd L, V <= L, 4N > L, a <= 0 rejected");
+}
+
+/* with one pair the slot g of the query follows p(g) ~ a (g+1)^(a-1) exactly */
+static void test_mqar_powerlaw(void)
+{
+    lina_mqar_spec s = {64, 32, 1, 0.01, 0};
+    const int S = (32 - 2) / 2, n = 30000;
+    int cnt[15] = {0};
+    int32_t tok[32], tgt[32];
+    uint64_t rng = 7;
+    for (int ex = 0; ex < n; ex++) {
+        lina_mqar_example(&s, &rng, tok, tgt);
+        for (int t = 2; t < 32; t++) {
+            if (tgt[t] != LINA_TASK_IGNORE) {
+                cnt[(t - 2) / 2]++;
+            }
+        }
+    }
+    double z = 0.0, p[15];
+    for (int g = 0; g < S; g++) {
+        p[g] = 0.01 * pow(g + 1.0, 0.01 - 1.0);
+        z += p[g];
+    }
+    double worst = 0.0;
+    for (int g = 0; g < S; g++) {
+        double d = fabs(cnt[g] / (double)n - p[g] / z);
+        worst = d > worst ? d : worst;
+    }
+    CHECK(worst < 0.01, "mqar: gap distribution p(g) ~ a (g+1)^(a-1) (max deviation %.4f, p(0) = %.3f)", worst,
+          p[0] / z);
+    /* with N = 4 of 12 slots, early slots still dominate */
+    lina_mqar_spec s4 = {64, 32, 4, 0.01, 0};
+    int c4[12] = {0};
+    for (int ex = 0; ex < 5000; ex++) {
+        lina_mqar_example(&s4, &rng, tok, tgt);
+        for (int t = 8; t < 32; t++) {
+            if (tgt[t] != LINA_TASK_IGNORE) {
+                c4[(t - 8) / 2]++;
+            }
+        }
+    }
+    CHECK(c4[0] > c4[5] && c4[5] > c4[11] && c4[0] > 2 * c4[11], "mqar: N=4: early slots favoured (%d %d %d)",
+          c4[0], c4[5], c4[11]);
+}
+
+/* ------------------------------------------------- parity, modarith */
+
+static void test_parity(void)
+{
+    int32_t tok[64], tgt[64];
+    uint64_t rng = 3;
+    int ok = 1;
+    for (int ex = 0; ex < 300; ex++) {
+        int len = 1 + lina_task_randint(&rng, 64);
+        int lab = lina_parity_example(&rng, len, 64, tok, tgt);
+        int twos = 0;
+        for (int t = 0; t < 64; t++) {
+            if (t < len) {
+                ok &= tok[t] == 1 || tok[t] == 2;
+                twos += tok[t] == 2;
+            } else {
+                ok &= tok[t] == 0;
+            }
+            if (t != len - 1) {
+                ok &= tgt[t] == LINA_TASK_IGNORE;
+            }
+        }
+        ok &= lab == tgt[len - 1] && lab == (twos % 2 ? 2 : 1);
+    }
+    CHECK(ok, "parity: bits 1/2, pad 0, one label at len-1 = 1 + (#2 mod 2)");
+}
+
+/* independent evaluator: products of runs of '*', then signed sum, in plain integers */
+static int modarith_ref(const int32_t *x, int n)
+{
+    long total = 0, term = x[0] - 5;
+    int sign = 1;
+    for (int i = 1; i < n; i += 2) {
+        if (x[i] == 3) {
+            term *= x[i + 1] - 5;
+            term %= 1000003;
+        } else {
+            total += sign * term;
+            sign = x[i] == 1 ? 1 : -1;
+            term = x[i + 1] - 5;
+        }
+    }
+    total += sign * term;
+    return (int)(((total % 5) + 5) % 5);
+}
+
+static void test_modarith(void)
+{
+    /* 2 + 3 * 4 = 14 -> 4;  1 - 2 * 3 - 4 = -9 -> 1;  4 * 4 * 4 = 64 -> 4;  3 - 4 = -1 -> 4 */
+    int32_t e1[] = {7, 1, 8, 3, 9}, e2[] = {6, 2, 7, 3, 8, 2, 9}, e3[] = {9, 3, 9, 3, 9}, e4[] = {8, 2, 9};
+    CHECK(lina_modarith_value(e1, 5) == 4 && lina_modarith_value(e2, 7) == 1 && lina_modarith_value(e3, 5) == 4 &&
+              lina_modarith_value(e4, 3) == 4,
+          "modarith: hand-computed values with * before + and -");
+    int32_t tok[80], tgt[80];
+    uint64_t rng = 11;
+    int ok = 1;
+    for (int ex = 0; ex < 500; ex++) {
+        int len = 4 + 2 * lina_task_randint(&rng, 37);
+        int lab = lina_modarith_example(&rng, len, 80, tok, tgt);
+        for (int t = 0; t < len - 1; t++) {
+            ok &= t % 2 == 0 ? tok[t] >= 5 && tok[t] <= 9 : tok[t] >= 1 && tok[t] <= 3;
+        }
+        ok &= tok[len - 1] == 4;
+        for (int t = 0; t < 80; t++) {
+            ok &= t == len - 1 || tgt[t] == LINA_TASK_IGNORE;
+            ok &= t < len || tok[t] == 0;
+        }
+        ok &= lab == tgt[len - 1] && lab == 5 + modarith_ref(tok, len - 1);
+    }
+    CHECK(ok, "modarith: digit/op alternation, '=' then one label, value matches an independent evaluator");
+}
+
+/* ---------------------------------------------------------------- groups */
+
+static void test_group(int n, int order)
+{
+    lina_group g;
+    if (lina_group_init_sym(&g, n)) {
+        CHECK(0, "S%d: init", n);
+        return;
+    }
+    const int o = g.order;
+    int closed = 1, ident = 1, inv = 1, assoc = 1, comm = 1;
+    for (int a = 0; a < o; a++) {
+        int has_inv = 0;
+        for (int b = 0; b < o; b++) {
+            int ab = g.mul[a * o + b];
+            closed &= ab >= 0 && ab < o;
+            has_inv |= ab == 0 && g.mul[b * o + a] == 0;
+            comm &= ab == g.mul[b * o + a];
+            /* (a.b)(i) = a(b(i)) */
+            for (int i = 0; i < n; i++) {
+                closed &= g.perm[ab * n + i] == g.perm[a * n + g.perm[b * n + i]];
+            }
+        }
+        ident &= g.mul[a] == a && g.mul[a * o] == a;
+        inv &= has_inv;
+    }
+    uint64_t rng = 5;
+    for (int k = 0; k < 2000; k++) {
+        int a = lina_task_randint(&rng, o), b = lina_task_randint(&rng, o), c = lina_task_randint(&rng, o);
+        assoc &= g.mul[g.mul[a * o + b] * o + c] == g.mul[a * o + g.mul[b * o + c]];
+    }
+    int id = 1;
+    for (int i = 0; i < n; i++) {
+        id &= g.perm[i] == i;
+    }
+    CHECK(o == order && id, "S%d: order %d, element 0 is the identity permutation", n, o);
+    CHECK(closed, "S%d: table closed and equal to composition a(b(i))", n);
+    CHECK(ident, "S%d: identity row and column", n);
+    CHECK(inv, "S%d: every element has a two-sided inverse", n);
+    CHECK(assoc, "S%d: associative", n);
+    CHECK(!comm, "S%d: not commutative", n);
+    /* running products */
+    int32_t tok[50], tgt[50];
+    int run = 1;
+    for (int ex = 0; ex < 100; ex++) {
+        lina_group_example(&g, &rng, 50, tok, tgt);
+        int p[6];
+        for (int i = 0; i < n; i++) {
+            p[i] = i;
+        }
+        for (int t = 0; t < 50; t++) {
+            int q[6];
+            for (int i = 0; i < n; i++) {
+                q[i] = p[g.perm[tok[t] * n + i]];
+            }
+            memcpy(p, q, sizeof(int) * (size_t)n);
+            for (int i = 0; i < n; i++) {
+                run &= g.perm[tgt[t] * n + i] == p[i];
+            }
+            run &= tok[t] >= 0 && tok[t] < o;
+        }
+    }
+    CHECK(run, "S%d: targets are the running products x_0 . x_1 ... x_t", n);
+    lina_group_free(&g);
+}
+
+/* ---------------------------------------------------- determinism, training */
+
+static void test_determinism(void)
+{
+    lina_task_kind kinds[4] = {LINA_TASK_MQAR, LINA_TASK_PARITY, LINA_TASK_MODARITH, LINA_TASK_S3};
+    lina_group g;
+    lina_group_init_sym(&g, 3);
+    int same = 1, differ = 1;
+    static int32_t a[2][32 * 256], b[2][32 * 256];
+    for (int k = 0; k < 4; k++) {
+        lina_task_opts o;
+        lina_task_opts_default(&o, kinds[k]);
+        int Ta = 0, Tb = 0, Tc = 0;
+        uint64_t r1 = 99, r2 = 99, r3 = 100;
+        lina_task_batch(&o, &g, &r1, 16, 256, a[0], a[1], &Ta);
+        lina_task_batch(&o, &g, &r2, 16, 256, b[0], b[1], &Tb);
+        same &= Ta == Tb && !memcmp(a[0], b[0], sizeof(int32_t) * 16 * Ta) &&
+                !memcmp(a[1], b[1], sizeof(int32_t) * 16 * Ta);
+        lina_task_batch(&o, &g, &r3, 16, 256, b[0], b[1], &Tc);
+        differ &= Tc != Ta || memcmp(a[0], b[0], sizeof(int32_t) * 16 * Ta) != 0;
+    }
+    lina_group_free(&g);
+    CHECK(same, "data: the same seed gives the same batches (every task)");
+    CHECK(differ, "data: another seed gives other batches");
+
+    lina_task_opts o;
+    lina_task_opts_default(&o, LINA_TASK_MQAR);
+    o.d_model = 16;
+    o.vocab = 32;
+    o.seq_len = 16;
+    o.num_kv = 2;
+    o.steps = 3;
+    o.batch = 4;
+    o.eval_n = 8;
+    o.progress = 0;
+    lina_task_result r1, r2;
+    int rc1 = lina_task_run(&o, &r1), rc2 = lina_task_run(&o, &r2);
+    CHECK(!rc1 && !rc2 && r1.final_loss == r2.final_loss && r1.test_acc == r2.test_acc,
+          "run: the same seed gives the same loss and accuracy (%.9g %.9g)", r1.final_loss, r2.final_loss);
+}
+
+static void smoke(lina_task_kind k, lina_model_type mixer, int neg, int hh, int steps, double lr)
+{
+    lina_task_opts o;
+    lina_task_opts_default(&o, k);
+    o.mixer = mixer;
+    o.neg_eigval = neg;
+    o.householder = hh;
+    o.d_model = 32;
+    o.heads = 2;
+    o.steps = steps;
+    o.batch = 16;
+    o.lr = lr;
+    o.warmup = 2;
+    o.eval_n = 8;
+    o.progress = 0;
+    o.vocab = 32;
+    o.seq_len = k == LINA_TASK_MQAR ? 16 : 16;
+    o.num_kv = 4;
+    o.train_max = 12;
+    o.test_min = 12;
+    o.test_max = 24;
+    double curve[200];
+    o.curve = curve;
+    lina_task_result r;
+    int rc = lina_task_run(&o, &r);
+    if (rc) {
+        CHECK(0, "%s smoke run (%s): %s", lina_task_name(k), lina_model_type_name(mixer), lina_last_error());
+        return;
+    }
+    double first = 0.0, last = 0.0;
+    for (int i = 0; i < 5; i++) {
+        first += curve[i] / 5;
+        last += curve[steps - 5 + i] / 5;
+    }
+    CHECK(last < first - 0.05 && isfinite(r.test_acc), "%s smoke run (%s, %d steps, %.1f s): loss %.3f -> %.3f",
+          lina_task_name(k), lina_model_type_name(mixer), steps, r.wall_s, first, last);
+    lina_task_result_free(&r);
+}
+
+static void test_errors(void)
+{
+    lina_task_opts o;
+    lina_task_opts_default(&o, LINA_TASK_MQAR);
+    o.progress = 0;
+    o.mixer = LINA_MODEL_GLA;
+    o.neg_eigval = 1;
+    lina_task_result r;
+    int rc = lina_task_run(&o, &r);
+    CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "neg-eigval"), "errors: --neg-eigval on gla rejected (%s)",
+          lina_last_error());
+    lina_task_opts_default(&o, LINA_TASK_MQAR);
+    o.progress = 0;
+    o.d_model = 30;
+    o.heads = 4;
+    rc = lina_task_run(&o, &r);
+    CHECK(rc == LINA_EINVAL, "errors: d_model not a multiple of heads rejected (%s)", lina_last_error());
+    lina_task_opts_default(&o, LINA_TASK_MQAR);
+    o.progress = 0;
+    o.num_kv = 100;
+    rc = lina_task_run(&o, &r);
+    CHECK(rc == LINA_EINVAL, "errors: 4N > L rejected (%s)", lina_last_error());
+}
+
+int main(void)
+{
+    lina_set_threads(1);
+    test_mqar_layout();
+    test_mqar_powerlaw();
+    test_parity();
+    test_modarith();
+    test_group(3, 6);
+    test_group(5, 120);
+    test_determinism();
+    test_errors();
+    smoke(LINA_TASK_MQAR, LINA_MODEL_DELTA_NET, 0, 1, 40, 1e-2);
+    smoke(LINA_TASK_PARITY, LINA_MODEL_DELTA_NET, 1, 1, 30, 3e-3);
+    smoke(LINA_TASK_MODARITH, LINA_MODEL_DELTA_NET, 1, 1, 30, 3e-3);
+    smoke(LINA_TASK_S3, LINA_MODEL_DELTA_NET, 1, 1, 100, 1e-2);
+    smoke(LINA_TASK_S3, LINA_MODEL_GATED_DELTAPRODUCT, 1, 2, 100, 1e-2);
+    return th_exit();
+}
