@@ -21,11 +21,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* ================================================================ tables */
 
 #define MODEL_NAME_MAX 96
 #define MODEL_MAX_MIX 16
+/* lina_model_decode runs serially below this many token x parameter products
+ * (B = 1 decode of a 64M-parameter model; the lm_head and embedding count too) */
+#define DECODE_SERIAL_WORK 6.4e7
 
 typedef lina_init tensor_init; /* mixer.h */
 #define INIT_NORMAL LINA_INIT_NORMAL
@@ -1429,7 +1435,22 @@ int lina_model_decode(lina_model *m, lina_model_state *s, const int32_t *tokens,
                                   (long long)s->pos, T, s->cap);
         }
     }
+    /* A few tokens (one decode step) are too little work to split: each of the
+     * many small parallel regions of a step would cost more in fork/join than it
+     * saves, and far more when the cores are shared. Run such calls serially. */
+#ifdef _OPENMP
+    int nthr = omp_get_max_threads();
+    int serial = nthr > 1 && (double)B * T * (double)m->nparams < DECODE_SERIAL_WORK;
+    if (serial) {
+        omp_set_num_threads(1);
+    }
+#endif
     int rc = model_forward(m, tokens, B, T, T > 1 ? LINA_FORM_CHUNK : LINA_FORM_RECURRENT, s, ws);
+#ifdef _OPENMP
+    if (serial) {
+        omp_set_num_threads(nthr);
+    }
+#endif
     if (rc) {
         return rc;
     }

@@ -5,7 +5,8 @@
 #include <math.h>
 #include <string.h>
 
-#define CB 16 /* channels per task */
+#define CB 32   /* channels per task */
+#define WMAX 8  /* widest kernel of the channels-inner loops; wider ones take the per-channel loops */
 
 static inline float sigmoidf_(float x)
 {
@@ -34,6 +35,44 @@ static inline float conv_pre(const float *x, const float *w, const float *bias, 
     return acc;
 }
 
+/* w [C,W] -> wt [W][CB]: the taps of channels c0..c1-1, channels contiguous */
+static void taps_t(float *wt, const float *w, int c0, int c1, int W)
+{
+    for (int j = 0; j < W; j++) {
+        for (int c = c0; c < c1; c++) {
+            wt[j * CB + (c - c0)] = w[(size_t)c * W + j];
+        }
+    }
+}
+
+/* pre[CB] = pre-activations at time s of channels c0..c1-1 of batch b, in the
+ * order of conv_pre (bias, then taps j = 0..W-1), channels in the inner loop */
+static void conv_pre_row(float *pre, const float *x, const float *wt, const float *bias, const float *cache, int b,
+                         int s, int c0, int c1, int T, int C, int W)
+{
+    int cw = c1 - c0;
+    if (bias) {
+        memcpy(pre, bias + c0, (size_t)cw * sizeof(float));
+    } else {
+        memset(pre, 0, (size_t)cw * sizeof(float));
+    }
+    for (int j = 0; j < W; j++) {
+        int p = s + 1 + j;
+        const float *wj = wt + j * CB;
+        if (p >= W) {
+            const float *xr = x + ((size_t)b * T + (size_t)(p - W)) * C + c0;
+#pragma omp simd
+            for (int c = 0; c < cw; c++) {
+                pre[c] += wj[c] * xr[c];
+            }
+        } else {
+            for (int c = 0; c < cw; c++) {
+                pre[c] += wj[c] * comb(x, cache, b, p, c0 + c, T, C, W);
+            }
+        }
+    }
+}
+
 /* y, x [B,T,C]; w [C,W]; bias [C]; cache, cache_out [B,C,W] */
 void lina_shortconv_forward(float *y, const float *x, const float *w, const float *bias, const float *cache,
                             float *cache_out, int B, int T, int C, int W, lina_act act)
@@ -42,11 +81,27 @@ void lina_shortconv_forward(float *y, const float *x, const float *w, const floa
 #pragma omp parallel for schedule(static) if ((size_t)B * T * C * W >= 65536)
     for (int task = 0; task < B * nb; task++) {
         int b = task / nb, c0 = (task % nb) * CB, c1 = c0 + CB < C ? c0 + CB : C;
-        for (int s = 0; s < T; s++) {
-            float *yr = y + ((size_t)b * T + s) * C;
-            for (int c = c0; c < c1; c++) {
-                float p = conv_pre(x, w, bias, cache, b, s, c, T, C, W);
-                yr[c] = act == LINA_ACT_SILU ? p * sigmoidf_(p) : p;
+        if (W <= WMAX) {
+            float wt[WMAX * CB], pre[CB];
+            taps_t(wt, w, c0, c1, W);
+            for (int s = 0; s < T; s++) {
+                float *yr = y + ((size_t)b * T + s) * C + c0;
+                conv_pre_row(pre, x, wt, bias, cache, b, s, c0, c1, T, C, W);
+                if (act == LINA_ACT_SILU) {
+                    for (int c = 0; c < c1 - c0; c++) {
+                        yr[c] = pre[c] * sigmoidf_(pre[c]);
+                    }
+                } else {
+                    memcpy(yr, pre, (size_t)(c1 - c0) * sizeof(float));
+                }
+            }
+        } else {
+            for (int s = 0; s < T; s++) {
+                float *yr = y + ((size_t)b * T + s) * C;
+                for (int c = c0; c < c1; c++) {
+                    float p = conv_pre(x, w, bias, cache, b, s, c, T, C, W);
+                    yr[c] = act == LINA_ACT_SILU ? p * sigmoidf_(p) : p;
+                }
             }
         }
         if (cache_out) {
@@ -62,6 +117,95 @@ void lina_shortconv_forward(float *y, const float *x, const float *w, const floa
     }
 }
 
+/* backward of one channel block c0..c1-1 (W <= WMAX), channels in the inner
+ * loops; every accumulation runs in the order of the per-channel reference
+ * loop below (dw, dbias over (b, s); dx[t] over the rows s = t..t+W-1), so
+ * the results are the same */
+static void conv_bwd_block(float *dx, float *dw, float *dbias, float *dcache, const float *dy, const float *x,
+                           const float *w, const float *bias, const float *cache, int B, int T, int C, int W,
+                           lina_act act, int c0, int c1)
+{
+    const int cw = c1 - c0;
+    float wt[WMAX * CB], adw[WMAX * CB], adb[CB], pre[CB];
+    float dp[WMAX][CB]; /* ring of the last W rows of d pre-activation: row s in dp[s % W] */
+    taps_t(wt, w, c0, c1, W);
+    if (dw) {
+        taps_t(adw, dw, c0, c1, W);
+    }
+    if (dbias) {
+        memcpy(adb, dbias + c0, (size_t)cw * sizeof(float));
+    }
+    for (int b = 0; b < B; b++) {
+        for (int s = 0; s < T + W - 1; s++) {
+            if (s < T) {
+                const float *dyr = dy + ((size_t)b * T + s) * C + c0;
+                float *d = dp[s % W];
+                if (act == LINA_ACT_SILU) {
+                    conv_pre_row(pre, x, wt, bias, cache, b, s, c0, c1, T, C, W);
+                    for (int c = 0; c < cw; c++) {
+                        float p = pre[c], sg = sigmoidf_(p), g = dyr[c];
+                        g *= sg * (1.0f + p * (1.0f - sg));
+                        d[c] = g;
+                    }
+                } else {
+                    memcpy(d, dyr, (size_t)cw * sizeof(float));
+                }
+                if (dbias) {
+#pragma omp simd
+                    for (int c = 0; c < cw; c++) {
+                        adb[c] += d[c];
+                    }
+                }
+                for (int j = 0; j < W; j++) {
+                    int p = s + 1 + j;
+                    if (dw) {
+                        float *aj = adw + j * CB;
+                        if (p >= W) {
+                            const float *xr = x + ((size_t)b * T + (size_t)(p - W)) * C + c0;
+#pragma omp simd
+                            for (int c = 0; c < cw; c++) {
+                                aj[c] += d[c] * xr[c];
+                            }
+                        } else {
+                            for (int c = 0; c < cw; c++) {
+                                aj[c] += d[c] * comb(x, cache, b, p, c0 + c, T, C, W);
+                            }
+                        }
+                    }
+                    if (p < W && dcache) {
+                        for (int c = 0; c < cw; c++) {
+                            dcache[((size_t)b * C + c0 + c) * W + p] += wt[j * CB + c] * d[c];
+                        }
+                    }
+                }
+            }
+            /* dx row t = s - (W-1) is complete: rows s' = t..min(t+W-1, T-1),
+             * in ascending s' (tap j = t + W - 1 - s' descending) */
+            int t = s - (W - 1);
+            if (dx && t >= 0) {
+                float *dxr = dx + ((size_t)b * T + t) * C + c0;
+                for (int sp = t; sp < T && sp <= s; sp++) {
+                    const float *wj = wt + (t + W - 1 - sp) * CB, *d = dp[sp % W];
+#pragma omp simd
+                    for (int c = 0; c < cw; c++) {
+                        dxr[c] += wj[c] * d[c];
+                    }
+                }
+            }
+        }
+    }
+    if (dw) {
+        for (int j = 0; j < W; j++) {
+            for (int c = c0; c < c1; c++) {
+                dw[(size_t)c * W + j] = adw[j * CB + (c - c0)];
+            }
+        }
+    }
+    if (dbias) {
+        memcpy(dbias + c0, adb, (size_t)cw * sizeof(float));
+    }
+}
+
 /* dx [B,T,C], dw [C,W], dbias [C], dcache [B,C,W] accumulate */
 void lina_shortconv_backward(float *dx, float *dw, float *dbias, float *dcache, const float *dy, const float *x,
                              const float *w, const float *bias, const float *cache, int B, int T, int C, int W,
@@ -72,6 +216,10 @@ void lina_shortconv_backward(float *dx, float *dw, float *dbias, float *dcache, 
 #pragma omp parallel for schedule(static) if ((size_t)B * T * C * W >= 65536)
     for (int cbk = 0; cbk < nb; cbk++) {
         int c0 = cbk * CB, c1 = c0 + CB < C ? c0 + CB : C;
+        if (W <= WMAX) {
+            conv_bwd_block(dx, dw, dbias, dcache, dy, x, w, bias, cache, B, T, C, W, act, c0, c1);
+            continue;
+        }
         for (int b = 0; b < B; b++) {
             for (int s = 0; s < T; s++) {
                 const float *dyr = dy + ((size_t)b * T + s) * C;

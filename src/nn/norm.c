@@ -5,6 +5,7 @@
 #include <math.h>
 
 #define COLS 64
+#define ROW_MAX 1024 /* widest row whose gate sigmoids rms_bwd keeps on the stack */
 
 static inline float sigmoidf_(float x)
 {
@@ -58,6 +59,35 @@ static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy,
         for (int n = 0; n < N; n++) {
             size_t o = (size_t)n * D;
             float r = rstd[n];
+            if (g && D <= ROW_MAX) {
+                /* the gate's sigmoid once per element (the loops below would take it three times) */
+                float sg[ROW_MAX], dn[ROW_MAX];
+                for (int i = 0; i < D; i++) {
+                    float gv = g[o + i], s = sigmoidf_(gv);
+                    sg[i] = s;
+                    dn[i] = dy[o + i] * gv * s;
+                }
+                if (dg) {
+                    for (int i = 0; i < D; i++) {
+                        float gv = g[o + i], s = sg[i];
+                        float nv = x[o + i] * r * (w ? w[i] : 1.0f);
+                        dg[o + i] += dy[o + i] * nv * s * (1.0f + gv * (1.0f - s));
+                    }
+                }
+                if (dx) {
+                    double m = 0.0;
+                    for (int i = 0; i < D; i++) {
+                        float gi = dn[i] * (w ? w[i] : 1.0f);
+                        m += (double)gi * x[o + i];
+                    }
+                    float mm = (float)(m * r / D); /* mean(g * xhat) */
+                    for (int i = 0; i < D; i++) {
+                        float gi = dn[i] * (w ? w[i] : 1.0f);
+                        dx[o + i] += r * (gi - x[o + i] * r * mm);
+                    }
+                }
+                continue;
+            }
             if (dg) {
                 for (int i = 0; i < D; i++) {
                     float gv = g[o + i], s = sigmoidf_(gv);

@@ -5,8 +5,71 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define NORM_BLOCK 65536 /* elements per partial sum of lina_grad_norm */
+#define ADAMW_BLOCK 32768 /* elements per task of lina_adamw_step (a multiple of 16) */
+
+typedef struct adamw_consts {
+    float gs, b1, c1, b2, c2, shrink, step_size, inv_bc2_sqrt, eps;
+} adamw_consts;
+
+#if defined(__AVX512F__)
+/* 16 parameters: one fused pass over params, grads, m, v and the decay flags */
+static inline void adamw16(float *p, const float *g, float *m, float *v, const uint8_t *dec, const adamw_consts *k)
+{
+    __m512 gv = _mm512_mul_ps(_mm512_loadu_ps(g), _mm512_set1_ps(k->gs));
+    __m512 mi = _mm512_fmadd_ps(_mm512_set1_ps(k->c1), gv, _mm512_mul_ps(_mm512_set1_ps(k->b1), _mm512_loadu_ps(m)));
+    __m512 vi = _mm512_fmadd_ps(_mm512_set1_ps(k->c2), _mm512_mul_ps(gv, gv),
+                                _mm512_mul_ps(_mm512_set1_ps(k->b2), _mm512_loadu_ps(v)));
+    _mm512_storeu_ps(m, mi);
+    _mm512_storeu_ps(v, vi);
+    __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)dec));
+    __m512 pv = _mm512_loadu_ps(p);
+    pv = _mm512_mask_mul_ps(pv, _mm512_test_epi32_mask(d, d), pv, _mm512_set1_ps(k->shrink));
+    __m512 den = _mm512_fmadd_ps(_mm512_sqrt_ps(vi), _mm512_set1_ps(k->inv_bc2_sqrt), _mm512_set1_ps(k->eps));
+    _mm512_storeu_ps(p, _mm512_fnmadd_ps(_mm512_set1_ps(k->step_size), _mm512_div_ps(mi, den), pv));
+}
+#endif
+
+/* AdamW on n consecutive parameters */
+static void adamw_block(float *params, const float *grads, float *m, float *v, const uint8_t *dec, size_t n,
+                        const adamw_consts *k)
+{
+#if defined(__AVX512F__)
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        adamw16(params + i, grads + i, m + i, v + i, dec + i, k);
+    }
+    if (i < n) {
+        /* the tail through the same vector arithmetic, padded */
+        float tp[16] = {0}, tg[16] = {0}, tm[16] = {0}, tv[16] = {0};
+        uint8_t td[16] = {0};
+        size_t r = n - i;
+        memcpy(tp, params + i, r * sizeof(float));
+        memcpy(tg, grads + i, r * sizeof(float));
+        memcpy(tm, m + i, r * sizeof(float));
+        memcpy(tv, v + i, r * sizeof(float));
+        memcpy(td, dec + i, r);
+        adamw16(tp, tg, tm, tv, td, k);
+        memcpy(params + i, tp, r * sizeof(float));
+        memcpy(m + i, tm, r * sizeof(float));
+        memcpy(v + i, tv, r * sizeof(float));
+    }
+#else
+    for (size_t i = 0; i < n; i++) {
+        float g = grads[i] * k->gs;
+        float mi = fmaf(k->c1, g, k->b1 * m[i]);
+        float vi = fmaf(k->c2, g * g, k->b2 * v[i]);
+        m[i] = mi;
+        v[i] = vi;
+        float p = dec[i] ? params[i] * k->shrink : params[i];
+        params[i] = p - k->step_size * (mi / fmaf(sqrtf(vi), k->inv_bc2_sqrt, k->eps));
+    }
+#endif
+}
 
 int lina_adamw_init(lina_adamw *o, size_t n)
 {
@@ -76,18 +139,13 @@ int lina_adamw_step(lina_adamw *o, float *params, const float *grads, double lr,
     const float eps = (float)o->eps;
     const float shrink = (float)(1.0 - lr * o->weight_decay);
     const float gs = (float)grad_scale;
-    float *m = o->m, *v = o->v;
-    const uint8_t *dec = o->decay;
-    const long long n = (long long)o->n;
-#pragma omp parallel for schedule(static)
-    for (long long i = 0; i < n; i++) {
-        float g = grads[i] * gs;
-        float mi = b1 * m[i] + c1 * g;
-        float vi = b2 * v[i] + c2 * (g * g);
-        m[i] = mi;
-        v[i] = vi;
-        float p = dec[i] ? params[i] * shrink : params[i];
-        params[i] = p - step_size * (mi / (sqrtf(vi) * inv_bc2_sqrt + eps));
+    const adamw_consts k = {gs, b1, c1, b2, c2, shrink, step_size, inv_bc2_sqrt, eps};
+    const size_t n = o->n;
+    const long long nb = (long long)((n + ADAMW_BLOCK - 1) / ADAMW_BLOCK);
+#pragma omp parallel for schedule(static) if (nb > 1)
+    for (long long b = 0; b < nb; b++) {
+        size_t i0 = (size_t)b * ADAMW_BLOCK, i1 = i0 + ADAMW_BLOCK < n ? i0 + ADAMW_BLOCK : n;
+        adamw_block(params + i0, grads + i0, o->m + i0, o->v + i0, o->decay + i0, i1 - i0, &k);
     }
     return LINA_OK;
 }
