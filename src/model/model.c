@@ -226,6 +226,40 @@ static void ext_views(const lina_model *m, const ext_block *e, float *base, floa
     }
 }
 
+/* Run a plug-in block's forward (G == NULL: out = block(x), state / aux as
+ * in lina_mixer_call) or backward (G != NULL: dx += d block / d x given dout,
+ * gradients into G, the auxiliary loss's gradient with weight 1). */
+static int ext_run(const lina_model *m, const ext_block *e, float *P, float *G, int B, int T, const float *x,
+                   float *out_dx, const float *dout, float *acts, float *scratch, float *state, int64_t pos,
+                   double *aux, lina_form form, lina_ws *ws)
+{
+    float *Pv[LINA_MIXER_MAX_SLOTS], *Gv[LINA_MIXER_MAX_SLOTS];
+    ext_views(m, e, P, Pv);
+    lina_mixer_call cl = {0};
+    cl.dims = e->dims;
+    cl.P = Pv;
+    cl.B = B;
+    cl.T = T;
+    cl.x = x;
+    cl.acts = acts;
+    cl.form = form;
+    cl.ws = ws;
+    if (!G) {
+        cl.out = out_dx;
+        cl.state = state;
+        cl.pos = pos;
+        cl.aux = aux;
+        return e->vt->forward(&cl);
+    }
+    ext_views(m, e, G, Gv);
+    cl.G = Gv;
+    cl.dout = dout;
+    cl.dx = out_dx;
+    cl.scratch = scratch;
+    cl.aux_grad = 1.0;
+    return e->vt->backward(&cl);
+}
+
 /* splitmix64 + Box-Muller: deterministic N(0,1) from a seed */
 typedef struct model_rng {
     uint64_t s;
@@ -1140,25 +1174,10 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
             }
             break;
         }
-        case MIX_EXT: {
-            float *Pv[LINA_MIXER_MAX_SLOTS];
-            ext_views(m, ly->ext, P, Pv);
-            lina_mixer_call cl = {0};
-            cl.dims = ly->ext->dims;
-            cl.P = Pv;
-            cl.B = B;
-            cl.T = T;
-            cl.x = la->xn1;
-            cl.out = m->tmp;
-            cl.acts = la->mix;
-            cl.state = st ? st->layer[l] : NULL;
-            cl.pos = st ? st->pos : 0;
-            cl.aux = &m->aux;
-            cl.form = form;
-            cl.ws = ws;
-            rc = ly->ext->vt->forward(&cl);
+        case MIX_EXT:
+            rc = ext_run(m, ly->ext, P, NULL, B, T, la->xn1, m->tmp, NULL, la->mix, NULL, st ? st->layer[l] : NULL,
+                         st ? st->pos : 0, &m->aux, form, ws);
             break;
-        }
         case MIX_ATTN: {
             lina_attn_params p;
             lina_attn_acts a;
@@ -1185,20 +1204,8 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
         }
         lina_rmsnorm_forward(la->xn2, la->rstd2, la->h, tp(m, P, ly->t_mlp_norm), NULL, N, D, eps);
         if (ly->ffn) {
-            float *Pv[LINA_MIXER_MAX_SLOTS];
-            ext_views(m, ly->ffn, P, Pv);
-            lina_mixer_call cl = {0};
-            cl.dims = ly->ffn->dims;
-            cl.P = Pv;
-            cl.B = B;
-            cl.T = T;
-            cl.x = la->xn2;
-            cl.out = m->tmp;
-            cl.acts = la->ffn;
-            cl.aux = &m->aux;
-            cl.form = form;
-            cl.ws = ws;
-            if ((rc = ly->ffn->vt->forward(&cl))) {
+            if ((rc = ext_run(m, ly->ffn, P, NULL, B, T, la->xn2, m->tmp, NULL, la->ffn, NULL, NULL, 0, &m->aux, form,
+                              ws))) {
                 return rc;
             }
         } else {
@@ -1236,24 +1243,8 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
         if (ly->has_mlp) {
             memset(m->tmp, 0, nd * sizeof(float));
             if (ly->ffn) {
-                float *Pv[LINA_MIXER_MAX_SLOTS], *Gv[LINA_MIXER_MAX_SLOTS];
-                ext_views(m, ly->ffn, P, Pv);
-                ext_views(m, ly->ffn, G, Gv);
-                lina_mixer_call cl = {0};
-                cl.dims = ly->ffn->dims;
-                cl.P = Pv;
-                cl.G = Gv;
-                cl.B = B;
-                cl.T = T;
-                cl.x = la->xn2;
-                cl.dout = m->dres;
-                cl.dx = m->tmp;
-                cl.acts = la->ffn;
-                cl.scratch = m->scratch;
-                cl.aux_grad = 1.0;
-                cl.form = form;
-                cl.ws = ws;
-                rc = ly->ffn->vt->backward(&cl);
+                rc = ext_run(m, ly->ffn, P, G, B, T, la->xn2, m->tmp, m->dres, la->ffn, m->scratch, NULL, 0, NULL,
+                             form, ws);
             } else {
                 rc = lina_gated_mlp_backward(m->tmp, tp(m, G, ly->t_gate), tp(m, G, ly->t_up), tp(m, G, ly->t_down),
                                              m->dres, la->xn2, la->gate, la->up, la->hh, tp(m, P, ly->t_gate),
@@ -1299,27 +1290,10 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
                                      ws);
             break;
         }
-        case MIX_EXT: {
-            float *Pv[LINA_MIXER_MAX_SLOTS], *Gv[LINA_MIXER_MAX_SLOTS];
-            ext_views(m, ly->ext, P, Pv);
-            ext_views(m, ly->ext, G, Gv);
-            lina_mixer_call cl = {0};
-            cl.dims = ly->ext->dims;
-            cl.P = Pv;
-            cl.G = Gv;
-            cl.B = B;
-            cl.T = T;
-            cl.x = la->xn1;
-            cl.dout = m->dres;
-            cl.dx = m->tmp;
-            cl.acts = la->mix;
-            cl.scratch = m->scratch;
-            cl.aux_grad = 1.0;
-            cl.form = form;
-            cl.ws = ws;
-            rc = ly->ext->vt->backward(&cl);
+        case MIX_EXT:
+            rc = ext_run(m, ly->ext, P, G, B, T, la->xn1, m->tmp, m->dres, la->mix, m->scratch, NULL, 0, NULL, form,
+                         ws);
             break;
-        }
         case MIX_ATTN: {
             lina_attn_params p, gp;
             lina_attn_acts a;
