@@ -74,7 +74,7 @@ demo:
 paper: $(BUILD)/lina
 	$(BUILD)/lina paper --out results --threads 1 --only mqar,mom & \
 	$(BUILD)/lina paper --out results --threads 1 --only parity,modarith,s3,icl; \
-	wait; $(BUILD)/lina paper --out results --assemble
+	wait; $(BUILD)/lina paper --out results --threads 1 --assemble
 
 # The default corpus (Debian's bible-kjv), tokenizer and token files in data/.
 .PHONY: data
