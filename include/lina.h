@@ -608,11 +608,14 @@ int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lio
  * as FLA: Linear and embedding weights N(0, initializer_range), norm weights
  * 1, biases 0 (plus each mixer's own parameter init).
  *
- * Model types: gla, retnet, delta_net, gated_deltanet, hgrn2, transformer,
- * and hybrids of the linear ones with softmax-attention layers (config key
- * "attn"). linear_attn and a few options (HGRN2 short convs, GLA and RetNet
- * feature maps; DeltaNet qk_activation other than silu, qk_norm "sum") fail in
- * lina_model_create with LINA_EINVAL "... not implemented yet".
+ * Model types: gla, retnet, hgrn2, linear_attn, delta_net, gated_deltanet,
+ * gated_deltaproduct, mlstm, mamba2 (FLA's "backbone." names, no MLP), mom,
+ * transformer; hybrids of the linear ones with softmax-attention layers
+ * (config key "attn"); a top-k MoE MLP for any type (num_experts > 0), whose
+ * auxiliary loss (and MoM's) is added to the train_step loss, not to
+ * eval_loss. A few options (HGRN2 short convs, GLA and RetNet feature maps;
+ * DeltaNet qk_activation other than silu, qk_norm "sum") fail in
+ * lina_model_create with LINA_EINVAL and a message.
  * A model is not thread safe: one call at a time (each call is parallel
  * inside).
  */
