@@ -3,7 +3,11 @@
  *   lina op NAME --in DIR --out DIR --form chunk|recurrent [--backward] [op flags]
  *   lina bench OP [--B n --T n --H n --K n --V n --form f --backward --threads n
  *                  --repeat r --chunk c] [--json]
- *   lina train --config FILE --data FILE --out DIR [--val FILE] [--steps N ...] [--resume]
+ *   lina bench --model CONFIG [--seq-len T --batch B --threads N --context N] [--json]
+ *   lina train [--config FILE] [--data FILE] [--out DIR] [--val FILE] [--steps N ...] [--resume]
+ *   lina generate --model DIR --prompt TEXT [...];  lina eval --model DIR --data FILE [...]
+ *   lina plot --log RUN/log.jsonl --out PNG
+ *   lina task mqar|parity|modarith|s3|s5|icl-regression [...];  lina paper [...]
  *   lina data pack --vocab V --in FILE --out FILE | lina data info FILE
  *   lina tokenizer train|encode|decode ...   (byte-level BPE, HF tokenizer.json)
  *   lina ops        list the ops
