@@ -401,6 +401,9 @@ typedef struct lina_dd_grad_out {
     float *dh0;               /* [B,H,K,V] or NULL */
 } lina_dd_grad_out;
 
+/* out->ht may be in->h0: the final state then replaces the initial one in
+ * place (each (b, h) state is read before it is written), which is how
+ * decode steps update a layer's state without a copy. */
 int lina_dd_fwd(const lina_mix_dims *d, const lina_dd_in *in, lina_dd_out *out,
                 lina_form form, lina_ws *ws);
 int lina_dd_bwd(const lina_mix_dims *d, const lina_dd_in *in, const lina_dd_grad_in *gin,
@@ -466,6 +469,7 @@ typedef struct lina_delta_grad_out {
     float *dh0;               /* [B,H,K,V] or NULL */
 } lina_delta_grad_out;
 
+/* out->ht may be in->h0 (the state is updated in place), as for lina_dd_fwd. */
 int lina_delta_fwd(const lina_mix_dims *d, const lina_delta_in *in, lina_delta_out *out,
                    lina_form form, lina_ws *ws);
 /* Gradients of sum(o * do) + sum(ht * dht) w.r.t. every input. */

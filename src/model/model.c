@@ -1005,7 +1005,6 @@ struct lina_model_state {
     int64_t pos;
     float **layer;      /* [L] */
     size_t *floats;     /* [L] */
-    float *tmp;         /* [max GLA state] */
 };
 
 static size_t state_floats(const model_layer *ly, int B, int cap)
@@ -1037,18 +1036,11 @@ int lina_model_state_create(const lina_model *m, int B, int max_len, lina_model_
         !(s->floats = calloc((size_t)m->L, sizeof(size_t)))) {
         rc = LINA_ENOMEM;
     }
-    size_t tmax = 0;
     for (int l = 0; !rc && l < m->L; l++) {
         s->floats[l] = state_floats(&m->layers[l], B, max_len);
-        if ((m->layers[l].kind == MIX_GLA || m->layers[l].kind == MIX_HGRN2) && s->floats[l] > tmax) {
-            tmax = s->floats[l];
-        }
         if (!(s->layer[l] = xcalloc_aligned(s->floats[l]))) {
             rc = LINA_ENOMEM;
         }
-    }
-    if (!rc && !(s->tmp = xcalloc_aligned(tmax))) {
-        rc = LINA_ENOMEM;
     }
     if (rc) {
         if (s) {
@@ -1074,7 +1066,6 @@ void lina_model_state_free(lina_model_state *s)
     }
     free(s->layer);
     free(s->floats);
-    free(s->tmp);
     free(s);
 }
 
@@ -1145,12 +1136,10 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
             lina_gla_acts_carve(&a, la->mix, &ly->gla, N);
             /* state [B,H,K,V], then the conv tails */
             size_t ns = (size_t)B * ly->gla.H * ly->gla.K * ly->gla.V;
-            rc = lina_gla_forward_cached(m->tmp, &a, la->xn1, &ly->gla, &p, B, T, st ? st->layer[l] : NULL,
-                                         st ? st->tmp : NULL, st && ly->gla.use_short_conv ? st->layer[l] + ns : NULL,
-                                         st ? st->pos : 0, form, ws);
-            if (!rc && st) {
-                memcpy(st->layer[l], st->tmp, ns * sizeof(float));
-            }
+            float *hs = st ? st->layer[l] : NULL; /* updated in place (lina_dd_fwd allows ht == h0) */
+            rc = lina_gla_forward_cached(m->tmp, &a, la->xn1, &ly->gla, &p, B, T, hs, hs,
+                                         st && ly->gla.use_short_conv ? st->layer[l] + ns : NULL, st ? st->pos : 0,
+                                         form, ws);
             break;
         }
         case MIX_GDN: {
@@ -1167,11 +1156,8 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
             hgrn2_views(m, ly, P, &p);
             lina_hgrn2_acts_carve(&a, la->mix, &ly->hg, N);
             const float *lam = m->t_lb >= 0 && l > 0 ? m->lb_lambda + (size_t)l * D : NULL;
-            rc = lina_hgrn2_forward(m->tmp, &a, la->xn1, &ly->hg, &p, lam, B, T, st ? st->layer[l] : NULL,
-                                    st ? st->tmp : NULL, form, ws);
-            if (!rc && st) {
-                memcpy(st->layer[l], st->tmp, st->floats[l] * sizeof(float));
-            }
+            float *hs = st ? st->layer[l] : NULL; /* updated in place */
+            rc = lina_hgrn2_forward(m->tmp, &a, la->xn1, &ly->hg, &p, lam, B, T, hs, hs, form, ws);
             break;
         }
         case MIX_EXT:

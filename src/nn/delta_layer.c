@@ -148,7 +148,6 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
         return rc;
     }
     int N = B * T, D = d->D, H = d->H, NV = nv_of(d), HK = H * d->K, VV = NV * d->V, W = d->conv_size;
-    size_t SZ = (size_t)B * NV * d->K * d->V;
     /* cache views: conv tails [B,HK,W], [B,HK,W], [B,VV,W]; state [B,NV,K,V] */
     float *cq = NULL, *ck = NULL, *cv = NULL, *st = NULL;
     if (cache) {
@@ -190,22 +189,9 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
     }
     /* kernel over the value heads */
     lina_mix_dims md = gdn_mix(d, B, T);
-    float *ht = NULL;
-    if (st) {
-        ht = malloc(SZ * sizeof(float));
-        if (!ht) {
-            return lina_set_error(LINA_ENOMEM, "gated_deltanet layer: out of memory");
-        }
-    }
     lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, st, 1};
-    lina_delta_out o = {a->o, ht, NULL};
+    lina_delta_out o = {a->o, st, NULL}; /* the state is updated in place */
     rc = lina_delta_fwd(&md, &in, &o, form, ws);
-    if (ht) {
-        if (!rc) {
-            memcpy(st, ht, SZ * sizeof(float));
-        }
-        free(ht);
-    }
     if (rc) {
         return rc;
     }

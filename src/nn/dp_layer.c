@@ -162,7 +162,6 @@ int lina_dp_forward(float *out, lina_dp_acts *a, const float *x, const lina_dp_d
         return rc;
     }
     int N = B * T, D = d->D, H = d->H, HV = d->HV, m = d->n, HK = H * d->K, VV = HV * d->V, W = d->conv_size;
-    size_t SZ = (size_t)B * HV * d->K * d->V;
     /* state views: conv tails [B,HK,W], [B,m*HK,W], [B,m*VV,W]; recurrent state [B,HV,K,V] */
     float *cq = NULL, *ck = NULL, *cv = NULL, *st = NULL;
     if (state) {
@@ -205,22 +204,9 @@ int lina_dp_forward(float *out, lina_dp_acts *a, const float *x, const lina_dp_d
     }
     /* the delta product over the value heads */
     lina_mix_dims md = dp_mix(d, B, T);
-    float *ht = NULL;
-    if (st) {
-        ht = malloc(SZ * sizeof(float));
-        if (!ht) {
-            return lina_set_error(LINA_ENOMEM, "gated_deltaproduct layer: out of memory");
-        }
-    }
     lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->use_forget_gate ? a->g : NULL, st, m};
-    lina_delta_out o = {a->o, ht, NULL};
+    lina_delta_out o = {a->o, st, NULL}; /* the state is updated in place */
     rc = lina_delta_fwd(&md, &in, &o, form, ws);
-    if (ht) {
-        if (!rc) {
-            memcpy(st, ht, SZ * sizeof(float));
-        }
-        free(ht);
-    }
     if (rc) {
         return rc;
     }

@@ -329,7 +329,7 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
 
 size_t lina_gla_step_floats(const lina_gla_dims *d, int B)
 {
-    return lina_gla_acts_floats(d, B) + (size_t)B * d->H * d->K * d->V;
+    return lina_gla_acts_floats(d, B);
 }
 
 int lina_gla_step(float *out, const float *x, const lina_gla_dims *d, const lina_gla_params *p, int B,
@@ -341,11 +341,6 @@ int lina_gla_step(float *out, const float *x, const lina_gla_dims *d, const lina
     }
     lina_gla_acts a;
     lina_gla_acts_carve(&a, scratch, d, B);
-    float *ht = scratch + lina_gla_acts_floats(d, B); /* [B,H,K,V] */
-    rc = lina_gla_forward(out, &a, x, d, p, B, 1, state, ht, LINA_FORM_RECURRENT, ws);
-    if (rc) {
-        return rc;
-    }
-    memcpy(state, ht, (size_t)B * d->H * d->K * d->V * sizeof(float));
-    return LINA_OK;
+    /* ht == h0: the engine updates the state in place */
+    return lina_gla_forward(out, &a, x, d, p, B, 1, state, state, LINA_FORM_RECURRENT, ws);
 }

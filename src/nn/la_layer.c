@@ -419,22 +419,9 @@ int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_d
     }
     /* linear attention; the state [B,H,F,V] (+ z [B,H,F]) */
     lina_mix_dims md = la_mix(d, B, T);
-    float *ht = NULL;
-    if (state) {
-        ht = malloc(SZ * sizeof(float));
-        if (!ht) {
-            return lina_set_error(LINA_ENOMEM, "linear_attn layer: out of memory");
-        }
-    }
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_NONE, NULL, state};
-    lina_dd_out o = {a->num, ht, NULL};
+    lina_dd_out o = {a->num, state, NULL}; /* the state is updated in place */
     rc = lina_dd_fwd(&md, &in, &o, form, ws);
-    if (ht) {
-        if (!rc) {
-            memcpy(state, ht, SZ * sizeof(float));
-        }
-        free(ht);
-    }
     if (rc) {
         return rc;
     }

@@ -273,7 +273,7 @@ static void conv_or_silu(float *y, const float *x, const float *w, float *cache,
 }
 
 /* memory j over its rows: projections, convs, norms, gates, kernel -> a->o */
-static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_acts *a, int j, float *ht)
+static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_acts *a, int j)
 {
     int B = c->B, D = d->D, H = d->H, HK = H * d->K, HV = H * d->V, W = d->conv_size;
     size_t r0 = (size_t)a->off[j * B], n = (size_t)a->off[(j + 1) * B] - r0;
@@ -320,13 +320,10 @@ static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_
         lina_mix_dims md = kdims(d, (int)len);
         lina_delta_in in = {a->qn + s0 * HK, a->kn + s0 * HK, a->v + s0 * HV, a->beta + s0 * H, a->g + s0 * H,
                             st, 1};
-        lina_delta_out out = {a->o + s0 * HV, st ? ht : NULL, NULL};
+        lina_delta_out out = {a->o + s0 * HV, st, NULL}; /* the state is updated in place */
         int rc = lina_delta_fwd(&md, &in, &out, c->form, c->ws);
         if (rc) {
             return rc;
-        }
-        if (st) {
-            memcpy(st, ht, (size_t)HK * d->V * sizeof(float));
         }
     }
     return LINA_OK;
@@ -362,15 +359,10 @@ static int mom_forward(const lina_mixer_call *c)
     }
     lina_linear_forward(a.q, c->x, P[S_Q], NULL, N, D, HK);
     /* the memories */
-    float *ht = NULL;
-    if (c->state && !(ht = malloc((size_t)HK * d->V * sizeof(float)))) {
-        return lina_set_error(LINA_ENOMEM, "mom: out of memory");
-    }
     int rc = LINA_OK;
     for (int j = 0; j < J && !rc; j++) {
-        rc = memory_forward(c, d, &a, j, ht);
+        rc = memory_forward(c, d, &a, j);
     }
-    free(ht);
     if (rc) {
         return rc;
     }

@@ -1138,7 +1138,7 @@ int lina_delta_fwd(const lina_mix_dims *d, const lina_delta_in *in, lina_delta_o
         if (out->ht) {
             size_t nb = (size_t)c.B * c.H * c.K * c.V * sizeof(float);
             if (c.h0) {
-                memcpy(out->ht, c.h0, nb);
+                memmove(out->ht, c.h0, nb); /* ht may be h0 */
             } else {
                 memset(out->ht, 0, nb);
             }

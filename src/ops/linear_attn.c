@@ -1059,7 +1059,7 @@ int lina_dd_fwd(const lina_mix_dims *d, const lina_dd_in *in, lina_dd_out *out, 
         if (out->ht) {
             size_t n = (size_t)c.B * c.H * c.K * c.V;
             if (in->h0) {
-                memcpy(out->ht, in->h0, n * sizeof(float));
+                memmove(out->ht, in->h0, n * sizeof(float)); /* ht may be h0 */
             } else {
                 memset(out->ht, 0, n * sizeof(float));
             }
