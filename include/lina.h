@@ -52,6 +52,8 @@ int lina_get_threads(void);
 
 /* splitmix64: advances *state and returns the next value. */
 uint64_t lina_splitmix64(uint64_t *state);
+/* Seconds on a monotonic clock (for timings and progress lines). */
+double lina_now(void);
 
 /* --------------------------------------------------------------- workspace */
 

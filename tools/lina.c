@@ -247,13 +247,6 @@ static int cmd_op(int argc, char **argv)
 
 /* --------------------------------------------------------------- bench */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -286,9 +279,9 @@ static double sgemm_gflops(void)
     double best = 1e30;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
     for (int r = 0; r < 7; r++) {
-        double t0 = now_s();
+        double t0 = lina_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-        double dt = now_s() - t0;
+        double dt = lina_now() - t0;
         best = dt < best ? dt : best;
     }
     free(A);
@@ -384,9 +377,9 @@ static int cmd_bench(int argc, char **argv)
     int rc = lina_op_run(op, &in, &out, &o, &ws); /* warm-up */
     double *t = malloc((size_t)repeat * sizeof(double));
     for (int r = 0; rc == 0 && t && r < repeat; r++) {
-        double t0 = now_s();
+        double t0 = lina_now();
         rc = lina_op_run(op, &in, &out, &o, &ws);
-        t[r] = now_s() - t0;
+        t[r] = lina_now() - t0;
     }
     if (rc != 0 || !t) {
         fprintf(stderr, "lina: bench: %s\n", lina_last_error());
@@ -943,10 +936,10 @@ static int cmd_tokenizer(int argc, char **argv)
         if (!text) {
             return 1;
         }
-        double t0 = now_s();
+        double t0 = lina_now();
         lina_tokenizer *t;
         int rc = lina_tokenizer_train(text, len, vocab, special, nspecial, &t);
-        double dt = now_s() - t0;
+        double dt = lina_now() - t0;
         free(text);
         if (rc == LINA_OK) {
             rc = lina_tokenizer_save(t, out);
@@ -1288,17 +1281,17 @@ static int cmd_generate(int argc, char **argv)
     lina_ws_init(&ws);
     fwrite(prompt, 1, strlen(prompt), stdout);
     fflush(stdout);
-    double t0 = now_s();
+    double t0 = lina_now();
     if (lina_model_decode(m, st, ids, 1, (int)n, logits, &ws)) {
         fprintf(stderr, "\nlina: generate: %s\n", lina_last_error());
         lina_ws_free(&ws);
         goto done;
     }
-    double t_prefill = now_s() - t0;
+    double t_prefill = lina_now() - t0;
     uint64_t rng = (uint64_t)seed;
     const float *last = logits + (n - 1) * (size_t)V;
     int produced = 0;
-    t0 = now_s();
+    t0 = lina_now();
     rc = 0;
     for (int s = 0; s < max_tokens; s++) {
         int32_t tok = gen_sample(last, V, temperature, top_k, top_p, cand, &rng);
@@ -1323,7 +1316,7 @@ static int cmd_generate(int argc, char **argv)
         }
         last = logits;
     }
-    double t_dec = now_s() - t0;
+    double t_dec = lina_now() - t0;
     lina_ws_free(&ws);
     printf("\n");
     fflush(stdout);
@@ -1427,7 +1420,7 @@ static int cmd_eval(int argc, char **argv)
     }
     lina_ws ws;
     lina_ws_init(&ws);
-    double sum = 0.0, t0 = now_s();
+    double sum = 0.0, t0 = lina_now();
     uint64_t done_w = 0;
     rc = 0;
     while (done_w < nwin) {
@@ -1450,7 +1443,7 @@ static int cmd_eval(int argc, char **argv)
     }
     lina_ws_free(&ws);
     if (rc == 0) {
-        double loss = sum / (double)nwin, dt = now_s() - t0;
+        double loss = sum / (double)nwin, dt = lina_now() - t0;
         double ntok = (double)nwin * T;
         if (json) {
             printf("{\"tokens\":%.0f,\"loss\":%.6f,\"perplexity\":%.4f,\"tokens_per_s\":%.1f}\n", ntok,

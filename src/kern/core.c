@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -48,6 +49,13 @@ int lina_get_threads(void)
 }
 
 /* ------------------------------------------------------------------ random */
+
+double lina_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 uint64_t lina_splitmix64(uint64_t *state)
 {

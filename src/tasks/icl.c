@@ -702,13 +702,6 @@ void lina_icl_opts_default(lina_icl_opts *o)
     o->progress = 1;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void fmt_eta(char *buf, size_t cap, double s)
 {
     if (!(s >= 0.0) || s > 1e7) {
@@ -758,7 +751,7 @@ int lina_icl_train(const lina_icl_opts *o, lina_icl_result *res)
     if (rc != LINA_OK) {
         return rc;
     }
-    const double t_start = now_s();
+    const double t_start = lina_now();
     const lina_icl_data *g = &o->data;
     const int d = g->d, n = g->n, B = o->batch, NT = o->test_size;
     const size_t td = (size_t)(n + 1) * (d + 1);
@@ -836,7 +829,7 @@ int lina_icl_train(const lina_icl_opts *o, lina_icl_result *res)
             }
         }
         if (tty) {
-            double now = now_s();
+            double now = lina_now();
             if (now - last_print > 0.2 || s + 1 == o->steps) {
                 last_print = now;
                 char eta[32];
@@ -925,7 +918,7 @@ int lina_icl_train(const lina_icl_opts *o, lina_icl_result *res)
             rc = lina_set_error(LINA_ENONFINITE, "icl: test error is not finite");
         }
     }
-    res->wall_s = now_s() - t_start;
+    res->wall_s = lina_now() - t_start;
     free(am);
     free(av);
     free(Z);
@@ -1222,7 +1215,7 @@ int lina_icl_paper(const char *outdir, int threads, FILE *md)
     if (threads > 0) {
         lina_set_threads(threads);
     }
-    const double t0 = now_s();
+    const double t0 = lina_now();
     const int na = 2 * PA_DEPTHS, nbm = PB_DEPTHS;
     lina_icl_result ra[2 * PA_DEPTHS], rb[PB_DEPTHS];
     double *curves = malloc(sizeof(double) * ((size_t)na * PA_STEPS + (size_t)nbm * PB_STEPS));
@@ -1297,7 +1290,7 @@ int lina_icl_paper(const char *outdir, int threads, FILE *md)
             rc = lina_set_error(rcs[i], "icl: paper: a run failed (run %d)", i);
         }
     }
-    const double wall = now_s() - t0;
+    const double wall = lina_now() - t0;
     if (rc == LINA_OK) {
         /* loss curves: Ahn set-up at 3 layers (both optimisers), mixed noise at every depth */
         char path[4096];

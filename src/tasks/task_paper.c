@@ -16,13 +16,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* one training run of the sweep */
 typedef struct prun {
     lina_task_opts o;
@@ -156,7 +149,7 @@ static double mq_acc(const prun *r)
 
 static void paper_mqar(paper_ctx *p)
 {
-    const double t0 = now_s();
+    const double t0 = lina_now();
     static prun runs[MQ_NMODELS][MQ_NWIDTHS];
     for (int i = 0; i < MQ_NMODELS; i++) {
         for (int j = 0; j < MQ_NWIDTHS; j++) {
@@ -289,7 +282,7 @@ static void paper_mqar(paper_ctx *p)
         s[i].n = k;
     }
     plot(p, "mqar_width.png", "MQAR: query accuracy vs model width", "d_model", "accuracy (%)", 1, s, MQ_NMODELS);
-    fprintf(f, "Wall time of the MQAR sweep: %.0f s.\n\n", now_s() - t0);
+    fprintf(f, "Wall time of the MQAR sweep: %.0f s.\n\n", lina_now() - t0);
     for (int i = 0; i < MQ_NMODELS; i++) {
         for (int j = 0; j < MQ_NWIDTHS; j++) {
             lina_task_result_free(&runs[i][j].r);
@@ -301,7 +294,7 @@ static void paper_mqar(paper_ctx *p)
 
 static void paper_mom(paper_ctx *p)
 {
-    const double t0 = now_s();
+    const double t0 = lina_now();
     prun runs[3];
     const char *names[3] = {"MoM (4 memories, top-2, + shared)", "Gated DeltaNet, one memory, equal per-memory state",
                             "Gated DeltaNet, one memory, 4x the state (head_dim x2)"};
@@ -354,7 +347,7 @@ static void paper_mom(paper_ctx *p)
         fprintf(f, "**Verdict.** not available: %s\n\n", runs[0].ok ? runs[1].why : runs[0].why);
         summary(p, "MoM: not run (%s)", runs[0].ok ? runs[1].why : runs[0].why);
     }
-    fprintf(f, "Wall time: %.0f s.\n\n", now_s() - t0);
+    fprintf(f, "Wall time: %.0f s.\n\n", lina_now() - t0);
     for (int k = 0; k < 3; k++) {
         lina_task_result_free(&runs[k].r);
     }
@@ -387,7 +380,7 @@ static void state_opts(lina_task_opts *o, lina_task_kind k, lina_model_type m, i
 
 static void paper_state(paper_ctx *p, lina_task_kind kind)
 {
-    const double t0 = now_s();
+    const double t0 = lina_now();
     const int parity = kind == LINA_TASK_PARITY;
     const int nseeds = parity ? PA_SEEDS : 1;
     const lina_model_type types[PA_NCFG] = {LINA_MODEL_DELTA_NET, LINA_MODEL_DELTA_NET, LINA_MODEL_MAMBA2,
@@ -510,7 +503,7 @@ static void paper_state(paper_ctx *p, lina_task_kind kind)
              o->train_min, o->train_max);
     snprintf(file, sizeof file, "%s_length.png", lina_task_name(kind));
     plot(p, file, title, "sequence length", "accuracy at the answer", 0, s, PA_NCFG);
-    fprintf(f, "Wall time: %.0f s.\n\n", now_s() - t0);
+    fprintf(f, "Wall time: %.0f s.\n\n", lina_now() - t0);
     for (int c = 0; c < PA_NCFG; c++) {
         for (int s2 = 0; s2 < nseeds; s2++) {
             lina_task_result_free(&runs[c][s2].r);
@@ -524,7 +517,7 @@ static void paper_state(paper_ctx *p, lina_task_kind kind)
 
 static void paper_s3(paper_ctx *p)
 {
-    const double t0 = now_s();
+    const double t0 = lina_now();
     static prun runs[S3_NCFG];
     const char *names[S3_NCFG] = {"GatedDeltaProduct n_h=1 [-1,1]", "GatedDeltaProduct n_h=2 [-1,1]",
                                   "DeltaNet [-1,1] (= n_h 1)"};
@@ -606,7 +599,7 @@ static void paper_s3(paper_ctx *p)
     }
     plot(p, "s3_length.png", "S3, one layer: sequence accuracy vs length (trained at 32)", "length",
          "sequence accuracy", 0, s, S3_NCFG);
-    fprintf(f, "Wall time: %.0f s.\n\n", now_s() - t0);
+    fprintf(f, "Wall time: %.0f s.\n\n", lina_now() - t0);
     for (int c = 0; c < S3_NCFG; c++) {
         lina_task_result_free(&runs[c].r);
     }
@@ -624,14 +617,14 @@ static void paper_icl(paper_ctx *p)
         fprintf(p->md, "## In-context linear regression\n\nskipped in --quick mode.\n\n");
         return;
     }
-    double ti = now_s();
+    double ti = lina_now();
     int rc = lina_icl_paper(p->out, p->threads, p->md);
     if (rc) {
         fprintf(stderr, "lina paper: icl: %s\n", lina_last_error());
         fprintf(p->md, "## In-context linear regression\n\nnot run: %s\n\n", lina_last_error());
         summary(p, "ICL regression: not run (%s)", lina_last_error());
     } else {
-        summary(p, "ICL regression: see its section (%.0f s)", now_s() - ti);
+        summary(p, "ICL regression: see its section (%.0f s)", lina_now() - ti);
     }
 }
 
@@ -860,7 +853,7 @@ int lina_paper_main(int argc, char **argv)
     }
     p.out = out;
     lina_set_threads(p.threads);
-    const double t0 = now_s();
+    const double t0 = lina_now();
     for (int e = 0; e < NEXP; e++) {
         if (!wants(only, EXPS[e])) {
             continue;
@@ -871,7 +864,7 @@ int lina_paper_main(int argc, char **argv)
             return 1;
         }
         p.nsum = 0;
-        const double te = now_s();
+        const double te = lina_now();
         switch (e) {
         case 0:
             paper_mqar(&p);
@@ -892,14 +885,14 @@ int lina_paper_main(int argc, char **argv)
             paper_icl(&p);
             break;
         }
-        if (save_part(&p, parts, EXPS[e], now_s() - te)) {
+        if (save_part(&p, parts, EXPS[e], lina_now() - te)) {
             fclose(p.md);
             return 1;
         }
         fclose(p.md);
         p.md = NULL;
     }
-    const double wall = now_s() - t0;
+    const double wall = lina_now() - t0;
     if (assemble(&p, parts)) {
         return 1;
     }

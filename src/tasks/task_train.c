@@ -9,13 +9,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 const char *lina_task_name(lina_task_kind k)
 {
     switch (k) {
@@ -491,7 +484,7 @@ void lina_task_result_free(lina_task_result *r)
 
 static void progress(const lina_task_opts *o, int tty, int step, double loss, double t0, int done)
 {
-    double el = now_s() - t0;
+    double el = lina_now() - t0;
     double eta = step > 0 ? el / step * (o->steps - step) : 0.0;
     const char *tag = o->tag ? o->tag : lina_task_name(o->kind);
     if (tty) {
@@ -515,7 +508,7 @@ int lina_task_run(const lina_task_opts *o, lina_task_result *r)
     if (o->threads > 0) {
         lina_set_threads(o->threads);
     }
-    const double t0 = now_s();
+    const double t0 = lina_now();
     lina_group grp;
     memset(&grp, 0, sizeof grp);
     if (o->kind == LINA_TASK_S3 || o->kind == LINA_TASK_S5) {
@@ -610,7 +603,7 @@ int lina_task_run(const lina_task_opts *o, lina_task_result *r)
     eval_ctx e = {m, &ws, V, tok, tgt, logits};
     rc = evaluate(&e, o, &grp, r);
 done:
-    r->wall_s = now_s() - t0;
+    r->wall_s = lina_now() - t0;
     if (rc) {
         lina_task_result_free(r);
     }

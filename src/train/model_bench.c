@@ -14,13 +14,6 @@
 #define PIECE 256 /* chunk-form pieces feeding the decode context: the same piece size for
                      every context, so the resident memory during decode compares contexts */
 
-static double mb_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int mb_cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -222,7 +215,7 @@ int lina_model_bench_main(int argc, char **argv)
             lina_adamw_set_decay(&opt, off, n, decay);
         }
         for (int s = 0; s <= steps; s++) { /* step 0: warm-up (workspace growth, page faults) */
-            double loss, t0 = mb_now();
+            double loss, t0 = lina_now();
             lina_model_zero_grad(m);
             if (lina_model_train_step(m, tok, tgt, B, T, &loss, &ws) != 0) {
                 mb_fail("train step");
@@ -233,7 +226,7 @@ int lina_model_bench_main(int argc, char **argv)
                 goto done;
             }
             if (s > 0) {
-                times[s - 1] = mb_now() - t0;
+                times[s - 1] = lina_now() - t0;
             }
         }
         train_tps = (double)nbt / mb_median(times, steps);
@@ -247,13 +240,13 @@ int lina_model_bench_main(int argc, char **argv)
             goto done;
         }
         for (int s = 0; s <= steps; s++) {
-            double t0 = mb_now();
+            double t0 = lina_now();
             if (lina_model_forward_logits(m, tok, B, T, logits, &ws) != 0) {
                 mb_fail("prefill");
                 goto done;
             }
             if (s > 0) {
-                times[s - 1] = mb_now() - t0;
+                times[s - 1] = lina_now() - t0;
             }
         }
         prefill_tps = (double)nbt / mb_median(times, steps);
@@ -287,14 +280,14 @@ int lina_model_bench_main(int argc, char **argv)
         for (int s = 0; s <= dsteps; s++) { /* step 0: warm-up */
             double t0;
             mb_tokens(dt, (size_t)B, vocab, &seed);
-            t0 = mb_now();
+            t0 = lina_now();
             if (lina_model_decode(m, st, dt, B, 1, logits, &ws) != 0) {
                 free(dt);
                 mb_fail("decode");
                 goto done;
             }
             if (s > 0) {
-                times[s - 1] = mb_now() - t0;
+                times[s - 1] = lina_now() - t0;
             }
         }
         free(dt);

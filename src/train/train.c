@@ -32,13 +32,6 @@ void lina_train_opts_default(lina_train_opts *o)
     o->progress = 1;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int check_opts(const lina_trainable *m, const lina_train_opts *o)
 {
     if (!o->data_path || !o->out_dir) {
@@ -278,14 +271,14 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
     }
     const int tty = o->progress && isatty(fileno(stderr));
     const int64_t first = st.step;
-    const double t_start = now_s();
+    const double t_start = lina_now();
     int64_t saved = st.step; /* step of the last checkpoint (valid when have_ckpt) */
     int have_ckpt = o->resume;
     float *params = rc == LINA_OK ? m->params(m->self) : NULL;
     float *grads = rc == LINA_OK ? m->grads(m->self) : NULL;
     while (rc == LINA_OK && st.step < o->steps) {
         const int64_t s = st.step;
-        const double t0 = now_s();
+        const double t0 = lina_now();
         m->zero_grad(m->self);
         double loss = 0.0;
         for (int a = 0; a < o->accum && rc == LINA_OK; a++) {
@@ -321,7 +314,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
         if (o->losses) {
             o->losses[s] = loss;
         }
-        const double dt = now_s() - t0;
+        const double dt = lina_now() - t0;
         const double tps = (double)B * T * o->accum / (dt > 0 ? dt : 1e-9);
         double vloss = NAN;
         if (val && ((o->eval_every > 0 && st.step % o->eval_every == 0) || st.step == o->steps)) {
@@ -343,7 +336,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
         fprintf(log, "}\n");
         fflush(log);
         if (o->progress) {
-            double el = now_s() - t_start;
+            double el = lina_now() - t_start;
             double done = (double)(st.step - first);
             double avg_tps = (double)B * T * o->accum * done / (el > 0 ? el : 1e-9);
             char eta[32];
