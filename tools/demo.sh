@@ -4,7 +4,7 @@
 #   2. build lina,
 #   3. prepare the corpus: the King James Bible, a 4096-token BPE tokenizer,
 #      train / validation token files (data/, `make data`),
-#   4. train the built-in GLA language model (4 layers, hidden 256, 5.6M
+#   4. train the built-in GLA language model (4 layers, hidden 256, 4.29M
 #      parameters) with a progress line; checkpoint, tokenizer and loss plot in
 #      runs/gla-small/ (an existing complete run there is kept, not retrained),
 #   5. print a few generated samples.

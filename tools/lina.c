@@ -445,7 +445,7 @@ static int parse_num(const char *flag, const char *s, double lo, double hi, doub
 }
 
 /* The default model of `lina train` without --config: a 4-layer GLA LM
- * (hidden 256, vocab 4096, tied embeddings; 5.6M parameters) that learns
+ * (hidden 256, vocab 4096, tied embeddings; 4.29M parameters) that learns
  * English-like text from the KJV corpus of `make data` in a few minutes on
  * 2 cores. Same as configs/gla-small.json. */
 static const char default_config_json[] =
