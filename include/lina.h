@@ -92,7 +92,7 @@ float lina_softplusf(float x);
 /* y[i] = exp(x[i]) for n elements (vectorised; y may alias x). */
 void lina_vexp(float *y, const float *x, size_t n);
 
-/* -------------------------------------------------------------- .npy I/O */
+/* ------------------------------------------------------------------ tensor */
 
 #define LINA_MAX_DIMS 8
 
@@ -106,6 +106,8 @@ int64_t lina_tensor_numel(const lina_tensor *t);
 /* Allocate a zero-filled tensor. */
 int lina_tensor_alloc(lina_tensor *t, int ndim, const int64_t *shape);
 void lina_tensor_free(lina_tensor *t);
+
+/* -------------------------------------------------------------- .npy I/O */
 
 /* Read a .npy file (little-endian float32 '<f4', or '<f8' converted; C order).
  * Malformed, truncated, Fortran-order, big-endian or other-dtype files fail

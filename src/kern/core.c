@@ -1,4 +1,5 @@
 /* core.c -- error state, thread count, workspace arena. */
+#include "kern.h"
 #include "lina.h"
 
 #include <stdarg.h>
@@ -131,7 +132,6 @@ void *lina_ws_get(lina_ws *ws, int slot, size_t bytes)
 }
 
 /* ------------------------------------------------ workspace scopes (internal) */
-#include "../ops/ops_internal.h"
 
 int lina_thread_id(void)
 {

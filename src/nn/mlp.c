@@ -2,7 +2,7 @@
  * forward and backward. */
 #include "nn.h"
 
-#include "../ops/ops_internal.h"
+#include "../kern/kern.h"
 
 #include <math.h>
 

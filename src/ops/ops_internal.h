@@ -2,6 +2,7 @@
 #ifndef LINA_OPS_INTERNAL_H
 #define LINA_OPS_INTERNAL_H
 
+#include "../kern/kern.h"
 #include "lina.h"
 
 #include <stddef.h>
@@ -12,19 +13,6 @@
     ((p) + ((((size_t)(b) * (size_t)(T) + (size_t)(t)) * (size_t)(H) + (size_t)(h)) * (size_t)(D)))
 /* Head (b,h) block of a [B,H,X,Y] state with XY = X*Y elements. */
 #define LINA_STATE(p, b, h, H, XY) ((p) + (((size_t)(b) * (size_t)(H) + (size_t)(h)) * (size_t)(XY)))
-
-/* ---- workspace plumbing: a kernel may be called with ws == NULL ---- */
-typedef struct lina_ws_scope {
-    lina_ws local;
-    lina_ws *ws;
-} lina_ws_scope;
-int lina_ws_scope_open(lina_ws_scope *sc, lina_ws *ws, int nslots);
-void lina_ws_scope_close(lina_ws_scope *sc);
-
-int lina_thread_id(void);
-/* The first workspace slot no kernel uses as a per-thread slot: an op wrapper
- * keeps buffers there that must survive the kernels it calls. */
-int lina_ws_extra_slot(void);
 
 /* ---- chunk machinery (chunk.c) ---- */
 
