@@ -1,7 +1,7 @@
 /*
  * lina.h -- the public API of lina, a C engine for linear transformers.
  *
- * Conventions (see README.md and DESIGN.md):
+ * Conventions (see README.md and docs/architecture.md):
  *   - activations are [B, T, H, D] row-major float32 (B batch, T time, H heads,
  *     K key dim, V value dim); recurrent state is [B, H, K, V];
  *   - gates are in log space (decay = exp(g)), default scale is K^-1/2;
@@ -226,7 +226,7 @@ int lina_st_write_dict(const char *path, const lina_tdict *d, lina_st_dtype dtyp
 
 /*
  * An HF-style config.json as flash-linear-attention writes it (model_type
- * selects the class; ../shared/spec/MIXERS.md section 15.1). Keys missing from
+ * selects the class; docs/checkpoints.md section 1). Keys missing from
  * the file take FLA's class defaults for that model_type; keys that the class
  * does not have are ignored (as are HF's own: architectures, torch_dtype, ...).
  * "null" in the file is kept as the sentinel noted on each field.
@@ -488,7 +488,7 @@ size_t lina_delta_cache_floats(const lina_mix_dims *d, int n);
 /* ------------------------------------ mLSTM, softmax attention and LION */
 
 /*
- * mLSTM (xLSTM, stabilised; ../shared/spec/OPS.md):
+ * mLSTM (xLSTM, stabilised; docs/ops.md section 3, docs/mixers.md section 5):
  *
  *   lf_t = logsigmoid(f_t),  m_t = max(lf_t + m_{t-1}, i_t)
  *   f'_t = exp(lf_t + m_{t-1} - m_t),  i'_t = exp(i_t - m_t),  k~_t = scale * k_t
@@ -569,7 +569,7 @@ int lina_softmax_attn_bwd(const lina_mix_dims *d, const lina_softmax_in *in,
                           lina_ws *ws);
 
 /*
- * LION-S bidirectional linear attention (OPS.md): lambda_t = exp(g_t),
+ * LION-S bidirectional linear attention (docs/ops.md section 3): lambda_t = exp(g_t),
  *   M_ij = prod_{k=j}^{i-1} lambda_k (i > j),  1 (i = j),  prod_{k=i+1}^{j} lambda_k (i < j)
  *   unnormalised: o_i = scale sum_j M_ij (q_i.k_j) v_j
  *   normalize:    o_i = sum_j M_ij (q_i.k_j) v_j / sum_j M_ij (q_i.k_j)   (no eps)
@@ -606,7 +606,7 @@ int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lio
 
 /*
  * A causal language model built from a lina_config (flash-linear-attention's
- * LMs, ../shared/spec/MIXERS.md sections 1.4 and 15): embedding, L pre-norm
+ * LMs, docs/mixers.md section 2, docs/checkpoints.md): embedding, L pre-norm
  * blocks h = x + Mixer(RMSNorm(x)), y = h + GatedMLP(RMSNorm(h)), a final
  * RMSNorm and lm_head (tied to the embedding when tie_word_embeddings).
  * Parameters live in ONE contiguous float buffer with named views whose names

@@ -3,7 +3,7 @@
  * One table lists every key, the lina_config field it fills, its JSON type and
  * the model types whose class has it; the reader and the writer both walk the
  * table, so whatever is written reads back identically. Defaults are FLA's
- * class defaults (../shared/spec/MIXERS.md section 15.1).
+ * class defaults (docs/checkpoints.md section 1, and per type docs/mixers.md).
  */
 #include "io_internal.h"
 #include "lina.h"
@@ -248,7 +248,7 @@ int lina_config_default(lina_config *c, lina_model_type t)
         c->expand_ratio = 128;
         c->use_lower_bound = 1;
         break;
-    case LINA_MODEL_GATED_DELTAPRODUCT: /* the config class's defaults (MIXERS.md 8) */
+    case LINA_MODEL_GATED_DELTAPRODUCT: /* the config class's defaults (docs/mixers.md 4.3) */
         c->num_hidden_layers = 21;
         c->num_heads = 6;
         c->head_dim = 256;

@@ -1,6 +1,6 @@
 /*
  * delta.c -- the delta-rule engine behind delta_rule, gated_delta_rule and
- * delta_product (MIXERS.md sections 6-8).
+ * delta_product (docs/mixers.md section 4).
  *
  * The engine runs over N = T*n "rows" (n Householder sub-steps per token;
  * row r = t*n + j). Row r carries k_r, v_r, beta_r and a log gate gamma_r

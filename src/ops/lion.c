@@ -1,5 +1,5 @@
 /*
- * lion.c -- LION-S bidirectional decayed linear attention (OPS.md):
+ * lion.c -- LION-S bidirectional decayed linear attention (docs/ops.md, docs/mixers.md 10):
  *
  *   lambda_t = exp(g_t),  M_ij = prod_{k=j}^{i-1} lambda_k (i > j), 1 (i = j),
  *                                prod_{k=i+1}^{j} lambda_k (i < j)

@@ -1,5 +1,5 @@
 /*
- * mlstm.c -- the stabilised mLSTM of xLSTM (OPS.md), forward and backward,
+ * mlstm.c -- the stabilised mLSTM of xLSTM (docs/mixers.md 5), forward and backward,
  * recurrent and chunkwise:
  *
  *   lf_t = logsigmoid(f_t),   m_t = max(lf_t + m_{t-1}, i_t)        (m_0 = m0 or 0)
@@ -17,7 +17,7 @@
  * i.e. the diagonal-decay engine (lina_dd_*, LINA_GATE_SCALAR, scale 1) on
  * values augmented with a ones column, whose last output column is q.n. Its
  * recurrent form is the step-by-step recurrence; its chunk form is exactly
- * the per-chunk stabilised form of MIXERS.md section 9: inside a chunk the
+ * the per-chunk stabilised form of docs/mixers.md section 5: inside a chunk the
  * weight of key c for query r is exp(b_r - b_c) exp(i_c - m_c) =
  * exp(lf-sum + i_c - m_r) = exp(logD_rc - mu_r), with mu_r = m_r the running
  * max of that sketch, every exponent <= 0; between chunks the state carries
