@@ -1,4 +1,4 @@
-/* attn_layer.c -- FLA's softmax Attention layer (MIXERS.md section 14): q/k/v
+/* attn_layer.c -- FLA's softmax Attention layer (docs/mixers.md section 9): q/k/v
  * projections (optional biases), optional per-head RMSNorm on q and k, RoPE,
  * grouped-query softmax attention (lina_softmax_attn_fwd, causal, optional
  * window) and o_proj. Forward and backward; shapes in nn.h. N = B*T rows,

@@ -1,4 +1,4 @@
-/* delta_layer.c -- FLA's GatedDeltaNet layer (MIXERS.md section 7): q/k/v
+/* delta_layer.c -- FLA's GatedDeltaNet layer (docs/mixers.md section 4.2): q/k/v
  * projections through short convolutions (SiLU), L2-normalised q and k, the
  * decay g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b), the gated
  * delta rule (lina_delta_fwd), the per-head FusedRMSNormGated output and

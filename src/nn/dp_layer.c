@@ -1,4 +1,4 @@
-/* dp_layer.c -- FLA's GatedDeltaProduct layer (MIXERS.md section 8): q and
+/* dp_layer.c -- FLA's GatedDeltaProduct layer (docs/mixers.md section 4.3): q and
  * n_h keys / values / betas per token through short convolutions (SiLU),
  * L2-normalised q and keys, the optional forget gate
  * g = -exp(A_log) softplus(a + dt_bias), the delta product on the delta-rule

@@ -1,4 +1,4 @@
-/* dp_layer.h -- FLA's GatedDeltaProduct layer (MIXERS.md section 8),
+/* dp_layer.h -- FLA's GatedDeltaProduct layer (docs/mixers.md section 4.3),
  * dp_layer.c (internal; not public API):
  *
  *   q  = L2Norm(SiLU(conv(x Wq^T)))                       [N, H*K]

@@ -1,4 +1,4 @@
-/* gla_layer.c -- FLA's GatedLinearAttention layer (MIXERS.md section 4):
+/* gla_layer.c -- FLA's GatedLinearAttention layer (docs/mixers.md section 3.5):
  * projections, the low-rank forget gate g = logsigmoid(gk)/16, the GLA kernel
  * (lina_dd_fwd with a vector gate), the per-head FusedRMSNormGated output and
  * o_proj. Forward, backward and a one-token decode step. Shapes are in nn.h;

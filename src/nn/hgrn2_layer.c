@@ -1,4 +1,4 @@
-/* hgrn2_layer.c -- FLA's HGRN2Attention (MIXERS.md section 5) on the GLA
+/* hgrn2_layer.c -- FLA's HGRN2Attention (docs/mixers.md section 3.6) on the GLA
  * kernel: SiLU queries, forget gate with an optional lower bound, input gate
  * tied to it (k = 1 - exp(g)), RMSNorm over the full width, o_proj. Shapes in
  * nn.h; N = B*T rows, HK = H*K, HV = H*V. */

@@ -1,4 +1,4 @@
-/* la_layer.c -- FLA's LinearAttention layer (MIXERS.md section 2): q/k/v
+/* la_layer.c -- FLA's LinearAttention layer (docs/mixers.md section 3.3): q/k/v
  * projections, the per-head feature maps (identity, elu, relu,
  * elementwise_product, hedgehog, t2r, dpfp), optional sum normalisation of q
  * and k, grouped kv heads, linear attention on the diagonal-decay engine

@@ -1,4 +1,4 @@
-/* la_layer.h -- FLA's LinearAttention layer (MIXERS.md section 2), la_layer.c
+/* la_layer.h -- FLA's LinearAttention layer (docs/mixers.md section 3.3), la_layer.c
  * (internal; not public API):
  *
  *   q = x Wq^T [N, H*K],  k = x Wk^T [N, Hkv*K],  v = x Wv^T [N, Hkv*V]

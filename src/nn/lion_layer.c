@@ -1,4 +1,4 @@
-/* lion_layer.c -- the LION-S attention layer of MIXERS.md section 13:
+/* lion_layer.c -- the LION-S attention layer of docs/mixers.md section 10:
  * projections, the positive normalised feature map on q and k, the selective
  * per-token decay lambda = 1 - sigmoid(a), the bidirectional normalised mixing
  * (lina_lion_fwd / lina_lion_bwd), an optional per-head RMSNorm and o_proj.

@@ -1,4 +1,4 @@
-/* lion_layer.h -- the LION-S attention layer (MIXERS.md section 13), a
+/* lion_layer.h -- the LION-S attention layer (docs/mixers.md section 10), a
  * bidirectional (non-causal) layer, lion_layer.c (internal; not public API).
  * There is no causal LM for it: it is used stand-alone (encoders, ViT-style
  * blocks), so it is not a model_type.
@@ -16,7 +16,7 @@
  *
  * The decay between query i and key j is the product of the gates of the
  * tokens from the key (inclusive) to the query (exclusive), in both
- * directions (the convention of LION's reference code, MIXERS.md 13); every
+ * directions (the convention of LION's reference code, docs/mixers.md 10); every
  * token's gate is learned (no gate forced to 1 for a first / CLS token). The
  * phi features are positive, so the denominator is positive; no eps.
  *

@@ -1,6 +1,6 @@
-/* mamba2_layer.c -- FLA's Mamba2 mixer (MIXERS.md section 10): in_proj, the
+/* mamba2_layer.c -- FLA's Mamba2 mixer (docs/mixers.md section 6): in_proj, the
  * causal conv on xBC, softplus time steps, the SSD recurrence on the
- * diagonal-decay engine (optionally with negative decays, TASKS.md 2.2), the
+ * diagonal-decay engine (optionally with negative decays, docs/tasks.md 2.1), the
  * D skip, the grouped gated RMSNorm and out_proj. Forward and backward; the
  * math and the symbols are in mamba2_layer.h. */
 #include "mamba2_layer.h"

@@ -1,4 +1,4 @@
-/* mamba2_layer.h -- FLA's Mamba2 mixer (MIXERS.md section 10), mamba2_layer.c
+/* mamba2_layer.h -- FLA's Mamba2 mixer (docs/mixers.md section 6), mamba2_layer.c
  * (internal; the plug-in table for src/model is src/model/mix_mamba2.c).
  *
  *   [z | xBC | dt] = x Win^T (+ bin)           z [E], xBC [E + 2GN], dt [H]
@@ -7,7 +7,7 @@
  *   delta = softplus(dt + dt_bias),  A = -exp(A_log)
  *   a_t = exp(delta A)               (decay in (0, 1])
  *   a_t = 2 exp(delta A) - 1         (allow_neg_eigval: decay in (-1, 1],
- *                                     Grazzi et al., TASKS.md 2.2)
+ *                                     Grazzi et al., docs/tasks.md 2.1)
  *   S_t = a_t S_{t-1} + B_t (delta x_t)^T,  y_t = S_t^T C_t + D x_t   (S [N, P])
  *   rmsnorm, !norm_before_gate: yn = RMSNorm_G(y * silu(z)) * w   (groups of E/G)
  *   rmsnorm,  norm_before_gate: yn = RMSNorm_G(y) * w * silu(z)

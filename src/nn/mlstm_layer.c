@@ -1,4 +1,4 @@
-/* mlstm_layer.c -- the mLSTM layer of MIXERS.md section 9 (projections,
+/* mlstm_layer.c -- the mLSTM layer of docs/mixers.md section 5 (projections,
  * soft-capped exponential input gate and sigmoid forget gate per head, the
  * stabilised cell through lina_mlstm_fwd / lina_mlstm_bwd, per-head
  * LayerNorm, sigmoid output gate, out_proj), forward and backward, and its

@@ -1,4 +1,4 @@
-/* mlstm_layer.h -- the mLSTM layer (MIXERS.md section 9, the xLSTM-7B
+/* mlstm_layer.h -- the mLSTM layer (docs/mixers.md section 5, the xLSTM-7B
  * mLSTMLayer) in FLA's LM frame, mlstm_layer.c (internal; not public API).
  *
  *   q = x Wq^T, k = x Wk^T                               [N, HK]

@@ -1,4 +1,4 @@
-/* mom_layer.c -- MoM, mixture of memories (MIXERS.md 12), as a plug-in mixer
+/* mom_layer.c -- MoM, mixture of memories (docs/mixers.md 7), as a plug-in mixer
  * kind: the router (moe_mlp.c), per-memory Gated DeltaNets over routed
  * sub-sequences (lina_delta_fwd / lina_delta_bwd), the optional shared
  * memory, the weighted sum, the gated output norm and o_proj. Math, names and

@@ -1,10 +1,10 @@
-/* mom_layer.h -- MoM, mixture of memories (MIXERS.md 12; FLA's MomAttention
+/* mom_layer.h -- MoM, mixture of memories (docs/mixers.md 7; FLA's MomAttention
  * with Gated DeltaNet memories), mom_layer.c, as a plug-in mixer kind
  * (mixer.h) of model_type "mom" (internal; not public API).
  *
  *   p = softmax(x Wr^T) [N, M] (float32 router);  S_t = the top-k memories of
  *   token t, w_{t,m} = p_{t,m} / sum_{m' in S_t} p_{t,m'}
- *   memory m: a Gated DeltaNet (MIXERS.md 7) over the sub-sequence of the
+ *   memory m: a Gated DeltaNet (docs/mixers.md 4.2) over the sub-sequence of the
  *     tokens routed to it (time order, per sequence of the batch): shared
  *     q_proj and short convs (SiLU; the convs see neighbours *within* the
  *     sub-sequence), its own k/v/b/a projections, shared A_log and dt_bias,

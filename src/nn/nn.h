@@ -1,6 +1,6 @@
 /* nn.h -- the shared building blocks of lina's layers (internal; not part of
  * the public API while the layer API settles). The math is
- * ../shared/spec/MIXERS.md section 1.4 (flash-linear-attention's blocks).
+ * docs/mixers.md section 2 (flash-linear-attention's blocks).
  *
  * Conventions, as in llm.c:
  *   - every block is a <block>_forward / <block>_backward pair, side by side,
@@ -89,7 +89,7 @@ void lina_silu_backward(float *dx, const float *dy, const float *x, size_t n);
 
 /*
  * ShortConvolution: depthwise causal conv over time with an optional
- * activation (MIXERS.md 1.4):
+ * activation (docs/mixers.md 2):
  *
  *   y[b,t,c] = act(bias[c] + sum_{j=0..W-1} w[c,j] * x[b, t-W+1+j, c])
  *
@@ -173,7 +173,7 @@ void lina_cross_entropy_backward(float *dlogits, const float *logits, const floa
 /* ------------------------------------------------------------ GLA layer */
 
 /*
- * FLA's GatedLinearAttention layer (MIXERS.md section 4), gla_layer.c:
+ * FLA's GatedLinearAttention layer (docs/mixers.md section 3.5), gla_layer.c:
  *
  *   q = x Wq^T,  k = x Wk^T,  v = x Wv^T
  *   gk = (x W0^T) W1^T + b1,  g = logsigmoid(gk) / 16   (optionally max(g, clamp_min))
@@ -196,7 +196,7 @@ typedef struct lina_gla_dims {
     float norm_eps;
     int has_clamp_min;
     float clamp_min;
-    int retention;      /* RetNet MultiScaleRetention (MIXERS.md 3): constant decay
+    int retention;      /* RetNet MultiScaleRetention (docs/mixers.md 3.4): constant decay
                            g_h = ln(1 - 2^(-5-h)) instead of gk_proj, RoPE (base 10000)
                            on q and k */
     int num_kv_heads;   /* Hkv (num_kv_heads), H a multiple of it; 0 = H. k, v and the
@@ -275,7 +275,7 @@ int lina_gla_step(float *out, const float *x, const lina_gla_dims *d, const lina
 /* ------------------------------------------ Gated DeltaNet / DeltaNet layer */
 
 /*
- * FLA's GatedDeltaNet layer (MIXERS.md section 7), delta_layer.c:
+ * FLA's GatedDeltaNet layer (docs/mixers.md section 4.2), delta_layer.c:
  *
  *   q, k = L2Norm(SiLU(conv(x Wq^T))), L2Norm(SiLU(conv(x Wk^T)))   [N, H*K]
  *   v = SiLU(conv(x Wv^T))                                           [N, H*V]
@@ -288,7 +288,7 @@ int lina_gla_step(float *out, const float *x, const lina_gla_dims *d, const lina
  * N = B*T; HK = H*K, HV = HV*V (K = head_dim, V = head_dim * expand_v; HV
  * value heads, see num_v_heads); a, b, g, beta, A_log, dt_bias per value head;
  * conv weights [C, W] (FLA [C, 1, W]), no bias.
- * With gated = 0 the same layer is FLA's DeltaNet (MIXERS.md section 6) with
+ * With gated = 0 the same layer is FLA's DeltaNet (docs/mixers.md section 4.1) with
  * qk_activation "silu" and qk_norm "l2": no decay (no a_proj, A_log,
  * dt_bias), K = D*expand_k/H, V = D*expand_v/H, beta = sigmoid(b) or 1.
  */
@@ -359,7 +359,7 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
 /* ------------------------------------------------- softmax attention layer */
 
 /*
- * FLA's Attention layer (MIXERS.md section 14), attn_layer.c:
+ * FLA's Attention layer (docs/mixers.md section 9), attn_layer.c:
  *
  *   q = x Wq^T (+ bq), k = x Wk^T (+ bk), v = x Wv^T (+ bv)
  *   (qk_norm: RMSNorm(d, eps 1e-5) on q and k per head), RoPE on q and k
@@ -414,7 +414,7 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
 /* ------------------------------------------------------------ HGRN2 layer */
 
 /*
- * FLA's HGRN2Attention (MIXERS.md section 5), hgrn2_layer.c, on the GLA kernel:
+ * FLA's HGRN2Attention (docs/mixers.md section 3.6), hgrn2_layer.c, on the GLA kernel:
  *
  *   q = SiLU(x Wq^T),  f = x Wf^T,  v = x Wi^T                 [N, HK], [N, HK], [N, HV]
  *   g = logsigmoid(f)                    (lambda NULL: layer 0 or no lower bound)
