@@ -1,5 +1,5 @@
 /* mix_dp.c -- the gated_deltaproduct model type (FLA's GatedDeltaProduct
- * layer, MIXERS.md sections 8 and 15.2) as a plug-in mixer kind (mixer.h)
+ * layer, docs/mixers.md section 4.3, docs/checkpoints.md section 2.2) as a plug-in mixer kind (mixer.h)
  * over src/nn/dp_layer.c. Tensors under model.layers.{i}.attn. (n =
  * num_householder, K = head_dim, V = head_dim*expand_v, HV = num_v_heads or
  * num_heads):

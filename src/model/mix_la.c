@@ -1,5 +1,5 @@
 /* mix_la.c -- the linear_attn model type (FLA's LinearAttention layer,
- * MIXERS.md section 2) as a plug-in mixer kind (mixer.h) over
+ * docs/mixers.md section 3.3) as a plug-in mixer kind (mixer.h) over
  * src/nn/la_layer.c. Tensors under model.layers.{i}.attn.:
  *   q_proj.weight [H*K, D], k_proj.weight [Hkv*K, D], v_proj.weight [Hkv*V, D],
  *   feature_map_q.* / feature_map_k.* (elementwise_product: layer1.{weight,bias},

@@ -1,6 +1,6 @@
 /* mix_mamba2.c -- the Mamba2 mixer as a plug-in kind (mixer.h) of
  * model_type "mamba2": FLA's tensor names under backbone.layers.{i}.mixer.
- * (MIXERS.md 15.2), the config keys of MIXERS.md 15.1, the layer math in
+ * (docs/checkpoints.md 2.3), the config keys of docs/mixers.md 6, the layer math in
  * src/nn/mamba2_layer.c. */
 #include "mixer.h"
 

@@ -1,5 +1,5 @@
 /* model.c -- a causal LM from a lina_config, as flash-linear-attention builds
- * its LMs (MIXERS.md sections 1.4 and 15):
+ * its LMs (docs/mixers.md section 2, docs/checkpoints.md section 2):
  *
  *   x_0 = Emb[tokens]                                       [N, D], N = B*T
  *   for l = 0..L-1:  h_l = x_l + Mixer_l(RMSNorm_attn(x_l))
@@ -1466,7 +1466,7 @@ int lina_model_save(const lina_model *m, const char *dir)
     return rc;
 }
 
-/* the file's index for tensor t: its name, or a legacy name (MIXERS.md 15.3) */
+/* the file's index for tensor t: its name, or a legacy name (docs/checkpoints.md 2) */
 static int st_index(const lina_st_file *f, const char *name)
 {
     int i = lina_st_find(f, name);
