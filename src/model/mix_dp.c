@@ -1,8 +1,8 @@
 /* mix_dp.c -- the gated_deltaproduct model type (FLA's GatedDeltaProduct
- * layer, docs/mixers.md section 4.3, docs/checkpoints.md section 2.2) as a plug-in mixer kind (mixer.h)
- * over src/nn/dp_layer.c. Tensors under model.layers.{i}.attn. (n =
- * num_householder, K = head_dim, V = head_dim*expand_v, HV = num_v_heads or
- * num_heads):
+ * layer, docs/mixers.md section 4.3, docs/checkpoints.md section 2.2) as a
+ * plug-in mixer kind (mixer.h) over src/nn/dp_layer.c. Tensors under
+ * model.layers.{i}.attn. (n = num_householder, K = head_dim,
+ * V = head_dim*expand_v, HV = num_v_heads or num_heads):
  *   q_proj.weight [H*K, D], k_proj.weight [n*H*K, D], v_proj.weight [n*HV*V, D],
  *   b_proj.weight [n*HV, D], a_proj.weight [HV, D], A_log [HV], dt_bias [HV]
  *   (the last three only with use_forget_gate), q_conv1d.weight [H*K, 1, W],
