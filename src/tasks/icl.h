@@ -1,4 +1,4 @@
-/* icl.h -- in-context linear regression with linear transformers (TASKS.md section 3).
+/* icl.h -- in-context linear regression with linear transformers (docs/tasks.md section 3).
  *
  * Not part of the public API (include/lina.h); used by `lina task icl-regression`
  * and by tests/test_icl.c.

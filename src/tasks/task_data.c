@@ -1,5 +1,5 @@
 /* task_data.c -- generators of the synthetic tasks: MQAR, parity, modular arithmetic,
- * symmetric-group word problems (see tasks.h and ../shared/spec/TASKS.md). */
+ * symmetric-group word problems (see tasks.h and docs/tasks.md). */
 #include "tasks.h"
 
 #include <math.h>

@@ -1,5 +1,5 @@
 /* task_paper.c -- `lina paper`: the reduced reproduction of the papers' synthetic-task
- * findings (TASKS.md sections 1, 2, 3, 7, 10). Runs every experiment with fixed
+ * findings (docs/tasks.md sections 1-4). Runs every experiment with fixed
  * settings chosen before looking at the results, writes DIR/PAPER.md (one table per
  * experiment: lina's numbers next to the paper's, seeds, wall time, and a plain
  * statement where lina disagrees) and PNG plots. A mixer that lina cannot build yet
@@ -118,7 +118,7 @@ static const char *const MQ_PAPER[MQ_NMODELS] = {
     "Mamba: ~81 / 100",
     "~22 / ~95",
     "~5 / ~87",
-    "not in the figure; expected lowest (TASKS.md 1.3)"};
+    "not in the figure; expected lowest (docs/tasks.md 1.2)"};
 #define MQ_L 64
 #define MQ_N 8
 #define MOM_N 16
@@ -161,7 +161,7 @@ static void paper_mqar(paper_ctx *p)
     }
     FILE *f = p->md;
     const lina_task_opts *o = &runs[0][0].o;
-    fprintf(f, "## MQAR (Zoology; DeltaNet paper figure) -- TASKS.md 1\n\n");
+    fprintf(f, "## MQAR (Zoology; DeltaNet paper figure) -- docs/tasks.md 1\n\n");
     fprintf(f,
             "Zoology's generator (keys from the first half of the vocabulary, values from the second, "
             "power-law query gaps a = 0.01, filler 0), V = %d, L = %d, N = %d key-value pairs; loss and "
@@ -171,7 +171,7 @@ static void paper_mqar(paper_ctx *p)
             "fresh sequences x %d steps (%d sequences; the paper trains 64 epochs of 100k), one learning "
             "rate (the paper: best of 4), seed %llu, accuracy on %d held-out sequences. "
             "The paper's setting is L = 512, N = 64, d = 64..512; this one is scaled down "
-            "(TASKS.md 1.4), so compare the ordering and the width threshold, not absolute values.\n\n",
+            "(docs/tasks.md 1.3), so compare the ordering and the width threshold, not absolute values.\n\n",
             o->vocab, o->seq_len, o->num_kv, o->lr, o->batch, o->steps, o->batch * o->steps,
             (unsigned long long)o->seed, o->eval_n);
     fprintf(f, "| model |");
@@ -309,13 +309,13 @@ static void paper_mom(paper_ctx *p)
     }
     FILE *f = p->md;
     const lina_task_opts *o = &runs[0].o;
-    fprintf(f, "## MoM: mixture of memories on MQAR -- TASKS.md 7\n\n");
+    fprintf(f, "## MoM: mixture of memories on MQAR -- docs/tasks.md 4\n\n");
     fprintf(f,
             "The MQAR setting above but with more pairs (V = %d, L = %d, N = %d, %d steps x batch %d, seed %llu) at d = %d, 2 heads "
             "of head_dim 16: MoM with Gated DeltaNet memories (E = 4, top-k = 2, shared memory, aux loss 0.01) "
             "against a single Gated DeltaNet memory with the same per-memory state and one with 4x the state. "
             "The paper reports MoM's recall gain on real recall-intensive tasks (340M/15B: MoM 27.59 vs Gated "
-            "DeltaNet 24.78 average); TASKS.md 7.3 expects the same direction on MQAR.\n\n",
+            "DeltaNet 24.78 average); docs/tasks.md 4 expects the same direction on MQAR.\n\n",
             o->vocab, o->seq_len, o->num_kv, o->steps, o->batch, (unsigned long long)o->seed, o->d_model);
     fprintf(f, "| model | state floats/layer | params | lina accuracy (%%) | paper | wall (s) |\n|---|---|---|---|---|---|\n");
     const char *paper[3] = {"27.59 avg recall (340M) -- the best of the linear models", "24.78 avg recall (340M)",
@@ -410,10 +410,10 @@ static void paper_state(paper_ctx *p, lina_task_kind kind)
     FILE *f = p->md;
     const lina_task_opts *o = &runs[0][0].o;
     if (parity) {
-        fprintf(f, "## Parity (Grazzi et al., negative eigenvalues) -- TASKS.md 2.2\n\n");
+        fprintf(f, "## Parity (Grazzi et al., negative eigenvalues) -- docs/tasks.md 2.1\n\n");
         fprintf(f, "Random bits (tokens 1/2), label at the last position = parity of the count of 2s. ");
     } else {
-        fprintf(f, "## Modular arithmetic without brackets, mod 5 (Grazzi et al.) -- TASKS.md 2.2\n\n");
+        fprintf(f, "## Modular arithmetic without brackets, mod 5 (Grazzi et al.) -- docs/tasks.md 2.1\n\n");
         fprintf(f, "Digits 0..4 alternating with + - x (x binds tighter), '=' then the answer digit. ");
     }
     fprintf(f,
@@ -544,7 +544,7 @@ static void paper_s3(paper_ctx *p)
     }
     FILE *f = p->md;
     const lina_task_opts *o = &runs[0].o;
-    fprintf(f, "## S3 word problem, one layer (DeltaProduct) -- TASKS.md 2.3\n\n");
+    fprintf(f, "## S3 word problem, one layer (DeltaProduct) -- docs/tasks.md 2.2\n\n");
     fprintf(f,
             "Tokens are elements of S3, the target at every position is the running product. 1 layer, d = %d, "
             "%d heads x %d, short convolution, beta in (0,2), no forget gate; AdamW lr %g, batch %d fresh "
@@ -739,7 +739,7 @@ static int assemble(paper_ctx *p, const char *parts)
                   "Written by `lina paper`%s (--threads %d in the latest run). Every model is lina's own (src/model, trained by "
                   "src/tasks with lina's AdamW); the settings were fixed before the runs and not tuned "
                   "afterwards. Wall time of the %d experiment(s) below: %.0f s (%.1f min) in all; each "
-                  "section gives its own. Paper numbers come from ../shared/spec/TASKS.md ([fig~] = read off a "
+                  "section gives its own. Paper numbers come from docs/tasks.md ([fig~] = read off a "
                   "figure). Everything is far smaller than in the papers (minutes on 2 CPU cores): compare "
                   "orderings, not absolute values.\n\n",
                   p->quick ? " --quick (1/20 of the steps: the numbers are NOT meaningful)" : "", p->threads, have,

@@ -149,7 +149,7 @@ int lina_task_config(const lina_task_opts *o, lina_config *c)
     c->intermediate_size = 2 * D; /* a small MLP; FLA's rounding to 256 would dwarf the mixer */
     int maxlen = task_max_len(o);
     c->max_position_embeddings = maxlen > 2048 ? maxlen : 2048;
-    c->use_short_conv = 1; /* TASKS.md 11: without it no model learns MQAR at this scale */
+    c->use_short_conv = 1; /* docs/tasks.md 5: without it no model learns MQAR at this scale */
     c->conv_size = 4;
     c->allow_neg_eigval = o->neg_eigval ? 1 : 0;
     switch (o->mixer) {

@@ -1,4 +1,4 @@
-/* tasks.h -- the papers' synthetic tasks (../shared/spec/TASKS.md sections 1, 2, 7):
+/* tasks.h -- the papers' synthetic tasks (docs/tasks.md sections 1, 2, 4):
  * generators, evaluators, the shared train/eval loop, `lina task` and `lina paper`.
  *
  * Not part of the public API (include/lina.h); used by tools/lina.c and
@@ -26,7 +26,7 @@ double lina_task_uniform(uint64_t *rng);
 
 /* ------------------------------------------------------------------ MQAR */
 
-/* Multi-query associative recall, generated as Zoology's multiquery_ar (TASKS.md 1.1):
+/* Multi-query associative recall, generated as Zoology's multiquery_ar (docs/tasks.md 1.1):
  * keys are N distinct ids from 1 .. V/2-1, values N distinct ids from V/2 .. V-1;
  * positions 0 .. 2N-1 hold k1 v1 ... kN vN; the query region (positions 2N .. L-1)
  * has S = (L-2N)/2 slots; N distinct slots g_j are drawn without replacement with
@@ -48,13 +48,13 @@ int lina_mqar_example(const lina_mqar_spec *s, uint64_t *rng, int32_t *tokens, i
 
 /* ------------------------------------------- parity, modular arithmetic */
 
-/* Parity (Grazzi et al., TASKS.md 2.2): vocabulary {0 pad, 1, 2}; len random bits
+/* Parity (Grazzi et al., docs/tasks.md 2.1): vocabulary {0 pad, 1, 2}; len random bits
  * (tokens 1/2), then pad 0 up to T; the only target is at position len-1: token 1
  * if the count of 2s is even, 2 if odd. Returns the target. */
 #define LINA_PARITY_VOCAB 3
 int lina_parity_example(uint64_t *rng, int len, int T, int32_t *tokens, int32_t *targets);
 
-/* Modular arithmetic without brackets, mod 5 (TASKS.md 2.2): vocabulary
+/* Modular arithmetic without brackets, mod 5 (docs/tasks.md 2.1): vocabulary
  * {0 pad, 1 '+', 2 '-', 3 '*', 4 '=', 5..9 digits 0..4}; len is the whole length
  * including '=' (even, >= 4): digits and operators alternate over the first len-1
  * positions (starting and ending with a digit), '=' at len-1, pad 0 up to T; the only
