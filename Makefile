@@ -1,7 +1,8 @@
 # lina -- build, test, benchmark, install.
 #   make            liblina.a, liblina.so and the lina CLI (build/)
 #   make test       build and run the whole test suite
-#   make asan       the suite under AddressSanitizer + UBSan (build-asan/)
+#   make asan       the suite under AddressSanitizer + UBSan incl. float-cast-overflow,
+#                   every report fatal (build-asan/)
 #   make bench      the benchmark table (results/bench.md)
 #   make data       the KJV corpus, tokenizer and token files (data/)
 #   make demo       the main job: corpus, train the default model, samples
@@ -55,8 +56,8 @@ test: all $(TESTBIN)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \
-	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test
+	  EXTRA_CFLAGS="-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined,float-cast-overflow" test
 
 bench: all
 	sh bench/run.sh $(BUILD)/lina results/bench.md

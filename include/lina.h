@@ -247,6 +247,20 @@ typedef enum lina_model_type {
 } lina_model_type;
 
 #define LINA_CONFIG_MAX_LAYERS 1024
+/* Upper bounds on config dimensions, checked by lina_config_validate (so by
+ * every config read and every model built). They are far above any model
+ * that fits in memory and keep every size derived from a config (parameter,
+ * activation, state and workspace counts) clear of integer overflow. */
+#define LINA_CONFIG_MAX_HIDDEN 65536      /* hidden_size */
+#define LINA_CONFIG_MAX_HEADS 65536       /* num_heads, num_kv_heads, num_v_heads, n_groups, attn.num_heads */
+#define LINA_CONFIG_MAX_HEAD_DIM 4096     /* per-head key / value size: head_dim, hidden_size*expand_k/num_heads,
+                                             expand_ratio, state_size, ... */
+#define LINA_CONFIG_MAX_WIDTH (1 << 20)   /* any layer width: intermediate_size, moe_intermediate_size, the MLP
+                                             width, hidden_size*expand_k, num_heads*head_dim, expand*hidden_size */
+#define LINA_CONFIG_MAX_VOCAB (1 << 24)   /* vocab_size */
+#define LINA_CONFIG_MAX_CONV 256          /* conv_size, conv_kernel */
+#define LINA_CONFIG_MAX_EXPERTS 1024      /* num_experts, num_memories */
+#define LINA_CONFIG_MAX_CHUNK 4096        /* mamba2 chunk_size */
 
 typedef struct lina_config {
     lina_model_type model_type;
@@ -326,7 +340,8 @@ int lina_config_default(lina_config *c, lina_model_type t);
  * inconsistent values fail with LINA_EFORMAT and a message naming the key. */
 int lina_config_parse(const char *json, size_t len, const char *name, lina_config *c);
 int lina_config_read(const char *path, lina_config *c);
-/* Check ranges and divisibility (head dims, kv groups, attn layers). */
+/* Check ranges (the LINA_CONFIG_MAX_* bounds above) and divisibility (head
+ * dims, kv groups, attn layers). */
 int lina_config_validate(const lina_config *c, const char *name);
 /* The config as JSON text: model_type, architectures and every key of the
  * class (malloc'd; NULL with an error set on failure). */

@@ -567,7 +567,9 @@ int lina_config_parse(const char *json, size_t len, const char *name, lina_confi
         }
     }
     if (!rc && t == LINA_MODEL_MAMBA2 && c->num_heads == 0 && c->head_dim > 0) {
-        c->num_heads = c->expand * c->hidden_size / c->head_dim; /* FLA: num_heads = E / head_dim */
+        /* FLA: num_heads = E / head_dim (out of range: left for lina_config_validate to name) */
+        long long nh = (long long)c->expand * c->hidden_size / c->head_dim;
+        c->num_heads = nh <= INT_MAX ? (int)nh : INT_MAX;
     }
     if (!rc) {
         rc = lina_config_validate(c, name);
@@ -593,6 +595,36 @@ int lina_config_read(const char *path, lina_config *c)
 
 /* ----------------------------------------------------------- validation */
 
+/* lo <= v <= hi, or an error naming the key */
+static int in_range(const char *name, const char *key, long long v, long long lo, long long hi)
+{
+    if (v < lo || v > hi) {
+        return lina_set_error(LINA_EFORMAT, "%s: %s must be in [%lld, %lld] (got %lld)", name, key, lo, hi, v);
+    }
+    return LINA_OK;
+}
+
+/* A width computed in floating point (hidden_size * expand_k, ...), range-checked
+ * before it is converted to int: 1 <= w <= LINA_CONFIG_MAX_WIDTH. */
+static int width_of(const char *name, const char *what, double w, int *out)
+{
+    if (!(w >= 1.0) || w > (double)LINA_CONFIG_MAX_WIDTH) {
+        return lina_set_error(LINA_EFORMAT, "%s: %s (%g) must be in [1, %d]", name, what, w, LINA_CONFIG_MAX_WIDTH);
+    }
+    *out = (int)w;
+    return LINA_OK;
+}
+
+/* per-head size: 1 <= total / heads <= LINA_CONFIG_MAX_HEAD_DIM */
+static int head_size(const char *name, const char *what, long long total, long long heads)
+{
+    if (heads < 1 || total / heads < 1 || total / heads > LINA_CONFIG_MAX_HEAD_DIM) {
+        return lina_set_error(LINA_EFORMAT, "%s: the %s per head (%lld / %lld heads) must be in [1, %d]", name,
+                              what, total, heads, LINA_CONFIG_MAX_HEAD_DIM);
+    }
+    return LINA_OK;
+}
+
 static int head_split(const char *name, const char *what, int total, int heads)
 {
     if (total < 1 || heads < 1 || total % heads != 0) {
@@ -610,24 +642,40 @@ int lina_config_validate(const lina_config *c, const char *name)
     if ((int)c->model_type < 0 || c->model_type >= LINA_MODEL_COUNT) {
         return lina_set_error(LINA_EFORMAT, "%s: invalid model type %d", name, (int)c->model_type);
     }
-    if (c->hidden_size < 1) {
-        return lina_set_error(LINA_EFORMAT, "%s: hidden_size must be >= 1 (got %d)", name, c->hidden_size);
+    /* every dimension within its LINA_CONFIG_MAX_* bound (0 = null where a key may be null) */
+    int rc = in_range(name, "hidden_size", c->hidden_size, 1, LINA_CONFIG_MAX_HIDDEN);
+    rc = rc ? rc : in_range(name, "num_hidden_layers", c->num_hidden_layers, 1, LINA_CONFIG_MAX_LAYERS);
+    rc = rc ? rc : in_range(name, "vocab_size", c->vocab_size, 1, LINA_CONFIG_MAX_VOCAB);
+    rc = rc ? rc : in_range(name, "intermediate_size", c->intermediate_size, 0, LINA_CONFIG_MAX_WIDTH);
+    rc = rc ? rc : in_range(name, "moe_intermediate_size", c->moe_intermediate_size, 0, LINA_CONFIG_MAX_WIDTH);
+    rc = rc ? rc : in_range(name, "num_kv_heads", c->num_kv_heads, 0, LINA_CONFIG_MAX_HEADS);
+    rc = rc ? rc : in_range(name, "num_v_heads", c->num_v_heads, 0, LINA_CONFIG_MAX_HEADS);
+    rc = rc ? rc : in_range(name, "head_dim", c->head_dim, 0, LINA_CONFIG_MAX_HEAD_DIM);
+    rc = rc ? rc : in_range(name, "expand_ratio", c->expand_ratio, 0, LINA_CONFIG_MAX_HEAD_DIM);
+    rc = rc ? rc : in_range(name, "state_size", c->state_size, 0, LINA_CONFIG_MAX_HEAD_DIM);
+    rc = rc ? rc : in_range(name, "n_groups", c->n_groups, 0, LINA_CONFIG_MAX_HEADS);
+    rc = rc ? rc : in_range(name, "expand", c->expand, 0, LINA_CONFIG_MAX_WIDTH);
+    rc = rc ? rc : in_range(name, "conv_size", c->conv_size, 1, LINA_CONFIG_MAX_CONV);
+    rc = rc ? rc : in_range(name, "conv_kernel", c->conv_kernel, 0, LINA_CONFIG_MAX_CONV);
+    rc = rc ? rc : in_range(name, "num_experts", c->num_experts, 0, LINA_CONFIG_MAX_EXPERTS);
+    rc = rc ? rc : in_range(name, "num_memories", c->num_memories, 0, LINA_CONFIG_MAX_EXPERTS);
+    rc = rc ? rc : in_range(name, "attn.num_heads", c->attn.num_heads, 0, LINA_CONFIG_MAX_HEADS);
+    rc = rc ? rc : in_range(name, "attn.num_kv_heads", c->attn.num_kv_heads, 0, LINA_CONFIG_MAX_HEADS);
+    /* after expand / expand_ratio / head_dim: hgrn2 and mamba2 derive num_heads from them */
+    rc = rc ? rc : in_range(name, "num_heads", c->num_heads, 1, LINA_CONFIG_MAX_HEADS);
+    if (rc) {
+        return rc;
     }
-    if (c->num_hidden_layers < 1 || c->num_hidden_layers > LINA_CONFIG_MAX_LAYERS) {
-        return lina_set_error(LINA_EFORMAT, "%s: num_hidden_layers must be in [1, %d] (got %d)", name,
-                              LINA_CONFIG_MAX_LAYERS, c->num_hidden_layers);
-    }
-    if (c->num_heads < 1) {
-        return lina_set_error(LINA_EFORMAT, "%s: num_heads must be >= 1 (got %d)", name, c->num_heads);
-    }
-    if (c->vocab_size < 1) {
-        return lina_set_error(LINA_EFORMAT, "%s: vocab_size must be >= 1 (got %d)", name, c->vocab_size);
+    if (!(c->expand_k > 0.0) || !(c->expand_v > 0.0) || !isfinite(c->expand_k) || !isfinite(c->expand_v)) {
+        return lina_set_error(LINA_EFORMAT, "%s: expand_k and expand_v must be positive (got %g, %g)", name,
+                              c->expand_k, c->expand_v);
     }
     if (!(c->norm_eps > 0.0) || !isfinite(c->norm_eps)) {
         return lina_set_error(LINA_EFORMAT, "%s: norm_eps must be positive (got %g)", name, c->norm_eps);
     }
-    if (!(c->hidden_ratio >= 0.0) || c->intermediate_size < 0 || lina_config_mlp_size(c) < 1) {
-        return lina_set_error(LINA_EFORMAT, "%s: hidden_ratio / intermediate_size give no MLP width", name);
+    if (!(c->hidden_ratio >= 0.0) || lina_config_mlp_size(c) < 1 || lina_config_mlp_size(c) > LINA_CONFIG_MAX_WIDTH) {
+        return lina_set_error(LINA_EFORMAT, "%s: hidden_ratio (%g) / intermediate_size (%d) give an MLP width outside "
+                              "[1, %d]", name, c->hidden_ratio, c->intermediate_size, LINA_CONFIG_MAX_WIDTH);
     }
     if (strcmp(c->hidden_act, "swish") != 0 && strcmp(c->hidden_act, "silu") != 0) {
         return lina_set_error(LINA_EFORMAT, "%s: hidden_act \"%s\" is not supported (swish)", name, c->hidden_act);
@@ -635,26 +683,23 @@ int lina_config_validate(const lina_config *c, const char *name)
     if (c->attnres_block_size != 0) {
         return lina_set_error(LINA_EFORMAT, "%s: attnres_block_size is not supported (must be null)", name);
     }
-    if (c->conv_size < 1) {
-        return lina_set_error(LINA_EFORMAT, "%s: conv_size must be >= 1 (got %d)", name, c->conv_size);
-    }
     if (c->pad_token_id < -1 || c->bos_token_id < -1 || c->eos_token_id < -1) {
         return lina_set_error(LINA_EFORMAT, "%s: token ids must be >= 0 or null", name);
     }
     int H = c->num_heads, D = c->hidden_size;
     int nkv = c->num_kv_heads ? c->num_kv_heads : H;
-    int rc = LINA_OK;
     switch (c->model_type) {
     case LINA_MODEL_GLA:
     case LINA_MODEL_DELTA_NET:
     case LINA_MODEL_RETNET:
     case LINA_MODEL_LINEAR_ATTN: {
-        if (!(c->expand_k > 0.0) || !(c->expand_v > 0.0)) {
-            return lina_set_error(LINA_EFORMAT, "%s: expand_k and expand_v must be positive", name);
-        }
-        int kd = (int)(D * c->expand_k), vd = (int)(D * c->expand_v);
-        rc = head_split(name, "key dim hidden_size*expand_k", kd, H);
+        int kd = 0, vd = 0;
+        rc = width_of(name, "key dim hidden_size*expand_k", (double)D * c->expand_k, &kd);
+        rc = rc ? rc : width_of(name, "value dim hidden_size*expand_v", (double)D * c->expand_v, &vd);
+        rc = rc ? rc : head_split(name, "key dim hidden_size*expand_k", kd, H);
         rc = rc ? rc : head_split(name, "value dim hidden_size*expand_v", vd, H);
+        rc = rc ? rc : head_size(name, "key dim", kd, H);
+        rc = rc ? rc : head_size(name, "value dim", vd, H);
         if (!rc && (nkv < 1 || H % nkv != 0)) {
             rc = lina_set_error(LINA_EFORMAT, "%s: num_heads (%d) is not a multiple of num_kv_heads (%d)", name, H,
                                 nkv);
@@ -679,7 +724,10 @@ int lina_config_validate(const lina_config *c, const char *name)
             return lina_set_error(LINA_EFORMAT, "%s: head_dim * expand_v (%g) is not an integer", name, hv);
         }
         int nv = c->num_v_heads ? c->num_v_heads : H;
-        if (nv % H != 0) {
+        rc = in_range(name, "head_dim * expand_v", (long long)fmin(hv, 1e18), 1, LINA_CONFIG_MAX_HEAD_DIM);
+        rc = rc ? rc : width_of(name, "key width num_heads*head_dim", (double)H * c->head_dim, &(int){0});
+        rc = rc ? rc : width_of(name, "value width num_v_heads*head_dim*expand_v", (double)nv * hv, &(int){0});
+        if (!rc && nv % H != 0) {
             rc = lina_set_error(LINA_EFORMAT, "%s: num_v_heads (%d) is not a multiple of num_heads (%d)", name, nv,
                                 H);
         }
@@ -700,13 +748,22 @@ int lina_config_validate(const lina_config *c, const char *name)
         if (!rc && c->expand_ratio < 1) {
             rc = lina_set_error(LINA_EFORMAT, "%s: expand_ratio must be >= 1", name);
         }
+        rc = rc ? rc : width_of(name, "num_heads*expand_ratio", (double)H * c->expand_ratio, &(int){0});
         break;
     case LINA_MODEL_GATED_DELTAPRODUCT:
     case LINA_MODEL_MOM:
         if (c->head_dim < 1 || !(c->expand_v > 0.0) || c->head_dim * c->expand_v != floor(c->head_dim * c->expand_v)) {
             return lina_set_error(LINA_EFORMAT, "%s: head_dim and head_dim * expand_v must be positive integers", name);
         }
-        if (c->model_type == LINA_MODEL_GATED_DELTAPRODUCT && (c->num_householder < 1 || c->num_householder > 16)) {
+        {
+            double hv = c->head_dim * c->expand_v;
+            int nv = c->num_v_heads ? c->num_v_heads : H;
+            rc = in_range(name, "head_dim * expand_v", (long long)fmin(hv, 1e18), 1, LINA_CONFIG_MAX_HEAD_DIM);
+            rc = rc ? rc : width_of(name, "key width num_heads*head_dim", (double)H * c->head_dim, &(int){0});
+            rc = rc ? rc : width_of(name, "value width num_v_heads*head_dim*expand_v", (double)nv * hv, &(int){0});
+        }
+        if (!rc && c->model_type == LINA_MODEL_GATED_DELTAPRODUCT &&
+            (c->num_householder < 1 || c->num_householder > 16)) {
             rc = lina_set_error(LINA_EFORMAT, "%s: num_householder must be in [1, 16] (got %d)", name,
                                 c->num_householder);
         }
@@ -725,23 +782,30 @@ int lina_config_validate(const lina_config *c, const char *name)
             return lina_set_error(LINA_EFORMAT, "%s: head_dim, state_size, expand, n_groups, conv_kernel must be >= 1",
                                   name);
         }
-        if ((c->expand * D) % c->head_dim != 0 || H * c->head_dim != c->expand * D || H % c->n_groups != 0) {
+        int E = 0;
+        rc = width_of(name, "expand*hidden_size", (double)c->expand * D, &E);
+        rc = rc ? rc : width_of(name, "n_groups*state_size", (double)c->n_groups * c->state_size, &(int){0});
+        rc = rc ? rc : in_range(name, "chunk_size", c->chunk_size, 1, LINA_CONFIG_MAX_CHUNK);
+        if (!rc && (E % c->head_dim != 0 || (long long)H * c->head_dim != E || H % c->n_groups != 0)) {
             rc = lina_set_error(LINA_EFORMAT,
                                 "%s: mamba2 needs num_heads * head_dim == expand * hidden_size (%d * %d vs %d) and "
                                 "num_heads a multiple of n_groups (%d)",
-                                name, H, c->head_dim, c->expand * D, c->n_groups);
+                                name, H, c->head_dim, E, c->n_groups);
         }
         if (!rc && !(c->dt_min > 0.0 && c->dt_max >= c->dt_min && c->dt_init_floor > 0.0)) {
             rc = lina_set_error(LINA_EFORMAT, "%s: need 0 < dt_min <= dt_max and dt_init_floor > 0", name);
         }
         break;
-    case LINA_MODEL_MLSTM:
-        if (!(c->expand_k > 0.0) || !(c->expand_v > 0.0)) {
-            return lina_set_error(LINA_EFORMAT, "%s: expand_k and expand_v must be positive", name);
-        }
-        rc = head_split(name, "key dim hidden_size*expand_k", (int)(D * c->expand_k), H);
-        rc = rc ? rc : head_split(name, "value dim hidden_size*expand_v", (int)(D * c->expand_v), H);
+    case LINA_MODEL_MLSTM: {
+        int kd = 0, vd = 0;
+        rc = width_of(name, "key dim hidden_size*expand_k", (double)D * c->expand_k, &kd);
+        rc = rc ? rc : width_of(name, "value dim hidden_size*expand_v", (double)D * c->expand_v, &vd);
+        rc = rc ? rc : head_split(name, "key dim hidden_size*expand_k", kd, H);
+        rc = rc ? rc : head_split(name, "value dim hidden_size*expand_v", vd, H);
+        rc = rc ? rc : head_size(name, "key dim", kd, H);
+        rc = rc ? rc : head_size(name, "value dim", vd, H);
         break;
+    }
     default:
         break;
     }

@@ -13,6 +13,7 @@
 #include "model.h"
 #include "mixer.h"
 #include "../io/io_internal.h"
+#include "../kern/checked.h"
 #include "../nn/nn.h"
 
 #include <errno.h>
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -134,9 +136,14 @@ struct lina_model {
 
 /* ================================================================ helpers */
 
+/* n zeroed floats, 64-byte aligned; NULL when n * 4 does not fit in size_t */
 static void *xcalloc_aligned(size_t n)
 {
-    size_t bytes = ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
+    size_t bytes = lina_szadd(lina_szmul(n ? n : 1, sizeof(float)), 63);
+    if (bytes == LINA_SZ_OVF) {
+        return NULL;
+    }
+    bytes &= ~(size_t)63;
     void *p = aligned_alloc(64, bytes);
     if (p) {
         memset(p, 0, bytes);
@@ -164,12 +171,12 @@ static int add_tensor(lina_model *m, const char *name, int ndim, int64_t d0, int
     t->numel = 1;
     for (int i = 0; i < ndim; i++) {
         t->shape[i] = sh[i];
-        t->numel *= (size_t)sh[i];
+        t->numel = lina_szmul(t->numel, lina_szdim(sh[i]));
     }
     t->off = m->nparams;
     t->decay = decay;
     t->init = init;
-    m->nparams += t->numel;
+    m->nparams = lina_szadd(m->nparams, t->numel); /* LINA_SZ_OVF: refused by model_alloc */
     return m->ntensors++;
 }
 
@@ -753,7 +760,34 @@ static void init_params(lina_model *m, uint64_t seed)
     }
 }
 
-int lina_model_create(const lina_config *cfg, uint64_t seed, lina_model **out)
+/* Bytes of memory the machine has (0: unknown). */
+static double phys_mem_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psz > 0 ? (double)pages * (double)psz : 0.0;
+}
+
+/* Refuse an allocation of `floats` floats (LINA_SZ_OVF: the count overflowed)
+ * that could never succeed: more than size_t holds, or more than the
+ * machine's memory (it would be overcommitted and then killed on first touch). */
+static int check_floats(size_t floats, const char *what)
+{
+    size_t bytes = lina_szmul(floats, sizeof(float));
+    if (bytes == LINA_SZ_OVF) {
+        return lina_set_error(LINA_ENOMEM, "model: the size of the %s overflows (the config is far too large)", what);
+    }
+    double mem = phys_mem_bytes();
+    if (mem > 0.0 && (double)bytes > mem) {
+        return lina_set_error(LINA_ENOMEM, "model: the %s need %.1f GiB, more than this machine's %.1f GiB of memory",
+                              what, (double)bytes / 1073741824.0, mem / 1073741824.0);
+    }
+    return LINA_OK;
+}
+
+/* The model's tensor table from a validated config, without the parameter
+ * buffers (model_alloc): a checkpoint's shapes are checked against the table
+ * before anything the size of the model is allocated. */
+static int model_build(const lina_config *cfg, lina_model **out)
 {
     if (!cfg || !out) {
         return lina_set_error(LINA_EINVAL, "model: NULL argument");
@@ -783,14 +817,39 @@ int lina_model_create(const lina_config *cfg, uint64_t seed, lina_model **out)
         lina_model_free(m);
         return rc == LINA_ENOMEM ? lina_set_error(LINA_ENOMEM, "model: out of memory") : rc;
     }
+    *out = m;
+    return LINA_OK;
+}
+
+/* The parameter and gradient buffers of a built model, initialised from seed. */
+static int model_alloc(lina_model *m, uint64_t seed)
+{
+    int rc = check_floats(lina_szmul(m->nparams, 2), "parameters and gradients");
+    if (rc) {
+        return rc;
+    }
     m->params = xcalloc_aligned(m->nparams);
     m->grads = xcalloc_aligned(m->nparams);
     if (!m->params || !m->grads) {
-        size_t np = m->nparams;
-        lina_model_free(m);
-        return lina_set_error(LINA_ENOMEM, "model: out of memory (%zu parameters)", np);
+        return lina_set_error(LINA_ENOMEM, "model: out of memory (%zu parameters)", m->nparams);
     }
     init_params(m, seed);
+    return LINA_OK;
+}
+
+int lina_model_create(const lina_config *cfg, uint64_t seed, lina_model **out)
+{
+    if (!out) {
+        return lina_set_error(LINA_EINVAL, "model: NULL argument");
+    }
+    *out = NULL;
+    lina_model *m = NULL;
+    int rc = model_build(cfg, &m);
+    rc = rc ? rc : model_alloc(m, seed);
+    if (rc) {
+        lina_model_free(m);
+        return rc;
+    }
     *out = m;
     return LINA_OK;
 }
@@ -937,17 +996,27 @@ static int ensure_acts(lina_model *m, int N)
         return LINA_OK;
     }
     size_t n = (size_t)N, D = (size_t)m->D, I = (size_t)m->I, V = (size_t)m->vocab;
-    size_t per_layer_fixed = 4 * n * D + 2 * n;
+    size_t nD = lina_szmul(n, D);
+    size_t per_layer_fixed = lina_szadd(lina_szmul(4, nD), lina_szmul(2, n));
     size_t total = 0, scr = 0;
     for (int l = 0; l < m->L; l++) {
         const model_layer *ly = &m->layers[l];
-        total += per_layer_fixed + layer_mix_floats(ly, N) + layer_ffn_floats(ly, N, (int)I);
+        total = lina_szadd(total, lina_szadd(per_layer_fixed, lina_szadd(layer_mix_floats(ly, N),
+                                                                            layer_ffn_floats(ly, N, (int)I))));
         size_t s = layer_scratch_floats(ly, N);
         scr = s > scr ? s : scr;
         s = ly->ffn ? ly->ffn->vt->scratch_floats(ly->ffn->dims, N) : 0;
         scr = s > scr ? s : scr;
     }
-    total += 2 * n * D + n + n * V + n + 2 * n * D + scr;
+    /* xL, xnf, rstdf, logits, lse, tmp, dres, scratch */
+    total = lina_szadd(total, lina_szadd(lina_szmul(4, nD), lina_szadd(lina_szmul(2, n), lina_szmul(n, V))));
+    total = lina_szadd(total, scr);
+    char what[64];
+    snprintf(what, sizeof what, "activations for %d rows", N);
+    int rc = check_floats(total, what);
+    if (rc) {
+        return rc;
+    }
     float *a = xcalloc_aligned(total);
     if (!a) {
         return lina_set_error(LINA_ENOMEM, "model: out of memory (activations for %d rows)", N);
@@ -1011,13 +1080,14 @@ static size_t state_floats(const model_layer *ly, int B, int cap)
 {
     switch (ly->kind) {
     case MIX_GLA:
-        return (size_t)B * ly->gla.H * ly->gla.K * ly->gla.V + lina_gla_conv_cache_floats(&ly->gla, B);
+        return lina_szadd(lina_szmul3((size_t)B, (size_t)ly->gla.H * ly->gla.K, (size_t)ly->gla.V),
+                          lina_gla_conv_cache_floats(&ly->gla, B));
     case MIX_GDN:
         return lina_gdn_cache_floats(&ly->gdn, B);
     case MIX_ATTN:
-        return 2 * (size_t)B * ly->att.Hkv * (size_t)cap * ly->att.d;
+        return lina_szmul3(2 * (size_t)B, (size_t)ly->att.Hkv * ly->att.d, (size_t)cap);
     case MIX_HGRN2:
-        return (size_t)B * ly->hg.H * ly->hg.K * ly->hg.V;
+        return lina_szmul3((size_t)B, (size_t)ly->hg.H * ly->hg.K, (size_t)ly->hg.V);
     case MIX_EXT:
         return ly->ext->vt->state_floats(ly->ext->dims, B);
     }
@@ -1036,8 +1106,19 @@ int lina_model_state_create(const lina_model *m, int B, int max_len, lina_model_
         !(s->floats = calloc((size_t)m->L, sizeof(size_t)))) {
         rc = LINA_ENOMEM;
     }
+    size_t total = 0;
     for (int l = 0; !rc && l < m->L; l++) {
         s->floats[l] = state_floats(&m->layers[l], B, max_len);
+        total = lina_szadd(total, s->floats[l]);
+    }
+    if (!rc && check_floats(total, "decode state") != LINA_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", lina_last_error());
+        s->m = m;
+        lina_model_state_free(s);
+        return lina_set_error(LINA_ENOMEM, "%s (batch %d, length %d)", msg, B, max_len);
+    }
+    for (int l = 0; !rc && l < m->L; l++) {
         if (!(s->layer[l] = xcalloc_aligned(s->floats[l]))) {
             rc = LINA_ENOMEM;
         }
@@ -1476,6 +1557,18 @@ static int st_index(const lina_st_file *f, const char *name)
     return i;
 }
 
+/* "[a, b, c]" */
+static void shape_str(char *buf, size_t n, int nd, const int64_t *sh)
+{
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < nd && k < n; i++) {
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)sh[i]);
+    }
+    if (k < n) {
+        snprintf(buf + k, n - k, "]");
+    }
+}
+
 int lina_model_load(const char *dir, lina_model **out)
 {
     if (!dir || !out) {
@@ -1490,8 +1583,10 @@ int lina_model_load(const char *dir, lina_model **out)
     if (!rc) {
         rc = lina_config_read(cfp, &cfg);
     }
+    /* the tensor table and the file's header first: every tensor present with
+     * the shape the config gives, before the parameters are allocated */
     if (!rc) {
-        rc = lina_model_create(&cfg, 0, &m);
+        rc = model_build(&cfg, &m);
     }
     if (!rc) {
         rc = lina_st_open(stp, &f);
@@ -1510,10 +1605,19 @@ int lina_model_load(const char *dir, lina_model **out)
             same = sh[k] == t->shape[k];
         }
         if (!same) {
-            rc = lina_set_error(LINA_EFORMAT, "%s: tensor %s has the wrong shape (rank %d)", stp, t->name, nd);
-            break;
+            char want[128], got[160];
+            shape_str(want, sizeof want, t->ndim, t->shape);
+            shape_str(got, sizeof got, nd < 0 ? 0 : nd, sh);
+            rc = lina_set_error(LINA_EFORMAT, "%s: tensor %s has shape %s, the config (%s) needs %s", stp, t->name,
+                                got, cfp, want);
         }
-        rc = lina_st_load(f, j, m->params + t->off, (int64_t)t->numel);
+    }
+    if (!rc) {
+        rc = model_alloc(m, 0);
+    }
+    for (int i = 0; !rc && i < m->ntensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        rc = lina_st_load(f, st_index(f, t->name), m->params + t->off, (int64_t)t->numel);
     }
     lina_st_close(f);
     free(stp);
