@@ -2,7 +2,8 @@
  * overflow (refused by the config bounds and the checked size arithmetic, in
  * the library and through train / generate / eval), checkpoints whose tensor
  * shapes disagree with their config (refused from the header, before the
- * model is allocated). */
+ * model is allocated), and token files truncated or rewritten while in use
+ * (an error, not SIGBUS). */
 #include "harness.h"
 #include "lina.h"
 #include "../src/kern/checked.h"
@@ -199,6 +200,56 @@ static void test_shape_before_alloc(const char *dir)
           "a config too large for memory: the shape error comes first (\"%s\")", e);
 }
 
+/* a token file truncated / rewritten between opening and reading */
+static void test_tokfile_shrinks(void)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/shrink.tok", root);
+    enum { N = 200000 };
+    uint32_t *t = malloc(N * sizeof *t);
+    for (int i = 0; i < N; i++) {
+        t[i] = (uint32_t)(i % 1000);
+    }
+    int rc = lina_tok_write(path, t, N, 1000, 2);
+    lina_tokfile *f = NULL;
+    rc = rc ? rc : lina_tok_open(path, &f);
+    CHECK(rc == LINA_OK, "token file opened %s", rc ? lina_last_error() : "");
+    if (rc) {
+        free(t);
+        return;
+    }
+    int32_t buf[1024], tgt[1024];
+    rc = lina_tok_read(f, N - 1024, 1024, buf);
+    CHECK(rc == LINA_OK && buf[1023] == (N - 1) % 1000, "the last window reads before truncation");
+    /* truncate to a page: the tail windows are gone */
+    CHECK(truncate(path, 4096) == 0, "truncated to 4096 bytes");
+    rc = lina_tok_read(f, N - 1024, 1024, buf);
+    CHECK(rc == LINA_EIO && strstr(lina_last_error(), "shrink.tok") && strstr(lina_last_error(), "truncated"),
+          "reading past the new end: an error, not SIGBUS (\"%s\")", lina_last_error());
+    uint64_t rng = 1;
+    int bad = 0;
+    for (int i = 0; i < 20; i++) {
+        bad += lina_tok_sample(f, &rng, 4, 512, buf, tgt) != LINA_OK;
+    }
+    CHECK(bad > 0, "sampling from the truncated file fails cleanly (%d of 20 batches)", bad);
+    rc = lina_tok_read(f, 0, 1000, buf);
+    CHECK(rc == LINA_OK && buf[999] == 999, "the part still there reads");
+    /* rewritten in place with ids past the vocabulary */
+    FILE *w = fopen(path, "r+b");
+    uint16_t big[4] = {60000, 60000, 60000, 60000};
+    if (w) {
+        fseek(w, 32 + 2 * 100, SEEK_SET);
+        fwrite(big, 2, 4, w);
+        fclose(w);
+    }
+    rc = lina_tok_read(f, 96, 16, buf);
+    CHECK(rc == LINA_EFORMAT && strstr(lina_last_error(), "not below vocab_size 1000") &&
+              strstr(lina_last_error(), "changed while in use"),
+          "a token rewritten past the vocabulary while in use: an error (\"%s\")", lina_last_error());
+    lina_tok_close(f);
+    free(t);
+}
+
 int main(void)
 {
     lina_bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
@@ -210,6 +261,7 @@ int main(void)
     test_checked();
     test_config_bounds();
     test_model_too_large();
+    test_tokfile_shrinks();
 
     /* a small checkpoint with a tokenizer, and a token file */
     char ck[128], path[256], tokf[128], args[1024];

@@ -778,8 +778,8 @@ static int check_floats(size_t floats, const char *what)
     }
     double mem = phys_mem_bytes();
     if (mem > 0.0 && (double)bytes > mem) {
-        return lina_set_error(LINA_ENOMEM, "model: the %s need %.1f GiB, more than this machine's %.1f GiB of memory",
-                              what, (double)bytes / 1073741824.0, mem / 1073741824.0);
+        return lina_set_error(LINA_ENOMEM, "model: %.1f GiB needed for the %s, more than this machine's %.1f GiB of "
+                              "memory", (double)bytes / 1073741824.0, what, mem / 1073741824.0);
     }
     return LINA_OK;
 }

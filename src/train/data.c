@@ -1,8 +1,11 @@
 /* data.c -- token files (format in README.md and lina.h), batch sampling.
  *
- * The file is mapped read-only; opening validates the header, the exact file
- * size and every token against the vocabulary, so later reads need no checks
- * beyond the range. */
+ * The file stays open and is read with pread into the caller's buffer (not
+ * mapped: a file truncated while mapped kills the process with SIGBUS).
+ * Opening validates the header, the exact file size and every token against
+ * the vocabulary; every later read checks that it got all its bytes and that
+ * each token is still below the vocabulary, so a file truncated or rewritten
+ * while in use is an error naming the file, never a crash. */
 #include "../io/io_internal.h"
 #include "lina.h"
 
@@ -10,7 +13,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,11 +24,11 @@
 #define TOK_VERSION 1u
 #define TOK_HEADER 32
 
+#define TOK_BUF 16384 /* bytes per pread */
+
 struct lina_tokfile {
     char *path;
-    void *map;                /* whole file mapping (NULL for an empty mapping) */
-    size_t map_len;
-    const unsigned char *data; /* first token */
+    int fd;
     uint64_t count;
     uint32_t vocab;
     int width;
@@ -51,34 +53,63 @@ void lina_tok_close(lina_tokfile *f)
     if (!f) {
         return;
     }
-    if (f->map) {
-        munmap(f->map, f->map_len);
+    if (f->fd >= 0) {
+        close(f->fd);
     }
     free(f->path);
     free(f);
 }
 
-static int tok_check(const lina_tokfile *f)
+/* n bytes at offset off, all of them, or an error naming the file */
+static int read_at(const lina_tokfile *f, void *buf, size_t n, uint64_t off)
 {
-    if (f->width == 2) {
-        const unsigned char *p = f->data;
-        for (uint64_t i = 0; i < f->count; i++) {
-            uint16_t t;
-            memcpy(&t, p + 2 * i, 2);
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(f->fd, (char *)buf + got, n - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return lina_set_error(LINA_EIO,
+                                  "%s: %s at byte %llu (the file was truncated or changed while in use; "
+                                  "restore it and run again)",
+                                  f->path, r < 0 ? strerror(errno) : "unexpected end of file",
+                                  (unsigned long long)(off + got));
+        }
+        got += (size_t)r;
+    }
+    return LINA_OK;
+}
+
+/* tokens [start, start + n) into dst (NULL: only check them), each below the vocabulary */
+static int tok_load(const lina_tokfile *f, uint64_t start, size_t n, int32_t *dst, const char *when)
+{
+    unsigned char buf[TOK_BUF];
+    size_t per = TOK_BUF / (size_t)f->width;
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < per ? n - done : per;
+        int rc = read_at(f, buf, k * (size_t)f->width, TOK_HEADER + (start + done) * (uint64_t)f->width);
+        if (rc != LINA_OK) {
+            return rc;
+        }
+        for (size_t i = 0; i < k; i++) {
+            uint32_t t;
+            if (f->width == 2) {
+                uint16_t h;
+                memcpy(&h, buf + 2 * i, 2);
+                t = h;
+            } else {
+                t = rd32(buf + 4 * i);
+            }
             if (t >= f->vocab) {
-                return lina_set_error(LINA_EFORMAT, "%s: token %llu is %u, not below vocab_size %u",
-                                      f->path, (unsigned long long)i, (unsigned)t, f->vocab);
+                return lina_set_error(LINA_EFORMAT, "%s: token %llu is %u, not below vocab_size %u%s", f->path,
+                                      (unsigned long long)(start + done + i), (unsigned)t, f->vocab, when);
+            }
+            if (dst) {
+                dst[done + i] = (int32_t)t;
             }
         }
-    } else {
-        const unsigned char *p = f->data;
-        for (uint64_t i = 0; i < f->count; i++) {
-            uint32_t t = rd32(p + 4 * i);
-            if (t >= f->vocab) {
-                return lina_set_error(LINA_EFORMAT, "%s: token %llu is %u, not below vocab_size %u",
-                                      f->path, (unsigned long long)i, t, f->vocab);
-            }
-        }
+        done += k;
     }
     return LINA_OK;
 }
@@ -91,41 +122,29 @@ int lina_tok_open(const char *path, lina_tokfile **out)
         free(f);
         return lina_set_error(LINA_ENOMEM, "%s: out of memory", path);
     }
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
+    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0) {
         int e = errno;
         lina_tok_close(f);
         return lina_set_error(LINA_EIO, "%s: cannot open (%s)", path, strerror(e));
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
+    if (fstat(f->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         lina_tok_close(f);
         return lina_set_error(LINA_EIO, "%s: not a regular file", path);
     }
     uint64_t size = (uint64_t)st.st_size;
     if (size < TOK_HEADER) {
-        close(fd);
         lina_tok_close(f);
         return lina_set_error(LINA_EFORMAT, "%s: truncated header (%llu bytes, need %d)", path,
                               (unsigned long long)size, TOK_HEADER);
     }
-    if (size > (uint64_t)SIZE_MAX) {
-        close(fd);
+    unsigned char h[TOK_HEADER];
+    int rc = read_at(f, h, TOK_HEADER, 0);
+    if (rc != LINA_OK) {
         lina_tok_close(f);
-        return lina_set_error(LINA_EFORMAT, "%s: too large to map", path);
+        return rc;
     }
-    f->map_len = (size_t)size;
-    f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (f->map == MAP_FAILED) {
-        int e = errno;
-        f->map = NULL;
-        lina_tok_close(f);
-        return lina_set_error(LINA_EIO, "%s: cannot map (%s)", path, strerror(e));
-    }
-    const unsigned char *h = f->map;
-    int rc = LINA_OK;
     uint32_t version = rd32(h + 8), width = rd32(h + 12), reserved = rd32(h + 20);
     f->vocab = rd32(h + 16);
     f->count = rd64(h + 24);
@@ -153,10 +172,13 @@ int lina_tok_open(const char *path, lina_tokfile **out)
                             (unsigned long long)(size - TOK_HEADER),
                             f->count > (size - TOK_HEADER) / width ? "truncated" : "trailing bytes");
     }
+    if (rc == LINA_OK && f->count > (uint64_t)SIZE_MAX / 4) {
+        rc = lina_set_error(LINA_EFORMAT, "%s: %llu tokens, too many for this machine", path,
+                            (unsigned long long)f->count);
+    }
     if (rc == LINA_OK) {
         f->width = (int)width;
-        f->data = h + TOK_HEADER;
-        rc = tok_check(f);
+        rc = tok_load(f, 0, (size_t)f->count, NULL, "");
     }
     if (rc != LINA_OK) {
         lina_tok_close(f);
@@ -188,20 +210,7 @@ int lina_tok_read(const lina_tokfile *f, uint64_t start, size_t n, int32_t *dst)
                               f->path, (unsigned long long)start,
                               (unsigned long long)(start + n), (unsigned long long)f->count);
     }
-    if (f->width == 2) {
-        const unsigned char *p = f->data + 2 * start;
-        for (size_t i = 0; i < n; i++) {
-            uint16_t t;
-            memcpy(&t, p + 2 * i, 2);
-            dst[i] = (int32_t)t;
-        }
-    } else {
-        const unsigned char *p = f->data + 4 * start;
-        for (size_t i = 0; i < n; i++) {
-            dst[i] = (int32_t)rd32(p + 4 * i);
-        }
-    }
-    return LINA_OK;
+    return tok_load(f, start, n, dst, " (the file changed while in use; restore it and run again)");
 }
 
 int lina_tok_write(const char *path, const uint32_t *tokens, uint64_t n, uint32_t vocab,
