@@ -634,6 +634,29 @@ static int head_split(const char *name, const char *what, int total, int heads)
     return LINA_OK;
 }
 
+/* key / value widths hidden_size * expand_k / expand_v: in range, split evenly over the heads */
+static int expand_dims(const char *name, const lina_config *c)
+{
+    int kd = 0, vd = 0, H = c->num_heads;
+    int rc = width_of(name, "key dim hidden_size*expand_k", (double)c->hidden_size * c->expand_k, &kd);
+    rc = rc ? rc : width_of(name, "value dim hidden_size*expand_v", (double)c->hidden_size * c->expand_v, &vd);
+    rc = rc ? rc : head_split(name, "key dim hidden_size*expand_k", kd, H);
+    rc = rc ? rc : head_split(name, "value dim hidden_size*expand_v", vd, H);
+    rc = rc ? rc : head_size(name, "key dim", kd, H);
+    return rc ? rc : head_size(name, "value dim", vd, H);
+}
+
+/* head_dim-based models (gated_deltanet, gated_deltaproduct, mom): per-head value
+ * size head_dim * expand_v (integral, checked by the caller) and the key / value widths in range */
+static int head_dim_widths(const char *name, const lina_config *c)
+{
+    double hv = c->head_dim * c->expand_v;
+    int nv = c->num_v_heads ? c->num_v_heads : c->num_heads;
+    int rc = in_range(name, "head_dim * expand_v", (long long)fmin(hv, 1e18), 1, LINA_CONFIG_MAX_HEAD_DIM);
+    rc = rc ? rc : width_of(name, "key width num_heads*head_dim", (double)c->num_heads * c->head_dim, &(int){0});
+    return rc ? rc : width_of(name, "value width num_v_heads*head_dim*expand_v", (double)nv * hv, &(int){0});
+}
+
 int lina_config_validate(const lina_config *c, const char *name)
 {
     if (!name) {
@@ -693,13 +716,7 @@ int lina_config_validate(const lina_config *c, const char *name)
     case LINA_MODEL_DELTA_NET:
     case LINA_MODEL_RETNET:
     case LINA_MODEL_LINEAR_ATTN: {
-        int kd = 0, vd = 0;
-        rc = width_of(name, "key dim hidden_size*expand_k", (double)D * c->expand_k, &kd);
-        rc = rc ? rc : width_of(name, "value dim hidden_size*expand_v", (double)D * c->expand_v, &vd);
-        rc = rc ? rc : head_split(name, "key dim hidden_size*expand_k", kd, H);
-        rc = rc ? rc : head_split(name, "value dim hidden_size*expand_v", vd, H);
-        rc = rc ? rc : head_size(name, "key dim", kd, H);
-        rc = rc ? rc : head_size(name, "value dim", vd, H);
+        rc = expand_dims(name, c);
         if (!rc && (nkv < 1 || H % nkv != 0)) {
             rc = lina_set_error(LINA_EFORMAT, "%s: num_heads (%d) is not a multiple of num_kv_heads (%d)", name, H,
                                 nkv);
@@ -724,9 +741,7 @@ int lina_config_validate(const lina_config *c, const char *name)
             return lina_set_error(LINA_EFORMAT, "%s: head_dim * expand_v (%g) is not an integer", name, hv);
         }
         int nv = c->num_v_heads ? c->num_v_heads : H;
-        rc = in_range(name, "head_dim * expand_v", (long long)fmin(hv, 1e18), 1, LINA_CONFIG_MAX_HEAD_DIM);
-        rc = rc ? rc : width_of(name, "key width num_heads*head_dim", (double)H * c->head_dim, &(int){0});
-        rc = rc ? rc : width_of(name, "value width num_v_heads*head_dim*expand_v", (double)nv * hv, &(int){0});
+        rc = head_dim_widths(name, c);
         if (!rc && nv % H != 0) {
             rc = lina_set_error(LINA_EFORMAT, "%s: num_v_heads (%d) is not a multiple of num_heads (%d)", name, nv,
                                 H);
@@ -755,13 +770,7 @@ int lina_config_validate(const lina_config *c, const char *name)
         if (c->head_dim < 1 || !(c->expand_v > 0.0) || c->head_dim * c->expand_v != floor(c->head_dim * c->expand_v)) {
             return lina_set_error(LINA_EFORMAT, "%s: head_dim and head_dim * expand_v must be positive integers", name);
         }
-        {
-            double hv = c->head_dim * c->expand_v;
-            int nv = c->num_v_heads ? c->num_v_heads : H;
-            rc = in_range(name, "head_dim * expand_v", (long long)fmin(hv, 1e18), 1, LINA_CONFIG_MAX_HEAD_DIM);
-            rc = rc ? rc : width_of(name, "key width num_heads*head_dim", (double)H * c->head_dim, &(int){0});
-            rc = rc ? rc : width_of(name, "value width num_v_heads*head_dim*expand_v", (double)nv * hv, &(int){0});
-        }
+        rc = head_dim_widths(name, c);
         if (!rc && c->model_type == LINA_MODEL_GATED_DELTAPRODUCT &&
             (c->num_householder < 1 || c->num_householder > 16)) {
             rc = lina_set_error(LINA_EFORMAT, "%s: num_householder must be in [1, 16] (got %d)", name,
@@ -797,13 +806,7 @@ int lina_config_validate(const lina_config *c, const char *name)
         }
         break;
     case LINA_MODEL_MLSTM: {
-        int kd = 0, vd = 0;
-        rc = width_of(name, "key dim hidden_size*expand_k", (double)D * c->expand_k, &kd);
-        rc = rc ? rc : width_of(name, "value dim hidden_size*expand_v", (double)D * c->expand_v, &vd);
-        rc = rc ? rc : head_split(name, "key dim hidden_size*expand_k", kd, H);
-        rc = rc ? rc : head_split(name, "value dim hidden_size*expand_v", vd, H);
-        rc = rc ? rc : head_size(name, "key dim", kd, H);
-        rc = rc ? rc : head_size(name, "value dim", vd, H);
+        rc = expand_dims(name, c);
         break;
     }
     default:
