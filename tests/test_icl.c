@@ -3,6 +3,7 @@
  * gradient against central finite differences, the ridge baselines against direct
  * solves, determinism, the CLI's usage errors and a short run where the loss falls. */
 #include "../src/tasks/icl.h"
+#include "../src/cli/cli.h"
 #include "harness.h"
 #include "lina.h"
 
@@ -406,14 +407,14 @@ static void test_ridge(void)
 
 static void test_cli(void)
 {
-    char *a1[] = {"icl-regression", "--optim", "lbfgs"};
-    char *a2[] = {"icl-regression", "--bogus", "1"};
-    char *a3[] = {"icl-regression", "--steps", "-3"};
-    char *a4[] = {"icl-regression", "--layers"};
-    CHECK(lina_icl_main(3, a1) == 2, "cli: bad --optim -> 2");
-    CHECK(lina_icl_main(3, a2) == 2, "cli: unknown option -> 2");
-    CHECK(lina_icl_main(3, a3) == 2, "cli: negative --steps -> 2");
-    CHECK(lina_icl_main(2, a4) == 2, "cli: missing value -> 2");
+    char *a1[] = {"task", "icl-regression", "--optim", "lbfgs"};
+    char *a2[] = {"task", "icl-regression", "--bogus", "1"};
+    char *a3[] = {"task", "icl-regression", "--steps", "-3"};
+    char *a4[] = {"task", "icl-regression", "--layers"};
+    CHECK(lina_cmd_task(4, a1) == 2, "cli: bad --optim -> 2");
+    CHECK(lina_cmd_task(4, a2) == 2, "cli: unknown option -> 2");
+    CHECK(lina_cmd_task(4, a3) == 2, "cli: negative --steps -> 2");
+    CHECK(lina_cmd_task(3, a4) == 2, "cli: missing value -> 2");
 }
 
 static void test_smoke(void)

@@ -3,6 +3,7 @@
 #include "harness.h"
 #include "lina.h"
 #include "../src/io/plot.h"
+#include "../src/cli/cli.h"
 
 #include <dirent.h>
 #include <stdint.h>
@@ -655,7 +656,7 @@ static int run_cli(const char *log, const char *out, const char *title)
         argv[argc++] = (char *)title;
     }
     argv[argc] = NULL;
-    return lina_plot_main(argc, argv);
+    return lina_cmd_plot(argc, argv);
 }
 
 static void test_cli(void)
@@ -754,9 +755,9 @@ static void test_cli(void)
     CHECK(run_cli(log, NULL, NULL) == 2, "cli: missing --out -> usage error");
     CHECK(run_cli(NULL, out, NULL) == 2, "cli: missing --log -> usage error");
     char *argv[] = {(char *)"plot", (char *)"--bogus", NULL};
-    CHECK(lina_plot_main(2, argv) == 2, "cli: unknown option");
+    CHECK(lina_cmd_plot(2, argv) == 2, "cli: unknown option");
     char *argv2[] = {(char *)"plot", (char *)"--log", NULL};
-    CHECK(lina_plot_main(2, argv2) == 2, "cli: option without value");
+    CHECK(lina_cmd_plot(2, argv2) == 2, "cli: option without value");
     CHECK(run_cli(log, "/nonexistent-lina-dir/loss.png", NULL) != 0, "cli: unwritable output");
     CHECK(lina_plot_train_log(NULL, out, NULL) == LINA_EINVAL, "cli: NULL log path");
 }

@@ -42,8 +42,4 @@ int lina_plot_png(const char *path, const lina_plot_opts *o, const lina_plot_ser
  * LINA_EIO / LINA_EFORMAT and lina_last_error() set. */
 int lina_plot_train_log(const char *log_path, const char *png_path, const char *title);
 
-/* `lina plot --log RUN/log.jsonl --out loss.png [--title T]`; argv[0] is
- * "plot". Returns the process exit status (0 on success). */
-int lina_plot_main(int argc, char **argv);
-
 #endif

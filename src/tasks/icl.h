@@ -147,10 +147,6 @@ int lina_icl_train(const lina_icl_opts *o, lina_icl_result *r);
 
 /* ---------------------------------------------------------------- drivers */
 
-/* `lina task icl-regression [options]`; argv[0] is "icl-regression". Returns the
- * process exit status (2 on a usage error). */
-int lina_icl_main(int argc, char **argv);
-
 /* The reduced reproduction (about 5 minutes on 2 cores): appends one markdown section
  * to md and writes outdir/icl_loss.png. Returns 0 or a lina error code. */
 int lina_icl_paper(const char *outdir, int threads, FILE *md);

@@ -766,15 +766,6 @@ static int assemble(paper_ctx *p, const char *parts)
     return rc;
 }
 
-static const char PAPER_USAGE[] =
-    "usage: lina paper [--out DIR] [--threads N] [--only LIST] [--quick] [--assemble]\n"
-    "  the reduced reproduction of the papers' synthetic-task findings (about 30 minutes on 2 cores):\n"
-    "  DIR/PAPER.md (default results/) and DIR/*.png\n"
-    "  --only LIST   comma-separated subset of mqar,mom,parity,modarith,s3,icl; the other experiments\n"
-    "                keep their last sections (DIR/paper_parts/) in the rebuilt PAPER.md\n"
-    "  --quick       1/20 of the steps (checks the pipeline; the numbers mean nothing)\n"
-    "  --assemble    run nothing; rebuild DIR/PAPER.md from DIR/paper_parts/\n";
-
 static int wants(const char *only, const char *name)
 {
     if (!only) {
@@ -792,42 +783,12 @@ static int wants(const char *only, const char *name)
     return 0;
 }
 
-int lina_paper_main(int argc, char **argv)
+int lina_paper_run(const char *out, const char *only, int threads, int quick)
 {
-    const char *out = "results", *only = NULL;
     paper_ctx p;
     memset(&p, 0, sizeof p);
-    p.threads = 2;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(PAPER_USAGE, stdout);
-            return 0;
-        } else if (!strcmp(a, "--quick")) {
-            p.quick = 1;
-        } else if (!strcmp(a, "--assemble")) {
-            only = "";
-        } else if ((!strcmp(a, "--out") || !strcmp(a, "--only") || !strcmp(a, "--threads")) && i + 1 < argc) {
-            const char *v = argv[++i];
-            if (!strcmp(a, "--out")) {
-                out = v;
-            } else if (!strcmp(a, "--only")) {
-                only = v;
-            } else {
-                char *end;
-                errno = 0;
-                long t = strtol(v, &end, 10);
-                if (errno || *end || end == v || t < 1 || t > 1024) {
-                    fprintf(stderr, "lina: paper: --threads needs an integer in [1, 1024], got '%s'\n", v);
-                    return 2;
-                }
-                p.threads = (int)t;
-            }
-        } else {
-            fprintf(stderr, "lina: paper: unknown or incomplete option '%s' (lina paper --help)\n", a);
-            return 2;
-        }
-    }
+    p.threads = threads;
+    p.quick = quick;
     if (only && *only) {
         const char *known[6] = {"mqar", "mom", "parity", "modarith", "s3", "icl"};
         for (const char *s = only; *s;) {

@@ -1,7 +1,7 @@
 /* tasks.h -- the papers' synthetic tasks (docs/tasks.md sections 1, 2, 4):
  * generators, evaluators, the shared train/eval loop, `lina task` and `lina paper`.
  *
- * Not part of the public API (include/lina.h); used by tools/lina.c and
+ * Not part of the public API (include/lina.h); used by src/cli (lina task, lina paper) and
  * tests/test_tasks.c. Every generator draws from a splitmix64 state (uint64_t *rng)
  * only, so a seed fixes the data. Sequences are [T] int32 tokens with [T] int32
  * targets; a target LINA_TASK_IGNORE (-100, the cross-entropy ignore index) is not
@@ -157,9 +157,10 @@ int lina_task_batch(const lina_task_opts *o, const lina_group *g, uint64_t *rng,
 
 /* ---------------------------------------------------------------- drivers */
 
-/* `lina task NAME [options]`; argv[0] is "task". Returns the exit status. */
-int lina_task_main(int argc, char **argv);
-/* `lina paper [--out DIR] [--threads N] [--only LIST] [--quick]`; argv[0] is "paper". */
-int lina_paper_main(int argc, char **argv);
+/* `lina paper` (front-end: src/cli/paper.c): runs the experiments named in only
+ * (a comma-separated subset of mqar,mom,parity,modarith,s3,icl; NULL: all; "": none,
+ * only rebuild out/PAPER.md from out/paper_parts/) with threads threads, 1/20 of the
+ * steps when quick. Prints its errors; returns the exit status (2: unknown name). */
+int lina_paper_run(const char *out, const char *only, int threads, int quick);
 
 #endif

@@ -59,23 +59,6 @@ static double mb_status_mib(const char *key)
     return v;
 }
 
-static int mb_int(const char *flag, const char *s, int lo, int hi, int *out)
-{
-    char *end = NULL;
-    long v;
-    if (!s) {
-        fprintf(stderr, "lina: bench: %s needs a value\n", flag);
-        return -1;
-    }
-    v = strtol(s, &end, 10);
-    if (end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "lina: bench: %s: '%s' is not an integer in [%d, %d]\n", flag, s, lo, hi);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 static void mb_tokens(int32_t *t, size_t n, int vocab, uint64_t *seed)
 {
     for (size_t i = 0; i < n; i++) {
@@ -92,65 +75,23 @@ static void mb_num(char *buf, size_t n, double v, const char *fmt)
     }
 }
 
-enum { ONLY_ALL = 0, ONLY_TRAIN = 1, ONLY_PREFILL = 2, ONLY_DECODE = 3 };
 
-int lina_model_bench_main(int argc, char **argv)
+void lina_model_bench_opts_default(lina_model_bench_opts *o)
 {
-    const char *cfg_path = NULL;
-    int T = 512, B = 1, threads = 0, steps = 3, context = 64, dsteps = 32, only = ONLY_ALL, json = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        int *dst = NULL, lo = 1, hi = 1 << 24;
-        if (!strcmp(a, "--model")) {
-            if (!val) {
-                return mb_usage("--model needs a config.json path", NULL);
-            }
-            cfg_path = val;
-            i++;
-            continue;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-            continue;
-        } else if (!strcmp(a, "--only")) {
-            if (!val) {
-                return mb_usage("--only needs train, prefill or decode", NULL);
-            }
-            if (!strcmp(val, "train")) {
-                only = ONLY_TRAIN;
-            } else if (!strcmp(val, "prefill")) {
-                only = ONLY_PREFILL;
-            } else if (!strcmp(val, "decode")) {
-                only = ONLY_DECODE;
-            } else {
-                return mb_usage("--only: expected train, prefill or decode, got", val);
-            }
-            i++;
-            continue;
-        } else if (!strcmp(a, "--seq-len")) {
-            dst = &T;
-        } else if (!strcmp(a, "--batch")) {
-            dst = &B;
-            hi = 1 << 16;
-        } else if (!strcmp(a, "--threads")) {
-            dst = &threads;
-            hi = 4096;
-        } else if (!strcmp(a, "--steps")) {
-            dst = &steps;
-            hi = 1 << 20;
-        } else if (!strcmp(a, "--context")) {
-            dst = &context;
-            lo = 0;
-        } else if (!strcmp(a, "--decode-steps")) {
-            dst = &dsteps;
-            hi = 1 << 20;
-        } else {
-            return mb_usage("unknown option", a);
-        }
-        if (mb_int(a, val, lo, hi, dst) != 0) {
-            return 2;
-        }
-        i++;
-    }
+    memset(o, 0, sizeof *o);
+    o->seq_len = 512;
+    o->batch = 1;
+    o->steps = 3;
+    o->context = 64;
+    o->decode_steps = 32;
+    o->only = LINA_MB_ALL;
+}
+
+int lina_model_bench_run(const lina_model_bench_opts *o)
+{
+    const char *cfg_path = o->config;
+    const int T = o->seq_len, B = o->batch, threads = o->threads, steps = o->steps, context = o->context,
+              dsteps = o->decode_steps, only = o->only, json = o->json;
     if (!cfg_path) {
         return mb_usage("--model CONFIG is required", NULL);
     }
@@ -188,7 +129,7 @@ int lina_model_bench_main(int argc, char **argv)
         goto done;
     }
 
-    if (only == ONLY_ALL || only == ONLY_TRAIN || only == ONLY_PREFILL) {
+    if (only == LINA_MB_ALL || only == LINA_MB_TRAIN || only == LINA_MB_PREFILL) {
         tok = malloc(nbt * sizeof(*tok));
         tgt = malloc(nbt * sizeof(*tgt));
         if (!tok || !tgt) {
@@ -199,7 +140,7 @@ int lina_model_bench_main(int argc, char **argv)
         mb_tokens(tgt, nbt, vocab, &seed);
     }
 
-    if (only == ONLY_ALL || only == ONLY_TRAIN) {
+    if (only == LINA_MB_ALL || only == LINA_MB_TRAIN) {
         if (lina_adamw_init(&opt, np) != 0) {
             mb_fail("adamw");
             goto done;
@@ -233,7 +174,7 @@ int lina_model_bench_main(int argc, char **argv)
         lina_adamw_free(&opt);
     }
 
-    if (only == ONLY_ALL || only == ONLY_PREFILL) {
+    if (only == LINA_MB_ALL || only == LINA_MB_PREFILL) {
         logits = malloc(nbt * (size_t)vocab * sizeof(*logits));
         if (!logits) {
             fprintf(stderr, "lina: bench: out of memory for the logits\n");
@@ -254,7 +195,7 @@ int lina_model_bench_main(int argc, char **argv)
         logits = NULL;
     }
 
-    if (only == ONLY_ALL || only == ONLY_DECODE) {
+    if (only == LINA_MB_ALL || only == LINA_MB_DECODE) {
         int piece = context < PIECE ? (context > 0 ? context : 1) : PIECE;
         int32_t *dt = malloc((size_t)B * piece * sizeof(*dt));
         logits = malloc((size_t)B * piece * vocab * sizeof(*logits));

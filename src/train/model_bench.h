@@ -2,21 +2,26 @@
 #ifndef LINA_MODEL_BENCH_H
 #define LINA_MODEL_BENCH_H
 
+enum { LINA_MB_ALL = 0, LINA_MB_TRAIN = 1, LINA_MB_PREFILL = 2, LINA_MB_DECODE = 3 };
+
+typedef struct lina_model_bench_opts {
+    const char *config; /* config.json of the model (required; random weights, seed 1) */
+    int seq_len;        /* tokens per sequence for training and prefill (512) */
+    int batch;          /* sequences per step (1) */
+    int threads;        /* lina_set_threads(N) when > 0 (0: lina's default) */
+    int steps;          /* timed training steps and prefill passes (3; one untimed
+                           warm-up of each comes first) */
+    int context;        /* tokens fed (chunk form, in pieces of at most 256) before the
+                           decode steps are timed (64) */
+    int decode_steps;   /* single-token decode steps timed (32) */
+    int only;           /* LINA_MB_ALL, or measure only TRAIN, PREFILL or DECODE */
+    int json;           /* print exactly one JSON object instead of the table */
+} lina_model_bench_opts;
+
+void lina_model_bench_opts_default(lina_model_bench_opts *o);
+
 /*
- * Runs the model benchmark. argv holds the arguments after "bench" (argv[0] is
- * the first option), argc their count:
- *
- *   --model CONFIG   config.json of the model (required; random weights, seed 1)
- *   --seq-len T      tokens per sequence for training and prefill (default 512)
- *   --batch B        sequences per step (default 1)
- *   --threads N      lina_set_threads(N) (default: lina's default)
- *   --steps N        timed training steps and prefill passes (default 3; one
- *                    untimed warm-up of each comes first)
- *   --context N      tokens fed (chunk form, in pieces of at most 256) before the
- *                    decode steps are timed (default 64)
- *   --decode-steps N single-token decode steps timed (default 32)
- *   --only WHAT      train | prefill | decode: measure only that (default: all)
- *   --json           print exactly one JSON object instead of the table
+ * Runs the model benchmark (the front-end is src/cli/bench.c).
  *
  * Training = forward + backward + AdamW update (lina_model_train_step,
  * lina_adamw_step). Tokens/s = tokens per step / the median time of the timed
@@ -28,6 +33,6 @@
  * Returns 0; on a bad option or a failure prints one "lina: bench: ..." line on
  * stderr and returns 2 (usage) or 1 (runtime).
  */
-int lina_model_bench_main(int argc, char **argv);
+int lina_model_bench_run(const lina_model_bench_opts *o);
 
 #endif

@@ -1,0 +1,197 @@
+/* op.c -- `lina op NAME`: run one token mixer on .npy inputs (the op contract in the
+ * README); `lina ops`: list the ops and their flags. */
+#include "cli.h"
+#include "lina.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int cli_op_accepts(const lina_op_info *op, const char *flag)
+{
+    for (int i = 0; i < 4 && op->flags[i]; i++) {
+        if (strcmp(op->flags[i], flag) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+const lina_op_info *cli_op_select(cli_cmd *c, int *rc)
+{
+    *rc = 2;
+    if (c->npos < 1) {
+        cli_fail(c, "missing op name (try 'lina ops')");
+        return NULL;
+    }
+    const lina_op_info *op = lina_op_find(c->pos[0]);
+    if (!op) {
+        cli_fail(c, "unknown op '%s' (try 'lina ops')", c->pos[0]);
+        return NULL;
+    }
+    const char *flags[] = {"--normalize", "--qk-l2norm", "--non-causal", "--window"};
+    for (int i = 0; i < 4; i++) {
+        if (cli_given(c, flags[i]) && !cli_op_accepts(op, flags[i])) {
+            cli_fail(c, "option %s does not apply to op '%s'", flags[i], op->name);
+            return NULL;
+        }
+    }
+    return op;
+}
+
+/* every DIR/NAME.npy into in */
+static int load_dir(const char *dir, lina_tset *in)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "lina: cannot open input directory '%s' (%s)\n", dir, strerror(errno));
+        return 2;
+    }
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || strcmp(e->d_name + n - 4, ".npy") != 0) {
+            continue;
+        }
+        if (n - 4 >= sizeof in->names[0]) {
+            continue; /* not a name any op uses */
+        }
+        char name[16];
+        memcpy(name, e->d_name, n - 4);
+        name[n - 4] = '\0';
+        size_t plen = strlen(dir) + n + 2;
+        char *path = malloc(plen);
+        if (!path) {
+            rc = 2;
+            break;
+        }
+        snprintf(path, plen, "%s/%s", dir, e->d_name);
+        lina_tensor t;
+        if (lina_npy_read(path, &t) != 0) {
+            fprintf(stderr, "lina: %s\n", lina_last_error());
+            free(path);
+            rc = 2;
+            break;
+        }
+        free(path);
+        if (lina_tset_add(in, name, &t) != 0) {
+            fprintf(stderr, "lina: %s\n", lina_last_error());
+            lina_tensor_free(&t);
+            rc = 2;
+            break;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+/* writes every output (names not starting with '_') as DIR/NAME.npy */
+static int write_outputs(const char *dout, const lina_tset *out)
+{
+    for (int i = 0; i < out->n; i++) {
+        if (out->names[i][0] == '_') {
+            continue; /* scratch kept between calls, not an output */
+        }
+        size_t plen = strlen(dout) + strlen(out->names[i]) + 8;
+        char *path = malloc(plen);
+        if (!path) {
+            fprintf(stderr, "lina: op: out of memory\n");
+            return 1;
+        }
+        snprintf(path, plen, "%s/%s.npy", dout, out->names[i]);
+        int rc = lina_npy_write(path, &out->t[i]);
+        free(path);
+        if (rc != 0) {
+            fprintf(stderr, "lina: %s\n", lina_last_error());
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int lina_cmd_op(int argc, char **argv)
+{
+    const char *din = NULL, *dout = NULL;
+    int form = -1, normalize = 0, qk_l2norm = 0, non_causal = 0;
+    lina_op_opts o = {0};
+    cli_opt opts[] = {
+        CLI_OPT_STR("--in", NULL, "DIR", &din, "directory of input NAME.npy files (required)"),
+        CLI_OPT_STR("--out", NULL, "DIR", &dout, "existing directory for the output NAME.npy files (required)"),
+        CLI_OPT_CHOICE("--form", &form, "chunk|recurrent", "chunked parallel or token-by-token form (required)"),
+        CLI_OPT_FLAG("--backward", NULL, &o.backward, "also the gradients (needs do.npy; dht.npy optional)"),
+        CLI_OPT_INT("--chunk", NULL, "C", &o.chunk, 1, 1024, "chunk length of the chunk form (0: the op's own)"),
+        CLI_HEADING("op flags (only for the ops that list them in 'lina ops'):"),
+        CLI_OPT_FLAG("--normalize", NULL, &normalize, "normalise the output by the key sum"),
+        CLI_OPT_FLAG("--qk-l2norm", NULL, &qk_l2norm, "L2-normalise q and k per head"),
+        CLI_OPT_FLAG("--non-causal", NULL, &non_causal, "bidirectional (no causal mask)"),
+        CLI_OPT_INT("--window", NULL, "W", &o.window, 1, 1 << 30, "sliding-window length (0: none)"),
+        CLI_OPT_END,
+    };
+    cli_cmd c = {.name = "op",
+                 .usage = "op NAME --in DIR --out DIR --form chunk|recurrent [--backward] [op flags]",
+                 .about = "  Runs the op NAME ('lina ops' lists them) on the inputs; the README's op contract\n"
+                          "  names the inputs and outputs of each.\n",
+                 .opts = opts,
+                 .max_pos = 1};
+    cli_default(&c, "--form", "none");
+    int r = cli_parse(&c, argc - 1, argv + 1);
+    if (r != CLI_RUN) {
+        return r;
+    }
+    const lina_op_info *op = cli_op_select(&c, &r);
+    if (!op) {
+        return r;
+    }
+    o.normalize = normalize;
+    o.qk_l2norm = qk_l2norm;
+    o.non_causal = non_causal;
+    if (!din) {
+        return cli_fail(&c, "--in DIR is required");
+    }
+    if (!dout) {
+        return cli_fail(&c, "--out DIR is required");
+    }
+    if (form < 0) {
+        return cli_fail(&c, "--form chunk|recurrent is required");
+    }
+    o.form = form == 0 ? LINA_FORM_CHUNK : LINA_FORM_RECURRENT;
+    struct stat st;
+    if (stat(dout, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "lina: output directory '%s' does not exist\n", dout);
+        return 2;
+    }
+    lina_tset in = {0}, out = {0};
+    int rc = load_dir(din, &in);
+    if (rc == 0 && lina_op_run(op, &in, &out, &o, NULL) != 0) {
+        fprintf(stderr, "lina: %s: %s\n", op->name, lina_last_error());
+        rc = 1;
+    }
+    if (rc == 0) {
+        rc = write_outputs(dout, &out);
+    }
+    lina_tset_free(&in);
+    lina_tset_free(&out);
+    return rc;
+}
+
+int lina_cmd_ops(int argc, char **argv)
+{
+    cli_opt opts[] = {CLI_OPT_END};
+    cli_cmd c = {.name = "ops", .usage = "ops", .about = "  Lists the ops of 'lina op' and 'lina bench' with the flags each accepts.\n",
+                 .opts = opts};
+    int r = cli_parse(&c, argc - 1, argv + 1);
+    if (r != CLI_RUN) {
+        return r;
+    }
+    for (const lina_op_info *const *p = lina_ops(); *p; p++) {
+        printf("%-18s %s", (*p)->name, (*p)->summary);
+        for (int i = 0; i < 4 && (*p)->flags[i]; i++) {
+            printf("%s%s", i ? " " : "  [", (*p)->flags[i]);
+        }
+        printf("%s\n", (*p)->flags[0] ? "]" : "");
+    }
+    return 0;
+}

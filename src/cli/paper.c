@@ -1,0 +1,31 @@
+/* paper.c -- `lina paper`: the reduced reproduction of the papers' synthetic-task
+ * findings (src/tasks/task_paper.c): DIR/PAPER.md and the PNG plots in DIR. */
+#include "cli.h"
+#include "lina.h"
+#include "../tasks/tasks.h"
+
+int lina_cmd_paper(int argc, char **argv)
+{
+    const char *out = "results", *only = NULL;
+    int threads = 2, quick = 0, assemble = 0;
+    cli_opt opts[] = {
+        CLI_OPT_STR("--out", NULL, "DIR", &out, "output directory"),
+        CLI_OPT_INT("--threads", "-t", "N", &threads, 1, 1024, "threads"),
+        CLI_OPT_STR("--only", NULL, "LIST", &only,
+                    "comma-separated subset of mqar,mom,parity,modarith,s3,icl; the others keep their last sections"),
+        CLI_OPT_FLAG("--quick", NULL, &quick, "1/20 of the steps (checks the pipeline; the numbers mean nothing)"),
+        CLI_OPT_FLAG("--assemble", NULL, &assemble, "run nothing; rebuild DIR/PAPER.md from DIR/paper_parts/"),
+        CLI_OPT_END,
+    };
+    cli_cmd c = {.name = "paper", .usage = "paper [--out DIR] [--threads N] [--only LIST] [--quick] [--assemble]",
+                 .about = "  The papers' synthetic-task experiments at reduced scale: DIR/PAPER.md (the numbers next\n"
+                          "  to the papers', seeds and wall times) and DIR/*.png; each experiment's section is kept in\n"
+                          "  DIR/paper_parts/.\n",
+                 .opts = opts};
+    cli_default(&c, "--only", "all");
+    int r = cli_parse(&c, argc - 1, argv + 1);
+    if (r != CLI_RUN) {
+        return r;
+    }
+    return lina_paper_run(out, assemble ? "" : only, threads, quick);
+}
