@@ -2,7 +2,7 @@
 """torch_train.py -- PyTorch baseline for `lina bench --model`: training tokens/s.
 
 The same causal LMs as lina (the functional model of dev/torch_ref.py, built
-from ../shared/spec/MIXERS.md), float32, with the token mixers in chunkwise
+from docs/mixers.md), float32, with the token mixers in chunkwise
 form written with plain torch ops (below): GLA as intra-chunk dense products
 plus an inter-chunk state, (Gated) DeltaNet through the WY / UT transform
 (a unit-lower-triangular solve per chunk). Timed: forward + backward +
@@ -42,7 +42,7 @@ def _unchunk(o, T):
 
 
 def gla_chunk(q, k, v, g, scale, C=64):
-    """GLA (vector log-gate g [B,T,H,K]) in chunk form (MIXERS.md 1.5). The
+    """GLA (vector log-gate g [B,T,H,K]) in chunk form (docs/mixers.md 3.1). The
     intra-chunk weights factor exp(b_r - b_c) = exp(b_r) exp(-b_c) against the
     chunk start, which is fine for GLA's mild gates (logsigmoid / 16) but would
     overflow float32 for decays beyond ~ -88 per chunk."""
@@ -66,7 +66,7 @@ def gla_chunk(q, k, v, g, scale, C=64):
 
 
 def delta_chunk(q, k, v, beta, g, scale, C=64):
-    """(Gated) delta rule in chunk form, WY / UT transform (MIXERS.md 6, 7).
+    """(Gated) delta rule in chunk form, WY / UT transform (docs/mixers.md 4.1, 4.2).
     q, k [B,T,H,K] (L2-normalised), v [B,T,H,V], beta [B,T,H], g [B,T,H] or None."""
     T = q.shape[1]
     q, k, v = (_chunks(t, C) for t in (q, k, v))  # [B,H,n,C,*]

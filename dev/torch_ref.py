@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """torch_ref.py -- independent PyTorch reference for lina's causal LMs.
 
-Written from ../shared/spec/MIXERS.md (sections 1.4, 4, 6, 7, 14, 15), not from
+Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 9) and docs/checkpoints.md, not from
 lina's C sources. For each test case it writes, under tests/ref/torch/<case>/:
 
   config.json        the FLA-style config (model_type, sizes, options)
@@ -36,7 +36,7 @@ import torch
 F64 = torch.float64
 
 
-# ------------------------------------------------------------------ blocks (MIXERS.md 1.4)
+# ------------------------------------------------------------------ blocks (docs/mixers.md 2)
 
 def softplus(x):
     # log(1 + e^x), x itself above 20
@@ -280,7 +280,7 @@ def lm_loss(logits, targets):
 # ------------------------------------------------------- parameter names and shapes (15.2)
 
 def param_shapes(c):
-    """Ordered {name: shape} of the model's parameters, from MIXERS.md 15.2."""
+    """Ordered {name: shape} of the model's parameters, from docs/checkpoints.md 2.2."""
     D, L, Vv = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
     I = c["intermediate_size"]
     W = c.get("conv_size", 4)

@@ -52,7 +52,7 @@ __attribute__((unused)) static double th_normal(void)
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-/* max |a - b| / max(1, max |b|): the accuracy measure of OPS.md */
+/* max |a - b| / max(1, max |b|): the accuracy measure of docs/ops.md section 4 */
 __attribute__((unused)) static double th_relerr_fd(const float *a, const double *b, size_t n)
 {
     double m = 1.0, e = 0.0;

@@ -1,7 +1,7 @@
 /* model_ref.h -- the double-precision reference LM shared by the model
  * tests (test_model*.c): embedding, pre-norm blocks with RMSNorm, a mixer,
  * SwiGLU MLP, final norm, lm head, mean cross-entropy -- token by token in
- * double, straight from MIXERS.md 1.4 -- plus the finite-difference gradient
+ * double, straight from docs/mixers.md 2 -- plus the finite-difference gradient
  * check (test_fd), chunk-vs-recurrent (test_forms) and prefill+decode
  * (test_decode) checks of a whole model.
  *
@@ -136,7 +136,7 @@ static __attribute__((unused)) void rl2(double *x, int n)
     }
 }
 
-/* softmax attention over one sequence (MIXERS.md 14): RoPE, GQA, window */
+/* softmax attention over one sequence (docs/mixers.md 9): RoPE, GQA, window */
 static __attribute__((unused)) void ref_attn(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
 {
     const lina_model *m = r->m;

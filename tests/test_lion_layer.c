@@ -1,5 +1,5 @@
 /* test_lion_layer.c -- the LION-S attention layer (src/nn/lion_layer.c)
- * against a double-precision reference written here straight from MIXERS.md
+ * against a double-precision reference written here straight from docs/mixers.md
  * section 13 in its full (parallel) form: the T x T decay mask built from
  * products of the per-token gates, scores phi(q_i).phi(k_j), row-normalised,
  * over all keys. Checks: forward vs the reference; every parameter gradient

@@ -1,13 +1,13 @@
 /* test_model.c -- the causal LMs of src/model (gla, retnet, delta_net,
  * gated_deltanet, hgrn2, transformer, hybrids with softmax attention): a
  * double-precision reference model written here (token-by-token recurrences,
- * straight from MIXERS.md sections 1.4, 3 to 7 and 14) checks the float
+ * straight from docs/mixers.md sections 2, 3.4-4.2 and 9) checks the float
  * model's logits and loss, and central finite differences of that reference
  * (in double) check the parameter gradients of lina_model_train_step (every
  * parameter for the main configs, a random subset for the variants); a
  * planted gradient error shows that the check can fail. Also: tensor names,
  * shapes, offsets, decay flags and initialisation against FLA's state dict
- * (MIXERS.md 15.2), gradient accumulation and repeatability, chunk-form
+ * (docs/checkpoints.md 2.2), gradient accumulation and repeatability, chunk-form
  * (prefill) logits against recurrent-form logits across chunk boundaries,
  * prefill + decode steps (lina_model_decode) against one forward, the layers'
  * decode paths, save/load round trips and error paths. */
@@ -234,7 +234,7 @@ static void ref_gla(const ref_model *r, const double *P, int l, const double *xn
 }
 
 
-/* Gated DeltaNet mixer over one sequence (MIXERS.md 7, recurrent form) */
+/* Gated DeltaNet mixer over one sequence (docs/mixers.md 4.2, recurrent form) */
 static void ref_gdn(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
 {
     const lina_model *m = r->m;
@@ -329,7 +329,7 @@ static void ref_gdn(const ref_model *r, const double *P, int l, const double *xn
     free(S);
 }
 
-/* HGRN2 over one sequence (MIXERS.md 5), lower bounds from model.lower_bounds */
+/* HGRN2 over one sequence (docs/mixers.md 3.6), lower bounds from model.lower_bounds */
 static void ref_hgrn2(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
 {
     const lina_model *m = r->m;
@@ -388,7 +388,7 @@ static void ref_hgrn2(const ref_model *r, const double *P, int l, const double *
 
 
 
-/* names and shapes of FLA's GLA state dict (MIXERS.md 15.2) */
+/* names and shapes of FLA's GLA state dict (docs/checkpoints.md 2.2) */
 static void test_names(void)
 {
     lina_config c = tiny_gla(0, 1);
@@ -556,7 +556,7 @@ static void test_gla_step(void)
     free(ys);
 }
 
-/* Gated DeltaNet names and shapes (MIXERS.md 15.2; 1.3B pattern scaled down) */
+/* Gated DeltaNet names and shapes (docs/checkpoints.md 2.2; 1.3B pattern scaled down) */
 static void test_gdn_names(void)
 {
     lina_config c = tiny_gdn(1, 1, 0);
@@ -711,7 +711,7 @@ static int has_shape(const lina_model *m, const char *name, int nd, int64_t s0, 
     return 1;
 }
 
-/* transformer and hybrid attention names (MIXERS.md 15.2: attn.{q,k,v,o}_proj,
+/* transformer and hybrid attention names (docs/checkpoints.md 2.2: attn.{q,k,v,o}_proj,
  * biases with qkv_bias, q_norm/k_norm [d] with qk_norm) */
 static void test_attn_names(void)
 {
@@ -748,7 +748,7 @@ static void test_attn_names(void)
 }
 
 
-/* DeltaNet (MIXERS.md 15.2): q,k,v_proj, b_proj [H, D], q,k,v_conv1d, o_norm [V], o_proj */
+/* DeltaNet (docs/checkpoints.md 2.2): q,k,v_proj, b_proj [H, D], q,k,v_conv1d, o_norm [V], o_proj */
 static void test_deltanet_names(void)
 {
     lina_config c = tiny_deltanet(1, 0, 1); /* D 16, H 2, K = V = 8 */
@@ -772,7 +772,7 @@ static void test_deltanet_names(void)
           lina_last_error());
 }
 
-/* RetNet (MIXERS.md 15.2): q_proj [Kd, D], k_proj, v_proj [Vd, D], g_proj,
+/* RetNet (docs/checkpoints.md 2.2): q_proj [Kd, D], k_proj, v_proj [Vd, D], g_proj,
  * g_norm_swish_gate [V], o_proj [D, Vd]; no gate projections */
 static void test_retnet_names(void)
 {
@@ -895,7 +895,7 @@ static void test_errors(void)
     CHECK(rc != 0 && m2 == NULL, "errors: load from a missing directory fails: %s", lina_last_error());
 }
 
-/* GVA (MIXERS.md 7, 1.2): q/k per q/k head, everything else per value head */
+/* GVA (docs/mixers.md 4.2, 1): q/k per q/k head, everything else per value head */
 static void test_gva_names(lina_config c)
 {
     lina_model *m = NULL;
@@ -932,7 +932,7 @@ static void test_group_names(lina_config c)
     lina_model_free(m);
 }
 
-/* HGRN2 (MIXERS.md 15.2): q_proj, f_proj, i_proj [D, D], g_norm.weight [D],
+/* HGRN2 (docs/checkpoints.md 2.2): q_proj, f_proj, i_proj [D, D], g_norm.weight [D],
  * o_proj [D, D]; model.lower_bounds [layers, D] */
 static void test_hgrn2_names(void)
 {

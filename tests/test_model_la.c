@@ -1,7 +1,7 @@
 /* test_model_la.c -- the linear_attn and gated_deltaproduct model types
  * (src/nn/la_layer.c, src/nn/dp_layer.c, src/model/mix_la.c, mix_dp.c).
  * A double-precision reference of each layer written here token by token
- * from MIXERS.md sections 2 and 8 (feature maps, sum normalisation,
+ * from docs/mixers.md sections 3.3 and 4.3 (feature maps, sum normalisation,
  * normaliser, grouped kv heads, output RMSNorm; n_h Householder sub-steps with
  * the forget gate once per token, L2-normalised q and keys, beta in (0, 2),
  * gated output norm) plugs into the shared reference LM (model_ref.h), which
@@ -99,7 +99,7 @@ static ref_fm ref_fm_of(const ref_model *r, const double *P, int l, char which)
     return f;
 }
 
-/* phi [F] = feature map fm of x [K] (MIXERS.md 2, FLA's versions) */
+/* phi [F] = feature map fm of x [K] (docs/mixers.md 3.3, FLA's versions) */
 static void ref_fmap(const char *fm, const ref_fm *p, const double *x, double *phi, int K)
 {
     if (strcmp(fm, "identity") == 0) {
@@ -473,7 +473,7 @@ static void test_dp_names(void)
             ok &= P[off + i] <= (float)log(16.0) + 1e-6f; /* ln U(0, 16) */
         }
     }
-    CHECK(ok, "gated_deltaproduct names and shapes (n_h 3, GVA): MIXERS.md 15.2");
+    CHECK(ok, "gated_deltaproduct names and shapes (n_h 3, GVA): docs/checkpoints.md 2.2");
     lina_model_free(m);
     m = NULL;
     c = tiny_dp(2, 0, 0, 0);

@@ -1,10 +1,10 @@
-/* test_model_mamba2.c -- the Mamba2 LM (model_type "mamba2", MIXERS.md 10
+/* test_model_mamba2.c -- the Mamba2 LM (model_type "mamba2", docs/mixers.md 6
  * and 15): a double-precision reference of the Mamba2 mixer written here,
- * token by token from MIXERS.md 10 (the state H_t [P, N] with its true,
+ * token by token from docs/mixers.md 6 (the state H_t [P, N] with its true,
  * possibly negative decay, not lina's sign-folded engine inputs), plugged
  * into the shared reference LM of model_ref.h; whole-model logits, loss and
  * finite-difference gradients, chunk vs recurrent form, prefill + decode,
- * negative eigenvalues (TASKS.md 2.2: decay 2 exp(delta A) - 1, checked to be
+ * negative eigenvalues (docs/tasks.md 2.1: decay 2 exp(delta A) - 1, checked to be
  * negative for a good share of the steps), the FLA names and shapes of the
  * backbone.* state dict, initial values, and bad configs. */
 #include "harness.h"

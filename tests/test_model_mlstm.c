@@ -1,6 +1,6 @@
 /* test_model_mlstm.c -- the mLSTM language model (model_type "mlstm",
  * src/nn/mlstm_layer.c): a double-precision reference of the layer written
- * here straight from MIXERS.md section 9 (projections, soft-capped gates, the
+ * here straight from docs/mixers.md section 5 (projections, soft-capped gates, the
  * stabilised recurrence token by token, per-head LayerNorm, sigmoid output
  * gate, out_proj) inside the shared reference LM (model_ref.h) checks the
  * float model's logits and loss, and central finite differences of it check
@@ -61,7 +61,7 @@ static lina_config hybrid_mlstm(void)
 
 /* ---------------------------------------------- double reference mixer */
 
-/* The mLSTM layer of MIXERS.md 9 over a whole batch: out [B*T, D] from
+/* The mLSTM layer of docs/mixers.md 5 over a whole batch: out [B*T, D] from
  * xn [B*T, D]. Recurrent, stabilised, m_0 = 0, q scaled by K^-1/2. */
 static double ref_mlstm(const ref_model *r, const double *P, int l, const double *xn, double *out, int B, int T)
 {

@@ -1,6 +1,6 @@
-/* test_model_mom.c -- the MoM mixer (model_type "mom", MIXERS.md 12) and the
+/* test_model_mom.c -- the MoM mixer (model_type "mom", docs/mixers.md 7) and the
  * top-k mixture-of-experts feed-forward block (num_experts > 0). Double
- * references written here from MIXERS.md 1.4, 4, 7 and 12 (token-by-token
+ * references written here from docs/mixers.md 2, 3.5, 4.2 and 7 (token-by-token
  * recurrences over each memory's routed sub-sequence; the router, top-k,
  * renormalised weights and load-balancing losses in double) check the float
  * model's logits, loss (with the auxiliary losses) and, by central finite
@@ -132,7 +132,7 @@ static void ref_route(const double *Wr, const double *x, int D, int E, int k, do
     }
 }
 
-/* Gated DeltaNet (MIXERS.md 7) over one sequence xs [T, D]: o [T, H*V] is
+/* Gated DeltaNet (docs/mixers.md 4.2) over one sequence xs [T, D]: o [T, H*V] is
  * the rule's readout (before the output norm). Weights: q, k [HK, D];
  * v [HV, D]; a, b [H, D]; A_log, dt_bias [H]; convs [C, W] or NULL (then SiLU). */
 typedef struct ref_gdn_w {
@@ -223,7 +223,7 @@ static void ref_out(const ref_model *r, const double *P, int l, const double *xn
     }
 }
 
-/* MoM (MIXERS.md 12) over the whole batch; returns the layer's aux loss */
+/* MoM (docs/mixers.md 7) over the whole batch; returns the layer's aux loss */
 static double ref_mom(const ref_model *r, const double *P, int l, const double *xn, double *out, int B, int T)
 {
     const lina_model *m = r->m;
@@ -327,7 +327,7 @@ static double ref_mom(const ref_model *r, const double *P, int l, const double *
     return c->aux_loss_scale / nl * M * aux;
 }
 
-/* Gated DeltaNet layer (MIXERS.md 7) of a gated_deltanet model, per sequence */
+/* Gated DeltaNet layer (docs/mixers.md 4.2) of a gated_deltanet model, per sequence */
 static double ref_gdn_model(const ref_model *r, const double *P, int l, const double *xn, double *out, int B, int T)
 {
     const lina_model *m = r->m;
@@ -354,7 +354,7 @@ static double ref_gdn_model(const ref_model *r, const double *P, int l, const do
     return 0.0;
 }
 
-/* GLA layer (MIXERS.md 4) of a gla model with the class defaults (no conv,
+/* GLA layer (docs/mixers.md 3.5) of a gla model with the class defaults (no conv,
  * output gate, gate rank 16, logsigmoid / 16), per sequence */
 static double ref_gla_model(const ref_model *r, const double *P, int l, const double *xn, double *out, int B, int T)
 {
@@ -462,7 +462,7 @@ static int has_shape(const lina_model *m, const char *name, int nd, int64_t s0, 
     return n == nd && sh[0] == s0 && (nd < 2 || sh[1] == s1) && (nd < 3 || sh[2] == s2) && dec == decay;
 }
 
-/* FLA's MomAttention names and shapes (MIXERS.md 15.2), and the MoE block's */
+/* FLA's MomAttention names and shapes (docs/checkpoints.md 2.2), and the MoE block's */
 static void test_names(void)
 {
     lina_config c = tiny_mom(3, 2, 1, 0);

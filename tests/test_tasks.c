@@ -1,5 +1,5 @@
 /* test_tasks.c -- the synthetic tasks (src/tasks/): MQAR placement and labels exactly as
- * TASKS.md 1.1, parity and modular-arithmetic labels, S3/S5 multiplication tables and
+ * docs/tasks.md 1.1, parity and modular-arithmetic labels, S3/S5 multiplication tables and
  * running products, determinism for a seed, and a seconds-long training run of each
  * task in which the loss falls. */
 #include "harness.h"

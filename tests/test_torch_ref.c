@@ -1,5 +1,5 @@
 /* test_torch_ref.c -- lina's causal LMs against an independent PyTorch
- * implementation (dev/torch_ref.py, written from MIXERS.md, float64 autograd).
+ * implementation (dev/torch_ref.py, written from docs/mixers.md, float64 autograd).
  *
  * For every case directory tests/ref/torch/<case>/ (gla, gated_deltanet,
  * delta_net, transformer, hybrid_gla_attn, and the option variants
@@ -33,7 +33,7 @@
 #include <string.h>
 
 #define TOL 1e-4      /* logits, loss */
-#define GRAD_TOL 5e-4 /* per gradient tensor (OPS.md's gradient tolerance): a tensor whose gradient
+#define GRAD_TOL 5e-4 /* per gradient tensor (docs/ops.md's gradient tolerance): a tensor whose gradient
                          is a small sum with cancellation (Gated DeltaNet's dt_bias) reaches
                          ~1e-4 from float32 round-off alone; torch's own float32 run gives 3e-5 */
 #define PREFILL 66 /* > 64: the prefill itself crosses a chunk boundary */

@@ -3,7 +3,7 @@
  *
  * Per token t: S' = exp(g_t) S (first sub-step only), then per sub-step
  *   u = v - S'^T k,  S = S' + beta k u^T;  o_t = s S^T q_t after the last one.
- * Backward (MIXERS.md section 7), R = total gradient of the state after a row:
+ * Backward (docs/mixers.md section 4.2), R = total gradient of the state after a row:
  *   dv = beta R^T k,  dbeta = k^T R u,  dk = beta (R u - S' R^T k),
  *   dS' = R - beta k (k^T R),  dg = sum(dS' * S'),  R_prev = exp(g) dS'. */
 #include "ref_delta.h"

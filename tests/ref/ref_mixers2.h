@@ -1,12 +1,12 @@
 /* ref_mixers2.h -- plain double-precision references for mlstm, softmax_attn
  * and lion (tests only). Layouts as in lina.h: [B,T,H,D] activations,
  * [B,H,K,V] states. */
-#ifndef LINA_TEST_REF_MIXERS2_H
-#define LINA_TEST_REF_MIXERS2_H
+#ifndef LINA_TEST_REF_MIX2_H
+#define LINA_TEST_REF_MIX2_H
 
 #include <stddef.h>
 
-/* mLSTM, step by step (OPS.md). ks: key scale. h0, n0, m0 all given or all
+/* mLSTM, step by step (docs/ops.md section 3). ks: key scale. h0, n0, m0 all given or all
  * NULL (zero states, m0 = 0). ht, nt, mt may be NULL. */
 void ref_mlstm_fwd(int B, int T, int H, int K, int V, double ks, const double *q, const double *k,
                    const double *v, const double *ig, const double *fg, const double *h0,
@@ -29,7 +29,7 @@ void ref_softmax_bwd(int B, int T, int H, int K, int V, double s, int window, in
                      const double *q, const double *k, const double *v, const double *dout,
                      double *dq, double *dk, double *dv);
 
-/* LION-S, quadratic masked form with M_ij of OPS.md. */
+/* LION-S, quadratic masked form with M_ij of docs/ops.md section 3. */
 void ref_lion_fwd(int B, int T, int H, int K, int V, double s, int normalize, const double *q,
                   const double *k, const double *v, const double *g, double *o);
 void ref_lion_bwd(int B, int T, int H, int K, int V, double s, int normalize, const double *q,
