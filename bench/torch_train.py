@@ -5,8 +5,9 @@ The same causal LMs as lina (the functional model of dev/torch_ref.py, built
 from docs/mixers.md), float32, with the token mixers in chunkwise
 form written with plain torch ops (below): GLA as intra-chunk dense products
 plus an inter-chunk state, (Gated) DeltaNet through the WY / UT transform
-(a unit-lower-triangular solve per chunk). Timed: forward + backward +
-torch.optim.AdamW step on B x T random tokens, after one warm-up step.
+(a unit-lower-triangular solve per chunk). Mamba2's SSD as the scalar-gate chunk form. Timed: forward + backward
+(+ global-norm clipping with --clip) + torch.optim.AdamW step on B x T random
+tokens; tokens/s from the median step after one warm-up step.
 
   /usr/bin/python3 bench/torch_train.py --model configs/gla-10m.json --seq-len 512 --batch 1 \
       --threads 2 --steps 3 [--json]
@@ -99,6 +100,28 @@ def delta_chunk(q, k, v, beta, g, scale, C=64):
     return _unchunk(torch.stack(outs, dim=2), T)
 
 
+def ssd_chunk(q, k, v, g, scale, C=64):
+    """Scalar-gated linear attention (Mamba2's SSD: q = C, k = B, v = delta x, g = delta A
+    [B,T,H]) in chunk form with the decays taken as differences inside the chunk
+    (exp(b_r - b_c) for r >= c), so no factor exceeds 1."""
+    T = q.shape[1]
+    q, k, v = (_chunks(t, C) for t in (q, k, v))  # [B,H,n,C,*]
+    b = _chunks(g[..., None], C)[..., 0].cumsum(dim=-1)  # [B,H,n,C]
+    incl = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    gam = torch.exp((b[..., :, None] - b[..., None, :]).masked_fill(~incl, float("-inf")))
+    qs = q * scale
+    o = ((qs @ k.transpose(-1, -2)) * gam) @ v
+    qe = qs * torch.exp(b)[..., None]
+    bl = b[..., -1:]
+    kd = k * torch.exp(bl - b)[..., None]
+    S = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1])
+    outs = []
+    for i in range(q.shape[2]):
+        outs.append(qe[:, :, i] @ S)
+        S = torch.exp(bl[:, :, i])[..., None] * S + kd[:, :, i].transpose(-1, -2) @ v[:, :, i]
+    return _unchunk(o + torch.stack(outs, dim=2), T)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -107,6 +130,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--beta2", type=float, default=0.95)
+    ap.add_argument("--clip", type=float, default=0.0, help="global gradient-norm clipping (0: none)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -127,8 +153,11 @@ def main():
     decay = [t for n, t in params.items() if t.dim() >= 2 and "embeddings" not in n]
     no_decay = [t for n, t in params.items() if not (t.dim() >= 2 and "embeddings" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
-    mixers = {"gla": lambda *x: gla_chunk(*x, C=a.chunk), "delta": lambda *x: delta_chunk(*x, C=a.chunk)}
+                            lr=a.lr, betas=(0.9, a.beta2), eps=1e-8)
+    if c["model_type"] == "mamba2" and c.get("allow_neg_eigval"):
+        sys.exit("torch_train.py: mamba2 with allow_neg_eigval has no chunk form here")
+    mixers = {"gla": lambda *x: gla_chunk(*x, C=a.chunk), "delta": lambda *x: delta_chunk(*x, C=a.chunk),
+              "ssd": lambda *x: ssd_chunk(*x, C=a.chunk)}
     tok = torch.randint(0, c["vocab_size"], (a.batch, a.seq_len), generator=gen)
     tgt = torch.randint(0, c["vocab_size"], (a.batch, a.seq_len), generator=gen)
 
@@ -136,17 +165,24 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss = torch_ref.lm_loss(torch_ref.model_logits(params, c, tok, mixers), tgt)
         loss.backward()
+        if a.clip > 0:
+            torch.nn.utils.clip_grad_norm_(list(params.values()), a.clip)
         opt.step()
         return loss.item()
 
     step()  # warm-up
-    t0 = time.perf_counter()
+    times = []
     for _ in range(a.steps):
+        t0 = time.perf_counter()
         step()
-    dt = time.perf_counter() - t0
-    tps = a.batch * a.seq_len * a.steps / dt
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    n = len(times)
+    med = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
+    tps = a.batch * a.seq_len / med
     r = {"framework": "torch", "torch": torch.__version__, "model_type": c["model_type"], "params": n_params,
-         "seq_len": a.seq_len, "batch": a.batch, "threads": a.threads, "train_tokens_per_s": round(tps, 1)}
+         "seq_len": a.seq_len, "batch": a.batch, "threads": a.threads, "train_tokens_per_s": round(tps, 1),
+         "train_ms_per_step": round(1e3 * med, 3)}
     if a.json:
         print(json.dumps(r))
     else:

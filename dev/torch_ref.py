@@ -117,6 +117,22 @@ def delta_recurrent(q, k, v, beta, g, scale):
     return torch.stack(out, dim=1)
 
 
+def ssd_recurrent(q, k, v, g, scale, neg=False):
+    """Mamba2 / SSD as scalar-gated linear attention (MIXERS.md 10): q = C, k = B [B,T,H,N],
+    v = delta x [B,T,H,P], g = delta A [B,T,H]; decay a_t = exp(g_t), or 2 exp(g_t) - 1 with
+    negative eigenvalues. S_t = a_t S_{t-1} + k_t v_t^T, o_t = S_t^T (s q_t)."""
+    Bsz, T, H, N = q.shape
+    S = q.new_zeros(Bsz, H, N, v.shape[-1])
+    out = []
+    for t in range(T):
+        a = torch.exp(g[:, t])
+        if neg:
+            a = 2.0 * a - 1.0
+        S = a[..., None, None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        out.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
+    return torch.stack(out, dim=1)
+
+
 def rope(x, theta):
     """Rotate-half RoPE over the head axis of x [B,T,H,d], positions 0..T-1."""
     T, d = x.shape[1], x.shape[-1]
@@ -217,6 +233,41 @@ def delta_layer(x, p, pre, c, gated, mix=delta_recurrent):
     return linear(o.reshape(x.shape[0], x.shape[1], -1), p[pre + "o_proj.weight"])
 
 
+def mamba2_layer(x, p, pre, c, mix=ssd_recurrent):
+    """FLA's Mamba2 mixer (MIXERS.md 10): in_proj -> [z | xBC | dt], conv + SiLU on xBC, softplus
+    time steps, SSD, D skip, gated grouped RMSNorm, out_proj."""
+    Bsz, T = x.shape[0], x.shape[1]
+    H, P, N, G = c["num_heads"], c["head_dim"], c["state_size"], c.get("n_groups", 1)
+    E = H * P
+    bias = c.get("use_bias", False)
+    zxd = linear(x, p[pre + "in_proj.weight"], p[pre + "in_proj.bias"] if bias else None)
+    z, xbc, dt = zxd[..., :E], zxd[..., E:2 * E + 2 * G * N], zxd[..., 2 * E + 2 * G * N:]
+    xbc = short_conv(xbc, p[pre + "conv1d.weight"], False)
+    if c.get("use_conv_bias", True):
+        xbc = xbc + p[pre + "conv1d.bias"]
+    xbc = silu(xbc)
+    xs = xbc[..., :E].reshape(Bsz, T, H, P)
+    Bm = xbc[..., E:E + G * N].reshape(Bsz, T, G, N).repeat_interleave(H // G, dim=2)
+    Cm = xbc[..., E + G * N:].reshape(Bsz, T, G, N).repeat_interleave(H // G, dim=2)
+    delta = softplus(dt + p[pre + "dt_bias"])  # [B,T,H]
+    g = delta * -torch.exp(p[pre + "A_log"])
+    neg = c.get("allow_neg_eigval", False)
+    y = mix(Cm, Bm, delta[..., None] * xs, g, 1.0, neg) if neg else mix(Cm, Bm, delta[..., None] * xs, g, 1.0)
+    Dk = p[pre + "D"]
+    y = y + (Dk.view(H, P) if c.get("D_has_hdim", False) else Dk[:, None]) * xs
+    y = y.reshape(Bsz, T, E)
+    eps = c.get("norm_eps", 1e-5)
+    if c.get("rmsnorm", True):
+        w = p[pre + "norm.weight"]
+        yg = y if c.get("norm_before_gate", False) else y * silu(z)
+        yn = rmsnorm(yg.view(Bsz, T, G, E // G), w.view(G, E // G), eps).reshape(Bsz, T, E)
+        if c.get("norm_before_gate", False):
+            yn = yn * silu(z)
+    else:
+        yn = y * silu(z)
+    return linear(yn, p[pre + "out_proj.weight"], p[pre + "out_proj.bias"] if bias else None)
+
+
 def attn_layer(x, p, pre, a):
     H = a["num_heads"]
     Hkv = a.get("num_kv_heads") or H
@@ -255,12 +306,22 @@ def mixer(x, p, pre, c, i, mixers):
         return delta_layer(x, p, pre, c, False, mixers["delta"])
     if t == "gated_deltanet":
         return delta_layer(x, p, pre, c, True, mixers["delta"])
+    if t == "mamba2":
+        return mamba2_layer(x, p, pre, c, mixers.get("ssd", ssd_recurrent))
     raise ValueError("model_type " + t)
 
 
 def model_logits(p, c, tokens, mixers=None):
-    mixers = mixers or {"gla": gla_recurrent, "delta": delta_recurrent}
+    mixers = mixers or {"gla": gla_recurrent, "delta": delta_recurrent, "ssd": ssd_recurrent}
     eps = c.get("norm_eps", 1e-6)
+    if c["model_type"] == "mamba2":  # backbone.* names, no MLP (MIXERS.md 10)
+        x = p["backbone.embeddings.weight"][tokens]
+        for i in range(c["num_hidden_layers"]):
+            pre = "backbone.layers.%d." % i
+            x = x + mixer(rmsnorm(x, p[pre + "norm.weight"], eps), p, pre + "mixer.", c, i, mixers)
+        x = rmsnorm(x, p["backbone.norm_f.weight"], eps)
+        w = p["backbone.embeddings.weight"] if c.get("tie_word_embeddings", False) else p["lm_head.weight"]
+        return x @ w.t()
     x = p["model.embeddings.weight"][tokens]
     for i in range(c["num_hidden_layers"]):
         pre = "model.layers.%d." % i
@@ -282,6 +343,8 @@ def lm_loss(logits, targets):
 def param_shapes(c):
     """Ordered {name: shape} of the model's parameters, from docs/checkpoints.md 2.2."""
     D, L, Vv = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
+    if c["model_type"] == "mamba2":
+        return mamba2_shapes(c)
     I = c["intermediate_size"]
     W = c.get("conv_size", 4)
     s = {"model.embeddings.weight": (Vv, D)}
@@ -367,6 +430,36 @@ def param_shapes(c):
     return s
 
 
+def mamba2_shapes(c):
+    """{name: shape} of a Mamba2 LM (MIXERS.md 15.2, prefix backbone.)."""
+    D, L, Vv = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
+    H, P, N, G = c["num_heads"], c["head_dim"], c["state_size"], c.get("n_groups", 1)
+    E, W = H * P, c.get("conv_kernel", 4)
+    s = {"backbone.embeddings.weight": (Vv, D)}
+    for i in range(L):
+        pre = "backbone.layers.%d." % i
+        s[pre + "norm.weight"] = (D,)
+        a = pre + "mixer."
+        s[a + "in_proj.weight"] = (2 * E + 2 * G * N + H, D)
+        if c.get("use_bias", False):
+            s[a + "in_proj.bias"] = (2 * E + 2 * G * N + H,)
+        s[a + "conv1d.weight"] = (E + 2 * G * N, 1, W)
+        if c.get("use_conv_bias", True):
+            s[a + "conv1d.bias"] = (E + 2 * G * N,)
+        s[a + "dt_bias"] = (H,)
+        s[a + "A_log"] = (H,)
+        s[a + "D"] = (E,) if c.get("D_has_hdim", False) else (H,)
+        if c.get("rmsnorm", True):
+            s[a + "norm.weight"] = (E,)
+        s[a + "out_proj.weight"] = (D, E)
+        if c.get("use_bias", False):
+            s[a + "out_proj.bias"] = (D,)
+    s["backbone.norm_f.weight"] = (D,)
+    if not c.get("tie_word_embeddings", False):
+        s["lm_head.weight"] = (Vv, D)
+    return s
+
+
 def init_params(shapes, gen):
     """Random float32 weights scaled so that every path carries signal (not FLA's init)."""
     p = {}
@@ -374,6 +467,8 @@ def init_params(shapes, gen):
         z = torch.randn(shp, generator=gen, dtype=F64)
         if name.endswith("norm.weight") or name.endswith("norm_swish_gate.weight"):
             w = 1.0 + 0.2 * z
+        elif name.endswith("mixer.D"):
+            w = 1.0 + 0.3 * z
         elif name.endswith("embeddings.weight"):
             w = 0.25 * z
         elif name.endswith(".bias"):
@@ -440,6 +535,9 @@ CASES = {
     "delta_net_gate": dict(BASE, model_type="delta_net", expand_k=0.5, expand_v=1.0, use_short_conv=True,
                            conv_size=4, use_gate=True, use_beta=True, allow_neg_eigval=True,
                            qk_activation="silu", qk_norm="l2", tie_word_embeddings=True),
+    "mamba2": dict(BASE, model_type="mamba2", head_dim=32, state_size=8, expand=2, n_groups=1, conv_kernel=4,
+                   use_conv_bias=True, use_bias=False, rmsnorm=True, norm_before_gate=False, chunk_size=64,
+                   D_has_hdim=False, allow_neg_eigval=False, norm_eps=1e-5, tie_word_embeddings=False),
 }
 
 B, T = 2, 70  # T > 64 crosses lina's chunk boundary (chunk 64) and is not a multiple of it
@@ -483,7 +581,8 @@ def check_chunk_forms(p, c, inp):
     with torch.no_grad():
         ref = model_logits(p, c, inp)
         chk = model_logits(p, c, inp, {"gla": lambda *a: torch_train.gla_chunk(*a, C=16),
-                                       "delta": lambda *a: torch_train.delta_chunk(*a, C=16)})
+                                       "delta": lambda *a: torch_train.delta_chunk(*a, C=16),
+                                       "ssd": lambda *a: torch_train.ssd_chunk(*a, C=16)})
     return (chk - ref).abs().max().item() / max(1.0, ref.abs().max().item())
 
 

@@ -5,7 +5,8 @@
  * delta_net, transformer, hybrid_gla_attn, and the option variants
  * gated_deltanet_gva: num_v_heads > num_heads with allow_neg_eigval and
  * conv_size 3; gla_gqa_nogate: num_kv_heads < num_heads, no output gate,
- * clamp_min; delta_net_gate: use_gate, allow_neg_eigval, expand_k 0.5) the model is loaded with
+ * clamp_min; delta_net_gate: use_gate, allow_neg_eigval, expand_k 0.5; mamba2: backbone names,
+ * no MLP, conv bias, grouped gated RMSNorm) the model is loaded with
  * lina_model_load (config.json + model.safetensors written by the python
  * script, so the state-dict names and shapes are checked too) and compared
  * with the reference files:
@@ -39,7 +40,7 @@
 #define PREFILL 66 /* > 64: the prefill itself crosses a chunk boundary */
 
 static const char *const cases[] = {"gla",       "gated_deltanet",     "delta_net",      "transformer",
-                                     "hybrid_gla_attn", "gated_deltanet_gva", "gla_gqa_nogate", "delta_net_gate"};
+                                     "hybrid_gla_attn", "gated_deltanet_gva", "gla_gqa_nogate", "delta_net_gate", "mamba2"};
 
 /* max |a - b| / max |b| (NaN in a counts as an error) */
 static double rel_err(const float *a, const float *b, size_t n)

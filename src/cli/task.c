@@ -253,6 +253,7 @@ int lina_cmd_task(int argc, char **argv)
     lina_task_opts o;
     lina_task_opts_default(&o, kind);
     int json = 0, mom = 0, quiet = 0, no_neg = 0, no_shared = 0;
+    const char *write_cfg = NULL;
     cli_opt opts[] = {
         CLI_HEADING("model:"),
         CLI_OPT_FN("--mixer", "M", &o.mixer, parse_mixer,
@@ -292,6 +293,8 @@ int lina_cmd_task(int argc, char **argv)
         CLI_HEADING("output:"),
         CLI_OPT_FLAG("--json", NULL, &json, "one JSON object on stdout"),
         CLI_OPT_FLAG("--quiet", NULL, &quiet, "no progress line"),
+        CLI_OPT_STR("--write-config", NULL, "FILE", &write_cfg,
+                    "write the model's config.json (FLA style) to FILE and exit without training"),
         CLI_OPT_END,
     };
     cli_cmd c = {.name = "task", .usage = "task NAME [options]", .about = TASK_ABOUT, .opts = opts, .max_pos = 1};
@@ -324,6 +327,14 @@ int lina_cmd_task(int argc, char **argv)
     if (!neg_set && o.mixer != LINA_MODEL_DELTA_NET && o.mixer != LINA_MODEL_GATED_DELTANET &&
         o.mixer != LINA_MODEL_GATED_DELTAPRODUCT && o.mixer != LINA_MODEL_MAMBA2 && o.mixer != LINA_MODEL_MOM) {
         o.neg_eigval = 0; /* the s3/s5 default only applies where the mixer has the option */
+    }
+    if (write_cfg) { /* the model a run with these options trains, for other tools (bench) */
+        lina_config cfg;
+        if (lina_task_config(&o, &cfg) != 0 || lina_config_write(write_cfg, &cfg) != 0) {
+            fprintf(stderr, "lina: task %s: %s\n", lina_task_name(kind), lina_last_error());
+            return 1;
+        }
+        return 0;
     }
     if (!mom) {
         int rc = run_one(&o, json, 1);

@@ -85,6 +85,8 @@ void lina_model_bench_opts_default(lina_model_bench_opts *o)
     o->context = 64;
     o->decode_steps = 32;
     o->only = LINA_MB_ALL;
+    o->lr = 1e-4;
+    o->beta2 = 0.95;
 }
 
 int lina_model_bench_run(const lina_model_bench_opts *o)
@@ -114,7 +116,7 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
     const size_t np = lina_model_num_params(m);
     uint64_t seed = 12345;
     int rc = 1;
-    double train_tps = NAN, prefill_tps = NAN, decode_tps = NAN, decode_ms = NAN;
+    double train_tps = NAN, train_ms = NAN, prefill_tps = NAN, decode_tps = NAN, decode_ms = NAN;
     size_t nbt = (size_t)B * T;
     int32_t *tok = NULL, *tgt = NULL;
     float *logits = NULL;
@@ -145,6 +147,7 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
             mb_fail("adamw");
             goto done;
         }
+        opt.beta2 = o->beta2;
         for (int i = 0; i < lina_model_num_tensors(m); i++) {
             const int64_t *shape;
             int ndim, decay;
@@ -162,7 +165,10 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
                 mb_fail("train step");
                 goto done;
             }
-            if (lina_adamw_step(&opt, lina_model_params(m), lina_model_grads(m), 1e-4, 1.0) != 0) {
+            /* clip > 0: the global gradient norm and clipping factor, as lina task / lina train */
+            double scale =
+                o->clip > 0.0 ? lina_clip_factor(lina_grad_norm(lina_model_grads(m), np), o->clip) : 1.0;
+            if (lina_adamw_step(&opt, lina_model_params(m), lina_model_grads(m), o->lr, scale) != 0) {
                 mb_fail("adamw step");
                 goto done;
             }
@@ -170,7 +176,8 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
                 times[s - 1] = lina_now() - t0;
             }
         }
-        train_tps = (double)nbt / mb_median(times, steps);
+        train_ms = 1e3 * mb_median(times, steps);
+        train_tps = (double)nbt / (1e-3 * train_ms);
         lina_adamw_free(&opt);
     }
 
@@ -239,17 +246,18 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
 
     double rss = mb_status_mib("VmRSS"), hwm = mb_status_mib("VmHWM");
     if (json) {
-        char a[48], b[48], c[48], d[48], e[48], f[48];
+        char a[48], b[48], c[48], d[48], e[48], f[48], g[48];
         mb_num(a, sizeof(a), train_tps, "%.1f");
+        mb_num(g, sizeof(g), train_ms, "%.3f");
         mb_num(b, sizeof(b), prefill_tps, "%.1f");
         mb_num(c, sizeof(c), decode_tps, "%.1f");
         mb_num(d, sizeof(d), decode_ms, "%.4f");
         mb_num(e, sizeof(e), rss, "%.1f");
         mb_num(f, sizeof(f), hwm, "%.1f");
         printf("{\"model_type\": \"%s\", \"params\": %zu, \"seq_len\": %d, \"batch\": %d, \"threads\": %d, "
-               "\"train_tokens_per_s\": %s, \"prefill_tokens_per_s\": %s, \"decode_tokens_per_s\": %s, "
+               "\"train_tokens_per_s\": %s, \"train_ms_per_step\": %s, \"prefill_tokens_per_s\": %s, \"decode_tokens_per_s\": %s, "
                "\"context\": %d, \"decode_ms_per_token\": %s, \"rss_mb\": %s, \"peak_rss_mb\": %s}\n",
-               lina_model_type_name(cfg.model_type), np, T, B, lina_get_threads(), a, b, c, context, d, e, f);
+               lina_model_type_name(cfg.model_type), np, T, B, lina_get_threads(), a, g, b, c, context, d, e, f);
     } else {
         printf("model      %s (%s), %zu parameters, %d threads\n", cfg_path, lina_model_type_name(cfg.model_type),
                np, lina_get_threads());

@@ -16,6 +16,9 @@ typedef struct lina_model_bench_opts {
     int decode_steps;   /* single-token decode steps timed (32) */
     int only;           /* LINA_MB_ALL, or measure only TRAIN, PREFILL or DECODE */
     int json;           /* print exactly one JSON object instead of the table */
+    double lr;          /* AdamW learning rate of the training steps (1e-4) */
+    double beta2;       /* AdamW beta2 (0.95; beta1 0.9, eps 1e-8, weight decay 0.1) */
+    double clip;        /* > 0: global gradient-norm clipping as lina train / lina task (0) */
 } lina_model_bench_opts;
 
 void lina_model_bench_opts_default(lina_model_bench_opts *o);
@@ -23,10 +26,10 @@ void lina_model_bench_opts_default(lina_model_bench_opts *o);
 /*
  * Runs the model benchmark (the front-end is src/cli/bench.c).
  *
- * Training = forward + backward + AdamW update (lina_model_train_step,
- * lina_adamw_step). Tokens/s = tokens per step / the median time of the timed
+ * Training = forward + backward (+ the gradient norm and clipping factor with
+ * clip > 0) + AdamW update (lina_model_train_step, lina_adamw_step). Tokens/s = tokens per step / the median time of the timed
  * steps: B*T tokens per training step or prefill pass, B per decode step. The JSON object has model_type, params,
- * seq_len, batch, threads, train_tokens_per_s, prefill_tokens_per_s,
+ * seq_len, batch, threads, train_tokens_per_s, train_ms_per_step, prefill_tokens_per_s,
  * decode_tokens_per_s (null when not measured), plus context,
  * decode_ms_per_token, rss_mb and peak_rss_mb (VmRSS / VmHWM of
  * /proc/self/status after the last measurement).

@@ -1,0 +1,111 @@
+#!/bin/sh
+# small_model_bench.sh -- the MQAR-sized models (2 layers, d_model 32-128, batch 64,
+# T 64-256) trained by lina and by plain PyTorch, step time side by side.
+#
+#   sh bench/small_model_bench.sh [LINA_BIN] [OUT.md]
+#
+# For every mixer, width and length, the model is the one `lina task mqar` trains
+# (`lina task mqar --mixer M --d-model D --seq-len T --write-config F`); lina
+# (`lina bench --model F --only train`) and PyTorch (`bench/torch_train.py --model F`)
+# then time the same training step on it: forward, cross-entropy, backward,
+# global-norm clipping and AdamW with the task's hyper-parameters (lr 3e-3,
+# betas 0.9 / 0.999, eps 1e-8, weight decay 0.1 on matrices, clip 1.0). Each pair
+# runs REPEAT times, interleaved, on each thread count; the fastest step of each is
+# kept. Writes a Markdown table (default results/small_model_bench.md) and the raw
+# JSON lines next to it (.jsonl).
+#
+# Environment: MIXERS (transformer gla delta_net gated_deltanet mamba2), DMODELS (64),
+# SEQS (128), BATCH (64), THREADS ("1 2"), STEPS (5 timed steps after one warm-up),
+# REPEAT (2), PYTHON (/usr/bin/python3 with torch).
+set -e
+LINA=${1:-build/lina}
+OUT=${2:-results/small_model_bench.md}
+MIXERS=${MIXERS:-"transformer gla delta_net gated_deltanet mamba2"}
+DMODELS=${DMODELS:-64}
+SEQS=${SEQS:-128}
+BATCH=${BATCH:-64}
+THREADS=${THREADS:-"1 2"}
+STEPS=${STEPS:-5}
+REPEAT=${REPEAT:-2}
+PYTHON=${PYTHON:-/usr/bin/python3}
+here=$(dirname "$0")
+OPT="--lr 3e-3 --beta2 0.999 --clip 1.0"
+
+[ -x "$LINA" ] || { echo "small_model_bench.sh: $LINA not found (make first)" >&2; exit 1; }
+"$PYTHON" -c 'import torch' 2>/dev/null || { echo "small_model_bench.sh: $PYTHON has no torch" >&2; exit 1; }
+mkdir -p "$(dirname "$OUT")"
+JL=${OUT%.md}.jsonl
+: >"$JL"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+start=$(date -u "+%Y-%m-%d %H:%M")
+
+for th in $THREADS; do
+    "$LINA" bench gla --T 64 --threads "$th" --json | sed "s/^{/{\"name\": \"sgemm\", \"framework\": \"openblas\", /" >>"$JL"
+done
+for m in $MIXERS; do
+    for d in $DMODELS; do
+        for T in $SEQS; do
+            cfg="$tmp/$m-$d-$T.json"
+            "$LINA" task mqar --mixer "$m" --d-model "$d" --seq-len "$T" --write-config "$cfg"
+            tag="\"name\": \"$m\", \"d_model\": $d"
+            for th in $THREADS; do
+                r=0
+                while [ $r -lt "$REPEAT" ]; do
+                    "$LINA" bench --model "$cfg" --only train --batch "$BATCH" --seq-len "$T" --threads "$th" \
+                        --steps "$STEPS" $OPT --json | sed "s/^{/{$tag, \"framework\": \"lina\", /" >>"$JL"
+                    OMP_NUM_THREADS=$th "$PYTHON" "$here/torch_train.py" --model "$cfg" --batch "$BATCH" --seq-len "$T" \
+                        --threads "$th" --steps "$STEPS" $OPT --json | sed "s/^{/{$tag, /" >>"$JL"
+                    r=$((r + 1))
+                done
+            done
+        done
+    done
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+"$PYTHON" - "$JL" "$OUT" "$start" "$load_before" "$load_after" "$BATCH" "$STEPS" "$REPEAT" "$("$LINA" version)" <<'EOF'
+import json, sys
+jl, out, start, lb, la, batch, steps, repeat, ver = sys.argv[1:]
+rows = [json.loads(l) for l in open(jl) if l.strip()]
+cpu, flags = "?", ""
+for l in open("/proc/cpuinfo"):
+    if l.startswith("model name") and cpu == "?":
+        cpu = l.split(":", 1)[1].strip()
+    if l.startswith("flags") and not flags:
+        flags = l
+isa = "AVX-512" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "other")
+torch_ver = next((r.get("torch") for r in rows if r["framework"] == "torch"), "?")
+sg = {r["threads"]: r.get("sgemm_gflops") for r in rows if r["name"] == "sgemm"}
+def best(fw, **kw):
+    v = [r["train_ms_per_step"] for r in rows if r["framework"] == fw and r.get("train_ms_per_step") is not None
+         and all(r.get(k) == x for k, x in kw.items())]
+    return min(v) if v else None
+L = ["# Small models: lina vs plain PyTorch, training step\n"]
+L.append("Written by `sh bench/small_model_bench.sh` (%s UTC). CPU: %s, ISA %s (lina built with `-march=native`; %s). "
+         "PyTorch %s, float32, the chunkwise / dense mixers of `bench/torch_train.py`. The models are those of "
+         "`lina task mqar` (2 layers, MLP width 2 d, vocabulary 256, short convolutions). One step = forward + "
+         "cross-entropy + backward + global-norm clipping + AdamW (lr 3e-3, betas 0.9/0.999, wd 0.1, clip 1.0) on "
+         "B=%s random sequences; ms per step is the median of %s timed steps after a warm-up, best of %s interleaved "
+         "runs. OpenBLAS SGEMM (1024^3) in the same run: %s GFLOP/s. Load average before / after: %s / %s.\n"
+         % (start, cpu, isa, ver, torch_ver, batch, steps, repeat,
+            ", ".join("%s on %s thread%s" % (v, t, "" if t == 1 else "s") for t, v in sorted(sg.items())), lb, la))
+L.append("| model | d | T | params | threads | lina ms/step | PyTorch ms/step | PyTorch / lina |")
+L.append("|---|---|---|---|---|---|---|---|")
+keys = sorted({(r["name"], r["d_model"], r["seq_len"], r["threads"]) for r in rows if r["framework"] == "lina"},
+              key=lambda k: (k[1], k[2], k[3]))
+order = list(dict.fromkeys(r["name"] for r in rows if r["framework"] == "lina"))
+keys.sort(key=lambda k: (order.index(k[0]), k[1], k[2], k[3]))
+for n, d, T, th in keys:
+    kw = dict(name=n, d_model=d, seq_len=T, threads=th)
+    lm, tm = best("lina", **kw), best("torch", **kw)
+    p = next((r["params"] for r in rows if r["framework"] == "lina" and r["name"] == n and r["d_model"] == d), 0)
+    L.append("| %s | %d | %d | %.0fK | %d | %s | %s | %s |" % (n, d, T, p / 1e3, th, "%.1f" % lm if lm else "-",
+             "%.1f" % tm if tm else "-", "%.2fx" % (tm / lm) if lm and tm else "-"))
+L.append("")
+L.append("Reproduce: `make && sh bench/small_model_bench.sh build/lina results/small_model_bench.md` "
+         "(environment MIXERS, DMODELS, SEQS, THREADS, REPEAT). Raw JSON lines: `%s`." % jl.split("/")[-1])
+open(out, "w").write("\n".join(L) + "\n")
+print("\n".join(L))
+EOF
