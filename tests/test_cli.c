@@ -5,6 +5,7 @@
 #include "harness.h"
 #include "lina.h"
 #include "ref/ref.h"
+#include "../src/tasks/tasks.h"
 
 #include <string.h>
 #include <sys/stat.h>
@@ -274,6 +275,43 @@ static void bad_inputs(void)
     free(q); free(v); free(g);
 }
 
+/* `lina task mqar --write-config` writes the model the task trains (the config
+ * lina_task_config builds), and `lina bench --model` trains it with the task's
+ * optimiser settings; bad values are refused with one line */
+static void task_config_and_bench(void)
+{
+    char args[512], err[4096], path[160];
+    snprintf(path, sizeof path, "%s/mqar_gla.json", root);
+    snprintf(args, sizeof args, "task mqar --mixer gla --d-model 32 --heads 2 --seq-len 64 --write-config %s", path);
+    int st = run(args, err, sizeof err);
+    lina_config got, want;
+    lina_task_opts o;
+    lina_task_opts_default(&o, LINA_TASK_MQAR);
+    o.mixer = LINA_MODEL_GLA;
+    o.d_model = 32;
+    int rc = st == 0 ? lina_config_read(path, &got) : -1;
+    CHECK(rc == 0 && lina_task_config(&o, &want) == 0 && got.model_type == LINA_MODEL_GLA &&
+              got.hidden_size == want.hidden_size && got.num_hidden_layers == want.num_hidden_layers &&
+              got.num_heads == want.num_heads && got.intermediate_size == want.intermediate_size &&
+              got.vocab_size == want.vocab_size && got.use_short_conv == want.use_short_conv &&
+              got.conv_size == want.conv_size && got.tie_word_embeddings == want.tie_word_embeddings,
+          "task mqar --write-config: exit %d, the config of lina_task_config (d %d, layers %d, I %d, V %d)", st,
+          rc == 0 ? got.hidden_size : -1, rc == 0 ? got.num_hidden_layers : -1,
+          rc == 0 ? got.intermediate_size : -1, rc == 0 ? got.vocab_size : -1);
+    snprintf(args, sizeof args,
+             "bench --model %s --only train --batch 2 --seq-len 16 --steps 1 --lr 3e-3 --beta2 0.999 --clip 1 "
+             "--json",
+             path);
+    st = run(args, err, sizeof err);
+    CHECK(st == 0, "bench --model on the task config with --lr/--beta2/--clip: exit %d", st);
+    snprintf(args, sizeof args, "bench --model %s --only train --clip -1", path);
+    expect_fail("bench --clip -1", args, "--clip");
+    snprintf(args, sizeof args, "bench --model %s --only train --beta2 1", path);
+    expect_fail("bench --beta2 1", args, "--beta2");
+    expect_fail("task --write-config to a missing directory",
+                "task mqar --write-config /nonexistent-dir/x/c.json", "mqar");
+}
+
 int main(void)
 {
     lina_bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
@@ -288,6 +326,7 @@ int main(void)
     }
     e2e();
     bad_inputs();
+    task_config_and_bench();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     if (system(cmd) != 0) {
