@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """torch_ref.py -- independent PyTorch reference for lina's causal LMs.
 
-Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 9) and docs/checkpoints.md, not from
+Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9) and docs/checkpoints.md, not from
 lina's C sources. For each test case it writes, under tests/ref/torch/<case>/:
 
   config.json        the FLA-style config (model_type, sizes, options)
@@ -118,7 +118,7 @@ def delta_recurrent(q, k, v, beta, g, scale):
 
 
 def ssd_recurrent(q, k, v, g, scale, neg=False):
-    """Mamba2 / SSD as scalar-gated linear attention (MIXERS.md 10): q = C, k = B [B,T,H,N],
+    """Mamba2 / SSD as scalar-gated linear attention (docs/mixers.md 6): q = C, k = B [B,T,H,N],
     v = delta x [B,T,H,P], g = delta A [B,T,H]; decay a_t = exp(g_t), or 2 exp(g_t) - 1 with
     negative eigenvalues. S_t = a_t S_{t-1} + k_t v_t^T, o_t = S_t^T (s q_t)."""
     Bsz, T, H, N = q.shape
@@ -234,7 +234,7 @@ def delta_layer(x, p, pre, c, gated, mix=delta_recurrent):
 
 
 def mamba2_layer(x, p, pre, c, mix=ssd_recurrent):
-    """FLA's Mamba2 mixer (MIXERS.md 10): in_proj -> [z | xBC | dt], conv + SiLU on xBC, softplus
+    """FLA's Mamba2 mixer (docs/mixers.md 6): in_proj -> [z | xBC | dt], conv + SiLU on xBC, softplus
     time steps, SSD, D skip, gated grouped RMSNorm, out_proj."""
     Bsz, T = x.shape[0], x.shape[1]
     H, P, N, G = c["num_heads"], c["head_dim"], c["state_size"], c.get("n_groups", 1)
@@ -314,7 +314,7 @@ def mixer(x, p, pre, c, i, mixers):
 def model_logits(p, c, tokens, mixers=None):
     mixers = mixers or {"gla": gla_recurrent, "delta": delta_recurrent, "ssd": ssd_recurrent}
     eps = c.get("norm_eps", 1e-6)
-    if c["model_type"] == "mamba2":  # backbone.* names, no MLP (MIXERS.md 10)
+    if c["model_type"] == "mamba2":  # backbone.* names, no MLP (docs/mixers.md 6)
         x = p["backbone.embeddings.weight"][tokens]
         for i in range(c["num_hidden_layers"]):
             pre = "backbone.layers.%d." % i
@@ -431,7 +431,7 @@ def param_shapes(c):
 
 
 def mamba2_shapes(c):
-    """{name: shape} of a Mamba2 LM (MIXERS.md 15.2, prefix backbone.)."""
+    """{name: shape} of a Mamba2 LM (docs/checkpoints.md 2.3, prefix backbone.)."""
     D, L, Vv = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
     H, P, N, G = c["num_heads"], c["head_dim"], c["state_size"], c.get("n_groups", 1)
     E, W = H * P, c.get("conv_kernel", 4)
