@@ -6,7 +6,7 @@
 #   make bench      the benchmark table (results/bench.md)
 #   make data       the KJV corpus, tokenizer and token files (data/)
 #   make demo       the main job: corpus, train the default model, samples
-#   make paper      the papers' synthetic experiments (results/PAPER.md, ~30-40 min)
+#   make paper      the papers' synthetic experiments (results/PAPER.md; 13.6 min on 2 cores)
 #   make install PREFIX=/usr/local
 CC      ?= cc
 ARCH    ?= -march=native

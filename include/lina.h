@@ -701,6 +701,9 @@ void lina_model_state_free(lina_model_state *s);
 void lina_model_state_reset(lina_model_state *s);
 /* Tokens consumed so far. */
 int64_t lina_model_state_pos(const lina_model_state *s);
+/* Floats of layer `layer`'s part of the state (0 when out of range); with attention
+ * layers it grows with max_len (lina info reports both parts). */
+size_t lina_model_state_layer_floats(const lina_model_state *s, int layer);
 int lina_model_decode(lina_model *m, lina_model_state *s, const int32_t *tokens, int B, int T, float *logits,
                       lina_ws *ws);
 

@@ -68,4 +68,29 @@ __attribute__((unused)) static double th_relerr_fd(const float *a, const double 
     return e / m;
 }
 
+/* Runs the shell command cmd with stdout and stderr captured through files in dir:
+ * up to outn-1 / errn-1 bytes into out / err (NUL-terminated). Returns the exit
+ * status, or 128 + the signal that ended it. */
+__attribute__((unused)) static int th_sh_capture(const char *cmd, const char *dir, char *out, size_t outn, char *err,
+                                                 size_t errn)
+{
+    char full[8192], of[512], ef[512];
+    snprintf(of, sizeof of, "%s/th_out.txt", dir);
+    snprintf(ef, sizeof ef, "%s/th_err.txt", dir);
+    snprintf(full, sizeof full, "(%s) >%s 2>%s", cmd, of, ef);
+    int st = system(full);
+    const char *files[2] = {of, ef};
+    char *bufs[2] = {out, err};
+    size_t ns[2] = {outn, errn};
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(files[i], "r");
+        size_t got = f ? fread(bufs[i], 1, ns[i] - 1, f) : 0;
+        bufs[i][got] = '\0';
+        if (f) {
+            fclose(f);
+        }
+    }
+    return st == -1 ? 127 : (st & 0x7f) ? 128 + (st & 0x7f) : (st >> 8) & 0xff;
+}
+
 #endif

@@ -312,6 +312,63 @@ static void task_config_and_bench(void)
                 "task mqar --write-config /nonexistent-dir/x/c.json", "mqar");
 }
 
+/* inputs that are not files, outputs all-or-none, non-finite outputs */
+static void outputs(void)
+{
+    const int B = 1, T = 6, H = 2, K = 4, V = 3;
+    int64_t sk[4] = {B, T, H, K}, sv[4] = {B, T, H, V};
+    size_t nq = (size_t)B * T * H * K, nv = (size_t)B * T * H * V;
+    double *q = rnd(nq, 0, 0, 1), *v = rnd(nv, 0, 0, 1);
+    char in[128], out[128], args[1024], err[4096], p[256];
+    /* a directory named q.npy among the inputs */
+    snprintf(in, sizeof in, "%s/dir_in", root);
+    mkdir(in, 0755);
+    put(in, "k", 4, sk, q);
+    put(in, "v", 4, sv, v);
+    snprintf(p, sizeof p, "%s/q.npy", in);
+    mkdir(p, 0755);
+    snprintf(out, sizeof out, "%s/dir_out", root);
+    mkdir(out, 0755);
+    snprintf(args, sizeof args, "op linear_attn --in %s --out %s --form chunk", in, out);
+    expect_fail("an input q.npy that is a directory", args, "q.npy is a directory");
+    rmdir(p);
+    put(in, "q", 4, sk, q);
+    /* a later output cannot be written (ht.npy is a directory): no output appears */
+    snprintf(p, sizeof p, "%s/ht.npy", out);
+    mkdir(p, 0755);
+    expect_fail("an output that cannot be written", args, "ht.npy");
+    snprintf(p, sizeof p, "%s/o.npy", out);
+    int none = access(p, F_OK) != 0;
+    snprintf(p, sizeof p, "%s/ht.npy", out);
+    rmdir(p);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s)\"", out);
+    CHECK(none && system(cmd) == 0, "all-or-none: o.npy not written when ht.npy fails; no temporary left");
+    char e2[4096];
+    CHECK(run(args, e2, sizeof e2) == 0 && access(p, F_OK) == 0, "the same op writes o.npy and ht.npy (%s)", e2);
+    /* finite inputs whose output overflows float: fail, naming the output, nothing written */
+    snprintf(in, sizeof in, "%s/big_in", root);
+    snprintf(out, sizeof out, "%s/big_out", root);
+    mkdir(in, 0755);
+    mkdir(out, 0755);
+    double *bq = malloc(nq * sizeof(double)), *bv = malloc(nv * sizeof(double));
+    for (size_t i = 0; i < nq; i++) {
+        bq[i] = 1e18;
+    }
+    for (size_t i = 0; i < nv; i++) {
+        bv[i] = 1e18;
+    }
+    put(in, "q", 4, sk, bq);
+    put(in, "k", 4, sk, bq);
+    put(in, "v", 4, sv, bv);
+    snprintf(args, sizeof args, "op linear_attn --in %s --out %s --form recurrent", in, out);
+    int st = run(args, err, sizeof err);
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s)\"", out);
+    CHECK(st == 1 && one_line(err) && strstr(err, "non-finite") && strstr(err, ".npy") && system(cmd) == 0,
+          "overflowing output -> exit %d, no file: %.*s", st, (int)strcspn(err, "\n"), err);
+    free(q); free(v); free(bq); free(bv);
+}
+
 int main(void)
 {
     lina_bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
@@ -327,6 +384,7 @@ int main(void)
     e2e();
     bad_inputs();
     task_config_and_bench();
+    outputs();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     if (system(cmd) != 0) {

@@ -16,23 +16,9 @@ static char root[64];
 /* run lina with args; stdout into out, stderr into err; returns the exit status */
 static int run(const char *args, char *out, size_t outn, char *err, size_t errn)
 {
-    char cmd[2048], of[128], ef[128];
-    snprintf(of, sizeof of, "%s/out.txt", root);
-    snprintf(ef, sizeof ef, "%s/err.txt", root);
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s", lina_bin, args, of, ef);
-    int st = system(cmd);
-    const char *files[2] = {of, ef};
-    char *bufs[2] = {out, err};
-    size_t ns[2] = {outn, errn};
-    for (int i = 0; i < 2; i++) {
-        FILE *f = fopen(files[i], "r");
-        size_t got = f ? fread(bufs[i], 1, ns[i] - 1, f) : 0;
-        bufs[i][got] = '\0';
-        if (f) {
-            fclose(f);
-        }
-    }
-    return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s %s", lina_bin, args);
+    return th_sh_capture(cmd, root, out, outn, err, errn);
 }
 
 int main(void)

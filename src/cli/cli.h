@@ -95,8 +95,10 @@ int cli_fail(const cli_cmd *c, const char *fmt, ...) __attribute__((format(print
 
 /* Threads for lina and OpenBLAS (n > 0; 0 leaves the defaults). */
 void cli_set_threads(int n);
-/* "DIR/name" into buf; 0, or -1 (with an error line) when it does not fit. */
-int cli_path(char *buf, size_t cap, const char *dir, const char *name);
+/* The checkpoint directory meant by --model DIR: DIR itself, or DIR/checkpoint when
+ * DIR has no config.json but DIR/checkpoint has (a run directory of lina train).
+ * Returns dir or buf. */
+const char *cli_checkpoint_dir(const char *dir, char *buf, size_t cap);
 
 /* 1 when op lists flag ("--normalize") among the flags it accepts (src/cli/op.c). */
 struct lina_op_info;

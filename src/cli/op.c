@@ -5,9 +5,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int cli_op_accepts(const lina_op_info *op, const char *flag)
 {
@@ -69,6 +71,14 @@ static int load_dir(const char *dir, lina_tset *in)
             break;
         }
         snprintf(path, plen, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+            fprintf(stderr, "lina: input %s is %s, not a .npy file\n", path,
+                    stat(path, &st) != 0 ? "unreadable" : S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+            free(path);
+            rc = 2;
+            break;
+        }
         lina_tensor t;
         if (lina_npy_read(path, &t) != 0) {
             fprintf(stderr, "lina: %s\n", lina_last_error());
@@ -88,28 +98,66 @@ static int load_dir(const char *dir, lina_tset *in)
     return rc;
 }
 
-/* writes every output (names not starting with '_') as DIR/NAME.npy */
-static int write_outputs(const char *dout, const lina_tset *out)
+/* The outputs (names not starting with '_', which are scratch kept between calls):
+ * every value must be finite (the inputs were checked finite, so a non-finite output is
+ * an overflow); then all are written or none: each to a temporary directory inside
+ * dout first, and renamed into place only when every one is written. */
+static int write_outputs(const char *opname, const char *dout, const lina_tset *out)
 {
     for (int i = 0; i < out->n; i++) {
         if (out->names[i][0] == '_') {
-            continue; /* scratch kept between calls, not an output */
+            continue;
         }
-        size_t plen = strlen(dout) + strlen(out->names[i]) + 8;
-        char *path = malloc(plen);
-        if (!path) {
-            fprintf(stderr, "lina: op: out of memory\n");
-            return 1;
+        int64_t n = lina_tensor_numel(&out->t[i]), bad = 0;
+        for (int64_t j = 0; j < n; j++) {
+            bad += !isfinite(out->t[i].data[j]);
         }
-        snprintf(path, plen, "%s/%s.npy", dout, out->names[i]);
-        int rc = lina_npy_write(path, &out->t[i]);
-        free(path);
-        if (rc != 0) {
-            fprintf(stderr, "lina: %s\n", lina_last_error());
+        if (bad) {
+            fprintf(stderr, "lina: %s: output %s.npy has %lld non-finite values (of %lld) from finite inputs "
+                            "(overflow); no output written\n", opname, out->names[i], (long long)bad, (long long)n);
             return 1;
         }
     }
-    return 0;
+    char tmp[4200], from[4300], to[4300];
+    struct stat st;
+    for (int i = 0; i < out->n; i++) {
+        snprintf(to, sizeof to, "%s/%s.npy", dout, out->names[i]);
+        if (out->names[i][0] != '_' && lstat(to, &st) == 0 && !S_ISREG(st.st_mode)) {
+            fprintf(stderr, "lina: %s: %s exists and is not a regular file; no output written\n", opname, to);
+            return 1;
+        }
+    }
+    if (snprintf(tmp, sizeof tmp, "%s/.lina-op-XXXXXX", dout) >= (int)sizeof tmp || !mkdtemp(tmp)) {
+        fprintf(stderr, "lina: %s: cannot write into %s (%s); no output written\n", opname, dout, strerror(errno));
+        return 1;
+    }
+    int rc = 0;
+    for (int i = 0; i < out->n && rc == 0; i++) {
+        if (out->names[i][0] == '_') {
+            continue;
+        }
+        snprintf(from, sizeof from, "%s/%s.npy", tmp, out->names[i]);
+        if (lina_npy_write(from, &out->t[i]) != 0) {
+            fprintf(stderr, "lina: %s: %s; no output written\n", opname, lina_last_error());
+            rc = 1;
+        }
+    }
+    for (int i = 0; i < out->n; i++) {
+        if (out->names[i][0] == '_') {
+            continue;
+        }
+        snprintf(from, sizeof from, "%s/%s.npy", tmp, out->names[i]);
+        snprintf(to, sizeof to, "%s/%s.npy", dout, out->names[i]);
+        if (rc) {
+            unlink(from); /* the ones written before the failure (if any) */
+        } else if (rename(from, to) != 0) {
+            fprintf(stderr, "lina: %s: cannot rename %s to %s (%s)\n", opname, from, to, strerror(errno));
+            unlink(from);
+            rc = 1;
+        }
+    }
+    rmdir(tmp);
+    return rc;
 }
 
 int lina_cmd_op(int argc, char **argv)
@@ -170,7 +218,7 @@ int lina_cmd_op(int argc, char **argv)
         rc = 1;
     }
     if (rc == 0) {
-        rc = write_outputs(dout, &out);
+        rc = write_outputs(op->name, dout, &out);
     }
     lina_tset_free(&in);
     lina_tset_free(&out);

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void openblas_set_num_threads(int);
 
@@ -30,14 +31,21 @@ void cli_set_threads(int n)
     }
 }
 
-int cli_path(char *buf, size_t cap, const char *dir, const char *name)
+static int is_file(const char *dir, const char *name)
 {
-    int n = snprintf(buf, cap, "%s/%s", dir, name);
-    if (n < 0 || (size_t)n >= cap) {
-        fprintf(stderr, "lina: path too long: %s/%s\n", dir, name);
-        return -1;
+    char p[4200];
+    struct stat st;
+    int n = snprintf(p, sizeof p, "%s/%s", dir, name);
+    return n > 0 && (size_t)n < sizeof p && stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+const char *cli_checkpoint_dir(const char *dir, char *buf, size_t cap)
+{
+    if (is_file(dir, "config.json")) {
+        return dir;
     }
-    return 0;
+    int n = snprintf(buf, cap, "%s/checkpoint", dir);
+    return n > 0 && (size_t)n < cap && is_file(buf, "config.json") ? buf : dir;
 }
 
 static int takes_value(const cli_opt *o)

@@ -88,11 +88,14 @@ int lina_cmd_train(int argc, char **argv)
         o.batch = cli_given(&c, "--batch") ? o.batch : 8;
         o.seq_len = cli_given(&c, "--seq-len") ? o.seq_len : 128;
         o.lr = cli_given(&c, "--lr") ? o.lr : 2e-3;
-        o.eval_every = cli_given(&c, "--eval-every") ? o.eval_every : 100;
+        o.eval_every = cli_given(&c, "--eval-every") ? o.eval_every : o.val_path ? 100 : 0;
         if (!file_exists(o.data_path)) {
             fprintf(stderr, "lina: train: %s not found: run `make data` first (or pass --data FILE)\n", o.data_path);
             return 2;
         }
+    }
+    if (cli_given(&c, "--eval-every") && o.eval_every > 0 && !o.val_path) {
+        return cli_fail(&c, "--eval-every needs --val FILE (a validation token file)");
     }
     if (!o.data_path || !o.out_dir) {
         return cli_fail(&c, "--data and --out are required with --config or --resume");

@@ -1166,6 +1166,11 @@ int64_t lina_model_state_pos(const lina_model_state *s)
     return s ? s->pos : 0;
 }
 
+size_t lina_model_state_layer_floats(const lina_model_state *s, int layer)
+{
+    return s && layer >= 0 && layer < s->m->L ? s->floats[layer] : 0;
+}
+
 /* logits [N, vocab] into m->logits; activations kept for backward. With a
  * state st: start from it and leave the new state in it (inference). */
 static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lina_form form,

@@ -738,8 +738,8 @@ static int assemble(paper_ctx *p, const char *parts)
     k += snprintf(doc + k, cap - k,
                   "Written by `lina paper`%s (--threads %d in the latest run). Every model is lina's own (src/model, trained by "
                   "src/tasks with lina's AdamW); the settings were fixed before the runs and not tuned "
-                  "afterwards. Wall time of the %d experiment(s) below: %.0f s (%.1f min) in all; each "
-                  "section gives its own. Paper numbers come from docs/tasks.md ([fig~] = read off a "
+                  "afterwards. Each section gives its wall time; the %d experiment(s) below took %.0f s (%.1f min) of "
+                  "single-thread time together (`make paper` runs them as two streams side by side). Paper numbers come from docs/tasks.md ([fig~] = read off a "
                   "figure). Everything is far smaller than in the papers (minutes on 2 CPU cores): compare "
                   "orderings, not absolute values.\n\n",
                   p->quick ? " --quick (1/20 of the steps: the numbers are NOT meaningful)" : "", p->threads, have,
