@@ -367,6 +367,35 @@ static void outputs(void)
     CHECK(st == 1 && one_line(err) && strstr(err, "non-finite") && strstr(err, ".npy") && system(cmd) == 0,
           "overflowing output -> exit %d, no file: %.*s", st, (int)strcspn(err, "\n"), err);
     free(q); free(v); free(bq); free(bv);
+    /* a write that fails part-way (file-size limit: o.npy fits, ht.npy [1,2,64,3] does not):
+     * no output appears, no temporary is left */
+    const int K2 = 64;
+    int64_t sk2[4] = {B, T, H, K2};
+    size_t nq2 = (size_t)B * T * H * K2;
+    double *q2 = rnd(nq2, 0, 0, 1), *v2 = rnd(nv, 0, 0, 1);
+    snprintf(in, sizeof in, "%s/fsz_in", root);
+    snprintf(out, sizeof out, "%s/fsz_out", root);
+    mkdir(in, 0755);
+    mkdir(out, 0755);
+    put(in, "q", 4, sk2, q2);
+    put(in, "k", 4, sk2, q2);
+    put(in, "v", 4, sv, v2);
+    snprintf(cmd, sizeof cmd,
+             "(trap '' XFSZ; ulimit -f 1 && exec %s op linear_attn --in %s --out %s --form chunk) 2>%s/fsz_err.txt",
+             lina_bin, in, out, root);
+    st = system(cmd);
+    snprintf(p, sizeof p, "%s/fsz_err.txt", root);
+    FILE *f = fopen(p, "r");
+    size_t got = f ? fread(err, 1, sizeof err - 1, f) : 0;
+    err[got] = '\0';
+    if (f) {
+        fclose(f);
+    }
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s)\"", out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1 && one_line(err) && strstr(err, "no output written") &&
+              system(cmd) == 0,
+          "a write failing part-way -> exit 1, nothing written: %.*s", (int)strcspn(err, "\n"), err);
+    free(q2); free(v2);
 }
 
 int main(void)
