@@ -14,13 +14,13 @@
 # kept. Writes a Markdown table (default results/small_model_bench.md) and the raw
 # JSON lines next to it (.jsonl).
 #
-# Environment: MIXERS (transformer gla delta_net gated_deltanet mamba2), DMODELS (64),
+# Environment: MIXER_TYPES (transformer gla delta_net gated_deltanet mamba2), DMODELS (64),
 # SEQS (128), BATCH (64), THREADS ("1 2"), STEPS (5 timed steps after one warm-up),
 # REPEAT (2), PYTHON (/usr/bin/python3 with torch).
 set -e
 LINA=${1:-build/lina}
 OUT=${2:-results/small_model_bench.md}
-MIXERS=${MIXERS:-"transformer gla delta_net gated_deltanet mamba2"}
+MIXER_TYPES=${MIXER_TYPES:-"transformer gla delta_net gated_deltanet mamba2"}
 DMODELS=${DMODELS:-64}
 SEQS=${SEQS:-128}
 BATCH=${BATCH:-64}
@@ -44,7 +44,7 @@ start=$(date -u "+%Y-%m-%d %H:%M")
 for th in $THREADS; do
     "$LINA" bench gla --T 64 --threads "$th" --json | sed "s/^{/{\"name\": \"sgemm\", \"framework\": \"openblas\", /" >>"$JL"
 done
-for m in $MIXERS; do
+for m in $MIXER_TYPES; do
     for d in $DMODELS; do
         for T in $SEQS; do
             cfg="$tmp/$m-$d-$T.json"
@@ -105,7 +105,7 @@ for n, d, T, th in keys:
              "%.1f" % tm if tm else "-", "%.2fx" % (tm / lm) if lm and tm else "-"))
 L.append("")
 L.append("Reproduce: `make && sh bench/small_model_bench.sh build/lina results/small_model_bench.md` "
-         "(environment MIXERS, DMODELS, SEQS, THREADS, REPEAT). Raw JSON lines: `%s`." % jl.split("/")[-1])
+         "(environment MIXER_TYPES, DMODELS, SEQS, THREADS, REPEAT). Raw JSON lines: `%s`." % jl.split("/")[-1])
 open(out, "w").write("\n".join(L) + "\n")
 print("\n".join(L))
 EOF
