@@ -489,9 +489,9 @@ static void ref_conv(const prob *p, double *y)
     }
 }
 
-static void test_conv_grad(int T, int hb, int hc, int act)
+static void test_conv_grad_c(int T, int hb, int hc, int act, int C)
 {
-    int B = 2, C = 5, W = 4;
+    int B = 2, W = 4;
     prob p = {0};
     p.nin = 4;
     p.names[0] = "x", p.names[1] = "w", p.names[2] = "bias", p.names[3] = "cache";
@@ -511,7 +511,8 @@ static void test_conv_grad(int T, int hb, int hc, int act)
     float *dx = falloc(p.n[0]), *dw = falloc(p.n[1]), *db = falloc(p.n[2]), *dc = falloc(p.n[3]);
     lina_act a = act ? LINA_ACT_SILU : LINA_ACT_NONE;
     char what[96];
-    snprintf(what, sizeof what, "shortconv T=%d%s%s%s", T, hb ? " bias" : "", hc ? " cache" : "", act ? " silu" : "");
+    snprintf(what, sizeof what, "shortconv C=%d T=%d%s%s%s", C, T, hb ? " bias" : "", hc ? " cache" : "",
+             act ? " silu" : "");
     lina_shortconv_forward(y, x, w, hb ? bias : NULL, hc ? cache : NULL, NULL, B, T, C, W, a);
     check_fwd(&p, y, what);
     lina_shortconv_backward(dx, dw, hb ? db : NULL, hc ? dc : NULL, dy, x, w, hb ? bias : NULL, hc ? cache : NULL,
@@ -526,6 +527,11 @@ static void test_conv_grad(int T, int hb, int hc, int act)
     }
     free(x), free(w), free(bias), free(cache), free(dy), free(y), free(dx), free(dw), free(db), free(dc);
     prob_free(&p);
+}
+
+static void test_conv_grad(int T, int hb, int hc, int act)
+{
+    test_conv_grad_c(T, hb, hc, act, 5);
 }
 
 /* decode steps and prefill + continue equal one full forward */
@@ -840,6 +846,7 @@ int main(void)
     test_conv_grad(7, 1, 0, 0);
     test_conv_grad(2, 1, 1, 1); /* T < W: most taps read the cache */
     test_conv_grad(1, 0, 1, 0);
+    test_conv_grad_c(9, 1, 1, 1, 53); /* two channel blocks, full and partial vector lanes */
     test_conv_decode();
     test_rope();
     test_cross_entropy();

@@ -13,6 +13,18 @@ static inline float sigmoidf_(float x)
     return 1.0f / (1.0f + expf(-x));
 }
 
+/* sg[i] = sigmoid(p[i]) for n <= CB values, through the vector exp */
+static inline void sigmoid_row(float *sg, const float *p, int n)
+{
+    for (int i = 0; i < n; i++) {
+        sg[i] = -p[i];
+    }
+    lina_vexp(sg, sg, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        sg[i] = 1.0f / (1.0f + sg[i]);
+    }
+}
+
 /* Element p of the combined sequence [cache (W entries), x (T entries)] of
  * (b, c): p < W reads the cache (or zero), else x[b, p-W, c]. */
 static inline float comb(const float *x, const float *cache, int b, int p, int c, int T, int C, int W)
@@ -82,14 +94,15 @@ void lina_shortconv_forward(float *y, const float *x, const float *w, const floa
     for (int task = 0; task < B * nb; task++) {
         int b = task / nb, c0 = (task % nb) * CB, c1 = c0 + CB < C ? c0 + CB : C;
         if (W <= WMAX) {
-            float wt[WMAX * CB], pre[CB];
+            float wt[WMAX * CB], pre[CB], sg[CB];
             taps_t(wt, w, c0, c1, W);
             for (int s = 0; s < T; s++) {
                 float *yr = y + ((size_t)b * T + s) * C + c0;
                 conv_pre_row(pre, x, wt, bias, cache, b, s, c0, c1, T, C, W);
                 if (act == LINA_ACT_SILU) {
+                    sigmoid_row(sg, pre, c1 - c0);
                     for (int c = 0; c < c1 - c0; c++) {
-                        yr[c] = pre[c] * sigmoidf_(pre[c]);
+                        yr[c] = pre[c] * sg[c];
                     }
                 } else {
                     memcpy(yr, pre, (size_t)(c1 - c0) * sizeof(float));
@@ -126,7 +139,7 @@ static void conv_bwd_block(float *dx, float *dw, float *dbias, float *dcache, co
                            lina_act act, int c0, int c1)
 {
     const int cw = c1 - c0;
-    float wt[WMAX * CB], adw[WMAX * CB], adb[CB], pre[CB];
+    float wt[WMAX * CB], adw[WMAX * CB], adb[CB], pre[CB], sgr[CB];
     float dp[WMAX][CB]; /* ring of the last W rows of d pre-activation: row s in dp[s % W] */
     taps_t(wt, w, c0, c1, W);
     if (dw) {
@@ -142,8 +155,9 @@ static void conv_bwd_block(float *dx, float *dw, float *dbias, float *dcache, co
                 float *d = dp[s % W];
                 if (act == LINA_ACT_SILU) {
                     conv_pre_row(pre, x, wt, bias, cache, b, s, c0, c1, T, C, W);
+                    sigmoid_row(sgr, pre, cw);
                     for (int c = 0; c < cw; c++) {
-                        float p = pre[c], sg = sigmoidf_(p), g = dyr[c];
+                        float p = pre[c], sg = sgr[c], g = dyr[c];
                         g *= sg * (1.0f + p * (1.0f - sg));
                         d[c] = g;
                     }
