@@ -57,7 +57,7 @@ for cfg in $CONFIGS; do
         r=0
         while [ $r -lt "$REPEAT" ]; do
             "$LINA" bench --model "$cfg" --only decode --context "$ctx" --decode-steps "$DSTEPS" --batch 1 \
-                --threads "$THREADS" --json | sed "s/^{/{\"name\": \"$name\", \"framework\": \"lina-decode\", /" >>"$JL"
+                --threads "$THREADS" --roofline --json | sed "s/^{/{\"name\": \"$name\", \"framework\": \"lina-decode\", /" >>"$JL"
             r=$((r + 1))
         done
     done
@@ -123,12 +123,18 @@ L.append("")
 L.append("Decode after a prefilled context (B = 1; the context is fed in chunk-form pieces of at most 256 "
          "tokens for every context, so the prefill working memory is the same and the RSS compares what decoding keeps). ms/token: median decode step, best run; "
          "RSS: VmRSS after the decode steps, peak: VmHWM of the process.\n")
-L.append("| model | context | decode ms/token | decode tok/s | RSS MiB | peak RSS MiB |")
-L.append("|---|---|---|---|---|---|")
+L.append("Bandwidth bound: the weights outside the embedding table (read once per token) over the streaming-read "
+         "bandwidth measured in the same process (`--roofline`, 512 MiB); above 100 %% the weights are served "
+         "from the caches.\n")
+L.append("| model | context | decode ms/token | decode tok/s | weights MB | read GB/s | % of bandwidth bound | RSS MiB | peak RSS MiB |")
+L.append("|---|---|---|---|---|---|---|---|---|")
 for n in names:
     for ctx in sorted({r["context"] for r in rows if r["name"] == n and r["framework"] == "lina-decode"}):
-        L.append("| %s | %d | %s | %s | %s | %s |" % (n, ctx, f(bestmin(n, "lina-decode", "decode_ms_per_token", context=ctx), "%.2f"),
+        L.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (n, ctx, f(bestmin(n, "lina-decode", "decode_ms_per_token", context=ctx), "%.2f"),
                  f(best(n, "lina-decode", "decode_tokens_per_s", context=ctx)),
+                 f(best(n, "lina-decode", "decode_weight_mb", context=ctx), "%.1f"),
+                 f(best(n, "lina-decode", "read_gbs", context=ctx), "%.1f"),
+                 f(None if best(n, "lina-decode", "decode_bw_frac", context=ctx) is None else 100 * best(n, "lina-decode", "decode_bw_frac", context=ctx), "%.0f"),
                  f(bestmin(n, "lina-decode", "rss_mb", context=ctx), "%.1f"),
                  f(bestmin(n, "lina-decode", "peak_rss_mb", context=ctx), "%.1f")))
 L.append("")

@@ -6,6 +6,9 @@
 #include "lina.h"
 #include "ref/ref.h"
 #include "../src/tasks/tasks.h"
+#include "../src/train/model_bench.h"
+
+#include <math.h>
 
 #include <string.h>
 #include <sys/stat.h>
@@ -304,6 +307,12 @@ static void task_config_and_bench(void)
              path);
     st = run(args, err, sizeof err);
     CHECK(st == 0, "bench --model on the task config with --lr/--beta2/--clip: exit %d", st);
+    snprintf(args, sizeof args,
+             "bench --model %s --only decode --batch 2 --context 3 --decode-steps 2 --roofline --json", path);
+    st = run(args, err, sizeof err);
+    double gbs = lina_bench_read_gbs((size_t)1 << 20), sg = lina_bench_sgemm_gflops();
+    CHECK(st == 0 && gbs > 0.0 && isfinite(gbs) && sg > 0.0 && isfinite(sg),
+          "bench --model --roofline: exit %d; streaming read %.1f GB/s, SGEMM %.1f GFLOP/s", st, gbs, sg);
     snprintf(args, sizeof args, "bench --model %s --only train --clip -1", path);
     expect_fail("bench --clip -1", args, "--clip");
     snprintf(args, sizeof args, "bench --model %s --only train --beta2 1", path);

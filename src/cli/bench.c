@@ -5,7 +5,6 @@
 #include "lina.h"
 #include "../train/model_bench.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,37 +20,6 @@ static double median(double *x, int n)
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
-/* GFLOP/s of a 1024^3 SGEMM: the best of 7 runs after a warm-up (the rate
- * the machine can reach; kernel ratios against it are conservative) */
-static double sgemm_gflops(void)
-{
-    const int n = 1024;
-    float *A = malloc((size_t)n * n * sizeof(float)), *B = malloc((size_t)n * n * sizeof(float)),
-          *C = malloc((size_t)n * n * sizeof(float));
-    if (!A || !B || !C) {
-        free(A);
-        free(B);
-        free(C);
-        return 0.0;
-    }
-    for (size_t i = 0; i < (size_t)n * n; i++) {
-        A[i] = (float)((i * 7) % 13) * 0.1f - 0.6f;
-        B[i] = (float)((i * 5) % 11) * 0.1f - 0.5f;
-    }
-    double best = 1e30;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-    for (int r = 0; r < 7; r++) {
-        double t0 = lina_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-        double dt = lina_now() - t0;
-        best = dt < best ? dt : best;
-    }
-    free(A);
-    free(B);
-    free(C);
-    return 2.0 * n * n * (double)n / best / 1e9;
-}
-
 /* one kernel: median time of `repeat` runs after a warm-up */
 static int bench_op(const lina_op_info *op, const lina_mix_dims *d, lina_op_opts *o, int repeat, int json)
 {
@@ -63,7 +31,7 @@ static int bench_op(const lina_op_info *op, const lina_mix_dims *d, lina_op_opts
         lina_tset_free(&in);
         return 1;
     }
-    double sg = sgemm_gflops();
+    double sg = lina_bench_sgemm_gflops();
     lina_ws ws;
     lina_ws_init(&ws);
     int rc = lina_op_run(op, &in, &out, o, &ws); /* warm-up */
@@ -139,6 +107,8 @@ int lina_cmd_bench(int argc, char **argv)
         CLI_OPT_DBL("--lr", NULL, "X", &mb.lr, 0.0, 10.0, "AdamW learning rate of the training steps"),
         CLI_OPT_DBL("--beta2", NULL, "X", &mb.beta2, 0.0, 0.999999, "AdamW beta2"),
         CLI_OPT_DBL("--clip", NULL, "X", &mb.clip, 0.0, 1e9, "global gradient-norm clipping (0: none)"),
+        CLI_OPT_FLAG("--roofline", NULL, &mb.roofline,
+                     "also measure SGEMM and the streaming-read bandwidth; rates against them"),
         CLI_HEADING("both:"),
         CLI_OPT_INT("--threads", "-t", "N", &threads, 1, 1024, "threads (0: lina's default)"),
         CLI_OPT_FLAG("--json", NULL, &json, "one JSON object on stdout instead of the text"),

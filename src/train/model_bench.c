@@ -4,6 +4,7 @@
 
 #include "lina.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -75,6 +76,71 @@ static void mb_num(char *buf, size_t n, double v, const char *fmt)
     }
 }
 
+
+double lina_bench_sgemm_gflops(void)
+{
+    const int n = 1024;
+    float *A = malloc((size_t)n * n * sizeof(float)), *B = malloc((size_t)n * n * sizeof(float)),
+          *C = malloc((size_t)n * n * sizeof(float));
+    if (!A || !B || !C) {
+        free(A);
+        free(B);
+        free(C);
+        return 0.0;
+    }
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        A[i] = (float)((i * 7) % 13) * 0.1f - 0.6f;
+        B[i] = (float)((i * 5) % 11) * 0.1f - 0.5f;
+    }
+    double best = 1e30;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+    for (int r = 0; r < 7; r++) {
+        double t0 = lina_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+        double dt = lina_now() - t0;
+        best = dt < best ? dt : best;
+    }
+    free(A);
+    free(B);
+    free(C);
+    return 2.0 * n * n * (double)n / best / 1e9;
+}
+
+double lina_bench_read_gbs(size_t bytes)
+{
+    size_t n = bytes / sizeof(float);
+    float *x = n ? aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63) : NULL;
+    if (!x) {
+        return 0.0;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) { /* first touch by the thread that reads it */
+        x[i] = (float)(i & 7);
+    }
+    double best = 1e30, sink = 0.0;
+    for (int r = 0; r < 6; r++) {
+        double t0 = lina_now(), sum = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : sum)
+        for (size_t b = 0; b < n; b += 4096) {
+            size_t e = b + 4096 < n ? b + 4096 : n;
+            float acc[16] = {0};
+            for (size_t i = b; i + 16 <= e; i += 16) {
+#pragma omp simd
+                for (int l = 0; l < 16; l++) {
+                    acc[l] += x[i + l];
+                }
+            }
+            for (int l = 0; l < 16; l++) {
+                sum += acc[l];
+            }
+        }
+        double dt = lina_now() - t0;
+        sink += sum;
+        best = r > 0 && dt < best ? dt : best; /* run 0: warm-up */
+    }
+    free(x);
+    return sink == -1.0 ? 0.0 : (double)(n / 16 * 16) * sizeof(float) / best / 1e9;
+}
 
 void lina_model_bench_opts_default(lina_model_bench_opts *o)
 {
@@ -245,6 +311,25 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
     }
 
     double rss = mb_status_mib("VmRSS"), hwm = mb_status_mib("VmHWM");
+    /* the machine's ceilings measured in this process: SGEMM for training and batch decode,
+     * the streaming-read bandwidth for B=1 decode (every weight outside the embedding table is
+     * read once per step; the table gives one row) */
+    double sgemm = NAN, read_gbs = NAN, train_frac = NAN, decode_bw_frac = NAN, decode_gflops = NAN,
+           decode_frac = NAN;
+    const double dense = (double)np - (double)vocab * cfg.hidden_size +
+                         (cfg.tie_word_embeddings ? (double)vocab * cfg.hidden_size : 0.0);
+    if (o->roofline) {
+        sgemm = lina_bench_sgemm_gflops();
+        read_gbs = lina_bench_read_gbs((size_t)1 << 29);
+        if (!isnan(train_tps) && sgemm > 0.0) {
+            train_frac = 6.0 * ((double)np - (double)vocab * cfg.hidden_size) * train_tps / 1e9 / sgemm;
+        }
+        if (!isnan(decode_ms)) {
+            decode_gflops = 2.0 * dense * B / (1e-3 * decode_ms) / 1e9;
+            decode_frac = sgemm > 0.0 ? decode_gflops / sgemm : NAN;
+            decode_bw_frac = read_gbs > 0.0 ? 4.0 * dense / (read_gbs * 1e9) / (1e-3 * decode_ms) : NAN;
+        }
+    }
     if (json) {
         char a[48], b[48], c[48], d[48], e[48], f[48], g[48];
         mb_num(a, sizeof(a), train_tps, "%.1f");
@@ -254,10 +339,25 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
         mb_num(d, sizeof(d), decode_ms, "%.4f");
         mb_num(e, sizeof(e), rss, "%.1f");
         mb_num(f, sizeof(f), hwm, "%.1f");
+        char roof[512] = "";
+        if (o->roofline) {
+            char r[6][48];
+            mb_num(r[0], sizeof(r[0]), sgemm, "%.2f");
+            mb_num(r[1], sizeof(r[1]), read_gbs, "%.2f");
+            mb_num(r[2], sizeof(r[2]), train_frac, "%.4f");
+            mb_num(r[3], sizeof(r[3]), decode_gflops, "%.3f");
+            mb_num(r[4], sizeof(r[4]), decode_frac, "%.4f");
+            mb_num(r[5], sizeof(r[5]), decode_bw_frac, "%.4f");
+            snprintf(roof, sizeof(roof),
+                     ", \"sgemm_gflops\": %s, \"read_gbs\": %s, \"train_sgemm_frac\": %s, \"decode_gflops\": %s, "
+                     "\"decode_sgemm_frac\": %s, \"decode_bw_frac\": %s, \"decode_weight_mb\": %.2f",
+                     r[0], r[1], r[2], r[3], r[4], r[5], 4.0 * dense / 1e6);
+        }
         printf("{\"model_type\": \"%s\", \"params\": %zu, \"seq_len\": %d, \"batch\": %d, \"threads\": %d, "
                "\"train_tokens_per_s\": %s, \"train_ms_per_step\": %s, \"prefill_tokens_per_s\": %s, \"decode_tokens_per_s\": %s, "
-               "\"context\": %d, \"decode_ms_per_token\": %s, \"rss_mb\": %s, \"peak_rss_mb\": %s}\n",
-               lina_model_type_name(cfg.model_type), np, T, B, lina_get_threads(), a, g, b, c, context, d, e, f);
+               "\"context\": %d, \"decode_ms_per_token\": %s, \"rss_mb\": %s, \"peak_rss_mb\": %s%s}\n",
+               lina_model_type_name(cfg.model_type), np, T, B, lina_get_threads(), a, g, b, c, context, d, e, f,
+               roof);
     } else {
         printf("model      %s (%s), %zu parameters, %d threads\n", cfg_path, lina_model_type_name(cfg.model_type),
                np, lina_get_threads());
@@ -273,6 +373,18 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
                    decode_tps, decode_ms, B, context, dsteps);
         }
         printf("memory     %.1f MiB resident, %.1f MiB peak\n", rss, hwm);
+        if (o->roofline) {
+            printf("ceilings   SGEMM 1024^3 %.1f GFLOP/s, streaming read %.1f GB/s\n", sgemm, read_gbs);
+            if (!isnan(train_frac)) {
+                printf("train      %.1f%% of SGEMM (6 x non-embedding parameters x tokens/s)\n", 100.0 * train_frac);
+            }
+            if (!isnan(decode_ms)) {
+                printf("decode     %.2f GFLOP/s (%.1f%% of SGEMM); B=1 bound %.3f ms for %.1f MB of weights: "
+                       "%.1f%% of the bandwidth bound\n",
+                       decode_gflops, 100.0 * decode_frac, 4.0 * dense / (read_gbs * 1e9) * 1e3, 4.0 * dense / 1e6,
+                       100.0 * decode_bw_frac);
+            }
+        }
     }
     rc = 0;
 done:

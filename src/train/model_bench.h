@@ -2,6 +2,8 @@
 #ifndef LINA_MODEL_BENCH_H
 #define LINA_MODEL_BENCH_H
 
+#include <stddef.h>
+
 enum { LINA_MB_ALL = 0, LINA_MB_TRAIN = 1, LINA_MB_PREFILL = 2, LINA_MB_DECODE = 3 };
 
 typedef struct lina_model_bench_opts {
@@ -19,6 +21,8 @@ typedef struct lina_model_bench_opts {
     double lr;          /* AdamW learning rate of the training steps (1e-4) */
     double beta2;       /* AdamW beta2 (0.95; beta1 0.9, eps 1e-8, weight decay 0.1) */
     double clip;        /* > 0: global gradient-norm clipping as lina train / lina task (0) */
+    int roofline;       /* also measure SGEMM and the streaming-read bandwidth in this process
+                           and report the training and decode rates against them */
 } lina_model_bench_opts;
 
 void lina_model_bench_opts_default(lina_model_bench_opts *o);
@@ -32,10 +36,23 @@ void lina_model_bench_opts_default(lina_model_bench_opts *o);
  * seq_len, batch, threads, train_tokens_per_s, train_ms_per_step, prefill_tokens_per_s,
  * decode_tokens_per_s (null when not measured), plus context,
  * decode_ms_per_token, rss_mb and peak_rss_mb (VmRSS / VmHWM of
- * /proc/self/status after the last measurement).
+ * /proc/self/status after the last measurement). With roofline: sgemm_gflops,
+ * read_gbs (512 MiB streaming read), train_sgemm_frac (6 x non-embedding
+ * parameters x train tokens/s over SGEMM), decode_gflops (2 x weights outside
+ * the embedding table x B per decode step time), decode_sgemm_frac,
+ * decode_bw_frac (the B=1 bound, weight bytes / read bandwidth, over the step
+ * time) and decode_weight_mb.
  * Returns 0; on a bad option or a failure prints one "lina: bench: ..." line on
  * stderr and returns 2 (usage) or 1 (runtime).
  */
 int lina_model_bench_run(const lina_model_bench_opts *o);
+
+/* GFLOP/s of a 1024^3 OpenBLAS SGEMM on the current thread count: the best of 7
+ * runs after a warm-up */
+double lina_bench_sgemm_gflops(void);
+
+/* GB/s of a streaming read (a parallel sum) over a buffer of `bytes`: the best
+ * of 5 passes after a warm-up; 0 when the buffer cannot be allocated */
+double lina_bench_read_gbs(size_t bytes);
 
 #endif
