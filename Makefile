@@ -29,9 +29,19 @@ REFSRC  = $(wildcard tests/ref/*.c)
 REFOBJ  = $(REFSRC:%.c=$(BUILD)/%.o)
 HDRS    = include/lina.h $(wildcard src/*/*.h) $(wildcard tests/*.h) $(wildcard tests/ref/*.h)
 
+# Shared library: liblina.so.MAJOR.MINOR (from LINA_VERSION in lina.h), its
+# SONAME liblina.so.MAJOR (liblina.so.0.MINOR while MAJOR is 0: every 0.x minor
+# may break the ABI), symlinks to it, and only the functions declared in
+# include/lina.h exported (a version script made from the header).
+VERSION  := $(shell sed -n 's/^\#define LINA_VERSION "\(.*\)"/\1/p' include/lina.h)
+V_MAJOR  := $(word 1,$(subst ., ,$(VERSION)))
+V_MINOR  := $(word 2,$(subst ., ,$(VERSION)))
+SOFILE   := liblina.so.$(V_MAJOR).$(V_MINOR)
+SONAME   := $(if $(filter 0,$(V_MAJOR)),$(SOFILE),liblina.so.$(V_MAJOR))
+
 .PHONY: all test asan bench install clean
 .SECONDARY:
-all: $(BUILD)/liblina.a $(BUILD)/liblina.so $(BUILD)/lina
+all: $(BUILD)/liblina.a $(BUILD)/$(SOFILE) $(BUILD)/liblina.so $(BUILD)/lina
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -41,8 +51,18 @@ $(BUILD)/liblina.a: $(OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/liblina.so: $(OBJ)
-	$(CC) -shared -o $@ $^ $(LDLIBS) $(EXTRA_LDFLAGS)
+# the exported symbols: every function declared in lina.h, nothing else
+$(BUILD)/lina.map: include/lina.h
+	@mkdir -p $(dir $@)
+	{ echo '{ global:'; grep -v '^[[:space:]]*\(/\*\|\*\|//\)' include/lina.h | \
+	  sed -n 's/^[A-Za-z_].*[ *]\(lina_[a-z0-9_]*\)(.*/  \1;/p' | sort -u; echo 'local: *; };'; } > $@
+
+$(BUILD)/$(SOFILE): $(OBJ) $(BUILD)/lina.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script,$(BUILD)/lina.map -o $@ $(OBJ) $(LDLIBS) \
+	  $(EXTRA_LDFLAGS)
+
+$(BUILD)/liblina.so: $(BUILD)/$(SOFILE)
+	cd $(BUILD) && { [ $(SONAME) = $(SOFILE) ] || ln -sf $(SOFILE) $(SONAME); } && ln -sf $(SONAME) liblina.so
 
 $(BUILD)/lina: $(BUILD)/tools/lina.o $(BUILD)/liblina.a
 	$(CC) -o $@ $^ $(LDLIBS) $(EXTRA_LDFLAGS)
@@ -82,13 +102,18 @@ paper: $(BUILD)/lina
 data: $(BUILD)/lina
 	LINA=$(BUILD)/lina sh data/make_corpus.sh
 
+# lina.pc carries an rpath to PREFIX/lib, so `cc $$(pkg-config --cflags --libs lina)`
+# gives a program that finds liblina.so without LD_LIBRARY_PATH; as root without
+# DESTDIR, ldconfig also registers the library.
 install: all
 	mkdir -p $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
 	cp include/lina.h $(DESTDIR)$(PREFIX)/include/
-	cp $(BUILD)/liblina.a $(BUILD)/liblina.so $(DESTDIR)$(PREFIX)/lib/
+	cp $(BUILD)/liblina.a $(BUILD)/$(SOFILE) $(DESTDIR)$(PREFIX)/lib/
+	cd $(DESTDIR)$(PREFIX)/lib && { [ $(SONAME) = $(SOFILE) ] || ln -sf $(SOFILE) $(SONAME); } && \
+	  ln -sf $(SONAME) liblina.so
 	cp $(BUILD)/lina $(DESTDIR)$(PREFIX)/bin/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/#define LINA_VERSION "\(.*\)"/\1/p' include/lina.h)|' \
-	  lina.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lina.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' lina.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lina.pc
+	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 clean:
 	rm -rf build build-asan

@@ -707,6 +707,33 @@ size_t lina_model_state_layer_floats(const lina_model_state *s, int layer);
 int lina_model_decode(lina_model *m, lina_model_state *s, const int32_t *tokens, int B, int T, float *logits,
                       lina_ws *ws);
 
+/*
+ * Sampling and generation. A sampler draws a token from logits[vocab]:
+ * temperature 0 is greedy (the arg max, lowest id on ties); otherwise the
+ * logits are divided by the temperature, cut to the top_k largest (0: all),
+ * then to the shortest most-likely prefix whose probability reaches top_p
+ * (1: all), and a token is drawn from what is left with a splitmix64 stream
+ * started at `seed` (the same seed gives the same tokens).
+ */
+typedef struct lina_sampler lina_sampler;
+int lina_sampler_create(int vocab, float temperature, int top_k, float top_p, uint64_t seed, lina_sampler **out);
+void lina_sampler_free(lina_sampler *s);
+int32_t lina_sampler_sample(lina_sampler *s, const float *logits);
+
+/* Called with each generated token; a non-zero return stops generation. */
+typedef int (*lina_token_cb)(int32_t token, void *user);
+/* Prompt tokens per lina_model_decode call while lina_generate prefills. */
+#define LINA_PREFILL_CHUNK 256
+/* Feed prompt[n_prompt] (n_prompt >= 1) at the state's position (chunk form,
+ * in pieces of at most LINA_PREFILL_CHUNK tokens, so memory does not grow with
+ * the prompt), then draw up to max_new tokens one at a time (recurrent form).
+ * Stops early at stop_token (not emitted; -1: none) or when on_token (may be
+ * NULL) returns non-zero. The generated tokens go to out (NULL, or room for
+ * max_new), their count to *n_out. The state must be for B = 1 and, with
+ * softmax-attention layers, have room for its position + n_prompt + max_new. */
+int lina_generate(lina_model *m, lina_model_state *s, const int32_t *prompt, int n_prompt, int max_new,
+                  int stop_token, lina_sampler *smp, lina_token_cb on_token, void *user, int32_t *out, int *n_out);
+
 /* ---------------------------------------------------------------- training */
 
 /*
