@@ -1,114 +1,14 @@
 /* generate.c -- `lina generate`: stream text from a checkpoint. The prompt is fed
  * with the chunk form, then one token at a time with the recurrent form (a
- * constant-size state per linear layer); sampling is temperature, top-k, top-p. */
+ * constant-size state per linear layer); sampling through the library's
+ * lina_sampler (temperature, top-k, top-p). */
 #include "cli.h"
 #include "lina.h"
 
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-typedef struct gen_cand {
-    float logit;
-    int id;
-} gen_cand;
-
-/* descending logit, then ascending id: a total order, so the result does not
- * depend on the sort algorithm */
-static int gen_before(const gen_cand *x, const gen_cand *y)
-{
-    return x->logit > y->logit || (x->logit == y->logit && x->id < y->id);
-}
-
-static int gen_cmp(const void *a, const void *b)
-{
-    const gen_cand *x = a, *y = b;
-    return gen_before(x, y) ? -1 : gen_before(y, x) ? 1 : 0;
-}
-
-/* Move the n first candidates (in gen_before order) to cand[0..n) (unsorted):
- * quickselect, O(V) on average, instead of sorting the whole vocabulary. */
-static void gen_select(gen_cand *c, int V, int n)
-{
-    int lo = 0, hi = V - 1;
-    while (lo < hi) {
-        gen_cand pv = c[lo + (hi - lo) / 2];
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (gen_before(&c[i], &pv)) {
-                i++;
-            }
-            while (gen_before(&pv, &c[j])) {
-                j--;
-            }
-            if (i <= j) {
-                gen_cand t = c[i];
-                c[i] = c[j];
-                c[j] = t;
-                i++;
-                j--;
-            }
-        }
-        if (n - 1 <= j) {
-            hi = j;
-        } else if (n - 1 >= i) {
-            lo = i;
-        } else {
-            break;
-        }
-    }
-}
-
-/* Sample a token from logits[V]: temperature 0 = greedy; else top-k (0 = all),
- * then top-p (1 = all) over the softmax, drawn with the given rng state. */
-static int gen_sample(const float *logits, int V, float temperature, int top_k, float top_p, gen_cand *cand,
-                      uint64_t *rng)
-{
-    int best = 0;
-    for (int i = 1; i < V; i++) {
-        best = logits[i] > logits[best] ? i : best;
-    }
-    if (temperature <= 0.0f) {
-        return best;
-    }
-    for (int i = 0; i < V; i++) {
-        cand[i].logit = logits[i] / temperature;
-        cand[i].id = i;
-    }
-    int n = top_k > 0 && top_k < V ? top_k : V;
-    if (n < V) {
-        gen_select(cand, V, n);
-    }
-    qsort(cand, (size_t)n, sizeof *cand, gen_cmp);
-    double z = 0.0;
-    for (int i = 0; i < n; i++) {
-        z += exp((double)cand[i].logit - cand[0].logit);
-    }
-    double cum = 0.0;
-    int m = n;
-    for (int i = 0; i < n; i++) {
-        cum += exp((double)cand[i].logit - cand[0].logit) / z;
-        if (cum >= top_p) {
-            m = i + 1;
-            break;
-        }
-    }
-    double zm = 0.0;
-    for (int i = 0; i < m; i++) {
-        zm += exp((double)cand[i].logit - cand[0].logit);
-    }
-    uint64_t x = lina_splitmix64(rng);
-    double u = (double)(x >> 11) * (1.0 / 9007199254740992.0) * zm, acc = 0.0;
-    for (int i = 0; i < m; i++) {
-        acc += exp((double)cand[i].logit - cand[0].logit);
-        if (u < acc) {
-            return cand[i].id;
-        }
-    }
-    return cand[m - 1].id;
-}
 
 /* one generation session: model, tokenizer, decode state and sampler */
 typedef struct gen {
@@ -118,14 +18,12 @@ typedef struct gen {
     lina_ws ws;
     int V, eos, bos, cap;   /* cap: the state's attention capacity (tokens) */
     int keep;               /* --keep-state: every token fed stays in the state */
-    int max_tokens, top_k;
-    float temperature, top_p;
-    uint64_t rng;
+    int max_tokens;
+    lina_sampler *smp;      /* temperature, top-k, top-p, seed (the library's sampler) */
     float *logits;          /* [nlog, V] */
     size_t nlog;
     float *last;            /* [V] logits after the last token fed */
     int have_last;
-    gen_cand *cand;
 } gen;
 
 /* Feeds ids[0..n) at the state's position; the logits of the last one into g->last. */
@@ -175,7 +73,7 @@ static int gen_turn(gen *g, const int32_t *ids, size_t n)
     int produced = 0, rc = LINA_OK;
     t0 = lina_now();
     for (int s = 0; s < g->max_tokens; s++) {
-        int32_t tok = gen_sample(g->last, g->V, g->temperature, g->top_k, g->top_p, g->cand, &g->rng);
+        int32_t tok = lina_sampler_sample(g->smp, g->last);
         if (tok != g->eos) {
             char *piece = NULL;
             size_t plen = 0;
@@ -289,10 +187,6 @@ int lina_cmd_generate(int argc, char **argv)
     lina_ws_init(&g.ws);
     g.keep = keep;
     g.max_tokens = max_tokens;
-    g.top_k = top_k;
-    g.temperature = temperature;
-    g.top_p = top_p;
-    g.rng = (uint64_t)seed;
     int rc = 1;
     if (lina_model_load(model_dir, &g.m) || lina_tokenizer_load(tok_path, &g.tk)) {
         fprintf(stderr, "lina: generate: %s\n", lina_last_error());
@@ -311,9 +205,9 @@ int lina_cmd_generate(int argc, char **argv)
         g.bos = b >= 0 && b < lina_tokenizer_vocab_size(g.tk) ? b : -1;
     }
     g.last = malloc((size_t)g.V * sizeof(float));
-    g.cand = malloc((size_t)g.V * sizeof *g.cand);
-    if (!g.last || !g.cand || (keep && lina_model_state_create(g.m, 1, ctx, &g.st))) {
-        fprintf(stderr, "lina: generate: out of memory\n");
+    if (lina_sampler_create(g.V, temperature, top_k, top_p, (uint64_t)seed, &g.smp) || !g.last ||
+        (keep && lina_model_state_create(g.m, 1, ctx, &g.st))) {
+        fprintf(stderr, "lina: generate: %s\n", g.last ? lina_last_error() : "out of memory");
         goto done;
     }
     g.cap = keep ? ctx : 0;
@@ -343,7 +237,7 @@ int lina_cmd_generate(int argc, char **argv)
     free(line);
 done:
     lina_ws_free(&g.ws);
-    free(g.cand);
+    lina_sampler_free(g.smp);
     free(g.last);
     free(g.logits);
     lina_model_state_free(g.st);
