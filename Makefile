@@ -39,7 +39,7 @@ V_MINOR  := $(word 2,$(subst ., ,$(VERSION)))
 SOFILE   := liblina.so.$(V_MAJOR).$(V_MINOR)
 SONAME   := $(if $(filter 0,$(V_MAJOR)),$(SOFILE),liblina.so.$(V_MAJOR))
 
-.PHONY: all test asan bench install clean
+.PHONY: all test test-suite asan bench install clean
 .SECONDARY:
 all: $(BUILD)/liblina.a $(BUILD)/$(SOFILE) $(BUILD)/liblina.so $(BUILD)/lina
 
@@ -71,7 +71,12 @@ $(BUILD)/tests/%: tests/%.c $(REFOBJ) $(BUILD)/liblina.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(REFOBJ) $(BUILD)/liblina.a $(LDLIBS) $(EXTRA_LDFLAGS)
 
-test: all $(TESTBIN)
+# `make test` first installs missing Debian build dependencies (tools/deps.sh:
+# apt-get as root, sudo, or a message naming them), then builds and runs the suite.
+test:
+	@sh tools/deps.sh
+	@$(MAKE) --no-print-directory test-suite
+test-suite: all $(TESTBIN)
 	@LINA_BIN=$(BUILD)/lina sh tests/run.sh $(TESTBIN)
 
 asan:

@@ -1,6 +1,7 @@
 #!/bin/sh
 # demo.sh -- lina's main job from a fresh clone (what `make demo` runs):
-#   1. install the build dependencies and Debian's bible-kjv if missing,
+#   1. install the build dependencies and Debian's bible-kjv if missing
+#      (tools/deps.sh),
 #   2. build lina,
 #   3. prepare the corpus: the King James Bible, a 4096-token BPE tokenizer,
 #      train / validation token files (data/, `make data`),
@@ -15,19 +16,7 @@ THREADS=${THREADS:-$(nproc 2>/dev/null || echo 2)}
 STEPS=${STEPS:-600}
 RUN=runs/gla-small
 
-need=""
-for p in make gcc libc6-dev libopenblas-openmp-dev libcjson-dev; do
-    dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
-done
-if [ -n "$need" ]; then
-    echo "demo: installing$need" >&2
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    # shellcheck disable=SC2086
-    $SUDO apt-get install -y -qq --no-install-recommends $need
-fi
+sh tools/deps.sh bible-kjv
 
 echo "== build" >&2
 make -j"$THREADS" all >/dev/null
