@@ -31,20 +31,9 @@ static const layer k_layers[] = {
 };
 #define N_LAYERS ((int)(sizeof k_layers / sizeof k_layers[0]))
 
-/* Includes that still cross the layering and are tolerated until moved:
- * {including file, included file}. */
-static const char *const k_tolerated[][2] = {
-    {"src/nn/mlstm_layer.h", "src/model/mixer.h"},
-    {"src/nn/mom_layer.h", "src/model/mixer.h"},
-    {"src/nn/moe_mlp.h", "src/model/mixer.h"},
-};
-#define N_TOLERATED ((int)(sizeof k_tolerated / sizeof k_tolerated[0]))
-
 typedef struct scan {
     const char *root;   /* tree root ("." for the repository) */
-    int tolerate;       /* apply k_tolerated */
     int files, includes, violations;
-    int tolerated_seen[N_TOLERATED];
     char first[1024];    /* first violation, for the report */
 } scan;
 
@@ -198,19 +187,10 @@ static void check_file(scan *sc, const char *rel)
         if (same_folder(from, to) || k_layers[to].rank < k_layers[from].rank) {
             continue;
         }
-        int tolerated = 0;
-        for (int i = 0; sc->tolerate && i < N_TOLERATED; i++) {
-            if (strcmp(rel, k_tolerated[i][0]) == 0 && strcmp(target, k_tolerated[i][1]) == 0) {
-                sc->tolerated_seen[i] = 1;
-                tolerated = 1;
-            }
-        }
-        if (!tolerated) {
-            char why[256];
-            snprintf(why, sizeof why, "%s (rank %d) may not include %s (rank %d)",
-                     k_layers[from].dir, k_layers[from].rank, k_layers[to].dir, k_layers[to].rank);
-            violation(sc, rel, inc, why);
-        }
+        char why[256];
+        snprintf(why, sizeof why, "%s (rank %d) may not include %s (rank %d)",
+                 k_layers[from].dir, k_layers[from].rank, k_layers[to].dir, k_layers[to].rank);
+        violation(sc, rel, inc, why);
     }
     fclose(f);
 }
@@ -333,16 +313,10 @@ int main(void)
 {
     self_check();
 
-    scan sc = {.root = ".", .tolerate = 1};
+    scan sc = {.root = "."};
     run_scan(&sc);
     CHECK(sc.files > 50 && sc.violations == 0,
           "layers: %d files under src/ and tools/, %d quoted includes, %d going up or sideways%s%s",
           sc.files, sc.includes, sc.violations, sc.first[0] ? "; first: " : "", sc.first);
-    for (int i = 0; i < N_TOLERATED; i++) {
-        if (!sc.tolerated_seen[i]) {
-            printf("# note: %s no longer includes %s; drop it from k_tolerated in %s\n",
-                   k_tolerated[i][0], k_tolerated[i][1], __FILE__);
-        }
-    }
     return th_exit();
 }

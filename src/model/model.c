@@ -3,15 +3,16 @@
  *
  *   x_0 = Emb[tokens]                                       [N, D], N = B*T
  *   for l = 0..L-1:  h_l = x_l + Mixer_l(RMSNorm_attn(x_l))
- *                    x_{l+1} = h_l + GatedMLP(RMSNorm_mlp(h_l))
+ *                    x_{l+1} = h_l + FFN_l(RMSNorm_mlp(h_l))
  *   logits = RMSNorm(x_L) W_lm^T                             [N, vocab]
  *
- * Parameters: one contiguous float buffer, carved into views named and
+ * The mixer and the feed-forward block of each layer are kinds (src/nn/kind.h)
+ * chosen by the registry (kinds.c); this file composes them and knows none by
+ * name. Parameters: one contiguous float buffer, carved into views named and
  * shaped as FLA's state dict; the gradient buffer mirrors it. Activations
  * for backward live in one arena owned by the model, sized for the largest
  * B*T seen so far. */
 #include "model.h"
-#include "mixer.h"
 #include "../io/io_internal.h"
 #include "../kern/checked.h"
 #include "../nn/nn.h"
@@ -30,17 +31,9 @@
 /* ================================================================ tables */
 
 #define MODEL_NAME_MAX 96
-#define MODEL_MAX_MIX 16
 /* lina_model_decode runs serially below this many token x parameter products
  * (B = 1 decode of a 64M-parameter model; the lm_head and embedding count too) */
 #define DECODE_SERIAL_WORK 6.4e7
-
-typedef lina_init tensor_init; /* mixer.h */
-#define INIT_NORMAL LINA_INIT_NORMAL
-#define INIT_ONES LINA_INIT_ONES
-#define INIT_ZEROS LINA_INIT_ZEROS
-#define INIT_A_LOG LINA_INIT_A_LOG
-#define INIT_DT_BIAS LINA_INIT_DT_BIAS
 
 typedef struct model_tensor {
     char name[MODEL_NAME_MAX];
@@ -49,46 +42,23 @@ typedef struct model_tensor {
     size_t off;      /* floats into the parameter buffer */
     size_t numel;
     int decay;
-    tensor_init init;
+    lina_init init;
+    int has_args;
+    double args[3];  /* the init's arguments (has_args) */
 } model_tensor;
 
-typedef enum mixer_kind {
-    MIX_GLA = 0,
-    MIX_GDN = 1,
-    MIX_ATTN = 2,
-    MIX_HGRN2 = 3,
-    MIX_EXT = 4 /* a plug-in kind (mixer.h) */
-} mixer_kind;
-
-/* a plug-in block: its table, tensor slots and private dims */
-typedef struct ext_block {
+/* a block (mixer, feed-forward, or a kind's shared tensors): its kind,
+ * tensor slots and private dims */
+typedef struct model_block {
     const lina_mixer_vt *vt;
     int slot[LINA_MIXER_MAX_SLOTS]; /* tensor indices, -1: absent */
     _Alignas(16) unsigned char dims[LINA_MIXER_DIMS_BYTES];
-} ext_block;
-
-/* GLA tensor slots in model_layer.mix */
-enum { GLA_Q, GLA_K, GLA_V, GLA_G, GLA_GK0, GLA_GK1, GLA_GK1B, GLA_NORM, GLA_O, GLA_QC, GLA_KC, GLA_VC, GLA_NSLOTS };
-/* Gated DeltaNet tensor slots */
-enum { GDN_Q, GDN_K, GDN_V, GDN_A, GDN_B, GDN_ALOG, GDN_DT, GDN_QC, GDN_KC, GDN_VC, GDN_G, GDN_NORM, GDN_O,
-       GDN_NSLOTS };
-/* softmax attention tensor slots */
-enum { ATT_Q, ATT_QB, ATT_K, ATT_KB, ATT_V, ATT_VB, ATT_QN, ATT_KN, ATT_O, ATT_NSLOTS };
-/* HGRN2 tensor slots */
-enum { HG_Q, HG_F, HG_I, HG_NORM, HG_O, HG_NSLOTS };
+} model_block;
 
 typedef struct model_layer {
-    mixer_kind kind;
-    int t_attn_norm, t_mlp_norm, t_gate, t_up, t_down; /* tensor indices */
-    int mix[MODEL_MAX_MIX];                           /* mixer tensor indices (-1: absent) */
-    lina_gla_dims gla;
-    lina_gdn_dims gdn;
-    lina_attn_dims att;
-    lina_hgrn2_dims hg;
-    size_t mix_acts;                                  /* floats of mixer activations per row set */
-    ext_block *ext;                                   /* MIX_EXT: the mixer */
-    ext_block *ffn;                                   /* plug-in feed-forward block, or NULL (GatedMLP) */
-    int has_mlp;                                      /* 0: no feed-forward sub-block (mamba2) */
+    int t_attn_norm, t_mlp_norm; /* tensor indices (t_mlp_norm -1 without feed-forward) */
+    model_block *mix;            /* the token mixer */
+    model_block *ffn;            /* the feed-forward block, or NULL (LINA_KIND_NO_FFN) */
 } model_layer;
 
 /* Per-layer activations (views into the arena) for N rows. */
@@ -99,22 +69,28 @@ typedef struct layer_acts {
     float *h;        /* [N, D] x + mixer */
     float *xn2;      /* [N, D] RMSNorm_mlp(h) */
     float *rstd2;    /* [N] */
-    float *gate, *up, *hh; /* [N, I] MLP */
+    float *ffn;      /* feed-forward activations */
     float *mix;      /* mixer activations */
-    float *ffn;      /* plug-in feed-forward activations */
 } layer_acts;
+
+static const lina_kind_names fla_names = {
+    "model.embeddings.weight",
+    "model.layers.%d.attn_norm.weight",
+    "model.layers.%d.attn.",
+    "model.norm.weight",
+};
 
 struct lina_model {
     lina_config cfg;
-    int L, D, vocab, I;
+    int L, D, vocab;
     int ntensors, captensors;
     model_tensor *tensors;
     model_layer *layers;  /* [L] */
+    const lina_mixer_vt *kind; /* the model's own kind */
+    const lina_kind_names *names;
+    model_block *shared;  /* the kind's model-level tensors, or NULL */
+    float *shared_work;   /* its work buffer */
     int t_emb, t_norm, t_lm; /* t_lm == t_emb when tied */
-    int t_lb;             /* hgrn2 model.lower_bounds [L, D], or -1 */
-    float *lb_P;          /* [L, D] softmax over layers of lower_bounds */
-    float *lb_lambda;     /* [L, D] per-layer lower bound: cumsum(P) - P[0] */
-    float *lb_dlambda;    /* [L, D] its gradient (backward scratch) */
     size_t nparams;
     float *params;        /* [nparams] */
     float *grads;         /* [nparams] */
@@ -152,7 +128,7 @@ static void *xcalloc_aligned(size_t n)
 }
 
 static int add_tensor(lina_model *m, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int decay,
-                      tensor_init init)
+                      lina_init init)
 {
     if (m->ntensors == m->captensors) {
         int nc = m->captensors ? 2 * m->captensors : 64;
@@ -180,92 +156,67 @@ static int add_tensor(lina_model *m, const char *name, int ndim, int64_t d0, int
     return m->ntensors++;
 }
 
-/* ---------------------------------------------------------- plug-in kinds */
+/* ---------------------------------------------------------- blocks */
 
-struct lina_mixer_builder {
-    lina_model *m;
-    int *slot;
-    char prefix[64];
-};
-
-int lina_mixer_add(lina_mixer_builder *b, int slot, const char *suffix, int ndim, int64_t d0, int64_t d1,
-                   int64_t d2, int decay, lina_init init)
+/* lina_mixer_builder's declare: a tensor of the model */
+static int declare_tensor(void *ctx, const char *name, int ndim, const int64_t *shape, int decay, lina_init init,
+                          const double *args)
 {
-    if (!b || !suffix || slot < 0 || slot >= LINA_MIXER_MAX_SLOTS || ndim < 1 || ndim > 3 || d0 < 1 ||
-        (ndim > 1 && d1 < 1) || (ndim > 2 && d2 < 1)) {
-        return lina_set_error(LINA_EINVAL, "model: bad tensor declaration (%s)", suffix ? suffix : "NULL");
-    }
-    char nm[MODEL_NAME_MAX];
-    if ((size_t)snprintf(nm, sizeof(nm), "%s%s", b->prefix, suffix) >= sizeof(nm)) {
-        return lina_set_error(LINA_EINVAL, "model: tensor name too long (%s%s)", b->prefix, suffix);
-    }
-    int t = add_tensor(b->m, nm, ndim, d0, ndim > 1 ? d1 : 0, ndim > 2 ? d2 : 0, decay, init);
+    lina_model *m = ctx;
+    int t = add_tensor(m, name, ndim, shape[0], shape[1], shape[2], decay, init);
     if (t < 0) {
         return lina_set_error(LINA_ENOMEM, "model: out of memory");
     }
-    b->slot[slot] = t;
-    return LINA_OK;
+    if (args) {
+        m->tensors[t].has_args = 1;
+        memcpy(m->tensors[t].args, args, sizeof(m->tensors[t].args));
+    }
+    return t;
 }
 
-static int build_ext(lina_model *m, int l, const lina_mixer_vt *vt, const char *prefix_fmt, ext_block **out)
+static model_block *new_block(lina_model *m, const lina_mixer_vt *vt, lina_mixer_builder *b, const char *prefix_fmt,
+                              int l)
 {
-    ext_block *e = calloc(1, sizeof(*e));
+    model_block *e = calloc(1, sizeof(*e));
     if (!e) {
-        return lina_set_error(LINA_ENOMEM, "model: out of memory");
+        return NULL;
     }
-    *out = e;
     e->vt = vt;
     for (int i = 0; i < LINA_MIXER_MAX_SLOTS; i++) {
         e->slot[i] = -1;
     }
-    lina_mixer_builder b;
-    b.m = m;
-    b.slot = e->slot;
-    snprintf(b.prefix, sizeof(b.prefix), prefix_fmt, l);
-    return vt->build(&b, &m->cfg, l, e->dims);
+    memset(b, 0, sizeof(*b));
+    b->declare = declare_tensor;
+    b->ctx = m;
+    b->slot = e->slot;
+    snprintf(b->prefix, sizeof(b->prefix), prefix_fmt, l);
+    return e;
 }
 
-/* P[slot] / G[slot] views of a plug-in block over `base` */
-static void ext_views(const lina_model *m, const ext_block *e, float *base, float **v)
+/* a layer's block of kind vt, tensors under prefix_fmt (with the layer index) */
+static int build_block(lina_model *m, int l, const lina_mixer_vt *vt, const char *prefix_fmt, model_block **out)
+{
+    lina_mixer_builder b;
+    if (!(*out = new_block(m, vt, &b, prefix_fmt, l))) {
+        return lina_set_error(LINA_ENOMEM, "model: out of memory");
+    }
+    return vt->build(&b, &m->cfg, l, (*out)->dims);
+}
+
+/* P[slot] / G[slot] views of a block over `base` */
+static void block_views(const lina_model *m, const model_block *e, float *base, float **v)
 {
     for (int i = 0; i < LINA_MIXER_MAX_SLOTS; i++) {
         v[i] = e->slot[i] < 0 ? NULL : base + m->tensors[e->slot[i]].off;
     }
 }
 
-/* Run a plug-in block's forward (G == NULL: out = block(x), state / aux as
- * in lina_mixer_call) or backward (G != NULL: dx += d block / d x given dout,
+/* Run a block's forward (G == NULL: out = block(x), state / aux as in
+ * lina_mixer_call) or backward (G != NULL: dx += d block / d x given dout,
  * gradients into G, the auxiliary loss's gradient with weight 1). */
-static int ext_run(const lina_model *m, const ext_block *e, float *P, float *G, int B, int T, const float *x,
-                   float *out_dx, const float *dout, float *acts, float *scratch, float *state, int64_t pos,
-                   double *aux, lina_form form, lina_ws *ws)
-{
-    float *Pv[LINA_MIXER_MAX_SLOTS], *Gv[LINA_MIXER_MAX_SLOTS];
-    ext_views(m, e, P, Pv);
-    lina_mixer_call cl = {0};
-    cl.dims = e->dims;
-    cl.P = Pv;
-    cl.B = B;
-    cl.T = T;
-    cl.x = x;
-    cl.acts = acts;
-    cl.form = form;
-    cl.ws = ws;
-    if (!G) {
-        cl.out = out_dx;
-        cl.state = state;
-        cl.pos = pos;
-        cl.aux = aux;
-        return e->vt->forward(&cl);
-    }
-    ext_views(m, e, G, Gv);
-    cl.G = Gv;
-    cl.dout = dout;
-    cl.dx = out_dx;
-    cl.scratch = scratch;
-    cl.aux_grad = 1.0;
-    return e->vt->backward(&cl);
-}
+static int block_run(const lina_model *m, const model_block *e, float *P, float *G, int B, int T, const float *x,
+                     float *out_dx, const float *dout, float *acts, float *scratch, const lina_model_state *st,
+                     float *state, double *aux, lina_form form, lina_ws *ws);
 
 /* splitmix64 + Box-Muller: deterministic N(0,1) from a seed */
 typedef struct model_rng {
@@ -298,412 +249,60 @@ static float *tp(const lina_model *m, float *base, int t)
     return t < 0 ? NULL : base + m->tensors[t].off;
 }
 
-/* the GLA views of layer l over `base` (params or grads) */
-static void gla_views(const lina_model *m, const model_layer *ly, float *base, lina_gla_params *p)
-{
-    p->q_proj = tp(m, base, ly->mix[GLA_Q]);
-    p->k_proj = tp(m, base, ly->mix[GLA_K]);
-    p->v_proj = tp(m, base, ly->mix[GLA_V]);
-    p->g_proj = tp(m, base, ly->mix[GLA_G]);
-    p->gk0 = tp(m, base, ly->mix[GLA_GK0]);
-    p->gk1 = tp(m, base, ly->mix[GLA_GK1]);
-    p->gk1_b = tp(m, base, ly->mix[GLA_GK1B]);
-    p->norm_w = tp(m, base, ly->mix[GLA_NORM]);
-    p->o_proj = tp(m, base, ly->mix[GLA_O]);
-    p->q_conv = tp(m, base, ly->mix[GLA_QC]);
-    p->k_conv = tp(m, base, ly->mix[GLA_KC]);
-    p->v_conv = tp(m, base, ly->mix[GLA_VC]);
-}
-
-/* the Gated DeltaNet views of a layer over `base` */
-static void gdn_views(const lina_model *m, const model_layer *ly, float *base, lina_gdn_params *p)
-{
-    p->q_proj = tp(m, base, ly->mix[GDN_Q]);
-    p->k_proj = tp(m, base, ly->mix[GDN_K]);
-    p->v_proj = tp(m, base, ly->mix[GDN_V]);
-    p->a_proj = tp(m, base, ly->mix[GDN_A]);
-    p->b_proj = tp(m, base, ly->mix[GDN_B]);
-    p->A_log = tp(m, base, ly->mix[GDN_ALOG]);
-    p->dt_bias = tp(m, base, ly->mix[GDN_DT]);
-    p->q_conv = tp(m, base, ly->mix[GDN_QC]);
-    p->k_conv = tp(m, base, ly->mix[GDN_KC]);
-    p->v_conv = tp(m, base, ly->mix[GDN_VC]);
-    p->g_proj = tp(m, base, ly->mix[GDN_G]);
-    p->o_norm = tp(m, base, ly->mix[GDN_NORM]);
-    p->o_proj = tp(m, base, ly->mix[GDN_O]);
-}
-
-/* the attention views of a layer over `base` */
-static void attn_views(const lina_model *m, const model_layer *ly, float *base, lina_attn_params *p)
-{
-    p->q_proj = tp(m, base, ly->mix[ATT_Q]);
-    p->q_bias = tp(m, base, ly->mix[ATT_QB]);
-    p->k_proj = tp(m, base, ly->mix[ATT_K]);
-    p->k_bias = tp(m, base, ly->mix[ATT_KB]);
-    p->v_proj = tp(m, base, ly->mix[ATT_V]);
-    p->v_bias = tp(m, base, ly->mix[ATT_VB]);
-    p->q_norm = tp(m, base, ly->mix[ATT_QN]);
-    p->k_norm = tp(m, base, ly->mix[ATT_KN]);
-    p->o_proj = tp(m, base, ly->mix[ATT_O]);
-}
-
-static void hgrn2_views(const lina_model *m, const model_layer *ly, float *base, lina_hgrn2_params *p)
-{
-    p->q_proj = tp(m, base, ly->mix[HG_Q]);
-    p->f_proj = tp(m, base, ly->mix[HG_F]);
-    p->i_proj = tp(m, base, ly->mix[HG_I]);
-    p->g_norm = tp(m, base, ly->mix[HG_NORM]);
-    p->o_proj = tp(m, base, ly->mix[HG_O]);
-}
-
 /* ================================================================ build */
-
-static int build_gla_layer(lina_model *m, int l, model_layer *ly)
-{
-    const lina_config *c = &m->cfg;
-    int D = m->D, H = c->num_heads;
-    int kd = (int)(D * c->expand_k), vd = (int)(D * c->expand_v);
-    int ret = c->model_type == LINA_MODEL_RETNET;
-    const char *mt = lina_model_type_name(c->model_type);
-    int G = H / (c->num_kv_heads > 0 ? c->num_kv_heads : H); /* kv groups (validated by the config) */
-    if (c->feature_map[0]) {
-        return lina_set_error(LINA_EINVAL, "%s: feature_map \"%s\" is not implemented yet", mt, c->feature_map);
-    }
-    if (!ret && !c->elementwise_affine) {
-        return lina_set_error(LINA_EINVAL, "%s: elementwise_affine = false is not implemented yet", mt);
-    }
-    ly->kind = MIX_GLA;
-    ly->gla.D = D;
-    ly->gla.H = H;
-    ly->gla.K = kd / H;
-    ly->gla.V = vd / H;
-    ly->gla.output_gate = c->use_output_gate ? 1 : 0;
-    ly->gla.norm_eps = (float)c->norm_eps;
-    ly->gla.has_clamp_min = c->has_clamp_min;
-    ly->gla.clamp_min = (float)c->clamp_min;
-    ly->gla.retention = ret;
-    ly->gla.num_kv_heads = H / G;
-    ly->gla.use_short_conv = c->use_short_conv ? 1 : 0;
-    ly->gla.conv_size = c->conv_size;
-    if ((kd / H) % 2 != 0 && ret) {
-        return lina_set_error(LINA_EINVAL, "retnet: the key head dim %d must be even (RoPE)", kd / H);
-    }
-    char nm[MODEL_NAME_MAX];
-    const char *pre = "model.layers";
-#define T2(slot, suffix, a, b, decay, init)                                    \
-    do {                                                                       \
-        snprintf(nm, sizeof(nm), "%s.%d.attn.%s", pre, l, suffix);             \
-        if ((ly->mix[slot] = add_tensor(m, nm, 2, a, b, 0, decay, init)) < 0) { \
-            return LINA_ENOMEM;                                                \
-        }                                                                      \
-    } while (0)
-#define T1(slot, suffix, a, decay, init)                                       \
-    do {                                                                       \
-        snprintf(nm, sizeof(nm), "%s.%d.attn.%s", pre, l, suffix);             \
-        if ((ly->mix[slot] = add_tensor(m, nm, 1, a, 0, 0, decay, init)) < 0) { \
-            return LINA_ENOMEM;                                                \
-        }                                                                      \
-    } while (0)
-    T2(GLA_Q, "q_proj.weight", kd, D, 1, INIT_NORMAL);
-    T2(GLA_K, "k_proj.weight", kd / G, D, 1, INIT_NORMAL);
-    T2(GLA_V, "v_proj.weight", vd / G, D, 1, INIT_NORMAL);
-    if (ly->gla.output_gate) {
-        T2(GLA_G, "g_proj.weight", vd, D, 1, INIT_NORMAL);
-    }
-    if (ly->gla.use_short_conv) {
-        int64_t W = c->conv_size;
-        const char *cn[3] = {"q_conv1d.weight", "k_conv1d.weight", "v_conv1d.weight"};
-        int64_t ch[3] = {kd, kd / G, vd / G};
-        for (int j = 0; j < 3; j++) {
-            snprintf(nm, sizeof(nm), "%s.%d.attn.%s", pre, l, cn[j]);
-            if ((ly->mix[GLA_QC + j] = add_tensor(m, nm, 3, ch[j], 1, W, 1, INIT_NORMAL)) < 0) {
-                return LINA_ENOMEM;
-            }
-        }
-    }
-    if (!ret) {
-        T2(GLA_GK0, "gk_proj.0.weight", LINA_GLA_GATE_RANK, D, 1, INIT_NORMAL);
-        T2(GLA_GK1, "gk_proj.1.weight", kd / G, LINA_GLA_GATE_RANK, 1, INIT_NORMAL);
-        T1(GLA_GK1B, "gk_proj.1.bias", kd / G, 0, INIT_ZEROS);
-    }
-    T1(GLA_NORM, ly->gla.output_gate ? "g_norm_swish_gate.weight" : "g_norm.weight", vd / H, 0, INIT_ONES);
-    T2(GLA_O, "o_proj.weight", D, vd, 1, INIT_NORMAL);
-#undef T1
-#undef T2
-    ly->mix_acts = 0;
-    return LINA_OK;
-}
-
-static int build_gdn_layer(lina_model *m, int l, model_layer *ly)
-{
-    const lina_config *c = &m->cfg;
-    int gated = c->model_type == LINA_MODEL_GATED_DELTANET;
-    int D = m->D, H = c->num_heads, W = c->conv_size;
-    int K = gated ? c->head_dim : (int)(D * c->expand_k) / H;
-    int V = gated ? (int)(c->head_dim * c->expand_v) : (int)(D * c->expand_v) / H;
-    int NV = gated && c->num_v_heads > 0 ? c->num_v_heads : H; /* value heads (GVA) */
-    if (!gated && (strcmp(c->qk_activation, "silu") != 0 || strcmp(c->qk_norm, "l2") != 0)) {
-        return lina_set_error(LINA_EINVAL, "delta_net: qk_activation \"%s\" / qk_norm \"%s\" is not implemented yet "
-                              "(silu / l2 are)", c->qk_activation, c->qk_norm);
-    }
-    ly->kind = MIX_GDN;
-    ly->gdn.D = D;
-    ly->gdn.H = H;
-    ly->gdn.K = K;
-    ly->gdn.V = V;
-    ly->gdn.use_gate = c->use_gate ? 1 : 0;
-    ly->gdn.use_short_conv = c->use_short_conv ? 1 : 0;
-    ly->gdn.conv_size = W;
-    ly->gdn.allow_neg_eigval = c->allow_neg_eigval ? 1 : 0;
-    ly->gdn.norm_eps = (float)c->norm_eps;
-    ly->gdn.gated = gated;
-    ly->gdn.use_beta = gated || c->use_beta ? 1 : 0;
-    ly->gdn.num_v_heads = NV;
-    int HK = H * K, HV = NV * V;
-    struct {
-        int slot;
-        const char *suffix;
-        int nd;
-        int64_t a, b, c;
-        int decay;
-        tensor_init init;
-        int on;
-    } t[] = {
-        {GDN_Q, "q_proj.weight", 2, HK, D, 0, 1, INIT_NORMAL, 1},
-        {GDN_K, "k_proj.weight", 2, HK, D, 0, 1, INIT_NORMAL, 1},
-        {GDN_V, "v_proj.weight", 2, HV, D, 0, 1, INIT_NORMAL, 1},
-        {GDN_A, "a_proj.weight", 2, NV, D, 0, 1, INIT_NORMAL, gated},
-        {GDN_B, "b_proj.weight", 2, NV, D, 0, 1, INIT_NORMAL, ly->gdn.use_beta},
-        {GDN_ALOG, "A_log", 1, NV, 0, 0, 0, INIT_A_LOG, gated},
-        {GDN_DT, "dt_bias", 1, NV, 0, 0, 0, INIT_DT_BIAS, gated},
-        {GDN_QC, "q_conv1d.weight", 3, HK, 1, W, 1, INIT_NORMAL, ly->gdn.use_short_conv},
-        {GDN_KC, "k_conv1d.weight", 3, HK, 1, W, 1, INIT_NORMAL, ly->gdn.use_short_conv},
-        {GDN_VC, "v_conv1d.weight", 3, HV, 1, W, 1, INIT_NORMAL, ly->gdn.use_short_conv},
-        {GDN_G, "g_proj.weight", 2, HV, D, 0, 1, INIT_NORMAL, ly->gdn.use_gate},
-        {GDN_NORM, "o_norm.weight", 1, V, 0, 0, 0, INIT_ONES, 1},
-        {GDN_O, "o_proj.weight", 2, D, HV, 0, 1, INIT_NORMAL, 1},
-    };
-    char nm[MODEL_NAME_MAX];
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-        if (!t[i].on) {
-            continue;
-        }
-        snprintf(nm, sizeof(nm), "model.layers.%d.attn.%s", l, t[i].suffix);
-        ly->mix[t[i].slot] = add_tensor(m, nm, t[i].nd, t[i].a, t[i].b, t[i].c, t[i].decay, t[i].init);
-        if (ly->mix[t[i].slot] < 0) {
-            return LINA_ENOMEM;
-        }
-    }
-    return LINA_OK;
-}
-
-/* softmax attention: the transformer's layers, or a hybrid's "attn" layers */
-static int build_attn_layer(lina_model *m, int l, model_layer *ly)
-{
-    const lina_config *c = &m->cfg;
-    int D = m->D;
-    lina_attn_dims *a = &ly->att;
-    if (c->model_type == LINA_MODEL_TRANSFORMER) {
-        a->H = c->num_heads;
-        a->Hkv = c->num_kv_heads ? c->num_kv_heads : c->num_heads;
-        a->qkv_bias = c->qkv_bias ? 1 : 0;
-        a->qk_norm = c->qk_norm[0] ? 1 : 0;
-        a->window = c->window_size;
-        a->rope_theta = c->rope_theta > 0.0 ? c->rope_theta : 10000.0;
-    } else {
-        a->H = c->attn.num_heads;
-        a->Hkv = c->attn.num_kv_heads ? c->attn.num_kv_heads : c->attn.num_heads;
-        a->qkv_bias = c->attn.qkv_bias ? 1 : 0;
-        a->qk_norm = 0;
-        a->window = c->attn.window_size;
-        a->rope_theta = c->attn.rope_theta > 0.0 ? c->attn.rope_theta : 10000.0;
-    }
-    a->D = D;
-    a->d = a->H > 0 ? D / a->H : 0;
-    int rc = lina_attn_check_dims(a);
-    if (rc) {
-        return rc;
-    }
-    ly->kind = MIX_ATTN;
-    int HQ = a->H * a->d, HKV = a->Hkv * a->d;
-    struct {
-        int slot;
-        const char *suffix;
-        int nd;
-        int64_t s0, s1;
-        int decay;
-        tensor_init init;
-        int on;
-    } t[] = {
-        {ATT_Q, "q_proj.weight", 2, HQ, D, 1, INIT_NORMAL, 1},
-        {ATT_QB, "q_proj.bias", 1, HQ, 0, 0, INIT_ZEROS, a->qkv_bias},
-        {ATT_K, "k_proj.weight", 2, HKV, D, 1, INIT_NORMAL, 1},
-        {ATT_KB, "k_proj.bias", 1, HKV, 0, 0, INIT_ZEROS, a->qkv_bias},
-        {ATT_V, "v_proj.weight", 2, HKV, D, 1, INIT_NORMAL, 1},
-        {ATT_VB, "v_proj.bias", 1, HKV, 0, 0, INIT_ZEROS, a->qkv_bias},
-        {ATT_QN, "q_norm.weight", 1, a->d, 0, 0, INIT_ONES, a->qk_norm},
-        {ATT_KN, "k_norm.weight", 1, a->d, 0, 0, INIT_ONES, a->qk_norm},
-        {ATT_O, "o_proj.weight", 2, D, HQ, 1, INIT_NORMAL, 1},
-    };
-    char nm[MODEL_NAME_MAX];
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-        if (!t[i].on) {
-            continue;
-        }
-        snprintf(nm, sizeof(nm), "model.layers.%d.attn.%s", l, t[i].suffix);
-        ly->mix[t[i].slot] = add_tensor(m, nm, t[i].nd, t[i].s0, t[i].s1, 0, t[i].decay, t[i].init);
-        if (ly->mix[t[i].slot] < 0) {
-            return LINA_ENOMEM;
-        }
-    }
-    return LINA_OK;
-}
-
-static int build_hgrn2_layer(lina_model *m, int l, model_layer *ly)
-{
-    const lina_config *c = &m->cfg;
-    int D = m->D, H = c->num_heads, K = c->expand_ratio;
-    if (c->use_short_conv || !c->elementwise_affine) {
-        return lina_set_error(LINA_EINVAL, "hgrn2: use_short_conv / elementwise_affine = false are not implemented yet");
-    }
-    if (H < 1 || K < 1 || D % H != 0 || (c->use_lower_bound && H * K != D)) {
-        return lina_set_error(LINA_EINVAL, "hgrn2: num_heads (%d) * expand_ratio (%d) must equal hidden_size (%d)", H,
-                              K, D);
-    }
-    ly->kind = MIX_HGRN2;
-    ly->hg.D = D;
-    ly->hg.H = H;
-    ly->hg.K = K;
-    ly->hg.V = D / H;
-    ly->hg.norm_eps = (float)c->norm_eps;
-    struct {
-        int slot;
-        const char *suffix;
-        int nd;
-        int64_t s0, s1;
-        int decay;
-        tensor_init init;
-    } t[] = {
-        {HG_Q, "q_proj.weight", 2, H * K, D, 1, INIT_NORMAL},
-        {HG_F, "f_proj.weight", 2, H * K, D, 1, INIT_NORMAL},
-        {HG_I, "i_proj.weight", 2, D, D, 1, INIT_NORMAL},
-        {HG_NORM, "g_norm.weight", 1, D, 0, 0, INIT_ONES},
-        {HG_O, "o_proj.weight", 2, D, D, 1, INIT_NORMAL},
-    };
-    char nm[MODEL_NAME_MAX];
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-        snprintf(nm, sizeof(nm), "model.layers.%d.attn.%s", l, t[i].suffix);
-        ly->mix[t[i].slot] = add_tensor(m, nm, t[i].nd, t[i].s0, t[i].s1, 0, t[i].decay, t[i].init);
-        if (ly->mix[t[i].slot] < 0) {
-            return LINA_ENOMEM;
-        }
-    }
-    return LINA_OK;
-}
 
 static int build(lina_model *m)
 {
     const lina_config *c = &m->cfg;
-    char nm[MODEL_NAME_MAX];
-    int D = m->D, I = m->I;
-    int bb = c->model_type == LINA_MODEL_MAMBA2; /* Mamba2's "backbone." names, no MLP */
-    if ((m->t_emb = add_tensor(m, bb ? "backbone.embeddings.weight" : "model.embeddings.weight", 2, m->vocab, D, 0,
-                               0, INIT_NORMAL)) < 0) {
+    const lina_kind_names *nm = m->names;
+    char name[MODEL_NAME_MAX];
+    int D = m->D, rc;
+    if ((m->t_emb = add_tensor(m, nm->embeddings, 2, m->vocab, D, 0, 0, LINA_INIT_NORMAL)) < 0) {
         return LINA_ENOMEM;
     }
-    m->t_lb = -1;
-    if (c->model_type == LINA_MODEL_HGRN2 && c->use_lower_bound) {
-        /* no weight decay (a bias-like table); FLA initialises it to zeros */
-        if ((m->t_lb = add_tensor(m, "model.lower_bounds", 2, m->L, D, 0, 0, INIT_ZEROS)) < 0) {
+    if (m->kind->shared_build) {
+        lina_mixer_builder b;
+        size_t work = 0;
+        if (!(m->shared = new_block(m, m->kind, &b, "", 0))) {
             return LINA_ENOMEM;
         }
-        m->lb_P = xcalloc_aligned((size_t)m->L * D);
-        m->lb_lambda = xcalloc_aligned((size_t)m->L * D);
-        m->lb_dlambda = xcalloc_aligned((size_t)m->L * D);
-        if (!m->lb_P || !m->lb_lambda || !m->lb_dlambda) {
+        if ((rc = m->kind->shared_build(&b, c, m->shared->dims, &work))) {
+            return rc;
+        }
+        if (work == 0) {
+            free(m->shared);
+            m->shared = NULL;
+        } else if (!(m->shared_work = xcalloc_aligned(work))) {
             return LINA_ENOMEM;
         }
     }
     for (int l = 0; l < m->L; l++) {
         model_layer *ly = &m->layers[l];
-        for (int s = 0; s < MODEL_MAX_MIX; s++) {
-            ly->mix[s] = -1;
-        }
-        snprintf(nm, sizeof(nm), bb ? "backbone.layers.%d.norm.weight" : "model.layers.%d.attn_norm.weight", l);
-        if ((ly->t_attn_norm = add_tensor(m, nm, 1, D, 0, 0, 0, INIT_ONES)) < 0) {
+        snprintf(name, sizeof(name), nm->mixer_norm, l);
+        if ((ly->t_attn_norm = add_tensor(m, name, 1, D, 0, 0, 0, LINA_INIT_ONES)) < 0) {
             return LINA_ENOMEM;
         }
-        int rc;
-        ly->has_mlp = !bb;
-        ly->t_mlp_norm = ly->t_gate = ly->t_up = ly->t_down = -1;
-        const lina_mixer_vt *vt = lina_mixer_vt_for(c, l);
-        if (vt) {
-            ly->kind = MIX_EXT;
-            if ((rc = build_ext(m, l, vt, bb ? "backbone.layers.%d.mixer." : "model.layers.%d.attn.", &ly->ext))) {
-                return rc;
-            }
-            ly->mix_acts = 0;
-        }
-        switch (vt ? LINA_MODEL_COUNT : lina_config_is_attn_layer(c, l) ? LINA_MODEL_TRANSFORMER : c->model_type) {
-        case LINA_MODEL_COUNT:
-            rc = LINA_OK;
-            break;
-        case LINA_MODEL_TRANSFORMER:
-            rc = build_attn_layer(m, l, ly);
-            break;
-        case LINA_MODEL_GLA:
-        case LINA_MODEL_RETNET:
-            rc = build_gla_layer(m, l, ly);
-            break;
-        case LINA_MODEL_GATED_DELTANET:
-        case LINA_MODEL_DELTA_NET:
-            rc = build_gdn_layer(m, l, ly);
-            break;
-        case LINA_MODEL_HGRN2:
-            rc = build_hgrn2_layer(m, l, ly);
-            break;
-        default:
-            rc = lina_set_error(LINA_EINVAL, "model: model_type \"%s\" is not implemented yet",
-                                lina_model_type_name(c->model_type));
-            break;
-        }
-        if (rc) {
+        ly->t_mlp_norm = -1;
+        if ((rc = build_block(m, l, lina_kind_of_layer(c, l), nm->mixer, &ly->mix))) {
             return rc;
         }
-        if (!ly->has_mlp) {
+        if (m->kind->flags & LINA_KIND_NO_FFN) {
             continue;
         }
-        snprintf(nm, sizeof(nm), "model.layers.%d.mlp_norm.weight", l);
-        if ((ly->t_mlp_norm = add_tensor(m, nm, 1, D, 0, 0, 0, INIT_ONES)) < 0) {
+        snprintf(name, sizeof(name), "model.layers.%d.mlp_norm.weight", l);
+        if ((ly->t_mlp_norm = add_tensor(m, name, 1, D, 0, 0, 0, LINA_INIT_ONES)) < 0) {
             return LINA_ENOMEM;
         }
-        const lina_mixer_vt *fvt = lina_ffn_vt_for(c);
-        if (fvt) {
-            if ((rc = build_ext(m, l, fvt, "model.layers.%d.mlp.", &ly->ffn))) {
-                return rc;
-            }
-            continue;
-        }
-        snprintf(nm, sizeof(nm), "model.layers.%d.mlp.gate_proj.weight", l);
-        if ((ly->t_gate = add_tensor(m, nm, 2, I, D, 0, 1, INIT_NORMAL)) < 0) {
-            return LINA_ENOMEM;
-        }
-        snprintf(nm, sizeof(nm), "model.layers.%d.mlp.up_proj.weight", l);
-        if ((ly->t_up = add_tensor(m, nm, 2, I, D, 0, 1, INIT_NORMAL)) < 0) {
-            return LINA_ENOMEM;
-        }
-        snprintf(nm, sizeof(nm), "model.layers.%d.mlp.down_proj.weight", l);
-        if ((ly->t_down = add_tensor(m, nm, 2, D, I, 0, 1, INIT_NORMAL)) < 0) {
-            return LINA_ENOMEM;
+        if ((rc = build_block(m, l, lina_kind_of_ffn(c), "model.layers.%d.mlp.", &ly->ffn))) {
+            return rc;
         }
     }
-    if ((m->t_norm = add_tensor(m, bb ? "backbone.norm_f.weight" : "model.norm.weight", 1, D, 0, 0, 0, INIT_ONES)) <
-        0) {
+    if ((m->t_norm = add_tensor(m, nm->final_norm, 1, D, 0, 0, 0, LINA_INIT_ONES)) < 0) {
         return LINA_ENOMEM;
     }
     if (c->tie_word_embeddings) {
         m->t_lm = m->t_emb;
-    } else if ((m->t_lm = add_tensor(m, "lm_head.weight", 2, m->vocab, D, 0, 1, INIT_NORMAL)) < 0) {
+    } else if ((m->t_lm = add_tensor(m, "lm_head.weight", 2, m->vocab, D, 0, 1, LINA_INIT_NORMAL)) < 0) {
         return LINA_ENOMEM;
     }
     return LINA_OK;
@@ -719,22 +318,21 @@ static void init_params(lina_model *m, uint64_t seed)
         for (size_t j = 0; j < t->numel; j++) {
             double u = (double)(rng_next(&r) >> 11) * (1.0 / 9007199254740992.0); /* [0, 1) */
             switch (t->init) {
-            case INIT_NORMAL:
+            case LINA_INIT_NORMAL:
                 p[j] = (float)(sd * rng_normal(&r));
                 break;
-            case INIT_ONES:
+            case LINA_INIT_ONES:
                 p[j] = 1.0f;
                 break;
-            case INIT_ZEROS:
+            case LINA_INIT_ZEROS:
                 p[j] = 0.0f;
                 break;
-            case INIT_A_LOG:
+            case LINA_INIT_A_LOG:
                 p[j] = (float)log(16.0 * (1.0 - u)); /* A in (0, 16] */
                 break;
-            case INIT_DT_BIAS: {
-                int m2 = m->cfg.model_type == LINA_MODEL_MAMBA2;
-                double lo = m2 ? m->cfg.dt_min : 1e-3, hi = m2 ? m->cfg.dt_max : 0.1;
-                double fl = m2 ? m->cfg.dt_init_floor : 1e-4;
+            case LINA_INIT_DT_BIAS: {
+                double lo = t->has_args ? t->args[0] : 1e-3, hi = t->has_args ? t->args[1] : 0.1;
+                double fl = t->has_args ? t->args[2] : 1e-4;
                 double dt = exp(log(lo) + u * (log(hi) - log(lo)));
                 dt = dt < fl ? fl : dt;
                 p[j] = (float)(dt + log(-expm1(-dt)));
@@ -797,6 +395,11 @@ static int model_build(const lina_config *cfg, lina_model **out)
     if (rc) {
         return rc;
     }
+    const lina_mixer_vt *kind = lina_kind_of_model(cfg);
+    if (!kind) {
+        return lina_set_error(LINA_EINVAL, "model: model_type \"%s\" is not implemented yet",
+                              lina_model_type_name(cfg->model_type));
+    }
     lina_model *m = calloc(1, sizeof(*m));
     if (!m) {
         return lina_set_error(LINA_ENOMEM, "model: out of memory");
@@ -805,7 +408,8 @@ static int model_build(const lina_config *cfg, lina_model **out)
     m->L = cfg->num_hidden_layers;
     m->D = cfg->hidden_size;
     m->vocab = cfg->vocab_size;
-    m->I = lina_config_mlp_size(cfg);
+    m->kind = kind;
+    m->names = kind->names ? kind->names : &fla_names;
     m->layers = calloc((size_t)m->L, sizeof(*m->layers));
     m->acts = calloc((size_t)m->L, sizeof(*m->acts));
     if (!m->layers || !m->acts) {
@@ -861,17 +465,16 @@ void lina_model_free(lina_model *m)
     }
     free(m->tensors);
     for (int l = 0; m->layers && l < m->L; l++) {
-        free(m->layers[l].ext);
+        free(m->layers[l].mix);
         free(m->layers[l].ffn);
     }
     free(m->layers);
+    free(m->shared);
+    free(m->shared_work);
     free(m->acts);
     free(m->params);
     free(m->grads);
     free(m->arena);
-    free(m->lb_P);
-    free(m->lb_lambda);
-    free(m->lb_dlambda);
     free(m);
 }
 
@@ -944,49 +547,14 @@ int lina_model_find_tensor(const lina_model *m, const char *name)
 
 /* ================================================================ activations */
 
-static size_t layer_mix_floats(const model_layer *ly, int N)
+static size_t block_acts(const model_block *e, int N)
 {
-    switch (ly->kind) {
-    case MIX_GLA:
-        return lina_gla_acts_floats(&ly->gla, N);
-    case MIX_GDN:
-        return lina_gdn_acts_floats(&ly->gdn, N);
-    case MIX_ATTN:
-        return lina_attn_acts_floats(&ly->att, N);
-    case MIX_HGRN2:
-        return lina_hgrn2_acts_floats(&ly->hg, N);
-    case MIX_EXT:
-        return ly->ext->vt->acts_floats(ly->ext->dims, N);
-    }
-    return 0;
+    return e ? e->vt->acts_floats(e->dims, N) : 0;
 }
 
-static size_t layer_ffn_floats(const model_layer *ly, int N, int I)
+static size_t block_scratch(const model_block *e, int N)
 {
-    if (!ly->has_mlp) {
-        return 0;
-    }
-    return ly->ffn ? ly->ffn->vt->acts_floats(ly->ffn->dims, N) : 3 * (size_t)N * I;
-}
-
-static size_t layer_scratch_floats(const model_layer *ly, int N)
-{
-    switch (ly->kind) {
-    case MIX_GLA:
-        return lina_gla_scratch_floats(&ly->gla, N);
-    case MIX_GDN:
-        return lina_gdn_scratch_floats(&ly->gdn, N);
-    case MIX_ATTN:
-        return lina_attn_scratch_floats(&ly->att, N);
-    case MIX_HGRN2:
-        return lina_hgrn2_scratch_floats(&ly->hg, N);
-    case MIX_EXT: {
-        size_t s = ly->ext->vt->scratch_floats(ly->ext->dims, N);
-        size_t f = ly->ffn ? ly->ffn->vt->scratch_floats(ly->ffn->dims, N) : 0;
-        return s > f ? s : f;
-    }
-    }
-    return 0;
+    return e && e->vt->scratch_floats ? e->vt->scratch_floats(e->dims, N) : 0;
 }
 
 /* size (and carve) the arena for N rows */
@@ -995,17 +563,17 @@ static int ensure_acts(lina_model *m, int N)
     if (N <= m->cap_rows && m->arena) {
         return LINA_OK;
     }
-    size_t n = (size_t)N, D = (size_t)m->D, I = (size_t)m->I, V = (size_t)m->vocab;
+    size_t n = (size_t)N, D = (size_t)m->D, V = (size_t)m->vocab;
     size_t nD = lina_szmul(n, D);
     size_t per_layer_fixed = lina_szadd(lina_szmul(4, nD), lina_szmul(2, n));
     size_t total = 0, scr = 0;
     for (int l = 0; l < m->L; l++) {
         const model_layer *ly = &m->layers[l];
-        total = lina_szadd(total, lina_szadd(per_layer_fixed, lina_szadd(layer_mix_floats(ly, N),
-                                                                            layer_ffn_floats(ly, N, (int)I))));
-        size_t s = layer_scratch_floats(ly, N);
+        total = lina_szadd(total, lina_szadd(per_layer_fixed, lina_szadd(block_acts(ly->mix, N),
+                                                                            block_acts(ly->ffn, N))));
+        size_t s = block_scratch(ly->mix, N);
         scr = s > scr ? s : scr;
-        s = ly->ffn ? ly->ffn->vt->scratch_floats(ly->ffn->dims, N) : 0;
+        s = block_scratch(ly->ffn, N);
         scr = s > scr ? s : scr;
     }
     /* xL, xnf, rstdf, logits, lse, tmp, dres, scratch */
@@ -1028,22 +596,16 @@ static int ensure_acts(lina_model *m, int N)
     float *p = a;
     for (int l = 0; l < m->L; l++) {
         layer_acts *la = &m->acts[l];
+        const model_layer *ly = &m->layers[l];
         la->x = p;     p += n * D;
         la->xn1 = p;   p += n * D;
         la->rstd1 = p; p += n;
         la->h = p;     p += n * D;
         la->xn2 = p;   p += n * D;
         la->rstd2 = p; p += n;
-        const model_layer *ly = &m->layers[l];
-        la->gate = la->up = la->hh = la->ffn = NULL;
-        if (ly->has_mlp && !ly->ffn) {
-            la->gate = p;  p += n * I;
-            la->up = p;    p += n * I;
-            la->hh = p;    p += n * I;
-        } else if (ly->ffn) {
-            la->ffn = p;   p += layer_ffn_floats(ly, N, (int)I);
-        }
-        la->mix = p;   p += layer_mix_floats(ly, N);
+        la->ffn = ly->ffn ? p : NULL;
+        p += block_acts(ly->ffn, N);
+        la->mix = p;   p += block_acts(ly->mix, N);
     }
     m->xL = p;      p += n * D;
     m->xnf = p;     p += n * D;
@@ -1066,8 +628,8 @@ static int check_bt(const lina_model *m, const int32_t *tokens, int B, int T)
     return LINA_OK;
 }
 
-/* Inference state: per layer, GLA [B,H,K,V]; Gated DeltaNet its cache
- * (conv tails + state); attention K and V caches [B,Hkv,cap,d] each. */
+/* Inference state: per layer, the state its mixer kind sized (recurrent
+ * state and conv tails, or a KV cache of max_len tokens). */
 struct lina_model_state {
     const lina_model *m;
     int B, cap;
@@ -1076,22 +638,60 @@ struct lina_model_state {
     size_t *floats;     /* [L] */
 };
 
+static int block_run(const lina_model *m, const model_block *e, float *P, float *G, int B, int T, const float *x,
+                     float *out_dx, const float *dout, float *acts, float *scratch, const lina_model_state *st,
+                     float *state, double *aux, lina_form form, lina_ws *ws)
+{
+    float *Pv[LINA_MIXER_MAX_SLOTS], *Gv[LINA_MIXER_MAX_SLOTS];
+    block_views(m, e, P, Pv);
+    lina_mixer_call cl = {0};
+    cl.dims = e->dims;
+    cl.P = Pv;
+    cl.B = B;
+    cl.T = T;
+    cl.x = x;
+    cl.acts = acts;
+    cl.shared = m->shared_work;
+    cl.form = form;
+    cl.ws = ws;
+    if (!G) {
+        cl.out = out_dx;
+        cl.state = state;
+        cl.pos = st ? st->pos : 0;
+        cl.cap = st ? st->cap : 0;
+        cl.aux = aux;
+        return e->vt->forward(&cl);
+    }
+    block_views(m, e, G, Gv);
+    cl.G = Gv;
+    cl.dout = dout;
+    cl.dx = out_dx;
+    cl.scratch = scratch;
+    cl.aux_grad = 1.0;
+    return e->vt->backward(&cl);
+}
+
+/* the shared block's forward (G == NULL) or backward */
+static int shared_run(const lina_model *m, float *P, float *G)
+{
+    float *Pv[LINA_MIXER_MAX_SLOTS], *Gv[LINA_MIXER_MAX_SLOTS];
+    lina_mixer_call cl = {0};
+    block_views(m, m->shared, P, Pv);
+    cl.dims = m->shared->dims;
+    cl.P = Pv;
+    cl.shared = m->shared_work;
+    if (!G) {
+        return m->kind->shared_forward(&cl);
+    }
+    block_views(m, m->shared, G, Gv);
+    cl.G = Gv;
+    return m->kind->shared_backward(&cl);
+}
+
 static size_t state_floats(const model_layer *ly, int B, int cap)
 {
-    switch (ly->kind) {
-    case MIX_GLA:
-        return lina_szadd(lina_szmul3((size_t)B, (size_t)ly->gla.H * ly->gla.K, (size_t)ly->gla.V),
-                          lina_gla_conv_cache_floats(&ly->gla, B));
-    case MIX_GDN:
-        return lina_gdn_cache_floats(&ly->gdn, B);
-    case MIX_ATTN:
-        return lina_szmul3(2 * (size_t)B, (size_t)ly->att.Hkv * ly->att.d, (size_t)cap);
-    case MIX_HGRN2:
-        return lina_szmul3((size_t)B, (size_t)ly->hg.H * ly->hg.K, (size_t)ly->hg.V);
-    case MIX_EXT:
-        return ly->ext->vt->state_floats(ly->ext->dims, B);
-    }
-    return 0;
+    const model_block *e = ly->mix;
+    return e->vt->state_floats ? e->vt->state_floats(e->dims, B, cap) : 0;
 }
 
 int lina_model_state_create(const lina_model *m, int B, int max_len, lina_model_state **out)
@@ -1180,28 +780,12 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
     if (rc || (rc = ensure_acts(m, B * T))) {
         return rc;
     }
-    int N = B * T, D = m->D, I = m->I;
+    int N = B * T, D = m->D;
     float eps = (float)m->cfg.norm_eps;
     float *P = m->params;
     size_t nd = (size_t)N * D;
-    /* hgrn2 lower bounds: P = softmax over layers of Lambda [L,D]; lambda_l = sum_{j=1..l} P_j */
-    if (m->t_lb >= 0) {
-        const float *Lb = tp(m, P, m->t_lb);
-        for (int i = 0; i < D; i++) {
-            double mx = -INFINITY, se = 0.0, cum = 0.0;
-            for (int l = 0; l < m->L; l++) {
-                mx = Lb[(size_t)l * D + i] > mx ? Lb[(size_t)l * D + i] : mx;
-            }
-            for (int l = 0; l < m->L; l++) {
-                se += exp(Lb[(size_t)l * D + i] - mx);
-            }
-            for (int l = 0; l < m->L; l++) {
-                double pl = exp(Lb[(size_t)l * D + i] - mx) / se;
-                m->lb_P[(size_t)l * D + i] = (float)pl;
-                cum += l > 0 ? pl : 0.0;
-                m->lb_lambda[(size_t)l * D + i] = (float)cum;
-            }
-        }
+    if (m->shared && (rc = shared_run(m, P, NULL))) {
+        return rc;
     }
     m->aux = 0.0;
     /* x_0 [N,D] */
@@ -1214,75 +798,21 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
         layer_acts *la = &m->acts[l];
         float *xnext = l + 1 < m->L ? m->acts[l + 1].x : m->xL; /* [N,D] */
         lina_rmsnorm_forward(la->xn1, la->rstd1, la->x, tp(m, P, ly->t_attn_norm), NULL, N, D, eps);
-        switch (ly->kind) {
-        case MIX_GLA: {
-            lina_gla_params p;
-            lina_gla_acts a;
-            gla_views(m, ly, P, &p);
-            lina_gla_acts_carve(&a, la->mix, &ly->gla, N);
-            /* state [B,H,K,V], then the conv tails */
-            size_t ns = (size_t)B * ly->gla.H * ly->gla.K * ly->gla.V;
-            float *hs = st ? st->layer[l] : NULL; /* updated in place (lina_dd_fwd allows ht == h0) */
-            rc = lina_gla_forward_cached(m->tmp, &a, la->xn1, &ly->gla, &p, B, T, hs, hs,
-                                         st && ly->gla.use_short_conv ? st->layer[l] + ns : NULL, st ? st->pos : 0,
-                                         form, ws);
-            break;
-        }
-        case MIX_GDN: {
-            lina_gdn_params p;
-            lina_gdn_acts a;
-            gdn_views(m, ly, P, &p);
-            lina_gdn_acts_carve(&a, la->mix, &ly->gdn, N);
-            rc = lina_gdn_forward(m->tmp, &a, la->xn1, &ly->gdn, &p, B, T, st ? st->layer[l] : NULL, form, ws);
-            break;
-        }
-        case MIX_HGRN2: {
-            lina_hgrn2_params p;
-            lina_hgrn2_acts a;
-            hgrn2_views(m, ly, P, &p);
-            lina_hgrn2_acts_carve(&a, la->mix, &ly->hg, N);
-            const float *lam = m->t_lb >= 0 && l > 0 ? m->lb_lambda + (size_t)l * D : NULL;
-            float *hs = st ? st->layer[l] : NULL; /* updated in place */
-            rc = lina_hgrn2_forward(m->tmp, &a, la->xn1, &ly->hg, &p, lam, B, T, hs, hs, form, ws);
-            break;
-        }
-        case MIX_EXT:
-            rc = ext_run(m, ly->ext, P, NULL, B, T, la->xn1, m->tmp, NULL, la->mix, NULL, st ? st->layer[l] : NULL,
-                         st ? st->pos : 0, &m->aux, form, ws);
-            break;
-        case MIX_ATTN: {
-            lina_attn_params p;
-            lina_attn_acts a;
-            attn_views(m, ly, P, &p);
-            lina_attn_acts_carve(&a, la->mix, &ly->att, N);
-            if (st) {
-                float *kc = st->layer[l], *vc = kc + st->floats[l] / 2;
-                rc = lina_attn_forward_cached(m->tmp, &a, la->xn1, &ly->att, &p, B, T, kc, vc, (int)st->pos, st->cap);
-            } else {
-                rc = lina_attn_forward(m->tmp, &a, la->xn1, &ly->att, &p, B, T, ws);
-            }
-            break;
-        }
-        }
-        if (rc) {
+        if ((rc = block_run(m, ly->mix, P, NULL, B, T, la->xn1, m->tmp, NULL, la->mix, NULL, st,
+                            st ? st->layer[l] : NULL, &m->aux, form, ws))) {
             return rc;
         }
         for (size_t i = 0; i < nd; i++) {
             la->h[i] = la->x[i] + m->tmp[i];
         }
-        if (!ly->has_mlp) {
+        if (!ly->ffn) {
             memcpy(xnext, la->h, nd * sizeof(float));
             continue;
         }
         lina_rmsnorm_forward(la->xn2, la->rstd2, la->h, tp(m, P, ly->t_mlp_norm), NULL, N, D, eps);
-        if (ly->ffn) {
-            if ((rc = ext_run(m, ly->ffn, P, NULL, B, T, la->xn2, m->tmp, NULL, la->ffn, NULL, NULL, 0, &m->aux, form,
-                              ws))) {
-                return rc;
-            }
-        } else {
-            lina_gated_mlp_forward(m->tmp, la->gate, la->up, la->hh, la->xn2, tp(m, P, ly->t_gate),
-                                   tp(m, P, ly->t_up), tp(m, P, ly->t_down), N, D, I);
+        if ((rc = block_run(m, ly->ffn, P, NULL, B, T, la->xn2, m->tmp, NULL, la->ffn, NULL, NULL, NULL, &m->aux,
+                            form, ws))) {
+            return rc;
         }
         for (size_t i = 0; i < nd; i++) {
             xnext[i] = la->h[i] + m->tmp[i];
@@ -1296,12 +826,9 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
 /* backward from dlogits (in m->logits) into m->grads */
 static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, lina_form form, lina_ws *ws)
 {
-    int N = B * T, D = m->D, I = m->I, rc = LINA_OK;
+    int N = B * T, D = m->D, rc = LINA_OK;
     float *P = m->params, *G = m->grads;
     size_t nd = (size_t)N * D;
-    if (m->t_lb >= 0) {
-        memset(m->lb_dlambda, 0, (size_t)m->L * D * sizeof(float));
-    }
     /* lm_head: dxnf [N,D] (in tmp) */
     memset(m->tmp, 0, nd * sizeof(float));
     lina_linear_backward(m->tmp, tp(m, G, m->t_lm), NULL, m->logits, m->xnf, tp(m, P, m->t_lm), N, D, m->vocab);
@@ -1311,18 +838,11 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
     for (int l = m->L - 1; l >= 0; l--) {
         const model_layer *ly = &m->layers[l];
         layer_acts *la = &m->acts[l];
-        /* MLP branch: dres is d x_{l+1}; afterwards d h_l */
-        if (ly->has_mlp) {
+        /* feed-forward branch: dres is d x_{l+1}; afterwards d h_l */
+        if (ly->ffn) {
             memset(m->tmp, 0, nd * sizeof(float));
-            if (ly->ffn) {
-                rc = ext_run(m, ly->ffn, P, G, B, T, la->xn2, m->tmp, m->dres, la->ffn, m->scratch, NULL, 0, NULL,
-                             form, ws);
-            } else {
-                rc = lina_gated_mlp_backward(m->tmp, tp(m, G, ly->t_gate), tp(m, G, ly->t_up), tp(m, G, ly->t_down),
-                                             m->dres, la->xn2, la->gate, la->up, la->hh, tp(m, P, ly->t_gate),
-                                             tp(m, P, ly->t_up), tp(m, P, ly->t_down), N, D, I, ws);
-            }
-            if (rc) {
+            if ((rc = block_run(m, ly->ffn, P, G, B, T, la->xn2, m->tmp, m->dres, la->ffn, m->scratch, NULL, NULL,
+                                NULL, form, ws))) {
                 return rc;
             }
             lina_rmsnorm_backward(m->dres, tp(m, G, ly->t_mlp_norm), NULL, m->tmp, la->h, tp(m, P, ly->t_mlp_norm),
@@ -1330,78 +850,15 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
         }
         /* mixer branch: afterwards d x_l */
         memset(m->tmp, 0, nd * sizeof(float));
-        switch (ly->kind) {
-        case MIX_GLA: {
-            lina_gla_params p, gp;
-            lina_gla_acts a;
-            gla_views(m, ly, P, &p);
-            gla_views(m, ly, G, &gp);
-            lina_gla_acts_carve(&a, la->mix, &ly->gla, N);
-            rc = lina_gla_backward(m->tmp, &gp, m->dres, la->xn1, &a, &ly->gla, &p, B, T, NULL, m->scratch, form,
-                                   ws);
-            break;
-        }
-        case MIX_GDN: {
-            lina_gdn_params p, gp;
-            lina_gdn_acts a;
-            gdn_views(m, ly, P, &p);
-            gdn_views(m, ly, G, &gp);
-            lina_gdn_acts_carve(&a, la->mix, &ly->gdn, N);
-            rc = lina_gdn_backward(m->tmp, &gp, m->dres, la->xn1, &a, &ly->gdn, &p, B, T, m->scratch, form, ws);
-            break;
-        }
-        case MIX_HGRN2: {
-            lina_hgrn2_params p, gp;
-            lina_hgrn2_acts a;
-            hgrn2_views(m, ly, P, &p);
-            hgrn2_views(m, ly, G, &gp);
-            lina_hgrn2_acts_carve(&a, la->mix, &ly->hg, N);
-            int lb = m->t_lb >= 0 && l > 0;
-            rc = lina_hgrn2_backward(m->tmp, &gp, lb ? m->lb_dlambda + (size_t)l * D : NULL, m->dres, la->xn1, &a,
-                                     &ly->hg, &p, lb ? m->lb_lambda + (size_t)l * D : NULL, B, T, m->scratch, form,
-                                     ws);
-            break;
-        }
-        case MIX_EXT:
-            rc = ext_run(m, ly->ext, P, G, B, T, la->xn1, m->tmp, m->dres, la->mix, m->scratch, NULL, 0, NULL, form,
-                         ws);
-            break;
-        case MIX_ATTN: {
-            lina_attn_params p, gp;
-            lina_attn_acts a;
-            attn_views(m, ly, P, &p);
-            attn_views(m, ly, G, &gp);
-            lina_attn_acts_carve(&a, la->mix, &ly->att, N);
-            rc = lina_attn_backward(m->tmp, &gp, m->dres, la->xn1, &a, &ly->att, &p, B, T, m->scratch, ws);
-            break;
-        }
-        }
-        if (rc) {
+        if ((rc = block_run(m, ly->mix, P, G, B, T, la->xn1, m->tmp, m->dres, la->mix, m->scratch, NULL, NULL, NULL,
+                            form, ws))) {
             return rc;
         }
         lina_rmsnorm_backward(m->dres, tp(m, G, ly->t_attn_norm), NULL, m->tmp, la->x, tp(m, P, ly->t_attn_norm),
                               la->rstd1, N, D);
     }
     lina_embedding_backward(tp(m, G, m->t_emb), m->dres, tokens, N, D);
-    if (m->t_lb >= 0) {
-        /* lambda_l = sum_{j=1..l} P_j: dP_j = sum_{l>=j} dlambda_l (j >= 1), dP_0 = 0;
-         * softmax over layers: dLambda_j = P_j (dP_j - sum_i P_i dP_i) */
-        float *dLb = tp(m, G, m->t_lb);
-        for (int i = 0; i < D; i++) {
-            double suf = 0.0, dot = 0.0;
-            for (int l = m->L - 1; l >= 0; l--) {
-                suf += l > 0 ? m->lb_dlambda[(size_t)l * D + i] : 0.0;
-                double dP = l > 0 ? suf : 0.0;
-                m->lb_dlambda[(size_t)l * D + i] = (float)dP; /* now dP */
-                dot += (double)m->lb_P[(size_t)l * D + i] * dP;
-            }
-            for (int l = 0; l < m->L; l++) {
-                size_t j = (size_t)l * D + i;
-                dLb[j] += (float)(m->lb_P[j] * (m->lb_dlambda[j] - dot));
-            }
-        }
-    }
-    return LINA_OK;
+    return m->shared ? shared_run(m, P, G) : LINA_OK;
 }
 
 static int loss_of(lina_model *m, const int32_t *targets, int N, double *loss, int64_t *count)
@@ -1476,7 +933,7 @@ int lina_model_decode(lina_model *m, lina_model_state *s, const int32_t *tokens,
         return lina_set_error(LINA_EINVAL, "model decode: state of another model or batch size (B = %d)", B);
     }
     for (int l = 0; l < m->L; l++) {
-        if (m->layers[l].kind == MIX_ATTN && (T < 1 || s->pos + T > s->cap)) {
+        if ((m->layers[l].mix->vt->flags & LINA_KIND_KV_CACHE) && (T < 1 || s->pos + T > s->cap)) {
             return lina_set_error(LINA_EINVAL, "model decode: %lld + %d tokens exceed the KV cache (%d)",
                                   (long long)s->pos, T, s->cap);
         }

@@ -5,6 +5,8 @@
  * HQ = H*d, HKV = Hkv*d, G = H / Hkv. */
 #include "nn.h"
 
+#include "../kern/checked.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -245,3 +247,121 @@ int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, cons
     lina_linear_forward(out, a->o, p->o_proj, NULL, N, HQ, D);
     return LINA_OK;
 }
+
+/* ============================================================ plug-in kind
+ * Softmax attention (kind.h): the layers of model_type "transformer" (the
+ * config's own keys) and the "attn" layers of a hybrid (the config's "attn"
+ * block). Tensors under model.layers.{i}.attn.: q_proj.weight [H*d, D],
+ * k_proj.weight / v_proj.weight [Hkv*d, D], their biases (qkv_bias),
+ * q_norm.weight / k_norm.weight [d] (qk_norm), o_proj.weight [D, H*d].
+ * The decode state is the K and V caches [B, Hkv, max_len, d] each. */
+enum { ATT_Q, ATT_QB, ATT_K, ATT_KB, ATT_V, ATT_VB, ATT_QN, ATT_KN, ATT_O };
+
+_Static_assert(sizeof(lina_attn_dims) <= LINA_MIXER_DIMS_BYTES, "lina_attn_dims too large");
+
+static int attn_build(lina_mixer_builder *b, const lina_config *c, int layer, void *dims)
+{
+    (void)layer;
+    lina_attn_dims *a = dims;
+    memset(a, 0, sizeof(*a));
+    int D = c->hidden_size;
+    if (c->model_type == LINA_MODEL_TRANSFORMER) {
+        a->H = c->num_heads;
+        a->Hkv = c->num_kv_heads ? c->num_kv_heads : c->num_heads;
+        a->qkv_bias = c->qkv_bias ? 1 : 0;
+        a->qk_norm = c->qk_norm[0] ? 1 : 0;
+        a->window = c->window_size;
+        a->rope_theta = c->rope_theta > 0.0 ? c->rope_theta : 10000.0;
+    } else {
+        a->H = c->attn.num_heads;
+        a->Hkv = c->attn.num_kv_heads ? c->attn.num_kv_heads : c->attn.num_heads;
+        a->qkv_bias = c->attn.qkv_bias ? 1 : 0;
+        a->qk_norm = 0;
+        a->window = c->attn.window_size;
+        a->rope_theta = c->attn.rope_theta > 0.0 ? c->attn.rope_theta : 10000.0;
+    }
+    a->D = D;
+    a->d = a->H > 0 ? D / a->H : 0;
+    int rc = lina_attn_check_dims(a);
+    if (rc) {
+        return rc;
+    }
+    int64_t HQ = (int64_t)a->H * a->d, HKV = (int64_t)a->Hkv * a->d;
+    if ((rc = lina_mixer_add(b, ATT_Q, "q_proj.weight", 2, HQ, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (a->qkv_bias && (rc = lina_mixer_add(b, ATT_QB, "q_proj.bias", 1, HQ, 0, 0, 0, LINA_INIT_ZEROS))) ||
+        (rc = lina_mixer_add(b, ATT_K, "k_proj.weight", 2, HKV, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (a->qkv_bias && (rc = lina_mixer_add(b, ATT_KB, "k_proj.bias", 1, HKV, 0, 0, 0, LINA_INIT_ZEROS))) ||
+        (rc = lina_mixer_add(b, ATT_V, "v_proj.weight", 2, HKV, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (a->qkv_bias && (rc = lina_mixer_add(b, ATT_VB, "v_proj.bias", 1, HKV, 0, 0, 0, LINA_INIT_ZEROS))) ||
+        (a->qk_norm && (rc = lina_mixer_add(b, ATT_QN, "q_norm.weight", 1, a->d, 0, 0, 0, LINA_INIT_ONES))) ||
+        (a->qk_norm && (rc = lina_mixer_add(b, ATT_KN, "k_norm.weight", 1, a->d, 0, 0, 0, LINA_INIT_ONES))) ||
+        (rc = lina_mixer_add(b, ATT_O, "o_proj.weight", 2, D, HQ, 0, 1, LINA_INIT_NORMAL))) {
+        return rc;
+    }
+    return LINA_OK;
+}
+
+static size_t attn_acts(const void *dims, int N)
+{
+    return lina_attn_acts_floats(dims, N);
+}
+
+static size_t attn_scratch(const void *dims, int N)
+{
+    return lina_attn_scratch_floats(dims, N);
+}
+
+static size_t attn_state(const void *dims, int B, int max_len)
+{
+    const lina_attn_dims *a = dims;
+    return lina_szmul3(2 * (size_t)B, (size_t)a->Hkv * a->d, (size_t)max_len);
+}
+
+static void attn_views(float *const *v, lina_attn_params *p)
+{
+    p->q_proj = v[ATT_Q];
+    p->q_bias = v[ATT_QB];
+    p->k_proj = v[ATT_K];
+    p->k_bias = v[ATT_KB];
+    p->v_proj = v[ATT_V];
+    p->v_bias = v[ATT_VB];
+    p->q_norm = v[ATT_QN];
+    p->k_norm = v[ATT_KN];
+    p->o_proj = v[ATT_O];
+}
+
+static int attn_kind_forward(const lina_mixer_call *c)
+{
+    const lina_attn_dims *d = c->dims;
+    lina_attn_params p;
+    lina_attn_acts a;
+    attn_views(c->P, &p);
+    lina_attn_acts_carve(&a, c->acts, d, c->B * c->T);
+    if (!c->state) {
+        return lina_attn_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->ws);
+    }
+    float *kc = c->state, *vc = kc + attn_state(d, c->B, c->cap) / 2;
+    return lina_attn_forward_cached(c->out, &a, c->x, d, &p, c->B, c->T, kc, vc, (int)c->pos, c->cap);
+}
+
+static int attn_kind_backward(const lina_mixer_call *c)
+{
+    const lina_attn_dims *d = c->dims;
+    lina_attn_params p, gp;
+    lina_attn_acts a;
+    attn_views(c->P, &p);
+    attn_views(c->G, &gp);
+    lina_attn_acts_carve(&a, c->acts, d, c->B * c->T);
+    return lina_attn_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->ws);
+}
+
+const lina_mixer_vt lina_attn_kind = {
+    .name = "attn",
+    .build = attn_build,
+    .acts_floats = attn_acts,
+    .scratch_floats = attn_scratch,
+    .state_floats = attn_state,
+    .forward = attn_kind_forward,
+    .backward = attn_kind_backward,
+    .flags = LINA_KIND_KV_CACHE,
+};

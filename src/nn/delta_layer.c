@@ -309,3 +309,130 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     }
     return LINA_OK;
 }
+
+/* ============================================================ plug-in kind
+ * model_type "gated_deltanet" and "delta_net" (kind.h). Tensors under
+ * model.layers.{i}.attn. (HK = H*K, HV = value heads, VV = HV*V):
+ *   q_proj.weight, k_proj.weight [HK, D], v_proj.weight [VV, D],
+ *   a_proj.weight [HV, D] (gated), b_proj.weight [HV, D] (use_beta),
+ *   A_log, dt_bias [HV] (gated), {q,k,v}_conv1d.weight [C, 1, W]
+ *   (use_short_conv), g_proj.weight [VV, D] (use_gate), o_norm.weight [V],
+ *   o_proj.weight [D, VV]. */
+enum { GDN_Q, GDN_K, GDN_V, GDN_A, GDN_B, GDN_ALOG, GDN_DT, GDN_QC, GDN_KC, GDN_VC, GDN_G, GDN_NORM, GDN_O };
+
+_Static_assert(sizeof(lina_gdn_dims) <= LINA_MIXER_DIMS_BYTES, "lina_gdn_dims too large");
+
+static int gdn_build(lina_mixer_builder *b, const lina_config *c, int layer, void *dims)
+{
+    (void)layer;
+    lina_gdn_dims *d = dims;
+    memset(d, 0, sizeof(*d));
+    int gated = c->model_type == LINA_MODEL_GATED_DELTANET;
+    int D = c->hidden_size, H = c->num_heads, W = c->conv_size;
+    int K = gated ? c->head_dim : (int)(D * c->expand_k) / H;
+    int V = gated ? (int)(c->head_dim * c->expand_v) : (int)(D * c->expand_v) / H;
+    int NV = gated && c->num_v_heads > 0 ? c->num_v_heads : H; /* value heads (GVA) */
+    if (!gated && (strcmp(c->qk_activation, "silu") != 0 || strcmp(c->qk_norm, "l2") != 0)) {
+        return lina_set_error(LINA_EINVAL, "delta_net: qk_activation \"%s\" / qk_norm \"%s\" is not implemented yet "
+                              "(silu / l2 are)", c->qk_activation, c->qk_norm);
+    }
+    d->D = D;
+    d->H = H;
+    d->K = K;
+    d->V = V;
+    d->use_gate = c->use_gate ? 1 : 0;
+    d->use_short_conv = c->use_short_conv ? 1 : 0;
+    d->conv_size = W;
+    d->allow_neg_eigval = c->allow_neg_eigval ? 1 : 0;
+    d->norm_eps = (float)c->norm_eps;
+    d->gated = gated;
+    d->use_beta = gated || c->use_beta ? 1 : 0;
+    d->num_v_heads = NV;
+    int64_t HK = (int64_t)H * K, HV = (int64_t)NV * V;
+    int rc;
+    if ((rc = lina_mixer_add(b, GDN_Q, "q_proj.weight", 2, HK, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (rc = lina_mixer_add(b, GDN_K, "k_proj.weight", 2, HK, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (rc = lina_mixer_add(b, GDN_V, "v_proj.weight", 2, HV, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (gated && (rc = lina_mixer_add(b, GDN_A, "a_proj.weight", 2, NV, D, 0, 1, LINA_INIT_NORMAL))) ||
+        (d->use_beta && (rc = lina_mixer_add(b, GDN_B, "b_proj.weight", 2, NV, D, 0, 1, LINA_INIT_NORMAL))) ||
+        (gated && (rc = lina_mixer_add(b, GDN_ALOG, "A_log", 1, NV, 0, 0, 0, LINA_INIT_A_LOG))) ||
+        (gated && (rc = lina_mixer_add(b, GDN_DT, "dt_bias", 1, NV, 0, 0, 0, LINA_INIT_DT_BIAS)))) {
+        return rc;
+    }
+    if (d->use_short_conv &&
+        ((rc = lina_mixer_add(b, GDN_QC, "q_conv1d.weight", 3, HK, 1, W, 1, LINA_INIT_NORMAL)) ||
+         (rc = lina_mixer_add(b, GDN_KC, "k_conv1d.weight", 3, HK, 1, W, 1, LINA_INIT_NORMAL)) ||
+         (rc = lina_mixer_add(b, GDN_VC, "v_conv1d.weight", 3, HV, 1, W, 1, LINA_INIT_NORMAL)))) {
+        return rc;
+    }
+    if ((d->use_gate && (rc = lina_mixer_add(b, GDN_G, "g_proj.weight", 2, HV, D, 0, 1, LINA_INIT_NORMAL))) ||
+        (rc = lina_mixer_add(b, GDN_NORM, "o_norm.weight", 1, V, 0, 0, 0, LINA_INIT_ONES)) ||
+        (rc = lina_mixer_add(b, GDN_O, "o_proj.weight", 2, D, HV, 0, 1, LINA_INIT_NORMAL))) {
+        return rc;
+    }
+    return LINA_OK;
+}
+
+static size_t gdn_acts(const void *dims, int N)
+{
+    return lina_gdn_acts_floats(dims, N);
+}
+
+static size_t gdn_scratch(const void *dims, int N)
+{
+    return lina_gdn_scratch_floats(dims, N);
+}
+
+static size_t gdn_state(const void *dims, int B, int max_len)
+{
+    (void)max_len;
+    return lina_gdn_cache_floats(dims, B);
+}
+
+static void gdn_views(float *const *v, lina_gdn_params *p)
+{
+    p->q_proj = v[GDN_Q];
+    p->k_proj = v[GDN_K];
+    p->v_proj = v[GDN_V];
+    p->a_proj = v[GDN_A];
+    p->b_proj = v[GDN_B];
+    p->A_log = v[GDN_ALOG];
+    p->dt_bias = v[GDN_DT];
+    p->q_conv = v[GDN_QC];
+    p->k_conv = v[GDN_KC];
+    p->v_conv = v[GDN_VC];
+    p->g_proj = v[GDN_G];
+    p->o_norm = v[GDN_NORM];
+    p->o_proj = v[GDN_O];
+}
+
+static int gdn_kind_forward(const lina_mixer_call *c)
+{
+    const lina_gdn_dims *d = c->dims;
+    lina_gdn_params p;
+    lina_gdn_acts a;
+    gdn_views(c->P, &p);
+    lina_gdn_acts_carve(&a, c->acts, d, c->B * c->T);
+    return lina_gdn_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->state, c->form, c->ws);
+}
+
+static int gdn_kind_backward(const lina_mixer_call *c)
+{
+    const lina_gdn_dims *d = c->dims;
+    lina_gdn_params p, gp;
+    lina_gdn_acts a;
+    gdn_views(c->P, &p);
+    gdn_views(c->G, &gp);
+    lina_gdn_acts_carve(&a, c->acts, d, c->B * c->T);
+    return lina_gdn_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->form, c->ws);
+}
+
+const lina_mixer_vt lina_gdn_kind = {
+    .name = "gated_deltanet",
+    .build = gdn_build,
+    .acts_floats = gdn_acts,
+    .scratch_floats = gdn_scratch,
+    .state_floats = gdn_state,
+    .forward = gdn_kind_forward,
+    .backward = gdn_kind_backward,
+};

@@ -5,6 +5,8 @@
  * N = B*T rows, HK = H*K, HV = H*V, R = 16. */
 #include "nn.h"
 
+#include "../kern/checked.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -344,3 +346,143 @@ int lina_gla_step(float *out, const float *x, const lina_gla_dims *d, const lina
     /* ht == h0: the engine updates the state in place */
     return lina_gla_forward(out, &a, x, d, p, B, 1, state, state, LINA_FORM_RECURRENT, ws);
 }
+
+/* ============================================================ plug-in kind
+ * model_type "gla" and "retnet" (kind.h). Tensors under model.layers.{i}.attn.
+ * (K, V per head; Hkv kv heads):
+ *   q_proj.weight [H*K, D], k_proj.weight [Hkv*K, D], v_proj.weight [Hkv*V, D],
+ *   g_proj.weight [H*V, D] (use_output_gate), {q,k,v}_conv1d.weight [C, 1, W]
+ *   (use_short_conv), gk_proj.0.weight [16, D], gk_proj.1.weight [Hkv*K, 16],
+ *   gk_proj.1.bias [Hkv*K] (GLA only), g_norm_swish_gate.weight [V]
+ *   (g_norm.weight without output gate), o_proj.weight [D, H*V].
+ * The decode state is [B,H,K,V] followed by the conv tails. */
+enum { GLA_Q, GLA_K, GLA_V, GLA_G, GLA_GK0, GLA_GK1, GLA_GK1B, GLA_NORM, GLA_O, GLA_QC, GLA_KC, GLA_VC };
+
+_Static_assert(sizeof(lina_gla_dims) <= LINA_MIXER_DIMS_BYTES, "lina_gla_dims too large");
+
+static int gla_build(lina_mixer_builder *b, const lina_config *c, int layer, void *dims)
+{
+    (void)layer;
+    lina_gla_dims *d = dims;
+    memset(d, 0, sizeof(*d));
+    int D = c->hidden_size, H = c->num_heads;
+    int kd = (int)(D * c->expand_k), vd = (int)(D * c->expand_v);
+    int ret = c->model_type == LINA_MODEL_RETNET;
+    const char *mt = lina_model_type_name(c->model_type);
+    int G = H / (c->num_kv_heads > 0 ? c->num_kv_heads : H); /* kv groups (validated by the config) */
+    if (c->feature_map[0]) {
+        return lina_set_error(LINA_EINVAL, "%s: feature_map \"%s\" is not implemented yet", mt, c->feature_map);
+    }
+    if (!ret && !c->elementwise_affine) {
+        return lina_set_error(LINA_EINVAL, "%s: elementwise_affine = false is not implemented yet", mt);
+    }
+    d->D = D;
+    d->H = H;
+    d->K = kd / H;
+    d->V = vd / H;
+    d->output_gate = c->use_output_gate ? 1 : 0;
+    d->norm_eps = (float)c->norm_eps;
+    d->has_clamp_min = c->has_clamp_min;
+    d->clamp_min = (float)c->clamp_min;
+    d->retention = ret;
+    d->num_kv_heads = H / G;
+    d->use_short_conv = c->use_short_conv ? 1 : 0;
+    d->conv_size = c->conv_size;
+    if ((kd / H) % 2 != 0 && ret) {
+        return lina_set_error(LINA_EINVAL, "retnet: the key head dim %d must be even (RoPE)", kd / H);
+    }
+    int64_t W = c->conv_size;
+    int rc;
+    if ((rc = lina_mixer_add(b, GLA_Q, "q_proj.weight", 2, kd, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (rc = lina_mixer_add(b, GLA_K, "k_proj.weight", 2, kd / G, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (rc = lina_mixer_add(b, GLA_V, "v_proj.weight", 2, vd / G, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (d->output_gate && (rc = lina_mixer_add(b, GLA_G, "g_proj.weight", 2, vd, D, 0, 1, LINA_INIT_NORMAL)))) {
+        return rc;
+    }
+    if (d->use_short_conv &&
+        ((rc = lina_mixer_add(b, GLA_QC, "q_conv1d.weight", 3, kd, 1, W, 1, LINA_INIT_NORMAL)) ||
+         (rc = lina_mixer_add(b, GLA_KC, "k_conv1d.weight", 3, kd / G, 1, W, 1, LINA_INIT_NORMAL)) ||
+         (rc = lina_mixer_add(b, GLA_VC, "v_conv1d.weight", 3, vd / G, 1, W, 1, LINA_INIT_NORMAL)))) {
+        return rc;
+    }
+    if (!ret &&
+        ((rc = lina_mixer_add(b, GLA_GK0, "gk_proj.0.weight", 2, LINA_GLA_GATE_RANK, D, 0, 1, LINA_INIT_NORMAL)) ||
+         (rc = lina_mixer_add(b, GLA_GK1, "gk_proj.1.weight", 2, kd / G, LINA_GLA_GATE_RANK, 0, 1,
+                              LINA_INIT_NORMAL)) ||
+         (rc = lina_mixer_add(b, GLA_GK1B, "gk_proj.1.bias", 1, kd / G, 0, 0, 0, LINA_INIT_ZEROS)))) {
+        return rc;
+    }
+    const char *norm = d->output_gate ? "g_norm_swish_gate.weight" : "g_norm.weight";
+    if ((rc = lina_mixer_add(b, GLA_NORM, norm, 1, vd / H, 0, 0, 0, LINA_INIT_ONES)) ||
+        (rc = lina_mixer_add(b, GLA_O, "o_proj.weight", 2, D, vd, 0, 1, LINA_INIT_NORMAL))) {
+        return rc;
+    }
+    return LINA_OK;
+}
+
+static size_t gla_acts(const void *dims, int N)
+{
+    return lina_gla_acts_floats(dims, N);
+}
+
+static size_t gla_scratch(const void *dims, int N)
+{
+    return lina_gla_scratch_floats(dims, N);
+}
+
+static size_t gla_state(const void *dims, int B, int max_len)
+{
+    (void)max_len;
+    const lina_gla_dims *d = dims;
+    return lina_szadd(lina_szmul3((size_t)B, (size_t)d->H * d->K, (size_t)d->V), lina_gla_conv_cache_floats(d, B));
+}
+
+static void gla_views(float *const *v, lina_gla_params *p)
+{
+    p->q_proj = v[GLA_Q];
+    p->k_proj = v[GLA_K];
+    p->v_proj = v[GLA_V];
+    p->g_proj = v[GLA_G];
+    p->gk0 = v[GLA_GK0];
+    p->gk1 = v[GLA_GK1];
+    p->gk1_b = v[GLA_GK1B];
+    p->norm_w = v[GLA_NORM];
+    p->o_proj = v[GLA_O];
+    p->q_conv = v[GLA_QC];
+    p->k_conv = v[GLA_KC];
+    p->v_conv = v[GLA_VC];
+}
+
+static int gla_kind_forward(const lina_mixer_call *c)
+{
+    const lina_gla_dims *d = c->dims;
+    lina_gla_params p;
+    lina_gla_acts a;
+    gla_views(c->P, &p);
+    lina_gla_acts_carve(&a, c->acts, d, c->B * c->T);
+    /* state [B,H,K,V] updated in place (lina_dd_fwd allows ht == h0), then the conv tails */
+    float *hs = c->state;
+    float *conv = hs && d->use_short_conv ? hs + (size_t)c->B * d->H * d->K * d->V : NULL;
+    return lina_gla_forward_cached(c->out, &a, c->x, d, &p, c->B, c->T, hs, hs, conv, c->pos, c->form, c->ws);
+}
+
+static int gla_kind_backward(const lina_mixer_call *c)
+{
+    const lina_gla_dims *d = c->dims;
+    lina_gla_params p, gp;
+    lina_gla_acts a;
+    gla_views(c->P, &p);
+    gla_views(c->G, &gp);
+    lina_gla_acts_carve(&a, c->acts, d, c->B * c->T);
+    return lina_gla_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, NULL, c->scratch, c->form, c->ws);
+}
+
+const lina_mixer_vt lina_gla_kind = {
+    .name = "gla",
+    .build = gla_build,
+    .acts_floats = gla_acts,
+    .scratch_floats = gla_scratch,
+    .state_floats = gla_state,
+    .forward = gla_kind_forward,
+    .backward = gla_kind_backward,
+};

@@ -4,6 +4,8 @@
  * nn.h; N = B*T rows, HK = H*K, HV = H*V. */
 #include "nn.h"
 
+#include "../kern/checked.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -146,3 +148,191 @@ int lina_hgrn2_backward(float *dx, lina_hgrn2_params *gp, float *dlambda, const 
     lina_linear_backward(dx, gp->i_proj, NULL, dv, x, p->i_proj, N, D, HV);
     return LINA_OK;
 }
+
+/* ============================================================ plug-in kind
+ * model_type "hgrn2" (kind.h). Tensors under model.layers.{i}.attn.:
+ * q_proj.weight [H*K, D], f_proj.weight [H*K, D], i_proj.weight [D, D],
+ * g_norm.weight [D], o_proj.weight [D, D]; decode state [B,H,K,V].
+ * With use_lower_bound the model-level model.lower_bounds [L, D] (zeros, no
+ * weight decay) gives layer l > 0 the lower bound
+ *   lambda_l = sum_{j=1..l} P_j,  P = softmax over the layers of lower_bounds
+ * (layer 0 has none); the kind's shared work buffer holds P, lambda and
+ * dlambda [L, D] each. */
+enum { HG_Q, HG_F, HG_I, HG_NORM, HG_O };
+
+typedef struct hgrn2_kind_dims {
+    lina_hgrn2_dims d;
+    int layer, L;
+} hgrn2_kind_dims;
+
+typedef struct hgrn2_shared_dims {
+    int L, D;
+} hgrn2_shared_dims;
+
+_Static_assert(sizeof(hgrn2_kind_dims) <= LINA_MIXER_DIMS_BYTES, "hgrn2 dims too large");
+
+static int hgrn2_build(lina_mixer_builder *b, const lina_config *c, int layer, void *dims)
+{
+    hgrn2_kind_dims *kd = dims;
+    memset(kd, 0, sizeof(*kd));
+    int D = c->hidden_size, H = c->num_heads, K = c->expand_ratio;
+    if (c->use_short_conv || !c->elementwise_affine) {
+        return lina_set_error(LINA_EINVAL, "hgrn2: use_short_conv / elementwise_affine = false are not implemented yet");
+    }
+    if (H < 1 || K < 1 || D % H != 0 || (c->use_lower_bound && H * K != D)) {
+        return lina_set_error(LINA_EINVAL, "hgrn2: num_heads (%d) * expand_ratio (%d) must equal hidden_size (%d)", H,
+                              K, D);
+    }
+    kd->d.D = D;
+    kd->d.H = H;
+    kd->d.K = K;
+    kd->d.V = D / H;
+    kd->d.norm_eps = (float)c->norm_eps;
+    kd->layer = layer;
+    kd->L = c->num_hidden_layers;
+    int64_t HK = (int64_t)H * K;
+    int rc;
+    if ((rc = lina_mixer_add(b, HG_Q, "q_proj.weight", 2, HK, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (rc = lina_mixer_add(b, HG_F, "f_proj.weight", 2, HK, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (rc = lina_mixer_add(b, HG_I, "i_proj.weight", 2, D, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (rc = lina_mixer_add(b, HG_NORM, "g_norm.weight", 1, D, 0, 0, 0, LINA_INIT_ONES)) ||
+        (rc = lina_mixer_add(b, HG_O, "o_proj.weight", 2, D, D, 0, 1, LINA_INIT_NORMAL))) {
+        return rc;
+    }
+    return LINA_OK;
+}
+
+static size_t hgrn2_acts(const void *dims, int N)
+{
+    return lina_hgrn2_acts_floats(dims, N);
+}
+
+static size_t hgrn2_scratch(const void *dims, int N)
+{
+    return lina_hgrn2_scratch_floats(dims, N);
+}
+
+static size_t hgrn2_state(const void *dims, int B, int max_len)
+{
+    (void)max_len;
+    const lina_hgrn2_dims *d = dims;
+    return lina_szmul3((size_t)B, (size_t)d->H * d->K, (size_t)d->V);
+}
+
+static void hgrn2_views(float *const *v, lina_hgrn2_params *p)
+{
+    p->q_proj = v[HG_Q];
+    p->f_proj = v[HG_F];
+    p->i_proj = v[HG_I];
+    p->g_norm = v[HG_NORM];
+    p->o_proj = v[HG_O];
+}
+
+/* layer l's lambda (or dlambda, which = 2) in the shared buffer; NULL for layer 0 or without lower bounds */
+static float *hgrn2_lb(const lina_mixer_call *c, int which)
+{
+    const hgrn2_kind_dims *kd = c->dims;
+    return c->shared && kd->layer > 0 ? c->shared + ((size_t)which * kd->L + kd->layer) * kd->d.D : NULL;
+}
+
+static int hgrn2_kind_forward(const lina_mixer_call *c)
+{
+    const hgrn2_kind_dims *kd = c->dims;
+    lina_hgrn2_params p;
+    lina_hgrn2_acts a;
+    hgrn2_views(c->P, &p);
+    lina_hgrn2_acts_carve(&a, c->acts, &kd->d, c->B * c->T);
+    float *hs = c->state; /* updated in place */
+    return lina_hgrn2_forward(c->out, &a, c->x, &kd->d, &p, hgrn2_lb(c, 1), c->B, c->T, hs, hs, c->form, c->ws);
+}
+
+static int hgrn2_kind_backward(const lina_mixer_call *c)
+{
+    const hgrn2_kind_dims *kd = c->dims;
+    lina_hgrn2_params p, gp;
+    lina_hgrn2_acts a;
+    hgrn2_views(c->P, &p);
+    hgrn2_views(c->G, &gp);
+    lina_hgrn2_acts_carve(&a, c->acts, &kd->d, c->B * c->T);
+    return lina_hgrn2_backward(c->dx, &gp, hgrn2_lb(c, 2), c->dout, c->x, &a, &kd->d, &p, hgrn2_lb(c, 1), c->B,
+                               c->T, c->scratch, c->form, c->ws);
+}
+
+static int hgrn2_shared_build(lina_mixer_builder *b, const lina_config *c, void *dims, size_t *work)
+{
+    hgrn2_shared_dims *sd = dims;
+    sd->L = c->num_hidden_layers;
+    sd->D = c->hidden_size;
+    *work = 0;
+    if (!c->use_lower_bound) {
+        return LINA_OK;
+    }
+    /* no weight decay (a bias-like table); FLA initialises it to zeros */
+    int rc = lina_mixer_add(b, 0, "model.lower_bounds", 2, sd->L, sd->D, 0, 0, LINA_INIT_ZEROS);
+    *work = 3 * (size_t)sd->L * sd->D;
+    return rc;
+}
+
+/* P = softmax over layers of Lambda [L,D]; lambda_l = sum_{j=1..l} P_j; dlambda = 0 */
+static int hgrn2_shared_forward(const lina_mixer_call *c)
+{
+    const hgrn2_shared_dims *sd = c->dims;
+    int L = sd->L, D = sd->D;
+    const float *Lb = c->P[0];
+    float *P = c->shared, *lam = P + (size_t)L * D;
+    for (int i = 0; i < D; i++) {
+        double mx = -INFINITY, se = 0.0, cum = 0.0;
+        for (int l = 0; l < L; l++) {
+            mx = Lb[(size_t)l * D + i] > mx ? Lb[(size_t)l * D + i] : mx;
+        }
+        for (int l = 0; l < L; l++) {
+            se += exp(Lb[(size_t)l * D + i] - mx);
+        }
+        for (int l = 0; l < L; l++) {
+            double pl = exp(Lb[(size_t)l * D + i] - mx) / se;
+            P[(size_t)l * D + i] = (float)pl;
+            cum += l > 0 ? pl : 0.0;
+            lam[(size_t)l * D + i] = (float)cum;
+        }
+    }
+    memset(lam + (size_t)L * D, 0, (size_t)L * D * sizeof(float));
+    return LINA_OK;
+}
+
+/* lambda_l = sum_{j=1..l} P_j: dP_j = sum_{l>=j} dlambda_l (j >= 1), dP_0 = 0;
+ * softmax over layers: dLambda_j = P_j (dP_j - sum_i P_i dP_i) */
+static int hgrn2_shared_backward(const lina_mixer_call *c)
+{
+    const hgrn2_shared_dims *sd = c->dims;
+    int L = sd->L, D = sd->D;
+    float *dLb = c->G[0];
+    const float *P = c->shared;
+    float *dl = c->shared + 2 * (size_t)L * D;
+    for (int i = 0; i < D; i++) {
+        double suf = 0.0, dot = 0.0;
+        for (int l = L - 1; l >= 0; l--) {
+            suf += l > 0 ? dl[(size_t)l * D + i] : 0.0;
+            double dP = l > 0 ? suf : 0.0;
+            dl[(size_t)l * D + i] = (float)dP; /* now dP */
+            dot += (double)P[(size_t)l * D + i] * dP;
+        }
+        for (int l = 0; l < L; l++) {
+            size_t j = (size_t)l * D + i;
+            dLb[j] += (float)(P[j] * (dl[j] - dot));
+        }
+    }
+    return LINA_OK;
+}
+
+const lina_mixer_vt lina_hgrn2_kind = {
+    .name = "hgrn2",
+    .build = hgrn2_build,
+    .acts_floats = hgrn2_acts,
+    .scratch_floats = hgrn2_scratch,
+    .state_floats = hgrn2_state,
+    .forward = hgrn2_kind_forward,
+    .backward = hgrn2_kind_backward,
+    .shared_build = hgrn2_shared_build,
+    .shared_forward = hgrn2_shared_forward,
+    .shared_backward = hgrn2_shared_backward,
+};

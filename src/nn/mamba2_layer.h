@@ -1,5 +1,5 @@
 /* mamba2_layer.h -- FLA's Mamba2 mixer (docs/mixers.md section 6), mamba2_layer.c
- * (internal; the plug-in table for src/model is src/model/mix_mamba2.c).
+ * (internal; its plug-in table, kind.h, is at the end of mamba2_layer.c).
  *
  *   [z | xBC | dt] = x Win^T (+ bin)           z [E], xBC [E + 2GN], dt [H]
  *   xBC = SiLU(causal depthwise conv(xBC) + conv bias)      kernel W
@@ -99,10 +99,5 @@ int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const l
 int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, const float *x,
                          const lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p, int B,
                          int T, float *scratch, lina_form form, lina_ws *ws);
-
-/* The plug-in kind for src/model (defined in src/model/mix_mamba2.c; the
- * struct is mixer.h's lina_mixer_vt). */
-struct lina_mixer_vt;
-extern const struct lina_mixer_vt lina_mamba2_mixer;
 
 #endif

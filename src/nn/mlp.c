@@ -103,3 +103,60 @@ int lina_gated_mlp_backward(float *dx, float *dWg, float *dWu, float *dWd, const
     lina_ws_scope_close(&sc);
     return LINA_OK;
 }
+
+/* ============================================================ plug-in kind
+ * The dense feed-forward block (kind.h): FLA's GatedMLP under
+ * model.layers.{i}.mlp.: gate_proj.weight [I, D], up_proj.weight [I, D],
+ * down_proj.weight [D, I], I = lina_config_mlp_size. */
+enum { MLP_GATE, MLP_UP, MLP_DOWN };
+
+typedef struct mlp_dims {
+    int D, I;
+} mlp_dims;
+
+static int mlp_build(lina_mixer_builder *b, const lina_config *c, int layer, void *dims)
+{
+    (void)layer;
+    mlp_dims *d = dims;
+    d->D = c->hidden_size;
+    d->I = lina_config_mlp_size(c);
+    int rc;
+    if ((rc = lina_mixer_add(b, MLP_GATE, "gate_proj.weight", 2, d->I, d->D, 0, 1, LINA_INIT_NORMAL)) ||
+        (rc = lina_mixer_add(b, MLP_UP, "up_proj.weight", 2, d->I, d->D, 0, 1, LINA_INIT_NORMAL)) ||
+        (rc = lina_mixer_add(b, MLP_DOWN, "down_proj.weight", 2, d->D, d->I, 0, 1, LINA_INIT_NORMAL))) {
+        return rc;
+    }
+    return LINA_OK;
+}
+
+/* gate, up, h [N, I] */
+static size_t mlp_acts(const void *dims, int N)
+{
+    return 3 * (size_t)N * ((const mlp_dims *)dims)->I;
+}
+
+static int mlp_kind_forward(const lina_mixer_call *c)
+{
+    const mlp_dims *d = c->dims;
+    size_t nI = (size_t)c->B * c->T * d->I;
+    lina_gated_mlp_forward(c->out, c->acts, c->acts + nI, c->acts + 2 * nI, c->x, c->P[MLP_GATE], c->P[MLP_UP],
+                           c->P[MLP_DOWN], c->B * c->T, d->D, d->I);
+    return LINA_OK;
+}
+
+static int mlp_kind_backward(const lina_mixer_call *c)
+{
+    const mlp_dims *d = c->dims;
+    size_t nI = (size_t)c->B * c->T * d->I;
+    return lina_gated_mlp_backward(c->dx, c->G[MLP_GATE], c->G[MLP_UP], c->G[MLP_DOWN], c->dout, c->x, c->acts,
+                                   c->acts + nI, c->acts + 2 * nI, c->P[MLP_GATE], c->P[MLP_UP], c->P[MLP_DOWN],
+                                   c->B * c->T, d->D, d->I, c->ws);
+}
+
+const lina_mixer_vt lina_mlp_kind = {
+    .name = "mlp",
+    .build = mlp_build,
+    .acts_floats = mlp_acts,
+    .forward = mlp_kind_forward,
+    .backward = mlp_kind_backward,
+};

@@ -2,7 +2,7 @@
  * soft-capped exponential input gate and sigmoid forget gate per head, the
  * stabilised cell through lina_mlstm_fwd / lina_mlstm_bwd, per-head
  * LayerNorm, sigmoid output gate, out_proj), forward and backward, and its
- * plug-in kind for model_type "mlstm" (mixer.h). Shapes and tensor names are
+ * plug-in kind for model_type "mlstm" (kind.h). Shapes and tensor names are
  * in mlstm_layer.h; N = B*T, HK = H*K, HV = H*V. */
 #include "mlstm_layer.h"
 #include "nn.h"
@@ -399,8 +399,9 @@ static size_t mlstm_scratch_floats(const void *dims, int N)
     return lina_mlstm_layer_scratch_floats(dims, N);
 }
 
-static size_t mlstm_state_floats(const void *dims, int B)
+static size_t mlstm_state_floats(const void *dims, int B, int max_len)
 {
+    (void)max_len;
     return lina_mlstm_layer_state_floats(dims, B);
 }
 
@@ -426,7 +427,12 @@ static int mlstm_backward(const lina_mixer_call *c)
                                      c->ws);
 }
 
-const lina_mixer_vt lina_mlstm_mixer_vt = {
-    "mlstm", mlstm_build, mlstm_acts_floats, mlstm_scratch_floats, mlstm_state_floats, mlstm_forward,
-    mlstm_backward,
+const lina_mixer_vt lina_mlstm_kind = {
+    .name = "mlstm",
+    .build = mlstm_build,
+    .acts_floats = mlstm_acts_floats,
+    .scratch_floats = mlstm_scratch_floats,
+    .state_floats = mlstm_state_floats,
+    .forward = mlstm_forward,
+    .backward = mlstm_backward,
 };

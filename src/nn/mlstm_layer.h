@@ -29,7 +29,7 @@
 #define LINA_MLSTM_LAYER_H
 
 #include "lina.h"
-#include "../model/mixer.h"
+#include "kind.h"
 
 #include <stddef.h>
 
@@ -90,8 +90,5 @@ int lina_mlstm_layer_backward(float *dx, lina_mlstm_layer_params *gp, const floa
                               const lina_mlstm_layer_acts *a, const lina_mlstm_layer_dims *d,
                               const lina_mlstm_layer_params *p, int B, int T, float *scratch, lina_form form,
                               lina_ws *ws);
-
-/* The plug-in kind of model_type "mlstm" (mixer.h). */
-extern const lina_mixer_vt lina_mlstm_mixer_vt;
 
 #endif

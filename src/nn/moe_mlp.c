@@ -1,5 +1,5 @@
 /* moe_mlp.c -- the softmax top-k router (shared with MoM) and the top-k
- * mixture-of-experts SwiGLU feed-forward block as a plug-in kind (mixer.h).
+ * mixture-of-experts SwiGLU feed-forward block as a plug-in kind (kind.h).
  * Math and names in moe_mlp.h. */
 #include "moe_mlp.h"
 
@@ -193,13 +193,6 @@ static size_t moe_scratch_floats(const void *dims, int N)
     return 2 * n * d->D + n * d->k + n * d->E;
 }
 
-static size_t moe_state_floats(const void *dims, int B)
-{
-    (void)dims;
-    (void)B;
-    return 0;
-}
-
 static int moe_build(lina_mixer_builder *b, const lina_config *c, int layer, void *dims)
 {
     (void)layer;
@@ -343,6 +336,11 @@ static int moe_backward(const lina_mixer_call *c)
     return LINA_OK;
 }
 
-const lina_mixer_vt lina_moe_vt = {
-    "moe", moe_build, moe_acts_floats, moe_scratch_floats, moe_state_floats, moe_forward, moe_backward,
+const lina_mixer_vt lina_moe_kind = {
+    .name = "moe",
+    .build = moe_build,
+    .acts_floats = moe_acts_floats,
+    .scratch_floats = moe_scratch_floats,
+    .forward = moe_forward,
+    .backward = moe_backward,
 };

@@ -23,7 +23,7 @@
 #ifndef LINA_MOE_MLP_H
 #define LINA_MOE_MLP_H
 
-#include "../model/mixer.h"
+#include "kind.h"
 #include "nn.h"
 
 #include <stdint.h>
@@ -67,8 +67,5 @@ typedef struct lina_moe_dims {
     int D, E, k, I;      /* width, experts, experts per token, expert width */
     double aux_coef;     /* router_aux_loss_coef / number of MoE layers */
 } lina_moe_dims;
-
-/* The plug-in feed-forward kind (lina_ffn_vt_for when num_experts > 0). */
-extern const lina_mixer_vt lina_moe_vt;
 
 #endif

@@ -235,8 +235,9 @@ static size_t block_floats(const lina_mom_dims *d)
     return (d->use_short_conv ? (2 * HK + HV) * d->conv_size : 0) + HK * d->V;
 }
 
-static size_t mom_state_floats(const void *dims, int B)
+static size_t mom_state_floats(const void *dims, int B, int max_len)
 {
+    (void)max_len;
     const lina_mom_dims *d = dims;
     return (size_t)n_mem(d) * B * block_floats(d);
 }
@@ -592,6 +593,12 @@ static int mom_backward(const lina_mixer_call *c)
     return LINA_OK;
 }
 
-const lina_mixer_vt lina_mom_vt = {
-    "mom", mom_build, mom_acts_floats, mom_scratch_floats, mom_state_floats, mom_forward, mom_backward,
+const lina_mixer_vt lina_mom_kind = {
+    .name = "mom",
+    .build = mom_build,
+    .acts_floats = mom_acts_floats,
+    .scratch_floats = mom_scratch_floats,
+    .state_floats = mom_state_floats,
+    .forward = mom_forward,
+    .backward = mom_backward,
 };

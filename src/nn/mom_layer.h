@@ -1,6 +1,6 @@
 /* mom_layer.h -- MoM, mixture of memories (docs/mixers.md 7; FLA's MomAttention
  * with Gated DeltaNet memories), mom_layer.c, as a plug-in mixer kind
- * (mixer.h) of model_type "mom" (internal; not public API).
+ * (kind.h) of model_type "mom" (internal; not public API).
  *
  *   p = softmax(x Wr^T) [N, M] (float32 router);  S_t = the top-k memories of
  *   token t, w_{t,m} = p_{t,m} / sum_{m' in S_t} p_{t,m'}
@@ -43,7 +43,7 @@
 #ifndef LINA_MOM_LAYER_H
 #define LINA_MOM_LAYER_H
 
-#include "../model/mixer.h"
+#include "kind.h"
 #include "nn.h"
 
 /* tensor slots 0..13 are shared; memory m uses 14 + 4m .. 17 + 4m */
@@ -60,8 +60,5 @@ typedef struct lina_mom_dims {
     float norm_eps;
     double aux_coef;      /* aux_loss_scale / number of MoM layers */
 } lina_mom_dims;
-
-/* The plug-in mixer kind of model_type "mom". */
-extern const lina_mixer_vt lina_mom_vt;
 
 #endif

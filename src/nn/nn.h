@@ -25,6 +25,7 @@
 #define LINA_NN_H
 
 #include "lina.h"
+#include "kind.h"
 
 #include <stddef.h>
 #include <stdint.h>

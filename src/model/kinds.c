@@ -1,0 +1,50 @@
+/* kinds.c -- the registry of kinds: which table (src/nn/kind.h) serves a
+ * model_type, a layer and a feed-forward block. Each table lives in its layer
+ * file in src/nn/; adding a mixer adds one line to LINA_KINDS. */
+#include "model.h"
+
+/* model_type -> kind table (defined in the layer file named on the right) */
+#define LINA_KINDS(X)                                                                     \
+    X(LINA_MODEL_GLA, lina_gla_kind)                               /* gla_layer.c */     \
+    X(LINA_MODEL_RETNET, lina_gla_kind)                            /* gla_layer.c */     \
+    X(LINA_MODEL_DELTA_NET, lina_gdn_kind)                         /* delta_layer.c */   \
+    X(LINA_MODEL_GATED_DELTANET, lina_gdn_kind)                    /* delta_layer.c */   \
+    X(LINA_MODEL_GATED_DELTAPRODUCT, lina_gated_deltaproduct_kind) /* dp_layer.c */      \
+    X(LINA_MODEL_LINEAR_ATTN, lina_linear_attn_kind)               /* la_layer.c */      \
+    X(LINA_MODEL_TRANSFORMER, lina_attn_kind)                      /* attn_layer.c */    \
+    X(LINA_MODEL_HGRN2, lina_hgrn2_kind)                           /* hgrn2_layer.c */   \
+    X(LINA_MODEL_MAMBA2, lina_mamba2_kind)                         /* mamba2_layer.c */  \
+    X(LINA_MODEL_MOM, lina_mom_kind)                               /* mom_layer.c */     \
+    X(LINA_MODEL_MLSTM, lina_mlstm_kind)                           /* mlstm_layer.c */
+
+/* the feed-forward kinds: dense GatedMLP (mlp.c), top-k mixture of experts (moe_mlp.c) */
+extern const lina_mixer_vt lina_mlp_kind, lina_moe_kind;
+
+#define KIND_DECLARE(type, table) extern const lina_mixer_vt table;
+LINA_KINDS(KIND_DECLARE)
+
+#define KIND_ROW(type, table) {type, &table},
+static const struct {
+    lina_model_type type;
+    const lina_mixer_vt *vt;
+} kinds[] = {LINA_KINDS(KIND_ROW)};
+
+const lina_mixer_vt *lina_kind_of_model(const lina_config *c)
+{
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        if (kinds[i].type == c->model_type) {
+            return kinds[i].vt;
+        }
+    }
+    return NULL;
+}
+
+const lina_mixer_vt *lina_kind_of_layer(const lina_config *c, int layer)
+{
+    return lina_config_is_attn_layer(c, layer) ? &lina_attn_kind : lina_kind_of_model(c);
+}
+
+const lina_mixer_vt *lina_kind_of_ffn(const lina_config *c)
+{
+    return c->num_experts > 0 ? &lina_moe_kind : &lina_mlp_kind;
+}

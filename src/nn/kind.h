@@ -1,0 +1,132 @@
+/* kind.h -- the one interface through which a token mixer or a feed-forward
+ * block plugs into a model (internal; not public API).
+ *
+ * A kind is a table of functions (lina_mixer_vt) defined in its layer file in
+ * src/nn/, next to the layer's math. src/model/kinds.c is the registry
+ * (model_type -> table); src/model/model.c composes the blocks and knows no
+ * kind by name. The dependency goes one way: src/model includes this header,
+ * nothing in src/nn includes a src/model header.
+ *
+ * The model calls `build` once per layer to validate the config, fill the
+ * kind's private dims and declare its tensors (lina_mixer_add: FLA state-dict
+ * name and shape, a slot number of the kind's choosing). At run time the model
+ * hands the kind the views of those tensors by slot (P[slot], G[slot]; NULL
+ * where absent) and the buffers it sized through acts_floats / scratch_floats
+ * / state_floats.
+ *
+ * Conventions (as nn.h): rows N = B*T, token-major; forward WRITES out,
+ * backward ADDS into dx and into every gradient view; the state is constant
+ * in T (decode memory does not grow with the context), except for a kind
+ * flagged LINA_KIND_KV_CACHE (softmax attention), whose state holds up to
+ * max_len tokens.
+ *
+ * Adding a kind: the layer file (its math and a lina_mixer_vt), one line in
+ * src/model/kinds.c, tests (src/model/README.md). */
+#ifndef LINA_KIND_H
+#define LINA_KIND_H
+
+#include "lina.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LINA_MIXER_MAX_SLOTS 256
+#define LINA_MIXER_DIMS_BYTES 512
+
+/* initial values of a declared tensor (with the model seed) */
+typedef enum lina_init {
+    LINA_INIT_NORMAL = 0, /* N(0, initializer_range) */
+    LINA_INIT_ONES = 1,
+    LINA_INIT_ZEROS = 2,
+    LINA_INIT_A_LOG = 3,   /* ln U(0, 16)  (Gated DeltaNet A_log) */
+    LINA_INIT_DT_BIAS = 4, /* softplus^-1(dt), dt = exp(U(ln lo, ln hi)) floored at fl; (lo, hi, fl) =
+                              (1e-3, 0.1, 1e-4) or the arguments of lina_mixer_add_init */
+    LINA_INIT_A_LOG_1_16 = 5, /* ln U(1, 16)  (Mamba2 A_log, A_init_range [1, 16]) */
+    LINA_INIT_EYE = 6,     /* identity for a square [d, d] block repeated along dim 0 (hedgehog) */
+    LINA_INIT_LINSPACE_3_6 = 7, /* linspace(3, 6) over the elements (xLSTM forget-gate bias) */
+    LINA_INIT_MINUS_10 = 8 /* -10 (xLSTM input-gate bias) */
+} lina_init;
+
+/* What build declares its tensors through. The model fills `declare` and
+ * `ctx` (it owns the tensor table); a kind only calls lina_mixer_add. */
+typedef struct lina_mixer_builder {
+    /* Declare tensor `name` [shape[0..ndim-1]]; returns its index (>= 0) or a
+     * negative LINA_* error. args: NULL or the init's three arguments. */
+    int (*declare)(void *ctx, const char *name, int ndim, const int64_t *shape, int decay, lina_init init,
+                   const double *args);
+    void *ctx;
+    int *slot;          /* [LINA_MIXER_MAX_SLOTS] tensor index per slot (-1: absent) */
+    char prefix[64];    /* "model.layers.{i}.attn.", "model.layers.{i}.mlp.", "backbone.layers.{i}.mixer." */
+} lina_mixer_builder;
+
+/* Declare tensor "<prefix><suffix>" with shape [d0] / [d0,d1] / [d0,d1,d2]
+ * (ndim 1..3) as slot `slot` (< LINA_MIXER_MAX_SLOTS). decay: AdamW weight
+ * decay applies (matrices yes; norms, biases, A_log, dt_bias, D no). Returns
+ * LINA_OK or an error. */
+int lina_mixer_add(lina_mixer_builder *b, int slot, const char *suffix, int ndim, int64_t d0, int64_t d1,
+                   int64_t d2, int decay, lina_init init);
+/* The same with the init's arguments (LINA_INIT_DT_BIAS: lo, hi, floor). */
+int lina_mixer_add_init(lina_mixer_builder *b, int slot, const char *suffix, int ndim, int64_t d0, int64_t d1,
+                        int64_t d2, int decay, lina_init init, const double args[3]);
+
+/* One forward or backward call. */
+typedef struct lina_mixer_call {
+    const void *dims;     /* the kind's dims, as build filled them */
+    float *const *P;      /* [LINA_MIXER_MAX_SLOTS] parameter views */
+    float *const *G;      /* [LINA_MIXER_MAX_SLOTS] gradient views (backward; accumulate) */
+    int B, T;
+    const float *x;       /* [B*T, D] layer input (after the block's pre-norm) */
+    float *out;           /* forward: [B*T, D] written */
+    const float *dout;    /* backward: [B*T, D] */
+    float *dx;            /* backward: [B*T, D] accumulated */
+    float *acts;          /* acts_floats(B*T) floats: forward writes what backward needs */
+    float *scratch;       /* backward: scratch_floats(B*T) floats */
+    float *state;         /* forward: NULL (training: zero initial state, nothing kept) or
+                             state_floats(B, cap) floats, read as the initial state and
+                             overwritten with the final one (prefill and decode) */
+    int64_t pos;          /* tokens already consumed by `state` (decode) */
+    int cap;              /* max_len the state was sized for */
+    float *shared;        /* the kind's model-level work buffer (shared_build), or NULL */
+    double *aux;          /* forward: if non-NULL, ADD the layer's auxiliary loss
+                             (already multiplied by its coefficient) */
+    double aux_grad;      /* backward: d(total loss)/d(aux), 1 for a train step */
+    lina_form form;       /* chunk (training, prefill) or recurrent (decode) */
+    lina_ws *ws;
+} lina_mixer_call;
+
+/* Names of the model-level tensors (printf formats take the layer index). */
+typedef struct lina_kind_names {
+    const char *embeddings;  /* "model.embeddings.weight" */
+    const char *mixer_norm;  /* "model.layers.%d.attn_norm.weight" */
+    const char *mixer;       /* "model.layers.%d.attn." (the mixer's tensor prefix) */
+    const char *final_norm;  /* "model.norm.weight" */
+} lina_kind_names;
+
+enum {
+    LINA_KIND_NO_FFN = 1,   /* the model's blocks have no feed-forward sub-block (Mamba2) */
+    LINA_KIND_KV_CACHE = 2  /* the state grows with the context up to max_len (softmax attention) */
+};
+
+typedef struct lina_mixer_vt {
+    const char *name;
+    int (*build)(lina_mixer_builder *b, const lina_config *c, int layer, void *dims);
+    size_t (*acts_floats)(const void *dims, int N);
+    size_t (*scratch_floats)(const void *dims, int N);  /* NULL: none */
+    size_t (*state_floats)(const void *dims, int B, int max_len); /* NULL: no state */
+    int (*forward)(const lina_mixer_call *c);
+    int (*backward)(const lina_mixer_call *c);
+    /* optional, model-wide (read from the model's own kind only) */
+    int flags;                      /* LINA_KIND_* */
+    const lina_kind_names *names;   /* NULL: FLA's "model." names */
+    /* Model-level tensors shared by the layers of the kind (HGRN2's lower
+     * bounds), declared after the embeddings with an empty prefix; *work: floats
+     * of the work buffer every layer sees as lina_mixer_call.shared (0: none,
+     * and the shared calls are skipped). */
+    int (*shared_build)(lina_mixer_builder *b, const lina_config *c, void *dims, size_t *work);
+    /* before the layers' forward: c->dims (shared), c->P, c->shared */
+    int (*shared_forward)(const lina_mixer_call *c);
+    /* after the layers' backward: c->G too */
+    int (*shared_backward)(const lina_mixer_call *c);
+} lina_mixer_vt;
+
+#endif
