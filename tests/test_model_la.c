@@ -1,5 +1,5 @@
 /* test_model_la.c -- the linear_attn and gated_deltaproduct model types
- * (src/nn/la_layer.c, src/nn/dp_layer.c, their plug-in tables at the ends).
+ * (src/nn/la_layer.c, src/nn/delta_layer.c, their plug-in tables at the ends).
  * A double-precision reference of each layer written here token by token
  * from docs/mixers.md sections 3.3 and 4.3 (feature maps, sum normalisation,
  * normaliser, grouped kv heads, output RMSNorm; n_h Householder sub-steps with

@@ -7,9 +7,9 @@
 #define LINA_KINDS(X)                                                                     \
     X(LINA_MODEL_GLA, lina_gla_kind)                               /* gla_layer.c */     \
     X(LINA_MODEL_RETNET, lina_gla_kind)                            /* gla_layer.c */     \
-    X(LINA_MODEL_DELTA_NET, lina_gdn_kind)                         /* delta_layer.c */   \
-    X(LINA_MODEL_GATED_DELTANET, lina_gdn_kind)                    /* delta_layer.c */   \
-    X(LINA_MODEL_GATED_DELTAPRODUCT, lina_gated_deltaproduct_kind) /* dp_layer.c */      \
+    X(LINA_MODEL_DELTA_NET, lina_delta_kind)                       /* delta_layer.c */   \
+    X(LINA_MODEL_GATED_DELTANET, lina_delta_kind)                  /* delta_layer.c */   \
+    X(LINA_MODEL_GATED_DELTAPRODUCT, lina_delta_kind)              /* delta_layer.c */   \
     X(LINA_MODEL_LINEAR_ATTN, lina_linear_attn_kind)               /* la_layer.c */      \
     X(LINA_MODEL_TRANSFORMER, lina_attn_kind)                      /* attn_layer.c */    \
     X(LINA_MODEL_HGRN2, lina_hgrn2_kind)                           /* hgrn2_layer.c */   \

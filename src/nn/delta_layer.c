@@ -1,9 +1,11 @@
-/* delta_layer.c -- FLA's GatedDeltaNet layer (docs/mixers.md section 4.2): q/k/v
- * projections through short convolutions (SiLU), L2-normalised q and k, the
- * decay g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b), the gated
- * delta rule (lina_delta_fwd), the per-head FusedRMSNormGated output and
- * o_proj. Forward (with an optional decode cache) and backward. Shapes in
- * nn.h; N = B*T rows, HK = H*K, HV = H*V. */
+/* delta_layer.c -- the delta-rule layer of FLA's DeltaNet, GatedDeltaNet and
+ * GatedDeltaProduct (docs/mixers.md sections 4.1-4.3): q and n keys / values /
+ * betas per token through short convolutions (SiLU), L2-normalised q and
+ * keys, the optional decay g = -exp(A_log) softplus(a + dt_bias), the delta
+ * rule (n = 1) or delta product (n = num_householder sub-steps) on the
+ * delta-rule engine (lina_delta_fwd), the per-head output norm (gated or
+ * plain) and o_proj. Forward (with an optional decode cache) and backward.
+ * Shapes in nn.h; N = B*T rows, HK = H*K, VV = HV*V. */
 #include "nn.h"
 
 #include <math.h>
@@ -18,51 +20,62 @@ static int nv_of(const lina_gdn_dims *d)
     return d->num_v_heads > 0 ? d->num_v_heads : d->H;
 }
 
+/* sub-steps per token */
+static int ns_of(const lina_gdn_dims *d)
+{
+    return d->n > 0 ? d->n : 1;
+}
+
 int lina_gdn_check_dims(const lina_gdn_dims *d)
 {
     if (!d || d->D <= 0 || d->H <= 0 || d->K <= 0 || d->V <= 0 || (d->use_short_conv && d->conv_size <= 0) ||
-        d->num_v_heads < 0 || nv_of(d) % d->H != 0) {
-        return lina_set_error(LINA_EINVAL, "gated_deltanet layer: bad dims");
+        d->num_v_heads < 0 || nv_of(d) % d->H != 0 || d->n < 0) {
+        return lina_set_error(LINA_EINVAL, "delta-rule layer: bad dims");
     }
     if (!(d->norm_eps > 0.0f)) {
-        return lina_set_error(LINA_EINVAL, "gated_deltanet layer: norm_eps must be > 0");
+        return lina_set_error(LINA_EINVAL, "delta-rule layer: norm_eps must be > 0");
     }
     return LINA_OK;
 }
 
 size_t lina_gdn_acts_floats(const lina_gdn_dims *d, int N)
 {
-    size_t H = (size_t)d->H, NV = (size_t)nv_of(d), HK = H * d->K, VK = NV * d->K, VV = NV * d->V;
-    size_t rep = NV != H ? 2 * VK : 0;
-    return (size_t)N * (6 * HK + rep + 5 * VV + 2 * H + 5 * NV);
+    size_t m = (size_t)ns_of(d), H = (size_t)d->H, NV = (size_t)nv_of(d), HK = H * d->K, VK = NV * d->K,
+           VV = NV * d->V;
+    size_t s = 3 * (HK + m * HK) + m * VV; /* qp, kp, qc, kc, qn, kn; vp */
+    s += H + m * H;                         /* rq, rk */
+    s += NV != H ? VK + m * VK : 0;         /* qe, ke */
+    s += m * VV;                            /* v */
+    s += 2 * NV + 2 * m * NV;               /* a, g, bl, beta */
+    s += 3 * VV + NV;                       /* gate, o, y, rstd */
+    return (size_t)N * s;
 }
 
 void lina_gdn_acts_carve(lina_gdn_acts *a, float *buf, const lina_gdn_dims *d, int N)
 {
-    size_t n = (size_t)N, H = (size_t)d->H, NV = (size_t)nv_of(d), HK = H * d->K, VK = NV * d->K,
-           VV = NV * d->V;
+    size_t n = (size_t)N, m = (size_t)ns_of(d), H = (size_t)d->H, NV = (size_t)nv_of(d), HK = H * d->K,
+           VK = NV * d->K, VV = NV * d->V;
     float *p = buf;
     a->qp = p;   p += n * HK;
-    a->kp = p;   p += n * HK;
-    a->vp = p;   p += n * VV;
+    a->kp = p;   p += n * m * HK;
+    a->vp = p;   p += n * m * VV;
     a->qc = p;   p += n * HK;
-    a->kc = p;   p += n * HK;
+    a->kc = p;   p += n * m * HK;
     a->qn = p;   p += n * HK;
-    a->kn = p;   p += n * HK;
+    a->kn = p;   p += n * m * HK;
     a->rq = p;   p += n * H;
-    a->rk = p;   p += n * H;
+    a->rk = p;   p += n * m * H;
+    a->qe = a->qn;
+    a->ke = a->kn;
     if (NV != H) {
         a->qe = p; p += n * VK;
-        a->ke = p; p += n * VK;
-    } else {
-        a->qe = a->qn;
-        a->ke = a->kn;
+        a->ke = p; p += n * m * VK;
     }
-    a->v = p;    p += n * VV;
+    a->v = p;    p += n * m * VV;
     a->a = p;    p += n * NV;
     a->g = p;    p += n * NV;
-    a->bl = p;   p += n * NV;
-    a->beta = p; p += n * NV;
+    a->bl = p;   p += n * m * NV;
+    a->beta = p; p += n * m * NV;
     a->gate = p; p += n * VV;
     a->o = p;    p += n * VV;
     a->rstd = p; p += n * NV;
@@ -71,15 +84,19 @@ void lina_gdn_acts_carve(lina_gdn_acts *a, float *buf, const lina_gdn_dims *d, i
 
 size_t lina_gdn_scratch_floats(const lina_gdn_dims *d, int N)
 {
-    size_t H = (size_t)d->H, NV = (size_t)nv_of(d), HK = H * d->K, VK = NV * d->K, VV = NV * d->V;
-    size_t rep = NV != H ? 2 * VK : 0;
-    return (size_t)N * (3 * VV + 4 * HK + rep + 2 * NV);
+    size_t m = (size_t)ns_of(d), H = (size_t)d->H, NV = (size_t)nv_of(d), HK = H * d->K, VK = NV * d->K,
+           VV = NV * d->V;
+    size_t s = 2 * m * VV + VV;     /* dy (later dv), dO (later dvp), dgate */
+    s += 2 * (HK + m * HK);         /* dqn (later dqp), dkn (later dkp), dqc, dkc */
+    s += m * NV + NV;               /* dbeta, dg */
+    s += NV != H ? VK + m * VK : 0; /* dqe, dke */
+    return (size_t)N * s;
 }
 
 size_t lina_gdn_cache_floats(const lina_gdn_dims *d, int B)
 {
-    size_t HK = (size_t)d->H * d->K, VV = (size_t)nv_of(d) * d->V;
-    size_t conv = d->use_short_conv ? (2 * HK + VV) * (size_t)d->conv_size : 0;
+    size_t m = (size_t)ns_of(d), HK = (size_t)d->H * d->K, VV = (size_t)nv_of(d) * d->V;
+    size_t conv = d->use_short_conv ? (HK + m * HK + m * VV) * (size_t)d->conv_size : 0;
     return (size_t)B * (conv + (size_t)nv_of(d) * d->K * (size_t)d->V);
 }
 
@@ -92,7 +109,7 @@ static lina_mix_dims gdn_mix(const lina_gdn_dims *d, int B, int T)
     md.K = d->K;
     md.V = d->V;
     md.chunk = 64;
-    md.scale = 0.0f;
+    md.scale = 0.0f; /* K^-1/2 */
     return md;
 }
 
@@ -112,27 +129,26 @@ static void conv_or_silu(float *y, const float *x, const float *w, float *cache,
     }
 }
 
-/* dst [N, NV*K] = src [N, H*K] with q/k head j / (NV/H) for value head j */
-static void repeat_qk(float *dst, const float *src, const lina_gdn_dims *d, int N)
+/* dst [R, NV*K] = src [R, H*K] with q/k head j / (NV/H) for value head j */
+static void repeat_qk(float *dst, const float *src, const lina_gdn_dims *d, size_t R)
 {
     int NV = nv_of(d), G = NV / d->H;
-    for (int n = 0; n < N; n++) {
+    for (size_t r = 0; r < R; r++) {
         for (int j = 0; j < NV; j++) {
-            memcpy(dst + ((size_t)n * NV + j) * d->K, src + ((size_t)n * d->H + j / G) * d->K,
-                   (size_t)d->K * sizeof(float));
+            memcpy(dst + (r * NV + j) * d->K, src + (r * d->H + j / G) * d->K, (size_t)d->K * sizeof(float));
         }
     }
 }
 
-/* dst [N, H*K] = group sums of src [N, NV*K] (written) */
-static void reduce_qk(float *dst, const float *src, const lina_gdn_dims *d, int N)
+/* dst [R, H*K] = group sums of src [R, NV*K] (written) */
+static void reduce_qk(float *dst, const float *src, const lina_gdn_dims *d, size_t R)
 {
     int NV = nv_of(d), G = NV / d->H;
-    memset(dst, 0, (size_t)N * d->H * d->K * sizeof(float));
-    for (int n = 0; n < N; n++) {
+    memset(dst, 0, R * d->H * d->K * sizeof(float));
+    for (size_t r = 0; r < R; r++) {
         for (int j = 0; j < NV; j++) {
-            float *o = dst + ((size_t)n * d->H + j / G) * d->K;
-            const float *x = src + ((size_t)n * NV + j) * d->K;
+            float *o = dst + (r * d->H + j / G) * d->K;
+            const float *x = src + (r * NV + j) * d->K;
             for (int i = 0; i < d->K; i++) {
                 o[i] += x[i];
             }
@@ -147,49 +163,53 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
     if (rc) {
         return rc;
     }
-    int N = B * T, D = d->D, H = d->H, NV = nv_of(d), HK = H * d->K, VV = NV * d->V, W = d->conv_size;
-    /* cache views: conv tails [B,HK,W], [B,HK,W], [B,VV,W]; state [B,NV,K,V] */
+    int N = B * T, D = d->D, H = d->H, NV = nv_of(d), m = ns_of(d), HK = H * d->K, VV = NV * d->V,
+        W = d->conv_size;
+    size_t nm = (size_t)N * m;
+    /* cache views: conv tails [B,HK,W], [B,m*HK,W], [B,m*VV,W]; state [B,NV,K,V] */
     float *cq = NULL, *ck = NULL, *cv = NULL, *st = NULL;
     if (cache) {
         size_t ct = d->use_short_conv ? (size_t)B * W : 0;
         cq = d->use_short_conv ? cache : NULL;
         ck = d->use_short_conv ? cache + ct * HK : NULL;
-        cv = d->use_short_conv ? cache + 2 * ct * HK : NULL;
-        st = cache + ct * (2 * (size_t)HK + VV);
+        cv = d->use_short_conv ? cache + ct * (HK + (size_t)m * HK) : NULL;
+        st = cache + ct * (HK + (size_t)m * HK + (size_t)m * VV);
     }
     /* projections and short convs */
     lina_linear_forward(a->qp, x, p->q_proj, NULL, N, D, HK);
-    lina_linear_forward(a->kp, x, p->k_proj, NULL, N, D, HK);
-    lina_linear_forward(a->vp, x, p->v_proj, NULL, N, D, VV);
+    lina_linear_forward(a->kp, x, p->k_proj, NULL, N, D, m * HK);
+    lina_linear_forward(a->vp, x, p->v_proj, NULL, N, D, m * VV);
     conv_or_silu(a->qc, a->qp, p->q_conv, cq, d, B, T, HK);
-    conv_or_silu(a->kc, a->kp, p->k_conv, ck, d, B, T, HK);
-    conv_or_silu(a->v, a->vp, p->v_conv, cv, d, B, T, VV);
+    conv_or_silu(a->kc, a->kp, p->k_conv, ck, d, B, T, m * HK);
+    conv_or_silu(a->v, a->vp, p->v_conv, cv, d, B, T, m * VV);
     lina_l2norm_forward(a->qn, a->rq, a->qc, N * H, d->K, GDN_L2_EPS);
-    lina_l2norm_forward(a->kn, a->rk, a->kc, N * H, d->K, GDN_L2_EPS);
+    lina_l2norm_forward(a->kn, a->rk, a->kc, (int)nm * H, d->K, GDN_L2_EPS);
     if (NV != H) {
-        repeat_qk(a->qe, a->qn, d, N);
-        repeat_qk(a->ke, a->kn, d, N);
+        repeat_qk(a->qe, a->qn, d, (size_t)N);
+        repeat_qk(a->ke, a->kn, d, nm);
     }
-    /* gates: a, g, b logits, beta [N,NV] */
+    /* gates: a, g [N,NV]; b logits, beta [N*m,NV] */
     if (d->gated) {
         lina_linear_forward(a->a, x, p->a_proj, NULL, N, D, NV);
+        for (int n = 0; n < N; n++) {
+            for (int h = 0; h < NV; h++) {
+                size_t i = (size_t)n * NV + h;
+                a->g[i] = -expf(p->A_log[h]) * lina_softplusf(a->a[i] + p->dt_bias[h]);
+            }
+        }
     }
     if (d->use_beta) {
-        lina_linear_forward(a->bl, x, p->b_proj, NULL, N, D, NV);
+        lina_linear_forward(a->bl, x, p->b_proj, NULL, N, D, m * NV);
     }
-    for (int n = 0; n < N; n++) {
-        for (int h = 0; h < NV; h++) {
-            size_t i = (size_t)n * NV + h;
-            a->g[i] = d->gated ? -expf(p->A_log[h]) * lina_softplusf(a->a[i] + p->dt_bias[h]) : 0.0f;
-            a->beta[i] = (d->allow_neg_eigval ? 2.0f : 1.0f) * (d->use_beta ? sigm(a->bl[i]) : 1.0f);
-        }
+    for (size_t i = 0; i < nm * NV; i++) {
+        a->beta[i] = (d->allow_neg_eigval ? 2.0f : 1.0f) * (d->use_beta ? sigm(a->bl[i]) : 1.0f);
     }
     if (d->use_gate) {
         lina_linear_forward(a->gate, x, p->g_proj, NULL, N, D, VV);
     }
     /* kernel over the value heads */
     lina_mix_dims md = gdn_mix(d, B, T);
-    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, st, 1};
+    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, st, m};
     lina_delta_out o = {a->o, st, NULL}; /* the state is updated in place */
     rc = lina_delta_fwd(&md, &in, &o, form, ws);
     if (rc) {
@@ -224,23 +244,24 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     if (rc) {
         return rc;
     }
-    int N = B * T, D = d->D, H = d->H, NV = nv_of(d), HK = H * d->K, VK = NV * d->K, VV = NV * d->V;
-    size_t nk = (size_t)N * HK, nvv = (size_t)N * VV, nh = (size_t)N * NV, nvk = (size_t)N * VK;
-    float *dy = scratch;          /* [N,VV], later dv */
-    float *dO = dy + nvv;         /* [N,VV], later dvp */
-    float *dgate = dO + nvv;      /* [N,VV] */
-    float *dqn = dgate + nvv;     /* [N,HK], later dqp */
-    float *dkn = dqn + nk;        /* [N,HK], later dkp */
-    float *dqc = dkn + nk;        /* [N,HK] */
-    float *dkc = dqc + nk;        /* [N,HK] */
-    float *dbeta = dkc + nk;      /* [N,NV] */
-    float *dg = dbeta + nh;       /* [N,NV] */
-    float *dqe = dqn, *dke = dkn; /* [N,VK] kernel gradients (own buffers with GVA) */
-    if (NV != H) {
-        dqe = dg + nh;
-        dke = dqe + nvk;
-    }
+    int N = B * T, D = d->D, H = d->H, NV = nv_of(d), m = ns_of(d), HK = H * d->K, VK = NV * d->K, VV = NV * d->V;
+    size_t n = (size_t)N, nm = n * m;
     memset(scratch, 0, lina_gdn_scratch_floats(d, N) * sizeof(float));
+    float *s = scratch;
+    float *dy = s;    s += nm * VV; /* [N,VV], later dv [N,m*VV] */
+    float *dO = s;    s += nm * VV; /* [N,VV], later dvp [N,m*VV] */
+    float *dgate = s; s += n * VV;
+    float *dqn = s;   s += n * HK;  /* later dqp */
+    float *dkn = s;   s += nm * HK; /* later dkp */
+    float *dqc = s;   s += n * HK;
+    float *dkc = s;   s += nm * HK;
+    float *dbeta = s; s += nm * NV;
+    float *dg = s;    s += n * NV;
+    float *dqe = dqn, *dke = dkn;   /* kernel gradients (own buffers with GVA) */
+    if (NV != H) {
+        dqe = s; s += n * VK;
+        dke = s;
+    }
 
     lina_linear_backward(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, VV, D);
     if (d->use_gate) {
@@ -250,60 +271,61 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     }
     /* kernel: dqe, dke, dv (into dy), dbeta, dg */
     float *dv = dy;
-    memset(dv, 0, nvv * sizeof(float));
+    memset(dv, 0, nm * VV * sizeof(float));
     lina_mix_dims md = gdn_mix(d, B, T);
-    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, NULL, 1};
+    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, NULL, m};
     lina_delta_grad_in gin = {dO, NULL, NULL};
-    lina_delta_grad_out gout = {dqe, dke, dv, dbeta, dg, NULL};
+    lina_delta_grad_out gout = {dqe, dke, dv, dbeta, d->gated ? dg : NULL, NULL};
     if ((rc = lina_delta_bwd(&md, &in, &gin, &gout, form, ws))) {
         return rc;
     }
     if (NV != H) {
-        reduce_qk(dqn, dqe, d, N);
-        reduce_qk(dkn, dke, d, N);
+        reduce_qk(dqn, dqe, d, n);
+        reduce_qk(dkn, dke, d, nm);
     }
     /* L2Norms, then convs: dqp into dqn, dkp into dkn, dvp into dO */
     lina_l2norm_backward(dqc, dqn, a->qn, a->rq, N * H, d->K);
-    lina_l2norm_backward(dkc, dkn, a->kn, a->rk, N * H, d->K);
+    lina_l2norm_backward(dkc, dkn, a->kn, a->rk, (int)nm * H, d->K);
     float *dqp = dqn, *dkp = dkn, *dvp = dO;
-    memset(dqp, 0, nk * sizeof(float));
-    memset(dkp, 0, nk * sizeof(float));
-    memset(dvp, 0, nvv * sizeof(float));
+    memset(dqp, 0, n * HK * sizeof(float));
+    memset(dkp, 0, nm * HK * sizeof(float));
+    memset(dvp, 0, nm * VV * sizeof(float));
     conv_or_silu_backward(dqp, gp->q_conv, dqc, a->qp, p->q_conv, d, B, T, HK);
-    conv_or_silu_backward(dkp, gp->k_conv, dkc, a->kp, p->k_conv, d, B, T, HK);
-    conv_or_silu_backward(dvp, gp->v_conv, dv, a->vp, p->v_conv, d, B, T, VV);
-    /* gates: g = -exp(A_log) softplus(z), z = a + dt_bias; beta = c sigmoid(bl) */
-    for (int h = 0; h < NV && (d->gated || d->use_beta); h++) {
+    conv_or_silu_backward(dkp, gp->k_conv, dkc, a->kp, p->k_conv, d, B, T, m * HK);
+    conv_or_silu_backward(dvp, gp->v_conv, dv, a->vp, p->v_conv, d, B, T, m * VV);
+    /* g = -exp(A_log) softplus(z), z = a + dt_bias: da = dg (-exp(A_log)) sigmoid(z) (in place) */
+    for (int h = 0; h < NV && d->gated; h++) {
         double sA = 0.0, sdt = 0.0;
-        float eA = d->gated ? expf(p->A_log[h]) : 0.0f;
-        for (int n = 0; n < N; n++) {
-            size_t i = (size_t)n * NV + h;
-            if (d->gated) {
-                float z = a->a[i] + p->dt_bias[h];
-                float dz = dg[i] * -eA * sigm(z);
-                sA += (double)dg[i] * a->g[i];
-                sdt += dz;
-                dg[i] = dz; /* now d(a) */
-            }
-            float s = d->use_beta ? sigm(a->bl[i]) : 0.0f;
-            dbeta[i] = dbeta[i] * (d->allow_neg_eigval ? 2.0f : 1.0f) * s * (1.0f - s); /* now d(bl) */
+        float eA = expf(p->A_log[h]);
+        for (int r = 0; r < N; r++) {
+            size_t i = (size_t)r * NV + h;
+            float z = a->a[i] + p->dt_bias[h];
+            float dz = dg[i] * -eA * sigm(z);
+            sA += (double)dg[i] * a->g[i];
+            sdt += dz;
+            dg[i] = dz; /* now d(a) */
         }
-        if (gp->A_log && d->gated) {
+        if (gp->A_log) {
             gp->A_log[h] += (float)sA;
         }
-        if (gp->dt_bias && d->gated) {
+        if (gp->dt_bias) {
             gp->dt_bias[h] += (float)sdt;
         }
+    }
+    /* beta = c sigmoid(bl): d bl = d beta c s (1 - s) (in place) */
+    for (size_t i = 0; i < nm * NV && d->use_beta; i++) {
+        float sg = sigm(a->bl[i]);
+        dbeta[i] = dbeta[i] * (d->allow_neg_eigval ? 2.0f : 1.0f) * sg * (1.0f - sg);
     }
     if (d->gated) {
         lina_linear_backward(dx, gp->a_proj, NULL, dg, x, p->a_proj, N, D, NV);
     }
     if (d->use_beta) {
-        lina_linear_backward(dx, gp->b_proj, NULL, dbeta, x, p->b_proj, N, D, NV);
+        lina_linear_backward(dx, gp->b_proj, NULL, dbeta, x, p->b_proj, N, D, m * NV);
     }
     lina_linear_backward(dx, gp->q_proj, NULL, dqp, x, p->q_proj, N, D, HK);
-    lina_linear_backward(dx, gp->k_proj, NULL, dkp, x, p->k_proj, N, D, HK);
-    lina_linear_backward(dx, gp->v_proj, NULL, dvp, x, p->v_proj, N, D, VV);
+    lina_linear_backward(dx, gp->k_proj, NULL, dkp, x, p->k_proj, N, D, m * HK);
+    lina_linear_backward(dx, gp->v_proj, NULL, dvp, x, p->v_proj, N, D, m * VV);
     if (d->use_gate) {
         lina_linear_backward(dx, gp->g_proj, NULL, dgate, x, p->g_proj, N, D, VV);
     }
@@ -311,63 +333,107 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
 }
 
 /* ============================================================ plug-in kind
- * model_type "gated_deltanet" and "delta_net" (kind.h). Tensors under
- * model.layers.{i}.attn. (HK = H*K, HV = value heads, VV = HV*V):
- *   q_proj.weight, k_proj.weight [HK, D], v_proj.weight [VV, D],
- *   a_proj.weight [HV, D] (gated), b_proj.weight [HV, D] (use_beta),
- *   A_log, dt_bias [HV] (gated), {q,k,v}_conv1d.weight [C, 1, W]
- *   (use_short_conv), g_proj.weight [VV, D] (use_gate), o_norm.weight [V],
- *   o_proj.weight [D, VV]. */
+ * model_type "delta_net", "gated_deltanet" and "gated_deltaproduct" (kind.h;
+ * docs/checkpoints.md section 2.2). Tensors under model.layers.{i}.attn.
+ * (n sub-steps, HK = H*K, HV value
+ * heads, VV = HV*V):
+ *   q_proj.weight [HK, D], k_proj.weight [n*HK, D], v_proj.weight [n*VV, D],
+ *   a_proj.weight [HV, D], A_log [HV], dt_bias [HV] (decay only),
+ *   b_proj.weight [n*HV, D] (use_beta), {q,k,v}_conv1d.weight [C, 1, W]
+ *   (use_short_conv), g_proj.weight [VV, D] (output gate), o_norm.weight [V],
+ *   o_proj.weight [D, VV].
+ * DeltaNet: K = D*expand_k/H, V = D*expand_v/H, no decay, optional beta, n = 1.
+ * Gated DeltaNet: K = head_dim, V = head_dim*expand_v, num_v_heads, n = 1.
+ * Gated DeltaProduct: as Gated DeltaNet with n = num_householder, the decay
+ * only with use_forget_gate, the output gate from use_output_gate (FLA's key
+ * for this class). */
 enum { GDN_Q, GDN_K, GDN_V, GDN_A, GDN_B, GDN_ALOG, GDN_DT, GDN_QC, GDN_KC, GDN_VC, GDN_G, GDN_NORM, GDN_O };
 
 _Static_assert(sizeof(lina_gdn_dims) <= LINA_MIXER_DIMS_BYTES, "lina_gdn_dims too large");
 
-static int gdn_build(lina_mixer_builder *b, const lina_config *c, int layer, void *dims)
+/* the dims of a model type of the family from the config */
+static int delta_dims(lina_gdn_dims *d, const lina_config *c)
+{
+    const char *mt = lina_model_type_name(c->model_type);
+    int H = c->num_heads, D = c->hidden_size;
+    memset(d, 0, sizeof(*d));
+    d->D = D;
+    d->H = H;
+    d->use_short_conv = c->use_short_conv ? 1 : 0;
+    d->conv_size = c->conv_size;
+    d->allow_neg_eigval = c->allow_neg_eigval ? 1 : 0;
+    d->norm_eps = (float)c->norm_eps;
+    d->n = 1;
+    if (c->model_type == LINA_MODEL_DELTA_NET) {
+        if (strcmp(c->qk_activation, "silu") != 0 || strcmp(c->qk_norm, "l2") != 0) {
+            return lina_set_error(LINA_EINVAL, "delta_net: qk_activation \"%s\" / qk_norm \"%s\" is not implemented "
+                                  "yet (silu / l2 are)", c->qk_activation, c->qk_norm);
+        }
+        d->K = (int)(D * c->expand_k) / H;
+        d->V = (int)(D * c->expand_v) / H;
+        d->num_v_heads = H;
+        d->use_beta = c->use_beta ? 1 : 0;
+        d->use_gate = c->use_gate ? 1 : 0;
+        return LINA_OK;
+    }
+    int HV = c->num_v_heads > 0 ? c->num_v_heads : H;
+    double vd = c->head_dim * c->expand_v;
+    d->K = c->head_dim;
+    d->V = (int)vd;
+    d->num_v_heads = HV;
+    d->use_beta = 1;
+    if (c->model_type == LINA_MODEL_GATED_DELTANET) {
+        d->gated = 1;
+        d->use_gate = c->use_gate ? 1 : 0;
+        return LINA_OK;
+    }
+    if (H < 1 || c->head_dim < 1 || vd < 1 || vd != floor(vd) || HV % H != 0) {
+        return lina_set_error(LINA_EINVAL,
+                              "%s: need head_dim >= 1, head_dim * expand_v (%g) a positive integer and num_v_heads "
+                              "(%d) a multiple of num_heads (%d)", mt, vd, HV, H);
+    }
+    if (c->num_householder < 1 || c->num_householder > 16) {
+        return lina_set_error(LINA_EINVAL, "%s: num_householder must be in [1, 16] (got %d)", mt,
+                              c->num_householder);
+    }
+    d->n = c->num_householder;
+    d->gated = c->use_forget_gate ? 1 : 0;
+    d->use_gate = c->use_output_gate ? 1 : 0;
+    return lina_gdn_check_dims(d);
+}
+
+static int delta_build(lina_mixer_builder *b, const lina_config *c, int layer, void *dims)
 {
     (void)layer;
     lina_gdn_dims *d = dims;
-    memset(d, 0, sizeof(*d));
-    int gated = c->model_type == LINA_MODEL_GATED_DELTANET;
-    int D = c->hidden_size, H = c->num_heads, W = c->conv_size;
-    int K = gated ? c->head_dim : (int)(D * c->expand_k) / H;
-    int V = gated ? (int)(c->head_dim * c->expand_v) : (int)(D * c->expand_v) / H;
-    int NV = gated && c->num_v_heads > 0 ? c->num_v_heads : H; /* value heads (GVA) */
-    if (!gated && (strcmp(c->qk_activation, "silu") != 0 || strcmp(c->qk_norm, "l2") != 0)) {
-        return lina_set_error(LINA_EINVAL, "delta_net: qk_activation \"%s\" / qk_norm \"%s\" is not implemented yet "
-                              "(silu / l2 are)", c->qk_activation, c->qk_norm);
+    int rc = delta_dims(d, c);
+    if (rc) {
+        return rc;
     }
-    d->D = D;
-    d->H = H;
-    d->K = K;
-    d->V = V;
-    d->use_gate = c->use_gate ? 1 : 0;
-    d->use_short_conv = c->use_short_conv ? 1 : 0;
-    d->conv_size = W;
-    d->allow_neg_eigval = c->allow_neg_eigval ? 1 : 0;
-    d->norm_eps = (float)c->norm_eps;
-    d->gated = gated;
-    d->use_beta = gated || c->use_beta ? 1 : 0;
-    d->num_v_heads = NV;
-    int64_t HK = (int64_t)H * K, HV = (int64_t)NV * V;
-    int rc;
+    int64_t D = d->D, n = d->n, NV = d->num_v_heads, HK = (int64_t)d->H * d->K, VV = NV * d->V, W = d->conv_size;
+    /* FLA declares a_proj before b_proj in (Gated)DeltaNet and after it in
+     * GatedDeltaProduct; the order fixes the seeded initialisation */
+    int a_first = c->model_type != LINA_MODEL_GATED_DELTAPRODUCT;
     if ((rc = lina_mixer_add(b, GDN_Q, "q_proj.weight", 2, HK, D, 0, 1, LINA_INIT_NORMAL)) ||
-        (rc = lina_mixer_add(b, GDN_K, "k_proj.weight", 2, HK, D, 0, 1, LINA_INIT_NORMAL)) ||
-        (rc = lina_mixer_add(b, GDN_V, "v_proj.weight", 2, HV, D, 0, 1, LINA_INIT_NORMAL)) ||
-        (gated && (rc = lina_mixer_add(b, GDN_A, "a_proj.weight", 2, NV, D, 0, 1, LINA_INIT_NORMAL))) ||
-        (d->use_beta && (rc = lina_mixer_add(b, GDN_B, "b_proj.weight", 2, NV, D, 0, 1, LINA_INIT_NORMAL))) ||
-        (gated && (rc = lina_mixer_add(b, GDN_ALOG, "A_log", 1, NV, 0, 0, 0, LINA_INIT_A_LOG))) ||
-        (gated && (rc = lina_mixer_add(b, GDN_DT, "dt_bias", 1, NV, 0, 0, 0, LINA_INIT_DT_BIAS)))) {
+        (rc = lina_mixer_add(b, GDN_K, "k_proj.weight", 2, n * HK, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (rc = lina_mixer_add(b, GDN_V, "v_proj.weight", 2, n * VV, D, 0, 1, LINA_INIT_NORMAL)) ||
+        (a_first && d->gated && (rc = lina_mixer_add(b, GDN_A, "a_proj.weight", 2, NV, D, 0, 1, LINA_INIT_NORMAL))) ||
+        (d->use_beta && (rc = lina_mixer_add(b, GDN_B, "b_proj.weight", 2, n * NV, D, 0, 1, LINA_INIT_NORMAL))) ||
+        (!a_first && d->gated &&
+         (rc = lina_mixer_add(b, GDN_A, "a_proj.weight", 2, NV, D, 0, 1, LINA_INIT_NORMAL))) ||
+        (d->gated && (rc = lina_mixer_add(b, GDN_ALOG, "A_log", 1, NV, 0, 0, 0, LINA_INIT_A_LOG))) ||
+        (d->gated && (rc = lina_mixer_add(b, GDN_DT, "dt_bias", 1, NV, 0, 0, 0, LINA_INIT_DT_BIAS)))) {
         return rc;
     }
     if (d->use_short_conv &&
         ((rc = lina_mixer_add(b, GDN_QC, "q_conv1d.weight", 3, HK, 1, W, 1, LINA_INIT_NORMAL)) ||
-         (rc = lina_mixer_add(b, GDN_KC, "k_conv1d.weight", 3, HK, 1, W, 1, LINA_INIT_NORMAL)) ||
-         (rc = lina_mixer_add(b, GDN_VC, "v_conv1d.weight", 3, HV, 1, W, 1, LINA_INIT_NORMAL)))) {
+         (rc = lina_mixer_add(b, GDN_KC, "k_conv1d.weight", 3, n * HK, 1, W, 1, LINA_INIT_NORMAL)) ||
+         (rc = lina_mixer_add(b, GDN_VC, "v_conv1d.weight", 3, n * VV, 1, W, 1, LINA_INIT_NORMAL)))) {
         return rc;
     }
-    if ((d->use_gate && (rc = lina_mixer_add(b, GDN_G, "g_proj.weight", 2, HV, D, 0, 1, LINA_INIT_NORMAL))) ||
-        (rc = lina_mixer_add(b, GDN_NORM, "o_norm.weight", 1, V, 0, 0, 0, LINA_INIT_ONES)) ||
-        (rc = lina_mixer_add(b, GDN_O, "o_proj.weight", 2, D, HV, 0, 1, LINA_INIT_NORMAL))) {
+    if ((d->use_gate && (rc = lina_mixer_add(b, GDN_G, "g_proj.weight", 2, VV, D, 0, 1, LINA_INIT_NORMAL))) ||
+        (rc = lina_mixer_add(b, GDN_NORM, "o_norm.weight", 1, d->V, 0, 0, 0, LINA_INIT_ONES)) ||
+        (rc = lina_mixer_add(b, GDN_O, "o_proj.weight", 2, D, VV, 0, 1, LINA_INIT_NORMAL))) {
         return rc;
     }
     return LINA_OK;
@@ -427,9 +493,9 @@ static int gdn_kind_backward(const lina_mixer_call *c)
     return lina_gdn_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->form, c->ws);
 }
 
-const lina_mixer_vt lina_gdn_kind = {
-    .name = "gated_deltanet",
-    .build = gdn_build,
+const lina_mixer_vt lina_delta_kind = {
+    .name = "delta",
+    .build = delta_build,
     .acts_floats = gdn_acts,
     .scratch_floats = gdn_scratch,
     .state_floats = gdn_state,

@@ -273,25 +273,31 @@ size_t lina_gla_step_floats(const lina_gla_dims *d, int B);
 int lina_gla_step(float *out, const float *x, const lina_gla_dims *d, const lina_gla_params *p, int B,
                   float *state, float *scratch, lina_ws *ws);
 
-/* ------------------------------------------ Gated DeltaNet / DeltaNet layer */
+/* ------------------- the delta-rule layer: DeltaNet, Gated DeltaNet, Gated DeltaProduct */
 
 /*
- * FLA's GatedDeltaNet layer (docs/mixers.md section 4.2), delta_layer.c:
+ * FLA's DeltaNet, GatedDeltaNet and GatedDeltaProduct layers
+ * (docs/mixers.md sections 4.1, 4.2, 4.3), delta_layer.c. With n sub-steps per
+ * token (num_householder; n = 1 is Gated DeltaNet):
  *
- *   q, k = L2Norm(SiLU(conv(x Wq^T))), L2Norm(SiLU(conv(x Wk^T)))   [N, H*K]
- *   v = SiLU(conv(x Wv^T))                                           [N, H*V]
- *   (without short convs: SiLU on the projections)
- *   g = -exp(A_log) * softplus(x Wa^T + dt_bias),  beta = sigmoid(x Wb^T) (x2 with allow_neg_eigval)
- *   o = gated delta rule(q, k, v, g, beta)   (lina_delta_fwd, scale K^-1/2)
- *   y = FusedRMSNormGated(o, x Wg^T) per head (RMSNorm(o) * w without use_gate)
+ *   q = L2Norm(SiLU(conv(x Wq^T)))                       [N, H*K]
+ *   k = L2Norm(SiLU(conv(x Wk^T)))                       [N, n*H*K]   features (j, h, d)
+ *   v = SiLU(conv(x Wv^T))                               [N, n*HV*V]  features (j, h, d)
+ *   (without short convs: SiLU on the projections; the convs run over all
+ *    n*H*K / n*HV*V channels before the split into sub-steps)
+ *   beta = sigmoid(x Wb^T) (x2 with allow_neg_eigval; 1 without use_beta)  [N, n*HV]
+ *   g = -exp(A_log) * softplus(x Wa^T + dt_bias)         [N, HV]  (gated only)
+ *   o = gated delta rule / delta product(q, k, v, g, beta)  (lina_delta_fwd, scale K^-1/2)
+ *   y = FusedRMSNormGated(o, x Wg^T) per value head (RMSNorm(o) * w without use_gate)
  *   out = y Wo^T
  *
- * N = B*T; HK = H*K, HV = HV*V (K = head_dim, V = head_dim * expand_v; HV
- * value heads, see num_v_heads); a, b, g, beta, A_log, dt_bias per value head;
- * conv weights [C, W] (FLA [C, 1, W]), no bias.
- * With gated = 0 the same layer is FLA's DeltaNet (docs/mixers.md section 4.1) with
- * qk_activation "silu" and qk_norm "l2": no decay (no a_proj, A_log,
- * dt_bias), K = D*expand_k/H, V = D*expand_v/H, beta = sigmoid(b) or 1.
+ * N = B*T; HK = H*K, VV = HV*V (HV value heads, see num_v_heads; value head j
+ * reads q/k head j / (HV/H)); a, g, A_log, dt_bias per value head; conv
+ * weights [C, W] (FLA [C, 1, W]), no bias. Row t of [N, n*C] is rows t*n + j
+ * (j = sub-step) of [N*n, C]: exactly the kernel's interleaved layout.
+ * With gated = 0 the layer is FLA's DeltaNet with qk_activation "silu" and
+ * qk_norm "l2" (no decay: no a_proj, A_log, dt_bias) or GatedDeltaProduct
+ * without its forget gate.
  */
 typedef struct lina_gdn_dims {
     int D, H, K, V;
@@ -300,46 +306,47 @@ typedef struct lina_gdn_dims {
     int conv_size;       /* W */
     int allow_neg_eigval;
     float norm_eps;
-    int gated;           /* 1: Gated DeltaNet (a_proj, A_log, dt_bias); 0: DeltaNet (no decay) */
+    int gated;           /* 1: the decay (a_proj, A_log, dt_bias); 0: none */
     int use_beta;        /* b_proj; 0: beta = 1 (DeltaNet use_beta = false) */
-    int num_v_heads;     /* HV value heads (GVA), a multiple of H; 0 = H. Value head j
-                            reads q/k head j / (HV/H) */
+    int num_v_heads;     /* HV value heads (GVA), a multiple of H; 0 = H */
+    int n;               /* sub-steps per token (num_householder); 0 = 1 */
 } lina_gdn_dims;
 
 /* Parameter (or gradient) views; FLA names under model.layers.{i}.attn. */
 typedef struct lina_gdn_params {
     float *q_proj;       /* [HK, D] */
-    float *k_proj;       /* [HK, D] */
-    float *v_proj;       /* [HV, D] */
-    float *a_proj;       /* [HV, D] (HV = number of value heads here and below) */
-    float *b_proj;       /* [HV, D] */
+    float *k_proj;       /* [n*HK, D] */
+    float *v_proj;       /* [n*VV, D] */
+    float *a_proj;       /* [HV, D] (gated) */
+    float *b_proj;       /* [n*HV, D] (use_beta) */
     float *A_log;        /* [HV] */
     float *dt_bias;      /* [HV] */
     float *q_conv;       /* [HK, W]  q_conv1d.weight (short conv only) */
-    float *k_conv;       /* [HK, W] */
-    float *v_conv;       /* [HV, W] */
-    float *g_proj;       /* [HV, D]  (use_gate only) */
+    float *k_conv;       /* [n*HK, W] */
+    float *v_conv;       /* [n*VV, W] */
+    float *g_proj;       /* [VV, D]  (use_gate only) */
     float *o_norm;       /* [V] */
-    float *o_proj;       /* [D, HV] */
+    float *o_proj;       /* [D, VV] */
 } lina_gdn_params;
 
 typedef struct lina_gdn_acts {
-    float *qp, *kp;      /* [N, HK] projections (conv inputs) */
-    float *vp;           /* [N, HV] */
-    float *qc, *kc;      /* [N, HK] after conv + SiLU */
-    float *qn, *kn;      /* [N, HK] L2-normalised */
-    float *rq, *rk;      /* [N*H] 1 / norms */
-    float *qe, *ke;      /* [N, HV*K] q, k repeated to the value heads (== qn, kn without GVA) */
-    float *v;            /* [N, HV*V] after conv + SiLU */
+    float *qp, *kp;      /* [N, HK], [N, n*HK] projections (conv inputs) */
+    float *vp;           /* [N, n*VV] */
+    float *qc, *kc;      /* conv (or SiLU) outputs before the L2Norms */
+    float *qn, *kn;      /* [N, HK], [N, n*HK] L2-normalised */
+    float *rq, *rk;      /* [N*H], [N*n*H] 1 / norms */
+    float *qe, *ke;      /* [N, HV*K], [N, n*HV*K] kernel q, k (== qn, kn without GVA) */
+    float *v;            /* [N, n*VV] after conv + SiLU */
     float *a, *g;        /* [N, HV] gate input and log gate */
-    float *bl, *beta;    /* [N, HV] beta logits and beta */
-    float *gate;         /* [N, HV*V] output gate */
-    float *o;            /* [N, HV*V] kernel output */
+    float *bl, *beta;    /* [N, n*HV] beta logits and beta */
+    float *gate;         /* [N, VV] output gate */
+    float *o;            /* [N, VV] kernel output */
     float *rstd;         /* [N*HV] */
-    float *y;            /* [N, HV*V] */
+    float *y;            /* [N, VV] */
 } lina_gdn_acts;
 
-/* Decode / prefill cache: conv tails [B, C, W] for q, k, v and state [B,HV,K,V]. */
+/* Decode / prefill cache: conv tails q [B,HK,W], k [B,n*HK,W], v [B,n*VV,W]
+ * (short convs only), then the state [B,HV,K,V]. */
 size_t lina_gdn_cache_floats(const lina_gdn_dims *d, int B);
 
 int lina_gdn_check_dims(const lina_gdn_dims *d);
