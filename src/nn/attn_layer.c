@@ -49,46 +49,6 @@ size_t lina_attn_scratch_floats(const lina_attn_dims *d, int N)
     return (size_t)N * (4 * HQ + 2 * HKV);
 }
 
-/* dst [N, H*d] = src [N, Hkv*d] with kv head j/G for head j */
-static void repeat_heads(float *dst, const float *src, const lina_attn_dims *d, int N)
-{
-    int G = d->H / d->Hkv;
-    for (int n = 0; n < N; n++) {
-        for (int h = 0; h < d->H; h++) {
-            memcpy(dst + ((size_t)n * d->H + h) * d->d, src + ((size_t)n * d->Hkv + h / G) * d->d,
-                   (size_t)d->d * sizeof(float));
-        }
-    }
-}
-
-/* dst [N, Hkv*d] = sum over the group of src [N, H*d] (written) */
-static void reduce_heads(float *dst, const float *src, const lina_attn_dims *d, int N)
-{
-    int G = d->H / d->Hkv;
-    memset(dst, 0, (size_t)N * d->Hkv * d->d * sizeof(float));
-    for (int n = 0; n < N; n++) {
-        for (int h = 0; h < d->H; h++) {
-            float *o = dst + ((size_t)n * d->Hkv + h / G) * d->d;
-            const float *s = src + ((size_t)n * d->H + h) * d->d;
-            for (int i = 0; i < d->d; i++) {
-                o[i] += s[i];
-            }
-        }
-    }
-}
-
-static lina_mix_dims attn_mix(const lina_attn_dims *d, int B, int T)
-{
-    lina_mix_dims md = {0};
-    md.B = B;
-    md.T = T;
-    md.H = d->H;
-    md.K = d->d;
-    md.V = d->d;
-    md.scale = 0.0f;
-    return md;
-}
-
 int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
                       const lina_attn_params *p, int B, int T, lina_ws *ws)
 {
@@ -112,9 +72,9 @@ int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_
         (rc = lina_rope_forward(a->o, ks, B, T, d->Hkv, d->d, 0, d->rope_theta))) {
         return rc;
     }
-    repeat_heads(a->k, a->o, d, N);
-    repeat_heads(a->v, a->vp, d, N);
-    lina_mix_dims md = attn_mix(d, B, T);
+    lina_heads_repeat(a->k, a->o, (size_t)N, d->H, d->Hkv, d->d);
+    lina_heads_repeat(a->v, a->vp, (size_t)N, d->H, d->Hkv, d->d);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->d, d->d, 0, 0.0f);
     lina_softmax_in in = {a->q, a->k, a->v, d->window, 0};
     lina_softmax_out o = {a->o, a->lse};
     if ((rc = lina_softmax_attn_fwd(&md, &in, &o, ws))) {
@@ -143,15 +103,15 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
     memset(scratch, 0, lina_attn_scratch_floats(d, N) * sizeof(float));
 
     lina_linear_backward(dO, gp->o_proj, NULL, dout, a->o, p->o_proj, N, HQ, D);
-    lina_mix_dims md = attn_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->d, d->d, 0, 0.0f);
     lina_softmax_in in = {a->q, a->k, a->v, d->window, 0};
     lina_softmax_grad_in gin = {dO, a->o, a->lse};
     lina_softmax_grad_out gout = {dq, dk, dv};
     if ((rc = lina_softmax_attn_bwd(&md, &in, &gin, &gout, ws))) {
         return rc;
     }
-    reduce_heads(dkr, dk, d, N);
-    reduce_heads(dvr, dv, d, N);
+    lina_heads_reduce(dkr, dk, (size_t)N, d->H, d->Hkv, d->d, 0);
+    lina_heads_reduce(dvr, dv, (size_t)N, d->H, d->Hkv, d->d, 0);
     /* RoPE transposed, in place */
     if ((rc = lina_rope_backward(dq, dq, B, T, d->H, d->d, 0, d->rope_theta)) ||
         (rc = lina_rope_backward(dkr, dkr, B, T, d->Hkv, d->d, 0, d->rope_theta))) {

@@ -100,19 +100,6 @@ size_t lina_gdn_cache_floats(const lina_gdn_dims *d, int B)
     return (size_t)B * (conv + (size_t)nv_of(d) * d->K * (size_t)d->V);
 }
 
-static lina_mix_dims gdn_mix(const lina_gdn_dims *d, int B, int T)
-{
-    lina_mix_dims md = {0};
-    md.B = B;
-    md.T = T;
-    md.H = nv_of(d);
-    md.K = d->K;
-    md.V = d->V;
-    md.chunk = 64;
-    md.scale = 0.0f; /* K^-1/2 */
-    return md;
-}
-
 static float sigm(float x)
 {
     return 1.0f / (1.0f + expf(-x));
@@ -126,33 +113,6 @@ static void conv_or_silu(float *y, const float *x, const float *w, float *cache,
         lina_shortconv_forward(y, x, w, NULL, cache, cache, B, T, C, d->conv_size, LINA_ACT_SILU);
     } else {
         lina_silu_forward(y, x, (size_t)B * T * C);
-    }
-}
-
-/* dst [R, NV*K] = src [R, H*K] with q/k head j / (NV/H) for value head j */
-static void repeat_qk(float *dst, const float *src, const lina_gdn_dims *d, size_t R)
-{
-    int NV = nv_of(d), G = NV / d->H;
-    for (size_t r = 0; r < R; r++) {
-        for (int j = 0; j < NV; j++) {
-            memcpy(dst + (r * NV + j) * d->K, src + (r * d->H + j / G) * d->K, (size_t)d->K * sizeof(float));
-        }
-    }
-}
-
-/* dst [R, H*K] = group sums of src [R, NV*K] (written) */
-static void reduce_qk(float *dst, const float *src, const lina_gdn_dims *d, size_t R)
-{
-    int NV = nv_of(d), G = NV / d->H;
-    memset(dst, 0, R * d->H * d->K * sizeof(float));
-    for (size_t r = 0; r < R; r++) {
-        for (int j = 0; j < NV; j++) {
-            float *o = dst + (r * d->H + j / G) * d->K;
-            const float *x = src + (r * NV + j) * d->K;
-            for (int i = 0; i < d->K; i++) {
-                o[i] += x[i];
-            }
-        }
     }
 }
 
@@ -185,8 +145,8 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
     lina_l2norm_forward(a->qn, a->rq, a->qc, N * H, d->K, GDN_L2_EPS);
     lina_l2norm_forward(a->kn, a->rk, a->kc, (int)nm * H, d->K, GDN_L2_EPS);
     if (NV != H) {
-        repeat_qk(a->qe, a->qn, d, (size_t)N);
-        repeat_qk(a->ke, a->kn, d, nm);
+        lina_heads_repeat(a->qe, a->qn, (size_t)N, NV, H, d->K);
+        lina_heads_repeat(a->ke, a->kn, nm, NV, H, d->K);
     }
     /* gates: a, g [N,NV]; b logits, beta [N*m,NV] */
     if (d->gated) {
@@ -208,7 +168,7 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
         lina_linear_forward(a->gate, x, p->g_proj, NULL, N, D, VV);
     }
     /* kernel over the value heads */
-    lina_mix_dims md = gdn_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, nv_of(d), d->K, d->V, 64, 0.0f);
     lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, st, m};
     lina_delta_out o = {a->o, st, NULL}; /* the state is updated in place */
     rc = lina_delta_fwd(&md, &in, &o, form, ws);
@@ -272,7 +232,7 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     /* kernel: dqe, dke, dv (into dy), dbeta, dg */
     float *dv = dy;
     memset(dv, 0, nm * VV * sizeof(float));
-    lina_mix_dims md = gdn_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, nv_of(d), d->K, d->V, 64, 0.0f);
     lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, NULL, m};
     lina_delta_grad_in gin = {dO, NULL, NULL};
     lina_delta_grad_out gout = {dqe, dke, dv, dbeta, d->gated ? dg : NULL, NULL};
@@ -280,8 +240,8 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
         return rc;
     }
     if (NV != H) {
-        reduce_qk(dqn, dqe, d, n);
-        reduce_qk(dkn, dke, d, nm);
+        lina_heads_reduce(dqn, dqe, n, NV, H, d->K, 0);
+        lina_heads_reduce(dkn, dke, nm, NV, H, d->K, 0);
     }
     /* L2Norms, then convs: dqp into dqn, dkp into dkn, dvp into dO */
     lina_l2norm_backward(dqc, dqn, a->qn, a->rq, N * H, d->K);

@@ -92,33 +92,6 @@ size_t lina_gla_scratch_floats(const lina_gla_dims *d, int N)
     return n * (3 * HV + 3 * HK + LINA_GLA_GATE_RANK + grp + conv);
 }
 
-/* dst [N, H*E] = src [N, Hkv*E], kv head j / G for head j */
-static void repeat_groups(float *dst, const float *src, int N, int H, int Hkv, int E)
-{
-    int G = H / Hkv;
-    for (int n = 0; n < N; n++) {
-        for (int h = 0; h < H; h++) {
-            memcpy(dst + ((size_t)n * H + h) * E, src + ((size_t)n * Hkv + h / G) * E, (size_t)E * sizeof(float));
-        }
-    }
-}
-
-/* dst [N, Hkv*E] = group sums of src [N, H*E] (written) */
-static void reduce_groups(float *dst, const float *src, int N, int H, int Hkv, int E)
-{
-    int G = H / Hkv;
-    memset(dst, 0, (size_t)N * Hkv * E * sizeof(float));
-    for (int n = 0; n < N; n++) {
-        for (int h = 0; h < H; h++) {
-            float *o = dst + ((size_t)n * Hkv + h / G) * E;
-            const float *x = src + ((size_t)n * H + h) * E;
-            for (int i = 0; i < E; i++) {
-                o[i] += x[i];
-            }
-        }
-    }
-}
-
 /* g = max(logsigmoid(gk) / 16, clamp_min), n elements */
 static void gla_gate_forward(float *g, const float *gk, size_t n, const lina_gla_dims *d)
 {
@@ -142,19 +115,6 @@ static void gla_gate_backward(float *dg, const float *gk, size_t n, const lina_g
         float s = 1.0f / (1.0f + expf(gk[i])); /* sigmoid(-gk) */
         dg[i] = dg[i] * s / LINA_GLA_GATE_NORMALIZER;
     }
-}
-
-static lina_mix_dims gla_mix(const lina_gla_dims *d, int B, int T)
-{
-    lina_mix_dims md = {0};
-    md.B = B;
-    md.T = T;
-    md.H = d->H;
-    md.K = d->K;
-    md.V = d->V;
-    md.chunk = 64;
-    md.scale = 0.0f;
-    return md;
 }
 
 int lina_gla_forward(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
@@ -205,17 +165,17 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
         gla_gate_forward(a->gg, a->gk, (size_t)N * GK, d);
     }
     if (Hkv != H) {
-        repeat_groups(a->k, a->kk, N, H, Hkv, d->K);
-        repeat_groups(a->v, a->vv, N, H, Hkv, d->V);
+        lina_heads_repeat(a->k, a->kk, (size_t)N, H, Hkv, d->K);
+        lina_heads_repeat(a->v, a->vv, (size_t)N, H, Hkv, d->V);
         if (!d->retention) {
-            repeat_groups(a->g, a->gg, N, H, Hkv, d->K);
+            lina_heads_repeat(a->g, a->gg, (size_t)N, H, Hkv, d->K);
         }
     }
     if (d->output_gate) {
         lina_linear_forward(a->gate, x, p->g_proj, NULL, N, D, HV);
     }
     /* kernel: o [B,T,H,V] */
-    lina_mix_dims md = gla_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_VECTOR, a->g, h0};
     if (d->retention) {
         in.gate = LINA_GATE_HEAD;
@@ -274,7 +234,7 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
     /* kernel: dq, dk, dv (into dy), dg */
     float *dv = dy;
     memset(dv, 0, nv * sizeof(float));
-    lina_mix_dims md = gla_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_VECTOR, a->g, h0};
     lina_dd_grad_in gin = {dO, NULL, NULL};
     lina_dd_grad_out gout = {dq, dk, dv, dg, NULL};
@@ -288,10 +248,10 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
         return rc;
     }
     if (Hkv != H) {
-        reduce_groups(dkk, dk, N, H, Hkv, d->K);
-        reduce_groups(dvv, dv, N, H, Hkv, d->V);
+        lina_heads_reduce(dkk, dk, (size_t)N, H, Hkv, d->K, 0);
+        lina_heads_reduce(dvv, dv, (size_t)N, H, Hkv, d->V, 0);
         if (!d->retention) {
-            reduce_groups(dgg, dg, N, H, Hkv, d->K);
+            lina_heads_reduce(dgg, dg, (size_t)N, H, Hkv, d->K, 0);
         }
     }
     if (d->retention) {

@@ -49,19 +49,6 @@ static float sigm(float x)
     return 1.0f / (1.0f + expf(-x));
 }
 
-static lina_mix_dims hgrn2_mix(const lina_hgrn2_dims *d, int B, int T)
-{
-    lina_mix_dims md = {0};
-    md.B = B;
-    md.T = T;
-    md.H = d->H;
-    md.K = d->K;
-    md.V = d->V;
-    md.chunk = 64;
-    md.scale = 0.0f;
-    return md;
-}
-
 int lina_hgrn2_forward(float *out, lina_hgrn2_acts *a, const float *x, const lina_hgrn2_dims *d,
                        const lina_hgrn2_params *p, const float *lambda, int B, int T, const float *h0, float *ht,
                        lina_form form, lina_ws *ws)
@@ -83,7 +70,7 @@ int lina_hgrn2_forward(float *out, lina_hgrn2_acts *a, const float *x, const lin
             a->k[j] = -expm1f(g);
         }
     }
-    lina_mix_dims md = hgrn2_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_VECTOR, a->g, h0};
     lina_dd_out o = {a->o, ht, NULL};
     if ((rc = lina_dd_fwd(&md, &in, &o, form, ws))) {
@@ -116,7 +103,7 @@ int lina_hgrn2_backward(float *dx, lina_hgrn2_params *gp, float *dlambda, const 
     lina_rmsnorm_backward(dO, gp->g_norm, NULL, dy, a->o, p->g_norm, a->rstd, N, HV);
     float *dv = dy;
     memset(dv, 0, nv * sizeof(float));
-    lina_mix_dims md = hgrn2_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_VECTOR, a->g, NULL};
     lina_dd_grad_in gin = {dO, NULL, NULL};
     lina_dd_grad_out gout = {dq, dk, dv, dg, NULL};

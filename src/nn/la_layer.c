@@ -351,45 +351,6 @@ static void sum_norm_backward(float *dx, const float *dy, const float *x, const 
     }
 }
 
-/* dst [N, H*E] = src [N, Hkv*E], kv head h / (H/Hkv) for head h */
-static void repeat_groups(float *dst, const float *src, int N, int H, int Hkv, int E)
-{
-    int G = H / Hkv;
-    for (int n = 0; n < N; n++) {
-        for (int h = 0; h < H; h++) {
-            memcpy(dst + ((size_t)n * H + h) * E, src + ((size_t)n * Hkv + h / G) * E, (size_t)E * sizeof(float));
-        }
-    }
-}
-
-/* dst [N, Hkv*E] += group sums of src [N, H*E] */
-static void reduce_groups(float *dst, const float *src, int N, int H, int Hkv, int E)
-{
-    int G = H / Hkv;
-    for (int n = 0; n < N; n++) {
-        for (int h = 0; h < H; h++) {
-            float *o = dst + ((size_t)n * Hkv + h / G) * E;
-            const float *x = src + ((size_t)n * H + h) * E;
-            for (int i = 0; i < E; i++) {
-                o[i] += x[i];
-            }
-        }
-    }
-}
-
-static lina_mix_dims la_mix(const lina_la_dims *d, int B, int T)
-{
-    lina_mix_dims md = {0};
-    md.B = B;
-    md.T = T;
-    md.H = d->H;
-    md.K = d->F;
-    md.V = d->V;
-    md.chunk = 64;
-    md.scale = 0.0f; /* F^-1/2 */
-    return md;
-}
-
 /* ------------------------------------------------------------ the layer */
 
 int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_dims *d, const lina_la_params *p,
@@ -415,11 +376,11 @@ int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_d
         sum_norm_forward(a->kn, a->kf, N * G, F);
     }
     if (G != H) {
-        repeat_groups(a->k, a->kn, N, H, G, F);
-        repeat_groups(a->v, a->vv, N, H, G, V);
+        lina_heads_repeat(a->k, a->kn, (size_t)N, H, G, F);
+        lina_heads_repeat(a->v, a->vv, (size_t)N, H, G, V);
     }
     /* linear attention; the state [B,H,F,V] (+ z [B,H,F]) */
-    lina_mix_dims md = la_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->F, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_NONE, NULL, state};
     lina_dd_out o = {a->num, state, NULL}; /* the state is updated in place */
     rc = lina_dd_fwd(&md, &in, &o, form, ws);
@@ -520,7 +481,7 @@ int lina_la_backward(float *dx, lina_la_params *gp, const float *dout, const flo
         }
         dkern = dy;
     }
-    lina_mix_dims md = la_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->F, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_NONE, NULL, NULL};
     lina_dd_grad_in gin = {dkern, NULL, NULL};
     lina_dd_grad_out gout = {dq, dk, dv, NULL, NULL};
@@ -562,8 +523,8 @@ int lina_la_backward(float *dx, lina_la_params *gp, const float *dout, const flo
         free(z);
     }
     if (G != H) {
-        reduce_groups(dkn, dk, N, H, G, F);
-        reduce_groups(dvv, dv, N, H, G, V);
+        lina_heads_reduce(dkn, dk, (size_t)N, H, G, F, 1);
+        lina_heads_reduce(dvv, dv, (size_t)N, H, G, V, 1);
     }
     if (d->norm_q) {
         sum_norm_backward(dqf, dq, a->qf, a->q, N * H, F);

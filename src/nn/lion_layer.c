@@ -54,19 +54,6 @@ size_t lina_lion_layer_scratch_floats(const lina_lion_layer_dims *d, int N)
     return n * (3 * HV + 4 * HK + H);
 }
 
-static lina_mix_dims lion_mix(const lina_lion_layer_dims *d, int B, int T)
-{
-    lina_mix_dims md = {0};
-    md.B = B;
-    md.T = T;
-    md.H = d->H;
-    md.K = d->K;
-    md.V = d->V;
-    md.chunk = d->chunk > 0 ? d->chunk : 64;
-    md.scale = 0.0f; /* cancels in the normalised form */
-    return md;
-}
-
 /* phi per head: f = (SiLU(z) + 1/2) / ||SiLU(z) + 1/2||; rows N*H of width K */
 static void lion_feature_forward(float *f, float *rn, const float *z, int rows, int K)
 {
@@ -109,7 +96,7 @@ int lina_lion_layer_forward(float *out, lina_lion_layer_acts *a, const float *x,
     for (size_t j = 0; j < (size_t)N * H; j++) {
         a->g[j] = lina_logsigmoidf(-a->a[j]); /* log(1 - sigmoid(a)) <= 0 */
     }
-    lina_mix_dims md = lion_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, d->chunk > 0 ? d->chunk : 64, 0.0f);
     lina_lion_in in = {a->q, a->k, a->v, a->g, 1};
     lina_lion_out o = {a->o};
     if ((rc = lina_lion_fwd(&md, &in, &o, form, ws))) {
@@ -154,7 +141,7 @@ int lina_lion_layer_backward(float *dx, lina_lion_layer_params *gp, const float 
         dmix = dO;
     }
     /* the bidirectional mixing */
-    lina_mix_dims md = lion_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, d->chunk > 0 ? d->chunk : 64, 0.0f);
     lina_lion_in in = {a->q, a->k, a->v, a->g, 1};
     lina_lion_grad_in gin = {dmix};
     lina_lion_grad_out gout = {dq, dk, dv, dg};

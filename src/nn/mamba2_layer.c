@@ -100,20 +100,6 @@ static double m2_softplus(double x)
     return x > 20.0 ? x : log1p(exp(x));
 }
 
-static lina_mix_dims m2_mix(const lina_mamba2_dims *d, int B, int T)
-{
-    lina_mix_dims md;
-    memset(&md, 0, sizeof(md));
-    md.B = B;
-    md.T = T;
-    md.H = d->H;
-    md.K = d->N;
-    md.V = d->P;
-    md.chunk = d->chunk;
-    md.scale = 1.0f; /* Mamba2 has no query scale */
-    return md;
-}
-
 /* ------------------------------------------------------------- forward */
 
 /* time steps, log gates, signs and the engine inputs q, k, v of the rows of
@@ -225,7 +211,7 @@ int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const l
     }
     /* the recurrence; the engine reads h0 and writes ht per (b, h) block, so
      * the state is updated in place */
-    lina_mix_dims md = m2_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->N, d->P, d->chunk, 1.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_SCALAR, a->g, S};
     lina_dd_out o = {a->y, S, NULL};
     if ((rc = lina_dd_fwd(&md, &in, &o, form, ws))) {
@@ -369,7 +355,7 @@ int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, c
         }
     }
     /* the recurrence */
-    lina_mix_dims md = m2_mix(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->N, d->P, d->chunk, 1.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_SCALAR, a->g, NULL};
     lina_dd_grad_in gin = {dy, NULL, NULL};
     lina_dd_grad_out go = {dq, dk, dv, dg, NULL};

@@ -162,19 +162,6 @@ static float sigmoidf_(float x)
     return x >= 0.0f ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x));
 }
 
-static lina_mix_dims cell_dims(const lina_mlstm_layer_dims *d, int B, int T)
-{
-    lina_mix_dims md = {0};
-    md.B = B;
-    md.T = T;
-    md.H = d->H;
-    md.K = d->K;
-    md.V = d->V;
-    md.chunk = 64;
-    md.scale = 0.0f; /* K^-1/2 on the keys */
-    return md;
-}
-
 /* ------------------------------------------------------------ forward */
 
 int lina_mlstm_layer_forward(float *out, lina_mlstm_layer_acts *a, const float *x, const lina_mlstm_layer_dims *d,
@@ -216,7 +203,7 @@ int lina_mlstm_layer_forward(float *out, lina_mlstm_layer_acts *a, const float *
     gate_cap_forward(a->f, a->fp, (size_t)N * H);
     /* cell: o [B,T,H,V]; with a state the final C, n, m overwrite the initial
      * ones (lina_mlstm_fwd copies the initial state before it writes the final) */
-    lina_mix_dims md = cell_dims(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, 64, 0.0f);
     lina_mlstm_in in = {a->q, a->k, a->v, a->i, a->f, C, nn_, mm};
     lina_mlstm_out o = {a->o, C, nn_, mm};
     if ((rc = lina_mlstm_fwd(&md, &in, &o, form, ws))) {
@@ -277,7 +264,7 @@ int lina_mlstm_layer_backward(float *dx, lina_mlstm_layer_params *gp, const floa
     /* per-head LayerNorm */
     head_layernorm_backward(dO, gp->norm_w, dhn_in, a->o, p->norm_w, a->mu, a->rstd, N * H, H, d->V);
     /* cell */
-    lina_mix_dims md = cell_dims(d, B, T);
+    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, 64, 0.0f);
     lina_mlstm_in in = {a->q, a->k, a->v, a->i, a->f, NULL, NULL, NULL};
     lina_mlstm_grad_in gin = {dO, NULL, NULL, NULL};
     lina_mlstm_grad_out gout = {dq, dk, dv, di, df, NULL, NULL, NULL};

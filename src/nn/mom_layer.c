@@ -244,19 +244,6 @@ static size_t mom_state_floats(const void *dims, int B, int max_len)
 
 /* ------------------------------------------------------------ forward */
 
-static lina_mix_dims kdims(const lina_mom_dims *d, int T)
-{
-    lina_mix_dims md = {0};
-    md.B = 1;
-    md.T = T;
-    md.H = d->H;
-    md.K = d->K;
-    md.V = d->V;
-    md.chunk = 64;
-    md.scale = 0.0f;
-    return md;
-}
-
 static float sigm(float x)
 {
     return 1.0f / (1.0f + expf(-x));
@@ -318,7 +305,7 @@ static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_
             continue;
         }
         float *st = c->state ? c->state + ((size_t)j * B + b) * SB + ct * (2 * (size_t)HK + HV) : NULL;
-        lina_mix_dims md = kdims(d, (int)len);
+        lina_mix_dims md = lina_layer_mix(1, (int)len, d->H, d->K, d->V, 64, 0.0f);
         lina_delta_in in = {a->qn + s0 * HK, a->kn + s0 * HK, a->v + s0 * HV, a->beta + s0 * H, a->g + s0 * H,
                             st, 1};
         lina_delta_out out = {a->o + s0 * HV, st, NULL}; /* the state is updated in place */
@@ -435,7 +422,7 @@ static int memory_backward(const lina_mixer_call *c, const lina_mom_dims *d, con
         if (len == 0) {
             continue;
         }
-        lina_mix_dims md = kdims(d, (int)len);
+        lina_mix_dims md = lina_layer_mix(1, (int)len, d->H, d->K, d->V, 64, 0.0f);
         lina_delta_in in = {a->qn + s0 * HK, a->kn + s0 * HK, a->v + s0 * HV, a->beta + s0 * H, a->g + s0 * H,
                             NULL, 1};
         lina_delta_grad_in gin = {s->dO_ + l0 * HV, NULL, NULL};

@@ -171,6 +171,18 @@ int lina_cross_entropy_forward(double *loss, int64_t *count, float *lse, const f
 void lina_cross_entropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
                                  int N, int V, float dloss, int64_t count);
 
+/* ------------------------------------------------------ shared layer glue */
+
+/* layer.c: the kernel dims of one layer call (chunk 0: the kernel's default;
+ * scale 0: K^-1/2). */
+lina_mix_dims lina_layer_mix(int B, int T, int H, int K, int V, int chunk, float scale);
+/* dst [R, H*E] = src [R, Hsrc*E], source head h / (H/Hsrc) for head h (grouped
+ * kv heads, GVA); H a multiple of Hsrc. */
+void lina_heads_repeat(float *dst, const float *src, size_t R, int H, int Hsrc, int E);
+/* Its adjoint: dst [R, Hdst*E] (+)= the group sums of src [R, H*E]; add = 0
+ * writes dst. */
+void lina_heads_reduce(float *dst, const float *src, size_t R, int H, int Hdst, int E, int add);
+
 /* ------------------------------------------------------------ GLA layer */
 
 /*
