@@ -105,17 +105,6 @@ static float sigm(float x)
     return 1.0f / (1.0f + expf(-x));
 }
 
-/* conv (or plain SiLU): y [B,T,C] from x [B,T,C]; cache [B,C,W] or NULL */
-static void conv_or_silu(float *y, const float *x, const float *w, float *cache, const lina_gdn_dims *d, int B,
-                         int T, int C)
-{
-    if (d->use_short_conv) {
-        lina_shortconv_forward(y, x, w, NULL, cache, cache, B, T, C, d->conv_size, LINA_ACT_SILU);
-    } else {
-        lina_silu_forward(y, x, (size_t)B * T * C);
-    }
-}
-
 int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
                      const lina_gdn_params *p, int B, int T, float *cache, lina_form form, lina_ws *ws)
 {
@@ -139,9 +128,10 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
     lina_linear_forward(a->qp, x, p->q_proj, NULL, N, D, HK);
     lina_linear_forward(a->kp, x, p->k_proj, NULL, N, D, m * HK);
     lina_linear_forward(a->vp, x, p->v_proj, NULL, N, D, m * VV);
-    conv_or_silu(a->qc, a->qp, p->q_conv, cq, d, B, T, HK);
-    conv_or_silu(a->kc, a->kp, p->k_conv, ck, d, B, T, m * HK);
-    conv_or_silu(a->v, a->vp, p->v_conv, cv, d, B, T, m * VV);
+    const int sc = d->use_short_conv;
+    lina_conv_act_forward(a->qc, a->qp, sc ? p->q_conv : NULL, cq, B, T, HK, W, LINA_ACT_SILU);
+    lina_conv_act_forward(a->kc, a->kp, sc ? p->k_conv : NULL, ck, B, T, m * HK, W, LINA_ACT_SILU);
+    lina_conv_act_forward(a->v, a->vp, sc ? p->v_conv : NULL, cv, B, T, m * VV, W, LINA_ACT_SILU);
     lina_l2norm_forward(a->qn, a->rq, a->qc, N * H, d->K, GDN_L2_EPS);
     lina_l2norm_forward(a->kn, a->rk, a->kc, (int)nm * H, d->K, GDN_L2_EPS);
     if (NV != H) {
@@ -151,12 +141,7 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
     /* gates: a, g [N,NV]; b logits, beta [N*m,NV] */
     if (d->gated) {
         lina_linear_forward(a->a, x, p->a_proj, NULL, N, D, NV);
-        for (int n = 0; n < N; n++) {
-            for (int h = 0; h < NV; h++) {
-                size_t i = (size_t)n * NV + h;
-                a->g[i] = -expf(p->A_log[h]) * lina_softplusf(a->a[i] + p->dt_bias[h]);
-            }
-        }
+        lina_decay_forward(a->g, a->a, p->A_log, p->dt_bias, (size_t)N, NV);
     }
     if (d->use_beta) {
         lina_linear_forward(a->bl, x, p->b_proj, NULL, N, D, m * NV);
@@ -176,24 +161,9 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
         return rc;
     }
     /* output norm per value head, o_proj */
-    if (d->use_gate) {
-        lina_rmsnorm_gated_forward(a->y, a->rstd, a->o, a->gate, p->o_norm, N * NV, d->V, d->norm_eps);
-    } else {
-        lina_rmsnorm_forward(a->y, a->rstd, a->o, p->o_norm, NULL, N * NV, d->V, d->norm_eps);
-    }
-    lina_linear_forward(out, a->y, p->o_proj, NULL, N, VV, D);
+    lina_out_forward(out, a->y, a->rstd, a->o, d->use_gate ? a->gate : NULL, p->o_norm, p->o_proj, N, NV, d->V, D,
+                     d->norm_eps);
     return LINA_OK;
-}
-
-/* d(pre) += backward of conv_or_silu; dy [B,T,C] */
-static void conv_or_silu_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
-                                  const lina_gdn_dims *d, int B, int T, int C)
-{
-    if (d->use_short_conv) {
-        lina_shortconv_backward(dx, dw, NULL, NULL, dy, x, w, NULL, NULL, B, T, C, d->conv_size, LINA_ACT_SILU);
-    } else {
-        lina_silu_backward(dx, dy, x, (size_t)B * T * C);
-    }
 }
 
 int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const float *x, const lina_gdn_acts *a,
@@ -223,12 +193,8 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
         dke = s;
     }
 
-    lina_linear_backward(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, VV, D);
-    if (d->use_gate) {
-        lina_rmsnorm_gated_backward(dO, dgate, gp->o_norm, dy, a->o, a->gate, p->o_norm, a->rstd, N * NV, d->V);
-    } else {
-        lina_rmsnorm_backward(dO, gp->o_norm, NULL, dy, a->o, p->o_norm, a->rstd, N * NV, d->V);
-    }
+    lina_out_backward(dO, dgate, dy, gp->o_norm, gp->o_proj, dout, a->y, a->o, d->use_gate ? a->gate : NULL,
+                      p->o_norm, p->o_proj, a->rstd, N, NV, d->V, D);
     /* kernel: dqe, dke, dv (into dy), dbeta, dg */
     float *dv = dy;
     memset(dv, 0, nm * VV * sizeof(float));
@@ -250,27 +216,13 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     memset(dqp, 0, n * HK * sizeof(float));
     memset(dkp, 0, nm * HK * sizeof(float));
     memset(dvp, 0, nm * VV * sizeof(float));
-    conv_or_silu_backward(dqp, gp->q_conv, dqc, a->qp, p->q_conv, d, B, T, HK);
-    conv_or_silu_backward(dkp, gp->k_conv, dkc, a->kp, p->k_conv, d, B, T, m * HK);
-    conv_or_silu_backward(dvp, gp->v_conv, dv, a->vp, p->v_conv, d, B, T, m * VV);
-    /* g = -exp(A_log) softplus(z), z = a + dt_bias: da = dg (-exp(A_log)) sigmoid(z) (in place) */
-    for (int h = 0; h < NV && d->gated; h++) {
-        double sA = 0.0, sdt = 0.0;
-        float eA = expf(p->A_log[h]);
-        for (int r = 0; r < N; r++) {
-            size_t i = (size_t)r * NV + h;
-            float z = a->a[i] + p->dt_bias[h];
-            float dz = dg[i] * -eA * sigm(z);
-            sA += (double)dg[i] * a->g[i];
-            sdt += dz;
-            dg[i] = dz; /* now d(a) */
-        }
-        if (gp->A_log) {
-            gp->A_log[h] += (float)sA;
-        }
-        if (gp->dt_bias) {
-            gp->dt_bias[h] += (float)sdt;
-        }
+    const int sc = d->use_short_conv, W = d->conv_size;
+    lina_conv_act_backward(dqp, gp->q_conv, dqc, a->qp, sc ? p->q_conv : NULL, B, T, HK, W, LINA_ACT_SILU);
+    lina_conv_act_backward(dkp, gp->k_conv, dkc, a->kp, sc ? p->k_conv : NULL, B, T, m * HK, W, LINA_ACT_SILU);
+    lina_conv_act_backward(dvp, gp->v_conv, dv, a->vp, sc ? p->v_conv : NULL, B, T, m * VV, W, LINA_ACT_SILU);
+    /* g = -exp(A_log) softplus(a + dt_bias): dg -> d(a) in place */
+    if (d->gated) {
+        lina_decay_backward(dg, gp->A_log, gp->dt_bias, a->a, a->g, p->A_log, p->dt_bias, (size_t)N, NV);
     }
     /* beta = c sigmoid(bl): d bl = d beta c s (1 - s) (in place) */
     for (size_t i = 0; i < nm * NV && d->use_beta; i++) {

@@ -185,14 +185,9 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
     if ((rc = lina_dd_fwd(&md, &in, &o, form, ws))) {
         return rc;
     }
-    /* per-head output norm: y [N*H, V] */
-    if (d->output_gate) {
-        lina_rmsnorm_gated_forward(a->y, a->rstd, a->o, a->gate, p->norm_w, N * H, d->V, d->norm_eps);
-    } else {
-        lina_rmsnorm_forward(a->y, a->rstd, a->o, p->norm_w, NULL, N * H, d->V, d->norm_eps);
-    }
-    /* out [N,D] = y Wo^T */
-    lina_linear_forward(out, a->y, p->o_proj, NULL, N, HV, D);
+    /* per-head output norm y [N*H, V], out [N,D] = y Wo^T */
+    lina_out_forward(out, a->y, a->rstd, a->o, d->output_gate ? a->gate : NULL, p->norm_w, p->o_proj, N, H, d->V, D,
+                     d->norm_eps);
     return LINA_OK;
 }
 
@@ -223,14 +218,9 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
     }
     memset(scratch, 0, lina_gla_scratch_floats(d, N) * sizeof(float));
 
-    /* o_proj: dy = dout Wo, dWo += dout^T y */
-    lina_linear_backward(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, HV, D);
-    /* output norm (per head) */
-    if (d->output_gate) {
-        lina_rmsnorm_gated_backward(dO, dgate, gp->norm_w, dy, a->o, a->gate, p->norm_w, a->rstd, N * H, d->V);
-    } else {
-        lina_rmsnorm_backward(dO, gp->norm_w, NULL, dy, a->o, p->norm_w, a->rstd, N * H, d->V);
-    }
+    /* o_proj (dy = dout Wo, dWo += dout^T y), output norm (per head) */
+    lina_out_backward(dO, dgate, dy, gp->norm_w, gp->o_proj, dout, a->y, a->o, d->output_gate ? a->gate : NULL,
+                      p->norm_w, p->o_proj, a->rstd, N, H, d->V, D);
     /* kernel: dq, dk, dv (into dy), dg */
     float *dv = dy;
     memset(dv, 0, nv * sizeof(float));

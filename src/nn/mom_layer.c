@@ -249,17 +249,6 @@ static float sigm(float x)
     return 1.0f / (1.0f + expf(-x));
 }
 
-/* y [T, C] = SiLU(conv(x)) on one sub-sequence (cache [C, W] or NULL), or SiLU(x) */
-static void conv_or_silu(float *y, const float *x, const float *w, float *cache, const lina_mom_dims *d, int T,
-                         int C)
-{
-    if (d->use_short_conv) {
-        lina_shortconv_forward(y, x, w, NULL, cache, cache, 1, T, C, d->conv_size, LINA_ACT_SILU);
-    } else {
-        lina_silu_forward(y, x, (size_t)T * C);
-    }
-}
-
 /* memory j over its rows: projections, convs, norms, gates, kernel -> a->o */
 static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_acts *a, int j)
 {
@@ -284,20 +273,20 @@ static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_
             continue;
         }
         float *st = c->state ? c->state + ((size_t)j * B + b) * SB : NULL;
-        conv_or_silu(a->qc + s0 * HK, a->qg + s0 * HK, P[S_QC], st, d, (int)len, HK);
-        conv_or_silu(a->kc + s0 * HK, a->kp + s0 * HK, P[S_KC], st ? st + ct * HK : NULL, d, (int)len, HK);
-        conv_or_silu(a->v + s0 * HV, a->vp + s0 * HV, P[S_VC], st ? st + 2 * ct * HK : NULL, d, (int)len, HV);
+        const int sc = d->use_short_conv, T = (int)len;
+        lina_conv_act_forward(a->qc + s0 * HK, a->qg + s0 * HK, sc ? P[S_QC] : NULL, st, 1, T, HK, W, LINA_ACT_SILU);
+        lina_conv_act_forward(a->kc + s0 * HK, a->kp + s0 * HK, sc ? P[S_KC] : NULL, st ? st + ct * HK : NULL, 1, T,
+                              HK, W, LINA_ACT_SILU);
+        lina_conv_act_forward(a->v + s0 * HV, a->vp + s0 * HV, sc ? P[S_VC] : NULL, st ? st + 2 * ct * HK : NULL, 1,
+                              T, HV, W, LINA_ACT_SILU);
     }
     lina_l2norm_forward(a->qn + r0 * HK, a->rq + r0 * H, a->qc + r0 * HK, (int)n * H, d->K, MOM_L2_EPS);
     lina_l2norm_forward(a->kn + r0 * HK, a->rk + r0 * H, a->kc + r0 * HK, (int)n * H, d->K, MOM_L2_EPS);
     const float *Alog = P[S_ALOG], *dtb = P[S_DT];
     float bmul = d->allow_neg_eigval ? 2.0f : 1.0f;
-    for (size_t r = r0; r < r0 + n; r++) {
-        for (int h = 0; h < H; h++) {
-            size_t i = r * H + h;
-            a->g[i] = -expf(Alog[h]) * lina_softplusf(a->a[i] + dtb[h]);
-            a->beta[i] = bmul * sigm(a->bl[i]);
-        }
+    lina_decay_forward(a->g + r0 * H, a->a + r0 * H, Alog, dtb, n, H);
+    for (size_t i = r0 * H; i < (r0 + n) * H; i++) {
+        a->beta[i] = bmul * sigm(a->bl[i]);
     }
     for (int b = 0; b < B; b++) {
         size_t s0 = (size_t)a->off[j * B + b], len = (size_t)a->off[j * B + b + 1] - s0;
@@ -372,11 +361,9 @@ static int mom_forward(const lina_mixer_call *c)
     }
     if (d->use_gate) {
         lina_linear_forward(a.gate, c->x, P[S_G], NULL, N, D, HV);
-        lina_rmsnorm_gated_forward(a.y, a.rstd, a.O, a.gate, P[S_NORM], N * H, d->V, d->norm_eps);
-    } else {
-        lina_rmsnorm_forward(a.y, a.rstd, a.O, P[S_NORM], NULL, N * H, d->V, d->norm_eps);
     }
-    lina_linear_forward(c->out, a.y, P[S_O], NULL, N, HV, D);
+    lina_out_forward(c->out, a.y, a.rstd, a.O, d->use_gate ? a.gate : NULL, P[S_NORM], P[S_O], N, H, d->V, D,
+                     d->norm_eps);
     if (c->aux) {
         *c->aux += d->aux_coef * lina_router_balance(a.p, a.sel, N, M, k);
     }
@@ -448,42 +435,21 @@ static int memory_backward(const lina_mixer_call *c, const lina_mom_dims *d, con
         if (len == 0) {
             continue;
         }
-        if (d->use_short_conv) {
-            int W = d->conv_size;
-            lina_shortconv_backward(dqg + l0 * HK, GV(S_QC), NULL, NULL, s->dqc + l0 * HK, a->qg + s0 * HK, P[S_QC],
-                                    NULL, NULL, 1, (int)len, HK, W, LINA_ACT_SILU);
-            lina_shortconv_backward(dkp + l0 * HK, GV(S_KC), NULL, NULL, s->dkc + l0 * HK, a->kp + s0 * HK, P[S_KC],
-                                    NULL, NULL, 1, (int)len, HK, W, LINA_ACT_SILU);
-            lina_shortconv_backward(dvp + l0 * HV, GV(S_VC), NULL, NULL, s->dv + l0 * HV, a->vp + s0 * HV, P[S_VC],
-                                    NULL, NULL, 1, (int)len, HV, W, LINA_ACT_SILU);
-        } else {
-            lina_silu_backward(dqg + l0 * HK, s->dqc + l0 * HK, a->qg + s0 * HK, len * HK);
-            lina_silu_backward(dkp + l0 * HK, s->dkc + l0 * HK, a->kp + s0 * HK, len * HK);
-            lina_silu_backward(dvp + l0 * HV, s->dv + l0 * HV, a->vp + s0 * HV, len * HV);
-        }
+        const int sc = d->use_short_conv, T = (int)len, W = d->conv_size;
+        lina_conv_act_backward(dqg + l0 * HK, GV(S_QC), s->dqc + l0 * HK, a->qg + s0 * HK, sc ? P[S_QC] : NULL, 1, T,
+                               HK, W, LINA_ACT_SILU);
+        lina_conv_act_backward(dkp + l0 * HK, GV(S_KC), s->dkc + l0 * HK, a->kp + s0 * HK, sc ? P[S_KC] : NULL, 1, T,
+                               HK, W, LINA_ACT_SILU);
+        lina_conv_act_backward(dvp + l0 * HV, GV(S_VC), s->dv + l0 * HV, a->vp + s0 * HV, sc ? P[S_VC] : NULL, 1, T,
+                               HV, W, LINA_ACT_SILU);
     }
     /* gates: g = -exp(A_log) softplus(a + dt_bias) -> d(a) in dg; beta = c sigmoid(bl) -> d(bl) in dbeta */
     const float *Alog = P[S_ALOG], *dtb = P[S_DT];
     float bmul = d->allow_neg_eigval ? 2.0f : 1.0f;
-    for (int h = 0; h < H; h++) {
-        double sA = 0.0, sdt = 0.0;
-        float eA = expf(Alog[h]);
-        for (size_t i = 0; i < n; i++) {
-            size_t ri = (r0 + i) * H + h, li = i * H + h;
-            float z = a->a[ri] + dtb[h];
-            float dz = s->dg[li] * -eA * sigm(z);
-            sA += (double)s->dg[li] * a->g[ri];
-            sdt += dz;
-            s->dg[li] = dz;
-            float sb = sigm(a->bl[ri]);
-            s->dbeta[li] *= bmul * sb * (1.0f - sb);
-        }
-        if (GV(S_ALOG)) {
-            G[S_ALOG][h] += (float)sA;
-        }
-        if (GV(S_DT)) {
-            G[S_DT][h] += (float)sdt;
-        }
+    lina_decay_backward(s->dg, GV(S_ALOG), GV(S_DT), a->a + r0 * H, a->g + r0 * H, Alog, dtb, n, H);
+    for (size_t li = 0; li < n * H; li++) {
+        float sb = sigm(a->bl[r0 * H + li]);
+        s->dbeta[li] *= bmul * sb * (1.0f - sb);
     }
     /* projections: dxs (the shared memory adds straight into dx) */
     const float *xs = j < d->M ? a->xg + r0 * D : c->x;
@@ -546,13 +512,10 @@ static int mom_backward(const lina_mixer_call *c)
     memset(dy, 0, 3 * n * HV * sizeof(float));
     memset(dq, 0, n * HK * sizeof(float));
     /* o_proj, output norm, g_proj */
-    lina_linear_backward(dy, G ? G[S_O] : NULL, NULL, c->dout, a.y, P[S_O], N, HV, D);
+    lina_out_backward(dO, dgate, dy, G ? G[S_NORM] : NULL, G ? G[S_O] : NULL, c->dout, a.y, a.O,
+                      d->use_gate ? a.gate : NULL, P[S_NORM], P[S_O], a.rstd, N, H, d->V, D);
     if (d->use_gate) {
-        lina_rmsnorm_gated_backward(dO, dgate, G ? G[S_NORM] : NULL, dy, a.O, a.gate, P[S_NORM], a.rstd, N * H,
-                                    d->V);
         lina_linear_backward(c->dx, G ? G[S_G] : NULL, NULL, dgate, c->x, P[S_G], N, D, HV);
-    } else {
-        lina_rmsnorm_backward(dO, G ? G[S_NORM] : NULL, NULL, dy, a.O, P[S_NORM], a.rstd, N * H, d->V);
     }
     /* routing weights: dw[n, j] = dO[n] . o[pos[n, j]] */
     for (int t = 0; t < N; t++) {

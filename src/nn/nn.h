@@ -182,6 +182,30 @@ void lina_heads_repeat(float *dst, const float *src, size_t R, int H, int Hsrc, 
 /* Its adjoint: dst [R, Hdst*E] (+)= the group sums of src [R, H*E]; add = 0
  * writes dst. */
 void lina_heads_reduce(float *dst, const float *src, size_t R, int H, int Hdst, int E, int add);
+/* The output block of a mixer layer: y = FusedRMSNormGated(o, gate) per head
+ * (RMSNorm(o) * w when gate is NULL), out = y Wo^T. o, gate, y [N, H*V],
+ * rstd [N*H], norm_w [V], o_proj [D, H*V], out [N, D]. */
+void lina_out_forward(float *out, float *y, float *rstd, const float *o, const float *gate, const float *norm_w,
+                      const float *o_proj, int N, int H, int V, int D, float eps);
+/* Its backward: dy [N, H*V] (scratch, accumulated into: zero it), then dO
+ * and dgate [N, H*V] (written); dnorm_w, do_proj accumulate (may be NULL). */
+void lina_out_backward(float *dO, float *dgate, float *dy, float *dnorm_w, float *do_proj, const float *dout,
+                       const float *y, const float *o, const float *gate, const float *norm_w, const float *o_proj,
+                       const float *rstd, int N, int H, int V, int D);
+/* y [B,T,C] = act(conv(x)) with the short conv (conv_w [C, W], cache as in
+ * lina_shortconv_forward) or act(x) when conv_w is NULL (act NONE: a copy,
+ * nothing when y == x). */
+void lina_conv_act_forward(float *y, const float *x, const float *conv_w, float *cache, int B, int T, int C, int W,
+                           lina_act act);
+/* dx (and dconv_w) += its backward given dy. */
+void lina_conv_act_backward(float *dx, float *dconv_w, const float *dy, const float *x, const float *conv_w, int B,
+                            int T, int C, int W, lina_act act);
+/* The decay of Gated DeltaNet / DeltaProduct / MoM memories:
+ * g [N, H] = -exp(A_log) softplus(a + dt_bias). */
+void lina_decay_forward(float *g, const float *a, const float *A_log, const float *dt_bias, size_t N, int H);
+/* dg [N, H] becomes d(a) in place; dA_log, ddt_bias [H] accumulate (may be NULL). */
+void lina_decay_backward(float *dg, float *dA_log, float *ddt_bias, const float *a, const float *g,
+                         const float *A_log, const float *dt_bias, size_t N, int H);
 
 /* ------------------------------------------------------------ GLA layer */
 
