@@ -261,15 +261,8 @@ static int attn_build(lina_mixer_builder *b, const lina_config *c, int layer, vo
     return LINA_OK;
 }
 
-static size_t attn_acts(const void *dims, int N)
-{
-    return lina_attn_acts_floats(dims, N);
-}
-
-static size_t attn_scratch(const void *dims, int N)
-{
-    return lina_attn_scratch_floats(dims, N);
-}
+LINA_KIND_SIZE(attn_acts, lina_attn_acts_floats)
+LINA_KIND_SIZE(attn_scratch, lina_attn_scratch_floats)
 
 static size_t attn_state(const void *dims, int B, int max_len)
 {

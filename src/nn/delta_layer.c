@@ -351,21 +351,9 @@ static int delta_build(lina_mixer_builder *b, const lina_config *c, int layer, v
     return LINA_OK;
 }
 
-static size_t gdn_acts(const void *dims, int N)
-{
-    return lina_gdn_acts_floats(dims, N);
-}
-
-static size_t gdn_scratch(const void *dims, int N)
-{
-    return lina_gdn_scratch_floats(dims, N);
-}
-
-static size_t gdn_state(const void *dims, int B, int max_len)
-{
-    (void)max_len;
-    return lina_gdn_cache_floats(dims, B);
-}
+LINA_KIND_SIZE(gdn_acts, lina_gdn_acts_floats)
+LINA_KIND_SIZE(gdn_scratch, lina_gdn_scratch_floats)
+LINA_KIND_STATE(gdn_state, lina_gdn_cache_floats)
 
 static void gdn_views(float *const *v, lina_gdn_params *p)
 {

@@ -370,15 +370,8 @@ static int gla_build(lina_mixer_builder *b, const lina_config *c, int layer, voi
     return LINA_OK;
 }
 
-static size_t gla_acts(const void *dims, int N)
-{
-    return lina_gla_acts_floats(dims, N);
-}
-
-static size_t gla_scratch(const void *dims, int N)
-{
-    return lina_gla_scratch_floats(dims, N);
-}
+LINA_KIND_SIZE(gla_acts, lina_gla_acts_floats)
+LINA_KIND_SIZE(gla_scratch, lina_gla_scratch_floats)
 
 static size_t gla_state(const void *dims, int B, int max_len)
 {

@@ -189,15 +189,8 @@ static int hgrn2_build(lina_mixer_builder *b, const lina_config *c, int layer, v
     return LINA_OK;
 }
 
-static size_t hgrn2_acts(const void *dims, int N)
-{
-    return lina_hgrn2_acts_floats(dims, N);
-}
-
-static size_t hgrn2_scratch(const void *dims, int N)
-{
-    return lina_hgrn2_scratch_floats(dims, N);
-}
+LINA_KIND_SIZE(hgrn2_acts, lina_hgrn2_acts_floats)
+LINA_KIND_SIZE(hgrn2_scratch, lina_hgrn2_scratch_floats)
 
 static size_t hgrn2_state(const void *dims, int B, int max_len)
 {

@@ -107,6 +107,14 @@ enum {
     LINA_KIND_KV_CACHE = 2  /* the state grows with the context up to max_len (softmax attention) */
 };
 
+/* The table's size functions from a layer's typed ones, size_t fn(const
+ * dims_type *, int): LINA_KIND_SIZE for acts_floats / scratch_floats (rows N),
+ * LINA_KIND_STATE for a state_floats that depends on the batch only. */
+#define LINA_KIND_SIZE(name, fn)                                                                                   \
+    static size_t name(const void *dims, int N) { return fn(dims, N); }
+#define LINA_KIND_STATE(name, fn)                                                                                  \
+    static size_t name(const void *dims, int B, int max_len) { return (void)max_len, fn(dims, B); }
+
 typedef struct lina_mixer_vt {
     const char *name;
     int (*build)(lina_mixer_builder *b, const lina_config *c, int layer, void *dims);

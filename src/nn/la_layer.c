@@ -641,21 +641,9 @@ static int la_build(lina_mixer_builder *b, const lina_config *c, int layer, void
     return LINA_OK;
 }
 
-static size_t la_acts(const void *dims, int N)
-{
-    return lina_la_acts_floats(dims, N);
-}
-
-static size_t la_scratch(const void *dims, int N)
-{
-    return lina_la_scratch_floats(dims, N);
-}
-
-static size_t la_state(const void *dims, int B, int max_len)
-{
-    (void)max_len;
-    return lina_la_state_floats(dims, B);
-}
+LINA_KIND_SIZE(la_acts, lina_la_acts_floats)
+LINA_KIND_SIZE(la_scratch, lina_la_scratch_floats)
+LINA_KIND_STATE(la_state, lina_la_state_floats)
 
 static void la_views(const lina_la_dims *d, float *const *v, lina_la_params *p)
 {

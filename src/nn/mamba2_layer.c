@@ -493,21 +493,9 @@ static int m2_build(lina_mixer_builder *b, const lina_config *c, int layer, void
     return LINA_OK;
 }
 
-static size_t m2_acts_floats(const void *dims, int N)
-{
-    return lina_mamba2_acts_floats(dims, N);
-}
-
-static size_t m2_scratch_floats(const void *dims, int N)
-{
-    return lina_mamba2_scratch_floats(dims, N);
-}
-
-static size_t m2_state_floats(const void *dims, int B, int max_len)
-{
-    (void)max_len;
-    return lina_mamba2_state_floats(dims, B);
-}
+LINA_KIND_SIZE(m2_acts_floats, lina_mamba2_acts_floats)
+LINA_KIND_SIZE(m2_scratch_floats, lina_mamba2_scratch_floats)
+LINA_KIND_STATE(m2_state_floats, lina_mamba2_state_floats)
 
 static void m2_views(float *const *V, lina_mamba2_params *p)
 {

@@ -376,21 +376,9 @@ static void mlstm_views(lina_mlstm_layer_params *p, float *const *v)
     p->v_conv = v[SLOT_VCONV];
 }
 
-static size_t mlstm_acts_floats(const void *dims, int N)
-{
-    return lina_mlstm_layer_acts_floats(dims, N);
-}
-
-static size_t mlstm_scratch_floats(const void *dims, int N)
-{
-    return lina_mlstm_layer_scratch_floats(dims, N);
-}
-
-static size_t mlstm_state_floats(const void *dims, int B, int max_len)
-{
-    (void)max_len;
-    return lina_mlstm_layer_state_floats(dims, B);
-}
+LINA_KIND_SIZE(mlstm_acts_floats, lina_mlstm_layer_acts_floats)
+LINA_KIND_SIZE(mlstm_scratch_floats, lina_mlstm_layer_scratch_floats)
+LINA_KIND_STATE(mlstm_state_floats, lina_mlstm_layer_state_floats)
 
 static int mlstm_forward(const lina_mixer_call *c)
 {
