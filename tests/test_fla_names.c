@@ -1,11 +1,13 @@
-/* test_fla_names.c -- tensor names that follow flash-linear-attention's
- * modules where a config option changes them: GLA and RetNet name their output
- * norm g_norm_swish_gate (FusedRMSNormGated) only with fuse_norm, g_norm
- * otherwise (the same math). */
+/* test_fla_names.c -- checkpoint tensor names as flash-linear-attention
+ * writes them: GLA and RetNet name their output norm g_norm_swish_gate
+ * (FusedRMSNormGated) only with fuse_norm, g_norm otherwise (the same math);
+ * a checkpoint's tensors must all be used (a tied lm_head.weight only when it
+ * equals the embeddings). */
 #include "harness.h"
 #include "lina.h"
 #include "../src/model/model.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -78,9 +80,105 @@ static void check_unfused(lina_model_type t)
     lina_model_free(plain);
 }
 
+
+/* rewrite dir/model.safetensors with the model's tensors plus `extra` (NULL: none) */
+static int write_with(const lina_model *m, const char *dir, const char *extra, const float *extra_data,
+                      int64_t d0, int64_t d1)
+{
+    int n = lina_model_num_tensors(m);
+    lina_st_view *v = calloc((size_t)n + 1, sizeof(*v));
+    float *P = lina_model_params((lina_model *)m);
+    for (int i = 0; i < n; i++) {
+        const int64_t *sh;
+        size_t off;
+        lina_model_tensor(m, i, &v[i].name, &v[i].ndim, &sh, &off, NULL);
+        for (int k = 0; k < v[i].ndim; k++) {
+            v[i].shape[k] = sh[k];
+        }
+        v[i].data = P + off;
+    }
+    if (extra) {
+        v[n].name = extra;
+        v[n].ndim = 2;
+        v[n].shape[0] = d0;
+        v[n].shape[1] = d1;
+        v[n].data = extra_data;
+        n++;
+    }
+    char p[256];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    const char *meta[2] = {"format", "pt"};
+    int rc = lina_st_write(p, v, n, meta, 1, LINA_ST_F32);
+    free(v);
+    return rc;
+}
+
+static void rm_ckpt(const char *dir)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
+static void check_unused_tensors(void)
+{
+    lina_config c;
+    small(&c, LINA_MODEL_GLA);
+    c.tie_word_embeddings = 1;
+    lina_model *m = NULL, *back = NULL;
+    char dir[] = "/tmp/lina_fla_unused_XXXXXX";
+    if (lina_model_create(&c, 5, &m) != LINA_OK || !mkdtemp(dir)) {
+        CHECK(0, "unused tensors: setup (%s)", lina_last_error());
+        lina_model_free(m);
+        return;
+    }
+    int rc = lina_model_save(m, dir);
+    const int64_t *esh;
+    size_t eoff;
+    lina_model_tensor(m, lina_model_find_tensor(m, "model.embeddings.weight"), NULL, NULL, &esh, &eoff, NULL);
+    float *emb = lina_model_params(m) + eoff;
+    size_t ne = (size_t)(esh[0] * esh[1]);
+    float *other = malloc(ne * sizeof(float));
+    memcpy(other, emb, ne * sizeof(float));
+    other[7] += 0.5f;
+    /* a stray tensor */
+    rc = rc ? rc : write_with(m, dir, "model.layers.0.attn.stray.weight", other, esh[0], esh[1]);
+    int lr = rc ? rc : lina_model_load(dir, &back);
+    CHECK(rc == LINA_OK && lr == LINA_EFORMAT && strstr(lina_last_error(), "model.layers.0.attn.stray.weight") &&
+              strstr(lina_last_error(), "not used"),
+          "a tensor the model does not use is an error naming it (%s)", lina_last_error());
+    lina_model_free(back);
+    back = NULL;
+    /* tied embeddings with an lm_head.weight equal to them: accepted */
+    rc = write_with(m, dir, "lm_head.weight", emb, esh[0], esh[1]);
+    lr = rc ? rc : lina_model_load(dir, &back);
+    CHECK(lr == LINA_OK, "tied embeddings and an equal lm_head.weight load (%s)", lr ? lina_last_error() : "ok");
+    lina_model_free(back);
+    back = NULL;
+    /* ... and one that differs: an error */
+    rc = write_with(m, dir, "lm_head.weight", other, esh[0], esh[1]);
+    lr = rc ? rc : lina_model_load(dir, &back);
+    CHECK(lr == LINA_EFORMAT && strstr(lina_last_error(), "lm_head.weight differs"),
+          "tied embeddings and a different lm_head.weight is an error (%s)", lina_last_error());
+    lina_model_free(back);
+    /* the model's own file loads */
+    rc = write_with(m, dir, NULL, NULL, 0, 0);
+    back = NULL;
+    lr = rc ? rc : lina_model_load(dir, &back);
+    CHECK(lr == LINA_OK, "the model's own tensors load (%s)", lr ? lina_last_error() : "ok");
+    lina_model_free(back);
+    free(other);
+    rm_ckpt(dir);
+    lina_model_free(m);
+}
+
 int main(void)
 {
     check_unfused(LINA_MODEL_GLA);
     check_unfused(LINA_MODEL_RETNET);
+    check_unused_tensors();
     return th_exit();
 }

@@ -1031,6 +1031,48 @@ static void shape_str(char *buf, size_t n, int nd, const int64_t *sh)
     }
 }
 
+/* Every tensor of the file must be one the model reads: an unused one means
+ * the config and the weights disagree (a tied lm_head.weight is accepted only
+ * when it equals the embeddings). */
+static int check_unused(const lina_model *m, const lina_st_file *f, const char *stp, const char *cfp)
+{
+    int n = lina_st_count(f), rc = LINA_OK;
+    unsigned char *used = calloc((size_t)(n > 0 ? n : 1), 1);
+    if (!used) {
+        return lina_set_error(LINA_ENOMEM, "model load: out of memory");
+    }
+    for (int i = 0; i < m->ntensors; i++) {
+        int j = st_index(f, m->tensors[i].name);
+        if (j >= 0) {
+            used[j] = 1;
+        }
+    }
+    for (int j = 0; !rc && j < n; j++) {
+        const char *name = lina_st_name(f, j);
+        if (used[j]) {
+            continue;
+        }
+        if (m->t_lm == m->t_emb && strcmp(name, "lm_head.weight") == 0) {
+            const model_tensor *e = &m->tensors[m->t_emb];
+            float *w = malloc(e->numel * sizeof(float));
+            int64_t sh[LINA_MAX_DIMS];
+            int same = w && lina_st_shape(f, j, sh) == 2 && sh[0] == e->shape[0] && sh[1] == e->shape[1] &&
+                       lina_st_load(f, j, w, (int64_t)e->numel) == LINA_OK &&
+                       memcmp(w, m->params + e->off, e->numel * sizeof(float)) == 0;
+            free(w);
+            if (!same) {
+                rc = lina_set_error(LINA_EFORMAT, "%s: lm_head.weight differs from %s while tie_word_embeddings is "
+                                    "true in %s", stp, e->name, cfp);
+            }
+            continue;
+        }
+        rc = lina_set_error(LINA_EFORMAT, "%s: tensor %s is not used by the model %s describes (%s)", stp, name,
+                            cfp, lina_model_type_name(m->cfg.model_type));
+    }
+    free(used);
+    return rc;
+}
+
 int lina_model_load(const char *dir, lina_model **out)
 {
     if (!dir || !out) {
@@ -1080,6 +1122,9 @@ int lina_model_load(const char *dir, lina_model **out)
     for (int i = 0; !rc && i < m->ntensors; i++) {
         const model_tensor *t = &m->tensors[i];
         rc = lina_st_load(f, st_index(f, t->name), m->params + t->off, (int64_t)t->numel);
+    }
+    if (!rc) {
+        rc = check_unused(m, f, stp, cfp);
     }
     lina_st_close(f);
     free(stp);
