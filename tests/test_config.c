@@ -261,6 +261,52 @@ static void test_errors(void)
     CHECK(rc == LINA_EIO && strstr(lina_last_error(), "/nonexistent/config.json"), "missing file: LINA_EIO");
 }
 
+/* FLA's spellings: eos_token_id as a list, transformer qk_norm null, attn_mode
+ * refused when unknown, MoE keys written only for MoE models */
+static void test_fla_options(void)
+{
+    lina_config c;
+    int rc = parse("{\"model_type\": \"gla\", \"eos_token_id\": [7, 9]}", &c);
+    CHECK(rc == 0 && c.eos_token_id == 7, "eos_token_id as a list keeps its first id (%s)",
+          rc ? lina_last_error() : "ok");
+    expect_err("{\"model_type\": \"gla\", \"eos_token_id\": []}", "an empty eos_token_id list", "eos_token_id");
+    expect_err("{\"model_type\": \"gla\", \"eos_token_id\": [\"x\"]}", "a non-integer eos_token_id", "eos_token_id");
+    rc = parse("{\"model_type\": \"transformer\", \"qk_norm\": null}", &c);
+    CHECK(rc == 0 && c.qk_norm[0] == '\0', "transformer qk_norm null means none (%s)", rc ? lina_last_error() : "ok");
+    expect_err("{\"model_type\": \"gla\", \"attn_mode\": \"bogus\"}", "attn_mode \"bogus\"", "attn_mode");
+    const char *modes[4] = {"chunk", "fused_chunk", "fused_recurrent", "parallel"};
+    int ok = 1;
+    for (int i = 0; i < 4; i++) {
+        char js[128];
+        snprintf(js, sizeof js, "{\"model_type\": \"retnet\", \"attn_mode\": \"%s\"}", modes[i]);
+        ok = ok && parse(js, &c) == 0;
+    }
+    CHECK(ok, "attn_mode chunk, fused_chunk, fused_recurrent, parallel are accepted");
+    /* MoE keys only in MoE configs */
+    char p[400];
+    snprintf(p, sizeof p, "%s/config.json", g_dir);
+    for (int moe = 0; moe < 2; moe++) {
+        lina_config_default(&c, LINA_MODEL_GLA);
+        c.num_experts = moe ? 4 : 0;
+        rc = lina_config_write(p, &c);
+        FILE *f = fopen(p, "rb");
+        char buf[16384] = {0};
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f) {
+            fclose(f);
+        }
+        int has = n > 0 && strstr(buf, "num_experts_per_tok") && strstr(buf, "router_aux_loss_coef");
+        int none = n > 0 && !strstr(buf, "num_experts_per_tok") && !strstr(buf, "router_aux_loss_coef");
+        CHECK(rc == 0 && (moe ? has : none), "num_experts_per_tok / router_aux_loss_coef written %s",
+              moe ? "with num_experts > 0" : "not at all without experts");
+        lina_config back;
+        rc = lina_config_read(p, &back);
+        CHECK(rc == 0 && back.num_experts == c.num_experts && back.num_experts_per_tok == c.num_experts_per_tok &&
+                  back.router_aux_loss_coef == c.router_aux_loss_coef,
+              "config round trip %s experts (%s)", moe ? "with" : "without", rc ? lina_last_error() : "ok");
+    }
+}
+
 int main(void)
 {
     if (!mkdtemp(g_dir)) {
@@ -273,6 +319,7 @@ int main(void)
     test_hybrid();
     test_roundtrip();
     test_errors();
+    test_fla_options();
     char p[400];
     snprintf(p, sizeof p, "%s/config.json", g_dir);
     unlink(p);

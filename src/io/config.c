@@ -68,6 +68,9 @@ enum {
 };
 
 #define W_SKIPNULL 1 /* do not write the key when it is null */
+#define W_MOE 2      /* written only with num_experts > 0 (the MoE feed-forward block's keys) */
+#define R_LIST 4     /* K_NINT: a list of integers is accepted too, its first element is kept
+                        (eos_token_id, as HF configs may give several stop tokens) */
 
 typedef struct keydesc {
     const char *key;
@@ -138,9 +141,9 @@ static const keydesc keys[] = {
     {"aux_loss_scale", K_DBL, FLD(aux_loss_scale), M_MOM, 0, 0, 0},
     {"mom_backend", K_STR, FLD(mom_backend), M_MOM, 0, 0, 0},
     {"num_experts", K_NINT, FLD(num_experts), M_ALL, 0, 0, W_SKIPNULL},
-    {"num_experts_per_tok", K_INT, FLD(num_experts_per_tok), M_ALL, 0, 0, 0},
+    {"num_experts_per_tok", K_INT, FLD(num_experts_per_tok), M_ALL, 0, 0, W_MOE},
     {"moe_intermediate_size", K_NINT, FLD(moe_intermediate_size), M_ALL, 0, 0, W_SKIPNULL},
-    {"router_aux_loss_coef", K_DBL, FLD(router_aux_loss_coef), M_ALL, 0, 0, 0},
+    {"router_aux_loss_coef", K_DBL, FLD(router_aux_loss_coef), M_ALL, 0, 0, W_MOE},
     {"qkv_bias", K_BOOL, FLD(qkv_bias), M_TR, 0, 0, 0},
     {"window_size", K_NINT, FLD(window_size), M_TR, 0, 0, 0},
     {"rope_theta", K_NDBL, FLD(rope_theta), M_TR, 0, 0, 0},
@@ -151,7 +154,7 @@ static const keydesc keys[] = {
     {"use_cache", K_BOOL, FLD(use_cache), M_ALL, 0, 0, 0},
     {"pad_token_id", K_NINT, FLD(pad_token_id), M_ALL, -1, 0, 0},
     {"bos_token_id", K_NINT, FLD(bos_token_id), M_ALL, -1, 0, 0},
-    {"eos_token_id", K_NINT, FLD(eos_token_id), M_ALL, -1, 0, 0},
+    {"eos_token_id", K_NINT, FLD(eos_token_id), M_ALL, -1, 0, R_LIST},
     {"tie_word_embeddings", K_BOOL, FLD(tie_word_embeddings), M_ALL, 0, 0, 0},
     {"initializer_range", K_DBL, FLD(initializer_range), M_ALL, 0, 0, 0},
     {"fuse_norm", K_BOOL, FLD(fuse_norm), M_ALL, 0, 0, 0},
@@ -356,6 +359,12 @@ static int read_key(const keydesc *k, const cJSON *it, lina_config *c, const cha
             *(int *)p = k->nullv;
             return LINA_OK;
         }
+        if ((k->flags & R_LIST) && cJSON_IsArray(it)) {
+            if (cJSON_GetArraySize(it) < 1) {
+                return lina_set_error(LINA_EFORMAT, "%s: \"%s%s\" is an empty list", name, where, k->key);
+            }
+            it = cJSON_GetArrayItem(it, 0); /* the first of several ids */
+        }
         if (!get_int(it, (int *)p)) {
             return lina_set_error(LINA_EFORMAT, "%s: \"%s%s\" must be an integer%s (got %s)", name, where,
                                   k->key, k->kind == K_NINT ? " or null" : "",
@@ -390,6 +399,10 @@ static int read_key(const keydesc *k, const cJSON *it, lina_config *c, const cha
     case K_QKBOOL:
         if (isnull && k->kind == K_NBOOL) {
             *(int *)p = 0;
+            return LINA_OK;
+        }
+        if (isnull && k->kind == K_QKBOOL) {
+            ((char *)p)[0] = '\0'; /* FLA's qk_norm: null = none */
             return LINA_OK;
         }
         if (!cJSON_IsBool(it)) {
@@ -695,6 +708,12 @@ int lina_config_validate(const lina_config *c, const char *name)
     }
     if (!(c->norm_eps > 0.0) || !isfinite(c->norm_eps)) {
         return lina_set_error(LINA_EFORMAT, "%s: norm_eps must be positive (got %g)", name, c->norm_eps);
+    }
+    /* FLA's kernel choices; every one computes the same function (lina picks its own form) */
+    if (c->attn_mode[0] && strcmp(c->attn_mode, "chunk") != 0 && strcmp(c->attn_mode, "fused_chunk") != 0 &&
+        strcmp(c->attn_mode, "fused_recurrent") != 0 && strcmp(c->attn_mode, "parallel") != 0) {
+        return lina_set_error(LINA_EFORMAT, "%s: attn_mode \"%s\" is not one of chunk, fused_chunk, "
+                              "fused_recurrent, parallel", name, c->attn_mode);
     }
     if (!(c->hidden_ratio >= 0.0) || lina_config_mlp_size(c) < 1 || lina_config_mlp_size(c) > LINA_CONFIG_MAX_WIDTH) {
         return lina_set_error(LINA_EFORMAT, "%s: hidden_ratio (%g) / intermediate_size (%d) give an MLP width outside "
@@ -1037,6 +1056,9 @@ char *lina_config_json(const lina_config *c)
             continue;
         }
         if ((keys[i].flags & W_SKIPNULL) && *(const int *)((const char *)c + keys[i].off) == keys[i].nullv) {
+            continue;
+        }
+        if ((keys[i].flags & W_MOE) && c->num_experts <= 0) {
             continue;
         }
         sb_add(&b, ",\n");
