@@ -22,6 +22,16 @@ static void small(lina_config *c, lina_model_type t)
     c->intermediate_size = 48;
 }
 
+static void rm_ckpt(const char *dir)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
 /* logits of the fused and the unfused model from the same parameters agree
  * bit for bit, and the unfused one names the norm g_norm */
 static void check_unfused(lina_model_type t)
@@ -66,12 +76,7 @@ static void check_unfused(lina_model_type t)
                   lina_model_find_tensor(back, "model.layers.0.attn.g_norm.weight") >= 0 &&
                   memcmp(lina_model_params(back), lina_model_params(plain), np * sizeof(float)) == 0,
               "%s fuse_norm false: save + load round trip (%s)", mt, rc ? lina_last_error() : "ok");
-        char p[256];
-        snprintf(p, sizeof p, "%s/model.safetensors", dir);
-        unlink(p);
-        snprintf(p, sizeof p, "%s/config.json", dir);
-        unlink(p);
-        rmdir(dir);
+        rm_ckpt(dir);
     }
     lina_model_free(back);
     free(a);
@@ -111,16 +116,6 @@ static int write_with(const lina_model *m, const char *dir, const char *extra, c
     int rc = lina_st_write(p, v, n, meta, 1, LINA_ST_F32);
     free(v);
     return rc;
-}
-
-static void rm_ckpt(const char *dir)
-{
-    char p[256];
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    unlink(p);
-    rmdir(dir);
 }
 
 static void check_unused_tensors(void)
