@@ -1,12 +1,14 @@
 /* test_fla_names.c -- checkpoint tensor names as flash-linear-attention
  * writes them: GLA and RetNet name their output norm g_norm_swish_gate
- * (FusedRMSNormGated) only with fuse_norm, g_norm otherwise (the same math);
+ * (FusedRMSNormGated) only with fuse_norm, g_norm otherwise (the same math),
+ * and have no norm weight with elementwise_affine false;
  * a checkpoint's tensors must all be used (a tied lm_head.weight only when it
  * equals the embeddings). */
 #include "harness.h"
 #include "lina.h"
 #include "../src/model/model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,10 +172,80 @@ static void check_unused_tensors(void)
     lina_model_free(m);
 }
 
+/* elementwise_affine false: no output-norm weight; the same function as a
+ * weight of ones (logits and the other gradients identical) */
+static void check_no_affine(lina_model_type t)
+{
+    const char *mt = lina_model_type_name(t);
+    lina_config c;
+    small(&c, t);
+    lina_model *w = NULL, *nw = NULL;
+    int rc = lina_model_create(&c, 4, &w);
+    c.elementwise_affine = 0;
+    rc = rc ? rc : lina_model_create(&c, 4, &nw);
+    CHECK(rc == LINA_OK, "%s elementwise_affine false: model created (%s)", mt, rc ? lina_last_error() : "ok");
+    if (rc) {
+        lina_model_free(w);
+        lina_model_free(nw);
+        return;
+    }
+    CHECK(lina_model_find_tensor(nw, "model.layers.0.attn.g_norm_swish_gate.weight") < 0 &&
+              lina_model_find_tensor(nw, "model.layers.0.attn.g_norm.weight") < 0 &&
+              lina_model_find_tensor(w, "model.layers.0.attn.g_norm_swish_gate.weight") >= 0 &&
+              lina_model_num_tensors(nw) == lina_model_num_tensors(w) - c.num_hidden_layers,
+          "%s elementwise_affine false: no output-norm weight per layer", mt);
+    /* the other tensors by name from the model with weights (its norm weights are ones) */
+    for (int i = 0; i < lina_model_num_tensors(nw); i++) {
+        const char *name;
+        const int64_t *sh;
+        size_t off, offw;
+        int nd;
+        lina_model_tensor(nw, i, &name, &nd, &sh, &off, NULL);
+        lina_model_tensor(w, lina_model_find_tensor(w, name), NULL, NULL, NULL, &offw, NULL);
+        size_t n = 1;
+        for (int k = 0; k < nd; k++) {
+            n *= (size_t)sh[k];
+        }
+        memcpy(lina_model_params(nw) + off, lina_model_params(w) + offw, n * sizeof(float));
+    }
+    int32_t tok[12], tgt[12];
+    for (int i = 0; i < 12; i++) {
+        tok[i] = (i * 5 + 1) % c.vocab_size;
+        tgt[i] = (i * 3 + 2) % c.vocab_size;
+    }
+    double la = 0.0, lb = 1.0;
+    lina_model_zero_grad(w);
+    lina_model_zero_grad(nw);
+    rc = lina_model_train_step(w, tok, tgt, 2, 6, &la, NULL);
+    rc = rc ? rc : lina_model_train_step(nw, tok, tgt, 2, 6, &lb, NULL);
+    size_t oq, oqw;
+    lina_model_tensor(nw, lina_model_find_tensor(nw, "model.layers.0.attn.q_proj.weight"), NULL, NULL, NULL, &oq,
+                      NULL);
+    lina_model_tensor(w, lina_model_find_tensor(w, "model.layers.0.attn.q_proj.weight"), NULL, NULL, NULL, &oqw,
+                      NULL);
+    /* the backward runs the norm through its weightless path: equal up to float rounding */
+    const int64_t *qs;
+    lina_model_tensor(w, lina_model_find_tensor(w, "model.layers.0.attn.q_proj.weight"), NULL, NULL, &qs, NULL, NULL);
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < qs[0] * qs[1]; i++) {
+        double a = lina_model_grads(nw)[oq + (size_t)i], b = lina_model_grads(w)[oqw + (size_t)i];
+        num += (a - b) * (a - b);
+        den += b * b;
+    }
+    double rel = den > 0.0 ? sqrt(num / den) : 1.0;
+    CHECK(rc == LINA_OK && la == lb && den > 0.0 && rel < 1e-5,
+          "%s elementwise_affine false computes what a weight of ones does (loss %.6f = %.6f, q_proj "
+          "gradient rel diff %.2g)", mt, la, lb, rel);
+    lina_model_free(w);
+    lina_model_free(nw);
+}
+
 int main(void)
 {
     check_unfused(LINA_MODEL_GLA);
     check_unfused(LINA_MODEL_RETNET);
     check_unused_tensors();
+    check_no_affine(LINA_MODEL_GLA);
+    check_no_affine(LINA_MODEL_RETNET);
     return th_exit();
 }

@@ -304,7 +304,8 @@ int lina_gla_step(float *out, const float *x, const lina_gla_dims *d, const lina
  *   g_proj.weight [H*V, D] (use_output_gate), {q,k,v}_conv1d.weight [C, 1, W]
  *   (use_short_conv), gk_proj.0.weight [16, D], gk_proj.1.weight [Hkv*K, 16],
  *   gk_proj.1.bias [Hkv*K] (GLA only), g_norm_swish_gate.weight [V]
- *   (g_norm.weight without output gate or with fuse_norm false), o_proj.weight [D, H*V].
+ *   (g_norm.weight without output gate or with fuse_norm false; neither with
+ *   elementwise_affine false), o_proj.weight [D, H*V].
  * The decode state is [B,H,K,V] followed by the conv tails. */
 enum { GLA_Q, GLA_K, GLA_V, GLA_G, GLA_GK0, GLA_GK1, GLA_GK1B, GLA_NORM, GLA_O, GLA_QC, GLA_KC, GLA_VC };
 
@@ -322,9 +323,6 @@ static int gla_build(lina_mixer_builder *b, const lina_config *c, int layer, voi
     int G = H / (c->num_kv_heads > 0 ? c->num_kv_heads : H); /* kv groups (validated by the config) */
     if (c->feature_map[0]) {
         return lina_set_error(LINA_EINVAL, "%s: feature_map \"%s\" is not implemented yet", mt, c->feature_map);
-    }
-    if (!ret && !c->elementwise_affine) {
-        return lina_set_error(LINA_EINVAL, "%s: elementwise_affine = false is not implemented yet", mt);
     }
     d->D = D;
     d->H = H;
@@ -365,7 +363,8 @@ static int gla_build(lina_mixer_builder *b, const lina_config *c, int layer, voi
     /* FLA fuses norm and gate (FusedRMSNormGated, g_norm_swish_gate) only with
      * fuse_norm; otherwise g_norm (an RMSNorm) then * swish(g): the same math */
     const char *norm = d->output_gate && c->fuse_norm ? "g_norm_swish_gate.weight" : "g_norm.weight";
-    if ((rc = lina_mixer_add(b, GLA_NORM, norm, 1, vd / H, 0, 0, 0, LINA_INIT_ONES)) ||
+    /* elementwise_affine false: the norm has no weight (FLA's RMSNorm / FusedRMSNormGated) */
+    if ((c->elementwise_affine && (rc = lina_mixer_add(b, GLA_NORM, norm, 1, vd / H, 0, 0, 0, LINA_INIT_ONES))) ||
         (rc = lina_mixer_add(b, GLA_O, "o_proj.weight", 2, D, vd, 0, 1, LINA_INIT_NORMAL))) {
         return rc;
     }
