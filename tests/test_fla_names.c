@@ -240,6 +240,40 @@ static void check_no_affine(lina_model_type t)
     lina_model_free(nw);
 }
 
+/* a sharded checkpoint is refused with a message naming the index file */
+static void check_sharded(void)
+{
+    lina_config c;
+    small(&c, LINA_MODEL_GLA);
+    lina_model *m = NULL, *back = NULL;
+    char dir[] = "/tmp/lina_fla_shard_XXXXXX";
+    if (lina_model_create(&c, 6, &m) != LINA_OK || !mkdtemp(dir)) {
+        CHECK(0, "sharded: setup (%s)", lina_last_error());
+        lina_model_free(m);
+        return;
+    }
+    int rc = lina_model_save(m, dir);
+    char p[256], q[256];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    snprintf(q, sizeof q, "%s/model-00001-of-00001.safetensors", dir);
+    rc = rc ? rc : rename(p, q);
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    FILE *f = fopen(p, "w");
+    if (f) {
+        fputs("{\"metadata\": {}, \"weight_map\": {\"lm_head.weight\": \"model-00001-of-00001.safetensors\"}}\n", f);
+        fclose(f);
+    }
+    int lr = lina_model_load(dir, &back);
+    CHECK(rc == 0 && f && lr == LINA_EFORMAT && strstr(lina_last_error(), "model.safetensors.index.json") &&
+              strstr(lina_last_error(), "sharded"),
+          "a sharded checkpoint is refused naming its index (%s)", lina_last_error());
+    lina_model_free(back);
+    unlink(p);
+    unlink(q);
+    rm_ckpt(dir);
+    lina_model_free(m);
+}
+
 int main(void)
 {
     check_unfused(LINA_MODEL_GLA);
@@ -247,5 +281,6 @@ int main(void)
     check_unused_tensors();
     check_no_affine(LINA_MODEL_GLA);
     check_no_affine(LINA_MODEL_RETNET);
+    check_sharded();
     return th_exit();
 }

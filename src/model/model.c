@@ -1073,6 +1073,19 @@ static int check_unused(const lina_model *m, const lina_st_file *f, const char *
     return rc;
 }
 
+/* A sharded checkpoint (model.safetensors.index.json and its shards, no
+ * model.safetensors) gets a message saying so rather than "cannot open". */
+static int refuse_sharded(const char *dir, const char *stp)
+{
+    char *idx = join_path(dir, "model.safetensors.index.json");
+    int sharded = idx && access(stp, F_OK) != 0 && access(idx, F_OK) == 0;
+    int rc = sharded ? lina_set_error(LINA_EFORMAT, "%s: a sharded checkpoint (model.safetensors.index.json) is not "
+                                      "supported yet: merge its shards into one model.safetensors", idx)
+                     : LINA_OK;
+    free(idx);
+    return rc;
+}
+
 int lina_model_load(const char *dir, lina_model **out)
 {
     if (!dir || !out) {
@@ -1091,6 +1104,9 @@ int lina_model_load(const char *dir, lina_model **out)
      * the shape the config gives, before the parameters are allocated */
     if (!rc) {
         rc = model_build(&cfg, &m);
+    }
+    if (!rc) {
+        rc = refuse_sharded(dir, stp);
     }
     if (!rc) {
         rc = lina_st_open(stp, &f);
