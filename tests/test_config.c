@@ -282,6 +282,16 @@ static void test_fla_options(void)
         ok = ok && parse(js, &c) == 0;
     }
     CHECK(ok, "attn_mode chunk, fused_chunk, fused_recurrent, parallel are accepted");
+    /* attn as a list of specs: the union of their layers, one setting */
+    rc = parse("{\"model_type\": \"gla\", \"num_hidden_layers\": 6, \"attn\": [{\"layers\": [4], \"num_heads\": 8}, "
+               "{\"layers\": [1, 2], \"num_heads\": 8}]}", &c);
+    CHECK(rc == 0 && c.attn.enabled && c.attn.n_layers == 3 && c.attn.layers[0] == 1 && c.attn.layers[1] == 2 &&
+              c.attn.layers[2] == 4 && c.attn.num_heads == 8,
+          "attn as a list of specs: the union of their layers (%s)", rc ? lina_last_error() : "ok");
+    expect_err("{\"model_type\": \"gla\", \"num_hidden_layers\": 6, \"attn\": [{\"layers\": [4], \"num_heads\": 8}, "
+               "{\"layers\": [1], \"num_heads\": 4}]}", "attn specs that differ", "differs from entry 0");
+    rc = parse("{\"model_type\": \"gla\", \"attn\": []}", &c);
+    CHECK(rc == 0 && !c.attn.enabled, "an empty attn list means no attention layers");
     /* MoE keys only in MoE configs */
     char p[400];
     snprintf(p, sizeof p, "%s/config.json", g_dir);

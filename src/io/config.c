@@ -442,7 +442,57 @@ static int cmp_int(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static int read_attn_spec(const cJSON *a, lina_config *c, const char *name);
+
+/* "attn": null, one spec, or (FLA's hybrid format) a list of specs. A list is
+ * read as one spec over the union of its layers; its specs must agree on
+ * everything else (lina has one attention configuration per model). */
 static int read_attn(const cJSON *a, lina_config *c, const char *name)
+{
+    if (!cJSON_IsArray(a)) {
+        return read_attn_spec(a, c, name);
+    }
+    c->attn.enabled = 0;
+    int all[LINA_CONFIG_MAX_LAYERS], nall = 0, i = 0, rc;
+    lina_config first = *c;
+    const cJSON *spec;
+    cJSON_ArrayForEach(spec, a)
+    {
+        if (!cJSON_IsObject(spec)) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"attn\" must be an object or null, or a list of objects "
+                                  "(entry %d is %s)", name, i, json_type(spec));
+        }
+        if ((rc = read_attn_spec(spec, c, name))) {
+            return rc;
+        }
+        if (i == 0) {
+            first = *c;
+        } else if (c->attn.num_heads != first.attn.num_heads || c->attn.num_kv_heads != first.attn.num_kv_heads ||
+                   c->attn.qkv_bias != first.attn.qkv_bias || c->attn.window_size != first.attn.window_size ||
+                   c->attn.rope_theta != first.attn.rope_theta) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"attn\" list entry %d differs from entry 0 in num_heads, "
+                                  "num_kv_heads, qkv_bias, window_size or rope_theta (one setting for all attention "
+                                  "layers is supported)", name, i);
+        }
+        if (nall + c->attn.n_layers > LINA_CONFIG_MAX_LAYERS) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"attn\" lists more than %d layers", name,
+                                  LINA_CONFIG_MAX_LAYERS);
+        }
+        memcpy(all + nall, c->attn.layers, (size_t)c->attn.n_layers * sizeof(int));
+        nall += c->attn.n_layers;
+        i++;
+    }
+    if (i == 0) {
+        return LINA_OK; /* an empty list: no attention layers */
+    }
+    c->attn = first.attn;
+    memcpy(c->attn.layers, all, (size_t)nall * sizeof(int));
+    c->attn.n_layers = nall;
+    qsort(c->attn.layers, (size_t)nall, sizeof(int), cmp_int);
+    return LINA_OK;
+}
+
+static int read_attn_spec(const cJSON *a, lina_config *c, const char *name)
 {
     if (cJSON_IsNull(a)) {
         c->attn.enabled = 0;
