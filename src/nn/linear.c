@@ -1,6 +1,8 @@
 /* linear.c -- embedding lookup and Linear (y = x W^T + b), forward and backward. */
 #include "nn.h"
 
+#include "../kern/gemm.h"
+
 #include <string.h>
 
 #define COLS 64 /* column block of the row-reduction loops */
@@ -55,7 +57,7 @@ void lina_linear_forward(float *y, const float *x, const float *W, const float *
             memcpy(y + (size_t)n * out, b, (size_t)out * sizeof(float));
         }
     }
-    lina_sgemm(0, 1, N, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y, out);
+    lina_sgemm_rows_nt(N, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y, out);
 }
 
 /* dx [N,in] += dy [N,out] W;  dW [out,in] += dy^T x;  db [out] += colsum(dy) */
