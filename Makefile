@@ -3,6 +3,7 @@
 #   make test       build and run the whole test suite
 #   make asan       the suite under AddressSanitizer + UBSan incl. float-cast-overflow,
 #                   every report fatal (build-asan/)
+#   make fuzz       libFuzzer on every file parser, FUZZ_TIME (20) s each (clang, build-fuzz/)
 #   make bench      the benchmark table (results/bench.md)
 #   make data       the KJV corpus, tokenizer and token files (data/)
 #   make demo       the main job: corpus, train the default model, samples
@@ -84,6 +85,25 @@ asan:
 	  EXTRA_CFLAGS="-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined,float-cast-overflow" test
 
+# Fuzzing (fuzz/): libFuzzer targets for the npy, safetensors, config.json,
+# tokenizer.json, token-file and trainer.json parsers, built with clang under
+# ASan + UBSan (build-fuzz/) and run FUZZ_TIME seconds each from the seed
+# corpus in fuzz/corpus/. `make test` replays that corpus (tests/test_fuzz_corpus.c).
+FUZZ_TARGETS = npy safetensors config tokenizer tokfile trainer
+FUZZ_TIME ?= 20
+FUZZ_CC ?= clang
+FUZZ_SAN = -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer
+.PHONY: fuzz fuzz-build
+fuzz-build:
+	$(MAKE) BUILD=build-fuzz CC=$(FUZZ_CC) OPT=-O1 EXTRA_CFLAGS="$(FUZZ_SAN) -fsanitize=fuzzer-no-link -Wno-pass-failed" \
+	  build-fuzz/liblina.a
+	for t in $(FUZZ_TARGETS); do \
+	  $(FUZZ_CC) -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer -Iinclude -o build-fuzz/fuzz_$$t fuzz/fuzz_$$t.c \
+	    build-fuzz/liblina.a $(LDLIBS) || exit 1; \
+	done
+fuzz: fuzz-build
+	sh fuzz/run.sh build-fuzz $(FUZZ_TIME) $(FUZZ_TARGETS)
+
 bench: all
 	sh bench/run.sh $(BUILD)/lina results/bench.md
 
@@ -121,7 +141,7 @@ install: all
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 # header dependencies (-MMD)
 -include $(OBJ:.o=.d) $(REFOBJ:.o=.d) $(TESTBIN:=.d) $(BUILD)/tools/lina.d

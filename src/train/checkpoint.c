@@ -537,8 +537,15 @@ static int read_trainer_json(const char *path, lina_train_state *s)
     if (rc != LINA_OK) {
         return rc;
     }
-    cJSON *j = cJSON_ParseWithLength(text, len);
+    rc = lina_trainer_json_parse(text, len, path, s);
     free(text);
+    return rc;
+}
+
+int lina_trainer_json_parse(const char *text, size_t len, const char *path, lina_train_state *s)
+{
+    int rc = LINA_OK;
+    cJSON *j = cJSON_ParseWithLength(text, len);
     if (!j) {
         return lina_set_error(LINA_EFORMAT, "%s: not valid JSON", path);
     }

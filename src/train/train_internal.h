@@ -18,6 +18,9 @@ typedef struct lina_train_state {
 
 int lina_train_state_alloc(lina_train_state *s, int64_t cap);
 void lina_train_state_free(lina_train_state *s);
+/* Parse trainer.json text (len bytes; `path` names it in messages) into s,
+ * allocated for at least the checkpoint's step count. */
+int lina_trainer_json_parse(const char *text, size_t len, const char *path, lina_train_state *s);
 
 /* Write the whole checkpoint into a fresh out_dir/checkpoint.tmp-<pid>/ and
  * switch it in place of out_dir/checkpoint atomically. */
