@@ -12,6 +12,7 @@
 #ifndef LINA_H
 #define LINA_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,7 +30,8 @@ enum {
     LINA_EIO = -2,      /* file could not be read or written */
     LINA_EFORMAT = -3,  /* malformed file */
     LINA_ENOMEM = -4,   /* allocation failed */
-    LINA_ENONFINITE = -5 /* NaN or Inf where finite values are required */
+    LINA_ENONFINITE = -5, /* NaN or Inf where finite values are required */
+    LINA_EINTR = -6       /* stopped on request (lina_train_opts.stop); state was saved */
 };
 
 /* Message of the last error raised on this thread ("" if none). */
@@ -860,14 +862,22 @@ typedef struct lina_train_opts {
     double beta1, beta2, eps, weight_decay, clip; /* 0.9, 0.95, 1e-8, 0.1, 1.0 (<= 0: off) */
     uint64_t seed;             /* data sampling seed (default 0) */
     int eval_every;            /* 0: only at the end (when val_path) */
-    int eval_batches;          /* default 4 */
-    int save_every;            /* 0: only at the end */
+    int eval_batches;          /* 0 (default): the whole validation split (consecutive windows
+                                  of seq_len tokens, as `lina eval`); N: its first N batches */
+    int save_every;            /* checkpoint every N updates (default 200; 0: off) */
+    double save_minutes;       /* and when this many minutes passed since the last one
+                                  (default 10; 0: off); always at the end */
     int resume;                /* continue from out_dir/checkpoint */
     int64_t stop_after;        /* > 0: stop (with a checkpoint) after this many updates in
                                   this run, as if killed; for tests */
+    volatile sig_atomic_t *stop; /* optional: when it becomes non-zero (e.g. set by a SIGINT
+                                  handler), the current update finishes, a checkpoint is written
+                                  and lina_train returns LINA_EINTR */
     int progress;              /* 1: progress on stderr (\r only on a tty); 0: quiet */
     double *losses;            /* optional [steps]: training loss of every update */
     double *val_losses;        /* optional [steps]: val loss after update i or NaN */
+    double *last;              /* optional [2]: the last update's training loss and the last
+                                  validation loss of this run (NaN when none) */
     const char *tokenizer_path; /* optional: copied into every checkpoint as tokenizer.json,
                                    so that the checkpoint directory is self-contained */
 } lina_train_opts;
@@ -877,8 +887,12 @@ void lina_train_opts_default(lina_train_opts *o);
  * out_dir/log.jsonl (one JSON object per update: step, loss, lr, grad_norm,
  * tokens_per_s, and val_loss when evaluated) and out_dir/checkpoint/
  * (config.json, model.safetensors, optimizer.safetensors, trainer.json),
- * replaced atomically as a whole. A NaN/Inf loss or gradient stops training
- * with LINA_ENONFINITE; the last checkpoint is kept. */
+ * replaced atomically as a whole; trainer.json also records the options of the
+ * run (schedule, optimizer, data paths) so that a resume can take them. A
+ * NaN/Inf loss or gradient stops training with LINA_ENONFINITE; the last
+ * checkpoint is kept. Resuming with options that differ from the checkpoint's
+ * prints a note naming each one that makes the result differ from an
+ * uninterrupted run. Memory does not depend on `steps`. */
 int lina_train(lina_trainable *m, const lina_train_opts *o);
 
 /* ------------------------------------------------------------ op registry */

@@ -7,7 +7,8 @@
 #      train / validation token files (data/, `make data`),
 #   4. train the built-in GLA language model (4 layers, hidden 256, 4.29M
 #      parameters) with a progress line; checkpoint, tokenizer and loss plot in
-#      runs/gla-small/ (an existing complete run there is kept, not retrained),
+#      runs/gla-small/ (an existing complete run there is kept, not retrained;
+#      a run stopped by Ctrl-C is continued from its last checkpoint),
 #   5. print a few generated samples.
 # Environment: THREADS (default: all cores), STEPS (default 600).
 set -eu
@@ -30,10 +31,11 @@ if [ -f "$RUN/checkpoint/trainer.json" ] && [ -f "$RUN/loss.png" ] &&
    grep -Eq "\"step\":[[:space:]]*$STEPS," "$RUN/checkpoint/trainer.json" 2>/dev/null; then
     echo "== $RUN already holds a trained model (remove it to train again)" >&2
 else
-    if [ -e "$RUN" ]; then
-        echo "demo: $RUN exists but is not a finished $STEPS-step run; continuing it with --resume" >&2
+    if [ -f "$RUN/checkpoint/trainer.json" ]; then
+        echo "demo: $RUN holds an unfinished run; continuing it from its checkpoint (--resume)" >&2
         resume=--resume
     else
+        # nothing checkpointed yet (stopped within its first checkpoint interval): start afresh
         resume=
     fi
     echo "== train the built-in GLA model on data/train.tok ($STEPS steps, $THREADS threads)" >&2

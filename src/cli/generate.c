@@ -129,7 +129,8 @@ static int gen_text(gen *g, const char *text, size_t len, int echo)
 
 static const char GEN_ABOUT[] =
     "  Feeds the prompt with the chunk form, then decodes one token at a time with the recurrent\n"
-    "  form; streams the text to stdout, speeds to stderr. Stops at <|endoftext|>.\n"
+    "  form; streams the text to stdout, speeds to stderr. Stops at EOS (<|endoftext|>, else the\n"
+    "  config's eos_token_id).\n"
     "  An empty --prompt \"\" generates unconditionally from BOS (the tokenizer's <|endoftext|>,\n"
     "  else the config's bos_token_id). Short flags follow llama.cpp: -m -p -n -s, -t is the\n"
     "  thread count and --temp the temperature.\n"
@@ -198,8 +199,14 @@ int lina_cmd_generate(int argc, char **argv)
                 lina_tokenizer_vocab_size(g.tk), g.V);
         goto done;
     }
+    /* the stop token: the tokenizer's <|endoftext|> (what lina train writes into the
+     * config), else the config's eos_token_id */
     g.eos = lina_tokenizer_token_id(g.tk, "<|endoftext|>");
-    g.bos = g.eos;
+    if (g.eos < 0) {
+        int e = lina_model_config(g.m)->eos_token_id;
+        g.eos = e >= 0 && e < g.V ? e : -1;
+    }
+    g.bos = lina_tokenizer_token_id(g.tk, "<|endoftext|>");
     if (g.bos < 0) {
         int b = lina_model_config(g.m)->bos_token_id;
         g.bos = b >= 0 && b < lina_tokenizer_vocab_size(g.tk) ? b : -1;

@@ -3,7 +3,10 @@
 #include "cli.h"
 #include "lina.h"
 #include "../io/plot.h"
+#include "../train/train_internal.h" /* lina_ckpt_exists, lina_ckpt_read_opts */
 
+#include <signal.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,11 +26,43 @@ static int file_exists(const char *path)
 }
 
 static const char TRAIN_ABOUT[] =
-    "  Writes DIR/log.jsonl, DIR/loss.png and DIR/checkpoint/; --resume continues DIR/checkpoint\n"
-    "  (same --steps/--batch/--seq-len/--accum/--seed; --config may then be omitted).\n"
+    "  Writes DIR/log.jsonl, DIR/loss.png and DIR/checkpoint/ (every --save-every updates, every\n"
+    "  --save-minutes, at the end, and on Ctrl-C / SIGTERM, which stop the run cleanly).\n"
+    "  --resume continues DIR/checkpoint with the options it was made with (trainer.json:\n"
+    "  schedule, optimizer, data files, tokenizer); options given on the command line override\n"
+    "  them, with a note naming those that make the result differ from an uninterrupted run.\n"
     "  Without --config: the built-in GLA model (configs/gla-small.json) with --data\n"
     "  data/train.tok --val data/val.tok --out runs/gla-small (from `make data`), and unless\n"
-    "  given --steps 600 --batch 8 --seq-len 128 --lr 2e-3 --eval-every 100.\n";
+    "  given --steps 600 --batch 8 --seq-len 128 --lr 2e-3 --eval-every 100.\n"
+    "  Without a tokenizer (--tokenizer, or tokenizer.json beside --data) the checkpoint holds\n"
+    "  none and a note says so: `lina generate` then needs --tokenizer FILE.\n";
+
+/* SIGINT / SIGTERM: ask lina_train to checkpoint and stop after the current
+ * update; a second signal kills as usual. */
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    stop_requested = 1;
+    signal(sig, SIG_DFL);
+}
+
+/* a complete checkpoint under dir: resume it; else say what to do */
+static int resume_check(const char *dir)
+{
+    if (lina_ckpt_exists(dir)) {
+        return 0;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0) {
+        fprintf(stderr, "lina: train: --resume: %s does not exist: start the run without --resume\n", dir);
+    } else {
+        fprintf(stderr, "lina: train: --resume: %s holds no complete checkpoint (the run stopped before "
+                        "its first one): start it again without --resume (its log.jsonl is rewritten)\n",
+                dir);
+    }
+    return 2;
+}
 
 int lina_cmd_train(int argc, char **argv)
 {
@@ -57,8 +92,9 @@ int lina_cmd_train(int argc, char **argv)
         CLI_OPT_I64("--seed", NULL, "S", &o.seed, 0, 9e18, "data sampling and initialisation seed"),
         CLI_HEADING("evaluation, checkpoints, output:"),
         CLI_OPT_INT("--eval-every", NULL, "N", &o.eval_every, 0, 1000000000, "validation loss every N updates (0: at the end)"),
-        CLI_OPT_INT("--eval-batches", NULL, "N", &o.eval_batches, 1, 1000000, "validation batches per evaluation"),
-        CLI_OPT_INT("--save-every", NULL, "N", &o.save_every, 0, 1000000000, "checkpoint every N updates (0: at the end)"),
+        CLI_OPT_INT("--eval-batches", NULL, "N", &o.eval_batches, 0, 1000000, "validation batches per evaluation (0: the whole split, as lina eval)"),
+        CLI_OPT_INT("--save-every", NULL, "N", &o.save_every, 0, 1000000000, "checkpoint every N updates (0: off)"),
+        CLI_OPT_DBL("--save-minutes", NULL, "M", &o.save_minutes, 0.0, 1e9, "and every M minutes (0: off); always at the end and on Ctrl-C"),
         CLI_OPT_INT("--threads", "-t", "N", &threads, 1, 1024, "threads (0: lina's default)"),
         CLI_OPT_FLAG("--quiet", NULL, &quiet, "no progress line"),
         CLI_OPT_END,
@@ -77,7 +113,41 @@ int lina_cmd_train(int argc, char **argv)
     }
     o.progress = !quiet;
     int builtin = !config && !o.resume;
-    if (!config) {
+    char *saved_strs[3] = {NULL, NULL, NULL};
+    char tokck[4200];
+    if (o.resume) {
+        /* the run's own options from its trainer.json, unless given here */
+        o.out_dir = o.out_dir ? o.out_dir : "runs/gla-small";
+        if (resume_check(o.out_dir)) {
+            return 2;
+        }
+        lina_train_opts sv = o;
+        if (lina_ckpt_read_opts(o.out_dir, &sv, saved_strs) != LINA_OK) {
+            fprintf(stderr, "lina: train: %s\n", lina_last_error());
+            return 1;
+        }
+#define KEEP(flag, field)                                                                   \
+    if (!cli_given(&c, flag)) {                                                             \
+        o.field = sv.field;                                                                 \
+    }
+        KEEP("--data", data_path) KEEP("--val", val_path) KEEP("--steps", steps) KEEP("--batch", batch)
+        KEEP("--seq-len", seq_len) KEEP("--accum", accum) KEEP("--lr", lr) KEEP("--warmup", warmup)
+        KEEP("--min-lr-ratio", min_lr_ratio) KEEP("--wd", weight_decay) KEEP("--clip", clip)
+        KEEP("--eps", eps) KEEP("--seed", seed) KEEP("--eval-every", eval_every)
+        KEEP("--eval-batches", eval_batches) KEEP("--save-every", save_every)
+        KEEP("--save-minutes", save_minutes)
+#undef KEEP
+        if (!o.data_path && !config) {
+            o.data_path = "data/train.tok"; /* a run of the built-in model recorded before its options */
+        }
+        o.beta1 = sv.beta1;
+        o.beta2 = sv.beta2;
+        if (!cli_given(&c, "--tokenizer")) {
+            /* the checkpoint's own copy */
+            snprintf(tokck, sizeof tokck, "%s/checkpoint/tokenizer.json", o.out_dir);
+            o.tokenizer_path = file_exists(tokck) ? tokck : NULL;
+        }
+    } else if (!config) {
         /* the main job: the built-in model on the corpus of `make data` */
         o.data_path = o.data_path ? o.data_path : "data/train.tok";
         if (!cli_given(&c, "--val") && file_exists("data/val.tok") && !strcmp(o.data_path, "data/train.tok")) {
@@ -101,7 +171,7 @@ int lina_cmd_train(int argc, char **argv)
         return cli_fail(&c, "--data and --out are required with --config or --resume");
     }
     char tokdef[4096];
-    if (!o.tokenizer_path) {
+    if (!o.tokenizer_path && !o.resume) {
         /* tokenizer.json next to the token file, if there is one */
         const char *sl = strrchr(o.data_path, '/');
         int dl = sl ? (int)(sl - o.data_path) : 1;
@@ -109,7 +179,7 @@ int lina_cmd_train(int argc, char **argv)
         if (file_exists(tokdef)) {
             o.tokenizer_path = tokdef;
         }
-    } else if (!file_exists(o.tokenizer_path)) {
+    } else if (o.tokenizer_path && !file_exists(o.tokenizer_path)) {
         fprintf(stderr, "lina: train: tokenizer %s not found\n", o.tokenizer_path);
         return 2;
     }
@@ -125,11 +195,27 @@ int lina_cmd_train(int argc, char **argv)
     if (rc == LINA_OK && o.tokenizer_path) {
         lina_tokenizer *tk = NULL;
         rc = lina_tokenizer_load(o.tokenizer_path, &tk);
-        if (rc == LINA_OK && lina_tokenizer_vocab_size(tk) > cfg.vocab_size) {
+        int tv = rc == LINA_OK ? lina_tokenizer_vocab_size(tk) : 0;
+        if (rc == LINA_OK && tv > cfg.vocab_size) {
             rc = lina_set_error(LINA_EINVAL, "tokenizer %s has %d tokens, more than the model's vocab_size %d",
-                                o.tokenizer_path, lina_tokenizer_vocab_size(tk), cfg.vocab_size);
+                                o.tokenizer_path, tv, cfg.vocab_size);
+        }
+        if (rc == LINA_OK && cfg.vocab_size > 2 * tv && cfg.vocab_size - tv > 256) {
+            fprintf(stderr, "lina: train: warning: the model's vocab_size %d is much larger than the "
+                            "tokenizer's %d tokens (%s): %d embedding rows are never trained\n",
+                    cfg.vocab_size, tv, o.tokenizer_path, cfg.vocab_size - tv);
+        }
+        /* the special tokens are the tokenizer's: BOS = EOS = <|endoftext|> */
+        int eot = rc == LINA_OK ? lina_tokenizer_token_id(tk, "<|endoftext|>") : -1;
+        if (eot >= 0) {
+            cfg.bos_token_id = eot;
+            cfg.eos_token_id = eot;
         }
         lina_tokenizer_free(tk);
+    } else if (rc == LINA_OK) {
+        fprintf(stderr, "lina: train: note: no tokenizer (no --tokenizer, and no tokenizer.json beside %s): the "
+                        "checkpoint will hold none, so `lina generate` will need --tokenizer FILE\n",
+                o.data_path);
     }
     lina_model *m = NULL;
     if (rc == LINA_OK) {
@@ -144,20 +230,23 @@ int lina_cmd_train(int argc, char **argv)
                 lina_model_type_name(cfg.model_type), lina_model_num_params(m), lina_get_threads(),
                 (long long)o.steps, o.accum, o.batch, o.seq_len);
     }
-    double *losses = NULL, *vals = NULL;
+    double last[2] = {NAN, NAN};
     if (rc == LINA_OK) {
-        losses = malloc((size_t)o.steps * sizeof(double));
-        vals = malloc((size_t)o.steps * sizeof(double));
-        o.losses = losses;
-        o.val_losses = vals;
+        o.last = last;
+        o.stop = &stop_requested;
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
         rc = lina_train(&t, &o);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
     }
     lina_model_free(m);
+    for (int i = 0; i < 3; i++) {
+        free(saved_strs[i]);
+    }
     if (rc != LINA_OK) {
-        fprintf(stderr, "lina: train: %s\n", lina_last_error());
-        free(losses);
-        free(vals);
-        return rc == LINA_ENONFINITE ? 3 : 1;
+        fprintf(stderr, "%slina: train: %s\n", rc == LINA_EINTR ? "\n" : "", lina_last_error());
+        return rc == LINA_EINTR ? 130 : rc == LINA_ENONFINITE ? 3 : 1;
     }
     {
         /* the loss plot next to the checkpoint */
@@ -168,16 +257,16 @@ int lina_cmd_train(int argc, char **argv)
             fprintf(stderr, "lina: train: note: no loss plot (%s)\n", lina_last_error());
         }
     }
-    if (o.progress && losses) {
-        long long last = (long long)o.steps - 1;
-        fprintf(stderr, "done: %lld steps, loss %.4f", last + 1, losses[last]);
-        if (vals && vals[last] == vals[last]) {
-            fprintf(stderr, ", val loss %.4f", vals[last]);
+    if (o.progress) {
+        fprintf(stderr, "done: %lld steps", (long long)o.steps);
+        if (!isnan(last[0])) {
+            fprintf(stderr, ", loss %.4f", last[0]);
+        }
+        if (!isnan(last[1])) {
+            fprintf(stderr, ", val loss %.4f", last[1]);
         }
         fprintf(stderr, "; checkpoint in %s/checkpoint, log in %s/log.jsonl, plot in %s/loss.png\n", o.out_dir,
                 o.out_dir, o.out_dir);
     }
-    free(losses);
-    free(vals);
     return 0;
 }

@@ -45,6 +45,32 @@ int lina_train_state_alloc(lina_train_state *s, int64_t cap)
     return LINA_OK;
 }
 
+int lina_train_state_reserve(lina_train_state *s, int64_t n)
+{
+    if (n <= s->cap) {
+        return LINA_OK;
+    }
+    int64_t cap = s->cap > 0 ? s->cap : 1;
+    while (cap < n) {
+        cap *= 2;
+    }
+    double *l = realloc(s->losses, (size_t)cap * sizeof(double));
+    if (l) {
+        s->losses = l;
+    }
+    double *v = l ? realloc(s->val_losses, (size_t)cap * sizeof(double)) : NULL;
+    if (!l || !v) {
+        return lina_set_error(LINA_ENOMEM, "trainer: out of memory for %lld steps", (long long)n);
+    }
+    s->val_losses = v;
+    for (int64_t i = s->cap; i < cap; i++) {
+        s->losses[i] = 0.0;
+        s->val_losses[i] = NAN;
+    }
+    s->cap = cap;
+    return LINA_OK;
+}
+
 void lina_train_state_free(lina_train_state *s)
 {
     free(s->losses);
@@ -444,6 +470,30 @@ static int write_trainer_json(const char *path, const lina_train_state *s)
             cJSON_AddItemToArray(val, pair);
         }
     }
+    const lina_train_opts *o = s->opts;
+    cJSON *op = o ? cJSON_CreateObject() : NULL;
+    if (op) {
+        cJSON_AddItemToObject(op, "lr", exact_number(o->lr));
+        cJSON_AddItemToObject(op, "min_lr_ratio", exact_number(o->min_lr_ratio));
+        cJSON_AddItemToObject(op, "warmup", cJSON_CreateNumber((double)o->warmup));
+        cJSON_AddItemToObject(op, "beta1", exact_number(o->beta1));
+        cJSON_AddItemToObject(op, "beta2", exact_number(o->beta2));
+        cJSON_AddItemToObject(op, "eps", exact_number(o->eps));
+        cJSON_AddItemToObject(op, "weight_decay", exact_number(o->weight_decay));
+        cJSON_AddItemToObject(op, "clip", exact_number(o->clip));
+        cJSON_AddItemToObject(op, "eval_every", cJSON_CreateNumber(o->eval_every));
+        cJSON_AddItemToObject(op, "eval_batches", cJSON_CreateNumber(o->eval_batches));
+        cJSON_AddItemToObject(op, "save_every", cJSON_CreateNumber(o->save_every));
+        cJSON_AddItemToObject(op, "save_minutes", exact_number(o->save_minutes));
+        const char *paths[3] = {o->data_path, o->val_path, o->tokenizer_path};
+        const char *keys[3] = {"data", "val", "tokenizer"};
+        for (int i = 0; i < 3; i++) {
+            if (paths[i]) {
+                cJSON_AddItemToObject(op, keys[i], cJSON_CreateString(paths[i]));
+            }
+        }
+        cJSON_AddItemToObject(j, "options", op);
+    }
     cJSON_AddItemToObject(j, "losses", losses);
     cJSON_AddItemToObject(j, "val_losses", val);
     char *text = cJSON_Print(j);
@@ -585,9 +635,8 @@ int lina_trainer_json_parse(const char *text, size_t len, const char *path, lina
     if (rc == LINA_OK) {
         rc = json_u64(j, "tokens_seen", path, &s->tokens_seen);
     }
-    if (rc == LINA_OK && step > s->cap) {
-        rc = lina_set_error(LINA_EINVAL, "%s: checkpoint is at step %lld, beyond --steps %lld", path,
-                            (long long)step, (long long)s->cap);
+    if (rc == LINA_OK) {
+        rc = lina_train_state_reserve(s, step);
     }
     const cJSON *losses = cJSON_GetObjectItemCaseSensitive(j, "losses");
     const cJSON *val = cJSON_GetObjectItemCaseSensitive(j, "val_losses");
@@ -774,6 +823,81 @@ static int find_ckpt(const char *out_dir, char *dir)
     return lina_set_error(LINA_EIO, "%s: no complete checkpoint to resume from (checkpoint/ needs "
                                     "config.json, model.safetensors, optimizer.safetensors and "
                                     "trainer.json)", out_dir);
+}
+
+/* options.<key> as a number into *out when present */
+static void opt_num(const cJSON *op, const char *key, double *out)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(op, key);
+    if (cJSON_IsNumber(it)) {
+        *out = it->valuedouble;
+    }
+}
+
+int lina_ckpt_read_opts(const char *out_dir, lina_train_opts *o, char *strs[3])
+{
+    char dir[PATH_CAP], file[PATH_CAP];
+    lina_train_state st;
+    strs[0] = strs[1] = strs[2] = NULL;
+    int rc = find_ckpt(out_dir, dir);
+    rc = rc ? rc : join(file, dir, "trainer.json");
+    rc = rc ? rc : lina_train_state_alloc(&st, 1);
+    if (rc != LINA_OK) {
+        return rc;
+    }
+    rc = read_trainer_json(file, &st);
+    lina_train_state_free(&st);
+    char *text = NULL;
+    size_t len = 0;
+    rc = rc ? rc : read_text(file, &text, &len);
+    if (rc != LINA_OK) {
+        return rc;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!j) {
+        return lina_set_error(LINA_EFORMAT, "%s: not valid JSON", file);
+    }
+    o->steps = (int64_t)cJSON_GetObjectItemCaseSensitive(j, "total_steps")->valuedouble;
+    o->batch = (int)cJSON_GetObjectItemCaseSensitive(j, "batch")->valuedouble;
+    o->seq_len = (int)cJSON_GetObjectItemCaseSensitive(j, "seq_len")->valuedouble;
+    o->accum = (int)cJSON_GetObjectItemCaseSensitive(j, "accum")->valuedouble;
+    o->seed = strtoull(cJSON_GetObjectItemCaseSensitive(j, "seed")->valuestring, NULL, 10);
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(j, "options");
+    if (cJSON_IsObject(op)) {
+        double warmup = (double)o->warmup, ee = o->eval_every, eb = o->eval_batches, se = o->save_every;
+        opt_num(op, "lr", &o->lr);
+        opt_num(op, "min_lr_ratio", &o->min_lr_ratio);
+        opt_num(op, "warmup", &warmup);
+        opt_num(op, "beta1", &o->beta1);
+        opt_num(op, "beta2", &o->beta2);
+        opt_num(op, "eps", &o->eps);
+        opt_num(op, "weight_decay", &o->weight_decay);
+        opt_num(op, "clip", &o->clip);
+        opt_num(op, "eval_every", &ee);
+        opt_num(op, "eval_batches", &eb);
+        opt_num(op, "save_every", &se);
+        opt_num(op, "save_minutes", &o->save_minutes);
+        /* out-of-range values are caught by lina_train's checks */
+        o->warmup = warmup >= -1 && warmup < 9e15 ? (int64_t)warmup : -1;
+        o->eval_every = ee >= 0 && ee < 2e9 ? (int)ee : -1;
+        o->eval_batches = eb >= 0 && eb < 2e9 ? (int)eb : -1;
+        o->save_every = se >= 0 && se < 2e9 ? (int)se : -1;
+        const char *keys[3] = {"data", "val", "tokenizer"};
+        const char **dst[3] = {&o->data_path, &o->val_path, &o->tokenizer_path};
+        for (int i = 0; i < 3 && rc == LINA_OK; i++) {
+            const cJSON *it = cJSON_GetObjectItemCaseSensitive(op, keys[i]);
+            if (cJSON_IsString(it)) {
+                strs[i] = strdup(it->valuestring);
+                if (!strs[i]) {
+                    rc = lina_set_error(LINA_ENOMEM, "%s: out of memory", file);
+                }
+                *dst[i] = strs[i];
+            }
+        }
+    }
+    cJSON_Delete(j);
+    return rc;
 }
 
 int lina_ckpt_exists(const char *out_dir)

@@ -28,7 +28,9 @@ void lina_train_opts_default(lina_train_opts *o)
     o->eps = 1e-8;
     o->weight_decay = 0.1;
     o->clip = 1.0;
-    o->eval_batches = 4;
+    o->eval_batches = 0;
+    o->save_every = 200;
+    o->save_minutes = 10.0;
     o->progress = 1;
 }
 
@@ -37,10 +39,10 @@ static int check_opts(const lina_trainable *m, const lina_train_opts *o)
     if (!o->data_path || !o->out_dir) {
         return lina_set_error(LINA_EINVAL, "train: data file and output directory are required");
     }
-    if (o->steps < 1 || o->batch < 1 || o->seq_len < 1 || o->accum < 1 || o->eval_batches < 1 ||
-        o->eval_every < 0 || o->save_every < 0) {
-        return lina_set_error(LINA_EINVAL, "train: steps, batch, seq-len, accum and eval batches "
-                                           "must be >= 1 (eval/save intervals >= 0)");
+    if (o->steps < 1 || o->batch < 1 || o->seq_len < 1 || o->accum < 1 || o->eval_batches < 0 ||
+        o->eval_every < 0 || o->save_every < 0 || !(o->save_minutes >= 0.0)) {
+        return lina_set_error(LINA_EINVAL, "train: steps, batch, seq-len and accum must be >= 1 "
+                                           "(eval batches, eval/save intervals >= 0)");
     }
     if ((double)o->batch * (double)o->seq_len > 2147483647.0) {
         return lina_set_error(LINA_EINVAL, "train: batch * seq-len too large");
@@ -106,23 +108,89 @@ static void fmt_eta(char *buf, size_t n, double s)
     }
 }
 
-static int evaluate(lina_trainable *m, const lina_tokfile *val, const lina_train_opts *o,
-                    int32_t *tok, int32_t *tgt, lina_ws *ws, double *out)
+/* Windows the validation loss covers: with eval_batches 0, every consecutive,
+ * non-overlapping window of seq_len tokens of the split (what `lina eval`
+ * scores); else the first eval_batches * batch of them (wrapping around). */
+static uint64_t eval_windows(const lina_tokfile *val, const lina_train_opts *o)
 {
+    if (o->eval_batches > 0) {
+        return (uint64_t)o->eval_batches * (uint64_t)o->batch;
+    }
+    return (lina_tok_count(val) - 1) / (uint64_t)o->seq_len;
+}
+
+/* Mean loss over eval_windows() windows in batches of at most `batch`; *out
+ * is NaN when a stop request cut it short. */
+static int evaluate(lina_trainable *m, const lina_tokfile *val, const lina_train_opts *o,
+                    int32_t *tok, int32_t *tgt, int32_t *win, lina_ws *ws, double *out)
+{
+    const int T = o->seq_len;
+    const uint64_t nwin = eval_windows(val, o);
     double sum = 0.0;
-    for (int i = 0; i < o->eval_batches; i++) {
-        int rc = lina_tok_eval_batch(val, i, o->batch, o->seq_len, tok, tgt);
+    *out = NAN;
+    for (uint64_t done = 0; done < nwin;) {
+        if (o->stop && *o->stop) {
+            return LINA_OK;
+        }
+        int nb = nwin - done < (uint64_t)o->batch ? (int)(nwin - done) : o->batch;
+        int rc = LINA_OK;
+        if (o->eval_batches > 0) {
+            rc = lina_tok_eval_batch(val, (int64_t)(done / (uint64_t)o->batch), nb, T, tok, tgt);
+        }
+        for (int b = 0; o->eval_batches == 0 && b < nb && rc == LINA_OK; b++) {
+            rc = lina_tok_read(val, (done + (uint64_t)b) * (uint64_t)T, (size_t)T + 1, win);
+            memcpy(tok + (size_t)b * T, win, (size_t)T * sizeof *win);
+            memcpy(tgt + (size_t)b * T, win + 1, (size_t)T * sizeof *win);
+        }
         double l = 0.0;
         if (rc == LINA_OK) {
-            rc = m->eval_loss(m->self, tok, tgt, o->batch, o->seq_len, &l, ws);
+            rc = m->eval_loss(m->self, tok, tgt, nb, T, &l, ws);
         }
         if (rc != LINA_OK) {
             return rc;
         }
-        sum += l;
+        sum += l * nb;
+        done += (uint64_t)nb;
     }
-    *out = sum / o->eval_batches;
+    *out = sum / (double)nwin;
     return LINA_OK;
+}
+
+/* On resume: one note per option that differs from the checkpoint's run and
+ * makes the result differ from an uninterrupted run. */
+static void resume_notes(const lina_train_state *st, const lina_train_opts *saved, int have_saved,
+                         const lina_train_opts *o)
+{
+    char what[512] = "";
+    size_t n = 0;
+#define NOTE_IF(cond, ...)                                                            \
+    if ((cond) && n < sizeof what) {                                                  \
+        n += (size_t)snprintf(what + n, sizeof what - n, __VA_ARGS__);                \
+    }
+    NOTE_IF(st->total_steps != o->steps, " --steps %lld (was %lld)", (long long)o->steps,
+            (long long)st->total_steps)
+    NOTE_IF(st->batch != o->batch, " --batch %d (was %d)", o->batch, st->batch)
+    NOTE_IF(st->seq_len != o->seq_len, " --seq-len %d (was %d)", o->seq_len, st->seq_len)
+    NOTE_IF(st->accum != o->accum, " --accum %d (was %d)", o->accum, st->accum)
+    if (have_saved) {
+        NOTE_IF(saved->lr != o->lr, " --lr %g (was %g)", o->lr, saved->lr)
+        NOTE_IF(saved->warmup != o->warmup, " --warmup %lld (was %lld)", (long long)o->warmup,
+                (long long)saved->warmup)
+        NOTE_IF(saved->min_lr_ratio != o->min_lr_ratio, " --min-lr-ratio %g (was %g)", o->min_lr_ratio,
+                saved->min_lr_ratio)
+        NOTE_IF(saved->weight_decay != o->weight_decay, " --wd %g (was %g)", o->weight_decay,
+                saved->weight_decay)
+        NOTE_IF(saved->clip != o->clip, " --clip %g (was %g)", o->clip, saved->clip)
+        NOTE_IF(saved->eps != o->eps, " --eps %g (was %g)", o->eps, saved->eps)
+        NOTE_IF(saved->beta1 != o->beta1 || saved->beta2 != o->beta2, " betas %g %g (were %g %g)",
+                o->beta1, o->beta2, saved->beta1, saved->beta2)
+        NOTE_IF(saved->data_path && strcmp(saved->data_path, o->data_path), " --data %s (was %s)",
+                o->data_path, saved->data_path)
+    }
+#undef NOTE_IF
+    if (n > 0) {
+        fprintf(stderr, "note: resuming with%s: the result differs from an uninterrupted run\n", what);
+    }
 }
 
 static int nonfinite(int64_t step, const char *what, int have_ckpt, int64_t saved,
@@ -156,7 +224,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
     lina_train_state st;
     lina_ws ws;
     FILE *log = NULL;
-    int32_t *tok = NULL, *tgt = NULL;
+    int32_t *tok = NULL, *tgt = NULL, *win = NULL;
     memset(&opt, 0, sizeof opt);
     memset(&st, 0, sizeof st);
     lina_ws_init(&ws);
@@ -212,12 +280,13 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
         }
     }
     if (rc == LINA_OK) {
-        rc = lina_train_state_alloc(&st, o->steps);
+        rc = lina_train_state_alloc(&st, o->steps < 1024 ? o->steps : 1024);
     }
     if (rc == LINA_OK) {
         tok = malloc((size_t)B * T * sizeof(int32_t));
         tgt = malloc((size_t)B * T * sizeof(int32_t));
-        if (!tok || !tgt) {
+        win = malloc(((size_t)T + 1) * sizeof(int32_t));
+        if (!tok || !tgt || !win) {
             rc = lina_set_error(LINA_ENOMEM, "train: out of memory for a batch");
         }
     }
@@ -228,25 +297,31 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
     st.seq_len = T;
     st.accum = o->accum;
     if (rc == LINA_OK && o->resume) {
+        lina_train_opts saved = *o;
+        char *strs[3];
+        int have_saved = lina_ckpt_read_opts(o->out_dir, &saved, strs) == LINA_OK;
+        lina_clear_error();
         rc = lina_ckpt_read(o->out_dir, m, &opt, &st);
-        if (rc == LINA_OK && (st.batch != B || st.seq_len != T || st.accum != o->accum ||
-                              st.seed != o->seed)) {
-            rc = lina_set_error(LINA_EINVAL,
-                                "%s: checkpoint was made with --batch %d --seq-len %d --accum %d "
-                                "--seed %llu; resume with the same values",
-                                o->out_dir, st.batch, st.seq_len, st.accum,
-                                (unsigned long long)st.seed);
+        if (rc == LINA_OK && st.step > o->steps) {
+            rc = lina_set_error(LINA_EINVAL, "%s: the checkpoint is at step %lld, beyond --steps %lld",
+                                o->out_dir, (long long)st.step, (long long)o->steps);
         }
-        if (rc == LINA_OK && st.total_steps != o->steps && o->progress) {
-            fprintf(stderr, "note: the checkpoint was made for %lld steps, now %lld: the learning-"
-                            "rate schedule changes (results differ from an uninterrupted run)\n",
-                    (long long)st.total_steps, (long long)o->steps);
+        if (rc == LINA_OK) {
+            resume_notes(&st, &saved, have_saved, o);
         }
+        for (int i = 0; i < 3; i++) {
+            free(strs[i]);
+        }
+        /* the sampler continues from the checkpoint's state; the seed is the run's */
         st.total_steps = o->steps;
+        st.batch = B;
+        st.seq_len = T;
+        st.accum = o->accum;
         if (rc == LINA_OK) {
             rc = trim_log(log_path, st.step);
         }
     }
+    st.opts = o;
     if (rc == LINA_OK) {
         lina_ckpt_cleanup(o->out_dir);
         log = fopen(log_path, o->resume ? "ab" : "wb");
@@ -261,7 +336,25 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
     }
     if (rc == LINA_OK && o->val_losses) {
         for (int64_t i = 0; i < o->steps; i++) {
-            o->val_losses[i] = st.val_losses[i];
+            o->val_losses[i] = i < st.step ? st.val_losses[i] : NAN;
+        }
+    }
+    if (o->last) {
+        o->last[0] = o->last[1] = NAN;
+    }
+    if (rc == LINA_OK && o->resume && st.step == o->steps && o->progress) {
+        fprintf(stderr, "%s: the run is already complete (step %lld of %lld); give a larger --steps to "
+                        "continue it\n",
+                o->out_dir, (long long)st.step, (long long)o->steps);
+    }
+    if (rc == LINA_OK && val && o->progress && st.step < o->steps) {
+        uint64_t nw = eval_windows(val, o);
+        if (o->eval_batches == 0) {
+            fprintf(stderr, "validation loss: the whole of %s, %llu windows of %d tokens\n", o->val_path,
+                    (unsigned long long)nw, T);
+        } else {
+            fprintf(stderr, "validation loss: a sample of %s, %d batches = %llu windows of %d tokens\n",
+                    o->val_path, o->eval_batches, (unsigned long long)nw, T);
         }
     }
 
@@ -274,6 +367,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
     const double t_start = lina_now();
     int64_t saved = st.step; /* step of the last checkpoint (valid when have_ckpt) */
     int have_ckpt = o->resume;
+    double t_saved = t_start;
     float *params = rc == LINA_OK ? m->params(m->self) : NULL;
     float *grads = rc == LINA_OK ? m->grads(m->self) : NULL;
     while (rc == LINA_OK && st.step < o->steps) {
@@ -308,21 +402,31 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
         if (rc != LINA_OK) {
             break;
         }
+        rc = lina_train_state_reserve(&st, s + 1);
+        if (rc != LINA_OK) {
+            break;
+        }
         st.losses[s] = loss;
         st.step = s + 1;
         st.tokens_seen += (uint64_t)B * T * o->accum;
         if (o->losses) {
             o->losses[s] = loss;
         }
+        if (o->last) {
+            o->last[0] = loss;
+        }
         const double dt = lina_now() - t0;
         const double tps = (double)B * T * o->accum / (dt > 0 ? dt : 1e-9);
         double vloss = NAN;
         if (val && ((o->eval_every > 0 && st.step % o->eval_every == 0) || st.step == o->steps)) {
-            rc = evaluate(m, val, o, tok, tgt, &ws, &vloss);
+            rc = evaluate(m, val, o, tok, tgt, win, &ws, &vloss);
             if (rc != LINA_OK) {
                 break;
             }
             st.val_losses[s] = vloss;
+            if (o->last && !isnan(vloss)) {
+                o->last[1] = vloss;
+            }
             if (o->val_losses) {
                 o->val_losses[s] = vloss;
             }
@@ -358,13 +462,21 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
             }
             fflush(stderr);
         }
-        int stop = o->stop_after > 0 && st.step - first >= o->stop_after;
-        if ((o->save_every > 0 && st.step % o->save_every == 0) || st.step == o->steps || stop) {
+        const int asked = o->stop && *o->stop;
+        int stop = (o->stop_after > 0 && st.step - first >= o->stop_after) || asked;
+        if ((o->save_every > 0 && st.step % o->save_every == 0) || st.step == o->steps || stop ||
+            (o->save_minutes > 0 && lina_now() - t_saved >= 60.0 * o->save_minutes)) {
             rc = lina_ckpt_write(o->out_dir, m, &opt, &st, o->tokenizer_path);
             if (rc == LINA_OK) {
                 saved = st.step;
                 have_ckpt = 1;
+                t_saved = lina_now();
             }
+        }
+        if (rc == LINA_OK && asked && st.step < o->steps) {
+            rc = lina_set_error(LINA_EINTR, "stopped at step %lld of %lld; the checkpoint is in "
+                                            "%s/checkpoint: continue with `lina train --out %s --resume`",
+                                (long long)st.step, (long long)o->steps, o->out_dir, o->out_dir);
         }
         if (stop) {
             break;
@@ -378,6 +490,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
     }
     free(tok);
     free(tgt);
+    free(win);
     lina_ws_free(&ws);
     lina_train_state_free(&st);
     lina_adamw_free(&opt);

@@ -13,10 +13,13 @@ typedef struct lina_train_state {
     uint64_t tokens_seen;
     double *losses;            /* [cap] training loss of update i (i < step) */
     double *val_losses;        /* [cap] val loss after update i, NaN if not evaluated */
-    int64_t cap;
+    int64_t cap;               /* grows with the steps done, not with the steps asked for */
+    const lina_train_opts *opts; /* written: the run's options (trainer.json "options") */
 } lina_train_state;
 
 int lina_train_state_alloc(lina_train_state *s, int64_t cap);
+/* Room for at least n steps (doubling). */
+int lina_train_state_reserve(lina_train_state *s, int64_t n);
 void lina_train_state_free(lina_train_state *s);
 /* Parse trainer.json text (len bytes; `path` names it in messages) into s,
  * allocated for at least the checkpoint's step count. */
@@ -32,6 +35,12 @@ int lina_ckpt_write(const char *out_dir, const lina_trainable *m, const lina_ada
  * total steps. */
 int lina_ckpt_read(const char *out_dir, const lina_trainable *m, lina_adamw *o,
                    lina_train_state *s);
+/* The options a checkpoint's run was made with, from its trainer.json: steps,
+ * batch, seq_len, accum and seed always; the schedule, optimizer, evaluation,
+ * checkpoint and data-path options when recorded. Fields not recorded keep the
+ * values *o holds. Strings are allocated into strs[0..3) (data, val,
+ * tokenizer; caller frees). */
+int lina_ckpt_read_opts(const char *out_dir, lina_train_opts *o, char *strs[3]);
 /* 1 if out_dir holds a complete checkpoint (checkpoint/ or a crash's .old). */
 int lina_ckpt_exists(const char *out_dir);
 /* mkdir -p (one level of parents is enough for our use, but any depth works). */

@@ -1,0 +1,328 @@
+/* test_run.c -- `lina train` runs end to end through the command line: the
+ * own-text recipe (tokenizer train, encode, train, generate) on a small non-KJV
+ * text; the special tokens written into config.json; the validation loss equal
+ * to `lina eval`'s; Ctrl-C (SIGINT) checkpoints and stops, --resume continues
+ * with the checkpoint's options and reproduces an uninterrupted run bit for bit;
+ * memory does not scale with --steps; tokenizer and vocabulary checks at start;
+ * a run directory without a checkpoint says what to do. */
+#include "harness.h"
+#include "lina.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *lina_bin;
+static char root[64];
+static char out[65536], err[8192];
+static int eot = -1;
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char args[3000], full[3200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof full, "%s %s", lina_bin, args);
+    return th_sh_capture(full, root, out, sizeof out, err, sizeof err);
+}
+
+static int one_line(const char *e)
+{
+    const char *nl = strchr(e, '\n');
+    return strncmp(e, "lina: ", 6) == 0 && nl && nl[1] == '\0';
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    size_t got = fread(b, 1, (size_t)n, f);
+    fclose(f);
+    b[got] = '\0';
+    if (len) {
+        *len = got;
+    }
+    return b;
+}
+
+static int count_lines(const char *path)
+{
+    char *t = slurp(path, NULL);
+    int n = 0;
+    for (char *p = t; p && *p; p++) {
+        n += *p == '\n';
+    }
+    free(t);
+    return n;
+}
+
+/* "step": N of DIR/checkpoint/trainer.json, -1 if none */
+static long long ckpt_step(const char *dir)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/checkpoint/trainer.json", dir);
+    char *t = slurp(p, NULL);
+    const char *s = t ? strstr(t, "\"step\":") : NULL;
+    long long v = s ? atoll(s + 7) : -1;
+    free(t);
+    return v;
+}
+
+static int same_file(const char *a, const char *b)
+{
+    size_t na = 0, nb = 0;
+    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    int same = x && y && na == nb && na > 0 && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+static void write_config(const char *path, int vocab)
+{
+    FILE *f = fopen(path, "w");
+    fprintf(f, "{\"model_type\": \"gla\", \"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_heads\": 2, "
+               "\"vocab_size\": %d, \"intermediate_size\": 64}\n", vocab);
+    fclose(f);
+}
+
+/* Starts `lina ARGS` with its address space limited to 2 GiB, stderr into
+ * ROOT/NAME.err; waits until LOG has `lines` lines (or the process ended),
+ * then sends SIGINT and waits. Returns the exit status (128 + signal if
+ * killed); *maxrss_kb: its peak resident memory. */
+static int train_interrupted(const char *args, const char *name, const char *log, int lines, long *maxrss_kb,
+                             int *signalled)
+{
+    char cmd[2048], ef[256];
+    snprintf(cmd, sizeof cmd, "exec %s %s", lina_bin, args);
+    snprintf(ef, sizeof ef, "%s/%s.err", root, name);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct rlimit rl = {(rlim_t)2 << 30, (rlim_t)2 << 30};
+        setrlimit(RLIMIT_AS, &rl);
+        if (!freopen("/dev/null", "w", stdout) || !freopen(ef, "w", stderr)) {
+            _exit(127);
+        }
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    *signalled = 0;
+    for (int i = 0; i < 120000; i++) { /* at most 2 minutes */
+        pid_t w = wait4(pid, &status, WNOHANG, &ru);
+        if (w == pid) {
+            goto ended;
+        }
+        if (count_lines(log) >= lines) {
+            break;
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGINT);
+    *signalled = 1;
+    wait4(pid, &status, 0, &ru);
+ended:
+    *maxrss_kb = ru.ru_maxrss;
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+/* tokenizer train, encode, train, generate on tests/data/orchard.txt */
+static void test_recipe(void)
+{
+    const char *text = "tests/data/orchard.txt";
+    int st = sh("tokenizer train --in %s --vocab 320 --out %s/tok/tokenizer.json", text, root);
+    st = st ? st : sh("tokenizer encode --tokenizer %s/tok/tokenizer.json --in %s --out %s/tok/orchard.tok", root,
+                      text, root);
+    CHECK(st == 0, "recipe: tokenizer train + encode of %s (%s)", text, err);
+    char cfg[256];
+    snprintf(cfg, sizeof cfg, "%s/tiny.json", root);
+    write_config(cfg, 320);
+    st = sh("train --config %s --data %s/tok/orchard.tok --val %s/tok/orchard.tok --out %s/recipe --steps 30 "
+            "--batch 4 --seq-len 32 --lr 3e-3 --eval-every 10 -t 1",
+            cfg, root, root, root);
+    CHECK(st == 0 && strstr(err, "validation loss: the whole of") && strstr(err, "windows of 32 tokens") &&
+              !strstr(err, "no tokenizer"),
+          "recipe: train on the encoded text; the log says the val loss covers the whole split (%s)", err);
+    st = sh("generate -m %s/recipe -p \"The gardener\" -n 30 -t 1 --seed 3", root);
+    CHECK(st == 0 && !strncmp(out, "The gardener", 12) && strlen(out) > 14, "recipe: generate from the run: %.80s",
+          out);
+
+    /* the special tokens: the tokenizer's <|endoftext|>, not FLA's defaults 1 / 2 */
+    lina_tokenizer *tk = NULL;
+    char p[256];
+    snprintf(p, sizeof p, "%s/recipe/checkpoint/tokenizer.json", root);
+    if (lina_tokenizer_load(p, &tk) == LINA_OK) {
+        eot = lina_tokenizer_token_id(tk, "<|endoftext|>");
+    }
+    lina_tokenizer_free(tk);
+    snprintf(p, sizeof p, "%s/recipe/checkpoint/config.json", root);
+    lina_config c;
+    int rc = lina_config_read(p, &c);
+    CHECK(rc == 0 && eot > 2 && c.bos_token_id == eot && c.eos_token_id == eot,
+          "config.json: bos/eos_token_id = the tokenizer's <|endoftext|> %d (have %d, %d)", eot, c.bos_token_id,
+          c.eos_token_id);
+
+    /* the last logged validation loss is lina eval's on the same split */
+    snprintf(p, sizeof p, "%s/recipe/log.jsonl", root);
+    char *log = slurp(p, NULL);
+    const char *v = log ? strstr(log, "{\"step\":30,") : NULL;
+    v = v ? strstr(v, "\"val_loss\":") : NULL;
+    double logged = v ? atof(v + 11) : NAN;
+    free(log);
+    st = sh("eval -m %s/recipe --data %s/tok/orchard.tok --seq-len 32 --json -t 1", root, root);
+    const char *l = strstr(out, "\"loss\":");
+    double ev = l ? atof(l + 7) : NAN;
+    CHECK(st == 0 && fabs(logged - ev) < 2e-6, "val loss at the last step %.7f = lina eval's %.7f", logged, ev);
+}
+
+static void test_tokenizer_checks(void)
+{
+    char cfg[256];
+    snprintf(cfg, sizeof cfg, "%s/tiny.json", root);
+    /* a token file without a tokenizer beside it: a note at start, and generate needs --tokenizer */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/bare && cp %s/tok/orchard.tok %s/bare/", root, root, root);
+    int st = system(cmd);
+    st = sh("train --config %s --data %s/bare/orchard.tok --out %s/bare/run --steps 2 --batch 2 --seq-len 16 -t 1 "
+            "--quiet",
+            cfg, root, root);
+    CHECK(st == 0 && strstr(err, "no tokenizer") && strstr(err, "--tokenizer"),
+          "train without a tokenizer: a note at start naming --tokenizer (%s)", err);
+    st = sh("generate -m %s/bare/run -p \"The\" -n 2", root);
+    CHECK(st == 1 && one_line(err) && strstr(err, "tokenizer.json"), "generate then fails in one line: %s", err);
+    st = sh("generate -m %s/bare/run -p \"The\" -n 2 --tokenizer %s/tok/tokenizer.json -t 1", root, root);
+    CHECK(st == 0 && !strncmp(out, "The", 3), "generate with --tokenizer works");
+
+    /* ids beyond the config's vocabulary: an error at start (with and without a tokenizer) */
+    char small[256];
+    snprintf(small, sizeof small, "%s/small.json", root);
+    write_config(small, 300);
+    st = sh("train --config %s --data %s/bare/orchard.tok --out %s/small1 --steps 2 --quiet", small, root, root);
+    const char *last = strstr(err, "lina: train: /");
+    CHECK(st == 1 && last && one_line(last) && strstr(last, "320") && strstr(last, "300"),
+          "token file vocab 320 > config vocab 300 -> error at start: %s", err);
+    st = sh("train --config %s --data %s/tok/orchard.tok --out %s/small2 --steps 2 --quiet", small, root, root);
+    CHECK(st == 1 && one_line(err) && strstr(err, "tokenizer") && strstr(err, "300"),
+          "tokenizer of 320 tokens, config vocab 300 -> error at start: %s", err);
+    /* a vocabulary much larger than the tokenizer's: a warning */
+    char big[256];
+    snprintf(big, sizeof big, "%s/big.json", root);
+    write_config(big, 4096);
+    st = sh("train --config %s --data %s/tok/orchard.tok --out %s/big --steps 1 --batch 1 --seq-len 8 -t 1 --quiet",
+            big, root, root);
+    CHECK(st == 0 && strstr(err, "warning") && strstr(err, "4096") && strstr(err, "320"),
+          "vocab 4096 for a 320-token tokenizer -> warning: %s", err);
+}
+
+static void test_interrupt_resume(void)
+{
+    char cfg[256], a[256], b[256], big[256], log[300];
+    snprintf(cfg, sizeof cfg, "%s/tiny.json", root);
+    snprintf(a, sizeof a, "%s/a", root);
+    snprintf(b, sizeof b, "%s/b", root);
+    snprintf(big, sizeof big, "%s/huge", root);
+    char common[1024];
+    snprintf(common, sizeof common,
+             "--config %s --data %s/tok/orchard.tok --val %s/tok/orchard.tok --steps 300 --batch 8 --seq-len 64 "
+             "--lr 2e-3 --eval-every 100 --eval-batches 2 --seed 5 -t 1 --quiet",
+             cfg, root, root);
+    /* an uninterrupted run; resumed without options it stays finished (not 600 or 100 steps) */
+    int st = sh("train %s --out %s", common, a);
+    CHECK(st == 0 && ckpt_step(a) == 300, "uninterrupted 300-step run (%s)", err);
+    st = sh("train --out %s --resume -t 1", a);
+    CHECK(st == 0 && strstr(err, "already complete") && ckpt_step(a) == 300 && !strstr(err, "note:"),
+          "a finished run resumed without options stays at 300 steps: %s", err);
+
+    /* Ctrl-C: a checkpoint at the step reached, a message, exit 130 */
+    char args[2048];
+    snprintf(args, sizeof args, "train %s --out %s", common, b);
+    snprintf(log, sizeof log, "%s/log.jsonl", b);
+    long rss = 0;
+    int sig = 0;
+    st = train_interrupted(args, "b", log, 3, &rss, &sig);
+    char ef[300];
+    snprintf(ef, sizeof ef, "%s/b.err", root);
+    char *e = slurp(ef, NULL);
+    long long at = ckpt_step(b);
+    CHECK(sig && st == 130 && at >= 3 && at < 300 && e && strstr(e, "stopped at step") && strstr(e, "--resume"),
+          "SIGINT: exit %d, checkpoint at step %lld, message: %s", st, at, e ? e : "");
+    free(e);
+    CHECK(count_lines(log) == at, "log.jsonl has the %lld steps done", at);
+    /* --resume with no options continues with the checkpoint's and matches the uninterrupted run */
+    st = sh("train --out %s --resume -t 1 --quiet", b);
+    char ma[300], mb[300];
+    snprintf(ma, sizeof ma, "%s/checkpoint/model.safetensors", a);
+    snprintf(mb, sizeof mb, "%s/checkpoint/model.safetensors", b);
+    CHECK(st == 0 && ckpt_step(b) == 300 && !strstr(err, "note:") && same_file(ma, mb),
+          "resume without options: 300 steps, bit-identical to the uninterrupted run (%s)", err);
+    CHECK(count_lines(log) == 300, "the resumed log has each of the 300 steps once");
+    /* an override is named in a note */
+    st = sh("train --out %s --resume --steps 305 --lr 1e-3 -t 1 --quiet", b);
+    CHECK(st == 0 && ckpt_step(b) == 305 && strstr(err, "note:") && strstr(err, "--steps 305 (was 300)") &&
+              strstr(err, "--lr 0.001 (was 0.002)"),
+          "overrides named in a note: %s", err);
+
+    /* --steps 1e9 does not allocate per requested step (2 GiB address space, small RSS) */
+    snprintf(args, sizeof args,
+             "train --config %s --data %s/tok/orchard.tok --out %s --steps 1000000000 --batch 2 --seq-len 16 -t 1 "
+             "--quiet",
+             cfg, root, big);
+    snprintf(log, sizeof log, "%s/log.jsonl", big);
+    st = train_interrupted(args, "huge", log, 2, &rss, &sig);
+    snprintf(ef, sizeof ef, "%s/huge.err", root);
+    e = slurp(ef, NULL);
+    CHECK(sig && st == 130 && ckpt_step(big) >= 2 && rss < 300 * 1024,
+          "--steps 1e9: runs in 2 GiB of address space, peak RSS %ld KiB, stops on SIGINT (%s)", rss, e ? e : "");
+    free(e);
+
+    /* a run directory without a checkpoint: --resume says to start again */
+    snprintf(args, sizeof args, "mkdir -p %s/half && echo '{\"step\":1}' > %s/half/log.jsonl", root, root);
+    st = system(args);
+    st = sh("train --out %s/half --resume", root);
+    CHECK(st == 2 && one_line(err) && strstr(err, "no complete checkpoint") && strstr(err, "without --resume"),
+          "--resume of a run without a checkpoint says what to do: %s", err);
+    st = sh("train --config %s --data %s/tok/orchard.tok --out %s/half --steps 2 --batch 2 --seq-len 16 -t 1 "
+            "--quiet",
+            cfg, root, root);
+    snprintf(args, sizeof args, "%s/half", root);
+    CHECK(st == 0 && ckpt_step(args) == 2, "starting it afresh works (%s)", err);
+}
+
+int main(void)
+{
+    lina_bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
+    snprintf(root, sizeof root, "/tmp/lina_run_XXXXXX");
+    if (!mkdtemp(root)) {
+        return 1;
+    }
+    char d[128];
+    snprintf(d, sizeof d, "%s/tok", root);
+    mkdir(d, 0755);
+    test_recipe();
+    test_tokenizer_checks();
+    test_interrupt_resume();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    if (system(cmd) != 0) {
+        return 1;
+    }
+    return th_exit();
+}
