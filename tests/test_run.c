@@ -4,7 +4,8 @@
  * to `lina eval`'s; Ctrl-C (SIGINT) checkpoints and stops, --resume continues
  * with the checkpoint's options and reproduces an uninterrupted run bit for bit;
  * memory does not scale with --steps; tokenizer and vocabulary checks at start;
- * a run directory without a checkpoint says what to do. */
+ * a run directory without a checkpoint says what to do; generate stops at the
+ * config's eos_token_id when the tokenizer has no <|endoftext|>. */
 #include "harness.h"
 #include "lina.h"
 
@@ -306,6 +307,65 @@ static void test_interrupt_resume(void)
     CHECK(st == 0 && ckpt_step(args) == 2, "starting it afresh works (%s)", err);
 }
 
+/* generate stops at the config's eos_token_id when the tokenizer has no <|endoftext|>:
+ * with greedy sampling, making the first token it would pick the EOS stops it at once */
+static void test_config_eos(void)
+{
+    char cfg[256], d[256], ck[300];
+    snprintf(cfg, sizeof cfg, "%s/tiny.json", root);
+    snprintf(d, sizeof d, "%s/nos", root);
+    mkdir(d, 0755);
+    int st = sh("tokenizer train --no-special --in tests/data/orchard.txt --vocab 300 --out %s/tokenizer.json", d);
+    st = st ? st : sh("tokenizer encode --tokenizer %s/tokenizer.json --in tests/data/orchard.txt --out %s/o.tok", d,
+                      d);
+    st = st ? st : sh("train --config %s --data %s/o.tok --out %s/run --steps 5 --batch 2 --seq-len 16 -t 1 --quiet",
+                      cfg, d, d);
+    CHECK(st == 0, "a run with a tokenizer without <|endoftext|> (%s)", err);
+    snprintf(ck, sizeof ck, "%s/run/checkpoint", d);
+    /* the greedy first token after the prompt */
+    lina_set_threads(1);
+    lina_model *m = NULL;
+    lina_model_state *ms = NULL;
+    lina_tokenizer *tk = NULL;
+    char tp[320];
+    snprintf(tp, sizeof tp, "%s/tokenizer.json", ck);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int first = -1;
+    lina_ws ws;
+    lina_ws_init(&ws);
+    if (lina_model_load(ck, &m) == 0 && lina_tokenizer_load(tp, &tk) == 0 &&
+        lina_tokenizer_encode(tk, "The gardener", 12, &ids, &n) == 0 && lina_model_state_create(m, 1, 64, &ms) == 0) {
+        int V = lina_model_config(m)->vocab_size;
+        float *lg = malloc(n * (size_t)V * sizeof(float));
+        if (lina_model_decode(m, ms, ids, 1, (int)n, lg, &ws) == 0) {
+            first = 0;
+            for (int v = 1; v < V; v++) {
+                first = lg[(n - 1) * (size_t)V + v] > lg[(n - 1) * (size_t)V + first] ? v : first;
+            }
+        }
+        free(lg);
+    }
+    lina_ws_free(&ws);
+    free(ids);
+    lina_model_state_free(ms);
+    lina_tokenizer_free(tk);
+    lina_model_free(m);
+    char cp[340];
+    snprintf(cp, sizeof cp, "%s/config.json", ck);
+    lina_config c;
+    int rc = lina_config_read(cp, &c);
+    c.eos_token_id = first;
+    rc = rc ? rc : lina_config_write(cp, &c);
+    st = sh("generate -m %s/run -p \"The gardener\" --temp 0 -n 5 -t 1", d);
+    CHECK(rc == 0 && first >= 0 && st == 0 && strstr(err, "generated: 0 tokens"),
+          "eos_token_id %d = the greedy next token: generate stops at once (%s)", first, err);
+    c.eos_token_id = -1;
+    rc = lina_config_write(cp, &c);
+    st = sh("generate -m %s/run -p \"The gardener\" --temp 0 -n 5 -t 1", d);
+    CHECK(rc == 0 && st == 0 && strstr(err, "generated: 5 tokens"), "without an EOS: 5 tokens (%s)", err);
+}
+
 int main(void)
 {
     lina_bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
@@ -318,6 +378,7 @@ int main(void)
     mkdir(d, 0755);
     test_recipe();
     test_tokenizer_checks();
+    test_config_eos();
     test_interrupt_resume();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
