@@ -5,7 +5,8 @@
  * with the checkpoint's options and reproduces an uninterrupted run bit for bit;
  * memory does not scale with --steps; tokenizer and vocabulary checks at start;
  * a run directory without a checkpoint says what to do; generate stops at the
- * config's eos_token_id when the tokenizer has no <|endoftext|>. */
+ * config's eos_token_id when the tokenizer has no <|endoftext|>; the prompt is
+ * prefilled in pieces (same logits, memory flat in the prompt length). */
 #include "harness.h"
 #include "lina.h"
 
@@ -366,6 +367,91 @@ static void test_config_eos(void)
     CHECK(rc == 0 && st == 0 && strstr(err, "generated: 5 tokens"), "without an EOS: 5 tokens (%s)", err);
 }
 
+/* Peak resident memory (KiB) of `lina generate` on the recipe's model with the
+ * prompt read from the file `prompt` (--interactive, one line). */
+static long generate_rss(const char *prompt)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "exec %s generate -m %s/recipe -i -n 2 -t 1 < %s", lina_bin, root, prompt);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) {
+            _exit(127);
+        }
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    wait4(pid, &status, 0, &ru);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? ru.ru_maxrss : -1;
+}
+
+/* The prompt is prefilled in pieces: the logits equal a one-piece prefill's, and
+ * generate's peak memory does not grow with a 100 KB prompt. */
+static void test_pieced_prefill(void)
+{
+    char ck[256], tp[300];
+    snprintf(ck, sizeof ck, "%s/recipe/checkpoint", root);
+    snprintf(tp, sizeof tp, "%s/tokenizer.json", ck);
+    lina_model *m = NULL;
+    lina_tokenizer *tk = NULL;
+    lina_model_state *s1 = NULL, *s2 = NULL;
+    char *text = slurp("tests/data/orchard.txt", NULL);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    double maxd = -1.0, maxl = 0.0;
+    lina_ws ws;
+    lina_ws_init(&ws);
+    if (text && lina_model_load(ck, &m) == 0 && lina_tokenizer_load(tp, &tk) == 0 &&
+        lina_tokenizer_encode(tk, text, strlen(text), &ids, &n) == 0 && n > 2 * LINA_PREFILL_CHUNK + 10 &&
+        lina_model_state_create(m, 1, (int)n, &s1) == 0 && lina_model_state_create(m, 1, (int)n, &s2) == 0) {
+        n = 2 * LINA_PREFILL_CHUNK + 10;
+        int V = lina_model_config(m)->vocab_size;
+        float *a = malloc(n * (size_t)V * sizeof(float)), *b = malloc(n * (size_t)V * sizeof(float));
+        int rc = lina_model_decode(m, s1, ids, 1, (int)n, a, &ws);
+        for (size_t p = 0, t = 0; rc == 0 && p < n; p += t) {
+            t = n - p < LINA_PREFILL_CHUNK ? n - p : LINA_PREFILL_CHUNK;
+            rc = lina_model_decode(m, s2, ids + p, 1, (int)t, b + p * (size_t)V, &ws);
+        }
+        for (size_t i = 0; rc == 0 && i < n * (size_t)V; i++) {
+            maxd = fmax(maxd, fabs((double)a[i] - b[i]));
+            maxl = fmax(maxl, fabs((double)a[i]));
+        }
+        free(a);
+        free(b);
+    }
+    lina_ws_free(&ws);
+    CHECK(maxd >= 0 && maxd < 1e-5 * fmax(1.0, maxl),
+          "prefill in pieces of %d = one piece: max |logit difference| %.2e (max |logit| %.1f)", LINA_PREFILL_CHUNK,
+          maxd, maxl);
+    lina_model_state_free(s1);
+    lina_model_state_free(s2);
+    lina_tokenizer_free(tk);
+    lina_model_free(m);
+    free(ids);
+    /* a 100 KB prompt (one line, about 50k tokens) vs a short one */
+    char sp[256], lp[256];
+    snprintf(sp, sizeof sp, "%s/short_prompt.txt", root);
+    snprintf(lp, sizeof lp, "%s/long_prompt.txt", root);
+    FILE *f = fopen(sp, "w");
+    fputs("The gardener\n", f);
+    fclose(f);
+    f = fopen(lp, "w");
+    for (int r = 0; r < 20 && text; r++) {
+        for (const char *c = text; *c; c++) {
+            fputc(*c == '\n' ? ' ' : *c, f);
+        }
+    }
+    fputc('\n', f);
+    fclose(f);
+    long rs = generate_rss(sp), rl = generate_rss(lp);
+    CHECK(rs > 0 && rl > 0 && rl - rs < 16 * 1024, "generate's peak memory: %ld KiB with a 100 KB prompt, %ld KiB "
+          "with a short one", rl, rs);
+    free(text);
+}
+
 int main(void)
 {
     lina_bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
@@ -379,6 +465,7 @@ int main(void)
     test_recipe();
     test_tokenizer_checks();
     test_config_eos();
+    test_pieced_prefill();
     test_interrupt_resume();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);

@@ -26,21 +26,26 @@ typedef struct gen {
     int have_last;
 } gen;
 
-/* Feeds ids[0..n) at the state's position; the logits of the last one into g->last. */
+/* Feeds ids[0..n) at the state's position in pieces of at most LINA_PREFILL_CHUNK
+ * tokens (memory flat in the prompt length); the logits of the last one into g->last. */
 static int gen_feed(gen *g, const int32_t *ids, size_t n)
 {
-    if (n > g->nlog) {
-        float *nl = realloc(g->logits, n * (size_t)g->V * sizeof(float));
+    size_t piece = n < LINA_PREFILL_CHUNK ? n : LINA_PREFILL_CHUNK, t = 0;
+    if (piece > g->nlog) {
+        float *nl = realloc(g->logits, piece * (size_t)g->V * sizeof(float));
         if (!nl) {
-            return lina_set_error(LINA_ENOMEM, "out of memory for the logits of %zu prompt tokens", n);
+            return lina_set_error(LINA_ENOMEM, "out of memory for the logits of %zu prompt tokens", piece);
         }
         g->logits = nl;
-        g->nlog = n;
+        g->nlog = piece;
     }
-    if (lina_model_decode(g->m, g->st, ids, 1, (int)n, g->logits, &g->ws)) {
-        return LINA_EINVAL;
+    for (size_t p = 0; p < n; p += t) {
+        t = n - p < piece ? n - p : piece;
+        if (lina_model_decode(g->m, g->st, ids + p, 1, (int)t, g->logits, &g->ws)) {
+            return LINA_EINVAL;
+        }
     }
-    memcpy(g->last, g->logits + (n - 1) * (size_t)g->V, (size_t)g->V * sizeof(float));
+    memcpy(g->last, g->logits + (t - 1) * (size_t)g->V, (size_t)g->V * sizeof(float));
     g->have_last = 1;
     return LINA_OK;
 }
@@ -128,7 +133,7 @@ static int gen_text(gen *g, const char *text, size_t len, int echo)
 }
 
 static const char GEN_ABOUT[] =
-    "  Feeds the prompt with the chunk form, then decodes one token at a time with the recurrent\n"
+    "  Feeds the prompt with the chunk form (in pieces of 256 tokens), then decodes one token at a time with the recurrent\n"
     "  form; streams the text to stdout, speeds to stderr. Stops at EOS (<|endoftext|>, else the\n"
     "  config's eos_token_id).\n"
     "  An empty --prompt \"\" generates unconditionally from BOS (the tokenizer's <|endoftext|>,\n"
