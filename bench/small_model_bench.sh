@@ -78,8 +78,8 @@ for l in open("/proc/cpuinfo"):
 isa = "AVX-512" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "other")
 torch_ver = next((r.get("torch") for r in rows if r["framework"] == "torch"), "?")
 sg = {r["threads"]: r.get("sgemm_gflops") for r in rows if r["name"] == "sgemm"}
-def best(fw, **kw):
-    v = [r["train_ms_per_step"] for r in rows if r["framework"] == fw and r.get("train_ms_per_step") is not None
+def best(fw, key="train_ms_per_step", **kw):
+    v = [r[key] for r in rows if r["framework"] == fw and r.get(key) is not None
          and all(r.get(k) == x for k, x in kw.items())]
     return min(v) if v else None
 L = ["# Small models: lina vs plain PyTorch, training step\n"]
@@ -91,8 +91,10 @@ L.append("Written by `sh bench/small_model_bench.sh` (%s UTC). CPU: %s, ISA %s (
          "runs. OpenBLAS SGEMM (1024^3) in the same run: %s GFLOP/s. Load average before / after: %s / %s.\n"
          % (start, cpu, isa, ver, torch_ver, batch, steps, repeat,
             ", ".join("%s on %s thread%s" % (v, t, "" if t == 1 else "s") for t, v in sorted(sg.items())), lb, la))
-L.append("| model | d | T | params | threads | lina ms/step | PyTorch ms/step | PyTorch / lina |")
-L.append("|---|---|---|---|---|---|---|---|")
+L.append("Wall: the step's elapsed time; CPU: the process's CPU time per step (all threads), which other jobs on a "
+         "shared machine disturb less (on one thread and an idle machine the two agree).\n")
+L.append("| model | d | T | params | threads | lina ms/step | PyTorch ms/step | PyTorch / lina | lina CPU ms | PyTorch CPU ms | PyTorch / lina (CPU) |")
+L.append("|---|---|---|---|---|---|---|---|---|---|---|")
 keys = sorted({(r["name"], r["d_model"], r["seq_len"], r["threads"]) for r in rows if r["framework"] == "lina"},
               key=lambda k: (k[1], k[2], k[3]))
 order = list(dict.fromkeys(r["name"] for r in rows if r["framework"] == "lina"))
@@ -100,9 +102,11 @@ keys.sort(key=lambda k: (order.index(k[0]), k[1], k[2], k[3]))
 for n, d, T, th in keys:
     kw = dict(name=n, d_model=d, seq_len=T, threads=th)
     lm, tm = best("lina", **kw), best("torch", **kw)
+    lc, tc = best("lina", "train_cpu_ms_per_step", **kw), best("torch", "train_cpu_ms_per_step", **kw)
     p = next((r["params"] for r in rows if r["framework"] == "lina" and r["name"] == n and r["d_model"] == d), 0)
-    L.append("| %s | %d | %d | %.0fK | %d | %s | %s | %s |" % (n, d, T, p / 1e3, th, "%.1f" % lm if lm else "-",
-             "%.1f" % tm if tm else "-", "%.2fx" % (tm / lm) if lm and tm else "-"))
+    L.append("| %s | %d | %d | %.0fK | %d | %s | %s | %s | %s | %s | %s |" % (n, d, T, p / 1e3, th,
+             "%.1f" % lm if lm else "-", "%.1f" % tm if tm else "-", "%.2fx" % (tm / lm) if lm and tm else "-",
+             "%.1f" % lc if lc else "-", "%.1f" % tc if tc else "-", "%.2fx" % (tc / lc) if lc and tc else "-"))
 L.append("")
 L.append("Reproduce: `make && sh bench/small_model_bench.sh build/lina results/small_model_bench.md` "
          "(environment MIXER_TYPES, DMODELS, SEQS, THREADS, REPEAT). Raw JSON lines: `%s`." % jl.split("/")[-1])

@@ -171,18 +171,22 @@ def main():
         return loss.item()
 
     step()  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(a.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
-    times.sort()
-    n = len(times)
-    med = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
+        cpu.append(time.process_time() - c0)
+
+    def median(x):
+        x = sorted(x)
+        n = len(x)
+        return x[n // 2] if n % 2 else 0.5 * (x[n // 2 - 1] + x[n // 2])
+    med = median(times)
     tps = a.batch * a.seq_len / med
     r = {"framework": "torch", "torch": torch.__version__, "model_type": c["model_type"], "params": n_params,
          "seq_len": a.seq_len, "batch": a.batch, "threads": a.threads, "train_tokens_per_s": round(tps, 1),
-         "train_ms_per_step": round(1e3 * med, 3)}
+         "train_ms_per_step": round(1e3 * med, 3), "train_cpu_ms_per_step": round(1e3 * median(cpu), 3)}
     if a.json:
         print(json.dumps(r))
     else:

@@ -60,6 +60,14 @@ static double mb_status_mib(const char *key)
     return v;
 }
 
+/* CPU time of the process (all its threads), seconds */
+static double mb_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void mb_tokens(int32_t *t, size_t n, int vocab, uint64_t *seed)
 {
     for (size_t i = 0; i < n; i++) {
@@ -182,7 +190,7 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
     const size_t np = lina_model_num_params(m);
     uint64_t seed = 12345;
     int rc = 1;
-    double train_tps = NAN, train_ms = NAN, prefill_tps = NAN, decode_tps = NAN, decode_ms = NAN;
+    double train_tps = NAN, train_ms = NAN, train_cpu_ms = NAN, prefill_tps = NAN, decode_tps = NAN, decode_ms = NAN;
     size_t nbt = (size_t)B * T;
     int32_t *tok = NULL, *tgt = NULL;
     float *logits = NULL;
@@ -192,7 +200,8 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
     memset(&opt, 0, sizeof(opt));
     lina_model_state *st = NULL;
     double *times = malloc((size_t)(steps > dsteps ? steps : dsteps) * sizeof(*times));
-    if (!times) {
+    double *cpu_times = malloc((size_t)steps * sizeof(*cpu_times));
+    if (!times || !cpu_times) {
         fprintf(stderr, "lina: bench: out of memory\n");
         goto done;
     }
@@ -225,7 +234,7 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
             lina_adamw_set_decay(&opt, off, n, decay);
         }
         for (int s = 0; s <= steps; s++) { /* step 0: warm-up (workspace growth, page faults) */
-            double loss, t0 = lina_now();
+            double loss, t0 = lina_now(), c0 = mb_cpu_now();
             lina_model_zero_grad(m);
             if (lina_model_train_step(m, tok, tgt, B, T, &loss, &ws) != 0) {
                 mb_fail("train step");
@@ -240,9 +249,11 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
             }
             if (s > 0) {
                 times[s - 1] = lina_now() - t0;
+                cpu_times[s - 1] = mb_cpu_now() - c0;
             }
         }
         train_ms = 1e3 * mb_median(times, steps);
+        train_cpu_ms = 1e3 * mb_median(cpu_times, steps);
         train_tps = (double)nbt / (1e-3 * train_ms);
         lina_adamw_free(&opt);
     }
@@ -334,6 +345,8 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
         char a[48], b[48], c[48], d[48], e[48], f[48], g[48];
         mb_num(a, sizeof(a), train_tps, "%.1f");
         mb_num(g, sizeof(g), train_ms, "%.3f");
+        char h[48];
+        mb_num(h, sizeof(h), train_cpu_ms, "%.3f");
         mb_num(b, sizeof(b), prefill_tps, "%.1f");
         mb_num(c, sizeof(c), decode_tps, "%.1f");
         mb_num(d, sizeof(d), decode_ms, "%.4f");
@@ -354,9 +367,9 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
                      r[0], r[1], r[2], r[3], r[4], r[5], 4.0 * dense / 1e6);
         }
         printf("{\"model_type\": \"%s\", \"params\": %zu, \"seq_len\": %d, \"batch\": %d, \"threads\": %d, "
-               "\"train_tokens_per_s\": %s, \"train_ms_per_step\": %s, \"prefill_tokens_per_s\": %s, \"decode_tokens_per_s\": %s, "
+               "\"train_tokens_per_s\": %s, \"train_ms_per_step\": %s, \"train_cpu_ms_per_step\": %s, \"prefill_tokens_per_s\": %s, \"decode_tokens_per_s\": %s, "
                "\"context\": %d, \"decode_ms_per_token\": %s, \"rss_mb\": %s, \"peak_rss_mb\": %s%s}\n",
-               lina_model_type_name(cfg.model_type), np, T, B, lina_get_threads(), a, g, b, c, context, d, e, f,
+               lina_model_type_name(cfg.model_type), np, T, B, lina_get_threads(), a, g, h, b, c, context, d, e, f,
                roof);
     } else {
         printf("model      %s (%s), %zu parameters, %d threads\n", cfg_path, lina_model_type_name(cfg.model_type),
@@ -394,6 +407,7 @@ done:
     free(tok);
     free(tgt);
     free(times);
+    free(cpu_times);
     lina_ws_free(&ws);
     lina_model_free(m);
     return rc;

@@ -33,7 +33,8 @@ void lina_model_bench_opts_default(lina_model_bench_opts *o);
  * Training = forward + backward (+ the gradient norm and clipping factor with
  * clip > 0) + AdamW update (lina_model_train_step, lina_adamw_step). Tokens/s = tokens per step / the median time of the timed
  * steps: B*T tokens per training step or prefill pass, B per decode step. The JSON object has model_type, params,
- * seq_len, batch, threads, train_tokens_per_s, train_ms_per_step, prefill_tokens_per_s,
+ * seq_len, batch, threads, train_tokens_per_s, train_ms_per_step, train_cpu_ms_per_step (median CPU time of
+ * the process per step: robust to other jobs on a shared machine), prefill_tokens_per_s,
  * decode_tokens_per_s (null when not measured), plus context,
  * decode_ms_per_token, rss_mb and peak_rss_mb (VmRSS / VmHWM of
  * /proc/self/status after the last measurement). With roofline: sgemm_gflops,
