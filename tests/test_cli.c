@@ -310,7 +310,7 @@ static void task_config_and_bench(void)
     snprintf(args, sizeof args,
              "bench --model %s --only decode --batch 2 --context 3 --decode-steps 2 --roofline --json", path);
     st = run(args, err, sizeof err);
-    double gbs = lina_bench_read_gbs((size_t)1 << 20), sg = lina_bench_sgemm_gflops();
+    double gbs = lina_bench_read_gbs((size_t)1 << 20), sg = lina_bench_sgemm_gflops(NULL);
     CHECK(st == 0 && gbs > 0.0 && isfinite(gbs) && sg > 0.0 && isfinite(sg),
           "bench --model --roofline: exit %d; streaming read %.1f GB/s, SGEMM %.1f GFLOP/s", st, gbs, sg);
     snprintf(args, sizeof args, "bench --model %s --only train --clip -1", path);

@@ -31,7 +31,7 @@ static int bench_op(const lina_op_info *op, const lina_mix_dims *d, lina_op_opts
         lina_tset_free(&in);
         return 1;
     }
-    double sg = lina_bench_sgemm_gflops();
+    double sg = lina_bench_sgemm_gflops(NULL);
     lina_ws ws;
     lina_ws_init(&ws);
     int rc = lina_op_run(op, &in, &out, o, &ws); /* warm-up */

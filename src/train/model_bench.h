@@ -42,15 +42,17 @@ void lina_model_bench_opts_default(lina_model_bench_opts *o);
  * parameters x train tokens/s over SGEMM), decode_gflops (2 x weights outside
  * the embedding table x B per decode step time), decode_sgemm_frac,
  * decode_bw_frac (the B=1 bound, weight bytes / read bandwidth, over the step
- * time) and decode_weight_mb.
+ * time), decode_weight_mb, sgemm_cpu_gflops and train_sgemm_frac_cpu (the
+ * training fraction with both in CPU time).
  * Returns 0; on a bad option or a failure prints one "lina: bench: ..." line on
  * stderr and returns 2 (usage) or 1 (runtime).
  */
 int lina_model_bench_run(const lina_model_bench_opts *o);
 
 /* GFLOP/s of a 1024^3 OpenBLAS SGEMM on the current thread count: the best of 7
- * runs after a warm-up */
-double lina_bench_sgemm_gflops(void);
+ * runs after a warm-up; *cpu_gflops (if not NULL): the same per second of the
+ * process's CPU time */
+double lina_bench_sgemm_gflops(double *cpu_gflops);
 
 /* GB/s of a streaming read (a parallel sum) over a buffer of `bytes`: the best
  * of 5 passes after a warm-up; 0 when the buffer cannot be allocated */
