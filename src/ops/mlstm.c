@@ -24,17 +24,24 @@
  * its own stabiliser.
  *
  * Backward. Write L as a function of the inputs and of the stabilisers
- * m_1..m_T as free variables. Then
- *   - the partials with m held fixed come from lina_dd_bwd on the augmented
- *     problem: dlf_t = dg'_t, di_t = k'_t . dk'_t, dk = exp(i - m) scale dk',
- *     dm0 = <dh0, h0> + dn0 . n0;
- *   - the explicit partial of L in m_t is, in closed form (C_t, n_t scale as
- *     exp(-m_t); den - 1e-6 scales likewise in both branches of the max):
- *         gm_t = -(do_t . o_t) 1e-6 / den_t
- *              + [t = T] (dmt - <dht, ht> - dnt . nt);
- *   - m_t = max(lf_t + m_{t-1}, i_t) routes gm back along the argmax path:
- *     acc = 0; for t = T..1: acc += gm_t; if m_t = i_t: di_t += acc, acc = 0;
- *     else dlf_t += acc (and acc flows on to m_{t-1}); finally dm0 += acc.
+ * m_1..m_T as free variables. lina_dd_bwd on the augmented problem gives the
+ * partials with m held fixed: dh0, dn0, dq, dv, dk = exp(i - m) scale dk',
+ * kap_t = k'_t . dk'_t (the write weight's partial) and dg'_t. The gradients
+ * of the scalar chain (i, lf, m0) are not formed as "partial + dL/dm routed
+ * along the argmax path": with a large m0 (or a long carry) that sum is the
+ * tiny difference of O(|o|) terms such as <dh0,h0> + dn0.n0 and
+ * -(<dht,ht> + dnt.nt), and float keeps none of it. Instead, use the exact
+ * scaling identity of a carry segment [t, s) (s = next reset, m_u for t <= u < s
+ * all shifted by the same amount): multiplying the segment's states by e^d
+ * (g'_t += d, k'_u *= e^d, g'_s -= d) changes only the readouts' eps and
+ * exp(-m) terms. It gives, backwards from N_T = dmt + e_T,
+ *     carry step (m_t = lf_t + m_{t-1}):  di_t = kap_t,        dlf_t = N_t - kap_t
+ *     reset step (m_t = i_t):             di_t = N_t - dg'_t,  dlf_t = dg'_t
+ *     N_{t-1} = e_{t-1} + dlf_t,          dm0 = dlf_1,
+ *     e_t = (do_t . o_t) exp(-m_t) / den_t  when exp(-m_t) > |q.n_t|, else 0,
+ * where every term is small when the true gradient is (kap_t carries the
+ * token's own weight exp(i_t - m_t)). Checked against the step-by-step double
+ * reference, which differentiates through both maxes directly.
  * df = dlf sigmoid(-f). Ties: lf_t + m_{t-1} == i_t takes the carry branch,
  * |q.n| == exp(-m) the |q.n| branch (documented in lina.h; the test
  * reference uses the same rules).
@@ -75,7 +82,7 @@ typedef struct ml_buf {
     float *dva;        /* [B,T,H,Va] */
     float *dgp;        /* [B,T,H] */
     float *dh0a;       /* [B,H,K,Va] */
-    double *gm;        /* [B,T,H] explicit dL/dm_t */
+    double *gm;        /* [B,T,H] e_t of the stabiliser chain (see the backward) */
     float *st;         /* [B,H,nC+1,K,Va] chunk-start states of the recomputed forward */
 } ml_buf;
 
@@ -377,7 +384,7 @@ int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
         lina_ws_scope_close(&sc);
         return rc;
     }
-    /* cotangents of the augmented outputs and the explicit dL/dm_t */
+    /* cotangents of the augmented outputs; e_t of the stabiliser chain */
     const int have_dht = gin->dht || gin->dnt;
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * H; bh++) {
@@ -401,23 +408,18 @@ int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
             }
             const double dden = -dod / den;
             doa[V] = qbr ? (float)(qn > 0 ? dden : (qn < 0 ? -dden : 0.0)) : 0.0f;
-            bf.gm[r] = -dod * ML_EPS / den;
+            bf.gm[r] = qbr ? 0.0 : dod * exp(-bf.m[r]) / den;
         }
-        const float *hta = LINA_STATE(bf.hta, b, h, H, KVa);
-        float *dhta = LINA_STATE(bf.dhta, b, h, H, KVa);
-        double fin = 0.0; /* <dht, ht> + dnt . nt */
-        for (int x = 0; x < K; x++) {
-            for (int j = 0; j < V; j++) {
-                float g = gin->dht ? LINA_STATE(gin->dht, b, h, H, KV)[(size_t)x * V + j] : 0.0f;
-                dhta[(size_t)x * Va + j] = g;
-                fin += (double)g * hta[(size_t)x * Va + j];
+        if (have_dht) {
+            float *dhta = LINA_STATE(bf.dhta, b, h, H, KVa);
+            for (int x = 0; x < K; x++) {
+                for (int j = 0; j < V; j++) {
+                    dhta[(size_t)x * Va + j] =
+                        gin->dht ? LINA_STATE(gin->dht, b, h, H, KV)[(size_t)x * V + j] : 0.0f;
+                }
+                dhta[(size_t)x * Va + V] = gin->dnt ? gin->dnt[(size_t)bh * K + x] : 0.0f;
             }
-            float g = gin->dnt ? gin->dnt[(size_t)bh * K + x] : 0.0f;
-            dhta[(size_t)x * Va + V] = g;
-            fin += (double)g * hta[(size_t)x * Va + V];
         }
-        const size_t rT = ((size_t)b * T + (T - 1)) * H + h;
-        bf.gm[rT] += (gin->dmt ? (double)gin->dmt[bh] : 0.0) - fin;
     }
     {
         lina_mix_dims dd = ml_engine_dims(&c, d);
@@ -431,40 +433,38 @@ int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
             return rc;
         }
     }
-    /* chain rule back to k, v, i, f, states; route dL/dm along the argmax path */
+    /* chain rule back to k, v, i, f and the states, with the stabiliser chain
+     * in the cancellation-free form (see the head of this file) */
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
-        double acc = 0.0;
+        double next = gin->dmt ? (double)gin->dmt[bh] : 0.0; /* N_t - e_t */
         for (int t = T - 1; t >= 0; t--) {
             const size_t r = ((size_t)b * T + t) * H + h;
             const float *kp = bf.kp + r * K, *dkp = bf.dkp + r * K;
             const float w = (float)(exp((double)in->i[r] - bf.m[r]) * (double)c.ks);
             float *dk = gout->dk + r * K;
-            double di = 0.0;
+            double kap = 0.0; /* k'_t . dk'_t */
             for (int x = 0; x < K; x++) {
-                di += (double)kp[x] * dkp[x];
+                kap += (double)kp[x] * dkp[x];
                 dk[x] = w * dkp[x];
             }
             memcpy(gout->dv + r * V, bf.dva + r * Va, (size_t)V * sizeof(float));
-            double dlf = bf.dgp[r];
-            acc += bf.gm[r];
+            const double N = bf.gm[r] + next, dg = bf.dgp[r];
+            double di, dlf;
             if (bf.rs[r]) {
-                di += acc;
-                acc = 0.0;
+                di = N - dg;
+                dlf = dg;
             } else {
-                dlf += acc;
+                di = kap;
+                dlf = N - kap;
             }
+            next = dlf;
             gout->di[r] = (float)di;
             gout->df[r] = (float)(dlf * ml_sigmoid(-(double)in->f[r]));
         }
         if (init) {
             const float *dh0a = LINA_STATE(bf.dh0a, b, h, H, KVa);
-            const float *h0a = LINA_STATE(bf.h0a, b, h, H, KVa);
-            double dm0 = acc;
-            for (size_t x = 0; x < KVa; x++) {
-                dm0 += (double)dh0a[x] * h0a[x];
-            }
             if (gout->dh0) {
                 float *dh0 = LINA_STATE(gout->dh0, b, h, H, KV);
                 for (int x = 0; x < K; x++) {
@@ -477,7 +477,7 @@ int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
                 }
             }
             if (gout->dm0) {
-                gout->dm0[bh] = (float)dm0;
+                gout->dm0[bh] = (float)next;
             }
         }
     }
