@@ -549,7 +549,9 @@ static void ml_compare(ml_case *c, lina_form form, int init, int cot, const char
 static void test_mlstm_forms(lina_ws *ws)
 {
     const int Ts[] = {1, 63, 64, 65, 200};
-    for (int regime = 0; regime < 3; regime++) {
+    const int regimes[] = {ML_NORMAL, ML_LARGE, ML_EPS, ML_SHUT};
+    for (size_t ri = 0; ri < sizeof regimes / sizeof regimes[0]; ri++) {
+        const int regime = regimes[ri];
         for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
             ml_case c;
             ml_case_init(&c, 2, Ts[ti], 3, 32, 48, regime);

@@ -70,7 +70,7 @@ typedef struct ml_buf {
     float *kp;         /* [B,T,H,K]  k' = exp(i - m) ks k */
     float *va;         /* [B,T,H,Va] [v | 1] */
     float *gp;         /* [B,T,H]    g' = lf + m_{t-1} - m_t */
-    float *oa;         /* [B,T,H,Va] [q^T C | q.n] */
+    float *oa;         /* [B,T,H,Va] [q^T C | q.n]; recurrent form: o1 (see below) */
     float *h0a;        /* [B,H,K,Va] [h0 | n0] (initial states only) */
     float *hta;        /* [B,H,K,Va] [C_T | n_T] */
     double *m;         /* [B,T,H]    m_t */
@@ -84,6 +84,12 @@ typedef struct ml_buf {
     float *dh0a;       /* [B,H,K,Va] */
     double *gm;        /* [B,T,H] e_t of the stabiliser chain (see the backward) */
     float *st;         /* [B,H,nC+1,K,Va] chunk-start states of the recomputed forward */
+    /* recurrent form: the engine reads with the next token's query (below) */
+    float *qs;         /* [B,T,H,K]  q_{t+1} (0 at t = T-1) */
+    float *p0;         /* [B,H,Va]   [h0 | n0]^T q_0 (initial states only) */
+    float *dop;        /* [B,T,H,Va] cotangent of o1 (backward) */
+    float *dqs;        /* [B,T,H,K]  gradient of qs (backward) */
+    float *xg;         /* [B,T,H]    exp(g'_t) o1_{t-1} . doa_t (backward) */
 } ml_buf;
 
 static size_t al64(size_t n)
@@ -98,34 +104,20 @@ static lina_mix_dims ml_engine_dims(const ml_ctx *c, const lina_mix_dims *d)
     return dd;
 }
 
-static size_t ml_buf_bytes(const ml_ctx *c, const lina_mix_dims *d, int bwd, int init)
+/* Carves the buffers from mem (bwd: backward buffers too; init: initial
+ * states given; rec: recurrent form) and returns the bytes used; with
+ * mem == NULL only the size is computed. */
+static size_t ml_buf_carve(const ml_ctx *c, const lina_mix_dims *d, void *mem, int bwd, int init,
+                           int rec, ml_buf *b)
 {
     const size_t rows = c->nr, BH = (size_t)c->B * c->H;
     const size_t sa = BH * (size_t)c->K * c->Va;
-    size_t n = al64(rows * c->K * sizeof(float)) + 2 * al64(rows * c->Va * sizeof(float)) +
-               al64(rows * sizeof(float)) + al64(sa * sizeof(float)) * (init ? 2 : 1) +
-               al64(rows * sizeof(double)) + al64(rows);
-    if (bwd) {
-        n += 2 * al64(rows * c->Va * sizeof(float)) + al64(sa * sizeof(float)) * (init ? 2 : 1) +
-             al64(rows * c->K * sizeof(float)) + al64(rows * sizeof(float)) +
-             al64(rows * sizeof(double));
-        lina_mix_dims dd = ml_engine_dims(c, d);
-        n += al64(lina_dd_states_size(&dd) * sizeof(float));
-    }
-    return n + 64;
-}
-
-static void ml_buf_carve(const ml_ctx *c, const lina_mix_dims *d, void *mem, int bwd, int init,
-                         ml_buf *b)
-{
-    const size_t rows = c->nr, BH = (size_t)c->B * c->H;
-    const size_t sa = BH * (size_t)c->K * c->Va;
-    char *p = mem;
+    size_t off = 0;
     memset(b, 0, sizeof *b);
-#define ML_TAKE(ptr, type, cnt)                \
-    do {                                       \
-        b->ptr = (type *)p;                    \
-        p += al64((cnt) * sizeof(type));       \
+#define ML_TAKE(ptr, type, cnt)                                       \
+    do {                                                              \
+        b->ptr = mem ? (type *)((char *)mem + off) : NULL;            \
+        off += al64((cnt) * sizeof(type));                            \
     } while (0)
     ML_TAKE(kp, float, rows * c->K);
     ML_TAKE(va, float, rows * c->Va);
@@ -137,6 +129,12 @@ static void ml_buf_carve(const ml_ctx *c, const lina_mix_dims *d, void *mem, int
     ML_TAKE(hta, float, sa);
     ML_TAKE(m, double, rows);
     ML_TAKE(rs, unsigned char, rows);
+    if (rec) {
+        ML_TAKE(qs, float, rows * c->K);
+        if (init) {
+            ML_TAKE(p0, float, BH * c->Va);
+        }
+    }
     if (bwd) {
         ML_TAKE(doa, float, rows * c->Va);
         ML_TAKE(dhta, float, sa);
@@ -149,8 +147,14 @@ static void ml_buf_carve(const ml_ctx *c, const lina_mix_dims *d, void *mem, int
         ML_TAKE(gm, double, rows);
         lina_mix_dims dd = ml_engine_dims(c, d);
         ML_TAKE(st, float, lina_dd_states_size(&dd));
+        if (rec) {
+            ML_TAKE(dop, float, rows * c->Va);
+            ML_TAKE(dqs, float, rows * c->K);
+            ML_TAKE(xg, float, rows);
+        }
     }
 #undef ML_TAKE
+    return off + 64;
 }
 
 /* ------------------------------------------------------------------ math */
@@ -232,20 +236,148 @@ static void ml_prepare(const ml_ctx *c, const lina_mlstm_in *in, ml_buf *bf)
                 memcpy(h0a + (size_t)x * Va, h0 + (size_t)x * V, (size_t)V * sizeof(float));
                 h0a[(size_t)x * Va + V] = n0[x];
             }
+            if (bf->p0) { /* recurrent form: p0 = [h0 | n0]^T q_0 (see ml_engine_fwd) */
+                const float *q0 = in->q + ((size_t)b * T * H + h) * K;
+                float *restrict p0 = bf->p0 + (size_t)bh * Va;
+                memset(p0, 0, (size_t)Va * sizeof(float));
+                for (int x = 0; x < K; x++) {
+                    const float qx = q0[x], *restrict hx = h0a + (size_t)x * Va;
+                    for (int j = 0; j < Va; j++) {
+                        p0[j] += qx * hx[j];
+                    }
+                }
+            }
         }
     }
 }
 
-/* Engine forward on the augmented problem: oa, hta (and the chunk-start
- * states when bf->st is set, for the backward). */
+/* Recurrent form. Read as o_t = [C_t | n_t]^T q_t, the state holds the
+ * token's own term k'_t [v_t | 1]^T rounded into each column separately, so
+ * q_t . k'_t comes out with a different rounding in every column of o_t and
+ * in q.n_t. When q.k is a small difference and the state is little more than
+ * that one term (forget gate shut, every step a reset), o = q.C / |q.n| then
+ * loses the agreement of its numerator and denominator, and the backward
+ * amplifies the disagreement by 1/|q.n|. So the engine reads each state with
+ * the next token's query, o1_t = [C_t | n_t]^T q_{t+1} (kept in bf->oa), and
+ *     oa_t = exp(g'_t) o1_{t-1} + (q_t . k'_t) [v_t | 1],    o1_{-1} = S_0^T q_0 (p0),
+ * one scalar q_t . k'_t for every column, as in the chunk form's diagonal. */
+static double ml_dot(const float *restrict a, const float *restrict b, int n)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int x = 0; x < n; x++) {
+        s += (double)a[x] * b[x];
+    }
+    return s;
+}
+
+/* How row r (token t of head bh) is read: the chunk form's oa row, or the
+ * recurrent form's a = exp(g'_t), qk = q_t . k'_t and prev = o1_{t-1} / p0
+ * (NULL: zero initial state). */
+typedef struct ml_rd {
+    const float *oa, *prev, *v;
+    float a, qk;
+} ml_rd;
+
+static ml_rd ml_read(const ml_ctx *c, const lina_mlstm_in *in, const ml_buf *bf, int rec, int bh,
+                     int t, size_t r)
+{
+    ml_rd rd = {NULL, NULL, in->v + r * c->V, 1.0f, 0.0f};
+    if (!rec) {
+        rd.oa = bf->oa + r * c->Va;
+        return rd;
+    }
+    rd.a = (float)exp((double)bf->gp[r]);
+    rd.qk = (float)ml_dot(in->q + r * c->K, bf->kp + r * c->K, c->K);
+    rd.prev = t > 0 ? bf->oa + (r - c->H) * c->Va : (bf->p0 ? bf->p0 + (size_t)bh * c->Va : NULL);
+    return rd;
+}
+
+/* num[0..V) = C_t^T q_t; returns q_t . n_t */
+static double ml_num(const ml_rd *rd, int V, float *restrict num)
+{
+    if (rd->oa) {
+        memcpy(num, rd->oa, (size_t)V * sizeof(float));
+        return rd->oa[V];
+    }
+    const float a = rd->a, qk = rd->qk, *restrict v = rd->v, *restrict p = rd->prev;
+    if (!p) {
+        for (int j = 0; j < V; j++) {
+            num[j] = qk * v[j];
+        }
+        return qk;
+    }
+    for (int j = 0; j < V; j++) {
+        num[j] = a * p[j] + qk * v[j];
+    }
+    return (double)a * p[V] + qk;
+}
+
+/* Engine forward on the augmented problem: oa (chunk) or o1 (recurrent; p0
+ * comes from ml_prepare), hta, and the chunk-start states when bf->st is set
+ * (backward). */
 static int ml_engine_fwd(const ml_ctx *c, const lina_mix_dims *d, const lina_mlstm_in *in,
                          ml_buf *bf, lina_form form, lina_ws *ws)
 {
     lina_mix_dims dd = ml_engine_dims(c, d);
-    lina_dd_in din = {.q = in->q, .k = bf->kp, .v = bf->va, .gate = LINA_GATE_SCALAR,
-                      .g = bf->gp, .h0 = bf->h0a};
+    const int rec = form == LINA_FORM_RECURRENT;
+    if (rec) {
+        const size_t rowK = (size_t)c->H * c->K;
+#pragma omp parallel for schedule(static)
+        for (int b = 0; b < c->B; b++) {
+            const size_t base = (size_t)b * c->T * rowK;
+            memcpy(bf->qs + base, in->q + base + rowK, (size_t)(c->T - 1) * rowK * sizeof(float));
+            memset(bf->qs + base + (size_t)(c->T - 1) * rowK, 0, rowK * sizeof(float));
+        }
+    }
+    lina_dd_in din = {.q = rec ? bf->qs : in->q, .k = bf->kp, .v = bf->va,
+                      .gate = LINA_GATE_SCALAR, .g = bf->gp, .h0 = bf->h0a};
     lina_dd_out dout = {.o = bf->oa, .ht = bf->hta, .states = bf->st};
     return lina_dd_fwd(&dd, &din, &dout, form, ws);
+}
+
+/* Recurrent backward of the reads: the diagonal and the exp(g'_t) read of
+ * o1_{t-1} (p0 at t = 0) into dq (from the engine's dqs), dk', [dv | .], dg'
+ * (xg holds exp(g'_t) prev . doa_t) and d[h0 | n0]. */
+static void ml_rec_read_bwd(const ml_ctx *c, const lina_mlstm_in *in, ml_buf *bf, float *dq)
+{
+    const int B = c->B, T = c->T, H = c->H, K = c->K, Va = c->Va;
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        const int b = bh / H, h = bh % H;
+        for (int t = 0; t < T; t++) {
+            const size_t r = ((size_t)b * T + t) * H + h;
+            const float *restrict q = in->q + r * K, *restrict kp = bf->kp + r * K;
+            const float *restrict va = bf->va + r * Va, *restrict doa = bf->doa + r * Va;
+            const float qk = (float)ml_dot(q, kp, K), s = (float)ml_dot(doa, va, Va);
+            float *restrict dqt = dq + r * K, *restrict dkp = bf->dkp + r * K;
+            float *restrict dva = bf->dva + r * Va;
+            if (t > 0) {
+                memcpy(dqt, bf->dqs + (r - H) * K, (size_t)K * sizeof(float));
+            } else if (bf->p0) {
+                const float a = (float)exp((double)bf->gp[r]);
+                const float *h0a = LINA_STATE(bf->h0a, b, h, H, (size_t)K * Va);
+                float *dh0a = LINA_STATE(bf->dh0a, b, h, H, (size_t)K * Va);
+                for (int x = 0; x < K; x++) {
+                    dqt[x] = a * (float)ml_dot(h0a + (size_t)x * Va, doa, Va);
+                    const float w = a * q[x];
+                    for (int j = 0; j < Va; j++) {
+                        dh0a[(size_t)x * Va + j] += w * doa[j];
+                    }
+                }
+            } else {
+                memset(dqt, 0, (size_t)K * sizeof(float));
+            }
+            for (int x = 0; x < K; x++) {
+                dqt[x] += s * kp[x];
+                dkp[x] += s * q[x];
+            }
+            for (int j = 0; j < Va; j++) {
+                dva[j] += qk * doa[j];
+            }
+            bf->dgp[r] += bf->xg[r];
+        }
+    }
 }
 
 /* T = 0: the states pass through. */
@@ -297,13 +429,14 @@ int lina_mlstm_fwd(const lina_mix_dims *d, const lina_mlstm_in *in, lina_mlstm_o
     if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
         return rc;
     }
-    void *mem = lina_ws_get(sc.ws, slot, ml_buf_bytes(&c, d, 0, init));
+    const int rec = form == LINA_FORM_RECURRENT;
+    ml_buf bf;
+    void *mem = lina_ws_get(sc.ws, slot, ml_buf_carve(&c, d, NULL, 0, init, rec, &bf));
     if (!mem) {
         lina_ws_scope_close(&sc);
         return lina_set_error(LINA_ENOMEM, "mlstm: out of memory");
     }
-    ml_buf bf;
-    ml_buf_carve(&c, d, mem, 0, init, &bf);
+    ml_buf_carve(&c, d, mem, 0, init, rec, &bf);
     ml_prepare(&c, in, &bf);
     rc = ml_engine_fwd(&c, d, in, &bf, form, sc.ws);
     if (rc == LINA_OK) {
@@ -313,12 +446,13 @@ int lina_mlstm_fwd(const lina_mix_dims *d, const lina_mlstm_in *in, lina_mlstm_o
             const int b = bh / H, h = bh % H;
             for (int t = 0; t < T; t++) {
                 const size_t r = ((size_t)b * T + t) * H + h;
-                const float *oa = bf.oa + r * Va;
-                int qbr;
-                const double inv = 1.0 / ml_den(oa[V], bf.m[r], &qbr);
+                const ml_rd rd = ml_read(&c, in, &bf, rec, bh, t, r);
                 float *o = out->o + r * V;
+                int qbr;
+                const double qn = ml_num(&rd, V, o);
+                const float inv = (float)(1.0 / ml_den(qn, bf.m[r], &qbr));
                 for (int j = 0; j < V; j++) {
-                    o[j] = (float)(oa[j] * inv);
+                    o[j] *= inv;
                 }
             }
             const float *hta = LINA_STATE(bf.hta, b, h, H, (size_t)K * Va);
@@ -372,43 +506,63 @@ int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
     if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
         return rc;
     }
-    void *mem = lina_ws_get(sc.ws, slot, ml_buf_bytes(&c, d, 1, init));
+    const int rec = form == LINA_FORM_RECURRENT;
+    ml_buf bf;
+    void *mem = lina_ws_get(sc.ws, slot, ml_buf_carve(&c, d, NULL, 1, init, rec, &bf));
     if (!mem) {
         lina_ws_scope_close(&sc);
         return lina_set_error(LINA_ENOMEM, "mlstm: out of memory");
     }
-    ml_buf bf;
-    ml_buf_carve(&c, d, mem, 1, init, &bf);
+    ml_buf_carve(&c, d, mem, 1, init, rec, &bf);
     ml_prepare(&c, in, &bf);
     if ((rc = ml_engine_fwd(&c, d, in, &bf, form, sc.ws))) {
         lina_ws_scope_close(&sc);
         return rc;
     }
-    /* cotangents of the augmented outputs; e_t of the stabiliser chain */
+    /* cotangents of the augmented outputs (recurrent: of o1, dop, and the
+     * read weight's xg); e_t of the stabiliser chain */
     const int have_dht = gin->dht || gin->dnt;
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
         for (int t = 0; t < T; t++) {
             const size_t r = ((size_t)b * T + t) * H + h;
-            const float *oa = bf.oa + r * Va;
             float *doa = bf.doa + r * Va;
+            if (rec && t == T - 1) {
+                memset(bf.dop + r * Va, 0, (size_t)Va * sizeof(float));
+            }
             if (!gin->do_) {
                 memset(doa, 0, (size_t)Va * sizeof(float));
                 bf.gm[r] = 0.0;
+                if (rec) {
+                    bf.xg[r] = 0.0f;
+                    if (t > 0) {
+                        memset(bf.dop + (r - H) * Va, 0, (size_t)Va * sizeof(float));
+                    }
+                }
                 continue;
             }
+            const ml_rd rd = ml_read(&c, in, &bf, rec, bh, t, r);
             const float *dO = gin->do_ + r * V;
             int qbr;
-            const double qn = oa[V], den = ml_den(qn, bf.m[r], &qbr);
+            const double qn = ml_num(&rd, V, doa), den = ml_den(qn, bf.m[r], &qbr);
             double dod = 0.0; /* do . o */
             for (int j = 0; j < V; j++) {
-                dod += (double)dO[j] * (oa[j] / den);
+                dod += (double)dO[j] * (doa[j] / den);
                 doa[j] = (float)(dO[j] / den);
             }
             const double dden = -dod / den;
             doa[V] = qbr ? (float)(qn > 0 ? dden : (qn < 0 ? -dden : 0.0)) : 0.0f;
             bf.gm[r] = qbr ? 0.0 : dod * exp(-bf.m[r]) / den;
+            if (rec) {
+                bf.xg[r] = rd.prev ? rd.a * (float)ml_dot(rd.prev, doa, Va) : 0.0f;
+                if (t > 0) {
+                    float *dop = bf.dop + (r - H) * Va;
+                    for (int j = 0; j < Va; j++) {
+                        dop[j] = rd.a * doa[j];
+                    }
+                }
+            }
         }
         if (have_dht) {
             float *dhta = LINA_STATE(bf.dhta, b, h, H, KVa);
@@ -423,15 +577,19 @@ int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
     }
     {
         lina_mix_dims dd = ml_engine_dims(&c, d);
-        lina_dd_in din = {.q = in->q, .k = bf.kp, .v = bf.va, .gate = LINA_GATE_SCALAR,
-                          .g = bf.gp, .h0 = bf.h0a};
-        lina_dd_grad_in dgi = {.do_ = bf.doa, .dht = have_dht ? bf.dhta : NULL, .states = bf.st};
-        lina_dd_grad_out dgo = {.dq = gout->dq, .dk = bf.dkp, .dv = bf.dva, .dg = bf.dgp,
-                                .dh0 = bf.dh0a};
+        lina_dd_in din = {.q = rec ? bf.qs : in->q, .k = bf.kp, .v = bf.va,
+                          .gate = LINA_GATE_SCALAR, .g = bf.gp, .h0 = bf.h0a};
+        lina_dd_grad_in dgi = {.do_ = rec ? bf.dop : bf.doa, .dht = have_dht ? bf.dhta : NULL,
+                               .states = bf.st};
+        lina_dd_grad_out dgo = {.dq = rec ? bf.dqs : gout->dq, .dk = bf.dkp, .dv = bf.dva,
+                                .dg = bf.dgp, .dh0 = bf.dh0a};
         if ((rc = lina_dd_bwd(&dd, &din, &dgi, &dgo, form, sc.ws))) {
             lina_ws_scope_close(&sc);
             return rc;
         }
+    }
+    if (rec) {
+        ml_rec_read_bwd(&c, in, &bf, gout->dq);
     }
     /* chain rule back to k, v, i, f and the states, with the stabiliser chain
      * in the cancellation-free form (see the head of this file) */
