@@ -556,8 +556,10 @@ int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
  *
  * over j <= i (causal), i - window < j <= i (causal with window > 0) or all j
  * (non_causal; window must be 0). q, k [B,T,H,K]; v, o [B,T,H,V];
- * lse [B,T,H] the per-row log-sum-exp of the scaled logits (what backward
- * needs). d->scale 0 means K^-1/2; d->chunk is ignored.
+ * stat [B,T,H,2] the per-row softmax statistics the backward needs: the
+ * largest scaled logit m and log of sum_j exp(logit_j - m) (their sum is the
+ * log-sum-exp; kept apart so that large logits lose nothing to rounding).
+ * d->scale 0 means K^-1/2; d->chunk is ignored.
  */
 typedef struct lina_softmax_in {
     const float *q, *k, *v;   /* [B,T,H,K], [B,T,H,K], [B,T,H,V] */
@@ -567,12 +569,12 @@ typedef struct lina_softmax_in {
 
 typedef struct lina_softmax_out {
     float *o;                 /* [B,T,H,V] (required) */
-    float *lse;               /* [B,T,H] or NULL */
+    float *stat;              /* [B,T,H,2] or NULL */
 } lina_softmax_out;
 
 typedef struct lina_softmax_grad_in {
     const float *do_;         /* [B,T,H,V] (required) */
-    const float *o, *lse;     /* forward results; both NULL: recomputed */
+    const float *stat;        /* the forward's stat; NULL: recomputed */
 } lina_softmax_grad_in;
 
 typedef struct lina_softmax_grad_out {

@@ -17,6 +17,11 @@
 /* mLSTM cases whose inputs make o and its gradients well conditioned: the
  * kernel must then be as close as float round-off allows */
 #define ML_TIGHT_TOL 1e-5
+/* softmax attention with logits exact in float: near one-hot rows; logits
+ * ~4e4 (there dq = s dS K sums terms 400 times larger than dq itself, so
+ * float's own rounding of those terms is ~3e-5) */
+#define SM_TIGHT_TOL 1e-5
+#define SM_LARGE_TOL 1e-4
 
 /* ---------------------------------------------------------------- buffers */
 
@@ -707,13 +712,47 @@ static void test_mlstm_continue(lina_ws *ws)
 
 /* ====================================================== softmax attention */
 
-static void sm_compare(int T, int window, int non_causal, lina_ws *ws)
+enum { SM_NORMAL = 0, SM_LARGE = 1, SM_ONEHOT = 2 };
+static const char *sm_regime[] = {"", " |logits|~4e4", " near one-hot"};
+
+/* Inputs. SM_NORMAL: normal q, k, v. The other two are integers with K = 16
+ * (scale 1/4), so every logit is exact in float and the reference sees the
+ * same logits as the kernel. SM_LARGE: q_0 = +-400, k_0 = 400, the other
+ * channels in [-2, 2]: logits 4e4 +- a few, so lse ~ +-4e4 while the softmax
+ * is spread over several keys. SM_ONEHOT: k in [-32, 32], q_i = 4 k_i: the
+ * diagonal logit (~5e3) leads the others by hundreds, P is one-hot and the
+ * exact dq, dk are ~0. */
+static void sm_inputs(int regime, int B, int T, int H, int K, tb *q, tb *k)
 {
-    const int B = 2, H = 3, K = 32, V = 48;
+    if (regime == SM_NORMAL) {
+        tb_normal(q, 1.5);
+        tb_normal(k, 1.5);
+        return;
+    }
+    for (size_t r = 0; r < (size_t)B * T * H; r++) {
+        float *qr = q->f + r * K, *kr = k->f + r * K;
+        for (int x = 0; x < K; x++) {
+            if (regime == SM_LARGE) {
+                kr[x] = x == 0 ? 400.0f : (float)floor(th_uniform(-2.0, 3.0));
+                qr[x] = x == 0 ? (th_uniform(0, 1) < 0.5 ? -400.0f : 400.0f)
+                               : (float)floor(th_uniform(-2.0, 3.0));
+            } else {
+                kr[x] = (float)floor(th_uniform(-32.0, 33.0));
+                qr[x] = 4.0f * kr[x];
+            }
+        }
+    }
+    tb_sync(q);
+    tb_sync(k);
+}
+
+static void sm_compare_in(int T, int window, int non_causal, int regime, lina_ws *ws)
+{
+    const int B = 2, H = 3, K = regime == SM_NORMAL ? 32 : 16, V = 48;
+    const double tol = regime == SM_NORMAL ? GRAD_TOL : (regime == SM_LARGE ? SM_LARGE_TOL : SM_TIGHT_TOL);
     size_t nk = (size_t)B * T * H * K, nv = (size_t)B * T * H * V;
     tb q = tb_new(nk), k = tb_new(nk), v = tb_new(nv), dO = tb_new(nv);
-    tb_normal(&q, 1.5);
-    tb_normal(&k, 1.5);
+    sm_inputs(regime, B, T, H, K, &q, &k);
     tb_normal(&v, 1.0);
     tb_normal(&dO, 1.0);
     double s = 1.0 / sqrt((double)K);
@@ -722,8 +761,8 @@ static void sm_compare(int T, int window, int non_causal, lina_ws *ws)
     ref_softmax_bwd(B, T, H, K, V, s, window, non_causal, q.d, k.d, v.d, dO.d, dq, dk, dv);
     lina_mix_dims d = {B, T, H, K, V, 0, 0.0f};
     lina_softmax_in in = {q.f, k.f, v.f, window, non_causal};
-    float *fo = fnew(nv), *lse = fnew((size_t)B * T * H);
-    lina_softmax_out out = {fo, lse};
+    float *fo = fnew(nv), *stat = fnew((size_t)B * T * H * 2);
+    lina_softmax_out out = {fo, stat};
     int rc = lina_softmax_attn_fwd(&d, &in, &out, ws);
     double ef = th_relerr_fd(fo, o, nv);
     note(&g_worst_fwd, ef);
@@ -735,13 +774,14 @@ static void sm_compare(int T, int window, int non_causal, lina_ws *ws)
     } else {
         snprintf(mode, sizeof mode, "causal");
     }
-    CHECK(rc == 0 && ef <= FWD_TOL, "softmax_attn fwd %s T=%d: o %.2e", mode, T, ef);
+    CHECK(rc == 0 && ef <= FWD_TOL, "softmax_attn fwd %s%s T=%d: o %.2e", mode, sm_regime[regime], T,
+          ef);
     float *gq = fnew(nk), *gk = fnew(nk), *gv = fnew(nv);
     lina_softmax_grad_out g = {gq, gk, gv};
     worst w = {0.0, "-"};
-    /* with the forward's o and lse, and recomputing them */
+    /* with the forward's statistics, and recomputing them */
     for (int re = 0; re < 2; re++) {
-        lina_softmax_grad_in gi = {dO.f, re ? NULL : fo, re ? NULL : lse};
+        lina_softmax_grad_in gi = {dO.f, re ? NULL : stat};
         memset(gq, 0xff, nk * sizeof(float)); /* NaN: every entry must be written */
         rc |= lina_softmax_attn_bwd(&d, &in, &gi, &g, ws);
         wupd(&w, "dq", gq, dq, nk);
@@ -749,7 +789,8 @@ static void sm_compare(int T, int window, int non_causal, lina_ws *ws)
         wupd(&w, "dv", gv, dv, nv);
     }
     note(&g_worst_grad, w.e);
-    CHECK(rc == 0 && w.e <= GRAD_TOL, "softmax_attn bwd %s T=%d: worst %s %.2e", mode, T, w.name, w.e);
+    CHECK(rc == 0 && w.e <= tol, "softmax_attn bwd %s%s T=%d: worst %s %.2e (tol %.0e)", mode,
+          sm_regime[regime], T, w.name, w.e, tol);
     tb_free(&q);
     tb_free(&k);
     tb_free(&v);
@@ -759,10 +800,15 @@ static void sm_compare(int T, int window, int non_causal, lina_ws *ws)
     free(dk);
     free(dv);
     free(fo);
-    free(lse);
+    free(stat);
     free(gq);
     free(gk);
     free(gv);
+}
+
+static void sm_compare(int T, int window, int non_causal, lina_ws *ws)
+{
+    sm_compare_in(T, window, non_causal, SM_NORMAL, ws);
 }
 
 static void test_softmax(lina_ws *ws)
@@ -782,6 +828,16 @@ static void test_softmax(lina_ws *ws)
     /* several key and query tiles, window across tile borders */
     sm_compare(300, 150, 0, ws);
     sm_compare(300, 129, 0, ws);
+    /* large logits and near one-hot rows: the probabilities recomputed in
+     * the backward and the row term of dS must be exact to float rounding */
+    for (int regime = SM_LARGE; regime <= SM_ONEHOT; regime++) {
+        const int Ta[] = {63, 300};
+        for (size_t ti = 0; ti < sizeof Ta / sizeof Ta[0]; ti++) {
+            sm_compare_in(Ta[ti], 0, 0, regime, ws);
+            sm_compare_in(Ta[ti], 17, 0, regime, ws);
+            sm_compare_in(Ta[ti], 0, 1, regime, ws);
+        }
+    }
 }
 
 /* ================================================================== LION */

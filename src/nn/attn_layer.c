@@ -22,7 +22,7 @@ int lina_attn_check_dims(const lina_attn_dims *d)
 size_t lina_attn_acts_floats(const lina_attn_dims *d, int N)
 {
     size_t HQ = (size_t)d->H * d->d, HKV = (size_t)d->Hkv * d->d;
-    return (size_t)N * (6 * HQ + 3 * HKV + 2 * (size_t)d->H + (size_t)d->Hkv);
+    return (size_t)N * (6 * HQ + 3 * HKV + 3 * (size_t)d->H + (size_t)d->Hkv);
 }
 
 void lina_attn_acts_carve(lina_attn_acts *a, float *buf, const lina_attn_dims *d, int N)
@@ -40,7 +40,7 @@ void lina_attn_acts_carve(lina_attn_acts *a, float *buf, const lina_attn_dims *d
     a->k = p;   p += n * HQ;
     a->v = p;   p += n * HQ;
     a->o = p;   p += n * HQ;
-    a->lse = p;
+    a->stat = p;
 }
 
 size_t lina_attn_scratch_floats(const lina_attn_dims *d, int N)
@@ -76,7 +76,7 @@ int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_
     lina_heads_repeat(a->v, a->vp, (size_t)N, d->H, d->Hkv, d->d);
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->d, d->d, 0, 0.0f);
     lina_softmax_in in = {a->q, a->k, a->v, d->window, 0};
-    lina_softmax_out o = {a->o, a->lse};
+    lina_softmax_out o = {a->o, a->stat};
     if ((rc = lina_softmax_attn_fwd(&md, &in, &o, ws))) {
         return rc;
     }
@@ -105,7 +105,7 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
     lina_linear_backward(dO, gp->o_proj, NULL, dout, a->o, p->o_proj, N, HQ, D);
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->d, d->d, 0, 0.0f);
     lina_softmax_in in = {a->q, a->k, a->v, d->window, 0};
-    lina_softmax_grad_in gin = {dO, a->o, a->lse};
+    lina_softmax_grad_in gin = {dO, a->stat};
     lina_softmax_grad_out gout = {dq, dk, dv};
     if ((rc = lina_softmax_attn_bwd(&md, &in, &gin, &gout, ws))) {
         return rc;

@@ -437,7 +437,7 @@ typedef struct lina_attn_acts {
     float *rq, *rk;      /* [N*H], [N*Hkv] */
     float *q, *k, *v;    /* [N, HQ] after RoPE, kv heads repeated */
     float *o;            /* [N, HQ] */
-    float *lse;          /* [N*H] */
+    float *stat;         /* [N*H*2] softmax row statistics */
 } lina_attn_acts;
 
 int lina_attn_check_dims(const lina_attn_dims *d);

@@ -1,6 +1,7 @@
 /*
  * softmax_attn.c -- exact softmax attention, tiled ("flash" style), forward
- * and backward, memory O(T*(K+V)):
+ * and backward, memory O(T*(K+V)) (the backward adds 2 SA_BR T floats per
+ * thread):
  *
  *   o_i = sum_j softmax_j(s q_i.k_j) v_j,   j in J(i):
  *         causal j <= i;  --window W: i - W < j <= i;  --non-causal: all j.
@@ -10,10 +11,19 @@
  * row to its allowed column range, running max m and sum l per row:
  *   m' = max(m, max_j S_j),  P = exp(S - m'),  l = l exp(m - m') + sum P,
  *   O = O exp(m - m') + P V;
- * finally o = O / l and lse = m + log l (kept for the backward pass).
- * Backward, per (b,h) and key tile (accumulating dK, dV of the tile), over the
- * query tiles that see it: P = exp(S - lse), dV += P^T dO, dP = dO V^T,
- * dS = P (dP - D), D_i = do_i . o_i, dQ += s dS K, dK += s dS^T Q.
+ * finally o = O / l and, for the backward, the row statistics (m, log l) as
+ * two floats: m is one of the row's logits and log l lies in [0, log T], so
+ * P = exp((S - m) - log l) is recomputed exact to float rounding however
+ * large the logits (a single float m + log l near 4e4 is off by 2e-3).
+ * Backward, per (b,h) and query tile, two passes over the key tiles it sees:
+ *   1. P = exp((S - m) - log l), dV += P^T dO, dP = dO V^T (P and dP kept for
+ *      the tile row), D_i = sum_j P_ij dP_ij / sum_j P_ij;
+ *   2. dS = P (dP - D), dQ += s dS K, dK += s dS^T Q.
+ * D is formed from the same P and dP that dS uses (not do . o from the
+ * rounded o), so sum_j dS_ij = 0 up to the rounding of each product, and a
+ * one-hot row (P_ij* = 1) gives dS = 0 exactly, as the exact gradient is
+ * ~0; dividing by the computed sum of P keeps its rounding (times D, times
+ * the size of k) out of dQ.
  * Threads: forward over (b,h) x query tiles, backward over (b,h).
  */
 #include "ops_internal.h"
@@ -79,6 +89,39 @@ static inline void sa_keys(const sa_ctx *c, int i, int *lo, int *hi)
     *lo = c->window > 0 && i - c->window + 1 > 0 ? i - c->window + 1 : 0;
 }
 
+/* Allowed columns [lo, hi) of query row i within the key tile [j0, j0+nc);
+ * 0 when there are none. */
+static inline int sa_cols(const sa_ctx *c, int i, int j0, int nc, int *lo, int *hi)
+{
+    sa_keys(c, i, lo, hi);
+    *lo = *lo > j0 ? *lo - j0 : 0;
+    *hi = *hi < j0 + nc ? *hi - j0 : nc;
+    return *hi > *lo;
+}
+
+/* S = s Q K^T of query rows [i0, i0+nr) and keys [j0, j0+nc) of (b,h), with
+ * ld SA_BC; entries of keys a row may not see are 0. */
+static void sa_logits(const sa_ctx *c, const lina_softmax_in *in, int b, int h, int i0, int nr,
+                      int j0, int nc, float *S)
+{
+    const int T = c->T, H = c->H, K = c->K, ldk = H * K;
+    lina_sgemm(0, 1, nr, nc, K, c->s, LINA_ROW(in->q, b, i0, h, T, H, K), ldk,
+               LINA_ROW(in->k, b, j0, h, T, H, K), ldk, 0.0f, S, SA_BC);
+    for (int r = 0; r < nr; r++) {
+        float *Sr = S + (size_t)r * SA_BC;
+        int lo, hi;
+        if (!sa_cols(c, i0 + r, j0, nc, &lo, &hi)) {
+            lo = hi = nc;
+        }
+        for (int j = 0; j < lo; j++) {
+            Sr[j] = 0.0f;
+        }
+        for (int j = hi; j < nc; j++) {
+            Sr[j] = 0.0f;
+        }
+    }
+}
+
 /* -------------------------------------------------------------- forward */
 
 static size_t sa_fwd_bytes(const sa_ctx *c)
@@ -87,12 +130,12 @@ static size_t sa_fwd_bytes(const sa_ctx *c)
            sa_al64((size_t)SA_BR * c->V * sizeof(float)) + 2 * sa_al64(SA_BR * sizeof(float)) + 64;
 }
 
-/* One query tile [i0, i1) of (b,h). */
-static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, float *lse, int b,
+/* One query tile [i0, i1) of (b,h); o NULL: the row statistics only. */
+static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, float *stat, int b,
                         int h, int i0, int i1, char *mem)
 {
-    const int T = c->T, H = c->H, K = c->K, V = c->V, nr = i1 - i0;
-    const int ldk = H * K, ldv = H * V;
+    const int T = c->T, H = c->H, V = c->V, nr = i1 - i0;
+    const int ldv = H * V;
     float *S = (float *)mem;                                        /* [BR][BC] */
     float *O = (float *)(mem + sa_al64((size_t)SA_BR * SA_BC * sizeof(float))); /* [BR][V] */
     float *mr = O + sa_al64((size_t)SA_BR * V * sizeof(float)) / sizeof(float); /* [BR] */
@@ -105,19 +148,13 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
     int jlo, jhi, dummy;
     sa_keys(c, i0, &jlo, &dummy);
     sa_keys(c, i1 - 1, &dummy, &jhi);
-    const float *Q = LINA_ROW(in->q, b, i0, h, T, H, K);
     for (int j0 = jlo; j0 < jhi; j0 += SA_BC) {
         const int nc = jhi - j0 < SA_BC ? jhi - j0 : SA_BC;
-        lina_sgemm(0, 1, nr, nc, K, c->s, Q, ldk, LINA_ROW(in->k, b, j0, h, T, H, K), ldk, 0.0f,
-                   S, SA_BC);
+        sa_logits(c, in, b, h, i0, nr, j0, nc, S);
         for (int r = 0; r < nr; r++) {
             float *Sr = S + (size_t)r * SA_BC;
             int lo, hi;
-            sa_keys(c, i0 + r, &lo, &hi);
-            lo = lo > j0 ? lo - j0 : 0;
-            hi = hi < j0 + nc ? hi - j0 : nc;
-            if (hi <= lo) {
-                memset(Sr, 0, (size_t)nc * sizeof(float));
+            if (!sa_cols(c, i0 + r, j0, nc, &lo, &hi)) {
                 continue;
             }
             float mx = -INFINITY;
@@ -133,16 +170,10 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
             for (int j = lo; j < hi; j++) {
                 sum += Sr[j];
             }
-            for (int j = 0; j < lo; j++) {
-                Sr[j] = 0.0f;
-            }
-            for (int j = hi; j < nc; j++) {
-                Sr[j] = 0.0f;
-            }
             if (mnew > mr[r]) {
                 const float alpha = expf(mr[r] - mnew); /* 0 on the first visit */
                 float *Or = O + (size_t)r * V;
-                for (int x = 0; x < V; x++) {
+                for (int x = 0; o && x < V; x++) {
                     Or[x] *= alpha;
                 }
                 lr[r] *= alpha;
@@ -150,23 +181,29 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
             }
             lr[r] += sum;
         }
-        lina_sgemm(0, 0, nr, V, nc, 1.0f, S, SA_BC, LINA_ROW(in->v, b, j0, h, T, H, V), ldv, 1.0f,
-                   O, V);
+        if (o) {
+            lina_sgemm(0, 0, nr, V, nc, 1.0f, S, SA_BC, LINA_ROW(in->v, b, j0, h, T, H, V), ldv,
+                       1.0f, O, V);
+        }
     }
     for (int r = 0; r < nr; r++) {
-        const float inv = 1.0f / lr[r];
-        float *dst = LINA_ROW(o, b, i0 + r, h, T, H, V);
-        const float *Or = O + (size_t)r * V;
-        for (int x = 0; x < V; x++) {
-            dst[x] = Or[x] * inv;
+        if (o) {
+            const float inv = 1.0f / lr[r];
+            float *dst = LINA_ROW(o, b, i0 + r, h, T, H, V);
+            const float *Or = O + (size_t)r * V;
+            for (int x = 0; x < V; x++) {
+                dst[x] = Or[x] * inv;
+            }
         }
-        if (lse) {
-            lse[((size_t)b * T + i0 + r) * H + h] = mr[r] + logf(lr[r]);
+        if (stat) {
+            float *st = stat + 2 * (((size_t)b * T + i0 + r) * H + h);
+            st[0] = mr[r];
+            st[1] = logf(lr[r]);
         }
     }
 }
 
-static int sa_fwd(const sa_ctx *c, const lina_softmax_in *in, float *o, float *lse, lina_ws *ws)
+static int sa_fwd(const sa_ctx *c, const lina_softmax_in *in, float *o, float *stat, lina_ws *ws)
 {
     const int nt = (c->T + SA_BR - 1) / SA_BR, ntask = c->B * c->H * nt;
     int rc = LINA_OK;
@@ -181,7 +218,7 @@ static int sa_fwd(const sa_ctx *c, const lina_softmax_in *in, float *o, float *l
             continue;
         }
         const int i0 = ti * SA_BR, i1 = i0 + SA_BR < c->T ? i0 + SA_BR : c->T;
-        sa_fwd_tile(c, in, o, lse, bh / c->H, bh % c->H, i0, i1, mem);
+        sa_fwd_tile(c, in, o, stat, bh / c->H, bh % c->H, i0, i1, mem);
     }
     return rc;
 }
@@ -204,7 +241,7 @@ int lina_softmax_attn_fwd(const lina_mix_dims *d, const lina_softmax_in *in,
     if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
         return rc;
     }
-    rc = sa_fwd(&c, in, out->o, out->lse, sc.ws);
+    rc = sa_fwd(&c, in, out->o, out->stat, sc.ws);
     lina_ws_scope_close(&sc);
     if (rc) {
         return lina_set_error(rc, "softmax_attn: out of memory");
@@ -214,97 +251,88 @@ int lina_softmax_attn_fwd(const lina_mix_dims *d, const lina_softmax_in *in,
 
 /* -------------------------------------------------------------- backward */
 
+/* per thread: P and dP of one query tile ([nkt][BR][BC] each), D [2][BR] */
 static size_t sa_bwd_bytes(const sa_ctx *c)
 {
-    return 2 * sa_al64((size_t)SA_BR * SA_BC * sizeof(float)) +
-           sa_al64((size_t)SA_BC * c->K * sizeof(float)) +
-           sa_al64((size_t)SA_BC * c->V * sizeof(float)) + sa_al64((size_t)c->T * sizeof(float)) +
+    const size_t nkt = (size_t)(c->T + SA_BC - 1) / SA_BC;
+    return 2 * sa_al64(nkt * SA_BR * SA_BC * sizeof(float)) + sa_al64(2 * SA_BR * sizeof(double)) +
            64;
 }
 
-static void sa_bwd_head(const sa_ctx *c, const lina_softmax_in *in, const float *o,
-                        const float *lse, const float *dO, lina_softmax_grad_out *g, int b, int h,
+/* Query tile [i0, i0+nr) of (b,h); dq, dk, dv of the head accumulate. */
+static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float *stat,
+                        const float *dO, lina_softmax_grad_out *g, int b, int h, int i0, int nr,
                         char *mem)
 {
     const int T = c->T, H = c->H, K = c->K, V = c->V;
     const int ldk = H * K, ldv = H * V;
-    float *P = (float *)mem;                                                      /* [BR][BC] */
-    float *dP = P + sa_al64((size_t)SA_BR * SA_BC * sizeof(float)) / sizeof(float); /* [BR][BC] */
-    float *dKa = dP + sa_al64((size_t)SA_BR * SA_BC * sizeof(float)) / sizeof(float); /* [BC][K] */
-    float *dVa = dKa + sa_al64((size_t)SA_BC * K * sizeof(float)) / sizeof(float);  /* [BC][V] */
-    float *D = dVa + sa_al64((size_t)SA_BC * V * sizeof(float)) / sizeof(float);    /* [T] */
-    for (int i = 0; i < T; i++) {
-        const float *oi = LINA_ROW(o, b, i, h, T, H, V), *di = LINA_ROW(dO, b, i, h, T, H, V);
-        double acc = 0.0;
-        for (int x = 0; x < V; x++) {
-            acc += (double)oi[x] * di[x];
-        }
-        D[i] = (float)acc;
-        memset(LINA_ROW(g->dq, b, i, h, T, H, K), 0, (size_t)K * sizeof(float));
+    const size_t nkt = (size_t)(T + SA_BC - 1) / SA_BC, blk = (size_t)SA_BR * SA_BC;
+    float *P = (float *)mem;                                               /* [nkt][BR][BC] */
+    float *dP = P + sa_al64(nkt * blk * sizeof(float)) / sizeof(float);    /* [nkt][BR][BC] */
+    double *D = (double *)(dP + sa_al64(nkt * blk * sizeof(float)) / sizeof(float)); /* [2][BR] */
+    int jlo, jhi, dummy;
+    sa_keys(c, i0, &jlo, &dummy);
+    sa_keys(c, i0 + nr - 1, &dummy, &jhi);
+    jlo -= jlo % SA_BC; /* key tiles on the grid of SA_BC */
+    const float *Q = LINA_ROW(in->q, b, i0, h, T, H, K);
+    const float *dOt = LINA_ROW(dO, b, i0, h, T, H, V);
+    for (int r = 0; r < 2 * SA_BR; r++) {
+        D[r] = 0.0;
     }
-    for (int j0 = 0; j0 < T; j0 += SA_BC) {
-        const int nc = T - j0 < SA_BC ? T - j0 : SA_BC;
+    /* 1. P, dV, dP and D */
+    for (int j0 = jlo; j0 < jhi; j0 += SA_BC) {
+        const int nc = jhi - j0 < SA_BC ? jhi - j0 : SA_BC;
+        float *Pt = P + (size_t)(j0 / SA_BC) * blk, *dPt = dP + (size_t)(j0 / SA_BC) * blk;
+        sa_logits(c, in, b, h, i0, nr, j0, nc, Pt);
+        for (int r = 0; r < nr; r++) {
+            float *Pr = Pt + (size_t)r * SA_BC;
+            int lo, hi;
+            if (!sa_cols(c, i0 + r, j0, nc, &lo, &hi)) {
+                continue;
+            }
+            const float *st = stat + 2 * (((size_t)b * T + i0 + r) * H + h);
+            const float m = st[0], ll = st[1];
+            for (int j = lo; j < hi; j++) {
+                Pr[j] = (Pr[j] - m) - ll;
+            }
+            lina_vexp(Pr + lo, Pr + lo, (size_t)(hi - lo));
+        }
+        lina_sgemm(1, 0, nc, V, nr, 1.0f, Pt, SA_BC, dOt, ldv, 1.0f,
+                   LINA_ROW(g->dv, b, j0, h, T, H, V), ldv);
+        lina_sgemm(0, 1, nr, nc, V, 1.0f, dOt, ldv, LINA_ROW(in->v, b, j0, h, T, H, V), ldv, 0.0f,
+                   dPt, SA_BC);
+        for (int r = 0; r < nr; r++) {
+            const float *Pr = Pt + (size_t)r * SA_BC, *dPr = dPt + (size_t)r * SA_BC;
+            double acc = 0.0, sp = 0.0;
+            for (int j = 0; j < nc; j++) {
+                acc += (double)Pr[j] * dPr[j];
+                sp += Pr[j];
+            }
+            D[r] += acc;
+            D[SA_BR + r] += sp;
+        }
+    }
+    for (int r = 0; r < nr; r++) {
+        D[r] /= D[SA_BR + r]; /* sum_j P_ij: 1 up to the rounding of the P_ij */
+    }
+    /* 2. dS = P (dP - D), dQ, dK */
+    for (int j0 = jlo; j0 < jhi; j0 += SA_BC) {
+        const int nc = jhi - j0 < SA_BC ? jhi - j0 : SA_BC;
+        float *Pt = P + (size_t)(j0 / SA_BC) * blk;
+        const float *dPt = dP + (size_t)(j0 / SA_BC) * blk;
+        for (int r = 0; r < nr; r++) {
+            float *Pr = Pt + (size_t)r * SA_BC;
+            const float *dPr = dPt + (size_t)r * SA_BC;
+            const float Dr = (float)D[r];
+            for (int j = 0; j < nc; j++) {
+                Pr[j] *= dPr[j] - Dr; /* dS, in place */
+            }
+        }
         const float *Kt = LINA_ROW(in->k, b, j0, h, T, H, K);
-        const float *Vt = LINA_ROW(in->v, b, j0, h, T, H, V);
-        memset(dKa, 0, (size_t)nc * K * sizeof(float));
-        memset(dVa, 0, (size_t)nc * V * sizeof(float));
-        /* queries that see some key of [j0, j0+nc) */
-        int ilo = 0, ihi = T;
-        if (c->causal) {
-            ilo = j0;
-            if (c->window > 0) {
-                long long e = (long long)j0 + nc - 1 + c->window;
-                ihi = e < T ? (int)e : T;
-            }
-        }
-        for (int i0 = ilo; i0 < ihi; i0 += SA_BR) {
-            const int nr = ihi - i0 < SA_BR ? ihi - i0 : SA_BR;
-            const float *Q = LINA_ROW(in->q, b, i0, h, T, H, K);
-            const float *dOt = LINA_ROW(dO, b, i0, h, T, H, V);
-            lina_sgemm(0, 1, nr, nc, K, c->s, Q, ldk, Kt, ldk, 0.0f, P, SA_BC);
-            for (int r = 0; r < nr; r++) {
-                float *Pr = P + (size_t)r * SA_BC;
-                int lo, hi;
-                sa_keys(c, i0 + r, &lo, &hi);
-                lo = lo > j0 ? lo - j0 : 0;
-                hi = hi < j0 + nc ? hi - j0 : nc;
-                if (hi <= lo) {
-                    memset(Pr, 0, (size_t)nc * sizeof(float));
-                    continue;
-                }
-                const float l = lse[((size_t)b * T + i0 + r) * H + h];
-                for (int j = lo; j < hi; j++) {
-                    Pr[j] -= l;
-                }
-                lina_vexp(Pr + lo, Pr + lo, (size_t)(hi - lo));
-                for (int j = 0; j < lo; j++) {
-                    Pr[j] = 0.0f;
-                }
-                for (int j = hi; j < nc; j++) {
-                    Pr[j] = 0.0f;
-                }
-            }
-            /* dV += P^T dO;  dP = dO V^T */
-            lina_sgemm(1, 0, nc, V, nr, 1.0f, P, SA_BC, dOt, ldv, 1.0f, dVa, V);
-            lina_sgemm(0, 1, nr, nc, V, 1.0f, dOt, ldv, Vt, ldv, 0.0f, dP, SA_BC);
-            for (int r = 0; r < nr; r++) {
-                float *Pr = P + (size_t)r * SA_BC;
-                const float *dPr = dP + (size_t)r * SA_BC;
-                const float Di = D[i0 + r];
-                for (int j = 0; j < nc; j++) {
-                    Pr[j] *= dPr[j] - Di; /* dS, in place */
-                }
-            }
-            lina_sgemm(0, 0, nr, K, nc, c->s, P, SA_BC, Kt, ldk, 1.0f,
-                       LINA_ROW(g->dq, b, i0, h, T, H, K), ldk);
-            lina_sgemm(1, 0, nc, K, nr, c->s, P, SA_BC, Q, ldk, 1.0f, dKa, K);
-        }
-        for (int j = 0; j < nc; j++) {
-            memcpy(LINA_ROW(g->dk, b, j0 + j, h, T, H, K), dKa + (size_t)j * K,
-                   (size_t)K * sizeof(float));
-            memcpy(LINA_ROW(g->dv, b, j0 + j, h, T, H, V), dVa + (size_t)j * V,
-                   (size_t)V * sizeof(float));
-        }
+        lina_sgemm(0, 0, nr, K, nc, c->s, Pt, SA_BC, Kt, ldk, 1.0f,
+                   LINA_ROW(g->dq, b, i0, h, T, H, K), ldk);
+        lina_sgemm(1, 0, nc, K, nr, c->s, Pt, SA_BC, Q, ldk, 1.0f,
+                   LINA_ROW(g->dk, b, j0, h, T, H, K), ldk);
     }
 }
 
@@ -320,9 +348,6 @@ int lina_softmax_attn_bwd(const lina_mix_dims *d, const lina_softmax_in *in,
     if (!gin || !gin->do_ || !gout || !gout->dq || !gout->dk || !gout->dv) {
         return lina_set_error(LINA_EINVAL, "softmax_attn: do and the outputs dq, dk, dv are required");
     }
-    if (!gin->o != !gin->lse) {
-        return lina_set_error(LINA_EINVAL, "softmax_attn: give both o and lse, or neither");
-    }
     if (c.T == 0) {
         return LINA_OK;
     }
@@ -331,31 +356,39 @@ int lina_softmax_attn_bwd(const lina_mix_dims *d, const lina_softmax_in *in,
     if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
         return rc;
     }
-    const float *o = gin->o, *lse = gin->lse;
-    if (!o) {
+    const float *stat = gin->stat;
+    if (!stat) {
         const size_t nr = (size_t)c.B * c.T * c.H;
-        char *mem = lina_ws_get(sc.ws, slot, sa_al64(nr * c.V * sizeof(float)) + nr * sizeof(float));
-        if (!mem) {
+        float *sb = lina_ws_get(sc.ws, slot, 2 * nr * sizeof(float));
+        if (!sb) {
             lina_ws_scope_close(&sc);
             return lina_set_error(LINA_ENOMEM, "softmax_attn: out of memory");
         }
-        float *ob = (float *)mem, *lb = (float *)(mem + sa_al64(nr * c.V * sizeof(float)));
-        if ((rc = sa_fwd(&c, in, ob, lb, sc.ws))) {
+        if ((rc = sa_fwd(&c, in, NULL, sb, sc.ws))) {
             lina_ws_scope_close(&sc);
             return lina_set_error(rc, "softmax_attn: out of memory");
         }
-        o = ob;
-        lse = lb;
+        stat = sb;
     }
     const size_t need = sa_bwd_bytes(&c);
+    const int nqt = (c.T + SA_BR - 1) / SA_BR;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < c.B * c.H; bh++) {
+        const int b = bh / c.H, h = bh % c.H;
         char *mem = lina_ws_get(sc.ws, lina_thread_id(), need);
         if (!mem) {
             rc = LINA_ENOMEM;
             continue;
         }
-        sa_bwd_head(&c, in, o, lse, gin->do_, gout, bh / c.H, bh % c.H, mem);
+        for (int t = 0; t < c.T; t++) {
+            memset(LINA_ROW(gout->dq, b, t, h, c.T, c.H, c.K), 0, (size_t)c.K * sizeof(float));
+            memset(LINA_ROW(gout->dk, b, t, h, c.T, c.H, c.K), 0, (size_t)c.K * sizeof(float));
+            memset(LINA_ROW(gout->dv, b, t, h, c.T, c.H, c.V), 0, (size_t)c.V * sizeof(float));
+        }
+        for (int qt = 0; qt < nqt; qt++) {
+            const int i0 = qt * SA_BR, nr = c.T - i0 < SA_BR ? c.T - i0 : SA_BR;
+            sa_bwd_tile(&c, in, stat, gin->do_, gout, b, h, i0, nr, mem);
+        }
     }
     lina_ws_scope_close(&sc);
     if (rc) {
@@ -398,14 +431,14 @@ static int run_softmax_attn(const lina_tset *in, lina_tset *out, const lina_op_o
     if (!po) {
         return LINA_ENOMEM;
     }
-    float *lse = NULL;
+    float *stat = NULL;
     if (o->backward) {
-        lse = malloc(((size_t)d.B * d.T * d.H + 1) * sizeof(float));
-        if (!lse) {
+        stat = malloc((2 * (size_t)d.B * d.T * d.H + 1) * sizeof(float));
+        if (!stat) {
             return lina_set_error(LINA_ENOMEM, "softmax_attn: out of memory");
         }
     }
-    lina_softmax_out so = {po, lse};
+    lina_softmax_out so = {po, stat};
     int rc = lina_softmax_attn_fwd(&d, &sin, &so, ws);
     if (!rc && o->backward) {
         lina_softmax_grad_out g = {lina_op_output(out, "dq", "BTHK", &bd),
@@ -414,11 +447,11 @@ static int run_softmax_attn(const lina_tset *in, lina_tset *out, const lina_op_o
         if (!g.dq || !g.dk || !g.dv) {
             rc = LINA_ENOMEM;
         } else {
-            lina_softmax_grad_in gi = {dO->data, po, lse};
+            lina_softmax_grad_in gi = {dO->data, stat};
             rc = lina_softmax_attn_bwd(&d, &sin, &gi, &g, ws);
         }
     }
-    free(lse);
+    free(stat);
     return rc;
 }
 
