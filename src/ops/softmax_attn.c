@@ -251,15 +251,17 @@ int lina_softmax_attn_fwd(const lina_mix_dims *d, const lina_softmax_in *in,
 
 /* -------------------------------------------------------------- backward */
 
-/* per thread: P and dP of one query tile ([nkt][BR][BC] each), D [2][BR] */
+/* per thread: P and dP of one query tile ([nkt][BR][BC] each), D [2][BR],
+ * seen [nkt] (key tiles whose dk, dv hold a first value) */
 static size_t sa_bwd_bytes(const sa_ctx *c)
 {
     const size_t nkt = (size_t)(c->T + SA_BC - 1) / SA_BC;
     return 2 * sa_al64(nkt * SA_BR * SA_BC * sizeof(float)) + sa_al64(2 * SA_BR * sizeof(double)) +
-           64;
+           nkt + 64;
 }
 
-/* Query tile [i0, i0+nr) of (b,h); dq, dk, dv of the head accumulate. */
+/* Query tile [i0, i0+nr) of (b,h): writes its dq rows; dk, dv of the key
+ * tiles it sees accumulate (the first visit, seen[] 0, writes them). */
 static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float *stat,
                         const float *dO, lina_softmax_grad_out *g, int b, int h, int i0, int nr,
                         char *mem)
@@ -270,6 +272,10 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
     float *P = (float *)mem;                                               /* [nkt][BR][BC] */
     float *dP = P + sa_al64(nkt * blk * sizeof(float)) / sizeof(float);    /* [nkt][BR][BC] */
     double *D = (double *)(dP + sa_al64(nkt * blk * sizeof(float)) / sizeof(float)); /* [2][BR] */
+    unsigned char *seen = (unsigned char *)(D + 2 * SA_BR);                          /* [nkt] */
+    if (i0 == 0) { /* a new head: every key is seen by some query, its own at least */
+        memset(seen, 0, nkt);
+    }
     int jlo, jhi, dummy;
     sa_keys(c, i0, &jlo, &dummy);
     sa_keys(c, i0 + nr - 1, &dummy, &jhi);
@@ -297,13 +303,14 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
             }
             lina_vexp(Pr + lo, Pr + lo, (size_t)(hi - lo));
         }
-        lina_sgemm(1, 0, nc, V, nr, 1.0f, Pt, SA_BC, dOt, ldv, 1.0f,
+        lina_sgemm(1, 0, nc, V, nr, 1.0f, Pt, SA_BC, dOt, ldv, seen[j0 / SA_BC] ? 1.0f : 0.0f,
                    LINA_ROW(g->dv, b, j0, h, T, H, V), ldv);
         lina_sgemm(0, 1, nr, nc, V, 1.0f, dOt, ldv, LINA_ROW(in->v, b, j0, h, T, H, V), ldv, 0.0f,
                    dPt, SA_BC);
         for (int r = 0; r < nr; r++) {
             const float *Pr = Pt + (size_t)r * SA_BC, *dPr = dPt + (size_t)r * SA_BC;
             double acc = 0.0, sp = 0.0;
+#pragma omp simd reduction(+ : acc, sp)
             for (int j = 0; j < nc; j++) {
                 acc += (double)Pr[j] * dPr[j];
                 sp += Pr[j];
@@ -329,10 +336,11 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
             }
         }
         const float *Kt = LINA_ROW(in->k, b, j0, h, T, H, K);
-        lina_sgemm(0, 0, nr, K, nc, c->s, Pt, SA_BC, Kt, ldk, 1.0f,
+        lina_sgemm(0, 0, nr, K, nc, c->s, Pt, SA_BC, Kt, ldk, j0 > jlo ? 1.0f : 0.0f,
                    LINA_ROW(g->dq, b, i0, h, T, H, K), ldk);
-        lina_sgemm(1, 0, nc, K, nr, c->s, Pt, SA_BC, Q, ldk, 1.0f,
+        lina_sgemm(1, 0, nc, K, nr, c->s, Pt, SA_BC, Q, ldk, seen[j0 / SA_BC] ? 1.0f : 0.0f,
                    LINA_ROW(g->dk, b, j0, h, T, H, K), ldk);
+        seen[j0 / SA_BC] = 1;
     }
 }
 
@@ -379,11 +387,6 @@ int lina_softmax_attn_bwd(const lina_mix_dims *d, const lina_softmax_in *in,
         if (!mem) {
             rc = LINA_ENOMEM;
             continue;
-        }
-        for (int t = 0; t < c.T; t++) {
-            memset(LINA_ROW(gout->dq, b, t, h, c.T, c.H, c.K), 0, (size_t)c.K * sizeof(float));
-            memset(LINA_ROW(gout->dk, b, t, h, c.T, c.H, c.K), 0, (size_t)c.K * sizeof(float));
-            memset(LINA_ROW(gout->dv, b, t, h, c.T, c.H, c.V), 0, (size_t)c.V * sizeof(float));
         }
         for (int qt = 0; qt < nqt; qt++) {
             const int i0 = qt * SA_BR, nr = c.T - i0 < SA_BR ? c.T - i0 : SA_BR;
