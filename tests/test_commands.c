@@ -2,7 +2,8 @@
  * exit 0) and the shared option parser; generate from a run directory, from BOS, with
  * llama.cpp-style short flags and interactively (state reset or kept); eval on raw text
  * with bits per byte; train's --eval-every without --val; lina info on a run directory and
- * on a hybrid checkpoint. */
+ * on a hybrid checkpoint; eval of a checkpoint with NaN weights fails; --threads beyond
+ * the machine is capped. */
 #include "harness.h"
 #include "lina.h"
 
@@ -208,10 +209,45 @@ static void test_eval(const char *run_dir)
     CHECK(s1 == 2 && one_line(err), "eval with both --text and --data -> 2");
     s1 = lina("eval --model %s --text %s/none.txt", run_dir, root, NULL, out);
     CHECK(s1 == 1 && one_line(err) && strstr(err, "none.txt"), "eval --text of a missing file -> 1: %s", err);
+    /* a checkpoint whose weights hold NaN: eval fails with one line, not "loss nan" and 0 */
+    char nck[300], cmd[1000];
+    snprintf(nck, sizeof nck, "%s/nan_ck", root);
+    snprintf(cmd, sizeof cmd, "cp -r %s/checkpoint %s", run_dir, nck);
+    int cs = run(cmd, out, sizeof out);
+    snprintf(cmd, sizeof cmd, "%s/model.safetensors", nck);
+    f = cs == 0 ? fopen(cmd, "r+b") : NULL;
+    unsigned char h8[8] = {0};
+    long nan_written = 0;
+    if (f && fread(h8, 1, 8, f) == 8 && fseek(f, 0, SEEK_END) == 0) {
+        long hl = 0, size = ftell(f);
+        for (int i = 7; i >= 0; i--) {
+            hl = hl * 256 + h8[i];
+        }
+        const float qnan = NAN;
+        for (long off = 8 + hl; off + 4 <= size; off += 4) { /* every weight NaN */
+            if (fseek(f, off, SEEK_SET) == 0 && fwrite(&qnan, 4, 1, f) == 1) {
+                nan_written++;
+            }
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    s1 = lina("eval --model %s --text %s --seq-len 20", nck, tf, NULL, out);
+    CHECK(nan_written > 100 && s1 == 1 && one_line(err) && !strstr(out, "perplexity"),
+          "eval of a checkpoint with NaN weights -> 1: %s", err);
     free(dec);
     free(ids);
     free(text);
     lina_tokenizer_free(tk);
+}
+
+/* --threads far beyond the machine is capped with a note, not handed to OpenBLAS */
+static void test_threads_cap(void)
+{
+    int st = lina("bench gla --T 16 --B 1 --H 1 --K 8 --V 8 --repeat 1 --threads %s", "1024", NULL, NULL, out);
+    CHECK(st == 0 && strstr(err, "note: --threads 1024") && strstr(err, "cores"),
+          "--threads 1024 is capped at 4 x the cores with a note: %s", err);
 }
 
 static void test_train_and_info(const char *run_dir)
@@ -276,6 +312,7 @@ int main(void)
     test_generate(run_dir);
     test_eval(run_dir);
     test_train_and_info(run_dir);
+    test_threads_cap();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     if (system(cmd) != 0) {

@@ -55,7 +55,8 @@ typedef struct toy {
     int V;
     float *p, *g;          /* [V*V + V] */
     int64_t wshape[2], bshape[1];
-    int nan_at;            /* > 0: the nan_at-th train_step call returns a NaN loss */
+    int nan_at;            /* > 0: the nan_at-th train_step call returns a NaN loss; < 0: the
+                              -nan_at-th call also fails with LINA_ENONFINITE, as lina_model does */
     int calls;
 } toy;
 
@@ -173,8 +174,11 @@ static int toy_train_step(void *self, const int32_t *tok, const int32_t *tgt, in
     toy *t = self;
     t->calls++;
     int rc = toy_loss(t, tok, tgt, B, T, loss, 1);
-    if (t->nan_at > 0 && t->calls >= t->nan_at) {
+    if (t->nan_at != 0 && t->calls >= abs(t->nan_at)) {
         *loss = NAN;
+        if (t->nan_at < 0) {
+            return lina_set_error(LINA_ENONFINITE, "model: loss is not finite (nan)");
+        }
     }
     return rc;
 }
@@ -764,17 +768,20 @@ static void test_accum(void)
           el, ep);
 }
 
-static void test_nan_stop(void)
+/* The NaN stop names the step and keeps the last checkpoint, whether the
+ * model returns the NaN loss (refuse 0) or refuses it itself (refuse 1, as
+ * lina_model's train step does with LINA_ENONFINITE). */
+static void test_nan_stop_with(int refuse)
 {
     char data[256], val[256], d[256], p[512];
     make_corpus(data, val);
-    path_in(d, sizeof d, "nan");
+    path_in(d, sizeof d, refuse ? "nan_refused" : "nan");
     double l[10];
     /* accum 2: train_step call 9 is in update 5; checkpoints every 2 updates */
-    int rc = run_toy(d, data, NULL, 10, 0, 0, 9, 2, l, NULL, NULL);
+    int rc = run_toy(d, data, NULL, 10, 0, 0, refuse ? -9 : 9, 2, l, NULL, NULL);
     CHECK(rc == LINA_ENONFINITE && strstr(lina_last_error(), "NaN") &&
               strstr(lina_last_error(), "step 5") && strstr(lina_last_error(), "step 4"),
-          "NaN loss stops training: %s", lina_last_error());
+          "NaN loss stops training (model refuses it: %d): %s", refuse, lina_last_error());
     toy t;
     toy_init(&t, 16, 0);
     lina_trainable a = toy_adapter(&t);
@@ -1149,7 +1156,8 @@ int main(void)
     test_ckpt_files();
     test_resume();
     test_accum();
-    test_nan_stop();
+    test_nan_stop_with(0);
+    test_nan_stop_with(1);
     test_kill();
     for (int kind = 0; kind < 5; kind++) {
         test_model_resume(kind);

@@ -93,7 +93,10 @@ void cli_default(cli_cmd *c, const char *name, const char *def);
 /* One "lina: CMD: <message>" line on stderr; returns 2 (a usage error). */
 int cli_fail(const cli_cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Threads for lina and OpenBLAS (n > 0; 0 leaves the defaults). */
+/* n capped at 4 x the online cores, with a note on stderr when it is (more
+ * threads only oversubscribe, and thousands can exhaust memory in OpenBLAS). */
+int cli_threads(int n);
+/* Threads for lina and OpenBLAS (n > 0, capped as cli_threads; 0 leaves the defaults). */
 void cli_set_threads(int n);
 /* The checkpoint directory meant by --model DIR: DIR itself, or DIR/checkpoint when
  * DIR has no config.json but DIR/checkpoint has (a run directory of lina train).

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 void openblas_set_num_threads(int);
 
@@ -23,9 +24,22 @@ int cli_fail(const cli_cmd *c, const char *fmt, ...)
     return 2;
 }
 
+int cli_threads(int n)
+{
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    const int cap = cores > 0 ? (int)(cores < 256 ? 4 * cores : 1024) : 4;
+    if (n > cap) {
+        fprintf(stderr, "lina: note: --threads %d is more than 4 x the %ld cores; using %d\n", n,
+                cores > 0 ? cores : 1, cap);
+        return cap;
+    }
+    return n;
+}
+
 void cli_set_threads(int n)
 {
     if (n > 0) {
+        n = cli_threads(n);
         lina_set_threads(n);
         openblas_set_num_threads(n);
     }

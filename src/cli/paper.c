@@ -27,5 +27,5 @@ int lina_cmd_paper(int argc, char **argv)
     if (r != CLI_RUN) {
         return r;
     }
-    return lina_paper_run(out, assemble ? "" : only, threads, quick);
+    return lina_paper_run(out, assemble ? "" : only, cli_threads(threads), quick);
 }

@@ -314,6 +314,7 @@ int lina_cmd_task(int argc, char **argv)
         return cli_fail(&c, "unknown task '%s' (lina task --help)", c.pos[0]);
     }
     o.progress = !quiet;
+    o.threads = o.threads > 0 ? cli_threads(o.threads) : 0;
     if (no_neg) {
         o.neg_eigval = 0;
     }

@@ -381,7 +381,9 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
             if (rc == LINA_OK) {
                 rc = m->train_step(m->self, tok, tgt, B, T, &l, &ws);
             }
-            if (rc == LINA_OK && !isfinite(l)) {
+            /* a model may itself refuse a non-finite loss (LINA_ENONFINITE,
+             * with the loss set): the stop is the same, with the step */
+            if ((rc == LINA_OK || rc == LINA_ENONFINITE) && !isfinite(l)) {
                 rc = nonfinite(s + 1, isnan(l) ? "training loss is NaN" : "training loss is Inf",
                                have_ckpt, saved, o->out_dir);
             }
