@@ -72,11 +72,15 @@ static int exported(const char *lib, char **v, int *n_text, int *asan)
     *n_text = 0;
     *asan = 0;
     while (p && fgets(line, sizeof line, p) && n < MAXSYM) {
-        char a[128], t[8], name[256];
-        if (sscanf(line, "%127s %7s %255s", a, t, name) != 3) {
-            if (sscanf(line, "%7s %255s", t, name) == 2 && !strcmp(name, "__asan_init")) {
+        char a[128], t[128], name[256];
+        /* "ADDRESS TYPE NAME", or "TYPE NAME" after blanks for an undefined symbol */
+        if (line[0] == ' ') {
+            if (sscanf(line, "%127s %255s", t, name) == 2 && !strcmp(name, "__asan_init")) {
                 *asan = 1;
             }
+            continue;
+        }
+        if (sscanf(line, "%127s %127s %255s", a, t, name) != 3) {
             continue;
         }
         if (!strcmp(t, "U") || !strcmp(t, "w") || !strcmp(t, "v")) {
