@@ -4,6 +4,7 @@
 #   make asan       the suite under AddressSanitizer + UBSan incl. float-cast-overflow,
 #                   every report fatal (build-asan/)
 #   make fuzz       libFuzzer on every file parser, FUZZ_TIME (20) s each (clang, build-fuzz/)
+#   make test-aarch64  the suite on ARM64: cross-built, run under qemu-user (build-aarch64/)
 #   make bench      the benchmark table (results/bench.md)
 #   make data       the KJV corpus, tokenizer and token files (data/)
 #   make demo       the main job: corpus, train the default model, samples
@@ -104,6 +105,12 @@ fuzz-build:
 fuzz: fuzz-build
 	sh fuzz/run.sh build-fuzz $(FUZZ_TIME) $(FUZZ_TARGETS)
 
+# ARM64 (aarch64) under emulation: Debian's cross gcc and qemu-user, the arm64
+# libraries through multiarch (installed if missing); tools/test_aarch64.sh
+.PHONY: test-aarch64
+test-aarch64:
+	sh tools/test_aarch64.sh
+
 bench: all
 	sh bench/run.sh $(BUILD)/lina results/bench.md
 
@@ -141,7 +148,9 @@ install: all
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-aarch64
+
+	rm -rf build build-asan build-aarch64
 
 # header dependencies (-MMD)
 -include $(OBJ:.o=.d) $(REFOBJ:.o=.d) $(TESTBIN:=.d) $(BUILD)/tools/lina.d
