@@ -407,6 +407,27 @@ static void outputs(void)
     free(q2); free(v2);
 }
 
+/* `lina bench OP --json`: one JSON line with the kernel's time and the SGEMM
+ * rate measured in the same process (lina_bench_sgemm_gflops) */
+static void bench_json(void)
+{
+    char cmd[512], of[128], line[1024] = "";
+    snprintf(of, sizeof of, "%s/bench.json", root);
+    snprintf(cmd, sizeof cmd, "%s bench gla --T 64 --H 1 --K 8 --V 8 --repeat 1 --threads 1 --json >%s 2>&1",
+             lina_bin, of);
+    int st = system(cmd);
+    FILE *f = fopen(of, "r");
+    if (f) {
+        size_t got = fread(line, 1, sizeof line - 1, f);
+        line[got] = '\0';
+        fclose(f);
+    }
+    const char *pm = strstr(line, "\"ms\":"), *ps = strstr(line, "\"sgemm_gflops\":");
+    double ms = pm ? atof(pm + 5) : 0.0, sg = ps ? atof(ps + 15) : 0.0;
+    CHECK(st == 0 && ms > 0.0 && sg > 0.0 && sg < 1e7,
+          "lina bench gla --json: exit %d, kernel %.4f ms, SGEMM %.1f GFLOP/s", st, ms, sg);
+}
+
 int main(void)
 {
     lina_bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
@@ -423,6 +444,7 @@ int main(void)
     bad_inputs();
     task_config_and_bench();
     outputs();
+    bench_json();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     if (system(cmd) != 0) {

@@ -29,6 +29,7 @@
 #include "ggml-cpu.h"
 #include "ggml.h"
 #include "lina.h"
+#include "../../src/train/model_bench.h" /* lina_bench_sgemm_gflops: the rate lina bench uses */
 
 /* ------------------------------------------------------------ inputs */
 
@@ -171,24 +172,6 @@ static double time_ms(run_fn fn, void *arg, int repeat)
     return repeat % 2 ? t[repeat / 2] : 0.5 * (t[repeat / 2 - 1] + t[repeat / 2]);
 }
 
-static double sgemm_gflops(void)
-{
-    const int n = 1024;
-    float *A = rnd((size_t)n * n, -1, 1), *B = rnd((size_t)n * n, -1, 1), *C = buf((size_t)n * n);
-    double best = 1e30;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-    for (int r = 0; r < 7; r++) {
-        double t0 = lina_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-        double dt = lina_now() - t0;
-        best = dt < best ? dt : best;
-    }
-    free(A);
-    free(B);
-    free(C);
-    return 2.0 * n * n * (double)n / best / 1e9;
-}
-
 /* ------------------------------------------------------------ cases */
 
 /* What one case yields: ggml and lina outputs (o then final state, both in
@@ -290,6 +273,18 @@ static void lina_both(lina_job *j, const ctx *c, result *r)
     }
     j->form = LINA_FORM_CHUNK;
     run_lina(j);
+}
+
+/* the outputs o and ht of a registry op, copied out */
+static void take_oh(const lina_tset *out, const char *op, float *o, size_t no, float *ht, size_t nh)
+{
+    const lina_tensor *to = lina_tset_cfind(out, "o"), *th = lina_tset_cfind(out, "ht");
+    if (!to || !th || lina_tensor_numel(to) != (int64_t)no || lina_tensor_numel(th) != (int64_t)nh) {
+        fprintf(stderr, "ggml_bench: lina %s: outputs o and ht of the input shapes expected\n", op);
+        exit(1);
+    }
+    memcpy(o, to->data, no * sizeof(float));
+    memcpy(ht, th->data, nh * sizeof(float));
 }
 
 static void ggml_side(gg *g, const ctx *c, result *r)
@@ -420,13 +415,7 @@ static void case_gdn(int B, int T, int H, int K, int gmode, const ctx *c, result
         }
         lina_both(&j, c, r);
         if (vector_gate) {
-            const lina_tensor *to = lina_tset_cfind(&out, "o"), *th = lina_tset_cfind(&out, "ht");
-            if (!to || !th) {
-                fprintf(stderr, "ggml_bench: lina kda: outputs o, ht expected\n");
-                exit(1);
-            }
-            memcpy(o, to->data, nq * sizeof(float));
-            memcpy(ht, th->data, ns * sizeof(float));
+            take_oh(&out, "kda", o, nq, ht, ns);
         }
         r->have_lina = 1;
         r->err_o = relerr((const float *)gc.out->data, o, nq);
@@ -516,13 +505,7 @@ static void case_rwkv7(int B, int T, int H, int K, int mode, const ctx *c, resul
         }
         lina_both(&j, c, r);
         if (mode == 0) {
-            const lina_tensor *to = lina_tset_cfind(&out, "o"), *th = lina_tset_cfind(&out, "ht");
-            if (!to || !th) {
-                fprintf(stderr, "ggml_bench: lina rwkv7: outputs o, ht expected\n");
-                exit(1);
-            }
-            memcpy(o, to->data, nq * sizeof(float));
-            memcpy(ht, th->data, ns * sizeof(float));
+            take_oh(&out, "rwkv7", o, nq, ht, ns);
         }
         r->have_lina = 1;
         r->err_o = relerr((const float *)gc.out->data, o, nq);
@@ -745,7 +728,7 @@ int main(int argc, char **argv)
         int th = thr[ti];
         lina_set_threads(th);
         openblas_set_num_threads(th);
-        double sg = sgemm_gflops();
+        double sg = lina_bench_sgemm_gflops();
         ctx c = {th, repeat, 1};
         for (int id = 0; id < NCASES; id++) {
             result r;
