@@ -19,31 +19,18 @@ set -eu
 cd "$(dirname "$0")/.."
 B=${BUILD:-build-aarch64}
 CROSS=aarch64-linux-gnu-gcc
-MA=/usr/lib/aarch64-linux-gnu
-
-missing()
-{
-    command -v "$CROSS" >/dev/null 2>&1 || return 0
-    command -v qemu-aarch64 >/dev/null 2>&1 || command -v qemu-aarch64-static >/dev/null 2>&1 || return 0
-    for f in /lib/ld-linux-aarch64.so.1 $MA/libgomp.so.1 $MA/libopenblas.so $MA/libcjson.so \
-             /usr/include/aarch64-linux-gnu/openblas-openmp/cblas.h /usr/include/cjson/cJSON.h; do
-        [ -e "$f" ] || return 0
-    done
-    return 1
-}
-
-if missing; then
-    echo "test-aarch64: installing the cross compiler, qemu-user and the arm64 libraries" >&2
+# the cross compiler, the emulator and the arm64 libraries (multiarch), installed
+# by tools/deps.sh when missing (with the native build dependencies)
+if ! dpkg --print-foreign-architectures 2>/dev/null | grep -qx arm64; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends make gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
-        qemu-user libc6:arm64 libgomp1:arm64 libopenblas-openmp-dev:arm64 libcjson-dev:arm64 >/dev/null
+    echo "test-aarch64: adding the arm64 architecture to dpkg" >&2
+    $SUDO dpkg --add-architecture arm64
 fi
+sh tools/deps.sh gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
+    libc6:arm64 libgomp1:arm64 libopenblas-openmp-dev:arm64 libcjson-dev:arm64
 
-QEMU=${QEMU:-$(command -v qemu-aarch64 || command -v qemu-aarch64-static)}
+QEMU=${QEMU:-$(command -v qemu-aarch64 || command -v qemu-aarch64-static || echo qemu-aarch64)}
 
 # Debian bookworm's aarch64 gcc 12.2 stops with an internal compiler error
 # (vect_transform_reduction) when it vectorises an fmax/fmin reduction of float
