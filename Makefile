@@ -11,7 +11,20 @@
 #   make paper      the papers' synthetic experiments (results/PAPER.md; 13.6 min on 2 cores)
 #   make install PREFIX=/usr/local
 CC      ?= cc
-ARCH    ?= -march=native
+# One binary for every CPU of the target: the library is built for the
+# baseline (x86-64: -march=x86-64), and the hot kernels (KSRC) are built once
+# more per instruction-set path and chosen at run time (src/kern/isa.h).
+# ARCH=-march=native gives a build for this machine only.
+MACHINE := $(shell $(CC) -dumpmachine 2>/dev/null)
+ifneq ($(filter x86_64%,$(MACHINE)),)
+ARCH    ?= -march=x86-64 -mtune=generic
+ISAS    ?= avx2 avx512
+else
+ARCH    ?=
+ISAS    ?=
+endif
+ISA_FLAGS_avx2   = -mavx2 -mfma
+ISA_FLAGS_avx512 = -mavx2 -mfma -mavx512f -mavx512bw -mavx512dq -mavx512vl
 OPT     ?= -O3
 BUILD   ?= build
 PREFIX  ?= /usr/local
@@ -24,7 +37,11 @@ ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  = $(BLAS_LIB) -lcjson -fopenmp -lm
 
 SRC     = $(wildcard src/*/*.c)
-OBJ     = $(SRC:%.c=$(BUILD)/%.o)
+# kernel sources compiled once per path in ISAS besides the portable build
+KSRC    = src/kern/vmath.c src/ops/linear_attn.c src/ops/delta.c src/ops/lion.c \
+          src/ops/mlstm.c src/ops/softmax_attn.c src/train/optim.c
+KOBJ    = $(foreach i,$(ISAS),$(KSRC:%.c=$(BUILD)/%.$(i).o))
+OBJ     = $(SRC:%.c=$(BUILD)/%.o) $(KOBJ)
 TESTSRC = $(wildcard tests/test_*.c)
 TESTBIN = $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 REFSRC  = $(wildcard tests/ref/*.c)
@@ -48,6 +65,14 @@ all: $(BUILD)/liblina.a $(BUILD)/$(SOFILE) $(BUILD)/liblina.so $(BUILD)/lina
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/%.avx2.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ISA_FLAGS_avx2) -DLINA_ISA_SUFFIX=_avx2 -c $< -o $@
+
+$(BUILD)/%.avx512.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ISA_FLAGS_avx512) -DLINA_ISA_SUFFIX=_avx512 -c $< -o $@
 
 $(BUILD)/liblina.a: $(OBJ)
 	@rm -f $@
@@ -73,13 +98,16 @@ $(BUILD)/tests/%: tests/%.c $(REFOBJ) $(BUILD)/liblina.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(REFOBJ) $(BUILD)/liblina.a $(LDLIBS) $(EXTRA_LDFLAGS)
 
+# the kernel tests, run again on every other instruction-set path the CPU has
+ISA_TESTS = $(addprefix $(BUILD)/tests/,test_kern test_dd test_delta test_mixers2 test_lion_layer test_nn test_cli)
+
 # `make test` first installs missing Debian build dependencies (tools/deps.sh:
 # apt-get as root, sudo, or a message naming them), then builds and runs the suite.
 test:
 	@sh tools/deps.sh
 	@$(MAKE) --no-print-directory test-suite
 test-suite: all $(TESTBIN)
-	@LINA_BIN=$(BUILD)/lina sh tests/run.sh $(TESTBIN)
+	@LINA_BIN=$(BUILD)/lina ISA_TESTS="$(ISA_TESTS)" sh tests/run.sh $(TESTBIN)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \

@@ -50,6 +50,23 @@ void lina_clear_error(void);
 void lina_set_threads(int n);
 int lina_get_threads(void);
 
+/* ---------------------------------------------------- instruction sets */
+
+/* The hot kernels exist once per instruction-set path: on x86-64 "avx512"
+ * (AVX-512 F/BW/DQ/VL), "avx2" (AVX2 + FMA) and "portable" (plain C for the
+ * baseline target); elsewhere "portable". The best path the CPU supports is
+ * chosen once at start-up; the environment variable LINA_ISA (avx512, avx2 or
+ * portable) forces one when the CPU has it. */
+const char *lina_isa_name(void);       /* the active path */
+const char *lina_isa_supported(void);  /* usable paths, best first, space-separated */
+/* LINA_EINVAL with a message naming the problem when LINA_ISA is set to a
+ * path that is unknown or that this CPU lacks (the best path is used then);
+ * the lina CLI refuses to run in that case. */
+int lina_isa_init(void);
+/* Switch to a path by name (applies to later calls); LINA_EINVAL with a
+ * message when the name is unknown or the path is not usable here. */
+int lina_isa_set(const char *name);
+
 /* ------------------------------------------------------------------ random */
 
 /* splitmix64: advances *state and returns the next value. */

@@ -428,6 +428,42 @@ static void bench_json(void)
           "lina bench gla --json: exit %d, kernel %.4f ms, SGEMM %.1f GFLOP/s", st, ms, sg);
 }
 
+/* LINA_ISA: a path the CPU lacks or an unknown name is refused; bench and
+ * version name the path taken. */
+static void isa_env(void)
+{
+    const char *was = getenv("LINA_ISA");
+    char saved[32] = "";
+    if (was) {
+        snprintf(saved, sizeof saved, "%s", was);
+    }
+    setenv("LINA_ISA", "sse9", 1);
+    expect_fail("LINA_ISA=sse9", "version", "LINA_ISA: unknown kernel path 'sse9'");
+    if (!strstr(lina_isa_supported(), "avx512")) {
+        setenv("LINA_ISA", "avx512", 1);
+        expect_fail("LINA_ISA=avx512 on a CPU without it", "version", "not supported on this CPU");
+    }
+    char sup[64];
+    snprintf(sup, sizeof sup, "%s", lina_isa_supported());
+    for (char *p = strtok(sup, " "); p; p = strtok(NULL, " ")) {
+        setenv("LINA_ISA", p, 1);
+        char cmd[512], line[1024] = "", want[64];
+        snprintf(cmd, sizeof cmd, "%s bench gla --T 64 --H 1 --K 16 --V 16 --repeat 1 --json", lina_bin);
+        FILE *f = popen(cmd, "r");
+        size_t got = f ? fread(line, 1, sizeof line - 1, f) : 0;
+        line[got] = '\0';
+        int st = f ? pclose(f) : -1;
+        snprintf(want, sizeof want, "\"isa\":\"%s\"", p);
+        CHECK(st == 0 && strstr(line, want) && strstr(line, "\"blas_core\":"),
+              "LINA_ISA=%s: lina bench --json reports the path (%.*s)", p, (int)strcspn(line, "\n"), line);
+    }
+    if (was) {
+        setenv("LINA_ISA", saved, 1);
+    } else {
+        unsetenv("LINA_ISA");
+    }
+}
+
 int main(void)
 {
     lina_bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
@@ -445,6 +481,7 @@ int main(void)
     task_config_and_bench();
     outputs();
     bench_json();
+    isa_env();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     if (system(cmd) != 0) {

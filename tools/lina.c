@@ -12,7 +12,7 @@ static int cmd_version(int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    printf("lina %s\n", LINA_VERSION);
+    printf("lina %s\nkernel path: %s (this CPU: %s)\n", LINA_VERSION, lina_isa_name(), lina_isa_supported());
     return 0;
 }
 
@@ -33,7 +33,7 @@ static const struct {
     {"plot", lina_cmd_plot, "plot train and validation loss of a training log (PNG)"},
     {"task", lina_cmd_task, "train and score a model on a synthetic task"},
     {"paper", lina_cmd_paper, "the reduced reproduction of the papers' task findings"},
-    {"version", cmd_version, "print the version"},
+    {"version", cmd_version, "print the version and the kernel path (LINA_ISA=avx512|avx2|portable forces one)"},
 };
 #define NCOMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -67,6 +67,10 @@ static void tune_openmp_wait(char **argv)
 int main(int argc, char **argv)
 {
     tune_openmp_wait(argv);
+    if (lina_isa_init() != LINA_OK) {
+        fprintf(stderr, "lina: LINA_ISA: %s\n", lina_last_error());
+        return 2;
+    }
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+char *openblas_get_corename(void); /* OpenBLAS: the SGEMM kernel it chose for this CPU */
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -55,17 +57,21 @@ static int bench_op(const lina_op_info *op, const lina_mix_dims *d, lina_op_opts
     double tps = (double)d->B * d->T / (ms * 1e-3);
     const char *form = o->form == LINA_FORM_CHUNK ? "chunk" : "recurrent";
     const char *pass = o->backward ? "fwdbwd" : "fwd";
+    /* the kernel path lina took, and the SGEMM kernel OpenBLAS chose for itself */
+    const char *blas_core = openblas_get_corename();
     if (json) {
         printf("{\"op\":\"%s\",\"form\":\"%s\",\"pass\":\"%s\",\"B\":%d,\"T\":%d,\"H\":%d,\"K\":%d,"
-               "\"V\":%d,\"threads\":%d,\"ms\":%.4f,\"tokens_per_s\":%.1f,\"gflops\":%.3f,"
-               "\"sgemm_gflops\":%.3f}\n",
-               op->name, form, pass, d->B, d->T, d->H, d->K, d->V, threads, ms, tps, gf, sg);
+               "\"V\":%d,\"threads\":%d,\"isa\":\"%s\",\"ms\":%.4f,\"tokens_per_s\":%.1f,"
+               "\"gflops\":%.3f,\"sgemm_gflops\":%.3f,\"blas_core\":\"%s\"}\n",
+               op->name, form, pass, d->B, d->T, d->H, d->K, d->V, threads, lina_isa_name(), ms, tps,
+               gf, sg, blas_core ? blas_core : "unknown");
     } else {
-        printf("%s %s %s  B=%d T=%d H=%d K=%d V=%d threads=%d\n", op->name, form, pass, d->B, d->T, d->H, d->K,
-               d->V, threads);
+        printf("%s %s %s  B=%d T=%d H=%d K=%d V=%d threads=%d, kernel path %s\n", op->name, form, pass,
+               d->B, d->T, d->H, d->K, d->V, threads, lina_isa_name());
         printf("  median %.3f ms over %d runs, %.0f tokens/s, %.2f GFLOP/s (forward FLOP count)\n", ms, repeat,
                tps, gf);
-        printf("  SGEMM n=1024: %.2f GFLOP/s; kernel at %.1f%% of SGEMM\n", sg, 100.0 * gf / sg);
+        printf("  SGEMM n=1024 (OpenBLAS, %s kernel): %.2f GFLOP/s; kernel at %.1f%% of SGEMM\n",
+               blas_core ? blas_core : "unknown", sg, 100.0 * gf / sg);
     }
     free(t);
     lina_ws_free(&ws);

@@ -1,8 +1,13 @@
-/* vmath.c -- scalar and vector elementwise math used by the kernels. */
+/* vmath.c -- scalar and vector elementwise math used by the kernels.
+ * Compiled once per instruction-set path (kern/isa.h); lina_vexp dispatches. */
+#include "isa.h"
 #include "lina.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
+#if LINA_ISA_PRIMARY
 float lina_softplusf(float x)
 {
     /* log(1 + e^x), returning x past 20 as FLA does */
@@ -16,23 +21,43 @@ float lina_logsigmoidf(float x)
 {
     return -lina_softplusf(-x);
 }
+#endif
 
-/* exp on a float vector. With AVX-512: range reduction x = n ln2 + r,
- * |r| <= ln2/2, degree-6 polynomial (about 2 ulp), scaling by 2^n with
- * vscalefps, which underflows to denormals and 0 and overflows to +inf
- * correctly; NaN propagates. Elsewhere: expf. */
-#if defined(__AVX512F__)
+/* exp on a float vector, every path the same method: x clamped to [-104, 89],
+ * range reduction x = n ln2 + r with |r| <= ln2/2 (ln2 split in two parts),
+ * degree-6 polynomial (about 2 ulp), then scaling by 2^n. AVX-512 scales with
+ * vscalefps; the others multiply by 2^(n/2) and 2^(n - n/2), both normal
+ * floats, so results that are denormal, 0 or +inf come out correctly rounded
+ * from a single final multiply. NaN propagates. */
+#define EXP_LO (-104.0f)
+#define EXP_HI 89.0f
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_LN2HI 0.693359375f
+#define EXP_LN2LO (-2.12194440e-4f)
+#define EXP_POLY(p, r)                                   \
+    do {                                                 \
+        p = 1.0f / 720.0f;                               \
+        p = p * (r) + 1.0f / 120.0f;                     \
+        p = p * (r) + 1.0f / 24.0f;                      \
+        p = p * (r) + 1.0f / 6.0f;                       \
+        p = p * (r) + 0.5f;                              \
+        p = p * (r) + 1.0f;                              \
+        p = p * (r) + 1.0f;                              \
+    } while (0)
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+#endif
 
+#if defined(__AVX512F__)
 static inline __m512 exp16(__m512 x)
 {
-    const __m512 lo = _mm512_set1_ps(-104.0f), hi = _mm512_set1_ps(89.0f);
-    x = _mm512_max_ps(lo, x); /* NaN in x is kept (second operand) */
-    x = _mm512_min_ps(hi, x);
-    __m512 fn = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    x = _mm512_max_ps(_mm512_set1_ps(EXP_LO), x); /* NaN in x is kept (second operand) */
+    x = _mm512_min_ps(_mm512_set1_ps(EXP_HI), x);
+    __m512 fn = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(EXP_LN2HI), x);
+    r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(EXP_LN2LO), r);
     __m512 p = _mm512_set1_ps(1.0f / 720.0f);
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
@@ -43,7 +68,7 @@ static inline __m512 exp16(__m512 x)
     return _mm512_scalef_ps(p, fn);
 }
 
-void lina_vexp(float *y, const float *x, size_t n)
+void LINA_KFN(lina_vexp)(float *y, const float *x, size_t n)
 {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -54,11 +79,67 @@ void lina_vexp(float *y, const float *x, size_t n)
         _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i)));
     }
 }
-#else
-void lina_vexp(float *y, const float *x, size_t n)
+#elif defined(__AVX2__) && defined(__FMA__)
+static inline __m256 exp8(__m256 x)
 {
-    for (size_t i = 0; i < n; i++) {
-        y[i] = expf(x[i]);
+    x = _mm256_max_ps(_mm256_set1_ps(EXP_LO), x); /* NaN in x is kept (second operand) */
+    x = _mm256_min_ps(_mm256_set1_ps(EXP_HI), x);
+    __m256 fn = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(EXP_LN2HI), x);
+    r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(EXP_LN2LO), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i n = _mm256_cvtps_epi32(fn); /* NaN gives INT_MIN: p is NaN already */
+    __m256i n1 = _mm256_srai_epi32(n, 1), n2 = _mm256_sub_epi32(n, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+void LINA_KFN(lina_vexp)(float *y, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i, exp8(_mm256_loadu_ps(x + i)));
+    }
+    if (i < n) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)), lane);
+        _mm256_maskstore_ps(y + i, m, exp8(_mm256_maskload_ps(x + i, m)));
     }
 }
+#else
+/* plain C in a form compilers vectorise (SSE2, NEON, ...) */
+void LINA_KFN(lina_vexp)(float *y, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float xi = x[i];
+        float xc = xi > EXP_LO ? xi : EXP_LO; /* NaN goes to EXP_LO, restored below */
+        xc = xc < EXP_HI ? xc : EXP_HI;
+        /* round to nearest by adding and subtracting 1.5 * 2^23 */
+        const float fn = (xc * EXP_LOG2E + 12582912.0f) - 12582912.0f;
+        float r = xc - fn * EXP_LN2HI;
+        r = r - fn * EXP_LN2LO;
+        float p;
+        EXP_POLY(p, r);
+        const int32_t ni = (int32_t)fn, n1 = ni >> 1, n2 = ni - n1;
+        const uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
+        float s1, s2;
+        memcpy(&s1, &b1, sizeof s1);
+        memcpy(&s2, &b2, sizeof s2);
+        const float e = p * s1 * s2;
+        y[i] = xi == xi ? e : xi;
+    }
+}
+#endif
+
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH_VOID(lina_vexp, (float *y, const float *x, size_t n), (y, x, n))
 #endif

@@ -29,6 +29,7 @@
  * Both parallelise over B*H (the recurrent forward over B*H*ceil(V/32) tiles).
  */
 #include "ops_internal.h"
+#include "../kern/isa.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -1123,8 +1124,8 @@ static int dl_bwd_chunk(const dl_ctx *c, const lina_delta_grad_in *gi, lina_delt
 
 /* ================================================================ public */
 
-int lina_delta_fwd(const lina_mix_dims *d, const lina_delta_in *in, lina_delta_out *out,
-                   lina_form form, lina_ws *ws)
+int LINA_KFN(lina_delta_fwd)(const lina_mix_dims *d, const lina_delta_in *in, lina_delta_out *out,
+                             lina_form form, lina_ws *ws)
 {
     dl_ctx c;
     int rc = dl_setup(&c, d, in);
@@ -1161,6 +1162,7 @@ int lina_delta_fwd(const lina_mix_dims *d, const lina_delta_in *in, lina_delta_o
     return LINA_OK;
 }
 
+#if LINA_ISA_PRIMARY
 size_t lina_delta_cache_floats(const lina_mix_dims *d, int n)
 {
     if (!d || d->B <= 0 || d->T < 0 || d->H <= 0 || d->K <= 0 || d->V <= 0) {
@@ -1173,10 +1175,11 @@ size_t lina_delta_cache_floats(const lina_mix_dims *d, int n)
     c.C = d->chunk > 0 ? d->chunk : 64;
     return (size_t)d->B * d->H * ck_cache_per_bh(&c);
 }
+#endif
 
-int lina_delta_bwd(const lina_mix_dims *d, const lina_delta_in *in,
-                   const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form,
-                   lina_ws *ws)
+int LINA_KFN(lina_delta_bwd)(const lina_mix_dims *d, const lina_delta_in *in,
+                             const lina_delta_grad_in *gin, lina_delta_grad_out *gout,
+                             lina_form form, lina_ws *ws)
 {
     dl_ctx c;
     int rc = dl_setup(&c, d, in);
@@ -1212,6 +1215,16 @@ int lina_delta_bwd(const lina_mix_dims *d, const lina_delta_in *in,
     }
     return LINA_OK;
 }
+
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH(int, lina_delta_fwd,
+                  (const lina_mix_dims *d, const lina_delta_in *in, lina_delta_out *out,
+                   lina_form form, lina_ws *ws),
+                  (d, in, out, form, ws))
+LINA_ISA_DISPATCH(int, lina_delta_bwd,
+                  (const lina_mix_dims *d, const lina_delta_in *in, const lina_delta_grad_in *gin,
+                   lina_delta_grad_out *gout, lina_form form, lina_ws *ws),
+                  (d, in, gin, gout, form, ws))
 
 /* ================================================ ops for `lina op` / bench */
 
@@ -1471,3 +1484,4 @@ const lina_op_info lina_op_gated_delta_rule = {
 const lina_op_info lina_op_delta_product = {
     "delta_product", "DeltaProduct: n Householder steps per token (k rows = n*T), optional gate",
     {"--qk-l2norm", NULL}, run_delta_product, mk_delta_product, dl_flops_product};
+#endif /* LINA_ISA_PRIMARY */

@@ -25,6 +25,7 @@
  *   accumulated in double.
  */
 #include "ops_internal.h"
+#include "../kern/isa.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -654,11 +655,13 @@ static int dd_fwd_chunk(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *out,
     return rc;
 }
 
+#if LINA_ISA_PRIMARY
 size_t lina_dd_states_size(const lina_mix_dims *d)
 {
     int C = d->chunk > 0 ? d->chunk : 64;
     return (size_t)d->B * d->H * ((size_t)(d->T + C - 1) / C + 1) * d->K * d->V;
 }
+#endif
 
 /* ======================================================= gate gradient */
 
@@ -1040,8 +1043,8 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
 
 /* ================================================================ public */
 
-int lina_dd_fwd(const lina_mix_dims *d, const lina_dd_in *in, lina_dd_out *out, lina_form form,
-                lina_ws *ws)
+int LINA_KFN(lina_dd_fwd)(const lina_mix_dims *d, const lina_dd_in *in, lina_dd_out *out,
+                          lina_form form, lina_ws *ws)
 {
     dd_ctx c;
     int rc = dd_setup(&c, d, in);
@@ -1076,8 +1079,8 @@ int lina_dd_fwd(const lina_mix_dims *d, const lina_dd_in *in, lina_dd_out *out, 
     return LINA_OK;
 }
 
-int lina_dd_bwd(const lina_mix_dims *d, const lina_dd_in *in, const lina_dd_grad_in *gin,
-                lina_dd_grad_out *gout, lina_form form, lina_ws *ws)
+int LINA_KFN(lina_dd_bwd)(const lina_mix_dims *d, const lina_dd_in *in, const lina_dd_grad_in *gin,
+                          lina_dd_grad_out *gout, lina_form form, lina_ws *ws)
 {
     dd_ctx c;
     int rc = dd_setup(&c, d, in);
@@ -1134,6 +1137,16 @@ int lina_dd_bwd(const lina_mix_dims *d, const lina_dd_in *in, const lina_dd_grad
     }
     return LINA_OK;
 }
+
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH(int, lina_dd_fwd,
+                  (const lina_mix_dims *d, const lina_dd_in *in, lina_dd_out *out, lina_form form,
+                   lina_ws *ws),
+                  (d, in, out, form, ws))
+LINA_ISA_DISPATCH(int, lina_dd_bwd,
+                  (const lina_mix_dims *d, const lina_dd_in *in, const lina_dd_grad_in *gin,
+                   lina_dd_grad_out *gout, lina_form form, lina_ws *ws),
+                  (d, in, gin, gout, form, ws))
 
 void lina_retention_gates(int H, float *g_head)
 {
@@ -1399,3 +1412,4 @@ const lina_op_info lina_op_simple_gla = {
 const lina_op_info lina_op_gla = {
     "gla", "gated linear attention with a per-key-channel log gate", {NULL},
     run_gla, mk_gla, dd_flops};
+#endif /* LINA_ISA_PRIMARY */

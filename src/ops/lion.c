@@ -19,6 +19,7 @@
  *   dg_t = dgf_{t+1} + dgr_{T-t}   (terms outside 0..T-1 dropped).
  */
 #include "ops_internal.h"
+#include "../kern/isa.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -243,7 +244,7 @@ static int li_begin(const li_ctx *c, const lina_mix_dims *d, const lina_lion_in 
     return LINA_OK;
 }
 
-int lina_lion_fwd(const lina_mix_dims *d, const lina_lion_in *in, lina_lion_out *out,
+int LINA_KFN(lina_lion_fwd)(const lina_mix_dims *d, const lina_lion_in *in, lina_lion_out *out,
                   lina_form form, lina_ws *ws)
 {
     li_ctx c;
@@ -270,7 +271,7 @@ int lina_lion_fwd(const lina_mix_dims *d, const lina_lion_in *in, lina_lion_out 
     return rc;
 }
 
-int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lion_grad_in *gin,
+int LINA_KFN(lina_lion_bwd)(const lina_mix_dims *d, const lina_lion_in *in, const lina_lion_grad_in *gin,
                   lina_lion_grad_out *gout, lina_form form, lina_ws *ws)
 {
     li_ctx c;
@@ -373,6 +374,16 @@ int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lio
     return LINA_OK;
 }
 
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH(int, lina_lion_fwd,
+                  (const lina_mix_dims *d, const lina_lion_in *in, lina_lion_out *out,
+                   lina_form form, lina_ws *ws),
+                  (d, in, out, form, ws))
+LINA_ISA_DISPATCH(int, lina_lion_bwd,
+                  (const lina_mix_dims *d, const lina_lion_in *in, const lina_lion_grad_in *gin,
+                   lina_lion_grad_out *gout, lina_form form, lina_ws *ws),
+                  (d, in, gin, gout, form, ws))
+
 /* ================================================ op for `lina op` / bench */
 
 static int run_lion(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
@@ -455,3 +466,4 @@ const lina_op_info lina_op_lion = {
     "lion", "LION-S bidirectional decayed linear attention (two causal scans)",
     {"--normalize", NULL},
     run_lion, mk_lion, lion_flops};
+#endif /* LINA_ISA_PRIMARY */

@@ -47,6 +47,7 @@
  * reference uses the same rules).
  */
 #include "ops_internal.h"
+#include "../kern/isa.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -409,7 +410,7 @@ static void ml_empty(const ml_ctx *c, const lina_mlstm_in *in, float *ht, float 
 
 /* ---------------------------------------------------------------- forward */
 
-int lina_mlstm_fwd(const lina_mix_dims *d, const lina_mlstm_in *in, lina_mlstm_out *out,
+int LINA_KFN(lina_mlstm_fwd)(const lina_mix_dims *d, const lina_mlstm_in *in, lina_mlstm_out *out,
                    lina_form form, lina_ws *ws)
 {
     ml_ctx c;
@@ -478,7 +479,7 @@ int lina_mlstm_fwd(const lina_mix_dims *d, const lina_mlstm_in *in, lina_mlstm_o
 
 /* --------------------------------------------------------------- backward */
 
-int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
+int LINA_KFN(lina_mlstm_bwd)(const lina_mix_dims *d, const lina_mlstm_in *in,
                    const lina_mlstm_grad_in *gin, lina_mlstm_grad_out *gout, lina_form form,
                    lina_ws *ws)
 {
@@ -643,6 +644,16 @@ int lina_mlstm_bwd(const lina_mix_dims *d, const lina_mlstm_in *in,
     return LINA_OK;
 }
 
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH(int, lina_mlstm_fwd,
+                  (const lina_mix_dims *d, const lina_mlstm_in *in, lina_mlstm_out *out,
+                   lina_form form, lina_ws *ws),
+                  (d, in, out, form, ws))
+LINA_ISA_DISPATCH(int, lina_mlstm_bwd,
+                  (const lina_mix_dims *d, const lina_mlstm_in *in, const lina_mlstm_grad_in *gin,
+                   lina_mlstm_grad_out *gout, lina_form form, lina_ws *ws),
+                  (d, in, gin, gout, form, ws))
+
 /* ================================================ op for `lina op` / bench */
 
 static int run_mlstm(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
@@ -739,3 +750,4 @@ static double mlstm_flops(const lina_mix_dims *d, const lina_op_opts *o)
 const lina_op_info lina_op_mlstm = {
     "mlstm", "xLSTM mLSTM cell (exponential gating, max stabiliser, normaliser state)", {NULL},
     run_mlstm, mk_mlstm, mlstm_flops};
+#endif /* LINA_ISA_PRIMARY */

@@ -27,6 +27,7 @@
  * Threads: forward over (b,h) x query tiles, backward over (b,h).
  */
 #include "ops_internal.h"
+#include "../kern/isa.h"
 
 #include <float.h>
 #include <math.h>
@@ -223,7 +224,7 @@ static int sa_fwd(const sa_ctx *c, const lina_softmax_in *in, float *o, float *s
     return rc;
 }
 
-int lina_softmax_attn_fwd(const lina_mix_dims *d, const lina_softmax_in *in,
+int LINA_KFN(lina_softmax_attn_fwd)(const lina_mix_dims *d, const lina_softmax_in *in,
                           lina_softmax_out *out, lina_ws *ws)
 {
     sa_ctx c;
@@ -344,7 +345,7 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
     }
 }
 
-int lina_softmax_attn_bwd(const lina_mix_dims *d, const lina_softmax_in *in,
+int LINA_KFN(lina_softmax_attn_bwd)(const lina_mix_dims *d, const lina_softmax_in *in,
                           const lina_softmax_grad_in *gin, lina_softmax_grad_out *gout,
                           lina_ws *ws)
 {
@@ -399,6 +400,16 @@ int lina_softmax_attn_bwd(const lina_mix_dims *d, const lina_softmax_in *in,
     }
     return LINA_OK;
 }
+
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH(int, lina_softmax_attn_fwd,
+                  (const lina_mix_dims *d, const lina_softmax_in *in, lina_softmax_out *out,
+                   lina_ws *ws),
+                  (d, in, out, ws))
+LINA_ISA_DISPATCH(int, lina_softmax_attn_bwd,
+                  (const lina_mix_dims *d, const lina_softmax_in *in,
+                   const lina_softmax_grad_in *gin, lina_softmax_grad_out *gout, lina_ws *ws),
+                  (d, in, gin, gout, ws))
 
 /* ================================================ op for `lina op` / bench */
 
@@ -496,3 +507,4 @@ const lina_op_info lina_op_softmax_attn = {
     "softmax_attn", "exact softmax attention (causal, sliding window or non-causal), tiled",
     {"--window", "--non-causal", NULL},
     run_softmax_attn, mk_softmax_attn, softmax_flops};
+#endif /* LINA_ISA_PRIMARY */

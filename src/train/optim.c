@@ -1,5 +1,6 @@
 /* optim.c -- AdamW over a flat buffer, global gradient norm and clipping,
  * warmup + cosine learning-rate schedule. */
+#include "../kern/isa.h"
 #include "lina.h"
 
 #include <math.h>
@@ -71,6 +72,7 @@ static void adamw_block(float *params, const float *grads, float *m, float *v, c
 #endif
 }
 
+#if LINA_ISA_PRIMARY
 int lina_adamw_init(lina_adamw *o, size_t n)
 {
     memset(o, 0, sizeof *o);
@@ -114,8 +116,10 @@ int lina_adamw_set_decay(lina_adamw *o, size_t offset, size_t count, int decay)
     return LINA_OK;
 }
 
-int lina_adamw_step(lina_adamw *o, float *params, const float *grads, double lr,
-                    double grad_scale)
+#endif
+
+int LINA_KFN(lina_adamw_step)(lina_adamw *o, float *params, const float *grads, double lr,
+                              double grad_scale)
 {
     if (!o->m || !params || !grads) {
         return lina_set_error(LINA_EINVAL, "adamw: missing buffer");
@@ -150,7 +154,7 @@ int lina_adamw_step(lina_adamw *o, float *params, const float *grads, double lr,
     return LINA_OK;
 }
 
-double lina_grad_norm(const float *g, size_t n)
+double LINA_KFN(lina_grad_norm)(const float *g, size_t n)
 {
     const long long nb = (long long)((n + NORM_BLOCK - 1) / NORM_BLOCK);
     double stack[64];
@@ -187,6 +191,12 @@ double lina_grad_norm(const float *g, size_t n)
     return sqrt(s);
 }
 
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH(int, lina_adamw_step,
+                  (lina_adamw *o, float *params, const float *grads, double lr, double grad_scale),
+                  (o, params, grads, lr, grad_scale))
+LINA_ISA_DISPATCH(double, lina_grad_norm, (const float *g, size_t n), (g, n))
+
 double lina_clip_factor(double norm, double max_norm)
 {
     if (!(max_norm > 0.0)) {
@@ -215,3 +225,4 @@ double lina_lr_at(const lina_lr_sched *s, int64_t step)
     }
     return floor_lr + (s->lr - floor_lr) * 0.5 * (1.0 + cos(3.14159265358979323846 * p));
 }
+#endif /* LINA_ISA_PRIMARY */

@@ -1,0 +1,80 @@
+/* isa.h -- one library, several instruction-set paths for the hot kernels.
+ *
+ * A kernel file listed in the Makefile's KSRC is compiled once per path: as
+ * is (the portable path, baseline flags) and, on x86-64, again with AVX2+FMA
+ * flags and -DLINA_ISA_SUFFIX=_avx2 and with AVX-512 flags and
+ * -DLINA_ISA_SUFFIX=_avx512. In such a file:
+ *   - each entry point is defined as `int LINA_KFN(lina_x_fwd)(...)`, which
+ *     names it lina_x_fwd_portable / _avx2 / _avx512 in the three objects;
+ *   - everything that must exist once (op tables, helpers that are not hot)
+ *     sits inside `#if LINA_ISA_PRIMARY`;
+ *   - the public name is defined once, inside `#if LINA_ISA_PRIMARY`, by
+ *     LINA_ISA_DISPATCH / LINA_ISA_DISPATCH_VOID: a switch on lina_isa_id(),
+ *     the path chosen once at start-up (kern/isa.c).
+ * Intrinsics stay behind the compiler's own macros (__AVX512F__, __AVX2__ &&
+ * __FMA__, __ARM_NEON), with a plain C version for everything else. */
+#ifndef LINA_ISA_H
+#define LINA_ISA_H
+
+enum { LINA_ISA_PORTABLE = 0, LINA_ISA_AVX2 = 1, LINA_ISA_AVX512 = 2 };
+
+/* The active path (LINA_ISA_*), chosen once: the best the CPU supports, or
+ * the one the environment variable LINA_ISA names. */
+int lina_isa_id(void);
+
+#ifndef LINA_ISA_SUFFIX
+#define LINA_ISA_SUFFIX _portable
+#define LINA_ISA_PRIMARY 1
+#else
+#define LINA_ISA_PRIMARY 0
+#endif
+
+#define LINA_ISA_CAT_(a, b) a##b
+#define LINA_ISA_CAT(a, b) LINA_ISA_CAT_(a, b)
+#define LINA_KFN(name) LINA_ISA_CAT(name, LINA_ISA_SUFFIX)
+
+#if defined(__x86_64__)
+#define LINA_ISA_X86 1
+#define LINA_ISA_DISPATCH(ret, name, params, args)        \
+    ret name##_portable params;                           \
+    ret name##_avx2 params;                               \
+    ret name##_avx512 params;                             \
+    ret name params                                       \
+    {                                                     \
+        switch (lina_isa_id()) {                          \
+        case LINA_ISA_AVX512:                             \
+            return name##_avx512 args;                    \
+        case LINA_ISA_AVX2:                               \
+            return name##_avx2 args;                      \
+        default:                                          \
+            return name##_portable args;                  \
+        }                                                 \
+    }
+#define LINA_ISA_DISPATCH_VOID(name, params, args)        \
+    void name##_portable params;                          \
+    void name##_avx2 params;                              \
+    void name##_avx512 params;                            \
+    void name params                                      \
+    {                                                     \
+        switch (lina_isa_id()) {                          \
+        case LINA_ISA_AVX512:                             \
+            name##_avx512 args;                           \
+            break;                                        \
+        case LINA_ISA_AVX2:                               \
+            name##_avx2 args;                             \
+            break;                                        \
+        default:                                          \
+            name##_portable args;                         \
+        }                                                 \
+    }
+#else
+#define LINA_ISA_X86 0
+#define LINA_ISA_DISPATCH(ret, name, params, args) \
+    ret name##_portable params;                    \
+    ret name params { return name##_portable args; }
+#define LINA_ISA_DISPATCH_VOID(name, params, args) \
+    void name##_portable params;                   \
+    void name params { name##_portable args; }
+#endif
+
+#endif

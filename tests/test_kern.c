@@ -1,0 +1,98 @@
+/* test_kern.c -- the instruction-set paths: selection by name, and lina_vexp
+ * on every path this CPU supports against exp in double (range, denormals,
+ * under/overflow, NaN, every tail length). */
+#include "harness.h"
+#include "lina.h"
+
+#include <float.h>
+#include <string.h>
+
+static void test_select(void)
+{
+    const char *sup = lina_isa_supported();
+    CHECK(strstr(sup, "portable") != NULL, "isa: portable is always supported (\"%s\")", sup);
+    CHECK(strncmp(sup, lina_isa_name(), strlen(lina_isa_name())) == 0 || getenv("LINA_ISA"),
+          "isa: the best path is the default (%s of \"%s\")", lina_isa_name(), sup);
+    int rc = lina_isa_set("sse9");
+    CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "unknown kernel path 'sse9'"),
+          "isa: unknown name refused (%s)", lina_last_error());
+#if defined(__x86_64__)
+    if (!strstr(sup, "avx512")) {
+        rc = lina_isa_set("avx512");
+        CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "not supported"),
+              "isa: a path the CPU lacks is refused (%s)", lina_last_error());
+    }
+#else
+    rc = lina_isa_set("avx2");
+    CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "not supported"),
+          "isa: x86 path refused off x86-64 (%s)", lina_last_error());
+#endif
+}
+
+/* relative error of lina_vexp against exp in double; a denormal result may
+ * be off by its relative error plus one rounding step (the smallest denormal) */
+static void test_vexp_path(const char *isa)
+{
+    enum { N = 4096 };
+    static float x[N], y[N];
+    double worst = 0.0, worst_den = 0.0;
+    int bad_special = 0;
+    for (int i = 0; i < N; i++) {
+        x[i] = (float)th_uniform(-110.0, 95.0);
+    }
+    x[0] = 0.0f;
+    x[1] = -0.0f;
+    x[2] = -87.5f;  /* denormal results */
+    x[3] = -100.0f;
+    x[4] = 88.7f;   /* near FLT_MAX */
+    x[5] = 1e-8f;
+    lina_vexp(y, x, N);
+    for (int i = 0; i < N; i++) {
+        double e = exp((double)x[i]);
+        if (e > FLT_MAX) {
+            bad_special += !(isinf(y[i]) && y[i] > 0) && !(e < 1.0000001 * FLT_MAX);
+            continue;
+        }
+        if (e < FLT_MIN) {
+            double d = fabs((double)y[i] - e) / (1.401298464324817e-45 + 5e-7 * e);
+            worst_den = d > worst_den ? d : worst_den;
+            continue;
+        }
+        double r = fabs((double)y[i] - e) / e;
+        worst = r > worst ? r : worst;
+    }
+    CHECK(worst < 5e-7, "vexp %s: relative error %.2e over [-110, 95] (normal results)", isa, worst);
+    CHECK(worst_den <= 1.0, "vexp %s: denormal results within %.2f steps (1 denormal + 5e-7 relative)", isa,
+          worst_den);
+    float s[6] = {NAN, INFINITY, -INFINITY, 1000.0f, -1000.0f, 0.0f}, t[6];
+    lina_vexp(t, s, 6);
+    bad_special += !isnan(t[0]) + !(isinf(t[1]) && t[1] > 0) + (t[2] != 0.0f) +
+                   !(isinf(t[3]) && t[3] > 0) + (t[4] != 0.0f) + (t[5] != 1.0f);
+    CHECK(bad_special == 0, "vexp %s: NaN, +-inf, overflow and underflow (%d wrong)", isa, bad_special);
+    /* every tail length, in place, with a guard after the end */
+    int tails_ok = 1;
+    for (int n = 0; n <= 40; n++) {
+        float buf[48];
+        for (int i = 0; i < 48; i++) {
+            buf[i] = i < n ? -0.25f * (float)i : 123.0f;
+        }
+        lina_vexp(buf, buf, (size_t)n);
+        for (int i = 0; i < 48; i++) {
+            double want = i < n ? exp(-0.25 * i) : 123.0;
+            tails_ok &= fabs(buf[i] - want) <= 4e-7 * want;
+        }
+    }
+    CHECK(tails_ok, "vexp %s: lengths 0..40 in place, nothing written past the end", isa);
+}
+
+int main(void)
+{
+    test_select();
+    char sup[64];
+    snprintf(sup, sizeof sup, "%s", lina_isa_supported());
+    for (char *p = strtok(sup, " "); p; p = strtok(NULL, " ")) {
+        CHECK(lina_isa_set(p) == LINA_OK && !strcmp(lina_isa_name(), p), "isa: switch to %s", p);
+        test_vexp_path(p);
+    }
+    return th_exit();
+}
