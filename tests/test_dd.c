@@ -25,7 +25,8 @@ static size_t gsize(int gk, int B, int T, int H, int K)
     return gk == 0 ? 0 : gk == 1 ? (size_t)H : gk == 2 ? (size_t)B * T * H : (size_t)B * T * H * K;
 }
 
-/* regime: 0 weak [-0.1, 0], 1 strong [-20, -5], 2 zero, 3 mixed [-20, 0] */
+/* regime: 0 weak [-0.1, 0], 1 strong [-20, -5], 2 zero, 3 mixed [-20, 0], 4 near
+ * zero [-6e-8, 0] (exp(g) rounds to 1 or to the float below it) */
 static void prob_init(prob *p, int B, int T, int H, int K, int V, int gk, int regime, int with_h0)
 {
     memset(p, 0, sizeof *p);
@@ -54,6 +55,7 @@ static void prob_init(prob *p, int B, int T, int H, int K, int V, int gk, int re
         p->g[i] = regime == 0 ? th_uniform(-0.1, 0.0)
                 : regime == 1 ? th_uniform(-20.0, -5.0)
                 : regime == 2 ? 0.0
+                : regime == 4 ? th_uniform(-6e-8, 0.0)
                               : (th_uniform(0, 1) < 0.5 ? th_uniform(-20.0, 0.0) : th_uniform(-0.05, 0.0));
     }
     if (gk == 1) {
@@ -157,6 +159,9 @@ static void test_ref_fd(void)
     }
 }
 
+/* tolerances of compare(): the op contract's unless a test asks for tighter */
+static double g_fwd_tol = FWD_TOL, g_grad_tol = GRAD_TOL;
+
 /* run the float kernel (form) on p and compare to the double reference */
 static void compare(prob *p, lina_form form, int chunk, const char *tag)
 {
@@ -216,7 +221,7 @@ static void compare(prob *p, lina_form form, int chunk, const char *tag)
     if (fh0) {
         eg = fmax(eg, th_relerr_fd(fdh0, dh0, p->ns));
     }
-    CHECK(rc == 0 && ef <= FWD_TOL && eg <= GRAD_TOL && es <= 1e-5,
+    CHECK(rc == 0 && ef <= g_fwd_tol && eg <= g_grad_tol && es <= 1e-5,
           "%s %s gate=%s T=%d h0=%d C=%d: fwd err %.2e, grad err %.2e, saved-states diff %.1e", tag,
           form == LINA_FORM_CHUNK ? "chunk" : "recurrent", GK_NAME[gk], p->T, p->h0 != NULL,
           chunk, ef, eg, es);
@@ -257,6 +262,24 @@ static void test_matrix(void)
             prob_free(&p);
         }
     }
+}
+
+/* Decays within 6e-8 of 1 over T = 8192 steps: their rounding must not
+ * accumulate in the recurrent form (nor in the chunk form). A per-step decay
+ * that rounds to 1 loses up to 2.4e-4 of the total log decay here, which
+ * shows as gradient errors near 1e-4; kept to 2e-5 (the kernels reach ~5e-6). */
+static void test_near_one(void)
+{
+    g_fwd_tol = g_grad_tol = 2e-5;
+    for (int gk = 2; gk < 4; gk++) {
+        prob p;
+        prob_init(&p, 1, 8192, 1, 16, 16, gk, 4, 1);
+        compare(&p, LINA_FORM_RECURRENT, 0, "near-one-gates");
+        compare(&p, LINA_FORM_CHUNK, 0, "near-one-gates");
+        prob_free(&p);
+    }
+    g_fwd_tol = FWD_TOL;
+    g_grad_tol = GRAD_TOL;
 }
 
 /* prefix of length T1 then continue from its final state == one call */
@@ -451,6 +474,7 @@ int main(void)
 {
     test_ref_fd();
     test_matrix();
+    test_near_one();
     test_continue();
     test_normalize();
     return th_exit();

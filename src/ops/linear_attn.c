@@ -78,15 +78,70 @@ static inline float dd_gate_scalar(const dd_ctx *c, int b, int t, int h)
     return 0.0f;
 }
 
-static inline void dd_decay(const dd_ctx *c, int b, int t, int h, float *a)
+/* Lazy decay of the recurrent forms. Multiplying the state by a decay within a
+ * few ulps of 1 at every step loses the decrement to rounding, the same way
+ * each time, and the error grows with T (log decays of -3e-8, where exp(g)
+ * rounds to 1, drift past 1e-4 by T = 8192). So each row keeps the log decay
+ * not yet applied, p in (-DD_LAZY, 0]: step t takes x = p + g_t; when
+ * x < -DD_LAZY the state row is multiplied by alpha = exp(x) and p = 0, else
+ * alpha = 1 (exact) and p = x. With e_t = exp(p) the kept state H relates to
+ * the true one by h_t = diag(e_t) H_t, and
+ *   H_t = diag(alpha_t) H_{t-1} + (k_t / e_t) v_t^T,   o_t = s (q_t e_t)^T H_t,
+ * the same recurrence on scaled q and k. Decays are applied once they reach
+ * 2^-6, so their rounding (at most 2^-25) is relative to at least 2^-6, and
+ * always at the last step of every C steps and of the sequence, so that the
+ * checkpoints (lina_dd_out.states) and ht are the kept state itself (e = 1). */
+#define DD_LAZY 0.015625f
+
+/* one step of the lazy decay: p[K] (or p[0] for scalar kinds) in/out; alpha[K], e[K] out */
+static void dd_lazy_step(const dd_ctx *c, int b, int t, int h, float *restrict p,
+                         float *restrict alpha, float *restrict e)
 {
+    const int K = c->K;
+    const float lim = (t + 1) % c->C == 0 || t == c->T - 1 ? 1.0f : -DD_LAZY; /* x < 1: always */
     if (c->gk == LINA_GATE_VECTOR) {
-        lina_vexp(a, LINA_ROW(c->g, b, t, h, c->T, c->H, c->K), (size_t)c->K);
-    } else {
-        float e = c->gk == LINA_GATE_NONE ? 1.0f : expf(dd_gate_scalar(c, b, t, h));
-        for (int i = 0; i < c->K; i++) {
-            a[i] = e;
+        const float *restrict g = LINA_ROW(c->g, b, t, h, c->T, c->H, K);
+        for (int i = 0; i < K; i++) {
+            const float x = p[i] + g[i];
+            const int apply = x < lim;
+            alpha[i] = apply ? x : 0.0f;
+            p[i] = apply ? 0.0f : x;
         }
+        lina_vexp(alpha, alpha, (size_t)K);
+        lina_vexp(e, p, (size_t)K);
+        return;
+    }
+    float x = p[0] + dd_gate_scalar(c, b, t, h), al = 1.0f;
+    if (x < lim) {
+        al = expf(x);
+        x = 0.0f;
+    }
+    p[0] = x;
+    const float ee = x == 0.0f ? 1.0f : expf(x);
+    for (int i = 0; i < K; i++) {
+        alpha[i] = al;
+        e[i] = ee;
+    }
+}
+
+/* alpha and e of every step of (b,h): Al[T*K], Ev[T*K]; p[K] scratch */
+static void dd_lazy_gates(const dd_ctx *c, int b, int h, float *p, float *Al, float *Ev)
+{
+    for (int i = 0; i < c->K; i++) {
+        p[i] = 0.0f;
+    }
+    for (int t = 0; t < c->T; t++) {
+        dd_lazy_step(c, b, t, h, p, Al + (size_t)t * c->K, Ev + (size_t)t * c->K);
+    }
+}
+
+/* the scaled inputs of one step: qs = q e, ks = k / e */
+static inline void dd_lazy_qk(int K, const float *restrict q, const float *restrict k,
+                              const float *restrict e, float *restrict qs, float *restrict ks)
+{
+    for (int i = 0; i < K; i++) {
+        qs[i] = q[i] * e[i];
+        ks[i] = k[i] / e[i];
     }
 }
 
@@ -146,12 +201,30 @@ static void tile_store(float *dst, const float *S, int K, int V, int j0, int W)
     }
 }
 
-/* Vector gates: exp(g) of every step of (b,h), computed once and shared by
- * all value-column tiles (E[T*K]). */
-static void dd_exp_gates(const dd_ctx *c, int b, int h, float *E)
+/* dst rows = S rows * e[i] (the true state from the kept one; e NULL: copy) */
+static void tile_store_scaled(float *dst, const float *S, const float *e, int K, int V, int j0, int W)
 {
-    for (int t = 0; t < c->T; t++) {
-        lina_vexp(E + (size_t)t * c->K, LINA_ROW(c->g, b, t, h, c->T, c->H, c->K), (size_t)c->K);
+    if (!e) {
+        tile_store(dst, S, K, V, j0, W);
+        return;
+    }
+    for (int i = 0; i < K; i++) {
+        float *restrict d = dst + (size_t)i * V + j0;
+        const float *restrict x = S + (size_t)i * W;
+        for (int j = 0; j < W; j++) {
+            d[j] = x[j] * e[i];
+        }
+    }
+}
+
+/* S rows *= f[i] (f NULL: nothing) */
+static void tile_scale_rows(float *S, const float *f, int K, int W, int invert)
+{
+    for (int i = 0; f && i < K; i++) {
+        const float m = invert ? 1.0f / f[i] : f[i];
+        for (int j = 0; j < W; j++) {
+            S[(size_t)i * W + j] *= m;
+        }
     }
 }
 
@@ -159,50 +232,56 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
 {
     const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V;
     const int nvb = (V + VB - 1) / VB;
-    /* vector gates with enough (b,h) pairs for the threads: one task per (b,h)
-     * so that exp(g) is computed once for all of its column tiles */
-    const int per_bh = c->gk == LINA_GATE_VECTOR && B * H >= lina_get_threads() && nvb > 1;
+    /* enough (b,h) pairs for the threads: one task per (b,h), so that the
+     * decays are computed once for all of its column tiles */
+    const int per_bh = B * H >= lina_get_threads() && nvb > 1;
     const int ntask = per_bh ? B * H : B * H * nvb;
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < ntask; task++) {
         int bh = per_bh ? task : task / nvb, b = bh / H, h = bh % H;
         int vb0 = per_bh ? 0 : task % nvb, vb1 = per_bh ? nvb : vb0 + 1;
-        size_t extra = per_bh ? (size_t)T * K : 0;
-        float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + K + extra) * sizeof(float));
+        size_t extra = per_bh ? 2 * (size_t)T * K : 0;
+        float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + 5 * (size_t)K + extra) * sizeof(float));
         if (!S) {
             rc = LINA_ENOMEM;
             continue;
         }
-        float *a = S + (size_t)K * VB;
-        float *E = a + K;
+        float *p = S + (size_t)K * VB, *al = p + K, *ev = al + K, *qs = ev + K, *ks = qs + K;
+        float *Al = ks + K, *Ev = Al + (per_bh ? (size_t)T * K : 0); /* [T*K] each when per_bh */
         if (per_bh) {
-            dd_exp_gates(c, b, h, E);
+            dd_lazy_gates(c, b, h, p, Al, Ev);
         }
         const int C = c->C, nC = (T + C - 1) / C;
         float *saved = out->states ? out->states + (size_t)bh * (nC + 1) * K * V : NULL;
         for (int vb = vb0; vb < vb1; vb++) {
             int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
             tile_load(S, in->h0 ? LINA_STATE(in->h0, b, h, H, (size_t)K * V) : NULL, K, V, j0, W);
+            for (int i = 0; !per_bh && i < K; i++) {
+                p[i] = 0.0f;
+            }
+            const float *e_prev = NULL; /* e of the step before (none at t = 0) */
             for (int t = 0; t < T; t++) {
                 if (saved && t % C == 0) {
-                    tile_store(saved + (size_t)(t / C) * K * V, S, K, V, j0, W);
+                    tile_store_scaled(saved + (size_t)(t / C) * K * V, S, e_prev, K, V, j0, W);
                 }
-                const float *at = a;
+                const float *at = al, *et = ev;
                 if (per_bh) {
-                    at = E + (size_t)t * K;
+                    at = Al + (size_t)t * K;
+                    et = Ev + (size_t)t * K;
                 } else {
-                    dd_decay(c, b, t, h, a);
+                    dd_lazy_step(c, b, t, h, p, al, ev);
                 }
-                rec_step_tile(K, W, S, at, LINA_ROW(in->k, b, t, h, T, H, K),
-                              LINA_ROW(in->v, b, t, h, T, H, V) + j0, LINA_ROW(in->q, b, t, h, T, H, K),
-                              c->s, LINA_ROW(out->o, b, t, h, T, H, V) + j0);
+                dd_lazy_qk(K, LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K), et, qs, ks);
+                rec_step_tile(K, W, S, at, ks, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qs, c->s,
+                              LINA_ROW(out->o, b, t, h, T, H, V) + j0);
+                e_prev = et;
             }
             if (saved) {
-                tile_store(saved + (size_t)nC * K * V, S, K, V, j0, W);
+                tile_store_scaled(saved + (size_t)nC * K * V, S, e_prev, K, V, j0, W);
             }
             if (out->ht) {
-                tile_store(LINA_STATE(out->ht, b, h, H, (size_t)K * V), S, K, V, j0, W);
+                tile_store_scaled(LINA_STATE(out->ht, b, h, H, (size_t)K * V), S, e_prev, K, V, j0, W);
             }
         }
     }
@@ -946,8 +1025,7 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         int b = bh / H, h = bh % H;
         const size_t tile = (size_t)K * VB;
         const size_t nck = gi->states ? 0 : (size_t)nseg;
-        const int vec = c->gk == LINA_GATE_VECTOR;
-        size_t need = (tile * (nck + SEG + 2) + 2 * (size_t)K + (vec ? (size_t)T * K : 0)) * sizeof(float) +
+        size_t need = (tile * (nck + SEG + 2) + 3 * (size_t)K + 2 * (size_t)T * K) * sizeof(float) +
                       2 * (size_t)K * sizeof(double) + 256;
         float *mem = lina_ws_get(ws, lina_thread_id(), need);
         if (!mem) {
@@ -958,14 +1036,11 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         float *Sx = ck + nck * tile;                      /* [SEG+1][tile] */
         const float *saved = gi->states ? gi->states + (size_t)bh * (nseg + 1) * KV : NULL;
         float *R = Sx + (size_t)(SEG + 1) * tile;         /* [tile] */
-        float *a = R + tile;                              /* [K] */
-        float *tmp = a + K;                               /* [K] */
-        double *fin = (double *)(((uintptr_t)(tmp + K) + 63) & ~(uintptr_t)63);
+        float *p = R + tile, *qs = p + K, *ks = qs + K;   /* [K] each */
+        double *fin = (double *)(((uintptr_t)(ks + K) + 63) & ~(uintptr_t)63);
         double *run = fin + K;
-        float *E = (float *)(run + K); /* [T*K] exp(g) for vector gates */
-        if (vec) {
-            dd_exp_gates(c, b, h, E);
-        }
+        float *Al = (float *)(run + K), *Ev = Al + (size_t)T * K; /* [T*K] each: the lazy decay */
+        dd_lazy_gates(c, b, h, p, Al, Ev);
         for (int t = 0; t < T; t++) {
             memset(LINA_ROW(go->dq, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
             memset(LINA_ROW(go->dk, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
@@ -975,55 +1050,52 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         }
         const float *h0 = in->h0 ? LINA_STATE(in->h0, b, h, H, KV) : NULL;
         const float *dht = gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL;
+        const float *eT = Ev + (size_t)(T - 1) * K; /* e after the last step */
         for (int vb = 0; vb < nvb; vb++) {
             const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
-            /* forward with checkpoints; Sx[0] is the running state */
+            /* forward with checkpoints of the kept state H; Sx[0] is the running state */
             float *S = Sx;
             tile_load(S, saved ? saved + (size_t)nseg * KV : h0, K, V, j0, W);
             for (int t = 0; !saved && t < T; t++) {
                 if (t % SEG == 0) {
                     memcpy(ck + (size_t)(t / SEG) * tile, S, (size_t)K * W * sizeof(float));
                 }
-                const float *at = vec ? E + (size_t)t * K : a;
-                if (!vec) {
-                    dd_decay(c, b, t, h, a);
+                for (int i = 0; i < K; i++) {
+                    ks[i] = LINA_ROW(in->k, b, t, h, T, H, K)[i] / Ev[(size_t)t * K + i];
                 }
-                rec_recompute(K, W, S, S, at, LINA_ROW(in->k, b, t, h, T, H, K),
-                              LINA_ROW(in->v, b, t, h, T, H, V) + j0);
+                rec_recompute(K, W, S, S, Al + (size_t)t * K, ks, LINA_ROW(in->v, b, t, h, T, H, V) + j0);
             }
-            /* rowsum(h_T * dh_T) for the gate gradient */
+            /* rowsum(h_T * dh_T) for the gate gradient: S is h_T when saved, else
+             * H_T = h_T / e_T; then R = dH_T = e_T dh_T */
             tile_load(R, dht, K, V, j0, W);
             for (int i = 0; i < K; i++) {
                 double acc = 0.0;
                 for (int j = 0; j < W; j++) {
                     acc += (double)S[(size_t)i * W + j] * R[(size_t)i * W + j];
                 }
-                fin[i] += acc;
+                fin[i] += saved ? acc : acc * eT[i];
             }
+            tile_scale_rows(R, eT, K, W, 0);
             for (int sg = nseg - 1; sg >= 0; sg--) {
                 int ts = sg * SEG, te = ts + SEG < T ? ts + SEG : T;
                 if (saved) {
                     tile_load(Sx, saved + (size_t)sg * KV, K, V, j0, W);
+                    tile_scale_rows(Sx, ts > 0 ? Ev + (size_t)(ts - 1) * K : NULL, K, W, 1);
                 } else {
                     memcpy(Sx, ck + (size_t)sg * tile, (size_t)K * W * sizeof(float));
                 }
                 for (int t = ts; t < te; t++) {
-                    const float *at = vec ? E + (size_t)t * K : a;
-                    if (!vec) {
-                        dd_decay(c, b, t, h, a);
+                    for (int i = 0; i < K; i++) {
+                        ks[i] = LINA_ROW(in->k, b, t, h, T, H, K)[i] / Ev[(size_t)t * K + i];
                     }
                     rec_recompute(K, W, Sx + (size_t)(t - ts) * tile, Sx + (size_t)(t - ts + 1) * tile,
-                                  at, LINA_ROW(in->k, b, t, h, T, H, K),
-                                  LINA_ROW(in->v, b, t, h, T, H, V) + j0);
+                                  Al + (size_t)t * K, ks, LINA_ROW(in->v, b, t, h, T, H, V) + j0);
                 }
                 for (int t = te - 1; t >= ts; t--) {
-                    const float *at = vec ? E + (size_t)t * K : a;
-                    if (!vec) {
-                        dd_decay(c, b, t, h, a);
-                    }
-                    rec_bwd_step(K, W, c->s, Sx + (size_t)(t - ts + 1) * tile, R, at,
-                                 LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K),
-                                 LINA_ROW(in->v, b, t, h, T, H, V) + j0,
+                    dd_lazy_qk(K, LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K),
+                               Ev + (size_t)t * K, qs, ks);
+                    rec_bwd_step(K, W, c->s, Sx + (size_t)(t - ts + 1) * tile, R, Al + (size_t)t * K, qs,
+                                 ks, LINA_ROW(in->v, b, t, h, T, H, V) + j0,
                                  gi->do_ ? LINA_ROW(gi->do_, b, t, h, T, H, V) + j0 : NULL,
                                  LINA_ROW(go->dq, b, t, h, T, H, K), LINA_ROW(go->dk, b, t, h, T, H, K),
                                  LINA_ROW(go->dv, b, t, h, T, H, V) + j0);
@@ -1033,7 +1105,15 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
                 tile_store(LINA_STATE(go->dh0, b, h, H, KV), R, K, V, j0, W);
             }
         }
-        (void)tmp;
+        /* gradients of the scaled inputs to those of q and k: dq = dqs e, dk = dks / e */
+        for (int t = 0; t < T; t++) {
+            float *restrict dq = LINA_ROW(go->dq, b, t, h, T, H, K), *restrict dk = LINA_ROW(go->dk, b, t, h, T, H, K);
+            const float *restrict e = Ev + (size_t)t * K;
+            for (int i = 0; i < K; i++) {
+                dq[i] *= e[i];
+                dk[i] /= e[i];
+            }
+        }
         if (c->gk != LINA_GATE_NONE && go->dg) {
             dd_dgate(c, in, go, b, h, fin, run, hacc ? hacc + bh : NULL);
         }
