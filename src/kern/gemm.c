@@ -1,6 +1,7 @@
 /* gemm.c -- row-major SGEMM through OpenBLAS (CBLAS interface). */
 #include "lina.h"
 #include "gemm.h"
+#include "isa.h"
 
 #include <stdlib.h>
 
@@ -91,8 +92,8 @@ static void sgemm_small_nt(int M, int N, int K, float alpha, const float *A, int
 #define HAVE_SMALL_NT 0
 #endif
 
-void lina_sgemm_rows_nt(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
-                        float beta, float *C, int ldc)
+void LINA_KFN(lina_sgemm_rows_nt)(int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                                  int ldb, float beta, float *C, int ldc)
 {
 #if HAVE_SMALL_NT
     if (M >= 2 && M <= LINA_SGEMM_SMALL_M && N > 0 && K > 0 && lina_sgemm_small_enabled()) {
@@ -102,6 +103,12 @@ void lina_sgemm_rows_nt(int M, int N, int K, float alpha, const float *A, int ld
 #endif
     lina_sgemm(0, 1, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH_VOID(lina_sgemm_rows_nt,
+                       (int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                        float beta, float *C, int ldc),
+                       (M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
 
 static int g_small = -1; /* -1: not read yet; LINA_SGEMM_SMALL=0 turns the direct path off */
 
@@ -161,3 +168,4 @@ void lina_sgemm(int transA, int transB, int M, int N, int K, float alpha,
                 transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta,
                 C, ldc);
 }
+#endif /* LINA_ISA_PRIMARY */

@@ -9,7 +9,7 @@
 #define LINA_SGEMM_SMALL_M 8
 
 /* C[M,N] = alpha A[M,K] B[N,K]^T + beta C (lina_sgemm(0, 1, ...)); 2 <= M <=
- * LINA_SGEMM_SMALL_M runs the direct path (AVX-512 builds), the rest OpenBLAS */
+ * LINA_SGEMM_SMALL_M runs the direct path (the AVX-512 kernel path), the rest OpenBLAS */
 void lina_sgemm_rows_nt(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                         float beta, float *C, int ldc);
 
