@@ -657,9 +657,8 @@ int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lio
  * transformer; hybrids of the linear ones with softmax-attention layers
  * (config key "attn"); a top-k MoE MLP for any type (num_experts > 0), whose
  * auxiliary loss (and MoM's) is added to the train_step loss, not to
- * eval_loss. A few options (HGRN2 short convs, GLA and RetNet feature maps;
- * DeltaNet qk_activation other than silu, qk_norm "sum") fail in
- * lina_model_create with LINA_EINVAL and a message.
+ * eval_loss. A few options (HGRN2 short convs, GLA and RetNet feature maps)
+ * fail in lina_model_create with LINA_EINVAL and a message.
  * A model is not thread safe: one call at a time (each call is parallel
  * inside).
  */

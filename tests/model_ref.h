@@ -105,8 +105,10 @@ static __attribute__((unused)) double rsoftplus(double x)
     return x > 20 ? x : log1p(exp(x));
 }
 
-/* y [T, C] = silu(causal depthwise conv of x [T, C] with w [C, W]), or silu(x) */
-static __attribute__((unused)) void rconv(double *y, const double *x, const double *w, int T, int C, int W)
+/* y [T, C] = causal depthwise conv of x [T, C] with w [C, W] (or x), then
+ * SiLU when silu */
+static __attribute__((unused)) void rconv_act(double *y, const double *x, const double *w, int T, int C, int W,
+                                              int silu)
 {
     for (int t = 0; t < T; t++) {
         for (int c = 0; c < C; c++) {
@@ -119,9 +121,15 @@ static __attribute__((unused)) void rconv(double *y, const double *x, const doub
                     p += tau >= 0 ? w[(size_t)c * W + j] * x[(size_t)tau * C + c] : 0.0;
                 }
             }
-            y[(size_t)t * C + c] = p * rsig(p);
+            y[(size_t)t * C + c] = silu ? p * rsig(p) : p;
         }
     }
+}
+
+/* y [T, C] = silu(causal depthwise conv of x [T, C] with w [C, W]), or silu(x) */
+static __attribute__((unused)) void rconv(double *y, const double *x, const double *w, int T, int C, int W)
+{
+    rconv_act(y, x, w, T, C, W, 1);
 }
 
 static __attribute__((unused)) void rl2(double *x, int n)

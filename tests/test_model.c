@@ -265,9 +265,22 @@ static void ref_gdn(const ref_model *r, const double *P, int l, const double *xn
         rlin(kp + (size_t)t * HK, Wk, NULL, xn + (size_t)t * D, D, HK);
         rlin(vp + (size_t)t * HV, Wv, NULL, xn + (size_t)t * D, D, HV);
     }
-    rconv(q, qp, cq, T, HK, W);
-    rconv(k, kp, ck, T, HK, W);
+    /* DeltaNet qk_activation / qk_norm: the q/k convs without SiLU unless silu */
+    int dn = c->model_type == LINA_MODEL_DELTA_NET;
+    int qsilu = !dn || strcmp(c->qk_activation, "silu") == 0, qsum = dn && strcmp(c->qk_norm, "sum") == 0;
+    int qrelu = dn && strcmp(c->qk_activation, "relu") == 0, qelu = dn && strcmp(c->qk_activation, "elu") == 0;
+    rconv_act(q, qp, cq, T, HK, W, qsilu);
+    rconv_act(k, kp, ck, T, HK, W, qsilu);
     rconv(v, vp, cv, T, HV, W);
+    for (size_t i = 0; i < tk; i++) {
+        if (qrelu) {
+            q[i] = q[i] > 0.0 ? q[i] : 0.0;
+            k[i] = k[i] > 0.0 ? k[i] : 0.0;
+        } else if (qelu) {
+            q[i] = q[i] > 0.0 ? q[i] + 1.0 : exp(q[i]);
+            k[i] = k[i] > 0.0 ? k[i] + 1.0 : exp(k[i]);
+        }
+    }
     for (int t = 0; t < T; t++) {
         const double *x = xn + (size_t)t * D;
         if (Wa) {
@@ -280,8 +293,21 @@ static void ref_gdn(const ref_model *r, const double *P, int l, const double *xn
             rlin(gt, Wg, NULL, x, D, HV);
         }
         for (int h = 0; h < H; h++) {
-            rl2(q + (size_t)t * HK + h * K, K);
-            rl2(k + (size_t)t * HK + h * K, K);
+            double *qh = q + (size_t)t * HK + h * K, *kh = k + (size_t)t * HK + h * K;
+            if (qsum) {
+                double sq = 0.0, sk = 0.0;
+                for (int i = 0; i < K; i++) {
+                    sq += qh[i];
+                    sk += kh[i];
+                }
+                for (int i = 0; i < K; i++) {
+                    qh[i] /= sq;
+                    kh[i] /= sk;
+                }
+            } else {
+                rl2(qh, K);
+                rl2(kh, K);
+            }
         }
         for (int h = 0; h < NV; h++) {
             double *qt = q + (size_t)t * HK + (h / G) * K, *kt = k + (size_t)t * HK + (h / G) * K;
@@ -766,10 +792,23 @@ static void test_deltanet_names(void)
              lina_model_num_tensors(m) == 2 * (9 + 5) + 3;
     CHECK(ok, "delta_net names: %d tensors named and shaped as FLA", lina_model_num_tensors(m));
     lina_model_free(m);
-    snprintf(c.qk_activation, sizeof(c.qk_activation), "relu");
+    snprintf(c.qk_activation, sizeof(c.qk_activation), "gelu");
+    m = NULL;
     rc = lina_model_create(&c, 1, &m);
-    CHECK(rc == LINA_EINVAL && m == NULL, "delta_net: qk_activation relu is reported as not implemented: %s",
-          lina_last_error());
+    CHECK(rc != 0 && m == NULL && strstr(lina_last_error(), "gelu"),
+          "delta_net: an unknown qk_activation is refused naming it: %s", lina_last_error());
+}
+
+/* DeltaNet with qk_activation act and qk_norm norm; with the sum norm K = 32
+ * (expand_k 4): relu zeroes a whole head of 8 now and then, and x / sum x is
+ * then 0 / 0, as in FLA */
+static lina_config deltanet_qk(const char *act, const char *norm, int short_conv)
+{
+    lina_config c = tiny_deltanet(1, 0, short_conv);
+    c.expand_k = strcmp(norm, "sum") == 0 ? 4.0 : c.expand_k;
+    snprintf(c.qk_activation, sizeof(c.qk_activation), "%s", act);
+    snprintf(c.qk_norm, sizeof(c.qk_norm), "%s", norm);
+    return c;
 }
 
 /* RetNet (docs/checkpoints.md 2.2): q_proj [Kd, D], k_proj, v_proj [Vd, D], g_proj,
@@ -1018,6 +1057,18 @@ int main(void)
     test_fd("retnet no output gate", tiny_retnet(0), 1, 7, 0.12);
     test_fd("delta_net", tiny_deltanet(1, 0, 1), 2, 9, 0.12);
     test_fd("delta_net no beta, gate, no conv", tiny_deltanet(0, 1, 0), 2, 7, 0.12);
+    test_fd("delta_net relu + sum norm", deltanet_qk("relu", "sum", 1), 2, 9, 0.12);
+    test_fd("delta_net identity + l2", deltanet_qk("identity", "l2", 1), 2, 9, 0.12);
+    test_fd("delta_net elu + l2", deltanet_qk("elu", "l2", 1), 2, 9, 0.12);
+    test_fd("delta_net elu + sum norm, no conv", deltanet_qk("elu", "sum", 0), 2, 7, 0.12);
+    test_fd("delta_net relu + l2, no conv", deltanet_qk("relu", "l2", 0), 2, 7, 0.12);
+    test_fd("delta_net elu + sum norm across chunks", deltanet_qk("elu", "sum", 1), 1, 67, 0.03);
+    test_forms("delta_net relu + sum forms", deltanet_qk("relu", "sum", 1));
+    test_forms("delta_net identity + l2 forms", deltanet_qk("identity", "l2", 1));
+    test_forms("delta_net elu forms", deltanet_qk("elu", "l2", 1));
+    test_decode("delta_net relu + sum decode", deltanet_qk("relu", "sum", 1));
+    test_decode("delta_net identity + l2 decode", deltanet_qk("identity", "l2", 1));
+    test_decode("delta_net elu + sum decode", deltanet_qk("elu", "sum", 1));
     test_fd("transformer gqa bias qk_norm", tiny_transformer(1, 1, 1, 0), 2, 9, 1.0);
     test_fd("transformer window", tiny_transformer(2, 0, 0, 4), 2, 9, 0.12);
     test_fd("gla + attn hybrid", hybrid(tiny_gla(0, 1), 1), 2, 9, 0.12);

@@ -1,7 +1,8 @@
 /* delta_layer.c -- the delta-rule layer of FLA's DeltaNet, GatedDeltaNet and
  * GatedDeltaProduct (docs/mixers.md sections 4.1-4.3): q and n keys / values /
  * betas per token through short convolutions (SiLU), L2-normalised q and
- * keys, the optional decay g = -exp(A_log) softplus(a + dt_bias), the delta
+ * keys (DeltaNet: the q/k activation relu / elu + 1 / identity and the sum
+ * norm as options), the optional decay g = -exp(A_log) softplus(a + dt_bias), the delta
  * rule (n = 1) or delta product (n = num_householder sub-steps) on the
  * delta-rule engine (lina_delta_fwd), the per-head output norm (gated or
  * plain) and o_proj. Forward (with an optional decode cache) and backward.
@@ -129,11 +130,21 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
     lina_linear_forward(a->kp, x, p->k_proj, NULL, N, D, m * HK);
     lina_linear_forward(a->vp, x, p->v_proj, NULL, N, D, m * VV);
     const int sc = d->use_short_conv;
-    lina_conv_act_forward(a->qc, a->qp, sc ? p->q_conv : NULL, cq, B, T, HK, W, LINA_ACT_SILU);
-    lina_conv_act_forward(a->kc, a->kp, sc ? p->k_conv : NULL, ck, B, T, m * HK, W, LINA_ACT_SILU);
+    const lina_act qka = d->qk_act == LINA_QK_SILU ? LINA_ACT_SILU : LINA_ACT_NONE;
+    lina_conv_act_forward(a->qc, a->qp, sc ? p->q_conv : NULL, cq, B, T, HK, W, qka);
+    lina_conv_act_forward(a->kc, a->kp, sc ? p->k_conv : NULL, ck, B, T, m * HK, W, qka);
     lina_conv_act_forward(a->v, a->vp, sc ? p->v_conv : NULL, cv, B, T, m * VV, W, LINA_ACT_SILU);
-    lina_l2norm_forward(a->qn, a->rq, a->qc, N * H, d->K, GDN_L2_EPS);
-    lina_l2norm_forward(a->kn, a->rk, a->kc, (int)nm * H, d->K, GDN_L2_EPS);
+    if (d->qk_act == LINA_QK_RELU || d->qk_act == LINA_QK_ELU) {
+        lina_phi_forward(a->qc, a->qc, (size_t)N * HK, d->qk_act == LINA_QK_ELU);
+        lina_phi_forward(a->kc, a->kc, nm * HK, d->qk_act == LINA_QK_ELU);
+    }
+    if (d->qk_sum) {
+        lina_sumnorm_forward(a->qn, a->qc, N * H, d->K, 0.0);
+        lina_sumnorm_forward(a->kn, a->kc, (int)nm * H, d->K, 0.0);
+    } else {
+        lina_l2norm_forward(a->qn, a->rq, a->qc, N * H, d->K, GDN_L2_EPS);
+        lina_l2norm_forward(a->kn, a->rk, a->kc, (int)nm * H, d->K, GDN_L2_EPS);
+    }
     if (NV != H) {
         lina_heads_repeat(a->qe, a->qn, (size_t)N, NV, H, d->K);
         lina_heads_repeat(a->ke, a->kn, nm, NV, H, d->K);
@@ -209,16 +220,34 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
         lina_heads_reduce(dqn, dqe, n, NV, H, d->K, 0);
         lina_heads_reduce(dkn, dke, nm, NV, H, d->K, 0);
     }
-    /* L2Norms, then convs: dqp into dqn, dkp into dkn, dvp into dO */
-    lina_l2norm_backward(dqc, dqn, a->qn, a->rq, N * H, d->K);
-    lina_l2norm_backward(dkc, dkn, a->kn, a->rk, (int)nm * H, d->K);
-    float *dqp = dqn, *dkp = dkn, *dvp = dO;
+    /* norms, the q/k activation, then convs: dqp into dqn, dkp into dkn, dvp
+     * into dO (with relu / elu + 1: the conv output gradients into dqn, dkn and
+     * dqp, dkp into dqc, dkc) */
+    if (d->qk_sum) {
+        lina_sumnorm_backward(dqc, dqn, a->qc, a->qn, N * H, d->K, 0.0);
+        lina_sumnorm_backward(dkc, dkn, a->kc, a->kn, (int)nm * H, d->K, 0.0);
+    } else {
+        lina_l2norm_backward(dqc, dqn, a->qn, a->rq, N * H, d->K);
+        lina_l2norm_backward(dkc, dkn, a->kn, a->rk, (int)nm * H, d->K);
+    }
+    float *dqp = dqn, *dkp = dkn, *dvp = dO, *dqa = dqc, *dka = dkc;
+    if (d->qk_act == LINA_QK_RELU || d->qk_act == LINA_QK_ELU) {
+        memset(dqn, 0, n * HK * sizeof(float));
+        memset(dkn, 0, nm * HK * sizeof(float));
+        lina_phi_backward(dqn, dqc, a->qc, n * HK, d->qk_act == LINA_QK_ELU);
+        lina_phi_backward(dkn, dkc, a->kc, nm * HK, d->qk_act == LINA_QK_ELU);
+        dqa = dqn;
+        dka = dkn;
+        dqp = dqc;
+        dkp = dkc;
+    }
     memset(dqp, 0, n * HK * sizeof(float));
     memset(dkp, 0, nm * HK * sizeof(float));
     memset(dvp, 0, nm * VV * sizeof(float));
     const int sc = d->use_short_conv, W = d->conv_size;
-    lina_conv_act_backward(dqp, gp->q_conv, dqc, a->qp, sc ? p->q_conv : NULL, B, T, HK, W, LINA_ACT_SILU);
-    lina_conv_act_backward(dkp, gp->k_conv, dkc, a->kp, sc ? p->k_conv : NULL, B, T, m * HK, W, LINA_ACT_SILU);
+    const lina_act qka = d->qk_act == LINA_QK_SILU ? LINA_ACT_SILU : LINA_ACT_NONE;
+    lina_conv_act_backward(dqp, gp->q_conv, dqa, a->qp, sc ? p->q_conv : NULL, B, T, HK, W, qka);
+    lina_conv_act_backward(dkp, gp->k_conv, dka, a->kp, sc ? p->k_conv : NULL, B, T, m * HK, W, qka);
     lina_conv_act_backward(dvp, gp->v_conv, dv, a->vp, sc ? p->v_conv : NULL, B, T, m * VV, W, LINA_ACT_SILU);
     /* g = -exp(A_log) softplus(a + dt_bias): dg -> d(a) in place */
     if (d->gated) {
@@ -277,10 +306,16 @@ static int delta_dims(lina_gdn_dims *d, const lina_config *c)
     d->norm_eps = (float)c->norm_eps;
     d->n = 1;
     if (c->model_type == LINA_MODEL_DELTA_NET) {
-        if (strcmp(c->qk_activation, "silu") != 0 || strcmp(c->qk_norm, "l2") != 0) {
-            return lina_set_error(LINA_EINVAL, "delta_net: qk_activation \"%s\" / qk_norm \"%s\" is not implemented "
-                                  "yet (silu / l2 are)", c->qk_activation, c->qk_norm);
+        static const char *const acts[] = {"silu", "relu", "elu", "identity"};
+        d->qk_act = -1;
+        for (int i = 0; i < 4; i++) {
+            d->qk_act = strcmp(c->qk_activation, acts[i]) == 0 ? i : d->qk_act;
         }
+        if (d->qk_act < 0 || (strcmp(c->qk_norm, "l2") != 0 && strcmp(c->qk_norm, "sum") != 0)) {
+            return lina_set_error(LINA_EINVAL, "delta_net: qk_activation \"%s\" / qk_norm \"%s\": expected silu, relu, "
+                                  "elu or identity / l2 or sum", c->qk_activation, c->qk_norm);
+        }
+        d->qk_sum = strcmp(c->qk_norm, "sum") == 0;
         d->K = (int)(D * c->expand_k) / H;
         d->V = (int)(D * c->expand_v) / H;
         d->num_v_heads = H;

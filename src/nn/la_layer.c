@@ -171,14 +171,8 @@ static void fmap_forward(const lina_la_dims *d, const float *w1, const float *b1
         memcpy(phi, x, nk * sizeof(float));
         break;
     case LINA_LA_FM_ELU:
-        for (size_t i = 0; i < nk; i++) {
-            phi[i] = x[i] > 0.0f ? x[i] + 1.0f : expf(x[i]);
-        }
-        break;
     case LINA_LA_FM_RELU:
-        for (size_t i = 0; i < nk; i++) {
-            phi[i] = x[i] > 0.0f ? x[i] : 0.0f;
-        }
+        lina_phi_forward(phi, x, nk, d->fmap == LINA_LA_FM_ELU);
         break;
     case LINA_LA_FM_HADAMARD:
         lina_linear_forward(s1, x, w1, b1, R, K, K);
@@ -251,14 +245,8 @@ static void fmap_backward(const lina_la_dims *d, const float *w1, const float *w
         }
         break;
     case LINA_LA_FM_ELU:
-        for (size_t i = 0; i < nk; i++) {
-            dx[i] += x[i] > 0.0f ? dphi[i] : dphi[i] * phi[i];
-        }
-        break;
     case LINA_LA_FM_RELU:
-        for (size_t i = 0; i < nk; i++) {
-            dx[i] += x[i] > 0.0f ? dphi[i] : 0.0f;
-        }
+        lina_phi_backward(dx, dphi, phi, nk, d->fmap == LINA_LA_FM_ELU);
         break;
     case LINA_LA_FM_HADAMARD:
         for (size_t i = 0; i < nk; i++) {
@@ -319,38 +307,6 @@ static void fmap_backward(const lina_la_dims *d, const float *w1, const float *w
     (void)t2;
 }
 
-/* y = x / (sum x + 1e-4) per row of F */
-static void sum_norm_forward(float *y, const float *x, int R, int F)
-{
-    for (int r = 0; r < R; r++) {
-        const float *xr = x + (size_t)r * F;
-        double s = LA_SUM_EPS;
-        for (int i = 0; i < F; i++) {
-            s += xr[i];
-        }
-        float inv = (float)(1.0 / s);
-        for (int i = 0; i < F; i++) {
-            y[(size_t)r * F + i] = xr[i] * inv;
-        }
-    }
-}
-
-/* dx += (dy - (dy . y)) / (sum x + 1e-4) */
-static void sum_norm_backward(float *dx, const float *dy, const float *x, const float *y, int R, int F)
-{
-    for (int r = 0; r < R; r++) {
-        const float *xr = x + (size_t)r * F, *yr = y + (size_t)r * F, *g = dy + (size_t)r * F;
-        double s = LA_SUM_EPS, c = 0.0;
-        for (int i = 0; i < F; i++) {
-            s += xr[i];
-            c += (double)g[i] * yr[i];
-        }
-        for (int i = 0; i < F; i++) {
-            dx[(size_t)r * F + i] += (float)((g[i] - c) / s);
-        }
-    }
-}
-
 /* ------------------------------------------------------------ the layer */
 
 int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_dims *d, const lina_la_params *p,
@@ -370,10 +326,10 @@ int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_d
     fmap_forward(d, p->fq_w1, p->fq_b1, p->fq_w2, p->fq_b2, a->qp, a->qf, a->q1, a->q2, N * H);
     fmap_forward(d, p->fk_w1, p->fk_b1, p->fk_w2, p->fk_b2, a->kp, a->kf, a->k1, a->k2, N * G);
     if (d->norm_q) {
-        sum_norm_forward(a->q, a->qf, N * H, F);
+        lina_sumnorm_forward(a->q, a->qf, N * H, F, LA_SUM_EPS);
     }
     if (d->norm_k) {
-        sum_norm_forward(a->kn, a->kf, N * G, F);
+        lina_sumnorm_forward(a->kn, a->kf, N * G, F, LA_SUM_EPS);
     }
     if (G != H) {
         lina_heads_repeat(a->k, a->kn, (size_t)N, H, G, F);
@@ -527,10 +483,10 @@ int lina_la_backward(float *dx, lina_la_params *gp, const float *dout, const flo
         lina_heads_reduce(dvv, dv, (size_t)N, H, G, V, 1);
     }
     if (d->norm_q) {
-        sum_norm_backward(dqf, dq, a->qf, a->q, N * H, F);
+        lina_sumnorm_backward(dqf, dq, a->qf, a->q, N * H, F, LA_SUM_EPS);
     }
     if (d->norm_k) {
-        sum_norm_backward(dkf, dkn, a->kf, a->kn, N * G, F);
+        lina_sumnorm_backward(dkf, dkn, a->kf, a->kn, N * G, F, LA_SUM_EPS);
     }
     fmap_backward(d, p->fq_w1, p->fq_w2, gp->fq_w1, gp->fq_b1, gp->fq_w2, gp->fq_b2, a->qp, a->qf, a->q1, a->q2,
                   dqf, dqp, t1, t2, N * H);

@@ -1,4 +1,4 @@
-/* mlp.c -- SiLU, SwiGLU and FLA's GatedMLP (y = W_down(silu(W_gate x) * W_up x)),
+/* mlp.c -- SiLU, relu / elu + 1, SwiGLU and FLA's GatedMLP (y = W_down(silu(W_gate x) * W_up x)),
  * forward and backward. */
 #include "nn.h"
 
@@ -29,6 +29,34 @@ void lina_silu_backward(float *dx, const float *dy, const float *x, size_t n)
     for (size_t i = 0; i < n; i++) {
         float s = sigmoidf_(x[i]);
         dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
+    }
+}
+
+/* ------------------------------------------------ relu / elu + 1 maps */
+
+void lina_phi_forward(float *y, const float *x, size_t n, int elu1)
+{
+    if (elu1) {
+        for (size_t i = 0; i < n; i++) {
+            y[i] = x[i] > 0.0f ? x[i] + 1.0f : expf(x[i]);
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        }
+    }
+}
+
+void lina_phi_backward(float *dx, const float *dy, const float *y, size_t n, int elu1)
+{
+    if (elu1) {
+        for (size_t i = 0; i < n; i++) {
+            dx[i] += y[i] > 1.0f ? dy[i] : dy[i] * y[i];
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+        }
     }
 }
 

@@ -74,6 +74,12 @@ void lina_l2norm_forward(float *y, float *rnorm, const float *x, int N, int D, f
 /* dx += (dy - y * (y . dy)) * rnorm, y the forward output. */
 void lina_l2norm_backward(float *dx, const float *dy, const float *y, const float *rnorm, int N, int D);
 
+/* Sum norm per row: y = x / (sum x + eps), y, x [N, D] (FLA's DeltaNet
+ * qk_norm "sum": eps 0; linear attention's norm_q / norm_k: eps 1e-4). */
+void lina_sumnorm_forward(float *y, const float *x, int N, int D, double eps);
+/* dx += (dy - (dy . y)) / (sum x + eps) */
+void lina_sumnorm_backward(float *dx, const float *dy, const float *x, const float *y, int N, int D, double eps);
+
 /* ---------------------------------------------------------- activations */
 
 typedef enum lina_act {
@@ -85,6 +91,13 @@ typedef enum lina_act {
 void lina_silu_forward(float *y, const float *x, size_t n);
 /* dx += dy * silu'(x). */
 void lina_silu_backward(float *dx, const float *dy, const float *x, size_t n);
+
+/* Feature maps: y = relu(x) (elu1 = 0) or elu(x) + 1 (elu1 = 1), n elements
+ * (y may alias x). */
+void lina_phi_forward(float *y, const float *x, size_t n, int elu1);
+/* dx += dy * phi'(x), the derivative read from the output y (relu: y > 0;
+ * elu + 1: 1 where y > 1, else y). */
+void lina_phi_backward(float *dx, const float *dy, const float *y, size_t n, int elu1);
 
 /* ------------------------------------------------------ short convolution */
 
@@ -331,9 +344,11 @@ int lina_gla_step(float *out, const float *x, const lina_gla_dims *d, const lina
  * reads q/k head j / (HV/H)); a, g, A_log, dt_bias per value head; conv
  * weights [C, W] (FLA [C, 1, W]), no bias. Row t of [N, n*C] is rows t*n + j
  * (j = sub-step) of [N*n, C]: exactly the kernel's interleaved layout.
- * With gated = 0 the layer is FLA's DeltaNet with qk_activation "silu" and
- * qk_norm "l2" (no decay: no a_proj, A_log, dt_bias) or GatedDeltaProduct
- * without its forget gate.
+ * With gated = 0 the layer is FLA's DeltaNet (no decay: no a_proj, A_log,
+ * dt_bias) or GatedDeltaProduct without its forget gate. DeltaNet's
+ * qk_activation / qk_norm (qk_act, qk_sum): the q/k convs run without SiLU
+ * unless qk_act is silu, then relu / elu + 1 / identity, then the L2Norm or
+ * the sum norm x / sum x per head (no eps, as FLA).
  */
 typedef struct lina_gdn_dims {
     int D, H, K, V;
@@ -346,7 +361,17 @@ typedef struct lina_gdn_dims {
     int use_beta;        /* b_proj; 0: beta = 1 (DeltaNet use_beta = false) */
     int num_v_heads;     /* HV value heads (GVA), a multiple of H; 0 = H */
     int n;               /* sub-steps per token (num_householder); 0 = 1 */
+    int qk_act;          /* lina_qk_act: q/k activation (0 = SiLU) */
+    int qk_sum;          /* 1: sum norm on q, k instead of the L2Norm */
 } lina_gdn_dims;
+
+/* DeltaNet qk_activation */
+typedef enum lina_qk_act {
+    LINA_QK_SILU = 0,
+    LINA_QK_RELU = 1,
+    LINA_QK_ELU = 2,     /* elu(x) + 1 (FLA's elu_p1) */
+    LINA_QK_IDENTITY = 3
+} lina_qk_act;
 
 /* Parameter (or gradient) views; FLA names under model.layers.{i}.attn. */
 typedef struct lina_gdn_params {
@@ -368,9 +393,9 @@ typedef struct lina_gdn_params {
 typedef struct lina_gdn_acts {
     float *qp, *kp;      /* [N, HK], [N, n*HK] projections (conv inputs) */
     float *vp;           /* [N, n*VV] */
-    float *qc, *kc;      /* conv (or SiLU) outputs before the L2Norms */
-    float *qn, *kn;      /* [N, HK], [N, n*HK] L2-normalised */
-    float *rq, *rk;      /* [N*H], [N*n*H] 1 / norms */
+    float *qc, *kc;      /* conv (or SiLU) outputs after qk_act, before the norms */
+    float *qn, *kn;      /* [N, HK], [N, n*HK] L2- (or sum-) normalised */
+    float *rq, *rk;      /* [N*H], [N*n*H] 1 / norms (L2Norm only) */
     float *qe, *ke;      /* [N, HV*K], [N, n*HV*K] kernel q, k (== qn, kn without GVA) */
     float *v;            /* [N, n*VV] after conv + SiLU */
     float *a, *g;        /* [N, HV] gate input and log gate */

@@ -204,3 +204,35 @@ void lina_l2norm_backward(float *dx, const float *dy, const float *y, const floa
         }
     }
 }
+
+/* y [N,D] = x / (sum x + eps) per row */
+void lina_sumnorm_forward(float *y, const float *x, int N, int D, double eps)
+{
+    for (int r = 0; r < N; r++) {
+        const float *xr = x + (size_t)r * D;
+        double s = eps;
+        for (int i = 0; i < D; i++) {
+            s += xr[i];
+        }
+        float inv = (float)(1.0 / s);
+        for (int i = 0; i < D; i++) {
+            y[(size_t)r * D + i] = xr[i] * inv;
+        }
+    }
+}
+
+/* dx [N,D] += (dy - (dy . y)) / (sum x + eps) */
+void lina_sumnorm_backward(float *dx, const float *dy, const float *x, const float *y, int N, int D, double eps)
+{
+    for (int r = 0; r < N; r++) {
+        const float *xr = x + (size_t)r * D, *yr = y + (size_t)r * D, *g = dy + (size_t)r * D;
+        double s = eps, c = 0.0;
+        for (int i = 0; i < D; i++) {
+            s += xr[i];
+            c += (double)g[i] * yr[i];
+        }
+        for (int i = 0; i < D; i++) {
+            dx[(size_t)r * D + i] += (float)((g[i] - c) / s);
+        }
+    }
+}
