@@ -43,20 +43,9 @@ static void put_raw(const char *dir, const char *name, const void *b, size_t n)
 /* run lina with args; returns exit status (or 128+signal); stderr into err */
 static int run(const char *args, char *err, size_t errn)
 {
-    char cmd[1024], ef[128];
-    snprintf(ef, sizeof ef, "%s/stderr.txt", root);
-    snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>%s", lina_bin, args, ef);
-    int st = system(cmd);
-    FILE *f = fopen(ef, "r");
-    size_t got = f ? fread(err, 1, errn - 1, f) : 0;
-    err[got] = '\0';
-    if (f) {
-        fclose(f);
-    }
-    if (WIFSIGNALED(st)) {
-        return 128 + WTERMSIG(st);
-    }
-    return WEXITSTATUS(st);
+    char cmd[1024], out[1];
+    snprintf(cmd, sizeof cmd, "%s %s", lina_bin, args);
+    return th_sh_capture(cmd, root, out, sizeof out, err, errn);
 }
 
 static int one_line(const char *e)

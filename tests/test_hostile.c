@@ -29,17 +29,9 @@ static void put_text(const char *path, const char *s)
 /* run lina with args; stderr into err; exit status, or 128 + signal */
 static int run(const char *args, char *err, size_t errn)
 {
-    char cmd[2048], ef[128];
-    snprintf(ef, sizeof ef, "%s/err.txt", root);
-    snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>%s", lina_bin, args, ef);
-    int st = system(cmd);
-    FILE *f = fopen(ef, "r");
-    size_t got = f ? fread(err, 1, errn - 1, f) : 0;
-    err[got] = '\0';
-    if (f) {
-        fclose(f);
-    }
-    return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
+    char cmd[2048], out[1];
+    snprintf(cmd, sizeof cmd, "%s %s", lina_bin, args);
+    return th_sh_capture(cmd, root, out, sizeof out, err, errn);
 }
 
 /* one "lina: ..." line on stderr naming `needle`, a non-zero exit, no signal */

@@ -1157,17 +1157,9 @@ static double npy_err(const char *name, const double *ref, size_t n)
 /* run `lina ARGS`; exit status, stderr in err */
 static int lina_run(const char *args, char *err, size_t errn)
 {
-    char cmd[1024], ef[128];
-    snprintf(ef, sizeof ef, "%s/stderr.txt", g_dir);
-    snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>%s", g_bin, args, ef);
-    int st = system(cmd);
-    FILE *f = fopen(ef, "r");
-    size_t got = f ? fread(err, 1, errn - 1, f) : 0;
-    err[got] = '\0';
-    if (f) {
-        fclose(f);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    char cmd[1024], out[1];
+    snprintf(cmd, sizeof cmd, "%s %s", g_bin, args);
+    return th_sh_capture(cmd, g_dir, out, sizeof out, err, errn);
 }
 
 static void clean_dir(const char *sub)
