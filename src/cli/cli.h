@@ -124,5 +124,6 @@ int lina_cmd_info(int argc, char **argv);
 int lina_cmd_plot(int argc, char **argv);
 int lina_cmd_task(int argc, char **argv);
 int lina_cmd_paper(int argc, char **argv);
+int lina_cmd_analyze(int argc, char **argv);
 
 #endif

@@ -108,6 +108,9 @@ struct lina_model {
     float *dres;          /* [N, D] residual gradient */
     float *scratch;       /* layer backward scratch */
     double aux;           /* auxiliary losses of the last forward (MoM, MoE) */
+    /* blocks rep_from..rep_to replaced by x_{rep_to+1} = x_{rep_from} rep_map^T (rep_map [D, D]), or none */
+    int rep_from, rep_to;
+    float *rep_map;
 };
 
 /* ================================================================ helpers */
@@ -475,6 +478,7 @@ void lina_model_free(lina_model *m)
     free(m->params);
     free(m->grads);
     free(m->arena);
+    free(m->rep_map);
     free(m);
 }
 
@@ -797,6 +801,13 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
         const model_layer *ly = &m->layers[l];
         layer_acts *la = &m->acts[l];
         float *xnext = l + 1 < m->L ? m->acts[l + 1].x : m->xL; /* [N,D] */
+        if (m->rep_map && l == m->rep_from) {
+            /* the replaced span: one linear map of the residual stream, no state */
+            l = m->rep_to;
+            xnext = l + 1 < m->L ? m->acts[l + 1].x : m->xL;
+            lina_linear_forward(xnext, la->x, m->rep_map, NULL, N, D, D);
+            continue;
+        }
         lina_rmsnorm_forward(la->xn1, la->rstd1, la->x, tp(m, P, ly->t_attn_norm), NULL, N, D, eps);
         if ((rc = block_run(m, ly->mix, P, NULL, B, T, la->xn1, m->tmp, NULL, la->mix, NULL, st,
                             st ? st->layer[l] : NULL, &m->aux, form, ws))) {
@@ -872,6 +883,10 @@ static int loss_of(lina_model *m, const int32_t *targets, int N, double *loss, i
 int lina_model_train_step(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, double *loss,
                           lina_ws *ws)
 {
+    if (m && m->rep_map) {
+        return lina_set_error(LINA_EINVAL, "model: blocks %d..%d are replaced by a linear map; it cannot train",
+                              m->rep_from, m->rep_to);
+    }
     int rc = model_forward(m, tokens, B, T, LINA_FORM_CHUNK, NULL, ws);
     double l = 0.0;
     int64_t count = 0;
@@ -924,6 +939,40 @@ int lina_model_forward_logits_form(lina_model *m, const int32_t *tokens, int B, 
 int lina_model_forward_logits(lina_model *m, const int32_t *tokens, int B, int T, float *logits, lina_ws *ws)
 {
     return lina_model_forward_logits_form(m, tokens, B, T, logits, LINA_FORM_CHUNK, ws);
+}
+
+const float *lina_model_hidden(const lina_model *m, int l)
+{
+    if (!m || l < 0 || l > m->L || !m->arena) {
+        return NULL;
+    }
+    return l < m->L ? m->acts[l].x : m->xL;
+}
+
+int lina_model_replace_blocks(lina_model *m, int from, int to, const float *map)
+{
+    if (!m) {
+        return lina_set_error(LINA_EINVAL, "model: NULL model");
+    }
+    if (!map) {
+        free(m->rep_map);
+        m->rep_map = NULL;
+        return LINA_OK;
+    }
+    if (from < 0 || to < from || to >= m->L) {
+        return lina_set_error(LINA_EINVAL, "model: blocks %d..%d are not a span of the model's %d layers", from, to,
+                              m->L);
+    }
+    size_t n = (size_t)m->D * (size_t)m->D;
+    float *c = m->rep_map ? m->rep_map : xcalloc_aligned(n);
+    if (!c) {
+        return lina_set_error(LINA_ENOMEM, "model: out of memory (a %d x %d map)", m->D, m->D);
+    }
+    memcpy(c, map, n * sizeof(float));
+    m->rep_map = c;
+    m->rep_from = from;
+    m->rep_to = to;
+    return LINA_OK;
 }
 
 int lina_model_decode(lina_model *m, lina_model_state *s, const int32_t *tokens, int B, int T, float *logits,

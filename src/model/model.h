@@ -12,6 +12,18 @@
 int lina_model_forward_logits_form(lina_model *m, const int32_t *tokens, int B, int T, float *logits,
                                    lina_form form, lina_ws *ws);
 
+/* After a forward pass (lina_model_forward_logits, lina_model_eval_loss), the
+ * residual stream entering block l, [B*T, D] row-major: l = 0 is the embedding
+ * output, l = L the stream after the last block (before the final norm). NULL
+ * when l is out of range or no forward ran. Valid until the next forward. */
+const float *lina_model_hidden(const lina_model *m, int l);
+
+/* Replace blocks from..to (0-based, inclusive) by one linear map of the residual
+ * stream, x_{to+1} = x_from W^T with W = map [D, D] (nn.Linear layout, copied):
+ * every later forward, eval and decode skips those blocks and their state. The
+ * model then refuses to train. map NULL restores the original blocks. */
+int lina_model_replace_blocks(lina_model *m, int from, int to, const float *map);
+
 /* Index of the view called `name`, or -1. */
 int lina_model_find_tensor(const lina_model *m, const char *name);
 
