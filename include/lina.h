@@ -136,6 +136,10 @@ int lina_npy_read(const char *path, lina_tensor *out);
 int lina_npy_write(const char *path, const lina_tensor *t);
 /* Parse an in-memory .npy image; `name` is used in messages. */
 int lina_npy_parse(const void *buf, size_t len, const char *name, lina_tensor *out);
+/* Read a 1-D integer .npy file ('<i4' or '<i8', e.g. cu_seqlens offsets) into a
+ * malloc'd array of *n int64 values (free with free()); another dtype or shape
+ * fails with LINA_EFORMAT naming the file and the problem. */
+int lina_npy_read_int(const char *path, int64_t **vals, int64_t *n);
 
 /* ------------------------------------------------------------ safetensors */
 
@@ -963,6 +967,20 @@ typedef struct lina_op_info {
 /* Run an op: validates, then info->run (honours opts->trusted). */
 int lina_op_run(const lina_op_info *info, const lina_tset *in, lina_tset *out,
                 const lina_op_opts *opts, lina_ws *ws);
+
+/* Packed variable-length sequences (cu_seqlens): q and every per-token input are
+ * [1, T, ...] (delta_product's k, v, beta [1, n*T, ...]) holding N = ncu - 1
+ * documents back to back, cu[0..ncu-1] = [0, t_1, ..., T] their strictly increasing
+ * offsets; initial states and their cotangents (h0, n0, m0, z0, dht, ...) are one row
+ * per document ([N, H, K, V], ...). Each document runs as its own sequence with its
+ * own initial state, so no state, window or attention crosses a boundary; per-token
+ * outputs and gradients come back packed, final states (ht, ...) and dh0, ... one row
+ * per document. Same outputs as lina_op_run otherwise. */
+int lina_op_run_varlen(const lina_op_info *info, const lina_tset *in, lina_tset *out,
+                       const lina_op_opts *opts, const int64_t *cu, int64_t ncu, lina_ws *ws);
+/* LINA_OK when cu[0..n-1] starts at 0, strictly increases and ends at T; else
+ * LINA_EINVAL with a message naming the first problem. */
+int lina_cu_seqlens_check(const int64_t *cu, int64_t n, int64_t T);
 
 /* NULL-terminated list of every op. */
 const lina_op_info *const *lina_ops(void);

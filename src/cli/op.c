@@ -162,7 +162,7 @@ static int write_outputs(const char *opname, const char *dout, const lina_tset *
 
 int lina_cmd_op(int argc, char **argv)
 {
-    const char *din = NULL, *dout = NULL;
+    const char *din = NULL, *dout = NULL, *cu_path = NULL;
     int form = -1, normalize = 0, qk_l2norm = 0, non_causal = 0;
     lina_op_opts o = {0};
     cli_opt opts[] = {
@@ -171,6 +171,8 @@ int lina_cmd_op(int argc, char **argv)
         CLI_OPT_CHOICE("--form", &form, "chunk|recurrent", "chunked parallel or token-by-token form (required)"),
         CLI_OPT_FLAG("--backward", NULL, &o.backward, "also the gradients (needs do.npy; dht.npy optional)"),
         CLI_OPT_INT("--chunk", NULL, "C", &o.chunk, 1, 1024, "chunk length of the chunk form (0: the op's own)"),
+        CLI_OPT_STR("--cu-seqlens", NULL, "FILE", &cu_path,
+                    "int32/int64 .npy offsets [0, t1, ..., T]: B = 1 packs documents, states one per document"),
         CLI_HEADING("op flags (only for the ops that list them in 'lina ops'):"),
         CLI_OPT_FLAG("--normalize", NULL, &normalize, "normalise the output by the key sum"),
         CLI_OPT_FLAG("--qk-l2norm", NULL, &qk_l2norm, "L2-normalise q and k per head"),
@@ -179,7 +181,7 @@ int lina_cmd_op(int argc, char **argv)
         CLI_OPT_END,
     };
     cli_cmd c = {.name = "op",
-                 .usage = "op NAME --in DIR --out DIR --form chunk|recurrent [--backward] [op flags]",
+                 .usage = "op NAME --in DIR --out DIR --form chunk|recurrent [--backward] [--cu-seqlens FILE] [op flags]",
                  .about = "  Runs the op NAME ('lina ops' lists them) on the inputs; the README's op contract\n"
                           "  names the inputs and outputs of each.\n",
                  .opts = opts,
@@ -211,9 +213,15 @@ int lina_cmd_op(int argc, char **argv)
         fprintf(stderr, "lina: output directory '%s' does not exist\n", dout);
         return 2;
     }
+    int64_t *cu = NULL, ncu = 0;
+    if (cu_path && lina_npy_read_int(cu_path, &cu, &ncu) != 0) {
+        fprintf(stderr, "lina: --cu-seqlens: %s\n", lina_last_error());
+        return 2;
+    }
     lina_tset in = {0}, out = {0};
     int rc = load_dir(din, &in);
-    if (rc == 0 && lina_op_run(op, &in, &out, &o, NULL) != 0) {
+    if (rc == 0 && (cu ? lina_op_run_varlen(op, &in, &out, &o, cu, ncu, NULL)
+                       : lina_op_run(op, &in, &out, &o, NULL)) != 0) {
         fprintf(stderr, "lina: %s: %s\n", op->name, lina_last_error());
         rc = 1;
     }
@@ -222,6 +230,7 @@ int lina_cmd_op(int argc, char **argv)
     }
     lina_tset_free(&in);
     lina_tset_free(&out);
+    free(cu);
     return rc;
 }
 

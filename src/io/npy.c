@@ -1,4 +1,5 @@
-/* npy.c -- NumPy .npy reader and writer (float32 C order; '<f8' read and converted). */
+/* npy.c -- NumPy .npy reader and writer (float32 C order; '<f8' read and converted; 1-D int32 /
+ * int64 arrays read as int64). */
 #include "io_internal.h"
 #include "lina.h"
 
@@ -38,10 +39,15 @@ static const char *dict_value(const char *h, const char *key)
     return p;
 }
 
-int lina_npy_parse(const void *buf, size_t len, const char *name, lina_tensor *out)
+/* The float form (iv == NULL: '<f4' or '<f8' into *out) or the integer form
+ * (iv != NULL: a 1-D '<i4' or '<i8' array into a malloc'd *iv of *ni values). */
+static int npy_parse(const void *buf, size_t len, const char *name, lina_tensor *out, int64_t **iv,
+                     int64_t *ni)
 {
     const unsigned char *b = buf;
-    memset(out, 0, sizeof *out);
+    if (out) {
+        memset(out, 0, sizeof *out);
+    }
     if (len < 10 || memcmp(b, "\x93NUMPY", 6) != 0) {
         return lina_set_error(LINA_EFORMAT, "%s: not a .npy file (bad magic)", name);
     }
@@ -80,12 +86,24 @@ int lina_npy_parse(const void *buf, size_t len, const char *name, lina_tensor *o
     const char *d = dict_value(h, "descr");
     const char *f = dict_value(h, "fortran_order");
     const char *s = dict_value(h, "shape");
-    int is_f8 = 0;
+    int is_f8 = 0, is_int = 0;
     if (!d || !f || !s || h[0] != '{') {
         rc = lina_set_error(LINA_EFORMAT, "%s: malformed .npy header (need descr, fortran_order, shape)", name);
         goto done;
     }
-    if (strncmp(d, "'<f4'", 5) == 0 || strncmp(d, "'=f4'", 5) == 0) {
+    if (iv && (strncmp(d, "'<i4'", 5) == 0 || strncmp(d, "'=i4'", 5) == 0 || strncmp(d, "'<i8'", 5) == 0 ||
+               strncmp(d, "'=i8'", 5) == 0)) {
+        is_int = 1;
+        is_f8 = d[3] == '8';
+    } else if (iv) {
+        char dt[16] = {0};
+        for (size_t i = 0; d[i] && d[i] != ',' && i < sizeof dt - 1; i++) {
+            dt[i] = d[i];
+        }
+        rc = lina_set_error(LINA_EFORMAT, "%s: dtype %s is not supported (need int32 '<i4' or int64 '<i8')", name,
+                            dt);
+        goto done;
+    } else if (strncmp(d, "'<f4'", 5) == 0 || strncmp(d, "'=f4'", 5) == 0) {
         is_f8 = 0;
     } else if (strncmp(d, "'<f8'", 5) == 0 || strncmp(d, "'=f8'", 5) == 0) {
         is_f8 = 1;
@@ -167,6 +185,28 @@ int lina_npy_parse(const void *buf, size_t len, const char *name, lina_tensor *o
                             len - doff - (size_t)n * esz);
         goto done;
     }
+    if (is_int) {
+        if (nd != 1) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: must be a 1-D array (has %d dimensions)", name, nd);
+            goto done;
+        }
+        *iv = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+        if (!*iv) {
+            rc = lina_set_error(LINA_ENOMEM, "%s: out of memory", name);
+            goto done;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            if (is_f8) {
+                memcpy(&(*iv)[i], b + doff + (size_t)i * 8, 8);
+            } else {
+                int32_t x;
+                memcpy(&x, b + doff + (size_t)i * 4, 4);
+                (*iv)[i] = x;
+            }
+        }
+        *ni = n;
+        goto done;
+    }
     rc = lina_tensor_alloc(out, nd, shape);
     if (rc) {
         goto done;
@@ -185,9 +225,16 @@ done:
     return rc;
 }
 
-int lina_npy_read(const char *path, lina_tensor *out)
+int lina_npy_parse(const void *buf, size_t len, const char *name, lina_tensor *out)
 {
-    memset(out, 0, sizeof *out);
+    return npy_parse(buf, len, name, out, NULL, NULL);
+}
+
+static int npy_load(const char *path, lina_tensor *out, int64_t **iv, int64_t *ni)
+{
+    if (out) {
+        memset(out, 0, sizeof *out);
+    }
     FILE *fp = fopen(path, "rb");
     if (!fp) {
         return lina_set_error(LINA_EIO, "%s: cannot open (%s)", path, strerror(errno));
@@ -213,9 +260,21 @@ int lina_npy_read(const char *path, lina_tensor *out)
         free(buf);
         return lina_set_error(LINA_EIO, "%s: read error", path);
     }
-    int rc = lina_npy_parse(buf, (size_t)sz, path, out);
+    int rc = npy_parse(buf, (size_t)sz, path, out, iv, ni);
     free(buf);
     return rc;
+}
+
+int lina_npy_read(const char *path, lina_tensor *out)
+{
+    return npy_load(path, out, NULL, NULL);
+}
+
+int lina_npy_read_int(const char *path, int64_t **vals, int64_t *n)
+{
+    *vals = NULL;
+    *n = 0;
+    return npy_load(path, NULL, vals, n);
 }
 
 int lina_npy_write(const char *path, const lina_tensor *t)
