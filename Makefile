@@ -10,6 +10,7 @@
 #   make demo       the main job: corpus, train the default model, samples
 #   make paper      the papers' synthetic experiments (results/PAPER.md; 13.6 min on 2 cores)
 #   make install PREFIX=/usr/local
+#   make python     the Python package in python/ (lina.ops, lina.Model) with liblina.so beside it
 CC      ?= cc
 # One binary for every CPU of the target: the library is built for the
 # baseline (x86-64: -march=x86-64), and the hot kernels (KSRC) are built once
@@ -101,16 +102,28 @@ $(BUILD)/tests/%: tests/%.c $(REFOBJ) $(BUILD)/liblina.a
 # the kernel tests, run again on every other instruction-set path the CPU has
 ISA_TESTS = $(addprefix $(BUILD)/tests/,test_kern test_dd test_delta test_mixers2 test_lion_layer test_nn test_cli)
 
-# `make test` first installs missing Debian build dependencies (tools/deps.sh:
-# apt-get as root, sudo, or a message naming them), then builds and runs the suite.
+# `make test` first installs missing Debian build dependencies and the Python tests'
+# NumPy and PyTorch (tools/deps.sh: apt-get as root, sudo, or a message naming them),
+# then builds and runs the suite.
+TEST_PKGS = python3 python3-numpy python3-torch
 test:
-	@sh tools/deps.sh
+	@sh tools/deps.sh $(TEST_PKGS)
 	@$(MAKE) --no-print-directory test-suite
+# the Python tests (tests/python/test_*.py, run by Debian's /usr/bin/python3 with PyTorch)
+# load this build's liblina.so; the sanitizer builds leave them out (PYTESTS=)
+PYTESTS ?= $(sort $(wildcard tests/python/test_*.py))
 test-suite: all $(TESTBIN)
-	@LINA_BIN=$(BUILD)/lina ISA_TESTS="$(ISA_TESTS)" sh tests/run.sh $(TESTBIN)
+	@LINA_BIN=$(BUILD)/lina ISA_TESTS="$(ISA_TESTS)" LINA_LIBRARY=$(abspath $(BUILD))/liblina.so \
+	  sh tests/run.sh $(TESTBIN) $(PYTESTS)
+
+# The Python package: liblina.so copied into python/lina/ so that the package works from
+# the checkout (PYTHONPATH=python) and `pip install ./python` installs it with the library.
+.PHONY: python
+python: $(BUILD)/$(SOFILE)
+	cp $(BUILD)/$(SOFILE) python/lina/liblina.so
 
 asan:
-	$(MAKE) BUILD=build-asan OPT=-O1 \
+	$(MAKE) BUILD=build-asan OPT=-O1 PYTESTS= \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined,float-cast-overflow" test
 

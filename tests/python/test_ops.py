@@ -1,0 +1,373 @@
+#!/usr/bin/python3
+"""lina.ops against the float64 references of reference.py: forward outputs, final
+states and the gradients of every input (initial states included), both forms, with
+and without initial_state / output_final_state; layouts, NumPy, non-contiguous inputs;
+bad input raising one exception that names the argument."""
+
+import subprocess
+import sys
+
+import harness
+from harness import check, raises, run
+
+import torch
+import torch.nn.functional as F
+
+import lina
+from lina import ops
+import reference as ref
+
+FWD_RTOL, GRAD_RTOL = 1e-4, 5e-4
+B, T, H, K, V = 2, 100, 2, 16, 12     # T crosses the 64-token chunk boundary
+
+
+def flat(x):
+    if x is None:
+        return []
+    if isinstance(x, (tuple, list)):
+        return [e for y in x for e in flat(y)]
+    return [x]
+
+
+def err(a, b):
+    """max|a - b| / max(1, max|b|)"""
+    return float((a.double() - b).abs().max() / max(1.0, float(b.abs().max())))
+
+
+def compare(name, fn_lina, fn_ref, inputs, seed=1):
+    """inputs: name -> float64 tensor (or None). fn_*(**tensors) -> (o, state); the loss is
+    sum(out * w) over every returned tensor with random weights, the same for both."""
+    xs32 = {n: None if x is None else x.float().requires_grad_() for n, x in inputs.items()}
+    xs64 = {n: None if x is None else x.clone().requires_grad_() for n, x in inputs.items()}
+    out32, out64 = flat(fn_lina(**xs32)), flat(fn_ref(**xs64))
+    if not check(f"{name}: outputs", len(out32) == len(out64),
+                 f"{len(out32)} outputs, reference {len(out64)}"):
+        return
+    gen = torch.Generator().manual_seed(seed)
+    ws = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in out64]
+    worst, what = 0.0, ""
+    for i, (a, b) in enumerate(zip(out32, out64)):
+        e = err(a.detach(), b.detach())
+        if e > worst:
+            worst, what = e, f"output {i}"
+    check(f"{name}: forward", worst <= FWD_RTOL, f"{what} off by {worst:.3g}")
+    sum((a * w.float()).sum() for a, w in zip(out32, ws)).backward()
+    sum((b * w).sum() for b, w in zip(out64, ws)).backward()
+    worst, what = 0.0, "all"
+    for n in inputs:
+        if inputs[n] is None:
+            continue
+        g32, g64 = xs32[n].grad, xs64[n].grad
+        if g32 is None or g64 is None:
+            check(f"{name}: d{n}", False, f"gradient missing (lina {g32 is not None}, ref {g64 is not None})")
+            continue
+        e = err(g32, g64)
+        if e > worst:
+            worst, what = e, "d" + n
+    check(f"{name}: gradients", worst <= GRAD_RTOL, f"{what} off by {worst:.3g}")
+
+
+gen = torch.Generator().manual_seed(0)
+
+
+def randn(*s, scale=1.0):
+    return torch.randn(s, generator=gen, dtype=torch.float64) * scale
+
+
+def uniform(lo, hi, *s):
+    return lo + (hi - lo) * torch.rand(s, generator=gen, dtype=torch.float64)
+
+
+def qkv(Kd=K, Vd=V, positive=False):
+    q, k, v = randn(B, T, H, Kd), randn(B, T, H, Kd), randn(B, T, H, Vd)
+    if positive:  # feature-mapped queries and keys (normalised forms)
+        q, k = F.elu(q) + 1, F.elu(k) + 1
+    return q, k, v
+
+
+def state():
+    return randn(B, H, K, V, scale=0.5)
+
+
+# ---------------------------------------------------------- diagonal decay
+
+def dd_tests():
+    for fs in (False, True):
+        for with_h0 in (False, True):
+            tag = f"[h0={int(with_h0)} final={int(fs)}]"
+            q, k, v = qkv()
+            h0 = state() if with_h0 else None
+            compare(f"chunk_linear_attn normalize=False {tag}",
+                    lambda q, k, v, h0: ops.chunk_linear_attn(q, k, v, initial_state=h0,
+                                                              output_final_state=fs, normalize=False),
+                    lambda q, k, v, h0: (lambda r: (r[0], r[1] if fs else None))(ref.dd(q, k, v, h0=h0)),
+                    dict(q=q, k=k, v=v, h0=h0))
+            compare(f"fused_recurrent_linear_attn {tag}",
+                    lambda q, k, v, h0: ops.fused_recurrent_linear_attn(q, k, v, initial_state=h0,
+                                                                        output_final_state=fs),
+                    lambda q, k, v, h0: (lambda r: (r[0], r[1] if fs else None))(ref.dd(q, k, v, h0=h0)),
+                    dict(q=q, k=k, v=v, h0=h0))
+    # normalised, with the (h0, z0) state tuple, both forms
+    q, k, v = qkv(positive=True)
+    h0, z0 = state().abs(), uniform(0.5, 1.0, B, 1, H, K)
+
+    def ref_norm(q, k, v, h0, z0, reverse=False, scale=0.3):
+        o, h = ref.dd(q, k, v, h0=h0, scale=scale, reverse=reverse)
+        o, z = ref.normalize(o, q, k, scale, z0, reverse)
+        return o, (h, z)
+    compare("chunk_linear_attn normalize=True (h0, z0) scale=0.3",
+            lambda q, k, v, h0, z0: ops.chunk_linear_attn(q, k, v, scale=0.3, initial_state=(h0, z0),
+                                                          output_final_state=True),
+            ref_norm, dict(q=q, k=k, v=v, h0=h0, z0=z0))
+    compare("fused_recurrent_linear_attn normalize=True reverse=True",
+            lambda q, k, v, h0, z0: ops.fused_recurrent_linear_attn(
+                q, k, v, scale=0.3, initial_state=(h0, z0), output_final_state=True, normalize=True,
+                reverse=True),
+            lambda q, k, v, h0, z0: ref_norm(q, k, v, h0, z0, reverse=True),
+            dict(q=q, k=k, v=v, h0=h0, z0=z0))
+    q, k, v = qkv()
+    gamma = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float64)))
+    for with_h0 in (False, True):
+        h0 = state() if with_h0 else None
+        compare(f"chunk_retention [h0={int(with_h0)}]",
+                lambda q, k, v, h0: ops.chunk_retention(q, k, v, initial_state=h0, output_final_state=True),
+                lambda q, k, v, h0: ref.dd(q, k, v, gamma, "head", h0=h0), dict(q=q, k=k, v=v, h0=h0))
+        g = uniform(-0.5, -0.01, B, T, H)
+        compare(f"chunk_simple_gla g [h0={int(with_h0)}]",
+                lambda q, k, v, g, h0: ops.chunk_simple_gla(q, k, v, g=g, initial_state=h0,
+                                                            output_final_state=True),
+                lambda q, k, v, g, h0: ref.dd(q, k, v, g, "scalar", h0=h0), dict(q=q, k=k, v=v, g=g, h0=h0))
+        gg = uniform(-0.3, -0.01, H)
+        compare(f"chunk_simple_gla g_gamma [h0={int(with_h0)}]",
+                lambda q, k, v, g, h0: ops.chunk_simple_gla(q, k, v, g_gamma=g, initial_state=h0,
+                                                            output_final_state=True),
+                lambda q, k, v, g, h0: ref.dd(q, k, v, g, "head", h0=h0), dict(q=q, k=k, v=v, g=gg, h0=h0))
+        g = F.logsigmoid(randn(B, T, H, K)) / 8
+        compare(f"chunk_gla [h0={int(with_h0)}]",
+                lambda q, k, v, g, h0: ops.chunk_gla(q, k, v, g, initial_state=h0, output_final_state=True),
+                lambda q, k, v, g, h0: ref.dd(q, k, v, g, "vector", h0=h0), dict(q=q, k=k, v=v, g=g, h0=h0))
+        compare(f"fused_recurrent_gla [h0={int(with_h0)}]",
+                lambda q, k, v, g, h0: ops.fused_recurrent_gla(q, k, v, gk=g, initial_state=h0,
+                                                               output_final_state=with_h0),
+                lambda q, k, v, g, h0: (lambda r: (r[0], r[1] if with_h0 else None))(
+                    ref.dd(q, k, v, g, "vector", h0=h0)),
+                dict(q=q, k=k, v=v, g=g, h0=h0))
+    compare("fused_recurrent_gla reverse=True scale=0.5",
+            lambda q, k, v, g, h0: ops.fused_recurrent_gla(q, k, v, gk=g, scale=0.5, initial_state=h0,
+                                                           output_final_state=True, reverse=True),
+            lambda q, k, v, g, h0: ref.dd(q, k, v, g, "vector", scale=0.5, h0=h0, reverse=True),
+            dict(q=q, k=k, v=v, g=g, h0=state()))
+
+
+# ------------------------------------------------------------- delta rule
+
+def delta_inputs(n=1):
+    q = ref.l2norm(randn(B, T, H, K))
+    k = ref.l2norm(randn(B, T * n, H, K))
+    v = randn(B, T * n, H, V)
+    beta = uniform(0.05, 0.95 if n == 1 else 1.9, B, T * n, H)
+    g = uniform(-0.5, -0.01, B, T, H)
+    return q, k, v, beta, g
+
+
+def delta_tests():
+    q, k, v, beta, g = delta_inputs()
+    for with_h0 in (False, True):
+        for fs in (False, True):
+            tag = f"[h0={int(with_h0)} final={int(fs)}]"
+            h0 = state() if with_h0 else None
+            keep = (lambda r: (r[0], r[1] if fs else None))
+            compare(f"chunk_delta_rule {tag}",
+                    lambda q, k, v, beta, h0: ops.chunk_delta_rule(q, k, v, beta, initial_state=h0,
+                                                                   output_final_state=fs),
+                    lambda q, k, v, beta, h0: keep(ref.delta(q, k, v, beta, h0=h0)),
+                    dict(q=q, k=k, v=v, beta=beta, h0=h0))
+            compare(f"fused_recurrent_delta_rule {tag}",
+                    lambda q, k, v, beta, h0: ops.fused_recurrent_delta_rule(q, k, v, beta, initial_state=h0,
+                                                                             output_final_state=fs),
+                    lambda q, k, v, beta, h0: keep(ref.delta(q, k, v, beta, h0=h0)),
+                    dict(q=q, k=k, v=v, beta=beta, h0=h0))
+            compare(f"chunk_gated_delta_rule {tag}",
+                    lambda q, k, v, g, beta, h0: ops.chunk_gated_delta_rule(
+                        q, k, v, g, beta, initial_state=h0, output_final_state=fs),
+                    lambda q, k, v, g, beta, h0: keep(ref.delta(q, k, v, beta, g, h0=h0)),
+                    dict(q=q, k=k, v=v, g=g, beta=beta, h0=h0))
+            compare(f"fused_recurrent_gated_delta_rule {tag}",
+                    lambda q, k, v, g, beta, h0: ops.fused_recurrent_gated_delta_rule(
+                        q, k, v, g=g, beta=beta, initial_state=h0, output_final_state=fs),
+                    lambda q, k, v, g, beta, h0: keep(ref.delta(q, k, v, beta, g, h0=h0)),
+                    dict(q=q, k=k, v=v, g=g, beta=beta, h0=h0))
+    # raw q, k normalised in the op; beta as logits through sigmoid (x2 with negative eigenvalues)
+    qr, kr, bl = randn(B, T, H, K), randn(B, T, H, K), randn(B, T, H)
+    for neg in (False, True):
+        compare(f"chunk_gated_delta_rule l2norm+beta sigmoid neg_eigval={int(neg)}",
+                lambda q, k, v, g, beta, h0: ops.chunk_gated_delta_rule(
+                    q, k, v, g, beta, initial_state=h0, output_final_state=True, use_qk_l2norm_in_kernel=True,
+                    use_beta_sigmoid_in_kernel=True, allow_neg_eigval=neg),
+                lambda q, k, v, g, beta, h0: ref.delta(ref.l2norm(q), ref.l2norm(k), v,
+                                                       torch.sigmoid(beta) * (2 if neg else 1), g, h0=h0),
+                dict(q=qr, k=kr, v=v, g=g, beta=bl, h0=state()))
+    compare("fused_recurrent_delta_rule l2norm beta=None",
+            lambda q, k, v: ops.fused_recurrent_delta_rule(q, k, v, use_qk_l2norm_in_kernel=True),
+            lambda q, k, v: (ref.delta(ref.l2norm(q), ref.l2norm(k), v, torch.ones(B, T, H, dtype=torch.float64))[0], None),
+            dict(q=qr, k=kr, v=v))
+    for n in (1, 2, 3):
+        q, k, v, beta, g = delta_inputs(n)
+        for with_h0 in (False, True):
+            h0 = state() if with_h0 else None
+            compare(f"chunk_gated_delta_product n={n} [h0={int(with_h0)}]",
+                    lambda q, k, v, g, beta, h0: ops.chunk_gated_delta_product(
+                        q, k, v, g, beta, n, initial_state=h0, output_final_state=True),
+                    lambda q, k, v, g, beta, h0: ref.delta(q, k, v, beta, g, n, h0=h0),
+                    dict(q=q, k=k, v=v, g=g, beta=beta, h0=h0))
+    compare("chunk_gated_delta_product n=2 g=None",
+            lambda q, k, v, beta: ops.chunk_gated_delta_product(q, k, v, None, beta, 2, output_final_state=True),
+            lambda q, k, v, beta: ref.delta(q, k, v, beta, None, 2),
+            dict(q=q[:, :T], k=delta_inputs(2)[1], v=randn(B, 2 * T, H, V), beta=uniform(0.1, 1.9, B, 2 * T, H)))
+
+
+# -------------------------------------------------- mLSTM, LION, softmax
+
+def other_tests():
+    q, k, v = qkv()
+    i, f = randn(B, T, H), randn(B, T, H) + 2
+    for form in ("chunk", "recurrent"):
+        compare(f"mlstm form={form}",
+                lambda q, k, v, i, f: ops.mlstm(q, k, v, i, f, form=form, output_final_state=True),
+                lambda q, k, v, i, f: ref.mlstm(q, k, v, i, f), dict(q=q, k=k, v=v, i=i, f=f))
+        st = (state(), randn(B, H, K, scale=0.5), randn(B, H))
+        compare(f"mlstm form={form} initial_state",
+                lambda q, k, v, i, f, C, n, m: ops.mlstm(q, k, v, i, f, initial_state=(C, n, m), form=form,
+                                                         output_final_state=True),
+                lambda q, k, v, i, f, C, n, m: ref.mlstm(q, k, v, i, f, state=(C, n, m)),
+                dict(q=q, k=k, v=v, i=i, f=f, C=st[0], n=st[1], m=st[2]))
+    g = uniform(-0.5, -0.01, B, T, H)
+    qp, kp, _ = qkv(positive=True)
+    for form in ("chunk", "recurrent"):
+        compare(f"lion form={form}", lambda q, k, v, g: (ops.lion(q, k, v, g, form=form), None),
+                lambda q, k, v, g: (ref.lion(q, k, v, g), None), dict(q=q, k=k, v=v, g=g))
+        compare(f"lion normalize form={form}",
+                lambda q, k, v, g: (ops.lion(q, k, v, g, normalize=True, form=form), None),
+                lambda q, k, v, g: (ref.lion(q, k, v, g, normalize=True), None), dict(q=qp, k=kp, v=v, g=g))
+    for causal, window in ((True, None), (True, 7), (False, None)):
+        compare(f"softmax_attn causal={int(causal)} window={window}",
+                lambda q, k, v: (ops.softmax_attn(q, k, v, causal=causal, window_size=window), None),
+                lambda q, k, v: (ref.softmax_attn(q, k, v, causal=causal, window=window or 0), None),
+                dict(q=q, k=k, v=v))
+
+
+# -------------------------------------------------- layouts and containers
+
+def layout_tests():
+    q, k, v = qkv()
+    g = F.logsigmoid(randn(B, T, H, K)) / 8
+    h0 = state()
+    t = lambda x: x.transpose(1, 2)  # noqa: E731
+    compare("chunk_gla head_first=True",
+            lambda q, k, v, g: ops.chunk_gla(q, k, v, g, head_first=True),
+            lambda q, k, v, g: (t(ref.dd(t(q), t(k), t(v), t(g), "vector")[0]), None),
+            dict(q=t(q).contiguous(), k=t(k).contiguous(), v=t(v).contiguous(), g=t(g).contiguous()))
+    compare("chunk_gla state_v_first=True",
+            lambda q, k, v, g, h0: ops.chunk_gla(q, k, v, g, initial_state=h0, output_final_state=True,
+                                                 state_v_first=True),
+            lambda q, k, v, g, h0: (lambda r: (r[0], r[1].transpose(-1, -2)))(
+                ref.dd(q, k, v, g, "vector", h0=h0.transpose(-1, -2))),
+            dict(q=q, k=k, v=v, g=g, h0=h0.transpose(-1, -2).contiguous()))
+    # non-contiguous inputs (a transposed view and a strided slice) are copied, with gradients
+    qs = randn(B, T, H, 2 * K)
+    compare("chunk_gla non-contiguous q, k",
+            lambda q, k, v, g: ops.chunk_gla(q[..., ::2], t(k), v, g),
+            lambda q, k, v, g: (ref.dd(q[..., ::2], t(k), v, g, "vector")[0], None),
+            dict(q=qs, k=t(k).contiguous(), v=v, g=g))
+    # NumPy in, NumPy out
+    import numpy as np
+    o, h = ops.chunk_gla(q.float().numpy(), k.float().numpy(), v.float().numpy(), g.float().numpy(),
+                         initial_state=h0.float().numpy(), output_final_state=True)
+    ro, rh = ref.dd(q, k, v, g, "vector", h0=h0)
+    check("numpy in -> numpy out", isinstance(o, np.ndarray) and isinstance(h, np.ndarray), type(o).__name__)
+    check("numpy results", err(torch.from_numpy(o), ro) <= FWD_RTOL and err(torch.from_numpy(h), rh) <= FWD_RTOL,
+          "numpy results differ from the reference")
+    # no grad mode: nothing saved for a backward, the same result
+    with torch.no_grad():
+        o2, _ = ops.chunk_gla(q.float(), k.float(), v.float(), g.float())
+    check("no_grad forward", err(o2, ro if h0 is None else ref.dd(q, k, v, g, "vector")[0]) <= FWD_RTOL, "differs")
+
+
+# ------------------------------------------------------------ threads
+
+def thread_tests():
+    q, k, v = (x.float() for x in qkv())
+    g = (F.logsigmoid(randn(B, T, H, K)) / 8).float()
+    base = torch.get_num_threads()
+    check("default threads follow torch", lina.get_num_threads() == base,
+          f"lina {lina.get_num_threads()} torch {base}")
+    o1, _ = ops.chunk_gla(q, k, v, g)
+    lina.set_num_threads(base + 1)
+    o2, _ = ops.chunk_gla(q, k, v, g)
+    check("set_num_threads", lina.get_num_threads() == base + 1, str(lina.get_num_threads()))
+    check("torch's thread count untouched", torch.get_num_threads() == base,
+          f"torch now {torch.get_num_threads()}, was {base}")
+    lina.set_num_threads(0)
+    check("set_num_threads(0) restores the default", lina.get_num_threads() == base, str(lina.get_num_threads()))
+    check("same result on other thread counts", err(o2, o1.double()) <= 1e-5, f"{err(o2, o1.double()):.3g}")
+    raises("set_num_threads('2')", TypeError, "int", lambda: lina.set_num_threads("2"))
+
+
+# ------------------------------------------------------------- bad input
+
+def bad_input_tests():
+    q, k, v = (x.float() for x in qkv())
+    g = (F.logsigmoid(randn(B, T, H, K)) / 8).float()
+    beta = torch.rand(B, T, H)
+    gs = -torch.rand(B, T, H)
+    raises("wrong rank names v", ValueError, "v has shape", lambda: ops.chunk_gla(q, k, v[0], g))
+    raises("mismatched dim names k", ValueError, "k has shape", lambda: ops.chunk_gla(q, k[:, :5], v, g))
+    raises("bad state shape", ValueError, "initial_state",
+           lambda: ops.chunk_gla(q, k, v, g, initial_state=torch.zeros(B, H, K, V + 1)))
+    raises("float64 input", NotImplementedError, "q is torch.float64", lambda: ops.chunk_gla(q.double(), k, v, g))
+    raises("bfloat16 input", NotImplementedError, "k is torch.bfloat16",
+           lambda: ops.chunk_delta_rule(q, k.bfloat16(), v, beta))
+    raises("integer input", TypeError, "beta has dtype", lambda: ops.chunk_delta_rule(q, k, v, beta.long()))
+    raises("other device", NotImplementedError, "v is on meta",
+           lambda: ops.chunk_gla(q, k, v.to("meta"), g))
+    raises("not a tensor", TypeError, "g must be a torch.Tensor", lambda: ops.chunk_gla(q, k, v, [1.0]))
+    qn = q.clone()
+    qn[0, 3, 1, 2] = float("nan")
+    raises("NaN", ValueError, "q contains NaN", lambda: ops.chunk_gla(qn, k, v, g))
+    raises("Inf in state", ValueError, "initial_state contains NaN or Inf",
+           lambda: ops.chunk_delta_rule(q, k, v, beta, initial_state=torch.full((B, H, K, V), float("inf"))))
+    raises("positive log decay", ValueError, "g must hold log decays <= 0",
+           lambda: ops.chunk_gated_delta_rule(q, k, v, -gs, beta))
+    raises("cu_seqlens", NotImplementedError, "cu_seqlens",
+           lambda: ops.chunk_gla(q, k, v, g, cu_seqlens=torch.tensor([0, T])))
+    raises("scale=0", ValueError, "scale", lambda: ops.chunk_gla(q, k, v, g, scale=0.0))
+    raises("gv", NotImplementedError, "gv", lambda: ops.fused_recurrent_gla(q, k, v, gk=g, gv=g))
+    raises("unknown kwarg", TypeError, "bogus", lambda: ops.chunk_gla(q, k, v, g, bogus=1))
+    raises("num_householder", ValueError, "num_householder",
+           lambda: ops.chunk_gated_delta_product(q, k, v, gs, beta, 0))
+    raises("rows not n*T", ValueError, "num_householder * T",
+           lambda: ops.chunk_gated_delta_product(q, k, v, gs, beta, 2))
+    raises("mlstm state", ValueError, "initial_state", lambda: ops.mlstm(q, k, v, gs, gs, initial_state=(1, 2)))
+    raises("window without causal", ValueError, "window_size",
+           lambda: ops.softmax_attn(q, k, v, causal=False, window_size=4))
+    raises("form", ValueError, "form", lambda: ops.lion(q, k, v, gs, form="parallel"))
+    raises("missing g", ValueError, "g is required", lambda: ops.chunk_gla(q, k, v, None))
+    raises("neg eigval without sigmoid", ValueError, "allow_neg_eigval",
+           lambda: ops.chunk_gated_delta_rule(q, k, v, gs, beta, allow_neg_eigval=True))
+
+
+def library_missing():
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import lina"
+    env = dict(__import__("os").environ, LINA_LIBRARY="/nonexistent/liblina.so")
+    r = subprocess.run([sys.executable, "-c", code, harness.ROOT + "/python"], env=env,
+                       capture_output=True, text=True)
+    check("missing library: one ImportError naming the path",
+          r.returncode != 0 and "ImportError: lina: LINA_LIBRARY=/nonexistent/liblina.so" in r.stderr,
+          r.stderr[-300:])
+
+
+for name, fn in (("diagonal decay", dd_tests), ("delta rule", delta_tests), ("mlstm/lion/softmax", other_tests),
+                 ("layouts", layout_tests), ("threads", thread_tests), ("bad input", bad_input_tests),
+                 ("library", library_missing)):
+    run(name, fn)
+harness.finish()
