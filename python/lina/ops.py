@@ -77,6 +77,24 @@ def _state_out(ht, state_v_first):
     return ht.transpose(-1, -2).contiguous() if state_v_first else ht
 
 
+_STATE_ARGS = """\
+        scale: query scale; None means K ** -0.5.
+        initial_state: [B, H, K, V] (None: zeros).
+        output_final_state: also return h_T.
+        state_v_first: states are [B, H, V, K] instead of [B, H, K, V].
+        cu_seqlens: not supported (NotImplementedError).
+
+    Returns:
+        (o [B, T, H, V], h_T or None).
+"""
+
+
+def _doc(fn):
+    """Fill the argument lines shared by the gated linear-attention ops into fn's docstring."""
+    fn.__doc__ = fn.__doc__.replace("{state_args}", _STATE_ARGS)
+    return fn
+
+
 def _kwargs(a, kwargs, allowed=()):
     for key in kwargs:
         if key not in allowed:
@@ -183,6 +201,7 @@ def chunk_retention(q, k, v, scale=None, initial_state=None, output_final_state=
     return _finish(a, o, ht, output_final_state, head_first)
 
 
+@_doc
 def chunk_simple_gla(q, k, v, g=None, g_gamma=None, scale=None, initial_state=None,
                      output_final_state=False, state_v_first=False, cu_seqlens=None,
                      head_first=False, **kwargs):
@@ -193,15 +212,7 @@ def chunk_simple_gla(q, k, v, g=None, g_gamma=None, scale=None, initial_state=No
         q, k: [B, T, H, K]; v: [B, T, H, V].
         g: log decays per step and head, [B, T, H], each <= 0; or None.
         g_gamma: log decays per head constant over time, [H], each <= 0 (instead of g).
-        scale: query scale; None means K ** -0.5.
-        initial_state: [B, H, K, V] (None: zeros).
-        output_final_state: also return h_T.
-        state_v_first: states are [B, H, V, K] instead of [B, H, K, V].
-        cu_seqlens: not supported (NotImplementedError).
-
-    Returns:
-        (o [B, T, H, V], h_T or None).
-    """
+{state_args}    """
     a = Args("chunk_simple_gla")
     _kwargs(a, kwargs, ("cu_seqlens_cpu",))
     _no_varlen(a, cu_seqlens)
@@ -228,6 +239,7 @@ def _gla(op, q, k, v, g, scale, initial_state, output_final_state, reverse, stat
     return _finish(a, o, ht, output_final_state, head_first, reverse)
 
 
+@_doc
 def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False,
               state_v_first=False, cu_seqlens=None, head_first=False, **kwargs):
     """Gated linear attention, chunkwise: a log decay per step, head and key channel,
@@ -236,15 +248,7 @@ def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=Fal
     Args:
         q, k: [B, T, H, K]; v: [B, T, H, V].
         g: log decays, [B, T, H, K], each <= 0 (e.g. F.logsigmoid(x) / 16).
-        scale: query scale; None means K ** -0.5.
-        initial_state: [B, H, K, V] (None: zeros).
-        output_final_state: also return h_T.
-        state_v_first: states are [B, H, V, K] instead of [B, H, K, V].
-        cu_seqlens: not supported (NotImplementedError).
-
-    Returns:
-        (o [B, T, H, V], h_T or None).
-    """
+{state_args}    """
     a = Args("chunk_gla")
     _kwargs(a, kwargs, ("cu_seqlens_cpu",))
     if g is None:
