@@ -3,6 +3,9 @@
     import lina
     from lina.ops import chunk_gla          # flash-linear-attention's names and signatures
     lina.set_num_threads(2)                 # default: torch.get_num_threads()
+    model = lina.Model.load("runs/gla-small")   # FLA checkpoint: config.json + model.safetensors
+    tok = lina.Tokenizer.load("runs/gla-small")
+    print(tok.decode(model.generate(tok.encode("In the beginning"), 50, seed=1)))
 
 The package loads liblina.so: the copy installed next to it (`make python`,
 `pip install ./python`), else the file named by LINA_LIBRARY, else build/liblina.so of
@@ -22,5 +25,7 @@ def isa():
 
 
 from . import ops  # noqa: E402
+from .models import Model, Tokenizer  # noqa: E402
 
-__all__ = ["ops", "set_num_threads", "get_num_threads", "isa", "LinaError", "library_path"]
+__all__ = ["ops", "Model", "Tokenizer", "set_num_threads", "get_num_threads", "isa", "LinaError",
+           "library_path"]
