@@ -7,10 +7,11 @@ on the CPU: the same argument names, defaults, layouts ([B, T, H, ...], states
 
 Inputs are CPU float32 ``torch.Tensor``s or NumPy arrays (NumPy in, NumPy out).
 Non-contiguous tensors are copied to a contiguous buffer before the call (that copy
-is the only one: outputs are written in place by the C kernels). What lina cannot
+is the only one: outputs are written in place by the C kernels). ``cu_seqlens`` (N
+documents packed into a batch of one) runs each document as its own sequence, with
+initial and final states [N, ...]. What lina cannot
 honour raises instead of computing something else:
 
-- ``cu_seqlens`` (variable-length batches) -> NotImplementedError
 - tensors on another device, or of another floating dtype (bfloat16, float16,
   float64) -> NotImplementedError naming the argument; non-float dtypes -> TypeError
 - wrong shapes, NaN/Inf, log decays > 0 -> ValueError naming the argument
@@ -19,8 +20,12 @@ honour raises instead of computing something else:
 both compute the same function. The number of threads is lina.get_num_threads().
 """
 
+import functools
+import inspect
+
 import torch
 
+from ._core import _np
 from ._core import CHUNK, RECURRENT, DD, Delta, Lion, Mlstm, Softmax, Args, check_log_gate, check_scale
 
 __all__ = [
@@ -36,10 +41,81 @@ def _flag(a, name, value, supported=False):
         raise a.err(NotImplementedError, f"{name}={value!r} is not supported by lina")
 
 
-def _no_varlen(a, cu_seqlens):
-    if cu_seqlens is not None:
-        raise a.err(NotImplementedError, "cu_seqlens (variable-length batches) is not supported "
-                                         "by lina's Python ops yet; pad the sequences or call per sequence")
+def _varlen(fn):
+    """cu_seqlens: the B = 1 batch packs N documents at offsets cu_seqlens[0..N] (FLA's
+    convention); each is run as its own sequence with its own initial and final state
+    ([N, ...]), and the outputs are concatenated along T again."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def op(*args, **kwargs):
+        ba = sig.bind(*args, **kwargs)
+        if ba.arguments.get("cu_seqlens") is None:
+            return fn(*args, **kwargs)
+        return _per_document(fn, ba)
+    return op
+
+
+def _per_document(fn, ba):
+    a = Args(fn.__name__)
+    p = {k: v for k, v in ba.arguments.items() if k != "kwargs"}
+    p.update(ba.arguments.get("kwargs", {}))
+    cu = p.pop("cu_seqlens")
+    p.pop("cu_seqlens_cpu", None)
+    if p.get("head_first"):
+        raise a.err(NotImplementedError, "cu_seqlens with head_first=True")
+    numpy = False
+    for name in ("q", "k", "v", "g", "gk", "beta", "initial_state"):
+        x = p.get(name)
+        if _np is not None and isinstance(x, _np.ndarray):
+            p[name], numpy = torch.from_numpy(x), True
+    q = p["q"]
+    if not isinstance(q, torch.Tensor) or q.dim() != 4 or q.shape[0] != 1:
+        raise a.err(ValueError, "cu_seqlens needs q of shape [1, T, H, K] (the documents packed "
+                                f"into one sequence), got {list(getattr(q, 'shape', []))}")
+    T = q.shape[1]
+    if _np is not None and isinstance(cu, _np.ndarray):
+        cu = torch.from_numpy(cu)
+    if isinstance(cu, (list, tuple)):
+        cu = torch.tensor(cu)
+    if not isinstance(cu, torch.Tensor) or cu.dim() != 1 or cu.is_floating_point() or cu.numel() < 2:
+        raise a.err(ValueError, "cu_seqlens must be a 1-D integer tensor of N + 1 >= 2 offsets")
+    cu = [int(c) for c in cu]
+    if cu[0] != 0 or cu[-1] != T or any(e <= s for s, e in zip(cu, cu[1:])):
+        raise a.err(ValueError, f"cu_seqlens must rise strictly from 0 to T={T}, got {cu}")
+    N = len(cu) - 1
+    h0 = p.get("initial_state")
+    parts = h0 if isinstance(h0, tuple) else (h0,)
+    for x in parts:
+        if x is not None and (not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] != N):
+            raise a.err(ValueError, f"initial_state must hold one state per document ({N}), got "
+                                    f"{list(getattr(x, 'shape', []))}")
+    rows = p.get("num_householder", 1)
+    outs, finals = [], []
+    for i, (s, e) in enumerate(zip(cu, cu[1:])):
+        d = dict(p)
+        for name in ("q", "k", "v", "g", "gk", "beta"):
+            x = p.get(name)
+            if isinstance(x, torch.Tensor):
+                r = rows if name in ("k", "v", "beta") else 1
+                d[name] = x[:, s * r:e * r]
+        if h0 is not None:
+            d["initial_state"] = tuple(None if x is None else x[i:i + 1] for x in parts) \
+                if isinstance(h0, tuple) else h0[i:i + 1]
+        o, ht = fn(**d)
+        outs.append(o)
+        finals.append(ht)
+    o = torch.cat(outs, 1)
+    ht = None
+    if p.get("output_final_state"):
+        if isinstance(finals[0], tuple):
+            ht = tuple(torch.cat(z, 0) for z in zip(*finals))
+        else:
+            ht = torch.cat(finals, 0)
+    if numpy:
+        return o.detach().numpy(), None if ht is None else (
+            tuple(z.detach().numpy() for z in ht) if isinstance(ht, tuple) else ht.detach().numpy())
+    return o, ht
 
 
 def _layout(a, head_first, *xs):
@@ -82,7 +158,7 @@ _STATE_ARGS = """\
         initial_state: [B, H, K, V] (None: zeros).
         output_final_state: also return h_T.
         state_v_first: states are [B, H, V, K] instead of [B, H, K, V].
-        cu_seqlens: not supported (NotImplementedError).
+        cu_seqlens: offsets [N + 1] of N documents packed into a B = 1 batch (states [N, ...]).
 
     Returns:
         (o [B, T, H, V], h_T or None).
@@ -134,7 +210,6 @@ def _normalize(a, o, q, k, scale, z0, reverse):
 def _linear_attn(op, q, k, v, scale, initial_state, output_final_state, normalize, cu_seqlens,
                  reverse, form, head_first):
     a = Args(op)
-    _no_varlen(a, cu_seqlens)
     kv0, z0 = initial_state, None
     if normalize and isinstance(initial_state, tuple):
         kv0, z0 = initial_state
@@ -149,6 +224,7 @@ def _linear_attn(op, q, k, v, scale, initial_state, output_final_state, normaliz
     return _finish(a, o, state, output_final_state, head_first, reverse)
 
 
+@_varlen
 def chunk_linear_attn(q, k, v, scale=None, initial_state=None, output_final_state=False,
                       normalize=True, cu_seqlens=None, head_first=False):
     """Linear attention, chunkwise: h_t = h_{t-1} + k_t v_t^T, o_t = scale * h_t^T q_t.
@@ -161,7 +237,7 @@ def chunk_linear_attn(q, k, v, scale=None, initial_state=None, output_final_stat
             be a tuple (h_0, z_0), z_0 [B, 1, H, K] the running key sum of the denominator.
         output_final_state: also return the state after the last token.
         normalize: divide each output by scale * q_t . z_t + 1e-10, z_t = z_0 + sum_{s<=t} k_s.
-        cu_seqlens: not supported (NotImplementedError).
+        cu_seqlens: offsets [N + 1] of N documents packed into a B = 1 batch (states [N, ...]).
         head_first: True when q, k, v are [B, H, T, ...] (o is then returned that way too).
 
     Returns:
@@ -172,6 +248,7 @@ def chunk_linear_attn(q, k, v, scale=None, initial_state=None, output_final_stat
                         normalize, cu_seqlens, False, CHUNK, head_first)
 
 
+@_varlen
 def fused_recurrent_linear_attn(q, k, v, scale=None, initial_state=None, output_final_state=False,
                                 reverse=False, normalize=False, cu_seqlens=None, head_first=False):
     """Linear attention, token by token (see chunk_linear_attn; normalize defaults to False here).
@@ -183,6 +260,7 @@ def fused_recurrent_linear_attn(q, k, v, scale=None, initial_state=None, output_
                         output_final_state, normalize, cu_seqlens, reverse, RECURRENT, head_first)
 
 
+@_varlen
 def chunk_retention(q, k, v, scale=None, initial_state=None, output_final_state=False,
                     cu_seqlens=None, head_first=False):
     """RetNet retention, chunkwise: h_t = gamma_h h_{t-1} + k_t v_t^T, o_t = scale * h_t^T q_t,
@@ -192,7 +270,6 @@ def chunk_retention(q, k, v, scale=None, initial_state=None, output_final_state=
     no gradient).
     """
     a = Args("chunk_retention")
-    _no_varlen(a, cu_seqlens)
     q, k, v = _layout(a, head_first, q, k, v)
     q = a.tensor("q", q, "BTHK")
     H = q.shape[2]
@@ -201,6 +278,7 @@ def chunk_retention(q, k, v, scale=None, initial_state=None, output_final_state=
     return _finish(a, o, ht, output_final_state, head_first)
 
 
+@_varlen
 @_doc
 def chunk_simple_gla(q, k, v, g=None, g_gamma=None, scale=None, initial_state=None,
                      output_final_state=False, state_v_first=False, cu_seqlens=None,
@@ -215,7 +293,6 @@ def chunk_simple_gla(q, k, v, g=None, g_gamma=None, scale=None, initial_state=No
 {state_args}    """
     a = Args("chunk_simple_gla")
     _kwargs(a, kwargs, ("cu_seqlens_cpu",))
-    _no_varlen(a, cu_seqlens)
     if g is not None and g_gamma is not None:
         raise a.err(ValueError, "give g or g_gamma, not both")
     q, k, v, g = _layout(a, head_first, q, k, v, g)
@@ -231,7 +308,6 @@ def chunk_simple_gla(q, k, v, g=None, g_gamma=None, scale=None, initial_state=No
 def _gla(op, q, k, v, g, scale, initial_state, output_final_state, reverse, state_v_first,
          cu_seqlens, form, head_first):
     a = Args(op)
-    _no_varlen(a, cu_seqlens)
     q, k, v, g = _layout(a, head_first, q, k, v, g)
     q, k, v, g = _flip(reverse, q, k, v, g)
     _, _, _, o, ht = _dd(a, q, k, v, g, None if g is None else ("g" if op == "chunk_gla" else "gk", "BTHK"),
@@ -239,6 +315,7 @@ def _gla(op, q, k, v, g, scale, initial_state, output_final_state, reverse, stat
     return _finish(a, o, ht, output_final_state, head_first, reverse)
 
 
+@_varlen
 @_doc
 def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False,
               state_v_first=False, cu_seqlens=None, head_first=False, **kwargs):
@@ -257,6 +334,7 @@ def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=Fal
                 state_v_first, cu_seqlens, CHUNK, head_first)
 
 
+@_varlen
 def fused_recurrent_gla(q, k, v, gk=None, gv=None, scale=None, initial_state=None,
                         output_final_state=False, reverse=False, state_v_first=False,
                         cu_seqlens=None, head_first=False, **kwargs):
@@ -304,6 +382,7 @@ def _delta(a, q, k, v, beta, g, n, scale, initial_state, output_final_state, l2n
     return _finish(a, o, _state_out(ht, state_v_first), output_final_state, head_first)
 
 
+@_varlen
 def chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False,
                      use_qk_l2norm_in_kernel=False, cu_seqlens=None, head_first=False, **kwargs):
     """DeltaNet, chunkwise: h_t = (I - beta_t k_t k_t^T) h_{t-1} + beta_t k_t v_t^T,
@@ -318,30 +397,30 @@ def chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final
         output_final_state: also return h_T.
         use_qk_l2norm_in_kernel: L2-normalise q and k over K first (x / sqrt(|x|^2 + 1e-6)),
             with the gradient through it.
-        cu_seqlens: not supported (NotImplementedError).
+        cu_seqlens: offsets [N + 1] of N documents packed into a B = 1 batch (states [N, ...]).
 
     Returns:
         (o [B, T, H, V], h_T or None).
     """
     a = Args("chunk_delta_rule")
     _kwargs(a, kwargs, ("cu_seqlens_cpu",))
-    _no_varlen(a, cu_seqlens)
     return _delta(a, q, k, v, beta, None, 1, scale, initial_state, output_final_state,
                   use_qk_l2norm_in_kernel, CHUNK, head_first)
 
 
+@_varlen
 def fused_recurrent_delta_rule(q, k, v, beta=None, scale=None, initial_state=None,
                                output_final_state=False, use_qk_l2norm_in_kernel=False,
                                cu_seqlens=None, head_first=False):
     """DeltaNet, token by token (see chunk_delta_rule). beta=None means beta = 1."""
     a = Args("fused_recurrent_delta_rule")
-    _no_varlen(a, cu_seqlens)
     if beta is None and isinstance(q, torch.Tensor):
         beta = torch.ones(q.shape[:-1], dtype=q.dtype, device=q.device)
     return _delta(a, q, k, v, beta, None, 1, scale, initial_state, output_final_state,
                   use_qk_l2norm_in_kernel, RECURRENT, head_first)
 
 
+@_varlen
 def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None,
                            output_final_state=False, use_qk_l2norm_in_kernel=False,
                            use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False,
@@ -360,14 +439,13 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None,
         use_beta_sigmoid_in_kernel: beta holds logits; sigmoid(beta) is used.
         allow_neg_eigval: with use_beta_sigmoid_in_kernel, 2 * sigmoid(beta) is used.
         state_v_first: states are [B, H, V, K] instead of [B, H, K, V].
-        cu_seqlens: not supported (NotImplementedError).
+        cu_seqlens: offsets [N + 1] of N documents packed into a B = 1 batch (states [N, ...]).
 
     Returns:
         (o [B, T, H, V], h_T or None).
     """
     a = Args("chunk_gated_delta_rule")
     _kwargs(a, kwargs, ("cu_seqlens_cpu", "chunk_indices", "cp_context"))
-    _no_varlen(a, cu_seqlens)
     if kwargs.get("cp_context") is not None:
         raise a.err(NotImplementedError, "cp_context (context parallelism) is not supported by lina")
     if allow_neg_eigval and not use_beta_sigmoid_in_kernel:
@@ -379,6 +457,7 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None,
                   use_beta_sigmoid_in_kernel, allow_neg_eigval)
 
 
+@_varlen
 def fused_recurrent_gated_delta_rule(q, k, v, g=None, gk=None, gv=None, beta=None, scale=None,
                                      initial_state=None, output_final_state=False,
                                      use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False,
@@ -391,7 +470,6 @@ def fused_recurrent_gated_delta_rule(q, k, v, g=None, gk=None, gv=None, beta=Non
     (NotImplementedError)."""
     a = Args("fused_recurrent_gated_delta_rule")
     _kwargs(a, kwargs)
-    _no_varlen(a, cu_seqlens)
     for name, val in (("gk", gk), ("gv", gv), ("A_log", A_log), ("dt_bias", dt_bias)):
         if val is not None:
             raise a.err(NotImplementedError, f"{name} is not supported by lina")
@@ -405,6 +483,7 @@ def fused_recurrent_gated_delta_rule(q, k, v, g=None, gk=None, gv=None, beta=Non
                   use_beta_sigmoid_in_kernel, allow_neg_eigval)
 
 
+@_varlen
 def chunk_gated_delta_product(q, k, v, g, beta, num_householder, scale=None, initial_state=None,
                               output_final_state=False, use_qk_l2norm_in_kernel=False,
                               cu_seqlens=None, head_first=False, **kwargs):
@@ -424,7 +503,6 @@ def chunk_gated_delta_product(q, k, v, g, beta, num_householder, scale=None, ini
     """
     a = Args("chunk_gated_delta_product")
     _kwargs(a, kwargs, ("cu_seqlens_cpu",))
-    _no_varlen(a, cu_seqlens)
     if not isinstance(num_householder, int) or num_householder < 1:
         raise a.err(ValueError, f"num_householder must be an int >= 1, got {num_householder!r}")
     return _delta(a, q, k, v, beta, g, num_householder, scale, initial_state, output_final_state,

@@ -293,6 +293,77 @@ def layout_tests():
     check("no_grad forward", err(o2, ro if h0 is None else ref.dd(q, k, v, g, "vector")[0]) <= FWD_RTOL, "differs")
 
 
+# ------------------------------------------------------------- cu_seqlens
+
+def varlen_tests():
+    """N documents packed into B = 1: each runs alone with its own initial / final state."""
+    cu = [0, 30, 31, 64, 100]
+    N = len(cu) - 1
+    r1 = lambda *s: randn(1, *s)  # noqa: E731
+
+    def per_doc(fn, seqs, h0, rows=None):
+        """reference: fn(**{name: doc slice}, h0=state i) per document, outputs concatenated"""
+        rows = rows or {}
+        os_, hs = [], []
+        for i, (s0, e0) in enumerate(zip(cu, cu[1:])):
+            d = {n: x[:, s0 * rows.get(n, 1):e0 * rows.get(n, 1)] for n, x in seqs.items()}
+            o, h = fn(h0=None if h0 is None else tuple(z[i:i + 1] for z in h0) if isinstance(h0, tuple)
+                      else h0[i:i + 1], **d)
+            os_.append(o)
+            hs.append(h)
+        if isinstance(hs[0], tuple):
+            return torch.cat(os_, 1), tuple(torch.cat(z, 0) for z in zip(*hs))
+        return torch.cat(os_, 1), torch.cat(hs, 0)
+    q, k, v = r1(T, H, K), r1(T, H, K), r1(T, H, V)
+    g = F.logsigmoid(r1(T, H, K)) / 8
+    h0 = randn(N, H, K, V, scale=0.5)
+    compare("chunk_gla cu_seqlens (4 documents, one of length 1)",
+            lambda q, k, v, g, h0: ops.chunk_gla(q, k, v, g, initial_state=h0, output_final_state=True,
+                                                 cu_seqlens=torch.tensor(cu)),
+            lambda q, k, v, g, h0: per_doc(lambda q, k, v, g, h0: ref.dd(q, k, v, g, "vector", h0=h0),
+                                           dict(q=q, k=k, v=v, g=g), h0),
+            dict(q=q, k=k, v=v, g=g, h0=h0))
+    qp, kp = F.elu(q) + 1, F.elu(k) + 1
+    z0 = uniform(0.5, 1.0, N, 1, H, K)
+
+    def ref_norm(q, k, v, h0):
+        o, h = ref.dd(q, k, v, h0=h0[0], reverse=True)
+        o, z = ref.normalize(o, q, k, K ** -0.5, h0[1], True)
+        return o, (h, z)
+    compare("fused_recurrent_linear_attn normalize reverse cu_seqlens",
+            lambda q, k, v, h0, z0: ops.fused_recurrent_linear_attn(
+                q, k, v, initial_state=(h0, z0), output_final_state=True, normalize=True, reverse=True,
+                cu_seqlens=cu),
+            lambda q, k, v, h0, z0: per_doc(ref_norm, dict(q=q, k=k, v=v), (h0, z0)),
+            dict(q=qp, k=kp, v=v, h0=h0.abs(), z0=z0))
+    qd = ref.l2norm(q)
+    for n in (1, 2):
+        kd, vd = ref.l2norm(r1(T * n, H, K)), r1(T * n, H, V)
+        beta, gs = uniform(0.1, 0.9 * n, 1, T * n, H), uniform(-0.5, -0.01, 1, T, H)
+        if n == 1:
+            fl = lambda q, k, v, g, beta, h0: ops.chunk_gated_delta_rule(  # noqa: E731
+                q, k, v, g, beta, initial_state=h0, output_final_state=True, cu_seqlens=torch.tensor(cu))
+        else:
+            fl = lambda q, k, v, g, beta, h0: ops.chunk_gated_delta_product(  # noqa: E731
+                q, k, v, g, beta, 2, initial_state=h0, output_final_state=True, cu_seqlens=torch.tensor(cu))
+        compare(f"chunk_gated_delta_{'rule' if n == 1 else 'product n=2'} cu_seqlens", fl,
+                lambda q, k, v, g, beta, h0, n=n: per_doc(
+                    lambda q, k, v, g, beta, h0: ref.delta(q, k, v, beta, g, n, h0=h0),
+                    dict(q=q, k=k, v=v, g=g, beta=beta), h0, rows=dict(k=n, v=n, beta=n)),
+                dict(q=qd, k=kd, v=vd, g=gs, beta=beta, h0=h0))
+    qf, kf, vf, gf = (x.float() for x in (q, k, v, g))
+    cut = torch.tensor(cu)
+    raises("cu_seqlens not ending at T", ValueError, "cu_seqlens must rise strictly from 0 to T",
+           lambda: ops.chunk_gla(qf, kf, vf, gf, cu_seqlens=torch.tensor([0, 10, 50])))
+    raises("cu_seqlens not increasing", ValueError, "cu_seqlens",
+           lambda: ops.chunk_gla(qf, kf, vf, gf, cu_seqlens=torch.tensor([0, 50, 50, T])))
+    raises("cu_seqlens with B=2", ValueError, "[1, T, H, K]",
+           lambda: ops.chunk_gla(qf.expand(2, -1, -1, -1), kf, vf, gf, cu_seqlens=cut))
+    raises("cu_seqlens float", ValueError, "integer", lambda: ops.chunk_gla(qf, kf, vf, gf, cu_seqlens=cut.float()))
+    raises("cu_seqlens: one state per document", ValueError, "one state per document",
+           lambda: ops.chunk_gla(qf, kf, vf, gf, cu_seqlens=cut, initial_state=torch.zeros(1, H, K, V)))
+
+
 # ------------------------------------------------------------ threads
 
 def thread_tests():
@@ -336,10 +407,16 @@ def bad_input_tests():
     raises("NaN", ValueError, "q contains NaN", lambda: ops.chunk_gla(qn, k, v, g))
     raises("Inf in state", ValueError, "initial_state contains NaN or Inf",
            lambda: ops.chunk_delta_rule(q, k, v, beta, initial_state=torch.full((B, H, K, V), float("inf"))))
+    big = torch.full((B, T, H, V), 3e38)  # finite, though its sum overflows: not refused
+    try:
+        ops.softmax_attn(q, k, big)
+        check("finite inputs whose sum overflows are accepted", True)
+    except ValueError as e:
+        check("finite inputs whose sum overflows are accepted", False, str(e))
     raises("positive log decay", ValueError, "g must hold log decays <= 0",
            lambda: ops.chunk_gated_delta_rule(q, k, v, -gs, beta))
-    raises("cu_seqlens", NotImplementedError, "cu_seqlens",
-           lambda: ops.chunk_gla(q, k, v, g, cu_seqlens=torch.tensor([0, T])))
+    raises("cu_seqlens with head_first", NotImplementedError, "cu_seqlens with head_first",
+           lambda: ops.chunk_gla(q[:1], k[:1], v[:1], g[:1], cu_seqlens=torch.tensor([0, T]), head_first=True))
     raises("scale=0", ValueError, "scale", lambda: ops.chunk_gla(q, k, v, g, scale=0.0))
     raises("gv", NotImplementedError, "gv", lambda: ops.fused_recurrent_gla(q, k, v, gk=g, gv=g))
     raises("unknown kwarg", TypeError, "bogus", lambda: ops.chunk_gla(q, k, v, g, bogus=1))
@@ -367,7 +444,7 @@ def library_missing():
 
 
 for name, fn in (("diagonal decay", dd_tests), ("delta rule", delta_tests), ("mlstm/lion/softmax", other_tests),
-                 ("layouts", layout_tests), ("threads", thread_tests), ("bad input", bad_input_tests),
+                 ("layouts", layout_tests), ("cu_seqlens", varlen_tests), ("threads", thread_tests), ("bad input", bad_input_tests),
                  ("library", library_missing)):
     run(name, fn)
 harness.finish()

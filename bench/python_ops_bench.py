@@ -1,0 +1,229 @@
+#!/usr/bin/python3
+"""python_ops_bench.py -- lina.ops from PyTorch against plain-PyTorch chunkwise code.
+
+For each op with flash-linear-attention's name, at B=1 T=4096 H=4 K=V=128 and at a
+small training shape (B=8 T=512 H=4 K=V=64), on 1 and 2 threads, in one process:
+
+  - lina: the lina.ops call (checks, autograd Function, ctypes), forward and forward +
+    backward (the backward of sum(o * do) to every input);
+  - torch: the same function in plain PyTorch, chunkwise (chunk 64): the GLA, scalar-gate
+    and WY delta-rule chunk forms of bench/torch_train.py (autograd for the backward);
+    linear_attn and retention through the scalar-gate form, DeltaProduct as the gated
+    delta rule over the T*n interleaved rows;
+  - C: the kernel called directly through ctypes on prepared buffers (lina_dd_* or
+    lina_delta_*), which is what the lina.ops wrapper adds its overhead to.
+
+Reports the best of --repeat runs after one warm-up, the torch / lina ratio and the
+wrapper overhead (lina / C - 1). Both use the same threads (torch.set_num_threads; lina
+follows torch.get_num_threads()).
+
+  /usr/bin/python3 bench/python_ops_bench.py [--repeat 3] [--threads 1,2] [--quick] [--out FILE]
+"""
+import argparse
+import ctypes
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "python"))
+sys.path.insert(0, HERE)
+import lina  # noqa: E402
+from lina import _lib as L, ops  # noqa: E402
+from torch_train import delta_chunk, gla_chunk, ssd_chunk  # noqa: E402
+
+NH = 2  # Householder steps of the DeltaProduct inputs
+
+
+def inputs(op, B, T, H, K, V, gen):
+    r = lambda *s: torch.randn(s, generator=gen)  # noqa: E731
+    q, k, v = r(B, T, H, K), r(B, T, H, K), r(B, T, H, V)
+    x = dict(q=q, k=k, v=v)
+    if op in ("chunk_simple_gla",):
+        x["g"] = F.logsigmoid(r(B, T, H)) / 16
+    if op in ("chunk_gla", "fused_recurrent_gla"):
+        x["g"] = F.logsigmoid(r(B, T, H, K)) / 16
+    if "delta" in op:
+        n = NH if op == "chunk_gated_delta_product" else 1
+        x["q"] = F.normalize(q, dim=-1)
+        x["k"] = F.normalize(r(B, T * n, H, K), dim=-1)
+        x["v"] = r(B, T * n, H, V)
+        x["beta"] = torch.rand(B, T * n, H, generator=gen) * (2 if n > 1 else 1)
+        if "gated" in op:
+            x["g"] = F.logsigmoid(r(B, T, H)) / 4
+    return x
+
+
+def lina_call(op, x):
+    q, k, v = x["q"], x["k"], x["v"]
+    if op in ("chunk_linear_attn", "fused_recurrent_linear_attn"):
+        return getattr(ops, op)(q, k, v, normalize=False)[0]
+    if op == "chunk_retention":
+        return ops.chunk_retention(q, k, v)[0]
+    if op == "chunk_simple_gla":
+        return ops.chunk_simple_gla(q, k, v, g=x["g"])[0]
+    if op in ("chunk_gla", "fused_recurrent_gla"):
+        return getattr(ops, op)(q, k, v, x["g"])[0]
+    if op in ("chunk_delta_rule", "fused_recurrent_delta_rule"):
+        return getattr(ops, op)(q, k, v, x["beta"])[0]
+    if op in ("chunk_gated_delta_rule", "fused_recurrent_gated_delta_rule"):
+        return getattr(ops, op)(q, k, v, x["g"], beta=x["beta"])[0]
+    return ops.chunk_gated_delta_product(q, k, v, x["g"], x["beta"], NH)[0]
+
+
+def torch_call(op, x):
+    q, k, v = x["q"], x["k"], x["v"]
+    B, T, H, K = q.shape
+    s = K ** -0.5
+    if "linear_attn" in op:
+        return ssd_chunk(q, k, v, q.new_zeros(B, T, H), s)
+    if op == "chunk_retention":
+        gam = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float32)))
+        return ssd_chunk(q, k, v, gam.expand(B, T, H), s)
+    if op == "chunk_simple_gla":
+        return ssd_chunk(q, k, v, x["g"], s)
+    if "gla" in op:
+        return gla_chunk(q, k, v, x["g"], s)
+    if op == "chunk_gated_delta_product":
+        # the T*n rows as one gated delta rule: the gate on each token's first row, the
+        # query on its last row, the output of that row
+        n = NH
+        gr = q.new_zeros(B, T, n, H)
+        gr[:, :, 0] = x["g"]
+        qr = q.new_zeros(B, T, n, H, K)
+        qr = torch.cat([qr[:, :, :n - 1], q[:, :, None]], 2)
+        o = delta_chunk(qr.reshape(B, T * n, H, K), k, v, x["beta"], gr.reshape(B, T * n, H), s)
+        return o.view(B, T, n, H, -1)[:, :, -1]
+    return delta_chunk(q, k, v, x["beta"], x.get("g"), s)
+
+
+class Raw:
+    """The op's kernel called directly (ctypes), outputs and gradients preallocated."""
+
+    def __init__(self, op, x):
+        q, k, v = x["q"], x["k"], x["v"]
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        self.form = 0 if op.startswith("fused_recurrent") else 1
+        self.d = L.MixDims(B, T, H, K, V, 0, K ** -0.5)
+        self.o, self.ht, self.do = torch.empty(B, T, H, V), torch.empty(B, H, K, V), torch.randn(B, T, H, V)
+        self.grads = [torch.empty_like(x[n]) for n in ("q", "k", "v")]
+        p = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+        gr = [p(t) for t in self.grads]
+        self.delta = "delta" in op
+        if self.delta:
+            n = NH if op == "chunk_gated_delta_product" else 1
+            g = x.get("g")
+            self.gb, self.gg = torch.empty_like(x["beta"]), None if g is None else torch.empty_like(g)
+            self.cache = torch.empty(L.lib.lina_delta_cache_floats(ctypes.byref(self.d), n)) if self.form else None
+            self.inp = L.DeltaIn(p(q), p(k), p(v), p(x["beta"]), p(g), None, n)
+            self.out = L.DeltaOut(p(self.o), p(self.ht), p(self.cache))
+            self.gin = L.DeltaGradIn(p(self.do), None, p(self.cache))
+            self.gout = L.DeltaGradOut(*gr, p(self.gb), p(self.gg), None)
+            self.f, self.b = L.lib.lina_delta_fwd, L.lib.lina_delta_bwd
+        else:
+            g = x.get("g")
+            gate = 0
+            if op == "chunk_retention":
+                g = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float64))).float()
+                gate = 1
+            elif g is not None:
+                gate = 2 if g.dim() == 3 else 3
+            self.g = g
+            self.gg = None if g is None or gate == 1 else torch.empty_like(g)
+            self.states = torch.empty(L.lib.lina_dd_states_size(ctypes.byref(self.d)))
+            self.inp = L.DDIn(p(q), p(k), p(v), gate, p(g), None)
+            self.out = L.DDOut(p(self.o), p(self.ht), p(self.states))
+            self.gin = L.DDGradIn(p(self.do), None, p(self.states))
+            self.gout = L.DDGradOut(*gr, p(self.gg), None)
+            self.f, self.b = L.lib.lina_dd_fwd, L.lib.lina_dd_bwd
+
+    def fwd(self):
+        with L.threads_scope():
+            L.check(self.f(ctypes.byref(self.d), ctypes.byref(self.inp), ctypes.byref(self.out), self.form,
+                           L.workspace()))
+
+    def fwd_bwd(self):
+        self.fwd()
+        with L.threads_scope():
+            L.check(self.b(ctypes.byref(self.d), ctypes.byref(self.inp), ctypes.byref(self.gin),
+                           ctypes.byref(self.gout), self.form, L.workspace()))
+
+
+def best(fn, repeat):
+    fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts)
+
+
+def timed(call, x, do, backward, repeat):
+    def run():
+        xs = {n: t.detach().requires_grad_(backward) for n, t in x.items()}
+        o = call(xs)
+        if backward:
+            (o * do).sum().backward()
+    return best(run, repeat)
+
+
+OPS = ["chunk_linear_attn", "fused_recurrent_linear_attn", "chunk_retention", "chunk_simple_gla", "chunk_gla",
+       "fused_recurrent_gla", "chunk_delta_rule", "fused_recurrent_delta_rule", "chunk_gated_delta_rule",
+       "fused_recurrent_gated_delta_rule", "chunk_gated_delta_product"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--quick", action="store_true", help="T=512 at the long shape (a smoke run)")
+    ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--out", help="also write the table (markdown) here")
+    a = ap.parse_args()
+    shapes = [("B=1 T=4096 H=4 K=V=128", (1, 512 if a.quick else 4096, 4, 128, 128)),
+              ("B=8 T=512 H=4 K=V=64", (8, 512, 4, 64, 64))]
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    lines = [f"lina.ops vs plain-PyTorch chunkwise code; torch {torch.__version__}, lina kernel path "
+             f"{lina.isa()}, best of {a.repeat} after a warm-up, times in ms", "",
+             "| shape | threads | op | torch fwd | lina fwd | C fwd | torch fwd+bwd | lina fwd+bwd | C fwd+bwd "
+             "| torch / lina fwd | torch / lina fwd+bwd | overhead fwd | overhead fwd+bwd |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    for sname, (B, T, H, K, V) in shapes:
+        for nt in (int(t) for t in a.threads.split(",")):
+            torch.set_num_threads(nt)
+            for op in a.ops.split(","):
+                gen = torch.Generator().manual_seed(0)
+                x = inputs(op, B, T, H, K, V, gen)
+                do = torch.randn(B, T, H, V, generator=gen)
+                raw = Raw(op, x)
+                raw.do.copy_(do)
+                r = {}
+                r["tf"] = timed(lambda xs: torch_call(op, xs), x, do, False, a.repeat)
+                r["lf"] = timed(lambda xs: lina_call(op, xs), x, do, False, a.repeat)
+                r["cf"] = best(raw.fwd, a.repeat)
+                r["tb"] = timed(lambda xs: torch_call(op, xs), x, do, True, a.repeat)
+                r["lb"] = timed(lambda xs: lina_call(op, xs), x, do, True, a.repeat)
+                r["cb"] = best(raw.fwd_bwd, a.repeat)
+                ms = {kk: 1e3 * vv for kk, vv in r.items()}
+                line = (f"| {sname} | {nt} | {op} | {ms['tf']:.1f} | {ms['lf']:.1f} | {ms['cf']:.1f} | "
+                        f"{ms['tb']:.1f} | {ms['lb']:.1f} | {ms['cb']:.1f} | {r['tf'] / r['lf']:.1f}x | "
+                        f"{r['tb'] / r['lb']:.1f}x | {100 * (r['lf'] / r['cf'] - 1):+.1f}% | "
+                        f"{100 * (r['lb'] / r['cb'] - 1):+.1f}% |")
+                print(line, flush=True)
+                lines.append(line)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
