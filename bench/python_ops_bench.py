@@ -13,9 +13,12 @@ small training shape (B=8 T=512 H=4 K=V=64), on 1 and 2 threads, in one process:
   - C: the kernel called directly through ctypes on prepared buffers (lina_dd_* or
     lina_delta_*), which is what the lina.ops wrapper adds its overhead to.
 
-Reports the best of --repeat runs after one warm-up, the torch / lina ratio and the
-wrapper overhead (lina / C - 1). Both use the same threads (torch.set_num_threads; lina
-follows torch.get_num_threads()).
+Reports the best of --repeat runs after one warm-up, in wall-clock time and in process CPU
+time (the CPU time of the fastest-in-CPU run; on a shared machine it is the steadier
+figure), the torch / lina ratios and the wrapper overhead (lina / C - 1). Both use the same
+threads (torch.set_num_threads; lina follows torch.get_num_threads()). OpenMP's idle
+threads spin only briefly (GOMP_SPINCOUNT=10000 unless set), as the lina tool does, so
+that CPU time counts work rather than waiting.
 
   /usr/bin/python3 bench/python_ops_bench.py [--repeat 3] [--threads 1,2] [--quick] [--out FILE]
 """
@@ -25,7 +28,9 @@ import os
 import sys
 import time
 
-import torch
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # read when libgomp starts: before torch
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -121,6 +126,7 @@ class Raw:
             self.cache = torch.empty(L.lib.lina_delta_cache_floats(ctypes.byref(self.d), n)) if self.form else None
             self.inp = L.DeltaIn(p(q), p(k), p(v), p(x["beta"]), p(g), None, n)
             self.out = L.DeltaOut(p(self.o), p(self.ht), p(self.cache))
+            self.out_fwd = L.DeltaOut(p(self.o), p(self.ht), None)
             self.gin = L.DeltaGradIn(p(self.do), None, p(self.cache))
             self.gout = L.DeltaGradOut(*gr, p(self.gb), p(self.gg), None)
             self.f, self.b = L.lib.lina_delta_fwd, L.lib.lina_delta_bwd
@@ -137,30 +143,34 @@ class Raw:
             self.states = torch.empty(L.lib.lina_dd_states_size(ctypes.byref(self.d)))
             self.inp = L.DDIn(p(q), p(k), p(v), gate, p(g), None)
             self.out = L.DDOut(p(self.o), p(self.ht), p(self.states))
+            self.out_fwd = L.DDOut(p(self.o), p(self.ht), None)
             self.gin = L.DDGradIn(p(self.do), None, p(self.states))
             self.gout = L.DDGradOut(*gr, p(self.gg), None)
             self.f, self.b = L.lib.lina_dd_fwd, L.lib.lina_dd_bwd
 
-    def fwd(self):
+    def fwd(self, out=None):
+        """forward only (nothing kept for a backward, as lina.ops without gradients)"""
         with L.threads_scope():
-            L.check(self.f(ctypes.byref(self.d), ctypes.byref(self.inp), ctypes.byref(self.out), self.form,
-                           L.workspace()))
+            L.check(self.f(ctypes.byref(self.d), ctypes.byref(self.inp), ctypes.byref(out or self.out_fwd),
+                           self.form, L.workspace()))
 
     def fwd_bwd(self):
-        self.fwd()
+        self.fwd(self.out)  # keeping the chunk states / cache for the backward, as lina.ops does
         with L.threads_scope():
             L.check(self.b(ctypes.byref(self.d), ctypes.byref(self.inp), ctypes.byref(self.gin),
                            ctypes.byref(self.gout), self.form, L.workspace()))
 
 
 def best(fn, repeat):
+    """(best wall-clock seconds, best CPU seconds) of repeat runs after a warm-up."""
     fn()
-    ts = []
+    wall, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return min(wall), min(cpu)
 
 
 def timed(call, x, do, backward, repeat):
@@ -168,7 +178,7 @@ def timed(call, x, do, backward, repeat):
         xs = {n: t.detach().requires_grad_(backward) for n, t in x.items()}
         o = call(xs)
         if backward:
-            (o * do).sum().backward()
+            o.backward(do)
     return best(run, repeat)
 
 
@@ -192,7 +202,7 @@ def main():
     except RuntimeError:
         pass
     lines = [f"lina.ops vs plain-PyTorch chunkwise code; torch {torch.__version__}, lina kernel path "
-             f"{lina.isa()}, best of {a.repeat} after a warm-up, times in ms", "",
+             f"{lina.isa()}, best of {a.repeat} after a warm-up; ms wall-clock (ms CPU)", "",
              "| shape | threads | op | torch fwd | lina fwd | C fwd | torch fwd+bwd | lina fwd+bwd | C fwd+bwd "
              "| torch / lina fwd | torch / lina fwd+bwd | overhead fwd | overhead fwd+bwd |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -213,11 +223,18 @@ def main():
                 r["tb"] = timed(lambda xs: torch_call(op, xs), x, do, True, a.repeat)
                 r["lb"] = timed(lambda xs: lina_call(op, xs), x, do, True, a.repeat)
                 r["cb"] = best(raw.fwd_bwd, a.repeat)
-                ms = {kk: 1e3 * vv for kk, vv in r.items()}
-                line = (f"| {sname} | {nt} | {op} | {ms['tf']:.1f} | {ms['lf']:.1f} | {ms['cf']:.1f} | "
-                        f"{ms['tb']:.1f} | {ms['lb']:.1f} | {ms['cb']:.1f} | {r['tf'] / r['lf']:.1f}x | "
-                        f"{r['tb'] / r['lb']:.1f}x | {100 * (r['lf'] / r['cf'] - 1):+.1f}% | "
-                        f"{100 * (r['lb'] / r['cb'] - 1):+.1f}% |")
+
+                def ms(key):
+                    return f"{1e3 * r[key][0]:.1f} ({1e3 * r[key][1]:.1f})"
+
+                def ratio(num, den):
+                    return f"{r[num][0] / r[den][0]:.1f}x ({r[num][1] / r[den][1]:.1f}x)"
+
+                def over(key, base):
+                    return f"{100 * (r[key][0] / r[base][0] - 1):+.1f}% ({100 * (r[key][1] / r[base][1] - 1):+.1f}%)"
+                line = (f"| {sname} | {nt} | {op} | {ms('tf')} | {ms('lf')} | {ms('cf')} | {ms('tb')} | {ms('lb')} | "
+                        f"{ms('cb')} | {ratio('tf', 'lf')} | {ratio('tb', 'lb')} | {over('lf', 'cf')} | "
+                        f"{over('lb', 'cb')} |")
                 print(line, flush=True)
                 lines.append(line)
     if a.out:
