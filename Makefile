@@ -8,6 +8,7 @@
 #   make bench      the benchmark table (results/bench.md)
 #   make data       the KJV corpus, tokenizer and token files (data/)
 #   make demo       the main job: corpus, train the default model, samples
+#   make linearize  results/LINEARIZE.md: linearity per block, ReplaceMe, on a trained teacher
 #   make paper      the papers' synthetic experiments (results/PAPER.md; 13.6 min on 2 cores)
 #   make install PREFIX=/usr/local
 #   make python     the Python package in python/ (lina.ops, lina.Model) with liblina.so beside it
@@ -165,6 +166,11 @@ demo:
 # results/*.png. Two single-thread streams side by side (2 cores), then the
 # report is assembled from results/paper_parts/.
 .PHONY: paper
+# results/LINEARIZE.md: linearity per block and ReplaceMe on a trained softmax teacher
+.PHONY: linearize
+linearize: $(BUILD)/lina
+	LINA=$(BUILD)/lina sh tools/linearize_report.sh
+
 paper: $(BUILD)/lina
 	$(BUILD)/lina paper --out results --threads 1 --only mqar,mom & \
 	$(BUILD)/lina paper --out results --threads 1 --only parity,modarith,s3,icl; \
