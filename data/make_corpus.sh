@@ -7,8 +7,9 @@
 # Writes, next to this script (none of it committed):
 #   kjv.txt          the whole text: one verse a line, references stripped,
 #                    chapters separated by a blank line (~4.1 MB)
-#   kjv_train.txt    every chapter except each 20th one
-#   kjv_val.txt      each 20th chapter (~5 %)
+#   kjv_train.txt    every chapter except each 20th one, each chapter ending
+#                    with <|endoftext|>: the documents of `lina train --pack`
+#   kjv_val.txt      each 20th chapter (~5 %), the same way
 #   tokenizer.json   byte-level BPE trained on kjv_train.txt (HF format)
 #   train.tok, val.tok   the two splits as lina token files
 # Environment: LINA (the lina binary, default build/lina), VOCAB (default 4096).
@@ -31,12 +32,15 @@ if [ ! -x "$LINA" ]; then
 fi
 
 # `bible -l100000` prints "Book N" headings, blank lines and "  V text" verses
-# one a line; keep the verse text, a blank line after each chapter.
+# one a line; keep the verse text, a blank line after each chapter in kjv.txt and
+# the tokenizer's <|endoftext|> (the document separator) after each chapter in the
+# splits, which the tokenizer encodes as its one special token.
 bible -l100000 "gen1:1-rev22:21" </dev/null | awk '
     /^ +[0-9]+ / { sub(/^ +[0-9]+ /, ""); sub(/ +$/, ""); print > out; print > all; nverse++; next }
-    /^[^ ]/      { if (nch > 0) { print "" > out; print "" > all }
+    /^[^ ]/      { if (nch > 0) { printf "<|endoftext|>" > out; print "" > all }
                    nch++; out = (nch % 20 == 0) ? val : train; next }
-    END          { if (nverse < 31000) { print "make_corpus: only " nverse " verses" > "/dev/stderr"; exit 1 } }
+    END          { if (nch > 0) { printf "<|endoftext|>" > out }
+                   if (nverse < 31000) { print "make_corpus: only " nverse " verses" > "/dev/stderr"; exit 1 } }
 ' all="$dir/kjv.txt.tmp" train="$dir/kjv_train.txt.tmp" val="$dir/kjv_val.txt.tmp"
 mv "$dir/kjv.txt.tmp" "$dir/kjv.txt"
 mv "$dir/kjv_train.txt.tmp" "$dir/kjv_train.txt"

@@ -697,6 +697,20 @@ int lina_model_train_step(lina_model *m, const int32_t *tokens, const int32_t *t
 /* Forward only: *loss = mean cross-entropy. */
 int lina_model_eval_loss(lina_model *m, const int32_t *tokens, const int32_t *targets,
                          int B, int T, double *loss, lina_ws *ws);
+/* Packed documents: lina_model_train_step / lina_model_eval_loss with the B*T tokens
+ * read as documents back to back, starting at the offsets cu[0..ncu-1] = [0, ...,
+ * B*T] (strictly increasing; every row start b*T is a boundary as well, given or
+ * not). Each document is computed as if alone: no recurrent state, short
+ * convolution or attention crosses a boundary, and positions restart at 0. The
+ * target of a document's last position (the next document's first token) is the
+ * caller's to set to LINA_IGNORE_INDEX (lina_tok_docs does). The
+ * feed-forward blocks are per token; the auxiliary loss of MoE / MoM layers, a
+ * statistic of a whole call, is taken per document for MoM and over the batch for
+ * MoE. */
+int lina_model_train_step_varlen(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                                 const int64_t *cu, int64_t ncu, double *loss, lina_ws *ws);
+int lina_model_eval_loss_varlen(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                                const int64_t *cu, int64_t ncu, double *loss, lina_ws *ws);
 /* logits [B,T,vocab] of a forward pass (prefill, chunk form). */
 int lina_model_forward_logits(lina_model *m, const int32_t *tokens, int B, int T, float *logits,
                               lina_ws *ws);
@@ -832,6 +846,14 @@ int lina_tok_write(const char *path, const uint32_t *tokens, uint64_t n, uint32_
  * targets[b,t] = w[t+1]. Needs count >= T+1. */
 int lina_tok_sample(const lina_tokfile *f, uint64_t *rng, int B, int T, int32_t *tokens,
                     int32_t *targets);
+/* Documents of a batch from a token file that separates them with the token
+ * `sep` (a document ends with it; `make data` puts <|endoftext|> after every
+ * KJV chapter): writes cu[0..*ncu-1], the offsets over the B*T tokens of every
+ * row start and of the position after each separator, ending at B*T (cu needs
+ * room for B*T + 1 values), and sets the target of each separator position
+ * (the next document's first token) to LINA_IGNORE_INDEX. */
+void lina_tok_docs(const int32_t *tokens, int32_t *targets, int B, int T, int32_t sep, int64_t *cu,
+                   int64_t *ncu);
 /* Deterministic evaluation batch `i`: window b starts at ((i*B + b) * T) mod
  * (count - T). */
 int lina_tok_eval_batch(const lina_tokfile *f, int64_t i, int B, int T, int32_t *tokens,
@@ -859,6 +881,12 @@ typedef struct lina_trainable {
     /* write config.json + model.safetensors into dir (an existing directory) */
     int (*save)(const void *self, const char *dir);
     int vocab_size;
+    /* packed documents (optional; lina_train_opts.pack needs them): as train_step /
+     * eval_loss with the documents starting at cu[0..ncu-1] (lina_model_*_varlen) */
+    int (*train_step_varlen)(void *self, const int32_t *tokens, const int32_t *targets, int B, int T,
+                             const int64_t *cu, int64_t ncu, double *loss, lina_ws *ws);
+    int (*eval_loss_varlen)(void *self, const int32_t *tokens, const int32_t *targets, int B, int T,
+                            const int64_t *cu, int64_t ncu, double *loss, lina_ws *ws);
 } lina_trainable;
 
 /* Fill *out with callbacks onto the model m (which must outlive it). */
@@ -902,6 +930,10 @@ typedef struct lina_train_opts {
                                   validation loss of this run (NaN when none) */
     const char *tokenizer_path; /* optional: copied into every checkpoint as tokenizer.json,
                                    so that the checkpoint directory is self-contained */
+    int pack;                  /* 1: packed documents (lina train --pack): every window is split
+                                  after each token doc_sep (lina_tok_docs), trained and validated
+                                  with no state crossing a boundary; 0 (default): off */
+    int doc_sep;               /* the token that ends a document (with pack) */
 } lina_train_opts;
 
 void lina_train_opts_default(lina_train_opts *o);

@@ -78,6 +78,8 @@ int lina_cmd_train(int argc, char **argv)
         CLI_OPT_STR("--tokenizer", NULL, "FILE", &o.tokenizer_path, "tokenizer.json copied into the checkpoint"),
         CLI_OPT_STR("--out", NULL, "DIR", &o.out_dir, "run directory"),
         CLI_OPT_FLAG("--resume", NULL, &o.resume, "continue from DIR/checkpoint"),
+        CLI_OPT_FLAG("--pack", NULL, &o.pack, "packed documents: each ends with the config's eos_token_id (the "
+                                              "tokenizer's <|endoftext|>); no state crosses one"),
         CLI_HEADING("schedule:"),
         CLI_OPT_I64("--steps", NULL, "N", &o.steps, 1, 1000000000, "optimizer updates"),
         CLI_OPT_INT("--batch", NULL, "B", &o.batch, 1, 1 << 20, "sequences per micro-batch"),
@@ -216,6 +218,13 @@ int lina_cmd_train(int argc, char **argv)
         fprintf(stderr, "lina: train: note: no tokenizer (no --tokenizer, and no tokenizer.json beside %s): the "
                         "checkpoint will hold none, so `lina generate` will need --tokenizer FILE\n",
                 o.data_path);
+    }
+    if (rc == LINA_OK && o.pack) {
+        o.doc_sep = cfg.eos_token_id;
+        if (o.doc_sep < 0) {
+            rc = lina_set_error(LINA_EINVAL, "--pack needs the token that ends a document: a tokenizer with "
+                                             "<|endoftext|> (--tokenizer) or eos_token_id in the config");
+        }
     }
     lina_model *m = NULL;
     if (rc == LINA_OK) {

@@ -111,6 +111,13 @@ struct lina_model {
     /* blocks rep_from..rep_to replaced by x_{rep_to+1} = x_{rep_from} rep_map^T (rep_map [D, D]), or none */
     int rep_from, rep_to;
     float *rep_map;
+    /* packed documents (the *_varlen calls): while doc_on, each mixer runs once per
+     * document of doc_cu (offsets over the N rows, row starts included) */
+    int doc_on;
+    int64_t *doc_cu, doc_n, doc_cap;
+    float *doc_acts;      /* mixer activations of every document, layer after layer */
+    size_t doc_floats;
+    size_t *doc_off;      /* [L] each layer's start in doc_acts */
 };
 
 /* ================================================================ helpers */
@@ -479,6 +486,9 @@ void lina_model_free(lina_model *m)
     free(m->grads);
     free(m->arena);
     free(m->rep_map);
+    free(m->doc_cu);
+    free(m->doc_acts);
+    free(m->doc_off);
     free(m);
 }
 
@@ -675,6 +685,31 @@ static int block_run(const lina_model *m, const model_block *e, float *P, float 
     return e->vt->backward(&cl);
 }
 
+/* layer l's mixer: over the whole batch, or once per packed document (B = 1, its own
+ * zero initial state, positions from 0) with the document's own activations */
+static int mixer_run(const lina_model *m, int l, float *P, float *G, int B, int T, const float *x, float *out_dx,
+                     const float *dout, const lina_model_state *st, double *aux, lina_form form, lina_ws *ws)
+{
+    const model_block *e = m->layers[l].mix;
+    if (!m->doc_on) {
+        return block_run(m, e, P, G, B, T, x, out_dx, dout, m->acts[l].mix, m->scratch, st,
+                         st ? st->layer[l] : NULL, aux, form, ws);
+    }
+    size_t D = (size_t)m->D;
+    float *acts = m->doc_acts + m->doc_off[l];
+    for (int64_t d = 0; d + 1 < m->doc_n; d++) {
+        size_t a = (size_t)m->doc_cu[d];
+        int len = (int)(m->doc_cu[d + 1] - m->doc_cu[d]);
+        int rc = block_run(m, e, P, G, 1, len, x + a * D, out_dx + a * D, dout ? dout + a * D : NULL, acts,
+                           m->scratch, NULL, NULL, aux, form, ws);
+        if (rc) {
+            return rc;
+        }
+        acts += block_acts(e, len);
+    }
+    return LINA_OK;
+}
+
 /* the shared block's forward (G == NULL) or backward */
 static int shared_run(const lina_model *m, float *P, float *G)
 {
@@ -809,8 +844,7 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
             continue;
         }
         lina_rmsnorm_forward(la->xn1, la->rstd1, la->x, tp(m, P, ly->t_attn_norm), NULL, N, D, eps);
-        if ((rc = block_run(m, ly->mix, P, NULL, B, T, la->xn1, m->tmp, NULL, la->mix, NULL, st,
-                            st ? st->layer[l] : NULL, &m->aux, form, ws))) {
+        if ((rc = mixer_run(m, l, P, NULL, B, T, la->xn1, m->tmp, NULL, st, &m->aux, form, ws))) {
             return rc;
         }
         for (size_t i = 0; i < nd; i++) {
@@ -861,8 +895,7 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
         }
         /* mixer branch: afterwards d x_l */
         memset(m->tmp, 0, nd * sizeof(float));
-        if ((rc = block_run(m, ly->mix, P, G, B, T, la->xn1, m->tmp, m->dres, la->mix, m->scratch, NULL, NULL, NULL,
-                            form, ws))) {
+        if ((rc = mixer_run(m, l, P, G, B, T, la->xn1, m->tmp, m->dres, NULL, NULL, form, ws))) {
             return rc;
         }
         lina_rmsnorm_backward(m->dres, tp(m, G, ly->t_attn_norm), NULL, m->tmp, la->x, tp(m, P, ly->t_attn_norm),
@@ -920,6 +953,100 @@ int lina_model_eval_loss(lina_model *m, const int32_t *tokens, const int32_t *ta
         *loss = l;
     }
     return LINA_OK;
+}
+
+/* ---------------------------------------------------------------- packed documents */
+
+/* doc_cu = cu (over the N = B*T rows) with every row start added; the documents'
+ * mixer activations sized and carved per layer */
+static int docs_begin(lina_model *m, const int32_t *tokens, int B, int T, const int64_t *cu, int64_t ncu)
+{
+    int rc = check_bt(m, tokens, B, T);
+    int64_t N = (int64_t)B * T;
+    if (rc || !cu) {
+        return rc ? rc : lina_set_error(LINA_EINVAL, "model: cu_seqlens is NULL");
+    }
+    if ((rc = lina_cu_seqlens_check(cu, ncu, N)) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", lina_last_error());
+        return lina_set_error(rc, "model: %s (B*T = %lld tokens)", msg, (long long)N);
+    }
+    if (!m->doc_off && !(m->doc_off = malloc((size_t)m->L * sizeof(size_t) + 1))) {
+        return lina_set_error(LINA_ENOMEM, "model: out of memory");
+    }
+    if (ncu + B > m->doc_cap) {
+        int64_t *c = realloc(m->doc_cu, (size_t)(ncu + B) * sizeof(int64_t));
+        if (!c) {
+            return lina_set_error(LINA_ENOMEM, "model: out of memory (%lld documents)", (long long)ncu);
+        }
+        m->doc_cu = c;
+        m->doc_cap = ncu + B;
+    }
+    int64_t n = 0, i = 0;
+    for (int b = 0; b <= B; b++) { /* merge the row starts 0, T, ..., B*T into cu */
+        int64_t r = (int64_t)b * T;
+        while (i < ncu && cu[i] < r) {
+            m->doc_cu[n++] = cu[i++];
+        }
+        m->doc_cu[n++] = r;
+        i += i < ncu && cu[i] == r;
+    }
+    m->doc_n = n;
+    if ((rc = ensure_acts(m, (int)N))) {
+        return rc;
+    }
+    size_t total = 0;
+    for (int l = 0; l < m->L; l++) {
+        const model_block *e = m->layers[l].mix;
+        m->doc_off[l] = total;
+        for (int64_t d = 0; d + 1 < n; d++) {
+            int len = (int)(m->doc_cu[d + 1] - m->doc_cu[d]);
+            total = lina_szadd(total, block_acts(e, len));
+            if (block_scratch(e, len) > block_scratch(e, (int)N)) {
+                return lina_set_error(LINA_EINVAL, "model: a document of %d tokens needs more backward scratch "
+                                                   "than the batch", len);
+            }
+        }
+    }
+    if (total > m->doc_floats) {
+        if ((rc = check_floats(total, "activations of the packed documents"))) {
+            return rc;
+        }
+        float *a = xcalloc_aligned(total);
+        if (!a) {
+            return lina_set_error(LINA_ENOMEM, "model: out of memory (activations of %lld documents)",
+                                  (long long)(n - 1));
+        }
+        free(m->doc_acts);
+        m->doc_acts = a;
+        m->doc_floats = total;
+    }
+    m->doc_on = 1;
+    return LINA_OK;
+}
+
+static int docs_call(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, const int64_t *cu,
+                     int64_t ncu, double *loss, int train, lina_ws *ws)
+{
+    int rc = docs_begin(m, tokens, B, T, cu, ncu);
+    if (!rc) {
+        rc = train ? lina_model_train_step(m, tokens, targets, B, T, loss, ws)
+                   : lina_model_eval_loss(m, tokens, targets, B, T, loss, ws);
+    }
+    m->doc_on = 0;
+    return rc;
+}
+
+int lina_model_train_step_varlen(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                                 const int64_t *cu, int64_t ncu, double *loss, lina_ws *ws)
+{
+    return docs_call(m, tokens, targets, B, T, cu, ncu, loss, 1, ws);
+}
+
+int lina_model_eval_loss_varlen(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                                const int64_t *cu, int64_t ncu, double *loss, lina_ws *ws)
+{
+    return docs_call(m, tokens, targets, B, T, cu, ncu, loss, 0, ws);
 }
 
 int lina_model_forward_logits_form(lina_model *m, const int32_t *tokens, int B, int T, float *logits,

@@ -332,3 +332,23 @@ int lina_tok_eval_batch(const lina_tokfile *f, int64_t i, int B, int T, int32_t 
     }
     return LINA_OK;
 }
+
+void lina_tok_docs(const int32_t *tokens, int32_t *targets, int B, int T, int32_t sep, int64_t *cu,
+                   int64_t *ncu)
+{
+    int64_t n = 0;
+    for (int b = 0; b < B; b++) {
+        const int64_t r = (int64_t)b * T;
+        cu[n++] = r;
+        for (int t = 0; t < T; t++) {
+            if (tokens[r + t] == sep) {
+                targets[r + t] = LINA_IGNORE_INDEX;
+                if (t + 1 < T) {
+                    cu[n++] = r + t + 1;
+                }
+            }
+        }
+    }
+    cu[n++] = (int64_t)B * T;
+    *ncu = n;
+}

@@ -46,6 +46,18 @@ static int a_eval_loss(void *s, const int32_t *tok, const int32_t *tgt, int B, i
     return lina_model_eval_loss(s, tok, tgt, B, T, loss, ws);
 }
 
+static int a_train_step_varlen(void *s, const int32_t *tok, const int32_t *tgt, int B, int T, const int64_t *cu,
+                               int64_t ncu, double *loss, lina_ws *ws)
+{
+    return lina_model_train_step_varlen(s, tok, tgt, B, T, cu, ncu, loss, ws);
+}
+
+static int a_eval_loss_varlen(void *s, const int32_t *tok, const int32_t *tgt, int B, int T, const int64_t *cu,
+                              int64_t ncu, double *loss, lina_ws *ws)
+{
+    return lina_model_eval_loss_varlen(s, tok, tgt, B, T, cu, ncu, loss, ws);
+}
+
 static int a_save(const void *s, const char *dir)
 {
     return lina_model_save(s, dir);
@@ -67,6 +79,8 @@ int lina_trainable_from_model(lina_model *m, lina_trainable *out)
     out->train_step = a_train_step;
     out->eval_loss = a_eval_loss;
     out->save = a_save;
+    out->train_step_varlen = a_train_step_varlen;
+    out->eval_loss_varlen = a_eval_loss_varlen;
     out->vocab_size = lina_model_config(m)->vocab_size;
     return LINA_OK;
 }

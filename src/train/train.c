@@ -58,6 +58,12 @@ static int check_opts(const lina_trainable *m, const lina_train_opts *o)
         !m->tensor || !m->train_step || !m->eval_loss || !m->save) {
         return lina_set_error(LINA_EINVAL, "train: the model adapter lacks a callback");
     }
+    if (o->pack && (!m->train_step_varlen || !m->eval_loss_varlen || o->doc_sep < 0 ||
+                    o->doc_sep >= m->vocab_size)) {
+        return lina_set_error(LINA_EINVAL, o->doc_sep < 0 || o->doc_sep >= m->vocab_size ?
+                              "train: packed documents need a separator token in the vocabulary (is %d)" :
+                              "train: the model adapter cannot run packed documents (separator %d)", o->doc_sep);
+    }
     return LINA_OK;
 }
 
@@ -108,6 +114,25 @@ static void fmt_eta(char *buf, size_t n, double s)
     }
 }
 
+/* One training (train) or evaluation batch; with o->pack its documents (the targets
+ * at separators are set to ignore) run each on its own. */
+static int run_batch(lina_trainable *m, const lina_train_opts *o, const int32_t *tok, int32_t *tgt, int B, int T,
+                     int train, double *l, lina_ws *ws)
+{
+    if (!o->pack) {
+        return train ? m->train_step(m->self, tok, tgt, B, T, l, ws) : m->eval_loss(m->self, tok, tgt, B, T, l, ws);
+    }
+    int64_t *cu = malloc(((size_t)B * T + 1) * sizeof(int64_t)), ncu = 0;
+    if (!cu) {
+        return lina_set_error(LINA_ENOMEM, "train: out of memory for a batch's documents");
+    }
+    lina_tok_docs(tok, tgt, B, T, o->doc_sep, cu, &ncu);
+    int rc = train ? m->train_step_varlen(m->self, tok, tgt, B, T, cu, ncu, l, ws)
+                   : m->eval_loss_varlen(m->self, tok, tgt, B, T, cu, ncu, l, ws);
+    free(cu);
+    return rc;
+}
+
 /* Windows the validation loss covers: with eval_batches 0, every consecutive,
  * non-overlapping window of seq_len tokens of the split (what `lina eval`
  * scores); else the first eval_batches * batch of them (wrapping around). */
@@ -144,7 +169,7 @@ static int evaluate(lina_trainable *m, const lina_tokfile *val, const lina_train
         }
         double l = 0.0;
         if (rc == LINA_OK) {
-            rc = m->eval_loss(m->self, tok, tgt, nb, T, &l, ws);
+            rc = run_batch(m, o, tok, tgt, nb, T, 0, &l, ws);
         }
         if (rc != LINA_OK) {
             return rc;
@@ -379,7 +404,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
             double l = 0.0;
             rc = lina_tok_sample(data, &st.rng, B, T, tok, tgt);
             if (rc == LINA_OK) {
-                rc = m->train_step(m->self, tok, tgt, B, T, &l, &ws);
+                rc = run_batch(m, o, tok, tgt, B, T, 1, &l, &ws);
             }
             /* a model may itself refuse a non-finite loss (LINA_ENONFINITE,
              * with the loss set): the stop is the same, with the step */
