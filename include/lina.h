@@ -744,6 +744,16 @@ int64_t lina_model_state_pos(const lina_model_state *s);
 size_t lina_model_state_layer_floats(const lina_model_state *s, int layer);
 int lina_model_decode(lina_model *m, lina_model_state *s, const int32_t *tokens, int B, int T, float *logits,
                       lina_ws *ws);
+/* Batched inference over rows of unequal length, each row with its own state
+ * (states[b]: a B = 1 state, its own position): tokens [B,T] left-padded, row b's
+ * real tokens are its last len[b] (0..T); the padding before them changes nothing
+ * (the row's recurrent state, convolution tail, KV cache and position stay exactly
+ * as they were) and gets zero logits. Row b's logits [T - len[b] .. T) equal those
+ * of lina_model_decode on its state alone; the per-token parts (embedding, norms,
+ * feed-forward blocks, head) run over all rows of a length at once, each mixer per
+ * row on the row's state. len[b] = 0 skips a row (e.g. one that has ended). */
+int lina_model_decode_rows(lina_model *m, lina_model_state *const *states, const int32_t *tokens, const int *len,
+                           int B, int T, float *logits, lina_ws *ws);
 
 /*
  * Sampling and generation. A sampler draws a token from logits[vocab]:

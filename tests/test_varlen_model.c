@@ -36,12 +36,12 @@ static const char *const g_cfgs[] = {
 
 enum { B = 2, T = 40, VOCAB = 37 };
 
-static int make_model(const char *json, lina_model **m)
+static int make_model_v(const char *json, int vocab, lina_model **m)
 {
     char buf[1024];
     /* the shared small sizes, then the type's own keys */
     snprintf(buf, sizeof buf,
-             "{\"hidden_size\":32,\"num_hidden_layers\":2,\"vocab_size\":%d,\"intermediate_size\":48,%s", VOCAB,
+             "{\"hidden_size\":32,\"num_hidden_layers\":2,\"vocab_size\":%d,\"intermediate_size\":48,%s", vocab,
              json + 1);
     lina_config c;
     int rc = lina_config_parse(buf, strlen(buf), "test config", &c);
@@ -50,6 +50,11 @@ static int make_model(const char *json, lina_model **m)
         printf("# %s: %s\n", json, lina_last_error());
     }
     return rc;
+}
+
+static int make_model(const char *json, lina_model **m)
+{
+    return make_model_v(json, VOCAB, m);
 }
 
 /* documents over the B*T flattened tokens; the row start T is not listed (the model adds
@@ -258,6 +263,154 @@ static void test_train_pack(lina_ws *ws)
     }
 }
 
+/* lina_model_decode_rows: a left-padded batch of unequal prompts, then greedy steps (row 2
+ * skipped at one step), each row against its prompt run alone on its own state */
+static void test_rows(const char *json, lina_ws *ws)
+{
+    enum { RB = 4, RT = 9, STEPS = 6 };
+    static const int plen[RB] = {5, 1, 9, 3};
+    lina_model *m;
+    if (make_model(json, &m) != 0) {
+        CHECK(0, "decode rows %s: created", json);
+        return;
+    }
+    char type[64];
+    snprintf(type, sizeof type, "%s%s%s%s", lina_model_type_name(lina_model_config(m)->model_type),
+             strstr(json, "short_conv") ? " (short conv)" : "", strstr(json, "\"attn\"") ? " + attention layer" : "",
+             strstr(json, "experts") ? " (MoE)" : "");
+    const size_t V = VOCAB;
+    int32_t tok[RB * RT] = {0};
+    int len[RB];
+    lina_model_state *rs[RB], *alone[RB];
+    float *lg = malloc(RB * RT * V * sizeof(float)), *ref = malloc(RT * V * sizeof(float));
+    int rc = 0;
+    for (int b = 0; b < RB; b++) {
+        for (int t = RT - plen[b]; t < RT; t++) {
+            tok[b * RT + t] = (int32_t)th_uniform(0, VOCAB - 0.001);
+        }
+        for (int t = 0; t < RT - plen[b]; t++) {
+            tok[b * RT + t] = (int32_t)th_uniform(0, VOCAB - 0.001); /* padding: any token, ignored */
+        }
+        len[b] = plen[b];
+        rc |= lina_model_state_create(m, 1, RT + STEPS, &rs[b]);
+        rc |= lina_model_state_create(m, 1, RT + STEPS, &alone[b]);
+    }
+    double err = 0, lmax = 0, padmax = 0;
+    int same_tokens = 1;
+    rc = rc ? rc : lina_model_decode_rows(m, rs, tok, len, RB, RT, lg, ws);
+    int32_t next[RB];
+    for (int b = 0; b < RB && !rc; b++) {
+        rc = lina_model_decode(m, alone[b], tok + b * RT + (RT - plen[b]), 1, plen[b], ref, ws);
+        for (size_t i = 0; i < (size_t)plen[b] * V && !rc; i++) {
+            double e = fabs((double)lg[((size_t)b * RT + (RT - plen[b])) * V + i] - ref[i]);
+            err = e > err ? e : err;
+            lmax = fabs(ref[i]) > lmax ? fabs(ref[i]) : lmax;
+        }
+        for (size_t i = 0; i < (size_t)(RT - plen[b]) * V; i++) {
+            padmax = fabs(lg[(size_t)b * RT * V + i]) > padmax ? fabs(lg[(size_t)b * RT * V + i]) : padmax;
+        }
+        next[b] = 0;
+        for (size_t i = 1; i < V; i++) { /* greedy from the alone run */
+            next[b] = ref[(plen[b] - 1) * V + i] > ref[(plen[b] - 1) * V + next[b]] ? (int32_t)i : next[b];
+        }
+    }
+    for (int s = 0; s < STEPS && !rc; s++) {
+        int32_t st[RB];
+        for (int b = 0; b < RB; b++) {
+            st[b] = next[b];
+            len[b] = s == 2 && b == 2 ? 0 : 1; /* row 2 pauses once: its state must not move */
+        }
+        rc = lina_model_decode_rows(m, rs, st, len, RB, 1, lg, ws);
+        for (int b = 0; b < RB && !rc; b++) {
+            if (!len[b]) {
+                for (size_t i = 0; i < V; i++) {
+                    padmax = fabs(lg[b * V + i]) > padmax ? fabs(lg[b * V + i]) : padmax;
+                }
+                continue;
+            }
+            rc = lina_model_decode(m, alone[b], &st[b], 1, 1, ref, ws);
+            int32_t g = 0, ga = 0;
+            for (size_t i = 0; i < V; i++) {
+                double e = fabs((double)lg[b * V + i] - ref[i]);
+                err = e > err ? e : err;
+                g = lg[b * V + i] > lg[b * V + g] ? (int32_t)i : g;
+                ga = ref[i] > ref[ga] ? (int32_t)i : ga;
+            }
+            same_tokens &= g == ga;
+            next[b] = ga;
+        }
+    }
+    int pos_ok = 1;
+    for (int b = 0; b < RB; b++) {
+        pos_ok &= lina_model_state_pos(rs[b]) == lina_model_state_pos(alone[b]);
+        lina_model_state_free(rs[b]);
+        lina_model_state_free(alone[b]);
+    }
+    CHECK(rc == 0 && err <= 1e-5 * (lmax > 1 ? lmax : 1) && padmax == 0 && same_tokens && pos_ok,
+          "decode rows %s: left-padded batch == each prompt alone (logits max err %.1e, padding logits %g, greedy "
+          "tokens %s)%s%s",
+          type, err, padmax, same_tokens ? "same" : "DIFFER", rc ? ": " : "", rc ? lina_last_error() : "");
+    free(lg);
+    free(ref);
+    lina_model_free(m);
+}
+
+/* `lina generate --prompts`: the batch prints, for every prompt, what `lina generate -p` prints
+ * for it alone (greedy) */
+static void test_generate_prompts(void)
+{
+    const char *bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
+    char dir[64], cmd[1024], out[1024], one[1024], err[1024];
+    snprintf(dir, sizeof dir, "/tmp/lina_vlg_XXXXXX");
+    if (!mkdtemp(dir) || access(bin, X_OK) != 0) {
+        CHECK(0, "generate --prompts: need %s and a temporary directory", bin);
+        return;
+    }
+    static const char text[] = "the apple tree stood in the orchard and the old man picked the apples in autumn. "
+                               "the pears were ripe, the plums were sweet, and the birds sang in the trees.";
+    static const char *const prompts[] = {"the old man", "", "the birds sang in the", "a"};
+    lina_tokenizer *tk = NULL;
+    lina_model *m = NULL;
+    const char *spec[] = {"<|endoftext|>"};
+    char path[128];
+    int rc = lina_tokenizer_train(text, sizeof text - 1, 300, spec, 1, &tk);
+    rc = rc ? rc : make_model_v(g_cfgs[1], 300, &m);
+    rc = rc ? rc : lina_model_save(m, dir);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    rc = rc ? rc : lina_tokenizer_save(tk, path);
+    snprintf(path, sizeof path, "%s/p.txt", dir);
+    FILE *f = rc ? NULL : fopen(path, "w");
+    for (size_t i = 0; f && i < sizeof prompts / sizeof prompts[0]; i++) {
+        fprintf(f, "%s\n", prompts[i]);
+    }
+    if (f) {
+        fclose(f);
+    }
+    lina_tokenizer_free(tk);
+    lina_model_free(m);
+    for (size_t i = 0; !rc && i < sizeof prompts / sizeof prompts[0]; i++) {
+        /* compared as files: an untrained model's bytes may include NUL */
+        snprintf(cmd, sizeof cmd, "%s generate -m %s -p '%s' -n 8 --temp 0 -t 1 >>%s/alone.bin", bin, dir, prompts[i],
+                 dir);
+        rc = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    }
+    snprintf(cmd, sizeof cmd, "%s generate -m %s --prompts %s -n 8 --temp 0 -t 1 >%s/batch.bin", bin, dir, path, dir);
+    int rc2 = rc ? rc : th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    snprintf(cmd, sizeof cmd, "cmp %s/alone.bin %s/batch.bin", dir, dir);
+    int same = rc2 == 0 && th_sh_capture(cmd, dir, out, sizeof out, one, sizeof one) == 0;
+    CHECK(rc == 0 && rc2 == 0 && same && strstr(err, "4 prompts as one batch") && strstr(err, "one by one"),
+          "lina generate --prompts: every completion as the prompt alone, tokens/s against one by one (%s)",
+          rc ? lina_last_error() : err);
+    snprintf(cmd, sizeof cmd, "%s generate -m %s --prompts %s/none.txt 2>&1", bin, dir, dir);
+    rc2 = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    CHECK(rc2 != 0 && strstr(out, "none.txt: cannot open") && strchr(out, '\n') == out + strlen(out) - 1,
+          "lina generate --prompts with a missing file: one error line (%s)", out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) {
+        printf("# could not remove %s\n", dir);
+    }
+}
+
 int main(void)
 {
     lina_set_threads(2);
@@ -267,8 +420,12 @@ int main(void)
         test_type(g_cfgs[i], &ws);
     }
     test_errors(&ws);
+    for (size_t i = 0; i < sizeof g_cfgs / sizeof g_cfgs[0]; i++) {
+        test_rows(g_cfgs[i], &ws);
+    }
     test_tok_docs();
     test_train_pack(&ws);
+    test_generate_prompts();
     lina_ws_free(&ws);
     return th_exit();
 }

@@ -132,6 +132,194 @@ static int gen_text(gen *g, const char *text, size_t len, int echo)
     return rc;
 }
 
+/* Rows [0, B) with token lists ids[b][0..n[b]), each from its own B = 1 state, as one
+ * left-padded batch (B = 1: one prompt alone): prefill in column pieces of at most
+ * LINA_PREFILL_CHUNK, then one token per active row per step until its EOS or max_tokens.
+ * out[b] gets the generated tokens (EOS not included), nout[b] their count; *secs the
+ * decode time. Every row samples with its own sampler started at the same seed, so a row
+ * draws what the prompt alone would. */
+static int gen_rows(gen *g, int B, int32_t *const *ids, const size_t *n, float temp, int top_k, float top_p,
+                    uint64_t seed, int32_t **out, int *nout, double *secs)
+{
+    size_t P = 0;
+    for (int b = 0; b < B; b++) {
+        P = n[b] > P ? n[b] : P;
+    }
+    size_t piece = P < LINA_PREFILL_CHUNK ? P : LINA_PREFILL_CHUNK, V = (size_t)g->V;
+    lina_model_state **st = calloc((size_t)B, sizeof *st);
+    lina_sampler **smp = calloc((size_t)B, sizeof *smp);
+    int *len = calloc((size_t)B, sizeof(int));
+    int32_t *tok = calloc((size_t)B * piece, sizeof(int32_t));
+    float *lg = malloc((size_t)B * piece * V * sizeof(float)), *last = malloc((size_t)B * V * sizeof(float));
+    int rc = st && smp && len && tok && lg && last ? LINA_OK : lina_set_error(LINA_ENOMEM, "out of memory for %d rows", B);
+    for (int b = 0; b < B && !rc; b++) {
+        int64_t need = (int64_t)n[b] + g->max_tokens + 1;
+        rc = need > 2147483647 ? lina_set_error(LINA_EINVAL, "prompt %d too long", b + 1)
+                               : lina_model_state_create(g->m, 1, (int)need, &st[b]);
+        rc = rc ? rc : lina_sampler_create(g->V, temp, top_k, top_p, seed, &smp[b]);
+        nout[b] = 0;
+    }
+    /* prefill: column window [c0, c1) of the left-padded [B, P]; row b's real tokens are its last n[b] */
+    for (size_t c0 = 0; c0 < P && !rc; c0 += piece) {
+        size_t c1 = c0 + piece < P ? c0 + piece : P, T = c1 - c0;
+        for (int b = 0; b < B; b++) {
+            size_t first = P - n[b] > c0 ? P - n[b] : c0; /* first real column in the window */
+            len[b] = first < c1 ? (int)(c1 - first) : 0;
+            for (size_t j = first; j < c1; j++) {
+                tok[(size_t)b * T + (j - c0)] = ids[b][j - (P - n[b])];
+            }
+        }
+        rc = lina_model_decode_rows(g->m, st, tok, len, B, (int)T, lg, &g->ws);
+        for (int b = 0; b < B && !rc; b++) {
+            if (len[b]) {
+                memcpy(last + b * V, lg + ((size_t)b * T + T - 1) * V, V * sizeof(float));
+            }
+        }
+    }
+    double t0 = lina_now();
+    int active = B;
+    for (int b = 0; b < B; b++) {
+        len[b] = 1;
+    }
+    for (int s = 0; s < g->max_tokens && active && !rc; s++) {
+        for (int b = 0; b < B; b++) {
+            if (!len[b]) {
+                continue;
+            }
+            int32_t t = lina_sampler_sample(smp[b], last + b * V);
+            if (t == g->eos || s + 1 == g->max_tokens) {
+                len[b] = 0; /* this row is done: its state stays as it is */
+                active--;
+            }
+            if (t != g->eos) {
+                out[b][nout[b]++] = t;
+            }
+            tok[b] = t;
+        }
+        if (active) {
+            rc = lina_model_decode_rows(g->m, st, tok, len, B, 1, lg, &g->ws);
+            memcpy(last, lg, (size_t)B * V * sizeof(float)); /* zero rows for the ended ones: not read */
+        }
+    }
+    *secs = lina_now() - t0;
+    for (int b = 0; b < B; b++) {
+        lina_model_state_free(st ? st[b] : NULL);
+        lina_sampler_free(smp ? smp[b] : NULL);
+    }
+    free(st);
+    free(smp);
+    free(len);
+    free(tok);
+    free(lg);
+    free(last);
+    return rc;
+}
+
+/* --prompts FILE: every line a prompt (empty: from BOS), all as one batch; each completion
+ * printed after its prompt; then the prompts one by one for the tokens/s comparison */
+static int gen_prompts(gen *g, const char *path, float temp, int top_k, float top_p, uint64_t seed, int compare)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+    if (!f) {
+        return lina_set_error(LINA_EIO, "%s: cannot open", path);
+    }
+    char *line = NULL, **text = NULL;
+    size_t lcap = 0, *n = NULL;
+    int32_t **ids = NULL, **out = NULL;
+    int B = 0, rc = LINA_OK, *nout = NULL;
+    ssize_t len;
+    while (rc == LINA_OK && (len = getline(&line, &lcap, f)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) {
+            line[--len] = '\0';
+        }
+        char **nt = realloc(text, (size_t)(B + 1) * sizeof *nt);
+        int32_t **ni = realloc(ids, (size_t)(B + 1) * sizeof *ni);
+        size_t *nn = realloc(n, (size_t)(B + 1) * sizeof *nn);
+        text = nt ? nt : text;
+        ids = ni ? ni : ids;
+        n = nn ? nn : n;
+        if (!nt || !ni || !nn || !(text[B] = strdup(line))) {
+            rc = lina_set_error(LINA_ENOMEM, "out of memory reading %s", path);
+            break;
+        }
+        ids[B] = NULL;
+        n[B] = 0;
+        B++;
+        if (len > 0 && lina_tokenizer_encode(g->tk, line, (size_t)len, &ids[B - 1], &n[B - 1]) != LINA_OK) {
+            rc = LINA_EINVAL;
+        } else if (n[B - 1] == 0) {
+            if (g->bos < 0) {
+                rc = lina_set_error(LINA_EINVAL, "%s: prompt %d is empty and there is no BOS token", path, B);
+            } else if ((ids[B - 1] = malloc(sizeof(int32_t)))) {
+                ids[B - 1][0] = g->bos;
+                n[B - 1] = 1;
+            } else {
+                rc = lina_set_error(LINA_ENOMEM, "out of memory");
+            }
+        }
+    }
+    free(line);
+    if (f != stdin) {
+        fclose(f);
+    }
+    if (rc == LINA_OK && B == 0) {
+        rc = lina_set_error(LINA_EINVAL, "%s holds no prompt (one per line)", path);
+    }
+    out = rc ? NULL : calloc((size_t)B, sizeof *out);
+    nout = rc ? NULL : calloc((size_t)B, sizeof(int));
+    rc = rc ? rc : out && nout ? LINA_OK : lina_set_error(LINA_ENOMEM, "out of memory");
+    for (int b = 0; b < B && !rc; b++) {
+        if (!(out[b] = malloc(((size_t)g->max_tokens + 1) * sizeof(int32_t)))) {
+            rc = lina_set_error(LINA_ENOMEM, "out of memory");
+        }
+    }
+    double secs = 0, secs1 = 0;
+    long total = 0, total1 = 0;
+    rc = rc ? rc : gen_rows(g, B, ids, n, temp, top_k, top_p, seed, out, nout, &secs);
+    for (int b = 0; b < B && !rc; b++) {
+        fputs(text[b], stdout);
+        for (int i = 0; i < nout[b]; i++) { /* token by token, as the streamed output */
+            char *piece = NULL;
+            size_t plen = 0;
+            if (lina_tokenizer_decode(g->tk, &out[b][i], 1, &piece, &plen) == 0) {
+                fwrite(piece, 1, plen, stdout);
+            }
+            free(piece);
+        }
+        fputs("\n", stdout);
+        total += nout[b];
+    }
+    fflush(stdout);
+    for (int b = 0; b < B && !rc && compare; b++) {
+        int one = 0;
+        double s1 = 0;
+        rc = gen_rows(g, 1, &ids[b], &n[b], temp, top_k, top_p, seed, &out[b], &one, &s1);
+        secs1 += s1;
+        total1 += one;
+    }
+    if (!rc) {
+        fprintf(stderr, "%d prompts as one batch: %ld tokens generated, %.1f tokens/s", B, total,
+                (double)total / (secs > 0 ? secs : 1e-9));
+        if (compare) {
+            fprintf(stderr, "; one by one: %ld tokens, %.1f tokens/s (batch %.2fx)", total1,
+                    (double)total1 / (secs1 > 0 ? secs1 : 1e-9),
+                    ((double)total / (secs > 0 ? secs : 1e-9)) / ((double)total1 / (secs1 > 0 ? secs1 : 1e-9)));
+        }
+        fprintf(stderr, "\n");
+    }
+    for (int b = 0; b < B; b++) {
+        free(text[b]);
+        free(ids[b]);
+        free(out ? out[b] : NULL);
+    }
+    free(text);
+    free(ids);
+    free(n);
+    free(out);
+    free(nout);
+    return rc;
+}
+
 static const char GEN_ABOUT[] =
     "  Feeds the prompt with the chunk form (in pieces of 256 tokens), then decodes one token at a time with the recurrent\n"
     "  form; streams the text to stdout, speeds to stderr. Stops at EOS (<|endoftext|>, else the\n"
@@ -141,16 +329,22 @@ static const char GEN_ABOUT[] =
     "  thread count and --temp the temperature.\n"
     "  --interactive: after --prompt (if given), each line of stdin is a prompt; the output of\n"
     "  each ends with a newline. Without --keep-state every line starts from an empty state;\n"
-    "  with it, the state carries everything fed and generated so far (an empty line continues).\n";
+    "  with it, the state carries everything fed and generated so far (an empty line continues).\n"
+    "  --prompts FILE: every line of FILE (- for stdin) is a prompt (an empty one starts from BOS); all run\n"
+    "  as one left-padded batch, each row on its own state, each stopping at its own EOS or --max-tokens;\n"
+    "  each completion is printed after its prompt, one per line, in order; stderr gets the batch's\n"
+    "  tokens/s and, unless --no-compare, that of the same prompts generated one by one.\n";
 
 int lina_cmd_generate(int argc, char **argv)
 {
-    const char *model_arg = NULL, *prompt = NULL, *tok_path = NULL;
-    int max_tokens = 100, top_k = 40, threads = 0, seed = 1, interactive = 0, keep = 0, ctx = 4096;
+    const char *model_arg = NULL, *prompt = NULL, *tok_path = NULL, *prompts = NULL;
+    int max_tokens = 100, top_k = 40, threads = 0, seed = 1, interactive = 0, keep = 0, ctx = 4096, no_compare = 0;
     float temperature = 0.8f, top_p = 0.95f;
     cli_opt opts[] = {
         CLI_OPT_STR("--model", "-m", "DIR", &model_arg, "checkpoint directory, or a run directory (its checkpoint/)"),
         CLI_OPT_STR("--prompt", "-p", "TEXT", &prompt, "text to continue; \"\" generates from BOS"),
+        CLI_OPT_STR("--prompts", NULL, "FILE", &prompts, "one prompt per line, generated as one batch"),
+        CLI_OPT_FLAG("--no-compare", NULL, &no_compare, "--prompts: skip the one-by-one run for the speed comparison"),
         CLI_OPT_STR("--tokenizer", NULL, "FILE", &tok_path, "tokenizer.json"),
         CLI_OPT_INT("--max-tokens", "-n", "N", &max_tokens, 0, 1 << 24, "tokens to generate at most (per prompt)"),
         CLI_OPT_FLT("--temperature", "--temp", "T", &temperature, 0.0, 100.0, "softmax temperature (0: greedy)"),
@@ -163,7 +357,8 @@ int lina_cmd_generate(int argc, char **argv)
         CLI_OPT_INT("--ctx-size", "-c", "N", &ctx, 1, 1 << 26, "with --keep-state: attention layers' context capacity"),
         CLI_OPT_END,
     };
-    cli_cmd c = {.name = "generate", .usage = "generate --model DIR --prompt TEXT [options] | --interactive",
+    cli_cmd c = {.name = "generate",
+                 .usage = "generate --model DIR --prompt TEXT [options] | --interactive | --prompts FILE",
                  .about = GEN_ABOUT, .opts = opts};
     cli_default(&c, "--model", "required");
     cli_default(&c, "--prompt", "required unless --interactive");
@@ -175,8 +370,11 @@ int lina_cmd_generate(int argc, char **argv)
     if (!model_arg) {
         return cli_fail(&c, "--model DIR is required");
     }
-    if (!prompt && !interactive) {
-        return cli_fail(&c, "--prompt TEXT is required (or --interactive)");
+    if (!prompt && !interactive && !prompts) {
+        return cli_fail(&c, "--prompt TEXT is required (or --interactive, or --prompts FILE)");
+    }
+    if (prompts && (prompt || interactive)) {
+        return cli_fail(&c, "--prompts FILE excludes --prompt and --interactive");
     }
     if (keep && !interactive) {
         return cli_fail(&c, "--keep-state applies to --interactive only");
@@ -224,6 +422,10 @@ int lina_cmd_generate(int argc, char **argv)
     }
     g.cap = keep ? ctx : 0;
     rc = 0;
+    if (prompts && gen_prompts(&g, prompts, temperature, top_k, top_p, (uint64_t)seed, !no_compare) != LINA_OK) {
+        fprintf(stderr, "lina: generate: %s\n", lina_last_error());
+        rc = 1;
+    }
     if (prompt && gen_text(&g, prompt, strlen(prompt), 1) != LINA_OK) {
         fprintf(stderr, "\nlina: generate: %s\n", lina_last_error());
         rc = 1;

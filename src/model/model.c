@@ -118,6 +118,9 @@ struct lina_model {
     float *doc_acts;      /* mixer activations of every document, layer after layer */
     size_t doc_floats;
     size_t *doc_off;      /* [L] each layer's start in doc_acts */
+    /* rows with their own states (lina_model_decode_rows): while row_st, each mixer runs
+     * once per row b on row_st[b] (a B = 1 state) */
+    lina_model_state *const *row_st;
 };
 
 /* ================================================================ helpers */
@@ -691,6 +694,18 @@ static int mixer_run(const lina_model *m, int l, float *P, float *G, int B, int 
                      const float *dout, const lina_model_state *st, double *aux, lina_form form, lina_ws *ws)
 {
     const model_block *e = m->layers[l].mix;
+    if (m->row_st) {
+        size_t n = (size_t)T * (size_t)m->D;
+        for (int b = 0; b < B; b++) {
+            lina_model_state *rs = m->row_st[b];
+            int rc = block_run(m, e, P, NULL, 1, T, x + b * n, out_dx + b * n, NULL, m->acts[l].mix, NULL, rs,
+                               rs->layer[l], aux, form, ws);
+            if (rc) {
+                return rc;
+            }
+        }
+        return LINA_OK;
+    }
     if (!m->doc_on) {
         return block_run(m, e, P, G, B, T, x, out_dx, dout, m->acts[l].mix, m->scratch, st,
                          st ? st->layer[l] : NULL, aux, form, ws);
@@ -1102,18 +1117,93 @@ int lina_model_replace_blocks(lina_model *m, int from, int to, const float *map)
     return LINA_OK;
 }
 
-int lina_model_decode(lina_model *m, lina_model_state *s, const int32_t *tokens, int B, int T, float *logits,
-                      lina_ws *ws)
+/* a KV cache has room for T more tokens */
+static int check_room(const lina_model *m, const lina_model_state *s, int T)
 {
-    if (!s || !logits || s->m != m || B != s->B) {
-        return lina_set_error(LINA_EINVAL, "model decode: state of another model or batch size (B = %d)", B);
-    }
     for (int l = 0; l < m->L; l++) {
         if ((m->layers[l].mix->vt->flags & LINA_KIND_KV_CACHE) && (T < 1 || s->pos + T > s->cap)) {
             return lina_set_error(LINA_EINVAL, "model decode: %lld + %d tokens exceed the KV cache (%d)",
                                   (long long)s->pos, T, s->cap);
         }
     }
+    return LINA_OK;
+}
+
+static int decode_run(lina_model *m, lina_model_state *s, const int32_t *tokens, int B, int T, lina_ws *ws);
+
+int lina_model_decode(lina_model *m, lina_model_state *s, const int32_t *tokens, int B, int T, float *logits,
+                      lina_ws *ws)
+{
+    if (!s || !logits || s->m != m || B != s->B) {
+        return lina_set_error(LINA_EINVAL, "model decode: state of another model or batch size (B = %d)", B);
+    }
+    int rc = check_room(m, s, T);
+    if (rc || (rc = decode_run(m, s, tokens, B, T, ws))) {
+        return rc;
+    }
+    s->pos += T;
+    memcpy(logits, m->logits, (size_t)B * T * m->vocab * sizeof(float));
+    return LINA_OK;
+}
+
+int lina_model_decode_rows(lina_model *m, lina_model_state *const *states, const int32_t *tokens, const int *len,
+                           int B, int T, float *logits, lina_ws *ws)
+{
+    if (!m || !states || !tokens || !len || !logits || B < 1 || T < 1) {
+        return lina_set_error(LINA_EINVAL, "model decode rows: bad arguments (B = %d, T = %d)", B, T);
+    }
+    for (int b = 0; b < B; b++) {
+        if (!states[b] || states[b]->m != m || states[b]->B != 1) {
+            return lina_set_error(LINA_EINVAL, "model decode rows: row %d's state is not a B = 1 state of this model",
+                                  b);
+        }
+        if (len[b] < 0 || len[b] > T) {
+            return lina_set_error(LINA_EINVAL, "model decode rows: row %d's length %d is outside 0..%d", b, len[b],
+                                  T);
+        }
+        int rc = len[b] ? check_room(m, states[b], len[b]) : LINA_OK;
+        if (rc) {
+            return rc;
+        }
+    }
+    size_t V = (size_t)m->vocab;
+    memset(logits, 0, (size_t)B * T * V * sizeof(float));
+    int32_t *tok = malloc((size_t)B * T * sizeof(int32_t));
+    lina_model_state **rs = malloc((size_t)B * sizeof *rs);
+    int *row = malloc((size_t)B * sizeof(int));
+    int rc = tok && rs && row ? LINA_OK : lina_set_error(LINA_ENOMEM, "model decode rows: out of memory");
+    /* the rows of each length L together: their last L tokens, each mixer on each row's state */
+    for (int L = T; L >= 1 && !rc; L--) {
+        int n = 0;
+        for (int b = 0; b < B; b++) {
+            if (len[b] == L) {
+                memcpy(tok + (size_t)n * L, tokens + (size_t)b * T + (T - L), (size_t)L * sizeof(int32_t));
+                rs[n] = states[b];
+                row[n++] = b;
+            }
+        }
+        if (!n) {
+            continue;
+        }
+        m->row_st = rs;
+        rc = decode_run(m, NULL, tok, n, L, ws);
+        m->row_st = NULL;
+        for (int i = 0; i < n && !rc; i++) {
+            rs[i]->pos += L;
+            memcpy(logits + ((size_t)row[i] * T + (T - L)) * V, m->logits + (size_t)i * L * V,
+                   (size_t)L * V * sizeof(float));
+        }
+    }
+    free(tok);
+    free(rs);
+    free(row);
+    return rc;
+}
+
+/* model_forward of a prefill (T > 1, chunk form) or decode step (recurrent form) on state s
+ * (or the rows' states) */
+static int decode_run(lina_model *m, lina_model_state *s, const int32_t *tokens, int B, int T, lina_ws *ws)
+{
     /* A few tokens (one decode step) are too little work to split: each of the
      * many small parallel regions of a step would cost more in fork/join than it
      * saves, and far more when the cores are shared. Run such calls serially. */
@@ -1130,12 +1220,7 @@ int lina_model_decode(lina_model *m, lina_model_state *s, const int32_t *tokens,
         omp_set_num_threads(nthr);
     }
 #endif
-    if (rc) {
-        return rc;
-    }
-    s->pos += T;
-    memcpy(logits, m->logits, (size_t)B * T * m->vocab * sizeof(float));
-    return LINA_OK;
+    return rc;
 }
 
 /* ================================================================ save / load */
