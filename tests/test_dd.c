@@ -26,7 +26,9 @@ static size_t gsize(int gk, int B, int T, int H, int K)
 }
 
 /* regime: 0 weak [-0.1, 0], 1 strong [-20, -5], 2 zero, 3 mixed [-20, 0], 4 near
- * zero [-6e-8, 0] (exp(g) rounds to 1 or to the float below it) */
+ * zero [-6e-8, 0] (exp(g) rounds to 1 or to the float below it), 5 banded: 16-step
+ * bands alternately in [-0.4, 0] and [-3, -1] (sums over a band of 16 steps
+ * within 6.4, or at least 15) */
 static void prob_init(prob *p, int B, int T, int H, int K, int V, int gk, int regime, int with_h0)
 {
     memset(p, 0, sizeof *p);
@@ -52,7 +54,9 @@ static void prob_init(prob *p, int B, int T, int H, int K, int V, int gk, int re
         p->dout[i] = th_normal();
     }
     for (size_t i = 0; i < p->ng; i++) {
-        p->g[i] = regime == 0 ? th_uniform(-0.1, 0.0)
+        const size_t t = gk == 3 ? i / ((size_t)H * K) % (size_t)T : i / (size_t)H % (size_t)T;
+        p->g[i] = regime == 5 ? ((t / 16) % 2 == 0 ? th_uniform(-0.4, 0.0) : th_uniform(-3.0, -1.0))
+                : regime == 0 ? th_uniform(-0.1, 0.0)
                 : regime == 1 ? th_uniform(-20.0, -5.0)
                 : regime == 2 ? 0.0
                 : regime == 4 ? th_uniform(-6e-8, 0.0)
@@ -282,6 +286,21 @@ static void test_near_one(void)
     g_grad_tol = GRAD_TOL;
 }
 
+/* Vector gates: the chunk form takes a 16-row sub-chunk's diagonal block into
+ * the GEMM when the gate sums over its rows are small, and forms it pairwise
+ * otherwise; banded gates give both kinds of sub-chunk next to each other in
+ * one chunk (aligned with the sub-chunks at C = 64, across them at C = 40). */
+static void test_subchunk_paths(void)
+{
+    static const int Cs[] = {0, 40};
+    for (int ci = 0; ci < 2; ci++) {
+        prob p;
+        prob_init(&p, 1, 200, 2, 40, 24, 3, 5, 1);
+        compare(&p, LINA_FORM_CHUNK, Cs[ci], "banded-gates");
+        prob_free(&p);
+    }
+}
+
 /* prefix of length T1 then continue from its final state == one call */
 static void test_continue(void)
 {
@@ -475,6 +494,7 @@ int main(void)
     test_ref_fd();
     test_matrix();
     test_near_one();
+    test_subchunk_paths();
     test_continue();
     test_normalize();
     return th_exit();

@@ -15,8 +15,10 @@
  *                S_out = diag(exp(b_L)) S_in + (K * exp(b_L - b))^T V
  *              Vector gates split the chunk into 16-row sub-chunks: off-diagonal
  *              blocks are GEMMs of q*exp(b_r - b_n) and k*exp(b_n - b_c) against the
- *              first row n of the query sub-chunk (both exponents <= 0), diagonal
- *              blocks are formed pairwise with running products of exp(g).
+ *              first row n of the query sub-chunk (both exponents <= 0). A diagonal
+ *              block joins that GEMM when the gate sums over its own rows lie
+ *              within +-8 (factors within [e^-8, e^8]); otherwise it is formed
+ *              pairwise with running products of exp(g).
  * Backward
  *   Both forms recompute instead of storing per-step states: the recurrent form
  *   keeps a checkpoint every 32 steps, the chunk form the state at each chunk
@@ -346,7 +348,7 @@ static void chunk_buf_carve(chunk_buf *cb, void *mem, int C, int K)
 }
 
 /* Prepare one chunk [t0, t0+L) of (b,h): eQ = exp(b_r), eK = exp(b_L - b_r),
- * dec = exp(b_L), Qd = s q eQ, Kd = k eK, and for vector gates E = exp(g).
+ * dec = exp(b_L), Qd = s q eQ, Kd = k eK.
  * Vector gates: every exponent is a float sum accumulated outward from its own
  * reference row (prefix sums from the chunk start, suffix sums to its end), so
  * its rounding error is relative to its own size and the factor it feeds is
@@ -397,7 +399,6 @@ static void chunk_prepare(const dd_ctx *c, const lina_dd_in *in, int b, int h, i
                 for (int i = 0; i < K; i++) {
                     Qr[i] = c->s * q[i] * eq[i];
                 }
-                lina_vexp(cb->E + (size_t)r * K, LINA_ROW(c->g, b, t0 + r, h, T, H, K), (size_t)K);
             }
         }
         return;
@@ -426,18 +427,29 @@ static void chunk_prepare(const dd_ctx *c, const lina_dd_in *in, int b, int h, i
     }
 }
 
-/* Vector gate, sub-chunk [r0, r1) against all earlier rows [0, r0), n = r0:
+/* Largest |sum of g| over a sub-chunk for which its diagonal block is a GEMM:
+ * the factors exp(+-x) stay within [e^-8, e^8] and the rounding of x (at most
+ * SUB float additions of numbers below 8) moves a product by under 1e-5. */
+#define DIAG_GEMM_LIM 8.0f
+
+/* Vector gate, sub-chunk [r0, r1) against the rows [0, r0) before it, n = r0:
  * F1 = exp(b_r - b_n) (rows r0..r1, sums of g over (n, r]), F2 = exp(b_n - b_c)
  * (rows 0..r0, sums of g over (c, n]), both accumulated outward from n;
- * T1 = q * F1, T2 = k * F2. */
-static void vec_offdiag_factors(const dd_ctx *c, const lina_dd_in *in, int b, int h, int t0,
-                                int r0, int r1, chunk_buf *cb)
+ * T1 = q * F1, T2 = k * F2 (F2, T2 indexed by chunk row). When every sum over
+ * the sub-chunk's own rows lies within +-DIAG_GEMM_LIM, F2 and T2 also get
+ * rows r0..r1 (F2 = 1 / F1 = exp(b_n - b_c) with c >= n): the diagonal block
+ * is then part of the same product, T1 T2^T restricted to c <= r. Returns the
+ * number of T2 rows set: r1 in that case, else r0. */
+static int vec_offdiag_factors(const dd_ctx *c, const lina_dd_in *in, int b, int h, int t0,
+                               int r0, int r1, chunk_buf *cb)
 {
     const int T = c->T, H = c->H, K = c->K;
+    const size_t nr = (size_t)(r1 - r0) * K;
     float *w = cb->w;
     for (int i = 0; i < K; i++) {
         w[i] = 0.0f;
     }
+    int fits = 1;
     for (int r = r0; r < r1; r++) {
         float *x = cb->F1 + (size_t)(r - r0) * K;
         if (r > r0) {
@@ -446,7 +458,19 @@ static void vec_offdiag_factors(const dd_ctx *c, const lina_dd_in *in, int b, in
                 w[i] += gr[i];
             }
         }
+        int in_range = 1;
+        for (int i = 0; i < K; i++) {
+            in_range &= fabsf(w[i]) <= DIAG_GEMM_LIM; /* NaN: not in range */
+        }
+        fits &= in_range;
         memcpy(x, w, (size_t)K * sizeof(float));
+    }
+    if (fits) {
+        float *x = cb->F2 + (size_t)r0 * K;
+        for (size_t i = 0; i < nr; i++) {
+            x[i] = -cb->F1[i];
+        }
+        lina_vexp(x, x, nr);
     }
     for (int i = 0; i < K; i++) {
         w[i] = 0.0f;
@@ -459,7 +483,7 @@ static void vec_offdiag_factors(const dd_ctx *c, const lina_dd_in *in, int b, in
             x[i] = w[i];
         }
     }
-    lina_vexp(cb->F1, cb->F1, (size_t)(r1 - r0) * K);
+    lina_vexp(cb->F1, cb->F1, nr);
     lina_vexp(cb->F2, cb->F2, (size_t)r0 * K);
     for (int r = r0; r < r1; r++) {
         const float *q = LINA_ROW(in->q, b, t0 + r, h, T, H, K);
@@ -469,13 +493,24 @@ static void vec_offdiag_factors(const dd_ctx *c, const lina_dd_in *in, int b, in
             o[i] = q[i] * f[i];
         }
     }
-    for (int r = 0; r < r0; r++) {
+    const int n2 = fits ? r1 : r0;
+    for (int r = 0; r < n2; r++) {
         const float *k = LINA_ROW(in->k, b, t0 + r, h, T, H, K);
         const float *f = cb->F2 + (size_t)r * K;
         float *o = cb->T2 + (size_t)r * K;
         for (int i = 0; i < K; i++) {
             o[i] = k[i] * f[i];
         }
+    }
+    return n2;
+}
+
+/* E = exp(g) of the rows [r0, r1) of the chunk (the pairwise diagonal blocks) */
+static void vec_row_gates(const dd_ctx *c, int b, int h, int t0, int r0, int r1, chunk_buf *cb)
+{
+    for (int r = r0; r < r1; r++) {
+        lina_vexp(cb->E + (size_t)r * c->K, LINA_ROW(c->g, b, t0 + r, h, c->T, c->H, c->K),
+                  (size_t)c->K);
     }
 }
 
@@ -590,12 +625,21 @@ static void chunk_intra(const dd_ctx *c, const lina_dd_in *in, int b, int h, int
     memset(A, 0, (size_t)L * L * sizeof(float));
     for (int r0 = 0; r0 < L; r0 += SUB) {
         int r1 = r0 + SUB < L ? r0 + SUB : L;
-        if (r0 > 0) {
-            vec_offdiag_factors(c, in, b, h, t0, r0, r1, cb);
-            lina_sgemm(0, 1, r1 - r0, r0, K, c->s, cb->T1, K, cb->T2, K, 0.0f,
+        const int n2 = vec_offdiag_factors(c, in, b, h, t0, r0, r1, cb);
+        if (n2 > 0) {
+            lina_sgemm(0, 1, r1 - r0, n2, K, c->s, cb->T1, K, cb->T2, K, 0.0f,
                        A + (size_t)r0 * L, L);
         }
+        if (n2 == r1) { /* the diagonal block came with the product: keep c <= r */
+            for (int r = r0; r < r1; r++) {
+                for (int cc = r + 1; cc < r1; cc++) {
+                    A[(size_t)r * L + cc] = 0.0f;
+                }
+            }
+            continue;
+        }
         /* diagonal block, pairwise with running products of exp(g) */
+        vec_row_gates(c, b, h, t0, r0, r1, cb);
         for (int cc = r0; cc < r1; cc++) {
             const float *restrict kc = LINA_ROW(in->k, b, t0 + cc, h, T, H, K);
             float *restrict w = cb->w;
@@ -638,10 +682,10 @@ static void chunk_intra_bwd(const dd_ctx *c, const lina_dd_in *in, int b, int h,
     }
     for (int r0 = 0; r0 < L; r0 += SUB) {
         int r1 = r0 + SUB < L ? r0 + SUB : L;
-        if (r0 > 0) {
-            vec_offdiag_factors(c, in, b, h, t0, r0, r1, cb);
-            /* dQ rows r0..r1 += s * (dA_blk T2) * F1 */
-            lina_sgemm(0, 0, r1 - r0, K, r0, 1.0f, dA + (size_t)r0 * L, L, cb->T2, K, 0.0f,
+        const int n2 = vec_offdiag_factors(c, in, b, h, t0, r0, r1, cb);
+        if (n2 > 0) {
+            /* dQ rows r0..r1 += s * (dA_blk T2) * F1 (dA is 0 above the diagonal) */
+            lina_sgemm(0, 0, r1 - r0, K, n2, 1.0f, dA + (size_t)r0 * L, L, cb->T2, K, 0.0f,
                        cb->T3, K);
             for (int r = r0; r < r1; r++) {
                 float *dq = cb->dQ + (size_t)r * K;
@@ -650,10 +694,10 @@ static void chunk_intra_bwd(const dd_ctx *c, const lina_dd_in *in, int b, int h,
                     dq[i] += c->s * x[i] * f[i];
                 }
             }
-            /* dK rows 0..r0 += s * (dA_blk^T T1) * F2 */
-            lina_sgemm(1, 0, r0, K, r1 - r0, 1.0f, dA + (size_t)r0 * L, L, cb->T1, K, 0.0f,
+            /* dK rows 0..n2 += s * (dA_blk^T T1) * F2 */
+            lina_sgemm(1, 0, n2, K, r1 - r0, 1.0f, dA + (size_t)r0 * L, L, cb->T1, K, 0.0f,
                        cb->T3, K);
-            for (int r = 0; r < r0; r++) {
+            for (int r = 0; r < n2; r++) {
                 float *dk = cb->dK + (size_t)r * K;
                 const float *x = cb->T3 + (size_t)r * K, *f = cb->F2 + (size_t)r * K;
                 for (int i = 0; i < K; i++) {
@@ -661,6 +705,10 @@ static void chunk_intra_bwd(const dd_ctx *c, const lina_dd_in *in, int b, int h,
                 }
             }
         }
+        if (n2 == r1) {
+            continue;
+        }
+        vec_row_gates(c, b, h, t0, r0, r1, cb);
         for (int cc = r0; cc < r1; cc++) {
             const float *restrict kc = LINA_ROW(in->k, b, t0 + cc, h, T, H, K);
             float *restrict dkc = cb->dK + (size_t)cc * K;
