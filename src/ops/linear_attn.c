@@ -159,7 +159,30 @@ static inline void rec_step_tile(int K, int W, float *restrict S, const float *r
         acc[j] = 0.0f;
     }
     if (W == VB) {
-        for (int i = 0; i < K; i++) {
+        /* AVX-512: two rows at a time into two sums, so that the additions
+         * into the sums form four independent chains instead of two (with 16
+         * registers, AVX2 has four chains per row already and would spill) */
+        float acc2[VB];
+        for (int j = 0; j < VB; j++) {
+            acc2[j] = 0.0f;
+        }
+        int i = 0;
+#if defined(__AVX512F__)
+        for (; i + 2 <= K; i += 2) {
+            float *restrict S0 = S + (size_t)i * VB, *restrict S1 = S0 + VB;
+            const float a0 = a[i], k0 = k[i], q0 = s * q[i];
+            const float a1 = a[i + 1], k1 = k[i + 1], q1 = s * q[i + 1];
+#pragma omp simd
+            for (int j = 0; j < VB; j++) {
+                float x0 = a0 * S0[j] + k0 * v[j], x1 = a1 * S1[j] + k1 * v[j];
+                S0[j] = x0;
+                S1[j] = x1;
+                acc[j] += q0 * x0;
+                acc2[j] += q1 * x1;
+            }
+        }
+#endif
+        for (; i < K; i++) {
             float *restrict Si = S + (size_t)i * VB;
             const float ai = a[i], ki = k[i], qi = s * q[i];
 #pragma omp simd
@@ -168,6 +191,9 @@ static inline void rec_step_tile(int K, int W, float *restrict S, const float *r
                 Si[j] = x;
                 acc[j] += qi * x;
             }
+        }
+        for (int j = 0; j < VB; j++) {
+            acc[j] += acc2[j];
         }
     } else {
         for (int i = 0; i < K; i++) {
@@ -243,18 +269,35 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
     for (int task = 0; task < ntask; task++) {
         int bh = per_bh ? task : task / nvb, b = bh / H, h = bh % H;
         int vb0 = per_bh ? 0 : task % nvb, vb1 = per_bh ? nvb : vb0 + 1;
-        size_t extra = per_bh ? 2 * (size_t)T * K : 0;
+        const int C = c->C, nC = (T + C - 1) / C;
+        size_t extra = per_bh ? 3 * (size_t)T * K + (size_t)nC * K : 0;
         float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + 5 * (size_t)K + extra) * sizeof(float));
         if (!S) {
             rc = LINA_ENOMEM;
             continue;
         }
         float *p = S + (size_t)K * VB, *al = p + K, *ev = al + K, *qs = ev + K, *ks = qs + K;
-        float *Al = ks + K, *Ev = Al + (per_bh ? (size_t)T * K : 0); /* [T*K] each when per_bh */
+        /* per_bh: the decays Al, the scaled inputs Qs = q e, Ks = k / e of every
+         * step [T*K] each, once for all column tiles, and Ec[nC*K]: e after the
+         * last step of each checkpoint interval */
+        float *Al = ks + K, *Qs = Al + (per_bh ? (size_t)T * K : 0);
+        float *Ks = Qs + (per_bh ? (size_t)T * K : 0), *Ec = Ks + (per_bh ? (size_t)T * K : 0);
         if (per_bh) {
-            dd_lazy_gates(c, b, h, p, Al, Ev);
+            dd_lazy_gates(c, b, h, p, Al, Qs); /* Qs holds e until scaled below */
+            for (int t = 0; t < T; t++) {
+                const float *restrict q = LINA_ROW(in->q, b, t, h, T, H, K);
+                const float *restrict k = LINA_ROW(in->k, b, t, h, T, H, K);
+                float *restrict qt = Qs + (size_t)t * K, *restrict kt = Ks + (size_t)t * K;
+                if ((t + 1) % C == 0 || t == T - 1) {
+                    memcpy(Ec + (size_t)(t / C) * K, qt, (size_t)K * sizeof(float));
+                }
+                for (int i = 0; i < K; i++) {
+                    const float e = qt[i];
+                    qt[i] = q[i] * e;
+                    kt[i] = k[i] / e;
+                }
+            }
         }
-        const int C = c->C, nC = (T + C - 1) / C;
         float *saved = out->states ? out->states + (size_t)bh * (nC + 1) * K * V : NULL;
         for (int vb = vb0; vb < vb1; vb++) {
             int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
@@ -267,17 +310,21 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                 if (saved && t % C == 0) {
                     tile_store_scaled(saved + (size_t)(t / C) * K * V, S, e_prev, K, V, j0, W);
                 }
-                const float *at = al, *et = ev;
+                const float *at = al, *qt = qs, *kt = ks;
                 if (per_bh) {
                     at = Al + (size_t)t * K;
-                    et = Ev + (size_t)t * K;
+                    qt = Qs + (size_t)t * K;
+                    kt = Ks + (size_t)t * K;
                 } else {
                     dd_lazy_step(c, b, t, h, p, al, ev);
+                    dd_lazy_qk(K, LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K), ev,
+                               qs, ks);
                 }
-                dd_lazy_qk(K, LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K), et, qs, ks);
-                rec_step_tile(K, W, S, at, ks, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qs, c->s,
+                rec_step_tile(K, W, S, at, kt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qt, c->s,
                               LINA_ROW(out->o, b, t, h, T, H, V) + j0);
-                e_prev = et;
+                if ((t + 1) % C == 0 || t == T - 1) {
+                    e_prev = per_bh ? Ec + (size_t)(t / C) * K : ev;
+                }
             }
             if (saved) {
                 tile_store_scaled(saved + (size_t)nC * K * V, S, e_prev, K, V, j0, W);
@@ -997,6 +1044,18 @@ static inline void rec_recompute(int K, int W, const float *Sp, float *Sn,
     }
 }
 
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+/* (sum of x[0], ..., sum of x[7]) */
+static inline __m256 rec_hsum8(const __m256 *x)
+{
+    const __m256 t0 = _mm256_hadd_ps(x[0], x[1]), t1 = _mm256_hadd_ps(x[2], x[3]);
+    const __m256 t2 = _mm256_hadd_ps(x[4], x[5]), t3 = _mm256_hadd_ps(x[6], x[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+#endif
+
 /* One step back on a K x W tile: R += s q do^T (R is now dL/dS_t);
  * dq += s S_t do, dk += R v, dv = R^T k; then R = diag(a) R. */
 static inline void rec_bwd_step(int K, int W, float s, const float *restrict S, float *restrict R,
@@ -1029,6 +1088,58 @@ static inline void rec_bwd_step(int K, int W, float s, const float *restrict S, 
         }
         _mm512_storeu_ps(dv, a0);
         _mm512_storeu_ps(dv + 16, a1);
+        return;
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    if (W == VB) {
+        const __m256 z = _mm256_setzero_ps();
+        __m256 d[4], vv[4], acc[4], sq[8], sk[8];
+        for (int u = 0; u < 4; u++) {
+            d[u] = dO ? _mm256_loadu_ps(dO + 8 * u) : z;
+            vv[u] = _mm256_loadu_ps(v + 8 * u);
+            acc[u] = z;
+        }
+        for (int i0 = 0; i0 < K; i0 += 8) {
+            const int n = K - i0 < 8 ? K - i0 : 8;
+            for (int m = 0; m < n; m++) {
+                const int i = i0 + m;
+                float *Ri = R + (size_t)i * VB;
+                const float *Si = S + (size_t)i * VB;
+                const __m256 qs = _mm256_set1_ps(s * q[i]), ki = _mm256_set1_ps(k[i]);
+                const __m256 ai = _mm256_set1_ps(a[i]);
+                __m256 r[4];
+                for (int u = 0; u < 4; u++) {
+                    r[u] = _mm256_fmadd_ps(qs, d[u], _mm256_loadu_ps(Ri + 8 * u));
+                }
+                sq[m] = _mm256_fmadd_ps(_mm256_loadu_ps(Si), d[0],
+                                        _mm256_fmadd_ps(_mm256_loadu_ps(Si + 8), d[1],
+                                                        _mm256_fmadd_ps(_mm256_loadu_ps(Si + 16), d[2],
+                                                                        _mm256_mul_ps(_mm256_loadu_ps(Si + 24), d[3]))));
+                sk[m] = _mm256_fmadd_ps(r[0], vv[0],
+                                        _mm256_fmadd_ps(r[1], vv[1],
+                                                        _mm256_fmadd_ps(r[2], vv[2], _mm256_mul_ps(r[3], vv[3]))));
+                for (int u = 0; u < 4; u++) {
+                    acc[u] = _mm256_fmadd_ps(r[u], ki, acc[u]);
+                    _mm256_storeu_ps(Ri + 8 * u, _mm256_mul_ps(r[u], ai));
+                }
+            }
+            for (int m = n; m < 8; m++) {
+                sq[m] = z;
+                sk[m] = z;
+            }
+            /* the 8 row sums of sq (and of sk) as one vector */
+            __m256 hq = rec_hsum8(sq), hk = rec_hsum8(sk);
+            float fq[8], fk[8];
+            _mm256_storeu_ps(fq, hq);
+            _mm256_storeu_ps(fk, hk);
+            for (int m = 0; m < n; m++) {
+                dq[i0 + m] += s * fq[m];
+                dk[i0 + m] += fk[m];
+            }
+        }
+        for (int u = 0; u < 4; u++) {
+            _mm256_storeu_ps(dv + 8 * u, acc[u]);
+        }
         return;
     }
 #endif
