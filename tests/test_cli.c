@@ -415,6 +415,14 @@ static void bench_json(void)
     double ms = pm ? atof(pm + 5) : 0.0, sg = ps ? atof(ps + 15) : 0.0;
     CHECK(st == 0 && ms > 0.0 && sg > 0.0 && sg < 1e7,
           "lina bench gla --json: exit %d, kernel %.4f ms, SGEMM %.1f GFLOP/s", st, ms, sg);
+    /* the same per second of CPU time: on one thread a run's CPU time is at
+     * most its wall time */
+    const char *pc = strstr(line, "\"cpu_ms\":"), *pg = strstr(line, "\"cpu_gflops\":");
+    const char *pq = strstr(line, "\"sgemm_cpu_gflops\":");
+    double cms = pc ? atof(pc + 9) : 0.0, cg = pg ? atof(pg + 13) : 0.0, cs = pq ? atof(pq + 19) : 0.0;
+    CHECK(cms > 0.0 && cms <= ms * 1.01 + 0.05 && cg > 0.0 && cs > 0.0 && cs < 1e7,
+          "lina bench gla --json per CPU second: %.4f ms CPU (wall %.4f), %.2f GFLOP/s, SGEMM %.1f",
+          cms, ms, cg, cs);
 }
 
 /* LINA_ISA: a path the CPU lacks or an unknown name is refused; bench and

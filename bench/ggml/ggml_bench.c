@@ -728,7 +728,7 @@ int main(int argc, char **argv)
         int th = thr[ti];
         lina_set_threads(th);
         openblas_set_num_threads(th);
-        double sg = lina_bench_sgemm_gflops();
+        double sg = lina_bench_sgemm_gflops(NULL);
         ctx c = {th, repeat, 1};
         for (int id = 0; id < NCASES; id++) {
             result r;

@@ -77,8 +77,7 @@ static void mb_num(char *buf, size_t n, double v, const char *fmt)
 }
 
 
-/* CPU time of the process (all its threads), seconds */
-static double mb_cpu_now(void)
+double lina_bench_cpu_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -103,9 +102,9 @@ double lina_bench_sgemm_gflops(double *cpu_gflops)
     double best = 1e30, best_cpu = 1e30;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
     for (int r = 0; r < 7; r++) {
-        double t0 = lina_now(), c0 = mb_cpu_now();
+        double t0 = lina_now(), c0 = lina_bench_cpu_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-        double dt = lina_now() - t0, dc = mb_cpu_now() - c0;
+        double dt = lina_now() - t0, dc = lina_bench_cpu_now() - c0;
         best = dt < best ? dt : best;
         best_cpu = dc > 0.0 && dc < best_cpu ? dc : best_cpu;
     }
@@ -238,7 +237,7 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
             lina_adamw_set_decay(&opt, off, n, decay);
         }
         for (int s = 0; s <= steps; s++) { /* step 0: warm-up (workspace growth, page faults) */
-            double loss, t0 = lina_now(), c0 = mb_cpu_now();
+            double loss, t0 = lina_now(), c0 = lina_bench_cpu_now();
             lina_model_zero_grad(m);
             if (lina_model_train_step(m, tok, tgt, B, T, &loss, &ws) != 0) {
                 mb_fail("train step");
@@ -253,7 +252,7 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
             }
             if (s > 0) {
                 times[s - 1] = lina_now() - t0;
-                cpu_times[s - 1] = mb_cpu_now() - c0;
+                cpu_times[s - 1] = lina_bench_cpu_now() - c0;
             }
         }
         train_ms = 1e3 * mb_median(times, steps);

@@ -49,6 +49,9 @@ void lina_model_bench_opts_default(lina_model_bench_opts *o);
  */
 int lina_model_bench_run(const lina_model_bench_opts *o);
 
+/* CPU time of the process (all its threads), seconds */
+double lina_bench_cpu_now(void);
+
 /* GFLOP/s of a 1024^3 OpenBLAS SGEMM on the current thread count: the best of 7
  * runs after a warm-up; *cpu_gflops (if not NULL): the same per second of the
  * process's CPU time */
