@@ -358,9 +358,46 @@ static void ref_swiglu(const prob *p, double *y)
     }
 }
 
-static void test_silu_swiglu(void)
+/* lina_vsigmoid / lina_vlogsigmoid against the double functions, relative
+ * error (a few ulps of the vector exp), over the whole float range (saturated
+ * tails, tiny and huge |x|, the block boundary at 256), in place as well */
+static void test_vsigmoid(void)
 {
-    size_t n = 40;
+    enum { n = 777 };
+    float *x = falloc(n), *s = falloc(n), *l = falloc(n);
+    for (int i = 0; i < n; i++) {
+        double u = th_uniform(0, 1);
+        x[i] = (float)(i % 3 == 0 ? th_uniform(-30, 30) : (i % 3 == 1 ? th_uniform(-1, 1) * pow(10.0, -8 + 10 * u)
+                                                                          : th_uniform(-120, 120)));
+    }
+    x[0] = 0.0f, x[1] = 1e-30f, x[2] = -1e-30f, x[3] = 88.0f, x[4] = -88.0f, x[5] = 3e38f, x[6] = -3e38f;
+    lina_vsigmoid(s, x, n);
+    lina_vlogsigmoid(l, x, n);
+    double es = 0.0, el = 0.0;
+    for (int i = 0; i < n; i++) {
+        double xd = x[i], sd = 1.0 / (1.0 + exp(-xd));
+        double ld = xd < 0 ? xd - log1p(exp(xd)) : -log1p(exp(-xd));
+        /* relative error, down to 1e-30 (below, float results go denormal or 0) */
+        es = fmax(es, fabs(s[i] - sd) / fmax(sd, 1e-30));
+        el = fmax(el, fabs(l[i] - ld) / fmax(fabs(ld), 1e-30));
+    }
+    CHECK(es <= 1e-6, "vsigmoid vs double (max rel err %.2e)", es);
+    CHECK(el <= 1e-6, "vlogsigmoid vs double (max rel err %.2e)", el);
+    memcpy(s, x, n * sizeof(float));
+    lina_vsigmoid(s, s, n);
+    memcpy(l, x, n * sizeof(float));
+    lina_vlogsigmoid(l, l, n);
+    float *s2 = falloc(n), *l2 = falloc(n);
+    lina_vsigmoid(s2, x, n);
+    lina_vlogsigmoid(l2, x, n);
+    CHECK(memcmp(s, s2, n * sizeof(float)) == 0 && memcmp(l, l2, n * sizeof(float)) == 0,
+          "vsigmoid / vlogsigmoid in place give the same values");
+    free(x), free(s), free(l), free(s2), free(l2);
+}
+
+/* n = 40 within one block of the vectorised loops, 600 over three, the last partial */
+static void test_silu_swiglu(size_t n)
+{
     for (int glu = 0; glu < 2; glu++) {
         prob p = {0};
         p.nin = 2; /* up is unused by silu */
@@ -903,7 +940,9 @@ int main(void)
     test_rmsnorm(1, 0, 1);
     test_rmsnorm(0, 0, 1);
     test_l2norm();
-    test_silu_swiglu();
+    test_vsigmoid();
+    test_silu_swiglu(40);
+    test_silu_swiglu(600);
     test_mlp();
     test_conv_grad(7, 1, 1, 1);
     test_conv_grad(7, 0, 0, 1);

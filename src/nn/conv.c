@@ -13,18 +13,6 @@ static inline float sigmoidf_(float x)
     return 1.0f / (1.0f + expf(-x));
 }
 
-/* sg[i] = sigmoid(p[i]) for n <= CB values, through the vector exp */
-static inline void sigmoid_row(float *sg, const float *p, int n)
-{
-    for (int i = 0; i < n; i++) {
-        sg[i] = -p[i];
-    }
-    lina_vexp(sg, sg, (size_t)n);
-    for (int i = 0; i < n; i++) {
-        sg[i] = 1.0f / (1.0f + sg[i]);
-    }
-}
-
 /* Element p of the combined sequence [cache (W entries), x (T entries)] of
  * (b, c): p < W reads the cache (or zero), else x[b, p-W, c]. */
 static inline float comb(const float *x, const float *cache, int b, int p, int c, int T, int C, int W)
@@ -100,7 +88,7 @@ void lina_shortconv_forward(float *y, const float *x, const float *w, const floa
                 float *yr = y + ((size_t)b * T + s) * C + c0;
                 conv_pre_row(pre, x, wt, bias, cache, b, s, c0, c1, T, C, W);
                 if (act == LINA_ACT_SILU) {
-                    sigmoid_row(sg, pre, c1 - c0);
+                    lina_vsigmoid(sg, pre, (size_t)(c1 - c0));
                     for (int c = 0; c < c1 - c0; c++) {
                         yr[c] = pre[c] * sg[c];
                     }
@@ -155,7 +143,7 @@ static void conv_bwd_block(float *dx, float *dw, float *dbias, float *dcache, co
                 float *d = dp[s % W];
                 if (act == LINA_ACT_SILU) {
                     conv_pre_row(pre, x, wt, bias, cache, b, s, c0, c1, T, C, W);
-                    sigmoid_row(sgr, pre, cw);
+                    lina_vsigmoid(sgr, pre, (size_t)cw);
                     for (int c = 0; c < cw; c++) {
                         float p = pre[c], sg = sgr[c], g = dyr[c];
                         g *= sg * (1.0f + p * (1.0f - sg));

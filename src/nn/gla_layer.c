@@ -95,8 +95,9 @@ size_t lina_gla_scratch_floats(const lina_gla_dims *d, int N)
 /* g = max(logsigmoid(gk) / 16, clamp_min), n elements */
 static void gla_gate_forward(float *g, const float *gk, size_t n, const lina_gla_dims *d)
 {
+    lina_vlogsigmoid(g, gk, n);
     for (size_t i = 0; i < n; i++) {
-        float x = lina_logsigmoidf(gk[i]) / LINA_GLA_GATE_NORMALIZER;
+        float x = g[i] / LINA_GLA_GATE_NORMALIZER;
         if (d->has_clamp_min && x < d->clamp_min) {
             x = d->clamp_min;
         }
@@ -107,13 +108,23 @@ static void gla_gate_forward(float *g, const float *gk, size_t n, const lina_gla
 /* dgk = dg * sigmoid(-gk) / 16 (0 where clamped); in place on dg */
 static void gla_gate_backward(float *dg, const float *gk, size_t n, const lina_gla_dims *d)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (d->has_clamp_min && lina_logsigmoidf(gk[i]) / LINA_GLA_GATE_NORMALIZER < d->clamp_min) {
-            dg[i] = 0.0f;
-            continue;
+    enum { BL = 256 };
+    float s[BL], ls[BL];
+    for (size_t i0 = 0; i0 < n; i0 += BL) {
+        size_t m = n - i0 < BL ? n - i0 : BL;
+        for (size_t i = 0; i < m; i++) {
+            s[i] = -gk[i0 + i];
         }
-        float s = 1.0f / (1.0f + expf(gk[i])); /* sigmoid(-gk) */
-        dg[i] = dg[i] * s / LINA_GLA_GATE_NORMALIZER;
+        lina_vsigmoid(s, s, m); /* sigmoid(-gk) */
+        for (size_t i = 0; i < m; i++) {
+            dg[i0 + i] = dg[i0 + i] * s[i] / LINA_GLA_GATE_NORMALIZER;
+        }
+        if (d->has_clamp_min) {
+            lina_vlogsigmoid(ls, gk + i0, m);
+            for (size_t i = 0; i < m; i++) {
+                dg[i0 + i] = ls[i] / LINA_GLA_GATE_NORMALIZER < d->clamp_min ? 0.0f : dg[i0 + i];
+            }
+        }
     }
 }
 

@@ -141,26 +141,17 @@ static void m2_prepare_seq(lina_mamba2_acts *a, const lina_mamba2_dims *d, const
     }
 }
 
-/* silu(z) and silu'(z) */
-static inline float m2_silu(float z)
-{
-    return z / (1.0f + expf(-z));
-}
-
-static inline float m2_dsilu(float z)
-{
-    float s = 1.0f / (1.0f + expf(-z));
-    return s * (1.0f + z * (1.0f - s));
-}
-
-/* yn = gated grouped RMSNorm of y with gate z, one row */
+/* yn = gated grouped RMSNorm of y with gate z, one row; the gate's sigmoids
+ * are taken first, through the vector exp, into yn, each read before its
+ * element is written */
 static void m2_norm_row(float *yn, float *rstd, const float *y, const float *z, const float *w,
                         const lina_mamba2_dims *d)
 {
     const int E = m2_E(d), gs = E / d->G;
+    lina_vsigmoid(yn, z, (size_t)E);
     if (!d->rmsnorm) {
         for (int i = 0; i < E; i++) {
-            yn[i] = y[i] * m2_silu(z[i]);
+            yn[i] = y[i] * (z[i] * yn[i]);
         }
         return;
     }
@@ -168,13 +159,13 @@ static void m2_norm_row(float *yn, float *rstd, const float *y, const float *z, 
         const int o = gi * gs;
         double ss = 0.0;
         for (int i = o; i < o + gs; i++) {
-            double u = d->norm_before_gate ? y[i] : (double)y[i] * m2_silu(z[i]);
+            double u = d->norm_before_gate ? y[i] : (double)y[i] * (z[i] * yn[i]);
             ss += u * u;
         }
         float r = (float)(1.0 / sqrt(ss / gs + d->norm_eps));
         rstd[gi] = r;
         for (int i = o; i < o + gs; i++) {
-            float sz = m2_silu(z[i]);
+            float sz = z[i] * yn[i];
             yn[i] = d->norm_before_gate ? y[i] * r * w[i] * sz : y[i] * sz * r * w[i];
         }
     }
@@ -247,15 +238,18 @@ int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const l
 
 /* ------------------------------------------------------------ backward */
 
-/* one row of the gated norm backward: dy, dz written; dw accumulated */
+/* one row of the gated norm backward: dy, dz written; dw accumulated. The
+ * gate's sigmoids go into dz first, each read before its element is written. */
 static void m2_norm_row_bwd(float *dy, float *dz, float *dw, const float *dyn, const float *y, const float *z,
                             const float *w, const float *rstd, const lina_mamba2_dims *d)
 {
     const int E = m2_E(d), gs = E / d->G;
+    lina_vsigmoid(dz, z, (size_t)E);
     if (!d->rmsnorm) {
         for (int i = 0; i < E; i++) {
-            dy[i] = dyn[i] * m2_silu(z[i]);
-            dz[i] = dyn[i] * y[i] * m2_dsilu(z[i]);
+            const float s = dz[i];
+            dy[i] = dyn[i] * (z[i] * s);
+            dz[i] = dyn[i] * y[i] * (s * (1.0f + z[i] * (1.0f - s)));
         }
         return;
     }
@@ -264,26 +258,27 @@ static void m2_norm_row_bwd(float *dy, float *dz, float *dw, const float *dyn, c
         const float r = rstd[gi];
         double m = 0.0;
         for (int i = o; i < o + gs; i++) {
-            float u = d->norm_before_gate ? y[i] : y[i] * m2_silu(z[i]);
-            float gg = d->norm_before_gate ? dyn[i] * w[i] * m2_silu(z[i]) : dyn[i] * w[i];
+            const float sz = z[i] * dz[i];
+            float u = d->norm_before_gate ? y[i] : y[i] * sz;
+            float gg = d->norm_before_gate ? dyn[i] * w[i] * sz : dyn[i] * w[i];
             m += (double)gg * u * r;
         }
         const float mm = (float)(m / gs);
         for (int i = o; i < o + gs; i++) {
-            const float sz = m2_silu(z[i]);
+            const float s = dz[i], sz = z[i] * s, dsz = s * (1.0f + z[i] * (1.0f - s));
             const float u = d->norm_before_gate ? y[i] : y[i] * sz;
             const float uh = u * r;
             const float gg = d->norm_before_gate ? dyn[i] * w[i] * sz : dyn[i] * w[i];
             const float du = r * (gg - uh * mm);
             if (d->norm_before_gate) {
                 dy[i] = du;
-                dz[i] = dyn[i] * uh * w[i] * m2_dsilu(z[i]);
+                dz[i] = dyn[i] * uh * w[i] * dsz;
                 if (dw) {
                     dw[i] += dyn[i] * uh * sz;
                 }
             } else {
                 dy[i] = du * sz;
-                dz[i] = du * y[i] * m2_dsilu(z[i]);
+                dz[i] = du * y[i] * dsz;
                 if (dw) {
                     dw[i] += dyn[i] * uh;
                 }

@@ -6,19 +6,67 @@
 
 #include <math.h>
 
-static inline float sigmoidf_(float x)
+/* --------------------------------------------------------------- SiLU */
+
+/* s = sigmoid(x), n values (s may alias x): 1 / (1 + exp(-x)) through the vector exp */
+void lina_vsigmoid(float *s, const float *x, size_t n)
 {
-    return 1.0f / (1.0f + expf(-x));
+    for (size_t i = 0; i < n; i++) {
+        s[i] = -x[i];
+    }
+    lina_vexp(s, s, n);
+    for (size_t i = 0; i < n; i++) {
+        s[i] = 1.0f / (1.0f + s[i]);
+    }
 }
 
-/* --------------------------------------------------------------- SiLU */
+/* y = logsigmoid(x) = min(x, 0) - log1p(exp(-|x|)), n elements (y may alias
+ * x). log1p(t), t in (0, 1]: u = 1 + t split as 2^e m with m in [sqrt(1/2),
+ * sqrt(2)], log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by its odd
+ * series to s^9 (truncation below 1e-9 relative), plus (t - (u - 1)) / u for
+ * the rounding of 1 + t, so tiny t keep their relative accuracy. */
+void lina_vlogsigmoid(float *y, const float *x, size_t n)
+{
+    enum { BL = 256 };
+    float t[BL];
+    for (size_t i0 = 0; i0 < n; i0 += BL) {
+        size_t m = n - i0 < BL ? n - i0 : BL;
+        for (size_t i = 0; i < m; i++) {
+            t[i] = -fabsf(x[i0 + i]);
+        }
+        lina_vexp(t, t, m);
+        for (size_t i = 0; i < m; i++) {
+            float xi = x[i0 + i], ti = t[i], u = 1.0f + ti;
+            int hi = u > 1.41421356f;
+            float mm = hi ? 0.5f * u : u, e = hi ? 0.69314718056f : 0.0f;
+            float s = (mm - 1.0f) / (mm + 1.0f), s2 = s * s;
+            float p = 1.0f / 9.0f;
+            p = p * s2 + 1.0f / 7.0f;
+            p = p * s2 + 1.0f / 5.0f;
+            p = p * s2 + 1.0f / 3.0f;
+            p = p * s2 + 1.0f;
+            float l1p = e + 2.0f * s * p + (ti - (u - 1.0f)) / u;
+            y[i0 + i] = (xi < 0.0f ? xi : 0.0f) - l1p;
+        }
+    }
+}
+
+/* the elementwise loops below run over blocks of VB values, the sigmoids of a
+ * block taken at once on the stack */
+#define VB 256
+#define VBLOCKS(n) (((n) + VB - 1) / VB)
 
 /* y, x [n] */
 void lina_silu_forward(float *y, const float *x, size_t n)
 {
 #pragma omp parallel for if (n >= 65536)
-    for (size_t i = 0; i < n; i++) {
-        y[i] = x[i] * sigmoidf_(x[i]);
+    for (size_t b = 0; b < VBLOCKS(n); b++) {
+        size_t i0 = b * VB, m = n - i0 < VB ? n - i0 : VB;
+        float s[VB];
+        lina_vsigmoid(s, x + i0, m);
+        for (size_t i = 0; i < m; i++) {
+            y[i0 + i] = x[i0 + i] * s[i];
+        }
     }
 }
 
@@ -26,9 +74,13 @@ void lina_silu_forward(float *y, const float *x, size_t n)
 void lina_silu_backward(float *dx, const float *dy, const float *x, size_t n)
 {
 #pragma omp parallel for if (n >= 65536)
-    for (size_t i = 0; i < n; i++) {
-        float s = sigmoidf_(x[i]);
-        dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
+    for (size_t b = 0; b < VBLOCKS(n); b++) {
+        size_t i0 = b * VB, m = n - i0 < VB ? n - i0 : VB;
+        float s[VB];
+        lina_vsigmoid(s, x + i0, m);
+        for (size_t i = 0; i < m; i++) {
+            dx[i0 + i] += dy[i0 + i] * s[i] * (1.0f + x[i0 + i] * (1.0f - s[i]));
+        }
     }
 }
 
@@ -66,22 +118,33 @@ void lina_phi_backward(float *dx, const float *dy, const float *y, size_t n, int
 void lina_swiglu_forward(float *h, const float *gate, const float *up, size_t n)
 {
 #pragma omp parallel for if (n >= 65536)
-    for (size_t i = 0; i < n; i++) {
-        h[i] = gate[i] * sigmoidf_(gate[i]) * up[i];
+    for (size_t b = 0; b < VBLOCKS(n); b++) {
+        size_t i0 = b * VB, m = n - i0 < VB ? n - i0 : VB;
+        float s[VB];
+        lina_vsigmoid(s, gate + i0, m);
+        for (size_t i = 0; i < m; i++) {
+            h[i0 + i] = gate[i0 + i] * s[i] * up[i0 + i];
+        }
     }
 }
 
-/* dgate, dup [n] accumulate (either may be NULL) */
+/* dgate, dup [n] accumulate (either may be NULL; dgate may alias dh) */
 void lina_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n)
 {
 #pragma omp parallel for if (n >= 65536)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i], s = sigmoidf_(g);
-        if (dgate) {
-            dgate[i] += dh[i] * up[i] * s * (1.0f + g * (1.0f - s));
-        }
-        if (dup) {
-            dup[i] += dh[i] * g * s;
+    for (size_t b = 0; b < VBLOCKS(n); b++) {
+        size_t i0 = b * VB, m = n - i0 < VB ? n - i0 : VB;
+        float s[VB];
+        lina_vsigmoid(s, gate + i0, m);
+        for (size_t i = 0; i < m; i++) {
+            size_t k = i0 + i;
+            float g = gate[k], d = dh[k];
+            if (dup) {
+                dup[k] += d * g * s[i];
+            }
+            if (dgate) {
+                dgate[k] += d * up[k] * s[i] * (1.0f + g * (1.0f - s[i]));
+            }
         }
     }
 }
@@ -121,10 +184,16 @@ int lina_gated_mlp_backward(float *dx, float *dWg, float *dWu, float *dWd, const
     lina_sgemm(0, 0, N, I, D, 1.0f, dy, D, Wd, I, 0.0f, dg, I);
     size_t n = (size_t)N * I;
 #pragma omp parallel for if (n >= 65536)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i], s = sigmoidf_(g), dh = dg[i];
-        du[i] = dh * g * s;
-        dg[i] = dh * up[i] * s * (1.0f + g * (1.0f - s));
+    for (size_t b = 0; b < VBLOCKS(n); b++) {
+        size_t i0 = b * VB, m = n - i0 < VB ? n - i0 : VB;
+        float s[VB];
+        lina_vsigmoid(s, gate + i0, m);
+        for (size_t i = 0; i < m; i++) {
+            size_t k = i0 + i;
+            float g = gate[k], dh = dg[k];
+            du[k] = dh * g * s[i];
+            dg[k] = dh * up[k] * s[i] * (1.0f + g * (1.0f - s[i]));
+        }
     }
     lina_linear_backward(dx, dWg, NULL, dg, x, Wg, N, D, I);
     lina_linear_backward(dx, dWu, NULL, du, x, Wu, N, D, I);

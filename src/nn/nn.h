@@ -87,6 +87,12 @@ typedef enum lina_act {
     LINA_ACT_SILU = 1   /* x * sigmoid(x) ("swish") */
 } lina_act;
 
+/* s = sigmoid(x) = 1 / (1 + exp(-x)), n elements through the vector exp
+ * (s may alias x). */
+void lina_vsigmoid(float *s, const float *x, size_t n);
+/* y = logsigmoid(x) = -log(1 + exp(-x)), n elements (y may alias x); within
+ * a few ulps of the exact value. */
+void lina_vlogsigmoid(float *y, const float *x, size_t n);
 /* y = silu(x), n elements (y may alias x). */
 void lina_silu_forward(float *y, const float *x, size_t n);
 /* dx += dy * silu'(x). */

@@ -3,6 +3,7 @@
 #include "nn.h"
 
 #include <math.h>
+#include <string.h>
 
 #define COLS 64
 #define ROW_MAX 1024 /* widest row whose gate sigmoids rms_bwd keeps on the stack */
@@ -33,12 +34,16 @@ static void rms_fwd(float *y, float *rstd, const float *x, const float *g, const
             rstd[n] = r;
         }
         const float *gr = g ? g + (size_t)n * D : NULL;
+        float sg[ROW_MAX];
+        if (gr && D <= ROW_MAX) {
+            lina_vsigmoid(sg, gr, (size_t)D);
+        }
         for (int i = 0; i < D; i++) {
             float v = xr[i] * r;
             v = w ? v * w[i] : v;
             v = b ? v + b[i] : v;
             if (gr) {
-                v *= gr[i] * sigmoidf_(gr[i]);
+                v *= gr[i] * (D <= ROW_MAX ? sg[i] : sigmoidf_(gr[i]));
             }
             yr[i] = v;
         }
@@ -62,10 +67,9 @@ static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy,
             if (g && D <= ROW_MAX) {
                 /* the gate's sigmoid once per element (the loops below would take it three times) */
                 float sg[ROW_MAX], dn[ROW_MAX];
+                lina_vsigmoid(sg, g + o, (size_t)D);
                 for (int i = 0; i < D; i++) {
-                    float gv = g[o + i], s = sigmoidf_(gv);
-                    sg[i] = s;
-                    dn[i] = dy[o + i] * gv * s;
+                    dn[i] = dy[o + i] * g[o + i] * sg[i];
                 }
                 if (dg) {
                     for (int i = 0; i < D; i++) {
@@ -114,13 +118,20 @@ static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy,
 #pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
         for (int cb = 0; cb < nb; cb++) {
             int c0 = cb * COLS, c1 = c0 + COLS < D ? c0 + COLS : D;
-            float aw[COLS] = {0}, ab[COLS] = {0};
+            float aw[COLS] = {0}, ab[COLS] = {0}, dn[COLS];
             for (int n = 0; n < N; n++) {
-                size_t o = (size_t)n * D;
-                for (int c = c0; c < c1; c++) {
-                    float dn = rms_dn(dy, g, o + c);
-                    aw[c - c0] += dn * x[o + c] * rstd[n];
-                    ab[c - c0] += dn;
+                size_t o = (size_t)n * D + c0;
+                if (g) {
+                    lina_vsigmoid(dn, g + o, (size_t)(c1 - c0));
+                    for (int c = 0; c < c1 - c0; c++) {
+                        dn[c] *= dy[o + c] * g[o + c];
+                    }
+                } else {
+                    memcpy(dn, dy + o, (size_t)(c1 - c0) * sizeof(float));
+                }
+                for (int c = 0; c < c1 - c0; c++) {
+                    aw[c] += dn[c] * x[o + c] * rstd[n];
+                    ab[c] += dn[c];
                 }
             }
             for (int c = c0; c < c1; c++) {
