@@ -68,6 +68,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 "$PYTHON" - "$JL" "$OUT" "$start" "$load_before" "$load_after" "$BATCH" "$STEPS" "$REPEAT" "$("$LINA" version)" <<'EOF'
 import json, sys
 jl, out, start, lb, la, batch, steps, repeat, ver = sys.argv[1:]
+ver = "; ".join(l.strip() for l in ver.splitlines() if l.strip())
 rows = [json.loads(l) for l in open(jl) if l.strip()]
 cpu, flags = "?", ""
 for l in open("/proc/cpuinfo"):
@@ -83,7 +84,7 @@ def best(fw, key="train_ms_per_step", **kw):
          and all(r.get(k) == x for k, x in kw.items())]
     return min(v) if v else None
 L = ["# Small models: lina vs plain PyTorch, training step\n"]
-L.append("Written by `sh bench/small_model_bench.sh` (%s UTC). CPU: %s, ISA %s (lina built with `-march=native`; %s). "
+L.append("Written by `sh bench/small_model_bench.sh` (%s UTC). CPU: %s, ISA %s (%s). "
          "PyTorch %s, float32, the chunkwise / dense mixers of `bench/torch_train.py`. The models are those of "
          "`lina task mqar` (2 layers, MLP width 2 d, vocabulary 256, short convolutions). One step = forward + "
          "cross-entropy + backward + global-norm clipping + AdamW (lr 3e-3, betas 0.9/0.999, wd 0.1, clip 1.0) on "
