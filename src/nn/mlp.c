@@ -128,8 +128,8 @@ void lina_swiglu_forward(float *h, const float *gate, const float *up, size_t n)
     }
 }
 
-/* dgate, dup [n] accumulate (either may be NULL; dgate may alias dh) */
-void lina_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n)
+/* dgate, dup [n] from dh: added into (acc) or written (dgate may then be dh) */
+static void swiglu_bwd(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n, int acc)
 {
 #pragma omp parallel for if (n >= 65536)
     for (size_t b = 0; b < VBLOCKS(n); b++) {
@@ -139,14 +139,21 @@ void lina_swiglu_backward(float *dgate, float *dup, const float *dh, const float
         for (size_t i = 0; i < m; i++) {
             size_t k = i0 + i;
             float g = gate[k], d = dh[k];
+            float du = d * g * s[i], dg = d * up[k] * s[i] * (1.0f + g * (1.0f - s[i]));
             if (dup) {
-                dup[k] += d * g * s[i];
+                dup[k] = acc ? dup[k] + du : du;
             }
             if (dgate) {
-                dgate[k] += d * up[k] * s[i] * (1.0f + g * (1.0f - s[i]));
+                dgate[k] = acc ? dgate[k] + dg : dg;
             }
         }
     }
+}
+
+/* dgate, dup [n] accumulate (either may be NULL) */
+void lina_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n)
+{
+    swiglu_bwd(dgate, dup, dh, gate, up, n, 1);
 }
 
 /* ---------------------------------------------------------- GatedMLP */
@@ -182,19 +189,7 @@ int lina_gated_mlp_backward(float *dx, float *dWg, float *dWu, float *dWd, const
     float *du = dg + (size_t)N * I; /* [N,I] each */
     /* dh [N,I] = dy Wd, into dg; then dgate in place and dup */
     lina_sgemm(0, 0, N, I, D, 1.0f, dy, D, Wd, I, 0.0f, dg, I);
-    size_t n = (size_t)N * I;
-#pragma omp parallel for if (n >= 65536)
-    for (size_t b = 0; b < VBLOCKS(n); b++) {
-        size_t i0 = b * VB, m = n - i0 < VB ? n - i0 : VB;
-        float s[VB];
-        lina_vsigmoid(s, gate + i0, m);
-        for (size_t i = 0; i < m; i++) {
-            size_t k = i0 + i;
-            float g = gate[k], dh = dg[k];
-            du[k] = dh * g * s[i];
-            dg[k] = dh * up[k] * s[i] * (1.0f + g * (1.0f - s[i]));
-        }
-    }
+    swiglu_bwd(dg, du, dg, gate, up, (size_t)N * I, 0);
     lina_linear_backward(dx, dWg, NULL, dg, x, Wg, N, D, I);
     lina_linear_backward(dx, dWu, NULL, du, x, Wu, N, D, I);
     lina_ws_scope_close(&sc);
