@@ -33,10 +33,22 @@ PREFIX  ?= /usr/local
 BLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_LIB ?= -lopenblas
 
-CFLAGS_BASE = -std=c11 -ffp-contract=fast -D_DEFAULT_SOURCE -Wall -Wextra -fopenmp -fPIC -MMD -MP -Iinclude -I$(BLAS_INC)
+# Open MPI (distributed training, src/dist): on when mpicc is found, MPI=0 forces a
+# build without it, MPI=1 insists on it. Without MPI, lina runs as one process.
+MPICC   ?= mpicc
+MPI     ?= $(if $(shell command -v $(MPICC) 2>/dev/null),1,0)
+ifeq ($(MPI),1)
+MPI_CFLAGS := -DLINA_MPI $(shell $(MPICC) --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell $(MPICC) --showme:link 2>/dev/null)
+ifeq ($(strip $(MPI_LIBS)),)
+$(error MPI=1 but $(MPICC) --showme:link gave nothing: install openmpi-bin libopenmpi-dev)
+endif
+endif
+
+CFLAGS_BASE = $(MPI_CFLAGS) -std=c11 -ffp-contract=fast -D_DEFAULT_SOURCE -Wall -Wextra -fopenmp -fPIC -MMD -MP -Iinclude -I$(BLAS_INC)
 CFLAGS  ?= $(OPT) $(ARCH) -g
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
-LDLIBS  = $(BLAS_LIB) -lcjson -fopenmp -lm
+LDLIBS  = $(BLAS_LIB) -lcjson $(MPI_LIBS) -fopenmp -lm
 
 SRC     = $(wildcard src/*/*.c)
 # kernel sources compiled once per path in ISAS besides the portable build

@@ -944,6 +944,8 @@ typedef struct lina_train_opts {
                                   after each token doc_sep (lina_tok_docs), trained and validated
                                   with no state crossing a boundary; 0 (default): off */
     int doc_sep;               /* the token that ends a document (with pack) */
+    struct lina_dist *dist;    /* optional: this process's place in an MPI job (data / sequence
+                                  parallel; built by the lina CLI); NULL: one process */
 } lina_train_opts;
 
 void lina_train_opts_default(lina_train_opts *o);

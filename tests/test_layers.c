@@ -1,6 +1,6 @@
 /* test_layers.c -- the source folders form layers (docs/architecture.md):
  *
- *   kern < ops, io < nn < model < train, text, tasks, analyze < cli (src/cli, tools)
+ *   kern < ops, io, dist < nn < model < train, text, tasks, analyze < cli (src/cli, tools)
  *
  * A file may include headers of its own folder, the public include/lina.h and
  * headers of folders of a strictly lower rank; never one of a higher or equal
@@ -25,7 +25,7 @@ typedef struct layer {
 } layer;
 
 static const layer k_layers[] = {
-    {"src/kern", 0},  {"src/ops", 1},   {"src/io", 1},    {"src/nn", 2},
+    {"src/kern", 0},  {"src/ops", 1},   {"src/io", 1},    {"src/dist", 1},  {"src/nn", 2},
     {"src/model", 3}, {"src/train", 4}, {"src/text", 4},  {"src/tasks", 4}, {"src/analyze", 4},
     {"src/cli", 5},   {"tools", 5},
 };

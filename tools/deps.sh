@@ -7,7 +7,7 @@
 # command to run and exits 1. On a system without dpkg (not Debian) it does
 # nothing.
 set -eu
-PKGS="make gcc libc6-dev libopenblas-openmp-dev libcjson-dev pkg-config"
+PKGS="make gcc libc6-dev libopenblas-openmp-dev libcjson-dev pkg-config openmpi-bin libopenmpi-dev"
 command -v dpkg-query >/dev/null 2>&1 || exit 0
 need=""
 for p in $PKGS "$@"; do

@@ -2,6 +2,7 @@
  * without --config, the built-in GLA model on the corpus of `make data`. */
 #include "cli.h"
 #include "lina.h"
+#include "../dist/dist.h"
 #include "../io/plot.h"
 #include "../train/train_internal.h" /* lina_ckpt_exists, lina_ckpt_read_opts */
 
@@ -69,7 +70,7 @@ int lina_cmd_train(int argc, char **argv)
     lina_train_opts o;
     lina_train_opts_default(&o);
     const char *config = NULL;
-    int threads = 0, quiet = 0;
+    int threads = 0, quiet = 0, sp = 1, dp = 0;
     cli_opt opts[] = {
         CLI_HEADING("model and data:"),
         CLI_OPT_STR("--config", NULL, "FILE", &config, "model config.json (HF/FLA format)"),
@@ -80,6 +81,8 @@ int lina_cmd_train(int argc, char **argv)
         CLI_OPT_FLAG("--resume", NULL, &o.resume, "continue from DIR/checkpoint"),
         CLI_OPT_FLAG("--pack", NULL, &o.pack, "packed documents: each ends with the config's eos_token_id (the "
                                               "tokenizer's <|endoftext|>); no state crosses one"),
+        CLI_OPT_I64("--stop-after", NULL, "N", &o.stop_after, 0, 1000000000,
+                    "stop with a checkpoint after N updates of this run (a job's time slice; 0: off)"),
         CLI_HEADING("schedule:"),
         CLI_OPT_I64("--steps", NULL, "N", &o.steps, 1, 1000000000, "optimizer updates"),
         CLI_OPT_INT("--batch", NULL, "B", &o.batch, 1, 1 << 20, "sequences per micro-batch"),
@@ -98,6 +101,9 @@ int lina_cmd_train(int argc, char **argv)
         CLI_OPT_INT("--save-every", NULL, "N", &o.save_every, 0, 1000000000, "checkpoint every N updates (0: off)"),
         CLI_OPT_DBL("--save-minutes", NULL, "M", &o.save_minutes, 0.0, 1e9, "and every M minutes (0: off); always at the end and on Ctrl-C"),
         CLI_OPT_INT("--threads", "-t", "N", &threads, 1, 1024, "threads (0: lina's default)"),
+        CLI_HEADING("distributed (mpirun -np N lina train ...):"),
+        CLI_OPT_INT("--sp", NULL, "S", &sp, 1, 1 << 20, "sequence-parallel ranks per sequence (LASP-2)"),
+        CLI_OPT_INT("--dp", NULL, "R", &dp, 0, 1 << 20, "data-parallel groups (0: every rank not used by --sp)"),
         CLI_OPT_FLAG("--quiet", NULL, &quiet, "no progress line"),
         CLI_OPT_END,
     };
@@ -109,6 +115,7 @@ int lina_cmd_train(int argc, char **argv)
     cli_default(&c, "--tokenizer", "tokenizer.json next to --data");
     cli_default(&c, "--out", "runs/gla-small without --config");
     cli_default(&c, "--warmup", "min(100, steps/10)");
+    cli_default(&c, "--dp", "ranks / sp");
     int r = cli_parse(&c, argc - 1, argv + 1);
     if (r != CLI_RUN) {
         return r;
@@ -186,6 +193,14 @@ int lina_cmd_train(int argc, char **argv)
         return 2;
     }
     cli_set_threads(threads);
+    /* the MPI job (one process without mpirun); rank 0 alone prints */
+    lina_dist *dist = NULL;
+    if (lina_dist_init(sp, dp, &dist) != LINA_OK) {
+        fprintf(stderr, "lina: train: %s\n", lina_last_error());
+        return 2;
+    }
+    const int rank0 = lina_dist_rank(dist) == 0;
+    o.dist = dist;
     lina_config cfg;
     char ckcfg[4096];
     if (!config) {
@@ -202,7 +217,7 @@ int lina_cmd_train(int argc, char **argv)
             rc = lina_set_error(LINA_EINVAL, "tokenizer %s has %d tokens, more than the model's vocab_size %d",
                                 o.tokenizer_path, tv, cfg.vocab_size);
         }
-        if (rc == LINA_OK && cfg.vocab_size > 2 * tv && cfg.vocab_size - tv > 256) {
+        if (rc == LINA_OK && rank0 && cfg.vocab_size > 2 * tv && cfg.vocab_size - tv > 256) {
             fprintf(stderr, "lina: train: warning: the model's vocab_size %d is much larger than the "
                             "tokenizer's %d tokens (%s): %d embedding rows are never trained\n",
                     cfg.vocab_size, tv, o.tokenizer_path, cfg.vocab_size - tv);
@@ -214,7 +229,7 @@ int lina_cmd_train(int argc, char **argv)
             cfg.eos_token_id = eot;
         }
         lina_tokenizer_free(tk);
-    } else if (rc == LINA_OK) {
+    } else if (rc == LINA_OK && rank0) {
         fprintf(stderr, "lina: train: note: no tokenizer (no --tokenizer, and no tokenizer.json beside %s): the "
                         "checkpoint will hold none, so `lina generate` will need --tokenizer FILE\n",
                 o.data_path);
@@ -234,10 +249,19 @@ int lina_cmd_train(int argc, char **argv)
     if (rc == LINA_OK) {
         rc = lina_trainable_from_model(m, &t);
     }
-    if (rc == LINA_OK && o.progress) {
+    if (rc == LINA_OK && o.progress && rank0) {
         fprintf(stderr, "lina train: %s, %zu parameters, %d threads, %lld steps of %d x %d x %d tokens\n",
                 lina_model_type_name(cfg.model_type), lina_model_num_params(m), lina_get_threads(),
                 (long long)o.steps, o.accum, o.batch, o.seq_len);
+        if (lina_dist_size(dist) > 1) {
+            int R = lina_dist_dp_size(dist), S = lina_dist_sp_size(dist);
+            char bs[32], ts[32];
+            snprintf(bs, sizeof bs, o.batch % R ? "%d-%d" : "%d", o.batch / R, o.batch / R + 1);
+            snprintf(ts, sizeof ts, o.seq_len % S ? "%d-%d" : "%d", o.seq_len / S, o.seq_len / S + 1);
+            fprintf(stderr, "world: %d ranks = %d data-parallel x %d sequence-parallel; per rank %s sequences x %s "
+                            "tokens of each global batch, %d threads\n",
+                    lina_dist_size(dist), R, S, bs, ts, lina_get_threads());
+        }
     }
     double last[2] = {NAN, NAN};
     if (rc == LINA_OK) {
@@ -252,6 +276,16 @@ int lina_cmd_train(int argc, char **argv)
     lina_model_free(m);
     for (int i = 0; i < 3; i++) {
         free(saved_strs[i]);
+    }
+    const int my_rank = lina_dist_rank(dist);
+    lina_dist_free(dist);
+    if (!rank0) {
+        /* rank 0 reports; the others only say why they stopped when it was their own failure */
+        if (rc != LINA_OK && rc != LINA_EINTR && !strstr(lina_last_error(), "another rank failed") &&
+            !strstr(lina_last_error(), "differ from rank 0")) {
+            fprintf(stderr, "lina: train: rank %d: %s\n", my_rank, lina_last_error());
+        }
+        return rc == LINA_OK ? 0 : rc == LINA_EINTR ? 130 : rc == LINA_ENONFINITE ? 3 : 1;
     }
     if (rc != LINA_OK) {
         fprintf(stderr, "%slina: train: %s\n", rc == LINA_EINTR ? "\n" : "", lina_last_error());

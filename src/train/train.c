@@ -1,5 +1,6 @@
 /* train.c -- the training loop: sampling, gradient accumulation, clipping,
  * AdamW with warmup + cosine, evaluation, logging, checkpoints, resume. */
+#include "../dist/dist.h"
 #include "../io/io_internal.h"
 #include "train_internal.h"
 
@@ -145,24 +146,32 @@ static uint64_t eval_windows(const lina_tokfile *val, const lina_train_opts *o)
 }
 
 /* Mean loss over eval_windows() windows in batches of at most `batch`; *out
- * is NaN when a stop request cut it short. */
+ * is NaN when a stop request cut it short. In a distributed run each rank
+ * scores a contiguous share of the windows (whole sequences, no sequence
+ * parallelism) and the sums are added up. */
 static int evaluate(lina_trainable *m, const lina_tokfile *val, const lina_train_opts *o,
                     int32_t *tok, int32_t *tgt, int32_t *win, lina_ws *ws, double *out)
 {
     const int T = o->seq_len;
     const uint64_t nwin = eval_windows(val, o);
-    double sum = 0.0;
+    const int W = lina_dist_size(o->dist), r = lina_dist_rank(o->dist);
+    const uint64_t w0 = nwin * (uint64_t)r / (uint64_t)W, w1 = nwin * (uint64_t)(r + 1) / (uint64_t)W;
+    double sum[2] = {0.0, 0.0}; /* loss sum, error or stop */
     *out = NAN;
-    for (uint64_t done = 0; done < nwin;) {
+    int rc = LINA_OK;
+    for (uint64_t done = w0; done < w1;) {
         if (o->stop && *o->stop) {
-            return LINA_OK;
+            sum[1] = 1.0;
+            break;
         }
-        int nb = nwin - done < (uint64_t)o->batch ? (int)(nwin - done) : o->batch;
-        int rc = LINA_OK;
-        if (o->eval_batches > 0) {
-            rc = lina_tok_eval_batch(val, (int64_t)(done / (uint64_t)o->batch), nb, T, tok, tgt);
-        }
-        for (int b = 0; o->eval_batches == 0 && b < nb && rc == LINA_OK; b++) {
+        int nb = w1 - done < (uint64_t)o->batch ? (int)(w1 - done) : o->batch;
+        for (int b = 0; b < nb && rc == LINA_OK; b++) {
+            if (o->eval_batches > 0) {
+                /* window j of the sample: lina_tok_eval_batch's batch j of one */
+                rc = lina_tok_eval_batch(val, (int64_t)(done + (uint64_t)b), 1, T, tok + (size_t)b * T,
+                                         tgt + (size_t)b * T);
+                continue;
+            }
             rc = lina_tok_read(val, (done + (uint64_t)b) * (uint64_t)T, (size_t)T + 1, win);
             memcpy(tok + (size_t)b * T, win, (size_t)T * sizeof *win);
             memcpy(tgt + (size_t)b * T, win + 1, (size_t)T * sizeof *win);
@@ -172,13 +181,42 @@ static int evaluate(lina_trainable *m, const lina_tokfile *val, const lina_train
             rc = run_batch(m, o, tok, tgt, nb, T, 0, &l, ws);
         }
         if (rc != LINA_OK) {
-            return rc;
+            sum[1] = 2.0;
+            break;
         }
-        sum += l * nb;
+        sum[0] += l * nb;
         done += (uint64_t)nb;
     }
-    *out = sum / (double)nwin;
+    int rc2 = lina_dist_sum_d(o->dist, LINA_DIST_WORLD, sum, 2);
+    if (rc != LINA_OK || rc2 != LINA_OK) {
+        return rc != LINA_OK ? rc : rc2;
+    }
+    if (sum[1] >= 2.0) {
+        return lina_set_error(LINA_EIO, "validation failed on another rank (see its message)");
+    }
+    if (sum[1] == 0.0) {
+        *out = sum[0] / (double)nwin;
+    }
     return LINA_OK;
+}
+
+/* Distributed runs: after a step where some ranks may have failed, every rank
+ * learns whether any did (one small all-reduce), so that none waits forever
+ * in a later collective. Returns rc, or an error when another rank failed. */
+static int agree(lina_dist *d, int rc)
+{
+    if (lina_dist_size(d) == 1) {
+        return rc;
+    }
+    double bad = rc != LINA_OK;
+    int r2 = lina_dist_sum_d(d, LINA_DIST_WORLD, &bad, 1);
+    if (rc != LINA_OK) {
+        return rc;
+    }
+    if (r2 != LINA_OK) {
+        return r2;
+    }
+    return bad > 0.0 ? lina_set_error(LINA_EIO, "stopped: another rank failed (its message is above)") : LINA_OK;
 }
 
 /* On resume: one note per option that differs from the checkpoint's run and
@@ -232,9 +270,27 @@ static int nonfinite(int64_t step, const char *what, int have_ckpt, int64_t save
                           (long long)step, what);
 }
 
-int lina_train(lina_trainable *m, const lina_train_opts *o)
+int lina_train(lina_trainable *m, const lina_train_opts *o_in)
 {
+    /* rank 0 alone logs, shows progress and writes checkpoints */
+    lina_train_opts ocopy = *o_in;
+    const lina_train_opts *o = &ocopy;
+    lina_dist *dist = o->dist;
+    const int world = lina_dist_size(dist), rank0 = lina_dist_rank(dist) == 0;
+    ocopy.progress = o_in->progress && rank0;
     int rc = check_opts(m, o);
+    if (rc == LINA_OK) {
+        rc = lina_dist_check_shape(dist, o->batch, o->seq_len);
+    }
+    if (rc == LINA_OK && o->pack && world > 1) {
+        rc = lina_set_error(LINA_EINVAL, "--pack with more than one rank is not supported yet (distributed runs train "
+                                         "whole windows)");
+    }
+    if (rc == LINA_OK && lina_dist_sp_size(dist) > 1) {
+        rc = lina_set_error(LINA_EINVAL, "--sp %d: sequence parallelism is not available yet (use data parallelism: "
+                                         "--sp 1)",
+                            lina_dist_sp_size(dist));
+    }
     if (rc != LINA_OK) {
         return rc;
     }
@@ -249,7 +305,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
     lina_train_state st;
     lina_ws ws;
     FILE *log = NULL;
-    int32_t *tok = NULL, *tgt = NULL, *win = NULL;
+    int32_t *tok = NULL, *tgt = NULL, *win = NULL, *tokl = NULL, *tgtl = NULL;
     memset(&opt, 0, sizeof opt);
     memset(&st, 0, sizeof st);
     lina_ws_init(&ws);
@@ -311,7 +367,9 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
         tok = malloc((size_t)B * T * sizeof(int32_t));
         tgt = malloc((size_t)B * T * sizeof(int32_t));
         win = malloc(((size_t)T + 1) * sizeof(int32_t));
-        if (!tok || !tgt || !win) {
+        tokl = malloc((size_t)B * T * sizeof(int32_t));
+        tgtl = malloc((size_t)B * T * sizeof(int32_t));
+        if (!tok || !tgt || !win || !tokl || !tgtl) {
             rc = lina_set_error(LINA_ENOMEM, "train: out of memory for a batch");
         }
     }
@@ -331,7 +389,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
             rc = lina_set_error(LINA_EINVAL, "%s: the checkpoint is at step %lld, beyond --steps %lld",
                                 o->out_dir, (long long)st.step, (long long)o->steps);
         }
-        if (rc == LINA_OK) {
+        if (rc == LINA_OK && rank0) {
             resume_notes(&st, &saved, have_saved, o);
         }
         for (int i = 0; i < 3; i++) {
@@ -342,12 +400,18 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
         st.batch = B;
         st.seq_len = T;
         st.accum = o->accum;
-        if (rc == LINA_OK) {
+        if (rc == LINA_OK && rank0) {
             rc = trim_log(log_path, st.step);
         }
     }
-    st.opts = o;
+    st.opts = o_in;
+    /* every rank: the same options, model and parameters (after a resume: the
+     * checkpoint's), or one error naming the rank that differs */
+    rc = agree(dist, rc);
     if (rc == LINA_OK) {
+        rc = lina_dist_check_same(dist, m, o, lina_tok_count(data));
+    }
+    if (rc == LINA_OK && rank0) {
         lina_ckpt_cleanup(o->out_dir);
         log = fopen(log_path, o->resume ? "ab" : "wb");
         if (!log) {
@@ -395,12 +459,46 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
     double t_saved = t_start;
     float *params = rc == LINA_OK ? m->params(m->self) : NULL;
     float *grads = rc == LINA_OK ? m->grads(m->self) : NULL;
+    int stop_any = 0; /* a distributed run: some rank was asked to stop */
+    rc = agree(dist, rc);
     while (rc == LINA_OK && st.step < o->steps) {
         const int64_t s = st.step;
         const double t0 = lina_now();
         m->zero_grad(m->self);
         double loss = 0.0;
-        for (int a = 0; a < o->accum && rc == LINA_OK; a++) {
+        for (int a = 0; a < o->accum && rc == LINA_OK && world > 1; a++) {
+            /* every rank draws the same global batch and computes its part */
+            double l = 0.0;
+            rc = lina_tok_sample(data, &st.rng, B, T, tok, tgt);
+            if (rc == LINA_OK) {
+                rc = lina_dist_micro(m, dist, tok, tgt, B, T, a == 0, tokl, tgtl, &l, &ws);
+            }
+            if (rc == LINA_ENONFINITE) {
+                rc = LINA_OK; /* the summed loss is not finite on every rank: stopped below */
+            }
+            loss += l;
+        }
+        if (world > 1) {
+            /* the global loss, and whether any rank failed or was asked to stop */
+            double v[3] = {loss, rc != LINA_OK, o->stop && *o->stop};
+            int r2 = lina_dist_sum_d(dist, LINA_DIST_WORLD, v, 3);
+            if (rc == LINA_OK && r2 != LINA_OK) {
+                rc = r2;
+            }
+            if (rc == LINA_OK && v[1] > 0.0) {
+                rc = lina_set_error(LINA_EIO, "stopped: another rank failed (its message is above)");
+            }
+            if (rc == LINA_OK) {
+                rc = lina_dist_sum_f(dist, LINA_DIST_WORLD, grads, n);
+            }
+            loss = v[0];
+            stop_any = v[2] > 0.0;
+            if (rc == LINA_OK && !isfinite(loss)) {
+                rc = nonfinite(s + 1, isnan(loss) ? "training loss is NaN" : "training loss is Inf", have_ckpt,
+                               saved, o->out_dir);
+            }
+        }
+        for (int a = 0; a < o->accum && rc == LINA_OK && world == 1; a++) {
             double l = 0.0;
             rc = lina_tok_sample(data, &st.rng, B, T, tok, tgt);
             if (rc == LINA_OK) {
@@ -458,14 +556,16 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
                 o->val_losses[s] = vloss;
             }
         }
-        fprintf(log, "{\"step\":%lld,\"loss\":%.17g,\"lr\":%.17g,\"grad_norm\":%.17g,"
-                     "\"tokens_per_s\":%.1f",
-                (long long)st.step, loss, lr, gnorm, tps);
-        if (!isnan(vloss)) {
-            fprintf(log, ",\"val_loss\":%.17g", vloss);
+        if (log) {
+            fprintf(log, "{\"step\":%lld,\"loss\":%.17g,\"lr\":%.17g,\"grad_norm\":%.17g,"
+                         "\"tokens_per_s\":%.1f",
+                    (long long)st.step, loss, lr, gnorm, tps);
+            if (!isnan(vloss)) {
+                fprintf(log, ",\"val_loss\":%.17g", vloss);
+            }
+            fprintf(log, "}\n");
+            fflush(log);
         }
-        fprintf(log, "}\n");
-        fflush(log);
         if (o->progress) {
             double el = lina_now() - t_start;
             double done = (double)(st.step - first);
@@ -489,11 +589,27 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
             }
             fflush(stderr);
         }
-        const int asked = o->stop && *o->stop;
+        const int asked = world > 1 ? stop_any : o->stop && *o->stop;
         int stop = (o->stop_after > 0 && st.step - first >= o->stop_after) || asked;
         if ((o->save_every > 0 && st.step % o->save_every == 0) || st.step == o->steps || stop ||
             (o->save_minutes > 0 && lina_now() - t_saved >= 60.0 * o->save_minutes)) {
-            rc = lina_ckpt_write(o->out_dir, m, &opt, &st, o->tokenizer_path);
+            if (rank0) {
+                rc = lina_ckpt_write(o->out_dir, m, &opt, &st, o->tokenizer_path);
+            }
+            rc = agree(dist, rc);
+            if (rc == LINA_OK && world > 1) {
+                /* every rank applied the same updates: the parameters agree */
+                uint64_t h = lina_dist_params_hash(m), *all = malloc((size_t)world * sizeof *all);
+                rc = all ? lina_dist_allgather_u64(dist, LINA_DIST_WORLD, &h, 1, all)
+                         : lina_set_error(LINA_ENOMEM, "train: out of memory");
+                for (int r = 1; rc == LINA_OK && r < world; r++) {
+                    if (all[r] != all[0]) {
+                        rc = lina_set_error(LINA_EIO, "step %lld: rank %d's parameters differ from rank 0's",
+                                            (long long)st.step, r);
+                    }
+                }
+                free(all);
+            }
             if (rc == LINA_OK) {
                 saved = st.step;
                 have_ckpt = 1;
@@ -518,6 +634,8 @@ int lina_train(lina_trainable *m, const lina_train_opts *o)
     free(tok);
     free(tgt);
     free(win);
+    free(tokl);
+    free(tgtl);
     lina_ws_free(&ws);
     lina_train_state_free(&st);
     lina_adamw_free(&opt);

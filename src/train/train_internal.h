@@ -49,4 +49,26 @@ int lina_mkdirs(const char *path);
  * (called when a run starts, after any resume has read what it needs). */
 void lina_ckpt_cleanup(const char *out_dir);
 
+/* ---- distributed training (dist_train.c; the MPI calls are in src/dist) */
+struct lina_dist;
+/* Rank's part of a global batch [B, T]: sequences b0 .. b0+nb (its dp rank's
+ * share), tokens t0 .. t0+tn of each (its sp rank's piece). */
+void lina_dist_part(const struct lina_dist *d, int B, int T, int *b0, int *nb, int *t0, int *tn);
+/* Every dp rank needs a sequence and every sp rank a token. */
+int lina_dist_check_shape(const struct lina_dist *d, int B, int T);
+/* One micro-batch of an update on this rank: copy its part of the global
+ * batch (tok, tgt [B, T]) into tokl, tgtl, run the model's train step and
+ * weight the gradient it adds by (its targets) / (the global batch's targets),
+ * so that the sum over ranks is the gradient of the global mean loss; first:
+ * the gradient buffer holds nothing yet. *lsum = the weighted local loss (the
+ * sum over ranks is the global mean). */
+int lina_dist_micro(lina_trainable *m, struct lina_dist *d, const int32_t *tok, const int32_t *tgt, int B, int T,
+                    int first, int32_t *tokl, int32_t *tgtl, double *lsum, lina_ws *ws);
+/* At start: every rank has the same options, model and parameters (one
+ * all-gather of three hashes); else an error naming the first rank that
+ * differs. data_tokens: the token file's length. */
+int lina_dist_check_same(struct lina_dist *d, const lina_trainable *m, const lina_train_opts *o,
+                         uint64_t data_tokens);
+uint64_t lina_dist_params_hash(const lina_trainable *m);
+
 #endif

@@ -1,0 +1,332 @@
+/* test_dist.c -- distributed training is exact to one process.
+ *
+ * Run by make test, it starts itself under `mpirun -np 2` and `-np 4`
+ * (--oversubscribe) in worker mode. Each worker builds the same small model,
+ * computes the loss and every parameter gradient of one update on a global
+ * batch in one process (the reference, on every rank), then the same update
+ * distributed (its part of the batch, lina_dist_micro, the all-reduce), and
+ * rank 0 reports the worst relative difference over every tensor. Layouts:
+ * data parallel (uneven batch shares), sequence parallel (uneven pieces,
+ * pieces shorter than one chunk) and the dp x sp grid. In a build without MPI
+ * it checks the one clear error instead. */
+#include "harness.h"
+#include "lina.h"
+#include "../src/dist/dist.h"
+#include "../src/train/train_internal.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#define TOL 1e-5
+
+typedef struct dcase {
+    const char *name, *config;
+    int B, T, accum;
+} dcase;
+
+static const dcase k_cases[] = {
+    {"gla", "{\"model_type\": \"gla\", \"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_heads\": 2, "
+            "\"vocab_size\": 64, \"intermediate_size\": 64}", 5, 37, 1},
+    {"gla accum 2", "{\"model_type\": \"gla\", \"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_heads\": 2, "
+                    "\"vocab_size\": 64, \"intermediate_size\": 64}", 4, 20, 2},
+    {"delta_net", "{\"model_type\": \"delta_net\", \"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_heads\": 2, "
+                  "\"vocab_size\": 64, \"intermediate_size\": 64}", 4, 29, 1},
+};
+
+/* max |a - b| / max |b| */
+static double relerr(const float *a, const float *b, size_t n)
+{
+    double e = 0.0, m = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= e)) {
+            e = d;
+        }
+        if (fabs((double)b[i]) > m) {
+            m = fabs((double)b[i]);
+        }
+    }
+    return m > 0.0 ? e / m : e;
+}
+
+static int worker_case(lina_dist *d, const dcase *c)
+{
+    int rank0 = lina_dist_rank(d) == 0;
+    lina_config cfg;
+    lina_model *m = NULL;
+    lina_trainable t;
+    lina_ws ws;
+    lina_ws_init(&ws);
+    int rc = lina_config_parse(c->config, strlen(c->config), "test config", &cfg);
+    if (rc == LINA_OK) {
+        rc = lina_model_create(&cfg, 7, &m);
+    }
+    if (rc == LINA_OK) {
+        rc = lina_trainable_from_model(m, &t);
+    }
+    if (rc != LINA_OK) {
+        if (rank0) {
+            CHECK(0, "dist %s: model: %s", c->name, lina_last_error());
+        }
+        return rc;
+    }
+    size_t n = lina_model_num_params(m), bt = (size_t)c->B * c->T * c->accum;
+    int32_t *tok = malloc(bt * sizeof *tok), *tgt = malloc(bt * sizeof *tgt);
+    int32_t *tokl = malloc(bt * sizeof *tok), *tgtl = malloc(bt * sizeof *tgt);
+    float *ref = malloc(n * sizeof *ref);
+    unsigned long long s = 12345;
+    for (size_t i = 0; i < bt; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = (int32_t)((s >> 33) % 64);
+        tgt[i] = (int32_t)((s >> 17) % 64);
+    }
+    /* the reference: one process, the whole global batch(es) */
+    double lref = 0.0, ldist = 0.0;
+    lina_model_zero_grad(m);
+    for (int a = 0; a < c->accum && rc == LINA_OK; a++) {
+        double l = 0.0;
+        size_t o = (size_t)a * c->B * c->T;
+        rc = lina_model_train_step(m, tok + o, tgt + o, c->B, c->T, &l, &ws);
+        lref += l;
+    }
+    memcpy(ref, lina_model_grads(m), n * sizeof *ref);
+    /* distributed */
+    lina_model_zero_grad(m);
+    for (int a = 0; a < c->accum && rc == LINA_OK; a++) {
+        double l = 0.0;
+        size_t o = (size_t)a * c->B * c->T;
+        rc = lina_dist_micro(&t, d, tok + o, tgt + o, c->B, c->T, a == 0, tokl, tgtl, &l, &ws);
+        ldist += l;
+    }
+    if (rc == LINA_OK) {
+        rc = lina_dist_sum_d(d, LINA_DIST_WORLD, &ldist, 1);
+    }
+    if (rc == LINA_OK) {
+        rc = lina_dist_sum_f(d, LINA_DIST_WORLD, lina_model_grads(m), n);
+    }
+    double worst = 0.0;
+    const char *wname = "";
+    int nt = lina_model_num_tensors(m);
+    for (int i = 0; rc == LINA_OK && i < nt; i++) {
+        const char *name;
+        const int64_t *shape;
+        int ndim, decay;
+        size_t off;
+        lina_model_tensor(m, i, &name, &ndim, &shape, &off, &decay);
+        size_t numel = 1;
+        for (int k = 0; k < ndim; k++) {
+            numel *= (size_t)shape[k];
+        }
+        double e = relerr(lina_model_grads(m) + off, ref + off, numel);
+        if (!(e <= worst)) {
+            worst = e;
+            wname = name;
+        }
+    }
+    double lerr = fabs(ldist - lref) / fabs(lref);
+    if (rank0) {
+        if (rc != LINA_OK) {
+            CHECK(0, "dist %s: %s", c->name, lina_last_error());
+        } else {
+            CHECK(lerr <= TOL && worst <= TOL,
+                  "dist %s, %d ranks = %d dp x %d sp, B %d T %d: loss rel %.1e, worst gradient rel %.1e (%s; %d "
+                  "tensors)",
+                  c->name, lina_dist_size(d), lina_dist_dp_size(d), lina_dist_sp_size(d), c->B, c->T, lerr, worst,
+                  wname, nt);
+        }
+    }
+    free(tok);
+    free(tgt);
+    free(tokl);
+    free(tgtl);
+    free(ref);
+    lina_ws_free(&ws);
+    lina_model_free(m);
+    return rc;
+}
+
+static int worker(int sp)
+{
+    lina_set_threads(1);
+    lina_dist *d = NULL;
+    if (lina_dist_init(sp, 0, &d) != LINA_OK) {
+        printf("FAIL dist worker: %s\n", lina_last_error());
+        return 1;
+    }
+    int bad = 0;
+    for (size_t i = 0; i < sizeof k_cases / sizeof k_cases[0]; i++) {
+        bad |= worker_case(d, &k_cases[i]) != LINA_OK;
+    }
+    /* the layout errors: --sp that does not divide the job, --dp that does not match */
+    lina_dist *e = NULL;
+    int r1 = lina_dist_init(lina_dist_size(d) + 1, 0, &e);
+    int r2 = lina_dist_init(1, lina_dist_size(d) + 1, &e);
+    if (lina_dist_rank(d) == 0) {
+        CHECK(r1 == LINA_EINVAL && r2 == LINA_EINVAL && strstr(lina_last_error(), "mpirun -np"),
+              "dist: --sp / --dp that do not fit %d ranks are one error (%s)", lina_dist_size(d), lina_last_error());
+    }
+    lina_dist_free(d);
+    return bad || th_exit();
+}
+
+/* the training losses of DIR/log.jsonl into l[0..cap); returns the count */
+static int read_losses(const char *dir, double *l, int cap)
+{
+    char path[512], line[1024];
+    snprintf(path, sizeof path, "%s/log.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && n < cap && fgets(line, sizeof line, f)) {
+        long long st;
+        double v;
+        if (sscanf(line, "{\"step\":%lld,\"loss\":%lf", &st, &v) == 2 && st == n + 1) {
+            l[n++] = v;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    return n;
+}
+
+/* worst |a - b| / |b| over n losses */
+static double loss_err(const double *a, const double *b, int n)
+{
+    double e = 0.0;
+    for (int i = 0; i < n; i++) {
+        double d = fabs(a[i] - b[i]) / fabs(b[i]);
+        if (!(d <= e)) {
+            e = d;
+        }
+    }
+    return e;
+}
+
+#define MPIRUN "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 mpirun --oversubscribe"
+#define STEPS 40
+
+/* lina train under mpirun: losses equal to one process, a rank killed
+ * mid-run leaves the last checkpoint and --resume finishes the run, a run
+ * resumed with another rank count (4 -> 1) continues with the same losses,
+ * ranks with different options stop at start. */
+static void cli_tests(const char *dir)
+{
+    char bin[4096];
+    if (!realpath(getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina", bin)) {
+        CHECK(0, "dist cli: no lina binary (LINA_BIN)");
+        return;
+    }
+    char cmd[16384], out[65536], err[65536], path[512];
+    uint32_t toks[6000];
+    unsigned long long s = 99;
+    for (int i = 0; i < 6000; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        toks[i] = (uint32_t)((s >> 33) % 48);
+    }
+    snprintf(path, sizeof path, "%s/train.tok", dir);
+    CHECK(lina_tok_write(path, toks, 6000, 64, 2) == LINA_OK, "dist cli: token file");
+    snprintf(path, sizeof path, "%s/gla.json", dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(k_cases[0].config, f);
+        fclose(f);
+    }
+    const char *common = "--config %s/gla.json --data %s/train.tok --batch 16 --seq-len 96 --lr 3e-3 --threads 1 --quiet";
+    char args[1024];
+    snprintf(args, sizeof args, common, dir, dir);
+    double ref[STEPS], got[STEPS];
+    /* the reference: one process */
+    snprintf(cmd, sizeof cmd, "%s train %s --steps %d --out %s/one", bin, args, STEPS, dir);
+    int st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    snprintf(path, sizeof path, "%s/one", dir);
+    CHECK(st == 0 && read_losses(path, ref, STEPS) == STEPS, "dist cli: one-process run (status %d %.200s)", st, st ? err : "");
+
+    /* 2 ranks, one of them killed mid-run; then --resume with 2 ranks */
+    snprintf(cmd, sizeof cmd,
+             "cd %s && { " MPIRUN " -np 2 %s train %s --steps %d --save-every 5 --out %s/kill & mp=$!; i=0; "
+             "while [ $i -lt 3000 ] && [ \"$(cat kill/log.jsonl 2>/dev/null | wc -l)\" -lt 12 ]; do sleep 0.02; "
+             "i=$((i+1)); done; "
+             "kid=$(for p in /proc/[0-9]*; do [ \"$(awk '{print $4}' $p/stat 2>/dev/null)\" = $mp ] && "
+             "echo ${p#/proc/}; done | tail -n 1); kill -9 $kid; wait $mp; echo \"mpirun $?\"; }",
+             dir, bin, args, STEPS, dir);
+    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    snprintf(path, sizeof path, "%s/kill", dir);
+    int done = read_losses(path, got, STEPS);
+    char tj[512];
+    snprintf(tj, sizeof tj, "%s/kill/checkpoint/trainer.json", dir);
+    CHECK(!strstr(out, "mpirun 0") && done >= 12 && done < STEPS && access(tj, R_OK) == 0,
+          "dist cli: a rank killed at step %d of %d ends the job (%.40s), the checkpoint is intact", done, STEPS,
+          out);
+    snprintf(cmd, sizeof cmd, MPIRUN " -np 2 %s train --out %s/kill --resume --quiet --threads 1", bin, dir);
+    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    done = read_losses(path, got, STEPS);
+    double e = loss_err(got, ref, STEPS);
+    CHECK(st == 0 && done == STEPS && e <= TOL,
+          "dist cli: --resume with 2 ranks finishes the run; its %d losses equal one process's to %.1e (status %d "
+          "%.200s)",
+          done, e, st, st ? err : "");
+
+    /* 4 ranks for 15 steps, then one process resumes */
+    snprintf(cmd, sizeof cmd, MPIRUN " -np 4 %s train %s --steps %d --stop-after 15 --out %s/four && %s train --out "
+             "%s/four --resume --quiet --threads 1",
+             bin, args, STEPS, dir, bin, dir);
+    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    snprintf(path, sizeof path, "%s/four", dir);
+    done = read_losses(path, got, STEPS);
+    e = loss_err(got, ref, STEPS);
+    CHECK(st == 0 && done == STEPS && e <= TOL,
+          "dist cli: 15 steps on 4 ranks, then one process --resume: %d losses equal an uninterrupted one-process "
+          "run to %.1e (status %d %.200s)",
+          done, e, st, st ? err : "");
+
+    /* different options on the two ranks (MPMD) */
+    snprintf(cmd, sizeof cmd, MPIRUN " -np 1 %s train %s --steps 3 --out %s/mm : -np 1 %s train %s --steps 3 --lr 1e-3 "
+             "--out %s/mm",
+             bin, args, dir, bin, args, dir);
+    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    const char *why = strstr(err, "rank 1's");
+    CHECK(st != 0 && why && strstr(why, "differ from rank 0's"),
+          "dist cli: ranks with different options stop at start (status %d: %.120s)", st, why ? why : err);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && !strcmp(argv[1], "--worker")) {
+        return worker(atoi(argv[2]));
+    }
+    if (!lina_dist_built()) {
+        lina_dist *d = NULL;
+        int rc = lina_dist_init(1, 2, &d);
+        CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "without MPI"),
+              "dist: built without MPI, --dp 2 is one clear error (%s)", lina_last_error());
+        return th_exit();
+    }
+    char dir[] = "/tmp/lina_dist_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "dist: mkdtemp");
+        return th_exit();
+    }
+    /* np x sp layouts */
+    static const int runs[][2] = {{2, 1}, {4, 1}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char cmd[4096], out[65536], err[65536];
+        snprintf(cmd, sizeof cmd,
+                 "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
+                 "timeout 300 mpirun --oversubscribe -np %d %s --worker %d",
+                 runs[i][0], argv[0], runs[i][1]);
+        int st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+        fputs(out, stdout);
+        if (strstr(out, "FAIL ")) {
+            th_failed++;
+        }
+        CHECK(st == 0 && strstr(out, "ok "), "dist: mpirun -np %d worker --sp %d exits 0 (status %d%s%.300s)",
+              runs[i][0], runs[i][1], st, st ? "; stderr: " : "", st ? err : "");
+    }
+    cli_tests(dir);
+    char rm[128];
+    snprintf(rm, sizeof rm, "rm -rf %s", dir);
+    if (system(rm) != 0) {
+        printf("# could not remove %s\n", dir);
+    }
+    return th_exit();
+}
