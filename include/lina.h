@@ -874,6 +874,7 @@ int lina_tok_eval_batch(const lina_tokfile *f, int64_t i, int B, int T, int32_t 
  * the optimizer and the checkpoints work with lina_model (lina_trainable_from_model)
  * or any other model. Tensor views name slices of the one parameter buffer.
  */
+struct lina_sp; /* sequence parallelism: internal (src/nn/kind.h) */
 typedef struct lina_trainable {
     void *self;
     size_t (*num_params)(const void *self);
@@ -897,6 +898,9 @@ typedef struct lina_trainable {
                              const int64_t *cu, int64_t ncu, double *loss, lina_ws *ws);
     int (*eval_loss_varlen)(void *self, const int32_t *tokens, const int32_t *targets, int B, int T,
                             const int64_t *cu, int64_t ncu, double *loss, lina_ws *ws);
+    /* optional: sequence parallelism for the following train steps (the
+     * distributed trainer's; NULL turns it off); NULL: not supported */
+    int (*set_sp)(void *self, const struct lina_sp *sp);
 } lina_trainable;
 
 /* Fill *out with callbacks onto the model m (which must outlive it). */

@@ -12,6 +12,7 @@
 #include "harness.h"
 #include "lina.h"
 #include "../src/dist/dist.h"
+#include "../src/nn/kind.h"
 #include "../src/train/train_internal.h"
 
 #include <string.h>
@@ -22,15 +23,37 @@
 typedef struct dcase {
     const char *name, *config;
     int B, T, accum;
+    int sp;  /* the mixer has sequence parallelism (else --sp > 1 is refused) */
 } dcase;
 
+#define SMALL "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_heads\": 2, \"vocab_size\": 64, " \
+              "\"intermediate_size\": 64"
+
+/* T = 37 on 2 / 4 pieces: uneven pieces of 18-19 / 9-10 tokens, all shorter
+ * than one chunk (64); T = 150: pieces longer than a chunk, and not a multiple of it */
 static const dcase k_cases[] = {
-    {"gla", "{\"model_type\": \"gla\", \"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_heads\": 2, "
-            "\"vocab_size\": 64, \"intermediate_size\": 64}", 5, 37, 1},
-    {"gla accum 2", "{\"model_type\": \"gla\", \"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_heads\": 2, "
-                    "\"vocab_size\": 64, \"intermediate_size\": 64}", 4, 20, 2},
-    {"delta_net", "{\"model_type\": \"delta_net\", \"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_heads\": 2, "
-                  "\"vocab_size\": 64, \"intermediate_size\": 64}", 4, 29, 1},
+    {"gla", "{\"model_type\": \"gla\", " SMALL "}", 5, 37, 1, 1},
+    {"gla accum 2", "{\"model_type\": \"gla\", " SMALL "}", 4, 20, 2, 1},
+    {"gla T 150", "{\"model_type\": \"gla\", " SMALL "}", 2, 150, 1, 1},
+    {"retnet", "{\"model_type\": \"retnet\", " SMALL "}", 3, 37, 1, 1},
+    {"gla short convs", "{\"model_type\": \"gla\", \"use_short_conv\": true, " SMALL "}", 3, 37, 1, 1},
+    {"hgrn2", "{\"model_type\": \"hgrn2\", \"expand_ratio\": 16, " SMALL "}", 3, 37, 1, 1},
+    {"linear_attn hedgehog", "{\"model_type\": \"linear_attn\", \"feature_map\": \"hedgehog\", " SMALL "}", 3, 37, 1,
+     1},
+    {"mamba2 (conv halo)", "{\"model_type\": \"mamba2\", \"head_dim\": 16, \"state_size\": 8, \"expand\": 2, "
+     "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": 64}", 3, 37, 1, 1},
+    {"mamba2 short pieces", "{\"model_type\": \"mamba2\", \"head_dim\": 16, \"state_size\": 8, \"expand\": 2, "
+     "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": 64}", 2, 9, 1, 1},
+    {"gla hybrid (attention on layer 1)", "{\"model_type\": \"gla\", \"attn\": {\"layers\": [1], \"num_heads\": 2}, "
+     SMALL "}", 3, 37, 1, 0},
+    {"delta_net (short convs)", "{\"model_type\": \"delta_net\", " SMALL "}", 4, 29, 1, 1},
+    {"gated_deltanet (short convs, pieces of 2-3 tokens)", "{\"model_type\": \"gated_deltanet\", \"head_dim\": 16, "
+     "\"expand_v\": 2, " SMALL "}", 2, 9, 1, 1},
+    {"delta_net", "{\"model_type\": \"delta_net\", \"use_short_conv\": false, " SMALL "}", 3, 37, 1, 1},
+    {"gated_deltanet", "{\"model_type\": \"gated_deltanet\", \"use_short_conv\": false, \"head_dim\": 16, "
+     "\"expand_v\": 2, " SMALL "}", 3, 37, 1, 1},
+    {"gated_deltaproduct", "{\"model_type\": \"gated_deltaproduct\", \"use_short_conv\": false, \"head_dim\": 16, "
+     "\"num_householder\": 2, " SMALL "}", 2, 37, 1, 1},
 };
 
 /* max |a - b| / max |b| */
@@ -70,6 +93,24 @@ static int worker_case(lina_dist *d, const dcase *c)
         }
         return rc;
     }
+    lina_sp sp;
+    rc = lina_dist_sp_init(&t, d, c->B, c->T, &sp);
+    if (lina_dist_sp_size(d) > 1 && !c->sp) {
+        /* a mixer without a piece summary: refused with one error naming it */
+        if (rank0) {
+            CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "sequence parallelism (--sp)"),
+                  "dist %s: --sp %d is refused (%s)", c->name, lina_dist_sp_size(d), lina_last_error());
+        }
+        lina_model_free(m);
+        return LINA_OK;
+    }
+    if (rc != LINA_OK) {
+        if (rank0) {
+            CHECK(0, "dist %s: sp: %s", c->name, lina_last_error());
+        }
+        lina_model_free(m);
+        return rc;
+    }
     size_t n = lina_model_num_params(m), bt = (size_t)c->B * c->T * c->accum;
     int32_t *tok = malloc(bt * sizeof *tok), *tgt = malloc(bt * sizeof *tgt);
     int32_t *tokl = malloc(bt * sizeof *tok), *tgtl = malloc(bt * sizeof *tgt);
@@ -95,7 +136,7 @@ static int worker_case(lina_dist *d, const dcase *c)
     for (int a = 0; a < c->accum && rc == LINA_OK; a++) {
         double l = 0.0;
         size_t o = (size_t)a * c->B * c->T;
-        rc = lina_dist_micro(&t, d, tok + o, tgt + o, c->B, c->T, a == 0, tokl, tgtl, &l, &ws);
+        rc = lina_dist_micro(&t, d, &sp, tok + o, tgt + o, c->B, c->T, a == 0, tokl, tgtl, &l, &ws);
         ldist += l;
     }
     if (rc == LINA_OK) {
@@ -140,6 +181,7 @@ static int worker_case(lina_dist *d, const dcase *c)
     free(tokl);
     free(tgtl);
     free(ref);
+    lina_sp_keep_free(&sp);
     lina_ws_free(&ws);
     lina_model_free(m);
     return rc;
@@ -279,6 +321,17 @@ static void cli_tests(const char *dir)
           "run to %.1e (status %d %.200s)",
           done, e, st, st ? err : "");
 
+    /* the dp x sp grid through lina train: 2 data-parallel groups of 2 pieces */
+    snprintf(cmd, sizeof cmd, MPIRUN " -np 4 %s train %s --steps %d --stop-after 10 --sp 2 --out %s/grid", bin, args,
+             STEPS, dir);
+    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    snprintf(path, sizeof path, "%s/grid", dir);
+    done = read_losses(path, got, STEPS);
+    e = loss_err(got, ref, 10);
+    CHECK(st == 0 && done == 10 && e <= TOL,
+          "dist cli: lina train on 4 ranks = 2 dp x 2 sp: %d losses equal one process's to %.1e (status %d %.200s)",
+          done, e, st, st ? err : "");
+
     /* different options on the two ranks (MPMD) */
     snprintf(cmd, sizeof cmd, MPIRUN " -np 1 %s train %s --steps 3 --out %s/mm : -np 1 %s train %s --steps 3 --lr 1e-3 "
              "--out %s/mm",
@@ -307,7 +360,7 @@ int main(int argc, char **argv)
         return th_exit();
     }
     /* np x sp layouts */
-    static const int runs[][2] = {{2, 1}, {4, 1}};
+    static const int runs[][2] = {{2, 1}, {4, 1}, {2, 2}, {4, 4}, {4, 2}};
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
         char cmd[4096], out[65536], err[65536];
         snprintf(cmd, sizeof cmd,

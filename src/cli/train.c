@@ -269,7 +269,19 @@ int lina_cmd_train(int argc, char **argv)
         o.stop = &stop_requested;
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);
+        lina_dist_reset_stats(dist);
+        double t0 = lina_now();
         rc = lina_train(&t, &o);
+        double el = lina_now() - t0;
+        if (lina_dist_size(dist) > 1 && o.progress) {
+            /* every rank's traffic and time in MPI calls, one line each (rank order not guaranteed) */
+            lina_dist_stats ds;
+            lina_dist_get_stats(dist, &ds);
+            fprintf(stderr, "mpi: rank %d: %.3g MB into collectives (%.3g MB all-gathers), %.2f s of %.2f s in MPI "
+                            "calls (%.1f%%; %.2f s all-gathers)\n",
+                    lina_dist_rank(dist), ds.bytes / 1e6, ds.gather_bytes / 1e6, ds.seconds, el,
+                    100.0 * ds.seconds / (el > 0 ? el : 1), ds.gather_seconds);
+        }
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
     }

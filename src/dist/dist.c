@@ -225,8 +225,11 @@ int lina_dist_allgather_f(lina_dist *d, lina_dist_scope s, const float *send, si
     if (n > (size_t)INT32_MAX) {
         return lina_set_error(LINA_EINVAL, "dist: all-gather of %zu floats is too large", n);
     }
+    double t0 = lina_now();
     DIST_CALL(d, n * sizeof(float),
               MPI_Allgather(send, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, d->comm[s]));
+    d->stats.gather_seconds += lina_now() - t0;
+    d->stats.gather_bytes += (double)n * sizeof(float);
 #endif
     return LINA_OK;
 }

@@ -63,7 +63,8 @@ extern size_t lina_dist_bucket;
 /* Traffic and time in MPI calls since the start (or the last reset): bytes
  * this rank sent into collectives, seconds spent inside them, calls. */
 typedef struct lina_dist_stats {
-    double bytes, seconds;
+    double bytes, seconds;   /* all collectives */
+    double gather_bytes, gather_seconds; /* of which all-gathers */
     int64_t calls;
 } lina_dist_stats;
 void lina_dist_get_stats(const lina_dist *d, lina_dist_stats *s);

@@ -121,6 +121,8 @@ struct lina_model {
     /* rows with their own states (lina_model_decode_rows): while row_st, each mixer runs
      * once per row b on row_st[b] (a B = 1 state) */
     lina_model_state *const *row_st;
+    const lina_sp *sp;    /* sequence parallelism in training steps, or NULL */
+    int in_train;         /* a training step is running (sp applies) */
 };
 
 /* ================================================================ helpers */
@@ -671,6 +673,7 @@ static int block_run(const lina_model *m, const model_block *e, float *P, float 
     cl.shared = m->shared_work;
     cl.form = form;
     cl.ws = ws;
+    cl.sp = m->in_train ? m->sp : NULL;
     if (!G) {
         cl.out = out_dx;
         cl.state = state;
@@ -928,6 +931,23 @@ static int loss_of(lina_model *m, const int32_t *targets, int N, double *loss, i
     return lina_cross_entropy_forward(loss, count, m->lse, m->logits, targets, N, m->vocab);
 }
 
+int lina_model_set_sp(lina_model *m, const lina_sp *sp)
+{
+    for (int l = 0; sp && l < m->L; l++) {
+        const lina_mixer_vt *vt = m->layers[l].mix->vt;
+        if (!(vt->flags & LINA_KIND_SP)) {
+            return lina_set_error(LINA_EINVAL, "%s: sequence parallelism (--sp) is not available for its %s layers "
+                                               "(docs/distributed.md lists the mixers that have it)",
+                                  lina_model_type_name(m->cfg.model_type), vt->name);
+        }
+    }
+    m->sp = sp;
+    return LINA_OK;
+}
+
+static int train_step(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, double *loss,
+                      lina_ws *ws);
+
 int lina_model_train_step(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, double *loss,
                           lina_ws *ws)
 {
@@ -935,6 +955,18 @@ int lina_model_train_step(lina_model *m, const int32_t *tokens, const int32_t *t
         return lina_set_error(LINA_EINVAL, "model: blocks %d..%d are replaced by a linear map; it cannot train",
                               m->rep_from, m->rep_to);
     }
+    if (!m) {
+        return lina_set_error(LINA_EINVAL, "model: bad arguments");
+    }
+    m->in_train = 1;
+    int rc = train_step(m, tokens, targets, B, T, loss, ws);
+    m->in_train = 0;
+    return rc;
+}
+
+static int train_step(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, double *loss,
+                      lina_ws *ws)
+{
     int rc = model_forward(m, tokens, B, T, LINA_FORM_CHUNK, NULL, ws);
     double l = 0.0;
     int64_t count = 0;

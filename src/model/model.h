@@ -35,4 +35,10 @@ const lina_mixer_vt *lina_kind_of_model(const lina_config *c);
 const lina_mixer_vt *lina_kind_of_layer(const lina_config *c, int layer);
 const lina_mixer_vt *lina_kind_of_ffn(const lina_config *c);
 
+/* Sequence parallelism (kind.h): the model's tokens are then one piece of
+ * each sequence, and the mixers exchange summaries through sp in training
+ * steps (not in evaluation or decoding). NULL turns it off. An error naming
+ * the mixer when a layer's kind lacks LINA_KIND_SP. sp must outlive its use. */
+int lina_model_set_sp(lina_model *m, const lina_sp *sp);
+
 #endif

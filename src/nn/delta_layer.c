@@ -109,10 +109,18 @@ static float sigm(float x)
 int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
                      const lina_gdn_params *p, int B, int T, float *cache, lina_form form, lina_ws *ws)
 {
+    return lina_gdn_forward_sp(out, a, x, d, p, B, T, cache, NULL, form, ws);
+}
+
+int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
+                        const lina_gdn_params *p, int B, int T, float *cache, const lina_sp *sp, lina_form form,
+                        lina_ws *ws)
+{
     int rc = lina_gdn_check_dims(d);
     if (rc) {
         return rc;
     }
+
     int N = B * T, D = d->D, H = d->H, NV = nv_of(d), m = ns_of(d), HK = H * d->K, VV = NV * d->V,
         W = d->conv_size;
     size_t nm = (size_t)N * m;
@@ -131,9 +139,18 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
     lina_linear_forward(a->vp, x, p->v_proj, NULL, N, D, m * VV);
     const int sc = d->use_short_conv;
     const lina_act qka = d->qk_act == LINA_QK_SILU ? LINA_ACT_SILU : LINA_ACT_NONE;
-    lina_conv_act_forward(a->qc, a->qp, sc ? p->q_conv : NULL, cq, B, T, HK, W, qka);
-    lina_conv_act_forward(a->kc, a->kp, sc ? p->k_conv : NULL, ck, B, T, m * HK, W, qka);
-    lina_conv_act_forward(a->v, a->vp, sc ? p->v_conv : NULL, cv, B, T, m * VV, W, LINA_ACT_SILU);
+    if (sc && sp && sp->size > 1) {
+        /* with the inputs before this piece */
+        if ((rc = lina_sp_conv_forward(sp, a->qc, a->qp, p->q_conv, NULL, B, T, HK, W, qka)) ||
+            (rc = lina_sp_conv_forward(sp, a->kc, a->kp, p->k_conv, NULL, B, T, m * HK, W, qka)) ||
+            (rc = lina_sp_conv_forward(sp, a->v, a->vp, p->v_conv, NULL, B, T, m * VV, W, LINA_ACT_SILU))) {
+            return rc;
+        }
+    } else {
+        lina_conv_act_forward(a->qc, a->qp, sc ? p->q_conv : NULL, cq, B, T, HK, W, qka);
+        lina_conv_act_forward(a->kc, a->kp, sc ? p->k_conv : NULL, ck, B, T, m * HK, W, qka);
+        lina_conv_act_forward(a->v, a->vp, sc ? p->v_conv : NULL, cv, B, T, m * VV, W, LINA_ACT_SILU);
+    }
     if (d->qk_act == LINA_QK_RELU || d->qk_act == LINA_QK_ELU) {
         lina_phi_forward(a->qc, a->qc, (size_t)N * HK, d->qk_act == LINA_QK_ELU);
         lina_phi_forward(a->kc, a->kc, nm * HK, d->qk_act == LINA_QK_ELU);
@@ -167,7 +184,7 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
     lina_mix_dims md = lina_layer_mix(B, T, nv_of(d), d->K, d->V, 64, 0.0f);
     lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, st, m};
     lina_delta_out o = {a->o, st, NULL}; /* the state is updated in place */
-    rc = lina_delta_fwd(&md, &in, &o, form, ws);
+    rc = lina_sp_delta_fwd(sp, d, &md, &in, &o, form, ws);
     if (rc) {
         return rc;
     }
@@ -179,7 +196,7 @@ int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gd
 
 int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const float *x, const lina_gdn_acts *a,
                       const lina_gdn_dims *d, const lina_gdn_params *p, int B, int T, float *scratch,
-                      lina_form form, lina_ws *ws)
+                      const lina_sp *sp, lina_form form, lina_ws *ws)
 {
     int rc = lina_gdn_check_dims(d);
     if (rc) {
@@ -213,7 +230,7 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, NULL, m};
     lina_delta_grad_in gin = {dO, NULL, NULL};
     lina_delta_grad_out gout = {dqe, dke, dv, dbeta, d->gated ? dg : NULL, NULL};
-    if ((rc = lina_delta_bwd(&md, &in, &gin, &gout, form, ws))) {
+    if ((rc = lina_sp_delta_bwd(sp, d, &md, &in, &gin, &gout, form, ws))) {
         return rc;
     }
     if (NV != H) {
@@ -246,9 +263,19 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     memset(dvp, 0, nm * VV * sizeof(float));
     const int sc = d->use_short_conv, W = d->conv_size;
     const lina_act qka = d->qk_act == LINA_QK_SILU ? LINA_ACT_SILU : LINA_ACT_NONE;
-    lina_conv_act_backward(dqp, gp->q_conv, dqa, a->qp, sc ? p->q_conv : NULL, B, T, HK, W, qka);
-    lina_conv_act_backward(dkp, gp->k_conv, dka, a->kp, sc ? p->k_conv : NULL, B, T, m * HK, W, qka);
-    lina_conv_act_backward(dvp, gp->v_conv, dv, a->vp, sc ? p->v_conv : NULL, B, T, m * VV, W, LINA_ACT_SILU);
+    if (sc && sp && sp->size > 1) {
+        if ((rc = lina_sp_conv_backward(sp, dqp, gp->q_conv, NULL, dqa, a->qp, p->q_conv, NULL, B, T, HK, W, qka)) ||
+            (rc = lina_sp_conv_backward(sp, dkp, gp->k_conv, NULL, dka, a->kp, p->k_conv, NULL, B, T, m * HK, W,
+                                        qka)) ||
+            (rc = lina_sp_conv_backward(sp, dvp, gp->v_conv, NULL, dv, a->vp, p->v_conv, NULL, B, T, m * VV, W,
+                                        LINA_ACT_SILU))) {
+            return rc;
+        }
+    } else {
+        lina_conv_act_backward(dqp, gp->q_conv, dqa, a->qp, sc ? p->q_conv : NULL, B, T, HK, W, qka);
+        lina_conv_act_backward(dkp, gp->k_conv, dka, a->kp, sc ? p->k_conv : NULL, B, T, m * HK, W, qka);
+        lina_conv_act_backward(dvp, gp->v_conv, dv, a->vp, sc ? p->v_conv : NULL, B, T, m * VV, W, LINA_ACT_SILU);
+    }
     /* g = -exp(A_log) softplus(a + dt_bias): dg -> d(a) in place */
     if (d->gated) {
         lina_decay_backward(dg, gp->A_log, gp->dt_bias, a->a, a->g, p->A_log, p->dt_bias, (size_t)N, NV);
@@ -414,7 +441,7 @@ static int gdn_kind_forward(const lina_mixer_call *c)
     lina_gdn_acts a;
     gdn_views(c->P, &p);
     lina_gdn_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_gdn_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->state, c->form, c->ws);
+    return lina_gdn_forward_sp(c->out, &a, c->x, d, &p, c->B, c->T, c->state, c->sp, c->form, c->ws);
 }
 
 static int gdn_kind_backward(const lina_mixer_call *c)
@@ -425,7 +452,7 @@ static int gdn_kind_backward(const lina_mixer_call *c)
     gdn_views(c->P, &p);
     gdn_views(c->G, &gp);
     lina_gdn_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_gdn_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->form, c->ws);
+    return lina_gdn_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->sp, c->form, c->ws);
 }
 
 const lina_mixer_vt lina_delta_kind = {
@@ -436,4 +463,5 @@ const lina_mixer_vt lina_delta_kind = {
     .state_floats = gdn_state,
     .forward = gdn_kind_forward,
     .backward = gdn_kind_backward,
+    .flags = LINA_KIND_SP,
 };

@@ -139,17 +139,18 @@ int lina_gla_forward_at(float *out, lina_gla_acts *a, const float *x, const lina
                         const lina_gla_params *p, int B, int T, const float *h0, float *ht, int64_t pos0,
                         lina_form form, lina_ws *ws)
 {
-    return lina_gla_forward_cached(out, a, x, d, p, B, T, h0, ht, NULL, pos0, form, ws);
+    return lina_gla_forward_cached(out, a, x, d, p, B, T, h0, ht, NULL, pos0, NULL, form, ws);
 }
 
 int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
                             const lina_gla_params *p, int B, int T, const float *h0, float *ht,
-                            float *conv_cache, int64_t pos0, lina_form form, lina_ws *ws)
+                            float *conv_cache, int64_t pos0, const lina_sp *sp, lina_form form, lina_ws *ws)
 {
     int rc = lina_gla_check_dims(d);
     if (rc) {
         return rc;
     }
+
     int N = B * T, D = d->D, H = d->H, Hkv = hkv_of(d), HK = d->H * d->K, HV = d->H * d->V;
     int GK = Hkv * d->K, GV = Hkv * d->V, R = LINA_GLA_GATE_RANK;
     /* projections: q [N,HK]; kk [N,GK]; vv [N,GV]; gr [N,R]; gk, gg [N,GK]; gate [N,HV] */
@@ -159,9 +160,18 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
     if (d->use_short_conv) {
         int W = d->conv_size;
         float *cq = conv_cache, *ck = cq ? cq + (size_t)B * HK * W : NULL, *cv = ck ? ck + (size_t)B * GK * W : NULL;
-        lina_shortconv_forward(a->q, a->qc, p->q_conv, NULL, cq, cq, B, T, HK, W, LINA_ACT_SILU);
-        lina_shortconv_forward(a->kk, a->kc, p->k_conv, NULL, ck, ck, B, T, GK, W, LINA_ACT_SILU);
-        lina_shortconv_forward(a->vv, a->vc, p->v_conv, NULL, cv, cv, B, T, GV, W, LINA_ACT_SILU);
+        if (sp && sp->size > 1) {
+            /* with the inputs before this piece */
+            if ((rc = lina_sp_conv_forward(sp, a->q, a->qc, p->q_conv, NULL, B, T, HK, W, LINA_ACT_SILU)) ||
+                (rc = lina_sp_conv_forward(sp, a->kk, a->kc, p->k_conv, NULL, B, T, GK, W, LINA_ACT_SILU)) ||
+                (rc = lina_sp_conv_forward(sp, a->vv, a->vc, p->v_conv, NULL, B, T, GV, W, LINA_ACT_SILU))) {
+                return rc;
+            }
+        } else {
+            lina_shortconv_forward(a->q, a->qc, p->q_conv, NULL, cq, cq, B, T, HK, W, LINA_ACT_SILU);
+            lina_shortconv_forward(a->kk, a->kc, p->k_conv, NULL, ck, ck, B, T, GK, W, LINA_ACT_SILU);
+            lina_shortconv_forward(a->vv, a->vc, p->v_conv, NULL, cv, cv, B, T, GV, W, LINA_ACT_SILU);
+        }
     }
     float g_head[GLA_MAX_HEADS];
     if (d->retention) {
@@ -193,7 +203,7 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
         in.g = g_head;
     }
     lina_dd_out o = {a->o, ht, NULL};
-    if ((rc = lina_dd_fwd(&md, &in, &o, form, ws))) {
+    if ((rc = lina_sp_dd_fwd(sp, d, &md, &in, &o, form, ws))) {
         return rc;
     }
     /* per-head output norm y [N*H, V], out [N,D] = y Wo^T */
@@ -204,7 +214,8 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
 
 int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const float *x,
                       const lina_gla_acts *a, const lina_gla_dims *d, const lina_gla_params *p,
-                      int B, int T, const float *h0, float *scratch, lina_form form, lina_ws *ws)
+                      int B, int T, const float *h0, float *scratch, const lina_sp *sp, lina_form form,
+                      lina_ws *ws)
 {
     int rc = lina_gla_check_dims(d);
     if (rc) {
@@ -245,7 +256,7 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
         in.g = g_head;
         gout.dg = NULL;
     }
-    if ((rc = lina_dd_bwd(&md, &in, &gin, &gout, form, ws))) {
+    if ((rc = lina_sp_dd_bwd(sp, d, &md, &in, &gin, &gout, form, ws))) {
         return rc;
     }
     if (Hkv != H) {
@@ -256,9 +267,10 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
         }
     }
     if (d->retention) {
-        /* RoPE transposed (training starts at position 0) */
-        if ((rc = lina_rope_backward(dq, dq, B, T, H, d->K, 0, GLA_ROPE_BASE)) ||
-            (rc = lina_rope_backward(dkk, dkk, B, T, Hkv, d->K, 0, GLA_ROPE_BASE))) {
+        /* RoPE transposed (training starts at position 0, or at its piece's first position) */
+        const int64_t pos0 = sp ? sp->pos0 : 0;
+        if ((rc = lina_rope_backward(dq, dq, B, T, H, d->K, pos0, GLA_ROPE_BASE)) ||
+            (rc = lina_rope_backward(dkk, dkk, B, T, Hkv, d->K, pos0, GLA_ROPE_BASE))) {
             return rc;
         }
     } else {
@@ -274,12 +286,24 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
         dqc = dgr + (size_t)N * R + (Hkv != H ? (size_t)N * (2 * GK + GV) : 0);
         dkc = dqc + (size_t)N * HK;
         dvc = dkc + (size_t)N * GK;
-        lina_shortconv_backward(dqc, gp->q_conv, NULL, NULL, dq, a->qc, p->q_conv, NULL, NULL, B, T, HK, W,
-                                LINA_ACT_SILU);
-        lina_shortconv_backward(dkc, gp->k_conv, NULL, NULL, dkk, a->kc, p->k_conv, NULL, NULL, B, T, GK, W,
-                                LINA_ACT_SILU);
-        lina_shortconv_backward(dvc, gp->v_conv, NULL, NULL, dvv, a->vc, p->v_conv, NULL, NULL, B, T, GV, W,
-                                LINA_ACT_SILU);
+        if (sp && sp->size > 1) {
+            /* the gradient of the inputs before the piece goes back to their pieces */
+            if ((rc = lina_sp_conv_backward(sp, dqc, gp->q_conv, NULL, dq, a->qc, p->q_conv, NULL, B, T, HK, W,
+                                            LINA_ACT_SILU)) ||
+                (rc = lina_sp_conv_backward(sp, dkc, gp->k_conv, NULL, dkk, a->kc, p->k_conv, NULL, B, T, GK, W,
+                                            LINA_ACT_SILU)) ||
+                (rc = lina_sp_conv_backward(sp, dvc, gp->v_conv, NULL, dvv, a->vc, p->v_conv, NULL, B, T, GV, W,
+                                            LINA_ACT_SILU))) {
+                return rc;
+            }
+        } else {
+            lina_shortconv_backward(dqc, gp->q_conv, NULL, NULL, dq, a->qc, p->q_conv, NULL, NULL, B, T, HK, W,
+                                    LINA_ACT_SILU);
+            lina_shortconv_backward(dkc, gp->k_conv, NULL, NULL, dkk, a->kc, p->k_conv, NULL, NULL, B, T, GK, W,
+                                    LINA_ACT_SILU);
+            lina_shortconv_backward(dvc, gp->v_conv, NULL, NULL, dvv, a->vc, p->v_conv, NULL, NULL, B, T, GV, W,
+                                    LINA_ACT_SILU);
+        }
     }
     lina_linear_backward(dx, gp->q_proj, NULL, dqc, x, p->q_proj, N, D, HK);
     lina_linear_backward(dx, gp->k_proj, NULL, dkc, x, p->k_proj, N, D, GK);
@@ -418,7 +442,8 @@ static int gla_kind_forward(const lina_mixer_call *c)
     /* state [B,H,K,V] updated in place (lina_dd_fwd allows ht == h0), then the conv tails */
     float *hs = c->state;
     float *conv = hs && d->use_short_conv ? hs + (size_t)c->B * d->H * d->K * d->V : NULL;
-    return lina_gla_forward_cached(c->out, &a, c->x, d, &p, c->B, c->T, hs, hs, conv, c->pos, c->form, c->ws);
+    return lina_gla_forward_cached(c->out, &a, c->x, d, &p, c->B, c->T, hs, hs, conv, c->sp ? c->sp->pos0 : c->pos,
+                                   c->sp, c->form, c->ws);
 }
 
 static int gla_kind_backward(const lina_mixer_call *c)
@@ -429,7 +454,8 @@ static int gla_kind_backward(const lina_mixer_call *c)
     gla_views(c->P, &p);
     gla_views(c->G, &gp);
     lina_gla_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_gla_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, NULL, c->scratch, c->form, c->ws);
+    return lina_gla_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, NULL, c->scratch, c->sp, c->form,
+                             c->ws);
 }
 
 const lina_mixer_vt lina_gla_kind = {
@@ -440,4 +466,5 @@ const lina_mixer_vt lina_gla_kind = {
     .state_floats = gla_state,
     .forward = gla_kind_forward,
     .backward = gla_kind_backward,
+    .flags = LINA_KIND_SP,
 };

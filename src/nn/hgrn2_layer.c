@@ -51,7 +51,7 @@ static float sigm(float x)
 
 int lina_hgrn2_forward(float *out, lina_hgrn2_acts *a, const float *x, const lina_hgrn2_dims *d,
                        const lina_hgrn2_params *p, const float *lambda, int B, int T, const float *h0, float *ht,
-                       lina_form form, lina_ws *ws)
+                       const lina_sp *sp, lina_form form, lina_ws *ws)
 {
     int rc = lina_hgrn2_check_dims(d);
     if (rc) {
@@ -73,7 +73,7 @@ int lina_hgrn2_forward(float *out, lina_hgrn2_acts *a, const float *x, const lin
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_VECTOR, a->g, h0};
     lina_dd_out o = {a->o, ht, NULL};
-    if ((rc = lina_dd_fwd(&md, &in, &o, form, ws))) {
+    if ((rc = lina_sp_dd_fwd(sp, d, &md, &in, &o, form, ws))) {
         return rc;
     }
     lina_rmsnorm_forward(a->y, a->rstd, a->o, p->g_norm, NULL, N, HV, d->norm_eps);
@@ -83,7 +83,8 @@ int lina_hgrn2_forward(float *out, lina_hgrn2_acts *a, const float *x, const lin
 
 int lina_hgrn2_backward(float *dx, lina_hgrn2_params *gp, float *dlambda, const float *dout, const float *x,
                         const lina_hgrn2_acts *a, const lina_hgrn2_dims *d, const lina_hgrn2_params *p,
-                        const float *lambda, int B, int T, float *scratch, lina_form form, lina_ws *ws)
+                        const float *lambda, int B, int T, float *scratch, const lina_sp *sp, lina_form form,
+                        lina_ws *ws)
 {
     int rc = lina_hgrn2_check_dims(d);
     if (rc) {
@@ -107,7 +108,7 @@ int lina_hgrn2_backward(float *dx, lina_hgrn2_params *gp, float *dlambda, const 
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_VECTOR, a->g, NULL};
     lina_dd_grad_in gin = {dO, NULL, NULL};
     lina_dd_grad_out gout = {dq, dk, dv, dg, NULL};
-    if ((rc = lina_dd_bwd(&md, &in, &gin, &gout, form, ws))) {
+    if ((rc = lina_sp_dd_bwd(sp, d, &md, &in, &gin, &gout, form, ws))) {
         return rc;
     }
     /* k = 1 - exp(g): total dg; then through the gate to df (in place) and dlambda */
@@ -223,7 +224,8 @@ static int hgrn2_kind_forward(const lina_mixer_call *c)
     hgrn2_views(c->P, &p);
     lina_hgrn2_acts_carve(&a, c->acts, &kd->d, c->B * c->T);
     float *hs = c->state; /* updated in place */
-    return lina_hgrn2_forward(c->out, &a, c->x, &kd->d, &p, hgrn2_lb(c, 1), c->B, c->T, hs, hs, c->form, c->ws);
+    return lina_hgrn2_forward(c->out, &a, c->x, &kd->d, &p, hgrn2_lb(c, 1), c->B, c->T, hs, hs, c->sp, c->form,
+                              c->ws);
 }
 
 static int hgrn2_kind_backward(const lina_mixer_call *c)
@@ -235,7 +237,7 @@ static int hgrn2_kind_backward(const lina_mixer_call *c)
     hgrn2_views(c->G, &gp);
     lina_hgrn2_acts_carve(&a, c->acts, &kd->d, c->B * c->T);
     return lina_hgrn2_backward(c->dx, &gp, hgrn2_lb(c, 2), c->dout, c->x, &a, &kd->d, &p, hgrn2_lb(c, 1), c->B,
-                               c->T, c->scratch, c->form, c->ws);
+                               c->T, c->scratch, c->sp, c->form, c->ws);
 }
 
 static int hgrn2_shared_build(lina_mixer_builder *b, const lina_config *c, void *dims, size_t *work)
@@ -312,6 +314,7 @@ const lina_mixer_vt lina_hgrn2_kind = {
     .state_floats = hgrn2_state,
     .forward = hgrn2_kind_forward,
     .backward = hgrn2_kind_backward,
+    .flags = LINA_KIND_SP,
     .shared_build = hgrn2_shared_build,
     .shared_forward = hgrn2_shared_forward,
     .shared_backward = hgrn2_shared_backward,

@@ -69,6 +69,70 @@ int lina_mixer_add(lina_mixer_builder *b, int slot, const char *suffix, int ndim
 int lina_mixer_add_init(lina_mixer_builder *b, int slot, const char *suffix, int ndim, int64_t d0, int64_t d1,
                         int64_t d2, int decay, lina_init init, const double args[3]);
 
+/* Sequence parallelism (LASP-2, docs/distributed.md): every sequence of the
+ * batch is split into `size` contiguous pieces, one per rank; a call holds
+ * piece `rank`, whose first token is at position pos0 of the sequence. The
+ * layers exchange per-piece summaries through `allgather` (filled by
+ * src/train from src/dist; the layers never see MPI). A kind flagged
+ * LINA_KIND_SP computes its piece exactly as the whole sequence would
+ * (src/nn/sp.c holds the summaries of each kernel family). */
+typedef struct lina_sp_store lina_sp_store;
+typedef struct lina_sp {
+    int rank, size;
+    int64_t pos0;
+    /* the normaliser of this piece's loss (its target count): each rank's
+     * backward starts from the gradient of its own mean loss, so the
+     * gradients the pieces exchange are rescaled from one piece's to another's
+     * (a weight <= 0 is taken as 1) */
+    double weight;
+    void *ctx;
+    /* recv [size * n] = every piece's send [n], in piece order */
+    int (*allgather)(void *ctx, const float *send, size_t n, float *recv);
+    lina_sp_store *keep;  /* what a layer's forward keeps for its backward (sp.c) */
+} lina_sp;
+
+/* n floats kept under `key` (a layer's dims pointer) from a forward to its
+ * backward, zero-filled when first made (or grown); NULL with an error when
+ * out of memory. */
+float *lina_sp_keep(const lina_sp *sp, const void *key, size_t n);
+void lina_sp_keep_free(lina_sp *sp);
+
+/* The diagonal-decay engine (lina_dd_fwd / lina_dd_bwd) on one piece of a
+ * sequence-parallel sequence; the same calls as the engine's when sp is NULL
+ * or has one piece. Forward: the piece's summary (total log decay per key
+ * channel, final state from a zero state) is all-gathered, the pieces before
+ * this one are composed into its initial state, and the piece is finished
+ * from it. Backward: the gradient of the piece's own outputs w.r.t. its
+ * initial state is all-gathered with the decays, the later pieces' are
+ * composed (transposed, in reverse) into the cotangent of its final state,
+ * and the piece's backward runs with it. The sequence's own initial / final
+ * states (in->h0, out->ht, gin->dht, gout->dh0) must be NULL with sp. */
+int lina_sp_dd_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_dd_in *in,
+                   lina_dd_out *out, lina_form form, lina_ws *ws);
+int lina_sp_dd_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_dd_in *in,
+                   const lina_dd_grad_in *gin, lina_dd_grad_out *gout, lina_form form, lina_ws *ws);
+
+/* The same for the delta-rule engine (lina_delta_fwd / lina_delta_bwd): the
+ * piece's summary is its K x K state map M_p (the product of its exp(g)
+ * (I - beta k k^T), computed by the engine from h0 = I with v = 0) and its
+ * final state from zero; the backward composes M_q^T from the last piece
+ * down. The chunk-form cache (out->cache, gin->cache) may be used as with the
+ * engine. */
+int lina_sp_delta_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_delta_in *in,
+                      lina_delta_out *out, lina_form form, lina_ws *ws);
+int lina_sp_delta_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_delta_in *in,
+                      const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form, lina_ws *ws);
+
+/* The short convolution (window W, lina_shortconv_forward) of a piece:
+ * cache [B,C,W] = the W inputs before the piece's first token, gathered from
+ * the pieces before it (zeros before the sequence); x [B,T,C] the piece's
+ * inputs. One all-gather. */
+int lina_sp_conv_halo(const lina_sp *sp, const float *x, int B, int T, int C, int W, float *cache);
+/* Its backward: dcache [B,C,W] (lina_shortconv_backward's, w.r.t. that
+ * cache) goes back to the pieces the inputs came from; dx [B,T,C] of this
+ * piece accumulates what later pieces read from it. One all-gather. */
+int lina_sp_conv_halo_bwd(const lina_sp *sp, const float *dcache, int B, int T, int C, int W, float *dx);
+
 /* One forward or backward call. */
 typedef struct lina_mixer_call {
     const void *dims;     /* the kind's dims, as build filled them */
@@ -92,6 +156,7 @@ typedef struct lina_mixer_call {
     double aux_grad;      /* backward: d(total loss)/d(aux), 1 for a train step */
     lina_form form;       /* chunk (training, prefill) or recurrent (decode) */
     lina_ws *ws;
+    const lina_sp *sp;    /* training with sequence parallelism (LINA_KIND_SP kinds only), or NULL */
 } lina_mixer_call;
 
 /* Names of the model-level tensors (printf formats take the layer index). */
@@ -104,7 +169,8 @@ typedef struct lina_kind_names {
 
 enum {
     LINA_KIND_NO_FFN = 1,   /* the model's blocks have no feed-forward sub-block (Mamba2) */
-    LINA_KIND_KV_CACHE = 2  /* the state grows with the context up to max_len (softmax attention) */
+    LINA_KIND_KV_CACHE = 2, /* the state grows with the context up to max_len (softmax attention) */
+    LINA_KIND_SP = 4        /* forward / backward honour lina_mixer_call.sp (sequence parallelism) */
 };
 
 /* The table's size functions from a layer's typed ones, size_t fn(const

@@ -310,9 +310,13 @@ static void fmap_backward(const lina_la_dims *d, const float *w1, const float *w
 /* ------------------------------------------------------------ the layer */
 
 int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_dims *d, const lina_la_params *p,
-                    int B, int T, float *state, lina_form form, lina_ws *ws)
+                    int B, int T, float *state, const lina_sp *sp, lina_form form, lina_ws *ws)
 {
     int rc = lina_la_check_dims(d);
+    if (rc == LINA_OK && sp && sp->size > 1 && d->normalize) {
+        rc = lina_set_error(LINA_EINVAL, "linear_attn: sequence parallelism (--sp) with norm_feature_map is not "
+                                         "supported");
+    }
     if (rc) {
         return rc;
     }
@@ -339,7 +343,7 @@ int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_d
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->F, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_NONE, NULL, state};
     lina_dd_out o = {a->num, state, NULL}; /* the state is updated in place */
-    rc = lina_dd_fwd(&md, &in, &o, form, ws);
+    rc = lina_sp_dd_fwd(sp, d, &md, &in, &o, form, ws);
     if (rc) {
         return rc;
     }
@@ -385,8 +389,8 @@ int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_d
 }
 
 int lina_la_backward(float *dx, lina_la_params *gp, const float *dout, const float *x, const lina_la_acts *a,
-                     const lina_la_dims *d, const lina_la_params *p, int B, int T, float *scratch, lina_form form,
-                     lina_ws *ws)
+                     const lina_la_dims *d, const lina_la_params *p, int B, int T, float *scratch,
+                     const lina_sp *sp, lina_form form, lina_ws *ws)
 {
     int rc = lina_la_check_dims(d);
     if (rc) {
@@ -441,7 +445,7 @@ int lina_la_backward(float *dx, lina_la_params *gp, const float *dout, const flo
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_NONE, NULL, NULL};
     lina_dd_grad_in gin = {dkern, NULL, NULL};
     lina_dd_grad_out gout = {dq, dk, dv, NULL, NULL};
-    if ((rc = lina_dd_bwd(&md, &in, &gin, &gout, form, ws))) {
+    if ((rc = lina_sp_dd_bwd(sp, d, &md, &in, &gin, &gout, form, ws))) {
         return rc;
     }
     if (d->normalize) {
@@ -626,7 +630,7 @@ static int la_forward(const lina_mixer_call *c)
     lina_la_acts a;
     la_views(d, c->P, &p);
     lina_la_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_la_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->state, c->form, c->ws);
+    return lina_la_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->state, c->sp, c->form, c->ws);
 }
 
 static int la_backward(const lina_mixer_call *c)
@@ -637,7 +641,7 @@ static int la_backward(const lina_mixer_call *c)
     la_views(d, c->P, &p);
     la_views(d, c->G, &gp);
     lina_la_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_la_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->form, c->ws);
+    return lina_la_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->sp, c->form, c->ws);
 }
 
 const lina_mixer_vt lina_linear_attn_kind = {
@@ -648,4 +652,5 @@ const lina_mixer_vt lina_linear_attn_kind = {
     .state_floats = la_state,
     .forward = la_forward,
     .backward = la_backward,
+    .flags = LINA_KIND_SP,
 };

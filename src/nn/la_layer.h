@@ -29,6 +29,7 @@
 #define LINA_LA_LAYER_H
 
 #include "lina.h"
+#include "kind.h"
 
 #include <stddef.h>
 
@@ -104,13 +105,14 @@ size_t lina_la_state_floats(const lina_la_dims *d, int B);
 
 /* out [B*T, D] = layer(x [B*T, D]). state: NULL (zero initial state, nothing
  * kept) or lina_la_state_floats floats read as the initial state and
- * overwritten with the final one. */
+ * overwritten with the final one. sp: one piece of sequence-parallel
+ * sequences (kind.h; not with norm_feature_map), or NULL. */
 int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_dims *d, const lina_la_params *p,
-                    int B, int T, float *state, lina_form form, lina_ws *ws);
+                    int B, int T, float *state, const lina_sp *sp, lina_form form, lina_ws *ws);
 /* dx [B*T, D] and every non-NULL view of *gp accumulate; dout [B*T, D]; x, a
  * as in a forward with state NULL; scratch lina_la_scratch_floats floats. */
 int lina_la_backward(float *dx, lina_la_params *gp, const float *dout, const float *x, const lina_la_acts *a,
-                     const lina_la_dims *d, const lina_la_params *p, int B, int T, float *scratch, lina_form form,
-                     lina_ws *ws);
+                     const lina_la_dims *d, const lina_la_params *p, int B, int T, float *scratch,
+                     const lina_sp *sp, lina_form form, lina_ws *ws);
 
 #endif

@@ -172,7 +172,8 @@ static void m2_norm_row(float *yn, float *rstd, const float *y, const float *z, 
 }
 
 int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const lina_mamba2_dims *d,
-                        const lina_mamba2_params *p, int B, int T, float *state, lina_form form, lina_ws *ws)
+                        const lina_mamba2_params *p, int B, int T, float *state, const lina_sp *sp, lina_form form,
+                        lina_ws *ws)
 {
     int rc = lina_mamba2_check_dims(d);
     if (rc) {
@@ -194,8 +195,20 @@ int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const l
     /* conv + SiLU (the conv tail leads the state) */
     float *cache = state;
     float *S = state ? state + (size_t)B * Cc * d->W : NULL; /* [B,H,N,P] */
-    lina_shortconv_forward(a->xbc, a->xpre, p->conv_w, d->use_conv_bias ? p->conv_b : NULL, cache, cache, B, T, Cc,
-                           d->W, LINA_ACT_SILU);
+    if (sp && sp->size > 1) {
+        /* with the conv's inputs before this piece */
+        if (d->allow_neg_eigval) {
+            return lina_set_error(LINA_EINVAL, "mamba2: sequence parallelism (--sp) with allow_neg_eigval is not "
+                                               "supported");
+        }
+        if ((rc = lina_sp_conv_forward(sp, a->xbc, a->xpre, p->conv_w, d->use_conv_bias ? p->conv_b : NULL, B, T, Cc,
+                                       d->W, LINA_ACT_SILU))) {
+            return rc;
+        }
+    } else {
+        lina_shortconv_forward(a->xbc, a->xpre, p->conv_w, d->use_conv_bias ? p->conv_b : NULL, cache, cache, B, T,
+                               Cc, d->W, LINA_ACT_SILU);
+    }
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * H; bh++) {
         m2_prepare_seq(a, d, p, bh / H, bh % H, T);
@@ -205,7 +218,7 @@ int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const l
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->N, d->P, d->chunk, 1.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_SCALAR, a->g, S};
     lina_dd_out o = {a->y, S, NULL};
-    if ((rc = lina_dd_fwd(&md, &in, &o, form, ws))) {
+    if ((rc = lina_sp_dd_fwd(sp, d, &md, &in, &o, form, ws))) {
         return rc;
     }
     if (S && d->allow_neg_eigval) {
@@ -289,7 +302,7 @@ static void m2_norm_row_bwd(float *dy, float *dz, float *dw, const float *dyn, c
 
 int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, const float *x,
                          const lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p, int B,
-                         int T, float *scratch, lina_form form, lina_ws *ws)
+                         int T, float *scratch, const lina_sp *sp, lina_form form, lina_ws *ws)
 {
     int rc = lina_mamba2_check_dims(d);
     if (rc) {
@@ -354,7 +367,7 @@ int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, c
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_SCALAR, a->g, NULL};
     lina_dd_grad_in gin = {dy, NULL, NULL};
     lina_dd_grad_out go = {dq, dk, dv, dg, NULL};
-    if ((rc = lina_dd_bwd(&md, &in, &gin, &go, form, ws))) {
+    if ((rc = lina_sp_dd_bwd(sp, d, &md, &in, &gin, &go, form, ws))) {
         return rc;
     }
     /* engine inputs back to xBC, delta and the gate parameters; per row */
@@ -407,8 +420,17 @@ int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, c
         }
     }
     /* conv + SiLU, then in_proj */
-    lina_shortconv_backward(dxpre, gp->conv_w, d->use_conv_bias ? gp->conv_b : NULL, NULL, dxbc, a->xpre, p->conv_w,
-                            d->use_conv_bias ? p->conv_b : NULL, NULL, B, T, Cc, d->W, LINA_ACT_SILU);
+    if (sp && sp->size > 1) {
+        /* the gradient of the inputs before the piece goes back to their pieces */
+        if ((rc = lina_sp_conv_backward(sp, dxpre, gp->conv_w, d->use_conv_bias ? gp->conv_b : NULL, dxbc, a->xpre,
+                                        p->conv_w, d->use_conv_bias ? p->conv_b : NULL, B, T, Cc, d->W,
+                                        LINA_ACT_SILU))) {
+            return rc;
+        }
+    } else {
+        lina_shortconv_backward(dxpre, gp->conv_w, d->use_conv_bias ? gp->conv_b : NULL, NULL, dxbc, a->xpre,
+                                p->conv_w, d->use_conv_bias ? p->conv_b : NULL, NULL, B, T, Cc, d->W, LINA_ACT_SILU);
+    }
     float *gW = gp->in_proj, *gb = gp->in_bias;
     lina_linear_backward(dx, gW, gb, dz, x, p->in_proj, R, D, E);
     lina_linear_backward(dx, gW ? gW + (size_t)E * D : NULL, gb ? gb + E : NULL, dxpre, x, p->in_proj + (size_t)E * D,
@@ -513,7 +535,7 @@ static int m2_forward(const lina_mixer_call *c)
     lina_mamba2_acts a;
     m2_views(c->P, &p);
     lina_mamba2_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_mamba2_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->state, c->form, c->ws);
+    return lina_mamba2_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->state, c->sp, c->form, c->ws);
 }
 
 static int m2_backward(const lina_mixer_call *c)
@@ -524,7 +546,8 @@ static int m2_backward(const lina_mixer_call *c)
     m2_views(c->P, &p);
     m2_views(c->G, &gp);
     lina_mamba2_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_mamba2_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->form, c->ws);
+    return lina_mamba2_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->sp, c->form,
+                                c->ws);
 }
 
 /* FLA's Mamba2ForCausalLM names; the blocks have no MLP sub-block */
@@ -543,6 +566,6 @@ const lina_mixer_vt lina_mamba2_kind = {
     .state_floats = m2_state_floats,
     .forward = m2_forward,
     .backward = m2_backward,
-    .flags = LINA_KIND_NO_FFN,
+    .flags = LINA_KIND_NO_FFN | LINA_KIND_SP,
     .names = &m2_names,
 };

@@ -32,6 +32,7 @@
 #define LINA_MAMBA2_LAYER_H
 
 #include "lina.h"
+#include "kind.h"
 
 #include <stddef.h>
 
@@ -90,14 +91,18 @@ size_t lina_mamba2_state_floats(const lina_mamba2_dims *d, int B);
 /* out [B*T, D] = layer(x [B*T, D]). state (lina_mamba2_state_floats, or NULL
  * = zeros and not kept): read as the initial conv tail and SSM state, then
  * overwritten with the final ones. Training passes NULL.
- * form: LINA_FORM_CHUNK (training, prefill) or LINA_FORM_RECURRENT (decode). */
+ * form: LINA_FORM_CHUNK (training, prefill) or LINA_FORM_RECURRENT (decode).
+ * sp: one piece of sequence-parallel sequences (kind.h; not with
+ * allow_neg_eigval, whose sign runs across the pieces), or NULL; the backward
+ * takes the same. */
 int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const lina_mamba2_dims *d,
-                        const lina_mamba2_params *p, int B, int T, float *state, lina_form form, lina_ws *ws);
+                        const lina_mamba2_params *p, int B, int T, float *state, const lina_sp *sp, lina_form form,
+                        lina_ws *ws);
 /* dx [B*T, D] and every non-NULL gradient in *gp accumulate; dout [B*T, D];
  * x and a as given to / written by a forward run without state; scratch
  * lina_mamba2_scratch_floats floats. */
 int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, const float *x,
                          const lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p, int B,
-                         int T, float *scratch, lina_form form, lina_ws *ws);
+                         int T, float *scratch, const lina_sp *sp, lina_form form, lina_ws *ws);
 
 #endif

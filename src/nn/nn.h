@@ -128,6 +128,15 @@ void lina_shortconv_forward(float *y, const float *x, const float *w, const floa
 void lina_shortconv_backward(float *dx, float *dw, float *dbias, float *dcache, const float *dy, const float *x,
                              const float *w, const float *bias, const float *cache, int B, int T, int C, int W,
                              lina_act act);
+/* The short conv on one piece of sequence-parallel sequences (kind.h): the
+ * W inputs before the piece come from the pieces before it (lina_sp_conv_halo,
+ * kept under the key w for the backward); the backward (dx, dw, dbias
+ * accumulate) sends their gradient back (lina_sp_conv_halo_bwd). One
+ * all-gather each. */
+int lina_sp_conv_forward(const lina_sp *sp, float *y, const float *x, const float *w, const float *bias, int B,
+                         int T, int C, int W, lina_act act);
+int lina_sp_conv_backward(const lina_sp *sp, float *dx, float *dw, float *dbias, const float *dy, const float *x,
+                          const float *w, const float *bias, int B, int T, int C, int W, lina_act act);
 /* One decode step: roll cache [B,C,W] left, put x [B,C] in the newest slot,
  * y [B,C] = act(bias + sum_j w[c,j] cache[b,c,j]). Equals the forward with T=1. */
 void lina_shortconv_step(float *y, const float *x, const float *w, const float *bias, float *cache, int B, int C,
@@ -312,15 +321,18 @@ int lina_gla_forward_at(float *out, lina_gla_acts *a, const float *x, const lina
 /* Floats of the short-conv decode cache (q, k, v tails [B, C, W]); 0 without convs. */
 size_t lina_gla_conv_cache_floats(const lina_gla_dims *d, int B);
 /* The same with conv_cache (lina_gla_conv_cache_floats, or NULL = zeros and
- * not kept): read as the conv tails before the call, overwritten after it. */
+ * not kept): read as the conv tails before the call, overwritten after it;
+ * sp: this call is one piece of sequence-parallel sequences (kind.h; pos0 is
+ * then the piece's first position), or NULL. */
 int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
                             const lina_gla_params *p, int B, int T, const float *h0, float *ht,
-                            float *conv_cache, int64_t pos0, lina_form form, lina_ws *ws);
+                            float *conv_cache, int64_t pos0, const lina_sp *sp, lina_form form, lina_ws *ws);
 /* dx [B*T, D] and every non-NULL gradient in *gp accumulate; dout [B*T, D];
- * x, a, h0 as given to the forward; scratch lina_gla_scratch_floats floats. */
+ * x, a, h0, sp as given to the forward; scratch lina_gla_scratch_floats floats. */
 int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const float *x,
                       const lina_gla_acts *a, const lina_gla_dims *d, const lina_gla_params *p,
-                      int B, int T, const float *h0, float *scratch, lina_form form, lina_ws *ws);
+                      int B, int T, const float *h0, float *scratch, const lina_sp *sp, lina_form form,
+                      lina_ws *ws);
 /* Floats of scratch for lina_gla_step with batch B. */
 size_t lina_gla_step_floats(const lina_gla_dims *d, int B);
 /* One decode token: out [B, D] from x [B, D]; state [B,H,K,V] is updated in
@@ -426,10 +438,16 @@ size_t lina_gdn_scratch_floats(const lina_gdn_dims *d, int N);
  * overwritten with the final ones. Training passes NULL. */
 int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
                      const lina_gdn_params *p, int B, int T, float *cache, lina_form form, lina_ws *ws);
-/* dx and every non-NULL gradient in *gp accumulate (forward run without cache). */
+/* The same for one piece of sequence-parallel sequences (sp, kind.h; NULL:
+ * whole sequences; not with use_short_conv). */
+int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
+                        const lina_gdn_params *p, int B, int T, float *cache, const lina_sp *sp, lina_form form,
+                        lina_ws *ws);
+/* dx and every non-NULL gradient in *gp accumulate (forward run without
+ * cache, with the same sp). */
 int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const float *x, const lina_gdn_acts *a,
                       const lina_gdn_dims *d, const lina_gdn_params *p, int B, int T, float *scratch,
-                      lina_form form, lina_ws *ws);
+                      const lina_sp *sp, lina_form form, lina_ws *ws);
 
 /* ------------------------------------------------- softmax attention layer */
 
@@ -527,10 +545,12 @@ size_t lina_hgrn2_scratch_floats(const lina_hgrn2_dims *d, int N);
 /* lambda [HK] or NULL; h0, ht [B,H,K,V] or NULL */
 int lina_hgrn2_forward(float *out, lina_hgrn2_acts *a, const float *x, const lina_hgrn2_dims *d,
                        const lina_hgrn2_params *p, const float *lambda, int B, int T, const float *h0, float *ht,
-                       lina_form form, lina_ws *ws);
-/* dx, *gp and dlambda [HK] (if lambda and dlambda are non-NULL) accumulate. */
+                       const lina_sp *sp, lina_form form, lina_ws *ws);
+/* dx, *gp and dlambda [HK] (if lambda and dlambda are non-NULL) accumulate;
+ * sp as given to the forward (kind.h; NULL: whole sequences). */
 int lina_hgrn2_backward(float *dx, lina_hgrn2_params *gp, float *dlambda, const float *dout, const float *x,
                         const lina_hgrn2_acts *a, const lina_hgrn2_dims *d, const lina_hgrn2_params *p,
-                        const float *lambda, int B, int T, float *scratch, lina_form form, lina_ws *ws);
+                        const float *lambda, int B, int T, float *scratch, const lina_sp *sp, lina_form form,
+                        lina_ws *ws);
 
 #endif

@@ -4,6 +4,7 @@
  * of the global mean loss, the bucketed all-reduce, and the start-up check
  * that every rank runs the same configuration. */
 #include "../dist/dist.h"
+#include "../nn/kind.h"
 #include "train_internal.h"
 
 #include <stdio.h>
@@ -51,8 +52,35 @@ static void scale(float *g, size_t n, double s)
     }
 }
 
-int lina_dist_micro(lina_trainable *m, lina_dist *d, const int32_t *tok, const int32_t *tgt, int B, int T,
-                    int first, int32_t *tokl, int32_t *tgtl, double *lsum, lina_ws *ws)
+static int sp_allgather(void *ctx, const float *send, size_t n, float *recv)
+{
+    return lina_dist_allgather_f(ctx, LINA_DIST_SP, send, n, recv);
+}
+
+int lina_dist_sp_init(lina_trainable *m, lina_dist *d, int B, int T, lina_sp *sp)
+{
+    int b0, nb, t0, tn;
+    lina_dist_part(d, B, T, &b0, &nb, &t0, &tn);
+    memset(sp, 0, sizeof *sp);
+    sp->rank = lina_dist_sp_rank(d);
+    sp->size = lina_dist_sp_size(d);
+    sp->pos0 = t0;
+    sp->ctx = d;
+    sp->allgather = sp_allgather;
+    if (sp->size == 1) {
+        return LINA_OK;
+    }
+    if (!m->set_sp) {
+        return lina_set_error(LINA_EINVAL, "--sp: this model does not support sequence parallelism");
+    }
+    /* a model with a mixer that has no piece summary says so now */
+    int rc = m->set_sp(m->self, sp);
+    m->set_sp(m->self, NULL);
+    return rc;
+}
+
+int lina_dist_micro(lina_trainable *m, lina_dist *d, lina_sp *sp, const int32_t *tok, const int32_t *tgt, int B,
+                    int T, int first, int32_t *tokl, int32_t *tgtl, double *lsum, lina_ws *ws)
 {
     int b0, nb, t0, tn;
     lina_dist_part(d, B, T, &b0, &nb, &t0, &tn);
@@ -72,7 +100,17 @@ int lina_dist_micro(lina_trainable *m, lina_dist *d, const int32_t *tok, const i
         scale(g, n, 1.0 / w);
     }
     double l = 0.0;
-    int rc = m->train_step(m->self, tokl, tgtl, nb, tn, &l, ws);
+    const int use_sp = sp && sp->size > 1;
+    if (use_sp) {
+        sp->weight = (double)mine;
+    }
+    int rc = use_sp ? m->set_sp(m->self, sp) : LINA_OK;
+    if (rc == LINA_OK) {
+        rc = m->train_step(m->self, tokl, tgtl, nb, tn, &l, ws);
+    }
+    if (use_sp) {
+        m->set_sp(m->self, NULL);
+    }
     if (w > 0.0) {
         scale(g, n, w);
     }

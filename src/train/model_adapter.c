@@ -1,5 +1,6 @@
 /* model_adapter.c -- lina_model behind the trainer's lina_trainable table. */
 #include "lina.h"
+#include "../model/model.h"
 
 #include <string.h>
 
@@ -63,6 +64,11 @@ static int a_save(const void *s, const char *dir)
     return lina_model_save(s, dir);
 }
 
+static int a_set_sp(void *s, const struct lina_sp *sp)
+{
+    return lina_model_set_sp(s, sp);
+}
+
 int lina_trainable_from_model(lina_model *m, lina_trainable *out)
 {
     memset(out, 0, sizeof *out);
@@ -81,6 +87,7 @@ int lina_trainable_from_model(lina_model *m, lina_trainable *out)
     out->save = a_save;
     out->train_step_varlen = a_train_step_varlen;
     out->eval_loss_varlen = a_eval_loss_varlen;
+    out->set_sp = a_set_sp;
     out->vocab_size = lina_model_config(m)->vocab_size;
     return LINA_OK;
 }

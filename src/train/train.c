@@ -2,6 +2,7 @@
  * AdamW with warmup + cosine, evaluation, logging, checkpoints, resume. */
 #include "../dist/dist.h"
 #include "../io/io_internal.h"
+#include "../nn/kind.h"
 #include "train_internal.h"
 
 #include <errno.h>
@@ -286,10 +287,9 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
         rc = lina_set_error(LINA_EINVAL, "--pack with more than one rank is not supported yet (distributed runs train "
                                          "whole windows)");
     }
-    if (rc == LINA_OK && lina_dist_sp_size(dist) > 1) {
-        rc = lina_set_error(LINA_EINVAL, "--sp %d: sequence parallelism is not available yet (use data parallelism: "
-                                         "--sp 1)",
-                            lina_dist_sp_size(dist));
+    lina_sp sp;
+    if (rc == LINA_OK) {
+        rc = lina_dist_sp_init(m, dist, o->batch, o->seq_len, &sp);
     }
     if (rc != LINA_OK) {
         return rc;
@@ -471,7 +471,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
             double l = 0.0;
             rc = lina_tok_sample(data, &st.rng, B, T, tok, tgt);
             if (rc == LINA_OK) {
-                rc = lina_dist_micro(m, dist, tok, tgt, B, T, a == 0, tokl, tgtl, &l, &ws);
+                rc = lina_dist_micro(m, dist, &sp, tok, tgt, B, T, a == 0, tokl, tgtl, &l, &ws);
             }
             if (rc == LINA_ENONFINITE) {
                 rc = LINA_OK; /* the summed loss is not finite on every rank: stopped below */
@@ -636,6 +636,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
     free(win);
     free(tokl);
     free(tgtl);
+    lina_sp_keep_free(&sp);
     lina_ws_free(&ws);
     lina_train_state_free(&st);
     lina_adamw_free(&opt);

@@ -56,14 +56,20 @@ struct lina_dist;
 void lina_dist_part(const struct lina_dist *d, int B, int T, int *b0, int *nb, int *t0, int *tn);
 /* Every dp rank needs a sequence and every sp rank a token. */
 int lina_dist_check_shape(const struct lina_dist *d, int B, int T);
-/* One micro-batch of an update on this rank: copy its part of the global
+/* One micro-batch of an update on this rank (sp: from lina_dist_sp_init): copy its part of the global
  * batch (tok, tgt [B, T]) into tokl, tgtl, run the model's train step and
  * weight the gradient it adds by (its targets) / (the global batch's targets),
  * so that the sum over ranks is the gradient of the global mean loss; first:
  * the gradient buffer holds nothing yet. *lsum = the weighted local loss (the
  * sum over ranks is the global mean). */
-int lina_dist_micro(lina_trainable *m, struct lina_dist *d, const int32_t *tok, const int32_t *tgt, int B, int T,
-                    int first, int32_t *tokl, int32_t *tgtl, double *lsum, lina_ws *ws);
+int lina_dist_micro(lina_trainable *m, struct lina_dist *d, struct lina_sp *sp, const int32_t *tok,
+                    const int32_t *tgt, int B, int T, int first, int32_t *tokl, int32_t *tgtl, double *lsum,
+                    lina_ws *ws);
+/* The sequence-parallel context of this rank for global sequences of T
+ * tokens (its piece, the all-gather over its sp group); with more than one
+ * piece, an error when the model cannot run it (naming the mixer). Free its
+ * buffers with lina_sp_keep_free. */
+int lina_dist_sp_init(lina_trainable *m, struct lina_dist *d, int B, int T, struct lina_sp *sp);
 /* At start: every rank has the same options, model and parameters (one
  * all-gather of three hashes); else an error naming the first rank that
  * differs. data_tokens: the token file's length. */

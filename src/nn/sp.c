@@ -1,0 +1,484 @@
+/* sp.c -- sequence parallelism (LASP-2) for the layers: the per-piece
+ * summaries of each kernel family, their composition, and the buffers a
+ * layer keeps from its forward to its backward (kind.h, docs/distributed.md).
+ *
+ * Diagonal-decay family (h_t = diag(exp(g_t)) h_{t-1} + k_t v_t^T): a piece p
+ * maps its initial state affinely, h_end = diag(exp(a_p)) h_in + S_p, with
+ * a_p [B,H,K] the piece's summed log decays and S_p [B,H,K,V] its final state
+ * from zero. Pieces compose in order: h_in(p) = sum_{q<p} diag(exp(a_{q+1} +
+ * ... + a_{p-1})) S_q. Backward: with dM_p the gradient of piece p's outputs
+ * w.r.t. h_in(p), the cotangent of its final state is dH_{p+1} = dM_{p+1} +
+ * diag(exp(a_{p+1})) dH_{p+2}, ..., zero after the last piece. */
+#include "nn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct lina_sp_store {
+    const void *key;
+    float *buf;
+    size_t n;
+    lina_sp_store *next;
+};
+
+float *lina_sp_keep(const lina_sp *sp, const void *key, size_t n)
+{
+    lina_sp_store *k = sp->keep;
+    for (; k && k->key != key; k = k->next) {
+    }
+    if (!k) {
+        if (!(k = calloc(1, sizeof *k))) {
+            lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+            return NULL;
+        }
+        k->key = key;
+        /* the list head lives in the (const) lina_sp the caller owns */
+        k->next = sp->keep;
+        ((lina_sp *)sp)->keep = k;
+    }
+    if (k->n < n) {
+        float *b = calloc(n, sizeof(float));
+        if (!b) {
+            lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+            return NULL;
+        }
+        free(k->buf);
+        k->buf = b;
+        k->n = n;
+    }
+    return k->buf;
+}
+
+void lina_sp_keep_free(lina_sp *sp)
+{
+    while (sp && sp->keep) {
+        lina_sp_store *k = sp->keep;
+        sp->keep = k->next;
+        free(k->buf);
+        free(k);
+    }
+}
+
+static int active(const lina_sp *sp)
+{
+    return sp && sp->size > 1;
+}
+
+/* a [B,H,K] = the piece's summed log decay per key channel (double sums) */
+static void dd_decay(const lina_mix_dims *md, const lina_dd_in *in, float *a)
+{
+    const int B = md->B, T = md->T, H = md->H, K = md->K;
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            for (int k = 0; k < K; k++) {
+                double s = 0.0;
+                switch (in->gate) {
+                case LINA_GATE_HEAD:
+                    s = (double)in->g[h] * T;
+                    break;
+                case LINA_GATE_SCALAR:
+                    for (int t = 0; t < T; t++) {
+                        s += in->g[((size_t)b * T + t) * H + h];
+                    }
+                    break;
+                case LINA_GATE_VECTOR:
+                    for (int t = 0; t < T; t++) {
+                        s += in->g[(((size_t)b * T + t) * H + h) * K + k];
+                    }
+                    break;
+                default:
+                    break;
+                }
+                a[((size_t)b * H + h) * K + k] = (float)s;
+            }
+        }
+    }
+}
+
+/* h [B,H,K,V] = diag(exp(a)) h + s add, row by row */
+static void decay_add(float *h, const float *a, const float *add, float s, size_t rows, int V)
+{
+    for (size_t r = 0; r < rows; r++) {
+        float e = expf(a[r]);
+        for (int j = 0; j < V; j++) {
+            h[r * V + j] = e * h[r * V + j] + s * add[r * V + j];
+        }
+    }
+}
+
+static float weight_of(const lina_sp *sp)
+{
+    return sp->weight > 0.0 ? (float)sp->weight : 1.0f;
+}
+
+static int no_states(const lina_sp *sp, const void *h0, const void *ht)
+{
+    (void)sp;
+    if (h0 || ht) {
+        return lina_set_error(LINA_EINVAL, "sequence parallel: a layer's initial or final state cannot be given "
+                                           "with --sp (training starts every sequence from a zero state)");
+    }
+    return LINA_OK;
+}
+
+int lina_sp_dd_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_dd_in *in,
+                   lina_dd_out *out, lina_form form, lina_ws *ws)
+{
+    if (!active(sp)) {
+        return lina_dd_fwd(md, in, out, form, ws);
+    }
+    int rc = no_states(sp, in->h0, out->ht);
+    if (rc) {
+        return rc;
+    }
+    const size_t rows = (size_t)md->B * md->H * md->K, nS = rows * md->V, n = rows + nS;
+    const int S = sp->size, p = sp->rank;
+    float *hin = lina_sp_keep(sp, key, nS);
+    float *buf = malloc((n * (size_t)(S + 1)) * sizeof(float));
+    if (!hin || !buf) {
+        free(buf);
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    float *mine = buf, *all = buf + n;
+    /* the summary: decays and the final state from zero (this also writes
+     * the outputs as if the piece started from zero: final on piece 0) */
+    dd_decay(md, in, mine);
+    lina_dd_in in0 = *in;
+    in0.h0 = NULL;
+    lina_dd_out o0 = {out->o, mine + rows, p == 0 ? out->states : NULL};
+    if ((rc = lina_dd_fwd(md, &in0, &o0, form, ws)) || (rc = sp->allgather(sp->ctx, mine, n, all))) {
+        free(buf);
+        return rc;
+    }
+    memset(hin, 0, nS * sizeof(float));
+    for (int q = 0; q < p; q++) {
+        decay_add(hin, all + (size_t)q * n, all + (size_t)q * n + rows, 1.0f, rows, md->V);
+    }
+    if (p > 0) {
+        lina_dd_in in1 = *in;
+        in1.h0 = hin;
+        lina_dd_out o1 = {out->o, NULL, out->states};
+        rc = lina_dd_fwd(md, &in1, &o1, form, ws);
+    }
+    free(buf);
+    return rc;
+}
+
+int lina_sp_dd_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_dd_in *in,
+                   const lina_dd_grad_in *gin, lina_dd_grad_out *gout, lina_form form, lina_ws *ws)
+{
+    if (!active(sp)) {
+        return lina_dd_bwd(md, in, gin, gout, form, ws);
+    }
+    int rc = no_states(sp, gin->dht, gout->dh0);
+    if (rc) {
+        return rc;
+    }
+    /* sent: decays, dM, the piece's loss weight */
+    const size_t rows = (size_t)md->B * md->H * md->K, nS = rows * md->V, n = rows + nS + 1;
+    const int S = sp->size, p = sp->rank;
+    float *hin = lina_sp_keep(sp, key, nS); /* written by the forward */
+    float *buf = malloc((n * (size_t)(S + 1) + nS) * sizeof(float));
+    if (!hin || !buf) {
+        free(buf);
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    float *mine = buf, *all = buf + n, *dH = all + n * (size_t)S;
+    lina_dd_in in1 = *in;
+    in1.h0 = p > 0 ? hin : NULL;
+    /* dM_p: the piece's backward with a zero cotangent on its final state
+     * (final on the last piece) */
+    dd_decay(md, in, mine);
+    mine[rows + nS] = weight_of(sp);
+    lina_dd_grad_out g0 = *gout;
+    g0.dh0 = mine + rows;
+    if ((rc = lina_dd_bwd(md, &in1, gin, &g0, form, ws)) || (rc = sp->allgather(sp->ctx, mine, n, all))) {
+        free(buf);
+        return rc;
+    }
+    if (p < S - 1) {
+        /* dH_{p+1}: dH_q = dM_q + A_q dH_{q+1} from the last piece down */
+        memset(dH, 0, nS * sizeof(float));
+        for (int q = S - 1; q > p; q--) {
+            const float *sq = all + (size_t)q * n;
+            decay_add(dH, sq, sq + rows, sq[rows + nS] / weight_of(sp), rows, md->V);
+        }
+        lina_dd_grad_in g1 = *gin;
+        g1.dht = dH;
+        lina_dd_grad_out go = *gout;
+        go.dh0 = NULL;
+        rc = lina_dd_bwd(md, &in1, &g1, &go, form, ws);
+    }
+    free(buf);
+    return rc;
+}
+
+/* ---- short convolution (window W): the halo of inputs before a piece
+ *
+ * Each piece sends its last min(T, W) inputs (right-aligned in W rows) and
+ * its length; a piece then reads the W inputs before its first token by
+ * walking back over the pieces before it (more than one when they are
+ * shorter than W), zeros before the sequence. The backward sends the
+ * gradient of those W inputs back the same way: every piece adds the parts
+ * that later pieces read from it. */
+
+/* piece q and the row counted back from its end (0 = last) holding input
+ * `back` + 1 steps before piece r; q < 0 when before the sequence */
+static void halo_walk(const float *all, size_t n, int r, int back, int *q, int *row)
+{
+    int p = r - 1;
+    while (p >= 0) {
+        int Tq = (int)all[(size_t)p * n + n - 1];
+        if (back < Tq) {
+            break;
+        }
+        back -= Tq;
+        p--;
+    }
+    *q = p;
+    *row = back;
+}
+
+int lina_sp_conv_halo(const lina_sp *sp, const float *x, int B, int T, int C, int W, float *cache)
+{
+    const size_t n = (size_t)B * W * C + 1;
+    const int S = sp->size, p = sp->rank;
+    float *buf = calloc(n * (size_t)(S + 1), sizeof(float));
+    if (!buf) {
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    float *mine = buf, *all = buf + n;
+    for (int b = 0; b < B; b++) {
+        for (int j = 0; j < W && j < T; j++) { /* j steps back from the end */
+            memcpy(mine + ((size_t)b * W + (W - 1 - j)) * C, x + ((size_t)b * T + (T - 1 - j)) * C,
+                   (size_t)C * sizeof(float));
+        }
+    }
+    mine[n - 1] = (float)T;
+    int rc = sp->allgather(sp->ctx, mine, n, all);
+    for (int i = 0; rc == LINA_OK && i < W; i++) {
+        int q, row;
+        halo_walk(all, n, p, i, &q, &row);
+        for (int b = 0; b < B; b++) {
+            const float *src = q >= 0 ? all + (size_t)q * n + ((size_t)b * W + (W - 1 - row)) * C : NULL;
+            for (int c = 0; c < C; c++) {
+                cache[((size_t)b * C + c) * W + (W - 1 - i)] = src ? src[c] : 0.0f;
+            }
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+int lina_sp_conv_halo_bwd(const lina_sp *sp, const float *dcache, int B, int T, int C, int W, float *dx)
+{
+    const size_t n = (size_t)B * C * W + 2;
+    const int S = sp->size, p = sp->rank;
+    float *buf = malloc(n * (size_t)(S + 1) * sizeof(float));
+    if (!buf) {
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    float *mine = buf, *all = buf + n;
+    memcpy(mine, dcache, (n - 2) * sizeof(float));
+    /* the weight rescales the gradient to the receiving piece's loss normaliser */
+    mine[n - 2] = weight_of(sp);
+    mine[n - 1] = (float)T;
+    int rc = sp->allgather(sp->ctx, mine, n, all);
+    for (int r = p + 1; rc == LINA_OK && r < S; r++) {
+        const float *dr = all + (size_t)r * n;
+        const float s = dr[n - 2] / weight_of(sp);
+        for (int i = 0; i < W; i++) {
+            int q, row;
+            halo_walk(all, n, r, i, &q, &row);
+            if (q != p) {
+                continue;
+            }
+            for (int b = 0; b < B; b++) {
+                float *d = dx + ((size_t)b * T + (T - 1 - row)) * C;
+                for (int c = 0; c < C; c++) {
+                    d[c] += s * dr[((size_t)b * C + c) * W + (W - 1 - i)];
+                }
+            }
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+/* ---- delta-rule family (h <- exp(g) (I - beta k k^T) h + beta k v^T)
+ *
+ * A piece maps its initial state by h_end = M_p h_in + S_p with M_p [K,K] per
+ * (b, h) the product of the piece's exp(g) (I - beta k k^T), late to early,
+ * and S_p its final state from zero. M_p is the final state of the same
+ * kernel run with v = 0 from h0 = I (value width K). Composition: h = M_q h +
+ * S_q over q < p; backward: dH_q = dM_q + M_q^T dH_{q+1} from the last piece
+ * down. Summary: K K + K V floats per (b, h). */
+
+/* h [K,V] = M [K,K] h + s add, per (b, h) */
+static void map_add(float *h, const float *M, const float *add, float s, size_t bh, int K, int V, int transpose)
+{
+    double *t = malloc((size_t)K * V * sizeof(double));
+    if (!t) {
+        return;
+    }
+    for (size_t r = 0; r < bh; r++) {
+        const float *m = M + r * (size_t)K * K;
+        float *x = h + r * (size_t)K * V;
+        for (int i = 0; i < K; i++) {
+            for (int j = 0; j < V; j++) {
+                double acc = 0.0;
+                for (int l = 0; l < K; l++) {
+                    acc += (double)(transpose ? m[(size_t)l * K + i] : m[(size_t)i * K + l]) * x[(size_t)l * V + j];
+                }
+                t[(size_t)i * V + j] = acc;
+            }
+        }
+        for (size_t e = 0; e < (size_t)K * V; e++) {
+            x[e] = (float)t[e] + s * add[r * (size_t)K * V + e];
+        }
+    }
+    free(t);
+}
+
+/* M [B,H,K,K]: the piece's state map */
+static int delta_map(const lina_mix_dims *md, const lina_delta_in *in, float *M, lina_ws *ws)
+{
+    const int B = md->B, T = md->T, H = md->H, K = md->K, n = in->n > 0 ? in->n : 1;
+    const size_t bh = (size_t)B * H;
+    float *buf = calloc((size_t)B * T * n * H * K + (size_t)B * T * H * K + bh * K * K, sizeof(float));
+    if (!buf) {
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    float *v0 = buf, *o = v0 + (size_t)B * T * n * H * K, *eye = o + (size_t)B * T * H * K;
+    for (size_t r = 0; r < bh; r++) {
+        for (int i = 0; i < K; i++) {
+            eye[(r * K + i) * K + i] = 1.0f;
+        }
+    }
+    lina_mix_dims mk = *md;
+    mk.V = K;
+    lina_delta_in im = *in;
+    im.v = v0;
+    im.h0 = eye;
+    lina_delta_out om = {o, M, NULL};
+    int rc = lina_delta_fwd(&mk, &im, &om, LINA_FORM_CHUNK, ws);
+    free(buf);
+    return rc;
+}
+
+int lina_sp_delta_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_delta_in *in,
+                      lina_delta_out *out, lina_form form, lina_ws *ws)
+{
+    if (!active(sp)) {
+        return lina_delta_fwd(md, in, out, form, ws);
+    }
+    int rc = no_states(sp, in->h0, out->ht);
+    if (rc) {
+        return rc;
+    }
+    const size_t bh = (size_t)md->B * md->H, nM = bh * md->K * md->K, nS = bh * md->K * md->V, n = nM + nS;
+    const int S = sp->size, p = sp->rank;
+    float *hin = lina_sp_keep(sp, key, nS);
+    float *buf = malloc(n * (size_t)(S + 1) * sizeof(float));
+    if (!hin || !buf) {
+        free(buf);
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    float *mine = buf, *all = buf + n;
+    lina_delta_in in0 = *in;
+    in0.h0 = NULL;
+    lina_delta_out o0 = {out->o, mine + nM, p == 0 ? out->cache : NULL};
+    if ((rc = delta_map(md, in, mine, ws)) || (rc = lina_delta_fwd(md, &in0, &o0, form, ws)) ||
+        (rc = sp->allgather(sp->ctx, mine, n, all))) {
+        free(buf);
+        return rc;
+    }
+    memset(hin, 0, nS * sizeof(float));
+    for (int q = 0; q < p; q++) {
+        map_add(hin, all + (size_t)q * n, all + (size_t)q * n + nM, 1.0f, bh, md->K, md->V, 0);
+    }
+    if (p > 0) {
+        lina_delta_in in1 = *in;
+        in1.h0 = hin;
+        lina_delta_out o1 = {out->o, NULL, out->cache};
+        rc = lina_delta_fwd(md, &in1, &o1, form, ws);
+    }
+    free(buf);
+    return rc;
+}
+
+int lina_sp_delta_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_delta_in *in,
+                      const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form, lina_ws *ws)
+{
+    if (!active(sp)) {
+        return lina_delta_bwd(md, in, gin, gout, form, ws);
+    }
+    int rc = no_states(sp, gin->dht, gout->dh0);
+    if (rc) {
+        return rc;
+    }
+    /* sent: M, dM, the piece's loss weight */
+    const size_t bh = (size_t)md->B * md->H, nM = bh * md->K * md->K, nS = bh * md->K * md->V, n = nM + nS + 1;
+    const int S = sp->size, p = sp->rank;
+    float *hin = lina_sp_keep(sp, key, nS);
+    float *buf = malloc((n * (size_t)(S + 1) + nS) * sizeof(float));
+    if (!hin || !buf) {
+        free(buf);
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    float *mine = buf, *all = buf + n, *dH = all + n * (size_t)S;
+    lina_delta_in in1 = *in;
+    in1.h0 = p > 0 ? hin : NULL;
+    mine[nM + nS] = weight_of(sp);
+    lina_delta_grad_out g0 = *gout;
+    g0.dh0 = mine + nM;
+    if ((rc = delta_map(md, in, mine, ws)) || (rc = lina_delta_bwd(md, &in1, gin, &g0, form, ws)) ||
+        (rc = sp->allgather(sp->ctx, mine, n, all))) {
+        free(buf);
+        return rc;
+    }
+    if (p < S - 1) {
+        memset(dH, 0, nS * sizeof(float));
+        for (int q = S - 1; q > p; q--) {
+            const float *sq = all + (size_t)q * n;
+            map_add(dH, sq, sq + nM, sq[nM + nS] / weight_of(sp), bh, md->K, md->V, 1);
+        }
+        lina_delta_grad_in g1 = *gin;
+        g1.dht = dH;
+        lina_delta_grad_out go = *gout;
+        go.dh0 = NULL;
+        rc = lina_delta_bwd(md, &in1, &g1, &go, form, ws);
+    }
+    free(buf);
+    return rc;
+}
+
+int lina_sp_conv_forward(const lina_sp *sp, float *y, const float *x, const float *w, const float *bias, int B,
+                         int T, int C, int W, lina_act act)
+{
+    float *halo = lina_sp_keep(sp, w, (size_t)B * C * W);
+    if (!halo) {
+        return LINA_ENOMEM;
+    }
+    int rc = lina_sp_conv_halo(sp, x, B, T, C, W, halo);
+    if (rc == LINA_OK) {
+        lina_shortconv_forward(y, x, w, bias, halo, NULL, B, T, C, W, act);
+    }
+    return rc;
+}
+
+int lina_sp_conv_backward(const lina_sp *sp, float *dx, float *dw, float *dbias, const float *dy, const float *x,
+                          const float *w, const float *bias, int B, int T, int C, int W, lina_act act)
+{
+    float *halo = lina_sp_keep(sp, w, (size_t)B * C * W); /* the forward's */
+    float *dhalo = calloc((size_t)B * C * W, sizeof(float));
+    if (!halo || !dhalo) {
+        free(dhalo);
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    lina_shortconv_backward(dx, dw, dbias, dhalo, dy, x, w, bias, halo, B, T, C, W, act);
+    int rc = lina_sp_conv_halo_bwd(sp, dhalo, B, T, C, W, dx);
+    free(dhalo);
+    return rc;
+}
