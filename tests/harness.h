@@ -68,6 +68,22 @@ __attribute__((unused)) static double th_relerr_fd(const float *a, const double 
     return e / m;
 }
 
+/* max |a - b| / max |b| (NaN in a counts as an error): a float result against a float reference */
+__attribute__((unused)) static double th_relerr(const float *a, const float *b, size_t n)
+{
+    double e = 0.0, m = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= e)) {
+            e = d;
+        }
+        if (fabs((double)b[i]) > m) {
+            m = fabs((double)b[i]);
+        }
+    }
+    return m > 0.0 ? e / m : e;
+}
+
 /* Runs the shell command cmd with stdout and stderr captured through files in dir:
  * up to outn-1 / errn-1 bytes into out / err (NUL-terminated). Returns the exit
  * status, or 128 + the signal that ended it. */

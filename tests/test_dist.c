@@ -5,7 +5,8 @@
  * computes the loss and every parameter gradient of one update on a global
  * batch in one process (the reference, on every rank), then the same update
  * distributed (its part of the batch, lina_dist_micro, the all-reduce), and
- * rank 0 reports the worst relative difference over every tensor. Layouts:
+ * rank 0 reports the worst relative difference ||g - g_ref|| / ||g_ref|| over
+ * every tensor. Layouts:
  * data parallel (uneven batch shares), sequence parallel (uneven pieces,
  * pieces shorter than one chunk) and the dp x sp grid. In a build without MPI
  * it checks the one clear error instead. */
@@ -56,20 +57,17 @@ static const dcase k_cases[] = {
      "\"num_householder\": 2, " SMALL "}", 2, 37, 1, 1},
 };
 
-/* max |a - b| / max |b| */
-static double relerr(const float *a, const float *b, size_t n)
+/* ||a - b|| / ||b|| (2-norms; NaN in a counts as an error) */
+static double norm_err(const float *a, const float *b, size_t n)
 {
     double e = 0.0, m = 0.0;
     for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= e)) {
-            e = d;
-        }
-        if (fabs((double)b[i]) > m) {
-            m = fabs((double)b[i]);
-        }
+        double d = (double)a[i] - (double)b[i];
+        e += d * d;
+        m += (double)b[i] * b[i];
     }
-    return m > 0.0 ? e / m : e;
+    e = m > 0.0 ? sqrt(e / m) : sqrt(e);
+    return e == e ? e : INFINITY;
 }
 
 static int worker_case(lina_dist *d, const dcase *c)
@@ -94,7 +92,9 @@ static int worker_case(lina_dist *d, const dcase *c)
         return rc;
     }
     lina_sp sp;
-    rc = lina_dist_sp_init(&t, d, c->B, c->T, &sp);
+    /* every data-parallel rank needs a sequence: at least one more than the ranks (uneven shares) */
+    const int B = c->B >= lina_dist_dp_size(d) ? c->B : lina_dist_dp_size(d) + 1;
+    rc = lina_dist_sp_init(&t, d, B, c->T, &sp);
     if (lina_dist_sp_size(d) > 1 && !c->sp) {
         /* a mixer without a piece summary: refused with one error naming it */
         if (rank0) {
@@ -111,7 +111,7 @@ static int worker_case(lina_dist *d, const dcase *c)
         lina_model_free(m);
         return rc;
     }
-    size_t n = lina_model_num_params(m), bt = (size_t)c->B * c->T * c->accum;
+    size_t n = lina_model_num_params(m), bt = (size_t)B * c->T * c->accum;
     int32_t *tok = malloc(bt * sizeof *tok), *tgt = malloc(bt * sizeof *tgt);
     int32_t *tokl = malloc(bt * sizeof *tok), *tgtl = malloc(bt * sizeof *tgt);
     float *ref = malloc(n * sizeof *ref);
@@ -126,8 +126,8 @@ static int worker_case(lina_dist *d, const dcase *c)
     lina_model_zero_grad(m);
     for (int a = 0; a < c->accum && rc == LINA_OK; a++) {
         double l = 0.0;
-        size_t o = (size_t)a * c->B * c->T;
-        rc = lina_model_train_step(m, tok + o, tgt + o, c->B, c->T, &l, &ws);
+        size_t o = (size_t)a * B * c->T;
+        rc = lina_model_train_step(m, tok + o, tgt + o, B, c->T, &l, &ws);
         lref += l;
     }
     memcpy(ref, lina_model_grads(m), n * sizeof *ref);
@@ -135,8 +135,8 @@ static int worker_case(lina_dist *d, const dcase *c)
     lina_model_zero_grad(m);
     for (int a = 0; a < c->accum && rc == LINA_OK; a++) {
         double l = 0.0;
-        size_t o = (size_t)a * c->B * c->T;
-        rc = lina_dist_micro(&t, d, &sp, tok + o, tgt + o, c->B, c->T, a == 0, tokl, tgtl, &l, &ws);
+        size_t o = (size_t)a * B * c->T;
+        rc = lina_dist_micro(&t, d, &sp, tok + o, tgt + o, B, c->T, a == 0, tokl, tgtl, &l, &ws);
         ldist += l;
     }
     if (rc == LINA_OK) {
@@ -158,7 +158,7 @@ static int worker_case(lina_dist *d, const dcase *c)
         for (int k = 0; k < ndim; k++) {
             numel *= (size_t)shape[k];
         }
-        double e = relerr(lina_model_grads(m) + off, ref + off, numel);
+        double e = norm_err(lina_model_grads(m) + off, ref + off, numel);
         if (!(e <= worst)) {
             worst = e;
             wname = name;
@@ -172,7 +172,7 @@ static int worker_case(lina_dist *d, const dcase *c)
             CHECK(lerr <= TOL && worst <= TOL,
                   "dist %s, %d ranks = %d dp x %d sp, B %d T %d: loss rel %.1e, worst gradient rel %.1e (%s; %d "
                   "tensors)",
-                  c->name, lina_dist_size(d), lina_dist_dp_size(d), lina_dist_sp_size(d), c->B, c->T, lerr, worst,
+                  c->name, lina_dist_size(d), lina_dist_dp_size(d), lina_dist_sp_size(d), B, c->T, lerr, worst,
                   wname, nt);
         }
     }
@@ -244,6 +244,21 @@ static double loss_err(const double *a, const double *b, int n)
     return e;
 }
 
+/* Run cmd (in dir), then compare the first n losses of run directory run
+ * with ref: one check line "dist cli: <what>: ..." */
+static void run_compare(const char *cmd, const char *dir, const char *run, const double *ref, int n, const char *what)
+{
+    static char out[65536], err[65536];
+    char path[512];
+    double got[64];
+    int st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    snprintf(path, sizeof path, "%s/%s", dir, run);
+    int done = read_losses(path, got, n);
+    double e = loss_err(got, ref, n);
+    CHECK(st == 0 && done == n && e <= TOL, "dist cli: %s: %d losses equal one process's to %.1e (status %d %.200s)",
+          what, done, e, st, st ? err : "");
+}
+
 #define MPIRUN "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 mpirun --oversubscribe"
 #define STEPS 40
 
@@ -300,37 +315,18 @@ static void cli_tests(const char *dir)
           "dist cli: a rank killed at step %d of %d ends the job (%.40s), the checkpoint is intact", done, STEPS,
           out);
     snprintf(cmd, sizeof cmd, MPIRUN " -np 2 %s train --out %s/kill --resume --quiet --threads 1", bin, dir);
-    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
-    done = read_losses(path, got, STEPS);
-    double e = loss_err(got, ref, STEPS);
-    CHECK(st == 0 && done == STEPS && e <= TOL,
-          "dist cli: --resume with 2 ranks finishes the run; its %d losses equal one process's to %.1e (status %d "
-          "%.200s)",
-          done, e, st, st ? err : "");
+    run_compare(cmd, dir, "kill", ref, STEPS, "--resume with 2 ranks finishes the run");
 
     /* 4 ranks for 15 steps, then one process resumes */
     snprintf(cmd, sizeof cmd, MPIRUN " -np 4 %s train %s --steps %d --stop-after 15 --out %s/four && %s train --out "
              "%s/four --resume --quiet --threads 1",
              bin, args, STEPS, dir, bin, dir);
-    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
-    snprintf(path, sizeof path, "%s/four", dir);
-    done = read_losses(path, got, STEPS);
-    e = loss_err(got, ref, STEPS);
-    CHECK(st == 0 && done == STEPS && e <= TOL,
-          "dist cli: 15 steps on 4 ranks, then one process --resume: %d losses equal an uninterrupted one-process "
-          "run to %.1e (status %d %.200s)",
-          done, e, st, st ? err : "");
+    run_compare(cmd, dir, "four", ref, STEPS, "15 steps on 4 ranks, then a one-process --resume");
 
     /* the dp x sp grid through lina train: 2 data-parallel groups of 2 pieces */
     snprintf(cmd, sizeof cmd, MPIRUN " -np 4 %s train %s --steps %d --stop-after 10 --sp 2 --out %s/grid", bin, args,
              STEPS, dir);
-    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
-    snprintf(path, sizeof path, "%s/grid", dir);
-    done = read_losses(path, got, STEPS);
-    e = loss_err(got, ref, 10);
-    CHECK(st == 0 && done == 10 && e <= TOL,
-          "dist cli: lina train on 4 ranks = 2 dp x 2 sp: %d losses equal one process's to %.1e (status %d %.200s)",
-          done, e, st, st ? err : "");
+    run_compare(cmd, dir, "grid", ref, 10, "lina train on 4 ranks = 2 dp x 2 sp");
 
     /* different options on the two ranks (MPMD) */
     snprintf(cmd, sizeof cmd, MPIRUN " -np 1 %s train %s --steps 3 --out %s/mm : -np 1 %s train %s --steps 3 --lr 1e-3 "

@@ -42,22 +42,6 @@
 static const char *const cases[] = {"gla",       "gated_deltanet",     "delta_net",      "transformer",
                                      "hybrid_gla_attn", "gated_deltanet_gva", "gla_gqa_nogate", "delta_net_gate", "mamba2"};
 
-/* max |a - b| / max |b| (NaN in a counts as an error) */
-static double rel_err(const float *a, const float *b, size_t n)
-{
-    double e = 0.0, m = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= e)) {
-            e = d;
-        }
-        if (fabs((double)b[i]) > m) {
-            m = fabs((double)b[i]);
-        }
-    }
-    return m > 0.0 ? e / m : e;
-}
-
 static int read_npy(const char *dir, const char *name, lina_tensor *t)
 {
     char path[1024];
@@ -124,7 +108,7 @@ static void check_grads(lina_model *m, const char *dir, const char *cs)
             nbad++;
             continue;
         }
-        double e = rel_err(g + off, ref, (size_t)n);
+        double e = th_relerr(g + off, ref, (size_t)n);
         if (!(e <= GRAD_TOL)) {
             CHECK(0, "%s: gradient %s rel err %.3e", cs, name, e);
             nbad++;
@@ -178,7 +162,7 @@ static double decode_err(lina_model *m, const int32_t *ids, const float *ref, in
         printf("    state position %lld, expected %d\n", (long long)lina_model_state_pos(s), T);
         goto done;
     }
-    e = rel_err(lg, ref, (size_t)B * T * Vv);
+    e = th_relerr(lg, ref, (size_t)B * T * Vv);
 done:
     lina_model_state_free(s);
     free(lg);
@@ -224,7 +208,7 @@ static void run_case(const char *root, const char *cs)
     /* logits, one forward (chunk form) */
     double e = INFINITY;
     if (lina_model_forward_logits(m, ids, B, T, lg, NULL) == 0) {
-        e = rel_err(lg, lref.data, (size_t)B * T * Vv);
+        e = th_relerr(lg, lref.data, (size_t)B * T * Vv);
     } else {
         printf("    %s\n", lina_last_error());
     }

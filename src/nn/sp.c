@@ -122,6 +122,143 @@ static int no_states(const lina_sp *sp, const void *h0, const void *ht)
     return LINA_OK;
 }
 
+/* One kernel family behind the LASP-2 driver below: the map part of its
+ * summary (nA floats: the decays, or the state map), its kernel on the piece
+ * and the composition of its maps. */
+typedef struct sp_family {
+    size_t nA, nS;  /* floats of the map part and of one state [B,H,K,V] */
+    void *k;        /* the family's call (kernel dims and arguments) */
+    int (*map)(void *k, float *A);
+    /* the piece from h0 (NULL: zero); ht: NULL or its final state; final:
+     * this pass's outputs are the layer's (write the kernel's cache) */
+    int (*fwd)(void *k, const float *h0, float *ht, int final);
+    /* its backward from h0 with the final state's cotangent dht (NULL: zero);
+     * dh0: NULL or the initial state's gradient */
+    int (*bwd)(void *k, const float *h0, const float *dht, float *dh0);
+    /* h = A h + s add (A^T with transpose) */
+    void (*compose)(void *k, float *h, const float *A, const float *add, float s, int transpose);
+} sp_family;
+
+/* Forward: the piece's summary from a zero state (on piece 0 the outputs are
+ * then final), all-gathered; the pieces before this one composed into its
+ * initial state (kept under key), and the piece run again from it. */
+static int sp_forward(const lina_sp *sp, const void *key, const sp_family *f)
+{
+    const size_t n = f->nA + f->nS;
+    const int S = sp->size, p = sp->rank;
+    float *hin = lina_sp_keep(sp, key, f->nS);
+    float *buf = malloc(n * (size_t)(S + 1) * sizeof(float));
+    if (!hin || !buf) {
+        free(buf);
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    float *mine = buf, *all = buf + n;
+    int rc;
+    if ((rc = f->map(f->k, mine)) || (rc = f->fwd(f->k, NULL, mine + f->nA, p == 0)) ||
+        (rc = sp->allgather(sp->ctx, mine, n, all))) {
+        free(buf);
+        return rc;
+    }
+    memset(hin, 0, f->nS * sizeof(float));
+    for (int q = 0; q < p; q++) {
+        f->compose(f->k, hin, all + (size_t)q * n, all + (size_t)q * n + f->nA, 1.0f, 0);
+    }
+    if (p > 0) {
+        rc = f->fwd(f->k, hin, NULL, 1);
+    }
+    free(buf);
+    return rc;
+}
+
+/* Backward: dM_p (the piece's backward with a zero final cotangent; final on
+ * the last piece) all-gathered with the maps and the pieces' loss weights;
+ * dH_{p+1} composed from the last piece down (dH_q = dM_q + A_q^T dH_{q+1},
+ * each dM rescaled to this piece's loss normaliser), and the piece's backward
+ * run again with it. */
+static int sp_backward(const lina_sp *sp, const void *key, const sp_family *f)
+{
+    const size_t n = f->nA + f->nS + 1;
+    const int S = sp->size, p = sp->rank;
+    float *hin = lina_sp_keep(sp, key, f->nS); /* written by the forward */
+    float *buf = malloc((n * (size_t)(S + 1) + f->nS) * sizeof(float));
+    if (!hin || !buf) {
+        free(buf);
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    float *mine = buf, *all = buf + n, *dH = all + n * (size_t)S;
+    const float *h0 = p > 0 ? hin : NULL;
+    mine[n - 1] = weight_of(sp);
+    int rc;
+    if ((rc = f->map(f->k, mine)) || (rc = f->bwd(f->k, h0, NULL, mine + f->nA)) ||
+        (rc = sp->allgather(sp->ctx, mine, n, all))) {
+        free(buf);
+        return rc;
+    }
+    if (p < S - 1) {
+        memset(dH, 0, f->nS * sizeof(float));
+        for (int q = S - 1; q > p; q--) {
+            const float *sq = all + (size_t)q * n;
+            f->compose(f->k, dH, sq, sq + f->nA, sq[n - 1] / weight_of(sp), 1);
+        }
+        rc = f->bwd(f->k, h0, dH, NULL);
+    }
+    free(buf);
+    return rc;
+}
+
+/* the diagonal-decay engine as an sp_family */
+typedef struct dd_call {
+    const lina_mix_dims *md;
+    const lina_dd_in *in;
+    lina_dd_out *out;
+    const lina_dd_grad_in *gin;
+    lina_dd_grad_out *gout;
+    lina_form form;
+    lina_ws *ws;
+} dd_call;
+
+static int dd_map(void *k, float *A)
+{
+    const dd_call *c = k;
+    dd_decay(c->md, c->in, A);
+    return LINA_OK;
+}
+
+static int dd_run_fwd(void *k, const float *h0, float *ht, int final)
+{
+    const dd_call *c = k;
+    lina_dd_in in = *c->in;
+    in.h0 = h0;
+    lina_dd_out o = {c->out->o, ht, final ? c->out->states : NULL};
+    return lina_dd_fwd(c->md, &in, &o, c->form, c->ws);
+}
+
+static int dd_run_bwd(void *k, const float *h0, const float *dht, float *dh0)
+{
+    const dd_call *c = k;
+    lina_dd_in in = *c->in;
+    in.h0 = h0;
+    lina_dd_grad_in gi = *c->gin;
+    gi.dht = dht;
+    lina_dd_grad_out go = *c->gout;
+    go.dh0 = dh0;
+    return lina_dd_bwd(c->md, &in, &gi, &go, c->form, c->ws);
+}
+
+static void dd_compose(void *k, float *h, const float *A, const float *add, float s, int transpose)
+{
+    const dd_call *c = k;
+    (void)transpose; /* diagonal */
+    decay_add(h, A, add, s, (size_t)c->md->B * c->md->H * c->md->K, c->md->V);
+}
+
+static sp_family dd_family(dd_call *c)
+{
+    const size_t rows = (size_t)c->md->B * c->md->H * c->md->K;
+    sp_family f = {rows, rows * c->md->V, c, dd_map, dd_run_fwd, dd_run_bwd, dd_compose};
+    return f;
+}
+
 int lina_sp_dd_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_dd_in *in,
                    lina_dd_out *out, lina_form form, lina_ws *ws)
 {
@@ -129,40 +266,9 @@ int lina_sp_dd_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, 
         return lina_dd_fwd(md, in, out, form, ws);
     }
     int rc = no_states(sp, in->h0, out->ht);
-    if (rc) {
-        return rc;
-    }
-    const size_t rows = (size_t)md->B * md->H * md->K, nS = rows * md->V, n = rows + nS;
-    const int S = sp->size, p = sp->rank;
-    float *hin = lina_sp_keep(sp, key, nS);
-    float *buf = malloc((n * (size_t)(S + 1)) * sizeof(float));
-    if (!hin || !buf) {
-        free(buf);
-        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
-    }
-    float *mine = buf, *all = buf + n;
-    /* the summary: decays and the final state from zero (this also writes
-     * the outputs as if the piece started from zero: final on piece 0) */
-    dd_decay(md, in, mine);
-    lina_dd_in in0 = *in;
-    in0.h0 = NULL;
-    lina_dd_out o0 = {out->o, mine + rows, p == 0 ? out->states : NULL};
-    if ((rc = lina_dd_fwd(md, &in0, &o0, form, ws)) || (rc = sp->allgather(sp->ctx, mine, n, all))) {
-        free(buf);
-        return rc;
-    }
-    memset(hin, 0, nS * sizeof(float));
-    for (int q = 0; q < p; q++) {
-        decay_add(hin, all + (size_t)q * n, all + (size_t)q * n + rows, 1.0f, rows, md->V);
-    }
-    if (p > 0) {
-        lina_dd_in in1 = *in;
-        in1.h0 = hin;
-        lina_dd_out o1 = {out->o, NULL, out->states};
-        rc = lina_dd_fwd(md, &in1, &o1, form, ws);
-    }
-    free(buf);
-    return rc;
+    dd_call c = {md, in, out, NULL, NULL, form, ws};
+    sp_family f = dd_family(&c);
+    return rc ? rc : sp_forward(sp, key, &f);
 }
 
 int lina_sp_dd_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_dd_in *in,
@@ -172,46 +278,9 @@ int lina_sp_dd_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, 
         return lina_dd_bwd(md, in, gin, gout, form, ws);
     }
     int rc = no_states(sp, gin->dht, gout->dh0);
-    if (rc) {
-        return rc;
-    }
-    /* sent: decays, dM, the piece's loss weight */
-    const size_t rows = (size_t)md->B * md->H * md->K, nS = rows * md->V, n = rows + nS + 1;
-    const int S = sp->size, p = sp->rank;
-    float *hin = lina_sp_keep(sp, key, nS); /* written by the forward */
-    float *buf = malloc((n * (size_t)(S + 1) + nS) * sizeof(float));
-    if (!hin || !buf) {
-        free(buf);
-        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
-    }
-    float *mine = buf, *all = buf + n, *dH = all + n * (size_t)S;
-    lina_dd_in in1 = *in;
-    in1.h0 = p > 0 ? hin : NULL;
-    /* dM_p: the piece's backward with a zero cotangent on its final state
-     * (final on the last piece) */
-    dd_decay(md, in, mine);
-    mine[rows + nS] = weight_of(sp);
-    lina_dd_grad_out g0 = *gout;
-    g0.dh0 = mine + rows;
-    if ((rc = lina_dd_bwd(md, &in1, gin, &g0, form, ws)) || (rc = sp->allgather(sp->ctx, mine, n, all))) {
-        free(buf);
-        return rc;
-    }
-    if (p < S - 1) {
-        /* dH_{p+1}: dH_q = dM_q + A_q dH_{q+1} from the last piece down */
-        memset(dH, 0, nS * sizeof(float));
-        for (int q = S - 1; q > p; q--) {
-            const float *sq = all + (size_t)q * n;
-            decay_add(dH, sq, sq + rows, sq[rows + nS] / weight_of(sp), rows, md->V);
-        }
-        lina_dd_grad_in g1 = *gin;
-        g1.dht = dH;
-        lina_dd_grad_out go = *gout;
-        go.dh0 = NULL;
-        rc = lina_dd_bwd(md, &in1, &g1, &go, form, ws);
-    }
-    free(buf);
-    return rc;
+    dd_call c = {md, in, NULL, gin, gout, form, ws};
+    sp_family f = dd_family(&c);
+    return rc ? rc : sp_backward(sp, key, &f);
 }
 
 /* ---- short convolution (window W): the halo of inputs before a piece
@@ -367,6 +436,58 @@ static int delta_map(const lina_mix_dims *md, const lina_delta_in *in, float *M,
     return rc;
 }
 
+/* the delta-rule engine as an sp_family */
+typedef struct delta_call {
+    const lina_mix_dims *md;
+    const lina_delta_in *in;
+    lina_delta_out *out;
+    const lina_delta_grad_in *gin;
+    lina_delta_grad_out *gout;
+    lina_form form;
+    lina_ws *ws;
+} delta_call;
+
+static int delta_map_of(void *k, float *A)
+{
+    const delta_call *c = k;
+    return delta_map(c->md, c->in, A, c->ws);
+}
+
+static int delta_run_fwd(void *k, const float *h0, float *ht, int final)
+{
+    const delta_call *c = k;
+    lina_delta_in in = *c->in;
+    in.h0 = h0;
+    lina_delta_out o = {c->out->o, ht, final ? c->out->cache : NULL};
+    return lina_delta_fwd(c->md, &in, &o, c->form, c->ws);
+}
+
+static int delta_run_bwd(void *k, const float *h0, const float *dht, float *dh0)
+{
+    const delta_call *c = k;
+    lina_delta_in in = *c->in;
+    in.h0 = h0;
+    lina_delta_grad_in gi = *c->gin;
+    gi.dht = dht;
+    lina_delta_grad_out go = *c->gout;
+    go.dh0 = dh0;
+    return lina_delta_bwd(c->md, &in, &gi, &go, c->form, c->ws);
+}
+
+static void delta_compose(void *k, float *h, const float *A, const float *add, float s, int transpose)
+{
+    const delta_call *c = k;
+    map_add(h, A, add, s, (size_t)c->md->B * c->md->H, c->md->K, c->md->V, transpose);
+}
+
+static sp_family delta_family(delta_call *c)
+{
+    const size_t bh = (size_t)c->md->B * c->md->H;
+    sp_family f = {bh * c->md->K * c->md->K, bh * c->md->K * c->md->V, c, delta_map_of, delta_run_fwd,
+                   delta_run_bwd, delta_compose};
+    return f;
+}
+
 int lina_sp_delta_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_delta_in *in,
                       lina_delta_out *out, lina_form form, lina_ws *ws)
 {
@@ -374,38 +495,9 @@ int lina_sp_delta_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *m
         return lina_delta_fwd(md, in, out, form, ws);
     }
     int rc = no_states(sp, in->h0, out->ht);
-    if (rc) {
-        return rc;
-    }
-    const size_t bh = (size_t)md->B * md->H, nM = bh * md->K * md->K, nS = bh * md->K * md->V, n = nM + nS;
-    const int S = sp->size, p = sp->rank;
-    float *hin = lina_sp_keep(sp, key, nS);
-    float *buf = malloc(n * (size_t)(S + 1) * sizeof(float));
-    if (!hin || !buf) {
-        free(buf);
-        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
-    }
-    float *mine = buf, *all = buf + n;
-    lina_delta_in in0 = *in;
-    in0.h0 = NULL;
-    lina_delta_out o0 = {out->o, mine + nM, p == 0 ? out->cache : NULL};
-    if ((rc = delta_map(md, in, mine, ws)) || (rc = lina_delta_fwd(md, &in0, &o0, form, ws)) ||
-        (rc = sp->allgather(sp->ctx, mine, n, all))) {
-        free(buf);
-        return rc;
-    }
-    memset(hin, 0, nS * sizeof(float));
-    for (int q = 0; q < p; q++) {
-        map_add(hin, all + (size_t)q * n, all + (size_t)q * n + nM, 1.0f, bh, md->K, md->V, 0);
-    }
-    if (p > 0) {
-        lina_delta_in in1 = *in;
-        in1.h0 = hin;
-        lina_delta_out o1 = {out->o, NULL, out->cache};
-        rc = lina_delta_fwd(md, &in1, &o1, form, ws);
-    }
-    free(buf);
-    return rc;
+    delta_call c = {md, in, out, NULL, NULL, form, ws};
+    sp_family f = delta_family(&c);
+    return rc ? rc : sp_forward(sp, key, &f);
 }
 
 int lina_sp_delta_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_delta_in *in,
@@ -415,43 +507,9 @@ int lina_sp_delta_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *m
         return lina_delta_bwd(md, in, gin, gout, form, ws);
     }
     int rc = no_states(sp, gin->dht, gout->dh0);
-    if (rc) {
-        return rc;
-    }
-    /* sent: M, dM, the piece's loss weight */
-    const size_t bh = (size_t)md->B * md->H, nM = bh * md->K * md->K, nS = bh * md->K * md->V, n = nM + nS + 1;
-    const int S = sp->size, p = sp->rank;
-    float *hin = lina_sp_keep(sp, key, nS);
-    float *buf = malloc((n * (size_t)(S + 1) + nS) * sizeof(float));
-    if (!hin || !buf) {
-        free(buf);
-        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
-    }
-    float *mine = buf, *all = buf + n, *dH = all + n * (size_t)S;
-    lina_delta_in in1 = *in;
-    in1.h0 = p > 0 ? hin : NULL;
-    mine[nM + nS] = weight_of(sp);
-    lina_delta_grad_out g0 = *gout;
-    g0.dh0 = mine + nM;
-    if ((rc = delta_map(md, in, mine, ws)) || (rc = lina_delta_bwd(md, &in1, gin, &g0, form, ws)) ||
-        (rc = sp->allgather(sp->ctx, mine, n, all))) {
-        free(buf);
-        return rc;
-    }
-    if (p < S - 1) {
-        memset(dH, 0, nS * sizeof(float));
-        for (int q = S - 1; q > p; q--) {
-            const float *sq = all + (size_t)q * n;
-            map_add(dH, sq, sq + nM, sq[nM + nS] / weight_of(sp), bh, md->K, md->V, 1);
-        }
-        lina_delta_grad_in g1 = *gin;
-        g1.dht = dH;
-        lina_delta_grad_out go = *gout;
-        go.dh0 = NULL;
-        rc = lina_delta_bwd(md, &in1, &g1, &go, form, ws);
-    }
-    free(buf);
-    return rc;
+    delta_call c = {md, in, NULL, gin, gout, form, ws};
+    sp_family f = delta_family(&c);
+    return rc ? rc : sp_backward(sp, key, &f);
 }
 
 int lina_sp_conv_forward(const lina_sp *sp, float *y, const float *x, const float *w, const float *bias, int B,
