@@ -311,7 +311,8 @@ typedef struct lina_config {
     int num_kv_heads;              /* gla, retnet, linear_attn, transformer; 0 = null (= num_heads) */
     int head_dim;                  /* gated_deltanet: key dim per head */
     int num_v_heads;               /* gated_deltanet: 0 = null (= num_heads) */
-    int use_short_conv, conv_size; /* gla, delta_net, gated_deltanet, retnet, hgrn2 */
+    int use_short_conv, conv_size; /* every type but mamba2 (its own conv_kernel); linear_attn and
+                                      transformer: a lina option (FLA's layers have none) */
     int use_output_gate;           /* gla, retnet */
     int use_gate;                  /* delta_net, gated_deltanet */
     int use_beta, use_output_norm; /* delta_net */

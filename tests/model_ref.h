@@ -168,10 +168,24 @@ static __attribute__((unused)) void ref_attn(const ref_model *r, const double *P
     double *q = calloc((size_t)T * HQ, 8), *k = calloc((size_t)T * HKV, 8), *v = calloc((size_t)T * HKV, 8);
     double o[256], sc[512], tmp[64];
     for (int t = 0; t < T; t++) {
-        double *qt = q + (size_t)t * HQ, *kt = k + (size_t)t * HKV;
-        rlin(qt, Wq, bq, xn + (size_t)t * D, D, HQ);
-        rlin(kt, Wk, bk, xn + (size_t)t * D, D, HKV);
+        rlin(q + (size_t)t * HQ, Wq, bq, xn + (size_t)t * D, D, HQ);
+        rlin(k + (size_t)t * HKV, Wk, bk, xn + (size_t)t * D, D, HKV);
         rlin(v + (size_t)t * HKV, Wv, bv, xn + (size_t)t * D, D, HKV);
+    }
+    if (tr && c->use_short_conv) { /* SiLU short convs on the projections */
+        double *y = calloc((size_t)T * HQ, 8);
+        const char *nm[3] = {"model.layers.%d.attn.q_conv1d.weight", "model.layers.%d.attn.k_conv1d.weight",
+                             "model.layers.%d.attn.v_conv1d.weight"};
+        double *xs[3] = {q, k, v};
+        for (int j = 0; j < 3; j++) {
+            int C = j ? HKV : HQ;
+            rconv(y, xs[j], P + toff(m, nm[j], l), T, C, c->conv_size);
+            memcpy(xs[j], y, (size_t)T * C * sizeof(double));
+        }
+        free(y);
+    }
+    for (int t = 0; t < T; t++) {
+        double *qt = q + (size_t)t * HQ, *kt = k + (size_t)t * HKV;
         for (int h = 0; h < H + Hkv; h++) {
             double *x = h < H ? qt + h * d : kt + (h - H) * d;
             if (qkn) {

@@ -1082,6 +1082,19 @@ int main(void)
     test_decode("retnet decode", tiny_retnet(1));
     test_decode("transformer decode", tiny_transformer(1, 1, 1, 0));
     test_decode("transformer window decode", tiny_transformer(2, 0, 0, 4));
+    {
+        /* the short convolution on q, k, v (a lina option for the synthetic-task models) */
+        lina_config tc = tiny_transformer(1, 1, 1, 0);
+        tc.use_short_conv = 1;
+        test_fd("transformer short conv, gqa bias qk_norm", tc, 2, 9, 0.3);
+        test_decode("transformer short conv decode", tc);
+        lina_model *mc = NULL;
+        int rc = lina_model_create(&tc, 1, &mc);
+        CHECK(rc == 0 && lina_model_find_tensor(mc, "model.layers.0.attn.q_conv1d.weight") >= 0 &&
+                  lina_model_find_tensor(mc, "model.layers.1.attn.v_conv1d.weight") >= 0,
+              "transformer use_short_conv: {q,k,v}_conv1d.weight per layer");
+        lina_model_free(mc);
+    }
     test_decode("gla hybrid decode", hybrid(tiny_gla(0, 1), 1));
     test_gdn_names();
     test_attn_names();

@@ -172,14 +172,32 @@ static double ref_la(const ref_model *r, const double *P, int l, const double *x
     double *S = calloc((size_t)H * F * V, sizeof(double)), *z = calloc((size_t)H * F, sizeof(double));
     double q[256], k[256], v[256], qf[512], kf[512], o[256], y[256];
     ref_fm fq = ref_fm_of(r, P, l, 'q'), fk = ref_fm_of(r, P, l, 'k');
+    /* projections of the whole sequence, then (use_short_conv) the SiLU short convs */
+    int CQ = H * K, CK = Hkv * K, CV = Hkv * V;
+    double *pq = calloc((size_t)T * CQ, 8), *pk = calloc((size_t)T * CK, 8), *pv = calloc((size_t)T * CV, 8);
+    double *cy = calloc((size_t)T * (CQ > CV ? (CQ > CK ? CQ : CK) : (CV > CK ? CV : CK)), 8);
     for (int b = 0; b < B; b++) {
         memset(S, 0, (size_t)H * F * V * sizeof(double));
         memset(z, 0, (size_t)H * F * sizeof(double));
         for (int t = 0; t < T; t++) {
             const double *xt = xn + ((size_t)b * T + t) * D;
-            rlin(q, Wq, NULL, xt, D, H * K);
-            rlin(k, Wk, NULL, xt, D, Hkv * K);
-            rlin(v, Wv, NULL, xt, D, Hkv * V);
+            rlin(pq + (size_t)t * CQ, Wq, NULL, xt, D, CQ);
+            rlin(pk + (size_t)t * CK, Wk, NULL, xt, D, CK);
+            rlin(pv + (size_t)t * CV, Wv, NULL, xt, D, CV);
+        }
+        if (c->use_short_conv) {
+            double *xs[3] = {pq, pk, pv};
+            int Cs[3] = {CQ, CK, CV};
+            const char *nm[3] = {"q_conv1d.weight", "k_conv1d.weight", "v_conv1d.weight"};
+            for (int j = 0; j < 3; j++) {
+                rconv(cy, xs[j], ptens(r, P, l, nm[j]), T, Cs[j], c->conv_size);
+                memcpy(xs[j], cy, (size_t)T * Cs[j] * sizeof(double));
+            }
+        }
+        for (int t = 0; t < T; t++) {
+            memcpy(q, pq + (size_t)t * CQ, (size_t)CQ * sizeof(double));
+            memcpy(k, pk + (size_t)t * CK, (size_t)CK * sizeof(double));
+            memcpy(v, pv + (size_t)t * CV, (size_t)CV * sizeof(double));
             for (int h = 0; h < H; h++) {
                 int g = h / G;
                 ref_fmap(c->feature_map, &fq, q + h * K, qf, K);
@@ -219,6 +237,10 @@ static double ref_la(const ref_model *r, const double *P, int l, const double *x
     free(S);
     free(z);
     free(ones);
+    free(pq);
+    free(pk);
+    free(pv);
+    free(cy);
     return 0.0;
 }
 
@@ -403,6 +425,22 @@ static void test_la_names(void)
     CHECK(rc == 0 && has_shape(m, NM("feature_map_q.layer1.weight"), 2, 8, 8, 0) &&
               absent(m, NM("feature_map_k.layer1.weight")) && absent(m, NM("feature_map_k.layer2.bias")),
           "linear_attn tie_feature_map_qk: one map (feature_map_q.*)");
+    lina_model_free(m);
+    m = NULL;
+    c = tiny_la("elu");
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+    c.use_short_conv = 1;
+    rc = lina_model_create(&c, 1, &m);
+    CHECK(rc == 0 && has_shape(m, NM("q_conv1d.weight"), 3, 16, 1, 4) && has_shape(m, NM("k_conv1d.weight"), 3, 8, 1, 4) &&
+              has_shape(m, NM("v_conv1d.weight"), 3, 8, 1, 4),
+          "linear_attn use_short_conv: q/k/v_conv1d.weight [C, 1, 4]");
+    lina_model_free(m);
+    m = NULL;
+    c.use_short_conv = 0;
+    rc = lina_model_create(&c, 1, &m);
+    CHECK(rc == 0 && absent(m, NM("q_conv1d.weight")) && absent(m, NM("v_conv1d.weight")),
+          "linear_attn without use_short_conv: no conv tensors");
     lina_model_free(m);
     m = NULL;
     c = tiny_la("hedgehog");
@@ -626,6 +664,20 @@ int main(void)
     c.num_kv_heads = 1;
     test_fd("linear_attn dpfp 4 heads, 1 kv head", c, 2, 9, 0.05);
     test_fd("linear_attn elementwise_product across chunks", tiny_la("elementwise_product"), 1, 67, 0.03);
+    /* the short convolution (a lina option): names, gradients, forms, decode with the conv tails */
+    c = tiny_la("elu");
+    c.use_short_conv = 1;
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+    test_fd("linear_attn elu short conv, kv groups", c, 2, 9, 0.1);
+    test_forms("linear_attn elu short conv forms", c);
+    test_decode("linear_attn elu short conv decode", c);
+    c = tiny_la("hedgehog");
+    c.use_short_conv = 1;
+    c.conv_size = 3;
+    c.norm_feature_map = 1;
+    test_fd("linear_attn hedgehog short conv (W 3), normaliser", c, 2, 9, 0.1);
+    test_decode("linear_attn hedgehog short conv normaliser decode", c);
     c = tiny_la("elu");
     c.attn.enabled = 1; /* hybrid: layer 1 is softmax attention */
     c.attn.n_layers = 1;

@@ -257,8 +257,7 @@ static void test_names(void)
     }
     CHECK(ok, "init: softplus(dt_bias) in [dt_min, dt_max]");
     const char *ones[] = {"backbone.layers.0.mixer.D", "backbone.layers.0.mixer.norm.weight"};
-    const char *zeros[] = {"backbone.layers.0.mixer.conv1d.bias", "backbone.layers.0.mixer.in_proj.bias",
-                           "backbone.layers.0.mixer.out_proj.bias"};
+    const char *zeros[] = {"backbone.layers.0.mixer.in_proj.bias", "backbone.layers.0.mixer.out_proj.bias"};
     ok = 1;
     for (int k = 0; k < 2; k++) {
         p = tensor_data(m, ones[k], &n);
@@ -267,7 +266,7 @@ static void test_names(void)
         }
         ok &= p != NULL;
     }
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 2; k++) {
         p = tensor_data(m, zeros[k], &n);
         for (size_t i = 0; p && i < n; i++) {
             ok &= p[i] == 0.0f;
@@ -290,6 +289,89 @@ static void test_names(void)
         check_tensor(m, "backbone.layers.0.mixer.D", 1, E, 0, 0, 0);
         lina_model_free(m);
     }
+}
+
+/* ------------------------------------------------------- init statistics */
+
+/* every element of tensor `suffix` (all layers) lies in [-a, a] and the sample has mean ~0 and
+ * variance a^2/3 (U(-a, a)) within 4 standard errors */
+static void check_uniform(lina_model *m, int L, const char *suffix, double a)
+{
+    double s1 = 0.0, s2 = 0.0, cnt = 0.0;
+    int inside = 1;
+    char name[128];
+    for (int l = 0; l < L; l++) {
+        size_t n;
+        snprintf(name, sizeof(name), "backbone.layers.%d.mixer.%s", l, suffix);
+        const float *p = tensor_data(m, name, &n);
+        for (size_t i = 0; p && i < n; i++) {
+            inside &= fabs(p[i]) <= a * (1.0 + 1e-6);
+            s1 += p[i];
+            s2 += (double)p[i] * p[i];
+            cnt += 1.0;
+        }
+    }
+    double mean = s1 / cnt, var = s2 / cnt - mean * mean, v0 = a * a / 3.0;
+    /* U(-a,a): sd of the mean a/sqrt(3n); sd of the variance estimate ~ v0 * sqrt(0.8/n) */
+    CHECK(cnt > 100 && inside && fabs(mean) < 4.0 * a / sqrt(3.0 * cnt) && fabs(var - v0) < 4.0 * v0 * sqrt(0.8 / cnt),
+          "init: %s ~ U(-%.4g, %.4g) (n %.0f, mean %.3g, var %.4g vs %.4g)", suffix, a, a, cnt, mean, var, v0);
+}
+
+/* The Mamba2 paper's init at a size where the statistics mean something: in_proj and conv1d
+ * U(+-1/sqrt(fan_in)), out_proj U(+-1/sqrt(E))/sqrt(L), A = exp(A_log) ~ U[1, 16),
+ * ln dt ~ U[ln dt_min, ln dt_max] with dt = softplus(dt_bias), D = 1. */
+static void test_init_stats(void)
+{
+    lina_config c;
+    lina_config_default(&c, LINA_MODEL_MAMBA2);
+    c.hidden_size = 64;
+    c.num_hidden_layers = 4;
+    c.vocab_size = 16;
+    c.head_dim = 2;
+    c.state_size = 8;
+    c.num_heads = c.expand * c.hidden_size / c.head_dim; /* 64 heads per layer: 256 A and dt */
+    c.chunk_size = 64;
+    lina_model *m = NULL;
+    int rc = lina_model_create(&c, 11, &m);
+    CHECK(rc == 0, "init stats: model created");
+    if (rc) {
+        return;
+    }
+    const int L = c.num_hidden_layers, E = c.expand * c.hidden_size;
+    check_uniform(m, L, "in_proj.weight", 1.0 / sqrt((double)c.hidden_size));
+    check_uniform(m, L, "conv1d.weight", 1.0 / sqrt((double)c.conv_kernel));
+    check_uniform(m, L, "conv1d.bias", 1.0 / sqrt((double)c.conv_kernel));
+    check_uniform(m, L, "out_proj.weight", 1.0 / sqrt((double)E) / sqrt((double)L));
+    double sa = 0.0, sa2 = 0.0, st = 0.0, st2 = 0.0, cnt = 0.0;
+    int in_a = 1, in_t = 1;
+    const double lo = log(c.dt_min), hi = log(c.dt_max);
+    char name[128];
+    for (int l = 0; l < L; l++) {
+        size_t na, nt;
+        snprintf(name, sizeof(name), "backbone.layers.%d.mixer.A_log", l);
+        const float *A = tensor_data(m, name, &na);
+        snprintf(name, sizeof(name), "backbone.layers.%d.mixer.dt_bias", l);
+        const float *dt = tensor_data(m, name, &nt);
+        for (size_t i = 0; A && dt && i < na && i < nt; i++) {
+            double a = exp((double)A[i]), t = log(log1p(exp((double)dt[i])));
+            in_a &= a >= 1.0 - 1e-5 && a < 16.0 + 1e-4;
+            in_t &= t >= lo - 1e-4 && t <= hi + 1e-4;
+            sa += a;
+            sa2 += a * a;
+            st += t;
+            st2 += t * t;
+            cnt += 1.0;
+        }
+    }
+    double ma = sa / cnt, va = sa2 / cnt - ma * ma, mt = st / cnt, vt = st2 / cnt - mt * mt;
+    double va0 = 15.0 * 15.0 / 12.0, vt0 = (hi - lo) * (hi - lo) / 12.0;
+    CHECK(cnt == 4.0 * c.num_heads && in_a && fabs(ma - 8.5) < 4.0 * sqrt(va0 / cnt) &&
+              fabs(va - va0) < 4.0 * va0 * sqrt(0.8 / cnt),
+          "init: A = exp(A_log) ~ U[1, 16) (n %.0f, mean %.3f vs 8.5, var %.2f vs %.2f)", cnt, ma, va, va0);
+    CHECK(in_t && fabs(mt - 0.5 * (lo + hi)) < 4.0 * sqrt(vt0 / cnt) && fabs(vt - vt0) < 4.0 * vt0 * sqrt(0.8 / cnt),
+          "init: ln softplus(dt_bias) ~ U[ln %g, ln %g] (mean %.3f vs %.3f, var %.3f vs %.3f)", c.dt_min, c.dt_max,
+          mt, 0.5 * (lo + hi), vt, vt0);
+    lina_model_free(m);
 }
 
 /* ------------------------------------------------------------ bad input */
@@ -402,6 +484,7 @@ int main(void)
     (void)rlogsig;
     lina_set_threads(1); /* tiny models: threads only add overhead to the FD checks */
     test_names();
+    test_init_stats();
     test_bad();
     fd_neg("mamba2 G=1", tiny_m2(1, 0), 2, 9, 1.0);
     fd_neg("mamba2 G=2", tiny_m2(2, 0), 2, 9, 0.12);

@@ -22,7 +22,14 @@ int lina_attn_check_dims(const lina_attn_dims *d)
 size_t lina_attn_acts_floats(const lina_attn_dims *d, int N)
 {
     size_t HQ = (size_t)d->H * d->d, HKV = (size_t)d->Hkv * d->d;
-    return (size_t)N * (6 * HQ + 3 * HKV + 3 * (size_t)d->H + (size_t)d->Hkv);
+    size_t conv = d->use_short_conv ? HQ + 2 * HKV : 0;
+    return (size_t)N * (6 * HQ + 3 * HKV + 3 * (size_t)d->H + (size_t)d->Hkv + conv);
+}
+
+size_t lina_attn_conv_cache_floats(const lina_attn_dims *d, int B)
+{
+    size_t C = (size_t)d->H * d->d + 2 * (size_t)d->Hkv * d->d;
+    return d->use_short_conv ? (size_t)B * C * (size_t)d->conv_size : 0;
 }
 
 void lina_attn_acts_carve(lina_attn_acts *a, float *buf, const lina_attn_dims *d, int N)
@@ -40,13 +47,40 @@ void lina_attn_acts_carve(lina_attn_acts *a, float *buf, const lina_attn_dims *d
     a->k = p;   p += n * HQ;
     a->v = p;   p += n * HQ;
     a->o = p;   p += n * HQ;
-    a->stat = p;
+    a->stat = p; p += n * 2 * (size_t)d->H;
+    if (d->use_short_conv) {
+        a->qc = p; p += n * HQ;
+        a->kc = p; p += n * HKV;
+        a->vc = p;
+    } else {
+        a->qc = a->qp;
+        a->kc = a->kp;
+        a->vc = a->vp;
+    }
 }
 
 size_t lina_attn_scratch_floats(const lina_attn_dims *d, int N)
 {
     size_t HQ = (size_t)d->H * d->d, HKV = (size_t)d->Hkv * d->d;
-    return (size_t)N * (4 * HQ + 2 * HKV);
+    size_t conv = d->use_short_conv ? HQ + 2 * HKV : 0;
+    return (size_t)N * (4 * HQ + 2 * HKV + conv);
+}
+
+/* qp, kp, vp [N, *] from x: the projections (into qc, kc, vc), then the SiLU short convs
+ * with the decode tails conv (NULL: zeros, not kept) when the layer has them */
+static void attn_project(lina_attn_acts *a, const float *x, const lina_attn_dims *d, const lina_attn_params *p,
+                         int B, int T, float *conv)
+{
+    int N = B * T, D = d->D, HQ = d->H * d->d, HKV = d->Hkv * d->d, W = d->conv_size;
+    lina_linear_forward(a->qc, x, p->q_proj, d->qkv_bias ? p->q_bias : NULL, N, D, HQ);
+    lina_linear_forward(a->kc, x, p->k_proj, d->qkv_bias ? p->k_bias : NULL, N, D, HKV);
+    lina_linear_forward(a->vc, x, p->v_proj, d->qkv_bias ? p->v_bias : NULL, N, D, HKV);
+    if (d->use_short_conv) {
+        float *cq = conv, *ck = cq ? cq + (size_t)B * HQ * W : NULL, *cv = ck ? ck + (size_t)B * HKV * W : NULL;
+        lina_conv_act_forward(a->qp, a->qc, p->q_conv, cq, B, T, HQ, W, LINA_ACT_SILU);
+        lina_conv_act_forward(a->kp, a->kc, p->k_conv, ck, B, T, HKV, W, LINA_ACT_SILU);
+        lina_conv_act_forward(a->vp, a->vc, p->v_conv, cv, B, T, HKV, W, LINA_ACT_SILU);
+    }
 }
 
 int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
@@ -56,10 +90,8 @@ int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_
     if (rc) {
         return rc;
     }
-    int N = B * T, D = d->D, HQ = d->H * d->d, HKV = d->Hkv * d->d;
-    lina_linear_forward(a->qp, x, p->q_proj, d->qkv_bias ? p->q_bias : NULL, N, D, HQ);
-    lina_linear_forward(a->kp, x, p->k_proj, d->qkv_bias ? p->k_bias : NULL, N, D, HKV);
-    lina_linear_forward(a->vp, x, p->v_proj, d->qkv_bias ? p->v_bias : NULL, N, D, HKV);
+    int N = B * T, D = d->D, HQ = d->H * d->d;
+    attn_project(a, x, d, p, B, T, NULL);
     const float *qs = a->qp, *ks = a->kp;
     if (d->qk_norm) {
         lina_rmsnorm_forward(a->qn, a->rq, a->qp, p->q_norm, NULL, N * d->H, d->d, LINA_ATTN_QK_NORM_EPS);
@@ -126,14 +158,27 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
         lina_rmsnorm_backward(dqp, gp->q_norm, NULL, dq, a->qp, p->q_norm, a->rq, N * d->H, d->d);
         lina_rmsnorm_backward(dkp, gp->k_norm, NULL, dkr, a->kp, p->k_norm, a->rk, N * d->Hkv, d->d);
     }
+    float *dvp = dvr;
+    if (d->use_short_conv) {
+        /* SiLU short convs: gradients into the projections' own buffers after dvr */
+        int W = d->conv_size;
+        float *dqc = dvr + nkv, *dkc = dqc + nq, *dvc = dkc + nkv;
+        lina_conv_act_backward(dqc, gp->q_conv, dqp, a->qc, p->q_conv, B, T, HQ, W, LINA_ACT_SILU);
+        lina_conv_act_backward(dkc, gp->k_conv, dkp, a->kc, p->k_conv, B, T, HKV, W, LINA_ACT_SILU);
+        lina_conv_act_backward(dvc, gp->v_conv, dvr, a->vc, p->v_conv, B, T, HKV, W, LINA_ACT_SILU);
+        dqp = dqc;
+        dkp = dkc;
+        dvp = dvc;
+    }
     lina_linear_backward(dx, gp->q_proj, d->qkv_bias ? gp->q_bias : NULL, dqp, x, p->q_proj, N, D, HQ);
     lina_linear_backward(dx, gp->k_proj, d->qkv_bias ? gp->k_bias : NULL, dkp, x, p->k_proj, N, D, HKV);
-    lina_linear_backward(dx, gp->v_proj, d->qkv_bias ? gp->v_bias : NULL, dvr, x, p->v_proj, N, D, HKV);
+    lina_linear_backward(dx, gp->v_proj, d->qkv_bias ? gp->v_bias : NULL, dvp, x, p->v_proj, N, D, HKV);
     return LINA_OK;
 }
 
 int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
-                             const lina_attn_params *p, int B, int T, float *kc, float *vc, int pos, int cap)
+                             const lina_attn_params *p, int B, int T, float *kc, float *vc, float *conv, int pos,
+                             int cap)
 {
     int rc = lina_attn_check_dims(d);
     if (rc) {
@@ -142,10 +187,8 @@ int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, cons
     if (pos < 0 || T < 1 || pos + T > cap) {
         return lina_set_error(LINA_EINVAL, "attention layer: KV cache full (%d + %d > %d positions)", pos, T, cap);
     }
-    int N = B * T, D = d->D, HQ = d->H * d->d, HKV = d->Hkv * d->d, dh = d->d, G = d->H / d->Hkv;
-    lina_linear_forward(a->qp, x, p->q_proj, d->qkv_bias ? p->q_bias : NULL, N, D, HQ);
-    lina_linear_forward(a->kp, x, p->k_proj, d->qkv_bias ? p->k_bias : NULL, N, D, HKV);
-    lina_linear_forward(a->vp, x, p->v_proj, d->qkv_bias ? p->v_bias : NULL, N, D, HKV);
+    int N = B * T, D = d->D, HQ = d->H * d->d, dh = d->d, G = d->H / d->Hkv;
+    attn_project(a, x, d, p, B, T, conv);
     const float *qs = a->qp, *ks = a->kp;
     if (d->qk_norm) {
         lina_rmsnorm_forward(a->qn, a->rq, a->qp, p->q_norm, NULL, N * d->H, dh, LINA_ATTN_QK_NORM_EPS);
@@ -213,9 +256,10 @@ int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, cons
  * config's own keys) and the "attn" layers of a hybrid (the config's "attn"
  * block). Tensors under model.layers.{i}.attn.: q_proj.weight [H*d, D],
  * k_proj.weight / v_proj.weight [Hkv*d, D], their biases (qkv_bias),
- * q_norm.weight / k_norm.weight [d] (qk_norm), o_proj.weight [D, H*d].
- * The decode state is the K and V caches [B, Hkv, max_len, d] each. */
-enum { ATT_Q, ATT_QB, ATT_K, ATT_KB, ATT_V, ATT_VB, ATT_QN, ATT_KN, ATT_O };
+ * q_norm.weight / k_norm.weight [d] (qk_norm), o_proj.weight [D, H*d],
+ * {q,k,v}_conv1d.weight [C, 1, W] (use_short_conv, model_type "transformer" only).
+ * The decode state is the K and V caches [B, Hkv, max_len, d] each, then the conv tails. */
+enum { ATT_Q, ATT_QB, ATT_K, ATT_KB, ATT_V, ATT_VB, ATT_QN, ATT_KN, ATT_O, ATT_QC, ATT_KC, ATT_VC };
 
 _Static_assert(sizeof(lina_attn_dims) <= LINA_MIXER_DIMS_BYTES, "lina_attn_dims too large");
 
@@ -232,6 +276,8 @@ static int attn_build(lina_mixer_builder *b, const lina_config *c, int layer, vo
         a->qk_norm = c->qk_norm[0] ? 1 : 0;
         a->window = c->window_size;
         a->rope_theta = c->rope_theta > 0.0 ? c->rope_theta : 10000.0;
+        a->use_short_conv = c->use_short_conv ? 1 : 0;
+        a->conv_size = c->conv_size;
     } else {
         a->H = c->attn.num_heads;
         a->Hkv = c->attn.num_kv_heads ? c->attn.num_kv_heads : c->attn.num_heads;
@@ -258,6 +304,13 @@ static int attn_build(lina_mixer_builder *b, const lina_config *c, int layer, vo
         (rc = lina_mixer_add(b, ATT_O, "o_proj.weight", 2, D, HQ, 0, 1, LINA_INIT_NORMAL))) {
         return rc;
     }
+    int64_t W = a->conv_size;
+    if (a->use_short_conv &&
+        ((rc = lina_mixer_add(b, ATT_QC, "q_conv1d.weight", 3, HQ, 1, W, 1, LINA_INIT_NORMAL)) ||
+         (rc = lina_mixer_add(b, ATT_KC, "k_conv1d.weight", 3, HKV, 1, W, 1, LINA_INIT_NORMAL)) ||
+         (rc = lina_mixer_add(b, ATT_VC, "v_conv1d.weight", 3, HKV, 1, W, 1, LINA_INIT_NORMAL)))) {
+        return rc;
+    }
     return LINA_OK;
 }
 
@@ -267,7 +320,8 @@ LINA_KIND_SIZE(attn_scratch, lina_attn_scratch_floats)
 static size_t attn_state(const void *dims, int B, int max_len)
 {
     const lina_attn_dims *a = dims;
-    return lina_szmul3(2 * (size_t)B, (size_t)a->Hkv * a->d, (size_t)max_len);
+    return lina_szadd(lina_szmul3(2 * (size_t)B, (size_t)a->Hkv * a->d, (size_t)max_len),
+                      lina_attn_conv_cache_floats(a, B));
 }
 
 static void attn_views(float *const *v, lina_attn_params *p)
@@ -281,6 +335,9 @@ static void attn_views(float *const *v, lina_attn_params *p)
     p->q_norm = v[ATT_QN];
     p->k_norm = v[ATT_KN];
     p->o_proj = v[ATT_O];
+    p->q_conv = v[ATT_QC];
+    p->k_conv = v[ATT_KC];
+    p->v_conv = v[ATT_VC];
 }
 
 static int attn_kind_forward(const lina_mixer_call *c)
@@ -293,8 +350,9 @@ static int attn_kind_forward(const lina_mixer_call *c)
     if (!c->state) {
         return lina_attn_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->ws);
     }
-    float *kc = c->state, *vc = kc + attn_state(d, c->B, c->cap) / 2;
-    return lina_attn_forward_cached(c->out, &a, c->x, d, &p, c->B, c->T, kc, vc, (int)c->pos, c->cap);
+    size_t kv = lina_szmul3((size_t)c->B, (size_t)d->Hkv * d->d, (size_t)c->cap);
+    float *kc = c->state, *vc = kc + kv, *conv = d->use_short_conv ? vc + kv : NULL;
+    return lina_attn_forward_cached(c->out, &a, c->x, d, &p, c->B, c->T, kc, vc, conv, (int)c->pos, c->cap);
 }
 
 static int attn_kind_backward(const lina_mixer_call *c)

@@ -44,7 +44,9 @@ typedef enum lina_init {
     LINA_INIT_A_LOG_1_16 = 5, /* ln U(1, 16)  (Mamba2 A_log, A_init_range [1, 16]) */
     LINA_INIT_EYE = 6,     /* identity for a square [d, d] block repeated along dim 0 (hedgehog) */
     LINA_INIT_LINSPACE_3_6 = 7, /* linspace(3, 6) over the elements (xLSTM forget-gate bias) */
-    LINA_INIT_MINUS_10 = 8 /* -10 (xLSTM input-gate bias) */
+    LINA_INIT_MINUS_10 = 8, /* -10 (xLSTM input-gate bias) */
+    LINA_INIT_UNIFORM = 9  /* U(-a, a), a = the first argument of lina_mixer_add_init (PyTorch's
+                              default Linear / Conv1d init has a = 1/sqrt(fan_in)) */
 } lina_init;
 
 /* What build declares its tensors through. The model fills `declare` and
@@ -65,7 +67,7 @@ typedef struct lina_mixer_builder {
  * LINA_OK or an error. */
 int lina_mixer_add(lina_mixer_builder *b, int slot, const char *suffix, int ndim, int64_t d0, int64_t d1,
                    int64_t d2, int decay, lina_init init);
-/* The same with the init's arguments (LINA_INIT_DT_BIAS: lo, hi, floor). */
+/* The same with the init's arguments (LINA_INIT_DT_BIAS: lo, hi, floor; LINA_INIT_UNIFORM: a). */
 int lina_mixer_add_init(lina_mixer_builder *b, int slot, const char *suffix, int ndim, int64_t d0, int64_t d1,
                         int64_t d2, int decay, lina_init init, const double args[3]);
 

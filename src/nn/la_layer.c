@@ -82,6 +82,7 @@ size_t lina_la_acts_floats(const lina_la_dims *d, int N)
     s += H * V;                                  /* num */
     s += d->normalize ? H + H * V : 0;           /* den, o */
     s += H + H * V;                              /* rstd, y */
+    s += d->use_short_conv ? H * K + G * K + G * V : 0; /* qc, kc, vc */
     return n * s;
 }
 
@@ -127,7 +128,16 @@ void lina_la_acts_carve(lina_la_acts *a, float *buf, const lina_la_dims *d, int 
         a->o = p;   p += n * H * V;
     }
     a->rstd = p; p += n * H;
-    a->y = p;
+    a->y = p;    p += n * H * V;
+    if (d->use_short_conv) {
+        a->qc = p; p += n * H * K;
+        a->kc = p; p += n * G * K;
+        a->vc = p;
+    } else {
+        a->qc = a->qp;
+        a->kc = a->kp;
+        a->vc = a->vv;
+    }
 }
 
 size_t lina_la_scratch_floats(const lina_la_dims *d, int N)
@@ -141,13 +151,21 @@ size_t lina_la_scratch_floats(const lina_la_dims *d, int N)
     s += d->norm_k ? G * F : 0;                 /* dkf */
     s += H * K + G * K;                         /* dqp, dkp */
     s += 3 * H * K;                             /* map temporaries t1 [R, 2K], t2 [R, K] */
+    s += d->use_short_conv ? H * K + G * K + G * V : 0; /* dqc, dkc, dvc */
     return n * s;
+}
+
+/* the recurrent state [B,H,F,V] (+ z [B,H,F]) without the conv tails */
+static size_t la_rec_floats(const lina_la_dims *d, int B)
+{
+    size_t hf = (size_t)B * d->H * d->F;
+    return hf * (size_t)d->V + (d->normalize ? hf : 0);
 }
 
 size_t lina_la_state_floats(const lina_la_dims *d, int B)
 {
-    size_t hf = (size_t)B * d->H * d->F;
-    return hf * (size_t)d->V + (d->normalize ? hf : 0);
+    size_t conv = (size_t)d->H * d->K + (size_t)d->Hkv * (d->K + d->V);
+    return la_rec_floats(d, B) + (d->use_short_conv ? (size_t)B * conv * (size_t)d->conv_size : 0);
 }
 
 /* ------------------------------------------------------------ feature maps */
@@ -322,10 +340,18 @@ int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_d
     }
     int N = B * T, D = d->D, H = d->H, G = d->Hkv, K = d->K, V = d->V, F = d->F;
     size_t SZ = (size_t)B * H * F * V;
-    /* projections */
-    lina_linear_forward(a->qp, x, p->q_proj, NULL, N, D, H * K);
-    lina_linear_forward(a->kp, x, p->k_proj, NULL, N, D, G * K);
-    lina_linear_forward(a->vv, x, p->v_proj, NULL, N, D, G * V);
+    /* projections, then the optional SiLU short convs (decode tails after the recurrent state) */
+    lina_linear_forward(a->qc, x, p->q_proj, NULL, N, D, H * K);
+    lina_linear_forward(a->kc, x, p->k_proj, NULL, N, D, G * K);
+    lina_linear_forward(a->vc, x, p->v_proj, NULL, N, D, G * V);
+    if (d->use_short_conv) {
+        int W = d->conv_size;
+        float *cq = state ? state + la_rec_floats(d, B) : NULL;
+        float *ck = cq ? cq + (size_t)B * H * K * W : NULL, *cv = ck ? ck + (size_t)B * G * K * W : NULL;
+        lina_conv_act_forward(a->qp, a->qc, p->q_conv, cq, B, T, H * K, W, LINA_ACT_SILU);
+        lina_conv_act_forward(a->kp, a->kc, p->k_conv, ck, B, T, G * K, W, LINA_ACT_SILU);
+        lina_conv_act_forward(a->vv, a->vc, p->v_conv, cv, B, T, G * V, W, LINA_ACT_SILU);
+    }
     /* feature maps (per kv head before the repeat: the map is shared by heads) */
     fmap_forward(d, p->fq_w1, p->fq_b1, p->fq_w2, p->fq_b2, a->qp, a->qf, a->q1, a->q2, N * H);
     fmap_forward(d, p->fk_w1, p->fk_b1, p->fk_w2, p->fk_b2, a->kp, a->kf, a->k1, a->k2, N * G);
@@ -423,7 +449,10 @@ int lina_la_backward(float *dx, lina_la_params *gp, const float *dout, const flo
     float *dqp = s;  s += n * H * K;
     float *dkp = s;  s += n * G * K;
     float *t1 = s;   s += n * H * 2 * K;
-    float *t2 = s;
+    float *t2 = s;   s += n * H * K;
+    float *dqc = s;  s += d->use_short_conv ? n * H * K : 0;
+    float *dkc = s;  s += d->use_short_conv ? n * G * K : 0;
+    float *dvc = s;
 
     lina_linear_backward(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, H * V, D);
     lina_rmsnorm_backward(dO, d->affine ? gp->norm_w : NULL, NULL, dy, a->o, d->affine ? p->norm_w : NULL, a->rstd,
@@ -496,6 +525,15 @@ int lina_la_backward(float *dx, lina_la_params *gp, const float *dout, const flo
                   dqf, dqp, t1, t2, N * H);
     fmap_backward(d, p->fk_w1, p->fk_w2, gp->fk_w1, gp->fk_b1, gp->fk_w2, gp->fk_b2, a->kp, a->kf, a->k1, a->k2,
                   dkf, dkp, t1, t2, N * G);
+    if (d->use_short_conv) {
+        int W = d->conv_size;
+        lina_conv_act_backward(dqc, gp->q_conv, dqp, a->qc, p->q_conv, B, T, H * K, W, LINA_ACT_SILU);
+        lina_conv_act_backward(dkc, gp->k_conv, dkp, a->kc, p->k_conv, B, T, G * K, W, LINA_ACT_SILU);
+        lina_conv_act_backward(dvc, gp->v_conv, dvv, a->vc, p->v_conv, B, T, G * V, W, LINA_ACT_SILU);
+        dqp = dqc;
+        dkp = dkc;
+        dvv = dvc;
+    }
     lina_linear_backward(dx, gp->q_proj, NULL, dqp, x, p->q_proj, N, D, H * K);
     lina_linear_backward(dx, gp->k_proj, NULL, dkp, x, p->k_proj, N, D, G * K);
     lina_linear_backward(dx, gp->v_proj, NULL, dvv, x, p->v_proj, N, D, G * V);
@@ -509,7 +547,8 @@ int lina_la_backward(float *dx, lina_la_params *gp, const float *dout, const flo
  *   feature_map_q.* / feature_map_k.* (elementwise_product: layer1.{weight,bias},
  *   layer2.{weight,bias} [K, K], [K]; hedgehog: layer.{weight,bias}; t2r:
  *   layer.weight; only feature_map_q.* when tie_feature_map_qk),
- *   norm.weight [V] (unless elementwise_affine is false), o_proj.weight [D, H*V]
+ *   norm.weight [V] (unless elementwise_affine is false), o_proj.weight [D, H*V],
+ *   {q,k,v}_conv1d.weight [C, 1, W] (use_short_conv)
  * with K = hidden_size*expand_k/H, V = hidden_size*expand_v/H. */
 
 enum {
@@ -525,7 +564,10 @@ enum {
     LA_FK_W2,
     LA_FK_B2,
     LA_NORM,
-    LA_O
+    LA_O,
+    LA_QC,
+    LA_KC,
+    LA_VC
 };
 
 _Static_assert(sizeof(lina_la_dims) <= LINA_MIXER_DIMS_BYTES, "lina_la_dims too large");
@@ -586,6 +628,8 @@ static int la_build(lina_mixer_builder *b, const lina_config *c, int layer, void
     d->normalize = c->norm_feature_map;
     d->affine = c->elementwise_affine;
     d->norm_eps = (float)c->norm_eps;
+    d->use_short_conv = c->use_short_conv ? 1 : 0;
+    d->conv_size = c->conv_size;
     if ((rc = lina_la_check_dims(d))) {
         return rc;
     }
@@ -596,6 +640,13 @@ static int la_build(lina_mixer_builder *b, const lina_config *c, int layer, void
         (rc = add_fmap(b, d, 'q', LA_FQ_W1)) || (!d->tie && (rc = add_fmap(b, d, 'k', LA_FK_W1))) ||
         (d->affine && (rc = lina_mixer_add(b, LA_NORM, "norm.weight", 1, d->V, 0, 0, 0, LINA_INIT_ONES))) ||
         (rc = lina_mixer_add(b, LA_O, "o_proj.weight", 2, D, HV, 0, 1, LINA_INIT_NORMAL))) {
+        return rc;
+    }
+    int64_t W = d->conv_size;
+    if (d->use_short_conv &&
+        ((rc = lina_mixer_add(b, LA_QC, "q_conv1d.weight", 3, HK, 1, W, 1, LINA_INIT_NORMAL)) ||
+         (rc = lina_mixer_add(b, LA_KC, "k_conv1d.weight", 3, GK, 1, W, 1, LINA_INIT_NORMAL)) ||
+         (rc = lina_mixer_add(b, LA_VC, "v_conv1d.weight", 3, GV, 1, W, 1, LINA_INIT_NORMAL)))) {
         return rc;
     }
     return LINA_OK;
@@ -621,6 +672,9 @@ static void la_views(const lina_la_dims *d, float *const *v, lina_la_params *p)
     p->fk_b2 = v[t ? LA_FQ_B2 : LA_FK_B2];
     p->norm_w = v[LA_NORM];
     p->o_proj = v[LA_O];
+    p->q_conv = v[LA_QC];
+    p->k_conv = v[LA_KC];
+    p->v_conv = v[LA_VC];
 }
 
 static int la_forward(const lina_mixer_call *c)

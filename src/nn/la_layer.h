@@ -2,6 +2,8 @@
  * (internal; not public API):
  *
  *   q = x Wq^T [N, H*K],  k = x Wk^T [N, Hkv*K],  v = x Wv^T [N, Hkv*V]
+ *   use_short_conv: q, k, v <- SiLU(ShortConvolution(.)) over all channels
+ *   ({q,k,v}_conv1d.weight [C, 1, W]; a lina option, FLA's layer has none)
  *   q' = phi_q(q), k' = phi_k(k) per head (feature map, K -> F features)
  *   norm_q / norm_k:  x <- x / (sum_i x_i + 1e-4)
  *   k, v repeated over the kv groups (query head j reads kv head j / (H/Hkv))
@@ -23,7 +25,8 @@
  * With tie_feature_map_qk the k map uses the q map's parameters.
  *
  * N = B*T rows; HQ = H*K, GK = Hkv*K, GV = Hkv*V, HF = H*F, GF = Hkv*F,
- * HV = H*V. The decode state is [B,H,F,V] followed (normalize) by z [B,H,F].
+ * HV = H*V. The decode state is [B,H,F,V] followed (normalize) by z [B,H,F], then
+ * (use_short_conv) the conv tails q [B,HQ,W], k [B,GK,W], v [B,GV,W].
  */
 #ifndef LINA_LA_LAYER_H
 #define LINA_LA_LAYER_H
@@ -65,6 +68,8 @@ typedef struct lina_la_dims {
     int normalize;      /* norm_feature_map */
     int affine;         /* output RMSNorm has a weight (elementwise_affine) */
     float norm_eps;
+    int use_short_conv; /* SiLU short convs on the q, k, v projections */
+    int conv_size;      /* W */
 } lina_la_dims;
 
 /* Parameter (or gradient) views; FLA names under model.layers.{i}.attn. */
@@ -77,6 +82,7 @@ typedef struct lina_la_params {
     float *fk_w1, *fk_b1, *fk_w2, *fk_b2; /* feature_map_k.* (the q views when tied) */
     float *norm_w;      /* [V] norm.weight, NULL without affine */
     float *o_proj;      /* [D, HV] */
+    float *q_conv, *k_conv, *v_conv; /* [HQ, W], [GK, W], [GV, W] (use_short_conv only) */
 } lina_la_params;
 
 /* What the forward keeps for backward. */
@@ -94,13 +100,15 @@ typedef struct lina_la_acts {
     float *o;           /* [N, HV] normalised output (== num without normalize) */
     float *rstd;        /* [N*H] */
     float *y;           /* [N, HV] input of o_proj */
+    float *qc, *kc, *vc; /* [N, HQ], [N, GK], [N, GV] projections before the short convs
+                            (== qp, kp, vv without convs) */
 } lina_la_acts;
 
 int lina_la_check_dims(const lina_la_dims *d);
 size_t lina_la_acts_floats(const lina_la_dims *d, int N);
 void lina_la_acts_carve(lina_la_acts *a, float *buf, const lina_la_dims *d, int N);
 size_t lina_la_scratch_floats(const lina_la_dims *d, int N);
-/* Decode state floats: B*H*F*V (+ B*H*F with normalize). */
+/* Decode state floats: B*H*F*V (+ B*H*F with normalize, + the conv tails). */
 size_t lina_la_state_floats(const lina_la_dims *d, int B);
 
 /* out [B*T, D] = layer(x [B*T, D]). state: NULL (zero initial state, nothing

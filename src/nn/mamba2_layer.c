@@ -480,16 +480,26 @@ static int m2_build(lina_mixer_builder *b, const lina_config *c, int layer, void
     }
     const int64_t E = (int64_t)d->H * d->P, GN = (int64_t)d->G * d->N, H = d->H, D = d->D;
     const int64_t Cc = E + 2 * GN, Din = 2 * E + 2 * GN + H;
-    if ((rc = lina_mixer_add(b, M2_IN, "in_proj.weight", 2, Din, D, 0, 1, LINA_INIT_NORMAL))) {
+    /* The Mamba2 paper's init (its reference code): in_proj and conv1d keep PyTorch's default
+     * U(+-1/sqrt(fan_in)) (conv fan_in = W: depthwise), out_proj the same divided by
+     * sqrt(num_hidden_layers) (GPT-2's residual rescaling, one residual per layer), A = U[1, 16),
+     * dt log-uniform in [dt_min, dt_max] (floor dt_init_floor) through dt_bias = softplus^-1(dt),
+     * D = 1. FLA's N(0, 0.02) for in_proj and conv1d leaves B, C and x at ~1e-4 of their
+     * scale: the SSM path contributes nothing at init and its gradients vanish. */
+    const double a_in[3] = {1.0 / sqrt((double)D), 0, 0}, a_conv[3] = {1.0 / sqrt((double)d->W), 0, 0};
+    const double a_out[3] = {1.0 / sqrt((double)E) / sqrt((double)(c->num_hidden_layers > 0 ? c->num_hidden_layers : 1)),
+                             0, 0};
+    if ((rc = lina_mixer_add_init(b, M2_IN, "in_proj.weight", 2, Din, D, 0, 1, LINA_INIT_UNIFORM, a_in))) {
         return rc;
     }
     if (d->use_bias && (rc = lina_mixer_add(b, M2_IN_B, "in_proj.bias", 1, Din, 0, 0, 0, LINA_INIT_ZEROS))) {
         return rc;
     }
-    if ((rc = lina_mixer_add(b, M2_CONV, "conv1d.weight", 3, Cc, 1, d->W, 1, LINA_INIT_NORMAL))) {
+    if ((rc = lina_mixer_add_init(b, M2_CONV, "conv1d.weight", 3, Cc, 1, d->W, 1, LINA_INIT_UNIFORM, a_conv))) {
         return rc;
     }
-    if (d->use_conv_bias && (rc = lina_mixer_add(b, M2_CONV_B, "conv1d.bias", 1, Cc, 0, 0, 0, LINA_INIT_ZEROS))) {
+    if (d->use_conv_bias &&
+        (rc = lina_mixer_add_init(b, M2_CONV_B, "conv1d.bias", 1, Cc, 0, 0, 0, LINA_INIT_UNIFORM, a_conv))) {
         return rc;
     }
     const double dt_range[3] = {c->dt_min, c->dt_max, c->dt_init_floor};
@@ -501,7 +511,7 @@ static int m2_build(lina_mixer_builder *b, const lina_config *c, int layer, void
     if (d->rmsnorm && (rc = lina_mixer_add(b, M2_NORM, "norm.weight", 1, E, 0, 0, 0, LINA_INIT_ONES))) {
         return rc;
     }
-    if ((rc = lina_mixer_add(b, M2_OUT, "out_proj.weight", 2, D, E, 0, 1, LINA_INIT_NORMAL))) {
+    if ((rc = lina_mixer_add_init(b, M2_OUT, "out_proj.weight", 2, D, E, 0, 1, LINA_INIT_UNIFORM, a_out))) {
         return rc;
     }
     if (d->use_bias && (rc = lina_mixer_add(b, M2_OUT_B, "out_proj.bias", 1, D, 0, 0, 0, LINA_INIT_ZEROS))) {

@@ -455,6 +455,8 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
  * FLA's Attention layer (docs/mixers.md section 9), attn_layer.c:
  *
  *   q = x Wq^T (+ bq), k = x Wk^T (+ bk), v = x Wv^T (+ bv)
+ *   (use_short_conv: q, k, v <- SiLU(ShortConvolution(.)) over all channels, weights
+ *   {q,k,v}_conv1d.weight [C, 1, W]; a lina option for the synthetic-task models)
  *   (qk_norm: RMSNorm(d, eps 1e-5) on q and k per head), RoPE on q and k
  *   o = softmax attention (causal, optional window; kv head j/G for query head j)
  *   out = o Wo^T
@@ -469,6 +471,8 @@ typedef struct lina_attn_dims {
     int qk_norm;
     int window;          /* 0 = none */
     double rope_theta;   /* base, > 0 */
+    int use_short_conv;  /* SiLU short convs on the q, k, v projections */
+    int conv_size;       /* W */
 } lina_attn_dims;
 
 typedef struct lina_attn_params {
@@ -477,6 +481,7 @@ typedef struct lina_attn_params {
     float *v_proj, *v_bias;  /* [HKV, D], [HKV] */
     float *q_norm, *k_norm;  /* [d] (qk_norm only) */
     float *o_proj;           /* [D, HQ] */
+    float *q_conv, *k_conv, *v_conv; /* [HQ, W], [HKV, W], [HKV, W] (use_short_conv only) */
 } lina_attn_params;
 
 typedef struct lina_attn_acts {
@@ -487,6 +492,8 @@ typedef struct lina_attn_acts {
     float *q, *k, *v;    /* [N, HQ] after RoPE, kv heads repeated */
     float *o;            /* [N, HQ] */
     float *stat;         /* [N*H*2] softmax row statistics */
+    float *qc, *kc, *vc; /* [N, HQ], [N, HKV], [N, HKV] projections before the short convs
+                            (== qp, kp, vp without convs) */
 } lina_attn_acts;
 
 int lina_attn_check_dims(const lina_attn_dims *d);
@@ -497,9 +504,14 @@ int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_
                       const lina_attn_params *p, int B, int T, lina_ws *ws);
 /* Inference with a KV cache: kc, vc [B, Hkv, cap, d] hold the rotated keys and
  * the values of positions [0, pos); this call appends positions [pos, pos+T)
- * and attends from them (causal, window). pos + T <= cap. */
+ * and attends from them (causal, window). pos + T <= cap. conv: the short-conv
+ * tails q [B,HQ,W], k [B,HKV,W], v [B,HKV,W] (use_short_conv; read, then
+ * overwritten), else unused. */
 int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
-                             const lina_attn_params *p, int B, int T, float *kc, float *vc, int pos, int cap);
+                             const lina_attn_params *p, int B, int T, float *kc, float *vc, float *conv, int pos,
+                             int cap);
+/* Floats of the short-conv decode tails (0 without convs). */
+size_t lina_attn_conv_cache_floats(const lina_attn_dims *d, int B);
 int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const float *x,
                        const lina_attn_acts *a, const lina_attn_dims *d, const lina_attn_params *p, int B, int T,
                        float *scratch, lina_ws *ws);
