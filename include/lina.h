@@ -304,6 +304,8 @@ typedef struct lina_config {
     int pad_token_id, bos_token_id, eos_token_id; /* -1 = null */
     int fuse_norm, fuse_swiglu, fuse_cross_entropy, fuse_linear_cross_entropy, use_l2warp;
     int attnres_block_size;        /* 0 = null; a non-null value is rejected (unsupported) */
+    int no_mlp;                    /* lina: blocks without the feed-forward (mlp_norm, mlp.*), as the
+                                      synthetic-task models; key "no_mlp", written only when true */
     /* linear-attention family (not transformer) */
     char attn_mode[24];            /* "chunk", "fused_chunk", "fused_recurrent", ... */
     double expand_k;               /* gla, delta_net, retnet, linear_attn */

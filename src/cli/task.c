@@ -23,6 +23,34 @@ static int parse_mixer(const char *v, void *dst)
     return -1;
 }
 
+typedef struct lr_list {
+    int n;
+    double v[LINA_TASK_MAX_LRS];
+} lr_list;
+
+static int parse_lrs(const char *v, void *dst)
+{
+    lr_list *l = dst;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", v ? v : "");
+    l->n = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        char *end;
+        double x = strtod(tok, &end);
+        if (l->n == LINA_TASK_MAX_LRS || end == tok || *end || !isfinite(x) || !(x > 0.0) || x > 10.0) {
+            l->n = 0;
+            break;
+        }
+        l->v[l->n++] = x;
+    }
+    if (l->n == 0) {
+        fprintf(stderr, "lina: task: --lrs must be 1 to %d comma-separated learning rates in (0, 10], not '%s'\n",
+                LINA_TASK_MAX_LRS, v ? v : "");
+        return -1;
+    }
+    return 0;
+}
+
 static void print_json(const lina_task_opts *o, const lina_task_result *r, int first)
 {
     printf("%s{\"task\": \"%s\", \"mixer\": \"%s\", \"d_model\": %d, \"layers\": %d, \"heads\": %d, ", first ? "" : ",\n",
@@ -92,6 +120,48 @@ static void print_text(const lina_task_opts *o, const lina_task_result *r)
         printf("\n");
         break;
     }
+}
+
+/* several learning rates x seeds: the kept run per seed, mean and spread */
+static int run_sweep(lina_task_opts *o, const lr_list *lrs, int seeds, int json)
+{
+    lina_task_sweep sw;
+    int rc = lina_task_sweep_run(o, lrs->v, lrs->n, seeds, &sw);
+    if (rc) {
+        fprintf(stderr, "lina: task %s (%s): %s\n", lina_task_name(o->kind), lina_model_type_name(o->mixer),
+                lina_last_error());
+        return 1;
+    }
+    char desc[512];
+    lina_task_describe(o, desc, sizeof desc);
+    if (json) {
+        printf("{\"task\": \"%s\", \"mixer\": \"%s\", \"model\": \"%s\", \"seeds\": [", lina_task_name(o->kind),
+               lina_model_type_name(o->mixer), desc);
+        for (int i = 0; i < sw.nseeds; i++) {
+            const lina_task_result *r = &sw.run[i];
+            printf("%s{\"seed\": %llu, \"lr\": %g, \"test_scaled_acc\": %.6g, \"fit\": %.6g, \"val_acc\": %.6g, "
+                   "\"steps\": %d, \"stopped_early\": %d, \"epochs\": %.3g, \"wall_s\": %.3f}",
+                   i ? ", " : "", (unsigned long long)(o->seed + (uint64_t)i), sw.lr[i], r->test_scaled,
+                   lina_task_fit(o, r), r->val_acc, r->steps_done, r->stopped_early, r->epochs, r->wall_s);
+        }
+        printf("], \"mean\": %.6g, \"sd\": %.6g, \"min\": %.6g, \"max\": %.6g, \"fit_min\": %.6g, \"runs\": %d, "
+               "\"wall_s\": %.3f}\n",
+               sw.mean, sw.sd, sw.min, sw.max, sw.fit_min, sw.runs, sw.wall_s);
+    } else {
+        printf("%s %s\n", lina_task_name(o->kind), desc);
+        for (int i = 0; i < sw.nseeds; i++) {
+            const lina_task_result *r = &sw.run[i];
+            printf("  seed %llu: best lr %g, score %.4f, fit %.4f, %d steps%s (%.2f epochs), %.1f s\n",
+                   (unsigned long long)(o->seed + (uint64_t)i), sw.lr[i], r->test_scaled, lina_task_fit(o, r),
+                   r->steps_done, r->stopped_early ? " (target reached)" : "", r->epochs, r->wall_s);
+        }
+        printf("  score mean %.4f, sd %.4f, min %.4f, max %.4f over %d seeds; lowest fit %.4f; %d runs, %.1f s\n",
+               sw.mean, sw.sd, sw.min, sw.max, sw.nseeds, sw.fit_min, sw.runs, sw.wall_s);
+    }
+    for (int i = 0; i < sw.nseeds; i++) {
+        lina_task_result_free(&sw.run[i]);
+    }
+    return 0;
 }
 
 static int run_one(lina_task_opts *o, int json, int first)
@@ -252,7 +322,8 @@ int lina_cmd_task(int argc, char **argv)
     lina_task_kind kind = ki >= 0 ? kinds[ki] : LINA_TASK_MQAR;
     lina_task_opts o;
     lina_task_opts_default(&o, kind);
-    int json = 0, mom = 0, quiet = 0, no_neg = 0, no_shared = 0;
+    int json = 0, mom = 0, quiet = 0, no_neg = 0, no_shared = 0, fla = 0, no_conv = 0, seeds = 1;
+    lr_list lrs = {0, {0}};
     const char *write_cfg = NULL;
     cli_opt opts[] = {
         CLI_HEADING("model:"),
@@ -265,6 +336,10 @@ int lina_cmd_task(int argc, char **argv)
         CLI_OPT_FLAG("--neg-eigval", NULL, &o.neg_eigval, "eigenvalues in [-1, 1]: beta in (0, 2) / decay in [-1, 1]"),
         CLI_OPT_FLAG("--no-neg-eigval", NULL, &no_neg, "turn --neg-eigval off (s3/s5 default it on)"),
         CLI_OPT_INT("--householder", NULL, "N", &o.householder, 1, 16, "gated_deltaproduct: Householder steps per token"),
+        CLI_OPT_FLAG("--fla-blocks", NULL, &fla,
+                     "FLA's LM layout (GatedMLP 2d per block, FLA's mixer defaults) instead of the mixer-only blocks"),
+        CLI_OPT_FLAG("--mlp", NULL, &o.mlp, "add the GatedMLP (2d) to the mixer-only blocks"),
+        CLI_OPT_FLAG("--no-conv", NULL, &no_conv, "no short convolutions (mamba2 keeps its own)"),
         CLI_OPT_FLAG("--mom", NULL, &mom, "mqar: MoM against one Gated DeltaNet memory of equal and of 4x the state"),
         CLI_OPT_INT("--memories", NULL, "E", &o.mom_memories, 1, 64, "mom: memories"),
         CLI_OPT_INT("--topk", NULL, "K", &o.mom_topk, 1, 64, "mom: memories routed per token"),
@@ -287,6 +362,16 @@ int lina_cmd_task(int argc, char **argv)
         CLI_OPT_DBL("--wd", NULL, "X", &o.weight_decay, 0.0, 10.0, "weight decay"),
         CLI_OPT_DBL("--clip", NULL, "X", &o.clip, 0.0, 1e9, "gradient-norm clipping"),
         CLI_OPT_INT("--warmup", NULL, "N", &o.warmup, 0, 100000000, "warm-up steps"),
+        CLI_OPT_INT("--train-n", NULL, "N", &o.train_n, 0, 100000000,
+                    "a fixed training set of N examples visited in epochs (0: fresh batches every step)"),
+        CLI_OPT_DBL("--target", NULL, "X", &o.target, 0.0, 1.0,
+                    "stop once the validation accuracy reaches X (0: never)"),
+        CLI_OPT_INT("--eval-every", NULL, "N", &o.eval_every, 0, 100000000, "validation every N steps (0: steps/20)"),
+        CLI_OPT_INT("--val", NULL, "N", &o.val_n, 1, 1000000, "validation sequences (training distribution)"),
+        CLI_OPT_FN("--lrs", "X,Y,..", &lrs, parse_lrs,
+                   "several learning rates: the best by validation accuracy is kept per seed"),
+        CLI_OPT_INT("--seeds", NULL, "N", &seeds, 1, LINA_TASK_MAX_SEEDS,
+                    "seeds --seed .. --seed+N-1: mean and spread of the score"),
         CLI_OPT_I64("--seed", NULL, "S", &o.seed, 0, 2147483647, "seed"),
         CLI_OPT_INT("--threads", "-t", "N", &o.threads, 1, 1024, "threads (0: lina's default)"),
         CLI_OPT_INT("--eval", NULL, "N", &o.eval_n, 1, 1000000, "test sequences (per length for parity/modarith)"),
@@ -321,6 +406,8 @@ int lina_cmd_task(int argc, char **argv)
     if (no_shared) {
         o.mom_shared = 0;
     }
+    o.block = fla ? LINA_TASK_BLOCK_FLA : LINA_TASK_BLOCK_ZOOLOGY;
+    o.conv = !no_conv;
     int neg_set = cli_given(&c, "--neg-eigval") || no_neg;
     if (o.mixer != LINA_MODEL_GATED_DELTAPRODUCT && !cli_given(&c, "--householder")) {
         o.householder = 1; /* the s3/s5 default only applies to gated_deltaproduct */
@@ -336,6 +423,13 @@ int lina_cmd_task(int argc, char **argv)
             return 1;
         }
         return 0;
+    }
+    if (!mom && (lrs.n > 0 || seeds > 1)) {
+        if (lrs.n == 0) {
+            lrs.n = 1;
+            lrs.v[0] = o.lr;
+        }
+        return run_sweep(&o, &lrs, seeds, json);
     }
     if (!mom) {
         int rc = run_one(&o, json, 1);

@@ -164,6 +164,7 @@ static const keydesc keys[] = {
     {"use_l2warp", K_BOOL, FLD(use_l2warp), M_ALL, 0, 0, 0},
     {"vocab_size", K_INT, FLD(vocab_size), M_ALL, 0, 0, 0},
     {"attnres_block_size", K_NINT, FLD(attnres_block_size), M_ALL, 0, 0, W_SKIPNULL},
+    {"no_mlp", K_BOOL, FLD(no_mlp), M_ALL, 0, 0, W_SKIPNULL},
 };
 #define NKEYS ((int)(sizeof keys / sizeof keys[0]))
 

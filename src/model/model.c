@@ -301,7 +301,7 @@ static int build(lina_model *m)
         if ((rc = build_block(m, l, lina_kind_of_layer(c, l), nm->mixer, &ly->mix))) {
             return rc;
         }
-        if (m->kind->flags & LINA_KIND_NO_FFN) {
+        if ((m->kind->flags & LINA_KIND_NO_FFN) || c->no_mlp) {
             continue;
         }
         snprintf(name, sizeof(name), "model.layers.%d.mlp_norm.weight", l);

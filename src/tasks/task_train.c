@@ -55,6 +55,13 @@ void lina_task_opts_default(lina_task_opts *o, lina_task_kind k)
     o->mom_shared = 1;
     o->eval_n = 256;
     o->progress = 1;
+    o->block = LINA_TASK_BLOCK_ZOOLOGY;
+    o->mlp = 0;
+    o->conv = 1;
+    o->train_n = 0;
+    o->target = 0.0;
+    o->eval_every = 0;
+    o->val_n = 128;
     switch (k) {
     case LINA_TASK_MQAR:
         break;
@@ -146,13 +153,24 @@ int lina_task_config(const lina_task_opts *o, lina_config *c)
     c->num_hidden_layers = o->layers;
     c->num_heads = H;
     c->vocab_size = task_vocab(o);
+    if (o->block != LINA_TASK_BLOCK_ZOOLOGY && o->block != LINA_TASK_BLOCK_FLA) {
+        return lina_set_error(LINA_EINVAL, "%s: unknown task block %d", mt, o->block);
+    }
+    const int zoo = o->block == LINA_TASK_BLOCK_ZOOLOGY;
     c->intermediate_size = 2 * D; /* a small MLP; FLA's rounding to 256 would dwarf the mixer */
+    c->no_mlp = zoo && !o->mlp;   /* Zoology's blocks are the mixer alone */
     int maxlen = task_max_len(o);
     c->max_position_embeddings = maxlen > 2048 ? maxlen : 2048;
-    c->use_short_conv = 1; /* docs/tasks.md 5: without it no model learns MQAR at this scale */
+    c->use_short_conv = o->conv ? 1 : 0; /* docs/tasks.md 5: without it no model learns MQAR here */
     c->conv_size = 4;
     c->allow_neg_eigval = o->neg_eigval ? 1 : 0;
     switch (o->mixer) {
+    case LINA_MODEL_GLA:
+        if (zoo) { /* the synthetic-task set-up: full-width keys, no output gate */
+            c->expand_k = 1.0;
+            c->use_output_gate = 0;
+        }
+        break;
     case LINA_MODEL_GATED_DELTANET:
         c->head_dim = hd;
         c->expand_v = 1.0;
@@ -179,12 +197,14 @@ int lina_task_config(const lina_task_opts *o, lina_config *c)
             return lina_set_error(LINA_EINVAL, "mamba2: 2 * --d-model must be a multiple of --heads");
         }
         break;
-    case LINA_MODEL_HGRN2:
-        c->use_short_conv = 0;
-        c->expand_ratio = D / H;
+    case LINA_MODEL_LINEAR_ATTN:
+        if (zoo) { /* Katharopoulos et al.'s elu + 1 (FLA's default map starts ~1e-4 small) */
+            snprintf(c->feature_map, sizeof c->feature_map, "elu");
+        }
         break;
-    case LINA_MODEL_TRANSFORMER:
-        c->use_short_conv = 0;
+    case LINA_MODEL_HGRN2:
+        c->use_short_conv = 0; /* not implemented for HGRN2 */
+        c->expand_ratio = D / H;
         break;
     default:
         break;
@@ -238,6 +258,11 @@ static int check_opts(const lina_task_opts *o)
     }
     if (!(o->weight_decay >= 0.0) || !isfinite(o->clip)) {
         return lina_set_error(LINA_EINVAL, "task: --wd must be >= 0");
+    }
+    if (o->train_n < 0 || o->train_n > 100000000 || o->eval_every < 0 || o->val_n < 1 || !(o->target >= 0.0) ||
+        o->target > 1.0) {
+        return lina_set_error(LINA_EINVAL,
+                              "task: --train-n and --eval-every must be >= 0, --val >= 1, --target in [0, 1]");
     }
     if (o->kind == LINA_TASK_MQAR) {
         lina_mqar_spec s = {o->vocab, o->seq_len, o->num_kv, o->power_a, o->random_non_queries};
@@ -306,6 +331,105 @@ int lina_task_batch(const lina_task_opts *o, const lina_group *g, uint64_t *rng,
     return rc;
 }
 
+/* One training example of the task in rows of width W (>= its length; the rest padded with 0 and
+ * LINA_TASK_IGNORE); returns its length. Needs valid options (check_opts). */
+static int task_example(const lina_task_opts *o, const lina_group *g, uint64_t *rng, int W, int32_t *tok,
+                        int32_t *tgt)
+{
+    switch (o->kind) {
+    case LINA_TASK_MQAR: {
+        lina_mqar_spec sp = {o->vocab, o->seq_len, o->num_kv, o->power_a, o->random_non_queries};
+        lina_mqar_example(&sp, rng, tok, tgt);
+        return o->seq_len;
+    }
+    case LINA_TASK_PARITY:
+    case LINA_TASK_MODARITH: {
+        int len = draw_len(o, rng, o->train_min, o->train_max);
+        if (o->kind == LINA_TASK_PARITY) {
+            lina_parity_example(rng, len, W, tok, tgt);
+        } else {
+            lina_modarith_example(rng, len, W, tok, tgt);
+        }
+        return len;
+    }
+    case LINA_TASK_S3:
+    case LINA_TASK_S5:
+        lina_group_example(g, rng, o->seq_len, tok, tgt);
+        return o->seq_len;
+    }
+    return 0;
+}
+
+/* A fixed training set of train_n examples: example i is drawn from its own stream (data seed, i),
+ * so nothing is stored but the visiting order, reshuffled every epoch. */
+typedef struct fixed_set {
+    int n, pos;
+    int *perm;
+    uint64_t data_seed;
+    uint64_t rng;      /* the shuffling stream */
+    int32_t *rtok, *rtgt; /* [B, W] rows before compaction */
+    int W;
+} fixed_set;
+
+static void fixed_shuffle(fixed_set *f)
+{
+    for (int i = f->n - 1; i > 0; i--) {
+        int j = lina_task_randint(&f->rng, i + 1), t = f->perm[i];
+        f->perm[i] = f->perm[j];
+        f->perm[j] = t;
+    }
+    f->pos = 0;
+}
+
+static int fixed_init(fixed_set *f, const lina_task_opts *o, int B)
+{
+    memset(f, 0, sizeof *f);
+    f->n = o->train_n;
+    f->W = o->kind == LINA_TASK_PARITY || o->kind == LINA_TASK_MODARITH ? o->train_max : o->seq_len;
+    f->perm = malloc(sizeof(int) * (size_t)f->n);
+    f->rtok = malloc(sizeof(int32_t) * (size_t)B * f->W);
+    f->rtgt = malloc(sizeof(int32_t) * (size_t)B * f->W);
+    if (!f->perm || !f->rtok || !f->rtgt) {
+        return lina_set_error(LINA_ENOMEM, "task: out of memory for the training set");
+    }
+    for (int i = 0; i < f->n; i++) {
+        f->perm[i] = i;
+    }
+    f->data_seed = o->seed * 0xA24BAED4963EE407ull ^ 0xDA7A5E7ull;
+    f->rng = o->seed * 0x9FB21C651E98DF25ull + 0x5A1Full;
+    lina_splitmix64(&f->rng);
+    fixed_shuffle(f);
+    return LINA_OK;
+}
+
+static void fixed_free(fixed_set *f)
+{
+    free(f->perm);
+    free(f->rtok);
+    free(f->rtgt);
+}
+
+/* the next B examples of the epoch order, compacted to [B, *T] (T the longest of them) */
+static void fixed_batch(fixed_set *f, const lina_task_opts *o, const lina_group *g, int B, int32_t *tok,
+                        int32_t *tgt, int *T)
+{
+    int lens[4096], Tb = 0;
+    for (int b = 0; b < B; b++) {
+        if (f->pos == f->n) {
+            fixed_shuffle(f);
+        }
+        uint64_t r = f->data_seed ^ ((uint64_t)f->perm[f->pos++] * 0x9E3779B97F4A7C15ull);
+        lina_splitmix64(&r);
+        lens[b % 4096] = task_example(o, g, &r, f->W, f->rtok + (size_t)b * f->W, f->rtgt + (size_t)b * f->W);
+        Tb = lens[b % 4096] > Tb ? lens[b % 4096] : Tb;
+    }
+    for (int b = 0; b < B; b++) {
+        memcpy(tok + (size_t)b * Tb, f->rtok + (size_t)b * f->W, sizeof(int32_t) * (size_t)Tb);
+        memcpy(tgt + (size_t)b * Tb, f->rtgt + (size_t)b * f->W, sizeof(int32_t) * (size_t)Tb);
+    }
+    *T = Tb;
+}
+
 static int argmax(const float *x, int n)
 {
     int best = 0;
@@ -360,32 +484,89 @@ static int eval_len(eval_ctx *e, const lina_task_opts *o, uint64_t *rng, int len
     return LINA_OK;
 }
 
+/* mqar: query accuracy averaged over n fresh sequences of stream rng */
+static int mqar_acc(eval_ctx *e, const lina_task_opts *o, const lina_group *g, uint64_t *rng, int n, double *acc)
+{
+    double sum = 0.0;
+    int done = 0, rc = LINA_OK;
+    while (done < n && !rc) {
+        int B = n - done < EVAL_B ? n - done : EVAL_B, T = 0;
+        rc = lina_task_batch(o, g, rng, B, o->seq_len, e->tok, e->tgt, &T);
+        rc = rc ? rc : lina_model_forward_logits(e->m, e->tok, B, T, e->logits, e->ws);
+        for (int b = 0; b < B && !rc; b++) {
+            int q = 0, ok = 0;
+            for (int t = 0; t < T; t++) {
+                size_t p = (size_t)b * T + t;
+                if (e->tgt[p] != LINA_TASK_IGNORE) {
+                    q++;
+                    ok += argmax(e->logits + p * e->V, e->V) == e->tgt[p];
+                }
+            }
+            sum += q ? (double)ok / q : 0.0;
+        }
+        done += B;
+    }
+    *acc = sum / n;
+    return rc;
+}
+
+/* s3/s5: the share of n fresh sequences of length T (<= the buffers' length) whose predictions are
+ * all right */
+static int group_seq_acc(eval_ctx *e, const lina_group *g, uint64_t *rng, int T, int n, double *acc)
+{
+    int ok = 0, done = 0, rc = LINA_OK;
+    while (done < n && !rc) {
+        int B = n - done < EVAL_B ? n - done : EVAL_B;
+        for (int b = 0; b < B; b++) {
+            lina_group_example(g, rng, T, e->tok + (size_t)b * T, e->tgt + (size_t)b * T);
+        }
+        rc = lina_model_forward_logits(e->m, e->tok, B, T, e->logits, e->ws);
+        for (int b = 0; b < B && !rc; b++) {
+            int all = 1;
+            for (int t = 0; t < T && all; t++) {
+                size_t p = (size_t)b * T + t;
+                all = argmax(e->logits + p * e->V, e->V) == e->tgt[p];
+            }
+            ok += all;
+        }
+        done += B;
+    }
+    *acc = (double)ok / n;
+    return rc;
+}
+
+/* accuracy on the training distribution (the fit measure of lina_task_fit) over the validation
+ * stream of the seed: the same val_n sequences at every call */
+static int validate(eval_ctx *e, const lina_task_opts *o, const lina_group *g, double *acc)
+{
+    uint64_t rng = o->seed * 0xC2B2AE3D27D4EB4Full ^ 0x7A11DA7Eull;
+    lina_splitmix64(&rng);
+    switch (o->kind) {
+    case LINA_TASK_MQAR:
+        return mqar_acc(e, o, g, &rng, o->val_n, acc);
+    case LINA_TASK_PARITY:
+    case LINA_TASK_MODARITH:
+        return eval_len(e, o, &rng, -1, o->val_n, acc);
+    case LINA_TASK_S3:
+    case LINA_TASK_S5:
+        return group_seq_acc(e, g, &rng, o->seq_len, o->val_n, acc);
+    }
+    return LINA_OK;
+}
+
+double lina_task_fit(const lina_task_opts *o, const lina_task_result *r)
+{
+    return o->kind == LINA_TASK_MQAR ? r->test_acc : r->train_acc;
+}
+
 static int evaluate(eval_ctx *e, const lina_task_opts *o, const lina_group *g, lina_task_result *r)
 {
     uint64_t rng = o->seed * 0x9E3779B97F4A7C15ull ^ 0x7E57DA7A5EEDull; /* the test stream */
     lina_splitmix64(&rng);
     int rc = LINA_OK;
     if (o->kind == LINA_TASK_MQAR) {
-        double sum = 0.0;
-        int done = 0;
-        while (done < o->eval_n && !rc) {
-            int B = o->eval_n - done < EVAL_B ? o->eval_n - done : EVAL_B, T = 0;
-            rc = lina_task_batch(o, g, &rng, B, o->seq_len, e->tok, e->tgt, &T);
-            rc = rc ? rc : lina_model_forward_logits(e->m, e->tok, B, T, e->logits, e->ws);
-            for (int b = 0; b < B && !rc; b++) {
-                int q = 0, ok = 0;
-                for (int t = 0; t < T; t++) {
-                    size_t p = (size_t)b * T + t;
-                    if (e->tgt[p] != LINA_TASK_IGNORE) {
-                        q++;
-                        ok += argmax(e->logits + p * e->V, e->V) == e->tgt[p];
-                    }
-                }
-                sum += q ? (double)ok / q : 0.0;
-            }
-            done += B;
-        }
-        r->test_acc = r->test_scaled = sum / o->eval_n;
+        rc = mqar_acc(e, o, g, &rng, o->eval_n, &r->test_acc);
+        r->test_scaled = r->test_acc;
         r->train_acc = NAN;
         return rc;
     }
@@ -511,6 +692,8 @@ int lina_task_run(const lina_task_opts *o, lina_task_result *r)
     const double t0 = lina_now();
     lina_group grp;
     memset(&grp, 0, sizeof grp);
+    fixed_set fs;
+    memset(&fs, 0, sizeof fs);
     if (o->kind == LINA_TASK_S3 || o->kind == LINA_TASK_S5) {
         if ((rc = lina_group_init_sym(&grp, o->kind == LINA_TASK_S3 ? 3 : 5))) {
             return rc;
@@ -557,6 +740,13 @@ int lina_task_run(const lina_task_opts *o, lina_task_result *r)
             goto done;
         }
     }
+    eval_ctx e = {m, &ws, V, tok, tgt, logits};
+    if (o->train_n > 0 && (rc = fixed_init(&fs, o, o->batch))) {
+        goto done;
+    }
+    const int vevery = o->eval_every > 0 ? o->eval_every : (o->steps >= 20 ? o->steps / 20 : 1);
+    int validated_at = -1;
+    r->val_acc = NAN;
     lina_lr_sched sched = {o->lr, 0.0, o->warmup >= 0 ? o->warmup : o->steps / 10, o->steps};
     uint64_t rng = o->seed * 0xD1B54A32D192ED03ull + 0x5EED0001ull; /* the training stream */
     lina_splitmix64(&rng);
@@ -566,7 +756,9 @@ int lina_task_run(const lina_task_opts *o, lina_task_result *r)
     float *params = lina_model_params(m), *grads = lina_model_grads(m);
     for (int step = 0; step < o->steps; step++) {
         int T = 0;
-        if ((rc = lina_task_batch(o, &grp, &rng, o->batch, Tmax, tok, tgt, &T))) {
+        if (o->train_n > 0) {
+            fixed_batch(&fs, o, &grp, o->batch, tok, tgt, &T);
+        } else if ((rc = lina_task_batch(o, &grp, &rng, o->batch, Tmax, tok, tgt, &T))) {
             goto done;
         }
         double loss = 0.0;
@@ -590,19 +782,37 @@ int lina_task_run(const lina_task_opts *o, lina_task_result *r)
         }
         ema = isnan(ema) ? loss : 0.9 * ema + 0.1 * loss;
         r->steps_done = step + 1;
+        if (o->target > 0.0 && ((step + 1) % vevery == 0 || step + 1 == o->steps)) {
+            if ((rc = validate(&e, o, &grp, &r->val_acc))) {
+                goto done;
+            }
+            validated_at = step + 1;
+            if (r->val_acc >= o->target) { /* early stop: the target accuracy is reached */
+                r->stopped_early = step + 1 < o->steps;
+                if (o->progress) {
+                    progress(o, tty, step + 1, ema, t0, 1);
+                }
+                break;
+            }
+        }
         if (o->progress && ((step + 1) % every == 0 || step + 1 == o->steps)) {
             progress(o, tty, step + 1, ema, t0, step + 1 == o->steps);
         }
     }
-    int tail = o->steps / 10 > 0 ? o->steps / 10 : 1;
+    const int nd = r->steps_done;
+    int tail = nd / 10 > 0 ? nd / 10 : 1;
     double s = 0.0;
-    for (int i = o->steps - tail; i < o->steps; i++) {
+    for (int i = nd - tail; i < nd; i++) {
         s += losses[i];
     }
     r->final_loss = s / tail;
-    eval_ctx e = {m, &ws, V, tok, tgt, logits};
+    r->epochs = o->train_n > 0 ? (double)nd * o->batch / o->train_n : 0.0;
+    if (validated_at != nd && (rc = validate(&e, o, &grp, &r->val_acc))) {
+        goto done;
+    }
     rc = evaluate(&e, o, &grp, r);
 done:
+    fixed_free(&fs);
     r->wall_s = lina_now() - t0;
     if (rc) {
         lina_task_result_free(r);
@@ -616,4 +826,122 @@ done:
     free(logits);
     free(losses);
     return rc;
+}
+
+int lina_task_sweep_run(const lina_task_opts *o, const double *lrs, int nlr, int nseeds, lina_task_sweep *sw)
+{
+    memset(sw, 0, sizeof *sw);
+    if (nlr < 1 || nlr > LINA_TASK_MAX_LRS || nseeds < 1 || nseeds > LINA_TASK_MAX_SEEDS) {
+        return lina_set_error(LINA_EINVAL, "task: 1 to %d learning rates and 1 to %d seeds", LINA_TASK_MAX_LRS,
+                              LINA_TASK_MAX_SEEDS);
+    }
+    for (int i = 0; i < nlr; i++) {
+        if (!(lrs[i] > 0.0) || !isfinite(lrs[i])) {
+            return lina_set_error(LINA_EINVAL, "task: learning rates must be positive");
+        }
+    }
+    sw->nseeds = nseeds;
+    for (int si = 0; si < nseeds; si++) {
+        int have = 0;
+        for (int li = 0; li < nlr; li++) {
+            lina_task_opts x = *o;
+            x.seed = o->seed + (uint64_t)si;
+            x.lr = lrs[li];
+            lina_task_result r;
+            int rc = lina_task_run(&x, &r);
+            if (rc) {
+                for (int k = 0; k < si; k++) {
+                    lina_task_result_free(&sw->run[k]);
+                }
+                if (have) {
+                    lina_task_result_free(&sw->run[si]);
+                }
+                return rc;
+            }
+            sw->wall_s += r.wall_s;
+            sw->runs++;
+            const lina_task_result *b = &sw->run[si];
+            int better = !have || r.val_acc > b->val_acc ||
+                         (r.val_acc == b->val_acc && r.steps_done < b->steps_done);
+            if (better) {
+                if (have) {
+                    lina_task_result_free(&sw->run[si]);
+                }
+                sw->run[si] = r;
+                sw->lr[si] = x.lr;
+                have = 1;
+            } else {
+                lina_task_result_free(&r);
+            }
+        }
+    }
+    double s1 = 0.0, s2 = 0.0, f1 = 0.0;
+    sw->min = sw->fit_min = INFINITY;
+    sw->max = -INFINITY;
+    for (int si = 0; si < nseeds; si++) {
+        lina_task_opts x = *o;
+        x.seed = o->seed + (uint64_t)si;
+        double v = sw->run[si].test_scaled, f = lina_task_fit(&x, &sw->run[si]);
+        s1 += v;
+        s2 += v * v;
+        f1 += f;
+        sw->min = v < sw->min ? v : sw->min;
+        sw->max = v > sw->max ? v : sw->max;
+        sw->fit_min = f < sw->fit_min ? f : sw->fit_min;
+    }
+    sw->mean = s1 / nseeds;
+    sw->sd = nseeds > 1 ? sqrt(fmax(0.0, (s2 - nseeds * sw->mean * sw->mean) / (nseeds - 1))) : 0.0;
+    sw->fit_mean = f1 / nseeds;
+    return LINA_OK;
+}
+
+int lina_task_describe(const lina_task_opts *o, char *buf, size_t n)
+{
+    lina_config c;
+    int rc = lina_task_config(o, &c);
+    if (rc) {
+        return rc;
+    }
+    const int tr = c.model_type == LINA_MODEL_TRANSFORMER, m2 = c.model_type == LINA_MODEL_MAMBA2;
+    char conv[96], pos[64];
+    if (m2) {
+        snprintf(conv, sizeof conv, "Mamba2's own conv1d (size %d)", c.conv_kernel);
+    } else if (c.use_short_conv) {
+        snprintf(conv, sizeof conv, "short conv (size %d, SiLU) on q/k/v", c.conv_size);
+    } else {
+        snprintf(conv, sizeof conv, "no short conv");
+    }
+    if (tr) {
+        snprintf(pos, sizeof pos, "RoPE (base %g)", c.rope_theta > 0 ? c.rope_theta : 10000.0);
+    } else if (c.model_type == LINA_MODEL_RETNET) {
+        snprintf(pos, sizeof pos, "RoPE in the retention (xPos-style)");
+    } else {
+        snprintf(pos, sizeof pos, "no position encoding");
+    }
+    const int mlp = !m2 && !c.no_mlp;
+    char mlps[48];
+    if (mlp) {
+        snprintf(mlps, sizeof mlps, "GatedMLP width %d", c.intermediate_size);
+    } else {
+        snprintf(mlps, sizeof mlps, "no MLP");
+    }
+    char extra[96] = "";
+    if (c.model_type == LINA_MODEL_GLA) {
+        snprintf(extra, sizeof extra, ", expand_k %g, %s", c.expand_k, c.use_output_gate ? "output gate" : "no output gate");
+    } else if (c.model_type == LINA_MODEL_LINEAR_ATTN) {
+        snprintf(extra, sizeof extra, ", feature map %s", c.feature_map);
+    } else if (c.model_type == LINA_MODEL_HGRN2) {
+        snprintf(extra, sizeof extra, " (HGRN2 has no short conv in lina)");
+    }
+    char init[160];
+    if (m2) {
+        snprintf(init, sizeof init,
+                 "Mamba2 paper's (in_proj, conv1d U(+-1/sqrt(fan_in)), A ~ U[1, 16), dt log-uniform in [%g, %g])",
+                 c.dt_min, c.dt_max);
+    } else {
+        snprintf(init, sizeof init, "weights N(0, %g)", c.initializer_range);
+    }
+    snprintf(buf, n, "%s: %d layers, d %d, %d heads, %s, %s, %s%s, init %s", lina_model_type_name(c.model_type),
+             c.num_hidden_layers, c.hidden_size, c.num_heads, mlps, conv, pos, extra, init);
+    return LINA_OK;
 }

@@ -96,6 +96,19 @@ const char *lina_task_name(lina_task_kind k);
 
 #define LINA_TASK_MAX_LENS 16
 
+/* The block a task model is built from (docs/tasks.md 6). */
+typedef enum lina_task_block {
+    LINA_TASK_BLOCK_ZOOLOGY = 0, /* the synthetic-task papers' models: each block is the mixer alone
+                                    (no MLP unless mlp = 1), a short convolution (size 4) on q, k, v
+                                    of every mixer, softmax attention included; GLA with expand_k 1
+                                    and no output gate; Mamba2 with its own conv and its paper's init */
+    LINA_TASK_BLOCK_FLA = 1      /* FLA's LM layout: GatedMLP of width 2d in every block, FLA's
+                                    defaults for the mixer (GLA expand_k 0.5 + output gate) */
+} lina_task_block;
+
+#define LINA_TASK_MAX_LRS 8
+#define LINA_TASK_MAX_SEEDS 8
+
 typedef struct lina_task_opts {
     lina_task_kind kind;
     lina_model_type mixer;
@@ -116,6 +129,14 @@ typedef struct lina_task_opts {
     int neg_eigval;          /* allow_neg_eigval */
     int householder;         /* gated_deltaproduct n_h */
     int mom_memories, mom_topk, mom_shared;
+    int block;               /* lina_task_block */
+    int mlp;                 /* zoology blocks: 1 adds the GatedMLP (FLA blocks always have it) */
+    int conv;                /* 1 (default): short convolutions; 0: none (mamba2 keeps its own) */
+    int train_n;             /* > 0: a fixed training set of train_n examples drawn once, visited in
+                                a fresh random order every epoch; 0: fresh batches every step */
+    double target;           /* > 0: stop once the validation accuracy reaches it */
+    int eval_every;          /* validation every N steps (0: steps / 20) */
+    int val_n;               /* validation sequences (training distribution, own stream) */
     int eval_n;              /* test sequences (per length for parity/modarith) */
     int progress;            /* progress line on stderr */
     const char *tag;         /* label of the progress line (NULL: task and mixer) */
@@ -134,11 +155,37 @@ typedef struct lina_task_result {
     double acc_at[LINA_TASK_MAX_LENS];
     double *seq_acc;         /* s3/s5: [test_max] sequence accuracy at length l+1 (malloc'd) */
     int seq_acc_n;
+    double val_acc;          /* the last validation accuracy (NAN when never validated) */
+    int stopped_early;       /* the target was reached at step steps_done */
+    double epochs;           /* steps_done * batch / train_n (0 with fresh batches) */
     size_t num_params;
     int64_t state_floats;    /* recurrent state per layer (floats), 0 when not known */
     int steps_done;
     double wall_s;
 } lina_task_result;
+
+/* Several learning rates x several seeds of one configuration: for every seed the run whose
+ * validation accuracy is highest is kept (ties: the earlier stop, then the lower lr), as the
+ * papers keep the best of their learning rates. */
+typedef struct lina_task_sweep {
+    int nseeds;
+    double lr[LINA_TASK_MAX_SEEDS];          /* the kept learning rate per seed */
+    lina_task_result run[LINA_TASK_MAX_SEEDS]; /* the kept run per seed (seq_acc freed) */
+    double mean, sd, min, max;               /* over seeds, of run[].test_scaled */
+    double fit_mean, fit_min;                /* over seeds, of the fit measure (lina_task_fit) */
+    double wall_s;                           /* every run, all learning rates */
+    int runs;
+} lina_task_sweep;
+
+/* Run o at each of lrs[0..nlr-1] for seeds o->seed .. o->seed + nseeds - 1 (nlr <= 8,
+ * nseeds <= 8). */
+int lina_task_sweep_run(const lina_task_opts *o, const double *lrs, int nlr, int nseeds, lina_task_sweep *s);
+/* How well a run fits its training distribution: mqar query accuracy; parity / modarith accuracy at
+ * the training lengths; s3/s5 sequence accuracy at the training length. */
+double lina_task_fit(const lina_task_opts *o, const lina_task_result *r);
+/* One line naming what the model of o is made of, read from the config it builds (layers, width,
+ * heads, MLP or not, short convolution, positions, initialisation). LINA_OK or an error. */
+int lina_task_describe(const lina_task_opts *o, char *buf, size_t n);
 
 /* Defaults for task k (mixer, widths, steps, lr, lengths). */
 void lina_task_opts_default(lina_task_opts *o, lina_task_kind k);
