@@ -6,13 +6,17 @@
 
 int lina_cmd_paper(int argc, char **argv)
 {
-    const char *out = "results", *only = NULL;
-    int threads = 2, quick = 0, assemble = 0;
+    const char *out = "results", *only = NULL, *mixers = NULL, *widths = NULL;
+    int threads = 2, quick = 0, assemble = 0, seeds = 3;
     cli_opt opts[] = {
         CLI_OPT_STR("--out", NULL, "DIR", &out, "output directory"),
         CLI_OPT_INT("--threads", "-t", "N", &threads, 1, 1024, "threads"),
         CLI_OPT_STR("--only", NULL, "LIST", &only,
                     "comma-separated subset of mqar,mom,parity,modarith,s3,icl; the others keep their last sections"),
+        CLI_OPT_INT("--seeds", NULL, "N", &seeds, 1, LINA_TASK_MAX_SEEDS, "MQAR: seeds per configuration"),
+        CLI_OPT_STR("--mixers", NULL, "LIST", &mixers,
+                    "MQAR: comma-separated subset of transformer,delta_net,gated_deltanet,gla,mamba2,retnet,linear_attn"),
+        CLI_OPT_STR("--widths", NULL, "LIST", &widths, "MQAR: comma-separated subset of the widths 32,64,128"),
         CLI_OPT_FLAG("--quick", NULL, &quick, "1/20 of the steps (checks the pipeline; the numbers mean nothing)"),
         CLI_OPT_FLAG("--assemble", NULL, &assemble, "run nothing; rebuild DIR/PAPER.md from DIR/paper_parts/"),
         CLI_OPT_END,
@@ -23,9 +27,12 @@ int lina_cmd_paper(int argc, char **argv)
                           "  DIR/paper_parts/.\n",
                  .opts = opts};
     cli_default(&c, "--only", "all");
+    cli_default(&c, "--mixers", "all");
+    cli_default(&c, "--widths", "all");
     int r = cli_parse(&c, argc - 1, argv + 1);
     if (r != CLI_RUN) {
         return r;
     }
-    return lina_paper_run(out, assemble ? "" : only, cli_threads(threads), quick);
+    lina_paper_opts po = {out, assemble ? "" : only, cli_threads(threads), quick, seeds, mixers, widths};
+    return lina_paper_run_opts(&po);
 }

@@ -941,7 +941,7 @@ int lina_task_describe(const lina_task_opts *o, char *buf, size_t n)
     } else {
         snprintf(init, sizeof init, "weights N(0, %g)", c.initializer_range);
     }
-    snprintf(buf, n, "%s: %d layers, d %d, %d heads, %s, %s, %s%s, init %s", lina_model_type_name(c.model_type),
+    snprintf(buf, n, "%s: %d layers, d %d, %d head(s), %s, %s, %s%s, init %s", lina_model_type_name(c.model_type),
              c.num_hidden_layers, c.hidden_size, c.num_heads, mlps, conv, pos, extra, init);
     return LINA_OK;
 }

@@ -209,5 +209,13 @@ int lina_task_batch(const lina_task_opts *o, const lina_group *g, uint64_t *rng,
  * only rebuild out/PAPER.md from out/paper_parts/) with threads threads, 1/20 of the
  * steps when quick. Prints its errors; returns the exit status (2: unknown name). */
 int lina_paper_run(const char *out, const char *only, int threads, int quick);
+/* The same with the MQAR protocol's seeds (> 0; lina_paper_run: 3) and optional comma-separated
+ * subsets of its mixers and widths (NULL: all; the cells left out say "not rerun"). */
+typedef struct lina_paper_opts {
+    const char *out, *only;
+    int threads, quick, seeds;
+    const char *mixers, *widths;
+} lina_paper_opts;
+int lina_paper_run_opts(const lina_paper_opts *po);
 
 #endif
