@@ -305,10 +305,7 @@ static int attn_build(lina_mixer_builder *b, const lina_config *c, int layer, vo
         return rc;
     }
     int64_t W = a->conv_size;
-    if (a->use_short_conv &&
-        ((rc = lina_mixer_add(b, ATT_QC, "q_conv1d.weight", 3, HQ, 1, W, 1, LINA_INIT_NORMAL)) ||
-         (rc = lina_mixer_add(b, ATT_KC, "k_conv1d.weight", 3, HKV, 1, W, 1, LINA_INIT_NORMAL)) ||
-         (rc = lina_mixer_add(b, ATT_VC, "v_conv1d.weight", 3, HKV, 1, W, 1, LINA_INIT_NORMAL)))) {
+    if (a->use_short_conv && (rc = lina_mixer_add_qkv_convs(b, ATT_QC, ATT_KC, ATT_VC, HQ, HKV, HKV, W))) {
         return rc;
     }
     return LINA_OK;

@@ -382,10 +382,7 @@ static int gla_build(lina_mixer_builder *b, const lina_config *c, int layer, voi
         (d->output_gate && (rc = lina_mixer_add(b, GLA_G, "g_proj.weight", 2, vd, D, 0, 1, LINA_INIT_NORMAL)))) {
         return rc;
     }
-    if (d->use_short_conv &&
-        ((rc = lina_mixer_add(b, GLA_QC, "q_conv1d.weight", 3, kd, 1, W, 1, LINA_INIT_NORMAL)) ||
-         (rc = lina_mixer_add(b, GLA_KC, "k_conv1d.weight", 3, kd / G, 1, W, 1, LINA_INIT_NORMAL)) ||
-         (rc = lina_mixer_add(b, GLA_VC, "v_conv1d.weight", 3, vd / G, 1, W, 1, LINA_INIT_NORMAL)))) {
+    if (d->use_short_conv && (rc = lina_mixer_add_qkv_convs(b, GLA_QC, GLA_KC, GLA_VC, kd, kd / G, vd / G, W))) {
         return rc;
     }
     if (!ret &&

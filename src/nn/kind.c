@@ -29,3 +29,11 @@ int lina_mixer_add(lina_mixer_builder *b, int slot, const char *suffix, int ndim
 {
     return lina_mixer_add_init(b, slot, suffix, ndim, d0, d1, d2, decay, init, NULL);
 }
+
+int lina_mixer_add_qkv_convs(lina_mixer_builder *b, int sq, int sk, int sv, int64_t cq, int64_t ck, int64_t cv,
+                             int64_t W)
+{
+    int rc = lina_mixer_add(b, sq, "q_conv1d.weight", 3, cq, 1, W, 1, LINA_INIT_NORMAL);
+    rc = rc ? rc : lina_mixer_add(b, sk, "k_conv1d.weight", 3, ck, 1, W, 1, LINA_INIT_NORMAL);
+    return rc ? rc : lina_mixer_add(b, sv, "v_conv1d.weight", 3, cv, 1, W, 1, LINA_INIT_NORMAL);
+}

@@ -135,6 +135,11 @@ int lina_sp_conv_halo(const lina_sp *sp, const float *x, int B, int T, int C, in
  * piece accumulates what later pieces read from it. One all-gather. */
 int lina_sp_conv_halo_bwd(const lina_sp *sp, const float *dcache, int B, int T, int C, int W, float *dx);
 
+/* The short convolutions of q, k, v: "q_conv1d.weight" [cq, 1, W], "k_conv1d.weight" [ck, 1, W],
+ * "v_conv1d.weight" [cv, 1, W] as slots sq, sk, sv (decayed, N(0, initializer_range)). */
+int lina_mixer_add_qkv_convs(lina_mixer_builder *b, int sq, int sk, int sv, int64_t cq, int64_t ck, int64_t cv,
+                             int64_t W);
+
 /* One forward or backward call. */
 typedef struct lina_mixer_call {
     const void *dims;     /* the kind's dims, as build filled them */

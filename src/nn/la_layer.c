@@ -643,10 +643,7 @@ static int la_build(lina_mixer_builder *b, const lina_config *c, int layer, void
         return rc;
     }
     int64_t W = d->conv_size;
-    if (d->use_short_conv &&
-        ((rc = lina_mixer_add(b, LA_QC, "q_conv1d.weight", 3, HK, 1, W, 1, LINA_INIT_NORMAL)) ||
-         (rc = lina_mixer_add(b, LA_KC, "k_conv1d.weight", 3, GK, 1, W, 1, LINA_INIT_NORMAL)) ||
-         (rc = lina_mixer_add(b, LA_VC, "v_conv1d.weight", 3, GV, 1, W, 1, LINA_INIT_NORMAL)))) {
+    if (d->use_short_conv && (rc = lina_mixer_add_qkv_convs(b, LA_QC, LA_KC, LA_VC, HK, GK, GV, W))) {
         return rc;
     }
     return LINA_OK;
