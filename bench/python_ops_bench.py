@@ -20,7 +20,8 @@ threads (torch.set_num_threads; lina follows torch.get_num_threads()). OpenMP's 
 threads spin only briefly (GOMP_SPINCOUNT=10000 unless set), as the lina tool does, so
 that CPU time counts work rather than waiting.
 
-  /usr/bin/python3 bench/python_ops_bench.py [--repeat 3] [--threads 1,2] [--quick] [--out FILE]
+  /usr/bin/python3 bench/python_ops_bench.py [--repeat 3] [--threads 1,2] [--shapes long,train]
+      [--ops OP,...] [--quick] [--out FILE]
 """
 import argparse
 import ctypes
@@ -193,10 +194,12 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--quick", action="store_true", help="T=512 at the long shape (a smoke run)")
     ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--shapes", default="long,train", help="long (B=1 T=4096), train (B=8 T=512)")
     ap.add_argument("--out", help="also write the table (markdown) here")
     a = ap.parse_args()
-    shapes = [("B=1 T=4096 H=4 K=V=128", (1, 512 if a.quick else 4096, 4, 128, 128)),
-              ("B=8 T=512 H=4 K=V=64", (8, 512, 4, 64, 64))]
+    shapes = {"long": ("B=1 T=4096 H=4 K=V=128", (1, 512 if a.quick else 4096, 4, 128, 128)),
+              "train": ("B=8 T=512 H=4 K=V=64", (8, 512, 4, 64, 64))}
+    shapes = [shapes[n] for n in a.shapes.split(",")]
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:

@@ -140,13 +140,13 @@ def _finish(a, o, state, output_final_state, head_first=False, reverse=False):
     return a.out(o), a.out(state if output_final_state else None)
 
 
-def _state(a, name, h0, state_v_first=False):
+def _state(a, name, h0, state_v_first=False, heads="H"):
     if h0 is None:
         return None
     if state_v_first:
-        h0 = a.tensor(name, h0, "BHVK")
+        h0 = a.tensor(name, h0, "B" + heads + "VK")
         return h0.transpose(-1, -2).contiguous()
-    return a.tensor(name, h0, "BHKV")
+    return a.tensor(name, h0, "B" + heads + "KV")
 
 
 def _state_out(ht, state_v_first):
@@ -363,19 +363,25 @@ def _delta(a, q, k, v, beta, g, n, scale, initial_state, output_final_state, l2n
     q, k, v, beta, g = _layout(a, head_first, q, k, v, beta, g)
     q = a.tensor("q", q, "BTHK")
     prod = n > 1
+    # W: value heads (v, beta, g, states); W = G * H shares each q/k head among G value heads
     k = a.tensor("k", k, "BNHK" if prod else "BTHK")
-    v = a.tensor("v", v, "BNHV" if prod else "BTHV")
-    beta = a.tensor("beta", beta, "BNH" if prod else "BTH")
+    v = a.tensor("v", v, "BNWV" if prod else "BTWV")
+    beta = a.tensor("beta", beta, "BNW" if prod else "BTW")
     if prod and a.dim("N") != n * a.dim("T"):
         raise a.err(ValueError, f"k has {a.dim('N')} rows per sequence but must have "
                                 f"num_householder * T = {n} * {a.dim('T')}")
+    if a.dim("W") % a.dim("H"):
+        raise a.err(ValueError, f"v has {a.dim('W')} heads, not a multiple of q's {a.dim('H')}")
     if g is not None:
-        g = a.tensor("g", g, "BTH")
+        g = a.tensor("g", g, "BTW")
         check_log_gate(a, "g", g)
-    h0 = _state(a, "initial_state", initial_state, state_v_first)
+    h0 = _state(a, "initial_state", initial_state, state_v_first, "W")
     scale = check_scale(a, scale, q.shape[-1])
     if l2norm:
         q, k = _l2norm(q), _l2norm(k)
+    if a.dim("W") != a.dim("H"):
+        G = a.dim("W") // a.dim("H")
+        q, k = q.repeat_interleave(G, dim=2), k.repeat_interleave(G, dim=2)
     if beta_sigmoid:
         beta = torch.sigmoid(beta) * (2.0 if neg_eigval else 1.0)
     o, ht = Delta.apply(q, k, v, beta, g, h0, n, scale, form, 0)
@@ -429,9 +435,10 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None,
     o_t = scale * h_t^T q_t.
 
     Args:
-        q, k: [B, T, H, K]; v: [B, T, H, V].
-        g: log decays, [B, T, H], each <= 0 (e.g. F.logsigmoid(x)).
-        beta: writing strengths, [B, T, H].
+        q, k: [B, T, H, K]; v: [B, T, HV, V] with HV a multiple of H (grouped value heads:
+            value head j reads q/k head j // (HV / H)); states and o have HV heads.
+        g: log decays, [B, T, HV], each <= 0 (e.g. F.logsigmoid(x)).
+        beta: writing strengths, [B, T, HV].
         scale: query scale; None means K ** -0.5.
         initial_state: [B, H, K, V] (None: zeros).
         output_final_state: also return h_T.

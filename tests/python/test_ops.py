@@ -207,6 +207,18 @@ def delta_tests():
                 lambda q, k, v, g, beta, h0: ref.delta(ref.l2norm(q), ref.l2norm(k), v,
                                                        torch.sigmoid(beta) * (2 if neg else 1), g, h0=h0),
                 dict(q=qr, k=kr, v=v, g=g, beta=bl, h0=state()))
+    # grouped value heads (HV = 2 H): value head j reads q/k head j // 2
+    vg, bg, gg = randn(B, T, 2 * H, V), uniform(0.05, 0.95, B, T, 2 * H), uniform(-0.5, -0.01, B, T, 2 * H)
+    rep = lambda x: x.repeat_interleave(2, dim=2)  # noqa: E731
+    for fn in (ops.chunk_gated_delta_rule, ops.fused_recurrent_gated_delta_rule):
+        compare(f"{fn.__name__} grouped value heads HV = 2H",
+                lambda q, k, v, g, beta, h0: fn(q, k, v, g=g, beta=beta, initial_state=h0, output_final_state=True,
+                                                use_qk_l2norm_in_kernel=True),
+                lambda q, k, v, g, beta, h0: ref.delta(rep(ref.l2norm(q)), rep(ref.l2norm(k)), v, beta, g, h0=h0),
+                dict(q=qr, k=kr, v=vg, g=gg, beta=bg, h0=randn(B, 2 * H, K, V, scale=0.5)))
+    raises("value heads not a multiple", ValueError, "not a multiple",
+           lambda: ops.chunk_gated_delta_rule(qr.float(), kr.float(), randn(B, T, 3, V).float(),
+                                              gg[..., :3].float(), bg[..., :3].float()))
     compare("fused_recurrent_delta_rule l2norm beta=None",
             lambda q, k, v: ops.fused_recurrent_delta_rule(q, k, v, use_qk_l2norm_in_kernel=True),
             lambda q, k, v: (ref.delta(ref.l2norm(q), ref.l2norm(k), v, torch.ones(B, T, H, dtype=torch.float64))[0], None),
