@@ -469,8 +469,10 @@ void lina_retention_gates(int H, float *g_head);
  *   o_t = scale * h^T q_t                             (after the last sub-step)
  *
  * delta_rule = (n = 1, no g); gated_delta_rule = (n = 1, g); delta_product =
- * (n >= 1, g optional). Callers pass L2-normalised k (beta in (0, 2) keeps the
- * transition non-expansive). d->T counts tokens.
+ * (n >= 1, g optional); kda (Kimi Delta Attention) = (n = 1, gk: the decay
+ * diag(exp(gk_t)) has one factor per key channel and enters the UT transform).
+ * Callers pass L2-normalised k (beta in (0, 2) keeps the transition
+ * non-expansive). d->T counts tokens.
  *
  *   q [B,T,H,K]; k [B,T*n,H,K]; v [B,T*n,H,V]; beta [B,T*n,H]; g [B,T,H];
  *   o [B,T,H,V]; h0, ht [B,H,K,V].
@@ -491,6 +493,8 @@ typedef struct lina_delta_in {
     const float *g;           /* [B,T,H] log decay, or NULL (no decay) */
     const float *h0;          /* [B,H,K,V] or NULL (zero state) */
     int n;                    /* sub-steps per token; <= 0 means 1 */
+    const float *gk;          /* [B,T,H,K] per-key-channel log decay (KDA), or NULL; not with
+                                 g, and only with n = 1: h <- diag(exp(gk_t)) h */
 } lina_delta_in;
 
 typedef struct lina_delta_out {
@@ -512,6 +516,7 @@ typedef struct lina_delta_grad_out {
     float *dq, *dk, *dv, *dbeta; /* shapes of q, k, v, beta (required) */
     float *dg;                /* [B,T,H]; NULL to skip (ignored when g is NULL) */
     float *dh0;               /* [B,H,K,V] or NULL */
+    float *dgk;               /* [B,T,H,K]; NULL to skip (ignored when gk is NULL) */
 } lina_delta_grad_out;
 
 /* out->ht may be in->h0 (the state is updated in place), as for lina_dd_fwd. */

@@ -1,5 +1,5 @@
 /* test_delta.c -- the delta-rule engine (delta_rule, gated_delta_rule,
- * delta_product): reference gradients vs finite differences, recurrent and
+ * delta_product, kda): reference gradients vs finite differences, recurrent and
  * chunk forms vs the double reference, prefix-then-continue, op wrappers
  * (incl. --qk-l2norm) and bad inputs. */
 #include "harness.h"
@@ -21,9 +21,9 @@ static double worst_fwd, worst_grad, worst_fd;
 
 typedef struct prob {
     int B, T, H, K, V, n;
-    int has_g, has_h0;
-    double *q, *k, *v, *beta, *g, *h0, *dout, *dht; /* double inputs */
-    float *fq, *fk, *fv, *fbeta, *fg, *fh0, *fdout, *fdht; /* the same in float */
+    int has_g, has_h0; /* has_g: 0 none, 1 scalar g [B,T,H], 2 per-channel gk [B,T,H,K] (n = 1) */
+    double *q, *k, *v, *beta, *g, *h0, *dout, *dht, *gk; /* double inputs */
+    float *fq, *fk, *fv, *fbeta, *fg, *fh0, *fdout, *fdht, *fgk; /* the same in float */
 } prob;
 
 static size_t nq(const prob *p) { return (size_t)p->B * p->T * p->H * p->K; }
@@ -31,6 +31,7 @@ static size_t nk(const prob *p) { return (size_t)p->B * p->T * p->n * p->H * p->
 static size_t nv(const prob *p) { return (size_t)p->B * p->T * p->n * p->H * p->V; }
 static size_t nb(const prob *p) { return (size_t)p->B * p->T * p->n * p->H; }
 static size_t ng(const prob *p) { return (size_t)p->B * p->T * p->H; }
+static size_t ngk(const prob *p) { return p->has_g == 2 ? nq(p) : 0; }
 static size_t no(const prob *p) { return (size_t)p->B * p->T * p->H * p->V; }
 static size_t ns(const prob *p) { return (size_t)p->B * p->H * p->K * p->V; }
 
@@ -71,7 +72,8 @@ static void normalize_rows(double *x, size_t rows, int D)
     }
 }
 
-/* g: 0 none; otherwise U(glo, ghi) (glo == ghi == 0: exactly zero gates) */
+/* g: 0 none; otherwise U(glo, ghi) (glo == ghi == 0: exactly zero gates);
+ * has_g 2: the per-channel gate gk instead of g */
 static void prob_make(prob *p, int B, int T, int H, int K, int V, int n, int has_g, double glo,
                       double ghi, double beta_hi, int has_h0, int l2k)
 {
@@ -88,7 +90,8 @@ static void prob_make(prob *p, int B, int T, int H, int K, int V, int n, int has
     p->k = dalloc(nk(p));
     p->v = dalloc(nv(p));
     p->beta = dalloc(nb(p));
-    p->g = has_g ? dalloc(ng(p)) : NULL;
+    p->g = has_g == 1 ? dalloc(ng(p)) : NULL;
+    p->gk = has_g == 2 ? dalloc(ngk(p)) : NULL;
     p->h0 = has_h0 ? dalloc(ns(p)) : NULL;
     p->dout = dalloc(no(p));
     p->dht = dalloc(ns(p));
@@ -109,8 +112,9 @@ static void prob_make(prob *p, int B, int T, int H, int K, int V, int n, int has
         p->beta[i] = th_uniform(0.02, beta_hi);
     }
     if (has_g) {
-        for (size_t i = 0; i < ng(p); i++) {
-            p->g[i] = (glo == 0.0 && ghi == 0.0) ? 0.0 : th_uniform(glo, ghi);
+        double *gg = has_g == 2 ? p->gk : p->g;
+        for (size_t i = 0; i < (has_g == 2 ? ngk(p) : ng(p)); i++) {
+            gg[i] = (glo == 0.0 && ghi == 0.0) ? 0.0 : th_uniform(glo, ghi);
         }
     }
     if (has_h0) {
@@ -128,7 +132,8 @@ static void prob_make(prob *p, int B, int T, int H, int K, int V, int n, int has
     p->fk = fcopy(p->k, nk(p));
     p->fv = fcopy(p->v, nv(p));
     p->fbeta = fcopy(p->beta, nb(p));
-    p->fg = has_g ? fcopy(p->g, ng(p)) : NULL;
+    p->fg = has_g == 1 ? fcopy(p->g, ng(p)) : NULL;
+    p->fgk = has_g == 2 ? fcopy(p->gk, ngk(p)) : NULL;
     p->fh0 = has_h0 ? fcopy(p->h0, ns(p)) : NULL;
     p->fdout = fcopy(p->dout, no(p));
     p->fdht = fcopy(p->dht, ns(p));
@@ -152,11 +157,13 @@ static void prob_free(prob *p)
     free(p->fh0);
     free(p->fdout);
     free(p->fdht);
+    free(p->gk);
+    free(p->fgk);
 }
 
 /* reference outputs and gradients */
 typedef struct refres {
-    double *o, *ht, *dq, *dk, *dv, *dbeta, *dg, *dh0;
+    double *o, *ht, *dq, *dk, *dv, *dbeta, *dg, *dh0, *dgk;
 } refres;
 
 static void ref_run(const prob *p, refres *r)
@@ -170,10 +177,11 @@ static void ref_run(const prob *p, refres *r)
     r->dbeta = dalloc(nb(p));
     r->dg = dalloc(ng(p));
     r->dh0 = dalloc(ns(p));
-    ref_delta_fwd(p->B, p->T, p->H, p->K, p->V, p->n, s, p->q, p->k, p->v, p->beta, p->g, p->h0,
-                  r->o, r->ht);
-    ref_delta_bwd(p->B, p->T, p->H, p->K, p->V, p->n, s, p->q, p->k, p->v, p->beta, p->g, p->h0,
-                  p->dout, p->dht, r->dq, r->dk, r->dv, r->dbeta, r->dg, r->dh0);
+    r->dgk = dalloc(ngk(p));
+    ref_delta_fwd(p->B, p->T, p->H, p->K, p->V, p->n, s, p->q, p->k, p->v, p->beta, p->g, p->gk,
+                  p->h0, r->o, r->ht);
+    ref_delta_bwd(p->B, p->T, p->H, p->K, p->V, p->n, s, p->q, p->k, p->v, p->beta, p->g, p->gk,
+                  p->h0, p->dout, p->dht, r->dq, r->dk, r->dv, r->dbeta, r->dg, r->dgk, r->dh0);
 }
 
 static void ref_free(refres *r)
@@ -186,6 +194,7 @@ static void ref_free(refres *r)
     free(r->dbeta);
     free(r->dg);
     free(r->dh0);
+    free(r->dgk);
 }
 
 /* ------------------------------------------- (a) reference vs finite differences */
@@ -206,7 +215,8 @@ static double ref_loss(const prob *p, int l2)
         q = qn;
         k = kn;
     }
-    ref_delta_fwd(p->B, p->T, p->H, p->K, p->V, p->n, s, q, k, p->v, p->beta, p->g, p->h0, o, ht);
+    ref_delta_fwd(p->B, p->T, p->H, p->K, p->V, p->n, s, q, k, p->v, p->beta, p->g, p->gk, p->h0, o,
+                  ht);
     double L = 0.0;
     for (size_t i = 0; i < no(p); i++) {
         L += o[i] * p->dout[i];
@@ -285,10 +295,11 @@ static void test_fd(int n, int has_g, double glo, double ghi, int l2)
         double *x;
         size_t n;
         const double *gr;
-    } in[6] = {{"q", p.q, nq(&p), r.dq},         {"k", p.k, nk(&p), r.dk},
+    } in[7] = {{"q", p.q, nq(&p), r.dq},         {"k", p.k, nk(&p), r.dk},
                {"v", p.v, nv(&p), r.dv},         {"beta", p.beta, nb(&p), r.dbeta},
-               {"g", p.g, has_g ? ng(&p) : 0, r.dg}, {"h0", p.h0, ns(&p), r.dh0}};
-    for (int i = 0; i < 6; i++) {
+               {"g", p.g, has_g == 1 ? ng(&p) : 0, r.dg}, {"h0", p.h0, ns(&p), r.dh0},
+               {"gk", p.gk, ngk(&p), r.dgk}};
+    for (int i = 0; i < 7; i++) {
         if (!in[i].n) {
             continue;
         }
@@ -306,7 +317,7 @@ static void test_fd(int n, int has_g, double glo, double ghi, int l2)
 /* ----------------------------------------- (b) float forms vs the reference */
 
 typedef struct fres {
-    float *o, *ht, *dq, *dk, *dv, *dbeta, *dg, *dh0;
+    float *o, *ht, *dq, *dk, *dv, *dbeta, *dg, *dh0, *dgk;
 } fres;
 
 static float *falloc(size_t n)
@@ -329,6 +340,7 @@ static void fres_alloc(const prob *p, fres *f)
     f->dbeta = falloc(nb(p));
     f->dg = falloc(ng(p));
     f->dh0 = falloc(ns(p));
+    f->dgk = falloc(ngk(p));
 }
 
 static void fres_free(fres *f)
@@ -341,6 +353,7 @@ static void fres_free(fres *f)
     free(f->dbeta);
     free(f->dg);
     free(f->dh0);
+    free(f->dgk);
 }
 
 /* forward + backward of the engine; with `use_cache` (chunk form) the
@@ -348,13 +361,13 @@ static void fres_free(fres *f)
 static int kern_run(const prob *p, lina_form form, int chunk, int use_cache, fres *f, lina_ws *ws)
 {
     lina_mix_dims d = {p->B, p->T, p->H, p->K, p->V, chunk, 0.0f};
-    lina_delta_in in = {p->fq, p->fk, p->fv, p->fbeta, p->fg, p->fh0, p->n};
+    lina_delta_in in = {p->fq, p->fk, p->fv, p->fbeta, p->fg, p->fh0, p->n, p->fgk};
     float *cache = use_cache ? falloc(lina_delta_cache_floats(&d, p->n)) : NULL;
     lina_delta_out out = {f->o, f->ht, cache};
     int rc = lina_delta_fwd(&d, &in, &out, form, ws);
     if (rc == 0) {
         lina_delta_grad_in gin = {p->fdout, p->fdht, cache};
-        lina_delta_grad_out gout = {f->dq, f->dk, f->dv, f->dbeta, f->dg, f->dh0};
+        lina_delta_grad_out gout = {f->dq, f->dk, f->dv, f->dbeta, f->dg, f->dh0, f->dgk};
         if (!p->has_h0) {
             gout.dh0 = NULL;
         }
@@ -381,17 +394,18 @@ static void compare(const char *what, const prob *p, const fres *f, const refres
         const double *b;
         size_t n;
         int grad;
-    } c[8] = {{"o", f->o, r->o, no(p), 0},
+    } c[9] = {{"o", f->o, r->o, no(p), 0},
               {"ht", f->ht, r->ht, ns(p), 0},
               {"dq", f->dq, r->dq, nq(p), 1},
               {"dk", f->dk, r->dk, nk(p), 1},
               {"dv", f->dv, r->dv, nv(p), 1},
               {"dbeta", f->dbeta, r->dbeta, nb(p), 1},
-              {"dg", f->dg, r->dg, p->has_g ? ng(p) : 0, 1},
-              {"dh0", f->dh0, r->dh0, p->has_h0 ? ns(p) : 0, 1}};
+              {"dg", f->dg, r->dg, p->has_g == 1 ? ng(p) : 0, 1},
+              {"dh0", f->dh0, r->dh0, p->has_h0 ? ns(p) : 0, 1},
+              {"dgk", f->dgk, r->dgk, ngk(p), 1}};
     double ef = 0.0, eg = 0.0;
     const char *wf = "", *wg = "";
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 9; i++) {
         if (!c[i].n) {
             continue;
         }
@@ -433,6 +447,11 @@ static void test_forms(lina_ws *ws)
         {"product n=3 g=0 beta(0,2) h0 C=16", 3, 1, 0, 0, 2.0, 1, 16},
         {"product n=2 g[-3,0] h0 C=24", 2, 1, -3.0, 0.0, 2.0, 1, 24},
         {"product n=3 g[-1,0] beta(0,2) h0 C=13", 3, 1, -1.0, 0.0, 2.0, 1, 13},
+        {"kda gk=0 h0", 1, 2, 0, 0, 1.0, 1, 0},
+        {"kda gk[-0.5,-0.01]", 1, 2, -0.5, -0.01, 1.0, 0, 0},
+        {"kda gk[-7,0] beta(0,2) h0", 1, 2, -7.0, 0.0, 2.0, 1, 0},
+        {"kda strong gk[-20,-1] h0 C=16", 1, 2, -20.0, -1.0, 1.0, 1, 16},
+        {"kda gk[-1,0] beta(0,2) h0 C=24", 1, 2, -1.0, 0.0, 2.0, 1, 24},
     };
     static const int Ts[] = {1, 63, 64, 65, 200};
     for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
@@ -475,7 +494,7 @@ static void test_continue(lina_ws *ws)
         lina_form fm = form ? LINA_FORM_CHUNK : LINA_FORM_RECURRENT;
         float *o = falloc(no(&p)), *ht = falloc(ns(&p));
         lina_mix_dims d = {p.B, p.T, p.H, p.K, p.V, 0, 0.0f};
-        lina_delta_in in = {p.fq, p.fk, p.fv, p.fbeta, p.fg, p.fh0, n};
+        lina_delta_in in = {p.fq, p.fk, p.fv, p.fbeta, p.fg, p.fh0, n, NULL};
         lina_delta_out out = {o, ht, NULL};
         int rc = lina_delta_fwd(&d, &in, &out, fm, ws);
         /* the same split into [0, T1) and [T1, T) (copy the per-part tensors) */
@@ -510,7 +529,7 @@ static void test_continue(lina_ws *ws)
         for (int pt = 0; pt < 2 && rc == 0; pt++) {
             lina_mix_dims dp = {B, Tp[pt], H, K, V, 0, 0.0f};
             lina_delta_in ip = {part[pt][0], part[pt][1], part[pt][2], part[pt][3], part[pt][4],
-                                pt ? ht1 : p.fh0, n};
+                                pt ? ht1 : p.fh0, n, NULL};
             lina_delta_out op = {opart, ht1, NULL}; /* part 2 updates ht1 in place (ht == h0) */
             rc = lina_delta_fwd(&dp, &ip, &op, fm, ws);
             for (int b = 0; b < B; b++) {
@@ -675,6 +694,118 @@ static void test_ops(lina_ws *ws)
     }
 }
 
+static void expect_error(const char *opname, lina_tset *in, int backward, const char *needle,
+                         const char *what);
+
+/* kda through lina_op_run: q, k on H/G heads shared by G value heads (GVA),
+ * g [B,T,HV,K]; against the reference run with q, k repeated per value head
+ * (their gradients summed over each group) */
+static void test_kda_op(lina_ws *ws)
+{
+    for (int G = 1; G <= 2; G++) {
+        for (int l2 = 0; l2 < 2; l2++) {
+            prob p;
+            const int HV = 4, Hq = HV / G;
+            prob_make(&p, 2, 70, HV, 16, 24, 1, 2, -2.0, 0.0, 1.5, 1, !l2);
+            const size_t rows = (size_t)p.B * p.T;
+            for (size_t r = 0; r < rows; r++) { /* heads of a group share q and k */
+                for (int h = 0; h < HV; h++) {
+                    for (int i = 0; i < p.K; i++) {
+                        const size_t x = (r * HV + h) * p.K + i, x0 = (r * HV + h / G * G) * p.K + i;
+                        const double sq = l2 && h % G == 0 ? 1.7 : 1.0, sk = l2 && h % G == 0 ? 2.5 : 1.0;
+                        p.q[x] = p.q[x0] * sq; /* the group's first head is scaled first */
+                        p.k[x] = p.k[x0] * sk;
+                        p.fq[x] = (float)p.q[x];
+                        p.fk[x] = (float)p.k[x];
+                    }
+                }
+            }
+            refres r;
+            ref_grads(&p, l2, &r);
+            float *fq = falloc(rows * Hq * p.K), *fk = falloc(rows * Hq * p.K);
+            double *dq = dalloc(rows * Hq * p.K), *dk = dalloc(rows * Hq * p.K);
+            for (size_t x = 0; x < rows * HV * p.K; x++) {
+                const size_t rr = x / ((size_t)HV * p.K), h = x / p.K % HV, i = x % p.K;
+                const size_t y = (rr * Hq + h / G) * p.K + i;
+                fq[y] = p.fq[x];
+                fk[y] = p.fk[x];
+                dq[y] += r.dq[x];
+                dk[y] += r.dk[x];
+            }
+            for (int form = 0; form < 2; form++) {
+                lina_tset in = {0}, out = {0};
+                int64_t sq[4] = {p.B, p.T, Hq, p.K}, sv[4] = {p.B, p.T, HV, p.V}, sb[3] = {p.B, p.T, HV};
+                int64_t sg[4] = {p.B, p.T, HV, p.K}, ss[4] = {p.B, HV, p.K, p.V};
+                tset_add(&in, "q", 4, sq, fq);
+                tset_add(&in, "k", 4, sq, fk);
+                tset_add(&in, "v", 4, sv, p.fv);
+                tset_add(&in, "g", 4, sg, p.fgk);
+                tset_add(&in, "beta", 3, sb, p.fbeta);
+                tset_add(&in, "h0", 4, ss, p.fh0);
+                tset_add(&in, "do", 4, sv, p.fdout);
+                tset_add(&in, "dht", 4, ss, p.fdht);
+                lina_op_opts o = {0};
+                o.form = form ? LINA_FORM_CHUNK : LINA_FORM_RECURRENT;
+                o.backward = 1;
+                o.qk_l2norm = l2;
+                int rc = lina_op_run(lina_op_find("kda"), &in, &out, &o, ws);
+                double ef = 0.0, eg = 0.0;
+                if (rc == 0) {
+                    ef = fmax(cmp_out(&out, "o", r.o, no(&p)), cmp_out(&out, "ht", r.ht, ns(&p)));
+                    eg = fmax(cmp_out(&out, "dq", dq, rows * Hq * p.K), cmp_out(&out, "dk", dk, rows * Hq * p.K));
+                    eg = fmax(eg, cmp_out(&out, "dv", r.dv, nv(&p)));
+                    eg = fmax(eg, cmp_out(&out, "dbeta", r.dbeta, nb(&p)));
+                    eg = fmax(eg, cmp_out(&out, "dg", r.dgk, ngk(&p)));
+                    eg = fmax(eg, cmp_out(&out, "dh0", r.dh0, ns(&p)));
+                    track(ef, 0);
+                    track(eg, 1);
+                }
+                CHECK(rc == 0 && ef <= FWD_TOL && eg <= GRAD_TOL,
+                      "lina_op_run kda HV=%d H=%d%s %s: fwd err %.2e, grad err %.2e %s", HV, Hq,
+                      l2 ? " --qk-l2norm" : "", form ? "chunk" : "recurrent", ef, eg, rc ? lina_last_error() : "");
+                lina_tset_free(&in);
+                lina_tset_free(&out);
+            }
+            free(fq);
+            free(fk);
+            free(dq);
+            free(dk);
+            ref_free(&r);
+            prob_free(&p);
+        }
+    }
+    /* value heads not a multiple of the q/k heads, and a gate of the wrong shape */
+    prob p;
+    prob_make(&p, 1, 6, 3, 4, 3, 1, 2, -1.0, -0.1, 1.0, 0, 1);
+    for (int bad = 0; bad < 3; bad++) {
+        lina_tset in = {0};
+        int64_t sq[4] = {1, 6, 2, 4}, sv[4] = {1, 6, 3, 3}, sb[3] = {1, 6, 3}, sg[4] = {1, 6, 3, 4};
+        int64_t sg3[3] = {1, 6, 3};
+        float qk[48] = {0};
+        tset_add(&in, "q", 4, sq, qk);
+        tset_add(&in, "k", 4, sq, qk);
+        tset_add(&in, "v", 4, sv, p.fv);
+        tset_add(&in, "beta", 3, sb, p.fbeta);
+        if (bad == 1) {
+            tset_add(&in, "g", 3, sg3, p.fgk);
+        } else {
+            if (bad == 2) {
+                p.fgk[5] = 0.25f;
+            }
+            tset_add(&in, "g", 4, sg, p.fgk);
+        }
+        if (bad == 0) {
+            expect_error("kda", &in, 0, "not a multiple of the 2 heads of q.npy", "3 value heads over 2 q/k heads");
+        } else if (bad == 1) {
+            expect_error("kda", &in, 0, "g.npy has shape", "a scalar gate [B,T,H]");
+        } else {
+            expect_error("kda", &in, 0, "log decays <= 0", "a positive log gate");
+        }
+        lina_tset_free(&in);
+    }
+    prob_free(&p);
+}
+
 /* ----------------------------------------------------------- (d) bad inputs */
 
 static void expect_error(const char *opname, lina_tset *in, int backward, const char *needle,
@@ -785,12 +916,15 @@ int main(void)
     test_fd(3, 0, 0, 0, 0);
     test_fd(2, 1, 0, 0, 0);
     test_fd(2, 1, -1.0, -0.05, 1);
+    test_fd(1, 2, -2.0, 0.0, 0);
+    test_fd(1, 2, -1.0, -0.05, 1);
     /* (b) float forms against the reference */
     test_forms(&ws);
     /* (c) prefix then continue */
     test_continue(&ws);
     /* op wrappers, --qk-l2norm */
     test_ops(&ws);
+    test_kda_op(&ws);
     /* (d) bad inputs */
     test_bad_inputs();
     printf("# worst errors: forward %.2e, gradients %.2e, reference vs fd %.2e\n", worst_fwd,

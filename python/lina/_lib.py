@@ -71,7 +71,7 @@ class DDGradOut(ctypes.Structure):
 
 
 class DeltaIn(ctypes.Structure):
-    _fields_ = _ptrs("q", "k", "v", "beta", "g", "h0") + [("n", ctypes.c_int)]
+    _fields_ = _ptrs("q", "k", "v", "beta", "g", "h0") + [("n", ctypes.c_int)] + _ptrs("gk")
 
 
 class DeltaOut(ctypes.Structure):
@@ -83,7 +83,7 @@ class DeltaGradIn(ctypes.Structure):
 
 
 class DeltaGradOut(ctypes.Structure):
-    _fields_ = _ptrs("dq", "dk", "dv", "dbeta", "dg", "dh0")
+    _fields_ = _ptrs("dq", "dk", "dv", "dbeta", "dg", "dh0", "dgk")
 
 
 class MlstmIn(ctypes.Structure):

@@ -182,7 +182,7 @@ int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina
     }
     /* kernel over the value heads */
     lina_mix_dims md = lina_layer_mix(B, T, nv_of(d), d->K, d->V, 64, 0.0f);
-    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, st, m};
+    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, st, m, NULL};
     lina_delta_out o = {a->o, st, NULL}; /* the state is updated in place */
     rc = lina_sp_delta_fwd(sp, d, &md, &in, &o, form, ws);
     if (rc) {
@@ -227,9 +227,9 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     float *dv = dy;
     memset(dv, 0, nm * VV * sizeof(float));
     lina_mix_dims md = lina_layer_mix(B, T, nv_of(d), d->K, d->V, 64, 0.0f);
-    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, NULL, m};
+    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, NULL, m, NULL};
     lina_delta_grad_in gin = {dO, NULL, NULL};
-    lina_delta_grad_out gout = {dqe, dke, dv, dbeta, d->gated ? dg : NULL, NULL};
+    lina_delta_grad_out gout = {dqe, dke, dv, dbeta, d->gated ? dg : NULL, NULL, NULL};
     if ((rc = lina_sp_delta_bwd(sp, d, &md, &in, &gin, &gout, form, ws))) {
         return rc;
     }

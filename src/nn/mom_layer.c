@@ -296,7 +296,7 @@ static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_
         float *st = c->state ? c->state + ((size_t)j * B + b) * SB + ct * (2 * (size_t)HK + HV) : NULL;
         lina_mix_dims md = lina_layer_mix(1, (int)len, d->H, d->K, d->V, 64, 0.0f);
         lina_delta_in in = {a->qn + s0 * HK, a->kn + s0 * HK, a->v + s0 * HV, a->beta + s0 * H, a->g + s0 * H,
-                            st, 1};
+                            st, 1, NULL};
         lina_delta_out out = {a->o + s0 * HV, st, NULL}; /* the state is updated in place */
         int rc = lina_delta_fwd(&md, &in, &out, c->form, c->ws);
         if (rc) {
@@ -411,10 +411,10 @@ static int memory_backward(const lina_mixer_call *c, const lina_mom_dims *d, con
         }
         lina_mix_dims md = lina_layer_mix(1, (int)len, d->H, d->K, d->V, 64, 0.0f);
         lina_delta_in in = {a->qn + s0 * HK, a->kn + s0 * HK, a->v + s0 * HV, a->beta + s0 * H, a->g + s0 * H,
-                            NULL, 1};
+                            NULL, 1, NULL};
         lina_delta_grad_in gin = {s->dO_ + l0 * HV, NULL, NULL};
         lina_delta_grad_out gout = {s->dqn + l0 * HK, s->dkn + l0 * HK, s->dv + l0 * HV, s->dbeta + l0 * H,
-                                    s->dg + l0 * H, NULL};
+                                    s->dg + l0 * H, NULL, NULL};
         int rc = lina_delta_bwd(&md, &in, &gin, &gout, c->form, c->ws);
         if (rc) {
             return rc;

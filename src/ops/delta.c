@@ -54,6 +54,7 @@ typedef struct dl_ctx {
     int C;          /* chunk size (rows) */
     float s;        /* query scale */
     const float *q, *k, *v, *beta, *g, *h0;
+    const float *gk; /* [B,T,H,K] per-channel log decay (n = 1) or NULL */
 } dl_ctx;
 
 static int dl_setup(dl_ctx *c, const lina_mix_dims *d, const lina_delta_in *in)
@@ -66,6 +67,9 @@ static int dl_setup(dl_ctx *c, const lina_mix_dims *d, const lina_delta_in *in)
                               d->H, d->K, d->V);
     }
     int n = in->n > 0 ? in->n : 1;
+    if (in->gk && (in->g || n != 1)) {
+        return lina_set_error(LINA_EINVAL, "delta: a per-channel gate gk takes n = 1 and no scalar gate g");
+    }
     if ((long long)d->T * n > 0x7fffffffLL) {
         return lina_set_error(LINA_EINVAL, "delta: T*n = %lld rows is too many",
                               (long long)d->T * n);
@@ -85,6 +89,7 @@ static int dl_setup(dl_ctx *c, const lina_mix_dims *d, const lina_delta_in *in)
     c->beta = in->beta;
     c->g = in->g;
     c->h0 = in->h0;
+    c->gk = in->gk;
     return LINA_OK;
 }
 
@@ -116,6 +121,23 @@ static inline float dl_gate(const dl_ctx *c, int b, int r, int h)
         return 0.0f;
     }
     return c->g[dl_gix(c, b, r / c->n, h)];
+}
+
+/* Key of row r as the row's update reads it: k itself, or with a per-channel
+ * gate a = exp(gk_r) (written to a[K]) the decayed key a * k (in ka[K]), so
+ * that S^T ka is the S'^T k of the delta correction. */
+static inline const float *dl_kdec(const dl_ctx *c, int b, int r, int h, float *a, float *ka)
+{
+    const float *kr = dl_k(c, b, r, h);
+    if (!c->gk) {
+        return kr;
+    }
+    const float *gr = LINA_ROW(c->gk, b, r, h, c->T, c->H, c->K);
+    for (int i = 0; i < c->K; i++) {
+        a[i] = expf(gr[i]);
+        ka[i] = a[i] * kr[i];
+    }
+    return ka;
 }
 
 /* Load columns [j0, j0+W) of a [K,V] state into a K x VB tile (zero padded;
@@ -162,13 +184,14 @@ static void tile_dot(int K, const float *restrict S, const float *restrict k, fl
 
 /* =================================================== recurrent forward */
 
-/* One row on a K x VB tile: S <- a S + kb u^T (decay only when dec), then
- * o = S^T qs (when out) and w = S^T kn (the next row's key, when nxt). The
- * flags are literals at every call so each variant is its own loop. */
-DL_INLINE void rec_row(int K, float *restrict S, float a, const float *restrict kb,
-                       const float *restrict u, const float *restrict qs, float *restrict o,
-                       const float *restrict kn, float *restrict w, const int dec, const int out,
-                       const int nxt)
+/* One row on a K x VB tile: S <- a S + kb u^T (decay only when dec; dec == 2:
+ * row i of S decays by av[i]), then o = S^T qs (when out) and w = S^T kn (the
+ * next row's key, when nxt). The flags are literals at every call so each
+ * variant is its own loop. */
+DL_INLINE void rec_row(int K, float *restrict S, float a, const float *restrict av,
+                       const float *restrict kb, const float *restrict u, const float *restrict qs,
+                       float *restrict o, const float *restrict kn, float *restrict w, const int dec,
+                       const int out, const int nxt)
 {
     float oa[VB], wa[VB], uu[VB];
     for (int j = 0; j < VB; j++) {
@@ -181,9 +204,10 @@ DL_INLINE void rec_row(int K, float *restrict S, float a, const float *restrict 
         const float kbi = kb[i];
         const float qi = out ? qs[i] : 0.0f;
         const float ki = nxt ? kn[i] : 0.0f;
+        const float ai = dec == 2 ? av[i] : a;
 #pragma omp simd
         for (int j = 0; j < VB; j++) {
-            float x = dec ? a * Si[j] : Si[j];
+            float x = dec ? ai * Si[j] : Si[j];
             x = fmaf(kbi, uu[j], x);
             Si[j] = x;
             if (out) {
@@ -204,18 +228,29 @@ DL_INLINE void rec_row(int K, float *restrict S, float a, const float *restrict 
     }
 }
 
-static void rec_row_dispatch(int K, float *S, float a, const float *kb, const float *u,
-                             const float *qs, float *o, const float *kn, float *w, int mode)
+/* mode: bit 0 decay, bit 1 output, bit 2 next key; av non-NULL with bit 0: per-row decays */
+static void rec_row_dispatch(int K, float *S, float a, const float *av, const float *kb,
+                             const float *u, const float *qs, float *o, const float *kn, float *w,
+                             int mode)
 {
+    if (av && (mode & 1)) {
+        switch (mode) {
+        case 1: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 2, 0, 0); break;
+        case 3: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 2, 1, 0); break;
+        case 5: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 2, 0, 1); break;
+        default: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 2, 1, 1); break;
+        }
+        return;
+    }
     switch (mode) {
-    case 0: rec_row(K, S, a, kb, u, qs, o, kn, w, 0, 0, 0); break;
-    case 1: rec_row(K, S, a, kb, u, qs, o, kn, w, 1, 0, 0); break;
-    case 2: rec_row(K, S, a, kb, u, qs, o, kn, w, 0, 1, 0); break;
-    case 3: rec_row(K, S, a, kb, u, qs, o, kn, w, 1, 1, 0); break;
-    case 4: rec_row(K, S, a, kb, u, qs, o, kn, w, 0, 0, 1); break;
-    case 5: rec_row(K, S, a, kb, u, qs, o, kn, w, 1, 0, 1); break;
-    case 6: rec_row(K, S, a, kb, u, qs, o, kn, w, 0, 1, 1); break;
-    default: rec_row(K, S, a, kb, u, qs, o, kn, w, 1, 1, 1); break;
+    case 0: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 0, 0, 0); break;
+    case 1: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 1, 0, 0); break;
+    case 2: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 0, 1, 0); break;
+    case 3: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 1, 1, 0); break;
+    case 4: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 0, 0, 1); break;
+    case 5: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 1, 0, 1); break;
+    case 6: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 0, 1, 1); break;
+    default: rec_row(K, S, a, av, kb, u, qs, o, kn, w, 1, 1, 1); break;
     }
 }
 
@@ -230,7 +265,7 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
     for (int task = 0; task < ntask; task++) {
         const int vb = task % nvb, bh = task / nvb, b = bh / H, h = bh % H;
         const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
-        float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + 2 * (size_t)K + 3 * VB) * sizeof(float));
+        float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + 5 * (size_t)K + 3 * VB) * sizeof(float));
         if (!S) {
 #pragma omp atomic write
             rc = LINA_ENOMEM;
@@ -241,14 +276,19 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
         float *u = qs + K;              /* [VB] */
         float *w = u + VB;              /* [VB] S^T k of the current row */
         float *ob = w + VB;             /* [VB] */
+        float *av = ob + VB, *an = av + K, *kd = an + K; /* [K] each: gk decays (row, next row), next decayed key */
         tile_load(S, c->h0 ? LINA_STATE(c->h0, b, h, H, KV) : NULL, K, V, j0, W);
         if (N > 0) {
-            tile_dot(K, S, dl_k(c, b, 0, h), w);
+            tile_dot(K, S, dl_kdec(c, b, 0, h, an, kd), w);
         }
         for (int r = 0; r < N; r++) {
             const int t = r / n, jn = r % n;
-            const int dec = c->g && jn == 0;
-            const float a = dec ? expf(c->g[dl_gix(c, b, t, h)]) : 1.0f;
+            const int dec = (c->g || c->gk) && jn == 0;
+            /* with gk, w already holds S'^T k (decayed key): u = v - w */
+            const float a = c->g && dec ? expf(c->g[dl_gix(c, b, t, h)]) : 1.0f;
+            float *tmp = av;
+            av = an;
+            an = tmp;
             const float be = c->beta[dl_bix(c, b, r, h)];
             const float *kr = dl_k(c, b, r, h), *vr = dl_v(c, b, r, h) + j0;
             for (int i = 0; i < K; i++) {
@@ -267,8 +307,8 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
                     qs[i] = c->s * qt[i];
                 }
             }
-            rec_row_dispatch(K, S, a, kb, u, qs, ob, nxt ? dl_k(c, b, r + 1, h) : NULL, w,
-                             dec | (out << 1) | (nxt << 2));
+            rec_row_dispatch(K, S, a, c->gk ? av : NULL, kb, u, qs, ob,
+                             nxt ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w, dec | (out << 1) | (nxt << 2));
             if (out) {
                 memcpy(LINA_ROW(o, b, t, h, c->T, H, V) + j0, ob, (size_t)W * sizeof(float));
             }
@@ -283,10 +323,13 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
 /* ================================================== recurrent backward */
 
 /* One row into a new tile: u = v - a w (w = Sp^T k given; u stored, zero
- * padded), Sn = a Sp + kb u^T, and w <- Sn^T kn when kn is set (one pass). */
+ * padded), Sn = a Sp + kb u^T, and w <- Sn^T kn when kn is set (one pass).
+ * av non-NULL: row i of Sp decays by av[i] and w = (diag(av) Sp)^T k was given
+ * (a is then 1). */
 static void rec_step_fused(int K, const float *restrict Sp, float *restrict Sn, float a,
-                           const float *restrict kb, const float *restrict v, int W,
-                           float *restrict u, const float *restrict kn, float *restrict w)
+                           const float *restrict av, const float *restrict kb,
+                           const float *restrict v, int W, float *restrict u,
+                           const float *restrict kn, float *restrict w)
 {
     float wa[VB];
     for (int j = 0; j < W; j++) {
@@ -302,10 +345,10 @@ static void rec_step_fused(int K, const float *restrict Sp, float *restrict Sn, 
         for (int i = 0; i < K; i++) {
             const float *restrict Pi = Sp + (size_t)i * VB;
             float *restrict Ni = Sn + (size_t)i * VB;
-            const float kbi = kb[i];
+            const float kbi = kb[i], ai = av ? av[i] : a;
 #pragma omp simd
             for (int j = 0; j < VB; j++) {
-                Ni[j] = fmaf(kbi, u[j], a * Pi[j]);
+                Ni[j] = fmaf(kbi, u[j], ai * Pi[j]);
             }
         }
         return;
@@ -313,10 +356,10 @@ static void rec_step_fused(int K, const float *restrict Sp, float *restrict Sn, 
     for (int i = 0; i < K; i++) {
         const float *restrict Pi = Sp + (size_t)i * VB;
         float *restrict Ni = Sn + (size_t)i * VB;
-        const float kbi = kb[i], ki = kn[i];
+        const float kbi = kb[i], ki = kn[i], ai = av ? av[i] : a;
 #pragma omp simd
         for (int j = 0; j < VB; j++) {
-            const float x = fmaf(kbi, u[j], a * Pi[j]);
+            const float x = fmaf(kbi, u[j], ai * Pi[j]);
             Ni[j] = x;
             wa[j] = fmaf(ki, x, wa[j]);
         }
@@ -338,7 +381,7 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
-        size_t need = (tile * ((size_t)nseg + SEG + 2) + 3 * (size_t)K + (SEG + 4) * (size_t)VB) *
+        size_t need = (tile * ((size_t)nseg + SEG + 2) + 7 * (size_t)K + (SEG + 4) * (size_t)VB) *
                       sizeof(float);
         float *mem = lina_ws_get(ws, lina_thread_id(), need);
         if (!mem) {
@@ -356,10 +399,16 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
         float *w = Us + (size_t)SEG * VB;         /* [VB] */
         float *dO = w + VB;                       /* [VB] */
         float *dvb = dO + VB;                     /* [VB] */
+        float *av = dvb + VB, *an = av + K, *kd = an + K; /* [K]: gk decays, decayed key */
+        float *dgi = kd + K;                      /* [K] sum over the tile of dS' * S_before per key row */
+        float *dgk = c->gk ? go->dgk : NULL;
         for (int t = 0; t < T; t++) {
             memset(LINA_ROW(go->dq, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
             if (c->g && go->dg) {
                 go->dg[dl_gix(c, b, t, h)] = 0.0f;
+            }
+            if (dgk) {
+                memset(LINA_ROW(dgk, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
             }
         }
         for (int r = 0; r < N; r++) {
@@ -370,13 +419,16 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
             const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
             /* forward with checkpoints (in place, the fused row update) */
             tile_load(Sx, c->h0 ? LINA_STATE(c->h0, b, h, H, KV) : NULL, K, V, j0, W);
-            tile_dot(K, Sx, dl_k(c, b, 0, h), w);
+            tile_dot(K, Sx, dl_kdec(c, b, 0, h, an, kd), w);
             for (int r = 0; r < N; r++) {
                 if (r % SEG == 0) {
                     memcpy(ck + (size_t)(r / SEG) * tile, Sx, tile * sizeof(float));
                 }
-                const int dec = c->g && r % n == 0;
-                const float a = dec ? expf(c->g[dl_gix(c, b, r / n, h)]) : 1.0f;
+                const int dec = (c->g || c->gk) && r % n == 0;
+                const float a = c->g && dec ? expf(c->g[dl_gix(c, b, r / n, h)]) : 1.0f;
+                float *tmp = av;
+                av = an;
+                an = tmp;
                 const float be = c->beta[dl_bix(c, b, r, h)];
                 const float *kr = dl_k(c, b, r, h), *vr = dl_v(c, b, r, h) + j0;
                 for (int i = 0; i < K; i++) {
@@ -389,14 +441,14 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                     Us[j] = 0.0f;
                 }
                 const int nxt = r + 1 < N;
-                rec_row_dispatch(K, Sx, a, kb, Us, NULL, NULL, nxt ? dl_k(c, b, r + 1, h) : NULL, w,
-                                 dec | (nxt << 2));
+                rec_row_dispatch(K, Sx, a, c->gk ? av : NULL, kb, Us, NULL, NULL,
+                                 nxt ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w, dec | (nxt << 2));
             }
             tile_load(R, gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL, K, V, j0, W);
             for (int sg = nseg - 1; sg >= 0; sg--) {
                 const int ts = sg * SEG, te = ts + SEG < N ? ts + SEG : N;
                 memcpy(Sx, ck + (size_t)sg * tile, tile * sizeof(float));
-                tile_dot(K, Sx, dl_k(c, b, ts, h), w);
+                tile_dot(K, Sx, dl_kdec(c, b, ts, h, an, kd), w);
                 for (int r = ts; r < te; r++) {
                     const float a = expf(dl_gate(c, b, r, h));
                     const float be = c->beta[dl_bix(c, b, r, h)];
@@ -404,9 +456,13 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                     for (int i = 0; i < K; i++) {
                         kb[i] = be * kr[i];
                     }
+                    float *tmp = av;
+                    av = an;
+                    an = tmp;
                     rec_step_fused(K, Sx + (size_t)(r - ts) * tile, Sx + (size_t)(r - ts + 1) * tile,
-                                   a, kb, dl_v(c, b, r, h) + j0, W, Us + (size_t)(r - ts) * VB,
-                                   r + 1 < te ? dl_k(c, b, r + 1, h) : NULL, w);
+                                   a, c->gk ? av : NULL, kb, dl_v(c, b, r, h) + j0, W,
+                                   Us + (size_t)(r - ts) * VB,
+                                   r + 1 < te ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w);
                 }
                 for (int r = te - 1; r >= ts; r--) {
                     const int t = r / n, jn = r % n;
@@ -414,6 +470,9 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                     const float a = dec ? expf(c->g[dl_gix(c, b, t, h)]) : 1.0f;
                     const float be = c->beta[dl_bix(c, b, r, h)];
                     const float *kr = dl_k(c, b, r, h);
+                    if (c->gk) {
+                        dl_kdec(c, b, r, h, av, kd); /* av = exp(gk_r) */
+                    }
                     const float *Sb = Sx + (size_t)(r - ts) * tile;     /* before the row */
                     const float *Sa = Sb + tile;                        /* after the row */
                     const float *u = Us + (size_t)(r - ts) * VB;
@@ -473,35 +532,37 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                     memcpy(dv, dvb, (size_t)W * sizeof(float));
                     go->dbeta[dl_bix(c, b, r, h)] += (float)dbe;
                     /* dk = beta (R u - S' w) (one reduction per key row);
-                     * dS' = R - beta k w^T; dg = sum(dS' S'); R = a dS' */
+                     * dS' = R - beta k w^T; dg = sum(dS' S'); R = a dS'
+                     * (with gk: row i decays by a_i, dgk_i = a_i sum_j (dS' S)_ij) */
                     float *dk = LINA_ROW(go->dk, b, r, h, N, H, K);
-                    float aw[VB], dgv[VB];
-                    for (int j = 0; j < VB; j++) {
-                        aw[j] = a * w[j];
-                        dgv[j] = 0.0f;
-                    }
                     for (int i = 0; i < K; i++) {
                         float *restrict Ri = R + (size_t)i * VB;
                         const float *restrict Bi = Sb + (size_t)i * VB;
-                        const float bki = be * kr[i];
-                        float dd = 0.0f;
-#pragma omp simd reduction(+ : dd)
+                        const float bki = be * kr[i], ai = c->gk ? av[i] : a;
+                        float dd = 0.0f, dgs = 0.0f;
+#pragma omp simd reduction(+ : dd, dgs)
                         for (int j = 0; j < VB; j++) {
-                            dd += fmaf(Ri[j], u[j], -aw[j] * Bi[j]);
+                            dd += fmaf(Ri[j], u[j], -ai * w[j] * Bi[j]);
                             const float x = fmaf(-bki, w[j], Ri[j]);
-                            dgv[j] = fmaf(x, Bi[j], dgv[j]);
-                            Ri[j] = a * x;
+                            dgs += x * Bi[j];
+                            Ri[j] = ai * x;
                         }
                         dkl[i] = dd;
+                        dgi[i] = dgs;
                     }
                     for (int i = 0; i < K; i++) {
                         dk[i] += be * dkl[i];
                     }
-                    double dga = 0.0;
-                    for (int j = 0; j < VB; j++) {
-                        dga += dgv[j];
-                    }
-                    if (dec && go->dg) {
+                    if (dgk) {
+                        float *dgr = LINA_ROW(dgk, b, t, h, T, H, K);
+                        for (int i = 0; i < K; i++) {
+                            dgr[i] += av[i] * dgi[i];
+                        }
+                    } else if (dec && go->dg) {
+                        double dga = 0.0;
+                        for (int i = 0; i < K; i++) {
+                            dga += dgi[i];
+                        }
                         go->dg[dl_gix(c, b, t, h)] += (float)(a * dga);
                     }
                 }
@@ -515,6 +576,8 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
 }
 
 /* ======================================================== chunk machinery */
+
+#define GB 16 /* per-channel gate: rows per sub-block of the gated Gram products */
 
 /* per-thread chunk buffers; L x L matrices are stored compactly (ld L) */
 typedef struct ck_buf {
@@ -534,6 +597,12 @@ typedef struct ck_buf {
     float *Y;    /* [2C*V] Xb S_in; rows 0..L-1 become Y (bwd: dY, then dO rows) */
     float *U;    /* [C*V] (forward) */
     float *Kd;   /* [C*K] exp(b_{L-1} - b) k */
+    /* per-channel gate (gk) */
+    double *bv;  /* [C*K] cumulative log gate per key channel from the chunk start */
+    double *xk;  /* [K] exponent scratch */
+    float *ek;   /* [K] */
+    float *Ys;   /* [C*K] keys of earlier rows rescaled to a sub-block's first row */
+    float *Xs;   /* [2*GB*K] a sub-block's keys and queries rescaled to its first row */
     /* backward only */
     float *DB;   /* [(2C+K)*V] rows [2C-Lo-L, 2C-Lo): dY, [2C-Lo, 2C): dO, [2C, 2C+K): dS */
     float *PK;   /* [C*(C+K)] [P^T | diag(ed) K] (ld Lo+K) */
@@ -572,6 +641,11 @@ static size_t ck_carve(ck_buf *cb, char *base, int C, int K, int V, int bwd)
     CARVE(Y, float, 2 * CV);
     CARVE(U, float, CV);
     CARVE(Kd, float, CK);
+    CARVE(bv, double, CK);
+    CARVE(xk, double, (size_t)K);
+    CARVE(ek, float, (size_t)K);
+    CARVE(Ys, float, CK);
+    CARVE(Xs, float, 2 * (size_t)GB * K);
     if (bwd) {
         CARVE(DB, float, (2 * (size_t)C + K) * V);
         CARVE(PK, float, (size_t)C * (C + K));
@@ -599,6 +673,18 @@ static float ck_gates(const dl_ctx *c, int b, int h, int r0, int L, ck_buf *cb)
 {
     for (int r = 0; r < L; r++) {
         cb->bt[r] = c->beta[dl_bix(c, b, r0 + r, h)];
+    }
+    if (c->gk) {
+        /* per-channel gate: the decays live in bv and enter the Gram products,
+         * the scaled rows and the state; Gam is the causal mask */
+        lina_chunk_cumgate(LINA_GATE_VECTOR, c->gk, b, h, r0, L, c->T, c->H, c->K, cb->bv);
+        for (int r = 0; r < L; r++) {
+            float *Gr = cb->Gam + (size_t)r * L;
+            for (int cc = 0; cc < L; cc++) {
+                Gr[cc] = cc <= r ? 1.0f : 0.0f;
+            }
+        }
+        return 1.0f;
     }
     if (!c->g) {
         for (int r = 0; r < L; r++) {
@@ -644,6 +730,86 @@ static float ck_gates(const dl_ctx *c, int b, int h, int r0, int L, ck_buf *cb)
     return cb->e[L - 1];
 }
 
+/* Per-channel gate (n = 1, so the chunk's outputs are its rows): the gated
+ * Gram products G_rc = k_r.(k_c * exp(bv_r - bv_c)) (rows 0..L-1) and
+ * q_r.(k_c * exp(bv_r - bv_c)) (rows L..2L-1), for c <= r, zero above. Per
+ * sub-block of GB rows starting at n0, the earlier columns factor through row
+ * n0: exp(bv_r - bv_n0) exp(bv_n0 - bv_c), both exponents <= 0, so nothing
+ * overflows (one GEMM per sub-block); inside the sub-block the exponent of
+ * each pair is taken as it is. */
+static void ck_gram_gated(int L, int Lo, int K, ck_buf *cb)
+{
+    const float *Kc = cb->Xk, *Qc = cb->Xk + (size_t)L * K;
+    float *Gk = cb->G, *Gq = cb->G + (size_t)L * L;
+    for (size_t x = 0; x < (size_t)(L + Lo) * L; x++) {
+        cb->G[x] = 0.0f;
+    }
+    for (int n0 = 0; n0 < L; n0 += GB) {
+        const int nb = L - n0 < GB ? L - n0 : GB;
+        const double *b0 = cb->bv + (size_t)n0 * K;
+        for (int r = 0; r < nb; r++) {
+            const double *br = cb->bv + (size_t)(n0 + r) * K;
+            for (int i = 0; i < K; i++) {
+                cb->xk[i] = br[i] - b0[i];
+            }
+            lina_vexp_d(cb->ek, cb->xk, (size_t)K);
+            const float *kr = Kc + (size_t)(n0 + r) * K, *qr = Qc + (size_t)(n0 + r) * K;
+            float *xk = cb->Xs + (size_t)r * K, *xq = cb->Xs + (size_t)(nb + r) * K;
+            for (int i = 0; i < K; i++) {
+                xk[i] = kr[i] * cb->ek[i];
+                xq[i] = Lo ? qr[i] * cb->ek[i] : 0.0f;
+            }
+        }
+        if (n0 > 0) {
+            for (int cc = 0; cc < n0; cc++) {
+                const double *bc = cb->bv + (size_t)cc * K;
+                for (int i = 0; i < K; i++) {
+                    cb->xk[i] = b0[i] - bc[i];
+                }
+                lina_vexp_d(cb->ek, cb->xk, (size_t)K);
+                const float *kc = Kc + (size_t)cc * K;
+                float *y = cb->Ys + (size_t)cc * K;
+                for (int i = 0; i < K; i++) {
+                    y[i] = kc[i] * cb->ek[i];
+                }
+            }
+            lina_sgemm(0, 1, nb, n0, K, 1.0f, cb->Xs, K, cb->Ys, K, 0.0f, Gk + (size_t)n0 * L, L);
+            if (Lo) {
+                lina_sgemm(0, 1, nb, n0, K, 1.0f, cb->Xs + (size_t)nb * K, K, cb->Ys, K, 0.0f,
+                           Gq + (size_t)n0 * L, L);
+            }
+        }
+        for (int r = n0; r < n0 + nb; r++) {
+            const double *br = cb->bv + (size_t)r * K;
+            const float *kr = Kc + (size_t)r * K, *qr = Qc + (size_t)r * K;
+            for (int cc = n0; cc <= r; cc++) {
+                const double *bc = cb->bv + (size_t)cc * K;
+                for (int i = 0; i < K; i++) {
+                    cb->xk[i] = br[i] - bc[i];
+                }
+                lina_vexp_d(cb->ek, cb->xk, (size_t)K);
+                const float *kc = Kc + (size_t)cc * K;
+                float sk = 0.0f, sq = 0.0f;
+                if (Lo) {
+#pragma omp simd reduction(+ : sk, sq)
+                    for (int i = 0; i < K; i++) {
+                        const float w = kc[i] * cb->ek[i];
+                        sk += kr[i] * w;
+                        sq += qr[i] * w;
+                    }
+                    Gq[(size_t)r * L + cc] = sq;
+                } else {
+#pragma omp simd reduction(+ : sk)
+                    for (int i = 0; i < K; i++) {
+                        sk += kr[i] * kc[i] * cb->ek[i];
+                    }
+                }
+                Gk[(size_t)r * L + cc] = sk;
+            }
+        }
+    }
+}
+
 /* Copy the chunk's keys (rows 0..L-1) and its outputs' queries (rows L..L+Lo-1,
  * tokens ta..ta+Lo-1) into Xk, then G = Xk K^T ((L+Lo) x L). */
 static void ck_gram(const dl_ctx *c, int b, int h, int r0, int L, int ta, int Lo, ck_buf *cb)
@@ -654,6 +820,10 @@ static void ck_gram(const dl_ctx *c, int b, int h, int r0, int L, int ta, int Lo
     }
     for (int o = 0; o < Lo; o++) {
         memcpy(cb->Xk + (size_t)(L + o) * K, dl_q(c, b, ta + o, h), (size_t)K * sizeof(float));
+    }
+    if (c->gk) {
+        ck_gram_gated(L, Lo, K, cb);
+        return;
     }
     lina_sgemm(0, 1, L + Lo, L, K, 1.0f, cb->Xk, K, cb->Xk, K, 0.0f, cb->G, L);
 }
@@ -708,7 +878,22 @@ static void ck_u(const dl_ctx *c, int b, int h, int r0, int L, int ta, int Lo, c
                  const float *Tm, ck_buf *cb, float *U)
 {
     const int K = c->K, V = c->V, n = c->n;
-    for (int r = 0; r < L; r++) {
+    if (c->gk) {
+        /* rows beta exp(bv_r) k_r, then s exp(bv_r) q_r (n = 1: output o is row o) */
+        for (int r = 0; r < L; r++) {
+            lina_vexp_d(cb->ek, cb->bv + (size_t)r * K, (size_t)K);
+            const float fb = cb->bt[r];
+            const float *x = cb->Xk + (size_t)r * K, *xq = cb->Xk + (size_t)(L + r) * K;
+            float *y = cb->Xb + (size_t)r * K, *yq = cb->Xb + (size_t)(L + r) * K;
+            for (int i = 0; i < K; i++) {
+                y[i] = fb * cb->ek[i] * x[i];
+            }
+            for (int i = 0; r < Lo && i < K; i++) {
+                yq[i] = c->s * cb->ek[i] * xq[i];
+            }
+        }
+    }
+    for (int r = 0; r < L && !c->gk; r++) {
         const float f = cb->bt[r] * cb->e[r];
         const float *x = cb->Xk + (size_t)r * K;
         float *y = cb->Xb + (size_t)r * K;
@@ -716,7 +901,7 @@ static void ck_u(const dl_ctx *c, int b, int h, int r0, int L, int ta, int Lo, c
             y[i] = f * x[i];
         }
     }
-    for (int o = 0; o < Lo; o++) {
+    for (int o = 0; o < Lo && !c->gk; o++) {
         const int rho = (ta + o) * n + n - 1 - r0;
         const float f = c->s * cb->e[rho];
         const float *x = cb->Xk + (size_t)(L + o) * K;
@@ -744,7 +929,30 @@ static void ck_state(const dl_ctx *c, int L, float eL, const float *U, ck_buf *c
     const int K = c->K, V = c->V;
     const size_t KV = (size_t)K * V;
     const float *Kd = cb->Xk;
-    if (c->g) {
+    if (c->gk) {
+        /* Sout = diag(exp(bv_{L-1})) Sin + (K * exp(bv_{L-1} - bv))^T U */
+        const double *bL = cb->bv + (size_t)(L - 1) * K;
+        lina_vexp_d(cb->ek, bL, (size_t)K);
+        for (int i = 0; i < K; i++) {
+            const float f = cb->ek[i];
+            for (int j = 0; j < V; j++) {
+                Sout[(size_t)i * V + j] = f * Sin[(size_t)i * V + j];
+            }
+        }
+        for (int r = 0; r < L; r++) {
+            const double *br = cb->bv + (size_t)r * K;
+            for (int i = 0; i < K; i++) {
+                cb->xk[i] = bL[i] - br[i];
+            }
+            lina_vexp_d(cb->ek, cb->xk, (size_t)K);
+            const float *x = cb->Xk + (size_t)r * K;
+            float *y = cb->Kd + (size_t)r * K;
+            for (int i = 0; i < K; i++) {
+                y[i] = cb->ek[i] * x[i];
+            }
+        }
+        Kd = cb->Kd;
+    } else if (c->g) {
         for (size_t x = 0; x < KV; x++) {
             Sout[x] = eL * Sin[x];
         }
@@ -1204,7 +1412,8 @@ int LINA_KFN(lina_delta_bwd)(const lina_mix_dims *d, const lina_delta_in *in,
     if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
         return rc;
     }
-    if (form == LINA_FORM_RECURRENT) {
+    if (form == LINA_FORM_RECURRENT || c.gk) {
+        /* per-channel gate: the chunk form's backward is the recurrent one */
         rc = dl_bwd_recurrent(&c, gin, gout, sc.ws);
     } else {
         rc = dl_bwd_chunk(&c, gin, gout, sc.ws);
@@ -1228,7 +1437,7 @@ LINA_ISA_DISPATCH(int, lina_delta_bwd,
 
 /* ================================================ ops for `lina op` / bench */
 
-enum { DL_DELTA = 0, DL_GATED, DL_PRODUCT };
+enum { DL_DELTA = 0, DL_GATED, DL_PRODUCT, DL_KDA };
 
 #define DL_BENCH_N 2 /* delta_product sub-steps in benchmark inputs (FLA layer default) */
 
@@ -1270,30 +1479,53 @@ static void l2n_bwd(size_t rows, int D, const float *x, float *d)
     }
 }
 
+/* Grouped value heads (kda): x [B,T,H,K] -> y [B,T,H*G,K], head j of y reading
+ * head j / G of x; back: the sum over each group (dy [B,T,H*G,K] -> dx). */
+static void heads_repeat(size_t BT, int H, int G, int K, const float *x, float *y)
+{
+    for (size_t r = 0; r < BT * (size_t)H * G; r++) {
+        memcpy(y + r * K, x + (r / ((size_t)H * G) * H + r % ((size_t)H * G) / G) * K, (size_t)K * sizeof(float));
+    }
+}
+static void heads_reduce(size_t BT, int H, int G, int K, const float *dy, float *dx)
+{
+    memset(dx, 0, BT * (size_t)H * K * sizeof(float));
+    for (size_t r = 0; r < BT * (size_t)H * G; r++) {
+        float *d = dx + (r / ((size_t)H * G) * H + r % ((size_t)H * G) / G) * K;
+        const float *x = dy + r * K;
+        for (int i = 0; i < K; i++) {
+            d[i] += x[i];
+        }
+    }
+}
+
 static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lina_op_opts *o,
                      lina_ws *ws)
 {
-    const int prod = variant == DL_PRODUCT;
+    const int prod = variant == DL_PRODUCT, kda = variant == DL_KDA;
+    /* kda: v, beta, g, h0 on J value heads (J a multiple of the H q/k heads) */
+    const char *sv = prod ? "BNHV" : kda ? "BTJV" : "BTHV", *sb = prod ? "BNH" : kda ? "BTJ" : "BTH";
+    const char *sh = kda ? "BJKV" : "BHKV", *so = kda ? "BTJV" : "BTHV";
     lina_binds bd;
     lina_binds_init(&bd);
     int err = 0;
     /* N: rows of k, v, beta (T*n for delta_product, T otherwise) */
     const lina_tensor *q = lina_op_input(in, "q", "BTHK", &bd, 0, &err);
     const lina_tensor *k = err ? NULL : lina_op_input(in, "k", prod ? "BNHK" : "BTHK", &bd, 0, &err);
-    const lina_tensor *v = err ? NULL : lina_op_input(in, "v", prod ? "BNHV" : "BTHV", &bd, 0, &err);
-    const lina_tensor *beta = err ? NULL : lina_op_input(in, "beta", prod ? "BNH" : "BTH", &bd, 0, &err);
+    const lina_tensor *v = err ? NULL : lina_op_input(in, "v", sv, &bd, 0, &err);
+    const lina_tensor *beta = err ? NULL : lina_op_input(in, "beta", sb, &bd, 0, &err);
     const lina_tensor *g = NULL, *h0 = NULL, *dO = NULL, *dht = NULL;
     if (!err && variant != DL_DELTA) {
-        g = lina_op_input(in, "g", "BTH", &bd, prod, &err);
+        g = lina_op_input(in, "g", kda ? "BTJK" : "BTH", &bd, prod, &err);
     } else if (!err && lina_tset_cfind(in, "g")) {
         return lina_set_error(LINA_EINVAL, "g.npy is not an input of delta_rule (use gated_delta_rule)");
     }
     if (!err) {
-        h0 = lina_op_input(in, "h0", "BHKV", &bd, 1, &err);
+        h0 = lina_op_input(in, "h0", sh, &bd, 1, &err);
     }
     if (!err && o->backward) {
-        dO = lina_op_input(in, "do", "BTHV", &bd, 0, &err);
-        dht = err ? NULL : lina_op_input(in, "dht", "BHKV", &bd, 1, &err);
+        dO = lina_op_input(in, "do", so, &bd, 0, &err);
+        dht = err ? NULL : lina_op_input(in, "dht", sh, &bd, 1, &err);
     }
     if (err) {
         return err;
@@ -1308,7 +1540,8 @@ static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
             }
         }
     }
-    const int64_t T = bd.v['T' - 'A'];
+    const int64_t T = bd.v['T' - 'A'], Hq = bd.v['H' - 'A'];
+    const int64_t Hv = kda ? bd.v['J' - 'A'] : Hq;
     int64_t n = 1;
     if (prod) {
         const int64_t N = bd.v['N' - 'A'];
@@ -1320,23 +1553,31 @@ static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
         }
         n = T == 0 ? 1 : N / T;
     }
-    if (T * n > 0x7fffffffLL || bd.v['B' - 'A'] > 0x7fffffffLL || bd.v['H' - 'A'] > 0x7fffffffLL ||
+    if (T * n > 0x7fffffffLL || bd.v['B' - 'A'] > 0x7fffffffLL || Hv > 0x7fffffffLL ||
         bd.v['K' - 'A'] > 0x7fffffffLL || bd.v['V' - 'A'] > 0x7fffffffLL) {
         return lina_set_error(LINA_EINVAL, "dimensions too large (T*n, B, H, K or V above 2^31)");
     }
-    if (bd.v['B' - 'A'] == 0 || bd.v['H' - 'A'] == 0 || bd.v['K' - 'A'] == 0 || bd.v['V' - 'A'] == 0) {
+    if (bd.v['B' - 'A'] == 0 || Hq == 0 || Hv == 0 || bd.v['K' - 'A'] == 0 || bd.v['V' - 'A'] == 0) {
         return lina_set_error(LINA_EINVAL, "B, H, K and V must be positive");
     }
-    lina_mix_dims d = {(int)bd.v['B' - 'A'], (int)T, (int)bd.v['H' - 'A'], (int)bd.v['K' - 'A'],
+    if (Hv % Hq != 0) {
+        return lina_set_error(LINA_EINVAL,
+                              "v.npy has %lld heads, which is not a multiple of the %lld heads of q.npy",
+                              (long long)Hv, (long long)Hq);
+    }
+    const int G = (int)(Hv / Hq);
+    lina_mix_dims d = {(int)bd.v['B' - 'A'], (int)T, (int)Hv, (int)bd.v['K' - 'A'],
                        (int)bd.v['V' - 'A'], o->chunk, 0.0f};
-    lina_delta_in din = {q->data, k->data, v->data, beta->data, g ? g->data : NULL,
-                         h0 ? h0->data : NULL, (int)n};
+    lina_delta_in din = {q->data, k->data, v->data, beta->data, g && !kda ? g->data : NULL,
+                         h0 ? h0->data : NULL, (int)n, kda ? g->data : NULL};
     /* The wrapper's own scratch (the chunk cache for --backward, the
-     * normalised q and k for --qk-l2norm) lives in one workspace slot past
-     * the per-thread slots the kernels use, so repeated calls reuse it. */
+     * normalised q and k for --qk-l2norm, q and k repeated over grouped value
+     * heads) lives in one workspace slot past the per-thread slots the
+     * kernels use, so repeated calls reuse it. */
     const size_t nqe = (size_t)lina_tensor_numel(q), nke = (size_t)lina_tensor_numel(k);
     const size_t ncache = o->backward && o->form == LINA_FORM_CHUNK ? lina_delta_cache_floats(&d, (int)n) : 0;
     const size_t nqk = o->qk_l2norm ? nqe + nke : 0;
+    const size_t nrep = G > 1 ? (nqe + nke) * (size_t)G * (o->backward ? 2 : 1) : 0;
     const int slot = lina_ws_extra_slot();
     lina_ws_scope sc;
     int rc = lina_ws_scope_open(&sc, ws, slot + 1);
@@ -1344,8 +1585,8 @@ static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
         return rc;
     }
     float *extra = NULL;
-    if (ncache + nqk > 0) {
-        extra = lina_ws_get(sc.ws, slot, (ncache + nqk) * sizeof(float));
+    if (ncache + nqk + nrep > 0) {
+        extra = lina_ws_get(sc.ws, slot, (ncache + nqk + nrep) * sizeof(float));
         if (!extra) {
             rc = LINA_ENOMEM;
             goto done;
@@ -1359,8 +1600,18 @@ static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
         din.q = qn;
         din.k = kn;
     }
-    float *po = lina_op_output(out, "o", "BTHV", &bd);
-    float *pht = lina_op_output(out, "ht", "BHKV", &bd);
+    float *rq = NULL, *rk = NULL; /* [B,T,Hv,K] q, k per value head (G > 1) */
+    const size_t BT = (size_t)d.B * (size_t)T;
+    if (G > 1) {
+        rq = extra + ncache + nqk;
+        rk = rq + nqe * (size_t)G;
+        heads_repeat(BT, (int)Hq, G, d.K, din.q, rq);
+        heads_repeat(BT, (int)Hq, G, d.K, din.k, rk);
+        din.q = rq;
+        din.k = rk;
+    }
+    float *po = lina_op_output(out, "o", so, &bd);
+    float *pht = lina_op_output(out, "ht", sh, &bd);
     if (!po || !pht) {
         rc = LINA_ENOMEM;
         goto done;
@@ -1370,21 +1621,26 @@ static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
         goto done;
     }
     if (o->backward) {
-        const char *ks = prod ? "BNHK" : "BTHK", *vs = prod ? "BNHV" : "BTHV";
+        const char *ks = prod ? "BNHK" : "BTHK";
         float *pdq = lina_op_output(out, "dq", "BTHK", &bd);
         float *pdk = lina_op_output(out, "dk", ks, &bd);
-        float *pdv = lina_op_output(out, "dv", vs, &bd);
-        float *pdb = lina_op_output(out, "dbeta", prod ? "BNH" : "BTH", &bd);
-        float *pdg = g ? lina_op_output(out, "dg", "BTH", &bd) : NULL;
-        float *pdh0 = h0 ? lina_op_output(out, "dh0", "BHKV", &bd) : NULL;
+        float *pdv = lina_op_output(out, "dv", sv, &bd);
+        float *pdb = lina_op_output(out, "dbeta", sb, &bd);
+        float *pdg = g ? lina_op_output(out, "dg", kda ? "BTJK" : "BTH", &bd) : NULL;
+        float *pdh0 = h0 ? lina_op_output(out, "dh0", sh, &bd) : NULL;
         if (!pdq || !pdk || !pdv || !pdb || (g && !pdg) || (h0 && !pdh0)) {
             rc = LINA_ENOMEM;
             goto done;
         }
+        float *gq = G > 1 ? rk + nke * (size_t)G : pdq, *gk = G > 1 ? gq + nqe * (size_t)G : pdk;
         lina_delta_grad_in gin = {dO->data, dht ? dht->data : NULL, cache};
-        lina_delta_grad_out gout = {pdq, pdk, pdv, pdb, pdg, pdh0};
+        lina_delta_grad_out gout = {gq, gk, pdv, pdb, kda ? NULL : pdg, pdh0, kda ? pdg : NULL};
         if ((rc = lina_delta_bwd(&d, &din, &gin, &gout, o->form, sc.ws))) {
             goto done;
+        }
+        if (G > 1) {
+            heads_reduce(BT, (int)Hq, G, d.K, gq, pdq);
+            heads_reduce(BT, (int)Hq, G, d.K, gk, pdk);
         }
         if (o->qk_l2norm) {
             l2n_bwd(nqe / (size_t)d.K, d.K, q->data, pdq);
@@ -1413,6 +1669,10 @@ static int run_delta_product(const lina_tset *in, lina_tset *out, const lina_op_
 {
     return dl_op_run(DL_PRODUCT, in, out, o, ws);
 }
+static int run_kda(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
+{
+    return dl_op_run(DL_KDA, in, out, o, ws);
+}
 
 /* Benchmark inputs: L2-normalised q, k; v ~ N(0,1); beta ~ U(0,1) (delta_product:
  * U(0,2), n = DL_BENCH_N, with the gate); g ~ U(-0.5, -0.01). */
@@ -1429,8 +1689,10 @@ static int dl_make_inputs(int variant, const lina_mix_dims *d, int backward, uin
     rc = rc ? rc : lina_bench_tensor(in, "k", 4, sk, &rng, 0, 1, 1);
     rc = rc ? rc : lina_bench_tensor(in, "v", 4, sv, &rng, 0, 1, 1);
     rc = rc ? rc : lina_bench_tensor(in, "beta", 3, sb, &rng, 0.0f, variant == DL_PRODUCT ? 2.0f : 1.0f, 0);
+    int64_t sgk[4] = {d->B, d->T, d->H, d->K};
     if (!rc && variant != DL_DELTA) {
-        rc = lina_bench_tensor(in, "g", 3, sg, &rng, -0.5f, -0.01f, 0);
+        rc = lina_bench_tensor(in, "g", variant == DL_KDA ? 4 : 3, variant == DL_KDA ? sgk : sg, &rng, -0.5f,
+                               -0.01f, 0);
     }
     if (!rc && backward) {
         rc = lina_bench_tensor(in, "do", 4, so, &rng, 0, 1, 1);
@@ -1455,6 +1717,10 @@ static int mk_delta_product(const lina_mix_dims *d, int bw, uint64_t s, lina_tse
 {
     return dl_make_inputs(DL_PRODUCT, d, bw, s, in);
 }
+static int mk_kda(const lina_mix_dims *d, int bw, uint64_t s, lina_tset *in)
+{
+    return dl_make_inputs(DL_KDA, d, bw, s, in);
+}
 
 /* B*H*rows*(5CK + 3CV + 6KV), rows = T (T*n for delta_product; the benchmark
  * inputs have n = DL_BENCH_N) */
@@ -1470,6 +1736,7 @@ static double dl_flops(const lina_mix_dims *d, const lina_op_opts *o)
 {
     return dl_flops_rows(d, o, 1);
 }
+
 static double dl_flops_product(const lina_mix_dims *d, const lina_op_opts *o)
 {
     return dl_flops_rows(d, o, DL_BENCH_N);
@@ -1484,4 +1751,7 @@ const lina_op_info lina_op_gated_delta_rule = {
 const lina_op_info lina_op_delta_product = {
     "delta_product", "DeltaProduct: n Householder steps per token (k rows = n*T), optional gate",
     {"--qk-l2norm", NULL}, run_delta_product, mk_delta_product, dl_flops_product};
+const lina_op_info lina_op_kda = {
+    "kda", "Kimi Delta Attention: h_t = (I - beta k k^T) diag(exp(g_t)) h_{t-1} + beta k v^T, g per key channel",
+    {"--qk-l2norm", NULL}, run_kda, mk_kda, dl_flops};
 #endif /* LINA_ISA_PRIMARY */

@@ -211,6 +211,7 @@ int lina_bench_tensor(lina_tset *in, const char *name, int ndim, const int64_t *
 extern const lina_op_info lina_op_linear_attn, lina_op_retention, lina_op_simple_gla, lina_op_gla;
 extern const lina_op_info lina_op_delta_rule, lina_op_gated_delta_rule, lina_op_delta_product;
 extern const lina_op_info lina_op_mlstm, lina_op_softmax_attn, lina_op_lion;
+extern const lina_op_info lina_op_kda;
 
 static const lina_op_info *const g_ops[] = {
     &lina_op_linear_attn,
@@ -223,6 +224,7 @@ static const lina_op_info *const g_ops[] = {
     &lina_op_mlstm,
     &lina_op_softmax_attn,
     &lina_op_lion,
+    &lina_op_kda,
     NULL,
 };
 

@@ -5,7 +5,9 @@
  *   u = v - S'^T k,  S = S' + beta k u^T;  o_t = s S^T q_t after the last one.
  * Backward (docs/mixers.md section 4.2), R = total gradient of the state after a row:
  *   dv = beta R^T k,  dbeta = k^T R u,  dk = beta (R u - S' R^T k),
- *   dS' = R - beta k (k^T R),  dg = sum(dS' * S'),  R_prev = exp(g) dS'. */
+ *   dS' = R - beta k (k^T R),  dg = sum(dS' * S'),  R_prev = exp(g) dS'.
+ * A per-channel gate gk (KDA) decays row i of S by exp(gk_t[i]) instead:
+ *   dgk[i] = sum_j (dS' * S')_ij,  R_prev = diag(exp(gk_t)) dS'. */
 #include "ref_delta.h"
 
 #include <math.h>
@@ -33,9 +35,21 @@ static void ref_step(int K, int V, double *S, const double *k, const double *v, 
     }
 }
 
+/* S' = decay of token t's first sub-step applied to S (scalar g or per-channel gk) */
+static void ref_decay(int b, int t, int h, int T, int H, int K, int V, const double *g,
+                      const double *gk, double *S)
+{
+    for (int i = 0; i < K; i++) {
+        const double a = exp(g ? g[((size_t)b * T + t) * H + h] : gk[RIX(b, t, h, T, K) + i]);
+        for (int j = 0; j < V; j++) {
+            S[(size_t)i * V + j] *= a;
+        }
+    }
+}
+
 void ref_delta_fwd(int B, int T, int H, int K, int V, int n, double s, const double *q,
                    const double *k, const double *v, const double *beta, const double *g,
-                   const double *h0, double *o, double *ht)
+                   const double *gk, const double *h0, double *o, double *ht)
 {
     const size_t KV = (size_t)K * V;
     const int N = T * n;
@@ -47,11 +61,8 @@ void ref_delta_fwd(int B, int T, int H, int K, int V, int n, double s, const dou
                 S[x] = h0 ? h0[so + x] : 0.0;
             }
             for (int t = 0; t < T; t++) {
-                if (g) {
-                    double a = exp(g[((size_t)b * T + t) * H + h]);
-                    for (size_t x = 0; x < KV; x++) {
-                        S[x] *= a;
-                    }
+                if (g || gk) {
+                    ref_decay(b, t, h, T, H, K, V, g, gk, S);
                 }
                 for (int j = 0; j < n; j++) {
                     const int r = t * n + j;
@@ -78,8 +89,9 @@ void ref_delta_fwd(int B, int T, int H, int K, int V, int n, double s, const dou
 
 void ref_delta_bwd(int B, int T, int H, int K, int V, int n, double s, const double *q,
                    const double *k, const double *v, const double *beta, const double *g,
-                   const double *h0, const double *dout, const double *dht, double *dq,
-                   double *dk, double *dv, double *dbeta, double *dg, double *dh0)
+                   const double *gk, const double *h0, const double *dout, const double *dht,
+                   double *dq, double *dk, double *dv, double *dbeta, double *dg, double *dgk,
+                   double *dh0)
 {
     const size_t KV = (size_t)K * V;
     const int N = T * n;
@@ -97,11 +109,8 @@ void ref_delta_bwd(int B, int T, int H, int K, int V, int n, double s, const dou
             for (int r = 0; r < N; r++) {
                 double *S = St + (size_t)(r + 1) * KV;
                 memcpy(S, St + (size_t)r * KV, KV * sizeof(double));
-                if (g && r % n == 0) {
-                    double a = exp(g[((size_t)b * T + r / n) * H + h]);
-                    for (size_t x = 0; x < KV; x++) {
-                        S[x] *= a;
-                    }
+                if ((g || gk) && r % n == 0) {
+                    ref_decay(b, r / n, h, T, H, K, V, g, gk, S);
                 }
                 ref_step(K, V, S, k + RIX(b, r, h, N, K), v + RIX(b, r, h, N, V),
                          beta[((size_t)b * N + r) * H + h], NULL);
@@ -128,6 +137,9 @@ void ref_delta_bwd(int B, int T, int H, int K, int V, int n, double s, const dou
                     const double a = (g && j == 0) ? exp(g[((size_t)b * T + t) * H + h]) : 1.0;
                     for (size_t x = 0; x < KV; x++) {
                         Sp[x] = a * St[(size_t)r * KV + x];
+                    }
+                    if (gk && j == 0) {
+                        ref_decay(b, t, h, T, H, K, V, NULL, gk, Sp);
                     }
                     for (int jv = 0; jv < V; jv++) {
                         double p = 0.0, ww = 0.0;
@@ -165,6 +177,19 @@ void ref_delta_bwd(int B, int T, int H, int K, int V, int n, double s, const dou
                         }
                         if (dg) {
                             dg[((size_t)b * T + t) * H + h] = acc;
+                        }
+                    }
+                    if (gk && j == 0) {
+                        for (int i = 0; i < K; i++) {
+                            const double ai = exp(gk[RIX(b, t, h, T, K) + i]);
+                            double acc = 0.0;
+                            for (int jv = 0; jv < V; jv++) {
+                                acc += R[(size_t)i * V + jv] * Sp[(size_t)i * V + jv];
+                                R[(size_t)i * V + jv] *= ai;
+                            }
+                            if (dgk) {
+                                dgk[RIX(b, t, h, T, K) + i] = acc;
+                            }
                         }
                     }
                 }
