@@ -203,7 +203,7 @@ static const vcase g_cases[] = {
     {"simple_gla", 0, 0, 0, 0, 1},       {"gla", 0, 0, 0, 0, 1},          {"delta_rule", 0, 1, 0, 0, 1},
     {"gated_delta_rule", 0, 1, 0, 0, 1}, {"delta_product", 0, 1, 0, 0, 1}, {"mlstm", 0, 0, 0, 0, 3},
     {"softmax_attn", 0, 0, 0, 0, 0},     {"softmax_attn", 0, 0, 5, 0, 0}, {"softmax_attn", 0, 0, 0, 1, 0},
-    {"lion", 0, 0, 0, 0, 0},             {"lion", 1, 0, 0, 0, 0},
+    {"lion", 0, 0, 0, 0, 0},             {"lion", 1, 0, 0, 0, 0},         {"kda", 0, 1, 0, 0, 1},
 };
 
 static const vcase *case_for(const char *op)
