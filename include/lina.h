@@ -266,7 +266,8 @@ typedef enum lina_model_type {
     LINA_MODEL_MAMBA2 = 8,         /* "mamba2" */
     LINA_MODEL_MOM = 9,            /* "mom" */
     LINA_MODEL_MLSTM = 10,         /* "mlstm" (lina's own: xLSTM's mLSTM block in FLA's LM frame) */
-    LINA_MODEL_COUNT = 11
+    LINA_MODEL_KDA = 11,           /* "kda" (Kimi Delta Attention) */
+    LINA_MODEL_COUNT = 12
 } lina_model_type;
 
 #define LINA_CONFIG_MAX_LAYERS 1024
@@ -328,6 +329,8 @@ typedef struct lina_config {
     int tie_feature_map_qk, norm_q, norm_k, norm_feature_map; /* linear_attn */
     int expand_ratio, use_lower_bound; /* hgrn2 */
     int num_householder, use_forget_gate; /* gated_deltaproduct */
+    int safe_gate, has_lower_bound; /* kda (has_lower_bound: lower_bound not null) */
+    double lower_bound;
     /* mamba2 (head_dim is the head size P; allow_neg_eigval: decay in [-1, 1]) */
     int state_size, expand, n_groups, conv_kernel, use_conv_bias, use_bias;
     int rmsnorm, norm_before_gate, chunk_size, D_has_hdim, residual_in_fp32;
@@ -594,6 +597,8 @@ typedef struct lina_softmax_in {
     const float *q, *k, *v;   /* [B,T,H,K], [B,T,H,K], [B,T,H,V] */
     int window;               /* 0 = no window; >= 1 keys i-window < j <= i */
     int non_causal;           /* attend to every key */
+    const float *g;           /* [B,T,H] log forget gates (Forgetting Transformer, causal only) or
+                                 NULL: logit_ij += c_i - c_j, c_t = sum_{u <= t} g_u */
 } lina_softmax_in;
 
 typedef struct lina_softmax_out {
@@ -608,6 +613,7 @@ typedef struct lina_softmax_grad_in {
 
 typedef struct lina_softmax_grad_out {
     float *dq, *dk, *dv;      /* required */
+    float *dg;                /* [B,T,H], required with a forget gate */
 } lina_softmax_grad_out;
 
 int lina_softmax_attn_fwd(const lina_mix_dims *d, const lina_softmax_in *in,

@@ -269,9 +269,9 @@ static void fd_mlstm(int init, double ilo, double ihi, double qscale, double m0f
     free(dm0);
 }
 
-/* softmax / lion references: loss = sum(o do) */
+/* softmax / lion / forgetting-attention references: loss = sum(o do) */
 typedef struct qf_fd {
-    int which; /* 0 softmax, 1 lion */
+    int which; /* 0 softmax, 1 lion, 2 forgetting attention */
     int B, T, H, K, V, window, non_causal, normalize;
     double s;
     double *q, *k, *v, *g, *dout;
@@ -281,9 +281,9 @@ static double qf_loss(const qf_fd *p)
 {
     size_t nO = (size_t)p->B * p->T * p->H * p->V;
     double *o = dnew(nO);
-    if (p->which == 0) {
-        ref_softmax_fwd(p->B, p->T, p->H, p->K, p->V, p->s, p->window, p->non_causal, p->q, p->k,
-                        p->v, o);
+    if (p->which != 1) {
+        ref_fox_fwd(p->B, p->T, p->H, p->K, p->V, p->s, p->window, p->non_causal, p->q, p->k, p->v,
+                    p->which == 2 ? p->g : NULL, o);
     } else {
         ref_lion_fwd(p->B, p->T, p->H, p->K, p->V, p->s, p->normalize, p->q, p->k, p->v, p->g, o);
     }
@@ -332,9 +332,9 @@ static void fd_quadratic(int which, int window, int non_causal, int normalize, d
         p.g[x] = th_uniform(glo, 0);
     }
     double *dq = dnew(nk), *dk = dnew(nk), *dv = dnew(nv), *dg = dnew(ng);
-    if (which == 0) {
-        ref_softmax_bwd(p.B, p.T, p.H, p.K, p.V, p.s, window, non_causal, p.q, p.k, p.v, p.dout,
-                        dq, dk, dv);
+    if (which != 1) {
+        ref_fox_bwd(p.B, p.T, p.H, p.K, p.V, p.s, window, non_causal, p.q, p.k, p.v, which == 2 ? p.g : NULL,
+                    p.dout, dq, dk, dv, dg);
     } else {
         ref_lion_bwd(p.B, p.T, p.H, p.K, p.V, p.s, normalize, p.q, p.k, p.v, p.g, p.dout, dq, dk,
                      dv, dg);
@@ -343,10 +343,13 @@ static void fd_quadratic(int which, int window, int non_causal, int normalize, d
     note(&e, qf_fd_check(&p, p.q, nk, dq));
     note(&e, qf_fd_check(&p, p.k, nk, dk));
     note(&e, qf_fd_check(&p, p.v, nv, dv));
-    if (which == 1) {
+    if (which != 0) {
         note(&e, qf_fd_check(&p, p.g, ng, dg));
     }
-    if (which == 0) {
+    if (which == 2) {
+        CHECK(e < 1e-6, "ref forgetting attention gradients (incl. dg) = finite differences (window=%d, g in "
+              "[%g,0]): rel err %.2e", window, glo, e);
+    } else if (which == 0) {
         CHECK(e < 1e-6, "ref softmax gradients = finite differences (window=%d non_causal=%d): rel err %.2e",
               window, non_causal, e);
     } else {
@@ -760,7 +763,7 @@ static void sm_compare_in(int T, int window, int non_causal, int regime, lina_ws
     ref_softmax_fwd(B, T, H, K, V, s, window, non_causal, q.d, k.d, v.d, o);
     ref_softmax_bwd(B, T, H, K, V, s, window, non_causal, q.d, k.d, v.d, dO.d, dq, dk, dv);
     lina_mix_dims d = {B, T, H, K, V, 0, 0.0f};
-    lina_softmax_in in = {q.f, k.f, v.f, window, non_causal};
+    lina_softmax_in in = {q.f, k.f, v.f, window, non_causal, NULL};
     float *fo = fnew(nv), *stat = fnew((size_t)B * T * H * 2);
     lina_softmax_out out = {fo, stat};
     int rc = lina_softmax_attn_fwd(&d, &in, &out, ws);
@@ -777,7 +780,7 @@ static void sm_compare_in(int T, int window, int non_causal, int regime, lina_ws
     CHECK(rc == 0 && ef <= FWD_TOL, "softmax_attn fwd %s%s T=%d: o %.2e", mode, sm_regime[regime], T,
           ef);
     float *gq = fnew(nk), *gk = fnew(nk), *gv = fnew(nv);
-    lina_softmax_grad_out g = {gq, gk, gv};
+    lina_softmax_grad_out g = {gq, gk, gv, NULL};
     worst w = {0.0, "-"};
     /* with the forward's statistics, and recomputing them */
     for (int re = 0; re < 2; re++) {
@@ -809,6 +812,182 @@ static void sm_compare_in(int T, int window, int non_causal, int regime, lina_ws
 static void sm_compare(int T, int window, int non_causal, lina_ws *ws)
 {
     sm_compare_in(T, window, non_causal, SM_NORMAL, ws);
+}
+
+/* forgetting attention: the kernel (both forms of the op run the same code)
+ * against the double reference, with and without the forward's statistics;
+ * the op with grouped query heads; bad inputs */
+static void fox_compare(int T, int window, double glo, lina_ws *ws)
+{
+    const int B = 2, H = 3, K = 16, V = 24;
+    size_t nk = (size_t)B * T * H * K, nv = (size_t)B * T * H * V, ng = (size_t)B * T * H;
+    tb q = tb_new(nk), k = tb_new(nk), v = tb_new(nv), dO = tb_new(nv), g = tb_new(ng);
+    tb_normal(&q, 1.0);
+    tb_normal(&k, 1.0);
+    tb_normal(&v, 1.0);
+    tb_normal(&dO, 1.0);
+    tb_uniform(&g, glo, 0.0);
+    const double s = 1.0 / sqrt((double)K);
+    double *o = dnew(nv), *dq = dnew(nk), *dk = dnew(nk), *dv = dnew(nv), *dg = dnew(ng);
+    ref_fox_fwd(B, T, H, K, V, s, window, 0, q.d, k.d, v.d, g.d, o);
+    ref_fox_bwd(B, T, H, K, V, s, window, 0, q.d, k.d, v.d, g.d, dO.d, dq, dk, dv, dg);
+    lina_mix_dims d = {B, T, H, K, V, 0, 0.0f};
+    lina_softmax_in in = {q.f, k.f, v.f, window, 0, g.f};
+    float *fo = fnew(nv), *stat = fnew(ng * 2), *gq = fnew(nk), *gk = fnew(nk), *gv = fnew(nv), *gg = fnew(ng);
+    lina_softmax_out out = {fo, stat};
+    int rc = lina_softmax_attn_fwd(&d, &in, &out, ws);
+    double ef = th_relerr_fd(fo, o, nv);
+    note(&g_worst_fwd, ef);
+    lina_softmax_grad_out gr = {gq, gk, gv, gg};
+    worst w = {0.0, "-"};
+    for (int re = 0; re < 2; re++) {
+        lina_softmax_grad_in gi = {dO.f, re ? NULL : stat};
+        memset(gg, 0xff, ng * sizeof(float)); /* NaN: every entry must be written */
+        rc |= lina_softmax_attn_bwd(&d, &in, &gi, &gr, ws);
+        wupd(&w, "dq", gq, dq, nk);
+        wupd(&w, "dk", gk, dk, nk);
+        wupd(&w, "dv", gv, dv, nv);
+        wupd(&w, "dg", gg, dg, ng);
+    }
+    note(&g_worst_grad, w.e);
+    CHECK(rc == 0 && ef <= FWD_TOL && w.e <= GRAD_TOL,
+          "forgetting attention T=%d window=%d g in [%g,0]: o %.2e, worst %s %.2e", T, window, glo, ef, w.name, w.e);
+    tb_free(&q);
+    tb_free(&k);
+    tb_free(&v);
+    tb_free(&dO);
+    tb_free(&g);
+    free(o);
+    free(dq);
+    free(dk);
+    free(dv);
+    free(dg);
+    free(fo);
+    free(stat);
+    free(gq);
+    free(gk);
+    free(gv);
+    free(gg);
+}
+
+static void tset_put(lina_tset *s, const char *name, int nd, const int64_t *shape, const float *x)
+{
+    lina_tensor t;
+    if (lina_tensor_alloc(&t, nd, shape) != 0) {
+        exit(2);
+    }
+    memcpy(t.data, x, (size_t)lina_tensor_numel(&t) * sizeof(float));
+    lina_tset_add(s, name, &t);
+}
+
+static void fox_op(lina_ws *ws)
+{
+    /* 4 query heads over 2 kv heads: the reference with k, v repeated per query head */
+    const int B = 2, T = 70, HQ = 4, HK = 2, K = 8, V = 12, G = HQ / HK;
+    size_t nq = (size_t)B * T * HQ * K, nkr = (size_t)B * T * HK * K, nvr = (size_t)B * T * HK * V;
+    size_t nvq = (size_t)B * T * HQ * V, ng = (size_t)B * T * HQ;
+    tb q = tb_new(nq), k = tb_new(nkr), v = tb_new(nvr), dO = tb_new(nvq), g = tb_new(ng);
+    tb_normal(&q, 1.0);
+    tb_normal(&k, 1.0);
+    tb_normal(&v, 1.0);
+    tb_normal(&dO, 1.0);
+    tb_uniform(&g, -1.0, 0.0);
+    double *ke = dnew(nq), *ve = dnew(nvq), *o = dnew(nvq), *dq = dnew(nq), *dke = dnew(nq), *dve = dnew(nvq);
+    double *dg = dnew(ng), *dk = dnew(nkr), *dv = dnew(nvr);
+    for (size_t r = 0; r < (size_t)B * T; r++) {
+        for (int h = 0; h < HQ; h++) {
+            memcpy(ke + (r * HQ + h) * K, k.d + (r * HK + h / G) * K, K * sizeof(double));
+            memcpy(ve + (r * HQ + h) * V, v.d + (r * HK + h / G) * V, V * sizeof(double));
+        }
+    }
+    const double s = 1.0 / sqrt((double)K);
+    ref_fox_fwd(B, T, HQ, K, V, s, 0, 0, q.d, ke, ve, g.d, o);
+    ref_fox_bwd(B, T, HQ, K, V, s, 0, 0, q.d, ke, ve, g.d, dO.d, dq, dke, dve, dg);
+    for (size_t r = 0; r < (size_t)B * T; r++) {
+        for (int h = 0; h < HQ; h++) {
+            for (int x = 0; x < K; x++) {
+                dk[(r * HK + h / G) * K + x] += dke[(r * HQ + h) * K + x];
+            }
+            for (int x = 0; x < V; x++) {
+                dv[(r * HK + h / G) * V + x] += dve[(r * HQ + h) * V + x];
+            }
+        }
+    }
+    const lina_op_info *op = lina_op_find("forgetting_attn");
+    int64_t sq[4] = {B, T, HQ, K}, sk[4] = {B, T, HK, K}, sv[4] = {B, T, HK, V}, so[4] = {B, T, HQ, V};
+    int64_t sg[3] = {B, T, HQ};
+    for (int form = 0; form < 2 && op; form++) {
+        lina_tset in = {0}, out = {0};
+        tset_put(&in, "q", 4, sq, q.f);
+        tset_put(&in, "k", 4, sk, k.f);
+        tset_put(&in, "v", 4, sv, v.f);
+        tset_put(&in, "g", 3, sg, g.f);
+        tset_put(&in, "do", 4, so, dO.f);
+        lina_op_opts oo = {0};
+        oo.form = form ? LINA_FORM_CHUNK : LINA_FORM_RECURRENT;
+        oo.backward = 1;
+        int rc = lina_op_run(op, &in, &out, &oo, ws);
+        double ef = 1e30, eg = 1e30;
+        if (rc == 0) {
+            ef = th_relerr_fd(lina_tset_find(&out, "o")->data, o, nvq);
+            eg = th_relerr_fd(lina_tset_find(&out, "dq")->data, dq, nq);
+            eg = fmax(eg, th_relerr_fd(lina_tset_find(&out, "dk")->data, dk, nkr));
+            eg = fmax(eg, th_relerr_fd(lina_tset_find(&out, "dv")->data, dv, nvr));
+            eg = fmax(eg, th_relerr_fd(lina_tset_find(&out, "dg")->data, dg, ng));
+        }
+        CHECK(rc == 0 && ef <= FWD_TOL && eg <= GRAD_TOL, "lina_op_run forgetting_attn 4 q heads / 2 kv heads %s: "
+              "fwd %.2e grad %.2e %s", form ? "chunk" : "recurrent", ef, eg, rc ? lina_last_error() : "");
+        lina_tset_free(&in);
+        lina_tset_free(&out);
+    }
+    CHECK(op != NULL, "forgetting_attn is registered");
+    /* bad inputs: 3 query heads over 2 kv heads; a positive gate */
+    for (int bad = 0; bad < 2 && op; bad++) {
+        lina_tset in = {0}, out = {0};
+        int64_t sq3[4] = {B, T, 3, K}, sg3[3] = {B, T, 3};
+        tset_put(&in, "q", 4, bad ? sq : sq3, q.f);
+        tset_put(&in, "k", 4, sk, k.f);
+        tset_put(&in, "v", 4, sv, v.f);
+        if (bad) {
+            g.f[7] = 0.5f;
+        }
+        tset_put(&in, "g", 3, bad ? sg : sg3, g.f);
+        lina_op_opts oo = {0};
+        oo.form = LINA_FORM_CHUNK;
+        int rc = lina_op_run(op, &in, &out, &oo, ws);
+        const char *want = bad ? "log forget gates <= 0" : "not a multiple of the 2 heads";
+        CHECK(rc != 0 && strstr(lina_last_error(), want), "forgetting_attn: %s rejected (%s)",
+              bad ? "a positive gate" : "3 query heads over 2 kv heads", lina_last_error());
+        lina_tset_free(&in);
+        lina_tset_free(&out);
+    }
+    tb_free(&q);
+    tb_free(&k);
+    tb_free(&v);
+    tb_free(&dO);
+    tb_free(&g);
+    free(ke);
+    free(ve);
+    free(o);
+    free(dq);
+    free(dke);
+    free(dve);
+    free(dg);
+    free(dk);
+    free(dv);
+}
+
+static void test_fox(lina_ws *ws)
+{
+    const int Ts[] = {1, 63, 130, 300};
+    for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
+        fox_compare(Ts[i], 0, -0.5, ws);
+        fox_compare(Ts[i], 0, -6.0, ws); /* strong forgetting: near one-hot rows */
+    }
+    fox_compare(300, 129, -0.2, ws);
+    fox_compare(65, 5, -1.0, ws);
+    fox_compare(200, 0, -1e-3, ws);
+    fox_op(ws);
 }
 
 static void test_softmax(lina_ws *ws)
@@ -1355,6 +1534,8 @@ int main(void)
     fd_quadratic(0, 0, 0, 0, 0);
     fd_quadratic(0, 3, 0, 0, 0);
     fd_quadratic(0, 0, 1, 0, 0);
+    fd_quadratic(2, 0, 0, 0, -1.0);
+    fd_quadratic(2, 3, 0, 0, -2.0);
     fd_quadratic(1, 0, 0, 0, -1.0);
     fd_quadratic(1, 0, 0, 1, -1.0);
     fd_quadratic(1, 0, 0, 1, -8.0);
@@ -1364,6 +1545,7 @@ int main(void)
     test_mlstm_tie(&ws);
     test_mlstm_continue(&ws);
     test_softmax(&ws);
+    test_fox(&ws);
     test_lion(&ws);
     test_ops(&ws);
     test_cli();

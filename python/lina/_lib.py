@@ -103,7 +103,7 @@ class MlstmGradOut(ctypes.Structure):
 
 
 class SoftmaxIn(ctypes.Structure):
-    _fields_ = _ptrs("q", "k", "v") + [("window", ctypes.c_int), ("non_causal", ctypes.c_int)]
+    _fields_ = _ptrs("q", "k", "v") + [("window", ctypes.c_int), ("non_causal", ctypes.c_int)] + _ptrs("g")
 
 
 class SoftmaxOut(ctypes.Structure):
@@ -115,7 +115,7 @@ class SoftmaxGradIn(ctypes.Structure):
 
 
 class SoftmaxGradOut(ctypes.Structure):
-    _fields_ = _ptrs("dq", "dk", "dv")
+    _fields_ = _ptrs("dq", "dk", "dv", "dg")
 
 
 class LionIn(ctypes.Structure):

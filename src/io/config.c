@@ -34,17 +34,19 @@
 #define M_M2 (1u << LINA_MODEL_MAMBA2)
 #define M_MOM (1u << LINA_MODEL_MOM)
 #define M_ML (1u << LINA_MODEL_MLSTM)
-#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML)
+#define M_KDA (1u << LINA_MODEL_KDA)
+#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML | M_KDA)
 #define M_LIN (M_ALL & ~M_TR)
 
 static const char *const type_names[LINA_MODEL_COUNT] = {
     "gla", "delta_net", "gated_deltanet", "retnet", "linear_attn", "transformer", "hgrn2",
-    "gated_deltaproduct", "mamba2", "mom", "mlstm",
+    "gated_deltaproduct", "mamba2", "mom", "mlstm", "kda",
 };
 static const char *const arch_names[LINA_MODEL_COUNT] = {
     "GLAForCausalLM",         "DeltaNetForCausalLM",    "GatedDeltaNetForCausalLM", "RetNetForCausalLM",
     "LinearAttentionForCausalLM", "TransformerForCausalLM", "HGRN2ForCausalLM",
     "GatedDeltaProductForCausalLM", "Mamba2ForCausalLM", "MomForCausalLM", "MLSTMForCausalLM",
+    "KDAForCausalLM",
 };
 
 const char *lina_model_type_name(lina_model_type t)
@@ -88,10 +90,10 @@ static const keydesc keys[] = {
     {"attn_mode", K_STR, FLD(attn_mode), M_LIN, 0, 0, 0},
     {"hidden_size", K_INT, FLD(hidden_size), M_ALL, 0, 0, 0},
     {"expand_k", K_DBL, FLD(expand_k), M_GLA | M_DN | M_RET | M_LA | M_ML, 0, 0, 0},
-    {"expand_v", K_DBL, FLD(expand_v), M_GLA | M_DN | M_GDN | M_RET | M_LA | M_GDP | M_MOM | M_ML, 0, 0, 0},
-    {"head_dim", K_INT, FLD(head_dim), M_GDN | M_GDP | M_M2 | M_MOM, 0, 0, 0},
+    {"expand_v", K_DBL, FLD(expand_v), M_GLA | M_DN | M_GDN | M_RET | M_LA | M_GDP | M_MOM | M_ML | M_KDA, 0, 0, 0},
+    {"head_dim", K_INT, FLD(head_dim), M_GDN | M_GDP | M_M2 | M_MOM | M_KDA, 0, 0, 0},
     {"num_heads", K_NINT, FLD(num_heads), M_ALL, 0, 0, 0},
-    {"num_v_heads", K_NINT, FLD(num_v_heads), M_GDN | M_GDP, 0, 0, 0},
+    {"num_v_heads", K_NINT, FLD(num_v_heads), M_GDN | M_GDP | M_KDA, 0, 0, 0},
     {"num_kv_heads", K_NINT, FLD(num_kv_heads), M_GLA | M_RET | M_LA | M_TR, 0, 0, 0},
     {"expand_ratio", K_NINT, FLD(expand_ratio), M_HG, 0, 0, 0},
     {"hidden_ratio", K_NDBL, FLD(hidden_ratio), M_ALL, 0, 0, 0},
@@ -108,7 +110,9 @@ static const keydesc keys[] = {
     {"use_gate", K_BOOL, FLD(use_gate), M_DN | M_GDN, 0, 0, 0},
     {"use_beta", K_BOOL, FLD(use_beta), M_DN, 0, 0, 0},
     {"use_output_norm", K_BOOL, FLD(use_output_norm), M_DN, 0, 0, 0},
-    {"allow_neg_eigval", K_BOOL, FLD(allow_neg_eigval), M_DN | M_GDN | M_GDP | M_M2 | M_MOM, 0, 0, 0},
+    {"allow_neg_eigval", K_BOOL, FLD(allow_neg_eigval), M_DN | M_GDN | M_GDP | M_M2 | M_MOM | M_KDA, 0, 0, 0},
+    {"safe_gate", K_BOOL, FLD(safe_gate), M_KDA, 0, 0, 0},
+    {"lower_bound", K_OPTDBL, FLD(lower_bound), M_KDA, 0, offsetof(lina_config, has_lower_bound), 0},
     {"qk_norm", K_STR, FLD(qk_norm), M_DN, 0, 0, 0},
     {"qk_norm", K_QKBOOL, FLD(qk_norm), M_TR, 0, 0, 0},
     {"qk_activation", K_STR, FLD(qk_activation), M_DN, 0, 0, 0},
@@ -302,6 +306,12 @@ int lina_config_default(lina_config *c, lina_model_type t)
         c->expand_k = 0.5;
         c->expand_v = 1.0;
         c->use_output_gate = 1;
+        break;
+    case LINA_MODEL_KDA:
+        c->num_heads = 16;
+        c->head_dim = 128;
+        c->expand_v = 1.0;
+        c->use_short_conv = 1;
         break;
     default:
         break;
@@ -599,7 +609,7 @@ int lina_config_parse(const char *json, size_t len, const char *name, lina_confi
     if (t < 0) {
         rc = lina_set_error(LINA_EFORMAT,
                             "%s: unknown model_type \"%.40s\" (supported: gla, delta_net, gated_deltanet, "
-                            "retnet, linear_attn, transformer, hgrn2, gated_deltaproduct, mamba2, mom, mlstm)",
+                            "retnet, linear_attn, transformer, hgrn2, gated_deltaproduct, mamba2, mom, mlstm, kda)",
                             name, mt->valuestring);
         goto done;
     }
@@ -802,7 +812,16 @@ int lina_config_validate(const lina_config *c, const char *name)
         }
         break;
     }
-    case LINA_MODEL_GATED_DELTANET: {
+    case LINA_MODEL_GATED_DELTANET:
+    case LINA_MODEL_KDA: {
+        if (c->model_type == LINA_MODEL_KDA && c->has_lower_bound &&
+            (!(c->lower_bound < 0.0) || !isfinite(c->lower_bound))) {
+            return lina_set_error(LINA_EFORMAT, "%s: lower_bound must be negative or null (got %g)", name,
+                                  c->lower_bound);
+        }
+        if (c->model_type == LINA_MODEL_KDA && c->safe_gate && !c->has_lower_bound) {
+            return lina_set_error(LINA_EFORMAT, "%s: safe_gate needs a lower_bound", name);
+        }
         if (c->head_dim < 1 || !(c->expand_v > 0.0)) {
             return lina_set_error(LINA_EFORMAT, "%s: head_dim and expand_v must be positive", name);
         }

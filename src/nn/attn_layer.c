@@ -107,7 +107,7 @@ int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_
     lina_heads_repeat(a->k, a->o, (size_t)N, d->H, d->Hkv, d->d);
     lina_heads_repeat(a->v, a->vp, (size_t)N, d->H, d->Hkv, d->d);
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->d, d->d, 0, 0.0f);
-    lina_softmax_in in = {a->q, a->k, a->v, d->window, 0};
+    lina_softmax_in in = {a->q, a->k, a->v, d->window, 0, NULL};
     lina_softmax_out o = {a->o, a->stat};
     if ((rc = lina_softmax_attn_fwd(&md, &in, &o, ws))) {
         return rc;
@@ -136,9 +136,9 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
 
     lina_linear_backward(dO, gp->o_proj, NULL, dout, a->o, p->o_proj, N, HQ, D);
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->d, d->d, 0, 0.0f);
-    lina_softmax_in in = {a->q, a->k, a->v, d->window, 0};
+    lina_softmax_in in = {a->q, a->k, a->v, d->window, 0, NULL};
     lina_softmax_grad_in gin = {dO, a->stat};
-    lina_softmax_grad_out gout = {dq, dk, dv};
+    lina_softmax_grad_out gout = {dq, dk, dv, NULL};
     if ((rc = lina_softmax_attn_bwd(&md, &in, &gin, &gout, ws))) {
         return rc;
     }

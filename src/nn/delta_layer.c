@@ -1,11 +1,12 @@
-/* delta_layer.c -- the delta-rule layer of FLA's DeltaNet, GatedDeltaNet and
- * GatedDeltaProduct (docs/mixers.md sections 4.1-4.3): q and n keys / values /
+/* delta_layer.c -- the delta-rule layer of FLA's DeltaNet, GatedDeltaNet,
+ * GatedDeltaProduct and KimiDeltaAttention (docs/mixers.md sections 4.1-4.4): q and n keys / values /
  * betas per token through short convolutions (SiLU), L2-normalised q and
  * keys (DeltaNet: the q/k activation relu / elu + 1 / identity and the sum
- * norm as options), the optional decay g = -exp(A_log) softplus(a + dt_bias), the delta
+ * norm as options), the optional decay g = -exp(A_log) softplus(a + dt_bias) (KDA: one
+ * per key channel from a low-rank projection, optionally bounded), the delta
  * rule (n = 1) or delta product (n = num_householder sub-steps) on the
  * delta-rule engine (lina_delta_fwd), the per-head output norm (gated or
- * plain) and o_proj. Forward (with an optional decode cache) and backward.
+ * plain; KDA: RMSNorm times a sigmoid gate) and o_proj. Forward (with an optional decode cache) and backward.
  * Shapes in nn.h; N = B*T rows, HK = H*K, VV = HV*V. */
 #include "nn.h"
 
@@ -19,6 +20,12 @@
 static int nv_of(const lina_gdn_dims *d)
 {
     return d->num_v_heads > 0 ? d->num_v_heads : d->H;
+}
+
+/* log-gate values per row: one per value head, KDA one per value head and key channel */
+static size_t gw_of(const lina_gdn_dims *d)
+{
+    return (size_t)nv_of(d) * (d->kda ? (size_t)d->K : 1);
 }
 
 /* sub-steps per token */
@@ -47,8 +54,9 @@ size_t lina_gdn_acts_floats(const lina_gdn_dims *d, int N)
     s += H + m * H;                         /* rq, rk */
     s += NV != H ? VK + m * VK : 0;         /* qe, ke */
     s += m * VV;                            /* v */
-    s += 2 * NV + 2 * m * NV;               /* a, g, bl, beta */
+    s += 2 * gw_of(d) + 2 * m * NV;         /* a, g, bl, beta */
     s += 3 * VV + NV;                       /* gate, o, y, rstd */
+    s += d->kda ? 2 * (size_t)d->V + VV : 0; /* f1, z1, yn */
     return (size_t)N * s;
 }
 
@@ -73,13 +81,19 @@ void lina_gdn_acts_carve(lina_gdn_acts *a, float *buf, const lina_gdn_dims *d, i
         a->ke = p; p += n * m * VK;
     }
     a->v = p;    p += n * m * VV;
-    a->a = p;    p += n * NV;
-    a->g = p;    p += n * NV;
+    a->a = p;    p += n * gw_of(d);
+    a->g = p;    p += n * gw_of(d);
     a->bl = p;   p += n * m * NV;
     a->beta = p; p += n * m * NV;
     a->gate = p; p += n * VV;
     a->o = p;    p += n * VV;
     a->rstd = p; p += n * NV;
+    a->f1 = a->z1 = a->yn = NULL;
+    if (d->kda) {
+        a->f1 = p; p += n * d->V;
+        a->z1 = p; p += n * d->V;
+        a->yn = p; p += n * VV;
+    }
     a->y = p;
 }
 
@@ -89,8 +103,9 @@ size_t lina_gdn_scratch_floats(const lina_gdn_dims *d, int N)
            VV = NV * d->V;
     size_t s = 2 * m * VV + VV;     /* dy (later dv), dO (later dvp), dgate */
     s += 2 * (HK + m * HK);         /* dqn (later dqp), dkn (later dkp), dqc, dkc */
-    s += m * NV + NV;               /* dbeta, dg */
+    s += m * NV + gw_of(d);         /* dbeta, dg */
     s += NV != H ? VK + m * VK : 0; /* dqe, dke */
+    s += d->kda ? (size_t)d->V : 0; /* dz1, later df1 */
     return (size_t)N * s;
 }
 
@@ -104,6 +119,63 @@ size_t lina_gdn_cache_floats(const lina_gdn_dims *d, int B)
 static float sigm(float x)
 {
     return 1.0f / (1.0f + expf(-x));
+}
+
+/* KDA's gate per value head h and key channel i, x = f + dt_bias[h*K + i]:
+ * g = -exp(A_log[h]) softplus(x), or with a lower bound lb
+ * g = lb sigmoid(exp(A_log[h]) x) in (lb, 0). f, g [N, HV*K]. */
+static void kda_gate_forward(float *g, const float *f, const float *A_log, const float *dt_bias,
+                             const lina_gdn_dims *d, size_t N)
+{
+    const int NV = nv_of(d), K = d->K;
+    for (size_t n = 0; n < N; n++) {
+        for (int h = 0; h < NV; h++) {
+            const float ea = expf(A_log[h]);
+            for (int i = 0; i < K; i++) {
+                const size_t c = (size_t)h * K + i, x = n * (size_t)NV * K + c;
+                const float z = f[x] + dt_bias[c];
+                g[x] = d->has_lower_bound ? d->lower_bound * sigm(ea * z) : -ea * lina_softplusf(z);
+            }
+        }
+    }
+}
+
+/* dg [N, HV*K] becomes d(f) in place; dA_log [HV], ddt_bias [HV*K] accumulate
+ * (sums in double, in a fixed order) */
+static void kda_gate_backward(float *dg, float *dA_log, float *ddt_bias, const float *f, const float *g,
+                              const float *A_log, const float *dt_bias, const lina_gdn_dims *d, size_t N)
+{
+    const int NV = nv_of(d), K = d->K;
+    const size_t W = (size_t)NV * K;
+    for (int h = 0; h < NV; h++) {
+        const float ea = expf(A_log[h]);
+        double sA = 0.0;
+        for (int i = 0; i < K; i++) {
+            const size_t c = (size_t)h * K + i;
+            double sdt = 0.0;
+            for (size_t n = 0; n < N; n++) {
+                const size_t x = n * W + c;
+                const float z = f[x] + dt_bias[c];
+                float df;
+                if (d->has_lower_bound) {
+                    const float s = sigm(ea * z);
+                    df = dg[x] * d->lower_bound * s * (1.0f - s) * ea;
+                    sA += (double)df * z;
+                } else {
+                    df = dg[x] * -ea * sigm(z);
+                    sA += (double)dg[x] * g[x];
+                }
+                sdt += df;
+                dg[x] = df;
+            }
+            if (ddt_bias) {
+                ddt_bias[c] += (float)sdt;
+            }
+        }
+        if (dA_log) {
+            dA_log[h] += (float)sA;
+        }
+    }
 }
 
 int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
@@ -170,6 +242,10 @@ int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina
     if (d->gated) {
         lina_linear_forward(a->a, x, p->a_proj, NULL, N, D, NV);
         lina_decay_forward(a->g, a->a, p->A_log, p->dt_bias, (size_t)N, NV);
+    } else if (d->kda) {
+        lina_linear_forward(a->f1, x, p->f_proj0, NULL, N, D, d->V);
+        lina_linear_forward(a->a, a->f1, p->f_proj1, NULL, N, d->V, (int)gw_of(d));
+        kda_gate_forward(a->g, a->a, p->A_log, p->dt_bias, d, (size_t)N);
     }
     if (d->use_beta) {
         lina_linear_forward(a->bl, x, p->b_proj, NULL, N, D, m * NV);
@@ -179,16 +255,28 @@ int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina
     }
     if (d->use_gate) {
         lina_linear_forward(a->gate, x, p->g_proj, NULL, N, D, VV);
+    } else if (d->kda) {
+        lina_linear_forward(a->z1, x, p->g_proj0, NULL, N, D, d->V);
+        lina_linear_forward(a->gate, a->z1, p->g_proj1, p->g_bias, N, d->V, VV);
     }
     /* kernel over the value heads */
     lina_mix_dims md = lina_layer_mix(B, T, nv_of(d), d->K, d->V, 64, 0.0f);
-    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, st, m, NULL};
+    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, st, m, d->kda ? a->g : NULL};
     lina_delta_out o = {a->o, st, NULL}; /* the state is updated in place */
     rc = lina_sp_delta_fwd(sp, d, &md, &in, &o, form, ws);
     if (rc) {
         return rc;
     }
     /* output norm per value head, o_proj */
+    if (d->kda) {
+        /* y = RMSNorm(o) w * sigmoid(gate) (FLA's FusedRMSNormGated with the sigmoid) */
+        lina_rmsnorm_forward(a->yn, a->rstd, a->o, p->o_norm, NULL, N * NV, d->V, d->norm_eps);
+        for (size_t i = 0; i < (size_t)N * VV; i++) {
+            a->y[i] = a->yn[i] * sigm(a->gate[i]);
+        }
+        lina_linear_forward(out, a->y, p->o_proj, NULL, N, VV, D);
+        return LINA_OK;
+    }
     lina_out_forward(out, a->y, a->rstd, a->o, d->use_gate ? a->gate : NULL, p->o_norm, p->o_proj, N, NV, d->V, D,
                      d->norm_eps);
     return LINA_OK;
@@ -214,22 +302,33 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     float *dqc = s;   s += n * HK;
     float *dkc = s;   s += nm * HK;
     float *dbeta = s; s += nm * NV;
-    float *dg = s;    s += n * NV;
+    float *dg = s;    s += n * gw_of(d);
     float *dqe = dqn, *dke = dkn;   /* kernel gradients (own buffers with GVA) */
     if (NV != H) {
         dqe = s; s += n * VK;
-        dke = s;
+        dke = s; s += nm * VK;
     }
+    float *dz1 = d->kda ? s : NULL; /* [N, V] */
 
-    lina_out_backward(dO, dgate, dy, gp->o_norm, gp->o_proj, dout, a->y, a->o, d->use_gate ? a->gate : NULL,
-                      p->o_norm, p->o_proj, a->rstd, N, NV, d->V, D);
+    if (d->kda) {
+        lina_linear_backward(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, VV, D);
+        for (size_t i = 0; i < n * VV; i++) {
+            const float sg = sigm(a->gate[i]);
+            dgate[i] = dy[i] * a->yn[i] * sg * (1.0f - sg);
+            dy[i] *= sg;
+        }
+        lina_rmsnorm_backward(dO, gp->o_norm, NULL, dy, a->o, p->o_norm, a->rstd, N * NV, d->V);
+    } else {
+        lina_out_backward(dO, dgate, dy, gp->o_norm, gp->o_proj, dout, a->y, a->o, d->use_gate ? a->gate : NULL,
+                          p->o_norm, p->o_proj, a->rstd, N, NV, d->V, D);
+    }
     /* kernel: dqe, dke, dv (into dy), dbeta, dg */
     float *dv = dy;
     memset(dv, 0, nm * VV * sizeof(float));
     lina_mix_dims md = lina_layer_mix(B, T, nv_of(d), d->K, d->V, 64, 0.0f);
-    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, NULL, m, NULL};
+    lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, NULL, m, d->kda ? a->g : NULL};
     lina_delta_grad_in gin = {dO, NULL, NULL};
-    lina_delta_grad_out gout = {dqe, dke, dv, dbeta, d->gated ? dg : NULL, NULL, NULL};
+    lina_delta_grad_out gout = {dqe, dke, dv, dbeta, d->gated ? dg : NULL, NULL, d->kda ? dg : NULL};
     if ((rc = lina_sp_delta_bwd(sp, d, &md, &in, &gin, &gout, form, ws))) {
         return rc;
     }
@@ -297,11 +396,21 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     if (d->use_gate) {
         lina_linear_backward(dx, gp->g_proj, NULL, dgate, x, p->g_proj, N, D, VV);
     }
+    if (d->kda) {
+        /* output gate g_proj.1(g_proj.0 x) + bias; the decay f_proj.1(f_proj.0 x) */
+        memset(dz1, 0, n * d->V * sizeof(float));
+        lina_linear_backward(dz1, gp->g_proj1, gp->g_bias, dgate, a->z1, p->g_proj1, N, d->V, VV);
+        lina_linear_backward(dx, gp->g_proj0, NULL, dz1, x, p->g_proj0, N, D, d->V);
+        kda_gate_backward(dg, gp->A_log, gp->dt_bias, a->a, a->g, p->A_log, p->dt_bias, d, n);
+        memset(dz1, 0, n * d->V * sizeof(float));
+        lina_linear_backward(dz1, gp->f_proj1, NULL, dg, a->f1, p->f_proj1, N, d->V, (int)gw_of(d));
+        lina_linear_backward(dx, gp->f_proj0, NULL, dz1, x, p->f_proj0, N, D, d->V);
+    }
     return LINA_OK;
 }
 
 /* ============================================================ plug-in kind
- * model_type "delta_net", "gated_deltanet" and "gated_deltaproduct" (kind.h;
+ * model_type "delta_net", "gated_deltanet", "gated_deltaproduct" and "kda" (kind.h;
  * docs/checkpoints.md section 2.2). Tensors under model.layers.{i}.attn.
  * (n sub-steps, HK = H*K, HV value
  * heads, VV = HV*V):
@@ -314,8 +423,13 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
  * Gated DeltaNet: K = head_dim, V = head_dim*expand_v, num_v_heads, n = 1.
  * Gated DeltaProduct: as Gated DeltaNet with n = num_householder, the decay
  * only with use_forget_gate, the output gate from use_output_gate (FLA's key
- * for this class). */
-enum { GDN_Q, GDN_K, GDN_V, GDN_A, GDN_B, GDN_ALOG, GDN_DT, GDN_QC, GDN_KC, GDN_VC, GDN_G, GDN_NORM, GDN_O };
+ * for this class).
+ * KDA: K = head_dim, V = head_dim*expand_v, num_v_heads, n = 1; the decay from
+ *   f_proj.0.weight [V, D], f_proj.1.weight [HV*K, V], A_log [HV], dt_bias [HV*K];
+ *   b_proj.weight [HV, D]; the output gate g_proj.0.weight [V, D],
+ *   g_proj.1.weight [VV, V], g_proj.1.bias [VV]. */
+enum { GDN_Q, GDN_K, GDN_V, GDN_A, GDN_B, GDN_ALOG, GDN_DT, GDN_QC, GDN_KC, GDN_VC, GDN_G, GDN_NORM, GDN_O,
+       GDN_F0, GDN_F1, GDN_G0, GDN_G1, GDN_GB };
 
 _Static_assert(sizeof(lina_gdn_dims) <= LINA_MIXER_DIMS_BYTES, "lina_gdn_dims too large");
 
@@ -361,6 +475,15 @@ static int delta_dims(lina_gdn_dims *d, const lina_config *c)
         d->use_gate = c->use_gate ? 1 : 0;
         return LINA_OK;
     }
+    if (c->model_type == LINA_MODEL_KDA) {
+        d->kda = 1;
+        d->has_lower_bound = c->has_lower_bound;
+        d->lower_bound = (float)c->lower_bound;
+        if (c->has_lower_bound && !(c->lower_bound < 0.0)) {
+            return lina_set_error(LINA_EINVAL, "kda: lower_bound must be negative (got %g)", c->lower_bound);
+        }
+        return lina_gdn_check_dims(d);
+    }
     if (H < 1 || c->head_dim < 1 || vd < 1 || vd != floor(vd) || HV % H != 0) {
         return lina_set_error(LINA_EINVAL,
                               "%s: need head_dim >= 1, head_dim * expand_v (%g) a positive integer and num_v_heads "
@@ -392,7 +515,8 @@ static int delta_build(lina_mixer_builder *b, const lina_config *c, int layer, v
         (rc = lina_mixer_add(b, GDN_K, "k_proj.weight", 2, n * HK, D, 0, 1, LINA_INIT_NORMAL)) ||
         (rc = lina_mixer_add(b, GDN_V, "v_proj.weight", 2, n * VV, D, 0, 1, LINA_INIT_NORMAL)) ||
         (a_first && d->gated && (rc = lina_mixer_add(b, GDN_A, "a_proj.weight", 2, NV, D, 0, 1, LINA_INIT_NORMAL))) ||
-        (d->use_beta && (rc = lina_mixer_add(b, GDN_B, "b_proj.weight", 2, n * NV, D, 0, 1, LINA_INIT_NORMAL))) ||
+        (d->use_beta && !d->kda &&
+         (rc = lina_mixer_add(b, GDN_B, "b_proj.weight", 2, n * NV, D, 0, 1, LINA_INIT_NORMAL))) ||
         (!a_first && d->gated &&
          (rc = lina_mixer_add(b, GDN_A, "a_proj.weight", 2, NV, D, 0, 1, LINA_INIT_NORMAL))) ||
         (d->gated && (rc = lina_mixer_add(b, GDN_ALOG, "A_log", 1, NV, 0, 0, 0, LINA_INIT_A_LOG))) ||
@@ -404,6 +528,24 @@ static int delta_build(lina_mixer_builder *b, const lina_config *c, int layer, v
          (rc = lina_mixer_add(b, GDN_KC, "k_conv1d.weight", 3, n * HK, 1, W, 1, LINA_INIT_NORMAL)) ||
          (rc = lina_mixer_add(b, GDN_VC, "v_conv1d.weight", 3, n * VV, 1, W, 1, LINA_INIT_NORMAL)))) {
         return rc;
+    }
+    if (d->kda) {
+        /* FLA: A_log = ln U(1, 16) (zeros with safe_gate), dt_bias per value head and key channel */
+        const int64_t Vh = d->V, GW = NV * d->K;
+        if ((rc = lina_mixer_add(b, GDN_F0, "f_proj.0.weight", 2, Vh, D, 0, 1, LINA_INIT_NORMAL)) ||
+            (rc = lina_mixer_add(b, GDN_F1, "f_proj.1.weight", 2, GW, Vh, 0, 1, LINA_INIT_NORMAL)) ||
+            (rc = lina_mixer_add(b, GDN_B, "b_proj.weight", 2, NV, D, 0, 1, LINA_INIT_NORMAL)) ||
+            (rc = lina_mixer_add(b, GDN_ALOG, "A_log", 1, NV, 0, 0, 0,
+                                 c->safe_gate ? LINA_INIT_ZEROS : LINA_INIT_A_LOG_1_16)) ||
+            (rc = lina_mixer_add(b, GDN_DT, "dt_bias", 1, GW, 0, 0, 0, LINA_INIT_DT_BIAS)) ||
+            (rc = lina_mixer_add(b, GDN_G0, "g_proj.0.weight", 2, Vh, D, 0, 1, LINA_INIT_NORMAL)) ||
+            (rc = lina_mixer_add(b, GDN_G1, "g_proj.1.weight", 2, VV, Vh, 0, 1, LINA_INIT_NORMAL)) ||
+            (rc = lina_mixer_add(b, GDN_GB, "g_proj.1.bias", 1, VV, 0, 0, 0, LINA_INIT_ZEROS)) ||
+            (rc = lina_mixer_add(b, GDN_NORM, "o_norm.weight", 1, d->V, 0, 0, 0, LINA_INIT_ONES)) ||
+            (rc = lina_mixer_add(b, GDN_O, "o_proj.weight", 2, D, VV, 0, 1, LINA_INIT_NORMAL))) {
+            return rc;
+        }
+        return LINA_OK;
     }
     if ((d->use_gate && (rc = lina_mixer_add(b, GDN_G, "g_proj.weight", 2, VV, D, 0, 1, LINA_INIT_NORMAL))) ||
         (rc = lina_mixer_add(b, GDN_NORM, "o_norm.weight", 1, d->V, 0, 0, 0, LINA_INIT_ONES)) ||
@@ -432,6 +574,11 @@ static void gdn_views(float *const *v, lina_gdn_params *p)
     p->g_proj = v[GDN_G];
     p->o_norm = v[GDN_NORM];
     p->o_proj = v[GDN_O];
+    p->f_proj0 = v[GDN_F0];
+    p->f_proj1 = v[GDN_F1];
+    p->g_proj0 = v[GDN_G0];
+    p->g_proj1 = v[GDN_G1];
+    p->g_bias = v[GDN_GB];
 }
 
 static int gdn_kind_forward(const lina_mixer_call *c)

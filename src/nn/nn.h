@@ -381,6 +381,10 @@ typedef struct lina_gdn_dims {
     int n;               /* sub-steps per token (num_householder); 0 = 1 */
     int qk_act;          /* lina_qk_act: q/k activation (0 = SiLU) */
     int qk_sum;          /* 1: sum norm on q, k instead of the L2Norm */
+    int kda;             /* Kimi Delta Attention: per-key-channel decay from the low-rank f_proj,
+                            output gate sigma(g_proj) (low rank, bias) after the plain RMSNorm */
+    int has_lower_bound; /* kda: bounded gate lower_bound * sigmoid(exp(A_log) (f + dt_bias)) */
+    float lower_bound;
 } lina_gdn_dims;
 
 /* DeltaNet qk_activation */
@@ -399,13 +403,15 @@ typedef struct lina_gdn_params {
     float *a_proj;       /* [HV, D] (gated) */
     float *b_proj;       /* [n*HV, D] (use_beta) */
     float *A_log;        /* [HV] */
-    float *dt_bias;      /* [HV] */
+    float *dt_bias;      /* [HV] (kda: [HV*K]) */
     float *q_conv;       /* [HK, W]  q_conv1d.weight (short conv only) */
     float *k_conv;       /* [n*HK, W] */
     float *v_conv;       /* [n*VV, W] */
     float *g_proj;       /* [VV, D]  (use_gate only) */
     float *o_norm;       /* [V] */
     float *o_proj;       /* [D, VV] */
+    float *f_proj0, *f_proj1; /* kda: f_proj.0.weight [V, D], f_proj.1.weight [HV*K, V] */
+    float *g_proj0, *g_proj1, *g_bias; /* kda: g_proj.0.weight [V, D], g_proj.1.weight [VV, V], .bias [VV] */
 } lina_gdn_params;
 
 typedef struct lina_gdn_acts {
@@ -416,7 +422,9 @@ typedef struct lina_gdn_acts {
     float *rq, *rk;      /* [N*H], [N*n*H] 1 / norms (L2Norm only) */
     float *qe, *ke;      /* [N, HV*K], [N, n*HV*K] kernel q, k (== qn, kn without GVA) */
     float *v;            /* [N, n*VV] after conv + SiLU */
-    float *a, *g;        /* [N, HV] gate input and log gate */
+    float *a, *g;        /* [N, HV] gate input and log gate (kda: [N, HV*K]) */
+    float *f1, *z1;      /* kda: [N, V] low-rank gate and output-gate hidden rows */
+    float *yn;           /* kda: [N, VV] RMSNorm(o) * w before the sigmoid gate */
     float *bl, *beta;    /* [N, n*HV] beta logits and beta */
     float *gate;         /* [N, VV] output gate */
     float *o;            /* [N, VV] kernel output */

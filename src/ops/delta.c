@@ -1479,26 +1479,6 @@ static void l2n_bwd(size_t rows, int D, const float *x, float *d)
     }
 }
 
-/* Grouped value heads (kda): x [B,T,H,K] -> y [B,T,H*G,K], head j of y reading
- * head j / G of x; back: the sum over each group (dy [B,T,H*G,K] -> dx). */
-static void heads_repeat(size_t BT, int H, int G, int K, const float *x, float *y)
-{
-    for (size_t r = 0; r < BT * (size_t)H * G; r++) {
-        memcpy(y + r * K, x + (r / ((size_t)H * G) * H + r % ((size_t)H * G) / G) * K, (size_t)K * sizeof(float));
-    }
-}
-static void heads_reduce(size_t BT, int H, int G, int K, const float *dy, float *dx)
-{
-    memset(dx, 0, BT * (size_t)H * K * sizeof(float));
-    for (size_t r = 0; r < BT * (size_t)H * G; r++) {
-        float *d = dx + (r / ((size_t)H * G) * H + r % ((size_t)H * G) / G) * K;
-        const float *x = dy + r * K;
-        for (int i = 0; i < K; i++) {
-            d[i] += x[i];
-        }
-    }
-}
-
 static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lina_op_opts *o,
                      lina_ws *ws)
 {
@@ -1605,8 +1585,8 @@ static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
     if (G > 1) {
         rq = extra + ncache + nqk;
         rk = rq + nqe * (size_t)G;
-        heads_repeat(BT, (int)Hq, G, d.K, din.q, rq);
-        heads_repeat(BT, (int)Hq, G, d.K, din.k, rk);
+        lina_op_heads_repeat(BT, (int)Hq, G, d.K, din.q, rq);
+        lina_op_heads_repeat(BT, (int)Hq, G, d.K, din.k, rk);
         din.q = rq;
         din.k = rk;
     }
@@ -1639,8 +1619,8 @@ static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
             goto done;
         }
         if (G > 1) {
-            heads_reduce(BT, (int)Hq, G, d.K, gq, pdq);
-            heads_reduce(BT, (int)Hq, G, d.K, gk, pdk);
+            lina_op_heads_reduce(BT, (int)Hq, G, d.K, gq, pdq);
+            lina_op_heads_reduce(BT, (int)Hq, G, d.K, gk, pdk);
         }
         if (o->qk_l2norm) {
             l2n_bwd(nqe / (size_t)d.K, d.K, q->data, pdq);

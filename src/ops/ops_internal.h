@@ -46,6 +46,10 @@ int lina_op_qkv(const lina_tset *in, lina_binds *bd, const lina_tensor **q,
                 const lina_tensor **k, const lina_tensor **v);
 /* Output with shape from spec letters (all bound). */
 float *lina_op_output(lina_tset *out, const char *name, const char *spec, const lina_binds *bd);
+/* Grouped heads: x [BT,H,K] -> y [BT,H*G,K], head j of y reading head j / G
+ * of x; back: dx [BT,H,K] (written) = the sum of dy over each group. */
+void lina_op_heads_repeat(size_t BT, int H, int G, int K, const float *x, float *y);
+void lina_op_heads_reduce(size_t BT, int H, int G, int K, const float *dy, float *dx);
 /* Random numbers for benchmark inputs. */
 float lina_rng_uniform(uint64_t *s, float lo, float hi);
 float lina_rng_normal(uint64_t *s);

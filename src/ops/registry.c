@@ -206,12 +206,32 @@ int lina_bench_tensor(lina_tset *in, const char *name, int ndim, const int64_t *
     return rc;
 }
 
+/* ----------------------------------------------------------- grouped heads */
+
+void lina_op_heads_repeat(size_t BT, int H, int G, int K, const float *x, float *y)
+{
+    for (size_t r = 0; r < BT * (size_t)H * G; r++) {
+        memcpy(y + r * K, x + (r / ((size_t)H * G) * H + r % ((size_t)H * G) / G) * K, (size_t)K * sizeof(float));
+    }
+}
+void lina_op_heads_reduce(size_t BT, int H, int G, int K, const float *dy, float *dx)
+{
+    memset(dx, 0, BT * (size_t)H * K * sizeof(float));
+    for (size_t r = 0; r < BT * (size_t)H * G; r++) {
+        float *d = dx + (r / ((size_t)H * G) * H + r % ((size_t)H * G) / G) * K;
+        const float *x = dy + r * K;
+        for (int i = 0; i < K; i++) {
+            d[i] += x[i];
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- table */
 
 extern const lina_op_info lina_op_linear_attn, lina_op_retention, lina_op_simple_gla, lina_op_gla;
 extern const lina_op_info lina_op_delta_rule, lina_op_gated_delta_rule, lina_op_delta_product;
 extern const lina_op_info lina_op_mlstm, lina_op_softmax_attn, lina_op_lion;
-extern const lina_op_info lina_op_kda;
+extern const lina_op_info lina_op_kda, lina_op_forgetting_attn;
 
 static const lina_op_info *const g_ops[] = {
     &lina_op_linear_attn,
@@ -225,6 +245,7 @@ static const lina_op_info *const g_ops[] = {
     &lina_op_softmax_attn,
     &lina_op_lion,
     &lina_op_kda,
+    &lina_op_forgetting_attn,
     NULL,
 };
 

@@ -25,6 +25,12 @@
  * ~0; dividing by the computed sum of P keeps its rounding (times D, times
  * the size of k) out of dQ.
  * Threads: forward over (b,h) x query tiles, backward over (b,h).
+ *
+ * Forgetting attention (FoX, with a log forget gate g [B,T,H], causal): every
+ * logit gets the bias c_i - c_j, c_t = sum_{u <= t} g_u, the cumulative gate
+ * kept in double per (b,h) so that the difference of two long prefix sums
+ * loses nothing; the backward adds dc_i = sum_j dS_ij - sum_i' dS_i'i and
+ * dg_t = sum_{i >= t} dc_i.
  */
 #include "ops_internal.h"
 #include "../kern/isa.h"
@@ -45,6 +51,7 @@ typedef struct sa_ctx {
     int window;      /* 0: none */
     int causal;
     float s;
+    const double *cg; /* [B*H][T] cumulative log forget gate (FoX) or NULL */
 } sa_ctx;
 
 static size_t sa_al64(size_t n)
@@ -67,6 +74,9 @@ static int sa_setup(sa_ctx *c, const lina_mix_dims *d, const lina_softmax_in *in
     if (in->window > 0 && in->non_causal) {
         return lina_set_error(LINA_EINVAL, "softmax_attn: a window applies only to causal attention");
     }
+    if (in->g && in->non_causal) {
+        return lina_set_error(LINA_EINVAL, "softmax_attn: a forget gate applies only to causal attention");
+    }
     c->B = d->B;
     c->T = d->T;
     c->H = d->H;
@@ -75,7 +85,33 @@ static int sa_setup(sa_ctx *c, const lina_mix_dims *d, const lina_softmax_in *in
     c->window = in->window;
     c->causal = !in->non_causal;
     c->s = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)d->K);
+    c->cg = NULL;
     return LINA_OK;
+}
+
+/* FoX: the cumulative gates of every (b,h) in double (malloc'd; NULL without
+ * a gate or on failure, *rc set then) */
+static double *sa_cumgate(const sa_ctx *c, const float *g, int *rc)
+{
+    *rc = LINA_OK;
+    if (!g) {
+        return NULL;
+    }
+    double *cg = malloc(((size_t)c->B * c->H * c->T + 1) * sizeof(double));
+    if (!cg) {
+        *rc = lina_set_error(LINA_ENOMEM, "softmax_attn: out of memory");
+        return NULL;
+    }
+    for (int b = 0; b < c->B; b++) {
+        for (int h = 0; h < c->H; h++) {
+            double acc = 0.0, *ch = cg + ((size_t)b * c->H + h) * c->T;
+            for (int t = 0; t < c->T; t++) {
+                acc += g[((size_t)b * c->T + t) * c->H + h];
+                ch[t] = acc;
+            }
+        }
+    }
+    return cg;
 }
 
 /* Allowed key range [lo, hi) of query row i. */
@@ -119,6 +155,12 @@ static void sa_logits(const sa_ctx *c, const lina_softmax_in *in, int b, int h, 
         }
         for (int j = hi; j < nc; j++) {
             Sr[j] = 0.0f;
+        }
+        if (c->cg) {
+            const double *ch = c->cg + ((size_t)b * c->H + h) * c->T, ci = ch[i0 + r];
+            for (int j = lo; j < hi; j++) {
+                Sr[j] += (float)(ci - ch[j0 + j]);
+            }
         }
     }
 }
@@ -242,7 +284,12 @@ int LINA_KFN(lina_softmax_attn_fwd)(const lina_mix_dims *d, const lina_softmax_i
     if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
         return rc;
     }
-    rc = sa_fwd(&c, in, out->o, out->stat, sc.ws);
+    double *cg = sa_cumgate(&c, in->g, &rc);
+    c.cg = cg;
+    if (!rc) {
+        rc = sa_fwd(&c, in, out->o, out->stat, sc.ws);
+    }
+    free(cg);
     lina_ws_scope_close(&sc);
     if (rc) {
         return lina_set_error(rc, "softmax_attn: out of memory");
@@ -253,12 +300,12 @@ int LINA_KFN(lina_softmax_attn_fwd)(const lina_mix_dims *d, const lina_softmax_i
 /* -------------------------------------------------------------- backward */
 
 /* per thread: P and dP of one query tile ([nkt][BR][BC] each), D [2][BR],
- * seen [nkt] (key tiles whose dk, dv hold a first value) */
+ * seen [nkt] (key tiles whose dk, dv hold a first value), then (FoX) dc [T] */
 static size_t sa_bwd_bytes(const sa_ctx *c)
 {
     const size_t nkt = (size_t)(c->T + SA_BC - 1) / SA_BC;
     return 2 * sa_al64(nkt * SA_BR * SA_BC * sizeof(float)) + sa_al64(2 * SA_BR * sizeof(double)) +
-           nkt + 64;
+           sa_al64(nkt) + (c->cg ? (size_t)c->T * sizeof(double) : 0) + 64;
 }
 
 /* Query tile [i0, i0+nr) of (b,h): writes its dq rows; dk, dv of the key
@@ -274,8 +321,12 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
     float *dP = P + sa_al64(nkt * blk * sizeof(float)) / sizeof(float);    /* [nkt][BR][BC] */
     double *D = (double *)(dP + sa_al64(nkt * blk * sizeof(float)) / sizeof(float)); /* [2][BR] */
     unsigned char *seen = (unsigned char *)(D + 2 * SA_BR);                          /* [nkt] */
+    double *dc = (double *)(void *)(seen + sa_al64(nkt));                           /* [T] (FoX) */
     if (i0 == 0) { /* a new head: every key is seen by some query, its own at least */
         memset(seen, 0, nkt);
+        if (c->cg) {
+            memset(dc, 0, (size_t)T * sizeof(double));
+        }
     }
     int jlo, jhi, dummy;
     sa_keys(c, i0, &jlo, &dummy);
@@ -332,8 +383,16 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
             float *Pr = Pt + (size_t)r * SA_BC;
             const float *dPr = dPt + (size_t)r * SA_BC;
             const float Dr = (float)D[r];
+            double rs = 0.0;
             for (int j = 0; j < nc; j++) {
                 Pr[j] *= dPr[j] - Dr; /* dS, in place */
+                rs += Pr[j];
+            }
+            if (c->cg) { /* the bias c_i - c_j: row sums to c_i, column sums from c_j */
+                dc[i0 + r] += rs;
+                for (int j = 0; j < nc; j++) {
+                    dc[j0 + j] -= Pr[j];
+                }
             }
         }
         const float *Kt = LINA_ROW(in->k, b, j0, h, T, H, K);
@@ -354,8 +413,9 @@ int LINA_KFN(lina_softmax_attn_bwd)(const lina_mix_dims *d, const lina_softmax_i
     if (rc) {
         return rc;
     }
-    if (!gin || !gin->do_ || !gout || !gout->dq || !gout->dk || !gout->dv) {
-        return lina_set_error(LINA_EINVAL, "softmax_attn: do and the outputs dq, dk, dv are required");
+    if (!gin || !gin->do_ || !gout || !gout->dq || !gout->dk || !gout->dv || (in->g && !gout->dg)) {
+        return lina_set_error(LINA_EINVAL, "softmax_attn: do and the outputs dq, dk, dv (and dg with a gate) "
+                              "are required");
     }
     if (c.T == 0) {
         return LINA_OK;
@@ -365,15 +425,23 @@ int LINA_KFN(lina_softmax_attn_bwd)(const lina_mix_dims *d, const lina_softmax_i
     if ((rc = lina_ws_scope_open(&sc, ws, slot + 1))) {
         return rc;
     }
+    double *cg = sa_cumgate(&c, in->g, &rc);
+    c.cg = cg;
+    if (rc) {
+        lina_ws_scope_close(&sc);
+        return rc;
+    }
     const float *stat = gin->stat;
     if (!stat) {
         const size_t nr = (size_t)c.B * c.T * c.H;
         float *sb = lina_ws_get(sc.ws, slot, 2 * nr * sizeof(float));
         if (!sb) {
+            free(cg);
             lina_ws_scope_close(&sc);
             return lina_set_error(LINA_ENOMEM, "softmax_attn: out of memory");
         }
         if ((rc = sa_fwd(&c, in, NULL, sb, sc.ws))) {
+            free(cg);
             lina_ws_scope_close(&sc);
             return lina_set_error(rc, "softmax_attn: out of memory");
         }
@@ -393,7 +461,18 @@ int LINA_KFN(lina_softmax_attn_bwd)(const lina_mix_dims *d, const lina_softmax_i
             const int i0 = qt * SA_BR, nr = c.T - i0 < SA_BR ? c.T - i0 : SA_BR;
             sa_bwd_tile(&c, in, stat, gin->do_, gout, b, h, i0, nr, mem);
         }
+        if (cg) { /* dg_t = sum_{i >= t} dc_i */
+            const size_t nkt = (size_t)(c.T + SA_BC - 1) / SA_BC;
+            const double *dc = (const double *)(void *)(mem + 2 * sa_al64(nkt * SA_BR * SA_BC * sizeof(float)) +
+                                                        sa_al64(2 * SA_BR * sizeof(double)) + sa_al64(nkt));
+            double acc = 0.0;
+            for (int t = c.T - 1; t >= 0; t--) {
+                acc += dc[t];
+                gout->dg[((size_t)b * c.T + t) * c.H + h] = (float)acc;
+            }
+        }
     }
+    free(cg);
     lina_ws_scope_close(&sc);
     if (rc) {
         return lina_set_error(rc, "softmax_attn: out of memory");
@@ -440,7 +519,7 @@ static int run_softmax_attn(const lina_tset *in, lina_tset *out, const lina_op_o
     }
     lina_mix_dims d = {(int)bd.v['B' - 'A'], (int)bd.v['T' - 'A'], (int)bd.v['H' - 'A'],
                        (int)bd.v['K' - 'A'], (int)bd.v['V' - 'A'], o->chunk, 0.0f};
-    lina_softmax_in sin = {q->data, k->data, v->data, o->window, o->non_causal};
+    lina_softmax_in sin = {q->data, k->data, v->data, o->window, o->non_causal, NULL};
     float *po = lina_op_output(out, "o", "BTHV", &bd);
     if (!po) {
         return LINA_ENOMEM;
@@ -457,7 +536,7 @@ static int run_softmax_attn(const lina_tset *in, lina_tset *out, const lina_op_o
     if (!rc && o->backward) {
         lina_softmax_grad_out g = {lina_op_output(out, "dq", "BTHK", &bd),
                                    lina_op_output(out, "dk", "BTHK", &bd),
-                                   lina_op_output(out, "dv", "BTHV", &bd)};
+                                   lina_op_output(out, "dv", "BTHV", &bd), NULL};
         if (!g.dq || !g.dk || !g.dv) {
             rc = LINA_ENOMEM;
         } else {
@@ -507,4 +586,110 @@ const lina_op_info lina_op_softmax_attn = {
     "softmax_attn", "exact softmax attention (causal, sliding window or non-causal), tiled",
     {"--window", "--non-causal", NULL},
     run_softmax_attn, mk_softmax_attn, softmax_flops};
+
+/* forgetting_attn: q [B,T,J,K] and g [B,T,J] on J query heads, k, v on H kv
+ * heads (J a multiple of H; query head j reads kv head j / (J/H)) */
+static int run_forgetting_attn(const lina_tset *in, lina_tset *out, const lina_op_opts *o, lina_ws *ws)
+{
+    lina_binds bd;
+    lina_binds_init(&bd);
+    int err = 0;
+    const lina_tensor *q = lina_op_input(in, "q", "BTJK", &bd, 0, &err);
+    const lina_tensor *k = err ? NULL : lina_op_input(in, "k", "BTHK", &bd, 0, &err);
+    const lina_tensor *v = err ? NULL : lina_op_input(in, "v", "BTHV", &bd, 0, &err);
+    const lina_tensor *g = err ? NULL : lina_op_input(in, "g", "BTJ", &bd, 0, &err);
+    const lina_tensor *dO = NULL;
+    if (!err && o->backward) {
+        dO = lina_op_input(in, "do", "BTJV", &bd, 0, &err);
+    }
+    if (err) {
+        return err;
+    }
+    if (lina_tset_cfind(in, "h0")) {
+        return lina_set_error(LINA_EINVAL, "h0.npy given, but forgetting_attn has no initial state");
+    }
+    if (o->window < 0) {
+        return lina_set_error(LINA_EINVAL, "--window must be >= 1 (got %d)", o->window);
+    }
+    const int64_t ng = lina_op_trusted() ? 0 : lina_tensor_numel(g);
+    for (int64_t i = 0; i < ng; i++) {
+        if (g->data[i] > 0.0f) {
+            return lina_set_error(LINA_EINVAL, "g.npy must hold log forget gates <= 0 (found %g at index %lld)",
+                                  (double)g->data[i], (long long)i);
+        }
+    }
+    const int64_t Hq = bd.v['J' - 'A'], Hk = bd.v['H' - 'A'];
+    if (bd.v['B' - 'A'] == 0 || Hq == 0 || Hk == 0 || bd.v['K' - 'A'] == 0 || bd.v['V' - 'A'] == 0) {
+        return lina_set_error(LINA_EINVAL, "B, H, K and V must be positive");
+    }
+    if (Hq % Hk != 0) {
+        return lina_set_error(LINA_EINVAL, "q.npy has %lld heads, which is not a multiple of the %lld heads of k.npy",
+                              (long long)Hq, (long long)Hk);
+    }
+    const int G = (int)(Hq / Hk);
+    lina_mix_dims d = {(int)bd.v['B' - 'A'], (int)bd.v['T' - 'A'], (int)Hq, (int)bd.v['K' - 'A'],
+                       (int)bd.v['V' - 'A'], o->chunk, 0.0f};
+    const size_t BT = (size_t)d.B * d.T, nk = BT * Hq * d.K, nv = BT * Hq * d.V;
+    /* k, v per query head (G > 1), their gradients, the row statistics */
+    float *buf = malloc(((G > 1 ? 2 * (nk + nv) : 0) + 2 * BT * Hq + 1) * sizeof(float));
+    if (!buf) {
+        return lina_set_error(LINA_ENOMEM, "forgetting_attn: out of memory");
+    }
+    float *stat = buf, *rk = stat + 2 * BT * Hq, *rv = rk + nk, *gk = rv + nv, *gv = gk + nk;
+    lina_softmax_in sin = {q->data, k->data, v->data, o->window, 0, g->data};
+    if (G > 1) {
+        lina_op_heads_repeat(BT, (int)Hk, G, d.K, k->data, rk);
+        lina_op_heads_repeat(BT, (int)Hk, G, d.V, v->data, rv);
+        sin.k = rk;
+        sin.v = rv;
+    }
+    int rc = LINA_ENOMEM;
+    float *po = lina_op_output(out, "o", "BTJV", &bd);
+    if (po) {
+        lina_softmax_out so = {po, stat};
+        rc = lina_softmax_attn_fwd(&d, &sin, &so, ws);
+    }
+    if (!rc && o->backward) {
+        float *pdq = lina_op_output(out, "dq", "BTJK", &bd), *pdk = lina_op_output(out, "dk", "BTHK", &bd);
+        float *pdv = lina_op_output(out, "dv", "BTHV", &bd), *pdg = lina_op_output(out, "dg", "BTJ", &bd);
+        if (!pdq || !pdk || !pdv || !pdg) {
+            rc = LINA_ENOMEM;
+        } else {
+            lina_softmax_grad_out gr = {pdq, G > 1 ? gk : pdk, G > 1 ? gv : pdv, pdg};
+            lina_softmax_grad_in gi = {dO->data, stat};
+            rc = lina_softmax_attn_bwd(&d, &sin, &gi, &gr, ws);
+            if (!rc && G > 1) {
+                lina_op_heads_reduce(BT, (int)Hk, G, d.K, gk, pdk);
+                lina_op_heads_reduce(BT, (int)Hk, G, d.V, gv, pdv);
+            }
+        }
+    }
+    free(buf);
+    if (rc && !lina_last_error()[0]) {
+        lina_set_error(rc, "forgetting_attn: out of memory");
+    }
+    return rc;
+}
+
+/* benchmark inputs: q, k, v ~ N(0,1), g ~ U(-0.5, -0.01) (one kv head per query head) */
+static int mk_forgetting_attn(const lina_mix_dims *d, int backward, uint64_t seed, lina_tset *in)
+{
+    uint64_t rng = seed ^ 0x5f0f;
+    int64_t sg[3] = {d->B, d->T, d->H};
+    int rc = mk_softmax_attn(d, backward, seed, in);
+    return rc ? rc : lina_bench_tensor(in, "g", 3, sg, &rng, -0.5f, -0.01f, 0);
+}
+
+/* the causal (or windowed) softmax attention count; the bias adds one
+ * subtraction per allowed pair, not counted */
+static double forgetting_flops(const lina_mix_dims *d, const lina_op_opts *o)
+{
+    lina_op_opts oc = *o;
+    oc.non_causal = 0;
+    return softmax_flops(d, &oc);
+}
+
+const lina_op_info lina_op_forgetting_attn = {
+    "forgetting_attn", "Forgetting Transformer: softmax attention with the logit bias sum_{j<u<=i} g_u, tiled",
+    {"--window", NULL}, run_forgetting_attn, mk_forgetting_attn, forgetting_flops};
 #endif /* LINA_ISA_PRIMARY */

@@ -246,8 +246,10 @@ static int sm_allowed(int i, int j, int window, int non_causal)
 }
 
 /* P[T] row of probabilities for query i of (b,h) */
+/* softmax row i; with forget gates g [B,T,H] (causal) the logit of key j
+ * gets sum_{j < u <= i} g_u */
 static void sm_row(int b, int h, int i, int T, int H, int K, double s, int window, int non_causal,
-                   const double *q, const double *k, double *P)
+                   const double *q, const double *k, const double *g, double *P)
 {
     const double *qi = q + IX(b, i, h, K);
     double mx = -INFINITY;
@@ -262,6 +264,9 @@ static void sm_row(int b, int h, int i, int T, int H, int K, double s, int windo
             acc += qi[x] * kj[x];
         }
         P[j] = s * acc;
+        for (int u = j + 1; g && u <= i; u++) {
+            P[j] += g[((size_t)b * T + u) * H + h];
+        }
         if (P[j] > mx) {
             mx = P[j];
         }
@@ -279,11 +284,24 @@ static void sm_row(int b, int h, int i, int T, int H, int K, double s, int windo
 void ref_softmax_fwd(int B, int T, int H, int K, int V, double s, int window, int non_causal,
                      const double *q, const double *k, const double *v, double *o)
 {
+    ref_fox_fwd(B, T, H, K, V, s, window, non_causal, q, k, v, NULL, o);
+}
+
+void ref_softmax_bwd(int B, int T, int H, int K, int V, double s, int window, int non_causal,
+                     const double *q, const double *k, const double *v, const double *dout,
+                     double *dq, double *dk, double *dv)
+{
+    ref_fox_bwd(B, T, H, K, V, s, window, non_causal, q, k, v, NULL, dout, dq, dk, dv, NULL);
+}
+
+void ref_fox_fwd(int B, int T, int H, int K, int V, double s, int window, int non_causal,
+                 const double *q, const double *k, const double *v, const double *g, double *o)
+{
     double *P = malloc((size_t)(T + 1) * sizeof(double));
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
             for (int i = 0; i < T; i++) {
-                sm_row(b, h, i, T, H, K, s, window, non_causal, q, k, P);
+                sm_row(b, h, i, T, H, K, s, window, non_causal, q, k, g, P);
                 double *oi = o + IX(b, i, h, V);
                 for (int x = 0; x < V; x++) {
                     oi[x] = 0.0;
@@ -300,11 +318,14 @@ void ref_softmax_fwd(int B, int T, int H, int K, int V, double s, int window, in
     free(P);
 }
 
-void ref_softmax_bwd(int B, int T, int H, int K, int V, double s, int window, int non_causal,
-                     const double *q, const double *k, const double *v, const double *dout,
-                     double *dq, double *dk, double *dv)
+void ref_fox_bwd(int B, int T, int H, int K, int V, double s, int window, int non_causal,
+                 const double *q, const double *k, const double *v, const double *g, const double *dout,
+                 double *dq, double *dk, double *dv, double *dg)
 {
     double *P = malloc((size_t)(T + 1) * sizeof(double));
+    if (g && dg) {
+        memset(dg, 0, (size_t)B * T * H * sizeof(double));
+    }
     double *dP = malloc((size_t)(T + 1) * sizeof(double));
     memset(dq, 0, (size_t)B * T * H * K * sizeof(double));
     memset(dk, 0, (size_t)B * T * H * K * sizeof(double));
@@ -312,7 +333,7 @@ void ref_softmax_bwd(int B, int T, int H, int K, int V, double s, int window, in
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
             for (int i = 0; i < T; i++) {
-                sm_row(b, h, i, T, H, K, s, window, non_causal, q, k, P);
+                sm_row(b, h, i, T, H, K, s, window, non_causal, q, k, g, P);
                 const double *di = dout + IX(b, i, h, V), *qi = q + IX(b, i, h, K);
                 double dot = 0.0;
                 for (int j = 0; j < T; j++) {
@@ -323,6 +344,12 @@ void ref_softmax_bwd(int B, int T, int H, int K, int V, double s, int window, in
                     }
                     dP[j] = acc;
                     dot += P[j] * acc;
+                }
+                /* the gate: dg_u += sum_{j < u} dlogit_ij for u <= i */
+                double run = 0.0;
+                for (int u = 1; g && dg && u <= i; u++) {
+                    run += P[u - 1] * (dP[u - 1] - dot);
+                    dg[((size_t)b * T + u) * H + h] += run;
                 }
                 for (int j = 0; j < T; j++) {
                     if (P[j] == 0.0) {

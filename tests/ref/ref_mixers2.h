@@ -29,6 +29,15 @@ void ref_softmax_bwd(int B, int T, int H, int K, int V, double s, int window, in
                      const double *q, const double *k, const double *v, const double *dout,
                      double *dq, double *dk, double *dv);
 
+/* Forgetting attention: softmax attention (causal, optional window) whose
+ * logit of key j in row i gets sum_{j < u <= i} g_u (g [B,T,H] log forget
+ * gates; NULL: plain softmax attention); dg [B,T,H] (skipped when NULL). */
+void ref_fox_fwd(int B, int T, int H, int K, int V, double s, int window, int non_causal,
+                 const double *q, const double *k, const double *v, const double *g, double *o);
+void ref_fox_bwd(int B, int T, int H, int K, int V, double s, int window, int non_causal,
+                 const double *q, const double *k, const double *v, const double *g, const double *dout,
+                 double *dq, double *dk, double *dv, double *dg);
+
 /* LION-S, quadratic masked form with M_ij of docs/ops.md section 3. */
 void ref_lion_fwd(int B, int T, int H, int K, int V, double s, int normalize, const double *q,
                   const double *k, const double *v, const double *g, double *o);
