@@ -656,6 +656,62 @@ int lina_lion_fwd(const lina_mix_dims *d, const lina_lion_in *in, lina_lion_out 
 int lina_lion_bwd(const lina_mix_dims *d, const lina_lion_in *in, const lina_lion_grad_in *gin,
                   lina_lion_grad_out *gout, lina_form form, lina_ws *ws);
 
+/*
+ * Mamba (Mamba-1) selective scan (docs/ops.md, docs/mixers.md section 12). Per
+ * channel c of E, with a state h [E,N]:
+ *
+ *   dt_t[c] = delta_t[c] + delta_bias[c]    (softplus of it with delta_softplus)
+ *   h_t[c,:] = exp(dt_t[c] A[c,:]) * h_{t-1}[c,:] + dt_t[c] u_t[c] B_t
+ *   y_t[c]   = C_t . h_t[c,:] + D[c] u_t[c];   o_t = y_t * silu(z_t)  (without z: y_t)
+ *
+ * Dimensions: d->B batch, d->T time, d->H = E channels, d->K = N state size
+ * (d->V and d->scale are ignored). u, delta, z, o [B,T,E]; A [E,N] (<= 0);
+ * B, C [B,T,N] (one pair shared by all channels); D, delta_bias [E];
+ * h0, ht [B,E,N]. Without delta_softplus dt must be >= 0.
+ * Forms: RECURRENT is the sequential scan over channel blocks, the fast
+ * form on a CPU; CHUNK runs each channel as a GLA head (K = N, V = 1, q = C,
+ * k = B, v = dt u, g = dt A) through the diagonal-decay engine, which costs
+ * O(chunk) times the scan's work and B*T*E*N floats per operand: a cross-check
+ * of the scan, not a faster path.
+ */
+typedef struct lina_mamba_in {
+    const float *u, *delta;   /* [B,T,E] */
+    const float *A;           /* [E,N] */
+    const float *Bm, *Cm;     /* [B,T,N] */
+    const float *D;           /* [E] or NULL (0) */
+    const float *z;           /* [B,T,E] or NULL (no gate) */
+    const float *delta_bias;  /* [E] or NULL (0) */
+    const float *h0;          /* [B,E,N] or NULL (zero state) */
+    int delta_softplus;
+} lina_mamba_in;
+
+typedef struct lina_mamba_out {
+    float *o;                 /* [B,T,E] (required) */
+    float *ht;                /* [B,E,N] or NULL; may be in->h0 (updated in place) */
+} lina_mamba_out;
+
+typedef struct lina_mamba_grad_in {
+    const float *do_;         /* [B,T,E] (required) */
+    const float *dht;         /* [B,E,N] or NULL (zero) */
+} lina_mamba_grad_in;
+
+/* Gradients are written (not accumulated); dA, dD, ddelta_bias are summed
+ * over batch and time. The optional ones are skipped when NULL (dD, dz,
+ * ddelta_bias, dh0 only exist with their input). */
+typedef struct lina_mamba_grad_out {
+    float *du, *ddelta;       /* [B,T,E] (required) */
+    float *dA;                /* [E,N] (required) */
+    float *dB, *dC;           /* [B,T,N] (required) */
+    float *dD, *dz, *ddelta_bias, *dh0;
+} lina_mamba_grad_out;
+
+int lina_mamba_fwd(const lina_mix_dims *d, const lina_mamba_in *in, lina_mamba_out *out,
+                   lina_form form, lina_ws *ws);
+/* Gradients of sum(o * do) + sum(ht * dht) w.r.t. every input. */
+int lina_mamba_bwd(const lina_mix_dims *d, const lina_mamba_in *in,
+                   const lina_mamba_grad_in *gin, lina_mamba_grad_out *gout, lina_form form,
+                   lina_ws *ws);
+
 /* ------------------------------------------------------------------ models */
 
 /*
@@ -1006,6 +1062,7 @@ typedef struct lina_op_opts {
     int window;       /* softmax_attn; 0 = none */
     int non_causal;   /* softmax_attn */
     int chunk;        /* <= 0: 64 */
+    int delta_softplus; /* mamba */
     int trusted;      /* skip the finiteness scan of inputs (benchmarks) */
 } lina_op_opts;
 

@@ -52,6 +52,27 @@ __attribute__((unused)) static double th_normal(void)
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
+/* a float tensor and its exact double copy (zero-filled, one spare element) */
+typedef struct tb {
+    size_t n;
+    float *f;
+    double *d;
+} tb;
+
+__attribute__((unused)) static tb tb_new(size_t n)
+{
+    tb t = {n, calloc(n + 1, sizeof(float)), calloc(n + 1, sizeof(double))};
+    return t;
+}
+
+__attribute__((unused)) static void tb_free(tb *t)
+{
+    free(t->f);
+    free(t->d);
+    t->f = NULL;
+    t->d = NULL;
+}
+
 /* max |a - b| / max(1, max |b|): the accuracy measure of docs/ops.md section 4 */
 __attribute__((unused)) static double th_relerr_fd(const float *a, const double *b, size_t n)
 {

@@ -25,27 +25,6 @@
 
 /* ---------------------------------------------------------------- buffers */
 
-/* a float tensor and its exact double copy */
-typedef struct tb {
-    size_t n;
-    float *f;
-    double *d;
-} tb;
-
-static tb tb_new(size_t n)
-{
-    tb t = {n, calloc(n + 1, sizeof(float)), calloc(n + 1, sizeof(double))};
-    return t;
-}
-
-static void tb_free(tb *t)
-{
-    free(t->f);
-    free(t->d);
-    t->f = NULL;
-    t->d = NULL;
-}
-
 static void tb_sync(tb *t)
 {
     for (size_t i = 0; i < t->n; i++) {

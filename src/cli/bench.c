@@ -94,6 +94,7 @@ int lina_cmd_bench(int argc, char **argv)
     lina_mix_dims d = {1, 4096, 4, 128, 128, 0, 0.0f};
     lina_op_opts o = {0};
     int form = 0, repeat = 5, json = 0, threads = 0, normalize = 0, qk_l2norm = 0, non_causal = 0;
+    int delta_softplus = 0;
     lina_model_bench_opts mb;
     lina_model_bench_opts_default(&mb);
     cli_opt opts[] = {
@@ -111,6 +112,7 @@ int lina_cmd_bench(int argc, char **argv)
         CLI_OPT_FLAG("--normalize", NULL, &normalize, "op flag (see 'lina ops')"),
         CLI_OPT_FLAG("--qk-l2norm", NULL, &qk_l2norm, "op flag (see 'lina ops')"),
         CLI_OPT_FLAG("--non-causal", NULL, &non_causal, "op flag (see 'lina ops')"),
+        CLI_OPT_FLAG("--delta-softplus", NULL, &delta_softplus, "op flag (see 'lina ops')"),
         CLI_HEADING("model (lina bench --model CONFIG):"),
         CLI_OPT_STR("--model", NULL, "CONFIG", &mb.config, "config.json of the model (random weights, seed 1)"),
         CLI_OPT_INT("--seq-len", NULL, "T", &mb.seq_len, 1, 1 << 24, "tokens per sequence (training, prefill)"),
@@ -166,6 +168,7 @@ int lina_cmd_bench(int argc, char **argv)
     o.normalize = normalize;
     o.qk_l2norm = qk_l2norm;
     o.non_causal = non_causal;
+    o.delta_softplus = delta_softplus;
     o.form = form == 0 ? LINA_FORM_CHUNK : LINA_FORM_RECURRENT;
     cli_set_threads(threads);
     return bench_op(op, &d, &o, repeat, json);

@@ -33,8 +33,8 @@ const lina_op_info *cli_op_select(cli_cmd *c, int *rc)
         cli_fail(c, "unknown op '%s' (try 'lina ops')", c->pos[0]);
         return NULL;
     }
-    const char *flags[] = {"--normalize", "--qk-l2norm", "--non-causal", "--window"};
-    for (int i = 0; i < 4; i++) {
+    const char *flags[] = {"--normalize", "--qk-l2norm", "--non-causal", "--window", "--delta-softplus"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         if (cli_given(c, flags[i]) && !cli_op_accepts(op, flags[i])) {
             cli_fail(c, "option %s does not apply to op '%s'", flags[i], op->name);
             return NULL;
@@ -163,7 +163,7 @@ static int write_outputs(const char *opname, const char *dout, const lina_tset *
 int lina_cmd_op(int argc, char **argv)
 {
     const char *din = NULL, *dout = NULL, *cu_path = NULL;
-    int form = -1, normalize = 0, qk_l2norm = 0, non_causal = 0;
+    int form = -1, normalize = 0, qk_l2norm = 0, non_causal = 0, delta_softplus = 0;
     lina_op_opts o = {0};
     cli_opt opts[] = {
         CLI_OPT_STR("--in", NULL, "DIR", &din, "directory of input NAME.npy files (required)"),
@@ -178,6 +178,7 @@ int lina_cmd_op(int argc, char **argv)
         CLI_OPT_FLAG("--qk-l2norm", NULL, &qk_l2norm, "L2-normalise q and k per head"),
         CLI_OPT_FLAG("--non-causal", NULL, &non_causal, "bidirectional (no causal mask)"),
         CLI_OPT_INT("--window", NULL, "W", &o.window, 1, 1 << 30, "sliding-window length (0: none)"),
+        CLI_OPT_FLAG("--delta-softplus", NULL, &delta_softplus, "dt = softplus(delta + delta_bias)"),
         CLI_OPT_END,
     };
     cli_cmd c = {.name = "op",
@@ -198,6 +199,7 @@ int lina_cmd_op(int argc, char **argv)
     o.normalize = normalize;
     o.qk_l2norm = qk_l2norm;
     o.non_causal = non_causal;
+    o.delta_softplus = delta_softplus;
     if (!din) {
         return cli_fail(&c, "--in DIR is required");
     }

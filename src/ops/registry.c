@@ -232,6 +232,7 @@ extern const lina_op_info lina_op_linear_attn, lina_op_retention, lina_op_simple
 extern const lina_op_info lina_op_delta_rule, lina_op_gated_delta_rule, lina_op_delta_product;
 extern const lina_op_info lina_op_mlstm, lina_op_softmax_attn, lina_op_lion;
 extern const lina_op_info lina_op_kda, lina_op_forgetting_attn;
+extern const lina_op_info lina_op_mamba;
 
 static const lina_op_info *const g_ops[] = {
     &lina_op_linear_attn,
@@ -246,6 +247,7 @@ static const lina_op_info *const g_ops[] = {
     &lina_op_lion,
     &lina_op_kda,
     &lina_op_forgetting_attn,
+    &lina_op_mamba,
     NULL,
 };
 
