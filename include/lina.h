@@ -267,7 +267,8 @@ typedef enum lina_model_type {
     LINA_MODEL_MOM = 9,            /* "mom" */
     LINA_MODEL_MLSTM = 10,         /* "mlstm" (lina's own: xLSTM's mLSTM block in FLA's LM frame) */
     LINA_MODEL_KDA = 11,           /* "kda" (Kimi Delta Attention) */
-    LINA_MODEL_COUNT = 12
+    LINA_MODEL_MAMBA = 12,         /* "mamba" (Mamba-1) */
+    LINA_MODEL_COUNT = 13
 } lina_model_type;
 
 #define LINA_CONFIG_MAX_LAYERS 1024
@@ -335,6 +336,12 @@ typedef struct lina_config {
     int state_size, expand, n_groups, conv_kernel, use_conv_bias, use_bias;
     int rmsnorm, norm_before_gate, chunk_size, D_has_hdim, residual_in_fp32;
     double dt_min, dt_max, dt_init_floor;
+    /* mamba (also state_size, expand, conv_kernel, use_conv_bias, use_bias, dt_min, dt_max,
+       dt_init_floor; intermediate_size is the inner width E = expand * hidden_size) */
+    int dt_rank;                   /* "auto" in a file: ceil(hidden_size / 16), stored resolved */
+    double dt_scale;
+    char dt_init_scheme[16];       /* "random" | "constant" */
+    int rescale_prenorm_residual;  /* read and written back, no effect */
     /* mom (memories are Gated DeltaNets: head_dim, expand_v, use_short_conv, conv_size,
        use_output_gate) */
     int num_memories, topk, shared_mem, single_kv_proj, use_layer_wise_balance;
@@ -727,7 +734,7 @@ int lina_mamba_bwd(const lina_mix_dims *d, const lina_mamba_in *in,
  * 1, biases 0 (plus each mixer's own parameter init).
  *
  * Model types: gla, retnet, hgrn2, linear_attn, delta_net, gated_deltanet,
- * gated_deltaproduct, mlstm, mamba2 (FLA's "backbone." names, no MLP), mom,
+ * gated_deltaproduct, mlstm, mamba2 and mamba (FLA's "backbone." names, no MLP), mom,
  * transformer; hybrids of the linear ones with softmax-attention layers
  * (config key "attn"); a top-k MoE MLP for any type (num_experts > 0), whose
  * auxiliary loss (and MoM's) is added to the train_step loss, not to
@@ -1062,8 +1069,8 @@ typedef struct lina_op_opts {
     int window;       /* softmax_attn; 0 = none */
     int non_causal;   /* softmax_attn */
     int chunk;        /* <= 0: 64 */
-    int delta_softplus; /* mamba */
     int trusted;      /* skip the finiteness scan of inputs (benchmarks) */
+    int delta_softplus; /* mamba: dt = softplus(delta + delta_bias) */
 } lina_op_opts;
 
 typedef struct lina_op_info {

@@ -13,7 +13,7 @@
  *   g_ref_ffn    whole-batch feed-forward block replacing the SwiGLU MLP
  *                (MoE); returns its auxiliary loss
  * Softmax-attention layers of hybrids are handled here (ref_attn).
- * Mamba2 models use FLA's "backbone." names and have no MLP. */
+ * Mamba2 and Mamba models use FLA's "backbone." names and have no MLP. */
 #ifndef LINA_TEST_MODEL_REF_H
 #define LINA_TEST_MODEL_REF_H
 
@@ -236,7 +236,7 @@ static __attribute__((unused)) double ref_forward(const ref_model *r, const doub
     const lina_model *m = r->m;
     int D = r->D, I = r->I;
     int N = B * T;
-    int bb = r->c->model_type == LINA_MODEL_MAMBA2; /* backbone.* names, no MLP */
+    int bb = r->c->model_type == LINA_MODEL_MAMBA2 || r->c->model_type == LINA_MODEL_MAMBA; /* backbone.* names, no MLP */
     double *x = calloc((size_t)N * D, sizeof(double));
     double *xn = calloc((size_t)N * D, sizeof(double)), *out = calloc((size_t)N * D, sizeof(double));
     double *a = calloc((size_t)I, sizeof(double)), *u = calloc((size_t)I, sizeof(double));
@@ -299,7 +299,7 @@ static __attribute__((unused)) double ref_forward(const ref_model *r, const doub
         }
     }
     const double *wf = P + toff(m, bb ? "backbone.norm_f.weight" : "model.norm.weight", 0);
-    const double *Wlm = P + toff(m, r->c->tie_word_embeddings ? "model.embeddings.weight" : "lm_head.weight", 0);
+    const double *Wlm = P + toff(m, !r->c->tie_word_embeddings ? "lm_head.weight" : bb ? "backbone.embeddings.weight" : "model.embeddings.weight", 0);
     double loss = 0.0;
     int cnt = 0;
     double *lg = calloc((size_t)r->vocab, sizeof(double));
@@ -426,6 +426,47 @@ static __attribute__((unused)) double grad_error(const lina_model *m, const floa
         }
     }
     return e;
+}
+
+/* tensor `name` exists with this shape (nd dims of d0, d1, d2) and weight-decay flag */
+static __attribute__((unused)) void check_tensor(const lina_model *m, const char *name, int nd, int64_t d0, int64_t d1, int64_t d2,
+                         int decay)
+{
+    int i = lina_model_find_tensor(m, name);
+    const int64_t *sh = NULL;
+    int ndim = 0, dec = -1;
+    if (i >= 0) {
+        lina_model_tensor(m, i, NULL, &ndim, &sh, NULL, &dec);
+    }
+    int64_t want[3] = {d0, d1, d2};
+    int ok = i >= 0 && ndim == nd && dec == decay;
+    for (int j = 0; ok && j < nd; j++) {
+        ok = sh[j] == want[j];
+    }
+    char shp[96];
+    int k = snprintf(shp, sizeof(shp), "%lld", (long long)d0);
+    for (int j = 1; j < nd && k > 0 && (size_t)k < sizeof(shp); j++) {
+        k += snprintf(shp + k, sizeof(shp) - (size_t)k, ", %lld", (long long)want[j]);
+    }
+    CHECK(ok, "names: %s [%s] decay %d", name, shp, decay);
+}
+
+/* the parameters of tensor `name` and their count (NULL, 0 when absent) */
+static __attribute__((unused)) const float *tensor_data(lina_model *m, const char *name, size_t *n)
+{
+    int i = lina_model_find_tensor(m, name);
+    const int64_t *sh;
+    int nd;
+    size_t off;
+    if (i < 0 || lina_model_tensor(m, i, NULL, &nd, &sh, &off, NULL)) {
+        *n = 0;
+        return NULL;
+    }
+    *n = 1;
+    for (int j = 0; j < nd; j++) {
+        *n *= (size_t)sh[j];
+    }
+    return lina_model_params(m) + off;
 }
 
 /* ----------------------------------------------------------- the tests */

@@ -163,45 +163,6 @@ static void fd_neg(const char *label, lina_config c, int B, int T, double frac)
 
 /* ---------------------------------------------------- names and shapes */
 
-static void check_tensor(const lina_model *m, const char *name, int nd, int64_t d0, int64_t d1, int64_t d2,
-                         int decay)
-{
-    int i = lina_model_find_tensor(m, name);
-    const int64_t *sh = NULL;
-    int ndim = 0, dec = -1;
-    if (i >= 0) {
-        lina_model_tensor(m, i, NULL, &ndim, &sh, NULL, &dec);
-    }
-    int64_t want[3] = {d0, d1, d2};
-    int ok = i >= 0 && ndim == nd && dec == decay;
-    for (int j = 0; ok && j < nd; j++) {
-        ok = sh[j] == want[j];
-    }
-    char shp[96];
-    int k = snprintf(shp, sizeof(shp), "%lld", (long long)d0);
-    for (int j = 1; j < nd && k > 0 && (size_t)k < sizeof(shp); j++) {
-        k += snprintf(shp + k, sizeof(shp) - (size_t)k, ", %lld", (long long)want[j]);
-    }
-    CHECK(ok, "names: %s [%s] decay %d", name, shp, decay);
-}
-
-static const float *tensor_data(lina_model *m, const char *name, size_t *n)
-{
-    int i = lina_model_find_tensor(m, name);
-    const int64_t *sh;
-    int nd;
-    size_t off;
-    if (i < 0 || lina_model_tensor(m, i, NULL, &nd, &sh, &off, NULL)) {
-        *n = 0;
-        return NULL;
-    }
-    *n = 1;
-    for (int j = 0; j < nd; j++) {
-        *n *= (size_t)sh[j];
-    }
-    return lina_model_params(m) + off;
-}
-
 static void test_names(void)
 {
     lina_config c = tiny_m2(2, 0);

@@ -35,18 +35,20 @@
 #define M_MOM (1u << LINA_MODEL_MOM)
 #define M_ML (1u << LINA_MODEL_MLSTM)
 #define M_KDA (1u << LINA_MODEL_KDA)
-#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML | M_KDA)
+#define M_MB (1u << LINA_MODEL_MAMBA)
+#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML | M_KDA | M_MB)
 #define M_LIN (M_ALL & ~M_TR)
 
 static const char *const type_names[LINA_MODEL_COUNT] = {
     "gla", "delta_net", "gated_deltanet", "retnet", "linear_attn", "transformer", "hgrn2",
-    "gated_deltaproduct", "mamba2", "mom", "mlstm", "kda",
+    "gated_deltaproduct", "mamba2", "mom", "mlstm", "kda", "mamba",
 };
 static const char *const arch_names[LINA_MODEL_COUNT] = {
     "GLAForCausalLM",         "DeltaNetForCausalLM",    "GatedDeltaNetForCausalLM", "RetNetForCausalLM",
     "LinearAttentionForCausalLM", "TransformerForCausalLM", "HGRN2ForCausalLM",
     "GatedDeltaProductForCausalLM", "Mamba2ForCausalLM", "MomForCausalLM", "MLSTMForCausalLM",
     "KDAForCausalLM",
+    "MambaForCausalLM",
 };
 
 const char *lina_model_type_name(lina_model_type t)
@@ -66,7 +68,8 @@ enum {
     K_NBOOL,  /* true/false/null (null -> 0) */
     K_STR,    /* string */
     K_NSTR,   /* string or null (null -> "") */
-    K_QKBOOL  /* transformer qk_norm: bool stored as "rms" / "" */
+    K_QKBOOL, /* transformer qk_norm: bool stored as "rms" / "" */
+    K_AUTOINT /* integer >= 1 or "auto" (-> 0) */
 };
 
 #define W_SKIPNULL 1 /* do not write the key when it is null */
@@ -87,16 +90,16 @@ typedef struct keydesc {
 #define FLD(f) offsetof(lina_config, f), sizeof(((lina_config *)0)->f)
 
 static const keydesc keys[] = {
-    {"attn_mode", K_STR, FLD(attn_mode), M_LIN, 0, 0, 0},
+    {"attn_mode", K_STR, FLD(attn_mode), M_LIN & ~M_MB, 0, 0, 0},
     {"hidden_size", K_INT, FLD(hidden_size), M_ALL, 0, 0, 0},
     {"expand_k", K_DBL, FLD(expand_k), M_GLA | M_DN | M_RET | M_LA | M_ML, 0, 0, 0},
     {"expand_v", K_DBL, FLD(expand_v), M_GLA | M_DN | M_GDN | M_RET | M_LA | M_GDP | M_MOM | M_ML | M_KDA, 0, 0, 0},
     {"head_dim", K_INT, FLD(head_dim), M_GDN | M_GDP | M_M2 | M_MOM | M_KDA, 0, 0, 0},
-    {"num_heads", K_NINT, FLD(num_heads), M_ALL, 0, 0, 0},
+    {"num_heads", K_NINT, FLD(num_heads), M_ALL & ~M_MB, 0, 0, 0},
     {"num_v_heads", K_NINT, FLD(num_v_heads), M_GDN | M_GDP | M_KDA, 0, 0, 0},
     {"num_kv_heads", K_NINT, FLD(num_kv_heads), M_GLA | M_RET | M_LA | M_TR, 0, 0, 0},
     {"expand_ratio", K_NINT, FLD(expand_ratio), M_HG, 0, 0, 0},
-    {"hidden_ratio", K_NDBL, FLD(hidden_ratio), M_ALL, 0, 0, 0},
+    {"hidden_ratio", K_NDBL, FLD(hidden_ratio), M_ALL & ~M_MB, 0, 0, 0},
     {"intermediate_size", K_NINT, FLD(intermediate_size), M_ALL, 0, 0, 0},
     {"num_hidden_layers", K_INT, FLD(num_hidden_layers), M_ALL, 0, 0, 0},
     {"feature_map", K_NSTR, FLD(feature_map), M_GLA | M_RET | M_LA, 0, 0, 0},
@@ -122,20 +125,24 @@ static const keydesc keys[] = {
     {"use_lower_bound", K_BOOL, FLD(use_lower_bound), M_HG, 0, 0, 0},
     {"num_householder", K_INT, FLD(num_householder), M_GDP, 0, 0, 0},
     {"use_forget_gate", K_BOOL, FLD(use_forget_gate), M_GDP, 0, 0, 0},
-    {"state_size", K_INT, FLD(state_size), M_M2, 0, 0, 0},
-    {"expand", K_INT, FLD(expand), M_M2, 0, 0, 0},
+    {"state_size", K_INT, FLD(state_size), M_M2 | M_MB, 0, 0, 0},
+    {"expand", K_INT, FLD(expand), M_M2 | M_MB, 0, 0, 0},
     {"n_groups", K_INT, FLD(n_groups), M_M2, 0, 0, 0},
-    {"conv_kernel", K_INT, FLD(conv_kernel), M_M2, 0, 0, 0},
-    {"use_conv_bias", K_BOOL, FLD(use_conv_bias), M_M2, 0, 0, 0},
-    {"use_bias", K_BOOL, FLD(use_bias), M_M2, 0, 0, 0},
+    {"conv_kernel", K_INT, FLD(conv_kernel), M_M2 | M_MB, 0, 0, 0},
+    {"use_conv_bias", K_BOOL, FLD(use_conv_bias), M_M2 | M_MB, 0, 0, 0},
+    {"use_bias", K_BOOL, FLD(use_bias), M_M2 | M_MB, 0, 0, 0},
     {"rmsnorm", K_BOOL, FLD(rmsnorm), M_M2, 0, 0, 0},
     {"norm_before_gate", K_BOOL, FLD(norm_before_gate), M_M2, 0, 0, 0},
     {"chunk_size", K_INT, FLD(chunk_size), M_M2, 0, 0, 0},
     {"D_has_hdim", K_BOOL, FLD(D_has_hdim), M_M2, 0, 0, 0},
-    {"residual_in_fp32", K_BOOL, FLD(residual_in_fp32), M_M2, 0, 0, 0},
-    {"dt_min", K_DBL, FLD(dt_min), M_M2, 0, 0, 0},
-    {"dt_max", K_DBL, FLD(dt_max), M_M2, 0, 0, 0},
-    {"dt_init_floor", K_DBL, FLD(dt_init_floor), M_M2, 0, 0, 0},
+    {"residual_in_fp32", K_BOOL, FLD(residual_in_fp32), M_M2 | M_MB, 0, 0, 0},
+    {"dt_min", K_DBL, FLD(dt_min), M_M2 | M_MB, 0, 0, 0},
+    {"dt_max", K_DBL, FLD(dt_max), M_M2 | M_MB, 0, 0, 0},
+    {"dt_init_floor", K_DBL, FLD(dt_init_floor), M_M2 | M_MB, 0, 0, 0},
+    {"dt_rank", K_AUTOINT, FLD(dt_rank), M_MB, 0, 0, 0},
+    {"dt_scale", K_DBL, FLD(dt_scale), M_MB, 0, 0, 0},
+    {"dt_init_scheme", K_STR, FLD(dt_init_scheme), M_MB, 0, 0, 0},
+    {"rescale_prenorm_residual", K_BOOL, FLD(rescale_prenorm_residual), M_MB, 0, 0, 0},
     {"num_memories", K_INT, FLD(num_memories), M_MOM, 0, 0, 0},
     {"topk", K_INT, FLD(topk), M_MOM, 0, 0, 0},
     {"capacity", K_DBL, FLD(capacity), M_MOM, 0, 0, 0},
@@ -302,6 +309,25 @@ int lina_config_default(lina_config *c, lina_model_type t)
         c->aux_loss_scale = 0.01;
         set_str(c->mom_backend, sizeof c->mom_backend, "gated_deltanet");
         break;
+    case LINA_MODEL_MAMBA: /* FLA's MambaConfig (docs/mixers.md 12) */
+        c->num_hidden_layers = 48;
+        c->state_size = 16;
+        c->expand = 2;
+        c->conv_kernel = 4;
+        c->use_bias = 0;
+        c->use_conv_bias = 1;
+        set_str(c->hidden_act, sizeof c->hidden_act, "silu");
+        c->residual_in_fp32 = 0;
+        c->dt_rank = 0; /* auto */
+        c->dt_scale = 1.0;
+        c->dt_min = 1e-3;
+        c->dt_max = 0.1;
+        set_str(c->dt_init_scheme, sizeof c->dt_init_scheme, "random");
+        c->dt_init_floor = 1e-4;
+        c->norm_eps = 1e-5;
+        c->pad_token_id = 0;
+        c->attn_mode[0] = '\0';
+        break;
     case LINA_MODEL_MLSTM:
         c->expand_k = 0.5;
         c->expand_v = 1.0;
@@ -424,6 +450,16 @@ static int read_key(const keydesc *k, const cJSON *it, lina_config *c, const cha
             snprintf((char *)p, k->size, "%s", cJSON_IsTrue(it) ? "rms" : "");
         } else {
             *(int *)p = cJSON_IsTrue(it) ? 1 : 0;
+        }
+        return LINA_OK;
+    case K_AUTOINT:
+        if (cJSON_IsString(it) && strcmp(it->valuestring, "auto") == 0) {
+            *(int *)p = 0;
+            return LINA_OK;
+        }
+        if (!get_int(it, (int *)p) || *(int *)p < 1) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"%s%s\" must be \"auto\" or an integer >= 1", name, where,
+                                  k->key);
         }
         return LINA_OK;
     case K_STR:
@@ -609,7 +645,7 @@ int lina_config_parse(const char *json, size_t len, const char *name, lina_confi
     if (t < 0) {
         rc = lina_set_error(LINA_EFORMAT,
                             "%s: unknown model_type \"%.40s\" (supported: gla, delta_net, gated_deltanet, "
-                            "retnet, linear_attn, transformer, hgrn2, gated_deltaproduct, mamba2, mom, mlstm, kda)",
+                            "retnet, linear_attn, transformer, hgrn2, gated_deltaproduct, mamba2, mom, mlstm, kda, mamba)",
                             name, mt->valuestring);
         goto done;
     }
@@ -644,6 +680,17 @@ int lina_config_parse(const char *json, size_t len, const char *name, lina_confi
         /* FLA: num_heads = E / head_dim (out of range: left for lina_config_validate to name) */
         long long nh = (long long)c->expand * c->hidden_size / c->head_dim;
         c->num_heads = nh <= INT_MAX ? (int)nh : INT_MAX;
+    }
+    if (!rc && t == LINA_MODEL_MAMBA) {
+        /* FLA stores the derived sizes: intermediate_size = expand * hidden_size,
+           dt_rank "auto" = ceil(hidden_size / 16) (out of range: named by lina_config_validate) */
+        long long e = (long long)c->expand * c->hidden_size;
+        if (c->intermediate_size == 0) {
+            c->intermediate_size = e <= INT_MAX ? (int)e : INT_MAX;
+        }
+        if (c->dt_rank == 0) {
+            c->dt_rank = (c->hidden_size + 15) / 16;
+        }
     }
     if (!rc) {
         rc = lina_config_validate(c, name);
@@ -898,6 +945,27 @@ int lina_config_validate(const lina_config *c, const char *name)
         rc = expand_dims(name, c);
         break;
     }
+    case LINA_MODEL_MAMBA: {
+        if (c->state_size < 1 || c->expand < 1 || c->conv_kernel < 1) {
+            return lina_set_error(LINA_EFORMAT, "%s: state_size, expand, conv_kernel must be >= 1", name);
+        }
+        int E = 0;
+        rc = width_of(name, "expand*hidden_size", (double)c->expand * D, &E);
+        if (!rc && c->intermediate_size != 0 && c->intermediate_size != E) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: mamba's intermediate_size (%d) must equal expand * hidden_size (%d)",
+                                name, c->intermediate_size, E);
+        }
+        rc = rc ? rc : in_range(name, "dt_rank", c->dt_rank, 0, LINA_CONFIG_MAX_WIDTH);
+        if (!rc && !(c->dt_min > 0.0 && c->dt_max >= c->dt_min && c->dt_init_floor > 0.0 && c->dt_scale >= 0.0)) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: need 0 < dt_min <= dt_max, dt_init_floor > 0 and dt_scale >= 0",
+                                name);
+        }
+        if (!rc && strcmp(c->dt_init_scheme, "random") != 0 && strcmp(c->dt_init_scheme, "constant") != 0) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: dt_init_scheme must be \"random\" or \"constant\" (got \"%s\")",
+                                name, c->dt_init_scheme);
+        }
+        break;
+    }
     default:
         break;
     }
@@ -1092,6 +1160,13 @@ static void write_key(sbuf *b, const keydesc *k, const lina_config *c, const cha
         break;
     case K_QKBOOL:
         sb_add(b, ((const char *)p)[0] ? "true" : "false");
+        break;
+    case K_AUTOINT:
+        if (*(const int *)p == 0) {
+            sb_str(b, "auto");
+        } else {
+            sb_int(b, *(const int *)p);
+        }
         break;
     case K_STR:
         sb_str(b, (const char *)p);

@@ -359,6 +359,9 @@ static void init_params(lina_model *m, uint64_t seed)
             case LINA_INIT_MINUS_10:
                 p[j] = -10.0f;
                 break;
+            case LINA_INIT_A_LOG_ARANGE:
+                p[j] = (float)log(1.0 + (double)(j % (size_t)t->shape[t->ndim - 1]));
+                break;
             case LINA_INIT_A_LOG_1_16:
                 p[j] = (float)log(1.0 + 15.0 * u); /* A in [1, 16) */
                 break;

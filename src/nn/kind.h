@@ -45,8 +45,9 @@ typedef enum lina_init {
     LINA_INIT_EYE = 6,     /* identity for a square [d, d] block repeated along dim 0 (hedgehog) */
     LINA_INIT_LINSPACE_3_6 = 7, /* linspace(3, 6) over the elements (xLSTM forget-gate bias) */
     LINA_INIT_MINUS_10 = 8, /* -10 (xLSTM input-gate bias) */
-    LINA_INIT_UNIFORM = 9  /* U(-a, a), a = the first argument of lina_mixer_add_init (PyTorch's
+    LINA_INIT_UNIFORM = 9, /* U(-a, a), a = the first argument of lina_mixer_add_init (PyTorch's
                               default Linear / Conv1d init has a = 1/sqrt(fan_in)) */
+    LINA_INIT_A_LOG_ARANGE = 10 /* ln(1 + j mod n), n the last dim (Mamba A_log: A = -(1..N) per row) */
 } lina_init;
 
 /* What build declares its tensors through. The model fills `declare` and
@@ -187,6 +188,9 @@ enum {
     static size_t name(const void *dims, int N) { return fn(dims, N); }
 #define LINA_KIND_STATE(name, fn)                                                                                  \
     static size_t name(const void *dims, int B, int max_len) { return (void)max_len, fn(dims, B); }
+
+/* FLA's "backbone." names (Mamba2ForCausalLM, MambaForCausalLM; mamba2_layer.c) */
+extern const lina_kind_names lina_backbone_names;
 
 typedef struct lina_mixer_vt {
     const char *name;

@@ -560,8 +560,8 @@ static int m2_backward(const lina_mixer_call *c)
                                 c->ws);
 }
 
-/* FLA's Mamba2ForCausalLM names; the blocks have no MLP sub-block */
-static const lina_kind_names m2_names = {
+/* FLA's Mamba2ForCausalLM and MambaForCausalLM names; the blocks have no MLP sub-block */
+const lina_kind_names lina_backbone_names = {
     "backbone.embeddings.weight",
     "backbone.layers.%d.norm.weight",
     "backbone.layers.%d.mixer.",
@@ -577,5 +577,5 @@ const lina_mixer_vt lina_mamba2_kind = {
     .forward = m2_forward,
     .backward = m2_backward,
     .flags = LINA_KIND_NO_FFN | LINA_KIND_SP,
-    .names = &m2_names,
+    .names = &lina_backbone_names,
 };
