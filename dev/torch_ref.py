@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """torch_ref.py -- independent PyTorch reference for lina's causal LMs.
 
-Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9) and docs/checkpoints.md, not from
+Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9, 12) and docs/checkpoints.md, not from
 lina's C sources. For each test case it writes, under tests/ref/torch/<case>/:
 
   config.json        the FLA-style config (model_type, sizes, options)
@@ -296,6 +296,35 @@ def is_attn_layer(c, i):
     return c.get("attn") is not None and i in c["attn"]["layers"]
 
 
+def selective_scan(u, delta, A, Bm, Cm, D):
+    """Mamba-1 scan (docs/mixers.md 12), token by token: u, delta [B,T,E]; A [E,N]; Bm, Cm [B,T,N]."""
+    Bsz, T, E = u.shape
+    h = u.new_zeros(Bsz, E, A.shape[1])
+    ys = []
+    for t in range(T):
+        dt = delta[:, t, :, None]
+        h = torch.exp(dt * A) * h + dt * u[:, t, :, None] * Bm[:, t, None, :]
+        ys.append((h * Cm[:, t, None, :]).sum(-1) + D * u[:, t])
+    return torch.stack(ys, 1)
+
+
+def mamba_layer(x, p, pre, c):
+    """FLA's Mamba mixer (docs/mixers.md 12): in_proj -> [x | z], conv + SiLU, x_proj -> [dt | B | C],
+    dt_proj + softplus, the selective scan with A = -exp(A_log), D skip, SiLU(z) gate, out_proj."""
+    E, N, R = c["intermediate_size"], c["state_size"], c["dt_rank"]
+    bias = c.get("use_bias", False)
+    xz = linear(x, p[pre + "in_proj.weight"], p[pre + "in_proj.bias"] if bias else None)
+    xs, z = xz[..., :E], xz[..., E:]
+    xs = short_conv(xs, p[pre + "conv1d.weight"], False)
+    if c.get("use_conv_bias", True):
+        xs = xs + p[pre + "conv1d.bias"]
+    xs = silu(xs)
+    dbc = linear(xs, p[pre + "x_proj.weight"])
+    delta = softplus(linear(dbc[..., :R], p[pre + "dt_proj.weight"], p[pre + "dt_proj.bias"]))
+    y = selective_scan(xs, delta, -torch.exp(p[pre + "A_log"]), dbc[..., R:R + N], dbc[..., R + N:], p[pre + "D"])
+    return linear(y * silu(z), p[pre + "out_proj.weight"], p[pre + "out_proj.bias"] if bias else None)
+
+
 def mixer(x, p, pre, c, i, mixers):
     if is_attn_layer(c, i):
         return attn_layer(x, p, pre, attn_cfg(c))
@@ -308,13 +337,15 @@ def mixer(x, p, pre, c, i, mixers):
         return delta_layer(x, p, pre, c, True, mixers["delta"])
     if t == "mamba2":
         return mamba2_layer(x, p, pre, c, mixers.get("ssd", ssd_recurrent))
+    if t == "mamba":
+        return mamba_layer(x, p, pre, c)
     raise ValueError("model_type " + t)
 
 
 def model_logits(p, c, tokens, mixers=None):
     mixers = mixers or {"gla": gla_recurrent, "delta": delta_recurrent, "ssd": ssd_recurrent}
     eps = c.get("norm_eps", 1e-6)
-    if c["model_type"] == "mamba2":  # backbone.* names, no MLP (docs/mixers.md 6)
+    if c["model_type"] in ("mamba2", "mamba"):  # backbone.* names, no MLP (docs/mixers.md 6, 12)
         x = p["backbone.embeddings.weight"][tokens]
         for i in range(c["num_hidden_layers"]):
             pre = "backbone.layers.%d." % i
@@ -345,6 +376,8 @@ def param_shapes(c):
     D, L, Vv = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
     if c["model_type"] == "mamba2":
         return mamba2_shapes(c)
+    if c["model_type"] == "mamba":
+        return mamba_shapes(c)
     I = c["intermediate_size"]
     W = c.get("conv_size", 4)
     s = {"model.embeddings.weight": (Vv, D)}
@@ -460,6 +493,35 @@ def mamba2_shapes(c):
     return s
 
 
+def mamba_shapes(c):
+    """{name: shape} of a Mamba LM (docs/checkpoints.md 2, prefix backbone.)."""
+    D, L, Vv = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
+    E, N, R, W = c["intermediate_size"], c["state_size"], c["dt_rank"], c.get("conv_kernel", 4)
+    s = {"backbone.embeddings.weight": (Vv, D)}
+    for i in range(L):
+        pre = "backbone.layers.%d." % i
+        s[pre + "norm.weight"] = (D,)
+        a = pre + "mixer."
+        s[a + "in_proj.weight"] = (2 * E, D)
+        if c.get("use_bias", False):
+            s[a + "in_proj.bias"] = (2 * E,)
+        s[a + "conv1d.weight"] = (E, 1, W)
+        if c.get("use_conv_bias", True):
+            s[a + "conv1d.bias"] = (E,)
+        s[a + "x_proj.weight"] = (R + 2 * N, E)
+        s[a + "dt_proj.weight"] = (E, R)
+        s[a + "dt_proj.bias"] = (E,)
+        s[a + "A_log"] = (E, N)
+        s[a + "D"] = (E,)
+        s[a + "out_proj.weight"] = (D, E)
+        if c.get("use_bias", False):
+            s[a + "out_proj.bias"] = (D,)
+    s["backbone.norm_f.weight"] = (D,)
+    if not c.get("tie_word_embeddings", False):
+        s["lm_head.weight"] = (Vv, D)
+    return s
+
+
 def init_params(shapes, gen):
     """Random float32 weights scaled so that every path carries signal (not FLA's init)."""
     p = {}
@@ -471,6 +533,9 @@ def init_params(shapes, gen):
             w = 1.0 + 0.3 * z
         elif name.endswith("embeddings.weight"):
             w = 0.25 * z
+        elif name.endswith("dt_proj.bias"):  # softplus^-1 of dt in [1e-3, 0.1], then some spread
+            dt = torch.exp(math.log(1e-3) + (math.log(0.1) - math.log(1e-3)) * torch.rand(shp, generator=gen, dtype=F64))
+            w = dt + torch.log(-torch.expm1(-dt))
         elif name.endswith(".bias"):
             w = 0.3 * z
         elif name.endswith("A_log"):
@@ -538,6 +603,9 @@ CASES = {
     "mamba2": dict(BASE, model_type="mamba2", head_dim=32, state_size=8, expand=2, n_groups=1, conv_kernel=4,
                    use_conv_bias=True, use_bias=False, rmsnorm=True, norm_before_gate=False, chunk_size=64,
                    D_has_hdim=False, allow_neg_eigval=False, norm_eps=1e-5, tie_word_embeddings=False),
+    "mamba": dict(BASE, model_type="mamba", state_size=8, expand=2, intermediate_size=64, dt_rank=2,
+                  conv_kernel=4, use_conv_bias=True, use_bias=True, hidden_act="silu", norm_eps=1e-5,
+                  tie_word_embeddings=True),
 }
 
 B, T = 2, 70  # T > 64 crosses lina's chunk boundary (chunk 64) and is not a multiple of it
