@@ -719,6 +719,45 @@ int lina_mamba_bwd(const lina_mix_dims *d, const lina_mamba_in *in,
                    const lina_mamba_grad_in *gin, lina_mamba_grad_out *gout, lina_form form,
                    lina_ws *ws);
 
+/*
+ * RWKV-7's generalized delta rule, a diagonal-plus-low-rank transition
+ * (docs/ops.md, docs/mixers.md section 13), per head with a K x V state:
+ *
+ *   S_t = diag(exp(w_t)) S_{t-1} + b_t (a_t^T S_{t-1}) + k_t v_t^T
+ *   o_t = scale S_t^T r_t
+ *
+ * r, w, k, a, b [B,T,H,K] (w: log decays <= 0); v, o [B,T,H,V]; h0, ht
+ * [B,H,K,V]. d->scale 0 means 1 (RWKV-7's scale). The RWKV-7 layer passes
+ * a = -kk, b = kk * iclr. Both forms run the same recurrence (one task per
+ * (b, h), state in place); the backward keeps the state every d->chunk
+ * steps and recomputes each segment.
+ */
+typedef struct lina_rwkv7_in {
+    const float *r, *w, *k, *v, *a, *b;
+    const float *h0;          /* [B,H,K,V] or NULL (zero state) */
+} lina_rwkv7_in;
+
+typedef struct lina_rwkv7_out {
+    float *o;                 /* [B,T,H,V] (required) */
+    float *ht;                /* [B,H,K,V] or NULL */
+} lina_rwkv7_out;
+
+typedef struct lina_rwkv7_grad_in {
+    const float *do_;         /* [B,T,H,V] (required) */
+    const float *dht;         /* [B,H,K,V] or NULL (zero) */
+} lina_rwkv7_grad_in;
+
+typedef struct lina_rwkv7_grad_out {
+    float *dr, *dw, *dk, *dv, *da, *db; /* required */
+    float *dh0;               /* [B,H,K,V] or NULL */
+} lina_rwkv7_grad_out;
+
+int lina_rwkv7_fwd(const lina_mix_dims *d, const lina_rwkv7_in *in, lina_rwkv7_out *out, lina_form form,
+                   lina_ws *ws);
+/* Gradients of sum(o * do) + sum(ht * dht) w.r.t. every input. */
+int lina_rwkv7_bwd(const lina_mix_dims *d, const lina_rwkv7_in *in, const lina_rwkv7_grad_in *gin,
+                   lina_rwkv7_grad_out *gout, lina_form form, lina_ws *ws);
+
 /* ------------------------------------------------------------------ models */
 
 /*

@@ -204,6 +204,7 @@ static const vcase g_cases[] = {
     {"gated_delta_rule", 0, 1, 0, 0, 1}, {"delta_product", 0, 1, 0, 0, 1}, {"mlstm", 0, 0, 0, 0, 3},
     {"softmax_attn", 0, 0, 0, 0, 0},     {"softmax_attn", 0, 0, 5, 0, 0}, {"softmax_attn", 0, 0, 0, 1, 0},
     {"lion", 0, 0, 0, 0, 0},             {"lion", 1, 0, 0, 0, 0},         {"kda", 0, 1, 0, 0, 1},
+    {"rwkv7", 0, 0, 0, 0, 1},
 };
 
 static const vcase *case_for(const char *op)
@@ -216,13 +217,13 @@ static const vcase *case_for(const char *op)
     return NULL;
 }
 
-/* the op's inputs include a packed q (the driver's time axis) */
+/* the op's inputs include a packed q (r for rwkv7): the driver's time axis */
 static int has_q(const lina_op_info *op)
 {
     lina_tset in = {0};
     lina_mix_dims d = {1, 4, H, K, V, 0, 0};
     op->make_inputs(&d, 0, 1, &in);
-    int q = lina_tset_cfind(&in, "q") != NULL;
+    int q = lina_tset_cfind(&in, "q") != NULL || lina_tset_cfind(&in, "r") != NULL;
     lina_tset_free(&in);
     return q;
 }
@@ -298,6 +299,9 @@ static void test_isolation(lina_ws *ws)
         lina_op_opts o = {LINA_FORM_CHUNK, 0, 0, strstr(c.op, "delta") != NULL, 0, 0, 16, 0, 0};
         int rc = lina_op_run_varlen(*p, &in, &o1, &o, cu, 3, ws);
         lina_tensor *q = lina_tset_find(&in, "q");
+        if (!q) {
+            q = lina_tset_find(&in, "r");
+        }
         for (int64_t i = 0; i < 30 * H * K; i++) {
             q->data[i] *= -3.0f; /* document 0 changes */
         }

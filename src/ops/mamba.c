@@ -685,12 +685,8 @@ static int run_mamba(const lina_tset *in, lina_tset *out, const lina_op_opts *o,
     if (err) {
         return err;
     }
-    const int64_t nA = lina_op_trusted() ? 0 : lina_tensor_numel(A);
-    for (int64_t i = 0; i < nA; i++) {
-        if (A->data[i] > 0.0f) {
-            return lina_set_error(LINA_EINVAL, "A.npy must be <= 0 (found %g at index %lld): exp(dt A) is a decay",
-                                  (double)A->data[i], (long long)i);
-        }
+    if ((err = lina_op_check_nonpos(A, "A", "exp(dt A) is a decay"))) {
+        return err;
     }
     const int64_t E = bd.v['E' - 'A'];
     const int64_t nd = (lina_op_trusted() || o->delta_softplus) ? 0 : lina_tensor_numel(dl);

@@ -44,6 +44,9 @@ int lina_op_trusted(void);
  * mixer op starts with; returns the first error (0 if none). */
 int lina_op_qkv(const lina_tset *in, lina_binds *bd, const lina_tensor **q,
                 const lina_tensor **k, const lina_tensor **v);
+/* Every value of input `name` is <= 0 (skipped while trusted); else an error
+ * naming the file, the value and its index, followed by `why`. */
+int lina_op_check_nonpos(const lina_tensor *t, const char *name, const char *why);
 /* Output with shape from spec letters (all bound). */
 float *lina_op_output(lina_tset *out, const char *name, const char *spec, const lina_binds *bd);
 /* Grouped heads: x [BT,H,K] -> y [BT,H*G,K], head j of y reading head j / G

@@ -162,6 +162,18 @@ int lina_op_qkv(const lina_tset *in, lina_binds *bd, const lina_tensor **q,
     return err;
 }
 
+int lina_op_check_nonpos(const lina_tensor *t, const char *name, const char *why)
+{
+    const int64_t n = lina_op_trusted() ? 0 : lina_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++) {
+        if (t->data[i] > 0.0f) {
+            return lina_set_error(LINA_EINVAL, "%s.npy must hold values <= 0 (found %g at index %lld): %s", name,
+                                  (double)t->data[i], (long long)i, why);
+        }
+    }
+    return LINA_OK;
+}
+
 float *lina_op_output(lina_tset *out, const char *name, const char *spec, const lina_binds *bd)
 {
     int64_t shape[LINA_MAX_DIMS];
@@ -232,7 +244,7 @@ extern const lina_op_info lina_op_linear_attn, lina_op_retention, lina_op_simple
 extern const lina_op_info lina_op_delta_rule, lina_op_gated_delta_rule, lina_op_delta_product;
 extern const lina_op_info lina_op_mlstm, lina_op_softmax_attn, lina_op_lion;
 extern const lina_op_info lina_op_kda, lina_op_forgetting_attn;
-extern const lina_op_info lina_op_mamba;
+extern const lina_op_info lina_op_mamba, lina_op_rwkv7;
 
 static const lina_op_info *const g_ops[] = {
     &lina_op_linear_attn,
@@ -248,6 +260,7 @@ static const lina_op_info *const g_ops[] = {
     &lina_op_kda,
     &lina_op_forgetting_attn,
     &lina_op_mamba,
+    &lina_op_rwkv7,
     NULL,
 };
 

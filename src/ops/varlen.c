@@ -117,8 +117,12 @@ int lina_op_run_varlen(const lina_op_info *info, const lina_tset *in, lina_tset 
 {
     lina_clear_error();
     const lina_tensor *q = lina_tset_cfind(in, "q");
+    if (!q) {
+        q = lina_tset_cfind(in, "r"); /* rwkv7's query */
+    }
     if (!q || q->ndim < 2) {
-        return lina_set_error(LINA_EINVAL, "%s: cu_seqlens needs q.npy [1, T, ...] (its dim 1 is T)", info->name);
+        return lina_set_error(LINA_EINVAL, "%s: cu_seqlens needs q.npy (r.npy for rwkv7) [1, T, ...] (its dim 1 is T)",
+                              info->name);
     }
     if (q->shape[0] != 1) {
         return lina_set_error(LINA_EINVAL, "%s: with cu_seqlens the batch dim must be 1 (q.npy has B = %lld)",
