@@ -672,8 +672,9 @@ static void test_gdn_cache(void)
         ptr[i] = pb + o;
         o += sizes[i];
     }
-    lina_gdn_params p = {ptr[0], ptr[1], ptr[2], ptr[3], ptr[4], ptr[5], ptr[6], ptr[7], ptr[8], ptr[9], ptr[10],
-                         ptr[11], ptr[12]};
+    lina_gdn_params p = {.q_proj = ptr[0], .k_proj = ptr[1], .v_proj = ptr[2], .a_proj = ptr[3], .b_proj = ptr[4],
+                         .A_log = ptr[5], .dt_bias = ptr[6], .q_conv = ptr[7], .k_conv = ptr[8], .v_conv = ptr[9],
+                         .g_proj = ptr[10], .o_norm = ptr[11], .o_proj = ptr[12]};
     float *x = malloc((size_t)N * D * sizeof(float)), *y = malloc((size_t)N * D * sizeof(float));
     for (int i = 0; i < N * D; i++) {
         x[i] = (float)th_normal();

@@ -209,8 +209,10 @@ static int toy_save(const void *self, const char *dir)
 
 static lina_trainable toy_adapter(toy *t)
 {
-    lina_trainable a = {t, toy_num_params, toy_params, toy_grads, toy_zero_grad, toy_num_tensors,
-                        toy_tensor, toy_train_step, toy_eval_loss, toy_save, t->V};
+    lina_trainable a = {.self = t, .num_params = toy_num_params, .params = toy_params, .grads = toy_grads,
+                        .zero_grad = toy_zero_grad, .num_tensors = toy_num_tensors, .tensor = toy_tensor,
+                        .train_step = toy_train_step, .eval_loss = toy_eval_loss, .save = toy_save,
+                        .vocab_size = t->V};
     return a;
 }
 
