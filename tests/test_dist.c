@@ -303,8 +303,8 @@ static void cli_tests(const char *dir)
              "cd %s && { " MPIRUN " -np 2 %s train %s --steps %d --save-every 5 --out %s/kill & mp=$!; i=0; "
              "while [ $i -lt 3000 ] && [ \"$(cat kill/log.jsonl 2>/dev/null | wc -l)\" -lt 12 ]; do sleep 0.02; "
              "i=$((i+1)); done; "
-             "kid=$(for p in /proc/[0-9]*; do [ \"$(awk '{print $4}' $p/stat 2>/dev/null)\" = $mp ] && "
-             "echo ${p#/proc/}; done | tail -n 1); kill -9 $kid; wait $mp; echo \"mpirun $?\"; }",
+             "kid=$(awk -v mp=$mp '$4 == mp {print $1}' /proc/[0-9]*/stat 2>/dev/null | tail -n 1); "
+             "kill -9 $kid; wait $mp; echo \"mpirun $?\"; }",
              dir, bin, args, STEPS, dir);
     st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
     snprintf(path, sizeof path, "%s/kill", dir);
