@@ -290,6 +290,11 @@ int lina_cmd_train(int argc, char **argv)
         free(saved_strs[i]);
     }
     const int my_rank = lina_dist_rank(dist);
+    if (rank0 && rc != LINA_OK) {
+        /* reported before leaving MPI: a rank that exits first can end the job before rank 0 prints */
+        fprintf(stderr, "%slina: train: %s\n", rc == LINA_EINTR ? "\n" : "", lina_last_error());
+        fflush(stderr);
+    }
     lina_dist_free(dist);
     if (!rank0) {
         /* rank 0 reports; the others only say why they stopped when it was their own failure */
@@ -300,7 +305,6 @@ int lina_cmd_train(int argc, char **argv)
         return rc == LINA_OK ? 0 : rc == LINA_EINTR ? 130 : rc == LINA_ENONFINITE ? 3 : 1;
     }
     if (rc != LINA_OK) {
-        fprintf(stderr, "%slina: train: %s\n", rc == LINA_EINTR ? "\n" : "", lina_last_error());
         return rc == LINA_EINTR ? 130 : rc == LINA_ENONFINITE ? 3 : 1;
     }
     {
