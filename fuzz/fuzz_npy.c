@@ -9,6 +9,7 @@ static int fuzz_npy(const uint8_t *data, size_t size)
         for (int64_t i = 0; i < lina_tensor_numel(&t); i++) {
             s += t.data[i];
         }
+        (void)s;
         lina_tensor_free(&t);
     }
     return 0;

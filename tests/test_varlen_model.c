@@ -159,7 +159,7 @@ static void test_errors(lina_ws *ws)
               strstr(lina_last_error(), "end at T = 80"),
           "varlen model: offsets not ending at B*T refused: %s", lina_last_error());
     /* a failed call leaves the model in its ordinary mode */
-    double a, b2;
+    double a = 0.0, b2 = 0.0;
     static const int64_t whole[] = {0, 80};
     int rc = lina_model_eval_loss(m, tok, tgt, B, T, &a, ws);
     rc = rc ? rc : lina_model_eval_loss_varlen(m, tok, tgt, B, T, whole, 2, &b2, ws);
