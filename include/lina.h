@@ -606,6 +606,11 @@ typedef struct lina_softmax_in {
     int non_causal;           /* attend to every key */
     const float *g;           /* [B,T,H] log forget gates (Forgetting Transformer, causal only) or
                                  NULL: logit_ij += c_i - c_j, c_t = sum_{u <= t} g_u */
+    int q_from;               /* 0, or the first query row computed (0 <= q_from <= T): rows
+                                 before it of q, o, stat, do and dq are neither read nor written,
+                                 dk and dv are written for every key (zero where no computed row
+                                 sees it) -- a sequence piece's queries over the keys of the
+                                 pieces before it and its own */
 } lina_softmax_in;
 
 typedef struct lina_softmax_out {

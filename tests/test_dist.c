@@ -46,7 +46,15 @@ static const dcase k_cases[] = {
     {"mamba2 short pieces", "{\"model_type\": \"mamba2\", \"head_dim\": 16, \"state_size\": 8, \"expand\": 2, "
      "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": 64}", 2, 9, 1, 1},
     {"gla hybrid (attention on layer 1)", "{\"model_type\": \"gla\", \"attn\": {\"layers\": [1], \"num_heads\": 2}, "
-     SMALL "}", 3, 37, 1, 0},
+     SMALL "}", 3, 37, 1, 1},
+    {"transformer", "{\"model_type\": \"transformer\", " SMALL "}", 3, 37, 1, 1},
+    {"transformer (grouped kv heads, qk norm, short convs, pieces of 2-3 tokens)",
+     "{\"model_type\": \"transformer\", \"num_kv_heads\": 1, \"qk_norm\": true, \"use_short_conv\": true, "
+     "\"conv_size\": 4, " SMALL "}", 2, 9, 1, 1},
+    {"transformer window 40 (pieces longer than a tile of 128)", "{\"model_type\": \"transformer\", "
+     "\"window_size\": 40, " SMALL "}", 1, 600, 1, 1},
+    {"delta_net hybrid (windowed attention on layer 0)", "{\"model_type\": \"delta_net\", \"attn\": {\"layers\": "
+     "[0], \"num_heads\": 4, \"num_kv_heads\": 2, \"window_size\": 5}, " SMALL "}", 2, 29, 1, 1},
     {"delta_net (short convs)", "{\"model_type\": \"delta_net\", " SMALL "}", 4, 29, 1, 1},
     {"gated_deltanet (short convs, pieces of 2-3 tokens)", "{\"model_type\": \"gated_deltanet\", \"head_dim\": 16, "
      "\"expand_v\": 2, " SMALL "}", 2, 9, 1, 1},

@@ -742,7 +742,7 @@ static void sm_compare_in(int T, int window, int non_causal, int regime, lina_ws
     ref_softmax_fwd(B, T, H, K, V, s, window, non_causal, q.d, k.d, v.d, o);
     ref_softmax_bwd(B, T, H, K, V, s, window, non_causal, q.d, k.d, v.d, dO.d, dq, dk, dv);
     lina_mix_dims d = {B, T, H, K, V, 0, 0.0f};
-    lina_softmax_in in = {q.f, k.f, v.f, window, non_causal, NULL};
+    lina_softmax_in in = {q.f, k.f, v.f, window, non_causal, NULL, 0};
     float *fo = fnew(nv), *stat = fnew((size_t)B * T * H * 2);
     lina_softmax_out out = {fo, stat};
     int rc = lina_softmax_attn_fwd(&d, &in, &out, ws);
@@ -811,7 +811,7 @@ static void fox_compare(int T, int window, double glo, lina_ws *ws)
     ref_fox_fwd(B, T, H, K, V, s, window, 0, q.d, k.d, v.d, g.d, o);
     ref_fox_bwd(B, T, H, K, V, s, window, 0, q.d, k.d, v.d, g.d, dO.d, dq, dk, dv, dg);
     lina_mix_dims d = {B, T, H, K, V, 0, 0.0f};
-    lina_softmax_in in = {q.f, k.f, v.f, window, 0, g.f};
+    lina_softmax_in in = {q.f, k.f, v.f, window, 0, g.f, 0};
     float *fo = fnew(nv), *stat = fnew(ng * 2), *gq = fnew(nk), *gk = fnew(nk), *gv = fnew(nv), *gg = fnew(ng);
     lina_softmax_out out = {fo, stat};
     int rc = lina_softmax_attn_fwd(&d, &in, &out, ws);
@@ -969,6 +969,110 @@ static void test_fox(lina_ws *ws)
     fox_op(ws);
 }
 
+/* q_from: the rows from q0 of a whole-sequence run with the rows before q0
+ * of do zeroed (their o and dq are not written; q rows before q0 hold NaN,
+ * not read); every dk, dv row written (NaN before the call); with and
+ * without a forget gate */
+static void sm_qfrom(int T, int q0, int window, int fox, lina_ws *ws)
+{
+    const int B = 2, H = 2, K = 16, V = 24;
+    size_t nk = (size_t)B * T * H * K, nv = (size_t)B * T * H * V, ng = (size_t)B * T * H;
+    tb q = tb_new(nk), k = tb_new(nk), v = tb_new(nv), dO = tb_new(nv), g = tb_new(ng);
+    tb_normal(&q, 1.0);
+    tb_normal(&k, 1.0);
+    tb_normal(&v, 1.0);
+    tb_normal(&dO, 1.0);
+    tb_uniform(&g, -1.0, 0.0);
+    for (size_t r = 0; r < (size_t)B * T; r++) {
+        if ((int)(r % T) < q0) {
+            for (int x = 0; x < H * V; x++) {
+                dO.f[r * H * V + x] = 0.0f;
+            }
+            for (int x = 0; x < H * K; x++) {
+                q.f[r * H * K + x] = NAN;
+                q.d[r * H * K + x] = 0.0;
+            }
+        }
+    }
+    tb_sync(&dO);
+    const double s = 1.0 / sqrt((double)K);
+    double *o = dnew(nv), *dq = dnew(nk), *dk = dnew(nk), *dv = dnew(nv), *dg = dnew(ng);
+    if (fox) {
+        ref_fox_fwd(B, T, H, K, V, s, window, 0, q.d, k.d, v.d, g.d, o);
+        ref_fox_bwd(B, T, H, K, V, s, window, 0, q.d, k.d, v.d, g.d, dO.d, dq, dk, dv, dg);
+    } else {
+        ref_softmax_fwd(B, T, H, K, V, s, window, 0, q.d, k.d, v.d, o);
+        ref_softmax_bwd(B, T, H, K, V, s, window, 0, q.d, k.d, v.d, dO.d, dq, dk, dv);
+    }
+    lina_mix_dims d = {B, T, H, K, V, 0, 0.0f};
+    lina_softmax_in in = {q.f, k.f, v.f, window, 0, fox ? g.f : NULL, q0};
+    float *fo = fnew(nv), *stat = fnew(ng * 2), *gq = fnew(nk), *gk = fnew(nk), *gv = fnew(nv), *gg = fnew(ng);
+    for (size_t i = 0; i < nv; i++) {
+        fo[i] = 7.0f; /* rows before q0 keep it */
+    }
+    lina_softmax_out out = {fo, stat};
+    int rc = lina_softmax_attn_fwd(&d, &in, &out, ws);
+    double ef = 0.0, eg = 0.0;
+    int kept = 1;
+    for (size_t r = 0; r < (size_t)B * T; r++) {
+        const int mine = (int)(r % T) >= q0;
+        for (int x = 0; x < H * V; x++) {
+            if (!mine) {
+                kept &= fo[r * H * V + x] == 7.0f;
+                fo[r * H * V + x] = (float)o[r * H * V + x];
+            }
+        }
+    }
+    ef = th_relerr_fd(fo, o, nv);
+    lina_softmax_grad_out gr = {gq, gk, gv, fox ? gg : NULL};
+    for (int re = 0; re < 2; re++) {
+        lina_softmax_grad_in gi = {dO.f, re ? NULL : stat};
+        for (size_t i = 0; i < nk; i++) {
+            gq[i] = 7.0f;
+            gk[i] = NAN;
+        }
+        for (size_t i = 0; i < nv; i++) {
+            gv[i] = NAN;
+        }
+        rc |= lina_softmax_attn_bwd(&d, &in, &gi, &gr, ws);
+        for (size_t r = 0; r < (size_t)B * T; r++) {
+            for (int x = 0; (int)(r % T) < q0 && x < H * K; x++) {
+                kept &= gq[r * H * K + x] == 7.0f;
+                gq[r * H * K + x] = (float)dq[r * H * K + x];
+            }
+        }
+        eg = fmax(eg, th_relerr_fd(gq, dq, nk));
+        eg = fmax(eg, th_relerr_fd(gk, dk, nk));
+        eg = fmax(eg, th_relerr_fd(gv, dv, nv));
+        if (fox) {
+            eg = fmax(eg, th_relerr_fd(gg, dg, ng));
+        }
+    }
+    CHECK(rc == 0 && kept && ef <= FWD_TOL && eg <= GRAD_TOL,
+          "softmax_attn q_from %d of T=%d window=%d%s: o %.2e, gradients %.2e, rows before q_from untouched %d", q0,
+          T, window, fox ? " forget gate" : "", ef, eg, kept);
+    lina_softmax_in bad = in;
+    bad.q_from = T + 1;
+    CHECK(lina_softmax_attn_fwd(&d, &bad, &out, ws) == LINA_EINVAL && strstr(lina_last_error(), "q_from"),
+          "softmax_attn: q_from past T is one error (%s)", lina_last_error());
+    tb_free(&q);
+    tb_free(&k);
+    tb_free(&v);
+    tb_free(&dO);
+    tb_free(&g);
+    free(o);
+    free(dq);
+    free(dk);
+    free(dv);
+    free(dg);
+    free(fo);
+    free(stat);
+    free(gq);
+    free(gk);
+    free(gv);
+    free(gg);
+}
+
 static void test_softmax(lina_ws *ws)
 {
     const int Ts[] = {1, 63, 64, 65, 200};
@@ -986,6 +1090,15 @@ static void test_softmax(lina_ws *ws)
     /* several key and query tiles, window across tile borders */
     sm_compare(300, 150, 0, ws);
     sm_compare(300, 129, 0, ws);
+    /* a piece's queries over the keys before it: q_from off and on the tile grid, at T, with windows
+     * that leave keys before the first query unseen */
+    const int qf[][3] = {{37, 20, 0}, {300, 129, 0}, {300, 128, 0}, {300, 200, 17}, {300, 300, 0}, {70, 1, 3},
+                         {200, 150, 0}};
+    for (size_t i = 0; i < sizeof qf / sizeof qf[0]; i++) {
+        sm_qfrom(qf[i][0], qf[i][1], qf[i][2], 0, ws);
+    }
+    sm_qfrom(300, 140, 0, 1, ws);
+    sm_qfrom(150, 77, 9, 1, ws);
     /* large logits and near one-hot rows: the probabilities recomputed in
      * the backward and the row term of dS must be exact to float rounding */
     for (int regime = SM_LARGE; regime <= SM_ONEHOT; regime++) {

@@ -103,7 +103,8 @@ class MlstmGradOut(ctypes.Structure):
 
 
 class SoftmaxIn(ctypes.Structure):
-    _fields_ = _ptrs("q", "k", "v") + [("window", ctypes.c_int), ("non_causal", ctypes.c_int)] + _ptrs("g")
+    _fields_ = (_ptrs("q", "k", "v") + [("window", ctypes.c_int), ("non_causal", ctypes.c_int)] + _ptrs("g") +
+                [("q_from", ctypes.c_int)])
 
 
 class SoftmaxOut(ctypes.Structure):

@@ -234,6 +234,24 @@ int lina_dist_allgather_f(lina_dist *d, lina_dist_scope s, const float *send, si
     return LINA_OK;
 }
 
+int lina_dist_reduce_scatter_f(lina_dist *d, lina_dist_scope s, const float *send, size_t n, float *recv)
+{
+    if (scope_size(d, s) == 1) {
+        if (recv != send) {
+            memmove(recv, send, n * sizeof(float));
+        }
+        return LINA_OK;
+    }
+#ifdef LINA_MPI
+    if (n > (size_t)INT32_MAX) {
+        return lina_set_error(LINA_EINVAL, "dist: reduce-scatter of %zu floats is too large", n);
+    }
+    DIST_CALL(d, n * (size_t)scope_size(d, s) * sizeof(float),
+              MPI_Reduce_scatter_block(send, recv, (int)n, MPI_FLOAT, MPI_SUM, d->comm[s]));
+#endif
+    return LINA_OK;
+}
+
 int lina_dist_allgather_u64(lina_dist *d, lina_dist_scope s, const uint64_t *send, int n, uint64_t *recv)
 {
     if (scope_size(d, s) == 1) {

@@ -51,6 +51,9 @@ int lina_dist_sum_f(lina_dist *d, lina_dist_scope s, float *buf, size_t n);
 int lina_dist_sum_d(lina_dist *d, lina_dist_scope s, double *buf, int n);
 /* recv [size(scope) * n] = every rank's send [n], in rank order. */
 int lina_dist_allgather_f(lina_dist *d, lina_dist_scope s, const float *send, size_t n, float *recv);
+/* recv [n] = the sum over the scope's ranks of their send [rank * n .. (rank + 1) * n)
+ * (send [size(scope) * n]): MPI_Reduce_scatter_block. */
+int lina_dist_reduce_scatter_f(lina_dist *d, lina_dist_scope s, const float *send, size_t n, float *recv);
 int lina_dist_allgather_u64(lina_dist *d, lina_dist_scope s, const uint64_t *send, int n, uint64_t *recv);
 /* buf [n] of the scope's rank 0 to every rank of the scope. */
 int lina_dist_bcast_f(lina_dist *d, lina_dist_scope s, float *buf, size_t n);

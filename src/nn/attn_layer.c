@@ -66,38 +66,63 @@ size_t lina_attn_scratch_floats(const lina_attn_dims *d, int N)
     return (size_t)N * (4 * HQ + 2 * HKV + conv);
 }
 
+static int sp_on(const lina_sp *sp)
+{
+    return sp && sp->size > 1;
+}
+
 /* qp, kp, vp [N, *] from x: the projections (into qc, kc, vc), then the SiLU short convs
- * with the decode tails conv (NULL: zeros, not kept) when the layer has them */
-static void attn_project(lina_attn_acts *a, const float *x, const lina_attn_dims *d, const lina_attn_params *p,
-                         int B, int T, float *conv)
+ * with the decode tails conv (NULL: zeros, not kept) when the layer has them (with sp:
+ * the inputs before the piece from the pieces before it) */
+static int attn_project(lina_attn_acts *a, const float *x, const lina_attn_dims *d, const lina_attn_params *p,
+                        int B, int T, float *conv, const lina_sp *sp)
 {
     int N = B * T, D = d->D, HQ = d->H * d->d, HKV = d->Hkv * d->d, W = d->conv_size;
     lina_linear_forward(a->qc, x, p->q_proj, d->qkv_bias ? p->q_bias : NULL, N, D, HQ);
     lina_linear_forward(a->kc, x, p->k_proj, d->qkv_bias ? p->k_bias : NULL, N, D, HKV);
     lina_linear_forward(a->vc, x, p->v_proj, d->qkv_bias ? p->v_bias : NULL, N, D, HKV);
-    if (d->use_short_conv) {
+    if (d->use_short_conv && sp_on(sp)) {
+        int rc;
+        if ((rc = lina_sp_conv_forward(sp, a->qp, a->qc, p->q_conv, NULL, B, T, HQ, W, LINA_ACT_SILU)) ||
+            (rc = lina_sp_conv_forward(sp, a->kp, a->kc, p->k_conv, NULL, B, T, HKV, W, LINA_ACT_SILU)) ||
+            (rc = lina_sp_conv_forward(sp, a->vp, a->vc, p->v_conv, NULL, B, T, HKV, W, LINA_ACT_SILU))) {
+            return rc;
+        }
+    } else if (d->use_short_conv) {
         float *cq = conv, *ck = cq ? cq + (size_t)B * HQ * W : NULL, *cv = ck ? ck + (size_t)B * HKV * W : NULL;
         lina_conv_act_forward(a->qp, a->qc, p->q_conv, cq, B, T, HQ, W, LINA_ACT_SILU);
         lina_conv_act_forward(a->kp, a->kc, p->k_conv, ck, B, T, HKV, W, LINA_ACT_SILU);
         lina_conv_act_forward(a->vp, a->vc, p->v_conv, cv, B, T, HKV, W, LINA_ACT_SILU);
     }
+    return LINA_OK;
 }
 
 int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
-                      const lina_attn_params *p, int B, int T, lina_ws *ws)
+                      const lina_attn_params *p, int B, int T, const lina_sp *sp, lina_ws *ws)
 {
     int rc = lina_attn_check_dims(d);
-    if (rc) {
+    if (rc || (rc = attn_project(a, x, d, p, B, T, NULL, sp))) {
         return rc;
     }
     int N = B * T, D = d->D, HQ = d->H * d->d;
-    attn_project(a, x, d, p, B, T, NULL);
     const float *qs = a->qp, *ks = a->kp;
     if (d->qk_norm) {
         lina_rmsnorm_forward(a->qn, a->rq, a->qp, p->q_norm, NULL, N * d->H, d->d, LINA_ATTN_QK_NORM_EPS);
         lina_rmsnorm_forward(a->kn, a->rk, a->kp, p->k_norm, NULL, N * d->Hkv, d->d, LINA_ATTN_QK_NORM_EPS);
         qs = a->qn;
         ks = a->kn;
+    }
+    if (sp_on(sp)) {
+        /* LASP-2H: q and k rotated at the piece's positions (k [N, HKV] in a->k), the keys and
+         * values of the pieces before it gathered */
+        if ((rc = lina_rope_forward(a->q, qs, B, T, d->H, d->d, sp->pos0, d->rope_theta)) ||
+            (rc = lina_rope_forward(a->k, ks, B, T, d->Hkv, d->d, sp->pos0, d->rope_theta)) ||
+            (rc = lina_sp_attn_fwd(sp, d, B, T, d->H, d->Hkv, d->d, d->window, a->q, a->k, a->vp, a->o, a->stat,
+                                   ws))) {
+            return rc;
+        }
+        lina_linear_forward(out, a->o, p->o_proj, NULL, N, HQ, D);
+        return LINA_OK;
     }
     /* RoPE: q [B,T,H,d]; k rotated into o (scratch), then repeated */
     if ((rc = lina_rope_forward(a->q, qs, B, T, d->H, d->d, 0, d->rope_theta)) ||
@@ -107,7 +132,7 @@ int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_
     lina_heads_repeat(a->k, a->o, (size_t)N, d->H, d->Hkv, d->d);
     lina_heads_repeat(a->v, a->vp, (size_t)N, d->H, d->Hkv, d->d);
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->d, d->d, 0, 0.0f);
-    lina_softmax_in in = {a->q, a->k, a->v, d->window, 0, NULL};
+    lina_softmax_in in = {a->q, a->k, a->v, d->window, 0, NULL, 0};
     lina_softmax_out o = {a->o, a->stat};
     if ((rc = lina_softmax_attn_fwd(&md, &in, &o, ws))) {
         return rc;
@@ -118,7 +143,7 @@ int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_
 
 int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const float *x,
                        const lina_attn_acts *a, const lina_attn_dims *d, const lina_attn_params *p, int B, int T,
-                       float *scratch, lina_ws *ws)
+                       float *scratch, const lina_sp *sp, lina_ws *ws)
 {
     int rc = lina_attn_check_dims(d);
     if (rc) {
@@ -135,18 +160,27 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
     memset(scratch, 0, lina_attn_scratch_floats(d, N) * sizeof(float));
 
     lina_linear_backward(dO, gp->o_proj, NULL, dout, a->o, p->o_proj, N, HQ, D);
-    lina_mix_dims md = lina_layer_mix(B, T, d->H, d->d, d->d, 0, 0.0f);
-    lina_softmax_in in = {a->q, a->k, a->v, d->window, 0, NULL};
-    lina_softmax_grad_in gin = {dO, a->stat};
-    lina_softmax_grad_out gout = {dq, dk, dv, NULL};
-    if ((rc = lina_softmax_attn_bwd(&md, &in, &gin, &gout, ws))) {
-        return rc;
+    const int64_t pos0 = sp_on(sp) ? sp->pos0 : 0;
+    if (sp_on(sp)) {
+        /* LASP-2H: dk, dv of this piece's keys summed over the pieces that read them */
+        if ((rc = lina_sp_attn_bwd(sp, d, B, T, d->H, d->Hkv, d->d, d->window, a->q, a->stat, dO, dq, dkr, dvr,
+                                   ws))) {
+            return rc;
+        }
+    } else {
+        lina_mix_dims md = lina_layer_mix(B, T, d->H, d->d, d->d, 0, 0.0f);
+        lina_softmax_in in = {a->q, a->k, a->v, d->window, 0, NULL, 0};
+        lina_softmax_grad_in gin = {dO, a->stat};
+        lina_softmax_grad_out gout = {dq, dk, dv, NULL};
+        if ((rc = lina_softmax_attn_bwd(&md, &in, &gin, &gout, ws))) {
+            return rc;
+        }
+        lina_heads_reduce(dkr, dk, (size_t)N, d->H, d->Hkv, d->d, 0);
+        lina_heads_reduce(dvr, dv, (size_t)N, d->H, d->Hkv, d->d, 0);
     }
-    lina_heads_reduce(dkr, dk, (size_t)N, d->H, d->Hkv, d->d, 0);
-    lina_heads_reduce(dvr, dv, (size_t)N, d->H, d->Hkv, d->d, 0);
     /* RoPE transposed, in place */
-    if ((rc = lina_rope_backward(dq, dq, B, T, d->H, d->d, 0, d->rope_theta)) ||
-        (rc = lina_rope_backward(dkr, dkr, B, T, d->Hkv, d->d, 0, d->rope_theta))) {
+    if ((rc = lina_rope_backward(dq, dq, B, T, d->H, d->d, pos0, d->rope_theta)) ||
+        (rc = lina_rope_backward(dkr, dkr, B, T, d->Hkv, d->d, pos0, d->rope_theta))) {
         return rc;
     }
     float *dqp = dq, *dkp = dkr;
@@ -163,9 +197,20 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
         /* SiLU short convs: gradients into the projections' own buffers after dvr */
         int W = d->conv_size;
         float *dqc = dvr + nkv, *dkc = dqc + nq, *dvc = dkc + nkv;
-        lina_conv_act_backward(dqc, gp->q_conv, dqp, a->qc, p->q_conv, B, T, HQ, W, LINA_ACT_SILU);
-        lina_conv_act_backward(dkc, gp->k_conv, dkp, a->kc, p->k_conv, B, T, HKV, W, LINA_ACT_SILU);
-        lina_conv_act_backward(dvc, gp->v_conv, dvr, a->vc, p->v_conv, B, T, HKV, W, LINA_ACT_SILU);
+        if (sp_on(sp)) {
+            if ((rc = lina_sp_conv_backward(sp, dqc, gp->q_conv, NULL, dqp, a->qc, p->q_conv, NULL, B, T, HQ, W,
+                                            LINA_ACT_SILU)) ||
+                (rc = lina_sp_conv_backward(sp, dkc, gp->k_conv, NULL, dkp, a->kc, p->k_conv, NULL, B, T, HKV, W,
+                                            LINA_ACT_SILU)) ||
+                (rc = lina_sp_conv_backward(sp, dvc, gp->v_conv, NULL, dvr, a->vc, p->v_conv, NULL, B, T, HKV, W,
+                                            LINA_ACT_SILU))) {
+                return rc;
+            }
+        } else {
+            lina_conv_act_backward(dqc, gp->q_conv, dqp, a->qc, p->q_conv, B, T, HQ, W, LINA_ACT_SILU);
+            lina_conv_act_backward(dkc, gp->k_conv, dkp, a->kc, p->k_conv, B, T, HKV, W, LINA_ACT_SILU);
+            lina_conv_act_backward(dvc, gp->v_conv, dvr, a->vc, p->v_conv, B, T, HKV, W, LINA_ACT_SILU);
+        }
         dqp = dqc;
         dkp = dkc;
         dvp = dvc;
@@ -188,7 +233,9 @@ int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, cons
         return lina_set_error(LINA_EINVAL, "attention layer: KV cache full (%d + %d > %d positions)", pos, T, cap);
     }
     int N = B * T, D = d->D, HQ = d->H * d->d, dh = d->d, G = d->H / d->Hkv;
-    attn_project(a, x, d, p, B, T, conv);
+    if ((rc = attn_project(a, x, d, p, B, T, conv, NULL))) {
+        return rc;
+    }
     const float *qs = a->qp, *ks = a->kp;
     if (d->qk_norm) {
         lina_rmsnorm_forward(a->qn, a->rq, a->qp, p->q_norm, NULL, N * d->H, dh, LINA_ATTN_QK_NORM_EPS);
@@ -345,7 +392,7 @@ static int attn_kind_forward(const lina_mixer_call *c)
     attn_views(c->P, &p);
     lina_attn_acts_carve(&a, c->acts, d, c->B * c->T);
     if (!c->state) {
-        return lina_attn_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->ws);
+        return lina_attn_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->sp, c->ws);
     }
     size_t kv = lina_szmul3((size_t)c->B, (size_t)d->Hkv * d->d, (size_t)c->cap);
     float *kc = c->state, *vc = kc + kv, *conv = d->use_short_conv ? vc + kv : NULL;
@@ -360,7 +407,7 @@ static int attn_kind_backward(const lina_mixer_call *c)
     attn_views(c->P, &p);
     attn_views(c->G, &gp);
     lina_attn_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_attn_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->ws);
+    return lina_attn_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->sp, c->ws);
 }
 
 const lina_mixer_vt lina_attn_kind = {
@@ -371,5 +418,5 @@ const lina_mixer_vt lina_attn_kind = {
     .state_floats = attn_state,
     .forward = attn_kind_forward,
     .backward = attn_kind_backward,
-    .flags = LINA_KIND_KV_CACHE,
+    .flags = LINA_KIND_KV_CACHE | LINA_KIND_SP,
 };

@@ -83,6 +83,7 @@ typedef struct lina_sp_store lina_sp_store;
 typedef struct lina_sp {
     int rank, size;
     int64_t pos0;
+    int64_t seq_len; /* the whole sequence's length (the pieces' sum) */
     /* the normaliser of this piece's loss (its target count): each rank's
      * backward starts from the gradient of its own mean loss, so the
      * gradients the pieces exchange are rescaled from one piece's to another's
@@ -91,6 +92,8 @@ typedef struct lina_sp {
     void *ctx;
     /* recv [size * n] = every piece's send [n], in piece order */
     int (*allgather)(void *ctx, const float *send, size_t n, float *recv);
+    /* recv [n] = the sum over the pieces of their send [rank * n .. (rank + 1) * n) (send [size * n]) */
+    int (*reduce_scatter)(void *ctx, const float *send, size_t n, float *recv);
     lina_sp_store *keep;  /* what a layer's forward keeps for its backward (sp.c) */
 } lina_sp;
 
@@ -125,6 +128,21 @@ int lina_sp_delta_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *m
                       lina_delta_out *out, lina_form form, lina_ws *ws);
 int lina_sp_delta_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_delta_in *in,
                       const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form, lina_ws *ws);
+
+/* Softmax attention (LASP-2H) on a piece of T tokens: q [B,T,H,d] (rotated
+ * at the piece's positions), k, v [B,T,Hkv,d] (k rotated) of this piece; the
+ * k and v of every piece are all-gathered (kept under key for the backward),
+ * and the piece's queries attend causally (window: 0 or W) over the keys of
+ * the pieces before it and its own. o [B,T,H,d], stat [B,T,H,2] (the
+ * kernel's row statistics) written. */
+int lina_sp_attn_fwd(const lina_sp *sp, const void *key, int B, int T, int H, int Hkv, int d, int window,
+                     const float *q, const float *k, const float *v, float *o, float *stat, lina_ws *ws);
+/* Its backward from dO [B,T,H,d]: dq [B,T,H,d] written; the gradients of the
+ * gathered keys and values are reduce-scattered back to the pieces they came
+ * from (each rescaled to the receiving piece's loss normaliser), and dk, dv
+ * [B,T,Hkv,d] of this piece's own keys and values are written. */
+int lina_sp_attn_bwd(const lina_sp *sp, const void *key, int B, int T, int H, int Hkv, int d, int window,
+                     const float *q, const float *stat, const float *dO, float *dq, float *dk, float *dv, lina_ws *ws);
 
 /* The short convolution (window W, lina_shortconv_forward) of a piece:
  * cache [B,C,W] = the W inputs before the piece's first token, gathered from

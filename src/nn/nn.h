@@ -508,8 +508,9 @@ int lina_attn_check_dims(const lina_attn_dims *d);
 size_t lina_attn_acts_floats(const lina_attn_dims *d, int N);
 void lina_attn_acts_carve(lina_attn_acts *a, float *buf, const lina_attn_dims *d, int N);
 size_t lina_attn_scratch_floats(const lina_attn_dims *d, int N);
+/* sp: NULL, or this call is one piece of sequence-parallel sequences (kind.h; LASP-2H). */
 int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
-                      const lina_attn_params *p, int B, int T, lina_ws *ws);
+                      const lina_attn_params *p, int B, int T, const lina_sp *sp, lina_ws *ws);
 /* Inference with a KV cache: kc, vc [B, Hkv, cap, d] hold the rotated keys and
  * the values of positions [0, pos); this call appends positions [pos, pos+T)
  * and attends from them (causal, window). pos + T <= cap. conv: the short-conv
@@ -522,7 +523,7 @@ int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, cons
 size_t lina_attn_conv_cache_floats(const lina_attn_dims *d, int B);
 int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const float *x,
                        const lina_attn_acts *a, const lina_attn_dims *d, const lina_attn_params *p, int B, int T,
-                       float *scratch, lina_ws *ws);
+                       float *scratch, const lina_sp *sp, lina_ws *ws);
 
 /* ------------------------------------------------------------ HGRN2 layer */
 

@@ -540,3 +540,177 @@ int lina_sp_conv_backward(const lina_sp *sp, float *dx, float *dw, float *dbias,
     free(dhalo);
     return rc;
 }
+
+/* ---- softmax attention (LASP-2H)
+ *
+ * Every piece sends its rotated keys and its values, padded to Tm =
+ * ceil(seq_len / size) rows, and its length: [B,Tm,Hkv,d] k, then v, then T.
+ * A piece at offset o (the lengths before it) lays the pieces 0..p out as
+ * one sequence of L = o + T rows with the heads repeated and runs the kernel
+ * with q_from = o: its queries see the keys before it and its own. The
+ * backward runs the kernel the same way; the key and value gradients of
+ * every piece q <= p are reduce-scattered to their owners. */
+
+typedef struct sp_attn {
+    int S, p, Tm, L, off;     /* pieces, this piece, padded rows, rows 0..p, this piece's offset */
+    size_t n;                 /* floats of one piece's share */
+    float *all;               /* [S][n] the gathered shares (kept) */
+    const float *len;         /* the piece lengths: all[q * n + n - 1] */
+} sp_attn;
+
+static int sp_attn_layout(const lina_sp *sp, const void *key, int B, int T, int Hkv, int d, sp_attn *a)
+{
+    a->S = sp->size;
+    a->p = sp->rank;
+    a->Tm = (int)((sp->seq_len + sp->size - 1) / sp->size);
+    if (sp->seq_len <= 0 || T > a->Tm) {
+        return lina_set_error(LINA_EINVAL, "sequence parallel attention: a piece of %d tokens in a sequence of "
+                                           "%lld split %d ways",
+                              T, (long long)sp->seq_len, sp->size);
+    }
+    a->n = 2 * (size_t)B * a->Tm * Hkv * d + 1;
+    a->all = lina_sp_keep(sp, key, a->n * (size_t)a->S);
+    return a->all ? LINA_OK : LINA_ENOMEM;
+}
+
+/* the offsets of the pieces (from the gathered lengths) */
+static void sp_attn_offsets(sp_attn *a)
+{
+    a->off = 0;
+    for (int q = 0; q < a->p; q++) {
+        a->off += (int)a->all[(size_t)q * a->n + a->n - 1];
+    }
+    a->L = a->off + (int)a->all[(size_t)a->p * a->n + a->n - 1];
+}
+
+/* kf, vf [B,L,H,d]: the keys and values of pieces 0..p, heads repeated */
+static void sp_attn_unpack(const sp_attn *a, int B, int H, int Hkv, int d, float *kf, float *vf)
+{
+    const size_t hd = (size_t)H * d, kd = (size_t)Hkv * d, half = (size_t)B * a->Tm * kd;
+    for (int q = 0, o = 0; q <= a->p; q++) {
+        const float *share = a->all + (size_t)q * a->n;
+        const int Tq = (int)share[a->n - 1];
+        for (int b = 0; b < B; b++) {
+            size_t dst = ((size_t)b * a->L + o) * hd, src = (size_t)b * a->Tm * kd;
+            lina_heads_repeat(kf + dst, share + src, (size_t)Tq, H, Hkv, d);
+            lina_heads_repeat(vf + dst, share + half + src, (size_t)Tq, H, Hkv, d);
+        }
+        o += Tq;
+    }
+}
+
+/* rows [off, off+T) of full [B,L,E] <-> piece [B,T,E] */
+static void sp_rows(float *full, const float *piece, float *out, int B, int L, int off, int T, size_t E)
+{
+    for (int b = 0; b < B; b++) {
+        float *f = full + ((size_t)b * L + off) * E;
+        if (piece) {
+            memcpy(f, piece + (size_t)b * T * E, (size_t)T * E * sizeof(float));
+        } else {
+            memcpy(out + (size_t)b * T * E, f, (size_t)T * E * sizeof(float));
+        }
+    }
+}
+
+int lina_sp_attn_fwd(const lina_sp *sp, const void *key, int B, int T, int H, int Hkv, int d, int window,
+                     const float *q, const float *k, const float *v, float *o, float *stat, lina_ws *ws)
+{
+    sp_attn a = {0};
+    int rc = sp_attn_layout(sp, key, B, T, Hkv, d, &a);
+    if (rc) {
+        return rc;
+    }
+    const size_t kd = (size_t)Hkv * d, half = (size_t)B * a.Tm * kd;
+    float *mine = calloc(a.n, sizeof(float));
+    if (!mine) {
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    for (int b = 0; b < B; b++) {
+        memcpy(mine + (size_t)b * a.Tm * kd, k + (size_t)b * T * kd, (size_t)T * kd * sizeof(float));
+        memcpy(mine + half + (size_t)b * a.Tm * kd, v + (size_t)b * T * kd, (size_t)T * kd * sizeof(float));
+    }
+    mine[a.n - 1] = (float)T;
+    rc = sp->allgather(sp->ctx, mine, a.n, a.all);
+    free(mine);
+    if (rc) {
+        return rc;
+    }
+    sp_attn_offsets(&a);
+    const size_t hd = (size_t)H * d, nf = (size_t)B * a.L * hd;
+    float *buf = malloc((4 * nf + (size_t)B * a.L * H * 2) * sizeof(float));
+    if (!buf) {
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    float *qf = buf, *kf = qf + nf, *vf = kf + nf, *of = vf + nf, *sf = of + nf;
+    sp_attn_unpack(&a, B, H, Hkv, d, kf, vf);
+    sp_rows(qf, q, NULL, B, a.L, a.off, T, hd);
+    lina_mix_dims md = {B, a.L, H, d, d, 0, 0.0f};
+    lina_softmax_in in = {qf, kf, vf, window, 0, NULL, a.off};
+    lina_softmax_out out = {of, sf};
+    rc = lina_softmax_attn_fwd(&md, &in, &out, ws);
+    if (rc == LINA_OK) {
+        sp_rows(of, NULL, o, B, a.L, a.off, T, hd);
+        sp_rows(sf, NULL, stat, B, a.L, a.off, T, (size_t)H * 2);
+    }
+    free(buf);
+    return rc;
+}
+
+int lina_sp_attn_bwd(const lina_sp *sp, const void *key, int B, int T, int H, int Hkv, int d, int window,
+                     const float *q, const float *stat, const float *dO, float *dq, float *dk, float *dv, lina_ws *ws)
+{
+    sp_attn a = {0};
+    int rc = sp_attn_layout(sp, key, B, T, Hkv, d, &a); /* the forward's gathered shares */
+    if (rc) {
+        return rc;
+    }
+    sp_attn_offsets(&a);
+    const size_t hd = (size_t)H * d, kd = (size_t)Hkv * d, nf = (size_t)B * a.L * hd;
+    const size_t share = (a.n - 1) / 2 * 2, half = share / 2; /* k and v gradients of one piece */
+    float *buf = malloc((7 * nf + (size_t)B * a.L * H * 2 + share * (size_t)(a.S + 1)) * sizeof(float));
+    if (!buf) {
+        return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
+    }
+    float *qf = buf, *kf = qf + nf, *vf = kf + nf, *dof = vf + nf, *dqf = dof + nf, *dkf = dqf + nf;
+    float *dvf = dkf + nf, *sf = dvf + nf, *send = sf + (size_t)B * a.L * H * 2, *recv = send + share * a.S;
+    sp_attn_unpack(&a, B, H, Hkv, d, kf, vf);
+    sp_rows(qf, q, NULL, B, a.L, a.off, T, hd);
+    sp_rows(dof, dO, NULL, B, a.L, a.off, T, hd);
+    sp_rows(sf, stat, NULL, B, a.L, a.off, T, (size_t)H * 2);
+    lina_mix_dims md = {B, a.L, H, d, d, 0, 0.0f};
+    lina_softmax_in in = {qf, kf, vf, window, 0, NULL, a.off};
+    lina_softmax_grad_in gin = {dof, sf};
+    lina_softmax_grad_out gout = {dqf, dkf, dvf, NULL};
+    rc = lina_softmax_attn_bwd(&md, &in, &gin, &gout, ws);
+    if (rc == LINA_OK) {
+        sp_rows(dqf, NULL, dq, B, a.L, a.off, T, hd);
+        /* piece r's rows of dk, dv, heads reduced, in this piece's normaliser times its weight */
+        const float w = weight_of(sp);
+        memset(send, 0, share * a.S * sizeof(float));
+        for (int r = 0, o = 0; r <= a.p; r++) {
+            const int Tr = (int)a.all[(size_t)r * a.n + a.n - 1];
+            float *sk = send + (size_t)r * share, *sv = sk + half;
+            for (int b = 0; b < B; b++) {
+                size_t src = ((size_t)b * a.L + o) * hd, dst = (size_t)b * a.Tm * kd;
+                lina_heads_reduce(sk + dst, dkf + src, (size_t)Tr, H, Hkv, d, 0);
+                lina_heads_reduce(sv + dst, dvf + src, (size_t)Tr, H, Hkv, d, 0);
+            }
+            o += Tr;
+        }
+        for (size_t i = 0; i < share * (size_t)(a.p + 1); i++) {
+            send[i] *= w;
+        }
+        rc = sp->reduce_scatter(sp->ctx, send, share, recv);
+    }
+    if (rc == LINA_OK) {
+        const float inv = 1.0f / weight_of(sp);
+        for (int b = 0; b < B; b++) {
+            for (size_t i = 0; i < (size_t)T * kd; i++) {
+                dk[(size_t)b * T * kd + i] = recv[(size_t)b * a.Tm * kd + i] * inv;
+                dv[(size_t)b * T * kd + i] = recv[half + (size_t)b * a.Tm * kd + i] * inv;
+            }
+        }
+    }
+    free(buf);
+    return rc;
+}

@@ -48,6 +48,7 @@
 
 typedef struct sa_ctx {
     int B, T, H, K, V;
+    int q0;          /* first query row computed */
     int window;      /* 0: none */
     int causal;
     float s;
@@ -77,12 +78,16 @@ static int sa_setup(sa_ctx *c, const lina_mix_dims *d, const lina_softmax_in *in
     if (in->g && in->non_causal) {
         return lina_set_error(LINA_EINVAL, "softmax_attn: a forget gate applies only to causal attention");
     }
+    if (in->q_from < 0 || in->q_from > d->T) {
+        return lina_set_error(LINA_EINVAL, "softmax_attn: q_from %d is outside 0..T (T = %d)", in->q_from, d->T);
+    }
     c->B = d->B;
     c->T = d->T;
     c->H = d->H;
     c->K = d->K;
     c->V = d->V;
     c->window = in->window;
+    c->q0 = in->q_from;
     c->causal = !in->non_causal;
     c->s = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)d->K);
     c->cg = NULL;
@@ -248,7 +253,8 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
 
 static int sa_fwd(const sa_ctx *c, const lina_softmax_in *in, float *o, float *stat, lina_ws *ws)
 {
-    const int nt = (c->T + SA_BR - 1) / SA_BR, ntask = c->B * c->H * nt;
+    /* query tiles on the grid of SA_BR from the one holding row q0 (the first clipped to q0) */
+    const int t0 = c->q0 / SA_BR, nt = (c->T + SA_BR - 1) / SA_BR - t0, ntask = c->B * c->H * nt;
     int rc = LINA_OK;
     const size_t need = sa_fwd_bytes(c);
 #pragma omp parallel for schedule(dynamic, 1)
@@ -260,8 +266,11 @@ static int sa_fwd(const sa_ctx *c, const lina_softmax_in *in, float *o, float *s
             rc = LINA_ENOMEM;
             continue;
         }
-        const int i0 = ti * SA_BR, i1 = i0 + SA_BR < c->T ? i0 + SA_BR : c->T;
-        sa_fwd_tile(c, in, o, stat, bh / c->H, bh % c->H, i0, i1, mem);
+        const int g0 = (t0 + ti) * SA_BR, i0 = g0 > c->q0 ? g0 : c->q0;
+        const int i1 = g0 + SA_BR < c->T ? g0 + SA_BR : c->T;
+        if (i0 < i1) {
+            sa_fwd_tile(c, in, o, stat, bh / c->H, bh % c->H, i0, i1, mem);
+        }
     }
     return rc;
 }
@@ -309,7 +318,9 @@ static size_t sa_bwd_bytes(const sa_ctx *c)
 }
 
 /* Query tile [i0, i0+nr) of (b,h): writes its dq rows; dk, dv of the key
- * tiles it sees accumulate (the first visit, seen[] 0, writes them). */
+ * tiles it sees accumulate (the first visit, seen[] 0, writes them). Query
+ * tiles end on the SA_BR grid (or at T), so a key tile is first seen whole
+ * unless it is the last. */
 static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float *stat,
                         const float *dO, lina_softmax_grad_out *g, int b, int h, int i0, int nr,
                         char *mem)
@@ -322,12 +333,6 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
     double *D = (double *)(dP + sa_al64(nkt * blk * sizeof(float)) / sizeof(float)); /* [2][BR] */
     unsigned char *seen = (unsigned char *)(D + 2 * SA_BR);                          /* [nkt] */
     double *dc = (double *)(void *)(seen + sa_al64(nkt));                           /* [T] (FoX) */
-    if (i0 == 0) { /* a new head: every key is seen by some query, its own at least */
-        memset(seen, 0, nkt);
-        if (c->cg) {
-            memset(dc, 0, (size_t)T * sizeof(double));
-        }
-    }
     int jlo, jhi, dummy;
     sa_keys(c, i0, &jlo, &dummy);
     sa_keys(c, i0 + nr - 1, &dummy, &jhi);
@@ -448,7 +453,8 @@ int LINA_KFN(lina_softmax_attn_bwd)(const lina_mix_dims *d, const lina_softmax_i
         stat = sb;
     }
     const size_t need = sa_bwd_bytes(&c);
-    const int nqt = (c.T + SA_BR - 1) / SA_BR;
+    const int t0 = c.q0 / SA_BR, nqt = (c.T + SA_BR - 1) / SA_BR;
+    const size_t nkt = (size_t)(c.T + SA_BC - 1) / SA_BC;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < c.B * c.H; bh++) {
         const int b = bh / c.H, h = bh % c.H;
@@ -457,14 +463,28 @@ int LINA_KFN(lina_softmax_attn_bwd)(const lina_mix_dims *d, const lina_softmax_i
             rc = LINA_ENOMEM;
             continue;
         }
-        for (int qt = 0; qt < nqt; qt++) {
-            const int i0 = qt * SA_BR, nr = c.T - i0 < SA_BR ? c.T - i0 : SA_BR;
-            sa_bwd_tile(&c, in, stat, gin->do_, gout, b, h, i0, nr, mem);
+        /* the head's key tiles seen so far, and (FoX) dc: layout of sa_bwd_bytes */
+        unsigned char *seen = (unsigned char *)(mem + 2 * sa_al64(nkt * SA_BR * SA_BC * sizeof(float)) +
+                                                sa_al64(2 * SA_BR * sizeof(double)));
+        double *dc = (double *)(void *)(seen + sa_al64(nkt));
+        memset(seen, 0, nkt);
+        if (cg) {
+            memset(dc, 0, (size_t)c.T * sizeof(double));
+        }
+        for (int qt = t0; qt < nqt; qt++) {
+            const int g0 = qt * SA_BR, i0 = g0 > c.q0 ? g0 : c.q0, i1 = g0 + SA_BR < c.T ? g0 + SA_BR : c.T;
+            if (i0 < i1) {
+                sa_bwd_tile(&c, in, stat, gin->do_, gout, b, h, i0, i1 - i0, mem);
+            }
+        }
+        /* keys no computed query sees (with q0 > 0: before the first one's window, or all when q0 = T) */
+        for (size_t kt = 0; kt < nkt; kt++) {
+            for (int j = (int)kt * SA_BC; !seen[kt] && j < c.T && j < (int)(kt + 1) * SA_BC; j++) {
+                memset(LINA_ROW(gout->dk, b, j, h, c.T, c.H, c.K), 0, (size_t)c.K * sizeof(float));
+                memset(LINA_ROW(gout->dv, b, j, h, c.T, c.H, c.V), 0, (size_t)c.V * sizeof(float));
+            }
         }
         if (cg) { /* dg_t = sum_{i >= t} dc_i */
-            const size_t nkt = (size_t)(c.T + SA_BC - 1) / SA_BC;
-            const double *dc = (const double *)(void *)(mem + 2 * sa_al64(nkt * SA_BR * SA_BC * sizeof(float)) +
-                                                        sa_al64(2 * SA_BR * sizeof(double)) + sa_al64(nkt));
             double acc = 0.0;
             for (int t = c.T - 1; t >= 0; t--) {
                 acc += dc[t];
@@ -519,7 +539,7 @@ static int run_softmax_attn(const lina_tset *in, lina_tset *out, const lina_op_o
     }
     lina_mix_dims d = {(int)bd.v['B' - 'A'], (int)bd.v['T' - 'A'], (int)bd.v['H' - 'A'],
                        (int)bd.v['K' - 'A'], (int)bd.v['V' - 'A'], o->chunk, 0.0f};
-    lina_softmax_in sin = {q->data, k->data, v->data, o->window, o->non_causal, NULL};
+    lina_softmax_in sin = {q->data, k->data, v->data, o->window, o->non_causal, NULL, 0};
     float *po = lina_op_output(out, "o", "BTHV", &bd);
     if (!po) {
         return LINA_ENOMEM;
@@ -636,7 +656,7 @@ static int run_forgetting_attn(const lina_tset *in, lina_tset *out, const lina_o
         return lina_set_error(LINA_ENOMEM, "forgetting_attn: out of memory");
     }
     float *stat = buf, *rk = stat + 2 * BT * Hq, *rv = rk + nk, *gk = rv + nv, *gv = gk + nk;
-    lina_softmax_in sin = {q->data, k->data, v->data, o->window, 0, g->data};
+    lina_softmax_in sin = {q->data, k->data, v->data, o->window, 0, g->data, 0};
     if (G > 1) {
         lina_op_heads_repeat(BT, (int)Hk, G, d.K, k->data, rk);
         lina_op_heads_repeat(BT, (int)Hk, G, d.V, v->data, rv);

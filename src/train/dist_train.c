@@ -57,6 +57,11 @@ static int sp_allgather(void *ctx, const float *send, size_t n, float *recv)
     return lina_dist_allgather_f(ctx, LINA_DIST_SP, send, n, recv);
 }
 
+static int sp_reduce_scatter(void *ctx, const float *send, size_t n, float *recv)
+{
+    return lina_dist_reduce_scatter_f(ctx, LINA_DIST_SP, send, n, recv);
+}
+
 int lina_dist_sp_init(lina_trainable *m, lina_dist *d, int B, int T, lina_sp *sp)
 {
     int b0, nb, t0, tn;
@@ -65,8 +70,10 @@ int lina_dist_sp_init(lina_trainable *m, lina_dist *d, int B, int T, lina_sp *sp
     sp->rank = lina_dist_sp_rank(d);
     sp->size = lina_dist_sp_size(d);
     sp->pos0 = t0;
+    sp->seq_len = T;
     sp->ctx = d;
     sp->allgather = sp_allgather;
+    sp->reduce_scatter = sp_reduce_scatter;
     if (sp->size == 1) {
         return LINA_OK;
     }
