@@ -59,6 +59,10 @@ int lina_get_threads(void);
  * portable) forces one when the CPU has it. */
 const char *lina_isa_name(void);       /* the active path */
 const char *lina_isa_supported(void);  /* usable paths, best first, space-separated */
+
+/* The byte layout of the public structures that other languages mirror (the Python
+ * package's ctypes structures): lines "name size field:offset ...". */
+const char *lina_abi_layout(void);
 /* LINA_EINVAL with a message naming the problem when LINA_ISA is set to a
  * path that is unknown or that this CPU lacks (the best path is used then);
  * the lina CLI refuses to run in that case. */

@@ -7,6 +7,7 @@ gradients are written straight into new torch tensors, nothing is copied.
 """
 
 import ctypes
+import math
 
 import torch
 
@@ -43,11 +44,13 @@ class Args:
     letter across arguments), finiteness; returns contiguous tensors. Remembers
     whether NumPy arrays came in, so that NumPy arrays go out."""
 
-    def __init__(self, op):
+    def __init__(self, op, defer=True):
         self.op = op
+        self.defer = defer  # False: check every input before the call (see verify)
         self.bind = {}
         self.numpy = False
         self.checked = {}  # id -> tensor this call already checked (kept alive)
+        self.deferred = []  # (name, tensor) whose finiteness verify() proves from the outputs
 
     def err(self, exc, msg):
         return exc(f"{self.op}: {msg}")
@@ -87,11 +90,34 @@ class Args:
             self.bind.setdefault(c, (shape[i], name))
         if id(x) in self.checked:
             return x
-        if finite and x.numel() and not _all_finite(x):
-            raise self.err(ValueError, f"{name} contains NaN or Inf")
         x = x.contiguous()
         self.checked[id(x)] = x
+        if finite and x.numel():
+            if not self.defer:
+                if not _all_finite(x):
+                    raise self.err(ValueError, f"{name} contains NaN or Inf")
+            else:
+                self.deferred.append((name, x))
         return x
+
+    def verify(self, *outs):
+        """Finiteness of the inputs, proved from the outputs: every input element reaches
+        some output element through products and sums, and IEEE arithmetic carries a NaN or
+        an Inf through both (0 * NaN and 0 * Inf are NaN), so finite outputs prove finite
+        inputs. That is one pass over the outputs instead of one per input. Only when an
+        output is not finite are the inputs searched, to name the one at fault; outputs
+        that overflowed from finite inputs are returned as they are."""
+        def flat(xs):
+            for x in xs:
+                if isinstance(x, (tuple, list)):
+                    yield from flat(x)
+                elif x is not None:
+                    yield x
+        if all(_all_finite(x.detach()) for x in flat(outs) if x.numel()):
+            return
+        for name, x in self.deferred:
+            if not _all_finite(x):
+                raise self.err(ValueError, f"{name} contains NaN or Inf")
 
     def dim(self, c):
         return self.bind[c][0]
@@ -114,11 +140,15 @@ def check_scale(a, scale, K):
 
 
 def check_log_gate(a, name, g):
-    """Log decays must be <= 0 (decay = exp(g) in (0, 1])."""
+    """Log decays must be finite and <= 0 (decay = exp(g) in (0, 1]); one pass (min and
+    max) checks both, so the gate leaves verify()'s list."""
     if g is not None and g.numel():
-        top = float(g.max())
-        if top > 0:
-            raise a.err(ValueError, f"{name} must hold log decays <= 0 (found {top:g})")
+        lo, hi = (float(x) for x in torch.aminmax(g))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise a.err(ValueError, f"{name} contains NaN or Inf")
+        if hi > 0:
+            raise a.err(ValueError, f"{name} must hold log decays <= 0 (found {hi:g})")
+        a.deferred = [(n, x) for n, x in a.deferred if x is not g]
 
 
 def _dims(q, v, scale, chunk):

@@ -139,6 +139,67 @@ class Ws(ctypes.Structure):
     _fields_ = [("blocks", vp), ("sizes", vp), ("nblocks", ctypes.c_int)]
 
 
+
+# The C name of every structure mirrored above; _check_layout compares each with the
+# library's own table (lina_abi_layout), so a library whose structures differ from this
+# mirror is refused when the package loads, not misread on the first call.
+_MIRRORS = {
+    "lina_ws": Ws, "lina_mix_dims": MixDims,
+    "lina_dd_in": DDIn, "lina_dd_out": DDOut, "lina_dd_grad_in": DDGradIn, "lina_dd_grad_out": DDGradOut,
+    "lina_delta_in": DeltaIn, "lina_delta_out": DeltaOut, "lina_delta_grad_in": DeltaGradIn,
+    "lina_delta_grad_out": DeltaGradOut,
+    "lina_mlstm_in": MlstmIn, "lina_mlstm_out": MlstmOut, "lina_mlstm_grad_in": MlstmGradIn,
+    "lina_mlstm_grad_out": MlstmGradOut,
+    "lina_softmax_in": SoftmaxIn, "lina_softmax_out": SoftmaxOut, "lina_softmax_grad_in": SoftmaxGradIn,
+    "lina_softmax_grad_out": SoftmaxGradOut,
+    "lina_lion_in": LionIn, "lina_lion_out": LionOut, "lina_lion_grad_in": LionGradIn,
+    "lina_lion_grad_out": LionGradOut,
+}
+
+
+def layout_mismatches(table, mirrors=_MIRRORS):
+    """Differences between the C layout table (lines "name size field:offset ...") and
+    the ctypes mirrors, one sentence each; empty when they agree."""
+    c = {}
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            c[parts[0]] = (int(parts[1]), [tuple(f.split(":")) for f in parts[2:]])
+    bad = []
+    for name, cls in mirrors.items():
+        if name not in c:
+            bad.append(f"the library does not describe {name}")
+            continue
+        size, fields = c[name]
+        py = [(f[0], str(getattr(cls, f[0]).offset)) for f in cls._fields_]
+        cf = [(f, o) for f, o in fields]
+        if [f for f, _ in py] != [f for f, _ in cf]:
+            bad.append(f"{name} has fields {[f for f, _ in cf]} in the library, "
+                       f"{[f for f, _ in py]} in this package")
+        elif py != cf:
+            diff = next(f"{a[0]} at byte {b[1]} (package: {a[1]})" for a, b in zip(py, cf) if a != b)
+            bad.append(f"{name} has {diff}")
+        elif ctypes.sizeof(cls) != size:
+            bad.append(f"{name} is {size} bytes in the library, {ctypes.sizeof(cls)} in this package")
+    return bad
+
+
+def _check_layout():
+    try:
+        fn = lib.lina_abi_layout
+    except AttributeError:
+        raise ImportError(f"lina: {path} is older than this package (no lina_abi_layout); "
+                          "rebuild it with `make` (and `make python`)") from None
+    fn.restype, fn.argtypes = ctypes.c_char_p, []
+    bad = layout_mismatches(fn().decode())
+    if bad:
+        raise ImportError(f"lina: {path} does not match this package's structures: {bad[0]}"
+                          + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+                          + "; rebuild both with `make` and `make python`")
+
+
+_check_layout()
+
 P = ctypes.POINTER
 _sigs = {
     "lina_last_error": (ctypes.c_char_p, []),

@@ -137,6 +137,7 @@ def _finish(a, o, state, output_final_state, head_first=False, reverse=False):
         o = o.flip(1)
     if head_first:
         o = o.transpose(1, 2)
+    a.verify(o, state)
     return a.out(o), a.out(state if output_final_state else None)
 
 
@@ -546,7 +547,7 @@ def mlstm(q, k, v, i, f, scale=None, initial_state=None, output_final_state=Fals
     Returns:
         (o [B, T, H, V], (C_T, n_T, m_T) or None).
     """
-    a = Args("mlstm")
+    a = Args("mlstm", defer=False)
     fm = _form(a, form)
     q, k, v = a.tensor("q", q, "BTHK"), a.tensor("k", k, "BTHK"), a.tensor("v", v, "BTHV")
     i, f = a.tensor("i", i, "BTH"), a.tensor("f", f, "BTH")
@@ -576,13 +577,15 @@ def lion(q, k, v, g, scale=None, normalize=False, form="chunk"):
     Returns:
         o [B, T, H, V] (there is no recurrent state to return).
     """
-    a = Args("lion")
+    a = Args("lion", defer=False)
     fm = _form(a, form)
     q, k, v = a.tensor("q", q, "BTHK"), a.tensor("k", k, "BTHK"), a.tensor("v", v, "BTHV")
     g = a.tensor("g", g, "BTH")
     check_log_gate(a, "g", g)
     scale = check_scale(a, scale, q.shape[-1])
-    return a.out(Lion.apply(q, k, v, g, scale, int(bool(normalize)), fm, 0))
+    o = Lion.apply(q, k, v, g, scale, int(bool(normalize)), fm, 0)
+    a.verify(o)
+    return a.out(o)
 
 
 def softmax_attn(q, k, v, scale=None, causal=True, window_size=None):
@@ -600,7 +603,7 @@ def softmax_attn(q, k, v, scale=None, causal=True, window_size=None):
     Returns:
         o [B, T, H, V].
     """
-    a = Args("softmax_attn")
+    a = Args("softmax_attn", defer=False)
     q, k, v = a.tensor("q", q, "BTHK"), a.tensor("k", k, "BTHK"), a.tensor("v", v, "BTHV")
     window = 0
     if window_size is not None:
@@ -610,4 +613,6 @@ def softmax_attn(q, k, v, scale=None, causal=True, window_size=None):
             raise a.err(ValueError, f"window_size must be an int >= 1, got {window_size!r}")
         window = window_size
     scale = check_scale(a, scale, q.shape[-1])
-    return a.out(Softmax.apply(q, k, v, scale, window, int(not causal)))
+    o = Softmax.apply(q, k, v, scale, window, int(not causal))
+    a.verify(o)
+    return a.out(o)

@@ -445,6 +445,85 @@ def bad_input_tests():
            lambda: ops.chunk_gated_delta_rule(q, k, v, gs, beta, allow_neg_eigval=True))
 
 
+def nonfinite_tests():
+    """NaN, +Inf and -Inf in every input of every op, at the first, a middle and the last
+    position (both forms, with and without the final state returned): always one
+    ValueError naming the input. The linear ops prove finite inputs from their outputs,
+    so this is what shows that no non-finite input can slip through."""
+    q, k, v = (x.float() for x in qkv())
+    pk, pq, _ = (x.float() for x in qkv(positive=True))
+    g = (F.logsigmoid(randn(B, T, H, K)) / 8).float()
+    gs = (-uniform(0.01, 0.5, B, T, H)).float()
+    beta = uniform(0.1, 0.9, B, T, H).float()
+    i, f = randn(B, T, H).float(), (3 + randn(B, T, H)).float()
+    h0 = state().float()
+    _, dq2, dv2, db2, _ = (x.float() for x in delta_inputs(2))
+    cases = [
+        ("chunk_linear_attn", ops.chunk_linear_attn, dict(q=pq, k=pk, v=v, initial_state=h0)),
+        ("chunk_linear_attn normalize=False", ops.chunk_linear_attn,
+         dict(q=q, k=k, v=v, initial_state=h0, normalize=False)),
+        ("fused_recurrent_linear_attn", ops.fused_recurrent_linear_attn,
+         dict(q=q, k=k, v=v, initial_state=h0, normalize=False)),
+        ("chunk_retention", ops.chunk_retention, dict(q=q, k=k, v=v, initial_state=h0)),
+        ("chunk_simple_gla", ops.chunk_simple_gla, dict(q=q, k=k, v=v, g=gs, initial_state=h0)),
+        ("chunk_gla", ops.chunk_gla, dict(q=q, k=k, v=v, g=g, initial_state=h0)),
+        ("fused_recurrent_gla", ops.fused_recurrent_gla, dict(q=q, k=k, v=v, gk=g, initial_state=h0)),
+        ("chunk_delta_rule", ops.chunk_delta_rule, dict(q=q, k=k, v=v, beta=beta, initial_state=h0)),
+        ("fused_recurrent_delta_rule", ops.fused_recurrent_delta_rule,
+         dict(q=q, k=k, v=v, beta=beta, initial_state=h0)),
+        ("chunk_delta_rule l2norm", ops.chunk_delta_rule,
+         dict(q=q, k=k, v=v, beta=beta, initial_state=h0, use_qk_l2norm_in_kernel=True)),
+        ("chunk_gated_delta_rule", ops.chunk_gated_delta_rule,
+         dict(q=q, k=k, v=v, g=gs, beta=beta, initial_state=h0)),
+        ("fused_recurrent_gated_delta_rule", ops.fused_recurrent_gated_delta_rule,
+         dict(q=q, k=k, v=v, g=gs, beta=beta, initial_state=h0)),
+        ("chunk_gated_delta_product", ops.chunk_gated_delta_product,
+         dict(q=q, k=dq2, v=dv2, g=gs, beta=db2, num_householder=2, initial_state=h0)),
+        ("mlstm", ops.mlstm, dict(q=q, k=k, v=v, i=i, f=f)),
+        ("lion", ops.lion, dict(q=q, k=k, v=v, g=gs)),
+        ("softmax_attn", ops.softmax_attn, dict(q=q, k=k, v=v)),
+        ("softmax_attn window", ops.softmax_attn, dict(q=q, k=k, v=v, window_size=8)),
+    ]
+    for op, fn, args in cases:
+        for fs in (False, True):
+            extra = {} if op.startswith(("mlstm", "lion", "softmax")) or not fs else {"output_final_state": True}
+            if op.startswith(("lion", "softmax")) and fs:
+                continue
+            missed = []
+            for name, x in args.items():
+                if not isinstance(x, torch.Tensor):
+                    continue
+                idx = [(0,) * x.dim(), tuple(d // 2 for d in x.shape), tuple(d - 1 for d in x.shape)]
+                for bad in (float("nan"), float("inf"), float("-inf")):
+                    for at in idx:
+                        y = x.clone()
+                        y[at] = bad
+                        try:
+                            fn(**dict(args, **{name: y}), **extra)
+                            missed.append(f"{name}[{at}]={bad}: accepted")
+                        except ValueError as e:
+                            if name not in str(e) or "NaN or Inf" not in str(e):
+                                missed.append(f"{name}[{at}]={bad}: {e}")
+            check(f"non-finite input refused, every input: {op} [final={int(fs)}]", not missed,
+                  "; ".join(missed[:3]))
+
+
+def struct_tests():
+    from lina import _lib as L
+    table = L.lib.lina_abi_layout().decode()
+    check("structures: the package's mirror equals the library's layout",
+          L.layout_mismatches(table) == [], str(L.layout_mismatches(table)[:2]))
+    added = table.replace(" gk:56", " gk:56 gv:64")
+    check("structures: a field the package lacks is found", added != table and any(
+        "lina_delta_in has fields" in m for m in L.layout_mismatches(added)), str(L.layout_mismatches(added)))
+    moved = table.replace("dh0:32", "dh0:40")
+    check("structures: a moved field is found", moved != table and any(
+        "dh0 at byte 40" in m for m in L.layout_mismatches(moved)), str(L.layout_mismatches(moved)))
+    grown = table.replace("lina_lion_in 40", "lina_lion_in 48")
+    check("structures: a grown structure is found", grown != table and any(
+        "lina_lion_in is 48 bytes" in m for m in L.layout_mismatches(grown)), str(L.layout_mismatches(grown)))
+
+
 def library_missing():
     code = "import sys; sys.path.insert(0, sys.argv[1]); import lina"
     env = dict(__import__("os").environ, LINA_LIBRARY="/nonexistent/liblina.so")
@@ -456,7 +535,7 @@ def library_missing():
 
 
 for name, fn in (("diagonal decay", dd_tests), ("delta rule", delta_tests), ("mlstm/lion/softmax", other_tests),
-                 ("layouts", layout_tests), ("cu_seqlens", varlen_tests), ("threads", thread_tests), ("bad input", bad_input_tests),
-                 ("library", library_missing)):
+                 ("layouts", layout_tests), ("cu_seqlens", varlen_tests), ("threads", thread_tests), ("bad input", bad_input_tests), ("non-finite", nonfinite_tests),
+                 ("library", library_missing), ("structures", struct_tests)):
     run(name, fn)
 harness.finish()
