@@ -46,6 +46,7 @@ static const struct field {
     E(lina_mlstm_grad_out, dn0) E(lina_mlstm_grad_out, dm0)
     E(lina_softmax_in, q) E(lina_softmax_in, k) E(lina_softmax_in, v)
     E(lina_softmax_in, window) E(lina_softmax_in, non_causal) E(lina_softmax_in, g)
+    E(lina_softmax_in, q_from)
     E(lina_softmax_out, o) E(lina_softmax_out, stat)
     E(lina_softmax_grad_in, do_) E(lina_softmax_grad_in, stat)
     E(lina_softmax_grad_out, dq) E(lina_softmax_grad_out, dk) E(lina_softmax_grad_out, dv)
