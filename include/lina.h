@@ -405,6 +405,10 @@ typedef enum lina_form {
     LINA_FORM_CHUNK = 1      /* chunkwise: intra-chunk dense products + state passing */
 } lina_form;
 
+/* The structures from here to the LION ones are mirrored by the Python package
+ * (python/lina/_lib.py) and described by lina_abi_layout() (src/ops/abi.c): a field
+ * added here is added in both, or the package refuses to load. */
+
 /* Shape of one mixer call. */
 typedef struct lina_mix_dims {
     int B, T, H, K, V;

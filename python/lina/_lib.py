@@ -195,7 +195,8 @@ def _check_layout():
     if bad:
         raise ImportError(f"lina: {path} does not match this package's structures: {bad[0]}"
                           + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
-                          + "; rebuild both with `make` and `make python`")
+                          + "; rebuild both with `make` and `make python` (a structure changed in "
+                          "include/lina.h is mirrored in python/lina/_lib.py and listed in src/ops/abi.c)")
 
 
 _check_layout()
