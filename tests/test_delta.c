@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define FWD_TOL 1e-4
 #define GRAD_TOL 5e-4
@@ -903,6 +904,60 @@ static void test_bad_inputs(void)
           lina_last_error());
 }
 
+/* ---------------------------------------------------- speed of the recurrent form */
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* least CPU seconds of three forward calls of one form */
+static double fwd_cpu(const prob *p, lina_form form, fres *f, lina_ws *ws)
+{
+    lina_mix_dims d = {p->B, p->T, p->H, p->K, p->V, 0, 0.0f};
+    lina_delta_in in = {p->fq, p->fk, p->fv, p->fbeta, p->fg, p->fh0, p->n, p->fgk};
+    lina_delta_out out = {f->o, f->ht, NULL};
+    double best = 1e30;
+    for (int i = 0; i < 3; i++) {
+        double t0 = cpu_now();
+        if (lina_delta_fwd(&d, &in, &out, form, ws) != 0) {
+            return -1.0;
+        }
+        double t = cpu_now() - t0;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+/* The recurrent form does 7 T H K V flops against the chunk form's GEMMs: on
+ * every path it must stay within 4 times the chunk form's time (a per-element
+ * libm call in its inner loop, as fmaf() is on a target without FMA, made it 30
+ * times slower). CPU time on one thread, so other processes barely move the
+ * ratio; left out of unoptimised and sanitizer builds. */
+static void test_recurrent_speed(lina_ws *ws)
+{
+#if defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__)
+    const int saved = lina_get_threads();
+    lina_set_threads(1);
+    prob p;
+    prob_make(&p, 1, 1024, 2, 64, 64, 1, 1, -0.5, -0.01, 1.0, 0, 1);
+    fres f;
+    fres_alloc(&p, &f);
+    double tc = fwd_cpu(&p, LINA_FORM_CHUNK, &f, ws);
+    double tr = fwd_cpu(&p, LINA_FORM_RECURRENT, &f, ws);
+    CHECK(tc > 0.0 && tr > 0.0 && tr < 4.0 * tc,
+          "gated delta rule: recurrent forward within 4x of the chunk form's CPU time "
+          "(T=1024 H=2 K=V=64: %.2f ms against %.2f ms)", 1e3 * tr, 1e3 * tc);
+    fres_free(&f);
+    prob_free(&p);
+    lina_set_threads(saved);
+#else
+    (void)ws;
+#endif
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(void)
@@ -925,6 +980,7 @@ int main(void)
     /* op wrappers, --qk-l2norm */
     test_ops(&ws);
     test_kda_op(&ws);
+    test_recurrent_speed(&ws);
     /* (d) bad inputs */
     test_bad_inputs();
     printf("# worst errors: forward %.2e, gradients %.2e, reference vs fd %.2e\n", worst_fwd,

@@ -41,6 +41,12 @@
 #define VB 32  /* value columns per recurrent tile */
 #define SEG 32 /* recurrent backward: checkpoint interval (rows) */
 
+/* a*b + c, fused by the compiler where the target has FMA (-ffp-contract=fast)
+ * and a multiply and an add elsewhere: fmaf() on a target without FMA (the
+ * portable x86-64 path) is a libm call that computes the exact fused result
+ * in software, per element, and stops the loops from vectorising. */
+#define DL_FMA(a, b, c) ((a) * (b) + (c))
+
 #if defined(__GNUC__)
 #define DL_INLINE static inline __attribute__((always_inline))
 #else
@@ -174,7 +180,7 @@ static void tile_dot(int K, const float *restrict S, const float *restrict k, fl
         const float ki = k[i];
 #pragma omp simd
         for (int j = 0; j < VB; j++) {
-            acc[j] = fmaf(ki, Si[j], acc[j]);
+            acc[j] = DL_FMA(ki, Si[j], acc[j]);
         }
     }
     for (int j = 0; j < VB; j++) {
@@ -208,13 +214,13 @@ DL_INLINE void rec_row(int K, float *restrict S, float a, const float *restrict 
 #pragma omp simd
         for (int j = 0; j < VB; j++) {
             float x = dec ? ai * Si[j] : Si[j];
-            x = fmaf(kbi, uu[j], x);
+            x = DL_FMA(kbi, uu[j], x);
             Si[j] = x;
             if (out) {
-                oa[j] = fmaf(qi, x, oa[j]);
+                oa[j] = DL_FMA(qi, x, oa[j]);
             }
             if (nxt) {
-                wa[j] = fmaf(ki, x, wa[j]);
+                wa[j] = DL_FMA(ki, x, wa[j]);
             }
         }
     }
@@ -348,7 +354,7 @@ static void rec_step_fused(int K, const float *restrict Sp, float *restrict Sn, 
             const float kbi = kb[i], ai = av ? av[i] : a;
 #pragma omp simd
             for (int j = 0; j < VB; j++) {
-                Ni[j] = fmaf(kbi, u[j], ai * Pi[j]);
+                Ni[j] = DL_FMA(kbi, u[j], ai * Pi[j]);
             }
         }
         return;
@@ -359,9 +365,9 @@ static void rec_step_fused(int K, const float *restrict Sp, float *restrict Sn, 
         const float kbi = kb[i], ki = kn[i], ai = av ? av[i] : a;
 #pragma omp simd
         for (int j = 0; j < VB; j++) {
-            const float x = fmaf(kbi, u[j], ai * Pi[j]);
+            const float x = DL_FMA(kbi, u[j], ai * Pi[j]);
             Ni[j] = x;
-            wa[j] = fmaf(ki, x, wa[j]);
+            wa[j] = DL_FMA(ki, x, wa[j]);
         }
     }
     for (int j = 0; j < VB; j++) {
@@ -501,10 +507,10 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                             float sdq = 0.0f;
 #pragma omp simd reduction(+ : sdq)
                             for (int j = 0; j < VB; j++) {
-                                float x = fmaf(qi, dO[j], Ri[j]);
+                                float x = DL_FMA(qi, dO[j], Ri[j]);
                                 Ri[j] = x;
                                 sdq += Ai[j] * dO[j];
-                                wa[j] = fmaf(ki, x, wa[j]);
+                                wa[j] = DL_FMA(ki, x, wa[j]);
                             }
                             dq[i] += s * sdq;
                         }
@@ -514,7 +520,7 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                             const float ki = kr[i];
 #pragma omp simd
                             for (int j = 0; j < VB; j++) {
-                                wa[j] = fmaf(ki, Ri[j], wa[j]);
+                                wa[j] = DL_FMA(ki, Ri[j], wa[j]);
                             }
                         }
                     }
@@ -542,8 +548,8 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                         float dd = 0.0f, dgs = 0.0f;
 #pragma omp simd reduction(+ : dd, dgs)
                         for (int j = 0; j < VB; j++) {
-                            dd += fmaf(Ri[j], u[j], -ai * w[j] * Bi[j]);
-                            const float x = fmaf(-bki, w[j], Ri[j]);
+                            dd += DL_FMA(Ri[j], u[j], -ai * w[j] * Bi[j]);
+                            const float x = DL_FMA(-bki, w[j], Ri[j]);
                             dgs += x * Bi[j];
                             Ri[j] = ai * x;
                         }
