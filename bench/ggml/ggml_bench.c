@@ -3,7 +3,12 @@
  * process, on the same inputs (bench/ggml/run.sh builds and runs it; see
  * bench/README.md for building ggml).
  *
- *   ggml_bench [--T n] [--threads a,b,...] [--repeat r] [--check-only]
+ *   ggml_bench [--T n] [--threads a,b,...] [--repeat r] [--cases a,b,...] [--cpu] [--check-only]
+ *
+ * --cases names the timed pairs (gla, gdn, kda, rwkv7, mamba2, mamba1; all by
+ * default); the check on small shapes always covers every pair. --cpu times
+ * by the least process CPU time of the runs (and SGEMM per CPU second), not
+ * the median wall time: meant for one thread on a shared machine.
  *
  * First a check on small shapes: ggml and lina get the same inputs (mapped
  * to each one's conventions) and their outputs and final states are
@@ -25,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ggml-cpu.h"
 #include "ggml.h"
@@ -155,7 +161,20 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* A timed call: fn(arg) once as a warm-up, then the median of `repeat` runs (ms). */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* --cpu: time calls by the least process CPU time over the runs instead of
+ * the median wall time (at one thread, what other processes on a shared
+ * machine disturb least) */
+static int g_cpu;
+
+/* A timed call: fn(arg) once as a warm-up, then the median wall time of
+ * `repeat` runs (ms), or with g_cpu their least process CPU time. */
 typedef void (*run_fn)(void *arg);
 
 static double time_ms(run_fn fn, void *arg, int repeat)
@@ -164,11 +183,14 @@ static double time_ms(run_fn fn, void *arg, int repeat)
     repeat = repeat < 1 ? 1 : repeat > 64 ? 64 : repeat;
     fn(arg);
     for (int r = 0; r < repeat; r++) {
-        double t0 = lina_now();
+        double t0 = g_cpu ? cpu_now() : lina_now();
         fn(arg);
-        t[r] = (lina_now() - t0) * 1e3;
+        t[r] = ((g_cpu ? cpu_now() : lina_now()) - t0) * 1e3;
     }
     qsort(t, (size_t)repeat, sizeof t[0], cmp_d);
+    if (g_cpu) {
+        return t[0];
+    }
     return repeat % 2 ? t[repeat / 2] : 0.5 * (t[repeat / 2 - 1] + t[repeat / 2]);
 }
 
@@ -633,6 +655,32 @@ static void run_case(int id, int small, int T, const ctx *c, result *r)
     }
 }
 
+static const char *const k_case_names[NCASES] = {"gla", "gdn", "kda", "rwkv7", "mamba2", "mamba1"};
+
+/* the case named by s[0, n), or -1 */
+static int case_id(const char *s, size_t n)
+{
+    for (int id = 0; id < NCASES; id++) {
+        if (strlen(k_case_names[id]) == n && !strncmp(s, k_case_names[id], n)) {
+            return id;
+        }
+    }
+    return -1;
+}
+
+/* whether the comma-separated list names the case (NULL: every case) */
+static int case_wanted(const char *list, int id)
+{
+    for (const char *s = list; s && *s;) {
+        size_t n = strcspn(s, ",");
+        if (case_id(s, n) == id) {
+            return 1;
+        }
+        s += n + (s[n] == ',');
+    }
+    return !list;
+}
+
 static const char *isa_name(void)
 {
 #if defined(__x86_64__)
@@ -654,6 +702,7 @@ static const char *isa_name(void)
 int main(int argc, char **argv)
 {
     int T = 4096, repeat = 5, check_only = 0, nthr = 0, thr[8];
+    const char *cases = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--T") && i + 1 < argc) {
             T = atoi(argv[++i]);
@@ -664,16 +713,30 @@ int main(int argc, char **argv)
                 thr[nthr++] = (int)strtol(s, &s, 10);
                 s += *s == ',';
             }
+        } else if (!strcmp(argv[i], "--cases") && i + 1 < argc) {
+            cases = argv[++i];
+        } else if (!strcmp(argv[i], "--cpu")) {
+            g_cpu = 1;
         } else if (!strcmp(argv[i], "--check-only")) {
             check_only = 1;
         } else {
-            fprintf(stderr, "usage: ggml_bench [--T n] [--threads a,b] [--repeat r] [--check-only]\n");
+            fprintf(stderr, "usage: ggml_bench [--T n] [--threads a,b] [--repeat r] [--cases a,b] "
+                            "[--cpu] [--check-only]\n");
             return 2;
         }
     }
     if (T < 1 || repeat < 1) {
         fprintf(stderr, "ggml_bench: --T and --repeat must be positive\n");
         return 2;
+    }
+    for (const char *s = cases; s && *s;) {
+        size_t n = strcspn(s, ",");
+        if (case_id(s, n) < 0) {
+            fprintf(stderr, "ggml_bench: unknown case '%.*s' in --cases (gla, gdn, kda, rwkv7, mamba2, mamba1)\n",
+                    (int)n, s);
+            return 2;
+        }
+        s += n + (s[n] == ',');
     }
     if (!nthr) {
         thr[0] = 1;
@@ -717,10 +780,12 @@ int main(int argc, char **argv)
     }
 
     /* 2. timings */
-    printf("\n## Forward times, B=1, T=%d (median of %d after a warm-up; %s)\n\n", T, repeat, isa);
+    printf("\n## Forward times, B=1, T=%d (%s of %d after a warm-up; %s)\n\n", T,
+           g_cpu ? "least process CPU time" : "median wall time", repeat, isa);
     printf("ratio = ggml ms / lina ms (above 1: lina faster). %% SGEMM: the shared recurrence's\n"
            "FLOPs (GLA, SSM 4·T·H·K·V; delta rule 7·; RWKV-7 6·) over the time, against OpenBLAS\n"
-           "SGEMM n=1024 measured in the same process at the same thread count.\n\n");
+           "SGEMM n=1024 measured in the same process at the same thread count%s.\n\n",
+           g_cpu ? " (per CPU second)" : "");
     printf("| op | shape | threads | SGEMM GFLOP/s | ggml ms (%% SGEMM) | lina | lina chunk ms | "
            "lina recurrent ms | lina best ms (%% SGEMM) | ratio | ISA |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -728,9 +793,15 @@ int main(int argc, char **argv)
         int th = thr[ti];
         lina_set_threads(th);
         openblas_set_num_threads(th);
-        double sg = lina_bench_sgemm_gflops(NULL);
+        double sg_cpu = 0.0, sg = lina_bench_sgemm_gflops(&sg_cpu);
+        if (g_cpu) {
+            sg = sg_cpu;
+        }
         ctx c = {th, repeat, 1};
         for (int id = 0; id < NCASES; id++) {
+            if (!case_wanted(cases, id)) {
+                continue;
+            }
             result r;
             run_case(id, 0, T, &c, &r);
             double gpct = 100.0 * r.flops / (r.ggml_ms * 1e-3) / 1e9 / sg;

@@ -5,7 +5,7 @@
 # GGML_DIR is a ggml source tree (its include/), GGML_BUILD the cmake build
 # directory holding src/libggml*.so. ggml is linked only into this driver,
 # never into lina. Options go to ggml_bench (--T, --threads 1,2, --repeat,
-# --check-only); OUT sets the output file.
+# --cases gla,gdn,..., --check-only); OUT sets the output file.
 set -eu
 cd "$(dirname "$0")/../.."
 : "${GGML_DIR:?set GGML_DIR to a ggml source tree (see bench/README.md)}"
