@@ -418,7 +418,7 @@ static void case_gdn(int B, int T, int H, int K, int gmode, const ctx *c, result
         if (!vector_gate) {
             j.kind = 1;
             j.d = (lina_mix_dims){B, T, H, K, V, 0, 0.0f};
-            j.de = (lina_delta_in){q, k, v, beta, g, h0, 1};
+            j.de = (lina_delta_in){q, k, v, beta, g, h0, 1, NULL};
             j.o = o;
             j.ht = ht;
         } else {
@@ -511,7 +511,7 @@ static void case_rwkv7(int B, int T, int H, int K, int mode, const ctx *c, resul
             j.dd = (lina_dd_in){rr, k, v, LINA_GATE_VECTOR, w, h0};
         } else if (mode == 2) {
             j.kind = 1;
-            j.de = (lina_delta_in){rr, k, v, beta, NULL, h0, 1};
+            j.de = (lina_delta_in){rr, k, v, beta, NULL, h0, 1, NULL};
         } else {
             const int64_t s4[4] = {B, T, H, K}, sh[4] = {B, H, K, V};
             const char *names[6] = {"r", "w", "k", "v", "a", "b"};
