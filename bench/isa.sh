@@ -6,7 +6,9 @@
 # likewise), which other processes on a shared machine disturb much less than
 # wall time. A forward+backward pass is counted as 3 times the forward's FLOPs
 # (the backward of each product is two products of the same size).
-#   [THREADS="1 2"] [REPEAT=5] sh bench/isa.sh build/lina results/bench_isa.md [op ...]
+#   [THREADS="1 2"] [REPEAT=5] [ISAS="avx2 ..."] [APPEND=1] sh bench/isa.sh build/lina results/bench_isa.md [op ...]
+# ISAS: the paths to run (default: every one this CPU has); APPEND=1 adds to the
+# JSON lines of an earlier run instead of starting over (the table shows both).
 set -eu
 LINA=${1:-build/lina}
 OUT=${2:-results/bench_isa.md}
@@ -14,11 +16,11 @@ shift 2 2>/dev/null || true
 OPS=${*:-gla simple_gla gated_delta_rule delta_rule}
 REPEAT=${REPEAT:-5}
 THREADS=${THREADS:-1}
-ISAS=$($LINA version | sed -n 's/.*this CPU: *\([^)]*\)).*/\1/p')
+ISAS=${ISAS:-$($LINA version | sed -n 's/.*this CPU: *\([^)]*\)).*/\1/p')}
 ISAS=${ISAS:-portable}
 mkdir -p "$(dirname "$OUT")"
 JSON="${OUT%.md}.jsonl"
-: > "$JSON"
+[ "${APPEND:-0}" = 1 ] || : > "$JSON"
 for isa in $ISAS; do
     for th in $THREADS; do
         for op in $OPS; do
