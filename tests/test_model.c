@@ -1089,6 +1089,10 @@ int main(void)
         tc.use_short_conv = 1;
         test_fd("transformer short conv, gqa bias qk_norm", tc, 2, 9, 0.3);
         test_decode("transformer short conv decode", tc);
+        /* without biases the q/k/v weights lie back to back: the fused projections */
+        lina_config tf = tiny_transformer(1, 0, 0, 0);
+        tf.use_short_conv = 1;
+        test_fd("transformer short conv, gqa (fused q/k/v)", tf, 2, 9, 1.0);
         lina_model *mc = NULL;
         int rc = lina_model_create(&tc, 1, &mc);
         CHECK(rc == 0 && lina_model_find_tensor(mc, "model.layers.0.attn.q_conv1d.weight") >= 0 &&

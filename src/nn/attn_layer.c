@@ -22,7 +22,7 @@ int lina_attn_check_dims(const lina_attn_dims *d)
 size_t lina_attn_acts_floats(const lina_attn_dims *d, int N)
 {
     size_t HQ = (size_t)d->H * d->d, HKV = (size_t)d->Hkv * d->d;
-    size_t conv = d->use_short_conv ? HQ + 2 * HKV : 0;
+    size_t conv = d->use_short_conv ? HQ + 2 * HKV + LINA_PROJ_PAD : 0; /* fused: rows padded */
     return (size_t)N * (6 * HQ + 3 * HKV + 3 * (size_t)d->H + (size_t)d->Hkv + conv);
 }
 
@@ -62,13 +62,30 @@ void lina_attn_acts_carve(lina_attn_acts *a, float *buf, const lina_attn_dims *d
 size_t lina_attn_scratch_floats(const lina_attn_dims *d, int N)
 {
     size_t HQ = (size_t)d->H * d->d, HKV = (size_t)d->Hkv * d->d;
-    size_t conv = d->use_short_conv ? HQ + 2 * HKV : 0;
+    size_t conv = d->use_short_conv ? HQ + 2 * HKV + LINA_PROJ_PAD : 0; /* fused: rows padded */
     return (size_t)N * (4 * HQ + 2 * HKV + conv);
 }
 
 static int sp_on(const lina_sp *sp)
 {
     return sp && sp->size > 1;
+}
+
+/* q, k, v projections with their SiLU short convs as one fused product
+ * (nn.h lina_proj_*) when the layer has the convs, runs on whole sequences
+ * (no sequence-parallel pieces) and the three weights lie back to back (no
+ * biases between them); pt[0..2] filled, 1 returned then */
+static int attn_qkv_parts(lina_proj_part *pt, const lina_attn_dims *d, const lina_attn_params *p, const lina_sp *sp)
+{
+    if (!d->use_short_conv || d->qkv_bias || sp_on(sp)) {
+        return 0;
+    }
+    const int HQ = d->H * d->d, HKV = d->Hkv * d->d;
+    memset(pt, 0, 3 * sizeof(*pt));
+    pt[0] = (lina_proj_part){.w = p->q_proj, .cols = HQ, .conv = p->q_conv, .act = LINA_ACT_SILU};
+    pt[1] = (lina_proj_part){.w = p->k_proj, .cols = HKV, .conv = p->k_conv, .act = LINA_ACT_SILU};
+    pt[2] = (lina_proj_part){.w = p->v_proj, .cols = HKV, .conv = p->v_conv, .act = LINA_ACT_SILU};
+    return lina_proj_fusable(pt, 3, d->D);
 }
 
 /* qp, kp, vp [N, *] from x: the projections (into qc, kc, vc), then the SiLU short convs
@@ -78,6 +95,18 @@ static int attn_project(lina_attn_acts *a, const float *x, const lina_attn_dims 
                         int B, int T, float *conv, const lina_sp *sp)
 {
     int N = B * T, D = d->D, HQ = d->H * d->d, HKV = d->Hkv * d->d, W = d->conv_size;
+    lina_proj_part pt[3];
+    if (attn_qkv_parts(pt, d, p, sp)) {
+        /* pre-activations [N, HQ + 2 HKV] in the qc, kc, vc space */
+        float *cq = conv, *ck = cq ? cq + (size_t)B * HQ * W : NULL, *cv = ck ? ck + (size_t)B * HKV * W : NULL;
+        float *caches[3] = {cq, ck, cv}, *ys[3] = {a->qp, a->kp, a->vp};
+        for (int i = 0; i < 3; i++) {
+            pt[i].cache = caches[i];
+            pt[i].y = ys[i];
+        }
+        lina_proj_forward(a->qc, pt, 3, x, B, T, D, W);
+        return LINA_OK;
+    }
     lina_linear_forward(a->qc, x, p->q_proj, d->qkv_bias ? p->q_bias : NULL, N, D, HQ);
     lina_linear_forward(a->kc, x, p->k_proj, d->qkv_bias ? p->k_bias : NULL, N, D, HKV);
     lina_linear_forward(a->vc, x, p->v_proj, d->qkv_bias ? p->v_bias : NULL, N, D, HKV);
@@ -193,6 +222,19 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
         lina_rmsnorm_backward(dkp, gp->k_norm, NULL, dkr, a->kp, p->k_norm, a->rk, N * d->Hkv, d->d);
     }
     float *dvp = dvr;
+    lina_proj_part pt[3];
+    if (attn_qkv_parts(pt, d, p, sp)) {
+        /* one product each for dx and the weights; the conv gradients go to dvr + nkv.. as [N, HQ + 2 HKV] */
+        const float *dys[3] = {dqp, dkp, dvr};
+        float *gws[3] = {gp->q_proj, gp->k_proj, gp->v_proj}, *gcs[3] = {gp->q_conv, gp->k_conv, gp->v_conv};
+        for (int i = 0; i < 3; i++) {
+            pt[i].dy = dys[i];
+            pt[i].gw = gws[i];
+            pt[i].gconv = gcs[i];
+        }
+        lina_proj_backward(dx, dvr + nkv, pt, 3, a->qc, x, B, T, D, d->conv_size);
+        return LINA_OK;
+    }
     if (d->use_short_conv) {
         /* SiLU short convs: gradients into the projections' own buffers after dvr */
         int W = d->conv_size;

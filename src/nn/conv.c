@@ -26,23 +26,24 @@ static inline float sigmoidf_(float x)
 }
 
 /* Element p of the combined sequence [cache (W entries), x (T entries)] of
- * (b, c): p < W reads the cache (or zero), else x[b, p-W, c]. */
-static inline float comb(const float *x, const float *cache, int b, int p, int c, int T, int C, int W)
+ * (b, c): p < W reads the cache (or zero), else x[b, p-W, c] (rows of x ldx
+ * floats apart). */
+static inline float comb(const float *x, size_t ldx, const float *cache, int b, int p, int c, int T, int C, int W)
 {
     if (p >= W) {
-        return x[((size_t)b * T + (size_t)(p - W)) * C + c];
+        return x[((size_t)b * T + (size_t)(p - W)) * ldx + c];
     }
     return cache ? cache[((size_t)b * C + c) * W + p] : 0.0f;
 }
 
 /* pre-activation at time s (0-based) of (b, c): bias + sum_j w[c,j] comb(s+1+j) */
-static inline float conv_pre(const float *x, const float *w, const float *bias, const float *cache, int b, int s,
+static inline float conv_pre(const float *x, size_t ldx, const float *w, const float *bias, const float *cache, int b, int s,
                              int c, int T, int C, int W)
 {
     float acc = bias ? bias[c] : 0.0f;
     const float *wc = w + (size_t)c * W;
     for (int j = 0; j < W; j++) {
-        acc += wc[j] * comb(x, cache, b, s + 1 + j, c, T, C, W);
+        acc += wc[j] * comb(x, ldx, cache, b, s + 1 + j, c, T, C, W);
     }
     return acc;
 }
@@ -59,7 +60,7 @@ static void taps_t(float *wt, const float *w, int c0, int c1, int W)
 
 /* pre[CB] = pre-activations at time s of channels c0..c1-1 of batch b, in the
  * order of conv_pre (bias, then taps j = 0..W-1), channels in the inner loop */
-static void conv_pre_row(float *pre, const float *x, const float *wt, const float *bias, const float *cache, int b,
+static void conv_pre_row(float *pre, const float *x, size_t ldx, const float *wt, const float *bias, const float *cache, int b,
                          int s, int c0, int c1, int T, int C, int W)
 {
     int cw = c1 - c0;
@@ -72,22 +73,22 @@ static void conv_pre_row(float *pre, const float *x, const float *wt, const floa
         int p = s + 1 + j;
         const float *wj = wt + j * CB;
         if (p >= W) {
-            const float *xr = x + ((size_t)b * T + (size_t)(p - W)) * C + c0;
+            const float *xr = x + ((size_t)b * T + (size_t)(p - W)) * ldx + c0;
 #pragma omp simd
             for (int c = 0; c < cw; c++) {
                 pre[c] += wj[c] * xr[c];
             }
         } else {
             for (int c = 0; c < cw; c++) {
-                pre[c] += wj[c] * comb(x, cache, b, p, c0 + c, T, C, W);
+                pre[c] += wj[c] * comb(x, ldx, cache, b, p, c0 + c, T, C, W);
             }
         }
     }
 }
 
-/* y, x [B,T,C]; w [C,W]; bias [C]; cache, cache_out [B,C,W] */
-void lina_shortconv_forward(float *y, const float *x, const float *w, const float *bias, const float *cache,
-                            float *cache_out, int B, int T, int C, int W, lina_act act)
+/* y [B,T,C]; x [B,T,C] with rows ldx floats apart; w [C,W]; bias [C]; cache, cache_out [B,C,W] */
+void lina_shortconv_forward_ld(float *y, const float *x, size_t ldx, const float *w, const float *bias,
+                               const float *cache, float *cache_out, int B, int T, int C, int W, lina_act act)
 {
     int nb = (C + CB - 1) / CB;
 #pragma omp parallel for schedule(static) if ((size_t)B * T * C * W >= 65536)
@@ -99,10 +100,10 @@ void lina_shortconv_forward(float *y, const float *x, const float *w, const floa
             for (int s = 0; s < T; s++) {
                 float *yr = y + ((size_t)b * T + s) * C + c0;
                 if (s + PF < T) {
-                    prefetch_block(x + ((size_t)b * T + s + PF) * C + c0, c1 - c0);
+                    prefetch_block(x + ((size_t)b * T + s + PF) * ldx + c0, c1 - c0);
                     prefetch_block(yr + (size_t)PF * C, c1 - c0);
                 }
-                conv_pre_row(pre, x, wt, bias, cache, b, s, c0, c1, T, C, W);
+                conv_pre_row(pre, x, ldx, wt, bias, cache, b, s, c0, c1, T, C, W);
                 if (act == LINA_ACT_SILU) {
                     lina_vsigmoid(sg, pre, (size_t)(c1 - c0));
                     for (int c = 0; c < c1 - c0; c++) {
@@ -116,7 +117,7 @@ void lina_shortconv_forward(float *y, const float *x, const float *w, const floa
             for (int s = 0; s < T; s++) {
                 float *yr = y + ((size_t)b * T + s) * C;
                 for (int c = c0; c < c1; c++) {
-                    float p = conv_pre(x, w, bias, cache, b, s, c, T, C, W);
+                    float p = conv_pre(x, ldx, w, bias, cache, b, s, c, T, C, W);
                     yr[c] = act == LINA_ACT_SILU ? p * sigmoidf_(p) : p;
                 }
             }
@@ -127,7 +128,7 @@ void lina_shortconv_forward(float *y, const float *x, const float *w, const floa
             for (int c = c0; c < c1; c++) {
                 float *co = cache_out + ((size_t)b * C + c) * W;
                 for (int j = 0; j < W; j++) {
-                    co[j] = comb(x, cache, b, T + j, c, T, C, W);
+                    co[j] = comb(x, ldx, cache, b, T + j, c, T, C, W);
                 }
             }
         }
@@ -138,9 +139,9 @@ void lina_shortconv_forward(float *y, const float *x, const float *w, const floa
  * loops; every accumulation runs in the order of the per-channel reference
  * loop below (dw, dbias over (b, s); dx[t] over the rows s = t..t+W-1), so
  * the results are the same */
-static void conv_bwd_block(float *dx, float *dw, float *dbias, float *dcache, const float *dy, const float *x,
-                           const float *w, const float *bias, const float *cache, int B, int T, int C, int W,
-                           lina_act act, int c0, int c1)
+static void conv_bwd_block(float *dx, size_t lddx, float *dw, float *dbias, float *dcache, const float *dy,
+                           const float *x, size_t ldx, const float *w, const float *bias, const float *cache, int B,
+                           int T, int C, int W, lina_act act, int c0, int c1)
 {
     const int cw = c1 - c0;
     float wt[WMAX * CB], adw[WMAX * CB], adb[CB], pre[CB], sgr[CB];
@@ -155,18 +156,18 @@ static void conv_bwd_block(float *dx, float *dw, float *dbias, float *dcache, co
     for (int b = 0; b < B; b++) {
         for (int s = 0; s < T + W - 1; s++) {
             if (s + PF < T) {
-                size_t o = ((size_t)b * T + s + PF) * C + c0;
-                prefetch_block(dy + o, cw);
-                prefetch_block(x + o, cw);
+                size_t r = (size_t)b * T + s + PF;
+                prefetch_block(dy + r * C + c0, cw);
+                prefetch_block(x + r * ldx + c0, cw);
                 if (dx && s + PF >= W - 1) {
-                    prefetch_block(dx + o - (size_t)(W - 1) * C, cw);
+                    prefetch_block(dx + (r - (size_t)(W - 1)) * lddx + c0, cw);
                 }
             }
             if (s < T) {
                 const float *dyr = dy + ((size_t)b * T + s) * C + c0;
                 float *d = dp[s % W];
                 if (act == LINA_ACT_SILU) {
-                    conv_pre_row(pre, x, wt, bias, cache, b, s, c0, c1, T, C, W);
+                    conv_pre_row(pre, x, ldx, wt, bias, cache, b, s, c0, c1, T, C, W);
                     lina_vsigmoid(sgr, pre, (size_t)cw);
                     for (int c = 0; c < cw; c++) {
                         float p = pre[c], sg = sgr[c], g = dyr[c];
@@ -187,14 +188,14 @@ static void conv_bwd_block(float *dx, float *dw, float *dbias, float *dcache, co
                     if (dw) {
                         float *aj = adw + j * CB;
                         if (p >= W) {
-                            const float *xr = x + ((size_t)b * T + (size_t)(p - W)) * C + c0;
+                            const float *xr = x + ((size_t)b * T + (size_t)(p - W)) * ldx + c0;
 #pragma omp simd
                             for (int c = 0; c < cw; c++) {
                                 aj[c] += d[c] * xr[c];
                             }
                         } else {
                             for (int c = 0; c < cw; c++) {
-                                aj[c] += d[c] * comb(x, cache, b, p, c0 + c, T, C, W);
+                                aj[c] += d[c] * comb(x, ldx, cache, b, p, c0 + c, T, C, W);
                             }
                         }
                     }
@@ -211,7 +212,7 @@ static void conv_bwd_block(float *dx, float *dw, float *dbias, float *dcache, co
             if (dx && t >= 0) {
                 /* summed in a local row (same order), so the row is read and
                  * written once instead of once per tap */
-                float *dxr = dx + ((size_t)b * T + t) * C + c0, acc[CB];
+                float *dxr = dx + ((size_t)b * T + t) * lddx + c0, acc[CB];
                 memcpy(acc, dxr, (size_t)cw * sizeof(float));
                 for (int sp = t; sp < T && sp <= s; sp++) {
                     const float *wj = wt + (t + W - 1 - sp) * CB, *d = dp[sp % W];
@@ -236,10 +237,10 @@ static void conv_bwd_block(float *dx, float *dw, float *dbias, float *dcache, co
     }
 }
 
-/* dx [B,T,C], dw [C,W], dbias [C], dcache [B,C,W] accumulate */
-void lina_shortconv_backward(float *dx, float *dw, float *dbias, float *dcache, const float *dy, const float *x,
-                             const float *w, const float *bias, const float *cache, int B, int T, int C, int W,
-                             lina_act act)
+/* dx [B,T,C] (rows lddx floats apart), dw [C,W], dbias [C], dcache [B,C,W] accumulate; x rows ldx apart */
+void lina_shortconv_backward_ld(float *dx, size_t lddx, float *dw, float *dbias, float *dcache, const float *dy,
+                                const float *x, size_t ldx, const float *w, const float *bias, const float *cache,
+                                int B, int T, int C, int W, lina_act act)
 {
     int nb = (C + CB - 1) / CB;
     /* channel blocks own their dw / dbias rows: no races, fixed order */
@@ -247,7 +248,7 @@ void lina_shortconv_backward(float *dx, float *dw, float *dbias, float *dcache, 
     for (int cbk = 0; cbk < nb; cbk++) {
         int c0 = cbk * CB, c1 = c0 + CB < C ? c0 + CB : C;
         if (W <= WMAX) {
-            conv_bwd_block(dx, dw, dbias, dcache, dy, x, w, bias, cache, B, T, C, W, act, c0, c1);
+            conv_bwd_block(dx, lddx, dw, dbias, dcache, dy, x, ldx, w, bias, cache, B, T, C, W, act, c0, c1);
             continue;
         }
         for (int b = 0; b < B; b++) {
@@ -256,7 +257,7 @@ void lina_shortconv_backward(float *dx, float *dw, float *dbias, float *dcache, 
                 for (int c = c0; c < c1; c++) {
                     float dp = dyr[c];
                     if (act == LINA_ACT_SILU) {
-                        float p = conv_pre(x, w, bias, cache, b, s, c, T, C, W);
+                        float p = conv_pre(x, ldx, w, bias, cache, b, s, c, T, C, W);
                         float sg = sigmoidf_(p);
                         dp *= sg * (1.0f + p * (1.0f - sg));
                     }
@@ -267,11 +268,11 @@ void lina_shortconv_backward(float *dx, float *dw, float *dbias, float *dcache, 
                     for (int j = 0; j < W; j++) {
                         int p = s + 1 + j;
                         if (dw) {
-                            dw[(size_t)c * W + j] += dp * comb(x, cache, b, p, c, T, C, W);
+                            dw[(size_t)c * W + j] += dp * comb(x, ldx, cache, b, p, c, T, C, W);
                         }
                         if (p >= W) {
                             if (dx) {
-                                dx[((size_t)b * T + (size_t)(p - W)) * C + c] += wc[j] * dp;
+                                dx[((size_t)b * T + (size_t)(p - W)) * lddx + c] += wc[j] * dp;
                             }
                         } else if (dcache) {
                             dcache[((size_t)b * C + c) * W + p] += wc[j] * dp;
@@ -281,6 +282,19 @@ void lina_shortconv_backward(float *dx, float *dw, float *dbias, float *dcache, 
             }
         }
     }
+}
+
+void lina_shortconv_forward(float *y, const float *x, const float *w, const float *bias, const float *cache,
+                            float *cache_out, int B, int T, int C, int W, lina_act act)
+{
+    lina_shortconv_forward_ld(y, x, (size_t)C, w, bias, cache, cache_out, B, T, C, W, act);
+}
+
+void lina_shortconv_backward(float *dx, float *dw, float *dbias, float *dcache, const float *dy, const float *x,
+                             const float *w, const float *bias, const float *cache, int B, int T, int C, int W,
+                             lina_act act)
+{
+    lina_shortconv_backward_ld(dx, (size_t)C, dw, dbias, dcache, dy, x, (size_t)C, w, bias, cache, B, T, C, W, act);
 }
 
 /* y, x [B,C]; cache [B,C,W] updated in place */

@@ -51,6 +51,7 @@ size_t lina_gdn_acts_floats(const lina_gdn_dims *d, int N)
     size_t m = (size_t)ns_of(d), H = (size_t)d->H, NV = (size_t)nv_of(d), HK = H * d->K, VK = NV * d->K,
            VV = NV * d->V;
     size_t s = 3 * (HK + m * HK) + m * VV; /* qp, kp, qc, kc, qn, kn; vp */
+    s += (size_t)NV + m * NV + LINA_PROJ_PAD; /* the a, b columns of the fused projections, padding */
     s += H + m * H;                         /* rq, rk */
     s += NV != H ? VK + m * VK : 0;         /* qe, ke */
     s += m * VV;                            /* v */
@@ -68,6 +69,7 @@ void lina_gdn_acts_carve(lina_gdn_acts *a, float *buf, const lina_gdn_dims *d, i
     a->qp = p;   p += n * HK;
     a->kp = p;   p += n * m * HK;
     a->vp = p;   p += n * m * VV;
+    p += n * (NV + m * NV + LINA_PROJ_PAD); /* fused: qp.. holds [N, HK + m HK + m VV (+ NV) (+ m NV)], padded */
     a->qc = p;   p += n * HK;
     a->kc = p;   p += n * m * HK;
     a->qn = p;   p += n * HK;
@@ -106,6 +108,7 @@ size_t lina_gdn_scratch_floats(const lina_gdn_dims *d, int N)
     s += m * NV + gw_of(d);         /* dbeta, dg */
     s += NV != H ? VK + m * VK : 0; /* dqe, dke */
     s += d->kda ? (size_t)d->V : 0; /* dz1, later df1 */
+    s += d->use_short_conv ? HK + m * HK + m * VV + NV + m * NV + LINA_PROJ_PAD : 0; /* fused projections' gradient */
     return (size_t)N * s;
 }
 
@@ -178,6 +181,48 @@ static void kda_gate_backward(float *dg, float *dA_log, float *ddt_bias, const f
     }
 }
 
+/* The fused input projections (nn.h lina_proj_*): q, k, v with their short
+ * convs, then a_proj and b_proj where their weights follow in the same
+ * matrix (a before b, or b before a as Gated DeltaProduct declares them).
+ * Needs the short convs and whole sequences (no sequence-parallel pieces).
+ * Fills pt (outputs and gradients left NULL), *np parts, *ia / *ib the index
+ * of a / b among them (-1: not fused); returns 1 when fused. */
+static int gdn_parts(lina_proj_part *pt, int *np, int *ia, int *ib, const lina_gdn_dims *d,
+                     const lina_gdn_params *p, const lina_sp *sp)
+{
+    *np = 0;
+    *ia = *ib = -1;
+    if (!d->use_short_conv || (sp && sp->size > 1)) {
+        return 0;
+    }
+    const int m = ns_of(d), NV = nv_of(d), HK = d->H * d->K, VV = NV * d->V;
+    const lina_act qka = d->qk_act == LINA_QK_SILU ? LINA_ACT_SILU : LINA_ACT_NONE;
+    memset(pt, 0, 5 * sizeof(*pt));
+    pt[0] = (lina_proj_part){.w = p->q_proj, .cols = HK, .conv = p->q_conv, .act = qka};
+    pt[1] = (lina_proj_part){.w = p->k_proj, .cols = m * HK, .conv = p->k_conv, .act = qka};
+    pt[2] = (lina_proj_part){.w = p->v_proj, .cols = m * VV, .conv = p->v_conv, .act = LINA_ACT_SILU};
+    int n = 3;
+    const float *next = p->v_proj + (size_t)m * VV * d->D;
+    for (int pass = 0; pass < 2; pass++) {
+        if (d->gated && *ia < 0 && p->a_proj && p->a_proj == next) {
+            *ia = n;
+            pt[n++] = (lina_proj_part){.w = p->a_proj, .cols = NV};
+            next += (size_t)NV * d->D;
+        }
+        if (d->use_beta && *ib < 0 && p->b_proj && p->b_proj == next) {
+            *ib = n;
+            pt[n++] = (lina_proj_part){.w = p->b_proj, .cols = m * NV};
+            next += (size_t)m * NV * d->D;
+        }
+    }
+    *np = n;
+    if (!lina_proj_fusable(pt, n, d->D)) {
+        *ia = *ib = -1;
+        return 0;
+    }
+    return 1;
+}
+
 int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
                      const lina_gdn_params *p, int B, int T, float *cache, lina_form form, lina_ws *ws)
 {
@@ -206,12 +251,33 @@ int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina
         st = cache + ct * (HK + (size_t)m * HK + (size_t)m * VV);
     }
     /* projections and short convs */
-    lina_linear_forward(a->qp, x, p->q_proj, NULL, N, D, HK);
-    lina_linear_forward(a->kp, x, p->k_proj, NULL, N, D, m * HK);
-    lina_linear_forward(a->vp, x, p->v_proj, NULL, N, D, m * VV);
     const int sc = d->use_short_conv;
     const lina_act qka = d->qk_act == LINA_QK_SILU ? LINA_ACT_SILU : LINA_ACT_NONE;
-    if (sc && sp && sp->size > 1) {
+    lina_proj_part pt[5];
+    int np, ia, ib;
+    const int fused = gdn_parts(pt, &np, &ia, &ib, d, p, sp);
+    if (fused) {
+        /* pre-activations [N, tot] in the qp.. space */
+        float *caches[3] = {cq, ck, cv}, *ys[3] = {a->qc, a->kc, a->v};
+        for (int i = 0; i < 3; i++) {
+            pt[i].cache = caches[i];
+            pt[i].y = ys[i];
+        }
+        if (ia >= 0) {
+            pt[ia].y = a->a;
+        }
+        if (ib >= 0) {
+            pt[ib].y = a->bl;
+        }
+        lina_proj_forward(a->qp, pt, np, x, B, T, D, W);
+    } else {
+        lina_linear_forward(a->qp, x, p->q_proj, NULL, N, D, HK);
+        lina_linear_forward(a->kp, x, p->k_proj, NULL, N, D, m * HK);
+        lina_linear_forward(a->vp, x, p->v_proj, NULL, N, D, m * VV);
+    }
+    if (fused) {
+        /* done above */
+    } else if (sc && sp && sp->size > 1) {
         /* with the inputs before this piece */
         if ((rc = lina_sp_conv_forward(sp, a->qc, a->qp, p->q_conv, NULL, B, T, HK, W, qka)) ||
             (rc = lina_sp_conv_forward(sp, a->kc, a->kp, p->k_conv, NULL, B, T, m * HK, W, qka)) ||
@@ -240,14 +306,16 @@ int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina
     }
     /* gates: a, g [N,NV]; b logits, beta [N*m,NV] */
     if (d->gated) {
-        lina_linear_forward(a->a, x, p->a_proj, NULL, N, D, NV);
+        if (ia < 0) {
+            lina_linear_forward(a->a, x, p->a_proj, NULL, N, D, NV);
+        }
         lina_decay_forward(a->g, a->a, p->A_log, p->dt_bias, (size_t)N, NV);
     } else if (d->kda) {
         lina_linear_forward(a->f1, x, p->f_proj0, NULL, N, D, d->V);
         lina_linear_forward(a->a, a->f1, p->f_proj1, NULL, N, d->V, (int)gw_of(d));
         kda_gate_forward(a->g, a->a, p->A_log, p->dt_bias, d, (size_t)N);
     }
-    if (d->use_beta) {
+    if (d->use_beta && ib < 0) {
         lina_linear_forward(a->bl, x, p->b_proj, NULL, N, D, m * NV);
     }
     for (size_t i = 0; i < nm * NV; i++) {
@@ -309,6 +377,11 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
         dke = s; s += nm * VK;
     }
     float *dz1 = d->kda ? s : NULL; /* [N, V] */
+    s += d->kda ? n * d->V : 0;
+    float *dpre = s;                /* fused projections: [N, tot] */
+    lina_proj_part pt[5];
+    int np, ia, ib;
+    const int fused = gdn_parts(pt, &np, &ia, &ib, d, p, sp);
 
     if (d->kda) {
         lina_linear_backward(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, VV, D);
@@ -362,7 +435,9 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     memset(dvp, 0, nm * VV * sizeof(float));
     const int sc = d->use_short_conv, W = d->conv_size;
     const lina_act qka = d->qk_act == LINA_QK_SILU ? LINA_ACT_SILU : LINA_ACT_NONE;
-    if (sc && sp && sp->size > 1) {
+    if (fused) {
+        /* below, with the gates */
+    } else if (sc && sp && sp->size > 1) {
         if ((rc = lina_sp_conv_backward(sp, dqp, gp->q_conv, NULL, dqa, a->qp, p->q_conv, NULL, B, T, HK, W, qka)) ||
             (rc = lina_sp_conv_backward(sp, dkp, gp->k_conv, NULL, dka, a->kp, p->k_conv, NULL, B, T, m * HK, W,
                                         qka)) ||
@@ -384,15 +459,34 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
         float sg = sigm(a->bl[i]);
         dbeta[i] = dbeta[i] * (d->allow_neg_eigval ? 2.0f : 1.0f) * sg * (1.0f - sg);
     }
-    if (d->gated) {
+    if (d->gated && ia < 0) {
         lina_linear_backward(dx, gp->a_proj, NULL, dg, x, p->a_proj, N, D, NV);
     }
-    if (d->use_beta) {
+    if (d->use_beta && ib < 0) {
         lina_linear_backward(dx, gp->b_proj, NULL, dbeta, x, p->b_proj, N, D, m * NV);
     }
-    lina_linear_backward(dx, gp->q_proj, NULL, dqp, x, p->q_proj, N, D, HK);
-    lina_linear_backward(dx, gp->k_proj, NULL, dkp, x, p->k_proj, N, D, m * HK);
-    lina_linear_backward(dx, gp->v_proj, NULL, dvp, x, p->v_proj, N, D, m * VV);
+    if (fused) {
+        const float *dys[3] = {dqa, dka, dv};
+        float *gws[3] = {gp->q_proj, gp->k_proj, gp->v_proj}, *gcs[3] = {gp->q_conv, gp->k_conv, gp->v_conv};
+        for (int i = 0; i < 3; i++) {
+            pt[i].dy = dys[i];
+            pt[i].gw = gws[i];
+            pt[i].gconv = gcs[i];
+        }
+        if (ia >= 0) {
+            pt[ia].dy = dg;
+            pt[ia].gw = gp->a_proj;
+        }
+        if (ib >= 0) {
+            pt[ib].dy = dbeta;
+            pt[ib].gw = gp->b_proj;
+        }
+        lina_proj_backward(dx, dpre, pt, np, a->qp, x, B, T, D, W);
+    } else {
+        lina_linear_backward(dx, gp->q_proj, NULL, dqp, x, p->q_proj, N, D, HK);
+        lina_linear_backward(dx, gp->k_proj, NULL, dkp, x, p->k_proj, N, D, m * HK);
+        lina_linear_backward(dx, gp->v_proj, NULL, dvp, x, p->v_proj, N, D, m * VV);
+    }
     if (d->use_gate) {
         lina_linear_backward(dx, gp->g_proj, NULL, dgate, x, p->g_proj, N, D, VV);
     }

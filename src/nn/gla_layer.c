@@ -38,7 +38,7 @@ size_t lina_gla_acts_floats(const lina_gla_dims *d, int N)
     size_t n = (size_t)N, HK = (size_t)d->H * d->K, HV = (size_t)d->H * d->V;
     size_t GK = (size_t)hkv_of(d) * d->K, GV = (size_t)hkv_of(d) * d->V;
     size_t grp = hkv_of(d) != d->H ? 2 * GK + GV : 0;
-    size_t conv = d->use_short_conv ? HK + GK + GV : 0;
+    size_t conv = d->use_short_conv ? HK + GK + GV + LINA_PROJ_PAD : 0; /* fused: rows padded */
     return n * (3 * HK + GK + 4 * HV + LINA_GLA_GATE_RANK + (size_t)d->H + grp + conv);
 }
 
@@ -88,7 +88,7 @@ size_t lina_gla_scratch_floats(const lina_gla_dims *d, int N)
     size_t n = (size_t)N, HK = (size_t)d->H * d->K, HV = (size_t)d->H * d->V;
     size_t GK = (size_t)hkv_of(d) * d->K, GV = (size_t)hkv_of(d) * d->V;
     size_t grp = hkv_of(d) != d->H ? 2 * GK + GV : 0;
-    size_t conv = d->use_short_conv ? HK + GK + GV : 0;
+    size_t conv = d->use_short_conv ? HK + GK + GV + LINA_PROJ_PAD : 0; /* fused: rows padded */
     return n * (3 * HV + 3 * HK + LINA_GLA_GATE_RANK + grp + conv);
 }
 
@@ -128,6 +128,23 @@ static void gla_gate_backward(float *dg, const float *gk, size_t n, const lina_g
     }
 }
 
+/* q, k, v projections with their SiLU short convs as one fused product
+ * (nn.h lina_proj_*) when the layer has the convs, runs on whole sequences
+ * (no sequence-parallel pieces) and the three weights lie back to back;
+ * parts[0..2] filled (gradients and outputs left NULL) and 1 returned then */
+static int gla_qkv_parts(lina_proj_part *pt, const lina_gla_dims *d, const lina_gla_params *p, const lina_sp *sp)
+{
+    if (!d->use_short_conv || (sp && sp->size > 1)) {
+        return 0;
+    }
+    const int Hkv = hkv_of(d);
+    memset(pt, 0, 3 * sizeof(*pt));
+    pt[0] = (lina_proj_part){.w = p->q_proj, .cols = d->H * d->K, .conv = p->q_conv, .act = LINA_ACT_SILU};
+    pt[1] = (lina_proj_part){.w = p->k_proj, .cols = Hkv * d->K, .conv = p->k_conv, .act = LINA_ACT_SILU};
+    pt[2] = (lina_proj_part){.w = p->v_proj, .cols = Hkv * d->V, .conv = p->v_conv, .act = LINA_ACT_SILU};
+    return lina_proj_fusable(pt, 3, d->D);
+}
+
 int lina_gla_forward(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
                      const lina_gla_params *p, int B, int T, const float *h0, float *ht,
                      lina_form form, lina_ws *ws)
@@ -154,12 +171,25 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
     int N = B * T, D = d->D, H = d->H, Hkv = hkv_of(d), HK = d->H * d->K, HV = d->H * d->V;
     int GK = Hkv * d->K, GV = Hkv * d->V, R = LINA_GLA_GATE_RANK;
     /* projections: q [N,HK]; kk [N,GK]; vv [N,GV]; gr [N,R]; gk, gg [N,GK]; gate [N,HV] */
-    lina_linear_forward(a->qc, x, p->q_proj, NULL, N, D, HK);
-    lina_linear_forward(a->kc, x, p->k_proj, NULL, N, D, GK);
-    lina_linear_forward(a->vc, x, p->v_proj, NULL, N, D, GV);
-    if (d->use_short_conv) {
-        int W = d->conv_size;
-        float *cq = conv_cache, *ck = cq ? cq + (size_t)B * HK * W : NULL, *cv = ck ? ck + (size_t)B * GK * W : NULL;
+    lina_proj_part qkv[3];
+    const int W = d->conv_size;
+    float *cq = conv_cache, *ck = cq ? cq + (size_t)B * HK * W : NULL, *cv = ck ? ck + (size_t)B * GK * W : NULL;
+    const int fused = gla_qkv_parts(qkv, d, p, sp);
+    if (fused) {
+        /* pre-activations [N, HK+GK+GV] in the qc, kc, vc space */
+        qkv[0].cache = cq;
+        qkv[1].cache = ck;
+        qkv[2].cache = cv;
+        qkv[0].y = a->q;
+        qkv[1].y = a->kk;
+        qkv[2].y = a->vv;
+        lina_proj_forward(a->qc, qkv, 3, x, B, T, D, W);
+    } else {
+        lina_linear_forward(a->qc, x, p->q_proj, NULL, N, D, HK);
+        lina_linear_forward(a->kc, x, p->k_proj, NULL, N, D, GK);
+        lina_linear_forward(a->vc, x, p->v_proj, NULL, N, D, GV);
+    }
+    if (d->use_short_conv && !fused) {
         if (sp && sp->size > 1) {
             /* with the inputs before this piece */
             if ((rc = lina_sp_conv_forward(sp, a->q, a->qc, p->q_conv, NULL, B, T, HK, W, LINA_ACT_SILU)) ||
@@ -281,11 +311,27 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
     }
     /* short convs (SiLU), then the input projections */
     float *dqc = dq, *dkc = dkk, *dvc = dvv;
+    lina_proj_part qkv[3];
     if (d->use_short_conv) {
         int W = d->conv_size;
         dqc = dgr + (size_t)N * R + (Hkv != H ? (size_t)N * (2 * GK + GV) : 0);
         dkc = dqc + (size_t)N * HK;
         dvc = dkc + (size_t)N * GK;
+        if (gla_qkv_parts(qkv, d, p, sp)) {
+            /* one product each for dx and the weights; dqc.. is the [N, HK+GK+GV] gradient */
+            const float *dys[3] = {dq, dkk, dvv};
+            float *gws[3] = {gp->q_proj, gp->k_proj, gp->v_proj}, *gcs[3] = {gp->q_conv, gp->k_conv, gp->v_conv};
+            for (int i = 0; i < 3; i++) {
+                qkv[i].dy = dys[i];
+                qkv[i].gw = gws[i];
+                qkv[i].gconv = gcs[i];
+            }
+            lina_proj_backward(dx, dqc, qkv, 3, a->qc, x, B, T, D, W);
+            if (d->output_gate) {
+                lina_linear_backward(dx, gp->g_proj, NULL, dgate, x, p->g_proj, N, D, HV);
+            }
+            return LINA_OK;
+        }
         if (sp && sp->size > 1) {
             /* the gradient of the inputs before the piece goes back to their pieces */
             if ((rc = lina_sp_conv_backward(sp, dqc, gp->q_conv, NULL, dq, a->qc, p->q_conv, NULL, B, T, HK, W,

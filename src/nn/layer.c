@@ -2,7 +2,10 @@
  * and the repetition of q/k/v heads over grouped heads (and its adjoint). */
 #include "nn.h"
 
+#include "../kern/gemm.h"
+
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 lina_mix_dims lina_layer_mix(int B, int T, int H, int K, int V, int chunk, float scale)
@@ -125,6 +128,110 @@ void lina_decay_backward(float *dg, float *dA_log, float *ddt_bias, const float 
         }
         if (ddt_bias) {
             ddt_bias[h] += (float)sdt;
+        }
+    }
+}
+
+static int g_fused = -1; /* -1: not read yet; LINA_FUSED_PROJ=0 turns fusion off */
+static long g_fused_calls;
+
+void lina_proj_set_fused(int on)
+{
+    g_fused = on ? 1 : 0;
+}
+
+long lina_proj_fused_calls(void)
+{
+    long n;
+#pragma omp atomic read
+    n = g_fused_calls;
+    return n;
+}
+
+int lina_proj_fusable(const lina_proj_part *pt, int n, int D)
+{
+    if (g_fused < 0) {
+        const char *e = getenv("LINA_FUSED_PROJ");
+        g_fused = !(e && e[0] == '0');
+    }
+    if (!g_fused || n < 1 || n > LINA_PROJ_MAX) {
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!pt[i].w || pt[i].cols <= 0 || (i > 0 && pt[i].w != pt[i - 1].w + (size_t)pt[i - 1].cols * D)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int proj_ld(int tot)
+{
+    return (tot + LINA_PROJ_PAD - 1) / LINA_PROJ_PAD * LINA_PROJ_PAD;
+}
+
+static int proj_tot(const lina_proj_part *pt, int n)
+{
+    int tot = 0;
+    for (int i = 0; i < n; i++) {
+        tot += pt[i].cols;
+    }
+    return tot;
+}
+
+/* dst [N, cols] (row stride ldd) = src [N, cols] (row stride lds) */
+static void copy_cols(float *dst, size_t ldd, const float *src, size_t lds, size_t N, int cols)
+{
+#pragma omp parallel for if (N * (size_t)cols >= 65536)
+    for (size_t r = 0; r < N; r++) {
+        memcpy(dst + r * ldd, src + r * lds, (size_t)cols * sizeof(float));
+    }
+}
+
+void lina_proj_forward(float *pre, const lina_proj_part *pt, int n, const float *x, int B, int T, int D, int W)
+{
+    const int tot = proj_tot(pt, n), ld = proj_ld(tot);
+    const size_t N = (size_t)B * T;
+#pragma omp atomic
+    g_fused_calls++;
+    lina_sgemm_rows_nt((int)N, tot, D, 1.0f, x, D, pt[0].w, D, 0.0f, pre, ld);
+    for (int i = 0, off = 0; i < n; off += pt[i].cols, i++) {
+        if (pt[i].conv) {
+            lina_shortconv_forward_ld(pt[i].y, pre + off, (size_t)ld, pt[i].conv, NULL, pt[i].cache, pt[i].cache,
+                                      B, T, pt[i].cols, W, pt[i].act);
+        } else {
+            copy_cols(pt[i].y, (size_t)pt[i].cols, pre + off, (size_t)ld, N, pt[i].cols);
+        }
+    }
+}
+
+void lina_proj_backward(float *dx, float *dpre, const lina_proj_part *pt, int n, const float *pre, const float *x,
+                        int B, int T, int D, int W)
+{
+    const int tot = proj_tot(pt, n), ld = proj_ld(tot);
+    const size_t N = (size_t)B * T;
+    int gw_cat = 1; /* the weight gradients back to back too: one product */
+    memset(dpre, 0, N * (size_t)ld * sizeof(float)); /* the convs accumulate */
+    for (int i = 0, off = 0; i < n; off += pt[i].cols, i++) {
+        if (pt[i].conv) {
+            lina_shortconv_backward_ld(dpre + off, (size_t)ld, pt[i].gconv, NULL, NULL, pt[i].dy, pre + off,
+                                       (size_t)ld, pt[i].conv, NULL, NULL, B, T, pt[i].cols, W, pt[i].act);
+        } else {
+            copy_cols(dpre + off, (size_t)ld, pt[i].dy, (size_t)pt[i].cols, N, pt[i].cols);
+        }
+        if (!pt[i].gw || (i > 0 && pt[i].gw != pt[i - 1].gw + (size_t)pt[i - 1].cols * D)) {
+            gw_cat = 0;
+        }
+    }
+    /* dx += dpre Wcat; dWcat += dpre^T x (or per part) */
+    lina_sgemm(0, 0, (int)N, D, tot, 1.0f, dpre, ld, pt[0].w, D, 1.0f, dx, D);
+    for (int i = 0, off = 0; i < n; off += pt[i].cols, i++) {
+        if (gw_cat) {
+            lina_sgemm(1, 0, tot, D, (int)N, 1.0f, dpre, ld, x, D, 1.0f, pt[0].gw, D);
+            break;
+        }
+        if (pt[i].gw) {
+            lina_sgemm(1, 0, pt[i].cols, D, (int)N, 1.0f, dpre + off, ld, x, D, 1.0f, pt[i].gw, D);
         }
     }
 }

@@ -137,6 +137,13 @@ int lina_sp_conv_forward(const lina_sp *sp, float *y, const float *x, const floa
                          int T, int C, int W, lina_act act);
 int lina_sp_conv_backward(const lina_sp *sp, float *dx, float *dw, float *dbias, const float *dy, const float *x,
                           const float *w, const float *bias, int B, int T, int C, int W, lina_act act);
+/* The same with the rows of x (and of dx) ldx (lddx) floats apart, for inputs that are a
+ * column block of a wider matrix (lina_proj_forward); y and dy are [B,T,C]. */
+void lina_shortconv_forward_ld(float *y, const float *x, size_t ldx, const float *w, const float *bias,
+                               const float *cache, float *cache_out, int B, int T, int C, int W, lina_act act);
+void lina_shortconv_backward_ld(float *dx, size_t lddx, float *dw, float *dbias, float *dcache, const float *dy,
+                                const float *x, size_t ldx, const float *w, const float *bias, const float *cache,
+                                int B, int T, int C, int W, lina_act act);
 /* One decode step: roll cache [B,C,W] left, put x [B,C] in the newest slot,
  * y [B,C] = act(bias + sum_j w[c,j] cache[b,c,j]). Equals the forward with T=1. */
 void lina_shortconv_step(float *y, const float *x, const float *w, const float *bias, float *cache, int B, int C,
@@ -228,6 +235,52 @@ void lina_conv_act_forward(float *y, const float *x, const float *conv_w, float 
 /* dx (and dconv_w) += its backward given dy. */
 void lina_conv_act_backward(float *dx, float *dconv_w, const float *dy, const float *x, const float *conv_w, int B,
                             int T, int C, int W, lina_act act);
+/*
+ * Fused input projections: the projections of a layer that read the same x
+ * (q, k, v, and gates) as ONE product over the concatenated weight
+ * [tot, D], tot = the sum of the parts' columns, when the weights lie back
+ * to back (a model's parameter buffer holds FLA's tensors in declaration
+ * order, so q_proj, k_proj, v_proj, ... are one matrix there): x is read and
+ * packed once instead of once per part, and the backward is one product for
+ * dx and one for the weight gradients. The pre-activations stay in one
+ * [N, tot] matrix; a part with a short conv reads its column block through
+ * the conv's row stride, a part without one gets its columns copied out.
+ */
+#define LINA_PROJ_MAX 8
+typedef struct lina_proj_part {
+    const float *w;    /* weight [cols, D] */
+    float *gw;         /* its gradient (backward; accumulated), or NULL */
+    int cols;
+    const float *conv; /* short conv [cols, W] after the projection, or NULL (a plain copy) */
+    float *gconv;      /* its gradient (backward; accumulated), or NULL */
+    lina_act act;      /* the conv's activation */
+    float *cache;      /* the conv's decode tail [B, cols, W] (forward), or NULL */
+    float *y;          /* forward: the part's output [N, cols] (written) */
+    const float *dy;   /* backward: the gradient of y */
+} lina_proj_part;
+
+/* The rows of pre / dpre are tot rounded up to LINA_PROJ_PAD floats (64
+ * bytes) apart: a conv reading a column block of rows at an odd stride runs
+ * at half speed (cache-line splits). Buffers hold N * (tot + LINA_PROJ_PAD). */
+#define LINA_PROJ_PAD 16
+/* 1 when the n parts (1 <= n <= LINA_PROJ_MAX) can run fused: each weight
+ * starts where the previous one ends. */
+int lina_proj_fusable(const lina_proj_part *pt, int n, int D);
+/* pre [N, tot] (rows padded) = x Wcat^T (N = B*T); then each part's y: act(conv(its
+ * columns)) with its cache, or a copy of its columns. */
+void lina_proj_forward(float *pre, const lina_proj_part *pt, int n, const float *x, int B, int T, int D, int W);
+/* Its backward given each part's dy: dpre [N, tot] (scratch, written) =
+ * the gradient of pre; dx += dpre Wcat; each gw += dpre_part^T x (one
+ * product when the gradients lie back to back as the weights do); the conv
+ * weight gradients accumulate. pre is the forward's. */
+void lina_proj_backward(float *dx, float *dpre, const lina_proj_part *pt, int n, const float *pre, const float *x,
+                        int B, int T, int D, int W);
+/* Fusion on (1, the default) or off (0: every projection its own product, as
+ * the environment variable LINA_FUSED_PROJ=0 also sets); for tests and
+ * measurements. lina_proj_fused_calls: fused forwards run so far. */
+void lina_proj_set_fused(int on);
+long lina_proj_fused_calls(void);
+
 /* The decay of Gated DeltaNet / DeltaProduct / MoM memories:
  * g [N, H] = -exp(A_log) softplus(a + dt_bias). */
 void lina_decay_forward(float *g, const float *a, const float *A_log, const float *dt_bias, size_t N, int H);
