@@ -5,7 +5,9 @@
  * and every parameter gradient), the chunk-form logits and a prefill + decode
  * run are compared with the unfused path on the same model
  * (lina_proj_set_fused(0): every projection its own product); the fused path
- * must actually have run (lina_proj_fused_calls). The fused path is also
+ * must actually have run (lina_proj_fused_calls). The MLP's gate_proj and
+ * up_proj run as one product the same way (every config here has the MLP;
+ * one has no short convs, so only the MLP is fused). The fused path is also
  * checked against the double-precision reference and finite differences by
  * test_model (its models hold their weights back to back). The low-level
  * helpers are checked on their own against a plain double computation, with
@@ -261,6 +263,9 @@ int main(void)
     c = base(LINA_MODEL_GATED_DELTAPRODUCT);
     c.head_dim = 8;
     compare("gated_deltaproduct (b_proj before a_proj)", c);
+    c = base(LINA_MODEL_GLA);
+    c.use_short_conv = 0;
+    compare("gla without short convs (the MLP's gate + up only)", c);
     c = base(LINA_MODEL_TRANSFORMER);
     compare("transformer short conv", c);
     c.num_kv_heads = 1;

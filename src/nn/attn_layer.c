@@ -99,11 +99,7 @@ static int attn_project(lina_attn_acts *a, const float *x, const lina_attn_dims 
     if (attn_qkv_parts(pt, d, p, sp)) {
         /* pre-activations [N, HQ + 2 HKV] in the qc, kc, vc space */
         float *cq = conv, *ck = cq ? cq + (size_t)B * HQ * W : NULL, *cv = ck ? ck + (size_t)B * HKV * W : NULL;
-        float *caches[3] = {cq, ck, cv}, *ys[3] = {a->qp, a->kp, a->vp};
-        for (int i = 0; i < 3; i++) {
-            pt[i].cache = caches[i];
-            pt[i].y = ys[i];
-        }
+        lina_proj_qkv_out(pt, a->qp, a->kp, a->vp, cq, ck, cv);
         lina_proj_forward(a->qc, pt, 3, x, B, T, D, W);
         return LINA_OK;
     }
@@ -225,13 +221,8 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
     lina_proj_part pt[3];
     if (attn_qkv_parts(pt, d, p, sp)) {
         /* one product each for dx and the weights; the conv gradients go to dvr + nkv.. as [N, HQ + 2 HKV] */
-        const float *dys[3] = {dqp, dkp, dvr};
-        float *gws[3] = {gp->q_proj, gp->k_proj, gp->v_proj}, *gcs[3] = {gp->q_conv, gp->k_conv, gp->v_conv};
-        for (int i = 0; i < 3; i++) {
-            pt[i].dy = dys[i];
-            pt[i].gw = gws[i];
-            pt[i].gconv = gcs[i];
-        }
+        lina_proj_qkv_grad(pt, dqp, dkp, dvr, gp->q_proj, gp->k_proj, gp->v_proj, gp->q_conv, gp->k_conv,
+                           gp->v_conv);
         lina_proj_backward(dx, dvr + nkv, pt, 3, a->qc, x, B, T, D, d->conv_size);
         return LINA_OK;
     }

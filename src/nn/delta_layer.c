@@ -258,11 +258,7 @@ int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina
     const int fused = gdn_parts(pt, &np, &ia, &ib, d, p, sp);
     if (fused) {
         /* pre-activations [N, tot] in the qp.. space */
-        float *caches[3] = {cq, ck, cv}, *ys[3] = {a->qc, a->kc, a->v};
-        for (int i = 0; i < 3; i++) {
-            pt[i].cache = caches[i];
-            pt[i].y = ys[i];
-        }
+        lina_proj_qkv_out(pt, a->qc, a->kc, a->v, cq, ck, cv);
         if (ia >= 0) {
             pt[ia].y = a->a;
         }
@@ -466,13 +462,8 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
         lina_linear_backward(dx, gp->b_proj, NULL, dbeta, x, p->b_proj, N, D, m * NV);
     }
     if (fused) {
-        const float *dys[3] = {dqa, dka, dv};
-        float *gws[3] = {gp->q_proj, gp->k_proj, gp->v_proj}, *gcs[3] = {gp->q_conv, gp->k_conv, gp->v_conv};
-        for (int i = 0; i < 3; i++) {
-            pt[i].dy = dys[i];
-            pt[i].gw = gws[i];
-            pt[i].gconv = gcs[i];
-        }
+        lina_proj_qkv_grad(pt, dqa, dka, dv, gp->q_proj, gp->k_proj, gp->v_proj, gp->q_conv, gp->k_conv,
+                           gp->v_conv);
         if (ia >= 0) {
             pt[ia].dy = dg;
             pt[ia].gw = gp->a_proj;

@@ -177,12 +177,7 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
     const int fused = gla_qkv_parts(qkv, d, p, sp);
     if (fused) {
         /* pre-activations [N, HK+GK+GV] in the qc, kc, vc space */
-        qkv[0].cache = cq;
-        qkv[1].cache = ck;
-        qkv[2].cache = cv;
-        qkv[0].y = a->q;
-        qkv[1].y = a->kk;
-        qkv[2].y = a->vv;
+        lina_proj_qkv_out(qkv, a->q, a->kk, a->vv, cq, ck, cv);
         lina_proj_forward(a->qc, qkv, 3, x, B, T, D, W);
     } else {
         lina_linear_forward(a->qc, x, p->q_proj, NULL, N, D, HK);
@@ -319,13 +314,8 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
         dvc = dkc + (size_t)N * GK;
         if (gla_qkv_parts(qkv, d, p, sp)) {
             /* one product each for dx and the weights; dqc.. is the [N, HK+GK+GV] gradient */
-            const float *dys[3] = {dq, dkk, dvv};
-            float *gws[3] = {gp->q_proj, gp->k_proj, gp->v_proj}, *gcs[3] = {gp->q_conv, gp->k_conv, gp->v_conv};
-            for (int i = 0; i < 3; i++) {
-                qkv[i].dy = dys[i];
-                qkv[i].gw = gws[i];
-                qkv[i].gconv = gcs[i];
-            }
+            lina_proj_qkv_grad(qkv, dq, dkk, dvv, gp->q_proj, gp->k_proj, gp->v_proj, gp->q_conv, gp->k_conv,
+                               gp->v_conv);
             lina_proj_backward(dx, dqc, qkv, 3, a->qc, x, B, T, D, W);
             if (d->output_gate) {
                 lina_linear_backward(dx, gp->g_proj, NULL, dgate, x, p->g_proj, N, D, HV);

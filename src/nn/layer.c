@@ -140,6 +140,12 @@ void lina_proj_set_fused(int on)
     g_fused = on ? 1 : 0;
 }
 
+void lina_proj_fused_note(void)
+{
+#pragma omp atomic
+    g_fused_calls++;
+}
+
 long lina_proj_fused_calls(void)
 {
     long n;
@@ -192,8 +198,7 @@ void lina_proj_forward(float *pre, const lina_proj_part *pt, int n, const float 
 {
     const int tot = proj_tot(pt, n), ld = proj_ld(tot);
     const size_t N = (size_t)B * T;
-#pragma omp atomic
-    g_fused_calls++;
+    lina_proj_fused_note();
     lina_sgemm_rows_nt((int)N, tot, D, 1.0f, x, D, pt[0].w, D, 0.0f, pre, ld);
     for (int i = 0, off = 0; i < n; off += pt[i].cols, i++) {
         if (pt[i].conv) {
@@ -233,5 +238,26 @@ void lina_proj_backward(float *dx, float *dpre, const lina_proj_part *pt, int n,
         if (pt[i].gw) {
             lina_sgemm(1, 0, pt[i].cols, D, (int)N, 1.0f, dpre + off, ld, x, D, 1.0f, pt[i].gw, D);
         }
+    }
+}
+
+void lina_proj_qkv_out(lina_proj_part *pt, float *yq, float *yk, float *yv, float *cq, float *ck, float *cv)
+{
+    float *y[3] = {yq, yk, yv}, *c[3] = {cq, ck, cv};
+    for (int i = 0; i < 3; i++) {
+        pt[i].y = y[i];
+        pt[i].cache = c[i];
+    }
+}
+
+void lina_proj_qkv_grad(lina_proj_part *pt, const float *dq, const float *dk, const float *dv, float *gq, float *gk,
+                        float *gv, float *gcq, float *gck, float *gcv)
+{
+    const float *dy[3] = {dq, dk, dv};
+    float *gw[3] = {gq, gk, gv}, *gc[3] = {gcq, gck, gcv};
+    for (int i = 0; i < 3; i++) {
+        pt[i].dy = dy[i];
+        pt[i].gw = gw[i];
+        pt[i].gconv = gc[i];
     }
 }

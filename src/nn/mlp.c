@@ -158,13 +158,34 @@ void lina_swiglu_backward(float *dgate, float *dup, const float *dh, const float
 
 /* ---------------------------------------------------------- GatedMLP */
 
+/* gate and up as one product (nn.h lina_proj_*): Wu right after Wg (one
+ * [2I, D] matrix, as a model's parameter buffer holds them) and up right
+ * after gate ([N, I] each); the two then hold one [N, 2I] matrix, a row
+ * being [gate row | up row] */
+static int mlp_fused(const float *gate, const float *up, const float *Wg, const float *Wu, int N, int D, int I)
+{
+    const lina_proj_part pt[2] = {{.w = Wg, .cols = I}, {.w = Wu, .cols = I}};
+    return up == gate + (size_t)N * I && lina_proj_fusable(pt, 2, D);
+}
+
 /* y [N,D]; gate, up, h [N,I]; x [N,D]; Wg, Wu [I,D]; Wd [D,I] */
 void lina_gated_mlp_forward(float *y, float *gate, float *up, float *h, const float *x, const float *Wg,
                             const float *Wu, const float *Wd, int N, int D, int I)
 {
-    lina_linear_forward(gate, x, Wg, NULL, N, D, I);
-    lina_linear_forward(up, x, Wu, NULL, N, D, I);
-    lina_swiglu_forward(h, gate, up, (size_t)N * I);
+    if (mlp_fused(gate, up, Wg, Wu, N, D, I)) {
+        /* gu [N, 2I] = x [Wg; Wu]^T, then h row by row */
+        lina_proj_fused_note();
+        lina_linear_forward(gate, x, Wg, NULL, N, D, 2 * I);
+#pragma omp parallel for if ((size_t)N * I >= 65536)
+        for (int r = 0; r < N; r++) {
+            const float *g = gate + (size_t)r * 2 * I;
+            lina_swiglu_forward(h + (size_t)r * I, g, g + I, (size_t)I);
+        }
+    } else {
+        lina_linear_forward(gate, x, Wg, NULL, N, D, I);
+        lina_linear_forward(up, x, Wu, NULL, N, D, I);
+        lina_swiglu_forward(h, gate, up, (size_t)N * I);
+    }
     lina_linear_forward(y, h, Wd, NULL, N, I, D);
 }
 
@@ -179,14 +200,36 @@ int lina_gated_mlp_backward(float *dx, float *dWg, float *dWu, float *dWd, const
     if (!dx && !dWg && !dWu) {
         return LINA_OK;
     }
+    const int fused = mlp_fused(gate, up, Wg, Wu, N, D, I);
     lina_ws_scope sc;
     int rc = lina_ws_scope_open(&sc, ws, 1);
-    float *dg = rc ? NULL : lina_ws_get(sc.ws, 0, 2 * (size_t)N * (size_t)I * sizeof(float));
+    float *dg = rc ? NULL : lina_ws_get(sc.ws, 0, (fused ? 3 : 2) * (size_t)N * (size_t)I * sizeof(float));
     if (!dg) {
         lina_ws_scope_close(&sc);
         return rc ? rc : LINA_ENOMEM;
     }
     float *du = dg + (size_t)N * I; /* [N,I] each */
+    if (fused) {
+        /* dh [N,I] = dy Wd; dgu [N, 2I] rows [dgate | dup]; one product each for dx and [dWg; dWu] */
+        float *dh = dg, *dgu = dg + (size_t)N * I;
+        lina_sgemm(0, 0, N, I, D, 1.0f, dy, D, Wd, I, 0.0f, dh, I);
+#pragma omp parallel for if ((size_t)N * I >= 65536)
+        for (int r = 0; r < N; r++) {
+            const float *g = gate + (size_t)r * 2 * I;
+            float *d = dgu + (size_t)r * 2 * I;
+            swiglu_bwd(d, d + I, dh + (size_t)r * I, g, g + I, (size_t)I, 0);
+        }
+        const int gcat = dWg && dWu == dWg + (size_t)I * D;
+        lina_linear_backward(dx, gcat ? dWg : NULL, NULL, dgu, x, Wg, N, D, 2 * I);
+        if (!gcat && dWg) {
+            lina_sgemm(1, 0, I, D, N, 1.0f, dgu, 2 * I, x, D, 1.0f, dWg, D);
+        }
+        if (!gcat && dWu) {
+            lina_sgemm(1, 0, I, D, N, 1.0f, dgu + I, 2 * I, x, D, 1.0f, dWu, D);
+        }
+        lina_ws_scope_close(&sc);
+        return LINA_OK;
+    }
     /* dh [N,I] = dy Wd, into dg; then dgate in place and dup */
     lina_sgemm(0, 0, N, I, D, 1.0f, dy, D, Wd, I, 0.0f, dg, I);
     swiglu_bwd(dg, du, dg, gate, up, (size_t)N * I, 0);

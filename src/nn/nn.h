@@ -181,7 +181,10 @@ void lina_swiglu_backward(float *dgate, float *dup, const float *dh, const float
 void lina_gated_mlp_forward(float *y, float *gate, float *up, float *h, const float *x, const float *Wg,
                             const float *Wu, const float *Wd, int N, int D, int I);
 /* dx, dWg, dWu, dWd accumulate (each may be NULL); scratch 2*N*I floats from
- * ws (NULL: a private arena). */
+ * ws (3*N*I fused; NULL: a private arena). When Wu follows Wg in memory (one
+ * [2I, D] matrix) and up follows gate ([N, I] each), gate and up are one
+ * product and gate..up holds [N, 2I] rows [gate | up] instead (the forward
+ * and the backward decide alike; lina_proj_set_fused(0) turns it off). */
 int lina_gated_mlp_backward(float *dx, float *dWg, float *dWu, float *dWd, const float *dy, const float *x,
                             const float *gate, const float *up, const float *h, const float *Wg, const float *Wu,
                             const float *Wd, int N, int D, int I, lina_ws *ws);
@@ -275,11 +278,18 @@ void lina_proj_forward(float *pre, const lina_proj_part *pt, int n, const float 
  * weight gradients accumulate. pre is the forward's. */
 void lina_proj_backward(float *dx, float *dpre, const lina_proj_part *pt, int n, const float *pre, const float *x,
                         int B, int T, int D, int W);
+/* The forward fields of parts 0..2 (q, k, v): outputs y and conv tails
+ * (NULL: none), and their backward fields: dy, gw, gconv. */
+void lina_proj_qkv_out(lina_proj_part *pt, float *yq, float *yk, float *yv, float *cq, float *ck, float *cv);
+void lina_proj_qkv_grad(lina_proj_part *pt, const float *dq, const float *dk, const float *dv, float *gq, float *gk,
+                        float *gv, float *gcq, float *gck, float *gcv);
 /* Fusion on (1, the default) or off (0: every projection its own product, as
  * the environment variable LINA_FUSED_PROJ=0 also sets); for tests and
- * measurements. lina_proj_fused_calls: fused forwards run so far. */
+ * measurements. lina_proj_fused_calls: fused forward products run so far
+ * (lina_proj_forward and the MLP's gate + up, which call lina_proj_fused_note). */
 void lina_proj_set_fused(int on);
 long lina_proj_fused_calls(void);
+void lina_proj_fused_note(void);
 
 /* The decay of Gated DeltaNet / DeltaProduct / MoM memories:
  * g [N, H] = -exp(A_log) softplus(a + dt_bias). */
