@@ -3,6 +3,7 @@
 #include "model_bench.h"
 
 #include "lina.h"
+#include "../kern/gemm.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -115,6 +116,70 @@ double lina_bench_sgemm_gflops(double *cpu_gflops)
         *cpu_gflops = 2.0 * n * n * (double)n / best_cpu / 1e9;
     }
     return 2.0 * n * n * (double)n / best / 1e9;
+}
+
+/* The projections of one decode step at batch B on their own: every weight
+ * matrix of the model except the embedding table (the lm_head included; a
+ * tied table once, as the head) as C [B, out] = X [B, in] W^T through the
+ * product decode's Linear layers take (lina_sgemm_rows_nt), in parameter
+ * order, so the weights stream from memory as in a step. Median seconds per
+ * step over `steps` (wall; *cpu the same in CPU time), *flops per step;
+ * NAN when out of memory. */
+static double mb_proj_step(lina_model *m, int B, int steps, double *cpu, double *flops)
+{
+    const lina_config *c = lina_model_config(m);
+    const float *P = lina_model_params(m);
+    int nt = lina_model_num_tensors(m), maxin = 0, maxout = 0;
+    for (int i = 0; i < nt; i++) {
+        int nd;
+        const int64_t *sh;
+        lina_model_tensor(m, i, NULL, &nd, &sh, NULL, NULL);
+        if (nd == 2) {
+            maxout = sh[0] > maxout ? (int)sh[0] : maxout;
+            maxin = sh[1] > maxin ? (int)sh[1] : maxin;
+        }
+    }
+    float *X = calloc((size_t)B * (maxin > 0 ? maxin : 1), sizeof(float));
+    float *C = malloc((size_t)B * (maxout > 0 ? maxout : 1) * sizeof(float));
+    double *t = malloc((size_t)(steps + 1) * 2 * sizeof(double));
+    if (!X || !C || !t) {
+        free(X);
+        free(C);
+        free(t);
+        return NAN;
+    }
+    for (size_t i = 0; i < (size_t)B * maxin; i++) {
+        X[i] = (float)(i % 7) * 0.1f - 0.3f;
+    }
+    *flops = 0.0;
+    for (int s = 0; s <= steps; s++) { /* step 0: warm-up */
+        double t0 = lina_now(), c0 = lina_bench_cpu_now();
+        for (int i = 0; i < nt; i++) {
+            const char *name;
+            int nd;
+            const int64_t *sh;
+            size_t off;
+            lina_model_tensor(m, i, &name, &nd, &sh, &off, NULL);
+            if (nd != 2 || (strstr(name, "embed") && !c->tie_word_embeddings)) {
+                continue;
+            }
+            lina_sgemm_rows_nt(B, (int)sh[0], (int)sh[1], 1.0f, X, (int)sh[1], P + off, (int)sh[1], 0.0f, C,
+                               (int)sh[0]);
+            if (s == 0) {
+                *flops += 2.0 * B * (double)sh[0] * (double)sh[1];
+            }
+        }
+        if (s > 0) {
+            t[s - 1] = lina_now() - t0;
+            t[steps + s - 1] = lina_bench_cpu_now() - c0;
+        }
+    }
+    double wall = mb_median(t, steps);
+    *cpu = mb_median(t + steps, steps);
+    free(X);
+    free(C);
+    free(t);
+    return wall;
 }
 
 double lina_bench_read_gbs(size_t bytes)
@@ -330,7 +395,7 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
      * read once per step; the table gives one row) */
     double sgemm = NAN, sgemm_cpu = NAN, train_frac_cpu = NAN, read_gbs = NAN, train_frac = NAN,
            decode_bw_frac = NAN, decode_gflops = NAN,
-           decode_frac = NAN;
+           decode_frac = NAN, proj_frac = NAN, proj_frac_cpu = NAN, proj_gflops = NAN, proj_roof = NAN;
     const double dense = (double)np - (double)vocab * cfg.hidden_size +
                          (cfg.tie_word_embeddings ? (double)vocab * cfg.hidden_size : 0.0);
     if (o->roofline) {
@@ -343,6 +408,13 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
                              (1e-3 * train_cpu_ms) / 1e9 / sgemm_cpu;
         }
         if (!isnan(decode_ms)) {
+            double pcpu = NAN, pflops = 0.0, pwall = mb_proj_step(m, B, dsteps, &pcpu, &pflops);
+            proj_gflops = pflops / pwall / 1e9;
+            proj_frac = sgemm > 0.0 ? proj_gflops / sgemm : NAN;
+            proj_frac_cpu = sgemm_cpu > 0.0 && pcpu > 0.0 ? pflops / pcpu / 1e9 / sgemm_cpu : NAN;
+            /* the ceiling at batch B: SGEMM, or 2B flops per 4-byte weight read at the streaming rate */
+            double ceil = B * 0.5 * read_gbs < sgemm ? B * 0.5 * read_gbs : sgemm;
+            proj_roof = ceil > 0.0 ? proj_gflops / ceil : NAN;
             decode_gflops = 2.0 * dense * B / (1e-3 * decode_ms) / 1e9;
             decode_frac = sgemm > 0.0 ? decode_gflops / sgemm : NAN;
             decode_bw_frac = read_gbs > 0.0 ? 4.0 * dense / (read_gbs * 1e9) / (1e-3 * decode_ms) : NAN;
@@ -361,7 +433,11 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
         mb_num(f, sizeof(f), hwm, "%.1f");
         char roof[1024] = "";
         if (o->roofline) {
-            char r[8][48];
+            char r[12][48];
+            mb_num(r[11], sizeof(r[11]), proj_roof, "%.4f");
+            mb_num(r[8], sizeof(r[8]), proj_gflops, "%.3f");
+            mb_num(r[9], sizeof(r[9]), proj_frac, "%.4f");
+            mb_num(r[10], sizeof(r[10]), proj_frac_cpu, "%.4f");
             mb_num(r[6], sizeof(r[6]), sgemm_cpu, "%.2f");
             mb_num(r[7], sizeof(r[7]), train_frac_cpu, "%.4f");
             mb_num(r[0], sizeof(r[0]), sgemm, "%.2f");
@@ -373,8 +449,9 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
             snprintf(roof, sizeof(roof),
                      ", \"sgemm_gflops\": %s, \"read_gbs\": %s, \"train_sgemm_frac\": %s, \"decode_gflops\": %s, "
                      "\"decode_sgemm_frac\": %s, \"decode_bw_frac\": %s, \"decode_weight_mb\": %.2f, "
-                     "\"sgemm_cpu_gflops\": %s, \"train_sgemm_frac_cpu\": %s",
-                     r[0], r[1], r[2], r[3], r[4], r[5], 4.0 * dense / 1e6, r[6], r[7]);
+                     "\"sgemm_cpu_gflops\": %s, \"train_sgemm_frac_cpu\": %s, \"decode_proj_gflops\": %s, "
+                     "\"decode_proj_sgemm_frac\": %s, \"decode_proj_sgemm_frac_cpu\": %s, \"decode_proj_roof_frac\": %s",
+                     r[0], r[1], r[2], r[3], r[4], r[5], 4.0 * dense / 1e6, r[6], r[7], r[8], r[9], r[10], r[11]);
         }
         printf("{\"model_type\": \"%s\", \"params\": %zu, \"seq_len\": %d, \"batch\": %d, \"threads\": %d, "
                "\"train_tokens_per_s\": %s, \"train_ms_per_step\": %s, \"train_cpu_ms_per_step\": %s, \"prefill_tokens_per_s\": %s, \"decode_tokens_per_s\": %s, "
@@ -406,6 +483,9 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
                        "%.1f%% of the bandwidth bound\n",
                        decode_gflops, 100.0 * decode_frac, 4.0 * dense / (read_gbs * 1e9) * 1e3, 4.0 * dense / 1e6,
                        100.0 * decode_bw_frac);
+                printf("projections %.2f GFLOP/s at B %d (%.1f%% of SGEMM; CPU time %.1f%%; %.1f%% of min(SGEMM, "
+                       "B/2 flops per byte x streaming read)): the weight matrices alone, each its own product\n",
+                       proj_gflops, B, 100.0 * proj_frac, 100.0 * proj_frac_cpu, 100.0 * proj_roof);
             }
         }
     }
