@@ -357,7 +357,8 @@ def model_logits(p, c, tokens, mixers=None):
     for i in range(c["num_hidden_layers"]):
         pre = "model.layers.%d." % i
         h = x + mixer(rmsnorm(x, p[pre + "attn_norm.weight"], eps), p, pre + "attn.", c, i, mixers)
-        x = h + mlp(rmsnorm(h, p[pre + "mlp_norm.weight"], eps), p, pre + "mlp.")
+        # no_mlp (lina's synthetic-task models): mixer-only blocks
+        x = h if c.get("no_mlp") else h + mlp(rmsnorm(h, p[pre + "mlp_norm.weight"], eps), p, pre + "mlp.")
     x = rmsnorm(x, p["model.norm.weight"], eps)
     w = p["model.embeddings.weight"] if c.get("tie_word_embeddings", False) else p["lm_head.weight"]
     return x @ w.t()
@@ -453,6 +454,8 @@ def param_shapes(c):
             s[a + "o_proj.weight"] = (D, HVd)
         else:
             raise ValueError(t)
+        if c.get("no_mlp"):
+            continue
         s[pre + "mlp_norm.weight"] = (D,)
         s[pre + "mlp.gate_proj.weight"] = (I, D)
         s[pre + "mlp.up_proj.weight"] = (I, D)
