@@ -358,6 +358,18 @@ typedef struct lina_config {
     int qkv_bias;
     int window_size;               /* 0 = null (no window) */
     double rope_theta;             /* 0 = null */
+    /* transformer: linearized attention (src/nn/linattn_layer.c, docs/linearize.md) instead of
+       softmax attention when linear_method is "lolcats" or "liger" ("" = softmax attention) */
+    char linear_method[16];
+    char linear_feature_map[16];   /* "hedgehog" (learned, per head) | "softmax" (no parameters) */
+    int linear_gate;               /* GLA-style decay of the linear branch from the key projection */
+    double window_factor;          /* liger: the window branch's fixed share (0.5); lolcats: the
+                                      initial logit of the learned per-head factor */
+    int lora_rank;                 /* LoRA on q/k/v/o of the linearized layers; 0 = none */
+    double lora_alpha;             /* LoRA scale alpha / rank */
+    int attn_transfer;             /* not a config.json key: stage-1 attention transfer (the layers
+                                      output softmax attention, the MSE of their own output is the
+                                      auxiliary loss) */
     /* hybrid softmax-attention layers: key "attn" (not for transformer) */
     struct {
         int enabled;               /* "attn" present and not null */
@@ -395,7 +407,7 @@ int lina_mlp_width(int hidden_size, double hidden_ratio, int intermediate_size);
 /* lina_mlp_width of the config's hidden_size, hidden_ratio, intermediate_size. */
 int lina_config_mlp_size(const lina_config *c);
 /* Non-zero when layer i is a softmax-attention layer of a hybrid (always
- * for transformer). */
+ * for transformer, unless it has a linear_method). */
 int lina_config_is_attn_layer(const lina_config *c, int i);
 
 /* ------------------------------------------------------ mixer kernels */

@@ -74,6 +74,8 @@ enum {
 
 #define W_SKIPNULL 1 /* do not write the key when it is null */
 #define W_MOE 2      /* written only with num_experts > 0 (the MoE feed-forward block's keys) */
+#define W_LINATTN 8   /* written only with a linear_method (linearized attention's keys) */
+#define W_LORA 16     /* written only with lora_rank > 0 */
 #define R_LIST 4     /* K_NINT: a list of integers is accepted too, its first element is kept
                         (eos_token_id, as HF configs may give several stop tokens) */
 
@@ -158,6 +160,12 @@ static const keydesc keys[] = {
     {"qkv_bias", K_BOOL, FLD(qkv_bias), M_TR, 0, 0, 0},
     {"window_size", K_NINT, FLD(window_size), M_TR, 0, 0, 0},
     {"rope_theta", K_NDBL, FLD(rope_theta), M_TR, 0, 0, 0},
+    {"linear_method", K_NSTR, FLD(linear_method), M_TR, 0, 0, W_LINATTN},
+    {"linear_feature_map", K_STR, FLD(linear_feature_map), M_TR, 0, 0, W_LINATTN},
+    {"linear_gate", K_BOOL, FLD(linear_gate), M_TR, 0, 0, W_LINATTN},
+    {"window_factor", K_DBL, FLD(window_factor), M_TR, 0, 0, W_LINATTN},
+    {"lora_rank", K_INT, FLD(lora_rank), M_TR, 0, 0, W_LORA},
+    {"lora_alpha", K_DBL, FLD(lora_alpha), M_TR, 0, 0, W_LORA},
     {"hidden_act", K_STR, FLD(hidden_act), M_ALL, 0, 0, 0},
     {"max_position_embeddings", K_INT, FLD(max_position_embeddings), M_ALL, 0, 0, 0},
     {"elementwise_affine", K_NBOOL, FLD(elementwise_affine), M_GLA | M_RET | M_LA | M_TR | M_HG, 0, 0, 0},
@@ -257,6 +265,8 @@ int lina_config_default(lina_config *c, lina_model_type t)
         c->num_heads = 32;
         c->attn_mode[0] = '\0';
         c->rope_theta = 10000.0;
+        set_str(c->linear_feature_map, sizeof c->linear_feature_map, "hedgehog");
+        c->lora_alpha = 16.0;
         break;
     case LINA_MODEL_HGRN2:
         c->num_heads = 0; /* derived from expand_ratio */
@@ -778,6 +788,41 @@ static int head_dim_widths(const char *name, const lina_config *c)
     return rc ? rc : width_of(name, "value width num_v_heads*head_dim*expand_v", (double)nv * hv, &(int){0});
 }
 
+/* transformer: the keys of linearized attention and LoRA (src/nn/linattn_layer.c) */
+static int linattn_check(const char *name, const lina_config *c, int nkv)
+{
+    const char *m = c->linear_method;
+    if (m[0] && strcmp(m, "lolcats") != 0 && strcmp(m, "liger") != 0) {
+        return lina_set_error(LINA_EFORMAT, "%s: linear_method \"%s\" is not one of lolcats, liger, null", name, m);
+    }
+    if (c->lora_rank < 0 || (c->lora_rank > 0 && !(c->lora_alpha > 0.0))) {
+        return lina_set_error(LINA_EFORMAT, "%s: lora_rank must be >= 0 and lora_alpha > 0", name);
+    }
+    if (!m[0]) {
+        return c->lora_rank > 0 ? lina_set_error(LINA_EFORMAT, "%s: lora_rank needs a linear_method (LoRA wraps the "
+                                                               "linearized attention layers)", name)
+                                : LINA_OK;
+    }
+    if (strcmp(c->linear_feature_map, "hedgehog") != 0 && strcmp(c->linear_feature_map, "softmax") != 0) {
+        return lina_set_error(LINA_EFORMAT, "%s: linear_feature_map \"%s\" is not one of hedgehog, softmax", name,
+                              c->linear_feature_map);
+    }
+    if (c->window_size < 1) {
+        return lina_set_error(LINA_EFORMAT, "%s: linear_method needs window_size >= 1 (the softmax window)", name);
+    }
+    if (nkv != c->num_heads) {
+        return lina_set_error(LINA_EFORMAT, "%s: linear_method needs num_kv_heads = num_heads", name);
+    }
+    if (c->qkv_bias || c->qk_norm[0] || c->use_short_conv) {
+        return lina_set_error(LINA_EFORMAT, "%s: linear_method does not take qkv_bias, qk_norm or use_short_conv",
+                              name);
+    }
+    if (!isfinite(c->window_factor) || (!strcmp(m, "liger") && (c->window_factor < 0.0 || c->window_factor > 1.0))) {
+        return lina_set_error(LINA_EFORMAT, "%s: window_factor must be finite (liger: in [0, 1])", name);
+    }
+    return LINA_OK;
+}
+
 int lina_config_validate(const lina_config *c, const char *name)
 {
     if (!name) {
@@ -892,6 +937,9 @@ int lina_config_validate(const lina_config *c, const char *name)
         }
         if (!rc && c->window_size < 0) {
             rc = lina_set_error(LINA_EFORMAT, "%s: window_size must be positive or null", name);
+        }
+        if (!rc) {
+            rc = linattn_check(name, c, nkv);
         }
         break;
     case LINA_MODEL_HGRN2:
@@ -1032,7 +1080,7 @@ int lina_config_mlp_size(const lina_config *c)
 int lina_config_is_attn_layer(const lina_config *c, int i)
 {
     if (c->model_type == LINA_MODEL_TRANSFORMER) {
-        return 1;
+        return !c->linear_method[0]; /* linearized attention is not softmax attention */
     }
     if (!c->attn.enabled) {
         return 0;
@@ -1204,6 +1252,9 @@ char *lina_config_json(const lina_config *c)
             continue;
         }
         if ((keys[i].flags & W_MOE) && c->num_experts <= 0) {
+            continue;
+        }
+        if (((keys[i].flags & W_LINATTN) && !c->linear_method[0]) || ((keys[i].flags & W_LORA) && c->lora_rank <= 0)) {
             continue;
         }
         sb_add(&b, ",\n");

@@ -31,8 +31,14 @@ static const struct {
     const lina_mixer_vt *vt;
 } kinds[] = {LINA_KINDS(KIND_ROW)};
 
+/* a transformer with a linear_method: linearized attention (linattn_layer.c) in every layer */
+extern const lina_mixer_vt lina_linattn_kind;
+
 const lina_mixer_vt *lina_kind_of_model(const lina_config *c)
 {
+    if (c->model_type == LINA_MODEL_TRANSFORMER && c->linear_method[0]) {
+        return &lina_linattn_kind;
+    }
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         if (kinds[i].type == c->model_type) {
             return kinds[i].vt;

@@ -47,6 +47,19 @@ void lina_linear_forward(float *y, const float *x, const float *W, const float *
 void lina_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
                           int N, int in, int out);
 
+/* LoRA-wrapped Linear (lora.c): y = x W^T + s (x A^T) B^T, s = alpha / r, with
+ * A [r, in] and B [out, r] the adapter (PEFT's lora_A / lora_B; r = 0 or A NULL:
+ * the plain Linear). t [N, r] receives x A^T, which the backward reads. */
+void lina_lora_forward(float *y, float *t, const float *x, const float *W, const float *A, const float *Bm, float s,
+                       int N, int in, int out, int r);
+/* dx += dy W + s (dy B) A;  dW += dy^T x;  dA += s (dy B)^T x;  dB += s dy^T t.
+ * u [N, r] is scratch. Each of dx, dW, dA, dB may be NULL. */
+void lina_lora_backward(float *dx, float *dW, float *dA, float *dB, float *u, const float *dy, const float *x,
+                        const float *t, const float *W, const float *A, const float *Bm, float s, int N, int in,
+                        int out, int r);
+/* W += s B A: the adapter merged into the base weight. */
+void lina_lora_merge(float *W, const float *A, const float *Bm, float s, int in, int out, int r);
+
 /* ---------------------------------------------------------------- norms */
 
 /* RMSNorm: y = x * rstd * w (+ b), rstd = (mean(x^2) + eps)^(-1/2) (statistics
