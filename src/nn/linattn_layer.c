@@ -267,42 +267,50 @@ static void la_combine(float *y, const float *wn, float wd, const float *lo, con
     }
 }
 
+/* the window sums of query q over keys / values j0..j1: row j at K / V + (j mod ring) * stride */
+static void win_sums(const float *q, const float *K, const float *V, size_t stride, int64_t j0, int64_t j1,
+                     int64_t ring, int dh, double *mx, double *den, double *acc)
+{
+    double scale = 1.0 / sqrt((double)dh), m = -INFINITY, s = 0.0;
+    for (int64_t j = j0; j <= j1; j++) {
+        const float *kj = K + (size_t)(j % ring) * stride;
+        double dot = 0.0;
+        for (int i = 0; i < dh; i++) {
+            dot += (double)q[i] * kj[i];
+        }
+        m = dot * scale > m ? dot * scale : m;
+    }
+    for (int i = 0; i < dh; i++) {
+        acc[i] = 0.0;
+    }
+    for (int64_t j = j0; j <= j1; j++) {
+        const float *kj = K + (size_t)(j % ring) * stride, *vj = V + (size_t)(j % ring) * stride;
+        double dot = 0.0;
+        for (int i = 0; i < dh; i++) {
+            dot += (double)q[i] * kj[i];
+        }
+        double e = exp(dot * scale - m);
+        s += e;
+        for (int i = 0; i < dh; i++) {
+            acc[i] += e * vj[i];
+        }
+    }
+    *mx = m;
+    *den = s;
+}
+
 /* window sums of every (b, h, t) without a state: wm, wd [N, H], wn [N, HQ] */
 static void window_forward(la_acts *a, const la_dims *d, int B, int T)
 {
     int H = d->H, dh = d->d, HQ = H * dh;
-    double scale = 1.0 / sqrt((double)dh);
 #pragma omp parallel for if ((size_t)B * T * H * d->W * dh >= 65536)
     for (int bth = 0; bth < B * T * H; bth++) {
         int h = bth % H, t = (bth / H) % T, b = bth / (H * T);
         int j0 = t - d->W + 1 > 0 ? t - d->W + 1 : 0;
-        size_t row = (size_t)b * T;
-        const float *q = a->q + (size_t)bth * dh;
-        double mx = -INFINITY, den = 0.0, acc[LINA_ROPE_MAX_DIM];
-        for (int i = 0; i < dh; i++) {
-            acc[i] = 0.0;
-        }
-        for (int j = j0; j <= t; j++) {
-            const float *kj = a->k + (row + j) * HQ + (size_t)h * dh;
-            double dot = 0.0;
-            for (int i = 0; i < dh; i++) {
-                dot += (double)q[i] * kj[i];
-            }
-            dot *= scale;
-            mx = dot > mx ? dot : mx;
-        }
-        for (int j = j0; j <= t; j++) {
-            const float *kj = a->k + (row + j) * HQ + (size_t)h * dh, *vj = a->vp + (row + j) * HQ + (size_t)h * dh;
-            double dot = 0.0;
-            for (int i = 0; i < dh; i++) {
-                dot += (double)q[i] * kj[i];
-            }
-            double e = exp(dot * scale - mx);
-            den += e;
-            for (int i = 0; i < dh; i++) {
-                acc[i] += e * vj[i];
-            }
-        }
+        size_t base = (size_t)b * T * HQ + (size_t)h * dh;
+        double mx, den, acc[LINA_ROPE_MAX_DIM];
+        win_sums(a->q + (size_t)bth * dh, a->k + base, a->vp + base, (size_t)HQ, j0, t, INT64_MAX, dh, &mx, &den,
+                 acc);
         a->wm[bth] = (float)mx;
         a->wd[bth] = (float)den;
         for (int i = 0; i < dh; i++) {
@@ -584,7 +592,6 @@ static int la_forward_state(const lina_mixer_call *c)
     fmap_forward(a.fq, a.q, d->hedgehog ? c->P[LZ_FQ] : NULL, d, N);
     int ring_g = d->gate && !d->all;
     size_t per = (size_t)F * Vx + 2 * (size_t)W * dh + (ring_g ? (size_t)W * F : 0);
-    double scale = 1.0 / sqrt((double)dh);
     const float *Wfk = d->hedgehog ? c->P[LZ_FK] : NULL;
 #pragma omp parallel for if ((size_t)B * H * T * (W * dh + F * Vx) >= 65536)
     for (int bh = 0; bh < B * H; bh++) {
@@ -627,32 +634,8 @@ static int la_forward_state(const lina_mixer_call *c)
                 }
             }
             /* 3. the window (p - W, p] from the ring */
-            const float *q = a.q + nh * dh;
-            int64_t j0 = p - W + 1 > 0 ? p - W + 1 : 0;
-            double mx = -INFINITY, den = 0.0, acc[LINA_ROPE_MAX_DIM];
-            for (int64_t j = j0; j <= p; j++) {
-                const float *kj = rk + (size_t)(j % W) * dh;
-                double s = 0.0;
-                for (int i = 0; i < dh; i++) {
-                    s += (double)q[i] * kj[i];
-                }
-                mx = s * scale > mx ? s * scale : mx;
-            }
-            for (int i = 0; i < dh; i++) {
-                acc[i] = 0.0;
-            }
-            for (int64_t j = j0; j <= p; j++) {
-                const float *kj = rk + (size_t)(j % W) * dh, *vj = rv + (size_t)(j % W) * dh;
-                double s = 0.0;
-                for (int i = 0; i < dh; i++) {
-                    s += (double)q[i] * kj[i];
-                }
-                double e = exp(s * scale - mx);
-                den += e;
-                for (int i = 0; i < dh; i++) {
-                    acc[i] += e * vj[i];
-                }
-            }
+            double mx, den, acc[LINA_ROPE_MAX_DIM];
+            win_sums(a.q + nh * dh, rk, rv, (size_t)dh, p - W + 1 > 0 ? p - W + 1 : 0, p, W, dh, &mx, &den, acc);
             /* 4. the linear read-out, 5. the mix */
             float lo[LINA_ROPE_MAX_DIM + 1], wn[LINA_ROPE_MAX_DIM];
             const float *fq = a.fq + nh * F;
