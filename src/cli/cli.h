@@ -125,5 +125,6 @@ int lina_cmd_plot(int argc, char **argv);
 int lina_cmd_task(int argc, char **argv);
 int lina_cmd_paper(int argc, char **argv);
 int lina_cmd_analyze(int argc, char **argv);
+int lina_cmd_linearize(int argc, char **argv);
 
 #endif
