@@ -10,10 +10,13 @@
 #include "lina.h"
 #include "../src/model/model.h"
 #include "../src/nn/nn.h"
+#include "../src/train/linearize.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define FD_H 1e-5
 #define FWD_TOL 1e-4
@@ -346,10 +349,187 @@ static void test_names(void)
     }
 }
 
+/* ------------------------------------------------------------ conversion pieces */
+
+static double max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double e = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        e = d > e || d != d ? d : e;
+    }
+    return e;
+}
+
+static void test_convert(void)
+{
+    /* a softmax teacher -> lolcats: the teacher's tensors copied by name */
+    lina_config tc;
+    lina_config_default(&tc, LINA_MODEL_TRANSFORMER);
+    tc.hidden_size = 16;
+    tc.num_hidden_layers = 2;
+    tc.num_heads = 2;
+    tc.vocab_size = 40;
+    tc.intermediate_size = 32;
+    lina_model *t = NULL, *s = NULL, *l = NULL, *mg = NULL;
+    int rc = lina_model_create(&tc, 5, &t);
+    lina_config c = tiny("lolcats", "hedgehog", 0, 3, 0);
+    rc = rc ? rc : lina_model_reconfigure(t, &c, 1, &s);
+    size_t n = 0, n2 = 0;
+    const float *a = rc ? NULL : tensor_data(t, "model.layers.1.attn.k_proj.weight", &n);
+    const float *b = rc ? NULL : tensor_data(s, "model.layers.1.attn.k_proj.weight", &n2);
+    CHECK(rc == 0 && n == n2 && memcmp(a, b, n * sizeof(float)) == 0,
+          "convert: the teacher's tensors reach the linearized model by name");
+    lina_model *back = NULL;
+    CHECK(rc == 0 && lina_model_reconfigure(s, &tc, 1, &back) == LINA_EINVAL,
+          "convert: a tensor with no place in the new model is an error (%s)", lina_last_error());
+    lina_model_free(back);
+    /* LoRA added (B random here), then merged: the same logits without adapters */
+    c.lora_rank = 2;
+    rc = rc ? rc : lina_model_reconfigure(s, &c, 2, &l);
+    if (!rc) {
+        randomize(l);
+    }
+    rc = rc ? rc : lina_model_merge_lora(l, &mg);
+    int B = 2, T = 11, N = B * T;
+    int32_t tok[22];
+    rand_tokens(tok, NULL, N, 40);
+    float *y1 = malloc((size_t)N * 40 * sizeof(float)), *y2 = malloc((size_t)N * 40 * sizeof(float));
+    rc = rc ? rc : lina_model_forward_logits(l, tok, B, T, y1, NULL);
+    rc = rc ? rc : lina_model_forward_logits(mg, tok, B, T, y2, NULL);
+    double e = rc ? 1e30 : max_abs_diff(y1, y2, (size_t)N * 40);
+    CHECK(rc == 0 && e < 1e-4 && lina_model_config(mg)->lora_rank == 0 &&
+              lina_model_find_tensor(mg, "model.layers.0.attn.q_proj.lora_A.weight") < 0,
+          "merge: adapters folded into q/k/v/o_proj give the same logits (err %.2e), none left", e);
+    lina_model *none = NULL;
+    CHECK(lina_model_merge_lora(s, &none) == LINA_EINVAL, "merge: a model without LoRA is refused");
+    /* frozen view: only the named tensors move in a training step */
+    lina_frozen *fz = NULL;
+    lina_trainable tr;
+    size_t ntrain = 0;
+    static const char *const pats[] = {".lora_", NULL};
+    rc = rc ? rc : lina_frozen_create(l, pats, &fz, &tr, &ntrain);
+    CHECK(rc == 0 && ntrain == 2 * 4 * (2 * 16 + 16 * 2), "frozen: %zu trainable parameters (the adapters)",
+          ntrain);
+    int32_t tgt[22];
+    rand_tokens(tok, tgt, N, 40);
+    double loss = 0.0;
+    tr.zero_grad(tr.self);
+    rc = rc ? rc : tr.train_step(tr.self, tok, tgt, B, T, &loss, NULL);
+    int ok = rc == 0, moved = 0;
+    for (int i = 0; ok && i < tr.num_tensors(tr.self); i++) {
+        const char *name;
+        int nd, decay;
+        const int64_t *sh;
+        size_t off;
+        tr.tensor(tr.self, i, &name, &nd, &sh, &off, &decay);
+        size_t cnt = 1;
+        for (int k = 0; k < nd; k++) {
+            cnt *= (size_t)sh[k];
+        }
+        int train = strstr(name, ".lora_") != NULL;
+        for (size_t j = 0; j < cnt; j++) {
+            float g = tr.grads(tr.self)[off + j];
+            ok &= train || g == 0.0f;
+            moved |= train && g != 0.0f;
+        }
+        ok &= train || !decay;
+    }
+    CHECK(ok && moved, "frozen: gradients and weight decay only on the named tensors");
+    static const char *const nothing[] = {"no such tensor", NULL};
+    lina_frozen *f2 = NULL;
+    CHECK(lina_frozen_create(l, nothing, &f2, &tr, &ntrain) == LINA_EINVAL, "frozen: nothing trainable is an error");
+    lina_frozen_free(fz);
+    free(y1);
+    free(y2);
+    lina_model_free(t);
+    lina_model_free(s);
+    lina_model_free(l);
+    lina_model_free(mg);
+}
+
+/* lina linearize end to end on a tiny teacher: a checkpoint eval and generate load */
+static void test_cli(void)
+{
+    const char *bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
+    char dir[] = "/tmp/lina_linattn_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "cli: temp dir");
+        return;
+    }
+    lina_config tc;
+    lina_config_default(&tc, LINA_MODEL_TRANSFORMER);
+    tc.hidden_size = 16;
+    tc.num_hidden_layers = 2;
+    tc.num_heads = 2;
+    tc.vocab_size = 40;
+    tc.intermediate_size = 32;
+    lina_model *t = NULL;
+    char p[512], cmd[2048], out[8192], err[8192];
+    snprintf(p, sizeof p, "%s/teacher", dir);
+    int rc = lina_model_create(&tc, 5, &t);
+    rc = rc ? rc : lina_model_save(t, p);
+    uint32_t toks[3000];
+    for (int i = 0; i < 3000; i++) {
+        toks[i] = (uint32_t)((i * 7 + i / 5) % 40);
+    }
+    snprintf(p, sizeof p, "%s/train.tok", dir);
+    rc = rc ? rc : lina_tok_write(p, toks, 3000, 40, 0);
+    snprintf(p, sizeof p, "%s/val.tok", dir);
+    rc = rc ? rc : lina_tok_write(p, toks, 600, 40, 0);
+    CHECK(rc == 0, "cli: teacher and token files");
+    snprintf(cmd, sizeof cmd,
+             "%s linearize --teacher %s/teacher --out %s/lz --method lolcats --window 4 --data %s/train.tok --val "
+             "%s/val.tok --stage1-steps 3 --stage2-steps 3 --lora-rank 2 --batch 2 --seq-len 16 --quiet --threads 1",
+             bin, dir, dir, dir, dir);
+    int st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    CHECK(st == 0 && strstr(out, "stage 1 (attention transfer): 3 updates") && strstr(out, "stage 2 (LoRA r=2"),
+          "cli: lina linearize lolcats runs both stages (exit %d: %.300s)", st, err);
+    snprintf(cmd, sizeof cmd, "%s eval --model %s/lz --data %s/val.tok --seq-len 16", bin, dir, dir);
+    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    CHECK(st == 0 && strstr(out, "perplexity"), "cli: lina eval loads the linearized checkpoint (%.200s)", err);
+    snprintf(p, sizeof p, "%s/lz/linearize.json", dir);
+    struct stat sb;
+    CHECK(stat(p, &sb) == 0 && sb.st_size > 100, "cli: linearize.json written");
+    lina_model *lm = NULL;
+    snprintf(p, sizeof p, "%s/lz", dir);
+    rc = lina_model_load(p, &lm);
+    CHECK(rc == 0 && !strcmp(lina_model_config(lm)->linear_method, "lolcats") &&
+              lina_model_config(lm)->lora_rank == 2,
+          "cli: the output is a transformer with linear_method lolcats and its LoRA adapters");
+    lina_model_free(lm);
+    snprintf(cmd, sizeof cmd,
+             "%s linearize --teacher %s/teacher --out %s/lg --method liger --window 4 --data %s/train.tok --val "
+             "%s/val.tok --stage2-steps 2 --lora-rank 2 --batch 2 --seq-len 16 --quiet --merge-lora --threads 1",
+             bin, dir, dir, dir, dir);
+    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    snprintf(p, sizeof p, "%s/lg", dir);
+    rc = st == 0 ? lina_model_load(p, &lm) : -1;
+    CHECK(rc == 0 && !strcmp(lina_model_config(lm)->linear_method, "liger") && lina_model_config(lm)->lora_rank == 0 &&
+              strstr(out, "LoRA merged"),
+          "cli: liger with --merge-lora writes a checkpoint without adapters (exit %d: %.200s)", st, err);
+    lina_model_free(lm);
+    snprintf(cmd, sizeof cmd, "%s linearize --teacher %s/lg --out %s/x --method lolcats --quiet --data %s/train.tok "
+             "--val %s/val.tok", bin, dir, dir, dir, dir);
+    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    CHECK(st == 1 && strstr(err, "not a softmax transformer") && !strchr(strchr(err, '\n') + 1, '\n'),
+          "cli: a linearized model as teacher is refused with one line (%s)", err);
+    snprintf(cmd, sizeof cmd, "%s linearize --teacher %s/teacher --out %s/y --method liger --stage1-steps 5 "
+             "--quiet --data %s/train.tok --val %s/val.tok", bin, dir, dir, dir, dir);
+    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    CHECK(st == 2 && strstr(err, "no parameters for stage 1"), "cli: liger stage 1 without parameters refused (%s)",
+          err);
+    lina_model_free(t);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cli: cleanup");
+}
+
 int main(void)
 {
     test_lora();
     test_names();
+    test_convert();
+    test_cli();
     g_ref_mixer = ref_linattn;
     struct {
         const char *label, *method, *fmap;

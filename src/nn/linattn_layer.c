@@ -392,7 +392,7 @@ static int la_forward(const lina_mixer_call *c)
     }
     /* attention transfer: the teacher's softmax attention goes on, the MSE is the auxiliary loss */
     lina_mix_dims sd = lina_layer_mix(B, T, H, dh, dh, 0, 0.0f);
-    lina_softmax_in si = {a.q, a.k, a.vp, 0, 0, NULL};
+    lina_softmax_in si = {a.q, a.k, a.vp, 0, 0, NULL, 0};
     lina_softmax_out so = {a.ot, a.st};
     if ((rc = lina_softmax_attn_fwd(&sd, &si, &so, c->ws))) {
         return rc;
@@ -440,7 +440,7 @@ static int la_backward(const lina_mixer_call *c)
             dot_[i] -= e;
         }
         lina_mix_dims sd = lina_layer_mix(B, T, H, dh, dh, 0, 0.0f);
-        lina_softmax_in si = {a.q, a.k, a.vp, 0, 0, NULL};
+        lina_softmax_in si = {a.q, a.k, a.vp, 0, 0, NULL, 0};
         lina_softmax_grad_in sgi = {dot_, a.st};
         lina_softmax_grad_out sgo = {dqt, dkt, dvt, NULL};
         if ((rc = lina_softmax_attn_bwd(&sd, &si, &sgi, &sgo, c->ws))) {
