@@ -273,9 +273,21 @@ static void test_cli(void)
     CHECK(st == 0 && strstr(out, "full model") && strstr(out, "best of its length") && stat(md, &sb) == 0,
           "analyze replace --scan reports the best span of each length (exit %d %.*s)", st, (int)strcspn(err, "\n"),
           err);
+    snprintf(args, sizeof args, "analyze recall --model %s --data %s --span 8 --gap 20 --samples 5 --batch 2", root,
+             tp);
+    st = run(args, out, sizeof out, err, sizeof err);
+    double acc2 = -1.0, l2 = -1.0, acc1 = -1.0, l1 = -1.0;
+    const char *p2 = strstr(out, "second copy"), *p1 = strstr(out, "first copy");
+    int got = p2 && p1 && sscanf(p2, "second copy accuracy %lf loss %lf", &acc2, &l2) == 2 &&
+              sscanf(p1, "first copy accuracy %lf loss %lf", &acc1, &l1) == 2;
+    CHECK(st == 0 && got && strstr(out, "35 targets each") && acc2 >= 0.0 && acc2 <= 1.0 && acc1 >= 0.0 &&
+              acc1 <= 1.0 && l1 > 0.0 && l2 > 0.0,
+          "analyze recall scores both copies of 5 samples x 7 targets (exit %d %.*s)", st, (int)strcspn(err, "\n"),
+          err);
     struct {
         const char *what, *args, *needle;
     } bad[] = {
+        {"a recall span of 1", "analyze recall --model ROOT --data TOK --span 1", "--span"},
         {"an unknown subcommand", "analyze nonlinearity", "unknown subcommand"},
         {"a missing token file", "analyze linearity --model ROOT --data /nonexistent.tok", "nonexistent.tok"},
         {"a missing --data", "analyze linearity --model ROOT", "--data"},

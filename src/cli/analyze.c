@@ -454,9 +454,116 @@ done:
     return rc;
 }
 
+/* ================================================================ recall */
+
+/* A copy-recall probe on the corpus: each sample is [A | filler | A] with A `span`
+ * tokens and the filler `gap` tokens of the file, so the second A starts gap + span
+ * tokens after the first; the model's top-1 accuracy and loss on A's tokens 2..span of
+ * the second copy (recall, which a sliding window shorter than gap + span cannot see)
+ * against the same tokens in the first copy (no copy to read from). */
+static int an_recall(int argc, char **argv)
+{
+    const char *model_arg = NULL, *data = NULL;
+    int span = 24, gap = 72, samples = 64, B = 8, threads = 0;
+    cli_opt opts[] = {
+        CLI_OPT_STR("--model", "-m", "DIR", &model_arg, "checkpoint directory, or a run directory"),
+        CLI_OPT_STR("--data", NULL, "FILE", &data, "token file (the spans and fillers)"),
+        CLI_OPT_INT("--span", NULL, "N", &span, 2, 1 << 16, "tokens of the copied span A"),
+        CLI_OPT_INT("--gap", NULL, "N", &gap, 0, 1 << 20, "filler tokens between the two copies"),
+        CLI_OPT_INT("--samples", NULL, "N", &samples, 1, 1 << 20, "sequences scored"),
+        CLI_OPT_INT("--batch", NULL, "B", &B, 1, 4096, "sequences per forward pass"),
+        CLI_OPT_INT("--threads", "-t", "N", &threads, 1, 1024, "threads (0: lina's default)"),
+        CLI_OPT_END,
+    };
+    cli_cmd c = {.name = "analyze recall", .usage = "analyze recall --model DIR --data FILE [options]",
+                 .about = "  Sequences [A | filler | A] from the file: accuracy and loss on the second copy of A\n"
+                          "  (recall over span + gap tokens) and on the first (no copy to read from).\n",
+                 .opts = opts};
+    cli_default(&c, "--model", "required");
+    cli_default(&c, "--data", "required");
+    int r = cli_parse(&c, argc, argv);
+    if (r != CLI_RUN) {
+        return r;
+    }
+    if (!model_arg || !data) {
+        return cli_fail(&c, "--model DIR and --data FILE are required");
+    }
+    cli_set_threads(threads);
+    const int T = 2 * span + gap;
+    an_ctx a = {.name = c.name, .T = T, .B = B};
+    int rc = 1;
+    int32_t *tok = NULL, *buf = NULL;
+    float *logits = NULL;
+    if (ctx_open(&a, model_arg, data, 2)) {
+        goto done;
+    }
+    const int V = lina_model_config(a.m)->vocab_size;
+    uint64_t count = lina_tok_count(a.f), room = count - (uint64_t)T;
+    tok = malloc((size_t)B * T * sizeof *tok);
+    buf = malloc((size_t)T * sizeof *buf);
+    logits = malloc((size_t)B * T * V * sizeof *logits);
+    if (!tok || !buf || !logits) {
+        fprintf(stderr, "lina: %s: out of memory\n", c.name);
+        goto done;
+    }
+    double hit[2] = {0, 0}, loss[2] = {0, 0};
+    int64_t n = 0;
+    for (int s0 = 0; s0 < samples; s0 += B) {
+        int nb = samples - s0 < B ? samples - s0 : B;
+        for (int b = 0; b < nb; b++) {
+            /* A and the filler from spread-out places of the file */
+            uint64_t oa = ((uint64_t)(s0 + b) * 2654435761u) % room, of = (oa + room / 2) % room;
+            int32_t *row = tok + (size_t)b * T;
+            if (lina_tok_read(a.f, oa, (size_t)span, row) || lina_tok_read(a.f, of, (size_t)gap, row + span)) {
+                fprintf(stderr, "lina: %s: %s\n", c.name, lina_last_error());
+                goto done;
+            }
+            memcpy(row + span + gap, row, (size_t)span * sizeof *row);
+        }
+        if (lina_model_forward_logits(a.m, tok, nb, T, logits, &a.ws)) {
+            fprintf(stderr, "lina: %s: %s\n", c.name, lina_last_error());
+            goto done;
+        }
+        for (int b = 0; b < nb; b++) {
+            for (int cp = 0; cp < 2; cp++) {
+                int first = cp ? span + gap : 0;
+                for (int j = 1; j < span; j++) {
+                    const float *lg = logits + ((size_t)b * T + first + j - 1) * V;
+                    int tgt = tok[(size_t)b * T + first + j], best = 0;
+                    double mx = lg[0], se = 0.0;
+                    for (int v = 1; v < V; v++) {
+                        if (lg[v] > lg[best]) {
+                            best = v;
+                        }
+                        mx = lg[v] > mx ? lg[v] : mx;
+                    }
+                    for (int v = 0; v < V; v++) {
+                        se += exp(lg[v] - mx);
+                    }
+                    hit[cp] += best == tgt;
+                    loss[cp] += mx + log(se) - lg[tgt];
+                }
+            }
+            n += span - 1;
+        }
+    }
+    printf("recall over %d tokens (span %d, gap %d, %d samples, %lld targets each):\n", span + gap, span, gap,
+           samples, (long long)n);
+    printf("second copy  accuracy %.4f  loss %.4f\n", hit[1] / (double)n, loss[1] / (double)n);
+    printf("first copy   accuracy %.4f  loss %.4f\n", hit[0] / (double)n, loss[0] / (double)n);
+    rc = 0;
+done:
+    free(tok);
+    free(buf);
+    free(logits);
+    ctx_close(&a);
+    return rc;
+}
+
 static const char AN_USAGE[] =
     "usage: lina analyze linearity --model DIR --data FILE [--tokens N] [--png FILE] [--table FILE]\n"
     "       lina analyze replace --model DIR --data FILE (--blocks I..J | --scan) [options]\n"
+    "       lina analyze recall --model DIR --data FILE [--span N --gap N --samples N]\n"
     "  how linear a model's blocks are; 'lina analyze SUB --help' lists the options of each\n";
 
 int lina_cmd_analyze(int argc, char **argv)
@@ -468,12 +575,15 @@ int lina_cmd_analyze(int argc, char **argv)
     if (sub && !strcmp(sub, "replace")) {
         return an_replace(argc - 2, argv + 2);
     }
+    if (sub && !strcmp(sub, "recall")) {
+        return an_recall(argc - 2, argv + 2);
+    }
     if (sub && (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help"))) {
         fputs(AN_USAGE, stdout);
         return 0;
     }
     if (sub) {
-        fprintf(stderr, "lina: analyze: unknown subcommand '%s' (linearity or replace)\n", sub);
+        fprintf(stderr, "lina: analyze: unknown subcommand '%s' (linearity, replace or recall)\n", sub);
     } else {
         fputs(AN_USAGE, stderr);
     }
