@@ -8,7 +8,7 @@
 #   make bench      the benchmark table (results/bench.md)
 #   make data       the KJV corpus, tokenizer and token files (data/)
 #   make demo       the main job: corpus, train the default model, samples
-#   make linearize  results/LINEARIZE.md: linearity per block, ReplaceMe, on a trained teacher
+#   make linearize  results/LINEARIZE.md: linearity per block, ReplaceMe, LoLCATs and Liger on a trained teacher
 #   make paper      the papers' synthetic experiments (results/PAPER.md; hours: README)
 #   make install PREFIX=/usr/local
 #   make python     the Python package in python/ (lina.ops, lina.Model) with liblina.so beside it
@@ -180,7 +180,8 @@ demo:
 # width sweep (7 models x 3 widths x 3 seeds x 2 learning rates) alone, the
 # others in the second; then the report is assembled from results/paper_parts/.
 .PHONY: paper
-# results/LINEARIZE.md: linearity per block and ReplaceMe on a trained softmax teacher
+# results/LINEARIZE.md: linearity per block, ReplaceMe, and the LoLCATs / Liger conversions (lina linearize)
+# of a trained softmax teacher, with from-scratch baselines, a recall probe and decode speed
 .PHONY: linearize
 linearize: $(BUILD)/lina
 	LINA=$(BUILD)/lina sh tools/linearize_report.sh

@@ -44,8 +44,8 @@ for m in teacher lolcats liger; do
     [ "$m" = teacher ] && dir="$RUN"
     for g in 0 72; do
         f="$WORK/recall-$m-$g.txt"
-        [ -f "$f" ] || "$LINA" analyze recall --model "$dir" --data data/val.tok --gap "$g" --samples 64 \
-            --threads "$TH" > "$f"
+        [ -f "$f" ] || { "$LINA" analyze recall --model "$dir" --data data/val.tok --gap "$g" --samples 64 \
+            --threads "$TH" > "$f.tmp" && mv "$f.tmp" "$f"; }
     done
 done
 # decode tokens/s and resident memory after a context (random weights of each config)
@@ -56,7 +56,7 @@ for m in teacher lolcats liger; do
     [ "$m" = teacher ] || cfg="$WORK/$m/config.json"
     for c in $CTX; do
         f="$WORK/decode-$m-$c.json"
-        [ -f "$f" ] || "$LINA" bench --model "$cfg" --only decode --context "$c" --decode-steps 32 --threads "$TH" \
-            --json > "$f"
+        [ -f "$f" ] || { "$LINA" bench --model "$cfg" --only decode --context "$c" --decode-steps 32 \
+            --threads "$TH" --json > "$f.tmp" && mv "$f.tmp" "$f"; }
     done
 done
