@@ -62,12 +62,12 @@ static void adamw_block(float *params, const float *grads, float *m, float *v, c
 #else
     for (size_t i = 0; i < n; i++) {
         float g = grads[i] * k->gs;
-        float mi = fmaf(k->c1, g, k->b1 * m[i]);
-        float vi = fmaf(k->c2, g * g, k->b2 * v[i]);
+        float mi = k->c1 * g + k->b1 * m[i];
+        float vi = k->c2 * (g * g) + k->b2 * v[i];
         m[i] = mi;
         v[i] = vi;
         float p = dec[i] ? params[i] * k->shrink : params[i];
-        params[i] = p - k->step_size * (mi / fmaf(sqrtf(vi), k->inv_bc2_sqrt, k->eps));
+        params[i] = p - k->step_size * (mi / (sqrtf(vi) * k->inv_bc2_sqrt + k->eps));
     }
 #endif
 }
