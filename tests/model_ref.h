@@ -666,7 +666,7 @@ static __attribute__((unused)) void test_decode(const char *label, lina_config c
         rc = lina_model_decode(m, st, part, B, 1, lg, NULL);
         int has_attn = 0;
         for (int l = 0; l < c.num_hidden_layers; l++) {
-            has_attn |= lina_config_is_attn_layer(&c, l);
+            has_attn |= (lina_kind_of_layer(&c, l)->flags & LINA_KIND_KV_CACHE) != 0;
         }
         CHECK(has_attn ? rc == LINA_EINVAL : rc == 0, "%s: decoding past max_len %s", label,
               has_attn ? "fails (KV cache full)" : "is fine (no KV cache)");

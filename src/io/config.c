@@ -36,12 +36,13 @@
 #define M_ML (1u << LINA_MODEL_MLSTM)
 #define M_KDA (1u << LINA_MODEL_KDA)
 #define M_MB (1u << LINA_MODEL_MAMBA)
-#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML | M_KDA | M_MB)
-#define M_LIN (M_ALL & ~M_TR)
+#define M_FOX (1u << LINA_MODEL_FORGETTING_TRANSFORMER)
+#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML | M_KDA | M_MB | M_FOX)
+#define M_LIN (M_ALL & ~M_TR & ~M_FOX)
 
 static const char *const type_names[LINA_MODEL_COUNT] = {
     "gla", "delta_net", "gated_deltanet", "retnet", "linear_attn", "transformer", "hgrn2",
-    "gated_deltaproduct", "mamba2", "mom", "mlstm", "kda", "mamba",
+    "gated_deltaproduct", "mamba2", "mom", "mlstm", "kda", "mamba", "forgetting_transformer",
 };
 static const char *const arch_names[LINA_MODEL_COUNT] = {
     "GLAForCausalLM",         "DeltaNetForCausalLM",    "GatedDeltaNetForCausalLM", "RetNetForCausalLM",
@@ -49,6 +50,7 @@ static const char *const arch_names[LINA_MODEL_COUNT] = {
     "GatedDeltaProductForCausalLM", "Mamba2ForCausalLM", "MomForCausalLM", "MLSTMForCausalLM",
     "KDAForCausalLM",
     "MambaForCausalLM",
+    "ForgettingTransformerForCausalLM",
 };
 
 const char *lina_model_type_name(lina_model_type t)
@@ -99,7 +101,7 @@ static const keydesc keys[] = {
     {"head_dim", K_INT, FLD(head_dim), M_GDN | M_GDP | M_M2 | M_MOM | M_KDA, 0, 0, 0},
     {"num_heads", K_NINT, FLD(num_heads), M_ALL & ~M_MB, 0, 0, 0},
     {"num_v_heads", K_NINT, FLD(num_v_heads), M_GDN | M_GDP | M_KDA, 0, 0, 0},
-    {"num_kv_heads", K_NINT, FLD(num_kv_heads), M_GLA | M_RET | M_LA | M_TR, 0, 0, 0},
+    {"num_kv_heads", K_NINT, FLD(num_kv_heads), M_GLA | M_RET | M_LA | M_TR | M_FOX, 0, 0, 0},
     {"expand_ratio", K_NINT, FLD(expand_ratio), M_HG, 0, 0, 0},
     {"hidden_ratio", K_NDBL, FLD(hidden_ratio), M_ALL & ~M_MB, 0, 0, 0},
     {"intermediate_size", K_NINT, FLD(intermediate_size), M_ALL, 0, 0, 0},
@@ -109,9 +111,9 @@ static const keydesc keys[] = {
     {"norm_q", K_BOOL, FLD(norm_q), M_LA, 0, 0, 0},
     {"norm_k", K_BOOL, FLD(norm_k), M_LA, 0, 0, 0},
     {"norm_feature_map", K_BOOL, FLD(norm_feature_map), M_LA, 0, 0, 0},
-    {"use_short_conv", K_BOOL, FLD(use_short_conv), M_ALL & ~M_M2, 0, 0, 0},
-    {"conv_size", K_INT, FLD(conv_size), M_ALL & ~M_M2, 0, 0, 0},
-    {"use_output_gate", K_BOOL, FLD(use_output_gate), M_GLA | M_RET | M_ML | M_GDP | M_MOM, 0, 0, 0},
+    {"use_short_conv", K_BOOL, FLD(use_short_conv), M_ALL & ~M_M2 & ~M_FOX, 0, 0, 0},
+    {"conv_size", K_INT, FLD(conv_size), M_ALL & ~M_M2 & ~M_FOX, 0, 0, 0},
+    {"use_output_gate", K_BOOL, FLD(use_output_gate), M_GLA | M_RET | M_ML | M_GDP | M_MOM | M_FOX, 0, 0, 0},
     {"use_gate", K_BOOL, FLD(use_gate), M_DN | M_GDN, 0, 0, 0},
     {"use_beta", K_BOOL, FLD(use_beta), M_DN, 0, 0, 0},
     {"use_output_norm", K_BOOL, FLD(use_output_norm), M_DN, 0, 0, 0},
@@ -119,7 +121,7 @@ static const keydesc keys[] = {
     {"safe_gate", K_BOOL, FLD(safe_gate), M_KDA, 0, 0, 0},
     {"lower_bound", K_OPTDBL, FLD(lower_bound), M_KDA, 0, offsetof(lina_config, has_lower_bound), 0},
     {"qk_norm", K_STR, FLD(qk_norm), M_DN, 0, 0, 0},
-    {"qk_norm", K_QKBOOL, FLD(qk_norm), M_TR, 0, 0, 0},
+    {"qk_norm", K_QKBOOL, FLD(qk_norm), M_TR | M_FOX, 0, 0, 0},
     {"qk_activation", K_STR, FLD(qk_activation), M_DN, 0, 0, 0},
     {"clamp_min", K_OPTDBL, FLD(clamp_min), M_GLA, 0, offsetof(lina_config, has_clamp_min), 0},
     {"use_gk", K_BOOL, FLD(use_gk), M_GLA, 0, 0, 0},
@@ -157,8 +159,8 @@ static const keydesc keys[] = {
     {"num_experts_per_tok", K_INT, FLD(num_experts_per_tok), M_ALL, 0, 0, W_MOE},
     {"moe_intermediate_size", K_NINT, FLD(moe_intermediate_size), M_ALL, 0, 0, W_SKIPNULL},
     {"router_aux_loss_coef", K_DBL, FLD(router_aux_loss_coef), M_ALL, 0, 0, W_MOE},
-    {"qkv_bias", K_BOOL, FLD(qkv_bias), M_TR, 0, 0, 0},
-    {"window_size", K_NINT, FLD(window_size), M_TR, 0, 0, 0},
+    {"qkv_bias", K_BOOL, FLD(qkv_bias), M_TR | M_FOX, 0, 0, 0},
+    {"window_size", K_NINT, FLD(window_size), M_TR | M_FOX, 0, 0, 0},
     {"rope_theta", K_NDBL, FLD(rope_theta), M_TR, 0, 0, 0},
     {"linear_method", K_NSTR, FLD(linear_method), M_TR, 0, 0, W_LINATTN},
     {"linear_feature_map", K_STR, FLD(linear_feature_map), M_TR, 0, 0, W_LINATTN},
@@ -168,7 +170,7 @@ static const keydesc keys[] = {
     {"lora_alpha", K_DBL, FLD(lora_alpha), M_TR, 0, 0, W_LORA},
     {"hidden_act", K_STR, FLD(hidden_act), M_ALL, 0, 0, 0},
     {"max_position_embeddings", K_INT, FLD(max_position_embeddings), M_ALL, 0, 0, 0},
-    {"elementwise_affine", K_NBOOL, FLD(elementwise_affine), M_GLA | M_RET | M_LA | M_TR | M_HG, 0, 0, 0},
+    {"elementwise_affine", K_NBOOL, FLD(elementwise_affine), M_GLA | M_RET | M_LA | M_TR | M_HG | M_FOX, 0, 0, 0},
     {"norm_eps", K_DBL, FLD(norm_eps), M_ALL, 0, 0, 0},
     {"use_cache", K_BOOL, FLD(use_cache), M_ALL, 0, 0, 0},
     {"pad_token_id", K_NINT, FLD(pad_token_id), M_ALL, -1, 0, 0},
@@ -267,6 +269,10 @@ int lina_config_default(lina_config *c, lina_model_type t)
         c->rope_theta = 10000.0;
         set_str(c->linear_feature_map, sizeof c->linear_feature_map, "hedgehog");
         c->lora_alpha = 16.0;
+        break;
+    case LINA_MODEL_FORGETTING_TRANSFORMER: /* FLA's ForgettingTransformerConfig */
+        c->num_heads = 32;
+        c->attn_mode[0] = '\0';
         break;
     case LINA_MODEL_HGRN2:
         c->num_heads = 0; /* derived from expand_ratio */
@@ -655,7 +661,8 @@ int lina_config_parse(const char *json, size_t len, const char *name, lina_confi
     if (t < 0) {
         rc = lina_set_error(LINA_EFORMAT,
                             "%s: unknown model_type \"%.40s\" (supported: gla, delta_net, gated_deltanet, "
-                            "retnet, linear_attn, transformer, hgrn2, gated_deltaproduct, mamba2, mom, mlstm, kda, mamba)",
+                            "retnet, linear_attn, transformer, hgrn2, gated_deltaproduct, mamba2, mom, mlstm, kda, mamba, "
+                            "forgetting_transformer)",
                             name, mt->valuestring);
         goto done;
     }
@@ -930,6 +937,7 @@ int lina_config_validate(const lina_config *c, const char *name)
         break;
     }
     case LINA_MODEL_TRANSFORMER:
+    case LINA_MODEL_FORGETTING_TRANSFORMER:
         rc = head_split(name, "hidden_size", D, H);
         if (!rc && (nkv < 1 || H % nkv != 0)) {
             rc = lina_set_error(LINA_EFORMAT, "%s: num_heads (%d) is not a multiple of num_kv_heads (%d)", name, H,
@@ -1029,8 +1037,9 @@ int lina_config_validate(const lina_config *c, const char *name)
                               name, c->num_experts_per_tok, c->num_experts);
     }
     if (c->attn.enabled) {
-        if (c->model_type == LINA_MODEL_TRANSFORMER) {
-            return lina_set_error(LINA_EFORMAT, "%s: \"attn\" (hybrid layers) does not apply to transformer", name);
+        if (!((1u << c->model_type) & M_LIN)) {
+            return lina_set_error(LINA_EFORMAT, "%s: \"attn\" (hybrid layers) does not apply to %s", name,
+                                  type_names[c->model_type]);
         }
         if (c->attn.n_layers < 0 || c->attn.n_layers > LINA_CONFIG_MAX_LAYERS) {
             return lina_set_error(LINA_EFORMAT, "%s: bad attn layer count", name);

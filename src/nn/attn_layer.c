@@ -254,6 +254,51 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
     return LINA_OK;
 }
 
+void lina_attn_cache_attend(float *o, const float *q, const float *kc, const float *vc, const float *fc, int B,
+                            int T, int H, int Hkv, int dh, int pos, int cap, int window)
+{
+    double scale = 1.0 / sqrt((double)dh);
+    int G = H / Hkv;
+    /* each query against its keys from the newest back: with gates, the bias c_i - c_j (the
+       sum of the gates after j) accumulates in double as j moves back */
+#pragma omp parallel for if ((size_t)B * T * H * (size_t)(pos + T) * dh >= 65536)
+    for (int bth = 0; bth < B * T * H; bth++) {
+        int h = bth % H, t = (bth / H) % T, b = bth / (H * T), g = h / G, pt = pos + t;
+        int j0 = window > 0 && pt - window + 1 > 0 ? pt - window + 1 : 0;
+        const float *qr = q + (size_t)bth * dh, *fh = fc ? fc + ((size_t)b * H + h) * cap : NULL;
+        const float *K = kc + ((size_t)b * Hkv + g) * cap * dh, *Vv = vc + ((size_t)b * Hkv + g) * cap * dh;
+        float *orow = o + (size_t)bth * dh;
+        double mx = -INFINITY, se = 0.0, bias = 0.0, acc[LINA_ATTN_CACHE_MAX_DIM];
+        for (int i = 0; i < dh; i++) {
+            acc[i] = 0.0;
+        }
+        for (int j = pt; j >= j0; j--) {
+            double s = 0.0;
+            for (int i = 0; i < dh; i++) {
+                s += (double)qr[i] * K[(size_t)j * dh + i];
+            }
+            s = s * scale + bias;
+            bias += fh ? fh[j] : 0.0;
+            if (s > mx) {
+                double f = exp(mx - s);
+                se *= f;
+                for (int i = 0; i < dh; i++) {
+                    acc[i] *= f;
+                }
+                mx = s;
+            }
+            double w = exp(s - mx);
+            se += w;
+            for (int i = 0; i < dh; i++) {
+                acc[i] += w * Vv[(size_t)j * dh + i];
+            }
+        }
+        for (int i = 0; i < dh; i++) {
+            orow[i] = (float)(acc[i] / se);
+        }
+    }
+}
+
 int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
                              const lina_attn_params *p, int B, int T, float *kc, float *vc, float *conv, int pos,
                              int cap)
@@ -265,7 +310,7 @@ int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, cons
     if (pos < 0 || T < 1 || pos + T > cap) {
         return lina_set_error(LINA_EINVAL, "attention layer: KV cache full (%d + %d > %d positions)", pos, T, cap);
     }
-    int N = B * T, D = d->D, HQ = d->H * d->d, dh = d->d, G = d->H / d->Hkv;
+    int N = B * T, D = d->D, HQ = d->H * d->d, dh = d->d;
     if ((rc = attn_project(a, x, d, p, B, T, conv, NULL))) {
         return rc;
     }
@@ -291,42 +336,7 @@ int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, cons
             }
         }
     }
-    double scale = 1.0 / sqrt((double)dh);
-#pragma omp parallel for if ((size_t)B * T * d->H * (size_t)(pos + T) * dh >= 65536)
-    for (int bth = 0; bth < B * T * d->H; bth++) {
-        int h = bth % d->H, t = (bth / d->H) % T, b = bth / (d->H * T), g = h / G, pt = pos + t;
-        int j0 = d->window > 0 && pt - d->window + 1 > 0 ? pt - d->window + 1 : 0;
-        const float *q = a->q + (size_t)bth * dh;
-        const float *K = kc + ((size_t)b * d->Hkv + g) * cap * dh, *Vv = vc + ((size_t)b * d->Hkv + g) * cap * dh;
-        float *o = a->o + (size_t)bth * dh;
-        double mx = -INFINITY, se = 0.0, acc[LINA_ROPE_MAX_DIM];
-        for (int i = 0; i < dh; i++) {
-            acc[i] = 0.0;
-        }
-        for (int j = j0; j <= pt; j++) {
-            double s = 0.0;
-            for (int i = 0; i < dh; i++) {
-                s += (double)q[i] * K[(size_t)j * dh + i];
-            }
-            s *= scale;
-            if (s > mx) {
-                double f = exp(mx - s);
-                se *= f;
-                for (int i = 0; i < dh; i++) {
-                    acc[i] *= f;
-                }
-                mx = s;
-            }
-            double w = exp(s - mx);
-            se += w;
-            for (int i = 0; i < dh; i++) {
-                acc[i] += w * Vv[(size_t)j * dh + i];
-            }
-        }
-        for (int i = 0; i < dh; i++) {
-            o[i] = (float)(acc[i] / se);
-        }
-    }
+    lina_attn_cache_attend(a->o, a->q, kc, vc, NULL, B, T, d->H, d->Hkv, dh, pos, cap, d->window);
     lina_linear_forward(out, a->o, p->o_proj, NULL, N, HQ, D);
     return LINA_OK;
 }

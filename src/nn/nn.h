@@ -595,6 +595,14 @@ int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_
 int lina_attn_forward_cached(float *out, lina_attn_acts *a, const float *x, const lina_attn_dims *d,
                              const lina_attn_params *p, int B, int T, float *kc, float *vc, float *conv, int pos,
                              int cap);
+/* The attention of T new queries against a cache (both layers' decode step):
+ * o, q [B, T, H, dh]; kc, vc [B, Hkv, cap, dh] holding positions [0, pos + T);
+ * fc [B, H, cap] per-token log forget gates (logit += the sum of the gates
+ * after the key, Forgetting Transformer) or NULL; window 0 = none. Scores in
+ * double; dh <= LINA_ATTN_CACHE_MAX_DIM. */
+#define LINA_ATTN_CACHE_MAX_DIM 1024
+void lina_attn_cache_attend(float *o, const float *q, const float *kc, const float *vc, const float *fc, int B,
+                            int T, int H, int Hkv, int dh, int pos, int cap, int window);
 /* Floats of the short-conv decode tails (0 without convs). */
 size_t lina_attn_conv_cache_floats(const lina_attn_dims *d, int B);
 int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const float *x,
@@ -649,5 +657,62 @@ int lina_hgrn2_backward(float *dx, lina_hgrn2_params *gp, float *dlambda, const 
                         const lina_hgrn2_acts *a, const lina_hgrn2_dims *d, const lina_hgrn2_params *p,
                         const float *lambda, int B, int T, float *scratch, const lina_sp *sp, lina_form form,
                         lina_ws *ws);
+
+/* ------------------------------------------- Forgetting Transformer layer */
+
+/*
+ * FLA's ForgettingAttention (docs/mixers.md section 9.2), fox_layer.c:
+ *
+ *   q = x Wq^T (+ bq), k = x Wk^T (+ bk), v = x Wv^T (+ bv)      [N, HQ], [N, HKV], [N, HKV]
+ *   f = logsigmoid(x Wf^T + bf)                                  [N, H] (one gate per query head)
+ *   (qk_norm: per-head RMSNorm, eps 1e-5, weights over the full width [HQ] / [HKV])
+ *   o = forgetting attention (causal, logit_ij += c_i - c_j, c = cumsum f; optional window;
+ *       kv head j/G for query head j; no position encoding)
+ *   (use_output_gate: o <- sigmoid(x Wg^T) * o)
+ *   out = o Wo^T
+ *
+ * N = B*T; d = D / H; HQ = H*d, HKV = Hkv*d.
+ */
+typedef struct lina_fox_dims {
+    int D, H, Hkv, d;
+    int qkv_bias, qk_norm, use_output_gate;
+    int window;          /* 0 = none */
+} lina_fox_dims;
+
+typedef struct lina_fox_params {
+    float *q_proj, *q_bias;  /* [HQ, D], [HQ] (bias only with qkv_bias) */
+    float *k_proj, *k_bias;  /* [HKV, D], [HKV] */
+    float *v_proj, *v_bias;  /* [HKV, D], [HKV] */
+    float *f_proj, *f_bias;  /* [H, D], [H] */
+    float *g_proj;           /* [HQ, D] (use_output_gate only) */
+    float *q_norm, *k_norm;  /* [HQ], [HKV] (qk_norm only) */
+    float *o_proj;           /* [D, HQ] */
+} lina_fox_params;
+
+typedef struct lina_fox_acts {
+    float *qp, *kp, *vp;   /* [N, HQ], [N, HKV], [N, HKV] projections */
+    float *q, *kn;         /* [N, HQ], [N, HKV] after qk_norm (== qp, kp without) */
+    float *rq, *rk;        /* [N*H], [N*Hkv] qk_norm statistics */
+    float *k, *v;          /* [N, HQ] kv heads repeated */
+    float *fp, *f;         /* [N, H] gate logits and log forget gates */
+    float *o;              /* [N, HQ] attention output */
+    float *stat;           /* [N*H*2] softmax row statistics */
+    float *gp, *y;         /* [N, HQ] output-gate logits and the gated output (== o without the gate) */
+} lina_fox_acts;
+
+int lina_fox_check_dims(const lina_fox_dims *d);
+size_t lina_fox_acts_floats(const lina_fox_dims *d, int N);
+void lina_fox_acts_carve(lina_fox_acts *a, float *buf, const lina_fox_dims *d, int N);
+size_t lina_fox_scratch_floats(const lina_fox_dims *d, int N);
+int lina_fox_forward(float *out, lina_fox_acts *a, const float *x, const lina_fox_dims *d,
+                     const lina_fox_params *p, int B, int T, lina_ws *ws);
+/* Inference with a cache: kc, vc [B, Hkv, cap, d] the keys and values, fc [B, H, cap] the
+ * per-token log forget gates of positions [0, pos); this call appends [pos, pos+T) and
+ * attends from them (the gate sums re-accumulated in double from the cached gates). */
+int lina_fox_forward_cached(float *out, lina_fox_acts *a, const float *x, const lina_fox_dims *d,
+                            const lina_fox_params *p, int B, int T, float *kc, float *vc, float *fc, int pos,
+                            int cap);
+int lina_fox_backward(float *dx, lina_fox_params *gp, const float *dout, const float *x, const lina_fox_acts *a,
+                      const lina_fox_dims *d, const lina_fox_params *p, int B, int T, float *scratch, lina_ws *ws);
 
 #endif
