@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """torch_ref.py -- independent PyTorch reference for lina's causal LMs.
 
-Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9, 12) and docs/checkpoints.md, not from
+Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9, 9.2, 12) and docs/checkpoints.md, not from
 lina's C sources. For each test case it writes, under tests/ref/torch/<case>/:
 
   config.json        the FLA-style config (model_type, sizes, options)
@@ -145,14 +145,19 @@ def rope(x, theta):
     return x * cos + rot * sin
 
 
-def softmax_attention(q, k, v, scale, window=0):
-    """q [B,T,Hq,d], k,v [B,T,Hkv,d]; query head j reads kv head j // (Hq/Hkv); causal."""
+def softmax_attention(q, k, v, scale, window=0, f=None):
+    """q [B,T,Hq,d], k,v [B,T,Hkv,d]; query head j reads kv head j // (Hq/Hkv); causal.
+    f [B,T,Hq]: log forget gates (Forgetting Transformer, docs/mixers.md 9.1): logit_ij += c_i - c_j,
+    c the cumulative sum of f over time."""
     Hq, Hkv = q.shape[2], k.shape[2]
     G = Hq // Hkv
     k = k.repeat_interleave(G, dim=2)
     v = v.repeat_interleave(G, dim=2)
     T = q.shape[1]
     logits = torch.einsum("bihd,bjhd->bhij", q, k) * scale
+    if f is not None:
+        cs = torch.cumsum(f, dim=1).transpose(1, 2)  # [B,Hq,T]
+        logits = logits + cs[:, :, :, None] - cs[:, :, None, :]
     i = torch.arange(T)[:, None]
     j = torch.arange(T)[None, :]
     allowed = j <= i
@@ -283,6 +288,27 @@ def attn_layer(x, p, pre, a):
     return linear(o.reshape(x.shape[0], x.shape[1], -1), p[pre + "o_proj.weight"])
 
 
+def fox_layer(x, p, pre, c):
+    """FLA's ForgettingAttention (docs/mixers.md 9.2)."""
+    H = c["num_heads"]
+    Hkv = c.get("num_kv_heads") or H
+    bias = c.get("qkv_bias", False)
+    q = linear(x, p[pre + "q_proj.weight"], p[pre + "q_proj.bias"] if bias else None)
+    k = linear(x, p[pre + "k_proj.weight"], p[pre + "k_proj.bias"] if bias else None)
+    v = linear(x, p[pre + "v_proj.weight"], p[pre + "v_proj.bias"] if bias else None)
+    f = logsigmoid(linear(x, p[pre + "f_proj.weight"], p[pre + "f_proj.bias"]))
+    q, k, v = heads(q, H), heads(k, Hkv), heads(v, Hkv)
+    if c.get("qk_norm", False):  # RMSNorm per head, weights over the full width
+        d = q.shape[-1]
+        q = rmsnorm(q, p[pre + "q_norm.weight"].reshape(H, d), 1e-5)
+        k = rmsnorm(k, p[pre + "k_norm.weight"].reshape(Hkv, d), 1e-5)
+    o = softmax_attention(q, k, v, q.shape[-1] ** -0.5, c.get("window_size") or 0, f)
+    o = o.reshape(x.shape[0], x.shape[1], -1)
+    if c.get("use_output_gate", False):
+        o = torch.sigmoid(linear(x, p[pre + "g_proj.weight"])) * o
+    return linear(o, p[pre + "o_proj.weight"])
+
+
 def attn_cfg(c):
     """The softmax-attention settings of layer kinds: transformer or the hybrid 'attn' key."""
     if c["model_type"] == "transformer":
@@ -339,6 +365,8 @@ def mixer(x, p, pre, c, i, mixers):
         return mamba2_layer(x, p, pre, c, mixers.get("ssd", ssd_recurrent))
     if t == "mamba":
         return mamba_layer(x, p, pre, c)
+    if t == "forgetting_transformer":
+        return fox_layer(x, p, pre, c)
     raise ValueError("model_type " + t)
 
 
@@ -452,6 +480,22 @@ def param_shapes(c):
                 s[a + "g_proj.weight"] = (HVd, D)
             s[a + "o_norm.weight"] = (Vh,)
             s[a + "o_proj.weight"] = (D, HVd)
+        elif t == "forgetting_transformer":
+            H = c["num_heads"]
+            Hkv = c.get("num_kv_heads") or H
+            d = D // H
+            for nm, rows in (("q", H * d), ("k", Hkv * d), ("v", Hkv * d)):
+                s[a + nm + "_proj.weight"] = (rows, D)
+                if c.get("qkv_bias"):
+                    s[a + nm + "_proj.bias"] = (rows,)
+            s[a + "f_proj.weight"] = (H, D)
+            s[a + "f_proj.bias"] = (H,)
+            if c.get("use_output_gate"):
+                s[a + "g_proj.weight"] = (H * d, D)
+            s[a + "o_proj.weight"] = (D, H * d)
+            if c.get("qk_norm"):
+                s[a + "q_norm.weight"] = (H * d,)
+                s[a + "k_norm.weight"] = (Hkv * d,)
         else:
             raise ValueError(t)
         if c.get("no_mlp"):
@@ -609,6 +653,11 @@ CASES = {
     "mamba": dict(BASE, model_type="mamba", state_size=8, expand=2, intermediate_size=64, dt_rank=2,
                   conv_kernel=4, use_conv_bias=True, use_bias=True, hidden_act="silu", norm_eps=1e-5,
                   tie_word_embeddings=True),
+    "forgetting_transformer": dict(BASE, model_type="forgetting_transformer", num_heads=4, num_kv_heads=2,
+                                   qkv_bias=True, qk_norm=True, use_output_gate=True, window_size=None,
+                                   tie_word_embeddings=False),
+    "forgetting_transformer_window": dict(BASE, model_type="forgetting_transformer", window_size=5,
+                                          tie_word_embeddings=True),
 }
 
 B, T = 2, 70  # T > 64 crosses lina's chunk boundary (chunk 64) and is not a multiple of it
