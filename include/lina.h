@@ -746,6 +746,46 @@ int lina_mamba_bwd(const lina_mix_dims *d, const lina_mamba_in *in,
                    lina_ws *ws);
 
 /*
+ * HGRN (HGRN-1): an element-wise gated linear recurrence (docs/ops.md,
+ * docs/mixers.md section 14), per channel c of D:
+ *
+ *   h_t[c] = exp(g_t[c]) h_{t-1}[c] + x_t[c],   o_t = h_t
+ *
+ * x, g, o [B,T,D] (g: log decays <= 0); h0, ht [B,D]. Forms: RECURRENT runs
+ * the recurrence over channel blocks; CHUNK is the blocked scan (each chunk
+ * of d->chunk steps from a zero state in parallel, the chunk states passed
+ * along in order, then exp(cumulative gate) times the incoming state added to
+ * every row). Dimensions: d->B, d->T, d->H = D (d->K, d->V, d->scale are
+ * ignored).
+ */
+typedef struct lina_hgrn_in {
+    const float *x, *g;       /* [B,T,D] */
+    const float *h0;          /* [B,D] or NULL (zero state) */
+} lina_hgrn_in;
+
+typedef struct lina_hgrn_out {
+    float *o;                 /* [B,T,D] (required) */
+    float *ht;                /* [B,D] or NULL; may be in->h0 (updated in place) */
+} lina_hgrn_out;
+
+typedef struct lina_hgrn_grad_in {
+    const float *do_;         /* [B,T,D] (required) */
+    const float *dht;         /* [B,D] or NULL (zero) */
+} lina_hgrn_grad_in;
+
+/* Gradients are written (not accumulated); dh0 only with h0 (may be NULL). */
+typedef struct lina_hgrn_grad_out {
+    float *dx, *dg;           /* [B,T,D] (required) */
+    float *dh0;               /* [B,D] or NULL */
+} lina_hgrn_grad_out;
+
+int lina_hgrn_fwd(const lina_mix_dims *d, const lina_hgrn_in *in, lina_hgrn_out *out, lina_form form,
+                  lina_ws *ws);
+/* Gradients of sum(o * do) + sum(ht * dht) w.r.t. x, g and h0. */
+int lina_hgrn_bwd(const lina_mix_dims *d, const lina_hgrn_in *in, const lina_hgrn_grad_in *gin,
+                  lina_hgrn_grad_out *gout, lina_form form, lina_ws *ws);
+
+/*
  * RWKV-7's generalized delta rule, a diagonal-plus-low-rank transition
  * (docs/ops.md, docs/mixers.md section 13), per head with a K x V state:
  *
