@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """torch_ref.py -- independent PyTorch reference for lina's causal LMs.
 
-Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9, 9.2, 12) and docs/checkpoints.md, not from
+Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9, 9.2, 12, 14) and docs/checkpoints.md, not from
 lina's C sources. For each test case it writes, under tests/ref/torch/<case>/:
 
   config.json        the FLA-style config (model_type, sizes, options)
@@ -309,6 +309,30 @@ def fox_layer(x, p, pre, c):
     return linear(o, p[pre + "o_proj.weight"])
 
 
+def hgrn_layer(x, p, pre, c, i):
+    """FLA's HGRNAttention (docs/mixers.md 14.1): element-wise recurrence, token by token."""
+    ii = linear(x, p[pre + "i_proj.weight"])
+    f = linear(x, p[pre + "f_proj.weight"])
+    if c.get("use_short_conv", False):
+        ii = short_conv(ii, p[pre + "i_conv1d.weight"], False)
+        f = short_conv(f, p[pre + "f_conv1d.weight"], False)
+    g = logsigmoid(f)
+    if c.get("use_lower_bound", True) and i > 0:
+        P = torch.softmax(p["model.lower_bounds"], dim=0)  # over the layers
+        lam = torch.cumsum(P, dim=0)[i] - P[0]
+        g = torch.log(lam + (1.0 - lam) * torch.sigmoid(f))
+    xin = silu(ii) * (1.0 - torch.exp(g))
+    h = xin.new_zeros(x.shape[0], xin.shape[-1])
+    outs = []
+    for t in range(x.shape[1]):
+        h = torch.exp(g[:, t]) * h + xin[:, t]
+        outs.append(h)
+    o = torch.stack(outs, dim=1)
+    w = p.get(pre + "g_norm.weight")
+    y = gated_rmsnorm(o, w if w is not None else 1.0, linear(x, p[pre + "g_proj.weight"]), c.get("norm_eps", 1e-6))
+    return linear(y, p[pre + "o_proj.weight"])
+
+
 def attn_cfg(c):
     """The softmax-attention settings of layer kinds: transformer or the hybrid 'attn' key."""
     if c["model_type"] == "transformer":
@@ -367,6 +391,8 @@ def mixer(x, p, pre, c, i, mixers):
         return mamba_layer(x, p, pre, c)
     if t == "forgetting_transformer":
         return fox_layer(x, p, pre, c)
+    if t == "hgrn":
+        return hgrn_layer(x, p, pre, c, i)
     raise ValueError("model_type " + t)
 
 
@@ -496,6 +522,16 @@ def param_shapes(c):
             if c.get("qk_norm"):
                 s[a + "q_norm.weight"] = (H * d,)
                 s[a + "k_norm.weight"] = (Hkv * d,)
+        elif t == "hgrn":
+            E = D * c.get("expand_ratio", 1)
+            s[a + "i_proj.weight"] = (E, D)
+            s[a + "f_proj.weight"] = (E, D)
+            s[a + "g_proj.weight"] = (E, D)
+            if c.get("use_short_conv", False):
+                s[a + "i_conv1d.weight"] = (E, 1, W)
+                s[a + "f_conv1d.weight"] = (E, 1, W)
+            s[a + "g_norm.weight"] = (E,)
+            s[a + "o_proj.weight"] = (D, E)
         else:
             raise ValueError(t)
         if c.get("no_mlp"):
@@ -505,6 +541,8 @@ def param_shapes(c):
         s[pre + "mlp.up_proj.weight"] = (I, D)
         s[pre + "mlp.down_proj.weight"] = (D, I)
     s["model.norm.weight"] = (D,)
+    if c["model_type"] == "hgrn" and c.get("use_lower_bound", True):
+        s["model.lower_bounds"] = (L, D)
     if not c.get("tie_word_embeddings", False):
         s["lm_head.weight"] = (Vv, D)
     return s
@@ -658,6 +696,8 @@ CASES = {
                                    tie_word_embeddings=False),
     "forgetting_transformer_window": dict(BASE, model_type="forgetting_transformer", window_size=5,
                                           tie_word_embeddings=True),
+    "hgrn": dict(BASE, model_type="hgrn", num_hidden_layers=3, expand_ratio=1, use_short_conv=True, conv_size=3,
+                 use_lower_bound=True, tie_word_embeddings=False),
 }
 
 B, T = 2, 70  # T > 64 crosses lina's chunk boundary (chunk 64) and is not a multiple of it

@@ -273,7 +273,8 @@ typedef enum lina_model_type {
     LINA_MODEL_KDA = 11,           /* "kda" (Kimi Delta Attention) */
     LINA_MODEL_MAMBA = 12,         /* "mamba" (Mamba-1) */
     LINA_MODEL_FORGETTING_TRANSFORMER = 13, /* "forgetting_transformer" (FoX) */
-    LINA_MODEL_COUNT = 14
+    LINA_MODEL_HGRN = 14,          /* "hgrn" (HGRN-1) */
+    LINA_MODEL_COUNT = 15
 } lina_model_type;
 
 #define LINA_CONFIG_MAX_LAYERS 1024
@@ -840,7 +841,7 @@ int lina_rwkv7_bwd(const lina_mix_dims *d, const lina_rwkv7_in *in, const lina_r
  *
  * Model types: gla, retnet, hgrn2, linear_attn, delta_net, gated_deltanet,
  * gated_deltaproduct, mlstm, mamba2 and mamba (FLA's "backbone." names, no MLP), mom,
- * transformer, forgetting_transformer; hybrids of the linear ones with softmax-attention layers
+ * transformer, forgetting_transformer, hgrn; hybrids of the linear ones with softmax-attention layers
  * (config key "attn"); a top-k MoE MLP for any type (num_experts > 0), whose
  * auxiliary loss (and MoM's) is added to the train_step loss, not to
  * eval_loss. A few options (HGRN2 short convs, GLA and RetNet feature maps)

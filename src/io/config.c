@@ -37,12 +37,13 @@
 #define M_KDA (1u << LINA_MODEL_KDA)
 #define M_MB (1u << LINA_MODEL_MAMBA)
 #define M_FOX (1u << LINA_MODEL_FORGETTING_TRANSFORMER)
-#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML | M_KDA | M_MB | M_FOX)
+#define M_HGRN (1u << LINA_MODEL_HGRN)
+#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML | M_KDA | M_MB | M_FOX | M_HGRN)
 #define M_LIN (M_ALL & ~M_TR & ~M_FOX)
 
 static const char *const type_names[LINA_MODEL_COUNT] = {
     "gla", "delta_net", "gated_deltanet", "retnet", "linear_attn", "transformer", "hgrn2",
-    "gated_deltaproduct", "mamba2", "mom", "mlstm", "kda", "mamba", "forgetting_transformer",
+    "gated_deltaproduct", "mamba2", "mom", "mlstm", "kda", "mamba", "forgetting_transformer", "hgrn",
 };
 static const char *const arch_names[LINA_MODEL_COUNT] = {
     "GLAForCausalLM",         "DeltaNetForCausalLM",    "GatedDeltaNetForCausalLM", "RetNetForCausalLM",
@@ -51,6 +52,7 @@ static const char *const arch_names[LINA_MODEL_COUNT] = {
     "KDAForCausalLM",
     "MambaForCausalLM",
     "ForgettingTransformerForCausalLM",
+    "HGRNForCausalLM",
 };
 
 const char *lina_model_type_name(lina_model_type t)
@@ -99,10 +101,10 @@ static const keydesc keys[] = {
     {"expand_k", K_DBL, FLD(expand_k), M_GLA | M_DN | M_RET | M_LA | M_ML, 0, 0, 0},
     {"expand_v", K_DBL, FLD(expand_v), M_GLA | M_DN | M_GDN | M_RET | M_LA | M_GDP | M_MOM | M_ML | M_KDA, 0, 0, 0},
     {"head_dim", K_INT, FLD(head_dim), M_GDN | M_GDP | M_M2 | M_MOM | M_KDA, 0, 0, 0},
-    {"num_heads", K_NINT, FLD(num_heads), M_ALL & ~M_MB, 0, 0, 0},
+    {"num_heads", K_NINT, FLD(num_heads), M_ALL & ~M_MB & ~M_HGRN, 0, 0, 0},
     {"num_v_heads", K_NINT, FLD(num_v_heads), M_GDN | M_GDP | M_KDA, 0, 0, 0},
     {"num_kv_heads", K_NINT, FLD(num_kv_heads), M_GLA | M_RET | M_LA | M_TR | M_FOX, 0, 0, 0},
-    {"expand_ratio", K_NINT, FLD(expand_ratio), M_HG, 0, 0, 0},
+    {"expand_ratio", K_NINT, FLD(expand_ratio), M_HG | M_HGRN, 0, 0, 0},
     {"hidden_ratio", K_NDBL, FLD(hidden_ratio), M_ALL & ~M_MB, 0, 0, 0},
     {"intermediate_size", K_NINT, FLD(intermediate_size), M_ALL, 0, 0, 0},
     {"num_hidden_layers", K_INT, FLD(num_hidden_layers), M_ALL, 0, 0, 0},
@@ -126,7 +128,7 @@ static const keydesc keys[] = {
     {"clamp_min", K_OPTDBL, FLD(clamp_min), M_GLA, 0, offsetof(lina_config, has_clamp_min), 0},
     {"use_gk", K_BOOL, FLD(use_gk), M_GLA, 0, 0, 0},
     {"use_gv", K_BOOL, FLD(use_gv), M_GLA, 0, 0, 0},
-    {"use_lower_bound", K_BOOL, FLD(use_lower_bound), M_HG, 0, 0, 0},
+    {"use_lower_bound", K_BOOL, FLD(use_lower_bound), M_HG | M_HGRN, 0, 0, 0},
     {"num_householder", K_INT, FLD(num_householder), M_GDP, 0, 0, 0},
     {"use_forget_gate", K_BOOL, FLD(use_forget_gate), M_GDP, 0, 0, 0},
     {"state_size", K_INT, FLD(state_size), M_M2 | M_MB, 0, 0, 0},
@@ -170,7 +172,7 @@ static const keydesc keys[] = {
     {"lora_alpha", K_DBL, FLD(lora_alpha), M_TR, 0, 0, W_LORA},
     {"hidden_act", K_STR, FLD(hidden_act), M_ALL, 0, 0, 0},
     {"max_position_embeddings", K_INT, FLD(max_position_embeddings), M_ALL, 0, 0, 0},
-    {"elementwise_affine", K_NBOOL, FLD(elementwise_affine), M_GLA | M_RET | M_LA | M_TR | M_HG | M_FOX, 0, 0, 0},
+    {"elementwise_affine", K_NBOOL, FLD(elementwise_affine), M_GLA | M_RET | M_LA | M_TR | M_HG | M_FOX | M_HGRN, 0, 0, 0},
     {"norm_eps", K_DBL, FLD(norm_eps), M_ALL, 0, 0, 0},
     {"use_cache", K_BOOL, FLD(use_cache), M_ALL, 0, 0, 0},
     {"pad_token_id", K_NINT, FLD(pad_token_id), M_ALL, -1, 0, 0},
@@ -273,6 +275,11 @@ int lina_config_default(lina_config *c, lina_model_type t)
     case LINA_MODEL_FORGETTING_TRANSFORMER: /* FLA's ForgettingTransformerConfig */
         c->num_heads = 32;
         c->attn_mode[0] = '\0';
+        break;
+    case LINA_MODEL_HGRN: /* FLA's HGRNConfig */
+        set_str(c->attn_mode, sizeof c->attn_mode, "fused_recurrent");
+        c->expand_ratio = 1;
+        c->use_lower_bound = 1;
         break;
     case LINA_MODEL_HGRN2:
         c->num_heads = 0; /* derived from expand_ratio */
@@ -662,7 +669,7 @@ int lina_config_parse(const char *json, size_t len, const char *name, lina_confi
         rc = lina_set_error(LINA_EFORMAT,
                             "%s: unknown model_type \"%.40s\" (supported: gla, delta_net, gated_deltanet, "
                             "retnet, linear_attn, transformer, hgrn2, gated_deltaproduct, mamba2, mom, mlstm, kda, mamba, "
-                            "forgetting_transformer)",
+                            "forgetting_transformer, hgrn)",
                             name, mt->valuestring);
         goto done;
     }
@@ -956,6 +963,12 @@ int lina_config_validate(const lina_config *c, const char *name)
             rc = lina_set_error(LINA_EFORMAT, "%s: expand_ratio must be >= 1", name);
         }
         rc = rc ? rc : width_of(name, "num_heads*expand_ratio", (double)H * c->expand_ratio, &(int){0});
+        break;
+    case LINA_MODEL_HGRN:
+        if (c->expand_ratio < 1) {
+            return lina_set_error(LINA_EFORMAT, "%s: expand_ratio must be >= 1", name);
+        }
+        rc = width_of(name, "hidden_size*expand_ratio", (double)D * c->expand_ratio, &(int){0});
         break;
     case LINA_MODEL_GATED_DELTAPRODUCT:
     case LINA_MODEL_MOM:

@@ -49,6 +49,41 @@ static float sigm(float x)
     return 1.0f / (1.0f + expf(-x));
 }
 
+void lina_lb_gate_forward(float *g, float *k, const float *f, const float *lambda, size_t N, int C)
+{
+    for (size_t n = 0; n < N; n++) {
+        for (int i = 0; i < C; i++) {
+            size_t j = n * C + i;
+            float gj = lambda ? logf(lambda[i] + (1.0f - lambda[i]) * sigm(f[j])) : lina_logsigmoidf(f[j]);
+            g[j] = gj;
+            k[j] = -expm1f(gj);
+        }
+    }
+}
+
+void lina_lb_gate_backward(float *df, float *dlambda, const float *dg, const float *dk, const float *f,
+                           const float *g, const float *lambda, size_t N, int C)
+{
+    for (int i = 0; i < C; i++) {
+        double dl = 0.0;
+        for (size_t n = 0; n < N; n++) {
+            size_t j = n * C + i;
+            float dgt = dg[j] - dk[j] * expf(g[j]); /* k = 1 - exp(g) */
+            float s = sigm(f[j]);
+            if (lambda) {
+                float den = lambda[i] + (1.0f - lambda[i]) * s;
+                df[j] = dgt * (1.0f - lambda[i]) * s * (1.0f - s) / den;
+                dl += (double)dgt * (1.0f - s) / den;
+            } else {
+                df[j] = dgt * (1.0f - s);
+            }
+        }
+        if (lambda && dlambda) {
+            dlambda[i] += (float)dl;
+        }
+    }
+}
+
 int lina_hgrn2_forward(float *out, lina_hgrn2_acts *a, const float *x, const lina_hgrn2_dims *d,
                        const lina_hgrn2_params *p, const float *lambda, int B, int T, const float *h0, float *ht,
                        const lina_sp *sp, lina_form form, lina_ws *ws)
@@ -62,14 +97,7 @@ int lina_hgrn2_forward(float *out, lina_hgrn2_acts *a, const float *x, const lin
     lina_silu_forward(a->q, a->qp, (size_t)N * HK);
     lina_linear_forward(a->f, x, p->f_proj, NULL, N, D, HK);
     lina_linear_forward(a->v, x, p->i_proj, NULL, N, D, HV);
-    for (int n = 0; n < N; n++) {
-        for (int i = 0; i < HK; i++) {
-            size_t j = (size_t)n * HK + i;
-            float g = lambda ? logf(lambda[i] + (1.0f - lambda[i]) * sigm(a->f[j])) : lina_logsigmoidf(a->f[j]);
-            a->g[j] = g;
-            a->k[j] = -expm1f(g);
-        }
-    }
+    lina_lb_gate_forward(a->g, a->k, a->f, lambda, (size_t)N, HK);
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_VECTOR, a->g, h0};
     lina_dd_out o = {a->o, ht, NULL};
@@ -111,25 +139,8 @@ int lina_hgrn2_backward(float *dx, lina_hgrn2_params *gp, float *dlambda, const 
     if ((rc = lina_sp_dd_bwd(sp, d, &md, &in, &gin, &gout, form, ws))) {
         return rc;
     }
-    /* k = 1 - exp(g): total dg; then through the gate to df (in place) and dlambda */
-    for (int i = 0; i < HK; i++) {
-        double dl = 0.0;
-        for (int n = 0; n < N; n++) {
-            size_t j = (size_t)n * HK + i;
-            float dgt = dg[j] - dk[j] * expf(a->g[j]);
-            float s = sigm(a->f[j]);
-            if (lambda) {
-                float den = lambda[i] + (1.0f - lambda[i]) * s;
-                dg[j] = dgt * (1.0f - lambda[i]) * s * (1.0f - s) / den;
-                dl += (double)dgt * (1.0f - s) / den;
-            } else {
-                dg[j] = dgt * (1.0f - s);
-            }
-        }
-        if (lambda && dlambda) {
-            dlambda[i] += (float)dl;
-        }
-    }
+    /* k = 1 - exp(g): through the gate to df (in place) and dlambda */
+    lina_lb_gate_backward(dg, dlambda, dg, dk, a->f, a->g, lambda, (size_t)N, HK);
     lina_silu_backward(dqp, dq, a->qp, nk);
     lina_linear_backward(dx, gp->q_proj, NULL, dqp, x, p->q_proj, N, D, HK);
     lina_linear_backward(dx, gp->f_proj, NULL, dg, x, p->f_proj, N, D, HK);
@@ -153,9 +164,9 @@ typedef struct hgrn2_kind_dims {
     int layer, L;
 } hgrn2_kind_dims;
 
-typedef struct hgrn2_shared_dims {
+typedef struct lb_shared_dims {
     int L, D;
-} hgrn2_shared_dims;
+} lb_shared_dims;
 
 _Static_assert(sizeof(hgrn2_kind_dims) <= LINA_MIXER_DIMS_BYTES, "hgrn2 dims too large");
 
@@ -240,9 +251,9 @@ static int hgrn2_kind_backward(const lina_mixer_call *c)
                                c->T, c->scratch, c->sp, c->form, c->ws);
 }
 
-static int hgrn2_shared_build(lina_mixer_builder *b, const lina_config *c, void *dims, size_t *work)
+int lina_lower_bounds_build(lina_mixer_builder *b, const lina_config *c, void *dims, size_t *work)
 {
-    hgrn2_shared_dims *sd = dims;
+    lb_shared_dims *sd = dims;
     sd->L = c->num_hidden_layers;
     sd->D = c->hidden_size;
     *work = 0;
@@ -256,9 +267,9 @@ static int hgrn2_shared_build(lina_mixer_builder *b, const lina_config *c, void 
 }
 
 /* P = softmax over layers of Lambda [L,D]; lambda_l = sum_{j=1..l} P_j; dlambda = 0 */
-static int hgrn2_shared_forward(const lina_mixer_call *c)
+int lina_lower_bounds_forward(const lina_mixer_call *c)
 {
-    const hgrn2_shared_dims *sd = c->dims;
+    const lb_shared_dims *sd = c->dims;
     int L = sd->L, D = sd->D;
     const float *Lb = c->P[0];
     float *P = c->shared, *lam = P + (size_t)L * D;
@@ -283,9 +294,9 @@ static int hgrn2_shared_forward(const lina_mixer_call *c)
 
 /* lambda_l = sum_{j=1..l} P_j: dP_j = sum_{l>=j} dlambda_l (j >= 1), dP_0 = 0;
  * softmax over layers: dLambda_j = P_j (dP_j - sum_i P_i dP_i) */
-static int hgrn2_shared_backward(const lina_mixer_call *c)
+int lina_lower_bounds_backward(const lina_mixer_call *c)
 {
-    const hgrn2_shared_dims *sd = c->dims;
+    const lb_shared_dims *sd = c->dims;
     int L = sd->L, D = sd->D;
     float *dLb = c->G[0];
     const float *P = c->shared;
@@ -315,7 +326,7 @@ const lina_mixer_vt lina_hgrn2_kind = {
     .forward = hgrn2_kind_forward,
     .backward = hgrn2_kind_backward,
     .flags = LINA_KIND_SP,
-    .shared_build = hgrn2_shared_build,
-    .shared_forward = hgrn2_shared_forward,
-    .shared_backward = hgrn2_shared_backward,
+    .shared_build = lina_lower_bounds_build,
+    .shared_forward = lina_lower_bounds_forward,
+    .shared_backward = lina_lower_bounds_backward,
 };

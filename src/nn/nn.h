@@ -715,4 +715,72 @@ int lina_fox_forward_cached(float *out, lina_fox_acts *a, const float *x, const 
 int lina_fox_backward(float *dx, lina_fox_params *gp, const float *dout, const float *x, const lina_fox_acts *a,
                       const lina_fox_dims *d, const lina_fox_params *p, int B, int T, float *scratch, lina_ws *ws);
 
+/* ----------------------------------------------- HGRN / HGRN2 lower bounds */
+
+/* The forget gate with an optional lower bound (HGRN, HGRN2; hgrn2_layer.c):
+ * g = log(lambda + (1 - lambda) sigmoid(f)) with lambda [C] per channel, or
+ * logsigmoid(f) (lambda NULL); k = 1 - exp(g). g, k, f [N, C]. */
+void lina_lb_gate_forward(float *g, float *k, const float *f, const float *lambda, size_t N, int C);
+/* Its backward from dg and dk [N, C]: df [N, C] written (may be dg), dlambda
+ * [C] accumulated (lambda and dlambda non-NULL), rows in order per channel. */
+void lina_lb_gate_backward(float *df, float *dlambda, const float *dg, const float *dk, const float *f,
+                           const float *g, const float *lambda, size_t N, int C);
+/* The model-level lower bounds of HGRN and HGRN2 (a kind's shared_* table entries):
+ * model.lower_bounds [L, D] (zeros, no weight decay) when use_lower_bound; layer l > 0
+ * gets lambda_l = sum_{j=1..l} softmax over the layers of lower_bounds, at
+ * shared + (L + l) * D; its gradient accumulates at shared + (2L + l) * D. */
+int lina_lower_bounds_build(lina_mixer_builder *b, const lina_config *c, void *dims, size_t *work);
+int lina_lower_bounds_forward(const lina_mixer_call *c);
+int lina_lower_bounds_backward(const lina_mixer_call *c);
+
+/* ------------------------------------------------------------- HGRN layer */
+
+/*
+ * FLA's HGRNAttention (docs/mixers.md section 14.1), hgrn_layer.c, on the hgrn kernel:
+ *
+ *   i = x Wi^T, f = x Wf^T                        [N, E] (use_short_conv: each through a
+ *                                                 ShortConvolution without activation)
+ *   g = logsigmoid(f), or log(lambda + (1 - lambda) sigmoid(f)) with the layer's lower bound
+ *   h_t = exp(g_t) h_{t-1} + SiLU(i_t) (1 - exp(g_t));  o = h
+ *   y = RMSNorm(o) over E * w * SiLU(x Wg^T);  out = y Wo^T
+ *
+ * N = B*T, E = D * expand_ratio.
+ */
+typedef struct lina_hgrn_dims {
+    int D, E;
+    float norm_eps;
+    int use_short_conv, conv_size;
+} lina_hgrn_dims;
+
+typedef struct lina_hgrn_params {
+    float *i_proj, *f_proj, *g_proj;  /* [E, D] */
+    float *g_norm;                    /* [E] or NULL (elementwise_affine false) */
+    float *o_proj;                    /* [D, E] */
+    float *i_conv, *f_conv;           /* [E, W] (use_short_conv) */
+} lina_hgrn_params;
+
+typedef struct lina_hgrn_acts {
+    float *ip, *fp;     /* [N, E] projections */
+    float *ic, *fc;     /* [N, E] after the short convs (== ip, fp without) */
+    float *g, *k;       /* [N, E] log forget gate, 1 - exp(g) */
+    float *xin, *o;     /* [N, E] recurrence input and output */
+    float *gp, *y;      /* [N, E] output-gate logits, normed output */
+    float *rstd;        /* [N] */
+} lina_hgrn_acts;
+
+int lina_hgrn_check_dims(const lina_hgrn_dims *d);
+size_t lina_hgrn_acts_floats(const lina_hgrn_dims *d, int N);
+void lina_hgrn_acts_carve(lina_hgrn_acts *a, float *buf, const lina_hgrn_dims *d, int N);
+size_t lina_hgrn_scratch_floats(const lina_hgrn_dims *d, int N);
+/* decode state: h [B, E], then the i and f conv tails [B, E, W] each (use_short_conv) */
+size_t lina_hgrn_state_floats(const lina_hgrn_dims *d, int B);
+/* lambda [E] or NULL; state (lina_hgrn_state_floats) read and overwritten, or NULL (zeros, not kept) */
+int lina_hgrn_forward(float *out, lina_hgrn_acts *a, const float *x, const lina_hgrn_dims *d,
+                      const lina_hgrn_params *p, const float *lambda, int B, int T, float *state, lina_form form,
+                      lina_ws *ws);
+/* dx, *gp and dlambda [E] (with lambda) accumulate; the forward ran without a state. */
+int lina_hgrn_backward(float *dx, lina_hgrn_params *gp, float *dlambda, const float *dout, const float *x,
+                       const lina_hgrn_acts *a, const lina_hgrn_dims *d, const lina_hgrn_params *p,
+                       const float *lambda, int B, int T, float *scratch, lina_form form, lina_ws *ws);
+
 #endif
