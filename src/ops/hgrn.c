@@ -57,37 +57,41 @@ static inline const float *hg_gate_row(const hg_ctx *c, const float *g, int tt, 
     return tt + 1 < c->T ? g + (size_t)(tt + 1) * c->D : NULL;
 }
 
-/* One batch row's scan over columns [c0, c1): s_t = exp(G_t) s_{t-1} + y_t in the
- * direction rev, s before the first row = s0 (NULL: 0); y, s [T, D] (s may be y);
- * the last state to sT (may be NULL). */
-static void hg_scan_cols(const hg_ctx *c, float *s, const float *y, const float *g, const float *s0, float *sT,
-                         int rev, int c0, int c1)
+/* exp of the gate row G over columns [c0, c0 + n) into e (1 where G is NULL) */
+static inline void hg_exp_row(float *e, const float *G, int c0, int n)
 {
-    float st[HG_COLS];
-    const int n = c1 - c0;
-    for (int i = 0; i < n; i++) {
-        st[i] = s0 ? s0[c0 + i] : 0.0f;
+    if (G) {
+        lina_vexp(e, G + c0, (size_t)n);
+    } else {
+        for (int i = 0; i < n; i++) {
+            e[i] = 1.0f;
+        }
     }
-    for (int k = 0; k < c->T; k++) {
+}
+
+/* One batch row's scan over sequence positions [k0, k1) and columns [c0, c0 + n):
+ * s_t = exp(G_t) s_{t-1} + y_t in the direction rev, from the state st (updated);
+ * y, s [T, D] (s may be y); with gsum, also the sum of the G over the rows into it. */
+static void hg_scan_block(const hg_ctx *c, float *s, const float *y, const float *g, float *st, float *gsum, int rev,
+                          int k0, int k1, int c0, int n)
+{
+    float e[HG_COLS];
+    for (int k = k0; k < k1; k++) {
         const int tt = rev ? c->T - 1 - k : k;
         const float *G = hg_gate_row(c, g, tt, rev), *yr = y + (size_t)tt * c->D + c0;
         float *sr = s + (size_t)tt * c->D + c0;
-        if (G) {
+        hg_exp_row(e, G, c0, n);
+#pragma omp simd
+        for (int i = 0; i < n; i++) {
+            st[i] = e[i] * st[i] + yr[i];
+            sr[i] = st[i];
+        }
+        if (gsum && G) {
 #pragma omp simd
             for (int i = 0; i < n; i++) {
-                st[i] = expf(G[c0 + i]) * st[i] + yr[i];
-                sr[i] = st[i];
-            }
-        } else {
-#pragma omp simd
-            for (int i = 0; i < n; i++) {
-                st[i] += yr[i];
-                sr[i] = st[i];
+                gsum[i] += G[c0 + i];
             }
         }
-    }
-    if (sT) {
-        memcpy(sT + c0, st, (size_t)n * sizeof(float));
     }
 }
 
@@ -102,9 +106,15 @@ static void hg_scan(const hg_ctx *c, float *s, const float *y, const float *g, c
 #pragma omp parallel for collapse(2) if ((size_t)B * TD >= 16384)
         for (int b = 0; b < B; b++) {
             for (int cb = 0; cb < ncol; cb++) {
-                const int c0 = cb * HG_COLS, c1 = c0 + HG_COLS < D ? c0 + HG_COLS : D;
-                hg_scan_cols(c, s + b * TD, y + b * TD, g + b * TD, s0 ? s0 + (size_t)b * D : NULL,
-                             sT ? sT + (size_t)b * D : NULL, rev, c0, c1);
+                const int c0 = cb * HG_COLS, n = c0 + HG_COLS < D ? HG_COLS : D - c0;
+                float st[HG_COLS];
+                for (int i = 0; i < n; i++) {
+                    st[i] = s0 ? s0[(size_t)b * D + c0 + i] : 0.0f;
+                }
+                hg_scan_block(c, s + b * TD, y + b * TD, g + b * TD, st, NULL, rev, 0, T, c0, n);
+                if (sT) {
+                    memcpy(sT + (size_t)b * D + c0, st, (size_t)n * sizeof(float));
+                }
             }
         }
         return;
@@ -112,32 +122,15 @@ static void hg_scan(const hg_ctx *c, float *s, const float *y, const float *g, c
     const int S = c->S, nch = (T + S - 1) / S;
     float *A = buf, *hin = buf + (size_t)B * nch * D; /* [B, nch, D] each: chunk gate sums, incoming states */
     /* 1. every chunk from a zero state, and its gate sum */
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(3)
     for (int b = 0; b < B; b++) {
         for (int ch = 0; ch < nch; ch++) {
-            const float *gb = g + b * TD;
-            float *Ab = A + ((size_t)b * nch + ch) * D;
-            memset(Ab, 0, (size_t)D * sizeof(float));
-            for (int k = ch * S; k < T && k < (ch + 1) * S; k++) {
-                const int tt = rev ? T - 1 - k : k;
-                const float *G = hg_gate_row(c, gb, tt, rev), *yr = y + b * TD + (size_t)tt * D;
-                float *sr = s + b * TD + (size_t)tt * D;
-                if (k == ch * S) {
-                    memmove(sr, yr, (size_t)D * sizeof(float));
-                } else {
-                    const int tp = rev ? tt + 1 : tt - 1;
-                    const float *sp = s + b * TD + (size_t)tp * D;
-#pragma omp simd
-                    for (int i = 0; i < D; i++) {
-                        sr[i] = (G ? expf(G[i]) : 1.0f) * sp[i] + yr[i];
-                    }
-                }
-                if (G) {
-#pragma omp simd
-                    for (int i = 0; i < D; i++) {
-                        Ab[i] += G[i];
-                    }
-                }
+            for (int cb = 0; cb < ncol; cb++) {
+                const int c0 = cb * HG_COLS, n = c0 + HG_COLS < D ? HG_COLS : D - c0;
+                const int k1 = (ch + 1) * S < T ? (ch + 1) * S : T;
+                float st[HG_COLS] = {0}, *Ab = A + ((size_t)b * nch + ch) * D + c0;
+                memset(Ab, 0, (size_t)n * sizeof(float));
+                hg_scan_block(c, s + b * TD, y + b * TD, g + b * TD, st, Ab, rev, ch * S, k1, c0, n);
             }
         }
     }
@@ -145,37 +138,51 @@ static void hg_scan(const hg_ctx *c, float *s, const float *y, const float *g, c
 #pragma omp parallel for collapse(2) if ((size_t)B * nch * D >= 4096)
     for (int b = 0; b < B; b++) {
         for (int cb = 0; cb < ncol; cb++) {
-            const int c0 = cb * HG_COLS, c1 = c0 + HG_COLS < D ? c0 + HG_COLS : D;
-            for (int i = c0; i < c1; i++) {
-                float h = s0 ? s0[(size_t)b * D + i] : 0.0f;
-                for (int ch = 0; ch < nch; ch++) {
-                    const size_t o = ((size_t)b * nch + ch) * D + i;
-                    hin[o] = h;
-                    const int kl = (ch + 1) * S < T ? (ch + 1) * S - 1 : T - 1;
-                    const int tl = rev ? T - 1 - kl : kl;
-                    h = expf(A[o]) * h + s[b * TD + (size_t)tl * D + i];
+            const int c0 = cb * HG_COLS, n = c0 + HG_COLS < D ? HG_COLS : D - c0;
+            float h[HG_COLS], e[HG_COLS];
+            for (int i = 0; i < n; i++) {
+                h[i] = s0 ? s0[(size_t)b * D + c0 + i] : 0.0f;
+            }
+            for (int ch = 0; ch < nch; ch++) {
+                const size_t o = ((size_t)b * nch + ch) * D + c0;
+                const int kl = (ch + 1) * S < T ? (ch + 1) * S - 1 : T - 1;
+                const float *last = s + b * TD + (size_t)(rev ? T - 1 - kl : kl) * D + c0;
+                memcpy(hin + o, h, (size_t)n * sizeof(float));
+                lina_vexp(e, A + o, (size_t)n);
+#pragma omp simd
+                for (int i = 0; i < n; i++) {
+                    h[i] = e[i] * h[i] + last[i];
                 }
-                if (sT) {
-                    sT[(size_t)b * D + i] = h;
-                }
+            }
+            if (sT) {
+                memcpy(sT + (size_t)b * D + c0, h, (size_t)n * sizeof(float));
             }
         }
     }
     /* 3. each row gets exp(cumulative gate) times its chunk's incoming state */
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(3)
     for (int b = 0; b < B; b++) {
-        for (int ch = 0; ch < nch; ch++) {
-            const float *hb = hin + ((size_t)b * nch + ch) * D;
-            float *cum = A + ((size_t)b * nch + ch) * D; /* reused: the running gate sum */
-            memset(cum, 0, (size_t)D * sizeof(float));
-            for (int k = ch * S; k < T && k < (ch + 1) * S; k++) {
-                const int tt = rev ? T - 1 - k : k;
-                const float *G = hg_gate_row(c, g + b * TD, tt, rev);
-                float *sr = s + b * TD + (size_t)tt * D;
+        for (int cc = 0; cc < nch; cc++) {
+            for (int cb = 0; cb < ncol; cb++) {
+                const int c0 = cb * HG_COLS, n = c0 + HG_COLS < D ? HG_COLS : D - c0;
+                const int k1 = (cc + 1) * S < T ? (cc + 1) * S : T;
+                const float *hb = hin + ((size_t)b * nch + cc) * D + c0;
+                float cum[HG_COLS] = {0}, e[HG_COLS];
+                for (int k = cc * S; k < k1; k++) {
+                    const int tt = rev ? T - 1 - k : k;
+                    const float *G = hg_gate_row(c, g + b * TD, tt, rev);
+                    float *sr = s + b * TD + (size_t)tt * D + c0;
+                    if (G) {
 #pragma omp simd
-                for (int i = 0; i < D; i++) {
-                    cum[i] += G ? G[i] : 0.0f;
-                    sr[i] += expf(cum[i]) * hb[i];
+                        for (int i = 0; i < n; i++) {
+                            cum[i] += G[c0 + i];
+                        }
+                    }
+                    lina_vexp(e, cum, (size_t)n);
+#pragma omp simd
+                    for (int i = 0; i < n; i++) {
+                        sr[i] += e[i] * hb[i];
+                    }
                 }
             }
         }
@@ -271,9 +278,10 @@ int LINA_KFN(lina_hgrn_bwd)(const lina_mix_dims *d, const lina_hgrn_in *in, cons
                 memset(dg, 0, (size_t)D * sizeof(float));
                 continue;
             }
+            lina_vexp(dg, g, (size_t)D);
 #pragma omp simd
             for (int i = 0; i < D; i++) {
-                dg[i] = dh[i] * expf(g[i]) * hp[i];
+                dg[i] *= dh[i] * hp[i];
             }
         }
     }
