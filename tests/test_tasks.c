@@ -370,7 +370,8 @@ static void test_task_models(void)
     const lina_model_type mixers[] = {LINA_MODEL_GLA,         LINA_MODEL_RETNET,   LINA_MODEL_LINEAR_ATTN,
                                       LINA_MODEL_DELTA_NET,   LINA_MODEL_GATED_DELTANET,
                                       LINA_MODEL_GATED_DELTAPRODUCT, LINA_MODEL_HGRN2, LINA_MODEL_MLSTM,
-                                      LINA_MODEL_MOM,         LINA_MODEL_TRANSFORMER, LINA_MODEL_MAMBA2};
+                                      LINA_MODEL_MOM,         LINA_MODEL_TRANSFORMER, LINA_MODEL_MAMBA2,
+                                      LINA_MODEL_KDA,         LINA_MODEL_FORGETTING_TRANSFORMER, LINA_MODEL_HGRN};
     const int nm = (int)(sizeof mixers / sizeof mixers[0]);
     for (int i = 0; i < nm; i++) {
         const char *mt = lina_model_type_name(mixers[i]);
@@ -421,9 +422,10 @@ static void test_task_models(void)
                 CHECK(mlp == 0 && (c.no_mlp || m2), "task model %s, mixer-only blocks: no MLP tensors", mt);
             }
             /* the conv is present (one per q/k/v, or Mamba2's conv1d, in every layer) and applied */
-            /* HGRN2 has no short convolution in lina (its config refuses use_short_conv) */
-            const int hg = mixers[i] == LINA_MODEL_HGRN2;
-            int want = hg ? 0 : m2 ? o.layers : 3 * o.layers;
+            /* HGRN2 has no short convolution in lina (its config refuses use_short_conv), FoX none in
+               FLA; HGRN convolves i and f */
+            const int hg = mixers[i] == LINA_MODEL_HGRN2 || mixers[i] == LINA_MODEL_FORGETTING_TRANSFORMER;
+            int want = hg ? 0 : m2 ? o.layers : mixers[i] == LINA_MODEL_HGRN ? 2 * o.layers : 3 * o.layers;
             int applied = hg;
             double diff = 0.0;
             if (!hg && conv >= want && conv > 0) {

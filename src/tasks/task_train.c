@@ -206,6 +206,13 @@ int lina_task_config(const lina_task_opts *o, lina_config *c)
         c->use_short_conv = 0; /* not implemented for HGRN2 */
         c->expand_ratio = D / H;
         break;
+    case LINA_MODEL_KDA:
+        c->head_dim = hd;
+        c->expand_v = 1.0;
+        break;
+    case LINA_MODEL_FORGETTING_TRANSFORMER:
+        c->use_short_conv = 0; /* FLA's layer has none */
+        break;
     default:
         break;
     }
@@ -225,6 +232,7 @@ static int64_t state_floats(const lina_config *c)
         return (int64_t)(D * c->expand_k) * (int64_t)(D * c->expand_v) / H;
     case LINA_MODEL_GATED_DELTANET:
     case LINA_MODEL_GATED_DELTAPRODUCT:
+    case LINA_MODEL_KDA:
         return H * c->head_dim * (int64_t)(c->head_dim * c->expand_v);
     case LINA_MODEL_MOM:
         return (c->num_memories + (c->shared_mem ? 1 : 0)) * H * c->head_dim *
@@ -232,6 +240,7 @@ static int64_t state_floats(const lina_config *c)
     case LINA_MODEL_MAMBA2:
         return H * c->head_dim * (int64_t)c->state_size;
     case LINA_MODEL_HGRN2:
+    case LINA_MODEL_HGRN:
         return D * (int64_t)c->expand_ratio;
     default:
         return 0;
