@@ -486,6 +486,21 @@ int lina_dd_fwd(const lina_mix_dims *d, const lina_dd_in *in, lina_dd_out *out,
 int lina_dd_bwd(const lina_mix_dims *d, const lina_dd_in *in, const lina_dd_grad_in *gin,
                 lina_dd_grad_out *gout, lina_form form, lina_ws *ws);
 
+/* Packed documents (flash-linear-attention's cu_seqlens): d->B = 1, d->T the packed
+ * length, cu[0..ncu-1] = [0, t_1, ..., T] (ncu - 1 documents, strictly increasing).
+ * Each document runs as its own sequence: its state starts from its own h0 row and
+ * ends in its own ht row (h0, ht, dh0, dht [ncu-1, H, K, V]); nothing crosses a
+ * boundary. The chunk form's chunks start at each document's first row, and its
+ * (document, head) pairs share one parallel loop; the recurrent form runs the
+ * documents one after another. `states` (optional) are each document's
+ * [H][nC_j+1][K,V] back to back, lina_dd_states_size_varlen floats. HEAD gates'
+ * dg sums over the documents. */
+int lina_dd_fwd_varlen(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_dd_in *in,
+                       lina_dd_out *out, lina_form form, lina_ws *ws);
+int lina_dd_bwd_varlen(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_dd_in *in,
+                       const lina_dd_grad_in *gin, lina_dd_grad_out *gout, lina_form form, lina_ws *ws);
+size_t lina_dd_states_size_varlen(const lina_mix_dims *d, const int64_t *cu, int64_t ncu);
+
 /* RetNet decay of head h out of H: log(1 - 2^(-5-h)). Fills g_head[H]. */
 void lina_retention_gates(int H, float *g_head);
 
@@ -562,6 +577,15 @@ int lina_delta_bwd(const lina_mix_dims *d, const lina_delta_in *in,
  * values U and the chunks' (I + A)^{-1}): B*H*((nc+1)*K*V + T*n*V + nc*C*C),
  * nc = ceil(T*n / C), C = d->chunk (64 when <= 0); 0 for bad dims. */
 size_t lina_delta_cache_floats(const lina_mix_dims *d, int n);
+/* Packed documents (cu_seqlens), as lina_dd_fwd_varlen: d->B = 1, d->T packed tokens
+ * (rows n times those), cu [0, ..., T]; h0, ht, dh0, dht [ncu-1, H, K, V]; the cache
+ * is each document's back to back (lina_delta_cache_floats_varlen floats). */
+int lina_delta_fwd_varlen(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_delta_in *in,
+                          lina_delta_out *out, lina_form form, lina_ws *ws);
+int lina_delta_bwd_varlen(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_delta_in *in,
+                          const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form,
+                          lina_ws *ws);
+size_t lina_delta_cache_floats_varlen(const lina_mix_dims *d, int n, const int64_t *cu, int64_t ncu);
 
 /* ------------------------------------ mLSTM, softmax attention and LION */
 

@@ -984,6 +984,71 @@ static inline int ck_outputs(int r0, int L, int n, int *ta)
     return (r0 + L) / n - *ta;
 }
 
+/* ======================================================= packed documents */
+
+/* cu_seqlens (B = 1): document j is tokens [cu[j], cu[j+1]) (rows n times those),
+ * the B = 1 sequence of its own rows with its own h0 / ht / dh0 / dht row of
+ * [n_docs,H,K,V] and its own cache (at coff[j]: H * ck_cache_per_bh of its rows).
+ * Its chunks start at its first row; the chunk forms take (document, head) pairs
+ * from one parallel loop, longest document first. */
+typedef struct dl_docs {
+    const int64_t *cu;
+    int n;              /* documents */
+    const int *ord;     /* [n] longest first */
+    const size_t *coff; /* [n] start of each document's cache */
+} dl_docs;
+
+/* pair `it` = (ord[it / H], it % H): the document's context; returns h */
+static int dl_doc_view(const dl_docs *docs, int it, const dl_ctx *c0, dl_ctx *c, int *j)
+{
+    const int H = c0->H, K = c0->K, d = docs->ord[it / H];
+    const size_t t = (size_t)docs->cu[d] * H, r = t * c0->n;
+    *c = *c0;
+    c->B = 1;
+    c->T = (int)(docs->cu[d + 1] - docs->cu[d]);
+    c->N = c->T * c0->n;
+    c->q = c0->q + t * K;
+    c->k = c0->k + r * K;
+    c->v = c0->v + r * c0->V;
+    c->beta = c0->beta + r;
+    c->g = c0->g ? c0->g + t : NULL;
+    c->gk = c0->gk ? c0->gk + t * K : NULL;
+    c->h0 = c0->h0 ? c0->h0 + (size_t)d * H * K * c0->V : NULL;
+    *j = d;
+    return it % H;
+}
+
+static int dl_doc_fwd(const dl_docs *docs, int it, const dl_ctx *c0, dl_ctx *c, float **o, float **ht, float **cache)
+{
+    int d;
+    const int h = dl_doc_view(docs, it, c0, c, &d);
+    *o += (size_t)docs->cu[d] * c0->H * c0->V;
+    *ht = *ht ? *ht + (size_t)d * c0->H * c0->K * c0->V : NULL;
+    *cache = *cache ? *cache + docs->coff[d] : NULL;
+    return h;
+}
+
+static int dl_doc_bwd(const dl_docs *docs, int it, const dl_ctx *c0, const lina_delta_grad_in *gi0,
+                      const lina_delta_grad_out *go0, dl_ctx *c, lina_delta_grad_in *gi, lina_delta_grad_out *go)
+{
+    int d;
+    const int h = dl_doc_view(docs, it, c0, c, &d), H = c0->H, K = c0->K, V = c0->V;
+    const size_t t = (size_t)docs->cu[d] * H, r = t * c0->n, st = (size_t)d * H * K * V;
+    *gi = *gi0;
+    gi->do_ = gi0->do_ ? gi0->do_ + t * V : NULL;
+    gi->dht = gi0->dht ? gi0->dht + st : NULL;
+    gi->cache = gi0->cache ? gi0->cache + docs->coff[d] : NULL;
+    *go = *go0;
+    go->dq = go0->dq + t * K;
+    go->dk = go0->dk + r * K;
+    go->dv = go0->dv + r * V;
+    go->dbeta = go0->dbeta + r;
+    go->dg = go0->dg ? go0->dg + t : NULL;
+    go->dgk = go0->dgk ? go0->dgk + t * K : NULL;
+    go->dh0 = go0->dh0 ? go0->dh0 + st : NULL;
+    return h;
+}
+
 /* ========================================================== chunk forward */
 
 /* floats of the cache per (b,h): [nC+1][K,V] chunk-start states, [N,V] U,
@@ -1025,15 +1090,23 @@ static void ck_forward(const dl_ctx *c, int b, int h, int r0, int L, const float
     ck_state(c, L, eL, U, cb, Sin, Sout);
 }
 
-static int dl_fwd_chunk(const dl_ctx *c, float *o, float *ht, float *cache, lina_ws *ws)
+static int dl_fwd_chunk(const dl_ctx *c0, float *o0, float *ht0, float *cache0, const dl_docs *docs, lina_ws *ws)
 {
-    const int B = c->B, H = c->H, K = c->K, V = c->V, N = c->N, C = c->C;
-    const size_t KV = (size_t)K * V, per = ck_cache_per_bh(c);
-    const int nC = (N + C - 1) / C;
+    const int H = c0->H, K = c0->K, V = c0->V, C = c0->C;
+    const size_t KV = (size_t)K * V;
+    const int nit = docs ? docs->n * H : c0->B * H;
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int bh = 0; bh < B * H; bh++) {
-        const int b = bh / H, h = bh % H;
+    for (int it = 0; it < nit; it++) {
+        dl_ctx cd;
+        const dl_ctx *c = c0;
+        float *o = o0, *ht = ht0, *cache = cache0;
+        const int bh = docs ? dl_doc_fwd(docs, it, c0, &cd, &o, &ht, &cache) : it;
+        if (docs) {
+            c = &cd;
+        }
+        const int N = c->N, nC = (N + C - 1) / C, b = bh / H, h = bh % H;
+        const size_t per = ck_cache_per_bh(c);
         const size_t cbb = ck_bytes(C, K, V, 0);
         char *mem = lina_ws_get(ws, lina_thread_id(), cbb + KV * sizeof(float));
         if (!mem) {
@@ -1090,17 +1163,27 @@ static int dl_fwd_chunk(const dl_ctx *c, float *o, float *ht, float *cache, lina
  * dY, dO and dS sit back to back in one buffer so that [P^T | Kd][dO; dS],
  * [dY; dO] U^T, [dY; dO] S_in^T and [-Kb; s e Q]^T [dY; dO] are single GEMMs.
  */
-static int dl_bwd_chunk(const dl_ctx *c, const lina_delta_grad_in *gi, lina_delta_grad_out *go,
-                        lina_ws *ws)
+static int dl_bwd_chunk(const dl_ctx *c0, const lina_delta_grad_in *gi0, lina_delta_grad_out *go0,
+                        const dl_docs *docs, lina_ws *ws)
 {
-    const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V, N = c->N, C = c->C, n = c->n;
+    const int H = c0->H, K = c0->K, V = c0->V, C = c0->C, n = c0->n;
     const size_t KV = (size_t)K * V;
-    const int nC = (N + C - 1) / C;
-    const float s = c->s;
+    const float s = c0->s;
+    const int nit = docs ? docs->n * H : c0->B * H;
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int bh = 0; bh < B * H; bh++) {
-        const int b = bh / H, h = bh % H;
+    for (int it = 0; it < nit; it++) {
+        dl_ctx cd;
+        lina_delta_grad_in gd;
+        lina_delta_grad_out od;
+        const dl_ctx *c = c0;
+        const lina_delta_grad_in *gi = gi0;
+        lina_delta_grad_out *go = go0;
+        const int bh = docs ? dl_doc_bwd(docs, it, c0, gi0, go0, &cd, &gd, &od) : it;
+        if (docs) {
+            c = &cd, gi = &gd, go = &od;
+        }
+        const int T = c->T, N = c->N, nC = (N + C - 1) / C, b = bh / H, h = bh % H;
         const size_t cbb = ck_bytes(C, K, V, 1);
         const size_t per = ck_cache_per_bh(c);
         char *mem = lina_ws_get(ws, lina_thread_id(), cbb + (gi->cache ? 0 : per * sizeof(float)) + 256);
@@ -1367,7 +1450,7 @@ int LINA_KFN(lina_delta_fwd)(const lina_mix_dims *d, const lina_delta_in *in, li
     if (form == LINA_FORM_RECURRENT) {
         rc = dl_fwd_recurrent(&c, out->o, out->ht, sc.ws);
     } else {
-        rc = dl_fwd_chunk(&c, out->o, out->ht, out->cache, sc.ws);
+        rc = dl_fwd_chunk(&c, out->o, out->ht, out->cache, NULL, sc.ws);
     }
     lina_ws_scope_close(&sc);
     if (rc) {
@@ -1422,7 +1505,7 @@ int LINA_KFN(lina_delta_bwd)(const lina_mix_dims *d, const lina_delta_in *in,
         /* per-channel gate: the chunk form's backward is the recurrent one */
         rc = dl_bwd_recurrent(&c, gin, gout, sc.ws);
     } else {
-        rc = dl_bwd_chunk(&c, gin, gout, sc.ws);
+        rc = dl_bwd_chunk(&c, gin, gout, NULL, sc.ws);
     }
     lina_ws_scope_close(&sc);
     if (rc) {
@@ -1430,6 +1513,136 @@ int LINA_KFN(lina_delta_bwd)(const lina_mix_dims *d, const lina_delta_in *in,
     }
     return LINA_OK;
 }
+
+/* ------------------------------------------------- packed documents (public) */
+
+static int dl_docs_open(const dl_ctx *c, const int64_t *cu, int64_t ncu, dl_docs *docs)
+{
+    int *ord = NULL;
+    int rc = lina_docs_order("delta", c->B, c->T, cu, ncu, &ord);
+    if (rc) {
+        return rc;
+    }
+    const int n = (int)(ncu - 1);
+    size_t *coff = malloc((size_t)n * sizeof(size_t));
+    if (!coff) {
+        free(ord);
+        return lina_set_error(LINA_ENOMEM, "delta: out of memory (%d documents)", n);
+    }
+    size_t at = 0;
+    for (int j = 0; j < n; j++) {
+        dl_ctx cj = *c;
+        cj.N = (int)(cu[j + 1] - cu[j]) * c->n;
+        coff[j] = at;
+        at += (size_t)c->H * ck_cache_per_bh(&cj);
+    }
+    docs->cu = cu;
+    docs->n = n;
+    docs->ord = ord;
+    docs->coff = coff;
+    return LINA_OK;
+}
+
+static void dl_docs_close(dl_docs *docs)
+{
+    free((void *)docs->ord);
+    free((void *)docs->coff);
+}
+
+int LINA_KFN(lina_delta_fwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_delta_in *in,
+                                    lina_delta_out *out, lina_form form, lina_ws *ws)
+{
+    dl_ctx c;
+    dl_docs docs;
+    int rc = dl_setup(&c, d, in);
+    if (rc) {
+        return rc;
+    }
+    if (!out || !out->o) {
+        return lina_set_error(LINA_EINVAL, "delta: output o is NULL");
+    }
+    if ((rc = dl_docs_open(&c, cu, ncu, &docs))) {
+        return rc;
+    }
+    lina_ws_scope sc;
+    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
+        dl_docs_close(&docs);
+        return rc;
+    }
+    if (form == LINA_FORM_RECURRENT) { /* one document after another, each parallel over its heads */
+        for (int j = 0; j < docs.n && !rc; j++) {
+            dl_ctx cd;
+            float *o = out->o, *ht = out->ht, *cache = NULL;
+            dl_doc_fwd(&docs, j * c.H, &c, &cd, &o, &ht, &cache);
+            rc = dl_fwd_recurrent(&cd, o, ht, sc.ws);
+        }
+    } else {
+        rc = dl_fwd_chunk(&c, out->o, out->ht, out->cache, &docs, sc.ws);
+    }
+    lina_ws_scope_close(&sc);
+    dl_docs_close(&docs);
+    return rc ? lina_set_error(rc, "delta: out of memory") : LINA_OK;
+}
+
+int LINA_KFN(lina_delta_bwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_delta_in *in,
+                                    const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form,
+                                    lina_ws *ws)
+{
+    dl_ctx c;
+    dl_docs docs;
+    int rc = dl_setup(&c, d, in);
+    if (rc) {
+        return rc;
+    }
+    if (!gin || !gout || !gout->dq || !gout->dk || !gout->dv || !gout->dbeta) {
+        return lina_set_error(LINA_EINVAL, "delta: gradient outputs dq, dk, dv, dbeta are required");
+    }
+    if ((rc = dl_docs_open(&c, cu, ncu, &docs))) {
+        return rc;
+    }
+    lina_ws_scope sc;
+    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
+        dl_docs_close(&docs);
+        return rc;
+    }
+    if (form == LINA_FORM_RECURRENT || c.gk) { /* as lina_delta_bwd: gk's backward is the recurrent one */
+        for (int j = 0; j < docs.n && !rc; j++) {
+            dl_ctx cd;
+            lina_delta_grad_in gd;
+            lina_delta_grad_out od;
+            dl_doc_bwd(&docs, j * c.H, &c, gin, gout, &cd, &gd, &od);
+            rc = dl_bwd_recurrent(&cd, &gd, &od, sc.ws);
+        }
+    } else {
+        rc = dl_bwd_chunk(&c, gin, gout, &docs, sc.ws);
+    }
+    lina_ws_scope_close(&sc);
+    dl_docs_close(&docs);
+    return rc ? lina_set_error(rc, "delta: out of memory") : LINA_OK;
+}
+
+#if LINA_ISA_PRIMARY
+size_t lina_delta_cache_floats_varlen(const lina_mix_dims *d, int n, const int64_t *cu, int64_t ncu)
+{
+    size_t tot = 0;
+    for (int64_t j = 0; j + 1 < ncu; j++) {
+        lina_mix_dims dj = *d;
+        dj.B = 1;
+        dj.T = (int)(cu[j + 1] - cu[j]);
+        tot += lina_delta_cache_floats(&dj, n);
+    }
+    return tot;
+}
+
+LINA_ISA_DISPATCH(int, lina_delta_fwd_varlen,
+                  (const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_delta_in *in,
+                   lina_delta_out *out, lina_form form, lina_ws *ws),
+                  (d, cu, ncu, in, out, form, ws))
+LINA_ISA_DISPATCH(int, lina_delta_bwd_varlen,
+                  (const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_delta_in *in,
+                   const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form, lina_ws *ws),
+                  (d, cu, ncu, in, gin, gout, form, ws))
+#endif
 
 #if LINA_ISA_PRIMARY
 LINA_ISA_DISPATCH(int, lina_delta_fwd,

@@ -785,16 +785,110 @@ static void chunk_intra_bwd(const dd_ctx *c, const lina_dd_in *in, int b, int h,
     }
 }
 
+/* ======================================================= packed documents */
+
+/* cu_seqlens (B = 1): document j is rows [cu[j], cu[j+1]), the B = 1 sequence of
+ * its own rows with its own initial and final state (h0, ht, dh0, dht [n,H,K,V])
+ * and its own chunk-start states (at soff[j]: [H][nC_j+1][K,V]). Its chunks start
+ * at its first row, so a boundary never falls inside a chunk. The chunk forms
+ * take (document, head) pairs from one parallel loop, longest document first. */
+typedef struct dd_docs {
+    const int64_t *cu;
+    int n;              /* documents */
+    const int *ord;     /* [n] documents, longest first */
+    const size_t *soff; /* [n] start of each document's chunk-start states */
+} dd_docs;
+
+/* pair `it` = (ord[it / H], it % H): the document's context and inputs; returns h */
+static int dd_doc_view(const dd_docs *docs, int it, const dd_ctx *c0, const lina_dd_in *in0, dd_ctx *c,
+                       lina_dd_in *in, int *j)
+{
+    const int H = c0->H, K = c0->K;
+    const int d = docs->ord[it / H];
+    const size_t r = (size_t)docs->cu[d] * H;
+    *c = *c0;
+    c->B = 1;
+    c->T = (int)(docs->cu[d + 1] - docs->cu[d]);
+    *in = *in0;
+    in->q = in0->q + r * K;
+    in->k = in0->k + r * K;
+    in->v = in0->v + r * c0->V;
+    if (c0->gk == LINA_GATE_SCALAR) {
+        in->g = in0->g + r;
+    } else if (c0->gk == LINA_GATE_VECTOR) {
+        in->g = in0->g + r * K;
+    }
+    c->g = in->g;
+    if (in0->h0) {
+        in->h0 = in0->h0 + (size_t)d * H * K * c0->V;
+    }
+    *j = d;
+    return it % H;
+}
+
+static int dd_doc_fwd(const dd_docs *docs, int it, const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_out *out0,
+                      dd_ctx *c, lina_dd_in *in, lina_dd_out *out)
+{
+    int d;
+    const int h = dd_doc_view(docs, it, c0, in0, c, in, &d);
+    const size_t r = (size_t)docs->cu[d] * c0->H, st = (size_t)d * c0->H * c0->K * c0->V;
+    *out = *out0;
+    out->o = out0->o + r * c0->V;
+    out->ht = out0->ht ? out0->ht + st : NULL;
+    out->states = out0->states ? out0->states + docs->soff[d] : NULL;
+    return h;
+}
+
+static int dd_doc_bwd(const dd_docs *docs, int it, const dd_ctx *c0, const lina_dd_in *in0,
+                      const lina_dd_grad_in *gi0, const lina_dd_grad_out *go0, double **hacc, dd_ctx *c,
+                      lina_dd_in *in, lina_dd_grad_in *gi, lina_dd_grad_out *go)
+{
+    int d;
+    const int h = dd_doc_view(docs, it, c0, in0, c, in, &d);
+    const int K = c0->K, V = c0->V;
+    const size_t r = (size_t)docs->cu[d] * c0->H, st = (size_t)d * c0->H * K * V;
+    *gi = *gi0;
+    gi->do_ = gi0->do_ ? gi0->do_ + r * V : NULL;
+    gi->dht = gi0->dht ? gi0->dht + st : NULL;
+    gi->states = gi0->states ? gi0->states + docs->soff[d] : NULL;
+    *go = *go0;
+    go->dq = go0->dq + r * K;
+    go->dk = go0->dk + r * K;
+    go->dv = go0->dv + r * V;
+    if (go0->dg && c0->gk == LINA_GATE_SCALAR) {
+        go->dg = go0->dg + r;
+    } else if (go0->dg && c0->gk == LINA_GATE_VECTOR) {
+        go->dg = go0->dg + r * K;
+    }
+    go->dh0 = go0->dh0 ? go0->dh0 + st : NULL;
+    if (*hacc) {
+        *hacc += (size_t)d * c0->H;
+    }
+    return h;
+}
+
 /* ============================================================ chunk forward */
 
-static int dd_fwd_chunk(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *out, lina_ws *ws)
+static int dd_fwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, lina_dd_out *out0, const dd_docs *docs,
+                        lina_ws *ws)
 {
-    const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V, C = c->C;
+    const int H = c0->H, K = c0->K, V = c0->V, C = c0->C;
     const size_t KV = (size_t)K * V;
+    const int nit = docs ? docs->n * H : c0->B * H;
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int bh = 0; bh < B * H; bh++) {
-        int b = bh / H, h = bh % H;
+    for (int it = 0; it < nit; it++) {
+        dd_ctx cd;
+        lina_dd_in id;
+        lina_dd_out od;
+        const dd_ctx *c = c0;
+        const lina_dd_in *in = in0;
+        lina_dd_out *out = out0;
+        const int bh = docs ? dd_doc_fwd(docs, it, c0, in0, out0, &cd, &id, &od) : it;
+        if (docs) {
+            c = &cd, in = &id, out = &od;
+        }
+        const int T = c->T, b = bh / H, h = bh % H;
         char *mem = lina_ws_get(ws, lina_thread_id(), chunk_buf_bytes(C, K) + KV * sizeof(float) + 64);
         if (!mem) {
             rc = LINA_ENOMEM;
@@ -900,16 +994,29 @@ static void dd_dgate(const dd_ctx *c, const lina_dd_in *in, const lina_dd_grad_o
 
 /* ============================================================ chunk backward */
 
-static int dd_bwd_chunk(const dd_ctx *c, const lina_dd_in *in, const lina_dd_grad_in *gi,
-                        lina_dd_grad_out *go, double *hacc, lina_ws *ws)
+static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_grad_in *gi0,
+                        lina_dd_grad_out *go0, double *hacc0, const dd_docs *docs, lina_ws *ws)
 {
-    const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V, C = c->C;
+    const int H = c0->H, K = c0->K, V = c0->V, C = c0->C;
     const size_t KV = (size_t)K * V;
-    const int nC = (T + C - 1) / C;
+    const int nit = docs ? docs->n * H : c0->B * H;
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int bh = 0; bh < B * H; bh++) {
-        int b = bh / H, h = bh % H;
+    for (int it = 0; it < nit; it++) {
+        dd_ctx cd;
+        lina_dd_in id;
+        lina_dd_grad_in gd;
+        lina_dd_grad_out od;
+        const dd_ctx *c = c0;
+        const lina_dd_in *in = in0;
+        const lina_dd_grad_in *gi = gi0;
+        lina_dd_grad_out *go = go0;
+        double *hacc = hacc0;
+        const int bh = docs ? dd_doc_bwd(docs, it, c0, in0, gi0, go0, &hacc, &cd, &id, &gd, &od) : it;
+        if (docs) {
+            c = &cd, in = &id, gi = &gd, go = &od;
+        }
+        const int T = c->T, nC = (T + C - 1) / C, b = bh / H, h = bh % H;
         size_t cbb = (chunk_buf_bytes(C, K) + 63) & ~(size_t)63;
         size_t need = cbb + ((size_t)nC + 2) * KV * sizeof(float) + (size_t)3 * K * sizeof(double) + 256;
         char *mem = lina_ws_get(ws, lina_thread_id(), need);
@@ -1321,7 +1428,7 @@ int LINA_KFN(lina_dd_fwd)(const lina_mix_dims *d, const lina_dd_in *in, lina_dd_
     } else if (form == LINA_FORM_RECURRENT) {
         rc = dd_fwd_recurrent(&c, in, out, sc.ws);
     } else {
-        rc = dd_fwd_chunk(&c, in, out, sc.ws);
+        rc = dd_fwd_chunk(&c, in, out, NULL, sc.ws);
     }
     lina_ws_scope_close(&sc);
     if (rc) {
@@ -1370,7 +1477,7 @@ int LINA_KFN(lina_dd_bwd)(const lina_mix_dims *d, const lina_dd_in *in, const li
     if (form == LINA_FORM_RECURRENT) {
         rc = dd_bwd_recurrent(&c, in, gin, gout, hacc, sc.ws);
     } else {
-        rc = dd_bwd_chunk(&c, in, gin, gout, hacc, sc.ws);
+        rc = dd_bwd_chunk(&c, in, gin, gout, hacc, NULL, sc.ws);
     }
     if (hacc) {
         for (int h = 0; h < c.H; h++) {
@@ -1388,6 +1495,150 @@ int LINA_KFN(lina_dd_bwd)(const lina_mix_dims *d, const lina_dd_in *in, const li
     }
     return LINA_OK;
 }
+
+/* ------------------------------------------------- packed documents (public) */
+
+static int dd_docs_open(const dd_ctx *c, const int64_t *cu, int64_t ncu, dd_docs *docs)
+{
+    int *ord = NULL;
+    int rc = lina_docs_order("dd", c->B, c->T, cu, ncu, &ord);
+    if (rc) {
+        return rc;
+    }
+    const int n = (int)(ncu - 1);
+    size_t *soff = malloc((size_t)n * sizeof(size_t));
+    if (!soff) {
+        free(ord);
+        return lina_set_error(LINA_ENOMEM, "dd: out of memory (%d documents)", n);
+    }
+    size_t at = 0;
+    for (int j = 0; j < n; j++) {
+        soff[j] = at;
+        at += (size_t)c->H * ((size_t)(cu[j + 1] - cu[j] + c->C - 1) / c->C + 1) * c->K * c->V;
+    }
+    docs->cu = cu;
+    docs->n = n;
+    docs->ord = ord;
+    docs->soff = soff;
+    return LINA_OK;
+}
+
+static void dd_docs_close(dd_docs *docs)
+{
+    free((void *)docs->ord);
+    free((void *)docs->soff);
+}
+
+int LINA_KFN(lina_dd_fwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_dd_in *in,
+                                 lina_dd_out *out, lina_form form, lina_ws *ws)
+{
+    dd_ctx c;
+    dd_docs docs;
+    int rc = dd_setup(&c, d, in);
+    if (rc) {
+        return rc;
+    }
+    if (!out || !out->o) {
+        return lina_set_error(LINA_EINVAL, "dd: output o is NULL");
+    }
+    if ((rc = dd_docs_open(&c, cu, ncu, &docs))) {
+        return rc;
+    }
+    lina_ws_scope sc;
+    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
+        dd_docs_close(&docs);
+        return rc;
+    }
+    if (form == LINA_FORM_RECURRENT) { /* one document after another, each parallel over its heads */
+        for (int j = 0; j < docs.n && !rc; j++) {
+            dd_ctx cd;
+            lina_dd_in id;
+            lina_dd_out od;
+            dd_doc_fwd(&docs, j * c.H, &c, in, out, &cd, &id, &od);
+            rc = dd_fwd_recurrent(&cd, &id, &od, sc.ws);
+        }
+    } else {
+        rc = dd_fwd_chunk(&c, in, out, &docs, sc.ws);
+    }
+    lina_ws_scope_close(&sc);
+    dd_docs_close(&docs);
+    return rc ? lina_set_error(rc, "dd: out of memory") : LINA_OK;
+}
+
+int LINA_KFN(lina_dd_bwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_dd_in *in,
+                                 const lina_dd_grad_in *gin, lina_dd_grad_out *gout, lina_form form, lina_ws *ws)
+{
+    dd_ctx c;
+    dd_docs docs;
+    int rc = dd_setup(&c, d, in);
+    if (rc) {
+        return rc;
+    }
+    if (!gin || !gout || !gout->dq || !gout->dk || !gout->dv) {
+        return lina_set_error(LINA_EINVAL, "dd: gradient outputs dq, dk, dv are required");
+    }
+    if ((rc = dd_docs_open(&c, cu, ncu, &docs))) {
+        return rc;
+    }
+    double *hacc = NULL;
+    lina_ws_scope sc;
+    if (c.gk == LINA_GATE_HEAD && gout->dg && !(hacc = calloc((size_t)docs.n * c.H, sizeof(double)))) {
+        dd_docs_close(&docs);
+        return lina_set_error(LINA_ENOMEM, "dd: out of memory");
+    }
+    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
+        free(hacc);
+        dd_docs_close(&docs);
+        return rc;
+    }
+    if (form == LINA_FORM_RECURRENT) {
+        for (int j = 0; j < docs.n && !rc; j++) {
+            dd_ctx cd;
+            lina_dd_in id;
+            lina_dd_grad_in gd;
+            lina_dd_grad_out od;
+            double *hj = hacc;
+            dd_doc_bwd(&docs, j * c.H, &c, in, gin, gout, &hj, &cd, &id, &gd, &od);
+            rc = dd_bwd_recurrent(&cd, &id, &gd, &od, hj, sc.ws);
+        }
+    } else {
+        rc = dd_bwd_chunk(&c, in, gin, gout, hacc, &docs, sc.ws);
+    }
+    if (hacc) {
+        for (int h = 0; h < c.H; h++) {
+            double s = 0.0;
+            for (int j = 0; j < docs.n; j++) {
+                s += hacc[(size_t)j * c.H + h];
+            }
+            gout->dg[h] = (float)s;
+        }
+        free(hacc);
+    }
+    lina_ws_scope_close(&sc);
+    dd_docs_close(&docs);
+    return rc ? lina_set_error(rc, "dd: out of memory") : LINA_OK;
+}
+
+#if LINA_ISA_PRIMARY
+size_t lina_dd_states_size_varlen(const lina_mix_dims *d, const int64_t *cu, int64_t ncu)
+{
+    const size_t C = d->chunk > 0 ? (size_t)d->chunk : 64;
+    size_t n = 0;
+    for (int64_t j = 0; j + 1 < ncu; j++) {
+        n += (size_t)d->H * (((size_t)(cu[j + 1] - cu[j]) + C - 1) / C + 1) * d->K * d->V;
+    }
+    return n;
+}
+
+LINA_ISA_DISPATCH(int, lina_dd_fwd_varlen,
+                  (const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_dd_in *in, lina_dd_out *out,
+                   lina_form form, lina_ws *ws),
+                  (d, cu, ncu, in, out, form, ws))
+LINA_ISA_DISPATCH(int, lina_dd_bwd_varlen,
+                  (const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_dd_in *in,
+                   const lina_dd_grad_in *gin, lina_dd_grad_out *gout, lina_form form, lina_ws *ws),
+                  (d, cu, ncu, in, gin, gout, form, ws))
+#endif
 
 #if LINA_ISA_PRIMARY
 LINA_ISA_DISPATCH(int, lina_dd_fwd,

@@ -24,6 +24,13 @@ void lina_chunk_cumgate(lina_gate_kind gk, const float *g, int b, int h, int t0,
 /* exp(x) for x <= 0 given in double, to float (vectorised). */
 void lina_vexp_d(float *y, const double *x, size_t n);
 
+/* ---- packed documents (varlen.c) ---- */
+
+/* The documents of a kernel's cu_seqlens call (B = 1, T packed rows, ncu offsets):
+ * checked (lina_cu_seqlens_check, B = 1, offsets within int), then *ord = the
+ * ncu - 1 documents longest first (malloc'd). One error line naming `who`. */
+int lina_docs_order(const char *who, int B, int64_t T, const int64_t *cu, int64_t ncu, int **ord);
+
 /* ---- op helpers (registry.c) ---- */
 
 /* Dimension bindings: one slot per capital letter. */

@@ -32,6 +32,55 @@ int lina_cu_seqlens_check(const int64_t *cu, int64_t n, int64_t T)
     return LINA_OK;
 }
 
+typedef struct doc_len {
+    int64_t len;
+    int j;
+} doc_len;
+
+static int docs_longer(const void *a, const void *b)
+{
+    const doc_len *x = a, *y = b;
+    return x->len != y->len ? (x->len < y->len ? 1 : -1) : (x->j > y->j) - (x->j < y->j);
+}
+
+int lina_docs_order(const char *who, int B, int64_t T, const int64_t *cu, int64_t ncu, int **ord)
+{
+    *ord = NULL;
+    if (B != 1) {
+        return lina_set_error(LINA_EINVAL, "%s: with cu_seqlens the batch dim must be 1 (B = %d)", who, B);
+    }
+    if (!cu) {
+        return lina_set_error(LINA_EINVAL, "%s: cu_seqlens is NULL", who);
+    }
+    int rc = lina_cu_seqlens_check(cu, ncu, T);
+    if (rc) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", lina_last_error());
+        return lina_set_error(rc, "%s: %s", who, msg);
+    }
+    if (ncu - 1 > 0x7fffffffLL) {
+        return lina_set_error(LINA_EINVAL, "%s: %lld documents are too many", who, (long long)(ncu - 1));
+    }
+    int n = (int)(ncu - 1), *o = malloc((size_t)n * sizeof(int));
+    doc_len *dl = malloc((size_t)n * sizeof(doc_len));
+    if (!o || !dl) {
+        free(o);
+        free(dl);
+        return lina_set_error(LINA_ENOMEM, "%s: out of memory (%d documents)", who, n);
+    }
+    for (int j = 0; j < n; j++) {
+        dl[j].len = cu[j + 1] - cu[j];
+        dl[j].j = j;
+    }
+    qsort(dl, (size_t)n, sizeof(doc_len), docs_longer);
+    for (int j = 0; j < n; j++) {
+        o[j] = dl[j].j;
+    }
+    free(dl);
+    *ord = o;
+    return LINA_OK;
+}
+
 /* How a tensor is split: along dim 1 (rows per token `f`: the packed time axis) or
  * along dim 0 (one entry per document: initial and final states). */
 typedef struct vl_kind {
