@@ -27,6 +27,8 @@ static const char *const g_cfgs[] = {
     "{\"model_type\":\"gated_deltanet\",\"num_heads\":2,\"head_dim\":16}",
     "{\"model_type\":\"gated_deltaproduct\",\"num_heads\":2,\"head_dim\":16,\"num_householder\":2,"
     "\"use_forget_gate\":true,\"allow_neg_eigval\":true}",
+    "{\"model_type\":\"gated_deltanet\",\"num_heads\":2,\"head_dim\":8,\"num_v_heads\":4}",
+    "{\"model_type\":\"kda\",\"num_heads\":2,\"head_dim\":16}",
     "{\"model_type\":\"linear_attn\",\"num_heads\":2,\"feature_map\":\"hedgehog\",\"expand_k\":0.5}",
     "{\"model_type\":\"mamba2\",\"head_dim\":16,\"state_size\":16,\"expand\":2}",
     "{\"model_type\":\"mlstm\",\"num_heads\":2}",

@@ -231,7 +231,7 @@ static void block_views(const lina_model *m, const model_block *e, float *base, 
  * gradients into G, the auxiliary loss's gradient with weight 1). */
 static int block_run(const lina_model *m, const model_block *e, float *P, float *G, int B, int T, const float *x,
                      float *out_dx, const float *dout, float *acts, float *scratch, const lina_model_state *st,
-                     float *state, double *aux, lina_form form, lina_ws *ws);
+                     float *state, double *aux, const int64_t *cu, int64_t ncu, lina_form form, lina_ws *ws);
 
 /* splitmix64 + Box-Muller: deterministic N(0,1) from a seed */
 typedef struct model_rng {
@@ -665,7 +665,7 @@ struct lina_model_state {
 
 static int block_run(const lina_model *m, const model_block *e, float *P, float *G, int B, int T, const float *x,
                      float *out_dx, const float *dout, float *acts, float *scratch, const lina_model_state *st,
-                     float *state, double *aux, lina_form form, lina_ws *ws)
+                     float *state, double *aux, const int64_t *cu, int64_t ncu, lina_form form, lina_ws *ws)
 {
     float *Pv[LINA_MIXER_MAX_SLOTS], *Gv[LINA_MIXER_MAX_SLOTS];
     block_views(m, e, P, Pv);
@@ -680,6 +680,8 @@ static int block_run(const lina_model *m, const model_block *e, float *P, float 
     cl.form = form;
     cl.ws = ws;
     cl.sp = m->in_train ? m->sp : NULL;
+    cl.cu = cu;
+    cl.ncu = ncu;
     if (!G) {
         cl.out = out_dx;
         cl.state = state;
@@ -697,6 +699,36 @@ static int block_run(const lina_model *m, const model_block *e, float *P, float 
     return e->vt->backward(&cl);
 }
 
+/* A few tokens (one decode step) are too little work to split: each of the many
+ * small parallel regions of a step would cost more in fork/join than it saves,
+ * and far more when the cores are shared. A call of `tokens` tokens through the
+ * model runs on one thread below DECODE_SERIAL_WORK token x parameter products:
+ * serial_enter returns the thread count for serial_leave to restore (0: none). */
+static int serial_enter(const lina_model *m, double tokens)
+{
+#ifdef _OPENMP
+    int nthr = omp_get_max_threads();
+    if (nthr > 1 && tokens * (double)m->nparams < DECODE_SERIAL_WORK) {
+        omp_set_num_threads(1);
+        return nthr;
+    }
+#else
+    (void)m, (void)tokens;
+#endif
+    return 0;
+}
+
+static void serial_leave(int nthr)
+{
+#ifdef _OPENMP
+    if (nthr) {
+        omp_set_num_threads(nthr);
+    }
+#else
+    (void)nthr;
+#endif
+}
+
 /* layer l's mixer: over the whole batch, or once per packed document (B = 1, its own
  * zero initial state, positions from 0) with the document's own activations */
 static int mixer_run(const lina_model *m, int l, float *P, float *G, int B, int T, const float *x, float *out_dx,
@@ -704,20 +736,26 @@ static int mixer_run(const lina_model *m, int l, float *P, float *G, int B, int 
 {
     const model_block *e = m->layers[l].mix;
     if (m->row_st) {
+        /* each row is a B = 1 call: serial as such a decode call would be, whatever B (a
+         * batch of rows that split each row's tiny regions over the threads ran 10-60x
+         * slower on a loaded machine) */
         size_t n = (size_t)T * (size_t)m->D;
-        for (int b = 0; b < B; b++) {
+        int rc = LINA_OK, nthr = serial_enter(m, T);
+        for (int b = 0; b < B && !rc; b++) {
             lina_model_state *rs = m->row_st[b];
-            int rc = block_run(m, e, P, NULL, 1, T, x + b * n, out_dx + b * n, NULL, m->acts[l].mix, NULL, rs,
-                               rs->layer[l], aux, form, ws);
-            if (rc) {
-                return rc;
-            }
+            rc = block_run(m, e, P, NULL, 1, T, x + b * n, out_dx + b * n, NULL, m->acts[l].mix, NULL, rs,
+                           rs->layer[l], aux, NULL, 0, form, ws);
         }
-        return LINA_OK;
+        serial_leave(nthr);
+        return rc;
     }
     if (!m->doc_on) {
         return block_run(m, e, P, G, B, T, x, out_dx, dout, m->acts[l].mix, m->scratch, st,
-                         st ? st->layer[l] : NULL, aux, form, ws);
+                         st ? st->layer[l] : NULL, aux, NULL, 0, form, ws);
+    }
+    if (e->vt->flags & LINA_KIND_VARLEN) { /* the kind takes the documents in one call */
+        return block_run(m, e, P, G, 1, B * T, x, out_dx, dout, m->acts[l].mix, m->scratch, NULL, NULL, aux,
+                         m->doc_cu, m->doc_n, form, ws);
     }
     size_t D = (size_t)m->D;
     float *acts = m->doc_acts + m->doc_off[l];
@@ -725,7 +763,7 @@ static int mixer_run(const lina_model *m, int l, float *P, float *G, int B, int 
         size_t a = (size_t)m->doc_cu[d];
         int len = (int)(m->doc_cu[d + 1] - m->doc_cu[d]);
         int rc = block_run(m, e, P, G, 1, len, x + a * D, out_dx + a * D, dout ? dout + a * D : NULL, acts,
-                           m->scratch, NULL, NULL, aux, form, ws);
+                           m->scratch, NULL, NULL, aux, NULL, 0, form, ws);
         if (rc) {
             return rc;
         }
@@ -880,7 +918,7 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
         }
         lina_rmsnorm_forward(la->xn2, la->rstd2, la->h, tp(m, P, ly->t_mlp_norm), NULL, N, D, eps);
         if ((rc = block_run(m, ly->ffn, P, NULL, B, T, la->xn2, m->tmp, NULL, la->ffn, NULL, NULL, NULL, &m->aux,
-                            form, ws))) {
+                            NULL, 0, form, ws))) {
             return rc;
         }
         for (size_t i = 0; i < nd; i++) {
@@ -911,7 +949,7 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
         if (ly->ffn) {
             memset(m->tmp, 0, nd * sizeof(float));
             if ((rc = block_run(m, ly->ffn, P, G, B, T, la->xn2, m->tmp, m->dres, la->ffn, m->scratch, NULL, NULL,
-                                NULL, form, ws))) {
+                                NULL, NULL, 0, form, ws))) {
                 return rc;
             }
             lina_rmsnorm_backward(m->dres, tp(m, G, ly->t_mlp_norm), NULL, m->tmp, la->h, tp(m, P, ly->t_mlp_norm),
@@ -1052,7 +1090,7 @@ static int docs_begin(lina_model *m, const int32_t *tokens, int B, int T, const 
     for (int l = 0; l < m->L; l++) {
         const model_block *e = m->layers[l].mix;
         m->doc_off[l] = total;
-        for (int64_t d = 0; d + 1 < n; d++) {
+        for (int64_t d = 0; d + 1 < n && !(e->vt->flags & LINA_KIND_VARLEN); d++) {
             int len = (int)(m->doc_cu[d + 1] - m->doc_cu[d]);
             total = lina_szadd(total, block_acts(e, len));
             if (block_scratch(e, len) > block_scratch(e, (int)N)) {
@@ -1242,22 +1280,9 @@ int lina_model_decode_rows(lina_model *m, lina_model_state *const *states, const
  * (or the rows' states) */
 static int decode_run(lina_model *m, lina_model_state *s, const int32_t *tokens, int B, int T, lina_ws *ws)
 {
-    /* A few tokens (one decode step) are too little work to split: each of the
-     * many small parallel regions of a step would cost more in fork/join than it
-     * saves, and far more when the cores are shared. Run such calls serially. */
-#ifdef _OPENMP
-    int nthr = omp_get_max_threads();
-    int serial = nthr > 1 && (double)B * T * (double)m->nparams < DECODE_SERIAL_WORK;
-    if (serial) {
-        omp_set_num_threads(1);
-    }
-#endif
+    int nthr = serial_enter(m, (double)B * T);
     int rc = model_forward(m, tokens, B, T, T > 1 ? LINA_FORM_CHUNK : LINA_FORM_RECURRENT, s, ws);
-#ifdef _OPENMP
-    if (serial) {
-        omp_set_num_threads(nthr);
-    }
-#endif
+    serial_leave(nthr);
     return rc;
 }
 

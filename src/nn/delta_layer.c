@@ -188,11 +188,11 @@ static void kda_gate_backward(float *dg, float *dA_log, float *ddt_bias, const f
  * Fills pt (outputs and gradients left NULL), *np parts, *ia / *ib the index
  * of a / b among them (-1: not fused); returns 1 when fused. */
 static int gdn_parts(lina_proj_part *pt, int *np, int *ia, int *ib, const lina_gdn_dims *d,
-                     const lina_gdn_params *p, const lina_sp *sp)
+                     const lina_gdn_params *p, const lina_sp *sp, const int64_t *cu)
 {
     *np = 0;
     *ia = *ib = -1;
-    if (!d->use_short_conv || (sp && sp->size > 1)) {
+    if (!d->use_short_conv || (sp && sp->size > 1) || cu) { /* packed documents: convs per document */
         return 0;
     }
     const int m = ns_of(d), NV = nv_of(d), HK = d->H * d->K, VV = NV * d->V;
@@ -226,12 +226,12 @@ static int gdn_parts(lina_proj_part *pt, int *np, int *ia, int *ib, const lina_g
 int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
                      const lina_gdn_params *p, int B, int T, float *cache, lina_form form, lina_ws *ws)
 {
-    return lina_gdn_forward_sp(out, a, x, d, p, B, T, cache, NULL, form, ws);
+    return lina_gdn_forward_sp(out, a, x, d, p, B, T, cache, NULL, NULL, 0, form, ws);
 }
 
 int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
-                        const lina_gdn_params *p, int B, int T, float *cache, const lina_sp *sp, lina_form form,
-                        lina_ws *ws)
+                        const lina_gdn_params *p, int B, int T, float *cache, const lina_sp *sp, const int64_t *cu,
+                        int64_t ncu, lina_form form, lina_ws *ws)
 {
     int rc = lina_gdn_check_dims(d);
     if (rc) {
@@ -255,7 +255,7 @@ int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina
     const lina_act qka = d->qk_act == LINA_QK_SILU ? LINA_ACT_SILU : LINA_ACT_NONE;
     lina_proj_part pt[5];
     int np, ia, ib;
-    const int fused = gdn_parts(pt, &np, &ia, &ib, d, p, sp);
+    const int fused = gdn_parts(pt, &np, &ia, &ib, d, p, sp, cu);
     if (fused) {
         /* pre-activations [N, tot] in the qp.. space */
         lina_proj_qkv_out(pt, a->qc, a->kc, a->v, cq, ck, cv);
@@ -280,6 +280,10 @@ int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina
             (rc = lina_sp_conv_forward(sp, a->v, a->vp, p->v_conv, NULL, B, T, m * VV, W, LINA_ACT_SILU))) {
             return rc;
         }
+    } else if (cu) {
+        lina_docs_conv_forward(a->qc, a->qp, sc ? p->q_conv : NULL, cu, ncu, HK, W, qka);
+        lina_docs_conv_forward(a->kc, a->kp, sc ? p->k_conv : NULL, cu, ncu, m * HK, W, qka);
+        lina_docs_conv_forward(a->v, a->vp, sc ? p->v_conv : NULL, cu, ncu, m * VV, W, LINA_ACT_SILU);
     } else {
         lina_conv_act_forward(a->qc, a->qp, sc ? p->q_conv : NULL, cq, B, T, HK, W, qka);
         lina_conv_act_forward(a->kc, a->kp, sc ? p->k_conv : NULL, ck, B, T, m * HK, W, qka);
@@ -327,7 +331,7 @@ int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina
     lina_mix_dims md = lina_layer_mix(B, T, nv_of(d), d->K, d->V, 64, 0.0f);
     lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, st, m, d->kda ? a->g : NULL};
     lina_delta_out o = {a->o, st, NULL}; /* the state is updated in place */
-    rc = lina_sp_delta_fwd(sp, d, &md, &in, &o, form, ws);
+    rc = cu ? lina_delta_fwd_varlen(&md, cu, ncu, &in, &o, form, ws) : lina_sp_delta_fwd(sp, d, &md, &in, &o, form, ws);
     if (rc) {
         return rc;
     }
@@ -348,7 +352,7 @@ int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina
 
 int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const float *x, const lina_gdn_acts *a,
                       const lina_gdn_dims *d, const lina_gdn_params *p, int B, int T, float *scratch,
-                      const lina_sp *sp, lina_form form, lina_ws *ws)
+                      const lina_sp *sp, const int64_t *cu, int64_t ncu, lina_form form, lina_ws *ws)
 {
     int rc = lina_gdn_check_dims(d);
     if (rc) {
@@ -377,7 +381,7 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     float *dpre = s;                /* fused projections: [N, tot] */
     lina_proj_part pt[5];
     int np, ia, ib;
-    const int fused = gdn_parts(pt, &np, &ia, &ib, d, p, sp);
+    const int fused = gdn_parts(pt, &np, &ia, &ib, d, p, sp, cu);
 
     if (d->kda) {
         lina_linear_backward(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, VV, D);
@@ -398,7 +402,9 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, NULL, m, d->kda ? a->g : NULL};
     lina_delta_grad_in gin = {dO, NULL, NULL};
     lina_delta_grad_out gout = {dqe, dke, dv, dbeta, d->gated ? dg : NULL, NULL, d->kda ? dg : NULL};
-    if ((rc = lina_sp_delta_bwd(sp, d, &md, &in, &gin, &gout, form, ws))) {
+    rc = cu ? lina_delta_bwd_varlen(&md, cu, ncu, &in, &gin, &gout, form, ws)
+            : lina_sp_delta_bwd(sp, d, &md, &in, &gin, &gout, form, ws);
+    if (rc) {
         return rc;
     }
     if (NV != H) {
@@ -441,6 +447,11 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
                                         LINA_ACT_SILU))) {
             return rc;
         }
+    } else if (cu) {
+        lina_docs_conv_backward(dqp, gp->q_conv, dqa, a->qp, sc ? p->q_conv : NULL, cu, ncu, HK, W, qka);
+        lina_docs_conv_backward(dkp, gp->k_conv, dka, a->kp, sc ? p->k_conv : NULL, cu, ncu, m * HK, W, qka);
+        lina_docs_conv_backward(dvp, gp->v_conv, dv, a->vp, sc ? p->v_conv : NULL, cu, ncu, m * VV, W,
+                                LINA_ACT_SILU);
     } else {
         lina_conv_act_backward(dqp, gp->q_conv, dqa, a->qp, sc ? p->q_conv : NULL, B, T, HK, W, qka);
         lina_conv_act_backward(dkp, gp->k_conv, dka, a->kp, sc ? p->k_conv : NULL, B, T, m * HK, W, qka);
@@ -673,7 +684,7 @@ static int gdn_kind_forward(const lina_mixer_call *c)
     lina_gdn_acts a;
     gdn_views(c->P, &p);
     lina_gdn_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_gdn_forward_sp(c->out, &a, c->x, d, &p, c->B, c->T, c->state, c->sp, c->form, c->ws);
+    return lina_gdn_forward_sp(c->out, &a, c->x, d, &p, c->B, c->T, c->state, c->sp, c->cu, c->ncu, c->form, c->ws);
 }
 
 static int gdn_kind_backward(const lina_mixer_call *c)
@@ -684,7 +695,8 @@ static int gdn_kind_backward(const lina_mixer_call *c)
     gdn_views(c->P, &p);
     gdn_views(c->G, &gp);
     lina_gdn_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_gdn_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->sp, c->form, c->ws);
+    return lina_gdn_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->sp, c->cu, c->ncu,
+                             c->form, c->ws);
 }
 
 const lina_mixer_vt lina_delta_kind = {
@@ -695,5 +707,5 @@ const lina_mixer_vt lina_delta_kind = {
     .state_floats = gdn_state,
     .forward = gdn_kind_forward,
     .backward = gdn_kind_backward,
-    .flags = LINA_KIND_SP,
+    .flags = LINA_KIND_SP | LINA_KIND_VARLEN,
 };

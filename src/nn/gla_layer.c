@@ -132,9 +132,10 @@ static void gla_gate_backward(float *dg, const float *gk, size_t n, const lina_g
  * (nn.h lina_proj_*) when the layer has the convs, runs on whole sequences
  * (no sequence-parallel pieces) and the three weights lie back to back;
  * parts[0..2] filled (gradients and outputs left NULL) and 1 returned then */
-static int gla_qkv_parts(lina_proj_part *pt, const lina_gla_dims *d, const lina_gla_params *p, const lina_sp *sp)
+static int gla_qkv_parts(lina_proj_part *pt, const lina_gla_dims *d, const lina_gla_params *p, const lina_sp *sp,
+                         const int64_t *cu)
 {
-    if (!d->use_short_conv || (sp && sp->size > 1)) {
+    if (!d->use_short_conv || (sp && sp->size > 1) || cu) { /* packed documents: convs per document */
         return 0;
     }
     const int Hkv = hkv_of(d);
@@ -156,12 +157,13 @@ int lina_gla_forward_at(float *out, lina_gla_acts *a, const float *x, const lina
                         const lina_gla_params *p, int B, int T, const float *h0, float *ht, int64_t pos0,
                         lina_form form, lina_ws *ws)
 {
-    return lina_gla_forward_cached(out, a, x, d, p, B, T, h0, ht, NULL, pos0, NULL, form, ws);
+    return lina_gla_forward_cached(out, a, x, d, p, B, T, h0, ht, NULL, pos0, NULL, NULL, 0, form, ws);
 }
 
 int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
                             const lina_gla_params *p, int B, int T, const float *h0, float *ht,
-                            float *conv_cache, int64_t pos0, const lina_sp *sp, lina_form form, lina_ws *ws)
+                            float *conv_cache, int64_t pos0, const lina_sp *sp, const int64_t *cu, int64_t ncu,
+                            lina_form form, lina_ws *ws)
 {
     int rc = lina_gla_check_dims(d);
     if (rc) {
@@ -174,7 +176,7 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
     lina_proj_part qkv[3];
     const int W = d->conv_size;
     float *cq = conv_cache, *ck = cq ? cq + (size_t)B * HK * W : NULL, *cv = ck ? ck + (size_t)B * GK * W : NULL;
-    const int fused = gla_qkv_parts(qkv, d, p, sp);
+    const int fused = gla_qkv_parts(qkv, d, p, sp, cu);
     if (fused) {
         /* pre-activations [N, HK+GK+GV] in the qc, kc, vc space */
         lina_proj_qkv_out(qkv, a->q, a->kk, a->vv, cq, ck, cv);
@@ -192,6 +194,10 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
                 (rc = lina_sp_conv_forward(sp, a->vv, a->vc, p->v_conv, NULL, B, T, GV, W, LINA_ACT_SILU))) {
                 return rc;
             }
+        } else if (cu) {
+            lina_docs_conv_forward(a->q, a->qc, p->q_conv, cu, ncu, HK, W, LINA_ACT_SILU);
+            lina_docs_conv_forward(a->kk, a->kc, p->k_conv, cu, ncu, GK, W, LINA_ACT_SILU);
+            lina_docs_conv_forward(a->vv, a->vc, p->v_conv, cu, ncu, GV, W, LINA_ACT_SILU);
         } else {
             lina_shortconv_forward(a->q, a->qc, p->q_conv, NULL, cq, cq, B, T, HK, W, LINA_ACT_SILU);
             lina_shortconv_forward(a->kk, a->kc, p->k_conv, NULL, ck, ck, B, T, GK, W, LINA_ACT_SILU);
@@ -201,7 +207,12 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
     float g_head[GLA_MAX_HEADS];
     if (d->retention) {
         lina_retention_gates(H, g_head);
-        if ((rc = lina_rope_forward(a->q, a->q, B, T, H, d->K, pos0, GLA_ROPE_BASE)) ||
+        if (cu) {
+            if ((rc = lina_docs_rope(a->q, a->q, cu, ncu, H, d->K, GLA_ROPE_BASE, 0)) ||
+                (rc = lina_docs_rope(a->kk, a->kk, cu, ncu, Hkv, d->K, GLA_ROPE_BASE, 0))) {
+                return rc;
+            }
+        } else if ((rc = lina_rope_forward(a->q, a->q, B, T, H, d->K, pos0, GLA_ROPE_BASE)) ||
             (rc = lina_rope_forward(a->kk, a->kk, B, T, Hkv, d->K, pos0, GLA_ROPE_BASE))) {
             return rc;
         }
@@ -228,7 +239,8 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
         in.g = g_head;
     }
     lina_dd_out o = {a->o, ht, NULL};
-    if ((rc = lina_sp_dd_fwd(sp, d, &md, &in, &o, form, ws))) {
+    rc = cu ? lina_dd_fwd_varlen(&md, cu, ncu, &in, &o, form, ws) : lina_sp_dd_fwd(sp, d, &md, &in, &o, form, ws);
+    if (rc) {
         return rc;
     }
     /* per-head output norm y [N*H, V], out [N,D] = y Wo^T */
@@ -239,8 +251,8 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
 
 int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const float *x,
                       const lina_gla_acts *a, const lina_gla_dims *d, const lina_gla_params *p,
-                      int B, int T, const float *h0, float *scratch, const lina_sp *sp, lina_form form,
-                      lina_ws *ws)
+                      int B, int T, const float *h0, float *scratch, const lina_sp *sp, const int64_t *cu,
+                      int64_t ncu, lina_form form, lina_ws *ws)
 {
     int rc = lina_gla_check_dims(d);
     if (rc) {
@@ -281,7 +293,9 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
         in.g = g_head;
         gout.dg = NULL;
     }
-    if ((rc = lina_sp_dd_bwd(sp, d, &md, &in, &gin, &gout, form, ws))) {
+    rc = cu ? lina_dd_bwd_varlen(&md, cu, ncu, &in, &gin, &gout, form, ws)
+            : lina_sp_dd_bwd(sp, d, &md, &in, &gin, &gout, form, ws);
+    if (rc) {
         return rc;
     }
     if (Hkv != H) {
@@ -294,7 +308,12 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
     if (d->retention) {
         /* RoPE transposed (training starts at position 0, or at its piece's first position) */
         const int64_t pos0 = sp ? sp->pos0 : 0;
-        if ((rc = lina_rope_backward(dq, dq, B, T, H, d->K, pos0, GLA_ROPE_BASE)) ||
+        if (cu) {
+            if ((rc = lina_docs_rope(dq, dq, cu, ncu, H, d->K, GLA_ROPE_BASE, 1)) ||
+                (rc = lina_docs_rope(dkk, dkk, cu, ncu, Hkv, d->K, GLA_ROPE_BASE, 1))) {
+                return rc;
+            }
+        } else if ((rc = lina_rope_backward(dq, dq, B, T, H, d->K, pos0, GLA_ROPE_BASE)) ||
             (rc = lina_rope_backward(dkk, dkk, B, T, Hkv, d->K, pos0, GLA_ROPE_BASE))) {
             return rc;
         }
@@ -312,7 +331,7 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
         dqc = dgr + (size_t)N * R + (Hkv != H ? (size_t)N * (2 * GK + GV) : 0);
         dkc = dqc + (size_t)N * HK;
         dvc = dkc + (size_t)N * GK;
-        if (gla_qkv_parts(qkv, d, p, sp)) {
+        if (gla_qkv_parts(qkv, d, p, sp, cu)) {
             /* one product each for dx and the weights; dqc.. is the [N, HK+GK+GV] gradient */
             lina_proj_qkv_grad(qkv, dq, dkk, dvv, gp->q_proj, gp->k_proj, gp->v_proj, gp->q_conv, gp->k_conv,
                                gp->v_conv);
@@ -332,6 +351,10 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
                                             LINA_ACT_SILU))) {
                 return rc;
             }
+        } else if (cu) {
+            lina_docs_conv_backward(dqc, gp->q_conv, dq, a->qc, p->q_conv, cu, ncu, HK, W, LINA_ACT_SILU);
+            lina_docs_conv_backward(dkc, gp->k_conv, dkk, a->kc, p->k_conv, cu, ncu, GK, W, LINA_ACT_SILU);
+            lina_docs_conv_backward(dvc, gp->v_conv, dvv, a->vc, p->v_conv, cu, ncu, GV, W, LINA_ACT_SILU);
         } else {
             lina_shortconv_backward(dqc, gp->q_conv, NULL, NULL, dq, a->qc, p->q_conv, NULL, NULL, B, T, HK, W,
                                     LINA_ACT_SILU);
@@ -476,7 +499,7 @@ static int gla_kind_forward(const lina_mixer_call *c)
     float *hs = c->state;
     float *conv = hs && d->use_short_conv ? hs + (size_t)c->B * d->H * d->K * d->V : NULL;
     return lina_gla_forward_cached(c->out, &a, c->x, d, &p, c->B, c->T, hs, hs, conv, c->sp ? c->sp->pos0 : c->pos,
-                                   c->sp, c->form, c->ws);
+                                   c->sp, c->cu, c->ncu, c->form, c->ws);
 }
 
 static int gla_kind_backward(const lina_mixer_call *c)
@@ -487,8 +510,8 @@ static int gla_kind_backward(const lina_mixer_call *c)
     gla_views(c->P, &p);
     gla_views(c->G, &gp);
     lina_gla_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_gla_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, NULL, c->scratch, c->sp, c->form,
-                             c->ws);
+    return lina_gla_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, NULL, c->scratch, c->sp, c->cu,
+                             c->ncu, c->form, c->ws);
 }
 
 const lina_mixer_vt lina_gla_kind = {
@@ -499,5 +522,5 @@ const lina_mixer_vt lina_gla_kind = {
     .state_floats = gla_state,
     .forward = gla_kind_forward,
     .backward = gla_kind_backward,
-    .flags = LINA_KIND_SP,
+    .flags = LINA_KIND_SP | LINA_KIND_VARLEN,
 };

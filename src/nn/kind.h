@@ -183,6 +183,10 @@ typedef struct lina_mixer_call {
     lina_form form;       /* chunk (training, prefill) or recurrent (decode) */
     lina_ws *ws;
     const lina_sp *sp;    /* training with sequence parallelism (LINA_KIND_SP kinds only), or NULL */
+    const int64_t *cu;    /* packed documents (LINA_KIND_VARLEN kinds only): B = 1 and offsets
+                             [0, ..., T] of the documents, or NULL; no state, convolution or
+                             position crosses a boundary (training: no state given) */
+    int64_t ncu;
 } lina_mixer_call;
 
 /* Names of the model-level tensors (printf formats take the layer index). */
@@ -196,7 +200,8 @@ typedef struct lina_kind_names {
 enum {
     LINA_KIND_NO_FFN = 1,   /* the model's blocks have no feed-forward sub-block (Mamba2) */
     LINA_KIND_KV_CACHE = 2, /* the state grows with the context up to max_len (softmax attention) */
-    LINA_KIND_SP = 4        /* forward / backward honour lina_mixer_call.sp (sequence parallelism) */
+    LINA_KIND_SP = 4,       /* forward / backward honour lina_mixer_call.sp (sequence parallelism) */
+    LINA_KIND_VARLEN = 8    /* forward / backward honour lina_mixer_call.cu (packed documents in one call) */
 };
 
 /* The table's size functions from a layer's typed ones, size_t fn(const

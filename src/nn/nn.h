@@ -304,6 +304,14 @@ void lina_proj_set_fused(int on);
 long lina_proj_fused_calls(void);
 void lina_proj_fused_note(void);
 
+/* Packed documents (docs.c; B = 1, cu[0..ncu-1] offsets over the rows): lina_conv_act_*
+ * on each document alone (zeros before its first token); RoPE (forward, or its
+ * transpose with `backward`) with positions from 0 in each document. */
+void lina_docs_conv_forward(float *y, const float *x, const float *conv_w, const int64_t *cu, int64_t ncu, int C,
+                            int W, lina_act act);
+void lina_docs_conv_backward(float *dx, float *dconv_w, const float *dy, const float *x, const float *conv_w,
+                             const int64_t *cu, int64_t ncu, int C, int W, lina_act act);
+int lina_docs_rope(float *y, const float *x, const int64_t *cu, int64_t ncu, int H, int d, double base, int backward);
 /* The decay of Gated DeltaNet / DeltaProduct / MoM memories:
  * g [N, H] = -exp(A_log) softplus(a + dt_bias). */
 void lina_decay_forward(float *g, const float *a, const float *A_log, const float *dt_bias, size_t N, int H);
@@ -399,16 +407,18 @@ size_t lina_gla_conv_cache_floats(const lina_gla_dims *d, int B);
 /* The same with conv_cache (lina_gla_conv_cache_floats, or NULL = zeros and
  * not kept): read as the conv tails before the call, overwritten after it;
  * sp: this call is one piece of sequence-parallel sequences (kind.h; pos0 is
- * then the piece's first position), or NULL. */
+ * then the piece's first position), or NULL; cu: packed documents (B = 1,
+ * ncu offsets over T, no state or cache, kind.h), or NULL. */
 int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const lina_gla_dims *d,
                             const lina_gla_params *p, int B, int T, const float *h0, float *ht,
-                            float *conv_cache, int64_t pos0, const lina_sp *sp, lina_form form, lina_ws *ws);
+                            float *conv_cache, int64_t pos0, const lina_sp *sp, const int64_t *cu, int64_t ncu,
+                            lina_form form, lina_ws *ws);
 /* dx [B*T, D] and every non-NULL gradient in *gp accumulate; dout [B*T, D];
  * x, a, h0, sp as given to the forward; scratch lina_gla_scratch_floats floats. */
 int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const float *x,
                       const lina_gla_acts *a, const lina_gla_dims *d, const lina_gla_params *p,
-                      int B, int T, const float *h0, float *scratch, const lina_sp *sp, lina_form form,
-                      lina_ws *ws);
+                      int B, int T, const float *h0, float *scratch, const lina_sp *sp, const int64_t *cu,
+                      int64_t ncu, lina_form form, lina_ws *ws);
 /* Floats of scratch for lina_gla_step with batch B. */
 size_t lina_gla_step_floats(const lina_gla_dims *d, int B);
 /* One decode token: out [B, D] from x [B, D]; state [B,H,K,V] is updated in
@@ -523,15 +533,16 @@ size_t lina_gdn_scratch_floats(const lina_gdn_dims *d, int N);
 int lina_gdn_forward(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
                      const lina_gdn_params *p, int B, int T, float *cache, lina_form form, lina_ws *ws);
 /* The same for one piece of sequence-parallel sequences (sp, kind.h; NULL:
- * whole sequences; not with use_short_conv). */
+ * whole sequences; not with use_short_conv), or on packed documents (cu: B = 1,
+ * ncu offsets over T, no cache; NULL: none). */
 int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina_gdn_dims *d,
-                        const lina_gdn_params *p, int B, int T, float *cache, const lina_sp *sp, lina_form form,
-                        lina_ws *ws);
+                        const lina_gdn_params *p, int B, int T, float *cache, const lina_sp *sp, const int64_t *cu,
+                        int64_t ncu, lina_form form, lina_ws *ws);
 /* dx and every non-NULL gradient in *gp accumulate (forward run without
  * cache, with the same sp). */
 int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const float *x, const lina_gdn_acts *a,
                       const lina_gdn_dims *d, const lina_gdn_params *p, int B, int T, float *scratch,
-                      const lina_sp *sp, lina_form form, lina_ws *ws);
+                      const lina_sp *sp, const int64_t *cu, int64_t ncu, lina_form form, lina_ws *ws);
 
 /* ------------------------------------------------- softmax attention layer */
 
