@@ -65,7 +65,7 @@ def _per_document(fn, ba):
     if p.get("head_first"):
         raise a.err(NotImplementedError, "cu_seqlens with head_first=True")
     numpy = False
-    for name in ("q", "k", "v", "g", "gk", "beta", "initial_state"):
+    for name in ("q", "k", "v", "g", "gk", "beta", "i", "f", "initial_state"):
         x = p.get(name)
         if _np is not None and isinstance(x, _np.ndarray):
             p[name], numpy = torch.from_numpy(x), True
@@ -94,7 +94,7 @@ def _per_document(fn, ba):
     outs, finals = [], []
     for i, (s, e) in enumerate(zip(cu, cu[1:])):
         d = dict(p)
-        for name in ("q", "k", "v", "g", "gk", "beta"):
+        for name in ("q", "k", "v", "g", "gk", "beta", "i", "f"):
             x = p.get(name)
             if isinstance(x, torch.Tensor):
                 r = rows if name in ("k", "v", "beta") else 1
@@ -102,10 +102,13 @@ def _per_document(fn, ba):
         if h0 is not None:
             d["initial_state"] = tuple(None if x is None else x[i:i + 1] for x in parts) \
                 if isinstance(h0, tuple) else h0[i:i + 1]
-        o, ht = fn(**d)
+        res = fn(**d)
+        o, ht = res if isinstance(res, tuple) else (res, None)
         outs.append(o)
         finals.append(ht)
     o = torch.cat(outs, 1)
+    if not isinstance(res, tuple):  # lion, softmax_attn: the output alone
+        return o.detach().numpy() if numpy else o
     ht = None
     if p.get("output_final_state"):
         if isinstance(finals[0], tuple):
@@ -528,7 +531,8 @@ def _form(a, form):
     return _FORMS[form]
 
 
-def mlstm(q, k, v, i, f, scale=None, initial_state=None, output_final_state=False, form="chunk"):
+@_varlen
+def mlstm(q, k, v, i, f, scale=None, initial_state=None, output_final_state=False, form="chunk", cu_seqlens=None):
     """xLSTM's mLSTM cell with its max stabiliser (exponential input gate, sigmoid forget gate):
 
         m_t = max(logsigmoid(f_t) + m_{t-1}, i_t)
@@ -543,6 +547,7 @@ def mlstm(q, k, v, i, f, scale=None, initial_state=None, output_final_state=Fals
         initial_state: None (zeros) or the tuple (C_0 [B, H, K, V], n_0 [B, H, K], m_0 [B, H]).
         output_final_state: also return (C_T, n_T, m_T).
         form: 'chunk' (default) or 'recurrent'.
+        cu_seqlens: offsets [N + 1] of N documents packed into a B = 1 batch (states [N, ...]).
 
     Returns:
         (o [B, T, H, V], (C_T, n_T, m_T) or None).
@@ -563,7 +568,8 @@ def mlstm(q, k, v, i, f, scale=None, initial_state=None, output_final_state=Fals
     return _finish(a, o, (ht, nt, mt), output_final_state)
 
 
-def lion(q, k, v, g, scale=None, normalize=False, form="chunk"):
+@_varlen
+def lion(q, k, v, g, scale=None, normalize=False, form="chunk", cu_seqlens=None):
     """LION-S: bidirectional (non-causal) linear attention with selective decay.
 
         o_i = scale * sum_j M_ij (q_i . k_j) v_j, M_ij = prod of exp(g) between j and i
@@ -573,6 +579,8 @@ def lion(q, k, v, g, scale=None, normalize=False, form="chunk"):
     Args:
         q, k: [B, T, H, K]; v: [B, T, H, V]; g: log decays [B, T, H], each <= 0.
         scale: None means K ** -0.5. form: 'chunk' (default) or 'recurrent' (the two scans).
+        cu_seqlens: offsets [N + 1] of N documents packed into a B = 1 batch; neither direction
+            crosses a document's ends.
 
     Returns:
         o [B, T, H, V] (there is no recurrent state to return).
@@ -588,7 +596,8 @@ def lion(q, k, v, g, scale=None, normalize=False, form="chunk"):
     return a.out(o)
 
 
-def softmax_attn(q, k, v, scale=None, causal=True, window_size=None):
+@_varlen
+def softmax_attn(q, k, v, scale=None, causal=True, window_size=None, cu_seqlens=None):
     """Exact softmax attention, tiled (memory O(T), never the T x T matrix).
 
         o_i = sum_j softmax_j(scale * q_i . k_j) v_j over j <= i (causal), over
@@ -599,6 +608,8 @@ def softmax_attn(q, k, v, scale=None, causal=True, window_size=None):
         scale: None means K ** -0.5.
         causal: mask future keys (default True).
         window_size: keys per query in a causal sliding window (None: no window).
+        cu_seqlens: offsets [N + 1] of N documents packed into a B = 1 batch; no query attends
+            to a key of another document.
 
     Returns:
         o [B, T, H, V].

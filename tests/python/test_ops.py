@@ -363,8 +363,38 @@ def varlen_tests():
                     lambda q, k, v, g, beta, h0: ref.delta(q, k, v, beta, g, n, h0=h0),
                     dict(q=q, k=k, v=v, g=g, beta=beta), h0, rows=dict(k=n, v=n, beta=n)),
                 dict(q=qd, k=kd, v=vd, g=gs, beta=beta, h0=h0))
+    i, f = r1(T, H), r1(T, H) + 2
+    st = (randn(N, H, K, V, scale=0.5), randn(N, H, K, scale=0.5), randn(N, H))
+    for form in ("chunk", "recurrent"):
+        compare(f"mlstm form={form} cu_seqlens",
+                lambda q, k, v, i, f, C, n, m: ops.mlstm(q, k, v, i, f, initial_state=(C, n, m), form=form,
+                                                         output_final_state=True, cu_seqlens=torch.tensor(cu)),
+                lambda q, k, v, i, f, C, n, m: per_doc(lambda q, k, v, i, f, h0: ref.mlstm(q, k, v, i, f, state=h0),
+                                                       dict(q=q, k=k, v=v, i=i, f=f), (C, n, m)),
+                dict(q=q, k=k, v=v, i=i, f=f, C=st[0], n=st[1], m=st[2]))
+    gl = uniform(-0.5, -0.01, 1, T, H)
+    for form, norm in (("chunk", False), ("recurrent", True)):
+        compare(f"lion form={form} normalize={norm} cu_seqlens",
+                lambda q, k, v, g: (ops.lion(q, k, v, g, normalize=norm, form=form, cu_seqlens=cu), None),
+                lambda q, k, v, g: per_doc(lambda q, k, v, g, h0: (ref.lion(q, k, v, g, normalize=norm),
+                                                                   torch.zeros(1)),
+                                           dict(q=q, k=k, v=v, g=g), None)[0:1] + (None,),
+                dict(q=qp if norm else q, k=kp if norm else k, v=v, g=gl))
+    for causal, window in ((True, None), (True, 7), (False, None)):
+        compare(f"softmax_attn causal={int(causal)} window={window} cu_seqlens",
+                lambda q, k, v: (ops.softmax_attn(q, k, v, causal=causal, window_size=window,
+                                                  cu_seqlens=torch.tensor(cu)), None),
+                lambda q, k, v: per_doc(lambda q, k, v, h0: (ref.softmax_attn(q, k, v, causal=causal,
+                                                                              window=window or 0), torch.zeros(1)),
+                                        dict(q=q, k=k, v=v), None)[0:1] + (None,),
+                dict(q=q, k=k, v=v))
     qf, kf, vf, gf = (x.float() for x in (q, k, v, g))
     cut = torch.tensor(cu)
+    raises("softmax_attn cu_seqlens not ending at T", ValueError, "cu_seqlens must rise strictly from 0 to T",
+           lambda: ops.softmax_attn(qf, kf, vf, cu_seqlens=torch.tensor([0, 10, 50])))
+    raises("mlstm cu_seqlens: one state per document", ValueError, "one state per document",
+           lambda: ops.mlstm(qf, kf, vf, i.float(), f.float(), cu_seqlens=cut,
+                             initial_state=tuple(z[:1].float() for z in st)))
     raises("cu_seqlens not ending at T", ValueError, "cu_seqlens must rise strictly from 0 to T",
            lambda: ops.chunk_gla(qf, kf, vf, gf, cu_seqlens=torch.tensor([0, 10, 50])))
     raises("cu_seqlens not increasing", ValueError, "cu_seqlens",
