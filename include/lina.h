@@ -912,8 +912,8 @@ int lina_model_eval_loss(lina_model *m, const int32_t *tokens, const int32_t *ta
  * target of a document's last position (the next document's first token) is the
  * caller's to set to LINA_IGNORE_INDEX (lina_tok_docs does). The
  * feed-forward blocks are per token; the auxiliary loss of MoE / MoM layers, a
- * statistic of a whole call, is taken per document for MoM and over the batch for
- * MoE. */
+ * statistic of a whole call, is taken per document and summed over the documents
+ * (as the sum of the documents' train_step losses would hold it). */
 int lina_model_train_step_varlen(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                                  const int64_t *cu, int64_t ncu, double *loss, lina_ws *ws);
 int lina_model_eval_loss_varlen(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,

@@ -13,8 +13,7 @@
 #define LOSS_TOL 1e-5
 #define GRAD_TOL 1e-4 /* max |packed - one by one| / max(1e-3, max |one by one|) */
 
-/* tiny configs of every model type (auxiliary load-balancing losses off: they are
- * statistics of a whole call, not sums over documents) */
+/* tiny configs of every model type (auxiliary losses off here: g_aux has them) */
 static const char *const g_cfgs[] = {
     "{\"model_type\":\"gla\",\"num_heads\":2}",
     "{\"model_type\":\"gla\",\"num_heads\":2,\"use_short_conv\":true,\"initializer_range\":0.2}",
@@ -34,6 +33,16 @@ static const char *const g_cfgs[] = {
     "{\"model_type\":\"mlstm\",\"num_heads\":2}",
     "{\"model_type\":\"mom\",\"num_heads\":2,\"head_dim\":16,\"num_memories\":4,\"topk\":2,\"aux_loss_scale\":0}",
     "{\"model_type\":\"transformer\",\"num_heads\":2}",
+};
+
+/* with their auxiliary losses (summed per document), and the same without */
+static const char *const g_aux[][2] = {
+    {"{\"model_type\":\"gla\",\"num_heads\":2,\"num_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":24,"
+     "\"router_aux_loss_coef\":0.5}",
+     "{\"model_type\":\"gla\",\"num_heads\":2,\"num_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":24,"
+     "\"router_aux_loss_coef\":0}"},
+    {"{\"model_type\":\"mom\",\"num_heads\":2,\"head_dim\":16,\"num_memories\":4,\"topk\":2,\"aux_loss_scale\":0.5}",
+     "{\"model_type\":\"mom\",\"num_heads\":2,\"head_dim\":16,\"num_memories\":4,\"topk\":2,\"aux_loss_scale\":0}"},
 };
 
 enum { B = 2, T = 40, VOCAB = 37 };
@@ -66,17 +75,26 @@ static const int64_t g_cu[] = {0, 1, 9, 16, 17, 33, 47, 48, 64, 65, 80};
 static const int64_t g_docs[] = {0, 1, 9, 16, 17, 33, 40, 47, 48, 64, 65, 80}; /* with the row start */
 #define NDOCS ((int)(sizeof g_docs / sizeof g_docs[0]) - 1)
 
-static void test_type(const char *json, lina_ws *ws)
+/* json0: NULL, or json with its auxiliary loss off (then the packed loss is the
+ * documents' cross-entropy weighted by their target counts plus each document's
+ * auxiliary loss, summed; json0's model gives the cross-entropy part) */
+static void test_type(const char *json, const char *json0, lina_ws *ws)
 {
-    lina_model *m;
-    if (make_model(json, &m) != 0) {
+    lina_model *m, *m0 = NULL;
+    if (make_model(json, &m) != 0 || (json0 && make_model(json0, &m0) != 0)) {
         CHECK(0, "varlen model %s: created", json);
         return;
+    }
+    if (m0) {
+        memcpy(lina_model_params(m0), lina_model_params(m), lina_model_num_params(m) * sizeof(float));
     }
     char type[64];
     snprintf(type, sizeof type, "%s%s%s%s", lina_model_type_name(lina_model_config(m)->model_type),
              strstr(json, "short_conv") ? " (short conv)" : "", strstr(json, "\"attn\"") ? " + attention layer" : "",
              strstr(json, "experts") ? " (MoE)" : "");
+    if (m0) {
+        snprintf(type + strlen(type), sizeof type - strlen(type), " with its auxiliary loss");
+    }
     int32_t tok[B * T], tgt[B * T];
     for (int i = 0; i < B * T; i++) {
         tok[i] = (int32_t)th_uniform(0, VOCAB - 0.001);
@@ -89,8 +107,8 @@ static void test_type(const char *json, lina_ws *ws)
     }
     size_t np = lina_model_num_params(m);
     float *gp = malloc(np * sizeof(float));
-    double *gref = calloc(np, sizeof(double));
-    double lp = 0, lref = 0, lplain = 0, leval = 0;
+    double *gref = calloc(np, sizeof(double)), *gaux = calloc(np, sizeof(double));
+    double lp = 0, lref = 0, lplain = 0, leval = 0, laux = 0;
     int64_t count = 0;
     lina_model_zero_grad(m);
     int rc = lina_model_train_step_varlen(m, tok, tgt, B, T, g_cu, NCU, &lp, ws);
@@ -101,28 +119,41 @@ static void test_type(const char *json, lina_ws *ws)
         for (int64_t i = a; i < a + len; i++) {
             cd += tgt[i] != LINA_IGNORE_INDEX;
         }
-        double l = 0;
+        double l = 0, l0 = 0;
         lina_model_zero_grad(m);
         rc = lina_model_train_step(m, tok + a, tgt + a, 1, (int)len, &l, ws);
         const float *g = lina_model_grads(m);
-        for (size_t i = 0; i < np && cd; i++) {
-            gref[i] += (double)g[i] * (double)cd;
+        if (m0) { /* cross-entropy l0 (weighted below) + the document's auxiliary loss l - l0 */
+            lina_model_zero_grad(m0);
+            rc = rc ? rc : lina_model_train_step(m0, tok + a, tgt + a, 1, (int)len, &l0, ws);
+            const float *g0 = lina_model_grads(m0);
+            for (size_t i = 0; i < np; i++) {
+                gaux[i] += (double)g[i] - (double)g0[i];
+                gref[i] += cd ? (double)g0[i] * (double)cd : 0;
+            }
+            laux += l - l0;
+            l = l0;
+        } else {
+            for (size_t i = 0; i < np && cd; i++) {
+                gref[i] += (double)g[i] * (double)cd;
+            }
         }
         lref += cd ? l * (double)cd : 0;
         count += cd;
     }
-    lref /= (double)count;
+    lref = lref / (double)count + laux;
     double gmax = 1e-3, gerr = 0;
     for (size_t i = 0; i < np; i++) {
-        gref[i] /= (double)count;
+        gref[i] = gref[i] / (double)count + gaux[i];
         gmax = fabs(gref[i]) > gmax ? fabs(gref[i]) : gmax;
     }
     for (size_t i = 0; i < np; i++) {
         double e = fabs((double)gp[i] - gref[i]);
         gerr = !(e <= gerr) ? e : gerr;
     }
-    CHECK(rc == 0 && fabs(lp - lref) <= LOSS_TOL * fabs(lref) && fabs(leval - lref) <= LOSS_TOL * fabs(lref),
-          "varlen model %s: packed loss %.7f == documents one by one %.7f (eval %.7f)", type, lp, lref, leval);
+    CHECK(rc == 0 && fabs(lp - lref) <= LOSS_TOL * fabs(lref) && fabs(leval - (lref - laux)) <= LOSS_TOL * fabs(lref),
+          "varlen model %s: packed loss %.7f == documents one by one %.7f (eval %.7f; auxiliary %.7f)", type, lp,
+          lref, leval, laux);
     CHECK(rc == 0 && gerr <= GRAD_TOL * gmax, "varlen model %s: packed gradients == one by one (max err %.2e, "
           "max |g| %.2e)", type, gerr, gmax);
     /* without the boundaries the same tokens give another loss: the test sees them */
@@ -138,7 +169,9 @@ static void test_type(const char *json, lina_ws *ws)
           lplain, lp);
     free(gp);
     free(gref);
+    free(gaux);
     lina_model_free(m);
+    lina_model_free(m0);
 }
 
 static void test_errors(lina_ws *ws)
@@ -258,6 +291,54 @@ static void test_train_pack(lina_ws *ws)
     }
     CHECK(fabs(loss[1][0] - want) <= 1e-6 * fabs(want) && fabs(loss[0][0] - want) > 1e-6,
           "lina_train pack: first loss %.7f == the packed batch's %.7f (unpacked %.7f)", loss[1][0], want, loss[0][0]);
+    /* --resume: trainer.json records --pack; resuming the other way is refused, the same way continues */
+    char tj[128], text[8192] = "";
+    snprintf(tj, sizeof tj, "%s/run1/checkpoint/trainer.json", dir);
+    FILE *jf = fopen(tj, "r");
+    size_t got = jf ? fread(text, 1, sizeof text - 1, jf) : 0;
+    text[got] = '\0';
+    if (jf) {
+        fclose(jf);
+    }
+    CHECK(strstr(text, "\"pack\":\ttrue") || strstr(text, "\"pack\": true") || strstr(text, "\"pack\":true"),
+          "lina_train pack: trainer.json records pack: true");
+    for (int run = 0; run < 2; run++) {
+        for (int pack = 0; pack < 2; pack++) {
+            lina_trainable t;
+            double l2[2] = {0, 0};
+            if (make_model(g_cfgs[0], &m) != 0 || lina_trainable_from_model(m, &t) != 0) {
+                CHECK(0, "train --pack resume: model");
+                return;
+            }
+            lina_train_opts o;
+            lina_train_opts_default(&o);
+            char out[96];
+            snprintf(out, sizeof out, "%s/run%d", dir, run);
+            o.data_path = path;
+            o.out_dir = out;
+            o.steps = run == pack ? 2 : 1;
+            o.batch = 2;
+            o.seq_len = 48;
+            o.save_every = 0;
+            o.save_minutes = 0;
+            o.progress = 0;
+            o.seed = 5;
+            o.pack = pack;
+            o.doc_sep = VOCAB - 1;
+            o.resume = 1;
+            o.losses = l2;
+            int rc = lina_train(&t, &o);
+            lina_model_free(m);
+            if (run == pack) {
+                CHECK(rc == 0, "lina_train %s: resumes %s --pack (%s)", run ? "packed" : "unpacked",
+                      pack ? "with" : "without", rc ? lina_last_error() : "ok");
+            } else {
+                CHECK(rc != 0 && strstr(lina_last_error(), pack ? "trained without --pack" : "trained with --pack"),
+                      "lina_train %s: resuming %s --pack is refused: %s", run ? "packed" : "unpacked",
+                      pack ? "with" : "without", lina_last_error());
+            }
+        }
+    }
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) {
@@ -419,7 +500,10 @@ int main(void)
     lina_ws ws;
     lina_ws_init(&ws);
     for (size_t i = 0; i < sizeof g_cfgs / sizeof g_cfgs[0]; i++) {
-        test_type(g_cfgs[i], &ws);
+        test_type(g_cfgs[i], NULL, &ws);
+    }
+    for (size_t i = 0; i < sizeof g_aux / sizeof g_aux[0]; i++) {
+        test_type(g_aux[i][0], g_aux[i][1], &ws);
     }
     test_errors(&ws);
     for (size_t i = 0; i < sizeof g_cfgs / sizeof g_cfgs[0]; i++) {

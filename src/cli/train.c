@@ -30,8 +30,9 @@ static const char TRAIN_ABOUT[] =
     "  Writes DIR/log.jsonl, DIR/loss.png and DIR/checkpoint/ (every --save-every updates, every\n"
     "  --save-minutes, at the end, and on Ctrl-C / SIGTERM, which stop the run cleanly).\n"
     "  --resume continues DIR/checkpoint with the options it was made with (trainer.json:\n"
-    "  schedule, optimizer, data files, tokenizer); options given on the command line override\n"
-    "  them, with a note naming those that make the result differ from an uninterrupted run.\n"
+    "  schedule, optimizer, data files, tokenizer, --pack); options given on the command line\n"
+    "  override them, with a note naming those that make the result differ from an\n"
+    "  uninterrupted run; --pack on a run trained without it is refused.\n"
     "  Without --config: the built-in GLA model (configs/gla-small.json) with --data\n"
     "  data/train.tok --val data/val.tok --out runs/gla-small (from `make data`), and unless\n"
     "  given --steps 600 --batch 8 --seq-len 128 --lr 2e-3 --eval-every 100.\n"
@@ -144,7 +145,7 @@ int lina_cmd_train(int argc, char **argv)
         KEEP("--min-lr-ratio", min_lr_ratio) KEEP("--wd", weight_decay) KEEP("--clip", clip)
         KEEP("--eps", eps) KEEP("--seed", seed) KEEP("--eval-every", eval_every)
         KEEP("--eval-batches", eval_batches) KEEP("--save-every", save_every)
-        KEEP("--save-minutes", save_minutes)
+        KEEP("--save-minutes", save_minutes) KEEP("--pack", pack)
 #undef KEEP
         if (!o.data_path && !config) {
             o.data_path = "data/train.tok"; /* a run of the built-in model recorded before its options */

@@ -917,8 +917,9 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
             continue;
         }
         lina_rmsnorm_forward(la->xn2, la->rstd2, la->h, tp(m, P, ly->t_mlp_norm), NULL, N, D, eps);
-        if ((rc = block_run(m, ly->ffn, P, NULL, B, T, la->xn2, m->tmp, NULL, la->ffn, NULL, NULL, NULL, &m->aux,
-                            NULL, 0, form, ws))) {
+        const int fdoc = m->doc_on && (ly->ffn->vt->flags & LINA_KIND_VARLEN); /* MoE: aux per document */
+        if ((rc = block_run(m, ly->ffn, P, NULL, fdoc ? 1 : B, fdoc ? N : T, la->xn2, m->tmp, NULL, la->ffn, NULL,
+                            NULL, NULL, &m->aux, fdoc ? m->doc_cu : NULL, fdoc ? m->doc_n : 0, form, ws))) {
             return rc;
         }
         for (size_t i = 0; i < nd; i++) {
@@ -948,8 +949,10 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
         /* feed-forward branch: dres is d x_{l+1}; afterwards d h_l */
         if (ly->ffn) {
             memset(m->tmp, 0, nd * sizeof(float));
-            if ((rc = block_run(m, ly->ffn, P, G, B, T, la->xn2, m->tmp, m->dres, la->ffn, m->scratch, NULL, NULL,
-                                NULL, NULL, 0, form, ws))) {
+            const int fdoc = m->doc_on && (ly->ffn->vt->flags & LINA_KIND_VARLEN);
+            if ((rc = block_run(m, ly->ffn, P, G, fdoc ? 1 : B, fdoc ? N : T, la->xn2, m->tmp, m->dres, la->ffn,
+                                m->scratch, NULL, NULL, NULL, fdoc ? m->doc_cu : NULL, fdoc ? m->doc_n : 0, form,
+                                ws))) {
                 return rc;
             }
             lina_rmsnorm_backward(m->dres, tp(m, G, ly->t_mlp_norm), NULL, m->tmp, la->h, tp(m, P, ly->t_mlp_norm),
@@ -1021,13 +1024,17 @@ static int train_step(lina_model *m, const int32_t *tokens, const int32_t *targe
     if (loss) {
         *loss = l;
     }
-    if (count == 0) {
-        return LINA_OK;
+    if (count == 0 && m->aux == 0.0) {
+        return LINA_OK; /* nothing to differentiate */
     }
     if (!isfinite(l)) {
         return lina_set_error(LINA_ENONFINITE, "model: loss is not finite (%g)", l);
     }
-    lina_cross_entropy_backward(m->logits, m->logits, m->lse, targets, B * T, m->vocab, 1.0f, count);
+    if (count == 0) { /* no target (a one-token document alone): the auxiliary loss's gradient only */
+        memset(m->logits, 0, (size_t)B * T * m->vocab * sizeof(float));
+    } else {
+        lina_cross_entropy_backward(m->logits, m->logits, m->lse, targets, B * T, m->vocab, 1.0f, count);
+    }
     return model_backward(m, tokens, B, T, LINA_FORM_CHUNK, ws);
 }
 

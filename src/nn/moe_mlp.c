@@ -269,7 +269,13 @@ static int moe_forward(const lina_mixer_call *c)
             }
         }
     }
-    if (c->aux) {
+    if (c->aux && c->cu) { /* packed documents: the balance of each document, summed */
+        for (int64_t j = 0; j + 1 < c->ncu; j++) {
+            const size_t r = (size_t)c->cu[j];
+            *c->aux += d->aux_coef * lina_router_balance(a.p + r * E, a.sel + r * k, (int)(c->cu[j + 1] - c->cu[j]),
+                                                         E, k);
+        }
+    } else if (c->aux) {
         *c->aux += d->aux_coef * lina_router_balance(a.p, a.sel, N, E, k);
     }
     return LINA_OK;
@@ -331,7 +337,12 @@ static int moe_backward(const lina_mixer_call *c)
         }
     }
     /* router */
-    lina_router_backward(dz, a.p, a.w, a.sel, dw, c->aux_grad * d->aux_coef, N, E, k);
+    const int64_t one[2] = {0, N}, *cu = c->cu ? c->cu : one, ncu = c->cu ? c->ncu : 2;
+    for (int64_t j = 0; j + 1 < ncu; j++) { /* each document's balance term (one: the whole call's) */
+        const size_t r = (size_t)cu[j];
+        lina_router_backward(dz + r * E, a.p + r * E, a.w + r * k, a.sel + r * k, dw + r * k,
+                             c->aux_grad * d->aux_coef, (int)(cu[j + 1] - cu[j]), E, k);
+    }
     lina_linear_backward(c->dx, G ? G[MOE_ROUTER] : NULL, NULL, dz, c->x, P[MOE_ROUTER], N, D, E);
     return LINA_OK;
 }
@@ -343,4 +354,5 @@ const lina_mixer_vt lina_moe_kind = {
     .scratch_floats = moe_scratch_floats,
     .forward = moe_forward,
     .backward = moe_backward,
+    .flags = LINA_KIND_VARLEN,
 };

@@ -485,6 +485,7 @@ static int write_trainer_json(const char *path, const lina_train_state *s)
         cJSON_AddItemToObject(op, "eval_batches", cJSON_CreateNumber(o->eval_batches));
         cJSON_AddItemToObject(op, "save_every", cJSON_CreateNumber(o->save_every));
         cJSON_AddItemToObject(op, "save_minutes", exact_number(o->save_minutes));
+        cJSON_AddItemToObject(op, "pack", cJSON_CreateBool(o->pack));
         const char *paths[3] = {o->data_path, o->val_path, o->tokenizer_path};
         const char *keys[3] = {"data", "val", "tokenizer"};
         for (int i = 0; i < 3; i++) {
@@ -878,6 +879,10 @@ int lina_ckpt_read_opts(const char *out_dir, lina_train_opts *o, char *strs[3])
         opt_num(op, "eval_batches", &eb);
         opt_num(op, "save_every", &se);
         opt_num(op, "save_minutes", &o->save_minutes);
+        const cJSON *pk = cJSON_GetObjectItemCaseSensitive(op, "pack");
+        if (cJSON_IsBool(pk)) { /* checkpoints before the key: the caller's value */
+            o->pack = cJSON_IsTrue(pk) ? 1 : 0;
+        }
         /* out-of-range values are caught by lina_train's checks */
         o->warmup = warmup >= -1 && warmup < 9e15 ? (int64_t)warmup : -1;
         o->eval_every = ee >= 0 && ee < 2e9 ? (int)ee : -1;

@@ -385,6 +385,11 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
         int have_saved = lina_ckpt_read_opts(o->out_dir, &saved, strs) == LINA_OK;
         lina_clear_error();
         rc = lina_ckpt_read(o->out_dir, m, &opt, &st);
+        if (rc == LINA_OK && have_saved && saved.pack != o->pack) {
+            rc = lina_set_error(LINA_EINVAL, "%s: the run was trained %s --pack; resume it %s (packed and unpacked "
+                                "windows are different data)", o->out_dir, saved.pack ? "with" : "without",
+                                saved.pack ? "with --pack" : "without --pack");
+        }
         if (rc == LINA_OK && st.step > o->steps) {
             rc = lina_set_error(LINA_EINVAL, "%s: the checkpoint is at step %lld, beyond --steps %lld",
                                 o->out_dir, (long long)st.step, (long long)o->steps);
