@@ -1549,24 +1549,36 @@ static void dl_docs_close(dl_docs *docs)
     free((void *)docs->coff);
 }
 
+/* a varlen call's context, documents and workspace (dl_docs_end releases them);
+ * `bad`: the message for missing outputs, or NULL */
+static int dl_docs_begin(dl_ctx *c, dl_docs *docs, lina_ws_scope *sc, const lina_mix_dims *d,
+                         const lina_delta_in *in, const char *bad, const int64_t *cu, int64_t ncu, lina_ws *ws)
+{
+    int rc = dl_setup(c, d, in);
+    if (rc || bad) {
+        return rc ? rc : lina_set_error(LINA_EINVAL, "delta: %s", bad);
+    }
+    if ((rc = dl_docs_open(c, cu, ncu, docs)) == 0 && (rc = lina_ws_scope_open(sc, ws, lina_get_threads())) != 0) {
+        dl_docs_close(docs);
+    }
+    return rc;
+}
+
+static int dl_docs_end(dl_docs *docs, lina_ws_scope *sc, int rc)
+{
+    lina_ws_scope_close(sc);
+    dl_docs_close(docs);
+    return rc ? lina_set_error(rc, "delta: out of memory") : LINA_OK;
+}
+
 int LINA_KFN(lina_delta_fwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_delta_in *in,
                                     lina_delta_out *out, lina_form form, lina_ws *ws)
 {
     dl_ctx c;
     dl_docs docs;
-    int rc = dl_setup(&c, d, in);
-    if (rc) {
-        return rc;
-    }
-    if (!out || !out->o) {
-        return lina_set_error(LINA_EINVAL, "delta: output o is NULL");
-    }
-    if ((rc = dl_docs_open(&c, cu, ncu, &docs))) {
-        return rc;
-    }
     lina_ws_scope sc;
-    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
-        dl_docs_close(&docs);
+    int rc = dl_docs_begin(&c, &docs, &sc, d, in, !out || !out->o ? "output o is NULL" : NULL, cu, ncu, ws);
+    if (rc) {
         return rc;
     }
     if (form == LINA_FORM_RECURRENT) { /* one document after another, each parallel over its heads */
@@ -1579,9 +1591,7 @@ int LINA_KFN(lina_delta_fwd_varlen)(const lina_mix_dims *d, const int64_t *cu, i
     } else {
         rc = dl_fwd_chunk(&c, out->o, out->ht, out->cache, &docs, sc.ws);
     }
-    lina_ws_scope_close(&sc);
-    dl_docs_close(&docs);
-    return rc ? lina_set_error(rc, "delta: out of memory") : LINA_OK;
+    return dl_docs_end(&docs, &sc, rc);
 }
 
 int LINA_KFN(lina_delta_bwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_delta_in *in,
@@ -1590,19 +1600,13 @@ int LINA_KFN(lina_delta_bwd_varlen)(const lina_mix_dims *d, const int64_t *cu, i
 {
     dl_ctx c;
     dl_docs docs;
-    int rc = dl_setup(&c, d, in);
-    if (rc) {
-        return rc;
-    }
-    if (!gin || !gout || !gout->dq || !gout->dk || !gout->dv || !gout->dbeta) {
-        return lina_set_error(LINA_EINVAL, "delta: gradient outputs dq, dk, dv, dbeta are required");
-    }
-    if ((rc = dl_docs_open(&c, cu, ncu, &docs))) {
-        return rc;
-    }
     lina_ws_scope sc;
-    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
-        dl_docs_close(&docs);
+    int rc = dl_docs_begin(&c, &docs, &sc, d, in,
+                           !gin || !gout || !gout->dq || !gout->dk || !gout->dv || !gout->dbeta
+                               ? "gradient outputs dq, dk, dv, dbeta are required"
+                               : NULL,
+                           cu, ncu, ws);
+    if (rc) {
         return rc;
     }
     if (form == LINA_FORM_RECURRENT || c.gk) { /* as lina_delta_bwd: gk's backward is the recurrent one */
@@ -1616,9 +1620,7 @@ int LINA_KFN(lina_delta_bwd_varlen)(const lina_mix_dims *d, const int64_t *cu, i
     } else {
         rc = dl_bwd_chunk(&c, gin, gout, &docs, sc.ws);
     }
-    lina_ws_scope_close(&sc);
-    dl_docs_close(&docs);
-    return rc ? lina_set_error(rc, "delta: out of memory") : LINA_OK;
+    return dl_docs_end(&docs, &sc, rc);
 }
 
 #if LINA_ISA_PRIMARY

@@ -1529,24 +1529,36 @@ static void dd_docs_close(dd_docs *docs)
     free((void *)docs->soff);
 }
 
+/* a varlen call's context, documents and workspace (dd_docs_end releases them);
+ * `bad`: the message for missing outputs, or NULL */
+static int dd_docs_begin(dd_ctx *c, dd_docs *docs, lina_ws_scope *sc, const lina_mix_dims *d, const lina_dd_in *in,
+                         const char *bad, const int64_t *cu, int64_t ncu, lina_ws *ws)
+{
+    int rc = dd_setup(c, d, in);
+    if (rc || bad) {
+        return rc ? rc : lina_set_error(LINA_EINVAL, "dd: %s", bad);
+    }
+    if ((rc = dd_docs_open(c, cu, ncu, docs)) == 0 && (rc = lina_ws_scope_open(sc, ws, lina_get_threads())) != 0) {
+        dd_docs_close(docs);
+    }
+    return rc;
+}
+
+static int dd_docs_end(dd_docs *docs, lina_ws_scope *sc, int rc)
+{
+    lina_ws_scope_close(sc);
+    dd_docs_close(docs);
+    return rc ? lina_set_error(rc, "dd: out of memory") : LINA_OK;
+}
+
 int LINA_KFN(lina_dd_fwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_dd_in *in,
                                  lina_dd_out *out, lina_form form, lina_ws *ws)
 {
     dd_ctx c;
     dd_docs docs;
-    int rc = dd_setup(&c, d, in);
-    if (rc) {
-        return rc;
-    }
-    if (!out || !out->o) {
-        return lina_set_error(LINA_EINVAL, "dd: output o is NULL");
-    }
-    if ((rc = dd_docs_open(&c, cu, ncu, &docs))) {
-        return rc;
-    }
     lina_ws_scope sc;
-    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
-        dd_docs_close(&docs);
+    int rc = dd_docs_begin(&c, &docs, &sc, d, in, !out || !out->o ? "output o is NULL" : NULL, cu, ncu, ws);
+    if (rc) {
         return rc;
     }
     if (form == LINA_FORM_RECURRENT) { /* one document after another, each parallel over its heads */
@@ -1560,9 +1572,7 @@ int LINA_KFN(lina_dd_fwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int6
     } else {
         rc = dd_fwd_chunk(&c, in, out, &docs, sc.ws);
     }
-    lina_ws_scope_close(&sc);
-    dd_docs_close(&docs);
-    return rc ? lina_set_error(rc, "dd: out of memory") : LINA_OK;
+    return dd_docs_end(&docs, &sc, rc);
 }
 
 int LINA_KFN(lina_dd_bwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_dd_in *in,
@@ -1570,26 +1580,17 @@ int LINA_KFN(lina_dd_bwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int6
 {
     dd_ctx c;
     dd_docs docs;
-    int rc = dd_setup(&c, d, in);
+    lina_ws_scope sc;
+    int rc = dd_docs_begin(&c, &docs, &sc, d, in,
+                           !gin || !gout || !gout->dq || !gout->dk || !gout->dv ? "gradient outputs dq, dk, dv are required"
+                                                                                 : NULL,
+                           cu, ncu, ws);
     if (rc) {
         return rc;
     }
-    if (!gin || !gout || !gout->dq || !gout->dk || !gout->dv) {
-        return lina_set_error(LINA_EINVAL, "dd: gradient outputs dq, dk, dv are required");
-    }
-    if ((rc = dd_docs_open(&c, cu, ncu, &docs))) {
-        return rc;
-    }
     double *hacc = NULL;
-    lina_ws_scope sc;
     if (c.gk == LINA_GATE_HEAD && gout->dg && !(hacc = calloc((size_t)docs.n * c.H, sizeof(double)))) {
-        dd_docs_close(&docs);
-        return lina_set_error(LINA_ENOMEM, "dd: out of memory");
-    }
-    if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
-        free(hacc);
-        dd_docs_close(&docs);
-        return rc;
+        return dd_docs_end(&docs, &sc, LINA_ENOMEM);
     }
     if (form == LINA_FORM_RECURRENT) {
         for (int j = 0; j < docs.n && !rc; j++) {
@@ -1614,9 +1615,7 @@ int LINA_KFN(lina_dd_bwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int6
         }
         free(hacc);
     }
-    lina_ws_scope_close(&sc);
-    dd_docs_close(&docs);
-    return rc ? lina_set_error(rc, "dd: out of memory") : LINA_OK;
+    return dd_docs_end(&docs, &sc, rc);
 }
 
 #if LINA_ISA_PRIMARY
