@@ -274,7 +274,8 @@ typedef enum lina_model_type {
     LINA_MODEL_MAMBA = 12,         /* "mamba" (Mamba-1) */
     LINA_MODEL_FORGETTING_TRANSFORMER = 13, /* "forgetting_transformer" (FoX) */
     LINA_MODEL_HGRN = 14,          /* "hgrn" (HGRN-1) */
-    LINA_MODEL_COUNT = 15
+    LINA_MODEL_RWKV7 = 15,         /* "rwkv7" (RWKV-7, FLA's RWKV7ForCausalLM) */
+    LINA_MODEL_COUNT = 16
 } lina_model_type;
 
 #define LINA_CONFIG_MAX_LAYERS 1024
@@ -348,6 +349,11 @@ typedef struct lina_config {
     double dt_scale;
     char dt_init_scheme[16];       /* "random" | "constant" */
     int rescale_prenorm_residual;  /* read and written back, no effect */
+    /* rwkv7 (also head_dim: key size per head, num_heads null -> hidden_size / head_dim;
+       hidden_ratio / intermediate_size give the FFN width, 32 * ceil(D * ratio / 32)) */
+    int decay_low_rank_dim, gate_low_rank_dim, a_low_rank_dim, v_low_rank_dim;
+    int value_dim;                 /* 0 = null (= hidden_size) */
+    int norm_first, norm_bias;     /* layer 0's pre_norm; LayerNorm biases */
     /* mom (memories are Gated DeltaNets: head_dim, expand_v, use_short_conv, conv_size,
        use_output_gate) */
     int num_memories, topk, shared_mem, single_kv_proj, use_layer_wise_balance;
@@ -406,7 +412,8 @@ int lina_config_write(const char *path, const lina_config *c);
  * 256 * ceil(floor(D * hidden_ratio * 2/3) / 256), hidden_ratio <= 0 (null)
  * meaning 4. D=2048 ratio 4 -> 5632; D=1024 -> 2816. -1 if it overflows. */
 int lina_mlp_width(int hidden_size, double hidden_ratio, int intermediate_size);
-/* lina_mlp_width of the config's hidden_size, hidden_ratio, intermediate_size. */
+/* lina_mlp_width of the config's hidden_size, hidden_ratio, intermediate_size; for rwkv7 the
+ * RWKV7FeedForward width: intermediate_size if > 0, else 32 * ceil(D * hidden_ratio / 32). */
 int lina_config_mlp_size(const lina_config *c);
 /* Non-zero when layer i is a softmax-attention layer of a hybrid (always
  * for transformer, unless it has a linear_method). */

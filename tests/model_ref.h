@@ -41,6 +41,11 @@ typedef double (*ref_batch_fn)(const struct ref_model *r, const double *P, int l
 static ref_seq_fn g_ref_seq;
 static ref_batch_fn g_ref_mixer;
 static ref_batch_fn g_ref_ffn;
+/* a whole-model reference replacing ref_forward's block composition (RWKV-7: LayerNorms, its own
+   feed-forward, values handed from layer 0); returns the loss, logits as ref_forward */
+typedef double (*ref_model_fn)(const struct ref_model *r, const double *P, const int32_t *tok, const int32_t *tgt,
+                               int B, int T, double *logits_out);
+static ref_model_fn g_ref_model;
 static double g_ref_aux; /* auxiliary loss of the last ref_forward */
 
 /* --------------------------------------------- double reference model */
@@ -233,6 +238,10 @@ static __attribute__((unused)) void ref_attn(const ref_model *r, const double *P
 static __attribute__((unused)) double ref_forward(const ref_model *r, const double *P, const int32_t *tok, const int32_t *tgt, int B,
                           int T, double *logits_out)
 {
+    if (g_ref_model) {
+        g_ref_aux = 0.0;
+        return g_ref_model(r, P, tok, tgt, B, T, logits_out);
+    }
     const lina_model *m = r->m;
     int D = r->D, I = r->I;
     int N = B * T;

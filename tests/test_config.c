@@ -157,10 +157,12 @@ static void test_roundtrip(void)
         "{\"model_type\":\"transformer\",\"hidden_size\":256,\"num_heads\":8,\"num_kv_heads\":2,"
         "\"qk_norm\":true,\"window_size\":64,\"rope_theta\":1e6,\"qkv_bias\":true}",
         "{\"model_type\":\"hgrn2\",\"hidden_size\":256,\"expand_ratio\":64,\"use_short_conv\":true}",
+        "{\"model_type\":\"rwkv7\",\"hidden_size\":256,\"head_dim\":32,\"value_dim\":512,\"norm_bias\":false,"
+        "\"a_low_rank_dim\":24,\"hidden_ratio\":3.5}",
     };
     char path[300];
     snprintf(path, sizeof path, "%s/config.json", g_dir);
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < (int)(sizeof cfgs / sizeof cfgs[0]); i++) {
         lina_config a, b;
         int rc = parse(cfgs[i], &a);
         rc = rc ? rc : lina_config_write(path, &a);

@@ -38,12 +38,13 @@
 #define M_MB (1u << LINA_MODEL_MAMBA)
 #define M_FOX (1u << LINA_MODEL_FORGETTING_TRANSFORMER)
 #define M_HGRN (1u << LINA_MODEL_HGRN)
-#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML | M_KDA | M_MB | M_FOX | M_HGRN)
+#define M_RW (1u << LINA_MODEL_RWKV7)
+#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML | M_KDA | M_MB | M_FOX | M_HGRN | M_RW)
 #define M_LIN (M_ALL & ~M_TR & ~M_FOX)
 
 static const char *const type_names[LINA_MODEL_COUNT] = {
     "gla", "delta_net", "gated_deltanet", "retnet", "linear_attn", "transformer", "hgrn2",
-    "gated_deltaproduct", "mamba2", "mom", "mlstm", "kda", "mamba", "forgetting_transformer", "hgrn",
+    "gated_deltaproduct", "mamba2", "mom", "mlstm", "kda", "mamba", "forgetting_transformer", "hgrn", "rwkv7",
 };
 static const char *const arch_names[LINA_MODEL_COUNT] = {
     "GLAForCausalLM",         "DeltaNetForCausalLM",    "GatedDeltaNetForCausalLM", "RetNetForCausalLM",
@@ -53,6 +54,7 @@ static const char *const arch_names[LINA_MODEL_COUNT] = {
     "MambaForCausalLM",
     "ForgettingTransformerForCausalLM",
     "HGRNForCausalLM",
+    "RWKV7ForCausalLM",
 };
 
 const char *lina_model_type_name(lina_model_type t)
@@ -100,7 +102,7 @@ static const keydesc keys[] = {
     {"hidden_size", K_INT, FLD(hidden_size), M_ALL, 0, 0, 0},
     {"expand_k", K_DBL, FLD(expand_k), M_GLA | M_DN | M_RET | M_LA | M_ML, 0, 0, 0},
     {"expand_v", K_DBL, FLD(expand_v), M_GLA | M_DN | M_GDN | M_RET | M_LA | M_GDP | M_MOM | M_ML | M_KDA, 0, 0, 0},
-    {"head_dim", K_INT, FLD(head_dim), M_GDN | M_GDP | M_M2 | M_MOM | M_KDA, 0, 0, 0},
+    {"head_dim", K_INT, FLD(head_dim), M_GDN | M_GDP | M_M2 | M_MOM | M_KDA | M_RW, 0, 0, 0},
     {"num_heads", K_NINT, FLD(num_heads), M_ALL & ~M_MB & ~M_HGRN, 0, 0, 0},
     {"num_v_heads", K_NINT, FLD(num_v_heads), M_GDN | M_GDP | M_KDA, 0, 0, 0},
     {"num_kv_heads", K_NINT, FLD(num_kv_heads), M_GLA | M_RET | M_LA | M_TR | M_FOX, 0, 0, 0},
@@ -113,8 +115,8 @@ static const keydesc keys[] = {
     {"norm_q", K_BOOL, FLD(norm_q), M_LA, 0, 0, 0},
     {"norm_k", K_BOOL, FLD(norm_k), M_LA, 0, 0, 0},
     {"norm_feature_map", K_BOOL, FLD(norm_feature_map), M_LA, 0, 0, 0},
-    {"use_short_conv", K_BOOL, FLD(use_short_conv), M_ALL & ~M_M2 & ~M_FOX, 0, 0, 0},
-    {"conv_size", K_INT, FLD(conv_size), M_ALL & ~M_M2 & ~M_FOX, 0, 0, 0},
+    {"use_short_conv", K_BOOL, FLD(use_short_conv), M_ALL & ~M_M2 & ~M_FOX & ~M_RW, 0, 0, 0},
+    {"conv_size", K_INT, FLD(conv_size), M_ALL & ~M_M2 & ~M_FOX & ~M_RW, 0, 0, 0},
     {"use_output_gate", K_BOOL, FLD(use_output_gate), M_GLA | M_RET | M_ML | M_GDP | M_MOM | M_FOX, 0, 0, 0},
     {"use_gate", K_BOOL, FLD(use_gate), M_DN | M_GDN, 0, 0, 0},
     {"use_beta", K_BOOL, FLD(use_beta), M_DN, 0, 0, 0},
@@ -149,6 +151,13 @@ static const keydesc keys[] = {
     {"dt_scale", K_DBL, FLD(dt_scale), M_MB, 0, 0, 0},
     {"dt_init_scheme", K_STR, FLD(dt_init_scheme), M_MB, 0, 0, 0},
     {"rescale_prenorm_residual", K_BOOL, FLD(rescale_prenorm_residual), M_MB, 0, 0, 0},
+    {"decay_low_rank_dim", K_INT, FLD(decay_low_rank_dim), M_RW, 0, 0, 0},
+    {"gate_low_rank_dim", K_INT, FLD(gate_low_rank_dim), M_RW, 0, 0, 0},
+    {"a_low_rank_dim", K_INT, FLD(a_low_rank_dim), M_RW, 0, 0, 0},
+    {"v_low_rank_dim", K_INT, FLD(v_low_rank_dim), M_RW, 0, 0, 0},
+    {"value_dim", K_NINT, FLD(value_dim), M_RW, 0, 0, 0},
+    {"norm_first", K_BOOL, FLD(norm_first), M_RW, 0, 0, 0},
+    {"norm_bias", K_BOOL, FLD(norm_bias), M_RW, 0, 0, 0},
     {"num_memories", K_INT, FLD(num_memories), M_MOM, 0, 0, 0},
     {"topk", K_INT, FLD(topk), M_MOM, 0, 0, 0},
     {"capacity", K_DBL, FLD(capacity), M_MOM, 0, 0, 0},
@@ -350,6 +359,19 @@ int lina_config_default(lina_config *c, lina_model_type t)
         c->norm_eps = 1e-5;
         c->pad_token_id = 0;
         c->attn_mode[0] = '\0';
+        break;
+    case LINA_MODEL_RWKV7: /* FLA's RWKV7Config */
+        c->num_heads = 0; /* null: hidden_size / head_dim */
+        c->head_dim = 64;
+        c->decay_low_rank_dim = 64;
+        c->gate_low_rank_dim = 128;
+        c->a_low_rank_dim = 64;
+        c->v_low_rank_dim = 16;
+        set_str(c->hidden_act, sizeof c->hidden_act, "sqrelu");
+        c->norm_first = 1;
+        c->norm_bias = 1;
+        c->norm_eps = 1e-5;
+        c->use_l2warp = 1;
         break;
     case LINA_MODEL_MLSTM:
         c->expand_k = 0.5;
@@ -669,7 +691,7 @@ int lina_config_parse(const char *json, size_t len, const char *name, lina_confi
         rc = lina_set_error(LINA_EFORMAT,
                             "%s: unknown model_type \"%.40s\" (supported: gla, delta_net, gated_deltanet, "
                             "retnet, linear_attn, transformer, hgrn2, gated_deltaproduct, mamba2, mom, mlstm, kda, mamba, "
-                            "forgetting_transformer, hgrn)",
+                            "forgetting_transformer, hgrn, rwkv7)",
                             name, mt->valuestring);
         goto done;
     }
@@ -715,6 +737,9 @@ int lina_config_parse(const char *json, size_t len, const char *name, lina_confi
         if (c->dt_rank == 0) {
             c->dt_rank = (c->hidden_size + 15) / 16;
         }
+    }
+    if (!rc && t == LINA_MODEL_RWKV7 && c->num_heads == 0 && c->head_dim > 0) {
+        c->num_heads = c->hidden_size / c->head_dim; /* FLA: H = hidden_size // head_dim */
     }
     if (!rc) {
         rc = lina_config_validate(c, name);
@@ -886,8 +911,10 @@ int lina_config_validate(const lina_config *c, const char *name)
         return lina_set_error(LINA_EFORMAT, "%s: hidden_ratio (%g) / intermediate_size (%d) give an MLP width outside "
                               "[1, %d]", name, c->hidden_ratio, c->intermediate_size, LINA_CONFIG_MAX_WIDTH);
     }
-    if (strcmp(c->hidden_act, "swish") != 0 && strcmp(c->hidden_act, "silu") != 0) {
-        return lina_set_error(LINA_EFORMAT, "%s: hidden_act \"%s\" is not supported (swish)", name, c->hidden_act);
+    if (c->model_type == LINA_MODEL_RWKV7 ? strcmp(c->hidden_act, "sqrelu") != 0
+                                          : strcmp(c->hidden_act, "swish") != 0 && strcmp(c->hidden_act, "silu") != 0) {
+        return lina_set_error(LINA_EFORMAT, "%s: hidden_act \"%s\" is not supported (%s)", name, c->hidden_act,
+                              c->model_type == LINA_MODEL_RWKV7 ? "sqrelu" : "swish");
     }
     if (c->attnres_block_size != 0) {
         return lina_set_error(LINA_EFORMAT, "%s: attnres_block_size is not supported (must be null)", name);
@@ -1014,6 +1041,27 @@ int lina_config_validate(const lina_config *c, const char *name)
         rc = expand_dims(name, c);
         break;
     }
+    case LINA_MODEL_RWKV7: {
+        int Vd = c->value_dim ? c->value_dim : D;
+        if (c->head_dim < 1 || H < 1 || (long long)H * c->head_dim != D || Vd % H != 0) {
+            return lina_set_error(LINA_EFORMAT, "%s: rwkv7 needs num_heads * head_dim == hidden_size (%d * %d vs %d) "
+                                  "and value_dim (%d) a multiple of num_heads", name, H, c->head_dim, D, Vd);
+        }
+        rc = in_range(name, "head_dim", c->head_dim, 1, LINA_CONFIG_MAX_HEAD_DIM);
+        rc = rc ? rc : in_range(name, "value_dim", Vd, 1, LINA_CONFIG_MAX_WIDTH);
+        rc = rc ? rc : in_range(name, "decay_low_rank_dim", c->decay_low_rank_dim, 1, LINA_CONFIG_MAX_WIDTH);
+        rc = rc ? rc : in_range(name, "gate_low_rank_dim", c->gate_low_rank_dim, 1, LINA_CONFIG_MAX_WIDTH);
+        rc = rc ? rc : in_range(name, "a_low_rank_dim", c->a_low_rank_dim, 1, LINA_CONFIG_MAX_WIDTH);
+        rc = rc ? rc : in_range(name, "v_low_rank_dim", c->v_low_rank_dim, 1, LINA_CONFIG_MAX_WIDTH);
+        if (!rc && c->attn.enabled) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: rwkv7 with hybrid \"attn\" layers is not supported", name);
+        }
+        if (!rc && c->num_experts > 0) {
+            rc = lina_set_error(LINA_EFORMAT, "%s: rwkv7 has its own feed-forward block (num_experts must be null)",
+                                name);
+        }
+        break;
+    }
     case LINA_MODEL_MAMBA: {
         if (c->state_size < 1 || c->expand < 1 || c->conv_kernel < 1) {
             return lina_set_error(LINA_EFORMAT, "%s: state_size, expand, conv_kernel must be >= 1", name);
@@ -1096,6 +1144,12 @@ int lina_mlp_width(int hidden_size, double hidden_ratio, int intermediate_size)
 
 int lina_config_mlp_size(const lina_config *c)
 {
+    if (c->model_type == LINA_MODEL_RWKV7 && c->intermediate_size <= 0) {
+        /* RWKV7FeedForward: int(D * hidden_ratio) rounded up to a multiple of 32 */
+        double w = (double)c->hidden_size * (c->hidden_ratio > 0.0 ? c->hidden_ratio : 4.0);
+        w = 32.0 * ceil(floor(w) / 32.0);
+        return w >= 1.0 && w <= (double)INT_MAX ? (int)w : -1;
+    }
     return lina_mlp_width(c->hidden_size, c->hidden_ratio, c->intermediate_size);
 }
 

@@ -78,6 +78,7 @@ static const lina_kind_names fla_names = {
     "model.layers.%d.attn_norm.weight",
     "model.layers.%d.attn.",
     "model.norm.weight",
+    NULL,
 };
 
 struct lina_model {
@@ -101,7 +102,10 @@ struct lina_model {
     layer_acts *acts;     /* [L] */
     float *xL;            /* [N, D] final stream */
     float *xnf;           /* [N, D] final norm */
-    float *rstdf;         /* [N] */
+    float *rstdf;         /* [N] (+ [N] means after it for a LayerNorm) */
+    float *carry, *dcarry; /* [N * carry_row] each: what the layers hand on (kind->carry_floats), or NULL */
+    size_t carry_row;
+    int t_norm_b;         /* the final LayerNorm's bias, or -1 */
     float *logits;        /* [N, vocab] (dlogits in place) */
     float *lse;           /* [N] */
     float *tmp;           /* [N, D] mixer / MLP outputs, input grads */
@@ -231,7 +235,8 @@ static void block_views(const lina_model *m, const model_block *e, float *base, 
  * gradients into G, the auxiliary loss's gradient with weight 1). */
 static int block_run(const lina_model *m, const model_block *e, float *P, float *G, int B, int T, const float *x,
                      float *out_dx, const float *dout, float *acts, float *scratch, const lina_model_state *st,
-                     float *state, double *aux, const int64_t *cu, int64_t ncu, lina_form form, lina_ws *ws);
+                     float *state, double *aux, const int64_t *cu, int64_t ncu, lina_form form, lina_ws *ws,
+                     size_t row0);
 
 /* splitmix64 + Box-Muller: deterministic N(0,1) from a seed */
 typedef struct model_rng {
@@ -291,17 +296,18 @@ static int build(lina_model *m)
             return LINA_ENOMEM;
         }
     }
+    const int whole = (m->kind->flags & LINA_KIND_BLOCK) != 0; /* the kind is the whole block */
     for (int l = 0; l < m->L; l++) {
         model_layer *ly = &m->layers[l];
-        snprintf(name, sizeof(name), nm->mixer_norm, l);
-        if ((ly->t_attn_norm = add_tensor(m, name, 1, D, 0, 0, 0, LINA_INIT_ONES)) < 0) {
+        ly->t_attn_norm = ly->t_mlp_norm = -1;
+        if (!whole && snprintf(name, sizeof(name), nm->mixer_norm, l) > 0 &&
+            (ly->t_attn_norm = add_tensor(m, name, 1, D, 0, 0, 0, LINA_INIT_ONES)) < 0) {
             return LINA_ENOMEM;
         }
-        ly->t_mlp_norm = -1;
         if ((rc = build_block(m, l, lina_kind_of_layer(c, l), nm->mixer, &ly->mix))) {
             return rc;
         }
-        if ((m->kind->flags & LINA_KIND_NO_FFN) || c->no_mlp) {
+        if ((m->kind->flags & (LINA_KIND_NO_FFN | LINA_KIND_BLOCK)) || c->no_mlp) {
             continue;
         }
         snprintf(name, sizeof(name), "model.layers.%d.mlp_norm.weight", l);
@@ -314,6 +320,14 @@ static int build(lina_model *m)
     }
     if ((m->t_norm = add_tensor(m, nm->final_norm, 1, D, 0, 0, 0, LINA_INIT_ONES)) < 0) {
         return LINA_ENOMEM;
+    }
+    m->t_norm_b = -1;
+    if ((m->kind->flags & LINA_KIND_LAYERNORM) && c->norm_bias &&
+        (m->t_norm_b = add_tensor(m, nm->final_norm_bias, 1, D, 0, 0, 0, LINA_INIT_ZEROS)) < 0) {
+        return LINA_ENOMEM;
+    }
+    if (m->kind->carry_floats && m->L > 0) {
+        m->carry_row = m->kind->carry_floats(m->layers[0].mix->dims, 1);
     }
     if (c->tie_word_embeddings) {
         m->t_lm = m->t_emb;
@@ -459,6 +473,14 @@ static int model_alloc(lina_model *m, uint64_t seed)
         return lina_set_error(LINA_ENOMEM, "model: out of memory (%zu parameters)", m->nparams);
     }
     init_params(m, seed);
+    for (int l = 0; l < m->L; l++) {
+        const model_block *e = m->layers[l].mix;
+        if (e->vt->init) {
+            float *Pv[LINA_MIXER_MAX_SLOTS];
+            block_views(m, e, m->params, Pv);
+            e->vt->init(e->dims, Pv, seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(l + 1)));
+        }
+    }
     return LINA_OK;
 }
 
@@ -601,8 +623,9 @@ static int ensure_acts(lina_model *m, int N)
         s = block_scratch(ly->ffn, N);
         scr = s > scr ? s : scr;
     }
-    /* xL, xnf, rstdf, logits, lse, tmp, dres, scratch */
-    total = lina_szadd(total, lina_szadd(lina_szmul(4, nD), lina_szadd(lina_szmul(2, n), lina_szmul(n, V))));
+    /* xL, xnf, rstdf (+ means), logits, lse, tmp, dres, carry, dcarry, scratch */
+    total = lina_szadd(total, lina_szadd(lina_szmul(4, nD), lina_szadd(lina_szmul(3, n), lina_szmul(n, V))));
+    total = lina_szadd(total, lina_szmul(2, lina_szmul(n, m->carry_row)));
     total = lina_szadd(total, scr);
     char what[64];
     snprintf(what, sizeof what, "activations for %d rows", N);
@@ -634,11 +657,13 @@ static int ensure_acts(lina_model *m, int N)
     }
     m->xL = p;      p += n * D;
     m->xnf = p;     p += n * D;
-    m->rstdf = p;   p += n;
+    m->rstdf = p;   p += 2 * n;
     m->logits = p;  p += n * V;
     m->lse = p;     p += n;
     m->tmp = p;     p += n * D;
     m->dres = p;    p += n * D;
+    m->carry = m->carry_row ? p : NULL;  p += n * m->carry_row;
+    m->dcarry = m->carry_row ? p : NULL; p += n * m->carry_row;
     m->scratch = p;
     return LINA_OK;
 }
@@ -665,7 +690,8 @@ struct lina_model_state {
 
 static int block_run(const lina_model *m, const model_block *e, float *P, float *G, int B, int T, const float *x,
                      float *out_dx, const float *dout, float *acts, float *scratch, const lina_model_state *st,
-                     float *state, double *aux, const int64_t *cu, int64_t ncu, lina_form form, lina_ws *ws)
+                     float *state, double *aux, const int64_t *cu, int64_t ncu, lina_form form, lina_ws *ws,
+                     size_t row0)
 {
     float *Pv[LINA_MIXER_MAX_SLOTS], *Gv[LINA_MIXER_MAX_SLOTS];
     block_views(m, e, P, Pv);
@@ -682,6 +708,10 @@ static int block_run(const lina_model *m, const model_block *e, float *P, float 
     cl.sp = m->in_train ? m->sp : NULL;
     cl.cu = cu;
     cl.ncu = ncu;
+    if (m->carry && e->vt == m->kind) { /* the layers' own kind, not a feed-forward */
+        cl.carry = m->carry + row0 * m->carry_row;
+        cl.dcarry = m->dcarry + row0 * m->carry_row;
+    }
     if (!G) {
         cl.out = out_dx;
         cl.state = state;
@@ -744,18 +774,18 @@ static int mixer_run(const lina_model *m, int l, float *P, float *G, int B, int 
         for (int b = 0; b < B && !rc; b++) {
             lina_model_state *rs = m->row_st[b];
             rc = block_run(m, e, P, NULL, 1, T, x + b * n, out_dx + b * n, NULL, m->acts[l].mix, NULL, rs,
-                           rs->layer[l], aux, NULL, 0, form, ws);
+                           rs->layer[l], aux, NULL, 0, form, ws, (size_t)b * T);
         }
         serial_leave(nthr);
         return rc;
     }
     if (!m->doc_on) {
         return block_run(m, e, P, G, B, T, x, out_dx, dout, m->acts[l].mix, m->scratch, st,
-                         st ? st->layer[l] : NULL, aux, NULL, 0, form, ws);
+                         st ? st->layer[l] : NULL, aux, NULL, 0, form, ws, 0);
     }
     if (e->vt->flags & LINA_KIND_VARLEN) { /* the kind takes the documents in one call */
         return block_run(m, e, P, G, 1, B * T, x, out_dx, dout, m->acts[l].mix, m->scratch, NULL, NULL, aux,
-                         m->doc_cu, m->doc_n, form, ws);
+                         m->doc_cu, m->doc_n, form, ws, 0);
     }
     size_t D = (size_t)m->D;
     float *acts = m->doc_acts + m->doc_off[l];
@@ -763,7 +793,7 @@ static int mixer_run(const lina_model *m, int l, float *P, float *G, int B, int 
         size_t a = (size_t)m->doc_cu[d];
         int len = (int)(m->doc_cu[d + 1] - m->doc_cu[d]);
         int rc = block_run(m, e, P, G, 1, len, x + a * D, out_dx + a * D, dout ? dout + a * D : NULL, acts,
-                           m->scratch, NULL, NULL, aux, NULL, 0, form, ws);
+                           m->scratch, NULL, NULL, aux, NULL, 0, form, ws, a);
         if (rc) {
             return rc;
         }
@@ -905,8 +935,12 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
             lina_linear_forward(xnext, la->x, m->rep_map, NULL, N, D, D);
             continue;
         }
-        lina_rmsnorm_forward(la->xn1, la->rstd1, la->x, tp(m, P, ly->t_attn_norm), NULL, N, D, eps);
-        if ((rc = mixer_run(m, l, P, NULL, B, T, la->xn1, m->tmp, NULL, st, &m->aux, form, ws))) {
+        const float *xin = la->x; /* a whole-block kind reads the stream itself */
+        if (ly->t_attn_norm >= 0) {
+            lina_rmsnorm_forward(la->xn1, la->rstd1, la->x, tp(m, P, ly->t_attn_norm), NULL, N, D, eps);
+            xin = la->xn1;
+        }
+        if ((rc = mixer_run(m, l, P, NULL, B, T, xin, m->tmp, NULL, st, &m->aux, form, ws))) {
             return rc;
         }
         for (size_t i = 0; i < nd; i++) {
@@ -919,14 +953,19 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
         lina_rmsnorm_forward(la->xn2, la->rstd2, la->h, tp(m, P, ly->t_mlp_norm), NULL, N, D, eps);
         const int fdoc = m->doc_on && (ly->ffn->vt->flags & LINA_KIND_VARLEN); /* MoE: aux per document */
         if ((rc = block_run(m, ly->ffn, P, NULL, fdoc ? 1 : B, fdoc ? N : T, la->xn2, m->tmp, NULL, la->ffn, NULL,
-                            NULL, NULL, &m->aux, fdoc ? m->doc_cu : NULL, fdoc ? m->doc_n : 0, form, ws))) {
+                            NULL, NULL, &m->aux, fdoc ? m->doc_cu : NULL, fdoc ? m->doc_n : 0, form, ws, 0))) {
             return rc;
         }
         for (size_t i = 0; i < nd; i++) {
             xnext[i] = la->h[i] + m->tmp[i];
         }
     }
-    lina_rmsnorm_forward(m->xnf, m->rstdf, m->xL, tp(m, P, m->t_norm), NULL, N, D, eps);
+    if (m->kind->flags & LINA_KIND_LAYERNORM) {
+        lina_layernorm_forward(m->xnf, m->rstdf + N, m->rstdf, m->xL, tp(m, P, m->t_norm), tp(m, P, m->t_norm_b), N, D,
+                               1, eps);
+    } else {
+        lina_rmsnorm_forward(m->xnf, m->rstdf, m->xL, tp(m, P, m->t_norm), NULL, N, D, eps);
+    }
     lina_linear_forward(m->logits, m->xnf, tp(m, P, m->t_lm), NULL, N, D, m->vocab);
     return LINA_OK;
 }
@@ -942,7 +981,15 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
     lina_linear_backward(m->tmp, tp(m, G, m->t_lm), NULL, m->logits, m->xnf, tp(m, P, m->t_lm), N, D, m->vocab);
     /* final norm: dres = d x_L */
     memset(m->dres, 0, nd * sizeof(float));
-    lina_rmsnorm_backward(m->dres, tp(m, G, m->t_norm), NULL, m->tmp, m->xL, tp(m, P, m->t_norm), m->rstdf, N, D);
+    if (m->kind->flags & LINA_KIND_LAYERNORM) {
+        lina_layernorm_backward(m->dres, tp(m, G, m->t_norm), tp(m, G, m->t_norm_b), m->tmp, m->xL,
+                                tp(m, P, m->t_norm), m->rstdf + N, m->rstdf, N, D, 1);
+    } else {
+        lina_rmsnorm_backward(m->dres, tp(m, G, m->t_norm), NULL, m->tmp, m->xL, tp(m, P, m->t_norm), m->rstdf, N, D);
+    }
+    if (m->dcarry) {
+        memset(m->dcarry, 0, (size_t)N * m->carry_row * sizeof(float));
+    }
     for (int l = m->L - 1; l >= 0; l--) {
         const model_layer *ly = &m->layers[l];
         layer_acts *la = &m->acts[l];
@@ -952,7 +999,7 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
             const int fdoc = m->doc_on && (ly->ffn->vt->flags & LINA_KIND_VARLEN);
             if ((rc = block_run(m, ly->ffn, P, G, fdoc ? 1 : B, fdoc ? N : T, la->xn2, m->tmp, m->dres, la->ffn,
                                 m->scratch, NULL, NULL, NULL, fdoc ? m->doc_cu : NULL, fdoc ? m->doc_n : 0, form,
-                                ws))) {
+                                ws, 0))) {
                 return rc;
             }
             lina_rmsnorm_backward(m->dres, tp(m, G, ly->t_mlp_norm), NULL, m->tmp, la->h, tp(m, P, ly->t_mlp_norm),
@@ -960,8 +1007,15 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
         }
         /* mixer branch: afterwards d x_l */
         memset(m->tmp, 0, nd * sizeof(float));
-        if ((rc = mixer_run(m, l, P, G, B, T, la->xn1, m->tmp, m->dres, NULL, NULL, form, ws))) {
+        if ((rc = mixer_run(m, l, P, G, B, T, ly->t_attn_norm >= 0 ? la->xn1 : la->x, m->tmp, m->dres, NULL, NULL,
+                            form, ws))) {
             return rc;
+        }
+        if (ly->t_attn_norm < 0) {
+            for (size_t i = 0; i < nd; i++) {
+                m->dres[i] += m->tmp[i];
+            }
+            continue;
         }
         lina_rmsnorm_backward(m->dres, tp(m, G, ly->t_attn_norm), NULL, m->tmp, la->x, tp(m, P, ly->t_attn_norm),
                               la->rstd1, N, D);
@@ -1187,6 +1241,10 @@ int lina_model_replace_blocks(lina_model *m, int from, int to, const float *map)
     if (from < 0 || to < from || to >= m->L) {
         return lina_set_error(LINA_EINVAL, "model: blocks %d..%d are not a span of the model's %d layers", from, to,
                               m->L);
+    }
+    if (from == 0 && m->carry_row && to + 1 < m->L) {
+        return lina_set_error(LINA_EINVAL, "model: block 0 of a %s model hands values to the later blocks; it can "
+                              "only be replaced with all of them", m->kind->name);
     }
     size_t n = (size_t)m->D * (size_t)m->D;
     float *c = m->rep_map ? m->rep_map : xcalloc_aligned(n);

@@ -187,6 +187,11 @@ typedef struct lina_mixer_call {
                              [0, ..., T] of the documents, or NULL; no state, convolution or
                              position crosses a boundary (training: no state given) */
     int64_t ncu;
+    float *carry;         /* a kind with carry_floats: carry_floats(B*T) floats handed from layer to
+                             layer (RWKV-7's v_first): forward, layer 0 writes, the others read; the
+                             backward still sees the forward's values */
+    float *dcarry;        /* backward: its gradient, zeroed before the last layer, accumulated by
+                             the layers above 0 and read by layer 0 */
 } lina_mixer_call;
 
 /* Names of the model-level tensors (printf formats take the layer index). */
@@ -195,13 +200,18 @@ typedef struct lina_kind_names {
     const char *mixer_norm;  /* "model.layers.%d.attn_norm.weight" */
     const char *mixer;       /* "model.layers.%d.attn." (the mixer's tensor prefix) */
     const char *final_norm;  /* "model.norm.weight" */
+    const char *final_norm_bias; /* "model.norm.bias" (LINA_KIND_LAYERNORM) */
 } lina_kind_names;
 
 enum {
     LINA_KIND_NO_FFN = 1,   /* the model's blocks have no feed-forward sub-block (Mamba2) */
     LINA_KIND_KV_CACHE = 2, /* the state grows with the context up to max_len (softmax attention) */
     LINA_KIND_SP = 4,       /* forward / backward honour lina_mixer_call.sp (sequence parallelism) */
-    LINA_KIND_VARLEN = 8    /* forward / backward honour lina_mixer_call.cu (packed documents in one call) */
+    LINA_KIND_VARLEN = 8,   /* forward / backward honour lina_mixer_call.cu (packed documents in one call) */
+    LINA_KIND_BLOCK = 16,    /* the kind is the whole block with its own norms and feed-forward (RWKV-7):
+                               the model hands it the residual stream x, adds its output to x, and
+                               declares no attn_norm, mlp_norm or feed-forward of its own */
+    LINA_KIND_LAYERNORM = 32 /* the final norm is a LayerNorm with a bias (names->final_norm_bias) */
 };
 
 /* The table's size functions from a layer's typed ones, size_t fn(const
@@ -235,6 +245,12 @@ typedef struct lina_mixer_vt {
     int (*shared_forward)(const lina_mixer_call *c);
     /* after the layers' backward: c->G too */
     int (*shared_backward)(const lina_mixer_call *c);
+    /* floats per call of the buffer the layers hand on (lina_mixer_call.carry) for N rows, linear in N
+       (read with layer 0's dims); NULL: none */
+    size_t (*carry_floats)(const void *dims, int N);
+    /* after the model's initialisation, per layer: overwrite the kind's tensors with its own
+       initial values (P as in a call; seed: the model seed mixed with the layer) */
+    void (*init)(const void *dims, float *const *P, uint64_t seed);
 } lina_mixer_vt;
 
 #endif

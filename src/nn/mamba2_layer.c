@@ -566,6 +566,7 @@ const lina_kind_names lina_backbone_names = {
     "backbone.layers.%d.norm.weight",
     "backbone.layers.%d.mixer.",
     "backbone.norm_f.weight",
+    NULL,
 };
 
 const lina_mixer_vt lina_mamba2_kind = {

@@ -73,6 +73,17 @@ void lina_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
 void lina_rmsnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
                            const float *rstd, int N, int D);
 
+/* LayerNorm over each of G groups of S = D / G columns (G = 1: nn.LayerNorm;
+ * G = heads: GroupNorm, RWKV-7's per-head output norm): y = (x - mean) * rstd
+ * * w + b, rstd = (var + eps)^(-1/2) (statistics in double). y, x [N, D]; w, b
+ * [D] or NULL; mean, rstd [N * G] saved for backward (both NULL: not kept). */
+void lina_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
+                            int D, int G, float eps);
+/* dx += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w; dw += sum_n dy
+ * * xhat; db += sum_n dy (fixed order). x is the forward input; dx, dw, db may be NULL. */
+void lina_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                             const float *mean, const float *rstd, int N, int D, int G);
+
 /* FusedRMSNormGated (FLA g_norm_swish_gate / o_norm with a gate), per head
  * over D = V:  y = (x * rstd * w) * g * sigmoid(g).
  * y, x, g [N, D]; w [D] or NULL; rstd [N]. y may alias x. */

@@ -247,3 +247,91 @@ void lina_sumnorm_backward(float *dx, const float *dy, const float *x, const flo
         }
     }
 }
+
+/* ---------------------------------------------------------------- LayerNorm
+ * per group of S = D / G columns (G = 1: nn.LayerNorm; G = heads: GroupNorm) */
+
+/* y, x [N,D]; w, b [D] or NULL; mean, rstd [N*G] */
+void lina_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
+                            int D, int G, float eps)
+{
+    const int S = D / G;
+#pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
+    for (int n = 0; n < N; n++) {
+        for (int gr = 0; gr < G; gr++) {
+            const size_t o = (size_t)n * D + (size_t)gr * S;
+            const float *xr = x + o;
+            double s = 0.0, ss = 0.0;
+            for (int i = 0; i < S; i++) {
+                s += xr[i];
+            }
+            const double mu = s / S;
+            for (int i = 0; i < S; i++) {
+                const double d = xr[i] - mu;
+                ss += d * d;
+            }
+            const float r = (float)(1.0 / sqrt(ss / S + (double)eps)), m = (float)mu;
+            if (mean) {
+                mean[(size_t)n * G + gr] = m;
+                rstd[(size_t)n * G + gr] = r;
+            }
+            for (int i = 0; i < S; i++) {
+                const int c = gr * S + i;
+                float v = (xr[i] - m) * r;
+                v = w ? v * w[c] : v;
+                y[o + i] = b ? v + b[c] : v;
+            }
+        }
+    }
+}
+
+/* dx [N,D], dw, db [D] accumulate */
+void lina_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                             const float *mean, const float *rstd, int N, int D, int G)
+{
+    const int S = D / G;
+    if (dx) {
+#pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
+        for (int n = 0; n < N; n++) {
+            for (int gr = 0; gr < G; gr++) {
+                const size_t o = (size_t)n * D + (size_t)gr * S;
+                const float m = mean[(size_t)n * G + gr], r = rstd[(size_t)n * G + gr];
+                double sg = 0.0, sgx = 0.0;
+                for (int i = 0; i < S; i++) {
+                    const float gi = dy[o + i] * (w ? w[gr * S + i] : 1.0f);
+                    sg += gi;
+                    sgx += (double)gi * (x[o + i] - m) * r;
+                }
+                const float mg = (float)(sg / S), mgx = (float)(sgx / S);
+                for (int i = 0; i < S; i++) {
+                    const float gi = dy[o + i] * (w ? w[gr * S + i] : 1.0f);
+                    dx[o + i] += r * (gi - mg - (x[o + i] - m) * r * mgx);
+                }
+            }
+        }
+    }
+    if (dw || db) {
+        int nb = (D + COLS - 1) / COLS;
+#pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
+        for (int cb = 0; cb < nb; cb++) {
+            int c0 = cb * COLS, c1 = c0 + COLS < D ? c0 + COLS : D;
+            float aw[COLS] = {0}, ab[COLS] = {0};
+            for (int n = 0; n < N; n++) {
+                size_t o = (size_t)n * D;
+                for (int c = c0; c < c1; c++) {
+                    const size_t st = (size_t)n * G + (size_t)(c / S);
+                    aw[c - c0] += dy[o + c] * (x[o + c] - mean[st]) * rstd[st];
+                    ab[c - c0] += dy[o + c];
+                }
+            }
+            for (int c = c0; c < c1; c++) {
+                if (dw) {
+                    dw[c] += aw[c - c0];
+                }
+                if (db) {
+                    db[c] += ab[c - c0];
+                }
+            }
+        }
+    }
+}
