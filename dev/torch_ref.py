@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """torch_ref.py -- independent PyTorch reference for lina's causal LMs.
 
-Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9, 9.2, 12, 14) and docs/checkpoints.md, not from
+Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9, 9.2, 12, 13, 14) and docs/checkpoints.md, not from
 lina's C sources. For each test case it writes, under tests/ref/torch/<case>/:
 
   config.json        the FLA-style config (model_type, sizes, options)
@@ -375,6 +375,87 @@ def mamba_layer(x, p, pre, c):
     return linear(y * silu(z), p[pre + "out_proj.weight"], p[pre + "out_proj.bias"] if bias else None)
 
 
+def layernorm(x, w, b, eps, groups=1):
+    """LayerNorm over `groups` equal slices of the last axis (groups = heads: GroupNorm)."""
+    sh = x.shape
+    y = x.reshape(*sh[:-1], groups, sh[-1] // groups)
+    y = (y - y.mean(-1, keepdim=True)) / torch.sqrt(y.var(-1, unbiased=False, keepdim=True) + eps)
+    y = y.reshape(sh) * w
+    return y + b if b is not None else y
+
+
+def shift(x):
+    """x_{t-1} (zero before the first token), x [B,T,C]."""
+    return torch.cat([x.new_zeros(x.shape[0], 1, x.shape[2]), x[:, :-1]], dim=1)
+
+
+def rwkv7_recurrent(r, w, k, v, a, b):
+    """DPLR recurrence (docs/mixers.md 13): S = diag(exp w) S + b (a^T S) + k v^T, o = S^T r; [B,T,H,*]."""
+    Bsz, T, H, K = r.shape
+    S = r.new_zeros(Bsz, H, K, v.shape[-1])
+    os_ = []
+    for t in range(T):
+        aS = torch.einsum("bhk,bhkv->bhv", a[:, t], S)
+        S = torch.exp(w[:, t])[..., None] * S + b[:, t, :, :, None] * aS[:, :, None, :] + \
+            k[:, t, :, :, None] * v[:, t, :, None, :]
+        os_.append(torch.einsum("bhk,bhkv->bhv", r[:, t], S))
+    return torch.stack(os_, 1)
+
+
+def rwkv7_model_logits(p, c, tokens):
+    """FLA's RWKV-7 LM (docs/mixers.md 14): LayerNorm blocks, the attention with token shift, LoRAs,
+    v_first, DPLR state, GroupNorm and bonus term, and the token-shift relu^2 feed-forward."""
+    D, L, K = c["hidden_size"], c["num_hidden_layers"], c["head_dim"]
+    H = D // K
+    Vd = c.get("value_dim") or D
+    eps = c.get("norm_eps", 1e-5)
+    nb = c.get("norm_bias", True)
+
+    def ln(x, name):
+        return layernorm(x, p[name + ".weight"], p[name + ".bias"] if nb else None, eps)
+
+    def lora(x, pre, act, bias=True):
+        hmid = linear(x, p[pre + "lora.0.weight"])
+        hmid = act(hmid) if act else hmid
+        return linear(hmid, p[pre + "lora.2.weight"], p[pre + "lora.2.bias"] if bias else None)
+
+    x = p["model.embeddings.weight"][tokens]
+    Bsz, T = tokens.shape
+    v_first = None
+    for i in range(L):
+        pre = "model.layers.%d." % i
+        if i == 0 and c.get("norm_first", True):
+            x = ln(x, pre + "pre_norm")
+        u = ln(x, pre + "attn_norm")
+        d = shift(u) - u
+        a_ = pre + "attn."
+        xr, xw, xk, xv, xa, xg = (u + d * p[a_ + "x_" + n].reshape(-1) for n in "rwkvag")
+        r = linear(xr, p[a_ + "r_proj.weight"])
+        w = -math.exp(-0.5) * torch.sigmoid(lora(xw, a_ + "w_lora.", torch.tanh))
+        k = linear(xk, p[a_ + "k_proj.weight"])
+        v = linear(xv, p[a_ + "v_proj.weight"])
+        if i == 0:
+            v_first = v
+        else:
+            v = v + (v_first - v) * torch.sigmoid(lora(xv, a_ + "v_lora.", None))
+        iclr = torch.sigmoid(lora(xa, a_ + "a_lora.", None))
+        g = lora(xg, a_ + "g_lora.", torch.sigmoid, bias=False)
+        kk = l2norm(heads(k * p[a_ + "k_k"], H))
+        k = k * (1 + (iclr - 1) * p[a_ + "k_a"])
+        ic = heads(iclr, H)
+        o = rwkv7_recurrent(heads(r, H), heads(w, H), heads(k, H), heads(v, H), -kk, kk * ic)
+        o = layernorm(o.reshape(Bsz, T, Vd), p[a_ + "g_norm.weight"], p[a_ + "g_norm.bias"], K * eps, H)
+        bonus = (heads(r, H) * heads(k, H) * p[a_ + "r_k"]).sum(-1, keepdim=True) * heads(v, H)
+        o = (o + bonus.reshape(Bsz, T, Vd)) * g
+        h = x + linear(o, p[a_ + "o_proj.weight"])
+        f = ln(h, pre + "ffn_norm")
+        fm = f + (shift(f) - f) * p[pre + "ffn.x_k"]
+        x = h + linear(torch.relu(linear(fm, p[pre + "ffn.key.weight"])) ** 2, p[pre + "ffn.value.weight"])
+    x = layernorm(x, p["model.norm.weight"], p["model.norm.bias"] if nb else None, eps)
+    w = p["model.embeddings.weight"] if c.get("tie_word_embeddings", False) else p["lm_head.weight"]
+    return x @ w.t()
+
+
 def mixer(x, p, pre, c, i, mixers):
     if is_attn_layer(c, i):
         return attn_layer(x, p, pre, attn_cfg(c))
@@ -399,6 +480,8 @@ def mixer(x, p, pre, c, i, mixers):
 def model_logits(p, c, tokens, mixers=None):
     mixers = mixers or {"gla": gla_recurrent, "delta": delta_recurrent, "ssd": ssd_recurrent}
     eps = c.get("norm_eps", 1e-6)
+    if c["model_type"] == "rwkv7":
+        return rwkv7_model_logits(p, c, tokens)
     if c["model_type"] in ("mamba2", "mamba"):  # backbone.* names, no MLP (docs/mixers.md 6, 12)
         x = p["backbone.embeddings.weight"][tokens]
         for i in range(c["num_hidden_layers"]):
@@ -433,6 +516,8 @@ def param_shapes(c):
         return mamba2_shapes(c)
     if c["model_type"] == "mamba":
         return mamba_shapes(c)
+    if c["model_type"] == "rwkv7":
+        return rwkv7_shapes(c)
     I = c["intermediate_size"]
     W = c.get("conv_size", 4)
     s = {"model.embeddings.weight": (Vv, D)}
@@ -607,12 +692,59 @@ def mamba_shapes(c):
     return s
 
 
+def rwkv7_shapes(c):
+    """{name: shape} of an RWKV-7 LM (docs/mixers.md 14)."""
+    D, L, Vv, K = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"], c["head_dim"]
+    H, Vd, I = D // K, c.get("value_dim") or D, c["intermediate_size"]
+    nb = c.get("norm_bias", True)
+    s = {"model.embeddings.weight": (Vv, D)}
+
+    def norm(name, n):
+        s[name + ".weight"] = (n,)
+        if nb:
+            s[name + ".bias"] = (n,)
+
+    for i in range(L):
+        pre = "model.layers.%d." % i
+        if i == 0 and c.get("norm_first", True):
+            norm(pre + "pre_norm", D)
+        norm(pre + "attn_norm", D)
+        a = pre + "attn."
+        for n in "rwkvag":
+            s[a + "x_" + n] = (1, 1, D)
+        s[a + "k_k"], s[a + "k_a"], s[a + "r_k"] = (D,), (D,), (H, K)
+        s[a + "r_proj.weight"], s[a + "k_proj.weight"] = (D, D), (D, D)
+        s[a + "v_proj.weight"], s[a + "o_proj.weight"] = (Vd, D), (D, Vd)
+        for name, rank, out, bias in (("w_lora", c["decay_low_rank_dim"], D, True),
+                                      ("v_lora", c["v_low_rank_dim"], Vd, True),
+                                      ("a_lora", c["a_low_rank_dim"], D, True),
+                                      ("g_lora", c["gate_low_rank_dim"], Vd, False)):
+            if name == "v_lora" and i == 0:
+                continue
+            s[a + name + ".lora.0.weight"] = (rank, D)
+            s[a + name + ".lora.2.weight"] = (out, rank)
+            if bias:
+                s[a + name + ".lora.2.bias"] = (out,)
+        s[a + "g_norm.weight"], s[a + "g_norm.bias"] = (Vd,), (Vd,)
+        norm(pre + "ffn_norm", D)
+        s[pre + "ffn.x_k"] = (D,)
+        s[pre + "ffn.key.weight"], s[pre + "ffn.value.weight"] = (I, D), (D, I)
+    norm("model.norm", D)
+    if not c.get("tie_word_embeddings", False):
+        s["lm_head.weight"] = (Vv, D)
+    return s
+
+
 def init_params(shapes, gen):
     """Random float32 weights scaled so that every path carries signal (not FLA's init)."""
     p = {}
     for name, shp in shapes.items():
         z = torch.randn(shp, generator=gen, dtype=F64)
-        if name.endswith("norm.weight") or name.endswith("norm_swish_gate.weight"):
+        if ".x_" in name:  # RWKV-7 token-shift mixes in [0, 1]
+            w = torch.rand(shp, generator=gen, dtype=F64)
+        elif name.endswith("k_k") or name.endswith("k_a"):
+            w = 0.8 + 0.4 * torch.rand(shp, generator=gen, dtype=F64)
+        elif name.endswith("norm.weight") or name.endswith("norm_swish_gate.weight"):
             w = 1.0 + 0.2 * z
         elif name.endswith("mixer.D"):
             w = 1.0 + 0.3 * z
@@ -698,6 +830,9 @@ CASES = {
                                           tie_word_embeddings=True),
     "hgrn": dict(BASE, model_type="hgrn", num_hidden_layers=3, expand_ratio=1, use_short_conv=True, conv_size=3,
                  use_lower_bound=True, tie_word_embeddings=False),
+    "rwkv7": dict(BASE, model_type="rwkv7", head_dim=8, num_heads=4, decay_low_rank_dim=6, gate_low_rank_dim=8,
+                  a_low_rank_dim=4, v_low_rank_dim=3, value_dim=48, intermediate_size=40, hidden_act="sqrelu",
+                  norm_first=True, norm_bias=True, norm_eps=1e-5, num_hidden_layers=3, tie_word_embeddings=False),
 }
 
 B, T = 2, 70  # T > 64 crosses lina's chunk boundary (chunk 64) and is not a multiple of it
@@ -751,9 +886,12 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                                   "ref", "torch"))
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--case", action="append", help="write only this case (repeatable; default: all)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     for i, (name, c) in enumerate(CASES.items()):
+        if args.case and name not in args.case:
+            continue
         p, c, inp = make_case(name, c, args.out, 1234 + i)
         if args.check:
             print("  chunk form vs recurrent form (float64): rel err %.3e" % check_chunk_forms(p, c, inp))
