@@ -167,6 +167,17 @@ static void test_names(void)
     const double s = 1.0 / sqrt((double)R);
     CHECK(p && lo >= -s && hi <= s && hi - lo > 0.5 * s, "init: dt_proj.weight in U(+-%.3f): [%.3f, %.3f]", s, lo,
           hi);
+    lina_config cc = tiny();
+    snprintf(cc.dt_init_scheme, sizeof cc.dt_init_scheme, "constant");
+    lina_model *mc = NULL;
+    rc = lina_model_create(&cc, 5, &mc);
+    const float *pc = rc ? NULL : tensor_data(mc, "backbone.layers.1.mixer.dt_proj.weight", &n);
+    ok = pc && n == (size_t)E * R;
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = pc[i] == (float)s;
+    }
+    CHECK(ok, "init: dt_init_scheme \"constant\" sets every dt_proj.weight to dt_scale / sqrt(dt_rank) = %.4f", s);
+    lina_model_free(mc);
     p = tensor_data(m, "backbone.layers.0.mixer.D", &n);
     ok = p != NULL;
     for (size_t i = 0; p && i < n; i++) {

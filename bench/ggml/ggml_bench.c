@@ -247,6 +247,7 @@ static void run_gg(void *a)
 /* lina side of a case: a closure over the kernel call */
 typedef struct lina_job {
     int kind; /* 0: dd, 1: delta, 2: registry op */
+    int delta_softplus; /* registry op option (mamba) */
     lina_mix_dims d;
     lina_dd_in dd;
     lina_delta_in de;
@@ -272,6 +273,7 @@ static void run_lina(void *a)
         lina_op_opts o = {0};
         o.form = j->form;
         o.trusted = 1;
+        o.delta_softplus = j->delta_softplus;
         rc = lina_op_run(j->op, j->in, j->out, &o, j->ws);
     }
     if (rc) {
@@ -547,7 +549,9 @@ static void case_rwkv7(int B, int T, int H, int K, int mode, const ctx *c, resul
  * group). As linear attention: q = C, k = B, v = Delta x, log gate Delta A,
  * scale 1, K = N, V = P; ggml's state is [H,P,N], lina's [H,N,P].
  *   mamba2: A [1,H]: one decay per head -> simple_gla (scalar gate);
- *   mamba1: A [N,E]: P = 1 and one head per channel -> gla (vector gate). */
+ *   mamba1: A [N,E]: P = 1 and one head per channel -> the registry op "mamba"
+ *   (the selective scan, --delta-softplus; ggml's state [E,1,N] is lina's [E,N]),
+ *   or gla (vector gate) in a lina without it. */
 static void case_ssm(int B, int T, int H, int P, int N, int mamba1, const ctx *c, result *r)
 {
     size_t nx = (size_t)B * T * H * P, nbc = (size_t)B * T * N, ns = (size_t)B * H * P * N;
@@ -558,7 +562,8 @@ static void case_ssm(int B, int T, int H, int P, int N, int mamba1, const ctx *c
         A[i] = mamba1 ? -(float)(1 + i % (size_t)N) : -urand(1, 16); /* Mamba's A_log inits */
     }
     r->op = mamba1 ? "ssm_scan, Mamba-1" : "ssm_scan, Mamba-2";
-    r->lina_op = mamba1 ? "gla (K=N, V=1, a head per channel)" : "simple_gla (scale 1)";
+    const lina_op_info *scan = mamba1 ? lina_op_find("mamba") : NULL;
+    r->lina_op = scan ? "mamba (the scan)" : mamba1 ? "gla (K=N, V=1, a head per channel)" : "simple_gla (scale 1)";
     r->flops = 4.0 * B * T * H * (double)P * N;
     gg gc;
     gg_init(&gc, 2 * nx + 2 * nbc + 3 * ns + na + (size_t)B * T * H + B);
@@ -598,13 +603,33 @@ static void case_ssm(int B, int T, int H, int P, int N, int mamba1, const ctx *c
     lina_ws ws;
     lina_ws_init(&ws);
     lina_job j = {0};
+    lina_tset sin = {0}, sout = {0};
     j.kind = 0;
     j.d = (lina_mix_dims){B, T, H, N, P, 0, 1.0f};
     j.dd = (lina_dd_in){q, k, v, mamba1 ? LINA_GATE_VECTOR : LINA_GATE_SCALAR, g, h0};
     j.o = o;
     j.ht = ht;
     j.ws = &ws;
+    if (scan) { /* u = x, delta = dt (softplus inside), A [E,N], B, C [B,T,N], h0 [B,E,N] */
+        const int64_t se[3] = {B, T, H}, sa[2] = {H, N}, sn[3] = {B, T, N}, sh[3] = {B, H, N};
+        memcpy(lina_tset_out(&sin, "u", 3, se), x, nx * sizeof(float));
+        memcpy(lina_tset_out(&sin, "delta", 3, se), dt, nx * sizeof(float));
+        memcpy(lina_tset_out(&sin, "A", 2, sa), A, na * sizeof(float));
+        memcpy(lina_tset_out(&sin, "B", 3, sn), Bm, nbc * sizeof(float));
+        memcpy(lina_tset_out(&sin, "C", 3, sn), Cm, nbc * sizeof(float));
+        memcpy(lina_tset_out(&sin, "h0", 3, sh), s0, ns * sizeof(float));
+        j.kind = 2;
+        j.op = scan;
+        j.in = &sin;
+        j.out = &sout;
+        j.delta_softplus = 1;
+    }
     lina_both(&j, c, r);
+    if (scan) {
+        take_oh(&sout, "mamba", o, nx, ht, ns); /* [B,E,N]: ggml's [B,E,1,N] transposed, as P = 1 */
+    }
+    lina_tset_free(&sin);
+    lina_tset_free(&sout);
     r->have_lina = 1;
     r->err_o = relerr((const float *)gc.out->data, o, nx);
     r->err_h = relerr(gh, ht, ns);

@@ -382,6 +382,9 @@ static void init_params(lina_model *m, uint64_t seed)
             case LINA_INIT_UNIFORM:
                 p[j] = (float)((t->has_args ? t->args[0] : sd) * (2.0 * u - 1.0));
                 break;
+            case LINA_INIT_CONSTANT:
+                p[j] = (float)(t->has_args ? t->args[0] : 0.0);
+                break;
             case LINA_INIT_EYE: {
                 int64_t d = t->ndim >= 2 ? t->shape[t->ndim - 1] : 1;
                 size_t col = j % (size_t)d, row = (j / (size_t)d) % (size_t)d;

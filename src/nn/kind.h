@@ -47,7 +47,8 @@ typedef enum lina_init {
     LINA_INIT_MINUS_10 = 8, /* -10 (xLSTM input-gate bias) */
     LINA_INIT_UNIFORM = 9, /* U(-a, a), a = the first argument of lina_mixer_add_init (PyTorch's
                               default Linear / Conv1d init has a = 1/sqrt(fan_in)) */
-    LINA_INIT_A_LOG_ARANGE = 10 /* ln(1 + j mod n), n the last dim (Mamba A_log: A = -(1..N) per row) */
+    LINA_INIT_A_LOG_ARANGE = 10, /* ln(1 + j mod n), n the last dim (Mamba A_log: A = -(1..N) per row) */
+    LINA_INIT_CONSTANT = 11 /* every element the first argument of lina_mixer_add_init */
 } lina_init;
 
 /* What build declares its tensors through. The model fills `declare` and

@@ -97,10 +97,10 @@ static int mb_build(lina_mixer_builder *b, const lina_config *c, int layer, void
     }
     /* dt_proj.weight ~ U(+-s) or the constant s (dt_init_scheme), s = dt_rank^-1/2 dt_scale */
     const double s = c->dt_scale / sqrt((double)R);
-
-    const double wr[3] = {s, 0.0, 0.0}; /* U(-s, s); the constant scheme is initialised the same way */
+    const double wr[3] = {s, 0.0, 0.0};
+    const lina_init wi = strcmp(c->dt_init_scheme, "constant") == 0 ? LINA_INIT_CONSTANT : LINA_INIT_UNIFORM;
     const double dt_range[3] = {c->dt_min, c->dt_max, c->dt_init_floor};
-    if ((rc = lina_mixer_add_init(b, MB_DT_W, "dt_proj.weight", 2, E, R, 0, 1, LINA_INIT_UNIFORM, wr)) ||
+    if ((rc = lina_mixer_add_init(b, MB_DT_W, "dt_proj.weight", 2, E, R, 0, 1, wi, wr)) ||
         (rc = lina_mixer_add_init(b, MB_DT_B, "dt_proj.bias", 1, E, 0, 0, 0, LINA_INIT_DT_BIAS, dt_range)) ||
         (rc = lina_mixer_add(b, MB_A_LOG, "A_log", 2, E, N, 0, 0, LINA_INIT_A_LOG_ARANGE)) ||
         (rc = lina_mixer_add(b, MB_D, "D", 1, E, 0, 0, 0, LINA_INIT_ONES)) ||
