@@ -110,7 +110,7 @@ static inline float mb_gate_back(const lina_mamba_in *in, size_t r, int ch, floa
 /* y = sigmoid(x) */
 static void mb_vsigmoid(float *y, const float *x, int n)
 {
-    float e[MB_CG];
+    float e[MB_CG] = {0};
     for (int i = 0; i < n; i++) {
         e[i] = -x[i];
     }
@@ -126,7 +126,7 @@ static void mb_vsigmoid(float *y, const float *x, int n)
  * below 1e-7) */
 static void mb_vsoftplus(float *y, const float *x, int n)
 {
-    float e[MB_CG];
+    float e[MB_CG] = {0};
     for (int i = 0; i < n; i++) {
         e[i] = -fabsf(x[i]);
     }
@@ -675,14 +675,7 @@ int LINA_KFN(lina_mamba_fwd)(const lina_mix_dims *d, const lina_mamba_in *in, li
         return lina_set_error(LINA_EINVAL, "mamba: output o is NULL");
     }
     if (c.T == 0) {
-        if (out->ht) {
-            const size_t n = (size_t)c.B * c.E * c.N;
-            if (in->h0) {
-                memmove(out->ht, in->h0, n * sizeof(float));
-            } else {
-                memset(out->ht, 0, n * sizeof(float));
-            }
-        }
+        lina_state_pass(out->ht, in->h0, (size_t)c.B * c.E * c.N);
         return LINA_OK;
     }
     lina_ws_scope sc;
@@ -711,14 +704,7 @@ int LINA_KFN(lina_mamba_bwd)(const lina_mix_dims *d, const lina_mamba_in *in,
         return lina_set_error(LINA_EINVAL, "mamba: do and the outputs du, ddelta, dA, dB, dC are required");
     }
     if (c.T == 0) {
-        const size_t n = (size_t)c.B * c.E * c.N;
-        if (gout->dh0) {
-            if (gin->dht) {
-                memcpy(gout->dh0, gin->dht, n * sizeof(float));
-            } else {
-                memset(gout->dh0, 0, n * sizeof(float));
-            }
-        }
+        lina_state_pass(gout->dh0, gin->dht, (size_t)c.B * c.E * c.N);
         memset(gout->dA, 0, (size_t)c.E * c.N * sizeof(float));
         if (gout->dD) {
             memset(gout->dD, 0, (size_t)c.E * sizeof(float));

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Row t of head h in a [B,T,H,D] tensor. */
 #define LINA_ROW(p, b, t, h, T, H, D) \
@@ -30,6 +31,20 @@ void lina_vexp_d(float *y, const double *x, size_t n);
  * checked (lina_cu_seqlens_check, B = 1, offsets within int), then *ord = the
  * ncu - 1 documents longest first (malloc'd). One error line naming `who`. */
 int lina_docs_order(const char *who, int B, int64_t T, const int64_t *cu, int64_t ncu, int **ord);
+
+/* A state handed through an empty call (T = 0): dst [n] = src, or zeros when src is NULL;
+ * dst may be src. */
+static inline void lina_state_pass(float *dst, const float *src, size_t n)
+{
+    if (!dst) {
+        return;
+    }
+    if (src) {
+        memmove(dst, src, n * sizeof(float));
+    } else {
+        memset(dst, 0, n * sizeof(float));
+    }
+}
 
 /* ---- op helpers (registry.c) ---- */
 

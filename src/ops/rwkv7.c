@@ -232,14 +232,7 @@ int LINA_KFN(lina_rwkv7_fwd)(const lina_mix_dims *d, const lina_rwkv7_in *in, li
         return lina_set_error(LINA_EINVAL, "rwkv7: output o is NULL");
     }
     if (c.T == 0) {
-        if (out->ht) {
-            const size_t n = (size_t)c.B * c.H * c.K * c.V;
-            if (in->h0) {
-                memmove(out->ht, in->h0, n * sizeof(float));
-            } else {
-                memset(out->ht, 0, n * sizeof(float));
-            }
-        }
+        lina_state_pass(out->ht, in->h0, (size_t)c.B * c.H * c.K * c.V);
         return LINA_OK;
     }
     lina_ws_scope sc;
@@ -265,14 +258,7 @@ int LINA_KFN(lina_rwkv7_bwd)(const lina_mix_dims *d, const lina_rwkv7_in *in, co
         return lina_set_error(LINA_EINVAL, "rwkv7: do and the outputs dr, dw, dk, dv, da, db are required");
     }
     if (c.T == 0) {
-        if (gout->dh0) {
-            const size_t n = (size_t)c.B * c.H * c.K * c.V;
-            if (gin->dht) {
-                memcpy(gout->dh0, gin->dht, n * sizeof(float));
-            } else {
-                memset(gout->dh0, 0, n * sizeof(float));
-            }
-        }
+        lina_state_pass(gout->dh0, gin->dht, (size_t)c.B * c.H * c.K * c.V);
         return LINA_OK;
     }
     lina_ws_scope sc;
