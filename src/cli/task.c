@@ -328,7 +328,8 @@ int lina_cmd_task(int argc, char **argv)
     cli_opt opts[] = {
         CLI_HEADING("model:"),
         CLI_OPT_FN("--mixer", "M", &o.mixer, parse_mixer,
-                   "gla retnet delta_net gated_deltanet hgrn2 transformer linear_attn mamba2 gated_deltaproduct mom mlstm"),
+                   "gla retnet delta_net gated_deltanet hgrn2 transformer linear_attn mamba2 gated_deltaproduct mom mlstm "
+                   "rwkv7"),
         CLI_OPT_INT("--d-model", NULL, "D", &o.d_model, 1, 65536, "model width"),
         CLI_OPT_INT("--layers", NULL, "L", &o.layers, 1, 64, "layers"),
         CLI_OPT_INT("--heads", NULL, "H", &o.heads, 1, 1024, "heads"),

@@ -202,6 +202,13 @@ int lina_task_config(const lina_task_opts *o, lina_config *c)
             snprintf(c->feature_map, sizeof c->feature_map, "elu");
         }
         break;
+    case LINA_MODEL_RWKV7: /* its own token shift, LayerNorms and feed-forward in every block */
+        c->use_short_conv = 0;
+        c->head_dim = hd;
+        c->num_heads = D / hd;
+        /* FLA's layer rule for a null rank, max(32, ...), at these widths */
+        c->decay_low_rank_dim = c->a_low_rank_dim = c->v_low_rank_dim = c->gate_low_rank_dim = 32;
+        break;
     case LINA_MODEL_HGRN2:
         c->use_short_conv = 0; /* not implemented for HGRN2 */
         c->expand_ratio = D / H;
