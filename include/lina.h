@@ -856,6 +856,44 @@ int lina_rwkv7_fwd(const lina_mix_dims *d, const lina_rwkv7_in *in, lina_rwkv7_o
 int lina_rwkv7_bwd(const lina_mix_dims *d, const lina_rwkv7_in *in, const lina_rwkv7_grad_in *gin,
                    lina_rwkv7_grad_out *gout, lina_form form, lina_ws *ws);
 
+/*
+ * Gated Slot Attention (docs/ops.md, docs/mixers.md section 17): M memory slots
+ * per head, two states, a softmax over the slots between them:
+ *
+ *   Hk_t = Hk_{t-1} diag(exp(g_t)) + k_t s_t^T,   p_t = softmax(Hk_t^T (scale q_t))
+ *   Hv_t = diag(exp(g_t)) Hv_{t-1} + s_t v_t^T,   o_t = Hv_t^T p_t
+ *
+ * q, k [B,T,H,K]; v, o [B,T,H,V]; s, g [B,T,H,M] (g: log decays <= 0); hk0,
+ * hkt [B,H,K,M]; hv0, hvt [B,H,M,V]. d->scale 0 means K^-1/2 (the layer passes
+ * 1). RECURRENT: the recurrence per (b, h); CHUNK: two passes of the
+ * diagonal-decay engine (the first with one head per slot) and the softmax.
+ */
+typedef struct lina_gsa_in {
+    const float *q, *k, *v, *s, *g;
+    const float *hk0, *hv0;   /* or NULL (zero states) */
+} lina_gsa_in;
+
+typedef struct lina_gsa_out {
+    float *o;                 /* required */
+    float *hkt, *hvt;         /* or NULL */
+} lina_gsa_out;
+
+typedef struct lina_gsa_grad_in {
+    const float *do_;         /* required */
+    const float *dhkt, *dhvt; /* or NULL (zero) */
+} lina_gsa_grad_in;
+
+typedef struct lina_gsa_grad_out {
+    float *dq, *dk, *dv, *ds, *dg; /* required, written */
+    float *dhk0, *dhv0;            /* or NULL */
+} lina_gsa_grad_out;
+
+int lina_gsa_fwd(const lina_mix_dims *d, int M, const lina_gsa_in *in, lina_gsa_out *out, lina_form form,
+                 lina_ws *ws);
+/* Gradients of sum(o * do) + sum(hkt * dhkt) + sum(hvt * dhvt) w.r.t. every input. */
+int lina_gsa_bwd(const lina_mix_dims *d, int M, const lina_gsa_in *in, const lina_gsa_grad_in *gin,
+                 lina_gsa_grad_out *gout, lina_form form, lina_ws *ws);
+
 /* ------------------------------------------------------------------ models */
 
 /*

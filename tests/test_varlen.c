@@ -90,7 +90,9 @@ static void take(const lina_tensor *t, int state, int64_t d, int64_t a, int64_t 
 static int is_state(const char *name)
 {
     static const char *const st[] = {"h0", "z0", "n0", "m0", "ht", "zt", "nt", "mt", "dht", "dzt", "dnt",
-                                     "dmt", "dh0", "dz0", "dn0", "dm0", NULL};
+                                     "dmt", "dh0", "dz0", "dn0", "dm0",
+                                     /* gsa's two states */
+                                     "hk0", "hv0", "hkt", "hvt", "dhkt", "dhvt", "dhk0", "dhv0", NULL};
     for (int i = 0; st[i]; i++) {
         if (strcmp(name, st[i]) == 0) {
             return 1;

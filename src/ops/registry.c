@@ -245,7 +245,7 @@ extern const lina_op_info lina_op_delta_rule, lina_op_gated_delta_rule, lina_op_
 extern const lina_op_info lina_op_mlstm, lina_op_softmax_attn, lina_op_lion;
 extern const lina_op_info lina_op_kda, lina_op_forgetting_attn;
 extern const lina_op_info lina_op_mamba, lina_op_rwkv7;
-extern const lina_op_info lina_op_hgrn;
+extern const lina_op_info lina_op_hgrn, lina_op_gsa;
 
 static const lina_op_info *const g_ops[] = {
     &lina_op_linear_attn,
@@ -263,6 +263,7 @@ static const lina_op_info *const g_ops[] = {
     &lina_op_mamba,
     &lina_op_rwkv7,
     &lina_op_hgrn,
+    &lina_op_gsa,
     NULL,
 };
 
