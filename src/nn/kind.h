@@ -130,6 +130,16 @@ int lina_sp_delta_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *m
 int lina_sp_delta_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_delta_in *in,
                       const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form, lina_ws *ws);
 
+/* The same for the mLSTM cell (lina_mlstm_fwd / lina_mlstm_bwd): the summary
+ * is the piece's summed log forget gate F, the max-plus part of its
+ * stabiliser M = max_t (i_t + the log forget gates after t) and its final
+ * (C, n, m) from zero; the pieces compose as the stabilised cell does
+ * (sp.c), exactly, stabiliser included. */
+int lina_sp_mlstm_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_mlstm_in *in,
+                      lina_mlstm_out *out, lina_form form, lina_ws *ws);
+int lina_sp_mlstm_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_mlstm_in *in,
+                      const lina_mlstm_grad_in *gin, lina_mlstm_grad_out *gout, lina_form form, lina_ws *ws);
+
 /* Softmax attention (LASP-2H) on a piece of T tokens: q [B,T,H,d] (rotated
  * at the piece's positions), k, v [B,T,Hkv,d] (k rotated) of this piece; the
  * k and v of every piece are all-gathered (kept under key for the backward),

@@ -165,8 +165,8 @@ static float sigmoidf_(float x)
 /* ------------------------------------------------------------ forward */
 
 int lina_mlstm_layer_forward(float *out, lina_mlstm_layer_acts *a, const float *x, const lina_mlstm_layer_dims *d,
-                             const lina_mlstm_layer_params *p, int B, int T, float *state, lina_form form,
-                             lina_ws *ws)
+                             const lina_mlstm_layer_params *p, int B, int T, float *state, const lina_sp *sp,
+                             lina_form form, lina_ws *ws)
 {
     int rc = lina_mlstm_layer_check_dims(d);
     if (rc) {
@@ -191,7 +191,14 @@ int lina_mlstm_layer_forward(float *out, lina_mlstm_layer_acts *a, const float *
             cv = ck + (size_t)B * HK * d->conv_size;
         }
     }
-    if (d->use_short_conv) {
+    if (d->use_short_conv && sp && sp->size > 1) {
+        int W = d->conv_size;
+        if ((rc = lina_sp_conv_forward(sp, a->q, a->qc, p->q_conv, NULL, B, T, HK, W, LINA_ACT_SILU)) ||
+            (rc = lina_sp_conv_forward(sp, a->k, a->kc, p->k_conv, NULL, B, T, HK, W, LINA_ACT_SILU)) ||
+            (rc = lina_sp_conv_forward(sp, a->v, a->vc, p->v_conv, NULL, B, T, HV, W, LINA_ACT_SILU))) {
+            return rc;
+        }
+    } else if (d->use_short_conv) {
         int W = d->conv_size;
         lina_shortconv_forward(a->q, a->qc, p->q_conv, NULL, cq, cq, B, T, HK, W, LINA_ACT_SILU);
         lina_shortconv_forward(a->k, a->kc, p->k_conv, NULL, ck, ck, B, T, HK, W, LINA_ACT_SILU);
@@ -206,7 +213,7 @@ int lina_mlstm_layer_forward(float *out, lina_mlstm_layer_acts *a, const float *
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, 64, 0.0f);
     lina_mlstm_in in = {a->q, a->k, a->v, a->i, a->f, C, nn_, mm};
     lina_mlstm_out o = {a->o, C, nn_, mm};
-    if ((rc = lina_mlstm_fwd(&md, &in, &o, form, ws))) {
+    if ((rc = lina_sp_mlstm_fwd(sp, d, &md, &in, &o, form, ws))) {
         return rc;
     }
     /* per-head LayerNorm, output gate */
@@ -225,8 +232,8 @@ int lina_mlstm_layer_forward(float *out, lina_mlstm_layer_acts *a, const float *
 
 int lina_mlstm_layer_backward(float *dx, lina_mlstm_layer_params *gp, const float *dout, const float *x,
                               const lina_mlstm_layer_acts *a, const lina_mlstm_layer_dims *d,
-                              const lina_mlstm_layer_params *p, int B, int T, float *scratch, lina_form form,
-                              lina_ws *ws)
+                              const lina_mlstm_layer_params *p, int B, int T, float *scratch, const lina_sp *sp,
+                              lina_form form, lina_ws *ws)
 {
     int rc = lina_mlstm_layer_check_dims(d);
     if (rc) {
@@ -268,7 +275,7 @@ int lina_mlstm_layer_backward(float *dx, lina_mlstm_layer_params *gp, const floa
     lina_mlstm_in in = {a->q, a->k, a->v, a->i, a->f, NULL, NULL, NULL};
     lina_mlstm_grad_in gin = {dO, NULL, NULL, NULL};
     lina_mlstm_grad_out gout = {dq, dk, dv, di, df, NULL, NULL, NULL};
-    if ((rc = lina_mlstm_bwd(&md, &in, &gin, &gout, form, ws))) {
+    if ((rc = lina_sp_mlstm_bwd(sp, d, &md, &in, &gin, &gout, form, ws))) {
         return rc;
     }
     /* gates: cap, then the projections (with bias) */
@@ -278,7 +285,20 @@ int lina_mlstm_layer_backward(float *dx, lina_mlstm_layer_params *gp, const floa
     lina_linear_backward(dx, gp->wf, gp->bf, df, x, p->wf, N, D, H);
     /* short convs (SiLU), then the q, k, v projections */
     float *dqc = dq, *dkc = dk, *dvc = dv;
-    if (d->use_short_conv) {
+    if (d->use_short_conv && sp && sp->size > 1) {
+        int W = d->conv_size;
+        dqc = df + nh;
+        dkc = dqc + nk;
+        dvc = dkc + nk;
+        if ((rc = lina_sp_conv_backward(sp, dqc, gp->q_conv, NULL, dq, a->qc, p->q_conv, NULL, B, T, HK, W,
+                                        LINA_ACT_SILU)) ||
+            (rc = lina_sp_conv_backward(sp, dkc, gp->k_conv, NULL, dk, a->kc, p->k_conv, NULL, B, T, HK, W,
+                                        LINA_ACT_SILU)) ||
+            (rc = lina_sp_conv_backward(sp, dvc, gp->v_conv, NULL, dv, a->vc, p->v_conv, NULL, B, T, HV, W,
+                                        LINA_ACT_SILU))) {
+            return rc;
+        }
+    } else if (d->use_short_conv) {
         int W = d->conv_size;
         dqc = df + nh;
         dkc = dqc + nk;
@@ -387,7 +407,7 @@ static int mlstm_forward(const lina_mixer_call *c)
     lina_mlstm_layer_acts a;
     mlstm_views(&p, c->P);
     lina_mlstm_layer_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_mlstm_layer_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->state, c->form, c->ws);
+    return lina_mlstm_layer_forward(c->out, &a, c->x, d, &p, c->B, c->T, c->state, c->sp, c->form, c->ws);
 }
 
 static int mlstm_backward(const lina_mixer_call *c)
@@ -398,8 +418,8 @@ static int mlstm_backward(const lina_mixer_call *c)
     mlstm_views(&p, c->P);
     mlstm_views(&gp, c->G);
     lina_mlstm_layer_acts_carve(&a, c->acts, d, c->B * c->T);
-    return lina_mlstm_layer_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->form,
-                                     c->ws);
+    return lina_mlstm_layer_backward(c->dx, &gp, c->dout, c->x, &a, d, &p, c->B, c->T, c->scratch, c->sp,
+                                     c->form, c->ws);
 }
 
 const lina_mixer_vt lina_mlstm_kind = {
@@ -410,4 +430,5 @@ const lina_mixer_vt lina_mlstm_kind = {
     .state_floats = mlstm_state_floats,
     .forward = mlstm_forward,
     .backward = mlstm_backward,
+    .flags = LINA_KIND_SP,
 };

@@ -80,15 +80,16 @@ size_t lina_mlstm_layer_state_floats(const lina_mlstm_layer_dims *d, int B);
 
 /* out [B*T, D] = layer(x [B*T, D]). state (lina_mlstm_layer_state_floats, or
  * NULL = zero initial state, nothing kept): read as the initial C, n, m and
- * conv tails, overwritten with the final ones. */
+ * conv tails, overwritten with the final ones. sp: NULL, or one piece of
+ * sequence-parallel sequences (kind.h; no state then). */
 int lina_mlstm_layer_forward(float *out, lina_mlstm_layer_acts *a, const float *x, const lina_mlstm_layer_dims *d,
-                             const lina_mlstm_layer_params *p, int B, int T, float *state, lina_form form,
-                             lina_ws *ws);
+                             const lina_mlstm_layer_params *p, int B, int T, float *state, const lina_sp *sp,
+                             lina_form form, lina_ws *ws);
 /* dx and every non-NULL gradient in *gp accumulate (forward run without a
  * state); scratch lina_mlstm_layer_scratch_floats floats. */
 int lina_mlstm_layer_backward(float *dx, lina_mlstm_layer_params *gp, const float *dout, const float *x,
                               const lina_mlstm_layer_acts *a, const lina_mlstm_layer_dims *d,
-                              const lina_mlstm_layer_params *p, int B, int T, float *scratch, lina_form form,
-                              lina_ws *ws);
+                              const lina_mlstm_layer_params *p, int B, int T, float *scratch, const lina_sp *sp,
+                              lina_form form, lina_ws *ws);
 
 #endif

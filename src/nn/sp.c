@@ -135,9 +135,20 @@ typedef struct sp_family {
     /* its backward from h0 with the final state's cotangent dht (NULL: zero);
      * dh0: NULL or the initial state's gradient */
     int (*bwd)(void *k, const float *h0, const float *dht, float *dh0);
-    /* h = A h + s add (A^T with transpose) */
-    void (*compose)(void *k, float *h, const float *A, const float *add, float s, int transpose);
+    /* h = A h + s add (A^T with transpose). A map that depends on the state it
+     * is applied at (mLSTM's stabiliser) gets, with transpose, the piece's
+     * forward summary fwd [nA + nS] and its initial state at [nS]. */
+    void (*compose)(void *k, float *h, const float *A, const float *add, float s, int transpose, const float *fwd,
+                    const float *at);
+    int needs_at; /* the backward composition needs fwd and at */
 } sp_family;
+
+/* What a forward keeps for the backward (under the layer's key): the piece's
+ * initial state [nS], then every piece's forward summary [S][nA + nS]. */
+static float *sp_kept(const lina_sp *sp, const void *key, const sp_family *f)
+{
+    return lina_sp_keep(sp, key, f->nS + (f->nA + f->nS) * (size_t)sp->size);
+}
 
 /* Forward: the piece's summary from a zero state (on piece 0 the outputs are
  * then final), all-gathered; the pieces before this one composed into its
@@ -145,14 +156,14 @@ typedef struct sp_family {
 static int sp_forward(const lina_sp *sp, const void *key, const sp_family *f)
 {
     const size_t n = f->nA + f->nS;
-    const int S = sp->size, p = sp->rank;
-    float *hin = lina_sp_keep(sp, key, f->nS);
-    float *buf = malloc(n * (size_t)(S + 1) * sizeof(float));
+    const int p = sp->rank;
+    float *hin = sp_kept(sp, key, f);
+    float *buf = calloc(n, sizeof(float));
     if (!hin || !buf) {
         free(buf);
         return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
     }
-    float *mine = buf, *all = buf + n;
+    float *mine = buf, *all = hin + f->nS;
     int rc;
     if ((rc = f->map(f->k, mine)) || (rc = f->fwd(f->k, NULL, mine + f->nA, p == 0)) ||
         (rc = sp->allgather(sp->ctx, mine, n, all))) {
@@ -161,7 +172,7 @@ static int sp_forward(const lina_sp *sp, const void *key, const sp_family *f)
     }
     memset(hin, 0, f->nS * sizeof(float));
     for (int q = 0; q < p; q++) {
-        f->compose(f->k, hin, all + (size_t)q * n, all + (size_t)q * n + f->nA, 1.0f, 0);
+        f->compose(f->k, hin, all + (size_t)q * n, all + (size_t)q * n + f->nA, 1.0f, 0, NULL, NULL);
     }
     if (p > 0) {
         rc = f->fwd(f->k, hin, NULL, 1);
@@ -177,15 +188,18 @@ static int sp_forward(const lina_sp *sp, const void *key, const sp_family *f)
  * run again with it. */
 static int sp_backward(const lina_sp *sp, const void *key, const sp_family *f)
 {
-    const size_t n = f->nA + f->nS + 1;
+    const size_t n = f->nA + f->nS + 1, nf = f->nA + f->nS;
     const int S = sp->size, p = sp->rank;
-    float *hin = lina_sp_keep(sp, key, f->nS); /* written by the forward */
-    float *buf = malloc((n * (size_t)(S + 1) + f->nS) * sizeof(float));
+    float *hin = sp_kept(sp, key, f); /* written by the forward */
+    const float *fwd = hin + f->nS;
+    /* at: the initial states of pieces p .. S-1, when the maps need them */
+    const size_t nat = f->needs_at ? f->nS * (size_t)(S - p) : 0;
+    float *buf = calloc(n * (size_t)(S + 1) + f->nS + nat, sizeof(float));
     if (!hin || !buf) {
         free(buf);
         return lina_set_error(LINA_ENOMEM, "sequence parallel: out of memory");
     }
-    float *mine = buf, *all = buf + n, *dH = all + n * (size_t)S;
+    float *mine = buf, *all = buf + n, *dH = all + n * (size_t)S, *at = dH + f->nS;
     const float *h0 = p > 0 ? hin : NULL;
     mine[n - 1] = weight_of(sp);
     int rc;
@@ -195,10 +209,19 @@ static int sp_backward(const lina_sp *sp, const void *key, const sp_family *f)
         return rc;
     }
     if (p < S - 1) {
+        if (nat) {
+            memcpy(at, hin, f->nS * sizeof(float));
+            for (int q = p; q < S - 1; q++) {
+                float *h = at + f->nS * (size_t)(q + 1 - p);
+                memcpy(h, h - f->nS, f->nS * sizeof(float));
+                f->compose(f->k, h, fwd + (size_t)q * nf, fwd + (size_t)q * nf + f->nA, 1.0f, 0, NULL, NULL);
+            }
+        }
         memset(dH, 0, f->nS * sizeof(float));
         for (int q = S - 1; q > p; q--) {
             const float *sq = all + (size_t)q * n;
-            f->compose(f->k, dH, sq, sq + f->nA, sq[n - 1] / weight_of(sp), 1);
+            f->compose(f->k, dH, sq, sq + f->nA, sq[n - 1] / weight_of(sp), 1, fwd + (size_t)q * nf,
+                       nat ? at + f->nS * (size_t)(q - p) : NULL);
         }
         rc = f->bwd(f->k, h0, dH, NULL);
     }
@@ -245,17 +268,20 @@ static int dd_run_bwd(void *k, const float *h0, const float *dht, float *dh0)
     return lina_dd_bwd(c->md, &in, &gi, &go, c->form, c->ws);
 }
 
-static void dd_compose(void *k, float *h, const float *A, const float *add, float s, int transpose)
+static void dd_compose(void *k, float *h, const float *A, const float *add, float s, int transpose,
+                       const float *fwd, const float *at)
 {
     const dd_call *c = k;
     (void)transpose; /* diagonal */
+    (void)fwd;
+    (void)at;
     decay_add(h, A, add, s, (size_t)c->md->B * c->md->H * c->md->K, c->md->V);
 }
 
 static sp_family dd_family(dd_call *c)
 {
     const size_t rows = (size_t)c->md->B * c->md->H * c->md->K;
-    sp_family f = {rows, rows * c->md->V, c, dd_map, dd_run_fwd, dd_run_bwd, dd_compose};
+    sp_family f = {rows, rows * c->md->V, c, dd_map, dd_run_fwd, dd_run_bwd, dd_compose, 0};
     return f;
 }
 
@@ -474,9 +500,12 @@ static int delta_run_bwd(void *k, const float *h0, const float *dht, float *dh0)
     return lina_delta_bwd(c->md, &in, &gi, &go, c->form, c->ws);
 }
 
-static void delta_compose(void *k, float *h, const float *A, const float *add, float s, int transpose)
+static void delta_compose(void *k, float *h, const float *A, const float *add, float s, int transpose,
+                          const float *fwd, const float *at)
 {
     const delta_call *c = k;
+    (void)fwd;
+    (void)at;
     map_add(h, A, add, s, (size_t)c->md->B * c->md->H, c->md->K, c->md->V, transpose);
 }
 
@@ -484,7 +513,7 @@ static sp_family delta_family(delta_call *c)
 {
     const size_t bh = (size_t)c->md->B * c->md->H;
     sp_family f = {bh * c->md->K * c->md->K, bh * c->md->K * c->md->V, c, delta_map_of, delta_run_fwd,
-                   delta_run_bwd, delta_compose};
+                   delta_run_bwd, delta_compose, 0};
     return f;
 }
 
@@ -713,4 +742,189 @@ int lina_sp_attn_bwd(const lina_sp *sp, const void *key, int B, int T, int H, in
     }
     free(buf);
     return rc;
+}
+
+/* ---- mLSTM (stabilised; lina_mlstm_fwd)
+ *
+ * With lf = logsigmoid(f), the true state C e^m, n e^m of the cell decays by
+ * e^{lf} per step, and the stabiliser is the max-plus scan m_t = max(lf_t +
+ * m_{t-1}, i_t). A piece maps its initial state (C, n, m) to
+ *   m' = max(m + F, M),  C' = e^{m + F - m'} C + e^{m_q - m'} C_q  (n alike)
+ * with F the sum of its lf, M = max_t (i_t + the lf after t), and (C_q, n_q,
+ * m_q) its final state from zero (m_q = max(F, M)). Summary per (b, h): F, M
+ * and that state, K V + K + 1 floats. The map is not linear in m, so the
+ * backward's transposed step uses the state it was applied at (kept: every
+ * piece's forward summary), case by case:
+ *   m + F >= M:  dC = dC', dn = dn', dm = dm' - e^{m_q - m'} (dC'.C_q + dn'.n_q)
+ *   else:        dC = e dC', dn = e dn', dm = e (dC'.C + dn'.n),  e = e^{m + F - M}
+ * (a tie takes the carry branch, as the kernel does). */
+
+typedef struct mlstm_call {
+    const lina_mix_dims *md;
+    const lina_mlstm_in *in;
+    lina_mlstm_out *out;
+    const lina_mlstm_grad_in *gin;
+    lina_mlstm_grad_out *gout;
+    lina_form form;
+    lina_ws *ws;
+} mlstm_call;
+
+static double log_sigmoid(double x)
+{
+    return x >= 0.0 ? -log1p(exp(-x)) : x - log1p(exp(x));
+}
+
+/* A [2][B,H]: F, then M */
+static int mlstm_map(void *k, float *A)
+{
+    const mlstm_call *c = k;
+    const int B = c->md->B, T = c->md->T, H = c->md->H;
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            double F = 0.0, M = -INFINITY;
+            for (int t = T - 1; t >= 0; t--) {
+                size_t r = ((size_t)b * T + t) * H + h;
+                double cand = (double)c->in->i[r] + F; /* F: the lf after t */
+                M = cand > M ? cand : M;
+                F += log_sigmoid(c->in->f[r]);
+            }
+            A[(size_t)b * H + h] = (float)F;
+            A[(size_t)(B + b) * H + h] = (float)M;
+        }
+    }
+    return LINA_OK;
+}
+
+/* the parts of a state [C | n | m] */
+static void mlstm_parts(const mlstm_call *c, const float *s, const float **C, const float **n, const float **m)
+{
+    const size_t bh = (size_t)c->md->B * c->md->H;
+    *C = s;
+    *n = s ? s + bh * c->md->K * c->md->V : NULL;
+    *m = s ? *n + bh * c->md->K : NULL;
+}
+
+static int mlstm_run_fwd(void *k, const float *h0, float *ht, int final)
+{
+    const mlstm_call *c = k;
+    lina_mlstm_in in = *c->in;
+    mlstm_parts(c, h0, &in.h0, &in.n0, &in.m0);
+    const float *C, *n, *m;
+    mlstm_parts(c, ht, &C, &n, &m);
+    lina_mlstm_out o = {c->out->o, (float *)C, (float *)n, (float *)m};
+    (void)final; /* the kernel keeps no cache */
+    return lina_mlstm_fwd(c->md, &in, &o, c->form, c->ws);
+}
+
+static int mlstm_run_bwd(void *k, const float *h0, const float *dht, float *dh0)
+{
+    const mlstm_call *c = k;
+    lina_mlstm_in in = *c->in;
+    mlstm_parts(c, h0, &in.h0, &in.n0, &in.m0);
+    lina_mlstm_grad_in gi = *c->gin;
+    mlstm_parts(c, dht, &gi.dht, &gi.dnt, &gi.dmt);
+    lina_mlstm_grad_out go = *c->gout;
+    const float *C, *n, *m;
+    mlstm_parts(c, dh0, &C, &n, &m);
+    go.dh0 = (float *)C;
+    go.dn0 = (float *)n;
+    go.dm0 = (float *)m;
+    return lina_mlstm_bwd(c->md, &in, &gi, &go, c->form, c->ws);
+}
+
+static void mlstm_compose(void *k, float *h, const float *A, const float *add, float s, int transpose,
+                          const float *fwd, const float *at)
+{
+    const mlstm_call *c = k;
+    const int B = c->md->B, H = c->md->H, K = c->md->K, V = c->md->V;
+    const size_t bh = (size_t)B * H, kv = (size_t)K * V;
+    float *hC = h, *hn = h + bh * kv, *hm = hn + bh * K;
+    const float *aC, *an, *am;
+    if (!transpose) { /* h = piece (A, add) applied to h */
+        mlstm_parts(c, add, &aC, &an, &am);
+        for (size_t r = 0; r < bh; r++) {
+            const double F = A[r], M = A[bh + r], mc = (double)hm[r] + F, m1 = mc >= M ? mc : M;
+            const float e1 = (float)exp(mc - m1), e2 = (float)exp((double)am[r] - m1);
+            for (size_t j = 0; j < kv; j++) {
+                hC[r * kv + j] = e1 * hC[r * kv + j] + e2 * aC[r * kv + j];
+            }
+            for (int j = 0; j < K; j++) {
+                hn[r * K + j] = e1 * hn[r * K + j] + e2 * an[r * K + j];
+            }
+            hm[r] = (float)m1;
+        }
+        return;
+    }
+    /* h = J^T h + s add: J the piece's map at its initial state `at`, from its forward summary */
+    const float *qC, *qn, *qm, *sC, *sn, *sm;
+    mlstm_parts(c, fwd + 2 * bh, &qC, &qn, &qm);
+    mlstm_parts(c, at, &sC, &sn, &sm);
+    mlstm_parts(c, add, &aC, &an, &am);
+    for (size_t r = 0; r < bh; r++) {
+        const double F = fwd[r], M = fwd[bh + r], mc = (double)sm[r] + F;
+        double dm;
+        float e;
+        if (mc >= M) { /* carry: m' = m + F, C' = C + e^{m_q - m'} C_q */
+            const double e2 = exp((double)qm[r] - mc);
+            double dot = 0.0;
+            for (size_t j = 0; j < kv; j++) {
+                dot += (double)hC[r * kv + j] * qC[r * kv + j];
+            }
+            for (int j = 0; j < K; j++) {
+                dot += (double)hn[r * K + j] * qn[r * K + j];
+            }
+            dm = (double)hm[r] - e2 * dot;
+            e = 1.0f;
+        } else { /* m' = M, C' = e^{m + F - M} C + e^{m_q - M} C_q */
+            const double e1 = exp(mc - M);
+            double dot = 0.0;
+            for (size_t j = 0; j < kv; j++) {
+                dot += (double)hC[r * kv + j] * sC[r * kv + j];
+            }
+            for (int j = 0; j < K; j++) {
+                dot += (double)hn[r * K + j] * sn[r * K + j];
+            }
+            dm = e1 * dot;
+            e = (float)e1;
+        }
+        for (size_t j = 0; j < kv; j++) {
+            hC[r * kv + j] = e * hC[r * kv + j] + s * aC[r * kv + j];
+        }
+        for (int j = 0; j < K; j++) {
+            hn[r * K + j] = e * hn[r * K + j] + s * an[r * K + j];
+        }
+        hm[r] = (float)dm + s * am[r];
+    }
+}
+
+static sp_family mlstm_family(mlstm_call *c)
+{
+    const size_t bh = (size_t)c->md->B * c->md->H;
+    sp_family f = {2 * bh, bh * ((size_t)c->md->K * c->md->V + c->md->K + 1), c, mlstm_map, mlstm_run_fwd,
+                   mlstm_run_bwd, mlstm_compose, 1};
+    return f;
+}
+
+int lina_sp_mlstm_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_mlstm_in *in,
+                      lina_mlstm_out *out, lina_form form, lina_ws *ws)
+{
+    if (!active(sp)) {
+        return lina_mlstm_fwd(md, in, out, form, ws);
+    }
+    int rc = no_states(sp, in->h0, out->ht);
+    mlstm_call c = {md, in, out, NULL, NULL, form, ws};
+    sp_family f = mlstm_family(&c);
+    return rc ? rc : sp_forward(sp, key, &f);
+}
+
+int lina_sp_mlstm_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_mlstm_in *in,
+                      const lina_mlstm_grad_in *gin, lina_mlstm_grad_out *gout, lina_form form, lina_ws *ws)
+{
+    if (!active(sp)) {
+        return lina_mlstm_bwd(md, in, gin, gout, form, ws);
+    }
+    int rc = no_states(sp, gin->dht, gout->dh0);
+    mlstm_call c = {md, in, NULL, gin, gout, form, ws};
+    sp_family f = mlstm_family(&c);
+    return rc ? rc : sp_backward(sp, key, &f);
 }
