@@ -43,36 +43,45 @@ typedef struct dcase {
 /* T = 37 on 2 / 4 pieces: uneven pieces of 18-19 / 9-10 tokens, all shorter
  * than one chunk (64); T = 150: pieces longer than a chunk, and not a multiple of it */
 static const dcase k_cases[] = {
-    {"gla", "{\"model_type\": \"gla\", " SMALL "}", 5, 37, 1, 1},
-    {"gla accum 2", "{\"model_type\": \"gla\", " SMALL "}", 4, 20, 2, 1},
-    {"gla T 150", "{\"model_type\": \"gla\", " SMALL "}", 2, 150, 1, 1},
-    {"retnet", "{\"model_type\": \"retnet\", " SMALL "}", 3, 37, 1, 1},
-    {"gla short convs", "{\"model_type\": \"gla\", \"use_short_conv\": true, " SMALL "}", 3, 37, 1, 1},
-    {"hgrn2", "{\"model_type\": \"hgrn2\", \"expand_ratio\": 16, " SMALL "}", 3, 37, 1, 1},
+    {"gla", "{\"model_type\": \"gla\", " SMALL "}", 5, 37, 1, 1, 0.0f, 0.0},
+    {"gla accum 2", "{\"model_type\": \"gla\", " SMALL "}", 4, 20, 2, 1, 0.0f, 0.0},
+    {"gla T 150", "{\"model_type\": \"gla\", " SMALL "}", 2, 150, 1, 1, 0.0f, 0.0},
+    {"retnet", "{\"model_type\": \"retnet\", " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
+    {"gla short convs", "{\"model_type\": \"gla\", \"use_short_conv\": true, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
+    {"hgrn2", "{\"model_type\": \"hgrn2\", \"expand_ratio\": 16, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
     {"linear_attn hedgehog", "{\"model_type\": \"linear_attn\", \"feature_map\": \"hedgehog\", " SMALL "}", 3, 37, 1,
-     1},
+     1, 0.0f, 0.0},
     {"mamba2 (conv halo)", "{\"model_type\": \"mamba2\", \"head_dim\": 16, \"state_size\": 8, \"expand\": 2, "
-     "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": 64}", 3, 37, 1, 1},
+     "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": 64}", 3, 37, 1, 1, 0.0f, 0.0},
     {"mamba2 short pieces", "{\"model_type\": \"mamba2\", \"head_dim\": 16, \"state_size\": 8, \"expand\": 2, "
-     "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": 64}", 2, 9, 1, 1},
+     "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": 64}", 2, 9, 1, 1, 0.0f, 0.0},
     {"gla hybrid (attention on layer 1)", "{\"model_type\": \"gla\", \"attn\": {\"layers\": [1], \"num_heads\": 2}, "
-     SMALL "}", 3, 37, 1, 1},
-    {"transformer", "{\"model_type\": \"transformer\", " SMALL "}", 3, 37, 1, 1},
+     SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
+    {"transformer", "{\"model_type\": \"transformer\", " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
     {"transformer (grouped kv heads, qk norm, short convs, pieces of 2-3 tokens)",
      "{\"model_type\": \"transformer\", \"num_kv_heads\": 1, \"qk_norm\": true, \"use_short_conv\": true, "
-     "\"conv_size\": 4, " SMALL "}", 2, 9, 1, 1},
+     "\"conv_size\": 4, " SMALL "}", 2, 9, 1, 1, 0.0f, 0.0},
     {"transformer window 40 (pieces longer than a tile of 128)", "{\"model_type\": \"transformer\", "
-     "\"window_size\": 40, " SMALL "}", 1, 600, 1, 1},
+     "\"window_size\": 40, " SMALL "}", 1, 600, 1, 1, 0.0f, 0.0},
     {"delta_net hybrid (windowed attention on layer 0)", "{\"model_type\": \"delta_net\", \"attn\": {\"layers\": "
-     "[0], \"num_heads\": 4, \"num_kv_heads\": 2, \"window_size\": 5}, " SMALL "}", 2, 29, 1, 1},
-    {"delta_net (short convs)", "{\"model_type\": \"delta_net\", " SMALL "}", 4, 29, 1, 1},
+     "[0], \"num_heads\": 4, \"num_kv_heads\": 2, \"window_size\": 5}, " SMALL "}", 2, 29, 1, 1, 0.0f, 0.0},
+    {"delta_net (short convs)", "{\"model_type\": \"delta_net\", " SMALL "}", 4, 29, 1, 1, 0.0f, 0.0},
     {"gated_deltanet (short convs, pieces of 2-3 tokens)", "{\"model_type\": \"gated_deltanet\", \"head_dim\": 16, "
-     "\"expand_v\": 2, " SMALL "}", 2, 9, 1, 1},
-    {"delta_net", "{\"model_type\": \"delta_net\", \"use_short_conv\": false, " SMALL "}", 3, 37, 1, 1},
+     "\"expand_v\": 2, " SMALL "}", 2, 9, 1, 1, 0.0f, 0.0},
+    {"delta_net", "{\"model_type\": \"delta_net\", \"use_short_conv\": false, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
     {"gated_deltanet", "{\"model_type\": \"gated_deltanet\", \"use_short_conv\": false, \"head_dim\": 16, "
-     "\"expand_v\": 2, " SMALL "}", 3, 37, 1, 1},
+     "\"expand_v\": 2, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
     {"gated_deltaproduct", "{\"model_type\": \"gated_deltaproduct\", \"use_short_conv\": false, \"head_dim\": 16, "
-     "\"num_householder\": 2, " SMALL "}", 2, 37, 1, 1},
+     "\"num_householder\": 2, " SMALL "}", 2, 37, 1, 1, 0.0f, 0.0},
+    {"mom (4 memories, top 2, shared memory, short convs; no balance loss)", "{\"model_type\": \"mom\", "
+     "\"num_memories\": 4, \"topk\": 2, \"shared_mem\": true, \"head_dim\": 16, \"aux_loss_scale\": 0, " SMALL "}",
+     3, 37, 1, 1, 0.0f, 0.0},
+    {"mom (pieces of 2-3 tokens: memories with no token in a piece)", "{\"model_type\": \"mom\", \"num_memories\": 4, "
+     "\"topk\": 1, \"head_dim\": 16, \"aux_loss_scale\": 0, " SMALL "}", 2, 9, 1, 1, 0.0f, 0.0},
+    {"mom (no short convs)", "{\"model_type\": \"mom\", \"num_memories\": 3, \"topk\": 2, \"use_short_conv\": false, "
+     "\"head_dim\": 16, \"aux_loss_scale\": 0, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
+    {"kda (per-channel gates, short convs)", "{\"model_type\": \"kda\", \"head_dim\": 16, " SMALL "}", 3, 37, 1, 1,
+     0.0f, 0.0},
     {"mlstm (default gates: the stabiliser carries)", "{\"model_type\": \"mlstm\", " SMALL "}", 3, 37, 1, 1, 0.0f,
      5e-5},
     {"mlstm (input gates winning the stabiliser's max)", "{\"model_type\": \"mlstm\", " SMALL "}", 3, 37, 1, 1, 2.0f,

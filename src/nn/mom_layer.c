@@ -250,11 +250,27 @@ static float sigm(float x)
 }
 
 /* memory j over its rows: projections, convs, norms, gates, kernel -> a->o */
+static int sp_on(const lina_mixer_call *c)
+{
+    return c->sp && c->sp->size > 1;
+}
+
+/* the sequence-parallel keys of block (j, b): its q, k, v convolutions (0..2) and its kernel (3) */
+static const void *block_key(const mom_acts *a, int B, int j, int b, int what)
+{
+    return (const char *)(const void *)&a->off[j * B + b] + what;
+}
+
+/* memory j over its rows: projections, convs, norms, gates, kernel -> a->o. With
+ * sequence parallelism every block (j, b) is one piece of memory j's sub-sequence of b:
+ * its convs and kernel exchange with the same block of the other pieces (even when
+ * empty here), through the sp calls */
 static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_acts *a, int j)
 {
     int B = c->B, D = d->D, H = d->H, HK = H * d->K, HV = H * d->V, W = d->conv_size;
     size_t r0 = (size_t)a->off[j * B], n = (size_t)a->off[(j + 1) * B] - r0;
-    if (n == 0) {
+    const int spon = sp_on(c);
+    if (n == 0 && !spon) {
         return LINA_OK;
     }
     float *const *P = c->P;
@@ -269,11 +285,23 @@ static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_
     size_t SB = block_floats(d), ct = d->use_short_conv ? (size_t)W : 0;
     for (int b = 0; b < B; b++) {
         size_t s0 = (size_t)a->off[j * B + b], len = (size_t)a->off[j * B + b + 1] - s0;
-        if (len == 0) {
+        if (len == 0 && !spon) {
             continue;
         }
         float *st = c->state ? c->state + ((size_t)j * B + b) * SB : NULL;
         const int sc = d->use_short_conv, T = (int)len;
+        if (sc && spon) {
+            int rc;
+            if ((rc = lina_sp_conv_forward_key(c->sp, block_key(a, B, j, b, 0), a->qc + s0 * HK, a->qg + s0 * HK,
+                                               P[S_QC], NULL, 1, T, HK, W, LINA_ACT_SILU)) ||
+                (rc = lina_sp_conv_forward_key(c->sp, block_key(a, B, j, b, 1), a->kc + s0 * HK, a->kp + s0 * HK,
+                                               P[S_KC], NULL, 1, T, HK, W, LINA_ACT_SILU)) ||
+                (rc = lina_sp_conv_forward_key(c->sp, block_key(a, B, j, b, 2), a->v + s0 * HV, a->vp + s0 * HV,
+                                               P[S_VC], NULL, 1, T, HV, W, LINA_ACT_SILU))) {
+                return rc;
+            }
+            continue;
+        }
         lina_conv_act_forward(a->qc + s0 * HK, a->qg + s0 * HK, sc ? P[S_QC] : NULL, st, 1, T, HK, W, LINA_ACT_SILU);
         lina_conv_act_forward(a->kc + s0 * HK, a->kp + s0 * HK, sc ? P[S_KC] : NULL, st ? st + ct * HK : NULL, 1, T,
                               HK, W, LINA_ACT_SILU);
@@ -290,7 +318,7 @@ static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_
     }
     for (int b = 0; b < B; b++) {
         size_t s0 = (size_t)a->off[j * B + b], len = (size_t)a->off[j * B + b + 1] - s0;
-        if (len == 0) {
+        if (len == 0 && !spon) {
             continue;
         }
         float *st = c->state ? c->state + ((size_t)j * B + b) * SB + ct * (2 * (size_t)HK + HV) : NULL;
@@ -298,7 +326,7 @@ static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_
         lina_delta_in in = {a->qn + s0 * HK, a->kn + s0 * HK, a->v + s0 * HV, a->beta + s0 * H, a->g + s0 * H,
                             st, 1, NULL};
         lina_delta_out out = {a->o + s0 * HV, st, NULL}; /* the state is updated in place */
-        int rc = lina_delta_fwd(&md, &in, &out, c->form, c->ws);
+        int rc = lina_sp_delta_fwd(c->sp, block_key(a, B, j, b, 3), &md, &in, &out, c->form, c->ws);
         if (rc) {
             return rc;
         }
@@ -385,7 +413,8 @@ static int memory_backward(const lina_mixer_call *c, const lina_mom_dims *d, con
 {
     int B = c->B, D = d->D, H = d->H, HK = H * d->K, HV = H * d->V;
     size_t r0 = (size_t)a->off[j * B], n = (size_t)a->off[(j + 1) * B] - r0;
-    if (n == 0) {
+    const int spon = sp_on(c);
+    if (n == 0 && !spon) {
         return LINA_OK;
     }
     float *const *P = c->P;
@@ -406,7 +435,7 @@ static int memory_backward(const lina_mixer_call *c, const lina_mom_dims *d, con
     memset(s->dg, 0, n * H * sizeof(float));
     for (int b = 0; b < B; b++) {
         size_t s0 = (size_t)a->off[j * B + b], len = (size_t)a->off[j * B + b + 1] - s0, l0 = s0 - r0;
-        if (len == 0) {
+        if (len == 0 && !spon) {
             continue;
         }
         lina_mix_dims md = lina_layer_mix(1, (int)len, d->H, d->K, d->V, 64, 0.0f);
@@ -415,7 +444,7 @@ static int memory_backward(const lina_mixer_call *c, const lina_mom_dims *d, con
         lina_delta_grad_in gin = {s->dO_ + l0 * HV, NULL, NULL};
         lina_delta_grad_out gout = {s->dqn + l0 * HK, s->dkn + l0 * HK, s->dv + l0 * HV, s->dbeta + l0 * H,
                                     s->dg + l0 * H, NULL, NULL};
-        int rc = lina_delta_bwd(&md, &in, &gin, &gout, c->form, c->ws);
+        int rc = lina_sp_delta_bwd(c->sp, block_key(a, B, j, b, 3), &md, &in, &gin, &gout, c->form, c->ws);
         if (rc) {
             return rc;
         }
@@ -432,10 +461,25 @@ static int memory_backward(const lina_mixer_call *c, const lina_mom_dims *d, con
     memset(dvp, 0, n * HV * sizeof(float));
     for (int b = 0; b < B; b++) {
         size_t s0 = (size_t)a->off[j * B + b], len = (size_t)a->off[j * B + b + 1] - s0, l0 = s0 - r0;
-        if (len == 0) {
+        if (len == 0 && !spon) {
             continue;
         }
         const int sc = d->use_short_conv, T = (int)len, W = d->conv_size;
+        if (sc && spon) {
+            int rc;
+            if ((rc = lina_sp_conv_backward_key(c->sp, block_key(a, B, j, b, 0), dqg + l0 * HK, GV(S_QC), NULL,
+                                                s->dqc + l0 * HK, a->qg + s0 * HK, P[S_QC], NULL, 1, T, HK, W,
+                                                LINA_ACT_SILU)) ||
+                (rc = lina_sp_conv_backward_key(c->sp, block_key(a, B, j, b, 1), dkp + l0 * HK, GV(S_KC), NULL,
+                                                s->dkc + l0 * HK, a->kp + s0 * HK, P[S_KC], NULL, 1, T, HK, W,
+                                                LINA_ACT_SILU)) ||
+                (rc = lina_sp_conv_backward_key(c->sp, block_key(a, B, j, b, 2), dvp + l0 * HV, GV(S_VC), NULL,
+                                                s->dv + l0 * HV, a->vp + s0 * HV, P[S_VC], NULL, 1, T, HV, W,
+                                                LINA_ACT_SILU))) {
+                return rc;
+            }
+            continue;
+        }
         lina_conv_act_backward(dqg + l0 * HK, GV(S_QC), s->dqc + l0 * HK, a->qg + s0 * HK, sc ? P[S_QC] : NULL, 1, T,
                                HK, W, LINA_ACT_SILU);
         lina_conv_act_backward(dkp + l0 * HK, GV(S_KC), s->dkc + l0 * HK, a->kp + s0 * HK, sc ? P[S_KC] : NULL, 1, T,
@@ -551,4 +595,5 @@ const lina_mixer_vt lina_mom_kind = {
     .state_floats = mom_state_floats,
     .forward = mom_forward,
     .backward = mom_backward,
+    .flags = LINA_KIND_SP,
 };

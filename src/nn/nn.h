@@ -168,6 +168,12 @@ void lina_shortconv_forward_ld(float *y, const float *x, size_t ldx, const float
 void lina_shortconv_backward_ld(float *dx, size_t lddx, float *dw, float *dbias, float *dcache, const float *dy,
                                 const float *x, size_t ldx, const float *w, const float *bias, const float *cache,
                                 int B, int T, int C, int W, lina_act act);
+/* The same with the halo kept under `key` (a layer with several convolutions per weight). */
+int lina_sp_conv_forward_key(const lina_sp *sp, const void *key, float *y, const float *x, const float *w,
+                             const float *bias, int B, int T, int C, int W, lina_act act);
+int lina_sp_conv_backward_key(const lina_sp *sp, const void *key, float *dx, float *dw, float *dbias, const float *dy,
+                              const float *x, const float *w, const float *bias, int B, int T, int C, int W,
+                              lina_act act);
 /* One decode step: roll cache [B,C,W] left, put x [B,C] in the newest slot,
  * y [B,C] = act(bias + sum_j w[c,j] cache[b,c,j]). Equals the forward with T=1. */
 void lina_shortconv_step(float *y, const float *x, const float *w, const float *bias, float *cache, int B, int C,

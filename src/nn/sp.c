@@ -544,7 +544,19 @@ int lina_sp_delta_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *m
 int lina_sp_conv_forward(const lina_sp *sp, float *y, const float *x, const float *w, const float *bias, int B,
                          int T, int C, int W, lina_act act)
 {
-    float *halo = lina_sp_keep(sp, w, (size_t)B * C * W);
+    return lina_sp_conv_forward_key(sp, w, y, x, w, bias, B, T, C, W, act);
+}
+
+int lina_sp_conv_backward(const lina_sp *sp, float *dx, float *dw, float *dbias, const float *dy, const float *x,
+                          const float *w, const float *bias, int B, int T, int C, int W, lina_act act)
+{
+    return lina_sp_conv_backward_key(sp, w, dx, dw, dbias, dy, x, w, bias, B, T, C, W, act);
+}
+
+int lina_sp_conv_forward_key(const lina_sp *sp, const void *key, float *y, const float *x, const float *w,
+                             const float *bias, int B, int T, int C, int W, lina_act act)
+{
+    float *halo = lina_sp_keep(sp, key, (size_t)B * C * W);
     if (!halo) {
         return LINA_ENOMEM;
     }
@@ -555,10 +567,11 @@ int lina_sp_conv_forward(const lina_sp *sp, float *y, const float *x, const floa
     return rc;
 }
 
-int lina_sp_conv_backward(const lina_sp *sp, float *dx, float *dw, float *dbias, const float *dy, const float *x,
-                          const float *w, const float *bias, int B, int T, int C, int W, lina_act act)
+int lina_sp_conv_backward_key(const lina_sp *sp, const void *key, float *dx, float *dw, float *dbias, const float *dy,
+                              const float *x, const float *w, const float *bias, int B, int T, int C, int W,
+                              lina_act act)
 {
-    float *halo = lina_sp_keep(sp, w, (size_t)B * C * W); /* the forward's */
+    float *halo = lina_sp_keep(sp, key, (size_t)B * C * W); /* the forward's */
     float *dhalo = calloc((size_t)B * C * W, sizeof(float));
     if (!halo || !dhalo) {
         free(dhalo);
