@@ -6,7 +6,10 @@
 # updates per run and writes a table: training tokens/s (median of the per-update rates
 # after the first two updates), bytes each rank put into collectives per update (the gradient
 # all-reduce; with --sp the all-gathers per layer and pass too) and the share of the run spent
-# inside MPI calls (rank 0; from `lina train`'s "mpi:" line).
+# inside MPI calls (rank 0; from `lina train`'s "mpi:" line), and the overlap of the gradient
+# all-reduce with the backward: the share of its bytes whose MPI_Iallreduce started while the
+# backward was still running (bucket by bucket, as the layers finished) and the time per update
+# spent waiting for it after the backward.
 set -eu
 LINA=${1:-build/lina}
 OUT=${2:-results/dist_bench.md}
@@ -44,10 +47,14 @@ run() {
         per_step=$(awk -v a="$1" -v s="$STEPS" 'BEGIN { printf "%.2f MB", a / s }')
         per_layer=$(awk -v g="$2" -v s="$STEPS" -v l="$LAYERS" 'BEGIN { if (g > 0) printf "%.1f KB", g * 1e3 / s / l / 2; else printf "-" }')
         share=$(awk -v m="$3" -v w="$4" 'BEGIN { printf "%.1f%%", 100 * m / w }')
+        ov=$(echo "$line" | sed -n 's/.*gradient all-reduce: \([0-9.]*\)% of its bytes started during the backward, \([0-9.]*\) s waiting.*/\1 \2/p')
+        set -- $ov
+        early="$1%"
+        wait_ms=$(awk -v w="$2" -v s="$STEPS" 'BEGIN { printf "%.1f ms", 1e3 * w / s }')
     else
-        per_step="-" per_layer="-" share="-"
+        per_step="-" per_layer="-" share="-" early="-" wait_ms="-"
     fi
-    echo "| $name | $np x $th | $b x $t | $tps | $per_step | $per_layer | $share |" >>"$dir/table"
+    echo "| $name | $np x $th | $b x $t | $tps | $per_step | $per_layer | $share | $early | $wait_ms |" >>"$dir/table"
 }
 
 : >"$dir/table"
@@ -60,8 +67,8 @@ run sp2 "sequence parallel, 2 ranks" 2 1 2 1 4096
     echo
     echo "\`sh bench/dist_bench.sh\` ($(date -u +%Y-%m-%d), $(nproc) cores, kernel path $("$LINA" version | sed -n 's/^kernel path: \([a-z0-9]*\).*/\1/p'), load $(cut -d' ' -f1 /proc/loadavg)); $CONFIG, $STEPS updates per run."
     echo
-    echo "| run | ranks x threads | batch x seq | train tokens/s | bytes into collectives per update (rank 0) | all-gather per layer per pass (rank 0) | time in MPI calls (rank 0) |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| run | ranks x threads | batch x seq | train tokens/s | bytes into collectives per update (rank 0) | all-gather per layer per pass (rank 0) | time in MPI calls (rank 0) | gradient bytes started during the backward | wait for the all-reduce after the backward, per update |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     cat "$dir/table"
 } >"$OUT"
 cat "$OUT"

@@ -1153,6 +1153,10 @@ typedef struct lina_trainable {
     /* optional: sequence parallelism for the following train steps (the
      * distributed trainer's; NULL turns it off); NULL: not supported */
     int (*set_sp)(void *self, const struct lina_sp *sp);
+    /* optional: during the following train steps' backward, fn(ctx, from) is called as soon as
+     * the gradients from offset `from` to the end are final (the distributed trainer starts
+     * their all-reduce then); fn NULL turns it off */
+    void (*set_grad_hook)(void *self, void (*fn)(void *ctx, size_t from), void *ctx);
 } lina_trainable;
 
 /* Fill *out with callbacks onto the model m (which must outlive it). */

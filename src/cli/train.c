@@ -279,9 +279,11 @@ int lina_cmd_train(int argc, char **argv)
             lina_dist_stats ds;
             lina_dist_get_stats(dist, &ds);
             fprintf(stderr, "mpi: rank %d: %.3g MB into collectives (%.3g MB all-gathers), %.2f s of %.2f s in MPI "
-                            "calls (%.1f%%; %.2f s all-gathers)\n",
+                            "calls (%.1f%%; %.2f s all-gathers); gradient all-reduce: %.1f%% of its bytes started "
+                            "during the backward, %.2f s waiting for it after the backward\n",
                     lina_dist_rank(dist), ds.bytes / 1e6, ds.gather_bytes / 1e6, ds.seconds, el,
-                    100.0 * ds.seconds / (el > 0 ? el : 1), ds.gather_seconds);
+                    100.0 * ds.seconds / (el > 0 ? el : 1), ds.gather_seconds,
+                    100.0 * ds.early_bytes / (ds.sum_bytes > 0 ? ds.sum_bytes : 1), ds.wait_seconds);
         }
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);

@@ -14,8 +14,20 @@
 
 size_t lina_dist_bucket = (size_t)1 << 20;
 
+/* a bucketed sum in flight (lina_dist_sum_begin .. end) */
+typedef struct dist_sum {
+    int open;
+    lina_dist_scope scope;
+    float *buf;
+    size_t n, bk, nb, started; /* floats, per bucket, buckets, buckets started (from the end) */
+#ifdef LINA_MPI
+    MPI_Request *req;
+#endif
+} dist_sum;
+
 struct lina_dist {
     int rank, size, sp_rank, sp_size, dp_rank, dp_size;
+    dist_sum sum;
     int initialised; /* this lina_dist called MPI_Init */
     int split;       /* the sp and dp communicators exist */
     lina_dist_stats stats;
@@ -166,38 +178,109 @@ static int scope_size(const lina_dist *d, lina_dist_scope s)
 
 int lina_dist_sum_f(lina_dist *d, lina_dist_scope s, float *buf, size_t n)
 {
-    if (scope_size(d, s) == 1 || n == 0) {
+    int rc = lina_dist_sum_begin(d, s, buf, n);
+    return rc ? rc : lina_dist_sum_end(d);
+}
+
+int lina_dist_sum_open(const lina_dist *d)
+{
+    return d && d->sum.open;
+}
+
+int lina_dist_sum_begin(lina_dist *d, lina_dist_scope s, float *buf, size_t n)
+{
+    if (!d) {
+        return LINA_OK;
+    }
+    if (d->sum.open) {
+        return lina_set_error(LINA_EINVAL, "dist: a bucketed sum is already in flight");
+    }
+    dist_sum *u = &d->sum;
+    memset(u, 0, sizeof *u);
+    u->open = 1;
+    u->scope = s;
+    u->buf = buf;
+    u->n = scope_size(d, s) == 1 ? 0 : n;
+    u->bk = lina_dist_bucket > 0 ? lina_dist_bucket : (n > 0 ? n : 1);
+    u->nb = (u->n + u->bk - 1) / u->bk;
+#ifdef LINA_MPI
+    if (u->nb > 0 && !(u->req = malloc(u->nb * sizeof *u->req))) {
+        u->open = 0;
+        return lina_set_error(LINA_ENOMEM, "dist: out of memory");
+    }
+#endif
+    return LINA_OK;
+}
+
+#ifdef LINA_MPI
+/* start buckets started .. upto-1 (bucket i: the i-th bk floats from the end) */
+static int sum_start(lina_dist *d, size_t upto)
+{
+    dist_sum *u = &d->sum;
+    for (; u->started < upto; u->started++) {
+        size_t i = u->started, hi = u->n - i * u->bk, lo = hi > u->bk ? hi - u->bk : 0;
+        if (MPI_Iallreduce(MPI_IN_PLACE, u->buf + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM, d->comm[u->scope],
+                           &u->req[i]) != MPI_SUCCESS) {
+            return lina_set_error(LINA_EIO, "MPI_Iallreduce of the gradient failed");
+        }
+        d->stats.calls++;
+    }
+    return LINA_OK;
+}
+#endif
+
+int lina_dist_sum_ready(lina_dist *d, size_t from)
+{
+    if (!d || !d->sum.open || d->sum.n == 0) {
         return LINA_OK;
     }
 #ifdef LINA_MPI
-    size_t bk = lina_dist_bucket > 0 ? lina_dist_bucket : n;
-    size_t nb = (n + bk - 1) / bk;
-    MPI_Request *req = malloc(nb * sizeof *req);
-    if (!req) {
-        return lina_set_error(LINA_ENOMEM, "dist: out of memory");
-    }
+    dist_sum *u = &d->sum;
     double t0 = lina_now();
-    int e = MPI_SUCCESS;
-    for (size_t i = 0; i < nb && e == MPI_SUCCESS; i++) {
-        size_t o = i * bk, m = n - o < bk ? n - o : bk;
-        e = MPI_Iallreduce(MPI_IN_PLACE, buf + o, (int)m, MPI_FLOAT, MPI_SUM, d->comm[s], &req[i]);
-        if (e != MPI_SUCCESS) {
-            nb = i;
-        }
+    /* buckets wholly inside [from, n): bucket i starts at n - (i + 1) bk (the last one at 0) */
+    size_t full = from == 0 ? u->nb : from >= u->n ? 0 : (u->n - from) / u->bk;
+    size_t before = u->started;
+    int rc = sum_start(d, full < u->nb ? full : u->nb);
+    for (size_t i = before; i < u->started; i++) {
+        size_t hi = u->n - i * u->bk, lo = hi > u->bk ? hi - u->bk : 0;
+        d->stats.early_bytes += (double)(hi - lo) * sizeof(float);
     }
-    int w = MPI_Waitall((int)nb, req, MPI_STATUSES_IGNORE);
-    free(req);
+    int flag = 0;
+    if (rc == LINA_OK && u->started > 0) {
+        MPI_Testall((int)u->started, u->req, &flag, MPI_STATUSES_IGNORE);
+    }
     d->stats.seconds += lina_now() - t0;
-    d->stats.bytes += (double)n * sizeof(float);
-    d->stats.calls += (int64_t)nb;
-    if (e != MPI_SUCCESS || w != MPI_SUCCESS) {
-        return lina_set_error(LINA_EIO, "MPI_Iallreduce of the gradient failed");
-    }
-    return LINA_OK;
+    return rc;
 #else
-    (void)buf;
+    (void)from;
     return LINA_OK;
 #endif
+}
+
+int lina_dist_sum_end(lina_dist *d)
+{
+    if (!d || !d->sum.open) {
+        return LINA_OK;
+    }
+    dist_sum *u = &d->sum;
+    int rc = LINA_OK;
+#ifdef LINA_MPI
+    if (u->nb > 0) {
+        double t0 = lina_now();
+        rc = sum_start(d, u->nb);
+        if (MPI_Waitall((int)u->started, u->req, MPI_STATUSES_IGNORE) != MPI_SUCCESS && rc == LINA_OK) {
+            rc = lina_set_error(LINA_EIO, "MPI_Iallreduce of the gradient failed");
+        }
+        double dt = lina_now() - t0;
+        d->stats.seconds += dt;
+        d->stats.wait_seconds += dt;
+        d->stats.bytes += (double)u->n * sizeof(float);
+        d->stats.sum_bytes += (double)u->n * sizeof(float);
+    }
+    free(u->req);
+#endif
+    u->open = 0;
+    return rc;
 }
 
 int lina_dist_sum_d(lina_dist *d, lina_dist_scope s, double *buf, int n)

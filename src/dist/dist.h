@@ -49,6 +49,18 @@ int lina_dist_dp_size(const lina_dist *d);
  * (started together, then completed), doubles in one call. */
 int lina_dist_sum_f(lina_dist *d, lina_dist_scope s, float *buf, size_t n);
 int lina_dist_sum_d(lina_dist *d, lina_dist_scope s, double *buf, int n);
+/* The same sum for a buffer that becomes final from its end towards its start
+ * (a gradient during the backward): begin records it; ready(from) starts the
+ * all-reduce of every bucket (lina_dist_bucket floats, counted from the end)
+ * that lies inside [from, n) and is not started yet, then lets MPI progress
+ * the started ones (MPI_Testall); end starts the rest and waits for all. Every
+ * rank starts the same buckets in the same order whatever its timing. One
+ * such sum at a time. */
+int lina_dist_sum_begin(lina_dist *d, lina_dist_scope s, float *buf, size_t n);
+int lina_dist_sum_ready(lina_dist *d, size_t from);
+int lina_dist_sum_end(lina_dist *d);
+/* 1 while a sum is begun and not ended. */
+int lina_dist_sum_open(const lina_dist *d);
 /* recv [size(scope) * n] = every rank's send [n], in rank order. */
 int lina_dist_allgather_f(lina_dist *d, lina_dist_scope s, const float *send, size_t n, float *recv);
 /* recv [n] = the sum over the scope's ranks of their send [rank * n .. (rank + 1) * n)
@@ -68,6 +80,9 @@ extern size_t lina_dist_bucket;
 typedef struct lina_dist_stats {
     double bytes, seconds;   /* all collectives */
     double gather_bytes, gather_seconds; /* of which all-gathers */
+    /* bucketed sums: bytes whose all-reduce started before the sum's end (during the
+     * backward), all their bytes, and the seconds spent waiting in the end */
+    double early_bytes, sum_bytes, wait_seconds;
     int64_t calls;
 } lina_dist_stats;
 void lina_dist_get_stats(const lina_dist *d, lina_dist_stats *s);

@@ -127,6 +127,8 @@ struct lina_model {
     lina_model_state *const *row_st;
     const lina_sp *sp;    /* sequence parallelism in training steps, or NULL */
     int in_train;         /* a training step is running (sp applies) */
+    void (*grad_hook)(void *ctx, size_t from); /* training backward: gradients [from, end) are final */
+    void *grad_ctx;
 };
 
 /* ================================================================ helpers */
@@ -1022,6 +1024,12 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
         }
         lina_rmsnorm_backward(m->dres, tp(m, G, ly->t_attn_norm), NULL, m->tmp, la->x, tp(m, P, ly->t_attn_norm),
                               la->rstd1, N, D);
+        if (m->grad_hook && m->in_train && (m->ntensors - 1 == m->t_norm || m->ntensors - 1 == m->t_lm)) {
+            /* tensors are stored in declaration order: layer l's from its mixer norm on, then the
+             * later layers, the final norm and an untied lm_head, all done (when nothing else was
+             * declared after them) */
+            m->grad_hook(m->grad_ctx, m->tensors[ly->t_attn_norm].off);
+        }
     }
     lina_embedding_backward(tp(m, G, m->t_emb), m->dres, tokens, N, D);
     return m->shared ? shared_run(m, P, G) : LINA_OK;
@@ -1047,6 +1055,12 @@ int lina_model_set_sp(lina_model *m, const lina_sp *sp)
     }
     m->sp = sp;
     return LINA_OK;
+}
+
+void lina_model_set_grad_hook(lina_model *m, void (*fn)(void *ctx, size_t from), void *ctx)
+{
+    m->grad_hook = fn;
+    m->grad_ctx = ctx;
 }
 
 static int train_step(lina_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, double *loss,

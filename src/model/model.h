@@ -41,4 +41,11 @@ const lina_mixer_vt *lina_kind_of_ffn(const lina_config *c);
  * the mixer when a layer's kind lacks LINA_KIND_SP. sp must outlive its use. */
 int lina_model_set_sp(lina_model *m, const lina_sp *sp);
 
+/* During the backward of the following training steps, fn(ctx, from) is
+ * called after each layer (last to first) with the offset from which the
+ * gradient buffer is final for the step: that layer's tensors and everything
+ * declared after them (the layers of a model are stored in order, after the
+ * embeddings). fn NULL turns it off. */
+void lina_model_set_grad_hook(lina_model *m, void (*fn)(void *ctx, size_t from), void *ctx);
+
 #endif

@@ -86,8 +86,41 @@ int lina_dist_sp_init(lina_trainable *m, lina_dist *d, int B, int T, lina_sp *sp
     return rc;
 }
 
+/* The last micro-batch's backward: the gradients final from `from` on are
+ * weighted and their buckets' all-reduce started (overlapping the rest of the
+ * backward). */
+typedef struct grad_flow {
+    lina_dist *d;
+    float *g;
+    float w;      /* the weight (1: none) */
+    size_t done;  /* [done, n) weighted */
+} grad_flow;
+
+static void grad_ready(void *ctx, size_t from)
+{
+    grad_flow *f = ctx;
+    if (from < f->done) {
+        if (f->w != 1.0f) {
+            scale(f->g + from, f->done - from, f->w);
+        }
+        f->done = from;
+        lina_dist_sum_ready(f->d, from); /* an MPI error shows again in lina_dist_sum_end */
+    }
+}
+
+int lina_dist_grads_finish(lina_dist *d, float *g, size_t n)
+{
+    if (!lina_dist_sum_open(d)) {
+        int rc = lina_dist_sum_begin(d, LINA_DIST_WORLD, g, n);
+        if (rc) {
+            return rc;
+        }
+    }
+    return lina_dist_sum_end(d);
+}
+
 int lina_dist_micro(lina_trainable *m, lina_dist *d, lina_sp *sp, const int32_t *tok, const int32_t *tgt, int B,
-                    int T, int first, int32_t *tokl, int32_t *tgtl, double *lsum, lina_ws *ws)
+                    int T, int first, int last, int32_t *tokl, int32_t *tgtl, double *lsum, lina_ws *ws)
 {
     int b0, nb, t0, tn;
     lina_dist_part(d, B, T, &b0, &nb, &t0, &tn);
@@ -112,14 +145,23 @@ int lina_dist_micro(lina_trainable *m, lina_dist *d, lina_sp *sp, const int32_t 
         sp->weight = (double)mine;
     }
     int rc = use_sp ? m->set_sp(m->self, sp) : LINA_OK;
+    /* the last micro-batch starts the gradient's all-reduce during its backward */
+    grad_flow flow = {d, g, w > 0.0 ? (float)w : 1.0f, n};
+    const int overlap = last && lina_dist_size(d) > 1 && m->set_grad_hook;
+    if (rc == LINA_OK && overlap && (rc = lina_dist_sum_begin(d, LINA_DIST_WORLD, g, n)) == LINA_OK) {
+        m->set_grad_hook(m->self, grad_ready, &flow);
+    }
     if (rc == LINA_OK) {
         rc = m->train_step(m->self, tokl, tgtl, nb, tn, &l, ws);
+    }
+    if (overlap) {
+        m->set_grad_hook(m->self, NULL, NULL);
     }
     if (use_sp) {
         m->set_sp(m->self, NULL);
     }
-    if (w > 0.0) {
-        scale(g, n, w);
+    if (flow.w != 1.0f) {
+        scale(g, flow.done, flow.w);
     }
     *lsum = l * w;
     return rc;

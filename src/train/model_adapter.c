@@ -69,6 +69,11 @@ static int a_set_sp(void *s, const struct lina_sp *sp)
     return lina_model_set_sp(s, sp);
 }
 
+static void a_set_grad_hook(void *s, void (*fn)(void *ctx, size_t from), void *ctx)
+{
+    lina_model_set_grad_hook(s, fn, ctx);
+}
+
 int lina_trainable_from_model(lina_model *m, lina_trainable *out)
 {
     memset(out, 0, sizeof *out);
@@ -88,6 +93,7 @@ int lina_trainable_from_model(lina_model *m, lina_trainable *out)
     out->train_step_varlen = a_train_step_varlen;
     out->eval_loss_varlen = a_eval_loss_varlen;
     out->set_sp = a_set_sp;
+    out->set_grad_hook = a_set_grad_hook;
     out->vocab_size = lina_model_config(m)->vocab_size;
     return LINA_OK;
 }

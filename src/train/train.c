@@ -476,7 +476,8 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
             double l = 0.0;
             rc = lina_tok_sample(data, &st.rng, B, T, tok, tgt);
             if (rc == LINA_OK) {
-                rc = lina_dist_micro(m, dist, &sp, tok, tgt, B, T, a == 0, tokl, tgtl, &l, &ws);
+                rc = lina_dist_micro(m, dist, &sp, tok, tgt, B, T, a == 0, a == o->accum - 1, tokl, tgtl, &l,
+                                     &ws);
             }
             if (rc == LINA_ENONFINITE) {
                 rc = LINA_OK; /* the summed loss is not finite on every rank: stopped below */
@@ -484,7 +485,13 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
             loss += l;
         }
         if (world > 1) {
-            /* the global loss, and whether any rank failed or was asked to stop */
+            /* the summed gradient (every rank, even one that failed, completes the all-reduce its
+             * last micro-batch started), then the global loss and whether any rank failed or was
+             * asked to stop */
+            int r1 = lina_dist_grads_finish(dist, grads, n);
+            if (rc == LINA_OK) {
+                rc = r1;
+            }
             double v[3] = {loss, rc != LINA_OK, o->stop && *o->stop};
             int r2 = lina_dist_sum_d(dist, LINA_DIST_WORLD, v, 3);
             if (rc == LINA_OK && r2 != LINA_OK) {
@@ -492,9 +499,6 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
             }
             if (rc == LINA_OK && v[1] > 0.0) {
                 rc = lina_set_error(LINA_EIO, "stopped: another rank failed (its message is above)");
-            }
-            if (rc == LINA_OK) {
-                rc = lina_dist_sum_f(dist, LINA_DIST_WORLD, grads, n);
             }
             loss = v[0];
             stop_any = v[2] > 0.0;

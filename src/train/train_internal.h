@@ -60,11 +60,18 @@ int lina_dist_check_shape(const struct lina_dist *d, int B, int T);
  * batch (tok, tgt [B, T]) into tokl, tgtl, run the model's train step and
  * weight the gradient it adds by (its targets) / (the global batch's targets),
  * so that the sum over ranks is the gradient of the global mean loss; first:
- * the gradient buffer holds nothing yet. *lsum = the weighted local loss (the
- * sum over ranks is the global mean). */
+ * the gradient buffer holds nothing yet; last: the update's last micro-batch,
+ * whose backward starts the gradient's bucketed all-reduce over the world as
+ * the layers finish (when the model reports them: set_grad_hook).
+ * *lsum = the weighted local loss (the sum over ranks is the global mean). */
 int lina_dist_micro(lina_trainable *m, struct lina_dist *d, struct lina_sp *sp, const int32_t *tok,
-                    const int32_t *tgt, int B, int T, int first, int32_t *tokl, int32_t *tgtl, double *lsum,
-                    lina_ws *ws);
+                    const int32_t *tgt, int B, int T, int first, int last, int32_t *tokl, int32_t *tgtl,
+                    double *lsum, lina_ws *ws);
+/* After the micro-batches of an update: the gradient g [n] summed over the
+ * world (the all-reduce the last micro-batch started, completed; or all of it
+ * when none was started, e.g. on a rank that failed before). Every rank calls
+ * it once per update. */
+int lina_dist_grads_finish(struct lina_dist *d, float *g, size_t n);
 /* The sequence-parallel context of this rank for global sequences of T
  * tokens (its piece, the all-gather over its sp group); with more than one
  * piece, an error when the model cannot run it (naming the mixer). Free its
