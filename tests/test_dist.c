@@ -35,6 +35,9 @@ typedef struct dcase {
      * of the stabilised cell's terms, which float32 rounding moves by ~1e-5 relative when only the
      * order of the batch sum changes: 4 data-parallel ranks alone, B 3 T 37, give up to 6e-6) */
     double tol;
+    /* >= 0: packed documents separated by this token (frequent in the batch), trained
+     * through the varlen step; data parallel only */
+    int32_t doc_sep;
 } dcase;
 
 #define SMALL "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_heads\": 2, \"vocab_size\": 64, " \
@@ -43,51 +46,55 @@ typedef struct dcase {
 /* T = 37 on 2 / 4 pieces: uneven pieces of 18-19 / 9-10 tokens, all shorter
  * than one chunk (64); T = 150: pieces longer than a chunk, and not a multiple of it */
 static const dcase k_cases[] = {
-    {"gla", "{\"model_type\": \"gla\", " SMALL "}", 5, 37, 1, 1, 0.0f, 0.0},
-    {"gla accum 2", "{\"model_type\": \"gla\", " SMALL "}", 4, 20, 2, 1, 0.0f, 0.0},
-    {"gla T 150", "{\"model_type\": \"gla\", " SMALL "}", 2, 150, 1, 1, 0.0f, 0.0},
-    {"retnet", "{\"model_type\": \"retnet\", " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
-    {"gla short convs", "{\"model_type\": \"gla\", \"use_short_conv\": true, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
-    {"hgrn2", "{\"model_type\": \"hgrn2\", \"expand_ratio\": 16, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
+    {"gla", "{\"model_type\": \"gla\", " SMALL "}", 5, 37, 1, 1, 0.0f, 0.0, -1},
+    {"gla accum 2", "{\"model_type\": \"gla\", " SMALL "}", 4, 20, 2, 1, 0.0f, 0.0, -1},
+    {"gla T 150", "{\"model_type\": \"gla\", " SMALL "}", 2, 150, 1, 1, 0.0f, 0.0, -1},
+    {"retnet", "{\"model_type\": \"retnet\", " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0, -1},
+    {"gla short convs", "{\"model_type\": \"gla\", \"use_short_conv\": true, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0, -1},
+    {"hgrn2", "{\"model_type\": \"hgrn2\", \"expand_ratio\": 16, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0, -1},
     {"linear_attn hedgehog", "{\"model_type\": \"linear_attn\", \"feature_map\": \"hedgehog\", " SMALL "}", 3, 37, 1,
-     1, 0.0f, 0.0},
+     1, 0.0f, 0.0, -1},
     {"mamba2 (conv halo)", "{\"model_type\": \"mamba2\", \"head_dim\": 16, \"state_size\": 8, \"expand\": 2, "
-     "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": 64}", 3, 37, 1, 1, 0.0f, 0.0},
+     "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": 64}", 3, 37, 1, 1, 0.0f, 0.0, -1},
     {"mamba2 short pieces", "{\"model_type\": \"mamba2\", \"head_dim\": 16, \"state_size\": 8, \"expand\": 2, "
-     "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": 64}", 2, 9, 1, 1, 0.0f, 0.0},
+     "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": 64}", 2, 9, 1, 1, 0.0f, 0.0, -1},
     {"gla hybrid (attention on layer 1)", "{\"model_type\": \"gla\", \"attn\": {\"layers\": [1], \"num_heads\": 2}, "
-     SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
-    {"transformer", "{\"model_type\": \"transformer\", " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
+     SMALL "}", 3, 37, 1, 1, 0.0f, 0.0, -1},
+    {"transformer", "{\"model_type\": \"transformer\", " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0, -1},
     {"transformer (grouped kv heads, qk norm, short convs, pieces of 2-3 tokens)",
      "{\"model_type\": \"transformer\", \"num_kv_heads\": 1, \"qk_norm\": true, \"use_short_conv\": true, "
-     "\"conv_size\": 4, " SMALL "}", 2, 9, 1, 1, 0.0f, 0.0},
+     "\"conv_size\": 4, " SMALL "}", 2, 9, 1, 1, 0.0f, 0.0, -1},
     {"transformer window 40 (pieces longer than a tile of 128)", "{\"model_type\": \"transformer\", "
-     "\"window_size\": 40, " SMALL "}", 1, 600, 1, 1, 0.0f, 0.0},
+     "\"window_size\": 40, " SMALL "}", 1, 600, 1, 1, 0.0f, 0.0, -1},
     {"delta_net hybrid (windowed attention on layer 0)", "{\"model_type\": \"delta_net\", \"attn\": {\"layers\": "
-     "[0], \"num_heads\": 4, \"num_kv_heads\": 2, \"window_size\": 5}, " SMALL "}", 2, 29, 1, 1, 0.0f, 0.0},
-    {"delta_net (short convs)", "{\"model_type\": \"delta_net\", " SMALL "}", 4, 29, 1, 1, 0.0f, 0.0},
+     "[0], \"num_heads\": 4, \"num_kv_heads\": 2, \"window_size\": 5}, " SMALL "}", 2, 29, 1, 1, 0.0f, 0.0, -1},
+    {"delta_net (short convs)", "{\"model_type\": \"delta_net\", " SMALL "}", 4, 29, 1, 1, 0.0f, 0.0, -1},
     {"gated_deltanet (short convs, pieces of 2-3 tokens)", "{\"model_type\": \"gated_deltanet\", \"head_dim\": 16, "
-     "\"expand_v\": 2, " SMALL "}", 2, 9, 1, 1, 0.0f, 0.0},
-    {"delta_net", "{\"model_type\": \"delta_net\", \"use_short_conv\": false, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
+     "\"expand_v\": 2, " SMALL "}", 2, 9, 1, 1, 0.0f, 0.0, -1},
+    {"delta_net", "{\"model_type\": \"delta_net\", \"use_short_conv\": false, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0, -1},
     {"gated_deltanet", "{\"model_type\": \"gated_deltanet\", \"use_short_conv\": false, \"head_dim\": 16, "
-     "\"expand_v\": 2, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
+     "\"expand_v\": 2, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0, -1},
     {"gated_deltaproduct", "{\"model_type\": \"gated_deltaproduct\", \"use_short_conv\": false, \"head_dim\": 16, "
-     "\"num_householder\": 2, " SMALL "}", 2, 37, 1, 1, 0.0f, 0.0},
+     "\"num_householder\": 2, " SMALL "}", 2, 37, 1, 1, 0.0f, 0.0, -1},
     {"mom (4 memories, top 2, shared memory, short convs; no balance loss)", "{\"model_type\": \"mom\", "
      "\"num_memories\": 4, \"topk\": 2, \"shared_mem\": true, \"head_dim\": 16, \"aux_loss_scale\": 0, " SMALL "}",
-     3, 37, 1, 1, 0.0f, 0.0},
+     3, 37, 1, 1, 0.0f, 0.0, -1},
     {"mom (pieces of 2-3 tokens: memories with no token in a piece)", "{\"model_type\": \"mom\", \"num_memories\": 4, "
-     "\"topk\": 1, \"head_dim\": 16, \"aux_loss_scale\": 0, " SMALL "}", 2, 9, 1, 1, 0.0f, 0.0},
+     "\"topk\": 1, \"head_dim\": 16, \"aux_loss_scale\": 0, " SMALL "}", 2, 9, 1, 1, 0.0f, 0.0, -1},
     {"mom (no short convs)", "{\"model_type\": \"mom\", \"num_memories\": 3, \"topk\": 2, \"use_short_conv\": false, "
-     "\"head_dim\": 16, \"aux_loss_scale\": 0, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0},
+     "\"head_dim\": 16, \"aux_loss_scale\": 0, " SMALL "}", 3, 37, 1, 1, 0.0f, 0.0, -1},
     {"kda (per-channel gates, short convs)", "{\"model_type\": \"kda\", \"head_dim\": 16, " SMALL "}", 3, 37, 1, 1,
-     0.0f, 0.0},
+     0.0f, 0.0, -1},
+    {"gla packed documents", "{\"model_type\": \"gla\", \"use_short_conv\": true, " SMALL "}", 5, 37, 1, 1, 0.0f,
+     0.0, 5},
+    {"gated_deltanet packed documents, accum 2", "{\"model_type\": \"gated_deltanet\", \"head_dim\": 16, " SMALL "}", 3,
+     29, 2, 1, 0.0f, 0.0, 5},
     {"mlstm (default gates: the stabiliser carries)", "{\"model_type\": \"mlstm\", " SMALL "}", 3, 37, 1, 1, 0.0f,
-     5e-5},
+     5e-5, -1},
     {"mlstm (input gates winning the stabiliser's max)", "{\"model_type\": \"mlstm\", " SMALL "}", 3, 37, 1, 1, 2.0f,
-     5e-5},
+     5e-5, -1},
     {"mlstm (short convs, output gate, pieces of 2-3 tokens)", "{\"model_type\": \"mlstm\", \"use_short_conv\": true, "
-     "\"use_output_gate\": true, " SMALL "}", 2, 9, 1, 1, 2.0f, 5e-5},
+     "\"use_output_gate\": true, " SMALL "}", 2, 9, 1, 1, 2.0f, 5e-5, -1},
 };
 
 /* ||a - b|| / ||b|| (2-norms; NaN in a counts as an error) */
@@ -138,6 +145,10 @@ static int worker_case(lina_dist *d, const dcase *c)
                                                : 2.0f;
         }
     }
+    if (c->doc_sep >= 0 && lina_dist_sp_size(d) > 1) {
+        lina_model_free(m); /* --pack is data parallel only (lina train refuses it with --sp) */
+        return LINA_OK;
+    }
     lina_sp sp;
     /* every data-parallel rank needs a sequence: at least one more than the ranks (uneven shares) */
     const int B = c->B >= lina_dist_dp_size(d) ? c->B : lina_dist_dp_size(d) + 1;
@@ -167,6 +178,15 @@ static int worker_case(lina_dist *d, const dcase *c)
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         tok[i] = (int32_t)((s >> 33) % 64);
         tgt[i] = (int32_t)((s >> 17) % 64);
+        if (c->doc_sep >= 0 && (s >> 45) % 6 == 0) {
+            tok[i] = c->doc_sep; /* a document ends here */
+        }
+    }
+    int64_t *cu = malloc((bt + 1) * sizeof *cu), ncu = 0;
+    for (int a = 0; c->doc_sep >= 0 && a < c->accum; a++) {
+        /* the separators' targets ignored, as lina train does for the global batch */
+        size_t o = (size_t)a * B * c->T;
+        lina_tok_docs(tok + o, tgt + o, B, c->T, c->doc_sep, cu, &ncu);
     }
     /* the reference: one process, the whole global batch(es) */
     double lref = 0.0, ldist = 0.0;
@@ -174,7 +194,12 @@ static int worker_case(lina_dist *d, const dcase *c)
     for (int a = 0; a < c->accum && rc == LINA_OK; a++) {
         double l = 0.0;
         size_t o = (size_t)a * B * c->T;
-        rc = lina_model_train_step(m, tok + o, tgt + o, B, c->T, &l, &ws);
+        if (c->doc_sep >= 0) {
+            lina_tok_docs(tok + o, tgt + o, B, c->T, c->doc_sep, cu, &ncu);
+            rc = lina_model_train_step_varlen(m, tok + o, tgt + o, B, c->T, cu, ncu, &l, &ws);
+        } else {
+            rc = lina_model_train_step(m, tok + o, tgt + o, B, c->T, &l, &ws);
+        }
         lref += l;
     }
     memcpy(ref, lina_model_grads(m), n * sizeof *ref);
@@ -183,8 +208,8 @@ static int worker_case(lina_dist *d, const dcase *c)
     for (int a = 0; a < c->accum && rc == LINA_OK; a++) {
         double l = 0.0;
         size_t o = (size_t)a * B * c->T;
-        rc = lina_dist_micro(&t, d, &sp, tok + o, tgt + o, B, c->T, a == 0, a == c->accum - 1, tokl, tgtl, &l,
-                             &ws);
+        rc = lina_dist_micro(&t, d, &sp, tok + o, tgt + o, B, c->T, a == 0, a == c->accum - 1, c->doc_sep, tokl,
+                             tgtl, &l, &ws);
         ldist += l;
     }
     if (rc == LINA_OK) {
@@ -225,6 +250,7 @@ static int worker_case(lina_dist *d, const dcase *c)
                   wname, nt, tol);
         }
     }
+    free(cu);
     free(tok);
     free(tgt);
     free(tokl);
@@ -386,6 +412,30 @@ static void cli_tests(const char *dir)
     snprintf(cmd, sizeof cmd, MPIRUN " -np 4 %s train %s --steps %d --stop-after 10 --sp 2 --out %s/grid", bin, args,
              STEPS, dir);
     run_compare(cmd, dir, "grid", ref, 10, "lina train on 4 ranks = 2 dp x 2 sp");
+
+    /* packed documents (separator 7, about one token in 48) on 2 data-parallel ranks = one process;
+     * refused with --sp */
+    snprintf(path, sizeof path, "%s/gla-pack.json", dir);
+    f = fopen(path, "w");
+    if (f) {
+        fputs("{\"model_type\": \"gla\", \"eos_token_id\": 7, " SMALL "}", f);
+        fclose(f);
+    }
+    double pref[10];
+    snprintf(cmd, sizeof cmd, "%s train --config %s/gla-pack.json --data %s/train.tok --batch 6 --seq-len 64 --lr 3e-3 "
+             "--threads 1 --quiet --pack --steps 10 --out %s/pack1", bin, dir, dir, dir);
+    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    snprintf(path, sizeof path, "%s/pack1", dir);
+    CHECK(st == 0 && read_losses(path, pref, 10) == 10, "dist cli: one-process --pack run (status %d %.200s)", st,
+          st ? err : "");
+    snprintf(cmd, sizeof cmd, MPIRUN " -np 2 %s train --config %s/gla-pack.json --data %s/train.tok --batch 6 "
+             "--seq-len 64 --lr 3e-3 --threads 1 --quiet --pack --steps 10 --out %s/pack2", bin, dir, dir, dir);
+    run_compare(cmd, dir, "pack2", pref, 10, "--pack on 2 data-parallel ranks");
+    snprintf(cmd, sizeof cmd, MPIRUN " -np 2 %s train --config %s/gla-pack.json --data %s/train.tok --batch 6 "
+             "--seq-len 64 --threads 1 --quiet --pack --sp 2 --steps 2 --out %s/pack3", bin, dir, dir, dir);
+    st = th_sh_capture(cmd, dir, out, sizeof out, err, sizeof err);
+    CHECK(st != 0 && strstr(err, "--pack with --sp 2 is not supported"), "dist cli: --pack with --sp is one error "
+          "(status %d: %.160s)", st, err);
 
     /* different options on the two ranks (MPMD) */
     snprintf(cmd, sizeof cmd, MPIRUN " -np 1 %s train %s --steps 3 --out %s/mm : -np 1 %s train %s --steps 3 --lr 1e-3 "

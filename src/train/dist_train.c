@@ -120,7 +120,8 @@ int lina_dist_grads_finish(lina_dist *d, float *g, size_t n)
 }
 
 int lina_dist_micro(lina_trainable *m, lina_dist *d, lina_sp *sp, const int32_t *tok, const int32_t *tgt, int B,
-                    int T, int first, int last, int32_t *tokl, int32_t *tgtl, double *lsum, lina_ws *ws)
+                    int T, int first, int last, int32_t doc_sep, int32_t *tokl, int32_t *tgtl, double *lsum,
+                    lina_ws *ws)
 {
     int b0, nb, t0, tn;
     lina_dist_part(d, B, T, &b0, &nb, &t0, &tn);
@@ -151,7 +152,18 @@ int lina_dist_micro(lina_trainable *m, lina_dist *d, lina_sp *sp, const int32_t 
     if (rc == LINA_OK && overlap && (rc = lina_dist_sum_begin(d, LINA_DIST_WORLD, g, n)) == LINA_OK) {
         m->set_grad_hook(m->self, grad_ready, &flow);
     }
-    if (rc == LINA_OK) {
+    if (rc == LINA_OK && doc_sep >= 0) {
+        /* packed documents: this rank's rows split at their separators (the rows' documents are
+         * those of the global batch: every row starts one) */
+        int64_t *cu = malloc(((size_t)nb * tn + 1) * sizeof *cu), ncu = 0;
+        if (!cu) {
+            rc = lina_set_error(LINA_ENOMEM, "train: out of memory for a batch's documents");
+        } else {
+            lina_tok_docs(tokl, tgtl, nb, tn, doc_sep, cu, &ncu);
+            rc = m->train_step_varlen(m->self, tokl, tgtl, nb, tn, cu, ncu, &l, ws);
+            free(cu);
+        }
+    } else if (rc == LINA_OK) {
         rc = m->train_step(m->self, tokl, tgtl, nb, tn, &l, ws);
     }
     if (overlap) {

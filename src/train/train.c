@@ -283,9 +283,11 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
     if (rc == LINA_OK) {
         rc = lina_dist_check_shape(dist, o->batch, o->seq_len);
     }
-    if (rc == LINA_OK && o->pack && world > 1) {
-        rc = lina_set_error(LINA_EINVAL, "--pack with more than one rank is not supported yet (distributed runs train "
-                                         "whole windows)");
+    if (rc == LINA_OK && o->pack && lina_dist_sp_size(dist) > 1) {
+        rc = lina_set_error(LINA_EINVAL, "--pack with --sp %d is not supported: a document that crosses a piece "
+                                         "border would need the pieces' states reset at its start (use --pack with "
+                                         "data parallelism only)",
+                            lina_dist_sp_size(dist));
     }
     lina_sp sp;
     if (rc == LINA_OK) {
@@ -306,6 +308,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
     lina_ws ws;
     FILE *log = NULL;
     int32_t *tok = NULL, *tgt = NULL, *win = NULL, *tokl = NULL, *tgtl = NULL;
+    int64_t *cu = NULL, ncu = 0; /* a distributed packed batch's documents */
     memset(&opt, 0, sizeof opt);
     memset(&st, 0, sizeof st);
     lina_ws_init(&ws);
@@ -369,7 +372,8 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
         win = malloc(((size_t)T + 1) * sizeof(int32_t));
         tokl = malloc((size_t)B * T * sizeof(int32_t));
         tgtl = malloc((size_t)B * T * sizeof(int32_t));
-        if (!tok || !tgt || !win || !tokl || !tgtl) {
+        cu = malloc(((size_t)B * T + 1) * sizeof(int64_t));
+        if (!tok || !tgt || !win || !tokl || !tgtl || !cu) {
             rc = lina_set_error(LINA_ENOMEM, "train: out of memory for a batch");
         }
     }
@@ -475,9 +479,13 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
             /* every rank draws the same global batch and computes its part */
             double l = 0.0;
             rc = lina_tok_sample(data, &st.rng, B, T, tok, tgt);
+            if (rc == LINA_OK && o->pack) {
+                /* the separators' targets ignored in the global batch: the weights count them out */
+                lina_tok_docs(tok, tgt, B, T, o->doc_sep, cu, &ncu);
+            }
             if (rc == LINA_OK) {
-                rc = lina_dist_micro(m, dist, &sp, tok, tgt, B, T, a == 0, a == o->accum - 1, tokl, tgtl, &l,
-                                     &ws);
+                rc = lina_dist_micro(m, dist, &sp, tok, tgt, B, T, a == 0, a == o->accum - 1,
+                                     o->pack ? o->doc_sep : -1, tokl, tgtl, &l, &ws);
             }
             if (rc == LINA_ENONFINITE) {
                 rc = LINA_OK; /* the summed loss is not finite on every rank: stopped below */
@@ -645,6 +653,7 @@ int lina_train(lina_trainable *m, const lina_train_opts *o_in)
     free(win);
     free(tokl);
     free(tgtl);
+    free(cu);
     lina_sp_keep_free(&sp);
     lina_ws_free(&ws);
     lina_train_state_free(&st);

@@ -57,7 +57,9 @@ void lina_dist_part(const struct lina_dist *d, int B, int T, int *b0, int *nb, i
 /* Every dp rank needs a sequence and every sp rank a token. */
 int lina_dist_check_shape(const struct lina_dist *d, int B, int T);
 /* One micro-batch of an update on this rank (sp: from lina_dist_sp_init): copy its part of the global
- * batch (tok, tgt [B, T]) into tokl, tgtl, run the model's train step and
+ * batch (tok, tgt [B, T]) into tokl, tgtl, run the model's train step (doc_sep >= 0: packed
+ * documents, its rows split at that separator; tgt must already have the separators' targets
+ * ignored, lina_tok_docs, so that the weights count the same targets) and
  * weight the gradient it adds by (its targets) / (the global batch's targets),
  * so that the sum over ranks is the gradient of the global mean loss; first:
  * the gradient buffer holds nothing yet; last: the update's last micro-batch,
@@ -65,8 +67,8 @@ int lina_dist_check_shape(const struct lina_dist *d, int B, int T);
  * the layers finish (when the model reports them: set_grad_hook).
  * *lsum = the weighted local loss (the sum over ranks is the global mean). */
 int lina_dist_micro(lina_trainable *m, struct lina_dist *d, struct lina_sp *sp, const int32_t *tok,
-                    const int32_t *tgt, int B, int T, int first, int last, int32_t *tokl, int32_t *tgtl,
-                    double *lsum, lina_ws *ws);
+                    const int32_t *tgt, int B, int T, int first, int last, int32_t doc_sep, int32_t *tokl,
+                    int32_t *tgtl, double *lsum, lina_ws *ws);
 /* After the micro-batches of an update: the gradient g [n] summed over the
  * world (the all-reduce the last micro-batch started, completed; or all of it
  * when none was started, e.g. on a rank that failed before). Every rank calls
