@@ -9,7 +9,7 @@
 #   make data       the KJV corpus, tokenizer and token files (data/)
 #   make demo       the main job: corpus, train the default model, samples
 #   make linearize  results/LINEARIZE.md: linearity per block, ReplaceMe, LoLCATs and Liger on a trained teacher
-#   make paper      the papers' synthetic experiments (results/PAPER.md; hours: README)
+#   make paper      the papers' synthetic experiments, budgeted (results/PAPER.md; make paper-full: hours)
 #   make install PREFIX=/usr/local
 #   make python     the Python package in python/ (lina.ops, lina.Model) with liblina.so beside it
 CC      ?= cc
@@ -176,20 +176,34 @@ demo:
 	sh tools/demo.sh
 
 # The papers' synthetic experiments, reduced (src/tasks): results/PAPER.md and
-# results/*.png. Two single-thread streams side by side (2 cores): the MQAR
-# width sweep (7 models x 3 widths x 3 seeds x 2 learning rates) alone, the
-# others in the second; then the report is assembled from results/paper_parts/.
-.PHONY: paper
+# results/*.png. `make paper` is the budgeted report: four single-thread streams
+# side by side under nice (MQAR at d 64 then 32 split over two, S3/S5, ICL then
+# MoM), one learning rate; parity and mod-arith keep their last sections.
+# `make paper-full` runs the full protocol (two learning rates, every MQAR width,
+# parity and mod-arith with 3 seeds): several CPU-hours. Both resume from the
+# configurations finished earlier with the same settings (results/paper_parts/cells/);
+# delete that folder to rerun everything. The report is assembled at the end.
+.PHONY: paper paper-full
 # results/LINEARIZE.md: linearity per block, ReplaceMe, and the LoLCATs / Liger conversions (lina linearize)
 # of a trained softmax teacher, with from-scratch baselines, a recall probe and decode speed
 .PHONY: linearize
 linearize: $(BUILD)/lina
 	LINA=$(BUILD)/lina sh tools/linearize_report.sh
 
+PAPER_RUN = nice -n 10 $(BUILD)/lina paper --out results --threads 1 --resume
 paper: $(BUILD)/lina
-	$(BUILD)/lina paper --out results --threads 1 --only mqar & \
-	$(BUILD)/lina paper --out results --threads 1 --only mom,parity,modarith,s3,icl; \
-	wait; $(BUILD)/lina paper --out results --threads 1 --assemble
+	$(PAPER_RUN) --only mqar --mixers transformer,delta_net,gated_deltanet,gla & \
+	$(PAPER_RUN) --only mqar --mixers linear_attn,mamba2,retnet & \
+	$(PAPER_RUN) --only s3s5 & \
+	{ $(PAPER_RUN) --only icl; $(PAPER_RUN) --only mom; }; \
+	wait; $(PAPER_RUN) --only mqar && $(BUILD)/lina paper --out results --assemble
+
+paper-full: $(BUILD)/lina
+	$(PAPER_RUN) --full --only mqar --mixers transformer,delta_net,gated_deltanet,gla & \
+	$(PAPER_RUN) --full --only mqar --mixers linear_attn,mamba2,retnet & \
+	{ $(PAPER_RUN) --full --only s3s5,parity; $(PAPER_RUN) --full --only icl; } & \
+	{ $(PAPER_RUN) --full --only mom,modarith; }; \
+	wait; $(PAPER_RUN) --full --only mqar && $(BUILD)/lina paper --out results --assemble
 
 # The default corpus (Debian's bible-kjv), tokenizer and token files in data/.
 .PHONY: data

@@ -7,6 +7,7 @@
 #include "../src/tasks/tasks.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ MQAR */
 
@@ -648,6 +649,70 @@ static void test_errors(void)
     CHECK(rc == LINA_EINVAL, "errors: 4N > L rejected (%s)", lina_last_error());
 }
 
+/* a sweep kept by lina paper reads back only under exactly the settings it ran with */
+static void test_sweep_keep(void)
+{
+    lina_task_opts o;
+    lina_task_opts_default(&o, LINA_TASK_S3);
+    const double lrs[2] = {1e-3, 3e-3};
+    char key[1024], key2[1024], key3[1024];
+    lina_task_sweep_key(&o, lrs, 1, 2, key, sizeof key);
+    lina_task_sweep_key(&o, lrs, 2, 2, key2, sizeof key2); /* key2 extends key: not a match */
+    o.steps += 1;
+    lina_task_sweep_key(&o, lrs, 1, 2, key3, sizeof key3);
+    CHECK(strcmp(key, key2) && strcmp(key, key3) && !strchr(key, '\n'), "sweep keys differ with lrs and steps");
+    lina_task_sweep s;
+    memset(&s, 0, sizeof s);
+    s.nseeds = 2;
+    s.runs = 2;
+    s.mean = 0.625;
+    s.sd = 0.1 / 3.0;
+    s.min = 0.5;
+    s.max = 0.75;
+    s.fit_mean = 0.9;
+    s.fit_min = 0.8;
+    s.wall_s = 12.5;
+    double sa = 0.375;
+    for (int i = 0; i < 2; i++) {
+        s.lr[i] = lrs[i];
+        s.run[i].steps_done = 100 + i;
+        s.run[i].stopped_early = i;
+        s.run[i].test_scaled = s.run[i].test_acc = i ? 0.75 : 0.5;
+        s.run[i].train_acc = 0.8 + 0.1 * i;
+        s.run[i].val_acc = 0.7;
+        s.run[i].wall_s = 6.25;
+    }
+    s.run[1].seq_acc = &sa;
+    s.run[1].seq_acc_n = 1;
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/lina_test_sweep_%d.txt", (int)getpid());
+    CHECK(lina_task_sweep_save(path, key, &s) == LINA_OK, "sweep saved");
+    lina_task_sweep r;
+    int got = lina_task_sweep_load(path, key, &r);
+    int same = got && r.nseeds == 2 && r.runs == 2 && r.mean == s.mean && r.sd == s.sd && r.min == 0.5 &&
+               r.max == 0.75 && r.fit_mean == 0.9 && r.fit_min == 0.8 && r.wall_s == 12.5;
+    for (int i = 0; same && i < 2; i++) {
+        same = r.lr[i] == lrs[i] && r.run[i].steps_done == 100 + i && r.run[i].stopped_early == i &&
+               r.run[i].test_scaled == s.run[i].test_scaled && r.run[i].train_acc == s.run[i].train_acc &&
+               r.run[i].val_acc == 0.7 && r.run[i].wall_s == 6.25;
+    }
+    same = same && !r.run[0].seq_acc && r.run[1].seq_acc && r.run[1].seq_acc_n == 1 && r.run[1].seq_acc[0] == sa;
+    CHECK(same, "sweep read back bit-exact under its own key");
+    for (int i = 0; got && i < 2; i++) {
+        lina_task_result_free(&r.run[i]);
+    }
+    CHECK(!lina_task_sweep_load(path, key2, &r) && r.nseeds == 0, "another learning-rate list does not read it");
+    CHECK(!lina_task_sweep_load(path, key3, &r), "another step budget does not read it");
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "key %s\nsweep 2 2 0.5\n", key);
+        fclose(f);
+    }
+    CHECK(!lina_task_sweep_load(path, key, &r) && r.nseeds == 0, "a damaged record is not read");
+    remove(path);
+    CHECK(!lina_task_sweep_load(path, key, &r), "no record, nothing read");
+}
+
 int main(void)
 {
     lina_set_threads(1);
@@ -661,6 +726,7 @@ int main(void)
     test_errors();
     test_task_models();
     test_budget();
+    test_sweep_keep();
     test_mamba2_neg();
     test_mqar_learns();
     smoke(LINA_TASK_MQAR, LINA_MODEL_DELTA_NET, 0, 1, 40, 1e-2);

@@ -180,6 +180,15 @@ typedef struct lina_task_sweep {
 /* Run o at each of lrs[0..nlr-1] for seeds o->seed .. o->seed + nseeds - 1 (nlr <= 8,
  * nseeds <= 8). */
 int lina_task_sweep_run(const lina_task_opts *o, const double *lrs, int nlr, int nseeds, lina_task_sweep *s);
+/* The settings of a sweep as one line (task, model, sizes, data, budget, seeds, learning rates):
+ * two sweeps with the same line are comparable. */
+void lina_task_sweep_key(const lina_task_opts *o, const double *lrs, int nlr, int nseeds, char *buf, size_t n);
+/* Keep a finished sweep's numbers (means, spread, each seed's kept run without its curves; s3/s5:
+ * the sequence accuracy at the longest test length) in path with its key line (atomic write). */
+int lina_task_sweep_save(const char *path, const char *key, const lina_task_sweep *s);
+/* Read a sweep saved with exactly this key: 1, or 0 (no file, another key, or a damaged file:
+ * *s zeroed). Free with lina_task_result_free on each run. */
+int lina_task_sweep_load(const char *path, const char *key, lina_task_sweep *s);
 /* How well a run fits its training distribution: mqar query accuracy; parity / modarith accuracy at
  * the training lengths; s3/s5 sequence accuracy at the training length. */
 double lina_task_fit(const lina_task_opts *o, const lina_task_result *r);
@@ -205,16 +214,24 @@ int lina_task_batch(const lina_task_opts *o, const lina_group *g, uint64_t *rng,
 /* ---------------------------------------------------------------- drivers */
 
 /* `lina paper` (front-end: src/cli/paper.c): runs the experiments named in only
- * (a comma-separated subset of mqar,mom,parity,modarith,s3,icl; NULL: all; "": none,
+ * (a comma-separated subset of mqar,mom,parity,modarith,s3s5,icl; NULL: all; "": none,
  * only rebuild out/PAPER.md from out/paper_parts/) with threads threads, 1/20 of the
  * steps when quick. Prints its errors; returns the exit status (2: unknown name). */
 int lina_paper_run(const char *out, const char *only, int threads, int quick);
-/* The same with the MQAR protocol's seeds (> 0; lina_paper_run: 3) and optional comma-separated
- * subsets of its mixers and widths (NULL: all; the cells left out say "not rerun"). */
+/* The same with the seeds of every configuration (> 0; lina_paper_run: 3), optional
+ * comma-separated subsets of the MQAR mixers and widths (NULL: all mixers, the report's widths;
+ * the widths run in the order given), full (the full protocol of `make paper-full`: every width and
+ * two learning rates; 0: the budgeted report of `make paper`), lrs (a comma-separated list that
+ * replaces the learning rates; NULL: the report's) and resume (configurations finished earlier with
+ * the same settings, kept in out/paper_parts/cells/, are read back instead of rerun); cells (NULL:
+ * all) names the configurations to run, as their files there are named (mqar_gla_d64, mom_mom,
+ * s5_l2_nh3, ...), so that one report can be split over several processes. */
 typedef struct lina_paper_opts {
     const char *out, *only;
     int threads, quick, seeds;
     const char *mixers, *widths;
+    int full, resume;
+    const char *lrs, *cells;
 } lina_paper_opts;
 int lina_paper_run_opts(const lina_paper_opts *po);
 
