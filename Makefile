@@ -182,7 +182,8 @@ demo:
 # `make paper-full` runs the full protocol (two learning rates, every MQAR width,
 # parity and mod-arith with 3 seeds): several CPU-hours. Both resume from the
 # configurations finished earlier with the same settings (results/paper_parts/cells/);
-# delete that folder to rerun everything. The report is assembled at the end.
+# delete that folder to rerun everything. At the end the sections are rebuilt from
+# every kept configuration (--cells none runs nothing) and the report is assembled.
 .PHONY: paper paper-full
 # results/LINEARIZE.md: linearity per block, ReplaceMe, and the LoLCATs / Liger conversions (lina linearize)
 # of a trained softmax teacher, with from-scratch baselines, a recall probe and decode speed
@@ -196,14 +197,14 @@ paper: $(BUILD)/lina
 	$(PAPER_RUN) --only mqar --mixers linear_attn,mamba2,retnet & \
 	$(PAPER_RUN) --only s3s5 & \
 	{ $(PAPER_RUN) --only icl; $(PAPER_RUN) --only mom; }; \
-	wait; $(PAPER_RUN) --only mqar && $(BUILD)/lina paper --out results --assemble
+	wait; $(PAPER_RUN) --only mqar,mom,s3s5 --cells none && $(BUILD)/lina paper --out results --assemble
 
 paper-full: $(BUILD)/lina
 	$(PAPER_RUN) --full --only mqar --mixers transformer,delta_net,gated_deltanet,gla & \
 	$(PAPER_RUN) --full --only mqar --mixers linear_attn,mamba2,retnet & \
 	{ $(PAPER_RUN) --full --only s3s5,parity; $(PAPER_RUN) --full --only icl; } & \
 	{ $(PAPER_RUN) --full --only mom,modarith; }; \
-	wait; $(PAPER_RUN) --full --only mqar && $(BUILD)/lina paper --out results --assemble
+	wait; $(PAPER_RUN) --full --only mqar,mom,s3s5 --cells none && $(BUILD)/lina paper --out results --assemble
 
 # The default corpus (Debian's bible-kjv), tokenizer and token files in data/.
 .PHONY: data

@@ -19,7 +19,7 @@ int lina_cmd_paper(int argc, char **argv)
         CLI_OPT_STR("--lrs", NULL, "X,Y,..", &lrs, "learning rates instead of the report's (best kept per seed)"),
         CLI_OPT_STR("--cells", NULL, "LIST", &cells,
                     "run only these configurations (names of DIR/paper_parts/cells/*.txt, e.g. mom_mom,s5_l1_nh3); "
-                    "the others are read back"),
+                    "the others are read back (--cells none: rebuild the sections from the kept ones)"),
         CLI_OPT_FLAG("--resume", NULL, &resume,
                      "read back configurations finished earlier with the same settings (DIR/paper_parts/cells/)"),
         CLI_OPT_STR("--mixers", NULL, "LIST", &mixers,
