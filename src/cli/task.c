@@ -325,11 +325,16 @@ int lina_cmd_task(int argc, char **argv)
     int json = 0, mom = 0, quiet = 0, no_neg = 0, no_shared = 0, fla = 0, no_conv = 0, seeds = 1;
     lr_list lrs = {0, {0}};
     const char *write_cfg = NULL;
+    char mixers[512] = "";  /* every model type, as lina_model_type_name spells it */
+    for (int t = 0; t < LINA_MODEL_COUNT; t++) {
+        const char *nm = lina_model_type_name((lina_model_type)t);
+        size_t used = strlen(mixers);
+        if (nm && used + strlen(nm) + 2 < sizeof mixers)
+            snprintf(mixers + used, sizeof mixers - used, "%s%s", used ? " " : "", nm);
+    }
     cli_opt opts[] = {
         CLI_HEADING("model:"),
-        CLI_OPT_FN("--mixer", "M", &o.mixer, parse_mixer,
-                   "gla retnet delta_net gated_deltanet hgrn2 transformer linear_attn mamba2 gated_deltaproduct mom mlstm "
-                   "rwkv7"),
+        CLI_OPT_FN("--mixer", "M", &o.mixer, parse_mixer, mixers),
         CLI_OPT_INT("--d-model", NULL, "D", &o.d_model, 1, 65536, "model width"),
         CLI_OPT_INT("--layers", NULL, "L", &o.layers, 1, 64, "layers"),
         CLI_OPT_INT("--heads", NULL, "H", &o.heads, 1, 1024, "heads"),
