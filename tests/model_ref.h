@@ -70,6 +70,15 @@ static __attribute__((unused)) size_t toff(const lina_model *m, const char *fmt,
     return off;
 }
 
+/* layer l's mixer tensor "model.layers.<l>.attn.<suffix>" inside the double parameters P */
+static __attribute__((unused)) const double *ptens(const ref_model *r, const double *P, int l,
+                                                   const char *suffix)
+{
+    char fmt[128];
+    snprintf(fmt, sizeof(fmt), "model.layers.%%d.attn.%s", suffix);
+    return P + toff(r->m, fmt, l);
+}
+
 /* y [out] = W [out, in] x [in] (+ b) */
 static __attribute__((unused)) void rlin(double *y, const double *W, const double *b, const double *x, int in, int out)
 {

@@ -41,13 +41,6 @@ static lina_config tiny_fox(int kv, int bias, int qkn, int gate, int window)
     return c;
 }
 
-static const double *ptens(const ref_model *r, const double *P, int l, const char *suffix)
-{
-    char fmt[128];
-    snprintf(fmt, sizeof(fmt), "model.layers.%%d.attn.%s", suffix);
-    return P + toff(r->m, fmt, l);
-}
-
 /* the ForgettingAttention layer over one sequence */
 static void ref_fox(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
 {

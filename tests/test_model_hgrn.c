@@ -39,13 +39,6 @@ static lina_config tiny_hgrn(int conv, int lb, int ratio, int layers)
     return c;
 }
 
-static const double *ptens(const ref_model *r, const double *P, int l, const char *suffix)
-{
-    char fmt[128];
-    snprintf(fmt, sizeof(fmt), "model.layers.%%d.attn.%s", suffix);
-    return P + toff(r->m, fmt, l);
-}
-
 /* the HGRNAttention layer over one sequence */
 static void ref_hgrn(const ref_model *r, const double *P, int l, const double *xn, double *out, int T)
 {

@@ -42,13 +42,6 @@ static lina_config tiny_kda(int conv, int hv, int neg)
     return c;
 }
 
-static const double *ptens(const ref_model *r, const double *P, int l, const char *suffix)
-{
-    char fmt[128];
-    snprintf(fmt, sizeof(fmt), "model.layers.%%d.attn.%s", suffix);
-    return P + toff(r->m, fmt, l);
-}
-
 /* the KDA layer, token by token */
 static double ref_kda(const ref_model *r, const double *P, int l, const double *xn, double *out, int B, int T)
 {

@@ -59,13 +59,6 @@ static lina_config tiny_dp(int n, int forget, int neg, int conv)
 
 /* ------------------------------------------ linear attention reference */
 
-static const double *ptens(const ref_model *r, const double *P, int l, const char *suffix)
-{
-    char fmt[128];
-    snprintf(fmt, sizeof(fmt), "model.layers.%%d.attn.%s", suffix);
-    return P + toff(r->m, fmt, l);
-}
-
 static int fmap_dim(const char *fm, int K)
 {
     return strcmp(fm, "hedgehog") == 0 ? 2 * K : strcmp(fm, "dpfp") == 0 ? 8 * K : K;
