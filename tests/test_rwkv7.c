@@ -287,6 +287,10 @@ int main(void)
         compare(2, 70, 3, 16, 12, 0, 1, forms[f], 16, &ws);
         compare(1, 130, 2, 32, 32, 0, 0, forms[f], 64, &ws);
         compare(2, 45, 2, 8, 20, 1, 1, forms[f], 8, &ws);
+        /* several value blocks with a partial last one, rows past a multiple of 16, one head
+         * split over threads */
+        compare(1, 40, 2, 20, 150, 1, 1, forms[f], 0, &ws);
+        compare(1, 33, 1, 16, 100, 0, 1, forms[f], 0, &ws);
     }
     test_split(&ws);
     test_op();

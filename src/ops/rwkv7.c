@@ -5,13 +5,19 @@
  *   S_t = diag(exp(w_t)) S_{t-1} + b_t (a_t^T S_{t-1}) + k_t v_t^T
  *   o_t = scale S_t^T r_t                                   (scale 1 by default)
  *
- * Both transition terms read S_{t-1}. One task per (batch, head) runs the
- * recurrence with the state in place; per step u = S_{t-1}^T a, then every
- * row i is S[i,:] = e^{w_i} S[i,:] + b_i u + k_i v, then o = S^T r.
- * Backward: the state every `chunk` steps, each segment recomputed, then with
+ * Both transition terms read S_{t-1}, and both act on the left: every value
+ * column of the state evolves on its own. The recurrent form runs one task per
+ * (batch, head, block of RB value columns) with the K x RB state block in L1,
+ * one pass over its rows per step: row i becomes
+ * e^{w_i} S[i,:] + b_i u + k_i v, and the same pass accumulates the read
+ * o = S^T r and u' = S^T a_{t+1} of the next step (u = S_{t-1}^T a).
+ * Backward: the state every SEG steps, each segment recomputed, then with
  * R_t = dL/dS_t = scale r_t do_t^T + P_{t+1}^T R_{t+1}, P_t = diag(e^{w_t}) + b_t a_t^T:
  *   dr = scale S_t do,  dk = R v,  dv = R^T k,  db = R u,  c = R^T b,
- *   da = S_{t-1} c,  dw = e^{w} rowsum(R o S_{t-1}),  dS_{t-1} = e^{w} R + a c^T.
+ *   da = S_{t-1} c,  dw = e^{w} rowsum(R o S_{t-1}),  dS_{t-1} = e^{w} R + a c^T,
+ * also per block of value columns (the row sums dr, dk, db, da, dw add up over
+ * the blocks), one pass over the rows per step that also accumulates c and dv
+ * of the step before; S_t do = e^{w} (S_{t-1} do) + b (u.do) + k (v.do).
  * The chunk form runs the same recurrence (no chunkwise DPLR algorithm yet).
  */
 #include "ops_internal.h"
@@ -21,8 +27,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define RB 32   /* forward: value columns per state block (K x RB floats in L1) */
+#define TB 64   /* forward: steps whose exps a task computes at once */
+#define RBB 64  /* backward: value columns per block */
+#define RBMAX 64
+#define SEG 16  /* backward: checkpoint interval (steps) */
+
+#if defined(__GNUC__)
+#define RW_INLINE static inline __attribute__((always_inline))
+#else
+#define RW_INLINE static inline
+#endif
+
 typedef struct rw_ctx {
-    int B, T, H, K, V, S;
+    int B, T, H, K, V;
     float scale;
 } rw_ctx;
 
@@ -43,177 +61,492 @@ static int rw_setup(rw_ctx *c, const lina_mix_dims *d, const lina_rwkv7_in *in)
     c->H = d->H;
     c->K = d->K;
     c->V = d->V;
-    c->S = d->chunk > 0 ? d->chunk : 64;
     c->scale = d->scale != 0.0f ? d->scale : 1.0f;
     return LINA_OK;
 }
 
-/* one step on the state S [K,V]: u = S^T a (into u), S = diag(ew) S + b u^T + k v^T */
-static void rw_step(int K, int V, float *S, const float *ew, const float *a, const float *b, const float *k,
-                    const float *v, float *u)
+/* the cache lines of x[0..n) requested ahead of their use */
+static inline void rw_prefetch(const float *x, int n)
 {
-    memset(u, 0, (size_t)V * sizeof(float));
-    for (int i = 0; i < K; i++) {
-        const float ai = a[i], *Si = S + (size_t)i * V;
-#pragma omp simd
-        for (int j = 0; j < V; j++) {
-            u[j] += ai * Si[j];
-        }
+#if defined(__GNUC__)
+    for (int i = 0; i < n; i += 16) {
+        __builtin_prefetch(x + i, 0, 2);
     }
+#else
+    (void)x;
+    (void)n;
+#endif
+}
+
+/* columns j0 .. j0+W of a [K,V] state into a [K,N] block (zero padded), and back */
+static void blk_load(float *S, const float *src, int K, int V, int j0, int W, int N)
+{
     for (int i = 0; i < K; i++) {
-        const float ei = ew[i], bi = b[i], ki = k[i];
-        float *Si = S + (size_t)i * V;
-#pragma omp simd
-        for (int j = 0; j < V; j++) {
-            Si[j] = ei * Si[j] + bi * u[j] + ki * v[j];
+        float *Si = S + (size_t)i * N;
+        if (src) {
+            memcpy(Si, src + (size_t)i * V + j0, (size_t)W * sizeof(float));
+        } else {
+            memset(Si, 0, (size_t)W * sizeof(float));
+        }
+        for (int j = W; j < N; j++) {
+            Si[j] = 0.0f;
         }
     }
 }
 
-/* o = scale S^T r */
-static void rw_read(int K, int V, const float *S, const float *r, float scale, float *o)
+static void blk_store(float *dst, const float *S, int K, int V, int j0, int W, int N)
 {
-    memset(o, 0, (size_t)V * sizeof(float));
     for (int i = 0; i < K; i++) {
-        const float ri = scale * r[i], *Si = S + (size_t)i * V;
+        memcpy(dst + (size_t)i * V + j0, S + (size_t)i * N, (size_t)W * sizeof(float));
+    }
+}
+
+/* y[0..N) = x[0..W) then zeros */
+static void vec_pad(float *y, const float *x, int W, int N)
+{
+    memcpy(y, x, (size_t)W * sizeof(float));
+    for (int j = W; j < N; j++) {
+        y[j] = 0.0f;
+    }
+}
+
+/* u = S^T a on a K x N block */
+static void blk_tdot(int K, int N, const float *S, const float *a, float *u)
+{
+    for (int j = 0; j < N; j++) {
+        u[j] = 0.0f;
+    }
+    for (int i = 0; i < K; i++) {
+        const float ai = a[i], *Si = S + (size_t)i * N;
 #pragma omp simd
-        for (int j = 0; j < V; j++) {
-            o[j] += ri * Si[j];
+        for (int j = 0; j < N; j++) {
+            u[j] += ai * Si[j];
+        }
+    }
+}
+
+/* One step on a K x N block (N <= RBMAX, a literal at every call): row i of Sout becomes
+ * e_i Sin[i,:] + b_i u + k_i v (Sout == Sin: in place), in the same pass o = Sout^T rs
+ * (out) and un = Sout^T an (nxt, u of the next step). */
+RW_INLINE void step_rows(int K, const int N, const float *Sin, float *Sout, const float *restrict e,
+                         const float *restrict bb, const float *restrict k, const float *restrict rs,
+                         const float *restrict an, const float *restrict u, const float *restrict v,
+                         float *restrict o, float *restrict un, const int out, const int nxt)
+{
+    float oa[RBMAX], ua[RBMAX], uu[RBMAX], vv[RBMAX];
+    for (int j = 0; j < N; j++) {
+        oa[j] = 0.0f;
+        ua[j] = 0.0f;
+        uu[j] = u[j];
+        vv[j] = v[j];
+    }
+    for (int i = 0; i < K; i++) {
+        const float *Si = Sin + (size_t)i * N;
+        float *So = Sout + (size_t)i * N;
+        const float ei = e[i], bi = bb[i], ki = k[i], ri = out ? rs[i] : 0.0f, ai = nxt ? an[i] : 0.0f;
+#pragma omp simd
+        for (int j = 0; j < N; j++) {
+            const float x = ei * Si[j] + bi * uu[j] + ki * vv[j];
+            So[j] = x;
+            if (out) {
+                oa[j] += ri * x;
+            }
+            if (nxt) {
+                ua[j] += ai * x;
+            }
+        }
+    }
+    for (int j = 0; j < N; j++) {
+        if (out) {
+            o[j] = oa[j];
+        }
+        if (nxt) {
+            un[j] = ua[j];
         }
     }
 }
 
 static int rw_fwd(const rw_ctx *c, const lina_rwkv7_in *in, lina_rwkv7_out *out, lina_ws *ws)
 {
-    const int T = c->T, H = c->H, K = c->K, V = c->V;
+    const int T = c->T, H = c->H, K = c->K, V = c->V, BH = c->B * H;
     const size_t KV = (size_t)K * V;
+    /* a task is one (batch, head) and a group of its value blocks: the exps of a block of TB
+     * steps are shared by the group's blocks; groups only when there are fewer heads than threads */
+    const int nvb = (V + RB - 1) / RB, nth = lina_get_threads();
+    int ngrp = BH >= nth ? 1 : (nth + BH - 1) / BH;
+    ngrp = ngrp < nvb ? ngrp : nvb;
+    const int per = (nvb + ngrp - 1) / ngrp, ntask = BH * ngrp;
+    const size_t need = ((size_t)per * (K * (size_t)RB + 2 * RB) + 2 * (size_t)TB * K + 2 * RB) * sizeof(float);
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int bh = 0; bh < c->B * H; bh++) {
-        const int b = bh / H, h = bh % H;
-        float *S = lina_ws_get(ws, lina_thread_id(), (KV + (size_t)V + (size_t)K) * sizeof(float));
-        if (!S) {
+    for (int task = 0; task < ntask; task++) {
+        const int g = task % ngrp, bh = task / ngrp, b = bh / H, h = bh % H;
+        const int vb0 = g * per, vb1 = vb0 + per < nvb ? vb0 + per : nvb;
+        float *St = lina_ws_get(ws, lina_thread_id(), need);
+        if (!St) {
+#pragma omp atomic write
             rc = LINA_ENOMEM;
             continue;
         }
-        float *u = S + KV, *ew = u + V;
-        if (in->h0) {
-            memcpy(S, LINA_STATE(in->h0, b, h, H, KV), KV * sizeof(float));
-        } else {
-            memset(S, 0, KV * sizeof(float));
+        float *us = St + (size_t)per * K * RB, *es = us + (size_t)per * 2 * RB, *rs = es + (size_t)TB * K;
+        float *vt = rs + (size_t)TB * K, *ot = vt + RB;
+        for (int vb = vb0; vb < vb1; vb++) {
+            const int j0 = vb * RB, W = V - j0 < RB ? V - j0 : RB;
+            float *S = St + (size_t)(vb - vb0) * K * RB;
+            blk_load(S, in->h0 ? LINA_STATE(in->h0, b, h, H, KV) : NULL, K, V, j0, W, RB);
+            blk_tdot(K, RB, S, in->a + (((size_t)b * T) * H + h) * K, us + (size_t)(vb - vb0) * 2 * RB);
         }
-        for (int t = 0; t < T; t++) {
-            const size_t rk = (((size_t)b * T + t) * H + h) * K;
-            lina_vexp(ew, in->w + rk, (size_t)K);
-            rw_step(K, V, S, ew, in->a + rk, in->b + rk, in->k + rk, LINA_ROW(in->v, b, t, h, T, H, V), u);
-            rw_read(K, V, S, in->r + rk, c->scale, LINA_ROW(out->o, b, t, h, T, H, V));
+        for (int t0 = 0; t0 < T; t0 += TB) {
+            const int L = T - t0 < TB ? T - t0 : TB;
+            for (int q = 0; q < L; q++) {
+                const size_t rk = (((size_t)b * T + t0 + q) * H + h) * K;
+                if (t0 + TB + q < T) { /* the inputs of the next block of steps on their way to L2 */
+                    const size_t rn = rk + (size_t)TB * H * K;
+                    rw_prefetch(in->r + rn, K);
+                    rw_prefetch(in->w + rn, K);
+                    rw_prefetch(in->k + rn, K);
+                    rw_prefetch(in->a + rn, K);
+                    rw_prefetch(in->b + rn, K);
+                    rw_prefetch(LINA_ROW(in->v, b, t0 + q, h, T, H, V) + (size_t)TB * H * V, V);
+                }
+                lina_vexp(es + (size_t)q * K, in->w + rk, (size_t)K);
+                for (int i = 0; i < K; i++) {
+                    rs[(size_t)q * K + i] = c->scale * in->r[rk + i];
+                }
+            }
+            for (int vb = vb0; vb < vb1; vb++) {
+                const int j0 = vb * RB, W = V - j0 < RB ? V - j0 : RB;
+                float *S = St + (size_t)(vb - vb0) * K * RB, *u = us + (size_t)(vb - vb0) * 2 * RB, *un = u + RB;
+                for (int q = 0; q < L; q++) {
+                    const int t = t0 + q;
+                    const size_t rk = (((size_t)b * T + t) * H + h) * K;
+                    const float *v = LINA_ROW(in->v, b, t, h, T, H, V) + j0;
+                    float *o = LINA_ROW(out->o, b, t, h, T, H, V) + j0;
+                    if (W < RB) { /* the last block of a V that is not a multiple of RB */
+                        vec_pad(vt, v, W, RB);
+                        v = vt;
+                        o = ot;
+                    }
+                    if (t + 1 < T) {
+                        step_rows(K, RB, S, S, es + (size_t)q * K, in->b + rk, in->k + rk, rs + (size_t)q * K,
+                                  in->a + rk + (size_t)H * K, u, v, o, un, 1, 1);
+                    } else {
+                        step_rows(K, RB, S, S, es + (size_t)q * K, in->b + rk, in->k + rk, rs + (size_t)q * K,
+                                  NULL, u, v, o, un, 1, 0);
+                    }
+                    if (W < RB) {
+                        memcpy(LINA_ROW(out->o, b, t, h, T, H, V) + j0, ot, (size_t)W * sizeof(float));
+                    }
+                    float *tmp = u;
+                    u = un;
+                    un = tmp;
+                }
+                if (u != us + (size_t)(vb - vb0) * 2 * RB) { /* odd L: u back in the block's first slot */
+                    memcpy(un, u, RB * sizeof(float));
+                }
+            }
         }
-        if (out->ht) {
-            memcpy(LINA_STATE(out->ht, b, h, H, KV), S, KV * sizeof(float));
+        for (int vb = vb0; vb < vb1 && out->ht; vb++) {
+            const int j0 = vb * RB, W = V - j0 < RB ? V - j0 : RB;
+            blk_store(LINA_STATE(out->ht, b, h, H, KV), St + (size_t)(vb - vb0) * K * RB, K, V, j0, W, RB);
         }
     }
     return rc;
 }
 
+/* The per-step inputs of one backward step on a block (tile columns padded to RBB). */
+typedef struct bw_step {
+    const float *Sp, *e, *a, *b, *k, *u, *v, *dO; /* S_{t-1} block, e^{w}, a, b, k; u, v, do columns */
+    const float *c;                              /* c_t = R_t^T b_t */
+    const float *rs, *bn, *kn, *dOn;             /* step t-1: scale r, b, k, do columns (nxt) */
+    float *dr, *dk, *db, *da, *dw;               /* row sums, added to */
+    float *cn, *dvn;                             /* step t-1: R_{t-1}^T b, R_{t-1}^T k (nxt) */
+    float scale;
+} bw_step;
+
+/* Row i of one backward step (below): returns its five row sums in sums[0..4]
+ * (R.v, R.u, R.Sp, Sp.c, Sp.do) and updates R[i,:]. */
+RW_INLINE void bwd_row(int i, float *restrict R, const bw_step *p, const float *restrict uu,
+                       const float *restrict vv, const float *restrict dd, const float *restrict cc,
+                       const float *restrict dn, float *restrict ca, float *restrict va, float *restrict sums,
+                       const int nxt)
+{
+    float *restrict Ri = R + (size_t)i * RBB;
+    const float *restrict Spi = p->Sp + (size_t)i * RBB;
+    const float ei = p->e[i], ai = p->a[i];
+    const float ri = nxt ? p->rs[i] : 0.0f, bi = nxt ? p->bn[i] : 0.0f, ki = nxt ? p->kn[i] : 0.0f;
+    float sk = 0.0f, sb = 0.0f, sw = 0.0f, sa = 0.0f, sd = 0.0f;
+#pragma omp simd reduction(+ : sk, sb, sw, sa, sd)
+    for (int j = 0; j < RBB; j++) {
+        const float x = Ri[j], s = Spi[j];
+        sk += x * vv[j];
+        sb += x * uu[j];
+        sw += x * s;
+        sa += s * cc[j];
+        sd += s * dd[j];
+        const float y = ei * x + ai * cc[j] + (nxt ? ri * dn[j] : 0.0f);
+        Ri[j] = y;
+        if (nxt) {
+            ca[j] += bi * y;
+            va[j] += ki * y;
+        }
+    }
+    sums[0] = sk;
+    sums[1] = sb;
+    sums[2] = sw;
+    sums[3] = sa;
+    sums[4] = sd;
+}
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+/* lane l of the result = the sum of the 16 lanes of x[l] */
+static inline __m512 hsum16(const __m512 *x)
+{
+    __m512 y[8], z[4];
+    for (int i = 0; i < 8; i++) {
+        y[i] = _mm512_add_ps(_mm512_unpacklo_ps(x[2 * i], x[2 * i + 1]), _mm512_unpackhi_ps(x[2 * i], x[2 * i + 1]));
+    }
+    for (int i = 0; i < 4; i++) {
+        const __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(y[2 * i]), _mm512_castps_pd(y[2 * i + 1]));
+        const __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(y[2 * i]), _mm512_castps_pd(y[2 * i + 1]));
+        z[i] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+    }
+    const __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], 0x88), _mm512_shuffle_f32x4(z[0], z[1], 0xDD));
+    const __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(z[2], z[3], 0x88), _mm512_shuffle_f32x4(z[2], z[3], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xDD));
+}
+
+/* Rows i0 .. i0+15 of one backward step with RBB = 64: the row sums as 16-lane
+ * partial vectors, reduced together by hsum16. */
+RW_INLINE void bwd_rows16(int i0, float *restrict R, const bw_step *p, const float *restrict uu,
+                          const float *restrict vv, const float *restrict dd, const float *restrict cc,
+                          const float *restrict dn, __m512 *ca, __m512 *va, float ud, float vd, const int nxt)
+{
+    __m512 D[5][16];
+    for (int r = 0; r < 16; r++) {
+        const int i = i0 + r;
+        float *Ri = R + (size_t)i * RBB;
+        const float *Spi = p->Sp + (size_t)i * RBB;
+        const __m512 ei = _mm512_set1_ps(p->e[i]), ai = _mm512_set1_ps(p->a[i]);
+        const __m512 ri = _mm512_set1_ps(nxt ? p->rs[i] : 0.0f), bi = _mm512_set1_ps(nxt ? p->bn[i] : 0.0f);
+        const __m512 ki = _mm512_set1_ps(nxt ? p->kn[i] : 0.0f);
+        __m512 sk = _mm512_setzero_ps(), sb = sk, sw = sk, sa = sk, sd = sk;
+        for (int q = 0; q < RBB / 16; q++) {
+            const __m512 x = _mm512_loadu_ps(Ri + 16 * q), s = _mm512_loadu_ps(Spi + 16 * q);
+            const __m512 c = _mm512_loadu_ps(cc + 16 * q);
+            sk = _mm512_fmadd_ps(x, _mm512_loadu_ps(vv + 16 * q), sk);
+            sb = _mm512_fmadd_ps(x, _mm512_loadu_ps(uu + 16 * q), sb);
+            sw = _mm512_fmadd_ps(x, s, sw);
+            sa = _mm512_fmadd_ps(s, c, sa);
+            sd = _mm512_fmadd_ps(s, _mm512_loadu_ps(dd + 16 * q), sd);
+            __m512 y = _mm512_fmadd_ps(ai, c, _mm512_mul_ps(ei, x));
+            if (nxt) {
+                y = _mm512_fmadd_ps(ri, _mm512_loadu_ps(dn + 16 * q), y);
+                ca[q] = _mm512_fmadd_ps(bi, y, ca[q]);
+                va[q] = _mm512_fmadd_ps(ki, y, va[q]);
+            }
+            _mm512_storeu_ps(Ri + 16 * q, y);
+        }
+        D[0][r] = sk;
+        D[1][r] = sb;
+        D[2][r] = sw;
+        D[3][r] = sa;
+        D[4][r] = sd;
+    }
+    const __m512 e = _mm512_loadu_ps(p->e + i0);
+    float *dk = p->dk + i0, *db = p->db + i0, *dw = p->dw + i0, *da = p->da + i0, *dr = p->dr + i0;
+    _mm512_storeu_ps(dk, _mm512_add_ps(_mm512_loadu_ps(dk), hsum16(D[0])));
+    _mm512_storeu_ps(db, _mm512_add_ps(_mm512_loadu_ps(db), hsum16(D[1])));
+    _mm512_storeu_ps(dw, _mm512_fmadd_ps(e, hsum16(D[2]), _mm512_loadu_ps(dw)));
+    _mm512_storeu_ps(da, _mm512_add_ps(_mm512_loadu_ps(da), hsum16(D[3])));
+    __m512 x = _mm512_mul_ps(e, hsum16(D[4]));
+    x = _mm512_fmadd_ps(_mm512_loadu_ps(p->b + i0), _mm512_set1_ps(ud), x);
+    x = _mm512_fmadd_ps(_mm512_loadu_ps(p->k + i0), _mm512_set1_ps(vd), x);
+    _mm512_storeu_ps(dr, _mm512_fmadd_ps(_mm512_set1_ps(p->scale), x, _mm512_loadu_ps(dr)));
+}
+#endif
+
+/* One backward step on a K x RBB block of R = R_t: the row sums of step t, then
+ * R <- e R + a c^T (+ scale r' do'^T of step t-1, nxt) with c', dv' of step t-1. */
+RW_INLINE void bwd_rows(int K, float *restrict R, const bw_step *p, const int nxt)
+{
+    _Alignas(64) float uu[RBB], vv[RBB], dd[RBB], cc[RBB], dn[RBB], ca[RBB], va[RBB];
+    float ud = 0.0f, vd = 0.0f;
+    for (int j = 0; j < RBB; j++) {
+        uu[j] = p->u[j];
+        vv[j] = p->v[j];
+        dd[j] = p->dO[j];
+        cc[j] = p->c[j];
+        dn[j] = nxt ? p->dOn[j] : 0.0f;
+        ca[j] = 0.0f;
+        va[j] = 0.0f;
+        ud += uu[j] * dd[j];
+        vd += vv[j] * dd[j];
+    }
+    int i = 0;
+#if defined(__AVX512F__)
+    {
+        __m512 cq[RBB / 16], vq[RBB / 16];
+        for (int q = 0; q < RBB / 16; q++) {
+            cq[q] = _mm512_setzero_ps();
+            vq[q] = _mm512_setzero_ps();
+        }
+        for (; i + 16 <= K; i += 16) {
+            bwd_rows16(i, R, p, uu, vv, dd, cc, dn, cq, vq, ud, vd, nxt);
+        }
+        for (int q = 0; q < RBB / 16; q++) {
+            _mm512_store_ps(ca + 16 * q, cq[q]);
+            _mm512_store_ps(va + 16 * q, vq[q]);
+        }
+    }
+#endif
+    for (; i < K; i++) {
+        float sm[5];
+        bwd_row(i, R, p, uu, vv, dd, cc, dn, ca, va, sm, nxt);
+        p->dk[i] += sm[0];
+        p->db[i] += sm[1];
+        p->dw[i] += p->e[i] * sm[2];
+        p->da[i] += sm[3];
+        p->dr[i] += p->scale * (p->e[i] * sm[4] + p->b[i] * ud + p->k[i] * vd);
+    }
+    if (nxt) {
+        for (int j = 0; j < RBB; j++) {
+            p->cn[j] = ca[j];
+            p->dvn[j] = va[j];
+        }
+    }
+}
+
 static int rw_bwd(const rw_ctx *c, const lina_rwkv7_in *in, const lina_rwkv7_grad_in *gin,
                   lina_rwkv7_grad_out *go, lina_ws *ws)
 {
-    const int T = c->T, H = c->H, K = c->K, V = c->V, S = c->S;
-    const size_t KV = (size_t)K * V, nseg = ((size_t)T + S - 1) / S;
-    const size_t need = ((nseg + 1) * KV + (size_t)(S + 1) * KV + KV + 2 * (size_t)V + (size_t)S * K) * sizeof(float);
+    const int T = c->T, H = c->H, K = c->K, V = c->V;
+    const size_t KV = (size_t)K * V, KB = (size_t)K * RBB, nseg = ((size_t)T + SEG - 1) / SEG;
+    const int nvb = (V + RBB - 1) / RBB;
+    /* per block: checkpoints, R, c; the segment's states, u and e per step, the row sums of the
+     * segment's steps (five per row), per-block vectors */
+    const size_t need = ((size_t)nvb * (nseg * KB + KB + 2 * RBB) + (SEG + 1) * KB + (size_t)SEG * RBB +
+                         (size_t)SEG * K + (size_t)SEG * 5 * K + 6 * RBB + K) *
+                        sizeof(float);
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < c->B * H; bh++) {
         const int b = bh / H, h = bh % H;
         float *ck = lina_ws_get(ws, lina_thread_id(), need);
         if (!ck) {
+#pragma omp atomic write
             rc = LINA_ENOMEM;
             continue;
         }
-        float *hs = ck + (nseg + 1) * KV, *R = hs + (size_t)(S + 1) * KV, *u = R + KV, *cv = u + V;
-        float *ew = cv + V; /* [S, K] */
-        float *St = hs;
-        if (in->h0) {
-            memcpy(St, LINA_STATE(in->h0, b, h, H, KV), KV * sizeof(float));
-        } else {
-            memset(St, 0, KV * sizeof(float));
-        }
-        for (int t = 0; t < T; t++) {
-            if (t % S == 0) {
-                memcpy(ck + (size_t)(t / S) * KV, St, KV * sizeof(float));
+        float *Rs = ck + (size_t)nvb * nseg * KB, *cs = Rs + (size_t)nvb * KB, *hs = cs + (size_t)nvb * 2 * RBB;
+        float *us = hs + (SEG + 1) * KB, *es = us + (size_t)SEG * RBB, *acc = es + (size_t)SEG * K;
+        float *vt = acc + (size_t)SEG * 5 * K, *dt = vt + RBB, *dtn = dt + RBB, *dvt = dtn + RBB;
+        float *u = dvt + RBB, *un = u + RBB, *rs = un + RBB;
+        for (int vb = 0; vb < nvb; vb++) {
+            const int j0 = vb * RBB, W = V - j0 < RBB ? V - j0 : RBB;
+            /* forward over the block, the state before every SEG-th step kept */
+            float *S = hs, *cb = ck + (size_t)vb * nseg * KB;
+            blk_load(S, in->h0 ? LINA_STATE(in->h0, b, h, H, KV) : NULL, K, V, j0, W, RBB);
+            blk_tdot(K, RBB, S, in->a + (((size_t)b * T) * H + h) * K, u);
+            for (int t = 0; t < T; t++) {
+                const size_t rk = (((size_t)b * T + t) * H + h) * K;
+                if (t % SEG == 0) {
+                    memcpy(cb + (size_t)(t / SEG) * KB, S, KB * sizeof(float));
+                }
+                if (t + 1 < T) {
+                    lina_vexp(es, in->w + rk, (size_t)K);
+                    vec_pad(vt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, W, RBB);
+                    step_rows(K, RBB, S, S, es, in->b + rk, in->k + rk, NULL, in->a + rk + (size_t)H * K, u, vt,
+                              NULL, un, 0, 1);
+                }
+                float *tmp = u;
+                u = un;
+                un = tmp;
             }
-            const size_t rk = (((size_t)b * T + t) * H + h) * K;
-            lina_vexp(ew, in->w + rk, (size_t)K);
-            rw_step(K, V, St, ew, in->a + rk, in->b + rk, in->k + rk, LINA_ROW(in->v, b, t, h, T, H, V), u);
-        }
-        if (gin->dht) {
-            memcpy(R, LINA_STATE(gin->dht, b, h, H, KV), KV * sizeof(float));
-        } else {
-            memset(R, 0, KV * sizeof(float));
+            /* R_{T-1} = dht + scale r do^T, its c and dv */
+            const size_t rk = (((size_t)b * T + T - 1) * H + h) * K;
+            float *R = Rs + (size_t)vb * KB, *cv = cs + (size_t)vb * 2 * RBB;
+            blk_load(R, gin->dht ? LINA_STATE(gin->dht, b, h, H, KV) : NULL, K, V, j0, W, RBB);
+            vec_pad(dt, LINA_ROW(gin->do_, b, T - 1, h, T, H, V) + j0, W, RBB);
+            for (int j = 0; j < RBB; j++) {
+                cv[j] = 0.0f;
+                dvt[j] = 0.0f;
+            }
+            for (int i = 0; i < K; i++) {
+                const float ri = c->scale * in->r[rk + i], bi = in->b[rk + i], ki = in->k[rk + i];
+                float *Ri = R + (size_t)i * RBB;
+#pragma omp simd
+                for (int j = 0; j < RBB; j++) {
+                    Ri[j] += ri * dt[j];
+                    cv[j] += bi * Ri[j];
+                    dvt[j] += ki * Ri[j];
+                }
+            }
+            memcpy(LINA_ROW(go->dv, b, T - 1, h, T, H, V) + j0, dvt, (size_t)W * sizeof(float));
         }
         for (int s = (int)nseg - 1; s >= 0; s--) {
-            const int t0 = s * S, L = T - t0 < S ? T - t0 : S;
-            memcpy(hs, ck + (size_t)s * KV, KV * sizeof(float));
+            const int t0 = s * SEG, L = T - t0 < SEG ? T - t0 : SEG;
+            for (int q = 0; q < L; q++) {
+                lina_vexp(es + (size_t)q * K, in->w + (((size_t)b * T + t0 + q) * H + h) * K, (size_t)K);
+            }
+            memset(acc, 0, (size_t)L * 5 * K * sizeof(float));
+            for (int vb = 0; vb < nvb; vb++) {
+                const int j0 = vb * RBB, W = V - j0 < RBB ? V - j0 : RBB;
+                float *R = Rs + (size_t)vb * KB, *cv = cs + (size_t)vb * 2 * RBB, *cn = cv + RBB;
+                /* the segment's states S_{t0} .. S_{t0+L-1} and u of each step */
+                memcpy(hs, ck + ((size_t)vb * nseg + s) * KB, KB * sizeof(float));
+                blk_tdot(K, RBB, hs, in->a + (((size_t)b * T + t0) * H + h) * K, us);
+                for (int q = 0; q + 1 < L; q++) {
+                    const size_t rk = (((size_t)b * T + t0 + q) * H + h) * K;
+                    float *Sq = hs + (size_t)q * KB;
+                    vec_pad(vt, LINA_ROW(in->v, b, t0 + q, h, T, H, V) + j0, W, RBB);
+                    step_rows(K, RBB, Sq, Sq + KB, es + (size_t)q * K, in->b + rk, in->k + rk, NULL,
+                              in->a + rk + (size_t)H * K, us + (size_t)q * RBB, vt, NULL, us + (size_t)(q + 1) * RBB,
+                              0, 1);
+                }
+                for (int q = L - 1; q >= 0; q--) {
+                    const int t = t0 + q;
+                    const size_t rk = (((size_t)b * T + t) * H + h) * K;
+                    float *aq = acc + (size_t)q * 5 * K;
+                    vec_pad(vt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, W, RBB);
+                    vec_pad(dt, LINA_ROW(gin->do_, b, t, h, T, H, V) + j0, W, RBB);
+                    bw_step p = {hs + (size_t)q * KB, es + (size_t)q * K, in->a + rk, in->b + rk, in->k + rk,
+                                 us + (size_t)q * RBB, vt, dt, cv, NULL, NULL, NULL, NULL,
+                                 aq, aq + K, aq + 2 * (size_t)K, aq + 3 * (size_t)K, aq + 4 * (size_t)K, cn, dvt,
+                                 c->scale};
+                    if (t > 0) {
+                        const size_t rn = rk - (size_t)H * K;
+                        for (int i = 0; i < K; i++) {
+                            rs[i] = c->scale * in->r[rn + i];
+                        }
+                        vec_pad(dtn, LINA_ROW(gin->do_, b, t - 1, h, T, H, V) + j0, W, RBB);
+                        p.rs = rs;
+                        p.bn = in->b + rn;
+                        p.kn = in->k + rn;
+                        p.dOn = dtn;
+                        bwd_rows(K, R, &p, 1);
+                        memcpy(LINA_ROW(go->dv, b, t - 1, h, T, H, V) + j0, dvt, (size_t)W * sizeof(float));
+                        memcpy(cv, cn, RBB * sizeof(float));
+                    } else {
+                        bwd_rows(K, R, &p, 0);
+                    }
+                }
+            }
             for (int q = 0; q < L; q++) {
                 const size_t rk = (((size_t)b * T + t0 + q) * H + h) * K;
-                float *e = ew + (size_t)q * K;
-                lina_vexp(e, in->w + rk, (size_t)K);
-                memcpy(hs + (size_t)(q + 1) * KV, hs + (size_t)q * KV, KV * sizeof(float));
-                rw_step(K, V, hs + (size_t)(q + 1) * KV, e, in->a + rk, in->b + rk, in->k + rk,
-                        LINA_ROW(in->v, b, t0 + q, h, T, H, V), u);
-            }
-            for (int q = L - 1; q >= 0; q--) {
-                const int t = t0 + q;
-                const size_t rk = (((size_t)b * T + t) * H + h) * K;
-                const float *Sc = hs + (size_t)(q + 1) * KV, *Sp = hs + (size_t)q * KV, *e = ew + (size_t)q * K;
-                const float *r = in->r + rk, *a = in->a + rk, *bb = in->b + rk, *k = in->k + rk;
-                const float *v = LINA_ROW(in->v, b, t, h, T, H, V), *dO = LINA_ROW(gin->do_, b, t, h, T, H, V);
-                float *dr = go->dr + rk, *dk = go->dk + rk, *dw = go->dw + rk, *da = go->da + rk, *db = go->db + rk;
-                float *dv = LINA_ROW(go->dv, b, t, h, T, H, V);
-                /* u = S_{t-1}^T a; R += scale r do^T; c = R^T b; dv = R^T k */
-                memset(u, 0, (size_t)V * sizeof(float));
-                memset(cv, 0, (size_t)V * sizeof(float));
-                memset(dv, 0, (size_t)V * sizeof(float));
-                for (int i = 0; i < K; i++) {
-                    const float ai = a[i], ri = c->scale * r[i], bi = bb[i], ki = k[i];
-                    const float *Spi = Sp + (size_t)i * V;
-                    float *Ri = R + (size_t)i * V;
-                    float sr = 0.0f;
-#pragma omp simd reduction(+ : sr)
-                    for (int j = 0; j < V; j++) {
-                        u[j] += ai * Spi[j];
-                        Ri[j] += ri * dO[j];
-                        cv[j] += bi * Ri[j];
-                        dv[j] += ki * Ri[j];
-                        sr += Sc[(size_t)i * V + j] * dO[j];
-                    }
-                    dr[i] = c->scale * sr;
-                }
-                for (int i = 0; i < K; i++) {
-                    const float *Spi = Sp + (size_t)i * V;
-                    float *Ri = R + (size_t)i * V;
-                    float sk = 0.0f, sb = 0.0f, sa = 0.0f, sw = 0.0f;
-#pragma omp simd reduction(+ : sk, sb, sa, sw)
-                    for (int j = 0; j < V; j++) {
-                        sk += Ri[j] * v[j];
-                        sb += Ri[j] * u[j];
-                        sa += Spi[j] * cv[j];
-                        sw += Ri[j] * Spi[j];
-                    }
-                    dk[i] = sk;
-                    db[i] = sb;
-                    da[i] = sa;
-                    dw[i] = e[i] * sw;
-                    const float ei = e[i], ai = a[i];
-#pragma omp simd
-                    for (int j = 0; j < V; j++) {
-                        Ri[j] = ei * Ri[j] + ai * cv[j];
-                    }
-                }
+                const float *aq = acc + (size_t)q * 5 * K;
+                memcpy(go->dr + rk, aq, (size_t)K * sizeof(float));
+                memcpy(go->dk + rk, aq + K, (size_t)K * sizeof(float));
+                memcpy(go->db + rk, aq + 2 * (size_t)K, (size_t)K * sizeof(float));
+                memcpy(go->da + rk, aq + 3 * (size_t)K, (size_t)K * sizeof(float));
+                memcpy(go->dw + rk, aq + 4 * (size_t)K, (size_t)K * sizeof(float));
             }
         }
-        if (go->dh0) {
-            memcpy(LINA_STATE(go->dh0, b, h, H, KV), R, KV * sizeof(float));
+        for (int vb = 0; go->dh0 && vb < nvb; vb++) {
+            const int j0 = vb * RBB, W = V - j0 < RBB ? V - j0 : RBB;
+            blk_store(LINA_STATE(go->dh0, b, h, H, KV), Rs + (size_t)vb * KB, K, V, j0, W, RBB);
         }
     }
     return rc;
