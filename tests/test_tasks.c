@@ -372,7 +372,8 @@ static void test_task_models(void)
                                       LINA_MODEL_DELTA_NET,   LINA_MODEL_GATED_DELTANET,
                                       LINA_MODEL_GATED_DELTAPRODUCT, LINA_MODEL_HGRN2, LINA_MODEL_MLSTM,
                                       LINA_MODEL_MOM,         LINA_MODEL_TRANSFORMER, LINA_MODEL_MAMBA2,
-                                      LINA_MODEL_KDA,         LINA_MODEL_FORGETTING_TRANSFORMER, LINA_MODEL_HGRN};
+                                      LINA_MODEL_KDA,         LINA_MODEL_FORGETTING_TRANSFORMER, LINA_MODEL_HGRN,
+                                      LINA_MODEL_MAMBA,       LINA_MODEL_RWKV7};
     const int nm = (int)(sizeof mixers / sizeof mixers[0]);
     for (int i = 0; i < nm; i++) {
         const char *mt = lina_model_type_name(mixers[i]);
@@ -414,18 +415,21 @@ static void test_task_models(void)
                     conv_n[conv++] = cnt;
                 }
             }
-            const int m2 = mixers[i] == LINA_MODEL_MAMBA2;
+            /* Mamba-1 and Mamba2: their own conv1d and no MLP in either layout; RWKV-7: its own
+               feed-forward (ffn) in either layout */
+            const int m2 = mixers[i] == LINA_MODEL_MAMBA2 || mixers[i] == LINA_MODEL_MAMBA;
+            const int rw = mixers[i] == LINA_MODEL_RWKV7;
             CHECK(total == lina_model_num_params(m), "task model %s: the tensors add up to the parameter count (%zu)",
                   mt, total);
             if (fla) {
-                CHECK(mlp > 0 || m2, "task model %s, FLA blocks: GatedMLP present (%d mlp tensors)", mt, mlp);
+                CHECK(mlp > 0 || m2 || rw, "task model %s, FLA blocks: GatedMLP present (%d mlp tensors)", mt, mlp);
             } else {
-                CHECK(mlp == 0 && (c.no_mlp || m2), "task model %s, mixer-only blocks: no MLP tensors", mt);
+                CHECK(mlp == 0 && (c.no_mlp || m2 || rw), "task model %s, mixer-only blocks: no MLP tensors", mt);
             }
             /* the conv is present (one per q/k/v, or Mamba2's conv1d, in every layer) and applied */
             /* HGRN2 has no short convolution in lina (its config refuses use_short_conv), FoX none in
-               FLA; HGRN convolves i and f */
-            const int hg = mixers[i] == LINA_MODEL_HGRN2 || mixers[i] == LINA_MODEL_FORGETTING_TRANSFORMER;
+               FLA, RWKV-7 none (its token shift plays that part); HGRN convolves i and f */
+            const int hg = mixers[i] == LINA_MODEL_HGRN2 || mixers[i] == LINA_MODEL_FORGETTING_TRANSFORMER || rw;
             int want = hg ? 0 : m2 ? o.layers : mixers[i] == LINA_MODEL_HGRN ? 2 * o.layers : 3 * o.layers;
             int applied = hg;
             double diff = 0.0;
@@ -616,7 +620,7 @@ static void test_budget(void)
         ok = (sw.lr[i] == lrs[0] || sw.lr[i] == lrs[1]) && sw.run[i].test_scaled >= sw.min &&
              sw.run[i].test_scaled <= sw.max;
     }
-    CHECK(ok && sw.mean >= sw.min && sw.mean <= sw.max && sw.sd >= 0.0 && sw.wall_s > 0.0,
+    CHECK(ok && sw.mean >= sw.min && sw.mean <= sw.max && sw.sd >= 0.0 && sw.wall_s > 0.0 && sw.cpu_s > 0.0 && sw.cpu_s < 2.0 * sw.wall_s + 1.0,
           "sweep: 2 learning rates x 3 seeds = %d runs, one kept per seed, mean %.3f in [%.3f, %.3f], sd %.3f",
           sw.runs, sw.mean, sw.min, sw.max, sw.sd);
     for (int i = 0; rc == 0 && i < sw.nseeds; i++) {
@@ -672,6 +676,7 @@ static void test_sweep_keep(void)
     s.fit_mean = 0.9;
     s.fit_min = 0.8;
     s.wall_s = 12.5;
+    s.cpu_s = 10.25;
     double sa = 0.375;
     for (int i = 0; i < 2; i++) {
         s.lr[i] = lrs[i];
@@ -690,7 +695,7 @@ static void test_sweep_keep(void)
     lina_task_sweep r;
     int got = lina_task_sweep_load(path, key, &r);
     int same = got && r.nseeds == 2 && r.runs == 2 && r.mean == s.mean && r.sd == s.sd && r.min == 0.5 &&
-               r.max == 0.75 && r.fit_mean == 0.9 && r.fit_min == 0.8 && r.wall_s == 12.5;
+               r.max == 0.75 && r.fit_mean == 0.9 && r.fit_min == 0.8 && r.wall_s == 12.5 && r.cpu_s == 10.25;
     for (int i = 0; same && i < 2; i++) {
         same = r.lr[i] == lrs[i] && r.run[i].steps_done == 100 + i && r.run[i].stopped_early == i &&
                r.run[i].test_scaled == s.run[i].test_scaled && r.run[i].train_acc == s.run[i].train_acc &&
@@ -702,6 +707,14 @@ static void test_sweep_keep(void)
         lina_task_result_free(&r.run[i]);
     }
     CHECK(!lina_task_sweep_load(path, key2, &r) && r.nseeds == 0, "another learning-rate list does not read it");
+    /* a record from before the CPU time was kept reads back with the CPU time unknown */
+    s.cpu_s = NAN;
+    CHECK(lina_task_sweep_save(path, key, &s) == LINA_OK, "sweep without CPU time saved");
+    got = lina_task_sweep_load(path, key, &r);
+    CHECK(got && r.nseeds == 2 && r.run[1].seq_acc && isnan(r.cpu_s), "sweep without CPU time: read back, CPU NAN");
+    for (int i = 0; got && i < 2; i++) {
+        lina_task_result_free(&r.run[i]);
+    }
     CHECK(!lina_task_sweep_load(path, key3, &r), "another step budget does not read it");
     FILE *f = fopen(path, "w");
     if (f) {

@@ -19,4 +19,7 @@ int lina_thread_id(void);
  * keeps buffers there that must survive the kernels it calls. */
 int lina_ws_extra_slot(void);
 
+/* CPU seconds used by the process so far (every thread) */
+double lina_cpu_now(void);
+
 #endif

@@ -40,7 +40,19 @@ typedef struct paper_ctx {
     double lrs[LINA_TASK_MAX_LRS]; /* --lrs (nlrs > 0) instead of the report's learning rates */
     int nlrs;
     double section_wall; /* > 0: the section's training time, cells read back included */
+    double section_cpu;  /* the CPU seconds of the section's runs that recorded them */
+    int cpu_missing;     /* runs kept from before CPU time was recorded */
 } paper_ctx;
+
+/* add the CPU seconds of runs to the section's (NAN: not recorded for those runs) */
+static void add_cpu(paper_ctx *p, double cpu_s, int runs)
+{
+    if (isnan(cpu_s)) {
+        p->cpu_missing += runs;
+    } else {
+        p->section_cpu += cpu_s;
+    }
+}
 
 static int write_atomic(const char *path, const char *data, size_t n);
 
@@ -137,23 +149,46 @@ static void plot(paper_ctx *p, const char *file, const char *title, const char *
 
 /* ================================================================= MQAR */
 
-#define MQ_NMODELS 7
+/* the models of the MQAR table by type name (a name this build lacks is left out); the first five
+ * are the control and the four of the ordering finding, in that order, and run first; the paper
+ * column is the DeltaNet paper's MQAR figure (L=512, N=64), accuracy % at d = 64 / 128 [fig~] */
+#define MQ_NMODELS 13
 #define MQ_NWIDTHS 3
-static const lina_model_type MQ_MODELS[MQ_NMODELS] = {
-    LINA_MODEL_TRANSFORMER, LINA_MODEL_DELTA_NET, LINA_MODEL_GATED_DELTANET, LINA_MODEL_GLA,
-    LINA_MODEL_MAMBA2,      LINA_MODEL_RETNET,    LINA_MODEL_LINEAR_ATTN};
+enum { MQ_TR, MQ_DN, MQ_GDN, MQ_GLA, MQ_LA }; /* rows the verdicts read */
+static const struct {
+    const char *name, *paper;
+} MQ_TABLE[MQ_NMODELS] = {
+    {"transformer", "~100 / ~100 (Zoology fig. 2: attention ~97-100 at every d)"},
+    {"delta_net", "100 / 100"},
+    {"gated_deltanet", "not in the figure; ~89-99 in Zoology's state-size sweep"},
+    {"gla", "~22 / ~95"},
+    {"linear_attn", "not in the figure; expected lowest (docs/tasks.md 1.2)"},
+    {"mamba2", "not in the figure (Mamba-1 is: see mamba)"},
+    {"retnet", "~5 / ~87"},
+    {"mamba", "~81 / 100"},
+    {"kda", "not in the figure"},
+    {"gsa", "not in the figure"},
+    {"forgetting_transformer", "not in the figure"},
+    {"hgrn", "not in the figure"},
+    {"rwkv7", "not in the figure"},
+};
 static const int MQ_WIDTHS[MQ_NWIDTHS] = {32, 64, 128};
-/* the order the models run in: the control and the four of the ordering finding first */
-static const int MQ_RUN_ORDER[MQ_NMODELS] = {0, 1, 2, 3, 6, 4, 5};
-/* the DeltaNet paper's MQAR figure (L=512, N=64), accuracy % at d = 64 / 128 [fig~] */
-static const char *const MQ_PAPER[MQ_NMODELS] = {
-    "~100 / ~100 (Zoology fig. 2: attention ~97-100 at every d)",
-    "100 / 100",
-    "not in the figure; ~89-99 in Zoology's state-size sweep",
-    "~22 / ~95",
-    "Mamba: ~81 / 100",
-    "~5 / ~87",
-    "not in the figure; expected lowest (docs/tasks.md 1.2)"};
+static lina_model_type MQ_MODELS[MQ_NMODELS];
+static int mq_nmodels; /* the rows this build has (mq_models) */
+
+/* resolve MQ_TABLE's names against the model registry */
+static void mq_models(const char **paper)
+{
+    mq_nmodels = 0;
+    for (int i = 0; i < MQ_NMODELS; i++) {
+        for (int t = 0; t < LINA_MODEL_COUNT; t++) {
+            if (!strcmp(lina_model_type_name((lina_model_type)t), MQ_TABLE[i].name)) {
+                paper[mq_nmodels] = MQ_TABLE[i].paper;
+                MQ_MODELS[mq_nmodels++] = (lina_model_type)t;
+            }
+        }
+    }
+}
 #define MQ_L 128
 #define MQ_N 16
 #define MQ_V 256
@@ -186,7 +221,7 @@ static void mqar_protocol(lina_task_opts *o, lina_model_type m, int d, const pap
     o->mixer = m;
     o->d_model = d;
     o->layers = 2;
-    o->heads = m == LINA_MODEL_TRANSFORMER ? 1 : 2;
+    o->heads = m == LINA_MODEL_TRANSFORMER || m == LINA_MODEL_FORGETTING_TRANSFORMER ? 1 : 2; /* attention: one head */
     o->seq_len = MQ_L;
     o->num_kv = MQ_N;
     o->vocab = MQ_V;
@@ -238,6 +273,9 @@ int lina_task_sweep_save(const char *path, const char *key, const lina_task_swee
                       s->lr[i], r->steps_done, r->stopped_early, r->test_scaled, r->test_acc, r->train_acc,
                       r->val_acc, r->wall_s, sa);
     }
+    if (k < (int)sizeof buf && !isnan(s->cpu_s)) {
+        k += snprintf(buf + k, sizeof buf - (size_t)k, "cpu %.17g\n", s->cpu_s);
+    }
     if (k >= (int)sizeof buf || strchr(key, '\n')) {
         return lina_set_error(LINA_EINVAL, "paper: the record of '%s' does not fit", path);
     }
@@ -273,6 +311,11 @@ int lina_task_sweep_load(const char *path, const char *key, lina_task_sweep *s)
             }
         }
     }
+    /* the CPU seconds, kept since they were recorded (NAN in older records) */
+    s->cpu_s = NAN;
+    if (ok && fscanf(f, "cpu %lf", &s->cpu_s) != 1) {
+        s->cpu_s = NAN;
+    }
     fclose(f);
     if (!ok) {
         for (int i = 0; i < LINA_TASK_MAX_SEEDS; i++) {
@@ -301,6 +344,15 @@ static void cell_run(paper_ctx *p, const lina_task_opts *o, const double *lrs, i
         return;
     }
     if (!want) {
+        /* read back a record of the same settings run with another number of seeds (the table
+           names the count) */
+        for (int ns = LINA_TASK_MAX_SEEDS; ns >= 1 && !p->quick; ns--) {
+            lina_task_sweep_key(o, lrs, nlr, ns, key, sizeof key);
+            if (ns != nseeds && lina_task_sweep_load(path, key, &c->sw)) {
+                c->ran = c->ok = 1;
+                return;
+            }
+        }
         return;
     }
     c->ran = 1;
@@ -330,16 +382,20 @@ static void cell_free(mq_cell *c)
     }
 }
 
-/* "mean +- sd [min, max]" in percent */
-static void cell_pct(FILE *f, const mq_cell *c)
+/* "mean +- sd [min, max]" in percent, with the number of seeds when it is not the report's */
+static void cell_pct(FILE *f, const mq_cell *c, int nseeds)
 {
     if (!c->ran) {
         fprintf(f, " not run in this report |");
     } else if (!c->ok) {
         fprintf(f, " not run: %s |", c->why);
     } else {
-        fprintf(f, " %.1f +- %.1f [%.1f, %.1f] |", 100 * c->sw.mean, 100 * c->sw.sd, 100 * c->sw.min,
+        fprintf(f, " %.1f +- %.1f [%.1f, %.1f]", 100 * c->sw.mean, 100 * c->sw.sd, 100 * c->sw.min,
                 100 * c->sw.max);
+        if (c->sw.nseeds != nseeds) {
+            fprintf(f, " (%d seed%s)", c->sw.nseeds, c->sw.nseeds == 1 ? "" : "s");
+        }
+        fprintf(f, " |");
     }
 }
 
@@ -347,6 +403,8 @@ static void paper_mqar(paper_ctx *p)
 {
     const double t0 = lina_now();
     static mq_cell cells[MQ_NMODELS][MQ_NWIDTHS];
+    const char *MQ_PAPER[MQ_NMODELS];
+    mq_models(MQ_PAPER);
     const int nseeds = p->seeds;
     double lrs[LINA_TASK_MAX_LRS];
     const int nlr = paper_lrs(p, lrs);
@@ -361,8 +419,7 @@ static void paper_mqar(paper_ctx *p)
                 if (MQ_WIDTHS[j] != d) {
                     continue;
                 }
-                for (int ii = 0; ii < MQ_NMODELS; ii++) {
-                    const int i = MQ_RUN_ORDER[ii];
+                for (int i = 0; i < mq_nmodels; i++) {
                     int want = pass == 0 && paper_wants_mixer(p, MQ_MODELS[i]);
                     if (pass == 1 && cells[i][j].ran) {
                         continue;
@@ -413,7 +470,7 @@ static void paper_mqar(paper_ctx *p)
                "the ordering and the width threshold.\n\n",
             nseeds - 1, o.eval_n);
     fprintf(f, "The models, as built for the runs (read from their configs):\n\n");
-    for (int i = 0; i < MQ_NMODELS; i++) {
+    for (int i = 0; i < mq_nmodels; i++) {
         int any = 0;
         for (int j = 0; j < MQ_NWIDTHS; j++) {
             any |= cells[i][j].ran;
@@ -432,24 +489,24 @@ static void paper_mqar(paper_ctx *p)
         fprintf(f, " lina d=%d (%%) |", MQ_WIDTHS[j]);
     }
     fprintf(f, " first d >= 90%% | paper d=64 / d=128 (%%) | learning rates kept | steps (mean) | wall per run (s) | "
-               "wall (s) |\n|---|");
-    for (int j = 0; j < MQ_NWIDTHS + 6; j++) {
+               "wall (s) | CPU (s) |\n|---|");
+    for (int j = 0; j < MQ_NWIDTHS + 7; j++) {
         fprintf(f, "---|");
     }
     fprintf(f, "\n");
     int first90[MQ_NMODELS];
     double total_wall = 0.0;
     int total_runs = 0;
-    for (int i = 0; i < MQ_NMODELS; i++) {
+    for (int i = 0; i < mq_nmodels; i++) {
         fprintf(f, "| %s |", lina_model_type_name(MQ_MODELS[i]));
-        double wall = 0.0, steps = 0.0;
-        int nst = 0, runs = 0, ran_i = 0;
+        double wall = 0.0, steps = 0.0, cpu = 0.0;
+        int nst = 0, runs = 0, ran_i = 0, cpu_na = 0;
         first90[i] = -1;
         char lrs_kept[256] = "";
         int kl = 0;
         for (int j = 0; j < MQ_NWIDTHS; j++) {
             const mq_cell *c = &cells[i][j];
-            cell_pct(f, c);
+            cell_pct(f, c, p->seeds);
             if (!c->ran || !c->ok) {
                 continue;
             }
@@ -459,6 +516,9 @@ static void paper_mqar(paper_ctx *p)
             }
             wall += c->sw.wall_s;
             runs += c->sw.runs;
+            add_cpu(p, c->sw.cpu_s, c->sw.runs);
+            cpu += isnan(c->sw.cpu_s) ? 0.0 : c->sw.cpu_s;
+            cpu_na |= isnan(c->sw.cpu_s);
             for (int s2 = 0; s2 < c->sw.nseeds; s2++) {
                 steps += c->sw.run[s2].steps_done;
                 nst++;
@@ -477,15 +537,20 @@ static void paper_mqar(paper_ctx *p)
         } else {
             fprintf(f, " %s |", ran_i ? "none of those run" : "-");
         }
-        fprintf(f, " %s | %s | %.0f | %.0f | %.0f |\n", MQ_PAPER[i], kl ? lrs_kept : "-", nst ? steps / nst : 0.0,
+        fprintf(f, " %s | %s | %.0f | %.0f | %.0f |", MQ_PAPER[i], kl ? lrs_kept : "-", nst ? steps / nst : 0.0,
                 runs ? wall / runs : 0.0, wall);
+        if (cpu_na) {
+            fprintf(f, cpu > 0.0 ? " %.0f + not recorded |\n" : " not recorded |\n", cpu);
+        } else {
+            fprintf(f, " %.0f |\n", cpu);
+        }
     }
     fprintf(f, "\n");
     /* verdicts: attention is the control; at each width run, it must fit (>= 90 %) before the
      * ordering of the others means anything; seeds that disagree make a comparison inconclusive */
     char verdict[1600];
     int n = 0, all_ran = 1;
-    for (int i = 0; i < MQ_NMODELS; i++) {
+    for (int i = 0; i < mq_nmodels; i++) {
         for (int j = 0; j < MQ_NWIDTHS; j++) {
             all_ran &= cells[i][j].ran && cells[i][j].ok;
         }
@@ -493,7 +558,7 @@ static void paper_mqar(paper_ctx *p)
     double trmin = 1.0;
     int trn = 0;
     for (int j = 0; j < MQ_NWIDTHS; j++) {
-        double a = mq_mean(&cells[0][j]);
+        double a = mq_mean(&cells[MQ_TR][j]);
         if (!isnan(a)) {
             trmin = fmin(trmin, a);
             trn++;
@@ -511,14 +576,14 @@ static void paper_mqar(paper_ctx *p)
     /* delta rules >= gla >> linear attention at every width where all four and the control ran */
     int nw = 0;
     for (int j = 0; j < MQ_NWIDTHS; j++) {
-        if (isnan(mq_mean(&cells[1][j])) || isnan(mq_mean(&cells[2][j])) || isnan(mq_mean(&cells[3][j])) ||
-            isnan(mq_mean(&cells[6][j]))) {
+        if (isnan(mq_mean(&cells[MQ_DN][j])) || isnan(mq_mean(&cells[MQ_GDN][j])) || isnan(mq_mean(&cells[MQ_GLA][j])) ||
+            isnan(mq_mean(&cells[MQ_LA][j]))) {
             continue;
         }
         nw++;
-        double dn = mq_mean(&cells[1][j]), gdn = mq_mean(&cells[2][j]), gla = mq_mean(&cells[3][j]),
-               la = mq_mean(&cells[6][j]), ctrl = mq_mean(&cells[0][j]);
-        double sdmax = fmax(fmax(cells[1][j].sw.sd, cells[2][j].sw.sd), fmax(cells[3][j].sw.sd, cells[6][j].sw.sd));
+        double dn = mq_mean(&cells[MQ_DN][j]), gdn = mq_mean(&cells[MQ_GDN][j]), gla = mq_mean(&cells[MQ_GLA][j]),
+               la = mq_mean(&cells[MQ_LA][j]), ctrl = mq_mean(&cells[MQ_TR][j]);
+        double sdmax = fmax(fmax(cells[MQ_DN][j].sw.sd, cells[MQ_GDN][j].sw.sd), fmax(cells[MQ_GLA][j].sw.sd, cells[MQ_LA][j].sw.sd));
         int ge = fmin(dn, gdn) >= gla - sdmax, gg = gla > la + 0.2;
         const char *why = NULL;
         if (isnan(ctrl)) {
@@ -540,7 +605,7 @@ static void paper_mqar(paper_ctx *p)
                       "at one width). ");
     }
     n += snprintf(verdict + n, sizeof verdict - n, "First width >= 90%%:");
-    for (int i = 0; i < MQ_NMODELS; i++) {
+    for (int i = 0; i < mq_nmodels; i++) {
         int any = 0;
         for (int j = 0; j < MQ_NWIDTHS; j++) {
             any |= cells[i][j].ran && cells[i][j].ok;
@@ -563,7 +628,7 @@ static void paper_mqar(paper_ctx *p)
     /* accuracy vs width */
     static double xs[MQ_NMODELS][MQ_NWIDTHS], ys[MQ_NMODELS][MQ_NWIDTHS];
     lina_plot_series s[MQ_NMODELS];
-    for (int i = 0; i < MQ_NMODELS; i++) {
+    for (int i = 0; i < mq_nmodels; i++) {
         int k = 0;
         for (int j = 0; j < MQ_NWIDTHS; j++) {
             if (cells[i][j].ran && cells[i][j].ok) {
@@ -577,11 +642,11 @@ static void paper_mqar(paper_ctx *p)
         s[i].n = k;
     }
     plot(p, "mqar_width.png", "MQAR: query accuracy (mean over seeds) vs model width", "d_model", "accuracy (%)", 1,
-         s, MQ_NMODELS);
+         s, mq_nmodels);
     fprintf(f, "Wall time of the MQAR runs in the table: %.0f s over %d training runs (%.0f s in this invocation).\n\n",
             total_wall, total_runs, lina_now() - t0);
     p->section_wall = total_wall;
-    for (int i = 0; i < MQ_NMODELS; i++) {
+    for (int i = 0; i < mq_nmodels; i++) {
         for (int j = 0; j < MQ_NWIDTHS; j++) {
             cell_free(&cells[i][j]);
         }
@@ -665,13 +730,16 @@ static void paper_mom(paper_ctx *p)
             st = (k == 0 ? cfg.num_memories + (cfg.shared_mem ? 1 : 0) : 1) * H * hd * (long long)(hd * cfg.expand_v);
         }
         fprintf(f, "| %s | %lld | %lld |", names[k], st, np);
-        cell_pct(f, c);
+        cell_pct(f, c, p->seeds);
         double steps = 0.0;
         for (int s2 = 0; c->ok && s2 < c->sw.nseeds; s2++) {
             steps += c->sw.run[s2].steps_done;
         }
         fprintf(f, " %.0f | %.0f |\n", c->ok ? steps / c->sw.nseeds : 0.0, c->ok && c->sw.runs ? c->sw.wall_s / c->sw.runs : 0.0);
         wall += c->ok ? c->sw.wall_s : 0.0;
+        if (c->ok) {
+            add_cpu(p, c->sw.cpu_s, c->sw.runs);
+        }
     }
     fprintf(f, "\n");
     char v[800];
@@ -814,6 +882,9 @@ static void paper_state(paper_ctx *p, lina_task_kind kind)
                 fprintf(f, "%s%.2f / %.3f", s ? ", " : " ", runs[c][s].r.train_acc, runs[c][s].r.test_scaled);
             }
             wall += runs[c][s].r.wall_s;
+            if (runs[c][s].ok) {
+                add_cpu(p, runs[c][s].r.cpu_s, 1);
+            }
         }
         fprintf(f, " | %s | %.0f |\n", parity ? paper_par[c] : paper_mod[c], wall);
     }
@@ -996,6 +1067,7 @@ static void paper_groups(paper_ctx *p)
                 fm >= GR_FIT ? "yes" : "did not fit", nsa ? "" : "- ", nsa ? sa / nsa : 0.0, ta / ns, paper,
                 steps / ns, x->sw.runs ? x->sw.wall_s / x->sw.runs : 0.0);
         wall += x->sw.wall_s;
+        add_cpu(p, x->sw.cpu_s, x->sw.runs);
     }
     fprintf(f, "\n");
     /* verdicts: S3 in one layer needs n_h >= 2; S5 in one layer fails for n_h <= 2 */
@@ -1140,6 +1212,10 @@ static int save_part(paper_ctx *p, const char *parts, const char *name, double w
     /* "models 2": run with the task models and budgets of docs/tasks.md 6; "mode": which report */
     int k = snprintf(sum, sizeof sum, "wall %.1f\nmodels 2\nmode %s\n", wall,
                      p->quick ? "quick" : p->full ? "full" : "budget");
+    /* "cpu SECONDS MISSING": the CPU time of the runs that recorded it, and how many did not */
+    if (p->section_cpu > 0.0) {
+        k += snprintf(sum + k, sizeof sum - k, "cpu %.1f %d\n", p->section_cpu, p->cpu_missing);
+    }
     for (int i = 0; i < p->nsum && k < (int)sizeof sum; i++) {
         k += snprintf(sum + k, sizeof sum - k, "- %s%s\n", p->quick ? "[--quick run: not meaningful] " : "",
                       p->summary[i]);
@@ -1152,8 +1228,8 @@ static int save_part(paper_ctx *p, const char *parts, const char *name, double w
 static int assemble(paper_ctx *p, const char *parts)
 {
     char *sec[NEXP] = {0}, *sum[NEXP] = {0};
-    double total = 0.0;
-    int have = 0;
+    double total = 0.0, cpu_total = 0.0;
+    int have = 0, cpu_missing = 0, cpu_none = 0;
     for (int e = 0; e < NEXP; e++) {
         char path[4400];
         size_t n;
@@ -1194,9 +1270,10 @@ static int assemble(paper_ctx *p, const char *parts)
                   "`make paper` runs the budgeted report (one learning rate, MQAR at d = 64 and 32, fewer steps for "
                   "S5 and MoM; parity and mod-arith are kept from their last runs) as four single-thread streams side "
                   "by side; `make paper-full` runs the full protocol (two learning rates, every MQAR width, parity and "
-                  "mod-arith with 3 seeds), several CPU-hours. Times below are the wall time of single-thread "
-                  "training runs on a shared 2-core machine with other jobs running (a quiet core needs less).\n\n"
-                  "| section | run by | training wall time (s) |\n|---|---|---|\n");
+                  "mod-arith with 3 seeds), several CPU-hours. Times below are the wall time and the CPU time of "
+                  "single-thread training runs on a shared 2-core machine with other jobs running (on a loaded "
+                  "machine the wall time is the larger; the CPU time is what a quiet core needs).\n\n"
+                  "| section | run by | training wall time (s) | training CPU time (s) |\n|---|---|---|---|\n");
     for (int e = 0; e < NEXP; e++) {
         double w = 0.0;
         if (!sec[e] || !sum[e] || sscanf(sum[e], "wall %lf", &w) != 1) {
@@ -1207,15 +1284,32 @@ static int assemble(paper_ctx *p, const char *parts)
         if (m) {
             sscanf(m + 6, "%15s", mode);
         }
-        k += snprintf(doc + k, cap - k, "| %s | %s | %.0f |\n", EXPS[e],
+        double cpu = 0.0;
+        int miss = 0;
+        const char *cl = strstr(sum[e], "\ncpu ");
+        char cpus[96] = "not recorded";
+        if (cl && sscanf(cl + 5, "%lf %d", &cpu, &miss) == 2) {
+            cpu_total += cpu;
+            cpu_missing += miss;
+            if (miss) {
+                snprintf(cpus, sizeof cpus, "%.0f (+ %d run(s) kept from before it was recorded)", cpu, miss);
+            } else {
+                snprintf(cpus, sizeof cpus, "%.0f", cpu);
+            }
+        } else {
+            cpu_none++;
+        }
+        k += snprintf(doc + k, cap - k, "| %s | %s | %.0f | %s |\n", EXPS[e],
                       !strcmp(mode, "budget") ? "`make paper` (budgeted)"
                       : !strcmp(mode, "full") ? "`make paper-full`"
                       : !strcmp(mode, "quick") ? "--quick (numbers NOT meaningful)"
                       : !strstr(sum[e], "\nmodels 2\n") ? "an earlier version (see the section)"
                                                          : "the two-rate protocol before the budgeted report",
-                      w);
+                      w, cpus);
     }
-    k += snprintf(doc + k, cap - k, "| all %d | | %.0f (%.1f min) |\n\n", have, total, total / 60.0);
+    k += snprintf(doc + k, cap - k, "| all %d | | %.0f (%.1f min) | %.0f (%.1f min)%s |\n\n", have, total, total / 60.0,
+                  cpu_total, cpu_total / 60.0,
+                  cpu_none || cpu_missing ? ", of the runs that recorded it" : "");
     /* a part without the "models 2" line predates the task models of docs/tasks.md 6 */
     static const char OLD[] = "**Not rerun with the current task models**: this section comes from an earlier run "
                               "(FLA's LM layout with a GatedMLP per block, no short convolution on softmax or linear "
@@ -1234,7 +1328,7 @@ static int assemble(paper_ctx *p, const char *parts)
     k += snprintf(doc + k, cap - k, "## Summary\n\n");
     for (int e = 0; e < NEXP; e++) {
         const char *s = sum[e] && sec[e] ? strchr(sum[e], '\n') : NULL;
-        while (s && (!strncmp(s + 1, "models ", 7) || !strncmp(s + 1, "mode ", 5))) {
+        while (s && (!strncmp(s + 1, "models ", 7) || !strncmp(s + 1, "mode ", 5) || !strncmp(s + 1, "cpu ", 4))) {
             s = strchr(s + 1, '\n'); /* the header lines before the summary lines */
         }
         if (s) {
@@ -1371,6 +1465,8 @@ int lina_paper_run_opts(const lina_paper_opts *po)
         }
         p.nsum = 0;
         p.section_wall = 0.0;
+        p.section_cpu = 0.0;
+        p.cpu_missing = 0;
         const double te = lina_now();
         switch (e) {
         case 0:

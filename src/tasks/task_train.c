@@ -2,6 +2,7 @@
  * model config for a mixer, trains with AdamW (warmup + cosine, global-norm clipping)
  * on fresh random batches and scores the trained model on held-out sequences. */
 #include "tasks.h"
+#include "../kern/kern.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -197,6 +198,11 @@ int lina_task_config(const lina_task_opts *o, lina_config *c)
             return lina_set_error(LINA_EINVAL, "mamba2: 2 * --d-model must be a multiple of --heads");
         }
         break;
+    case LINA_MODEL_MAMBA: /* its own conv1d; inner width expand * d, dt_rank "auto" as FLA's config */
+        c->use_short_conv = 0;
+        c->intermediate_size = c->expand * D;
+        c->dt_rank = (D + 15) / 16;
+        break;
     case LINA_MODEL_LINEAR_ATTN:
         if (zoo) { /* Katharopoulos et al.'s elu + 1 (FLA's default map starts ~1e-4 small) */
             snprintf(c->feature_map, sizeof c->feature_map, "elu");
@@ -246,6 +252,10 @@ static int64_t state_floats(const lina_config *c)
                (int64_t)(c->head_dim * c->expand_v);
     case LINA_MODEL_MAMBA2:
         return H * c->head_dim * (int64_t)c->state_size;
+    case LINA_MODEL_MAMBA:
+        return c->intermediate_size * (int64_t)c->state_size;
+    case LINA_MODEL_RWKV7:
+        return D * (int64_t)c->head_dim;
     case LINA_MODEL_HGRN2:
     case LINA_MODEL_HGRN:
         return D * (int64_t)c->expand_ratio;
@@ -705,7 +715,7 @@ int lina_task_run(const lina_task_opts *o, lina_task_result *r)
     if (o->threads > 0) {
         lina_set_threads(o->threads);
     }
-    const double t0 = lina_now();
+    const double t0 = lina_now(), c0 = lina_cpu_now();
     lina_group grp;
     memset(&grp, 0, sizeof grp);
     fixed_set fs;
@@ -830,6 +840,7 @@ int lina_task_run(const lina_task_opts *o, lina_task_result *r)
 done:
     fixed_free(&fs);
     r->wall_s = lina_now() - t0;
+    r->cpu_s = lina_cpu_now() - c0;
     if (rc) {
         lina_task_result_free(r);
     }
@@ -875,6 +886,7 @@ int lina_task_sweep_run(const lina_task_opts *o, const double *lrs, int nlr, int
                 return rc;
             }
             sw->wall_s += r.wall_s;
+            sw->cpu_s += r.cpu_s;
             sw->runs++;
             const lina_task_result *b = &sw->run[si];
             int better = !have || r.val_acc > b->val_acc ||
@@ -918,46 +930,58 @@ int lina_task_describe(const lina_task_opts *o, char *buf, size_t n)
     if (rc) {
         return rc;
     }
-    const int tr = c.model_type == LINA_MODEL_TRANSFORMER, m2 = c.model_type == LINA_MODEL_MAMBA2;
+    const lina_model_type t = c.model_type;
+    const int tr = t == LINA_MODEL_TRANSFORMER, m2 = t == LINA_MODEL_MAMBA2, m1 = t == LINA_MODEL_MAMBA,
+              rw = t == LINA_MODEL_RWKV7;
     char conv[96], pos[64];
-    if (m2) {
-        snprintf(conv, sizeof conv, "Mamba2's own conv1d (size %d)", c.conv_kernel);
+    if (m2 || m1) {
+        snprintf(conv, sizeof conv, "%s's own conv1d (size %d)", m2 ? "Mamba2" : "Mamba", c.conv_kernel);
+    } else if (rw) {
+        snprintf(conv, sizeof conv, "token shift, no short conv");
     } else if (c.use_short_conv) {
-        snprintf(conv, sizeof conv, "short conv (size %d, SiLU) on q/k/v", c.conv_size);
+        snprintf(conv, sizeof conv, "short conv (size %d, SiLU) on %s", c.conv_size,
+                 t == LINA_MODEL_HGRN ? "the input and forget gates" : "q/k/v");
     } else {
         snprintf(conv, sizeof conv, "no short conv");
     }
     if (tr) {
         snprintf(pos, sizeof pos, "RoPE (base %g)", c.rope_theta > 0 ? c.rope_theta : 10000.0);
-    } else if (c.model_type == LINA_MODEL_RETNET) {
+    } else if (t == LINA_MODEL_RETNET) {
         snprintf(pos, sizeof pos, "RoPE in the retention (xPos-style)");
     } else {
         snprintf(pos, sizeof pos, "no position encoding");
     }
-    const int mlp = !m2 && !c.no_mlp;
-    char mlps[48];
-    if (mlp) {
+    char mlps[64];
+    if (rw) {
+        snprintf(mlps, sizeof mlps, "RWKV-7's own feed-forward (relu^2, width %d)", c.intermediate_size);
+    } else if (!m2 && !m1 && !c.no_mlp) {
         snprintf(mlps, sizeof mlps, "GatedMLP width %d", c.intermediate_size);
     } else {
         snprintf(mlps, sizeof mlps, "no MLP");
     }
     char extra[96] = "";
-    if (c.model_type == LINA_MODEL_GLA) {
+    if (t == LINA_MODEL_GLA) {
         snprintf(extra, sizeof extra, ", expand_k %g, %s", c.expand_k, c.use_output_gate ? "output gate" : "no output gate");
-    } else if (c.model_type == LINA_MODEL_LINEAR_ATTN) {
+    } else if (t == LINA_MODEL_LINEAR_ATTN) {
         snprintf(extra, sizeof extra, ", feature map %s", c.feature_map);
-    } else if (c.model_type == LINA_MODEL_HGRN2) {
+    } else if (t == LINA_MODEL_HGRN2) {
         snprintf(extra, sizeof extra, " (HGRN2 has no short conv in lina)");
+    } else if (m1) {
+        snprintf(extra, sizeof extra, ", inner width %d, state %d, dt_rank %d", c.intermediate_size, c.state_size,
+                 c.dt_rank);
     }
     char init[160];
     if (m2) {
         snprintf(init, sizeof init,
                  "Mamba2 paper's (in_proj, conv1d U(+-1/sqrt(fan_in)), A ~ U[1, 16), dt log-uniform in [%g, %g])",
                  c.dt_min, c.dt_max);
+    } else if (m1) {
+        snprintf(init, sizeof init, "Mamba's (A_log = log 1..N, dt log-uniform in [%g, %g], weights N(0, %g))",
+                 c.dt_min, c.dt_max, c.initializer_range);
     } else {
         snprintf(init, sizeof init, "weights N(0, %g)", c.initializer_range);
     }
-    snprintf(buf, n, "%s: %d layers, d %d, %d head(s), %s, %s, %s%s, init %s", lina_model_type_name(c.model_type),
+    snprintf(buf, n, "%s: %d layers, d %d, %d head(s), %s, %s, %s%s, init %s", lina_model_type_name(t),
              c.num_hidden_layers, c.hidden_size, c.num_heads, mlps, conv, pos, extra, init);
     return LINA_OK;
 }

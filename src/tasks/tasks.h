@@ -162,6 +162,7 @@ typedef struct lina_task_result {
     int64_t state_floats;    /* recurrent state per layer (floats), 0 when not known */
     int steps_done;
     double wall_s;
+    double cpu_s; /* CPU seconds of the process during the run (NAN: not recorded) */
 } lina_task_result;
 
 /* Several learning rates x several seeds of one configuration: for every seed the run whose
@@ -174,6 +175,7 @@ typedef struct lina_task_sweep {
     double mean, sd, min, max;               /* over seeds, of run[].test_scaled */
     double fit_mean, fit_min;                /* over seeds, of the fit measure (lina_task_fit) */
     double wall_s;                           /* every run, all learning rates */
+    double cpu_s;                            /* CPU seconds of every run (NAN: not recorded) */
     int runs;
 } lina_task_sweep;
 

@@ -4,6 +4,7 @@
 
 #include "lina.h"
 #include "../kern/gemm.h"
+#include "../kern/kern.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -80,9 +81,7 @@ static void mb_num(char *buf, size_t n, double v, const char *fmt)
 
 double lina_bench_cpu_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return lina_cpu_now();
 }
 
 double lina_bench_sgemm_gflops(double *cpu_gflops)
