@@ -72,6 +72,7 @@ static void test_help(void)
         {"paper --threads 0", "--threads"},
         {"paper --out /nonexistent-dir/x --lrs 0.001,zero", "--lrs"},
         {"paper --out /nonexistent-dir/x --widths 64,48", "--widths"},
+        {"paper --out /nonexistent-dir/x --mixers gla,nosuch", "'nosuch' is not a model of the MQAR table"},
         {"paper --out /nonexistent-dir/x --only mqar,s3", "unknown experiment 's3'"},
         {"plot --log a --out b extra", "unexpected argument 'extra'"},
         {"task parity --mixer nope", "--mixer"},

@@ -23,7 +23,8 @@ int lina_cmd_paper(int argc, char **argv)
         CLI_OPT_FLAG("--resume", NULL, &resume,
                      "read back configurations finished earlier with the same settings (DIR/paper_parts/cells/)"),
         CLI_OPT_STR("--mixers", NULL, "LIST", &mixers,
-                    "MQAR: comma-separated subset of transformer,delta_net,gated_deltanet,gla,mamba2,retnet,linear_attn"),
+                    "MQAR: comma-separated subset of the table's models (transformer,delta_net,gated_deltanet,gla,"
+                    "linear_attn,mamba2,retnet,mamba,kda,gsa,forgetting_transformer,hgrn,rwkv7)"),
         CLI_OPT_STR("--widths", NULL, "LIST", &widths,
                     "MQAR: the widths to run (of 32,64,128), in that order; the others are read back when run earlier"),
         CLI_OPT_FLAG("--quick", NULL, &quick, "1/20 of the steps (checks the pipeline; the numbers mean nothing)"),

@@ -1413,6 +1413,24 @@ int lina_paper_run_opts(const lina_paper_opts *po)
             q = *end ? end + 1 : end;
         }
     }
+    if (p.mixers) {
+        const char *paper[MQ_NMODELS];
+        mq_models(paper);
+        for (const char *q = p.mixers; *q;) {
+            const char *e = strchr(q, ',');
+            size_t len = e ? (size_t)(e - q) : strlen(q);
+            int known = 0;
+            for (int i = 0; i < mq_nmodels; i++) {
+                const char *nm = lina_model_type_name(MQ_MODELS[i]);
+                known |= strlen(nm) == len && !strncmp(nm, q, len);
+            }
+            if (!known) {
+                fprintf(stderr, "lina: paper: --mixers: '%.*s' is not a model of the MQAR table\n", (int)len, q);
+                return 2;
+            }
+            q = e ? e + 1 : q + len;
+        }
+    }
     if (p.widths) {
         for (const char *q = p.widths; *q;) {
             char *end;
