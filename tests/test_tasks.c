@@ -707,6 +707,19 @@ static void test_sweep_keep(void)
         lina_task_result_free(&r.run[i]);
     }
     CHECK(!lina_task_sweep_load(path, key2, &r) && r.nseeds == 0, "another learning-rate list does not read it");
+    /* the same settings with another seed count read back by lina_task_sweep_load_any, not by the key */
+    char key4[1024];
+    o.steps -= 1;
+    lina_task_sweep_key(&o, lrs, 1, 3, key4, sizeof key4);
+    CHECK(!lina_task_sweep_load(path, key4, &r), "a 3-seed key does not read a 2-seed record");
+    got = lina_task_sweep_load_any(path, &o, lrs, 1, 3, &r);
+    CHECK(got && r.nseeds == 2 && r.mean == s.mean, "load_any reads the 2-seed record for 3 seeds asked");
+    for (int i = 0; got && i < 2; i++) {
+        lina_task_result_free(&r.run[i]);
+    }
+    CHECK(!lina_task_sweep_load_any(path, &o, lrs, 2, 3, &r), "load_any: another learning-rate list does not read it");
+    o.steps += 1;
+    CHECK(!lina_task_sweep_load_any(path, &o, lrs, 1, 2, &r), "load_any: another step budget does not read it");
     /* a record from before the CPU time was kept reads back with the CPU time unknown */
     s.cpu_s = NAN;
     CHECK(lina_task_sweep_save(path, key, &s) == LINA_OK, "sweep without CPU time saved");

@@ -191,6 +191,10 @@ int lina_task_sweep_save(const char *path, const char *key, const lina_task_swee
 /* Read a sweep saved with exactly this key: 1, or 0 (no file, another key, or a damaged file:
  * *s zeroed). Free with lina_task_result_free on each run. */
 int lina_task_sweep_load(const char *path, const char *key, lina_task_sweep *s);
+/* Read back the sweep of o over lrs kept in path with any number of seeds (the settings otherwise
+ * the same): nseeds first, then the largest count found. Returns 1 when read, 0 otherwise. */
+int lina_task_sweep_load_any(const char *path, const lina_task_opts *o, const double *lrs, int nlr, int nseeds,
+                             lina_task_sweep *s);
 /* How well a run fits its training distribution: mqar query accuracy; parity / modarith accuracy at
  * the training lengths; s3/s5 sequence accuracy at the training length. */
 double lina_task_fit(const lina_task_opts *o, const lina_task_result *r);
