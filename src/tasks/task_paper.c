@@ -1313,7 +1313,7 @@ static int assemble(paper_ctx *p, const char *parts)
             cpu_none++;
         }
         k += snprintf(doc + k, cap - k, "| %s | %s | %.0f | %s |\n", EXPS[e],
-                      !strcmp(mode, "budget") ? "`make paper` (budgeted)"
+                      !strcmp(mode, "budget") ? "the budgeted protocol (`make paper`'s settings)"
                       : !strcmp(mode, "full") ? "`make paper-full`"
                       : !strcmp(mode, "quick") ? "--quick (numbers NOT meaningful)"
                       : !strstr(sum[e], "\nmodels 2\n") ? "an earlier version (see the section)"
@@ -1427,15 +1427,12 @@ int lina_paper_run_opts(const lina_paper_opts *po)
         }
     }
     if (p.mixers) {
-        const char *paper[MQ_NMODELS];
-        mq_models(paper);
         for (const char *q = p.mixers; *q;) {
             const char *e = strchr(q, ',');
             size_t len = e ? (size_t)(e - q) : strlen(q);
-            int known = 0;
-            for (int i = 0; i < mq_nmodels; i++) {
-                const char *nm = lina_model_type_name(MQ_MODELS[i]);
-                known |= strlen(nm) == len && !strncmp(nm, q, len);
+            int known = 0; /* a row of the table (one this build lacks is skipped when the table is made) */
+            for (int i = 0; i < MQ_NMODELS; i++) {
+                known |= strlen(MQ_TABLE[i].name) == len && !strncmp(MQ_TABLE[i].name, q, len);
             }
             if (!known) {
                 fprintf(stderr, "lina: paper: --mixers: '%.*s' is not a model of the MQAR table\n", (int)len, q);
