@@ -29,7 +29,7 @@ typedef struct paper_ctx {
     int threads;
     int quick;           /* a fast pass of the whole pipeline (far fewer steps) */
     FILE *md;            /* the sections (copied under the summary at the end) */
-    char summary[16][1200];
+    char summary[16][3200];
     int nsum;
     int seeds;           /* seeds per configuration of the MQAR protocol */
     const char *mixers;  /* MQAR: comma-separated subset of the models (NULL: all) */
@@ -506,7 +506,7 @@ static void paper_mqar(paper_ctx *p)
         fprintf(f, "---|");
     }
     fprintf(f, "\n");
-    int first90[MQ_NMODELS];
+    int first90[MQ_NMODELS], gap90[MQ_NMODELS]; /* gap90: a smaller width was not run ("<= d") */
     double total_wall = 0.0;
     int total_runs = 0;
     for (int i = 0; i < mq_nmodels; i++) {
@@ -514,6 +514,7 @@ static void paper_mqar(paper_ctx *p)
         double wall = 0.0, steps = 0.0, cpu = 0.0;
         int nst = 0, runs = 0, ran_i = 0, cpu_na = 0;
         first90[i] = -1;
+        gap90[i] = 0;
         char lrs_kept[256] = "";
         int kl = 0;
         for (int j = 0; j < MQ_NWIDTHS; j++) {
@@ -525,6 +526,9 @@ static void paper_mqar(paper_ctx *p)
             ran_i = 1;
             if (first90[i] < 0 && c->sw.mean >= 0.9) {
                 first90[i] = MQ_WIDTHS[j];
+                for (int j2 = 0; j2 < j; j2++) {
+                    gap90[i] |= !cells[i][j2].ran || !cells[i][j2].ok;
+                }
             }
             wall += c->sw.wall_s;
             runs += c->sw.runs;
@@ -545,7 +549,7 @@ static void paper_mqar(paper_ctx *p)
         total_wall += wall;
         total_runs += runs;
         if (first90[i] > 0) {
-            fprintf(f, " %d |", first90[i]);
+            fprintf(f, " %s%d |", gap90[i] ? "<= " : "", first90[i]);
         } else {
             fprintf(f, " %s |", ran_i ? "none of those run" : "-");
         }
@@ -560,7 +564,7 @@ static void paper_mqar(paper_ctx *p)
     fprintf(f, "\n");
     /* verdicts: attention is the control; at each width run, it must fit (>= 90 %) before the
      * ordering of the others means anything; seeds that disagree make a comparison inconclusive */
-    char verdict[1600];
+    char verdict[3000];
     int n = 0, all_ran = 1;
     for (int i = 0; i < mq_nmodels; i++) {
         for (int j = 0; j < MQ_NWIDTHS; j++) {
@@ -624,8 +628,8 @@ static void paper_mqar(paper_ctx *p)
         }
         if (any) {
             if (first90[i] > 0) {
-                n += snprintf(verdict + n, sizeof verdict - n, " %s %d;", lina_model_type_name(MQ_MODELS[i]),
-                              first90[i]);
+                n += snprintf(verdict + n, sizeof verdict - n, " %s %s%d;", lina_model_type_name(MQ_MODELS[i]),
+                              gap90[i] ? "<= " : "", first90[i]);
             } else {
                 n += snprintf(verdict + n, sizeof verdict - n, " %s none of the widths run;",
                               lina_model_type_name(MQ_MODELS[i]));
@@ -1221,7 +1225,7 @@ static int save_part(paper_ctx *p, const char *parts, const char *name, double w
     snprintf(path, sizeof path, "%s/%s.md", parts, name);
     int rc = write_atomic(path, sec, n);
     free(sec);
-    char sum[16 * 1260 + 64];
+    char sum[16 * 3260 + 64];
     /* "models 2": run with the task models and budgets of docs/tasks.md 6; "mode": which report */
     int k = snprintf(sum, sizeof sum, "wall %.1f\nmodels 2\nmode %s\n", wall,
                      p->quick ? "quick" : p->full ? "full" : "budget");
