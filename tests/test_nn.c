@@ -949,7 +949,8 @@ int main(void)
     test_conv_grad(7, 1, 0, 0);
     test_conv_grad(2, 1, 1, 1); /* T < W: most taps read the cache */
     test_conv_grad(1, 0, 1, 0);
-    test_conv_grad_c(9, 1, 1, 1, 53); /* two channel blocks, full and partial vector lanes */
+    test_conv_grad_c(9, 1, 1, 1, 53);  /* full and partial vector lanes */
+    test_conv_grad_c(5, 1, 1, 1, 300); /* two channel blocks (256 and 44 channels) */
     test_conv_decode();
     test_sgemm_rows();
     test_rope();
