@@ -71,6 +71,12 @@ static int sp_on(const lina_sp *sp)
     return sp && sp->size > 1;
 }
 
+/* the values the kernel reads: repeated over the grouped heads into v, or vp itself */
+static const float *attn_v(const lina_attn_acts *a, const lina_attn_dims *d)
+{
+    return d->Hkv != d->H ? a->v : a->vp;
+}
+
 /* q, k, v projections with their SiLU short convs as one fused product
  * (nn.h lina_proj_*) when the layer has the convs, runs on whole sequences
  * (no sequence-parallel pieces) and the three weights lie back to back (no
@@ -149,15 +155,19 @@ int lina_attn_forward(float *out, lina_attn_acts *a, const float *x, const lina_
         lina_linear_forward(out, a->o, p->o_proj, NULL, N, HQ, D);
         return LINA_OK;
     }
-    /* RoPE: q [B,T,H,d]; k rotated into o (scratch), then repeated */
+    /* RoPE: q [B,T,H,d]; k rotated into o (scratch), then repeated over the grouped
+     * heads (without groups: rotated into k, and v read where it is) */
+    const int grouped = d->Hkv != d->H;
     if ((rc = lina_rope_forward(a->q, qs, B, T, d->H, d->d, 0, d->rope_theta)) ||
-        (rc = lina_rope_forward(a->o, ks, B, T, d->Hkv, d->d, 0, d->rope_theta))) {
+        (rc = lina_rope_forward(grouped ? a->o : a->k, ks, B, T, d->Hkv, d->d, 0, d->rope_theta))) {
         return rc;
     }
-    lina_heads_repeat(a->k, a->o, (size_t)N, d->H, d->Hkv, d->d);
-    lina_heads_repeat(a->v, a->vp, (size_t)N, d->H, d->Hkv, d->d);
+    if (grouped) {
+        lina_heads_repeat(a->k, a->o, (size_t)N, d->H, d->Hkv, d->d);
+        lina_heads_repeat(a->v, a->vp, (size_t)N, d->H, d->Hkv, d->d);
+    }
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->d, d->d, 0, 0.0f);
-    lina_softmax_in in = {a->q, a->k, a->v, d->window, 0, NULL, 0};
+    lina_softmax_in in = {a->q, a->k, attn_v(a, d), d->window, 0, NULL, 0};
     lina_softmax_out o = {a->o, a->stat};
     if ((rc = lina_softmax_attn_fwd(&md, &in, &o, ws))) {
         return rc;
@@ -182,7 +192,9 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
     float *dv = dk + nq;        /* [N,HQ] */
     float *dkr = dv + nq;       /* [N,HKV] */
     float *dvr = dkr + nkv;     /* [N,HKV] */
-    memset(scratch, 0, lina_attn_scratch_floats(d, N) * sizeof(float));
+    /* dO accumulates o_proj's backward; the kernel and the head reduction write theirs,
+     * the fused projection zeroes its own part (the unfused convs accumulate: below) */
+    memset(dO, 0, nq * sizeof(float));
 
     lina_linear_backward(dO, gp->o_proj, NULL, dout, a->o, p->o_proj, N, HQ, D);
     const int64_t pos0 = sp_on(sp) ? sp->pos0 : 0;
@@ -194,14 +206,18 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
         }
     } else {
         lina_mix_dims md = lina_layer_mix(B, T, d->H, d->d, d->d, 0, 0.0f);
-        lina_softmax_in in = {a->q, a->k, a->v, d->window, 0, NULL, 0};
+        /* without groups the kernel writes dk, dv straight into dkr, dvr */
+        const int grouped = d->Hkv != d->H;
+        lina_softmax_in in = {a->q, a->k, attn_v(a, d), d->window, 0, NULL, 0};
         lina_softmax_grad_in gin = {dO, a->stat};
-        lina_softmax_grad_out gout = {dq, dk, dv, NULL};
+        lina_softmax_grad_out gout = {dq, grouped ? dk : dkr, grouped ? dv : dvr, NULL};
         if ((rc = lina_softmax_attn_bwd(&md, &in, &gin, &gout, ws))) {
             return rc;
         }
-        lina_heads_reduce(dkr, dk, (size_t)N, d->H, d->Hkv, d->d, 0);
-        lina_heads_reduce(dvr, dv, (size_t)N, d->H, d->Hkv, d->d, 0);
+        if (grouped) {
+            lina_heads_reduce(dkr, dk, (size_t)N, d->H, d->Hkv, d->d, 0);
+            lina_heads_reduce(dvr, dv, (size_t)N, d->H, d->Hkv, d->d, 0);
+        }
     }
     /* RoPE transposed, in place */
     if ((rc = lina_rope_backward(dq, dq, B, T, d->H, d->d, pos0, d->rope_theta)) ||
@@ -230,6 +246,7 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
         /* SiLU short convs: gradients into the projections' own buffers after dvr */
         int W = d->conv_size;
         float *dqc = dvr + nkv, *dkc = dqc + nq, *dvc = dkc + nkv;
+        memset(dqc, 0, (nq + 2 * nkv) * sizeof(float));
         if (sp_on(sp)) {
             if ((rc = lina_sp_conv_backward(sp, dqc, gp->q_conv, NULL, dqp, a->qc, p->q_conv, NULL, B, T, HQ, W,
                                             LINA_ACT_SILU)) ||
