@@ -360,7 +360,6 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     }
     int N = B * T, D = d->D, H = d->H, NV = nv_of(d), m = ns_of(d), HK = H * d->K, VK = NV * d->K, VV = NV * d->V;
     size_t n = (size_t)N, nm = n * m;
-    memset(scratch, 0, lina_gdn_scratch_floats(d, N) * sizeof(float));
     float *s = scratch;
     float *dy = s;    s += nm * VV; /* [N,VV], later dv [N,m*VV] */
     float *dO = s;    s += nm * VV; /* [N,VV], later dvp [N,m*VV] */
@@ -378,7 +377,8 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     }
     float *dz1 = d->kda ? s : NULL; /* [N, V] */
     s += d->kda ? n * d->V : 0;
-    float *dpre = s;                /* fused projections: [N, tot] */
+    float *dpre = s;                /* fused projections: [N, tot] (zeroed by lina_proj_backward) */
+    memset(scratch, 0, (size_t)(dpre - scratch) * sizeof(float));
     lina_proj_part pt[5];
     int np, ia, ib;
     const int fused = gdn_parts(pt, &np, &ia, &ib, d, p, sp, cu);

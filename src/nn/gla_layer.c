@@ -275,7 +275,9 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
         dvv = dkk + (size_t)N * GK;
         dgg = dvv + (size_t)N * GV;
     }
-    memset(scratch, 0, lina_gla_scratch_floats(d, N) * sizeof(float));
+    /* the short convs' gradients after these: zeroed by the fused projection, or below */
+    float *dconv = dgr + (size_t)N * R + (Hkv != H ? (size_t)N * (2 * GK + GV) : 0);
+    memset(scratch, 0, (size_t)(dconv - scratch) * sizeof(float));
 
     /* o_proj (dy = dout Wo, dWo += dout^T y), output norm (per head) */
     lina_out_backward(dO, dgate, dy, gp->norm_w, gp->o_proj, dout, a->y, a->o, d->output_gate ? a->gate : NULL,
@@ -328,7 +330,7 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
     lina_proj_part qkv[3];
     if (d->use_short_conv) {
         int W = d->conv_size;
-        dqc = dgr + (size_t)N * R + (Hkv != H ? (size_t)N * (2 * GK + GV) : 0);
+        dqc = dconv;
         dkc = dqc + (size_t)N * HK;
         dvc = dkc + (size_t)N * GK;
         if (gla_qkv_parts(qkv, d, p, sp, cu)) {
@@ -341,6 +343,7 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
             }
             return LINA_OK;
         }
+        memset(dqc, 0, (size_t)N * (HK + GK + GV) * sizeof(float)); /* the convs accumulate */
         if (sp && sp->size > 1) {
             /* the gradient of the inputs before the piece goes back to their pieces */
             if ((rc = lina_sp_conv_backward(sp, dqc, gp->q_conv, NULL, dq, a->qc, p->q_conv, NULL, B, T, HK, W,
