@@ -7,6 +7,7 @@
 #include "../src/tasks/tasks.h"
 
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ MQAR */
@@ -739,6 +740,85 @@ static void test_sweep_keep(void)
     CHECK(!lina_task_sweep_load(path, key, &r), "no record, nothing read");
 }
 
+/* keep a fake MQAR cell of lina paper at d 64: every seed scores acc, 10 s of wall and 5 s of CPU */
+static void paper_cell(const char *dir, lina_model_type m, int nseeds, double acc)
+{
+    lina_task_opts o;
+    lina_paper_mqar_opts(&o, m, 64);
+    const double lr = 1e-3;
+    char key[1024], path[512];
+    lina_task_sweep_key(&o, &lr, 1, nseeds, key, sizeof key);
+    lina_task_sweep s;
+    memset(&s, 0, sizeof s);
+    s.nseeds = s.runs = nseeds;
+    s.mean = s.min = s.max = s.fit_mean = s.fit_min = acc;
+    s.wall_s = 10.0 * nseeds;
+    s.cpu_s = 5.0 * nseeds;
+    for (int i = 0; i < nseeds; i++) {
+        s.lr[i] = lr;
+        s.run[i].steps_done = 400;
+        s.run[i].test_scaled = s.run[i].test_acc = s.run[i].train_acc = s.run[i].val_acc = acc;
+        s.run[i].wall_s = 10.0;
+    }
+    snprintf(path, sizeof path, "%s/paper_parts/cells/mqar_%s_d64.txt", dir, lina_model_type_name(m));
+    CHECK(lina_task_sweep_save(path, key, &s) == LINA_OK, "paper cell %s kept", lina_model_type_name(m));
+}
+
+/* the MQAR section rebuilt from kept cells (--cells none): the ordering verdict follows the numbers,
+ * and a model run with fewer than 3 seeds makes it inconclusive, named in the table */
+static void test_paper_mqar_verdict(void)
+{
+    char root[] = "/tmp/lina_paper_XXXXXX", path[256], cmd[300];
+    if (!mkdtemp(root)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    snprintf(path, sizeof path, "%s/paper_parts", root);
+    mkdir(path, 0777);
+    snprintf(path, sizeof path, "%s/paper_parts/cells", root);
+    mkdir(path, 0777);
+    const lina_model_type ms[5] = {LINA_MODEL_TRANSFORMER, LINA_MODEL_DELTA_NET, LINA_MODEL_GATED_DELTANET,
+                                   LINA_MODEL_GLA, LINA_MODEL_LINEAR_ATTN};
+    const double acc[5] = {1.0, 0.99, 0.98, 0.9, 0.1};
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < 5; i++) {
+            paper_cell(root, ms[i], pass && i == 3 ? 1 : 3, acc[i]); /* pass 1: gla has 1 seed */
+        }
+        lina_paper_opts po = {root, "mqar", 1, 0, 3, NULL, NULL, 0, 1, NULL, "none"};
+        CHECK(lina_paper_run_opts(&po) == 0, "lina paper --only mqar --cells none (pass %d)", pass);
+        snprintf(path, sizeof path, "%s/paper_parts/mqar.md", root);
+        FILE *f = fopen(path, "r");
+        char *md = calloc(1, 1 << 16);
+        if (f && md) {
+            size_t n = fread(md, 1, (1 << 16) - 1, f);
+            md[n] = 0;
+        }
+        if (f) {
+            fclose(f);
+        }
+        const char *want = pass ? "at d=64 (99, 98, 90, 10%; largest sd 0): inconclusive, a model ran 1 seed(s) of 3"
+                                : "at d=64 (99, 98, 90, 10%; largest sd 0): reproduced";
+        CHECK(md && strstr(md, want), "MQAR verdict from the kept cells: '%s'", want);
+        CHECK(md && strstr(md, "Attention ~100% at every width: reproduced at the widths run"),
+              "attention verdict with 3 seeds");
+        CHECK(md && (strstr(md, "90.0 +- 0.0 [90.0, 90.0] (1 seed)") != NULL) == pass,
+              "the table names a cell's seed count when it is not the report's (pass %d)", pass);
+        CHECK(md && strstr(md, "| 400 | 10 | 30 | 15 |"), "steps, wall per run, wall and CPU of a 3-seed cell");
+        free(md);
+    }
+    snprintf(path, sizeof path, "%s/PAPER.md", root);
+    FILE *f = fopen(path, "r");
+    char head[4096] = "";
+    if (f) {
+        head[fread(head, 1, sizeof head - 1, f)] = 0;
+        fclose(f);
+    }
+    CHECK(strstr(head, "| mqar | the budgeted protocol") && strstr(head, "training CPU time (s)"),
+          "PAPER.md header: how the section ran, its CPU time");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    CHECK(system(cmd) == 0, "temporary report removed");
+}
+
 int main(void)
 {
     lina_set_threads(1);
@@ -753,6 +833,7 @@ int main(void)
     test_task_models();
     test_budget();
     test_sweep_keep();
+    test_paper_mqar_verdict();
     test_mamba2_neg();
     test_mqar_learns();
     smoke(LINA_TASK_MQAR, LINA_MODEL_DELTA_NET, 0, 1, 40, 1e-2);

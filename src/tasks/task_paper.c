@@ -9,6 +9,7 @@
 #include "../io/plot.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -201,6 +202,7 @@ static const double MQ_LRS_FULL[MQ_NLRS_FULL] = {1e-3, 3e-3};
 static const char MQ_WIDTHS_BUDGET[] = "64,32";
 static const char MQ_WIDTHS_FULL[] = "64,32,128";
 #define MQ_SPREAD 0.15 /* a standard deviation over seeds above this: the seeds disagree */
+#define MQ_MIN_SEEDS 3 /* fewer seeds in a cell: a comparison with it is inconclusive */
 
 /* the learning rates of this report: --lrs, else the budget's one or the full protocol's two */
 static int paper_lrs(const paper_ctx *p, double *lrs)
@@ -237,6 +239,14 @@ static void mqar_protocol(lina_task_opts *o, lina_model_type m, int d, const pap
     o->progress = 1;
 }
 
+void lina_paper_mqar_opts(lina_task_opts *o, lina_model_type m, int d)
+{
+    paper_ctx p;
+    memset(&p, 0, sizeof p);
+    p.threads = 1;
+    mqar_protocol(o, m, d, &p);
+}
+
 /* one configuration over seeds and learning rates, as run now or read back from its cell file */
 typedef struct mq_cell {
     int ran, ok;
@@ -247,6 +257,18 @@ typedef struct mq_cell {
 static double mq_mean(const mq_cell *c)
 {
     return c->ran && c->ok ? c->sw.mean : NAN;
+}
+
+/* the fewest seeds among cells that ran (INT_MAX when none) */
+static int mq_min_seeds(const mq_cell *const *c, int n)
+{
+    int m = INT_MAX;
+    for (int i = 0; i < n; i++) {
+        if (c[i]->ran && c[i]->ok && c[i]->sw.nseeds < m) {
+            m = c[i]->sw.nseeds;
+        }
+    }
+    return m;
 }
 
 void lina_task_sweep_key(const lina_task_opts *o, const double *lrs, int nlr, int nseeds, char *buf, size_t n)
@@ -572,21 +594,28 @@ static void paper_mqar(paper_ctx *p)
         }
     }
     double trmin = 1.0;
-    int trn = 0;
+    int trn = 0, trseeds = INT_MAX;
     for (int j = 0; j < MQ_NWIDTHS; j++) {
         double a = mq_mean(&cells[MQ_TR][j]);
         if (!isnan(a)) {
             trmin = fmin(trmin, a);
             trn++;
+            trseeds = cells[MQ_TR][j].sw.nseeds < trseeds ? cells[MQ_TR][j].sw.nseeds : trseeds;
         }
     }
     if (trn == 0) {
         n += snprintf(verdict + n, sizeof verdict - n, "Attention ~100%% at every width: inconclusive (not run). ");
     } else {
+        char few[64] = "";
+        if (trseeds < MQ_MIN_SEEDS) {
+            snprintf(few, sizeof few, "inconclusive, %d seed(s) of %d", trseeds, MQ_MIN_SEEDS);
+        }
         n += snprintf(verdict + n, sizeof verdict - n, "Attention ~100%% at every width: %s (lowest mean %.1f%% over %d "
                       "width(s)%s). ",
-                      trmin >= 0.9 ? (trn < MQ_NWIDTHS ? "reproduced at the widths run" : "reproduced")
-                                   : "inconclusive, attention did not fit within the budget",
+                      trmin < 0.9 ? "inconclusive, attention did not fit within the budget"
+                      : few[0]    ? few
+                      : trn < MQ_NWIDTHS ? "reproduced at the widths run"
+                                         : "reproduced",
                       100 * trmin, trn, trn < MQ_NWIDTHS ? "; the other widths were not run" : "");
     }
     /* delta rules >= gla >> linear attention at every width where all four and the control ran */
@@ -602,8 +631,15 @@ static void paper_mqar(paper_ctx *p)
         double sdmax = fmax(fmax(cells[MQ_DN][j].sw.sd, cells[MQ_GDN][j].sw.sd), fmax(cells[MQ_GLA][j].sw.sd, cells[MQ_LA][j].sw.sd));
         int ge = fmin(dn, gdn) >= gla - sdmax, gg = gla > la + 0.2;
         const char *why = NULL;
+        const mq_cell *four[5] = {&cells[MQ_DN][j], &cells[MQ_GDN][j], &cells[MQ_GLA][j], &cells[MQ_LA][j],
+                                  &cells[MQ_TR][j]};
+        const int fewest = mq_min_seeds(four, 5);
+        char whys[96];
         if (isnan(ctrl)) {
             why = "the attention control was not run at that width";
+        } else if (fewest < MQ_MIN_SEEDS) {
+            snprintf(whys, sizeof whys, "a model ran %d seed(s) of %d", fewest, MQ_MIN_SEEDS);
+            why = whys;
         } else if (ctrl < 0.9) {
             why = "the attention control did not fit (the budget is too small)";
         } else if (sdmax > MQ_SPREAD && !(ge && gg)) {

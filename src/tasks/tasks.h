@@ -240,5 +240,8 @@ typedef struct lina_paper_opts {
     const char *lrs, *cells;
 } lina_paper_opts;
 int lina_paper_run_opts(const lina_paper_opts *po);
+/* The options of lina paper's MQAR cell of model m at width d (the report's budget, one thread):
+ * with lina_task_sweep_key, the key its record is kept under. */
+void lina_paper_mqar_opts(lina_task_opts *o, lina_model_type m, int d);
 
 #endif
