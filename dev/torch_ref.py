@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """torch_ref.py -- independent PyTorch reference for lina's causal LMs.
 
-Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9, 9.2, 12, 13, 14) and docs/checkpoints.md, not from
+Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9, 9.2, 12, 13, 14, 17.1) and docs/checkpoints.md, not from
 lina's C sources. For each test case it writes, under tests/ref/torch/<case>/:
 
   config.json        the FLA-style config (model_type, sizes, options)
@@ -333,6 +333,44 @@ def hgrn_layer(x, p, pre, c, i):
     return linear(y, p[pre + "o_proj.weight"])
 
 
+def gsa_layer(x, p, pre, c):
+    """FLA's GatedSlotAttention (docs/mixers.md 17.1): two slot states read through a softmax, token by token."""
+    D, H = c["hidden_size"], c["num_heads"]
+    Hkv = c.get("num_kv_heads") or H
+    K, V = int(D * c.get("expand_k", 1)) // H, int(D * c.get("expand_v", 1)) // H
+    M = c.get("num_slots") or K
+    fm = c.get("feature_map", "swish")
+    q, k, v = (linear(x, p[pre + n + "_proj.weight"]) for n in "qkv")
+    f = linear(x, p[pre + "f_proj.weight"])
+    if c.get("use_short_conv", False):
+        q, k, v = (short_conv(t, p[pre + n + "_conv1d.weight"], True) for t, n in ((q, "q"), (k, "k"), (v, "v")))
+    q, k, v, f = heads(q, H), heads(k, Hkv), heads(silu(v), Hkv), heads(f, Hkv)
+
+    def phi(t):
+        if fm == "t2r":
+            return torch.relu(linear(t, p[pre + "feature_map.layer.weight"]))
+        return silu(t) if fm == "swish" else torch.relu(t)
+    q, k = phi(q), phi(k)
+    g = logsigmoid(f) / c.get("gate_logit_normalizer", 8)
+    s = 1.0 - torch.exp(g)
+    G = H // Hkv
+    k, v, g, s = (t.repeat_interleave(G, dim=2) for t in (k, v, g, s))
+    Bsz, T = x.shape[0], x.shape[1]
+    hk = x.new_zeros(Bsz, H, K, M)
+    hv = x.new_zeros(Bsz, H, M, V)
+    outs = []
+    for t in range(T):
+        a = torch.exp(g[:, t])  # [B, H, M]
+        hk = hk * a[:, :, None, :] + k[:, t, :, :, None] * s[:, t, :, None, :]
+        hv = hv * a[..., None] + s[:, t, :, :, None] * v[:, t, :, None, :]
+        pr = torch.softmax(torch.einsum("bhk,bhkm->bhm", q[:, t], hk), dim=-1)  # scale 1
+        outs.append(torch.einsum("bhm,bhmv->bhv", pr, hv))
+    o = silu(torch.stack(outs, dim=1).reshape(Bsz, T, H * V))
+    w = p.get(pre + "g_norm.weight")
+    y = rmsnorm(o, w if w is not None else 1.0, 1e-5)  # FLA's fused norm + o_proj default eps
+    return linear(y, p[pre + "o_proj.weight"])
+
+
 def attn_cfg(c):
     """The softmax-attention settings of layer kinds: transformer or the hybrid 'attn' key."""
     if c["model_type"] == "transformer":
@@ -474,6 +512,8 @@ def mixer(x, p, pre, c, i, mixers):
         return fox_layer(x, p, pre, c)
     if t == "hgrn":
         return hgrn_layer(x, p, pre, c, i)
+    if t == "gsa":
+        return gsa_layer(x, p, pre, c)
     raise ValueError("model_type " + t)
 
 
@@ -617,6 +657,24 @@ def param_shapes(c):
                 s[a + "f_conv1d.weight"] = (E, 1, W)
             s[a + "g_norm.weight"] = (E,)
             s[a + "o_proj.weight"] = (D, E)
+        elif t == "gsa":
+            H = c["num_heads"]
+            Hkv = c.get("num_kv_heads") or H
+            kd, vd = int(D * c.get("expand_k", 1)), int(D * c.get("expand_v", 1))
+            M = c.get("num_slots") or kd // H
+            if c.get("feature_map", "swish") == "t2r":
+                s[a + "feature_map.layer.weight"] = (kd // H, kd // H)
+            s[a + "q_proj.weight"] = (kd, D)
+            s[a + "k_proj.weight"] = (kd // H * Hkv, D)
+            s[a + "v_proj.weight"] = (vd // H * Hkv, D)
+            s[a + "f_proj.weight"] = (Hkv * M, D)
+            if c.get("use_short_conv", False):
+                s[a + "q_conv1d.weight"] = (kd, 1, W)
+                s[a + "k_conv1d.weight"] = (kd // H * Hkv, 1, W)
+                s[a + "v_conv1d.weight"] = (vd // H * Hkv, 1, W)
+            if c.get("elementwise_affine", True):
+                s[a + "g_norm.weight"] = (D,)
+            s[a + "o_proj.weight"] = (D, vd)
         else:
             raise ValueError(t)
         if c.get("no_mlp"):
@@ -833,6 +891,8 @@ CASES = {
     "rwkv7": dict(BASE, model_type="rwkv7", head_dim=8, num_heads=4, decay_low_rank_dim=6, gate_low_rank_dim=8,
                   a_low_rank_dim=4, v_low_rank_dim=3, value_dim=48, intermediate_size=40, hidden_act="sqrelu",
                   norm_first=True, norm_bias=True, norm_eps=1e-5, num_hidden_layers=3, tie_word_embeddings=False),
+    "gsa": dict(BASE, model_type="gsa", num_heads=4, num_kv_heads=2, num_slots=6, feature_map="t2r",
+                gate_logit_normalizer=8, use_short_conv=True, conv_size=3, tie_word_embeddings=False),
 }
 
 B, T = 2, 70  # T > 64 crosses lina's chunk boundary (chunk 64) and is not a multiple of it

@@ -275,7 +275,8 @@ typedef enum lina_model_type {
     LINA_MODEL_FORGETTING_TRANSFORMER = 13, /* "forgetting_transformer" (FoX) */
     LINA_MODEL_HGRN = 14,          /* "hgrn" (HGRN-1) */
     LINA_MODEL_RWKV7 = 15,         /* "rwkv7" (RWKV-7, FLA's RWKV7ForCausalLM) */
-    LINA_MODEL_COUNT = 16
+    LINA_MODEL_GSA = 16,           /* "gsa" (Gated Slot Attention) */
+    LINA_MODEL_COUNT = 17
 } lina_model_type;
 
 #define LINA_CONFIG_MAX_LAYERS 1024
@@ -339,6 +340,11 @@ typedef struct lina_config {
     int num_householder, use_forget_gate; /* gated_deltaproduct */
     int safe_gate, has_lower_bound; /* kda (has_lower_bound: lower_bound not null) */
     double lower_bound;
+    /* gsa (also expand_k, expand_v, num_kv_heads, feature_map "swish" | "relu" | "t2r",
+       use_short_conv, conv_size, elementwise_affine) */
+    int num_slots;                 /* M slots per head; 0 = null (= the key dim per head) */
+    double gate_logit_normalizer;  /* g = logsigmoid(f) / gate_logit_normalizer */
+    int use_norm;                  /* read and written back; FLA's layer ignores it */
     /* mamba2 (head_dim is the head size P; allow_neg_eigval: decay in [-1, 1]) */
     int state_size, expand, n_groups, conv_kernel, use_conv_bias, use_bias;
     int rmsnorm, norm_before_gate, chunk_size, D_has_hdim, residual_in_fp32;
@@ -910,7 +916,7 @@ int lina_gsa_bwd(const lina_mix_dims *d, int M, const lina_gsa_in *in, const lin
  *
  * Model types: gla, retnet, hgrn2, linear_attn, delta_net, gated_deltanet,
  * gated_deltaproduct, mlstm, mamba2 and mamba (FLA's "backbone." names, no MLP), mom,
- * transformer, forgetting_transformer, hgrn; hybrids of the linear ones with softmax-attention layers
+ * transformer, forgetting_transformer, hgrn, gsa; hybrids of the linear ones with softmax-attention layers
  * (config key "attn"); a top-k MoE MLP for any type (num_experts > 0), whose
  * auxiliary loss (and MoM's) is added to the train_step loss, not to
  * eval_loss. A few options (HGRN2 short convs, GLA and RetNet feature maps)

@@ -33,6 +33,7 @@ static const char *const g_cfgs[] = {
     "{\"model_type\":\"mlstm\",\"num_heads\":2}",
     "{\"model_type\":\"mom\",\"num_heads\":2,\"head_dim\":16,\"num_memories\":4,\"topk\":2,\"aux_loss_scale\":0}",
     "{\"model_type\":\"transformer\",\"num_heads\":2}",
+    "{\"model_type\":\"gsa\",\"num_heads\":2,\"num_kv_heads\":1,\"num_slots\":8,\"use_short_conv\":true}",
 };
 
 /* with their auxiliary losses (summed per document), and the same without */

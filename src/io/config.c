@@ -39,12 +39,13 @@
 #define M_FOX (1u << LINA_MODEL_FORGETTING_TRANSFORMER)
 #define M_HGRN (1u << LINA_MODEL_HGRN)
 #define M_RW (1u << LINA_MODEL_RWKV7)
-#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML | M_KDA | M_MB | M_FOX | M_HGRN | M_RW)
+#define M_GSA (1u << LINA_MODEL_GSA)
+#define M_ALL (M_GLA | M_DN | M_GDN | M_RET | M_LA | M_TR | M_HG | M_GDP | M_M2 | M_MOM | M_ML | M_KDA | M_MB | M_FOX | M_HGRN | M_RW | M_GSA)
 #define M_LIN (M_ALL & ~M_TR & ~M_FOX)
 
 static const char *const type_names[LINA_MODEL_COUNT] = {
     "gla", "delta_net", "gated_deltanet", "retnet", "linear_attn", "transformer", "hgrn2",
-    "gated_deltaproduct", "mamba2", "mom", "mlstm", "kda", "mamba", "forgetting_transformer", "hgrn", "rwkv7",
+    "gated_deltaproduct", "mamba2", "mom", "mlstm", "kda", "mamba", "forgetting_transformer", "hgrn", "rwkv7", "gsa",
 };
 static const char *const arch_names[LINA_MODEL_COUNT] = {
     "GLAForCausalLM",         "DeltaNetForCausalLM",    "GatedDeltaNetForCausalLM", "RetNetForCausalLM",
@@ -55,6 +56,7 @@ static const char *const arch_names[LINA_MODEL_COUNT] = {
     "ForgettingTransformerForCausalLM",
     "HGRNForCausalLM",
     "RWKV7ForCausalLM",
+    "GSAForCausalLM",
 };
 
 const char *lina_model_type_name(lina_model_type t)
@@ -98,26 +100,26 @@ typedef struct keydesc {
 #define FLD(f) offsetof(lina_config, f), sizeof(((lina_config *)0)->f)
 
 static const keydesc keys[] = {
-    {"attn_mode", K_STR, FLD(attn_mode), M_LIN & ~M_MB, 0, 0, 0},
+    {"attn_mode", K_STR, FLD(attn_mode), M_LIN & ~M_MB & ~M_GSA, 0, 0, 0},
     {"hidden_size", K_INT, FLD(hidden_size), M_ALL, 0, 0, 0},
-    {"expand_k", K_DBL, FLD(expand_k), M_GLA | M_DN | M_RET | M_LA | M_ML, 0, 0, 0},
-    {"expand_v", K_DBL, FLD(expand_v), M_GLA | M_DN | M_GDN | M_RET | M_LA | M_GDP | M_MOM | M_ML | M_KDA, 0, 0, 0},
+    {"expand_k", K_DBL, FLD(expand_k), M_GLA | M_DN | M_RET | M_LA | M_ML | M_GSA, 0, 0, 0},
+    {"expand_v", K_DBL, FLD(expand_v), M_GLA | M_DN | M_GDN | M_RET | M_LA | M_GDP | M_MOM | M_ML | M_KDA | M_GSA, 0, 0, 0},
     {"head_dim", K_INT, FLD(head_dim), M_GDN | M_GDP | M_M2 | M_MOM | M_KDA | M_RW, 0, 0, 0},
     {"num_heads", K_NINT, FLD(num_heads), M_ALL & ~M_MB & ~M_HGRN, 0, 0, 0},
     {"num_v_heads", K_NINT, FLD(num_v_heads), M_GDN | M_GDP | M_KDA, 0, 0, 0},
-    {"num_kv_heads", K_NINT, FLD(num_kv_heads), M_GLA | M_RET | M_LA | M_TR | M_FOX, 0, 0, 0},
+    {"num_kv_heads", K_NINT, FLD(num_kv_heads), M_GLA | M_RET | M_LA | M_TR | M_FOX | M_GSA, 0, 0, 0},
     {"expand_ratio", K_NINT, FLD(expand_ratio), M_HG | M_HGRN, 0, 0, 0},
     {"hidden_ratio", K_NDBL, FLD(hidden_ratio), M_ALL & ~M_MB, 0, 0, 0},
     {"intermediate_size", K_NINT, FLD(intermediate_size), M_ALL, 0, 0, 0},
     {"num_hidden_layers", K_INT, FLD(num_hidden_layers), M_ALL, 0, 0, 0},
-    {"feature_map", K_NSTR, FLD(feature_map), M_GLA | M_RET | M_LA, 0, 0, 0},
+    {"feature_map", K_NSTR, FLD(feature_map), M_GLA | M_RET | M_LA | M_GSA, 0, 0, 0},
     {"tie_feature_map_qk", K_BOOL, FLD(tie_feature_map_qk), M_LA, 0, 0, 0},
     {"norm_q", K_BOOL, FLD(norm_q), M_LA, 0, 0, 0},
     {"norm_k", K_BOOL, FLD(norm_k), M_LA, 0, 0, 0},
     {"norm_feature_map", K_BOOL, FLD(norm_feature_map), M_LA, 0, 0, 0},
     {"use_short_conv", K_BOOL, FLD(use_short_conv), M_ALL & ~M_M2 & ~M_FOX & ~M_RW, 0, 0, 0},
     {"conv_size", K_INT, FLD(conv_size), M_ALL & ~M_M2 & ~M_FOX & ~M_RW, 0, 0, 0},
-    {"use_output_gate", K_BOOL, FLD(use_output_gate), M_GLA | M_RET | M_ML | M_GDP | M_MOM | M_FOX, 0, 0, 0},
+    {"use_output_gate", K_BOOL, FLD(use_output_gate), M_GLA | M_RET | M_ML | M_GDP | M_MOM | M_FOX | M_GSA, 0, 0, 0},
     {"use_gate", K_BOOL, FLD(use_gate), M_DN | M_GDN, 0, 0, 0},
     {"use_beta", K_BOOL, FLD(use_beta), M_DN, 0, 0, 0},
     {"use_output_norm", K_BOOL, FLD(use_output_norm), M_DN, 0, 0, 0},
@@ -158,6 +160,9 @@ static const keydesc keys[] = {
     {"value_dim", K_NINT, FLD(value_dim), M_RW, 0, 0, 0},
     {"norm_first", K_BOOL, FLD(norm_first), M_RW, 0, 0, 0},
     {"norm_bias", K_BOOL, FLD(norm_bias), M_RW, 0, 0, 0},
+    {"num_slots", K_NINT, FLD(num_slots), M_GSA, 0, 0, 0},
+    {"gate_logit_normalizer", K_DBL, FLD(gate_logit_normalizer), M_GSA, 0, 0, 0},
+    {"use_norm", K_BOOL, FLD(use_norm), M_GSA, 0, 0, 0},
     {"num_memories", K_INT, FLD(num_memories), M_MOM, 0, 0, 0},
     {"topk", K_INT, FLD(topk), M_MOM, 0, 0, 0},
     {"capacity", K_DBL, FLD(capacity), M_MOM, 0, 0, 0},
@@ -181,7 +186,7 @@ static const keydesc keys[] = {
     {"lora_alpha", K_DBL, FLD(lora_alpha), M_TR, 0, 0, W_LORA},
     {"hidden_act", K_STR, FLD(hidden_act), M_ALL, 0, 0, 0},
     {"max_position_embeddings", K_INT, FLD(max_position_embeddings), M_ALL, 0, 0, 0},
-    {"elementwise_affine", K_NBOOL, FLD(elementwise_affine), M_GLA | M_RET | M_LA | M_TR | M_HG | M_FOX | M_HGRN, 0, 0, 0},
+    {"elementwise_affine", K_NBOOL, FLD(elementwise_affine), M_GLA | M_RET | M_LA | M_TR | M_HG | M_FOX | M_HGRN | M_GSA, 0, 0, 0},
     {"norm_eps", K_DBL, FLD(norm_eps), M_ALL, 0, 0, 0},
     {"use_cache", K_BOOL, FLD(use_cache), M_ALL, 0, 0, 0},
     {"pad_token_id", K_NINT, FLD(pad_token_id), M_ALL, -1, 0, 0},
@@ -283,6 +288,13 @@ int lina_config_default(lina_config *c, lina_model_type t)
         break;
     case LINA_MODEL_FORGETTING_TRANSFORMER: /* FLA's ForgettingTransformerConfig */
         c->num_heads = 32;
+        c->attn_mode[0] = '\0';
+        break;
+    case LINA_MODEL_GSA: /* FLA's GSAConfig */
+        c->num_slots = 64;
+        c->gate_logit_normalizer = 8.0;
+        c->use_norm = 1;
+        set_str(c->feature_map, sizeof c->feature_map, "swish");
         c->attn_mode[0] = '\0';
         break;
     case LINA_MODEL_HGRN: /* FLA's HGRNConfig */
@@ -691,7 +703,7 @@ int lina_config_parse(const char *json, size_t len, const char *name, lina_confi
         rc = lina_set_error(LINA_EFORMAT,
                             "%s: unknown model_type \"%.40s\" (supported: gla, delta_net, gated_deltanet, "
                             "retnet, linear_attn, transformer, hgrn2, gated_deltaproduct, mamba2, mom, mlstm, kda, mamba, "
-                            "forgetting_transformer, hgrn, rwkv7)",
+                            "forgetting_transformer, hgrn, rwkv7, gsa)",
                             name, mt->valuestring);
         goto done;
     }
@@ -928,7 +940,8 @@ int lina_config_validate(const lina_config *c, const char *name)
     case LINA_MODEL_GLA:
     case LINA_MODEL_DELTA_NET:
     case LINA_MODEL_RETNET:
-    case LINA_MODEL_LINEAR_ATTN: {
+    case LINA_MODEL_LINEAR_ATTN:
+    case LINA_MODEL_GSA: {
         rc = expand_dims(name, c);
         if (!rc && (nkv < 1 || H % nkv != 0)) {
             rc = lina_set_error(LINA_EFORMAT, "%s: num_heads (%d) is not a multiple of num_kv_heads (%d)", name, H,
@@ -941,6 +954,18 @@ int lina_config_validate(const lina_config *c, const char *name)
                        strcmp(c->qk_activation, "elu") != 0 && strcmp(c->qk_activation, "identity") != 0) {
                 rc = lina_set_error(LINA_EFORMAT, "%s: qk_activation \"%s\" is not one of silu, relu, elu, identity",
                                     name, c->qk_activation);
+            }
+        }
+        if (!rc && c->model_type == LINA_MODEL_GSA) {
+            rc = in_range(name, "num_slots", c->num_slots, 0, LINA_CONFIG_MAX_HEAD_DIM);
+            if (!rc && (!(c->gate_logit_normalizer > 0.0) || !isfinite(c->gate_logit_normalizer))) {
+                rc = lina_set_error(LINA_EFORMAT, "%s: gate_logit_normalizer must be positive (got %g)", name,
+                                    c->gate_logit_normalizer);
+            }
+            if (!rc && strcmp(c->feature_map, "swish") != 0 && strcmp(c->feature_map, "relu") != 0 &&
+                strcmp(c->feature_map, "t2r") != 0) {
+                rc = lina_set_error(LINA_EFORMAT, "%s: feature_map \"%s\" is not one of swish, relu, t2r", name,
+                                    c->feature_map[0] ? c->feature_map : "null");
             }
         }
         break;

@@ -20,7 +20,8 @@
     X(LINA_MODEL_MAMBA, lina_mamba_kind)                           /* mamba_layer.c */   \
     X(LINA_MODEL_FORGETTING_TRANSFORMER, lina_fox_kind)            /* fox_layer.c */     \
     X(LINA_MODEL_HGRN, lina_hgrn_kind)                             /* hgrn_layer.c */   \
-    X(LINA_MODEL_RWKV7, lina_rwkv7_kind)                           /* rwkv7_layer.c */
+    X(LINA_MODEL_RWKV7, lina_rwkv7_kind)                           /* rwkv7_layer.c */   \
+    X(LINA_MODEL_GSA, lina_gsa_kind)                               /* gsa_layer.c */
 
 /* the feed-forward kinds: dense GatedMLP (mlp.c), top-k mixture of experts (moe_mlp.c) */
 extern const lina_mixer_vt lina_mlp_kind, lina_moe_kind;

@@ -259,6 +259,10 @@ static int64_t state_floats(const lina_config *c)
     case LINA_MODEL_HGRN2:
     case LINA_MODEL_HGRN:
         return D * (int64_t)c->expand_ratio;
+    case LINA_MODEL_GSA: { /* the two slot states: H x M x (K + V) */
+        const int64_t K = (int64_t)(D * c->expand_k) / H;
+        return H * (c->num_slots ? c->num_slots : K) * (K + (int64_t)(D * c->expand_v) / H);
+    }
     default:
         return 0;
     }
