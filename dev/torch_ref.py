@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """torch_ref.py -- independent PyTorch reference for lina's causal LMs.
 
-Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9, 9.2, 12, 13, 14, 17.1) and docs/checkpoints.md, not from
+Written from docs/mixers.md (sections 2, 3.5, 4.1, 4.2, 6, 9, 9.2, 12, 13, 14, 15.1, 16.1) and docs/checkpoints.md, not from
 lina's C sources. For each test case it writes, under tests/ref/torch/<case>/:
 
   config.json        the FLA-style config (model_type, sizes, options)
@@ -310,7 +310,7 @@ def fox_layer(x, p, pre, c):
 
 
 def hgrn_layer(x, p, pre, c, i):
-    """FLA's HGRNAttention (docs/mixers.md 14.1): element-wise recurrence, token by token."""
+    """FLA's HGRNAttention (docs/mixers.md 15.1): element-wise recurrence, token by token."""
     ii = linear(x, p[pre + "i_proj.weight"])
     f = linear(x, p[pre + "f_proj.weight"])
     if c.get("use_short_conv", False):
@@ -334,7 +334,7 @@ def hgrn_layer(x, p, pre, c, i):
 
 
 def gsa_layer(x, p, pre, c):
-    """FLA's GatedSlotAttention (docs/mixers.md 17.1): two slot states read through a softmax, token by token."""
+    """FLA's GatedSlotAttention (docs/mixers.md 16.1): two slot states read through a softmax, token by token."""
     D, H = c["hidden_size"], c["num_heads"]
     Hkv = c.get("num_kv_heads") or H
     K, V = int(D * c.get("expand_k", 1)) // H, int(D * c.get("expand_v", 1)) // H

@@ -785,7 +785,7 @@ int lina_mamba_bwd(const lina_mix_dims *d, const lina_mamba_in *in,
 
 /*
  * HGRN (HGRN-1): an element-wise gated linear recurrence (docs/ops.md,
- * docs/mixers.md section 14), per channel c of D:
+ * docs/mixers.md section 15), per channel c of D:
  *
  *   h_t[c] = exp(g_t[c]) h_{t-1}[c] + x_t[c],   o_t = h_t
  *
@@ -863,7 +863,7 @@ int lina_rwkv7_bwd(const lina_mix_dims *d, const lina_rwkv7_in *in, const lina_r
                    lina_rwkv7_grad_out *gout, lina_form form, lina_ws *ws);
 
 /*
- * Gated Slot Attention (docs/ops.md, docs/mixers.md section 17): M memory slots
+ * Gated Slot Attention (docs/ops.md, docs/mixers.md section 16): M memory slots
  * per head, two states, a softmax over the slots between them:
  *
  *   Hk_t = Hk_{t-1} diag(exp(g_t)) + k_t s_t^T,   p_t = softmax(Hk_t^T (scale q_t))

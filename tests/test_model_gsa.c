@@ -1,6 +1,6 @@
 /* test_model_gsa.c -- the gsa model type (FLA's GatedSlotAttention,
  * src/nn/gsa_layer.c, on the gsa kernel). A double-precision reference of the
- * layer written here token by token from docs/mixers.md section 17.1 (q/k/v/f
+ * layer written here token by token from docs/mixers.md section 16.1 (q/k/v/f
  * projections, optional SiLU short convolutions, the swish / relu / t2r
  * feature map on q and k, SiLU(v), g = logsigmoid(f) / gate_logit_normalizer,
  * s = 1 - exp(g), kv heads shared by their query-head groups, the two slot

@@ -1,6 +1,6 @@
 /* test_model_hgrn.c -- the hgrn model type (FLA's HGRNAttention, src/nn/hgrn_layer.c,
  * on the hgrn kernel). A double-precision reference of the layer written here
- * token by token from docs/mixers.md section 14.1 (i/f projections with optional
+ * token by token from docs/mixers.md section 15.1 (i/f projections with optional
  * short convolutions without activation, the forget gate with the per-layer
  * lower bound lambda_l = sum_{j=1..l} softmax_layers(model.lower_bounds)_j,
  * x = SiLU(i) (1 - exp(g)), h = exp(g) h + x, RMSNorm over the width times

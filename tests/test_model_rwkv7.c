@@ -1,4 +1,4 @@
-/* test_model_rwkv7.c -- the RWKV-7 LM (model_type "rwkv7", docs/mixers.md 16):
+/* test_model_rwkv7.c -- the RWKV-7 LM (model_type "rwkv7", docs/mixers.md 14):
  * a double-precision reference of the whole model written here, token by
  * token (embedding, layer 0's pre_norm, per block LayerNorm, token shift and
  * the six mixes, r/k/v, the w/v/a/g LoRAs, v_first from layer 0, kk and the

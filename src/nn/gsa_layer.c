@@ -1,4 +1,4 @@
-/* gsa_layer.c -- FLA's GatedSlotAttention (docs/mixers.md section 17.1) on the
+/* gsa_layer.c -- FLA's GatedSlotAttention (docs/mixers.md section 16.1) on the
  * gsa kernel: q/k/v/f projections (optional SiLU short convolutions on q, k,
  * v), the feature map on q and k (swish, relu, or t2r: relu of one shared
  * [K, K] linear map per head), SiLU on v, the slot gates g = logsigmoid(f) /

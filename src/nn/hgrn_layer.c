@@ -1,4 +1,4 @@
-/* hgrn_layer.c -- FLA's HGRNAttention (docs/mixers.md section 14.1) on the hgrn
+/* hgrn_layer.c -- FLA's HGRNAttention (docs/mixers.md section 15.1) on the hgrn
  * kernel: input and forget projections (optional short convolutions without
  * activation), the forget gate with the layer's lower bound, the input gate
  * tied to it (x = SiLU(i) * (1 - exp(g))), the element-wise recurrence, a

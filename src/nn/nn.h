@@ -764,7 +764,7 @@ int lina_lower_bounds_backward(const lina_mixer_call *c);
 /* ------------------------------------------------------------- HGRN layer */
 
 /*
- * FLA's HGRNAttention (docs/mixers.md section 14.1), hgrn_layer.c, on the hgrn kernel:
+ * FLA's HGRNAttention (docs/mixers.md section 15.1), hgrn_layer.c, on the hgrn kernel:
  *
  *   i = x Wi^T, f = x Wf^T                        [N, E] (use_short_conv: each through a
  *                                                 ShortConvolution without activation)

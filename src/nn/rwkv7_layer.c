@@ -1,5 +1,5 @@
 /* rwkv7_layer.c -- FLA's RWKV-7 block (RWKV7Block: RWKV7Attention and
- * RWKV7FeedForward between LayerNorms; docs/mixers.md section 16) as one kind
+ * RWKV7FeedForward between LayerNorms; docs/mixers.md section 14) as one kind
  * that is the whole block (LINA_KIND_BLOCK):
  *
  *   x0 = pre_norm(x) (layer 0 with norm_first) or x

@@ -1,5 +1,5 @@
 /*
- * gsa.c -- Gated Slot Attention (docs/ops.md, docs/mixers.md 17): M memory
+ * gsa.c -- Gated Slot Attention (docs/ops.md, docs/mixers.md 16): M memory
  * slots per head, written with weights s and forgotten with exp(g), read by a
  * softmax over the slots:
  *

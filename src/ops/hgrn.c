@@ -1,5 +1,5 @@
 /*
- * hgrn.c -- HGRN's element-wise gated recurrence (docs/ops.md, docs/mixers.md 14),
+ * hgrn.c -- HGRN's element-wise gated recurrence (docs/ops.md, docs/mixers.md 15),
  * per channel:
  *
  *   h_t = exp(g_t) h_{t-1} + x_t,   o_t = h_t          x, g, o [B,T,D]; h0, ht [B,D]
