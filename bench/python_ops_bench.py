@@ -26,6 +26,8 @@ that CPU time counts work rather than waiting.
 import argparse
 import ctypes
 import os
+import resource
+import statistics
 import sys
 import time
 
@@ -161,26 +163,94 @@ class Raw:
             L.check(self.b(ctypes.byref(self.d), ctypes.byref(self.inp), ctypes.byref(self.gin),
                            ctypes.byref(self.gout), self.form, L.workspace()))
 
+    def fwd_read(self):
+        self.fwd()
+        consumer(self.o)
+
+    def fwd_bwd_read(self):
+        self.fwd_bwd()
+        consumer(self.grads[0])
+
+
+def steady_malloc():
+    """glibc's malloc hands a block above its mmap threshold (128 KiB in a new process) to
+    the system when it is freed, and raises the threshold (and the trim threshold, twice
+    it) to the size of such a block; any PyTorch process that has freed a tensor of
+    16 MiB therefore keeps freed memory of a few MiB for reuse. A new process has not
+    yet, and there every new output or gradient tensor of a few MiB is page-faulted in
+    again (about 1 us per 4 KiB page), which depends on the process's history rather
+    than on the code measured. One 16 MiB tensor freed here puts both lina and PyTorch in
+    the state of a process that has run for a while (--fresh-malloc skips it)."""
+    t = torch.empty(4 << 20)
+    del t
+
+
+def clock():
+    return time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def since(t):
+    """(wall seconds, CPU seconds, page faults) since clock() gave t"""
+    return tuple(b - a for a, b in zip(t, clock()))
+
 
 def best(fn, repeat):
-    """(best wall-clock seconds, best CPU seconds) of repeat runs after a warm-up."""
+    """(median wall-clock seconds, median CPU seconds) of repeat runs after a warm-up."""
     fn()
-    wall, cpu = [], []
+    runs = []
     for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
+        t = clock()
         fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return min(wall), min(cpu)
+        runs.append(since(t))
+    return tuple(statistics.median(r[i] for r in runs) for i in (0, 1, 2))
 
 
-def timed(call, x, do, backward, repeat):
+def paired(fa, fb, reps):
+    """fa and fb run alternately, reps times each (fa first on even repetitions, fb first on
+    odd ones, so that neither always follows the other) after a warm-up of each. Returns
+    (median of fa, median of fb, median of the paired differences fa - fb, their lower and
+    upper quartiles), each as (wall seconds, CPU seconds, page faults). Paired differences of adjacent
+    calls cancel the slow drifts of a shared machine that separate medians keep."""
+    fa(), fb()
+    ra, rb = [], []
+    for i in range(reps):
+        for f, r in ((fa, ra), (fb, rb)) if i % 2 == 0 else ((fb, rb), (fa, ra)):
+            t = clock()
+            f()
+            r.append(since(t))
+
+    def q(xs, f):
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(f * len(xs)))]
+
+    out = []
+    for fn in (statistics.median, lambda xs: q(xs, 0.25), lambda xs: q(xs, 0.75)):
+        out.append(tuple(fn([a[i] - b[i] for a, b in zip(ra, rb)]) for i in (0, 1, 2)))
+    med = lambda r: tuple(statistics.median(x[i] for x in r) for i in (0, 1, 2))  # noqa: E731
+    return (med(ra), med(rb)) + tuple(out)
+
+
+def runner(call, x, do, backward, read=False):
+    """One call of `call` on fresh leaves of x (requiring gradients with backward, then the
+    backward of sum(o * do)); read: then one element of the result is read, see consumer."""
     def run():
         xs = {n: t.detach().requires_grad_(backward) for n, t in x.items()}
         o = call(xs)
         if backward:
             o.backward(do)
-    return best(run, repeat)
+        if read:
+            consumer(xs["q"].grad if backward else o)
+    return run
+
+
+def consumer(t):
+    """The next PyTorch op of a model, as small as one can be: read one element of t. The
+    first PyTorch op after a kernel of several milliseconds finds the interpreter's and
+    PyTorch's code and data evicted from the caches and pays for refilling them (0.1-0.3
+    ms per call on a machine shared with other jobs); the lina.ops call pays it in its own
+    PyTorch ops after the kernel, a bare C call leaves it to whatever runs next. Reading
+    one element after both puts that cost on the same side of the comparison."""
+    float(t.view(-1)[0])
 
 
 OPS = ["chunk_linear_attn", "fused_recurrent_linear_attn", "chunk_retention", "chunk_simple_gla", "chunk_gla",
@@ -190,13 +260,21 @@ OPS = ["chunk_linear_attn", "fused_recurrent_linear_attn", "chunk_retention", "c
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each plain-PyTorch call (median)")
+    ap.add_argument("--reps", type=int, default=21, help="interleaved lina / C pairs (median)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--quick", action="store_true", help="T=512 at the long shape (a smoke run)")
+    ap.add_argument("--no-torch", action="store_true", help="lina and C only (the overhead columns)")
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--shapes", default="long,train", help="long (B=1 T=4096), train (B=8 T=512)")
+    ap.add_argument("--no-read", action="store_true",
+                    help="time the lina and C calls without the one-element read after each (see consumer)")
+    ap.add_argument("--fresh-malloc", action="store_true",
+                    help="leave glibc's malloc in a new process's state (see steady_malloc)")
     ap.add_argument("--out", help="also write the table (markdown) here")
     a = ap.parse_args()
+    if not a.fresh_malloc:
+        steady_malloc()
     shapes = {"long": ("B=1 T=4096 H=4 K=V=128", (1, 512 if a.quick else 4096, 4, 128, 128)),
               "train": ("B=8 T=512 H=4 K=V=64", (8, 512, 4, 64, 64))}
     shapes = [shapes[n] for n in a.shapes.split(",")]
@@ -205,10 +283,15 @@ def main():
     except RuntimeError:
         pass
     lines = [f"lina.ops vs plain-PyTorch chunkwise code; torch {torch.__version__}, lina kernel path "
-             f"{lina.isa()}, best of {a.repeat} after a warm-up; ms wall-clock (ms CPU)", "",
+             f"{lina.isa()}; torch: median of {a.repeat} after a warm-up, lina and C: median of {a.reps} "
+             "interleaved pairs; ms wall-clock (ms CPU); overhead: median of the paired CPU-time "
+             "differences lina - C per call, in microseconds and % of C [quartiles, %]; page faults: "
+             "per lina fwd+bwd call (the C calls reuse their buffers); "
+             + ("each lina and C call followed by a one-element read of its output" if not a.no_read
+                else "no read after the calls") + ("" if a.fresh_malloc else ", malloc in its steady state"), "",
              "| shape | threads | op | torch fwd | lina fwd | C fwd | torch fwd+bwd | lina fwd+bwd | C fwd+bwd "
-             "| torch / lina fwd | torch / lina fwd+bwd | overhead fwd | overhead fwd+bwd |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| torch / lina fwd | torch / lina fwd+bwd | overhead fwd | overhead fwd+bwd | page faults |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for sname, (B, T, H, K, V) in shapes:
         for nt in (int(t) for t in a.threads.split(",")):
@@ -220,24 +303,33 @@ def main():
                 raw = Raw(op, x)
                 raw.do.copy_(do)
                 r = {}
-                r["tf"] = timed(lambda xs: torch_call(op, xs), x, do, False, a.repeat)
-                r["lf"] = timed(lambda xs: lina_call(op, xs), x, do, False, a.repeat)
-                r["cf"] = best(raw.fwd, a.repeat)
-                r["tb"] = timed(lambda xs: torch_call(op, xs), x, do, True, a.repeat)
-                r["lb"] = timed(lambda xs: lina_call(op, xs), x, do, True, a.repeat)
-                r["cb"] = best(raw.fwd_bwd, a.repeat)
+                if not a.no_torch:
+                    r["tf"] = best(runner(lambda xs: torch_call(op, xs), x, do, False), a.repeat)
+                    r["tb"] = best(runner(lambda xs: torch_call(op, xs), x, do, True), a.repeat)
+                rd = not a.no_read
+                for key, lcall, ccall in (
+                        ("f", runner(lambda xs: lina_call(op, xs), x, do, False, rd), raw.fwd_read if rd else raw.fwd),
+                        ("b", runner(lambda xs: lina_call(op, xs), x, do, True, rd),
+                         raw.fwd_bwd_read if rd else raw.fwd_bwd)):
+                    r["l" + key], r["c" + key], r["d" + key], r["q1" + key], r["q3" + key] = \
+                        paired(lcall, ccall, a.reps)
 
                 def ms(key):
+                    if key not in r:
+                        return "-"
                     return f"{1e3 * r[key][0]:.1f} ({1e3 * r[key][1]:.1f})"
 
                 def ratio(num, den):
+                    if num not in r:
+                        return "-"
                     return f"{r[num][0] / r[den][0]:.1f}x ({r[num][1] / r[den][1]:.1f}x)"
 
-                def over(key, base):
-                    return f"{100 * (r[key][0] / r[base][0] - 1):+.1f}% ({100 * (r[key][1] / r[base][1] - 1):+.1f}%)"
+                def over(k):
+                    c = r["c" + k][1]
+                    return (f"{1e6 * r['d' + k][1]:+.0f} us {100 * r['d' + k][1] / c:+.1f}% "
+                            f"[{100 * r['q1' + k][1] / c:+.1f}, {100 * r['q3' + k][1] / c:+.1f}]")
                 line = (f"| {sname} | {nt} | {op} | {ms('tf')} | {ms('lf')} | {ms('cf')} | {ms('tb')} | {ms('lb')} | "
-                        f"{ms('cb')} | {ratio('tf', 'lf')} | {ratio('tb', 'lb')} | {over('lf', 'cf')} | "
-                        f"{over('lb', 'cb')} |")
+                        f"{ms('cb')} | {ratio('tf', 'lf')} | {ratio('tb', 'lb')} | {over('f')} | {over('b')} | {r['lb'][2]:.0f} |")
                 print(line, flush=True)
                 lines.append(line)
     if a.out:

@@ -19,6 +19,14 @@ from ._lib import lib as _clib
 __version__ = "0.1.0"
 
 
+def empty_cache():
+    """Releases the idle buffers lina.ops keeps for reuse (what a forward keeps for its
+    backward: chunk states, the delta rule's chunk cache; they return to the pool when
+    their autograd graph is freed)."""
+    from ._core import pool
+    pool.clear()
+
+
 def isa():
     """The instruction-set path lina's kernels run on ("avx512", "avx2" or "portable")."""
     return _clib.lina_isa_name().decode()
@@ -28,4 +36,4 @@ from . import ops  # noqa: E402
 from .models import Model, Tokenizer  # noqa: E402
 
 __all__ = ["ops", "Model", "Tokenizer", "set_num_threads", "get_num_threads", "isa", "LinaError",
-           "library_path"]
+           "library_path", "empty_cache"]

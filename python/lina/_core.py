@@ -3,11 +3,14 @@
 Every Function takes contiguous float32 CPU tensors that were checked by
 `Args.tensor` and calls the typed kernel API of liblina (lina_dd_*, lina_delta_*,
 lina_mlstm_*, lina_softmax_attn_*, lina_lion_*) on their memory: outputs and
-gradients are written straight into new torch tensors, nothing is copied.
+gradients are written straight into new torch tensors, nothing is copied. What the
+forward keeps for the backward (chunk-start states, the delta rule's chunk cache)
+comes from a pool of buffers that the autograd graph gives back when it is freed.
 """
 
 import ctypes
 import math
+import weakref
 
 import torch
 
@@ -30,10 +33,50 @@ def _empty(*shape):
     return torch.empty(shape, dtype=_F32)
 
 
+class _Pool:
+    """Float32 buffers that a forward keeps for its backward, reused across calls.
+
+    A fresh buffer of several MiB costs a page fault per 4 KiB page on its first
+    touch (glibc returns freed memory of that size to the system), which at a
+    training shape is a tenth of the kernel's time. A buffer taken here is tied to
+    the autograd node (ctx) that saved it and comes back to the pool when that node
+    is freed (after backward, or when the graph is dropped), never earlier: a graph
+    kept with retain_graph=True keeps its buffers. At most `limit` bytes are kept
+    idle; `lina.empty_cache()` releases them."""
+
+    def __init__(self, limit=1 << 30):
+        self.limit = limit
+        self.idle = {}  # numel -> [tensor]
+        self.idle_bytes = 0
+
+    def take(self, ctx, n):
+        free = self.idle.get(n)
+        if free:
+            t = free.pop()
+            self.idle_bytes -= 4 * n
+        else:
+            t = torch.empty(n, dtype=_F32)
+        f = weakref.finalize(ctx, self._give_back, t)
+        f.atexit = False
+        return t
+
+    def _give_back(self, t):
+        n = t.numel()
+        if self.idle_bytes + 4 * n <= self.limit:
+            self.idle.setdefault(n, []).append(t)
+            self.idle_bytes += 4 * n
+
+    def clear(self):
+        self.idle, self.idle_bytes = {}, 0
+
+
+pool = _Pool()
+
+
 def _all_finite(x):
     """One pass: a finite sum proves every element finite (NaN and +-Inf propagate into
     it); a non-finite sum is either a NaN/Inf or an overflow, told apart by min and max."""
-    if torch.isfinite(x.sum()):
+    if math.isfinite(float(x.sum())):
         return True
     lo, hi = torch.aminmax(x)
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
@@ -56,10 +99,43 @@ class Args:
         return exc(f"{self.op}: {msg}")
 
     def tensor(self, name, x, spec, optional=False, finite=True):
+        if x.__class__ is not torch.Tensor or x.dtype is not _F32 or not x.is_cpu:
+            x = self._convert(name, x)
+            if x is None:
+                if optional:
+                    return None
+                raise self.err(ValueError, f"{name} is required")
+        shape = x.shape
+        if len(shape) != len(spec):
+            raise self.err(ValueError, f"{name} has shape {list(shape)} but must be "
+                                       f"[{', '.join(spec)}] ({len(spec)} dims)")
+        bind = self.bind
+        for i, c in enumerate(spec):
+            if c == "_":
+                continue
+            have = bind.get(c)
+            if have is None:
+                bind[c] = (shape[i], name)
+            elif have[0] != shape[i]:
+                raise self.err(ValueError, f"{name} has shape {list(shape)}: dim {i} ({c}) is "
+                                           f"{shape[i]} but {have[1]} gives {c}={have[0]}")
+        if id(x) in self.checked:
+            return x
+        x = x.contiguous()  # the tensor itself when it is contiguous already
+        self.checked[id(x)] = x
+        if finite and x.numel():
+            if not self.defer:
+                if not _all_finite(x):
+                    raise self.err(ValueError, f"{name} contains NaN or Inf")
+            else:
+                self.deferred.append((name, x))
+        return x
+
+    def _convert(self, name, x):
+        """Everything but a CPU float32 torch.Tensor: None, NumPy arrays (converted without
+        a copy), subclasses (nn.Parameter), and what is refused, with the reason."""
         if x is None:
-            if optional:
-                return None
-            raise self.err(ValueError, f"{name} is required")
+            return None
         if _np is not None and isinstance(x, _np.ndarray):
             self.numpy = True
             if x.dtype == _np.float32:
@@ -77,47 +153,44 @@ class Args:
                 raise self.err(NotImplementedError, f"{name} is {x.dtype}; lina computes in "
                                                     f"float32 (convert with .float())")
             raise self.err(TypeError, f"{name} has dtype {x.dtype} but must be torch.float32")
-        shape = tuple(x.shape)
-        if x.dim() != len(spec):
-            raise self.err(ValueError, f"{name} has shape {list(shape)} but must be "
-                                       f"[{', '.join(spec)}] ({len(spec)} dims)")
-        for i, c in enumerate(spec):
-            if c == "_":
-                continue
-            if c in self.bind and self.bind[c][0] != shape[i]:
-                raise self.err(ValueError, f"{name} has shape {list(shape)}: dim {i} ({c}) is "
-                                           f"{shape[i]} but {self.bind[c][1]} gives {c}={self.bind[c][0]}")
-            self.bind.setdefault(c, (shape[i], name))
-        if id(x) in self.checked:
-            return x
-        x = x.contiguous()
-        self.checked[id(x)] = x
-        if finite and x.numel():
-            if not self.defer:
-                if not _all_finite(x):
-                    raise self.err(ValueError, f"{name} contains NaN or Inf")
-            else:
-                self.deferred.append((name, x))
         return x
 
-    def verify(self, *outs):
-        """Finiteness of the inputs, proved from the outputs: every input element reaches
-        some output element through products and sums, and IEEE arithmetic carries a NaN or
-        an Inf through both (0 * NaN and 0 * Inf are NaN), so finite outputs prove finite
-        inputs. That is one pass over the outputs instead of one per input. Only when an
-        output is not finite are the inputs searched, to name the one at fault; outputs
+    def verify(self, o, state=None, extra=()):
+        """Finiteness of the inputs, proved from a few elements of the output o [B,T,H,V]
+        as the kernel wrote it (before any flip or transpose). Every input element reaches
+        them through products and sums, and IEEE arithmetic carries a NaN or an Inf through
+        both (0 * NaN and 0 * Inf are NaN, Inf - Inf is NaN):
+
+        - a non-finite q_t poisons every column of o_t (o_t = h_t^T q_t sums over all of
+          q_t), so o's column 0 (B*T*H values) covers q;
+        - a non-finite k_s, v_s, beta_s or initial-state element enters the state, which
+          every later step carries (a decay multiplies, a delta-rule step adds), so the last
+          token's output o_{T-1} (B*H*V values) covers them.
+
+        That reads a V-th of o instead of all of it, and nothing of the inputs. `extra`
+        are small tensors checked whole (linear attention's normalizer state, which
+        only divides). When o is empty (T = 0) the state is checked instead. Only when a
+        probe is not finite are the inputs searched, to name the one at fault; outputs
         that overflowed from finite inputs are returned as they are."""
-        def flat(xs):
-            for x in xs:
-                if isinstance(x, (tuple, list)):
-                    yield from flat(x)
-                elif x is not None:
-                    yield x
-        if all(_all_finite(x.detach()) for x in flat(outs) if x.numel()):
+        if not self.deferred:
+            return
+        if o.numel():
+            o = o.detach()
+            probes = [o.select(-1, 0), o.select(1, -1)] + [x for x in extra if x is not None]
+        else:
+            probes = [x for x in (state if isinstance(state, tuple) else (state,)) if x is not None]
+        if all(_all_finite(x.detach()) for x in probes if x.numel()):
             return
         for name, x in self.deferred:
             if not _all_finite(x):
                 raise self.err(ValueError, f"{name} contains NaN or Inf")
+
+    def check_now(self, name, x):
+        """Checks x (a tensor this call took) for NaN and Inf now, for an input that passes
+        through a function that can map them to finite values before the kernel."""
+        if not _all_finite(x):
+            raise self.err(ValueError, f"{name} contains NaN or Inf")
+        self.deferred = [(n, y) for n, y in self.deferred if y is not x]
 
     def dim(self, c):
         return self.bind[c][0]
@@ -140,10 +213,11 @@ def check_scale(a, scale, K):
 
 
 def check_log_gate(a, name, g):
-    """Log decays must be finite and <= 0 (decay = exp(g) in (0, 1]); one pass (min and
-    max) checks both, so the gate leaves verify()'s list."""
+    """Log decays must be finite and <= 0 (decay = exp(g) in (0, 1]); the gate's min and
+    max (amin and amax: two vectorised passes, faster than aminmax's one in PyTorch 1.13;
+    both carry a NaN) check both, so the gate leaves verify()'s list."""
     if g is not None and g.numel():
-        lo, hi = (float(x) for x in torch.aminmax(g))
+        lo, hi = float(g.amin()), float(g.amax())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise a.err(ValueError, f"{name} contains NaN or Inf")
         if hi > 0:
@@ -179,13 +253,13 @@ class DD(torch.autograd.Function):
     """o, ht = diagonal-decay linear attention (lina_dd_*); g None, [H], [B,T,H] or [B,T,H,K]."""
 
     @staticmethod
-    def forward(ctx, q, k, v, g, h0, scale, form, chunk):
+    def forward(ctx, q, k, v, g, h0, scale, form, chunk, want_ht):
         d = _dims(q, v, scale, chunk)
         B, T, H, K = q.shape
-        o, ht = _empty(B, T, H, d.V), _empty(B, H, K, d.V)
+        o, ht = _empty(B, T, H, d.V), _empty(B, H, K, d.V) if want_ht else None
         states = None
         if _needs(ctx, 5):
-            states = _empty(L.lib.lina_dd_states_size(ctypes.byref(d)))
+            states = pool.take(ctx, L.lib.lina_dd_states_size(ctypes.byref(d)))
         inp = L.DDIn(_p(q), _p(k), _p(v), _GATE[None if g is None else g.dim()], _p(g), _p(h0))
         out = L.DDOut(_p(o), _p(ht), _p(states))
         _call(L.lib.lina_dd_fwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form,
@@ -199,7 +273,7 @@ class DD(torch.autograd.Function):
     def backward(ctx, do, dht):
         q, k, v, g, h0, states = ctx.saved_tensors
         if do is None and dht is None:
-            return (None,) * 8
+            return (None,) * 9
         scale, form, chunk = ctx.cfg
         do, dht = _grad(do), _grad(dht)
         d = _dims(q, v, scale, chunk)
@@ -211,7 +285,7 @@ class DD(torch.autograd.Function):
         gout = L.DDGradOut(_p(dq), _p(dk), _p(dv), _p(dg), _p(dh0))
         _call(L.lib.lina_dd_bwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(gin),
               ctypes.byref(gout), form, L.workspace())
-        return dq, dk, dv, dg, dh0, None, None, None
+        return dq, dk, dv, dg, dh0, None, None, None, None
 
 
 # ------------------------------------------------------------- delta rule
@@ -220,13 +294,13 @@ class Delta(torch.autograd.Function):
     """o, ht = delta rule with n sub-steps per token and an optional log gate (lina_delta_*)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, beta, g, h0, n, scale, form, chunk):
+    def forward(ctx, q, k, v, beta, g, h0, n, scale, form, chunk, want_ht):
         d = _dims(q, v, scale, chunk)
         B, T, H, K = q.shape
-        o, ht = _empty(B, T, H, d.V), _empty(B, H, K, d.V)
+        o, ht = _empty(B, T, H, d.V), _empty(B, H, K, d.V) if want_ht else None
         cache = None
         if form == CHUNK and _needs(ctx, 6):
-            cache = _empty(L.lib.lina_delta_cache_floats(ctypes.byref(d), n))
+            cache = pool.take(ctx, L.lib.lina_delta_cache_floats(ctypes.byref(d), n))
         inp = L.DeltaIn(_p(q), _p(k), _p(v), _p(beta), _p(g), _p(h0), n)
         out = L.DeltaOut(_p(o), _p(ht), _p(cache))
         _call(L.lib.lina_delta_fwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form,
@@ -240,7 +314,7 @@ class Delta(torch.autograd.Function):
     def backward(ctx, do, dht):
         q, k, v, beta, g, h0, cache = ctx.saved_tensors
         if do is None and dht is None:
-            return (None,) * 10
+            return (None,) * 11
         n, scale, form, chunk = ctx.cfg
         do, dht = _grad(do), _grad(dht)
         d = _dims(q, v, scale, chunk)
@@ -252,7 +326,7 @@ class Delta(torch.autograd.Function):
         gout = L.DeltaGradOut(_p(dq), _p(dk), _p(dv), _p(db), _p(dg), _p(dh0))
         _call(L.lib.lina_delta_bwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(gin),
               ctypes.byref(gout), form, L.workspace())
-        return dq, dk, dv, db, dg, dh0, None, None, None, None
+        return dq, dk, dv, db, dg, dh0, None, None, None, None, None
 
 
 # ------------------------------------------------------------------ mLSTM

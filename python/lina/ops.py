@@ -46,9 +46,12 @@ def _varlen(fn):
     convention); each is run as its own sequence with its own initial and final state
     ([N, ...]), and the outputs are concatenated along T again."""
     sig = inspect.signature(fn)
+    pos = list(sig.parameters).index("cu_seqlens")
 
     @functools.wraps(fn)
     def op(*args, **kwargs):
+        if len(args) <= pos and kwargs.get("cu_seqlens") is None:
+            return fn(*args, **kwargs)  # no documents: no binding of the arguments
         ba = sig.bind(*args, **kwargs)
         if ba.arguments.get("cu_seqlens") is None:
             return fn(*args, **kwargs)
@@ -135,12 +138,12 @@ def _flip(reverse, *xs):
     return tuple(None if x is None or x.dim() < 3 else x.flip(1) for x in xs)
 
 
-def _finish(a, o, state, output_final_state, head_first=False, reverse=False):
+def _finish(a, o, state, output_final_state, head_first=False, reverse=False, extra=()):
+    a.verify(o, state, extra)  # o as the kernel wrote it
     if reverse:
         o = o.flip(1)
     if head_first:
         o = o.transpose(1, 2)
-    a.verify(o, state)
     return a.out(o), a.out(state if output_final_state else None)
 
 
@@ -154,7 +157,7 @@ def _state(a, name, h0, state_v_first=False, heads="H"):
 
 
 def _state_out(ht, state_v_first):
-    return ht.transpose(-1, -2).contiguous() if state_v_first else ht
+    return ht.transpose(-1, -2).contiguous() if state_v_first and ht is not None else ht
 
 
 _STATE_ARGS = """\
@@ -183,8 +186,9 @@ def _kwargs(a, kwargs, allowed=()):
 
 # ------------------------------------------------------ diagonal decay family
 
-def _dd(a, q, k, v, g, gspec, scale, initial_state, form, state_v_first=False):
-    """Checks the inputs (q, k, v may already be checked tensors) and runs the engine."""
+def _dd(a, q, k, v, g, gspec, scale, initial_state, form, want_ht, state_v_first=False):
+    """Checks the inputs (q, k, v may already be checked tensors) and runs the engine;
+    the final state is computed only when want_ht (else it is None)."""
     q = a.tensor("q", q, "BTHK")
     k = a.tensor("k", k, "BTHK")
     v = a.tensor("v", v, "BTHV")
@@ -194,7 +198,7 @@ def _dd(a, q, k, v, g, gspec, scale, initial_state, form, state_v_first=False):
         check_log_gate(a, name, g)
     h0 = _state(a, "initial_state", initial_state, state_v_first)
     scale = check_scale(a, scale, q.shape[-1])
-    o, ht = DD.apply(q, k, v, g, h0, scale, form, 0)
+    o, ht = DD.apply(q, k, v, g, h0, scale, form, 0, bool(want_ht))
     return q, k, scale, o, _state_out(ht, state_v_first)
 
 
@@ -220,12 +224,12 @@ def _linear_attn(op, q, k, v, scale, initial_state, output_final_state, normaliz
     q, k, v = _layout(a, head_first, q, k, v)
     q, k, v = _flip(reverse, *(a.tensor(n, x, s) for n, x, s in
                                (("q", q, "BTHK"), ("k", k, "BTHK"), ("v", v, "BTHV"))))
-    q, k, scale, o, ht = _dd(a, q, k, v, None, None, scale, kv0, form)
-    state = ht
+    q, k, scale, o, ht = _dd(a, q, k, v, None, None, scale, kv0, form, output_final_state)
+    state, z = ht, None
     if normalize:
         o, z = _normalize(a, o, q, k, scale, z0, False)
         state = (ht, z)
-    return _finish(a, o, state, output_final_state, head_first, reverse)
+    return _finish(a, o, state, output_final_state, head_first, reverse, (z,))
 
 
 @_varlen
@@ -278,7 +282,8 @@ def chunk_retention(q, k, v, scale=None, initial_state=None, output_final_state=
     q = a.tensor("q", q, "BTHK")
     H = q.shape[2]
     gamma = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float64))).float()
-    _, _, _, o, ht = _dd(a, q, k, v, gamma, ("g_gamma", "H"), scale, initial_state, CHUNK)
+    _, _, _, o, ht = _dd(a, q, k, v, gamma, ("g_gamma", "H"), scale, initial_state, CHUNK,
+                         output_final_state)
     return _finish(a, o, ht, output_final_state, head_first)
 
 
@@ -305,7 +310,8 @@ def chunk_simple_gla(q, k, v, g=None, g_gamma=None, scale=None, initial_state=No
         gate = ("g", "BTH")
     elif g_gamma is not None:
         g, gate = g_gamma, ("g_gamma", "H")
-    _, _, _, o, ht = _dd(a, q, k, v, g, gate, scale, initial_state, CHUNK, state_v_first)
+    _, _, _, o, ht = _dd(a, q, k, v, g, gate, scale, initial_state, CHUNK, output_final_state,
+                         state_v_first)
     return _finish(a, o, ht, output_final_state, head_first)
 
 
@@ -315,7 +321,7 @@ def _gla(op, q, k, v, g, scale, initial_state, output_final_state, reverse, stat
     q, k, v, g = _layout(a, head_first, q, k, v, g)
     q, k, v, g = _flip(reverse, q, k, v, g)
     _, _, _, o, ht = _dd(a, q, k, v, g, None if g is None else ("g" if op == "chunk_gla" else "gk", "BTHK"),
-                         scale, initial_state, form, state_v_first)
+                         scale, initial_state, form, output_final_state, state_v_first)
     return _finish(a, o, ht, output_final_state, head_first, reverse)
 
 
@@ -387,8 +393,10 @@ def _delta(a, q, k, v, beta, g, n, scale, initial_state, output_final_state, l2n
         G = a.dim("W") // a.dim("H")
         q, k = q.repeat_interleave(G, dim=2), k.repeat_interleave(G, dim=2)
     if beta_sigmoid:
+        # sigmoid(+-Inf) is finite: the logits are checked here, not proved from o
+        a.check_now("beta", beta)
         beta = torch.sigmoid(beta) * (2.0 if neg_eigval else 1.0)
-    o, ht = Delta.apply(q, k, v, beta, g, h0, n, scale, form, 0)
+    o, ht = Delta.apply(q, k, v, beta, g, h0, n, scale, form, 0, bool(output_final_state))
     return _finish(a, o, _state_out(ht, state_v_first), output_final_state, head_first)
 
 

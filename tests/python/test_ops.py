@@ -509,6 +509,21 @@ def nonfinite_tests():
          dict(q=q, k=k, v=v, g=gs, beta=beta, initial_state=h0)),
         ("chunk_gated_delta_product", ops.chunk_gated_delta_product,
          dict(q=q, k=dq2, v=dv2, g=gs, beta=db2, num_householder=2, initial_state=h0)),
+        # the layouts and options that move o before it is checked, or map inputs first
+        ("fused_recurrent_linear_attn reverse", ops.fused_recurrent_linear_attn,
+         dict(q=q, k=k, v=v, initial_state=h0, reverse=True)),
+        ("fused_recurrent_gla reverse", ops.fused_recurrent_gla,
+         dict(q=q, k=k, v=v, gk=g, initial_state=h0, reverse=True)),
+        ("chunk_gla head_first", ops.chunk_gla,
+         dict(q=q.transpose(1, 2), k=k.transpose(1, 2), v=v.transpose(1, 2), g=g.transpose(1, 2),
+              initial_state=h0, head_first=True)),
+        ("chunk_gated_delta_rule grouped value heads", ops.chunk_gated_delta_rule,
+         dict(q=q[:, :, :1], k=k[:, :, :1], v=v, g=gs, beta=beta, initial_state=h0)),
+        ("chunk_gated_delta_rule beta logits", ops.chunk_gated_delta_rule,
+         dict(q=q, k=k, v=v, g=gs, beta=beta, initial_state=h0, use_beta_sigmoid_in_kernel=True)),
+        ("fused_recurrent_gated_delta_rule beta logits", ops.fused_recurrent_gated_delta_rule,
+         dict(q=q, k=k, v=v, g=gs, beta=beta, initial_state=h0, use_beta_sigmoid_in_kernel=True,
+              allow_neg_eigval=True)),
         ("mlstm", ops.mlstm, dict(q=q, k=k, v=v, i=i, f=f)),
         ("lion", ops.lion, dict(q=q, k=k, v=v, g=gs)),
         ("softmax_attn", ops.softmax_attn, dict(q=q, k=k, v=v)),
@@ -536,6 +551,21 @@ def nonfinite_tests():
                                 missed.append(f"{name}[{at}]={bad}: {e}")
             check(f"non-finite input refused, every input: {op} [final={int(fs)}]", not missed,
                   "; ".join(missed[:3]))
+    # the normalizer's initial key sum z_0 only divides the output
+    z0 = pk[:, :1].sum(1, keepdim=True)
+    missed = []
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for at in ((0, 0, 0, 0), (B - 1, 0, H - 1, K - 1)):
+            z = z0.clone()
+            z[at] = bad
+            try:
+                ops.chunk_linear_attn(pq, pk, v, initial_state=(h0, z))
+                missed.append(f"z0[{at}]={bad}: accepted")
+            except ValueError as e:
+                if "initial_state[1]" not in str(e):
+                    missed.append(f"z0[{at}]={bad}: {e}")
+    check("non-finite input refused: chunk_linear_attn's initial_state[1] (z_0)", not missed,
+          "; ".join(missed[:3]))
 
 
 def struct_tests():
@@ -564,8 +594,44 @@ def library_missing():
           r.stderr[-300:])
 
 
+def pool_tests():
+    """The buffers a forward keeps for its backward (chunk states, the delta rule's cache) come
+    from a pool: one is reused only after the graph that kept it is freed, so a graph kept
+    with retain_graph=True gives the same gradients again after other calls of that shape."""
+    from lina import _core
+    q, k, v = (x.float() for x in qkv())
+    g = (F.logsigmoid(randn(B, T, H, K)) / 8).float()
+    dq, dk, dv, db, dg = (x.float() for x in delta_inputs())
+    cases = (("chunk_gla", lambda x: ops.chunk_gla(*x)[0], (q, k, v, g)),
+             ("chunk_gated_delta_rule", lambda x: ops.chunk_gated_delta_rule(*x)[0], (dq, dk, dv, dg, db)))
+    for name, fn, args in cases:
+        xs = [a.clone().requires_grad_() for a in args]
+        loss = (fn(xs) ** 2).sum()
+        loss.backward(retain_graph=True)
+        first = [x.grad.clone() for x in xs]
+        for _ in range(2):  # other graphs of the same shape, built and freed in between
+            ys = [(a * 1.5).requires_grad_() for a in args]
+            (fn(ys) ** 2).sum().backward()
+        loss.backward()
+        worst = max(float((x.grad - 2 * f).abs().max() / f.abs().max()) for x, f in zip(xs, first))
+        check(f"pool: {name} retain_graph keeps its buffer (second backward equals the first)",
+              worst < 1e-6, f"off by {worst:.3g}")
+        del loss
+        idle = _core.pool.idle_bytes
+        xs = [a.clone().requires_grad_() for a in args]
+        o = fn(xs)
+        check(f"pool: {name} reuses a freed graph's buffer", _core.pool.idle_bytes < idle,
+              f"idle {idle} -> {_core.pool.idle_bytes} bytes")
+        del o
+        check(f"pool: {name} buffer given back when the graph is dropped", _core.pool.idle_bytes == idle,
+              f"idle {idle} -> {_core.pool.idle_bytes} bytes")
+    lina.empty_cache()
+    check("pool: lina.empty_cache() releases the idle buffers", _core.pool.idle_bytes == 0
+          and not _core.pool.idle, f"{_core.pool.idle_bytes} bytes idle")
+
+
 for name, fn in (("diagonal decay", dd_tests), ("delta rule", delta_tests), ("mlstm/lion/softmax", other_tests),
                  ("layouts", layout_tests), ("cu_seqlens", varlen_tests), ("threads", thread_tests), ("bad input", bad_input_tests), ("non-finite", nonfinite_tests),
-                 ("library", library_missing), ("structures", struct_tests)):
+                 ("library", library_missing), ("structures", struct_tests), ("pool", pool_tests)):
     run(name, fn)
 harness.finish()
