@@ -230,6 +230,14 @@ def paired(fa, fb, reps):
     return (med(ra), med(rb)) + tuple(out)
 
 
+def sgemm_gflops(n=1024, reps=5):
+    """The machine's SGEMM rate in this process, GFLOP per CPU second (median of reps): the
+    ceiling that a dense kernel's CPU time is read against."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    _, cpu, _ = best(lambda: torch.mm(a, b), reps)
+    return 2 * n ** 3 / cpu / 1e9
+
+
 def runner(call, x, do, backward, read=False):
     """One call of `call` on fresh leaves of x (requiring gradients with backward, then the
     backward of sum(o * do)); read: then one element of the result is read, see consumer."""
@@ -293,9 +301,12 @@ def main():
              "| torch / lina fwd | torch / lina fwd+bwd | overhead fwd | overhead fwd+bwd | page faults |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
+    gemm = []
     for sname, (B, T, H, K, V) in shapes:
         for nt in (int(t) for t in a.threads.split(",")):
             torch.set_num_threads(nt)
+            if nt not in (n for n, _ in gemm):
+                gemm.append((nt, sgemm_gflops()))
             for op in a.ops.split(","):
                 gen = torch.Generator().manual_seed(0)
                 x = inputs(op, B, T, H, K, V, gen)
@@ -332,6 +343,10 @@ def main():
                         f"{ms('cb')} | {ratio('tf', 'lf')} | {ratio('tb', 'lb')} | {over('f')} | {over('b')} | {r['lb'][2]:.0f} |")
                 print(line, flush=True)
                 lines.append(line)
+    line = "SGEMM in this process (torch.mm 1024^3): " + ", ".join(
+        f"{g:.0f} GFLOP per CPU second on {n} thread{'s' if n > 1 else ''}" for n, g in gemm)
+    print(line)
+    lines += ["", line]
     if a.out:
         with open(a.out, "w") as f:
             f.write("\n".join(lines) + "\n")
