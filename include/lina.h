@@ -479,7 +479,8 @@ typedef struct lina_dd_grad_in {
     const float *do_;         /* [B,T,H,V] or NULL (zero) */
     const float *dht;         /* [B,H,K,V] or NULL (zero) */
     const float *states;      /* optional: the states written by lina_dd_fwd (same dims and
-                                 chunk size); the chunk backward then skips recomputing them */
+                                 chunk size); the chunk backward then skips recomputing them
+                                 (the recurrent backward does not read them) */
 } lina_dd_grad_in;
 
 /* Number of floats of lina_dd_out.states for these dims. */

@@ -257,6 +257,14 @@ static void test_matrix(void)
             }
         }
     }
+    /* the recurrent backward's row blocks (32 or 64 state rows, with a tail) and
+     * value-column blocks (64 columns, with a tail) */
+    for (int gk = 0; gk < 4; gk++) {
+        prob p;
+        prob_init(&p, 1, 45, 2, 80, 150, gk, 3, 1);
+        compare(&p, LINA_FORM_RECURRENT, 0, "row-col-blocks");
+        prob_free(&p);
+    }
     /* other chunk sizes, K != V odd sizes, sub-chunk tails */
     static const int Cs[] = {1, 7, 16, 20, 33, 128};
     for (int ci = 0; ci < 6; ci++) {

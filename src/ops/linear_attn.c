@@ -20,9 +20,10 @@
  *              within +-8 (factors within [e^-8, e^8]); otherwise it is formed
  *              pairwise with running products of exp(g).
  * Backward
- *   Both forms recompute instead of storing per-step states: the recurrent form
- *   keeps a checkpoint every 32 steps, the chunk form the state at each chunk
- *   start. The gate gradient uses the identity
+ *   Neither form stores per-step states. The recurrent form runs a forward
+ *   sweep (the state again, and dq) and a reverse sweep (dL/dh, dk and dv) on
+ *   blocks of state rows; the chunk form keeps the state at each chunk start
+ *   and recomputes within chunks. The gate gradient uses the identity
  *     dg_t = sum_{u >= t} (q_u * dq_u - k_u * dk_u) + rowsum(h_T * dh_T)
  *   accumulated in double.
  */
@@ -242,17 +243,6 @@ static void tile_store_scaled(float *dst, const float *S, const float *e, int K,
         const float *restrict x = S + (size_t)i * W;
         for (int j = 0; j < W; j++) {
             d[j] = x[j] * e[i];
-        }
-    }
-}
-
-/* S rows *= f[i] (f NULL: nothing) */
-static void tile_scale_rows(float *S, const float *f, int K, int W, int invert)
-{
-    for (int i = 0; f && i < K; i++) {
-        const float m = invert ? 1.0f / f[i] : f[i];
-        for (int j = 0; j < W; j++) {
-            S[(size_t)i * W + j] *= m;
         }
     }
 }
@@ -1148,25 +1138,78 @@ static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_g
 
 /* ======================================================== recurrent backward */
 
-/* Sn = diag(a) Sp + k v^T on a K x W tile (Sn may be Sp: element-wise) */
-static inline void rec_recompute(int K, int W, const float *Sp, float *Sn,
-                                 const float *restrict a, const float *restrict k,
-                                 const float *restrict v)
+/* The recurrent backward works on a block of RB state rows at a time (under a
+ * diagonal decay the rows of the state are independent) and up to RVC value
+ * columns, stored transposed: column j of a block is RB contiguous floats, so
+ * each step is vector work across the rows with the column's values
+ * broadcast. With the lazy decay's kept state H and scaled inputs qs, ks:
+ *   forward sweep:  H_t = diag(alpha_t) H_{t-1} + ks_t v_t^T,  dqs_t = s H_t dO_t
+ *   reverse sweep:  R_t = diag(alpha_{t+1}) R_{t+1} + s qs_t dO_t^T  (R = dL/dH_t,
+ *                   from dH_T = e_T dh_T),  dks_t = R_t v_t,  dv_t = R_t^T ks_t
+ * The sweeps keep nothing per step: dq needs only the forward states and dk,
+ * dv only the reverse ones. dv_t sums over the rows: on the AVX paths each
+ * column's lanes are left as one vector and 16 (8) columns are summed across
+ * their lanes together. */
+#if defined(__AVX512F__)
+#define RB 64
+#else
+#define RB 32
+#endif
+#define RVC 64 /* value columns per backward tile: K x RVC floats stay in L1 at K = 128 */
+
+/* X[j*RB + r] = src[(i0 + r) * V + j0 + j] * f[i0 + r] for r < nb, else 0
+ * (src NULL: zeros; f NULL: 1) */
+static void rb_load(float *X, const float *src, const float *f, int V, int i0, int nb, int j0, int W)
 {
-    for (int i = 0; i < K; i++) {
-        const float ai = a[i], ki = k[i];
-        const float *p = Sp + (size_t)i * W;
-        float *n = Sn + (size_t)i * W;
-        for (int j = 0; j < W; j++) {
-            n[j] = ai * p[j] + ki * v[j];
+    for (int j = 0; j < W; j++) {
+        float *restrict d = X + (size_t)j * RB;
+        for (int r = 0; r < RB; r++) {
+            d[r] = src && r < nb ? src[(size_t)(i0 + r) * V + j0 + j] * (f ? f[i0 + r] : 1.0f) : 0.0f;
         }
     }
 }
 
-#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+/* the block's rows [i0, i0+nb) of a K-vector: the vector itself when the block
+ * is full, else a copy padded with zeros (src NULL: ones) */
+static inline const float *rb_row(const float *src, int i0, int nb, float *restrict buf)
+{
+    if (src && nb == RB) {
+        return src + i0;
+    }
+    for (int r = 0; r < RB; r++) {
+        buf[r] = r < nb ? (src ? src[i0 + r] : 1.0f) : 0.0f;
+    }
+    return buf;
+}
+
+/* forward sweep step: S = diag(a) S + kb v^T; dq = S dO (the block's rows) */
+static inline void rb_fwd_step(int W, float *restrict S, const float *restrict a,
+                               const float *restrict kb, const float *restrict v,
+                               const float *restrict dO, float *restrict dq)
+{
+    _Alignas(64) float acc[RB];
+    for (int r = 0; r < RB; r++) {
+        acc[r] = 0.0f;
+    }
+    for (int j = 0; j < W; j++) {
+        float *restrict Sj = S + (size_t)j * RB;
+        const float vj = v[j], dj = dO[j];
+#pragma omp simd
+        for (int r = 0; r < RB; r++) {
+            const float x = a[r] * Sj[r] + kb[r] * vj;
+            Sj[r] = x;
+            acc[r] += x * dj;
+        }
+    }
+    for (int r = 0; r < RB; r++) {
+        dq[r] = acc[r];
+    }
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 /* (sum of x[0], ..., sum of x[7]) */
-static inline __m256 rec_hsum8(const __m256 *x)
+static inline __m256 rb_hsum8(const __m256 *x)
 {
     const __m256 t0 = _mm256_hadd_ps(x[0], x[1]), t1 = _mm256_hadd_ps(x[2], x[3]);
     const __m256 t2 = _mm256_hadd_ps(x[4], x[5]), t3 = _mm256_hadd_ps(x[6], x[7]);
@@ -1175,150 +1218,154 @@ static inline __m256 rec_hsum8(const __m256 *x)
 }
 #endif
 
-/* One step back on a K x W tile: R += s q do^T (R is now dL/dS_t);
- * dq += s S_t do, dk += R v, dv = R^T k; then R = diag(a) R. */
-static inline void rec_bwd_step(int K, int W, float s, const float *restrict S, float *restrict R,
-                                const float *restrict a, const float *restrict q,
-                                const float *restrict k, const float *restrict v,
-                                const float *restrict dO, float *restrict dq, float *restrict dk,
-                                float *restrict dv)
+/* reverse sweep step: R = diag(a) R + qb dO^T; dk = R v; dv (+)= R^T kb */
+static inline void rb_rev_step(int W, float *restrict R, const float *restrict a,
+                               const float *restrict qb, const float *restrict kb,
+                               const float *restrict v, const float *restrict dO,
+                               float *restrict dk, float *restrict dv, int add)
 {
 #if defined(__AVX512F__)
-    if (W == VB) {
-        const __m512 z = _mm512_setzero_ps();
-        const __m512 d0 = dO ? _mm512_loadu_ps(dO) : z, d1 = dO ? _mm512_loadu_ps(dO + 16) : z;
-        const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
-        __m512 a0 = z, a1 = z;
-        for (int i = 0; i < K; i++) {
-            float *Ri = R + (size_t)i * VB;
-            const float *Si = S + (size_t)i * VB;
-            const __m512 qs = _mm512_set1_ps(s * q[i]), ki = _mm512_set1_ps(k[i]);
-            __m512 r0 = _mm512_fmadd_ps(qs, d0, _mm512_loadu_ps(Ri));
-            __m512 r1 = _mm512_fmadd_ps(qs, d1, _mm512_loadu_ps(Ri + 16));
-            __m512 sq = _mm512_fmadd_ps(_mm512_loadu_ps(Si), d0, _mm512_mul_ps(_mm512_loadu_ps(Si + 16), d1));
-            __m512 sk = _mm512_fmadd_ps(r0, v0, _mm512_mul_ps(r1, v1));
-            a0 = _mm512_fmadd_ps(r0, ki, a0);
-            a1 = _mm512_fmadd_ps(r1, ki, a1);
-            const __m512 ai = _mm512_set1_ps(a[i]);
-            _mm512_storeu_ps(Ri, _mm512_mul_ps(r0, ai));
-            _mm512_storeu_ps(Ri + 16, _mm512_mul_ps(r1, ai));
-            dq[i] += s * _mm512_reduce_add_ps(sq);
-            dk[i] += _mm512_reduce_add_ps(sk);
+    __m512 A[4], Q[4], Kb[4], D[4];
+    for (int u = 0; u < 4; u++) {
+        A[u] = _mm512_loadu_ps(a + 16 * u);
+        Q[u] = _mm512_loadu_ps(qb + 16 * u);
+        Kb[u] = _mm512_loadu_ps(kb + 16 * u);
+        D[u] = _mm512_setzero_ps();
+    }
+    for (int g = 0; g < W; g += 16) {
+        const int n = W - g < 16 ? W - g : 16;
+        __m256 P[16];
+        for (int m = 0; m < n; m++) {
+            float *Rj = R + (size_t)(g + m) * RB;
+            const __m512 d = _mm512_set1_ps(dO[g + m]), vv = _mm512_set1_ps(v[g + m]);
+            __m512 x[4];
+            for (int u = 0; u < 4; u++) {
+                x[u] = _mm512_fmadd_ps(Q[u], d, _mm512_mul_ps(A[u], _mm512_loadu_ps(Rj + 16 * u)));
+                _mm512_storeu_ps(Rj + 16 * u, x[u]);
+                D[u] = _mm512_fmadd_ps(x[u], vv, D[u]);
+            }
+            const __m512 p = _mm512_fmadd_ps(x[3], Kb[3], _mm512_fmadd_ps(x[2], Kb[2],
+                                 _mm512_fmadd_ps(x[1], Kb[1], _mm512_mul_ps(x[0], Kb[0]))));
+            P[m] = _mm256_add_ps(_mm512_castps512_ps256(p),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1)));
         }
-        _mm512_storeu_ps(dv, a0);
-        _mm512_storeu_ps(dv + 16, a1);
-        return;
+        for (int m = n; m < 16; m++) {
+            P[m] = _mm256_setzero_ps();
+        }
+        float sums[16];
+        _mm256_storeu_ps(sums, rb_hsum8(P));
+        _mm256_storeu_ps(sums + 8, rb_hsum8(P + 8));
+        if (add) {
+            for (int m = 0; m < n; m++) {
+                dv[g + m] += sums[m];
+            }
+        } else {
+            memcpy(dv + g, sums, (size_t)n * sizeof(float));
+        }
+    }
+    for (int u = 0; u < 4; u++) {
+        _mm512_storeu_ps(dk + 16 * u, D[u]);
     }
 #elif defined(__AVX2__) && defined(__FMA__)
-    if (W == VB) {
-        const __m256 z = _mm256_setzero_ps();
-        __m256 d[4], vv[4], acc[4], sq[8], sk[8];
-        for (int u = 0; u < 4; u++) {
-            d[u] = dO ? _mm256_loadu_ps(dO + 8 * u) : z;
-            vv[u] = _mm256_loadu_ps(v + 8 * u);
-            acc[u] = z;
+    __m256 A[4], Q[4], Kb[4], D[4];
+    for (int u = 0; u < 4; u++) {
+        A[u] = _mm256_loadu_ps(a + 8 * u);
+        Q[u] = _mm256_loadu_ps(qb + 8 * u);
+        Kb[u] = _mm256_loadu_ps(kb + 8 * u);
+        D[u] = _mm256_setzero_ps();
+    }
+    for (int g = 0; g < W; g += 8) {
+        const int n = W - g < 8 ? W - g : 8;
+        __m256 P[8];
+        for (int m = 0; m < n; m++) {
+            float *Rj = R + (size_t)(g + m) * RB;
+            const __m256 d = _mm256_set1_ps(dO[g + m]), vv = _mm256_set1_ps(v[g + m]);
+            __m256 x[4];
+            for (int u = 0; u < 4; u++) {
+                x[u] = _mm256_fmadd_ps(Q[u], d, _mm256_mul_ps(A[u], _mm256_loadu_ps(Rj + 8 * u)));
+                _mm256_storeu_ps(Rj + 8 * u, x[u]);
+                D[u] = _mm256_fmadd_ps(x[u], vv, D[u]);
+            }
+            P[m] = _mm256_fmadd_ps(x[3], Kb[3], _mm256_fmadd_ps(x[2], Kb[2],
+                       _mm256_fmadd_ps(x[1], Kb[1], _mm256_mul_ps(x[0], Kb[0]))));
         }
-        for (int i0 = 0; i0 < K; i0 += 8) {
-            const int n = K - i0 < 8 ? K - i0 : 8;
+        for (int m = n; m < 8; m++) {
+            P[m] = _mm256_setzero_ps();
+        }
+        float sums[8];
+        _mm256_storeu_ps(sums, rb_hsum8(P));
+        if (add) {
             for (int m = 0; m < n; m++) {
-                const int i = i0 + m;
-                float *Ri = R + (size_t)i * VB;
-                const float *Si = S + (size_t)i * VB;
-                const __m256 qs = _mm256_set1_ps(s * q[i]), ki = _mm256_set1_ps(k[i]);
-                const __m256 ai = _mm256_set1_ps(a[i]);
-                __m256 r[4];
-                for (int u = 0; u < 4; u++) {
-                    r[u] = _mm256_fmadd_ps(qs, d[u], _mm256_loadu_ps(Ri + 8 * u));
-                }
-                sq[m] = _mm256_fmadd_ps(_mm256_loadu_ps(Si), d[0],
-                                        _mm256_fmadd_ps(_mm256_loadu_ps(Si + 8), d[1],
-                                                        _mm256_fmadd_ps(_mm256_loadu_ps(Si + 16), d[2],
-                                                                        _mm256_mul_ps(_mm256_loadu_ps(Si + 24), d[3]))));
-                sk[m] = _mm256_fmadd_ps(r[0], vv[0],
-                                        _mm256_fmadd_ps(r[1], vv[1],
-                                                        _mm256_fmadd_ps(r[2], vv[2], _mm256_mul_ps(r[3], vv[3]))));
-                for (int u = 0; u < 4; u++) {
-                    acc[u] = _mm256_fmadd_ps(r[u], ki, acc[u]);
-                    _mm256_storeu_ps(Ri + 8 * u, _mm256_mul_ps(r[u], ai));
-                }
+                dv[g + m] += sums[m];
             }
-            for (int m = n; m < 8; m++) {
-                sq[m] = z;
-                sk[m] = z;
-            }
-            /* the 8 row sums of sq (and of sk) as one vector */
-            __m256 hq = rec_hsum8(sq), hk = rec_hsum8(sk);
-            float fq[8], fk[8];
-            _mm256_storeu_ps(fq, hq);
-            _mm256_storeu_ps(fk, hk);
-            for (int m = 0; m < n; m++) {
-                dq[i0 + m] += s * fq[m];
-                dk[i0 + m] += fk[m];
-            }
+        } else {
+            memcpy(dv + g, sums, (size_t)n * sizeof(float));
         }
-        for (int u = 0; u < 4; u++) {
-            _mm256_storeu_ps(dv + 8 * u, acc[u]);
+    }
+    for (int u = 0; u < 4; u++) {
+        _mm256_storeu_ps(dk + 8 * u, D[u]);
+    }
+#else
+    float acc[RB];
+    for (int r = 0; r < RB; r++) {
+        acc[r] = 0.0f;
+    }
+    for (int j = 0; j < W; j++) {
+        float *restrict Rj = R + (size_t)j * RB;
+        const float dj = dO[j], vj = v[j];
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int r = 0; r < RB; r++) {
+            const float x = a[r] * Rj[r] + qb[r] * dj;
+            Rj[r] = x;
+            acc[r] += x * vj;
+            sum += x * kb[r];
         }
-        return;
+        dv[j] = add ? dv[j] + sum : sum;
+    }
+    for (int r = 0; r < RB; r++) {
+        dk[r] = acc[r];
     }
 #endif
-    float dvacc[VB];
-    for (int j = 0; j < W; j++) {
-        dvacc[j] = 0.0f;
-    }
-    for (int i = 0; i < K; i++) {
-        float *Ri = R + (size_t)i * W;
-        const float *Si = S + (size_t)i * W;
-        float qs = s * q[i], sdq = 0.0f, sdk = 0.0f;
-        for (int j = 0; j < W; j++) {
-            if (dO) {
-                Ri[j] += qs * dO[j];
-                sdq += Si[j] * dO[j];
-            }
-            sdk += Ri[j] * v[j];
-            dvacc[j] += Ri[j] * k[i];
-            Ri[j] *= a[i];
-        }
-        dq[i] += s * sdq;
-        dk[i] += sdk;
-    }
-    for (int j = 0; j < W; j++) {
-        dv[j] = dvacc[j];
-    }
 }
-
-
 
 static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd_grad_in *gi,
                             lina_dd_grad_out *go, double *hacc, lina_ws *ws)
 {
     const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V;
     const size_t KV = (size_t)K * V;
-    const int nvb = (V + VB - 1) / VB;
-    const int SEG = c->C; /* checkpoint interval = chunk size, as lina_dd_out.states */
-    const int nseg = (T + SEG - 1) / SEG;
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
-        const size_t tile = (size_t)K * VB;
-        const size_t nck = gi->states ? 0 : (size_t)nseg;
-        size_t need = (tile * (nck + SEG + 2) + 3 * (size_t)K + 2 * (size_t)T * K) * sizeof(float) +
+        const size_t xs = (size_t)((K + RB - 1) / RB) * RB * RVC;
+        size_t need = (xs + 5 * (size_t)RB + RVC + (size_t)K + 4 * (size_t)T * K) * sizeof(float) +
                       2 * (size_t)K * sizeof(double) + 256;
         float *mem = lina_ws_get(ws, lina_thread_id(), need);
         if (!mem) {
             rc = LINA_ENOMEM;
             continue;
         }
-        float *ck = mem;                                  /* [nseg][tile] unless saved */
-        float *Sx = ck + nck * tile;                      /* [SEG+1][tile] */
-        const float *saved = gi->states ? gi->states + (size_t)bh * (nseg + 1) * KV : NULL;
-        float *R = Sx + (size_t)(SEG + 1) * tile;         /* [tile] */
-        float *p = R + tile, *qs = p + K, *ks = qs + K;   /* [K] each */
-        double *fin = (double *)(((uintptr_t)(ks + K) + 63) & ~(uintptr_t)63);
+        float *X = mem;                                   /* row blocks of [RVC][RB], transposed */
+        float *ab = X + xs, *qb = ab + RB, *kb = qb + RB, *db = kb + RB, *kk = db + RB;
+        float *zero = kk + RB, *p = zero + RVC;           /* [RVC] zeros, [K] lazy scratch */
+        double *fin = (double *)(((uintptr_t)(p + K) + 63) & ~(uintptr_t)63);
         double *run = fin + K;
-        float *Al = (float *)(run + K), *Ev = Al + (size_t)T * K; /* [T*K] each: the lazy decay */
+        /* [T*K] each: the lazy decay's alpha and e, and the scaled inputs s q e, k / e */
+        float *Al = (float *)(run + K), *Ev = Al + (size_t)T * K, *Qs = Ev + (size_t)T * K, *Ks = Qs + (size_t)T * K;
         dd_lazy_gates(c, b, h, p, Al, Ev);
+        for (int t = 0; t < T; t++) {
+            const float *restrict q = LINA_ROW(in->q, b, t, h, T, H, K), *restrict k = LINA_ROW(in->k, b, t, h, T, H, K);
+            const float *restrict e = Ev + (size_t)t * K;
+            float *restrict qt = Qs + (size_t)t * K, *restrict kt = Ks + (size_t)t * K;
+            for (int i = 0; i < K; i++) {
+                qt[i] = c->s * q[i] * e[i];
+                kt[i] = k[i] / e[i];
+            }
+        }
+        for (int j = 0; j < RVC; j++) {
+            zero[j] = 0.0f;
+        }
         for (int t = 0; t < T; t++) {
             memset(LINA_ROW(go->dq, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
             memset(LINA_ROW(go->dk, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
@@ -1329,58 +1376,59 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         const float *h0 = in->h0 ? LINA_STATE(in->h0, b, h, H, KV) : NULL;
         const float *dht = gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL;
         const float *eT = Ev + (size_t)(T - 1) * K; /* e after the last step */
-        for (int vb = 0; vb < nvb; vb++) {
-            const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
-            /* forward with checkpoints of the kept state H; Sx[0] is the running state */
-            float *S = Sx;
-            tile_load(S, saved ? saved + (size_t)nseg * KV : h0, K, V, j0, W);
-            for (int t = 0; !saved && t < T; t++) {
-                if (t % SEG == 0) {
-                    memcpy(ck + (size_t)(t / SEG) * tile, S, (size_t)K * W * sizeof(float));
-                }
-                for (int i = 0; i < K; i++) {
-                    ks[i] = LINA_ROW(in->k, b, t, h, T, H, K)[i] / Ev[(size_t)t * K + i];
-                }
-                rec_recompute(K, W, S, S, Al + (size_t)t * K, ks, LINA_ROW(in->v, b, t, h, T, H, V) + j0);
+        const int nrb = (K + RB - 1) / RB;
+        for (int j0 = 0; j0 < V; j0 += RVC) {
+            const int W = V - j0 < RVC ? V - j0 : RVC;
+            const size_t bs = (size_t)RB * W; /* floats per row block */
+            for (int i0 = 0; i0 < K; i0 += RB) {
+                rb_load(X + (size_t)(i0 / RB) * bs, h0, NULL, V, i0, K - i0 < RB ? K - i0 : RB, j0, W);
             }
-            /* rowsum(h_T * dh_T) for the gate gradient: S is h_T when saved, else
-             * H_T = h_T / e_T; then R = dH_T = e_T dh_T */
-            tile_load(R, dht, K, V, j0, W);
-            for (int i = 0; i < K; i++) {
+            for (int t = 0; t < T; t++) {
+                const float *dO = gi->do_ ? LINA_ROW(gi->do_, b, t, h, T, H, V) + j0 : zero;
+                const float *v = LINA_ROW(in->v, b, t, h, T, H, V) + j0;
+                float *dq = LINA_ROW(go->dq, b, t, h, T, H, K);
+                for (int ib = 0; ib < nrb; ib++) {
+                    const int i0 = ib * RB, nb = K - i0 < RB ? K - i0 : RB;
+                    rb_fwd_step(W, X + (size_t)ib * bs, rb_row(Al + (size_t)t * K, i0, nb, ab),
+                                rb_row(Ks + (size_t)t * K, i0, nb, kb), v, dO, db);
+                    for (int r = 0; r < nb; r++) {
+                        dq[i0 + r] += c->s * db[r];
+                    }
+                }
+            }
+            /* rowsum(h_T * dh_T) for the gate gradient (h_T = e_T H_T), then R = e_T dh_T */
+            for (int i = 0; dht && i < K; i++) {
+                const float *Xi = X + (size_t)(i / RB) * bs + i % RB;
                 double acc = 0.0;
                 for (int j = 0; j < W; j++) {
-                    acc += (double)S[(size_t)i * W + j] * R[(size_t)i * W + j];
+                    acc += (double)Xi[(size_t)j * RB] * dht[(size_t)i * V + j0 + j];
                 }
-                fin[i] += saved ? acc : acc * eT[i];
+                fin[i] += acc * eT[i];
             }
-            tile_scale_rows(R, eT, K, W, 0);
-            for (int sg = nseg - 1; sg >= 0; sg--) {
-                int ts = sg * SEG, te = ts + SEG < T ? ts + SEG : T;
-                if (saved) {
-                    tile_load(Sx, saved + (size_t)sg * KV, K, V, j0, W);
-                    tile_scale_rows(Sx, ts > 0 ? Ev + (size_t)(ts - 1) * K : NULL, K, W, 1);
-                } else {
-                    memcpy(Sx, ck + (size_t)sg * tile, (size_t)K * W * sizeof(float));
-                }
-                for (int t = ts; t < te; t++) {
-                    for (int i = 0; i < K; i++) {
-                        ks[i] = LINA_ROW(in->k, b, t, h, T, H, K)[i] / Ev[(size_t)t * K + i];
+            for (int i0 = 0; i0 < K; i0 += RB) {
+                rb_load(X + (size_t)(i0 / RB) * bs, dht, eT, V, i0, K - i0 < RB ? K - i0 : RB, j0, W);
+            }
+            for (int t = T - 1; t >= 0; t--) {
+                const float *dO = gi->do_ ? LINA_ROW(gi->do_, b, t, h, T, H, V) + j0 : zero;
+                const float *v = LINA_ROW(in->v, b, t, h, T, H, V) + j0;
+                const float *an = t + 1 < T ? Al + (size_t)(t + 1) * K : NULL;
+                float *dk = LINA_ROW(go->dk, b, t, h, T, H, K), *dv = LINA_ROW(go->dv, b, t, h, T, H, V) + j0;
+                for (int ib = 0; ib < nrb; ib++) {
+                    const int i0 = ib * RB, nb = K - i0 < RB ? K - i0 : RB;
+                    rb_rev_step(W, X + (size_t)ib * bs, rb_row(an, i0, nb, ab), rb_row(Qs + (size_t)t * K, i0, nb, qb),
+                                rb_row(Ks + (size_t)t * K, i0, nb, kb), v, dO, kk, dv, ib > 0);
+                    for (int r = 0; r < nb; r++) {
+                        dk[i0 + r] += kk[r];
                     }
-                    rec_recompute(K, W, Sx + (size_t)(t - ts) * tile, Sx + (size_t)(t - ts + 1) * tile,
-                                  Al + (size_t)t * K, ks, LINA_ROW(in->v, b, t, h, T, H, V) + j0);
-                }
-                for (int t = te - 1; t >= ts; t--) {
-                    dd_lazy_qk(K, LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K),
-                               Ev + (size_t)t * K, qs, ks);
-                    rec_bwd_step(K, W, c->s, Sx + (size_t)(t - ts + 1) * tile, R, Al + (size_t)t * K, qs,
-                                 ks, LINA_ROW(in->v, b, t, h, T, H, V) + j0,
-                                 gi->do_ ? LINA_ROW(gi->do_, b, t, h, T, H, V) + j0 : NULL,
-                                 LINA_ROW(go->dq, b, t, h, T, H, K), LINA_ROW(go->dk, b, t, h, T, H, K),
-                                 LINA_ROW(go->dv, b, t, h, T, H, V) + j0);
                 }
             }
-            if (go->dh0) {
-                tile_store(LINA_STATE(go->dh0, b, h, H, KV), R, K, V, j0, W);
+            /* dh0 = diag(alpha_0) R */
+            for (int i = 0; go->dh0 && i < K; i++) {
+                const float *Xi = X + (size_t)(i / RB) * bs + i % RB;
+                float *d = LINA_STATE(go->dh0, b, h, H, KV) + (size_t)i * V + j0;
+                for (int j = 0; j < W; j++) {
+                    d[j] = Al[i] * Xi[(size_t)j * RB];
+                }
             }
         }
         /* gradients of the scaled inputs to those of q and k: dq = dqs e, dk = dks / e */
