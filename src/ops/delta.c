@@ -25,7 +25,10 @@
  * Backward: the chunk form takes the chunk-start states, U and Tm from the
  * forward's cache when the caller kept one, else recomputes them in one pass
  * over the chunks, then walks the chunks backwards (see dl_bwd_chunk for the
- * formulas); the recurrent form recomputes from a checkpoint every SEG rows.
+ * formulas); the recurrent form recomputes the states from a checkpoint every
+ * SEG rows and walks back one pass per row (bk_row: each row's gradient fused
+ * with the output term of the row before, the per-key-row sums taken 8 rows at
+ * a time on the AVX paths).
  * Both parallelise over B*H (the recurrent forward over B*H*ceil(V/32) tiles).
  */
 #include "ops_internal.h"
@@ -328,6 +331,31 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
 
 /* ================================================== recurrent backward */
 
+/* vectors of the AVX paths of the recurrent backward: BK_NV of them per VB columns */
+#if defined(__AVX512F__)
+typedef __m512 bk_vec;
+#define BK_NV 2
+#define BK_LD _mm512_loadu_ps
+#define BK_ST _mm512_storeu_ps
+#define BK_MUL _mm512_mul_ps
+#define BK_FMA _mm512_fmadd_ps
+#define BK_FNMA _mm512_fnmadd_ps
+#define BK_SET1 _mm512_set1_ps
+#define BK_ZERO _mm512_setzero_ps
+#define BK_FOLD(x) _mm256_add_ps(_mm512_castps512_ps256(x), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)))
+#elif defined(__AVX2__) && defined(__FMA__)
+typedef __m256 bk_vec;
+#define BK_NV 4
+#define BK_LD _mm256_loadu_ps
+#define BK_ST _mm256_storeu_ps
+#define BK_MUL _mm256_mul_ps
+#define BK_FMA _mm256_fmadd_ps
+#define BK_FNMA _mm256_fnmadd_ps
+#define BK_SET1 _mm256_set1_ps
+#define BK_ZERO _mm256_setzero_ps
+#define BK_FOLD(x) (x)
+#endif
+
 /* One row into a new tile: u = v - a w (w = Sp^T k given; u stored, zero
  * padded), Sn = a Sp + kb u^T, and w <- Sn^T kn when kn is set (one pass).
  * av non-NULL: row i of Sp decays by av[i] and w = (diag(av) Sp)^T k was given
@@ -337,41 +365,188 @@ static void rec_step_fused(int K, const float *restrict Sp, float *restrict Sn, 
                            const float *restrict v, int W, float *restrict u,
                            const float *restrict kn, float *restrict w)
 {
-    float wa[VB];
-    for (int j = 0; j < W; j++) {
-        u[j] = v[j] - a * w[j];
-    }
-    for (int j = W; j < VB; j++) {
-        u[j] = 0.0f;
-    }
+    float wa[VB], uu[VB];
     for (int j = 0; j < VB; j++) {
+        uu[j] = j < W ? v[j] - a * w[j] : 0.0f;
+        u[j] = uu[j];
         wa[j] = 0.0f;
     }
-    if (!kn) {
-        for (int i = 0; i < K; i++) {
-            const float *restrict Pi = Sp + (size_t)i * VB;
-            float *restrict Ni = Sn + (size_t)i * VB;
-            const float kbi = kb[i], ai = av ? av[i] : a;
-#pragma omp simd
-            for (int j = 0; j < VB; j++) {
-                Ni[j] = DL_FMA(kbi, u[j], ai * Pi[j]);
-            }
-        }
-        return;
+#ifdef BK_NV
+    const int L = VB / BK_NV;
+    bk_vec U[BK_NV], A[BK_NV];
+    for (int m = 0; m < BK_NV; m++) {
+        U[m] = BK_LD(uu + L * m);
+        A[m] = BK_ZERO();
     }
+    for (int i = 0; i < K; i++) {
+        const bk_vec kbi = BK_SET1(kb[i]), ki = BK_SET1(kn ? kn[i] : 0.0f), ai = BK_SET1(av ? av[i] : a);
+        for (int m = 0; m < BK_NV; m++) {
+            const bk_vec x = BK_FMA(kbi, U[m], BK_MUL(ai, BK_LD(Sp + (size_t)i * VB + L * m)));
+            BK_ST(Sn + (size_t)i * VB + L * m, x);
+            A[m] = BK_FMA(ki, x, A[m]);
+        }
+    }
+    for (int m = 0; m < BK_NV; m++) {
+        BK_ST(wa + L * m, A[m]);
+    }
+#else
     for (int i = 0; i < K; i++) {
         const float *restrict Pi = Sp + (size_t)i * VB;
         float *restrict Ni = Sn + (size_t)i * VB;
-        const float kbi = kb[i], ki = kn[i], ai = av ? av[i] : a;
+        const float kbi = kb[i], ki = kn ? kn[i] : 0.0f, ai = av ? av[i] : a;
 #pragma omp simd
         for (int j = 0; j < VB; j++) {
-            const float x = DL_FMA(kbi, u[j], ai * Pi[j]);
+            const float x = DL_FMA(kbi, uu[j], ai * Pi[j]);
             Ni[j] = x;
             wa[j] = DL_FMA(ki, x, wa[j]);
         }
     }
-    for (int j = 0; j < VB; j++) {
+#endif
+    for (int j = 0; kn && j < VB; j++) {
         w[j] = wa[j];
+    }
+}
+
+/* One row back on a K x VB tile, fused with the first half of the row before.
+ * Given R = dL/dS_r (row r's output term included), wt = R^T k_r and
+ * Sb = S_{r-1}, with S' = a Sb (row i decayed by av[i] when av is set):
+ *   dkl[i] = R_i . u - a_i Sb_i . wt    (dk_r = beta dkl, summed over the tiles)
+ *   x_i = R_i - beta k_i wt,  dgi[i] = x_i . Sb_i,  R_i = a_i x_i  (= dL/dS_{r-1}
+ *   without row r-1's output), and for row r-1 when kp is set:
+ *   R_i += qp_i dOp (dOp set),  sdq[i] = Sb_i . dOp,  wn = R^T kp.
+ * The per-row sums are left as vectors and 8 rows are summed across their
+ * lanes together on the AVX paths. */
+
+static void bk_row(int K, float *restrict R, const float *restrict Sb, const float *restrict u,
+                   const float *restrict wt, float be, const float *restrict kr, float a,
+                   const float *restrict av, const float *restrict kp, const float *restrict qp,
+                   const float *restrict dOp, float *restrict dkl, float *restrict dgi,
+                   float *restrict sdq, float *restrict wn)
+{
+#ifdef BK_NV
+    const int L = VB / BK_NV;
+    bk_vec U[BK_NV], Wt[BK_NV], D[BK_NV], A[BK_NV];
+    for (int v = 0; v < BK_NV; v++) {
+        U[v] = BK_LD(u + L * v);
+        Wt[v] = BK_LD(wt + L * v);
+        D[v] = dOp ? BK_LD(dOp + L * v) : BK_ZERO();
+        A[v] = BK_ZERO();
+    }
+    for (int i0 = 0; i0 < K; i0 += 8) {
+        const int n = K - i0 < 8 ? K - i0 : 8;
+        __m256 Pd[8], Pg[8], Pq[8];
+        for (int m = 0; m < n; m++) {
+            const int i = i0 + m;
+            float *Ri = R + (size_t)i * VB;
+            const float *Bi = Sb + (size_t)i * VB;
+            const bk_vec ai = BK_SET1(av ? av[i] : a), bk = BK_SET1(-be * kr[i]);
+            bk_vec bb[BK_NV], x[BK_NV];
+            bk_vec bw = BK_ZERO(), ru = BK_ZERO(), pg = BK_ZERO(), pq = BK_ZERO();
+            for (int v = 0; v < BK_NV; v++) {
+                bb[v] = BK_LD(Bi + L * v);
+                const bk_vec r = BK_LD(Ri + L * v);
+                bw = BK_FMA(bb[v], Wt[v], bw);
+                ru = BK_FMA(r, U[v], ru);
+                x[v] = BK_FMA(bk, Wt[v], r);
+                pg = BK_FMA(x[v], bb[v], pg);
+                x[v] = BK_MUL(ai, x[v]);
+            }
+            Pd[m] = BK_FOLD(BK_FNMA(ai, bw, ru));
+            Pg[m] = BK_FOLD(pg);
+            if (kp) {
+                const bk_vec qi = BK_SET1(qp ? qp[i] : 0.0f), ki = BK_SET1(kp[i]);
+                for (int v = 0; v < BK_NV; v++) {
+                    if (dOp) {
+                        x[v] = BK_FMA(qi, D[v], x[v]);
+                        pq = BK_FMA(bb[v], D[v], pq);
+                    }
+                    A[v] = BK_FMA(ki, x[v], A[v]);
+                }
+            }
+            Pq[m] = BK_FOLD(pq);
+            for (int v = 0; v < BK_NV; v++) {
+                BK_ST(Ri + L * v, x[v]);
+            }
+        }
+        for (int m = n; m < 8; m++) {
+            Pd[m] = Pg[m] = Pq[m] = _mm256_setzero_ps();
+        }
+        float sd[8], sg[8], sq[8];
+        _mm256_storeu_ps(sd, lina_hsum8(Pd));
+        _mm256_storeu_ps(sg, lina_hsum8(Pg));
+        _mm256_storeu_ps(sq, lina_hsum8(Pq));
+        for (int m = 0; m < n; m++) {
+            dkl[i0 + m] = sd[m];
+            dgi[i0 + m] = sg[m];
+            sdq[i0 + m] = sq[m];
+        }
+    }
+    for (int v = 0; v < BK_NV; v++) {
+        BK_ST(wn + L * v, A[v]);
+    }
+#else
+    float wa[VB];
+    for (int j = 0; j < VB; j++) {
+        wa[j] = 0.0f;
+    }
+    for (int i = 0; i < K; i++) {
+        float *restrict Ri = R + (size_t)i * VB;
+        const float *restrict Bi = Sb + (size_t)i * VB;
+        const float bki = be * kr[i], ai = av ? av[i] : a;
+        const float qi = kp && dOp ? qp[i] : 0.0f, ki = kp ? kp[i] : 0.0f;
+        float dd = 0.0f, dgs = 0.0f, dq = 0.0f;
+#pragma omp simd reduction(+ : dd, dgs, dq)
+        for (int j = 0; j < VB; j++) {
+            dd += DL_FMA(Ri[j], u[j], -ai * wt[j] * Bi[j]);
+            float x = DL_FMA(-bki, wt[j], Ri[j]);
+            dgs += x * Bi[j];
+            x = DL_FMA(qi, dOp ? dOp[j] : 0.0f, ai * x);
+            dq += Bi[j] * (dOp ? dOp[j] : 0.0f);
+            wa[j] = DL_FMA(ki, x, wa[j]);
+            Ri[j] = x;
+        }
+        dkl[i] = dd;
+        dgi[i] = dgs;
+        sdq[i] = dq;
+    }
+    for (int j = 0; kp && j < VB; j++) {
+        wn[j] = wa[j];
+    }
+#endif
+}
+
+/* Row r's output term for the fused step, when r is the last sub-step of a
+ * token and do is given: qs = s q_t and dO = do_t zero padded to VB; *qp and
+ * *dOp point at them (NULL otherwise). */
+static void bk_out(const dl_ctx *c, const lina_delta_grad_in *gi, int b, int h, int r, int j0, int W,
+                   float *qs, float *dO, const float **qp, const float **dOp)
+{
+    *qp = *dOp = NULL;
+    if (r % c->n != c->n - 1 || !gi->do_) {
+        return;
+    }
+    const int t = r / c->n;
+    const float *qt = dl_q(c, b, t, h), *dot = LINA_ROW(gi->do_, b, t, h, c->T, c->H, c->V) + j0;
+    for (int i = 0; i < c->K; i++) {
+        qs[i] = c->s * qt[i];
+    }
+    for (int j = 0; j < VB; j++) {
+        dO[j] = j < W ? dot[j] : 0.0f;
+    }
+    *qp = qs;
+    *dOp = dO;
+}
+
+/* dq of row r's token += s sdq (when row r had an output term) */
+static void bk_dq(const dl_ctx *c, lina_delta_grad_out *go, int b, int h, int r, const float *qp,
+                  const float *sdq)
+{
+    if (!qp) {
+        return;
+    }
+    float *dq = LINA_ROW(go->dq, b, r / c->n, h, c->T, c->H, c->K);
+    for (int i = 0; i < c->K; i++) {
+        dq[i] += c->s * sdq[i];
     }
 }
 
@@ -382,12 +557,11 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
     const size_t KV = (size_t)K * V, tile = (size_t)K * VB;
     const int nvb = (V + VB - 1) / VB;
     const int nseg = (N + SEG - 1) / SEG;
-    const float s = c->s;
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
-        size_t need = (tile * ((size_t)nseg + SEG + 2) + 7 * (size_t)K + (SEG + 4) * (size_t)VB) *
+        size_t need = (tile * ((size_t)nseg + SEG + 2) + 8 * (size_t)K + (SEG + 6) * (size_t)VB) *
                       sizeof(float);
         float *mem = lina_ws_get(ws, lina_thread_id(), need);
         if (!mem) {
@@ -404,9 +578,11 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
         float *Us = dkl + K;                      /* [SEG][VB] u per row */
         float *w = Us + (size_t)SEG * VB;         /* [VB] */
         float *dO = w + VB;                       /* [VB] */
-        float *dvb = dO + VB;                     /* [VB] */
-        float *av = dvb + VB, *an = av + K, *kd = an + K; /* [K]: gk decays, decayed key */
+        float *av = dO + VB, *an = av + K, *kd = an + K; /* [K]: gk decays, decayed key */
         float *dgi = kd + K;                      /* [K] sum over the tile of dS' * S_before per key row */
+        float *sdq = dgi + K;                     /* [K] S dO per key row */
+        float *wn = sdq + K, *zero = wn + VB;     /* [VB] the next row's R^T k; zeros */
+        memset(zero, 0, VB * sizeof(float));
         float *dgk = c->gk ? go->dgk : NULL;
         for (int t = 0; t < T; t++) {
             memset(LINA_ROW(go->dq, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
@@ -451,10 +627,20 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                                  nxt ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w, dec | (nxt << 2));
             }
             tile_load(R, gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL, K, V, j0, W);
+            /* the last row's output (Sx holds S_{N-1} after the forward):
+             * R += s q dO^T, dq += s S_{N-1} dO, w = R^T k_{N-1} */
+            {
+                const float *qp = NULL, *dOp = NULL;
+                bk_out(c, gi, b, h, N - 1, j0, W, qs, dO, &qp, &dOp);
+                bk_row(K, R, Sx, zero, zero, 0.0f, zero, 1.0f, NULL, dl_k(c, b, N - 1, h), qp, dOp, dkl,
+                       dgi, sdq, w);
+                bk_dq(c, go, b, h, N - 1, qp, sdq);
+            }
             for (int sg = nseg - 1; sg >= 0; sg--) {
                 const int ts = sg * SEG, te = ts + SEG < N ? ts + SEG : N;
                 memcpy(Sx, ck + (size_t)sg * tile, tile * sizeof(float));
-                tile_dot(K, Sx, dl_kdec(c, b, ts, h, an, kd), w);
+                float *wr = wn; /* the recompute's scratch; w holds row te-1's R^T k */
+                tile_dot(K, Sx, dl_kdec(c, b, ts, h, an, kd), wr);
                 for (int r = ts; r < te; r++) {
                     const float a = expf(dl_gate(c, b, r, h));
                     const float be = c->beta[dl_bix(c, b, r, h)];
@@ -468,7 +654,7 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                     rec_step_fused(K, Sx + (size_t)(r - ts) * tile, Sx + (size_t)(r - ts + 1) * tile,
                                    a, c->gk ? av : NULL, kb, dl_v(c, b, r, h) + j0, W,
                                    Us + (size_t)(r - ts) * VB,
-                                   r + 1 < te ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w);
+                                   r + 1 < te ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, wr);
                 }
                 for (int r = te - 1; r >= ts; r--) {
                     const int t = r / n, jn = r % n;
@@ -479,83 +665,29 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                     if (c->gk) {
                         dl_kdec(c, b, r, h, av, kd); /* av = exp(gk_r) */
                     }
-                    const float *Sb = Sx + (size_t)(r - ts) * tile;     /* before the row */
-                    const float *Sa = Sb + tile;                        /* after the row */
                     const float *u = Us + (size_t)(r - ts) * VB;
-                    float wa[VB];
-                    for (int j = 0; j < VB; j++) {
-                        wa[j] = 0.0f;
-                    }
-                    if (jn == n - 1 && gi->do_) {
-                        /* R += s q do^T; dq += s Sa do; w = R^T k */
-                        const float *qt = dl_q(c, b, t, h);
-                        const float *dot = LINA_ROW(gi->do_, b, t, h, T, H, V) + j0;
-                        float *dq = LINA_ROW(go->dq, b, t, h, T, H, K);
-                        for (int j = 0; j < W; j++) {
-                            dO[j] = dot[j];
-                        }
-                        for (int j = W; j < VB; j++) {
-                            dO[j] = 0.0f;
-                        }
-                        for (int i = 0; i < K; i++) {
-                            qs[i] = s * qt[i];
-                        }
-                        for (int i = 0; i < K; i++) {
-                            float *restrict Ri = R + (size_t)i * VB;
-                            const float *restrict Ai = Sa + (size_t)i * VB;
-                            const float qi = qs[i], ki = kr[i];
-                            float sdq = 0.0f;
-#pragma omp simd reduction(+ : sdq)
-                            for (int j = 0; j < VB; j++) {
-                                float x = DL_FMA(qi, dO[j], Ri[j]);
-                                Ri[j] = x;
-                                sdq += Ai[j] * dO[j];
-                                wa[j] = DL_FMA(ki, x, wa[j]);
-                            }
-                            dq[i] += s * sdq;
-                        }
-                    } else {
-                        for (int i = 0; i < K; i++) {
-                            const float *restrict Ri = R + (size_t)i * VB;
-                            const float ki = kr[i];
-#pragma omp simd
-                            for (int j = 0; j < VB; j++) {
-                                wa[j] = DL_FMA(ki, Ri[j], wa[j]);
-                            }
-                        }
-                    }
                     /* dv = beta w, dbeta = w . u */
                     float *dv = LINA_ROW(go->dv, b, r, h, N, H, V) + j0;
                     double dbe = 0.0;
                     for (int j = 0; j < W; j++) {
-                        dvb[j] = be * wa[j];
-                        dbe += (double)wa[j] * u[j];
-                        w[j] = wa[j];
+                        dv[j] = be * w[j];
+                        dbe += (double)w[j] * u[j];
                     }
+                    go->dbeta[dl_bix(c, b, r, h)] += (float)dbe;
+                    /* row r back, fused with row r-1's output and its R^T k */
+                    const float *qp = NULL, *dOp = NULL;
+                    if (r > 0) {
+                        bk_out(c, gi, b, h, r - 1, j0, W, qs, dO, &qp, &dOp);
+                    }
+                    bk_row(K, R, Sx + (size_t)(r - ts) * tile, u, w, be, kr, a, c->gk ? av : NULL,
+                           r > 0 ? dl_k(c, b, r - 1, h) : NULL, qp, dOp, dkl, dgi, sdq, wn);
+                    float *tmp = w;
+                    w = wn;
+                    wn = tmp;
                     for (int j = W; j < VB; j++) {
                         w[j] = 0.0f;
                     }
-                    memcpy(dv, dvb, (size_t)W * sizeof(float));
-                    go->dbeta[dl_bix(c, b, r, h)] += (float)dbe;
-                    /* dk = beta (R u - S' w) (one reduction per key row);
-                     * dS' = R - beta k w^T; dg = sum(dS' S'); R = a dS'
-                     * (with gk: row i decays by a_i, dgk_i = a_i sum_j (dS' S)_ij) */
                     float *dk = LINA_ROW(go->dk, b, r, h, N, H, K);
-                    for (int i = 0; i < K; i++) {
-                        float *restrict Ri = R + (size_t)i * VB;
-                        const float *restrict Bi = Sb + (size_t)i * VB;
-                        const float bki = be * kr[i], ai = c->gk ? av[i] : a;
-                        float dd = 0.0f, dgs = 0.0f;
-#pragma omp simd reduction(+ : dd, dgs)
-                        for (int j = 0; j < VB; j++) {
-                            dd += DL_FMA(Ri[j], u[j], -ai * w[j] * Bi[j]);
-                            const float x = DL_FMA(-bki, w[j], Ri[j]);
-                            dgs += x * Bi[j];
-                            Ri[j] = ai * x;
-                        }
-                        dkl[i] = dd;
-                        dgi[i] = dgs;
-                    }
                     for (int i = 0; i < K; i++) {
                         dk[i] += be * dkl[i];
                     }
@@ -570,6 +702,9 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                             dga += dgi[i];
                         }
                         go->dg[dl_gix(c, b, t, h)] += (float)(a * dga);
+                    }
+                    if (r > 0) {
+                        bk_dq(c, go, b, h, r - 1, qp, sdq);
                     }
                 }
             }

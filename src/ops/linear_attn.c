@@ -1206,18 +1206,6 @@ static inline void rb_fwd_step(int W, float *restrict S, const float *restrict a
     }
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-/* (sum of x[0], ..., sum of x[7]) */
-static inline __m256 rb_hsum8(const __m256 *x)
-{
-    const __m256 t0 = _mm256_hadd_ps(x[0], x[1]), t1 = _mm256_hadd_ps(x[2], x[3]);
-    const __m256 t2 = _mm256_hadd_ps(x[4], x[5]), t3 = _mm256_hadd_ps(x[6], x[7]);
-    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
-    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-}
-#endif
-
 /* reverse sweep step: R = diag(a) R + qb dO^T; dk = R v; dv (+)= R^T kb */
 static inline void rb_rev_step(int W, float *restrict R, const float *restrict a,
                                const float *restrict qb, const float *restrict kb,
@@ -1253,8 +1241,8 @@ static inline void rb_rev_step(int W, float *restrict R, const float *restrict a
             P[m] = _mm256_setzero_ps();
         }
         float sums[16];
-        _mm256_storeu_ps(sums, rb_hsum8(P));
-        _mm256_storeu_ps(sums + 8, rb_hsum8(P + 8));
+        _mm256_storeu_ps(sums, lina_hsum8(P));
+        _mm256_storeu_ps(sums + 8, lina_hsum8(P + 8));
         if (add) {
             for (int m = 0; m < n; m++) {
                 dv[g + m] += sums[m];
@@ -1293,7 +1281,7 @@ static inline void rb_rev_step(int W, float *restrict R, const float *restrict a
             P[m] = _mm256_setzero_ps();
         }
         float sums[8];
-        _mm256_storeu_ps(sums, rb_hsum8(P));
+        _mm256_storeu_ps(sums, lina_hsum8(P));
         if (add) {
             for (int m = 0; m < n; m++) {
                 dv[g + m] += sums[m];
