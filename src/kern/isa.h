@@ -77,6 +77,35 @@ int lina_isa_id(void);
     void name params { name##_portable args; }
 #endif
 
+/* One vector type for code written once for both AVX paths: lina_vf holds
+ * LINA_VL floats; LINA_VFOLD adds its halves down to one __m256 (8 lanes). */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+typedef __m512 lina_vf;
+#define LINA_VL 16
+#define LINA_VLD _mm512_loadu_ps
+#define LINA_VST _mm512_storeu_ps
+#define LINA_VMUL _mm512_mul_ps
+#define LINA_VFMA _mm512_fmadd_ps
+#define LINA_VFNMA _mm512_fnmadd_ps
+#define LINA_VSET1 _mm512_set1_ps
+#define LINA_VZERO _mm512_setzero_ps
+#define LINA_VFOLD(x) \
+    _mm256_add_ps(_mm512_castps512_ps256(x), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)))
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+typedef __m256 lina_vf;
+#define LINA_VL 8
+#define LINA_VLD _mm256_loadu_ps
+#define LINA_VST _mm256_storeu_ps
+#define LINA_VMUL _mm256_mul_ps
+#define LINA_VFMA _mm256_fmadd_ps
+#define LINA_VFNMA _mm256_fnmadd_ps
+#define LINA_VSET1 _mm256_set1_ps
+#define LINA_VZERO _mm256_setzero_ps
+#define LINA_VFOLD(x) (x)
+#endif
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 /* (sum of the lanes of x[0], ..., of x[7]): the row sums of 8 rows at once */

@@ -331,29 +331,9 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
 
 /* ================================================== recurrent backward */
 
-/* vectors of the AVX paths of the recurrent backward: BK_NV of them per VB columns */
-#if defined(__AVX512F__)
-typedef __m512 bk_vec;
-#define BK_NV 2
-#define BK_LD _mm512_loadu_ps
-#define BK_ST _mm512_storeu_ps
-#define BK_MUL _mm512_mul_ps
-#define BK_FMA _mm512_fmadd_ps
-#define BK_FNMA _mm512_fnmadd_ps
-#define BK_SET1 _mm512_set1_ps
-#define BK_ZERO _mm512_setzero_ps
-#define BK_FOLD(x) _mm256_add_ps(_mm512_castps512_ps256(x), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)))
-#elif defined(__AVX2__) && defined(__FMA__)
-typedef __m256 bk_vec;
-#define BK_NV 4
-#define BK_LD _mm256_loadu_ps
-#define BK_ST _mm256_storeu_ps
-#define BK_MUL _mm256_mul_ps
-#define BK_FMA _mm256_fmadd_ps
-#define BK_FNMA _mm256_fnmadd_ps
-#define BK_SET1 _mm256_set1_ps
-#define BK_ZERO _mm256_setzero_ps
-#define BK_FOLD(x) (x)
+/* the AVX paths of the recurrent backward: BK_NV vectors per VB columns */
+#ifdef LINA_VL
+#define BK_NV (VB / LINA_VL)
 #endif
 
 /* One row into a new tile: u = v - a w (w = Sp^T k given; u stored, zero
@@ -373,21 +353,21 @@ static void rec_step_fused(int K, const float *restrict Sp, float *restrict Sn, 
     }
 #ifdef BK_NV
     const int L = VB / BK_NV;
-    bk_vec U[BK_NV], A[BK_NV];
+    lina_vf U[BK_NV], A[BK_NV];
     for (int m = 0; m < BK_NV; m++) {
-        U[m] = BK_LD(uu + L * m);
-        A[m] = BK_ZERO();
+        U[m] = LINA_VLD(uu + L * m);
+        A[m] = LINA_VZERO();
     }
     for (int i = 0; i < K; i++) {
-        const bk_vec kbi = BK_SET1(kb[i]), ki = BK_SET1(kn ? kn[i] : 0.0f), ai = BK_SET1(av ? av[i] : a);
+        const lina_vf kbi = LINA_VSET1(kb[i]), ki = LINA_VSET1(kn ? kn[i] : 0.0f), ai = LINA_VSET1(av ? av[i] : a);
         for (int m = 0; m < BK_NV; m++) {
-            const bk_vec x = BK_FMA(kbi, U[m], BK_MUL(ai, BK_LD(Sp + (size_t)i * VB + L * m)));
-            BK_ST(Sn + (size_t)i * VB + L * m, x);
-            A[m] = BK_FMA(ki, x, A[m]);
+            const lina_vf x = LINA_VFMA(kbi, U[m], LINA_VMUL(ai, LINA_VLD(Sp + (size_t)i * VB + L * m)));
+            LINA_VST(Sn + (size_t)i * VB + L * m, x);
+            A[m] = LINA_VFMA(ki, x, A[m]);
         }
     }
     for (int m = 0; m < BK_NV; m++) {
-        BK_ST(wa + L * m, A[m]);
+        LINA_VST(wa + L * m, A[m]);
     }
 #else
     for (int i = 0; i < K; i++) {
@@ -425,12 +405,12 @@ static void bk_row(int K, float *restrict R, const float *restrict Sb, const flo
 {
 #ifdef BK_NV
     const int L = VB / BK_NV;
-    bk_vec U[BK_NV], Wt[BK_NV], D[BK_NV], A[BK_NV];
+    lina_vf U[BK_NV], Wt[BK_NV], D[BK_NV], A[BK_NV];
     for (int v = 0; v < BK_NV; v++) {
-        U[v] = BK_LD(u + L * v);
-        Wt[v] = BK_LD(wt + L * v);
-        D[v] = dOp ? BK_LD(dOp + L * v) : BK_ZERO();
-        A[v] = BK_ZERO();
+        U[v] = LINA_VLD(u + L * v);
+        Wt[v] = LINA_VLD(wt + L * v);
+        D[v] = dOp ? LINA_VLD(dOp + L * v) : LINA_VZERO();
+        A[v] = LINA_VZERO();
     }
     for (int i0 = 0; i0 < K; i0 += 8) {
         const int n = K - i0 < 8 ? K - i0 : 8;
@@ -439,33 +419,33 @@ static void bk_row(int K, float *restrict R, const float *restrict Sb, const flo
             const int i = i0 + m;
             float *Ri = R + (size_t)i * VB;
             const float *Bi = Sb + (size_t)i * VB;
-            const bk_vec ai = BK_SET1(av ? av[i] : a), bk = BK_SET1(-be * kr[i]);
-            bk_vec bb[BK_NV], x[BK_NV];
-            bk_vec bw = BK_ZERO(), ru = BK_ZERO(), pg = BK_ZERO(), pq = BK_ZERO();
+            const lina_vf ai = LINA_VSET1(av ? av[i] : a), bk = LINA_VSET1(-be * kr[i]);
+            lina_vf bb[BK_NV], x[BK_NV];
+            lina_vf bw = LINA_VZERO(), ru = LINA_VZERO(), pg = LINA_VZERO(), pq = LINA_VZERO();
             for (int v = 0; v < BK_NV; v++) {
-                bb[v] = BK_LD(Bi + L * v);
-                const bk_vec r = BK_LD(Ri + L * v);
-                bw = BK_FMA(bb[v], Wt[v], bw);
-                ru = BK_FMA(r, U[v], ru);
-                x[v] = BK_FMA(bk, Wt[v], r);
-                pg = BK_FMA(x[v], bb[v], pg);
-                x[v] = BK_MUL(ai, x[v]);
+                bb[v] = LINA_VLD(Bi + L * v);
+                const lina_vf r = LINA_VLD(Ri + L * v);
+                bw = LINA_VFMA(bb[v], Wt[v], bw);
+                ru = LINA_VFMA(r, U[v], ru);
+                x[v] = LINA_VFMA(bk, Wt[v], r);
+                pg = LINA_VFMA(x[v], bb[v], pg);
+                x[v] = LINA_VMUL(ai, x[v]);
             }
-            Pd[m] = BK_FOLD(BK_FNMA(ai, bw, ru));
-            Pg[m] = BK_FOLD(pg);
+            Pd[m] = LINA_VFOLD(LINA_VFNMA(ai, bw, ru));
+            Pg[m] = LINA_VFOLD(pg);
             if (kp) {
-                const bk_vec qi = BK_SET1(qp ? qp[i] : 0.0f), ki = BK_SET1(kp[i]);
+                const lina_vf qi = LINA_VSET1(qp ? qp[i] : 0.0f), ki = LINA_VSET1(kp[i]);
                 for (int v = 0; v < BK_NV; v++) {
                     if (dOp) {
-                        x[v] = BK_FMA(qi, D[v], x[v]);
-                        pq = BK_FMA(bb[v], D[v], pq);
+                        x[v] = LINA_VFMA(qi, D[v], x[v]);
+                        pq = LINA_VFMA(bb[v], D[v], pq);
                     }
-                    A[v] = BK_FMA(ki, x[v], A[v]);
+                    A[v] = LINA_VFMA(ki, x[v], A[v]);
                 }
             }
-            Pq[m] = BK_FOLD(pq);
+            Pq[m] = LINA_VFOLD(pq);
             for (int v = 0; v < BK_NV; v++) {
-                BK_ST(Ri + L * v, x[v]);
+                LINA_VST(Ri + L * v, x[v]);
             }
         }
         for (int m = n; m < 8; m++) {
@@ -482,7 +462,7 @@ static void bk_row(int K, float *restrict R, const float *restrict Sb, const flo
         }
     }
     for (int v = 0; v < BK_NV; v++) {
-        BK_ST(wn + L * v, A[v]);
+        LINA_VST(wn + L * v, A[v]);
     }
 #else
     float wa[VB];

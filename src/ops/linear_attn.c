@@ -1148,10 +1148,10 @@ static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_g
  *                   from dH_T = e_T dh_T),  dks_t = R_t v_t,  dv_t = R_t^T ks_t
  * The sweeps keep nothing per step: dq needs only the forward states and dk,
  * dv only the reverse ones. dv_t sums over the rows: on the AVX paths each
- * column's lanes are left as one vector and 16 (8) columns are summed across
- * their lanes together. */
-#if defined(__AVX512F__)
-#define RB 64
+ * column's lanes are left as one vector and 8 columns are summed across their
+ * lanes together. */
+#ifdef LINA_VL
+#define RB (4 * LINA_VL)
 #else
 #define RB 32
 #endif
@@ -1212,70 +1212,27 @@ static inline void rb_rev_step(int W, float *restrict R, const float *restrict a
                                const float *restrict v, const float *restrict dO,
                                float *restrict dk, float *restrict dv, int add)
 {
-#if defined(__AVX512F__)
-    __m512 A[4], Q[4], Kb[4], D[4];
+#ifdef LINA_VL
+    lina_vf A[4], Q[4], Kb[4], D[4];
     for (int u = 0; u < 4; u++) {
-        A[u] = _mm512_loadu_ps(a + 16 * u);
-        Q[u] = _mm512_loadu_ps(qb + 16 * u);
-        Kb[u] = _mm512_loadu_ps(kb + 16 * u);
-        D[u] = _mm512_setzero_ps();
-    }
-    for (int g = 0; g < W; g += 16) {
-        const int n = W - g < 16 ? W - g : 16;
-        __m256 P[16];
-        for (int m = 0; m < n; m++) {
-            float *Rj = R + (size_t)(g + m) * RB;
-            const __m512 d = _mm512_set1_ps(dO[g + m]), vv = _mm512_set1_ps(v[g + m]);
-            __m512 x[4];
-            for (int u = 0; u < 4; u++) {
-                x[u] = _mm512_fmadd_ps(Q[u], d, _mm512_mul_ps(A[u], _mm512_loadu_ps(Rj + 16 * u)));
-                _mm512_storeu_ps(Rj + 16 * u, x[u]);
-                D[u] = _mm512_fmadd_ps(x[u], vv, D[u]);
-            }
-            const __m512 p = _mm512_fmadd_ps(x[3], Kb[3], _mm512_fmadd_ps(x[2], Kb[2],
-                                 _mm512_fmadd_ps(x[1], Kb[1], _mm512_mul_ps(x[0], Kb[0]))));
-            P[m] = _mm256_add_ps(_mm512_castps512_ps256(p),
-                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1)));
-        }
-        for (int m = n; m < 16; m++) {
-            P[m] = _mm256_setzero_ps();
-        }
-        float sums[16];
-        _mm256_storeu_ps(sums, lina_hsum8(P));
-        _mm256_storeu_ps(sums + 8, lina_hsum8(P + 8));
-        if (add) {
-            for (int m = 0; m < n; m++) {
-                dv[g + m] += sums[m];
-            }
-        } else {
-            memcpy(dv + g, sums, (size_t)n * sizeof(float));
-        }
-    }
-    for (int u = 0; u < 4; u++) {
-        _mm512_storeu_ps(dk + 16 * u, D[u]);
-    }
-#elif defined(__AVX2__) && defined(__FMA__)
-    __m256 A[4], Q[4], Kb[4], D[4];
-    for (int u = 0; u < 4; u++) {
-        A[u] = _mm256_loadu_ps(a + 8 * u);
-        Q[u] = _mm256_loadu_ps(qb + 8 * u);
-        Kb[u] = _mm256_loadu_ps(kb + 8 * u);
-        D[u] = _mm256_setzero_ps();
+        A[u] = LINA_VLD(a + LINA_VL * u);
+        Q[u] = LINA_VLD(qb + LINA_VL * u);
+        Kb[u] = LINA_VLD(kb + LINA_VL * u);
+        D[u] = LINA_VZERO();
     }
     for (int g = 0; g < W; g += 8) {
         const int n = W - g < 8 ? W - g : 8;
         __m256 P[8];
         for (int m = 0; m < n; m++) {
             float *Rj = R + (size_t)(g + m) * RB;
-            const __m256 d = _mm256_set1_ps(dO[g + m]), vv = _mm256_set1_ps(v[g + m]);
-            __m256 x[4];
+            const lina_vf d = LINA_VSET1(dO[g + m]), vv = LINA_VSET1(v[g + m]);
+            lina_vf x[4];
             for (int u = 0; u < 4; u++) {
-                x[u] = _mm256_fmadd_ps(Q[u], d, _mm256_mul_ps(A[u], _mm256_loadu_ps(Rj + 8 * u)));
-                _mm256_storeu_ps(Rj + 8 * u, x[u]);
-                D[u] = _mm256_fmadd_ps(x[u], vv, D[u]);
+                x[u] = LINA_VFMA(Q[u], d, LINA_VMUL(A[u], LINA_VLD(Rj + LINA_VL * u)));
+                LINA_VST(Rj + LINA_VL * u, x[u]);
+                D[u] = LINA_VFMA(x[u], vv, D[u]);
             }
-            P[m] = _mm256_fmadd_ps(x[3], Kb[3], _mm256_fmadd_ps(x[2], Kb[2],
-                       _mm256_fmadd_ps(x[1], Kb[1], _mm256_mul_ps(x[0], Kb[0]))));
+            P[m] = LINA_VFOLD(LINA_VFMA(x[3], Kb[3], LINA_VFMA(x[2], Kb[2], LINA_VFMA(x[1], Kb[1], LINA_VMUL(x[0], Kb[0])))));
         }
         for (int m = n; m < 8; m++) {
             P[m] = _mm256_setzero_ps();
@@ -1291,7 +1248,7 @@ static inline void rb_rev_step(int W, float *restrict R, const float *restrict a
         }
     }
     for (int u = 0; u < 4; u++) {
-        _mm256_storeu_ps(dk + 8 * u, D[u]);
+        LINA_VST(dk + LINA_VL * u, D[u]);
     }
 #else
     float acc[RB];
