@@ -231,7 +231,18 @@ def _dims(q, v, scale, chunk):
 
 
 def _needs(ctx, n):
-    return any(ctx.needs_input_grad[:n])
+    return ctx is not None and any(ctx.needs_input_grad[:n])
+
+
+def apply(fn, *args):
+    """fn.apply(*args) when autograd records the call (grad mode on and a tensor argument
+    requiring a gradient); else fn.forward(None, *args): the forward alone, without the
+    autograd Function's machinery (no graph node, nothing kept for a backward)."""
+    if torch.is_grad_enabled():
+        for x in args:
+            if isinstance(x, torch.Tensor) and x.requires_grad:
+                return fn.apply(*args)
+    return fn.forward(None, *args)
 
 
 def _grad(x):
@@ -264,9 +275,10 @@ class DD(torch.autograd.Function):
         out = L.DDOut(_p(o), _p(ht), _p(states))
         _call(L.lib.lina_dd_fwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form,
               L.workspace())
-        ctx.save_for_backward(q, k, v, g, h0, states)
-        ctx.cfg = (scale, form, chunk)
-        ctx.set_materialize_grads(False)
+        if ctx is not None:
+            ctx.save_for_backward(q, k, v, g, h0, states)
+            ctx.cfg = (scale, form, chunk)
+            ctx.set_materialize_grads(False)
         return o, ht
 
     @staticmethod
@@ -305,9 +317,10 @@ class Delta(torch.autograd.Function):
         out = L.DeltaOut(_p(o), _p(ht), _p(cache))
         _call(L.lib.lina_delta_fwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form,
               L.workspace())
-        ctx.save_for_backward(q, k, v, beta, g, h0, cache)
-        ctx.cfg = (n, scale, form, chunk)
-        ctx.set_materialize_grads(False)
+        if ctx is not None:
+            ctx.save_for_backward(q, k, v, beta, g, h0, cache)
+            ctx.cfg = (n, scale, form, chunk)
+            ctx.set_materialize_grads(False)
         return o, ht
 
     @staticmethod
@@ -343,9 +356,10 @@ class Mlstm(torch.autograd.Function):
         out = L.MlstmOut(_p(o), _p(ht), _p(nt), _p(mt))
         _call(L.lib.lina_mlstm_fwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form,
               L.workspace())
-        ctx.save_for_backward(q, k, v, i, f, h0, n0, m0)
-        ctx.cfg = (scale, form, chunk)
-        ctx.set_materialize_grads(False)
+        if ctx is not None:
+            ctx.save_for_backward(q, k, v, i, f, h0, n0, m0)
+            ctx.cfg = (scale, form, chunk)
+            ctx.set_materialize_grads(False)
         return o, ht, nt, mt
 
     @staticmethod
@@ -380,8 +394,9 @@ class Softmax(torch.autograd.Function):
         out = L.SoftmaxOut(_p(o), _p(stat))
         _call(L.lib.lina_softmax_attn_fwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out),
               L.workspace())
-        ctx.save_for_backward(q, k, v, stat)
-        ctx.cfg = (scale, window, non_causal)
+        if ctx is not None:
+            ctx.save_for_backward(q, k, v, stat)
+            ctx.cfg = (scale, window, non_causal)
         return o
 
     @staticmethod
@@ -413,8 +428,9 @@ class Lion(torch.autograd.Function):
         out = L.LionOut(_p(o))
         _call(L.lib.lina_lion_fwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form,
               L.workspace())
-        ctx.save_for_backward(q, k, v, g)
-        ctx.cfg = (scale, normalize, form, chunk)
+        if ctx is not None:
+            ctx.save_for_backward(q, k, v, g)
+            ctx.cfg = (scale, normalize, form, chunk)
         return o
 
     @staticmethod

@@ -26,7 +26,7 @@ import inspect
 import torch
 
 from ._core import _np
-from ._core import CHUNK, RECURRENT, DD, Delta, Lion, Mlstm, Softmax, Args, check_log_gate, check_scale
+from ._core import CHUNK, RECURRENT, DD, Delta, Lion, Mlstm, Softmax, Args, apply, check_log_gate, check_scale
 
 __all__ = [
     "chunk_linear_attn", "fused_recurrent_linear_attn", "chunk_retention", "chunk_simple_gla",
@@ -198,7 +198,7 @@ def _dd(a, q, k, v, g, gspec, scale, initial_state, form, want_ht, state_v_first
         check_log_gate(a, name, g)
     h0 = _state(a, "initial_state", initial_state, state_v_first)
     scale = check_scale(a, scale, q.shape[-1])
-    o, ht = DD.apply(q, k, v, g, h0, scale, form, 0, bool(want_ht))
+    o, ht = apply(DD, q, k, v, g, h0, scale, form, 0, bool(want_ht))
     return q, k, scale, o, _state_out(ht, state_v_first)
 
 
@@ -396,7 +396,7 @@ def _delta(a, q, k, v, beta, g, n, scale, initial_state, output_final_state, l2n
         # sigmoid(+-Inf) is finite: the logits are checked here, not proved from o
         a.check_now("beta", beta)
         beta = torch.sigmoid(beta) * (2.0 if neg_eigval else 1.0)
-    o, ht = Delta.apply(q, k, v, beta, g, h0, n, scale, form, 0, bool(output_final_state))
+    o, ht = apply(Delta, q, k, v, beta, g, h0, n, scale, form, 0, bool(output_final_state))
     return _finish(a, o, _state_out(ht, state_v_first), output_final_state, head_first)
 
 
@@ -572,7 +572,7 @@ def mlstm(q, k, v, i, f, scale=None, initial_state=None, output_final_state=Fals
         n0 = a.tensor("initial_state[1]", initial_state[1], "BHK")
         m0 = a.tensor("initial_state[2]", initial_state[2], "BH")
     scale = check_scale(a, scale, q.shape[-1])
-    o, ht, nt, mt = Mlstm.apply(q, k, v, i, f, h0, n0, m0, scale, fm, 0)
+    o, ht, nt, mt = apply(Mlstm, q, k, v, i, f, h0, n0, m0, scale, fm, 0)
     return _finish(a, o, (ht, nt, mt), output_final_state)
 
 
@@ -599,7 +599,7 @@ def lion(q, k, v, g, scale=None, normalize=False, form="chunk", cu_seqlens=None)
     g = a.tensor("g", g, "BTH")
     check_log_gate(a, "g", g)
     scale = check_scale(a, scale, q.shape[-1])
-    o = Lion.apply(q, k, v, g, scale, int(bool(normalize)), fm, 0)
+    o = apply(Lion, q, k, v, g, scale, int(bool(normalize)), fm, 0)
     a.verify(o)
     return a.out(o)
 
@@ -632,6 +632,6 @@ def softmax_attn(q, k, v, scale=None, causal=True, window_size=None, cu_seqlens=
             raise a.err(ValueError, f"window_size must be an int >= 1, got {window_size!r}")
         window = window_size
     scale = check_scale(a, scale, q.shape[-1])
-    o = Softmax.apply(q, k, v, scale, window, int(not causal))
+    o = apply(Softmax, q, k, v, scale, window, int(not causal))
     a.verify(o)
     return a.out(o)

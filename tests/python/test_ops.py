@@ -625,6 +625,16 @@ def pool_tests():
         del o
         check(f"pool: {name} buffer given back when the graph is dropped", _core.pool.idle_bytes == idle,
               f"idle {idle} -> {_core.pool.idle_bytes} bytes")
+    # a call that autograd does not record runs the forward alone: the same outputs, no graph
+    for name, fn, args in cases:
+        with_graph = fn([a.clone().requires_grad_() for a in args])
+        plain = fn(list(args))
+        with torch.no_grad():
+            nograd = fn([a.clone().requires_grad_() for a in args])
+        check(f"forward without autograd: {name} gives the recorded call's output, no graph",
+              torch.equal(plain, with_graph.detach()) and torch.equal(nograd, plain)
+              and with_graph.grad_fn is not None and plain.grad_fn is None and nograd.grad_fn is None
+              and not plain.requires_grad and not nograd.requires_grad)
     lina.empty_cache()
     check("pool: lina.empty_cache() releases the idle buffers", _core.pool.idle_bytes == 0
           and not _core.pool.idle, f"{_core.pool.idle_bytes} bytes idle")
