@@ -32,7 +32,9 @@ static void fill(tb *t, double lo, double hi, int normal)
 }
 
 /* regime 0: RWKV-7's domain (w in (-0.61, 0), a = -kk, b = kk * iclr, kk unit norm);
- * 1: generic a, b of size ~1/sqrt(K) and strong decays w in [-5, 0] */
+ * 1: generic a, b of size ~1/sqrt(K) and strong decays w in [-5, 0];
+ * 2: as 1 with adversarial decays per key channel: w ~ -1e-7 (none), w in [-120, -20]
+ *    (the state forgets at once) or w in [-1, 0], mixed within every token */
 static void rc_init(rcase *c, int B, int T, int H, int K, int V, int regime)
 {
     memset(c, 0, sizeof *c);
@@ -48,6 +50,13 @@ static void rc_init(rcase *c, int B, int T, int H, int K, int V, int regime)
     }
     fill(&c->x[X_R], 0, 1, 1);
     fill(&c->x[X_W], regime ? -5.0 : -0.6065, regime ? 0.0 : -0.001, 0);
+    if (regime == 2) {
+        for (size_t j = 0; j < c->x[X_W].n; j++) {
+            const int kind = (int)(th_uniform(0, 3));
+            c->x[X_W].f[j] = (float)(kind == 0 ? -1e-7 * th_uniform(0, 1)
+                                     : kind == 1 ? th_uniform(-120, -20) : th_uniform(-1, 0));
+        }
+    }
     fill(&c->x[X_K], 0, 0.5, 1);
     fill(&c->x[X_V], 0, 1, 1);
     fill(&c->x[X_A], 0, 1, 1);
@@ -144,7 +153,8 @@ static void compare(int B, int T, int H, int K, int V, int regime, int init, lin
     rc_init(&c, B, T, H, K, V, regime);
     char tag[128];
     snprintf(tag, sizeof tag, "B=%d T=%d H=%d K=%d V=%d %s%s C=%d", B, T, H, K, V,
-             regime ? "generic a, b, strong decays" : "rwkv7 domain", init ? " +h0" : "", chunk);
+             regime == 2 ? "generic a, b, adversarial decays" : regime ? "generic a, b, strong decays" : "rwkv7 domain",
+             init ? " +h0" : "", chunk);
     const char *fn = form == LINA_FORM_CHUNK ? "chunk" : "recurrent";
     const size_t nv = c.dout.n, nh = c.dht.n;
     double *o = calloc(nv, sizeof(double)), *ht = calloc(nh, sizeof(double));
@@ -190,6 +200,52 @@ static void compare(int B, int T, int H, int K, int V, int regime, int init, lin
     free(of);
     free(hf);
     rc_free(&c);
+}
+
+/* The chunk form's forward against the recurrent form's on the same float inputs, for
+ * chunk sizes around the sub-block size, RWKV-7's domain and adversarial decays (regime 2:
+ * w near 0 and far below it in the same chunk, so some sub-blocks factor through their
+ * start and others take one exponential per pair). */
+static void test_chunk_vs_recurrent(lina_ws *ws)
+{
+    const int Cs[4] = {0, 16, 23, 100};
+    for (int regime = 0; regime < 3; regime += 2) {
+        rcase c;
+        const int B = 1, T = 211, H = 2, K = 48, V = 40;
+        rc_init(&c, B, T, H, K, V, regime);
+        const size_t nv = c.dout.n, nh = c.dht.n;
+        float *o1 = calloc(nv, sizeof(float)), *h1 = calloc(nh, sizeof(float));
+        float *o2 = calloc(nv, sizeof(float)), *h2 = calloc(nh, sizeof(float));
+        lina_rwkv7_in in = {c.x[X_R].f, c.x[X_W].f, c.x[X_K].f, c.x[X_V].f, c.x[X_A].f, c.x[X_B].f, c.x[X_H0].f};
+        lina_mix_dims d = {B, T, H, K, V, 0, 0.0f};
+        lina_rwkv7_out out1 = {o1, h1};
+        int ok = lina_rwkv7_fwd(&d, &in, &out1, LINA_FORM_RECURRENT, ws) == 0;
+        double worst = 0.0;
+        for (int ci = 0; ci < 4; ci++) {
+            d.chunk = Cs[ci];
+            lina_rwkv7_out out2 = {o2, h2};
+            ok &= lina_rwkv7_fwd(&d, &in, &out2, LINA_FORM_CHUNK, ws) == 0;
+            double so = 1.0, sh = 1.0, eo = 0.0, eh = 0.0;
+            for (size_t i = 0; i < nv; i++) {
+                so = fmax(so, fabs(o1[i]));
+                eo = fmax(eo, fabs(o1[i] - o2[i]));
+                ok &= isfinite(o2[i]);
+            }
+            for (size_t i = 0; i < nh; i++) {
+                sh = fmax(sh, fabs(h1[i]));
+                eh = fmax(eh, fabs(h1[i] - h2[i]));
+                ok &= isfinite(h2[i]);
+            }
+            worst = fmax(worst, fmax(eo / so, eh / sh));
+        }
+        CHECK(ok && worst < 2e-5, "rwkv7 chunk form = recurrent form, chunks 64, 16, 23, 100 (%s): %.2e",
+              regime ? "adversarial decays" : "rwkv7 domain", worst);
+        free(o1);
+        free(h1);
+        free(o2);
+        free(h2);
+        rc_free(&c);
+    }
 }
 
 /* T1 tokens, then the rest from the returned state in place (ht = h0) = one call */
@@ -291,7 +347,10 @@ int main(void)
          * split over threads */
         compare(1, 40, 2, 20, 150, 1, 1, forms[f], 0, &ws);
         compare(1, 33, 1, 16, 100, 0, 1, forms[f], 0, &ws);
+        compare(2, 150, 2, 32, 24, 2, 1, forms[f], 0, &ws);
+        compare(1, 77, 1, 24, 16, 2, 1, forms[f], 20, &ws);
     }
+    test_chunk_vs_recurrent(&ws);
     test_split(&ws);
     test_op();
     lina_ws_free(&ws);

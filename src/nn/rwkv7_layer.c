@@ -238,7 +238,8 @@ static int rw_forward(const lina_mixer_call *c)
     lina_mix_dims md = rw_kdims(d, B, T);
     lina_rwkv7_in in = {a.r, a.w, a.k2, a.v, a.na, a.nb, S};
     lina_rwkv7_out out = {a.o, S};
-    int rc = lina_rwkv7_fwd(&md, &in, &out, c->form, c->ws);
+    /* every form runs the op's recurrent form: it is faster than its chunk form (docs/mixers.md 13) */
+    int rc = lina_rwkv7_fwd(&md, &in, &out, LINA_FORM_RECURRENT, c->ws);
     if (rc) {
         return rc;
     }
@@ -361,7 +362,7 @@ static int rw_backward(const lina_mixer_call *c)
     lina_rwkv7_in in = {a.r, a.w, a.k2, a.v, a.na, a.nb, NULL};
     lina_rwkv7_grad_in gi = {g.o, NULL};
     lina_rwkv7_grad_out go = {kr, dw, dk2, dv, dna, dnb, NULL};
-    int rc = lina_rwkv7_bwd(&md, &in, &gi, &go, c->form, c->ws);
+    int rc = lina_rwkv7_bwd(&md, &in, &gi, &go, LINA_FORM_RECURRENT, c->ws);
     if (rc) {
         return rc;
     }

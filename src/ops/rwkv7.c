@@ -18,7 +18,9 @@
  * also per block of value columns (the row sums dr, dk, db, da, dw add up over
  * the blocks), one pass over the rows per step that also accumulates c and dv
  * of the step before; S_t do = e^{w} (S_{t-1} do) + b (u.do) + k (v.do).
- * The chunk form runs the same recurrence (no chunkwise DPLR algorithm yet).
+ * The chunk form's forward is the chunkwise DPLR algorithm (rw_fwd_chunk: gated
+ * products per sub-block, a unit-triangular solve, state passing); its backward
+ * is the recurrent one.
  */
 #include "ops_internal.h"
 #include "../kern/isa.h"
@@ -32,6 +34,7 @@
 #define RBB 64  /* backward: value columns per block */
 #define RBMAX 64
 #define SEG 16  /* backward: checkpoint interval (steps) */
+#define RC 64   /* chunk form: tokens per chunk unless the call names one */
 
 #if defined(__GNUC__)
 #define RW_INLINE static inline __attribute__((always_inline))
@@ -41,6 +44,7 @@
 
 typedef struct rw_ctx {
     int B, T, H, K, V;
+    int C; /* chunk form: tokens per chunk */
     float scale;
 } rw_ctx;
 
@@ -61,6 +65,7 @@ static int rw_setup(rw_ctx *c, const lina_mix_dims *d, const lina_rwkv7_in *in)
     c->H = d->H;
     c->K = d->K;
     c->V = d->V;
+    c->C = d->chunk > 0 ? d->chunk : RC;
     c->scale = d->scale != 0.0f ? d->scale : 1.0f;
     return LINA_OK;
 }
@@ -552,10 +557,279 @@ static int rw_bwd(const rw_ctx *c, const lina_rwkv7_in *in, const lina_rwkv7_gra
     return rc;
 }
 
+/* ============================================================ chunk form */
+
+#define RG 16         /* chunk form: rows per sub-block of the gated products */
+#define RG_SPAN 30.0  /* largest log decay across a sub-block for which its inner pairs factor too */
+
+/* Chunk form, per (batch, head), chunk of L tokens from state S (local index s, m in
+ * 0..L-1), g_s = sum_{q<=s} w_q per key channel (double), gp_s = g_{s-1} (gp_0 = 0):
+ *   u_s = S_{s-1}^T a_s,   o_s = S_s^T r_s,   r scaled by `scale`
+ *   G rows 0..L-1 (a rows), L..2L-1 (r rows); columns 0..L-1 (b), L..2L-1 (k):
+ *     G[s, m]   = sum_i a_si b_mi e^{gp_si - g_mi}  (m < s),  G[s, L+m]   likewise with k
+ *     G[L+s, m] = sum_i r_si b_mi e^{g_si - g_mi}   (m <= s), G[L+s, L+m] likewise with k
+ *   P = [a e^{gp}; r e^{g}] S                                   (2L x V)
+ *   U = (I - G_ab)^{-1} (P_a + G_ak V)   by forward substitution
+ *   O = P_r + G[L:2L, :] [U; V]
+ *   S <- diag(e^{g_{L-1}}) S + ([b; k] e^{g_{L-1} - g})^T [U; V]
+ * Every exponent is <= 0 except in G, which a sub-block of RG rows s (from n0) gets
+ * from one GEMM through e^{gp_n0}: e^{gp_s - gp_n0} e^{gp_n0 - g_m}, both <= 0 for the
+ * columns m < n0; its own columns (n0 <= m <= s) take the same route when the decay
+ * across the sub-block is at most RG_SPAN (the second factor at most e^RG_SPAN), and
+ * one exponential per pair and channel otherwise. */
+typedef struct rk_buf {
+    double *g;  /* [C*K] cumulative log decay */
+    double *x;  /* [K] exponent scratch */
+    float *ex;  /* [K] */
+    float *Xs;  /* [2*RG*K] a sub-block's a and r rows, rescaled */
+    float *Ys;  /* [2*C*K] b and k rows of the columns, rescaled */
+    float *Gs;  /* [2*RG*2*C] */
+    float *G;   /* [2C x 2C] */
+    float *Xq;  /* [2*C*K] */
+    float *P;   /* [2*C*V] */
+    float *UV;  /* [2*C*V] */
+    float *S;   /* [K*V] */
+} rk_buf;
+
+static size_t rk_carve(rk_buf *kb, char *base, int C, int K, int V)
+{
+    size_t off = 0;
+#define CARVE(ptr, type, cnt)                                             \
+    do {                                                                  \
+        kb->ptr = base ? (type *)(void *)(base + off) : NULL;             \
+        off += (((cnt) * sizeof(type)) + 63) & ~(size_t)63;               \
+    } while (0)
+    CARVE(g, double, (size_t)C * K);
+    CARVE(x, double, (size_t)K);
+    CARVE(ex, float, (size_t)K);
+    CARVE(Xs, float, 2 * (size_t)RG * K);
+    CARVE(Ys, float, 2 * (size_t)C * K);
+    CARVE(Gs, float, 4 * (size_t)RG * C);
+    CARVE(G, float, 4 * (size_t)C * C);
+    CARVE(Xq, float, 2 * (size_t)C * K);
+    CARVE(P, float, 2 * (size_t)C * V);
+    CARVE(UV, float, 2 * (size_t)C * V);
+    CARVE(S, float, (size_t)K * V);
+#undef CARVE
+    return off + 64;
+}
+
+/* ex = e^{x1 - x0} per channel (x0 NULL: e^{x1}) */
+static void rk_expdiff(rk_buf *kb, int K, const double *x1, const double *x0)
+{
+    for (int i = 0; i < K; i++) {
+        kb->x[i] = x0 ? x1[i] - x0[i] : x1[i];
+    }
+    lina_vexp_d(kb->ex, kb->x, (size_t)K);
+}
+
+/* The gated products G of a chunk (see above). ar, rr, br, kr: the chunk's rows (stride ld). */
+static void rk_gram(int L, int K, const float *ar, const float *rr, const float *br, const float *kr, size_t ld,
+                    float scale, rk_buf *kb)
+{
+    const int L2 = 2 * L;
+    const double *g = kb->g;
+    float *G = kb->G;
+    memset(G, 0, (size_t)L2 * L2 * sizeof(float));
+    for (int n0 = 0; n0 < L; n0 += RG) {
+        const int nb = L - n0 < RG ? L - n0 : RG;
+        const double *ref = n0 ? g + (size_t)(n0 - 1) * K : NULL; /* gp_n0 (NULL: 0) */
+        double span = 0.0;
+        for (int i = 0; i < K; i++) {
+            const double d = (ref ? ref[i] : 0.0) - g[(size_t)(n0 + nb - 1) * K + i];
+            span = d > span ? d : span;
+        }
+        const int fast = span <= RG_SPAN, ncol = fast ? n0 + nb : n0;
+        /* rows: a_s e^{gp_s - gp_n0}, scale r_s e^{g_s - gp_n0} */
+        for (int q = 0; q < nb; q++) {
+            const int sx = n0 + q;
+            const float *a = ar + (size_t)sx * ld, *r = rr + (size_t)sx * ld;
+            float *xa = kb->Xs + (size_t)q * K, *xr = kb->Xs + (size_t)(nb + q) * K;
+            if (sx > n0) {
+                rk_expdiff(kb, K, g + (size_t)(sx - 1) * K, ref);
+                for (int i = 0; i < K; i++) {
+                    xa[i] = a[i] * kb->ex[i];
+                }
+            } else {
+                memcpy(xa, a, (size_t)K * sizeof(float));
+            }
+            rk_expdiff(kb, K, g + (size_t)sx * K, ref);
+            for (int i = 0; i < K; i++) {
+                xr[i] = scale * r[i] * kb->ex[i];
+            }
+        }
+        if (ncol > 0) {
+            /* columns: b_m e^{gp_n0 - g_m}, k_m e^{gp_n0 - g_m} */
+            for (int m = 0; m < ncol; m++) {
+                if (ref) {
+                    rk_expdiff(kb, K, ref, g + (size_t)m * K);
+                } else {
+                    for (int i = 0; i < K; i++) {
+                        kb->x[i] = -g[(size_t)m * K + i];
+                    }
+                    lina_vexp_d(kb->ex, kb->x, (size_t)K);
+                }
+                const float *b = br + (size_t)m * ld, *k = kr + (size_t)m * ld;
+                float *yb = kb->Ys + (size_t)m * K, *yk = kb->Ys + (size_t)(ncol + m) * K;
+                for (int i = 0; i < K; i++) {
+                    yb[i] = b[i] * kb->ex[i];
+                    yk[i] = k[i] * kb->ex[i];
+                }
+            }
+            lina_sgemm(0, 1, 2 * nb, 2 * ncol, K, 1.0f, kb->Xs, K, kb->Ys, K, 0.0f, kb->Gs, 2 * ncol);
+            for (int q = 0; q < nb; q++) {
+                const int sx = n0 + q;
+                const float *ga = kb->Gs + (size_t)q * 2 * ncol, *gr = kb->Gs + (size_t)(nb + q) * 2 * ncol;
+                float *Ga = G + (size_t)sx * L2, *Gr = G + (size_t)(L + sx) * L2;
+                for (int m = 0; m < ncol; m++) {
+                    if (m < sx) {
+                        Ga[m] = ga[m];
+                        Ga[L + m] = ga[ncol + m];
+                    }
+                    if (m <= sx) {
+                        Gr[m] = gr[m];
+                        Gr[L + m] = gr[ncol + m];
+                    }
+                }
+            }
+        }
+        if (!fast) {
+            /* the sub-block's own pairs, one exponential per pair and channel */
+            for (int sx = n0; sx < n0 + nb; sx++) {
+                const float *a = ar + (size_t)sx * ld, *r = rr + (size_t)sx * ld;
+                for (int m = n0; m <= sx; m++) {
+                    const float *b = br + (size_t)m * ld, *k = kr + (size_t)m * ld;
+                    if (m < sx) {
+                        rk_expdiff(kb, K, g + (size_t)(sx - 1) * K, g + (size_t)m * K);
+                        float sb = 0.0f, sk = 0.0f;
+                        for (int i = 0; i < K; i++) {
+                            const float x = a[i] * kb->ex[i];
+                            sb += x * b[i];
+                            sk += x * k[i];
+                        }
+                        G[(size_t)sx * L2 + m] = sb;
+                        G[(size_t)sx * L2 + L + m] = sk;
+                    }
+                    rk_expdiff(kb, K, g + (size_t)sx * K, g + (size_t)m * K);
+                    float sb = 0.0f, sk = 0.0f;
+                    for (int i = 0; i < K; i++) {
+                        const float x = scale * r[i] * kb->ex[i];
+                        sb += x * b[i];
+                        sk += x * k[i];
+                    }
+                    G[(size_t)(L + sx) * L2 + m] = sb;
+                    G[(size_t)(L + sx) * L2 + L + m] = sk;
+                }
+            }
+        }
+    }
+}
+
+static int rw_fwd_chunk(const rw_ctx *c, const lina_rwkv7_in *in, lina_rwkv7_out *out, lina_ws *ws)
+{
+    const int T = c->T, H = c->H, K = c->K, V = c->V;
+    const size_t KV = (size_t)K * V, ldk = (size_t)H * K, ldv = (size_t)H * V;
+    const int C = c->C;
+    const size_t need = rk_carve(&(rk_buf){0}, NULL, C, K, V);
+    int rc = LINA_OK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bh = 0; bh < c->B * H; bh++) {
+        const int b = bh / H, h = bh % H;
+        char *base = lina_ws_get(ws, lina_thread_id(), need);
+        if (!base) {
+#pragma omp atomic write
+            rc = LINA_ENOMEM;
+            continue;
+        }
+        rk_buf kb;
+        rk_carve(&kb, (char *)(((uintptr_t)base + 63) & ~(uintptr_t)63), C, K, V);
+        float *S = kb.S;
+        if (in->h0) {
+            memcpy(S, LINA_STATE(in->h0, b, h, H, KV), KV * sizeof(float));
+        } else {
+            memset(S, 0, KV * sizeof(float));
+        }
+        for (int t0 = 0; t0 < T; t0 += C) {
+            const int L = T - t0 < C ? T - t0 : C, L2 = 2 * L;
+            const size_t rk = (((size_t)b * T + t0) * H + h) * K;
+            const float *ar = in->a + rk, *rr = in->r + rk, *br = in->b + rk, *kr = in->k + rk;
+            const float *vr = LINA_ROW(in->v, b, t0, h, T, H, V);
+            float *orow = LINA_ROW(out->o, b, t0, h, T, H, V);
+            lina_chunk_cumgate(LINA_GATE_VECTOR, in->w, b, h, t0, L, T, H, K, kb.g);
+            rk_gram(L, K, ar, rr, br, kr, ldk, c->scale, &kb);
+            /* P = [a e^{gp}; scale r e^{g}] S */
+            for (int s = 0; s < L; s++) {
+                float *xa = kb.Xq + (size_t)s * K, *xr = kb.Xq + (size_t)(L + s) * K;
+                const float *a = ar + (size_t)s * ldk, *r = rr + (size_t)s * ldk;
+                if (s > 0) {
+                    rk_expdiff(&kb, K, kb.g + (size_t)(s - 1) * K, NULL);
+                    for (int i = 0; i < K; i++) {
+                        xa[i] = a[i] * kb.ex[i];
+                    }
+                } else {
+                    memcpy(xa, a, (size_t)K * sizeof(float));
+                }
+                rk_expdiff(&kb, K, kb.g + (size_t)s * K, NULL);
+                for (int i = 0; i < K; i++) {
+                    xr[i] = c->scale * r[i] * kb.ex[i];
+                }
+            }
+            lina_sgemm(0, 0, L2, V, K, 1.0f, kb.Xq, K, S, V, 0.0f, kb.P, V);
+            /* [U; V]: U = P_a + G_ak V, then the unit-triangular solve in place */
+            float *U = kb.UV, *Vc = kb.UV + (size_t)L * V;
+            for (int s = 0; s < L; s++) {
+                memcpy(Vc + (size_t)s * V, vr + (size_t)s * ldv, (size_t)V * sizeof(float));
+            }
+            memcpy(U, kb.P, (size_t)L * V * sizeof(float));
+            lina_sgemm(0, 0, L, V, L, 1.0f, kb.G + L, L2, Vc, V, 1.0f, U, V);
+            for (int s = 1; s < L; s++) {
+                float *Us = U + (size_t)s * V;
+                const float *Gs = kb.G + (size_t)s * L2;
+                for (int m = 0; m < s; m++) {
+                    const float gm = Gs[m];
+                    const float *Um = U + (size_t)m * V;
+#pragma omp simd
+                    for (int j = 0; j < V; j++) {
+                        Us[j] += gm * Um[j];
+                    }
+                }
+            }
+            /* O = P_r + G[L:2L, :] [U; V] */
+            for (int s = 0; s < L; s++) {
+                memcpy(orow + (size_t)s * ldv, kb.P + (size_t)(L + s) * V, (size_t)V * sizeof(float));
+            }
+            lina_sgemm(0, 0, L, V, L2, 1.0f, kb.G + (size_t)L * L2, L2, kb.UV, V, 1.0f, orow, (int)ldv);
+            /* S <- diag(e^{g_{L-1}}) S + ([b; k] e^{g_{L-1} - g})^T [U; V] */
+            const double *gL = kb.g + (size_t)(L - 1) * K;
+            for (int m = 0; m < L; m++) {
+                rk_expdiff(&kb, K, gL, kb.g + (size_t)m * K);
+                const float *bm = br + (size_t)m * ldk, *km = kr + (size_t)m * ldk;
+                float *yb = kb.Xq + (size_t)m * K, *yk = kb.Xq + (size_t)(L + m) * K;
+                for (int i = 0; i < K; i++) {
+                    yb[i] = bm[i] * kb.ex[i];
+                    yk[i] = km[i] * kb.ex[i];
+                }
+            }
+            rk_expdiff(&kb, K, gL, NULL);
+            for (int i = 0; i < K; i++) {
+                const float f = kb.ex[i];
+                float *Si = S + (size_t)i * V;
+                for (int j = 0; j < V; j++) {
+                    Si[j] *= f;
+                }
+            }
+            lina_sgemm(1, 0, K, V, L2, 1.0f, kb.Xq, K, kb.UV, V, 1.0f, S, V);
+        }
+        if (out->ht) {
+            memcpy(LINA_STATE(out->ht, b, h, H, KV), S, KV * sizeof(float));
+        }
+    }
+    return rc;
+}
+
 int LINA_KFN(lina_rwkv7_fwd)(const lina_mix_dims *d, const lina_rwkv7_in *in, lina_rwkv7_out *out,
                              lina_form form, lina_ws *ws)
 {
-    (void)form; /* both forms run the recurrence */
     rw_ctx c;
     int rc = rw_setup(&c, d, in);
     if (rc) {
@@ -572,7 +846,7 @@ int LINA_KFN(lina_rwkv7_fwd)(const lina_mix_dims *d, const lina_rwkv7_in *in, li
     if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
         return rc;
     }
-    rc = rw_fwd(&c, in, out, sc.ws);
+    rc = form == LINA_FORM_CHUNK ? rw_fwd_chunk(&c, in, out, sc.ws) : rw_fwd(&c, in, out, sc.ws);
     lina_ws_scope_close(&sc);
     return rc ? lina_set_error(rc, "rwkv7: out of memory") : LINA_OK;
 }
@@ -698,16 +972,21 @@ static int mk_rwkv7(const lina_mix_dims *d, int backward, uint64_t seed, lina_ts
     return rc;
 }
 
-/* FLOPs (README rule): 6*B*H*T*K*V per step (a^T S, the decay / low-rank / k v^T update, the
- * read), both forms. */
+/* FLOPs (README rule): recurrent 6*B*H*T*K*V (a^T S, the decay / low-rank / k v^T update, the
+ * read); chunk B*H*T*(8KV + 7CV + 4CK) (P and the state update 8KV, G_ak V, the solve and the
+ * read 7CV, the gated products 4CK, per token). */
 static double rwkv7_flops(const lina_mix_dims *d, const lina_op_opts *o)
 {
-    (void)o;
-    return 6.0 * d->B * d->H * (double)d->T * d->K * d->V;
+    const double bht = (double)d->B * d->H * d->T, K = d->K, V = d->V;
+    if (o->form == LINA_FORM_CHUNK) {
+        const double C = o->chunk > 0 ? o->chunk : RC;
+        return bht * (8.0 * K * V + 7.0 * C * V + 4.0 * C * K);
+    }
+    return 6.0 * bht * K * V;
 }
 
 const lina_op_info lina_op_rwkv7 = {
-    "rwkv7", "RWKV-7 DPLR delta rule (r, w, k, v, a, b [, h0]), scale 1; one recurrent kernel for both forms",
+    "rwkv7", "RWKV-7 DPLR delta rule (r, w, k, v, a, b [, h0]), scale 1; chunk: chunkwise DPLR forward, recurrent backward",
     {NULL},
     run_rwkv7, mk_rwkv7, rwkv7_flops};
 #endif /* LINA_ISA_PRIMARY */
