@@ -208,7 +208,7 @@ static void compare(int B, int T, int H, int K, int V, int regime, int init, lin
  * start and others take one exponential per pair). */
 static void test_chunk_vs_recurrent(lina_ws *ws)
 {
-    const int Cs[4] = {0, 16, 23, 100};
+    const int Cs[5] = {0, 1, 16, 23, 100};
     for (int regime = 0; regime < 3; regime += 2) {
         rcase c;
         const int B = 1, T = 211, H = 2, K = 48, V = 40;
@@ -221,7 +221,7 @@ static void test_chunk_vs_recurrent(lina_ws *ws)
         lina_rwkv7_out out1 = {o1, h1};
         int ok = lina_rwkv7_fwd(&d, &in, &out1, LINA_FORM_RECURRENT, ws) == 0;
         double worst = 0.0;
-        for (int ci = 0; ci < 4; ci++) {
+        for (int ci = 0; ci < 5; ci++) {
             d.chunk = Cs[ci];
             lina_rwkv7_out out2 = {o2, h2};
             ok &= lina_rwkv7_fwd(&d, &in, &out2, LINA_FORM_CHUNK, ws) == 0;
@@ -238,7 +238,7 @@ static void test_chunk_vs_recurrent(lina_ws *ws)
             }
             worst = fmax(worst, fmax(eo / so, eh / sh));
         }
-        CHECK(ok && worst < 2e-5, "rwkv7 chunk form = recurrent form, chunks 64, 16, 23, 100 (%s): %.2e",
+        CHECK(ok && worst < 2e-5, "rwkv7 chunk form = recurrent form, chunks 64, 1, 16, 23, 100 (%s): %.2e",
               regime ? "adversarial decays" : "rwkv7 domain", worst);
         free(o1);
         free(h1);
