@@ -800,7 +800,10 @@ static void paper_mom(paper_ctx *p)
         const double m0 = cells[0].sw.mean, m1 = cells[1].sw.mean, m2 = cells[2].sw.mean;
         const double spread = fmax(fmax(cells[0].sw.sd, cells[1].sw.sd), cells[2].sw.sd);
         const char *res;
-        if (fmax(m0, m1) < 0.1) {
+        const mq_cell *three[3] = {&cells[0], &cells[1], &cells[2]};
+        if (mq_min_seeds(three, 3) < MQ_MIN_SEEDS) {
+            res = "inconclusive: a configuration ran fewer than 3 seeds";
+        } else if (fmax(m0, m1) < 0.1) {
             res = "inconclusive: MoM and the equal-state memory both stayed on the plateau (below 10%)";
         } else if (spread > MQ_SPREAD) {
             res = "inconclusive: the seeds disagree (sd above 15 points), so the order is which seed left the plateau";
