@@ -575,6 +575,10 @@ static void paper_mqar(paper_ctx *p)
         } else {
             fprintf(f, " %s |", ran_i ? "none of those run" : "-");
         }
+        if (!ran_i) {
+            fprintf(f, " %s | - | - | - | - | - |\n", MQ_PAPER[i]);
+            continue;
+        }
         fprintf(f, " %s | %s | %.0f | %.0f | %.0f |", MQ_PAPER[i], kl ? lrs_kept : "-", nst ? steps / nst : 0.0,
                 runs ? wall / runs : 0.0, wall);
         if (cpu_na) {
