@@ -590,6 +590,14 @@ static void test_mamba2_neg(void)
 }
 
 /* A fixed training set visited in epochs, and the sweep over learning rates and seeds */
+/* lina_task_sweep_resume's callback: count the calls and note the seeds of the last */
+static void count_seeds(const lina_task_sweep *partial, void *ctx)
+{
+    int *c = ctx;
+    c[0]++;
+    c[1] = partial->nseeds;
+}
+
 static void test_budget(void)
 {
     lina_task_opts o;
@@ -624,6 +632,19 @@ static void test_budget(void)
     CHECK(ok && sw.mean >= sw.min && sw.mean <= sw.max && sw.sd >= 0.0 && sw.wall_s > 0.0 && sw.cpu_s > 0.0 && sw.cpu_s < 2.0 * sw.wall_s + 1.0,
           "sweep: 2 learning rates x 3 seeds = %d runs, one kept per seed, mean %.3f in [%.3f, %.3f], sd %.3f",
           sw.runs, sw.mean, sw.min, sw.max, sw.sd);
+    /* a sweep cut short after one seed, kept and continued, is the uninterrupted sweep */
+    lina_task_sweep part;
+    int rc2 = lina_task_sweep_run(&o, lrs, 2, 1, &part);
+    int calls[2] = {0, 0};
+    rc2 = rc2 ? rc2 : lina_task_sweep_resume(&o, lrs, 2, 3, &part, 1, count_seeds, calls);
+    CHECK(rc == 0 && rc2 == 0 && part.nseeds == 3 && part.runs == 6 && part.mean == sw.mean && part.sd == sw.sd &&
+              part.min == sw.min && part.fit_mean == sw.fit_mean && part.lr[2] == sw.lr[2] && calls[0] == 1 &&
+              calls[1] == 2,
+          "sweep continued from 1 seed = the sweep of 3 (mean %.4f vs %.4f), seeds kept once, at 2 seeds",
+          rc2 ? NAN : part.mean, sw.mean);
+    for (int i = 0; rc2 == 0 && i < part.nseeds; i++) {
+        lina_task_result_free(&part.run[i]);
+    }
     for (int i = 0; rc == 0 && i < sw.nseeds; i++) {
         lina_task_result_free(&sw.run[i]);
     }

@@ -365,6 +365,26 @@ int lina_task_sweep_load_any(const char *path, const lina_task_opts *o, const do
     return 0;
 }
 
+/* keep the seeds of a sweep finished so far as a record of that many seeds (lina_task_sweep_resume) */
+typedef struct seed_keep {
+    const paper_ctx *p;
+    const lina_task_opts *o;
+    const double *lrs;
+    int nlr;
+    const char *path;
+} seed_keep;
+
+static void keep_seeds(const lina_task_sweep *partial, void *ctx)
+{
+    const seed_keep *k = ctx;
+    char key[1024], dir[4300];
+    lina_task_sweep_key(k->o, k->lrs, k->nlr, partial->nseeds, key, sizeof key);
+    snprintf(dir, sizeof dir, "%s/paper_parts/cells", k->p->out);
+    if ((mkdir(dir, 0777) && errno != EEXIST) || lina_task_sweep_save(k->path, key, partial)) {
+        fprintf(stderr, "lina paper: cannot keep the seeds done in '%s'\n", k->path);
+    }
+}
+
 /* run a cell (seeds x learning rates) unless --resume finds it done; a cell run earlier with the
  * same settings is read back when this report does not run it (its section stays complete) */
 static void cell_run(paper_ctx *p, const lina_task_opts *o, const double *lrs, int nlr, int nseeds, const char *name,
@@ -390,7 +410,21 @@ static void cell_run(paper_ctx *p, const lina_task_opts *o, const double *lrs, i
         return;
     }
     c->ran = 1;
-    int rc = lina_task_sweep_run(o, lrs, nlr, nseeds, &c->sw);
+    /* --resume: the seeds a run cut short had finished (kept after each seed as a record of that
+       many seeds) are read back and the sweep goes on from there */
+    int have = 0;
+    if (p->resume && !p->quick && lina_task_sweep_load_any(path, o, lrs, nlr, nseeds, &c->sw)) {
+        if (c->sw.nseeds < nseeds) {
+            have = c->sw.nseeds;
+            fprintf(stderr, "lina paper: %s: %d of %d seeds done earlier (--resume)\n", name, have, nseeds);
+        } else { /* kept with more seeds than asked: done (the table names the count) */
+            c->ok = 1;
+            fprintf(stderr, "lina paper: %s: done earlier with %d seeds (--resume)\n", name, c->sw.nseeds);
+            return;
+        }
+    }
+    seed_keep sk = {p, o, lrs, nlr, path};
+    int rc = lina_task_sweep_resume(o, lrs, nlr, nseeds, &c->sw, have, p->quick ? NULL : keep_seeds, &sk);
     c->ok = rc == LINA_OK;
     if (!c->ok) {
         snprintf(c->why, sizeof c->why, "%s", lina_last_error());

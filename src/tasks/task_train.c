@@ -859,10 +859,40 @@ done:
     return rc;
 }
 
+/* mean, spread and fit of the first n seeds of sw (sw->nseeds = n) */
+static void sweep_stats(const lina_task_opts *o, lina_task_sweep *sw, int n)
+{
+    double s1 = 0.0, s2 = 0.0, f1 = 0.0;
+    sw->nseeds = n;
+    sw->min = sw->fit_min = INFINITY;
+    sw->max = -INFINITY;
+    for (int si = 0; si < n; si++) {
+        lina_task_opts x = *o;
+        x.seed = o->seed + (uint64_t)si;
+        double v = sw->run[si].test_scaled, f = lina_task_fit(&x, &sw->run[si]);
+        s1 += v;
+        s2 += v * v;
+        f1 += f;
+        sw->min = v < sw->min ? v : sw->min;
+        sw->max = v > sw->max ? v : sw->max;
+        sw->fit_min = f < sw->fit_min ? f : sw->fit_min;
+    }
+    sw->mean = s1 / n;
+    sw->sd = n > 1 ? sqrt(fmax(0.0, (s2 - n * sw->mean * sw->mean) / (n - 1))) : 0.0;
+    sw->fit_mean = f1 / n;
+}
+
 int lina_task_sweep_run(const lina_task_opts *o, const double *lrs, int nlr, int nseeds, lina_task_sweep *sw)
 {
     memset(sw, 0, sizeof *sw);
-    if (nlr < 1 || nlr > LINA_TASK_MAX_LRS || nseeds < 1 || nseeds > LINA_TASK_MAX_SEEDS) {
+    return lina_task_sweep_resume(o, lrs, nlr, nseeds, sw, 0, NULL, NULL);
+}
+
+int lina_task_sweep_resume(const lina_task_opts *o, const double *lrs, int nlr, int nseeds, lina_task_sweep *sw,
+                           int have_seeds, lina_task_seed_done done, void *ctx)
+{
+    if (nlr < 1 || nlr > LINA_TASK_MAX_LRS || nseeds < 1 || nseeds > LINA_TASK_MAX_SEEDS || have_seeds < 0 ||
+        have_seeds > nseeds) {
         return lina_set_error(LINA_EINVAL, "task: 1 to %d learning rates and 1 to %d seeds", LINA_TASK_MAX_LRS,
                               LINA_TASK_MAX_SEEDS);
     }
@@ -871,8 +901,11 @@ int lina_task_sweep_run(const lina_task_opts *o, const double *lrs, int nlr, int
             return lina_set_error(LINA_EINVAL, "task: learning rates must be positive");
         }
     }
-    sw->nseeds = nseeds;
-    for (int si = 0; si < nseeds; si++) {
+    if (have_seeds == 0) {
+        sw->wall_s = sw->cpu_s = 0.0;
+        sw->runs = 0;
+    }
+    for (int si = have_seeds; si < nseeds; si++) {
         int have = 0;
         for (int li = 0; li < nlr; li++) {
             lina_task_opts x = *o;
@@ -906,24 +939,12 @@ int lina_task_sweep_run(const lina_task_opts *o, const double *lrs, int nlr, int
                 lina_task_result_free(&r);
             }
         }
+        if (done && si + 1 < nseeds) {
+            sweep_stats(o, sw, si + 1);
+            done(sw, ctx);
+        }
     }
-    double s1 = 0.0, s2 = 0.0, f1 = 0.0;
-    sw->min = sw->fit_min = INFINITY;
-    sw->max = -INFINITY;
-    for (int si = 0; si < nseeds; si++) {
-        lina_task_opts x = *o;
-        x.seed = o->seed + (uint64_t)si;
-        double v = sw->run[si].test_scaled, f = lina_task_fit(&x, &sw->run[si]);
-        s1 += v;
-        s2 += v * v;
-        f1 += f;
-        sw->min = v < sw->min ? v : sw->min;
-        sw->max = v > sw->max ? v : sw->max;
-        sw->fit_min = f < sw->fit_min ? f : sw->fit_min;
-    }
-    sw->mean = s1 / nseeds;
-    sw->sd = nseeds > 1 ? sqrt(fmax(0.0, (s2 - nseeds * sw->mean * sw->mean) / (nseeds - 1))) : 0.0;
-    sw->fit_mean = f1 / nseeds;
+    sweep_stats(o, sw, nseeds);
     return LINA_OK;
 }
 

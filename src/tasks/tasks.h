@@ -182,6 +182,12 @@ typedef struct lina_task_sweep {
 /* Run o at each of lrs[0..nlr-1] for seeds o->seed .. o->seed + nseeds - 1 (nlr <= 8,
  * nseeds <= 8). */
 int lina_task_sweep_run(const lina_task_opts *o, const double *lrs, int nlr, int nseeds, lina_task_sweep *s);
+/* The same, continuing a sweep whose first have_seeds seeds are in s (read back from a record of
+ * that many seeds; s->wall_s, cpu_s and runs count them); done (when not NULL) is called with the
+ * sweep of the seeds finished so far after every seed but the last, so that it can be kept. */
+typedef void (*lina_task_seed_done)(const lina_task_sweep *partial, void *ctx);
+int lina_task_sweep_resume(const lina_task_opts *o, const double *lrs, int nlr, int nseeds, lina_task_sweep *s,
+                           int have_seeds, lina_task_seed_done done, void *ctx);
 /* The settings of a sweep as one line (task, model, sizes, data, budget, seeds, learning rates):
  * two sweeps with the same line are comparable. */
 void lina_task_sweep_key(const lina_task_opts *o, const double *lrs, int nlr, int nseeds, char *buf, size_t n);
