@@ -822,6 +822,38 @@ static void test_cross_entropy(void)
     prob_free(&p);
 }
 
+/* the row maximum over 16 lanes and a remainder: one logit of 120 (exp(120)
+ * overflows float, so a wrong maximum gives an infinite log-sum-exp) at the first,
+ * a middle, a lane-block boundary and the last positions of a 37-wide row */
+static void test_cross_entropy_max(void)
+{
+    const int V = 37, pos[5] = {0, 7, 16, 32, 36};
+    float x[5 * 37], lse[5];
+    int32_t tg[5];
+    for (int n = 0; n < 5; n++) {
+        for (int v = 0; v < V; v++) {
+            x[n * V + v] = (float)th_uniform(-3, 3);
+        }
+        x[n * V + pos[n]] = 120.0f;
+        tg[n] = (n * 11) % V;
+    }
+    double loss;
+    int64_t cnt;
+    int rc = lina_cross_entropy_forward(&loss, &cnt, lse, x, tg, 5, V), ok = rc == 0;
+    double worst = 0.0;
+    for (int n = 0; n < 5; n++) {
+        double s = 0.0;
+        for (int v = 0; v < V; v++) {
+            s += exp((double)x[n * V + v] - 120.0);
+        }
+        double ref = 120.0 + log(s);
+        worst = fmax(worst, fabs((double)lse[n] - ref) / ref);
+        ok &= isfinite(lse[n]);
+    }
+    CHECK(ok && worst <= 1e-6, "cross-entropy: the row maximum found at positions 0, 7, 16, 32, 36 of 37 (lse rel err %.1e)",
+          worst);
+}
+
 /* ------------------------------- bigger shapes: threads and parallel paths */
 
 static void test_threads(void)
@@ -962,6 +994,7 @@ int main(void)
     test_rope(5, 3, 8, 1);
     test_rope(19, 1, 260, 0); /* two blocks of positions (16 + 3), two passes of pairs (128 + 2) */
     test_cross_entropy();
+    test_cross_entropy_max();
     test_threads();
     return th_exit();
 }

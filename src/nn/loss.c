@@ -4,6 +4,32 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* the largest of x[0..n) (n >= 1): 16 running maxima, lane by lane (vectorised), then
+ * their maximum; the same value as one running maximum */
+static float row_max(const float *x, int n)
+{
+    float m = x[0];
+    int v = 0;
+    if (n >= 16) {
+        float l[16];
+        for (int j = 0; j < 16; j++) {
+            l[j] = x[j];
+        }
+        for (v = 16; v + 16 <= n; v += 16) {
+            for (int j = 0; j < 16; j++) {
+                l[j] = x[v + j] > l[j] ? x[v + j] : l[j];
+            }
+        }
+        for (int j = 0; j < 16; j++) {
+            m = l[j] > m ? l[j] : m;
+        }
+    }
+    for (; v < n; v++) {
+        m = x[v] > m ? x[v] : m;
+    }
+    return m;
+}
+
 /* logits [N,V]; targets [N]; lse [N] */
 int lina_cross_entropy_forward(double *loss, int64_t *count, float *lse, const float *logits,
                                const int32_t *targets, int N, int V)
@@ -30,10 +56,7 @@ int lina_cross_entropy_forward(double *loss, int64_t *count, float *lse, const f
                 continue;
             }
             const float *r = logits + (size_t)n * V;
-            float m = r[0];
-            for (int v = 1; v < V; v++) {
-                m = r[v] > m ? r[v] : m;
-            }
+            float m = row_max(r, V);
             for (int v = 0; v < V; v++) {
                 buf[v] = r[v] - m;
             }

@@ -340,18 +340,20 @@ int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, c
     if (gp->Dskip) {
         const int nd = d->D_has_hdim ? E : H;
         for (int i = 0; i < nd; i++) {
-            double s = 0.0;
+            /* four partial sums over the rows' products (one chain of double adds waits on
+             * each add), added in a fixed order */
+            double s4[4] = {0.0, 0.0, 0.0, 0.0};
             for (int n = 0; n < R; n++) {
                 const float *dyr = dy + (size_t)n * E, *xs = a->xbc + (size_t)n * Cc;
                 if (d->D_has_hdim) {
-                    s += (double)dyr[i] * xs[i];
+                    s4[n & 3] += (double)dyr[i] * xs[i];
                 } else {
                     for (int j = 0; j < P; j++) {
-                        s += (double)dyr[i * P + j] * xs[i * P + j];
+                        s4[j & 3] += (double)dyr[i * P + j] * xs[i * P + j];
                     }
                 }
             }
-            gp->Dskip[i] += (float)s;
+            gp->Dskip[i] += (float)((s4[0] + s4[1]) + (s4[2] + s4[3]));
         }
     }
 #pragma omp parallel for schedule(static)
