@@ -16,7 +16,9 @@
 #
 # Environment: MIXER_TYPES (transformer gla delta_net gated_deltanet mamba2), DMODELS (64),
 # SEQS (128), BATCH (64), THREADS ("1 2"), STEPS (5 timed steps after one warm-up),
-# REPEAT (2), PYTHON (/usr/bin/python3 with torch).
+# REPEAT (2), PYTHON (/usr/bin/python3 with torch), BASE (another lina binary, e.g. a build
+# of an earlier commit: timed in the same interleaved loop, its CPU ms per step in a
+# "before" column next to lina's).
 set -e
 LINA=${1:-build/lina}
 OUT=${2:-results/small_model_bench.md}
@@ -55,6 +57,10 @@ for m in $MIXER_TYPES; do
                 while [ $r -lt "$REPEAT" ]; do
                     "$LINA" bench --model "$cfg" --only train --batch "$BATCH" --seq-len "$T" --threads "$th" \
                         --steps "$STEPS" $OPT --json | sed "s/^{/{$tag, \"framework\": \"lina\", /" >>"$JL"
+                    if [ -n "${BASE:-}" ]; then
+                        "$BASE" bench --model "$cfg" --only train --batch "$BATCH" --seq-len "$T" --threads "$th" \
+                            --steps "$STEPS" $OPT --json | sed "s/^{/{$tag, \"framework\": \"lina_base\", /" >>"$JL"
+                    fi
                     OMP_NUM_THREADS=$th "$PYTHON" "$here/torch_train.py" --model "$cfg" --batch "$BATCH" --seq-len "$T" \
                         --threads "$th" --steps "$STEPS" $OPT --json | sed "s/^{/{$tag, /" >>"$JL"
                     r=$((r + 1))
@@ -79,6 +85,7 @@ for l in open("/proc/cpuinfo"):
 isa = "AVX-512" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "other")
 torch_ver = next((r.get("torch") for r in rows if r["framework"] == "torch"), "?")
 sg = {r["threads"]: r.get("sgemm_gflops") for r in rows if r["name"] == "sgemm"}
+core = next((r.get("blas_core") for r in rows if r["name"] == "sgemm" and r.get("blas_core")), "unknown")
 def best(fw, key="train_ms_per_step", **kw):
     v = [r[key] for r in rows if r["framework"] == fw and r.get(key) is not None
          and all(r.get(k) == x for k, x in kw.items())]
@@ -89,13 +96,15 @@ L.append("Written by `sh bench/small_model_bench.sh` (%s UTC). CPU: %s, ISA %s (
          "`lina task mqar` (2 layers, mixer-only blocks as the task builds them (`no_mlp`), vocabulary 256, short convolutions; the PyTorch transformer has no short convolutions). One step = forward + "
          "cross-entropy + backward + global-norm clipping + AdamW (lr 3e-3, betas 0.9/0.999, wd 0.1, clip 1.0) on "
          "B=%s random sequences; ms per step is the median of %s timed steps after a warm-up, best of %s interleaved "
-         "runs. OpenBLAS SGEMM (1024^3) in the same run: %s GFLOP/s. Load average before / after: %s / %s.\n"
+         "runs. OpenBLAS SGEMM (1024^3) in the same run: %s GFLOP/s (OpenBLAS kernel set: %s). Load average before / after: %s / %s.\n"
          % (start, cpu, isa, ver, torch_ver, batch, steps, repeat,
-            ", ".join("%s on %s thread%s" % (v, t, "" if t == 1 else "s") for t, v in sorted(sg.items())), lb, la))
+            ", ".join("%s on %s thread%s" % (v, t, "" if t == 1 else "s") for t, v in sorted(sg.items())), core, lb, la))
 L.append("Wall: the step's elapsed time; CPU: the process's CPU time per step (all threads), which other jobs on a "
          "shared machine disturb less (on one thread and an idle machine the two agree).\n")
-L.append("| model | d | T | params | threads | lina ms/step | PyTorch ms/step | PyTorch / lina | lina CPU ms | PyTorch CPU ms | PyTorch / lina (CPU) |")
-L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+has_base = any(r["framework"] == "lina_base" for r in rows)
+L.append("| model | d | T | params | threads | lina ms/step | PyTorch ms/step | PyTorch / lina | lina CPU ms | PyTorch CPU ms | PyTorch / lina (CPU) |"
+         + (" before: lina CPU ms | before / after (CPU) |" if has_base else ""))
+L.append("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if has_base else ""))
 keys = sorted({(r["name"], r["d_model"], r["seq_len"], r["threads"]) for r in rows if r["framework"] == "lina"},
               key=lambda k: (k[1], k[2], k[3]))
 order = list(dict.fromkeys(r["name"] for r in rows if r["framework"] == "lina"))
@@ -104,13 +113,16 @@ for n, d, T, th in keys:
     kw = dict(name=n, d_model=d, seq_len=T, threads=th)
     lm, tm = best("lina", **kw), best("torch", **kw)
     lc, tc = best("lina", "train_cpu_ms_per_step", **kw), best("torch", "train_cpu_ms_per_step", **kw)
+    bc = best("lina_base", "train_cpu_ms_per_step", **kw)
     p = next((r["params"] for r in rows if r["framework"] == "lina" and r["name"] == n and r["d_model"] == d), 0)
     L.append("| %s | %d | %d | %.0fK | %d | %s | %s | %s | %s | %s | %s |" % (n, d, T, p / 1e3, th,
              "%.1f" % lm if lm else "-", "%.1f" % tm if tm else "-", "%.2fx" % (tm / lm) if lm and tm else "-",
-             "%.1f" % lc if lc else "-", "%.1f" % tc if tc else "-", "%.2fx" % (tc / lc) if lc and tc else "-"))
+             "%.1f" % lc if lc else "-", "%.1f" % tc if tc else "-", "%.2fx" % (tc / lc) if lc and tc else "-")
+             + (" %s | %s |" % ("%.1f" % bc if bc else "-", "%.2fx" % (bc / lc) if bc and lc else "-")
+                if has_base else ""))
 L.append("")
 L.append("Reproduce: `make && sh bench/small_model_bench.sh build/lina results/small_model_bench.md` "
-         "(environment MIXER_TYPES, DMODELS, SEQS, THREADS, REPEAT). Raw JSON lines: `%s`." % jl.split("/")[-1])
+         "(environment MIXER_TYPES, DMODELS, SEQS, THREADS, REPEAT, BASE). Raw JSON lines: `%s`." % jl.split("/")[-1])
 open(out, "w").write("\n".join(L) + "\n")
 print("\n".join(L))
 EOF
