@@ -734,6 +734,12 @@ typedef struct ck_buf {
     float *dKd;  /* [C*K] */
     float *dK;   /* [C*K] */
     float *dQ;   /* [C*K] */
+    /* backward with the per-channel gate (gk) */
+    float *dbv;  /* [C*K] gradient w.r.t. bv */
+    float *Ev;   /* [C*K] exp(bv_r) */
+    float *Edv;  /* [C*K] exp(bv_{L-1} - bv_r) */
+    float *dXs;  /* [2*GB*K] gradient of Xs */
+    float *dYs;  /* [C*K] gradient of Ys */
 } ck_buf;
 
 /* Lay the buffers out from `base` (NULL: only compute the size in bytes). */
@@ -777,6 +783,11 @@ static size_t ck_carve(ck_buf *cb, char *base, int C, int K, int V, int bwd)
         CARVE(dKd, float, CK);
         CARVE(dK, float, CK);
         CARVE(dQ, float, CK);
+        CARVE(dbv, float, CK);
+        CARVE(Ev, float, CK);
+        CARVE(Edv, float, CK);
+        CARVE(dXs, float, 2 * (size_t)GB * K);
+        CARVE(dYs, float, CK);
     }
 #undef CARVE
     return off;
@@ -1259,6 +1270,286 @@ static int dl_fwd_chunk(const dl_ctx *c0, float *o0, float *ht0, float *cache0, 
     return rc;
 }
 
+/* ================================= chunk backward, per-channel gate (gk) */
+
+/* The adjoint of ck_gram_gated: given dGk (d of the gated K K^T, strictly lower) and dGq
+ * (d of the gated Q K^T, lower with the diagonal), both L x L with ld L, add to dK, dQ
+ * [L,K] and dbv [L,K]. A pair (r, c) term x_r.(k_c exp(bv_r - bv_c)) gives its row side
+ * +term and its column side -term per channel in dbv. Across sub-blocks the products
+ * factor through the block's first row n0 as in the forward (the n0 parts cancel in
+ * dbv); inside a block each pair is taken as it is. */
+static void ck_gram_gated_bwd(int L, int K, const float *dGk, const float *dGq, ck_buf *cb)
+{
+    const float *Kc = cb->Xk, *Qc = cb->Xk + (size_t)L * K;
+    float *dK = cb->dK, *dQ = cb->dQ, *dbv = cb->dbv;
+    for (int n0 = 0; n0 < L; n0 += GB) {
+        const int nb = L - n0 < GB ? L - n0 : GB;
+        const double *b0 = cb->bv + (size_t)n0 * K;
+        if (n0 > 0) {
+            for (int r = 0; r < nb; r++) {
+                const double *br = cb->bv + (size_t)(n0 + r) * K;
+                for (int i = 0; i < K; i++) {
+                    cb->xk[i] = br[i] - b0[i];
+                }
+                lina_vexp_d(cb->ek, cb->xk, (size_t)K);
+                const float *kr = Kc + (size_t)(n0 + r) * K, *qr = Qc + (size_t)(n0 + r) * K;
+                float *xk = cb->Xs + (size_t)r * K, *xq = cb->Xs + (size_t)(nb + r) * K;
+                for (int i = 0; i < K; i++) {
+                    xk[i] = kr[i] * cb->ek[i];
+                    xq[i] = qr[i] * cb->ek[i];
+                }
+            }
+            for (int cc = 0; cc < n0; cc++) {
+                const double *bc = cb->bv + (size_t)cc * K;
+                for (int i = 0; i < K; i++) {
+                    cb->xk[i] = b0[i] - bc[i];
+                }
+                lina_vexp_d(cb->ek, cb->xk, (size_t)K);
+                const float *kc = Kc + (size_t)cc * K;
+                float *y = cb->Ys + (size_t)cc * K;
+                for (int i = 0; i < K; i++) {
+                    y[i] = kc[i] * cb->ek[i];
+                }
+            }
+            const float *gk = dGk + (size_t)n0 * L, *gq = dGq + (size_t)n0 * L;
+            lina_sgemm(0, 0, nb, K, n0, 1.0f, gk, L, cb->Ys, K, 0.0f, cb->dXs, K);
+            lina_sgemm(0, 0, nb, K, n0, 1.0f, gq, L, cb->Ys, K, 0.0f, cb->dXs + (size_t)nb * K, K);
+            lina_sgemm(1, 0, n0, K, nb, 1.0f, gk, L, cb->Xs, K, 0.0f, cb->dYs, K);
+            lina_sgemm(1, 0, n0, K, nb, 1.0f, gq, L, cb->Xs + (size_t)nb * K, K, 1.0f, cb->dYs, K);
+            for (int r = 0; r < nb; r++) {
+                const double *br = cb->bv + (size_t)(n0 + r) * K;
+                for (int i = 0; i < K; i++) {
+                    cb->xk[i] = br[i] - b0[i];
+                }
+                lina_vexp_d(cb->ek, cb->xk, (size_t)K);
+                const float *xk = cb->Xs + (size_t)r * K, *xq = cb->Xs + (size_t)(nb + r) * K;
+                const float *dxk = cb->dXs + (size_t)r * K, *dxq = cb->dXs + (size_t)(nb + r) * K;
+                float *dkr = dK + (size_t)(n0 + r) * K, *dqr = dQ + (size_t)(n0 + r) * K;
+                float *dbr = dbv + (size_t)(n0 + r) * K;
+#pragma omp simd
+                for (int i = 0; i < K; i++) {
+                    dkr[i] += dxk[i] * cb->ek[i];
+                    dqr[i] += dxq[i] * cb->ek[i];
+                    dbr[i] += xk[i] * dxk[i] + xq[i] * dxq[i];
+                }
+            }
+            for (int cc = 0; cc < n0; cc++) {
+                const double *bc = cb->bv + (size_t)cc * K;
+                for (int i = 0; i < K; i++) {
+                    cb->xk[i] = b0[i] - bc[i];
+                }
+                lina_vexp_d(cb->ek, cb->xk, (size_t)K);
+                const float *y = cb->Ys + (size_t)cc * K, *dy = cb->dYs + (size_t)cc * K;
+                float *dkc = dK + (size_t)cc * K, *dbc = dbv + (size_t)cc * K;
+#pragma omp simd
+                for (int i = 0; i < K; i++) {
+                    dkc[i] += dy[i] * cb->ek[i];
+                    dbc[i] -= y[i] * dy[i];
+                }
+            }
+        }
+        for (int r = n0; r < n0 + nb; r++) {
+            const double *br = cb->bv + (size_t)r * K;
+            const float *kr = Kc + (size_t)r * K, *qr = Qc + (size_t)r * K;
+            float *dkr = dK + (size_t)r * K, *dqr = dQ + (size_t)r * K, *dbr = dbv + (size_t)r * K;
+            for (int cc = n0; cc <= r; cc++) {
+                const float gk = dGk[(size_t)r * L + cc], gq = dGq[(size_t)r * L + cc];
+                if (gk == 0.0f && gq == 0.0f) {
+                    continue;
+                }
+                const double *bc = cb->bv + (size_t)cc * K;
+                for (int i = 0; i < K; i++) {
+                    cb->xk[i] = br[i] - bc[i];
+                }
+                lina_vexp_d(cb->ek, cb->xk, (size_t)K);
+                const float *kc = Kc + (size_t)cc * K;
+                float *dkc = dK + (size_t)cc * K, *dbc = dbv + (size_t)cc * K;
+#pragma omp simd
+                for (int i = 0; i < K; i++) {
+                    const float e = cb->ek[i], w = kc[i] * e, u = e * (gk * kr[i] + gq * qr[i]);
+                    dkr[i] += gk * w;
+                    dqr[i] += gq * w;
+                    dkc[i] += u;
+                    const float t = kc[i] * u;
+                    dbr[i] += t;
+                    dbc[i] -= t;
+                }
+            }
+        }
+    }
+}
+
+/* One chunk [r0, r0+L) of (b,h) backward with the per-channel gate (n = 1: row r is
+ * token r0 + r). With e_r = exp(bv_r), ed_r = exp(bv_{L-1} - bv_r) per channel:
+ *   Kb = diag(beta) (e * K), Qe = s (e * Q), Kd = ed * K,
+ *   A = strictly-lower(diag(beta) Gk), P = s Gq (Gk, Gq the gated Gram products),
+ *   U = (I + A)^{-1} (diag(beta) V - Kb S_in),  O = Qe S_in + P U,
+ *   S_out = diag(exp(bv_{L-1})) S_in + Kd^T U.
+ * The backward follows dl_bwd_chunk's with these rows: dU = P^T dO + Kd dS,
+ * dY = Tm^T dU, dA = -dY U^T, dP = dO U^T, [-dKb; dQe] = [dY; dO] S_in^T,
+ * dKd = U dS^T, dS_in = diag(exp(bv_{L-1})) dS - Kb^T dY + Qe^T dO; the Gram
+ * products' adjoint (ck_gram_gated_bwd) takes dGk = diag(beta) dA and dGq = s dP.
+ * Every exponent is a difference of the per-channel cumulative gate bv, whose
+ * gradient dbv is summed backwards over the chunk's rows into dgk. dS is updated
+ * in place to the gradient of S_in. */
+static void ck_bwd_gated(const dl_ctx *c, int b, int h, int r0, int L, const float *Sin, const float *U,
+                         const float *Tm, const lina_delta_grad_in *gi, lina_delta_grad_out *go, float *dS,
+                         ck_buf *cb)
+{
+    const int T = c->T, H = c->H, K = c->K, V = c->V, C = c->C, N = c->N;
+    const float s = c->s;
+    const int Lo = L, ldp = L + K;
+    (void)ck_gates(c, b, h, r0, L, cb);
+    ck_gram(c, b, h, r0, L, r0, Lo, cb);
+    const float *Kc = cb->Xk, *Qc = cb->Xk + (size_t)L * K;
+    float *Gq = cb->G + (size_t)L * L;
+    float *dOc = cb->DB + (size_t)(2 * C - Lo) * V; /* [dO; dS] back to back */
+    float *dY = dOc - (size_t)L * V;
+    float *PK = cb->PK, *dA = cb->AP, *dP = cb->AP + (size_t)L * L;
+    float *dGk = cb->W2, *dGq = cb->W2 + (size_t)L * L;
+    const double *bL = cb->bv + (size_t)(L - 1) * K;
+    for (int r = 0; r < L; r++) {
+        const double *br = cb->bv + (size_t)r * K;
+        lina_vexp_d(cb->Ev + (size_t)r * K, br, (size_t)K);
+        for (int i = 0; i < K; i++) {
+            cb->xk[i] = bL[i] - br[i];
+        }
+        lina_vexp_d(cb->Edv + (size_t)r * K, cb->xk, (size_t)K);
+        const float *k = Kc + (size_t)r * K, *ed = cb->Edv + (size_t)r * K;
+        float *y = PK + (size_t)r * ldp + Lo;
+        for (int i = 0; i < K; i++) {
+            y[i] = ed[i] * k[i];
+        }
+    }
+    for (int oo = 0; oo < Lo; oo++) {
+        const float *Gr = Gq + (size_t)oo * L;
+        for (int cc = 0; cc < L; cc++) {
+            PK[(size_t)cc * ldp + oo] = s * Gr[cc];
+        }
+        if (gi->do_) {
+            memcpy(dOc + (size_t)oo * V, LINA_ROW(gi->do_, b, r0 + oo, h, T, H, V), (size_t)V * sizeof(float));
+        } else {
+            memset(dOc + (size_t)oo * V, 0, (size_t)V * sizeof(float));
+        }
+    }
+    /* dU = [P^T | Kd] [dO; dS]; dY = Tm^T dU; [-dA; dP] = [dY; dO] U^T; Z = [dY; dO] S_in^T;
+       dKd = U dS^T */
+    lina_sgemm(0, 0, L, V, Lo + K, 1.0f, PK, ldp, dOc, V, 0.0f, cb->dU, V);
+    lina_sgemm(1, 0, L, V, L, 1.0f, Tm, L, cb->dU, V, 0.0f, dY, V);
+    lina_sgemm(0, 1, L + Lo, L, V, 1.0f, dY, V, U, V, 0.0f, cb->AP, L);
+    lina_sgemm(0, 1, L + Lo, K, V, 1.0f, dY, V, Sin, V, 0.0f, cb->Z, K);
+    lina_sgemm(0, 1, L, K, V, 1.0f, U, V, dS, V, 0.0f, cb->dKd, K);
+    float *dbv = cb->dbv;
+    memset(dbv, 0, (size_t)L * K * sizeof(float));
+    memset(cb->dQ, 0, (size_t)L * K * sizeof(float));
+    /* the decay of S_in: dbv_{L-1} += exp(bv_{L-1}) rowsum(S_in * dS) */
+    lina_vexp_d(cb->ek, bL, (size_t)K);
+    for (int i = 0; i < K; i++) {
+        const float *Si = Sin + (size_t)i * V, *Di = dS + (size_t)i * V;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int j = 0; j < V; j++) {
+            acc += Si[j] * Di[j];
+        }
+        dbv[(size_t)(L - 1) * K + i] += cb->ek[i] * acc;
+    }
+    /* per row: dv, dbeta, dk and dbv from Kb (dKb = -Z) and Kd */
+    float *dbL = dbv + (size_t)(L - 1) * K;
+    for (int r = 0; r < L; r++) {
+        const float bt = cb->bt[r];
+        const float *v = dl_v(c, b, r0 + r, h), *k = Kc + (size_t)r * K;
+        const float *er = cb->Ev + (size_t)r * K, *edr = cb->Edv + (size_t)r * K;
+        const float *dy = dY + (size_t)r * V, *z = cb->Z + (size_t)r * K, *dkd = cb->dKd + (size_t)r * K;
+        float *dv = LINA_ROW(go->dv, b, r0 + r, h, N, H, V);
+        float *dk = cb->dK + (size_t)r * K, *dbr = dbv + (size_t)r * K;
+        float vdy = 0.0f, kz = 0.0f;
+#pragma omp simd reduction(+ : vdy)
+        for (int j = 0; j < V; j++) {
+            dv[j] = bt * dy[j];
+            vdy += v[j] * dy[j];
+        }
+#pragma omp simd reduction(+ : kz)
+        for (int i = 0; i < K; i++) {
+            const float ekz = er[i] * k[i] * z[i], kd = edr[i] * k[i] * dkd[i];
+            kz += ekz;
+            dk[i] = -bt * er[i] * z[i] + edr[i] * dkd[i];
+            dbr[i] -= bt * ekz + kd;
+            dbL[i] += kd;
+        }
+        go->dbeta[dl_bix(c, b, r0 + r, h)] = vdy - kz;
+    }
+    /* dA (AP rows 0..L-1 hold -dA): dbeta += sum_c dA_rc Gk_rc; dGk = diag(beta) dA; dGq = s dP */
+    for (int r = 0; r < L; r++) {
+        const float bt = cb->bt[r];
+        const float *Gr = cb->G + (size_t)r * L, *dAr = dA + (size_t)r * L, *dPr = dP + (size_t)r * L;
+        float *wk = dGk + (size_t)r * L, *wq = dGq + (size_t)r * L;
+        float dbe = 0.0f;
+        for (int cc = 0; cc < r; cc++) {
+            const float da = -dAr[cc];
+            dbe += da * Gr[cc];
+            wk[cc] = bt * da;
+        }
+        for (int cc = r; cc < L; cc++) {
+            wk[cc] = 0.0f;
+        }
+        for (int cc = 0; cc <= r; cc++) {
+            wq[cc] = s * dPr[cc];
+        }
+        for (int cc = r + 1; cc < L; cc++) {
+            wq[cc] = 0.0f;
+        }
+        go->dbeta[dl_bix(c, b, r0 + r, h)] += dbe;
+    }
+    ck_gram_gated_bwd(L, K, dGk, dGq, cb);
+    /* Qe = s e Q: dq = dQ + s e dQe, dbv += s e q dQe (dQe = Z rows L..) */
+    for (int oo = 0; oo < Lo; oo++) {
+        const float *z = cb->Z + (size_t)(L + oo) * K, *q = Qc + (size_t)oo * K, *er = cb->Ev + (size_t)oo * K;
+        const float *dqm = cb->dQ + (size_t)oo * K;
+        float *dq = LINA_ROW(go->dq, b, r0 + oo, h, T, H, K), *dbr = dbv + (size_t)oo * K;
+#pragma omp simd
+        for (int i = 0; i < K; i++) {
+            const float f = s * er[i] * z[i];
+            dq[i] = dqm[i] + f;
+            dbr[i] += f * q[i];
+        }
+    }
+    for (int r = 0; r < L; r++) {
+        memcpy(LINA_ROW(go->dk, b, r0 + r, h, N, H, K), cb->dK + (size_t)r * K, (size_t)K * sizeof(float));
+    }
+    /* dS_in = diag(exp(bv_{L-1})) dS + [-Kb; Qe]^T [dY; dO] */
+    for (int r = 0; r < L; r++) {
+        const float fb = -cb->bt[r];
+        const float *k = Kc + (size_t)r * K, *q = Qc + (size_t)r * K, *er = cb->Ev + (size_t)r * K;
+        float *yk = cb->Xb + (size_t)r * K, *yq = cb->Xb + (size_t)(L + r) * K;
+        for (int i = 0; i < K; i++) {
+            yk[i] = fb * er[i] * k[i];
+            yq[i] = s * er[i] * q[i];
+        }
+    }
+    lina_vexp_d(cb->ek, bL, (size_t)K);
+    for (int i = 0; i < K; i++) {
+        const float f = cb->ek[i];
+        float *Di = dS + (size_t)i * V;
+        for (int j = 0; j < V; j++) {
+            Di[j] *= f;
+        }
+    }
+    lina_sgemm(1, 0, K, V, L + Lo, 1.0f, cb->Xb, K, dY, V, 1.0f, dS, V);
+    /* dgk: the reverse cumulative sum of dbv inside the chunk */
+    if (go->dgk) {
+        float *acc = cb->ek;
+        memset(acc, 0, (size_t)K * sizeof(float));
+        for (int r = L - 1; r >= 0; r--) {
+            const float *dbr = dbv + (size_t)r * K;
+            float *dg = LINA_ROW(go->dgk, b, r0 + r, h, T, H, K);
+            for (int i = 0; i < K; i++) {
+                acc[i] += dbr[i];
+                dg[i] = acc[i];
+            }
+        }
+    }
+}
+
 /* ========================================================= chunk backward */
 
 /*
@@ -1338,6 +1629,10 @@ static int dl_bwd_chunk(const dl_ctx *c0, const lina_delta_grad_in *gi0, lina_de
             const int r0 = ci * C, L = N - r0 < C ? N - r0 : C;
             const float *Tm = Ta + (size_t)ci * C * C, *U = Ua + (size_t)r0 * V;
             const float *Sin = St + (size_t)ci * KV;
+            if (c->gk) {
+                ck_bwd_gated(c, b, h, r0, L, Sin, U, Tm, gi, go, dS, &cb);
+                continue;
+            }
             int ta;
             const int Lo = ck_outputs(r0, L, n, &ta);
             const float eL = ck_gates(c, b, h, r0, L, &cb);
@@ -1616,8 +1911,7 @@ int LINA_KFN(lina_delta_bwd)(const lina_mix_dims *d, const lina_delta_in *in,
     if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
         return rc;
     }
-    if (form == LINA_FORM_RECURRENT || c.gk) {
-        /* per-channel gate: the chunk form's backward is the recurrent one */
+    if (form == LINA_FORM_RECURRENT) {
         rc = dl_bwd_recurrent(&c, gin, gout, sc.ws);
     } else {
         rc = dl_bwd_chunk(&c, gin, gout, NULL, sc.ws);
@@ -1724,7 +2018,7 @@ int LINA_KFN(lina_delta_bwd_varlen)(const lina_mix_dims *d, const int64_t *cu, i
     if (rc) {
         return rc;
     }
-    if (form == LINA_FORM_RECURRENT || c.gk) { /* as lina_delta_bwd: gk's backward is the recurrent one */
+    if (form == LINA_FORM_RECURRENT) {
         for (int j = 0; j < docs.n && !rc; j++) {
             dl_ctx cd;
             lina_delta_grad_in gd;
