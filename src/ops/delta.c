@@ -142,8 +142,8 @@ static inline const float *dl_kdec(const dl_ctx *c, int b, int r, int h, float *
         return kr;
     }
     const float *gr = LINA_ROW(c->gk, b, r, h, c->T, c->H, c->K);
+    lina_vexp(a, gr, (size_t)c->K);
     for (int i = 0; i < c->K; i++) {
-        a[i] = expf(gr[i]);
         ka[i] = a[i] * kr[i];
     }
     return ka;
