@@ -24,7 +24,8 @@
  *
  * Backward: the chunk form takes the chunk-start states, U and Tm from the
  * forward's cache when the caller kept one, else recomputes them in one pass
- * over the chunks, then walks the chunks backwards (see dl_bwd_chunk for the
+ * over the chunks, then walks the chunks backwards (see dl_bwd_chunk, and
+ * ck_bwd_gated with the per-channel gate, for the
  * formulas); the recurrent form recomputes the states from a checkpoint every
  * SEG rows and walks back one pass per row (bk_row: each row's gradient fused
  * with the output term of the row before, the per-key-row sums taken 8 rows at
