@@ -374,7 +374,7 @@ static void test_task_models(void)
                                       LINA_MODEL_GATED_DELTAPRODUCT, LINA_MODEL_HGRN2, LINA_MODEL_MLSTM,
                                       LINA_MODEL_MOM,         LINA_MODEL_TRANSFORMER, LINA_MODEL_MAMBA2,
                                       LINA_MODEL_KDA,         LINA_MODEL_FORGETTING_TRANSFORMER, LINA_MODEL_HGRN,
-                                      LINA_MODEL_MAMBA,       LINA_MODEL_RWKV7};
+                                      LINA_MODEL_MAMBA,       LINA_MODEL_RWKV7,    LINA_MODEL_GSA};
     const int nm = (int)(sizeof mixers / sizeof mixers[0]);
     for (int i = 0; i < nm; i++) {
         const char *mt = lina_model_type_name(mixers[i]);
@@ -423,7 +423,7 @@ static void test_task_models(void)
             CHECK(total == lina_model_num_params(m), "task model %s: the tensors add up to the parameter count (%zu)",
                   mt, total);
             if (fla) {
-                CHECK(mlp > 0 || m2 || rw, "task model %s, FLA blocks: GatedMLP present (%d mlp tensors)", mt, mlp);
+                CHECK(mlp > 0 || m2 || rw, "task model %s, FLA blocks: GatedMLP present (%d mlp tensors; Mamba and Mamba2 have none, RWKV-7 its own ffn)", mt, mlp);
             } else {
                 CHECK(mlp == 0 && (c.no_mlp || m2 || rw), "task model %s, mixer-only blocks: no MLP tensors", mt);
             }
