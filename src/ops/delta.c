@@ -870,6 +870,20 @@ static float ck_gates(const dl_ctx *c, int b, int h, int r0, int L, ck_buf *cb)
  * n0: exp(bv_r - bv_n0) exp(bv_n0 - bv_c), both exponents <= 0, so nothing
  * overflows (one GEMM per sub-block); inside the sub-block the exponent of
  * each pair is taken as it is. */
+/* Columns of sub-block [n0, n0+nb) that go through the factored product: the earlier
+ * ones (n0), or every column up to the block's end when the block's widest per-channel
+ * decay is small enough (below 40 in log space) for exp(bv_n0 - bv_c) of its own rows to
+ * stay far inside float's range; then no pair inside the block needs its own exponentials. */
+static int ck_block_cols(const ck_buf *cb, int n0, int nb, int K)
+{
+    const double *b0 = cb->bv + (size_t)n0 * K, *bl = cb->bv + (size_t)(n0 + nb - 1) * K;
+    double span = 0.0;
+    for (int i = 0; i < K; i++) {
+        span = fmax(span, b0[i] - bl[i]);
+    }
+    return span < 40.0 ? n0 + nb : n0;
+}
+
 static void ck_gram_gated(int L, int Lo, int K, ck_buf *cb)
 {
     const float *Kc = cb->Xk, *Qc = cb->Xk + (size_t)L * K;
@@ -893,8 +907,9 @@ static void ck_gram_gated(int L, int Lo, int K, ck_buf *cb)
                 xq[i] = Lo ? qr[i] * cb->ek[i] : 0.0f;
             }
         }
-        if (n0 > 0) {
-            for (int cc = 0; cc < n0; cc++) {
+        const int nc = ck_block_cols(cb, n0, nb, K);
+        if (nc > 0) {
+            for (int cc = 0; cc < nc; cc++) {
                 const double *bc = cb->bv + (size_t)cc * K;
                 for (int i = 0; i < K; i++) {
                     cb->xk[i] = b0[i] - bc[i];
@@ -906,11 +921,22 @@ static void ck_gram_gated(int L, int Lo, int K, ck_buf *cb)
                     y[i] = kc[i] * cb->ek[i];
                 }
             }
-            lina_sgemm(0, 1, nb, n0, K, 1.0f, cb->Xs, K, cb->Ys, K, 0.0f, Gk + (size_t)n0 * L, L);
+            lina_sgemm(0, 1, nb, nc, K, 1.0f, cb->Xs, K, cb->Ys, K, 0.0f, Gk + (size_t)n0 * L, L);
             if (Lo) {
-                lina_sgemm(0, 1, nb, n0, K, 1.0f, cb->Xs + (size_t)nb * K, K, cb->Ys, K, 0.0f,
+                lina_sgemm(0, 1, nb, nc, K, 1.0f, cb->Xs + (size_t)nb * K, K, cb->Ys, K, 0.0f,
                            Gq + (size_t)n0 * L, L);
             }
+        }
+        if (nc > n0) { /* the block's own pairs came with the product: clear above the diagonal */
+            for (int r = n0; r < n0 + nb; r++) {
+                for (int cc = r + 1; cc < nc; cc++) {
+                    Gk[(size_t)r * L + cc] = 0.0f;
+                    if (Lo) {
+                        Gq[(size_t)r * L + cc] = 0.0f;
+                    }
+                }
+            }
+            continue;
         }
         for (int r = n0; r < n0 + nb; r++) {
             const double *br = cb->bv + (size_t)r * K;
@@ -1286,7 +1312,8 @@ static void ck_gram_gated_bwd(int L, int K, const float *dGk, const float *dGq, 
     for (int n0 = 0; n0 < L; n0 += GB) {
         const int nb = L - n0 < GB ? L - n0 : GB;
         const double *b0 = cb->bv + (size_t)n0 * K;
-        if (n0 > 0) {
+        const int nc = ck_block_cols(cb, n0, nb, K);
+        if (nc > 0) {
             for (int r = 0; r < nb; r++) {
                 const double *br = cb->bv + (size_t)(n0 + r) * K;
                 for (int i = 0; i < K; i++) {
@@ -1300,7 +1327,7 @@ static void ck_gram_gated_bwd(int L, int K, const float *dGk, const float *dGq, 
                     xq[i] = qr[i] * cb->ek[i];
                 }
             }
-            for (int cc = 0; cc < n0; cc++) {
+            for (int cc = 0; cc < nc; cc++) {
                 const double *bc = cb->bv + (size_t)cc * K;
                 for (int i = 0; i < K; i++) {
                     cb->xk[i] = b0[i] - bc[i];
@@ -1313,10 +1340,10 @@ static void ck_gram_gated_bwd(int L, int K, const float *dGk, const float *dGq, 
                 }
             }
             const float *gk = dGk + (size_t)n0 * L, *gq = dGq + (size_t)n0 * L;
-            lina_sgemm(0, 0, nb, K, n0, 1.0f, gk, L, cb->Ys, K, 0.0f, cb->dXs, K);
-            lina_sgemm(0, 0, nb, K, n0, 1.0f, gq, L, cb->Ys, K, 0.0f, cb->dXs + (size_t)nb * K, K);
-            lina_sgemm(1, 0, n0, K, nb, 1.0f, gk, L, cb->Xs, K, 0.0f, cb->dYs, K);
-            lina_sgemm(1, 0, n0, K, nb, 1.0f, gq, L, cb->Xs + (size_t)nb * K, K, 1.0f, cb->dYs, K);
+            lina_sgemm(0, 0, nb, K, nc, 1.0f, gk, L, cb->Ys, K, 0.0f, cb->dXs, K);
+            lina_sgemm(0, 0, nb, K, nc, 1.0f, gq, L, cb->Ys, K, 0.0f, cb->dXs + (size_t)nb * K, K);
+            lina_sgemm(1, 0, nc, K, nb, 1.0f, gk, L, cb->Xs, K, 0.0f, cb->dYs, K);
+            lina_sgemm(1, 0, nc, K, nb, 1.0f, gq, L, cb->Xs + (size_t)nb * K, K, 1.0f, cb->dYs, K);
             for (int r = 0; r < nb; r++) {
                 const double *br = cb->bv + (size_t)(n0 + r) * K;
                 for (int i = 0; i < K; i++) {
@@ -1334,7 +1361,7 @@ static void ck_gram_gated_bwd(int L, int K, const float *dGk, const float *dGq, 
                     dbr[i] += xk[i] * dxk[i] + xq[i] * dxq[i];
                 }
             }
-            for (int cc = 0; cc < n0; cc++) {
+            for (int cc = 0; cc < nc; cc++) {
                 const double *bc = cb->bv + (size_t)cc * K;
                 for (int i = 0; i < K; i++) {
                     cb->xk[i] = b0[i] - bc[i];
@@ -1349,7 +1376,7 @@ static void ck_gram_gated_bwd(int L, int K, const float *dGk, const float *dGq, 
                 }
             }
         }
-        for (int r = n0; r < n0 + nb; r++) {
+        for (int r = n0; r < n0 + nb && nc == n0; r++) { /* the block's own pairs, one by one */
             const double *br = cb->bv + (size_t)r * K;
             const float *kr = Kc + (size_t)r * K, *qr = Qc + (size_t)r * K;
             float *dkr = dK + (size_t)r * K, *dqr = dQ + (size_t)r * K, *dbr = dbv + (size_t)r * K;
