@@ -817,8 +817,10 @@ static void test_paper_mqar_verdict(void)
         if (f) {
             fclose(f);
         }
-        const char *want = pass ? "at d=64 (99, 98, 90, 10%; largest sd 0): inconclusive, a model ran 1 seed(s) of 3"
-                                : "at d=64 (99, 98, 90, 10%; largest sd 0): reproduced";
+        const char *want = pass ? "at d=64 (99, 98, 90, 10%; largest sd 0): DeltaNet and Gated DeltaNet >= GLA "
+                                  "inconclusive, a model ran 1 seed(s) of 3"
+                                : "at d=64 (99, 98, 90, 10%; largest sd 0): DeltaNet and Gated DeltaNet >= GLA "
+                                  "reproduced (largest sd 0); GLA >> linear attention reproduced";
         CHECK(md && strstr(md, want), "MQAR verdict from the kept cells: '%s'", want);
         CHECK(md && strstr(md, "Attention ~100% at every width: reproduced at the widths run"),
               "attention verdict with 3 seeds");
