@@ -671,15 +671,15 @@ static void paper_mqar(paper_ctx *p)
                                                    cells[MQ_GLA][j].sw.sd),
                   gg = gla > la + 0.2;
         const char *why = NULL;
-        const mq_cell *four[5] = {&cells[MQ_DN][j], &cells[MQ_GDN][j], &cells[MQ_GLA][j], &cells[MQ_LA][j],
-                                  &cells[MQ_TR][j]};
-        const int fewest = mq_min_seeds(four, 5);
-        char whys[96];
+        /* the seeds of each half: DeltaNet, Gated DeltaNet, GLA; GLA, linear attention (+ the control) */
+        const mq_cell *h1[4] = {&cells[MQ_DN][j], &cells[MQ_GDN][j], &cells[MQ_GLA][j], &cells[MQ_TR][j]};
+        const mq_cell *h2[3] = {&cells[MQ_GLA][j], &cells[MQ_LA][j], &cells[MQ_TR][j]};
+        const int few1 = mq_min_seeds(h1, 4), few2 = mq_min_seeds(h2, 3);
+        char whys1[96], whys2[96];
+        snprintf(whys1, sizeof whys1, "a model ran %d seed(s) of %d", few1, MQ_MIN_SEEDS);
+        snprintf(whys2, sizeof whys2, "a model ran %d seed(s) of %d", few2, MQ_MIN_SEEDS);
         if (isnan(ctrl)) {
             why = "the attention control was not run at that width";
-        } else if (fewest < MQ_MIN_SEEDS) {
-            snprintf(whys, sizeof whys, "a model ran %d seed(s) of %d", fewest, MQ_MIN_SEEDS);
-            why = whys;
         } else if (ctrl < 0.9) {
             why = "the attention control did not fit (the budget is too small)";
         }
@@ -688,8 +688,14 @@ static void paper_mqar(paper_ctx *p)
                      sd2 = fmax(cells[MQ_GLA][j].sw.sd, cells[MQ_LA][j].sw.sd);
         static const char DISAGREE[] = "the seeds disagree (sd above 15 points), so the order is which seed left the "
                                        "plateau";
-        const char *why1 = why ? why : sd1 > MQ_SPREAD && !ge ? DISAGREE : NULL;
-        const char *why2 = why ? why : sd2 > MQ_SPREAD && !gg ? DISAGREE : NULL;
+        const char *why1 = why                     ? why
+                           : few1 < MQ_MIN_SEEDS   ? whys1
+                           : sd1 > MQ_SPREAD && !ge ? DISAGREE
+                                                    : NULL;
+        const char *why2 = why                     ? why
+                           : few2 < MQ_MIN_SEEDS   ? whys2
+                           : sd2 > MQ_SPREAD && !gg ? DISAGREE
+                                                    : NULL;
         n += snprintf(verdict + n, sizeof verdict - n,
                       "DeltaNet and Gated DeltaNet >= GLA >> linear attention at d=%d (%.0f, %.0f, %.0f, %.0f%%; "
                       "largest sd %.0f): DeltaNet and Gated DeltaNet >= GLA %s%s (largest sd %.0f); GLA >> linear "
