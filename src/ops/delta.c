@@ -884,6 +884,40 @@ static int ck_block_cols(const ck_buf *cb, int n0, int nb, int K)
     return span < 40.0 ? n0 + nb : n0;
 }
 
+/* The factored sides of sub-block [n0, n0+nb): rows r of K (and of Q when with_q, else
+ * zeros) scaled by exp(bv_r - bv_n0) into Xs (K rows, then Q rows), and columns c < nc of K
+ * scaled by exp(bv_n0 - bv_c) into Ys. Both exponents are <= 0 across sub-blocks. */
+static void ck_block_sides(int n0, int nb, int nc, int K, int with_q, const float *Kc,
+                           const float *Qc, ck_buf *cb)
+{
+    const double *b0 = cb->bv + (size_t)n0 * K;
+    for (int r = 0; r < nb; r++) {
+        const double *br = cb->bv + (size_t)(n0 + r) * K;
+        for (int i = 0; i < K; i++) {
+            cb->xk[i] = br[i] - b0[i];
+        }
+        lina_vexp_d(cb->ek, cb->xk, (size_t)K);
+        const float *kr = Kc + (size_t)(n0 + r) * K, *qr = Qc + (size_t)(n0 + r) * K;
+        float *xk = cb->Xs + (size_t)r * K, *xq = cb->Xs + (size_t)(nb + r) * K;
+        for (int i = 0; i < K; i++) {
+            xk[i] = kr[i] * cb->ek[i];
+            xq[i] = with_q ? qr[i] * cb->ek[i] : 0.0f;
+        }
+    }
+    for (int cc = 0; cc < nc; cc++) {
+        const double *bc = cb->bv + (size_t)cc * K;
+        for (int i = 0; i < K; i++) {
+            cb->xk[i] = b0[i] - bc[i];
+        }
+        lina_vexp_d(cb->ek, cb->xk, (size_t)K);
+        const float *kc = Kc + (size_t)cc * K;
+        float *y = cb->Ys + (size_t)cc * K;
+        for (int i = 0; i < K; i++) {
+            y[i] = kc[i] * cb->ek[i];
+        }
+    }
+}
+
 static void ck_gram_gated(int L, int Lo, int K, ck_buf *cb)
 {
     const float *Kc = cb->Xk, *Qc = cb->Xk + (size_t)L * K;
@@ -893,34 +927,9 @@ static void ck_gram_gated(int L, int Lo, int K, ck_buf *cb)
     }
     for (int n0 = 0; n0 < L; n0 += GB) {
         const int nb = L - n0 < GB ? L - n0 : GB;
-        const double *b0 = cb->bv + (size_t)n0 * K;
-        for (int r = 0; r < nb; r++) {
-            const double *br = cb->bv + (size_t)(n0 + r) * K;
-            for (int i = 0; i < K; i++) {
-                cb->xk[i] = br[i] - b0[i];
-            }
-            lina_vexp_d(cb->ek, cb->xk, (size_t)K);
-            const float *kr = Kc + (size_t)(n0 + r) * K, *qr = Qc + (size_t)(n0 + r) * K;
-            float *xk = cb->Xs + (size_t)r * K, *xq = cb->Xs + (size_t)(nb + r) * K;
-            for (int i = 0; i < K; i++) {
-                xk[i] = kr[i] * cb->ek[i];
-                xq[i] = Lo ? qr[i] * cb->ek[i] : 0.0f;
-            }
-        }
         const int nc = ck_block_cols(cb, n0, nb, K);
+        ck_block_sides(n0, nb, nc, K, Lo, Kc, Qc, cb);
         if (nc > 0) {
-            for (int cc = 0; cc < nc; cc++) {
-                const double *bc = cb->bv + (size_t)cc * K;
-                for (int i = 0; i < K; i++) {
-                    cb->xk[i] = b0[i] - bc[i];
-                }
-                lina_vexp_d(cb->ek, cb->xk, (size_t)K);
-                const float *kc = Kc + (size_t)cc * K;
-                float *y = cb->Ys + (size_t)cc * K;
-                for (int i = 0; i < K; i++) {
-                    y[i] = kc[i] * cb->ek[i];
-                }
-            }
             lina_sgemm(0, 1, nb, nc, K, 1.0f, cb->Xs, K, cb->Ys, K, 0.0f, Gk + (size_t)n0 * L, L);
             if (Lo) {
                 lina_sgemm(0, 1, nb, nc, K, 1.0f, cb->Xs + (size_t)nb * K, K, cb->Ys, K, 0.0f,
@@ -1314,31 +1323,7 @@ static void ck_gram_gated_bwd(int L, int K, const float *dGk, const float *dGq, 
         const double *b0 = cb->bv + (size_t)n0 * K;
         const int nc = ck_block_cols(cb, n0, nb, K);
         if (nc > 0) {
-            for (int r = 0; r < nb; r++) {
-                const double *br = cb->bv + (size_t)(n0 + r) * K;
-                for (int i = 0; i < K; i++) {
-                    cb->xk[i] = br[i] - b0[i];
-                }
-                lina_vexp_d(cb->ek, cb->xk, (size_t)K);
-                const float *kr = Kc + (size_t)(n0 + r) * K, *qr = Qc + (size_t)(n0 + r) * K;
-                float *xk = cb->Xs + (size_t)r * K, *xq = cb->Xs + (size_t)(nb + r) * K;
-                for (int i = 0; i < K; i++) {
-                    xk[i] = kr[i] * cb->ek[i];
-                    xq[i] = qr[i] * cb->ek[i];
-                }
-            }
-            for (int cc = 0; cc < nc; cc++) {
-                const double *bc = cb->bv + (size_t)cc * K;
-                for (int i = 0; i < K; i++) {
-                    cb->xk[i] = b0[i] - bc[i];
-                }
-                lina_vexp_d(cb->ek, cb->xk, (size_t)K);
-                const float *kc = Kc + (size_t)cc * K;
-                float *y = cb->Ys + (size_t)cc * K;
-                for (int i = 0; i < K; i++) {
-                    y[i] = kc[i] * cb->ek[i];
-                }
-            }
+            ck_block_sides(n0, nb, nc, K, 1, Kc, Qc, cb);
             const float *gk = dGk + (size_t)n0 * L, *gq = dGq + (size_t)n0 * L;
             lina_sgemm(0, 0, nb, K, nc, 1.0f, gk, L, cb->Ys, K, 0.0f, cb->dXs, K);
             lina_sgemm(0, 0, nb, K, nc, 1.0f, gq, L, cb->Ys, K, 0.0f, cb->dXs + (size_t)nb * K, K);
