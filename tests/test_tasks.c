@@ -761,43 +761,207 @@ static void test_sweep_keep(void)
     CHECK(!lina_task_sweep_load(path, key, &r), "no record, nothing read");
 }
 
-/* keep a fake MQAR cell of lina paper at d 64: every seed scores acc, 10 s of wall and 5 s of CPU */
-static void paper_cell(const char *dir, lina_model_type m, int nseeds, double acc)
+/* keep a fake cell NAME of lina paper for the options o: every seed scores test (the test score) and
+ * fit (the training-length measure), 10 s of wall and 5 s of CPU */
+static void paper_cell_opts(const char *dir, const char *name, const lina_task_opts *o, int nseeds, double test,
+                            double fit)
 {
-    lina_task_opts o;
-    lina_paper_mqar_opts(&o, m, 64);
-    const double lr = 1e-3;
+    const double lr = o->kind == LINA_TASK_PARITY || o->kind == LINA_TASK_MODARITH ? o->lr : 1e-3;
     char key[1024], path[512];
-    lina_task_sweep_key(&o, &lr, 1, nseeds, key, sizeof key);
+    lina_task_sweep_key(o, &lr, 1, nseeds, key, sizeof key);
     lina_task_sweep s;
     memset(&s, 0, sizeof s);
     s.nseeds = s.runs = nseeds;
-    s.mean = s.min = s.max = s.fit_mean = s.fit_min = acc;
+    s.mean = s.min = s.max = test;
+    s.fit_mean = s.fit_min = fit;
     s.wall_s = 10.0 * nseeds;
     s.cpu_s = 5.0 * nseeds;
     for (int i = 0; i < nseeds; i++) {
         s.lr[i] = lr;
         s.run[i].steps_done = 400;
-        s.run[i].test_scaled = s.run[i].test_acc = s.run[i].train_acc = s.run[i].val_acc = acc;
+        s.run[i].test_scaled = s.run[i].test_acc = s.run[i].val_acc = test;
+        s.run[i].train_acc = fit;
         s.run[i].wall_s = 10.0;
     }
-    snprintf(path, sizeof path, "%s/paper_parts/cells/mqar_%s_d64.txt", dir, lina_model_type_name(m));
-    CHECK(lina_task_sweep_save(path, key, &s) == LINA_OK, "paper cell %s kept", lina_model_type_name(m));
+    snprintf(path, sizeof path, "%s/paper_parts/cells/%s.txt", dir, name);
+    CHECK(lina_task_sweep_save(path, key, &s) == LINA_OK, "paper cell %s kept", name);
+}
+
+/* keep a fake MQAR cell of lina paper at d 64: every seed scores acc, 10 s of wall and 5 s of CPU */
+static void paper_cell(const char *dir, lina_model_type m, int nseeds, double acc)
+{
+    lina_task_opts o;
+    lina_paper_mqar_opts(&o, m, 64);
+    char name[128];
+    snprintf(name, sizeof name, "mqar_%s_d64", lina_model_type_name(m));
+    paper_cell_opts(dir, name, &o, nseeds, acc, acc);
+}
+
+/* a temporary report folder with paper_parts/cells (root: a mkdtemp template) */
+static int paper_dir(char *root)
+{
+    char path[256];
+    if (!mkdtemp(root)) {
+        CHECK(0, "mkdtemp");
+        return 0;
+    }
+    snprintf(path, sizeof path, "%s/paper_parts", root);
+    mkdir(path, 0777);
+    snprintf(path, sizeof path, "%s/paper_parts/cells", root);
+    mkdir(path, 0777);
+    return 1;
+}
+
+/* rebuild section SECTION of the report in root from its kept cells; its text (free) */
+static char *paper_section(const char *root, const char *section)
+{
+    lina_paper_opts po = {root, section, 1, 0, 3, NULL, NULL, 0, 1, NULL, "none"};
+    CHECK(lina_paper_run_opts(&po) == 0, "lina paper --only %s --cells none", section);
+    char path[256];
+    snprintf(path, sizeof path, "%s/paper_parts/%s.md", root, section);
+    FILE *f = fopen(path, "r");
+    char *md = calloc(1, 1 << 16);
+    if (f && md) {
+        size_t n = fread(md, 1, (1 << 16) - 1, f);
+        md[n] = 0;
+    }
+    if (f) {
+        fclose(f);
+    }
+    return md;
+}
+
+static void paper_rmdir(const char *root)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    CHECK(system(cmd) == 0, "temporary report removed");
+}
+
+/* parity and mod-arith rebuilt from kept cells: a verdict needs 3 seeds per configuration and the
+ * models the finding needs fitted; for parity a [0,1] model that does not fit is the prediction */
+static void test_paper_state_verdict(void)
+{
+    char root[] = "/tmp/lina_paper_XXXXXX";
+    if (!paper_dir(root)) {
+        return;
+    }
+    const lina_model_type ms[4] = {LINA_MODEL_DELTA_NET, LINA_MODEL_DELTA_NET, LINA_MODEL_MAMBA2, LINA_MODEL_MAMBA2};
+    for (int task = 0; task < 2; task++) {
+        const lina_task_kind k = task ? LINA_TASK_MODARITH : LINA_TASK_PARITY;
+        /* DeltaNet [0,1] does not fit, [-1,1] fits and generalises; Mamba2 [-1,1] does not fit */
+        const double fit[4] = {0.6, 1.0, 0.95, 0.55}, test[4] = {0.1, 0.95, 0.05, 0.05};
+        for (int pass = 0; pass < 3; pass++) {
+            for (int c = 0; c < 4; c++) {
+                lina_task_opts o;
+                lina_paper_state_opts(&o, k, ms[c], c % 2);
+                char name[96];
+                snprintf(name, sizeof name, "%s_%s_neg%d", lina_task_name(k), lina_model_type_name(ms[c]), c % 2);
+                /* pass 1: DeltaNet [-1,1] ran 1 seed; pass 2: DeltaNet [0,1] fits too */
+                const int ns = pass == 1 && c == 1 ? 1 : 3;
+                paper_cell_opts(root, name, &o, ns, test[c], pass == 2 && c == 0 ? 0.99 : fit[c]);
+            }
+            char *md = paper_section(root, lina_task_name(k));
+            const char *want;
+            if (pass == 1) {
+                want = "DeltaNet: training-length accuracy [-1,1] 1.00 (1 of 1 seeds fit), [0,1] 0.60 (0 of 3); "
+                       "inconclusive -- a configuration ran 1 seed(s) of 3.";
+            } else if (pass == 2) {
+                want = task ? "both fit; scaled test accuracy [-1,1] 0.95 vs [0,1] 0.10: reproduced"
+                            : "both fit; scaled test accuracy [-1,1] 0.95 vs [0,1] 0.10: reproduced";
+            } else {
+                want = task ? "[0,1] 0.60 (0 of 3); inconclusive -- the [0,1] model did not fit the training lengths"
+                            : "[0,1] 0.60 (0 of 3); the [-1,1] model fits and the [0,1] model does not, as the "
+                              "expressivity result predicts; length generalisation of [-1,1]: scaled test 0.95, "
+                              "reproduced";
+            }
+            CHECK(md && strstr(md, want), "%s pass %d: '%s'", lina_task_name(k), pass, want);
+            CHECK(md && strstr(md, "Mamba2: training-length accuracy [-1,1] 0.55 (0 of 3 seeds fit), [0,1] 0.95 (3 of "
+                                   "3); inconclusive -- the [-1,1] model did not fit"),
+                  "%s: a [-1,1] model that does not fit leaves it inconclusive", lina_task_name(k));
+            CHECK(md && strstr(md, "| 0 of 3 (did not fit) | 0.550 | 0.050 |"), "%s: the table's fit column",
+                  lina_task_name(k));
+            free(md);
+        }
+    }
+    /* the accuracy by length of each seed is kept with the cell and read back */
+    lina_task_opts o;
+    lina_paper_state_opts(&o, LINA_TASK_PARITY, LINA_MODEL_DELTA_NET, 1);
+    lina_task_sweep s, r;
+    memset(&s, 0, sizeof s);
+    s.nseeds = s.runs = 2;
+    s.cpu_s = NAN;
+    for (int i = 0; i < 2; i++) {
+        s.run[i].nlens = 12;
+        for (int j = 0; j < 12; j++) {
+            s.run[i].lens[j] = 3 + 20 * j;
+            s.run[i].acc_at[j] = 1.0 / (1 + i + j);
+        }
+    }
+    char key[1024], path[300];
+    lina_task_sweep_key(&o, &o.lr, 1, 2, key, sizeof key);
+    CHECK(strstr(key, " len3-40/40-256 e64 ") != NULL, "a parity key names its lengths: %s", key);
+    snprintf(path, sizeof path, "%s/lens.txt", root);
+    CHECK(lina_task_sweep_save(path, key, &s) == LINA_OK, "a cell with lengths saved");
+    int got = lina_task_sweep_load(path, key, &r), same = got && isnan(r.cpu_s);
+    for (int i = 0; same && i < 2; i++) {
+        same = r.run[i].nlens == 12;
+        for (int j = 0; same && j < 12; j++) {
+            same = r.run[i].lens[j] == s.run[i].lens[j] && r.run[i].acc_at[j] == s.run[i].acc_at[j];
+        }
+    }
+    CHECK(same, "the accuracy by length read back bit-exact");
+    paper_rmdir(root);
+}
+
+/* S3/S5 rebuilt from kept cells: the one-layer S3 finding needs n_h = 2 fitted and 3 seeds per
+ * configuration; S5 is inconclusive when nothing fits or a configuration ran fewer seeds */
+static void test_paper_groups_verdict(void)
+{
+    char root[] = "/tmp/lina_paper_XXXXXX";
+    if (!paper_dir(root)) {
+        return;
+    }
+    for (int pass = 0; pass < 3; pass++) {
+        for (int c = 0; c < 12; c++) {
+            const lina_task_kind k = c < 6 ? LINA_TASK_S3 : LINA_TASK_S5;
+            const int layers = (c % 6) < 3 ? 1 : 2, nh = c % 3 + 1;
+            lina_task_opts o;
+            lina_paper_group_opts(&o, k, layers, nh);
+            char name[96];
+            snprintf(name, sizeof name, "%s_l%d_nh%d", lina_task_name(k), layers, nh);
+            /* S3: n_h = 1 does not fit, 2 and 3 do (pass 2: n_h = 2 does not); S5: nothing fits but
+             * two layers n_h = 3 in pass 1 */
+            double fit = k == LINA_TASK_S3 ? (nh == 1 ? 0.0 : pass == 2 && nh == 2 && layers == 1 ? 0.5 : 0.99)
+                                           : (pass == 1 && layers == 2 && nh == 3 ? 0.95 : 0.0);
+            /* pass 1: S3 one layer n_h = 2 and S5 one layer n_h = 1 ran 2 seeds */
+            const int ns = pass == 1 && layers == 1 && ((k == LINA_TASK_S3 && nh == 2) || (k == LINA_TASK_S5 && nh == 1))
+                               ? 2
+                               : 3;
+            paper_cell_opts(root, name, &o, ns, fit, fit);
+        }
+        char *md = paper_section(root, "s3s5");
+        const char *w3 = pass == 0   ? "S3, one layer: n_h = 2 fits (0.99), n_h = 3 fits too, n_h = 1 does not (0.00): "
+                                       "reproduced"
+                         : pass == 1 ? "S3, one layer: inconclusive -- a configuration ran 2 seed(s) of 3."
+                                     : "S3, one layer: inconclusive -- n_h = 2 did not fit (0.50)";
+        const char *w5 = pass == 1 ? "S5: inconclusive -- a configuration ran 2 seed(s) of 3."
+                                   : "S5: inconclusive -- no configuration fit the training length";
+        CHECK(md && strstr(md, w3), "s3s5 pass %d: '%s'", pass, w3);
+        CHECK(md && strstr(md, w5), "s3s5 pass %d: '%s'", pass, w5);
+        free(md);
+    }
+    paper_rmdir(root);
 }
 
 /* the MQAR section rebuilt from kept cells (--cells none): the ordering verdict follows the numbers,
  * and a model run with fewer than 3 seeds makes it inconclusive, named in the table */
 static void test_paper_mqar_verdict(void)
 {
-    char root[] = "/tmp/lina_paper_XXXXXX", path[256], cmd[300];
-    if (!mkdtemp(root)) {
-        CHECK(0, "mkdtemp");
+    char root[] = "/tmp/lina_paper_XXXXXX", path[256];
+    if (!paper_dir(root)) {
         return;
     }
-    snprintf(path, sizeof path, "%s/paper_parts", root);
-    mkdir(path, 0777);
-    snprintf(path, sizeof path, "%s/paper_parts/cells", root);
-    mkdir(path, 0777);
     const lina_model_type ms[5] = {LINA_MODEL_TRANSFORMER, LINA_MODEL_DELTA_NET, LINA_MODEL_GATED_DELTANET,
                                    LINA_MODEL_GLA, LINA_MODEL_LINEAR_ATTN};
     const double acc[5] = {1.0, 0.99, 0.98, 0.9, 0.1};
@@ -805,18 +969,7 @@ static void test_paper_mqar_verdict(void)
         for (int i = 0; i < 5; i++) {
             paper_cell(root, ms[i], pass && i == 3 ? 1 : 3, acc[i]); /* pass 1: gla has 1 seed */
         }
-        lina_paper_opts po = {root, "mqar", 1, 0, 3, NULL, NULL, 0, 1, NULL, "none"};
-        CHECK(lina_paper_run_opts(&po) == 0, "lina paper --only mqar --cells none (pass %d)", pass);
-        snprintf(path, sizeof path, "%s/paper_parts/mqar.md", root);
-        FILE *f = fopen(path, "r");
-        char *md = calloc(1, 1 << 16);
-        if (f && md) {
-            size_t n = fread(md, 1, (1 << 16) - 1, f);
-            md[n] = 0;
-        }
-        if (f) {
-            fclose(f);
-        }
+        char *md = paper_section(root, "mqar");
         const char *want = pass ? "at d=64 (99, 98, 90, 10%; largest sd 0): DeltaNet and Gated DeltaNet >= GLA "
                                   "inconclusive, a model ran 1 seed(s) of 3"
                                 : "at d=64 (99, 98, 90, 10%; largest sd 0): DeltaNet and Gated DeltaNet >= GLA "
@@ -838,8 +991,7 @@ static void test_paper_mqar_verdict(void)
     }
     CHECK(strstr(head, "| mqar | the budgeted protocol") && strstr(head, "training CPU time (s)"),
           "PAPER.md header: how the section ran, its CPU time");
-    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
-    CHECK(system(cmd) == 0, "temporary report removed");
+    paper_rmdir(root);
 }
 
 int main(void)
@@ -857,6 +1009,8 @@ int main(void)
     test_budget();
     test_sweep_keep();
     test_paper_mqar_verdict();
+    test_paper_state_verdict();
+    test_paper_groups_verdict();
     test_mamba2_neg();
     test_mqar_learns();
     smoke(LINA_TASK_MQAR, LINA_MODEL_DELTA_NET, 0, 1, 40, 1e-2);
