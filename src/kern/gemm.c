@@ -11,59 +11,119 @@
 #endif
 
 /* A few rows against a weight matrix, C[M,N] = alpha A[M,K] B[N,K]^T + beta C
- * with 2 <= M <= LINA_SGEMM_SMALL_M (gemm.h; batch decode: the activations of a few
+ * with 1 <= M <= LINA_SGEMM_SMALL_M (gemm.h; decode: the activations of B
  * sequences against a projection). OpenBLAS packs all of B for such a call,
  * which costs about as much as the product itself; here B is streamed once
- * from where it lies: 4 x 4 blocks of dot products over k, 16 lanes wide. */
-#if defined(__AVX512F__)
+ * from where it lies. A tile is SK_MB rows of A times SK_NB rows of B, one
+ * vector accumulator per pair (SK_MB x SK_NB = LINA_VL of them) summed over k;
+ * the LINA_VL accumulators are then reduced to one vector of the LINA_VL dot
+ * products at once. Each tile of B rows is read from memory once, with the
+ * tile SK_PF tiles on prefetched meanwhile, and taken against every row of A
+ * while it sits in L1. One row of A (a B = 1 decode step) takes LINA_VL rows
+ * of B per tile. Each C element is one thread's, summed in one order whatever
+ * the thread count. */
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 
-static void small_nt_block(int mb, int nb, int K, float alpha, const float *A, int lda, const float *B, int ldb,
-                           float beta, float *C, int ldc)
+#define SK_PF 2 /* prefetch distance in tiles of B (1-4 tried: 2 was best, on either path) */
+
+#if defined(__AVX512F__)
+#define SK_MAX_M LINA_SGEMM_SMALL_M /* the most rows of A taken here; OpenBLAS above */
+#define SK_MB 4 /* rows of A per tile (1 for M == 1) */
+#define SK_NB 4 /* rows of B per tile (LINA_VL for M == 1) */
+/* the first n (< 16) floats of p, the rest 0 */
+static inline __m512 sk_load_tail(const float *p, int n)
 {
-    __m512 acc[4][4];
-    for (int i = 0; i < 4; i++) {
-        for (int j = 0; j < 4; j++) {
-            acc[i][j] = _mm512_setzero_ps();
-        }
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
+}
+/* lane i = the sum of the lanes of x[i], i < 16 */
+static inline __m512 sk_hsum(const __m512 *x)
+{
+    __m512 s2[8], s4[4];
+    for (int i = 0; i < 8; i++) { /* per 128-bit lane: x[2i] in lanes 0, 2; x[2i+1] in 1, 3 */
+        s2[i] = _mm512_add_ps(_mm512_unpacklo_ps(x[2 * i], x[2 * i + 1]),
+                              _mm512_unpackhi_ps(x[2 * i], x[2 * i + 1]));
     }
-    /* rows past mb / nb read row 0 again (always valid) and are not stored */
-    const float *a[4], *b[4];
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 4; i++) { /* per 128-bit lane L: x[4i+j]'s part of L in lane j */
+        const __m512d a = _mm512_castps_pd(s2[2 * i]), b = _mm512_castps_pd(s2[2 * i + 1]);
+        s4[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    /* the 4 128-bit lanes of each s4[i] summed into 128-bit lane i */
+    __m512 p = _mm512_add_ps(_mm512_shuffle_f32x4(s4[0], s4[1], 0x44), _mm512_shuffle_f32x4(s4[0], s4[1], 0xee));
+    __m512 q = _mm512_add_ps(_mm512_shuffle_f32x4(s4[2], s4[3], 0x44), _mm512_shuffle_f32x4(s4[2], s4[3], 0xee));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(p, q, 0x88), _mm512_shuffle_f32x4(p, q, 0xdd));
+}
+#else
+#define SK_MAX_M 32 /* AVX2: OpenBLAS's Haswell kernel is faster at 64 rows */
+#define SK_MB 2
+#define SK_NB 4
+static inline __m256 sk_load_tail(const float *p, int n)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx));
+}
+static inline __m256 sk_hsum(const __m256 *x)
+{
+    return lina_hsum8(x);
+}
+#endif
+
+/* C[mb, nb] (mb <= MB, nb <= NB, MB x NB = LINA_VL) of one tile; rows past mb / nb
+ * read row 0 again (always valid) and are not stored */
+static inline __attribute__((always_inline)) void sk_tile(const int MB, const int NB, int mb, int nb, int K,
+                                                          float alpha, const float *A, int lda, const float *B,
+                                                          int ldb, float beta, float *C, int ldc, const float *pf)
+{
+    lina_vf acc[LINA_VL];
+    const float *a[LINA_VL], *b[LINA_VL];
+    for (int i = 0; i < MB * NB; i++) {
+        acc[i] = LINA_VZERO();
+    }
+    for (int i = 0; i < MB; i++) {
         a[i] = A + (size_t)(i < mb ? i : 0) * lda;
-        b[i] = B + (size_t)(i < nb ? i : 0) * ldb;
+    }
+    for (int j = 0; j < NB; j++) {
+        b[j] = B + (size_t)(j < nb ? j : 0) * ldb;
     }
     int k = 0;
-    for (; k + 16 <= K; k += 16) {
-        __m512 av[4], bv[4];
-        for (int i = 0; i < 4; i++) {
-            av[i] = _mm512_loadu_ps(a[i] + k);
-            bv[i] = _mm512_loadu_ps(b[i] + k);
+    for (; k + LINA_VL <= K; k += LINA_VL) {
+        if (pf) { /* a later tile of B on its way from memory while this one is used */
+            for (int j = 0; j < NB; j++) {
+                _mm_prefetch((const char *)(pf + (size_t)j * ldb + k), _MM_HINT_T0);
+            }
         }
-        for (int i = 0; i < 4; i++) {
-            for (int j = 0; j < 4; j++) {
-                acc[i][j] = _mm512_fmadd_ps(av[i], bv[j], acc[i][j]);
+        lina_vf av[SK_MB];
+        for (int i = 0; i < MB; i++) {
+            av[i] = LINA_VLD(a[i] + k);
+        }
+        for (int j = 0; j < NB; j++) {
+            lina_vf bv = LINA_VLD(b[j] + k);
+#if !defined(__AVX512F__)
+            __asm__("" : "+x"(bv)); /* AVX2: one load per row of B, not one per use (load-bound otherwise) */
+#endif
+            for (int i = 0; i < MB; i++) {
+                acc[i * NB + j] = LINA_VFMA(av[i], bv, acc[i * NB + j]);
             }
         }
     }
     if (k < K) {
-        __mmask16 m = (__mmask16)((1u << (K - k)) - 1u);
-        __m512 av[4], bv[4];
-        for (int i = 0; i < 4; i++) {
-            av[i] = _mm512_maskz_loadu_ps(m, a[i] + k);
-            bv[i] = _mm512_maskz_loadu_ps(m, b[i] + k);
+        lina_vf av[SK_MB];
+        for (int i = 0; i < MB; i++) {
+            av[i] = sk_load_tail(a[i] + k, K - k);
         }
-        for (int i = 0; i < 4; i++) {
-            for (int j = 0; j < 4; j++) {
-                acc[i][j] = _mm512_fmadd_ps(av[i], bv[j], acc[i][j]);
+        for (int j = 0; j < NB; j++) {
+            const lina_vf bv = sk_load_tail(b[j] + k, K - k);
+            for (int i = 0; i < MB; i++) {
+                acc[i * NB + j] = LINA_VFMA(av[i], bv, acc[i * NB + j]);
             }
         }
     }
+    float s[LINA_VL];
+    LINA_VST(s, sk_hsum(acc)); /* s[i NB + j] = row i of A . row j of B */
     for (int i = 0; i < mb; i++) {
         float *c = C + (size_t)i * ldc;
         for (int j = 0; j < nb; j++) {
-            float v = alpha * _mm512_reduce_add_ps(acc[i][j]);
-            c[j] = beta == 0.0f ? v : v + beta * c[j];
+            c[j] = beta == 0.0f ? alpha * s[i * NB + j] : alpha * s[i * NB + j] + beta * c[j];
         }
     }
 }
@@ -71,19 +131,25 @@ static void small_nt_block(int mb, int nb, int K, float alpha, const float *A, i
 static void sgemm_small_nt(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                            float beta, float *C, int ldc)
 {
-    const int nblk = (N + 3) / 4;
+    const int nbw = M == 1 ? LINA_VL : SK_NB, nblk = (N + nbw - 1) / nbw;
     int par = 0;
 #ifdef _OPENMP
-    /* split the weight rows over the threads unless already inside a parallel region */
+    /* split the rows of B over the threads unless already inside a parallel region */
     par = !omp_in_parallel() && (double)M * N * K >= 262144.0;
 #endif
 #pragma omp parallel for schedule(static) if (par)
     for (int jb = 0; jb < nblk; jb++) {
-        int n0 = jb * 4, nb = N - n0 < 4 ? N - n0 : 4;
-        for (int m0 = 0; m0 < M; m0 += 4) {
-            int mb = M - m0 < 4 ? M - m0 : 4;
-            small_nt_block(mb, nb, K, alpha, A + (size_t)m0 * lda, lda, B + (size_t)n0 * ldb, ldb, beta,
-                           C + (size_t)m0 * ldc + n0, ldc);
+        const int n0 = jb * nbw, nb = N - n0 < nbw ? N - n0 : nbw;
+        /* the tile SK_PF tiles on, when there is one */
+        const float *pf = jb + SK_PF < nblk ? B + (size_t)(n0 + SK_PF * nbw) * ldb : NULL;
+        if (M == 1) {
+            sk_tile(1, LINA_VL, 1, nb, K, alpha, A, lda, B + (size_t)n0 * ldb, ldb, beta, C + n0, ldc, pf);
+            continue;
+        }
+        for (int m0 = 0; m0 < M; m0 += SK_MB) {
+            const int mb = M - m0 < SK_MB ? M - m0 : SK_MB;
+            sk_tile(SK_MB, SK_NB, mb, nb, K, alpha, A + (size_t)m0 * lda, lda, B + (size_t)n0 * ldb, ldb, beta,
+                    C + (size_t)m0 * ldc + n0, ldc, m0 == 0 ? pf : NULL);
         }
     }
 }
@@ -96,7 +162,7 @@ void LINA_KFN(lina_sgemm_rows_nt)(int M, int N, int K, float alpha, const float 
                                   int ldb, float beta, float *C, int ldc)
 {
 #if HAVE_SMALL_NT
-    if (M >= 2 && M <= LINA_SGEMM_SMALL_M && N > 0 && K > 0 && lina_sgemm_small_enabled()) {
+    if (M >= 1 && M <= SK_MAX_M && N > 0 && K > 0 && lina_sgemm_small_enabled()) {
         sgemm_small_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }

@@ -2,14 +2,18 @@
 #ifndef LINA_KERN_GEMM_H
 #define LINA_KERN_GEMM_H
 
-/* the most rows of A that lina_sgemm_rows_nt takes on its direct path (batch
- * decode's projections; one row is a GEMV in lina_sgemm). Measured on one
- * AVX-512 core (CPU time, K 256-768, N 256-768): 2-8 rows run at 1.3-2.5x
- * OpenBLAS's rate; from 16 rows on OpenBLAS is as fast or faster. */
-#define LINA_SGEMM_SMALL_M 8
+/* the most rows of A that lina_sgemm_rows_nt takes on its direct path (decode's
+ * projections at batch B = M). Measured on one core of an AMD EPYC (CPU time,
+ * the projections of a 10M-parameter model's decode step, 29 MB of weights one
+ * after the other): 1-64 rows run at 1.2-2.4x OpenBLAS's rate (sgemv for one
+ * row, its Haswell SGEMM kernel for more) on the AVX-512 path; 1-32 rows at
+ * 1.0-3.0x on the AVX2 path, which leaves more than 32 rows to OpenBLAS (0.9x
+ * at 64 rows). */
+#define LINA_SGEMM_SMALL_M 64
 
-/* C[M,N] = alpha A[M,K] B[N,K]^T + beta C (lina_sgemm(0, 1, ...)); 2 <= M <=
- * LINA_SGEMM_SMALL_M runs the direct path (the AVX-512 kernel path), the rest OpenBLAS */
+/* C[M,N] = alpha A[M,K] B[N,K]^T + beta C (lina_sgemm(0, 1, ...)); 1 <= M <=
+ * LINA_SGEMM_SMALL_M (32 on the AVX2 path) runs the direct path on the AVX-512
+ * and AVX2 kernel paths, the rest (and the portable path) OpenBLAS */
 void lina_sgemm_rows_nt(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                         float beta, float *C, int ldc);
 
