@@ -298,10 +298,24 @@ static void task_config_and_bench(void)
     CHECK(st == 0, "bench --model on the task config with --lr/--beta2/--clip: exit %d", st);
     snprintf(args, sizeof args,
              "bench --model %s --only decode --batch 2 --context 3 --decode-steps 2 --roofline --json", path);
-    st = run(args, err, sizeof err);
-    double gbs = lina_bench_read_gbs((size_t)1 << 20), sg = lina_bench_sgemm_gflops(NULL);
-    CHECK(st == 0 && gbs > 0.0 && isfinite(gbs) && sg > 0.0 && isfinite(sg),
-          "bench --model --roofline: exit %d; streaming read %.1f GB/s, SGEMM %.1f GFLOP/s", st, gbs, sg);
+    {
+        char cmd[1024], out[8192];
+        snprintf(cmd, sizeof cmd, "%s %s", lina_bin, args);
+        st = th_sh_capture(cmd, root, out, sizeof out, err, sizeof err);
+        /* the decode step and its projections against the ceilings, by CPU time too */
+        static const char *keys[] = {"\"decode_cpu_ms_per_step\": ", "\"read_cpu_gbs\": ",
+                                     "\"decode_bw_frac_cpu\": ", "\"decode_ws_bw_frac_cpu\": ",
+                                     "\"decode_proj_roof_frac_cpu\": "};
+        for (int i = 0; i < 5; i++) {
+            const char *k = strstr(out, keys[i]);
+            double v = k ? strtod(k + strlen(keys[i]), NULL) : 0.0;
+            CHECK(st == 0 && k && v > 0.0 && isfinite(v), "bench --model --roofline --json: %s%g", keys[i], v);
+        }
+    }
+    double gcpu = NAN, gbs = lina_bench_read_gbs((size_t)1 << 20, &gcpu), sg = lina_bench_sgemm_gflops(NULL);
+    CHECK(st == 0 && gbs > 0.0 && isfinite(gbs) && gcpu > 0.0 && isfinite(gcpu) && sg > 0.0 && isfinite(sg),
+          "bench --model --roofline: exit %d; streaming read %.1f GB/s (%.1f per CPU second), SGEMM %.1f GFLOP/s", st,
+          gbs, gcpu, sg);
     snprintf(args, sizeof args, "bench --model %s --only train --clip -1", path);
     expect_fail("bench --clip -1", args, "--clip");
     snprintf(args, sizeof args, "bench --model %s --only train --beta2 1", path);

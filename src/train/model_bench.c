@@ -181,10 +181,13 @@ static double mb_proj_step(lina_model *m, int B, int steps, double *cpu, double 
     return wall;
 }
 
-double lina_bench_read_gbs(size_t bytes)
+double lina_bench_read_gbs(size_t bytes, double *cpu_gbs)
 {
     size_t n = bytes / sizeof(float);
     float *x = n ? aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63) : NULL;
+    if (cpu_gbs) {
+        *cpu_gbs = NAN;
+    }
     if (!x) {
         return 0.0;
     }
@@ -192,9 +195,9 @@ double lina_bench_read_gbs(size_t bytes)
     for (size_t i = 0; i < n; i++) { /* first touch by the thread that reads it */
         x[i] = (float)(i & 7);
     }
-    double best = 1e30, sink = 0.0;
+    double best = 1e30, best_cpu = 1e30, sink = 0.0;
     for (int r = 0; r < 6; r++) {
-        double t0 = lina_now(), sum = 0.0;
+        double t0 = lina_now(), c0 = lina_bench_cpu_now(), sum = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : sum)
         for (size_t b = 0; b < n; b += 4096) {
             size_t e = b + 4096 < n ? b + 4096 : n;
@@ -209,9 +212,13 @@ double lina_bench_read_gbs(size_t bytes)
                 sum += acc[l];
             }
         }
-        double dt = lina_now() - t0;
+        double dt = lina_now() - t0, dc = lina_bench_cpu_now() - c0;
         sink += sum;
         best = r > 0 && dt < best ? dt : best; /* run 0: warm-up */
+        best_cpu = r > 0 && dc > 0.0 && dc < best_cpu ? dc : best_cpu;
+    }
+    if (cpu_gbs) { /* per second of the process's CPU time: the rate of one thread at work */
+        *cpu_gbs = best_cpu < 1e30 ? (double)(n / 16 * 16) * sizeof(float) / best_cpu / 1e9 : NAN;
     }
     free(x);
     return sink == -1.0 ? 0.0 : (double)(n / 16 * 16) * sizeof(float) / best / 1e9;
@@ -257,7 +264,8 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
     const size_t np = lina_model_num_params(m);
     uint64_t seed = 12345;
     int rc = 1;
-    double train_tps = NAN, train_ms = NAN, train_cpu_ms = NAN, prefill_tps = NAN, decode_tps = NAN, decode_ms = NAN;
+    double train_tps = NAN, train_ms = NAN, train_cpu_ms = NAN, prefill_tps = NAN, decode_tps = NAN, decode_ms = NAN,
+           decode_cpu_ms = NAN;
     size_t nbt = (size_t)B * T;
     int32_t *tok = NULL, *tgt = NULL;
     float *logits = NULL;
@@ -267,7 +275,7 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
     memset(&opt, 0, sizeof(opt));
     lina_model_state *st = NULL;
     double *times = malloc((size_t)(steps > dsteps ? steps : dsteps) * sizeof(*times));
-    double *cpu_times = malloc((size_t)steps * sizeof(*cpu_times));
+    double *cpu_times = malloc((size_t)(steps > dsteps ? steps : dsteps) * sizeof(*cpu_times));
     if (!times || !cpu_times) {
         fprintf(stderr, "lina: bench: out of memory\n");
         goto done;
@@ -370,9 +378,10 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
             }
         }
         for (int s = 0; s <= dsteps; s++) { /* step 0: warm-up */
-            double t0;
+            double t0, c0;
             mb_tokens(dt, (size_t)B, vocab, &seed);
             t0 = lina_now();
+            c0 = lina_bench_cpu_now();
             if (lina_model_decode(m, st, dt, B, 1, logits, &ws) != 0) {
                 free(dt);
                 mb_fail("decode");
@@ -380,12 +389,14 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
             }
             if (s > 0) {
                 times[s - 1] = lina_now() - t0;
+                cpu_times[s - 1] = lina_bench_cpu_now() - c0;
             }
         }
         free(dt);
         double med = mb_median(times, dsteps);
         decode_tps = (double)B / med;
         decode_ms = 1e3 * med;
+        decode_cpu_ms = 1e3 * mb_median(cpu_times, dsteps);
     }
 
     double rss = mb_status_mib("VmRSS"), hwm = mb_status_mib("VmHWM");
@@ -394,12 +405,17 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
      * read once per step; the table gives one row) */
     double sgemm = NAN, sgemm_cpu = NAN, train_frac_cpu = NAN, read_gbs = NAN, train_frac = NAN,
            decode_bw_frac = NAN, decode_gflops = NAN,
-           decode_frac = NAN, proj_frac = NAN, proj_frac_cpu = NAN, proj_gflops = NAN, proj_roof = NAN;
+           decode_frac = NAN, proj_frac = NAN, proj_frac_cpu = NAN, proj_gflops = NAN, proj_roof = NAN,
+           read_cpu = NAN, read_ws = NAN, read_ws_cpu = NAN, decode_bw_cpu = NAN, decode_ws_bw_cpu = NAN,
+           proj_roof_cpu = NAN;
     const double dense = (double)np - (double)vocab * cfg.hidden_size +
                          (cfg.tie_word_embeddings ? (double)vocab * cfg.hidden_size : 0.0);
     if (o->roofline) {
         sgemm = lina_bench_sgemm_gflops(&sgemm_cpu);
-        read_gbs = lina_bench_read_gbs((size_t)1 << 29);
+        read_gbs = lina_bench_read_gbs((size_t)1 << 29, &read_cpu);
+        /* the same over a buffer of the decode step's weight bytes: what the step can get
+         * when they stay in the last-level cache in part (29 MB for the 10M models) */
+        read_ws = lina_bench_read_gbs((size_t)(4.0 * dense), &read_ws_cpu);
         if (!isnan(train_tps) && sgemm > 0.0) {
             train_frac = 6.0 * ((double)np - (double)vocab * cfg.hidden_size) * train_tps / 1e9 / sgemm;
             /* the same in CPU time (train step and SGEMM): comparable on a shared machine */
@@ -414,9 +430,15 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
             /* the ceiling at batch B: SGEMM, or 2B flops per 4-byte weight read at the streaming rate */
             double ceil = B * 0.5 * read_gbs < sgemm ? B * 0.5 * read_gbs : sgemm;
             proj_roof = ceil > 0.0 ? proj_gflops / ceil : NAN;
+            /* the same by CPU time (projections, SGEMM and the streaming read) */
+            double ceil_cpu = B * 0.5 * read_cpu < sgemm_cpu ? B * 0.5 * read_cpu : sgemm_cpu;
+            proj_roof_cpu = ceil_cpu > 0.0 && pcpu > 0.0 ? pflops / pcpu / 1e9 / ceil_cpu : NAN;
             decode_gflops = 2.0 * dense * B / (1e-3 * decode_ms) / 1e9;
             decode_frac = sgemm > 0.0 ? decode_gflops / sgemm : NAN;
             decode_bw_frac = read_gbs > 0.0 ? 4.0 * dense / (read_gbs * 1e9) / (1e-3 * decode_ms) : NAN;
+            /* by CPU time: the step's weight bytes per CPU second over the read's */
+            decode_bw_cpu = read_cpu > 0.0 ? 4.0 * dense / (read_cpu * 1e9) / (1e-3 * decode_cpu_ms) : NAN;
+            decode_ws_bw_cpu = read_ws_cpu > 0.0 ? 4.0 * dense / (read_ws_cpu * 1e9) / (1e-3 * decode_cpu_ms) : NAN;
         }
     }
     if (json) {
@@ -428,11 +450,19 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
         mb_num(b, sizeof(b), prefill_tps, "%.1f");
         mb_num(c, sizeof(c), decode_tps, "%.1f");
         mb_num(d, sizeof(d), decode_ms, "%.4f");
+        char dc[48];
+        mb_num(dc, sizeof(dc), decode_cpu_ms, "%.4f");
         mb_num(e, sizeof(e), rss, "%.1f");
         mb_num(f, sizeof(f), hwm, "%.1f");
-        char roof[1024] = "";
+        char roof[1536] = "";
         if (o->roofline) {
-            char r[12][48];
+            char r[18][48];
+            mb_num(r[12], sizeof(r[12]), read_cpu, "%.2f");
+            mb_num(r[13], sizeof(r[13]), read_ws, "%.2f");
+            mb_num(r[14], sizeof(r[14]), read_ws_cpu, "%.2f");
+            mb_num(r[15], sizeof(r[15]), decode_bw_cpu, "%.4f");
+            mb_num(r[16], sizeof(r[16]), decode_ws_bw_cpu, "%.4f");
+            mb_num(r[17], sizeof(r[17]), proj_roof_cpu, "%.4f");
             mb_num(r[11], sizeof(r[11]), proj_roof, "%.4f");
             mb_num(r[8], sizeof(r[8]), proj_gflops, "%.3f");
             mb_num(r[9], sizeof(r[9]), proj_frac, "%.4f");
@@ -449,14 +479,18 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
                      ", \"sgemm_gflops\": %s, \"read_gbs\": %s, \"train_sgemm_frac\": %s, \"decode_gflops\": %s, "
                      "\"decode_sgemm_frac\": %s, \"decode_bw_frac\": %s, \"decode_weight_mb\": %.2f, "
                      "\"sgemm_cpu_gflops\": %s, \"train_sgemm_frac_cpu\": %s, \"decode_proj_gflops\": %s, "
-                     "\"decode_proj_sgemm_frac\": %s, \"decode_proj_sgemm_frac_cpu\": %s, \"decode_proj_roof_frac\": %s",
-                     r[0], r[1], r[2], r[3], r[4], r[5], 4.0 * dense / 1e6, r[6], r[7], r[8], r[9], r[10], r[11]);
+                     "\"decode_proj_sgemm_frac\": %s, \"decode_proj_sgemm_frac_cpu\": %s, \"decode_proj_roof_frac\": %s, "
+                     "\"read_cpu_gbs\": %s, \"read_ws_gbs\": %s, \"read_ws_cpu_gbs\": %s, \"decode_bw_frac_cpu\": %s, "
+                     "\"decode_ws_bw_frac_cpu\": %s, \"decode_proj_roof_frac_cpu\": %s",
+                     r[0], r[1], r[2], r[3], r[4], r[5], 4.0 * dense / 1e6, r[6], r[7], r[8], r[9], r[10], r[11],
+                     r[12], r[13], r[14], r[15], r[16], r[17]);
         }
         printf("{\"model_type\": \"%s\", \"params\": %zu, \"seq_len\": %d, \"batch\": %d, \"threads\": %d, "
                "\"train_tokens_per_s\": %s, \"train_ms_per_step\": %s, \"train_cpu_ms_per_step\": %s, \"prefill_tokens_per_s\": %s, \"decode_tokens_per_s\": %s, "
-               "\"context\": %d, \"decode_ms_per_token\": %s, \"rss_mb\": %s, \"peak_rss_mb\": %s%s}\n",
-               lina_model_type_name(cfg.model_type), np, T, B, lina_get_threads(), a, g, h, b, c, context, d, e, f,
-               roof);
+               "\"context\": %d, \"decode_ms_per_token\": %s, \"decode_cpu_ms_per_step\": %s, \"rss_mb\": %s, "
+               "\"peak_rss_mb\": %s%s}\n",
+               lina_model_type_name(cfg.model_type), np, T, B, lina_get_threads(), a, g, h, b, c, context, d, dc, e,
+               f, roof);
     } else {
         printf("model      %s (%s), %zu parameters, %d threads\n", cfg_path, lina_model_type_name(cfg.model_type),
                np, lina_get_threads());
@@ -473,7 +507,9 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
         }
         printf("memory     %.1f MiB resident, %.1f MiB peak\n", rss, hwm);
         if (o->roofline) {
-            printf("ceilings   SGEMM 1024^3 %.1f GFLOP/s, streaming read %.1f GB/s\n", sgemm, read_gbs);
+            printf("ceilings   SGEMM 1024^3 %.1f GFLOP/s (%.1f per CPU second), streaming read %.1f GB/s (%.1f per "
+                   "CPU second; %.1f and %.1f over %.1f MB, the decode weights' size)\n",
+                   sgemm, sgemm_cpu, read_gbs, read_cpu, read_ws, read_ws_cpu, 4.0 * dense / 1e6);
             if (!isnan(train_frac)) {
                 printf("train      %.1f%% of SGEMM (6 x non-embedding parameters x tokens/s)\n", 100.0 * train_frac);
             }
@@ -482,9 +518,14 @@ int lina_model_bench_run(const lina_model_bench_opts *o)
                        "%.1f%% of the bandwidth bound\n",
                        decode_gflops, 100.0 * decode_frac, 4.0 * dense / (read_gbs * 1e9) * 1e3, 4.0 * dense / 1e6,
                        100.0 * decode_bw_frac);
+                printf("decode     by CPU time: %.3f ms per step, %.1f%% of the bandwidth bound (%.1f%% of the "
+                       "weight-sized read's)\n",
+                       decode_cpu_ms, 100.0 * decode_bw_cpu, 100.0 * decode_ws_bw_cpu);
                 printf("projections %.2f GFLOP/s at B %d (%.1f%% of SGEMM; CPU time %.1f%%; %.1f%% of min(SGEMM, "
-                       "B/2 flops per byte x streaming read)): the weight matrices alone, each its own product\n",
-                       proj_gflops, B, 100.0 * proj_frac, 100.0 * proj_frac_cpu, 100.0 * proj_roof);
+                       "B/2 flops per byte x streaming read), %.1f%% by CPU time): the weight matrices alone, each "
+                       "its own product\n",
+                       proj_gflops, B, 100.0 * proj_frac, 100.0 * proj_frac_cpu, 100.0 * proj_roof,
+                       100.0 * proj_roof_cpu);
             }
         }
     }

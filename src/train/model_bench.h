@@ -43,7 +43,13 @@ void lina_model_bench_opts_default(lina_model_bench_opts *o);
  * the embedding table x B per decode step time), decode_sgemm_frac,
  * decode_bw_frac (the B=1 bound, weight bytes / read bandwidth, over the step
  * time), decode_weight_mb, sgemm_cpu_gflops and train_sgemm_frac_cpu (the
- * training fraction with both in CPU time).
+ * training fraction with both in CPU time), the projections of a decode step
+ * alone (decode_proj_gflops, _sgemm_frac, _sgemm_frac_cpu, _roof_frac: over
+ * min(SGEMM, B/2 flops per byte x read), _roof_frac_cpu: the same by CPU
+ * time), read_cpu_gbs (the read per CPU second), read_ws_gbs / read_ws_cpu_gbs
+ * (a read over decode_weight_mb, which may stay in cache in part), and the
+ * step by CPU time (decode_cpu_ms_per_step) against both reads:
+ * decode_bw_frac_cpu, decode_ws_bw_frac_cpu.
  * Returns 0; on a bad option or a failure prints one "lina: bench: ..." line on
  * stderr and returns 2 (usage) or 1 (runtime).
  */
@@ -58,7 +64,9 @@ double lina_bench_cpu_now(void);
 double lina_bench_sgemm_gflops(double *cpu_gflops);
 
 /* GB/s of a streaming read (a parallel sum) over a buffer of `bytes`: the best
- * of 5 passes after a warm-up; 0 when the buffer cannot be allocated */
-double lina_bench_read_gbs(size_t bytes);
+ * of 5 passes after a warm-up; 0 when the buffer cannot be allocated;
+ * *cpu_gbs (if not NULL): the same per second of the process's CPU time (NAN
+ * when not measured) */
+double lina_bench_read_gbs(size_t bytes, double *cpu_gbs);
 
 #endif
