@@ -67,17 +67,10 @@ done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 "$PYTHON" - "$JL" "$OUT" "$start" "$load_before" "$load_after" "$REPEAT" "$CONTEXT" "$DSTEPS" \
-    "${OMP_WAIT_POLICY:-unset}" "${OPENBLAS_CORETYPE:-unset}" <<'PY'
+    "${OMP_WAIT_POLICY:-unset}" "${OPENBLAS_CORETYPE:-unset}" "$("$LINA" version | tr '\n' ' ')" <<'PY'
 import json, sys
-jl, out, start, lb, la, repeat, context, dsteps, wait, core = sys.argv[1:]
+jl, out, start, lb, la, repeat, context, dsteps, wait, core, version = sys.argv[1:]
 rows = [json.loads(l) for l in open(jl) if l.strip()]
-cpu = "?"
-try:
-    for l in open("/proc/cpuinfo"):
-        if l.startswith("model name"):
-            cpu = l.split(":", 1)[1].strip(); break
-except OSError:
-    pass
 def pick(bin_, name, isa, t, b):
     # the run with the least CPU time per step: the least disturbed one
     v = [r for r in rows if r["bin"] == bin_ and r["name"] == name and r["isa"] == isa
@@ -89,14 +82,14 @@ def num(v, fmt="%.0f"):
     return "-" if v is None else fmt % v
 has_base = any(r["bin"] == "base" for r in rows)
 L = ["# Batch decode: tokens/s and the projections against SGEMM and bandwidth\n"]
-L.append("Written by `sh bench/decode_bench.sh` (%s UTC). CPU: %s. Each row: `lina bench --model CONFIG --only "
+L.append("Written by `sh bench/decode_bench.sh` (%s UTC), `lina version`: %s. Each row: `lina bench --model CONFIG --only "
          "decode --batch B --threads N --context %s --decode-steps %s --roofline --json` with `LINA_ISA` set to the "
          "path named, the run with the least CPU time of %s interleaved ones. OMP_WAIT_POLICY: %s; "
          "OPENBLAS_CORETYPE: %s (the SGEMM the percentages are against). Load average before / after: %s / %s.\n"
-         % (start, cpu, context, dsteps, repeat, wait, core, lb, la))
+         % (start, version.strip(), context, dsteps, repeat, wait, core, lb, la))
 L.append("Columns, all by CPU time of the process (the figures of a shared machine's wall clock are not "
          "comparable): tokens per CPU second = B / CPU seconds per decode step; projections = every weight "
-         "matrix of a step as its own product (`decode_proj_*`), as %% of the OpenBLAS SGEMM 1024^3 rate and as %% of "
+         "matrix of a step as its own product (`decode_proj_*`), as % of the OpenBLAS SGEMM 1024^3 rate and as % of "
          "min(SGEMM, B/2 flops per byte x the streaming read), both measured in the same process; step vs "
          "bandwidth = the step's weight bytes per CPU second over the streaming read's (512 MiB) and over a "
          "read of a buffer of the weights' size (which may stay in the last-level cache in part)."
