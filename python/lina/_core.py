@@ -82,6 +82,46 @@ def _all_finite(x):
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
+if _np is not None and hasattr(_np, "seterrobj"):  # NumPy 1.x: its error mode as one list
+    def _quiet_np():
+        old = _np.geterrobj()
+        quiet = list(old)
+        quiet[1] = 0  # every floating-point error ignored
+        _np.seterrobj(quiet)
+        return lambda: _np.seterrobj(old)
+elif _np is not None:
+    def _quiet_np():
+        st = _np.errstate(all="ignore")
+        st.__enter__()
+        return lambda: st.__exit__(None, None, None)
+
+
+def _as_numpy(x):
+    return (x.detach() if x.requires_grad else x).numpy()
+
+
+def _probes_finite(o, extra):
+    """Whether o's column 0 and its last token, and the small tensors `extra`, are all
+    finite (see Args.verify). Their sums go through NumPy when it is there: right after a
+    kernel of several milliseconds the interpreter's and PyTorch's code is out of the
+    caches, and NumPy's slicing and reductions are the shorter path (about half the time of
+    the same PyTorch calls there). NumPy's error mode is set to ignore for the sums (a probe
+    holding +Inf and -Inf sums to NaN, which is the answer here, not a warning) and
+    restored. Only when a sum is not finite do the full checks decide (a sum of finite
+    values can overflow)."""
+    if _np is not None:
+        n = _as_numpy(o)
+        probes = [n[..., 0], n[:, -1]] + [_as_numpy(x) for x in extra]
+        restore = _quiet_np()
+        try:
+            if all(math.isfinite(x.sum()) for x in probes):
+                return True
+        finally:
+            restore()
+    probes = [o.select(-1, 0), o.select(1, -1)] + list(extra)
+    return all(_all_finite(x.detach()) for x in probes if x.numel())
+
+
 class Args:
     """Checks the inputs of one call: type, device, dtype, shape (dimensions bound by
     letter across arguments), finiteness; returns contiguous tensors. Remembers
@@ -175,11 +215,10 @@ class Args:
         if not self.deferred:
             return
         if o.numel():
-            o = o.detach()
-            probes = [o.select(-1, 0), o.select(1, -1)] + [x for x in extra if x is not None]
-        else:
-            probes = [x for x in (state if isinstance(state, tuple) else (state,)) if x is not None]
-        if all(_all_finite(x.detach()) for x in probes if x.numel()):
+            if _probes_finite(o, [x for x in extra if x is not None and x.numel()]):
+                return
+        elif all(_all_finite(x.detach()) for x in (state if isinstance(state, tuple) else (state,))
+                 if x is not None and x.numel()):
             return
         for name, x in self.deferred:
             if not _all_finite(x):
@@ -212,22 +251,52 @@ def check_scale(a, scale, K):
     return scale
 
 
+# int32 reading of the bits of -FLT_MAX: the bits of every float in [-FLT_MAX, -0.0] read
+# as int32 are at most this (sign bit set, exponent below all ones); those of -Inf, of a
+# NaN with its sign bit set, of +0.0 and of every value above it are greater.
+_NEG_FINITE_BITS = -8388609
+
+
+def _max_bits(g):
+    """The maximum of g's bits read as int32: through NumPy when it is there (one thread:
+    a PyTorch reduction of a large gate on two threads waits at a barrier for the second
+    thread, which on a busy machine costs more than the pass), else through PyTorch."""
+    if _np is not None:
+        return int((g.detach() if g.requires_grad else g).numpy().view(_np.int32).max())
+    return int(g.view(torch.int32).max())
+
+
 def check_log_gate(a, name, g):
-    """Log decays must be finite and <= 0 (decay = exp(g) in (0, 1]); the gate's min and
-    max (amin and amax: two vectorised passes, faster than aminmax's one in PyTorch 1.13;
-    both carry a NaN) check both, so the gate leaves verify()'s list."""
+    """Log decays must be finite and <= 0 (decay = exp(g) in (0, 1]). One pass decides
+    the common case: the maximum of g's bits read as int32 (_max_bits) is at most _NEG_FINITE_BITS
+    exactly when every element is finite and negative (or -0.0). Otherwise (a +0.0, or
+    a bad value) g's min and max decide (amin and amax: two vectorised passes, faster
+    than aminmax's one in PyTorch 1.13; both carry a NaN). The gate leaves verify()'s
+    list either way."""
     if g is not None and g.numel():
-        lo, hi = float(g.amin()), float(g.amax())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise a.err(ValueError, f"{name} contains NaN or Inf")
-        if hi > 0:
-            raise a.err(ValueError, f"{name} must hold log decays <= 0 (found {hi:g})")
+        if _max_bits(g) > _NEG_FINITE_BITS:
+            lo, hi = float(g.amin()), float(g.amax())
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise a.err(ValueError, f"{name} contains NaN or Inf")
+            if hi > 0:
+                raise a.err(ValueError, f"{name} must hold log decays <= 0 (found {hi:g})")
         a.deferred = [(n, x) for n, x in a.deferred if x is not g]
 
 
+_DIMS = {}
+
+
 def _dims(q, v, scale, chunk):
-    B, T, H, K = q.shape
-    return L.MixDims(B, T, H, K, v.shape[-1], chunk, scale)
+    """The lina_mix_dims of a call, one ctypes structure per distinct shape and scale (the
+    kernels only read it)."""
+    key = (q.shape, v.shape[-1], chunk, scale)
+    d = _DIMS.get(key)
+    if d is None:
+        if len(_DIMS) >= 256:
+            _DIMS.clear()
+        B, T, H, K = q.shape
+        d = _DIMS[key] = L.MixDims(B, T, H, K, v.shape[-1], chunk, scale)
+    return d
 
 
 def _needs(ctx, n):

@@ -263,15 +263,22 @@ def set_num_threads(n):
     _threads[0] = max(0, n)
 
 
+def _torch_threads():
+    """torch.get_num_threads, looked up once (os.cpu_count() without PyTorch)."""
+    global _torch_threads
+    try:
+        import torch
+        _torch_threads = torch.get_num_threads
+    except ImportError:
+        _torch_threads = lambda: os.cpu_count() or 1  # noqa: E731
+    return _torch_threads()
+
+
 def get_num_threads():
     """The thread count the next lina call uses."""
     if _threads[0] > 0:
         return _threads[0]
-    try:
-        import torch
-        return torch.get_num_threads()
-    except ImportError:
-        return os.cpu_count() or 1
+    return _torch_threads()
 
 
 class threads_scope:

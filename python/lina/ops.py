@@ -188,7 +188,8 @@ def _kwargs(a, kwargs, allowed=()):
 
 def _dd(a, q, k, v, g, gspec, scale, initial_state, form, want_ht, state_v_first=False):
     """Checks the inputs (q, k, v may already be checked tensors) and runs the engine;
-    the final state is computed only when want_ht (else it is None)."""
+    the final state is computed only when want_ht (else it is None). gspec None with a
+    gate g: a gate of the package's own (retention's), taken unchecked."""
     q = a.tensor("q", q, "BTHK")
     k = a.tensor("k", k, "BTHK")
     v = a.tensor("v", v, "BTHV")
@@ -280,11 +281,20 @@ def chunk_retention(q, k, v, scale=None, initial_state=None, output_final_state=
     a = Args("chunk_retention")
     q, k, v = _layout(a, head_first, q, k, v)
     q = a.tensor("q", q, "BTHK")
-    H = q.shape[2]
-    gamma = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float64))).float()
-    _, _, _, o, ht = _dd(a, q, k, v, gamma, ("g_gamma", "H"), scale, initial_state, CHUNK,
-                         output_final_state)
+    _, _, _, o, ht = _dd(a, q, k, v, _retention_gates(q.shape[2]), None, scale, initial_state,
+                         CHUNK, output_final_state)
     return _finish(a, o, ht, output_final_state, head_first)
+
+
+_GAMMA = {}
+
+
+def _retention_gates(H):
+    """log(1 - 2^(-5-h)), h = 0..H-1, made once per H (the kernels only read it)."""
+    g = _GAMMA.get(H)
+    if g is None:
+        g = _GAMMA[H] = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float64))).float()
+    return g
 
 
 @_varlen

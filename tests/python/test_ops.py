@@ -475,6 +475,58 @@ def bad_input_tests():
            lambda: ops.chunk_gated_delta_rule(q, k, v, gs, beta, allow_neg_eigval=True))
 
 
+def gate_check_tests():
+    """The log gate's one-pass check (the maximum of its bits read as int32) and the slow
+    path it falls back to: every value at and around the boundaries, at the first, a
+    middle and the last position of g, in the per-channel, per-head-and-step and per-head
+    gates; accepted values give the reference's output."""
+    import math
+    import warnings
+    fmax = 3.4028234663852886e38
+    good = [-0.0, 0.0, -fmax, -1e-45, -1.0]          # -1e-45: the smallest negative denormal
+    bad = [(float("nan"), "contains NaN or Inf"), (-float("nan"), "contains NaN or Inf"),
+           (float("-inf"), "contains NaN or Inf"), (float("inf"), "contains NaN or Inf"),
+           (1e-45, "log decays <= 0"), (1.0, "log decays <= 0"), (fmax, "log decays <= 0")]
+    q, k, v = (x.float() for x in qkv())
+    Tn = q.shape[1]
+    gates = [("chunk_gla g", lambda g: ops.chunk_gla(q, k, v, g), uniform(-0.5, -0.01, B, T, H, K)),
+             ("fused_recurrent_gla gk", lambda g: ops.fused_recurrent_gla(q, k, v, gk=g),
+              uniform(-0.5, -0.01, B, T, H, K)),
+             ("chunk_simple_gla g", lambda g: ops.chunk_simple_gla(q, k, v, g=g), uniform(-0.5, -0.01, B, T, H)),
+             ("chunk_simple_gla g_gamma", lambda g: ops.chunk_simple_gla(q, k, v, g_gamma=g),
+              uniform(-0.5, -0.01, H))]
+    for name, fn, g0 in gates:
+        g0 = g0.float()
+        where = [0, g0.numel() // 2, g0.numel() - 1]
+        for val in good:
+            g = g0.clone()
+            for w in where:
+                g.view(-1)[w] = val
+            gate = {4: "vector", 3: "scalar", 1: "head"}[g.dim()]
+            want = ref.dd(q.double(), k.double(), v.double(), g.double(), gate)[0]
+            e = err(fn(g)[0].double(), want) if math.isfinite(val) and val > -1e30 else 0.0
+            check(f"gate check: {name} holding {val!r} accepted", e < FWD_RTOL, f"error {e:.2e}")
+        for val, needle in bad:
+            for w in where:
+                g = g0.clone()
+                g.view(-1)[w] = val
+                raises(f"gate check: {name} holding {val!r} at {w} refused", ValueError, needle, lambda: fn(g))
+    # retention's decays are made once per head count: two head counts in turn
+    for Hn in (3, 1, 3):
+        qh, kh, vh = (torch.randn(1, Tn, Hn, K if i < 2 else V) for i in range(3))
+        gamma = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(Hn, dtype=torch.float64)))
+        e = err(ops.chunk_retention(qh, kh, vh)[0].double(),
+                ref.dd(qh.double(), kh.double(), vh.double(), gamma, "head")[0])
+        check(f"chunk_retention with H={Hn} after other head counts", e < FWD_RTOL, f"error {e:.2e}")
+    # an output probe holding +Inf and -Inf: the ValueError alone, no NumPy warning
+    vi = v.clone()
+    vi[0, 5, 0, 0], vi[0, 6, 0, 1] = float("inf"), float("-inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        raises("+Inf and -Inf in v: ValueError, no warning", ValueError, "v contains NaN or Inf",
+               lambda: ops.chunk_gla(q, k, vi, gates[0][2].float()))
+
+
 def nonfinite_tests():
     """NaN, +Inf and -Inf in every input of every op, at the first, a middle and the last
     position (both forms, with and without the final state returned): always one
@@ -641,7 +693,7 @@ def pool_tests():
 
 
 for name, fn in (("diagonal decay", dd_tests), ("delta rule", delta_tests), ("mlstm/lion/softmax", other_tests),
-                 ("layouts", layout_tests), ("cu_seqlens", varlen_tests), ("threads", thread_tests), ("bad input", bad_input_tests), ("non-finite", nonfinite_tests),
+                 ("layouts", layout_tests), ("cu_seqlens", varlen_tests), ("threads", thread_tests), ("bad input", bad_input_tests), ("gate check", gate_check_tests), ("non-finite", nonfinite_tests),
                  ("library", library_missing), ("structures", struct_tests), ("pool", pool_tests)):
     run(name, fn)
 harness.finish()
