@@ -7,8 +7,8 @@
  *         causal j <= i;  --window W: i - W < j <= i;  --non-causal: all j.
  *
  * Forward, per (b,h) and tile of SA_BR query rows: loop over the key tiles of
- * SA_BC keys that hold allowed keys; S = s Q K^T (lina_sgemm), masked per
- * row to its allowed column range, running max m and sum l per row:
+ * SA_BC keys that hold allowed keys; S = s Q K^T, masked per row to its
+ * allowed column range, running max m and sum l per row:
  *   m' = max(m, max_j S_j),  P = exp(S - m'),  l = l exp(m - m') + sum P,
  *   O = O exp(m - m') + P V;
  * finally o = O / l and, for the backward, the row statistics (m, log l) as
@@ -25,6 +25,12 @@
  * ~0; dividing by the computed sum of P keeps its rounding (times D, times
  * the size of k) out of dQ.
  * Threads: forward over (b,h) x query tiles, backward over (b,h).
+ * The products are lina's own register-blocked loops (sa_mm: 4 rows x 2
+ * vectors, per instruction-set path), not BLAS calls: a tile's products are
+ * 128 x 128 x K, small enough that packing the operands for a BLAS kernel
+ * costs as much as the product, and each group of 4 rows takes only the
+ * columns (or the summed range) its rows may see, so a causal tile costs
+ * about half of a full one.
  *
  * Forgetting attention (FoX, with a log forget gate g [B,T,H], causal): every
  * logit gets the bias c_i - c_j, c_t = sum_{u <= t} g_u, the cumulative gate
@@ -141,29 +147,235 @@ static inline int sa_cols(const sa_ctx *c, int i, int j0, int nc, int *lo, int *
     return *hi > *lo;
 }
 
+/* ------------------------------------------------ small blocked products */
+
+/* C (ldc) = beta C + alpha A B for rows [0, M) and columns [0, N), with
+ * A(m, k) = A[m sam + k sak] (so A or its transpose, row-major) and B
+ * row-major (ldb); beta 0 writes C without reading it. Rows go in groups of
+ * SA_MR. lo, hi (NULL: none) give each row m a range [lo[m], hi[m]) (empty
+ * when lo >= hi), a group takes the union of its rows' ranges:
+ *   on_k:  the sum runs over k in that range only; A(m, k) must be 0 for the
+ *          k outside row m's own range (the masked P and dS are);
+ *   !on_k: only the group's columns are computed (at least the range,
+ *          rounded out to whole vectors); the other columns are left as
+ *          they are, for the caller to mask.
+ * The sizes here (a head of 16-128 channels, tiles of 128) are too small
+ * for a BLAS call's packing to pay, and the causal tiles need only their
+ * lower triangle, which the ranges give. */
+#define SA_MR 4
+
+#ifdef LINA_VL
+static void sa_range(const int *lo, const int *hi, int m0, int mr, int *rl, int *rh)
+{
+    int l = 0, h = 0, any = 0;
+    for (int r = m0; r < m0 + mr; r++) {
+        if (lo[r] < hi[r]) {
+            l = !any || lo[r] < l ? lo[r] : l;
+            h = !any || hi[r] > h ? hi[r] : h;
+            any = 1;
+        }
+    }
+    *rl = l;
+    *rh = h;
+}
+#endif
+
+#ifdef LINA_VL
+/* The register block of sa_mm: acc[2 r + v] = sum_{k0 <= k < k1} ar[r][k sak] B[k][v VL ..]
+ * for SA_MR rows and nv (1 or 2) vectors of columns. Kept out of line so that
+ * nothing else of sa_mm competes for the vector registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void sa_kern(const float *const *ar, size_t sak, const float *B, size_t ldb, int k0, int k1, int nv,
+                    lina_vf *acc)
+{
+    const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3];
+    lina_vf c00 = LINA_VZERO(), c10 = LINA_VZERO(), c20 = LINA_VZERO(), c30 = LINA_VZERO();
+    if (nv == 2) {
+        lina_vf c01 = LINA_VZERO(), c11 = LINA_VZERO(), c21 = LINA_VZERO(), c31 = LINA_VZERO();
+        for (int k = k0; k < k1; k++) {
+            const float *bk = B + (size_t)k * ldb;
+            const size_t o = (size_t)k * sak;
+            const lina_vf b0 = LINA_VLD(bk), b1 = LINA_VLD(bk + LINA_VL);
+            lina_vf a = LINA_VSET1(a0[o]);
+            c00 = LINA_VFMA(a, b0, c00);
+            c01 = LINA_VFMA(a, b1, c01);
+            a = LINA_VSET1(a1[o]);
+            c10 = LINA_VFMA(a, b0, c10);
+            c11 = LINA_VFMA(a, b1, c11);
+            a = LINA_VSET1(a2[o]);
+            c20 = LINA_VFMA(a, b0, c20);
+            c21 = LINA_VFMA(a, b1, c21);
+            a = LINA_VSET1(a3[o]);
+            c30 = LINA_VFMA(a, b0, c30);
+            c31 = LINA_VFMA(a, b1, c31);
+        }
+        acc[1] = c01;
+        acc[3] = c11;
+        acc[5] = c21;
+        acc[7] = c31;
+    } else {
+        for (int k = k0; k < k1; k++) {
+            const size_t o = (size_t)k * sak;
+            const lina_vf b0 = LINA_VLD(B + (size_t)k * ldb);
+            c00 = LINA_VFMA(LINA_VSET1(a0[o]), b0, c00);
+            c10 = LINA_VFMA(LINA_VSET1(a1[o]), b0, c10);
+            c20 = LINA_VFMA(LINA_VSET1(a2[o]), b0, c20);
+            c30 = LINA_VFMA(LINA_VSET1(a3[o]), b0, c30);
+        }
+    }
+    acc[0] = c00;
+    acc[2] = c10;
+    acc[4] = c20;
+    acc[6] = c30;
+}
+#endif
+
+static void sa_mm(int M, int N, int Kd, float alpha, const float *A, size_t sam, size_t sak, const float *B,
+                  size_t ldb, float beta, float *C, size_t ldc, const int *lo, const int *hi, int on_k)
+{
+#ifdef LINA_VL
+    const int W2 = 2 * LINA_VL;
+    for (int m0 = 0; m0 < M; m0 += SA_MR) {
+        const int mr = M - m0 < SA_MR ? M - m0 : SA_MR;
+        int k0 = 0, k1 = Kd, n0 = 0, n1 = N;
+        if (lo) {
+            int rl, rh;
+            sa_range(lo, hi, m0, mr, &rl, &rh);
+            if (on_k) {
+                k0 = rl;
+                k1 = rh;
+            } else if (rl >= rh) {
+                continue;
+            } else {
+                n0 = rl - rl % LINA_VL;
+                n1 = n0 + (rh - n0 + W2 - 1) / W2 * W2; /* whole pairs of vectors from n0 */
+                n1 = n1 < N ? n1 : N;
+            }
+        }
+        const float *ar[SA_MR];
+        for (int r = 0; r < SA_MR; r++) {
+            ar[r] = A + (size_t)(m0 + (r < mr ? r : 0)) * sam;
+        }
+        int n = n0;
+        for (; n + LINA_VL <= n1;) {
+            const int nv = n + W2 <= n1 ? 2 : 1;
+            lina_vf acc[2 * SA_MR];
+            sa_kern(ar, sak, B + n, ldb, k0, k1, nv, acc);
+            const lina_vf va = LINA_VSET1(alpha), vb = LINA_VSET1(beta);
+            for (int r = 0; r < mr; r++) {
+                for (int v = 0; v < nv; v++) {
+                    float *cr = C + (size_t)(m0 + r) * ldc + n + v * LINA_VL;
+                    lina_vf x = LINA_VMUL(va, acc[2 * r + v]);
+                    if (beta != 0.0f) {
+                        x = LINA_VFMA(vb, LINA_VLD(cr), x);
+                    }
+                    LINA_VST(cr, x);
+                }
+            }
+            n += nv * LINA_VL;
+        }
+        for (; n < n1; n++) {
+            for (int r = 0; r < mr; r++) {
+                float acc = 0.0f, *cr = C + (size_t)(m0 + r) * ldc + n;
+                for (int k = k0; k < k1; k++) {
+                    acc += ar[r][(size_t)k * sak] * B[(size_t)k * ldb + n];
+                }
+                *cr = beta != 0.0f ? beta * *cr + alpha * acc : alpha * acc;
+            }
+        }
+    }
+#else
+    for (int m = 0; m < M; m++) {
+        int k0 = 0, k1 = Kd, n0 = 0, n1 = N;
+        if (lo && on_k) {
+            k0 = lo[m];
+            k1 = hi[m];
+        } else if (lo) {
+            if (lo[m] >= hi[m]) {
+                continue;
+            }
+            n0 = lo[m];
+            n1 = hi[m];
+        }
+        float *cr = C + (size_t)m * ldc;
+        const float *am = A + (size_t)m * sam;
+        for (int n = n0; n < n1; n++) {
+            cr[n] = beta != 0.0f ? beta * cr[n] : 0.0f;
+        }
+        for (int k = k0; k < k1; k++) {
+            const float a = alpha * am[(size_t)k * sak];
+            const float *bk = B + (size_t)k * ldb;
+            for (int n = n0; n < n1; n++) {
+                cr[n] += a * bk[n];
+            }
+        }
+    }
+#endif
+}
+
+/* t [x][j] (ld SA_BC) = the tile's rows src[j][x] (ld), j < n, x < w */
+static void sa_transpose(float *t, const float *src, size_t ld, int n, int w)
+{
+    for (int j = 0; j < n; j++) {
+        const float *s = src + (size_t)j * ld;
+        for (int x = 0; x < w; x++) {
+            t[(size_t)x * SA_BC + j] = s[x];
+        }
+    }
+}
+
+/* Allowed columns of the rows [i0, i0+nr) in the key tile [j0, j0+nc):
+ * lo[r], hi[r] (lo = hi = 0 when none). */
+static void sa_row_cols(const sa_ctx *c, int i0, int nr, int j0, int nc, int *lo, int *hi)
+{
+    for (int r = 0; r < nr; r++) {
+        if (!sa_cols(c, i0 + r, j0, nc, &lo[r], &hi[r])) {
+            lo[r] = hi[r] = 0;
+        }
+    }
+}
+
+/* Query rows of the tile [i0, i0+nr) that see key j0 + j, for j < nc: lo[j], hi[j]
+ * (relative to i0; lo >= hi when none). */
+static void sa_key_rows(const sa_ctx *c, int i0, int nr, int j0, int nc, int *lo, int *hi)
+{
+    for (int j = 0; j < nc; j++) {
+        int l = 0, h = nr;
+        if (c->causal) {
+            const int key = j0 + j;
+            l = key - i0 > 0 ? key - i0 : 0; /* i >= key */
+            if (c->window > 0 && key + c->window - i0 < nr) {
+                h = key + c->window - i0; /* i < key + W */
+            }
+        }
+        lo[j] = l;
+        hi[j] = h;
+    }
+}
+
 /* S = s Q K^T of query rows [i0, i0+nr) and keys [j0, j0+nc) of (b,h), with
- * ld SA_BC; entries of keys a row may not see are 0. */
+ * ld SA_BC; entries of keys a row may not see are 0. lo, hi [nr]: the rows'
+ * allowed columns (sa_row_cols); kt: room for the tile's K^T [K][SA_BC]. */
 static void sa_logits(const sa_ctx *c, const lina_softmax_in *in, int b, int h, int i0, int nr,
-                      int j0, int nc, float *S)
+                      int j0, int nc, float *S, const int *lo, const int *hi, float *kt)
 {
     const int T = c->T, H = c->H, K = c->K, ldk = H * K;
-    lina_sgemm(0, 1, nr, nc, K, c->s, LINA_ROW(in->q, b, i0, h, T, H, K), ldk,
-               LINA_ROW(in->k, b, j0, h, T, H, K), ldk, 0.0f, S, SA_BC);
+    sa_transpose(kt, LINA_ROW(in->k, b, j0, h, T, H, K), ldk, nc, K);
+    sa_mm(nr, nc, K, c->s, LINA_ROW(in->q, b, i0, h, T, H, K), ldk, 1, kt, SA_BC, 0.0f, S, SA_BC, lo, hi, 0);
     for (int r = 0; r < nr; r++) {
         float *Sr = S + (size_t)r * SA_BC;
-        int lo, hi;
-        if (!sa_cols(c, i0 + r, j0, nc, &lo, &hi)) {
-            lo = hi = nc;
-        }
-        for (int j = 0; j < lo; j++) {
+        const int l = lo[r] < hi[r] ? lo[r] : nc, e = lo[r] < hi[r] ? hi[r] : nc;
+        for (int j = 0; j < l; j++) {
             Sr[j] = 0.0f;
         }
-        for (int j = hi; j < nc; j++) {
+        for (int j = e; j < nc; j++) {
             Sr[j] = 0.0f;
         }
         if (c->cg) {
             const double *ch = c->cg + ((size_t)b * c->H + h) * c->T, ci = ch[i0 + r];
-            for (int j = lo; j < hi; j++) {
+            for (int j = l; j < e; j++) {
                 Sr[j] += (float)(ci - ch[j0 + j]);
             }
         }
@@ -172,10 +384,13 @@ static void sa_logits(const sa_ctx *c, const lina_softmax_in *in, int b, int h, 
 
 /* -------------------------------------------------------------- forward */
 
+/* per thread: S [BR][BC], O [BR][V], m, l [BR], the rows' column ranges
+ * [2][BR] (int), K^T [K][BC] */
 static size_t sa_fwd_bytes(const sa_ctx *c)
 {
-    return sa_al64((size_t)SA_BR * SA_BC * sizeof(float)) +
-           sa_al64((size_t)SA_BR * c->V * sizeof(float)) + 2 * sa_al64(SA_BR * sizeof(float)) + 64;
+    return sa_al64((size_t)SA_BR * SA_BC * sizeof(float)) + sa_al64((size_t)SA_BR * c->V * sizeof(float)) +
+           2 * sa_al64(SA_BR * sizeof(float)) + sa_al64(2 * SA_BR * sizeof(int)) +
+           sa_al64((size_t)c->K * SA_BC * sizeof(float)) + 64;
 }
 
 /* One query tile [i0, i1) of (b,h); o NULL: the row statistics only. */
@@ -188,6 +403,8 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
     float *O = (float *)(mem + sa_al64((size_t)SA_BR * SA_BC * sizeof(float))); /* [BR][V] */
     float *mr = O + sa_al64((size_t)SA_BR * V * sizeof(float)) / sizeof(float); /* [BR] */
     float *lr = mr + sa_al64(SA_BR * sizeof(float)) / sizeof(float);            /* [BR] */
+    int *clo = (int *)(void *)(lr + sa_al64(SA_BR * sizeof(float)) / sizeof(float)), *chi = clo + SA_BR;
+    float *kt = (float *)(void *)((char *)clo + sa_al64(2 * SA_BR * sizeof(int))); /* [K][BC] */
     memset(O, 0, (size_t)nr * V * sizeof(float));
     for (int r = 0; r < nr; r++) {
         mr[r] = -INFINITY;
@@ -198,14 +415,16 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
     sa_keys(c, i1 - 1, &dummy, &jhi);
     for (int j0 = jlo; j0 < jhi; j0 += SA_BC) {
         const int nc = jhi - j0 < SA_BC ? jhi - j0 : SA_BC;
-        sa_logits(c, in, b, h, i0, nr, j0, nc, S);
+        sa_row_cols(c, i0, nr, j0, nc, clo, chi);
+        sa_logits(c, in, b, h, i0, nr, j0, nc, S, clo, chi, kt);
         for (int r = 0; r < nr; r++) {
             float *Sr = S + (size_t)r * SA_BC;
-            int lo, hi;
-            if (!sa_cols(c, i0 + r, j0, nc, &lo, &hi)) {
+            const int lo = clo[r], hi = chi[r];
+            if (lo >= hi) {
                 continue;
             }
             float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
             for (int j = lo; j < hi; j++) {
                 mx = Sr[j] > mx ? Sr[j] : mx;
             }
@@ -215,6 +434,7 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
             }
             lina_vexp(Sr + lo, Sr + lo, (size_t)(hi - lo));
             float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
             for (int j = lo; j < hi; j++) {
                 sum += Sr[j];
             }
@@ -230,8 +450,7 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
             lr[r] += sum;
         }
         if (o) {
-            lina_sgemm(0, 0, nr, V, nc, 1.0f, S, SA_BC, LINA_ROW(in->v, b, j0, h, T, H, V), ldv,
-                       1.0f, O, V);
+            sa_mm(nr, V, nc, 1.0f, S, SA_BC, 1, LINA_ROW(in->v, b, j0, h, T, H, V), ldv, 1.0f, O, V, clo, chi, 1);
         }
     }
     for (int r = 0; r < nr; r++) {
@@ -309,12 +528,47 @@ int LINA_KFN(lina_softmax_attn_fwd)(const lina_mix_dims *d, const lina_softmax_i
 /* -------------------------------------------------------------- backward */
 
 /* per thread: P and dP of one query tile ([nkt][BR][BC] each), D [2][BR],
- * seen [nkt] (key tiles whose dk, dv hold a first value), then (FoX) dc [T] */
+ * the rows' column ranges [2][BR] and the keys' row ranges [2][BC] (int),
+ * a transposed K or V tile [max(K, V)][BC], seen [nkt] (key tiles whose
+ * dk, dv hold a first value), then (FoX) dc [T] */
+typedef struct sa_bwd_mem {
+    float *P, *dP, *tr;
+    double *D, *dc;
+    int *clo, *chi, *klo, *khi;
+    unsigned char *seen;
+} sa_bwd_mem;
+
+static size_t sa_bwd_carve(const sa_ctx *c, char *mem, sa_bwd_mem *m)
+{
+    const size_t nkt = (size_t)(c->T + SA_BC - 1) / SA_BC, w = (size_t)(c->K > c->V ? c->K : c->V);
+    const size_t pb = sa_al64(nkt * SA_BR * SA_BC * sizeof(float));
+    size_t off = 0;
+#define SA_TAKE(dst, type, bytes) \
+    do { \
+        if (m) { \
+            (dst) = (type)(void *)(mem + off); \
+        } \
+        off += sa_al64(bytes); \
+    } while (0)
+    SA_TAKE(m->P, float *, pb);
+    SA_TAKE(m->dP, float *, pb);
+    SA_TAKE(m->D, double *, 2 * SA_BR * sizeof(double));
+    SA_TAKE(m->clo, int *, 2 * SA_BR * sizeof(int));
+    SA_TAKE(m->klo, int *, 2 * SA_BC * sizeof(int));
+    SA_TAKE(m->tr, float *, w * SA_BC * sizeof(float));
+    SA_TAKE(m->seen, unsigned char *, nkt);
+    SA_TAKE(m->dc, double *, c->cg ? (size_t)c->T * sizeof(double) : 0);
+#undef SA_TAKE
+    if (m) {
+        m->chi = m->clo + SA_BR;
+        m->khi = m->klo + SA_BC;
+    }
+    return off + 64;
+}
+
 static size_t sa_bwd_bytes(const sa_ctx *c)
 {
-    const size_t nkt = (size_t)(c->T + SA_BC - 1) / SA_BC;
-    return 2 * sa_al64(nkt * SA_BR * SA_BC * sizeof(float)) + sa_al64(2 * SA_BR * sizeof(double)) +
-           sa_al64(nkt) + (c->cg ? (size_t)c->T * sizeof(double) : 0) + 64;
+    return sa_bwd_carve(c, NULL, NULL);
 }
 
 /* Query tile [i0, i0+nr) of (b,h): writes its dq rows; dk, dv of the key
@@ -327,12 +581,13 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
 {
     const int T = c->T, H = c->H, K = c->K, V = c->V;
     const int ldk = H * K, ldv = H * V;
-    const size_t nkt = (size_t)(T + SA_BC - 1) / SA_BC, blk = (size_t)SA_BR * SA_BC;
-    float *P = (float *)mem;                                               /* [nkt][BR][BC] */
-    float *dP = P + sa_al64(nkt * blk * sizeof(float)) / sizeof(float);    /* [nkt][BR][BC] */
-    double *D = (double *)(dP + sa_al64(nkt * blk * sizeof(float)) / sizeof(float)); /* [2][BR] */
-    unsigned char *seen = (unsigned char *)(D + 2 * SA_BR);                          /* [nkt] */
-    double *dc = (double *)(void *)(seen + sa_al64(nkt));                           /* [T] (FoX) */
+    const size_t blk = (size_t)SA_BR * SA_BC;
+    sa_bwd_mem mm;
+    sa_bwd_carve(c, mem, &mm);
+    float *P = mm.P, *dP = mm.dP;
+    double *D = mm.D, *dc = mm.dc;
+    unsigned char *seen = mm.seen;
+    int *clo = mm.clo, *chi = mm.chi, *klo = mm.klo, *khi = mm.khi;
     int jlo, jhi, dummy;
     sa_keys(c, i0, &jlo, &dummy);
     sa_keys(c, i0 + nr - 1, &dummy, &jhi);
@@ -346,11 +601,13 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
     for (int j0 = jlo; j0 < jhi; j0 += SA_BC) {
         const int nc = jhi - j0 < SA_BC ? jhi - j0 : SA_BC;
         float *Pt = P + (size_t)(j0 / SA_BC) * blk, *dPt = dP + (size_t)(j0 / SA_BC) * blk;
-        sa_logits(c, in, b, h, i0, nr, j0, nc, Pt);
+        sa_row_cols(c, i0, nr, j0, nc, clo, chi);
+        sa_key_rows(c, i0, nr, j0, nc, klo, khi);
+        sa_logits(c, in, b, h, i0, nr, j0, nc, Pt, clo, chi, mm.tr);
         for (int r = 0; r < nr; r++) {
             float *Pr = Pt + (size_t)r * SA_BC;
-            int lo, hi;
-            if (!sa_cols(c, i0 + r, j0, nc, &lo, &hi)) {
+            const int lo = clo[r], hi = chi[r];
+            if (lo >= hi) {
                 continue;
             }
             const float *st = stat + 2 * (((size_t)b * T + i0 + r) * H + h);
@@ -360,15 +617,16 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
             }
             lina_vexp(Pr + lo, Pr + lo, (size_t)(hi - lo));
         }
-        lina_sgemm(1, 0, nc, V, nr, 1.0f, Pt, SA_BC, dOt, ldv, seen[j0 / SA_BC] ? 1.0f : 0.0f,
-                   LINA_ROW(g->dv, b, j0, h, T, H, V), ldv);
-        lina_sgemm(0, 1, nr, nc, V, 1.0f, dOt, ldv, LINA_ROW(in->v, b, j0, h, T, H, V), ldv, 0.0f,
-                   dPt, SA_BC);
+        /* dV += P^T dO over the rows that see each key; dP = dO V^T on the rows' columns */
+        sa_mm(nc, V, nr, 1.0f, Pt, 1, SA_BC, dOt, ldv, seen[j0 / SA_BC] ? 1.0f : 0.0f,
+              LINA_ROW(g->dv, b, j0, h, T, H, V), ldv, klo, khi, 1);
+        sa_transpose(mm.tr, LINA_ROW(in->v, b, j0, h, T, H, V), ldv, nc, V);
+        sa_mm(nr, nc, V, 1.0f, dOt, ldv, 1, mm.tr, SA_BC, 0.0f, dPt, SA_BC, clo, chi, 0);
         for (int r = 0; r < nr; r++) {
             const float *Pr = Pt + (size_t)r * SA_BC, *dPr = dPt + (size_t)r * SA_BC;
             double acc = 0.0, sp = 0.0;
 #pragma omp simd reduction(+ : acc, sp)
-            for (int j = 0; j < nc; j++) {
+            for (int j = clo[r]; j < chi[r]; j++) {
                 acc += (double)Pr[j] * dPr[j];
                 sp += Pr[j];
             }
@@ -384,27 +642,29 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
         const int nc = jhi - j0 < SA_BC ? jhi - j0 : SA_BC;
         float *Pt = P + (size_t)(j0 / SA_BC) * blk;
         const float *dPt = dP + (size_t)(j0 / SA_BC) * blk;
+        sa_row_cols(c, i0, nr, j0, nc, clo, chi);
+        sa_key_rows(c, i0, nr, j0, nc, klo, khi);
         for (int r = 0; r < nr; r++) {
             float *Pr = Pt + (size_t)r * SA_BC;
             const float *dPr = dPt + (size_t)r * SA_BC;
             const float Dr = (float)D[r];
             double rs = 0.0;
-            for (int j = 0; j < nc; j++) {
+#pragma omp simd reduction(+ : rs)
+            for (int j = clo[r]; j < chi[r]; j++) { /* P is 0 outside: so is dS */
                 Pr[j] *= dPr[j] - Dr; /* dS, in place */
                 rs += Pr[j];
             }
             if (c->cg) { /* the bias c_i - c_j: row sums to c_i, column sums from c_j */
                 dc[i0 + r] += rs;
-                for (int j = 0; j < nc; j++) {
+                for (int j = clo[r]; j < chi[r]; j++) {
                     dc[j0 + j] -= Pr[j];
                 }
             }
         }
-        const float *Kt = LINA_ROW(in->k, b, j0, h, T, H, K);
-        lina_sgemm(0, 0, nr, K, nc, c->s, Pt, SA_BC, Kt, ldk, j0 > jlo ? 1.0f : 0.0f,
-                   LINA_ROW(g->dq, b, i0, h, T, H, K), ldk);
-        lina_sgemm(1, 0, nc, K, nr, c->s, Pt, SA_BC, Q, ldk, seen[j0 / SA_BC] ? 1.0f : 0.0f,
-                   LINA_ROW(g->dk, b, j0, h, T, H, K), ldk);
+        sa_mm(nr, K, nc, c->s, Pt, SA_BC, 1, LINA_ROW(in->k, b, j0, h, T, H, K), ldk, j0 > jlo ? 1.0f : 0.0f,
+              LINA_ROW(g->dq, b, i0, h, T, H, K), ldk, clo, chi, 1);
+        sa_mm(nc, K, nr, c->s, Pt, 1, SA_BC, Q, ldk, seen[j0 / SA_BC] ? 1.0f : 0.0f,
+              LINA_ROW(g->dk, b, j0, h, T, H, K), ldk, klo, khi, 1);
         seen[j0 / SA_BC] = 1;
     }
 }
@@ -463,10 +723,11 @@ int LINA_KFN(lina_softmax_attn_bwd)(const lina_mix_dims *d, const lina_softmax_i
             rc = LINA_ENOMEM;
             continue;
         }
-        /* the head's key tiles seen so far, and (FoX) dc: layout of sa_bwd_bytes */
-        unsigned char *seen = (unsigned char *)(mem + 2 * sa_al64(nkt * SA_BR * SA_BC * sizeof(float)) +
-                                                sa_al64(2 * SA_BR * sizeof(double)));
-        double *dc = (double *)(void *)(seen + sa_al64(nkt));
+        /* the head's key tiles seen so far, and (FoX) dc */
+        sa_bwd_mem mm;
+        sa_bwd_carve(&c, mem, &mm);
+        unsigned char *seen = mm.seen;
+        double *dc = mm.dc;
         memset(seen, 0, nkt);
         if (cg) {
             memset(dc, 0, (size_t)c.T * sizeof(double));
