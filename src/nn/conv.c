@@ -92,6 +92,22 @@ static void conv_pre_row(float *pre, const float *x, size_t ldx, const float *wt
                          int s, int c0, int c1, int T, int C, int W)
 {
     int cw = c1 - c0;
+    if (W == 4 && s >= W - 1) {
+        /* the usual case: all four taps in x, summed in registers (the same order: bias, taps 0..3) */
+        const float *x0 = x + ((size_t)b * T + (size_t)(s - 3)) * ldx + c0, *x1 = x0 + ldx, *x2 = x1 + ldx,
+                    *x3 = x2 + ldx;
+        const float *w0 = wt, *w1 = wt + CB, *w2 = wt + 2 * CB, *w3 = wt + 3 * CB, *bc = bias ? bias + c0 : NULL;
+#pragma omp simd
+        for (int c = 0; c < cw; c++) {
+            float acc = bc ? bc[c] : 0.0f;
+            acc += w0[c] * x0[c];
+            acc += w1[c] * x1[c];
+            acc += w2[c] * x2[c];
+            acc += w3[c] * x3[c];
+            pre[c] = acc;
+        }
+        return;
+    }
     if (bias) {
         memcpy(pre, bias + c0, (size_t)cw * sizeof(float));
     } else {
@@ -211,7 +227,21 @@ static void conv_bwd_block(float *dx, size_t lddx, float *dw, float *dbias, floa
                         adb[c] += d[c];
                     }
                 }
-                for (int j = 0; j < W; j++) {
+                int j0 = 0;
+                if (dw && W == 4 && s >= W - 1) { /* all four taps in x: one pass (same sums) */
+                    const float *x0 = x + ((size_t)b * T + (size_t)(s - 3)) * ldx + c0, *x1 = x0 + ldx,
+                                *x2 = x1 + ldx, *x3 = x2 + ldx;
+                    float *a0 = adw, *a1 = adw + CB, *a2 = adw + 2 * CB, *a3 = adw + 3 * CB;
+#pragma omp simd
+                    for (int c = 0; c < cw; c++) {
+                        a0[c] += d[c] * x0[c];
+                        a1[c] += d[c] * x1[c];
+                        a2[c] += d[c] * x2[c];
+                        a3[c] += d[c] * x3[c];
+                    }
+                    j0 = W; /* p >= W for every tap: no dcache term either */
+                }
+                for (int j = j0; j < W; j++) {
                     int p = s + 1 + j;
                     if (dw) {
                         float *aj = adw + j * CB;
