@@ -150,15 +150,15 @@ class Args:
             raise self.err(ValueError, f"{name} has shape {list(shape)} but must be "
                                        f"[{', '.join(spec)}] ({len(spec)} dims)")
         bind = self.bind
-        for i, c in enumerate(spec):
-            if c == "_":
-                continue
+        for c, n in zip(spec, shape):
             have = bind.get(c)
             if have is None:
-                bind[c] = (shape[i], name)
-            elif have[0] != shape[i]:
+                if c != "_":
+                    bind[c] = (n, name)
+            elif have[0] != n:
+                i = spec.index(c)
                 raise self.err(ValueError, f"{name} has shape {list(shape)}: dim {i} ({c}) is "
-                                           f"{shape[i]} but {have[1]} gives {c}={have[0]}")
+                                           f"{n} but {have[1]} gives {c}={have[0]}")
         if id(x) in self.checked:
             return x
         x = x.contiguous()  # the tensor itself when it is contiguous already
