@@ -77,6 +77,24 @@ int lina_isa_id(void);
     void name params { name##_portable args; }
 #endif
 
+/* Ask for the n floats at p ahead of their use: the cache lines they cover.
+ * For rows read a step at a time with a stride of a few kilobytes (a head's
+ * rows of [B,T,H,D] tensors), which the hardware prefetchers, confined to a
+ * page, do not follow. */
+static inline void lina_prefetch_floats(const float *p, int n)
+{
+#if defined(__GNUC__)
+    const char *c = (const char *)p;
+    for (int off = 0; off < n * (int)sizeof(float); off += 64) {
+        __builtin_prefetch(c + off);
+    }
+    __builtin_prefetch(c + n * (int)sizeof(float) - 1);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 /* One vector type for code written once for both AVX paths: lina_vf holds
  * LINA_VL floats; LINA_VFOLD adds its halves down to one __m256 (8 lanes). */
 #if defined(__AVX512F__)
@@ -86,6 +104,7 @@ typedef __m512 lina_vf;
 #define LINA_VLD _mm512_loadu_ps
 #define LINA_VST _mm512_storeu_ps
 #define LINA_VMUL _mm512_mul_ps
+#define LINA_VADD _mm512_add_ps
 #define LINA_VFMA _mm512_fmadd_ps
 #define LINA_VFNMA _mm512_fnmadd_ps
 #define LINA_VSET1 _mm512_set1_ps
@@ -99,6 +118,7 @@ typedef __m256 lina_vf;
 #define LINA_VLD _mm256_loadu_ps
 #define LINA_VST _mm256_storeu_ps
 #define LINA_VMUL _mm256_mul_ps
+#define LINA_VADD _mm256_add_ps
 #define LINA_VFMA _mm256_fmadd_ps
 #define LINA_VFNMA _mm256_fnmadd_ps
 #define LINA_VSET1 _mm256_set1_ps

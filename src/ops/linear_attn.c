@@ -38,6 +38,7 @@
 #define VB 32     /* value columns per recurrent tile */
 #define SUB 16    /* vector-gate sub-chunk */
 #define OB 16     /* recurrent forward: output rows buffered per tile */
+#define RPF 8     /* recurrent forms: steps ahead to prefetch the strided rows of v, o, do, dv */
 
 typedef struct dd_ctx {
     int B, T, H, K, V, C;
@@ -135,7 +136,19 @@ static void dd_lazy_gates(const dd_ctx *c, int b, int h, float *p, float *Al, fl
         p[i] = 0.0f;
     }
     for (int t = 0; t < c->T; t++) {
+        if (c->gk == LINA_GATE_VECTOR && t + RPF < c->T) {
+            lina_prefetch_floats(LINA_ROW(c->g, b, t + RPF, h, c->T, c->H, c->K), c->K);
+        }
         dd_lazy_step(c, b, t, h, p, Al + (size_t)t * c->K, Ev + (size_t)t * c->K);
+    }
+}
+
+/* the rows of q and k at step t, ahead of their use (none past the end) */
+static inline void dd_prefetch_qk(const dd_ctx *c, const lina_dd_in *in, int b, int t, int h)
+{
+    if (t < c->T) {
+        lina_prefetch_floats(LINA_ROW(in->q, b, t, h, c->T, c->H, c->K), c->K);
+        lina_prefetch_floats(LINA_ROW(in->k, b, t, h, c->T, c->H, c->K), c->K);
     }
 }
 
@@ -156,56 +169,61 @@ static inline void rec_step_tile(int K, int W, float *restrict S, const float *r
                                  const float *restrict k, const float *restrict v,
                                  const float *restrict q, float s, float *restrict o)
 {
-    _Alignas(64) float acc[VB];
-    for (int j = 0; j < W; j++) {
-        acc[j] = 0.0f;
-    }
+#ifdef LINA_VL
     if (W == VB) {
-        /* AVX-512: two rows at a time into two sums, so that the additions
-         * into the sums form four independent chains instead of two (with 16
-         * registers, AVX2 has four chains per row already and would spill) */
-        _Alignas(64) float acc2[VB];
-        for (int j = 0; j < VB; j++) {
-            acc2[j] = 0.0f;
+        /* the tile's row of v and the output sums stay in registers; AVX-512
+         * takes two rows at a time into two sums (four independent chains of
+         * additions, as AVX2 has with one row of four vectors) */
+        enum { NV = VB / LINA_VL };
+        lina_vf Vr[NV], O[NV], O2[NV];
+        for (int m = 0; m < NV; m++) {
+            Vr[m] = LINA_VLD(v + LINA_VL * m);
+            O[m] = LINA_VZERO();
+            O2[m] = LINA_VZERO();
         }
         int i = 0;
 #if defined(__AVX512F__)
         for (; i + 2 <= K; i += 2) {
-            float *restrict S0 = S + (size_t)i * VB, *restrict S1 = S0 + VB;
-            const float a0 = a[i], k0 = k[i], q0 = s * q[i];
-            const float a1 = a[i + 1], k1 = k[i + 1], q1 = s * q[i + 1];
-#pragma omp simd
-            for (int j = 0; j < VB; j++) {
-                float x0 = a0 * S0[j] + k0 * v[j], x1 = a1 * S1[j] + k1 * v[j];
-                S0[j] = x0;
-                S1[j] = x1;
-                acc[j] += q0 * x0;
-                acc2[j] += q1 * x1;
+            float *S0 = S + (size_t)i * VB, *S1 = S0 + VB;
+            const lina_vf a0 = LINA_VSET1(a[i]), k0 = LINA_VSET1(k[i]), q0 = LINA_VSET1(s * q[i]);
+            const lina_vf a1 = LINA_VSET1(a[i + 1]), k1 = LINA_VSET1(k[i + 1]), q1 = LINA_VSET1(s * q[i + 1]);
+            for (int m = 0; m < NV; m++) {
+                const lina_vf x0 = LINA_VFMA(k0, Vr[m], LINA_VMUL(a0, LINA_VLD(S0 + LINA_VL * m)));
+                const lina_vf x1 = LINA_VFMA(k1, Vr[m], LINA_VMUL(a1, LINA_VLD(S1 + LINA_VL * m)));
+                LINA_VST(S0 + LINA_VL * m, x0);
+                LINA_VST(S1 + LINA_VL * m, x1);
+                O[m] = LINA_VFMA(q0, x0, O[m]);
+                O2[m] = LINA_VFMA(q1, x1, O2[m]);
             }
         }
 #endif
         for (; i < K; i++) {
-            float *restrict Si = S + (size_t)i * VB;
-            const float ai = a[i], ki = k[i], qi = s * q[i];
+            float *Si = S + (size_t)i * VB;
+            const lina_vf ai = LINA_VSET1(a[i]), ki = LINA_VSET1(k[i]), qi = LINA_VSET1(s * q[i]);
+            for (int m = 0; m < NV; m++) {
+                const lina_vf x = LINA_VFMA(ki, Vr[m], LINA_VMUL(ai, LINA_VLD(Si + LINA_VL * m)));
+                LINA_VST(Si + LINA_VL * m, x);
+                O[m] = LINA_VFMA(qi, x, O[m]);
+            }
+        }
+        for (int m = 0; m < NV; m++) {
+            LINA_VST(o + LINA_VL * m, LINA_VADD(O[m], O2[m]));
+        }
+        return;
+    }
+#endif
+    _Alignas(64) float acc[VB];
+    for (int j = 0; j < W; j++) {
+        acc[j] = 0.0f;
+    }
+    for (int i = 0; i < K; i++) {
+        float *restrict Si = S + (size_t)i * W;
+        const float ai = a[i], ki = k[i], qi = s * q[i];
 #pragma omp simd
-            for (int j = 0; j < VB; j++) {
-                float x = ai * Si[j] + ki * v[j];
-                Si[j] = x;
-                acc[j] += qi * x;
-            }
-        }
-        for (int j = 0; j < VB; j++) {
-            acc[j] += acc2[j];
-        }
-    } else {
-        for (int i = 0; i < K; i++) {
-            float *restrict Si = S + (size_t)i * W;
-            const float ai = a[i], ki = k[i], qi = s * q[i];
-            for (int j = 0; j < W; j++) {
-                float x = ai * Si[j] + ki * v[j];
-                Si[j] = x;
-                acc[j] += qi * x;
-            }
+        for (int j = 0; j < W; j++) {
+            float x = ai * Si[j] + ki * v[j];
+            Si[j] = x;
+            acc[j] += qi * x;
         }
     }
     for (int j = 0; j < W; j++) {
@@ -284,6 +302,7 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                 const float *restrict q = LINA_ROW(in->q, b, t, h, T, H, K);
                 const float *restrict k = LINA_ROW(in->k, b, t, h, T, H, K);
                 float *restrict qt = Qs + (size_t)t * K, *restrict kt = Ks + (size_t)t * K;
+                dd_prefetch_qk(c, in, b, t + RPF, h);
                 if ((t + 1) % C == 0 || t == T - 1) {
                     memcpy(Ec + (size_t)(t / C) * K, qt, (size_t)K * sizeof(float));
                 }
@@ -315,6 +334,10 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                     dd_lazy_step(c, b, t, h, p, al, ev);
                     dd_lazy_qk(K, LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K), ev,
                                qs, ks);
+                }
+                if (t + RPF < T) {
+                    lina_prefetch_floats(LINA_ROW(in->v, b, t + RPF, h, T, H, V) + j0, W);
+                    lina_prefetch_floats(LINA_ROW(out->o, b, t + RPF, h, T, H, V) + j0, W);
                 }
                 rec_step_tile(K, W, S, at, kt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qt, c->s,
                               ob + (size_t)(t % OB) * VB);
@@ -1142,7 +1165,8 @@ static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_g
  * diagonal decay the rows of the state are independent) and up to RVC value
  * columns, stored transposed: column j of a block is RB contiguous floats, so
  * each step is vector work across the rows with the column's values
- * broadcast. With the lazy decay's kept state H and scaled inputs qs, ks:
+ * broadcast; each block runs both sweeps over every step on its own. With the
+ * lazy decay's kept state H and scaled inputs qs, ks:
  *   forward sweep:  H_t = diag(alpha_t) H_{t-1} + ks_t v_t^T,  dqs_t = s H_t dO_t
  *   reverse sweep:  R_t = diag(alpha_{t+1}) R_{t+1} + s qs_t dO_t^T  (R = dL/dH_t,
  *                   from dH_T = e_T dh_T),  dks_t = R_t v_t,  dv_t = R_t^T ks_t
@@ -1155,7 +1179,7 @@ static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_g
 #else
 #define RB 32
 #endif
-#define RVC 64 /* value columns per backward tile: K x RVC floats stay in L1 at K = 128 */
+#define RVC 64 /* value columns per backward tile: a block of RB x RVC floats stays in L1 */
 
 /* X[j*RB + r] = src[(i0 + r) * V + j0 + j] * f[i0 + r] for r < nb, else 0
  * (src NULL: zeros; f NULL: 1) */
@@ -1182,96 +1206,162 @@ static inline const float *rb_row(const float *src, int i0, int nb, float *restr
     return buf;
 }
 
-/* forward sweep step: S = diag(a) S + kb v^T; dq = S dO (the block's rows) */
-static inline void rb_fwd_step(int W, float *restrict S, const float *restrict a,
-                               const float *restrict kb, const float *restrict v,
-                               const float *restrict dO, float *restrict dq)
+/* one sweep's view of a (b,h) pair: the per-step rows of the lazy decay's
+ * alpha and the scaled inputs [T*K], the block [i0, i0+nb) of state rows and
+ * the value columns [j0, j0+W) */
+typedef struct rb_sweep {
+    const dd_ctx *c;
+    const float *v, *dO;  /* v and do at (b, t = 0, h), column j0; dO NULL: zeros */
+    float *dq, *dk, *dv;  /* dq, dk at (b, 0, h) row i0; dv at column j0 */
+    const float *Al, *Qs, *Ks;
+    const float *zero;    /* [RVC] zeros */
+    float *pad;           /* [3*RB] rows of a partial block */
+    int i0, nb, W;
+} rb_sweep;
+
+/* forward sweep of one row block over every step: X (H_0 of the block, [W][RB]
+ * transposed) becomes H_T; dq rows += s H_t dO_t */
+static void rb_fwd_sweep(const rb_sweep *w, float *restrict X)
 {
-    _Alignas(64) float acc[RB];
-    for (int r = 0; r < RB; r++) {
-        acc[r] = 0.0f;
-    }
-    for (int j = 0; j < W; j++) {
-        float *restrict Sj = S + (size_t)j * RB;
-        const float vj = v[j], dj = dO[j];
-#pragma omp simd
-        for (int r = 0; r < RB; r++) {
-            const float x = a[r] * Sj[r] + kb[r] * vj;
-            Sj[r] = x;
-            acc[r] += x * dj;
+    const dd_ctx *c = w->c;
+    const int T = c->T, K = c->K, W = w->W, nb = w->nb;
+    const size_t rs = (size_t)c->H * c->V, qs = (size_t)c->H * K; /* row strides of v/do and q/k */
+    for (int t = 0; t < T; t++) {
+        const float *restrict a = rb_row(w->Al + (size_t)t * K, w->i0, nb, w->pad);
+        const float *restrict kb = rb_row(w->Ks + (size_t)t * K, w->i0, nb, w->pad + RB);
+        const float *restrict v = w->v + (size_t)t * rs, *restrict dO = w->dO ? w->dO + (size_t)t * rs : w->zero;
+        float *restrict dq = w->dq + (size_t)t * qs;
+        if (t + RPF < T) {
+            lina_prefetch_floats(v + RPF * rs, W);
+            lina_prefetch_floats(dq + RPF * qs, nb);
+            if (w->dO) {
+                lina_prefetch_floats(dO + RPF * rs, W);
+            }
         }
-    }
-    for (int r = 0; r < RB; r++) {
-        dq[r] = acc[r];
+        _Alignas(64) float acc[RB];
+#ifdef LINA_VL
+        lina_vf A[4], Kb[4], D[4];
+        for (int u = 0; u < 4; u++) {
+            A[u] = LINA_VLD(a + LINA_VL * u);
+            Kb[u] = LINA_VLD(kb + LINA_VL * u);
+            D[u] = LINA_VZERO();
+        }
+        for (int j = 0; j < W; j++) {
+            float *Sj = X + (size_t)j * RB;
+            const lina_vf vj = LINA_VSET1(v[j]), dj = LINA_VSET1(dO[j]);
+            for (int u = 0; u < 4; u++) {
+                const lina_vf x = LINA_VFMA(Kb[u], vj, LINA_VMUL(A[u], LINA_VLD(Sj + LINA_VL * u)));
+                LINA_VST(Sj + LINA_VL * u, x);
+                D[u] = LINA_VFMA(x, dj, D[u]);
+            }
+        }
+        for (int u = 0; u < 4; u++) {
+            LINA_VST(acc + LINA_VL * u, D[u]);
+        }
+#else
+        for (int r = 0; r < RB; r++) {
+            acc[r] = 0.0f;
+        }
+        for (int j = 0; j < W; j++) {
+            float *restrict Sj = X + (size_t)j * RB;
+            const float vj = v[j], dj = dO[j];
+#pragma omp simd
+            for (int r = 0; r < RB; r++) {
+                const float x = a[r] * Sj[r] + kb[r] * vj;
+                Sj[r] = x;
+                acc[r] += x * dj;
+            }
+        }
+#endif
+        for (int r = 0; r < nb; r++) {
+            dq[r] += c->s * acc[r];
+        }
     }
 }
 
-/* reverse sweep step: R = diag(a) R + qb dO^T; dk = R v; dv (+)= R^T kb */
-static inline void rb_rev_step(int W, float *restrict R, const float *restrict a,
-                               const float *restrict qb, const float *restrict kb,
-                               const float *restrict v, const float *restrict dO,
-                               float *restrict dk, float *restrict dv, int add)
+/* reverse sweep of one row block over every step: X (R_T of the block)
+ * becomes R_0 (before the first step's decay); dk rows += R_t v_t; dv_t (+)=
+ * R_t^T ks_t (add: the block is not the first of its columns) */
+static void rb_rev_sweep(const rb_sweep *w, float *restrict X, int add)
 {
+    const dd_ctx *c = w->c;
+    const int T = c->T, K = c->K, W = w->W, nb = w->nb;
+    const size_t rs = (size_t)c->H * c->V, qs = (size_t)c->H * K;
+    for (int t = T - 1; t >= 0; t--) {
+        const float *restrict a = rb_row(t + 1 < T ? w->Al + (size_t)(t + 1) * K : NULL, w->i0, nb, w->pad);
+        const float *restrict qb = rb_row(w->Qs + (size_t)t * K, w->i0, nb, w->pad + RB);
+        const float *restrict kb = rb_row(w->Ks + (size_t)t * K, w->i0, nb, w->pad + 2 * RB);
+        const float *restrict v = w->v + (size_t)t * rs, *restrict dO = w->dO ? w->dO + (size_t)t * rs : w->zero;
+        float *restrict dk = w->dk + (size_t)t * qs, *restrict dv = w->dv + (size_t)t * rs;
+        if (t >= RPF) {
+            lina_prefetch_floats(v - RPF * rs, W);
+            lina_prefetch_floats(dv - RPF * rs, W);
+            lina_prefetch_floats(dk - RPF * qs, nb);
+            if (w->dO) {
+                lina_prefetch_floats(dO - RPF * rs, W);
+            }
+        }
+        _Alignas(64) float acc[RB];
 #ifdef LINA_VL
-    lina_vf A[4], Q[4], Kb[4], D[4];
-    for (int u = 0; u < 4; u++) {
-        A[u] = LINA_VLD(a + LINA_VL * u);
-        Q[u] = LINA_VLD(qb + LINA_VL * u);
-        Kb[u] = LINA_VLD(kb + LINA_VL * u);
-        D[u] = LINA_VZERO();
-    }
-    for (int g = 0; g < W; g += 8) {
-        const int n = W - g < 8 ? W - g : 8;
-        __m256 P[8];
-        for (int m = 0; m < n; m++) {
-            float *Rj = R + (size_t)(g + m) * RB;
-            const lina_vf d = LINA_VSET1(dO[g + m]), vv = LINA_VSET1(v[g + m]);
-            lina_vf x[4];
-            for (int u = 0; u < 4; u++) {
-                x[u] = LINA_VFMA(Q[u], d, LINA_VMUL(A[u], LINA_VLD(Rj + LINA_VL * u)));
-                LINA_VST(Rj + LINA_VL * u, x[u]);
-                D[u] = LINA_VFMA(x[u], vv, D[u]);
-            }
-            P[m] = LINA_VFOLD(LINA_VFMA(x[3], Kb[3], LINA_VFMA(x[2], Kb[2], LINA_VFMA(x[1], Kb[1], LINA_VMUL(x[0], Kb[0])))));
+        lina_vf A[4], Q[4], Kb[4], D[4];
+        for (int u = 0; u < 4; u++) {
+            A[u] = LINA_VLD(a + LINA_VL * u);
+            Q[u] = LINA_VLD(qb + LINA_VL * u);
+            Kb[u] = LINA_VLD(kb + LINA_VL * u);
+            D[u] = LINA_VZERO();
         }
-        for (int m = n; m < 8; m++) {
-            P[m] = _mm256_setzero_ps();
-        }
-        float sums[8];
-        _mm256_storeu_ps(sums, lina_hsum8(P));
-        if (add) {
+        for (int g = 0; g < W; g += 8) {
+            const int n = W - g < 8 ? W - g : 8;
+            __m256 P[8];
             for (int m = 0; m < n; m++) {
-                dv[g + m] += sums[m];
+                float *Rj = X + (size_t)(g + m) * RB;
+                const lina_vf d = LINA_VSET1(dO[g + m]), vv = LINA_VSET1(v[g + m]);
+                lina_vf x[4];
+                for (int u = 0; u < 4; u++) {
+                    x[u] = LINA_VFMA(Q[u], d, LINA_VMUL(A[u], LINA_VLD(Rj + LINA_VL * u)));
+                    LINA_VST(Rj + LINA_VL * u, x[u]);
+                    D[u] = LINA_VFMA(x[u], vv, D[u]);
+                }
+                P[m] = LINA_VFOLD(LINA_VFMA(x[3], Kb[3], LINA_VFMA(x[2], Kb[2], LINA_VFMA(x[1], Kb[1], LINA_VMUL(x[0], Kb[0])))));
             }
-        } else {
-            memcpy(dv + g, sums, (size_t)n * sizeof(float));
+            for (int m = n; m < 8; m++) {
+                P[m] = _mm256_setzero_ps();
+            }
+            _Alignas(32) float sums[8];
+            _mm256_store_ps(sums, lina_hsum8(P));
+            if (add) {
+                for (int m = 0; m < n; m++) {
+                    dv[g + m] += sums[m];
+                }
+            } else {
+                memcpy(dv + g, sums, (size_t)n * sizeof(float));
+            }
         }
-    }
-    for (int u = 0; u < 4; u++) {
-        LINA_VST(dk + LINA_VL * u, D[u]);
-    }
+        for (int u = 0; u < 4; u++) {
+            LINA_VST(acc + LINA_VL * u, D[u]);
+        }
 #else
-    float acc[RB];
-    for (int r = 0; r < RB; r++) {
-        acc[r] = 0.0f;
-    }
-    for (int j = 0; j < W; j++) {
-        float *restrict Rj = R + (size_t)j * RB;
-        const float dj = dO[j], vj = v[j];
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
         for (int r = 0; r < RB; r++) {
-            const float x = a[r] * Rj[r] + qb[r] * dj;
-            Rj[r] = x;
-            acc[r] += x * vj;
-            sum += x * kb[r];
+            acc[r] = 0.0f;
         }
-        dv[j] = add ? dv[j] + sum : sum;
-    }
-    for (int r = 0; r < RB; r++) {
-        dk[r] = acc[r];
-    }
+        for (int j = 0; j < W; j++) {
+            float *restrict Rj = X + (size_t)j * RB;
+            const float dj = dO[j], vj = v[j];
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int r = 0; r < RB; r++) {
+                const float x = a[r] * Rj[r] + qb[r] * dj;
+                Rj[r] = x;
+                acc[r] += x * vj;
+                sum += x * kb[r];
+            }
+            dv[j] = add ? dv[j] + sum : sum;
+        }
 #endif
+        for (int r = 0; r < nb; r++) {
+            dk[r] += acc[r];
+        }
+    }
 }
 
 static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd_grad_in *gi,
@@ -1283,17 +1373,16 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
-        const size_t xs = (size_t)((K + RB - 1) / RB) * RB * RVC;
-        size_t need = (xs + 5 * (size_t)RB + RVC + (size_t)K + 4 * (size_t)T * K) * sizeof(float) +
+        const size_t xs = (size_t)RB * RVC;
+        size_t need = (xs + 3 * (size_t)RB + RVC + (size_t)K + 4 * (size_t)T * K) * sizeof(float) +
                       2 * (size_t)K * sizeof(double) + 256;
         float *mem = lina_ws_get(ws, lina_thread_id(), need);
         if (!mem) {
             rc = LINA_ENOMEM;
             continue;
         }
-        float *X = mem;                                   /* row blocks of [RVC][RB], transposed */
-        float *ab = X + xs, *qb = ab + RB, *kb = qb + RB, *db = kb + RB, *kk = db + RB;
-        float *zero = kk + RB, *p = zero + RVC;           /* [RVC] zeros, [K] lazy scratch */
+        float *X = mem;                                   /* one row block [RVC][RB], transposed */
+        float *pad = X + xs, *zero = pad + 3 * RB, *p = zero + RVC; /* partial rows, [RVC] zeros, [K] lazy scratch */
         double *fin = (double *)(((uintptr_t)(p + K) + 63) & ~(uintptr_t)63);
         double *run = fin + K;
         /* [T*K] each: the lazy decay's alpha and e, and the scaled inputs s q e, k / e */
@@ -1302,6 +1391,7 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         for (int t = 0; t < T; t++) {
             const float *restrict q = LINA_ROW(in->q, b, t, h, T, H, K), *restrict k = LINA_ROW(in->k, b, t, h, T, H, K);
             const float *restrict e = Ev + (size_t)t * K;
+            dd_prefetch_qk(c, in, b, t + RPF, h);
             float *restrict qt = Qs + (size_t)t * K, *restrict kt = Ks + (size_t)t * K;
             for (int i = 0; i < K; i++) {
                 qt[i] = c->s * q[i] * e[i];
@@ -1321,58 +1411,40 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         const float *h0 = in->h0 ? LINA_STATE(in->h0, b, h, H, KV) : NULL;
         const float *dht = gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL;
         const float *eT = Ev + (size_t)(T - 1) * K; /* e after the last step */
-        const int nrb = (K + RB - 1) / RB;
+        rb_sweep sw = {c, NULL, NULL, NULL, NULL, NULL, Al, Qs, Ks, zero, pad, 0, 0, 0};
+        /* under the diagonal decay each block of state rows, on each tile of
+         * value columns, runs both sweeps over every step on its own */
         for (int j0 = 0; j0 < V; j0 += RVC) {
-            const int W = V - j0 < RVC ? V - j0 : RVC;
-            const size_t bs = (size_t)RB * W; /* floats per row block */
+            sw.W = V - j0 < RVC ? V - j0 : RVC;
+            sw.v = LINA_ROW(in->v, b, 0, h, T, H, V) + j0;
+            sw.dO = gi->do_ ? LINA_ROW(gi->do_, b, 0, h, T, H, V) + j0 : NULL;
+            sw.dv = LINA_ROW(go->dv, b, 0, h, T, H, V) + j0;
             for (int i0 = 0; i0 < K; i0 += RB) {
-                rb_load(X + (size_t)(i0 / RB) * bs, h0, NULL, V, i0, K - i0 < RB ? K - i0 : RB, j0, W);
-            }
-            for (int t = 0; t < T; t++) {
-                const float *dO = gi->do_ ? LINA_ROW(gi->do_, b, t, h, T, H, V) + j0 : zero;
-                const float *v = LINA_ROW(in->v, b, t, h, T, H, V) + j0;
-                float *dq = LINA_ROW(go->dq, b, t, h, T, H, K);
-                for (int ib = 0; ib < nrb; ib++) {
-                    const int i0 = ib * RB, nb = K - i0 < RB ? K - i0 : RB;
-                    rb_fwd_step(W, X + (size_t)ib * bs, rb_row(Al + (size_t)t * K, i0, nb, ab),
-                                rb_row(Ks + (size_t)t * K, i0, nb, kb), v, dO, db);
-                    for (int r = 0; r < nb; r++) {
-                        dq[i0 + r] += c->s * db[r];
+                const int nb = K - i0 < RB ? K - i0 : RB, W = sw.W;
+                sw.i0 = i0;
+                sw.nb = nb;
+                sw.dq = LINA_ROW(go->dq, b, 0, h, T, H, K) + i0;
+                sw.dk = LINA_ROW(go->dk, b, 0, h, T, H, K) + i0;
+                rb_load(X, h0, NULL, V, i0, nb, j0, W);
+                rb_fwd_sweep(&sw, X);
+                /* rowsum(h_T * dh_T) for the gate gradient (h_T = e_T H_T), then R = e_T dh_T */
+                for (int r = 0; dht && r < nb; r++) {
+                    const int i = i0 + r;
+                    double acc = 0.0;
+                    for (int j = 0; j < W; j++) {
+                        acc += (double)X[(size_t)j * RB + r] * dht[(size_t)i * V + j0 + j];
                     }
+                    fin[i] += acc * eT[i];
                 }
-            }
-            /* rowsum(h_T * dh_T) for the gate gradient (h_T = e_T H_T), then R = e_T dh_T */
-            for (int i = 0; dht && i < K; i++) {
-                const float *Xi = X + (size_t)(i / RB) * bs + i % RB;
-                double acc = 0.0;
-                for (int j = 0; j < W; j++) {
-                    acc += (double)Xi[(size_t)j * RB] * dht[(size_t)i * V + j0 + j];
-                }
-                fin[i] += acc * eT[i];
-            }
-            for (int i0 = 0; i0 < K; i0 += RB) {
-                rb_load(X + (size_t)(i0 / RB) * bs, dht, eT, V, i0, K - i0 < RB ? K - i0 : RB, j0, W);
-            }
-            for (int t = T - 1; t >= 0; t--) {
-                const float *dO = gi->do_ ? LINA_ROW(gi->do_, b, t, h, T, H, V) + j0 : zero;
-                const float *v = LINA_ROW(in->v, b, t, h, T, H, V) + j0;
-                const float *an = t + 1 < T ? Al + (size_t)(t + 1) * K : NULL;
-                float *dk = LINA_ROW(go->dk, b, t, h, T, H, K), *dv = LINA_ROW(go->dv, b, t, h, T, H, V) + j0;
-                for (int ib = 0; ib < nrb; ib++) {
-                    const int i0 = ib * RB, nb = K - i0 < RB ? K - i0 : RB;
-                    rb_rev_step(W, X + (size_t)ib * bs, rb_row(an, i0, nb, ab), rb_row(Qs + (size_t)t * K, i0, nb, qb),
-                                rb_row(Ks + (size_t)t * K, i0, nb, kb), v, dO, kk, dv, ib > 0);
-                    for (int r = 0; r < nb; r++) {
-                        dk[i0 + r] += kk[r];
+                rb_load(X, dht, eT, V, i0, nb, j0, W);
+                rb_rev_sweep(&sw, X, i0 > 0);
+                /* dh0 = diag(alpha_0) R */
+                for (int r = 0; go->dh0 && r < nb; r++) {
+                    const int i = i0 + r;
+                    float *d = LINA_STATE(go->dh0, b, h, H, KV) + (size_t)i * V + j0;
+                    for (int j = 0; j < W; j++) {
+                        d[j] = Al[i] * X[(size_t)j * RB + r];
                     }
-                }
-            }
-            /* dh0 = diag(alpha_0) R */
-            for (int i = 0; go->dh0 && i < K; i++) {
-                const float *Xi = X + (size_t)(i / RB) * bs + i % RB;
-                float *d = LINA_STATE(go->dh0, b, h, H, KV) + (size_t)i * V + j0;
-                for (int j = 0; j < W; j++) {
-                    d[j] = Al[i] * Xi[(size_t)j * RB];
                 }
             }
         }
