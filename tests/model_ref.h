@@ -640,8 +640,8 @@ static __attribute__((unused)) void test_forms(const char *label, lina_config c)
     lina_model_free(m);
 }
 
-/* prefill + one-token decode steps = one forward pass (lina_model_decode) */
-static __attribute__((unused)) void test_decode(const char *label, lina_config c)
+/* prefill + one-token decode steps = one forward pass (lina_model_decode), B sequences */
+static __attribute__((unused)) void test_decode_batch(const char *label, lina_config c, int B)
 {
     lina_model *m = NULL;
     if (lina_model_create(&c, 9, &m)) {
@@ -649,7 +649,7 @@ static __attribute__((unused)) void test_decode(const char *label, lina_config c
         return;
     }
     randomize(m);
-    int B = 2, T = 20, T0 = 7, N = B * T, vocab = c.vocab_size;
+    int T = 20, T0 = 7, N = B * T, vocab = c.vocab_size;
     int32_t *tok = malloc((size_t)N * sizeof(int32_t)), *part = malloc((size_t)N * sizeof(int32_t));
     rand_tokens(tok, NULL, N, vocab);
     float *full = malloc((size_t)N * vocab * sizeof(float)), *lg = malloc((size_t)N * vocab * sizeof(float));
@@ -679,7 +679,8 @@ static __attribute__((unused)) void test_decode(const char *label, lina_config c
         }
     }
     CHECK(rc == 0 && e / mx < 1e-4 && lina_model_state_pos(st) == T,
-          "%s: prefill %d + %d decode steps = one forward, twice with reset (err %.2e)", label, T0, T - T0, e / mx);
+          "%s: B %d, prefill %d + %d decode steps = one forward, twice with reset (err %.2e)", label, B, T0, T - T0,
+          e / mx);
     if (!rc) {
         rc = lina_model_decode(m, st, part, B, 1, lg, NULL);
         int has_attn = 0;
@@ -695,6 +696,11 @@ static __attribute__((unused)) void test_decode(const char *label, lina_config c
     free(full);
     free(lg);
     lina_model_free(m);
+}
+
+static __attribute__((unused)) void test_decode(const char *label, lina_config c)
+{
+    test_decode_batch(label, c, 2);
 }
 
 #endif

@@ -1017,6 +1017,13 @@ int main(void)
     gva.num_v_heads = 4;
     test_fd("gated_deltanet GVA (4 value heads, 2 q/k heads)", gva, 2, 9, 0.12);
     test_decode("gated_deltanet GVA decode", gva);
+    /* batch decode: every row count the few-row product treats apart (one row; tails of its
+     * 4- and 2-row tiles; past 16; past 32, where the AVX2 path hands over to OpenBLAS) */
+    static const int batches[] = {1, 5, 17, 40};
+    for (int i = 0; i < 4; i++) {
+        test_decode_batch("gla batch decode", tiny_gla(0, 1), batches[i]);
+        test_decode_batch("gated_deltanet batch decode", tiny_gdn(1, 1, 0), batches[i]);
+    }
     test_gva_names(gva);
     lina_config grp = tiny_gla(0, 1);
     grp.num_heads = 4;
