@@ -439,7 +439,8 @@ typedef enum lina_form {
 /* Shape of one mixer call. */
 typedef struct lina_mix_dims {
     int B, T, H, K, V;
-    int chunk;      /* chunk size for LINA_FORM_CHUNK; <= 0 means 64 */
+    int chunk;      /* chunk size for LINA_FORM_CHUNK; <= 0: the op's default, 64 (the
+                       diagonal-decay and delta-rule ops: 32 when K <= 64, else 64) */
     float scale;    /* query scale; 0 means K^-1/2 */
 } lina_mix_dims;
 
@@ -589,7 +590,7 @@ int lina_delta_bwd(const lina_mix_dims *d, const lina_delta_in *in,
                    lina_ws *ws);
 /* Size in floats of the chunk-form cache (chunk-start states, the rows' WY
  * values U and the chunks' (I + A)^{-1}): B*H*((nc+1)*K*V + T*n*V + nc*C*C),
- * nc = ceil(T*n / C), C = d->chunk (64 when <= 0); 0 for bad dims. */
+ * nc = ceil(T*n / C), C = d->chunk (when <= 0: 32 if K <= 64, else 64); 0 for bad dims. */
 size_t lina_delta_cache_floats(const lina_mix_dims *d, int n);
 /* Packed documents (cu_seqlens), as lina_dd_fwd_varlen: d->B = 1, d->T packed tokens
  * (rows n times those), cu [0, ..., T]; h0, ht, dh0, dht [ncu-1, H, K, V]; the cache

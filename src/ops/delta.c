@@ -91,7 +91,7 @@ static int dl_setup(dl_ctx *c, const lina_mix_dims *d, const lina_delta_in *in)
     c->V = d->V;
     c->n = n;
     c->N = d->T * n;
-    c->C = d->chunk > 0 ? d->chunk : 64;
+    c->C = lina_chunk_len(d->chunk, d->K);
     c->s = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)d->K);
     c->q = in->q;
     c->k = in->k;
@@ -1892,7 +1892,7 @@ size_t lina_delta_cache_floats(const lina_mix_dims *d, int n)
     c.K = d->K;
     c.V = d->V;
     c.N = d->T * (n > 0 ? n : 1);
-    c.C = d->chunk > 0 ? d->chunk : 64;
+    c.C = lina_chunk_len(d->chunk, d->K);
     return (size_t)d->B * d->H * ck_cache_per_bh(&c);
 }
 #endif
@@ -2346,7 +2346,8 @@ static int mk_kda(const lina_mix_dims *d, int bw, uint64_t s, lina_tset *in)
 }
 
 /* B*H*rows*(5CK + 3CV + 6KV), rows = T (T*n for delta_product; the benchmark
- * inputs have n = DL_BENCH_N) */
+ * inputs have n = DL_BENCH_N); C = 64 without --chunk, whatever chunk the engine
+ * picks (a fixed measure of the work, as dd_flops) */
 static double dl_flops_rows(const lina_mix_dims *d, const lina_op_opts *o, int n)
 {
     const double C = o->chunk > 0 ? o->chunk : 64, K = d->K, V = d->V;

@@ -9,7 +9,7 @@
  * Forms
  *   recurrent: one token at a time, tiled over 32 value columns so the state
  *              tile (K x 32) stays in L1; the decode path.
- *   chunk:     chunks of C rows (default 64). Per chunk, with b the cumulative
+ *   chunk:     chunks of C rows (default: lina_chunk_len). Per chunk, with b the cumulative
  *              log gate restarted at the chunk start (double precision):
  *                O   = (s Q * exp(b)) S_in + A V,  A_rc = s sum_i q_r k_c exp(b_r - b_c), c <= r
  *                S_out = diag(exp(b_L)) S_in + (K * exp(b_L - b))^T V
@@ -64,7 +64,7 @@ static int dd_setup(dd_ctx *c, const lina_mix_dims *d, const lina_dd_in *in)
     c->H = d->H;
     c->K = d->K;
     c->V = d->V;
-    c->C = d->chunk > 0 ? d->chunk : 64;
+    c->C = lina_chunk_len(d->chunk, d->K);
     c->s = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)d->K);
     c->gk = in->gate;
     c->g = in->g;
@@ -951,7 +951,7 @@ static int dd_fwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, lina_dd_out *ou
 #if LINA_ISA_PRIMARY
 size_t lina_dd_states_size(const lina_mix_dims *d)
 {
-    int C = d->chunk > 0 ? d->chunk : 64;
+    int C = lina_chunk_len(d->chunk, d->K);
     return (size_t)d->B * d->H * ((size_t)(d->T + C - 1) / C + 1) * d->K * d->V;
 }
 #endif
@@ -1686,7 +1686,7 @@ int LINA_KFN(lina_dd_bwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int6
 #if LINA_ISA_PRIMARY
 size_t lina_dd_states_size_varlen(const lina_mix_dims *d, const int64_t *cu, int64_t ncu)
 {
-    const size_t C = d->chunk > 0 ? (size_t)d->chunk : 64;
+    const size_t C = (size_t)lina_chunk_len(d->chunk, d->K);
     size_t n = 0;
     for (int64_t j = 0; j + 1 < ncu; j++) {
         n += (size_t)d->H * (((size_t)(cu[j + 1] - cu[j]) + C - 1) / C + 1) * d->K * d->V;
@@ -1956,7 +1956,9 @@ static int mk_gla(const lina_mix_dims *d, int bw, uint64_t s, lina_tset *in)
 
 /* FLOPs of one forward call: chunk form B*H*T*(2CK + 2CV + 4KV), recurrent
  * form 4*B*H*T*K*V (decay, update and readout of the state per token). The
- * normaliser of linear_attn --normalize is not counted. */
+ * normaliser of linear_attn --normalize is not counted. Without --chunk the
+ * count is that of C = 64 whatever chunk the engine picks: a fixed measure of
+ * the work, so that rates stay comparable across chunk lengths. */
 static double dd_flops(const lina_mix_dims *d, const lina_op_opts *o)
 {
     double C = o->chunk > 0 ? o->chunk : 64;

@@ -24,6 +24,14 @@ void lina_chunk_cumgate(lina_gate_kind gk, const float *g, int b, int h, int t0,
                         int T, int H, int K, double *bd);
 /* exp(x) for x <= 0 given in double, to float (vectorised). */
 void lina_vexp_d(float *y, const double *x, size_t n);
+/* chunk length of the diagonal-decay and delta-rule engines for lina_mix_dims.chunk
+ * = `chunk` (<= 0: the default): 32 rows for keys of up to 64 channels, where the
+ * intra-chunk products (which grow with the chunk) cost more than the state
+ * passing they save (measured per CPU second at K = V = 64), else 64 */
+static inline int lina_chunk_len(int chunk, int K)
+{
+    return chunk > 0 ? chunk : K <= 64 ? 32 : 64;
+}
 
 /* ---- packed documents (varlen.c) ---- */
 
