@@ -4,6 +4,7 @@
 #include "isa.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include <cblas.h>
 #ifdef _OPENMP
@@ -158,6 +159,140 @@ static void sgemm_small_nt(int M, int N, int K, float alpha, const float *A, int
 #define HAVE_SMALL_NT 0
 #endif
 
+/* Small products of the chunk forms (sides of 16..128, operands in L1/L2):
+ * C[M,N] = alpha op(A) op(B) + beta C with op(B) read in place when it is
+ * not transposed (rows of B are rows of op(B)): a register tile of SM_MR rows
+ * of C by SM_NV vectors, each k step one broadcast of op(A)[i,k] per row and
+ * one load of op(B)[k, j..] per vector. No packing and no call overhead,
+ * which at these sizes cost OpenBLAS a third of its time. A width N that is
+ * not a whole number of vectors is copied into a zero-padded panel first.
+ * Transposed B (C = A B^T) goes to OpenBLAS: its rows would need a transpose. */
+#if defined(__AVX512F__)
+#define SM_MR 6
+#define SM_NV 4
+#define SM_NB (SM_NV * LINA_VL)
+#define SM_PANEL 16384 /* floats of the padded panel of op(B) (K x N rounded up) */
+
+static inline __attribute__((always_inline)) void sm_tile(int mb, int nv, int K, float alpha, const float *A,
+                                                          size_t sa, size_t sk, const float *B, size_t ldb,
+                                                          float beta, float *C, size_t ldc, int ncols)
+{
+    lina_vf acc[SM_MR][SM_NV];
+    for (int i = 0; i < mb; i++) {
+        for (int v = 0; v < nv; v++) {
+            acc[i][v] = LINA_VZERO();
+        }
+    }
+    for (int k = 0; k < K; k++) {
+        lina_vf b[SM_NV];
+        for (int v = 0; v < nv; v++) {
+            b[v] = LINA_VLD(B + (size_t)k * ldb + (size_t)v * LINA_VL);
+        }
+        for (int i = 0; i < mb; i++) {
+            const lina_vf a = LINA_VSET1(A[(size_t)i * sa + (size_t)k * sk]);
+            for (int v = 0; v < nv; v++) {
+                acc[i][v] = LINA_VFMA(a, b[v], acc[i][v]);
+            }
+        }
+    }
+    const lina_vf va = LINA_VSET1(alpha), vb = LINA_VSET1(beta);
+    for (int i = 0; i < mb; i++) {
+        float *c = C + (size_t)i * ldc;
+        for (int v = 0; v < nv; v++) {
+            lina_vf x = LINA_VMUL(va, acc[i][v]);
+            float *cv = c + (size_t)v * LINA_VL;
+            const int nt = ncols - v * LINA_VL;
+            if (nt >= LINA_VL) {
+                if (beta != 0.0f) {
+                    x = LINA_VFMA(vb, LINA_VLD(cv), x);
+                }
+                LINA_VST(cv, x);
+            } else { /* the last, partial vector of the row */
+                const __mmask16 m = (__mmask16)((1u << nt) - 1u);
+                if (beta != 0.0f) {
+                    x = LINA_VFMA(vb, _mm512_maskz_loadu_ps(m, cv), x);
+                }
+                _mm512_mask_storeu_ps(cv, m, x);
+            }
+        }
+    }
+}
+
+/* one column block of SM_NB (or ncols) columns, all rows */
+#define SM_TILE_ROWS(nv)                                                                      \
+    do {                                                                                      \
+        for (int i0 = 0; i0 < M; i0 += SM_MR) {                                               \
+            const int mb = M - i0 < SM_MR ? M - i0 : SM_MR;                                   \
+            const float *a = A + (size_t)i0 * sa;                                             \
+            float *c = C + (size_t)i0 * ldc + j0;                                             \
+            switch (mb) {                                                                     \
+            case 6: sm_tile(6, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols); break; \
+            case 5: sm_tile(5, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols); break; \
+            case 4: sm_tile(4, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols); break; \
+            case 3: sm_tile(3, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols); break; \
+            case 2: sm_tile(2, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols); break; \
+            default: sm_tile(1, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols);      \
+            }                                                                                 \
+        }                                                                                     \
+    } while (0)
+
+static _Thread_local float sm_panel[SM_PANEL] __attribute__((aligned(64)));
+
+static int sgemm_sm(int transA, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                    int ldb, float beta, float *C, int ldc)
+{
+    const float *Bp = B;
+    size_t lb = (size_t)ldb;
+    if (N % LINA_VL) {
+        const int Np = (N + LINA_VL - 1) / LINA_VL * LINA_VL;
+        if ((size_t)K * Np > SM_PANEL) {
+            return 0;
+        }
+        for (int k = 0; k < K; k++) {
+            float *d = sm_panel + (size_t)k * Np;
+            memcpy(d, B + (size_t)k * ldb, (size_t)N * sizeof(float));
+            for (int j = N; j < Np; j++) {
+                d[j] = 0.0f;
+            }
+        }
+        Bp = sm_panel;
+        lb = (size_t)Np;
+    }
+    const size_t sa = transA ? 1 : (size_t)lda, sk = transA ? (size_t)lda : 1;
+    for (int j0 = 0; j0 < N; j0 += SM_NB) {
+        const int ncols = N - j0 < SM_NB ? N - j0 : SM_NB;
+        const int nv = (ncols + LINA_VL - 1) / LINA_VL;
+        const float *b = Bp + j0;
+        if (nv == 4) {
+            SM_TILE_ROWS(4);
+        } else if (nv == 3) {
+            SM_TILE_ROWS(3);
+        } else if (nv == 2) {
+            SM_TILE_ROWS(2);
+        } else {
+            SM_TILE_ROWS(1);
+        }
+    }
+    return 1;
+}
+#undef SM_TILE_ROWS
+#define HAVE_SGEMM_SM 1
+#else
+#define HAVE_SGEMM_SM 0
+#endif
+
+void LINA_KFN(lina_sgemm_sm)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                             const float *B, int ldb, float beta, float *C, int ldc)
+{
+#if HAVE_SGEMM_SM
+    if (!transB && M > 1 && N > 1 && K > 0 && K <= LINA_SGEMM_SM_MAX_K && lina_sgemm_small_enabled() &&
+        sgemm_sm(transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) {
+        return;
+    }
+#endif
+    lina_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void LINA_KFN(lina_sgemm_rows_nt)(int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                                   int ldb, float beta, float *C, int ldc)
 {
@@ -175,6 +310,11 @@ LINA_ISA_DISPATCH_VOID(lina_sgemm_rows_nt,
                        (int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                         float beta, float *C, int ldc),
                        (M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+
+LINA_ISA_DISPATCH_VOID(lina_sgemm_sm,
+                       (int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                        const float *B, int ldb, float beta, float *C, int ldc),
+                       (transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
 
 static int g_small = -1; /* -1: not read yet; LINA_SGEMM_SMALL=0 turns the direct path off */
 

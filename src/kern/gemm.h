@@ -1,4 +1,4 @@
-/* gemm.h -- the direct small-M path of lina_sgemm (gemm.c), internal. */
+/* gemm.h -- the direct small-M path of lina_sgemm and the small-product kernel (gemm.c), internal. */
 #ifndef LINA_KERN_GEMM_H
 #define LINA_KERN_GEMM_H
 
@@ -16,6 +16,15 @@
  * and AVX2 kernel paths, the rest (and the portable path) OpenBLAS */
 void lina_sgemm_rows_nt(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                         float beta, float *C, int ldc);
+
+/* C[M,N] = alpha op(A) op(B) + beta C, as lina_sgemm, for the small products of
+ * the chunk forms (every side up to a few hundred): on the AVX-512 path a
+ * register-tiled kernel reads A and B where they lie (no packing, no library
+ * call) when B is not transposed and K <= LINA_SGEMM_SM_MAX_K; everything else,
+ * and every other path, is lina_sgemm. LINA_SGEMM_SMALL=0 turns it off too. */
+#define LINA_SGEMM_SM_MAX_K 512
+void lina_sgemm_sm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc);
 
 /* 1 unless the environment sets LINA_SGEMM_SMALL=0 or lina_sgemm_set_small(0) was called */
 int lina_sgemm_small_enabled(void);

@@ -33,6 +33,7 @@
  * Both parallelise over B*H (the recurrent forward over B*H*ceil(V/32) tiles).
  */
 #include "ops_internal.h"
+#include "../kern/gemm.h"
 #include "../kern/isa.h"
 
 #include <math.h>
@@ -930,9 +931,9 @@ static void ck_gram_gated(int L, int Lo, int K, ck_buf *cb)
         const int nc = ck_block_cols(cb, n0, nb, K);
         ck_block_sides(n0, nb, nc, K, Lo, Kc, Qc, cb);
         if (nc > 0) {
-            lina_sgemm(0, 1, nb, nc, K, 1.0f, cb->Xs, K, cb->Ys, K, 0.0f, Gk + (size_t)n0 * L, L);
+            lina_sgemm_sm(0, 1, nb, nc, K, 1.0f, cb->Xs, K, cb->Ys, K, 0.0f, Gk + (size_t)n0 * L, L);
             if (Lo) {
-                lina_sgemm(0, 1, nb, nc, K, 1.0f, cb->Xs + (size_t)nb * K, K, cb->Ys, K, 0.0f,
+                lina_sgemm_sm(0, 1, nb, nc, K, 1.0f, cb->Xs + (size_t)nb * K, K, cb->Ys, K, 0.0f,
                            Gq + (size_t)n0 * L, L);
             }
         }
@@ -993,7 +994,7 @@ static void ck_gram(const dl_ctx *c, int b, int h, int r0, int L, int ta, int Lo
         ck_gram_gated(L, Lo, K, cb);
         return;
     }
-    lina_sgemm(0, 1, L + Lo, L, K, 1.0f, cb->Xk, K, cb->Xk, K, 0.0f, cb->G, L);
+    lina_sgemm_sm(0, 1, L + Lo, L, K, 1.0f, cb->Xk, K, cb->Xk, K, 0.0f, cb->G, L);
 }
 
 /* Tm = (I + A)^{-1}, A = strictly-lower(diag(beta) (K K^T * Gam)), by forward
@@ -1078,7 +1079,7 @@ static void ck_u(const dl_ctx *c, int b, int h, int r0, int L, int ta, int Lo, c
             y[i] = f * x[i];
         }
     }
-    lina_sgemm(0, 0, L + Lo, V, K, 1.0f, cb->Xb, K, S, V, 0.0f, cb->Y, V);
+    lina_sgemm_sm(0, 0, L + Lo, V, K, 1.0f, cb->Xb, K, S, V, 0.0f, cb->Y, V);
     for (int r = 0; r < L; r++) {
         const float bt = cb->bt[r];
         const float *v = dl_v(c, b, r0 + r, h);
@@ -1087,7 +1088,7 @@ static void ck_u(const dl_ctx *c, int b, int h, int r0, int L, int ta, int Lo, c
             y[j] = bt * v[j] - y[j];
         }
     }
-    lina_sgemm(0, 0, L, V, L, 1.0f, Tm, L, cb->Y, V, 0.0f, U, V);
+    lina_sgemm_sm(0, 0, L, V, L, 1.0f, Tm, L, cb->Y, V, 0.0f, U, V);
 }
 
 /* Sout = exp(b_{L-1}) Sin + (diag(ed) K)^T U (Sout may be Sin) */
@@ -1136,7 +1137,7 @@ static void ck_state(const dl_ctx *c, int L, float eL, const float *U, ck_buf *c
     } else if (Sout != Sin) {
         memcpy(Sout, Sin, KV * sizeof(float));
     }
-    lina_sgemm(1, 0, K, V, L, 1.0f, Kd, K, U, V, 1.0f, Sout, V);
+    lina_sgemm_sm(1, 0, K, V, L, 1.0f, Kd, K, U, V, 1.0f, Sout, V);
 }
 
 /* output tokens of chunk [r0, r0+L): [*ta, *ta + return) */
@@ -1244,7 +1245,7 @@ static void ck_forward(const dl_ctx *c, int b, int h, int r0, int L, const float
                 Pr[cc] = c->s * Pr[cc] * Gr[cc];
             }
         }
-        lina_sgemm(0, 0, Lo, V, L, 1.0f, P, L, U, V, 1.0f, Oc, V);
+        lina_sgemm_sm(0, 0, Lo, V, L, 1.0f, P, L, U, V, 1.0f, Oc, V);
         for (int oo = 0; oo < Lo; oo++) {
             memcpy(LINA_ROW(o, b, ta + oo, h, T, H, V), Oc + (size_t)oo * V, (size_t)V * sizeof(float));
         }
@@ -1325,10 +1326,10 @@ static void ck_gram_gated_bwd(int L, int K, const float *dGk, const float *dGq, 
         if (nc > 0) {
             ck_block_sides(n0, nb, nc, K, 1, Kc, Qc, cb);
             const float *gk = dGk + (size_t)n0 * L, *gq = dGq + (size_t)n0 * L;
-            lina_sgemm(0, 0, nb, K, nc, 1.0f, gk, L, cb->Ys, K, 0.0f, cb->dXs, K);
-            lina_sgemm(0, 0, nb, K, nc, 1.0f, gq, L, cb->Ys, K, 0.0f, cb->dXs + (size_t)nb * K, K);
-            lina_sgemm(1, 0, nc, K, nb, 1.0f, gk, L, cb->Xs, K, 0.0f, cb->dYs, K);
-            lina_sgemm(1, 0, nc, K, nb, 1.0f, gq, L, cb->Xs + (size_t)nb * K, K, 1.0f, cb->dYs, K);
+            lina_sgemm_sm(0, 0, nb, K, nc, 1.0f, gk, L, cb->Ys, K, 0.0f, cb->dXs, K);
+            lina_sgemm_sm(0, 0, nb, K, nc, 1.0f, gq, L, cb->Ys, K, 0.0f, cb->dXs + (size_t)nb * K, K);
+            lina_sgemm_sm(1, 0, nc, K, nb, 1.0f, gk, L, cb->Xs, K, 0.0f, cb->dYs, K);
+            lina_sgemm_sm(1, 0, nc, K, nb, 1.0f, gq, L, cb->Xs + (size_t)nb * K, K, 1.0f, cb->dYs, K);
             for (int r = 0; r < nb; r++) {
                 const double *br = cb->bv + (size_t)(n0 + r) * K;
                 for (int i = 0; i < K; i++) {
@@ -1447,11 +1448,11 @@ static void ck_bwd_gated(const dl_ctx *c, int b, int h, int r0, int L, const flo
     }
     /* dU = [P^T | Kd] [dO; dS]; dY = Tm^T dU; [-dA; dP] = [dY; dO] U^T; Z = [dY; dO] S_in^T;
        dKd = U dS^T */
-    lina_sgemm(0, 0, L, V, Lo + K, 1.0f, PK, ldp, dOc, V, 0.0f, cb->dU, V);
-    lina_sgemm(1, 0, L, V, L, 1.0f, Tm, L, cb->dU, V, 0.0f, dY, V);
-    lina_sgemm(0, 1, L + Lo, L, V, 1.0f, dY, V, U, V, 0.0f, cb->AP, L);
-    lina_sgemm(0, 1, L + Lo, K, V, 1.0f, dY, V, Sin, V, 0.0f, cb->Z, K);
-    lina_sgemm(0, 1, L, K, V, 1.0f, U, V, dS, V, 0.0f, cb->dKd, K);
+    lina_sgemm_sm(0, 0, L, V, Lo + K, 1.0f, PK, ldp, dOc, V, 0.0f, cb->dU, V);
+    lina_sgemm_sm(1, 0, L, V, L, 1.0f, Tm, L, cb->dU, V, 0.0f, dY, V);
+    lina_sgemm_sm(0, 1, L + Lo, L, V, 1.0f, dY, V, U, V, 0.0f, cb->AP, L);
+    lina_sgemm_sm(0, 1, L + Lo, K, V, 1.0f, dY, V, Sin, V, 0.0f, cb->Z, K);
+    lina_sgemm_sm(0, 1, L, K, V, 1.0f, U, V, dS, V, 0.0f, cb->dKd, K);
     float *dbv = cb->dbv;
     memset(dbv, 0, (size_t)L * K * sizeof(float));
     memset(cb->dQ, 0, (size_t)L * K * sizeof(float));
@@ -1547,7 +1548,7 @@ static void ck_bwd_gated(const dl_ctx *c, int b, int h, int r0, int L, const flo
             Di[j] *= f;
         }
     }
-    lina_sgemm(1, 0, K, V, L + Lo, 1.0f, cb->Xb, K, dY, V, 1.0f, dS, V);
+    lina_sgemm_sm(1, 0, K, V, L + Lo, 1.0f, cb->Xb, K, dY, V, 1.0f, dS, V);
     /* dgk: the reverse cumulative sum of dbv inside the chunk */
     if (go->dgk) {
         float *acc = cb->ek;
@@ -1682,12 +1683,12 @@ static int dl_bwd_chunk(const dl_ctx *c0, const lina_delta_grad_in *gi0, lina_de
                 }
             }
             /* dU = [P^T | Kd] [dO; dS]; dY = Tm^T dU */
-            lina_sgemm(0, 0, L, V, Lo + K, 1.0f, PK, ldp, dOc, V, 0.0f, cb.dU, V);
-            lina_sgemm(1, 0, L, V, L, 1.0f, Tm, L, cb.dU, V, 0.0f, dY, V);
+            lina_sgemm_sm(0, 0, L, V, Lo + K, 1.0f, PK, ldp, dOc, V, 0.0f, cb.dU, V);
+            lina_sgemm_sm(1, 0, L, V, L, 1.0f, Tm, L, cb.dU, V, 0.0f, dY, V);
             /* [-dA; dP] = [dY; dO] U^T; [dY; dO] S_in^T; dKd = U dS^T */
-            lina_sgemm(0, 1, L + Lo, L, V, 1.0f, dY, V, U, V, 0.0f, cb.AP, L);
-            lina_sgemm(0, 1, L + Lo, K, V, 1.0f, dY, V, Sin, V, 0.0f, cb.Z, K);
-            lina_sgemm(0, 1, L, K, V, 1.0f, U, V, dS, V, 0.0f, cb.dKd, K);
+            lina_sgemm_sm(0, 1, L + Lo, L, V, 1.0f, dY, V, U, V, 0.0f, cb.AP, L);
+            lina_sgemm_sm(0, 1, L + Lo, K, V, 1.0f, dY, V, Sin, V, 0.0f, cb.Z, K);
+            lina_sgemm_sm(0, 1, L, K, V, 1.0f, U, V, dS, V, 0.0f, cb.dKd, K);
             double *db = cb.db;
             for (int r = 0; r < L; r++) {
                 db[r] = 0.0;
@@ -1783,8 +1784,8 @@ static int dl_bwd_chunk(const dl_ctx *c0, const lina_delta_grad_in *gi0, lina_de
                 }
             }
             /* dK += [dGm + dGm^T | s M^T] [K; Q]; dQ = s M K + s e X */
-            lina_sgemm(0, 0, L, K, L + Lo, 1.0f, W2, ldw, cb.Xk, K, 1.0f, cb.dK, K);
-            lina_sgemm(0, 0, Lo, K, L, s, M, L, Kc, K, 0.0f, cb.dQ, K);
+            lina_sgemm_sm(0, 0, L, K, L + Lo, 1.0f, W2, ldw, cb.Xk, K, 1.0f, cb.dK, K);
+            lina_sgemm_sm(0, 0, Lo, K, L, s, M, L, Kc, K, 0.0f, cb.dQ, K);
             for (int oo = 0; oo < Lo; oo++) {
                 const int rho = (ta + oo) * n + n - 1 - r0;
                 const float f = s * cb.e[rho];
@@ -1823,7 +1824,7 @@ static int dl_bwd_chunk(const dl_ctx *c0, const lina_delta_grad_in *gi0, lina_de
                     y[i] = f * x[i];
                 }
             }
-            lina_sgemm(1, 0, K, V, L + Lo, 1.0f, cb.Xb, K, dY, V, eL, dS, V);
+            lina_sgemm_sm(1, 0, K, V, L + Lo, 1.0f, cb.Xb, K, dY, V, eL, dS, V);
             /* gate gradient: reverse cumulative sum of db inside the chunk */
             if (c->g && go->dg) {
                 double acc = 0.0;

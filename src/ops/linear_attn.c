@@ -28,6 +28,7 @@
  *   accumulated in double.
  */
 #include "ops_internal.h"
+#include "../kern/gemm.h"
 #include "../kern/isa.h"
 
 #include <math.h>
@@ -674,7 +675,7 @@ static void chunk_intra(const dd_ctx *c, const lina_dd_in *in, int b, int h, int
     const size_t ld = (size_t)H * K;
     float *A = cb->A;
     if (c->gk != LINA_GATE_VECTOR) {
-        lina_sgemm(0, 1, L, L, K, c->s, LINA_ROW(in->q, b, t0, h, T, H, K), (int)ld,
+        lina_sgemm_sm(0, 1, L, L, K, c->s, LINA_ROW(in->q, b, t0, h, T, H, K), (int)ld,
                    LINA_ROW(in->k, b, t0, h, T, H, K), (int)ld, 0.0f, A, L);
         for (int r = 0; r < L; r++) {
             float *Ar = A + (size_t)r * L;
@@ -699,7 +700,7 @@ static void chunk_intra(const dd_ctx *c, const lina_dd_in *in, int b, int h, int
         int r1 = r0 + SUB < L ? r0 + SUB : L;
         const int n2 = vec_offdiag_factors(c, in, b, h, t0, r0, r1, cb);
         if (n2 > 0) {
-            lina_sgemm(0, 1, r1 - r0, n2, K, c->s, cb->T1, K, cb->T2, K, 0.0f,
+            lina_sgemm_sm(0, 1, r1 - r0, n2, K, c->s, cb->T1, K, cb->T2, K, 0.0f,
                        A + (size_t)r0 * L, L);
         }
         if (n2 == r1) { /* the diagonal block came with the product: keep c <= r */
@@ -746,9 +747,9 @@ static void chunk_intra_bwd(const dd_ctx *c, const lina_dd_in *in, int b, int h,
                 }
             }
         }
-        lina_sgemm(0, 0, L, K, L, c->s, dA, L, LINA_ROW(in->k, b, t0, h, T, H, K), (int)ld, 1.0f,
+        lina_sgemm_sm(0, 0, L, K, L, c->s, dA, L, LINA_ROW(in->k, b, t0, h, T, H, K), (int)ld, 1.0f,
                    cb->dQ, K);
-        lina_sgemm(1, 0, L, K, L, c->s, dA, L, LINA_ROW(in->q, b, t0, h, T, H, K), (int)ld, 1.0f,
+        lina_sgemm_sm(1, 0, L, K, L, c->s, dA, L, LINA_ROW(in->q, b, t0, h, T, H, K), (int)ld, 1.0f,
                    cb->dK, K);
         return;
     }
@@ -757,7 +758,7 @@ static void chunk_intra_bwd(const dd_ctx *c, const lina_dd_in *in, int b, int h,
         const int n2 = vec_offdiag_factors(c, in, b, h, t0, r0, r1, cb);
         if (n2 > 0) {
             /* dQ rows r0..r1 += s * (dA_blk T2) * F1 (dA is 0 above the diagonal) */
-            lina_sgemm(0, 0, r1 - r0, K, n2, 1.0f, dA + (size_t)r0 * L, L, cb->T2, K, 0.0f,
+            lina_sgemm_sm(0, 0, r1 - r0, K, n2, 1.0f, dA + (size_t)r0 * L, L, cb->T2, K, 0.0f,
                        cb->T3, K);
             for (int r = r0; r < r1; r++) {
                 float *dq = cb->dQ + (size_t)r * K;
@@ -767,7 +768,7 @@ static void chunk_intra_bwd(const dd_ctx *c, const lina_dd_in *in, int b, int h,
                 }
             }
             /* dK rows 0..n2 += s * (dA_blk^T T1) * F2 */
-            lina_sgemm(1, 0, n2, K, r1 - r0, 1.0f, dA + (size_t)r0 * L, L, cb->T1, K, 0.0f,
+            lina_sgemm_sm(1, 0, n2, K, r1 - r0, 1.0f, dA + (size_t)r0 * L, L, cb->T1, K, 0.0f,
                        cb->T3, K);
             for (int r = 0; r < n2; r++) {
                 float *dk = cb->dK + (size_t)r * K;
@@ -925,8 +926,8 @@ static int dd_fwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, lina_dd_out *ou
             chunk_intra(c, in, b, h, t0, L, &cb);
             float *o = LINA_ROW(out->o, b, t0, h, T, H, V);
             const float *v = LINA_ROW(in->v, b, t0, h, T, H, V);
-            lina_sgemm(0, 0, L, V, K, 1.0f, cb.Qd, K, S, V, 0.0f, o, H * V);
-            lina_sgemm(0, 0, L, V, L, 1.0f, cb.A, L, v, H * V, 1.0f, o, H * V);
+            lina_sgemm_sm(0, 0, L, V, K, 1.0f, cb.Qd, K, S, V, 0.0f, o, H * V);
+            lina_sgemm_sm(0, 0, L, V, L, 1.0f, cb.A, L, v, H * V, 1.0f, o, H * V);
             if (c->gk != LINA_GATE_NONE) {
                 for (int i = 0; i < K; i++) {
                     float *Si = S + (size_t)i * V;
@@ -936,7 +937,7 @@ static int dd_fwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, lina_dd_out *ou
                     }
                 }
             }
-            lina_sgemm(1, 0, K, V, L, 1.0f, cb.Kd, K, v, H * V, 1.0f, S, V);
+            lina_sgemm_sm(1, 0, K, V, L, 1.0f, cb.Kd, K, v, H * V, 1.0f, S, V);
         }
         if (saved) {
             memcpy(saved + (size_t)((T + C - 1) / C) * KV, S, KV * sizeof(float));
@@ -1064,7 +1065,7 @@ static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_g
                     S1[(size_t)i * V + j] = e * S0[(size_t)i * V + j];
                 }
             }
-            lina_sgemm(1, 0, K, V, L, 1.0f, cb.Kd, K, LINA_ROW(in->v, b, t0, h, T, H, V), H * V,
+            lina_sgemm_sm(1, 0, K, V, L, 1.0f, cb.Kd, K, LINA_ROW(in->v, b, t0, h, T, H, V), H * V,
                        1.0f, S1, V);
         }
         /* 2. backward over chunks */
@@ -1093,24 +1094,24 @@ static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_g
             chunk_intra(c, in, b, h, t0, L, &cb);
             const float *dO = gi->do_ ? LINA_ROW(gi->do_, b, t0, h, T, H, V) : NULL;
             /* dv = A^T dO + Kd dS_out */
-            lina_sgemm(0, 0, L, V, K, 1.0f, cb.Kd, K, dS, V, 0.0f, dv, H * V);
+            lina_sgemm_sm(0, 0, L, V, K, 1.0f, cb.Kd, K, dS, V, 0.0f, dv, H * V);
             memset(cb.dQ, 0, (size_t)L * K * sizeof(float));
             if (dO) {
-                lina_sgemm(1, 0, L, V, L, 1.0f, cb.A, L, dO, H * V, 1.0f, dv, H * V);
+                lina_sgemm_sm(1, 0, L, V, L, 1.0f, cb.A, L, dO, H * V, 1.0f, dv, H * V);
                 /* dA = dO V^T masked */
-                lina_sgemm(0, 1, L, L, V, 1.0f, dO, H * V, v, H * V, 0.0f, cb.dA, L);
+                lina_sgemm_sm(0, 1, L, L, V, 1.0f, dO, H * V, v, H * V, 0.0f, cb.dA, L);
                 for (int r = 0; r < L; r++) {
                     for (int cc = r + 1; cc < L; cc++) {
                         cb.dA[(size_t)r * L + cc] = 0.0f;
                     }
                 }
                 /* dQd = dO S_in^T */
-                lina_sgemm(0, 1, L, K, V, 1.0f, dO, H * V, Sin, V, 0.0f, cb.dQ, K);
+                lina_sgemm_sm(0, 1, L, K, V, 1.0f, dO, H * V, Sin, V, 0.0f, cb.dQ, K);
             } else {
                 memset(cb.dA, 0, (size_t)L * L * sizeof(float));
             }
             /* dKd = V dS^T */
-            lina_sgemm(0, 1, L, K, V, 1.0f, v, H * V, dS, V, 0.0f, cb.dK, K);
+            lina_sgemm_sm(0, 1, L, K, V, 1.0f, v, H * V, dS, V, 0.0f, cb.dK, K);
             /* scale by the gate factors: dq = s exp(b) dQd ; dk = exp(bL - b) dKd */
             for (int r = 0; r < L; r++) {
                 float *dq = cb.dQ + (size_t)r * K, *dk = cb.dK + (size_t)r * K;
@@ -1146,7 +1147,7 @@ static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_g
                 }
             }
             if (dO) {
-                lina_sgemm(1, 0, K, V, L, 1.0f, cb.Qd, K, dO, H * V, 1.0f, dS, V);
+                lina_sgemm_sm(1, 0, K, V, L, 1.0f, cb.Qd, K, dO, H * V, 1.0f, dS, V);
             }
         }
         if (go->dh0) {
