@@ -178,8 +178,8 @@ demo:
 # The papers' synthetic experiments, reduced (src/tasks): results/PAPER.md and
 # results/*.png. `make paper` is the budgeted report: four single-thread streams
 # side by side under nice (MQAR at d 64 then 32 split over two, the core seven
-# models first, then the other model types; S3/S5; ICL then MoM), one learning
-# rate; parity and mod-arith keep their last sections.
+# models first, then the other model types; S3/S5 then parity and mod-arith; ICL
+# then MoM), one learning rate.
 # `make paper-full` runs the full protocol (two learning rates, every MQAR width,
 # parity and mod-arith with 3 seeds): several CPU-hours. Both resume from the
 # configurations finished earlier with the same settings (results/paper_parts/cells/);
@@ -201,9 +201,9 @@ paper: $(BUILD)/lina
 	  $(PAPER_RUN) --only mqar --mixers $(PAPER_MQ_MORE1); } & \
 	{ $(PAPER_RUN) --only mqar --mixers linear_attn,mamba2,retnet; \
 	  $(PAPER_RUN) --only mqar --mixers $(PAPER_MQ_MORE2); } & \
-	$(PAPER_RUN) --only s3s5 & \
+	{ $(PAPER_RUN) --only s3s5; $(PAPER_RUN) --only parity,modarith; } & \
 	{ $(PAPER_RUN) --only icl; $(PAPER_RUN) --only mom; }; \
-	wait; $(PAPER_RUN) --only mqar,mom,s3s5 --cells none && $(BUILD)/lina paper --out results --assemble
+	wait; $(PAPER_RUN) --only mqar,mom,s3s5,parity,modarith --cells none && $(BUILD)/lina paper --out results --assemble
 
 paper-full: $(BUILD)/lina
 	{ $(PAPER_RUN) --full --only mqar --mixers transformer,delta_net,gated_deltanet,gla; \
@@ -212,7 +212,7 @@ paper-full: $(BUILD)/lina
 	  $(PAPER_RUN) --full --only mqar --mixers $(PAPER_MQ_MORE2); } & \
 	{ $(PAPER_RUN) --full --only s3s5,parity; $(PAPER_RUN) --full --only icl; } & \
 	{ $(PAPER_RUN) --full --only mom,modarith; }; \
-	wait; $(PAPER_RUN) --full --only mqar,mom,s3s5 --cells none && $(BUILD)/lina paper --out results --assemble
+	wait; $(PAPER_RUN) --full --only mqar,mom,s3s5,parity,modarith --cells none && $(BUILD)/lina paper --out results --assemble
 
 # The default corpus (Debian's bible-kjv), tokenizer and token files in data/.
 .PHONY: data
