@@ -164,9 +164,9 @@ static void sgemm_small_nt(int M, int N, int K, float alpha, const float *A, int
  * not transposed (rows of B are rows of op(B)): a register tile of SM_MR rows
  * of C by SM_NV vectors, each k step one broadcast of op(A)[i,k] per row and
  * one load of op(B)[k, j..] per vector. No packing and no call overhead,
- * which at these sizes cost OpenBLAS a third of its time. A width N that is
- * not a whole number of vectors is copied into a zero-padded panel first.
- * Transposed B (C = A B^T) goes to OpenBLAS: its rows would need a transpose. */
+ * which at these sizes cost OpenBLAS a third of its time. A transposed B
+ * (C = A B^T) is transposed into a zero-padded panel first (16 x 16 blocks in
+ * registers), as is a width N that is not a whole number of vectors. */
 #if defined(__AVX512F__)
 #define SM_MR 6
 #define SM_NV 4
@@ -236,18 +236,71 @@ static inline __attribute__((always_inline)) void sm_tile(int mb, int nv, int K,
         }                                                                                     \
     } while (0)
 
+/* 16 x 16 block transpose, d[k * ldd + j] = s[j * lds + k]: pairs of rows
+ * interleaved by 32 then 64 bits (each 128-bit lane then holds one column of
+ * four rows), then the lanes gathered across the four groups of rows */
+static inline void sm_tr16(const float *s, size_t lds, float *d, size_t ldd)
+{
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) {
+        r[i] = _mm512_loadu_ps(s + (size_t)i * lds);
+    }
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        const __m512d c = _mm512_castps_pd(t[i + 2]), e = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+    }
+    /* r[4q + p]: rows 4q..4q+3 of column p + 4c in lane c */
+    for (int q = 0; q < 4; q += 2) {
+        for (int p = 0; p < 4; p++) {
+            t[4 * q + p] = _mm512_shuffle_f32x4(r[4 * q + p], r[4 * q + 4 + p], 0x88);
+            t[4 * q + 4 + p] = _mm512_shuffle_f32x4(r[4 * q + p], r[4 * q + 4 + p], 0xdd);
+        }
+    }
+    for (int p = 0; p < 4; p++) {
+        _mm512_storeu_ps(d + (size_t)p * ldd, _mm512_shuffle_f32x4(t[p], t[8 + p], 0x88));
+        _mm512_storeu_ps(d + (size_t)(p + 4) * ldd, _mm512_shuffle_f32x4(t[4 + p], t[12 + p], 0x88));
+        _mm512_storeu_ps(d + (size_t)(p + 8) * ldd, _mm512_shuffle_f32x4(t[p], t[8 + p], 0xdd));
+        _mm512_storeu_ps(d + (size_t)(p + 12) * ldd, _mm512_shuffle_f32x4(t[4 + p], t[12 + p], 0xdd));
+    }
+}
+
 static _Thread_local float sm_panel[SM_PANEL] __attribute__((aligned(64)));
 
-static int sgemm_sm(int transA, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
-                    int ldb, float beta, float *C, int ldc)
+static int sgemm_sm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc)
 {
     const float *Bp = B;
     size_t lb = (size_t)ldb;
-    if (N % LINA_VL) {
-        const int Np = (N + LINA_VL - 1) / LINA_VL * LINA_VL;
-        if ((size_t)K * Np > SM_PANEL) {
-            return 0;
+    const int Np = (N + LINA_VL - 1) / LINA_VL * LINA_VL;
+    if ((transB || N % LINA_VL) && (size_t)K * Np > SM_PANEL) {
+        return 0;
+    }
+    if (transB) { /* the panel op(B) = B^T, 16 x 16 blocks at a time */
+        for (int j0 = 0; j0 < Np; j0 += 16) {
+            for (int k0 = 0; k0 < K; k0 += 16) {
+                if (j0 + 16 <= N && k0 + 16 <= K) {
+                    sm_tr16(B + (size_t)j0 * ldb + k0, (size_t)ldb, sm_panel + (size_t)k0 * Np + j0, (size_t)Np);
+                    continue;
+                }
+                for (int k = k0; k < k0 + 16 && k < K; k++) {
+                    float *d = sm_panel + (size_t)k * Np;
+                    for (int j = j0; j < j0 + 16; j++) {
+                        d[j] = j < N ? B[(size_t)j * ldb + k] : 0.0f;
+                    }
+                }
+            }
         }
+        Bp = sm_panel;
+        lb = (size_t)Np;
+    } else if (N % LINA_VL) {
         for (int k = 0; k < K; k++) {
             float *d = sm_panel + (size_t)k * Np;
             memcpy(d, B + (size_t)k * ldb, (size_t)N * sizeof(float));
@@ -285,8 +338,8 @@ void LINA_KFN(lina_sgemm_sm)(int transA, int transB, int M, int N, int K, float 
                              const float *B, int ldb, float beta, float *C, int ldc)
 {
 #if HAVE_SGEMM_SM
-    if (!transB && M > 1 && N > 1 && K > 0 && K <= LINA_SGEMM_SM_MAX_K && lina_sgemm_small_enabled() &&
-        sgemm_sm(transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) {
+    if (M > 1 && N > 1 && K > 0 && K <= LINA_SGEMM_SM_MAX_K && lina_sgemm_small_enabled() &&
+        sgemm_sm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) {
         return;
     }
 #endif

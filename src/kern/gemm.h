@@ -19,9 +19,10 @@ void lina_sgemm_rows_nt(int M, int N, int K, float alpha, const float *A, int ld
 
 /* C[M,N] = alpha op(A) op(B) + beta C, as lina_sgemm, for the small products of
  * the chunk forms (every side up to a few hundred): on the AVX-512 path a
- * register-tiled kernel reads A and B where they lie (no packing, no library
- * call) when B is not transposed and K <= LINA_SGEMM_SM_MAX_K; everything else,
- * and every other path, is lina_sgemm. LINA_SGEMM_SMALL=0 turns it off too. */
+ * register-tiled kernel reads A and an untransposed B where they lie (no
+ * packing, no library call; a transposed B is transposed into a panel first)
+ * when K <= LINA_SGEMM_SM_MAX_K and the panel fits; everything else, and every
+ * other path, is lina_sgemm. LINA_SGEMM_SMALL=0 turns it off too. */
 #define LINA_SGEMM_SM_MAX_K 512
 void lina_sgemm_sm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc);
