@@ -346,6 +346,236 @@ void LINA_KFN(lina_sgemm_sm)(int transA, int transB, int M, int N, int K, float 
     lina_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* ---------------------------------------------------- register-blocked products */
+
+/* C (ldc) = beta C + alpha A B for rows [0, M) and columns [0, N), with
+ * A(m, k) = A[m sam + k sak] (so A or its transpose, row-major) and B
+ * row-major (ldb); beta 0 writes C without reading it. Rows go in groups of
+ * MM_MR. lo, hi (NULL: none) give each row m a range [lo[m], hi[m]) (empty
+ * when lo >= hi), a group takes the union of its rows' ranges:
+ *   on_k:  the sum runs over k in that range only; A(m, k) must be 0 for the
+ *          k outside row m's own range (the masked P and dS are);
+ *   !on_k: only the group's columns are computed (at least the range,
+ *          rounded out to whole vectors); the other columns are left as
+ *          they are, for the caller to mask.
+ * (The header gemm.h says where it is used.) */
+#define MM_MR 4
+
+#ifdef LINA_VL
+static void mm_range(const int *lo, const int *hi, int m0, int mr, int *rl, int *rh)
+{
+    int l = 0, h = 0, any = 0;
+    for (int r = m0; r < m0 + mr; r++) {
+        if (lo[r] < hi[r]) {
+            l = !any || lo[r] < l ? lo[r] : l;
+            h = !any || hi[r] > h ? hi[r] : h;
+            any = 1;
+        }
+    }
+    *rl = l;
+    *rh = h;
+}
+#endif
+
+#ifdef LINA_VL
+/* The register block of lina_mm: acc[2 r + v] = sum_{k0 <= k < k1} ar[r][k sak] B[k][v VL ..]
+ * for MM_MR rows and nv (1 or 2) vectors of columns. Kept out of line so that
+ * nothing else of lina_mm competes for the vector registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void mm_kern(const float *const *ar, size_t sak, const float *B, size_t ldb, int k0, int k1, int nv,
+                    lina_vf *acc)
+{
+    const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3];
+    lina_vf c00 = LINA_VZERO(), c10 = LINA_VZERO(), c20 = LINA_VZERO(), c30 = LINA_VZERO();
+    if (nv == 2) {
+        lina_vf c01 = LINA_VZERO(), c11 = LINA_VZERO(), c21 = LINA_VZERO(), c31 = LINA_VZERO();
+        for (int k = k0; k < k1; k++) {
+            const float *bk = B + (size_t)k * ldb;
+            const size_t o = (size_t)k * sak;
+            const lina_vf b0 = LINA_VLD(bk), b1 = LINA_VLD(bk + LINA_VL);
+            lina_vf a = LINA_VSET1(a0[o]);
+            c00 = LINA_VFMA(a, b0, c00);
+            c01 = LINA_VFMA(a, b1, c01);
+            a = LINA_VSET1(a1[o]);
+            c10 = LINA_VFMA(a, b0, c10);
+            c11 = LINA_VFMA(a, b1, c11);
+            a = LINA_VSET1(a2[o]);
+            c20 = LINA_VFMA(a, b0, c20);
+            c21 = LINA_VFMA(a, b1, c21);
+            a = LINA_VSET1(a3[o]);
+            c30 = LINA_VFMA(a, b0, c30);
+            c31 = LINA_VFMA(a, b1, c31);
+        }
+        acc[1] = c01;
+        acc[3] = c11;
+        acc[5] = c21;
+        acc[7] = c31;
+    } else {
+        for (int k = k0; k < k1; k++) {
+            const size_t o = (size_t)k * sak;
+            const lina_vf b0 = LINA_VLD(B + (size_t)k * ldb);
+            c00 = LINA_VFMA(LINA_VSET1(a0[o]), b0, c00);
+            c10 = LINA_VFMA(LINA_VSET1(a1[o]), b0, c10);
+            c20 = LINA_VFMA(LINA_VSET1(a2[o]), b0, c20);
+            c30 = LINA_VFMA(LINA_VSET1(a3[o]), b0, c30);
+        }
+    }
+    acc[0] = c00;
+    acc[2] = c10;
+    acc[4] = c20;
+    acc[6] = c30;
+}
+#endif
+
+void LINA_KFN(lina_mm)(int M, int N, int Kd, float alpha, const float *A, size_t sam, size_t sak, const float *B,
+                  size_t ldb, float beta, float *C, size_t ldc, const int *lo, const int *hi, int on_k)
+{
+#ifdef LINA_VL
+    const int W2 = 2 * LINA_VL;
+    for (int m0 = 0; m0 < M; m0 += MM_MR) {
+        const int mr = M - m0 < MM_MR ? M - m0 : MM_MR;
+        int k0 = 0, k1 = Kd, n0 = 0, n1 = N;
+        if (lo) {
+            int rl, rh;
+            mm_range(lo, hi, m0, mr, &rl, &rh);
+            if (on_k) {
+                k0 = rl;
+                k1 = rh;
+            } else if (rl >= rh) {
+                continue;
+            } else {
+                n0 = rl - rl % LINA_VL;
+                n1 = n0 + (rh - n0 + W2 - 1) / W2 * W2; /* whole pairs of vectors from n0 */
+                n1 = n1 < N ? n1 : N;
+            }
+        }
+        const float *ar[MM_MR];
+        for (int r = 0; r < MM_MR; r++) {
+            ar[r] = A + (size_t)(m0 + (r < mr ? r : 0)) * sam;
+        }
+        int n = n0;
+        for (; n + LINA_VL <= n1;) {
+            const int nv = n + W2 <= n1 ? 2 : 1;
+            lina_vf acc[2 * MM_MR];
+            mm_kern(ar, sak, B + n, ldb, k0, k1, nv, acc);
+            const lina_vf va = LINA_VSET1(alpha), vb = LINA_VSET1(beta);
+            for (int r = 0; r < mr; r++) {
+                for (int v = 0; v < nv; v++) {
+                    float *cr = C + (size_t)(m0 + r) * ldc + n + v * LINA_VL;
+                    lina_vf x = LINA_VMUL(va, acc[2 * r + v]);
+                    if (beta != 0.0f) {
+                        x = LINA_VFMA(vb, LINA_VLD(cr), x);
+                    }
+                    LINA_VST(cr, x);
+                }
+            }
+            n += nv * LINA_VL;
+        }
+        for (; n < n1; n++) {
+            for (int r = 0; r < mr; r++) {
+                float acc = 0.0f, *cr = C + (size_t)(m0 + r) * ldc + n;
+                for (int k = k0; k < k1; k++) {
+                    acc += ar[r][(size_t)k * sak] * B[(size_t)k * ldb + n];
+                }
+                *cr = beta != 0.0f ? beta * *cr + alpha * acc : alpha * acc;
+            }
+        }
+    }
+#else
+    for (int m = 0; m < M; m++) {
+        int k0 = 0, k1 = Kd, n0 = 0, n1 = N;
+        if (lo && on_k) {
+            k0 = lo[m];
+            k1 = hi[m];
+        } else if (lo) {
+            if (lo[m] >= hi[m]) {
+                continue;
+            }
+            n0 = lo[m];
+            n1 = hi[m];
+        }
+        float *cr = C + (size_t)m * ldc;
+        const float *am = A + (size_t)m * sam;
+        for (int n = n0; n < n1; n++) {
+            cr[n] = beta != 0.0f ? beta * cr[n] : 0.0f;
+        }
+        for (int k = k0; k < k1; k++) {
+            const float a = alpha * am[(size_t)k * sak];
+            const float *bk = B + (size_t)k * ldb;
+            for (int n = n0; n < n1; n++) {
+                cr[n] += a * bk[n];
+            }
+        }
+    }
+#endif
+}
+
+
+/* The layers' products (lina_sgemm_layer, gemm.h) through lina_mm, split over the
+ * threads by row groups unless already inside a parallel region. */
+#if defined(__AVX512F__)
+#define MM_KC 256 /* inner size per pass of a long product (A^T B): B's rows stay in cache */
+
+static void mm_rows(int M, int N, int K, float alpha, const float *A, size_t sam, size_t sak, const float *B,
+                    size_t ldb, float beta, float *C, size_t ldc)
+{
+    int nthr = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel() && (double)M * N * K >= 1048576.0) {
+        nthr = omp_get_max_threads();
+    }
+#endif
+    const int groups = (M + MM_MR - 1) / MM_MR;
+    nthr = nthr < groups ? nthr : groups;
+#pragma omp parallel num_threads(nthr) if (nthr > 1)
+    {
+        int t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        const int g0 = (int)((long)groups * t / nt), g1 = (int)((long)groups * (t + 1) / nt);
+        const int m0 = g0 * MM_MR, m1 = g1 * MM_MR < M ? g1 * MM_MR : M;
+        for (int k0 = 0; m0 < m1 && k0 < K; k0 += MM_KC) {
+            const int kc = K - k0 < MM_KC ? K - k0 : MM_KC;
+            LINA_KFN(lina_mm)(m1 - m0, N, kc, alpha, A + (size_t)m0 * sam + (size_t)k0 * sak, sam, sak,
+                              B + (size_t)k0 * ldb, ldb, k0 ? 1.0f : beta, C + (size_t)m0 * ldc, ldc, NULL, NULL, 0);
+        }
+    }
+}
+#endif
+
+void LINA_KFN(lina_sgemm_layer)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                                const float *B, int ldb, float beta, float *C, int ldc)
+{
+#if defined(__AVX512F__)
+    /* (columns past the last whole vector run a scalar loop: few of them, or none) */
+    if (lina_sgemm_small_enabled() && M > LINA_SGEMM_SMALL_M && (N % 16 == 0 || N >= 128) && K > 0 &&
+        N <= LINA_MM_MAX_N &&
+        (transA ? M <= LINA_MM_MAX_N : K <= LINA_MM_MAX_N)) {
+        if (!transB) { /* B [K,N] as it lies; A [M,K] or (transA) [K,M] */
+            mm_rows(M, N, K, alpha, A, transA ? 1 : (size_t)lda, transA ? (size_t)lda : 1, B, (size_t)ldb, beta, C,
+                    (size_t)ldc);
+            return;
+        }
+        float *bt = transA ? NULL : malloc((size_t)K * N * sizeof(float));
+        if (bt) { /* B [N,K] -> B^T [K,N] */
+            for (int n = 0; n < N; n++) {
+                for (int k = 0; k < K; k++) {
+                    bt[(size_t)k * N + n] = B[(size_t)n * ldb + k];
+                }
+            }
+            mm_rows(M, N, K, alpha, A, (size_t)lda, 1, bt, (size_t)N, beta, C, (size_t)ldc);
+            free(bt);
+            return;
+        }
+    }
+#endif
+    lina_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void LINA_KFN(lina_sgemm_rows_nt)(int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                                   int ldb, float beta, float *C, int ldc)
 {
@@ -359,6 +589,10 @@ void LINA_KFN(lina_sgemm_rows_nt)(int M, int N, int K, float alpha, const float 
 }
 
 #if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH_VOID(lina_sgemm_layer,
+                       (int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                        const float *B, int ldb, float beta, float *C, int ldc),
+                       (transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
 LINA_ISA_DISPATCH_VOID(lina_sgemm_rows_nt,
                        (int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                         float beta, float *C, int ldc),

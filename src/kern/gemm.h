@@ -1,6 +1,12 @@
-/* gemm.h -- the direct small-M path of lina_sgemm and the small-product kernel (gemm.c), internal. */
+/* gemm.h -- lina's own product loops next to lina_sgemm (gemm.c), internal: the
+ * direct small-M path, the chunk forms' small-product kernel, the register-blocked
+ * lina_mm and the layers' products. */
 #ifndef LINA_KERN_GEMM_H
 #define LINA_KERN_GEMM_H
+
+#include <stddef.h>
+
+#include "isa.h"
 
 /* the most rows of A that lina_sgemm_rows_nt takes on its direct path (decode's
  * projections at batch B = M). Measured on one core of an AMD EPYC (CPU time,
@@ -31,5 +37,26 @@ void lina_sgemm_sm(int transA, int transB, int M, int N, int K, float alpha, con
 int lina_sgemm_small_enabled(void);
 /* turn the direct path on (1) or off (0, everything through OpenBLAS) */
 void lina_sgemm_set_small(int on);
+
+/* C (ldc) = beta C + alpha A B, rows [0, M), columns [0, N), A(m, k) = A[m sam + k sak]
+ * (A or A^T row-major), B row-major (ldb); beta 0 writes C without reading it. lo, hi
+ * (NULL: none): per row m a range [lo[m], hi[m]) of k (on_k: A must be 0 outside it) or
+ * of columns (!on_k: at least those are computed, the rest may be left as they were).
+ * lina's own register-blocked loops (4 rows x 2 vectors), one per instruction-set path:
+ * call it as LINA_KFN(lina_mm) from a file compiled per path (the softmax attention
+ * kernel's tiles; lina_sgemm_layer). No packing, no threads. */
+void LINA_KFN(lina_mm)(int M, int N, int Kd, float alpha, const float *A, size_t sam, size_t sak, const float *B,
+                       size_t ldb, float beta, float *C, size_t ldc, const int *lo, const int *hi, int on_k);
+
+/* lina_sgemm for the layers' products (projections, lm_head: many rows against
+ * a small weight). With the AVX-512 path and every size but the rows at most
+ * LINA_MM_MAX_N, lina_mm split over the threads (a long inner size of A^T B in
+ * passes), else lina_sgemm. Measured on one AVX-512 core (CPU time, M 8192,
+ * N 64-384, K 32-192): 1.2-1.7x OpenBLAS's rate with its AVX2 (Haswell)
+ * kernels, whose packing of the 8192-row operand is a large part of such a
+ * product; on the AVX2 path lina_mm is no faster than OpenBLAS, which runs it. */
+#define LINA_MM_MAX_N 1024
+void lina_sgemm_layer(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc);
 
 #endif

@@ -199,7 +199,11 @@ void lina_proj_forward(float *pre, const lina_proj_part *pt, int n, const float 
     const int tot = proj_tot(pt, n), ld = proj_ld(tot);
     const size_t N = (size_t)B * T;
     lina_proj_fused_note();
-    lina_sgemm_rows_nt((int)N, tot, D, 1.0f, x, D, pt[0].w, D, 0.0f, pre, ld);
+    if (N <= LINA_SGEMM_SMALL_M) {
+        lina_sgemm_rows_nt((int)N, tot, D, 1.0f, x, D, pt[0].w, D, 0.0f, pre, ld);
+    } else {
+        lina_sgemm_layer(0, 1, (int)N, tot, D, 1.0f, x, D, pt[0].w, D, 0.0f, pre, ld);
+    }
     for (int i = 0, off = 0; i < n; off += pt[i].cols, i++) {
         if (pt[i].conv) {
             lina_shortconv_forward_ld(pt[i].y, pre + off, (size_t)ld, pt[i].conv, NULL, pt[i].cache, pt[i].cache,
@@ -229,14 +233,14 @@ void lina_proj_backward(float *dx, float *dpre, const lina_proj_part *pt, int n,
         }
     }
     /* dx += dpre Wcat; dWcat += dpre^T x (or per part) */
-    lina_sgemm(0, 0, (int)N, D, tot, 1.0f, dpre, ld, pt[0].w, D, 1.0f, dx, D);
+    lina_sgemm_layer(0, 0, (int)N, D, tot, 1.0f, dpre, ld, pt[0].w, D, 1.0f, dx, D);
     for (int i = 0, off = 0; i < n; off += pt[i].cols, i++) {
         if (gw_cat) {
-            lina_sgemm(1, 0, tot, D, (int)N, 1.0f, dpre, ld, x, D, 1.0f, pt[0].gw, D);
+            lina_sgemm_layer(1, 0, tot, D, (int)N, 1.0f, dpre, ld, x, D, 1.0f, pt[0].gw, D);
             break;
         }
         if (pt[i].gw) {
-            lina_sgemm(1, 0, pt[i].cols, D, (int)N, 1.0f, dpre + off, ld, x, D, 1.0f, pt[i].gw, D);
+            lina_sgemm_layer(1, 0, pt[i].cols, D, (int)N, 1.0f, dpre + off, ld, x, D, 1.0f, pt[i].gw, D);
         }
     }
 }

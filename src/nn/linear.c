@@ -57,7 +57,11 @@ void lina_linear_forward(float *y, const float *x, const float *W, const float *
             memcpy(y + (size_t)n * out, b, (size_t)out * sizeof(float));
         }
     }
-    lina_sgemm_rows_nt(N, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y, out);
+    if (N <= LINA_SGEMM_SMALL_M) {
+        lina_sgemm_rows_nt(N, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y, out);
+    } else {
+        lina_sgemm_layer(0, 1, N, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y, out);
+    }
 }
 
 /* dx [N,in] += dy [N,out] W;  dW [out,in] += dy^T x;  db [out] += colsum(dy) */
@@ -65,10 +69,10 @@ void lina_linear_backward(float *dx, float *dW, float *db, const float *dy, cons
                           int N, int in, int out)
 {
     if (dx) {
-        lina_sgemm(0, 0, N, in, out, 1.0f, dy, out, W, in, 1.0f, dx, in);
+        lina_sgemm_layer(0, 0, N, in, out, 1.0f, dy, out, W, in, 1.0f, dx, in);
     }
     if (dW) {
-        lina_sgemm(1, 0, out, in, N, 1.0f, dy, out, x, in, 1.0f, dW, in);
+        lina_sgemm_layer(1, 0, out, in, N, 1.0f, dy, out, x, in, 1.0f, dW, in);
     }
     if (db) {
         int nb = (out + COLS - 1) / COLS;

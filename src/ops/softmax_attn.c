@@ -25,8 +25,8 @@
  * ~0; dividing by the computed sum of P keeps its rounding (times D, times
  * the size of k) out of dQ.
  * Threads: forward over (b,h) x query tiles, backward over (b,h).
- * The products are lina's own register-blocked loops (sa_mm: 4 rows x 2
- * vectors, per instruction-set path), not BLAS calls: a tile's products are
+ * The products are lina's own register-blocked loops (lina_mm, kern/gemm.c:
+ * 4 rows x 2 vectors, per instruction-set path), not BLAS calls: a tile's products are
  * 128 x 128 x K, small enough that packing the operands for a BLAS kernel
  * costs as much as the product, and each group of 4 rows takes only the
  * columns (or the summed range) its rows may see, so a causal tile costs
@@ -39,6 +39,7 @@
  * dg_t = sum_{i >= t} dc_i.
  */
 #include "ops_internal.h"
+#include "../kern/gemm.h"
 #include "../kern/isa.h"
 
 #include <float.h>
@@ -147,174 +148,6 @@ static inline int sa_cols(const sa_ctx *c, int i, int j0, int nc, int *lo, int *
     return *hi > *lo;
 }
 
-/* ------------------------------------------------ small blocked products */
-
-/* C (ldc) = beta C + alpha A B for rows [0, M) and columns [0, N), with
- * A(m, k) = A[m sam + k sak] (so A or its transpose, row-major) and B
- * row-major (ldb); beta 0 writes C without reading it. Rows go in groups of
- * SA_MR. lo, hi (NULL: none) give each row m a range [lo[m], hi[m]) (empty
- * when lo >= hi), a group takes the union of its rows' ranges:
- *   on_k:  the sum runs over k in that range only; A(m, k) must be 0 for the
- *          k outside row m's own range (the masked P and dS are);
- *   !on_k: only the group's columns are computed (at least the range,
- *          rounded out to whole vectors); the other columns are left as
- *          they are, for the caller to mask.
- * The sizes here (a head of 16-128 channels, tiles of 128) are too small
- * for a BLAS call's packing to pay, and the causal tiles need only their
- * lower triangle, which the ranges give. */
-#define SA_MR 4
-
-#ifdef LINA_VL
-static void sa_range(const int *lo, const int *hi, int m0, int mr, int *rl, int *rh)
-{
-    int l = 0, h = 0, any = 0;
-    for (int r = m0; r < m0 + mr; r++) {
-        if (lo[r] < hi[r]) {
-            l = !any || lo[r] < l ? lo[r] : l;
-            h = !any || hi[r] > h ? hi[r] : h;
-            any = 1;
-        }
-    }
-    *rl = l;
-    *rh = h;
-}
-#endif
-
-#ifdef LINA_VL
-/* The register block of sa_mm: acc[2 r + v] = sum_{k0 <= k < k1} ar[r][k sak] B[k][v VL ..]
- * for SA_MR rows and nv (1 or 2) vectors of columns. Kept out of line so that
- * nothing else of sa_mm competes for the vector registers. */
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static void sa_kern(const float *const *ar, size_t sak, const float *B, size_t ldb, int k0, int k1, int nv,
-                    lina_vf *acc)
-{
-    const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3];
-    lina_vf c00 = LINA_VZERO(), c10 = LINA_VZERO(), c20 = LINA_VZERO(), c30 = LINA_VZERO();
-    if (nv == 2) {
-        lina_vf c01 = LINA_VZERO(), c11 = LINA_VZERO(), c21 = LINA_VZERO(), c31 = LINA_VZERO();
-        for (int k = k0; k < k1; k++) {
-            const float *bk = B + (size_t)k * ldb;
-            const size_t o = (size_t)k * sak;
-            const lina_vf b0 = LINA_VLD(bk), b1 = LINA_VLD(bk + LINA_VL);
-            lina_vf a = LINA_VSET1(a0[o]);
-            c00 = LINA_VFMA(a, b0, c00);
-            c01 = LINA_VFMA(a, b1, c01);
-            a = LINA_VSET1(a1[o]);
-            c10 = LINA_VFMA(a, b0, c10);
-            c11 = LINA_VFMA(a, b1, c11);
-            a = LINA_VSET1(a2[o]);
-            c20 = LINA_VFMA(a, b0, c20);
-            c21 = LINA_VFMA(a, b1, c21);
-            a = LINA_VSET1(a3[o]);
-            c30 = LINA_VFMA(a, b0, c30);
-            c31 = LINA_VFMA(a, b1, c31);
-        }
-        acc[1] = c01;
-        acc[3] = c11;
-        acc[5] = c21;
-        acc[7] = c31;
-    } else {
-        for (int k = k0; k < k1; k++) {
-            const size_t o = (size_t)k * sak;
-            const lina_vf b0 = LINA_VLD(B + (size_t)k * ldb);
-            c00 = LINA_VFMA(LINA_VSET1(a0[o]), b0, c00);
-            c10 = LINA_VFMA(LINA_VSET1(a1[o]), b0, c10);
-            c20 = LINA_VFMA(LINA_VSET1(a2[o]), b0, c20);
-            c30 = LINA_VFMA(LINA_VSET1(a3[o]), b0, c30);
-        }
-    }
-    acc[0] = c00;
-    acc[2] = c10;
-    acc[4] = c20;
-    acc[6] = c30;
-}
-#endif
-
-static void sa_mm(int M, int N, int Kd, float alpha, const float *A, size_t sam, size_t sak, const float *B,
-                  size_t ldb, float beta, float *C, size_t ldc, const int *lo, const int *hi, int on_k)
-{
-#ifdef LINA_VL
-    const int W2 = 2 * LINA_VL;
-    for (int m0 = 0; m0 < M; m0 += SA_MR) {
-        const int mr = M - m0 < SA_MR ? M - m0 : SA_MR;
-        int k0 = 0, k1 = Kd, n0 = 0, n1 = N;
-        if (lo) {
-            int rl, rh;
-            sa_range(lo, hi, m0, mr, &rl, &rh);
-            if (on_k) {
-                k0 = rl;
-                k1 = rh;
-            } else if (rl >= rh) {
-                continue;
-            } else {
-                n0 = rl - rl % LINA_VL;
-                n1 = n0 + (rh - n0 + W2 - 1) / W2 * W2; /* whole pairs of vectors from n0 */
-                n1 = n1 < N ? n1 : N;
-            }
-        }
-        const float *ar[SA_MR];
-        for (int r = 0; r < SA_MR; r++) {
-            ar[r] = A + (size_t)(m0 + (r < mr ? r : 0)) * sam;
-        }
-        int n = n0;
-        for (; n + LINA_VL <= n1;) {
-            const int nv = n + W2 <= n1 ? 2 : 1;
-            lina_vf acc[2 * SA_MR];
-            sa_kern(ar, sak, B + n, ldb, k0, k1, nv, acc);
-            const lina_vf va = LINA_VSET1(alpha), vb = LINA_VSET1(beta);
-            for (int r = 0; r < mr; r++) {
-                for (int v = 0; v < nv; v++) {
-                    float *cr = C + (size_t)(m0 + r) * ldc + n + v * LINA_VL;
-                    lina_vf x = LINA_VMUL(va, acc[2 * r + v]);
-                    if (beta != 0.0f) {
-                        x = LINA_VFMA(vb, LINA_VLD(cr), x);
-                    }
-                    LINA_VST(cr, x);
-                }
-            }
-            n += nv * LINA_VL;
-        }
-        for (; n < n1; n++) {
-            for (int r = 0; r < mr; r++) {
-                float acc = 0.0f, *cr = C + (size_t)(m0 + r) * ldc + n;
-                for (int k = k0; k < k1; k++) {
-                    acc += ar[r][(size_t)k * sak] * B[(size_t)k * ldb + n];
-                }
-                *cr = beta != 0.0f ? beta * *cr + alpha * acc : alpha * acc;
-            }
-        }
-    }
-#else
-    for (int m = 0; m < M; m++) {
-        int k0 = 0, k1 = Kd, n0 = 0, n1 = N;
-        if (lo && on_k) {
-            k0 = lo[m];
-            k1 = hi[m];
-        } else if (lo) {
-            if (lo[m] >= hi[m]) {
-                continue;
-            }
-            n0 = lo[m];
-            n1 = hi[m];
-        }
-        float *cr = C + (size_t)m * ldc;
-        const float *am = A + (size_t)m * sam;
-        for (int n = n0; n < n1; n++) {
-            cr[n] = beta != 0.0f ? beta * cr[n] : 0.0f;
-        }
-        for (int k = k0; k < k1; k++) {
-            const float a = alpha * am[(size_t)k * sak];
-            const float *bk = B + (size_t)k * ldb;
-            for (int n = n0; n < n1; n++) {
-                cr[n] += a * bk[n];
-            }
-        }
-    }
-#endif
-}
-
 /* t [x][j] (ld SA_BC) = the tile's rows src[j][x] (ld), j < n, x < w */
 static void sa_transpose(float *t, const float *src, size_t ld, int n, int w)
 {
@@ -363,7 +196,7 @@ static void sa_logits(const sa_ctx *c, const lina_softmax_in *in, int b, int h, 
 {
     const int T = c->T, H = c->H, K = c->K, ldk = H * K;
     sa_transpose(kt, LINA_ROW(in->k, b, j0, h, T, H, K), ldk, nc, K);
-    sa_mm(nr, nc, K, c->s, LINA_ROW(in->q, b, i0, h, T, H, K), ldk, 1, kt, SA_BC, 0.0f, S, SA_BC, lo, hi, 0);
+    LINA_KFN(lina_mm)(nr, nc, K, c->s, LINA_ROW(in->q, b, i0, h, T, H, K), ldk, 1, kt, SA_BC, 0.0f, S, SA_BC, lo, hi, 0);
     for (int r = 0; r < nr; r++) {
         float *Sr = S + (size_t)r * SA_BC;
         const int l = lo[r] < hi[r] ? lo[r] : nc, e = lo[r] < hi[r] ? hi[r] : nc;
@@ -450,7 +283,7 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
             lr[r] += sum;
         }
         if (o) {
-            sa_mm(nr, V, nc, 1.0f, S, SA_BC, 1, LINA_ROW(in->v, b, j0, h, T, H, V), ldv, 1.0f, O, V, clo, chi, 1);
+            LINA_KFN(lina_mm)(nr, V, nc, 1.0f, S, SA_BC, 1, LINA_ROW(in->v, b, j0, h, T, H, V), ldv, 1.0f, O, V, clo, chi, 1);
         }
     }
     for (int r = 0; r < nr; r++) {
@@ -618,10 +451,10 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
             lina_vexp(Pr + lo, Pr + lo, (size_t)(hi - lo));
         }
         /* dV += P^T dO over the rows that see each key; dP = dO V^T on the rows' columns */
-        sa_mm(nc, V, nr, 1.0f, Pt, 1, SA_BC, dOt, ldv, seen[j0 / SA_BC] ? 1.0f : 0.0f,
+        LINA_KFN(lina_mm)(nc, V, nr, 1.0f, Pt, 1, SA_BC, dOt, ldv, seen[j0 / SA_BC] ? 1.0f : 0.0f,
               LINA_ROW(g->dv, b, j0, h, T, H, V), ldv, klo, khi, 1);
         sa_transpose(mm.tr, LINA_ROW(in->v, b, j0, h, T, H, V), ldv, nc, V);
-        sa_mm(nr, nc, V, 1.0f, dOt, ldv, 1, mm.tr, SA_BC, 0.0f, dPt, SA_BC, clo, chi, 0);
+        LINA_KFN(lina_mm)(nr, nc, V, 1.0f, dOt, ldv, 1, mm.tr, SA_BC, 0.0f, dPt, SA_BC, clo, chi, 0);
         for (int r = 0; r < nr; r++) {
             const float *Pr = Pt + (size_t)r * SA_BC, *dPr = dPt + (size_t)r * SA_BC;
             double acc = 0.0, sp = 0.0;
@@ -661,9 +494,9 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
                 }
             }
         }
-        sa_mm(nr, K, nc, c->s, Pt, SA_BC, 1, LINA_ROW(in->k, b, j0, h, T, H, K), ldk, j0 > jlo ? 1.0f : 0.0f,
+        LINA_KFN(lina_mm)(nr, K, nc, c->s, Pt, SA_BC, 1, LINA_ROW(in->k, b, j0, h, T, H, K), ldk, j0 > jlo ? 1.0f : 0.0f,
               LINA_ROW(g->dq, b, i0, h, T, H, K), ldk, clo, chi, 1);
-        sa_mm(nc, K, nr, c->s, Pt, 1, SA_BC, Q, ldk, seen[j0 / SA_BC] ? 1.0f : 0.0f,
+        LINA_KFN(lina_mm)(nc, K, nr, c->s, Pt, 1, SA_BC, Q, ldk, seen[j0 / SA_BC] ? 1.0f : 0.0f,
               LINA_ROW(g->dk, b, j0, h, T, H, K), ldk, klo, khi, 1);
         seen[j0 / SA_BC] = 1;
     }
