@@ -552,9 +552,10 @@ void LINA_KFN(lina_sgemm_layer)(int transA, int transB, int M, int N, int K, flo
 {
 #if defined(__AVX512F__)
     /* (columns past the last whole vector run a scalar loop: few of them, or none) */
+    /* and B (per pass of A^T B) at most LINA_MM_MAX_B floats, so that it stays in the core's
+     * cache while every group of rows streams it (no blocking over B here) */
     if (lina_sgemm_small_enabled() && M > LINA_SGEMM_SMALL_M && (N % 16 == 0 || N >= 128) && K > 0 &&
-        N <= LINA_MM_MAX_N &&
-        (transA ? M <= LINA_MM_MAX_N : K <= LINA_MM_MAX_N)) {
+        (size_t)(transA ? MM_KC : K) * N <= LINA_MM_MAX_B && (transA ? M <= LINA_MM_MAX_N : K <= LINA_MM_MAX_N)) {
         if (!transB) { /* B [K,N] as it lies; A [M,K] or (transA) [K,M] */
             mm_rows(M, N, K, alpha, A, transA ? 1 : (size_t)lda, transA ? (size_t)lda : 1, B, (size_t)ldb, beta, C,
                     (size_t)ldc);
