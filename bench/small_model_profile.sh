@@ -8,8 +8,25 @@
 #
 #   sh bench/small_model_profile.sh [LINA_BIN]
 #
+# PARTS=1: per part of the step instead: `perf record` with frame-pointer call
+# chains of STEPS training steps on one thread; each sample goes to the part of
+# the first function on its chain (from the sampled function outwards) that
+# names one: short convolution, projections (Linear, the fused q/k/v products,
+# lm_head), norms (RMSNorm, gated and L2 norms, in the mixers too), loss,
+# optimiser (AdamW, gradient norm), and the rest of the model's forward or
+# backward: the mixer (the token-mixing kernel, RoPE, gates, ...); the
+# embedding, the residual adds, the set-up (model creation, random weights) and
+# what no chain names are "other".
+# Prints per model the CPU ms of a step (as the bench measured it) and each
+# part's CPU ms per step (its samples at 1000 per CPU second over the steps run,
+# the warm-up step included) and share of the samples.
+#
+# With PARTS=1, LINA_BIN must be built with frame pointers, e.g.
+#   make BUILD=build-fp EXTRA_CFLAGS="-fno-omit-frame-pointer -mno-omit-leaf-frame-pointer" build-fp/lina
+# (OpenBLAS's own routines have none: a sample inside OpenBLAS is placed by the
+# lina frames the chain still shows, else counted as "blas (caller unknown)").
 # Environment: MIXER_TYPES (transformer gla delta_net gated_deltanet mamba2),
-# D (64), T (128), BATCH (64), STEPS (20), PYTHON (/usr/bin/python3). Needs perf.
+# D (64), T (128), BATCH (64), STEPS (20), PYTHON (/usr/bin/python3), PARTS. Needs perf.
 set -e
 LINA=${1:-build/lina}
 MIXER_TYPES=${MIXER_TYPES:-"transformer gla delta_net gated_deltanet mamba2"}
@@ -25,6 +42,69 @@ trap 'rm -rf "$tmp"' EXIT
 for m in $MIXER_TYPES; do
     cfg="$tmp/$m.json"
     "$LINA" task mqar --mixer "$m" --d-model "$D" --seq-len "$T" --write-config "$cfg"
+    if [ -n "${PARTS:-}" ]; then
+        perf record -q -g -o "$tmp/perf.data" -F 1000 "$LINA" bench --model "$cfg" --batch "$BATCH" --seq-len "$T" \
+            --threads 1 --only train --steps "$STEPS" --lr 3e-3 --beta2 0.999 --clip 1 --json >"$tmp/out" 2>/dev/null
+        perf script -i "$tmp/perf.data" -F ip,sym 2>/dev/null >"$tmp/script"
+        "$PYTHON" - "$m" "$tmp/out" "$tmp/script" "$((STEPS + 1))" <<'PY'
+import json, re, sys
+name, out, script, nsteps = sys.argv[1:]
+step = json.load(open(out))["train_cpu_ms_per_step"]
+parts = ["mixer fwd", "mixer bwd", "mixer (fwd or bwd)", "projections", "conv", "norms", "loss", "optimiser",
+         "blas (caller unknown)", "other"]
+rules = [("conv", r"conv"), ("projections", r"^lina_(linear|proj)_|^lina_sgemm_layer|^mm_rows"),
+         ("norms", r"rms|norm_(fwd|bwd)|layernorm|l2norm"), ("loss", r"cross_entropy"),
+         ("optimiser", r"adamw|grad_norm|clip_factor"), ("other", r"^lina_embedding|^lina_model_create|^model_init")]
+# the token mixer: its kernels (src/ops) and layer code; OpenMP's runtime has no frame
+# pointers, so a chain from inside a parallel region ends at GOMP_parallel and the
+# direction is read from the names (fwd / bwd, forward / backward) or, when the chain
+# reaches it, from model_forward / model_backward
+mixer_rx = r"^(sa_|dd_|ck_|chunk|rec_|ssd|rope|lina_(gla|delta|mamba|attn|softmax|vexp|vsigmoid|vlogsigmoid|dd|kda)" \
+           r"|gla|delta|mamba|attn|intra|offdiag|decay|heads|gate)"
+tot = dict.fromkeys(parts, 0)
+def direction(syms):
+    if any(x == "model_backward" for x in syms):
+        return "mixer bwd"
+    if any(x == "model_forward" for x in syms):
+        return "mixer fwd"
+    for x in syms:
+        if re.search(r"bwd|backward", x):
+            return "mixer bwd"
+        if re.search(r"fwd|forward", x):
+            return "mixer fwd"
+    return "mixer (fwd or bwd)"
+def place(frames):
+    syms = [f for f in frames if f and f != "[unknown]"]
+    for s in syms:
+        for part, rx in rules:
+            if re.search(rx, s):
+                return part
+    user = [x for x in syms if not re.match(r"(asm_)?exc_|handle_mm|do_|__handle|clear_page|lock_vma|__memset|__memmove|__memcpy", x)]
+    if user and re.match(r"sgemm_|cblas_|blas_|s?gemv", user[0]) and not any(re.search(mixer_rx, x) for x in user):
+        return "blas (caller unknown)"
+    if user and user[0] in ("model_forward", "model_backward"):
+        return "other"  # the residual adds and copies of the model itself
+    if any(re.search(mixer_rx, x) for x in user) or any(x in ("model_forward", "model_backward") for x in user):
+        return direction(user)
+    return "other"
+frames = []
+for line in open(script).read().split("\n") + [""]:
+    line = line.strip()
+    if not line:
+        if frames:
+            tot[place(frames)] += 1
+        frames = []
+        continue
+    f = line.split(None, 1)
+    frames.append(re.sub(r"\+0x[0-9a-f]+$", "", f[1]).split(" (")[0] if len(f) > 1 else "")
+n = sum(tot.values()) or 1
+# 1000 samples per CPU second: a part's samples over the steps run (timed + warm-up) are its ms per step
+# ("other" also holds the set-up, spread over the steps)
+print("%s: %.1f CPU ms per step (bench); per step: " % (name, step) +
+      ", ".join("%s %.1f ms (%.0f%%)" % (p, tot[p] / float(nsteps), 100.0 * tot[p] / n) for p in parts))
+PY
+        continue
+    fi
     perf record -q -o "$tmp/perf.data" -F 1500 "$LINA" bench --model "$cfg" --batch "$BATCH" --seq-len "$T" \
         --threads 1 --only train --steps "$STEPS" --lr 3e-3 --beta2 0.999 --clip 1 >"$tmp/out" 2>&1
     perf report -i "$tmp/perf.data" --no-children --sort symbol -q 2>/dev/null >"$tmp/rep"
