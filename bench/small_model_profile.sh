@@ -53,8 +53,12 @@ step = json.load(open(out))["train_cpu_ms_per_step"]
 parts = ["mixer fwd", "mixer bwd", "mixer (fwd or bwd)", "projections", "conv", "norms", "loss", "optimiser",
          "blas (caller unknown)", "other"]
 rules = [("conv", r"conv"), ("projections", r"^lina_(linear|proj)_|^lina_sgemm_layer|^mm_rows"),
-         ("norms", r"rms|norm_(fwd|bwd)|layernorm|l2norm"), ("loss", r"cross_entropy"),
+         ("norms", r"^rms_|rmsnorm|layernorm|l2norm"), ("loss", r"cross_entropy"),
          ("optimiser", r"adamw|grad_norm|clip_factor"), ("other", r"^lina_embedding|^lina_model_create|^model_init")]
+# memset / memcpy and the kernel's page-fault handling count for the lina function that called them
+helper_rx = r"^(__mem(set|move|cpy)|(asm_)?exc_|handle_mm|do_|__handle|clear_page|lock_vma|_raw_spin|get_page|" \
+            r"__alloc|alloc_|vma_|__lruvec|__mem_cgroup|charge_memcg|irqentry|finish_task|__list_del|unmap|" \
+            r"free_pages|___pte|__x64|entry_SYSCALL|do_syscall|__vm_|vms_|__GI_)"
 # the token mixer: its kernels (src/ops) and layer code; OpenMP's runtime has no frame
 # pointers, so a chain from inside a parallel region ends at GOMP_parallel and the
 # direction is read from the names (fwd / bwd, forward / backward) or, when the chain
@@ -74,12 +78,12 @@ def direction(syms):
             return "mixer fwd"
     return "mixer (fwd or bwd)"
 def place(frames):
-    syms = [f for f in frames if f and f != "[unknown]"]
+    syms = [f for f in frames if f and f != "[unknown]" and not re.match(helper_rx, f)]
     for s in syms:
         for part, rx in rules:
             if re.search(rx, s):
                 return part
-    user = [x for x in syms if not re.match(r"(asm_)?exc_|handle_mm|do_|__handle|clear_page|lock_vma|__memset|__memmove|__memcpy", x)]
+    user = syms
     if user and re.match(r"sgemm_|cblas_|blas_|s?gemv", user[0]) and not any(re.search(mixer_rx, x) for x in user):
         return "blas (caller unknown)"
     if user and user[0] in ("model_forward", "model_backward"):

@@ -51,13 +51,14 @@ void LINA_KFN(lina_mm)(int M, int N, int Kd, float alpha, const float *A, size_t
 /* lina_sgemm for the layers' products (projections, lm_head: many rows against
  * a small weight). With the AVX-512 path, M at most LINA_MM_MAX_N unless it is
  * the long side, and B (or a pass of 256 of its rows in A^T B) at most
- * LINA_MM_MAX_B floats (256 KB, it is streamed once per 4 rows of C): lina_mm
- * split over the threads; else lina_sgemm (the 10M models' products, for one). Measured on one AVX-512 core (CPU time, M 8192,
+ * LINA_MM_MAX_B floats (512 KB, half a core's L2: it is streamed once per 4 rows
+ * of C): lina_mm split over the threads; else lina_sgemm (most of the 10M
+ * models' products, for one). Measured on one AVX-512 core (CPU time, M 8192,
  * N 64-384, K 32-192): 1.2-1.7x OpenBLAS's rate with its AVX2 (Haswell)
  * kernels, whose packing of the 8192-row operand is a large part of such a
  * product; on the AVX2 path lina_mm is no faster than OpenBLAS, which runs it. */
 #define LINA_MM_MAX_N 1024
-#define LINA_MM_MAX_B 65536
+#define LINA_MM_MAX_B 131072
 void lina_sgemm_layer(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc);
 
