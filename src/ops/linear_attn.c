@@ -166,6 +166,35 @@ static inline void dd_lazy_qk(int K, const float *restrict q, const float *restr
 /* ===================================================== recurrent forward */
 
 /* one token on a K x W state tile: S = a*S + k v^T, o = sum_i qs_i S_i */
+#if defined(__GNUC__)
+#define DD_INLINE static inline __attribute__((always_inline))
+#else
+#define DD_INLINE static inline
+#endif
+DD_INLINE void rec_step_plain(int K, int W, float *restrict S, const float *restrict a,
+                              const float *restrict k, const float *restrict v,
+                              const float *restrict q, float s, float *restrict o)
+{
+    _Alignas(64) float acc[VB];
+    for (int j = 0; j < W; j++) {
+        acc[j] = 0.0f;
+    }
+    for (int i = 0; i < K; i++) {
+        float *restrict Si = S + (size_t)i * W;
+        const float ai = a[i], ki = k[i], qi = s * q[i];
+#pragma omp simd
+        for (int j = 0; j < W; j++) {
+            float x = ai * Si[j] + ki * v[j];
+            Si[j] = x;
+            acc[j] += qi * x;
+        }
+    }
+    for (int j = 0; j < W; j++) {
+        o[j] = acc[j];
+    }
+}
+
+/* the same step, on the AVX paths with registers for full tiles */
 static inline void rec_step_tile(int K, int W, float *restrict S, const float *restrict a,
                                  const float *restrict k, const float *restrict v,
                                  const float *restrict q, float s, float *restrict o)
@@ -213,22 +242,10 @@ static inline void rec_step_tile(int K, int W, float *restrict S, const float *r
         return;
     }
 #endif
-    _Alignas(64) float acc[VB];
-    for (int j = 0; j < W; j++) {
-        acc[j] = 0.0f;
-    }
-    for (int i = 0; i < K; i++) {
-        float *restrict Si = S + (size_t)i * W;
-        const float ai = a[i], ki = k[i], qi = s * q[i];
-#pragma omp simd
-        for (int j = 0; j < W; j++) {
-            float x = ai * Si[j] + ki * v[j];
-            Si[j] = x;
-            acc[j] += qi * x;
-        }
-    }
-    for (int j = 0; j < W; j++) {
-        o[j] = acc[j];
+    if (W == VB) {
+        rec_step_plain(K, VB, S, a, k, v, q, s, o); /* the loops over a constant width */
+    } else {
+        rec_step_plain(K, W, S, a, k, v, q, s, o);
     }
 }
 
