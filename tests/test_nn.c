@@ -251,9 +251,8 @@ static void ref_rmsnorm(const prob *p, double *y)
     }
 }
 
-static void test_rmsnorm(int hw, int hb, int gated)
+static void test_rmsnorm_nd(int hw, int hb, int gated, int N, int D)
 {
-    int N = 4, D = 8;
     prob p = {0};
     p.nin = 4;
     p.names[0] = "x", p.names[1] = "w", p.names[2] = "b", p.names[3] = "g";
@@ -274,6 +273,9 @@ static void test_rmsnorm(int hw, int hb, int gated)
     char what[64];
     snprintf(what, sizeof what, "%s%s%s", gated ? "rmsnorm_gated" : "rmsnorm", hw ? "" : " (no weight)",
              hb ? " +bias" : "");
+    if (N != 4 || D != 8) {
+        snprintf(what + strlen(what), sizeof what - strlen(what), " N=%d D=%d", N, D);
+    }
     if (gated) {
         lina_rmsnorm_gated_forward(y, rstd, x, g, hw ? w : NULL, N, D, (float)p.eps);
     } else {
@@ -304,6 +306,11 @@ static void test_rmsnorm(int hw, int hb, int gated)
     }
     free(x), free(w), free(b), free(g), free(dy), free(y), free(rstd), free(dx), free(dw), free(db), free(dg);
     prob_free(&p);
+}
+
+static void test_rmsnorm(int hw, int hb, int gated)
+{
+    test_rmsnorm_nd(hw, hb, gated, 4, 8);
 }
 
 /* ------------------------------------------------------------- L2Norm */
@@ -984,6 +991,13 @@ int main(void)
     test_rmsnorm(0, 0, 0);
     test_rmsnorm(1, 0, 1);
     test_rmsnorm(0, 0, 1);
+    /* odd widths; rows in several runs of sigmoid blocks (the last one short); rows wider
+     * than the per-task buffers */
+    test_rmsnorm_nd(1, 1, 0, 333, 37);
+    test_rmsnorm_nd(1, 0, 1, 333, 37);
+    test_rmsnorm_nd(0, 0, 1, 70, 19);
+    test_rmsnorm_nd(1, 1, 0, 3, 1100);
+    test_rmsnorm_nd(1, 0, 1, 3, 1100);
     test_l2norm();
     test_vsigmoid();
     test_silu_swiglu(40);

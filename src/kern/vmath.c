@@ -140,6 +140,47 @@ void LINA_KFN(lina_vexp)(float *y, const float *x, size_t n)
 }
 #endif
 
+/* s = sigmoid(x) = 1 / (1 + exp(-x)) through the exp above, n values (s may alias x): on
+ * the vector paths in registers, one pass (the same values as the exp of -x followed by
+ * the division, which is exact IEEE arithmetic either way) */
+void LINA_KFN(lina_vsigmoid)(float *s, const float *x, size_t n)
+{
+    size_t i = 0;
+#if defined(__AVX512F__)
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp16(_mm512_sub_ps(zero, _mm512_loadu_ps(x + i)));
+        _mm512_storeu_ps(s + i, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        __m512 e = exp16(_mm512_sub_ps(zero, _mm512_maskz_loadu_ps(m, x + i)));
+        _mm512_mask_storeu_ps(s + i, m, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(zero, _mm256_loadu_ps(x + i)));
+        _mm256_storeu_ps(s + i, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+    }
+    if (i < n) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)), lane);
+        __m256 e = exp8(_mm256_sub_ps(zero, _mm256_maskload_ps(x + i, m)));
+        _mm256_maskstore_ps(s + i, m, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+    }
+#else
+    for (; i < n; i++) {
+        s[i] = -x[i];
+    }
+    LINA_KFN(lina_vexp)(s, s, n);
+    for (i = 0; i < n; i++) {
+        s[i] = 1.0f / (1.0f + s[i]);
+    }
+#endif
+}
+
 #if LINA_ISA_PRIMARY
 LINA_ISA_DISPATCH_VOID(lina_vexp, (float *y, const float *x, size_t n), (y, x, n))
+LINA_ISA_DISPATCH_VOID(lina_vsigmoid, (float *s, const float *x, size_t n), (s, x, n))
 #endif

@@ -1,5 +1,8 @@
 /* conv.c -- ShortConvolution: depthwise causal conv over time (+ SiLU), with
- * a decode cache; forward, backward and one-token step. */
+ * a decode cache; forward, backward and one-token step. The whole-sequence
+ * forward and backward are compiled once per instruction-set path (Makefile
+ * KSRC, kern/isa.h): their channel loops vectorise to the path's width. */
+#include "../kern/isa.h"
 #include "nn.h"
 
 #include <math.h>
@@ -131,8 +134,9 @@ static void conv_pre_row(float *pre, const float *x, size_t ldx, const float *wt
 }
 
 /* y [B,T,C]; x [B,T,C] with rows ldx floats apart; w [C,W]; bias [C]; cache, cache_out [B,C,W] */
-void lina_shortconv_forward_ld(float *y, const float *x, size_t ldx, const float *w, const float *bias,
-                               const float *cache, float *cache_out, int B, int T, int C, int W, lina_act act)
+void LINA_KFN(lina_shortconv_forward_ld)(float *y, const float *x, size_t ldx, const float *w, const float *bias,
+                                         const float *cache, float *cache_out, int B, int T, int C, int W,
+                                         lina_act act)
 {
     const int cb = conv_block(C, 1), nb = (C + cb - 1) / cb;
 #pragma omp parallel for schedule(static) if ((size_t)B * T * C * W >= 65536)
@@ -296,9 +300,10 @@ static void conv_bwd_block(float *dx, size_t lddx, float *dw, float *dbias, floa
 }
 
 /* dx [B,T,C] (rows lddx floats apart), dw [C,W], dbias [C], dcache [B,C,W] accumulate; x rows ldx apart */
-void lina_shortconv_backward_ld(float *dx, size_t lddx, float *dw, float *dbias, float *dcache, const float *dy,
-                                const float *x, size_t ldx, const float *w, const float *bias, const float *cache,
-                                int B, int T, int C, int W, lina_act act)
+void LINA_KFN(lina_shortconv_backward_ld)(float *dx, size_t lddx, float *dw, float *dbias, float *dcache,
+                                          const float *dy, const float *x, size_t ldx, const float *w,
+                                          const float *bias, const float *cache, int B, int T, int C, int W,
+                                          lina_act act)
 {
     const size_t work = (size_t)B * T * C * W;
     const int cb = conv_block(C, conv_threads(work)), nb = (C + cb - 1) / cb;
@@ -343,6 +348,17 @@ void lina_shortconv_backward_ld(float *dx, size_t lddx, float *dw, float *dbias,
     }
 }
 
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH_VOID(lina_shortconv_forward_ld,
+                       (float *y, const float *x, size_t ldx, const float *w, const float *bias, const float *cache,
+                        float *cache_out, int B, int T, int C, int W, lina_act act),
+                       (y, x, ldx, w, bias, cache, cache_out, B, T, C, W, act))
+LINA_ISA_DISPATCH_VOID(lina_shortconv_backward_ld,
+                       (float *dx, size_t lddx, float *dw, float *dbias, float *dcache, const float *dy,
+                        const float *x, size_t ldx, const float *w, const float *bias, const float *cache, int B,
+                        int T, int C, int W, lina_act act),
+                       (dx, lddx, dw, dbias, dcache, dy, x, ldx, w, bias, cache, B, T, C, W, act))
+
 void lina_shortconv_forward(float *y, const float *x, const float *w, const float *bias, const float *cache,
                             float *cache_out, int B, int T, int C, int W, lina_act act)
 {
@@ -375,3 +391,4 @@ void lina_shortconv_step(float *y, const float *x, const float *w, const float *
         }
     }
 }
+#endif /* LINA_ISA_PRIMARY */

@@ -8,18 +8,6 @@
 
 /* --------------------------------------------------------------- SiLU */
 
-/* s = sigmoid(x), n values (s may alias x): 1 / (1 + exp(-x)) through the vector exp */
-void lina_vsigmoid(float *s, const float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        s[i] = -x[i];
-    }
-    lina_vexp(s, s, n);
-    for (size_t i = 0; i < n; i++) {
-        s[i] = 1.0f / (1.0f + s[i]);
-    }
-}
-
 /* y = logsigmoid(x) = min(x, 0) - log1p(exp(-|x|)), n elements (y may alias
  * x). log1p(t), t in (0, 1]: u = 1 + t split as 2^e m with m in [sqrt(1/2),
  * sqrt(2)], log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by its odd

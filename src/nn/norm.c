@@ -1,12 +1,16 @@
-/* norm.c -- RMSNorm, FusedRMSNormGated (norm * w * silu(g)) and L2Norm,
- * forward and backward. Row statistics in double. */
+/* norm.c -- RMSNorm, FusedRMSNormGated (norm * w * silu(g)), L2Norm and LayerNorm,
+ * forward and backward. Row statistics in double. Compiled once per instruction-set path
+ * (Makefile KSRC, kern/isa.h): the row loops vectorise to the path's width. */
+#include "../kern/isa.h"
 #include "nn.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define COLS 64
-#define ROW_MAX 1024 /* widest row whose gate sigmoids rms_bwd keeps on the stack */
+#define SG_BUF 1024 /* floats of gate sigmoids a task keeps on the stack (rows of D <= SG_BUF) */
+#define DW_STACK 8192 /* partial dw / db sums kept on the stack up to this many floats */
 
 static inline float sigmoidf_(float x)
 {
@@ -14,161 +18,272 @@ static inline float sigmoidf_(float x)
 }
 
 /* ---------------------------------------------------------------- RMSNorm
- * shared by the plain and the gated form: g == NULL means no gate */
+ * shared by the plain and the gated form: g == NULL means no gate. The rows go in runs
+ * of up to SG_BUF / D rows, whose gate sigmoids are taken in one call. */
+
+/* sum of x[i]^2 over a row, in double */
+static inline double row_sumsq(const float *x, int D)
+{
+    double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+    for (int i = 0; i < D; i++) {
+        ss += (double)x[i] * x[i];
+    }
+    return ss;
+}
+
+static inline int sg_rows(int D)
+{
+    return D <= SG_BUF ? SG_BUF / D : 1;
+}
 
 /* y [N,D] = x * rstd * w (+ b) (* silu(g));  rstd [N] */
 static void rms_fwd(float *y, float *rstd, const float *x, const float *g, const float *w, const float *b, int N,
                     int D, float eps)
 {
-#pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
-    for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * D;
-        float *yr = y + (size_t)n * D;
-        double ss = 0.0;
-#pragma omp simd reduction(+ : ss)
-        for (int i = 0; i < D; i++) {
-            ss += (double)xr[i] * xr[i];
+    const int rb = sg_rows(D), nrun = (N + rb - 1) / rb;
+#pragma omp parallel for schedule(static) if ((size_t)N * (size_t)D >= 32768)
+    for (int run = 0; run < nrun; run++) {
+        const int n0 = run * rb, n1 = n0 + rb < N ? n0 + rb : N;
+        float sg[SG_BUF];
+        const int sgv = g && D <= SG_BUF; /* sigmoids from the buffer */
+        if (sgv) {
+            lina_vsigmoid(sg, g + (size_t)n0 * D, (size_t)(n1 - n0) * D);
         }
-        float r = (float)(1.0 / sqrt(ss / D + (double)eps));
-        if (rstd) {
-            rstd[n] = r;
-        }
-        const float *gr = g ? g + (size_t)n * D : NULL;
-        float sg[ROW_MAX];
-        if (gr && D <= ROW_MAX) {
-            lina_vsigmoid(sg, gr, (size_t)D);
-        }
-        for (int i = 0; i < D; i++) {
-            float v = xr[i] * r;
-            v = w ? v * w[i] : v;
-            v = b ? v + b[i] : v;
-            if (gr) {
-                v *= gr[i] * (D <= ROW_MAX ? sg[i] : sigmoidf_(gr[i]));
+        for (int n = n0; n < n1; n++) {
+            const float *xr = x + (size_t)n * D;
+            float *yr = y + (size_t)n * D;
+            const double ss = row_sumsq(xr, D);
+            const float r = (float)(1.0 / sqrt(ss / D + (double)eps));
+            if (rstd) {
+                rstd[n] = r;
             }
-            yr[i] = v;
-        }
-    }
-}
-
-/* cotangent of the normalised-and-scaled value n = x*rstd*w: dy, or dy*silu(g) */
-static inline float rms_dn(const float *dy, const float *g, size_t k)
-{
-    return g ? dy[k] * g[k] * sigmoidf_(g[k]) : dy[k];
-}
-
-static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy, const float *x, const float *g,
-                    const float *w, const float *rstd, int N, int D)
-{
-    if (dx || dg) {
-#pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
-        for (int n = 0; n < N; n++) {
-            size_t o = (size_t)n * D;
-            float r = rstd[n];
-            if (g && D <= ROW_MAX) {
-                /* the gate's sigmoid once per element (the loops below would take it three times) */
-                float sg[ROW_MAX], dn[ROW_MAX];
-                lina_vsigmoid(sg, g + o, (size_t)D);
-                for (int i = 0; i < D; i++) {
-                    dn[i] = dy[o + i] * g[o + i] * sg[i];
-                }
-                if (dg) {
+            if (!g && !b) {
+                if (w) {
+#pragma omp simd
                     for (int i = 0; i < D; i++) {
-                        float gv = g[o + i], s = sg[i];
-                        float nv = x[o + i] * r * (w ? w[i] : 1.0f);
-                        dg[o + i] += dy[o + i] * nv * s * (1.0f + gv * (1.0f - s));
+                        yr[i] = xr[i] * r * w[i];
                     }
-                }
-                if (dx) {
-                    double m = 0.0;
+                } else {
+#pragma omp simd
                     for (int i = 0; i < D; i++) {
-                        float gi = dn[i] * (w ? w[i] : 1.0f);
-                        m += (double)gi * x[o + i];
-                    }
-                    float mm = (float)(m * r / D); /* mean(g * xhat) */
-                    for (int i = 0; i < D; i++) {
-                        float gi = dn[i] * (w ? w[i] : 1.0f);
-                        dx[o + i] += r * (gi - x[o + i] * r * mm);
+                        yr[i] = xr[i] * r;
                     }
                 }
                 continue;
             }
-            if (dg) {
-                for (int i = 0; i < D; i++) {
-                    float gv = g[o + i], s = sigmoidf_(gv);
-                    float nv = x[o + i] * r * (w ? w[i] : 1.0f);
-                    dg[o + i] += dy[o + i] * nv * s * (1.0f + gv * (1.0f - s));
+            const float *gr = g ? g + (size_t)n * D : NULL, *sr = sgv ? sg + (size_t)(n - n0) * D : NULL;
+            for (int i = 0; i < D; i++) {
+                float v = xr[i] * r;
+                v = w ? v * w[i] : v;
+                v = b ? v + b[i] : v;
+                if (gr) {
+                    v *= gr[i] * (sr ? sr[i] : sigmoidf_(gr[i]));
                 }
-            }
-            if (dx) {
-                double m = 0.0;
-                for (int i = 0; i < D; i++) {
-                    float gi = rms_dn(dy, g, o + i) * (w ? w[i] : 1.0f);
-                    m += (double)gi * x[o + i];
-                }
-                float mm = (float)(m * r / D); /* mean(g * xhat) */
-                for (int i = 0; i < D; i++) {
-                    float gi = rms_dn(dy, g, o + i) * (w ? w[i] : 1.0f);
-                    dx[o + i] += r * (gi - x[o + i] * r * mm);
-                }
-            }
-        }
-    }
-    if (dw || db) {
-        int nb = (D + COLS - 1) / COLS;
-#pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
-        for (int cb = 0; cb < nb; cb++) {
-            int c0 = cb * COLS, c1 = c0 + COLS < D ? c0 + COLS : D;
-            float aw[COLS] = {0}, ab[COLS] = {0}, dn[COLS];
-            for (int n = 0; n < N; n++) {
-                size_t o = (size_t)n * D + c0;
-                if (g) {
-                    lina_vsigmoid(dn, g + o, (size_t)(c1 - c0));
-                    for (int c = 0; c < c1 - c0; c++) {
-                        dn[c] *= dy[o + c] * g[o + c];
-                    }
-                } else {
-                    memcpy(dn, dy + o, (size_t)(c1 - c0) * sizeof(float));
-                }
-                for (int c = 0; c < c1 - c0; c++) {
-                    aw[c] += dn[c] * x[o + c] * rstd[n];
-                    ab[c] += dn[c];
-                }
-            }
-            for (int c = c0; c < c1; c++) {
-                if (dw) {
-                    dw[c] += aw[c - c0];
-                }
-                if (db) {
-                    db[c] += ab[c - c0];
-                }
+                yr[i] = v;
             }
         }
     }
 }
 
+/* One pass over the rows: dx, dg per row, and the rows' share of dw, db (dn * xhat, dn
+ * with dn = dy (* silu(g))) summed per fixed run of rows into part[run][D] (dw) and
+ * part[nrun + run][D] (db); the runs' sums are then added in run order, so the result
+ * does not depend on the thread count. */
+static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy, const float *x, const float *g,
+                    const float *w, const float *rstd, int N, int D)
+{
+    if (N <= 0 || (!dx && !dg && !dw && !db)) {
+        return;
+    }
+    const int rb = sg_rows(D);
+    /* runs of whole sigmoid blocks, at most 64 of them */
+    int per = (N + 63) / 64;
+    per = (per + rb - 1) / rb * rb;
+    const int nrun = (N + per - 1) / per;
+    const int sums = (dw ? 1 : 0) + (db ? 1 : 0);
+    const size_t pn = (size_t)sums * (size_t)nrun * (size_t)D;
+    float stackp[DW_STACK];
+    float *part = pn <= DW_STACK ? stackp : malloc(pn * sizeof(float));
+    if (!part) {
+        /* no room for the per-run sums: one run over all rows, serial */
+        rms_bwd(dx, dg, NULL, NULL, dy, x, g, w, rstd, N, D);
+        float sgl;
+        for (int c = 0; c < D; c++) {
+            float aw = 0.0f, ab = 0.0f;
+            for (int n = 0; n < N; n++) {
+                size_t o = (size_t)n * D + c;
+                float dn = dy[o];
+                if (g) {
+                    sgl = sigmoidf_(g[o]);
+                    dn *= g[o] * sgl;
+                }
+                aw += dn * x[o] * rstd[n];
+                ab += dn;
+            }
+            if (dw) {
+                dw[c] += aw;
+            }
+            if (db) {
+                db[c] += ab;
+            }
+        }
+        return;
+    }
+    float *pw = dw ? part : NULL, *pb = db ? part + (dw ? (size_t)nrun * D : 0) : NULL;
+#pragma omp parallel for schedule(static) if ((size_t)N * (size_t)D >= 32768)
+    for (int run = 0; run < nrun; run++) {
+        const int r0 = run * per, r1 = r0 + per < N ? r0 + per : N;
+        float *aw = pw ? pw + (size_t)run * D : NULL, *ab = pb ? pb + (size_t)run * D : NULL;
+        if (aw) {
+            memset(aw, 0, (size_t)D * sizeof(float));
+        }
+        if (ab) {
+            memset(ab, 0, (size_t)D * sizeof(float));
+        }
+        float sg[SG_BUF], dnb[SG_BUF];
+        for (int n0 = r0; n0 < r1; n0 += rb) {
+            const int n1 = n0 + rb < r1 ? n0 + rb : r1;
+            const int sgv = g && D <= SG_BUF;
+            if (sgv) {
+                lina_vsigmoid(sg, g + (size_t)n0 * D, (size_t)(n1 - n0) * D);
+            }
+            for (int n = n0; n < n1; n++) {
+                const size_t o = (size_t)n * D;
+                const float r = rstd[n];
+                const float *dyr = dy + o, *xr = x + o;
+                /* dn = dy (* silu(g)): the cotangent of x * rstd * w */
+                const float *dn = D <= SG_BUF ? (g ? dnb : dyr) : NULL;
+                const float *sr = sgv ? sg + (size_t)(n - n0) * D : NULL;
+                if (!dn) {
+                    /* rows wider than the buffers: the per-element form */
+                    double m = 0.0;
+                    for (int i = 0; i < D; i++) {
+                        float s = g ? sigmoidf_(g[o + i]) : 0.0f;
+                        float d = g ? dyr[i] * g[o + i] * s : dyr[i];
+                        float xh = xr[i] * r;
+                        if (dg) {
+                            dg[o + i] += dyr[i] * xh * (w ? w[i] : 1.0f) * s * (1.0f + g[o + i] * (1.0f - s));
+                        }
+                        if (aw) {
+                            aw[i] += d * xh;
+                        }
+                        if (ab) {
+                            ab[i] += d;
+                        }
+                        m += (double)(d * (w ? w[i] : 1.0f)) * xr[i];
+                    }
+                    if (dx) {
+                        float mm = (float)(m * r / D);
+                        for (int i = 0; i < D; i++) {
+                            float d = g ? dyr[i] * g[o + i] * sigmoidf_(g[o + i]) : dyr[i];
+                            dx[o + i] += r * (d * (w ? w[i] : 1.0f) - xr[i] * r * mm);
+                        }
+                    }
+                    continue;
+                }
+                if (g) {
+                    const float *gr = g + o;
+#pragma omp simd
+                    for (int i = 0; i < D; i++) {
+                        dnb[i] = dyr[i] * gr[i] * sr[i];
+                    }
+                    if (dg) {
+                        float *dgr = dg + o;
+#pragma omp simd
+                        for (int i = 0; i < D; i++) {
+                            const float s = sr[i], nv = xr[i] * r * (w ? w[i] : 1.0f);
+                            dgr[i] += dyr[i] * nv * s * (1.0f + gr[i] * (1.0f - s));
+                        }
+                    }
+                }
+                if (aw) {
+#pragma omp simd
+                    for (int i = 0; i < D; i++) {
+                        aw[i] += dn[i] * xr[i] * r;
+                    }
+                }
+                if (ab) {
+#pragma omp simd
+                    for (int i = 0; i < D; i++) {
+                        ab[i] += dn[i];
+                    }
+                }
+                if (dx) {
+                    double m = 0.0;
+                    if (w) {
+#pragma omp simd reduction(+ : m)
+                        for (int i = 0; i < D; i++) {
+                            m += (double)(dn[i] * w[i]) * xr[i];
+                        }
+                    } else {
+#pragma omp simd reduction(+ : m)
+                        for (int i = 0; i < D; i++) {
+                            m += (double)dn[i] * xr[i];
+                        }
+                    }
+                    const float mm = (float)(m * r / D); /* mean(dn w * xhat) */
+                    float *dxr = dx + o;
+                    if (w) {
+#pragma omp simd
+                        for (int i = 0; i < D; i++) {
+                            dxr[i] += r * (dn[i] * w[i] - xr[i] * r * mm);
+                        }
+                    } else {
+#pragma omp simd
+                        for (int i = 0; i < D; i++) {
+                            dxr[i] += r * (dn[i] - xr[i] * r * mm);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /* the runs' sums in run order, in double */
+    for (int c = 0; c < D; c++) {
+        if (pw) {
+            double t = 0.0;
+            for (int run = 0; run < nrun; run++) {
+                t += pw[(size_t)run * D + c];
+            }
+            dw[c] += (float)t;
+        }
+        if (pb) {
+            double t = 0.0;
+            for (int run = 0; run < nrun; run++) {
+                t += pb[(size_t)run * D + c];
+            }
+            db[c] += (float)t;
+        }
+    }
+    if (part != stackp) {
+        free(part);
+    }
+}
+
 /* y, x [N,D]; w, b [D] or NULL; rstd [N] */
-void lina_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, const float *b, int N, int D,
+void LINA_KFN(lina_rmsnorm_forward)(float *y, float *rstd, const float *x, const float *w, const float *b, int N, int D,
                           float eps)
 {
     rms_fwd(y, rstd, x, NULL, w, b, N, D, eps);
 }
 
 /* dx [N,D], dw [D], db [D] accumulate */
-void lina_rmsnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+void LINA_KFN(lina_rmsnorm_backward)(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
                            const float *rstd, int N, int D)
 {
     rms_bwd(dx, NULL, w ? dw : NULL, db, dy, x, NULL, w, rstd, N, D);
 }
 
 /* y, x, g [N,D]; w [D] or NULL; rstd [N] */
-void lina_rmsnorm_gated_forward(float *y, float *rstd, const float *x, const float *g, const float *w, int N,
+void LINA_KFN(lina_rmsnorm_gated_forward)(float *y, float *rstd, const float *x, const float *g, const float *w, int N,
                                 int D, float eps)
 {
     rms_fwd(y, rstd, x, g, w, NULL, N, D, eps);
 }
 
 /* dx, dg [N,D], dw [D] accumulate */
-void lina_rmsnorm_gated_backward(float *dx, float *dg, float *dw, const float *dy, const float *x, const float *g,
+void LINA_KFN(lina_rmsnorm_gated_backward)(float *dx, float *dg, float *dw, const float *dy, const float *x, const float *g,
                                  const float *w, const float *rstd, int N, int D)
 {
     rms_bwd(dx, dg, w ? dw : NULL, NULL, dy, x, g, w, rstd, N, D);
@@ -177,17 +292,13 @@ void lina_rmsnorm_gated_backward(float *dx, float *dg, float *dw, const float *d
 /* ---------------------------------------------------------------- L2Norm */
 
 /* y, x [N,D]; rnorm [N] */
-void lina_l2norm_forward(float *y, float *rnorm, const float *x, int N, int D, float eps)
+void LINA_KFN(lina_l2norm_forward)(float *y, float *rnorm, const float *x, int N, int D, float eps)
 {
 #pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * D;
         float *yr = y + (size_t)n * D;
-        double ss = 0.0;
-#pragma omp simd reduction(+ : ss)
-        for (int i = 0; i < D; i++) {
-            ss += (double)xr[i] * xr[i];
-        }
+        const double ss = row_sumsq(xr, D);
         float r = (float)(1.0 / sqrt(ss + (double)eps));
         if (rnorm) {
             rnorm[n] = r;
@@ -199,7 +310,7 @@ void lina_l2norm_forward(float *y, float *rnorm, const float *x, int N, int D, f
 }
 
 /* dx [N,D] += (dy - y (y.dy)) * rnorm */
-void lina_l2norm_backward(float *dx, const float *dy, const float *y, const float *rnorm, int N, int D)
+void LINA_KFN(lina_l2norm_backward)(float *dx, const float *dy, const float *y, const float *rnorm, int N, int D)
 {
 #pragma omp parallel for if ((size_t)N * (size_t)D >= 32768)
     for (int n = 0; n < N; n++) {
@@ -217,7 +328,7 @@ void lina_l2norm_backward(float *dx, const float *dy, const float *y, const floa
 }
 
 /* y [N,D] = x / (sum x + eps) per row */
-void lina_sumnorm_forward(float *y, const float *x, int N, int D, double eps)
+void LINA_KFN(lina_sumnorm_forward)(float *y, const float *x, int N, int D, double eps)
 {
     for (int r = 0; r < N; r++) {
         const float *xr = x + (size_t)r * D;
@@ -233,7 +344,7 @@ void lina_sumnorm_forward(float *y, const float *x, int N, int D, double eps)
 }
 
 /* dx [N,D] += (dy - (dy . y)) / (sum x + eps) */
-void lina_sumnorm_backward(float *dx, const float *dy, const float *x, const float *y, int N, int D, double eps)
+void LINA_KFN(lina_sumnorm_backward)(float *dx, const float *dy, const float *x, const float *y, int N, int D, double eps)
 {
     for (int r = 0; r < N; r++) {
         const float *xr = x + (size_t)r * D, *yr = y + (size_t)r * D, *g = dy + (size_t)r * D;
@@ -252,7 +363,7 @@ void lina_sumnorm_backward(float *dx, const float *dy, const float *x, const flo
  * per group of S = D / G columns (G = 1: nn.LayerNorm; G = heads: GroupNorm) */
 
 /* y, x [N,D]; w, b [D] or NULL; mean, rstd [N*G] */
-void lina_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
+void LINA_KFN(lina_layernorm_forward)(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
                             int D, int G, float eps)
 {
     const int S = D / G;
@@ -286,7 +397,7 @@ void lina_layernorm_forward(float *y, float *mean, float *rstd, const float *x, 
 }
 
 /* dx [N,D], dw, db [D] accumulate */
-void lina_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+void LINA_KFN(lina_layernorm_backward)(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
                              const float *mean, const float *rstd, int N, int D, int G)
 {
     const int S = D / G;
@@ -335,3 +446,42 @@ void lina_layernorm_backward(float *dx, float *dw, float *db, const float *dy, c
         }
     }
 }
+
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH_VOID(lina_rmsnorm_forward,
+                       (float *y, float *rstd, const float *x, const float *w, const float *b, int N, int D,
+                        float eps),
+                       (y, rstd, x, w, b, N, D, eps))
+LINA_ISA_DISPATCH_VOID(lina_rmsnorm_backward,
+                       (float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                        const float *rstd, int N, int D),
+                       (dx, dw, db, dy, x, w, rstd, N, D))
+LINA_ISA_DISPATCH_VOID(lina_rmsnorm_gated_forward,
+                       (float *y, float *rstd, const float *x, const float *g, const float *w, int N, int D,
+                        float eps),
+                       (y, rstd, x, g, w, N, D, eps))
+LINA_ISA_DISPATCH_VOID(lina_rmsnorm_gated_backward,
+                       (float *dx, float *dg, float *dw, const float *dy, const float *x, const float *g,
+                        const float *w, const float *rstd, int N, int D),
+                       (dx, dg, dw, dy, x, g, w, rstd, N, D))
+LINA_ISA_DISPATCH_VOID(lina_l2norm_forward,
+                       (float *y, float *rnorm, const float *x, int N, int D, float eps),
+                       (y, rnorm, x, N, D, eps))
+LINA_ISA_DISPATCH_VOID(lina_l2norm_backward,
+                       (float *dx, const float *dy, const float *y, const float *rnorm, int N, int D),
+                       (dx, dy, y, rnorm, N, D))
+LINA_ISA_DISPATCH_VOID(lina_sumnorm_forward,
+                       (float *y, const float *x, int N, int D, double eps),
+                       (y, x, N, D, eps))
+LINA_ISA_DISPATCH_VOID(lina_sumnorm_backward,
+                       (float *dx, const float *dy, const float *x, const float *y, int N, int D, double eps),
+                       (dx, dy, x, y, N, D, eps))
+LINA_ISA_DISPATCH_VOID(lina_layernorm_forward,
+                       (float *y, float *mean, float *rstd, const float *x, const float *w, const float *b,
+                        int N, int D, int G, float eps),
+                       (y, mean, rstd, x, w, b, N, D, G, eps))
+LINA_ISA_DISPATCH_VOID(lina_layernorm_backward,
+                       (float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                        const float *mean, const float *rstd, int N, int D, int G),
+                       (dx, dw, db, dy, x, w, mean, rstd, N, D, G))
+#endif /* LINA_ISA_PRIMARY */

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
 
@@ -35,26 +35,55 @@ static inline void adamw16(float *p, const float *g, float *m, float *v, const u
 }
 #endif
 
-/* AdamW on n consecutive parameters */
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+/* the same for 8 parameters */
+static inline void adamw8(float *p, const float *g, float *m, float *v, const uint8_t *dec, const adamw_consts *k)
+{
+    __m256 gv = _mm256_mul_ps(_mm256_loadu_ps(g), _mm256_set1_ps(k->gs));
+    __m256 mi = _mm256_fmadd_ps(_mm256_set1_ps(k->c1), gv, _mm256_mul_ps(_mm256_set1_ps(k->b1), _mm256_loadu_ps(m)));
+    __m256 vi = _mm256_fmadd_ps(_mm256_set1_ps(k->c2), _mm256_mul_ps(gv, gv),
+                                _mm256_mul_ps(_mm256_set1_ps(k->b2), _mm256_loadu_ps(v)));
+    _mm256_storeu_ps(m, mi);
+    _mm256_storeu_ps(v, vi);
+    uint64_t d8;
+    memcpy(&d8, dec, 8);
+    __m256i d = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)d8));
+    __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(d, _mm256_setzero_si256())); /* no decay */
+    __m256 pv = _mm256_loadu_ps(p);
+    pv = _mm256_blendv_ps(_mm256_mul_ps(pv, _mm256_set1_ps(k->shrink)), pv, keep);
+    __m256 den = _mm256_fmadd_ps(_mm256_sqrt_ps(vi), _mm256_set1_ps(k->inv_bc2_sqrt), _mm256_set1_ps(k->eps));
+    _mm256_storeu_ps(p, _mm256_fnmadd_ps(_mm256_set1_ps(k->step_size), _mm256_div_ps(mi, den), pv));
+}
+#endif
+
+#if defined(__AVX512F__)
+#define ADAMW_VEC 16
+#define adamw_vec adamw16
+#elif defined(__AVX2__) && defined(__FMA__)
+#define ADAMW_VEC 8
+#define adamw_vec adamw8
+#endif
+
+/* AdamW on n consecutive parameters: one pass over params, grads, m, v and the decay flags */
 static void adamw_block(float *params, const float *grads, float *m, float *v, const uint8_t *dec, size_t n,
                         const adamw_consts *k)
 {
-#if defined(__AVX512F__)
+#if defined(ADAMW_VEC)
     size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        adamw16(params + i, grads + i, m + i, v + i, dec + i, k);
+    for (; i + ADAMW_VEC <= n; i += ADAMW_VEC) {
+        adamw_vec(params + i, grads + i, m + i, v + i, dec + i, k);
     }
     if (i < n) {
         /* the tail through the same vector arithmetic, padded */
-        float tp[16] = {0}, tg[16] = {0}, tm[16] = {0}, tv[16] = {0};
-        uint8_t td[16] = {0};
+        float tp[ADAMW_VEC] = {0}, tg[ADAMW_VEC] = {0}, tm[ADAMW_VEC] = {0}, tv[ADAMW_VEC] = {0};
+        uint8_t td[ADAMW_VEC] = {0};
         size_t r = n - i;
         memcpy(tp, params + i, r * sizeof(float));
         memcpy(tg, grads + i, r * sizeof(float));
         memcpy(tm, m + i, r * sizeof(float));
         memcpy(tv, v + i, r * sizeof(float));
         memcpy(td, dec + i, r);
-        adamw16(tp, tg, tm, tv, td, k);
+        adamw_vec(tp, tg, tm, tv, td, k);
         memcpy(params + i, tp, r * sizeof(float));
         memcpy(m + i, tm, r * sizeof(float));
         memcpy(v + i, tv, r * sizeof(float));
@@ -70,6 +99,29 @@ static void adamw_block(float *params, const float *grads, float *m, float *v, c
         params[i] = p - k->step_size * (mi / (sqrtf(vi) * k->inv_bc2_sqrt + k->eps));
     }
 #endif
+}
+
+/* sum of squares of g[0..n) in double: NORM_LANES running sums, element i into lane i mod
+ * NORM_LANES (independent chains the compiler vectorises), then the lanes in order. The
+ * squares of floats are exact in double, so every path gives the same bits. */
+#define NORM_LANES 8
+static double sumsq(const float *g, size_t n)
+{
+    double acc[NORM_LANES] = {0};
+    size_t i = 0;
+    for (; i + NORM_LANES <= n; i += NORM_LANES) {
+        for (int j = 0; j < NORM_LANES; j++) {
+            acc[j] += (double)g[i + j] * (double)g[i + j];
+        }
+    }
+    for (int j = 0; i < n; i++, j++) {
+        acc[j] += (double)g[i] * (double)g[i];
+    }
+    double s = 0.0;
+    for (int j = 0; j < NORM_LANES; j++) {
+        s += acc[j];
+    }
+    return s;
 }
 
 #if LINA_ISA_PRIMARY
@@ -163,23 +215,15 @@ double LINA_KFN(lina_grad_norm)(const float *g, size_t n)
         /* serial fallback: same blocks, same order */
         double s = 0.0;
         for (long long b = 0; b < nb; b++) {
-            double ps = 0.0;
-            size_t end = (size_t)(b + 1) * NORM_BLOCK < n ? (size_t)(b + 1) * NORM_BLOCK : n;
-            for (size_t i = (size_t)b * NORM_BLOCK; i < end; i++) {
-                ps += (double)g[i] * (double)g[i];
-            }
-            s += ps;
+            size_t i0 = (size_t)b * NORM_BLOCK, end = i0 + NORM_BLOCK < n ? i0 + NORM_BLOCK : n;
+            s += sumsq(g + i0, end - i0);
         }
         return sqrt(s);
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nb > 1)
     for (long long b = 0; b < nb; b++) {
-        double ps = 0.0;
-        size_t end = (size_t)(b + 1) * NORM_BLOCK < n ? (size_t)(b + 1) * NORM_BLOCK : n;
-        for (size_t i = (size_t)b * NORM_BLOCK; i < end; i++) {
-            ps += (double)g[i] * (double)g[i];
-        }
-        part[b] = ps;
+        size_t i0 = (size_t)b * NORM_BLOCK, end = i0 + NORM_BLOCK < n ? i0 + NORM_BLOCK : n;
+        part[b] = sumsq(g + i0, end - i0);
     }
     double s = 0.0;
     for (long long b = 0; b < nb; b++) {
