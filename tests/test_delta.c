@@ -430,6 +430,28 @@ typedef struct cfg {
     int has_h0, chunk;
 } cfg;
 
+/* The forms against the reference: recurrent, chunk (of `chunk` rows; 0: the
+ * op's own) and, when nforms is 3, chunk with the forward's cache. */
+static void check_forms(const prob *p, const char *name, int chunk, int nforms, lina_ws *ws)
+{
+    refres r;
+    ref_run(p, &r);
+    for (int form = 0; form < nforms; form++) {
+        fres f;
+        fres_alloc(p, &f);
+        char what[160];
+        snprintf(what, sizeof what, "%s %s", name,
+                 form == 2 ? "chunk+cache" : form ? "chunk" : "recurrent");
+        int rc = kern_run(p, form ? LINA_FORM_CHUNK : LINA_FORM_RECURRENT, chunk, form == 2, &f, ws);
+        CHECK(rc == 0, "%s runs%s%s", what, rc ? ": " : "", rc ? lina_last_error() : "");
+        if (rc == 0) {
+            compare(what, p, &f, &r);
+        }
+        fres_free(&f);
+    }
+    ref_free(&r);
+}
+
 static void test_forms(lina_ws *ws)
 {
     static const cfg cfgs[] = {
@@ -461,24 +483,36 @@ static void test_forms(lina_ws *ws)
             prob p;
             prob_make(&p, 2, Ts[ti], 3, 32, 48, cf->n, cf->has_g, cf->glo, cf->ghi, cf->beta_hi,
                       cf->has_h0, 1);
-            refres r;
-            ref_run(&p, &r);
-            /* recurrent, chunk, chunk with the forward's cache */
-            for (int form = 0; form < 3; form++) {
-                fres f;
-                fres_alloc(&p, &f);
-                char what[160];
-                snprintf(what, sizeof what, "%s T=%d %s", cf->name, Ts[ti],
-                         form == 2 ? "chunk+cache" : form ? "chunk" : "recurrent");
-                int rc = kern_run(&p, form ? LINA_FORM_CHUNK : LINA_FORM_RECURRENT, cf->chunk,
-                                  form == 2, &f, ws);
-                CHECK(rc == 0, "%s runs%s%s", what, rc ? ": " : "", rc ? lina_last_error() : "");
-                if (rc == 0) {
-                    compare(what, &p, &f, &r);
-                }
-                fres_free(&f);
-            }
-            ref_free(&r);
+            char what[96];
+            snprintf(what, sizeof what, "%s T=%d", cf->name, Ts[ti]);
+            check_forms(&p, what, cf->chunk, 3, ws);
+            prob_free(&p);
+        }
+    }
+}
+
+/* Widths that are not multiples of the tiles (the recurrent form's 32 value
+ * columns, the AVX paths' 8 and 16 lanes and 8-row sums over the keys), with
+ * a segment tail (70 rows = 2 checkpoint intervals of 32 + 6): both forms
+ * against the reference, every gate kind. */
+static void test_tails(lina_ws *ws)
+{
+    static const cfg cfgs[] = {
+        {"delta_rule beta(0,2) h0", 1, 0, 0, 0, 2.0, 1, 0},
+        {"gated g[-1,-0.01] h0", 1, 1, -1.0, -0.01, 1.0, 1, 0},
+        {"product n=2 g[-0.5,0] beta(0,2)", 2, 1, -0.5, 0.0, 2.0, 0, 0},
+        {"kda gk[-1,0] h0", 1, 2, -1.0, 0.0, 1.0, 1, 0},
+    };
+    static const int KV[][2] = {{17, 17}, {33, 33}, {100, 100}, {17, 100}, {100, 33}, {8, 7}};
+    for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
+        const cfg *cf = &cfgs[ci];
+        for (size_t si = 0; si < sizeof KV / sizeof KV[0]; si++) {
+            prob p;
+            prob_make(&p, 1, 70, 2, KV[si][0], KV[si][1], cf->n, cf->has_g, cf->glo, cf->ghi,
+                      cf->beta_hi, cf->has_h0, 1);
+            char what[96];
+            snprintf(what, sizeof what, "%s K=%d V=%d T=70", cf->name, p.K, p.V);
+            check_forms(&p, what, 0, 2, ws);
             prob_free(&p);
         }
     }
@@ -975,6 +1009,7 @@ int main(void)
     test_fd(1, 2, -1.0, -0.05, 1);
     /* (b) float forms against the reference */
     test_forms(&ws);
+    test_tails(&ws);
     /* (c) prefix then continue */
     test_continue(&ws);
     /* op wrappers, --qk-l2norm */

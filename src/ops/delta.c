@@ -26,10 +26,13 @@
  * forward's cache when the caller kept one, else recomputes them in one pass
  * over the chunks, then walks the chunks backwards (see dl_bwd_chunk, and
  * ck_bwd_gated with the per-channel gate, for the
- * formulas); the recurrent form recomputes the states from a checkpoint every
- * SEG rows and walks back one pass per row (bk_row: each row's gradient fused
- * with the output term of the row before, the per-key-row sums taken 8 rows at
- * a time on the AVX paths).
+ * formulas); the recurrent form runs the forward once keeping the state every
+ * SEG rows and u of every row, then per segment, last first, rebuilds the
+ * segment's states from its checkpoint and the kept u (one multiply-add per
+ * element) and walks back one pass per row (bk_row: each row's gradient fused
+ * with the output term of the row before and the next R^T k, dk and dq added
+ * in place from sums taken 8 rows at a time on the AVX paths, the decay's
+ * variant chosen per row: none, scalar, per channel).
  * Both parallelise over B*H (the recurrent forward over B*H*ceil(V/32) tiles).
  */
 #include "ops_internal.h"
@@ -338,82 +341,85 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
 #define BK_NV (VB / LINA_VL)
 #endif
 
-/* One row into a new tile: u = v - a w (w = Sp^T k given; u stored, zero
- * padded), Sn = a Sp + kb u^T, and w <- Sn^T kn when kn is set (one pass).
- * av non-NULL: row i of Sp decays by av[i] and w = (diag(av) Sp)^T k was given
- * (a is then 1). */
-static void rec_step_fused(int K, const float *restrict Sp, float *restrict Sn, float a,
-                           const float *restrict av, const float *restrict kb,
-                           const float *restrict v, int W, float *restrict u,
-                           const float *restrict kn, float *restrict w)
+#define BK_PF 4 /* rows between a strided row's prefetch and its use */
+
+/* the decay of a row in the backward: none (a = 1), the scalar a, or row i of
+ * the state by av[i] (per-channel gate) */
+enum { BG_NONE = 0, BG_SCALAR = 1, BG_CHANNEL = 2 };
+
+/* Sn = a Sp + k ub^T on a K x VB tile (ub = beta u, zero padded), the decay
+ * as `gate` says: the forward's update of one row, without its reads. */
+DL_INLINE void bk_fill_t(int K, const float *restrict Sp, float *restrict Sn, float a,
+                         const float *restrict av, const float *restrict k,
+                         const float *restrict ub, const int gate)
 {
-    float wa[VB], uu[VB];
-    for (int j = 0; j < VB; j++) {
-        uu[j] = j < W ? v[j] - a * w[j] : 0.0f;
-        u[j] = uu[j];
-        wa[j] = 0.0f;
-    }
 #ifdef BK_NV
     const int L = VB / BK_NV;
-    lina_vf U[BK_NV], A[BK_NV];
+    lina_vf U[BK_NV];
     for (int m = 0; m < BK_NV; m++) {
-        U[m] = LINA_VLD(uu + L * m);
-        A[m] = LINA_VZERO();
+        U[m] = LINA_VLD(ub + L * m);
     }
+    const lina_vf va = LINA_VSET1(a);
     for (int i = 0; i < K; i++) {
-        const lina_vf kbi = LINA_VSET1(kb[i]), ki = LINA_VSET1(kn ? kn[i] : 0.0f), ai = LINA_VSET1(av ? av[i] : a);
+        const lina_vf ki = LINA_VSET1(k[i]), ai = gate == BG_CHANNEL ? LINA_VSET1(av[i]) : va;
         for (int m = 0; m < BK_NV; m++) {
-            const lina_vf x = LINA_VFMA(kbi, U[m], LINA_VMUL(ai, LINA_VLD(Sp + (size_t)i * VB + L * m)));
-            LINA_VST(Sn + (size_t)i * VB + L * m, x);
-            A[m] = LINA_VFMA(ki, x, A[m]);
+            const lina_vf p = LINA_VLD(Sp + (size_t)i * VB + L * m);
+            LINA_VST(Sn + (size_t)i * VB + L * m, LINA_VFMA(ki, U[m], gate ? LINA_VMUL(ai, p) : p));
         }
-    }
-    for (int m = 0; m < BK_NV; m++) {
-        LINA_VST(wa + L * m, A[m]);
     }
 #else
     for (int i = 0; i < K; i++) {
         const float *restrict Pi = Sp + (size_t)i * VB;
         float *restrict Ni = Sn + (size_t)i * VB;
-        const float kbi = kb[i], ki = kn ? kn[i] : 0.0f, ai = av ? av[i] : a;
+        const float ki = k[i], ai = gate == BG_CHANNEL ? av[i] : a;
 #pragma omp simd
         for (int j = 0; j < VB; j++) {
-            const float x = DL_FMA(kbi, uu[j], ai * Pi[j]);
-            Ni[j] = x;
-            wa[j] = DL_FMA(ki, x, wa[j]);
+            Ni[j] = DL_FMA(ki, ub[j], gate ? ai * Pi[j] : Pi[j]);
         }
     }
 #endif
-    for (int j = 0; kn && j < VB; j++) {
-        w[j] = wa[j];
+}
+
+static void bk_fill(int K, const float *Sp, float *Sn, float a, const float *av, const float *k,
+                    const float *ub, int gate)
+{
+    switch (gate) {
+    case BG_NONE: bk_fill_t(K, Sp, Sn, a, av, k, ub, BG_NONE); break;
+    case BG_SCALAR: bk_fill_t(K, Sp, Sn, a, av, k, ub, BG_SCALAR); break;
+    default: bk_fill_t(K, Sp, Sn, a, av, k, ub, BG_CHANNEL); break;
     }
 }
 
-/* One row back on a K x VB tile, fused with the first half of the row before.
- * Given R = dL/dS_r (row r's output term included), wt = R^T k_r and
- * Sb = S_{r-1}, with S' = a Sb (row i decayed by av[i] when av is set):
- *   dkl[i] = R_i . u - a_i Sb_i . wt    (dk_r = beta dkl, summed over the tiles)
- *   x_i = R_i - beta k_i wt,  dgi[i] = x_i . Sb_i,  R_i = a_i x_i  (= dL/dS_{r-1}
- *   without row r-1's output), and for row r-1 when kp is set:
- *   R_i += qp_i dOp (dOp set),  sdq[i] = Sb_i . dOp,  wn = R^T kp.
- * The per-row sums are left as vectors and 8 rows are summed across their
- * lanes together on the AVX paths. */
-
-static void bk_row(int K, float *restrict R, const float *restrict Sb, const float *restrict u,
-                   const float *restrict wt, float be, const float *restrict kr, float a,
-                   const float *restrict av, const float *restrict kp, const float *restrict qp,
-                   const float *restrict dOp, float *restrict dkl, float *restrict dgi,
-                   float *restrict sdq, float *restrict wn)
+/* One row r back on a K x VB tile, fused with the output term of row r-1.
+ * Given R = dL/dS_r (row r's output term included), Sb = S_{r-1}, ub = beta u_r
+ * and wb = beta R^T k_r, with S' = a Sb (the decay as `gate` says):
+ *   dk[i] += R_i . ub - a_i Sb_i . wb                 (dk_r, summed over the tiles)
+ *   x_i = R_i - k_i wb,  R_i = a_i x_i                (dL/dS_{r-1} before row r-1's output)
+ *   BG_SCALAR: *dgs = sum_i x_i . Sb_i;  BG_CHANNEL: dgk[i] += av_i x_i . Sb_i
+ *   out (row r-1 has an output, D = s dO of its token):
+ *     R_i += qp_i D,  dq[i] += Sb_i . D
+ *   wn = R^T kp (kp = k_{r-1}, zeros for the first row).
+ * The per-row sums are kept as vectors and 8 rows are summed across their
+ * lanes together on the AVX paths; `gate` and `out` are literals at every call. */
+DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
+                        const float *restrict ub, const float *restrict wb,
+                        const float *restrict kr, float a, const float *restrict av,
+                        const float *restrict kp, const float *restrict qp,
+                        const float *restrict D, float *restrict dk, float *restrict dq,
+                        float *restrict dgk, float *restrict dgs, float *restrict wn,
+                        const int gate, const int out)
 {
 #ifdef BK_NV
     const int L = VB / BK_NV;
-    lina_vf U[BK_NV], Wt[BK_NV], D[BK_NV], A[BK_NV];
+    lina_vf U[BK_NV], Wb[BK_NV], Dv[BK_NV], A[BK_NV], G[BK_NV];
     for (int v = 0; v < BK_NV; v++) {
-        U[v] = LINA_VLD(u + L * v);
-        Wt[v] = LINA_VLD(wt + L * v);
-        D[v] = dOp ? LINA_VLD(dOp + L * v) : LINA_VZERO();
+        U[v] = LINA_VLD(ub + L * v);
+        Wb[v] = LINA_VLD(wb + L * v);
+        Dv[v] = out ? LINA_VLD(D + L * v) : LINA_VZERO();
         A[v] = LINA_VZERO();
+        G[v] = LINA_VZERO();
     }
+    const lina_vf va = LINA_VSET1(a);
     for (int i0 = 0; i0 < K; i0 += 8) {
         const int n = K - i0 < 8 ? K - i0 : 8;
         __m256 Pd[8], Pg[8], Pq[8];
@@ -421,47 +427,81 @@ static void bk_row(int K, float *restrict R, const float *restrict Sb, const flo
             const int i = i0 + m;
             float *Ri = R + (size_t)i * VB;
             const float *Bi = Sb + (size_t)i * VB;
-            const lina_vf ai = LINA_VSET1(av ? av[i] : a), bk = LINA_VSET1(-be * kr[i]);
-            lina_vf bb[BK_NV], x[BK_NV];
-            lina_vf bw = LINA_VZERO(), ru = LINA_VZERO(), pg = LINA_VZERO(), pq = LINA_VZERO();
+            const lina_vf ai = gate == BG_CHANNEL ? LINA_VSET1(av[i]) : va, nk = LINA_VSET1(-kr[i]);
+            const lina_vf qi = LINA_VSET1(out ? qp[i] : 0.0f), ki = LINA_VSET1(kp[i]);
+            lina_vf ru = LINA_VZERO(), bw = LINA_VZERO(), pg = LINA_VZERO(), pq = LINA_VZERO();
             for (int v = 0; v < BK_NV; v++) {
-                bb[v] = LINA_VLD(Bi + L * v);
-                const lina_vf r = LINA_VLD(Ri + L * v);
-                bw = LINA_VFMA(bb[v], Wt[v], bw);
+                const lina_vf bb = LINA_VLD(Bi + L * v), r = LINA_VLD(Ri + L * v);
                 ru = LINA_VFMA(r, U[v], ru);
-                x[v] = LINA_VFMA(bk, Wt[v], r);
-                pg = LINA_VFMA(x[v], bb[v], pg);
-                x[v] = LINA_VMUL(ai, x[v]);
-            }
-            Pd[m] = LINA_VFOLD(LINA_VFNMA(ai, bw, ru));
-            Pg[m] = LINA_VFOLD(pg);
-            if (kp) {
-                const lina_vf qi = LINA_VSET1(qp ? qp[i] : 0.0f), ki = LINA_VSET1(kp[i]);
-                for (int v = 0; v < BK_NV; v++) {
-                    if (dOp) {
-                        x[v] = LINA_VFMA(qi, D[v], x[v]);
-                        pq = LINA_VFMA(bb[v], D[v], pq);
-                    }
-                    A[v] = LINA_VFMA(ki, x[v], A[v]);
+                if (gate) {
+                    bw = LINA_VFMA(bb, Wb[v], bw);
+                } else {
+                    ru = LINA_VFNMA(bb, Wb[v], ru);
                 }
+                lina_vf x = LINA_VFMA(nk, Wb[v], r);
+                if (gate == BG_SCALAR) {
+                    G[v] = LINA_VFMA(x, bb, G[v]);
+                } else if (gate == BG_CHANNEL) {
+                    pg = LINA_VFMA(x, bb, pg);
+                }
+                if (gate) {
+                    x = LINA_VMUL(ai, x);
+                }
+                if (out) {
+                    x = LINA_VFMA(qi, Dv[v], x);
+                    pq = LINA_VFMA(bb, Dv[v], pq);
+                }
+                A[v] = LINA_VFMA(ki, x, A[v]);
+                LINA_VST(Ri + L * v, x);
             }
-            Pq[m] = LINA_VFOLD(pq);
-            for (int v = 0; v < BK_NV; v++) {
-                LINA_VST(Ri + L * v, x[v]);
+            Pd[m] = LINA_VFOLD(gate ? LINA_VFNMA(ai, bw, ru) : ru);
+            if (gate == BG_CHANNEL) {
+                Pg[m] = LINA_VFOLD(pg);
+            }
+            if (out) {
+                Pq[m] = LINA_VFOLD(pq);
             }
         }
         for (int m = n; m < 8; m++) {
             Pd[m] = Pg[m] = Pq[m] = _mm256_setzero_ps();
         }
-        float sd[8], sg[8], sq[8];
-        _mm256_storeu_ps(sd, lina_hsum8(Pd));
-        _mm256_storeu_ps(sg, lina_hsum8(Pg));
-        _mm256_storeu_ps(sq, lina_hsum8(Pq));
-        for (int m = 0; m < n; m++) {
-            dkl[i0 + m] = sd[m];
-            dgi[i0 + m] = sg[m];
-            sdq[i0 + m] = sq[m];
+        const __m256 sd = lina_hsum8(Pd);
+        const __m256 sg = gate == BG_CHANNEL ? lina_hsum8(Pg) : _mm256_setzero_ps();
+        const __m256 sq = out ? lina_hsum8(Pq) : _mm256_setzero_ps();
+        if (n == 8) {
+            _mm256_storeu_ps(dk + i0, _mm256_add_ps(_mm256_loadu_ps(dk + i0), sd));
+            if (gate == BG_CHANNEL) {
+                _mm256_storeu_ps(dgk + i0, _mm256_fmadd_ps(_mm256_loadu_ps(av + i0), sg,
+                                                           _mm256_loadu_ps(dgk + i0)));
+            }
+            if (out) {
+                _mm256_storeu_ps(dq + i0, _mm256_add_ps(_mm256_loadu_ps(dq + i0), sq));
+            }
+        } else {
+            float fd[8], fg[8], fq[8];
+            _mm256_storeu_ps(fd, sd);
+            _mm256_storeu_ps(fg, sg);
+            _mm256_storeu_ps(fq, sq);
+            for (int m = 0; m < n; m++) {
+                dk[i0 + m] += fd[m];
+                if (gate == BG_CHANNEL) {
+                    dgk[i0 + m] += av[i0 + m] * fg[m];
+                }
+                if (out) {
+                    dq[i0 + m] += fq[m];
+                }
+            }
         }
+    }
+    if (gate == BG_SCALAR) {
+        lina_vf g = G[0];
+        for (int v = 1; v < BK_NV; v++) {
+            g = LINA_VADD(g, G[v]);
+        }
+        const __m256 g8 = LINA_VFOLD(g);
+        float f[8];
+        _mm256_storeu_ps(f, g8);
+        *dgs = ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
     }
     for (int v = 0; v < BK_NV; v++) {
         LINA_VST(wn + L * v, A[v]);
@@ -471,67 +511,89 @@ static void bk_row(int K, float *restrict R, const float *restrict Sb, const flo
     for (int j = 0; j < VB; j++) {
         wa[j] = 0.0f;
     }
+    float gs = 0.0f;
     for (int i = 0; i < K; i++) {
         float *restrict Ri = R + (size_t)i * VB;
         const float *restrict Bi = Sb + (size_t)i * VB;
-        const float bki = be * kr[i], ai = av ? av[i] : a;
-        const float qi = kp && dOp ? qp[i] : 0.0f, ki = kp ? kp[i] : 0.0f;
-        float dd = 0.0f, dgs = 0.0f, dq = 0.0f;
-#pragma omp simd reduction(+ : dd, dgs, dq)
+        const float ki = kr[i], ai = gate == BG_CHANNEL ? av[i] : a;
+        const float qi = out ? qp[i] : 0.0f, kpi = kp[i];
+        float ru = 0.0f, bw = 0.0f, pg = 0.0f, pq = 0.0f;
+#pragma omp simd reduction(+ : ru, bw, pg, pq)
         for (int j = 0; j < VB; j++) {
-            dd += DL_FMA(Ri[j], u[j], -ai * wt[j] * Bi[j]);
-            float x = DL_FMA(-bki, wt[j], Ri[j]);
-            dgs += x * Bi[j];
-            x = DL_FMA(qi, dOp ? dOp[j] : 0.0f, ai * x);
-            dq += Bi[j] * (dOp ? dOp[j] : 0.0f);
-            wa[j] = DL_FMA(ki, x, wa[j]);
+            ru += Ri[j] * ub[j];
+            bw += Bi[j] * wb[j];
+            float x = DL_FMA(-ki, wb[j], Ri[j]);
+            if (gate) {
+                pg += x * Bi[j];
+                x *= ai;
+            }
+            if (out) {
+                x = DL_FMA(qi, D[j], x);
+                pq += Bi[j] * D[j];
+            }
+            wa[j] = DL_FMA(kpi, x, wa[j]);
             Ri[j] = x;
         }
-        dkl[i] = dd;
-        dgi[i] = dgs;
-        sdq[i] = dq;
+        dk[i] += ru - ai * bw;
+        if (gate == BG_CHANNEL) {
+            dgk[i] += ai * pg;
+        } else if (gate == BG_SCALAR) {
+            gs += pg;
+        }
+        if (out) {
+            dq[i] += pq;
+        }
     }
-    for (int j = 0; kp && j < VB; j++) {
+    if (gate == BG_SCALAR) {
+        *dgs = gs;
+    }
+    for (int j = 0; j < VB; j++) {
         wn[j] = wa[j];
     }
 #endif
 }
 
-/* Row r's output term for the fused step, when r is the last sub-step of a
- * token and do is given: qs = s q_t and dO = do_t zero padded to VB; *qp and
- * *dOp point at them (NULL otherwise). */
-static void bk_out(const dl_ctx *c, const lina_delta_grad_in *gi, int b, int h, int r, int j0, int W,
-                   float *qs, float *dO, const float **qp, const float **dOp)
+static void bk_row(int K, float *R, const float *Sb, const float *ub, const float *wb,
+                   const float *kr, float a, const float *av, const float *kp, const float *qp,
+                   const float *D, float *dk, float *dq, float *dgk, float *dgs, float *wn, int gate,
+                   int out)
 {
-    *qp = *dOp = NULL;
-    if (r % c->n != c->n - 1 || !gi->do_) {
-        return;
+#define BK_ROW(g, o) bk_row_t(K, R, Sb, ub, wb, kr, a, av, kp, qp, D, dk, dq, dgk, dgs, wn, g, o)
+    switch (gate * 2 + (out != 0)) {
+    case 0: BK_ROW(BG_NONE, 0); break;
+    case 1: BK_ROW(BG_NONE, 1); break;
+    case 2: BK_ROW(BG_SCALAR, 0); break;
+    case 3: BK_ROW(BG_SCALAR, 1); break;
+    case 4: BK_ROW(BG_CHANNEL, 0); break;
+    default: BK_ROW(BG_CHANNEL, 1); break;
+    }
+#undef BK_ROW
+}
+
+/* Row r-1's output term for the step back over row r, when row r-1 is the last
+ * sub-step of a token and do is given: D = s do of that token (zero padded to
+ * VB); returns its q row and sets *dq to its dq row (NULL when no output). */
+static const float *bk_out(const dl_ctx *c, const lina_delta_grad_in *gi, lina_delta_grad_out *go,
+                           int b, int h, int r, int j0, int W, float *D, float **dq)
+{
+    if (r < 0 || r % c->n != c->n - 1 || !gi->do_) {
+        *dq = NULL;
+        return NULL;
     }
     const int t = r / c->n;
-    const float *qt = dl_q(c, b, t, h), *dot = LINA_ROW(gi->do_, b, t, h, c->T, c->H, c->V) + j0;
-    for (int i = 0; i < c->K; i++) {
-        qs[i] = c->s * qt[i];
-    }
+    const float *dot = LINA_ROW(gi->do_, b, t, h, c->T, c->H, c->V) + j0;
     for (int j = 0; j < VB; j++) {
-        dO[j] = j < W ? dot[j] : 0.0f;
+        D[j] = j < W ? c->s * dot[j] : 0.0f;
     }
-    *qp = qs;
-    *dOp = dO;
+    *dq = LINA_ROW(go->dq, b, t, h, c->T, c->H, c->K);
+    return dl_q(c, b, t, h);
 }
 
-/* dq of row r's token += s sdq (when row r had an output term) */
-static void bk_dq(const dl_ctx *c, lina_delta_grad_out *go, int b, int h, int r, const float *qp,
-                  const float *sdq)
-{
-    if (!qp) {
-        return;
-    }
-    float *dq = LINA_ROW(go->dq, b, r / c->n, h, c->T, c->H, c->K);
-    for (int i = 0; i < c->K; i++) {
-        dq[i] += c->s * sdq[i];
-    }
-}
-
+/* The recurrent backward per (b, h) and tile of VB value columns, in three
+ * passes: (1) the forward from h0, keeping the state every SEG rows and u of
+ * every row; (2) per segment, last first, its states recomputed from the
+ * checkpoint and the kept u (one multiply-add per element, no reads); (3) its
+ * rows back (bk_row). */
 static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                             lina_delta_grad_out *go, lina_ws *ws)
 {
@@ -543,8 +605,8 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
-        size_t need = (tile * ((size_t)nseg + SEG + 2) + 8 * (size_t)K + (SEG + 6) * (size_t)VB) *
-                      sizeof(float);
+        size_t need = (tile * ((size_t)nseg + SEG + 1) + (size_t)N * VB + ((size_t)SEG + 6) * K +
+                       8 * (size_t)VB) * sizeof(float);
         float *mem = lina_ws_get(ws, lina_thread_id(), need);
         if (!mem) {
 #pragma omp atomic write
@@ -552,19 +614,19 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
             continue;
         }
         float *ck = mem;                          /* [nseg][K*VB] checkpoints */
-        float *Sx = ck + (size_t)nseg * tile;     /* [SEG+1][K*VB] states before each row */
-        float *R = Sx + (size_t)(SEG + 1) * tile; /* [K*VB] gradient of the state */
-        float *kb = R + tile;                     /* [K] */
-        float *qs = kb + K;                       /* [K] */
-        float *dkl = qs + K;                      /* [K] */
-        float *Us = dkl + K;                      /* [SEG][VB] u per row */
-        float *w = Us + (size_t)SEG * VB;         /* [VB] */
-        float *dO = w + VB;                       /* [VB] */
-        float *av = dO + VB, *an = av + K, *kd = an + K; /* [K]: gk decays, decayed key */
-        float *dgi = kd + K;                      /* [K] sum over the tile of dS' * S_before per key row */
-        float *sdq = dgi + K;                     /* [K] S dO per key row */
-        float *wn = sdq + K, *zero = wn + VB;     /* [VB] the next row's R^T k; zeros */
-        memset(zero, 0, VB * sizeof(float));
+        float *Sx = ck + (size_t)nseg * tile;     /* [SEG][K*VB] states before each row of a segment
+                                                     (0: in ck; pass 1's running state) */
+        float *R = Sx + (size_t)SEG * tile;       /* [K*VB] gradient of the state */
+        float *Ua = R + tile;                     /* [N][VB] u of every row */
+        float *Av = Ua + (size_t)N * VB;          /* [SEG][K] gk decays of a segment's rows */
+        float *an = Av + (size_t)SEG * K, *av = an + K, *kd = av + K; /* [K]: pass 1's decays, decayed key */
+        float *zk = kd + K;                       /* [K] zeros */
+        float *ab = zk + K;                       /* [K] scratch */
+        float *w = ab + K;                        /* [VB] */
+        float *wn = w + VB, *ub = wn + VB, *wb = ub + VB, *D = wb + VB, *zv = D + VB;
+        memset(zk, 0, (size_t)K * sizeof(float));
+        memset(ab, 0, (size_t)K * sizeof(float));
+        memset(zv, 0, VB * sizeof(float));
         float *dgk = c->gk ? go->dgk : NULL;
         for (int t = 0; t < T; t++) {
             memset(LINA_ROW(go->dq, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
@@ -581,12 +643,16 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
         }
         for (int vb = 0; vb < nvb; vb++) {
             const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
-            /* forward with checkpoints (in place, the fused row update) */
+            /* (1) forward in place in Sx[0], with checkpoints and u */
             tile_load(Sx, c->h0 ? LINA_STATE(c->h0, b, h, H, KV) : NULL, K, V, j0, W);
             tile_dot(K, Sx, dl_kdec(c, b, 0, h, an, kd), w);
             for (int r = 0; r < N; r++) {
                 if (r % SEG == 0) {
                     memcpy(ck + (size_t)(r / SEG) * tile, Sx, tile * sizeof(float));
+                }
+                if (r + BK_PF < N) {
+                    lina_prefetch_floats(dl_k(c, b, r + BK_PF, h), K);
+                    lina_prefetch_floats(dl_v(c, b, r + BK_PF, h) + j0, W);
                 }
                 const int dec = (c->g || c->gk) && r % n == 0;
                 const float a = c->g && dec ? expf(c->g[dl_gix(c, b, r / n, h)]) : 1.0f;
@@ -594,101 +660,97 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                 av = an;
                 an = tmp;
                 const float be = c->beta[dl_bix(c, b, r, h)];
-                const float *kr = dl_k(c, b, r, h), *vr = dl_v(c, b, r, h) + j0;
-                for (int i = 0; i < K; i++) {
-                    kb[i] = be * kr[i];
-                }
+                const float *vr = dl_v(c, b, r, h) + j0;
+                float *u = Ua + (size_t)r * VB;
                 for (int j = 0; j < W; j++) {
-                    Us[j] = vr[j] - a * w[j];
+                    u[j] = vr[j] - a * w[j];
+                    ub[j] = be * u[j];
                 }
                 for (int j = W; j < VB; j++) {
-                    Us[j] = 0.0f;
+                    u[j] = ub[j] = 0.0f;
                 }
                 const int nxt = r + 1 < N;
-                rec_row_dispatch(K, Sx, a, c->gk ? av : NULL, kb, Us, NULL, NULL,
+                rec_row_dispatch(K, Sx, a, c->gk ? av : NULL, dl_k(c, b, r, h), ub, NULL, NULL,
                                  nxt ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w, dec | (nxt << 2));
             }
             tile_load(R, gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL, K, V, j0, W);
             /* the last row's output (Sx holds S_{N-1} after the forward):
              * R += s q dO^T, dq += s S_{N-1} dO, w = R^T k_{N-1} */
             {
-                const float *qp = NULL, *dOp = NULL;
-                bk_out(c, gi, b, h, N - 1, j0, W, qs, dO, &qp, &dOp);
-                bk_row(K, R, Sx, zero, zero, 0.0f, zero, 1.0f, NULL, dl_k(c, b, N - 1, h), qp, dOp, dkl,
-                       dgi, sdq, w);
-                bk_dq(c, go, b, h, N - 1, qp, sdq);
+                float *dq = NULL;
+                const float *qp = bk_out(c, gi, go, b, h, N - 1, j0, W, D, &dq);
+                bk_row(K, R, Sx, zv, zv, zk, 1.0f, NULL, dl_k(c, b, N - 1, h), qp, D, ab, dq, NULL,
+                       NULL, w, BG_NONE, qp != NULL);
             }
             for (int sg = nseg - 1; sg >= 0; sg--) {
                 const int ts = sg * SEG, te = ts + SEG < N ? ts + SEG : N;
-                memcpy(Sx, ck + (size_t)sg * tile, tile * sizeof(float));
-                float *wr = wn; /* the recompute's scratch; w holds row te-1's R^T k */
-                tile_dot(K, Sx, dl_kdec(c, b, ts, h, an, kd), wr);
+                const float *ckp = ck + (size_t)sg * tile;
+#define BK_STATE(m) ((m) == 0 ? ckp : Sx + (size_t)(m) * tile) /* S before row ts + m */
+                /* (2) the segment's states */
                 for (int r = ts; r < te; r++) {
-                    const float a = expf(dl_gate(c, b, r, h));
-                    const float be = c->beta[dl_bix(c, b, r, h)];
-                    const float *kr = dl_k(c, b, r, h);
-                    for (int i = 0; i < K; i++) {
-                        kb[i] = be * kr[i];
-                    }
-                    float *tmp = av;
-                    av = an;
-                    an = tmp;
-                    rec_step_fused(K, Sx + (size_t)(r - ts) * tile, Sx + (size_t)(r - ts + 1) * tile,
-                                   a, c->gk ? av : NULL, kb, dl_v(c, b, r, h) + j0, W,
-                                   Us + (size_t)(r - ts) * VB,
-                                   r + 1 < te ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, wr);
-                }
-                for (int r = te - 1; r >= ts; r--) {
-                    const int t = r / n, jn = r % n;
-                    const int dec = c->g && jn == 0;
-                    const float a = dec ? expf(c->g[dl_gix(c, b, t, h)]) : 1.0f;
-                    const float be = c->beta[dl_bix(c, b, r, h)];
-                    const float *kr = dl_k(c, b, r, h);
                     if (c->gk) {
-                        dl_kdec(c, b, r, h, av, kd); /* av = exp(gk_r) */
+                        lina_vexp(Av + (size_t)(r - ts) * K, LINA_ROW(c->gk, b, r, h, T, H, K),
+                                  (size_t)K);
                     }
-                    const float *u = Us + (size_t)(r - ts) * VB;
+                    if (r + 1 == te) {
+                        break;
+                    }
+                    const int gate = c->gk ? BG_CHANNEL : c->g && r % n == 0 ? BG_SCALAR : BG_NONE;
+                    const float a = gate == BG_SCALAR ? expf(c->g[dl_gix(c, b, r / n, h)]) : 1.0f;
+                    const float be = c->beta[dl_bix(c, b, r, h)];
+                    const float *u = Ua + (size_t)r * VB;
+                    for (int j = 0; j < VB; j++) {
+                        ub[j] = be * u[j];
+                    }
+                    bk_fill(K, BK_STATE(r - ts), Sx + (size_t)(r - ts + 1) * tile, a,
+                            Av + (size_t)(r - ts) * K, dl_k(c, b, r, h), ub, gate);
+                }
+                /* (3) its rows back */
+                for (int r = te - 1; r >= ts; r--) {
+                    if (r >= BK_PF) {
+                        const int rp = r - BK_PF, tp = rp / n;
+                        lina_prefetch_floats(dl_k(c, b, rp, h), K);
+                        lina_prefetch_floats(LINA_ROW(go->dk, b, rp, h, N, H, K), K);
+                        lina_prefetch_floats(LINA_ROW(go->dv, b, rp, h, N, H, V) + j0, W);
+                        if (gi->do_) {
+                            lina_prefetch_floats(LINA_ROW(gi->do_, b, tp, h, T, H, V) + j0, W);
+                            lina_prefetch_floats(dl_q(c, b, tp, h), K);
+                            lina_prefetch_floats(LINA_ROW(go->dq, b, tp, h, T, H, K), K);
+                        }
+                    }
+                    const int t = r / n;
+                    const int gate = c->gk ? BG_CHANNEL : c->g && r % n == 0 ? BG_SCALAR : BG_NONE;
+                    const float a = gate == BG_SCALAR ? expf(c->g[dl_gix(c, b, t, h)]) : 1.0f;
+                    const float be = c->beta[dl_bix(c, b, r, h)];
+                    const float *u = Ua + (size_t)r * VB;
                     /* dv = beta w, dbeta = w . u */
                     float *dv = LINA_ROW(go->dv, b, r, h, N, H, V) + j0;
-                    double dbe = 0.0;
+                    float dbe = 0.0f;
+#pragma omp simd reduction(+ : dbe)
+                    for (int j = 0; j < VB; j++) {
+                        dbe += w[j] * u[j];
+                        ub[j] = be * u[j];
+                        wb[j] = be * w[j];
+                    }
                     for (int j = 0; j < W; j++) {
-                        dv[j] = be * w[j];
-                        dbe += (double)w[j] * u[j];
+                        dv[j] = wb[j];
                     }
-                    go->dbeta[dl_bix(c, b, r, h)] += (float)dbe;
+                    go->dbeta[dl_bix(c, b, r, h)] += dbe;
                     /* row r back, fused with row r-1's output and its R^T k */
-                    const float *qp = NULL, *dOp = NULL;
-                    if (r > 0) {
-                        bk_out(c, gi, b, h, r - 1, j0, W, qs, dO, &qp, &dOp);
+                    float *dq = NULL, dgs = 0.0f;
+                    const float *qp = bk_out(c, gi, go, b, h, r - 1, j0, W, D, &dq);
+                    bk_row(K, R, BK_STATE(r - ts), ub, wb, dl_k(c, b, r, h), a,
+                           Av + (size_t)(r - ts) * K, r > 0 ? dl_k(c, b, r - 1, h) : zk, qp, D,
+                           LINA_ROW(go->dk, b, r, h, N, H, K), dq,
+                           dgk ? LINA_ROW(dgk, b, t, h, T, H, K) : ab, &dgs, wn, gate, qp != NULL);
+                    if (gate == BG_SCALAR && go->dg) {
+                        go->dg[dl_gix(c, b, t, h)] += a * dgs;
                     }
-                    bk_row(K, R, Sx + (size_t)(r - ts) * tile, u, w, be, kr, a, c->gk ? av : NULL,
-                           r > 0 ? dl_k(c, b, r - 1, h) : NULL, qp, dOp, dkl, dgi, sdq, wn);
                     float *tmp = w;
                     w = wn;
                     wn = tmp;
-                    for (int j = W; j < VB; j++) {
-                        w[j] = 0.0f;
-                    }
-                    float *dk = LINA_ROW(go->dk, b, r, h, N, H, K);
-                    for (int i = 0; i < K; i++) {
-                        dk[i] += be * dkl[i];
-                    }
-                    if (dgk) {
-                        float *dgr = LINA_ROW(dgk, b, t, h, T, H, K);
-                        for (int i = 0; i < K; i++) {
-                            dgr[i] += av[i] * dgi[i];
-                        }
-                    } else if (dec && go->dg) {
-                        double dga = 0.0;
-                        for (int i = 0; i < K; i++) {
-                            dga += dgi[i];
-                        }
-                        go->dg[dl_gix(c, b, t, h)] += (float)(a * dga);
-                    }
-                    if (r > 0) {
-                        bk_dq(c, go, b, h, r - 1, qp, sdq);
-                    }
                 }
+#undef BK_STATE
             }
             if (go->dh0) {
                 tile_store(LINA_STATE(go->dh0, b, h, H, KV), R, K, V, j0, W);
