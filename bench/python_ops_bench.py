@@ -109,13 +109,14 @@ def torch_call(op, x):
 
 
 class Raw:
-    """The op's kernel called directly (ctypes), outputs and gradients preallocated."""
+    """The op's kernel called directly (ctypes), outputs and gradients preallocated, in the
+    form that lina.ops runs for the call (lina_dd_fast_form / lina_delta_fast_form: for the
+    forward alone, and for forward + backward)."""
 
     def __init__(self, op, x):
         q, k, v = x["q"], x["k"], x["v"]
         B, T, H, K = q.shape
         V = v.shape[-1]
-        self.form = 0 if op.startswith("fused_recurrent") else 1
         self.d = L.MixDims(B, T, H, K, V, 0, K ** -0.5)
         self.o, self.ht, self.do = torch.empty(B, T, H, V), torch.empty(B, H, K, V), torch.randn(B, T, H, V)
         self.grads = [torch.empty_like(x[n]) for n in ("q", "k", "v")]
@@ -125,8 +126,10 @@ class Raw:
         if self.delta:
             n = NH if op == "chunk_gated_delta_product" else 1
             g = x.get("g")
+            self.forms = [L.lib.lina_delta_fast_form(ctypes.byref(self.d), n, bw) for bw in (0, 1)]
             self.gb, self.gg = torch.empty_like(x["beta"]), None if g is None else torch.empty_like(g)
-            self.cache = torch.empty(L.lib.lina_delta_cache_floats(ctypes.byref(self.d), n)) if self.form else None
+            self.cache = torch.empty(L.lib.lina_delta_cache_floats(ctypes.byref(self.d), n)) \
+                if self.forms[1] == 1 else None
             self.inp = L.DeltaIn(p(q), p(k), p(v), p(x["beta"]), p(g), None, n)
             self.out = L.DeltaOut(p(self.o), p(self.ht), p(self.cache))
             self.out_fwd = L.DeltaOut(p(self.o), p(self.ht), None)
@@ -142,8 +145,11 @@ class Raw:
             elif g is not None:
                 gate = 2 if g.dim() == 3 else 3
             self.g = g
+            self.forms = [L.lib.lina_dd_fast_form(ctypes.byref(self.d), gate, bw) for bw in (0, 1)]
             self.gg = None if g is None or gate == 1 else torch.empty_like(g)
-            self.states = torch.empty(L.lib.lina_dd_states_size(ctypes.byref(self.d)))
+            # chunk-start states for the chunk backward (the recurrent one does not read them)
+            self.states = torch.empty(L.lib.lina_dd_states_size(ctypes.byref(self.d))) \
+                if self.forms[1] == 1 else None
             self.inp = L.DDIn(p(q), p(k), p(v), gate, p(g), None)
             self.out = L.DDOut(p(self.o), p(self.ht), p(self.states))
             self.out_fwd = L.DDOut(p(self.o), p(self.ht), None)
@@ -151,17 +157,17 @@ class Raw:
             self.gout = L.DDGradOut(*gr, p(self.gg), None)
             self.f, self.b = L.lib.lina_dd_fwd, L.lib.lina_dd_bwd
 
-    def fwd(self, out=None):
+    def fwd(self, out=None, form=None):
         """forward only (nothing kept for a backward, as lina.ops without gradients)"""
         with L.threads_scope():
             L.check(self.f(ctypes.byref(self.d), ctypes.byref(self.inp), ctypes.byref(out or self.out_fwd),
-                           self.form, L.workspace()))
+                           self.forms[0] if form is None else form, L.workspace()))
 
     def fwd_bwd(self):
-        self.fwd(self.out)  # keeping the chunk states / cache for the backward, as lina.ops does
+        self.fwd(self.out, self.forms[1])  # keeping the chunk states / cache for the backward, as lina.ops does
         with L.threads_scope():
             L.check(self.b(ctypes.byref(self.d), ctypes.byref(self.inp), ctypes.byref(self.gin),
-                           ctypes.byref(self.gout), self.form, L.workspace()))
+                           ctypes.byref(self.gout), self.forms[1], L.workspace()))
 
     def fwd_read(self):
         self.fwd()
@@ -315,9 +321,9 @@ def main():
              "per lina fwd+bwd call (the C calls reuse their buffers); "
              + ("each lina and C call followed by a one-element read of its output" if not a.no_read
                 else "no read after the calls") + ("" if a.fresh_malloc else ", malloc in its steady state"), "",
-             "| shape | threads | op | torch fwd | lina fwd | C fwd | torch fwd+bwd | lina fwd+bwd | C fwd+bwd "
+             "| shape | threads | op | form fwd / fwd+bwd | torch fwd | lina fwd | C fwd | torch fwd+bwd | lina fwd+bwd | C fwd+bwd "
              "| torch / lina fwd | torch / lina fwd+bwd | overhead fwd | overhead fwd+bwd | page faults |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     gemm = []
     for sname, (B, T, H, K, V) in shapes:
@@ -357,7 +363,8 @@ def main():
                     c = r["c" + k][1]
                     return (f"{1e6 * r['d' + k][1]:+.0f} us {100 * r['d' + k][1] / c:+.1f}% "
                             f"[{100 * r['q1' + k][1] / c:+.1f}, {100 * r['q3' + k][1] / c:+.1f}]")
-                line = (f"| {sname} | {nt} | {op} | {ms('tf')} | {ms('lf')} | {ms('cf')} | {ms('tb')} | {ms('lb')} | "
+                fm = " / ".join(("recurrent", "chunk")[f] for f in raw.forms)
+                line = (f"| {sname} | {nt} | {op} | {fm} | {ms('tf')} | {ms('lf')} | {ms('cf')} | {ms('tb')} | {ms('lb')} | "
                         f"{ms('cb')} | {ratio('tf', 'lf')} | {ratio('tb', 'lb')} | {over('f')} | {over('b')} | {r['lb'][2]:.0f} |")
                 print(line, flush=True)
                 lines.append(line)

@@ -114,6 +114,18 @@ float lina_logsigmoidf(float x);
 float lina_softplusf(float x);
 /* y[i] = exp(x[i]) for n elements (vectorised; y may alias x). */
 void lina_vexp(float *y, const float *x, size_t n);
+/* Checks of data made by other code before or after a mixer call, one vectorised pass each
+ * (the Python package's ops use them instead of passes of their own).
+ * lina_check_log_gates: 0 when all n values of g are log decays (finite and <= 0); 1 when
+ * one is NaN or +-Inf (*worst, if not NULL, gets it); 2 when all are finite but some are
+ * above 0 (*worst gets the largest). */
+int lina_check_log_gates(const float *g, size_t n, float *worst);
+/* 1 when the probes of a mixer output o[B,T,H,V] are all finite, 0 when one is not: column
+ * 0 of every row (B*T*H values) and the whole last token (B*H*V values). A NaN or Inf in q_t
+ * reaches every column of o_t, one in k, v, a gate or the initial state reaches the state
+ * and so the last token: the probes show a non-finite input of the recurrences without
+ * reading the inputs (1 for an empty o). */
+int lina_mix_out_finite(const float *o, int B, int T, int H, int V);
 
 /* ------------------------------------------------------------------ tensor */
 
@@ -518,6 +530,17 @@ size_t lina_dd_states_size_varlen(const lina_mix_dims *d, const int64_t *cu, int
 
 /* RetNet decay of head h out of H: log(1 - 2^(-5-h)). Fills g_head[H]. */
 void lina_retention_gates(int H, float *g_head);
+
+/* The faster of a mixer's two forms for a call of these dims on this library's kernels, for
+ * callers that do not need one in particular (the Python package's ops). Both forms are
+ * exact (the same function to float32 round-off); backward: nonzero when the call's
+ * backward will run too (the choice holds for both passes). Diagonal decay: the recurrent
+ * form for a gate per key channel (gla) at K in 49..64 (forward alone: 49..128) and V in
+ * 49..128, else the chunk form. Delta rule (n sub-steps per token): the chunk form from T*n >= two
+ * chunks on (d->chunk, or its default for K), else the recurrent one. Calls of T < 2 are
+ * recurrent. */
+lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int backward);
+lina_form lina_delta_fast_form(const lina_mix_dims *d, int n, int backward);
 
 /* ------------------------------------------------------ delta-rule family */
 

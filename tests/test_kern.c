@@ -230,6 +230,76 @@ static void test_sgemm_layer(const char *isa)
           "the sum of magnitudes; %d entries unwritten or written past N)", isa, worst, nan_left);
 }
 
+/* lina_check_log_gates and lina_mix_out_finite against a plain scan: every kind of bad
+ * value (NaN of either sign, +-Inf, a positive value, +0.0 and -0.0 allowed) at every
+ * position of every length 0..40 (the vector bodies and their tails), and the probes of
+ * an output at odd shapes (a bad value inside a probe found, one elsewhere ignored). */
+static void test_checks(const char *isa)
+{
+    float g[48];
+    const float bad_vals[] = {NAN, -NAN, INFINITY, -INFINITY, 0.5f, FLT_MAX, FLT_MIN};
+    const int bad_code[] = {1, 1, 1, 1, 2, 2, 2};
+    int wrong = 0;
+    for (int n = 0; n <= 40; n++) {
+        for (int i = 0; i < n; i++) {
+            g[i] = -(float)(i % 7) * 0.25f - (i % 3 == 0 ? 0.0f : 1e-30f);
+        }
+        float w = 1.0f;
+        wrong += lina_check_log_gates(g, (size_t)n, &w) != 0;
+        if (n) {
+            g[n / 2] = 0.0f;
+            g[n - 1] = -0.0f;
+            wrong += lina_check_log_gates(g, (size_t)n, &w) != 0;
+            g[n - 1] = -FLT_MAX;
+            g[n / 2] = -1.0f;
+        }
+        for (int pos = 0; pos < n; pos++) {
+            for (size_t b = 0; b < sizeof bad_vals / sizeof bad_vals[0]; b++) {
+                const float keep = g[pos];
+                g[pos] = bad_vals[b];
+                w = 0.0f;
+                const int rc = lina_check_log_gates(g, (size_t)n, &w);
+                wrong += rc != bad_code[b];
+                if (bad_code[b] == 2) {
+                    wrong += w != bad_vals[b];
+                } else {
+                    wrong += isfinite(w);
+                }
+                wrong += lina_check_log_gates(g, (size_t)n, NULL) != bad_code[b];
+                g[pos] = keep;
+            }
+        }
+    }
+    CHECK(wrong == 0, "check_log_gates %s: every bad value at every position of lengths 0..40 (%d wrong)",
+          isa, wrong);
+
+    const int shapes[][4] = {{1, 1, 1, 1}, {2, 3, 1, 5}, {3, 7, 2, 17}, {1, 33, 3, 64}};
+    int pwrong = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int B = shapes[s][0], T = shapes[s][1], H = shapes[s][2], V = shapes[s][3];
+        const size_t n = (size_t)B * T * H * V;
+        float *o = malloc(n * sizeof *o);
+        for (size_t i = 0; i < n; i++) {
+            o[i] = (float)(i % 13) - 6.0f;
+        }
+        pwrong += lina_mix_out_finite(o, B, T, H, V) != 1;
+        for (size_t i = 0; i < n; i++) {
+            const size_t v = i % V, t = i / ((size_t)H * V) % T;
+            const int probed = v == 0 || t == (size_t)T - 1;
+            for (int b = 0; b < 4; b++) {
+                const float keep = o[i];
+                o[i] = bad_vals[b];
+                pwrong += lina_mix_out_finite(o, B, T, H, V) != !probed;
+                o[i] = keep;
+            }
+        }
+        free(o);
+    }
+    pwrong += lina_mix_out_finite(NULL, 0, 0, 0, 0) != 1;
+    CHECK(pwrong == 0, "mix_out_finite %s: column 0 and the last token found, the rest not read (%d wrong)",
+          isa, pwrong);
+}
+
 int main(void)
 {
     test_select();
@@ -240,6 +310,7 @@ int main(void)
         test_vexp_path(p);
         test_sgemm_sm(p);
         test_sgemm_layer(p);
+        test_checks(p);
     }
     return th_exit();
 }

@@ -21,7 +21,12 @@ try:
 except ImportError:  # NumPy is optional
     _np = None
 
-RECURRENT, CHUNK = 0, 1
+RECURRENT, CHUNK, FAST = 0, 1, -1
+
+# The form that FAST resolves to: None lets the library pick the faster one for the call's
+# shape (lina_dd_fast_form, lina_delta_fast_form); RECURRENT or CHUNK runs that one (the
+# tests use this to run both forms through the ops).
+forced_form = None
 _F32 = torch.float32
 
 
@@ -82,44 +87,20 @@ def _all_finite(x):
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
-if _np is not None and hasattr(_np, "seterrobj"):  # NumPy 1.x: its error mode as one list
-    def _quiet_np():
-        old = _np.geterrobj()
-        quiet = list(old)
-        quiet[1] = 0  # every floating-point error ignored
-        _np.seterrobj(quiet)
-        return lambda: _np.seterrobj(old)
-elif _np is not None:
-    def _quiet_np():
-        st = _np.errstate(all="ignore")
-        st.__enter__()
-        return lambda: st.__exit__(None, None, None)
-
-
-def _as_numpy(x):
-    return (x.detach() if x.requires_grad else x).numpy()
-
-
 def _probes_finite(o, extra):
     """Whether o's column 0 and its last token, and the small tensors `extra`, are all
-    finite (see Args.verify). Their sums go through NumPy when it is there: right after a
-    kernel of several milliseconds the interpreter's and PyTorch's code is out of the
-    caches, and NumPy's slicing and reductions are the shorter path (about half the time of
-    the same PyTorch calls there). NumPy's error mode is set to ignore for the sums (a probe
-    holding +Inf and -Inf sums to NaN, which is the answer here, not a warning) and
-    restored. Only when a sum is not finite do the full checks decide (a sum of finite
-    values can overflow)."""
-    if _np is not None:
-        n = _as_numpy(o)
-        probes = [n[..., 0], n[:, -1]] + [_as_numpy(x) for x in extra]
-        restore = _quiet_np()
-        try:
-            if all(math.isfinite(x.sum()) for x in probes):
-                return True
-        finally:
-            restore()
-    probes = [o.select(-1, 0), o.select(1, -1)] + list(extra)
-    return all(_all_finite(x.detach()) for x in probes if x.numel())
+    finite (see Args.verify): one pass in C (lina_mix_out_finite) for o [B,T,H,V] as the
+    kernel wrote it. Right after a kernel of several milliseconds the interpreter's and
+    PyTorch's code is out of the caches, so one foreign call costs less than the slicing and
+    reductions of the same probes in PyTorch or NumPy. Only when a probe is not finite do
+    the full checks decide (see verify)."""
+    if o.dim() == 4 and o.is_contiguous():
+        B, T, H, V = o.shape
+        if not L.lib.lina_mix_out_finite(o.data_ptr(), B, T, H, V):
+            return False
+    elif not all(_all_finite(x.detach()) for x in (o.select(-1, 0), o.select(1, -1)) if x.numel()):
+        return False
+    return all(_all_finite(x.detach()) for x in extra)
 
 
 class Args:
@@ -251,35 +232,17 @@ def check_scale(a, scale, K):
     return scale
 
 
-# int32 reading of the bits of -FLT_MAX: the bits of every float in [-FLT_MAX, -0.0] read
-# as int32 are at most this (sign bit set, exponent below all ones); those of -Inf, of a
-# NaN with its sign bit set, of +0.0 and of every value above it are greater.
-_NEG_FINITE_BITS = -8388609
-
-
-def _max_bits(g):
-    """The maximum of g's bits read as int32: through NumPy when it is there (one thread:
-    a PyTorch reduction of a large gate on two threads waits at a barrier for the second
-    thread, which on a busy machine costs more than the pass), else through PyTorch."""
-    if _np is not None:
-        return int((g.detach() if g.requires_grad else g).numpy().view(_np.int32).max())
-    return int(g.view(torch.int32).max())
-
-
 def check_log_gate(a, name, g):
-    """Log decays must be finite and <= 0 (decay = exp(g) in (0, 1]). One pass decides
-    the common case: the maximum of g's bits read as int32 (_max_bits) is at most _NEG_FINITE_BITS
-    exactly when every element is finite and negative (or -0.0). Otherwise (a +0.0, or
-    a bad value) g's min and max decide (amin and amax: two vectorised passes, faster
-    than aminmax's one in PyTorch 1.13; both carry a NaN). The gate leaves verify()'s
-    list either way."""
+    """Log decays must be finite and <= 0 (decay = exp(g) in (0, 1]): one vectorised pass
+    in C (lina_check_log_gates, the maximum of g's bits read as int32) decides. g is a
+    contiguous float32 tensor that Args.tensor returned. The gate leaves verify()'s list."""
     if g is not None and g.numel():
-        if _max_bits(g) > _NEG_FINITE_BITS:
-            lo, hi = float(g.amin()), float(g.amax())
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise a.err(ValueError, f"{name} contains NaN or Inf")
-            if hi > 0:
-                raise a.err(ValueError, f"{name} must hold log decays <= 0 (found {hi:g})")
+        worst = ctypes.c_float()
+        rc = L.lib.lina_check_log_gates(g.data_ptr(), g.numel(), ctypes.byref(worst))
+        if rc == 1:
+            raise a.err(ValueError, f"{name} contains NaN or Inf")
+        if rc:
+            raise a.err(ValueError, f"{name} must hold log decays <= 0 (found {worst.value:g})")
         a.deferred = [(n, x) for n, x in a.deferred if x is not g]
 
 
@@ -336,11 +299,15 @@ class DD(torch.autograd.Function):
     def forward(ctx, q, k, v, g, h0, scale, form, chunk, want_ht):
         d = _dims(q, v, scale, chunk)
         B, T, H, K = q.shape
+        gate = _GATE[None if g is None else g.dim()]
+        if form == FAST:
+            form = forced_form if forced_form is not None else \
+                L.lib.lina_dd_fast_form(ctypes.byref(d), gate, ctx is not None)
         o, ht = _empty(B, T, H, d.V), _empty(B, H, K, d.V) if want_ht else None
         states = None
-        if _needs(ctx, 5):
+        if form == CHUNK and _needs(ctx, 5):  # the recurrent backward does not read them
             states = pool.take(ctx, L.lib.lina_dd_states_size(ctypes.byref(d)))
-        inp = L.DDIn(_p(q), _p(k), _p(v), _GATE[None if g is None else g.dim()], _p(g), _p(h0))
+        inp = L.DDIn(_p(q), _p(k), _p(v), gate, _p(g), _p(h0))
         out = L.DDOut(_p(o), _p(ht), _p(states))
         _call(L.lib.lina_dd_fwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form,
               L.workspace())
@@ -378,6 +345,9 @@ class Delta(torch.autograd.Function):
     def forward(ctx, q, k, v, beta, g, h0, n, scale, form, chunk, want_ht):
         d = _dims(q, v, scale, chunk)
         B, T, H, K = q.shape
+        if form == FAST:
+            form = forced_form if forced_form is not None else \
+                L.lib.lina_delta_fast_form(ctypes.byref(d), n, ctx is not None)
         o, ht = _empty(B, T, H, d.V), _empty(B, H, K, d.V) if want_ht else None
         cache = None
         if form == CHUNK and _needs(ctx, 6):

@@ -16,8 +16,15 @@ honour raises instead of computing something else:
   float64) -> NotImplementedError naming the argument; non-float dtypes -> TypeError
 - wrong shapes, NaN/Inf, log decays > 0 -> ValueError naming the argument
 
-``chunk_*`` run lina's chunkwise form, ``fused_recurrent_*`` its token-by-token form;
-both compute the same function. The number of threads is lina.get_num_threads().
+``chunk_*`` and ``fused_recurrent_*`` of one family compute the same function (FLA's
+names tell its two algorithms apart). lina has both forms, exact alike (the tests hold
+each to the same float64 reference), and runs the one that is faster for the call's
+shape and for whether a backward follows (lina_dd_fast_form / lina_delta_fast_form in
+include/lina.h): the chunk form for the delta-rule family from two chunks of rows on
+(so ``fused_recurrent_delta_rule`` at T = 512 runs it: its recurrent form takes 1.6-3x
+longer there), the recurrent form for single tokens and for GLA's per-channel gate at
+K = V = 64 (so ``chunk_gla`` at a training shape runs it: 0.7-0.8x of the chunk form's
+time), else the chunk form. The number of threads is lina.get_num_threads().
 """
 
 import functools
@@ -26,7 +33,7 @@ import inspect
 import torch
 
 from ._core import _np
-from ._core import CHUNK, RECURRENT, DD, Delta, Lion, Mlstm, Softmax, Args, apply, check_log_gate, check_scale
+from ._core import CHUNK, FAST, RECURRENT, DD, Delta, Lion, Mlstm, Softmax, Args, apply, check_log_gate, check_scale
 
 __all__ = [
     "chunk_linear_attn", "fused_recurrent_linear_attn", "chunk_retention", "chunk_simple_gla",
@@ -254,7 +261,7 @@ def chunk_linear_attn(q, k, v, scale=None, initial_state=None, output_final_stat
         normalize=True the tuple (h_T, z_T [B, 1, H, K]); None unless output_final_state.
     """
     return _linear_attn("chunk_linear_attn", q, k, v, scale, initial_state, output_final_state,
-                        normalize, cu_seqlens, False, CHUNK, head_first)
+                        normalize, cu_seqlens, False, FAST, head_first)
 
 
 @_varlen
@@ -266,7 +273,7 @@ def fused_recurrent_linear_attn(q, k, v, scale=None, initial_state=None, output_
     final state is the one after token 0.
     """
     return _linear_attn("fused_recurrent_linear_attn", q, k, v, scale, initial_state,
-                        output_final_state, normalize, cu_seqlens, reverse, RECURRENT, head_first)
+                        output_final_state, normalize, cu_seqlens, reverse, FAST, head_first)
 
 
 @_varlen
@@ -282,7 +289,7 @@ def chunk_retention(q, k, v, scale=None, initial_state=None, output_final_state=
     q, k, v = _layout(a, head_first, q, k, v)
     q = a.tensor("q", q, "BTHK")
     _, _, _, o, ht = _dd(a, q, k, v, _retention_gates(q.shape[2]), None, scale, initial_state,
-                         CHUNK, output_final_state)
+                         FAST, output_final_state)
     return _finish(a, o, ht, output_final_state, head_first)
 
 
@@ -320,7 +327,7 @@ def chunk_simple_gla(q, k, v, g=None, g_gamma=None, scale=None, initial_state=No
         gate = ("g", "BTH")
     elif g_gamma is not None:
         g, gate = g_gamma, ("g_gamma", "H")
-    _, _, _, o, ht = _dd(a, q, k, v, g, gate, scale, initial_state, CHUNK, output_final_state,
+    _, _, _, o, ht = _dd(a, q, k, v, g, gate, scale, initial_state, FAST, output_final_state,
                          state_v_first)
     return _finish(a, o, ht, output_final_state, head_first)
 
@@ -351,7 +358,7 @@ def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=Fal
     if g is None:
         raise a.err(ValueError, "g is required")
     return _gla("chunk_gla", q, k, v, g, scale, initial_state, output_final_state, False,
-                state_v_first, cu_seqlens, CHUNK, head_first)
+                state_v_first, cu_seqlens, FAST, head_first)
 
 
 @_varlen
@@ -369,7 +376,7 @@ def fused_recurrent_gla(q, k, v, gk=None, gv=None, scale=None, initial_state=Non
     if gv is not None:
         raise a.err(NotImplementedError, "gv (value-channel gates) is not supported by lina")
     return _gla("fused_recurrent_gla", q, k, v, gk, scale, initial_state, output_final_state,
-                reverse, state_v_first, cu_seqlens, RECURRENT, head_first)
+                reverse, state_v_first, cu_seqlens, FAST, head_first)
 
 
 # ------------------------------------------------------------ delta-rule family
@@ -433,7 +440,7 @@ def chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final
     a = Args("chunk_delta_rule")
     _kwargs(a, kwargs, ("cu_seqlens_cpu",))
     return _delta(a, q, k, v, beta, None, 1, scale, initial_state, output_final_state,
-                  use_qk_l2norm_in_kernel, CHUNK, head_first)
+                  use_qk_l2norm_in_kernel, FAST, head_first)
 
 
 @_varlen
@@ -445,7 +452,7 @@ def fused_recurrent_delta_rule(q, k, v, beta=None, scale=None, initial_state=Non
     if beta is None and isinstance(q, torch.Tensor):
         beta = torch.ones(q.shape[:-1], dtype=q.dtype, device=q.device)
     return _delta(a, q, k, v, beta, None, 1, scale, initial_state, output_final_state,
-                  use_qk_l2norm_in_kernel, RECURRENT, head_first)
+                  use_qk_l2norm_in_kernel, FAST, head_first)
 
 
 @_varlen
@@ -482,7 +489,7 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None,
     if g is None:
         raise a.err(ValueError, "g is required")
     return _delta(a, q, k, v, beta, g, 1, scale, initial_state, output_final_state,
-                  use_qk_l2norm_in_kernel, CHUNK, head_first, state_v_first,
+                  use_qk_l2norm_in_kernel, FAST, head_first, state_v_first,
                   use_beta_sigmoid_in_kernel, allow_neg_eigval)
 
 
@@ -508,7 +515,7 @@ def fused_recurrent_gated_delta_rule(q, k, v, g=None, gk=None, gv=None, beta=Non
     if beta is None and isinstance(q, torch.Tensor):
         beta = torch.ones(q.shape[:-1], dtype=q.dtype, device=q.device)
     return _delta(a, q, k, v, beta, g, 1, scale, initial_state, output_final_state,
-                  use_qk_l2norm_in_kernel, RECURRENT, head_first, state_v_first,
+                  use_qk_l2norm_in_kernel, FAST, head_first, state_v_first,
                   use_beta_sigmoid_in_kernel, allow_neg_eigval)
 
 
@@ -535,7 +542,7 @@ def chunk_gated_delta_product(q, k, v, g, beta, num_householder, scale=None, ini
     if not isinstance(num_householder, int) or num_householder < 1:
         raise a.err(ValueError, f"num_householder must be an int >= 1, got {num_householder!r}")
     return _delta(a, q, k, v, beta, g, num_householder, scale, initial_state, output_final_state,
-                  use_qk_l2norm_in_kernel, CHUNK, head_first)
+                  use_qk_l2norm_in_kernel, FAST, head_first)
 
 
 # ------------------------------------------------------------- lina's own ops

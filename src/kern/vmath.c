@@ -184,3 +184,96 @@ void LINA_KFN(lina_vsigmoid)(float *s, const float *x, size_t n)
 LINA_ISA_DISPATCH_VOID(lina_vexp, (float *y, const float *x, size_t n), (y, x, n))
 LINA_ISA_DISPATCH_VOID(lina_vsigmoid, (float *s, const float *x, size_t n), (s, x, n))
 #endif
+
+/* Checks of the data other code hands to the kernels (the Python package's ops): one
+ * vectorised pass. The bits of a float read as int32 order like this: every value in
+ * [-FLT_MAX, -0.0] is at most LINA_NEG_FINITE_BITS (sign set, exponent not all ones); -Inf,
+ * a NaN with its sign set, +0.0 and everything above it are greater. The absolute bits
+ * (sign cleared) are at least 0x7f800000 exactly for +-Inf and NaN. */
+#define LINA_NEG_FINITE_BITS (-8388609) /* bits of -FLT_MAX */
+#define LINA_EXP_BITS 0x7f800000
+
+static inline int32_t f32_bits(const float *p)
+{
+    int32_t b;
+    memcpy(&b, p, sizeof b);
+    return b;
+}
+
+int LINA_KFN(lina_check_log_gates)(const float *g, size_t n, float *worst)
+{
+    int32_t mx = INT32_MIN;
+    for (size_t i = 0; i < n; i++) {
+        const int32_t b = f32_bits(g + i);
+        mx = b > mx ? b : mx;
+    }
+    if (mx <= LINA_NEG_FINITE_BITS) {
+        return 0;
+    }
+    /* a +0.0 (allowed), a positive value or a non-finite one: the slow pass tells which */
+    float hi = 0.0f;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float x = g[i];
+        if ((f32_bits(g + i) & 0x7fffffff) >= LINA_EXP_BITS) {
+            if (worst) {
+                *worst = x;
+            }
+            return 1;
+        }
+        if (x > hi) {
+            hi = x;
+            bad = 2;
+        }
+    }
+    if (bad && worst) {
+        *worst = hi;
+    }
+    return bad;
+}
+
+/* one element every `stride` floats: rows a few hundred bytes apart, which the hardware
+ * prefetchers follow slowly (about 8 ns a row from L3 without the prefetches here) */
+static int col_finite(const float *x, size_t rows, size_t stride)
+{
+    enum { AHEAD = 96 };
+    int32_t mx = 0;
+    for (size_t r = 0; r < rows; r++) {
+        if (r + AHEAD < rows) {
+            lina_prefetch_floats(x + (r + AHEAD) * stride, 1);
+        }
+        const int32_t b = f32_bits(x + r * stride) & 0x7fffffff;
+        mx = b > mx ? b : mx;
+    }
+    return mx < LINA_EXP_BITS;
+}
+
+static int rows_finite(const float *x, size_t rows, size_t cols, size_t stride)
+{
+    int32_t mx = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const float *p = x + r * stride;
+        for (size_t c = 0; c < cols; c++) {
+            const int32_t b = f32_bits(p + c) & 0x7fffffff;
+            mx = b > mx ? b : mx;
+        }
+    }
+    return mx < LINA_EXP_BITS;
+}
+
+int LINA_KFN(lina_mix_out_finite)(const float *o, int B, int T, int H, int V)
+{
+    if (!o || B <= 0 || T <= 0 || H <= 0 || V <= 0) {
+        return 1;
+    }
+    const size_t tok = (size_t)H * V;
+    if (!col_finite(o, (size_t)B * T * H, (size_t)V)) {
+        return 0;
+    }
+    return rows_finite(o + (size_t)(T - 1) * tok, (size_t)B, tok, (size_t)T * tok);
+}
+
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH(int, lina_check_log_gates, (const float *g, size_t n, float *worst), (g, n, worst))
+LINA_ISA_DISPATCH(int, lina_mix_out_finite, (const float *o, int B, int T, int H, int V), (o, B, T, H, V))
+#endif

@@ -55,3 +55,35 @@ void lina_vexp_d(float *y, const double *x, size_t n)
         n -= m;
     }
 }
+
+/* Which form runs a call faster (both are exact; the tests hold both to the same float64
+ * reference). From CPU times of `lina bench OP --form chunk|recurrent [--backward]` at
+ * B 1-8, T 64-8192, H 4, K = V 16-256, 1 thread, AVX-512 path (results/python_ops_bench.md):
+ *  - diagonal decay: with a gate per key channel (gla) at K 64 the recurrent form takes
+ *    0.65-0.78 of the chunk form's time forward and 0.72-0.91 forward + backward, at K 128
+ *    0.78-0.91 forward and 0.93-1.04 forward + backward; everywhere else (scalar and head
+ *    gates, no gate, K <= 32) the chunk form is as fast or faster (up to 2x at K 16-32);
+ *  - delta rule: the chunk form is faster from T*n = 128 rows on (0.9x of the recurrent
+ *    form's time forward at T 128, 0.3-0.6x forward + backward at T 512-4096); a call of
+ *    fewer rows than two chunks (decode steps) stays recurrent. */
+lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int backward)
+{
+    if (!d || d->T < 2) {
+        return LINA_FORM_RECURRENT;
+    }
+    if (gate == LINA_GATE_VECTOR && d->K > 48 && d->V > 48 && d->V <= 128 &&
+        d->K <= (backward ? 64 : 128)) {
+        return LINA_FORM_RECURRENT;
+    }
+    return LINA_FORM_CHUNK;
+}
+
+lina_form lina_delta_fast_form(const lina_mix_dims *d, int n, int backward)
+{
+    (void)backward;
+    if (!d || d->K <= 0) {
+        return LINA_FORM_RECURRENT;
+    }
+    const long rows = (long)d->T * (n > 1 ? n : 1);
+    return rows >= 2L * lina_chunk_len(d->chunk, d->K) ? LINA_FORM_CHUNK : LINA_FORM_RECURRENT;
+}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import lina
-from lina import ops
+from lina import _core, _lib, ops
 import reference as ref
 
 FWD_RTOL, GRAD_RTOL = 1e-4, 5e-4
@@ -34,9 +34,13 @@ def err(a, b):
     return float((a.double() - b).abs().max() / max(1.0, float(b.abs().max())))
 
 
+FORM_TAG = [""]  # prefix of the test names while forced_form_tests runs
+
+
 def compare(name, fn_lina, fn_ref, inputs, seed=1):
     """inputs: name -> float64 tensor (or None). fn_*(**tensors) -> (o, state); the loss is
     sum(out * w) over every returned tensor with random weights, the same for both."""
+    name = FORM_TAG[0] + name
     xs32 = {n: None if x is None else x.float().requires_grad_() for n, x in inputs.items()}
     xs64 = {n: None if x is None else x.clone().requires_grad_() for n, x in inputs.items()}
     out32, out64 = flat(fn_lina(**xs32)), flat(fn_ref(**xs64))
@@ -236,6 +240,56 @@ def delta_tests():
             lambda q, k, v, beta: ops.chunk_gated_delta_product(q, k, v, None, beta, 2, output_final_state=True),
             lambda q, k, v, beta: ref.delta(q, k, v, beta, None, 2),
             dict(q=q[:, :T], k=delta_inputs(2)[1], v=randn(B, 2 * T, H, V), beta=uniform(0.1, 1.9, B, 2 * T, H)))
+
+
+# ----------------------------------------------------- the form of a call
+
+def forced_form_tests():
+    """The diagonal-decay and delta-rule tests again with each form forced: the ops run the
+    faster form for the call's shape (at the shapes above the chunk form), so each form
+    is held to the reference here."""
+    for form, tag in ((_core.RECURRENT, "[recurrent form] "), (_core.CHUNK, "[chunk form] ")):
+        _core.forced_form, FORM_TAG[0] = form, tag
+        try:
+            dd_tests()
+            delta_tests()
+        finally:
+            _core.forced_form, FORM_TAG[0] = None, ""
+
+
+def fast_form_tests():
+    """lina_dd_fast_form / lina_delta_fast_form pick what include/lina.h says, and an op at a
+    shape where the recurrent form is picked (GLA at K = V = 64) or the chunk form is picked
+    for a fused_recurrent_* name (the delta rule at T = 2 chunks) matches the reference."""
+    def dd_form(B, T, K, V, gate, bw):
+        return _lib.lib.lina_dd_fast_form(_lib.MixDims(B, T, 2, K, V, 0, 0.0), gate, bw)
+
+    def delta_form(T, K, n, chunk=0):
+        return _lib.lib.lina_delta_fast_form(_lib.MixDims(1, T, 2, K, K, chunk, 0.0), n, 1)
+    R, C = _core.RECURRENT, _core.CHUNK
+    picks = [(dd_form(8, 512, 64, 64, 3, 1), R), (dd_form(8, 512, 64, 64, 3, 0), R),
+             (dd_form(1, 4096, 128, 128, 3, 1), C), (dd_form(1, 4096, 128, 128, 3, 0), R),
+             (dd_form(8, 512, 32, 32, 3, 1), C), (dd_form(8, 512, 64, 64, 2, 1), C),
+             (dd_form(8, 512, 64, 64, 0, 0), C), (dd_form(8, 1, 16, 16, 0, 0), R),
+             (delta_form(64, 64, 1), C), (delta_form(63, 64, 1), R), (delta_form(32, 64, 2), C),
+             (delta_form(127, 128, 1), R), (delta_form(128, 128, 1), C), (delta_form(1, 64, 1), R),
+             (delta_form(16, 64, 1, chunk=8), C)]
+    bad = [i for i, (got, want) in enumerate(picks) if got != want]
+    check("fast form: the forms include/lina.h names", not bad, f"cases {bad} differ")
+    Tn, Kn = 70, 64
+    q, k, v = randn(1, Tn, 1, Kn), randn(1, Tn, 1, Kn), randn(1, Tn, 1, Kn)
+    g = F.logsigmoid(randn(1, Tn, 1, Kn)) / 8
+    compare("chunk_gla K=V=64 (recurrent form picked)",
+            lambda q, k, v, g, h0: ops.chunk_gla(q, k, v, g, initial_state=h0, output_final_state=True),
+            lambda q, k, v, g, h0: ref.dd(q, k, v, g, "vector", h0=h0),
+            dict(q=q, k=k, v=v, g=g, h0=randn(1, 1, Kn, Kn, scale=0.5)))
+    qd, kd = ref.l2norm(q), ref.l2norm(k)
+    beta, gd = uniform(0.05, 0.95, 1, Tn, 1), uniform(-0.5, -0.01, 1, Tn, 1)
+    compare("fused_recurrent_gated_delta_rule T=70 K=64 (chunk form picked)",
+            lambda q, k, v, g, beta: ops.fused_recurrent_gated_delta_rule(q, k, v, g=g, beta=beta,
+                                                                          output_final_state=True),
+            lambda q, k, v, g, beta: ref.delta(q, k, v, beta, g),
+            dict(q=qd, k=kd, v=v, g=gd, beta=beta))
 
 
 # -------------------------------------------------- mLSTM, LION, softmax
@@ -692,7 +746,8 @@ def pool_tests():
           and not _core.pool.idle, f"{_core.pool.idle_bytes} bytes idle")
 
 
-for name, fn in (("diagonal decay", dd_tests), ("delta rule", delta_tests), ("mlstm/lion/softmax", other_tests),
+for name, fn in (("diagonal decay", dd_tests), ("delta rule", delta_tests), ("forced forms", forced_form_tests),
+                 ("fast form", fast_form_tests), ("mlstm/lion/softmax", other_tests),
                  ("layouts", layout_tests), ("cu_seqlens", varlen_tests), ("threads", thread_tests), ("bad input", bad_input_tests), ("gate check", gate_check_tests), ("non-finite", nonfinite_tests),
                  ("library", library_missing), ("structures", struct_tests), ("pool", pool_tests)):
     run(name, fn)
