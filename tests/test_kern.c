@@ -88,23 +88,24 @@ static void test_vexp_path(const char *isa)
     CHECK(tails_ok, "vexp %s: lengths 0..40 in place, nothing written past the end", isa);
 }
 
-/* lina_sgemm_sm (the register-tiled small-product kernel on the AVX-512 path,
- * lina_sgemm elsewhere) against a double reference: both transposes, padded
- * leading dimensions, alpha, beta (beta 0 never reads C: it starts as NaN),
- * every row tail of the 6-row tile, widths that are not whole vectors, K past
- * the direct path's limit; the columns past N are never written. */
+/* lina_sgemm_sm (lina_mm's register tiles on the AVX-512 and AVX2 paths,
+ * lina_sgemm on the portable one) against a double reference: both transposes,
+ * padded leading dimensions, alpha, beta (beta 0 never reads C: it starts as
+ * NaN), every row tail of the 6-row tile, more rows than one panel of 132,
+ * widths that are not whole vectors, K past the direct path's limit; the
+ * columns past N are never written. */
 static void test_sgemm_sm(const char *isa)
 {
-    static const int Ms[] = {1, 2, 5, 6, 7, 13, 64}, Ns[] = {1, 3, 16, 17, 40, 64, 80, 128};
+    static const int Ms[] = {1, 2, 5, 6, 7, 13, 64, 140}, Ns[] = {1, 3, 16, 17, 40, 64, 80, 128};
     static const int Ks[] = {1, 7, 64, 129, 600};
     double worst = 0.0;
     int n_cases = 0, bad_pad = 0, nan_read = 0;
-    for (int mi = 0; mi < 7; mi++) {
+    for (int mi = 0; mi < 8; mi++) {
         for (int ni = 0; ni < 8; ni++) {
             for (int ki = 0; ki < 5; ki++) {
                 for (int v = 0; v < 8; v++) {
                     const int M = Ms[mi], N = Ns[ni], K = Ks[ki], ta = v & 1, tb = (v >> 1) & 1, bi = v >> 2;
-                    if (K == 600 && (M > 7 || N > 40)) {
+                    if ((K == 600 && (M > 7 || N > 40)) || (M == 140 && (K > 64 || (N != 17 && N != 128)))) {
                         continue;
                     }
                     const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
@@ -157,9 +158,76 @@ static void test_sgemm_sm(const char *isa)
         }
     }
     CHECK(worst <= 2e-6 && nan_read == 0,
-          "sgemm_sm %s: %d products (M 1..64, N 1..128, K 1..600, both transposes, strides, alpha, beta) vs "
+          "sgemm_sm %s: %d products (M 1..140, N 1..128, K 1..600, both transposes, strides, alpha, beta) vs "
           "double reference (worst error %.1e of alpha sum |a b| + |beta c|, %d NaN read through beta = 0)", isa, n_cases, worst, nan_read);
     CHECK(bad_pad == 0, "sgemm_sm %s: nothing written past column N (%d written)", isa, bad_pad);
+}
+
+/* lina_mm's per-row ranges against a double reference: on_k (each row sums over
+ * its own range of k, A zero outside it; empty ranges give beta C) and column
+ * ranges (the columns of each row's range are computed; nothing past N is
+ * written), A and A^T, beta 0 (C holds NaN) and 0.5, widths with vector tails */
+static void test_mm_ranges(const char *isa)
+{
+    static const int shapes[][3] = {{7, 19, 33}, {13, 40, 64}, {64, 128, 64}, {140, 17, 9}};
+    double worst = 0.0;
+    int bad = 0, n_cases = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        for (int v = 0; v < 8; v++) {
+            const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ta = v & 1, on_k = (v >> 1) & 1;
+            const float beta = v >> 2 ? 0.5f : 0.0f;
+            const int lda = (ta ? M : K) + 1, ldb = N + 3, ldc = N + 2, span = on_k ? K : N;
+            float *A = malloc(sizeof(float) * (size_t)(ta ? K : M) * lda);
+            float *B = malloc(sizeof(float) * (size_t)K * ldb);
+            float *C = malloc(sizeof(float) * (size_t)M * ldc), *C0 = malloc(sizeof(float) * (size_t)M * ldc);
+            int *lo = malloc(sizeof(int) * (size_t)M), *hi = malloc(sizeof(int) * (size_t)M);
+            for (int m = 0; m < M; m++) { /* causal-like ranges, some empty, some full */
+                lo[m] = m % 5 == 3 ? span : (m * 7) % (span + 1);
+                hi[m] = m % 4 == 1 ? span : lo[m] + (m * 3) % (span - lo[m] + 1);
+            }
+            for (int m = 0; m < M; m++) {
+                for (int k = 0; k < K; k++) {
+                    const int keep = !on_k || (k >= lo[m] && k < hi[m]);
+                    A[ta ? (size_t)k * lda + m : (size_t)m * lda + k] = keep ? (float)th_uniform(-1, 1) : 0.0f;
+                }
+            }
+            for (size_t i = 0; i < (size_t)K * ldb; i++) {
+                B[i] = (float)th_uniform(-1, 1);
+            }
+            for (size_t i = 0; i < (size_t)M * ldc; i++) {
+                C[i] = beta != 0.0f ? (float)th_uniform(-1, 1) : NAN;
+            }
+            memcpy(C0, C, sizeof(float) * (size_t)M * ldc);
+            lina_mm(M, N, K, 0.75f, A, ta ? 1 : (size_t)lda, ta ? (size_t)lda : 1, B, (size_t)ldb, beta, C,
+                    (size_t)ldc, lo, hi, on_k);
+            for (int m = 0; m < M; m++) {
+                const int n0 = on_k ? 0 : lo[m], n1 = on_k ? N : hi[m];
+                for (int n = n0; n < n1; n++) {
+                    double ref = beta != 0.0f ? beta * (double)C0[(size_t)m * ldc + n] : 0.0, mag = fabs(ref);
+                    for (int k = 0; k < K; k++) {
+                        const double p = 0.75 * A[ta ? (size_t)k * lda + m : (size_t)m * lda + k] *
+                                         (double)B[(size_t)k * ldb + n];
+                        ref += p;
+                        mag += fabs(p);
+                    }
+                    const float got = C[(size_t)m * ldc + n];
+                    if (isnan(got)) {
+                        bad++;
+                    } else {
+                        worst = fmax(worst, fabs(got - ref) / (mag + 1e-30));
+                    }
+                }
+                for (int n = N; n < ldc; n++) {
+                    bad += memcmp(&C[(size_t)m * ldc + n], &C0[(size_t)m * ldc + n], sizeof(float)) != 0;
+                }
+            }
+            n_cases++;
+            free(A), free(B), free(C), free(C0), free(lo), free(hi);
+        }
+    }
+    CHECK(worst < 1e-6 && bad == 0, "mm ranges %s: %d products with per-row ranges of k or of columns against "
+          "double (worst %.2e relative to the sum of magnitudes; %d entries unwritten or written past N)", isa,
+          n_cases, worst, bad);
 }
 
 /* lina_sgemm_layer against a double reference: the three forms the layers call
@@ -309,6 +377,7 @@ int main(void)
         CHECK(lina_isa_set(p) == LINA_OK && !strcmp(lina_isa_name(), p), "isa: switch to %s", p);
         test_vexp_path(p);
         test_sgemm_sm(p);
+        test_mm_ranges(p);
         test_sgemm_layer(p);
         test_checks(p);
     }

@@ -159,39 +159,84 @@ static void sgemm_small_nt(int M, int N, int K, float alpha, const float *A, int
 #define HAVE_SMALL_NT 0
 #endif
 
-/* Small products of the chunk forms (sides of 16..128, operands in L1/L2):
- * C[M,N] = alpha op(A) op(B) + beta C with op(B) read in place when it is
- * not transposed (rows of B are rows of op(B)): a register tile of SM_MR rows
- * of C by SM_NV vectors, each k step one broadcast of op(A)[i,k] per row and
- * one load of op(B)[k, j..] per vector. No packing and no call overhead,
- * which at these sizes cost OpenBLAS a third of its time. A transposed B
- * (C = A B^T) is transposed into a zero-padded panel first (16 x 16 blocks in
- * registers), as is a width N that is not a whole number of vectors. */
-#if defined(__AVX512F__)
-#define SM_MR 6
-#define SM_NV 4
-#define SM_NB (SM_NV * LINA_VL)
-#define SM_PANEL 16384 /* floats of the padded panel of op(B) (K x N rounded up) */
+/* ------------------------------------------------ register-tiled products */
 
-static inline __attribute__((always_inline)) void sm_tile(int mb, int nv, int K, float alpha, const float *A,
-                                                          size_t sa, size_t sk, const float *B, size_t ldb,
-                                                          float beta, float *C, size_t ldc, int ncols)
+/* lina's own product kernel, one per instruction-set path, for the products
+ * that are too small for a BLAS call to pay (the chunk forms' sides of
+ * 16..128 through lina_sgemm_sm, the softmax attention kernel's 128 x 128
+ * tiles and the layers' products through lina_mm):
+ *   C (ldc) = alpha A B + beta C, A(m, k) = A[m sam + k sak], B [K, N] row-major,
+ * read where they lie (no packing, no library call). A tile is MM_MR rows of C
+ * by up to MM_NV vectors of columns, all in registers: each k step loads the
+ * tile's vectors of row k of B once and broadcasts A(m, k) once per row
+ * (MM_MR x MM_NV multiply-adds per MM_MR + MM_NV loads). AVX-512: 6 x 4
+ * vectors of 16 (24 of the 32 registers); AVX2: 6 x 2 vectors of 8 (12 of the
+ * 16). Columns go in blocks of MM_NV vectors whose rows of B stay in L1 while
+ * every row tile of a panel of MM_RP rows takes them; a width that is not a
+ * whole number of vectors ends in a one-vector tile with masked loads and
+ * stores (nothing past column N is read or written). */
+#ifdef LINA_VL
+#define MM_MR 6
+#if defined(__AVX512F__)
+#define MM_NV 4
+typedef __mmask16 mm_mask;
+static inline mm_mask mm_mask_n(int n)
 {
-    lina_vf acc[SM_MR][SM_NV];
+    return (__mmask16)((1u << n) - 1u);
+}
+static inline lina_vf mm_ldm(const float *p, mm_mask m)
+{
+    return _mm512_maskz_loadu_ps(m, p);
+}
+static inline void mm_stm(float *p, mm_mask m, lina_vf x)
+{
+    _mm512_mask_storeu_ps(p, m, x);
+}
+#else
+#define MM_NV 2
+typedef __m256i mm_mask;
+static inline mm_mask mm_mask_n(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline lina_vf mm_ldm(const float *p, mm_mask m)
+{
+    return _mm256_maskload_ps(p, m);
+}
+static inline void mm_stm(float *p, mm_mask m, lina_vf x)
+{
+    _mm256_maskstore_ps(p, m, x);
+}
+#endif
+#define MM_NB (MM_NV * LINA_VL) /* columns per block */
+#define MM_RP (22 * MM_MR)      /* rows per panel: 132, every chunk-form product is one panel */
+
+/* one tile: rows [0, mb) of C by nv vectors from column 0 (tail: one vector of
+ * which the lanes in tm are valid), summed over k in [k0, k1) */
+static inline __attribute__((always_inline)) void mm_tile(const int mb, const int nv, const int tail, int k0, int k1,
+                                                          float alpha, const float *A, size_t sa, size_t sk,
+                                                          const float *B, size_t ldb, float beta, float *C,
+                                                          size_t ldc, mm_mask tm)
+{
+    lina_vf acc[MM_MR][MM_NV];
     for (int i = 0; i < mb; i++) {
         for (int v = 0; v < nv; v++) {
             acc[i][v] = LINA_VZERO();
         }
     }
-    for (int k = 0; k < K; k++) {
-        lina_vf b[SM_NV];
+    const float *a = A + (size_t)k0 * sk, *b = B + (size_t)k0 * ldb;
+    for (int k = k0; k < k1; k++, a += sk, b += ldb) {
+        lina_vf bv[MM_NV];
         for (int v = 0; v < nv; v++) {
-            b[v] = LINA_VLD(B + (size_t)k * ldb + (size_t)v * LINA_VL);
+            bv[v] = tail ? mm_ldm(b, tm) : LINA_VLD(b + (size_t)v * LINA_VL);
+#if !defined(__AVX512F__)
+            __asm__("" : "+x"(bv[v])); /* AVX2: one load per vector of B, not one per row (load-bound otherwise) */
+#endif
         }
         for (int i = 0; i < mb; i++) {
-            const lina_vf a = LINA_VSET1(A[(size_t)i * sa + (size_t)k * sk]);
+            const lina_vf av = LINA_VSET1(a[(size_t)i * sa]);
             for (int v = 0; v < nv; v++) {
-                acc[i][v] = LINA_VFMA(a, b[v], acc[i][v]);
+                acc[i][v] = LINA_VFMA(av, bv[v], acc[i][v]);
             }
         }
     }
@@ -201,167 +246,63 @@ static inline __attribute__((always_inline)) void sm_tile(int mb, int nv, int K,
         for (int v = 0; v < nv; v++) {
             lina_vf x = LINA_VMUL(va, acc[i][v]);
             float *cv = c + (size_t)v * LINA_VL;
-            const int nt = ncols - v * LINA_VL;
-            if (nt >= LINA_VL) {
+            if (tail) {
+                if (beta != 0.0f) {
+                    x = LINA_VFMA(vb, mm_ldm(cv, tm), x);
+                }
+                mm_stm(cv, tm, x);
+            } else {
                 if (beta != 0.0f) {
                     x = LINA_VFMA(vb, LINA_VLD(cv), x);
                 }
                 LINA_VST(cv, x);
-            } else { /* the last, partial vector of the row */
-                const __mmask16 m = (__mmask16)((1u << nt) - 1u);
-                if (beta != 0.0f) {
-                    x = LINA_VFMA(vb, _mm512_maskz_loadu_ps(m, cv), x);
-                }
-                _mm512_mask_storeu_ps(cv, m, x);
             }
         }
     }
 }
 
-/* one column block of SM_NB (or ncols) columns, all rows */
-#define SM_TILE_ROWS(nv)                                                                      \
-    do {                                                                                      \
-        for (int i0 = 0; i0 < M; i0 += SM_MR) {                                               \
-            const int mb = M - i0 < SM_MR ? M - i0 : SM_MR;                                   \
-            const float *a = A + (size_t)i0 * sa;                                             \
-            float *c = C + (size_t)i0 * ldc + j0;                                             \
-            switch (mb) {                                                                     \
-            case 6: sm_tile(6, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols); break; \
-            case 5: sm_tile(5, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols); break; \
-            case 4: sm_tile(4, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols); break; \
-            case 3: sm_tile(3, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols); break; \
-            case 2: sm_tile(2, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols); break; \
-            default: sm_tile(1, nv, K, alpha, a, sa, sk, b, lb, beta, c, (size_t)ldc, ncols);      \
-            }                                                                                 \
-        }                                                                                     \
+/* a row tile of mb (1..MM_MR) rows, nv vectors (or the tail vector) */
+#define MM_TILE_MB(nv, tail)                                                                              \
+    do {                                                                                                  \
+        switch (mb) {                                                                                     \
+        case 6: mm_tile(6, nv, tail, k0, k1, alpha, a, sam, sak, b, ldb, beta, c, ldc, tm); break;       \
+        case 5: mm_tile(5, nv, tail, k0, k1, alpha, a, sam, sak, b, ldb, beta, c, ldc, tm); break;       \
+        case 4: mm_tile(4, nv, tail, k0, k1, alpha, a, sam, sak, b, ldb, beta, c, ldc, tm); break;       \
+        case 3: mm_tile(3, nv, tail, k0, k1, alpha, a, sam, sak, b, ldb, beta, c, ldc, tm); break;       \
+        case 2: mm_tile(2, nv, tail, k0, k1, alpha, a, sam, sak, b, ldb, beta, c, ldc, tm); break;       \
+        default: mm_tile(1, nv, tail, k0, k1, alpha, a, sam, sak, b, ldb, beta, c, ldc, tm);             \
+        }                                                                                                 \
     } while (0)
 
-/* 16 x 16 block transpose, d[k * ldd + j] = s[j * lds + k]: pairs of rows
- * interleaved by 32 then 64 bits (each 128-bit lane then holds one column of
- * four rows), then the lanes gathered across the four groups of rows */
-static inline void sm_tr16(const float *s, size_t lds, float *d, size_t ldd)
+/* rows [0, mb) of C, columns [c0, c1) (c0 a whole number of vectors, c1 - c0 <= MM_NB) */
+static void mm_rowtile(int mb, int c0, int c1, int k0, int k1, float alpha, const float *a, size_t sam, size_t sak,
+                       const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
-    __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++) {
-        r[i] = _mm512_loadu_ps(s + (size_t)i * lds);
-    }
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
-        const __m512d c = _mm512_castps_pd(t[i + 2]), e = _mm512_castps_pd(t[i + 3]);
-        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
-        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
-    }
-    /* r[4q + p]: rows 4q..4q+3 of column p + 4c in lane c */
-    for (int q = 0; q < 4; q += 2) {
-        for (int p = 0; p < 4; p++) {
-            t[4 * q + p] = _mm512_shuffle_f32x4(r[4 * q + p], r[4 * q + 4 + p], 0x88);
-            t[4 * q + 4 + p] = _mm512_shuffle_f32x4(r[4 * q + p], r[4 * q + 4 + p], 0xdd);
-        }
-    }
-    for (int p = 0; p < 4; p++) {
-        _mm512_storeu_ps(d + (size_t)p * ldd, _mm512_shuffle_f32x4(t[p], t[8 + p], 0x88));
-        _mm512_storeu_ps(d + (size_t)(p + 4) * ldd, _mm512_shuffle_f32x4(t[4 + p], t[12 + p], 0x88));
-        _mm512_storeu_ps(d + (size_t)(p + 8) * ldd, _mm512_shuffle_f32x4(t[p], t[8 + p], 0xdd));
-        _mm512_storeu_ps(d + (size_t)(p + 12) * ldd, _mm512_shuffle_f32x4(t[4 + p], t[12 + p], 0xdd));
-    }
-}
-
-static _Thread_local float sm_panel[SM_PANEL] __attribute__((aligned(64)));
-
-static int sgemm_sm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-                    const float *B, int ldb, float beta, float *C, int ldc)
-{
-    const float *Bp = B;
-    size_t lb = (size_t)ldb;
-    const int Np = (N + LINA_VL - 1) / LINA_VL * LINA_VL;
-    if ((transB || N % LINA_VL) && (size_t)K * Np > SM_PANEL) {
-        return 0;
-    }
-    if (transB) { /* the panel op(B) = B^T, 16 x 16 blocks at a time */
-        for (int j0 = 0; j0 < Np; j0 += 16) {
-            for (int k0 = 0; k0 < K; k0 += 16) {
-                if (j0 + 16 <= N && k0 + 16 <= K) {
-                    sm_tr16(B + (size_t)j0 * ldb + k0, (size_t)ldb, sm_panel + (size_t)k0 * Np + j0, (size_t)Np);
-                    continue;
-                }
-                for (int k = k0; k < k0 + 16 && k < K; k++) {
-                    float *d = sm_panel + (size_t)k * Np;
-                    for (int j = j0; j < j0 + 16; j++) {
-                        d[j] = j < N ? B[(size_t)j * ldb + k] : 0.0f;
-                    }
-                }
-            }
-        }
-        Bp = sm_panel;
-        lb = (size_t)Np;
-    } else if (N % LINA_VL) {
-        for (int k = 0; k < K; k++) {
-            float *d = sm_panel + (size_t)k * Np;
-            memcpy(d, B + (size_t)k * ldb, (size_t)N * sizeof(float));
-            for (int j = N; j < Np; j++) {
-                d[j] = 0.0f;
-            }
-        }
-        Bp = sm_panel;
-        lb = (size_t)Np;
-    }
-    const size_t sa = transA ? 1 : (size_t)lda, sk = transA ? (size_t)lda : 1;
-    for (int j0 = 0; j0 < N; j0 += SM_NB) {
-        const int ncols = N - j0 < SM_NB ? N - j0 : SM_NB;
-        const int nv = (ncols + LINA_VL - 1) / LINA_VL;
-        const float *b = Bp + j0;
-        if (nv == 4) {
-            SM_TILE_ROWS(4);
-        } else if (nv == 3) {
-            SM_TILE_ROWS(3);
-        } else if (nv == 2) {
-            SM_TILE_ROWS(2);
-        } else {
-            SM_TILE_ROWS(1);
-        }
-    }
-    return 1;
-}
-#undef SM_TILE_ROWS
-#define HAVE_SGEMM_SM 1
-#else
-#define HAVE_SGEMM_SM 0
+    const int nf = (c1 - c0) / LINA_VL, nt = (c1 - c0) % LINA_VL;
+    mm_mask tm = mm_mask_n(nt);
+    const float *b = B + c0;
+    float *c = C + c0;
+#if MM_NV == 4
+    if (nf == 4) {
+        MM_TILE_MB(4, 0);
+    } else if (nf == 3) {
+        MM_TILE_MB(3, 0);
+    } else
 #endif
-
-void LINA_KFN(lina_sgemm_sm)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-                             const float *B, int ldb, float beta, float *C, int ldc)
-{
-#if HAVE_SGEMM_SM
-    if (M > 1 && N > 1 && K > 0 && K <= LINA_SGEMM_SM_MAX_K && lina_sgemm_small_enabled() &&
-        sgemm_sm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) {
-        return;
+    if (nf == 2) {
+        MM_TILE_MB(2, 0);
+    } else if (nf == 1) {
+        MM_TILE_MB(1, 0);
     }
-#endif
-    lina_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (nt) {
+        b += (size_t)nf * LINA_VL;
+        c += (size_t)nf * LINA_VL;
+        MM_TILE_MB(1, 1);
+    }
 }
+#undef MM_TILE_MB
 
-/* ---------------------------------------------------- register-blocked products */
-
-/* C (ldc) = beta C + alpha A B for rows [0, M) and columns [0, N), with
- * A(m, k) = A[m sam + k sak] (so A or its transpose, row-major) and B
- * row-major (ldb); beta 0 writes C without reading it. Rows go in groups of
- * MM_MR. lo, hi (NULL: none) give each row m a range [lo[m], hi[m]) (empty
- * when lo >= hi), a group takes the union of its rows' ranges:
- *   on_k:  the sum runs over k in that range only; A(m, k) must be 0 for the
- *          k outside row m's own range (the masked P and dS are);
- *   !on_k: only the group's columns are computed (at least the range,
- *          rounded out to whole vectors); the other columns are left as
- *          they are, for the caller to mask.
- * (The header gemm.h says where it is used.) */
-#define MM_MR 4
-
-#ifdef LINA_VL
+/* the union [*rl, *rh) of the ranges of rows [m0, m0 + mr) (0, 0 when all are empty) */
 static void mm_range(const int *lo, const int *hi, int m0, int mr, int *rl, int *rh)
 {
     int l = 0, h = 0, any = 0;
@@ -377,109 +318,44 @@ static void mm_range(const int *lo, const int *hi, int m0, int mr, int *rl, int 
 }
 #endif
 
-#ifdef LINA_VL
-/* The register block of lina_mm: acc[2 r + v] = sum_{k0 <= k < k1} ar[r][k sak] B[k][v VL ..]
- * for MM_MR rows and nv (1 or 2) vectors of columns. Kept out of line so that
- * nothing else of lina_mm competes for the vector registers. */
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static void mm_kern(const float *const *ar, size_t sak, const float *B, size_t ldb, int k0, int k1, int nv,
-                    lina_vf *acc)
-{
-    const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3];
-    lina_vf c00 = LINA_VZERO(), c10 = LINA_VZERO(), c20 = LINA_VZERO(), c30 = LINA_VZERO();
-    if (nv == 2) {
-        lina_vf c01 = LINA_VZERO(), c11 = LINA_VZERO(), c21 = LINA_VZERO(), c31 = LINA_VZERO();
-        for (int k = k0; k < k1; k++) {
-            const float *bk = B + (size_t)k * ldb;
-            const size_t o = (size_t)k * sak;
-            const lina_vf b0 = LINA_VLD(bk), b1 = LINA_VLD(bk + LINA_VL);
-            lina_vf a = LINA_VSET1(a0[o]);
-            c00 = LINA_VFMA(a, b0, c00);
-            c01 = LINA_VFMA(a, b1, c01);
-            a = LINA_VSET1(a1[o]);
-            c10 = LINA_VFMA(a, b0, c10);
-            c11 = LINA_VFMA(a, b1, c11);
-            a = LINA_VSET1(a2[o]);
-            c20 = LINA_VFMA(a, b0, c20);
-            c21 = LINA_VFMA(a, b1, c21);
-            a = LINA_VSET1(a3[o]);
-            c30 = LINA_VFMA(a, b0, c30);
-            c31 = LINA_VFMA(a, b1, c31);
-        }
-        acc[1] = c01;
-        acc[3] = c11;
-        acc[5] = c21;
-        acc[7] = c31;
-    } else {
-        for (int k = k0; k < k1; k++) {
-            const size_t o = (size_t)k * sak;
-            const lina_vf b0 = LINA_VLD(B + (size_t)k * ldb);
-            c00 = LINA_VFMA(LINA_VSET1(a0[o]), b0, c00);
-            c10 = LINA_VFMA(LINA_VSET1(a1[o]), b0, c10);
-            c20 = LINA_VFMA(LINA_VSET1(a2[o]), b0, c20);
-            c30 = LINA_VFMA(LINA_VSET1(a3[o]), b0, c30);
-        }
-    }
-    acc[0] = c00;
-    acc[2] = c10;
-    acc[4] = c20;
-    acc[6] = c30;
-}
-#endif
-
+/* lo, hi (NULL: none) give each row m a range [lo[m], hi[m]) (empty when lo >=
+ * hi); a row tile takes the union of its rows' ranges:
+ *   on_k:  the sum runs over k in that range only; A(m, k) must be 0 for the
+ *          k outside row m's own range (the masked P and dS are);
+ *   !on_k: only the tile's columns are computed (at least the range, rounded
+ *          out to whole vectors); the other columns are left as they are, for
+ *          the caller to mask.
+ * (The header gemm.h says where it is used.) */
 void LINA_KFN(lina_mm)(int M, int N, int Kd, float alpha, const float *A, size_t sam, size_t sak, const float *B,
-                  size_t ldb, float beta, float *C, size_t ldc, const int *lo, const int *hi, int on_k)
+                       size_t ldb, float beta, float *C, size_t ldc, const int *lo, const int *hi, int on_k)
 {
 #ifdef LINA_VL
-    const int W2 = 2 * LINA_VL;
-    for (int m0 = 0; m0 < M; m0 += MM_MR) {
-        const int mr = M - m0 < MM_MR ? M - m0 : MM_MR;
-        int k0 = 0, k1 = Kd, n0 = 0, n1 = N;
-        if (lo) {
-            int rl, rh;
-            mm_range(lo, hi, m0, mr, &rl, &rh);
-            if (on_k) {
-                k0 = rl;
-                k1 = rh;
-            } else if (rl >= rh) {
-                continue;
-            } else {
-                n0 = rl - rl % LINA_VL;
-                n1 = n0 + (rh - n0 + W2 - 1) / W2 * W2; /* whole pairs of vectors from n0 */
-                n1 = n1 < N ? n1 : N;
-            }
-        }
-        const float *ar[MM_MR];
-        for (int r = 0; r < MM_MR; r++) {
-            ar[r] = A + (size_t)(m0 + (r < mr ? r : 0)) * sam;
-        }
-        int n = n0;
-        for (; n + LINA_VL <= n1;) {
-            const int nv = n + W2 <= n1 ? 2 : 1;
-            lina_vf acc[2 * MM_MR];
-            mm_kern(ar, sak, B + n, ldb, k0, k1, nv, acc);
-            const lina_vf va = LINA_VSET1(alpha), vb = LINA_VSET1(beta);
-            for (int r = 0; r < mr; r++) {
-                for (int v = 0; v < nv; v++) {
-                    float *cr = C + (size_t)(m0 + r) * ldc + n + v * LINA_VL;
-                    lina_vf x = LINA_VMUL(va, acc[2 * r + v]);
-                    if (beta != 0.0f) {
-                        x = LINA_VFMA(vb, LINA_VLD(cr), x);
+    for (int p0 = 0; p0 < M; p0 += MM_RP) {
+        const int p1 = M - p0 < MM_RP ? M : p0 + MM_RP;
+        for (int j0 = 0; j0 < N; j0 += MM_NB) {
+            const int j1 = N - j0 < MM_NB ? N : j0 + MM_NB;
+            for (int m0 = p0; m0 < p1; m0 += MM_MR) {
+                const int mb = p1 - m0 < MM_MR ? p1 - m0 : MM_MR;
+                int k0 = 0, k1 = Kd, c0 = j0, c1 = j1;
+                if (lo) {
+                    int rl, rh;
+                    mm_range(lo, hi, m0, mb, &rl, &rh);
+                    if (on_k) {
+                        k0 = rl;
+                        k1 = rh;
+                    } else if (rl >= rh) {
+                        continue;
+                    } else {
+                        const int cl = rl - rl % LINA_VL, ch = rh + (LINA_VL - rh % LINA_VL) % LINA_VL;
+                        c0 = cl > j0 ? cl : j0;
+                        c1 = ch < j1 ? ch : j1;
+                        if (c0 >= c1) {
+                            continue;
+                        }
                     }
-                    LINA_VST(cr, x);
                 }
-            }
-            n += nv * LINA_VL;
-        }
-        for (; n < n1; n++) {
-            for (int r = 0; r < mr; r++) {
-                float acc = 0.0f, *cr = C + (size_t)(m0 + r) * ldc + n;
-                for (int k = k0; k < k1; k++) {
-                    acc += ar[r][(size_t)k * sak] * B[(size_t)k * ldb + n];
-                }
-                *cr = beta != 0.0f ? beta * *cr + alpha * acc : alpha * acc;
+                mm_rowtile(mb, c0, c1, k0, k1, alpha, A + (size_t)m0 * sam, sam, sak, B, ldb, beta,
+                           C + (size_t)m0 * ldc, ldc);
             }
         }
     }
@@ -512,6 +388,118 @@ void LINA_KFN(lina_mm)(int M, int N, int Kd, float alpha, const float *A, size_t
 #endif
 }
 
+/* The chunk forms' small products (lina_sgemm_sm, gemm.h) through lina_mm: B as
+ * it lies, or a transposed B (C = A B^T) first transposed into a panel in
+ * LINA_VL x LINA_VL blocks in registers. */
+#ifdef LINA_VL
+#define MM_PANEL 16384 /* floats of the panel of B^T (K x N, rows rounded up to whole vectors) */
+
+#if defined(__AVX512F__)
+/* 16 x 16 block transpose, d[k * ldd + j] = s[j * lds + k]: pairs of rows
+ * interleaved by 32 then 64 bits (each 128-bit lane then holds one column of
+ * four rows), then the lanes gathered across the four groups of rows */
+static inline void mm_trv(const float *s, size_t lds, float *d, size_t ldd)
+{
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) {
+        r[i] = _mm512_loadu_ps(s + (size_t)i * lds);
+    }
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        const __m512d c = _mm512_castps_pd(t[i + 2]), e = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+    }
+    /* r[4q + p]: rows 4q..4q+3 of column p + 4c in lane c */
+    for (int q = 0; q < 4; q += 2) {
+        for (int p = 0; p < 4; p++) {
+            t[4 * q + p] = _mm512_shuffle_f32x4(r[4 * q + p], r[4 * q + 4 + p], 0x88);
+            t[4 * q + 4 + p] = _mm512_shuffle_f32x4(r[4 * q + p], r[4 * q + 4 + p], 0xdd);
+        }
+    }
+    for (int p = 0; p < 4; p++) {
+        _mm512_storeu_ps(d + (size_t)p * ldd, _mm512_shuffle_f32x4(t[p], t[8 + p], 0x88));
+        _mm512_storeu_ps(d + (size_t)(p + 4) * ldd, _mm512_shuffle_f32x4(t[4 + p], t[12 + p], 0x88));
+        _mm512_storeu_ps(d + (size_t)(p + 8) * ldd, _mm512_shuffle_f32x4(t[p], t[8 + p], 0xdd));
+        _mm512_storeu_ps(d + (size_t)(p + 12) * ldd, _mm512_shuffle_f32x4(t[4 + p], t[12 + p], 0xdd));
+    }
+}
+#else
+/* 8 x 8 block transpose, d[k * ldd + j] = s[j * lds + k]: pairs of rows
+ * interleaved by 32 bits, then by 64 (each 128-bit lane holds four rows of one
+ * column), then the 128-bit lanes of rows 0-3 and 4-7 joined */
+static inline void mm_trv(const float *s, size_t lds, float *d, size_t ldd)
+{
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm256_loadu_ps(s + (size_t)i * lds);
+    }
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) { /* r[i + p]: rows i..i+3 of column p (low lane) and p + 4 (high lane) */
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int p = 0; p < 4; p++) {
+        _mm256_storeu_ps(d + (size_t)p * ldd, _mm256_permute2f128_ps(r[p], r[4 + p], 0x20));
+        _mm256_storeu_ps(d + (size_t)(p + 4) * ldd, _mm256_permute2f128_ps(r[p], r[4 + p], 0x31));
+    }
+}
+#endif
+
+static _Thread_local float mm_panel[MM_PANEL] __attribute__((aligned(64)));
+
+/* P [K, ldp] = B^T of B [N, K] (ldb) */
+static void mm_transpose(const float *B, int ldb, int N, int K, float *P, int ldp)
+{
+    for (int j0 = 0; j0 < N; j0 += LINA_VL) {
+        for (int k0 = 0; k0 < K; k0 += LINA_VL) {
+            if (j0 + LINA_VL <= N && k0 + LINA_VL <= K) {
+                mm_trv(B + (size_t)j0 * ldb + k0, (size_t)ldb, P + (size_t)k0 * ldp + j0, (size_t)ldp);
+                continue;
+            }
+            for (int k = k0; k < k0 + LINA_VL && k < K; k++) {
+                float *d = P + (size_t)k * ldp;
+                for (int j = j0; j < j0 + LINA_VL && j < N; j++) {
+                    d[j] = B[(size_t)j * ldb + k];
+                }
+            }
+        }
+    }
+}
+#endif
+
+void LINA_KFN(lina_sgemm_sm)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                             const float *B, int ldb, float beta, float *C, int ldc)
+{
+#ifdef LINA_VL
+    const int Np = (N + LINA_VL - 1) / LINA_VL * LINA_VL;
+    if (M > 1 && N > 1 && K > 0 && K <= LINA_SGEMM_SM_MAX_K && (!transB || (size_t)K * Np <= MM_PANEL) &&
+        lina_sgemm_small_enabled()) {
+        const float *Bp = B;
+        size_t lb = (size_t)ldb;
+        if (transB) {
+            mm_transpose(B, ldb, N, K, mm_panel, Np);
+            Bp = mm_panel;
+            lb = (size_t)Np;
+        }
+        LINA_KFN(lina_mm)(M, N, K, alpha, A, transA ? 1 : (size_t)lda, transA ? (size_t)lda : 1, Bp, lb, beta, C,
+                          (size_t)ldc, NULL, NULL, 0);
+        return;
+    }
+#endif
+    lina_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 
 /* The layers' products (lina_sgemm_layer, gemm.h) through lina_mm, split over the
  * threads by row groups unless already inside a parallel region. */
@@ -551,9 +539,9 @@ void LINA_KFN(lina_sgemm_layer)(int transA, int transB, int M, int N, int K, flo
                                 const float *B, int ldb, float beta, float *C, int ldc)
 {
 #if defined(__AVX512F__)
-    /* (columns past the last whole vector run a scalar loop: few of them, or none) */
-    /* and B (per pass of A^T B) at most LINA_MM_MAX_B floats, so that it stays in the core's
-     * cache while every group of rows streams it (no blocking over B here) */
+    /* widths of whole vectors or at least 128 (a last partial vector is a masked one-vector
+     * tile), and B (per pass of A^T B) at most LINA_MM_MAX_B floats, so that it stays in the
+     * core's cache while every panel of rows streams it (no blocking over B here) */
     if (lina_sgemm_small_enabled() && M > LINA_SGEMM_SMALL_M && (N % 16 == 0 || N >= 128) && K > 0 &&
         (size_t)(transA ? MM_KC : K) * N <= LINA_MM_MAX_B && (transA ? M <= LINA_MM_MAX_N : K <= LINA_MM_MAX_N)) {
         if (!transB) { /* B [K,N] as it lies; A [M,K] or (transA) [K,M] */
@@ -599,6 +587,10 @@ LINA_ISA_DISPATCH_VOID(lina_sgemm_rows_nt,
                         float beta, float *C, int ldc),
                        (M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
 
+LINA_ISA_DISPATCH_VOID(lina_mm,
+                       (int M, int N, int Kd, float alpha, const float *A, size_t sam, size_t sak, const float *B,
+                        size_t ldb, float beta, float *C, size_t ldc, const int *lo, const int *hi, int on_k),
+                       (M, N, Kd, alpha, A, sam, sak, B, ldb, beta, C, ldc, lo, hi, on_k))
 LINA_ISA_DISPATCH_VOID(lina_sgemm_sm,
                        (int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                         const float *B, int ldb, float beta, float *C, int ldc),

@@ -1,6 +1,6 @@
 /* gemm.h -- lina's own product loops next to lina_sgemm (gemm.c), internal: the
- * direct small-M path, the chunk forms' small-product kernel, the register-blocked
- * lina_mm and the layers' products. */
+ * direct small-M path, lina's register-tiled product lina_mm (and through it the
+ * chunk forms' small products, lina_sgemm_sm) and the layers' products. */
 #ifndef LINA_KERN_GEMM_H
 #define LINA_KERN_GEMM_H
 
@@ -24,11 +24,12 @@ void lina_sgemm_rows_nt(int M, int N, int K, float alpha, const float *A, int ld
                         float beta, float *C, int ldc);
 
 /* C[M,N] = alpha op(A) op(B) + beta C, as lina_sgemm, for the small products of
- * the chunk forms (every side up to a few hundred): on the AVX-512 path a
- * register-tiled kernel reads A and an untransposed B where they lie (no
- * packing, no library call; a transposed B is transposed into a panel first)
- * when K <= LINA_SGEMM_SM_MAX_K and the panel fits; everything else, and every
- * other path, is lina_sgemm. LINA_SGEMM_SMALL=0 turns it off too. */
+ * the chunk forms (every side up to a few hundred): on the AVX-512 and AVX2
+ * paths lina_mm's register tiles read A and an untransposed B where they lie
+ * (no packing, no library call; a transposed B is transposed into a panel
+ * first, in registers) when K <= LINA_SGEMM_SM_MAX_K and the panel fits;
+ * everything else, and the portable path, is lina_sgemm. LINA_SGEMM_SMALL=0
+ * turns it off too. */
 #define LINA_SGEMM_SM_MAX_K 512
 void lina_sgemm_sm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc);
@@ -42,11 +43,15 @@ void lina_sgemm_set_small(int on);
  * (A or A^T row-major), B row-major (ldb); beta 0 writes C without reading it. lo, hi
  * (NULL: none): per row m a range [lo[m], hi[m]) of k (on_k: A must be 0 outside it) or
  * of columns (!on_k: at least those are computed, the rest may be left as they were).
- * lina's own register-blocked loops (4 rows x 2 vectors), one per instruction-set path:
- * call it as LINA_KFN(lina_mm) from a file compiled per path (the softmax attention
- * kernel's tiles; lina_sgemm_layer). No packing, no threads. */
+ * lina's own product kernel, one per instruction-set path (register tiles of 6 rows by
+ * 4 vectors of 16 on AVX-512, 6 by 2 vectors of 8 on AVX2; plain loops on the portable
+ * path), no packing, no threads: lina_sgemm_sm, the softmax attention kernel's tiles
+ * and lina_sgemm_layer. Call it as LINA_KFN(lina_mm) from a file compiled per path;
+ * lina_mm is the same on the path chosen at start-up. */
 void LINA_KFN(lina_mm)(int M, int N, int Kd, float alpha, const float *A, size_t sam, size_t sak, const float *B,
                        size_t ldb, float beta, float *C, size_t ldc, const int *lo, const int *hi, int on_k);
+void lina_mm(int M, int N, int Kd, float alpha, const float *A, size_t sam, size_t sak, const float *B, size_t ldb,
+             float beta, float *C, size_t ldc, const int *lo, const int *hi, int on_k);
 
 /* lina_sgemm for the layers' products (projections, lm_head: many rows against
  * a small weight). With the AVX-512 path, M at most LINA_MM_MAX_N unless it is

@@ -25,10 +25,10 @@
  * ~0; dividing by the computed sum of P keeps its rounding (times D, times
  * the size of k) out of dQ.
  * Threads: forward over (b,h) x query tiles, backward over (b,h).
- * The products are lina's own register-blocked loops (lina_mm, kern/gemm.c:
- * 4 rows x 2 vectors, per instruction-set path), not BLAS calls: a tile's products are
+ * The products are lina's own register-tiled kernel (lina_mm, kern/gemm.c:
+ * tiles of 6 rows, per instruction-set path), not BLAS calls: a tile's products are
  * 128 x 128 x K, small enough that packing the operands for a BLAS kernel
- * costs as much as the product, and each group of 4 rows takes only the
+ * costs as much as the product, and each group of 6 rows takes only the
  * columns (or the summed range) its rows may see, so a causal tile costs
  * about half of a full one.
  *
