@@ -861,6 +861,45 @@ static void test_cross_entropy_max(void)
           worst);
 }
 
+/* the fused loss + gradient against the two calls: the same loss, count, lse and dlogits,
+ * bit for bit, on 1 and 2 threads; ignored rows; rows narrower and wider than the stack
+ * buffer (V 37 and 5000); a bad target is refused */
+static void test_cross_entropy_fused(void)
+{
+    const int Vs[2] = {37, 5000}, N = 67;
+    int ok = 1;
+    for (int iv = 0; iv < 2; iv++) {
+        const int V = Vs[iv];
+        const size_t nv = (size_t)N * V;
+        float *x = falloc(nv), *d1 = falloc(nv), *d2 = falloc(nv), *l1 = falloc((size_t)N), *l2 = falloc((size_t)N);
+        float *tl = falloc((size_t)N);
+        int32_t *tg = malloc((size_t)N * sizeof(int32_t));
+        for (size_t i = 0; i < nv; i++) {
+            x[i] = (float)th_uniform(-5, 5);
+        }
+        for (int n = 0; n < N; n++) {
+            tg[n] = n % 7 == 3 ? LINA_IGNORE_INDEX : (n * 13 + 5) % V;
+        }
+        double la = 0.0, lb = 0.0;
+        int64_t ca = 0, cb = 0;
+        int rc = lina_cross_entropy_forward(&la, &ca, l1, x, tg, N, V);
+        lina_cross_entropy_backward(d1, x, l1, tg, N, V, 0.5f, ca);
+        for (int th = 1; th <= 2; th++) {
+            lina_set_threads(th);
+            memcpy(d2, x, nv * sizeof(float));
+            rc |= lina_cross_entropy_fused(&lb, &cb, l2, tl, d2, tg, N, V, 0.5f);
+            ok &= rc == 0 && la == lb && ca == cb && memcmp(l1, l2, (size_t)N * sizeof(float)) == 0 &&
+                  memcmp(d1, d2, nv * sizeof(float)) == 0;
+        }
+        lina_set_threads(0);
+        tg[5] = V;
+        ok &= lina_cross_entropy_fused(&lb, &cb, l2, tl, d2, tg, N, V, 0.5f) == LINA_EINVAL;
+        free(x), free(d1), free(d2), free(l1), free(l2), free(tl), free(tg);
+    }
+    CHECK(ok, "cross-entropy fused = forward + backward bit for bit (V 37 and 5000, ignored rows, 1 and 2 threads); "
+              "bad target refused");
+}
+
 /* ------------------------------- bigger shapes: threads and parallel paths */
 
 static void test_threads(void)
@@ -1016,6 +1055,7 @@ int main(void)
     test_rope(19, 1, 260, 0); /* two blocks of positions (16 + 3), two passes of pairs (128 + 2) */
     test_cross_entropy();
     test_cross_entropy_max();
+    test_cross_entropy_fused();
     test_threads();
     return th_exit();
 }

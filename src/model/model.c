@@ -108,6 +108,7 @@ struct lina_model {
     int t_norm_b;         /* the final LayerNorm's bias, or -1 */
     float *logits;        /* [N, vocab] (dlogits in place) */
     float *lse;           /* [N] */
+    float *tl;            /* [N] target logits of the training step's loss */
     float *tmp;           /* [N, D] mixer / MLP outputs, input grads */
     float *dres;          /* [N, D] residual gradient */
     float *scratch;       /* layer backward scratch */
@@ -628,8 +629,8 @@ static int ensure_acts(lina_model *m, int N)
         s = block_scratch(ly->ffn, N);
         scr = s > scr ? s : scr;
     }
-    /* xL, xnf, rstdf (+ means), logits, lse, tmp, dres, carry, dcarry, scratch */
-    total = lina_szadd(total, lina_szadd(lina_szmul(4, nD), lina_szadd(lina_szmul(3, n), lina_szmul(n, V))));
+    /* xL, xnf, rstdf (+ means), logits, lse, tl, tmp, dres, carry, dcarry, scratch */
+    total = lina_szadd(total, lina_szadd(lina_szmul(4, nD), lina_szadd(lina_szmul(4, n), lina_szmul(n, V))));
     total = lina_szadd(total, lina_szmul(2, lina_szmul(n, m->carry_row)));
     total = lina_szadd(total, scr);
     char what[64];
@@ -665,6 +666,7 @@ static int ensure_acts(lina_model *m, int N)
     m->rstdf = p;   p += 2 * n;
     m->logits = p;  p += n * V;
     m->lse = p;     p += n;
+    m->tl = p;      p += n;
     m->tmp = p;     p += n * D;
     m->dres = p;    p += n * D;
     m->carry = m->carry_row ? p : NULL;  p += n * m->carry_row;
@@ -948,11 +950,13 @@ static int model_forward(lina_model *m, const int32_t *tokens, int B, int T, lin
         if ((rc = mixer_run(m, l, P, NULL, B, T, xin, m->tmp, NULL, st, &m->aux, form, ws))) {
             return rc;
         }
+        /* without a feed-forward block the sum is the next layer's input (h is read only by
+         * the feed-forward branch's backward) */
+        float *h = ly->ffn ? la->h : xnext;
         for (size_t i = 0; i < nd; i++) {
-            la->h[i] = la->x[i] + m->tmp[i];
+            h[i] = la->x[i] + m->tmp[i];
         }
         if (!ly->ffn) {
-            memcpy(xnext, la->h, nd * sizeof(float));
             continue;
         }
         lina_rmsnorm_forward(la->xn2, la->rstd2, la->h, tp(m, P, ly->t_mlp_norm), NULL, N, D, eps);
@@ -1088,7 +1092,11 @@ static int train_step(lina_model *m, const int32_t *tokens, const int32_t *targe
     int rc = model_forward(m, tokens, B, T, LINA_FORM_CHUNK, NULL, ws);
     double l = 0.0;
     int64_t count = 0;
-    if (rc || (rc = loss_of(m, targets, B * T, &l, &count))) {
+    if (!rc && !targets) {
+        rc = lina_set_error(LINA_EINVAL, "model: targets is NULL");
+    }
+    /* the loss and its gradient (dlogits over the logits) in one pass over the rows */
+    if (rc || (rc = lina_cross_entropy_fused(&l, &count, m->lse, m->tl, m->logits, targets, B * T, m->vocab, 1.0f))) {
         return rc;
     }
     l += m->aux; /* auxiliary (load-balancing) losses of MoM / MoE layers */
@@ -1101,11 +1109,8 @@ static int train_step(lina_model *m, const int32_t *tokens, const int32_t *targe
     if (!isfinite(l)) {
         return lina_set_error(LINA_ENONFINITE, "model: loss is not finite (%g)", l);
     }
-    if (count == 0) { /* no target (a one-token document alone): the auxiliary loss's gradient only */
-        memset(m->logits, 0, (size_t)B * T * m->vocab * sizeof(float));
-    } else {
-        lina_cross_entropy_backward(m->logits, m->logits, m->lse, targets, B * T, m->vocab, 1.0f, count);
-    }
+    /* count 0 (no target: a one-token document alone): the dlogits are zeros, the
+     * auxiliary loss's gradient only */
     return model_backward(m, tokens, B, T, LINA_FORM_CHUNK, ws);
 }
 

@@ -8,6 +8,7 @@
 #include "nn.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define M2_MAX_DIM (1 << 24)
@@ -141,6 +142,28 @@ static void m2_prepare_seq(lina_mamba2_acts *a, const lina_mamba2_dims *d, const
     }
 }
 
+/* one row: acc[i] += D_i u[i] with D per channel or per head (P channels each) */
+static void m2_dskip_add(float *acc, const float *u, const float *Dskip, const lina_mamba2_dims *d)
+{
+    const int E = m2_E(d), P = d->P;
+    if (d->D_has_hdim) {
+#pragma omp simd
+        for (int i = 0; i < E; i++) {
+            acc[i] += Dskip[i] * u[i];
+        }
+        return;
+    }
+    for (int h = 0; h < E / P; h++) {
+        const float dh = Dskip[h];
+        float *a = acc + (size_t)h * P;
+        const float *x = u + (size_t)h * P;
+#pragma omp simd
+        for (int j = 0; j < P; j++) {
+            a[j] += dh * x[j];
+        }
+    }
+}
+
 /* yn = gated grouped RMSNorm of y with gate z, one row; the gate's sigmoids
  * are taken first, through the vector exp, into yn, each read before its
  * element is written */
@@ -158,15 +181,30 @@ static void m2_norm_row(float *yn, float *rstd, const float *y, const float *z, 
     for (int gi = 0; gi < d->G; gi++) {
         const int o = gi * gs;
         double ss = 0.0;
-        for (int i = o; i < o + gs; i++) {
-            double u = d->norm_before_gate ? y[i] : (double)y[i] * (z[i] * yn[i]);
-            ss += u * u;
+        if (d->norm_before_gate) {
+#pragma omp simd reduction(+ : ss)
+            for (int i = o; i < o + gs; i++) {
+                ss += (double)y[i] * y[i];
+            }
+        } else {
+#pragma omp simd reduction(+ : ss)
+            for (int i = o; i < o + gs; i++) {
+                const double u = (double)y[i] * (z[i] * yn[i]);
+                ss += u * u;
+            }
         }
         float r = (float)(1.0 / sqrt(ss / gs + d->norm_eps));
         rstd[gi] = r;
-        for (int i = o; i < o + gs; i++) {
-            float sz = z[i] * yn[i];
-            yn[i] = d->norm_before_gate ? y[i] * r * w[i] * sz : y[i] * sz * r * w[i];
+        if (d->norm_before_gate) {
+#pragma omp simd
+            for (int i = o; i < o + gs; i++) {
+                yn[i] = y[i] * r * w[i] * (z[i] * yn[i]);
+            }
+        } else {
+#pragma omp simd
+            for (int i = o; i < o + gs; i++) {
+                yn[i] = y[i] * (z[i] * yn[i]) * r * w[i];
+            }
         }
     }
 }
@@ -240,9 +278,7 @@ int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const l
     for (int n = 0; n < R; n++) {
         float *y = a->y + (size_t)n * E;
         const float *xs = a->xbc + (size_t)n * Cc;
-        for (int i = 0; i < E; i++) {
-            y[i] += (d->D_has_hdim ? p->Dskip[i] : p->Dskip[i / d->P]) * xs[i];
-        }
+        m2_dskip_add(y, xs, p->Dskip, d);
         m2_norm_row(a->yn + (size_t)n * E, a->rstd + (size_t)n * d->G, y, a->z + (size_t)n * E, p->norm_w, d);
     }
     lina_linear_forward(out, a->yn, p->out_proj, p->out_bias, R, E, D);
@@ -270,6 +306,7 @@ static void m2_norm_row_bwd(float *dy, float *dz, float *dw, const float *dyn, c
         const int o = gi * gs;
         const float r = rstd[gi];
         double m = 0.0;
+#pragma omp simd reduction(+ : m)
         for (int i = o; i < o + gs; i++) {
             const float sz = z[i] * dz[i];
             float u = d->norm_before_gate ? y[i] : y[i] * sz;
@@ -277,24 +314,36 @@ static void m2_norm_row_bwd(float *dy, float *dz, float *dw, const float *dyn, c
             m += (double)gg * u * r;
         }
         const float mm = (float)(m / gs);
-        for (int i = o; i < o + gs; i++) {
-            const float s = dz[i], sz = z[i] * s, dsz = s * (1.0f + z[i] * (1.0f - s));
-            const float u = d->norm_before_gate ? y[i] : y[i] * sz;
-            const float uh = u * r;
-            const float gg = d->norm_before_gate ? dyn[i] * w[i] * sz : dyn[i] * w[i];
-            const float du = r * (gg - uh * mm);
-            if (d->norm_before_gate) {
+        /* the same per-element arithmetic in loops without branches (they vectorise); dw
+         * first, while dz still holds the gate's sigmoids */
+        if (d->norm_before_gate) {
+            if (dw) {
+#pragma omp simd
+                for (int i = o; i < o + gs; i++) {
+                    dw[i] += dyn[i] * (y[i] * r) * (z[i] * dz[i]);
+                }
+            }
+#pragma omp simd
+            for (int i = o; i < o + gs; i++) {
+                const float s = dz[i], sz = z[i] * s, dsz = s * (1.0f + z[i] * (1.0f - s));
+                const float uh = y[i] * r;
+                const float du = r * (dyn[i] * w[i] * sz - uh * mm);
                 dy[i] = du;
                 dz[i] = dyn[i] * uh * w[i] * dsz;
-                if (dw) {
-                    dw[i] += dyn[i] * uh * sz;
+            }
+        } else {
+            if (dw) {
+#pragma omp simd
+                for (int i = o; i < o + gs; i++) {
+                    dw[i] += dyn[i] * (y[i] * (z[i] * dz[i]) * r);
                 }
-            } else {
+            }
+#pragma omp simd
+            for (int i = o; i < o + gs; i++) {
+                const float s = dz[i], sz = z[i] * s, dsz = s * (1.0f + z[i] * (1.0f - s));
+                const float du = r * (dyn[i] * w[i] - y[i] * sz * r * mm);
                 dy[i] = du * sz;
                 dz[i] = du * y[i] * dsz;
-                if (dw) {
-                    dw[i] += dyn[i] * uh;
-                }
             }
         }
     }
@@ -327,42 +376,89 @@ int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, c
     float *dk = dq + r * HN;        /* [R,H,N] */
     float *dg = dk + r * HN;        /* [R,H] */
     float *ddt = dg + r * H;        /* [R,H] */
-    memset(scratch, 0, lina_mamba2_scratch_floats(d, R) * sizeof(float));
+    /* zero what accumulates or what the engine receives; dy, dz and ddt are written whole */
+    memset(dyn, 0, r * E * sizeof(float));
+    memset(dv, 0, (size_t)(ddt - dv) * sizeof(float));
 
     /* out_proj */
     lina_linear_backward(dyn, gp->out_proj, gp->out_bias, dout, a->yn, p->out_proj, R, E, D);
-    /* gated norm (rows in order: dw accumulates deterministically) */
-    for (int n = 0; n < R; n++) {
-        m2_norm_row_bwd(dy + (size_t)n * E, dz + (size_t)n * E, gp->norm_w, dyn + (size_t)n * E, a->y + (size_t)n * E,
-                        a->z + (size_t)n * E, p->norm_w, a->rstd + (size_t)n * G, d);
+    /* gated norm: fixed runs of rows in parallel, each summing its rows' dw into its own
+     * row of partial sums, which are then added in run order (the same bits on any
+     * thread count) */
+    {
+        enum { M2_DW_STACK = 8192 };
+        const int nrun = R < 64 ? R : 64, per = (R + nrun - 1) / nrun;
+        float dws[M2_DW_STACK];
+        const size_t pn = gp->norm_w ? (size_t)nrun * E : 0;
+        float *part = pn <= M2_DW_STACK ? dws : calloc(pn, sizeof(float));
+        if (!part) {
+            return lina_set_error(LINA_ENOMEM, "mamba2 layer: out of memory");
+        }
+        if (part == dws) {
+            memset(dws, 0, pn * sizeof(float));
+        }
+#pragma omp parallel for schedule(static)
+        for (int run = 0; run < nrun; run++) {
+            const int n1 = (run + 1) * per < R ? (run + 1) * per : R;
+            for (int n = run * per; n < n1; n++) {
+                m2_norm_row_bwd(dy + (size_t)n * E, dz + (size_t)n * E, pn ? part + (size_t)run * E : NULL,
+                                dyn + (size_t)n * E, a->y + (size_t)n * E, a->z + (size_t)n * E, p->norm_w,
+                                a->rstd + (size_t)n * G, d);
+            }
+        }
+        for (size_t i = 0; pn && i < (size_t)E; i++) {
+            double t = 0.0;
+            for (int run = 0; run < nrun; run++) {
+                t += part[(size_t)run * E + i];
+            }
+            gp->norm_w[i] += (float)t;
+        }
+        if (part != dws) {
+            free(part);
+        }
     }
     /* D skip: y += D x (x the post-conv head inputs) */
     if (gp->Dskip) {
         const int nd = d->D_has_hdim ? E : H;
-        for (int i = 0; i < nd; i++) {
-            /* four partial sums over the rows' products (one chain of double adds waits on
-             * each add), added in a fixed order */
-            double s4[4] = {0.0, 0.0, 0.0, 0.0};
-            for (int n = 0; n < R; n++) {
-                const float *dyr = dy + (size_t)n * E, *xs = a->xbc + (size_t)n * Cc;
-                if (d->D_has_hdim) {
-                    s4[n & 3] += (double)dyr[i] * xs[i];
-                } else {
-                    for (int j = 0; j < P; j++) {
-                        s4[j & 3] += (double)dyr[i * P + j] * xs[i * P + j];
+        /* per head (or channel): 8 partial sums over the rows' products, element j of a
+         * head's row (or row n for a channel) into lane j mod 8 (independent chains that
+         * vectorise), the lanes added in order */
+        double *l8 = calloc((size_t)nd * 8, sizeof(double));
+        if (!l8) {
+            return lina_set_error(LINA_ENOMEM, "mamba2 layer: out of memory");
+        }
+        for (int n = 0; n < R; n++) {
+            const float *dyr = dy + (size_t)n * E, *xs = a->xbc + (size_t)n * Cc;
+            if (d->D_has_hdim) {
+                double *l = l8 + (size_t)(n & 7);
+                for (int i = 0; i < nd; i++) {
+                    l[(size_t)i * 8] += (double)dyr[i] * xs[i];
+                }
+                continue;
+            }
+            for (int i = 0; i < nd; i++) {
+                const float *u = dyr + (size_t)i * P, *w = xs + (size_t)i * P;
+                double *l = l8 + (size_t)i * 8;
+                int j = 0;
+                for (; j + 8 <= P; j += 8) {
+                    for (int k = 0; k < 8; k++) {
+                        l[k] += (double)u[j + k] * w[j + k];
                     }
                 }
+                for (int k = 0; j < P; j++, k++) {
+                    l[k] += (double)u[j] * w[j];
+                }
             }
-            gp->Dskip[i] += (float)((s4[0] + s4[1]) + (s4[2] + s4[3]));
         }
+        for (int i = 0; i < nd; i++) {
+            const double *l = l8 + (size_t)i * 8;
+            gp->Dskip[i] += (float)(((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])));
+        }
+        free(l8);
     }
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < R; n++) {
-        const float *dyr = dy + (size_t)n * E;
-        float *dxs = dxbc + (size_t)n * Cc;
-        for (int i = 0; i < E; i++) {
-            dxs[i] += (d->D_has_hdim ? p->Dskip[i] : p->Dskip[i / P]) * dyr[i];
-        }
+        m2_dskip_add(dxbc + (size_t)n * Cc, dy + (size_t)n * E, p->Dskip, d);
     }
     /* the recurrence */
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->N, d->P, d->chunk, 1.0f);

@@ -238,6 +238,12 @@ int lina_cross_entropy_forward(double *loss, int64_t *count, float *lse, const f
  * rows for ignored targets. WRITES dlogits (not added); it may alias logits. */
 void lina_cross_entropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
                                  int N, int V, float dloss, int64_t count);
+/* Both in one pass over the rows (each row's exp and gradient while it is in cache):
+ * the loss, count and lse of lina_cross_entropy_forward, then the logits overwritten
+ * with lina_cross_entropy_backward's dlogits for dloss and that count (the same bits as
+ * the two calls); tl [N] receives the target logits (0 for ignored rows). */
+int lina_cross_entropy_fused(double *loss, int64_t *count, float *lse, float *tl, float *logits,
+                             const int32_t *targets, int N, int V, float dloss);
 
 /* ------------------------------------------------------ shared layer glue */
 
