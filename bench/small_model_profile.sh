@@ -53,7 +53,7 @@ step = json.load(open(out))["train_cpu_ms_per_step"]
 parts = ["mixer fwd", "mixer bwd", "mixer (fwd or bwd)", "projections", "conv", "norms", "loss", "optimiser",
          "blas (caller unknown)", "other"]
 rules = [("conv", r"conv"), ("projections", r"^lina_(linear|proj)_|^lina_sgemm_layer|^mm_rows"),
-         ("norms", r"^rms_|rmsnorm|layernorm|l2norm"), ("loss", r"cross_entropy"),
+         ("norms", r"^rms_|rmsnorm|layernorm|l2norm"), ("loss", r"cross_entropy|^ce_rows|^row_lse|^row_grad"),
          ("optimiser", r"adamw|grad_norm|clip_factor"), ("other", r"^lina_embedding|^lina_model_create|^model_init")]
 # memset / memcpy and the kernel's page-fault handling count for the lina function that called them
 helper_rx = r"^(__mem(set|move|cpy)|(asm_)?exc_|handle_mm|do_|__handle|clear_page|lock_vma|_raw_spin|get_page|" \
