@@ -47,7 +47,10 @@
 #endif
 
 #define VB 32  /* value columns per recurrent tile */
-#define SEG 32 /* recurrent backward: checkpoint interval (rows) */
+#define SEG 16 /* recurrent backward: checkpoint interval (rows) */
+#define DL_PF 4 /* recurrent forms: rows between a strided row's prefetch and its use
+                 * (a head's rows lie H*K or H*V floats apart, beyond the hardware
+                 * prefetchers' reach) */
 
 /* a*b + c, fused by the compiler where the target has FMA (-ffp-contract=fast)
  * and a multiply and an add elsewhere: fmaf() on a target without FMA (the
@@ -198,7 +201,8 @@ static void tile_dot(int K, const float *restrict S, const float *restrict k, fl
 
 /* =================================================== recurrent forward */
 
-/* One row on a K x VB tile: S <- a S + kb u^T (decay only when dec; dec == 2:
+/* One row on a K x VB tile: S <- a S + kb u^T (the callers pass k and beta u;
+ * decay only when dec; dec == 2:
  * row i of S decays by av[i]), then o = S^T qs (when out) and w = S^T kn (the
  * next row's key, when nxt). The flags are literals at every call so each
  * variant is its own loop. */
@@ -279,15 +283,13 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
     for (int task = 0; task < ntask; task++) {
         const int vb = task % nvb, bh = task / nvb, b = bh / H, h = bh % H;
         const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
-        float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + 5 * (size_t)K + 3 * VB) * sizeof(float));
+        float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + 3 * (size_t)K + 3 * VB) * sizeof(float));
         if (!S) {
 #pragma omp atomic write
             rc = LINA_ENOMEM;
             continue;
         }
-        float *kb = S + (size_t)K * VB; /* [K] beta k */
-        float *qs = kb + K;             /* [K] s q */
-        float *u = qs + K;              /* [VB] */
+        float *u = S + (size_t)K * VB;  /* [VB] beta u */
         float *w = u + VB;              /* [VB] S^T k of the current row */
         float *ob = w + VB;             /* [VB] */
         float *av = ob + VB, *an = av + K, *kd = an + K; /* [K] each: gk decays (row, next row), next decayed key */
@@ -297,6 +299,14 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
         }
         for (int r = 0; r < N; r++) {
             const int t = r / n, jn = r % n;
+            if (r + DL_PF < N) {
+                const int rp = r + DL_PF;
+                lina_prefetch_floats(dl_k(c, b, rp, h), K);
+                lina_prefetch_floats(dl_v(c, b, rp, h) + j0, W);
+                if (rp % n == n - 1) {
+                    lina_prefetch_floats(dl_q(c, b, rp / n, h), K);
+                }
+            }
             const int dec = (c->g || c->gk) && jn == 0;
             /* with gk, w already holds S'^T k (decayed key): u = v - w */
             const float a = c->g && dec ? expf(c->g[dl_gix(c, b, t, h)]) : 1.0f;
@@ -304,27 +314,22 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
             av = an;
             an = tmp;
             const float be = c->beta[dl_bix(c, b, r, h)];
-            const float *kr = dl_k(c, b, r, h), *vr = dl_v(c, b, r, h) + j0;
-            for (int i = 0; i < K; i++) {
-                kb[i] = be * kr[i];
-            }
+            const float *vr = dl_v(c, b, r, h) + j0;
+            /* beta folded into u, s into the output */
             for (int j = 0; j < W; j++) {
-                u[j] = vr[j] - a * w[j];
+                u[j] = be * (vr[j] - a * w[j]);
             }
             for (int j = W; j < VB; j++) {
                 u[j] = 0.0f;
             }
             const int out = jn == n - 1, nxt = r + 1 < N;
+            rec_row_dispatch(K, S, a, c->gk ? av : NULL, dl_k(c, b, r, h), u, out ? dl_q(c, b, t, h) : NULL,
+                             ob, nxt ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w, dec | (out << 1) | (nxt << 2));
             if (out) {
-                const float *qt = dl_q(c, b, t, h);
-                for (int i = 0; i < K; i++) {
-                    qs[i] = c->s * qt[i];
+                float *ot = LINA_ROW(o, b, t, h, c->T, H, V) + j0;
+                for (int j = 0; j < W; j++) {
+                    ot[j] = c->s * ob[j];
                 }
-            }
-            rec_row_dispatch(K, S, a, c->gk ? av : NULL, kb, u, qs, ob,
-                             nxt ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w, dec | (out << 1) | (nxt << 2));
-            if (out) {
-                memcpy(LINA_ROW(o, b, t, h, c->T, H, V) + j0, ob, (size_t)W * sizeof(float));
             }
         }
         if (ht) {
@@ -340,8 +345,6 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
 #ifdef LINA_VL
 #define BK_NV (VB / LINA_VL)
 #endif
-
-#define BK_PF 4 /* rows between a strided row's prefetch and its use */
 
 /* the decay of a row in the backward: none (a = 1), the scalar a, or row i of
  * the state by av[i] (per-channel gate) */
@@ -390,6 +393,82 @@ static void bk_fill(int K, const float *Sp, float *Sn, float a, const float *av,
     }
 }
 
+#ifdef BK_NV
+#define BK_NH (BK_NV / 2) /* passes of 2 vectors of columns over the rows */
+
+/* the sum of the lanes of x */
+static inline float bk_hsum1(__m256 x)
+{
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+/* The step back sums BK_RB key rows across their lanes together: 8 on AVX-512,
+ * 4 on AVX2 (whose 16 registers the step's vectors nearly fill).
+ * bk_acc: dst[0..BK_RB) += (sc, when set, times) the row sums of P[0..BK_RB). */
+#if LINA_VL == 16
+#define BK_RB 8
+static inline void bk_acc(float *dst, const float *sc, const __m256 *P)
+{
+    const __m256 s = lina_hsum8(P), d = _mm256_loadu_ps(dst);
+    _mm256_storeu_ps(dst, sc ? _mm256_fmadd_ps(_mm256_loadu_ps(sc), s, d) : _mm256_add_ps(d, s));
+}
+#else
+#define BK_RB 4
+static inline void bk_acc(float *dst, const float *sc, const __m256 *P)
+{
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(P[0], P[1]), _mm256_hadd_ps(P[2], P[3]));
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    const __m128 d = _mm_loadu_ps(dst);
+    _mm_storeu_ps(dst, sc ? _mm_fmadd_ps(_mm_loadu_ps(sc), s, d) : _mm_add_ps(d, s));
+}
+#endif
+
+/* One key row i of bk_row (Ri, Bi: its rows of R and Sb; nkr = k_r[i], qi = q[i],
+ * kpi = kp[i]): R_i updated, wn's sums in A, the scalar gate's in G, the row's
+ * sums for dk, dgk and dq left as vectors in *pd, *pg, *pq. */
+DL_INLINE void bk_one(float *restrict Ri, const float *restrict Bi, const lina_vf *U,
+                      const lina_vf *Wb, const lina_vf *Dv, lina_vf *A, lina_vf *G, lina_vf ai,
+                      float kri, float qis, float kpis, __m256 *pd, __m256 *pg, __m256 *pq,
+                      const int gate, const int out)
+{
+    const lina_vf nk = LINA_VSET1(-kri), qi = LINA_VSET1(qis), ki = LINA_VSET1(kpis);
+    lina_vf ru = LINA_VZERO(), bw = LINA_VZERO(), pgv = LINA_VZERO(), pqv = LINA_VZERO();
+    for (int v = 0; v < 2; v++) {
+        const lina_vf bb = LINA_VLD(Bi + LINA_VL * v), r = LINA_VLD(Ri + LINA_VL * v);
+        ru = LINA_VFMA(r, U[v], ru);
+        if (gate) {
+            bw = LINA_VFMA(bb, Wb[v], bw);
+        } else {
+            ru = LINA_VFNMA(bb, Wb[v], ru);
+        }
+        lina_vf x = LINA_VFMA(nk, Wb[v], r);
+        if (gate == BG_SCALAR) {
+            G[v] = LINA_VFMA(x, bb, G[v]);
+        } else if (gate == BG_CHANNEL) {
+            pgv = LINA_VFMA(x, bb, pgv);
+        }
+        if (gate) {
+            x = LINA_VMUL(ai, x);
+        }
+        if (out) {
+            x = LINA_VFMA(qi, Dv[v], x);
+            pqv = LINA_VFMA(bb, Dv[v], pqv);
+        }
+        A[v] = LINA_VFMA(ki, x, A[v]);
+        LINA_VST(Ri + LINA_VL * v, x);
+    }
+    *pd = LINA_VFOLD(gate ? LINA_VFNMA(ai, bw, ru) : ru);
+    if (gate == BG_CHANNEL) {
+        *pg = LINA_VFOLD(pgv);
+    }
+    if (out) {
+        *pq = LINA_VFOLD(pqv);
+    }
+}
+#endif
+
 /* One row r back on a K x VB tile, fused with the output term of row r-1.
  * Given R = dL/dS_r (row r's output term included), Sb = S_{r-1}, ub = beta u_r
  * and wb = beta R^T k_r, with S' = a Sb (the decay as `gate` says):
@@ -399,7 +478,7 @@ static void bk_fill(int K, const float *Sp, float *Sn, float a, const float *av,
  *   out (row r-1 has an output, D = s dO of its token):
  *     R_i += qp_i D,  dq[i] += Sb_i . D
  *   wn = R^T kp (kp = k_{r-1}, zeros for the first row).
- * The per-row sums are kept as vectors and 8 rows are summed across their
+ * The per-row sums are kept as vectors and BK_RB rows are summed across their
  * lanes together on the AVX paths; `gate` and `out` are literals at every call. */
 DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
                         const float *restrict ub, const float *restrict wb,
@@ -410,101 +489,56 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
                         const int gate, const int out)
 {
 #ifdef BK_NV
-    const int L = VB / BK_NV;
-    lina_vf U[BK_NV], Wb[BK_NV], Dv[BK_NV], A[BK_NV], G[BK_NV];
-    for (int v = 0; v < BK_NV; v++) {
-        U[v] = LINA_VLD(ub + L * v);
-        Wb[v] = LINA_VLD(wb + L * v);
-        Dv[v] = out ? LINA_VLD(D + L * v) : LINA_VZERO();
-        A[v] = LINA_VZERO();
-        G[v] = LINA_VZERO();
-    }
+    /* BK_NH passes over the rows, each on 2 vectors of columns (AVX2: 2 halves of the tile) */
+    lina_vf G[2] = {LINA_VZERO(), LINA_VZERO()};
     const lina_vf va = LINA_VSET1(a);
-    for (int i0 = 0; i0 < K; i0 += 8) {
-        const int n = K - i0 < 8 ? K - i0 : 8;
-        __m256 Pd[8], Pg[8], Pq[8];
-        for (int m = 0; m < n; m++) {
-            const int i = i0 + m;
-            float *Ri = R + (size_t)i * VB;
-            const float *Bi = Sb + (size_t)i * VB;
-            const lina_vf ai = gate == BG_CHANNEL ? LINA_VSET1(av[i]) : va, nk = LINA_VSET1(-kr[i]);
-            const lina_vf qi = LINA_VSET1(out ? qp[i] : 0.0f), ki = LINA_VSET1(kp[i]);
-            lina_vf ru = LINA_VZERO(), bw = LINA_VZERO(), pg = LINA_VZERO(), pq = LINA_VZERO();
-            for (int v = 0; v < BK_NV; v++) {
-                const lina_vf bb = LINA_VLD(Bi + L * v), r = LINA_VLD(Ri + L * v);
-                ru = LINA_VFMA(r, U[v], ru);
-                if (gate) {
-                    bw = LINA_VFMA(bb, Wb[v], bw);
-                } else {
-                    ru = LINA_VFNMA(bb, Wb[v], ru);
-                }
-                lina_vf x = LINA_VFMA(nk, Wb[v], r);
-                if (gate == BG_SCALAR) {
-                    G[v] = LINA_VFMA(x, bb, G[v]);
-                } else if (gate == BG_CHANNEL) {
-                    pg = LINA_VFMA(x, bb, pg);
-                }
-                if (gate) {
-                    x = LINA_VMUL(ai, x);
-                }
-                if (out) {
-                    x = LINA_VFMA(qi, Dv[v], x);
-                    pq = LINA_VFMA(bb, Dv[v], pq);
-                }
-                A[v] = LINA_VFMA(ki, x, A[v]);
-                LINA_VST(Ri + L * v, x);
+    for (int hh = 0; hh < BK_NH; hh++) {
+        const int c0 = 2 * LINA_VL * hh;
+        float *Rh = R + c0;
+        const float *Sh = Sb + c0;
+        lina_vf U[2], Wb[2], Dv[2], A[2];
+        for (int v = 0; v < 2; v++) {
+            U[v] = LINA_VLD(ub + c0 + LINA_VL * v);
+            Wb[v] = LINA_VLD(wb + c0 + LINA_VL * v);
+            Dv[v] = out ? LINA_VLD(D + c0 + LINA_VL * v) : LINA_VZERO();
+            A[v] = LINA_VZERO();
+        }
+        int i0 = 0;
+        for (; i0 + BK_RB <= K; i0 += BK_RB) {
+            __m256 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
+            for (int m = 0; m < BK_RB; m++) {
+                const int i = i0 + m;
+                bk_one(Rh + (size_t)i * VB, Sh + (size_t)i * VB, U, Wb, Dv, A, G,
+                       gate == BG_CHANNEL ? LINA_VSET1(av[i]) : va, kr[i], out ? qp[i] : 0.0f, kp[i],
+                       &Pd[m], &Pg[m], &Pq[m], gate, out);
             }
-            Pd[m] = LINA_VFOLD(gate ? LINA_VFNMA(ai, bw, ru) : ru);
+            bk_acc(dk + i0, NULL, Pd);
             if (gate == BG_CHANNEL) {
-                Pg[m] = LINA_VFOLD(pg);
+                bk_acc(dgk + i0, av + i0, Pg);
             }
             if (out) {
-                Pq[m] = LINA_VFOLD(pq);
+                bk_acc(dq + i0, NULL, Pq);
             }
         }
-        for (int m = n; m < 8; m++) {
-            Pd[m] = Pg[m] = Pq[m] = _mm256_setzero_ps();
-        }
-        const __m256 sd = lina_hsum8(Pd);
-        const __m256 sg = gate == BG_CHANNEL ? lina_hsum8(Pg) : _mm256_setzero_ps();
-        const __m256 sq = out ? lina_hsum8(Pq) : _mm256_setzero_ps();
-        if (n == 8) {
-            _mm256_storeu_ps(dk + i0, _mm256_add_ps(_mm256_loadu_ps(dk + i0), sd));
+        for (; i0 < K; i0++) {
+            __m256 pd, pg, pq;
+            bk_one(Rh + (size_t)i0 * VB, Sh + (size_t)i0 * VB, U, Wb, Dv, A, G,
+                   gate == BG_CHANNEL ? LINA_VSET1(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f, kp[i0],
+                   &pd, &pg, &pq, gate, out);
+            dk[i0] += bk_hsum1(pd);
             if (gate == BG_CHANNEL) {
-                _mm256_storeu_ps(dgk + i0, _mm256_fmadd_ps(_mm256_loadu_ps(av + i0), sg,
-                                                           _mm256_loadu_ps(dgk + i0)));
+                dgk[i0] += av[i0] * bk_hsum1(pg);
             }
             if (out) {
-                _mm256_storeu_ps(dq + i0, _mm256_add_ps(_mm256_loadu_ps(dq + i0), sq));
+                dq[i0] += bk_hsum1(pq);
             }
-        } else {
-            float fd[8], fg[8], fq[8];
-            _mm256_storeu_ps(fd, sd);
-            _mm256_storeu_ps(fg, sg);
-            _mm256_storeu_ps(fq, sq);
-            for (int m = 0; m < n; m++) {
-                dk[i0 + m] += fd[m];
-                if (gate == BG_CHANNEL) {
-                    dgk[i0 + m] += av[i0 + m] * fg[m];
-                }
-                if (out) {
-                    dq[i0 + m] += fq[m];
-                }
-            }
+        }
+        for (int v = 0; v < 2; v++) {
+            LINA_VST(wn + c0 + LINA_VL * v, A[v]);
         }
     }
     if (gate == BG_SCALAR) {
-        lina_vf g = G[0];
-        for (int v = 1; v < BK_NV; v++) {
-            g = LINA_VADD(g, G[v]);
-        }
-        const __m256 g8 = LINA_VFOLD(g);
-        float f[8];
-        _mm256_storeu_ps(f, g8);
-        *dgs = ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
-    }
-    for (int v = 0; v < BK_NV; v++) {
-        LINA_VST(wn + L * v, A[v]);
+        *dgs = bk_hsum1(LINA_VFOLD(LINA_VADD(G[0], G[1])));
     }
 #else
     float wa[VB];
@@ -650,9 +684,9 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                 if (r % SEG == 0) {
                     memcpy(ck + (size_t)(r / SEG) * tile, Sx, tile * sizeof(float));
                 }
-                if (r + BK_PF < N) {
-                    lina_prefetch_floats(dl_k(c, b, r + BK_PF, h), K);
-                    lina_prefetch_floats(dl_v(c, b, r + BK_PF, h) + j0, W);
+                if (r + DL_PF < N) {
+                    lina_prefetch_floats(dl_k(c, b, r + DL_PF, h), K);
+                    lina_prefetch_floats(dl_v(c, b, r + DL_PF, h) + j0, W);
                 }
                 const int dec = (c->g || c->gk) && r % n == 0;
                 const float a = c->g && dec ? expf(c->g[dl_gix(c, b, r / n, h)]) : 1.0f;
@@ -695,6 +729,9 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                     if (r + 1 == te) {
                         break;
                     }
+                    if (r + DL_PF + 1 < te) {
+                        lina_prefetch_floats(dl_k(c, b, r + DL_PF, h), K);
+                    }
                     const int gate = c->gk ? BG_CHANNEL : c->g && r % n == 0 ? BG_SCALAR : BG_NONE;
                     const float a = gate == BG_SCALAR ? expf(c->g[dl_gix(c, b, r / n, h)]) : 1.0f;
                     const float be = c->beta[dl_bix(c, b, r, h)];
@@ -707,8 +744,8 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                 }
                 /* (3) its rows back */
                 for (int r = te - 1; r >= ts; r--) {
-                    if (r >= BK_PF) {
-                        const int rp = r - BK_PF, tp = rp / n;
+                    if (r >= DL_PF) {
+                        const int rp = r - DL_PF, tp = rp / n;
                         lina_prefetch_floats(dl_k(c, b, rp, h), K);
                         lina_prefetch_floats(LINA_ROW(go->dk, b, rp, h, N, H, K), K);
                         lina_prefetch_floats(LINA_ROW(go->dv, b, rp, h, N, H, V) + j0, W);
