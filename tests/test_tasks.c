@@ -763,8 +763,8 @@ static void test_sweep_keep(void)
 
 /* keep a fake cell NAME of lina paper for the options o: every seed scores test (the test score) and
  * fit (the training-length measure), 10 s of wall and 5 s of CPU */
-static void paper_cell_opts(const char *dir, const char *name, const lina_task_opts *o, int nseeds, double test,
-                            double fit)
+static void paper_cell_opts_sd(const char *dir, const char *name, const lina_task_opts *o, int nseeds, double test,
+                               double fit, double sd)
 {
     const double lr = o->kind == LINA_TASK_PARITY || o->kind == LINA_TASK_MODARITH ? o->lr : 1e-3;
     char key[1024], path[512];
@@ -773,6 +773,7 @@ static void paper_cell_opts(const char *dir, const char *name, const lina_task_o
     memset(&s, 0, sizeof s);
     s.nseeds = s.runs = nseeds;
     s.mean = s.min = s.max = test;
+    s.sd = sd;
     s.fit_mean = s.fit_min = fit;
     s.wall_s = 10.0 * nseeds;
     s.cpu_s = 5.0 * nseeds;
@@ -787,14 +788,21 @@ static void paper_cell_opts(const char *dir, const char *name, const lina_task_o
     CHECK(lina_task_sweep_save(path, key, &s) == LINA_OK, "paper cell %s kept", name);
 }
 
-/* keep a fake MQAR cell of lina paper at d 64: every seed scores acc, 10 s of wall and 5 s of CPU */
-static void paper_cell(const char *dir, lina_model_type m, int nseeds, double acc)
+static void paper_cell_opts(const char *dir, const char *name, const lina_task_opts *o, int nseeds, double test,
+                            double fit)
+{
+    paper_cell_opts_sd(dir, name, o, nseeds, test, fit, 0.0);
+}
+
+/* keep a fake MQAR cell of lina paper at d 64: mean acc, standard deviation sd over the seeds, 10 s of
+ * wall and 5 s of CPU a seed */
+static void paper_cell(const char *dir, lina_model_type m, int nseeds, double acc, double sd)
 {
     lina_task_opts o;
     lina_paper_mqar_opts(&o, m, 64);
     char name[128];
     snprintf(name, sizeof name, "mqar_%s_d64", lina_model_type_name(m));
-    paper_cell_opts(dir, name, &o, nseeds, acc, acc);
+    paper_cell_opts_sd(dir, name, &o, nseeds, acc, acc, sd);
 }
 
 /* a temporary report folder with paper_parts/cells (root: a mkdtemp template) */
@@ -967,7 +975,7 @@ static void test_paper_mqar_verdict(void)
     const double acc[5] = {1.0, 0.99, 0.98, 0.9, 0.1};
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < 5; i++) {
-            paper_cell(root, ms[i], pass && i == 3 ? 1 : 3, acc[i]); /* pass 1: gla has 1 seed */
+            paper_cell(root, ms[i], pass && i == 3 ? 1 : 3, acc[i], 0.0); /* pass 1: gla has 1 seed */
         }
         char *md = paper_section(root, "mqar");
         const char *want = pass ? "at d=64 (99, 98, 90, 10%; largest sd 0): DeltaNet and Gated DeltaNet >= GLA "
@@ -980,6 +988,23 @@ static void test_paper_mqar_verdict(void)
         CHECK(md && (strstr(md, "90.0 +- 0.0 [90.0, 90.0] (1 seed)") != NULL) == pass,
               "the table names a cell's seed count when it is not the report's (pass %d)", pass);
         CHECK(md && strstr(md, "| 400 | 10 | 30 | 15 |"), "steps, wall per run, wall and CPU of a 3-seed cell");
+        free(md);
+    }
+    /* seeds that disagree (Gated DeltaNet 50 +- 30 under GLA's 60): no order; all four at 95% or more:
+     * no gap can show */
+    const double acc2[2][5] = {{1.0, 0.99, 0.5, 0.6, 0.1}, {1.0, 1.0, 0.99, 0.99, 0.97}};
+    const char *want2[2] = {"at d=64 (99, 50, 60, 10%; largest sd 30): DeltaNet and Gated DeltaNet >= GLA "
+                            "inconclusive, the seeds disagree",
+                            "at d=64 (100, 99, 99, 97%; largest sd 0): DeltaNet and Gated DeltaNet >= GLA "
+                            "inconclusive, all four fit (95% or more)"};
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < 5; i++) {
+            paper_cell(root, ms[i], 3, acc2[pass][i], pass == 0 && i == 2 ? 0.3 : 0.0);
+        }
+        char *md = paper_section(root, "mqar");
+        CHECK(md && strstr(md, want2[pass]), "MQAR verdict from the kept cells: '%s'", want2[pass]);
+        CHECK(md && (strstr(md, "GLA >> linear attention reproduced") != NULL) == (pass == 0),
+              "GLA >> linear attention at 60 against 10 with agreeing seeds, not at 99 against 97 (pass %d)", pass);
         free(md);
     }
     snprintf(path, sizeof path, "%s/PAPER.md", root);

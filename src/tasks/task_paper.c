@@ -162,6 +162,8 @@ static const char MQ_WIDTHS_BUDGET[] = "64,32";
 static const char MQ_WIDTHS_FULL[] = "64,32,128";
 #define MQ_SPREAD 0.15 /* a standard deviation over seeds above this: the seeds disagree */
 #define MQ_MIN_SEEDS 3 /* fewer seeds in a cell: a comparison with it is inconclusive */
+#define MQ_TIE 0.02 /* "DeltaNet and Gated DeltaNet >= GLA": the lower of the two at most 2 points under GLA */
+#define MQ_SAT 0.95 /* all four models at or above this at a width: the ordering cannot show there */
 
 /* the learning rates of this report: --lrs, else the budget's one or the full protocol's two */
 static int paper_lrs(const paper_ctx *p, double *lrs)
@@ -665,9 +667,9 @@ static void paper_mqar(paper_ctx *p)
         double dn = mq_mean(&cells[MQ_DN][j]), gdn = mq_mean(&cells[MQ_GDN][j]), gla = mq_mean(&cells[MQ_GLA][j]),
                la = mq_mean(&cells[MQ_LA][j]), ctrl = mq_mean(&cells[MQ_TR][j]);
         double sdmax = fmax(fmax(cells[MQ_DN][j].sw.sd, cells[MQ_GDN][j].sw.sd), fmax(cells[MQ_GLA][j].sw.sd, cells[MQ_LA][j].sw.sd));
-        const int ge = fmin(dn, gdn) >= gla - fmax(fmax(cells[MQ_DN][j].sw.sd, cells[MQ_GDN][j].sw.sd),
-                                                   cells[MQ_GLA][j].sw.sd),
-                  gg = gla > la + 0.2;
+        /* ">=" up to MQ_TIE points; at a width where all four fit (MQ_SAT) neither gap can show */
+        const int ge = fmin(dn, gdn) >= gla - MQ_TIE, gg = gla > la + 0.2,
+                  sat = fmin(fmin(dn, gdn), fmin(gla, la)) >= MQ_SAT;
         const char *why = NULL;
         /* the seeds of each half: DeltaNet, Gated DeltaNet, GLA; GLA, linear attention (+ the control) */
         const mq_cell *h1[4] = {&cells[MQ_DN][j], &cells[MQ_GDN][j], &cells[MQ_GLA][j], &cells[MQ_TR][j]};
@@ -686,14 +688,18 @@ static void paper_mqar(paper_ctx *p)
                      sd2 = fmax(cells[MQ_GLA][j].sw.sd, cells[MQ_LA][j].sw.sd);
         static const char DISAGREE[] = "the seeds disagree (sd above 15 points), so the order is which seed left the "
                                        "plateau";
-        const char *why1 = why                     ? why
-                           : few1 < MQ_MIN_SEEDS   ? whys1
-                           : sd1 > MQ_SPREAD && !ge ? DISAGREE
-                                                    : NULL;
-        const char *why2 = why                     ? why
-                           : few2 < MQ_MIN_SEEDS   ? whys2
-                           : sd2 > MQ_SPREAD && !gg ? DISAGREE
-                                                    : NULL;
+        static const char SATURATED[] = "all four fit (95% or more), so no gap can show at this width (the "
+                                        "finding is about small widths)";
+        const char *why1 = why                   ? why
+                           : few1 < MQ_MIN_SEEDS ? whys1
+                           : sat                 ? SATURATED
+                           : sd1 > MQ_SPREAD     ? DISAGREE
+                                                 : NULL;
+        const char *why2 = why                   ? why
+                           : few2 < MQ_MIN_SEEDS ? whys2
+                           : sat                 ? SATURATED
+                           : sd2 > MQ_SPREAD     ? DISAGREE
+                                                 : NULL;
         n += snprintf(verdict + n, sizeof verdict - n,
                       "DeltaNet and Gated DeltaNet >= GLA >> linear attention at d=%d (%.0f, %.0f, %.0f, %.0f%%; "
                       "largest sd %.0f): DeltaNet and Gated DeltaNet >= GLA %s%s (largest sd %.0f); GLA >> linear "
