@@ -13,7 +13,15 @@
 
 #define MAXSYM 1024
 
-static char bdir[256]; /* the build directory (LINA_BIN's) */
+static char bdir[256]; /* the build directory (LINA_BUILD_DIR, else LINA_BIN's) */
+/* a cross build (tools/test_aarch64.sh) names its tools: LINA_TEST_NM (nm), LINA_TEST_CC (cc),
+ * LINA_TEST_RUN (the emulator a target program runs under; none), LINA_TEST_MAKEFLAGS (the build's
+ * make variables, so `make install` finds it up to date) */
+static const char *tool(const char *var, const char *def)
+{
+    const char *v = getenv(var);
+    return v && *v ? v : def;
+}
 static char root[64];
 
 static int has(char **v, int n, const char *s)
@@ -66,7 +74,7 @@ static int declared(char **v)
 static int exported(const char *lib, char **v, int *n_text, int *asan)
 {
     char cmd[512], line[512];
-    snprintf(cmd, sizeof cmd, "nm -D %s 2>/dev/null", lib);
+    snprintf(cmd, sizeof cmd, "%s -D %s 2>/dev/null", tool("LINA_TEST_NM", "nm"), lib);
     FILE *p = popen(cmd, "r");
     int n = 0;
     *n_text = 0;
@@ -163,7 +171,8 @@ static void test_soname(char *soname, size_t n)
 static void test_install(const char *soname)
 {
     char cmd[2048], out[8192];
-    snprintf(cmd, sizeof cmd, "make -s install PREFIX=%s/usr BUILD=%s >%s/install.log 2>&1", root, bdir, root);
+    snprintf(cmd, sizeof cmd, "make -s install PREFIX=%s/usr BUILD=%s %s >%s/install.log 2>&1", root, bdir,
+             tool("LINA_TEST_MAKEFLAGS", ""), root);
     int st = system(cmd);
     CHECK(st == 0, "make install PREFIX=%s/usr", root);
     if (st) {
@@ -199,9 +208,10 @@ static void test_install(const char *soname)
         free(syms[i]);
     }
     snprintf(cmd, sizeof cmd,
-             "cd %s && PKG_CONFIG_PATH=%s/usr/lib/pkgconfig cc %s prog.c $(PKG_CONFIG_PATH=%s/usr/lib/pkgconfig "
-             "pkg-config --cflags --libs lina) -o prog >cc.log 2>&1 && env -u LD_LIBRARY_PATH ./prog 2>&1",
-             root, root, asan ? "-fsanitize=address,undefined" : "", root);
+             "cd %s && PKG_CONFIG_PATH=%s/usr/lib/pkgconfig %s %s prog.c $(PKG_CONFIG_PATH=%s/usr/lib/pkgconfig "
+             "pkg-config --cflags --libs lina) -o prog >cc.log 2>&1 && env -u LD_LIBRARY_PATH %s ./prog 2>&1",
+             root, root, tool("LINA_TEST_CC", "cc"), asan ? "-fsanitize=address,undefined" : "", root,
+             tool("LINA_TEST_RUN", ""));
     st = cmd_out(cmd, out, sizeof out);
     CHECK(st == 0 && strstr(out, "params "), "a program built with pkg-config --cflags --libs lina runs without "
           "LD_LIBRARY_PATH (\"%.*s\")", (int)strcspn(out, "\n"), out);
@@ -216,9 +226,11 @@ static void test_install(const char *soname)
 int main(void)
 {
     const char *bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
-    snprintf(bdir, sizeof bdir, "%s", bin);
+    snprintf(bdir, sizeof bdir, "%s", tool("LINA_BUILD_DIR", bin));
     char *slash = strrchr(bdir, '/');
-    if (slash) {
+    if (getenv("LINA_BUILD_DIR") && *getenv("LINA_BUILD_DIR")) {
+        /* the directory itself */
+    } else if (slash) {
         *slash = '\0';
     } else {
         snprintf(bdir, sizeof bdir, ".");

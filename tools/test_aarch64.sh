@@ -57,6 +57,10 @@ for p in "$B/lina" $TESTS; do
 done
 # libgomp's long default spin costs ten times more under emulation; the short
 # one the lina tool sets for itself (README, Dependencies)
+# test_lib reads the cross build's library with the cross tools and runs its
+# user program under the emulator
+export LINA_BUILD_DIR="$B" LINA_TEST_NM="${CROSS%gcc}nm" LINA_TEST_CC="$CROSS" LINA_TEST_RUN="$QEMU"
+export LINA_TEST_MAKEFLAGS="CC=$CROSS ARCH= MPI=0 EXTRA_CFLAGS='$WORKAROUND' BLAS_INC=/usr/include/aarch64-linux-gnu/openblas-openmp"
 if [ -z "${OMP_WAIT_POLICY:-}" ] && [ -z "${GOMP_SPINCOUNT:-}" ]; then
     export GOMP_SPINCOUNT=10000
 fi
