@@ -110,8 +110,8 @@ def torch_call(op, x):
 
 class Raw:
     """The op's kernel called directly (ctypes), outputs and gradients preallocated, in the
-    form that lina.ops runs for the call (lina_dd_fast_form / lina_delta_fast_form: for the
-    forward alone, and for forward + backward)."""
+    form that lina.ops runs for the call (lina_dd_fast_form / lina_delta_fast_form for a
+    call with a backward, which lina.ops uses with and without autograd)."""
 
     def __init__(self, op, x):
         q, k, v = x["q"], x["k"], x["v"]
@@ -126,7 +126,7 @@ class Raw:
         if self.delta:
             n = NH if op == "chunk_gated_delta_product" else 1
             g = x.get("g")
-            self.forms = [L.lib.lina_delta_fast_form(ctypes.byref(self.d), n, bw) for bw in (0, 1)]
+            self.forms = [L.lib.lina_delta_fast_form(ctypes.byref(self.d), n, 1)] * 2
             self.gb, self.gg = torch.empty_like(x["beta"]), None if g is None else torch.empty_like(g)
             self.cache = torch.empty(L.lib.lina_delta_cache_floats(ctypes.byref(self.d), n)) \
                 if self.forms[1] == 1 else None
@@ -145,7 +145,7 @@ class Raw:
             elif g is not None:
                 gate = 2 if g.dim() == 3 else 3
             self.g = g
-            self.forms = [L.lib.lina_dd_fast_form(ctypes.byref(self.d), gate, bw) for bw in (0, 1)]
+            self.forms = [L.lib.lina_dd_fast_form(ctypes.byref(self.d), gate, 1)] * 2
             self.gg = None if g is None or gate == 1 else torch.empty_like(g)
             # chunk-start states for the chunk backward (the recurrent one does not read them)
             self.states = torch.empty(L.lib.lina_dd_states_size(ctypes.byref(self.d))) \

@@ -472,6 +472,13 @@ typedef enum lina_gate_kind {
     LINA_GATE_SCALAR = 2,  /* g[B,T,H] (simple_gla) */
     LINA_GATE_VECTOR = 3   /* g[B,T,H,K] (gla) */
 } lina_gate_kind;
+/* Or'ed into lina_dd_in.gate by a caller that takes its gates from elsewhere (the Python
+ * package's ops): lina_dd_fwd and lina_dd_fwd_varlen then refuse, with LINA_ENONFINITE and
+ * a message, a gate holding a value that is not a finite log decay <= 0 (NaN, +-Inf, above
+ * 0). The recurrent form checks each gate row as it reads it (no pass of its own); the
+ * chunk form makes one vectorised pass over g first (lina_check_log_gates). The outputs are
+ * unspecified then. The backward ignores the bit. */
+#define LINA_GATE_CHECKED 0x100
 
 typedef struct lina_dd_in {
     const float *q, *k, *v;   /* [B,T,H,K], [B,T,H,K], [B,T,H,V] */
@@ -537,8 +544,8 @@ void lina_retention_gates(int H, float *g_head);
  * backward will run too (the choice holds for both passes). Diagonal decay: the recurrent
  * form for a gate per key channel (gla) at K in 49..64 (forward alone: 49..128) and V in
  * 49..128, else the chunk form. Delta rule (n sub-steps per token): the chunk form from T*n >= two
- * chunks on (d->chunk, or its default for K), else the recurrent one. Calls of T < 2 are
- * recurrent. */
+ * chunks on (d->chunk, or its default for K), except a forward alone at K <= 16, else the
+ * recurrent one. Calls of T < 2 are recurrent. */
 lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int backward);
 lina_form lina_delta_fast_form(const lina_mix_dims *d, int n, int backward);
 

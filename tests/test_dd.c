@@ -6,6 +6,7 @@
 #include "lina.h"
 #include "ref/ref.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -559,6 +560,88 @@ static void test_recurrent_unaligned_out(void)
 #endif
 }
 
+/* LINA_GATE_CHECKED: on every ISA path, both forms, 1 and 2 threads, each gate kind: good
+ * gates (with +0.0, -0.0 and -50) give the unchecked call's outputs bit for bit; a NaN, +Inf,
+ * -Inf or positive value anywhere (first, inside, last element) is refused with
+ * LINA_ENONFINITE; without the bit nothing is refused; the backward ignores the bit. */
+static void test_gate_checked(void)
+{
+    const int B = 2, T = 37, H = 3, K = 20, V = 70;
+    const size_t nq = (size_t)B * T * H * K, nv = (size_t)B * T * H * V;
+    float *q = malloc(nq * sizeof *q), *k = malloc(nq * sizeof *k), *v = malloc(nv * sizeof *v);
+    float *g = malloc(nq * sizeof *g), *o1 = malloc(nv * sizeof *o1), *o2 = malloc(nv * sizeof *o2);
+    float *dq = malloc(nq * sizeof *dq), *dk = malloc(nq * sizeof *dk), *dv = malloc(nv * sizeof *dv);
+    for (size_t i = 0; i < nq; i++) {
+        q[i] = (float)th_uniform(-1.0, 1.0);
+        k[i] = (float)th_uniform(-1.0, 1.0);
+        g[i] = (float)th_uniform(-0.5, -0.01);
+    }
+    for (size_t i = 0; i < nv; i++) {
+        v[i] = (float)th_uniform(-1.0, 1.0);
+    }
+    g[1] = 0.0f;
+    g[5] = -0.0f;
+    g[7] = -50.0f;
+    const float bad[] = {NAN, INFINITY, -INFINITY, 0.5f};
+    const int saved = lina_get_threads();
+    char isa0[32], sup[64];
+    snprintf(isa0, sizeof isa0, "%s", lina_isa_name());
+    snprintf(sup, sizeof sup, "%s", lina_isa_supported());
+    lina_ws ws;
+    lina_ws_init(&ws);
+    int same_bad = 0, refused_bad = 0, unchecked_bad = 0, bwd_bad = 0, runs = 0;
+    /* V 70: several value tiles, one task per (b,h) with its gates computed once; V 12: one
+     * tile, the gates read step by step */
+    for (int vi = 0; vi < 2; vi++) {
+    lina_mix_dims d = {B, T, H, K, vi ? 12 : V, 0, 0.0f};
+    char list[64];
+    snprintf(list, sizeof list, "%s", sup);
+    for (char *isa = strtok(list, " "); isa; isa = strtok(NULL, " ")) {
+        lina_isa_set(isa);
+        for (int th = 1; th <= 2; th++) {
+            lina_set_threads(th);
+            for (int gk = LINA_GATE_HEAD; gk <= LINA_GATE_VECTOR; gk++) {
+                const size_t ng = gk == LINA_GATE_HEAD ? (size_t)H : gk == LINA_GATE_SCALAR ? (size_t)B * T * H : nq;
+                for (int form = 0; form < 2; form++) {
+                    lina_dd_in in = {q, k, v, (lina_gate_kind)gk, g, NULL};
+                    lina_dd_in ic = {q, k, v, (lina_gate_kind)(gk | LINA_GATE_CHECKED), g, NULL};
+                    lina_dd_out out1 = {o1, NULL, NULL}, out2 = {o2, NULL, NULL};
+                    int rc1 = lina_dd_fwd(&d, &in, &out1, (lina_form)form, &ws);
+                    int rc2 = lina_dd_fwd(&d, &ic, &out2, (lina_form)form, &ws);
+                    same_bad += rc1 || rc2 || memcmp(o1, o2, (size_t)B * T * H * d.V * sizeof *o1) != 0;
+                    const size_t pos[] = {0, ng / 2 + 1, ng - 1};
+                    for (size_t pi = 0; pi < 3; pi++) {
+                        for (size_t bi = 0; bi < sizeof bad / sizeof bad[0]; bi++) {
+                            const float keep = g[pos[pi]];
+                            g[pos[pi]] = bad[bi];
+                            refused_bad += lina_dd_fwd(&d, &ic, &out2, (lina_form)form, &ws) != LINA_ENONFINITE;
+                            if (bi == 3) {
+                                unchecked_bad += lina_dd_fwd(&d, &in, &out1, (lina_form)form, &ws) != LINA_OK;
+                            }
+                            g[pos[pi]] = keep;
+                            runs++;
+                        }
+                    }
+                    lina_dd_grad_in gi = {o1, NULL, NULL};
+                    lina_dd_grad_out go = {dq, dk, dv, NULL, NULL};
+                    bwd_bad += lina_dd_bwd(&d, &ic, &gi, &go, (lina_form)form, &ws) != LINA_OK;
+                }
+            }
+        }
+    }
+    }
+    lina_isa_set(isa0);
+    lina_set_threads(saved);
+    lina_ws_free(&ws);
+    CHECK(same_bad == 0, "dd LINA_GATE_CHECKED: good gates (+0, -0, -50) give the unchecked outputs bit for bit "
+          "(every path, both forms, 1 and 2 threads, head/scalar/vector gates, V 70 and 12; %d differ)", same_bad);
+    CHECK(refused_bad == 0, "dd LINA_GATE_CHECKED: NaN, +Inf, -Inf, 0.5 at the first, a middle and the last gate "
+          "value refused with LINA_ENONFINITE (%d of %d not)", refused_bad, runs);
+    CHECK(unchecked_bad == 0 && bwd_bad == 0, "dd LINA_GATE_CHECKED: without the bit nothing is refused (%d), "
+          "the backward ignores it (%d)", unchecked_bad, bwd_bad);
+    free(q), free(k), free(v), free(g), free(o1), free(o2), free(dq), free(dk), free(dv);
+}
+
 int main(void)
 {
     test_ref_fd();
@@ -568,5 +651,6 @@ int main(void)
     test_continue();
     test_normalize();
     test_recurrent_unaligned_out();
+    test_gate_checked();
     return th_exit();
 }

@@ -24,8 +24,9 @@ except ImportError:  # NumPy is optional
 RECURRENT, CHUNK, FAST = 0, 1, -1
 
 # The form that FAST resolves to: None lets the library pick the faster one for the call's
-# shape (lina_dd_fast_form, lina_delta_fast_form); RECURRENT or CHUNK runs that one (the
-# tests use this to run both forms through the ops).
+# shape (lina_dd_fast_form, lina_delta_fast_form), as for a call with a backward whether or
+# not autograd records it, so that a forward gives the same output with and without
+# gradients; RECURRENT or CHUNK runs that one (the tests use this to run both forms).
 forced_form = None
 _F32 = torch.float32
 
@@ -290,27 +291,38 @@ def _call(fn, *args):
 # ---------------------------------------------------------- diagonal decay
 
 _GATE = {None: 0, 1: 1, 3: 2, 4: 3}
+_GATE_CHECKED = 0x100  # LINA_GATE_CHECKED: the kernel refuses a gate that is not a log decay
+
+
+class GateError(ValueError):
+    """The forward refused its gate (LINA_GATE_CHECKED); the caller names what is wrong."""
 
 
 class DD(torch.autograd.Function):
-    """o, ht = diagonal-decay linear attention (lina_dd_*); g None, [H], [B,T,H] or [B,T,H,K]."""
+    """o, ht = diagonal-decay linear attention (lina_dd_*); g None, [H], [B,T,H] or [B,T,H,K].
+    check_g: the kernel checks that g holds finite log decays <= 0 as it reads it (the
+    recurrent form, no pass of its own) or in one pass first (the chunk form), and the forward
+    raises GateError when it does not."""
 
     @staticmethod
-    def forward(ctx, q, k, v, g, h0, scale, form, chunk, want_ht):
+    def forward(ctx, q, k, v, g, h0, scale, form, chunk, want_ht, check_g=False):
         d = _dims(q, v, scale, chunk)
         B, T, H, K = q.shape
         gate = _GATE[None if g is None else g.dim()]
         if form == FAST:
             form = forced_form if forced_form is not None else \
-                L.lib.lina_dd_fast_form(ctypes.byref(d), gate, ctx is not None)
+                L.lib.lina_dd_fast_form(ctypes.byref(d), gate, 1)
         o, ht = _empty(B, T, H, d.V), _empty(B, H, K, d.V) if want_ht else None
         states = None
         if form == CHUNK and _needs(ctx, 5):  # the recurrent backward does not read them
             states = pool.take(ctx, L.lib.lina_dd_states_size(ctypes.byref(d)))
-        inp = L.DDIn(_p(q), _p(k), _p(v), gate, _p(g), _p(h0))
+        inp = L.DDIn(_p(q), _p(k), _p(v), gate | _GATE_CHECKED if check_g else gate, _p(g), _p(h0))
         out = L.DDOut(_p(o), _p(ht), _p(states))
-        _call(L.lib.lina_dd_fwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form,
-              L.workspace())
+        with L.threads_scope():
+            rc = L.lib.lina_dd_fwd(ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form, L.workspace())
+        if rc == L.LINA_ENONFINITE and check_g:
+            raise GateError("gate")
+        L.check(rc)
         if ctx is not None:
             ctx.save_for_backward(q, k, v, g, h0, states)
             ctx.cfg = (scale, form, chunk)
@@ -321,7 +333,7 @@ class DD(torch.autograd.Function):
     def backward(ctx, do, dht):
         q, k, v, g, h0, states = ctx.saved_tensors
         if do is None and dht is None:
-            return (None,) * 9
+            return (None,) * 10
         scale, form, chunk = ctx.cfg
         do, dht = _grad(do), _grad(dht)
         d = _dims(q, v, scale, chunk)
@@ -333,7 +345,7 @@ class DD(torch.autograd.Function):
         gout = L.DDGradOut(_p(dq), _p(dk), _p(dv), _p(dg), _p(dh0))
         _call(L.lib.lina_dd_bwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(gin),
               ctypes.byref(gout), form, L.workspace())
-        return dq, dk, dv, dg, dh0, None, None, None, None
+        return dq, dk, dv, dg, dh0, None, None, None, None, None
 
 
 # ------------------------------------------------------------- delta rule
@@ -347,7 +359,7 @@ class Delta(torch.autograd.Function):
         B, T, H, K = q.shape
         if form == FAST:
             form = forced_form if forced_form is not None else \
-                L.lib.lina_delta_fast_form(ctypes.byref(d), n, ctx is not None)
+                L.lib.lina_delta_fast_form(ctypes.byref(d), n, 1)
         o, ht = _empty(B, T, H, d.V), _empty(B, H, K, d.V) if want_ht else None
         cache = None
         if form == CHUNK and _needs(ctx, 6):

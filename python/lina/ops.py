@@ -19,8 +19,9 @@ honour raises instead of computing something else:
 ``chunk_*`` and ``fused_recurrent_*`` of one family compute the same function (FLA's
 names tell its two algorithms apart). lina has both forms, exact alike (the tests hold
 each to the same float64 reference), and runs the one that is faster for the call's
-shape and for whether a backward follows (lina_dd_fast_form / lina_delta_fast_form in
-include/lina.h): the chunk form for the delta-rule family from two chunks of rows on
+shape with its backward (lina_dd_fast_form / lina_delta_fast_form in include/lina.h; the
+same choice with and without autograd, so that a forward gives the same output either
+way): the chunk form for the delta-rule family from two chunks of rows on
 (so ``fused_recurrent_delta_rule`` at T = 512 runs it: its recurrent form takes 1.6-3x
 longer there), the recurrent form for single tokens and for GLA's per-channel gate at
 K = V = 64 (so ``chunk_gla`` at a training shape runs it: 0.7-0.8x of the chunk form's
@@ -33,7 +34,8 @@ import inspect
 import torch
 
 from ._core import _np
-from ._core import CHUNK, FAST, RECURRENT, DD, Delta, Lion, Mlstm, Softmax, Args, apply, check_log_gate, check_scale
+from ._core import (CHUNK, FAST, RECURRENT, DD, Delta, GateError, Lion, Mlstm, Softmax, Args, apply,
+                    check_log_gate, check_scale)
 
 __all__ = [
     "chunk_linear_attn", "fused_recurrent_linear_attn", "chunk_retention", "chunk_simple_gla",
@@ -200,13 +202,20 @@ def _dd(a, q, k, v, g, gspec, scale, initial_state, form, want_ht, state_v_first
     q = a.tensor("q", q, "BTHK")
     k = a.tensor("k", k, "BTHK")
     v = a.tensor("v", v, "BTHV")
+    check_g = False
     if gspec is not None:
         name, spec = gspec
         g = a.tensor(name, g, spec)
-        check_log_gate(a, name, g)
+        # the kernel checks the gate as it reads it (LINA_GATE_CHECKED); named below if bad
+        check_g = g.numel() > 0
+        a.deferred = [(n, x) for n, x in a.deferred if x is not g]
     h0 = _state(a, "initial_state", initial_state, state_v_first)
     scale = check_scale(a, scale, q.shape[-1])
-    o, ht = apply(DD, q, k, v, g, h0, scale, form, 0, bool(want_ht))
+    try:
+        o, ht = apply(DD, q, k, v, g, h0, scale, form, 0, bool(want_ht), check_g)
+    except GateError:
+        check_log_gate(a, name, g)  # raises the error that names the argument
+        raise a.err(ValueError, f"{name} was refused by the kernel") from None
     return q, k, scale, o, _state_out(ht, state_v_first)
 
 

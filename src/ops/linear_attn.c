@@ -31,6 +31,7 @@
 #include "../kern/gemm.h"
 #include "../kern/isa.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ typedef struct dd_ctx {
     int B, T, H, K, V, C;
     float s;
     lina_gate_kind gk;
+    int check; /* LINA_GATE_CHECKED: refuse gates that are not finite log decays <= 0 */
     const float *g;
 } dd_ctx;
 
@@ -57,7 +59,11 @@ static int dd_setup(dd_ctx *c, const lina_mix_dims *d, const lina_dd_in *in)
         return lina_set_error(LINA_EINVAL, "dd: bad dims B=%d T=%d H=%d K=%d V=%d", d->B, d->T,
                               d->H, d->K, d->V);
     }
-    if (in->gate != LINA_GATE_NONE && !in->g) {
+    const int gk = (int)in->gate & ~LINA_GATE_CHECKED;
+    if (gk < LINA_GATE_NONE || gk > LINA_GATE_VECTOR) {
+        return lina_set_error(LINA_EINVAL, "dd: unknown gate kind %d", (int)in->gate);
+    }
+    if (gk != LINA_GATE_NONE && !in->g) {
         return lina_set_error(LINA_EINVAL, "dd: gate kind set but g is NULL");
     }
     c->B = d->B;
@@ -67,9 +73,35 @@ static int dd_setup(dd_ctx *c, const lina_mix_dims *d, const lina_dd_in *in)
     c->V = d->V;
     c->C = lina_chunk_len(d->chunk, d->K);
     c->s = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)d->K);
-    c->gk = in->gate;
+    c->gk = (lina_gate_kind)gk;
+    c->check = ((int)in->gate & LINA_GATE_CHECKED) && gk != LINA_GATE_NONE;
     c->g = in->g;
     return LINA_OK;
+}
+
+/* The error of a forward whose checked gate held a bad value (rc LINA_ENONFINITE), or of one
+ * that ran out of memory. */
+static int dd_fwd_error(int rc)
+{
+    if (rc == LINA_ENONFINITE) {
+        return lina_set_error(rc, "dd: g holds a value that is not a finite log decay <= 0 (NaN, Inf or above 0)");
+    }
+    return lina_set_error(rc, "dd: out of memory");
+}
+
+/* LINA_GATE_CHECKED with the chunk form: one pass over the gate before the call (the
+ * recurrent forms check each row as they read it, in dd_lazy_step) */
+static int dd_gate_prepass(const dd_ctx *c)
+{
+    size_t n = c->gk == LINA_GATE_HEAD ? (size_t)c->H : (size_t)c->B * c->T * c->H;
+    n *= c->gk == LINA_GATE_VECTOR ? (size_t)c->K : 1;
+    return c->check && lina_check_log_gates(c->g, n, NULL) ? LINA_ENONFINITE : LINA_OK;
+}
+
+/* 1 when a gate value is not a log decay: NaN, -Inf, or above 0 (+Inf included) */
+static inline int dd_bad_gate(float x)
+{
+    return !(x <= 0.0f) | !(x >= -FLT_MAX);
 }
 
 /* decay factors of token t for (b,h): a[K] (vector) or *as (scalar kinds) */
@@ -99,14 +131,21 @@ static inline float dd_gate_scalar(const dd_ctx *c, int b, int t, int h)
  * checkpoints (lina_dd_out.states) and ht are the kept state itself (e = 1). */
 #define DD_LAZY 0.015625f
 
-/* one step of the lazy decay: p[K] (or p[0] for scalar kinds) in/out; alpha[K], e[K] out */
-static void dd_lazy_step(const dd_ctx *c, int b, int t, int h, float *restrict p,
-                         float *restrict alpha, float *restrict e)
+/* one step of the lazy decay: p[K] (or p[0] for scalar kinds) in/out; alpha[K], e[K] out.
+ * Returns 1 when the step's gate is checked (c->check) and holds a bad value, else 0. */
+static int dd_lazy_step(const dd_ctx *c, int b, int t, int h, float *restrict p,
+                        float *restrict alpha, float *restrict e)
 {
     const int K = c->K;
     const float lim = (t + 1) % c->C == 0 || t == c->T - 1 ? 1.0f : -DD_LAZY; /* x < 1: always */
+    int bad = 0;
     if (c->gk == LINA_GATE_VECTOR) {
         const float *restrict g = LINA_ROW(c->g, b, t, h, c->T, c->H, K);
+        if (c->check) {
+            for (int i = 0; i < K; i++) {
+                bad |= dd_bad_gate(g[i]);
+            }
+        }
         for (int i = 0; i < K; i++) {
             const float x = p[i] + g[i];
             const int apply = x < lim;
@@ -115,9 +154,11 @@ static void dd_lazy_step(const dd_ctx *c, int b, int t, int h, float *restrict p
         }
         lina_vexp(alpha, alpha, (size_t)K);
         lina_vexp(e, p, (size_t)K);
-        return;
+        return bad;
     }
-    float x = p[0] + dd_gate_scalar(c, b, t, h), al = 1.0f;
+    const float gs = dd_gate_scalar(c, b, t, h);
+    bad = c->check && dd_bad_gate(gs);
+    float x = p[0] + gs, al = 1.0f;
     if (x < lim) {
         al = expf(x);
         x = 0.0f;
@@ -128,20 +169,24 @@ static void dd_lazy_step(const dd_ctx *c, int b, int t, int h, float *restrict p
         alpha[i] = al;
         e[i] = ee;
     }
+    return bad;
 }
 
-/* alpha and e of every step of (b,h): Al[T*K], Ev[T*K]; p[K] scratch */
-static void dd_lazy_gates(const dd_ctx *c, int b, int h, float *p, float *Al, float *Ev)
+/* alpha and e of every step of (b,h): Al[T*K], Ev[T*K]; p[K] scratch. Returns 1 when a
+ * checked gate held a bad value. */
+static int dd_lazy_gates(const dd_ctx *c, int b, int h, float *p, float *Al, float *Ev)
 {
     for (int i = 0; i < c->K; i++) {
         p[i] = 0.0f;
     }
+    int bad = 0;
     for (int t = 0; t < c->T; t++) {
         if (c->gk == LINA_GATE_VECTOR && t + RPF < c->T) {
             lina_prefetch_floats(LINA_ROW(c->g, b, t + RPF, h, c->T, c->H, c->K), c->K);
         }
-        dd_lazy_step(c, b, t, h, p, Al + (size_t)t * c->K, Ev + (size_t)t * c->K);
+        bad |= dd_lazy_step(c, b, t, h, p, Al + (size_t)t * c->K, Ev + (size_t)t * c->K);
     }
+    return bad;
 }
 
 /* the rows of q and k at step t, ahead of their use (none past the end) */
@@ -291,11 +336,12 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
      * decays are computed once for all of its column tiles */
     const int per_bh = B * H >= lina_get_threads() && nvb > 1;
     const int ntask = per_bh ? B * H : B * H * nvb;
-    int rc = LINA_OK;
+    int rc = LINA_OK, gate_bad = 0;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < ntask; task++) {
         int bh = per_bh ? task : task / nvb, b = bh / H, h = bh % H;
         int vb0 = per_bh ? 0 : task % nvb, vb1 = per_bh ? nvb : vb0 + 1;
+        int bad = 0;
         const int C = c->C, nC = (T + C - 1) / C;
         size_t extra = per_bh ? 3 * (size_t)T * K + (size_t)nC * K : 0;
         float *S = lina_ws_get(ws, lina_thread_id(),
@@ -315,7 +361,7 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
         float *Al = ks + K, *Qs = Al + (per_bh ? (size_t)T * K : 0);
         float *Ks = Qs + (per_bh ? (size_t)T * K : 0), *Ec = Ks + (per_bh ? (size_t)T * K : 0);
         if (per_bh) {
-            dd_lazy_gates(c, b, h, p, Al, Qs); /* Qs holds e until scaled below */
+            bad |= dd_lazy_gates(c, b, h, p, Al, Qs); /* Qs holds e until scaled below */
             for (int t = 0; t < T; t++) {
                 const float *restrict q = LINA_ROW(in->q, b, t, h, T, H, K);
                 const float *restrict k = LINA_ROW(in->k, b, t, h, T, H, K);
@@ -349,7 +395,7 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                     qt = Qs + (size_t)t * K;
                     kt = Ks + (size_t)t * K;
                 } else {
-                    dd_lazy_step(c, b, t, h, p, al, ev);
+                    bad |= dd_lazy_step(c, b, t, h, p, al, ev);
                     dd_lazy_qk(K, LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K), ev,
                                qs, ks);
                 }
@@ -376,8 +422,12 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                 tile_store_scaled(LINA_STATE(out->ht, b, h, H, (size_t)K * V), S, e_prev, K, V, j0, W);
             }
         }
+        if (bad) {
+#pragma omp atomic write
+            gate_bad = 1;
+        }
     }
-    return rc;
+    return rc ? rc : gate_bad ? LINA_ENONFINITE : LINA_OK;
 }
 
 /* ========================================================= chunk machinery */
@@ -1510,14 +1560,11 @@ int LINA_KFN(lina_dd_fwd)(const lina_mix_dims *d, const lina_dd_in *in, lina_dd_
         }
     } else if (form == LINA_FORM_RECURRENT) {
         rc = dd_fwd_recurrent(&c, in, out, sc.ws);
-    } else {
+    } else if (!(rc = dd_gate_prepass(&c))) {
         rc = dd_fwd_chunk(&c, in, out, NULL, sc.ws);
     }
     lina_ws_scope_close(&sc);
-    if (rc) {
-        return lina_set_error(rc, "dd: out of memory");
-    }
-    return LINA_OK;
+    return rc ? dd_fwd_error(rc) : LINA_OK;
 }
 
 int LINA_KFN(lina_dd_bwd)(const lina_mix_dims *d, const lina_dd_in *in, const lina_dd_grad_in *gin,
@@ -1631,7 +1678,7 @@ static int dd_docs_end(dd_docs *docs, lina_ws_scope *sc, int rc)
 {
     lina_ws_scope_close(sc);
     dd_docs_close(docs);
-    return rc ? lina_set_error(rc, "dd: out of memory") : LINA_OK;
+    return rc ? dd_fwd_error(rc) : LINA_OK;
 }
 
 int LINA_KFN(lina_dd_fwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int64_t ncu, const lina_dd_in *in,
@@ -1652,7 +1699,7 @@ int LINA_KFN(lina_dd_fwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int6
             dd_doc_fwd(&docs, j * c.H, &c, in, out, &cd, &id, &od);
             rc = dd_fwd_recurrent(&cd, &id, &od, sc.ws);
         }
-    } else {
+    } else if (!(rc = dd_gate_prepass(&c))) {
         rc = dd_fwd_chunk(&c, in, out, &docs, sc.ws);
     }
     return dd_docs_end(&docs, &sc, rc);

@@ -247,12 +247,14 @@ def delta_tests():
 def forced_form_tests():
     """The diagonal-decay and delta-rule tests again with each form forced: the ops run the
     faster form for the call's shape (at the shapes above the chunk form), so each form
-    is held to the reference here."""
+    is held to the reference here, and each form's gate check (the recurrent form checks
+    the gate in the kernel as it reads it, the chunk form in one pass before)."""
     for form, tag in ((_core.RECURRENT, "[recurrent form] "), (_core.CHUNK, "[chunk form] ")):
         _core.forced_form, FORM_TAG[0] = form, tag
         try:
             dd_tests()
             delta_tests()
+            gate_check_tests()
         finally:
             _core.forced_form, FORM_TAG[0] = None, ""
 
@@ -264,8 +266,8 @@ def fast_form_tests():
     def dd_form(B, T, K, V, gate, bw):
         return _lib.lib.lina_dd_fast_form(_lib.MixDims(B, T, 2, K, V, 0, 0.0), gate, bw)
 
-    def delta_form(T, K, n, chunk=0):
-        return _lib.lib.lina_delta_fast_form(_lib.MixDims(1, T, 2, K, K, chunk, 0.0), n, 1)
+    def delta_form(T, K, n, chunk=0, bw=1):
+        return _lib.lib.lina_delta_fast_form(_lib.MixDims(1, T, 2, K, K, chunk, 0.0), n, bw)
     R, C = _core.RECURRENT, _core.CHUNK
     picks = [(dd_form(8, 512, 64, 64, 3, 1), R), (dd_form(8, 512, 64, 64, 3, 0), R),
              (dd_form(1, 4096, 128, 128, 3, 1), C), (dd_form(1, 4096, 128, 128, 3, 0), R),
@@ -273,7 +275,8 @@ def fast_form_tests():
              (dd_form(8, 512, 64, 64, 0, 0), C), (dd_form(8, 1, 16, 16, 0, 0), R),
              (delta_form(64, 64, 1), C), (delta_form(63, 64, 1), R), (delta_form(32, 64, 2), C),
              (delta_form(127, 128, 1), R), (delta_form(128, 128, 1), C), (delta_form(1, 64, 1), R),
-             (delta_form(16, 64, 1, chunk=8), C)]
+             (delta_form(16, 64, 1, chunk=8), C), (delta_form(512, 16, 1), C),
+             (delta_form(512, 16, 1, bw=0), R), (delta_form(512, 32, 1, bw=0), C)]
     bad = [i for i, (got, want) in enumerate(picks) if got != want]
     check("fast form: the forms include/lina.h names", not bad, f"cases {bad} differ")
     Tn, Kn = 70, 64
@@ -559,12 +562,13 @@ def gate_check_tests():
             gate = {4: "vector", 3: "scalar", 1: "head"}[g.dim()]
             want = ref.dd(q.double(), k.double(), v.double(), g.double(), gate)[0]
             e = err(fn(g)[0].double(), want) if math.isfinite(val) and val > -1e30 else 0.0
-            check(f"gate check: {name} holding {val!r} accepted", e < FWD_RTOL, f"error {e:.2e}")
+            check(f"{FORM_TAG[0]}gate check: {name} holding {val!r} accepted", e < FWD_RTOL, f"error {e:.2e}")
         for val, needle in bad:
             for w in where:
                 g = g0.clone()
                 g.view(-1)[w] = val
-                raises(f"gate check: {name} holding {val!r} at {w} refused", ValueError, needle, lambda: fn(g))
+                raises(f"{FORM_TAG[0]}gate check: {name} holding {val!r} at {w} refused", ValueError, needle,
+                       lambda: fn(g))
     # retention's decays are made once per head count: two head counts in turn
     for Hn in (3, 1, 3):
         qh, kh, vh = (torch.randn(1, Tn, Hn, K if i < 2 else V) for i in range(3))
