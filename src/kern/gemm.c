@@ -479,8 +479,9 @@ static void mm_transpose(const float *B, int ldb, int N, int K, float *P, int ld
 }
 #endif
 
-void LINA_KFN(lina_sgemm_sm)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-                             const float *B, int ldb, float beta, float *C, int ldc)
+void LINA_KFN(lina_sgemm_smr)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                              const float *B, int ldb, float beta, float *C, int ldc, const int *lo, const int *hi,
+                              int on_k)
 {
 #ifdef LINA_VL
     const int Np = (N + LINA_VL - 1) / LINA_VL * LINA_VL;
@@ -494,11 +495,18 @@ void LINA_KFN(lina_sgemm_sm)(int transA, int transB, int M, int N, int K, float 
             lb = (size_t)Np;
         }
         LINA_KFN(lina_mm)(M, N, K, alpha, A, transA ? 1 : (size_t)lda, transA ? (size_t)lda : 1, Bp, lb, beta, C,
-                          (size_t)ldc, NULL, NULL, 0);
+                          (size_t)ldc, lo, hi, on_k);
         return;
     }
 #endif
+    (void)lo, (void)hi, (void)on_k; /* the whole product: A is 0 outside the ranges of k; all columns are computed */
     lina_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void LINA_KFN(lina_sgemm_sm)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                             const float *B, int ldb, float beta, float *C, int ldc)
+{
+    LINA_KFN(lina_sgemm_smr)(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, NULL, 0);
 }
 
 /* The layers' products (lina_sgemm_layer, gemm.h) through lina_mm, split over the

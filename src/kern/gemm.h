@@ -33,6 +33,14 @@ void lina_sgemm_rows_nt(int M, int N, int K, float alpha, const float *A, int ld
 #define LINA_SGEMM_SM_MAX_K 512
 void lina_sgemm_sm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc);
+/* lina_sgemm_sm with lina_mm's per-row ranges (lo, hi, on_k as there: each row of
+ * C sums over its range of k, op(A) 0 outside it, or needs only its range of
+ * columns), for the triangular products of the chunk forms; where it falls back on
+ * lina_sgemm the whole product is computed, which is the same. Call it as
+ * LINA_KFN(lina_sgemm_smr) from a file compiled per path. */
+void LINA_KFN(lina_sgemm_smr)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                              const float *B, int ldb, float beta, float *C, int ldc, const int *lo, const int *hi,
+                              int on_k);
 
 /* 1 unless the environment sets LINA_SGEMM_SMALL=0 or lina_sgemm_set_small(0) was called */
 int lina_sgemm_small_enabled(void);

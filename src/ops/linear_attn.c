@@ -19,6 +19,9 @@
  *              block joins that GEMM when the gate sums over its own rows lie
  *              within +-8 (factors within [e^-8, e^8]); otherwise it is formed
  *              pairwise with running products of exp(g).
+ *              The products with a causal (lower-triangular) factor, A V, A^T dO and
+ *              the scores' own products, run over its nonzero part only (per-row
+ *              ranges of lina_sgemm_smr, kern/gemm.h): about half their work.
  * Backward
  *   Neither form stores per-step states. The recurrent form runs a forward
  *   sweep (the state again, and dq) and a reverse sweep (dL/dh, dk and dv) on
@@ -446,6 +449,8 @@ typedef struct chunk_buf {
     float *dec;      /* [K] exp(b_L) */
     float *A, *dA;   /* [C*C] */
     float *Gm;       /* [C*C] scalar gates: exp(b_r - b_c), c <= r (set by chunk_intra) */
+    int *rlo, *rhi;  /* [C] 0 and r + 1: row r of a causal score matrix, columns [0, r] */
+    int *clo, *chi;  /* [C] c and L: column c, rows [c, L) (chi set for the chunk's L) */
 } chunk_buf;
 
 #define CB_NCK 12
@@ -453,7 +458,7 @@ static size_t chunk_buf_bytes(int C, int K)
 {
     size_t CK = (size_t)C * K + 2 * (size_t)C, CC = (size_t)C * C;
     return CB_NCK * (CK * sizeof(double) + 64) + 3 * (CC * sizeof(float) + 64) +
-           2 * ((size_t)K * sizeof(float) + 64);
+           2 * ((size_t)K * sizeof(float) + 64) + 4 * ((size_t)C * sizeof(int) + 64);
 }
 
 static void chunk_buf_carve(chunk_buf *cb, void *mem, int C, int K)
@@ -484,7 +489,25 @@ static void chunk_buf_carve(chunk_buf *cb, void *mem, int C, int K)
     CARVE(Gm, float, CC);
     CARVE(w, float, (size_t)K);
     CARVE(dec, float, (size_t)K);
+    CARVE(rlo, int, (size_t)C);
+    CARVE(rhi, int, (size_t)C);
+    CARVE(clo, int, (size_t)C);
+    CARVE(chi, int, (size_t)C);
 #undef CARVE
+    for (int r = 0; r < C; r++) {
+        cb->rlo[r] = 0;
+        cb->rhi[r] = r + 1;
+        cb->clo[r] = r;
+        cb->chi[r] = C;
+    }
+}
+
+/* the column ranges of a chunk of L rows: column c of a causal score matrix has rows [c, L) */
+static void chunk_cols(chunk_buf *cb, int L)
+{
+    for (int r = 0; r < L; r++) {
+        cb->chi[r] = L;
+    }
 }
 
 /* Prepare one chunk [t0, t0+L) of (b,h): eQ = exp(b_r), eK = exp(b_L - b_r),
@@ -742,8 +765,9 @@ static void chunk_intra(const dd_ctx *c, const lina_dd_in *in, int b, int h, int
     const size_t ld = (size_t)H * K;
     float *A = cb->A;
     if (c->gk != LINA_GATE_VECTOR) {
-        lina_sgemm_sm(0, 1, L, L, K, c->s, LINA_ROW(in->q, b, t0, h, T, H, K), (int)ld,
-                   LINA_ROW(in->k, b, t0, h, T, H, K), (int)ld, 0.0f, A, L);
+        /* row r needs the columns c <= r only (the rest is set to 0 below) */
+        LINA_KFN(lina_sgemm_smr)(0, 1, L, L, K, c->s, LINA_ROW(in->q, b, t0, h, T, H, K), (int)ld,
+                                 LINA_ROW(in->k, b, t0, h, T, H, K), (int)ld, 0.0f, A, L, cb->rlo, cb->rhi, 0);
         for (int r = 0; r < L; r++) {
             float *Ar = A + (size_t)r * L;
             if (c->gk != LINA_GATE_NONE) {
@@ -814,10 +838,12 @@ static void chunk_intra_bwd(const dd_ctx *c, const lina_dd_in *in, int b, int h,
                 }
             }
         }
-        lina_sgemm_sm(0, 0, L, K, L, c->s, dA, L, LINA_ROW(in->k, b, t0, h, T, H, K), (int)ld, 1.0f,
-                   cb->dQ, K);
-        lina_sgemm_sm(1, 0, L, K, L, c->s, dA, L, LINA_ROW(in->q, b, t0, h, T, H, K), (int)ld, 1.0f,
-                   cb->dK, K);
+        /* dA is 0 above the diagonal: row r of dQ sums over c <= r, row c of dK over r >= c */
+        chunk_cols(cb, L);
+        LINA_KFN(lina_sgemm_smr)(0, 0, L, K, L, c->s, dA, L, LINA_ROW(in->k, b, t0, h, T, H, K), (int)ld, 1.0f,
+                                 cb->dQ, K, cb->rlo, cb->rhi, 1);
+        LINA_KFN(lina_sgemm_smr)(1, 0, L, K, L, c->s, dA, L, LINA_ROW(in->q, b, t0, h, T, H, K), (int)ld, 1.0f,
+                                 cb->dK, K, cb->clo, cb->chi, 1);
         return;
     }
     for (int r0 = 0; r0 < L; r0 += SUB) {
@@ -994,7 +1020,8 @@ static int dd_fwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, lina_dd_out *ou
             float *o = LINA_ROW(out->o, b, t0, h, T, H, V);
             const float *v = LINA_ROW(in->v, b, t0, h, T, H, V);
             lina_sgemm_sm(0, 0, L, V, K, 1.0f, cb.Qd, K, S, V, 0.0f, o, H * V);
-            lina_sgemm_sm(0, 0, L, V, L, 1.0f, cb.A, L, v, H * V, 1.0f, o, H * V);
+            /* A V: row r of A is 0 past column r */
+            LINA_KFN(lina_sgemm_smr)(0, 0, L, V, L, 1.0f, cb.A, L, v, H * V, 1.0f, o, H * V, cb.rlo, cb.rhi, 1);
             if (c->gk != LINA_GATE_NONE) {
                 for (int i = 0; i < K; i++) {
                     float *Si = S + (size_t)i * V;
@@ -1164,9 +1191,13 @@ static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_g
             lina_sgemm_sm(0, 0, L, V, K, 1.0f, cb.Kd, K, dS, V, 0.0f, dv, H * V);
             memset(cb.dQ, 0, (size_t)L * K * sizeof(float));
             if (dO) {
-                lina_sgemm_sm(1, 0, L, V, L, 1.0f, cb.A, L, dO, H * V, 1.0f, dv, H * V);
-                /* dA = dO V^T masked */
-                lina_sgemm_sm(0, 1, L, L, V, 1.0f, dO, H * V, v, H * V, 0.0f, cb.dA, L);
+                /* A^T dO: column c of A is 0 above row c; dA = dO V^T masked, row r needs
+                 * the columns c <= r only */
+                chunk_cols(&cb, L);
+                LINA_KFN(lina_sgemm_smr)(1, 0, L, V, L, 1.0f, cb.A, L, dO, H * V, 1.0f, dv, H * V, cb.clo, cb.chi,
+                                         1);
+                LINA_KFN(lina_sgemm_smr)(0, 1, L, L, V, 1.0f, dO, H * V, v, H * V, 0.0f, cb.dA, L, cb.rlo, cb.rhi,
+                                         0);
                 for (int r = 0; r < L; r++) {
                     for (int cc = r + 1; cc < L; cc++) {
                         cb.dA[(size_t)r * L + cc] = 0.0f;
