@@ -256,10 +256,24 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
             if (lo >= hi) {
                 continue;
             }
+            /* the row maximum in 16 lanes (a fixed-width inner loop both compilers vectorise; clang
+             * cannot vectorise a max reduction under omp simd) */
+            float m16[16];
+            for (int k = 0; k < 16; k++) {
+                m16[k] = -INFINITY;
+            }
+            int j = lo;
+            for (; j + 16 <= hi; j += 16) {
+                for (int k = 0; k < 16; k++) {
+                    m16[k] = Sr[j + k] > m16[k] ? Sr[j + k] : m16[k];
+                }
+            }
             float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-            for (int j = lo; j < hi; j++) {
+            for (; j < hi; j++) {
                 mx = Sr[j] > mx ? Sr[j] : mx;
+            }
+            for (int k = 0; k < 16; k++) {
+                mx = m16[k] > mx ? m16[k] : mx;
             }
             const float mnew = mx > mr[r] ? mx : mr[r];
             for (int j = lo; j < hi; j++) {
