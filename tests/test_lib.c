@@ -226,14 +226,15 @@ static void test_install(const char *soname)
 int main(void)
 {
     const char *bin = getenv("LINA_BIN") ? getenv("LINA_BIN") : "build/lina";
-    snprintf(bdir, sizeof bdir, "%s", tool("LINA_BUILD_DIR", bin));
+    const char *dir = tool("LINA_BUILD_DIR", NULL);
+    snprintf(bdir, sizeof bdir, "%s", dir ? dir : bin);
     char *slash = strrchr(bdir, '/');
-    if (getenv("LINA_BUILD_DIR") && *getenv("LINA_BUILD_DIR")) {
-        /* the directory itself */
-    } else if (slash) {
-        *slash = '\0';
-    } else {
-        snprintf(bdir, sizeof bdir, ".");
+    if (!dir) { /* LINA_BIN's directory */
+        if (slash) {
+            *slash = '\0';
+        } else {
+            snprintf(bdir, sizeof bdir, ".");
+        }
     }
     snprintf(root, sizeof root, "/tmp/lina_lib_XXXXXX");
     if (!mkdtemp(root)) {
