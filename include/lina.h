@@ -493,6 +493,11 @@ typedef struct lina_dd_out {
     float *states;            /* optional: [B,H,nC+1,K,V] states at the chunk starts
                                  (t = 0, C, 2C, ...; nC = ceil(T/chunk)) and the final
                                  state, written by either form, for lina_dd_bwd */
+    int *finite;              /* optional: set to 1 when the elements of o that
+                                 lina_mix_out_finite reads (column 0 of every row, every
+                                 column of each sequence's last row; each document's last
+                                 row in the varlen form) are all finite, else 0; checked as
+                                 they are written, without a pass of its own */
 } lina_dd_out;
 
 typedef struct lina_dd_grad_in {
@@ -594,6 +599,7 @@ typedef struct lina_delta_out {
     float *ht;                /* [B,H,K,V] or NULL */
     float *cache;             /* CHUNK form, optional: lina_delta_cache_floats() floats that
                                  lina_delta_fwd fills for lina_delta_bwd (NULL: none) */
+    int *finite;              /* optional: the output probe, as lina_dd_out.finite */
 } lina_delta_out;
 
 typedef struct lina_delta_grad_in {

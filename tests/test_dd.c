@@ -188,7 +188,7 @@ static void compare(prob *p, lina_form form, int chunk, const char *tag)
     float *fdg = tof(NULL, p->ng), *fdh0 = tof(NULL, p->ns);
     lina_mix_dims d = {p->B, p->T, p->H, p->K, p->V, chunk, 0.0f};
     lina_dd_in in = {fq, fk, fv, (lina_gate_kind)gk, gk ? fg : NULL, fh0};
-    lina_dd_out out = {fo, fht, NULL};
+    lina_dd_out out = {.o = fo, .ht = fht, .states = NULL};
     lina_ws ws;
     lina_ws_init(&ws);
     int rc = lina_dd_fwd(&d, &in, &out, form, &ws);
@@ -199,7 +199,7 @@ static void compare(prob *p, lina_form form, int chunk, const char *tag)
     size_t nst = lina_dd_states_size(&d);
     float *st = tof(NULL, nst), *o2 = tof(NULL, p->nv);
     float *g2[5] = {tof(NULL, p->nq), tof(NULL, p->nq), tof(NULL, p->nv), tof(NULL, p->ng), tof(NULL, p->ns)};
-    lina_dd_out out2 = {o2, NULL, st};
+    lina_dd_out out2 = {.o = o2, .ht = NULL, .states = st};
     lina_dd_grad_in gin2 = {fdo, fdht, st};
     lina_dd_grad_out gout2 = {g2[0], g2[1], g2[2], gk ? g2[3] : NULL, fh0 ? g2[4] : NULL};
     rc = rc ? rc : lina_dd_fwd(&d, &in, &out2, form, &ws);
@@ -325,7 +325,7 @@ static void test_continue(void)
             float *o = tof(NULL, p.nv), *ht = tof(NULL, p.ns);
             lina_mix_dims d = {B, T, H, K, V, 0, 0.0f};
             lina_dd_in in = {fq, fk, fv, (lina_gate_kind)gk, gk ? fg : NULL, fh0};
-            lina_dd_out out = {o, ht, NULL};
+            lina_dd_out out = {.o = o, .ht = ht, .states = NULL};
             int rc = lina_dd_fwd(&d, &in, &out, (lina_form)form, NULL);
             /* split copies: [B,T1,...] and [B,T-T1,...] */
             int T2 = T - T1;
@@ -351,7 +351,7 @@ static void test_continue(void)
             lina_mix_dims d1 = {B, T1, H, K, V, 0, 0.0f}, d2 = {B, T2, H, K, V, 0, 0.0f};
             lina_dd_in in1 = {q1, k1, v1, (lina_gate_kind)gk, gk == 1 ? fg : gk ? g1 : NULL, fh0};
             lina_dd_in in2 = {q2, k2, v2, (lina_gate_kind)gk, gk == 1 ? fg : gk ? g2 : NULL, hm};
-            lina_dd_out out1 = {o1, hm, NULL}, out2 = {o2, hm, NULL}; /* part 2 updates hm in place */
+            lina_dd_out out1 = {.o = o1, .ht = hm, .states = NULL}, out2 = {.o = o2, .ht = hm, .states = NULL}; /* part 2 updates hm in place */
             rc = rc ? rc : lina_dd_fwd(&d1, &in1, &out1, (lina_form)form, NULL);
             rc = rc ? rc : lina_dd_fwd(&d2, &in2, &out2, (lina_form)form, NULL);
             double e = 0.0, m = 1.0;
@@ -542,7 +542,7 @@ static void test_recurrent_unaligned_out(void)
     int rc = 0;
     for (int r = 0; r < 10 && !rc; r++) {
         for (int u = 0; u < 2 && !rc; u++) {
-            lina_dd_out out = {u ? ou : oa, NULL, NULL};
+            lina_dd_out out = {.o = u ? ou : oa, .ht = NULL, .states = NULL};
             double t0 = cpu_now();
             rc = lina_dd_fwd(&d, &in, &out, LINA_FORM_RECURRENT, &ws);
             double t = cpu_now() - t0;
@@ -605,7 +605,7 @@ static void test_gate_checked(void)
                 for (int form = 0; form < 2; form++) {
                     lina_dd_in in = {q, k, v, (lina_gate_kind)gk, g, NULL};
                     lina_dd_in ic = {q, k, v, (lina_gate_kind)(gk | LINA_GATE_CHECKED), g, NULL};
-                    lina_dd_out out1 = {o1, NULL, NULL}, out2 = {o2, NULL, NULL};
+                    lina_dd_out out1 = {.o = o1, .ht = NULL, .states = NULL}, out2 = {.o = o2, .ht = NULL, .states = NULL};
                     int rc1 = lina_dd_fwd(&d, &in, &out1, (lina_form)form, &ws);
                     int rc2 = lina_dd_fwd(&d, &ic, &out2, (lina_form)form, &ws);
                     same_bad += rc1 || rc2 || memcmp(o1, o2, (size_t)B * T * H * d.V * sizeof *o1) != 0;

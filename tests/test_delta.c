@@ -364,7 +364,7 @@ static int kern_run(const prob *p, lina_form form, int chunk, int use_cache, fre
     lina_mix_dims d = {p->B, p->T, p->H, p->K, p->V, chunk, 0.0f};
     lina_delta_in in = {p->fq, p->fk, p->fv, p->fbeta, p->fg, p->fh0, p->n, p->fgk};
     float *cache = use_cache ? falloc(lina_delta_cache_floats(&d, p->n)) : NULL;
-    lina_delta_out out = {f->o, f->ht, cache};
+    lina_delta_out out = {.o = f->o, .ht = f->ht, .cache = cache};
     int rc = lina_delta_fwd(&d, &in, &out, form, ws);
     if (rc == 0) {
         lina_delta_grad_in gin = {p->fdout, p->fdht, cache};
@@ -530,7 +530,7 @@ static void test_continue(lina_ws *ws)
         float *o = falloc(no(&p)), *ht = falloc(ns(&p));
         lina_mix_dims d = {p.B, p.T, p.H, p.K, p.V, 0, 0.0f};
         lina_delta_in in = {p.fq, p.fk, p.fv, p.fbeta, p.fg, p.fh0, n, NULL};
-        lina_delta_out out = {o, ht, NULL};
+        lina_delta_out out = {.o = o, .ht = ht, .cache = NULL};
         int rc = lina_delta_fwd(&d, &in, &out, fm, ws);
         /* the same split into [0, T1) and [T1, T) (copy the per-part tensors) */
         const int B = p.B, H = p.H, K = p.K, V = p.V;
@@ -565,7 +565,7 @@ static void test_continue(lina_ws *ws)
             lina_mix_dims dp = {B, Tp[pt], H, K, V, 0, 0.0f};
             lina_delta_in ip = {part[pt][0], part[pt][1], part[pt][2], part[pt][3], part[pt][4],
                                 pt ? ht1 : p.fh0, n, NULL};
-            lina_delta_out op = {opart, ht1, NULL}; /* part 2 updates ht1 in place (ht == h0) */
+            lina_delta_out op = {.o = opart, .ht = ht1, .cache = NULL}; /* part 2 updates ht1 in place (ht == h0) */
             rc = lina_delta_fwd(&dp, &ip, &op, fm, ws);
             for (int b = 0; b < B; b++) {
                 memcpy(o1 + ((size_t)b * p.T + t0s[pt]) * H * V, opart + (size_t)b * Tp[pt] * H * V,
@@ -932,7 +932,7 @@ static void test_bad_inputs(void)
     lina_mix_dims d = {1, 4, 1, 4, 4, 0, 0.0f};
     lina_delta_in din = {0};
     float o[64];
-    lina_delta_out dout = {o, NULL, NULL};
+    lina_delta_out dout = {.o = o, .ht = NULL, .cache = NULL};
     int rc = lina_delta_fwd(&d, &din, &dout, LINA_FORM_CHUNK, NULL);
     CHECK(rc == LINA_EINVAL && lina_last_error()[0], "lina_delta_fwd with NULL inputs: %s",
           lina_last_error());
@@ -952,7 +952,7 @@ static double fwd_cpu(const prob *p, lina_form form, fres *f, lina_ws *ws)
 {
     lina_mix_dims d = {p->B, p->T, p->H, p->K, p->V, 0, 0.0f};
     lina_delta_in in = {p->fq, p->fk, p->fv, p->fbeta, p->fg, p->fh0, p->n, p->fgk};
-    lina_delta_out out = {f->o, f->ht, NULL};
+    lina_delta_out out = {.o = f->o, .ht = f->ht, .cache = NULL};
     double best = 1e30;
     for (int i = 0; i < 3; i++) {
         double t0 = cpu_now();

@@ -71,7 +71,7 @@ static void test_dd(lina_gate_kind gk, int with_h0, lina_form form, lina_ws *ws)
     float *dq = zeros((size_t)TT * H * K), *dk = zeros((size_t)TT * H * K), *dv = zeros((size_t)TT * H * V);
     float *dg = g ? zeros(gk == LINA_GATE_HEAD ? H : (size_t)TT * gf) : NULL, *dh0 = zeros(NDOC * H * KV);
     lina_dd_in in = {q, k, v, gk, g, h0};
-    lina_dd_out out = {o, ht, st};
+    lina_dd_out out = {.o = o, .ht = ht, .states = st};
     int rc = lina_dd_fwd_varlen(&d, CU, NCU, &in, &out, form, ws);
     lina_dd_grad_in gin = {dO, dht, NULL};
     lina_dd_grad_out gout = {dq, dk, dv, dg, dh0};
@@ -89,7 +89,7 @@ static void test_dd(lina_gate_kind gk, int with_h0, lina_form form, lina_ws *ws)
         float *oj = zeros((size_t)L * H * V), *dqj = zeros((size_t)L * H * K), *dkj = zeros((size_t)L * H * K);
         float *dvj = zeros((size_t)L * H * V), *dgj = g ? zeros(gk == LINA_GATE_HEAD ? H : (size_t)L * gf) : NULL;
         lina_dd_in ij = {qj, kj, vj, gk, gj, h0 ? h0 + (size_t)j * H * KV : NULL};
-        lina_dd_out oj_ = {oj, eht + (size_t)j * H * KV, NULL};
+        lina_dd_out oj_ = {.o = oj, .ht = eht + (size_t)j * H * KV, .states = NULL};
         lina_dd_grad_in gij = {dOj, dht + (size_t)j * H * KV, NULL};
         lina_dd_grad_out goj = {dqj, dkj, dvj, dgj, edh0 + (size_t)j * H * KV};
         if (lina_dd_fwd(&dj, &ij, &oj_, form, ws) || lina_dd_bwd(&dj, &ij, &gij, &goj, form, ws)) {
@@ -175,7 +175,7 @@ static void test_delta(const dcase *dc, int with_h0, lina_form form, lina_ws *ws
     float *dg = g ? zeros((size_t)TT * H) : NULL, *dgk = gkk ? zeros((size_t)TT * H * K) : NULL;
     float *dh0 = zeros(NDOC * H * KV);
     lina_delta_in in = {q, k, v, beta, g, h0, n, gkk};
-    lina_delta_out out = {o, ht, NULL};
+    lina_delta_out out = {.o = o, .ht = ht, .cache = NULL};
     int rc = lina_delta_fwd_varlen(&d, CU, NCU, &in, &out, form, ws);
     lina_delta_grad_in gin = {dO, dht, NULL};
     lina_delta_grad_out gout = {dq, dk, dv, db, dg, dh0, dgk};
@@ -196,7 +196,7 @@ static void test_delta(const dcase *dc, int with_h0, lina_form form, lina_ws *ws
         float *dbj = zeros((size_t)L * n * H), *dgj = g ? zeros((size_t)L * H) : NULL;
         float *dgkj = gkk ? zeros((size_t)L * H * K) : NULL;
         lina_delta_in ij = {qj, kj, vj, bj, gj, h0 ? h0 + (size_t)j * H * KV : NULL, n, gkj};
-        lina_delta_out oo = {oj, eht + (size_t)j * H * KV, NULL};
+        lina_delta_out oo = {.o = oj, .ht = eht + (size_t)j * H * KV, .cache = NULL};
         lina_delta_grad_in gij = {dOj, dht + (size_t)j * H * KV, NULL};
         lina_delta_grad_out goj = {dqj, dkj, dvj, dbj, dgj, edh0 + (size_t)j * H * KV, dgkj};
         if (lina_delta_fwd(&dj, &ij, &oo, form, ws) || lina_delta_bwd(&dj, &ij, &gij, &goj, form, ws)) {
@@ -231,7 +231,7 @@ static void test_delta(const dcase *dc, int with_h0, lina_form form, lina_ws *ws
           "dg %.1e dgk %.1e dh0 %.1e)",
           fn, dc->name, with_h0, e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8]);
     if (cache) { /* the backward from the forward's cache */
-        lina_delta_out oc = {o, ht, cache};
+        lina_delta_out oc = {.o = o, .ht = ht, .cache = cache};
         float *dq2 = zeros((size_t)TT * H * K), *dk2 = zeros(R * H * K), *dv2 = zeros(R * H * V), *db2 = zeros(R * H);
         float *dg2 = g ? zeros((size_t)TT * H) : NULL, *dgk2 = gkk ? zeros((size_t)TT * H * K) : NULL;
         float *dh02 = zeros(NDOC * H * KV);
@@ -265,9 +265,9 @@ static void test_errors(lina_ws *ws)
     float *beta = zeros(8 * H);
     lina_mix_dims d = {1, 8, H, K, V, C, 0};
     lina_dd_in in = {q, k, v, LINA_GATE_NONE, NULL, NULL};
-    lina_dd_out out = {o, NULL, NULL};
+    lina_dd_out out = {.o = o, .ht = NULL, .states = NULL};
     lina_delta_in din = {q, k, v, beta, NULL, NULL, 1, NULL};
-    lina_delta_out dout = {o, NULL, NULL};
+    lina_delta_out dout = {.o = o, .ht = NULL, .cache = NULL};
     const struct {
         int64_t cu[4];
         int n;

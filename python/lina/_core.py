@@ -116,6 +116,7 @@ class Args:
         self.numpy = False
         self.checked = {}  # id -> tensor this call already checked (kept alive)
         self.deferred = []  # (name, tensor) whose finiteness verify() proves from the outputs
+        self.probe = None  # a ctypes.c_int the kernel set to its output probe (see kernel_probe)
 
     def err(self, exc, msg):
         return exc(f"{self.op}: {msg}")
@@ -196,8 +197,12 @@ class Args:
         that overflowed from finite inputs are returned as they are."""
         if not self.deferred:
             return
+        extra = [x for x in extra if x is not None and x.numel()]
         if o.numel():
-            if _probes_finite(o, [x for x in extra if x is not None and x.numel()]):
+            if self.probe is not None:  # the kernel probed o as it wrote it
+                if self.probe.value == 1 and all(_all_finite(x.detach()) for x in extra):
+                    return
+            elif _probes_finite(o, extra):
                 return
         elif all(_all_finite(x.detach()) for x in (state if isinstance(state, tuple) else (state,))
                  if x is not None and x.numel()):
@@ -205,6 +210,15 @@ class Args:
         for name, x in self.deferred:
             if not _all_finite(x):
                 raise self.err(ValueError, f"{name} contains NaN or Inf")
+
+    def kernel_probe(self):
+        """A ctypes.c_int for the forward to set to the output probe, checked by the kernel's
+        tasks on the rows they write while those are in cache (lina_dd_out.finite): verify()
+        then reads no part of o. None when nothing is left to verify."""
+        if not self.deferred:
+            return None
+        self.probe = ctypes.c_int(-1)
+        return self.probe
 
     def check_now(self, name, x):
         """Checks x (a tensor this call took) for NaN and Inf now, for an input that passes
@@ -263,6 +277,12 @@ def _dims(q, v, scale, chunk):
     return d
 
 
+def _probe_ptr(probe):
+    """The address of the int that the forward sets to its output probe (lina_dd_out.finite,
+    lina_delta_out.finite), or None: see Args.probe."""
+    return None if probe is None else ctypes.addressof(probe)
+
+
 def _needs(ctx, n):
     return ctx is not None and any(ctx.needs_input_grad[:n])
 
@@ -305,7 +325,7 @@ class DD(torch.autograd.Function):
     raises GateError when it does not."""
 
     @staticmethod
-    def forward(ctx, q, k, v, g, h0, scale, form, chunk, want_ht, check_g=False):
+    def forward(ctx, q, k, v, g, h0, scale, form, chunk, want_ht, check_g=False, probe=None):
         d = _dims(q, v, scale, chunk)
         B, T, H, K = q.shape
         gate = _GATE[None if g is None else g.dim()]
@@ -317,7 +337,7 @@ class DD(torch.autograd.Function):
         if form == CHUNK and _needs(ctx, 5):  # the recurrent backward does not read them
             states = pool.take(ctx, L.lib.lina_dd_states_size(ctypes.byref(d)))
         inp = L.DDIn(_p(q), _p(k), _p(v), gate | _GATE_CHECKED if check_g else gate, _p(g), _p(h0))
-        out = L.DDOut(_p(o), _p(ht), _p(states))
+        out = L.DDOut(_p(o), _p(ht), _p(states), _probe_ptr(probe))
         with L.threads_scope():
             rc = L.lib.lina_dd_fwd(ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form, L.workspace())
         if rc == L.LINA_ENONFINITE and check_g:
@@ -333,7 +353,7 @@ class DD(torch.autograd.Function):
     def backward(ctx, do, dht):
         q, k, v, g, h0, states = ctx.saved_tensors
         if do is None and dht is None:
-            return (None,) * 10
+            return (None,) * 11
         scale, form, chunk = ctx.cfg
         do, dht = _grad(do), _grad(dht)
         d = _dims(q, v, scale, chunk)
@@ -345,7 +365,7 @@ class DD(torch.autograd.Function):
         gout = L.DDGradOut(_p(dq), _p(dk), _p(dv), _p(dg), _p(dh0))
         _call(L.lib.lina_dd_bwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(gin),
               ctypes.byref(gout), form, L.workspace())
-        return dq, dk, dv, dg, dh0, None, None, None, None, None
+        return dq, dk, dv, dg, dh0, None, None, None, None, None, None
 
 
 # ------------------------------------------------------------- delta rule
@@ -354,7 +374,7 @@ class Delta(torch.autograd.Function):
     """o, ht = delta rule with n sub-steps per token and an optional log gate (lina_delta_*)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, beta, g, h0, n, scale, form, chunk, want_ht):
+    def forward(ctx, q, k, v, beta, g, h0, n, scale, form, chunk, want_ht, probe=None):
         d = _dims(q, v, scale, chunk)
         B, T, H, K = q.shape
         if form == FAST:
@@ -365,7 +385,7 @@ class Delta(torch.autograd.Function):
         if form == CHUNK and _needs(ctx, 6):
             cache = pool.take(ctx, L.lib.lina_delta_cache_floats(ctypes.byref(d), n))
         inp = L.DeltaIn(_p(q), _p(k), _p(v), _p(beta), _p(g), _p(h0), n)
-        out = L.DeltaOut(_p(o), _p(ht), _p(cache))
+        out = L.DeltaOut(_p(o), _p(ht), _p(cache), _probe_ptr(probe))
         _call(L.lib.lina_delta_fwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form,
               L.workspace())
         if ctx is not None:
@@ -378,7 +398,7 @@ class Delta(torch.autograd.Function):
     def backward(ctx, do, dht):
         q, k, v, beta, g, h0, cache = ctx.saved_tensors
         if do is None and dht is None:
-            return (None,) * 11
+            return (None,) * 12
         n, scale, form, chunk = ctx.cfg
         do, dht = _grad(do), _grad(dht)
         d = _dims(q, v, scale, chunk)
@@ -390,7 +410,7 @@ class Delta(torch.autograd.Function):
         gout = L.DeltaGradOut(_p(dq), _p(dk), _p(dv), _p(db), _p(dg), _p(dh0))
         _call(L.lib.lina_delta_bwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(gin),
               ctypes.byref(gout), form, L.workspace())
-        return dq, dk, dv, db, dg, dh0, None, None, None, None, None
+        return dq, dk, dv, db, dg, dh0, None, None, None, None, None, None
 
 
 # ------------------------------------------------------------------ mLSTM

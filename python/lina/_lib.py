@@ -59,7 +59,7 @@ class DDIn(ctypes.Structure):
 
 
 class DDOut(ctypes.Structure):
-    _fields_ = _ptrs("o", "ht", "states")
+    _fields_ = _ptrs("o", "ht", "states", "finite")
 
 
 class DDGradIn(ctypes.Structure):
@@ -75,7 +75,7 @@ class DeltaIn(ctypes.Structure):
 
 
 class DeltaOut(ctypes.Structure):
-    _fields_ = _ptrs("o", "ht", "cache")
+    _fields_ = _ptrs("o", "ht", "cache", "finite")
 
 
 class DeltaGradIn(ctypes.Structure):

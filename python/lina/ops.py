@@ -212,7 +212,7 @@ def _dd(a, q, k, v, g, gspec, scale, initial_state, form, want_ht, state_v_first
     h0 = _state(a, "initial_state", initial_state, state_v_first)
     scale = check_scale(a, scale, q.shape[-1])
     try:
-        o, ht = apply(DD, q, k, v, g, h0, scale, form, 0, bool(want_ht), check_g)
+        o, ht = apply(DD, q, k, v, g, h0, scale, form, 0, bool(want_ht), check_g, a.kernel_probe())
     except GateError:
         check_log_gate(a, name, g)  # raises the error that names the argument
         raise a.err(ValueError, f"{name} was refused by the kernel") from None
@@ -422,7 +422,7 @@ def _delta(a, q, k, v, beta, g, n, scale, initial_state, output_final_state, l2n
         # sigmoid(+-Inf) is finite: the logits are checked here, not proved from o
         a.check_now("beta", beta)
         beta = torch.sigmoid(beta) * (2.0 if neg_eigval else 1.0)
-    o, ht = apply(Delta, q, k, v, beta, g, h0, n, scale, form, 0, bool(output_final_state))
+    o, ht = apply(Delta, q, k, v, beta, g, h0, n, scale, form, 0, bool(output_final_state), a.kernel_probe())
     return _finish(a, o, _state_out(ht, state_v_first), output_final_state, head_first)
 
 

@@ -330,7 +330,7 @@ int lina_gdn_forward_sp(float *out, lina_gdn_acts *a, const float *x, const lina
     /* kernel over the value heads */
     lina_mix_dims md = lina_layer_mix(B, T, nv_of(d), d->K, d->V, 64, 0.0f);
     lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, st, m, d->kda ? a->g : NULL};
-    lina_delta_out o = {a->o, st, NULL}; /* the state is updated in place */
+    lina_delta_out o = {.o = a->o, .ht = st, .cache = NULL}; /* the state is updated in place */
     rc = cu ? lina_delta_fwd_varlen(&md, cu, ncu, &in, &o, form, ws) : lina_sp_delta_fwd(sp, d, &md, &in, &o, form, ws);
     if (rc) {
         return rc;

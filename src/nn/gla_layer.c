@@ -238,7 +238,7 @@ int lina_gla_forward_cached(float *out, lina_gla_acts *a, const float *x, const 
         in.gate = LINA_GATE_HEAD;
         in.g = g_head;
     }
-    lina_dd_out o = {a->o, ht, NULL};
+    lina_dd_out o = {.o = a->o, .ht = ht, .states = NULL};
     rc = cu ? lina_dd_fwd_varlen(&md, cu, ncu, &in, &o, form, ws) : lina_sp_dd_fwd(sp, d, &md, &in, &o, form, ws);
     if (rc) {
         return rc;

@@ -100,7 +100,7 @@ int lina_hgrn2_forward(float *out, lina_hgrn2_acts *a, const float *x, const lin
     lina_lb_gate_forward(a->g, a->k, a->f, lambda, (size_t)N, HK);
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_VECTOR, a->g, h0};
-    lina_dd_out o = {a->o, ht, NULL};
+    lina_dd_out o = {.o = a->o, .ht = ht, .states = NULL};
     if ((rc = lina_sp_dd_fwd(sp, d, &md, &in, &o, form, ws))) {
         return rc;
     }

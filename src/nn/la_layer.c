@@ -368,7 +368,7 @@ int lina_la_forward(float *out, lina_la_acts *a, const float *x, const lina_la_d
     /* linear attention; the state [B,H,F,V] (+ z [B,H,F]) */
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->F, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_NONE, NULL, state};
-    lina_dd_out o = {a->num, state, NULL}; /* the state is updated in place */
+    lina_dd_out o = {.o = a->num, .ht = state, .states = NULL}; /* the state is updated in place */
     rc = lina_sp_dd_fwd(sp, d, &md, &in, &o, form, ws);
     if (rc) {
         return rc;

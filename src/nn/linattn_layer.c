@@ -375,7 +375,7 @@ static int la_forward(const lina_mixer_call *c)
     engine_inputs(&a, d, B, T);
     lina_mix_dims md = lina_layer_mix(B, T, H, d->F, d->Vx, 0, 1.0f);
     lina_dd_in in = engine_in(&a, d);
-    lina_dd_out o = {a.lo, NULL, NULL};
+    lina_dd_out o = {.o = a.lo, .ht = NULL, .states = NULL};
     if ((rc = lina_dd_fwd(&md, &in, &o, c->form, c->ws))) {
         return rc;
     }

@@ -255,7 +255,7 @@ int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const l
      * the state is updated in place */
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->N, d->P, d->chunk, 1.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_SCALAR, a->g, S};
-    lina_dd_out o = {a->y, S, NULL};
+    lina_dd_out o = {.o = a->y, .ht = S, .states = NULL};
     if ((rc = lina_sp_dd_fwd(sp, d, &md, &in, &o, form, ws))) {
         return rc;
     }

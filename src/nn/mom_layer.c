@@ -325,7 +325,7 @@ static int memory_forward(const lina_mixer_call *c, const lina_mom_dims *d, mom_
         lina_mix_dims md = lina_layer_mix(1, (int)len, d->H, d->K, d->V, 64, 0.0f);
         lina_delta_in in = {a->qn + s0 * HK, a->kn + s0 * HK, a->v + s0 * HV, a->beta + s0 * H, a->g + s0 * H,
                             st, 1, NULL};
-        lina_delta_out out = {a->o + s0 * HV, st, NULL}; /* the state is updated in place */
+        lina_delta_out out = {.o = a->o + s0 * HV, .ht = st, .cache = NULL}; /* the state is updated in place */
         int rc = lina_sp_delta_fwd(c->sp, block_key(a, B, j, b, 3), &md, &in, &out, c->form, c->ws);
         if (rc) {
             return rc;

@@ -252,7 +252,7 @@ static int dd_run_fwd(void *k, const float *h0, float *ht, int final)
     const dd_call *c = k;
     lina_dd_in in = *c->in;
     in.h0 = h0;
-    lina_dd_out o = {c->out->o, ht, final ? c->out->states : NULL};
+    lina_dd_out o = {.o = c->out->o, .ht = ht, .states = final ? c->out->states : NULL};
     return lina_dd_fwd(c->md, &in, &o, c->form, c->ws);
 }
 
@@ -456,7 +456,7 @@ static int delta_map(const lina_mix_dims *md, const lina_delta_in *in, float *M,
     lina_delta_in im = *in;
     im.v = v0;
     im.h0 = eye;
-    lina_delta_out om = {o, M, NULL};
+    lina_delta_out om = {.o = o, .ht = M, .cache = NULL};
     int rc = lina_delta_fwd(&mk, &im, &om, LINA_FORM_CHUNK, ws);
     free(buf);
     return rc;
@@ -484,7 +484,7 @@ static int delta_run_fwd(void *k, const float *h0, float *ht, int final)
     const delta_call *c = k;
     lina_delta_in in = *c->in;
     in.h0 = h0;
-    lina_delta_out o = {c->out->o, ht, final ? c->out->cache : NULL};
+    lina_delta_out o = {.o = c->out->o, .ht = ht, .cache = final ? c->out->cache : NULL};
     return lina_delta_fwd(c->md, &in, &o, c->form, c->ws);
 }
 

@@ -272,16 +272,17 @@ static void rec_row_dispatch(int K, float *S, float a, const float *av, const fl
     }
 }
 
-static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
+static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, int *finite, lina_ws *ws)
 {
     const int B = c->B, H = c->H, K = c->K, V = c->V, N = c->N, n = c->n;
     const size_t KV = (size_t)K * V;
     const int nvb = (V + VB - 1) / VB;
     const int ntask = B * H * nvb;
-    int rc = LINA_OK;
+    int rc = LINA_OK, probe_bad = 0;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < ntask; task++) {
         const int vb = task % nvb, bh = task / nvb, b = bh / H, h = bh % H;
+        int pbad = 0; /* the output probe (finite) of the rows this task writes */
         const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
         float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + 3 * (size_t)K + 3 * VB) * sizeof(float));
         if (!S) {
@@ -330,11 +331,22 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, lina_ws *ws)
                 for (int j = 0; j < W; j++) {
                     ot[j] = c->s * ob[j];
                 }
+                if (finite) {
+                    pbad |= (j0 == 0 && !lina_probe_finite(ot, 1, 1)) ||
+                            (t == c->T - 1 && !lina_probe_finite(ot, (size_t)W, 1));
+                }
             }
         }
         if (ht) {
             tile_store(LINA_STATE(ht, b, h, H, KV), S, K, V, j0, W);
         }
+        if (pbad) {
+#pragma omp atomic write
+            probe_bad = 1;
+        }
+    }
+    if (probe_bad && finite) {
+        *finite = 0;
     }
     return rc;
 }
@@ -1323,11 +1335,13 @@ static size_t ck_cache_per_bh(const dl_ctx *c)
 
 /* One chunk [r0, r0+L) of (b,h) forward: Tm [L,L], U [L,V] from S_in, the
  * outputs of the chunk's tokens (when o is set) and S_out (may be S_in). */
-static void ck_forward(const dl_ctx *c, int b, int h, int r0, int L, const float *Sin,
-                       float *Sout, float *U, float *Tm, float *o, ck_buf *cb)
+/* Returns 1 when probe is set and the output probe (lina_delta_out.finite) of the rows
+ * written here fails, else 0. */
+static int ck_forward(const dl_ctx *c, int b, int h, int r0, int L, const float *Sin,
+                      float *Sout, float *U, float *Tm, float *o, int probe, ck_buf *cb)
 {
     const int T = c->T, H = c->H, V = c->V, n = c->n;
-    int ta = 0;
+    int ta = 0, bad = 0;
     const int Lo = o ? ck_outputs(r0, L, n, &ta) : 0;
     const float eL = ck_gates(c, b, h, r0, L, cb);
     ck_gram(c, b, h, r0, L, ta, Lo, cb);
@@ -1348,21 +1362,28 @@ static void ck_forward(const dl_ctx *c, int b, int h, int r0, int L, const float
         for (int oo = 0; oo < Lo; oo++) {
             memcpy(LINA_ROW(o, b, ta + oo, h, T, H, V), Oc + (size_t)oo * V, (size_t)V * sizeof(float));
         }
+        if (probe) {
+            bad = !lina_probe_finite(Oc, (size_t)Lo, (size_t)V) ||
+                  (ta + Lo == T && !lina_probe_finite(Oc + (size_t)(Lo - 1) * V, (size_t)V, 1));
+        }
     }
     ck_state(c, L, eL, U, cb, Sin, Sout);
+    return bad;
 }
 
-static int dl_fwd_chunk(const dl_ctx *c0, float *o0, float *ht0, float *cache0, const dl_docs *docs, lina_ws *ws)
+static int dl_fwd_chunk(const dl_ctx *c0, float *o0, float *ht0, float *cache0, int *finite, const dl_docs *docs,
+                        lina_ws *ws)
 {
     const int H = c0->H, K = c0->K, V = c0->V, C = c0->C;
     const size_t KV = (size_t)K * V;
     const int nit = docs ? docs->n * H : c0->B * H;
-    int rc = LINA_OK;
+    int rc = LINA_OK, probe_bad = 0;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int it = 0; it < nit; it++) {
         dl_ctx cd;
         const dl_ctx *c = c0;
         float *o = o0, *ht = ht0, *cache = cache0;
+        int pbad = 0; /* the output probe (finite) of this task's rows */
         const int bh = docs ? dl_doc_fwd(docs, it, c0, &cd, &o, &ht, &cache) : it;
         if (docs) {
             c = &cd;
@@ -1393,15 +1414,22 @@ static int dl_fwd_chunk(const dl_ctx *c0, float *o0, float *ht0, float *cache0, 
         for (int ci = 0; ci < nC; ci++) {
             const int r0 = ci * C, L = N - r0 < C ? N - r0 : C;
             if (St) {
-                ck_forward(c, b, h, r0, L, St + (size_t)ci * KV, St + (size_t)(ci + 1) * KV,
-                           Ua + (size_t)r0 * V, Ta + (size_t)ci * C * C, o, &cb);
+                pbad |= ck_forward(c, b, h, r0, L, St + (size_t)ci * KV, St + (size_t)(ci + 1) * KV,
+                                   Ua + (size_t)r0 * V, Ta + (size_t)ci * C * C, o, finite != NULL, &cb);
             } else {
-                ck_forward(c, b, h, r0, L, S, S, cb.U, cb.Tm, o, &cb);
+                pbad |= ck_forward(c, b, h, r0, L, S, S, cb.U, cb.Tm, o, finite != NULL, &cb);
             }
         }
         if (ht) {
             memcpy(LINA_STATE(ht, b, h, H, KV), St ? St + (size_t)nC * KV : S, KV * sizeof(float));
         }
+        if (pbad) {
+#pragma omp atomic write
+            probe_bad = 1;
+        }
+    }
+    if (probe_bad && finite) {
+        *finite = 0;
     }
     return rc;
 }
@@ -1729,7 +1757,7 @@ static int dl_bwd_chunk(const dl_ctx *c0, const lina_delta_grad_in *gi0, lina_de
             for (int ci = 0; ci < nC; ci++) {
                 const int r0 = ci * C, L = N - r0 < C ? N - r0 : C;
                 ck_forward(c, b, h, r0, L, Sw + (size_t)ci * KV, Sw + (size_t)(ci + 1) * KV,
-                           Uw + (size_t)r0 * V, Tw + (size_t)ci * C * C, NULL, &cb);
+                           Uw + (size_t)r0 * V, Tw + (size_t)ci * C * C, NULL, 0, &cb);
             }
         }
         /* 2. backward over chunks */
@@ -1955,6 +1983,9 @@ int LINA_KFN(lina_delta_fwd)(const lina_mix_dims *d, const lina_delta_in *in, li
     if (!out || !out->o) {
         return lina_set_error(LINA_EINVAL, "delta: output o is NULL");
     }
+    if (out->finite) {
+        *out->finite = 1;
+    }
     if (c.N == 0) {
         if (out->ht) {
             size_t nb = (size_t)c.B * c.H * c.K * c.V * sizeof(float);
@@ -1971,9 +2002,9 @@ int LINA_KFN(lina_delta_fwd)(const lina_mix_dims *d, const lina_delta_in *in, li
         return rc;
     }
     if (form == LINA_FORM_RECURRENT) {
-        rc = dl_fwd_recurrent(&c, out->o, out->ht, sc.ws);
+        rc = dl_fwd_recurrent(&c, out->o, out->ht, out->finite, sc.ws);
     } else {
-        rc = dl_fwd_chunk(&c, out->o, out->ht, out->cache, NULL, sc.ws);
+        rc = dl_fwd_chunk(&c, out->o, out->ht, out->cache, out->finite, NULL, sc.ws);
     }
     lina_ws_scope_close(&sc);
     if (rc) {
@@ -2103,15 +2134,18 @@ int LINA_KFN(lina_delta_fwd_varlen)(const lina_mix_dims *d, const int64_t *cu, i
     if (rc) {
         return rc;
     }
+    if (out->finite) {
+        *out->finite = 1;
+    }
     if (form == LINA_FORM_RECURRENT) { /* one document after another, each parallel over its heads */
         for (int j = 0; j < docs.n && !rc; j++) {
             dl_ctx cd;
             float *o = out->o, *ht = out->ht, *cache = NULL;
             dl_doc_fwd(&docs, j * c.H, &c, &cd, &o, &ht, &cache);
-            rc = dl_fwd_recurrent(&cd, o, ht, sc.ws);
+            rc = dl_fwd_recurrent(&cd, o, ht, out->finite, sc.ws);
         }
     } else {
-        rc = dl_fwd_chunk(&c, out->o, out->ht, out->cache, &docs, sc.ws);
+        rc = dl_fwd_chunk(&c, out->o, out->ht, out->cache, out->finite, &docs, sc.ws);
     }
     return dl_docs_end(&docs, &sc, rc);
 }
@@ -2339,7 +2373,7 @@ static int dl_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
         rc = LINA_ENOMEM;
         goto done;
     }
-    lina_delta_out dout = {po, pht, cache};
+    lina_delta_out dout = {.o = po, .ht = pht, .cache = cache};
     if ((rc = lina_delta_fwd(&d, &din, &dout, o->form, sc.ws))) {
         goto done;
     }

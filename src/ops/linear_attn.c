@@ -339,10 +339,11 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
      * decays are computed once for all of its column tiles */
     const int per_bh = B * H >= lina_get_threads() && nvb > 1;
     const int ntask = per_bh ? B * H : B * H * nvb;
-    int rc = LINA_OK, gate_bad = 0;
+    int rc = LINA_OK, gate_bad = 0, probe_bad = 0;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < ntask; task++) {
         int bh = per_bh ? task : task / nvb, b = bh / H, h = bh % H;
+        int pbad = 0; /* the output probe (out->finite) of the rows this task writes */
         int vb0 = per_bh ? 0 : task % nvb, vb1 = per_bh ? nvb : vb0 + 1;
         int bad = 0;
         const int C = c->C, nC = (T + C - 1) / C;
@@ -409,7 +410,12 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                 rec_step_tile(K, W, S, at, kt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qt, c->s,
                               ob + (size_t)(t % OB) * VB);
                 if ((t + 1) % OB == 0 || t == T - 1) {
-                    for (int u = t - t % OB; u <= t; u++) {
+                    const int u0 = t - t % OB;
+                    if (out->finite) {
+                        pbad |= (j0 == 0 && !lina_probe_finite(ob, (size_t)(t - u0 + 1), VB)) ||
+                                (t == T - 1 && !lina_probe_finite(ob + (size_t)(t % OB) * VB, (size_t)W, 1));
+                    }
+                    for (int u = u0; u <= t; u++) {
                         memcpy(LINA_ROW(out->o, b, u, h, T, H, V) + j0, ob + (size_t)(u % OB) * VB,
                                (size_t)W * sizeof(float));
                     }
@@ -429,6 +435,13 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
 #pragma omp atomic write
             gate_bad = 1;
         }
+        if (pbad) {
+#pragma omp atomic write
+            probe_bad = 1;
+        }
+    }
+    if (probe_bad && out->finite) {
+        *out->finite = 0;
     }
     return rc ? rc : gate_bad ? LINA_ENONFINITE : LINA_OK;
 }
@@ -982,12 +995,13 @@ static int dd_fwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, lina_dd_out *ou
     const int H = c0->H, K = c0->K, V = c0->V, C = c0->C;
     const size_t KV = (size_t)K * V;
     const int nit = docs ? docs->n * H : c0->B * H;
-    int rc = LINA_OK;
+    int rc = LINA_OK, probe_bad = 0;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int it = 0; it < nit; it++) {
         dd_ctx cd;
         lina_dd_in id;
         lina_dd_out od;
+        int pbad = 0; /* the output probe (out->finite) of this task's rows */
         const dd_ctx *c = c0;
         const lina_dd_in *in = in0;
         lina_dd_out *out = out0;
@@ -1022,6 +1036,10 @@ static int dd_fwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, lina_dd_out *ou
             lina_sgemm_sm(0, 0, L, V, K, 1.0f, cb.Qd, K, S, V, 0.0f, o, H * V);
             /* A V: row r of A is 0 past column r */
             LINA_KFN(lina_sgemm_smr)(0, 0, L, V, L, 1.0f, cb.A, L, v, H * V, 1.0f, o, H * V, cb.rlo, cb.rhi, 1);
+            if (out->finite) {
+                pbad |= !lina_probe_finite(o, (size_t)L, (size_t)H * V) ||
+                        (t0 + L == T && !lina_probe_finite(o + (size_t)(L - 1) * H * V, (size_t)V, 1));
+            }
             if (c->gk != LINA_GATE_NONE) {
                 for (int i = 0; i < K; i++) {
                     float *Si = S + (size_t)i * V;
@@ -1039,6 +1057,13 @@ static int dd_fwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, lina_dd_out *ou
         if (out->ht) {
             memcpy(LINA_STATE(out->ht, b, h, H, KV), S, KV * sizeof(float));
         }
+        if (pbad) {
+#pragma omp atomic write
+            probe_bad = 1;
+        }
+    }
+    if (probe_bad && out0->finite) {
+        *out0->finite = 0;
     }
     return rc;
 }
@@ -1576,6 +1601,9 @@ int LINA_KFN(lina_dd_fwd)(const lina_mix_dims *d, const lina_dd_in *in, lina_dd_
     if (!out || !out->o) {
         return lina_set_error(LINA_EINVAL, "dd: output o is NULL");
     }
+    if (out->finite) {
+        *out->finite = 1;
+    }
     lina_ws_scope sc;
     if ((rc = lina_ws_scope_open(&sc, ws, lina_get_threads()))) {
         return rc;
@@ -1721,6 +1749,9 @@ int LINA_KFN(lina_dd_fwd_varlen)(const lina_mix_dims *d, const int64_t *cu, int6
     int rc = dd_docs_begin(&c, &docs, &sc, d, in, !out || !out->o ? "output o is NULL" : NULL, cu, ncu, ws);
     if (rc) {
         return rc;
+    }
+    if (out->finite) {
+        *out->finite = 1;
     }
     if (form == LINA_FORM_RECURRENT) { /* one document after another, each parallel over its heads */
         for (int j = 0; j < docs.n && !rc; j++) {
@@ -1879,7 +1910,7 @@ static int dd_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
     if (!po || !pht) {
         return LINA_ENOMEM;
     }
-    lina_dd_out dout = {po, pht, NULL};
+    lina_dd_out dout = {.o = po, .ht = pht, .states = NULL};
     int rc;
     /* the backward reuses the chunk-start states of the forward */
     float *states = NULL;
@@ -1913,7 +1944,7 @@ static int dd_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
             rc = LINA_ENOMEM;
             goto done;
         }
-        lina_dd_out zout = {den.data, pzt, NULL};
+        lina_dd_out zout = {.o = den.data, .ht = pzt, .states = NULL};
         dout.o = num.data;
         if ((rc = lina_dd_fwd(&d, &din, &dout, o->form, ws)) ||
             (rc = lina_dd_fwd(&zd, &zin, &zout, o->form, ws))) {

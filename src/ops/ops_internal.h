@@ -54,6 +54,21 @@ static inline void lina_state_pass(float *dst, const float *src, size_t n)
     }
 }
 
+/* The output probe of lina_dd_out.finite / lina_delta_out.finite (lina_mix_out_finite's
+ * elements, checked by the task that wrote them while they are in cache): 1 when the n
+ * values x[0], x[stride], ... are all finite. A float is not finite when its exponent
+ * bits are all ones. */
+static inline int lina_probe_finite(const float *x, size_t n, size_t stride)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i * stride, sizeof u);
+        bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+    }
+    return !bad;
+}
+
 /* ---- op helpers (registry.c) ---- */
 
 /* Dimension bindings: one slot per capital letter. */
