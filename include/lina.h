@@ -548,7 +548,8 @@ void lina_retention_gates(int H, float *g_head);
  * exact (the same function to float32 round-off); backward: nonzero when the call's
  * backward will run too (the choice holds for both passes). Diagonal decay: the recurrent
  * form for a gate per key channel (gla) at K in 49..64 (forward alone: 49..128) and V in
- * 49..128, else the chunk form. Delta rule (n sub-steps per token): the chunk form from T*n >= two
+ * 49..128, and for the other gates (scalar, head, none) at K and V in 49..64 with a backward,
+ * else the chunk form. Delta rule (n sub-steps per token): the chunk form from T*n >= two
  * chunks on (d->chunk, or its default for K), except a forward alone at K <= 16, else the
  * recurrent one. Calls of T < 2 are recurrent. */
 lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int backward);

@@ -23,9 +23,9 @@ shape with its backward (lina_dd_fast_form / lina_delta_fast_form in include/lin
 same choice with and without autograd, so that a forward gives the same output either
 way): the chunk form for the delta-rule family from two chunks of rows on
 (so ``fused_recurrent_delta_rule`` at T = 512 runs it: its recurrent form takes 1.6-3x
-longer there), the recurrent form for single tokens and for GLA's per-channel gate at
-K = V = 64 (so ``chunk_gla`` at a training shape runs it: 0.7-0.8x of the chunk form's
-time), else the chunk form. The number of threads is lina.get_num_threads().
+longer there), the recurrent form for single tokens and at K = V = 64 (so ``chunk_gla`` at a
+training shape runs it: 0.7-0.8x of the chunk form's time; the other diagonal-decay ops
+0.9x), else the chunk form. The number of threads is lina.get_num_threads().
 """
 
 import functools

@@ -61,8 +61,12 @@ void lina_vexp_d(float *y, const double *x, size_t n)
  * B 1-8, T 64-8192, H 4, K = V 16-256, 1 thread, AVX-512 path (results/python_ops_bench.md):
  *  - diagonal decay: with a gate per key channel (gla) at K 64 the recurrent form takes
  *    0.65-0.78 of the chunk form's time forward and 0.72-0.91 forward + backward, at K 128
- *    0.78-0.91 forward and 0.93-1.04 forward + backward; everywhere else (scalar and head
- *    gates, no gate, K <= 32) the chunk form is as fast or faster (up to 2x at K 16-32);
+ *    0.78-0.91 forward and 0.93-1.04 forward + backward; with a scalar or head gate or none
+ *    at K = V = 64, forward + backward, the recurrent form takes 0.88-0.91 (AVX-512) and
+ *    0.94-0.97 (AVX2) of the chunk form's time at B=8 T=512 (least of 3 interleaved rounds
+ *    of `lina bench --repeat 5`, 2026-12-04, after the recurrent backward's register sums;
+ *    forward alone 0.93-1.08); everywhere else (those gates at K = 128 or <= 32) the chunk
+ *    form is as fast or faster (up to 2x at K 16-32);
  *  - delta rule: the chunk form is faster from T*n = 128 rows on (0.9x of the recurrent
  *    form's time forward at T 128, 0.3-0.6x forward + backward at T 512-4096); a call of
  *    fewer rows than two chunks (decode steps) stays recurrent, and so does a forward alone
@@ -76,6 +80,9 @@ lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int bac
     if (gate == LINA_GATE_VECTOR && d->K > 48 && d->V > 48 && d->V <= 128 &&
         d->K <= (backward ? 64 : 128)) {
         return LINA_FORM_RECURRENT;
+    }
+    if (backward && d->K > 48 && d->K <= 64 && d->V > 48 && d->V <= 64) {
+        return LINA_FORM_RECURRENT; /* the other gates at K = V = 64 with a backward */
     }
     return LINA_FORM_CHUNK;
 }

@@ -271,7 +271,9 @@ def fast_form_tests():
     R, C = _core.RECURRENT, _core.CHUNK
     picks = [(dd_form(8, 512, 64, 64, 3, 1), R), (dd_form(8, 512, 64, 64, 3, 0), R),
              (dd_form(1, 4096, 128, 128, 3, 1), C), (dd_form(1, 4096, 128, 128, 3, 0), R),
-             (dd_form(8, 512, 32, 32, 3, 1), C), (dd_form(8, 512, 64, 64, 2, 1), C),
+             (dd_form(8, 512, 32, 32, 3, 1), C), (dd_form(8, 512, 64, 64, 2, 1), R),
+             (dd_form(8, 512, 64, 64, 2, 0), C), (dd_form(8, 512, 64, 64, 0, 1), R),
+             (dd_form(8, 512, 128, 128, 2, 1), C), (dd_form(8, 512, 64, 128, 1, 1), C),
              (dd_form(8, 512, 64, 64, 0, 0), C), (dd_form(8, 1, 16, 16, 0, 0), R),
              (delta_form(64, 64, 1), C), (delta_form(63, 64, 1), R), (delta_form(32, 64, 2), C),
              (delta_form(127, 128, 1), R), (delta_form(128, 128, 1), C), (delta_form(1, 64, 1), R),
