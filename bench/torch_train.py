@@ -122,6 +122,76 @@ def ssd_chunk(q, k, v, g, scale, C=64):
     return _unchunk(o + torch.stack(outs, dim=2), T)
 
 
+def step_flops(c, shapes, B, T, C=64):
+    """Floating-point operations of one training step (forward + backward) of model c on
+    B x T tokens, counted from the products (a multiply-add is 2):
+    - weights: every weight matrix used once per token (projections, output head, short
+      convolutions; not the embedding lookup): 2 x numel per token forward, 4 backward;
+    - mixer products, forward, the backward counted as twice the forward:
+      softmax attention: QK^T and PV over the causal half, T(T+1)/2 x (dk + dv) x 2 per head;
+      chunk forms (GLA, Mamba2's SSD, (Gated) DeltaNet) with chunks of C: the intra-chunk
+      QK^T and AV over the causal half of each C x C block, the inter-chunk Q S and the state
+      update K^T V (dk x dv per token each); (Gated) DeltaNet adds K K^T, the unit-lower-
+      triangular inverse (C^3 / 3), W = T K, U = T V (lower halves) and W S.
+    Elementwise work (norms, gates, activations, the loss, AdamW) is not counted.
+    Returns (total, {part: flops})."""
+    N = B * T
+    w = sum(_numel(s) for n, s in shapes.items() if len(s) >= 2 and "embeddings" not in n)
+    L, H, D = c["num_hidden_layers"], c["num_heads"], c["hidden_size"]
+    mt = c["model_type"]
+    qdim = next((s[0] for n, s in shapes.items() if n.endswith("layers.0.attn.q_proj.weight")), D)
+    vdim = next((s[0] for n, s in shapes.items() if n.endswith("layers.0.attn.v_proj.weight")), D)
+    dk, dv = qdim // H, vdim // H
+    Cc = min(C, T)
+    nch = (T + Cc - 1) // Cc
+    tri = Cc * (Cc + 1) // 2  # causal pairs in a chunk
+    if mt == "transformer":
+        f = T * (T + 1) // 2 * 2 * (dk + dv)
+    elif mt == "mamba2":
+        P = c["head_dim"]
+        H = c["expand"] * D // P
+        dk, dv = c["state_size"], P
+        f = nch * (2 * tri * (dk + dv) + 4 * Cc * dk * dv)
+    elif mt in ("delta_net", "gated_deltanet"):
+        f = nch * (2 * tri * (dk + dv)  # QK^T, P U
+                   + 2 * tri * (2 * dk + dv)  # K K^T, W = T K, U = T V
+                   + Cc ** 3 // 3  # the triangular inverse
+                   + 6 * Cc * dk * dv)  # Q S, W S, K^T U
+    else:  # gla and the other chunk forms
+        f = nch * (2 * tri * (dk + dv) + 4 * Cc * dk * dv)
+    parts = {"weights": 6 * w * N, "mixer": 3 * f * B * H * L}
+    return sum(parts.values()), parts
+
+
+def _numel(s):
+    n = 1
+    for x in s:
+        n *= x
+    return n
+
+
+def check_flops(c, params, mixers, tok, tgt, a):
+    """torch.profiler's FLOP count of one forward + backward against step_flops: the matrix
+    products (aten::mm) must equal the weight-matrix part without the short convolutions (which
+    torch runs elementwise); the batched products (aten::bmm: the mixer in dense C x C blocks,
+    softmax attention over the full T x T) are printed beside the count's causal halves."""
+    from torch.profiler import profile
+    with profile(with_flops=True) as prof:
+        torch_ref.lm_loss(torch_ref.model_logits(params, c, tok, mixers), tgt).backward()
+    fl = {}
+    for e in prof.key_averages():
+        if e.flops:
+            fl[e.key] = fl.get(e.key, 0) + e.flops
+    shapes = torch_ref.param_shapes(c)
+    total, parts = step_flops(c, shapes, a.batch, a.seq_len, a.chunk)
+    conv = 6 * a.batch * a.seq_len * sum(_numel(s) for n, s in shapes.items() if len(s) == 3)
+    mm, bmm = fl.get("aten::mm", 0) + fl.get("aten::addmm", 0), fl.get("aten::bmm", 0)
+    print("%s: profiler mm %.4f GFLOP, step_flops weights without convolutions %.4f GFLOP; "
+          "profiler bmm %.4f GFLOP (dense blocks), step_flops mixer %.4f GFLOP (causal halves)"
+          % (c["model_type"], mm / 1e9, (parts["weights"] - conv) / 1e9, bmm / 1e9, parts["mixer"] / 1e9))
+    return 0 if mm == parts["weights"] - conv else 1
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -134,6 +204,8 @@ def main():
     ap.add_argument("--beta2", type=float, default=0.95)
     ap.add_argument("--clip", type=float, default=0.0, help="global gradient-norm clipping (0: none)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--check-flops", action="store_true",
+                    help="count the step's products with torch.profiler and compare with step_flops")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     try:
@@ -170,6 +242,8 @@ def main():
         opt.step()
         return loss.item()
 
+    if a.check_flops:
+        sys.exit(check_flops(c, params, mixers, tok, tgt, a))
     step()  # warm-up
     times, cpu = [], []
     for _ in range(a.steps):
@@ -187,6 +261,9 @@ def main():
     r = {"framework": "torch", "torch": torch.__version__, "model_type": c["model_type"], "params": n_params,
          "seq_len": a.seq_len, "batch": a.batch, "threads": a.threads, "train_tokens_per_s": round(tps, 1),
          "train_ms_per_step": round(1e3 * med, 3), "train_cpu_ms_per_step": round(1e3 * median(cpu), 3)}
+    fl, parts = step_flops(c, torch_ref.param_shapes(c), a.batch, a.seq_len, a.chunk)
+    r["step_gflop"] = round(fl / 1e9, 4)
+    r["step_gflop_parts"] = {k: round(v / 1e9, 4) for k, v in parts.items()}
     if a.json:
         print(json.dumps(r))
     else:
