@@ -115,6 +115,7 @@ class Args:
         self.bind = {}
         self.numpy = False
         self.checked = {}  # id -> tensor this call already checked (kept alive)
+        self.named = {}  # name -> the tensor tensor() returned for it (taken again as it is)
         self.deferred = []  # (name, tensor) whose finiteness verify() proves from the outputs
         self.probe = None  # a ctypes.c_int the kernel set to its output probe (see kernel_probe)
 
@@ -122,6 +123,8 @@ class Args:
         return exc(f"{self.op}: {msg}")
 
     def tensor(self, name, x, spec, optional=False, finite=True):
+        if x is not None and self.named.get(name) is x:
+            return x  # this call's own checked tensor, passed on under its name
         if x.__class__ is not torch.Tensor or x.dtype is not _F32 or not x.is_cpu:
             x = self._convert(name, x)
             if x is None:
@@ -143,9 +146,11 @@ class Args:
                 raise self.err(ValueError, f"{name} has shape {list(shape)}: dim {i} ({c}) is "
                                            f"{n} but {have[1]} gives {c}={have[0]}")
         if id(x) in self.checked:
+            self.named[name] = x
             return x
         x = x.contiguous()  # the tensor itself when it is contiguous already
         self.checked[id(x)] = x
+        self.named[name] = x
         if finite and x.numel():
             if not self.defer:
                 if not _all_finite(x):
@@ -303,9 +308,9 @@ def _grad(x):
 
 
 def _call(fn, *args):
-    with L.threads_scope():
-        rc = fn(*args)
-    L.check(rc)
+    rc = L.run(fn, *args)
+    if rc:
+        L.check(rc)
 
 
 # ---------------------------------------------------------- diagonal decay
@@ -338,11 +343,12 @@ class DD(torch.autograd.Function):
             states = pool.take(ctx, L.lib.lina_dd_states_size(ctypes.byref(d)))
         inp = L.DDIn(_p(q), _p(k), _p(v), gate | _GATE_CHECKED if check_g else gate, _p(g), _p(h0))
         out = L.DDOut(_p(o), _p(ht), _p(states), _probe_ptr(probe))
-        with L.threads_scope():
-            rc = L.lib.lina_dd_fwd(ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form, L.workspace())
-        if rc == L.LINA_ENONFINITE and check_g:
-            raise GateError("gate")
-        L.check(rc)
+        rc = L.run(L.lib.lina_dd_fwd, ctypes.byref(d), ctypes.byref(inp), ctypes.byref(out), form,
+                   L.workspace())
+        if rc:
+            if rc == L.LINA_ENONFINITE and check_g:
+                raise GateError("gate")
+            L.check(rc)
         if ctx is not None:
             ctx.save_for_backward(q, k, v, g, h0, states)
             ctx.cfg = (scale, form, chunk)

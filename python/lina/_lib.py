@@ -285,25 +285,51 @@ def get_num_threads():
     return _torch_threads()
 
 
+def _enter():
+    """Sets lina's thread count for one call; returns PyTorch's count to restore after it
+    (0: nothing to restore). lina and PyTorch share the OpenMP runtime."""
+    n = _threads[0]
+    if n <= 0:
+        lib.lina_set_threads(_torch_threads())
+        return 0
+    torch_n = 0
+    try:
+        import torch
+        torch_n = torch.get_num_threads()
+    except ImportError:
+        pass
+    lib.lina_set_threads(n)
+    return torch_n if torch_n != n else 0
+
+
+def _leave(torch_n):
+    if torch_n:
+        import torch
+        torch.set_num_threads(torch_n)
+
+
+def run(fn, *args):
+    """fn(*args) (a library function) on lina's thread count, as threads_scope does for a
+    block, without the context manager's object per call; returns fn's result."""
+    torch_n = _enter()
+    if not torch_n:
+        return fn(*args)
+    try:
+        return fn(*args)
+    finally:
+        _leave(torch_n)
+
+
 class threads_scope:
-    """Sets lina's thread count for one call. lina and PyTorch share the OpenMP
+    """Sets lina's thread count for one block of calls. lina and PyTorch share the OpenMP
     runtime, so PyTorch's own count is restored afterwards when they differ."""
 
     def __enter__(self):
-        self.torch_n = 0
-        if _threads[0] > 0:
-            try:
-                import torch
-                self.torch_n = torch.get_num_threads()
-            except ImportError:
-                pass
-        lib.lina_set_threads(get_num_threads())
+        self.torch_n = _enter()
         return self
 
     def __exit__(self, *exc):
-        if self.torch_n and self.torch_n != _threads[0]:
-            import torch
-            torch.set_num_threads(self.torch_n)
+        _leave(self.torch_n)
         return False
 
 
