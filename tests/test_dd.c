@@ -560,7 +560,8 @@ static void test_recurrent_unaligned_out(void)
 #endif
 }
 
-/* LINA_GATE_CHECKED: on every ISA path, both forms, 1 and 2 threads, each gate kind: good
+/* LINA_GATE_CHECKED: on every ISA path, both forms, 1 and 2 threads, each gate kind, batched
+ * (lina_dd_fwd) and as packed documents (lina_dd_fwd_varlen): good
  * gates (with +0.0, -0.0 and -50) give the unchecked call's outputs bit for bit; a NaN, +Inf,
  * -Inf or positive value anywhere (first, inside, last element) is refused with
  * LINA_ENONFINITE; without the bit nothing is refused; the backward ignores the bit. */
@@ -609,12 +610,21 @@ static void test_gate_checked(void)
                     int rc1 = lina_dd_fwd(&d, &in, &out1, (lina_form)form, &ws);
                     int rc2 = lina_dd_fwd(&d, &ic, &out2, (lina_form)form, &ws);
                     same_bad += rc1 || rc2 || memcmp(o1, o2, (size_t)B * T * H * d.V * sizeof *o1) != 0;
+                    /* the same rows as packed documents (lina_dd_fwd_varlen): B = 1, 2T tokens */
+                    const lina_mix_dims dp = {1, 2 * T, H, K, d.V, 0, 0.0f};
+                    const int64_t cu[] = {0, 11, 2 * T};
+                    rc1 = lina_dd_fwd_varlen(&dp, cu, 3, &in, &out1, (lina_form)form, &ws);
+                    rc2 = lina_dd_fwd_varlen(&dp, cu, 3, &ic, &out2, (lina_form)form, &ws);
+                    same_bad += rc1 || rc2 || memcmp(o1, o2, (size_t)B * T * H * d.V * sizeof *o1) != 0;
                     const size_t pos[] = {0, ng / 2 + 1, ng - 1};
                     for (size_t pi = 0; pi < 3; pi++) {
                         for (size_t bi = 0; bi < sizeof bad / sizeof bad[0]; bi++) {
                             const float keep = g[pos[pi]];
                             g[pos[pi]] = bad[bi];
                             refused_bad += lina_dd_fwd(&d, &ic, &out2, (lina_form)form, &ws) != LINA_ENONFINITE;
+                            refused_bad += lina_dd_fwd_varlen(&dp, cu, 3, &ic, &out2, (lina_form)form, &ws) !=
+                                           LINA_ENONFINITE;
+                            runs++;
                             if (bi == 3) {
                                 unchecked_bad += lina_dd_fwd(&d, &in, &out1, (lina_form)form, &ws) != LINA_OK;
                             }
@@ -634,9 +644,10 @@ static void test_gate_checked(void)
     lina_set_threads(saved);
     lina_ws_free(&ws);
     CHECK(same_bad == 0, "dd LINA_GATE_CHECKED: good gates (+0, -0, -50) give the unchecked outputs bit for bit "
-          "(every path, both forms, 1 and 2 threads, head/scalar/vector gates, V 70 and 12; %d differ)", same_bad);
+          "(every path, both forms, 1 and 2 threads, head/scalar/vector gates, V 70 and 12, batched and as "
+          "packed documents; %d differ)", same_bad);
     CHECK(refused_bad == 0, "dd LINA_GATE_CHECKED: NaN, +Inf, -Inf, 0.5 at the first, a middle and the last gate "
-          "value refused with LINA_ENONFINITE (%d of %d not)", refused_bad, runs);
+          "value refused with LINA_ENONFINITE, batched and packed (%d of %d not)", refused_bad, runs);
     CHECK(unchecked_bad == 0 && bwd_bad == 0, "dd LINA_GATE_CHECKED: without the bit nothing is refused (%d), "
           "the backward ignores it (%d)", unchecked_bad, bwd_bad);
     free(q), free(k), free(v), free(g), free(o1), free(o2), free(dq), free(dk), free(dv);

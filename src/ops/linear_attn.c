@@ -92,19 +92,55 @@ static int dd_fwd_error(int rc)
     return lina_set_error(rc, "dd: out of memory");
 }
 
-/* LINA_GATE_CHECKED with the chunk form: one pass over the gate before the call (the
- * recurrent forms check each row as they read it, in dd_lazy_step) */
+/* LINA_GATE_CHECKED with the chunk form and the head gate: its H values before the call.
+ * The other gates are checked chunk by chunk as the chunk form reads them (dd_chunk_gate_bad),
+ * the recurrent forms check each row as they read it (dd_lazy_step). */
 static int dd_gate_prepass(const dd_ctx *c)
 {
-    size_t n = c->gk == LINA_GATE_HEAD ? (size_t)c->H : (size_t)c->B * c->T * c->H;
-    n *= c->gk == LINA_GATE_VECTOR ? (size_t)c->K : 1;
-    return c->check && lina_check_log_gates(c->g, n, NULL) ? LINA_ENONFINITE : LINA_OK;
+    return c->check && c->gk == LINA_GATE_HEAD && lina_check_log_gates(c->g, (size_t)c->H, NULL)
+               ? LINA_ENONFINITE : LINA_OK;
 }
 
 /* 1 when a gate value is not a log decay: NaN, -Inf, or above 0 (+Inf included) */
 static inline int dd_bad_gate(float x)
 {
     return !(x <= 0.0f) | !(x >= -FLT_MAX);
+}
+
+/* LINA_GATE_CHECKED, chunk form: 1 when a gate value of the chunk [t0, t0+L) of (b,h) is not a
+ * log decay, checked right before chunk_prepare reads the same rows (so that g comes from
+ * memory once, not in a pass of its own first). A vector gate row: the maximum of its values'
+ * bits read as int32 (vectorised; a negative finite float's bits are at most -8388609, those
+ * of -FLT_MAX), the exact test only for a row holding a zero or a bad value. */
+static int dd_chunk_gate_bad(const dd_ctx *c, int b, int h, int t0, int L)
+{
+    const int T = c->T, H = c->H, K = c->K;
+    if (c->gk == LINA_GATE_VECTOR) {
+        for (int r = 0; r < L; r++) {
+            const float *restrict gr = LINA_ROW(c->g, b, t0 + r, h, T, H, K);
+            int32_t mx = INT32_MIN;
+            for (int i = 0; i < K; i++) {
+                int32_t bits;
+                memcpy(&bits, gr + i, sizeof bits);
+                mx = bits > mx ? bits : mx;
+            }
+            if (mx > -8388609) {
+                for (int i = 0; i < K; i++) {
+                    if (dd_bad_gate(gr[i])) {
+                        return 1;
+                    }
+                }
+            }
+        }
+        return 0;
+    }
+    int bad = 0;
+    if (c->gk == LINA_GATE_SCALAR) {
+        for (int r = 0; r < L; r++) {
+            bad |= dd_bad_gate(c->g[((size_t)b * T + (size_t)(t0 + r)) * H + h]);
+        }
+    }
+    return bad;
 }
 
 /* decay factors of token t for (b,h): a[K] (vector) or *as (scalar kinds) */
@@ -1028,6 +1064,10 @@ static int dd_fwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, lina_dd_out *ou
             int L = T - t0 < C ? T - t0 : C;
             if (saved) {
                 memcpy(saved + (size_t)(t0 / C) * KV, S, KV * sizeof(float));
+            }
+            if (c->check && dd_chunk_gate_bad(c, b, h, t0, L)) {
+                rc = LINA_ENONFINITE; /* the outputs are unspecified then */
+                break;
             }
             chunk_prepare(c, in, b, h, t0, L, &cb, 1);
             chunk_intra(c, in, b, h, t0, L, &cb);
