@@ -20,8 +20,23 @@ threads (torch.set_num_threads; lina follows torch.get_num_threads()). OpenMP's 
 threads spin only briefly (GOMP_SPINCOUNT=10000 unless set), as the lina tool does, so
 that CPU time counts work rather than waiting.
 
+How the overhead is measured: --reps pairs of one lina call and one C call, adjacent and
+alternating in order; the overhead is the median of the paired CPU-time differences, with
+their quartiles. At 2 threads an idle OpenMP thread that spins adds CPU time that depends
+on how the other jobs on the machine happen to wake it, not on the code, which swamps a
+difference of 1 %; --passive sets OMP_WAIT_POLICY=PASSIVE (for lina, C and PyTorch alike:
+one OpenMP runtime) so that an idle thread sleeps at once and the CPU time counts work
+only. Read the 2-thread overhead from a run with --passive and --reps 61 or more.
+
+--breakdown prints, instead of the tables, where the overhead of a lina.ops call goes for
+each op and shape: the Python work (the call at B=1 T=16 H=1 K=V=16, where the kernel
+takes a few microseconds, less the bare C call; mean CPU time of 1000 calls), the output
+probe that proves the inputs finite (Args.verify: lina.ops with and without it, paired),
+and for the gates that the kernel checks, the chunk form's check of the gate (the C call
+with and without LINA_GATE_CHECKED, paired).
+
   /usr/bin/python3 bench/python_ops_bench.py [--repeat 3] [--threads 1,2] [--shapes long,train]
-      [--ops OP,...] [--quick] [--out FILE]
+      [--ops OP,...] [--quick] [--passive] [--reps N] [--breakdown] [--out FILE]
 """
 import argparse
 import ctypes
@@ -31,6 +46,8 @@ import statistics
 import sys
 import time
 
+if "--passive" in sys.argv:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read when libgomp starts: before torch
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # read when libgomp starts: before torch
 import torch  # noqa: E402
@@ -285,6 +302,63 @@ def consumer(t):
     float(t.view(-1)[0])
 
 
+def mean_cpu(f, n=1000):
+    """mean CPU seconds of n calls of f after 50 warm-up calls"""
+    for _ in range(50):
+        f()
+    t = time.process_time()
+    for _ in range(n):
+        f()
+    return (time.process_time() - t) / n
+
+
+def breakdown(op, shape, reps):
+    """The parts of the lina.ops overhead (see the module's docstring), one line."""
+    from lina import _core
+    gen = torch.Generator().manual_seed(0)
+    xt = inputs(op, 1, 16, 1, 16, 16, gen)
+    rt = Raw(op, xt)
+    bt = runner(lambda xs: lina_call(op, xs), xt, rt.do, True)
+    xs = bt.prepare()
+
+    def lb():
+        for t in xs.values():
+            t.grad = None
+        bt(xs)
+    py_f = mean_cpu(lambda: lina_call(op, xt)) - mean_cpu(rt.fwd)
+    py_b = mean_cpu(lb) - mean_cpu(rt.fwd_bwd)
+    x = inputs(op, *shape, gen)
+    raw = Raw(op, x)
+    verify = _core.Args.verify
+
+    class probe_off:
+        """a lina.ops call without Args.verify (the probe switched off for the call)"""
+        def __init__(self, r):
+            self.r, self.prepare = r, r.prepare
+
+        def __call__(self, xs=None):
+            _core.Args.verify = lambda *a, **k: None
+            try:
+                self.r(xs)
+            finally:
+                _core.Args.verify = verify
+    out = [f"| {op} | {1e6 * py_f:.0f} | {1e6 * py_b:.0f}"]
+    for bw in (False, True):
+        r = runner(lambda xs: lina_call(op, xs), x, raw.do, bw, True)
+        p = paired(r, probe_off(r), reps)
+        out.append(f"{1e6 * p[2][1]:+.0f} [{1e6 * p[3][1]:+.0f}, {1e6 * p[4][1]:+.0f}]")
+    if raw.delta or x.get("g") is None:
+        out.append("-")  # no gate, or the delta rules' [B,T,H] gate (lina_check_log_gates in Python)
+    elif raw.forms[0] == 1:
+        chk = Raw(op, x)
+        chk.inp.gate |= 0x100  # LINA_GATE_CHECKED, as lina.ops calls the kernel
+        p = paired(chk.fwd_read, raw.fwd_read, reps)
+        out.append(f"{1e6 * p[2][1]:+.0f} [{1e6 * p[3][1]:+.0f}, {1e6 * p[4][1]:+.0f}]")
+    else:
+        out.append("in the recurrence")  # the recurrent form checks each row as it reads it
+    return " | ".join(out) + " |"
+
+
 OPS = ["chunk_linear_attn", "fused_recurrent_linear_attn", "chunk_retention", "chunk_simple_gla", "chunk_gla",
        "fused_recurrent_gla", "chunk_delta_rule", "fused_recurrent_delta_rule", "chunk_gated_delta_rule",
        "fused_recurrent_gated_delta_rule", "chunk_gated_delta_product"]
@@ -303,6 +377,10 @@ def main():
                     help="time the lina and C calls without the one-element read after each (see consumer)")
     ap.add_argument("--fresh-malloc", action="store_true",
                     help="leave glibc's malloc in a new process's state (see steady_malloc)")
+    ap.add_argument("--passive", action="store_true",
+                    help="OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep at once (see the docstring)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="where the overhead goes, per op (Python, output probe, gate check) instead of the tables")
     ap.add_argument("--out", help="also write the table (markdown) here")
     a = ap.parse_args()
     if not a.fresh_malloc:
@@ -314,11 +392,15 @@ def main():
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass
+    if a.breakdown:
+        bd_main(a, shapes)
+        return
     lines = [f"lina.ops vs plain-PyTorch chunkwise code; torch {torch.__version__}, lina kernel path "
              f"{lina.isa()}; torch: median of {a.repeat} after a warm-up, lina and C: median of {a.reps} "
              "interleaved pairs; ms wall-clock (ms CPU); overhead: median of the paired CPU-time "
              "differences lina - C per call, in microseconds and % of C [quartiles, %]; page faults: "
              "per lina fwd+bwd call (the C calls reuse their buffers); "
+             + f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
              + ("each lina and C call followed by a one-element read of its output" if not a.no_read
                 else "no read after the calls") + ("" if a.fresh_malloc else ", malloc in its steady state"), "",
              "| shape | threads | op | form fwd / fwd+bwd | torch fwd | lina fwd | C fwd | torch fwd+bwd | lina fwd+bwd | C fwd+bwd "
@@ -372,6 +454,33 @@ def main():
         f"{g:.0f} GFLOP per CPU second on {n} thread{'s' if n > 1 else ''}" for n, g in gemm)
     print(line)
     lines += ["", line]
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def bd_main(a, shapes):
+    lines = [f"Where the lina.ops overhead goes; torch {torch.__version__}, lina kernel path {lina.isa()}, "
+             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average "
+             f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; CPU microseconds per call. Python: the "
+             "lina.ops call less the bare C call at B=1 T=16 H=1 K=V=16 (mean of 1000, caches warm). "
+             "Probe: lina.ops with Args.verify less without it, and gate check: the C call with "
+             f"LINA_GATE_CHECKED less without it, at the shape, medians of {a.reps} adjacent pairs "
+             "[quartiles].", ""]
+    print("\n".join(lines), flush=True)
+    for sname, shape in shapes:
+        for nt in (int(t) for t in a.threads.split(",")):
+            torch.set_num_threads(nt)
+            head = [f"### {sname}, {nt} thread{'s' if nt > 1 else ''}", "",
+                    "| op | Python fwd | Python fwd+bwd | probe fwd | probe fwd+bwd | gate check (chunk form, fwd) |",
+                    "|---|---|---|---|---|---|"]
+            print("\n".join(head), flush=True)
+            lines += head
+            for op in a.ops.split(","):
+                line = breakdown(op, shape, a.reps)
+                print(line, flush=True)
+                lines.append(line)
+            lines.append("")
     if a.out:
         with open(a.out, "w") as f:
             f.write("\n".join(lines) + "\n")
