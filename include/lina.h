@@ -476,8 +476,9 @@ typedef enum lina_gate_kind {
  * package's ops): lina_dd_fwd and lina_dd_fwd_varlen then refuse, with LINA_ENONFINITE and
  * a message, a gate holding a value that is not a finite log decay <= 0 (NaN, +-Inf, above
  * 0). The recurrent form checks each gate row as it reads it (no pass of its own); the
- * chunk form makes one vectorised pass over g first (lina_check_log_gates). The outputs are
- * unspecified then. The backward ignores the bit. */
+ * chunk form checks each chunk's gate rows right before it reads them (g comes from memory
+ * once), a head gate (H values) in one pass first. The outputs are unspecified then. The
+ * backward ignores the bit. */
 #define LINA_GATE_CHECKED 0x100
 
 typedef struct lina_dd_in {
