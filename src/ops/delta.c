@@ -406,7 +406,7 @@ static void bk_fill(int K, const float *Sp, float *Sn, float a, const float *av,
 }
 
 #ifdef BK_NV
-#define BK_NH (BK_NV / 2) /* passes of 2 vectors of columns over the rows */
+#define BK_NH (BK_NV / 2) /* AVX-512: passes of 2 vectors of columns over the rows (one) */
 
 /* the sum of the lanes of x */
 static inline float bk_hsum1(__m256 x)
@@ -416,28 +416,17 @@ static inline float bk_hsum1(__m256 x)
     return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
-/* The step back sums BK_RB key rows across their lanes together: 8 on AVX-512,
- * 4 on AVX2 (whose 16 registers the step's vectors nearly fill).
+/* The step back sums BK_RB = 8 key rows across their lanes together.
  * bk_acc: dst[0..BK_RB) += (sc, when set, times) the row sums of P[0..BK_RB). */
-#if LINA_VL == 16
 #define BK_RB 8
 static inline void bk_acc(float *dst, const float *sc, const __m256 *P)
 {
     const __m256 s = lina_hsum8(P), d = _mm256_loadu_ps(dst);
     _mm256_storeu_ps(dst, sc ? _mm256_fmadd_ps(_mm256_loadu_ps(sc), s, d) : _mm256_add_ps(d, s));
 }
-#else
-#define BK_RB 4
-static inline void bk_acc(float *dst, const float *sc, const __m256 *P)
-{
-    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(P[0], P[1]), _mm256_hadd_ps(P[2], P[3]));
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-    const __m128 d = _mm_loadu_ps(dst);
-    _mm_storeu_ps(dst, sc ? _mm_fmadd_ps(_mm_loadu_ps(sc), s, d) : _mm_add_ps(d, s));
-}
-#endif
 
-/* One key row i of bk_row (Ri, Bi: its rows of R and Sb; nkr = k_r[i], qi = q[i],
+#if LINA_VL == 16
+/* One key row i of bk_row on AVX-512 (Ri, Bi: its rows of R and Sb; nkr = k_r[i], qi = q[i],
  * kpi = kp[i]): R_i updated, wn's sums in A, the scalar gate's in G, the row's
  * sums for dk, dgk and dq left as vectors in *pd, *pg, *pq. */
 DL_INLINE void bk_one(float *restrict Ri, const float *restrict Bi, const lina_vf *U,
@@ -481,6 +470,57 @@ DL_INLINE void bk_one(float *restrict Ri, const float *restrict Bi, const lina_v
 }
 #endif
 
+#if LINA_VL == 8
+/* bk_one on AVX2, over all BK_NV = 4 vectors of the row in one pass: ub, wb,
+ * ws (a wb, with the scalar gate) and D are read from L1 as operands
+ * instead of held, so that A[4], G[2], the row's sums and its broadcasts fit
+ * the 16 registers (holding them all needs 28; two passes of 2 vectors spill
+ * and sum every row's lanes twice). */
+DL_INLINE void bk_one4(float *restrict Ri, const float *restrict Bi, const float *restrict ub,
+                       const float *restrict wb, const float *restrict ws,
+                       const float *restrict D, __m256 *A, __m256 *G, __m256 ai, float kri,
+                       float qis, float kpis, __m256 *pd, __m256 *pg, __m256 *pq, const int gate,
+                       const int out)
+{
+    const __m256 nk = _mm256_set1_ps(-kri), qi = _mm256_set1_ps(qis), ki = _mm256_set1_ps(kpis);
+    __m256 ru = _mm256_setzero_ps(), bw = _mm256_setzero_ps(), pgv = _mm256_setzero_ps(),
+           pqv = _mm256_setzero_ps();
+    for (int v = 0; v < BK_NV; v++) {
+        const __m256 bb = _mm256_loadu_ps(Bi + 8 * v), r = _mm256_loadu_ps(Ri + 8 * v);
+        ru = _mm256_fmadd_ps(r, _mm256_loadu_ps(ub + 8 * v), ru);
+        if (gate == BG_CHANNEL) {
+            bw = _mm256_fmadd_ps(bb, _mm256_loadu_ps(wb + 8 * v), bw);
+        } else {
+            ru = _mm256_fnmadd_ps(bb, _mm256_loadu_ps((gate ? ws : wb) + 8 * v), ru);
+        }
+        __m256 x = _mm256_fmadd_ps(nk, _mm256_loadu_ps(wb + 8 * v), r);
+        if (gate == BG_SCALAR) {
+            G[v & 1] = _mm256_fmadd_ps(x, bb, G[v & 1]);
+        } else if (gate == BG_CHANNEL) {
+            pgv = _mm256_fmadd_ps(x, bb, pgv);
+        }
+        if (gate) {
+            x = _mm256_mul_ps(ai, x);
+        }
+        if (out) {
+            const __m256 d = _mm256_loadu_ps(D + 8 * v);
+            x = _mm256_fmadd_ps(qi, d, x);
+            pqv = _mm256_fmadd_ps(bb, d, pqv);
+        }
+        A[v] = _mm256_fmadd_ps(ki, x, A[v]);
+        _mm256_storeu_ps(Ri + 8 * v, x);
+    }
+    *pd = gate == BG_CHANNEL ? _mm256_fnmadd_ps(ai, bw, ru) : ru;
+    if (gate == BG_CHANNEL) {
+        *pg = pgv;
+    }
+    if (out) {
+        *pq = pqv;
+    }
+}
+#endif
+#endif
+
 /* One row r back on a K x VB tile, fused with the output term of row r-1.
  * Given R = dL/dS_r (row r's output term included), Sb = S_{r-1}, ub = beta u_r
  * and wb = beta R^T k_r, with S' = a Sb (the decay as `gate` says):
@@ -500,8 +540,54 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
                         float *restrict dgk, float *restrict dgs, float *restrict wn,
                         const int gate, const int out)
 {
-#ifdef BK_NV
-    /* BK_NH passes over the rows, each on 2 vectors of columns (AVX2: 2 halves of the tile) */
+#if defined(BK_NV) && LINA_VL == 8
+    float ws[VB];
+    for (int j = 0; j < VB; j++) {
+        ws[j] = gate == BG_SCALAR ? a * wb[j] : wb[j];
+    }
+    __m256 A[BK_NV], G[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int v = 0; v < BK_NV; v++) {
+        A[v] = _mm256_setzero_ps();
+    }
+    const __m256 va = _mm256_set1_ps(a);
+    int i0 = 0;
+    for (; i0 + BK_RB <= K; i0 += BK_RB) {
+        __m256 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
+        for (int m = 0; m < BK_RB; m++) {
+            const int i = i0 + m;
+            bk_one4(R + (size_t)i * VB, Sb + (size_t)i * VB, ub, wb, ws, D, A, G,
+                    gate == BG_CHANNEL ? _mm256_set1_ps(av[i]) : va, kr[i], out ? qp[i] : 0.0f,
+                    kp[i], &Pd[m], &Pg[m], &Pq[m], gate, out);
+        }
+        bk_acc(dk + i0, NULL, Pd);
+        if (gate == BG_CHANNEL) {
+            bk_acc(dgk + i0, av + i0, Pg);
+        }
+        if (out) {
+            bk_acc(dq + i0, NULL, Pq);
+        }
+    }
+    for (; i0 < K; i0++) {
+        __m256 pd, pg, pq;
+        bk_one4(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, ub, wb, ws, D, A, G,
+                gate == BG_CHANNEL ? _mm256_set1_ps(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f,
+                kp[i0], &pd, &pg, &pq, gate, out);
+        dk[i0] += bk_hsum1(pd);
+        if (gate == BG_CHANNEL) {
+            dgk[i0] += av[i0] * bk_hsum1(pg);
+        }
+        if (out) {
+            dq[i0] += bk_hsum1(pq);
+        }
+    }
+    for (int v = 0; v < BK_NV; v++) {
+        _mm256_storeu_ps(wn + 8 * v, A[v]);
+    }
+    if (gate == BG_SCALAR) {
+        *dgs = bk_hsum1(_mm256_add_ps(G[0], G[1]));
+    }
+#elif defined(BK_NV)
+    /* AVX-512: BK_NH passes over the rows, each on 2 vectors of columns */
     lina_vf G[2] = {LINA_VZERO(), LINA_VZERO()};
     const lina_vf va = LINA_VSET1(a);
     for (int hh = 0; hh < BK_NH; hh++) {
