@@ -607,7 +607,7 @@ static void paper_mqar(paper_ctx *p)
         if (first90[i] > 0) {
             fprintf(f, " %s%d |", gap90[i] ? "<= " : "", first90[i]);
         } else {
-            fprintf(f, " %s |", ran_i ? "none of those run" : "-");
+            fprintf(f, " %s |", ran_i ? "below 90 % at every width run" : "-");
         }
         if (!ran_i) {
             fprintf(f, " %s | - | - | - | - | - |\n", MQ_PAPER[i]);
@@ -724,7 +724,7 @@ static void paper_mqar(paper_ctx *p)
                 n += snprintf(verdict + n, sizeof verdict - n, " %s %s%d;", lina_model_type_name(MQ_MODELS[i]),
                               gap90[i] ? "<= " : "", first90[i]);
             } else {
-                n += snprintf(verdict + n, sizeof verdict - n, " %s none of the widths run;",
+                n += snprintf(verdict + n, sizeof verdict - n, " %s below 90%% at every width run;",
                               lina_model_type_name(MQ_MODELS[i]));
             }
         }
