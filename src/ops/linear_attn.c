@@ -44,6 +44,7 @@
 #define SUB 16    /* vector-gate sub-chunk */
 #define OB 16     /* recurrent forward: output rows buffered per tile */
 #define RPF 8     /* recurrent forms: steps ahead to prefetch the strided rows of v, o, do, dv */
+#define RPF_PREP 32 /* the same for the light passes over q and k that scale them */
 
 typedef struct dd_ctx {
     int B, T, H, K, V, C;
@@ -278,12 +279,15 @@ DD_INLINE void rec_step_plain(int K, int W, float *restrict S, const float *rest
     }
 }
 
-/* the same step, on the AVX paths with registers for full tiles */
-static inline void rec_step_tile(int K, int W, float *restrict S, const float *restrict a,
-                                 const float *restrict k, const float *restrict v,
-                                 const float *restrict q, float s, float *restrict o)
+/* the same step, on the AVX paths with registers for full tiles. unit: every
+ * a_i is 1 (most steps under the lazy decay below, and every step without a
+ * gate), so the state is not multiplied: two operations per vector, not three */
+DD_INLINE void rec_step_tile_u(int K, int W, float *restrict S, const float *restrict a,
+                               const float *restrict k, const float *restrict v,
+                               const float *restrict q, float s, float *restrict o, const int unit)
 {
 #ifdef LINA_VL
+#define DD_DECAYED(av, p) (unit ? LINA_VLD(p) : LINA_VMUL(av, LINA_VLD(p)))
     if (W == VB) {
         /* the tile's row of v and the output sums stay in registers; AVX-512
          * takes two rows at a time into two sums (four independent chains of
@@ -302,8 +306,8 @@ static inline void rec_step_tile(int K, int W, float *restrict S, const float *r
             const lina_vf a0 = LINA_VSET1(a[i]), k0 = LINA_VSET1(k[i]), q0 = LINA_VSET1(s * q[i]);
             const lina_vf a1 = LINA_VSET1(a[i + 1]), k1 = LINA_VSET1(k[i + 1]), q1 = LINA_VSET1(s * q[i + 1]);
             for (int m = 0; m < NV; m++) {
-                const lina_vf x0 = LINA_VFMA(k0, Vr[m], LINA_VMUL(a0, LINA_VLD(S0 + LINA_VL * m)));
-                const lina_vf x1 = LINA_VFMA(k1, Vr[m], LINA_VMUL(a1, LINA_VLD(S1 + LINA_VL * m)));
+                const lina_vf x0 = LINA_VFMA(k0, Vr[m], DD_DECAYED(a0, S0 + LINA_VL * m));
+                const lina_vf x1 = LINA_VFMA(k1, Vr[m], DD_DECAYED(a1, S1 + LINA_VL * m));
                 LINA_VST(S0 + LINA_VL * m, x0);
                 LINA_VST(S1 + LINA_VL * m, x1);
                 O[m] = LINA_VFMA(q0, x0, O[m]);
@@ -315,7 +319,7 @@ static inline void rec_step_tile(int K, int W, float *restrict S, const float *r
             float *Si = S + (size_t)i * VB;
             const lina_vf ai = LINA_VSET1(a[i]), ki = LINA_VSET1(k[i]), qi = LINA_VSET1(s * q[i]);
             for (int m = 0; m < NV; m++) {
-                const lina_vf x = LINA_VFMA(ki, Vr[m], LINA_VMUL(ai, LINA_VLD(Si + LINA_VL * m)));
+                const lina_vf x = LINA_VFMA(ki, Vr[m], DD_DECAYED(ai, Si + LINA_VL * m));
                 LINA_VST(Si + LINA_VL * m, x);
                 O[m] = LINA_VFMA(qi, x, O[m]);
             }
@@ -325,12 +329,35 @@ static inline void rec_step_tile(int K, int W, float *restrict S, const float *r
         }
         return;
     }
+#undef DD_DECAYED
 #endif
+    (void)unit; /* the plain loops multiply by a_i = 1 exactly */
     if (W == VB) {
         rec_step_plain(K, VB, S, a, k, v, q, s, o); /* the loops over a constant width */
     } else {
         rec_step_plain(K, W, S, a, k, v, q, s, o);
     }
+}
+
+static inline void rec_step_tile(int K, int W, float *restrict S, const float *restrict a,
+                                 const float *restrict k, const float *restrict v,
+                                 const float *restrict q, float s, float *restrict o, int unit)
+{
+    if (unit) {
+        rec_step_tile_u(K, W, S, a, k, v, q, s, o, 1);
+    } else {
+        rec_step_tile_u(K, W, S, a, k, v, q, s, o, 0);
+    }
+}
+
+/* 1 when every decay of a step's row a[K] is exactly 1 */
+static inline int dd_unit_row(const float *restrict a, int K)
+{
+    int unit = 1;
+    for (int i = 0; i < K; i++) {
+        unit &= a[i] == 1.0f;
+    }
+    return unit;
 }
 
 static void tile_load(float *S, const float *h0, int K, int V, int j0, int W)
@@ -397,7 +424,9 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
         float *ob = (float *)(((uintptr_t)(S + (size_t)K * VB + 5 * (size_t)K + extra) + 63) & ~(uintptr_t)63);
         /* per_bh: the decays Al, the scaled inputs Qs = q e, Ks = k / e of every
          * step [T*K] each, once for all column tiles, and Ec[nC*K]: e after the
-         * last step of each checkpoint interval */
+         * last step of each checkpoint interval. (Scaling each step's rows into
+         * a small buffer as the step runs made the forward 1.4x slower: the
+         * tile's broadcasts then wait on the stores just made.) */
         float *Al = ks + K, *Qs = Al + (per_bh ? (size_t)T * K : 0);
         float *Ks = Qs + (per_bh ? (size_t)T * K : 0), *Ec = Ks + (per_bh ? (size_t)T * K : 0);
         if (per_bh) {
@@ -406,7 +435,7 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                 const float *restrict q = LINA_ROW(in->q, b, t, h, T, H, K);
                 const float *restrict k = LINA_ROW(in->k, b, t, h, T, H, K);
                 float *restrict qt = Qs + (size_t)t * K, *restrict kt = Ks + (size_t)t * K;
-                dd_prefetch_qk(c, in, b, t + RPF, h);
+                dd_prefetch_qk(c, in, b, t + RPF_PREP, h);
                 if ((t + 1) % C == 0 || t == T - 1) {
                     memcpy(Ec + (size_t)(t / C) * K, qt, (size_t)K * sizeof(float));
                 }
@@ -444,7 +473,7 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                     lina_prefetch_floats(LINA_ROW(out->o, b, t + RPF, h, T, H, V) + j0, W);
                 }
                 rec_step_tile(K, W, S, at, kt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qt, c->s,
-                              ob + (size_t)(t % OB) * VB);
+                              ob + (size_t)(t % OB) * VB, dd_unit_row(at, K));
                 if ((t + 1) % OB == 0 || t == T - 1) {
                     const int u0 = t - t % OB;
                     if (out->finite) {
@@ -1376,70 +1405,201 @@ static inline const float *rb_row(const float *src, int i0, int nb, float *restr
 typedef struct rb_sweep {
     const dd_ctx *c;
     const float *v, *dO;  /* v and do at (b, t = 0, h), column j0; dO NULL: zeros */
+    const float *q, *k;   /* q and k at (b, t = 0, h) */
     float *dq, *dk, *dv;  /* dq, dk at (b, 0, h) row i0; dv at column j0 */
-    const float *Al, *Qs, *Ks;
+    const float *Al;
     const float *zero;    /* [RVC] zeros */
     float *pad;           /* [3*RB] rows of a partial block */
+    const float *Ev;      /* [T*K] the lazy decay's e: dq = dqs e, dk = dks / e */
     int i0, nb, W;
+    int first, last;      /* the first / last tile of value columns: dq, dk rows set / finished */
 } rb_sweep;
+
+/* the block's rows of step t's scaled inputs: qb = s q e (qb NULL: none), kb = k / e,
+ * zero past the block's nb rows */
+static inline void rb_scaled_qk(const rb_sweep *w, int t, float *restrict qb, float *restrict kb)
+{
+    const dd_ctx *c = w->c;
+    const size_t at = (size_t)t * c->H * c->K + w->i0;
+    const float *restrict q = w->q + at, *restrict k = w->k + at;
+    const float *restrict e = w->Ev + (size_t)t * c->K + w->i0;
+    for (int r = 0; r < w->nb; r++) {
+        kb[r] = k[r] / e[r];
+    }
+    for (int r = w->nb; r < RB; r++) {
+        kb[r] = 0.0f;
+    }
+    if (qb) {
+        for (int r = 0; r < w->nb; r++) {
+            qb[r] = c->s * q[r] * e[r];
+        }
+        for (int r = w->nb; r < RB; r++) {
+            qb[r] = 0.0f;
+        }
+    }
+}
+
+/* one step t of the forward sweep (unit: the step's decays are all 1, so the
+ * state is not multiplied by them) */
+DD_INLINE void rb_fwd_step(const rb_sweep *w, float *restrict X, int t, const float *restrict a,
+                           const float *restrict kb, const int unit)
+{
+    const dd_ctx *c = w->c;
+    const int W = w->W, nb = w->nb;
+    const size_t rs = (size_t)c->H * c->V, qs = (size_t)c->H * c->K; /* row strides of v/do and q/k */
+    const float *restrict v = w->v + (size_t)t * rs, *restrict dO = w->dO ? w->dO + (size_t)t * rs : w->zero;
+    float *restrict dq = w->dq + (size_t)t * qs;
+    if (t + RPF < c->T) {
+        lina_prefetch_floats(v + RPF * rs, W);
+        lina_prefetch_floats(dq + RPF * qs, nb);
+        lina_prefetch_floats(w->k + (size_t)(t + RPF) * qs + w->i0, nb);
+        if (w->dO) {
+            lina_prefetch_floats(dO + RPF * rs, W);
+        }
+    }
+    _Alignas(64) float acc[RB];
+#ifdef LINA_VL
+    lina_vf A[4], Kb[4], D[4];
+    for (int u = 0; u < 4; u++) {
+        A[u] = unit ? LINA_VZERO() : LINA_VLD(a + LINA_VL * u);
+        Kb[u] = LINA_VLD(kb + LINA_VL * u);
+        D[u] = LINA_VZERO();
+    }
+    for (int j = 0; j < W; j++) {
+        float *Sj = X + (size_t)j * RB;
+        const lina_vf vj = LINA_VSET1(v[j]), dj = LINA_VSET1(dO[j]);
+        for (int u = 0; u < 4; u++) {
+            const lina_vf s0 = LINA_VLD(Sj + LINA_VL * u);
+            const lina_vf x = LINA_VFMA(Kb[u], vj, unit ? s0 : LINA_VMUL(A[u], s0));
+            LINA_VST(Sj + LINA_VL * u, x);
+            D[u] = LINA_VFMA(x, dj, D[u]);
+        }
+    }
+    for (int u = 0; u < 4; u++) {
+        LINA_VST(acc + LINA_VL * u, D[u]);
+    }
+#else
+    (void)unit;
+    for (int r = 0; r < RB; r++) {
+        acc[r] = 0.0f;
+    }
+    for (int j = 0; j < W; j++) {
+        float *restrict Sj = X + (size_t)j * RB;
+        const float vj = v[j], dj = dO[j];
+#pragma omp simd
+        for (int r = 0; r < RB; r++) {
+            const float x = a[r] * Sj[r] + kb[r] * vj;
+            Sj[r] = x;
+            acc[r] += x * dj;
+        }
+    }
+#endif
+    const float *restrict e = w->Ev + (size_t)t * c->K + w->i0;
+    for (int r = 0; r < nb; r++) {
+        float x = w->first ? c->s * acc[r] : dq[r] + c->s * acc[r];
+        dq[r] = w->last ? x * e[r] : x;
+    }
+}
 
 /* forward sweep of one row block over every step: X (H_0 of the block, [W][RB]
  * transposed) becomes H_T; dq rows += s H_t dO_t */
 static void rb_fwd_sweep(const rb_sweep *w, float *restrict X)
 {
-    const dd_ctx *c = w->c;
-    const int T = c->T, K = c->K, W = w->W, nb = w->nb;
-    const size_t rs = (size_t)c->H * c->V, qs = (size_t)c->H * K; /* row strides of v/do and q/k */
+    const int T = w->c->T, K = w->c->K, nb = w->nb;
     for (int t = 0; t < T; t++) {
         const float *restrict a = rb_row(w->Al + (size_t)t * K, w->i0, nb, w->pad);
-        const float *restrict kb = rb_row(w->Ks + (size_t)t * K, w->i0, nb, w->pad + RB);
-        const float *restrict v = w->v + (size_t)t * rs, *restrict dO = w->dO ? w->dO + (size_t)t * rs : w->zero;
-        float *restrict dq = w->dq + (size_t)t * qs;
-        if (t + RPF < T) {
-            lina_prefetch_floats(v + RPF * rs, W);
-            lina_prefetch_floats(dq + RPF * qs, nb);
-            if (w->dO) {
-                lina_prefetch_floats(dO + RPF * rs, W);
-            }
+        float *kb = w->pad + RB;
+        rb_scaled_qk(w, t, NULL, kb);
+        if (dd_unit_row(a, nb)) {
+            rb_fwd_step(w, X, t, a, kb, 1);
+        } else {
+            rb_fwd_step(w, X, t, a, kb, 0);
         }
-        _Alignas(64) float acc[RB];
+    }
+}
+
+/* one step t of the reverse sweep (a: the decays of step t + 1; unit: all 1) */
+DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t, const float *restrict a,
+                           const float *restrict qb, const float *restrict kb, const int unit)
+{
+    const dd_ctx *c = w->c;
+    const int W = w->W, nb = w->nb;
+    const size_t rs = (size_t)c->H * c->V, qs = (size_t)c->H * c->K;
+    const float *restrict v = w->v + (size_t)t * rs, *restrict dO = w->dO ? w->dO + (size_t)t * rs : w->zero;
+    float *restrict dk = w->dk + (size_t)t * qs, *restrict dv = w->dv + (size_t)t * rs;
+    if (t >= RPF) {
+        lina_prefetch_floats(v - RPF * rs, W);
+        lina_prefetch_floats(dv - RPF * rs, W);
+        lina_prefetch_floats(dk - RPF * qs, nb);
+        lina_prefetch_floats(w->q + (size_t)(t - RPF) * qs + w->i0, nb);
+        lina_prefetch_floats(w->k + (size_t)(t - RPF) * qs + w->i0, nb);
+        if (w->dO) {
+            lina_prefetch_floats(dO - RPF * rs, W);
+        }
+    }
+    _Alignas(64) float acc[RB];
 #ifdef LINA_VL
-        lina_vf A[4], Kb[4], D[4];
-        for (int u = 0; u < 4; u++) {
-            A[u] = LINA_VLD(a + LINA_VL * u);
-            Kb[u] = LINA_VLD(kb + LINA_VL * u);
-            D[u] = LINA_VZERO();
-        }
-        for (int j = 0; j < W; j++) {
-            float *Sj = X + (size_t)j * RB;
-            const lina_vf vj = LINA_VSET1(v[j]), dj = LINA_VSET1(dO[j]);
+    lina_vf A[4], Q[4], Kb[4], D[4];
+    for (int u = 0; u < 4; u++) {
+        A[u] = unit ? LINA_VZERO() : LINA_VLD(a + LINA_VL * u);
+        Q[u] = LINA_VLD(qb + LINA_VL * u);
+        Kb[u] = LINA_VLD(kb + LINA_VL * u);
+        D[u] = LINA_VZERO();
+    }
+    for (int g = 0; g < W; g += 8) {
+        const int n = W - g < 8 ? W - g : 8;
+        __m256 P[8];
+        for (int m = 0; m < n; m++) {
+            float *Rj = X + (size_t)(g + m) * RB;
+            const lina_vf d = LINA_VSET1(dO[g + m]), vv = LINA_VSET1(v[g + m]);
+            lina_vf x[4];
             for (int u = 0; u < 4; u++) {
-                const lina_vf x = LINA_VFMA(Kb[u], vj, LINA_VMUL(A[u], LINA_VLD(Sj + LINA_VL * u)));
-                LINA_VST(Sj + LINA_VL * u, x);
-                D[u] = LINA_VFMA(x, dj, D[u]);
+                const lina_vf r0 = LINA_VLD(Rj + LINA_VL * u);
+                x[u] = LINA_VFMA(Q[u], d, unit ? r0 : LINA_VMUL(A[u], r0));
+                LINA_VST(Rj + LINA_VL * u, x[u]);
+                D[u] = LINA_VFMA(x[u], vv, D[u]);
             }
+            P[m] = LINA_VFOLD(LINA_VFMA(x[3], Kb[3], LINA_VFMA(x[2], Kb[2], LINA_VFMA(x[1], Kb[1], LINA_VMUL(x[0], Kb[0])))));
         }
-        for (int u = 0; u < 4; u++) {
-            LINA_VST(acc + LINA_VL * u, D[u]);
+        for (int m = n; m < 8; m++) {
+            P[m] = _mm256_setzero_ps();
         }
+        _Alignas(32) float sums[8];
+        _mm256_store_ps(sums, lina_hsum8(P));
+        if (add) {
+            for (int m = 0; m < n; m++) {
+                dv[g + m] += sums[m];
+            }
+        } else {
+            memcpy(dv + g, sums, (size_t)n * sizeof(float));
+        }
+    }
+    for (int u = 0; u < 4; u++) {
+        LINA_VST(acc + LINA_VL * u, D[u]);
+    }
 #else
+    (void)unit;
+    for (int r = 0; r < RB; r++) {
+        acc[r] = 0.0f;
+    }
+    for (int j = 0; j < W; j++) {
+        float *restrict Rj = X + (size_t)j * RB;
+        const float dj = dO[j], vj = v[j];
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int r = 0; r < RB; r++) {
-            acc[r] = 0.0f;
+            const float x = a[r] * Rj[r] + qb[r] * dj;
+            Rj[r] = x;
+            acc[r] += x * vj;
+            sum += x * kb[r];
         }
-        for (int j = 0; j < W; j++) {
-            float *restrict Sj = X + (size_t)j * RB;
-            const float vj = v[j], dj = dO[j];
-#pragma omp simd
-            for (int r = 0; r < RB; r++) {
-                const float x = a[r] * Sj[r] + kb[r] * vj;
-                Sj[r] = x;
-                acc[r] += x * dj;
-            }
-        }
+        dv[j] = add ? dv[j] + sum : sum;
+    }
 #endif
-        for (int r = 0; r < nb; r++) {
-            dq[r] += c->s * acc[r];
-        }
+    const float *restrict e = w->Ev + (size_t)t * c->K + w->i0;
+    for (int r = 0; r < nb; r++) {
+        float x = w->first ? acc[r] : dk[r] + acc[r];
+        dk[r] = w->last ? x / e[r] : x;
     }
 }
 
@@ -1448,82 +1608,15 @@ static void rb_fwd_sweep(const rb_sweep *w, float *restrict X)
  * R_t^T ks_t (add: the block is not the first of its columns) */
 static void rb_rev_sweep(const rb_sweep *w, float *restrict X, int add)
 {
-    const dd_ctx *c = w->c;
-    const int T = c->T, K = c->K, W = w->W, nb = w->nb;
-    const size_t rs = (size_t)c->H * c->V, qs = (size_t)c->H * K;
+    const int T = w->c->T, K = w->c->K, nb = w->nb;
     for (int t = T - 1; t >= 0; t--) {
         const float *restrict a = rb_row(t + 1 < T ? w->Al + (size_t)(t + 1) * K : NULL, w->i0, nb, w->pad);
-        const float *restrict qb = rb_row(w->Qs + (size_t)t * K, w->i0, nb, w->pad + RB);
-        const float *restrict kb = rb_row(w->Ks + (size_t)t * K, w->i0, nb, w->pad + 2 * RB);
-        const float *restrict v = w->v + (size_t)t * rs, *restrict dO = w->dO ? w->dO + (size_t)t * rs : w->zero;
-        float *restrict dk = w->dk + (size_t)t * qs, *restrict dv = w->dv + (size_t)t * rs;
-        if (t >= RPF) {
-            lina_prefetch_floats(v - RPF * rs, W);
-            lina_prefetch_floats(dv - RPF * rs, W);
-            lina_prefetch_floats(dk - RPF * qs, nb);
-            if (w->dO) {
-                lina_prefetch_floats(dO - RPF * rs, W);
-            }
-        }
-        _Alignas(64) float acc[RB];
-#ifdef LINA_VL
-        lina_vf A[4], Q[4], Kb[4], D[4];
-        for (int u = 0; u < 4; u++) {
-            A[u] = LINA_VLD(a + LINA_VL * u);
-            Q[u] = LINA_VLD(qb + LINA_VL * u);
-            Kb[u] = LINA_VLD(kb + LINA_VL * u);
-            D[u] = LINA_VZERO();
-        }
-        for (int g = 0; g < W; g += 8) {
-            const int n = W - g < 8 ? W - g : 8;
-            __m256 P[8];
-            for (int m = 0; m < n; m++) {
-                float *Rj = X + (size_t)(g + m) * RB;
-                const lina_vf d = LINA_VSET1(dO[g + m]), vv = LINA_VSET1(v[g + m]);
-                lina_vf x[4];
-                for (int u = 0; u < 4; u++) {
-                    x[u] = LINA_VFMA(Q[u], d, LINA_VMUL(A[u], LINA_VLD(Rj + LINA_VL * u)));
-                    LINA_VST(Rj + LINA_VL * u, x[u]);
-                    D[u] = LINA_VFMA(x[u], vv, D[u]);
-                }
-                P[m] = LINA_VFOLD(LINA_VFMA(x[3], Kb[3], LINA_VFMA(x[2], Kb[2], LINA_VFMA(x[1], Kb[1], LINA_VMUL(x[0], Kb[0])))));
-            }
-            for (int m = n; m < 8; m++) {
-                P[m] = _mm256_setzero_ps();
-            }
-            _Alignas(32) float sums[8];
-            _mm256_store_ps(sums, lina_hsum8(P));
-            if (add) {
-                for (int m = 0; m < n; m++) {
-                    dv[g + m] += sums[m];
-                }
-            } else {
-                memcpy(dv + g, sums, (size_t)n * sizeof(float));
-            }
-        }
-        for (int u = 0; u < 4; u++) {
-            LINA_VST(acc + LINA_VL * u, D[u]);
-        }
-#else
-        for (int r = 0; r < RB; r++) {
-            acc[r] = 0.0f;
-        }
-        for (int j = 0; j < W; j++) {
-            float *restrict Rj = X + (size_t)j * RB;
-            const float dj = dO[j], vj = v[j];
-            float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int r = 0; r < RB; r++) {
-                const float x = a[r] * Rj[r] + qb[r] * dj;
-                Rj[r] = x;
-                acc[r] += x * vj;
-                sum += x * kb[r];
-            }
-            dv[j] = add ? dv[j] + sum : sum;
-        }
-#endif
-        for (int r = 0; r < nb; r++) {
-            dk[r] += acc[r];
+        float *qb = w->pad + RB, *kb = w->pad + 2 * RB;
+        rb_scaled_qk(w, t, qb, kb);
+        if (dd_unit_row(a, nb)) {
+            rb_rev_step(w, X, add, t, a, qb, kb, 1);
+        } else {
+            rb_rev_step(w, X, add, t, a, qb, kb, 0);
         }
     }
 }
@@ -1538,7 +1631,7 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
         const size_t xs = (size_t)RB * RVC;
-        size_t need = (xs + 3 * (size_t)RB + RVC + (size_t)K + 4 * (size_t)T * K) * sizeof(float) +
+        size_t need = (xs + 3 * (size_t)RB + RVC + (size_t)K + 2 * (size_t)T * K) * sizeof(float) +
                       2 * (size_t)K * sizeof(double) + 256;
         float *mem = lina_ws_get(ws, lina_thread_id(), need);
         if (!mem) {
@@ -1549,25 +1642,11 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         float *pad = X + xs, *zero = pad + 3 * RB, *p = zero + RVC; /* partial rows, [RVC] zeros, [K] lazy scratch */
         double *fin = (double *)(((uintptr_t)(p + K) + 63) & ~(uintptr_t)63);
         double *run = fin + K;
-        /* [T*K] each: the lazy decay's alpha and e, and the scaled inputs s q e, k / e */
-        float *Al = (float *)(run + K), *Ev = Al + (size_t)T * K, *Qs = Ev + (size_t)T * K, *Ks = Qs + (size_t)T * K;
+        /* [T*K] each: the lazy decay's alpha and e (the sweeps scale q and k by them) */
+        float *Al = (float *)(run + K), *Ev = Al + (size_t)T * K;
         dd_lazy_gates(c, b, h, p, Al, Ev);
-        for (int t = 0; t < T; t++) {
-            const float *restrict q = LINA_ROW(in->q, b, t, h, T, H, K), *restrict k = LINA_ROW(in->k, b, t, h, T, H, K);
-            const float *restrict e = Ev + (size_t)t * K;
-            dd_prefetch_qk(c, in, b, t + RPF, h);
-            float *restrict qt = Qs + (size_t)t * K, *restrict kt = Ks + (size_t)t * K;
-            for (int i = 0; i < K; i++) {
-                qt[i] = c->s * q[i] * e[i];
-                kt[i] = k[i] / e[i];
-            }
-        }
         for (int j = 0; j < RVC; j++) {
             zero[j] = 0.0f;
-        }
-        for (int t = 0; t < T; t++) {
-            memset(LINA_ROW(go->dq, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
-            memset(LINA_ROW(go->dk, b, t, h, T, H, K), 0, (size_t)K * sizeof(float));
         }
         for (int i = 0; i < K; i++) {
             fin[i] = 0.0;
@@ -1575,11 +1654,14 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         const float *h0 = in->h0 ? LINA_STATE(in->h0, b, h, H, KV) : NULL;
         const float *dht = gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL;
         const float *eT = Ev + (size_t)(T - 1) * K; /* e after the last step */
-        rb_sweep sw = {c, NULL, NULL, NULL, NULL, NULL, Al, Qs, Ks, zero, pad, 0, 0, 0};
+        rb_sweep sw = {.c = c, .q = LINA_ROW(in->q, b, 0, h, T, H, K), .k = LINA_ROW(in->k, b, 0, h, T, H, K),
+                       .Al = Al, .zero = zero, .pad = pad, .Ev = Ev};
         /* under the diagonal decay each block of state rows, on each tile of
          * value columns, runs both sweeps over every step on its own */
         for (int j0 = 0; j0 < V; j0 += RVC) {
             sw.W = V - j0 < RVC ? V - j0 : RVC;
+            sw.first = j0 == 0;
+            sw.last = j0 + sw.W == V;
             sw.v = LINA_ROW(in->v, b, 0, h, T, H, V) + j0;
             sw.dO = gi->do_ ? LINA_ROW(gi->do_, b, 0, h, T, H, V) + j0 : NULL;
             sw.dv = LINA_ROW(go->dv, b, 0, h, T, H, V) + j0;
@@ -1610,15 +1692,6 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
                         d[j] = Al[i] * X[(size_t)j * RB + r];
                     }
                 }
-            }
-        }
-        /* gradients of the scaled inputs to those of q and k: dq = dqs e, dk = dks / e */
-        for (int t = 0; t < T; t++) {
-            float *restrict dq = LINA_ROW(go->dq, b, t, h, T, H, K), *restrict dk = LINA_ROW(go->dk, b, t, h, T, H, K);
-            const float *restrict e = Ev + (size_t)t * K;
-            for (int i = 0; i < K; i++) {
-                dq[i] *= e[i];
-                dk[i] /= e[i];
             }
         }
         if (c->gk != LINA_GATE_NONE && go->dg) {
@@ -1952,9 +2025,10 @@ static int dd_op_run(int variant, const lina_tset *in, lina_tset *out, const lin
     }
     lina_dd_out dout = {.o = po, .ht = pht, .states = NULL};
     int rc;
-    /* the backward reuses the chunk-start states of the forward */
+    /* the chunk backward reuses the chunk-start states of the forward (the
+     * recurrent one runs its states again) */
     float *states = NULL;
-    if (o->backward) {
+    if (o->backward && o->form != LINA_FORM_RECURRENT) {
         int64_t nst = (int64_t)lina_dd_states_size(&d);
         states = lina_tset_out(out, "_states", 1, &nst);
         if (!states) {
