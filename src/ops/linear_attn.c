@@ -168,8 +168,14 @@ static inline float dd_gate_scalar(const dd_ctx *c, int b, int t, int h)
  * the same recurrence on scaled q and k. Decays are applied once they reach
  * 2^-6, so their rounding (at most 2^-25) is relative to at least 2^-6, and
  * always at the last step of every C steps and of the sequence, so that the
- * checkpoints (lina_dd_out.states) and ht are the kept state itself (e = 1). */
+ * checkpoints (lina_dd_out.states) and ht are the kept state itself (e = 1).
+ * Within an interval a step applies decays only once some row's x falls below
+ * -DD_LAZY_STEP (a scalar decay: once x does); that step applies every row
+ * past -DD_LAZY. The other steps leave the state unscaled (alpha = 1 in every
+ * row), so the recurrent kernels skip the multiply on them (dd_unit_row), and
+ * e stays above exp(-1 - g) (k / e at most about 2.7x k for small gates). */
 #define DD_LAZY 0.015625f
+#define DD_LAZY_STEP 1.0f
 
 /* one step of the lazy decay: p[K] (or p[0] for scalar kinds) in/out; alpha[K], e[K] out.
  * Returns 1 when the step's gate is checked (c->check) and holds a bad value, else 0. */
@@ -177,7 +183,7 @@ static int dd_lazy_step(const dd_ctx *c, int b, int t, int h, float *restrict p,
                         float *restrict alpha, float *restrict e)
 {
     const int K = c->K;
-    const float lim = (t + 1) % c->C == 0 || t == c->T - 1 ? 1.0f : -DD_LAZY; /* x < 1: always */
+    const int last = (t + 1) % c->C == 0 || t == c->T - 1; /* every row applied */
     int bad = 0;
     if (c->gk == LINA_GATE_VECTOR) {
         const float *restrict g = LINA_ROW(c->g, b, t, h, c->T, c->H, K);
@@ -186,6 +192,11 @@ static int dd_lazy_step(const dd_ctx *c, int b, int t, int h, float *restrict p,
                 bad |= dd_bad_gate(g[i]);
             }
         }
+        int trig = last;
+        for (int i = 0; i < K; i++) {
+            trig |= p[i] + g[i] < -DD_LAZY_STEP;
+        }
+        const float lim = last ? 1.0f : trig ? -DD_LAZY : -FLT_MAX; /* x < 1: always; x < -FLT_MAX: never */
         for (int i = 0; i < K; i++) {
             const float x = p[i] + g[i];
             const int apply = x < lim;
@@ -199,7 +210,7 @@ static int dd_lazy_step(const dd_ctx *c, int b, int t, int h, float *restrict p,
     const float gs = dd_gate_scalar(c, b, t, h);
     bad = c->check && dd_bad_gate(gs);
     float x = p[0] + gs, al = 1.0f;
-    if (x < lim) {
+    if (last || x < -DD_LAZY_STEP) {
         al = expf(x);
         x = 0.0f;
     }
@@ -350,6 +361,59 @@ static inline void rec_step_tile(int K, int W, float *restrict S, const float *r
     }
 }
 
+#if defined(LINA_VL) && defined(__AVX512F__)
+/* two steps whose decays are all 1 on a full K x VB tile, each row of the
+ * state loaded and stored once for both: S += k0 v0^T, o0 = sum_i s q0_i S_i,
+ * S += k1 v1^T, o1 = sum_i s q1_i S_i (AVX-512) */
+static void rec_pair_tile(int K, float *restrict S, const float *restrict k0, const float *restrict v0,
+                          const float *restrict q0, const float *restrict k1, const float *restrict v1,
+                          const float *restrict q1, float s, float *restrict o0, float *restrict o1)
+{
+    enum { NV = VB / LINA_VL };
+    lina_vf V0[NV], V1[NV], O0[NV], O0b[NV], O1[NV], O1b[NV];
+    for (int m = 0; m < NV; m++) {
+        V0[m] = LINA_VLD(v0 + LINA_VL * m);
+        V1[m] = LINA_VLD(v1 + LINA_VL * m);
+        O0[m] = O0b[m] = O1[m] = O1b[m] = LINA_VZERO();
+    }
+    int i = 0;
+    for (; i + 2 <= K; i += 2) {
+        float *Sa = S + (size_t)i * VB, *Sb = Sa + VB;
+        const lina_vf ka0 = LINA_VSET1(k0[i]), kb0 = LINA_VSET1(k0[i + 1]);
+        const lina_vf ka1 = LINA_VSET1(k1[i]), kb1 = LINA_VSET1(k1[i + 1]);
+        const lina_vf qa0 = LINA_VSET1(s * q0[i]), qb0 = LINA_VSET1(s * q0[i + 1]);
+        const lina_vf qa1 = LINA_VSET1(s * q1[i]), qb1 = LINA_VSET1(s * q1[i + 1]);
+        for (int m = 0; m < NV; m++) {
+            const lina_vf xa = LINA_VFMA(ka0, V0[m], LINA_VLD(Sa + LINA_VL * m));
+            const lina_vf xb = LINA_VFMA(kb0, V0[m], LINA_VLD(Sb + LINA_VL * m));
+            O0[m] = LINA_VFMA(qa0, xa, O0[m]);
+            O0b[m] = LINA_VFMA(qb0, xb, O0b[m]);
+            const lina_vf ya = LINA_VFMA(ka1, V1[m], xa), yb = LINA_VFMA(kb1, V1[m], xb);
+            O1[m] = LINA_VFMA(qa1, ya, O1[m]);
+            O1b[m] = LINA_VFMA(qb1, yb, O1b[m]);
+            LINA_VST(Sa + LINA_VL * m, ya);
+            LINA_VST(Sb + LINA_VL * m, yb);
+        }
+    }
+    for (; i < K; i++) {
+        float *Si = S + (size_t)i * VB;
+        const lina_vf ka0 = LINA_VSET1(k0[i]), ka1 = LINA_VSET1(k1[i]);
+        const lina_vf qa0 = LINA_VSET1(s * q0[i]), qa1 = LINA_VSET1(s * q1[i]);
+        for (int m = 0; m < NV; m++) {
+            const lina_vf xa = LINA_VFMA(ka0, V0[m], LINA_VLD(Si + LINA_VL * m));
+            O0[m] = LINA_VFMA(qa0, xa, O0[m]);
+            const lina_vf ya = LINA_VFMA(ka1, V1[m], xa);
+            O1[m] = LINA_VFMA(qa1, ya, O1[m]);
+            LINA_VST(Si + LINA_VL * m, ya);
+        }
+    }
+    for (int m = 0; m < NV; m++) {
+        LINA_VST(o0 + LINA_VL * m, LINA_VADD(O0[m], O0b[m]));
+        LINA_VST(o1 + LINA_VL * m, LINA_VADD(O1[m], O1b[m]));
+    }
+}
+#endif
+
 /* 1 when every decay of a step's row a[K] is exactly 1 */
 static inline int dd_unit_row(const float *restrict a, int K)
 {
@@ -472,6 +536,21 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                     lina_prefetch_floats(LINA_ROW(in->v, b, t + RPF, h, T, H, V) + j0, W);
                     lina_prefetch_floats(LINA_ROW(out->o, b, t + RPF, h, T, H, V) + j0, W);
                 }
+#if defined(LINA_VL) && defined(__AVX512F__)
+                /* two steps in one pass over the tile: both of unit decay, the
+                 * first not the last of a checkpoint interval or output block */
+                if (per_bh && W == VB && t + 1 < T && (t + 1) % C != 0 && (t + 1) % OB != 0 &&
+                    dd_unit_row(at, K) && dd_unit_row(at + K, K)) {
+                    if (t + 1 + RPF < T) {
+                        lina_prefetch_floats(LINA_ROW(in->v, b, t + 1 + RPF, h, T, H, V) + j0, W);
+                        lina_prefetch_floats(LINA_ROW(out->o, b, t + 1 + RPF, h, T, H, V) + j0, W);
+                    }
+                    rec_pair_tile(K, S, kt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qt, kt + K,
+                                  LINA_ROW(in->v, b, t + 1, h, T, H, V) + j0, qt + K, c->s,
+                                  ob + (size_t)(t % OB) * VB, ob + (size_t)((t + 1) % OB) * VB);
+                    t++; /* the bookkeeping below is that of the second step */
+                } else
+#endif
                 rec_step_tile(K, W, S, at, kt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qt, c->s,
                               ob + (size_t)(t % OB) * VB, dd_unit_row(at, K));
                 if ((t + 1) % OB == 0 || t == T - 1) {
