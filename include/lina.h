@@ -59,6 +59,11 @@ int lina_get_threads(void);
  * portable) forces one when the CPU has it. */
 const char *lina_isa_name(void);       /* the active path */
 const char *lina_isa_supported(void);  /* usable paths, best first, space-separated */
+/* 1 when the active path is avx512 and the CPU runs 512-bit vector arithmetic at full
+ * width; 0 on the other paths and on AMD family 19h (Zen 4), whose cores split each
+ * 512-bit operation into two 256-bit halves, so that the dense products of the chunk forms
+ * gain nothing over AVX2 there. lina_delta_fast_form reads it. */
+int lina_cpu_full512(void);
 
 /* The byte layout of the public structures that other languages mirror (the Python
  * package's ctypes structures): lines "name size field:offset ...". */
@@ -549,8 +554,9 @@ void lina_retention_gates(int H, float *g_head);
  * exact (the same function to float32 round-off); backward: nonzero when the call's
  * backward will run too (the choice holds for both passes). Diagonal decay: the recurrent
  * form for a gate per key channel (gla) at K in 49..64 (forward alone: 49..128) and V in
- * 49..128, and for the other gates (scalar, head, none) at K and V in 49..64 with a backward,
- * else the chunk form. Delta rule (n sub-steps per token): the chunk form from T*n >= two
+ * 49..128, and for the other gates (scalar, head, none) at K and V in 49..64, else the chunk
+ * form. Delta rule (n sub-steps per token): where lina_cpu_full512() is 0, the recurrent
+ * form at K and V <= 64 (forward alone: <= 128); otherwise the chunk form from T*n >= two
  * chunks on (d->chunk, or its default for K), except a forward alone at K <= 16, else the
  * recurrent one. Calls of T < 2 are recurrent. */
 lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int backward);

@@ -13,6 +13,9 @@ static int cmd_version(int argc, char **argv)
     (void)argc;
     (void)argv;
     printf("lina %s\nkernel path: %s (this CPU: %s)\n", LINA_VERSION, lina_isa_name(), lina_isa_supported());
+    if (!strcmp(lina_isa_name(), "avx512")) {
+        printf("512-bit vector units: %s\n", lina_cpu_full512() ? "full width" : "two 256-bit halves (AMD family 19h)");
+    }
     return 0;
 }
 

@@ -219,6 +219,7 @@ _sigs = {
     "lina_delta_cache_floats": (ctypes.c_size_t, [P(MixDims), ctypes.c_int]),
     "lina_dd_fast_form": (ctypes.c_int, [P(MixDims), ctypes.c_int, ctypes.c_int]),
     "lina_delta_fast_form": (ctypes.c_int, [P(MixDims), ctypes.c_int, ctypes.c_int]),
+    "lina_cpu_full512": (ctypes.c_int, []),
     "lina_delta_fwd": (ctypes.c_int, [P(MixDims), P(DeltaIn), P(DeltaOut), ctypes.c_int, P(Ws)]),
     "lina_delta_bwd": (ctypes.c_int, [P(MixDims), P(DeltaIn), P(DeltaGradIn), P(DeltaGradOut),
                                       ctypes.c_int, P(Ws)]),

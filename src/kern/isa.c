@@ -8,6 +8,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if LINA_ISA_X86
+#include <cpuid.h>
+#endif
 
 static const char *const isa_names[] = {"portable", "avx2", "avx512"};
 #define NISA ((int)(sizeof isa_names / sizeof isa_names[0]))
@@ -117,6 +120,41 @@ int lina_isa_init(void)
         return rc ? rc : LINA_OK;
     }
     return LINA_OK;
+}
+
+/* AMD family 19h with AVX-512 is Zen 4, which runs 512-bit operations as two 256-bit
+ * halves (Zen 3, the same family, has no AVX-512 and never takes that path) */
+static int cpu_split512(void)
+{
+#if LINA_ISA_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) {
+        return 0;
+    }
+    const int amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u; /* "AuthenticAMD" */
+    if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) {
+        return 0;
+    }
+    unsigned family = (a >> 8) & 0xfu;
+    if (family == 0xfu) {
+        family += (a >> 20) & 0xffu;
+    }
+    return family == 0x19u;
+#else
+    return 0;
+#endif
+}
+
+int lina_cpu_full512(void)
+{
+    static _Atomic int split = -1;
+    if (lina_isa_id() != LINA_ISA_AVX512) {
+        return 0;
+    }
+    if (split < 0) {
+        split = cpu_split512();
+    }
+    return !split;
 }
 
 int lina_isa_id(void)

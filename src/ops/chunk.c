@@ -58,20 +58,29 @@ void lina_vexp_d(float *y, const double *x, size_t n)
 
 /* Which form runs a call faster (both are exact; the tests hold both to the same float64
  * reference). From CPU times of `lina bench OP --form chunk|recurrent [--backward]` at
- * B 1-8, T 64-8192, H 4, K = V 16-256, 1 thread, AVX-512 path (results/python_ops_bench.md):
+ * B 1-8, T 64-8192, H 4, K = V 16-256, 1 thread (results/python_ops_bench.md), on two
+ * machines: one whose AVX-512 units are full width (the first rules below were set
+ * there) and an AMD EPYC of family 19h (Zen 4, 512-bit operations as two 256-bit halves),
+ * least of 2-3 interleaved rounds of `lina bench --repeat 3-5` (2026-12-04):
  *  - diagonal decay: with a gate per key channel (gla) at K 64 the recurrent form takes
  *    0.65-0.78 of the chunk form's time forward and 0.72-0.91 forward + backward, at K 128
  *    0.78-0.91 forward and 0.93-1.04 forward + backward; with a scalar or head gate or none
  *    at K = V = 64, forward + backward, the recurrent form takes 0.88-0.91 (AVX-512) and
- *    0.94-0.97 (AVX2) of the chunk form's time at B=8 T=512 (least of 3 interleaved rounds
- *    of `lina bench --repeat 5`, 2026-12-04, after the recurrent backward's register sums;
- *    forward alone 0.93-1.08); everywhere else (those gates at K = 128 or <= 32) the chunk
- *    form is as fast or faster (up to 2x at K 16-32);
- *  - delta rule: the chunk form is faster from T*n = 128 rows on (0.9x of the recurrent
- *    form's time forward at T 128, 0.3-0.6x forward + backward at T 512-4096); a call of
- *    fewer rows than two chunks (decode steps) stays recurrent, and so does a forward alone
- *    at K <= 16 (the recurrent form 0.30-0.73x of the chunk form's time at B=8 T=512 K=16;
- *    forward + backward there 0.95-1.18x). */
+ *    0.94-0.97 (AVX2) of the chunk form's time at B=8 T=512, forward alone 0.93-1.08 (full
+ *    width, before the recurrent forward's two-step tile pass); on Zen 4, after it, 0.69-0.75
+ *    forward + backward and 0.58-0.72 forward alone (AVX2 path: 0.62-0.87). Everywhere else
+ *    (those gates at K = 128 or <= 32) the chunk form is as fast or faster (up to 2x at
+ *    K 16-32; Zen 4, K = V = 128, B=1 T=4096: forward 1.02-1.06, forward + backward 1.33-1.43);
+ *  - delta rule, full width: the chunk form is faster from T*n = 128 rows on (0.9x of the
+ *    recurrent form's time forward at T 128, 0.3-0.6x forward + backward at T 512-4096); a
+ *    call of fewer rows than two chunks (decode steps) stays recurrent, and so does a forward
+ *    alone at K <= 16 (the recurrent form 0.30-0.73x of the chunk form's time at B=8 T=512
+ *    K=16; forward + backward there 0.95-1.18x);
+ *  - delta rule, Zen 4 (lina_cpu_full512() 0; also the AVX2 and portable paths): the
+ *    recurrent form takes 0.73-0.88 of the chunk form's time forward + backward at K = V = 64
+ *    (B=8 T=128-512, B=1 T=4096; delta_rule and gated_delta_rule, 1 and 2 threads, AVX-512
+ *    and AVX2), 0.36-0.50 at K = 32, 1.00 at K = 64 V = 128, 0.94 at K = V = 128 B=8 T=512
+ *    and 1.40 at B=1 T=4096; forward alone 0.65-0.81 at K = V = 128 and 0.67-0.70 at 64. */
 lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int backward)
 {
     if (!d || d->T < 2) {
@@ -81,8 +90,8 @@ lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int bac
         d->K <= (backward ? 64 : 128)) {
         return LINA_FORM_RECURRENT;
     }
-    if (backward && d->K > 48 && d->K <= 64 && d->V > 48 && d->V <= 64) {
-        return LINA_FORM_RECURRENT; /* the other gates at K = V = 64 with a backward */
+    if (d->K > 48 && d->K <= 64 && d->V > 48 && d->V <= 64) {
+        return LINA_FORM_RECURRENT; /* the other gates at K = V = 64 */
     }
     return LINA_FORM_CHUNK;
 }
@@ -91,6 +100,10 @@ lina_form lina_delta_fast_form(const lina_mix_dims *d, int n, int backward)
 {
     if (!d || d->K <= 0 || (d->K <= 16 && !backward)) {
         return LINA_FORM_RECURRENT;
+    }
+    const int lim = backward ? 64 : 128;
+    if (!lina_cpu_full512() && d->K <= lim && d->V <= lim) {
+        return LINA_FORM_RECURRENT; /* dense products at 256-bit width */
     }
     const long rows = (long)d->T * (n > 1 ? n : 1);
     return rows >= 2L * lina_chunk_len(d->chunk, d->K) ? LINA_FORM_CHUNK : LINA_FORM_RECURRENT;

@@ -272,13 +272,21 @@ def fast_form_tests():
     picks = [(dd_form(8, 512, 64, 64, 3, 1), R), (dd_form(8, 512, 64, 64, 3, 0), R),
              (dd_form(1, 4096, 128, 128, 3, 1), C), (dd_form(1, 4096, 128, 128, 3, 0), R),
              (dd_form(8, 512, 32, 32, 3, 1), C), (dd_form(8, 512, 64, 64, 2, 1), R),
-             (dd_form(8, 512, 64, 64, 2, 0), C), (dd_form(8, 512, 64, 64, 0, 1), R),
+             (dd_form(8, 512, 64, 64, 2, 0), R), (dd_form(8, 512, 64, 64, 0, 1), R),
              (dd_form(8, 512, 128, 128, 2, 1), C), (dd_form(8, 512, 64, 128, 1, 1), C),
-             (dd_form(8, 512, 64, 64, 0, 0), C), (dd_form(8, 1, 16, 16, 0, 0), R),
-             (delta_form(64, 64, 1), C), (delta_form(63, 64, 1), R), (delta_form(32, 64, 2), C),
-             (delta_form(127, 128, 1), R), (delta_form(128, 128, 1), C), (delta_form(1, 64, 1), R),
-             (delta_form(16, 64, 1, chunk=8), C), (delta_form(512, 16, 1), C),
-             (delta_form(512, 16, 1, bw=0), R), (delta_form(512, 32, 1, bw=0), C)]
+             (dd_form(8, 512, 64, 64, 0, 0), R), (dd_form(8, 1, 16, 16, 0, 0), R),
+             (delta_form(63, 64, 1), R), (delta_form(127, 128, 1), R), (delta_form(128, 128, 1), C),
+             (delta_form(1, 64, 1), R), (delta_form(512, 16, 1, bw=0), R)]
+    # the delta rule at K, V <= 64 (forward alone: <= 128): the chunk form on full-width
+    # AVX-512 units only (lina_cpu_full512)
+    full = _lib.lib.lina_cpu_full512()
+    Cf = C if full else R
+    picks += [(delta_form(64, 64, 1), Cf), (delta_form(32, 64, 2), Cf), (delta_form(16, 64, 1, chunk=8), Cf),
+              (delta_form(512, 16, 1), Cf), (delta_form(512, 32, 1, bw=0), Cf),
+              (delta_form(512, 128, 1, bw=0), Cf), (delta_form(512, 128, 1), C)]
+    path = _lib.lib.lina_isa_name().decode()
+    check("lina_cpu_full512: 0 or 1, and 0 off the avx512 path", full in (0, 1) and (path == "avx512" or full == 0),
+          f"{full} on path {path}")
     bad = [i for i, (got, want) in enumerate(picks) if got != want]
     check("fast form: the forms include/lina.h names", not bad, f"cases {bad} differ")
     Tn, Kn = 70, 64
@@ -288,9 +296,11 @@ def fast_form_tests():
             lambda q, k, v, g, h0: ops.chunk_gla(q, k, v, g, initial_state=h0, output_final_state=True),
             lambda q, k, v, g, h0: ref.dd(q, k, v, g, "vector", h0=h0),
             dict(q=q, k=k, v=v, g=g, h0=randn(1, 1, Kn, Kn, scale=0.5)))
-    qd, kd = ref.l2norm(q), ref.l2norm(k)
+    Tn, Kn = 130, 128  # two chunks at K = 128: the chunk form on every CPU
+    qd, kd = ref.l2norm(randn(1, Tn, 1, Kn)), ref.l2norm(randn(1, Tn, 1, Kn))
+    v = randn(1, Tn, 1, Kn)
     beta, gd = uniform(0.05, 0.95, 1, Tn, 1), uniform(-0.5, -0.01, 1, Tn, 1)
-    compare("fused_recurrent_gated_delta_rule T=70 K=64 (chunk form picked)",
+    compare("fused_recurrent_gated_delta_rule T=130 K=128 (chunk form picked)",
             lambda q, k, v, g, beta: ops.fused_recurrent_gated_delta_rule(q, k, v, g=g, beta=beta,
                                                                           output_final_state=True),
             lambda q, k, v, g, beta: ref.delta(q, k, v, beta, g),
@@ -716,6 +726,7 @@ def pool_tests():
     dq, dk, dv, db, dg = (x.float() for x in delta_inputs())
     cases = (("chunk_gla", lambda x: ops.chunk_gla(*x)[0], (q, k, v, g)),
              ("chunk_gated_delta_rule", lambda x: ops.chunk_gated_delta_rule(*x)[0], (dq, dk, dv, dg, db)))
+    _core.forced_form = _core.CHUNK  # the form that keeps buffers (on every CPU at these shapes)
     for name, fn, args in cases:
         xs = [a.clone().requires_grad_() for a in args]
         loss = (fn(xs) ** 2).sum()
@@ -737,6 +748,7 @@ def pool_tests():
         del o
         check(f"pool: {name} buffer given back when the graph is dropped", _core.pool.idle_bytes == idle,
               f"idle {idle} -> {_core.pool.idle_bytes} bytes")
+    _core.forced_form = None
     # a call that autograd does not record runs the forward alone: the same outputs, no graph
     for name, fn, args in cases:
         with_graph = fn([a.clone().requires_grad_() for a in args])
