@@ -285,11 +285,32 @@ static sp_family dd_family(dd_call *c)
     return f;
 }
 
+/* The layers ask for the chunk form for every call of more than one token (training,
+ * prefill, evaluation); in one process that becomes the faster of the two exact forms for
+ * the call's dims, the same for the forward and its backward (lina_dd_fast_form /
+ * lina_delta_fast_form with a backward). Sequence-parallel pieces keep the chunk form. */
+static lina_form dd_layer_form(lina_form form, const lina_mix_dims *md, const lina_dd_in *in)
+{
+    return form == LINA_FORM_CHUNK ? lina_dd_fast_form(md, (lina_gate_kind)(in->gate & ~LINA_GATE_CHECKED), 1)
+                                   : form;
+}
+
+static lina_form delta_layer_form(lina_form form, const lina_mix_dims *md, const lina_delta_in *in)
+{
+    return form == LINA_FORM_CHUNK ? lina_delta_fast_form(md, in->n, 1) : form;
+}
+
 int lina_sp_dd_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, const lina_dd_in *in,
                    lina_dd_out *out, lina_form form, lina_ws *ws)
 {
     if (!active(sp)) {
-        return lina_dd_fwd(md, in, out, form, ws);
+        const lina_form f = dd_layer_form(form, md, in);
+        if (f == LINA_FORM_RECURRENT && out->states) {
+            lina_dd_out o = *out; /* the recurrent backward runs its states again */
+            o.states = NULL;
+            return lina_dd_fwd(md, in, &o, f, ws);
+        }
+        return lina_dd_fwd(md, in, out, f, ws);
     }
     int rc = no_states(sp, in->h0, out->ht);
     dd_call c = {md, in, out, NULL, NULL, form, ws};
@@ -301,7 +322,7 @@ int lina_sp_dd_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *md, 
                    const lina_dd_grad_in *gin, lina_dd_grad_out *gout, lina_form form, lina_ws *ws)
 {
     if (!active(sp)) {
-        return lina_dd_bwd(md, in, gin, gout, form, ws);
+        return lina_dd_bwd(md, in, gin, gout, dd_layer_form(form, md, in), ws);
     }
     int rc = no_states(sp, gin->dht, gout->dh0);
     dd_call c = {md, in, NULL, gin, gout, form, ws};
@@ -521,7 +542,7 @@ int lina_sp_delta_fwd(const lina_sp *sp, const void *key, const lina_mix_dims *m
                       lina_delta_out *out, lina_form form, lina_ws *ws)
 {
     if (!active(sp)) {
-        return lina_delta_fwd(md, in, out, form, ws);
+        return lina_delta_fwd(md, in, out, delta_layer_form(form, md, in), ws);
     }
     int rc = no_states(sp, in->h0, out->ht);
     delta_call c = {md, in, out, NULL, NULL, form, ws};
@@ -533,7 +554,7 @@ int lina_sp_delta_bwd(const lina_sp *sp, const void *key, const lina_mix_dims *m
                       const lina_delta_grad_in *gin, lina_delta_grad_out *gout, lina_form form, lina_ws *ws)
 {
     if (!active(sp)) {
-        return lina_delta_bwd(md, in, gin, gout, form, ws);
+        return lina_delta_bwd(md, in, gin, gout, delta_layer_form(form, md, in), ws);
     }
     int rc = no_states(sp, gin->dht, gout->dh0);
     delta_call c = {md, in, NULL, gin, gout, form, ws};
