@@ -80,7 +80,13 @@ void lina_vexp_d(float *y, const double *x, size_t n)
  *    recurrent form takes 0.73-0.88 of the chunk form's time forward + backward at K = V = 64
  *    (B=8 T=128-512, B=1 T=4096; delta_rule and gated_delta_rule, 1 and 2 threads, AVX-512
  *    and AVX2), 0.36-0.50 at K = 32, 1.00 at K = 64 V = 128, 0.94 at K = V = 128 B=8 T=512
- *    and 1.40 at B=1 T=4096; forward alone 0.65-0.81 at K = V = 128 and 0.67-0.70 at 64. */
+ *    and 1.40 at B=1 T=4096; forward alone 0.65-0.81 at K = V = 128 and 0.67-0.70 at 64;
+ *  - diagonal decay, Zen 4, at the small models' shape (B=64 T=128 H=2), forward + backward:
+ *    the recurrent form 0.82-0.92 of the chunk form's time at K = V = 32 (gla, simple_gla,
+ *    retention), 1.04 at K = 32 V = 64 (simple_gla), 0.86 at K = 64 V = 128, 0.82 at
+ *    K = V = 128 (gla; 1.07 at B=1 T=4096); MQAR models of `lina task mqar` (1 thread, least
+ *    CPU ms per step of 3 interleaved runs): GLA d 64 (K = 32) 0.90x, Mamba2 d 64 (K = 32,
+ *    V = 64) 0.92x, d 128 (K = 64, V = 128) 0.98x with the recurrent form. */
 lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int backward)
 {
     if (!d || d->T < 2) {
@@ -92,6 +98,9 @@ lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int bac
     }
     if (d->K > 48 && d->K <= 64 && d->V > 48 && d->V <= 64) {
         return LINA_FORM_RECURRENT; /* the other gates at K = V = 64 */
+    }
+    if (backward && !lina_cpu_full512() && d->K > 16 && d->K <= 64 && d->V > 16 && d->V <= 128) {
+        return LINA_FORM_RECURRENT; /* split 512-bit units: K 17..64 with a backward */
     }
     return LINA_FORM_CHUNK;
 }
