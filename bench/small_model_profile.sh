@@ -1,7 +1,7 @@
 #!/bin/sh
 # small_model_profile.sh -- where lina's training step of the MQAR-sized models
 # spends its time: `perf record` of STEPS training steps on one thread, self
-# time grouped into parts (OpenBLAS kernel / packing, short convolution, scalar
+# time grouped into parts (OpenBLAS kernel / packing, lina_mm, short convolution, scalar
 # libm exp/log, vector exp and sigmoid, mixer kernels, norms, MLP, loss,
 # memset/memcpy and the kernel's page faults, the rest). Prints one line per
 # model: model, training tokens/s of the profiled run, then part=percent.
@@ -115,7 +115,8 @@ PY
     printf "%s %s " "$m" "$(awk '/tokens\/s/ {print $2}' "$tmp/out")"
     "$PYTHON" - "$tmp/rep" <<'PY'
 import re, sys
-parts = ["blas_kernel", "blas_pack", "conv", "scalar_exp", "vexp", "mixer", "norm", "mlp", "loss", "mem", "other"]
+parts = ["blas_kernel", "blas_pack", "lina_mm", "conv", "scalar_exp", "vexp", "mixer", "norm", "mlp", "loss", "mem",
+         "other"]
 tot = dict.fromkeys(parts, 0.0)
 def part(sym, kernel):
     if kernel or sym.startswith(("__memset", "__memmove", "__memcpy")):
@@ -124,6 +125,8 @@ def part(sym, kernel):
         return "blas_kernel"
     if sym.startswith("sgemm_"):
         return "blas_pack"
+    if sym.startswith(("mm_", "lina_mm", "lina_sgemm_sm")):
+        return "lina_mm"  # lina's own register-tiled products (layers' projections, attention tiles, chunk forms)
     if "conv" in sym:
         return "conv"
     if sym.startswith(("__exp", "__log", "expf", "logf", "log1pf", "__ieee754")) or "softplus" in sym:
