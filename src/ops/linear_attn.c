@@ -196,7 +196,15 @@ static int dd_lazy_step(const dd_ctx *c, int b, int t, int h, float *restrict p,
         for (int i = 0; i < K; i++) {
             trig |= p[i] + g[i] < -DD_LAZY_STEP;
         }
-        const float lim = last ? 1.0f : trig ? -DD_LAZY : -FLT_MAX; /* x < 1: always; x < -FLT_MAX: never */
+        if (!trig) { /* no row applied: alpha = 1 without an exp */
+            for (int i = 0; i < K; i++) {
+                p[i] += g[i];
+                alpha[i] = 1.0f;
+            }
+            lina_vexp(e, p, (size_t)K);
+            return bad;
+        }
+        const float lim = last ? 1.0f : -DD_LAZY; /* x < 1: always */
         for (int i = 0; i < K; i++) {
             const float x = p[i] + g[i];
             const int apply = x < lim;
