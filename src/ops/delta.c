@@ -406,7 +406,6 @@ static void bk_fill(int K, const float *Sp, float *Sn, float a, const float *av,
 }
 
 #ifdef BK_NV
-#define BK_NH (BK_NV / 2) /* AVX-512: passes of 2 vectors of columns over the rows (one) */
 
 /* the sum of the lanes of x */
 static inline float bk_hsum1(__m256 x)
@@ -423,6 +422,32 @@ static inline void bk_acc(float *dst, const float *sc, const __m256 *P)
 {
     const __m256 s = lina_hsum8(P), d = _mm256_loadu_ps(dst);
     _mm256_storeu_ps(dst, sc ? _mm256_fmadd_ps(_mm256_loadu_ps(sc), s, d) : _mm256_add_ps(d, s));
+}
+
+/* the sums of BK_RB key rows from i0 (Pd, Pg, Pq) into dk, dgk (scaled by av) and dq */
+static inline void bk_acc_rows(int i0, const __m256 *Pd, const __m256 *Pg, const __m256 *Pq, float *dk,
+                               float *dgk, float *dq, const float *av, const int gate, const int out)
+{
+    bk_acc(dk + i0, NULL, Pd);
+    if (gate == BG_CHANNEL) {
+        bk_acc(dgk + i0, av + i0, Pg);
+    }
+    if (out) {
+        bk_acc(dq + i0, NULL, Pq);
+    }
+}
+
+/* the same for one key row i (the tail of K past the last block of BK_RB) */
+static inline void bk_acc_row(int i, __m256 pd, __m256 pg, __m256 pq, float *dk, float *dgk, float *dq,
+                              const float *av, const int gate, const int out)
+{
+    dk[i] += bk_hsum1(pd);
+    if (gate == BG_CHANNEL) {
+        dgk[i] += av[i] * bk_hsum1(pg);
+    }
+    if (out) {
+        dq[i] += bk_hsum1(pq);
+    }
 }
 
 #if LINA_VL == 16
@@ -559,26 +584,14 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
                     gate == BG_CHANNEL ? _mm256_set1_ps(av[i]) : va, kr[i], out ? qp[i] : 0.0f,
                     kp[i], &Pd[m], &Pg[m], &Pq[m], gate, out);
         }
-        bk_acc(dk + i0, NULL, Pd);
-        if (gate == BG_CHANNEL) {
-            bk_acc(dgk + i0, av + i0, Pg);
-        }
-        if (out) {
-            bk_acc(dq + i0, NULL, Pq);
-        }
+        bk_acc_rows(i0, Pd, Pg, Pq, dk, dgk, dq, av, gate, out);
     }
     for (; i0 < K; i0++) {
-        __m256 pd, pg, pq;
+        __m256 pd, pg = _mm256_setzero_ps(), pq = _mm256_setzero_ps();
         bk_one4(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, ub, wb, ws, D, A, G,
                 gate == BG_CHANNEL ? _mm256_set1_ps(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f,
                 kp[i0], &pd, &pg, &pq, gate, out);
-        dk[i0] += bk_hsum1(pd);
-        if (gate == BG_CHANNEL) {
-            dgk[i0] += av[i0] * bk_hsum1(pg);
-        }
-        if (out) {
-            dq[i0] += bk_hsum1(pq);
-        }
+        bk_acc_row(i0, pd, pg, pq, dk, dgk, dq, av, gate, out);
     }
     for (int v = 0; v < BK_NV; v++) {
         _mm256_storeu_ps(wn + 8 * v, A[v]);
@@ -587,53 +600,36 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
         *dgs = bk_hsum1(_mm256_add_ps(G[0], G[1]));
     }
 #elif defined(BK_NV)
-    /* AVX-512: BK_NH passes over the rows, each on 2 vectors of columns */
+    /* AVX-512: one pass over the rows, the tile's VB columns in 2 vectors */
     lina_vf G[2] = {LINA_VZERO(), LINA_VZERO()};
     const lina_vf va = LINA_VSET1(a);
-    for (int hh = 0; hh < BK_NH; hh++) {
-        const int c0 = 2 * LINA_VL * hh;
-        float *Rh = R + c0;
-        const float *Sh = Sb + c0;
-        lina_vf U[2], Wb[2], Dv[2], A[2];
-        for (int v = 0; v < 2; v++) {
-            U[v] = LINA_VLD(ub + c0 + LINA_VL * v);
-            Wb[v] = LINA_VLD(wb + c0 + LINA_VL * v);
-            Dv[v] = out ? LINA_VLD(D + c0 + LINA_VL * v) : LINA_VZERO();
-            A[v] = LINA_VZERO();
+    lina_vf U[2], Wb[2], Dv[2], A[2];
+    for (int v = 0; v < 2; v++) {
+        U[v] = LINA_VLD(ub + LINA_VL * v);
+        Wb[v] = LINA_VLD(wb + LINA_VL * v);
+        Dv[v] = out ? LINA_VLD(D + LINA_VL * v) : LINA_VZERO();
+        A[v] = LINA_VZERO();
+    }
+    int i0 = 0;
+    for (; i0 + BK_RB <= K; i0 += BK_RB) {
+        __m256 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
+        for (int m = 0; m < BK_RB; m++) {
+            const int i = i0 + m;
+            bk_one(R + (size_t)i * VB, Sb + (size_t)i * VB, U, Wb, Dv, A, G,
+                   gate == BG_CHANNEL ? LINA_VSET1(av[i]) : va, kr[i], out ? qp[i] : 0.0f, kp[i],
+                   &Pd[m], &Pg[m], &Pq[m], gate, out);
         }
-        int i0 = 0;
-        for (; i0 + BK_RB <= K; i0 += BK_RB) {
-            __m256 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
-            for (int m = 0; m < BK_RB; m++) {
-                const int i = i0 + m;
-                bk_one(Rh + (size_t)i * VB, Sh + (size_t)i * VB, U, Wb, Dv, A, G,
-                       gate == BG_CHANNEL ? LINA_VSET1(av[i]) : va, kr[i], out ? qp[i] : 0.0f, kp[i],
-                       &Pd[m], &Pg[m], &Pq[m], gate, out);
-            }
-            bk_acc(dk + i0, NULL, Pd);
-            if (gate == BG_CHANNEL) {
-                bk_acc(dgk + i0, av + i0, Pg);
-            }
-            if (out) {
-                bk_acc(dq + i0, NULL, Pq);
-            }
-        }
-        for (; i0 < K; i0++) {
-            __m256 pd, pg, pq;
-            bk_one(Rh + (size_t)i0 * VB, Sh + (size_t)i0 * VB, U, Wb, Dv, A, G,
-                   gate == BG_CHANNEL ? LINA_VSET1(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f, kp[i0],
-                   &pd, &pg, &pq, gate, out);
-            dk[i0] += bk_hsum1(pd);
-            if (gate == BG_CHANNEL) {
-                dgk[i0] += av[i0] * bk_hsum1(pg);
-            }
-            if (out) {
-                dq[i0] += bk_hsum1(pq);
-            }
-        }
-        for (int v = 0; v < 2; v++) {
-            LINA_VST(wn + c0 + LINA_VL * v, A[v]);
-        }
+        bk_acc_rows(i0, Pd, Pg, Pq, dk, dgk, dq, av, gate, out);
+    }
+    for (; i0 < K; i0++) {
+        __m256 pd, pg = _mm256_setzero_ps(), pq = _mm256_setzero_ps();
+        bk_one(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, U, Wb, Dv, A, G,
+               gate == BG_CHANNEL ? LINA_VSET1(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f, kp[i0],
+               &pd, &pg, &pq, gate, out);
+        bk_acc_row(i0, pd, pg, pq, dk, dgk, dq, av, gate, out);
+    }
+    for (int v = 0; v < 2; v++) {
+        LINA_VST(wn + LINA_VL * v, A[v]);
     }
     if (gate == BG_SCALAR) {
         *dgs = bk_hsum1(LINA_VFOLD(LINA_VADD(G[0], G[1])));

@@ -544,11 +544,12 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                     lina_prefetch_floats(LINA_ROW(in->v, b, t + RPF, h, T, H, V) + j0, W);
                     lina_prefetch_floats(LINA_ROW(out->o, b, t + RPF, h, T, H, V) + j0, W);
                 }
+                const int unit = dd_unit_row(at, K);
 #if defined(LINA_VL) && defined(__AVX512F__)
                 /* two steps in one pass over the tile: both of unit decay, the
                  * first not the last of a checkpoint interval or output block */
-                if (per_bh && W == VB && t + 1 < T && (t + 1) % C != 0 && (t + 1) % OB != 0 &&
-                    dd_unit_row(at, K) && dd_unit_row(at + K, K)) {
+                if (unit && per_bh && W == VB && t + 1 < T && (t + 1) % C != 0 && (t + 1) % OB != 0 &&
+                    dd_unit_row(at + K, K)) {
                     if (t + 1 + RPF < T) {
                         lina_prefetch_floats(LINA_ROW(in->v, b, t + 1 + RPF, h, T, H, V) + j0, W);
                         lina_prefetch_floats(LINA_ROW(out->o, b, t + 1 + RPF, h, T, H, V) + j0, W);
@@ -560,7 +561,7 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                 } else
 #endif
                 rec_step_tile(K, W, S, at, kt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qt, c->s,
-                              ob + (size_t)(t % OB) * VB, dd_unit_row(at, K));
+                              ob + (size_t)(t % OB) * VB, unit);
                 if ((t + 1) % OB == 0 || t == T - 1) {
                     const int u0 = t - t % OB;
                     if (out->finite) {
@@ -1496,7 +1497,7 @@ typedef struct rb_sweep {
     float *dq, *dk, *dv;  /* dq, dk at (b, 0, h) row i0; dv at column j0 */
     const float *Al;
     const float *zero;    /* [RVC] zeros */
-    float *pad;           /* [3*RB] rows of a partial block */
+    float *pad;           /* [3*RB] a partial block's decays, the step's scaled q and k rows */
     const float *Ev;      /* [T*K] the lazy decay's e: dq = dqs e, dk = dks / e */
     int i0, nb, W;
     int first, last;      /* the first / last tile of value columns: dq, dk rows set / finished */
