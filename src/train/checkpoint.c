@@ -636,14 +636,16 @@ int lina_trainer_json_parse(const char *text, size_t len, const char *path, lina
     if (rc == LINA_OK) {
         rc = json_u64(j, "tokens_seen", path, &s->tokens_seen);
     }
-    if (rc == LINA_OK) {
-        rc = lina_train_state_reserve(s, step);
-    }
+    /* the array's length is checked before any memory is sized by 'step', so a
+     * file claiming 2^40 steps with a short array is refused, not allocated */
     const cJSON *losses = cJSON_GetObjectItemCaseSensitive(j, "losses");
     const cJSON *val = cJSON_GetObjectItemCaseSensitive(j, "val_losses");
     if (rc == LINA_OK && (!cJSON_IsArray(losses) || cJSON_GetArraySize(losses) != step ||
                           !cJSON_IsArray(val))) {
         rc = lina_set_error(LINA_EFORMAT, "%s: 'losses' must hold one number per step", path);
+    }
+    if (rc == LINA_OK) {
+        rc = lina_train_state_reserve(s, step);
     }
     if (rc == LINA_OK) {
         int64_t i = 0;
