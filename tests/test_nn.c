@@ -399,6 +399,13 @@ static void test_vsigmoid(void)
     lina_vlogsigmoid(l2, x, n);
     CHECK(memcmp(s, s2, n * sizeof(float)) == 0 && memcmp(l, l2, n * sizeof(float)) == 0,
           "vsigmoid / vlogsigmoid in place give the same values");
+    /* NaN propagates, in a full vector and in the tail */
+    for (int i = 0; i < 20; i++) {
+        x[i] = i == 3 || i == 18 ? NAN : 0.5f;
+    }
+    lina_vlogsigmoid(l, x, 20);
+    CHECK(isnan(l[3]) && isnan(l[18]) && fabsf(l[0] - (float)(-log1p(exp(-0.5)))) < 1e-6f,
+          "vlogsigmoid: NaN in, NaN out (%g, %g)", l[3], l[18]);
     free(x), free(s), free(l), free(s2), free(l2);
 }
 

@@ -180,9 +180,108 @@ void LINA_KFN(lina_vsigmoid)(float *s, const float *x, size_t n)
 #endif
 }
 
+/* y = logsigmoid(x) = min(x, 0) - log1p(exp(-|x|)), n elements (y may alias x), every path
+ * the same method: t = exp(-|x|) by the exp above; log1p(t), t in (0, 1]: u = 1 + t split as
+ * 2^e m with m in [sqrt(1/2), sqrt(2)], log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172,
+ * by its odd series to s^9 (truncation below 1e-9 relative), plus (t - (u - 1)) / u for the
+ * rounding of 1 + t, so tiny t keep their relative accuracy. The vector paths do it in
+ * registers, one pass. */
+#define LSG_SQRT2 1.41421356f
+#define LSG_LN2 0.69314718056f
+#if defined(__AVX512F__)
+static inline __m512 logsig16(__m512 x)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 ax = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff)));
+    __m512 t = exp16(_mm512_sub_ps(_mm512_setzero_ps(), ax));
+    __m512 u = _mm512_add_ps(one, t);
+    __mmask16 hi = _mm512_cmp_ps_mask(u, _mm512_set1_ps(LSG_SQRT2), _CMP_GT_OQ);
+    __m512 mm = _mm512_mask_mul_ps(u, hi, u, _mm512_set1_ps(0.5f));
+    __m512 e = _mm512_maskz_mov_ps(hi, _mm512_set1_ps(LSG_LN2));
+    __m512 sv = _mm512_div_ps(_mm512_sub_ps(mm, one), _mm512_add_ps(mm, one));
+    __m512 s2 = _mm512_mul_ps(sv, sv);
+    __m512 p = _mm512_set1_ps(1.0f / 9.0f);
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(1.0f / 7.0f));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(1.0f / 5.0f));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(1.0f / 3.0f));
+    p = _mm512_fmadd_ps(p, s2, one);
+    __m512 corr = _mm512_div_ps(_mm512_sub_ps(t, _mm512_sub_ps(u, one)), u);
+    __m512 l1p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_add_ps(sv, sv), p, e), corr);
+    return _mm512_sub_ps(_mm512_min_ps(x, _mm512_setzero_ps()), l1p);
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+static inline __m256 logsig8(__m256 x)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+    __m256 t = exp8(_mm256_sub_ps(_mm256_setzero_ps(), ax));
+    __m256 u = _mm256_add_ps(one, t);
+    __m256 hi = _mm256_cmp_ps(u, _mm256_set1_ps(LSG_SQRT2), _CMP_GT_OQ);
+    __m256 mm = _mm256_blendv_ps(u, _mm256_mul_ps(u, _mm256_set1_ps(0.5f)), hi);
+    __m256 e = _mm256_and_ps(hi, _mm256_set1_ps(LSG_LN2));
+    __m256 sv = _mm256_div_ps(_mm256_sub_ps(mm, one), _mm256_add_ps(mm, one));
+    __m256 s2 = _mm256_mul_ps(sv, sv);
+    __m256 p = _mm256_set1_ps(1.0f / 9.0f);
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 7.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 5.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 3.0f));
+    p = _mm256_fmadd_ps(p, s2, one);
+    __m256 corr = _mm256_div_ps(_mm256_sub_ps(t, _mm256_sub_ps(u, one)), u);
+    __m256 l1p = _mm256_add_ps(_mm256_fmadd_ps(_mm256_add_ps(sv, sv), p, e), corr);
+    return _mm256_sub_ps(_mm256_min_ps(x, _mm256_setzero_ps()), l1p);
+}
+#endif
+
+void LINA_KFN(lina_vlogsigmoid)(float *y, const float *x, size_t n)
+{
+    size_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) {
+        _mm512_storeu_ps(y + i, logsig16(_mm512_loadu_ps(x + i)));
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(y + i, m, logsig16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i, logsig8(_mm256_loadu_ps(x + i)));
+    }
+    if (i < n) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)), lane);
+        _mm256_maskstore_ps(y + i, m, logsig8(_mm256_maskload_ps(x + i, m)));
+    }
+#else
+    enum { BL = 256 };
+    float t[BL];
+    for (size_t i0 = 0; i0 < n; i0 += BL) {
+        size_t m = n - i0 < BL ? n - i0 : BL;
+        for (i = 0; i < m; i++) {
+            t[i] = -fabsf(x[i0 + i]);
+        }
+        LINA_KFN(lina_vexp)(t, t, m);
+        for (i = 0; i < m; i++) {
+            float xi = x[i0 + i], ti = t[i], u = 1.0f + ti;
+            int hi = u > LSG_SQRT2;
+            float mm = hi ? 0.5f * u : u, e = hi ? LSG_LN2 : 0.0f;
+            float sv = (mm - 1.0f) / (mm + 1.0f), s2 = sv * sv;
+            float p = 1.0f / 9.0f;
+            p = p * s2 + 1.0f / 7.0f;
+            p = p * s2 + 1.0f / 5.0f;
+            p = p * s2 + 1.0f / 3.0f;
+            p = p * s2 + 1.0f;
+            float l1p = e + 2.0f * sv * p + (ti - (u - 1.0f)) / u;
+            y[i0 + i] = (xi < 0.0f ? xi : 0.0f) - l1p;
+        }
+    }
+#endif
+}
+
 #if LINA_ISA_PRIMARY
 LINA_ISA_DISPATCH_VOID(lina_vexp, (float *y, const float *x, size_t n), (y, x, n))
 LINA_ISA_DISPATCH_VOID(lina_vsigmoid, (float *s, const float *x, size_t n), (s, x, n))
+LINA_ISA_DISPATCH_VOID(lina_vlogsigmoid, (float *y, const float *x, size_t n), (y, x, n))
 #endif
 
 /* Checks of the data other code hands to the kernels (the Python package's ops): one

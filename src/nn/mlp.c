@@ -8,37 +8,6 @@
 
 /* --------------------------------------------------------------- SiLU */
 
-/* y = logsigmoid(x) = min(x, 0) - log1p(exp(-|x|)), n elements (y may alias
- * x). log1p(t), t in (0, 1]: u = 1 + t split as 2^e m with m in [sqrt(1/2),
- * sqrt(2)], log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by its odd
- * series to s^9 (truncation below 1e-9 relative), plus (t - (u - 1)) / u for
- * the rounding of 1 + t, so tiny t keep their relative accuracy. */
-void lina_vlogsigmoid(float *y, const float *x, size_t n)
-{
-    enum { BL = 256 };
-    float t[BL];
-    for (size_t i0 = 0; i0 < n; i0 += BL) {
-        size_t m = n - i0 < BL ? n - i0 : BL;
-        for (size_t i = 0; i < m; i++) {
-            t[i] = -fabsf(x[i0 + i]);
-        }
-        lina_vexp(t, t, m);
-        for (size_t i = 0; i < m; i++) {
-            float xi = x[i0 + i], ti = t[i], u = 1.0f + ti;
-            int hi = u > 1.41421356f;
-            float mm = hi ? 0.5f * u : u, e = hi ? 0.69314718056f : 0.0f;
-            float s = (mm - 1.0f) / (mm + 1.0f), s2 = s * s;
-            float p = 1.0f / 9.0f;
-            p = p * s2 + 1.0f / 7.0f;
-            p = p * s2 + 1.0f / 5.0f;
-            p = p * s2 + 1.0f / 3.0f;
-            p = p * s2 + 1.0f;
-            float l1p = e + 2.0f * s * p + (ti - (u - 1.0f)) / u;
-            y[i0 + i] = (xi < 0.0f ? xi : 0.0f) - l1p;
-        }
-    }
-}
-
 /* the elementwise loops below run over blocks of VB values, the sigmoids of a
  * block taken at once on the stack */
 #define VB 256
