@@ -496,6 +496,99 @@ static void test_task_models(void)
           "describe: %s", desc);
 }
 
+/* The longest half-life at init that the report prints: against the tensors read by their FLA
+ * names and the formula in double, for each gated model; NAN for models without such a gate;
+ * different seeds give different inits. */
+static void test_init_halflife(void)
+{
+    const lina_model_type gated[3] = {LINA_MODEL_GATED_DELTANET, LINA_MODEL_MAMBA2, LINA_MODEL_MOM};
+    const char *fmt[3] = {"model.layers.%d.attn.%s", "backbone.layers.%d.mixer.%s", "model.layers.%d.attn.%s"};
+    for (int g = 0; g < 3; g++) {
+        lina_task_opts o;
+        lina_task_opts_default(&o, LINA_TASK_MQAR);
+        o.mixer = gated[g];
+        o.d_model = 32;
+        double got[2];
+        for (int seed = 0; seed < 2; seed++) {
+            got[seed] = lina_task_init_halflife(&o, seed);
+            lina_config c;
+            lina_model *m = NULL;
+            double want = -1.0;
+            if (lina_task_config(&o, &c) == 0 && lina_model_create(&c, (uint64_t)seed, &m) == 0) {
+                const float *w = lina_model_params(m);
+                for (int l = 0; l < c.num_hidden_layers; l++) {
+                    size_t offA = 0, offD = 0;
+                    int64_t nA = 0, nD = 0;
+                    for (int i = 0; i < lina_model_num_tensors(m); i++) {
+                        const char *name;
+                        int nd;
+                        const int64_t *sh;
+                        size_t off;
+                        char a[128], d[128];
+                        lina_model_tensor(m, i, &name, &nd, &sh, &off, NULL);
+                        snprintf(a, sizeof a, fmt[g], l, "A_log");
+                        snprintf(d, sizeof d, fmt[g], l, "dt_bias");
+                        if (!strcmp(name, a)) {
+                            offA = off;
+                            nA = sh[0];
+                        } else if (!strcmp(name, d)) {
+                            offD = off;
+                            nD = sh[0];
+                        }
+                    }
+                    for (int64_t h = 0; nA > 0 && nA == nD && h < nA; h++) {
+                        const double rate = exp((double)w[offA + h]) * log(1.0 + exp((double)w[offD + h]));
+                        want = fmax(want, log(2.0) / rate);
+                    }
+                }
+                lina_model_free(m);
+            }
+            CHECK(want > 0 && fabs(got[seed] - want) <= 1e-9 * want, "init half-life %s seed %d: %.6g tokens (want %.6g)",
+                  lina_model_type_name(gated[g]), seed, got[seed], want);
+        }
+        CHECK(got[0] != got[1], "init half-life %s: seeds 0 and 1 differ (%.4g, %.4g)", lina_model_type_name(gated[g]),
+              got[0], got[1]);
+        /* the ablation: every head at A = 1, dt = 0.001, whatever the seed */
+        o.slow_decay = 1;
+        const double want = log(2.0) / LINA_TASK_SLOW_DT;
+        const double s0 = lina_task_init_halflife(&o, 0), s1 = lina_task_init_halflife(&o, 1);
+        CHECK(fabs(s0 - want) < 1e-3 * want && fabs(s1 - want) < 1e-3 * want,
+              "--slow-decay-init %s: half-life %.2f / %.2f tokens (want %.2f)", lina_model_type_name(gated[g]), s0, s1,
+              want);
+        char desc[512], k0[512], k1[512];
+        CHECK(lina_task_describe(&o, desc, sizeof desc) == 0 && strstr(desc, "dt = 0.001"), "describe: %s", desc);
+        const double lr = 1e-3;
+        lina_task_sweep_key(&o, &lr, 1, 3, k1, sizeof k1);
+        o.slow_decay = 0;
+        lina_task_sweep_key(&o, &lr, 1, 3, k0, sizeof k0);
+        CHECK(strcmp(k0, k1) != 0 && strstr(k1, "slowdecay") && !strstr(k0, "slowdecay"),
+              "sweep key: %s / %s", k0, k1);
+    }
+    const lina_model_type plain[3] = {LINA_MODEL_DELTA_NET, LINA_MODEL_TRANSFORMER, LINA_MODEL_GLA};
+    for (int g = 0; g < 3; g++) {
+        lina_task_opts o;
+        lina_task_opts_default(&o, LINA_TASK_MQAR);
+        o.mixer = plain[g];
+        o.d_model = 32;
+        CHECK(isnan(lina_task_init_halflife(&o, 0)), "init half-life %s: none (no A_log / dt_bias gate)",
+              lina_model_type_name(plain[g]));
+        /* the ablation asked of a model without such a gate: an error, not a silent no-op */
+        o.slow_decay = 1;
+        o.steps = 1;
+        o.batch = 2;
+        o.eval_n = 2;
+        o.val_n = 2;
+        o.progress = 0;
+        lina_task_result r;
+        const int rc = lina_task_run(&o, &r);
+        CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "--slow-decay-init"), "--slow-decay-init %s: %s",
+              lina_model_type_name(plain[g]), rc ? lina_last_error() : "accepted");
+        if (rc == 0) {
+            lina_task_result_free(&r);
+        }
+    }
+}
+
 /* The learning check of the suite: softmax attention and DeltaNet learn a small MQAR (V 64, L 32,
  * 4 pairs, d 32, 2 layers) to >= 90 % on held-out sequences, stopping at the target. */
 static void test_mqar_learns(void)
@@ -1037,6 +1130,7 @@ int main(void)
     test_paper_state_verdict();
     test_paper_groups_verdict();
     test_mamba2_neg();
+    test_init_halflife();
     test_mqar_learns();
     smoke(LINA_TASK_MQAR, LINA_MODEL_DELTA_NET, 0, 1, 40, 1e-2);
     smoke(LINA_TASK_PARITY, LINA_MODEL_DELTA_NET, 1, 1, 30, 3e-3);

@@ -346,6 +346,8 @@ int lina_cmd_task(int argc, char **argv)
                      "FLA's LM layout (GatedMLP 2d per block, FLA's mixer defaults) instead of the mixer-only blocks"),
         CLI_OPT_FLAG("--mlp", NULL, &o.mlp, "add the GatedMLP (2d) to the mixer-only blocks"),
         CLI_OPT_FLAG("--no-conv", NULL, &no_conv, "no short convolutions (mamba2 keeps its own)"),
+        CLI_OPT_FLAG("--slow-decay-init", NULL, &o.slow_decay,
+                     "ablation: every per-head decay gate (gated_deltanet, mom, mamba2) starts at A = 1, dt = 0.001"),
         CLI_OPT_FLAG("--mom", NULL, &mom, "mqar: MoM against one Gated DeltaNet memory of equal and of 4x the state"),
         CLI_OPT_INT("--memories", NULL, "E", &o.mom_memories, 1, 64, "mom: memories"),
         CLI_OPT_INT("--topk", NULL, "K", &o.mom_topk, 1, 64, "mom: memories routed per token"),

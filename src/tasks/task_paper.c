@@ -22,7 +22,7 @@ typedef struct paper_ctx {
     int threads;
     int quick;           /* a fast pass of the whole pipeline (far fewer steps) */
     FILE *md;            /* the sections (copied under the summary at the end) */
-    char summary[16][3200];
+    char summary[16][6000];
     int nsum;
     int seeds;           /* seeds per configuration of the MQAR protocol */
     const char *mixers;  /* MQAR: comma-separated subset of the models (NULL: all) */
@@ -222,6 +222,83 @@ typedef struct mq_cell {
     lina_task_sweep sw;
 } mq_cell;
 
+/* ------------------------------------------------- memory at init */
+
+/* Spearman's rank correlation of n pairs (average ranks for ties); NAN when n < 3 or a side is constant */
+static double spearman(const double *a, const double *b, int n)
+{
+    if (n < 3 || n > LINA_TASK_MAX_SEEDS) {
+        return NAN;
+    }
+    double ra[LINA_TASK_MAX_SEEDS], rb[LINA_TASK_MAX_SEEDS];
+    const double *v[2] = {a, b};
+    double *r[2] = {ra, rb};
+    for (int t = 0; t < 2; t++) {
+        for (int i = 0; i < n; i++) {
+            double lt = 0, eq = 0;
+            for (int j = 0; j < n; j++) {
+                lt += v[t][j] < v[t][i];
+                eq += v[t][j] == v[t][i];
+            }
+            r[t][i] = lt + (eq + 1) / 2.0;
+        }
+    }
+    double ma = 0, mb = 0;
+    for (int i = 0; i < n; i++) {
+        ma += ra[i] / n;
+        mb += rb[i] / n;
+    }
+    double sab = 0, saa = 0, sbb = 0;
+    for (int i = 0; i < n; i++) {
+        sab += (ra[i] - ma) * (rb[i] - mb);
+        saa += (ra[i] - ma) * (ra[i] - ma);
+        sbb += (rb[i] - mb) * (rb[i] - mb);
+    }
+    return saa > 0 && sbb > 0 ? sab / sqrt(saa * sbb) : NAN;
+}
+
+/* Each seed's longest half-life at init (hl) and score (sc) for a sweep; returns the count (0: no
+ * such gate) */
+static int init_memory(const lina_task_opts *o, const lina_task_sweep *sw, double *hl, double *sc)
+{
+    int n = 0;
+    for (int s = 0; s < sw->nseeds && s < LINA_TASK_MAX_SEEDS; s++) {
+        hl[n] = lina_task_init_halflife(o, (int)o->seed + s);
+        if (isnan(hl[n])) {
+            return 0;
+        }
+        sc[n++] = sw->run[s].test_scaled;
+    }
+    return n;
+}
+
+/* One line per configuration with such a gate: each seed's longest half-life at init and its score,
+ * and over the line's seeds the rank correlation of the two. */
+static void init_memory_line(FILE *f, const char *label, const lina_task_opts *o, const lina_task_sweep *sw)
+{
+    double hl[LINA_TASK_MAX_SEEDS], sc[LINA_TASK_MAX_SEEDS];
+    const int n = init_memory(o, sw, hl, sc);
+    if (n == 0) {
+        return;
+    }
+    fprintf(f, "- %s:", label);
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "%s seed %d: %.0f tokens -> %.1f%%", i ? ";" : "", (int)o->seed + i, hl[i], 100 * sc[i]);
+    }
+    const double rho = spearman(hl, sc, n);
+    if (!isnan(rho)) {
+        fprintf(f, " (rank correlation %.2f)", rho);
+    }
+    fprintf(f, "\n");
+}
+
+static const char INIT_MEMORY_HEAD[] =
+    "Memory at init (the models whose decay is exp(-exp(A_log) softplus(a + dt_bias)), computed from the models as "
+    "each seed's run creates them): per seed, the longest half-life ln 2 / (exp(A_log) softplus(dt_bias)) over every "
+    "head and layer at a zero input, in tokens, then the seed's score. A head that forgets within a few tokens cannot "
+    "carry a key to a query up to L tokens later until training has slowed its decay; with 2 heads a layer, the "
+    "longest memory at init differs widely between seeds.\n\n";
+
 static double mq_mean(const mq_cell *c)
 {
     return c->ran && c->ok ? c->sw.mean : NAN;
@@ -246,6 +323,10 @@ void lina_task_sweep_key(const lina_task_opts *o, const double *lrs, int nlr, in
     if (o->kind == LINA_TASK_PARITY || o->kind == LINA_TASK_MODARITH) {
         snprintf(lens, sizeof lens, " len%d-%d/%d-%d e%d", o->train_min, o->train_max, o->test_min, o->test_max,
                  o->eval_n);
+    }
+    if (o->slow_decay) { /* the init ablation (the keys without it are as they were) */
+        const size_t l = strlen(lens);
+        snprintf(lens + l, sizeof lens - l, " slowdecay");
     }
     int k = snprintf(buf, n, "%s %s d%d l%d h%d hd%d nh%d neg%d mem%d/%d/%d L%d N%d V%d n%d b%d s%d t%g wd%g%s seeds%d lr",
                      lina_task_name(o->kind), lina_model_type_name(o->mixer), o->d_model, o->layers, o->heads,
@@ -467,6 +548,109 @@ static void cell_pct(FILE *f, const mq_cell *c, int nseeds)
     }
 }
 
+/* The ablation of Gated DeltaNet's decay init: a table of FLA's init, the slow init and DeltaNet (no
+ * gate) at the widths where the slow init ran, and its verdict (into v; empty when nothing ran). */
+static void mqar_slow_ablation(paper_ctx *p, FILE *f, mq_cell (*cells)[MQ_NWIDTHS], const mq_cell *slow, char *v,
+                               size_t vn)
+{
+    int any = 0;
+    for (int j = 0; j < MQ_NWIDTHS; j++) {
+        any |= slow[j].ran && slow[j].ok;
+    }
+    if (!any) {
+        return;
+    }
+    char desc[512] = "";
+    lina_task_opts x;
+    mqar_protocol(&x, LINA_MODEL_GATED_DELTANET, 64, p);
+    x.slow_decay = 1;
+    lina_task_describe(&x, desc, sizeof desc);
+    fprintf(f, "Ablation of Gated DeltaNet's decay init (`lina task mqar --mixer gated_deltanet --slow-decay-init`): "
+               "the same protocol and seeds with every head's gate starting at the slow end of the init range, "
+               "training free to change it: %s (d at 64). DeltaNet is the same model without the gate.\n\n",
+            desc);
+    fprintf(f, "| model |");
+    for (int j = 0; j < MQ_NWIDTHS; j++) {
+        if (slow[j].ran && slow[j].ok) {
+            fprintf(f, " d=%d (%%) |", MQ_WIDTHS[j]);
+        }
+    }
+    fprintf(f, " steps (mean) | wall (s) |\n|---|");
+    for (int j = 0; j < MQ_NWIDTHS; j++) {
+        if (slow[j].ran && slow[j].ok) {
+            fprintf(f, "---|");
+        }
+    }
+    fprintf(f, "---|---|\n");
+    const char *rows[3] = {"gated_deltanet, FLA's init (the table above)", "gated_deltanet, slow decay at init",
+                           "delta_net (no decay gate; the table above)"};
+    for (int r = 0; r < 3; r++) {
+        fprintf(f, "| %s |", rows[r]);
+        double steps = 0.0, wall = 0.0;
+        int nst = 0;
+        for (int j = 0; j < MQ_NWIDTHS; j++) {
+            if (!(slow[j].ran && slow[j].ok)) {
+                continue;
+            }
+            const mq_cell *c = r == 0 ? &cells[MQ_GDN][j] : r == 1 ? &slow[j] : &cells[MQ_DN][j];
+            cell_pct(f, c, p->seeds);
+            for (int s2 = 0; c->ran && c->ok && s2 < c->sw.nseeds; s2++) {
+                steps += c->sw.run[s2].steps_done;
+                nst++;
+            }
+            wall += c->ran && c->ok ? c->sw.wall_s : 0.0;
+        }
+        fprintf(f, " %.0f | %.0f |\n", nst ? steps / nst : 0.0, wall);
+    }
+    fprintf(f, "\n");
+    /* the verdict: at each width, do the seeds agree with a long memory at init, as they did not
+     * with FLA's init? */
+    size_t n = (size_t)snprintf(v, vn, "Gated DeltaNet's decay init, ablated (slow decay at init in every head):");
+    for (int j = 0; j < MQ_NWIDTHS && n < vn; j++) {
+        const mq_cell *a = &cells[MQ_GDN][j], *b = &slow[j];
+        if (!(b->ran && b->ok)) {
+            continue;
+        }
+        const char *what;
+        if (b->sw.nseeds < MQ_MIN_SEEDS) {
+            what = "inconclusive (fewer than 3 seeds)";
+        } else if (!(a->ran && a->ok)) {
+            what = "FLA's init not run at this width";
+        } else if (a->sw.sd > MQ_SPREAD && b->sw.sd <= MQ_SPREAD) {
+            what = "the seeds agree with it and disagreed with FLA's init: the spread is the init's";
+        } else if (a->sw.sd > MQ_SPREAD) {
+            what = "the seeds disagree with either init";
+        } else if (b->sw.sd > MQ_SPREAD) {
+            what = "the seeds disagree with it and agreed with FLA's init";
+        } else {
+            what = "the seeds agree with either init";
+        }
+        n += (size_t)snprintf(v + n, vn - n, " d=%d %.1f%% (sd %.1f) against FLA's init %.1f%% (sd %.1f), %s",
+                              MQ_WIDTHS[j], 100 * b->sw.mean, 100 * b->sw.sd, 100 * mq_mean(a),
+                              a->ran && a->ok ? 100 * a->sw.sd : NAN, what);
+        /* the first half of the ordering finding with this Gated DeltaNet, by the main verdict's rules */
+        const mq_cell *dn = &cells[MQ_DN][j], *gla = &cells[MQ_GLA][j];
+        if (n < vn && dn->ran && dn->ok && gla->ran && gla->ok) {
+            const double lo = fmin(dn->sw.mean, b->sw.mean);
+            const double sd = fmax(fmax(dn->sw.sd, b->sw.sd), gla->sw.sd);
+            const int few = dn->sw.nseeds < MQ_MIN_SEEDS || gla->sw.nseeds < MQ_MIN_SEEDS || b->sw.nseeds < MQ_MIN_SEEDS;
+            const char *h = few ? "inconclusive (fewer than 3 seeds)"
+                            : sd > MQ_SPREAD ? "inconclusive (the seeds disagree)"
+                            : fmin(lo, gla->sw.mean) >= MQ_SAT ? "inconclusive (all three fit)"
+                            : lo >= gla->sw.mean - MQ_TIE ? "holds"
+                                                          : "does not hold";
+            n += (size_t)snprintf(v + n, vn - n, "; with it, DeltaNet and Gated DeltaNet >= GLA (%.1f, %.1f, %.1f%%) %s",
+                                  100 * dn->sw.mean, 100 * b->sw.mean, 100 * gla->sw.mean, h);
+        }
+        if (n < vn) {
+            n += (size_t)snprintf(v + n, vn - n, ";");
+        }
+    }
+    if (n < vn && n > 0 && v[n - 1] == ';') {
+        v[n - 1] = '.';
+    }
+}
+
 static void paper_mqar(paper_ctx *p)
 {
     const double t0 = lina_now();
@@ -507,6 +691,24 @@ static void paper_mqar(paper_ctx *p)
         }
         /* pass 1: the cells of every width and model this report did not run, read back */
         order = MQ_WIDTHS_FULL;
+    }
+    /* the ablation of Gated DeltaNet's decay init, at the widths this report runs (with Gated DeltaNet's
+     * stream); read back at the others */
+    static mq_cell slow[MQ_NWIDTHS];
+    {
+        const char *run_w = p->widths ? p->widths : p->full ? MQ_WIDTHS_FULL : MQ_WIDTHS_BUDGET;
+        for (int j = 0; j < MQ_NWIDTHS; j++) {
+            char ws[16], tag[96], name[96];
+            snprintf(ws, sizeof ws, "%d", MQ_WIDTHS[j]);
+            const int want = paper_wants_mixer(p, LINA_MODEL_GATED_DELTANET) && list_has(run_w, ws);
+            snprintf(tag, sizeof tag, "paper mqar gated_deltanet (slow decay init) d=%d", MQ_WIDTHS[j]);
+            snprintf(name, sizeof name, "mqar_gated_deltanet_slowdecay_d%d", MQ_WIDTHS[j]);
+            lina_task_opts o;
+            mqar_protocol(&o, LINA_MODEL_GATED_DELTANET, MQ_WIDTHS[j], p);
+            o.slow_decay = 1;
+            o.tag = tag;
+            cell_run(p, &o, lrs, nlr, nseeds, name, want, &slow[j]);
+        }
     }
     FILE *f = p->md;
     lina_task_opts o;
@@ -622,9 +824,44 @@ static void paper_mqar(paper_ctx *p)
         }
     }
     fprintf(f, "\n");
+    {
+        int head = 0;
+        for (int i = 0; i < mq_nmodels; i++) {
+            for (int j = 0; j < MQ_NWIDTHS; j++) {
+                const mq_cell *c = &cells[i][j];
+                if (!c->ran || !c->ok) {
+                    continue;
+                }
+                lina_task_opts x;
+                mqar_protocol(&x, MQ_MODELS[i], MQ_WIDTHS[j], p);
+                if (isnan(lina_task_init_halflife(&x, 0))) {
+                    break; /* no such gate in this model */
+                }
+                if (!head) {
+                    fputs(INIT_MEMORY_HEAD, f);
+                    head = 1;
+                }
+                char label[96];
+                snprintf(label, sizeof label, "%s, d=%d", lina_model_type_name(MQ_MODELS[i]), MQ_WIDTHS[j]);
+                init_memory_line(f, label, &x, &c->sw);
+            }
+        }
+        if (head) {
+            fprintf(f, "\n");
+        }
+    }
+    char slow_verdict[1200] = "";
+    mqar_slow_ablation(p, f, cells, slow, slow_verdict, sizeof slow_verdict);
+    for (int j = 0; j < MQ_NWIDTHS; j++) {
+        if (slow[j].ran && slow[j].ok) {
+            total_wall += slow[j].sw.wall_s;
+            total_runs += slow[j].sw.runs;
+            add_cpu(p, slow[j].sw.cpu_s, slow[j].sw.runs);
+        }
+    }
     /* verdicts: attention is the control; at each width run, it must fit (>= 90 %) before the
      * ordering of the others means anything; seeds that disagree make a comparison inconclusive */
-    char verdict[3000];
+    char verdict[4800];
     int n = 0, all_ran = 1;
     for (int i = 0; i < mq_nmodels; i++) {
         for (int j = 0; j < MQ_NWIDTHS; j++) {
@@ -713,6 +950,37 @@ static void paper_mqar(paper_ctx *p)
                       "DeltaNet and Gated DeltaNet >= GLA >> linear attention: inconclusive (the four were not all run "
                       "at one width). ");
     }
+    /* the configurations whose seeds disagree, where the memory at init is known: does the score
+     * follow it? */
+    {
+        int head = 0;
+        for (int i = 0; i < mq_nmodels; i++) {
+            for (int j = 0; j < MQ_NWIDTHS; j++) {
+                const mq_cell *c = &cells[i][j];
+                if (!c->ran || !c->ok || c->sw.sd <= MQ_SPREAD) {
+                    continue;
+                }
+                lina_task_opts x;
+                mqar_protocol(&x, MQ_MODELS[i], MQ_WIDTHS[j], p);
+                double hl[LINA_TASK_MAX_SEEDS], sc[LINA_TASK_MAX_SEEDS];
+                const int ns = init_memory(&x, &c->sw, hl, sc);
+                const double rho = spearman(hl, sc, ns);
+                if (isnan(rho)) {
+                    continue;
+                }
+                n += snprintf(verdict + n, sizeof verdict - n, "%s %s d=%d %.2f over %d seeds", head ? ";" :
+                              "Where the seeds disagree, the rank correlation of a seed's score with its longest memory "
+                              "at init (see above):", lina_model_type_name(MQ_MODELS[i]), MQ_WIDTHS[j], rho, ns);
+                head = 1;
+            }
+        }
+        if (head) {
+            n += snprintf(verdict + n, sizeof verdict - n, ". ");
+        }
+    }
+    if (slow_verdict[0]) {
+        n += snprintf(verdict + n, sizeof verdict - n, "%s ", slow_verdict);
+    }
     n += snprintf(verdict + n, sizeof verdict - n, "First width >= 90%%:");
     for (int i = 0; i < mq_nmodels; i++) {
         int any = 0;
@@ -753,9 +1021,12 @@ static void paper_mqar(paper_ctx *p)
     }
     plot(p, "mqar_width.png", "MQAR: query accuracy (mean over seeds) vs model width", "d_model", "accuracy (%)", 1,
          s, mq_nmodels);
-    fprintf(f, "Wall time of the MQAR runs in the table: %.0f s over %d training runs (%.0f s in this invocation).\n\n",
+    fprintf(f, "Wall time of the MQAR runs in the tables: %.0f s over %d training runs (%.0f s in this invocation).\n\n",
             total_wall, total_runs, lina_now() - t0);
     p->section_wall = total_wall;
+    for (int j = 0; j < MQ_NWIDTHS; j++) {
+        cell_free(&slow[j]);
+    }
     for (int i = 0; i < mq_nmodels; i++) {
         for (int j = 0; j < MQ_NWIDTHS; j++) {
             cell_free(&cells[i][j]);
@@ -769,62 +1040,59 @@ static void paper_mqar(paper_ctx *p)
 #define MOM_D 32
 #define MOM_N 32 /* the most pairs L = 128 holds (4N <= L): one small memory saturates */
 
-static void paper_mom(paper_ctx *p)
+/* The MoM verdict of one set of three cells (MoM, one memory of equal total state, one of equal
+ * per-memory state) into v */
+static void mom_verdict(const mq_cell *cells, const lina_task_opts *os, const char *const *tags, char *v, size_t vn)
 {
-    const double t0 = lina_now();
-    static mq_cell cells[MOM_NCFG];
-    const char *names[MOM_NCFG] = {"MoM (3 memories + shared, top-2, head_dim 16)",
-                                   "Gated DeltaNet, one memory of equal total state (head_dim 32)",
-                                   "Gated DeltaNet, one memory of equal per-memory state (head_dim 16)"};
-    const char *tags[MOM_NCFG] = {"mom", "gdn_equal_total", "gdn_equal_memory"};
-    const lina_model_type types[MOM_NCFG] = {LINA_MODEL_MOM, LINA_MODEL_GATED_DELTANET, LINA_MODEL_GATED_DELTANET};
-    const int hds[MOM_NCFG] = {16, 32, 16};
-    double lrs[LINA_TASK_MAX_LRS];
-    const int nlr = paper_lrs(p, lrs);
-    lina_task_opts os[MOM_NCFG];
-    for (int k = 0; k < MOM_NCFG; k++) {
-        lina_task_opts *o = &os[k];
-        mqar_protocol(o, types[k], MOM_D, p);
-        o->num_kv = MOM_N;
-        if (!p->full && !p->quick) {
-            o->steps = 1000; /* the budgeted report: MoM's four memories cost 3x a step of one */
-        }
-        o->head_dim = hds[k];
-        o->mom_memories = 3;
-        o->mom_topk = 2;
-        o->mom_shared = 1;
-        char tag[96], name[96];
-        snprintf(tag, sizeof tag, "paper mom %s", tags[k]);
-        snprintf(name, sizeof name, "mom_%s", tags[k]);
-        o->tag = tag;
-        cell_run(p, o, lrs, nlr, p->seeds, name, 1, &cells[k]);
-        o->tag = NULL;
+    if (!(cells[0].ok && cells[1].ok && cells[2].ok)) {
+        const mq_cell *bad = !cells[0].ok ? &cells[0] : !cells[1].ok ? &cells[1] : &cells[2];
+        snprintf(v, vn, "not available: %s", bad->ran ? bad->why : "not run");
+        return;
     }
-    FILE *f = p->md;
-    const lina_task_opts *o = &os[0];
-    fprintf(f, "## MoM: mixture of memories on MQAR -- docs/tasks.md 4\n\n");
-    fprintf(f,
-            "The MQAR protocol above (fixed training set in epochs, early stop at %.0f%%, learning rate(s)",
-            100 * o->target);
-    for (int k = 0; k < nlr; k++) {
-        fprintf(f, "%s%g", k ? ", " : " ", lrs[k]);
+    const double m0 = cells[0].sw.mean, m1 = cells[1].sw.mean, m2 = cells[2].sw.mean;
+    const double spread = fmax(fmax(cells[0].sw.sd, cells[1].sw.sd), cells[2].sw.sd);
+    const char *res;
+    const mq_cell *three[3] = {&cells[0], &cells[1], &cells[2]};
+    if (mq_min_seeds(three, 3) < MQ_MIN_SEEDS) {
+        res = "inconclusive: a configuration ran fewer than 3 seeds";
+    } else if (fmax(m0, m1) < 0.1) {
+        res = "inconclusive: MoM and the equal-state memory both stayed on the plateau (below 10%)";
+    } else if (spread > MQ_SPREAD) {
+        res = "inconclusive: the seeds disagree (sd above 15 points), so the order is which seed left the plateau";
+    } else if (m2 > m1 - fmax(spread, 0.02)) {
+        res = "inconclusive: the small memory does not saturate here (it is as good as the one of 4x the state)";
+    } else if (m0 > m1 + fmax(spread, 0.02)) {
+        res = "MoM recalls more than one memory of the same total state: the paper's direction";
+    } else if (m0 < m1 - fmax(spread, 0.02)) {
+        res = "not reproduced: one memory of the same total state recalls more than MoM";
+    } else {
+        res = "no difference beyond the seeds' spread at equal total state (MoM's gain over the small memory is "
+              "its state size)";
     }
-    fprintf(f, ", at most %d steps, seeds 0..%d) with the most pairs the length holds (V = %d, L = %d, N = %d) at d = %d, 2 heads: "
-               "MoM with Gated DeltaNet memories against one Gated DeltaNet memory with the same total state "
-               "(the comparison that separates routing from state size) and one with the state of a single MoM "
-               "memory (the saturated baseline). The paper reports MoM's recall gain on real recall-intensive tasks "
-               "(340M/15B: MoM 27.59 vs Gated DeltaNet 24.78 average).\n\n",
-            o->steps, p->seeds - 1, o->vocab, o->seq_len, o->num_kv, o->d_model);
-    fprintf(f, "The models, as built for the runs (read from their configs):\n\n");
+    snprintf(v, vn, "MoM %.1f%% vs one memory of equal total state %.1f%% (one of equal per-memory state "
+             "%.1f%%; largest sd %.1f): %s",
+             100 * m0, 100 * m1, 100 * m2, 100 * spread, res);
+    int head = 0;
     for (int k = 0; k < MOM_NCFG; k++) {
-        char desc[512];
-        if (lina_task_describe(&os[k], desc, sizeof desc) == 0) {
-            fprintf(f, "- %s: %s\n", names[k], desc);
+        double hl[LINA_TASK_MAX_SEEDS], sc[LINA_TASK_MAX_SEEDS];
+        const int ns = cells[k].sw.sd > MQ_SPREAD ? init_memory(&os[k], &cells[k].sw, hl, sc) : 0;
+        const double rho = spearman(hl, sc, ns);
+        if (!isnan(rho)) {
+            const size_t l = strlen(v);
+            snprintf(v + l, vn - l, "%s %s %.2f over %d seeds", head ? ";" :
+                     "; where the seeds disagree, the rank correlation of a seed's score with its longest memory at "
+                     "init:", tags[k], rho, ns);
+            head = 1;
         }
     }
-    fprintf(f, "\n| model | state floats/layer | params | lina accuracy (%%), mean +- sd [min, max] | steps (mean) | "
+}
+
+/* one set's table and memory-at-init lines */
+static void mom_table(paper_ctx *p, FILE *f, const mq_cell *cells, const lina_task_opts *os,
+                      const char *const *names, double *wall)
+{
+    fprintf(f, "| model | state floats/layer | params | lina accuracy (%%), mean +- sd [min, max] | steps (mean) | "
                "wall per run (s) |\n|---|---|---|---|---|---|\n");
-    double wall = 0.0;
     for (int k = 0; k < MOM_NCFG; k++) {
         const mq_cell *c = &cells[k];
         /* the state and parameter counts are the config's, whatever the run */
@@ -846,47 +1114,107 @@ static void paper_mom(paper_ctx *p)
             steps += c->sw.run[s2].steps_done;
         }
         fprintf(f, " %.0f | %.0f |\n", c->ok ? steps / c->sw.nseeds : 0.0, c->ok && c->sw.runs ? c->sw.wall_s / c->sw.runs : 0.0);
-        wall += c->ok ? c->sw.wall_s : 0.0;
+        *wall += c->ok ? c->sw.wall_s : 0.0;
         if (c->ok) {
             add_cpu(p, c->sw.cpu_s, c->sw.runs);
         }
     }
     fprintf(f, "\n");
-    char v[800];
-    if (cells[0].ok && cells[1].ok && cells[2].ok) {
-        const double m0 = cells[0].sw.mean, m1 = cells[1].sw.mean, m2 = cells[2].sw.mean;
-        const double spread = fmax(fmax(cells[0].sw.sd, cells[1].sw.sd), cells[2].sw.sd);
-        const char *res;
-        const mq_cell *three[3] = {&cells[0], &cells[1], &cells[2]};
-        if (mq_min_seeds(three, 3) < MQ_MIN_SEEDS) {
-            res = "inconclusive: a configuration ran fewer than 3 seeds";
-        } else if (fmax(m0, m1) < 0.1) {
-            res = "inconclusive: MoM and the equal-state memory both stayed on the plateau (below 10%)";
-        } else if (spread > MQ_SPREAD) {
-            res = "inconclusive: the seeds disagree (sd above 15 points), so the order is which seed left the plateau";
-        } else if (m2 > m1 - fmax(spread, 0.02)) {
-            res = "inconclusive: the small memory does not saturate here (it is as good as the one of 4x the state)";
-        } else if (m0 > m1 + fmax(spread, 0.02)) {
-            res = "MoM recalls more than one memory of the same total state: the paper's direction";
-        } else if (m0 < m1 - fmax(spread, 0.02)) {
-            res = "not reproduced: one memory of the same total state recalls more than MoM";
-        } else {
-            res = "no difference beyond the seeds' spread at equal total state (MoM's gain over the small memory is "
-                  "its state size)";
+    int head = 0;
+    for (int k = 0; k < MOM_NCFG; k++) {
+        if (!cells[k].ran || !cells[k].ok || isnan(lina_task_init_halflife(&os[k], 0))) {
+            continue;
         }
-        snprintf(v, sizeof v, "MoM %.1f%% vs one memory of equal total state %.1f%% (one of equal per-memory state "
-                 "%.1f%%; largest sd %.1f): %s",
-                 100 * m0, 100 * m1, 100 * m2, 100 * spread, res);
-    } else {
-        const mq_cell *bad = !cells[0].ok ? &cells[0] : !cells[1].ok ? &cells[1] : &cells[2];
-        snprintf(v, sizeof v, "not available: %s", bad->ran ? bad->why : "not run");
+        if (!head) {
+            fputs(INIT_MEMORY_HEAD, f);
+            head = 1;
+        }
+        init_memory_line(f, names[k], &os[k], &cells[k].sw);
     }
-    fprintf(f, "**Verdict.** %s.\n\n", v);
-    summary(p, "MoM on MQAR (N=%d, d=%d, %d seeds): %s", MOM_N, MOM_D, p->seeds, v);
+    if (head) {
+        fprintf(f, "\n");
+    }
+}
+
+static void paper_mom(paper_ctx *p)
+{
+    const double t0 = lina_now();
+    static mq_cell cells[2][MOM_NCFG]; /* [0]: the mixers' own init; [1]: the slow decay init ablation */
+    const char *names[MOM_NCFG] = {"MoM (3 memories + shared, top-2, head_dim 16)",
+                                   "Gated DeltaNet, one memory of equal total state (head_dim 32)",
+                                   "Gated DeltaNet, one memory of equal per-memory state (head_dim 16)"};
+    const char *tags[MOM_NCFG] = {"mom", "gdn_equal_total", "gdn_equal_memory"};
+    const lina_model_type types[MOM_NCFG] = {LINA_MODEL_MOM, LINA_MODEL_GATED_DELTANET, LINA_MODEL_GATED_DELTANET};
+    const int hds[MOM_NCFG] = {16, 32, 16};
+    double lrs[LINA_TASK_MAX_LRS];
+    const int nlr = paper_lrs(p, lrs);
+    lina_task_opts os[2][MOM_NCFG];
+    for (int a = 0; a < 2; a++) {
+        for (int k = 0; k < MOM_NCFG; k++) {
+            lina_task_opts *o = &os[a][k];
+            mqar_protocol(o, types[k], MOM_D, p);
+            o->num_kv = MOM_N;
+            if (!p->full && !p->quick) {
+                o->steps = 1000; /* the budgeted report: MoM's four memories cost 3x a step of one */
+            }
+            o->head_dim = hds[k];
+            o->mom_memories = 3;
+            o->mom_topk = 2;
+            o->mom_shared = 1;
+            o->slow_decay = a;
+            char tag[96], name[96];
+            snprintf(tag, sizeof tag, "paper mom %s%s", tags[k], a ? " (slow decay init)" : "");
+            snprintf(name, sizeof name, "mom_%s%s", tags[k], a ? "_slowdecay" : "");
+            o->tag = tag;
+            cell_run(p, o, lrs, nlr, p->seeds, name, 1, &cells[a][k]);
+            o->tag = NULL;
+        }
+    }
+    FILE *f = p->md;
+    const lina_task_opts *o = &os[0][0];
+    fprintf(f, "## MoM: mixture of memories on MQAR -- docs/tasks.md 4\n\n");
+    fprintf(f,
+            "The MQAR protocol above (fixed training set in epochs, early stop at %.0f%%, learning rate(s)",
+            100 * o->target);
+    for (int k = 0; k < nlr; k++) {
+        fprintf(f, "%s%g", k ? ", " : " ", lrs[k]);
+    }
+    fprintf(f, ", at most %d steps, seeds 0..%d) with the most pairs the length holds (V = %d, L = %d, N = %d) at d = %d, 2 heads: "
+               "MoM with Gated DeltaNet memories against one Gated DeltaNet memory with the same total state "
+               "(the comparison that separates routing from state size) and one with the state of a single MoM "
+               "memory (the saturated baseline). The paper reports MoM's recall gain on real recall-intensive tasks "
+               "(340M/15B: MoM 27.59 vs Gated DeltaNet 24.78 average).\n\n",
+            o->steps, p->seeds - 1, o->vocab, o->seq_len, o->num_kv, o->d_model);
+    fprintf(f, "The models, as built for the runs (read from their configs):\n\n");
+    for (int k = 0; k < MOM_NCFG; k++) {
+        char desc[512];
+        if (lina_task_describe(&os[0][k], desc, sizeof desc) == 0) {
+            fprintf(f, "- %s: %s\n", names[k], desc);
+        }
+    }
+    fprintf(f, "\n");
+    double wall = 0.0;
+    mom_table(p, f, cells[0], os[0], names, &wall);
+    char v[1000], vs[1000] = "";
+    mom_verdict(cells[0], os[0], tags, v, sizeof v);
+    const int ab = cells[1][0].ran || cells[1][1].ran || cells[1][2].ran;
+    if (ab) {
+        fprintf(f, "Ablation of the decay init (`--slow-decay-init`, as in the MQAR section): the same three "
+                   "models and seeds with every decay gate, MoM's memories' and the single memories', starting at "
+                   "A = 1, dt = %g (half-life %.0f tokens) in every head.\n\n",
+                LINA_TASK_SLOW_DT, log(2.0) / LINA_TASK_SLOW_DT);
+        mom_table(p, f, cells[1], os[1], names, &wall);
+        mom_verdict(cells[1], os[1], tags, vs, sizeof vs);
+    }
+    fprintf(f, "**Verdict.** %s.%s%s%s\n\n", v, ab ? " With the slow decay init (ablation): " : "", vs, ab ? "." : "");
+    summary(p, "MoM on MQAR (N=%d, d=%d, %d seeds): %s%s%s", MOM_N, MOM_D, p->seeds, v,
+            ab ? ". With the slow decay init (ablation): " : "", vs);
     fprintf(f, "Wall time: %.0f s of training (%.0f s in this invocation).\n\n", wall, lina_now() - t0);
     p->section_wall = wall;
-    for (int k = 0; k < MOM_NCFG; k++) {
-        cell_free(&cells[k]);
+    for (int a = 0; a < 2; a++) {
+        for (int k = 0; k < MOM_NCFG; k++) {
+            cell_free(&cells[a][k]);
+        }
     }
 }
 
@@ -1402,7 +1730,7 @@ static int save_part(paper_ctx *p, const char *parts, const char *name, double w
     snprintf(path, sizeof path, "%s/%s.md", parts, name);
     int rc = write_atomic(path, sec, n);
     free(sec);
-    char sum[16 * 3260 + 64];
+    char sum[16 * 6060 + 64];
     /* "models 2": run with the task models and budgets of docs/tasks.md 6; "mode": which report */
     int k = snprintf(sum, sizeof sum, "wall %.1f\nmodels 2\nmode %s\n", wall,
                      p->quick ? "quick" : p->full ? "full" : "budget");

@@ -93,6 +93,8 @@ void lina_task_opts_default(lina_task_opts *o, lina_task_kind k)
     }
 }
 
+static void slow_decay_init(lina_model *m);
+
 static int task_vocab(const lina_task_opts *o)
 {
     switch (o->kind) {
@@ -747,6 +749,14 @@ int lina_task_run(const lina_task_opts *o, lina_task_result *r)
     if ((rc = lina_model_create(&cfg, o->seed, &m))) {
         goto done;
     }
+    if (o->slow_decay) {
+        if (lina_task_decay_gates(m, NULL, 0) == 0) {
+            rc = lina_set_error(LINA_EINVAL, "task: --slow-decay-init: %s has no per-head decay gate (A_log, dt_bias)",
+                                lina_model_type_name(cfg.model_type));
+            goto done;
+        }
+        slow_decay_init(m);
+    }
     r->num_params = lina_model_num_params(m);
     r->state_floats = state_floats(&cfg);
     if ((rc = lina_adamw_init(&opt, r->num_params))) {
@@ -948,6 +958,101 @@ int lina_task_sweep_resume(const lina_task_opts *o, const double *lrs, int nlr, 
     return LINA_OK;
 }
 
+/* ------------------------------------------------- decay gates at init */
+
+int lina_task_decay_gates(const lina_model *m, lina_task_gate *g, int max)
+{
+    const int nt = lina_model_num_tensors(m);
+    int found = 0;
+    for (int i = 0; i < nt; i++) {
+        const char *name;
+        int nd;
+        const int64_t *sh;
+        size_t off;
+        lina_model_tensor(m, i, &name, &nd, &sh, &off, NULL);
+        const size_t nl = strlen(name);
+        if (nd != 1 || nl < 5 || strcmp(name + nl - 5, "A_log") != 0) {
+            continue;
+        }
+        for (int k = 0; k < nt; k++) { /* the dt_bias of the same layer, one per head */
+            const char *nk;
+            int ndk;
+            const int64_t *shk;
+            size_t offk;
+            lina_model_tensor(m, k, &nk, &ndk, &shk, &offk, NULL);
+            if (ndk == 1 && shk[0] == sh[0] && strlen(nk) == nl + 2 && strncmp(nk, name, nl - 5) == 0 &&
+                strcmp(nk + nl - 5, "dt_bias") == 0) {
+                if (found < max) {
+                    g[found].a_log = off;
+                    g[found].dt_bias = offk;
+                    g[found].heads = sh[0];
+                }
+                found++;
+                break;
+            }
+        }
+    }
+    return found;
+}
+
+/* the model's gates (malloc'd, *n of them; NULL with *n = 0 when it has none) */
+static lina_task_gate *decay_gates(const lina_model *m, int *n)
+{
+    *n = lina_task_decay_gates(m, NULL, 0);
+    lina_task_gate *g = *n > 0 ? malloc(sizeof *g * (size_t)*n) : NULL;
+    if (!g) {
+        *n = 0;
+        return NULL;
+    }
+    lina_task_decay_gates(m, g, *n);
+    return g;
+}
+
+/* the slow end of the init range in every head: A = 1, softplus(dt_bias) = LINA_TASK_SLOW_DT */
+static void slow_decay_init(lina_model *m)
+{
+    int n;
+    lina_task_gate *g = decay_gates(m, &n);
+    float *w = lina_model_params(m);
+    const double dt = LINA_TASK_SLOW_DT;
+    for (int i = 0; i < n; i++) {
+        for (int64_t h = 0; h < g[i].heads; h++) {
+            w[g[i].a_log + (size_t)h] = 0.0f;
+            w[g[i].dt_bias + (size_t)h] = (float)(dt + log(-expm1(-dt)));
+        }
+    }
+    free(g);
+}
+
+double lina_task_init_halflife(const lina_task_opts *o, int seed)
+{
+    lina_task_opts x = *o;
+    x.seed = (uint64_t)seed;
+    lina_config cfg;
+    lina_model *m = NULL;
+    if (lina_task_config(&x, &cfg) != LINA_OK || lina_model_create(&cfg, x.seed, &m) != LINA_OK) {
+        return NAN;
+    }
+    if (x.slow_decay) {
+        slow_decay_init(m);
+    }
+    int n;
+    lina_task_gate *g = decay_gates(m, &n);
+    const float *w = lina_model_params(m);
+    double best = NAN;
+    for (int i = 0; i < n; i++) {
+        for (int64_t h = 0; h < g[i].heads; h++) {
+            const double b = w[g[i].dt_bias + (size_t)h];
+            const double sp = b > 20 ? b : log1p(exp(b));
+            const double hl = log(2.0) / (exp((double)w[g[i].a_log + (size_t)h]) * sp);
+            best = isnan(best) || hl > best ? hl : best;
+        }
+    }
+    free(g);
+    lina_model_free(m);
+    return best;
+}
+
 int lina_task_describe(const lina_task_opts *o, char *buf, size_t n)
 {
     lina_config c;
@@ -995,7 +1100,7 @@ int lina_task_describe(const lina_task_opts *o, char *buf, size_t n)
         snprintf(extra, sizeof extra, ", inner width %d, state %d, dt_rank %d", c.intermediate_size, c.state_size,
                  c.dt_rank);
     }
-    char init[160];
+    char init[256];
     if (m2) {
         snprintf(init, sizeof init,
                  "Mamba2 paper's (in_proj, conv1d U(+-1/sqrt(fan_in)), A ~ U[1, 16), dt log-uniform in [%g, %g])",
@@ -1003,8 +1108,16 @@ int lina_task_describe(const lina_task_opts *o, char *buf, size_t n)
     } else if (m1) {
         snprintf(init, sizeof init, "Mamba's (A_log = log 1..N, dt log-uniform in [%g, %g], weights N(0, %g))",
                  c.dt_min, c.dt_max, c.initializer_range);
+    } else if (t == LINA_MODEL_GATED_DELTANET || t == LINA_MODEL_MOM) {
+        snprintf(init, sizeof init, "weights N(0, %g), decay gate FLA's (A ~ U(0, 16], dt log-uniform in [0.001, 0.1])",
+                 c.initializer_range);
     } else {
         snprintf(init, sizeof init, "weights N(0, %g)", c.initializer_range);
+    }
+    if (o->slow_decay) {
+        const size_t l = strlen(init);
+        snprintf(init + l, sizeof init - l, "; then every decay gate at A = 1, dt = %g (half-life %.0f tokens)",
+                 LINA_TASK_SLOW_DT, log(2.0) / LINA_TASK_SLOW_DT);
     }
     snprintf(buf, n, "%s: %d layers, d %d, %d head(s), %s, %s, %s%s, init %s", lina_model_type_name(t),
              c.num_hidden_layers, c.hidden_size, c.num_heads, mlps, conv, pos, extra, init);

@@ -132,6 +132,10 @@ typedef struct lina_task_opts {
     int block;               /* lina_task_block */
     int mlp;                 /* zoology blocks: 1 adds the GatedMLP (FLA blocks always have it) */
     int conv;                /* 1 (default): short convolutions; 0: none (mamba2 keeps its own) */
+    int slow_decay;          /* 1: an ablation of the init: every decay gate exp(-exp(A_log) softplus(a +
+                                dt_bias)) with one dt_bias per head (Gated DeltaNet, MoM, Mamba2) starts
+                                at A = 1, softplus(dt_bias) = LINA_TASK_SLOW_DT, the slow end of the init
+                                range, in every head; 0 (default): the mixer's own init */
     int train_n;             /* > 0: a fixed training set of train_n examples drawn once, visited in
                                 a fresh random order every epoch; 0: fresh batches every step */
     double target;           /* > 0: stop once the validation accuracy reaches it */
@@ -213,6 +217,22 @@ void lina_task_opts_default(lina_task_opts *o, lina_task_kind k);
 /* The model config the task trains (validated); LINA_EINVAL with a message when
  * the options do not fit the mixer. */
 int lina_task_config(const lina_task_opts *o, lina_config *c);
+#define LINA_TASK_SLOW_DT 0.001
+
+/* A per-head decay gate of a model: offsets of A_log and dt_bias in the parameter buffer. */
+typedef struct lina_task_gate {
+    size_t a_log, dt_bias;
+    int64_t heads;
+} lina_task_gate;
+/* The layers' gates exp(-exp(A_log) softplus(a + dt_bias)) with one dt_bias per head (Gated
+ * DeltaNet, MoM, Mamba2; not KDA's per-channel one), paired by their FLA names; the first max go
+ * to g. Returns how many the model has. */
+int lina_task_decay_gates(const lina_model *m, lina_task_gate *g, int max);
+/* The longest memory a run of seed `seed` starts with: over every head of every layer whose decay
+ * is exp(-exp(A_log) softplus(a + dt_bias)) with one dt_bias per head (Gated DeltaNet, MoM's
+ * memories, Mamba2), the half-life ln 2 / (exp(A_log) softplus(dt_bias)) in tokens at a = 0.
+ * NAN when the model has no such gate. */
+double lina_task_init_halflife(const lina_task_opts *o, int seed);
 /* Train a fresh model on fresh random batches and evaluate it on held-out sequences
  * (another stream of the same seed). Deterministic for a seed. */
 int lina_task_run(const lina_task_opts *o, lina_task_result *r);
