@@ -1057,6 +1057,68 @@ static void test_paper_groups_verdict(void)
 
 /* the MQAR section rebuilt from kept cells (--cells none): the ordering verdict follows the numbers,
  * and a model run with fewer than 3 seeds makes it inconclusive, named in the table */
+/* the MoM verdict from kept cells: separated seeds decide even when a spread is above 15 points; overlapping
+ * ones with a large spread do not */
+static void mom_cell(const char *root, int k, int slow, double mean, double sd, double lo, double hi)
+{
+    lina_task_opts o;
+    lina_paper_mom_opts(&o, k, slow);
+    const char *tags[3] = {"mom", "gdn_equal_total", "gdn_equal_memory"};
+    char name[96], key[1024], path[512];
+    snprintf(name, sizeof name, "mom_%s%s", tags[k], slow ? "_slowdecay" : "");
+    const double lr = 1e-3;
+    lina_task_sweep_key(&o, &lr, 1, 3, key, sizeof key);
+    lina_task_sweep s;
+    memset(&s, 0, sizeof s);
+    s.nseeds = s.runs = 3;
+    s.mean = mean, s.sd = sd, s.min = lo, s.max = hi;
+    s.fit_mean = mean, s.fit_min = lo;
+    s.wall_s = 30.0, s.cpu_s = 15.0;
+    const double v[3] = {lo, 3 * mean - lo - hi, hi};
+    for (int i = 0; i < 3; i++) {
+        s.lr[i] = lr;
+        s.run[i].steps_done = 1000;
+        s.run[i].test_scaled = s.run[i].test_acc = s.run[i].val_acc = v[i];
+        s.run[i].wall_s = 10.0;
+    }
+    snprintf(path, sizeof path, "%s/paper_parts/cells/%s.txt", root, name);
+    CHECK(lina_task_sweep_save(path, key, &s) == LINA_OK, "paper cell %s kept", name);
+}
+
+static void test_paper_mom_verdict(void)
+{
+    char root[] = "/tmp/lina_paper_XXXXXX";
+    if (!paper_dir(root)) {
+        return;
+    }
+    /* the mixers' init: spreads above 15 points and overlapping seeds */
+    mom_cell(root, 0, 0, 0.062, 0.056, 0.025, 0.127);
+    mom_cell(root, 1, 0, 0.30, 0.466, 0.026, 0.838);
+    mom_cell(root, 2, 0, 0.12, 0.155, 0.026, 0.299);
+    /* the ablation: MoM's sd above 15 points, but every seed of the single memory above every seed of
+     * MoM and of the small memory */
+    mom_cell(root, 0, 1, 0.176, 0.188, 0.027, 0.387);
+    mom_cell(root, 1, 1, 0.835, 0.054, 0.803, 0.897);
+    mom_cell(root, 2, 1, 0.173, 0.173, 0.033, 0.366);
+    char *md = paper_section(root, "mom");
+    CHECK(md && strstr(md, "MoM 6.2% vs one memory of equal total state 30.0% (one of equal per-memory state 12.0%; "
+                           "largest sd 46.6): inconclusive: the seeds disagree"),
+          "MoM verdict, overlapping seeds: inconclusive");
+    CHECK(md && strstr(md, "With the slow decay init (ablation): MoM 17.6% vs one memory of equal total state 83.5% "
+                           "(one of equal per-memory state 17.3%; largest sd 18.8): not reproduced: one memory of "
+                           "the same total state recalls more than MoM (every seed: 80.3-89.7% against 2.7-38.7%"),
+          "MoM verdict, separated seeds: decided");
+    free(md);
+    /* one seed of the single memory inside MoM's range: no longer separated, the spread decides */
+    mom_cell(root, 1, 1, 0.70, 0.20, 0.35, 0.897);
+    md = paper_section(root, "mom");
+    CHECK(md && strstr(md, "With the slow decay init (ablation): MoM 17.6% vs one memory of equal total state 70.0% "
+                           "(one of equal per-memory state 17.3%; largest sd 20.0): inconclusive: the seeds disagree"),
+          "MoM verdict, overlapping seeds with a large spread: inconclusive");
+    free(md);
+    paper_rmdir(root);
+}
+
 static void test_paper_mqar_verdict(void)
 {
     char root[] = "/tmp/lina_paper_XXXXXX", path[256];
@@ -1127,6 +1189,7 @@ int main(void)
     test_budget();
     test_sweep_keep();
     test_paper_mqar_verdict();
+    test_paper_mom_verdict();
     test_paper_state_verdict();
     test_paper_groups_verdict();
     test_mamba2_neg();
