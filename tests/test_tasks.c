@@ -1104,6 +1104,11 @@ static void test_paper_mom_verdict(void)
     CHECK(md && strstr(md, "MoM 6.2% vs one memory of equal total state 30.0% (one of equal per-memory state 12.0%; "
                            "largest sd 46.6): inconclusive: the seeds disagree"),
           "MoM verdict, overlapping seeds: inconclusive");
+    /* the memory-at-init line: this configuration's seeds 0-2 start with longest half-lives 62, 93 and 21
+     * tokens (ranks 2, 3, 1) and score 2.6, 3.6 and 83.8 % (ranks 1, 2, 3): Spearman 1 - 6 * 6 / 24 = -0.5 */
+    CHECK(md && strstr(md, "- Gated DeltaNet, one memory of equal total state (head_dim 32): seed 0: 62 tokens -> 2.6%; "
+                           "seed 1: 93 tokens -> 3.6%; seed 2: 21 tokens -> 83.8% (rank correlation -0.50)"),
+          "memory at init: half-lives, scores and their rank correlation");
     CHECK(md && strstr(md, "With the slow decay init (ablation): MoM 17.6% vs one memory of equal total state 83.5% "
                            "(one of equal per-memory state 17.3%; largest sd 18.8): not reproduced: one memory of "
                            "the same total state recalls more than MoM (every seed: 80.3-89.7% against 2.7-38.7%"),

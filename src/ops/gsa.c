@@ -22,6 +22,7 @@
  * engine backwards in reverse with the softmax's between.
  */
 #include "ops_internal.h"
+#include "../kern/isa.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -482,8 +483,8 @@ static int gs_chunk_bwd(const gs_ctx *c, const lina_gsa_in *in, const lina_gsa_g
 
 /* ============================================================ entry points */
 
-int lina_gsa_fwd(const lina_mix_dims *d, int M, const lina_gsa_in *in, lina_gsa_out *out, lina_form form,
-                 lina_ws *ws)
+int LINA_KFN(lina_gsa_fwd)(const lina_mix_dims *d, int M, const lina_gsa_in *in, lina_gsa_out *out,
+                           lina_form form, lina_ws *ws)
 {
     gs_ctx c;
     int rc = gs_setup(&c, d, M, in);
@@ -507,8 +508,8 @@ int lina_gsa_fwd(const lina_mix_dims *d, int M, const lina_gsa_in *in, lina_gsa_
     return rc == LINA_ENOMEM ? lina_set_error(rc, "gsa: out of memory") : rc;
 }
 
-int lina_gsa_bwd(const lina_mix_dims *d, int M, const lina_gsa_in *in, const lina_gsa_grad_in *gin,
-                 lina_gsa_grad_out *gout, lina_form form, lina_ws *ws)
+int LINA_KFN(lina_gsa_bwd)(const lina_mix_dims *d, int M, const lina_gsa_in *in, const lina_gsa_grad_in *gin,
+                           lina_gsa_grad_out *gout, lina_form form, lina_ws *ws)
 {
     gs_ctx c;
     int rc = gs_setup(&c, d, M, in);
@@ -531,6 +532,16 @@ int lina_gsa_bwd(const lina_mix_dims *d, int M, const lina_gsa_in *in, const lin
     lina_ws_scope_close(&sc);
     return rc == LINA_ENOMEM ? lina_set_error(rc, "gsa: out of memory") : rc;
 }
+
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH(int, lina_gsa_fwd,
+                  (const lina_mix_dims *d, int M, const lina_gsa_in *in, lina_gsa_out *out, lina_form form,
+                   lina_ws *ws),
+                  (d, M, in, out, form, ws))
+LINA_ISA_DISPATCH(int, lina_gsa_bwd,
+                  (const lina_mix_dims *d, int M, const lina_gsa_in *in, const lina_gsa_grad_in *gin,
+                   lina_gsa_grad_out *gout, lina_form form, lina_ws *ws),
+                  (d, M, in, gin, gout, form, ws))
 
 /* ================================================ op for `lina op` / bench */
 
@@ -621,3 +632,4 @@ const lina_op_info lina_op_gsa = {
     "gsa", "Gated Slot Attention (q, k, v, s, g [, hk0, hv0]): two diagonal-decay passes with a softmax over slots",
     {NULL},
     run_gsa, mk_gsa, gsa_flops};
+#endif /* LINA_ISA_PRIMARY */
