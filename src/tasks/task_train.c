@@ -93,7 +93,7 @@ void lina_task_opts_default(lina_task_opts *o, lina_task_kind k)
     }
 }
 
-static void slow_decay_init(lina_model *m);
+static int slow_decay_init(lina_model *m);
 
 static int task_vocab(const lina_task_opts *o)
 {
@@ -749,13 +749,12 @@ int lina_task_run(const lina_task_opts *o, lina_task_result *r)
     if ((rc = lina_model_create(&cfg, o->seed, &m))) {
         goto done;
     }
-    if (o->slow_decay) {
-        if (lina_task_decay_gates(m, NULL, 0) == 0) {
+    if (o->slow_decay && (rc = slow_decay_init(m)) != LINA_OK) {
+        if (rc == LINA_EINVAL) {
             rc = lina_set_error(LINA_EINVAL, "task: --slow-decay-init: %s has no per-head decay gate (A_log, dt_bias)",
                                 lina_model_type_name(cfg.model_type));
-            goto done;
         }
-        slow_decay_init(m);
+        goto done;
     }
     r->num_params = lina_model_num_params(m);
     r->state_floats = state_floats(&cfg);
@@ -1008,20 +1007,27 @@ static lina_task_gate *decay_gates(const lina_model *m, int *n)
     return g;
 }
 
-/* the slow end of the init range in every head: A = 1, softplus(dt_bias) = LINA_TASK_SLOW_DT */
-static void slow_decay_init(lina_model *m)
+/* the slow end of the init range in every head: A = 1, softplus(dt_bias) = LINA_TASK_SLOW_DT;
+ * LINA_EINVAL when the model has no such gate */
+static int slow_decay_init(lina_model *m)
 {
     int n;
     lina_task_gate *g = decay_gates(m, &n);
+    if (!g) {
+        return lina_task_decay_gates(m, NULL, 0) > 0 ? lina_set_error(LINA_ENOMEM, "task: out of memory")
+                                                     : LINA_EINVAL;
+    }
     float *w = lina_model_params(m);
     const double dt = LINA_TASK_SLOW_DT;
+    const float dt_bias = (float)(dt + log(-expm1(-dt))); /* softplus^-1(dt) */
     for (int i = 0; i < n; i++) {
         for (int64_t h = 0; h < g[i].heads; h++) {
             w[g[i].a_log + (size_t)h] = 0.0f;
-            w[g[i].dt_bias + (size_t)h] = (float)(dt + log(-expm1(-dt)));
+            w[g[i].dt_bias + (size_t)h] = dt_bias;
         }
     }
     free(g);
+    return LINA_OK;
 }
 
 double lina_task_init_halflife(const lina_task_opts *o, int seed)
@@ -1033,8 +1039,9 @@ double lina_task_init_halflife(const lina_task_opts *o, int seed)
     if (lina_task_config(&x, &cfg) != LINA_OK || lina_model_create(&cfg, x.seed, &m) != LINA_OK) {
         return NAN;
     }
-    if (x.slow_decay) {
-        slow_decay_init(m);
+    if (x.slow_decay && slow_decay_init(m) != LINA_OK) {
+        lina_model_free(m);
+        return NAN;
     }
     int n;
     lina_task_gate *g = decay_gates(m, &n);
