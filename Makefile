@@ -54,7 +54,7 @@ SRC     = $(wildcard src/*/*.c)
 # kernel sources compiled once per path in ISAS besides the portable build
 KSRC    = src/kern/vmath.c src/kern/gemm.c src/ops/linear_attn.c src/ops/delta.c src/ops/lion.c \
           src/ops/mlstm.c src/ops/softmax_attn.c src/ops/mamba.c src/ops/rwkv7.c src/ops/hgrn.c src/ops/gsa.c \
-          src/train/optim.c src/nn/conv.c src/nn/norm.c
+          src/train/optim.c src/nn/conv.c src/nn/norm.c src/nn/mamba2_layer.c
 KOBJ    = $(foreach i,$(ISAS),$(KSRC:%.c=$(BUILD)/%.$(i).o))
 OBJ     = $(SRC:%.c=$(BUILD)/%.o) $(KOBJ)
 TESTSRC = $(wildcard tests/test_*.c)
@@ -114,7 +114,7 @@ $(BUILD)/tests/%: tests/%.c $(REFOBJ) $(BUILD)/liblina.a
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(REFOBJ) $(BUILD)/liblina.a $(LDLIBS) $(EXTRA_LDFLAGS)
 
 # the kernel tests, run again on every other instruction-set path the CPU has
-ISA_TESTS = $(addprefix $(BUILD)/tests/,test_kern test_dd test_delta test_probe test_varlen_kern test_mixers2 test_mamba test_rwkv7 test_hgrn test_gsa test_lion_layer test_nn test_train test_cli)
+ISA_TESTS = $(addprefix $(BUILD)/tests/,test_kern test_dd test_delta test_probe test_varlen_kern test_mixers2 test_mamba test_rwkv7 test_hgrn test_gsa test_lion_layer test_model_mamba2 test_nn test_train test_cli)
 
 # `make test` first installs missing Debian build dependencies and the Python tests'
 # NumPy and PyTorch (tools/deps.sh: apt-get as root, sudo, or a message naming them),

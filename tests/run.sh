@@ -4,6 +4,8 @@
 # other instruction-set path this CPU supports (LINA_ISA=..., as `$LINA_BIN
 # version` lists them), so every path is checked against the references.
 # Ends with "N passed, M failed" and exits non-zero on any failure or crash.
+# every layer backward reads only scratch it wrote (src/model/model.c, scratch_poison)
+LINA_POISON_SCRATCH=1; export LINA_POISON_SCRATCH
 pass=0; fail=0
 log=$(mktemp)
 run() { # run BINARY LABEL

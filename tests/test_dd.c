@@ -199,6 +199,16 @@ static void compare(prob *p, lina_form form, int chunk, const char *tag)
     size_t nst = lina_dd_states_size(&d);
     float *st = tof(NULL, nst), *o2 = tof(NULL, p->nv);
     float *g2[5] = {tof(NULL, p->nq), tof(NULL, p->nq), tof(NULL, p->nv), tof(NULL, p->ng), tof(NULL, p->ns)};
+    /* the gradients are written, not accumulated: the second call's buffers start
+     * with a value no gradient has (a sum into them lands far from the first call's) */
+    {
+        const size_t pn[5] = {p->nq, p->nq, p->nv, p->ng, p->ns};
+        for (int x = 0; x < 5; x++) {
+            for (size_t i = 0; i < pn[x]; i++) {
+                g2[x][i] = 7777.0f;
+            }
+        }
+    }
     lina_dd_out out2 = {.o = o2, .ht = NULL, .states = st};
     lina_dd_grad_in gin2 = {fdo, fdht, st};
     lina_dd_grad_out gout2 = {g2[0], g2[1], g2[2], gk ? g2[3] : NULL, fh0 ? g2[4] : NULL};
@@ -229,7 +239,8 @@ static void compare(prob *p, lina_form form, int chunk, const char *tag)
         eg = fmax(eg, th_relerr_fd(fdh0, dh0, p->ns));
     }
     CHECK(rc == 0 && ef <= g_fwd_tol && eg <= g_grad_tol && es <= 1e-5,
-          "%s %s gate=%s T=%d h0=%d C=%d: fwd err %.2e, grad err %.2e, saved-states diff %.1e", tag,
+          "%s %s gate=%s T=%d h0=%d C=%d: fwd err %.2e, grad err %.2e, saved-states diff (gradients "
+          "into buffers holding 7777) %.1e", tag,
           form == LINA_FORM_CHUNK ? "chunk" : "recurrent", GK_NAME[gk], p->T, p->h0 != NULL,
           chunk, ef, eg, es);
     lina_ws_free(&ws);

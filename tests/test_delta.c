@@ -372,6 +372,15 @@ static int kern_run(const prob *p, lina_form form, int chunk, int use_cache, fre
         if (!p->has_h0) {
             gout.dh0 = NULL;
         }
+        /* the gradients are written, not accumulated: they start out holding a value
+         * no gradient has, which a sum into them would keep far from the reference */
+        float *gb[7] = {f->dq, f->dk, f->dv, f->dbeta, f->dg, f->dh0, f->dgk};
+        const size_t gn[7] = {nq(p), nk(p), nv(p), nb(p), ng(p), ns(p), ngk(p)};
+        for (int x = 0; x < 7; x++) {
+            for (size_t i = 0; gb[x] && i < gn[x]; i++) {
+                gb[x][i] = 7777.0f;
+            }
+        }
         rc = lina_delta_bwd(&d, &in, &gin, &gout, form, ws);
     }
     free(cache);

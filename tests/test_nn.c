@@ -297,6 +297,25 @@ static void test_rmsnorm_nd(int hw, int hb, int gated, int N, int D)
     if (gated) {
         check_grad(&p, 3, dg, what);
     }
+    /* the _set forms write dx (and dg) over what was there: the same bits as accumulating
+     * from zero (dw and db still accumulate: onto a copy of the first call's) */
+    {
+        float *sx = falloc(p.n[0]), *sg = falloc(p.n[3]), *sw = falloc(p.n[1]), *sb = falloc(p.n[2]);
+        for (size_t i = 0; i < p.n[0]; i++) {
+            sx[i] = 7777.0f;
+            sg[i] = -7777.0f;
+        }
+        if (gated) {
+            lina_rmsnorm_gated_backward_set(sx, sg, sw, dy, x, g, hw ? w : NULL, rstd, N, D);
+        } else {
+            lina_rmsnorm_backward_set(sx, sw, hb ? sb : NULL, dy, x, hw ? w : NULL, rstd, N, D);
+        }
+        int same = memcmp(sx, dx, p.n[0] * sizeof(float)) == 0 && (!gated || memcmp(sg, dg, p.n[3] * sizeof(float)) == 0) &&
+                   (!hw || memcmp(sw, dw, p.n[1] * sizeof(float)) == 0) &&
+                   (gated || !hb || memcmp(sb, db, p.n[2] * sizeof(float)) == 0);
+        CHECK(same, "%s: the _set backward writes the accumulating one's gradients over 7777s, bit for bit", what);
+        free(sx), free(sg), free(sw), free(sb);
+    }
     /* in place: y aliases x */
     if (!gated) {
         float *xx = tof(p.in[0], p.n[0]);

@@ -236,6 +236,22 @@ static void block_views(const lina_model *m, const model_block *e, float *base, 
 /* Run a block's forward (G == NULL: out = block(x), state / aux as in
  * lina_mixer_call) or backward (G != NULL: dx += d block / d x given dout,
  * gradients into G, the auxiliary loss's gradient with weight 1). */
+/* LINA_POISON_SCRATCH=1 (a debugging aid; the test suite runs with it): every layer
+ * backward gets its scratch filled with a huge finite value first, so that a layer which
+ * reads scratch it has not written (a zeroing pass left out, a "+=" where "=" was meant)
+ * gives gradients far off (a finite value: error maxima taken with fmax would skip a NaN)
+ * instead of depending on what the previous layer or step left there. */
+#define LINA_SCRATCH_POISON (-3.0e29f)
+static int scratch_poison(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LINA_POISON_SCRATCH");
+        on = e && *e && strcmp(e, "0") != 0;
+    }
+    return on;
+}
+
 static int block_run(const lina_model *m, const model_block *e, float *P, float *G, int B, int T, const float *x,
                      float *out_dx, const float *dout, float *acts, float *scratch, const lina_model_state *st,
                      float *state, double *aux, const int64_t *cu, int64_t ncu, lina_form form, lina_ws *ws,
@@ -733,6 +749,12 @@ static int block_run(const lina_model *m, const model_block *e, float *P, float 
     cl.dx = out_dx;
     cl.scratch = scratch;
     cl.aux_grad = 1.0;
+    if (scratch && scratch_poison()) {
+        const size_t ns = block_scratch(e, B * T);
+        for (size_t i = 0; i < ns; i++) {
+            scratch[i] = LINA_SCRATCH_POISON;
+        }
+    }
     return e->vt->backward(&cl);
 }
 

@@ -378,26 +378,28 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     float *dz1 = d->kda ? s : NULL; /* [N, V] */
     s += d->kda ? n * d->V : 0;
     float *dpre = s;                /* fused projections: [N, tot] (zeroed by lina_proj_backward) */
-    memset(scratch, 0, (size_t)(dpre - scratch) * sizeof(float));
+    /* every buffer before dpre is written whole by its first writer, except the q/k norms'
+     * input gradients (their backward accumulates) and the zeroed ones below */
+    memset(dqc, 0, n * HK * sizeof(float));
+    memset(dkc, 0, nm * HK * sizeof(float));
     lina_proj_part pt[5];
     int np, ia, ib;
     const int fused = gdn_parts(pt, &np, &ia, &ib, d, p, sp, cu);
 
     if (d->kda) {
-        lina_linear_backward(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, VV, D);
+        lina_linear_backward_set(dy, gp->o_proj, NULL, dout, a->y, p->o_proj, N, VV, D);
         for (size_t i = 0; i < n * VV; i++) {
             const float sg = sigm(a->gate[i]);
             dgate[i] = dy[i] * a->yn[i] * sg * (1.0f - sg);
             dy[i] *= sg;
         }
-        lina_rmsnorm_backward(dO, gp->o_norm, NULL, dy, a->o, p->o_norm, a->rstd, N * NV, d->V);
+        lina_rmsnorm_backward_set(dO, gp->o_norm, NULL, dy, a->o, p->o_norm, a->rstd, N * NV, d->V);
     } else {
         lina_out_backward(dO, dgate, dy, gp->o_norm, gp->o_proj, dout, a->y, a->o, d->use_gate ? a->gate : NULL,
                           p->o_norm, p->o_proj, a->rstd, N, NV, d->V, D);
     }
     /* kernel: dqe, dke, dv (into dy), dbeta, dg */
-    float *dv = dy;
-    memset(dv, 0, nm * VV * sizeof(float));
+    float *dv = dy; /* written by the kernel */
     lina_mix_dims md = lina_layer_mix(B, T, nv_of(d), d->K, d->V, 64, 0.0f);
     lina_delta_in in = {a->qe, a->ke, a->v, a->beta, d->gated ? a->g : NULL, NULL, m, d->kda ? a->g : NULL};
     lina_delta_grad_in gin = {dO, NULL, NULL};

@@ -275,16 +275,15 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
         dvv = dkk + (size_t)N * GK;
         dgg = dvv + (size_t)N * GV;
     }
-    /* the short convs' gradients after these: zeroed by the fused projection, or below */
+    /* the short convs' gradients after these: zeroed by the fused projection, or below;
+     * everything before them is written whole by its first writer (no zeroing pass) */
     float *dconv = dgr + (size_t)N * R + (Hkv != H ? (size_t)N * (2 * GK + GV) : 0);
-    memset(scratch, 0, (size_t)(dconv - scratch) * sizeof(float));
 
     /* o_proj (dy = dout Wo, dWo += dout^T y), output norm (per head) */
     lina_out_backward(dO, dgate, dy, gp->norm_w, gp->o_proj, dout, a->y, a->o, d->output_gate ? a->gate : NULL,
                       p->norm_w, p->o_proj, a->rstd, N, H, d->V, D);
     /* kernel: dq, dk, dv (into dy), dg */
-    float *dv = dy;
-    memset(dv, 0, nv * sizeof(float));
+    float *dv = dy; /* written by the kernel */
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->K, d->V, 64, 0.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_VECTOR, a->g, h0};
     lina_dd_grad_in gin = {dO, NULL, NULL};
@@ -322,7 +321,7 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
     } else {
         /* gate: dgk (in place), then the low-rank projections */
         gla_gate_backward(dgg, a->gk, (size_t)N * GK, d);
-        lina_linear_backward(dgr, gp->gk1, gp->gk1_b, dgg, a->gr, p->gk1, N, R, GK);
+        lina_linear_backward_set(dgr, gp->gk1, gp->gk1_b, dgg, a->gr, p->gk1, N, R, GK);
         lina_linear_backward(dx, gp->gk0, NULL, dgr, x, p->gk0, N, D, R);
     }
     /* short convs (SiLU), then the input projections */

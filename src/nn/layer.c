@@ -64,11 +64,11 @@ void lina_out_backward(float *dO, float *dgate, float *dy, float *dnorm_w, float
                        const float *y, const float *o, const float *gate, const float *norm_w, const float *o_proj,
                        const float *rstd, int N, int H, int V, int D)
 {
-    lina_linear_backward(dy, do_proj, NULL, dout, y, o_proj, N, H * V, D);
+    lina_linear_backward_set(dy, do_proj, NULL, dout, y, o_proj, N, H * V, D);
     if (gate) {
-        lina_rmsnorm_gated_backward(dO, dgate, dnorm_w, dy, o, gate, norm_w, rstd, N * H, V);
+        lina_rmsnorm_gated_backward_set(dO, dgate, dnorm_w, dy, o, gate, norm_w, rstd, N * H, V);
     } else {
-        lina_rmsnorm_backward(dO, dnorm_w, NULL, dy, o, norm_w, rstd, N * H, V);
+        lina_rmsnorm_backward_set(dO, dnorm_w, NULL, dy, o, norm_w, rstd, N * H, V);
     }
 }
 

@@ -64,12 +64,13 @@ void lina_linear_forward(float *y, const float *x, const float *W, const float *
     }
 }
 
-/* dx [N,in] += dy [N,out] W;  dW [out,in] += dy^T x;  db [out] += colsum(dy) */
-void lina_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
-                          int N, int in, int out)
+/* dx [N,in] = dy [N,out] W + beta dx (beta 0: dx not read);  dW [out,in] += dy^T x;
+ * db [out] += colsum(dy) */
+static void linear_bwd(float *dx, float beta, float *dW, float *db, const float *dy, const float *x,
+                       const float *W, int N, int in, int out)
 {
     if (dx) {
-        lina_sgemm_layer(0, 0, N, in, out, 1.0f, dy, out, W, in, 1.0f, dx, in);
+        lina_sgemm_layer(0, 0, N, in, out, 1.0f, dy, out, W, in, beta, dx, in);
     }
     if (dW) {
         lina_sgemm_layer(1, 0, out, in, N, 1.0f, dy, out, x, in, 1.0f, dW, in);
@@ -91,4 +92,16 @@ void lina_linear_backward(float *dx, float *dW, float *db, const float *dy, cons
             }
         }
     }
+}
+
+void lina_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
+                          int N, int in, int out)
+{
+    linear_bwd(dx, 1.0f, dW, db, dy, x, W, N, in, out);
+}
+
+void lina_linear_backward_set(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
+                              int N, int in, int out)
+{
+    linear_bwd(dx, 0.0f, dW, db, dy, x, W, N, in, out);
 }

@@ -6,6 +6,7 @@
 #include "mamba2_layer.h"
 
 #include "nn.h"
+#include "../kern/isa.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@ static int m2_Cc(const lina_mamba2_dims *d)
     return d->H * d->P + 2 * d->G * d->N;
 }
 
+#if LINA_ISA_PRIMARY
 int lina_mamba2_check_dims(const lina_mamba2_dims *d)
 {
     if (!d || d->D < 1 || d->H < 1 || d->P < 1 || d->N < 1 || d->G < 1 || d->W < 1) {
@@ -91,6 +93,8 @@ size_t lina_mamba2_state_floats(const lina_mamba2_dims *d, int B)
     return (size_t)B * ((size_t)m2_Cc(d) * d->W + (size_t)d->H * d->N * d->P);
 }
 
+#endif /* LINA_ISA_PRIMARY */
+
 static double m2_sigmoid(double x)
 {
     return 1.0 / (1.0 + exp(-x));
@@ -104,52 +108,59 @@ static double m2_softplus(double x)
 /* ------------------------------------------------------------- forward */
 
 /* time steps, log gates, signs and the engine inputs q, k, v of the rows of
- * sequence b, head h (sigma runs over the sequence) */
+ * sequence b, every head, row after row (each row's outputs written in one
+ * pass; sigma runs over the sequence per head, read back from the previous
+ * row's sg) */
 static void m2_prepare_seq(lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p, int b,
-                           int h, int T)
+                           int T)
 {
-    const int H = d->H, P = d->P, N = d->N, E = m2_E(d), Cc = m2_Cc(d);
-    const int grp = h / (d->H / d->G);
-    const double A = -exp((double)p->A_log[h]);
-    float sigma = 1.0f;
+    const int H = d->H, P = d->P, N = d->N, E = m2_E(d), Cc = m2_Cc(d), hpg = d->H / d->G;
     for (int t = 0; t < T; t++) {
-        const size_t n = (size_t)b * T + t, nh = n * H + h;
+        const size_t n = (size_t)b * T + t;
         const float *xbc = a->xbc + n * Cc;
-        const float *xs = xbc + (size_t)h * P;
-        const float *Bm = xbc + E + (size_t)grp * N, *Cm = xbc + E + (size_t)(d->G + grp) * N;
-        const double dl = m2_softplus((double)a->dtr[nh] + p->dt_bias[h]);
-        const double ga = dl * A;
-        float gl = (float)ga;
-        if (d->allow_neg_eigval) {
-            const double av = 2.0 * exp(ga) - 1.0;
-            const double la = log(fabs(av));
-            gl = la > LINA_MAMBA2_LOG_DECAY_MIN ? (float)la : LINA_MAMBA2_LOG_DECAY_MIN;
-            sigma = av < 0.0 ? -sigma : sigma;
-            a->sg[nh] = sigma;
-        }
-        a->delta[nh] = (float)dl;
-        a->g[nh] = gl;
-        float *q = a->q + nh * N, *k = a->k + nh * N;
-        for (int i = 0; i < N; i++) {
-            q[i] = sigma * Cm[i];
-            k[i] = sigma * Bm[i];
-        }
-        float *v = a->v + n * E + (size_t)h * P;
-        const float df = (float)dl;
-        for (int j = 0; j < P; j++) {
-            v[j] = df * xs[j];
+        for (int h = 0; h < H; h++) {
+            const size_t nh = n * H + h;
+            const int grp = h / hpg;
+            const float *xs = xbc + (size_t)h * P;
+            const float *Bm = xbc + E + (size_t)grp * N, *Cm = xbc + E + (size_t)(d->G + grp) * N;
+            const double A = -exp((double)p->A_log[h]);
+            const double dl = m2_softplus((double)a->dtr[nh] + p->dt_bias[h]);
+            const double ga = dl * A;
+            float gl = (float)ga, sigma = 1.0f;
+            if (d->allow_neg_eigval) {
+                const double av = 2.0 * exp(ga) - 1.0;
+                const double la = log(fabs(av));
+                gl = la > LINA_MAMBA2_LOG_DECAY_MIN ? (float)la : LINA_MAMBA2_LOG_DECAY_MIN;
+                sigma = t > 0 ? a->sg[nh - H] : 1.0f;
+                sigma = av < 0.0 ? -sigma : sigma;
+                a->sg[nh] = sigma;
+            }
+            a->delta[nh] = (float)dl;
+            a->g[nh] = gl;
+            float *q = a->q + nh * N, *k = a->k + nh * N;
+#pragma omp simd
+            for (int i = 0; i < N; i++) {
+                q[i] = sigma * Cm[i];
+                k[i] = sigma * Bm[i];
+            }
+            float *v = a->v + n * E + (size_t)h * P;
+            const float df = (float)dl;
+#pragma omp simd
+            for (int j = 0; j < P; j++) {
+                v[j] = df * xs[j];
+            }
         }
     }
 }
 
-/* one row: acc[i] += D_i u[i] with D per channel or per head (P channels each) */
-static void m2_dskip_add(float *acc, const float *u, const float *Dskip, const lina_mamba2_dims *d)
+/* one row: acc[i] (set: =, else +=) D_i u[i] with D per channel or per head (P channels each) */
+static void m2_dskip(float *acc, const float *u, const float *Dskip, const lina_mamba2_dims *d, int set)
 {
     const int E = m2_E(d), P = d->P;
     if (d->D_has_hdim) {
 #pragma omp simd
         for (int i = 0; i < E; i++) {
-            acc[i] += Dskip[i] * u[i];
+            acc[i] = (set ? 0.0f : acc[i]) + Dskip[i] * u[i];
         }
         return;
     }
@@ -159,7 +170,7 @@ static void m2_dskip_add(float *acc, const float *u, const float *Dskip, const l
         const float *x = u + (size_t)h * P;
 #pragma omp simd
         for (int j = 0; j < P; j++) {
-            a[j] += dh * x[j];
+            a[j] = (set ? 0.0f : a[j]) + dh * x[j];
         }
     }
 }
@@ -209,7 +220,7 @@ static void m2_norm_row(float *yn, float *rstd, const float *y, const float *z, 
     }
 }
 
-int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const lina_mamba2_dims *d,
+int LINA_KFN(lina_mamba2_forward)(float *out, lina_mamba2_acts *a, const float *x, const lina_mamba2_dims *d,
                         const lina_mamba2_params *p, int B, int T, float *state, const lina_sp *sp, lina_form form,
                         lina_ws *ws)
 {
@@ -248,8 +259,8 @@ int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const l
                                Cc, d->W, LINA_ACT_SILU);
     }
 #pragma omp parallel for schedule(static)
-    for (int bh = 0; bh < B * H; bh++) {
-        m2_prepare_seq(a, d, p, bh / H, bh % H, T);
+    for (int b = 0; b < B; b++) {
+        m2_prepare_seq(a, d, p, b, T);
     }
     /* the recurrence; the engine reads h0 and writes ht per (b, h) block, so
      * the state is updated in place */
@@ -278,7 +289,7 @@ int lina_mamba2_forward(float *out, lina_mamba2_acts *a, const float *x, const l
     for (int n = 0; n < R; n++) {
         float *y = a->y + (size_t)n * E;
         const float *xs = a->xbc + (size_t)n * Cc;
-        m2_dskip_add(y, xs, p->Dskip, d);
+        m2_dskip(y, xs, p->Dskip, d, 0);
         m2_norm_row(a->yn + (size_t)n * E, a->rstd + (size_t)n * d->G, y, a->z + (size_t)n * E, p->norm_w, d);
     }
     lina_linear_forward(out, a->yn, p->out_proj, p->out_bias, R, E, D);
@@ -349,7 +360,7 @@ static void m2_norm_row_bwd(float *dy, float *dz, float *dw, const float *dyn, c
     }
 }
 
-int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, const float *x,
+int LINA_KFN(lina_mamba2_backward)(float *dx, lina_mamba2_params *gp, const float *dout, const float *x,
                          const lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p, int B,
                          int T, float *scratch, const lina_sp *sp, lina_form form, lina_ws *ws)
 {
@@ -376,12 +387,12 @@ int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, c
     float *dk = dq + r * HN;        /* [R,H,N] */
     float *dg = dk + r * HN;        /* [R,H] */
     float *ddt = dg + r * H;        /* [R,H] */
-    /* zero what accumulates or what the engine receives; dy, dz and ddt are written whole */
-    memset(dyn, 0, r * E * sizeof(float));
-    memset(dv, 0, (size_t)(ddt - dv) * sizeof(float));
+    /* written whole: dyn (out_proj), dy, dz, ddt, dxbc (its D skip part set, B and C
+     * zeroed, per row) and the engine's dq, dk, dv, dg; dxpre accumulates (the conv) */
+    memset(dxpre, 0, r * Cc * sizeof(float));
 
     /* out_proj */
-    lina_linear_backward(dyn, gp->out_proj, gp->out_bias, dout, a->yn, p->out_proj, R, E, D);
+    lina_linear_backward_set(dyn, gp->out_proj, gp->out_bias, dout, a->yn, p->out_proj, R, E, D);
     /* gated norm: fixed runs of rows in parallel, each summing its rows' dw into its own
      * row of partial sums, which are then added in run order (the same bits on any
      * thread count) */
@@ -458,7 +469,9 @@ int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, c
     }
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < R; n++) {
-        m2_dskip_add(dxbc + (size_t)n * Cc, dy + (size_t)n * E, p->Dskip, d);
+        float *dr = dxbc + (size_t)n * Cc;
+        m2_dskip(dr, dy + (size_t)n * E, p->Dskip, d, 1);
+        memset(dr + E, 0, (size_t)(Cc - E) * sizeof(float));
     }
     /* the recurrence */
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->N, d->P, d->chunk, 1.0f);
@@ -485,10 +498,24 @@ int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, c
             const float dl = a->delta[nh];
             const float *dvh = dv + (size_t)n * E + (size_t)h * P;
             const float *xh = xbc + (size_t)h * P;
-            double ddl = 0.0;
-            for (int j = 0; j < P; j++) {
-                ddl += (double)dvh[j] * xh[j];
-                dxs[(size_t)h * P + j] += dl * dvh[j];
+            /* d delta = dv . x: 8 double partial sums, element j into lane j mod 8
+             * (independent chains), added in a fixed order */
+            double l8[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int j = 0;
+            for (; j + 8 <= P; j += 8) {
+#pragma omp simd
+                for (int u = 0; u < 8; u++) {
+                    l8[u] += (double)dvh[j + u] * xh[j + u];
+                }
+            }
+            for (int u = 0; j < P; j++, u++) {
+                l8[u] += (double)dvh[j] * xh[j];
+            }
+            double ddl = ((l8[0] + l8[1]) + (l8[2] + l8[3])) + ((l8[4] + l8[5]) + (l8[6] + l8[7]));
+            float *dxh = dxs + (size_t)h * P;
+#pragma omp simd
+            for (int jj = 0; jj < P; jj++) {
+                dxh[jj] += dl * dvh[jj];
             }
             /* d(delta A) from d(log gate) */
             const double A = -exp((double)p->A_log[h]);
@@ -537,6 +564,18 @@ int lina_mamba2_backward(float *dx, lina_mamba2_params *gp, const float *dout, c
                          p->in_proj + (size_t)(E + Cc) * D, R, D, H);
     return LINA_OK;
 }
+
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH(int, lina_mamba2_forward,
+                  (float *out, lina_mamba2_acts *a, const float *x, const lina_mamba2_dims *d,
+                   const lina_mamba2_params *p, int B, int T, float *state, const lina_sp *sp, lina_form form,
+                   lina_ws *ws),
+                  (out, a, x, d, p, B, T, state, sp, form, ws))
+LINA_ISA_DISPATCH(int, lina_mamba2_backward,
+                  (float *dx, lina_mamba2_params *gp, const float *dout, const float *x, const lina_mamba2_acts *a,
+                   const lina_mamba2_dims *d, const lina_mamba2_params *p, int B, int T, float *scratch,
+                   const lina_sp *sp, lina_form form, lina_ws *ws),
+                  (dx, gp, dout, x, a, d, p, B, T, scratch, sp, form, ws))
 
 /* ============================================================ plug-in kind
  * model_type "mamba2" (kind.h): FLA's tensor names under
@@ -678,3 +717,4 @@ const lina_mixer_vt lina_mamba2_kind = {
     .flags = LINA_KIND_NO_FFN | LINA_KIND_SP,
     .names = &lina_backbone_names,
 };
+#endif /* LINA_ISA_PRIMARY */

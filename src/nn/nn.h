@@ -46,6 +46,10 @@ void lina_linear_forward(float *y, const float *x, const float *W, const float *
 /* dx += dy W;  dW += dy^T x;  db += sum_n dy[n].  Each may be NULL. */
 void lina_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
                           int N, int in, int out);
+/* The same with dx written (dx = dy W, its old contents never read): no zeroing
+ * pass before it. */
+void lina_linear_backward_set(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
+                              int N, int in, int out);
 
 /* LoRA-wrapped Linear (lora.c): y = x W^T + s (x A^T) B^T, s = alpha / r, with
  * A [r, in] and B [out, r] the adapter (PEFT's lora_A / lora_B; r = 0 or A NULL:
@@ -91,6 +95,12 @@ void lina_rmsnorm_gated_forward(float *y, float *rstd, const float *x, const flo
                                 int D, float eps);
 void lina_rmsnorm_gated_backward(float *dx, float *dg, float *dw, const float *dy, const float *x, const float *g,
                                  const float *w, const float *rstd, int N, int D);
+/* The two backwards with dx (and dg) written, their old contents never read (no
+ * zeroing pass first); dw, db still accumulate. */
+void lina_rmsnorm_backward_set(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                               const float *rstd, int N, int D);
+void lina_rmsnorm_gated_backward_set(float *dx, float *dg, float *dw, const float *dy, const float *x,
+                                     const float *g, const float *w, const float *rstd, int N, int D);
 
 /* L2Norm (q/k normalisation of the delta rule): y = x / sqrt(sum x^2 + eps),
  * FLA's eps = 1e-6. y, x [N, D]; rnorm [N] = 1 / sqrt(sum x^2 + eps). */
@@ -261,8 +271,8 @@ void lina_heads_reduce(float *dst, const float *src, size_t R, int H, int Hdst, 
  * rstd [N*H], norm_w [V], o_proj [D, H*V], out [N, D]. */
 void lina_out_forward(float *out, float *y, float *rstd, const float *o, const float *gate, const float *norm_w,
                       const float *o_proj, int N, int H, int V, int D, float eps);
-/* Its backward: dy [N, H*V] (scratch, accumulated into: zero it), then dO
- * and dgate [N, H*V] (written); dnorm_w, do_proj accumulate (may be NULL). */
+/* Its backward: dy [N, H*V] (scratch), dO and dgate [N, H*V] written (dgate only
+ * with a gate; none is read first); dnorm_w, do_proj accumulate (may be NULL). */
 void lina_out_backward(float *dO, float *dgate, float *dy, float *dnorm_w, float *do_proj, const float *dout,
                        const float *y, const float *o, const float *gate, const float *norm_w, const float *o_proj,
                        const float *rstd, int N, int H, int V, int D);

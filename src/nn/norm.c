@@ -90,8 +90,9 @@ static void rms_fwd(float *y, float *rstd, const float *x, const float *g, const
  * with dn = dy (* silu(g))) summed per fixed run of rows into part[run][D] (dw) and
  * part[nrun + run][D] (db); the runs' sums are then added in run order, so the result
  * does not depend on the thread count. */
+/* set: dx and dg written (their old contents not read), else accumulated */
 static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy, const float *x, const float *g,
-                    const float *w, const float *rstd, int N, int D)
+                    const float *w, const float *rstd, int N, int D, int set)
 {
     if (N <= 0 || (!dx && !dg && !dw && !db)) {
         return;
@@ -107,7 +108,7 @@ static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy,
     float *part = pn <= DW_STACK ? stackp : malloc(pn * sizeof(float));
     if (!part) {
         /* no room for the per-run sums: one run over all rows, serial */
-        rms_bwd(dx, dg, NULL, NULL, dy, x, g, w, rstd, N, D);
+        rms_bwd(dx, dg, NULL, NULL, dy, x, g, w, rstd, N, D, set);
         float sgl;
         for (int c = 0; c < D; c++) {
             float aw = 0.0f, ab = 0.0f;
@@ -163,7 +164,8 @@ static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy,
                         float d = g ? dyr[i] * g[o + i] * s : dyr[i];
                         float xh = xr[i] * r;
                         if (dg) {
-                            dg[o + i] += dyr[i] * xh * (w ? w[i] : 1.0f) * s * (1.0f + g[o + i] * (1.0f - s));
+                            dg[o + i] = (set ? 0.0f : dg[o + i]) +
+                                        dyr[i] * xh * (w ? w[i] : 1.0f) * s * (1.0f + g[o + i] * (1.0f - s));
                         }
                         if (aw) {
                             aw[i] += d * xh;
@@ -177,7 +179,7 @@ static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy,
                         float mm = (float)(m * r / D);
                         for (int i = 0; i < D; i++) {
                             float d = g ? dyr[i] * g[o + i] * sigmoidf_(g[o + i]) : dyr[i];
-                            dx[o + i] += r * (d * (w ? w[i] : 1.0f) - xr[i] * r * mm);
+                            dx[o + i] = (set ? 0.0f : dx[o + i]) + r * (d * (w ? w[i] : 1.0f) - xr[i] * r * mm);
                         }
                     }
                     continue;
@@ -193,7 +195,7 @@ static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy,
 #pragma omp simd
                         for (int i = 0; i < D; i++) {
                             const float s = sr[i], nv = xr[i] * r * (w ? w[i] : 1.0f);
-                            dgr[i] += dyr[i] * nv * s * (1.0f + gr[i] * (1.0f - s));
+                            dgr[i] = (set ? 0.0f : dgr[i]) + dyr[i] * nv * s * (1.0f + gr[i] * (1.0f - s));
                         }
                     }
                 }
@@ -227,12 +229,12 @@ static void rms_bwd(float *dx, float *dg, float *dw, float *db, const float *dy,
                     if (w) {
 #pragma omp simd
                         for (int i = 0; i < D; i++) {
-                            dxr[i] += r * (dn[i] * w[i] - xr[i] * r * mm);
+                            dxr[i] = (set ? 0.0f : dxr[i]) + r * (dn[i] * w[i] - xr[i] * r * mm);
                         }
                     } else {
 #pragma omp simd
                         for (int i = 0; i < D; i++) {
-                            dxr[i] += r * (dn[i] - xr[i] * r * mm);
+                            dxr[i] = (set ? 0.0f : dxr[i]) + r * (dn[i] - xr[i] * r * mm);
                         }
                     }
                 }
@@ -272,7 +274,7 @@ void LINA_KFN(lina_rmsnorm_forward)(float *y, float *rstd, const float *x, const
 void LINA_KFN(lina_rmsnorm_backward)(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
                            const float *rstd, int N, int D)
 {
-    rms_bwd(dx, NULL, w ? dw : NULL, db, dy, x, NULL, w, rstd, N, D);
+    rms_bwd(dx, NULL, w ? dw : NULL, db, dy, x, NULL, w, rstd, N, D, 0);
 }
 
 /* y, x, g [N,D]; w [D] or NULL; rstd [N] */
@@ -286,7 +288,20 @@ void LINA_KFN(lina_rmsnorm_gated_forward)(float *y, float *rstd, const float *x,
 void LINA_KFN(lina_rmsnorm_gated_backward)(float *dx, float *dg, float *dw, const float *dy, const float *x, const float *g,
                                  const float *w, const float *rstd, int N, int D)
 {
-    rms_bwd(dx, dg, w ? dw : NULL, NULL, dy, x, g, w, rstd, N, D);
+    rms_bwd(dx, dg, w ? dw : NULL, NULL, dy, x, g, w, rstd, N, D, 0);
+}
+
+/* the same two with dx (and dg) written, not accumulated */
+void LINA_KFN(lina_rmsnorm_backward_set)(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                         const float *w, const float *rstd, int N, int D)
+{
+    rms_bwd(dx, NULL, w ? dw : NULL, db, dy, x, NULL, w, rstd, N, D, 1);
+}
+
+void LINA_KFN(lina_rmsnorm_gated_backward_set)(float *dx, float *dg, float *dw, const float *dy, const float *x,
+                                               const float *g, const float *w, const float *rstd, int N, int D)
+{
+    rms_bwd(dx, dg, w ? dw : NULL, NULL, dy, x, g, w, rstd, N, D, 1);
 }
 
 /* ---------------------------------------------------------------- L2Norm */
@@ -461,6 +476,14 @@ LINA_ISA_DISPATCH_VOID(lina_rmsnorm_gated_forward,
                         float eps),
                        (y, rstd, x, g, w, N, D, eps))
 LINA_ISA_DISPATCH_VOID(lina_rmsnorm_gated_backward,
+                       (float *dx, float *dg, float *dw, const float *dy, const float *x, const float *g,
+                        const float *w, const float *rstd, int N, int D),
+                       (dx, dg, dw, dy, x, g, w, rstd, N, D))
+LINA_ISA_DISPATCH_VOID(lina_rmsnorm_backward_set,
+                       (float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                        const float *rstd, int N, int D),
+                       (dx, dw, db, dy, x, w, rstd, N, D))
+LINA_ISA_DISPATCH_VOID(lina_rmsnorm_gated_backward_set,
                        (float *dx, float *dg, float *dw, const float *dy, const float *x, const float *g,
                         const float *w, const float *rstd, int N, int D),
                        (dx, dg, dw, dy, x, g, w, rstd, N, D))
