@@ -192,11 +192,9 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
     float *dv = dk + nq;        /* [N,HQ] */
     float *dkr = dv + nq;       /* [N,HKV] */
     float *dvr = dkr + nkv;     /* [N,HKV] */
-    /* dO accumulates o_proj's backward; the kernel and the head reduction write theirs,
-     * the fused projection zeroes its own part (the unfused convs accumulate: below) */
-    memset(dO, 0, nq * sizeof(float));
-
-    lina_linear_backward(dO, gp->o_proj, NULL, dout, a->o, p->o_proj, N, HQ, D);
+    /* o_proj's backward, the kernel and the head reduction write theirs, the fused
+     * projection zeroes its own part (the unfused convs accumulate: below) */
+    lina_linear_backward_set(dO, gp->o_proj, NULL, dout, a->o, p->o_proj, N, HQ, D);
     const int64_t pos0 = sp_on(sp) ? sp->pos0 : 0;
     if (sp_on(sp)) {
         /* LASP-2H: dk, dv of this piece's keys summed over the pieces that read them */
@@ -228,10 +226,8 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
     if (d->qk_norm) {
         dqp = dO;
         dkp = dk;
-        memset(dqp, 0, nq * sizeof(float));
-        memset(dkp, 0, nkv * sizeof(float));
-        lina_rmsnorm_backward(dqp, gp->q_norm, NULL, dq, a->qp, p->q_norm, a->rq, N * d->H, d->d);
-        lina_rmsnorm_backward(dkp, gp->k_norm, NULL, dkr, a->kp, p->k_norm, a->rk, N * d->Hkv, d->d);
+        lina_rmsnorm_backward_set(dqp, gp->q_norm, NULL, dq, a->qp, p->q_norm, a->rq, N * d->H, d->d);
+        lina_rmsnorm_backward_set(dkp, gp->k_norm, NULL, dkr, a->kp, p->k_norm, a->rk, N * d->Hkv, d->d);
     }
     float *dvp = dvr;
     lina_proj_part pt[3];

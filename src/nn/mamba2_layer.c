@@ -107,48 +107,44 @@ static double m2_softplus(double x)
 
 /* ------------------------------------------------------------- forward */
 
-/* time steps, log gates, signs and the engine inputs q, k, v of the rows of
- * sequence b, every head, row after row (each row's outputs written in one
- * pass; sigma runs over the sequence per head, read back from the previous
- * row's sg) */
-static void m2_prepare_seq(lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p, int b,
-                           int T)
+/* time steps, log gates, signs and the engine inputs q, k, v of row n, every head (its
+ * outputs written in one pass); with negative eigenvalues sigma runs over the sequence
+ * per head, read back from the previous row's sg (first: the sequence's first row) */
+static void m2_prepare_row(lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p, size_t n,
+                           int first)
 {
     const int H = d->H, P = d->P, N = d->N, E = m2_E(d), Cc = m2_Cc(d), hpg = d->H / d->G;
-    for (int t = 0; t < T; t++) {
-        const size_t n = (size_t)b * T + t;
-        const float *xbc = a->xbc + n * Cc;
-        for (int h = 0; h < H; h++) {
-            const size_t nh = n * H + h;
-            const int grp = h / hpg;
-            const float *xs = xbc + (size_t)h * P;
-            const float *Bm = xbc + E + (size_t)grp * N, *Cm = xbc + E + (size_t)(d->G + grp) * N;
-            const double A = -exp((double)p->A_log[h]);
-            const double dl = m2_softplus((double)a->dtr[nh] + p->dt_bias[h]);
-            const double ga = dl * A;
-            float gl = (float)ga, sigma = 1.0f;
-            if (d->allow_neg_eigval) {
-                const double av = 2.0 * exp(ga) - 1.0;
-                const double la = log(fabs(av));
-                gl = la > LINA_MAMBA2_LOG_DECAY_MIN ? (float)la : LINA_MAMBA2_LOG_DECAY_MIN;
-                sigma = t > 0 ? a->sg[nh - H] : 1.0f;
-                sigma = av < 0.0 ? -sigma : sigma;
-                a->sg[nh] = sigma;
-            }
-            a->delta[nh] = (float)dl;
-            a->g[nh] = gl;
-            float *q = a->q + nh * N, *k = a->k + nh * N;
+    const float *xbc = a->xbc + n * Cc;
+    for (int h = 0; h < H; h++) {
+        const size_t nh = n * H + h;
+        const int grp = h / hpg;
+        const float *xs = xbc + (size_t)h * P;
+        const float *Bm = xbc + E + (size_t)grp * N, *Cm = xbc + E + (size_t)(d->G + grp) * N;
+        const double A = -exp((double)p->A_log[h]);
+        const double dl = m2_softplus((double)a->dtr[nh] + p->dt_bias[h]);
+        const double ga = dl * A;
+        float gl = (float)ga, sigma = 1.0f;
+        if (d->allow_neg_eigval) {
+            const double av = 2.0 * exp(ga) - 1.0;
+            const double la = log(fabs(av));
+            gl = la > LINA_MAMBA2_LOG_DECAY_MIN ? (float)la : LINA_MAMBA2_LOG_DECAY_MIN;
+            sigma = first ? 1.0f : a->sg[nh - H];
+            sigma = av < 0.0 ? -sigma : sigma;
+            a->sg[nh] = sigma;
+        }
+        a->delta[nh] = (float)dl;
+        a->g[nh] = gl;
+        float *q = a->q + nh * N, *k = a->k + nh * N;
 #pragma omp simd
-            for (int i = 0; i < N; i++) {
-                q[i] = sigma * Cm[i];
-                k[i] = sigma * Bm[i];
-            }
-            float *v = a->v + n * E + (size_t)h * P;
-            const float df = (float)dl;
+        for (int i = 0; i < N; i++) {
+            q[i] = sigma * Cm[i];
+            k[i] = sigma * Bm[i];
+        }
+        float *v = a->v + n * E + (size_t)h * P;
+        const float df = (float)dl;
 #pragma omp simd
-            for (int j = 0; j < P; j++) {
-                v[j] = df * xs[j];
-            }
+        for (int j = 0; j < P; j++) {
+            v[j] = df * xs[j];
         }
     }
 }
@@ -258,9 +254,19 @@ int LINA_KFN(lina_mamba2_forward)(float *out, lina_mamba2_acts *a, const float *
         lina_shortconv_forward(a->xbc, a->xpre, p->conv_w, d->use_conv_bias ? p->conv_b : NULL, cache, cache, B, T,
                                Cc, d->W, LINA_ACT_SILU);
     }
+    if (d->allow_neg_eigval) {
+        /* the signs run along each sequence */
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) {
-        m2_prepare_seq(a, d, p, b, T);
+        for (int b = 0; b < B; b++) {
+            for (int t = 0; t < T; t++) {
+                m2_prepare_row(a, d, p, (size_t)b * T + t, t == 0);
+            }
+        }
+    } else {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < R; n++) {
+            m2_prepare_row(a, d, p, (size_t)n, 1);
+        }
     }
     /* the recurrence; the engine reads h0 and writes ht per (b, h) block, so
      * the state is updated in place */
