@@ -605,6 +605,44 @@ static void test_conv_grad(int T, int hb, int hc, int act)
     test_conv_grad_c(T, hb, hc, act, 5);
 }
 
+/* the _ld backward with dx_set writes dx over what was there (rows lddx apart, the
+ * columns after C untouched): the same bits as accumulating from zero; W 4 (the
+ * channels-inner loops) and W 10 (the per-channel ones) */
+static void test_conv_bwd_set(void)
+{
+    int ok = 1;
+    const int Ws[2] = {4, 10};
+    for (int wi = 0; wi < 2; wi++) {
+        const int B = 2, T = 13, C = 37, W = Ws[wi], ld = C + 3;
+        const size_t n = (size_t)B * T * C;
+        float *x = falloc(n), *w = falloc((size_t)C * W), *dy = falloc(n), *dx = falloc(n);
+        float *dxs = falloc((size_t)B * T * ld), *dw1 = falloc((size_t)C * W), *dw2 = falloc((size_t)C * W);
+        for (size_t i = 0; i < n; i++) {
+            x[i] = (float)th_uniform(-2, 2);
+            dy[i] = (float)th_uniform(-1, 1);
+        }
+        for (int i = 0; i < C * W; i++) {
+            w[i] = (float)th_uniform(-1, 1);
+        }
+        for (size_t i = 0; i < (size_t)B * T * ld; i++) {
+            dxs[i] = 7777.0f;
+        }
+        lina_shortconv_backward(dx, dw1, NULL, NULL, dy, x, w, NULL, NULL, B, T, C, W, LINA_ACT_SILU);
+        lina_shortconv_backward_ld(dxs, (size_t)ld, 1, dw2, NULL, NULL, dy, x, (size_t)C, w, NULL, NULL, B, T, C, W,
+                                   LINA_ACT_SILU);
+        for (int r = 0; r < B * T; r++) {
+            ok &= memcmp(dxs + (size_t)r * ld, dx + (size_t)r * C, (size_t)C * sizeof(float)) == 0;
+            for (int c = C; c < ld; c++) {
+                ok &= dxs[(size_t)r * ld + c] == 7777.0f;
+            }
+        }
+        ok &= memcmp(dw1, dw2, (size_t)C * W * sizeof(float)) == 0;
+        free(x), free(w), free(dy), free(dx), free(dxs), free(dw1), free(dw2);
+    }
+    CHECK(ok, "shortconv backward with dx written (rows 3 floats apart, over 7777s) = accumulated from zero, "
+              "bit for bit, W 4 and 10; the padding untouched");
+}
+
 /* decode steps and prefill + continue equal one full forward */
 static void test_conv_decode(void)
 {
@@ -1076,6 +1114,7 @@ int main(void)
     test_conv_grad_c(9, 1, 1, 1, 53);  /* full and partial vector lanes */
     test_conv_grad_c(5, 1, 1, 1, 300); /* two channel blocks (256 and 44 channels) */
     test_conv_decode();
+    test_conv_bwd_set();
     test_sgemm_rows();
     test_rope(5, 3, 8, 1);
     test_rope(19, 1, 260, 0); /* two blocks of positions (16 + 3), two passes of pairs (128 + 2) */

@@ -193,7 +193,7 @@ int lina_attn_backward(float *dx, lina_attn_params *gp, const float *dout, const
     float *dkr = dv + nq;       /* [N,HKV] */
     float *dvr = dkr + nkv;     /* [N,HKV] */
     /* o_proj's backward, the kernel and the head reduction write theirs, the fused
-     * projection zeroes its own part (the unfused convs accumulate: below) */
+     * projection writes its own part (the unfused convs accumulate: below) */
     lina_linear_backward_set(dO, gp->o_proj, NULL, dout, a->o, p->o_proj, N, HQ, D);
     const int64_t pos0 = sp_on(sp) ? sp->pos0 : 0;
     if (sp_on(sp)) {

@@ -187,9 +187,9 @@ void LINA_KFN(lina_shortconv_forward_ld)(float *y, const float *x, size_t ldx, c
  * loops; every accumulation runs in the order of the per-channel reference
  * loop below (dw, dbias over (b, s); dx[t] over the rows s = t..t+W-1), so
  * the results are the same */
-static void conv_bwd_block(float *dx, size_t lddx, float *dw, float *dbias, float *dcache, const float *dy,
-                           const float *x, size_t ldx, const float *w, const float *bias, const float *cache, int B,
-                           int T, int C, int W, lina_act act, int c0, int c1)
+static void conv_bwd_block(float *dx, size_t lddx, int dx_set, float *dw, float *dbias, float *dcache,
+                           const float *dy, const float *x, size_t ldx, const float *w, const float *bias,
+                           const float *cache, int B, int T, int C, int W, lina_act act, int c0, int c1)
 {
     const int cw = c1 - c0;
     float wt[WMAX * CB], adw[WMAX * CB], adb[CB], pre[CB], sgr[CB];
@@ -275,7 +275,11 @@ static void conv_bwd_block(float *dx, size_t lddx, float *dw, float *dbias, floa
                 /* summed in a local row (same order), so the row is read and
                  * written once instead of once per tap */
                 float *dxr = dx + ((size_t)b * T + t) * lddx + c0, acc[CB];
-                memcpy(acc, dxr, (size_t)cw * sizeof(float));
+                if (dx_set) {
+                    memset(acc, 0, (size_t)cw * sizeof(float));
+                } else {
+                    memcpy(acc, dxr, (size_t)cw * sizeof(float));
+                }
                 for (int sp = t; sp < T && sp <= s; sp++) {
                     const float *wj = wt + (t + W - 1 - sp) * CB, *d = dp[sp % W];
 #pragma omp simd
@@ -299,8 +303,9 @@ static void conv_bwd_block(float *dx, size_t lddx, float *dw, float *dbias, floa
     }
 }
 
-/* dx [B,T,C] (rows lddx floats apart), dw [C,W], dbias [C], dcache [B,C,W] accumulate; x rows ldx apart */
-void LINA_KFN(lina_shortconv_backward_ld)(float *dx, size_t lddx, float *dw, float *dbias, float *dcache,
+/* dx [B,T,C] (rows lddx floats apart; dx_set: written, else accumulated), dw [C,W], dbias [C],
+ * dcache [B,C,W] accumulate; x rows ldx apart */
+void LINA_KFN(lina_shortconv_backward_ld)(float *dx, size_t lddx, int dx_set, float *dw, float *dbias, float *dcache,
                                           const float *dy, const float *x, size_t ldx, const float *w,
                                           const float *bias, const float *cache, int B, int T, int C, int W,
                                           lina_act act)
@@ -312,8 +317,12 @@ void LINA_KFN(lina_shortconv_backward_ld)(float *dx, size_t lddx, float *dw, flo
     for (int cbk = 0; cbk < nb; cbk++) {
         int c0 = cbk * cb, c1 = c0 + cb < C ? c0 + cb : C;
         if (W <= WMAX) {
-            conv_bwd_block(dx, lddx, dw, dbias, dcache, dy, x, ldx, w, bias, cache, B, T, C, W, act, c0, c1);
+            conv_bwd_block(dx, lddx, dx_set, dw, dbias, dcache, dy, x, ldx, w, bias, cache, B, T, C, W, act, c0,
+                           c1);
             continue;
+        }
+        for (size_t r = 0; dx && dx_set && r < (size_t)B * T; r++) {
+            memset(dx + r * lddx + c0, 0, (size_t)(c1 - c0) * sizeof(float));
         }
         for (int b = 0; b < B; b++) {
             for (int s = 0; s < T; s++) {
@@ -354,10 +363,10 @@ LINA_ISA_DISPATCH_VOID(lina_shortconv_forward_ld,
                         float *cache_out, int B, int T, int C, int W, lina_act act),
                        (y, x, ldx, w, bias, cache, cache_out, B, T, C, W, act))
 LINA_ISA_DISPATCH_VOID(lina_shortconv_backward_ld,
-                       (float *dx, size_t lddx, float *dw, float *dbias, float *dcache, const float *dy,
+                       (float *dx, size_t lddx, int dx_set, float *dw, float *dbias, float *dcache, const float *dy,
                         const float *x, size_t ldx, const float *w, const float *bias, const float *cache, int B,
                         int T, int C, int W, lina_act act),
-                       (dx, lddx, dw, dbias, dcache, dy, x, ldx, w, bias, cache, B, T, C, W, act))
+                       (dx, lddx, dx_set, dw, dbias, dcache, dy, x, ldx, w, bias, cache, B, T, C, W, act))
 
 void lina_shortconv_forward(float *y, const float *x, const float *w, const float *bias, const float *cache,
                             float *cache_out, int B, int T, int C, int W, lina_act act)
@@ -369,7 +378,8 @@ void lina_shortconv_backward(float *dx, float *dw, float *dbias, float *dcache, 
                              const float *w, const float *bias, const float *cache, int B, int T, int C, int W,
                              lina_act act)
 {
-    lina_shortconv_backward_ld(dx, (size_t)C, dw, dbias, dcache, dy, x, (size_t)C, w, bias, cache, B, T, C, W, act);
+    lina_shortconv_backward_ld(dx, (size_t)C, 0, dw, dbias, dcache, dy, x, (size_t)C, w, bias, cache, B, T, C, W,
+                               act);
 }
 
 /* y, x [B,C]; cache [B,C,W] updated in place */

@@ -377,7 +377,7 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
     }
     float *dz1 = d->kda ? s : NULL; /* [N, V] */
     s += d->kda ? n * d->V : 0;
-    float *dpre = s;                /* fused projections: [N, tot] (zeroed by lina_proj_backward) */
+    float *dpre = s;                /* fused projections: [N, tot] (written by lina_proj_backward) */
     /* every buffer before dpre is written whole by its first writer, except the q/k norms'
      * input gradients (their backward accumulates) and the zeroed ones below */
     memset(dqc, 0, n * HK * sizeof(float));

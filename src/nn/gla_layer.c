@@ -275,7 +275,7 @@ int lina_gla_backward(float *dx, lina_gla_params *gp, const float *dout, const f
         dvv = dkk + (size_t)N * GK;
         dgg = dvv + (size_t)N * GV;
     }
-    /* the short convs' gradients after these: zeroed by the fused projection, or below;
+    /* the short convs' gradients after these: written by the fused projection, or zeroed below;
      * everything before them is written whole by its first writer (no zeroing pass) */
     float *dconv = dgr + (size_t)N * R + (Hkv != H ? (size_t)N * (2 * GK + GV) : 0);
 

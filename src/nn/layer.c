@@ -220,10 +220,10 @@ void lina_proj_backward(float *dx, float *dpre, const lina_proj_part *pt, int n,
     const int tot = proj_tot(pt, n), ld = proj_ld(tot);
     const size_t N = (size_t)B * T;
     int gw_cat = 1; /* the weight gradients back to back too: one product */
-    memset(dpre, 0, N * (size_t)ld * sizeof(float)); /* the convs accumulate */
+    /* every part writes its columns of dpre (the padding after them is never read) */
     for (int i = 0, off = 0; i < n; off += pt[i].cols, i++) {
         if (pt[i].conv) {
-            lina_shortconv_backward_ld(dpre + off, (size_t)ld, pt[i].gconv, NULL, NULL, pt[i].dy, pre + off,
+            lina_shortconv_backward_ld(dpre + off, (size_t)ld, 1, pt[i].gconv, NULL, NULL, pt[i].dy, pre + off,
                                        (size_t)ld, pt[i].conv, NULL, NULL, B, T, pt[i].cols, W, pt[i].act);
         } else {
             copy_cols(dpre + off, (size_t)ld, pt[i].dy, (size_t)pt[i].cols, N, pt[i].cols);

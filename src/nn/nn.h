@@ -172,10 +172,11 @@ int lina_sp_conv_forward(const lina_sp *sp, float *y, const float *x, const floa
 int lina_sp_conv_backward(const lina_sp *sp, float *dx, float *dw, float *dbias, const float *dy, const float *x,
                           const float *w, const float *bias, int B, int T, int C, int W, lina_act act);
 /* The same with the rows of x (and of dx) ldx (lddx) floats apart, for inputs that are a
- * column block of a wider matrix (lina_proj_forward); y and dy are [B,T,C]. */
+ * column block of a wider matrix (lina_proj_forward); y and dy are [B,T,C]. dx_set: dx
+ * written (its old contents not read), else accumulated. */
 void lina_shortconv_forward_ld(float *y, const float *x, size_t ldx, const float *w, const float *bias,
                                const float *cache, float *cache_out, int B, int T, int C, int W, lina_act act);
-void lina_shortconv_backward_ld(float *dx, size_t lddx, float *dw, float *dbias, float *dcache, const float *dy,
+void lina_shortconv_backward_ld(float *dx, size_t lddx, int dx_set, float *dw, float *dbias, float *dcache, const float *dy,
                                 const float *x, size_t ldx, const float *w, const float *bias, const float *cache,
                                 int B, int T, int C, int W, lina_act act);
 /* The same with the halo kept under `key` (a layer with several convolutions per weight). */
