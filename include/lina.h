@@ -517,6 +517,7 @@ typedef struct lina_dd_grad_in {
 /* Number of floats of lina_dd_out.states for these dims. */
 size_t lina_dd_states_size(const lina_mix_dims *d);
 
+/* Every gradient given is written (its old contents never read), in both forms. */
 typedef struct lina_dd_grad_out {
     float *dq, *dk, *dv;      /* required */
     float *dg;                /* same shape as g; NULL to skip (HEAD: [H], accumulated over B,T) */
@@ -619,6 +620,7 @@ typedef struct lina_delta_grad_in {
                                  its recompute pass over the chunks. NULL: recompute. */
 } lina_delta_grad_in;
 
+/* Every gradient given is written (its old contents never read), in both forms. */
 typedef struct lina_delta_grad_out {
     float *dq, *dk, *dv, *dbeta; /* shapes of q, k, v, beta (required) */
     float *dg;                /* [B,T,H]; NULL to skip (ignored when g is NULL) */

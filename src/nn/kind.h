@@ -181,7 +181,10 @@ typedef struct lina_mixer_call {
     const float *dout;    /* backward: [B*T, D] */
     float *dx;            /* backward: [B*T, D] accumulated */
     float *acts;          /* acts_floats(B*T) floats: forward writes what backward needs */
-    float *scratch;       /* backward: scratch_floats(B*T) floats */
+    float *scratch;       /* backward: scratch_floats(B*T) floats, holding anything on entry
+                             (what the previous layer left; -3e29 everywhere under
+                             LINA_POISON_SCRATCH, which the test suite sets): zero what
+                             accumulates, or write it first */
     float *state;         /* forward: NULL (training: zero initial state, nothing kept) or
                              state_floats(B, cap) floats, read as the initial state and
                              overwritten with the final one (prefill and decode) */
