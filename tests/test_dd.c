@@ -513,12 +513,14 @@ static void test_normalize(void)
 
 /* ------------------------------------------------ output alignment, speed */
 
+#if defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__) /* the timed checks only */
 static double cpu_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+#endif
 
 /* The recurrent form writes one output row per step and value tile; with the
  * output 48 bytes past a 64-byte boundary (a caller's tensor may sit at any

@@ -949,6 +949,7 @@ static void test_bad_inputs(void)
 
 /* ---------------------------------------------------- speed of the recurrent form */
 
+#if defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__) /* the timed checks only */
 static double cpu_now(void)
 {
     struct timespec ts;
@@ -973,6 +974,7 @@ static double fwd_cpu(const prob *p, lina_form form, fres *f, lina_ws *ws)
     }
     return best;
 }
+#endif
 
 /* The recurrent form does 7 T H K V flops against the chunk form's GEMMs: on
  * every path it must stay within 4 times the chunk form's time (a per-element
