@@ -217,8 +217,8 @@ static void m2_norm_row(float *yn, float *rstd, const float *y, const float *z, 
 }
 
 int LINA_KFN(lina_mamba2_forward)(float *out, lina_mamba2_acts *a, const float *x, const lina_mamba2_dims *d,
-                        const lina_mamba2_params *p, int B, int T, float *state, const lina_sp *sp, lina_form form,
-                        lina_ws *ws)
+                                  const lina_mamba2_params *p, int B, int T, float *state, const lina_sp *sp,
+                                  lina_form form, lina_ws *ws)
 {
     int rc = lina_mamba2_check_dims(d);
     if (rc) {
@@ -367,8 +367,8 @@ static void m2_norm_row_bwd(float *dy, float *dz, float *dw, const float *dyn, c
 }
 
 int LINA_KFN(lina_mamba2_backward)(float *dx, lina_mamba2_params *gp, const float *dout, const float *x,
-                         const lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p, int B,
-                         int T, float *scratch, const lina_sp *sp, lina_form form, lina_ws *ws)
+                                   const lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p,
+                                   int B, int T, float *scratch, const lina_sp *sp, lina_form form, lina_ws *ws)
 {
     int rc = lina_mamba2_check_dims(d);
     if (rc) {
