@@ -553,9 +553,8 @@ static int mom_backward(const lina_mixer_call *c)
     s.dbeta = s.dv + n * HV;
     s.dg = s.dbeta + n * H;
     s.dxs = s.dg + n * H;
-    memset(dy, 0, 3 * n * HV * sizeof(float));
     memset(dq, 0, n * HK * sizeof(float));
-    /* o_proj, output norm, g_proj */
+    /* o_proj, output norm, g_proj (dy, dO and dgate written) */
     lina_out_backward(dO, dgate, dy, G ? G[S_NORM] : NULL, G ? G[S_O] : NULL, c->dout, a.y, a.O,
                       d->use_gate ? a.gate : NULL, P[S_NORM], P[S_O], a.rstd, N, H, d->V, D);
     if (d->use_gate) {
