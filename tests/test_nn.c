@@ -605,6 +605,38 @@ static void test_conv_grad(int T, int hb, int hc, int act)
     test_conv_grad_c(T, hb, hc, act, 5);
 }
 
+/* lina_linear_backward_set writes dx without reading it (NaN there stays out of the
+ * result, on the small-product path and on the layer GEMM's): the same bits as the
+ * accumulating form from zero, and the same weight and bias gradients */
+static void test_linear_bwd_set(void)
+{
+    int ok = 1;
+    const int shapes[3][3] = {{3, 17, 5}, {300, 37, 11}, {4096, 64, 96}};
+    for (int si = 0; si < 3; si++) {
+        const int N = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+        float *x = falloc((size_t)N * in), *W = falloc((size_t)out * in), *dy = falloc((size_t)N * out);
+        float *dx1 = falloc((size_t)N * in), *dx2 = falloc((size_t)N * in);
+        float *dW1 = falloc((size_t)out * in), *dW2 = falloc((size_t)out * in), *db1 = falloc((size_t)out),
+              *db2 = falloc((size_t)out);
+        for (size_t i = 0; i < (size_t)N * in; i++) {
+            x[i] = (float)th_uniform(-1, 1);
+            dx2[i] = NAN;
+        }
+        for (size_t i = 0; i < (size_t)out * in; i++) {
+            W[i] = (float)th_uniform(-1, 1);
+        }
+        for (size_t i = 0; i < (size_t)N * out; i++) {
+            dy[i] = (float)th_uniform(-1, 1);
+        }
+        lina_linear_backward(dx1, dW1, db1, dy, x, W, N, in, out);
+        lina_linear_backward_set(dx2, dW2, db2, dy, x, W, N, in, out);
+        ok &= memcmp(dx1, dx2, (size_t)N * in * sizeof(float)) == 0 &&
+              memcmp(dW1, dW2, (size_t)out * in * sizeof(float)) == 0 && memcmp(db1, db2, (size_t)out * sizeof(float)) == 0;
+        free(x), free(W), free(dy), free(dx1), free(dx2), free(dW1), free(dW2), free(db1), free(db2);
+    }
+    CHECK(ok, "linear backward with dx written (over NaN) = accumulated from zero, bit for bit (N 3, 300, 4096)");
+}
+
 /* the _ld backward with dx_set writes dx over what was there (rows lddx apart, the
  * columns after C untouched): the same bits as accumulating from zero; W 4 (the
  * channels-inner loops) and W 10 (the per-channel ones) */
@@ -1115,6 +1147,7 @@ int main(void)
     test_conv_grad_c(5, 1, 1, 1, 300); /* two channel blocks (256 and 44 channels) */
     test_conv_decode();
     test_conv_bwd_set();
+    test_linear_bwd_set();
     test_sgemm_rows();
     test_rope(5, 3, 8, 1);
     test_rope(19, 1, 260, 0); /* two blocks of positions (16 + 3), two passes of pairs (128 + 2) */
