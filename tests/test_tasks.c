@@ -1167,6 +1167,35 @@ static void test_paper_mqar_verdict(void)
               "GLA >> linear attention at 60 against 10 with agreeing seeds, not at 99 against 97 (pass %d)", pass);
         free(md);
     }
+    /* the budget ablation: Gated DeltaNet's seeds disagree at the report's budget (sd 30) and agree with the
+     * longer one; its cell is kept under a key of its own */
+    {
+        lina_task_opts so, lo;
+        lina_paper_mqar_opts(&so, LINA_MODEL_GATED_DELTANET, 64);
+        lina_paper_mqar_long_opts(&lo, LINA_MODEL_GATED_DELTANET, 64);
+        char k0[1024], k1[1024];
+        const double lr = 1e-3;
+        lina_task_sweep_key(&so, &lr, 1, 3, k0, sizeof k0);
+        lina_task_sweep_key(&lo, &lr, 1, 3, k1, sizeof k1);
+        CHECK(lo.steps > so.steps && strcmp(k0, k1) != 0 && lo.target == so.target && lo.train_n == so.train_n,
+              "the budget ablation: %d steps against %d, the same early stop and data, its own key", lo.steps,
+              so.steps);
+        paper_cell(root, LINA_MODEL_GATED_DELTANET, 3, 0.5, 0.3);
+        char *md = paper_section(root, "mqar");
+        CHECK(md && !strstr(md, "Budget ablation"), "no budget ablation without its cells");
+        free(md);
+        paper_cell_opts_sd(root, "mqar_gated_deltanet_long_d64", &lo, 3, 0.97, 0.97, 0.02);
+        md = paper_section(root, "mqar");
+        char want[512];
+        snprintf(want, sizeof want, "Budget ablation (at most %d steps): gated_deltanet d=64 97.0%% (sd 2.0) against "
+                 "50.0%% (sd 30.0), the seeds agree with it and disagreed with the shorter budget: the spread is the "
+                 "budget's.", lo.steps);
+        CHECK(md && strstr(md, want), "budget ablation verdict: '%s'", want);
+        CHECK(md && strstr(md, "| gated_deltanet | 64 | 50.0 +- 30.0 [50.0, 50.0] | 97.0 +- 2.0 [97.0, 97.0] | 400 | "
+                               "30 | 15 |"),
+              "budget ablation table row");
+        free(md);
+    }
     snprintf(path, sizeof path, "%s/PAPER.md", root);
     FILE *f = fopen(path, "r");
     char head[4096] = "";

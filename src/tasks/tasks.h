@@ -269,6 +269,8 @@ int lina_paper_run_opts(const lina_paper_opts *po);
 /* The options of lina paper's MQAR cell of model m at width d (the report's budget, one thread):
  * with lina_task_sweep_key, the key its record is kept under. */
 void lina_paper_mqar_opts(lina_task_opts *o, lina_model_type m, int d);
+/* the same with the budget ablation's longer schedule (at most 4,000 steps) */
+void lina_paper_mqar_long_opts(lina_task_opts *o, lina_model_type m, int d);
 /* The MoM section's configuration k (0: MoM, 1: one Gated DeltaNet memory of equal total state, 2: one of
  * equal per-memory state) as the report runs it on one thread; slow: the decay init ablation. */
 void lina_paper_mom_opts(lina_task_opts *o, int k, int slow);
