@@ -971,7 +971,9 @@ static void test_paper_state_verdict(void)
                 want = task ? "both fit; scaled test accuracy [-1,1] 0.95 vs [0,1] 0.10: reproduced"
                             : "both fit; scaled test accuracy [-1,1] 0.95 vs [0,1] 0.10: reproduced";
             } else {
-                want = task ? "[0,1] 0.60 (0 of 3); inconclusive -- the [0,1] model did not fit the training lengths"
+                want = task ? "[0,1] 0.60 (0 of 3); inconclusive -- the [0,1] model did not fit the training lengths "
+                              "(test scores 0.95 vs 0.10 are no comparison); with the same budget the [-1,1] model "
+                              "fits them and the [0,1] model does not."
                             : "[0,1] 0.60 (0 of 3); the [-1,1] model fits and the [0,1] model does not, as the "
                               "expressivity result predicts; length generalisation of [-1,1]: scaled test 0.95, "
                               "reproduced";
@@ -1194,6 +1196,27 @@ static void test_paper_mqar_verdict(void)
         CHECK(md && strstr(md, "| gated_deltanet | 64 | 50.0 +- 30.0 [50.0, 50.0] | 97.0 +- 2.0 [97.0, 97.0] | 400 | "
                                "30 | 15 |"),
               "budget ablation table row");
+        free(md);
+        /* with the control and all four of the ordering finding on the longer budget, the finding is judged
+         * again on those cells */
+        CHECK(md && !strstr(md, "With this budget:"), "no ordering on the longer budget before all five ran");
+        const lina_model_type m4[4] = {LINA_MODEL_TRANSFORMER, LINA_MODEL_DELTA_NET, LINA_MODEL_GLA,
+                                       LINA_MODEL_LINEAR_ATTN};
+        const double a4[4] = {1.0, 0.99, 0.9, 0.1};
+        for (int i = 0; i < 4; i++) {
+            lina_task_opts x;
+            lina_paper_mqar_long_opts(&x, m4[i], 64);
+            char nm[128];
+            snprintf(nm, sizeof nm, "mqar_%s_long_d64", lina_model_type_name(m4[i]));
+            paper_cell_opts_sd(root, nm, &x, 3, a4[i], a4[i], 0.0);
+        }
+        md = paper_section(root, "mqar");
+        const char *want2b = "the spread is the budget's. With this budget: DeltaNet and Gated DeltaNet >= GLA >> "
+                             "linear attention at d=64 (99, 97, 90, 10%; largest sd 2): DeltaNet and Gated DeltaNet "
+                             ">= GLA reproduced (largest sd 2); GLA >> linear attention reproduced (largest sd 0).";
+        CHECK(md && strstr(md, want2b), "the ordering on the longer budget: '%s'", want2b);
+        CHECK(md && strstr(md, "| transformer | 64 |") && strstr(md, "| linear_attn | 64 |"),
+              "the longer budget's table has the control and the four");
         free(md);
     }
     snprintf(path, sizeof path, "%s/PAPER.md", root);
