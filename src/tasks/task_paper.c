@@ -574,6 +574,26 @@ static void cell_pct(FILE *f, const mq_cell *c, int nseeds)
     }
 }
 
+/* What an ablation b (3 seeds or more) says about the spread of the seeds of the cell a it varies: base
+ * names a's setting ("FLA's init"), what the varied thing ("init"); into buf. */
+static void ablation_spread(const mq_cell *a, const mq_cell *b, const char *base, const char *what, char *buf,
+                            size_t n)
+{
+    if (b->sw.nseeds < MQ_MIN_SEEDS) {
+        snprintf(buf, n, "inconclusive (fewer than 3 seeds)");
+    } else if (!(a->ran && a->ok)) {
+        snprintf(buf, n, "%s not run at this width", base);
+    } else if (a->sw.sd > MQ_SPREAD && b->sw.sd <= MQ_SPREAD) {
+        snprintf(buf, n, "the seeds agree with it and disagreed with %s: the spread is the %s's", base, what);
+    } else if (a->sw.sd > MQ_SPREAD) {
+        snprintf(buf, n, "the seeds disagree with either %s", what);
+    } else if (b->sw.sd > MQ_SPREAD) {
+        snprintf(buf, n, "the seeds disagree with it and agreed with %s", base);
+    } else {
+        snprintf(buf, n, "the seeds agree with either %s", what);
+    }
+}
+
 /* The ablation of Gated DeltaNet's decay init: a table of FLA's init, the slow init and DeltaNet (no
  * gate) at the widths where the slow init ran, and its verdict (into v; empty when nothing ran). */
 static void mqar_slow_ablation(paper_ctx *p, FILE *f, mq_cell (*cells)[MQ_NWIDTHS], const mq_cell *slow, char *v,
@@ -637,20 +657,8 @@ static void mqar_slow_ablation(paper_ctx *p, FILE *f, mq_cell (*cells)[MQ_NWIDTH
         if (!(b->ran && b->ok)) {
             continue;
         }
-        const char *what;
-        if (b->sw.nseeds < MQ_MIN_SEEDS) {
-            what = "inconclusive (fewer than 3 seeds)";
-        } else if (!(a->ran && a->ok)) {
-            what = "FLA's init not run at this width";
-        } else if (a->sw.sd > MQ_SPREAD && b->sw.sd <= MQ_SPREAD) {
-            what = "the seeds agree with it and disagreed with FLA's init: the spread is the init's";
-        } else if (a->sw.sd > MQ_SPREAD) {
-            what = "the seeds disagree with either init";
-        } else if (b->sw.sd > MQ_SPREAD) {
-            what = "the seeds disagree with it and agreed with FLA's init";
-        } else {
-            what = "the seeds agree with either init";
-        }
+        char what[160];
+        ablation_spread(a, b, "FLA's init", "init", what, sizeof what);
         n += (size_t)snprintf(v + n, vn - n, " d=%d %.1f%% (sd %.1f) against FLA's init %.1f%% (sd %.1f), %s",
                               MQ_WIDTHS[j], 100 * b->sw.mean, 100 * b->sw.sd, 100 * mq_mean(a),
                               a->ran && a->ok ? 100 * a->sw.sd : NAN, what);
@@ -797,20 +805,8 @@ static void mqar_long_ablation(paper_ctx *p, FILE *f, mq_cell (*cells)[MQ_NWIDTH
         }
         fprintf(f, " %.0f | %.0f |", b->sw.nseeds ? steps / b->sw.nseeds : 0.0, b->sw.wall_s);
         fprintf(f, isnan(b->sw.cpu_s) ? " not recorded |\n" : " %.0f |\n", b->sw.cpu_s);
-        const char *what;
-        if (b->sw.nseeds < MQ_MIN_SEEDS) {
-            what = "inconclusive (fewer than 3 seeds)";
-        } else if (!(a->ran && a->ok)) {
-            what = "the shorter budget was not run at this width";
-        } else if (a->sw.sd > MQ_SPREAD && b->sw.sd <= MQ_SPREAD) {
-            what = "the seeds agree with it and disagreed with the shorter budget: the spread is the budget's";
-        } else if (a->sw.sd > MQ_SPREAD) {
-            what = "the seeds disagree with either budget";
-        } else if (b->sw.sd > MQ_SPREAD) {
-            what = "the seeds disagree with it and agreed with the shorter budget";
-        } else {
-            what = "the seeds agree with either budget";
-        }
+        char what[160];
+        ablation_spread(a, b, "the shorter budget", "budget", what, sizeof what);
         const int spread = b->sw.sd > MQ_SPREAD || (a->ran && a->ok && a->sw.sd > MQ_SPREAD);
         if (n < vn && spread) {
             n += (size_t)snprintf(v + n, vn - n, " %s d=%d %.1f%% (sd %.1f) against %.1f%% (sd %.1f), %s;",
