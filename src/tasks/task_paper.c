@@ -743,6 +743,18 @@ static int mq_order_verdict(char *v, size_t vn, int *n, const mq_cell *const *c,
     return 1;
 }
 
+/* the wall time, runs and CPU time of the cells that ran, added to the section's and the report's */
+static void cells_tally(paper_ctx *p, const mq_cell *c, int n, double *wall, int *runs)
+{
+    for (int k = 0; k < n; k++) {
+        if (c[k].ran && c[k].ok) {
+            *wall += c[k].sw.wall_s;
+            *runs += c[k].sw.runs;
+            add_cpu(p, c[k].sw.cpu_s, c[k].sw.runs);
+        }
+    }
+}
+
 /* the row of the MQAR table of a model type name (-1: not in this build) */
 static int mq_row(const char *name)
 {
@@ -1066,27 +1078,14 @@ static void paper_mqar(paper_ctx *p)
             fprintf(f, "\n");
         }
     }
-    char slow_verdict[1200] = "";
+    char slow_verdict[1200] = "", long_verdict[3000] = "";
     mqar_slow_ablation(p, f, cells, slow, slow_verdict, sizeof slow_verdict);
-    for (int j = 0; j < MQ_NWIDTHS; j++) {
-        if (slow[j].ran && slow[j].ok) {
-            total_wall += slow[j].sw.wall_s;
-            total_runs += slow[j].sw.runs;
-            add_cpu(p, slow[j].sw.cpu_s, slow[j].sw.runs);
-        }
-    }
-    char long_verdict[1200] = "";
     mqar_long_ablation(p, f, cells, lng, long_verdict, sizeof long_verdict);
-    for (int k = 0; k < MQ_NLONG; k++) {
-        if (lng[k].ran && lng[k].ok) {
-            total_wall += lng[k].sw.wall_s;
-            total_runs += lng[k].sw.runs;
-            add_cpu(p, lng[k].sw.cpu_s, lng[k].sw.runs);
-        }
-    }
+    cells_tally(p, slow, MQ_NWIDTHS, &total_wall, &total_runs);
+    cells_tally(p, lng, MQ_NLONG, &total_wall, &total_runs);
     /* verdicts: attention is the control; at each width run, it must fit (>= 90 %) before the
      * ordering of the others means anything; seeds that disagree make a comparison inconclusive */
-    char verdict[6400];
+    char verdict[7800]; /* inside the summary line of 8000 with its prefix */
     int n = 0, all_ran = 1;
     for (int i = 0; i < mq_nmodels; i++) {
         for (int j = 0; j < MQ_NWIDTHS; j++) {
