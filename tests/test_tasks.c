@@ -1061,13 +1061,18 @@ static void test_paper_groups_verdict(void)
  * and a model run with fewer than 3 seeds makes it inconclusive, named in the table */
 /* the MoM verdict from kept cells: separated seeds decide even when a spread is above 15 points; overlapping
  * ones with a large spread do not */
-static void mom_cell(const char *root, int k, int slow, double mean, double sd, double lo, double hi)
+static void mom_cell(const char *root, int k, int set, double mean, double sd, double lo, double hi)
 {
     lina_task_opts o;
-    lina_paper_mom_opts(&o, k, slow);
+    if (set == 2) {
+        lina_paper_mom_long_opts(&o, k);
+    } else {
+        lina_paper_mom_opts(&o, k, set);
+    }
     const char *tags[3] = {"mom", "gdn_equal_total", "gdn_equal_memory"};
+    const char *sfx[3] = {"", "_slowdecay", "_long"};
     char name[96], key[1024], path[512];
-    snprintf(name, sizeof name, "mom_%s%s", tags[k], slow ? "_slowdecay" : "");
+    snprintf(name, sizeof name, "mom_%s%s", tags[k], sfx[set]);
     const double lr = 1e-3;
     lina_task_sweep_key(&o, &lr, 1, 3, key, sizeof key);
     lina_task_sweep s;
@@ -1122,6 +1127,28 @@ static void test_paper_mom_verdict(void)
     CHECK(md && strstr(md, "With the slow decay init (ablation): MoM 17.6% vs one memory of equal total state 70.0% "
                            "(one of equal per-memory state 17.3%; largest sd 20.0): inconclusive: the seeds disagree"),
           "MoM verdict, overlapping seeds with a large spread: inconclusive");
+    CHECK(md && !strstr(md, "budget ablation"), "no budget ablation before its cells exist");
+    free(md);
+    /* the budget ablation's cells: a key of their own (not the 1,000-step one), their table and verdict */
+    {
+        lina_task_opts a, b;
+        lina_paper_mom_opts(&a, 0, 0);
+        lina_paper_mom_long_opts(&b, 0);
+        char ka[1024], kb[1024];
+        const double lr = 1e-3;
+        lina_task_sweep_key(&a, &lr, 1, 3, ka, sizeof ka);
+        lina_task_sweep_key(&b, &lr, 1, 3, kb, sizeof kb);
+        CHECK(b.steps == 4000 && a.steps == 1000 && strcmp(ka, kb) != 0 && !b.slow_decay,
+              "MoM budget ablation: 4000 steps, own init, its own key (%d, %d)", a.steps, b.steps);
+    }
+    mom_cell(root, 0, 2, 0.40, 0.05, 0.35, 0.45);
+    mom_cell(root, 1, 2, 0.90, 0.03, 0.87, 0.93);
+    mom_cell(root, 2, 2, 0.30, 0.04, 0.26, 0.34);
+    md = paper_section(root, "mom");
+    CHECK(md && strstr(md, "With at most 4000 steps (budget ablation): MoM 40.0% vs one memory of equal total state "
+                           "90.0% (one of equal per-memory state 30.0%; largest sd 5.0): not reproduced: one memory "
+                           "of the same total state recalls more than MoM."),
+          "MoM verdict of the budget ablation");
     free(md);
     paper_rmdir(root);
 }
@@ -1215,6 +1242,10 @@ static void test_paper_mqar_verdict(void)
                              "linear attention at d=64 (99, 97, 90, 10%; largest sd 2): DeltaNet and Gated DeltaNet "
                              ">= GLA reproduced (largest sd 2); GLA >> linear attention reproduced (largest sd 0).";
         CHECK(md && strstr(md, want2b), "the ordering on the longer budget: '%s'", want2b);
+        /* the first width >= 90 % on the longer budget ("<= 64": no d 32 cell with it; no Mamba2 cell) */
+        const char *w90 = "With this budget, first width >= 90%: transformer <= 64; delta_net <= 64; gated_deltanet "
+                          "<= 64; gla <= 64; linear_attn below 90% at every width run.";
+        CHECK(md && strstr(md, w90), "first width >= 90%% on the longer budget: '%s'", w90);
         CHECK(md && strstr(md, "| transformer | 64 |") && strstr(md, "| linear_attn | 64 |"),
               "the longer budget's table has the control and the four");
         free(md);

@@ -6,6 +6,7 @@
  * gives a "not run: <reason>" row instead of stopping the sweep. */
 #include "tasks.h"
 #include "icl.h"
+#include "../kern/kern.h"
 #include "../io/plot.h"
 
 #include <errno.h>
@@ -852,6 +853,50 @@ static void mqar_long_ablation(paper_ctx *p, FILE *f, mq_cell (*cells)[MQ_NWIDTH
             }
         }
     }
+    /* the first width >= 90 % on the longer budget's cells, per model ("<= d": a smaller width has no
+     * cell with this budget) */
+    int head = 0;
+    for (int k = 0; k < MQ_NLONG && n < vn; k++) {
+        int seen = 0;
+        for (int k2 = 0; k2 < k; k2++) {
+            seen |= !strcmp(MQ_LONG[k2].name, MQ_LONG[k].name);
+        }
+        if (seen) {
+            continue;
+        }
+        int first = -1, gap = 0, any = 0;
+        for (int j = 0; j < MQ_NWIDTHS; j++) {
+            const mq_cell *b = NULL;
+            for (int k2 = 0; k2 < MQ_NLONG; k2++) {
+                if (!strcmp(MQ_LONG[k2].name, MQ_LONG[k].name) && MQ_LONG[k2].d == MQ_WIDTHS[j]) {
+                    b = &lng[k2];
+                }
+            }
+            const int ok = b && b->ran && b->ok;
+            any |= ok;
+            if (first < 0 && ok && b->sw.mean >= 0.9) {
+                first = MQ_WIDTHS[j];
+            } else if (first < 0 && !ok) {
+                gap = 1;
+            }
+        }
+        if (!any) {
+            continue;
+        }
+        n += (size_t)snprintf(v + n, vn - n, "%s", head ? ";" : " With this budget, first width >= 90%:");
+        head = 1;
+        if (n < vn) {
+            if (first > 0) {
+                n += (size_t)snprintf(v + n, vn - n, " %s %s%d", MQ_LONG[k].name, gap ? "<= " : "", first);
+            } else {
+                n += (size_t)snprintf(v + n, vn - n, " %s below 90%% at every width run", MQ_LONG[k].name);
+            }
+        }
+    }
+    if (head && n + 1 < vn) {
+        v[n++] = '.';
+        v[n] = 0;
+    }
     if (n == n0) {
         v[0] = 0; /* nothing to say */
     }
@@ -1229,26 +1274,38 @@ static const lina_model_type MOM_TYPES[MOM_NCFG] = {LINA_MODEL_MOM, LINA_MODEL_G
                                                      LINA_MODEL_GATED_DELTANET};
 static const int MOM_HDS[MOM_NCFG] = {16, 32, 16};
 
+/* the MoM section's sets of runs: the mixers' own init, the slow decay init ablation and the budget
+ * ablation (the mixers' own init with at most MQ_LONG_STEPS steps, as the MQAR section's) */
+enum { MOM_OWN, MOM_SLOW, MOM_LONG, MOM_NSET };
+
 /* configuration k of the MoM section (0: MoM, 1: one memory of equal total state, 2: one of equal
- * per-memory state), with the slow decay init ablation when slow */
-static void mom_opts(lina_task_opts *o, int k, int slow, const paper_ctx *p)
+ * per-memory state) in set `set` */
+static void mom_opts(lina_task_opts *o, int k, int set, const paper_ctx *p)
 {
     mqar_protocol(o, MOM_TYPES[k], MOM_D, p);
     o->num_kv = MOM_N;
-    if (!p->full && !p->quick) {
+    if (set == MOM_LONG) {
+        o->steps = p->quick ? 60 : MQ_LONG_STEPS;
+    } else if (!p->full && !p->quick) {
         o->steps = 1000; /* the budgeted report: MoM's four memories cost 3x a step of one */
     }
     o->head_dim = MOM_HDS[k];
     o->mom_memories = 3;
     o->mom_topk = 2;
     o->mom_shared = 1;
-    o->slow_decay = slow;
+    o->slow_decay = set == MOM_SLOW;
 }
 
 void lina_paper_mom_opts(lina_task_opts *o, int k, int slow)
 {
     const paper_ctx p = one_thread();
-    mom_opts(o, k, slow, &p);
+    mom_opts(o, k, slow ? MOM_SLOW : MOM_OWN, &p);
+}
+
+void lina_paper_mom_long_opts(lina_task_opts *o, int k)
+{
+    const paper_ctx p = one_thread();
+    mom_opts(o, k, MOM_LONG, &p);
 }
 
 /* a decidedly above b: both seeds' spreads within MQ_SPREAD and the means further apart than the larger
@@ -1373,21 +1430,23 @@ static void mom_table(paper_ctx *p, FILE *f, const mq_cell *cells, const lina_ta
 static void paper_mom(paper_ctx *p)
 {
     const double t0 = lina_now();
-    static mq_cell cells[2][MOM_NCFG]; /* [0]: the mixers' own init; [1]: the slow decay init ablation */
+    static mq_cell cells[MOM_NSET][MOM_NCFG];
     const char *names[MOM_NCFG] = {"MoM (3 memories + shared, top-2, head_dim 16)",
                                    "Gated DeltaNet, one memory of equal total state (head_dim 32)",
                                    "Gated DeltaNet, one memory of equal per-memory state (head_dim 16)"};
     const char *tags[MOM_NCFG] = {"mom", "gdn_equal_total", "gdn_equal_memory"};
     double lrs[LINA_TASK_MAX_LRS];
     const int nlr = paper_lrs(p, lrs);
-    lina_task_opts os[2][MOM_NCFG];
-    for (int a = 0; a < 2; a++) {
+    lina_task_opts os[MOM_NSET][MOM_NCFG];
+    const char *set_tag[MOM_NSET] = {"", " (slow decay init)", " (the budget ablation)"};
+    const char *set_name[MOM_NSET] = {"", "_slowdecay", "_long"};
+    for (int a = 0; a < MOM_NSET; a++) {
         for (int k = 0; k < MOM_NCFG; k++) {
             lina_task_opts *o = &os[a][k];
             mom_opts(o, k, a, p);
             char tag[96], name[96];
-            snprintf(tag, sizeof tag, "paper mom %s%s", tags[k], a ? " (slow decay init)" : "");
-            snprintf(name, sizeof name, "mom_%s%s", tags[k], a ? "_slowdecay" : "");
+            snprintf(tag, sizeof tag, "paper mom %s%s", tags[k], set_tag[a]);
+            snprintf(name, sizeof name, "mom_%s%s", tags[k], set_name[a]);
             o->tag = tag;
             cell_run(p, o, lrs, nlr, p->seeds, name, 1, &cells[a][k]);
             o->tag = NULL;
@@ -1418,9 +1477,10 @@ static void paper_mom(paper_ctx *p)
     fprintf(f, "\n");
     double wall = 0.0;
     mom_table(p, f, cells[0], os[0], names, &wall);
-    char v[1000], vs[1000] = "";
+    char v[1000], vs[1000] = "", vl[1000] = "";
     mom_verdict(cells[0], os[0], tags, v, sizeof v);
     const int ab = cells[1][0].ran || cells[1][1].ran || cells[1][2].ran;
+    const int lb = cells[2][0].ran || cells[2][1].ran || cells[2][2].ran;
     if (ab) {
         fprintf(f, "Ablation of the decay init (`--slow-decay-init`, as in the MQAR section): the same three "
                    "models and seeds with every decay gate, MoM's memories' and the single memories', starting at "
@@ -1429,12 +1489,23 @@ static void paper_mom(paper_ctx *p)
         mom_table(p, f, cells[1], os[1], names, &wall);
         mom_verdict(cells[1], os[1], tags, vs, sizeof vs);
     }
-    fprintf(f, "**Verdict.** %s.%s%s%s\n\n", v, ab ? " With the slow decay init (ablation): " : "", vs, ab ? "." : "");
-    summary(p, "MoM on MQAR (N=%d, d=%d, %d seeds): %s%s%s", MOM_N, MOM_D, p->seeds, v,
-            ab ? ". With the slow decay init (ablation): " : "", vs);
+    char lh[64] = "";
+    if (lb) {
+        snprintf(lh, sizeof lh, " With at most %d steps (budget ablation): ", os[MOM_LONG][0].steps);
+        fprintf(f, "Budget ablation (as in the MQAR section): the same three models and seeds with the mixers' own "
+                   "init and at most %d steps instead of %d (the same early stop; warm-up and cosine over the longer "
+                   "schedule).\n\n",
+                os[MOM_LONG][0].steps, os[MOM_OWN][0].steps);
+        mom_table(p, f, cells[MOM_LONG], os[MOM_LONG], names, &wall);
+        mom_verdict(cells[MOM_LONG], os[MOM_LONG], tags, vl, sizeof vl);
+    }
+    fprintf(f, "**Verdict.** %s.%s%s%s%s%s%s\n\n", v, ab ? " With the slow decay init (ablation): " : "", vs,
+            ab ? "." : "", lh, vl, lb ? "." : "");
+    summary(p, "MoM on MQAR (N=%d, d=%d, %d seeds): %s%s%s%s%s%s", MOM_N, MOM_D, p->seeds, v,
+            ab ? ". With the slow decay init (ablation): " : "", vs, lb ? "." : "", lh, vl);
     fprintf(f, "Wall time: %.0f s of training (%.0f s in this invocation).\n\n", wall, lina_now() - t0);
     p->section_wall = wall;
-    for (int a = 0; a < 2; a++) {
+    for (int a = 0; a < MOM_NSET; a++) {
         for (int k = 0; k < MOM_NCFG; k++) {
             cell_free(&cells[a][k]);
         }
@@ -1881,8 +1952,12 @@ static void paper_icl(paper_ctx *p)
         fprintf(p->md, "## In-context linear regression\n\nskipped in --quick mode.\n\n");
         return;
     }
-    double ti = lina_now();
+    const double ti = lina_now(), ci = lina_cpu_now();
     int rc = lina_icl_paper(p->out, p->threads, p->md);
+    if (!rc) {
+        /* the section runs nothing else: the process's CPU time over the call is its runs' */
+        add_cpu(p, lina_cpu_now() - ci, 1);
+    }
     if (rc) {
         fprintf(stderr, "lina paper: icl: %s\n", lina_last_error());
         fprintf(p->md, "## In-context linear regression\n\nnot run: %s\n\n", lina_last_error());

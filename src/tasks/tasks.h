@@ -274,6 +274,8 @@ void lina_paper_mqar_long_opts(lina_task_opts *o, lina_model_type m, int d);
 /* The MoM section's configuration k (0: MoM, 1: one Gated DeltaNet memory of equal total state, 2: one of
  * equal per-memory state) as the report runs it on one thread; slow: the decay init ablation. */
 void lina_paper_mom_opts(lina_task_opts *o, int k, int slow);
+/* the same with the budget ablation's longer schedule (the mixers' own init, at most 4,000 steps) */
+void lina_paper_mom_long_opts(lina_task_opts *o, int k);
 /* The same for the parity / mod-arith configuration of mixer m (neg: eigenvalues in [-1, 1]) and the
  * S3 / S5 configuration of layers layers with nh Householder steps. */
 void lina_paper_state_opts(lina_task_opts *o, lina_task_kind k, lina_model_type m, int neg);
