@@ -1111,6 +1111,10 @@ static void test_paper_mom_verdict(void)
     CHECK(md && strstr(md, "MoM 6.2% vs one memory of equal total state 30.0% (one of equal per-memory state 12.0%; "
                            "largest sd 46.6): inconclusive: the seeds disagree"),
           "MoM verdict, overlapping seeds: inconclusive");
+    /* every seed of both ran the whole budget (1,000 steps): the verdict says it is the budget's */
+    CHECK(md && strstr(md, "MoM and the memory of equal total state ran all 1000 steps on every seed without "
+                           "reaching the 99% stop, so this is the budget's verdict"),
+          "MoM verdict: a pair that used its whole budget is named");
     /* the memory-at-init line: this configuration's seeds 0-2 start with longest half-lives 62, 93 and 21
      * tokens (ranks 2, 3, 1) and score 2.6, 3.6 and 83.8 % (ranks 1, 2, 3): Spearman 1 - 6 * 6 / 24 = -0.5 */
     CHECK(md && strstr(md, "- Gated DeltaNet, one memory of equal total state (head_dim 32): seed 0: 62 tokens -> 2.6%; "
@@ -1148,7 +1152,7 @@ static void test_paper_mom_verdict(void)
     CHECK(md && strstr(md, "With at most 4000 steps (budget ablation): MoM 40.0% vs one memory of equal total state "
                            "90.0% (one of equal per-memory state 30.0%; largest sd 5.0): not reproduced: one memory "
                            "of the same total state recalls more than MoM."),
-          "MoM verdict of the budget ablation");
+          "MoM verdict of the budget ablation (its seeds stopped early: no budget note)");
     free(md);
     paper_rmdir(root);
 }

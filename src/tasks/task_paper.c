@@ -1363,6 +1363,23 @@ static void mom_verdict(const mq_cell *cells, const lina_task_opts *os, const ch
     snprintf(v, vn, "MoM %.1f%% vs one memory of equal total state %.1f%% (one of equal per-memory state "
              "%.1f%%; largest sd %.1f): %s%s",
              100 * m0, 100 * m1, 100 * m2, 100 * spread, res, sep);
+    /* a model of the compared pair that ran every step of its budget on every seed had not reached the early
+     * stop: the verdict is this budget's */
+    int full[2];
+    for (int k = 0; k < 2; k++) {
+        full[k] = cells[k].sw.nseeds > 0;
+        for (int s2 = 0; s2 < cells[k].sw.nseeds; s2++) {
+            full[k] &= cells[k].sw.run[s2].steps_done >= os[k].steps;
+        }
+    }
+    if (full[0] || full[1]) {
+        const size_t l = strlen(v);
+        snprintf(v + l, vn - l, "; %s ran all %d steps on every seed without reaching the %.0f%% stop, so this is "
+                 "the budget's verdict",
+                 full[0] && full[1] ? "MoM and the memory of equal total state" : full[0] ? "MoM"
+                                                                                   : "the memory of equal total state",
+                 os[full[0] ? 0 : 1].steps, 100 * os[0].target);
+    }
     int head = 0;
     for (int k = 0; k < MOM_NCFG; k++) {
         double hl[LINA_TASK_MAX_SEEDS], sc[LINA_TASK_MAX_SEEDS];
