@@ -177,9 +177,9 @@ demo:
 
 # The papers' synthetic experiments, reduced (src/tasks): results/PAPER.md and
 # results/*.png. `make paper` is the budgeted report: four single-thread streams
-# side by side under nice (MQAR at d 64 then 32 split over two, the core seven
-# models first, then the other model types; S3/S5 then parity and mod-arith; ICL
-# then MoM), one learning rate.
+# side by side under nice (MQAR at d 64 then 32: the core seven models on two
+# streams, the other model types after them and after S3/S5, parity and
+# mod-arith on the third and ICL and MoM on the fourth), one learning rate.
 # `make paper-full` runs the full protocol (two learning rates, every MQAR width,
 # parity and mod-arith with 3 seeds): several CPU-hours. Both resume from the
 # configurations finished earlier with the same settings (results/paper_parts/cells/);
@@ -193,16 +193,22 @@ linearize: $(BUILD)/lina
 	LINA=$(BUILD)/lina sh tools/linearize_report.sh
 
 PAPER_RUN = nice -n 10 $(BUILD)/lina paper --out results --threads 1 --resume
-# the MQAR table's other model types, after the core seven on the two MQAR streams
-PAPER_MQ_MORE1 = kda,gsa,rwkv7
-PAPER_MQ_MORE2 = mamba,forgetting_transformer,hgrn
+# make paper's four streams, balanced by the CPU time of the kept runs (python3 tools/paper_time.py
+# reads the streams from `make -n paper`): the MQAR table's core models first on the first two, its
+# other model types after them and after the other sections
+PAPER_MQ_MORE1 = kda,rwkv7
+PAPER_MQ_MORE2 = hgrn
+PAPER_MQ_MORE3 = gsa
+PAPER_MQ_MORE4 = mamba,forgetting_transformer
 paper: $(BUILD)/lina
 	{ $(PAPER_RUN) --only mqar --mixers transformer,delta_net,gated_deltanet,gla; \
 	  $(PAPER_RUN) --only mqar --mixers $(PAPER_MQ_MORE1); } & \
 	{ $(PAPER_RUN) --only mqar --mixers linear_attn,mamba2,retnet; \
 	  $(PAPER_RUN) --only mqar --mixers $(PAPER_MQ_MORE2); } & \
-	{ $(PAPER_RUN) --only s3s5; $(PAPER_RUN) --only parity,modarith; } & \
-	{ $(PAPER_RUN) --only icl; $(PAPER_RUN) --only mom; }; \
+	{ $(PAPER_RUN) --only s3s5; $(PAPER_RUN) --only parity,modarith; \
+	  $(PAPER_RUN) --only mqar --mixers $(PAPER_MQ_MORE3); } & \
+	{ $(PAPER_RUN) --only icl; $(PAPER_RUN) --only mom; \
+	  $(PAPER_RUN) --only mqar --mixers $(PAPER_MQ_MORE4); }; \
 	wait; $(PAPER_RUN) --only mqar,mom,s3s5,parity,modarith --cells none && $(BUILD)/lina paper --out results --assemble
 
 paper-full: $(BUILD)/lina
@@ -210,8 +216,10 @@ paper-full: $(BUILD)/lina
 	  $(PAPER_RUN) --full --only mqar --mixers $(PAPER_MQ_MORE1); } & \
 	{ $(PAPER_RUN) --full --only mqar --mixers linear_attn,mamba2,retnet; \
 	  $(PAPER_RUN) --full --only mqar --mixers $(PAPER_MQ_MORE2); } & \
-	{ $(PAPER_RUN) --full --only s3s5,parity; $(PAPER_RUN) --full --only icl; } & \
-	{ $(PAPER_RUN) --full --only mom,modarith; }; \
+	{ $(PAPER_RUN) --full --only s3s5,parity; $(PAPER_RUN) --full --only icl; \
+	  $(PAPER_RUN) --full --only mqar --mixers $(PAPER_MQ_MORE3); } & \
+	{ $(PAPER_RUN) --full --only mom,modarith; \
+	  $(PAPER_RUN) --full --only mqar --mixers $(PAPER_MQ_MORE4); }; \
 	wait; $(PAPER_RUN) --full --only mqar,mom,s3s5,parity,modarith --cells none && $(BUILD)/lina paper --out results --assemble
 
 # The default corpus (Debian's bible-kjv), tokenizer and token files in data/.

@@ -1,57 +1,70 @@
 #!/usr/bin/env python3
 """The CPU time `make paper` needs, per stream, from the runs it keeps.
 
-usage: python3 tools/paper_time.py [RESULTS_DIR]   (default: results)
+usage: python3 tools/paper_time.py [RESULTS_DIR]   (default: results; run from the repository root)
 
-`make paper` runs four single-thread streams side by side (see the Makefile's
-`paper` target). Every configuration it runs is kept in
-RESULTS_DIR/paper_parts/cells/NAME.txt with the process CPU seconds of its runs
-(`cpu` line); the ICL section records its CPU time in paper_parts/icl.sum. This
-script adds them up per stream. On a machine with four idle cores the wall
-time of `make paper` is about its longest stream; on two cores at least half
-the total. Configurations kept without a CPU time, and the ones `make paper`
-would run that are not kept, are listed: the figures are then lower bounds.
+`make paper` runs four single-thread streams side by side; this script reads them from the
+commands `make -n paper` prints (each `{ ...; }` group is a stream, each `lina paper --only
+SECTIONS [--mixers MODELS]` in it a part). Every configuration it runs is kept in
+RESULTS_DIR/paper_parts/cells/NAME.txt with the process CPU seconds of its runs (`cpu` line);
+the ICL section records its CPU time in paper_parts/icl.sum. The script adds them up per
+stream. On a machine with four idle cores the wall time of `make paper` is about its longest
+stream; on two cores at least half the total. Configurations kept without a CPU time, and the
+ones `make paper` would run that are not kept, are listed: the figures are then lower bounds
+(exit status 2).
 """
 import os
+import re
+import subprocess
 import sys
 
-# the Makefile's streams: MQAR models by stream (PAPER_MQ_MORE1 / PAPER_MQ_MORE2 included)
-MQ_STREAM = {
-    "transformer": 1, "delta_net": 1, "gated_deltanet": 1, "gla": 1, "kda": 1, "gsa": 1, "rwkv7": 1,
-    "linear_attn": 2, "mamba2": 2, "retnet": 2, "mamba": 2, "forgetting_transformer": 2, "hgrn": 2,
+BUDGET_WIDTHS = ("32", "64")  # the widths `make paper` runs (MQ_WIDTHS_BUDGET in src/tasks/task_paper.c)
+# the MQAR ablations' cells besides the table's (MQ_LONG and the decay-init ablation in task_paper.c)
+MQ_LONG = ("transformer", "delta_net", "gated_deltanet", "gla", "linear_attn", "mamba2")
+MQ_SLOW = ("gated_deltanet",)
+SECTION_CELLS = {
+    "parity": ["parity_%s_neg%d" % (m, n) for m in ("delta_net", "mamba2") for n in (0, 1)],
+    "modarith": ["modarith_%s_neg%d" % (m, n) for m in ("delta_net", "mamba2") for n in (0, 1)],
+    "s3s5": ["%s_l%d_nh%d" % (g, l, h) for g in ("s3", "s5") for l in (1, 2) for h in (1, 2, 3)],
+    "mom": ["mom_%s%s" % (t, x) for t in ("mom", "gdn_equal_total", "gdn_equal_memory")
+            for x in ("", "_slowdecay", "_long")],
 }
-STREAM_NAME = {
-    1: "MQAR: transformer, delta_net, gated_deltanet, gla, then kda, gsa, rwkv7",
-    2: "MQAR: linear_attn, mamba2, retnet, then mamba, forgetting_transformer, hgrn",
-    3: "S3/S5, then parity and mod-arith",
-    4: "ICL, then MoM",
-}
-BUDGET_WIDTHS = ("32", "64")  # the widths `make paper` runs (MQ_WIDTHS_BUDGET)
-# the cells `make paper` runs besides the MQAR table's (models x widths)
-MQ_EXTRA = ["mqar_gated_deltanet_slowdecay_d32", "mqar_gated_deltanet_slowdecay_d64"] + [
-    "mqar_%s_long_d%s" % (m, d)
-    for m in ("transformer", "delta_net", "gated_deltanet", "gla", "linear_attn") for d in BUDGET_WIDTHS
-] + ["mqar_mamba2_long_d64"]
-OTHER = (
-    ["%s_%s_neg%d" % (t, m, n) for t in ("parity", "modarith") for m in ("delta_net", "mamba2") for n in (0, 1)]
-    + ["%s_l%d_nh%d" % (g, l, h) for g in ("s3", "s5") for l in (1, 2) for h in (1, 2, 3)]
-    + ["mom_%s%s" % (t, s) for t in ("mom", "gdn_equal_total", "gdn_equal_memory")
-       for s in ("", "_slowdecay", "_long")]
-)
 
 
-def stream_of(name):
-    if name.startswith("mqar_"):
-        body = name[5:]
-        for m in sorted(MQ_STREAM, key=len, reverse=True):
-            if body.startswith(m + "_"):
-                return MQ_STREAM[m]
-        return None
-    if name.startswith(("s3_", "s5_", "parity_", "modarith_")):
-        return 3
-    if name.startswith("mom_"):
-        return 4
-    return None
+def mqar_cells(model):
+    cells = ["mqar_%s_d%s" % (model, d) for d in BUDGET_WIDTHS]
+    if model in MQ_LONG:
+        cells += ["mqar_%s_long_d%s" % (model, d) for d in BUDGET_WIDTHS]
+    if model in MQ_SLOW:
+        cells += ["mqar_%s_slowdecay_d%s" % (model, d) for d in BUDGET_WIDTHS]
+    return cells
+
+
+def streams():
+    """[(stream text, [cell names], icl?)] from `make -n paper`"""
+    out = subprocess.run(["make", "-n", "--no-print-directory", "paper"], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit("paper_time: make -n paper failed: " + out.stderr.strip())
+    text = out.stdout.replace("\\\n", " ")
+    groups = re.findall(r"\{([^{}]*)\}", text)
+    if not groups:
+        sys.exit("paper_time: no streams in the output of make -n paper")
+    res = []
+    for g in groups:
+        cells, parts, icl = [], [], False
+        for only, mixers in re.findall(r"lina paper [^;]*?--only ([^\s;]+)(?:[^;]*?--mixers ([^\s;]+))?", g):
+            parts.append(only + (" " + mixers if mixers else ""))
+            for sec in only.split(","):
+                if sec == "mqar":
+                    for m in (mixers or "").split(","):
+                        if m:
+                            cells += mqar_cells(m)
+                elif sec == "icl":
+                    icl = True
+                else:
+                    cells += SECTION_CELLS.get(sec, [])
+        res.append(("; ".join(parts), cells, icl))
+    return res
 
 
 def cell_cpu(path):
@@ -69,21 +82,6 @@ def main():
     cells = os.path.join(parts, "cells")
     if not os.path.isdir(cells):
         sys.exit("paper_time: no folder %s (run `make paper` first)" % cells)
-    want = ["mqar_%s_d%s" % (m, d) for m in MQ_STREAM for d in BUDGET_WIDTHS] + MQ_EXTRA + OTHER
-    cpu = {s: 0.0 for s in STREAM_NAME}
-    runs = {s: 0 for s in STREAM_NAME}
-    missing, unrecorded = [], []
-    for name in want:
-        path = os.path.join(cells, name + ".txt")
-        if not os.path.exists(path):
-            missing.append(name)
-            continue
-        c = cell_cpu(path)
-        if c is None:
-            unrecorded.append(name)
-            continue
-        cpu[stream_of(name)] += c
-        runs[stream_of(name)] += 1
     icl = None
     try:
         with open(os.path.join(parts, "icl.sum")) as f:
@@ -92,22 +90,38 @@ def main():
                     icl = float(line.split()[1])
     except OSError:
         pass
-    if icl is None:
-        unrecorded.append("icl")
-    else:
-        cpu[4] += icl
-        runs[4] += 1
-    total = sum(cpu.values())
-    print("| stream | what | configurations | CPU (s) |")
+    missing, unrecorded, rows = [], [], []
+    for what, names, has_icl in streams():
+        cpu, n = 0.0, 0
+        for name in names:
+            path = os.path.join(cells, name + ".txt")
+            if not os.path.exists(path):
+                missing.append(name)
+                continue
+            c = cell_cpu(path)
+            if c is None:
+                unrecorded.append(name)
+                continue
+            cpu += c
+            n += 1
+        if has_icl:
+            if icl is None:
+                unrecorded.append("icl")
+            else:
+                cpu += icl
+                n += 1
+        rows.append((what, n, cpu))
+    total = sum(r[2] for r in rows)
+    print("| stream | lina paper --only ... (--mixers ...) | configurations | CPU (s) |")
     print("|---|---|---|---|")
-    for s in STREAM_NAME:
-        print("| %d | %s | %d | %.0f |" % (s, STREAM_NAME[s], runs[s], cpu[s]))
-    print("| all | | %d | %.0f (%.1f h) |" % (sum(runs.values()), total, total / 3600))
-    longest = max(cpu.values())
+    for i, (what, n, cpu) in enumerate(rows):
+        print("| %d | %s | %d | %.0f |" % (i + 1, what, n, cpu))
+    print("| all | | %d | %.0f (%.1f h) |" % (sum(r[1] for r in rows), total, total / 3600))
+    longest = max(r[2] for r in rows)
+    two = max(total / 2, longest)
     print()
-    print("make paper, projected wall time: about %.0f s (%.1f h) on four idle cores (the longest stream); "
-          "at least %.0f s (%.1f h) on two (half the total)." % (longest, longest / 3600, max(total / 2, longest),
-                                                                 max(total / 2, longest) / 3600))
+    print("make paper, projected wall time: about %.0f s (%.1f h) on %d idle cores (the longest stream); "
+          "at least %.0f s (%.1f h) on two (half the total)." % (longest, longest / 3600, len(rows), two, two / 3600))
     if unrecorded:
         print("kept without a CPU time (not counted): " + ", ".join(unrecorded))
     if missing:
