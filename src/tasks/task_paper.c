@@ -217,11 +217,11 @@ void lina_paper_mqar_opts(lina_task_opts *o, lina_model_type m, int d)
 }
 
 /* The budget ablation: the control and the four models of the ordering finding at the budgeted widths,
- * and Mamba2 (7.8 / 58.4 / 40.0 % at d 64, loss still falling; 0.7 / 4.9 / 28.2 % at d 32), again with at
- * most MQ_LONG_STEPS (the
- * same early stop; warm-up and cosine over the longer schedule). It says whether a spread of seeds is
- * the budget's (Gated DeltaNet with FLA's gate init: one seed fits, another stays at the plateau), and
- * judges the ordering finding again where all five ran with the longer budget. */
+ * and Mamba2 (7.8 / 58.4 / 40.0 % at d 64, loss still falling; 0.7 / 4.9 / 28.2 % at d 32), again with
+ * at most MQ_LONG_STEPS (the same early stop; warm-up and cosine over the longer schedule). It says
+ * whether a spread of seeds is the budget's (Gated DeltaNet with FLA's gate init: one seed fits, another
+ * stays at the plateau), and judges the ordering finding again where all five ran with the longer
+ * budget. */
 #define MQ_LONG_STEPS 4000
 #define MQ_NLONG 12
 static const struct {
@@ -1979,15 +1979,13 @@ static void paper_icl(paper_ctx *p)
     }
     const double ti = lina_now(), ci = lina_cpu_now();
     int rc = lina_icl_paper(p->out, p->threads, p->md);
-    if (!rc) {
-        /* the section runs nothing else: the process's CPU time over the call is its runs' */
-        add_cpu(p, lina_cpu_now() - ci, 1);
-    }
     if (rc) {
         fprintf(stderr, "lina paper: icl: %s\n", lina_last_error());
         fprintf(p->md, "## In-context linear regression\n\nnot run: %s\n\n", lina_last_error());
         summary(p, "ICL regression: not run (%s)", lina_last_error());
     } else {
+        /* the section runs nothing else: the process's CPU time over the call is its runs' */
+        add_cpu(p, lina_cpu_now() - ci, 1);
         summary(p, "ICL regression: see its section (%.0f s)", lina_now() - ti);
     }
 }
