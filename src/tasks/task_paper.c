@@ -778,6 +778,21 @@ static int mq_width_index(int d)
     return -1;
 }
 
+/* the first width whose cell (byw[j] at MQ_WIDTHS[j]; NULL: none) reaches 90 % on average, or -1; *gap: a
+ * smaller width has no cell that ran ("<= d") */
+static int mq_first90(const mq_cell *const byw[MQ_NWIDTHS], int *gap)
+{
+    *gap = 0;
+    for (int j = 0; j < MQ_NWIDTHS; j++) {
+        const int ok = byw[j] && byw[j]->ran && byw[j]->ok;
+        if (ok && byw[j]->sw.mean >= 0.9) {
+            return MQ_WIDTHS[j];
+        }
+        *gap |= !ok;
+    }
+    return -1;
+}
+
 /* The budget ablation's table (the cells at MQ_STEPS beside those at MQ_LONG_STEPS) and its verdict
  * (into v; empty when nothing ran). */
 static void mqar_long_ablation(paper_ctx *p, FILE *f, mq_cell (*cells)[MQ_NWIDTHS], const mq_cell *lng, char *v,
@@ -865,25 +880,19 @@ static void mqar_long_ablation(paper_ctx *p, FILE *f, mq_cell (*cells)[MQ_NWIDTH
         if (seen) {
             continue;
         }
-        int first = -1, gap = 0, any = 0;
-        for (int j = 0; j < MQ_NWIDTHS; j++) {
-            const mq_cell *b = NULL;
-            for (int k2 = 0; k2 < MQ_NLONG; k2++) {
-                if (!strcmp(MQ_LONG[k2].name, MQ_LONG[k].name) && MQ_LONG[k2].d == MQ_WIDTHS[j]) {
-                    b = &lng[k2];
-                }
-            }
-            const int ok = b && b->ran && b->ok;
-            any |= ok;
-            if (first < 0 && ok && b->sw.mean >= 0.9) {
-                first = MQ_WIDTHS[j];
-            } else if (first < 0 && !ok) {
-                gap = 1;
+        const mq_cell *byw[MQ_NWIDTHS] = {NULL};
+        int any = 0, gap;
+        for (int k2 = 0; k2 < MQ_NLONG; k2++) {
+            const int j = mq_width_index(MQ_LONG[k2].d);
+            if (!strcmp(MQ_LONG[k2].name, MQ_LONG[k].name) && j >= 0) {
+                byw[j] = &lng[k2];
+                any |= lng[k2].ran && lng[k2].ok;
             }
         }
         if (!any) {
             continue;
         }
+        const int first = mq_first90(byw, &gap);
         n += (size_t)snprintf(v + n, vn - n, "%s", head ? ";" : " With this budget, first width >= 90%:");
         head = 1;
         if (n < vn) {
@@ -1045,8 +1054,11 @@ static void paper_mqar(paper_ctx *p)
         fprintf(f, "| %s |", lina_model_type_name(MQ_MODELS[i]));
         double wall = 0.0, steps = 0.0, cpu = 0.0;
         int nst = 0, runs = 0, ran_i = 0, cpu_na = 0;
-        first90[i] = -1;
-        gap90[i] = 0;
+        const mq_cell *byw[MQ_NWIDTHS];
+        for (int j = 0; j < MQ_NWIDTHS; j++) {
+            byw[j] = &cells[i][j];
+        }
+        first90[i] = mq_first90(byw, &gap90[i]);
         char lrs_kept[256] = "";
         int kl = 0;
         for (int j = 0; j < MQ_NWIDTHS; j++) {
@@ -1056,12 +1068,6 @@ static void paper_mqar(paper_ctx *p)
                 continue;
             }
             ran_i = 1;
-            if (first90[i] < 0 && c->sw.mean >= 0.9) {
-                first90[i] = MQ_WIDTHS[j];
-                for (int j2 = 0; j2 < j; j2++) {
-                    gap90[i] |= !cells[i][j2].ran || !cells[i][j2].ok;
-                }
-            }
             wall += c->sw.wall_s;
             runs += c->sw.runs;
             add_cpu(p, c->sw.cpu_s, c->sw.runs);
