@@ -10,7 +10,8 @@
  * tied embeddings; forgetting_transformer: grouped kv heads, qkv biases, qk_norm, output gate;
  * forgetting_transformer_window: window 5, tied embeddings; hgrn: 3 layers with model.lower_bounds,
  * short convs; rwkv7: RWKV-7 with value_dim != hidden_size, three layers for v_first; gsa: grouped
- * kv heads, 6 slots, the t2r feature map, short convs) the
+ * kv heads, 6 slots, the t2r feature map, short convs; transformer_conv: softmax attention with
+ * lina's SiLU short convs on q, k, v, as the MQAR task builds it) the
  * model is loaded with
  * lina_model_load (config.json + model.safetensors written by the python
  * script, so the state-dict names and shapes are checked too) and compared
@@ -47,7 +48,7 @@
 static const char *const cases[] = {"gla",       "gated_deltanet",     "delta_net",      "transformer",
                                      "hybrid_gla_attn", "gated_deltanet_gva", "gla_gqa_nogate", "delta_net_gate", "mamba2",
                                      "mamba", "forgetting_transformer", "forgetting_transformer_window",
-                                     "hgrn", "rwkv7", "gsa"};
+                                     "hgrn", "rwkv7", "gsa", "transformer_conv"};
 
 static int read_npy(const char *dir, const char *name, lina_tensor *t)
 {
