@@ -54,7 +54,7 @@ SRC     = $(wildcard src/*/*.c)
 # kernel sources compiled once per path in ISAS besides the portable build
 KSRC    = src/kern/vmath.c src/kern/gemm.c src/ops/linear_attn.c src/ops/delta.c src/ops/lion.c \
           src/ops/mlstm.c src/ops/softmax_attn.c src/ops/mamba.c src/ops/rwkv7.c src/ops/hgrn.c src/ops/gsa.c \
-          src/train/optim.c src/nn/conv.c src/nn/norm.c src/nn/mamba2_layer.c
+          src/train/optim.c src/nn/conv.c src/nn/norm.c src/nn/mamba2_layer.c src/nn/rope.c
 KOBJ    = $(foreach i,$(ISAS),$(KSRC:%.c=$(BUILD)/%.$(i).o))
 OBJ     = $(SRC:%.c=$(BUILD)/%.o) $(KOBJ)
 TESTSRC = $(wildcard tests/test_*.c)

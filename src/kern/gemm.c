@@ -460,7 +460,7 @@ static inline void mm_trv(const float *s, size_t lds, float *d, size_t ldd)
 static _Thread_local float mm_panel[MM_PANEL] __attribute__((aligned(64)));
 
 /* P [K, ldp] = B^T of B [N, K] (ldb) */
-static void mm_transpose(const float *B, int ldb, int N, int K, float *P, int ldp)
+static void mm_transpose(const float *B, size_t ldb, int N, int K, float *P, size_t ldp)
 {
     for (int j0 = 0; j0 < N; j0 += LINA_VL) {
         for (int k0 = 0; k0 < K; k0 += LINA_VL) {
@@ -479,6 +479,19 @@ static void mm_transpose(const float *B, int ldb, int N, int K, float *P, int ld
 }
 #endif
 
+void LINA_KFN(lina_transpose)(const float *B, size_t ldb, int N, int K, float *P, size_t ldp)
+{
+#ifdef LINA_VL
+    mm_transpose(B, ldb, N, K, P, ldp);
+#else
+    for (int k = 0; k < K; k++) {
+        for (int j = 0; j < N; j++) {
+            P[(size_t)k * ldp + j] = B[(size_t)j * ldb + k];
+        }
+    }
+#endif
+}
+
 void LINA_KFN(lina_sgemm_smr)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                               const float *B, int ldb, float beta, float *C, int ldc, const int *lo, const int *hi,
                               int on_k)
@@ -490,7 +503,7 @@ void LINA_KFN(lina_sgemm_smr)(int transA, int transB, int M, int N, int K, float
         const float *Bp = B;
         size_t lb = (size_t)ldb;
         if (transB) {
-            mm_transpose(B, ldb, N, K, mm_panel, Np);
+            mm_transpose(B, (size_t)ldb, N, K, mm_panel, (size_t)Np);
             Bp = mm_panel;
             lb = (size_t)Np;
         }

@@ -61,6 +61,11 @@ void LINA_KFN(lina_mm)(int M, int N, int Kd, float alpha, const float *A, size_t
 void lina_mm(int M, int N, int Kd, float alpha, const float *A, size_t sam, size_t sak, const float *B, size_t ldb,
              float beta, float *C, size_t ldc, const int *lo, const int *hi, int on_k);
 
+/* P [K, ldp] = B^T of B [N, K] (ldb): P[k ldp + j] = B[j ldb + k], in blocks of one
+ * vector by one vector transposed in registers (plain loops on the portable path and at
+ * the edges). Call it as LINA_KFN(lina_transpose) from a file compiled per path. */
+void LINA_KFN(lina_transpose)(const float *B, size_t ldb, int N, int K, float *P, size_t ldp);
+
 /* lina_sgemm for the layers' products (projections, lm_head: many rows against
  * a small weight). With the AVX-512 path, M at most LINA_MM_MAX_N unless it is
  * the long side, and B (or a pass of 256 of its rows in A^T B) at most

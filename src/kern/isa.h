@@ -105,6 +105,8 @@ typedef __m512 lina_vf;
 #define LINA_VST _mm512_storeu_ps
 #define LINA_VMUL _mm512_mul_ps
 #define LINA_VADD _mm512_add_ps
+#define LINA_VSUB _mm512_sub_ps
+#define LINA_VDIV _mm512_div_ps
 #define LINA_VFMA _mm512_fmadd_ps
 #define LINA_VFNMA _mm512_fnmadd_ps
 #define LINA_VSET1 _mm512_set1_ps
@@ -119,6 +121,8 @@ typedef __m256 lina_vf;
 #define LINA_VST _mm256_storeu_ps
 #define LINA_VMUL _mm256_mul_ps
 #define LINA_VADD _mm256_add_ps
+#define LINA_VSUB _mm256_sub_ps
+#define LINA_VDIV _mm256_div_ps
 #define LINA_VFMA _mm256_fmadd_ps
 #define LINA_VFNMA _mm256_fnmadd_ps
 #define LINA_VSET1 _mm256_set1_ps

@@ -2,6 +2,7 @@
  * Compiled once per instruction-set path (kern/isa.h); lina_vexp dispatches. */
 #include "isa.h"
 #include "lina.h"
+#include "vexp.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -23,17 +24,7 @@ float lina_logsigmoidf(float x)
 }
 #endif
 
-/* exp on a float vector, every path the same method: x clamped to [-104, 89],
- * range reduction x = n ln2 + r with |r| <= ln2/2 (ln2 split in two parts),
- * degree-6 polynomial (about 2 ulp), then scaling by 2^n. AVX-512 scales with
- * vscalefps; the others multiply by 2^(n/2) and 2^(n - n/2), both normal
- * floats, so results that are denormal, 0 or +inf come out correctly rounded
- * from a single final multiply. NaN propagates. */
-#define EXP_LO (-104.0f)
-#define EXP_HI 89.0f
-#define EXP_LOG2E 1.44269504088896341f
-#define EXP_LN2HI 0.693359375f
-#define EXP_LN2LO (-2.12194440e-4f)
+/* the portable path: the method of vexp.h in plain C */
 #define EXP_POLY(p, r)                                   \
     do {                                                 \
         p = 1.0f / 720.0f;                               \
@@ -50,24 +41,6 @@ float lina_logsigmoidf(float x)
 #endif
 
 #if defined(__AVX512F__)
-static inline __m512 exp16(__m512 x)
-{
-    x = _mm512_max_ps(_mm512_set1_ps(EXP_LO), x); /* NaN in x is kept (second operand) */
-    x = _mm512_min_ps(_mm512_set1_ps(EXP_HI), x);
-    __m512 fn = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(EXP_LN2HI), x);
-    r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(EXP_LN2LO), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, fn);
-}
-
 void LINA_KFN(lina_vexp)(float *y, const float *x, size_t n)
 {
     size_t i = 0;
@@ -80,29 +53,6 @@ void LINA_KFN(lina_vexp)(float *y, const float *x, size_t n)
     }
 }
 #elif defined(__AVX2__) && defined(__FMA__)
-static inline __m256 exp8(__m256 x)
-{
-    x = _mm256_max_ps(_mm256_set1_ps(EXP_LO), x); /* NaN in x is kept (second operand) */
-    x = _mm256_min_ps(_mm256_set1_ps(EXP_HI), x);
-    __m256 fn = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(EXP_LN2HI), x);
-    r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(EXP_LN2LO), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i n = _mm256_cvtps_epi32(fn); /* NaN gives INT_MIN: p is NaN already */
-    __m256i n1 = _mm256_srai_epi32(n, 1), n2 = _mm256_sub_epi32(n, n1);
-    const __m256i bias = _mm256_set1_epi32(127);
-    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
-    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
-}
-
 void LINA_KFN(lina_vexp)(float *y, const float *x, size_t n)
 {
     size_t i = 0;
@@ -149,8 +99,7 @@ void LINA_KFN(lina_vsigmoid)(float *s, const float *x, size_t n)
 #if defined(__AVX512F__)
     const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
     for (; i + 16 <= n; i += 16) {
-        __m512 e = exp16(_mm512_sub_ps(zero, _mm512_loadu_ps(x + i)));
-        _mm512_storeu_ps(s + i, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+        _mm512_storeu_ps(s + i, lina_vsigmoid_v(_mm512_loadu_ps(x + i)));
     }
     if (i < n) {
         __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
@@ -160,8 +109,7 @@ void LINA_KFN(lina_vsigmoid)(float *s, const float *x, size_t n)
 #elif defined(__AVX2__) && defined(__FMA__)
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
     for (; i + 8 <= n; i += 8) {
-        __m256 e = exp8(_mm256_sub_ps(zero, _mm256_loadu_ps(x + i)));
-        _mm256_storeu_ps(s + i, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+        _mm256_storeu_ps(s + i, lina_vsigmoid_v(_mm256_loadu_ps(x + i)));
     }
     if (i < n) {
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);

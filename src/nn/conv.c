@@ -3,6 +3,7 @@
  * forward and backward are compiled once per instruction-set path (Makefile
  * KSRC, kern/isa.h): their channel loops vectorise to the path's width. */
 #include "../kern/isa.h"
+#include "../kern/vexp.h"
 #include "nn.h"
 
 #include <math.h>
@@ -133,6 +134,47 @@ static void conv_pre_row(float *pre, const float *x, size_t ldx, const float *wt
     }
 }
 
+#ifdef LINA_VL
+/* The usual SiLU row on the vector paths, in registers, one pass: W = 4, all four taps
+ * in x (s >= 3), channels [0, n) of the block (n a whole number of vectors), the
+ * pre-activation p summed as conv_pre_row sums it (bias, taps 0..3) and sigmoid(p) as
+ * lina_vsigmoid gives it. dy NULL (forward): out = p sigmoid(p); else (backward) out =
+ * dy sigmoid(p) (1 + p (1 - sigmoid(p))), the derivative of the SiLU times dy. */
+static void conv4_silu_row(float *out, const float *dy, const float *x, size_t ldx, const float *wt,
+                           const float *bias, int b, int s, int c0, int n, int T)
+{
+    const float *x0 = x + ((size_t)b * T + (size_t)(s - 3)) * ldx + c0, *x1 = x0 + ldx, *x2 = x1 + ldx,
+                *x3 = x2 + ldx;
+    const float *bc = bias ? bias + c0 : NULL;
+    const lina_vf one = LINA_VSET1(1.0f);
+    for (int c = 0; c < n; c += LINA_VL) {
+        lina_vf p = bc ? LINA_VLD(bc + c) : LINA_VZERO();
+        p = LINA_VFMA(LINA_VLD(wt + c), LINA_VLD(x0 + c), p);
+        p = LINA_VFMA(LINA_VLD(wt + CB + c), LINA_VLD(x1 + c), p);
+        p = LINA_VFMA(LINA_VLD(wt + 2 * CB + c), LINA_VLD(x2 + c), p);
+        p = LINA_VFMA(LINA_VLD(wt + 3 * CB + c), LINA_VLD(x3 + c), p);
+        const lina_vf sg = lina_vsigmoid_v(p);
+        if (dy) {
+            const lina_vf t = LINA_VFMA(p, LINA_VSUB(one, sg), one);
+            LINA_VST(out + c, LINA_VMUL(LINA_VLD(dy + c), LINA_VMUL(sg, t)));
+        } else {
+            LINA_VST(out + c, LINA_VMUL(p, sg));
+        }
+    }
+}
+#endif
+
+/* channels of a block that conv4_silu_row takes (the rest go through conv_pre_row) */
+static int conv4_fused(int W, int s, int cw, lina_act act)
+{
+#ifdef LINA_VL
+    return act == LINA_ACT_SILU && W == 4 && s >= W - 1 ? cw / LINA_VL * LINA_VL : 0;
+#else
+    (void)W, (void)s, (void)cw, (void)act;
+    return 0;
+#endif
+}
+
 /* y [B,T,C]; x [B,T,C] with rows ldx floats apart; w [C,W]; bias [C]; cache, cache_out [B,C,W] */
 void LINA_KFN(lina_shortconv_forward_ld)(float *y, const float *x, size_t ldx, const float *w, const float *bias,
                                          const float *cache, float *cache_out, int B, int T, int C, int W,
@@ -151,11 +193,20 @@ void LINA_KFN(lina_shortconv_forward_ld)(float *y, const float *x, size_t ldx, c
                     prefetch_block(x + ((size_t)b * T + s + PF) * ldx + c0, c1 - c0);
                     prefetch_block(yr + (size_t)PF * C, c1 - c0);
                 }
-                conv_pre_row(pre, x, ldx, wt, bias, cache, b, s, c0, c1, T, C, W);
+                const int nf = conv4_fused(W, s, c1 - c0, act), c0r = c0 + nf; /* fused, then the rest */
+#ifdef LINA_VL
+                if (nf) {
+                    conv4_silu_row(yr, NULL, x, ldx, wt, bias, b, s, c0, nf, T);
+                }
+#endif
+                if (c0r == c1) {
+                    continue;
+                }
+                conv_pre_row(pre, x, ldx, wt + nf, bias, cache, b, s, c0r, c1, T, C, W);
                 if (act == LINA_ACT_SILU) {
-                    lina_vsigmoid(sg, pre, (size_t)(c1 - c0));
-                    for (int c = 0; c < c1 - c0; c++) {
-                        yr[c] = pre[c] * sg[c];
+                    lina_vsigmoid(sg, pre, (size_t)(c1 - c0r));
+                    for (int c = 0; c < c1 - c0r; c++) {
+                        yr[nf + c] = pre[c] * sg[c];
                     }
                 } else {
                     memcpy(yr, pre, (size_t)(c1 - c0) * sizeof(float));
@@ -215,12 +266,20 @@ static void conv_bwd_block(float *dx, size_t lddx, int dx_set, float *dw, float 
                 const float *dyr = dy + ((size_t)b * T + s) * C + c0;
                 float *d = dp[s % W];
                 if (act == LINA_ACT_SILU) {
-                    conv_pre_row(pre, x, ldx, wt, bias, cache, b, s, c0, c1, T, C, W);
-                    lina_vsigmoid(sgr, pre, (size_t)cw);
-                    for (int c = 0; c < cw; c++) {
-                        float p = pre[c], sg = sgr[c], g = dyr[c];
-                        g *= sg * (1.0f + p * (1.0f - sg));
-                        d[c] = g;
+                    const int nf = conv4_fused(W, s, cw, act); /* fused, then the rest */
+#ifdef LINA_VL
+                    if (nf) {
+                        conv4_silu_row(d, dyr, x, ldx, wt, bias, b, s, c0, nf, T);
+                    }
+#endif
+                    if (nf < cw) {
+                        conv_pre_row(pre, x, ldx, wt + nf, bias, cache, b, s, c0 + nf, c1, T, C, W);
+                        lina_vsigmoid(sgr, pre, (size_t)(cw - nf));
+                        for (int c = nf; c < cw; c++) {
+                            float p = pre[c - nf], sg = sgr[c - nf], g = dyr[c];
+                            g *= sg * (1.0f + p * (1.0f - sg));
+                            d[c] = g;
+                        }
                     }
                 } else {
                     memcpy(d, dyr, (size_t)cw * sizeof(float));

@@ -1,4 +1,7 @@
-/* rope.c -- rotary position embedding (rotate-half), forward and its transpose. */
+/* rope.c -- rotary position embedding (rotate-half), forward and its transpose.
+ * Compiled once per instruction-set path (Makefile KSRC, kern/isa.h): the rotation's
+ * loop over a head's pairs vectorises to the path's width. */
+#include "../kern/isa.h"
 #include "nn.h"
 
 #include <math.h>
@@ -56,12 +59,21 @@ static int rope_apply(float *y, const float *x, int B, int T, int H, int d, int6
     return LINA_OK;
 }
 
-int lina_rope_forward(float *y, const float *x, int B, int T, int H, int d, int64_t pos0, double base)
+int LINA_KFN(lina_rope_forward)(float *y, const float *x, int B, int T, int H, int d, int64_t pos0, double base)
 {
     return rope_apply(y, x, B, T, H, d, pos0, base, 1, "rope");
 }
 
-int lina_rope_backward(float *dx, const float *dy, int B, int T, int H, int d, int64_t pos0, double base)
+int LINA_KFN(lina_rope_backward)(float *dx, const float *dy, int B, int T, int H, int d, int64_t pos0, double base)
 {
     return rope_apply(dx, dy, B, T, H, d, pos0, base, -1, "rope backward");
 }
+
+#if LINA_ISA_PRIMARY
+LINA_ISA_DISPATCH(int, lina_rope_forward,
+                  (float *y, const float *x, int B, int T, int H, int d, int64_t pos0, double base),
+                  (y, x, B, T, H, d, pos0, base))
+LINA_ISA_DISPATCH(int, lina_rope_backward,
+                  (float *dx, const float *dy, int B, int T, int H, int d, int64_t pos0, double base),
+                  (dx, dy, B, T, H, d, pos0, base))
+#endif

@@ -126,6 +126,17 @@ static double *sa_cumgate(const sa_ctx *c, const float *g, int *rc)
     return cg;
 }
 
+/* Ask for rows [r0, r1) of a head's [B,T,H,D] tensor (w floats each, ld floats
+ * apart) ahead of a tile's products: the rows lie a few hundred bytes apart
+ * and the first pass over them (a transpose, a product's broadcasts) would
+ * otherwise wait on each one in turn. */
+static void sa_prefetch_rows(const float *row0, size_t ld, int n, int w)
+{
+    for (int r = 0; r < n; r++) {
+        lina_prefetch_floats(row0 + (size_t)r * ld, w);
+    }
+}
+
 /* Allowed key range [lo, hi) of query row i. */
 static inline void sa_keys(const sa_ctx *c, int i, int *lo, int *hi)
 {
@@ -151,12 +162,7 @@ static inline int sa_cols(const sa_ctx *c, int i, int j0, int nc, int *lo, int *
 /* t [x][j] (ld SA_BC) = the tile's rows src[j][x] (ld), j < n, x < w */
 static void sa_transpose(float *t, const float *src, size_t ld, int n, int w)
 {
-    for (int j = 0; j < n; j++) {
-        const float *s = src + (size_t)j * ld;
-        for (int x = 0; x < w; x++) {
-            t[(size_t)x * SA_BC + j] = s[x];
-        }
-    }
+    LINA_KFN(lina_transpose)(src, ld, n, w, t, SA_BC);
 }
 
 /* Allowed columns of the rows [i0, i0+nr) in the key tile [j0, j0+nc):
@@ -246,6 +252,14 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
     int jlo, jhi, dummy;
     sa_keys(c, i0, &jlo, &dummy);
     sa_keys(c, i1 - 1, &dummy, &jhi);
+    if (jlo < jhi) {
+        const int nk = jhi - jlo < SA_BC ? jhi - jlo : SA_BC;
+        sa_prefetch_rows(LINA_ROW(in->k, b, jlo, h, T, H, c->K), (size_t)H * c->K, nk, c->K);
+        sa_prefetch_rows(LINA_ROW(in->q, b, i0, h, T, H, c->K), (size_t)H * c->K, nr, c->K);
+        if (o) {
+            sa_prefetch_rows(LINA_ROW(in->v, b, jlo, h, T, H, V), ldv, nk, V);
+        }
+    }
     for (int j0 = jlo; j0 < jhi; j0 += SA_BC) {
         const int nc = jhi - j0 < SA_BC ? jhi - j0 : SA_BC;
         sa_row_cols(c, i0, nr, j0, nc, clo, chi);
@@ -441,6 +455,13 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
     jlo -= jlo % SA_BC; /* key tiles on the grid of SA_BC */
     const float *Q = LINA_ROW(in->q, b, i0, h, T, H, K);
     const float *dOt = LINA_ROW(dO, b, i0, h, T, H, V);
+    if (jlo < jhi) {
+        const int nk = jhi - jlo < SA_BC ? jhi - jlo : SA_BC;
+        sa_prefetch_rows(LINA_ROW(in->k, b, jlo, h, T, H, K), ldk, nk, K);
+        sa_prefetch_rows(Q, ldk, nr, K);
+        sa_prefetch_rows(dOt, ldv, nr, V);
+        sa_prefetch_rows(LINA_ROW(in->v, b, jlo, h, T, H, V), ldv, nk, V);
+    }
     for (int r = 0; r < 2 * SA_BR; r++) {
         D[r] = 0.0;
     }
@@ -495,17 +516,23 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
             float *Pr = Pt + (size_t)r * SA_BC;
             const float *dPr = dPt + (size_t)r * SA_BC;
             const float Dr = (float)D[r];
+            if (!c->cg) {
+#pragma omp simd
+                for (int j = clo[r]; j < chi[r]; j++) { /* P is 0 outside: so is dS */
+                    Pr[j] *= dPr[j] - Dr; /* dS, in place */
+                }
+                continue;
+            }
             double rs = 0.0;
 #pragma omp simd reduction(+ : rs)
-            for (int j = clo[r]; j < chi[r]; j++) { /* P is 0 outside: so is dS */
-                Pr[j] *= dPr[j] - Dr; /* dS, in place */
+            for (int j = clo[r]; j < chi[r]; j++) {
+                Pr[j] *= dPr[j] - Dr;
                 rs += Pr[j];
             }
-            if (c->cg) { /* the bias c_i - c_j: row sums to c_i, column sums from c_j */
-                dc[i0 + r] += rs;
-                for (int j = clo[r]; j < chi[r]; j++) {
-                    dc[j0 + j] -= Pr[j];
-                }
+            /* the bias c_i - c_j: row sums to c_i, column sums from c_j */
+            dc[i0 + r] += rs;
+            for (int j = clo[r]; j < chi[r]; j++) {
+                dc[j0 + j] -= Pr[j];
             }
         }
         LINA_KFN(lina_mm)(nr, K, nc, c->s, Pt, SA_BC, 1, LINA_ROW(in->k, b, j0, h, T, H, K), ldk, j0 > jlo ? 1.0f : 0.0f,
