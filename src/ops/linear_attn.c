@@ -1442,9 +1442,10 @@ static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_g
 
 /* ======================================================== recurrent backward */
 
-/* The recurrent backward works on a block of RB state rows at a time (under a
+/* The recurrent backward works on a block of rb state rows at a time (RB, four
+ * vectors on the AVX paths, or two when K fits in two: rb_rows; under a
  * diagonal decay the rows of the state are independent) and up to RVC value
- * columns, stored transposed: column j of a block is RB contiguous floats, so
+ * columns, stored transposed: column j of a block is rb contiguous floats, so
  * each step is vector work across the rows with the column's values
  * broadcast; each block runs both sweeps over every step on its own. With the
  * lazy decay's kept state H and scaled inputs qs, ks:
@@ -1462,26 +1463,38 @@ static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_g
 #endif
 #define RVC 64 /* value columns per backward tile: a block of RB x RVC floats stays in L1 */
 
-/* X[j*RB + r] = src[(i0 + r) * V + j0 + j] * f[i0 + r] for r < nb, else 0
+/* rows per block for K rows of state: RB, or half of it (two vectors) when K fits
+ * there, so that a narrow head (K = 32 on AVX-512) does not sweep zero rows */
+static inline int rb_rows(int K)
+{
+#ifdef LINA_VL
+    return K <= RB / 2 ? RB / 2 : RB;
+#else
+    (void)K;
+    return RB;
+#endif
+}
+
+/* X[j*rb + r] = src[(i0 + r) * V + j0 + j] * f[i0 + r] for r < nb, else 0
  * (src NULL: zeros; f NULL: 1) */
-static void rb_load(float *X, const float *src, const float *f, int V, int i0, int nb, int j0, int W)
+static void rb_load(float *X, int rb, const float *src, const float *f, int V, int i0, int nb, int j0, int W)
 {
     for (int j = 0; j < W; j++) {
-        float *restrict d = X + (size_t)j * RB;
-        for (int r = 0; r < RB; r++) {
+        float *restrict d = X + (size_t)j * rb;
+        for (int r = 0; r < rb; r++) {
             d[r] = src && r < nb ? src[(size_t)(i0 + r) * V + j0 + j] * (f ? f[i0 + r] : 1.0f) : 0.0f;
         }
     }
 }
 
 /* the block's rows [i0, i0+nb) of a K-vector: the vector itself when the block
- * is full, else a copy padded with zeros (src NULL: ones) */
-static inline const float *rb_row(const float *src, int i0, int nb, float *restrict buf)
+ * (of rb rows) is full, else a copy padded with zeros (src NULL: ones) */
+static inline const float *rb_row(const float *src, int i0, int nb, int rb, float *restrict buf)
 {
-    if (src && nb == RB) {
+    if (src && nb == rb) {
         return src + i0;
     }
-    for (int r = 0; r < RB; r++) {
+    for (int r = 0; r < rb; r++) {
         buf[r] = r < nb ? (src ? src[i0 + r] : 1.0f) : 0.0f;
     }
     return buf;
@@ -1500,6 +1513,7 @@ typedef struct rb_sweep {
     float *pad;           /* [3*RB] a partial block's decays, the step's scaled q and k rows */
     const float *Ev;      /* [T*K] the lazy decay's e: dq = dqs e, dk = dks / e */
     int i0, nb, W;
+    int rb;               /* rows per block (rb_rows): the stride of a column of X */
     int first, last;      /* the first / last tile of value columns: dq, dk rows set / finished */
 } rb_sweep;
 
@@ -1514,14 +1528,14 @@ static inline void rb_scaled_qk(const rb_sweep *w, int t, float *restrict qb, fl
     for (int r = 0; r < w->nb; r++) {
         kb[r] = k[r] / e[r];
     }
-    for (int r = w->nb; r < RB; r++) {
+    for (int r = w->nb; r < w->rb; r++) {
         kb[r] = 0.0f;
     }
     if (qb) {
         for (int r = 0; r < w->nb; r++) {
             qb[r] = c->s * q[r] * e[r];
         }
-        for (int r = w->nb; r < RB; r++) {
+        for (int r = w->nb; r < w->rb; r++) {
             qb[r] = 0.0f;
         }
     }
@@ -1540,9 +1554,10 @@ static inline void rb_dq_write(const rb_sweep *w, int t, const float *restrict a
 }
 
 /* one step t of the forward sweep (unit: the step's decays are all 1, so the
- * state is not multiplied by them) */
+ * state is not multiplied by them; NV vectors per column of the block, rb =
+ * NV * LINA_VL on the AVX paths) */
 DD_INLINE void rb_fwd_step(const rb_sweep *w, float *restrict X, int t, const float *restrict a,
-                           const float *restrict kb, const int unit)
+                           const float *restrict kb, const int unit, const int NV)
 {
     const dd_ctx *c = w->c;
     const int W = w->W, nb = w->nb;
@@ -1559,27 +1574,28 @@ DD_INLINE void rb_fwd_step(const rb_sweep *w, float *restrict X, int t, const fl
     }
     _Alignas(64) float acc[RB];
 #ifdef LINA_VL
+    const int rb = NV * LINA_VL;
     lina_vf A[4], Kb[4], D[4];
-    for (int u = 0; u < 4; u++) {
+    for (int u = 0; u < NV; u++) {
         A[u] = unit ? LINA_VZERO() : LINA_VLD(a + LINA_VL * u);
         Kb[u] = LINA_VLD(kb + LINA_VL * u);
         D[u] = LINA_VZERO();
     }
     for (int j = 0; j < W; j++) {
-        float *Sj = X + (size_t)j * RB;
+        float *Sj = X + (size_t)j * rb;
         const lina_vf vj = LINA_VSET1(v[j]), dj = LINA_VSET1(dO[j]);
-        for (int u = 0; u < 4; u++) {
+        for (int u = 0; u < NV; u++) {
             const lina_vf s0 = LINA_VLD(Sj + LINA_VL * u);
             const lina_vf x = LINA_VFMA(Kb[u], vj, unit ? s0 : LINA_VMUL(A[u], s0));
             LINA_VST(Sj + LINA_VL * u, x);
             D[u] = LINA_VFMA(x, dj, D[u]);
         }
     }
-    for (int u = 0; u < 4; u++) {
+    for (int u = 0; u < NV; u++) {
         LINA_VST(acc + LINA_VL * u, D[u]);
     }
 #else
-    (void)unit;
+    (void)unit, (void)NV;
     for (int r = 0; r < RB; r++) {
         acc[r] = 0.0f;
     }
@@ -1602,8 +1618,8 @@ DD_INLINE void rb_fwd_step(const rb_sweep *w, float *restrict X, int t, const fl
  * column of the state is loaded and stored once for both (AVX-512: 0.95x the
  * time of the linear-attention backward at K = V = 64; with AVX2's 16
  * registers it spills and takes 1.05x) */
-static void rb_fwd_pair(const rb_sweep *w, float *restrict X, int t, const float *restrict kb0,
-                        const float *restrict kb1)
+DD_INLINE void rb_fwd_pair(const rb_sweep *w, float *restrict X, int t, const float *restrict kb0,
+                           const float *restrict kb1, const int NV)
 {
     const dd_ctx *c = w->c;
     const int W = w->W, nb = w->nb;
@@ -1619,18 +1635,19 @@ static void rb_fwd_pair(const rb_sweep *w, float *restrict X, int t, const float
             lina_prefetch_floats(d0 + (RPF + u) * rs, W);
         }
     }
+    const int rb = NV * LINA_VL;
     lina_vf K0[4], K1[4], D0[4], D1[4];
-    for (int u = 0; u < 4; u++) {
+    for (int u = 0; u < NV; u++) {
         K0[u] = LINA_VLD(kb0 + LINA_VL * u);
         K1[u] = LINA_VLD(kb1 + LINA_VL * u);
         D0[u] = LINA_VZERO();
         D1[u] = LINA_VZERO();
     }
     for (int j = 0; j < W; j++) {
-        float *Sj = X + (size_t)j * RB;
+        float *Sj = X + (size_t)j * rb;
         const lina_vf a0 = LINA_VSET1(v0[j]), b0 = LINA_VSET1(d0[j]);
         const lina_vf a1 = LINA_VSET1(v1[j]), b1 = LINA_VSET1(d1[j]);
-        for (int u = 0; u < 4; u++) {
+        for (int u = 0; u < NV; u++) {
             const lina_vf x0 = LINA_VFMA(K0[u], a0, LINA_VLD(Sj + LINA_VL * u));
             D0[u] = LINA_VFMA(x0, b0, D0[u]);
             const lina_vf x1 = LINA_VFMA(K1[u], a1, x0);
@@ -1639,46 +1656,55 @@ static void rb_fwd_pair(const rb_sweep *w, float *restrict X, int t, const float
         }
     }
     _Alignas(64) float acc[RB];
-    for (int u = 0; u < 4; u++) {
+    for (int u = 0; u < NV; u++) {
         LINA_VST(acc + LINA_VL * u, D0[u]);
     }
     rb_dq_write(w, t, acc);
-    for (int u = 0; u < 4; u++) {
+    for (int u = 0; u < NV; u++) {
         LINA_VST(acc + LINA_VL * u, D1[u]);
     }
     rb_dq_write(w, t + 1, acc);
 }
 #endif
 
-/* forward sweep of one row block over every step: X (H_0 of the block, [W][RB]
- * transposed) becomes H_T; dq rows += s H_t dO_t */
-static void rb_fwd_sweep(const rb_sweep *w, float *restrict X)
+/* forward sweep of one row block over every step: X (H_0 of the block, [W][rb]
+ * transposed) becomes H_T; dq rows += s H_t dO_t (NV vectors per column) */
+DD_INLINE void rb_fwd_sweep_nv(const rb_sweep *w, float *restrict X, const int NV)
 {
     const int T = w->c->T, K = w->c->K, nb = w->nb;
     for (int t = 0; t < T; t++) {
-        const float *restrict a = rb_row(w->Al + (size_t)t * K, w->i0, nb, w->pad);
+        const float *restrict a = rb_row(w->Al + (size_t)t * K, w->i0, nb, w->rb, w->pad);
         float *kb = w->pad + RB;
         rb_scaled_qk(w, t, NULL, kb);
 #if defined(LINA_VL) && defined(__AVX512F__)
         if (t + 1 < T && dd_unit_row(a, nb) && dd_unit_row(w->Al + (size_t)(t + 1) * K + w->i0, nb)) {
             float *kb1 = w->pad + 2 * RB;
             rb_scaled_qk(w, t + 1, NULL, kb1);
-            rb_fwd_pair(w, X, t, kb, kb1);
+            rb_fwd_pair(w, X, t, kb, kb1, NV);
             t++;
             continue;
         }
 #endif
         if (dd_unit_row(a, nb)) {
-            rb_fwd_step(w, X, t, a, kb, 1);
+            rb_fwd_step(w, X, t, a, kb, 1, NV);
         } else {
-            rb_fwd_step(w, X, t, a, kb, 0);
+            rb_fwd_step(w, X, t, a, kb, 0, NV);
         }
+    }
+}
+
+static void rb_fwd_sweep(const rb_sweep *w, float *restrict X)
+{
+    if (w->rb == RB) {
+        rb_fwd_sweep_nv(w, X, 4);
+    } else {
+        rb_fwd_sweep_nv(w, X, 2);
     }
 }
 
 /* one step t of the reverse sweep (a: the decays of step t + 1; unit: all 1) */
 DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t, const float *restrict a,
-                           const float *restrict qb, const float *restrict kb, const int unit)
+                           const float *restrict qb, const float *restrict kb, const int unit, const int NV)
 {
     const dd_ctx *c = w->c;
     const int W = w->W, nb = w->nb;
@@ -1697,8 +1723,9 @@ DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t,
     }
     _Alignas(64) float acc[RB];
 #ifdef LINA_VL
+    const int rb = NV * LINA_VL;
     lina_vf A[4], Q[4], Kb[4], D[4];
-    for (int u = 0; u < 4; u++) {
+    for (int u = 0; u < NV; u++) {
         A[u] = unit ? LINA_VZERO() : LINA_VLD(a + LINA_VL * u);
         Q[u] = LINA_VLD(qb + LINA_VL * u);
         Kb[u] = LINA_VLD(kb + LINA_VL * u);
@@ -1708,16 +1735,20 @@ DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t,
         const int n = W - g < 8 ? W - g : 8;
         __m256 P[8];
         for (int m = 0; m < n; m++) {
-            float *Rj = X + (size_t)(g + m) * RB;
+            float *Rj = X + (size_t)(g + m) * rb;
             const lina_vf d = LINA_VSET1(dO[g + m]), vv = LINA_VSET1(v[g + m]);
             lina_vf x[4];
-            for (int u = 0; u < 4; u++) {
+            for (int u = 0; u < NV; u++) {
                 const lina_vf r0 = LINA_VLD(Rj + LINA_VL * u);
                 x[u] = LINA_VFMA(Q[u], d, unit ? r0 : LINA_VMUL(A[u], r0));
                 LINA_VST(Rj + LINA_VL * u, x[u]);
                 D[u] = LINA_VFMA(x[u], vv, D[u]);
             }
-            P[m] = LINA_VFOLD(LINA_VFMA(x[3], Kb[3], LINA_VFMA(x[2], Kb[2], LINA_VFMA(x[1], Kb[1], LINA_VMUL(x[0], Kb[0])))));
+            lina_vf pk = LINA_VMUL(x[0], Kb[0]);
+            for (int u = 1; u < NV; u++) {
+                pk = LINA_VFMA(x[u], Kb[u], pk);
+            }
+            P[m] = LINA_VFOLD(pk);
         }
         for (int m = n; m < 8; m++) {
             P[m] = _mm256_setzero_ps();
@@ -1732,11 +1763,11 @@ DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t,
             memcpy(dv + g, sums, (size_t)n * sizeof(float));
         }
     }
-    for (int u = 0; u < 4; u++) {
+    for (int u = 0; u < NV; u++) {
         LINA_VST(acc + LINA_VL * u, D[u]);
     }
 #else
-    (void)unit;
+    (void)unit, (void)NV;
     for (int r = 0; r < RB; r++) {
         acc[r] = 0.0f;
     }
@@ -1764,18 +1795,27 @@ DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t,
 /* reverse sweep of one row block over every step: X (R_T of the block)
  * becomes R_0 (before the first step's decay); dk rows += R_t v_t; dv_t (+)=
  * R_t^T ks_t (add: the block is not the first of its columns) */
-static void rb_rev_sweep(const rb_sweep *w, float *restrict X, int add)
+DD_INLINE void rb_rev_sweep_nv(const rb_sweep *w, float *restrict X, int add, const int NV)
 {
     const int T = w->c->T, K = w->c->K, nb = w->nb;
     for (int t = T - 1; t >= 0; t--) {
-        const float *restrict a = rb_row(t + 1 < T ? w->Al + (size_t)(t + 1) * K : NULL, w->i0, nb, w->pad);
+        const float *restrict a = rb_row(t + 1 < T ? w->Al + (size_t)(t + 1) * K : NULL, w->i0, nb, w->rb, w->pad);
         float *qb = w->pad + RB, *kb = w->pad + 2 * RB;
         rb_scaled_qk(w, t, qb, kb);
         if (dd_unit_row(a, nb)) {
-            rb_rev_step(w, X, add, t, a, qb, kb, 1);
+            rb_rev_step(w, X, add, t, a, qb, kb, 1, NV);
         } else {
-            rb_rev_step(w, X, add, t, a, qb, kb, 0);
+            rb_rev_step(w, X, add, t, a, qb, kb, 0, NV);
         }
+    }
+}
+
+static void rb_rev_sweep(const rb_sweep *w, float *restrict X, int add)
+{
+    if (w->rb == RB) {
+        rb_rev_sweep_nv(w, X, add, 4);
+    } else {
+        rb_rev_sweep_nv(w, X, add, 2);
     }
 }
 
@@ -1812,8 +1852,9 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         const float *h0 = in->h0 ? LINA_STATE(in->h0, b, h, H, KV) : NULL;
         const float *dht = gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL;
         const float *eT = Ev + (size_t)(T - 1) * K; /* e after the last step */
+        const int rb = rb_rows(K);
         rb_sweep sw = {.c = c, .q = LINA_ROW(in->q, b, 0, h, T, H, K), .k = LINA_ROW(in->k, b, 0, h, T, H, K),
-                       .Al = Al, .zero = zero, .pad = pad, .Ev = Ev};
+                       .Al = Al, .zero = zero, .pad = pad, .Ev = Ev, .rb = rb};
         /* under the diagonal decay each block of state rows, on each tile of
          * value columns, runs both sweeps over every step on its own */
         for (int j0 = 0; j0 < V; j0 += RVC) {
@@ -1823,31 +1864,31 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
             sw.v = LINA_ROW(in->v, b, 0, h, T, H, V) + j0;
             sw.dO = gi->do_ ? LINA_ROW(gi->do_, b, 0, h, T, H, V) + j0 : NULL;
             sw.dv = LINA_ROW(go->dv, b, 0, h, T, H, V) + j0;
-            for (int i0 = 0; i0 < K; i0 += RB) {
-                const int nb = K - i0 < RB ? K - i0 : RB, W = sw.W;
+            for (int i0 = 0; i0 < K; i0 += rb) {
+                const int nb = K - i0 < rb ? K - i0 : rb, W = sw.W;
                 sw.i0 = i0;
                 sw.nb = nb;
                 sw.dq = LINA_ROW(go->dq, b, 0, h, T, H, K) + i0;
                 sw.dk = LINA_ROW(go->dk, b, 0, h, T, H, K) + i0;
-                rb_load(X, h0, NULL, V, i0, nb, j0, W);
+                rb_load(X, rb, h0, NULL, V, i0, nb, j0, W);
                 rb_fwd_sweep(&sw, X);
                 /* rowsum(h_T * dh_T) for the gate gradient (h_T = e_T H_T), then R = e_T dh_T */
                 for (int r = 0; dht && r < nb; r++) {
                     const int i = i0 + r;
                     double acc = 0.0;
                     for (int j = 0; j < W; j++) {
-                        acc += (double)X[(size_t)j * RB + r] * dht[(size_t)i * V + j0 + j];
+                        acc += (double)X[(size_t)j * rb + r] * dht[(size_t)i * V + j0 + j];
                     }
                     fin[i] += acc * eT[i];
                 }
-                rb_load(X, dht, eT, V, i0, nb, j0, W);
+                rb_load(X, rb, dht, eT, V, i0, nb, j0, W);
                 rb_rev_sweep(&sw, X, i0 > 0);
                 /* dh0 = diag(alpha_0) R */
                 for (int r = 0; go->dh0 && r < nb; r++) {
                     const int i = i0 + r;
                     float *d = LINA_STATE(go->dh0, b, h, H, KV) + (size_t)i * V + j0;
                     for (int j = 0; j < W; j++) {
-                        d[j] = Al[i] * X[(size_t)j * RB + r];
+                        d[j] = Al[i] * X[(size_t)j * rb + r];
                     }
                 }
             }
