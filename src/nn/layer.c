@@ -214,26 +214,55 @@ void lina_proj_forward(float *pre, const lina_proj_part *pt, int n, const float 
     }
 }
 
+/* Batch rows per pass of the backward on one thread: a pass's rows of dpre (bb T rows of
+ * ld floats) stay in the core's cache (LINA_PROJ_BLOCK bytes) between the convolutions'
+ * backward that writes them and the product dx += dpre Wcat that reads them (in one pass
+ * over all N rows they went out to memory and back). On more threads one pass: a pass
+ * per few rows would fork and join the threads for each. */
+#define LINA_PROJ_BLOCK (256 * 1024)
+static int proj_batch_rows(int B, int T, int ld)
+{
+    if (lina_get_threads() > 1) {
+        return B;
+    }
+    size_t per = (size_t)T * (size_t)ld * sizeof(float);
+    size_t bb = per > 0 ? LINA_PROJ_BLOCK / per : (size_t)B;
+    return bb < 1 ? 1 : bb > (size_t)B ? B : (int)bb;
+}
+
 void lina_proj_backward(float *dx, float *dpre, const lina_proj_part *pt, int n, const float *pre, const float *x,
                         int B, int T, int D, int W)
 {
     const int tot = proj_tot(pt, n), ld = proj_ld(tot);
     const size_t N = (size_t)B * T;
     int gw_cat = 1; /* the weight gradients back to back too: one product */
-    /* every part writes its columns of dpre (the padding after them is never read) */
-    for (int i = 0, off = 0; i < n; off += pt[i].cols, i++) {
-        if (pt[i].conv) {
-            lina_shortconv_backward_ld(dpre + off, (size_t)ld, 1, pt[i].gconv, NULL, NULL, pt[i].dy, pre + off,
-                                       (size_t)ld, pt[i].conv, NULL, NULL, B, T, pt[i].cols, W, pt[i].act);
-        } else {
-            copy_cols(dpre + off, (size_t)ld, pt[i].dy, (size_t)pt[i].cols, N, pt[i].cols);
-        }
+    for (int i = 0; i < n; i++) {
         if (!pt[i].gw || (i > 0 && pt[i].gw != pt[i - 1].gw + (size_t)pt[i - 1].cols * D)) {
             gw_cat = 0;
         }
     }
-    /* dx += dpre Wcat; dWcat += dpre^T x (or per part) */
-    lina_sgemm_layer(0, 0, (int)N, D, tot, 1.0f, dpre, ld, pt[0].w, D, 1.0f, dx, D);
+    /* per pass of bb batch rows: every part writes its columns of dpre (the padding after
+     * them is never read; the conv weight gradients accumulate over the passes in the
+     * order of one pass), then dx += dpre Wcat on those rows. Every output row and sum is
+     * the same for any bb. */
+    const int bb = proj_batch_rows(B, T, ld);
+    for (int b0 = 0; b0 < B; b0 += bb) {
+        const int nb = B - b0 < bb ? B - b0 : bb;
+        const size_t r0 = (size_t)b0 * T, rows = (size_t)nb * T;
+        float *db = dpre + r0 * ld;
+        for (int i = 0, off = 0; i < n; off += pt[i].cols, i++) {
+            const int cols = pt[i].cols;
+            if (pt[i].conv) {
+                lina_shortconv_backward_ld(db + off, (size_t)ld, 1, pt[i].gconv, NULL, NULL, pt[i].dy + r0 * cols,
+                                           pre + r0 * ld + off, (size_t)ld, pt[i].conv, NULL, NULL, nb, T, cols, W,
+                                           pt[i].act);
+            } else {
+                copy_cols(db + off, (size_t)ld, pt[i].dy + r0 * cols, (size_t)cols, rows, cols);
+            }
+        }
+        lina_sgemm_layer(0, 0, (int)rows, D, tot, 1.0f, db, ld, pt[0].w, D, 1.0f, dx + r0 * D, D);
+    }
+    /* dWcat += dpre^T x (or per part) over all rows at once: its sums run in one order */
     for (int i = 0, off = 0; i < n; off += pt[i].cols, i++) {
         if (gw_cat) {
             lina_sgemm_layer(1, 0, tot, D, (int)N, 1.0f, dpre, ld, x, D, 1.0f, pt[0].gw, D);

@@ -257,19 +257,20 @@ static inline void dd_prefetch_qk(const dd_ctx *c, const lina_dd_in *in, int b, 
     }
 }
 
-/* the scaled inputs of one step: qs = q e, ks = k / e */
-static inline void dd_lazy_qk(int K, const float *restrict q, const float *restrict k,
+/* the scaled inputs of one step: qs = s (q e) (s: the attention scale), ks = k / e */
+static inline void dd_lazy_qk(int K, float s, const float *restrict q, const float *restrict k,
                               const float *restrict e, float *restrict qs, float *restrict ks)
 {
     for (int i = 0; i < K; i++) {
-        qs[i] = q[i] * e[i];
+        qs[i] = s * (q[i] * e[i]);
         ks[i] = k[i] / e[i];
     }
 }
 
 /* ===================================================== recurrent forward */
 
-/* one token on a K x W state tile: S = a*S + k v^T, o = sum_i qs_i S_i */
+/* one token on a K x W state tile: S = a*S + k v^T, o = sum_i q_i S_i (q scaled by the
+ * caller: its rows are broadcast from memory as they are) */
 #if defined(__GNUC__)
 #define DD_INLINE static inline __attribute__((always_inline))
 #else
@@ -277,7 +278,7 @@ static inline void dd_lazy_qk(int K, const float *restrict q, const float *restr
 #endif
 DD_INLINE void rec_step_plain(int K, int W, float *restrict S, const float *restrict a,
                               const float *restrict k, const float *restrict v,
-                              const float *restrict q, float s, float *restrict o)
+                              const float *restrict q, float *restrict o)
 {
     _Alignas(64) float acc[VB];
     for (int j = 0; j < W; j++) {
@@ -285,7 +286,7 @@ DD_INLINE void rec_step_plain(int K, int W, float *restrict S, const float *rest
     }
     for (int i = 0; i < K; i++) {
         float *restrict Si = S + (size_t)i * W;
-        const float ai = a[i], ki = k[i], qi = s * q[i];
+        const float ai = a[i], ki = k[i], qi = q[i];
 #pragma omp simd
         for (int j = 0; j < W; j++) {
             float x = ai * Si[j] + ki * v[j];
@@ -303,7 +304,7 @@ DD_INLINE void rec_step_plain(int K, int W, float *restrict S, const float *rest
  * gate), so the state is not multiplied: two operations per vector, not three */
 DD_INLINE void rec_step_tile_u(int K, int W, float *restrict S, const float *restrict a,
                                const float *restrict k, const float *restrict v,
-                               const float *restrict q, float s, float *restrict o, const int unit)
+                               const float *restrict q, float *restrict o, const int unit)
 {
 #ifdef LINA_VL
 #define DD_DECAYED(av, p) (unit ? LINA_VLD(p) : LINA_VMUL(av, LINA_VLD(p)))
@@ -322,8 +323,8 @@ DD_INLINE void rec_step_tile_u(int K, int W, float *restrict S, const float *res
 #if defined(__AVX512F__)
         for (; i + 2 <= K; i += 2) {
             float *S0 = S + (size_t)i * VB, *S1 = S0 + VB;
-            const lina_vf a0 = LINA_VSET1(a[i]), k0 = LINA_VSET1(k[i]), q0 = LINA_VSET1(s * q[i]);
-            const lina_vf a1 = LINA_VSET1(a[i + 1]), k1 = LINA_VSET1(k[i + 1]), q1 = LINA_VSET1(s * q[i + 1]);
+            const lina_vf a0 = LINA_VSET1(a[i]), k0 = LINA_VSET1(k[i]), q0 = LINA_VSET1(q[i]);
+            const lina_vf a1 = LINA_VSET1(a[i + 1]), k1 = LINA_VSET1(k[i + 1]), q1 = LINA_VSET1(q[i + 1]);
             for (int m = 0; m < NV; m++) {
                 const lina_vf x0 = LINA_VFMA(k0, Vr[m], DD_DECAYED(a0, S0 + LINA_VL * m));
                 const lina_vf x1 = LINA_VFMA(k1, Vr[m], DD_DECAYED(a1, S1 + LINA_VL * m));
@@ -336,7 +337,7 @@ DD_INLINE void rec_step_tile_u(int K, int W, float *restrict S, const float *res
 #endif
         for (; i < K; i++) {
             float *Si = S + (size_t)i * VB;
-            const lina_vf ai = LINA_VSET1(a[i]), ki = LINA_VSET1(k[i]), qi = LINA_VSET1(s * q[i]);
+            const lina_vf ai = LINA_VSET1(a[i]), ki = LINA_VSET1(k[i]), qi = LINA_VSET1(q[i]);
             for (int m = 0; m < NV; m++) {
                 const lina_vf x = LINA_VFMA(ki, Vr[m], DD_DECAYED(ai, Si + LINA_VL * m));
                 LINA_VST(Si + LINA_VL * m, x);
@@ -352,30 +353,30 @@ DD_INLINE void rec_step_tile_u(int K, int W, float *restrict S, const float *res
 #endif
     (void)unit; /* the plain loops multiply by a_i = 1 exactly */
     if (W == VB) {
-        rec_step_plain(K, VB, S, a, k, v, q, s, o); /* the loops over a constant width */
+        rec_step_plain(K, VB, S, a, k, v, q, o); /* the loops over a constant width */
     } else {
-        rec_step_plain(K, W, S, a, k, v, q, s, o);
+        rec_step_plain(K, W, S, a, k, v, q, o);
     }
 }
 
 static inline void rec_step_tile(int K, int W, float *restrict S, const float *restrict a,
                                  const float *restrict k, const float *restrict v,
-                                 const float *restrict q, float s, float *restrict o, int unit)
+                                 const float *restrict q, float *restrict o, int unit)
 {
     if (unit) {
-        rec_step_tile_u(K, W, S, a, k, v, q, s, o, 1);
+        rec_step_tile_u(K, W, S, a, k, v, q, o, 1);
     } else {
-        rec_step_tile_u(K, W, S, a, k, v, q, s, o, 0);
+        rec_step_tile_u(K, W, S, a, k, v, q, o, 0);
     }
 }
 
 #if defined(LINA_VL) && defined(__AVX512F__)
 /* two steps whose decays are all 1 on a full K x VB tile, each row of the
- * state loaded and stored once for both: S += k0 v0^T, o0 = sum_i s q0_i S_i,
- * S += k1 v1^T, o1 = sum_i s q1_i S_i (AVX-512) */
+ * state loaded and stored once for both: S += k0 v0^T, o0 = sum_i q0_i S_i,
+ * S += k1 v1^T, o1 = sum_i q1_i S_i (q0, q1 scaled; AVX-512) */
 static void rec_pair_tile(int K, float *restrict S, const float *restrict k0, const float *restrict v0,
                           const float *restrict q0, const float *restrict k1, const float *restrict v1,
-                          const float *restrict q1, float s, float *restrict o0, float *restrict o1)
+                          const float *restrict q1, float *restrict o0, float *restrict o1)
 {
     enum { NV = VB / LINA_VL };
     lina_vf V0[NV], V1[NV], O0[NV], O0b[NV], O1[NV], O1b[NV];
@@ -389,8 +390,8 @@ static void rec_pair_tile(int K, float *restrict S, const float *restrict k0, co
         float *Sa = S + (size_t)i * VB, *Sb = Sa + VB;
         const lina_vf ka0 = LINA_VSET1(k0[i]), kb0 = LINA_VSET1(k0[i + 1]);
         const lina_vf ka1 = LINA_VSET1(k1[i]), kb1 = LINA_VSET1(k1[i + 1]);
-        const lina_vf qa0 = LINA_VSET1(s * q0[i]), qb0 = LINA_VSET1(s * q0[i + 1]);
-        const lina_vf qa1 = LINA_VSET1(s * q1[i]), qb1 = LINA_VSET1(s * q1[i + 1]);
+        const lina_vf qa0 = LINA_VSET1(q0[i]), qb0 = LINA_VSET1(q0[i + 1]);
+        const lina_vf qa1 = LINA_VSET1(q1[i]), qb1 = LINA_VSET1(q1[i + 1]);
         for (int m = 0; m < NV; m++) {
             const lina_vf xa = LINA_VFMA(ka0, V0[m], LINA_VLD(Sa + LINA_VL * m));
             const lina_vf xb = LINA_VFMA(kb0, V0[m], LINA_VLD(Sb + LINA_VL * m));
@@ -406,7 +407,7 @@ static void rec_pair_tile(int K, float *restrict S, const float *restrict k0, co
     for (; i < K; i++) {
         float *Si = S + (size_t)i * VB;
         const lina_vf ka0 = LINA_VSET1(k0[i]), ka1 = LINA_VSET1(k1[i]);
-        const lina_vf qa0 = LINA_VSET1(s * q0[i]), qa1 = LINA_VSET1(s * q1[i]);
+        const lina_vf qa0 = LINA_VSET1(q0[i]), qa1 = LINA_VSET1(q1[i]);
         for (int m = 0; m < NV; m++) {
             const lina_vf xa = LINA_VFMA(ka0, V0[m], LINA_VLD(Si + LINA_VL * m));
             O0[m] = LINA_VFMA(qa0, xa, O0[m]);
@@ -494,7 +495,7 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
          * row straight into o, which may sit at any 4-byte offset, made the
          * whole step up to 1.6x slower (unaligned stores among the loads) */
         float *ob = (float *)(((uintptr_t)(S + (size_t)K * VB + 5 * (size_t)K + extra) + 63) & ~(uintptr_t)63);
-        /* per_bh: the decays Al, the scaled inputs Qs = q e, Ks = k / e of every
+        /* per_bh: the decays Al, the scaled inputs Qs = s (q e), Ks = k / e of every
          * step [T*K] each, once for all column tiles, and Ec[nC*K]: e after the
          * last step of each checkpoint interval. (Scaling each step's rows into
          * a small buffer as the step runs made the forward 1.4x slower: the
@@ -513,7 +514,7 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                 }
                 for (int i = 0; i < K; i++) {
                     const float e = qt[i];
-                    qt[i] = q[i] * e;
+                    qt[i] = c->s * (q[i] * e);
                     kt[i] = k[i] / e;
                 }
             }
@@ -537,7 +538,7 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                     kt = Ks + (size_t)t * K;
                 } else {
                     bad |= dd_lazy_step(c, b, t, h, p, al, ev);
-                    dd_lazy_qk(K, LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K), ev,
+                    dd_lazy_qk(K, c->s, LINA_ROW(in->q, b, t, h, T, H, K), LINA_ROW(in->k, b, t, h, T, H, K), ev,
                                qs, ks);
                 }
                 if (t + RPF < T) {
@@ -555,12 +556,12 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                         lina_prefetch_floats(LINA_ROW(out->o, b, t + 1 + RPF, h, T, H, V) + j0, W);
                     }
                     rec_pair_tile(K, S, kt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qt, kt + K,
-                                  LINA_ROW(in->v, b, t + 1, h, T, H, V) + j0, qt + K, c->s,
+                                  LINA_ROW(in->v, b, t + 1, h, T, H, V) + j0, qt + K,
                                   ob + (size_t)(t % OB) * VB, ob + (size_t)((t + 1) % OB) * VB);
                     t++; /* the bookkeeping below is that of the second step */
                 } else
 #endif
-                rec_step_tile(K, W, S, at, kt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qt, c->s,
+                rec_step_tile(K, W, S, at, kt, LINA_ROW(in->v, b, t, h, T, H, V) + j0, qt,
                               ob + (size_t)(t % OB) * VB, unit);
                 if ((t + 1) % OB == 0 || t == T - 1) {
                     const int u0 = t - t % OB;
