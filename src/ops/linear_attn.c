@@ -471,9 +471,11 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
 {
     const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V;
     const int nvb = (V + VB - 1) / VB;
-    /* enough (b,h) pairs for the threads: one task per (b,h), so that the
-     * decays are computed once for all of its column tiles */
-    const int per_bh = B * H >= lina_get_threads() && nvb > 1;
+    /* enough (b,h) pairs for the threads, or one column tile (V <= VB: as many
+     * tasks either way): one task per (b,h), so that the decays and the scaled
+     * inputs are computed once for all of its column tiles, ahead of the steps
+     * (which then may take two steps per pass, rec_pair_tile) */
+    const int per_bh = B * H >= lina_get_threads() || nvb == 1;
     const int ntask = per_bh ? B * H : B * H * nvb;
     int rc = LINA_OK, gate_bad = 0, probe_bad = 0;
 #pragma omp parallel for schedule(dynamic, 1)
