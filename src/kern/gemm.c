@@ -572,11 +572,7 @@ void LINA_KFN(lina_sgemm_layer)(int transA, int transB, int M, int N, int K, flo
         }
         float *bt = transA ? NULL : malloc((size_t)K * N * sizeof(float));
         if (bt) { /* B [N,K] -> B^T [K,N] */
-            for (int n = 0; n < N; n++) {
-                for (int k = 0; k < K; k++) {
-                    bt[(size_t)k * N + n] = B[(size_t)n * ldb + k];
-                }
-            }
+            mm_transpose(B, (size_t)ldb, N, K, bt, (size_t)N);
             mm_rows(M, N, K, alpha, A, (size_t)lda, 1, bt, (size_t)N, beta, C, (size_t)ldc);
             free(bt);
             return;

@@ -97,25 +97,21 @@ void LINA_KFN(lina_vsigmoid)(float *s, const float *x, size_t n)
 {
     size_t i = 0;
 #if defined(__AVX512F__)
-    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
     for (; i + 16 <= n; i += 16) {
         _mm512_storeu_ps(s + i, lina_vsigmoid_v(_mm512_loadu_ps(x + i)));
     }
     if (i < n) {
         __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        __m512 e = exp16(_mm512_sub_ps(zero, _mm512_maskz_loadu_ps(m, x + i)));
-        _mm512_mask_storeu_ps(s + i, m, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+        _mm512_mask_storeu_ps(s + i, m, lina_vsigmoid_v(_mm512_maskz_loadu_ps(m, x + i)));
     }
 #elif defined(__AVX2__) && defined(__FMA__)
-    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
     for (; i + 8 <= n; i += 8) {
         _mm256_storeu_ps(s + i, lina_vsigmoid_v(_mm256_loadu_ps(x + i)));
     }
     if (i < n) {
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)), lane);
-        __m256 e = exp8(_mm256_sub_ps(zero, _mm256_maskload_ps(x + i, m)));
-        _mm256_maskstore_ps(s + i, m, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+        _mm256_maskstore_ps(s + i, m, lina_vsigmoid_v(_mm256_maskload_ps(x + i, m)));
     }
 #else
     for (; i < n; i++) {
