@@ -472,6 +472,8 @@ static void test_forms(lina_ws *ws)
         {"gated g[-0.5,-0.01] h0", 1, 1, -0.5, -0.01, 1.0, 1, 0},
         {"gated strong g[-20,-1] beta(0,2) h0", 1, 1, -20.0, -1.0, 2.0, 1, 0},
         {"gated mixed g[-20,0] h0 C=16", 1, 1, -20.0, 0.0, 1.0, 1, 16},
+        /* growing states: the lazy decay's scale passes its upper bound */
+        {"gated rising g[0,0.2] h0", 1, 1, 0.0, 0.2, 1.0, 1, 0},
         {"product n=2 no g beta(0,2) h0", 2, 0, 0, 0, 2.0, 1, 0},
         {"product n=2 g[-0.5,-0.01] beta(0,2)", 2, 1, -0.5, -0.01, 2.0, 0, 0},
         {"product n=3 g[-20,-1] beta(0,2) h0", 3, 1, -20.0, -1.0, 2.0, 1, 0},

@@ -33,6 +33,12 @@
  * with the output term of the row before and the next R^T k, dk and dq added
  * in place from sums taken 8 rows at a time on the AVX paths, the decay's
  * variant chosen per row: none, scalar, per channel).
+ * With a scalar gate the recurrent forms decay lazily: the state tile and the
+ * backward's dL/dS tile are kept divided by the product of the decays not yet
+ * applied, so most rows multiply nothing (see DL_LAZY_MIN), and the gate's
+ * gradient comes from per-row sums (dl_bwd_recurrent): with b_r the cumulative
+ * log gate, dL/db_r = k.dk(read) - k.dk(write) + q.dq (output rows) + dht.ht
+ * (last row), and dg_t is the sum of dL/db_r over the rows from token t on.
  * Both parallelise over B*H (the recurrent forward over B*H*ceil(V/32) tiles).
  */
 #include "ops_internal.h"
@@ -272,6 +278,34 @@ static void rec_row_dispatch(int K, float *S, float a, const float *av, const fl
     }
 }
 
+/* Lazy scalar decay of the recurrent forms (a scalar gate g and no gk): the
+ * tile keeps S~ = S / G, G the product of the decays not yet applied, so that
+ * a row with decay a and G' = G a is
+ *   u = v - G' S~^T k,   S~ += k (beta u / G')^T,   o = s G' S~^T q
+ * with no multiply on the state. A row applies G' to the tile (the decayed
+ * row of rec_row / bk_fill with a = G', then G = 1) when G' leaves
+ * [DL_LAZY_MIN, DL_LAZY_MAX] (also a zero or NaN decay), at the last row and
+ * (the recurrent backward) at the last row of every checkpoint segment, so
+ * that ht and the checkpoints are the state itself. Floats scale exactly, so
+ * S~ carries the same relative rounding as S; the bounds keep S~ and beta u / G'
+ * far from overflow. */
+#define DL_LAZY_MIN 0x1p-16f
+#define DL_LAZY_MAX 0x1p16f
+
+static inline int dl_lazy_keep(float Gn)
+{
+    return Gn >= DL_LAZY_MIN && Gn <= DL_LAZY_MAX;
+}
+
+/* Ag[t] = exp(g_t) of every token of (b, h) */
+static void dl_gates(const dl_ctx *c, int b, int h, float *Ag)
+{
+    for (int t = 0; t < c->T; t++) {
+        Ag[t] = c->g[dl_gix(c, b, t, h)];
+    }
+    lina_vexp(Ag, Ag, (size_t)c->T);
+}
+
 static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, int *finite, lina_ws *ws)
 {
     const int B = c->B, H = c->H, K = c->K, V = c->V, N = c->N, n = c->n;
@@ -284,7 +318,8 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, int *finite, l
         const int vb = task % nvb, bh = task / nvb, b = bh / H, h = bh % H;
         int pbad = 0; /* the output probe (finite) of the rows this task writes */
         const int j0 = vb * VB, W = V - j0 < VB ? V - j0 : VB;
-        float *S = lina_ws_get(ws, lina_thread_id(), ((size_t)K * VB + 3 * (size_t)K + 3 * VB) * sizeof(float));
+        float *S = lina_ws_get(ws, lina_thread_id(),
+                               ((size_t)K * VB + 3 * (size_t)K + 3 * VB + (c->g ? (size_t)c->T : 0)) * sizeof(float));
         if (!S) {
 #pragma omp atomic write
             rc = LINA_ENOMEM;
@@ -294,10 +329,16 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, int *finite, l
         float *w = u + VB;              /* [VB] S^T k of the current row */
         float *ob = w + VB;             /* [VB] */
         float *av = ob + VB, *an = av + K, *kd = an + K; /* [K] each: gk decays (row, next row), next decayed key */
+        float *Ag = kd + K;             /* [T] exp(g) */
+        if (c->g) {
+            dl_gates(c, b, h, Ag);
+        }
         tile_load(S, c->h0 ? LINA_STATE(c->h0, b, h, H, KV) : NULL, K, V, j0, W);
         if (N > 0) {
             tile_dot(K, S, dl_kdec(c, b, 0, h, an, kd), w);
         }
+        const int lazy = c->g && !c->gk;
+        float G = 1.0f; /* lazy: S = G S~ (the tile holds S~) */
         for (int r = 0; r < N; r++) {
             const int t = r / n, jn = r % n;
             if (r + DL_PF < N) {
@@ -310,26 +351,32 @@ static int dl_fwd_recurrent(const dl_ctx *c, float *o, float *ht, int *finite, l
             }
             const int dec = (c->g || c->gk) && jn == 0;
             /* with gk, w already holds S'^T k (decayed key): u = v - w */
-            const float a = c->g && dec ? expf(c->g[dl_gix(c, b, t, h)]) : 1.0f;
+            const float a = c->g && dec ? Ag[t] : 1.0f;
             float *tmp = av;
             av = an;
             an = tmp;
             const float be = c->beta[dl_bix(c, b, r, h)];
             const float *vr = dl_v(c, b, r, h) + j0;
-            /* beta folded into u, s into the output */
+            /* lazy: w = S~^T k, the decay of the row and the kept scale in Gn */
+            const float Gn = lazy ? G * a : a;
+            const int apply = lazy ? !dl_lazy_keep(Gn) || (r == N - 1 && Gn != 1.0f) : dec;
+            const float us = lazy && !apply ? be / Gn : be;
+            /* beta (over G' when kept) folded into u, s into the output */
             for (int j = 0; j < W; j++) {
-                u[j] = be * (vr[j] - a * w[j]);
+                u[j] = us * (vr[j] - Gn * w[j]);
             }
             for (int j = W; j < VB; j++) {
                 u[j] = 0.0f;
             }
             const int out = jn == n - 1, nxt = r + 1 < N;
-            rec_row_dispatch(K, S, a, c->gk ? av : NULL, dl_k(c, b, r, h), u, out ? dl_q(c, b, t, h) : NULL,
-                             ob, nxt ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w, dec | (out << 1) | (nxt << 2));
+            rec_row_dispatch(K, S, Gn, c->gk ? av : NULL, dl_k(c, b, r, h), u, out ? dl_q(c, b, t, h) : NULL,
+                             ob, nxt ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w, apply | (out << 1) | (nxt << 2));
+            G = lazy && !apply ? Gn : 1.0f;
             if (out) {
                 float *ot = LINA_ROW(o, b, t, h, c->T, H, V) + j0;
+                const float so = c->s * G;
                 for (int j = 0; j < W; j++) {
-                    ot[j] = c->s * ob[j];
+                    ot[j] = so * ob[j];
                 }
                 if (finite) {
                     pbad |= (j0 == 0 && !lina_probe_finite(ot, 1, 1)) ||
@@ -424,68 +471,70 @@ static inline void bk_acc(float *dst, const float *sc, const __m256 *P)
     _mm256_storeu_ps(dst, sc ? _mm256_fmadd_ps(_mm256_loadu_ps(sc), s, d) : _mm256_add_ps(d, s));
 }
 
-/* the sums of BK_RB key rows from i0 (Pd, Pg, Pq) into dk, dgk (scaled by av) and dq */
+/* the sums of BK_RB key rows from i0 (Pd, Pg, Pq) into dk (times gr), dgk (times av) and
+ * dq (times gq) */
 static inline void bk_acc_rows(int i0, const __m256 *Pd, const __m256 *Pg, const __m256 *Pq, float *dk,
-                               float *dgk, float *dq, const float *av, const int gate, const int out)
+                               float *dgk, float *dq, const float *av, float gr, float gq,
+                               const int gate, const int out)
 {
-    bk_acc(dk + i0, NULL, Pd);
+    const __m256 sd = lina_hsum8(Pd), d = _mm256_loadu_ps(dk + i0);
+    _mm256_storeu_ps(dk + i0, _mm256_fmadd_ps(_mm256_set1_ps(gr), sd, d));
     if (gate == BG_CHANNEL) {
         bk_acc(dgk + i0, av + i0, Pg);
     }
     if (out) {
-        bk_acc(dq + i0, NULL, Pq);
+        const __m256 sq = lina_hsum8(Pq), e = _mm256_loadu_ps(dq + i0);
+        _mm256_storeu_ps(dq + i0, _mm256_fmadd_ps(_mm256_set1_ps(gq), sq, e));
     }
 }
 
 /* the same for one key row i (the tail of K past the last block of BK_RB) */
 static inline void bk_acc_row(int i, __m256 pd, __m256 pg, __m256 pq, float *dk, float *dgk, float *dq,
-                              const float *av, const int gate, const int out)
+                              const float *av, float gr, float gq, const int gate, const int out)
 {
-    dk[i] += bk_hsum1(pd);
+    dk[i] += gr * bk_hsum1(pd);
     if (gate == BG_CHANNEL) {
         dgk[i] += av[i] * bk_hsum1(pg);
     }
     if (out) {
-        dq[i] += bk_hsum1(pq);
+        dq[i] += gq * bk_hsum1(pq);
     }
 }
 
 #if LINA_VL == 16
 /* One key row i of bk_row on AVX-512 (Ri, Bi: its rows of R and Sb; nkr = k_r[i], qi = q[i],
- * kpi = kp[i]): R_i updated, wn's sums in A, the scalar gate's in G, the row's
- * sums for dk, dgk and dq left as vectors in *pd, *pg, *pq. */
+ * kpi = kp[i]; ai the row's decay of R): R_i updated, wn's sums in A, the row's sums for dk,
+ * dgk and dq left as vectors in *pd, *pg, *pq. */
 DL_INLINE void bk_one(float *restrict Ri, const float *restrict Bi, const lina_vf *U,
-                      const lina_vf *Wb, const lina_vf *Dv, lina_vf *A, lina_vf *G, lina_vf ai,
-                      float kri, float qis, float kpis, __m256 *pd, __m256 *pg, __m256 *pq,
-                      const int gate, const int out)
+                      const lina_vf *Wb, const lina_vf *Wc, const lina_vf *Dv, const lina_vf *Ds,
+                      lina_vf *A, lina_vf ai, float kri, float qis, float kpis, __m256 *pd,
+                      __m256 *pg, __m256 *pq, const int gate, const int out)
 {
     const lina_vf nk = LINA_VSET1(-kri), qi = LINA_VSET1(qis), ki = LINA_VSET1(kpis);
     lina_vf ru = LINA_VZERO(), bw = LINA_VZERO(), pgv = LINA_VZERO(), pqv = LINA_VZERO();
     for (int v = 0; v < 2; v++) {
         const lina_vf bb = LINA_VLD(Bi + LINA_VL * v), r = LINA_VLD(Ri + LINA_VL * v);
         ru = LINA_VFMA(r, U[v], ru);
-        if (gate) {
+        if (gate == BG_CHANNEL) {
             bw = LINA_VFMA(bb, Wb[v], bw);
         } else {
-            ru = LINA_VFNMA(bb, Wb[v], ru);
+            ru = LINA_VFNMA(bb, Wc[v], ru);
         }
         lina_vf x = LINA_VFMA(nk, Wb[v], r);
-        if (gate == BG_SCALAR) {
-            G[v] = LINA_VFMA(x, bb, G[v]);
-        } else if (gate == BG_CHANNEL) {
+        if (gate == BG_CHANNEL) {
             pgv = LINA_VFMA(x, bb, pgv);
         }
         if (gate) {
             x = LINA_VMUL(ai, x);
         }
         if (out) {
-            x = LINA_VFMA(qi, Dv[v], x);
+            x = LINA_VFMA(qi, Ds[v], x);
             pqv = LINA_VFMA(bb, Dv[v], pqv);
         }
         A[v] = LINA_VFMA(ki, x, A[v]);
         LINA_VST(Ri + LINA_VL * v, x);
     }
-    *pd = LINA_VFOLD(gate ? LINA_VFNMA(ai, bw, ru) : ru);
+    *pd = LINA_VFOLD(gate == BG_CHANNEL ? LINA_VFNMA(ai, bw, ru) : ru);
     if (gate == BG_CHANNEL) {
         *pg = LINA_VFOLD(pgv);
     }
@@ -497,15 +546,14 @@ DL_INLINE void bk_one(float *restrict Ri, const float *restrict Bi, const lina_v
 
 #if LINA_VL == 8
 /* bk_one on AVX2, over all BK_NV = 4 vectors of the row in one pass: ub, wb,
- * ws (a wb, with the scalar gate) and D are read from L1 as operands
- * instead of held, so that A[4], G[2], the row's sums and its broadcasts fit
- * the 16 registers (holding them all needs 28; two passes of 2 vectors spill
- * and sum every row's lanes twice). */
+ * wc, D and Ds are read from L1 as operands instead of held, so that A[4], the
+ * row's sums and its broadcasts fit the 16 registers (holding them all needs
+ * 28; two passes of 2 vectors spill and sum every row's lanes twice). */
 DL_INLINE void bk_one4(float *restrict Ri, const float *restrict Bi, const float *restrict ub,
-                       const float *restrict wb, const float *restrict ws,
-                       const float *restrict D, __m256 *A, __m256 *G, __m256 ai, float kri,
-                       float qis, float kpis, __m256 *pd, __m256 *pg, __m256 *pq, const int gate,
-                       const int out)
+                       const float *restrict wb, const float *restrict wc,
+                       const float *restrict D, const float *restrict Ds, __m256 *A, __m256 ai,
+                       float kri, float qis, float kpis, __m256 *pd, __m256 *pg, __m256 *pq,
+                       const int gate, const int out)
 {
     const __m256 nk = _mm256_set1_ps(-kri), qi = _mm256_set1_ps(qis), ki = _mm256_set1_ps(kpis);
     __m256 ru = _mm256_setzero_ps(), bw = _mm256_setzero_ps(), pgv = _mm256_setzero_ps(),
@@ -516,21 +564,18 @@ DL_INLINE void bk_one4(float *restrict Ri, const float *restrict Bi, const float
         if (gate == BG_CHANNEL) {
             bw = _mm256_fmadd_ps(bb, _mm256_loadu_ps(wb + 8 * v), bw);
         } else {
-            ru = _mm256_fnmadd_ps(bb, _mm256_loadu_ps((gate ? ws : wb) + 8 * v), ru);
+            ru = _mm256_fnmadd_ps(bb, _mm256_loadu_ps(wc + 8 * v), ru);
         }
         __m256 x = _mm256_fmadd_ps(nk, _mm256_loadu_ps(wb + 8 * v), r);
-        if (gate == BG_SCALAR) {
-            G[v & 1] = _mm256_fmadd_ps(x, bb, G[v & 1]);
-        } else if (gate == BG_CHANNEL) {
+        if (gate == BG_CHANNEL) {
             pgv = _mm256_fmadd_ps(x, bb, pgv);
         }
         if (gate) {
             x = _mm256_mul_ps(ai, x);
         }
         if (out) {
-            const __m256 d = _mm256_loadu_ps(D + 8 * v);
-            x = _mm256_fmadd_ps(qi, d, x);
-            pqv = _mm256_fmadd_ps(bb, d, pqv);
+            x = _mm256_fmadd_ps(qi, _mm256_loadu_ps(Ds + 8 * v), x);
+            pqv = _mm256_fmadd_ps(bb, _mm256_loadu_ps(D + 8 * v), pqv);
         }
         A[v] = _mm256_fmadd_ps(ki, x, A[v]);
         _mm256_storeu_ps(Ri + 8 * v, x);
@@ -547,30 +592,33 @@ DL_INLINE void bk_one4(float *restrict Ri, const float *restrict Bi, const float
 #endif
 
 /* One row r back on a K x VB tile, fused with the output term of row r-1.
- * Given R = dL/dS_r (row r's output term included), Sb = S_{r-1}, ub = beta u_r
- * and wb = beta R^T k_r, with S' = a Sb (the decay as `gate` says):
- *   dk[i] += R_i . ub - a_i Sb_i . wb                 (dk_r, summed over the tiles)
- *   x_i = R_i - k_i wb,  R_i = a_i x_i                (dL/dS_{r-1} before row r-1's output)
- *   BG_SCALAR: *dgs = sum_i x_i . Sb_i;  BG_CHANNEL: dgk[i] += av_i x_i . Sb_i
- *   out (row r-1 has an output, D = s dO of its token):
- *     R_i += qp_i D,  dq[i] += Sb_i . D
- *   wn = R^T kp (kp = k_{r-1}, zeros for the first row).
+ * Under the lazy decay both tiles are kept scaled: R = gr R~ (the tile R holds
+ * R~, dL/dS_r with row r's output term) and S_{r-1} = gq Sb. With wb = beta R~^T k_r,
+ * ub = beta u_r and wc = c wb, c the factor of the read term (the row's decay times
+ * gq; 1 without a gate):
+ *   dk[i] += gr (R~_i . ub - Sb_i . wc)              (dk_r, summed over the tiles;
+ *            BG_CHANNEL: gr (R_i . ub - av_i Sb_i . wb), gr = 1)
+ *   x_i = R~_i - k_i wb,  R~_i = a_i x_i              (dL/dS_{r-1} / the new scale, before
+ *                                                      row r-1's output; a_i = 1 for BG_NONE,
+ *                                                      a for BG_SCALAR, av_i for BG_CHANNEL)
+ *   BG_CHANNEL: dgk[i] += av_i x_i . Sb_i  (the scalar gate's gradient comes from
+ *   sums per row in dl_bwd_recurrent)
+ *   out (row r-1 has an output, D = s dO of its token, Ds = D over R's new scale):
+ *     R~_i += qp_i Ds,  dq[i] += gq Sb_i . D
+ *   wn = R~^T kp (kp = k_{r-1}, zeros for the first row).
  * The per-row sums are kept as vectors and BK_RB rows are summed across their
  * lanes together on the AVX paths; `gate` and `out` are literals at every call. */
 DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
                         const float *restrict ub, const float *restrict wb,
-                        const float *restrict kr, float a, const float *restrict av,
-                        const float *restrict kp, const float *restrict qp,
-                        const float *restrict D, float *restrict dk, float *restrict dq,
-                        float *restrict dgk, float *restrict dgs, float *restrict wn,
+                        const float *restrict wc, const float *restrict kr, float a,
+                        const float *restrict av, const float *restrict kp,
+                        const float *restrict qp, const float *restrict D,
+                        const float *restrict Ds, float *restrict dk, float *restrict dq,
+                        float *restrict dgk, float *restrict wn, float gr, float gq,
                         const int gate, const int out)
 {
 #if defined(BK_NV) && LINA_VL == 8
-    float ws[VB];
-    for (int j = 0; j < VB; j++) {
-        ws[j] = gate == BG_SCALAR ? a * wb[j] : wb[j];
-    }
-    __m256 A[BK_NV], G[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 A[BK_NV];
     for (int v = 0; v < BK_NV; v++) {
         A[v] = _mm256_setzero_ps();
     }
@@ -580,34 +628,32 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
         __m256 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
         for (int m = 0; m < BK_RB; m++) {
             const int i = i0 + m;
-            bk_one4(R + (size_t)i * VB, Sb + (size_t)i * VB, ub, wb, ws, D, A, G,
+            bk_one4(R + (size_t)i * VB, Sb + (size_t)i * VB, ub, wb, wc, D, Ds, A,
                     gate == BG_CHANNEL ? _mm256_set1_ps(av[i]) : va, kr[i], out ? qp[i] : 0.0f,
                     kp[i], &Pd[m], &Pg[m], &Pq[m], gate, out);
         }
-        bk_acc_rows(i0, Pd, Pg, Pq, dk, dgk, dq, av, gate, out);
+        bk_acc_rows(i0, Pd, Pg, Pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
     for (; i0 < K; i0++) {
         __m256 pd, pg = _mm256_setzero_ps(), pq = _mm256_setzero_ps();
-        bk_one4(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, ub, wb, ws, D, A, G,
+        bk_one4(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, ub, wb, wc, D, Ds, A,
                 gate == BG_CHANNEL ? _mm256_set1_ps(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f,
                 kp[i0], &pd, &pg, &pq, gate, out);
-        bk_acc_row(i0, pd, pg, pq, dk, dgk, dq, av, gate, out);
+        bk_acc_row(i0, pd, pg, pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
     for (int v = 0; v < BK_NV; v++) {
         _mm256_storeu_ps(wn + 8 * v, A[v]);
     }
-    if (gate == BG_SCALAR) {
-        *dgs = bk_hsum1(_mm256_add_ps(G[0], G[1]));
-    }
 #elif defined(BK_NV)
     /* AVX-512: one pass over the rows, the tile's VB columns in 2 vectors */
-    lina_vf G[2] = {LINA_VZERO(), LINA_VZERO()};
     const lina_vf va = LINA_VSET1(a);
-    lina_vf U[2], Wb[2], Dv[2], A[2];
+    lina_vf U[2], Wb[2], Wc[2], Dv[2], Dsv[2], A[2];
     for (int v = 0; v < 2; v++) {
         U[v] = LINA_VLD(ub + LINA_VL * v);
         Wb[v] = LINA_VLD(wb + LINA_VL * v);
+        Wc[v] = LINA_VLD(wc + LINA_VL * v);
         Dv[v] = out ? LINA_VLD(D + LINA_VL * v) : LINA_VZERO();
+        Dsv[v] = out ? LINA_VLD(Ds + LINA_VL * v) : LINA_VZERO();
         A[v] = LINA_VZERO();
     }
     int i0 = 0;
@@ -615,31 +661,27 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
         __m256 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
         for (int m = 0; m < BK_RB; m++) {
             const int i = i0 + m;
-            bk_one(R + (size_t)i * VB, Sb + (size_t)i * VB, U, Wb, Dv, A, G,
+            bk_one(R + (size_t)i * VB, Sb + (size_t)i * VB, U, Wb, Wc, Dv, Dsv, A,
                    gate == BG_CHANNEL ? LINA_VSET1(av[i]) : va, kr[i], out ? qp[i] : 0.0f, kp[i],
                    &Pd[m], &Pg[m], &Pq[m], gate, out);
         }
-        bk_acc_rows(i0, Pd, Pg, Pq, dk, dgk, dq, av, gate, out);
+        bk_acc_rows(i0, Pd, Pg, Pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
     for (; i0 < K; i0++) {
         __m256 pd, pg = _mm256_setzero_ps(), pq = _mm256_setzero_ps();
-        bk_one(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, U, Wb, Dv, A, G,
+        bk_one(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, U, Wb, Wc, Dv, Dsv, A,
                gate == BG_CHANNEL ? LINA_VSET1(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f, kp[i0],
                &pd, &pg, &pq, gate, out);
-        bk_acc_row(i0, pd, pg, pq, dk, dgk, dq, av, gate, out);
+        bk_acc_row(i0, pd, pg, pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
     for (int v = 0; v < 2; v++) {
         LINA_VST(wn + LINA_VL * v, A[v]);
-    }
-    if (gate == BG_SCALAR) {
-        *dgs = bk_hsum1(LINA_VFOLD(LINA_VADD(G[0], G[1])));
     }
 #else
     float wa[VB];
     for (int j = 0; j < VB; j++) {
         wa[j] = 0.0f;
     }
-    float gs = 0.0f;
     for (int i = 0; i < K; i++) {
         float *restrict Ri = R + (size_t)i * VB;
         const float *restrict Bi = Sb + (size_t)i * VB;
@@ -649,31 +691,28 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
 #pragma omp simd reduction(+ : ru, bw, pg, pq)
         for (int j = 0; j < VB; j++) {
             ru += Ri[j] * ub[j];
-            bw += Bi[j] * wb[j];
+            bw += Bi[j] * (gate == BG_CHANNEL ? wb[j] : wc[j]);
             float x = DL_FMA(-ki, wb[j], Ri[j]);
-            if (gate) {
+            if (gate == BG_CHANNEL) {
                 pg += x * Bi[j];
+            }
+            if (gate) {
                 x *= ai;
             }
             if (out) {
-                x = DL_FMA(qi, D[j], x);
+                x = DL_FMA(qi, Ds[j], x);
                 pq += Bi[j] * D[j];
             }
             wa[j] = DL_FMA(kpi, x, wa[j]);
             Ri[j] = x;
         }
-        dk[i] += ru - ai * bw;
+        dk[i] += gr * (ru - (gate == BG_CHANNEL ? ai : 1.0f) * bw);
         if (gate == BG_CHANNEL) {
             dgk[i] += ai * pg;
-        } else if (gate == BG_SCALAR) {
-            gs += pg;
         }
         if (out) {
-            dq[i] += pq;
+            dq[i] += gq * pq;
         }
-    }
-    if (gate == BG_SCALAR) {
-        *dgs = gs;
     }
     for (int j = 0; j < VB; j++) {
         wn[j] = wa[j];
@@ -681,12 +720,12 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
 #endif
 }
 
-static void bk_row(int K, float *R, const float *Sb, const float *ub, const float *wb,
+static void bk_row(int K, float *R, const float *Sb, const float *ub, const float *wb, const float *wc,
                    const float *kr, float a, const float *av, const float *kp, const float *qp,
-                   const float *D, float *dk, float *dq, float *dgk, float *dgs, float *wn, int gate,
-                   int out)
+                   const float *D, const float *Ds, float *dk, float *dq, float *dgk, float *wn,
+                   float gr, float gq, int gate, int out)
 {
-#define BK_ROW(g, o) bk_row_t(K, R, Sb, ub, wb, kr, a, av, kp, qp, D, dk, dq, dgk, dgs, wn, g, o)
+#define BK_ROW(g, o) bk_row_t(K, R, Sb, ub, wb, wc, kr, a, av, kp, qp, D, Ds, dk, dq, dgk, wn, gr, gq, g, o)
     switch (gate * 2 + (out != 0)) {
     case 0: BK_ROW(BG_NONE, 0); break;
     case 1: BK_ROW(BG_NONE, 1); break;
@@ -729,19 +768,22 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
     const size_t KV = (size_t)K * V, tile = (size_t)K * VB;
     const int nvb = (V + VB - 1) / VB;
     const int nseg = (N + SEG - 1) / SEG;
+    const int lazy = c->g && !c->gk;
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
-        size_t need = (tile * ((size_t)nseg + SEG + 1) + (size_t)N * VB + ((size_t)SEG + 6) * K +
-                       8 * (size_t)VB) * sizeof(float);
-        float *mem = lina_ws_get(ws, lina_thread_id(), need);
-        if (!mem) {
+        const size_t Tp = ((size_t)T + 7) & ~(size_t)7;
+        size_t need = Tp * sizeof(double) + (tile * ((size_t)nseg + SEG + 1) + (size_t)N * VB +
+                       ((size_t)SEG + 6) * K + 10 * (size_t)VB + SEG + Tp) * sizeof(float);
+        double *gacc = lina_ws_get(ws, lina_thread_id(), need); /* [T] lazy: the gate's sums per token */
+        if (!gacc) {
 #pragma omp atomic write
             rc = LINA_ENOMEM;
             continue;
         }
-        float *ck = mem;                          /* [nseg][K*VB] checkpoints */
+        memset(gacc, 0, (size_t)T * sizeof(double));
+        float *ck = (float *)(gacc + Tp);         /* [nseg][K*VB] checkpoints */
         float *Sx = ck + (size_t)nseg * tile;     /* [SEG][K*VB] states before each row of a segment
                                                      (0: in ck; pass 1's running state) */
         float *R = Sx + (size_t)SEG * tile;       /* [K*VB] gradient of the state */
@@ -752,6 +794,13 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
         float *ab = zk + K;                       /* [K] scratch */
         float *w = ab + K;                        /* [VB] */
         float *wn = w + VB, *ub = wn + VB, *wb = ub + VB, *D = wb + VB, *zv = D + VB;
+        float *wc = zv + VB, *Ds = wc + VB;       /* [VB] lazy: the read term's wb, D over R's scale */
+        float *Gs = Ds + VB;                      /* [SEG] lazy: the scales of a segment's states */
+        float *Ag = Gs + SEG;                     /* [T] exp(g) */
+        Gs[0] = 1.0f;
+        if (c->g) {
+            dl_gates(c, b, h, Ag);
+        }
         memset(zk, 0, (size_t)K * sizeof(float));
         memset(ab, 0, (size_t)K * sizeof(float));
         memset(zv, 0, VB * sizeof(float));
@@ -774,6 +823,7 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
             /* (1) forward in place in Sx[0], with checkpoints and u */
             tile_load(Sx, c->h0 ? LINA_STATE(c->h0, b, h, H, KV) : NULL, K, V, j0, W);
             tile_dot(K, Sx, dl_kdec(c, b, 0, h, an, kd), w);
+            float G = 1.0f; /* lazy: Sx = G S~ */
             for (int r = 0; r < N; r++) {
                 if (r % SEG == 0) {
                     memcpy(ck + (size_t)(r / SEG) * tile, Sx, tile * sizeof(float));
@@ -783,33 +833,47 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                     lina_prefetch_floats(dl_v(c, b, r + DL_PF, h) + j0, W);
                 }
                 const int dec = (c->g || c->gk) && r % n == 0;
-                const float a = c->g && dec ? expf(c->g[dl_gix(c, b, r / n, h)]) : 1.0f;
+                const float a = c->g && dec ? Ag[r / n] : 1.0f;
                 float *tmp = av;
                 av = an;
                 an = tmp;
                 const float be = c->beta[dl_bix(c, b, r, h)];
                 const float *vr = dl_v(c, b, r, h) + j0;
                 float *u = Ua + (size_t)r * VB;
+                /* the forward's lazy decay, applied also before each checkpoint */
+                const float Gn = lazy ? G * a : a;
+                const int apply = lazy ? !dl_lazy_keep(Gn) || ((r == N - 1 || (r + 1) % SEG == 0) && Gn != 1.0f)
+                                       : dec;
+                const float us = lazy && !apply ? be / Gn : be;
                 for (int j = 0; j < W; j++) {
-                    u[j] = vr[j] - a * w[j];
-                    ub[j] = be * u[j];
+                    u[j] = vr[j] - Gn * w[j];
+                    ub[j] = us * u[j];
                 }
                 for (int j = W; j < VB; j++) {
                     u[j] = ub[j] = 0.0f;
                 }
                 const int nxt = r + 1 < N;
-                rec_row_dispatch(K, Sx, a, c->gk ? av : NULL, dl_k(c, b, r, h), ub, NULL, NULL,
-                                 nxt ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w, dec | (nxt << 2));
+                rec_row_dispatch(K, Sx, Gn, c->gk ? av : NULL, dl_k(c, b, r, h), ub, NULL, NULL,
+                                 nxt ? dl_kdec(c, b, r + 1, h, an, kd) : NULL, w, apply | (nxt << 2));
+                G = lazy && !apply ? Gn : 1.0f;
             }
             tile_load(R, gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL, K, V, j0, W);
+            if (lazy && go->dg && gi->dht && N > 0) { /* the final state's term: dht . ht */
+                double f = 0.0;
+                for (size_t e = 0; e < tile; e++) {
+                    f += (double)R[e] * Sx[e];
+                }
+                gacc[T - 1] += f;
+            }
             /* the last row's output (Sx holds S_{N-1} after the forward):
              * R += s q dO^T, dq += s S_{N-1} dO, w = R^T k_{N-1} */
             {
                 float *dq = NULL;
                 const float *qp = bk_out(c, gi, go, b, h, N - 1, j0, W, D, &dq);
-                bk_row(K, R, Sx, zv, zv, zk, 1.0f, NULL, dl_k(c, b, N - 1, h), qp, D, ab, dq, NULL,
-                       NULL, w, BG_NONE, qp != NULL);
+                bk_row(K, R, Sx, zv, zv, zv, zk, 1.0f, NULL, dl_k(c, b, N - 1, h), qp, D, D, ab, dq,
+                       NULL, w, 1.0f, 1.0f, BG_NONE, qp != NULL);
             }
+            float Gr = 1.0f; /* lazy: the gradient of the state is Gr R (R, w: R~ and R~^T k) */
             for (int sg = nseg - 1; sg >= 0; sg--) {
                 const int ts = sg * SEG, te = ts + SEG < N ? ts + SEG : N;
                 const float *ckp = ck + (size_t)sg * tile;
@@ -826,15 +890,25 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                     if (r + DL_PF + 1 < te) {
                         lina_prefetch_floats(dl_k(c, b, r + DL_PF, h), K);
                     }
-                    const int gate = c->gk ? BG_CHANNEL : c->g && r % n == 0 ? BG_SCALAR : BG_NONE;
-                    const float a = gate == BG_SCALAR ? expf(c->g[dl_gix(c, b, r / n, h)]) : 1.0f;
-                    const float be = c->beta[dl_bix(c, b, r, h)];
+                    const int m = r - ts;
+                    int gate = c->gk ? BG_CHANNEL : BG_NONE;
+                    float Gn = 1.0f, us = c->beta[dl_bix(c, b, r, h)];
+                    if (lazy) { /* Sx[m+1] = Gs[m+1] S~ as in pass 1 */
+                        Gn = Gs[m] * (r % n == 0 ? Ag[r / n] : 1.0f);
+                        if (dl_lazy_keep(Gn)) {
+                            us /= Gn;
+                            Gs[m + 1] = Gn;
+                        } else {
+                            gate = BG_SCALAR;
+                            Gs[m + 1] = 1.0f;
+                        }
+                    }
                     const float *u = Ua + (size_t)r * VB;
                     for (int j = 0; j < VB; j++) {
-                        ub[j] = be * u[j];
+                        ub[j] = us * u[j];
                     }
-                    bk_fill(K, BK_STATE(r - ts), Sx + (size_t)(r - ts + 1) * tile, a,
-                            Av + (size_t)(r - ts) * K, dl_k(c, b, r, h), ub, gate);
+                    bk_fill(K, BK_STATE(m), Sx + (size_t)(m + 1) * tile, Gn, Av + (size_t)m * K,
+                            dl_k(c, b, r, h), ub, gate);
                 }
                 /* (3) its rows back */
                 for (int r = te - 1; r >= ts; r--) {
@@ -850,11 +924,15 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                         }
                     }
                     const int t = r / n;
-                    const int gate = c->gk ? BG_CHANNEL : c->g && r % n == 0 ? BG_SCALAR : BG_NONE;
-                    const float a = gate == BG_SCALAR ? expf(c->g[dl_gix(c, b, t, h)]) : 1.0f;
+                    /* lazy: S_{r-1} = Gb Sb, R's scale Gr to Gn = Gr a over the row, applied
+                     * to the tile (BG_SCALAR) when it leaves the bounds and at the first row */
+                    const float a = lazy && r % n == 0 ? Ag[t] : 1.0f;
+                    const float Gb = lazy ? Gs[r - ts] : 1.0f, Gn = Gr * a;
+                    const int apply = lazy && (!dl_lazy_keep(Gn) || (r == 0 && Gn != 1.0f));
+                    const int gate = c->gk ? BG_CHANNEL : apply ? BG_SCALAR : BG_NONE;
                     const float be = c->beta[dl_bix(c, b, r, h)];
                     const float *u = Ua + (size_t)r * VB;
-                    /* dv = beta w, dbeta = w . u */
+                    /* dv = beta w, dbeta = w . u (w = Gr R~^T k) */
                     float *dv = LINA_ROW(go->dv, b, r, h, N, H, V) + j0;
                     float dbe = 0.0f;
 #pragma omp simd reduction(+ : dbe)
@@ -863,19 +941,47 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                         ub[j] = be * u[j];
                         wb[j] = be * w[j];
                     }
+                    dbe *= Gr;
                     for (int j = 0; j < W; j++) {
-                        dv[j] = wb[j];
+                        dv[j] = Gr * wb[j];
                     }
                     go->dbeta[dl_bix(c, b, r, h)] += dbe;
+                    if (lazy && go->dg) {
+                        /* the gate's sum over this row: k.dk (read part) - k.dk (write part),
+                         * (S'^T k = v - u, k.(R ub) = w . ub) */
+                        const float *vr = dl_v(c, b, r, h) + j0;
+                        float pr = 0.0f;
+                        for (int j = 0; j < W; j++) {
+                            pr += (u[j] - vr[j]) * wb[j];
+                        }
+                        gacc[t] += (double)Gr * pr - (double)be * dbe;
+                    }
+                    /* the read term's factor and the output term over R's new scale */
+                    const float cb = a * Gb;
+                    const float *wcp = wb;
+                    if (cb != 1.0f) {
+                        for (int j = 0; j < VB; j++) {
+                            wc[j] = cb * wb[j];
+                        }
+                        wcp = wc;
+                    }
                     /* row r back, fused with row r-1's output and its R^T k */
-                    float *dq = NULL, dgs = 0.0f;
+                    float *dq = NULL;
                     const float *qp = bk_out(c, gi, go, b, h, r - 1, j0, W, D, &dq);
-                    bk_row(K, R, BK_STATE(r - ts), ub, wb, dl_k(c, b, r, h), a,
-                           Av + (size_t)(r - ts) * K, r > 0 ? dl_k(c, b, r - 1, h) : zk, qp, D,
+                    const float *Dsp = D;
+                    if (qp && lazy && !apply && Gn != 1.0f) {
+                        const float ig = 1.0f / Gn;
+                        for (int j = 0; j < VB; j++) {
+                            Ds[j] = ig * D[j];
+                        }
+                        Dsp = Ds;
+                    }
+                    bk_row(K, R, BK_STATE(r - ts), ub, wb, wcp, dl_k(c, b, r, h), Gn,
+                           Av + (size_t)(r - ts) * K, r > 0 ? dl_k(c, b, r - 1, h) : zk, qp, D, Dsp,
                            LINA_ROW(go->dk, b, r, h, N, H, K), dq,
-                           dgk ? LINA_ROW(dgk, b, t, h, T, H, K) : ab, &dgs, wn, gate, qp != NULL);
-                    if (gate == BG_SCALAR && go->dg) {
-                        go->dg[dl_gix(c, b, t, h)] += a * dgs;
+                           dgk ? LINA_ROW(dgk, b, t, h, T, H, K) : ab, wn, Gr, Gb, gate, qp != NULL);
+                    if (lazy) {
+                        Gr = apply ? 1.0f : Gn;
                     }
                     float *tmp = w;
                     w = wn;
@@ -885,6 +991,20 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
             }
             if (go->dh0) {
                 tile_store(LINA_STATE(go->dh0, b, h, H, KV), R, K, V, j0, W);
+            }
+        }
+        if (lazy && go->dg) {
+            /* dg_t = the sums of the rows from token t on, with q_t . dq_t of each output */
+            double acc = 0.0;
+            for (int t = T - 1; t >= 0; t--) {
+                const float *qt = dl_q(c, b, t, h), *dqt = LINA_ROW(go->dq, b, t, h, T, H, K);
+                float qd = 0.0f;
+#pragma omp simd reduction(+ : qd)
+                for (int i = 0; i < K; i++) {
+                    qd += qt[i] * dqt[i];
+                }
+                acc += gacc[t] + (double)qd;
+                go->dg[dl_gix(c, b, t, h)] = (float)acc;
             }
         }
     }
