@@ -37,8 +37,9 @@
  * backward's dL/dS tile are kept divided by the product of the decays not yet
  * applied, so most rows multiply nothing (see DL_LAZY_MIN), and the gate's
  * gradient comes from per-row sums (dl_bwd_recurrent): with b_r the cumulative
- * log gate, dL/db_r = k.dk(read) - k.dk(write) + q.dq (output rows) + dht.ht
- * (last row), and dg_t is the sum of dL/db_r over the rows from token t on.
+ * log gate, dL/db_r = k.dk(read) - k.dk(write) + q.dq = q.dq - v.dv (q.dq on
+ * output rows; + dht.ht on the last), and dg_t is the sum of dL/db_r over the
+ * rows from token t on.
  * Both parallelise over B*H (the recurrent forward over B*H*ceil(V/32) tiles).
  */
 #include "ops_internal.h"
@@ -947,14 +948,14 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                     }
                     go->dbeta[dl_bix(c, b, r, h)] += dbe;
                     if (lazy && go->dg) {
-                        /* the gate's sum over this row: k.dk (read part) - k.dk (write part),
-                         * (S'^T k = v - u, k.(R ub) = w . ub) */
+                        /* the gate's sum over this row: k.dk (read part) - k.dk (write part)
+                         * = -(S'^T k).dv - ub.(R^T k) = -(v - u).dv - u.dv = -v.dv */
                         const float *vr = dl_v(c, b, r, h) + j0;
                         float pr = 0.0f;
                         for (int j = 0; j < W; j++) {
-                            pr += (u[j] - vr[j]) * wb[j];
+                            pr += vr[j] * wb[j];
                         }
-                        gacc[t] += (double)Gr * pr - (double)be * dbe;
+                        gacc[t] -= (double)Gr * pr;
                     }
                     /* the read term's factor and the output term over R's new scale */
                     const float cb = a * Gb;
