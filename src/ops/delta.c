@@ -35,11 +35,12 @@
  * variant chosen per row: none, scalar, per channel).
  * With a scalar gate the recurrent forms decay lazily: the state tile and the
  * backward's dL/dS tile are kept divided by the product of the decays not yet
- * applied, so most rows multiply nothing (see DL_LAZY_MIN), and the gate's
- * gradient comes from per-row sums (dl_bwd_recurrent): with b_r the cumulative
- * log gate, dL/db_r = k.dk(read) - k.dk(write) + q.dq = q.dq - v.dv (q.dq on
- * output rows; + dht.ht on the last), and dg_t is the sum of dL/db_r over the
- * rows from token t on.
+ * applied, so most rows multiply nothing (see DL_LAZY_MIN); the gate's
+ * gradient stays the direct sum(dL/dS' . S') of each gated row, taken on the
+ * scaled tiles. (The identity dL/db_r = q.dq - v.dv summed from the row on,
+ * b the cumulative log gate, avoids that sum but cancels: for a strong gate
+ * the small dg_t is the difference of sums of O(1) terms, and MoM's gate
+ * weights lost 3 digits against finite differences.)
  * Both parallelise over B*H (the recurrent forward over B*H*ceil(V/32) tiles).
  */
 #include "ops_internal.h"
@@ -508,8 +509,8 @@ static inline void bk_acc_row(int i, __m256 pd, __m256 pg, __m256 pq, float *dk,
  * dgk and dq left as vectors in *pd, *pg, *pq. */
 DL_INLINE void bk_one(float *restrict Ri, const float *restrict Bi, const lina_vf *U,
                       const lina_vf *Wb, const lina_vf *Wc, const lina_vf *Dv, const lina_vf *Ds,
-                      lina_vf *A, lina_vf ai, float kri, float qis, float kpis, __m256 *pd,
-                      __m256 *pg, __m256 *pq, const int gate, const int out)
+                      lina_vf *A, lina_vf *G, lina_vf ai, float kri, float qis, float kpis, __m256 *pd,
+                      __m256 *pg, __m256 *pq, const int gate, const int wg, const int out)
 {
     const lina_vf nk = LINA_VSET1(-kri), qi = LINA_VSET1(qis), ki = LINA_VSET1(kpis);
     lina_vf ru = LINA_VZERO(), bw = LINA_VZERO(), pgv = LINA_VZERO(), pqv = LINA_VZERO();
@@ -524,6 +525,8 @@ DL_INLINE void bk_one(float *restrict Ri, const float *restrict Bi, const lina_v
         lina_vf x = LINA_VFMA(nk, Wb[v], r);
         if (gate == BG_CHANNEL) {
             pgv = LINA_VFMA(x, bb, pgv);
+        } else if (wg) {
+            G[v] = LINA_VFMA(x, bb, G[v]);
         }
         if (gate) {
             x = LINA_VMUL(ai, x);
@@ -552,9 +555,9 @@ DL_INLINE void bk_one(float *restrict Ri, const float *restrict Bi, const lina_v
  * 28; two passes of 2 vectors spill and sum every row's lanes twice). */
 DL_INLINE void bk_one4(float *restrict Ri, const float *restrict Bi, const float *restrict ub,
                        const float *restrict wb, const float *restrict wc,
-                       const float *restrict D, const float *restrict Ds, __m256 *A, __m256 ai,
-                       float kri, float qis, float kpis, __m256 *pd, __m256 *pg, __m256 *pq,
-                       const int gate, const int out)
+                       const float *restrict D, const float *restrict Ds, __m256 *A, __m256 *G,
+                       __m256 ai, float kri, float qis, float kpis, __m256 *pd, __m256 *pg,
+                       __m256 *pq, const int gate, const int wg, const int out)
 {
     const __m256 nk = _mm256_set1_ps(-kri), qi = _mm256_set1_ps(qis), ki = _mm256_set1_ps(kpis);
     __m256 ru = _mm256_setzero_ps(), bw = _mm256_setzero_ps(), pgv = _mm256_setzero_ps(),
@@ -570,6 +573,8 @@ DL_INLINE void bk_one4(float *restrict Ri, const float *restrict Bi, const float
         __m256 x = _mm256_fmadd_ps(nk, _mm256_loadu_ps(wb + 8 * v), r);
         if (gate == BG_CHANNEL) {
             pgv = _mm256_fmadd_ps(x, bb, pgv);
+        } else if (wg) {
+            G[v & 1] = _mm256_fmadd_ps(x, bb, G[v & 1]);
         }
         if (gate) {
             x = _mm256_mul_ps(ai, x);
@@ -602,24 +607,24 @@ DL_INLINE void bk_one4(float *restrict Ri, const float *restrict Bi, const float
  *   x_i = R~_i - k_i wb,  R~_i = a_i x_i              (dL/dS_{r-1} / the new scale, before
  *                                                      row r-1's output; a_i = 1 for BG_NONE,
  *                                                      a for BG_SCALAR, av_i for BG_CHANNEL)
- *   BG_CHANNEL: dgk[i] += av_i x_i . Sb_i  (the scalar gate's gradient comes from
- *   sums per row in dl_bwd_recurrent)
+ *   BG_CHANNEL: dgk[i] += av_i x_i . Sb_i;  wg (a scalar gate): *dgs = sum_i x_i . Sb_i
+ *   (the caller scales it by the row's decay and the two tiles' scales)
  *   out (row r-1 has an output, D = s dO of its token, Ds = D over R's new scale):
  *     R~_i += qp_i Ds,  dq[i] += gq Sb_i . D
  *   wn = R~^T kp (kp = k_{r-1}, zeros for the first row).
  * The per-row sums are kept as vectors and BK_RB rows are summed across their
- * lanes together on the AVX paths; `gate` and `out` are literals at every call. */
+ * lanes together on the AVX paths; `gate`, `wg` and `out` are literals at every call. */
 DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
                         const float *restrict ub, const float *restrict wb,
                         const float *restrict wc, const float *restrict kr, float a,
                         const float *restrict av, const float *restrict kp,
                         const float *restrict qp, const float *restrict D,
                         const float *restrict Ds, float *restrict dk, float *restrict dq,
-                        float *restrict dgk, float *restrict wn, float gr, float gq,
-                        const int gate, const int out)
+                        float *restrict dgk, float *restrict dgs, float *restrict wn, float gr,
+                        float gq, const int gate, const int wg, const int out)
 {
 #if defined(BK_NV) && LINA_VL == 8
-    __m256 A[BK_NV];
+    __m256 A[BK_NV], G[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int v = 0; v < BK_NV; v++) {
         A[v] = _mm256_setzero_ps();
     }
@@ -629,26 +634,29 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
         __m256 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
         for (int m = 0; m < BK_RB; m++) {
             const int i = i0 + m;
-            bk_one4(R + (size_t)i * VB, Sb + (size_t)i * VB, ub, wb, wc, D, Ds, A,
+            bk_one4(R + (size_t)i * VB, Sb + (size_t)i * VB, ub, wb, wc, D, Ds, A, G,
                     gate == BG_CHANNEL ? _mm256_set1_ps(av[i]) : va, kr[i], out ? qp[i] : 0.0f,
-                    kp[i], &Pd[m], &Pg[m], &Pq[m], gate, out);
+                    kp[i], &Pd[m], &Pg[m], &Pq[m], gate, wg, out);
         }
         bk_acc_rows(i0, Pd, Pg, Pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
     for (; i0 < K; i0++) {
         __m256 pd, pg = _mm256_setzero_ps(), pq = _mm256_setzero_ps();
-        bk_one4(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, ub, wb, wc, D, Ds, A,
+        bk_one4(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, ub, wb, wc, D, Ds, A, G,
                 gate == BG_CHANNEL ? _mm256_set1_ps(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f,
-                kp[i0], &pd, &pg, &pq, gate, out);
+                kp[i0], &pd, &pg, &pq, gate, wg, out);
         bk_acc_row(i0, pd, pg, pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
     for (int v = 0; v < BK_NV; v++) {
         _mm256_storeu_ps(wn + 8 * v, A[v]);
     }
+    if (wg) {
+        *dgs = bk_hsum1(_mm256_add_ps(G[0], G[1]));
+    }
 #elif defined(BK_NV)
     /* AVX-512: one pass over the rows, the tile's VB columns in 2 vectors */
     const lina_vf va = LINA_VSET1(a);
-    lina_vf U[2], Wb[2], Wc[2], Dv[2], Dsv[2], A[2];
+    lina_vf U[2], Wb[2], Wc[2], Dv[2], Dsv[2], A[2], G[2] = {LINA_VZERO(), LINA_VZERO()};
     for (int v = 0; v < 2; v++) {
         U[v] = LINA_VLD(ub + LINA_VL * v);
         Wb[v] = LINA_VLD(wb + LINA_VL * v);
@@ -662,27 +670,31 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
         __m256 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
         for (int m = 0; m < BK_RB; m++) {
             const int i = i0 + m;
-            bk_one(R + (size_t)i * VB, Sb + (size_t)i * VB, U, Wb, Wc, Dv, Dsv, A,
+            bk_one(R + (size_t)i * VB, Sb + (size_t)i * VB, U, Wb, Wc, Dv, Dsv, A, G,
                    gate == BG_CHANNEL ? LINA_VSET1(av[i]) : va, kr[i], out ? qp[i] : 0.0f, kp[i],
-                   &Pd[m], &Pg[m], &Pq[m], gate, out);
+                   &Pd[m], &Pg[m], &Pq[m], gate, wg, out);
         }
         bk_acc_rows(i0, Pd, Pg, Pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
     for (; i0 < K; i0++) {
         __m256 pd, pg = _mm256_setzero_ps(), pq = _mm256_setzero_ps();
-        bk_one(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, U, Wb, Wc, Dv, Dsv, A,
+        bk_one(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, U, Wb, Wc, Dv, Dsv, A, G,
                gate == BG_CHANNEL ? LINA_VSET1(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f, kp[i0],
-               &pd, &pg, &pq, gate, out);
+               &pd, &pg, &pq, gate, wg, out);
         bk_acc_row(i0, pd, pg, pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
     for (int v = 0; v < 2; v++) {
         LINA_VST(wn + LINA_VL * v, A[v]);
+    }
+    if (wg) {
+        *dgs = bk_hsum1(LINA_VFOLD(LINA_VADD(G[0], G[1])));
     }
 #else
     float wa[VB];
     for (int j = 0; j < VB; j++) {
         wa[j] = 0.0f;
     }
+    float gs = 0.0f;
     for (int i = 0; i < K; i++) {
         float *restrict Ri = R + (size_t)i * VB;
         const float *restrict Bi = Sb + (size_t)i * VB;
@@ -694,7 +706,7 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
             ru += Ri[j] * ub[j];
             bw += Bi[j] * (gate == BG_CHANNEL ? wb[j] : wc[j]);
             float x = DL_FMA(-ki, wb[j], Ri[j]);
-            if (gate == BG_CHANNEL) {
+            if (gate == BG_CHANNEL || wg) {
                 pg += x * Bi[j];
             }
             if (gate) {
@@ -710,10 +722,15 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
         dk[i] += gr * (ru - (gate == BG_CHANNEL ? ai : 1.0f) * bw);
         if (gate == BG_CHANNEL) {
             dgk[i] += ai * pg;
+        } else if (wg) {
+            gs += pg;
         }
         if (out) {
             dq[i] += gq * pq;
         }
+    }
+    if (wg) {
+        *dgs = gs;
     }
     for (int j = 0; j < VB; j++) {
         wn[j] = wa[j];
@@ -721,19 +738,26 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
 #endif
 }
 
+/* dgs NULL: no scalar gate's sum */
 static void bk_row(int K, float *R, const float *Sb, const float *ub, const float *wb, const float *wc,
                    const float *kr, float a, const float *av, const float *kp, const float *qp,
-                   const float *D, const float *Ds, float *dk, float *dq, float *dgk, float *wn,
-                   float gr, float gq, int gate, int out)
+                   const float *D, const float *Ds, float *dk, float *dq, float *dgk, float *dgs,
+                   float *wn, float gr, float gq, int gate, int out)
 {
-#define BK_ROW(g, o) bk_row_t(K, R, Sb, ub, wb, wc, kr, a, av, kp, qp, D, Ds, dk, dq, dgk, wn, gr, gq, g, o)
-    switch (gate * 2 + (out != 0)) {
-    case 0: BK_ROW(BG_NONE, 0); break;
-    case 1: BK_ROW(BG_NONE, 1); break;
-    case 2: BK_ROW(BG_SCALAR, 0); break;
-    case 3: BK_ROW(BG_SCALAR, 1); break;
-    case 4: BK_ROW(BG_CHANNEL, 0); break;
-    default: BK_ROW(BG_CHANNEL, 1); break;
+#define BK_ROW(g, w, o) \
+    bk_row_t(K, R, Sb, ub, wb, wc, kr, a, av, kp, qp, D, Ds, dk, dq, dgk, dgs, wn, gr, gq, g, w, o)
+    const int wg = dgs != NULL && gate != BG_CHANNEL;
+    switch ((gate * 2 + wg) * 2 + (out != 0)) {
+    case 0: BK_ROW(BG_NONE, 0, 0); break;
+    case 1: BK_ROW(BG_NONE, 0, 1); break;
+    case 2: BK_ROW(BG_NONE, 1, 0); break;
+    case 3: BK_ROW(BG_NONE, 1, 1); break;
+    case 4: BK_ROW(BG_SCALAR, 0, 0); break;
+    case 5: BK_ROW(BG_SCALAR, 0, 1); break;
+    case 6: BK_ROW(BG_SCALAR, 1, 0); break;
+    case 7: BK_ROW(BG_SCALAR, 1, 1); break;
+    case 8: BK_ROW(BG_CHANNEL, 0, 0); break;
+    default: BK_ROW(BG_CHANNEL, 0, 1); break;
     }
 #undef BK_ROW
 }
@@ -774,17 +798,15 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
-        const size_t Tp = ((size_t)T + 7) & ~(size_t)7;
-        size_t need = Tp * sizeof(double) + (tile * ((size_t)nseg + SEG + 1) + (size_t)N * VB +
-                       ((size_t)SEG + 6) * K + 10 * (size_t)VB + SEG + Tp) * sizeof(float);
-        double *gacc = lina_ws_get(ws, lina_thread_id(), need); /* [T] lazy: the gate's sums per token */
-        if (!gacc) {
+        size_t need = (tile * ((size_t)nseg + SEG + 1) + (size_t)N * VB + ((size_t)SEG + 6) * K +
+                       10 * (size_t)VB + SEG + (size_t)T) * sizeof(float);
+        float *mem = lina_ws_get(ws, lina_thread_id(), need);
+        if (!mem) {
 #pragma omp atomic write
             rc = LINA_ENOMEM;
             continue;
         }
-        memset(gacc, 0, (size_t)T * sizeof(double));
-        float *ck = (float *)(gacc + Tp);         /* [nseg][K*VB] checkpoints */
+        float *ck = mem;                          /* [nseg][K*VB] checkpoints */
         float *Sx = ck + (size_t)nseg * tile;     /* [SEG][K*VB] states before each row of a segment
                                                      (0: in ck; pass 1's running state) */
         float *R = Sx + (size_t)SEG * tile;       /* [K*VB] gradient of the state */
@@ -859,20 +881,13 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                 G = lazy && !apply ? Gn : 1.0f;
             }
             tile_load(R, gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL, K, V, j0, W);
-            if (lazy && go->dg && gi->dht && N > 0) { /* the final state's term: dht . ht */
-                double f = 0.0;
-                for (size_t e = 0; e < tile; e++) {
-                    f += (double)R[e] * Sx[e];
-                }
-                gacc[T - 1] += f;
-            }
             /* the last row's output (Sx holds S_{N-1} after the forward):
              * R += s q dO^T, dq += s S_{N-1} dO, w = R^T k_{N-1} */
             {
                 float *dq = NULL;
                 const float *qp = bk_out(c, gi, go, b, h, N - 1, j0, W, D, &dq);
                 bk_row(K, R, Sx, zv, zv, zv, zk, 1.0f, NULL, dl_k(c, b, N - 1, h), qp, D, D, ab, dq,
-                       NULL, w, 1.0f, 1.0f, BG_NONE, qp != NULL);
+                       NULL, NULL, w, 1.0f, 1.0f, BG_NONE, qp != NULL);
             }
             float Gr = 1.0f; /* lazy: the gradient of the state is Gr R (R, w: R~ and R~^T k) */
             for (int sg = nseg - 1; sg >= 0; sg--) {
@@ -947,16 +962,6 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                         dv[j] = Gr * wb[j];
                     }
                     go->dbeta[dl_bix(c, b, r, h)] += dbe;
-                    if (lazy && go->dg) {
-                        /* the gate's sum over this row: k.dk (read part) - k.dk (write part)
-                         * = -(S'^T k).dv - ub.(R^T k) = -(v - u).dv - u.dv = -v.dv */
-                        const float *vr = dl_v(c, b, r, h) + j0;
-                        float pr = 0.0f;
-                        for (int j = 0; j < W; j++) {
-                            pr += vr[j] * wb[j];
-                        }
-                        gacc[t] -= (double)Gr * pr;
-                    }
                     /* the read term's factor and the output term over R's new scale */
                     const float cb = a * Gb;
                     const float *wcp = wb;
@@ -977,10 +982,17 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
                         }
                         Dsp = Ds;
                     }
+                    /* the scalar gate's dg_t = a sum(dL/dS' . S_{r-1}) at the token's first row */
+                    float dgs = 0.0f;
+                    const int wg = lazy && go->dg && r % n == 0;
                     bk_row(K, R, BK_STATE(r - ts), ub, wb, wcp, dl_k(c, b, r, h), Gn,
                            Av + (size_t)(r - ts) * K, r > 0 ? dl_k(c, b, r - 1, h) : zk, qp, D, Dsp,
                            LINA_ROW(go->dk, b, r, h, N, H, K), dq,
-                           dgk ? LINA_ROW(dgk, b, t, h, T, H, K) : ab, wn, Gr, Gb, gate, qp != NULL);
+                           dgk ? LINA_ROW(dgk, b, t, h, T, H, K) : ab, wg ? &dgs : NULL, wn, Gr, Gb, gate,
+                           qp != NULL);
+                    if (wg) {
+                        go->dg[dl_gix(c, b, t, h)] += a * Gr * Gb * dgs;
+                    }
                     if (lazy) {
                         Gr = apply ? 1.0f : Gn;
                     }
@@ -992,20 +1004,6 @@ static int dl_bwd_recurrent(const dl_ctx *c, const lina_delta_grad_in *gi,
             }
             if (go->dh0) {
                 tile_store(LINA_STATE(go->dh0, b, h, H, KV), R, K, V, j0, W);
-            }
-        }
-        if (lazy && go->dg) {
-            /* dg_t = the sums of the rows from token t on, with q_t . dq_t of each output */
-            double acc = 0.0;
-            for (int t = T - 1; t >= 0; t--) {
-                const float *qt = dl_q(c, b, t, h), *dqt = LINA_ROW(go->dq, b, t, h, T, H, K);
-                float qd = 0.0f;
-#pragma omp simd reduction(+ : qd)
-                for (int i = 0; i < K; i++) {
-                    qd += qt[i] * dqt[i];
-                }
-                acc += gacc[t] + (double)qd;
-                go->dg[dl_gix(c, b, t, h)] = (float)acc;
             }
         }
     }

@@ -248,15 +248,6 @@ static int dd_lazy_gates(const dd_ctx *c, int b, int h, float *p, float *Al, flo
     return bad;
 }
 
-/* the rows of q and k at step t, ahead of their use (none past the end) */
-static inline void dd_prefetch_qk(const dd_ctx *c, const lina_dd_in *in, int b, int t, int h)
-{
-    if (t < c->T) {
-        lina_prefetch_floats(LINA_ROW(in->q, b, t, h, c->T, c->H, c->K), c->K);
-        lina_prefetch_floats(LINA_ROW(in->k, b, t, h, c->T, c->H, c->K), c->K);
-    }
-}
-
 /* the scaled inputs of one step: qs = s (q e) (s: the attention scale), ks = k / e */
 static inline void dd_lazy_qk(int K, float s, const float *restrict q, const float *restrict k,
                               const float *restrict e, float *restrict qs, float *restrict ks)
@@ -510,7 +501,10 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                 const float *restrict q = LINA_ROW(in->q, b, t, h, T, H, K);
                 const float *restrict k = LINA_ROW(in->k, b, t, h, T, H, K);
                 float *restrict qt = Qs + (size_t)t * K, *restrict kt = Ks + (size_t)t * K;
-                dd_prefetch_qk(c, in, b, t + RPF_PREP, h);
+                if (t + RPF_PREP < T) {
+                    lina_prefetch_floats_l2(LINA_ROW(in->q, b, t + RPF_PREP, h, T, H, K), K);
+                    lina_prefetch_floats_l2(LINA_ROW(in->k, b, t + RPF_PREP, h, T, H, K), K);
+                }
                 if ((t + 1) % C == 0 || t == T - 1) {
                     memcpy(Ec + (size_t)(t / C) * K, qt, (size_t)K * sizeof(float));
                 }
@@ -1568,11 +1562,11 @@ DD_INLINE void rb_fwd_step(const rb_sweep *w, float *restrict X, int t, const fl
     const float *restrict v = w->v + (size_t)t * rs, *restrict dO = w->dO ? w->dO + (size_t)t * rs : w->zero;
     float *restrict dq = w->dq + (size_t)t * qs;
     if (t + RPF < c->T) {
-        lina_prefetch_floats(v + RPF * rs, W);
-        lina_prefetch_floats(dq + RPF * qs, nb);
-        lina_prefetch_floats(w->k + (size_t)(t + RPF) * qs + w->i0, nb);
+        lina_prefetch_floats_l2(v + RPF * rs, W);
+        lina_prefetch_floats_l2(dq + RPF * qs, nb);
+        lina_prefetch_floats_l2(w->k + (size_t)(t + RPF) * qs + w->i0, nb);
         if (w->dO) {
-            lina_prefetch_floats(dO + RPF * rs, W);
+            lina_prefetch_floats_l2(dO + RPF * rs, W);
         }
     }
     _Alignas(64) float acc[RB];
@@ -1631,11 +1625,11 @@ DD_INLINE void rb_fwd_pair(const rb_sweep *w, float *restrict X, int t, const fl
     const float *restrict d0 = w->dO ? w->dO + (size_t)t * rs : w->zero, *restrict d1 = w->dO ? d0 + rs : w->zero;
     float *restrict dq = w->dq + (size_t)t * qs;
     for (int u = 1; u <= 2 && t + RPF + u < c->T; u++) {
-        lina_prefetch_floats(v0 + (RPF + u) * rs, W);
-        lina_prefetch_floats(dq + (RPF + u) * qs, nb);
-        lina_prefetch_floats(w->k + (size_t)(t + RPF + u) * qs + w->i0, nb);
+        lina_prefetch_floats_l2(v0 + (RPF + u) * rs, W);
+        lina_prefetch_floats_l2(dq + (RPF + u) * qs, nb);
+        lina_prefetch_floats_l2(w->k + (size_t)(t + RPF + u) * qs + w->i0, nb);
         if (w->dO) {
-            lina_prefetch_floats(d0 + (RPF + u) * rs, W);
+            lina_prefetch_floats_l2(d0 + (RPF + u) * rs, W);
         }
     }
     const int rb = NV * LINA_VL;
@@ -1715,13 +1709,13 @@ DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t,
     const float *restrict v = w->v + (size_t)t * rs, *restrict dO = w->dO ? w->dO + (size_t)t * rs : w->zero;
     float *restrict dk = w->dk + (size_t)t * qs, *restrict dv = w->dv + (size_t)t * rs;
     if (t >= RPF) {
-        lina_prefetch_floats(v - RPF * rs, W);
-        lina_prefetch_floats(dv - RPF * rs, W);
-        lina_prefetch_floats(dk - RPF * qs, nb);
-        lina_prefetch_floats(w->q + (size_t)(t - RPF) * qs + w->i0, nb);
-        lina_prefetch_floats(w->k + (size_t)(t - RPF) * qs + w->i0, nb);
+        lina_prefetch_floats_l2(v - RPF * rs, W);
+        lina_prefetch_floats_l2(dv - RPF * rs, W);
+        lina_prefetch_floats_l2(dk - RPF * qs, nb);
+        lina_prefetch_floats_l2(w->q + (size_t)(t - RPF) * qs + w->i0, nb);
+        lina_prefetch_floats_l2(w->k + (size_t)(t - RPF) * qs + w->i0, nb);
         if (w->dO) {
-            lina_prefetch_floats(dO - RPF * rs, W);
+            lina_prefetch_floats_l2(dO - RPF * rs, W);
         }
     }
     _Alignas(64) float acc[RB];
