@@ -86,7 +86,13 @@ void lina_vexp_d(float *y, const double *x, size_t n)
  *    retention), 1.04 at K = 32 V = 64 (simple_gla), 0.86 at K = 64 V = 128, 0.82 at
  *    K = V = 128 (gla; 1.07 at B=1 T=4096); MQAR models of `lina task mqar` (1 thread, least
  *    CPU ms per step of 3 interleaved runs): GLA d 64 (K = 32) 0.90x, Mamba2 d 64 (K = 32,
- *    V = 64) 0.92x, d 128 (K = 64, V = 128) 0.98x with the recurrent form. */
+ *    V = 64) 0.92x, d 128 (K = 64, V = 128) 0.98x with the recurrent form;
+ *  - gla with a backward, Zen 4 (2026-12-05, after the lazy decay's threshold at -4 and the
+ *    recurrent forms' L2 prefetch): the recurrent form 0.74-0.86x the chunk form's time at
+ *    K = V = 128 (B=8 T=512, B=2 T=1024, B=1 T=4096; 1 and 2 threads; AVX-512 and AVX2:
+ *    72.9 against 83.5 ms at B=1 T=4096), 0.85x at K = 128 V = 256, 0.66x at K = 64 V = 128,
+ *    1.00x at K = V = 256; the scalar gates at K = V = 128: simple_gla 0.90x, linear_attn
+ *    1.04x (left with the chunk form). */
 lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int backward)
 {
     if (!d || d->T < 2) {
@@ -101,6 +107,10 @@ lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int bac
     }
     if (backward && !lina_cpu_full512() && d->K > 16 && d->K <= 64 && d->V > 16 && d->V <= 128) {
         return LINA_FORM_RECURRENT; /* split 512-bit units: K 17..64 with a backward */
+    }
+    if (backward && !lina_cpu_full512() && gate == LINA_GATE_VECTOR && d->K > 16 && d->K <= 128 &&
+        d->V > 16 && d->V <= 256) {
+        return LINA_FORM_RECURRENT; /* split 512-bit units, a gate per key channel: K to 128 */
     }
     return LINA_FORM_CHUNK;
 }

@@ -270,7 +270,7 @@ def fast_form_tests():
         return _lib.lib.lina_delta_fast_form(_lib.MixDims(1, T, 2, K, K, chunk, 0.0), n, bw)
     R, C = _core.RECURRENT, _core.CHUNK
     picks = [(dd_form(8, 512, 64, 64, 3, 1), R), (dd_form(8, 512, 64, 64, 3, 0), R),
-             (dd_form(1, 4096, 128, 128, 3, 1), C), (dd_form(1, 4096, 128, 128, 3, 0), R),
+             (dd_form(1, 4096, 128, 128, 3, 0), R), (dd_form(1, 4096, 256, 256, 3, 1), C),
              (dd_form(8, 512, 64, 64, 2, 1), R),
              (dd_form(8, 512, 64, 64, 2, 0), R), (dd_form(8, 512, 64, 64, 0, 1), R),
              (dd_form(8, 512, 128, 128, 2, 1), C), (dd_form(8, 512, 16, 16, 1, 1), C),
@@ -281,8 +281,11 @@ def fast_form_tests():
     # AVX-512 units only (lina_cpu_full512)
     full = _lib.lib.lina_cpu_full512()
     Cf = C if full else R
-    # the diagonal decay at K 17..64, V 17..128 with a backward: likewise
-    picks += [(dd_form(8, 512, 32, 32, 3, 1), Cf), (dd_form(8, 512, 64, 128, 1, 1), Cf),
+    # the diagonal decay at K 17..64, V 17..128 with a backward, and gla at K 17..128,
+    # V 17..256 with a backward: likewise
+    picks += [(dd_form(1, 4096, 128, 128, 3, 1), Cf), (dd_form(8, 512, 128, 256, 3, 1), Cf),
+              (dd_form(8, 512, 128, 128, 2, 1), C),
+              (dd_form(8, 512, 32, 32, 3, 1), Cf), (dd_form(8, 512, 64, 128, 1, 1), Cf),
               (dd_form(8, 512, 32, 64, 2, 1), Cf), (dd_form(8, 512, 32, 64, 2, 0), C)]
     picks += [(delta_form(64, 64, 1), Cf), (delta_form(32, 64, 2), Cf), (delta_form(16, 64, 1, chunk=8), Cf),
               (delta_form(512, 16, 1), Cf), (delta_form(512, 32, 1, bw=0), Cf),
