@@ -80,37 +80,34 @@ int lina_isa_id(void);
 /* Ask for the n floats at p ahead of their use: the cache lines they cover.
  * For rows read a step at a time with a stride of a few kilobytes (a head's
  * rows of [B,T,H,D] tensors), which the hardware prefetchers, confined to a
- * page, do not follow. */
+ * page, do not follow. LOC is __builtin_prefetch's locality (a literal). */
+#if defined(__GNUC__)
+#define LINA_PREFETCH_ROW(p, n, LOC)                                             \
+    do {                                                                         \
+        const char *c_ = (const char *)(p);                                      \
+        const int nb_ = (n) * (int)sizeof(float);                                \
+        for (int off_ = 0; off_ < nb_; off_ += 64) {                             \
+            __builtin_prefetch(c_ + off_, 0, LOC);                               \
+        }                                                                        \
+        __builtin_prefetch(c_ + nb_ - 1, 0, LOC);                                \
+    } while (0)
+#else
+#define LINA_PREFETCH_ROW(p, n, LOC) ((void)(p), (void)(n))
+#endif
+
+/* into L1: rows the next steps of a compute-heavy loop read */
 static inline void lina_prefetch_floats(const float *p, int n)
 {
-#if defined(__GNUC__)
-    const char *c = (const char *)p;
-    for (int off = 0; off < n * (int)sizeof(float); off += 64) {
-        __builtin_prefetch(c + off);
-    }
-    __builtin_prefetch(c + n * (int)sizeof(float) - 1);
-#else
-    (void)p;
-    (void)n;
-#endif
+    LINA_PREFETCH_ROW(p, n, 3);
 }
 
-/* The same into the outer caches (prefetcht2): for passes that stream rows
- * with little arithmetic between them, where the rows asked for well ahead
- * would otherwise evict the L1 lines in use (the recurrent forward's pass that
- * scales q and k ran 1.15x faster with it). */
+/* into the outer caches (prefetcht2): for passes that stream rows with little
+ * arithmetic between them, where the rows asked for well ahead would otherwise
+ * evict the L1 lines in use (the recurrent forward's pass that scales q and k
+ * ran 1.15x faster with it) */
 static inline void lina_prefetch_floats_l2(const float *p, int n)
 {
-#if defined(__GNUC__)
-    const char *c = (const char *)p;
-    for (int off = 0; off < n * (int)sizeof(float); off += 64) {
-        __builtin_prefetch(c + off, 0, 1);
-    }
-    __builtin_prefetch(c + n * (int)sizeof(float) - 1, 0, 1);
-#else
-    (void)p;
-    (void)n;
-#endif
+    LINA_PREFETCH_ROW(p, n, 1);
 }
 
 /* One vector type for code written once for both AVX paths: lina_vf holds
