@@ -676,9 +676,9 @@ static void test_conv_bwd_set(void)
 }
 
 /* decode steps and prefill + continue equal one full forward */
-static void test_conv_decode(void)
+static void test_conv_decode_c(int C)
 {
-    int B = 2, T = 11, C = 6, W = 4;
+    int B = 2, T = 11, W = 4;
     size_t n = (size_t)B * T * C;
     float *x = falloc(n), *w = falloc((size_t)C * W), *bias = falloc((size_t)C);
     for (size_t i = 0; i < n; i++) {
@@ -708,8 +708,9 @@ static void test_conv_decode(void)
     for (size_t i = 0; i < n; i++) {
         e = fmax(e, fabs((double)ystep[i] - yfull[i]));
     }
-    CHECK(e <= 1e-6, "shortconv: %d decode steps equal the full forward (max diff %.1e)", T, e);
-    CHECK(memcmp(cache, cfull, (size_t)B * C * W * sizeof(float)) == 0, "shortconv: step cache equals cache_out of the full forward");
+    CHECK(e <= 1e-6, "shortconv C=%d: %d decode steps equal the full forward (max diff %.1e)", C, T, e);
+    CHECK(memcmp(cache, cfull, (size_t)B * C * W * sizeof(float)) == 0,
+          "shortconv C=%d: step cache equals cache_out of the full forward", C);
     /* the cache holds the last W inputs, oldest first */
     int last_ok = 1;
     for (int b = 0; b < B; b++) {
@@ -719,7 +720,7 @@ static void test_conv_decode(void)
             }
         }
     }
-    CHECK(last_ok, "shortconv: cache_out = last W inputs, oldest first");
+    CHECK(last_ok, "shortconv C=%d: cache_out = last W inputs, oldest first", C);
     /* prefill T1 tokens (T1 < W and T1 >= W), then continue with the cache,
      * updated in place (cache_out aliasing cache) */
     int splits[3] = {2, 5, 1};
@@ -743,11 +744,86 @@ static void test_conv_decode(void)
             e = fmax(e, fabs((double)ypre[i] - yfull[i]));
         }
         CHECK(e <= 1e-6 && memcmp(cache, cfull, (size_t)B * C * W * sizeof(float)) == 0,
-              "shortconv: prefill %d + continue %d (in-place cache) equals the full forward (max diff %.1e)", T1, T2,
-              e);
+              "shortconv C=%d: prefill %d + continue %d (in-place cache) equals the full forward (max diff %.1e)", C,
+              T1, T2, e);
         free(x1), free(x2), free(y1), free(y2);
     }
     free(x), free(w), free(bias), free(yfull), free(ystep), free(ypre), free(cache), free(cfull), free(xt), free(yt);
+}
+
+/* C = 6: the row-major loops only; C = 37: whole vectors of channels down the rows
+ * (conv4v_*, W = 4) and a tail of channels in the row-major loops */
+static void test_conv_decode(void)
+{
+    test_conv_decode_c(6);
+    test_conv_decode_c(37);
+}
+
+/* The first 5 of 37 channels (whole vectors, conv4v_*) give the same bits as the same 5
+ * channels alone (the row-major loops): forward, cache_out and every gradient, with and
+ * without the SiLU, T 23 (past the prefetch distance) and T 2 (every row reads the cache) */
+static void test_conv_vec_same(void)
+{
+    const int B = 2, W = 4, CW = 37, CN = 5;
+    int ok = 1;
+    for (int ci = 0; ci < 4; ci++) {
+        const int T = ci < 2 ? 23 : 2;
+        const lina_act act = ci % 2 ? LINA_ACT_NONE : LINA_ACT_SILU;
+        const int Cs[2] = {CW, CN};
+        float *out[2][7];
+        float *x = falloc((size_t)B * T * CW), *w = falloc((size_t)CW * W), *bias = falloc((size_t)CW);
+        float *cache = falloc((size_t)B * CW * W), *dy = falloc((size_t)B * T * CW);
+        for (size_t i = 0; i < (size_t)B * T * CW; i++) {
+            x[i] = (float)th_uniform(-2, 2);
+            dy[i] = (float)th_uniform(-1, 1);
+        }
+        for (int i = 0; i < CW * W; i++) {
+            w[i] = (float)th_uniform(-1, 1);
+        }
+        for (int i = 0; i < CW; i++) {
+            bias[i] = (float)th_uniform(-0.5, 0.5);
+        }
+        for (int i = 0; i < B * CW * W; i++) {
+            cache[i] = (float)th_uniform(-2, 2);
+        }
+        for (int r = 0; r < 2; r++) {
+            const int C = Cs[r];
+            const size_t n = (size_t)B * T * C;
+            float *xs = falloc(n), *dys = falloc(n), *cs = falloc((size_t)B * C * W);
+            for (size_t i = 0; i < (size_t)B * T; i++) {
+                memcpy(xs + i * C, x + i * CW, (size_t)C * sizeof(float));
+                memcpy(dys + i * C, dy + i * CW, (size_t)C * sizeof(float));
+            }
+            for (int b = 0; b < B; b++) {
+                memcpy(cs + (size_t)b * C * W, cache + (size_t)b * CW * W, (size_t)C * W * sizeof(float));
+            }
+            float *y = falloc(n), *co = falloc((size_t)B * C * W), *dx = falloc(n), *dw = falloc((size_t)C * W);
+            float *db = falloc((size_t)C), *dc = falloc((size_t)B * C * W);
+            lina_shortconv_forward(y, xs, w, bias, cs, co, B, T, C, W, act);
+            lina_shortconv_backward(dx, dw, db, dc, dys, xs, w, bias, cs, B, T, C, W, act);
+            float *o[7] = {y, co, dx, dw, db, dc, NULL};
+            memcpy(out[r], o, sizeof o);
+            free(xs), free(dys), free(cs);
+        }
+        for (size_t i = 0; i < (size_t)B * T; i++) {
+            ok &= memcmp(out[0][0] + i * CW, out[1][0] + i * CN, CN * sizeof(float)) == 0;
+            ok &= memcmp(out[0][2] + i * CW, out[1][2] + i * CN, CN * sizeof(float)) == 0;
+        }
+        for (int b = 0; b < B; b++) {
+            ok &= memcmp(out[0][1] + (size_t)b * CW * W, out[1][1] + (size_t)b * CN * W, CN * W * sizeof(float)) == 0;
+            ok &= memcmp(out[0][5] + (size_t)b * CW * W, out[1][5] + (size_t)b * CN * W, CN * W * sizeof(float)) == 0;
+        }
+        ok &= memcmp(out[0][3], out[1][3], CN * W * sizeof(float)) == 0;
+        ok &= memcmp(out[0][4], out[1][4], CN * sizeof(float)) == 0;
+        for (int r = 0; r < 2; r++) {
+            for (int i = 0; i < 6; i++) {
+                free(out[r][i]);
+            }
+        }
+        free(x), free(w), free(bias), free(cache), free(dy);
+    }
+    CHECK(ok, "shortconv: 5 channels within 37 (vector columns) = the same 5 alone (row-major loops), bit for bit: "
+              "y, cache_out, dx, dw, dbias, dcache; SiLU and none; T 23 and 2");
 }
 
 /* --------------------------------------------------------------- RoPE */
@@ -1145,7 +1221,12 @@ int main(void)
     test_conv_grad(1, 0, 1, 0);
     test_conv_grad_c(9, 1, 1, 1, 53);  /* full and partial vector lanes */
     test_conv_grad_c(5, 1, 1, 1, 300); /* two channel blocks (256 and 44 channels) */
+    test_conv_grad_c(2, 1, 1, 1, 37);  /* vector columns, T < W */
+    test_conv_grad_c(1, 0, 1, 0, 32);  /* vector columns, one row from the cache, no activation */
+    test_conv_grad_c(40, 1, 1, 0, 48); /* vector columns past the prefetch distance, no activation */
+    test_conv_grad_c(33, 0, 0, 1, 21);
     test_conv_decode();
+    test_conv_vec_same();
     test_conv_bwd_set();
     test_linear_bwd_set();
     test_sgemm_rows();

@@ -162,7 +162,198 @@ static void conv4_silu_row(float *out, const float *dy, const float *x, size_t l
         }
     }
 }
+/* W = 4 on the vector paths, one vector of channels [c, c + LINA_VL) down the rows of
+ * one sequence at a time: the three inputs before the row (and in the backward the
+ * three pre-activation gradients before it) stay in registers, so a row costs one
+ * load of x (and of dy) and one store, where the row-major loops above read every
+ * input four times and, in the backward, load and store their per-channel sums once
+ * per tap and row. The hardware prefetchers do not follow one line per row at a row
+ * stride (see conv_block), so each stream is prefetched PF rows ahead. Every sum runs
+ * in the order of conv_pre_row and conv_bwd_block (bias, taps 0..3; dw and dbias over
+ * (b, s) ascending; dx[t] over s' = t..t+3 ascending), so the values are the same. */
+#define CV_PF(p) (__builtin_prefetch(p), __builtin_prefetch((p) + LINA_VL - 1))
+
+/* lanes of w [C,4] (tap j of channels c..c+VL-1) and of a [B,C,4] cache (entry p of (b, c..)) */
+static inline lina_vf cv_taps(const float *w, int c, int j)
+{
+    _Alignas(64) float t[LINA_VL];
+    for (int l = 0; l < LINA_VL; l++) {
+        t[l] = w[(size_t)(c + l) * 4 + j];
+    }
+    return LINA_VLD(t);
+}
+
+static inline lina_vf cv_cache(const float *cache, int b, int C, int c, int p)
+{
+    if (!cache) {
+        return LINA_VZERO();
+    }
+    _Alignas(64) float t[LINA_VL];
+    for (int l = 0; l < LINA_VL; l++) {
+        t[l] = cache[((size_t)b * C + c + l) * 4 + p];
+    }
+    return LINA_VLD(t);
+}
+
+/* forward of (b, channel vector c): y rows = act(pre-activation); cache_out as the
+ * row-major loop writes it (the cache read first: cache_out may alias it) */
+static void conv4v_fwd(float *y, const float *x, size_t ldx, const float *w, const float *bias, const float *cache,
+                       float *cache_out, int b, int c, int T, int C, int silu)
+{
+    const lina_vf w0 = cv_taps(w, c, 0), w1 = cv_taps(w, c, 1), w2 = cv_taps(w, c, 2), w3 = cv_taps(w, c, 3);
+    const lina_vf bv = bias ? LINA_VLD(bias + c) : LINA_VZERO();
+    /* inputs of rows -3, -2, -1: entries 1, 2, 3 of the cache (the oldest is not used) */
+    lina_vf a0 = cv_cache(cache, b, C, c, 1), a1 = cv_cache(cache, b, C, c, 2), a2 = cv_cache(cache, b, C, c, 3);
+    const float *xr = x + (size_t)b * T * ldx + c;
+    float *yr = y + (size_t)b * T * C + c;
+    for (int s = 0; s < T; s++) {
+        if (s + PF < T) {
+            CV_PF(xr + (size_t)(s + PF) * ldx);
+            CV_PF(yr + (size_t)(s + PF) * C);
+        }
+        const lina_vf x3 = LINA_VLD(xr + (size_t)s * ldx);
+        lina_vf p = LINA_VFMA(w0, a0, bv);
+        p = LINA_VFMA(w1, a1, p);
+        p = LINA_VFMA(w2, a2, p);
+        p = LINA_VFMA(w3, x3, p);
+        LINA_VST(yr + (size_t)s * C, silu ? LINA_VMUL(p, lina_vsigmoid_v(p)) : p);
+        a0 = a1, a1 = a2, a2 = x3;
+    }
+    if (cache_out) {
+        /* the last 4 of [cache, x]: rows T-4..T-1, or cache entries where T < 4 */
+        _Alignas(64) float col[4][LINA_VL];
+        for (int j = 0; j < 4; j++) {
+            const int r = T - 4 + j;
+            LINA_VST(col[j], r >= 0 ? LINA_VLD(xr + (size_t)r * ldx) : cv_cache(cache, b, C, c, 4 + r));
+        }
+        for (int l = 0; l < LINA_VL; l++) {
+            for (int j = 0; j < 4; j++) {
+                cache_out[((size_t)b * C + c + l) * 4 + j] = col[j][l];
+            }
+        }
+    }
+}
+
+/* d pre-activation of a row from dy and the pre-activation p */
+static inline lina_vf cv_dpre(lina_vf dyv, lina_vf p, int silu)
+{
+    if (!silu) {
+        return dyv;
+    }
+    const lina_vf one = LINA_VSET1(1.0f), sg = lina_vsigmoid_v(p);
+    return LINA_VMUL(dyv, LINA_VMUL(sg, LINA_VFMA(p, LINA_VSUB(one, sg), one)));
+}
+
+/* backward of channel vector c over every sequence: dx rows (written with dx_set, else
+ * accumulated), dw, dbias, dcache accumulated */
+static void conv4v_bwd(float *dx, size_t lddx, int dx_set, float *dw, float *dbias, float *dcache, const float *dy,
+                       const float *x, size_t ldx, const float *w, const float *bias, const float *cache, int B,
+                       int T, int C, int c, int silu)
+{
+    const lina_vf w0 = cv_taps(w, c, 0), w1 = cv_taps(w, c, 1), w2 = cv_taps(w, c, 2), w3 = cv_taps(w, c, 3);
+    const lina_vf bv = bias ? LINA_VLD(bias + c) : LINA_VZERO();
+    lina_vf g0 = LINA_VZERO(), g1 = g0, g2 = g0, g3 = g0, gb = g0;
+    if (dw) {
+        g0 = cv_taps(dw, c, 0), g1 = cv_taps(dw, c, 1), g2 = cv_taps(dw, c, 2), g3 = cv_taps(dw, c, 3);
+    }
+    if (dbias) {
+        gb = LINA_VLD(dbias + c);
+    }
+    for (int b = 0; b < B; b++) {
+        lina_vf a0 = cv_cache(cache, b, C, c, 1), a1 = cv_cache(cache, b, C, c, 2), a2 = cv_cache(cache, b, C, c, 3);
+        lina_vf d3 = LINA_VZERO(), d2 = d3, d1 = d3; /* d pre-activation of rows s-3, s-2, s-1 */
+        const float *xr = x + (size_t)b * T * ldx + c, *dyr = dy + (size_t)b * T * C + c;
+        float *dxr = dx ? dx + (size_t)b * T * lddx + c : NULL;
+        for (int s = 0; s < T; s++) {
+            if (s + PF < T) {
+                CV_PF(xr + (size_t)(s + PF) * ldx);
+                CV_PF(dyr + (size_t)(s + PF) * C);
+                if (dxr && s + PF >= 3) {
+                    CV_PF(dxr + (size_t)(s + PF - 3) * lddx);
+                }
+            }
+            const lina_vf x3 = LINA_VLD(xr + (size_t)s * ldx);
+            lina_vf p = LINA_VFMA(w0, a0, bv);
+            p = LINA_VFMA(w1, a1, p);
+            p = LINA_VFMA(w2, a2, p);
+            p = LINA_VFMA(w3, x3, p);
+            const lina_vf d = cv_dpre(LINA_VLD(dyr + (size_t)s * C), p, silu);
+            gb = LINA_VADD(gb, d);
+            g0 = LINA_VFMA(d, a0, g0);
+            g1 = LINA_VFMA(d, a1, g1);
+            g2 = LINA_VFMA(d, a2, g2);
+            g3 = LINA_VFMA(d, x3, g3);
+            if (dcache && s < 3) {
+                /* taps j < 3 - s read cache entry p = s + 1 + j */
+                _Alignas(64) float dl[LINA_VL], wl[4][LINA_VL];
+                LINA_VST(dl, d);
+                LINA_VST(wl[0], w0), LINA_VST(wl[1], w1), LINA_VST(wl[2], w2);
+                for (int j = 0; j < 3 - s; j++) {
+                    for (int l = 0; l < LINA_VL; l++) {
+                        dcache[((size_t)b * C + c + l) * 4 + s + 1 + j] += wl[j][l] * dl[l];
+                    }
+                }
+            }
+            if (dxr && s >= 3) {
+                float *o = dxr + (size_t)(s - 3) * lddx;
+                lina_vf acc = dx_set ? LINA_VZERO() : LINA_VLD(o);
+                acc = LINA_VFMA(w3, d3, acc);
+                acc = LINA_VFMA(w2, d2, acc);
+                acc = LINA_VFMA(w1, d1, acc);
+                LINA_VST(o, LINA_VFMA(w0, d, acc));
+            }
+            d3 = d2, d2 = d1, d1 = d;
+            a0 = a1, a1 = a2, a2 = x3;
+        }
+        /* the last rows, T-3..T-1 (those >= 0), from the rows after them that exist */
+        for (int t = T - 3 < 0 ? 0 : T - 3; dxr && t < T; t++) {
+            float *o = dxr + (size_t)t * lddx;
+            lina_vf acc = dx_set ? LINA_VZERO() : LINA_VLD(o);
+            const int n = T - t; /* rows t..T-1: the registers d(T-n) .. d1 */
+            if (n == 3) {
+                acc = LINA_VFMA(w3, d3, acc);
+                acc = LINA_VFMA(w2, d2, acc);
+                acc = LINA_VFMA(w1, d1, acc);
+            } else if (n == 2) {
+                acc = LINA_VFMA(w3, d2, acc);
+                acc = LINA_VFMA(w2, d1, acc);
+            } else {
+                acc = LINA_VFMA(w3, d1, acc);
+            }
+            LINA_VST(o, acc);
+        }
+    }
+    if (dw) {
+        _Alignas(64) float gl[4][LINA_VL];
+        LINA_VST(gl[0], g0), LINA_VST(gl[1], g1), LINA_VST(gl[2], g2), LINA_VST(gl[3], g3);
+        for (int l = 0; l < LINA_VL; l++) {
+            for (int j = 0; j < 4; j++) {
+                dw[(size_t)(c + l) * 4 + j] = gl[j][l];
+            }
+        }
+    }
+    if (dbias) {
+        LINA_VST(dbias + c, gb);
+    }
+}
 #endif
+
+#ifdef LINA_VL
+#define LINA_VL_OR_1 LINA_VL
+#else
+#define LINA_VL_OR_1 1
+#endif
+
+/* channels [0, n) that the vector-column kernels take: whole vectors, W = 4 (0 elsewhere) */
+static int conv4v_channels(int C, int W, lina_act act)
+{
+#ifdef LINA_VL
+    return W == 4 && (act == LINA_ACT_SILU || act == LINA_ACT_NONE) ? C / LINA_VL * LINA_VL : 0;
+#else
+    (void)C, (void)W, (void)act;
+    return 0;
+#endif
+}
 
 /* channels of a block that conv4_silu_row takes (the rest go through conv_pre_row) */
 static int conv4_fused(int W, int s, int cw, lina_act act)
@@ -180,10 +371,24 @@ void LINA_KFN(lina_shortconv_forward_ld)(float *y, const float *x, size_t ldx, c
                                          const float *cache, float *cache_out, int B, int T, int C, int W,
                                          lina_act act)
 {
-    const int cb = conv_block(C, 1), nb = (C + cb - 1) / cb;
+    const int nv = conv4v_channels(C, W, act); /* channels [0, nv): conv4v_fwd; the rest below */
+#ifdef LINA_VL
+    if (nv) {
+        const int nvv = nv / LINA_VL;
+#pragma omp parallel for schedule(static) if ((size_t)B * T * C * W >= 65536)
+        for (int task = 0; task < B * nvv; task++) {
+            conv4v_fwd(y, x, ldx, w, bias, cache, cache_out, task / nvv, task % nvv * LINA_VL, T, C,
+                       act == LINA_ACT_SILU);
+        }
+        if (nv == C) {
+            return;
+        }
+    }
+#endif
+    const int cb = conv_block(C - nv, 1), nb = (C - nv + cb - 1) / cb;
 #pragma omp parallel for schedule(static) if ((size_t)B * T * C * W >= 65536)
     for (int task = 0; task < B * nb; task++) {
-        int b = task / nb, c0 = (task % nb) * cb, c1 = c0 + cb < C ? c0 + cb : C;
+        int b = task / nb, c0 = nv + (task % nb) * cb, c1 = c0 + cb < C ? c0 + cb : C;
         if (W <= WMAX) {
             float wt[WMAX * CB], pre[CB], sg[CB];
             taps_t(wt, w, c0, c1, W);
@@ -370,11 +575,20 @@ void LINA_KFN(lina_shortconv_backward_ld)(float *dx, size_t lddx, int dx_set, fl
                                           lina_act act)
 {
     const size_t work = (size_t)B * T * C * W;
-    const int cb = conv_block(C, conv_threads(work)), nb = (C + cb - 1) / cb;
-    /* channel blocks own their dw / dbias rows: no races, fixed order */
+    /* channels [0, nv): one task per vector (conv4v_bwd); the rest in channel blocks */
+    const int nv = conv4v_channels(C, W, act), nvv = nv / (nv ? LINA_VL_OR_1 : 1);
+    const int cb = nv < C ? conv_block(C - nv, conv_threads(work)) : 1, nb = (C - nv + cb - 1) / cb;
+    /* tasks own their channels' dw / dbias rows: no races, fixed order */
 #pragma omp parallel for schedule(static) if (work >= 65536)
-    for (int cbk = 0; cbk < nb; cbk++) {
-        int c0 = cbk * cb, c1 = c0 + cb < C ? c0 + cb : C;
+    for (int task = 0; task < nvv + nb; task++) {
+#ifdef LINA_VL
+        if (task < nvv) {
+            conv4v_bwd(dx, lddx, dx_set, dw, dbias, dcache, dy, x, ldx, w, bias, cache, B, T, C, task * LINA_VL,
+                       act == LINA_ACT_SILU);
+            continue;
+        }
+#endif
+        int cbk = task - nvv, c0 = nv + cbk * cb, c1 = c0 + cb < C ? c0 + cb : C;
         if (W <= WMAX) {
             conv_bwd_block(dx, lddx, dx_set, dw, dbias, dcache, dy, x, ldx, w, bias, cache, B, T, C, W, act, c0,
                            c1);
