@@ -122,6 +122,7 @@ typedef __m512 lina_vf;
 #define LINA_VADD _mm512_add_ps
 #define LINA_VSUB _mm512_sub_ps
 #define LINA_VDIV _mm512_div_ps
+#define LINA_VMAX _mm512_max_ps
 #define LINA_VFMA _mm512_fmadd_ps
 #define LINA_VFNMA _mm512_fnmadd_ps
 #define LINA_VSET1 _mm512_set1_ps
@@ -138,6 +139,7 @@ typedef __m256 lina_vf;
 #define LINA_VADD _mm256_add_ps
 #define LINA_VSUB _mm256_sub_ps
 #define LINA_VDIV _mm256_div_ps
+#define LINA_VMAX _mm256_max_ps
 #define LINA_VFMA _mm256_fmadd_ps
 #define LINA_VFNMA _mm256_fnmadd_ps
 #define LINA_VSET1 _mm256_set1_ps

@@ -41,6 +41,7 @@
 #include "ops_internal.h"
 #include "../kern/gemm.h"
 #include "../kern/isa.h"
+#include "../kern/vexp.h"
 
 #include <float.h>
 #include <math.h>
@@ -221,6 +222,97 @@ static void sa_logits(const sa_ctx *c, const lina_softmax_in *in, int b, int h, 
     }
 }
 
+/* The row work between the products, one pass each on the vector paths (a call of
+ * lina_vexp and separate scalar passes per row cost as much as the row's share of the
+ * products at T = 128): sa_row_max, the largest of x[lo, hi); sa_exp_row, x[j] =
+ * exp((x[j] - a) - b) in place (the values lina_vexp gives: the same vector exp, the
+ * partial vector through a copy padded with -inf), returning their sum. */
+static float sa_row_max(const float *x, int lo, int hi)
+{
+    float mx = -INFINITY;
+    int j = lo;
+#ifdef LINA_VL
+    if (hi - lo >= LINA_VL) {
+        lina_vf m = LINA_VLD(x + j);
+        for (j += LINA_VL; j + LINA_VL <= hi; j += LINA_VL) {
+            m = LINA_VMAX(m, LINA_VLD(x + j));
+        }
+        _Alignas(64) float t[LINA_VL];
+        LINA_VST(t, m);
+        for (int l = 0; l < LINA_VL; l++) {
+            mx = t[l] > mx ? t[l] : mx;
+        }
+    }
+#else
+    /* 16 lanes in a fixed-width inner loop both compilers vectorise (clang cannot
+     * vectorise a max reduction under omp simd) */
+    float m16[16];
+    for (int k = 0; k < 16; k++) {
+        m16[k] = -INFINITY;
+    }
+    for (; j + 16 <= hi; j += 16) {
+        for (int k = 0; k < 16; k++) {
+            m16[k] = x[j + k] > m16[k] ? x[j + k] : m16[k];
+        }
+    }
+    for (int k = 0; k < 16; k++) {
+        mx = m16[k] > mx ? m16[k] : mx;
+    }
+#endif
+    for (; j < hi; j++) {
+        mx = x[j] > mx ? x[j] : mx;
+    }
+    return mx;
+}
+
+static float sa_exp_row(float *x, int lo, int hi, float a, float b)
+{
+#ifdef LINA_VL
+    const lina_vf av = LINA_VSET1(a), bv = LINA_VSET1(b);
+    lina_vf acc = LINA_VZERO();
+    int j = lo;
+    for (; j + LINA_VL <= hi; j += LINA_VL) {
+        const lina_vf e = lina_vexp_v(LINA_VSUB(LINA_VSUB(LINA_VLD(x + j), av), bv));
+        LINA_VST(x + j, e);
+        acc = LINA_VADD(acc, e);
+    }
+    if (j < hi) {
+        /* the partial vector: masked load and store, -inf (exp 0) in the other lanes */
+        const int n = hi - j;
+#if defined(__AVX512F__)
+        const __mmask16 m = (__mmask16)((1u << n) - 1u);
+        const lina_vf xv = _mm512_mask_loadu_ps(LINA_VSET1(-INFINITY), m, x + j);
+        const lina_vf e = lina_vexp_v(LINA_VSUB(LINA_VSUB(xv, av), bv));
+        _mm512_mask_storeu_ps(x + j, m, e);
+#else
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const lina_vf xv = _mm256_blendv_ps(LINA_VSET1(-INFINITY), _mm256_maskload_ps(x + j, m), _mm256_castsi256_ps(m));
+        const lina_vf e = lina_vexp_v(LINA_VSUB(LINA_VSUB(xv, av), bv));
+        _mm256_maskstore_ps(x + j, m, e);
+#endif
+        acc = LINA_VADD(acc, e);
+    }
+    _Alignas(64) float t[LINA_VL];
+    LINA_VST(t, acc);
+    float sum = 0.0f;
+    for (int l = 0; l < LINA_VL; l++) {
+        sum += t[l];
+    }
+    return sum;
+#else
+    for (int j = lo; j < hi; j++) {
+        x[j] = (x[j] - a) - b;
+    }
+    lina_vexp(x + lo, x + lo, (size_t)(hi - lo));
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = lo; j < hi; j++) {
+        sum += x[j];
+    }
+    return sum;
+#endif
+}
+
 /* -------------------------------------------------------------- forward */
 
 /* per thread: S [BR][BC], O [BR][V], m, l [BR], the rows' column ranges
@@ -270,36 +362,12 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
             if (lo >= hi) {
                 continue;
             }
-            /* the row maximum in 16 lanes (a fixed-width inner loop both compilers vectorise; clang
-             * cannot vectorise a max reduction under omp simd) */
-            float m16[16];
-            for (int k = 0; k < 16; k++) {
-                m16[k] = -INFINITY;
-            }
-            int j = lo;
-            for (; j + 16 <= hi; j += 16) {
-                for (int k = 0; k < 16; k++) {
-                    m16[k] = Sr[j + k] > m16[k] ? Sr[j + k] : m16[k];
-                }
-            }
-            float mx = -INFINITY;
-            for (; j < hi; j++) {
-                mx = Sr[j] > mx ? Sr[j] : mx;
-            }
-            for (int k = 0; k < 16; k++) {
-                mx = m16[k] > mx ? m16[k] : mx;
-            }
+            const float mx = sa_row_max(Sr, lo, hi);
             const float mnew = mx > mr[r] ? mx : mr[r];
-            for (int j = lo; j < hi; j++) {
-                Sr[j] -= mnew;
-            }
-            lina_vexp(Sr + lo, Sr + lo, (size_t)(hi - lo));
-            float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int j = lo; j < hi; j++) {
-                sum += Sr[j];
-            }
-            if (mnew > mr[r]) {
+            const float sum = sa_exp_row(Sr, lo, hi, mnew, 0.0f);
+            if (mr[r] == -INFINITY) {
+                mr[r] = mnew; /* the first visit: O and l are still 0 */
+            } else if (mnew > mr[r]) {
                 const float alpha = expf(mr[r] - mnew); /* 0 on the first visit */
                 float *Or = O + (size_t)r * V;
                 for (int x = 0; o && x < V; x++) {
@@ -479,11 +547,7 @@ static void sa_bwd_tile(const sa_ctx *c, const lina_softmax_in *in, const float 
                 continue;
             }
             const float *st = stat + 2 * (((size_t)b * T + i0 + r) * H + h);
-            const float m = st[0], ll = st[1];
-            for (int j = lo; j < hi; j++) {
-                Pr[j] = (Pr[j] - m) - ll;
-            }
-            lina_vexp(Pr + lo, Pr + lo, (size_t)(hi - lo));
+            (void)sa_exp_row(Pr, lo, hi, st[0], st[1]);
         }
         /* dV += P^T dO over the rows that see each key; dP = dO V^T on the rows' columns */
         LINA_KFN(lina_mm)(nc, V, nr, 1.0f, Pt, 1, SA_BC, dOt, ldv, seen[j0 / SA_BC] ? 1.0f : 0.0f,
