@@ -93,7 +93,7 @@ torch_ver = next((r.get("torch") for r in rows if r["framework"] == "torch"), "?
 L = []
 L.append("# Model benchmark: lina vs PyTorch (CPU)\n")
 L.append("Written by `sh bench/model_bench.sh` (%s UTC). CPU: %s; %s threads for both lina and PyTorch "
-         "(torch %s, float32, chunkwise mixers of `bench/torch_train.py`). Training = forward + backward + "
+         "(torch %s, float32, chunkwise mixers of `bench/torch_train.py` at the chunk length of 32-256 that trains fastest, `--chunk best`). Training = forward + backward + "
          "AdamW on B=%s x T=%s random tokens, tokens/s from the median of %s timed steps after one warm-up; each number is the best of %s "
          "interleaved runs. OMP_WAIT_POLICY: %s. Load average before / after: %s / %s. **The machine is shared: "
          "numbers are noisy.**\n" % (start, cpu, threads, torch_ver, batch, seq, steps, repeat, wait, lb, la))

@@ -117,7 +117,8 @@ def best(fw, key="train_ms_per_step", **kw):
     return min(v) if v else None
 L = ["# Small models: lina vs plain PyTorch, training step\n"]
 L.append("Written by `sh bench/small_model_bench.sh` (%s UTC). CPU: %s, ISA %s (%s). "
-         "PyTorch %s, float32, the chunkwise / dense mixers of `bench/torch_train.py`. The models are those of "
+         "PyTorch %s, float32, the chunkwise / dense mixers of `bench/torch_train.py`, each chunkwise mixer at the chunk length of "
+         "32-128 that trained fastest in a short run before the timed steps (`--chunk best`; the chunk column). The models are those of "
          "`lina task mqar` (2 layers, mixer-only blocks as the task builds them (`no_mlp`), vocabulary 256, short convolutions in every model (the transformer's SiLU convolutions on q, k, v included) on both sides). One step = forward + "
          "cross-entropy + backward + global-norm clipping + AdamW (lr 3e-3, betas 0.9/0.999, wd 0.1, clip 1.0) on "
          "B=%s random sequences; ms per step is the median of %s timed steps after a warm-up, best of %s interleaved "
@@ -147,10 +148,10 @@ if mmr:
                     d, mmr.get("d%s_n%s_layer_cpu_gflops" % (d, d), 0), mmr.get("d%s_n256_layer_cpu_gflops" % d, 0),
                     mmr.get("d%s_n%s_openblas_cpu_gflops" % (d, d), 0), mmr.get("d%s_n256_openblas_cpu_gflops" % d, 0))
                     for d in sorted({k.split("_")[0][1:] for k in mmr if k.startswith("d")}, key=int))))
-L.append("| model | d | T | params | threads | lina ms/step | PyTorch ms/step | PyTorch / lina | lina CPU ms | PyTorch CPU ms | PyTorch / lina (CPU) |"
+L.append("| model | d | T | params | threads | PyTorch chunk | lina ms/step | PyTorch ms/step | PyTorch / lina | lina CPU ms | PyTorch CPU ms | PyTorch / lina (CPU) |"
          " GFLOP/step | lina GFLOP/CPU-s (% of SGEMM) | PyTorch GFLOP/CPU-s (% of SGEMM) | 3x needs GFLOP/CPU-s (% of SGEMM, % of FMA peak) |"
          + (" before: lina CPU ms | before / after (CPU) |" if has_base else ""))
-L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if has_base else ""))
+L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if has_base else ""))
 keys = sorted({(r["name"], r["d_model"], r["seq_len"], r["threads"]) for r in rows if r["framework"] == "lina"},
               key=lambda k: (k[1], k[2], k[3]))
 order = list(dict.fromkeys(r["name"] for r in rows if r["framework"] == "lina"))
@@ -166,7 +167,10 @@ for n, d, T, th in keys:
     rate = lambda ms: gf / (ms / 1e3) if gf and ms else None
     lr, tr = rate(lc), rate(tc)
     pct = lambda x: " (%.0f %%)" % (100.0 * x / sgc[th]) if sgc.get(th) else ""
-    L.append("| %s | %d | %d | %.0fK | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (n, d, T, p / 1e3, th,
+    trs = [r for r in rows if r["framework"] == "torch" and all(r.get(k) == x for k, x in kw.items())]
+    ck = min(trs, key=lambda r: r["train_ms_per_step"]).get("chunk") if trs else None
+    ck = "-" if ck is None or n == "transformer" else str(ck)
+    L.append("| %s | %d | %d | %.0fK | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (n, d, T, p / 1e3, th, ck,
              "%.1f" % lm if lm else "-", "%.1f" % tm if tm else "-", "%.2fx" % (tm / lm) if lm and tm else "-",
              "%.1f" % lc if lc else "-", "%.1f" % tc if tc else "-", "%.2fx" % (tc / lc) if lc and tc else "-",
              "%.2f" % gf if gf else "-", "%.0f%s" % (lr, pct(lr)) if lr else "-", "%.0f%s" % (tr, pct(tr)) if tr else "-",

@@ -5,7 +5,10 @@ The same causal LMs as lina (the functional model of dev/torch_ref.py, built
 from docs/mixers.md), float32, with the token mixers in chunkwise
 form written with plain torch ops (below): GLA as intra-chunk dense products
 plus an inter-chunk state, (Gated) DeltaNet through the WY / UT transform
-(a unit-lower-triangular solve per chunk). Mamba2's SSD as the scalar-gate chunk form. Timed: forward + backward
+(a unit-lower-triangular solve per chunk). Mamba2's SSD as the scalar-gate chunk form. The
+chunkwise mixers run at the chunk length of 32, 64, 128 or 256 that trains fastest on the
+machine for the model and shape (--chunk best, the default: a short timing run of each
+first; the JSON says which), so that the baseline is the fastest form of this code. Timed: forward + backward
 (+ global-norm clipping with --clip) + torch.optim.AdamW step on B x T random
 tokens; tokens/s from the median step after one warm-up step.
 
@@ -64,6 +67,49 @@ def gla_chunk(q, k, v, g, scale, C=64):
         S = torch.exp(bl[:, :, i, 0])[..., None] * S + kd[:, :, i].transpose(-1, -2) @ v[:, :, i]
     o = o_intra + torch.stack(outs, dim=2)
     return _unchunk(o, T)
+
+
+def la_chunk(q, k, v, scale, C=64):
+    """Linear attention without decay in chunk form: the causal mask instead of a decay
+    matrix, the state summed without a factor (plain linear attention as a PyTorch user
+    would write it; ssd_chunk with g = 0 gives the same values with more work)."""
+    T = q.shape[1]
+    q, k, v = (_chunks(t, C) for t in (q, k, v))  # [B,H,n,C,*]
+    mask = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    qs = q * scale
+    o = (qs @ k.transpose(-1, -2)).masked_fill(~mask, 0.0) @ v
+    S = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1])
+    outs = []
+    for i in range(q.shape[2]):
+        outs.append(qs[:, :, i] @ S)
+        S = S + k[:, :, i].transpose(-1, -2) @ v[:, :, i]
+    return _unchunk(o + torch.stack(outs, dim=2), T)
+
+
+def ssd_const_chunk(q, k, v, gh, scale, C=64):
+    """Linear attention with a fixed log decay per head gh [H] (RetNet's retention) in
+    chunk form: the decay matrix exp((r - c) gh) and the chunk factors are the same for
+    every chunk and batch row, made once per call ([H, C, C]) instead of from a gate
+    tensor (ssd_chunk with g = gh expanded gives the same values)."""
+    T = q.shape[1]
+    q, k, v = (_chunks(t, C) for t in (q, k, v))  # [B,H,n,C,*]
+    r = torch.arange(C, dtype=q.dtype, device=q.device)
+    ghc = gh.to(q.dtype)[:, None]  # [H,1]
+    incl = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    gam = torch.exp(((r[:, None] - r[None, :]) * ghc[..., None]).masked_fill(~incl, float("-inf")))  # [H,C,C]
+    qf = torch.exp((r + 1) * ghc)[None, :, None, :, None]  # exp(b_r), b_r = (r + 1) gh
+    kf = torch.exp((C - 1 - r) * ghc)[None, :, None, :, None]  # exp(b_last - b_r)
+    dec = torch.exp(C * ghc)[None, :, :, None]  # [1,H,1,1]
+    qs = q * scale
+    o = ((qs @ k.transpose(-1, -2)) * gam[None, :, None]) @ v
+    qe = qs * qf
+    kd = k * kf
+    S = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1])
+    outs = []
+    for i in range(q.shape[2]):
+        outs.append(qe[:, :, i] @ S)
+        S = dec * S + kd[:, :, i].transpose(-1, -2) @ v[:, :, i]
+    return _unchunk(o + torch.stack(outs, dim=2), T)
 
 
 def delta_chunk(q, k, v, beta, g, scale, C=64):
@@ -183,7 +229,7 @@ def check_flops(c, params, mixers, tok, tgt, a):
         if e.flops:
             fl[e.key] = fl.get(e.key, 0) + e.flops
     shapes = torch_ref.param_shapes(c)
-    total, parts = step_flops(c, shapes, a.batch, a.seq_len, a.chunk)
+    total, parts = step_flops(c, shapes, a.batch, a.seq_len, 64 if a.chunk == "best" else int(a.chunk))
     conv = 6 * a.batch * a.seq_len * sum(_numel(s) for n, s in shapes.items() if len(s) == 3)
     mm, bmm = fl.get("aten::mm", 0) + fl.get("aten::addmm", 0), fl.get("aten::bmm", 0)
     print("%s: profiler mm %.4f GFLOP, step_flops weights without convolutions %.4f GFLOP; "
@@ -199,7 +245,10 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--chunk", default="best",
+                    help="chunk length of the chunkwise mixers, or best (default): the one of 32, 64, 128, "
+                         "256 (at most the sequence length) whose training steps ran fastest in a short "
+                         "timing run before the timed steps")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--beta2", type=float, default=0.95)
     ap.add_argument("--clip", type=float, default=0.0, help="global gradient-norm clipping (0: none)")
@@ -228,8 +277,13 @@ def main():
                             lr=a.lr, betas=(0.9, a.beta2), eps=1e-8)
     if c["model_type"] == "mamba2" and c.get("allow_neg_eigval"):
         sys.exit("torch_train.py: mamba2 with allow_neg_eigval has no chunk form here")
-    mixers = {"gla": lambda *x: gla_chunk(*x, C=a.chunk), "delta": lambda *x: delta_chunk(*x, C=a.chunk),
-              "ssd": lambda *x: ssd_chunk(*x, C=a.chunk)}
+    def chunk_mixers(C):
+        return {"gla": lambda *x: gla_chunk(*x, C=C), "delta": lambda *x: delta_chunk(*x, C=C),
+                "ssd": lambda *x: ssd_chunk(*x, C=C)}
+
+    best = a.chunk == "best"
+    chunk = 64 if best else int(a.chunk)
+    mixers = chunk_mixers(chunk)
     tok = torch.randint(0, c["vocab_size"], (a.batch, a.seq_len), generator=gen)
     tgt = torch.randint(0, c["vocab_size"], (a.batch, a.seq_len), generator=gen)
 
@@ -244,6 +298,22 @@ def main():
 
     if a.check_flops:
         sys.exit(check_flops(c, params, mixers, tok, tgt, a))
+    if best and c["model_type"] != "transformer":
+        # the chunk length that trains fastest here: a warm-up and two steps each, least CPU
+        # time (the parameters move a little; the step's cost does not depend on them)
+        cands = [C for C in (32, 64, 128, 256) if C <= max(32, a.seq_len)]
+        cost = {}
+        for C in cands:
+            mixers.update(chunk_mixers(C))
+            step()  # warm-up at this chunk length
+            runs = []
+            for _ in range(2):
+                c0 = time.process_time()
+                step()
+                runs.append(time.process_time() - c0)
+            cost[C] = min(runs)
+        chunk = min(cands, key=lambda C: cost[C])
+        mixers.update(chunk_mixers(chunk))
     step()  # warm-up
     times, cpu = [], []
     for _ in range(a.steps):
@@ -260,8 +330,10 @@ def main():
     tps = a.batch * a.seq_len / med
     r = {"framework": "torch", "torch": torch.__version__, "model_type": c["model_type"], "params": n_params,
          "seq_len": a.seq_len, "batch": a.batch, "threads": a.threads, "train_tokens_per_s": round(tps, 1),
-         "train_ms_per_step": round(1e3 * med, 3), "train_cpu_ms_per_step": round(1e3 * median(cpu), 3)}
-    fl, parts = step_flops(c, torch_ref.param_shapes(c), a.batch, a.seq_len, a.chunk)
+         "train_ms_per_step": round(1e3 * med, 3), "train_cpu_ms_per_step": round(1e3 * median(cpu), 3),
+         "chunk": chunk}
+    # the FLOP count is the one definition (chunk 64 unless --chunk gives one), whatever chunk ran
+    fl, parts = step_flops(c, torch_ref.param_shapes(c), a.batch, a.seq_len, 64 if best else chunk)
     r["step_gflop"] = round(fl / 1e9, 4)
     r["step_gflop_parts"] = {k: round(v / 1e9, 4) for k, v in parts.items()}
     if a.json:
