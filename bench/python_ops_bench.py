@@ -6,10 +6,15 @@ small training shape (B=8 T=512 H=4 K=V=64), on 1 and 2 threads, in one process:
 
   - lina: the lina.ops call (checks, autograd Function, ctypes), forward and forward +
     backward (the backward of sum(o * do) to every input);
-  - torch: the same function in plain PyTorch, chunkwise (chunk 64): the GLA, scalar-gate
-    and WY delta-rule chunk forms of bench/torch_train.py (autograd for the backward);
-    linear_attn and retention through the scalar-gate form, DeltaProduct as the gated
-    delta rule over the T*n interleaved rows;
+  - torch: the same function in plain PyTorch, chunkwise: the chunk forms of
+    bench/torch_train.py (autograd for the backward): linear attention without a decay
+    (la_chunk), retention with its fixed per-head decay (ssd_const_chunk), Simple GLA as
+    the scalar-gate form (ssd_chunk), GLA (gla_chunk), the WY delta rules (delta_chunk),
+    DeltaProduct as the gated delta rule over the T*n interleaved rows; each at the chunk
+    size of 32, 64, 128 and 256 (at most T) whose forward + backward ran fastest in a
+    short timing run before the table's (--chunks; column "torch C"), so that the PyTorch
+    side is the fastest form of this code for the shape (at K = V = 128 and T = 4096 that
+    is 128 or 256, where chunk 64 took 1.5-1.7x as long);
   - C: the kernel called directly through ctypes on prepared buffers (lina_dd_* or
     lina_delta_*), which is what the lina.ops wrapper adds its overhead to.
 
@@ -58,7 +63,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "python"))
 sys.path.insert(0, HERE)
 import lina  # noqa: E402
 from lina import _lib as L, ops  # noqa: E402
-from torch_train import delta_chunk, gla_chunk, ssd_chunk  # noqa: E402
+from torch_train import delta_chunk, gla_chunk, la_chunk, ssd_chunk, ssd_const_chunk  # noqa: E402
 
 NH = 2  # Householder steps of the DeltaProduct inputs
 
@@ -99,19 +104,19 @@ def lina_call(op, x):
     return ops.chunk_gated_delta_product(q, k, v, x["g"], x["beta"], NH)[0]
 
 
-def torch_call(op, x):
+def torch_call(op, x, C=64):
     q, k, v = x["q"], x["k"], x["v"]
     B, T, H, K = q.shape
     s = K ** -0.5
     if "linear_attn" in op:
-        return ssd_chunk(q, k, v, q.new_zeros(B, T, H), s)
+        return la_chunk(q, k, v, s, C)
     if op == "chunk_retention":
-        gam = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float32)))
-        return ssd_chunk(q, k, v, gam.expand(B, T, H), s)
+        gam = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float64))).float()
+        return ssd_const_chunk(q, k, v, gam, s, C)
     if op == "chunk_simple_gla":
-        return ssd_chunk(q, k, v, x["g"], s)
+        return ssd_chunk(q, k, v, x["g"], s, C)
     if "gla" in op:
-        return gla_chunk(q, k, v, x["g"], s)
+        return gla_chunk(q, k, v, x["g"], s, C)
     if op == "chunk_gated_delta_product":
         # the T*n rows as one gated delta rule: the gate on each token's first row, the
         # query on its last row, the output of that row
@@ -120,9 +125,24 @@ def torch_call(op, x):
         gr[:, :, 0] = x["g"]
         qr = q.new_zeros(B, T, n, H, K)
         qr = torch.cat([qr[:, :, :n - 1], q[:, :, None]], 2)
-        o = delta_chunk(qr.reshape(B, T * n, H, K), k, v, x["beta"], gr.reshape(B, T * n, H), s)
+        o = delta_chunk(qr.reshape(B, T * n, H, K), k, v, x["beta"], gr.reshape(B, T * n, H), s, C)
         return o.view(B, T, n, H, -1)[:, :, -1]
-    return delta_chunk(q, k, v, x["beta"], x.get("g"), s)
+    return delta_chunk(q, k, v, x["beta"], x.get("g"), s, C)
+
+
+def best_chunk(op, x, do, chunks):
+    """The chunk size of `chunks` (at most T) whose plain-PyTorch forward + backward runs
+    fastest here: each timed twice after a warm-up, by the lesser CPU time."""
+    T = x["q"].shape[1]
+    cands = [C for C in chunks if C <= T] or [min(chunks)]
+    if len(cands) == 1:
+        return cands[0]
+    cpu = {}
+    for C in cands:
+        r = runner(lambda xs, C=C: torch_call(op, xs, C), x, do, True)
+        r()
+        cpu[C] = min(timed(r)[1] for _ in range(2))
+    return min(cands, key=lambda C: cpu[C])
 
 
 class Raw:
@@ -367,6 +387,8 @@ OPS = ["chunk_linear_attn", "fused_recurrent_linear_attn", "chunk_retention", "c
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs of each plain-PyTorch call (median)")
+    ap.add_argument("--chunks", default="32,64,128,256",
+                    help="chunk sizes tried for the plain-PyTorch forms (the fastest forward + backward is kept)")
     ap.add_argument("--reps", type=int, default=21, help="interleaved lina / C pairs (median)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--quick", action="store_true", help="T=512 at the long shape (a smoke run)")
@@ -396,16 +418,16 @@ def main():
         bd_main(a, shapes)
         return
     lines = [f"lina.ops vs plain-PyTorch chunkwise code; torch {torch.__version__}, lina kernel path "
-             f"{lina.isa()}; torch: median of {a.repeat} after a warm-up, lina and C: median of {a.reps} "
+             f"{lina.isa()}; torch: median of {a.repeat} after a warm-up at the fastest chunk size of {a.chunks}, lina and C: median of {a.reps} "
              "interleaved pairs; ms wall-clock (ms CPU); overhead: median of the paired CPU-time "
              "differences lina - C per call, in microseconds and % of C [quartiles, %]; page faults: "
              "per lina fwd+bwd call (the C calls reuse their buffers); "
              + f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
              + ("each lina and C call followed by a one-element read of its output" if not a.no_read
                 else "no read after the calls") + ("" if a.fresh_malloc else ", malloc in its steady state"), "",
-             "| shape | threads | op | form fwd / fwd+bwd | torch fwd | lina fwd | C fwd | torch fwd+bwd | lina fwd+bwd | C fwd+bwd "
-             "| torch / lina fwd | torch / lina fwd+bwd | overhead fwd | overhead fwd+bwd | page faults |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| shape | threads | op | form fwd / fwd+bwd | torch C | torch fwd | lina fwd | C fwd | torch fwd+bwd | lina fwd+bwd "
+             "| C fwd+bwd | torch / lina fwd | torch / lina fwd+bwd | overhead fwd | overhead fwd+bwd | page faults |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     gemm = []
     for sname, (B, T, H, K, V) in shapes:
@@ -420,9 +442,11 @@ def main():
                 raw = Raw(op, x)
                 raw.do.copy_(do)
                 r = {}
+                tc = None
                 if not a.no_torch:
-                    r["tf"] = best(runner(lambda xs: torch_call(op, xs), x, do, False), a.repeat)
-                    r["tb"] = best(runner(lambda xs: torch_call(op, xs), x, do, True), a.repeat)
+                    tc = best_chunk(op, x, do, [int(c) for c in a.chunks.split(",")])
+                    r["tf"] = best(runner(lambda xs: torch_call(op, xs, tc), x, do, False), a.repeat)
+                    r["tb"] = best(runner(lambda xs: torch_call(op, xs, tc), x, do, True), a.repeat)
                 rd = not a.no_read
                 for key, lcall, ccall in (
                         ("f", runner(lambda xs: lina_call(op, xs), x, do, False, rd), raw.fwd_read if rd else raw.fwd),
@@ -446,7 +470,7 @@ def main():
                     return (f"{1e6 * r['d' + k][1]:+.0f} us {100 * r['d' + k][1] / c:+.1f}% "
                             f"[{100 * r['q1' + k][1] / c:+.1f}, {100 * r['q3' + k][1] / c:+.1f}]")
                 fm = " / ".join(("recurrent", "chunk")[f] for f in raw.forms)
-                line = (f"| {sname} | {nt} | {op} | {fm} | {ms('tf')} | {ms('lf')} | {ms('cf')} | {ms('tb')} | {ms('lb')} | "
+                line = (f"| {sname} | {nt} | {op} | {fm} | {tc or '-'} | {ms('tf')} | {ms('lf')} | {ms('cf')} | {ms('tb')} | {ms('lb')} | "
                         f"{ms('cb')} | {ratio('tf', 'lf')} | {ratio('tb', 'lb')} | {over('f')} | {over('b')} | {r['lb'][2]:.0f} |")
                 print(line, flush=True)
                 lines.append(line)

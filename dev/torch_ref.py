@@ -956,6 +956,25 @@ def check_chunk_forms(p, c, inp):
     return (chk - ref).abs().max().item() / max(1.0, ref.abs().max().item())
 
 
+def check_op_forms():
+    """The special chunk forms of bench/torch_train.py that no model here runs (plain linear
+    attention, the fixed per-head decay of retention) against its scalar-gate form, float64,
+    at chunk lengths that do and do not divide T."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+    import torch_train
+    gen = torch.Generator().manual_seed(7)
+    B, T, H, K = 2, 70, 3, 8
+    q, k, v = (torch.randn(B, T, H, K, generator=gen, dtype=torch.float64) for _ in range(3))
+    gh = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float64)))
+    err = 0.0
+    for C in (16, 32, 64):
+        for a, b in ((torch_train.la_chunk(q, k, v, 0.5, C), torch_train.ssd_chunk(q, k, v, q.new_zeros(B, T, H), 0.5, C)),
+                     (torch_train.ssd_const_chunk(q, k, v, gh, 0.5, C),
+                      torch_train.ssd_chunk(q, k, v, gh.expand(B, T, H), 0.5, C))):
+            err = max(err, (a - b).abs().max().item() / b.abs().max().item())
+    return err
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
@@ -970,6 +989,8 @@ def main():
         p, c, inp = make_case(name, c, args.out, 1234 + i)
         if args.check:
             print("  chunk form vs recurrent form (float64): rel err %.3e" % check_chunk_forms(p, c, inp))
+    if args.check:
+        print("la_chunk, ssd_const_chunk vs ssd_chunk (float64): rel err %.3e" % check_op_forms())
 
 
 if __name__ == "__main__":

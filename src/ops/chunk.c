@@ -2,6 +2,7 @@
  * restarted at chunk starts, computed in double so that differences of large
  * cumulative sums keep their precision, and exp of non-positive exponents. */
 #include "ops_internal.h"
+#include "../kern/isa.h"
 
 #include <math.h>
 #include <string.h>
@@ -92,7 +93,12 @@ void lina_vexp_d(float *y, const double *x, size_t n)
  *    K = V = 128 (B=8 T=512, B=2 T=1024, B=1 T=4096; 1 and 2 threads; AVX-512 and AVX2:
  *    72.9 against 83.5 ms at B=1 T=4096), 0.85x at K = 128 V = 256, 0.66x at K = 64 V = 128,
  *    1.00x at K = V = 256; the scalar gates at K = V = 128: simple_gla 0.90x, linear_attn
- *    1.04x (left with the chunk form). */
+ *    1.04x (left with the chunk form then);
+ *  - the scalar, head and no gates with a backward, Zen 4, AVX-512 path (2026-12-05, main at
+ *    305c4a5, 3 interleaved rounds): the recurrent form 0.83-0.93x of the chunk form's time at
+ *    K = V = 128 on 1 thread (linear_attn, retention, simple_gla; B=1 T=4096, B=2 T=2048, B=8
+ *    T=512), 0.83-1.08x by wall time on 2 threads (about even); on the AVX2 path 1.04-1.29x
+ *    (left with the chunk form there). */
 lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int backward)
 {
     if (!d || d->T < 2) {
@@ -111,6 +117,10 @@ lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int bac
     if (backward && !lina_cpu_full512() && gate == LINA_GATE_VECTOR && d->K > 16 && d->K <= 128 &&
         d->V > 16 && d->V <= 256) {
         return LINA_FORM_RECURRENT; /* split 512-bit units, a gate per key channel: K to 128 */
+    }
+    if (backward && lina_isa_id() == LINA_ISA_AVX512 && !lina_cpu_full512() && d->K > 16 && d->K <= 128 &&
+        d->V > 16 && d->V <= 128) {
+        return LINA_FORM_RECURRENT; /* split 512-bit units on the AVX-512 path: the other gates to 128 */
     }
     return LINA_FORM_CHUNK;
 }

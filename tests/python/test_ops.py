@@ -273,24 +273,27 @@ def fast_form_tests():
              (dd_form(1, 4096, 128, 128, 3, 0), R), (dd_form(1, 4096, 256, 256, 3, 1), C),
              (dd_form(8, 512, 64, 64, 2, 1), R),
              (dd_form(8, 512, 64, 64, 2, 0), R), (dd_form(8, 512, 64, 64, 0, 1), R),
-             (dd_form(8, 512, 128, 128, 2, 1), C), (dd_form(8, 512, 16, 16, 1, 1), C),
+             (dd_form(8, 512, 128, 128, 2, 0), C), (dd_form(8, 512, 16, 16, 1, 1), C),
              (dd_form(8, 512, 64, 64, 0, 0), R), (dd_form(8, 1, 16, 16, 0, 0), R),
              (delta_form(63, 64, 1), R), (delta_form(127, 128, 1), R), (delta_form(128, 128, 1), C),
              (delta_form(1, 64, 1), R), (delta_form(512, 16, 1, bw=0), R)]
     # the delta rule at K, V <= 64 (forward alone: <= 128): the chunk form on full-width
     # AVX-512 units only (lina_cpu_full512)
     full = _lib.lib.lina_cpu_full512()
+    path = _lib.lib.lina_isa_name().decode()
     Cf = C if full else R
     # the diagonal decay at K 17..64, V 17..128 with a backward, and gla at K 17..128,
     # V 17..256 with a backward: likewise
+    # the other gates at K, V 65..128 with a backward: recurrent on the avx512 path with split units
+    Cs = R if path == "avx512" and not full else C
     picks += [(dd_form(1, 4096, 128, 128, 3, 1), Cf), (dd_form(8, 512, 128, 256, 3, 1), Cf),
-              (dd_form(8, 512, 128, 128, 2, 1), C),
+              (dd_form(8, 512, 128, 128, 2, 1), Cs), (dd_form(1, 4096, 128, 128, 0, 1), Cs),
+              (dd_form(8, 512, 128, 256, 1, 1), C), (dd_form(1, 4096, 128, 128, 0, 0), C),
               (dd_form(8, 512, 32, 32, 3, 1), Cf), (dd_form(8, 512, 64, 128, 1, 1), Cf),
               (dd_form(8, 512, 32, 64, 2, 1), Cf), (dd_form(8, 512, 32, 64, 2, 0), C)]
     picks += [(delta_form(64, 64, 1), Cf), (delta_form(32, 64, 2), Cf), (delta_form(16, 64, 1, chunk=8), Cf),
               (delta_form(512, 16, 1), Cf), (delta_form(512, 32, 1, bw=0), Cf),
               (delta_form(512, 128, 1, bw=0), Cf), (delta_form(512, 128, 1), C)]
-    path = _lib.lib.lina_isa_name().decode()
     check("lina_cpu_full512: 0 or 1, and 0 off the avx512 path", full in (0, 1) and (path == "avx512" or full == 0),
           f"{full} on path {path}")
     bad = [i for i, (got, want) in enumerate(picks) if got != want]
