@@ -16,6 +16,16 @@
 #define WMAX 8  /* widest kernel of the channels-inner loops; wider ones take the per-channel loops */
 #define PF 16   /* rows ahead that the channel-block loops prefetch */
 
+/* a * b + c in the channels-inner loops: on the vector paths (which have FMA) one fused
+ * multiply-add, as the vector-column kernels below compute it, at every optimisation level
+ * (the compilers contract a * b + c only from -O2), so that a channel gets the same bits
+ * in either loop; plain on the portable path (no FMA instruction there) */
+#ifdef LINA_VL
+#define CONV_FMA(a, b, c) fmaf(a, b, c)
+#else
+#define CONV_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
 /* Channels per task: whole rows (up to CB channels), or with `split` threads a share of
  * the row each (a multiple of 16). The loops walk down the rows of [*, C] tensors; a task
  * that reads a narrow block of every row waits on memory (the block of the next row is a
@@ -104,10 +114,10 @@ static void conv_pre_row(float *pre, const float *x, size_t ldx, const float *wt
 #pragma omp simd
         for (int c = 0; c < cw; c++) {
             float acc = bc ? bc[c] : 0.0f;
-            acc += w0[c] * x0[c];
-            acc += w1[c] * x1[c];
-            acc += w2[c] * x2[c];
-            acc += w3[c] * x3[c];
+            acc = CONV_FMA(w0[c], x0[c], acc);
+            acc = CONV_FMA(w1[c], x1[c], acc);
+            acc = CONV_FMA(w2[c], x2[c], acc);
+            acc = CONV_FMA(w3[c], x3[c], acc);
             pre[c] = acc;
         }
         return;
@@ -124,44 +134,17 @@ static void conv_pre_row(float *pre, const float *x, size_t ldx, const float *wt
             const float *xr = x + ((size_t)b * T + (size_t)(p - W)) * ldx + c0;
 #pragma omp simd
             for (int c = 0; c < cw; c++) {
-                pre[c] += wj[c] * xr[c];
+                pre[c] = CONV_FMA(wj[c], xr[c], pre[c]);
             }
         } else {
             for (int c = 0; c < cw; c++) {
-                pre[c] += wj[c] * comb(x, ldx, cache, b, p, c0 + c, T, C, W);
+                pre[c] = CONV_FMA(wj[c], comb(x, ldx, cache, b, p, c0 + c, T, C, W), pre[c]);
             }
         }
     }
 }
 
 #ifdef LINA_VL
-/* The usual SiLU row on the vector paths, in registers, one pass: W = 4, all four taps
- * in x (s >= 3), channels [0, n) of the block (n a whole number of vectors), the
- * pre-activation p summed as conv_pre_row sums it (bias, taps 0..3) and sigmoid(p) as
- * lina_vsigmoid gives it. dy NULL (forward): out = p sigmoid(p); else (backward) out =
- * dy sigmoid(p) (1 + p (1 - sigmoid(p))), the derivative of the SiLU times dy. */
-static void conv4_silu_row(float *out, const float *dy, const float *x, size_t ldx, const float *wt,
-                           const float *bias, int b, int s, int c0, int n, int T)
-{
-    const float *x0 = x + ((size_t)b * T + (size_t)(s - 3)) * ldx + c0, *x1 = x0 + ldx, *x2 = x1 + ldx,
-                *x3 = x2 + ldx;
-    const float *bc = bias ? bias + c0 : NULL;
-    const lina_vf one = LINA_VSET1(1.0f);
-    for (int c = 0; c < n; c += LINA_VL) {
-        lina_vf p = bc ? LINA_VLD(bc + c) : LINA_VZERO();
-        p = LINA_VFMA(LINA_VLD(wt + c), LINA_VLD(x0 + c), p);
-        p = LINA_VFMA(LINA_VLD(wt + CB + c), LINA_VLD(x1 + c), p);
-        p = LINA_VFMA(LINA_VLD(wt + 2 * CB + c), LINA_VLD(x2 + c), p);
-        p = LINA_VFMA(LINA_VLD(wt + 3 * CB + c), LINA_VLD(x3 + c), p);
-        const lina_vf sg = lina_vsigmoid_v(p);
-        if (dy) {
-            const lina_vf t = LINA_VFMA(p, LINA_VSUB(one, sg), one);
-            LINA_VST(out + c, LINA_VMUL(LINA_VLD(dy + c), LINA_VMUL(sg, t)));
-        } else {
-            LINA_VST(out + c, LINA_VMUL(p, sg));
-        }
-    }
-}
 /* W = 4 on the vector paths, one vector of channels [c, c + LINA_VL) down the rows of
  * one sequence at a time: the three inputs before the row (and in the backward the
  * three pre-activation gradients before it) stay in registers, so a row costs one
@@ -290,7 +273,8 @@ static void conv4v_bwd(float *dx, size_t lddx, int dx_set, float *dw, float *dbi
                 LINA_VST(wl[0], w0), LINA_VST(wl[1], w1), LINA_VST(wl[2], w2);
                 for (int j = 0; j < 3 - s; j++) {
                     for (int l = 0; l < LINA_VL; l++) {
-                        dcache[((size_t)b * C + c + l) * 4 + s + 1 + j] += wl[j][l] * dl[l];
+                        float *dc = &dcache[((size_t)b * C + c + l) * 4 + s + 1 + j];
+                        *dc = CONV_FMA(wl[j][l], dl[l], *dc);
                     }
                 }
             }
@@ -355,17 +339,6 @@ static int conv4v_channels(int C, int W, lina_act act)
 #endif
 }
 
-/* channels of a block that conv4_silu_row takes (the rest go through conv_pre_row) */
-static int conv4_fused(int W, int s, int cw, lina_act act)
-{
-#ifdef LINA_VL
-    return act == LINA_ACT_SILU && W == 4 && s >= W - 1 ? cw / LINA_VL * LINA_VL : 0;
-#else
-    (void)W, (void)s, (void)cw, (void)act;
-    return 0;
-#endif
-}
-
 /* y [B,T,C]; x [B,T,C] with rows ldx floats apart; w [C,W]; bias [C]; cache, cache_out [B,C,W] */
 void LINA_KFN(lina_shortconv_forward_ld)(float *y, const float *x, size_t ldx, const float *w, const float *bias,
                                          const float *cache, float *cache_out, int B, int T, int C, int W,
@@ -398,20 +371,11 @@ void LINA_KFN(lina_shortconv_forward_ld)(float *y, const float *x, size_t ldx, c
                     prefetch_block(x + ((size_t)b * T + s + PF) * ldx + c0, c1 - c0);
                     prefetch_block(yr + (size_t)PF * C, c1 - c0);
                 }
-                const int nf = conv4_fused(W, s, c1 - c0, act), c0r = c0 + nf; /* fused, then the rest */
-#ifdef LINA_VL
-                if (nf) {
-                    conv4_silu_row(yr, NULL, x, ldx, wt, bias, b, s, c0, nf, T);
-                }
-#endif
-                if (c0r == c1) {
-                    continue;
-                }
-                conv_pre_row(pre, x, ldx, wt + nf, bias, cache, b, s, c0r, c1, T, C, W);
+                conv_pre_row(pre, x, ldx, wt, bias, cache, b, s, c0, c1, T, C, W);
                 if (act == LINA_ACT_SILU) {
-                    lina_vsigmoid(sg, pre, (size_t)(c1 - c0r));
-                    for (int c = 0; c < c1 - c0r; c++) {
-                        yr[nf + c] = pre[c] * sg[c];
+                    lina_vsigmoid(sg, pre, (size_t)(c1 - c0));
+                    for (int c = 0; c < c1 - c0; c++) {
+                        yr[c] = pre[c] * sg[c];
                     }
                 } else {
                     memcpy(yr, pre, (size_t)(c1 - c0) * sizeof(float));
@@ -471,20 +435,12 @@ static void conv_bwd_block(float *dx, size_t lddx, int dx_set, float *dw, float 
                 const float *dyr = dy + ((size_t)b * T + s) * C + c0;
                 float *d = dp[s % W];
                 if (act == LINA_ACT_SILU) {
-                    const int nf = conv4_fused(W, s, cw, act); /* fused, then the rest */
-#ifdef LINA_VL
-                    if (nf) {
-                        conv4_silu_row(d, dyr, x, ldx, wt, bias, b, s, c0, nf, T);
-                    }
-#endif
-                    if (nf < cw) {
-                        conv_pre_row(pre, x, ldx, wt + nf, bias, cache, b, s, c0 + nf, c1, T, C, W);
-                        lina_vsigmoid(sgr, pre, (size_t)(cw - nf));
-                        for (int c = nf; c < cw; c++) {
-                            float p = pre[c - nf], sg = sgr[c - nf], g = dyr[c];
-                            g *= sg * (1.0f + p * (1.0f - sg));
-                            d[c] = g;
-                        }
+                    conv_pre_row(pre, x, ldx, wt, bias, cache, b, s, c0, c1, T, C, W);
+                    lina_vsigmoid(sgr, pre, (size_t)cw);
+                    for (int c = 0; c < cw; c++) {
+                        float p = pre[c], sg = sgr[c], g = dyr[c];
+                        g *= sg * CONV_FMA(p, 1.0f - sg, 1.0f);
+                        d[c] = g;
                     }
                 } else {
                     memcpy(d, dyr, (size_t)cw * sizeof(float));
@@ -502,10 +458,10 @@ static void conv_bwd_block(float *dx, size_t lddx, int dx_set, float *dw, float 
                     float *a0 = adw, *a1 = adw + CB, *a2 = adw + 2 * CB, *a3 = adw + 3 * CB;
 #pragma omp simd
                     for (int c = 0; c < cw; c++) {
-                        a0[c] += d[c] * x0[c];
-                        a1[c] += d[c] * x1[c];
-                        a2[c] += d[c] * x2[c];
-                        a3[c] += d[c] * x3[c];
+                        a0[c] = CONV_FMA(d[c], x0[c], a0[c]);
+                        a1[c] = CONV_FMA(d[c], x1[c], a1[c]);
+                        a2[c] = CONV_FMA(d[c], x2[c], a2[c]);
+                        a3[c] = CONV_FMA(d[c], x3[c], a3[c]);
                     }
                     j0 = W; /* p >= W for every tap: no dcache term either */
                 }
@@ -517,17 +473,18 @@ static void conv_bwd_block(float *dx, size_t lddx, int dx_set, float *dw, float 
                             const float *xr = x + ((size_t)b * T + (size_t)(p - W)) * ldx + c0;
 #pragma omp simd
                             for (int c = 0; c < cw; c++) {
-                                aj[c] += d[c] * xr[c];
+                                aj[c] = CONV_FMA(d[c], xr[c], aj[c]);
                             }
                         } else {
                             for (int c = 0; c < cw; c++) {
-                                aj[c] += d[c] * comb(x, ldx, cache, b, p, c0 + c, T, C, W);
+                                aj[c] = CONV_FMA(d[c], comb(x, ldx, cache, b, p, c0 + c, T, C, W), aj[c]);
                             }
                         }
                     }
                     if (p < W && dcache) {
                         for (int c = 0; c < cw; c++) {
-                            dcache[((size_t)b * C + c0 + c) * W + p] += wt[j * CB + c] * d[c];
+                            float *dc = &dcache[((size_t)b * C + c0 + c) * W + p];
+                            *dc = CONV_FMA(wt[j * CB + c], d[c], *dc);
                         }
                     }
                 }
@@ -548,7 +505,7 @@ static void conv_bwd_block(float *dx, size_t lddx, int dx_set, float *dw, float 
                     const float *wj = wt + (t + W - 1 - sp) * CB, *d = dp[sp % W];
 #pragma omp simd
                     for (int c = 0; c < cw; c++) {
-                        acc[c] += wj[c] * d[c];
+                        acc[c] = CONV_FMA(wj[c], d[c], acc[c]);
                     }
                 }
                 memcpy(dxr, acc, (size_t)cw * sizeof(float));
