@@ -18,8 +18,8 @@
 
 /* a * b + c in the channels-inner loops: on the vector paths (which have FMA) one fused
  * multiply-add, as the vector-column kernels below compute it, at every optimisation level
- * (the compilers contract a * b + c only from -O2), so that a channel gets the same bits
- * in either loop; plain on the portable path (no FMA instruction there) */
+ * (gcc left a * b + c uncontracted in the -O1 sanitizer build), so that a channel gets the
+ * same bits in either loop; plain on the portable path (no FMA instruction there) */
 #ifdef LINA_VL
 #define CONV_FMA(a, b, c) fmaf(a, b, c)
 #else

@@ -226,7 +226,8 @@ static void sa_logits(const sa_ctx *c, const lina_softmax_in *in, int b, int h, 
  * lina_vexp and separate scalar passes per row cost as much as the row's share of the
  * products at T = 128): sa_row_max, the largest of x[lo, hi); sa_exp_row, x[j] =
  * exp((x[j] - a) - b) in place (the values lina_vexp gives: the same vector exp, the
- * partial vector through a copy padded with -inf), returning their sum. */
+ * partial vector by masked loads and stores with -inf in the other lanes), returning
+ * their sum. */
 static float sa_row_max(const float *x, int lo, int hi)
 {
     float mx = -INFINITY;
@@ -368,7 +369,7 @@ static void sa_fwd_tile(const sa_ctx *c, const lina_softmax_in *in, float *o, fl
             if (mr[r] == -INFINITY) {
                 mr[r] = mnew; /* the first visit: O and l are still 0 */
             } else if (mnew > mr[r]) {
-                const float alpha = expf(mr[r] - mnew); /* 0 on the first visit */
+                const float alpha = expf(mr[r] - mnew);
                 float *Or = O + (size_t)r * V;
                 for (int x = 0; o && x < V; x++) {
                     Or[x] *= alpha;
