@@ -63,7 +63,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "python"))
 sys.path.insert(0, HERE)
 import lina  # noqa: E402
 from lina import _lib as L, ops  # noqa: E402
-from torch_train import delta_chunk, gla_chunk, la_chunk, ssd_chunk, ssd_const_chunk  # noqa: E402
+from torch_train import CHUNKS, delta_chunk, gla_chunk, la_chunk, ssd_chunk, ssd_const_chunk  # noqa: E402
 
 NH = 2  # Householder steps of the DeltaProduct inputs
 
@@ -387,7 +387,7 @@ OPS = ["chunk_linear_attn", "fused_recurrent_linear_attn", "chunk_retention", "c
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs of each plain-PyTorch call (median)")
-    ap.add_argument("--chunks", default="32,64,128,256",
+    ap.add_argument("--chunks", default=",".join(map(str, CHUNKS)),
                     help="chunk sizes tried for the plain-PyTorch forms (the fastest forward + backward is kept)")
     ap.add_argument("--reps", type=int, default=21, help="interleaved lina / C pairs (median)")
     ap.add_argument("--threads", default="1,2")

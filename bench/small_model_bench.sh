@@ -118,7 +118,7 @@ def best(fw, key="train_ms_per_step", **kw):
 L = ["# Small models: lina vs plain PyTorch, training step\n"]
 L.append("Written by `sh bench/small_model_bench.sh` (%s UTC). CPU: %s, ISA %s (%s). "
          "PyTorch %s, float32, the chunkwise / dense mixers of `bench/torch_train.py`, each chunkwise mixer at the chunk length of "
-         "32-128 that trained fastest in a short run before the timed steps (`--chunk best`; the chunk column). The models are those of "
+         "32-256 (at most T) that trained fastest in a short run before the timed steps (`--chunk best`; the chunk column). The models are those of "
          "`lina task mqar` (2 layers, mixer-only blocks as the task builds them (`no_mlp`), vocabulary 256, short convolutions in every model (the transformer's SiLU convolutions on q, k, v included) on both sides). One step = forward + "
          "cross-entropy + backward + global-norm clipping + AdamW (lr 3e-3, betas 0.9/0.999, wd 0.1, clip 1.0) on "
          "B=%s random sequences; ms per step is the median of %s timed steps after a warm-up, best of %s interleaved "

@@ -45,6 +45,9 @@ def _unchunk(o, T):
     return o.permute(0, 2, 3, 1, 4).reshape(B, n * C, H, D)[:, :T]
 
 
+CHUNKS = (32, 64, 128, 256)  # the chunk lengths the baselines try (--chunk best)
+
+
 def gla_chunk(q, k, v, g, scale, C=64):
     """GLA (vector log-gate g [B,T,H,K]) in chunk form (docs/mixers.md 3.1). The
     intra-chunk weights factor exp(b_r - b_c) = exp(b_r) exp(-b_c) against the
@@ -301,7 +304,7 @@ def main():
     if best and c["model_type"] != "transformer":
         # the chunk length that trains fastest here: a warm-up and two steps each, least CPU
         # time (the parameters move a little; the step's cost does not depend on them)
-        cands = [C for C in (32, 64, 128, 256) if C <= max(32, a.seq_len)]
+        cands = [C for C in CHUNKS if C <= max(32, a.seq_len)]
         cost = {}
         for C in cands:
             mixers.update(chunk_mixers(C))

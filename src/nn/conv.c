@@ -178,12 +178,30 @@ static inline lina_vf cv_cache(const float *cache, int b, int C, int c, int p)
     return LINA_VLD(t);
 }
 
+/* the taps w[0..3] of the channel vector: wt[j] (cv_taps) */
+static inline void cv_taps4(lina_vf wt[4], const float *w, int c)
+{
+    for (int j = 0; j < 4; j++) {
+        wt[j] = cv_taps(w, c, j);
+    }
+}
+
+/* the pre-activation of a row from its inputs x(s-3) .. x(s): bias, then taps 0..3 */
+static inline lina_vf cv_pre(const lina_vf wt[4], lina_vf bv, lina_vf a0, lina_vf a1, lina_vf a2, lina_vf x3)
+{
+    lina_vf p = LINA_VFMA(wt[0], a0, bv);
+    p = LINA_VFMA(wt[1], a1, p);
+    p = LINA_VFMA(wt[2], a2, p);
+    return LINA_VFMA(wt[3], x3, p);
+}
+
 /* forward of (b, channel vector c): y rows = act(pre-activation); cache_out as the
  * row-major loop writes it (the cache read first: cache_out may alias it) */
 static void conv4v_fwd(float *y, const float *x, size_t ldx, const float *w, const float *bias, const float *cache,
                        float *cache_out, int b, int c, int T, int C, int silu)
 {
-    const lina_vf w0 = cv_taps(w, c, 0), w1 = cv_taps(w, c, 1), w2 = cv_taps(w, c, 2), w3 = cv_taps(w, c, 3);
+    lina_vf wt[4];
+    cv_taps4(wt, w, c);
     const lina_vf bv = bias ? LINA_VLD(bias + c) : LINA_VZERO();
     /* inputs of rows -3, -2, -1: entries 1, 2, 3 of the cache (the oldest is not used) */
     lina_vf a0 = cv_cache(cache, b, C, c, 1), a1 = cv_cache(cache, b, C, c, 2), a2 = cv_cache(cache, b, C, c, 3);
@@ -195,10 +213,7 @@ static void conv4v_fwd(float *y, const float *x, size_t ldx, const float *w, con
             CV_PF(yr + (size_t)(s + PF) * C);
         }
         const lina_vf x3 = LINA_VLD(xr + (size_t)s * ldx);
-        lina_vf p = LINA_VFMA(w0, a0, bv);
-        p = LINA_VFMA(w1, a1, p);
-        p = LINA_VFMA(w2, a2, p);
-        p = LINA_VFMA(w3, x3, p);
+        const lina_vf p = cv_pre(wt, bv, a0, a1, a2, x3);
         LINA_VST(yr + (size_t)s * C, silu ? LINA_VMUL(p, lina_vsigmoid_v(p)) : p);
         a0 = a1, a1 = a2, a2 = x3;
     }
@@ -233,11 +248,14 @@ static void conv4v_bwd(float *dx, size_t lddx, int dx_set, float *dw, float *dbi
                        const float *x, size_t ldx, const float *w, const float *bias, const float *cache, int B,
                        int T, int C, int c, int silu)
 {
-    const lina_vf w0 = cv_taps(w, c, 0), w1 = cv_taps(w, c, 1), w2 = cv_taps(w, c, 2), w3 = cv_taps(w, c, 3);
+    lina_vf wt[4];
+    cv_taps4(wt, w, c);
     const lina_vf bv = bias ? LINA_VLD(bias + c) : LINA_VZERO();
     lina_vf g0 = LINA_VZERO(), g1 = g0, g2 = g0, g3 = g0, gb = g0;
     if (dw) {
-        g0 = cv_taps(dw, c, 0), g1 = cv_taps(dw, c, 1), g2 = cv_taps(dw, c, 2), g3 = cv_taps(dw, c, 3);
+        lina_vf gt[4];
+        cv_taps4(gt, dw, c);
+        g0 = gt[0], g1 = gt[1], g2 = gt[2], g3 = gt[3];
     }
     if (dbias) {
         gb = LINA_VLD(dbias + c);
@@ -256,10 +274,7 @@ static void conv4v_bwd(float *dx, size_t lddx, int dx_set, float *dw, float *dbi
                 }
             }
             const lina_vf x3 = LINA_VLD(xr + (size_t)s * ldx);
-            lina_vf p = LINA_VFMA(w0, a0, bv);
-            p = LINA_VFMA(w1, a1, p);
-            p = LINA_VFMA(w2, a2, p);
-            p = LINA_VFMA(w3, x3, p);
+            const lina_vf p = cv_pre(wt, bv, a0, a1, a2, x3);
             const lina_vf d = cv_dpre(LINA_VLD(dyr + (size_t)s * C), p, silu);
             gb = LINA_VADD(gb, d);
             g0 = LINA_VFMA(d, a0, g0);
@@ -270,7 +285,7 @@ static void conv4v_bwd(float *dx, size_t lddx, int dx_set, float *dw, float *dbi
                 /* taps j < 3 - s read cache entry p = s + 1 + j */
                 _Alignas(64) float dl[LINA_VL], wl[4][LINA_VL];
                 LINA_VST(dl, d);
-                LINA_VST(wl[0], w0), LINA_VST(wl[1], w1), LINA_VST(wl[2], w2);
+                LINA_VST(wl[0], wt[0]), LINA_VST(wl[1], wt[1]), LINA_VST(wl[2], wt[2]);
                 for (int j = 0; j < 3 - s; j++) {
                     for (int l = 0; l < LINA_VL; l++) {
                         float *dc = &dcache[((size_t)b * C + c + l) * 4 + s + 1 + j];
@@ -281,10 +296,10 @@ static void conv4v_bwd(float *dx, size_t lddx, int dx_set, float *dw, float *dbi
             if (dxr && s >= 3) {
                 float *o = dxr + (size_t)(s - 3) * lddx;
                 lina_vf acc = dx_set ? LINA_VZERO() : LINA_VLD(o);
-                acc = LINA_VFMA(w3, d3, acc);
-                acc = LINA_VFMA(w2, d2, acc);
-                acc = LINA_VFMA(w1, d1, acc);
-                LINA_VST(o, LINA_VFMA(w0, d, acc));
+                acc = LINA_VFMA(wt[3], d3, acc);
+                acc = LINA_VFMA(wt[2], d2, acc);
+                acc = LINA_VFMA(wt[1], d1, acc);
+                LINA_VST(o, LINA_VFMA(wt[0], d, acc));
             }
             d3 = d2, d2 = d1, d1 = d;
             a0 = a1, a1 = a2, a2 = x3;
@@ -295,14 +310,14 @@ static void conv4v_bwd(float *dx, size_t lddx, int dx_set, float *dw, float *dbi
             lina_vf acc = dx_set ? LINA_VZERO() : LINA_VLD(o);
             const int n = T - t; /* rows t..T-1: the registers d(T-n) .. d1 */
             if (n == 3) {
-                acc = LINA_VFMA(w3, d3, acc);
-                acc = LINA_VFMA(w2, d2, acc);
-                acc = LINA_VFMA(w1, d1, acc);
+                acc = LINA_VFMA(wt[3], d3, acc);
+                acc = LINA_VFMA(wt[2], d2, acc);
+                acc = LINA_VFMA(wt[1], d1, acc);
             } else if (n == 2) {
-                acc = LINA_VFMA(w3, d2, acc);
-                acc = LINA_VFMA(w2, d1, acc);
+                acc = LINA_VFMA(wt[3], d2, acc);
+                acc = LINA_VFMA(wt[2], d1, acc);
             } else {
-                acc = LINA_VFMA(w3, d1, acc);
+                acc = LINA_VFMA(wt[3], d1, acc);
             }
             LINA_VST(o, acc);
         }
