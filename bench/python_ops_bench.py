@@ -27,7 +27,11 @@ that CPU time counts work rather than waiting.
 
 How the overhead is measured: --reps pairs of one lina call and one C call, adjacent and
 alternating in order; the overhead is the median of the paired CPU-time differences, with
-their quartiles. At 2 threads an idle OpenMP thread that spins adds CPU time that depends
+their quartiles. The C call writes into buffers it made once; a second column pairs the lina
+call with a C call into an output and gradients made for the call, as lina.ops makes them
+(and as any PyTorch op makes its outputs): a backward that streams from L3 runs a few per
+cent slower or faster by where fresh tensors land, and that column leaves only the wrapper's
+own work (Python, checks, autograd) in the difference. At 2 threads an idle OpenMP thread that spins adds CPU time that depends
 on how the other jobs on the machine happen to wake it, not on the code, which swamps a
 difference of 1 %; --passive sets OMP_WAIT_POLICY=PASSIVE (for lina, C and PyTorch alike:
 one OpenMP runtime) so that an idle thread sleeps at once and the CPU time counts work
@@ -145,6 +149,10 @@ def best_chunk(op, x, do, chunks):
     return min(cands, key=lambda C: cpu[C])
 
 
+def _ptr(t):
+    return None if t is None else t.data_ptr()
+
+
 class Raw:
     """The op's kernel called directly (ctypes), outputs and gradients preallocated, in the
     form that lina.ops runs for the call (lina_dd_fast_form / lina_delta_fast_form for a
@@ -157,8 +165,8 @@ class Raw:
         self.d = L.MixDims(B, T, H, K, V, 0, K ** -0.5)
         self.o, self.ht, self.do = torch.empty(B, T, H, V), torch.empty(B, H, K, V), torch.randn(B, T, H, V)
         self.grads = [torch.empty_like(x[n]) for n in ("q", "k", "v")]
-        p = lambda t: None if t is None else t.data_ptr()  # noqa: E731
-        gr = [p(t) for t in self.grads]
+        p = _ptr
+        self.gb = self.fresh = None
         self.delta = "delta" in op
         if self.delta:
             n = NH if op == "chunk_gated_delta_product" else 1
@@ -168,10 +176,7 @@ class Raw:
             self.cache = torch.empty(L.lib.lina_delta_cache_floats(ctypes.byref(self.d), n)) \
                 if self.forms[1] == 1 else None
             self.inp = L.DeltaIn(p(q), p(k), p(v), p(x["beta"]), p(g), None, n)
-            self.out = L.DeltaOut(p(self.o), p(self.ht), p(self.cache))
-            self.out_fwd = L.DeltaOut(p(self.o), p(self.ht), None)
             self.gin = L.DeltaGradIn(p(self.do), None, p(self.cache))
-            self.gout = L.DeltaGradOut(*gr, p(self.gb), p(self.gg), None)
             self.f, self.b = L.lib.lina_delta_fwd, L.lib.lina_delta_bwd
         else:
             g = x.get("g")
@@ -188,11 +193,21 @@ class Raw:
             self.states = torch.empty(L.lib.lina_dd_states_size(ctypes.byref(self.d))) \
                 if self.forms[1] == 1 else None
             self.inp = L.DDIn(p(q), p(k), p(v), gate, p(g), None)
+            self.gin = L.DDGradIn(p(self.do), None, p(self.states))
+            self.f, self.b = L.lib.lina_dd_fwd, L.lib.lina_dd_bwd
+        self._bind()
+
+    def _bind(self):
+        """the kernel's output structs for the tensors self.o, self.grads, self.gb, self.gg"""
+        p, gr = _ptr, [_ptr(t) for t in self.grads]
+        if self.delta:
+            self.out = L.DeltaOut(p(self.o), p(self.ht), p(self.cache))
+            self.out_fwd = L.DeltaOut(p(self.o), p(self.ht), None)
+            self.gout = L.DeltaGradOut(*gr, p(self.gb), p(self.gg), None)
+        else:
             self.out = L.DDOut(p(self.o), p(self.ht), p(self.states))
             self.out_fwd = L.DDOut(p(self.o), p(self.ht), None)
-            self.gin = L.DDGradIn(p(self.do), None, p(self.states))
             self.gout = L.DDGradOut(*gr, p(self.gg), None)
-            self.f, self.b = L.lib.lina_dd_fwd, L.lib.lina_dd_bwd
 
     def fwd(self, out=None, form=None):
         """forward only (nothing kept for a backward, as lina.ops without gradients)"""
@@ -206,6 +221,26 @@ class Raw:
             L.check(self.b(ctypes.byref(self.d), ctypes.byref(self.inp), ctypes.byref(self.gin),
                            ctypes.byref(self.gout), self.forms[1], L.workspace()))
 
+    def fwd_bwd_fresh(self):
+        """fwd_bwd into output and gradient tensors made for the call, as lina.ops makes them
+        (torch.empty, freed when the next call's are made, as a training loop frees the last
+        step's gradients): the C call with the memory behaviour of the lina.ops call. A
+        memory-bound backward's time moves with where such fresh tensors land, which the
+        column "fresh" isolates from the wrapper's own work."""
+        keep = self.o, self.grads, self.gb, self.gg, self.out, self.out_fwd, self.gout
+        self.fresh = None  # the last call's tensors go before this call's are made
+        self.o = torch.empty_like(self.o)
+        self.grads = [torch.empty_like(t) for t in self.grads]
+        self.gb = None if self.gb is None else torch.empty_like(self.gb)
+        self.gg = None if self.gg is None else torch.empty_like(self.gg)
+        self._bind()
+        try:
+            self.fwd_bwd()
+            consumer(self.grads[0])
+        finally:
+            self.fresh = (self.o, self.grads, self.gb, self.gg)
+            self.o, self.grads, self.gb, self.gg, self.out, self.out_fwd, self.gout = keep
+
     def fwd_read(self):
         self.fwd()
         consumer(self.o)
@@ -217,14 +252,18 @@ class Raw:
 
 def steady_malloc():
     """glibc's malloc hands a block above its mmap threshold (128 KiB in a new process) to
-    the system when it is freed, and raises the threshold (and the trim threshold, twice
-    it) to the size of such a block; any PyTorch process that has freed a tensor of
-    16 MiB therefore keeps freed memory of a few MiB for reuse. A new process has not
-    yet, and there every new output or gradient tensor of a few MiB is page-faulted in
-    again (about 1 us per 4 KiB page), which depends on the process's history rather
-    than on the code measured. One 16 MiB tensor freed here puts both lina and PyTorch in
-    the state of a process that has run for a while (--fresh-malloc skips it)."""
-    t = torch.empty(4 << 20)
+    the system when it is freed, and raises the threshold to the size of such a block (up
+    to 32 MiB) and the trim threshold, the free memory at the heap's top that it keeps, to
+    twice that. A new process has not freed such a block yet, and there every new output or
+    gradient tensor of a few MiB is page-faulted in again (about 1 us per 4 KiB page), which
+    depends on the process's history rather than on the code measured. One tensor of 31 MiB
+    freed here puts both lina and PyTorch in the state of a process that has run for a while
+    with tensors of that size: blocks to 31 MiB come from the heap, and up to 62 MiB freed
+    at its top stay for reuse. (At 16 MiB, as before, the trim threshold was 32 MiB, under
+    the 40 MiB that a chunk_gla call at B=1 T=4096 K=V=128 frees at once: in some runs
+    that call page-faulted its output and gradients in on every call, 6144 faults, 6 ms.)
+    --fresh-malloc skips it."""
+    t = torch.empty(31 << 18)
     del t
 
 
@@ -420,14 +459,16 @@ def main():
     lines = [f"lina.ops vs plain-PyTorch chunkwise code; torch {torch.__version__}, lina kernel path "
              f"{lina.isa()}; torch: median of {a.repeat} after a warm-up at the fastest chunk size of {a.chunks}, lina and C: median of {a.reps} "
              "interleaved pairs; ms wall-clock (ms CPU); overhead: median of the paired CPU-time "
-             "differences lina - C per call, in microseconds and % of C [quartiles, %]; page faults: "
-             "per lina fwd+bwd call (the C calls reuse their buffers); "
+             "differences lina - C per call, in microseconds and % of C [quartiles, %] (C into its "
+             "preallocated buffers; and into outputs and gradients made for each call, as lina.ops makes "
+             "them, Raw.fwd_bwd_fresh); page faults: per lina fwd+bwd call; "
              + f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
              + ("each lina and C call followed by a one-element read of its output" if not a.no_read
                 else "no read after the calls") + ("" if a.fresh_malloc else ", malloc in its steady state"), "",
              "| shape | threads | op | form fwd / fwd+bwd | torch C | torch fwd | lina fwd | C fwd | torch fwd+bwd | lina fwd+bwd "
-             "| C fwd+bwd | torch / lina fwd | torch / lina fwd+bwd | overhead fwd | overhead fwd+bwd | page faults |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| C fwd+bwd | torch / lina fwd | torch / lina fwd+bwd | overhead fwd | overhead fwd+bwd "
+             "| overhead fwd+bwd, C into fresh outputs | page faults |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     gemm = []
     for sname, (B, T, H, K, V) in shapes:
@@ -454,6 +495,9 @@ def main():
                          raw.fwd_bwd_read if rd else raw.fwd_bwd)):
                     r["l" + key], r["c" + key], r["d" + key], r["q1" + key], r["q3" + key] = \
                         paired(lcall, ccall, a.reps)
+                if not a.no_read:  # the control: the C call into fresh outputs, as lina.ops's
+                    _, r["cn"], r["dn"], r["q1n"], r["q3n"] = paired(
+                        runner(lambda xs: lina_call(op, xs), x, do, True, True), raw.fwd_bwd_fresh, a.reps)
 
                 def ms(key):
                     if key not in r:
@@ -466,12 +510,14 @@ def main():
                     return f"{r[num][0] / r[den][0]:.1f}x ({r[num][1] / r[den][1]:.1f}x)"
 
                 def over(k):
+                    if "c" + k not in r:
+                        return "-"
                     c = r["c" + k][1]
                     return (f"{1e6 * r['d' + k][1]:+.0f} us {100 * r['d' + k][1] / c:+.1f}% "
                             f"[{100 * r['q1' + k][1] / c:+.1f}, {100 * r['q3' + k][1] / c:+.1f}]")
                 fm = " / ".join(("recurrent", "chunk")[f] for f in raw.forms)
                 line = (f"| {sname} | {nt} | {op} | {fm} | {tc or '-'} | {ms('tf')} | {ms('lf')} | {ms('cf')} | {ms('tb')} | {ms('lb')} | "
-                        f"{ms('cb')} | {ratio('tf', 'lf')} | {ratio('tb', 'lb')} | {over('f')} | {over('b')} | {r['lb'][2]:.0f} |")
+                        f"{ms('cb')} | {ratio('tf', 'lf')} | {ratio('tb', 'lb')} | {over('f')} | {over('b')} | {over('n')} | {r['lb'][2]:.0f} |")
                 print(line, flush=True)
                 lines.append(line)
     line = "SGEMM in this process (torch.mm 1024^3): " + ", ".join(

@@ -1448,7 +1448,8 @@ static int dd_bwd_chunk(const dd_ctx *c0, const lina_dd_in *in0, const lina_dd_g
  * diagonal decay the rows of the state are independent) and up to RVC value
  * columns, stored transposed: column j of a block is rb contiguous floats, so
  * each step is vector work across the rows with the column's values
- * broadcast; each block runs both sweeps over every step on its own. With the
+ * broadcast; each block runs both sweeps over every step on its own (several blocks of
+ * a (b,h) pair go through the steps together, RTB at a time). With the
  * lazy decay's kept state H and scaled inputs qs, ks:
  *   forward sweep:  H_t = diag(alpha_t) H_{t-1} + ks_t v_t^T,  dqs_t = s H_t dO_t
  *   reverse sweep:  R_t = diag(alpha_{t+1}) R_{t+1} + s qs_t dO_t^T  (R = dL/dH_t,
@@ -1668,17 +1669,17 @@ DD_INLINE void rb_fwd_pair(const rb_sweep *w, float *restrict X, int t, const fl
 }
 #endif
 
-/* forward sweep of one row block over every step: X (H_0 of the block, [W][rb]
- * transposed) becomes H_T; dq rows += s H_t dO_t (NV vectors per column) */
-DD_INLINE void rb_fwd_sweep_nv(const rb_sweep *w, float *restrict X, const int NV)
+/* forward sweep of one row block over the steps [t0, t1): X (H_{t0-1} of the block,
+ * [W][rb] transposed) becomes H_{t1-1}; dq rows += s H_t dO_t (NV vectors per column) */
+DD_INLINE void rb_fwd_sweep_nv(const rb_sweep *w, float *restrict X, int t0, int t1, const int NV)
 {
-    const int T = w->c->T, K = w->c->K, nb = w->nb;
-    for (int t = 0; t < T; t++) {
+    const int K = w->c->K, nb = w->nb;
+    for (int t = t0; t < t1; t++) {
         const float *restrict a = rb_row(w->Al + (size_t)t * K, w->i0, nb, w->rb, w->pad);
         float *kb = w->pad + RB;
         rb_scaled_qk(w, t, NULL, kb);
 #if defined(LINA_VL) && defined(__AVX512F__)
-        if (t + 1 < T && dd_unit_row(a, nb) && dd_unit_row(w->Al + (size_t)(t + 1) * K + w->i0, nb)) {
+        if (t + 1 < t1 && dd_unit_row(a, nb) && dd_unit_row(w->Al + (size_t)(t + 1) * K + w->i0, nb)) {
             float *kb1 = w->pad + 2 * RB;
             rb_scaled_qk(w, t + 1, NULL, kb1);
             rb_fwd_pair(w, X, t, kb, kb1, NV);
@@ -1694,12 +1695,12 @@ DD_INLINE void rb_fwd_sweep_nv(const rb_sweep *w, float *restrict X, const int N
     }
 }
 
-static void rb_fwd_sweep(const rb_sweep *w, float *restrict X)
+static void rb_fwd_sweep(const rb_sweep *w, float *restrict X, int t0, int t1)
 {
     if (w->rb == RB) {
-        rb_fwd_sweep_nv(w, X, 4);
+        rb_fwd_sweep_nv(w, X, t0, t1, 4);
     } else {
-        rb_fwd_sweep_nv(w, X, 2);
+        rb_fwd_sweep_nv(w, X, t0, t1, 2);
     }
 }
 
@@ -1793,13 +1794,14 @@ DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t,
     }
 }
 
-/* reverse sweep of one row block over every step: X (R_T of the block)
- * becomes R_0 (before the first step's decay); dk rows += R_t v_t; dv_t (+)=
- * R_t^T ks_t (add: the block is not the first of its columns) */
-DD_INLINE void rb_rev_sweep_nv(const rb_sweep *w, float *restrict X, int add, const int NV)
+/* reverse sweep of one row block over the steps [t0, t1), last first: X (R_{t1} of
+ * the block, before step t1's decay; R_T at t1 = T) becomes R_{t0} (before step t0's
+ * decay); dk rows += R_t v_t; dv_t (+)= R_t^T ks_t (add: the block is not the first
+ * of its columns) */
+DD_INLINE void rb_rev_sweep_nv(const rb_sweep *w, float *restrict X, int add, int t0, int t1, const int NV)
 {
     const int T = w->c->T, K = w->c->K, nb = w->nb;
-    for (int t = T - 1; t >= 0; t--) {
+    for (int t = t1 - 1; t >= t0; t--) {
         const float *restrict a = rb_row(t + 1 < T ? w->Al + (size_t)(t + 1) * K : NULL, w->i0, nb, w->rb, w->pad);
         float *qb = w->pad + RB, *kb = w->pad + 2 * RB;
         rb_scaled_qk(w, t, qb, kb);
@@ -1811,13 +1813,39 @@ DD_INLINE void rb_rev_sweep_nv(const rb_sweep *w, float *restrict X, int add, co
     }
 }
 
-static void rb_rev_sweep(const rb_sweep *w, float *restrict X, int add)
+static void rb_rev_sweep(const rb_sweep *w, float *restrict X, int add, int t0, int t1)
 {
     if (w->rb == RB) {
-        rb_rev_sweep_nv(w, X, add, 4);
+        rb_rev_sweep_nv(w, X, add, t0, t1, 4);
     } else {
-        rb_rev_sweep_nv(w, X, add, 2);
+        rb_rev_sweep_nv(w, X, add, t0, t1, 2);
     }
+}
+
+/* steps per time block of the backward's sweeps when a (b,h) pair has several tiles
+ * (K > rb or V > RVC): every tile runs a block before the next block starts, so the
+ * block's rows of q, k, v, do, the decays and the gradients (about 4.5 KiB per step at
+ * K = V = 128) come from memory for the first tile and from L2 for the others, where
+ * sweeping each tile over all T steps read them from L3 or memory once per tile (at
+ * B=1 T=4096 K=V=128 that took 1.25x the time per step of T = 512) */
+#define RTB 32
+
+/* point the sweep at the tile of value columns [j0, j0 + RVC) and state rows [i0, i0 + rb) */
+static void rb_tile(rb_sweep *w, const lina_dd_in *in, const lina_dd_grad_in *gi, lina_dd_grad_out *go, int b,
+                    int h, int j0, int i0)
+{
+    const dd_ctx *c = w->c;
+    const int T = c->T, H = c->H, K = c->K, V = c->V;
+    w->W = V - j0 < RVC ? V - j0 : RVC;
+    w->first = j0 == 0;
+    w->last = j0 + w->W == V;
+    w->v = LINA_ROW(in->v, b, 0, h, T, H, V) + j0;
+    w->dO = gi->do_ ? LINA_ROW(gi->do_, b, 0, h, T, H, V) + j0 : NULL;
+    w->dv = LINA_ROW(go->dv, b, 0, h, T, H, V) + j0;
+    w->i0 = i0;
+    w->nb = K - i0 < w->rb ? K - i0 : w->rb;
+    w->dq = LINA_ROW(go->dq, b, 0, h, T, H, K) + i0;
+    w->dk = LINA_ROW(go->dk, b, 0, h, T, H, K) + i0;
 }
 
 static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd_grad_in *gi,
@@ -1825,20 +1853,22 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
 {
     const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V;
     const size_t KV = (size_t)K * V;
+    const int rb = rb_rows(K), ni = (K + rb - 1) / rb, nj = (V + RVC - 1) / RVC, ntile = ni * nj;
+    const int tb = ntile > 1 ? RTB : T; /* one tile: one block of every step */
     int rc = LINA_OK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
         const size_t xs = (size_t)RB * RVC;
-        size_t need = (xs + 3 * (size_t)RB + RVC + (size_t)K + 2 * (size_t)T * K) * sizeof(float) +
+        size_t need = ((size_t)ntile * xs + 3 * (size_t)RB + RVC + (size_t)K + 2 * (size_t)T * K) * sizeof(float) +
                       2 * (size_t)K * sizeof(double) + 256;
         float *mem = lina_ws_get(ws, lina_thread_id(), need);
         if (!mem) {
             rc = LINA_ENOMEM;
             continue;
         }
-        float *X = mem;                                   /* one row block [RVC][RB], transposed */
-        float *pad = X + xs, *zero = pad + 3 * RB, *p = zero + RVC; /* partial rows, [RVC] zeros, [K] lazy scratch */
+        float *Xs = mem; /* the tiles [ntile][RVC][RB], tile (jt, it) at (jt * ni + it) * xs, transposed */
+        float *pad = Xs + ntile * xs, *zero = pad + 3 * RB, *p = zero + RVC; /* partial rows, [RVC] zeros, [K] lazy scratch */
         double *fin = (double *)(((uintptr_t)(p + K) + 63) & ~(uintptr_t)63);
         double *run = fin + K;
         /* [T*K] each: the lazy decay's alpha and e (the sweeps scale q and k by them) */
@@ -1853,47 +1883,52 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         const float *h0 = in->h0 ? LINA_STATE(in->h0, b, h, H, KV) : NULL;
         const float *dht = gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL;
         const float *eT = Ev + (size_t)(T - 1) * K; /* e after the last step */
-        const int rb = rb_rows(K);
         rb_sweep sw = {.c = c, .q = LINA_ROW(in->q, b, 0, h, T, H, K), .k = LINA_ROW(in->k, b, 0, h, T, H, K),
                        .Al = Al, .zero = zero, .pad = pad, .Ev = Ev, .rb = rb};
-        /* under the diagonal decay each block of state rows, on each tile of
-         * value columns, runs both sweeps over every step on its own */
-        for (int j0 = 0; j0 < V; j0 += RVC) {
-            sw.W = V - j0 < RVC ? V - j0 : RVC;
-            sw.first = j0 == 0;
-            sw.last = j0 + sw.W == V;
-            sw.v = LINA_ROW(in->v, b, 0, h, T, H, V) + j0;
-            sw.dO = gi->do_ ? LINA_ROW(gi->do_, b, 0, h, T, H, V) + j0 : NULL;
-            sw.dv = LINA_ROW(go->dv, b, 0, h, T, H, V) + j0;
-            for (int i0 = 0; i0 < K; i0 += rb) {
-                const int nb = K - i0 < rb ? K - i0 : rb, W = sw.W;
-                sw.i0 = i0;
-                sw.nb = nb;
-                sw.dq = LINA_ROW(go->dq, b, 0, h, T, H, K) + i0;
-                sw.dk = LINA_ROW(go->dk, b, 0, h, T, H, K) + i0;
-                rb_load(X, rb, h0, NULL, V, i0, nb, j0, W);
-                rb_fwd_sweep(&sw, X);
-                /* rowsum(h_T * dh_T) for the gate gradient (h_T = e_T H_T), then R = e_T dh_T */
-                for (int r = 0; dht && r < nb; r++) {
-                    const int i = i0 + r;
-                    double acc = 0.0;
-                    for (int j = 0; j < W; j++) {
-                        acc += (double)X[(size_t)j * rb + r] * dht[(size_t)i * V + j0 + j];
-                    }
-                    fin[i] += acc * eT[i];
+        /* under the diagonal decay each tile (a block of state rows on a tile of value
+         * columns) runs both sweeps over every step on its own; the tiles go in time
+         * blocks of tb steps, column tiles in order within a block (dq's rows are set by
+         * the first and finished by the last, dv's by the first row block) */
+#define RB_TILES(body)                                                          \
+    for (int jt = 0; jt < nj; jt++) {                                           \
+        for (int it = 0; it < ni; it++) {                                       \
+            float *X = Xs + (size_t)(jt * ni + it) * xs;                        \
+            rb_tile(&sw, in, gi, go, b, h, jt * RVC, it * rb);                  \
+            body                                                                \
+        }                                                                       \
+    }
+        RB_TILES(rb_load(X, rb, h0, NULL, V, sw.i0, sw.nb, jt * RVC, sw.W);)
+        for (int t0 = 0; t0 < T; t0 += tb) {
+            const int t1 = T - t0 < tb ? T : t0 + tb;
+            RB_TILES(rb_fwd_sweep(&sw, X, t0, t1);)
+        }
+        RB_TILES({
+            /* rowsum(h_T * dh_T) for the gate gradient (h_T = e_T H_T), then R = e_T dh_T */
+            for (int r = 0; dht && r < sw.nb; r++) {
+                const int i = sw.i0 + r;
+                double acc = 0.0;
+                for (int j = 0; j < sw.W; j++) {
+                    acc += (double)X[(size_t)j * rb + r] * dht[(size_t)i * V + jt * RVC + j];
                 }
-                rb_load(X, rb, dht, eT, V, i0, nb, j0, W);
-                rb_rev_sweep(&sw, X, i0 > 0);
-                /* dh0 = diag(alpha_0) R */
-                for (int r = 0; go->dh0 && r < nb; r++) {
-                    const int i = i0 + r;
-                    float *d = LINA_STATE(go->dh0, b, h, H, KV) + (size_t)i * V + j0;
-                    for (int j = 0; j < W; j++) {
-                        d[j] = Al[i] * X[(size_t)j * rb + r];
-                    }
+                fin[i] += acc * eT[i];
+            }
+            rb_load(X, rb, dht, eT, V, sw.i0, sw.nb, jt * RVC, sw.W);
+        })
+        for (int t1 = T; t1 > 0; t1 -= tb) {
+            const int t0 = t1 > tb ? t1 - tb : 0;
+            RB_TILES(rb_rev_sweep(&sw, X, it > 0, t0, t1);)
+        }
+        /* dh0 = diag(alpha_0) R */
+        RB_TILES({
+            for (int r = 0; go->dh0 && r < sw.nb; r++) {
+                const int i = sw.i0 + r;
+                float *d = LINA_STATE(go->dh0, b, h, H, KV) + (size_t)i * V + jt * RVC;
+                for (int j = 0; j < sw.W; j++) {
+                    d[j] = Al[i] * X[(size_t)j * rb + r];
                 }
             }
-        }
+        })
+#undef RB_TILES
         if (c->gk != LINA_GATE_NONE && go->dg) {
             dd_dgate(c, in, go, b, h, fin, run, hacc ? hacc + bh : NULL);
         }
