@@ -557,9 +557,9 @@ void lina_retention_gates(int H, float *g_head);
  * form for a gate per key channel (gla) at K in 49..64 (forward alone: 49..128) and V in
  * 49..128, for the other gates (scalar, head, none) at K and V in 49..64, and where
  * lina_cpu_full512() is 0, with a backward, for every gate at K in 17..64 and V in 17..128
- * and for a gate per key channel at K in 17..128 and V in 17..256, and on the AVX-512 path
- * with split 512-bit units (lina_cpu_full512() 0 there), with a backward, for every gate at
- * K and V in 17..128; else the chunk form. Delta rule (n sub-steps per token): where lina_cpu_full512() is 0, the recurrent
+ * and for a gate per key channel at K in 17..128 and V in 17..256, and on the AVX2 and AVX-512
+ * paths where lina_cpu_full512() is 0, with a backward, for every gate at K and V in 17..128;
+ * else the chunk form. Delta rule (n sub-steps per token): where lina_cpu_full512() is 0, the recurrent
  * form at K and V <= 64 (forward alone: <= 128); otherwise the chunk form from T*n >= two
  * chunks on (d->chunk, or its default for K), except a forward alone at K <= 16, else the
  * recurrent one. Calls of T < 2 are recurrent. */

@@ -98,7 +98,13 @@ void lina_vexp_d(float *y, const double *x, size_t n)
  *    305c4a5, 3 interleaved rounds): the recurrent form 0.83-0.93x of the chunk form's time at
  *    K = V = 128 on 1 thread (linear_attn, retention, simple_gla; B=1 T=4096, B=2 T=2048, B=8
  *    T=512), 0.83-1.08x by wall time on 2 threads (about even); on the AVX2 path 1.04-1.29x
- *    (left with the chunk form there). */
+ *    (left with the chunk form there then);
+ *  - the same after the recurrent backward's time blocks (2026-12-05, e62484b): on the AVX2
+ *    path the recurrent form 0.88-0.96x of the chunk form's time at K = V = 128, 1 thread
+ *    (linear_attn, retention, simple_gla; B=8 T=512, B=2 T=2048, B=1 T=4096), gla 0.75x;
+ *    on 2 threads (B=1 T=4096, wall) linear_attn 1.05x, simple_gla 0.90x. The rule for these
+ *    gates now holds on both vector paths; the portable path (and NEON, unmeasured) keeps the
+ *    chunk form. */
 lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int backward)
 {
     if (!d || d->T < 2) {
@@ -118,9 +124,9 @@ lina_form lina_dd_fast_form(const lina_mix_dims *d, lina_gate_kind gate, int bac
         d->V > 16 && d->V <= 256) {
         return LINA_FORM_RECURRENT; /* split 512-bit units, a gate per key channel: K to 128 */
     }
-    if (backward && lina_isa_id() == LINA_ISA_AVX512 && !lina_cpu_full512() && d->K > 16 && d->K <= 128 &&
+    if (backward && lina_isa_id() != LINA_ISA_PORTABLE && !lina_cpu_full512() && d->K > 16 && d->K <= 128 &&
         d->V > 16 && d->V <= 128) {
-        return LINA_FORM_RECURRENT; /* split 512-bit units on the AVX-512 path: the other gates to 128 */
+        return LINA_FORM_RECURRENT; /* 256-bit FMAs (AVX2, or AVX-512 in halves): the other gates to 128 */
     }
     return LINA_FORM_CHUNK;
 }

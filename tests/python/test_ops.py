@@ -284,8 +284,9 @@ def fast_form_tests():
     Cf = C if full else R
     # the diagonal decay at K 17..64, V 17..128 with a backward, and gla at K 17..128,
     # V 17..256 with a backward: likewise
-    # the other gates at K, V 65..128 with a backward: recurrent on the avx512 path with split units
-    Cs = R if path == "avx512" and not full else C
+    # the other gates at K, V 65..128 with a backward: recurrent on the avx2 and avx512 paths
+    # where lina_cpu_full512 is 0
+    Cs = R if path in ("avx512", "avx2") and not full else C
     picks += [(dd_form(1, 4096, 128, 128, 3, 1), Cf), (dd_form(8, 512, 128, 256, 3, 1), Cf),
               (dd_form(8, 512, 128, 128, 2, 1), Cs), (dd_form(1, 4096, 128, 128, 0, 1), Cs),
               (dd_form(8, 512, 128, 256, 1, 1), C), (dd_form(1, 4096, 128, 128, 0, 0), C),
