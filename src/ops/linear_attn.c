@@ -480,7 +480,7 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
         int vb0 = per_bh ? 0 : task % nvb, vb1 = per_bh ? nvb : vb0 + 1;
         int bad = 0;
         const int C = c->C, nC = (T + C - 1) / C;
-        size_t extra = per_bh ? 3 * (size_t)T * K + (size_t)nC * K : 0;
+        size_t extra = per_bh ? 3 * (size_t)T * K + (size_t)nC * K + (size_t)T / 4 + 1 : 0;
         float *S = lina_ws_get(ws, lina_thread_id(),
                                ((size_t)K * VB + 5 * (size_t)K + extra + OB * VB + 16) * sizeof(float));
         if (!S) {
@@ -499,9 +499,13 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
          * tile's broadcasts then wait on the stores just made.) */
         float *Al = ks + K, *Qs = Al + (per_bh ? (size_t)T * K : 0);
         float *Ks = Qs + (per_bh ? (size_t)T * K : 0), *Ec = Ks + (per_bh ? (size_t)T * K : 0);
+        /* per_bh: Un[t] = 1 where step t's decays are all 1 (once, not per tile: the
+         * tiles then read a step's row of Al only when it is not) */
+        unsigned char *Un = (unsigned char *)(Ec + (per_bh ? (size_t)nC * K : 0));
         if (per_bh) {
             bad |= dd_lazy_gates(c, b, h, p, Al, Qs); /* Qs holds e until scaled below */
             for (int t = 0; t < T; t++) {
+                Un[t] = (unsigned char)dd_unit_row(Al + (size_t)t * K, K);
                 const float *restrict q = LINA_ROW(in->q, b, t, h, T, H, K);
                 const float *restrict k = LINA_ROW(in->k, b, t, h, T, H, K);
                 float *restrict qt = Qs + (size_t)t * K, *restrict kt = Ks + (size_t)t * K;
@@ -545,12 +549,11 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
                     lina_prefetch_floats(LINA_ROW(in->v, b, t + RPF, h, T, H, V) + j0, W);
                     lina_prefetch_floats(LINA_ROW(out->o, b, t + RPF, h, T, H, V) + j0, W);
                 }
-                const int unit = dd_unit_row(at, K);
+                const int unit = per_bh ? Un[t] : dd_unit_row(at, K);
 #if defined(LINA_VL) && defined(__AVX512F__)
                 /* two steps in one pass over the tile: both of unit decay, the
                  * first not the last of a checkpoint interval or output block */
-                if (unit && per_bh && W == VB && t + 1 < T && (t + 1) % C != 0 && (t + 1) % OB != 0 &&
-                    dd_unit_row(at + K, K)) {
+                if (unit && per_bh && W == VB && t + 1 < T && (t + 1) % C != 0 && (t + 1) % OB != 0 && Un[t + 1]) {
                     if (t + 1 + RPF < T) {
                         lina_prefetch_floats(LINA_ROW(in->v, b, t + 1 + RPF, h, T, H, V) + j0, W);
                         lina_prefetch_floats(LINA_ROW(out->o, b, t + 1 + RPF, h, T, H, V) + j0, W);
@@ -1514,6 +1517,7 @@ typedef struct rb_sweep {
     const float *zero;    /* [RVC] zeros */
     float *pad;           /* [3*RB] a partial block's decays, the step's scaled q and k rows */
     const float *Ev;      /* [T*K] the lazy decay's e: dq = dqs e, dk = dks / e */
+    const unsigned char *U; /* [T+1] 1 where a step's decays are all 1 (U[T] = 1) */
     int i0, nb, W;
     int rb;               /* rows per block (rb_rows): the stride of a column of X */
     int first, last;      /* the first / last tile of value columns: dq, dk rows set / finished */
@@ -1675,11 +1679,12 @@ DD_INLINE void rb_fwd_sweep_nv(const rb_sweep *w, float *restrict X, int t0, int
 {
     const int K = w->c->K, nb = w->nb;
     for (int t = t0; t < t1; t++) {
+        const int u = w->U[t];
         const float *restrict a = rb_row(w->Al + (size_t)t * K, w->i0, nb, w->rb, w->pad);
         float *kb = w->pad + RB;
         rb_scaled_qk(w, t, NULL, kb);
 #if defined(LINA_VL) && defined(__AVX512F__)
-        if (t + 1 < t1 && dd_unit_row(a, nb) && dd_unit_row(w->Al + (size_t)(t + 1) * K + w->i0, nb)) {
+        if (t + 1 < t1 && u && w->U[t + 1]) {
             float *kb1 = w->pad + 2 * RB;
             rb_scaled_qk(w, t + 1, NULL, kb1);
             rb_fwd_pair(w, X, t, kb, kb1, NV);
@@ -1687,7 +1692,7 @@ DD_INLINE void rb_fwd_sweep_nv(const rb_sweep *w, float *restrict X, int t0, int
             continue;
         }
 #endif
-        if (dd_unit_row(a, nb)) {
+        if (u) {
             rb_fwd_step(w, X, t, a, kb, 1, NV);
         } else {
             rb_fwd_step(w, X, t, a, kb, 0, NV);
@@ -1805,7 +1810,7 @@ DD_INLINE void rb_rev_sweep_nv(const rb_sweep *w, float *restrict X, int add, in
         const float *restrict a = rb_row(t + 1 < T ? w->Al + (size_t)(t + 1) * K : NULL, w->i0, nb, w->rb, w->pad);
         float *qb = w->pad + RB, *kb = w->pad + 2 * RB;
         rb_scaled_qk(w, t, qb, kb);
-        if (dd_unit_row(a, nb)) {
+        if (w->U[t + 1]) {
             rb_rev_step(w, X, add, t, a, qb, kb, 1, NV);
         } else {
             rb_rev_step(w, X, add, t, a, qb, kb, 0, NV);
@@ -1861,7 +1866,7 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         int b = bh / H, h = bh % H;
         const size_t xs = (size_t)RB * RVC;
         size_t need = ((size_t)ntile * xs + 3 * (size_t)RB + RVC + (size_t)K + 2 * (size_t)T * K) * sizeof(float) +
-                      2 * (size_t)K * sizeof(double) + 256;
+                      2 * (size_t)K * sizeof(double) + (size_t)T + 1 + 256;
         float *mem = lina_ws_get(ws, lina_thread_id(), need);
         if (!mem) {
             rc = LINA_ENOMEM;
@@ -1873,7 +1878,12 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         double *run = fin + K;
         /* [T*K] each: the lazy decay's alpha and e (the sweeps scale q and k by them) */
         float *Al = (float *)(run + K), *Ev = Al + (size_t)T * K;
+        unsigned char *Un = (unsigned char *)(Ev + (size_t)T * K); /* [T+1] */
         dd_lazy_gates(c, b, h, p, Al, Ev);
+        for (int t = 0; t < T; t++) {
+            Un[t] = (unsigned char)dd_unit_row(Al + (size_t)t * K, K);
+        }
+        Un[T] = 1;
         for (int j = 0; j < RVC; j++) {
             zero[j] = 0.0f;
         }
@@ -1884,7 +1894,7 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         const float *dht = gi->dht ? LINA_STATE(gi->dht, b, h, H, KV) : NULL;
         const float *eT = Ev + (size_t)(T - 1) * K; /* e after the last step */
         rb_sweep sw = {.c = c, .q = LINA_ROW(in->q, b, 0, h, T, H, K), .k = LINA_ROW(in->k, b, 0, h, T, H, K),
-                       .Al = Al, .zero = zero, .pad = pad, .Ev = Ev, .rb = rb};
+                       .Al = Al, .zero = zero, .pad = pad, .Ev = Ev, .U = Un, .rb = rb};
         /* under the diagonal decay each tile (a block of state rows on a tile of value
          * columns) runs both sweeps over every step on its own; the tiles go in time
          * blocks of tb steps, column tiles in order within a block (dq's rows are set by
