@@ -29,11 +29,11 @@ How the overhead is measured: --reps pairs of one lina call and one C call, adja
 alternating in order; the overhead is the median of the paired CPU-time differences, with
 their quartiles. The C call writes into buffers it made once; a second column pairs the lina
 call with a C call into an output and gradients made for the call, as lina.ops makes them
-(and as any PyTorch op makes its outputs): a backward that streams from L3 runs a few per
-cent slower or faster by where fresh tensors land, and that column leaves only the wrapper's
-own work (Python, checks, autograd) in the difference. At 2 threads an idle OpenMP thread that spins adds CPU time that depends
-on how the other jobs on the machine happen to wake it, not on the code, which swamps a
-difference of 1 %; --passive sets OMP_WAIT_POLICY=PASSIVE (for lina, C and PyTorch alike:
+(and as any PyTorch op makes its outputs): a kernel's time can move by a few per cent with
+where fresh tensors land, and that column leaves only the wrapper's own work (Python,
+checks, autograd) in the difference. At 2 threads an idle OpenMP thread that spins adds CPU
+time that depends on how the other jobs on the machine happen to wake it, not on the code,
+which swamps a difference of 1 %; --passive sets OMP_WAIT_POLICY=PASSIVE (for lina, C and PyTorch alike:
 one OpenMP runtime) so that an idle thread sleeps at once and the CPU time counts work
 only. Read the 2-thread overhead from a run with --passive and --reps 61 or more.
 
@@ -166,7 +166,7 @@ class Raw:
         self.o, self.ht, self.do = torch.empty(B, T, H, V), torch.empty(B, H, K, V), torch.randn(B, T, H, V)
         self.grads = [torch.empty_like(x[n]) for n in ("q", "k", "v")]
         p = _ptr
-        self.gb = self.fresh = None
+        self.gb = self.fresh = None  # fresh: the last fwd_bwd_fresh call's tensors
         self.delta = "delta" in op
         if self.delta:
             n = NH if op == "chunk_gated_delta_product" else 1
