@@ -235,9 +235,21 @@ static int dd_lazy_step(const dd_ctx *c, int b, int t, int h, float *restrict p,
     return bad;
 }
 
-/* alpha and e of every step of (b,h): Al[T*K], Ev[T*K]; p[K] scratch. Returns 1 when a
- * checked gate held a bad value. */
-static int dd_lazy_gates(const dd_ctx *c, int b, int h, float *p, float *Al, float *Ev)
+/* 1 when every decay of a step's row a[K] is exactly 1 */
+static inline int dd_unit_row(const float *restrict a, int K)
+{
+    int unit = 1;
+    for (int i = 0; i < K; i++) {
+        unit &= a[i] == 1.0f;
+    }
+    return unit;
+}
+
+/* alpha and e of every step of (b,h): Al[T*K], Ev[T*K], and Un[t] = 1 where step t's
+ * alphas are all 1 (the recurrent forms then skip the multiply and the row: found once
+ * per step here rather than by every tile); p[K] scratch. Returns 1 when a checked gate
+ * held a bad value. */
+static int dd_lazy_gates(const dd_ctx *c, int b, int h, float *p, float *Al, float *Ev, unsigned char *Un)
 {
     for (int i = 0; i < c->K; i++) {
         p[i] = 0.0f;
@@ -248,6 +260,7 @@ static int dd_lazy_gates(const dd_ctx *c, int b, int h, float *p, float *Al, flo
             lina_prefetch_floats(LINA_ROW(c->g, b, t + RPF, h, c->T, c->H, c->K), c->K);
         }
         bad |= dd_lazy_step(c, b, t, h, p, Al + (size_t)t * c->K, Ev + (size_t)t * c->K);
+        Un[t] = (unsigned char)dd_unit_row(Al + (size_t)t * c->K, c->K);
     }
     return bad;
 }
@@ -418,16 +431,6 @@ static void rec_pair_tile(int K, float *restrict S, const float *restrict k0, co
 }
 #endif
 
-/* 1 when every decay of a step's row a[K] is exactly 1 */
-static inline int dd_unit_row(const float *restrict a, int K)
-{
-    int unit = 1;
-    for (int i = 0; i < K; i++) {
-        unit &= a[i] == 1.0f;
-    }
-    return unit;
-}
-
 static void tile_load(float *S, const float *h0, int K, int V, int j0, int W)
 {
     for (int i = 0; i < K; i++) {
@@ -499,13 +502,10 @@ static int dd_fwd_recurrent(const dd_ctx *c, const lina_dd_in *in, lina_dd_out *
          * tile's broadcasts then wait on the stores just made.) */
         float *Al = ks + K, *Qs = Al + (per_bh ? (size_t)T * K : 0);
         float *Ks = Qs + (per_bh ? (size_t)T * K : 0), *Ec = Ks + (per_bh ? (size_t)T * K : 0);
-        /* per_bh: Un[t] = 1 where step t's decays are all 1 (once, not per tile: the
-         * tiles then read a step's row of Al only when it is not) */
-        unsigned char *Un = (unsigned char *)(Ec + (per_bh ? (size_t)nC * K : 0));
+        unsigned char *Un = (unsigned char *)(Ec + (per_bh ? (size_t)nC * K : 0)); /* per_bh: [T] */
         if (per_bh) {
-            bad |= dd_lazy_gates(c, b, h, p, Al, Qs); /* Qs holds e until scaled below */
+            bad |= dd_lazy_gates(c, b, h, p, Al, Qs, Un); /* Qs holds e until scaled below */
             for (int t = 0; t < T; t++) {
-                Un[t] = (unsigned char)dd_unit_row(Al + (size_t)t * K, K);
                 const float *restrict q = LINA_ROW(in->q, b, t, h, T, H, K);
                 const float *restrict k = LINA_ROW(in->k, b, t, h, T, H, K);
                 float *restrict qt = Qs + (size_t)t * K, *restrict kt = Ks + (size_t)t * K;
@@ -1879,11 +1879,8 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
         /* [T*K] each: the lazy decay's alpha and e (the sweeps scale q and k by them) */
         float *Al = (float *)(run + K), *Ev = Al + (size_t)T * K;
         unsigned char *Un = (unsigned char *)(Ev + (size_t)T * K); /* [T+1] */
-        dd_lazy_gates(c, b, h, p, Al, Ev);
-        for (int t = 0; t < T; t++) {
-            Un[t] = (unsigned char)dd_unit_row(Al + (size_t)t * K, K);
-        }
-        Un[T] = 1;
+        dd_lazy_gates(c, b, h, p, Al, Ev, Un);
+        Un[T] = 1; /* the reverse sweep's first step reads the decays of step T: none */
         for (int j = 0; j < RVC; j++) {
             zero[j] = 0.0f;
         }
