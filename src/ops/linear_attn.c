@@ -1531,15 +1531,16 @@ static inline void rb_scaled_qk(const rb_sweep *w, int t, float *restrict qb, fl
     const size_t at = (size_t)t * c->H * c->K + w->i0;
     const float *restrict q = w->q + at, *restrict k = w->k + at;
     const float *restrict e = w->Ev + (size_t)t * c->K + w->i0;
+    const int none = c->gk == LINA_GATE_NONE; /* e = 1: the same values without the division */
     for (int r = 0; r < w->nb; r++) {
-        kb[r] = k[r] / e[r];
+        kb[r] = none ? k[r] : k[r] / e[r];
     }
     for (int r = w->nb; r < w->rb; r++) {
         kb[r] = 0.0f;
     }
     if (qb) {
         for (int r = 0; r < w->nb; r++) {
-            qb[r] = c->s * q[r] * e[r];
+            qb[r] = none ? c->s * q[r] : c->s * q[r] * e[r];
         }
         for (int r = w->nb; r < w->rb; r++) {
             qb[r] = 0.0f;
