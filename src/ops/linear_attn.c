@@ -1518,7 +1518,7 @@ typedef struct rb_sweep {
     float *pad;           /* [3*RB] a partial block's decays, the step's scaled q and k rows */
     const float *Ev;      /* [T*K] the lazy decay's e: dq = dqs e, dk = dks / e */
     const unsigned char *U; /* [T+1] 1 where a step's decays are all 1 (U[T] = 1) */
-    int i0, nb, W;
+    int i0, nb, j0, W;
     int rb;               /* rows per block (rb_rows): the stride of a column of X */
     int first, last;      /* the first / last tile of value columns: dq, dk rows set / finished */
 } rb_sweep;
@@ -1836,12 +1836,16 @@ static void rb_rev_sweep(const rb_sweep *w, float *restrict X, int add, int t0, 
  * B=1 T=4096 K=V=128 that took 1.25x the time per step of T = 512) */
 #define RTB 32
 
-/* point the sweep at the tile of value columns [j0, j0 + RVC) and state rows [i0, i0 + rb) */
-static void rb_tile(rb_sweep *w, const lina_dd_in *in, const lina_dd_grad_in *gi, lina_dd_grad_out *go, int b,
-                    int h, int j0, int i0)
+/* point the sweep at tile ti of a (b,h) pair, of ni row blocks per column tile: value
+ * columns [j0, j0 + RVC) and state rows [i0, i0 + rb), j0 = (ti / ni) RVC, i0 = (ti % ni) rb
+ * (column tiles in order, so dq's rows are set by the first and finished by the last and
+ * dv's by the first row block); returns the tile's state in Xs */
+static float *rb_tile(rb_sweep *w, float *Xs, int ni, int ti, const lina_dd_in *in, const lina_dd_grad_in *gi,
+                      lina_dd_grad_out *go, int b, int h)
 {
     const dd_ctx *c = w->c;
-    const int T = c->T, H = c->H, K = c->K, V = c->V;
+    const int T = c->T, H = c->H, K = c->K, V = c->V, j0 = ti / ni * RVC, i0 = ti % ni * w->rb;
+    w->j0 = j0;
     w->W = V - j0 < RVC ? V - j0 : RVC;
     w->first = j0 == 0;
     w->last = j0 + w->W == V;
@@ -1852,6 +1856,7 @@ static void rb_tile(rb_sweep *w, const lina_dd_in *in, const lina_dd_grad_in *gi
     w->nb = K - i0 < w->rb ? K - i0 : w->rb;
     w->dq = LINA_ROW(go->dq, b, 0, h, T, H, K) + i0;
     w->dk = LINA_ROW(go->dk, b, 0, h, T, H, K) + i0;
+    return Xs + (size_t)ti * RB * RVC;
 }
 
 static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd_grad_in *gi,
@@ -1873,7 +1878,7 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
             rc = LINA_ENOMEM;
             continue;
         }
-        float *Xs = mem; /* the tiles [ntile][RVC][RB], tile (jt, it) at (jt * ni + it) * xs, transposed */
+        float *Xs = mem; /* the tiles [ntile][RVC][RB], transposed (rb_tile) */
         float *pad = Xs + ntile * xs, *zero = pad + 3 * RB, *p = zero + RVC; /* partial rows, [RVC] zeros, [K] lazy scratch */
         double *fin = (double *)(((uintptr_t)(p + K) + 63) & ~(uintptr_t)63);
         double *run = fin + K;
@@ -1895,48 +1900,48 @@ static int dd_bwd_recurrent(const dd_ctx *c, const lina_dd_in *in, const lina_dd
                        .Al = Al, .zero = zero, .pad = pad, .Ev = Ev, .U = Un, .rb = rb};
         /* under the diagonal decay each tile (a block of state rows on a tile of value
          * columns) runs both sweeps over every step on its own; the tiles go in time
-         * blocks of tb steps, column tiles in order within a block (dq's rows are set by
-         * the first and finished by the last, dv's by the first row block) */
-#define RB_TILES(body)                                                          \
-    for (int jt = 0; jt < nj; jt++) {                                           \
-        for (int it = 0; it < ni; it++) {                                       \
-            float *X = Xs + (size_t)(jt * ni + it) * xs;                        \
-            rb_tile(&sw, in, gi, go, b, h, jt * RVC, it * rb);                  \
-            body                                                                \
-        }                                                                       \
-    }
-        RB_TILES(rb_load(X, rb, h0, NULL, V, sw.i0, sw.nb, jt * RVC, sw.W);)
+         * blocks of tb steps, in order within a block (rb_tile) */
+        for (int ti = 0; ti < ntile; ti++) {
+            float *X = rb_tile(&sw, Xs, ni, ti, in, gi, go, b, h);
+            rb_load(X, rb, h0, NULL, V, sw.i0, sw.nb, sw.j0, sw.W);
+        }
         for (int t0 = 0; t0 < T; t0 += tb) {
             const int t1 = T - t0 < tb ? T : t0 + tb;
-            RB_TILES(rb_fwd_sweep(&sw, X, t0, t1);)
+            for (int ti = 0; ti < ntile; ti++) {
+                rb_fwd_sweep(&sw, rb_tile(&sw, Xs, ni, ti, in, gi, go, b, h), t0, t1);
+            }
         }
-        RB_TILES({
+        for (int ti = 0; ti < ntile; ti++) {
+            float *X = rb_tile(&sw, Xs, ni, ti, in, gi, go, b, h);
             /* rowsum(h_T * dh_T) for the gate gradient (h_T = e_T H_T), then R = e_T dh_T */
             for (int r = 0; dht && r < sw.nb; r++) {
                 const int i = sw.i0 + r;
                 double acc = 0.0;
                 for (int j = 0; j < sw.W; j++) {
-                    acc += (double)X[(size_t)j * rb + r] * dht[(size_t)i * V + jt * RVC + j];
+                    acc += (double)X[(size_t)j * rb + r] * dht[(size_t)i * V + sw.j0 + j];
                 }
                 fin[i] += acc * eT[i];
             }
-            rb_load(X, rb, dht, eT, V, sw.i0, sw.nb, jt * RVC, sw.W);
-        })
+            rb_load(X, rb, dht, eT, V, sw.i0, sw.nb, sw.j0, sw.W);
+        }
         for (int t1 = T; t1 > 0; t1 -= tb) {
             const int t0 = t1 > tb ? t1 - tb : 0;
-            RB_TILES(rb_rev_sweep(&sw, X, it > 0, t0, t1);)
+            for (int ti = 0; ti < ntile; ti++) {
+                float *X = rb_tile(&sw, Xs, ni, ti, in, gi, go, b, h);
+                rb_rev_sweep(&sw, X, sw.i0 > 0, t0, t1);
+            }
         }
         /* dh0 = diag(alpha_0) R */
-        RB_TILES({
-            for (int r = 0; go->dh0 && r < sw.nb; r++) {
+        for (int ti = 0; go->dh0 && ti < ntile; ti++) {
+            const float *X = rb_tile(&sw, Xs, ni, ti, in, gi, go, b, h);
+            for (int r = 0; r < sw.nb; r++) {
                 const int i = sw.i0 + r;
-                float *d = LINA_STATE(go->dh0, b, h, H, KV) + (size_t)i * V + jt * RVC;
+                float *d = LINA_STATE(go->dh0, b, h, H, KV) + (size_t)i * V + sw.j0;
                 for (int j = 0; j < sw.W; j++) {
                     d[j] = Al[i] * X[(size_t)j * rb + r];
                 }
             }
-        })
-#undef RB_TILES
+        }
         if (c->gk != LINA_GATE_NONE && go->dg) {
             dd_dgate(c, in, go, b, h, fin, run, hacc ? hacc + bh : NULL);
         }
