@@ -1007,16 +1007,16 @@ static int model_backward(lina_model *m, const int32_t *tokens, int B, int T, li
     int N = B * T, D = m->D, rc = LINA_OK;
     float *P = m->params, *G = m->grads;
     size_t nd = (size_t)N * D;
-    /* lm_head: dxnf [N,D] (in tmp) */
-    memset(m->tmp, 0, nd * sizeof(float));
-    lina_linear_backward(m->tmp, tp(m, G, m->t_lm), NULL, m->logits, m->xnf, tp(m, P, m->t_lm), N, D, m->vocab);
-    /* final norm: dres = d x_L */
-    memset(m->dres, 0, nd * sizeof(float));
+    /* lm_head: dxnf [N,D] (in tmp, written: no zeroing pass) */
+    lina_linear_backward_set(m->tmp, tp(m, G, m->t_lm), NULL, m->logits, m->xnf, tp(m, P, m->t_lm), N, D, m->vocab);
+    /* final norm: dres = d x_L (RMSNorm: written; LayerNorm's backward accumulates) */
     if (m->kind->flags & LINA_KIND_LAYERNORM) {
+        memset(m->dres, 0, nd * sizeof(float));
         lina_layernorm_backward(m->dres, tp(m, G, m->t_norm), tp(m, G, m->t_norm_b), m->tmp, m->xL,
                                 tp(m, P, m->t_norm), m->rstdf + N, m->rstdf, N, D, 1);
     } else {
-        lina_rmsnorm_backward(m->dres, tp(m, G, m->t_norm), NULL, m->tmp, m->xL, tp(m, P, m->t_norm), m->rstdf, N, D);
+        lina_rmsnorm_backward_set(m->dres, tp(m, G, m->t_norm), NULL, m->tmp, m->xL, tp(m, P, m->t_norm), m->rstdf, N,
+                                  D);
     }
     if (m->dcarry) {
         memset(m->dcarry, 0, (size_t)N * m->carry_row * sizeof(float));

@@ -434,9 +434,11 @@ int lina_gdn_backward(float *dx, lina_gdn_params *gp, const float *dout, const f
         dqp = dqc;
         dkp = dkc;
     }
-    memset(dqp, 0, n * HK * sizeof(float));
-    memset(dkp, 0, nm * HK * sizeof(float));
-    memset(dvp, 0, nm * VV * sizeof(float));
+    if (!fused) { /* the convs' input gradients accumulate; the fused path writes dpre instead */
+        memset(dqp, 0, n * HK * sizeof(float));
+        memset(dkp, 0, nm * HK * sizeof(float));
+        memset(dvp, 0, nm * VV * sizeof(float));
+    }
     const int sc = d->use_short_conv, W = d->conv_size;
     const lina_act qka = d->qk_act == LINA_QK_SILU ? LINA_ACT_SILU : LINA_ACT_NONE;
     if (fused) {

@@ -107,11 +107,22 @@ static double m2_softplus(double x)
 
 /* ------------------------------------------------------------- forward */
 
+/* A = -exp(A_log) per head, in double (malloc'd; NULL when out of memory): taken
+ * once per call rather than once per row and head */
+static double *m2_neg_A(const lina_mamba2_dims *d, const lina_mamba2_params *p)
+{
+    double *A = malloc((size_t)d->H * sizeof(double));
+    for (int h = 0; A && h < d->H; h++) {
+        A[h] = -exp((double)p->A_log[h]);
+    }
+    return A;
+}
+
 /* time steps, log gates, signs and the engine inputs q, k, v of row n, every head (its
  * outputs written in one pass); with negative eigenvalues sigma runs over the sequence
  * per head, read back from the previous row's sg (first: the sequence's first row) */
-static void m2_prepare_row(lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p, size_t n,
-                           int first)
+static void m2_prepare_row(lina_mamba2_acts *a, const lina_mamba2_dims *d, const lina_mamba2_params *p,
+                           const double *Am, size_t n, int first)
 {
     const int H = d->H, P = d->P, N = d->N, E = m2_E(d), Cc = m2_Cc(d), hpg = d->H / d->G;
     const float *xbc = a->xbc + n * Cc;
@@ -120,7 +131,7 @@ static void m2_prepare_row(lina_mamba2_acts *a, const lina_mamba2_dims *d, const
         const int grp = h / hpg;
         const float *xs = xbc + (size_t)h * P;
         const float *Bm = xbc + E + (size_t)grp * N, *Cm = xbc + E + (size_t)(d->G + grp) * N;
-        const double A = -exp((double)p->A_log[h]);
+        const double A = Am[h];
         const double dl = m2_softplus((double)a->dtr[nh] + p->dt_bias[h]);
         const double ga = dl * A;
         float gl = (float)ga, sigma = 1.0f;
@@ -254,20 +265,25 @@ int LINA_KFN(lina_mamba2_forward)(float *out, lina_mamba2_acts *a, const float *
         lina_shortconv_forward(a->xbc, a->xpre, p->conv_w, d->use_conv_bias ? p->conv_b : NULL, cache, cache, B, T,
                                Cc, d->W, LINA_ACT_SILU);
     }
+    double *Am = m2_neg_A(d, p);
+    if (!Am) {
+        return lina_set_error(LINA_ENOMEM, "mamba2 layer: out of memory");
+    }
     if (d->allow_neg_eigval) {
         /* the signs run along each sequence */
 #pragma omp parallel for schedule(static)
         for (int b = 0; b < B; b++) {
             for (int t = 0; t < T; t++) {
-                m2_prepare_row(a, d, p, (size_t)b * T + t, t == 0);
+                m2_prepare_row(a, d, p, Am, (size_t)b * T + t, t == 0);
             }
         }
     } else {
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < R; n++) {
-            m2_prepare_row(a, d, p, (size_t)n, 1);
+            m2_prepare_row(a, d, p, Am, (size_t)n, 1);
         }
     }
+    free(Am);
     /* the recurrence; the engine reads h0 and writes ht per (b, h) block, so
      * the state is updated in place */
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->N, d->P, d->chunk, 1.0f);
@@ -394,8 +410,8 @@ int LINA_KFN(lina_mamba2_backward)(float *dx, lina_mamba2_params *gp, const floa
     float *dg = dk + r * HN;        /* [R,H] */
     float *ddt = dg + r * H;        /* [R,H] */
     /* written whole: dyn (out_proj), dy, dz, ddt, dxbc (its D skip part set, B and C
-     * zeroed, per row) and the engine's dq, dk, dv, dg; dxpre accumulates (the conv) */
-    memset(dxpre, 0, r * Cc * sizeof(float));
+     * zeroed, per row), the engine's dq, dk, dv, dg and dxpre (the conv; under sequence
+     * parallelism it accumulates, zeroed there) */
 
     /* out_proj */
     lina_linear_backward_set(dyn, gp->out_proj, gp->out_bias, dout, a->yn, p->out_proj, R, E, D);
@@ -473,12 +489,6 @@ int LINA_KFN(lina_mamba2_backward)(float *dx, lina_mamba2_params *gp, const floa
         }
         free(l8);
     }
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < R; n++) {
-        float *dr = dxbc + (size_t)n * Cc;
-        m2_dskip(dr, dy + (size_t)n * E, p->Dskip, d, 1);
-        memset(dr + E, 0, (size_t)(Cc - E) * sizeof(float));
-    }
     /* the recurrence */
     lina_mix_dims md = lina_layer_mix(B, T, d->H, d->N, d->P, d->chunk, 1.0f);
     lina_dd_in in = {a->q, a->k, a->v, LINA_GATE_SCALAR, a->g, NULL};
@@ -487,11 +497,18 @@ int LINA_KFN(lina_mamba2_backward)(float *dx, lina_mamba2_params *gp, const floa
     if ((rc = lina_sp_dd_bwd(sp, d, &md, &in, &gin, &go, form, ws))) {
         return rc;
     }
-    /* engine inputs back to xBC, delta and the gate parameters; per row */
+    double *Am = m2_neg_A(d, p);
+    if (!Am) {
+        return lina_set_error(LINA_ENOMEM, "mamba2 layer: out of memory");
+    }
+    /* engine inputs back to xBC (its row set here: the D skip's part, B and C zeroed),
+     * delta and the gate parameters; per row */
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < R; n++) {
         const float *xbc = a->xbc + (size_t)n * Cc;
         float *dxs = dxbc + (size_t)n * Cc, *dB = dxs + E, *dC = dxs + E + (size_t)G * N;
+        m2_dskip(dxs, dy + (size_t)n * E, p->Dskip, d, 1);
+        memset(dB, 0, (size_t)(Cc - E) * sizeof(float));
         for (int h = 0; h < H; h++) {
             const size_t nh = (size_t)n * H + h;
             const float s = a->sg ? a->sg[nh] : 1.0f;
@@ -524,7 +541,7 @@ int LINA_KFN(lina_mamba2_backward)(float *dx, lina_mamba2_params *gp, const floa
                 dxh[jj] += dl * dvh[jj];
             }
             /* d(delta A) from d(log gate) */
-            const double A = -exp((double)p->A_log[h]);
+            const double A = Am[h];
             double dga = dg[nh];
             if (d->allow_neg_eigval) {
                 double e = exp((double)dl * A), av = 2.0 * e - 1.0;
@@ -544,23 +561,26 @@ int LINA_KFN(lina_mamba2_backward)(float *dx, lina_mamba2_params *gp, const floa
             sb += ddt[nh];
         }
         if (gp->A_log) {
-            gp->A_log[h] += (float)(sa * -exp((double)p->A_log[h])); /* dA_log = dA * A */
+            gp->A_log[h] += (float)(sa * Am[h]); /* dA_log = dA * A */
         }
         if (gp->dt_bias) {
             gp->dt_bias[h] += (float)sb;
         }
     }
+    free(Am);
     /* conv + SiLU, then in_proj */
     if (sp && sp->size > 1) {
         /* the gradient of the inputs before the piece goes back to their pieces */
+        memset(dxpre, 0, r * Cc * sizeof(float));
         if ((rc = lina_sp_conv_backward(sp, dxpre, gp->conv_w, d->use_conv_bias ? gp->conv_b : NULL, dxbc, a->xpre,
                                         p->conv_w, d->use_conv_bias ? p->conv_b : NULL, B, T, Cc, d->W,
                                         LINA_ACT_SILU))) {
             return rc;
         }
     } else {
-        lina_shortconv_backward(dxpre, gp->conv_w, d->use_conv_bias ? gp->conv_b : NULL, NULL, dxbc, a->xpre,
-                                p->conv_w, d->use_conv_bias ? p->conv_b : NULL, NULL, B, T, Cc, d->W, LINA_ACT_SILU);
+        lina_shortconv_backward_ld(dxpre, (size_t)Cc, 1, gp->conv_w, d->use_conv_bias ? gp->conv_b : NULL, NULL, dxbc,
+                                   a->xpre, (size_t)Cc, p->conv_w, d->use_conv_bias ? p->conv_b : NULL, NULL, B, T, Cc,
+                                   d->W, LINA_ACT_SILU);
     }
     float *gW = gp->in_proj, *gb = gp->in_bias;
     lina_linear_backward(dx, gW, gb, dz, x, p->in_proj, R, D, E);
