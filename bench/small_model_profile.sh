@@ -63,7 +63,10 @@ helper_rx = r"^(__mem(set|move|cpy)|(asm_)?exc_|handle_mm|do_|__handle|clear_pag
 # pointers, so a chain from inside a parallel region ends at GOMP_parallel and the
 # direction is read from the names (fwd / bwd, forward / backward) or, when the chain
 # reaches it, from model_forward / model_backward
-mixer_rx = r"^(sa_|dd_|ck_|chunk|rec_|ssd|rope|lina_(gla|delta|mamba|attn|softmax|vexp|vsigmoid|vlogsigmoid|dd|kda)" \
+# (the kernels' own prefixes: softmax attention sa_, diagonal decay dd_ / rb_ / rec_ / chunk, delta
+# rule dl_ / bk_ / ck_, Mamba2's layer m2_, and the other ops' gs_ hg_ li_ mb_ ml_ rw_ rk_)
+mixer_rx = r"^(sa_|dd_|rb_|dl_|bk_|ck_|m2_|gs_|hg_|li_|mb_|ml_|rw_|rk_|chunk|rec_|tile_|ssd|rope" \
+           r"|lina_(gla|delta|mamba|attn|softmax|vexp|vsigmoid|vlogsigmoid|dd|kda)" \
            r"|gla|delta|mamba|attn|intra|offdiag|decay|heads|gate)"
 tot = dict.fromkeys(parts, 0)
 def direction(syms):
