@@ -5,9 +5,9 @@
 #include "nn.h"
 
 #include <math.h>
+#include <stdlib.h>
 
-#define RB 16  /* positions per task */
-#define RC 128 /* rotation pairs per pass (the angle tables' width) */
+#define RT 16 /* positions per task of the angle table */
 
 /* y, x [B,T,H,d]; sign +1 rotates by +angle (forward), -1 by -angle (backward) */
 static int rope_apply(float *y, const float *x, int B, int T, int H, int d, int64_t pos0, double base, int sign,
@@ -20,33 +20,54 @@ static int rope_apply(float *y, const float *x, int B, int T, int H, int d, int6
     if (!(base > 0.0) || pos0 < 0) {
         return lina_set_error(LINA_EINVAL, "%s: base must be positive and pos0 >= 0", who);
     }
-    const int h2 = d / 2, nblk = (T + RB - 1) / RB;
-    double lnb = log(base);
-    /* blocks of RB positions: the angles of a block once, then each batch row's RB
-     * consecutive rows (contiguous) rotated; per position the rows of the batch lie
-     * T * H * d floats apart, which a positions-outer loop would walk */
-#pragma omp parallel for if ((size_t)B * T * H * d >= 32768)
-    for (int tb = 0; tb < nblk; tb++) {
-        const int t0 = tb * RB, nt = T - t0 < RB ? T - t0 : RB;
-        float cs[RB * RC], sn[RB * RC];
-        for (int i0 = 0; i0 < h2; i0 += RC) {
-            const int ni = h2 - i0 < RC ? h2 - i0 : RC;
-            for (int t = 0; t < nt; t++) {
-                double p = (double)(pos0 + t0 + t);
-                for (int i = 0; i < ni; i++) {
-                    double a = p * exp(-(2.0 * (i0 + i) / d) * lnb);
-                    cs[t * RC + i] = (float)cos(a);
-                    sn[t * RC + i] = (float)(sign * sin(a));
+    if (B <= 0 || T <= 0 || H <= 0) {
+        return LINA_OK;
+    }
+    const int h2 = d / 2;
+    const double lnb = log(base);
+    /* the angles of every position once: cs, sn [T][h2] (sn signed) */
+    float *cs = malloc(2 * (size_t)T * h2 * sizeof(float));
+    if (!cs) {
+        return lina_set_error(LINA_ENOMEM, "%s: out of memory (%d positions)", who, T);
+    }
+    float *sn = cs + (size_t)T * h2;
+    const size_t work = (size_t)B * T * H * d;
+#pragma omp parallel if (work >= 32768)
+    {
+#pragma omp for schedule(static)
+        for (int t0 = 0; t0 < T; t0 += RT) {
+            for (int t = t0; t < T && t < t0 + RT; t++) {
+                const double p = (double)(pos0 + t);
+                for (int i = 0; i < h2; i++) {
+                    double a = p * exp(-(2.0 * i / d) * lnb);
+                    cs[(size_t)t * h2 + i] = (float)cos(a);
+                    sn[(size_t)t * h2 + i] = (float)(sign * sin(a));
                 }
             }
-            for (int b = 0; b < B; b++) {
-                for (int t = 0; t < nt; t++) {
-                    const float *c = cs + t * RC, *s = sn + t * RC;
+        }
+        /* then the rows in memory order (b, t, h): each sequence's rows are one
+         * contiguous run (rotating them position block by position block jumped
+         * between the sequences every 16 rows, and waited on memory at each jump) */
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++) {
+            for (int t0 = 0; t0 < T; t0 += RT) {
+                for (int t = t0; t < T && t < t0 + RT; t++) {
+                    const float *restrict c = cs + (size_t)t * h2, *restrict s = sn + (size_t)t * h2;
                     for (int h = 0; h < H; h++) {
-                        size_t o = (((size_t)b * T + t0 + t) * H + h) * (size_t)d + i0;
+                        const size_t o = (((size_t)b * T + t) * H + h) * (size_t)d;
                         const float *xr = x + o;
                         float *yr = y + o;
-                        for (int i = 0; i < ni; i++) {
+                        int i = 0;
+#ifdef LINA_VL
+                        /* both halves of a vector of pairs read before either is written (y may be x) */
+                        for (; i + LINA_VL <= h2; i += LINA_VL) {
+                            const lina_vf x1 = LINA_VLD(xr + i), x2 = LINA_VLD(xr + i + h2);
+                            const lina_vf cv = LINA_VLD(c + i), sv = LINA_VLD(s + i);
+                            LINA_VST(yr + i, LINA_VFNMA(x2, sv, LINA_VMUL(x1, cv)));
+                            LINA_VST(yr + i + h2, LINA_VFMA(x1, sv, LINA_VMUL(x2, cv)));
+                        }
+#endif
+                        for (; i < h2; i++) {
                             float x1 = xr[i], x2 = xr[i + h2];
                             yr[i] = x1 * c[i] - x2 * s[i];
                             yr[i + h2] = x2 * c[i] + x1 * s[i];
@@ -56,6 +77,7 @@ static int rope_apply(float *y, const float *x, int B, int T, int H, int d, int6
             }
         }
     }
+    free(cs);
     return LINA_OK;
 }
 
