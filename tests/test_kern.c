@@ -232,11 +232,13 @@ static void test_mm_ranges(const char *isa)
 
 /* lina_sgemm_layer against a double reference: the three forms the layers call
  * (A B^T, A B, A^T B), column counts with whole vector pairs, a single vector and
- * scalar tails, an inner size of A^T B longer than one pass, beta 0 (C holds NaN:
+ * scalar tails, an inner size of A^T B longer than one pass, A^T B with few rows (a
+ * weight gradient of two outputs), beta 0 (C holds NaN:
  * must not be read) and 1, on 1 and 2 threads */
 static void test_sgemm_layer(const char *isa)
 {
-    static const int shapes[][3] = {{37, 48, 19}, {64, 128, 64}, {21, 130, 7}, {300, 16, 600}, {9, 40, 33}};
+    static const int shapes[][3] = {{37, 48, 19}, {64, 128, 64}, {21, 130, 7}, {300, 16, 600}, {9, 40, 33},
+                                     {2, 64, 300}};
     double worst = 0.0;
     int nan_left = 0;
     for (int th = 1; th <= 2; th++) {
