@@ -524,7 +524,7 @@ void LINA_KFN(lina_sgemm_sm)(int transA, int transB, int M, int N, int K, float 
 
 /* The layers' products (lina_sgemm_layer, gemm.h) through lina_mm, split over the
  * threads by row groups unless already inside a parallel region. */
-#if defined(__AVX512F__)
+#ifdef LINA_VL
 #define MM_KC 256 /* inner size per pass of a long product (A^T B): B's rows stay in cache */
 
 static void mm_rows(int M, int N, int K, float alpha, const float *A, size_t sam, size_t sak, const float *B,
@@ -559,14 +559,17 @@ static void mm_rows(int M, int N, int K, float alpha, const float *A, size_t sam
 void LINA_KFN(lina_sgemm_layer)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                                 const float *B, int ldb, float beta, float *C, int ldc)
 {
-#if defined(__AVX512F__)
+#ifdef LINA_VL
     /* widths of whole vectors or at least 128 (a last partial vector is a masked one-vector
      * tile), and B (per pass of A^T B) at most LINA_MM_MAX_B floats, so that it stays in the
-     * core's cache while every panel of rows streams it (no blocking over B here). A^T B (a
-     * weight gradient: M the layer's outputs, K the tokens) takes any M: at M = 2..64, N =
-     * 16..128, K = 8192, lina_mm ran at 84-114 GFLOP/s against OpenBLAS's 26-96 (one Zen 4
-     * core); A B with few rows (decode) is lina_sgemm_rows_nt's */
-    if (lina_sgemm_small_enabled() && (M > LINA_SGEMM_SMALL_M || transA) && (N % 16 == 0 || N >= 128) && K > 0 &&
+     * core's cache while every panel of rows streams it (no blocking over B here).
+     * A^T B (a weight gradient: M the layer's outputs, K the tokens) on both AVX paths at
+     * any M: at M = 2..256, N = 16..128, K = 8192 lina_mm ran at 84-114 GFLOP/s against
+     * OpenBLAS's Cooperlake kernels' 26-96 (AVX-512 path) and at 51-107 against its
+     * Haswell kernels' 18-99 (AVX2 path; one Zen 4 core). A B and A B^T only on the
+     * AVX-512 path and above LINA_SGEMM_SMALL_M rows (fewer: decode, lina_sgemm_rows_nt) */
+    const int mm = LINA_VL == 16 ? M > LINA_SGEMM_SMALL_M || transA : transA;
+    if (lina_sgemm_small_enabled() && mm && (N % 16 == 0 || N >= 128) && K > 0 &&
         (size_t)(transA ? MM_KC : K) * N <= LINA_MM_MAX_B && (transA ? M <= LINA_MM_MAX_N : K <= LINA_MM_MAX_N)) {
         if (!transB) { /* B [K,N] as it lies; A [M,K] or (transA) [K,M] */
             mm_rows(M, N, K, alpha, A, transA ? 1 : (size_t)lda, transA ? (size_t)lda : 1, B, (size_t)ldb, beta, C,
