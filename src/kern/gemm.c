@@ -563,12 +563,14 @@ void LINA_KFN(lina_sgemm_layer)(int transA, int transB, int M, int N, int K, flo
     /* widths of whole vectors or at least 128 (a last partial vector is a masked one-vector
      * tile), and B (per pass of A^T B) at most LINA_MM_MAX_B floats, so that it stays in the
      * core's cache while every panel of rows streams it (no blocking over B here).
-     * A^T B (a weight gradient: M the layer's outputs, K the tokens) on both AVX paths at
-     * any M: at M = 2..256, N = 16..128, K = 8192 lina_mm ran at 84-114 GFLOP/s against
-     * OpenBLAS's Cooperlake kernels' 26-96 (AVX-512 path) and at 51-107 against its
-     * Haswell kernels' 18-99 (AVX2 path; one Zen 4 core). A B and A B^T only on the
-     * AVX-512 path and above LINA_SGEMM_SMALL_M rows (fewer: decode, lina_sgemm_rows_nt) */
-    const int mm = LINA_VL == 16 ? M > LINA_SGEMM_SMALL_M || transA : transA;
+     * A^T B (a weight gradient: M the layer's outputs, K the tokens): on the AVX-512 path
+     * at any M (M = 2..64, N = 16..128, K = 8192: lina_mm 84-114 GFLOP/s, OpenBLAS's
+     * Cooperlake kernels 26-96; M 128..1024, N 128..512: 96-103 against 80-98), on the
+     * AVX2 path up to M = 128 (2..128: 51-107 against its Haswell kernels' 18-89; from
+     * M = 256 OpenBLAS is as fast or faster, up to 1.28x at M 768-1024, N 256; one Zen 4
+     * core). A B and A B^T only on the AVX-512 path and above LINA_SGEMM_SMALL_M rows
+     * (fewer: decode, lina_sgemm_rows_nt) */
+    const int mm = LINA_VL == 16 ? M > LINA_SGEMM_SMALL_M || transA : transA && M <= 128;
     if (lina_sgemm_small_enabled() && mm && (N % 16 == 0 || N >= 128) && K > 0 &&
         (size_t)(transA ? MM_KC : K) * N <= LINA_MM_MAX_B && (transA ? M <= LINA_MM_MAX_N : K <= LINA_MM_MAX_N)) {
         if (!transB) { /* B [K,N] as it lies; A [M,K] or (transA) [K,M] */

@@ -76,8 +76,8 @@ void LINA_KFN(lina_transpose)(const float *B, size_t ldb, int N, int K, float *P
  * kernels, whose packing of the 8192-row operand is a large part of such a
  * product; on the AVX2 path lina_mm is no faster than OpenBLAS, which runs it.
  * A B and A B^T with at most LINA_SGEMM_SMALL_M rows go to lina_sgemm; A^T B (a
- * weight gradient) takes lina_mm at any M (M 2..64, N 16..128, K 8192 on a Zen 4
- * core: 84-114 GFLOP/s against OpenBLAS's Cooperlake kernels' 26-96). */
+ * weight gradient) takes lina_mm at any M on the AVX-512 path and up to M = 128 on
+ * the AVX2 path (the rates in gemm.c). */
 #define LINA_MM_MAX_N 1024
 #define LINA_MM_MAX_B 131072
 void lina_sgemm_layer(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
