@@ -1,6 +1,7 @@
 /* rope.c -- rotary position embedding (rotate-half), forward and its transpose.
- * Compiled once per instruction-set path (Makefile KSRC, kern/isa.h): the rotation's
- * loop over a head's pairs vectorises to the path's width. */
+ * Compiled once per instruction-set path (Makefile KSRC, kern/isa.h): one table of the
+ * angles per call (the pairs' frequencies taken once), then the rows in memory order
+ * with a head's pairs in vectors of the path's width. */
 #include "../kern/isa.h"
 #include "nn.h"
 
@@ -25,6 +26,10 @@ static int rope_apply(float *y, const float *x, int B, int T, int H, int d, int6
     }
     const int h2 = d / 2;
     const double lnb = log(base);
+    double inv[LINA_ROPE_MAX_DIM / 2]; /* the pairs' frequencies base^(-2i/d) */
+    for (int i = 0; i < h2; i++) {
+        inv[i] = exp(-(2.0 * i / d) * lnb);
+    }
     /* the angles of every position once: cs, sn [T][h2] (sn signed) */
     float *cs = malloc(2 * (size_t)T * h2 * sizeof(float));
     if (!cs) {
@@ -39,7 +44,7 @@ static int rope_apply(float *y, const float *x, int B, int T, int H, int d, int6
             for (int t = t0; t < T && t < t0 + RT; t++) {
                 const double p = (double)(pos0 + t);
                 for (int i = 0; i < h2; i++) {
-                    double a = p * exp(-(2.0 * i / d) * lnb);
+                    const double a = p * inv[i];
                     cs[(size_t)t * h2 + i] = (float)cos(a);
                     sn[(size_t)t * h2 + i] = (float)(sign * sin(a));
                 }
