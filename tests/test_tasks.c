@@ -1227,10 +1227,10 @@ static void test_paper_mqar_verdict(void)
         CHECK(md && strstr(md, "| gated_deltanet | 64 | 50.0 +- 30.0 [50.0, 50.0] | 97.0 +- 2.0 [97.0, 97.0] | 400 | "
                                "30 | 15 |"),
               "budget ablation table row");
-        free(md);
         /* with the control and all four of the ordering finding on the longer budget, the finding is judged
          * again on those cells */
         CHECK(md && !strstr(md, "With this budget:"), "no ordering on the longer budget before all five ran");
+        free(md);
         const lina_model_type m4[4] = {LINA_MODEL_TRANSFORMER, LINA_MODEL_DELTA_NET, LINA_MODEL_GLA,
                                        LINA_MODEL_LINEAR_ATTN};
         const double a4[4] = {1.0, 0.99, 0.9, 0.1};
