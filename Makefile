@@ -21,12 +21,17 @@ MACHINE := $(shell $(CC) -dumpmachine 2>/dev/null)
 ifneq ($(filter x86_64%,$(MACHINE)),)
 ARCH    ?= -march=x86-64 -mtune=generic
 ISAS    ?= avx2 avx512
+else ifneq ($(filter aarch64%,$(MACHINE)),)
+ARCH    ?=
+ISAS    ?= neon
 else
 ARCH    ?=
 ISAS    ?=
 endif
 ISA_FLAGS_avx2   = -mavx2 -mfma
 ISA_FLAGS_avx512 = -mavx2 -mfma -mavx512f -mavx512bw -mavx512dq -mavx512vl
+# AArch64: Advanced SIMD is in the baseline; the flag selects lina's NEON vectors (isa.h)
+ISA_FLAGS_neon   = -DLINA_ISA_NEON_PATH
 OPT     ?= -O3
 BUILD   ?= build
 PREFIX  ?= /usr/local
@@ -88,6 +93,10 @@ $(BUILD)/%.avx2.o: %.c
 $(BUILD)/%.avx512.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ISA_FLAGS_avx512) -DLINA_ISA_SUFFIX=_avx512 -c $< -o $@
+
+$(BUILD)/%.neon.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ISA_FLAGS_neon) -DLINA_ISA_SUFFIX=_neon -c $< -o $@
 
 $(BUILD)/liblina.a: $(OBJ)
 	@rm -f $@

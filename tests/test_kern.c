@@ -25,6 +25,15 @@ static void test_select(void)
         CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "not supported"),
               "isa: a path the CPU lacks is refused (%s)", lina_last_error());
     }
+    rc = lina_isa_set("neon");
+    CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "'neon' is not supported") && !strstr(sup, "neon"),
+          "isa: the ARM path refused on x86-64 (%s)", lina_last_error());
+#elif defined(__aarch64__)
+    CHECK(!strncmp(sup, "neon portable", 13), "isa: AArch64 has the neon and portable paths, neon first (\"%s\")",
+          sup);
+    rc = lina_isa_set("avx2");
+    CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "not supported"),
+          "isa: x86 path refused off x86-64 (%s)", lina_last_error());
 #else
     rc = lina_isa_set("avx2");
     CHECK(rc == LINA_EINVAL && strstr(lina_last_error(), "not supported"),

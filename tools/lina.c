@@ -38,7 +38,7 @@ static const struct {
     {"analyze", lina_cmd_analyze, "linearity|replace: how linear a model's blocks are (Procrustes score, ReplaceMe)"},
     {"linearize", lina_cmd_linearize, "a softmax transformer into linearized attention (LoLCATs, Liger) + LoRA"},
     {"paper", lina_cmd_paper, "the reduced reproduction of the papers' task findings"},
-    {"version", cmd_version, "print the version and the kernel path (LINA_ISA=avx512|avx2|portable forces one)"},
+    {"version", cmd_version, "print the version and the kernel path (LINA_ISA=avx512|avx2|neon|portable forces one)"},
 };
 #define NCOMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -37,7 +37,15 @@ QEMU=${QEMU:-$(command -v qemu-aarch64 || command -v qemu-aarch64-static || echo
 # values into a double, as the tests' error measures do; as library calls the
 # two functions give the same results.
 WORKAROUND="-fno-builtin-fmax -fno-builtin-fmin"
-TESTS=$(for f in tests/test_*.c; do echo "$f"; done | sed "s|tests/\(.*\)\.c|$B/tests/\1|")
+# TESTS (names, e.g. "test_kern test_dd"): only these programs; default all.
+# ISA_TESTS (names): run again on the portable path (LINA_ISA=portable) after the
+# suite on the neon path; default the kernel tests that `make test` runs per path.
+if [ -n "${TESTS:-}" ]; then
+    TESTS=$(for t in $TESTS; do echo "$B/tests/$t"; done)
+else
+    TESTS=$(for f in tests/test_*.c; do echo "$f"; done | sed "s|tests/\(.*\)\.c|$B/tests/\1|")
+fi
+ISA_TESTS=${ISA_TESTS-$(sed -n 's/^ISA_TESTS = $(addprefix $(BUILD)\/tests\/,\(.*\))$/\1/p' Makefile)}
 echo "== cross-build ($CROSS) into $B/" >&2
 # MPI=0: the host's mpicc names x86-64 Open MPI headers and libraries, which an
 # arm64 link cannot use (there is no arm64 Open MPI here); the ARM build is the
@@ -68,7 +76,8 @@ echo "== test suite under $($QEMU --version | head -n 1)" >&2
 start=$(date +%s)
 rc=0
 # shellcheck disable=SC2046
-LINA_BIN=$W/lina sh tests/run.sh $(for t in $TESTS; do echo "$W/$(basename "$t")"; done) || rc=$?
+LINA_BIN=$W/lina ISA_TESTS="$(for t in $ISA_TESTS; do [ -x "$W/$t" ] && echo "$W/$t"; done)" \
+    sh tests/run.sh $(for t in $TESTS; do echo "$W/$(basename "$t")"; done) || rc=$?
 echo "# aarch64 suite under emulation: $(( $(date +%s) - start )) s wall; CPU time (user, system) of the tests:" >&2
 times | tail -n 1 >&2
 exit $rc

@@ -23,8 +23,7 @@
  * while it sits in L1. One row of A (a B = 1 decode step) takes LINA_VL rows
  * of B per tile. Each C element is one thread's, summed in one order whatever
  * the thread count. */
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-#include <immintrin.h>
+#ifdef LINA_VL
 
 #define SK_PF 2 /* prefetch distance in tiles of B (1-4 tried: 2 was best, on either path) */
 
@@ -58,12 +57,23 @@ static inline __m512 sk_hsum(const __m512 *x)
 #define SK_MAX_M 32 /* AVX2: OpenBLAS's Haswell kernel is faster at 64 rows */
 #define SK_MB 2
 #define SK_NB 4
+#if defined(__AVX2__)
 static inline __m256 sk_load_tail(const float *p, int n)
 {
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx));
 }
-static inline __m256 sk_hsum(const __m256 *x)
+#else
+static inline lina_vf sk_load_tail(const float *p, int n)
+{
+    float t[LINA_VL] = {0};
+    for (int i = 0; i < n; i++) {
+        t[i] = p[i];
+    }
+    return LINA_VLD(t);
+}
+#endif
+static inline lina_vf sk_hsum(const lina_vf *x)
 {
     return lina_hsum8(x);
 }
@@ -77,31 +87,38 @@ static inline __attribute__((always_inline)) void sk_tile(const int MB, const in
 {
     lina_vf acc[LINA_VL];
     const float *a[LINA_VL], *b[LINA_VL];
+    LINA_NV_UNROLL
     for (int i = 0; i < MB * NB; i++) {
         acc[i] = LINA_VZERO();
     }
+    LINA_NV_UNROLL
     for (int i = 0; i < MB; i++) {
         a[i] = A + (size_t)(i < mb ? i : 0) * lda;
     }
+    LINA_NV_UNROLL
     for (int j = 0; j < NB; j++) {
         b[j] = B + (size_t)(j < nb ? j : 0) * ldb;
     }
     int k = 0;
     for (; k + LINA_VL <= K; k += LINA_VL) {
         if (pf) { /* a later tile of B on its way from memory while this one is used */
+            LINA_NV_UNROLL
             for (int j = 0; j < NB; j++) {
-                _mm_prefetch((const char *)(pf + (size_t)j * ldb + k), _MM_HINT_T0);
+                __builtin_prefetch(pf + (size_t)j * ldb + k, 0, 3);
             }
         }
         lina_vf av[SK_MB];
+        LINA_NV_UNROLL
         for (int i = 0; i < MB; i++) {
             av[i] = LINA_VLD(a[i] + k);
         }
+        LINA_NV_UNROLL
         for (int j = 0; j < NB; j++) {
             lina_vf bv = LINA_VLD(b[j] + k);
-#if !defined(__AVX512F__)
+#if defined(__AVX2__) && !defined(__AVX512F__)
             __asm__("" : "+x"(bv)); /* AVX2: one load per row of B, not one per use (load-bound otherwise) */
 #endif
+            LINA_NV_UNROLL
             for (int i = 0; i < MB; i++) {
                 acc[i * NB + j] = LINA_VFMA(av[i], bv, acc[i * NB + j]);
             }
@@ -109,11 +126,14 @@ static inline __attribute__((always_inline)) void sk_tile(const int MB, const in
     }
     if (k < K) {
         lina_vf av[SK_MB];
+        LINA_NV_UNROLL
         for (int i = 0; i < MB; i++) {
             av[i] = sk_load_tail(a[i] + k, K - k);
         }
+        LINA_NV_UNROLL
         for (int j = 0; j < NB; j++) {
             const lina_vf bv = sk_load_tail(b[j] + k, K - k);
+            LINA_NV_UNROLL
             for (int i = 0; i < MB; i++) {
                 acc[i * NB + j] = LINA_VFMA(av[i], bv, acc[i * NB + j]);
             }
@@ -192,7 +212,7 @@ static inline void mm_stm(float *p, mm_mask m, lina_vf x)
 {
     _mm512_mask_storeu_ps(p, m, x);
 }
-#else
+#elif defined(__AVX2__)
 #define MM_NV 2
 typedef __m256i mm_mask;
 static inline mm_mask mm_mask_n(int n)
@@ -207,6 +227,30 @@ static inline void mm_stm(float *p, mm_mask m, lina_vf x)
 {
     _mm256_maskstore_ps(p, m, x);
 }
+#else
+/* NEON: the tail through a buffer (no masked loads and stores) */
+#define MM_NV 2
+typedef int mm_mask;
+static inline mm_mask mm_mask_n(int n)
+{
+    return n;
+}
+static inline lina_vf mm_ldm(const float *p, mm_mask m)
+{
+    float t[LINA_VL] = {0};
+    for (int i = 0; i < m; i++) {
+        t[i] = p[i];
+    }
+    return LINA_VLD(t);
+}
+static inline void mm_stm(float *p, mm_mask m, lina_vf x)
+{
+    float t[LINA_VL];
+    LINA_VST(t, x);
+    for (int i = 0; i < m; i++) {
+        p[i] = t[i];
+    }
+}
 #endif
 #define MM_NB (MM_NV * LINA_VL) /* columns per block */
 #define MM_RP (22 * MM_MR)      /* rows per panel: 132, every chunk-form product is one panel */
@@ -219,7 +263,9 @@ static inline __attribute__((always_inline)) void mm_tile(const int mb, const in
                                                           size_t ldc, mm_mask tm)
 {
     lina_vf acc[MM_MR][MM_NV];
+    LINA_NV_UNROLL
     for (int i = 0; i < mb; i++) {
+        LINA_NV_UNROLL
         for (int v = 0; v < nv; v++) {
             acc[i][v] = LINA_VZERO();
         }
@@ -227,22 +273,27 @@ static inline __attribute__((always_inline)) void mm_tile(const int mb, const in
     const float *a = A + (size_t)k0 * sk, *b = B + (size_t)k0 * ldb;
     for (int k = k0; k < k1; k++, a += sk, b += ldb) {
         lina_vf bv[MM_NV];
+        LINA_NV_UNROLL
         for (int v = 0; v < nv; v++) {
             bv[v] = tail ? mm_ldm(b, tm) : LINA_VLD(b + (size_t)v * LINA_VL);
-#if !defined(__AVX512F__)
+#if defined(__AVX2__) && !defined(__AVX512F__)
             __asm__("" : "+x"(bv[v])); /* AVX2: one load per vector of B, not one per row (load-bound otherwise) */
 #endif
         }
+        LINA_NV_UNROLL
         for (int i = 0; i < mb; i++) {
             const lina_vf av = LINA_VSET1(a[(size_t)i * sa]);
+            LINA_NV_UNROLL
             for (int v = 0; v < nv; v++) {
                 acc[i][v] = LINA_VFMA(av, bv[v], acc[i][v]);
             }
         }
     }
     const lina_vf va = LINA_VSET1(alpha), vb = LINA_VSET1(beta);
+    LINA_NV_UNROLL
     for (int i = 0; i < mb; i++) {
         float *c = C + (size_t)i * ldc;
+        LINA_NV_UNROLL
         for (int v = 0; v < nv; v++) {
             lina_vf x = LINA_VMUL(va, acc[i][v]);
             float *cv = c + (size_t)v * LINA_VL;
@@ -430,7 +481,7 @@ static inline void mm_trv(const float *s, size_t lds, float *d, size_t ldd)
         _mm512_storeu_ps(d + (size_t)(p + 12) * ldd, _mm512_shuffle_f32x4(t[4 + p], t[12 + p], 0xdd));
     }
 }
-#else
+#elif defined(__AVX2__)
 /* 8 x 8 block transpose, d[k * ldd + j] = s[j * lds + k]: pairs of rows
  * interleaved by 32 bits, then by 64 (each 128-bit lane holds four rows of one
  * column), then the 128-bit lanes of rows 0-3 and 4-7 joined */
@@ -453,6 +504,34 @@ static inline void mm_trv(const float *s, size_t lds, float *d, size_t ldd)
     for (int p = 0; p < 4; p++) {
         _mm256_storeu_ps(d + (size_t)p * ldd, _mm256_permute2f128_ps(r[p], r[4 + p], 0x20));
         _mm256_storeu_ps(d + (size_t)(p + 4) * ldd, _mm256_permute2f128_ps(r[p], r[4 + p], 0x31));
+    }
+}
+#else
+/* NEON: 4 x 4 transpose of a, b, c, d (rows) into o (columns): pairs interleaved by
+ * 32 bits, then by 64 */
+static inline void mm_tr4(float32x4_t a, float32x4_t b, float32x4_t c, float32x4_t d, float32x4_t *o)
+{
+    const float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(a, b)), t1 = vreinterpretq_f64_f32(vtrn2q_f32(a, b));
+    const float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(c, d)), t3 = vreinterpretq_f64_f32(vtrn2q_f32(c, d));
+    o[0] = vreinterpretq_f32_f64(vtrn1q_f64(t0, t2));
+    o[1] = vreinterpretq_f32_f64(vtrn1q_f64(t1, t3));
+    o[2] = vreinterpretq_f32_f64(vtrn2q_f64(t0, t2));
+    o[3] = vreinterpretq_f32_f64(vtrn2q_f64(t1, t3));
+}
+/* 8 x 8 block transpose, d[k * ldd + j] = s[j * lds + k], as four 4 x 4 quadrants */
+static inline void mm_trv(const float *s, size_t lds, float *d, size_t ldd)
+{
+    float32x4_t lo[8], hi[8], o[4];
+    for (int i = 0; i < 8; i++) {
+        lo[i] = vld1q_f32(s + (size_t)i * lds);
+        hi[i] = vld1q_f32(s + (size_t)i * lds + 4);
+    }
+    for (int q = 0; q < 4; q++) { /* quadrant (rows 4 (q & 1).., columns 4 (q >> 1)..) */
+        const float32x4_t *r = (q >> 1 ? hi : lo) + 4 * (q & 1);
+        mm_tr4(r[0], r[1], r[2], r[3], o);
+        for (int p = 0; p < 4; p++) {
+            vst1q_f32(d + (size_t)(4 * (q >> 1) + p) * ldd + 4 * (q & 1), o[p]);
+        }
     }
 }
 #endif

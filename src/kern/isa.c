@@ -12,7 +12,7 @@
 #include <cpuid.h>
 #endif
 
-static const char *const isa_names[] = {"portable", "avx2", "avx512"};
+static const char *const isa_names[] = {"portable", "avx2", "avx512", "neon"};
 #define NISA ((int)(sizeof isa_names / sizeof isa_names[0]))
 
 static _Atomic int g_isa = -1;
@@ -33,6 +33,11 @@ static int isa_usable(int id)
     if (id == LINA_ISA_AVX512) {
         return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    }
+#endif
+#if defined(__aarch64__)
+    if (id == LINA_ISA_NEON) {
+        return 1; /* Advanced SIMD is part of every AArch64 CPU */
     }
 #endif
     return 0;
@@ -68,7 +73,7 @@ int lina_isa_set(const char *name)
 {
     int id = name ? isa_lookup(name) : -1;
     if (id < 0) {
-        return lina_set_error(LINA_EINVAL, "unknown kernel path '%s' (one of: avx512, avx2, portable)",
+        return lina_set_error(LINA_EINVAL, "unknown kernel path '%s' (one of: avx512, avx2, neon, portable)",
                               name ? name : "(null)");
     }
     if (!isa_usable(id)) {

@@ -60,6 +60,30 @@ static inline __m256 exp8(__m256 x)
     __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
 }
+
+#elif defined(LINA_VL) && defined(__aarch64__)
+static inline float32x4_t exp4(float32x4_t x)
+{
+    /* vmaxq / vminq return NaN when either operand is NaN: NaN in x is kept */
+    x = vmaxq_f32(vdupq_n_f32(EXP_LO), x);
+    x = vminq_f32(vdupq_n_f32(EXP_HI), x);
+    const float32x4_t fn = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(EXP_LOG2E)));
+    float32x4_t r = vfmsq_f32(x, fn, vdupq_n_f32(EXP_LN2HI));
+    r = vfmsq_f32(r, fn, vdupq_n_f32(EXP_LN2LO));
+    float32x4_t p = vdupq_n_f32(1.0f / 720.0f);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 120.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 24.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 6.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    const int32x4_t n = vcvtq_s32_f32(fn); /* fn is integral; NaN gives 0: p is NaN already */
+    const int32x4_t n1 = vshrq_n_s32(n, 1), n2 = vsubq_s32(n, n1);
+    const int32x4_t bias = vdupq_n_s32(127);
+    const float32x4_t s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23));
+    const float32x4_t s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23));
+    return vmulq_f32(vmulq_f32(p, s1), s2);
+}
 #endif
 
 #ifdef LINA_VL
@@ -68,6 +92,11 @@ static inline __m256 exp8(__m256 x)
 static inline lina_vf lina_vexp_v(lina_vf x)
 {
     return exp16(x);
+}
+#elif defined(__aarch64__)
+static inline lina_vf lina_vexp_v(lina_vf x)
+{
+    return (lina_vf){exp4(x.l), exp4(x.h)};
 }
 #else
 static inline lina_vf lina_vexp_v(lina_vf x)

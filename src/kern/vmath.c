@@ -65,6 +65,25 @@ void LINA_KFN(lina_vexp)(float *y, const float *x, size_t n)
         _mm256_maskstore_ps(y + i, m, exp8(_mm256_maskload_ps(x + i, m)));
     }
 }
+#elif defined(LINA_VL)
+/* the neon path: y = f(x) over lina_vf vectors of 8, the tail through a buffer */
+static inline void nv_map(float *y, const float *x, size_t n, lina_vf (*f)(lina_vf))
+{
+    size_t i = 0;
+    for (; i + LINA_VL <= n; i += LINA_VL) {
+        LINA_VST(y + i, f(LINA_VLD(x + i)));
+    }
+    if (i < n) {
+        float t[LINA_VL] = {0};
+        memcpy(t, x + i, (n - i) * sizeof(float));
+        LINA_VST(t, f(LINA_VLD(t)));
+        memcpy(y + i, t, (n - i) * sizeof(float));
+    }
+}
+void LINA_KFN(lina_vexp)(float *y, const float *x, size_t n)
+{
+    nv_map(y, x, n, lina_vexp_v);
+}
 #else
 /* plain C in a form compilers vectorise (SSE2, NEON, ...) */
 void LINA_KFN(lina_vexp)(float *y, const float *x, size_t n)
@@ -113,6 +132,9 @@ void LINA_KFN(lina_vsigmoid)(float *s, const float *x, size_t n)
         __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)), lane);
         _mm256_maskstore_ps(s + i, m, lina_vsigmoid_v(_mm256_maskload_ps(x + i, m)));
     }
+#elif defined(LINA_VL)
+    (void)i;
+    nv_map(s, x, n, lina_vsigmoid_v);
 #else
     for (; i < n; i++) {
         s[i] = -x[i];

@@ -440,12 +440,14 @@ DL_INLINE void bk_fill_t(int K, const float *restrict Sp, float *restrict Sn, fl
 #ifdef BK_NV
     const int L = VB / BK_NV;
     lina_vf U[BK_NV];
+    LINA_NV_UNROLL
     for (int m = 0; m < BK_NV; m++) {
         U[m] = LINA_VLD(ub + L * m);
     }
     const lina_vf va = LINA_VSET1(a);
     for (int i = 0; i < K; i++) {
         const lina_vf ki = LINA_VSET1(k[i]), ai = gate == BG_CHANNEL ? LINA_VSET1(av[i]) : va;
+        LINA_NV_UNROLL
         for (int m = 0; m < BK_NV; m++) {
             const lina_vf p = LINA_VLD(Sp + (size_t)i * VB + L * m);
             LINA_VST(Sn + (size_t)i * VB + L * m, LINA_VFMA(ki, U[m], gate ? LINA_VMUL(ai, p) : p));
@@ -476,50 +478,42 @@ static void bk_fill(int K, const float *Sp, float *Sn, float a, const float *av,
 
 #ifdef BK_NV
 
-/* the sum of the lanes of x */
-static inline float bk_hsum1(__m256 x)
-{
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
-
 /* The step back sums BK_RB = 8 key rows across their lanes together.
  * bk_acc: dst[0..BK_RB) += (sc, when set, times) the row sums of P[0..BK_RB). */
 #define BK_RB 8
-static inline void bk_acc(float *dst, const float *sc, const __m256 *P)
+static inline void bk_acc(float *dst, const float *sc, const lina_v8 *P)
 {
-    const __m256 s = lina_hsum8(P), d = _mm256_loadu_ps(dst);
-    _mm256_storeu_ps(dst, sc ? _mm256_fmadd_ps(_mm256_loadu_ps(sc), s, d) : _mm256_add_ps(d, s));
+    const lina_v8 s = lina_hsum8(P), d = LINA_V8_LD(dst);
+    LINA_V8_ST(dst, sc ? LINA_V8_FMA(LINA_V8_LD(sc), s, d) : LINA_V8_ADD(d, s));
 }
 
 /* the sums of BK_RB key rows from i0 (Pd, Pg, Pq) into dk (times gr), dgk (times av) and
  * dq (times gq) */
-static inline void bk_acc_rows(int i0, const __m256 *Pd, const __m256 *Pg, const __m256 *Pq, float *dk,
+static inline void bk_acc_rows(int i0, const lina_v8 *Pd, const lina_v8 *Pg, const lina_v8 *Pq, float *dk,
                                float *dgk, float *dq, const float *av, float gr, float gq,
                                const int gate, const int out)
 {
-    const __m256 sd = lina_hsum8(Pd), d = _mm256_loadu_ps(dk + i0);
-    _mm256_storeu_ps(dk + i0, _mm256_fmadd_ps(_mm256_set1_ps(gr), sd, d));
+    const lina_v8 sd = lina_hsum8(Pd), d = LINA_V8_LD(dk + i0);
+    LINA_V8_ST(dk + i0, LINA_V8_FMA(LINA_V8_SET1(gr), sd, d));
     if (gate == BG_CHANNEL) {
         bk_acc(dgk + i0, av + i0, Pg);
     }
     if (out) {
-        const __m256 sq = lina_hsum8(Pq), e = _mm256_loadu_ps(dq + i0);
-        _mm256_storeu_ps(dq + i0, _mm256_fmadd_ps(_mm256_set1_ps(gq), sq, e));
+        const lina_v8 sq = lina_hsum8(Pq), e = LINA_V8_LD(dq + i0);
+        LINA_V8_ST(dq + i0, LINA_V8_FMA(LINA_V8_SET1(gq), sq, e));
     }
 }
 
 /* the same for one key row i (the tail of K past the last block of BK_RB) */
-static inline void bk_acc_row(int i, __m256 pd, __m256 pg, __m256 pq, float *dk, float *dgk, float *dq,
+static inline void bk_acc_row(int i, lina_v8 pd, lina_v8 pg, lina_v8 pq, float *dk, float *dgk, float *dq,
                               const float *av, float gr, float gq, const int gate, const int out)
 {
-    dk[i] += gr * bk_hsum1(pd);
+    dk[i] += gr * lina_v8_hsum(pd);
     if (gate == BG_CHANNEL) {
-        dgk[i] += av[i] * bk_hsum1(pg);
+        dgk[i] += av[i] * lina_v8_hsum(pg);
     }
     if (out) {
-        dq[i] += gq * bk_hsum1(pq);
+        dq[i] += gq * lina_v8_hsum(pq);
     }
 }
 
@@ -529,11 +523,12 @@ static inline void bk_acc_row(int i, __m256 pd, __m256 pg, __m256 pq, float *dk,
  * dgk and dq left as vectors in *pd, *pg, *pq. */
 DL_INLINE void bk_one(float *restrict Ri, const float *restrict Bi, const lina_vf *U,
                       const lina_vf *Wb, const lina_vf *Wc, const lina_vf *Dv, const lina_vf *Ds,
-                      lina_vf *A, lina_vf *G, lina_vf ai, float kri, float qis, float kpis, __m256 *pd,
-                      __m256 *pg, __m256 *pq, const int gate, const int wg, const int out)
+                      lina_vf *A, lina_vf *G, lina_vf ai, float kri, float qis, float kpis, lina_v8 *pd,
+                      lina_v8 *pg, lina_v8 *pq, const int gate, const int wg, const int out)
 {
     const lina_vf nk = LINA_VSET1(-kri), qi = LINA_VSET1(qis), ki = LINA_VSET1(kpis);
     lina_vf ru = LINA_VZERO(), bw = LINA_VZERO(), pgv = LINA_VZERO(), pqv = LINA_VZERO();
+    LINA_NV_UNROLL
     for (int v = 0; v < 2; v++) {
         const lina_vf bb = LINA_VLD(Bi + LINA_VL * v), r = LINA_VLD(Ri + LINA_VL * v);
         ru = LINA_VFMA(r, U[v], ru);
@@ -575,38 +570,39 @@ DL_INLINE void bk_one(float *restrict Ri, const float *restrict Bi, const lina_v
  * 28; two passes of 2 vectors spill and sum every row's lanes twice). */
 DL_INLINE void bk_one4(float *restrict Ri, const float *restrict Bi, const float *restrict ub,
                        const float *restrict wb, const float *restrict wc,
-                       const float *restrict D, const float *restrict Ds, __m256 *A, __m256 *G,
-                       __m256 ai, float kri, float qis, float kpis, __m256 *pd, __m256 *pg,
-                       __m256 *pq, const int gate, const int wg, const int out)
+                       const float *restrict D, const float *restrict Ds, lina_v8 *A, lina_v8 *G,
+                       lina_v8 ai, float kri, float qis, float kpis, lina_v8 *pd, lina_v8 *pg,
+                       lina_v8 *pq, const int gate, const int wg, const int out)
 {
-    const __m256 nk = _mm256_set1_ps(-kri), qi = _mm256_set1_ps(qis), ki = _mm256_set1_ps(kpis);
-    __m256 ru = _mm256_setzero_ps(), bw = _mm256_setzero_ps(), pgv = _mm256_setzero_ps(),
-           pqv = _mm256_setzero_ps();
+    const lina_v8 nk = LINA_V8_SET1(-kri), qi = LINA_V8_SET1(qis), ki = LINA_V8_SET1(kpis);
+    lina_v8 ru = LINA_V8_ZERO(), bw = LINA_V8_ZERO(), pgv = LINA_V8_ZERO(),
+           pqv = LINA_V8_ZERO();
+    LINA_NV_UNROLL
     for (int v = 0; v < BK_NV; v++) {
-        const __m256 bb = _mm256_loadu_ps(Bi + 8 * v), r = _mm256_loadu_ps(Ri + 8 * v);
-        ru = _mm256_fmadd_ps(r, _mm256_loadu_ps(ub + 8 * v), ru);
+        const lina_v8 bb = LINA_V8_LD(Bi + 8 * v), r = LINA_V8_LD(Ri + 8 * v);
+        ru = LINA_V8_FMA(r, LINA_V8_LD(ub + 8 * v), ru);
         if (gate == BG_CHANNEL) {
-            bw = _mm256_fmadd_ps(bb, _mm256_loadu_ps(wb + 8 * v), bw);
+            bw = LINA_V8_FMA(bb, LINA_V8_LD(wb + 8 * v), bw);
         } else {
-            ru = _mm256_fnmadd_ps(bb, _mm256_loadu_ps(wc + 8 * v), ru);
+            ru = LINA_V8_FNMA(bb, LINA_V8_LD(wc + 8 * v), ru);
         }
-        __m256 x = _mm256_fmadd_ps(nk, _mm256_loadu_ps(wb + 8 * v), r);
+        lina_v8 x = LINA_V8_FMA(nk, LINA_V8_LD(wb + 8 * v), r);
         if (gate == BG_CHANNEL) {
-            pgv = _mm256_fmadd_ps(x, bb, pgv);
+            pgv = LINA_V8_FMA(x, bb, pgv);
         } else if (wg) {
-            G[v & 1] = _mm256_fmadd_ps(x, bb, G[v & 1]);
+            G[v & 1] = LINA_V8_FMA(x, bb, G[v & 1]);
         }
         if (gate) {
-            x = _mm256_mul_ps(ai, x);
+            x = LINA_V8_MUL(ai, x);
         }
         if (out) {
-            x = _mm256_fmadd_ps(qi, _mm256_loadu_ps(Ds + 8 * v), x);
-            pqv = _mm256_fmadd_ps(bb, _mm256_loadu_ps(D + 8 * v), pqv);
+            x = LINA_V8_FMA(qi, LINA_V8_LD(Ds + 8 * v), x);
+            pqv = LINA_V8_FMA(bb, LINA_V8_LD(D + 8 * v), pqv);
         }
-        A[v] = _mm256_fmadd_ps(ki, x, A[v]);
-        _mm256_storeu_ps(Ri + 8 * v, x);
+        A[v] = LINA_V8_FMA(ki, x, A[v]);
+        LINA_V8_ST(Ri + 8 * v, x);
     }
-    *pd = gate == BG_CHANNEL ? _mm256_fnmadd_ps(ai, bw, ru) : ru;
+    *pd = gate == BG_CHANNEL ? LINA_V8_FNMA(ai, bw, ru) : ru;
     if (gate == BG_CHANNEL) {
         *pg = pgv;
     }
@@ -644,39 +640,43 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
                         float gq, const int gate, const int wg, const int out)
 {
 #if defined(BK_NV) && LINA_VL == 8
-    __m256 A[BK_NV], G[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    lina_v8 A[BK_NV], G[2] = {LINA_V8_ZERO(), LINA_V8_ZERO()};
+    LINA_NV_UNROLL
     for (int v = 0; v < BK_NV; v++) {
-        A[v] = _mm256_setzero_ps();
+        A[v] = LINA_V8_ZERO();
     }
-    const __m256 va = _mm256_set1_ps(a);
+    const lina_v8 va = LINA_V8_SET1(a);
     int i0 = 0;
     for (; i0 + BK_RB <= K; i0 += BK_RB) {
-        __m256 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
+        lina_v8 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
+        LINA_NV_UNROLL
         for (int m = 0; m < BK_RB; m++) {
             const int i = i0 + m;
             bk_one4(R + (size_t)i * VB, Sb + (size_t)i * VB, ub, wb, wc, D, Ds, A, G,
-                    gate == BG_CHANNEL ? _mm256_set1_ps(av[i]) : va, kr[i], out ? qp[i] : 0.0f,
+                    gate == BG_CHANNEL ? LINA_V8_SET1(av[i]) : va, kr[i], out ? qp[i] : 0.0f,
                     kp[i], &Pd[m], &Pg[m], &Pq[m], gate, wg, out);
         }
         bk_acc_rows(i0, Pd, Pg, Pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
     for (; i0 < K; i0++) {
-        __m256 pd, pg = _mm256_setzero_ps(), pq = _mm256_setzero_ps();
+        lina_v8 pd, pg = LINA_V8_ZERO(), pq = LINA_V8_ZERO();
         bk_one4(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, ub, wb, wc, D, Ds, A, G,
-                gate == BG_CHANNEL ? _mm256_set1_ps(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f,
+                gate == BG_CHANNEL ? LINA_V8_SET1(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f,
                 kp[i0], &pd, &pg, &pq, gate, wg, out);
         bk_acc_row(i0, pd, pg, pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
+    LINA_NV_UNROLL
     for (int v = 0; v < BK_NV; v++) {
-        _mm256_storeu_ps(wn + 8 * v, A[v]);
+        LINA_V8_ST(wn + 8 * v, A[v]);
     }
     if (wg) {
-        *dgs = bk_hsum1(_mm256_add_ps(G[0], G[1]));
+        *dgs = lina_v8_hsum(LINA_V8_ADD(G[0], G[1]));
     }
 #elif defined(BK_NV)
     /* AVX-512: one pass over the rows, the tile's VB columns in 2 vectors */
     const lina_vf va = LINA_VSET1(a);
     lina_vf U[2], Wb[2], Wc[2], Dv[2], Dsv[2], A[2], G[2] = {LINA_VZERO(), LINA_VZERO()};
+    LINA_NV_UNROLL
     for (int v = 0; v < 2; v++) {
         U[v] = LINA_VLD(ub + LINA_VL * v);
         Wb[v] = LINA_VLD(wb + LINA_VL * v);
@@ -687,7 +687,8 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
     }
     int i0 = 0;
     for (; i0 + BK_RB <= K; i0 += BK_RB) {
-        __m256 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
+        lina_v8 Pd[BK_RB], Pg[BK_RB], Pq[BK_RB];
+        LINA_NV_UNROLL
         for (int m = 0; m < BK_RB; m++) {
             const int i = i0 + m;
             bk_one(R + (size_t)i * VB, Sb + (size_t)i * VB, U, Wb, Wc, Dv, Dsv, A, G,
@@ -697,17 +698,18 @@ DL_INLINE void bk_row_t(int K, float *restrict R, const float *restrict Sb,
         bk_acc_rows(i0, Pd, Pg, Pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
     for (; i0 < K; i0++) {
-        __m256 pd, pg = _mm256_setzero_ps(), pq = _mm256_setzero_ps();
+        lina_v8 pd, pg = LINA_V8_ZERO(), pq = LINA_V8_ZERO();
         bk_one(R + (size_t)i0 * VB, Sb + (size_t)i0 * VB, U, Wb, Wc, Dv, Dsv, A, G,
                gate == BG_CHANNEL ? LINA_VSET1(av[i0]) : va, kr[i0], out ? qp[i0] : 0.0f, kp[i0],
                &pd, &pg, &pq, gate, wg, out);
         bk_acc_row(i0, pd, pg, pq, dk, dgk, dq, av, gr, gq, gate, out);
     }
+    LINA_NV_UNROLL
     for (int v = 0; v < 2; v++) {
         LINA_VST(wn + LINA_VL * v, A[v]);
     }
     if (wg) {
-        *dgs = bk_hsum1(LINA_VFOLD(LINA_VADD(G[0], G[1])));
+        *dgs = lina_v8_hsum(LINA_VFOLD(LINA_VADD(G[0], G[1])));
     }
 #else
     float wa[VB];

@@ -322,6 +322,7 @@ DD_INLINE void rec_step_tile_u(int K, int W, float *restrict S, const float *res
          * additions, as AVX2 has with one row of four vectors) */
         enum { NV = VB / LINA_VL };
         lina_vf Vr[NV], O[NV], O2[NV];
+        LINA_NV_UNROLL
         for (int m = 0; m < NV; m++) {
             Vr[m] = LINA_VLD(v + LINA_VL * m);
             O[m] = LINA_VZERO();
@@ -333,6 +334,7 @@ DD_INLINE void rec_step_tile_u(int K, int W, float *restrict S, const float *res
             float *S0 = S + (size_t)i * VB, *S1 = S0 + VB;
             const lina_vf a0 = LINA_VSET1(a[i]), k0 = LINA_VSET1(k[i]), q0 = LINA_VSET1(q[i]);
             const lina_vf a1 = LINA_VSET1(a[i + 1]), k1 = LINA_VSET1(k[i + 1]), q1 = LINA_VSET1(q[i + 1]);
+            LINA_NV_UNROLL
             for (int m = 0; m < NV; m++) {
                 const lina_vf x0 = LINA_VFMA(k0, Vr[m], DD_DECAYED(a0, S0 + LINA_VL * m));
                 const lina_vf x1 = LINA_VFMA(k1, Vr[m], DD_DECAYED(a1, S1 + LINA_VL * m));
@@ -346,12 +348,14 @@ DD_INLINE void rec_step_tile_u(int K, int W, float *restrict S, const float *res
         for (; i < K; i++) {
             float *Si = S + (size_t)i * VB;
             const lina_vf ai = LINA_VSET1(a[i]), ki = LINA_VSET1(k[i]), qi = LINA_VSET1(q[i]);
+            LINA_NV_UNROLL
             for (int m = 0; m < NV; m++) {
                 const lina_vf x = LINA_VFMA(ki, Vr[m], DD_DECAYED(ai, Si + LINA_VL * m));
                 LINA_VST(Si + LINA_VL * m, x);
                 O[m] = LINA_VFMA(qi, x, O[m]);
             }
         }
+        LINA_NV_UNROLL
         for (int m = 0; m < NV; m++) {
             LINA_VST(o + LINA_VL * m, LINA_VADD(O[m], O2[m]));
         }
@@ -388,6 +392,7 @@ static void rec_pair_tile(int K, float *restrict S, const float *restrict k0, co
 {
     enum { NV = VB / LINA_VL };
     lina_vf V0[NV], V1[NV], O0[NV], O0b[NV], O1[NV], O1b[NV];
+    LINA_NV_UNROLL
     for (int m = 0; m < NV; m++) {
         V0[m] = LINA_VLD(v0 + LINA_VL * m);
         V1[m] = LINA_VLD(v1 + LINA_VL * m);
@@ -400,6 +405,7 @@ static void rec_pair_tile(int K, float *restrict S, const float *restrict k0, co
         const lina_vf ka1 = LINA_VSET1(k1[i]), kb1 = LINA_VSET1(k1[i + 1]);
         const lina_vf qa0 = LINA_VSET1(q0[i]), qb0 = LINA_VSET1(q0[i + 1]);
         const lina_vf qa1 = LINA_VSET1(q1[i]), qb1 = LINA_VSET1(q1[i + 1]);
+        LINA_NV_UNROLL
         for (int m = 0; m < NV; m++) {
             const lina_vf xa = LINA_VFMA(ka0, V0[m], LINA_VLD(Sa + LINA_VL * m));
             const lina_vf xb = LINA_VFMA(kb0, V0[m], LINA_VLD(Sb + LINA_VL * m));
@@ -416,6 +422,7 @@ static void rec_pair_tile(int K, float *restrict S, const float *restrict k0, co
         float *Si = S + (size_t)i * VB;
         const lina_vf ka0 = LINA_VSET1(k0[i]), ka1 = LINA_VSET1(k1[i]);
         const lina_vf qa0 = LINA_VSET1(q0[i]), qa1 = LINA_VSET1(q1[i]);
+        LINA_NV_UNROLL
         for (int m = 0; m < NV; m++) {
             const lina_vf xa = LINA_VFMA(ka0, V0[m], LINA_VLD(Si + LINA_VL * m));
             O0[m] = LINA_VFMA(qa0, xa, O0[m]);
@@ -424,6 +431,7 @@ static void rec_pair_tile(int K, float *restrict S, const float *restrict k0, co
             LINA_VST(Si + LINA_VL * m, ya);
         }
     }
+    LINA_NV_UNROLL
     for (int m = 0; m < NV; m++) {
         LINA_VST(o0 + LINA_VL * m, LINA_VADD(O0[m], O0b[m]));
         LINA_VST(o1 + LINA_VL * m, LINA_VADD(O1[m], O1b[m]));
@@ -1583,6 +1591,7 @@ DD_INLINE void rb_fwd_step(const rb_sweep *w, float *restrict X, int t, const fl
 #ifdef LINA_VL
     const int rb = NV * LINA_VL;
     lina_vf A[4], Kb[4], D[4];
+    LINA_NV_UNROLL
     for (int u = 0; u < NV; u++) {
         A[u] = unit ? LINA_VZERO() : LINA_VLD(a + LINA_VL * u);
         Kb[u] = LINA_VLD(kb + LINA_VL * u);
@@ -1591,6 +1600,7 @@ DD_INLINE void rb_fwd_step(const rb_sweep *w, float *restrict X, int t, const fl
     for (int j = 0; j < W; j++) {
         float *Sj = X + (size_t)j * rb;
         const lina_vf vj = LINA_VSET1(v[j]), dj = LINA_VSET1(dO[j]);
+        LINA_NV_UNROLL
         for (int u = 0; u < NV; u++) {
             const lina_vf s0 = LINA_VLD(Sj + LINA_VL * u);
             const lina_vf x = LINA_VFMA(Kb[u], vj, unit ? s0 : LINA_VMUL(A[u], s0));
@@ -1598,6 +1608,7 @@ DD_INLINE void rb_fwd_step(const rb_sweep *w, float *restrict X, int t, const fl
             D[u] = LINA_VFMA(x, dj, D[u]);
         }
     }
+    LINA_NV_UNROLL
     for (int u = 0; u < NV; u++) {
         LINA_VST(acc + LINA_VL * u, D[u]);
     }
@@ -1644,6 +1655,7 @@ DD_INLINE void rb_fwd_pair(const rb_sweep *w, float *restrict X, int t, const fl
     }
     const int rb = NV * LINA_VL;
     lina_vf K0[4], K1[4], D0[4], D1[4];
+    LINA_NV_UNROLL
     for (int u = 0; u < NV; u++) {
         K0[u] = LINA_VLD(kb0 + LINA_VL * u);
         K1[u] = LINA_VLD(kb1 + LINA_VL * u);
@@ -1654,6 +1666,7 @@ DD_INLINE void rb_fwd_pair(const rb_sweep *w, float *restrict X, int t, const fl
         float *Sj = X + (size_t)j * rb;
         const lina_vf a0 = LINA_VSET1(v0[j]), b0 = LINA_VSET1(d0[j]);
         const lina_vf a1 = LINA_VSET1(v1[j]), b1 = LINA_VSET1(d1[j]);
+        LINA_NV_UNROLL
         for (int u = 0; u < NV; u++) {
             const lina_vf x0 = LINA_VFMA(K0[u], a0, LINA_VLD(Sj + LINA_VL * u));
             D0[u] = LINA_VFMA(x0, b0, D0[u]);
@@ -1663,10 +1676,12 @@ DD_INLINE void rb_fwd_pair(const rb_sweep *w, float *restrict X, int t, const fl
         }
     }
     _Alignas(64) float acc[RB];
+    LINA_NV_UNROLL
     for (int u = 0; u < NV; u++) {
         LINA_VST(acc + LINA_VL * u, D0[u]);
     }
     rb_dq_write(w, t, acc);
+    LINA_NV_UNROLL
     for (int u = 0; u < NV; u++) {
         LINA_VST(acc + LINA_VL * u, D1[u]);
     }
@@ -1733,6 +1748,7 @@ DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t,
 #ifdef LINA_VL
     const int rb = NV * LINA_VL;
     lina_vf A[4], Q[4], Kb[4], D[4];
+    LINA_NV_UNROLL
     for (int u = 0; u < NV; u++) {
         A[u] = unit ? LINA_VZERO() : LINA_VLD(a + LINA_VL * u);
         Q[u] = LINA_VLD(qb + LINA_VL * u);
@@ -1741,11 +1757,12 @@ DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t,
     }
     for (int g = 0; g < W; g += 8) {
         const int n = W - g < 8 ? W - g : 8;
-        __m256 P[8];
+        lina_v8 P[8];
         for (int m = 0; m < n; m++) {
             float *Rj = X + (size_t)(g + m) * rb;
             const lina_vf d = LINA_VSET1(dO[g + m]), vv = LINA_VSET1(v[g + m]);
             lina_vf x[4];
+            LINA_NV_UNROLL
             for (int u = 0; u < NV; u++) {
                 const lina_vf r0 = LINA_VLD(Rj + LINA_VL * u);
                 x[u] = LINA_VFMA(Q[u], d, unit ? r0 : LINA_VMUL(A[u], r0));
@@ -1753,16 +1770,17 @@ DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t,
                 D[u] = LINA_VFMA(x[u], vv, D[u]);
             }
             lina_vf pk = LINA_VMUL(x[0], Kb[0]);
+            LINA_NV_UNROLL
             for (int u = 1; u < NV; u++) {
                 pk = LINA_VFMA(x[u], Kb[u], pk);
             }
             P[m] = LINA_VFOLD(pk);
         }
         for (int m = n; m < 8; m++) {
-            P[m] = _mm256_setzero_ps();
+            P[m] = LINA_V8_ZERO();
         }
         _Alignas(32) float sums[8];
-        _mm256_store_ps(sums, lina_hsum8(P));
+        LINA_V8_ST(sums, lina_hsum8(P));
         if (add) {
             for (int m = 0; m < n; m++) {
                 dv[g + m] += sums[m];
@@ -1771,6 +1789,7 @@ DD_INLINE void rb_rev_step(const rb_sweep *w, float *restrict X, int add, int t,
             memcpy(dv + g, sums, (size_t)n * sizeof(float));
         }
     }
+    LINA_NV_UNROLL
     for (int u = 0; u < NV; u++) {
         LINA_VST(acc + LINA_VL * u, D[u]);
     }

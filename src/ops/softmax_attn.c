@@ -285,11 +285,21 @@ static float sa_exp_row(float *x, int lo, int hi, float a, float b)
         const lina_vf xv = _mm512_mask_loadu_ps(LINA_VSET1(-INFINITY), m, x + j);
         const lina_vf e = lina_vexp_v(LINA_VSUB(LINA_VSUB(xv, av), bv));
         _mm512_mask_storeu_ps(x + j, m, e);
-#else
+#elif defined(__AVX2__)
         const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         const lina_vf xv = _mm256_blendv_ps(LINA_VSET1(-INFINITY), _mm256_maskload_ps(x + j, m), _mm256_castsi256_ps(m));
         const lina_vf e = lina_vexp_v(LINA_VSUB(LINA_VSUB(xv, av), bv));
         _mm256_maskstore_ps(x + j, m, e);
+#else
+        float t[LINA_VL];
+        for (int l = 0; l < LINA_VL; l++) {
+            t[l] = l < n ? x[j + l] : -INFINITY;
+        }
+        const lina_vf e = lina_vexp_v(LINA_VSUB(LINA_VSUB(LINA_VLD(t), av), bv));
+        LINA_VST(t, e);
+        for (int l = 0; l < n; l++) {
+            x[j + l] = t[l];
+        }
 #endif
         acc = LINA_VADD(acc, e);
     }
