@@ -36,7 +36,7 @@ done
 {
     echo "# lina kernel benchmark per instruction-set path"
     echo
-    echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; paths: $ISAS."
+    echo "Machine: $( (grep -m1 'model name' /proc/cpuinfo || lscpu 2>/dev/null | grep -m1 'Model name') | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores; paths: $ISAS."
     echo "Command: \`THREADS=\"$THREADS\" REPEAT=$REPEAT sh bench/isa.sh $LINA $OUT $*\`, B=1 T=4096 H=4 K=V=128;"
     echo "load average at the end: $(cut -d' ' -f1 /proc/loadavg)."
     echo "GFLOP/s per second of CPU time (least over the runs; all threads' CPU time) with the forward FLOP"

@@ -24,7 +24,7 @@ done
 {
     echo "# lina kernel benchmark"
     echo
-    echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores."
+    echo "Machine: $( (grep -m1 'model name' /proc/cpuinfo || lscpu 2>/dev/null | grep -m1 'Model name') | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores."
     echo "Command: \`sh bench/run.sh $LINA $OUT $*\` (REPEAT=$REPEAT; median of the runs after one warm-up)."
     echo "GFLOP/s use the forward FLOP count of each op and form (see README); SGEMM is OpenBLAS n=1024"
     echo "measured in the same process with the same thread count (best of 7)."

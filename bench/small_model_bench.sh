@@ -94,9 +94,10 @@ cpu, flags = "?", ""
 for l in open("/proc/cpuinfo"):
     if l.startswith("model name") and cpu == "?":
         cpu = l.split(":", 1)[1].strip()
-    if l.startswith("flags") and not flags:
-        flags = l
-isa = "AVX-512" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "other")
+    if (l.startswith("flags") or l.startswith("Features")) and not flags:
+        flags = l.rstrip("\n") + " "
+isa = ("AVX-512" if " avx512f " in flags else "AVX2" if " avx2 " in flags else
+       "NEON (Advanced SIMD)" if " asimd " in flags else "other")
 torch_ver = next((r.get("torch") for r in rows if r["framework"] == "torch"), "?")
 sg, sgc = {}, {}
 for r in rows:
