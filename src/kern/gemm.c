@@ -66,11 +66,7 @@ static inline __m256 sk_load_tail(const float *p, int n)
 #else
 static inline lina_vf sk_load_tail(const float *p, int n)
 {
-    float t[LINA_VL] = {0};
-    for (int i = 0; i < n; i++) {
-        t[i] = p[i];
-    }
-    return LINA_VLD(t);
+    return lina_nv_ld_n(p, n, 0.0f);
 }
 #endif
 static inline lina_vf sk_hsum(const lina_vf *x)
@@ -237,19 +233,11 @@ static inline mm_mask mm_mask_n(int n)
 }
 static inline lina_vf mm_ldm(const float *p, mm_mask m)
 {
-    float t[LINA_VL] = {0};
-    for (int i = 0; i < m; i++) {
-        t[i] = p[i];
-    }
-    return LINA_VLD(t);
+    return lina_nv_ld_n(p, m, 0.0f);
 }
 static inline void mm_stm(float *p, mm_mask m, lina_vf x)
 {
-    float t[LINA_VL];
-    LINA_VST(t, x);
-    for (int i = 0; i < m; i++) {
-        p[i] = t[i];
-    }
+    lina_nv_st_n(p, m, x);
 }
 #endif
 #define MM_NB (MM_NV * LINA_VL) /* columns per block */

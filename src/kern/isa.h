@@ -223,6 +223,24 @@ static inline lina_vf lina_nv_set1(float x)
 #define LINA_VSET1 lina_nv_set1
 #define LINA_VZERO() lina_nv_set1(0.0f)
 #define LINA_VFOLD(x) (x)
+/* a partial vector (no masked loads and stores on neon): the first n (< 8)
+ * floats of p, the other lanes `fill`; and the first n lanes of x stored to p */
+static inline lina_vf lina_nv_ld_n(const float *p, int n, float fill)
+{
+    float t[LINA_VL];
+    for (int i = 0; i < LINA_VL; i++) {
+        t[i] = i < n ? p[i] : fill;
+    }
+    return lina_nv_ld(t);
+}
+static inline void lina_nv_st_n(float *p, int n, lina_vf x)
+{
+    float t[LINA_VL];
+    lina_nv_st(t, x);
+    for (int i = 0; i < n; i++) {
+        p[i] = t[i];
+    }
+}
 #endif
 
 /* LINA_NV_UNROLL before a loop over a kernel's vectors (a few, a literal count):

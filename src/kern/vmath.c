@@ -74,10 +74,7 @@ static inline void nv_map(float *y, const float *x, size_t n, lina_vf (*f)(lina_
         LINA_VST(y + i, f(LINA_VLD(x + i)));
     }
     if (i < n) {
-        float t[LINA_VL] = {0};
-        memcpy(t, x + i, (n - i) * sizeof(float));
-        LINA_VST(t, f(LINA_VLD(t)));
-        memcpy(y + i, t, (n - i) * sizeof(float));
+        lina_nv_st_n(y + i, (int)(n - i), f(lina_nv_ld_n(x + i, (int)(n - i), 0.0f)));
     }
 }
 void LINA_KFN(lina_vexp)(float *y, const float *x, size_t n)

@@ -291,15 +291,8 @@ static float sa_exp_row(float *x, int lo, int hi, float a, float b)
         const lina_vf e = lina_vexp_v(LINA_VSUB(LINA_VSUB(xv, av), bv));
         _mm256_maskstore_ps(x + j, m, e);
 #else
-        float t[LINA_VL];
-        for (int l = 0; l < LINA_VL; l++) {
-            t[l] = l < n ? x[j + l] : -INFINITY;
-        }
-        const lina_vf e = lina_vexp_v(LINA_VSUB(LINA_VSUB(LINA_VLD(t), av), bv));
-        LINA_VST(t, e);
-        for (int l = 0; l < n; l++) {
-            x[j + l] = t[l];
-        }
+        const lina_vf e = lina_vexp_v(LINA_VSUB(LINA_VSUB(lina_nv_ld_n(x + j, n, -INFINITY), av), bv));
+        lina_nv_st_n(x + j, n, e);
 #endif
         acc = LINA_VADD(acc, e);
     }
