@@ -3,6 +3,7 @@
 #   make test       build and run the whole test suite
 #   make asan       the suite under AddressSanitizer + UBSan incl. float-cast-overflow,
 #                   every report fatal (build-asan/)
+#   make test-clang the suite built by clang with LLVM's OpenMP runtime (build-clang/)
 #   make fuzz       libFuzzer on every file parser, FUZZ_TIME (20) s each (clang, build-fuzz/)
 #   make test-aarch64  the suite on ARM64: cross-built, run under qemu-user (build-aarch64/)
 #   make bench      the benchmark table (results/bench.md)
@@ -145,6 +146,14 @@ test-suite: all $(TESTBIN)
 python: $(BUILD)/$(SOFILE)
 	cp $(BUILD)/$(SOFILE) python/lina/liblina.so
 
+# clang links LLVM's OpenMP runtime (libomp), which then also serves OpenBLAS's
+# OpenMP calls (Debian's OpenBLAS is built against libgomp): the suite once more
+# with that pairing
+.PHONY: test-clang
+test-clang:
+	@sh tools/deps.sh clang libomp-dev
+	@$(MAKE) --no-print-directory BUILD=build-clang CC=clang test
+
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 PYTESTS= \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all" \
@@ -250,9 +259,9 @@ install: all
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 clean:
-	rm -rf build build-asan build-fuzz build-aarch64
+	rm -rf build build-asan build-fuzz build-aarch64 build-clang
 
-	rm -rf build build-asan build-aarch64
+	rm -rf build build-asan build-aarch64 build-clang
 
 # header dependencies (-MMD)
 -include $(OBJ:.o=.d) $(REFOBJ:.o=.d) $(TESTBIN:=.d) $(BUILD)/tools/lina.d

@@ -379,9 +379,11 @@ static void outputs(void)
     CHECK(st == 1 && one_line(err) && strstr(err, "non-finite") && strstr(err, ".npy") && system(cmd) == 0,
           "overflowing output -> exit %d, no file: %.*s", st, (int)strcspn(err, "\n"), err);
     free(q); free(v); free(bq); free(bv);
-    /* a write that fails part-way (file-size limit: o.npy fits, ht.npy [1,2,64,3] does not):
-     * no output appears, no temporary is left */
-    const int K2 = 64;
+    /* a write that fails part-way (file-size limit of 1 KiB, 2 blocks of 512 bytes in sh's
+     * ulimit: o.npy fits, ht.npy [1,2,128,3] does not, even in 1 KiB blocks): no output
+     * appears, no temporary is left. (LLVM's OpenMP runtime sizes a 1 KiB shared-memory
+     * file at start-up and dies under a smaller limit.) */
+    const int K2 = 128;
     int64_t sk2[4] = {B, T, H, K2};
     size_t nq2 = (size_t)B * T * H * K2;
     double *q2 = rnd(nq2, 0, 0, 1), *v2 = rnd(nv, 0, 0, 1);
@@ -393,7 +395,7 @@ static void outputs(void)
     put(in, "k", 4, sk2, q2);
     put(in, "v", 4, sv, v2);
     snprintf(cmd, sizeof cmd,
-             "(trap '' XFSZ; ulimit -f 1 && exec %s op linear_attn --in %s --out %s --form chunk) 2>%s/fsz_err.txt",
+             "(trap '' XFSZ; ulimit -f 2 && exec %s op linear_attn --in %s --out %s --form chunk) 2>%s/fsz_err.txt",
              lina_bin, in, out, root);
     st = system(cmd);
     snprintf(p, sizeof p, "%s/fsz_err.txt", root);

@@ -594,6 +594,17 @@ void LINA_KFN(lina_sgemm_sm)(int transA, int transB, int M, int N, int K, float 
 #ifdef LINA_VL
 #define MM_KC 256 /* inner size per pass of a long product (A^T B): B's rows stay in cache */
 
+/* rows [m0, m1) of the product, in passes of MM_KC inner indices */
+static void mm_rows_part(int m0, int m1, int N, int K, float alpha, const float *A, size_t sam, size_t sak,
+                         const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+    for (int k0 = 0; m0 < m1 && k0 < K; k0 += MM_KC) {
+        const int kc = K - k0 < MM_KC ? K - k0 : MM_KC;
+        LINA_KFN(lina_mm)(m1 - m0, N, kc, alpha, A + (size_t)m0 * sam + (size_t)k0 * sak, sam, sak,
+                          B + (size_t)k0 * ldb, ldb, k0 ? 1.0f : beta, C + (size_t)m0 * ldc, ldc, NULL, NULL, 0);
+    }
+}
+
 static void mm_rows(int M, int N, int K, float alpha, const float *A, size_t sam, size_t sak, const float *B,
                     size_t ldb, float beta, float *C, size_t ldc)
 {
@@ -605,7 +616,15 @@ static void mm_rows(int M, int N, int K, float alpha, const float *A, size_t sam
 #endif
     const int groups = (M + MM_MR - 1) / MM_MR;
     nthr = nthr < groups ? nthr : groups;
-#pragma omp parallel num_threads(nthr) if (nthr > 1)
+    if (nthr <= 1) {
+        /* no parallel region at all: LLVM's OpenMP runtime, after a region made serial by
+         * an if clause with num_threads(1), gives the next GOMP_parallel call (OpenBLAS's
+         * threaded SGEMM, built against libgomp) a team of one thread, and OpenBLAS's
+         * threads then wait for each other for ever (a clang build's test_kern hung) */
+        mm_rows_part(0, M, N, K, alpha, A, sam, sak, B, ldb, beta, C, ldc);
+        return;
+    }
+#pragma omp parallel num_threads(nthr)
     {
         int t = 0, nt = 1;
 #ifdef _OPENMP
@@ -613,12 +632,7 @@ static void mm_rows(int M, int N, int K, float alpha, const float *A, size_t sam
         nt = omp_get_num_threads();
 #endif
         const int g0 = (int)((long)groups * t / nt), g1 = (int)((long)groups * (t + 1) / nt);
-        const int m0 = g0 * MM_MR, m1 = g1 * MM_MR < M ? g1 * MM_MR : M;
-        for (int k0 = 0; m0 < m1 && k0 < K; k0 += MM_KC) {
-            const int kc = K - k0 < MM_KC ? K - k0 : MM_KC;
-            LINA_KFN(lina_mm)(m1 - m0, N, kc, alpha, A + (size_t)m0 * sam + (size_t)k0 * sak, sam, sak,
-                              B + (size_t)k0 * ldb, ldb, k0 ? 1.0f : beta, C + (size_t)m0 * ldc, ldc, NULL, NULL, 0);
-        }
+        mm_rows_part(g0 * MM_MR, g1 * MM_MR < M ? g1 * MM_MR : M, N, K, alpha, A, sam, sak, B, ldb, beta, C, ldc);
     }
 }
 #endif
